@@ -1,0 +1,39 @@
+//! `dhrt-core` — the portable, sans-IO engine of dhrt.
+//!
+//! Everything a dhrt node decides lives here, as plain data structures and pure
+//! functions: no sockets, files, threads, clocks or global randomness. Time enters as a
+//! `now` argument (milliseconds), randomness as seeds chosen by the caller, and every
+//! iteration order is deterministic. The tokio server, the browser peer, the Python
+//! binding and the deterministic simulator all drive this same code.
+//!
+//! The data half, bottom up:
+//! - [`hash`] — where a key lives on the ring, and ring-interval arithmetic;
+//! - [`clock`] — the hybrid logical clock that stamps every write;
+//! - [`entry`] — a value or tombstone with its version, and the last-writer-wins merge;
+//! - [`store`] — the storage trait, the in-memory store and the conformance suite;
+//! - [`merkle`] — the incremental Merkle tree over ring positions;
+//! - [`replica`] — a store plus its Merkle trees, kept consistent on every write;
+//! - [`sync`] — the two-party anti-entropy state machine that ships only differences;
+//! - [`proto`] and [`wire`] — the messages and their framed MessagePack encoding.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod entry;
+pub mod error;
+pub mod hash;
+pub mod merkle;
+pub mod proto;
+pub mod replica;
+pub mod store;
+pub mod sync;
+pub mod wire;
+
+pub use clock::{Hlc, Timestamp};
+pub use entry::{Entry, NodeId};
+pub use error::{Error, Result};
+pub use hash::{Interval, Placement, Position};
+
+/// Milliseconds since the Unix epoch, as every `now` argument in the core is given.
+pub type Millis = u64;

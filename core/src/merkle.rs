@@ -1,0 +1,298 @@
+//! The incremental Merkle tree over ring positions, one per collection.
+//!
+//! The ring is cut into a fixed 4-ary prefix tree: the node at `level` L with `prefix`
+//! p covers every position whose top 2·L bits equal p; the root (level 0) covers the
+//! ring, level 32 single positions. Each node summarises its entries as
+//! [`Summary`] — a count and a digest, the XOR of the [`entry_digest`]s under it. XOR
+//! makes every change local: inserting, replacing or removing an entry XORs the old and
+//! new digests into the `depth + 1` nodes on its path, O(depth) work, never a rescan.
+//!
+//! Only levels `0 ..= depth` are stored (default depth 8: 65,536 buckets), and only the
+//! non-empty nodes, so a small collection costs little. Below the stored depth the sync
+//! protocol computes *virtual* digests on demand from the store's entries (see
+//! [`crate::sync`]), so a differing bucket is narrowed down without listing it.
+//!
+//! An entry digest covers the key and the entry's version and expiry, not its value: a
+//! write is identified by `(ts, origin)`, which a clock never issues twice, so two
+//! replicas holding the same version hold the same value.
+
+use crate::{
+    entry::Entry,
+    hash::{Interval, Position, Segment},
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+/// Children per node.
+pub const FANOUT: usize = 4;
+/// Position bits consumed per level.
+pub const BITS_PER_LEVEL: u32 = 2;
+/// The deepest level: a node there covers one position.
+pub const MAX_LEVEL: u8 = 32;
+/// Stored depth used when none is configured: 4^8 = 65,536 buckets.
+pub const DEFAULT_DEPTH: u8 = 8;
+
+/// The digest of one stored entry for `key`: xxh3-64 of the key followed by the
+/// timestamp, origin, tombstone flag and expiry (little-endian, fixed width).
+pub fn entry_digest(key: &[u8], entry: &Entry) -> u64 {
+    let mut buf = Vec::with_capacity(key.len() + 25);
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(&entry.ts.0.to_le_bytes());
+    buf.extend_from_slice(&entry.origin.0.to_le_bytes());
+    buf.push(u8::from(entry.is_tombstone()));
+    buf.extend_from_slice(&entry.expires.unwrap_or(u64::MAX).to_le_bytes());
+    xxh3_64(&buf)
+}
+
+/// An entry digest re-keyed by a per-session salt and cut to 32 bits, for the virtual
+/// levels below the stored depth: a collision there lasts one session, not forever.
+pub fn salted_digest(digest: u64, salt: u64) -> u64 {
+    xxh3_64_with_seed(&digest.to_le_bytes(), salt) & 0xFFFF_FFFF
+}
+
+/// A node's count of entries and XOR of their digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
+pub struct Summary {
+    /// XOR of the entry digests below the node (0 when empty).
+    pub digest: u64,
+    /// Number of entries below the node.
+    pub count: u64,
+}
+
+impl Summary {
+    /// Whether no entry lies below.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Adds one entry digest.
+    pub fn add(&mut self, digest: u64) {
+        self.digest ^= digest;
+        self.count += 1;
+    }
+
+    /// Combines two disjoint summaries.
+    pub fn combine(self, other: Summary) -> Summary {
+        Summary { digest: self.digest ^ other.digest, count: self.count + other.count }
+    }
+}
+
+/// A node of the 4-ary prefix tree over positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeRef {
+    /// Depth from the root (0) to single positions (32).
+    pub level: u8,
+    /// The top `2 * level` bits shared by the node's positions.
+    pub prefix: u64,
+}
+
+impl NodeRef {
+    /// The root, covering the whole ring.
+    pub const ROOT: NodeRef = NodeRef { level: 0, prefix: 0 };
+
+    /// The node at `level` containing `pos` (levels above [`MAX_LEVEL`] are clamped).
+    pub fn containing(pos: Position, level: u8) -> NodeRef {
+        let level = level.min(MAX_LEVEL);
+        let shift = 64 - BITS_PER_LEVEL * u32::from(level);
+        NodeRef { level, prefix: pos.checked_shr(shift).unwrap_or(0) }
+    }
+
+    /// Whether the node is well formed (level ≤ 32, prefix within 2·level bits).
+    pub fn is_valid(&self) -> bool {
+        self.level <= MAX_LEVEL
+            && (self.level == MAX_LEVEL
+                || self.prefix >> (BITS_PER_LEVEL * u32::from(self.level)) == 0)
+    }
+
+    /// The inclusive run of positions the node covers.
+    pub fn segment(&self) -> Segment {
+        let shift = 64 - BITS_PER_LEVEL * u32::from(self.level.min(MAX_LEVEL));
+        let lo = self.prefix.checked_shl(shift).unwrap_or(0);
+        let span = u64::MAX.checked_shr(64 - shift).unwrap_or(0);
+        let span = if shift == 0 { 0 } else { span };
+        Segment { lo, hi: lo | span }
+    }
+
+    /// The `i`-th child (`i < 4`); `None` at the deepest level.
+    pub fn child(&self, i: usize) -> Option<NodeRef> {
+        (self.level < MAX_LEVEL && i < FANOUT)
+            .then(|| NodeRef { level: self.level + 1, prefix: (self.prefix << 2) | i as u64 })
+    }
+
+    /// Which child of this node holds `pos` (which must lie in the node).
+    pub fn child_index(&self, pos: Position) -> usize {
+        let shift = 64 - BITS_PER_LEVEL * (u32::from(self.level) + 1);
+        ((pos >> shift) & 3) as usize
+    }
+}
+
+/// The stored Merkle tree of one collection: levels `0 ..= depth`, non-empty nodes only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerkleTree {
+    depth: u8,
+    levels: Vec<BTreeMap<u64, Summary>>,
+}
+
+impl Default for MerkleTree {
+    fn default() -> Self {
+        MerkleTree::new(DEFAULT_DEPTH)
+    }
+}
+
+impl MerkleTree {
+    /// An empty tree storing levels `0 ..= depth` (depth clamped to 1 ..= 16).
+    pub fn new(depth: u8) -> Self {
+        let depth = depth.clamp(1, 16);
+        MerkleTree { depth, levels: vec![BTreeMap::new(); usize::from(depth) + 1] }
+    }
+
+    /// The deepest stored level.
+    pub fn depth(&self) -> u8 {
+        self.depth
+    }
+
+    /// Count and digest of everything in the tree.
+    pub fn root(&self) -> Summary {
+        self.summary(NodeRef::ROOT).unwrap_or_default()
+    }
+
+    /// The stored summary of `node`; `None` when the node is below the stored depth.
+    pub fn summary(&self, node: NodeRef) -> Option<Summary> {
+        let level = self.levels.get(usize::from(node.level))?;
+        Some(level.get(&node.prefix).copied().unwrap_or_default())
+    }
+
+    /// Records that the entry digest at `pos` changed from `old` to `new` (`None` = no
+    /// entry): O(depth).
+    pub fn update(&mut self, pos: Position, old: Option<u64>, new: Option<u64>) {
+        let delta = old.unwrap_or(0) ^ new.unwrap_or(0);
+        let count_delta: i64 = i64::from(new.is_some()) - i64::from(old.is_some());
+        if delta == 0 && count_delta == 0 {
+            return;
+        }
+        for (level, nodes) in self.levels.iter_mut().enumerate() {
+            let prefix = NodeRef::containing(pos, level as u8).prefix;
+            let slot = nodes.entry(prefix).or_default();
+            slot.digest ^= delta;
+            slot.count = slot.count.wrapping_add_signed(count_delta);
+            if slot.count == 0 {
+                nodes.remove(&prefix);
+            }
+        }
+    }
+
+    /// Adds an entry digest at `pos`.
+    pub fn insert(&mut self, pos: Position, digest: u64) {
+        self.update(pos, None, Some(digest));
+    }
+
+    /// Removes an entry digest at `pos`.
+    pub fn remove(&mut self, pos: Position, digest: u64) {
+        self.update(pos, Some(digest), None);
+    }
+
+    /// Number of stored (non-empty) nodes, for memory accounting.
+    pub fn stored_nodes(&self) -> usize {
+        self.levels.iter().map(BTreeMap::len).sum()
+    }
+
+    /// Whether the stored node `node` lies entirely inside `interval`.
+    pub fn node_inside(node: NodeRef, interval: &Interval) -> bool {
+        interval.contains_segment(node.segment())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{clock::Timestamp, entry::NodeId};
+    use proptest::prelude::*;
+
+    fn e(ts: u64) -> Entry {
+        Entry::value("v", Timestamp(ts), NodeId(1))
+    }
+
+    #[test]
+    fn node_geometry() {
+        assert_eq!(NodeRef::ROOT.segment(), Segment { lo: 0, hi: u64::MAX });
+        let c = NodeRef::ROOT.child(3).unwrap();
+        assert_eq!(c.segment(), Segment { lo: 3 << 62, hi: u64::MAX });
+        let leaf = NodeRef::containing(12345, MAX_LEVEL);
+        assert_eq!(leaf.segment(), Segment { lo: 12345, hi: 12345 });
+        assert_eq!(leaf.child(0), None);
+        assert_eq!(NodeRef::containing(u64::MAX, 1), NodeRef { level: 1, prefix: 3 });
+        for pos in [0, 1, u64::MAX, 0x1234_5678_9abc_def0] {
+            for level in 0..MAX_LEVEL {
+                let n = NodeRef::containing(pos, level);
+                assert!(n.is_valid() && n.segment().contains(pos));
+                let i = n.child_index(pos);
+                assert_eq!(n.child(i).unwrap(), NodeRef::containing(pos, level + 1));
+            }
+        }
+        assert!(!NodeRef { level: 1, prefix: 4 }.is_valid());
+        assert!(!NodeRef { level: 33, prefix: 0 }.is_valid());
+    }
+
+    #[test]
+    fn digest_covers_version_not_value() {
+        let a = Entry::value("a", Timestamp(1), NodeId(1));
+        let b = Entry::value("b", Timestamp(1), NodeId(1));
+        assert_eq!(entry_digest(b"k", &a), entry_digest(b"k", &b));
+        assert_ne!(entry_digest(b"k", &a), entry_digest(b"k", &e(2)));
+        assert_ne!(entry_digest(b"k", &a), entry_digest(b"j", &a));
+        let t = Entry::tombstone(Timestamp(1), NodeId(1));
+        assert_ne!(entry_digest(b"k", &a), entry_digest(b"k", &t));
+        assert_ne!(salted_digest(7, 1), salted_digest(7, 2));
+        assert!(salted_digest(7, 1) <= u64::from(u32::MAX));
+    }
+
+    #[test]
+    fn insert_then_remove_returns_to_empty() {
+        let mut t = MerkleTree::new(4);
+        t.insert(10, 111);
+        t.insert(u64::MAX, 222);
+        assert_eq!(t.root(), Summary { digest: 111 ^ 222, count: 2 });
+        t.update(10, Some(111), Some(333));
+        assert_eq!(t.root(), Summary { digest: 333 ^ 222, count: 2 });
+        t.remove(10, 333);
+        t.remove(u64::MAX, 222);
+        assert_eq!(t.root(), Summary::default());
+        assert_eq!(t.stored_nodes(), 0);
+    }
+
+    proptest! {
+        /// Incremental updates give the same tree as building from the final contents,
+        /// in any order.
+        #[test]
+        fn incremental_equals_rebuild(ops in prop::collection::vec((any::<u64>(), 0u8..4, 1u64..5), 1..200)) {
+            let mut t = MerkleTree::new(5);
+            let mut contents: BTreeMap<u64, u64> = BTreeMap::new();
+            for (pos, op, d) in ops {
+                let pos = pos % 64 * (u64::MAX / 63);
+                let old = contents.get(&pos).copied();
+                if op == 0 {
+                    contents.remove(&pos);
+                    t.update(pos, old, None);
+                } else {
+                    contents.insert(pos, d);
+                    t.update(pos, old, Some(d));
+                }
+            }
+            let mut fresh = MerkleTree::new(5);
+            for (p, d) in contents.iter().rev() {
+                fresh.insert(*p, *d);
+            }
+            prop_assert_eq!(&t, &fresh);
+            for level in 0..=5u8 {
+                for (prefix, s) in &fresh.levels[usize::from(level)] {
+                    let node = NodeRef { level, prefix: *prefix };
+                    let want = contents.iter()
+                        .filter(|(p, _)| node.segment().contains(**p))
+                        .fold(Summary::default(), |mut acc, (_, d)| { acc.add(*d); acc });
+                    prop_assert_eq!(*s, want);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! A replica: a [`Store`] and the Merkle trees of its collections, kept in step.
+//!
+//! Every write to a replica goes through here, so the tree of a collection always
+//! describes exactly what the store holds: a merge that changes the store XORs the old
+//! and new entry digests into the tree (O(depth)); a removal XORs the old one out.
+//! The replica also knows each collection's [`Placement`], so callers name keys and the
+//! replica works out positions.
+
+use crate::{
+    entry::Entry,
+    hash::{Interval, Placement, Position},
+    merkle::{entry_digest, MerkleTree, DEFAULT_DEPTH},
+    store::{Merged, Record, Store, StoreError},
+};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+/// Records read per page when a replica walks a collection.
+const PAGE: usize = 1024;
+
+/// A store plus one Merkle tree per collection.
+#[derive(Debug)]
+pub struct Replica<S: Store> {
+    store: S,
+    trees: BTreeMap<String, MerkleTree>,
+    placements: BTreeMap<String, Placement>,
+    depth: u8,
+}
+
+impl<S: Store> Replica<S> {
+    /// Wraps `store`, building the tree of every collection it already holds.
+    pub fn new(store: S) -> Result<Self, StoreError> {
+        Self::with_depth(store, DEFAULT_DEPTH)
+    }
+
+    /// As [`Replica::new`], storing Merkle levels `0 ..= depth`.
+    pub fn with_depth(store: S, depth: u8) -> Result<Self, StoreError> {
+        let mut replica =
+            Replica { store, trees: BTreeMap::new(), placements: BTreeMap::new(), depth };
+        for name in replica.store.collections()? {
+            replica.rebuild_tree(&name)?;
+        }
+        Ok(replica)
+    }
+
+    /// Recomputes a collection's tree from the store, page by page.
+    pub fn rebuild_tree(&mut self, collection: &str) -> Result<(), StoreError> {
+        let mut tree = MerkleTree::new(self.depth);
+        let mut cursor: Option<(Position, Bytes)> = None;
+        loop {
+            let page = self.store.range(
+                collection,
+                Interval::full(),
+                cursor.as_ref().map(|(p, k)| (*p, k.as_ref())),
+                PAGE,
+            )?;
+            for r in &page {
+                tree.insert(r.pos, entry_digest(&r.key, &r.entry));
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => cursor = Some((last.pos, last.key.clone())),
+                _ => break,
+            }
+        }
+        self.trees.insert(collection.to_string(), tree);
+        Ok(())
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Consumes the replica, returning its store.
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// The stored Merkle depth of new trees.
+    pub fn depth(&self) -> u8 {
+        self.depth
+    }
+
+    /// Sets how `collection` places keys. Change it only while the collection is empty:
+    /// existing records keep the positions they were stored at.
+    pub fn set_placement(&mut self, collection: &str, placement: Placement) {
+        self.placements.insert(collection.to_string(), placement);
+    }
+
+    /// How `collection` places keys (hashed unless set otherwise).
+    pub fn placement(&self, collection: &str) -> Placement {
+        self.placements.get(collection).copied().unwrap_or_default()
+    }
+
+    /// The ring position of `key` in `collection`.
+    pub fn position(&self, collection: &str, key: &[u8]) -> Position {
+        self.placement(collection).position(collection, key)
+    }
+
+    /// The Merkle tree of `collection`, if it has ever held data here.
+    pub fn tree(&self, collection: &str) -> Option<&MerkleTree> {
+        self.trees.get(collection)
+    }
+
+    /// The stored entry for `key`, tombstones included.
+    pub fn get(&self, collection: &str, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.store.get(collection, self.position(collection, key), key)
+    }
+
+    /// Merges `entry` for `key`, updating the tree when the store changed.
+    pub fn merge(&mut self, collection: &str, key: Bytes, entry: Entry) -> Result<Merged, StoreError> {
+        let pos = self.position(collection, &key);
+        let new_digest = entry_digest(&key, &entry);
+        let merged = self.store.merge(collection, pos, &key, entry)?;
+        self.track(collection, pos, &key, &merged, new_digest);
+        Ok(merged)
+    }
+
+    /// Merges many entries of one collection in one store batch.
+    pub fn merge_batch(
+        &mut self,
+        collection: &str,
+        entries: Vec<(Bytes, Entry)>,
+    ) -> Result<Vec<Merged>, StoreError> {
+        let records: Vec<Record> = entries
+            .into_iter()
+            .map(|(key, entry)| Record { pos: self.position(collection, &key), key, entry })
+            .collect();
+        let outcomes = self.store.merge_batch(collection, &records)?;
+        for (r, m) in records.iter().zip(&outcomes) {
+            self.track(collection, r.pos, &r.key, m, entry_digest(&r.key, &r.entry));
+        }
+        Ok(outcomes)
+    }
+
+    fn track(&mut self, collection: &str, pos: Position, key: &[u8], merged: &Merged, new: u64) {
+        let old = match merged {
+            Merged::Kept => return,
+            Merged::Inserted => None,
+            Merged::Replaced(old) => Some(entry_digest(key, old)),
+        };
+        self.tree_mut(collection).update(pos, old, Some(new));
+    }
+
+    fn tree_mut(&mut self, collection: &str) -> &mut MerkleTree {
+        let depth = self.depth;
+        self.trees.entry(collection.to_string()).or_insert_with(|| MerkleTree::new(depth))
+    }
+
+    /// Removes `key` outright (no tombstone); returns what was stored.
+    pub fn remove(&mut self, collection: &str, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        let pos = self.position(collection, key);
+        let old = self.store.remove(collection, pos, key)?;
+        if let Some(e) = &old {
+            self.tree_mut(collection).remove(pos, entry_digest(key, e));
+        }
+        Ok(old)
+    }
+
+    /// Removes every record in `interval`; returns how many.
+    pub fn delete_range(&mut self, collection: &str, interval: Interval) -> Result<u64, StoreError> {
+        // Walk the range first so the tree learns each removed digest.
+        let mut cursor: Option<(Position, Bytes)> = None;
+        loop {
+            let page = self.store.range(
+                collection,
+                interval,
+                cursor.as_ref().map(|(p, k)| (*p, k.as_ref())),
+                PAGE,
+            )?;
+            for r in &page {
+                self.tree_mut(collection).remove(r.pos, entry_digest(&r.key, &r.entry));
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => cursor = Some((last.pos, last.key.clone())),
+                _ => break,
+            }
+        }
+        self.store.delete_range(collection, interval)
+    }
+
+    /// Drops a whole collection and its tree.
+    pub fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError> {
+        self.trees.remove(collection);
+        self.store.drop_collection(collection)
+    }
+
+    /// Up to `limit` records of `interval` after `after` (see [`Store::range`]).
+    pub fn range(
+        &self,
+        collection: &str,
+        interval: Interval,
+        after: Option<(Position, &[u8])>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.store.range(collection, interval, after, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{clock::Timestamp, entry::NodeId, store::MemStore};
+
+    fn v(ts: u64) -> Entry {
+        Entry::value("v", Timestamp(ts), NodeId(1))
+    }
+
+    #[test]
+    fn tree_follows_every_write_and_matches_a_rebuild() {
+        let mut r = Replica::with_depth(MemStore::new(), 3).unwrap();
+        for i in 0..200u64 {
+            r.merge("c", Bytes::from(format!("k{}", i % 70)), v(i)).unwrap();
+        }
+        r.merge("c", Bytes::from("k1"), v(0)).unwrap(); // older: kept, tree unchanged
+        r.remove("c", b"k2").unwrap();
+        r.delete_range("c", Interval::new(0, u64::MAX / 2)).unwrap();
+        let incremental = r.tree("c").unwrap().clone();
+        assert_eq!(incremental.root().count, r.store().stats("c").unwrap().entries);
+        let rebuilt = Replica::with_depth(r.into_store(), 3).unwrap();
+        assert_eq!(rebuilt.tree("c").unwrap(), &incremental);
+    }
+
+    #[test]
+    fn ordered_collections_place_by_key_prefix() {
+        let mut r = Replica::new(MemStore::new()).unwrap();
+        r.set_placement("o", Placement::Ordered);
+        r.merge("o", Bytes::from("b"), v(1)).unwrap();
+        r.merge("o", Bytes::from("a"), v(1)).unwrap();
+        let keys: Vec<_> =
+            r.range("o", Interval::new(u64::MAX, u64::MAX), None, 10).unwrap().into_iter().map(|x| x.key).collect();
+        assert_eq!(keys, vec![Bytes::from("a"), Bytes::from("b")]);
+        assert_eq!(r.get("o", b"a").unwrap(), Some(v(1)));
+    }
+}

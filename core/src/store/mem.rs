@@ -1,0 +1,163 @@
+//! `MemStore`: the in-memory [`Store`], used by `--memory` nodes, the browser replica,
+//! the simulator and tests. A `BTreeMap` per collection keyed by `(position, key)`.
+
+use super::{validate_collection, CollectionStats, Merged, Record, Store, StoreError};
+use crate::{entry::Entry, hash::Interval, hash::Position};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+#[derive(Debug, Default, Clone)]
+struct Collection {
+    records: BTreeMap<(Position, Bytes), Entry>,
+    stats: CollectionStats,
+}
+
+/// An in-memory store: ordered maps, exact counts, nothing persisted.
+#[derive(Debug, Default, Clone)]
+pub struct MemStore {
+    collections: BTreeMap<String, Collection>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// The index of the segment of `interval` holding `pos`, if any.
+pub(crate) fn segment_of(interval: &Interval, pos: Position) -> Option<usize> {
+    interval.segments().iter().position(|s| s.is_some_and(|s| s.contains(pos)))
+}
+
+impl Store for MemStore {
+    fn collections(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .collections
+            .iter()
+            .filter(|(_, c)| !c.records.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect())
+    }
+
+    fn get(
+        &self,
+        collection: &str,
+        pos: Position,
+        key: &[u8],
+    ) -> Result<Option<Entry>, StoreError> {
+        let Some(c) = self.collections.get(collection) else { return Ok(None) };
+        Ok(c.records.get(&(pos, Bytes::copy_from_slice(key))).cloned())
+    }
+
+    fn merge(
+        &mut self,
+        collection: &str,
+        pos: Position,
+        key: &Bytes,
+        entry: Entry,
+    ) -> Result<Merged, StoreError> {
+        validate_collection(collection)?;
+        super::validate_key(key)?;
+        let c = self.collections.entry(collection.to_string()).or_default();
+        match c.records.get_mut(&(pos, key.clone())) {
+            None => {
+                c.stats.account(key, &entry, true);
+                c.records.insert((pos, key.clone()), entry);
+                Ok(Merged::Inserted)
+            }
+            Some(old) if entry.supersedes(old) => {
+                c.stats.account(key, old, false);
+                c.stats.account(key, &entry, true);
+                Ok(Merged::Replaced(std::mem::replace(old, entry)))
+            }
+            Some(_) => Ok(Merged::Kept),
+        }
+    }
+
+    fn remove(
+        &mut self,
+        collection: &str,
+        pos: Position,
+        key: &[u8],
+    ) -> Result<Option<Entry>, StoreError> {
+        let Some(c) = self.collections.get_mut(collection) else { return Ok(None) };
+        let old = c.records.remove(&(pos, Bytes::copy_from_slice(key)));
+        if let Some(e) = &old {
+            c.stats.account(key, e, false);
+        }
+        Ok(old)
+    }
+
+    fn range(
+        &self,
+        collection: &str,
+        interval: Interval,
+        after: Option<(Position, &[u8])>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        let Some(c) = self.collections.get(collection) else { return Ok(out) };
+        let first_segment = match after {
+            None => 0,
+            Some((p, _)) => match segment_of(&interval, p) {
+                Some(i) => i,
+                None => return Ok(out),
+            },
+        };
+        for (i, seg) in interval.segments().into_iter().enumerate().skip(first_segment) {
+            let Some(seg) = seg else { continue };
+            let lower = match after {
+                Some((p, k)) if i == first_segment => {
+                    Bound::Excluded((p, Bytes::copy_from_slice(k)))
+                }
+                _ => Bound::Included((seg.lo, Bytes::new())),
+            };
+            let upper = match seg.hi.checked_add(1) {
+                Some(next) => Bound::Excluded((next, Bytes::new())),
+                None => Bound::Unbounded,
+            };
+            for ((pos, key), entry) in c.records.range((lower, upper)) {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(Record { pos: *pos, key: key.clone(), entry: entry.clone() });
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_range(&mut self, collection: &str, interval: Interval) -> Result<u64, StoreError> {
+        let Some(c) = self.collections.get_mut(collection) else { return Ok(0) };
+        let mut doomed: Vec<(Position, Bytes)> = Vec::new();
+        for seg in interval.segments().into_iter().flatten() {
+            let lower = Bound::Included((seg.lo, Bytes::new()));
+            let upper = match seg.hi.checked_add(1) {
+                Some(next) => Bound::Excluded((next, Bytes::new())),
+                None => Bound::Unbounded,
+            };
+            doomed.extend(c.records.range((lower, upper)).map(|(k, _)| k.clone()));
+        }
+        for k in &doomed {
+            if let Some(e) = c.records.remove(k) {
+                c.stats.account(&k.1, &e, false);
+            }
+        }
+        Ok(doomed.len() as u64)
+    }
+
+    fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError> {
+        Ok(self.collections.remove(collection).is_some_and(|c| !c.records.is_empty()))
+    }
+
+    fn stats(&self, collection: &str) -> Result<CollectionStats, StoreError> {
+        Ok(self.collections.get(collection).map(|c| c.stats).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemStore;
+    crate::store_conformance_tests!(MemStore::new());
+}

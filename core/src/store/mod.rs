@@ -1,0 +1,196 @@
+//! The storage trait every replica writes through, and its in-memory implementation.
+//!
+//! A [`Store`] keeps, per collection, a map from `(position, key)` to [`Entry`], ordered
+//! by position and then key bytes, so that a ring interval is a contiguous run (or two,
+//! when it wraps through zero). The store knows nothing of placement or replication: the
+//! caller passes the key's ring position (see [`crate::hash`]) with the key.
+//!
+//! Writes are *merges*: [`Store::merge`] keeps the winner of the stored and the incoming
+//! entry under [`Entry::merge`] and reports what changed, so the caller can keep its
+//! Merkle tree in step. Reads of ranges are paged: [`Store::range`] returns at most
+//! `limit` records after an optional cursor, in ring order starting just after the
+//! interval's start.
+//!
+//! Two implementations share one conformance suite ([`conformance`], behind the
+//! `testing` feature): [`MemStore`] here and native's redb store.
+
+mod mem;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+
+pub use mem::MemStore;
+
+use crate::{entry::Entry, hash::Interval, hash::Position};
+use bytes::Bytes;
+
+/// A key with its ring position and stored entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The key's ring position in its collection.
+    pub pos: Position,
+    /// The key bytes.
+    pub key: Bytes,
+    /// The stored entry.
+    pub entry: Entry,
+}
+
+/// What a merge did to the stored entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merged {
+    /// The key was absent; the incoming entry is now stored.
+    Inserted,
+    /// The incoming entry won; the previous one is returned.
+    Replaced(Entry),
+    /// The stored entry won (or was identical); nothing changed.
+    Kept,
+}
+
+impl Merged {
+    /// Whether the store changed.
+    pub fn changed(&self) -> bool {
+        !matches!(self, Merged::Kept)
+    }
+}
+
+/// Counts and sizes of one collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CollectionStats {
+    /// Stored entries, tombstones included.
+    pub entries: u64,
+    /// Of those, tombstones.
+    pub tombstones: u64,
+    /// Approximate bytes: key lengths plus [`Entry::size`] of every entry.
+    pub bytes: u64,
+}
+
+impl CollectionStats {
+    /// Accounts for one record entering (`sign` = 1) or leaving (`sign` = -1).
+    pub fn account(&mut self, key: &[u8], entry: &Entry, adding: bool) {
+        let bytes = (key.len() + entry.size()) as u64;
+        let tomb = u64::from(entry.is_tombstone());
+        if adding {
+            self.entries += 1;
+            self.tombstones += tomb;
+            self.bytes += bytes;
+        } else {
+            self.entries -= 1;
+            self.tombstones -= tomb;
+            self.bytes -= bytes;
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The collection name is not allowed.
+    #[error(
+        "invalid collection name {name:?}: use 1 to 64 characters from A-Z a-z 0-9 _ - ."
+    )]
+    InvalidCollection {
+        /// The rejected name.
+        name: String,
+    },
+    /// The key is empty or longer than the limit.
+    #[error("invalid key of {len} bytes: keys must be 1 to {max} bytes")]
+    InvalidKey {
+        /// The key's length.
+        len: usize,
+        /// The largest key allowed.
+        max: usize,
+    },
+    /// The storage medium is full; nothing was written.
+    #[error("storage is full: {0}; free space or add nodes, nothing was written")]
+    Full(String),
+    /// An I/O or engine failure; nothing was written.
+    #[error("storage failure: {0}")]
+    Io(String),
+    /// Stored data could not be read back as written.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Longest key a store accepts, in bytes (DESIGN.md §6).
+pub const MAX_KEY_LEN: usize = 64 * 1024;
+/// Longest collection name.
+pub const MAX_COLLECTION_LEN: usize = 64;
+
+/// Checks a collection name: 1–64 characters from `A-Z a-z 0-9 _ - .`, not `.`/`..`.
+/// Names become file names, so nothing else is allowed.
+pub fn validate_collection(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_COLLECTION_LEN
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidCollection { name: name.to_string() })
+    }
+}
+
+/// Checks a key: 1 to [`MAX_KEY_LEN`] bytes.
+pub fn validate_key(key: &[u8]) -> Result<(), StoreError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        Err(StoreError::InvalidKey { len: key.len(), max: MAX_KEY_LEN })
+    } else {
+        Ok(())
+    }
+}
+
+/// Storage for one replica's collections. Implementations keep records ordered by
+/// `(position, key)` within a collection and apply [`Entry::merge`] on every write.
+pub trait Store {
+    /// Names of the collections holding at least one record, sorted.
+    fn collections(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The entry stored for `key` (at `pos`) in `collection`, tombstones included.
+    fn get(&self, collection: &str, pos: Position, key: &[u8])
+        -> Result<Option<Entry>, StoreError>;
+
+    /// Merges `entry` into the stored entry for `key`, keeping the winner.
+    fn merge(
+        &mut self,
+        collection: &str,
+        pos: Position,
+        key: &Bytes,
+        entry: Entry,
+    ) -> Result<Merged, StoreError>;
+
+    /// Merges many records into one collection; durable stores commit them together.
+    /// The outcome of each merge is returned in order. On error nothing was written.
+    fn merge_batch(
+        &mut self,
+        collection: &str,
+        records: &[Record],
+    ) -> Result<Vec<Merged>, StoreError> {
+        records.iter().map(|r| self.merge(collection, r.pos, &r.key, r.entry.clone())).collect()
+    }
+
+    /// Removes `key` outright (no tombstone: used to purge tombstones after the grace
+    /// period and to drop data handed off); returns what was stored.
+    fn remove(&mut self, collection: &str, pos: Position, key: &[u8])
+        -> Result<Option<Entry>, StoreError>;
+
+    /// Up to `limit` records of `interval`, in ring order from `interval.start + 1`
+    /// (position, then key bytes), strictly after the cursor `after` when given.
+    fn range(
+        &self,
+        collection: &str,
+        interval: Interval,
+        after: Option<(Position, &[u8])>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+
+    /// Removes every record whose position lies in `interval`; returns how many.
+    fn delete_range(&mut self, collection: &str, interval: Interval) -> Result<u64, StoreError>;
+
+    /// Removes a whole collection; returns whether it existed.
+    fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError>;
+
+    /// Counts and sizes of `collection` (zeros when it does not exist).
+    fn stats(&self, collection: &str) -> Result<CollectionStats, StoreError>;
+}
