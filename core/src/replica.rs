@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 const PAGE: usize = 1024;
 
 /// A store plus one Merkle tree per collection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Replica<S: Store> {
     store: S,
     trees: BTreeMap<String, MerkleTree>,

@@ -56,10 +56,12 @@ pub enum SyncBody {
     },
 }
 
-/// One unit of work in a [`SyncBody::Step`].
+/// One unit of work in a [`SyncBody::Step`]. Variants travel under one-letter names
+/// (`C`, `V`, `E`, `W`): a step carries thousands of items, and the tag is per item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncItem {
     /// "`node` differs; these are my digests of its children within the interval."
+    #[serde(rename = "C")]
     Children {
         /// The differing node.
         node: NodeRef,
@@ -69,6 +71,7 @@ pub enum SyncItem {
         digests: Vec<u64>,
     },
     /// "`node` differs; these are the versions of all my entries in it."
+    #[serde(rename = "V")]
     Versions {
         /// The differing node.
         node: NodeRef,
@@ -76,11 +79,13 @@ pub enum SyncItem {
         versions: Vec<(Bytes, Version)>,
     },
     /// "Here are entries newer than yours, or that you lack: merge them."
+    #[serde(rename = "E")]
     Entries {
         /// The keys and their entries.
         entries: Vec<(Bytes, Entry)>,
     },
     /// "Send me your entries for these keys."
+    #[serde(rename = "W")]
     Want {
         /// The keys wanted.
         keys: Vec<Bytes>,
