@@ -28,7 +28,10 @@ impl MemStore {
 
 /// The index of the segment of `interval` holding `pos`, if any.
 pub(crate) fn segment_of(interval: &Interval, pos: Position) -> Option<usize> {
-    interval.segments().iter().position(|s| s.is_some_and(|s| s.contains(pos)))
+    interval
+        .segments()
+        .iter()
+        .position(|s| s.is_some_and(|s| s.contains(pos)))
 }
 
 impl Store for MemStore {
@@ -47,7 +50,9 @@ impl Store for MemStore {
         pos: Position,
         key: &[u8],
     ) -> Result<Option<Entry>, StoreError> {
-        let Some(c) = self.collections.get(collection) else { return Ok(None) };
+        let Some(c) = self.collections.get(collection) else {
+            return Ok(None);
+        };
         Ok(c.records.get(&(pos, Bytes::copy_from_slice(key))).cloned())
     }
 
@@ -82,7 +87,9 @@ impl Store for MemStore {
         pos: Position,
         key: &[u8],
     ) -> Result<Option<Entry>, StoreError> {
-        let Some(c) = self.collections.get_mut(collection) else { return Ok(None) };
+        let Some(c) = self.collections.get_mut(collection) else {
+            return Ok(None);
+        };
         let old = c.records.remove(&(pos, Bytes::copy_from_slice(key)));
         if let Some(e) = &old {
             c.stats.account(key, e, false);
@@ -98,7 +105,9 @@ impl Store for MemStore {
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
-        let Some(c) = self.collections.get(collection) else { return Ok(out) };
+        let Some(c) = self.collections.get(collection) else {
+            return Ok(out);
+        };
         let first_segment = match after {
             None => 0,
             Some((p, _)) => match segment_of(&interval, p) {
@@ -106,7 +115,12 @@ impl Store for MemStore {
                 None => return Ok(out),
             },
         };
-        for (i, seg) in interval.segments().into_iter().enumerate().skip(first_segment) {
+        for (i, seg) in interval
+            .segments()
+            .into_iter()
+            .enumerate()
+            .skip(first_segment)
+        {
             let Some(seg) = seg else { continue };
             let lower = match after {
                 Some((p, k)) if i == first_segment => {
@@ -122,14 +136,20 @@ impl Store for MemStore {
                 if out.len() >= limit {
                     return Ok(out);
                 }
-                out.push(Record { pos: *pos, key: key.clone(), entry: entry.clone() });
+                out.push(Record {
+                    pos: *pos,
+                    key: key.clone(),
+                    entry: entry.clone(),
+                });
             }
         }
         Ok(out)
     }
 
     fn delete_range(&mut self, collection: &str, interval: Interval) -> Result<u64, StoreError> {
-        let Some(c) = self.collections.get_mut(collection) else { return Ok(0) };
+        let Some(c) = self.collections.get_mut(collection) else {
+            return Ok(0);
+        };
         let mut doomed: Vec<(Position, Bytes)> = Vec::new();
         for seg in interval.segments().into_iter().flatten() {
             let lower = Bound::Included((seg.lo, Bytes::new()));
@@ -148,11 +168,18 @@ impl Store for MemStore {
     }
 
     fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError> {
-        Ok(self.collections.remove(collection).is_some_and(|c| !c.records.is_empty()))
+        Ok(self
+            .collections
+            .remove(collection)
+            .is_some_and(|c| !c.records.is_empty()))
     }
 
     fn stats(&self, collection: &str) -> Result<CollectionStats, StoreError> {
-        Ok(self.collections.get(collection).map(|c| c.stats).unwrap_or_default())
+        Ok(self
+            .collections
+            .get(collection)
+            .map(|c| c.stats)
+            .unwrap_or_default())
     }
 }
 

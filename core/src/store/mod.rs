@@ -86,9 +86,7 @@ impl CollectionStats {
 #[non_exhaustive]
 pub enum StoreError {
     /// The collection name is not allowed.
-    #[error(
-        "invalid collection name {name:?}: use 1 to 64 characters from A-Z a-z 0-9 _ - ."
-    )]
+    #[error("invalid collection name {name:?}: use 1 to 64 characters from A-Z a-z 0-9 _ - .")]
     InvalidCollection {
         /// The rejected name.
         name: String,
@@ -124,18 +122,25 @@ pub fn validate_collection(name: &str) -> Result<(), StoreError> {
         && name.len() <= MAX_COLLECTION_LEN
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if ok {
         Ok(())
     } else {
-        Err(StoreError::InvalidCollection { name: name.to_string() })
+        Err(StoreError::InvalidCollection {
+            name: name.to_string(),
+        })
     }
 }
 
 /// Checks a key: 1 to [`MAX_KEY_LEN`] bytes.
 pub fn validate_key(key: &[u8]) -> Result<(), StoreError> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
-        Err(StoreError::InvalidKey { len: key.len(), max: MAX_KEY_LEN })
+        Err(StoreError::InvalidKey {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        })
     } else {
         Ok(())
     }
@@ -167,13 +172,20 @@ pub trait Store {
         collection: &str,
         records: &[Record],
     ) -> Result<Vec<Merged>, StoreError> {
-        records.iter().map(|r| self.merge(collection, r.pos, &r.key, r.entry.clone())).collect()
+        records
+            .iter()
+            .map(|r| self.merge(collection, r.pos, &r.key, r.entry.clone()))
+            .collect()
     }
 
     /// Removes `key` outright (no tombstone: used to purge tombstones after the grace
     /// period and to drop data handed off); returns what was stored.
-    fn remove(&mut self, collection: &str, pos: Position, key: &[u8])
-        -> Result<Option<Entry>, StoreError>;
+    fn remove(
+        &mut self,
+        collection: &str,
+        pos: Position,
+        key: &[u8],
+    ) -> Result<Option<Entry>, StoreError>;
 
     /// Up to `limit` records of `interval`, in ring order from `interval.start + 1`
     /// (position, then key bytes), strictly after the cursor `after` when given.

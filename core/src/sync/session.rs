@@ -1,134 +1,19 @@
-//! Two-party Merkle sync: the anti-entropy state machine that ships only differences.
-//!
-//! Two replicas of a collection that share a ring interval reconcile it in one
-//! *session*. The initiator opens with [`SyncBody::Begin`], carrying its count and
-//! digest of the interval; from then on the sides strictly alternate, each answering
-//! every message with one [`SyncBody::Step`] page of independent work items, until a
-//! side that has nothing left receives an empty step and closes with
-//! [`SyncBody::Done`]. A session with no differences is therefore two small messages.
-//!
-//! ## The walk
-//!
-//! Both sides look at the same 4-ary tree of position prefixes (see [`crate::merkle`]),
-//! restricted to the interval. When a node's digests differ, the side whose turn it is
-//! *describes* its part of the node:
-//!
-//! - if it holds few entries there (at most [`SyncConfig::list_max`]) it lists their
-//!   versions ([`SyncItem::Versions`]);
-//! - otherwise it sends the digests of the node's non-empty children
-//!   ([`SyncItem::Children`]), and the other side compares them with its own and
-//!   describes, in turn, each child that differs.
-//!
-//! So the walk descends only into differing subtrees, alternating sides level by level.
-//! Shortcuts: where one side has nothing under a node, the other streams everything it
-//! has there ([`SyncItem::Entries`]) without descending further.
-//!
-//! At a listing, the receiver compares the listed versions with its own entries: it
-//! ships the entries of its own that are newer or that the lister lacks, and asks
-//! ([`SyncItem::Want`]) for the keys where the lister is newer or that it lacks; the
-//! lister answers a want with the entries. Only newer entries cross, in both directions.
-//!
-//! ## Digests
-//!
-//! Stored levels (`0 ..= depth`, the smaller depth of the two sides) use the trees'
-//! 64-bit XOR digests. Below the stored depth, and for buckets cut by the interval's
-//! ends, digests are computed from the store's entries, re-keyed by the session's salt
-//! and cut to 32 bits: smaller on the wire, and a collision there lasts one session
-//! rather than forever. Both sides compute every digest the same way, so equal
-//! contents always compare equal.
-//!
-//! ## Bounds
-//!
-//! A message holds items up to [`SyncConfig::max_message_bytes`] (at least one item,
-//! so a single large value still moves). Work that does not fit waits in the session's
-//! queue for the next turn; streams of entries resume from a cursor. Incoming items are
-//! checked: malformed node references, digest lists that do not match their mask, or
-//! entries outside the interval are refused with [`SyncError`], never a panic.
+//! One side of a sync session: the queue of work, the walk, and the digests.
 
+use super::{Role, SyncConfig, SyncError, SyncStats};
 use crate::{
     entry::{Entry, Version},
     hash::{Interval, Position, Segment},
     merkle::{entry_digest, salted_digest, NodeRef, Summary, FANOUT, MAX_LEVEL},
-    proto::{Message, SyncBody, SyncItem, SyncMessage},
+    proto::{SyncBody, SyncItem, SyncMessage},
     replica::Replica,
-    store::{Store, StoreError},
-    wire,
+    store::Store,
 };
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Records read per store call while scanning.
 const SCAN_PAGE: usize = 512;
-
-/// Why a sync session failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SyncError {
-    /// The peer broke the protocol; the session is over.
-    #[error("sync protocol violation: {0}")]
-    Protocol(String),
-    /// The message belongs to another session.
-    #[error("message for sync session {got} reached session {expected}")]
-    WrongSession {
-        /// The session that received it.
-        expected: u64,
-        /// The session it was for.
-        got: u64,
-    },
-    /// The session already ended.
-    #[error("sync session {0} is already closed")]
-    Closed(u64),
-    /// The peer aborted.
-    #[error("the peer aborted the sync session: {0}")]
-    Aborted(String),
-    /// The local store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Tunables of a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncConfig {
-    /// Soft limit on the encoded size of one message (at least one item is always sent).
-    pub max_message_bytes: usize,
-    /// A side holding at most this many entries under a differing node lists them
-    /// instead of descending.
-    pub list_max: u64,
-}
-
-impl Default for SyncConfig {
-    fn default() -> Self {
-        SyncConfig { max_message_bytes: 256 * 1024, list_max: 2 }
-    }
-}
-
-/// What a session has done so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SyncStats {
-    /// Messages sent.
-    pub messages_sent: u64,
-    /// Messages received.
-    pub messages_received: u64,
-    /// Entries shipped to the peer.
-    pub entries_sent: u64,
-    /// Entries received from the peer.
-    pub entries_received: u64,
-    /// Received entries that changed the local store.
-    pub entries_applied: u64,
-    /// Tree nodes whose children were described to the peer.
-    pub nodes_described: u64,
-    /// Tree nodes whose versions were listed to the peer.
-    pub nodes_listed: u64,
-}
-
-/// Which end of a session this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Opened the session.
-    Initiator,
-    /// Accepted it.
-    Responder,
-}
 
 /// Work waiting for this side's next turn.
 #[derive(Debug, Clone)]
@@ -138,7 +23,11 @@ enum Task {
     /// The peer holds nothing under the node: list nothing, so it streams to us.
     ListEmpty(NodeRef),
     /// Ship my entries under the node, skipping those the peer holds at least as new.
-    Stream { node: NodeRef, cursor: Option<(usize, Position, Bytes)>, theirs: BTreeMap<Bytes, Version> },
+    Stream {
+        node: NodeRef,
+        cursor: Option<(usize, Position, Bytes)>,
+        theirs: BTreeMap<Bytes, Version>,
+    },
     /// Ask for these keys.
     Want(Vec<Bytes>),
     /// Ship the entries for these keys (answering a want).
@@ -202,7 +91,13 @@ impl SyncSession {
             root,
         };
         session.stats.messages_sent += 1;
-        Ok((session, SyncMessage { session: id, body: begin }))
+        Ok((
+            session,
+            SyncMessage {
+                session: id,
+                body: begin,
+            },
+        ))
     }
 
     /// Accepts a [`SyncBody::Begin`] from a peer, returning the session and the reply.
@@ -211,7 +106,15 @@ impl SyncSession {
         msg: SyncMessage,
         config: SyncConfig,
     ) -> Result<(SyncSession, SyncMessage), SyncError> {
-        let SyncBody::Begin { collection, placement, range, depth, salt, root } = msg.body else {
+        let SyncBody::Begin {
+            collection,
+            placement,
+            range,
+            depth,
+            salt,
+            root,
+        } = msg.body
+        else {
             return Err(SyncError::Protocol("a session must open with Begin".into()));
         };
         crate::store::validate_collection(&collection)?;
@@ -231,13 +134,22 @@ impl SyncSession {
             config,
             queue: VecDeque::new(),
             state: State::Open,
-            stats: SyncStats { messages_received: 1, ..SyncStats::default() },
+            stats: SyncStats {
+                messages_received: 1,
+                ..SyncStats::default()
+            },
         };
         let mine = session.summary(replica, NodeRef::ROOT)?;
         if mine == root {
             session.state = State::Done;
             session.stats.messages_sent += 1;
-            return Ok((session, SyncMessage { session: msg.session, body: SyncBody::Done }));
+            return Ok((
+                session,
+                SyncMessage {
+                    session: msg.session,
+                    body: SyncBody::Done,
+                },
+            ));
         }
         session.compare(NodeRef::ROOT, root.count > 0, mine);
         let reply = session.next_step(replica)?;
@@ -282,7 +194,12 @@ impl SyncSession {
     /// A message giving up on the session (for timeouts); closes it.
     pub fn abort(&mut self, reason: &str) -> SyncMessage {
         self.state = State::Failed;
-        SyncMessage { session: self.id, body: SyncBody::Abort { reason: reason.to_string() } }
+        SyncMessage {
+            session: self.id,
+            body: SyncBody::Abort {
+                reason: reason.to_string(),
+            },
+        }
     }
 
     /// Handles the peer's next message; returns the reply to send, or `None` when the
@@ -293,7 +210,10 @@ impl SyncSession {
         msg: SyncMessage,
     ) -> Result<Option<SyncMessage>, SyncError> {
         if msg.session != self.id {
-            return Err(SyncError::WrongSession { expected: self.id, got: msg.session });
+            return Err(SyncError::WrongSession {
+                expected: self.id,
+                got: msg.session,
+            });
         }
         if self.state != State::Open {
             return Err(SyncError::Closed(self.id));
@@ -326,7 +246,10 @@ impl SyncSession {
                 if was_empty && self.queue.is_empty() {
                     self.state = State::Done;
                     self.stats.messages_sent += 1;
-                    return Ok(Some(SyncMessage { session: self.id, body: SyncBody::Done }));
+                    return Ok(Some(SyncMessage {
+                        session: self.id,
+                        body: SyncBody::Done,
+                    }));
                 }
                 self.next_step(replica).map(Some)
             }
@@ -338,7 +261,10 @@ impl SyncSession {
             return Err(SyncError::Protocol(format!("invalid tree node {node:?}")));
         }
         if !self.range.overlaps_segment(node.segment()) {
-            return Err(SyncError::Protocol(format!("tree node {node:?} is outside {}", self.range)));
+            return Err(SyncError::Protocol(format!(
+                "tree node {node:?} is outside {}",
+                self.range
+            )));
         }
         Ok(())
     }
@@ -349,7 +275,11 @@ impl SyncSession {
         item: SyncItem,
     ) -> Result<(), SyncError> {
         match item {
-            SyncItem::Children { node, mask, digests } => {
+            SyncItem::Children {
+                node,
+                mask,
+                digests,
+            } => {
                 self.check_node(node)?;
                 if node.level >= MAX_LEVEL {
                     return Err(SyncError::Protocol("children of a single position".into()));
@@ -363,7 +293,11 @@ impl SyncSession {
                 let mut theirs = digests.into_iter();
                 for i in 0..FANOUT {
                     let Some(child) = node.child(i) else { continue };
-                    let their = if mask & (1 << i) != 0 { theirs.next() } else { None };
+                    let their = if mask & (1 << i) != 0 {
+                        theirs.next()
+                    } else {
+                        None
+                    };
                     if !self.range.overlaps_segment(child.segment()) {
                         continue;
                     }
@@ -390,7 +324,11 @@ impl SyncSession {
                     }
                     theirs.insert(key, their);
                 }
-                self.queue.push_back(Task::Stream { node, cursor: None, theirs });
+                self.queue.push_back(Task::Stream {
+                    node,
+                    cursor: None,
+                    theirs,
+                });
                 if !want.is_empty() {
                     self.queue.push_back(Task::Want(want));
                 }
@@ -403,11 +341,14 @@ impl SyncSession {
                 for (key, _) in &entries {
                     let pos = replica.position(&self.collection, key);
                     if !self.range.contains(pos) {
-                        return Err(SyncError::Protocol("entry outside the session's range".into()));
+                        return Err(SyncError::Protocol(
+                            "entry outside the session's range".into(),
+                        ));
                     }
                 }
                 let outcomes = replica.merge_batch(&self.collection, entries)?;
-                self.stats.entries_applied += outcomes.iter().filter(|m| m.changed()).count() as u64;
+                self.stats.entries_applied +=
+                    outcomes.iter().filter(|m| m.changed()).count() as u64;
             }
         }
         Ok(())
@@ -418,9 +359,11 @@ impl SyncSession {
     fn compare(&mut self, node: NodeRef, theirs_nonempty: bool, mine: Summary) {
         match (theirs_nonempty, mine.is_empty()) {
             (false, true) => {}
-            (false, false) => {
-                self.queue.push_back(Task::Stream { node, cursor: None, theirs: BTreeMap::new() })
-            }
+            (false, false) => self.queue.push_back(Task::Stream {
+                node,
+                cursor: None,
+                theirs: BTreeMap::new(),
+            }),
             (true, true) => self.queue.push_back(Task::ListEmpty(node)),
             (true, false) => self.queue.push_back(Task::Describe(node)),
         }
@@ -445,7 +388,10 @@ impl SyncSession {
             budget = budget.saturating_sub(size);
         }
         self.stats.messages_sent += 1;
-        Ok(SyncMessage { session: self.id, body: SyncBody::Step { items } })
+        Ok(SyncMessage {
+            session: self.id,
+            body: SyncBody::Step { items },
+        })
     }
 
     /// Runs one task within `budget` bytes: the item it produced (if any), its
@@ -459,7 +405,14 @@ impl SyncSession {
         match task {
             Task::ListEmpty(node) => {
                 self.stats.nodes_listed += 1;
-                Ok((Some(SyncItem::Versions { node, versions: Vec::new() }), 12, None))
+                Ok((
+                    Some(SyncItem::Versions {
+                        node,
+                        versions: Vec::new(),
+                    }),
+                    12,
+                    None,
+                ))
             }
             Task::Describe(node) => {
                 let mine = self.summary(replica, node)?;
@@ -467,8 +420,10 @@ impl SyncSession {
                     self.stats.nodes_listed += 1;
                     let (records, _) = self.scan(replica, node, None, usize::MAX)?;
                     let size = records.iter().map(|r| r.2.len() + 24).sum::<usize>() + 12;
-                    let versions =
-                        records.into_iter().map(|(_, _, k, e)| (k, e.version())).collect();
+                    let versions = records
+                        .into_iter()
+                        .map(|(_, _, k, e)| (k, e.version()))
+                        .collect();
                     return Ok((Some(SyncItem::Versions { node, versions }), size, None));
                 }
                 self.stats.nodes_described += 1;
@@ -483,7 +438,15 @@ impl SyncSession {
                     }
                 }
                 let size = 12 + digests.len() * 9;
-                Ok((Some(SyncItem::Children { node, mask, digests }), size, None))
+                Ok((
+                    Some(SyncItem::Children {
+                        node,
+                        mask,
+                        digests,
+                    }),
+                    size,
+                    None,
+                ))
             }
             Task::Want(keys) => {
                 let size = keys.iter().map(|k| k.len() + 3).sum::<usize>() + 4;
@@ -511,7 +474,11 @@ impl SyncSession {
                 let item = (!entries.is_empty()).then_some(SyncItem::Entries { entries });
                 Ok((item, size, rest))
             }
-            Task::Stream { node, cursor, theirs } => {
+            Task::Stream {
+                node,
+                cursor,
+                theirs,
+            } => {
                 let mut entries = Vec::new();
                 let mut size = 4;
                 let mut cursor = cursor;
@@ -533,7 +500,11 @@ impl SyncSession {
                     }
                 };
                 self.stats.entries_sent += entries.len() as u64;
-                let rest = (!finished).then_some(Task::Stream { node, cursor, theirs });
+                let rest = (!finished).then_some(Task::Stream {
+                    node,
+                    cursor,
+                    theirs,
+                });
                 let item = (!entries.is_empty()).then_some(SyncItem::Entries { entries });
                 Ok((item, size, rest))
             }
@@ -549,7 +520,10 @@ impl SyncSession {
             .into_iter()
             .flatten()
             .filter(|s| s.lo <= seg.hi && seg.lo <= s.hi)
-            .map(|s| Segment { lo: s.lo.max(seg.lo), hi: s.hi.min(seg.hi) })
+            .map(|s| Segment {
+                lo: s.lo.max(seg.lo),
+                hi: s.hi.min(seg.hi),
+            })
             .collect();
         out.sort_by_key(|s| s.lo);
         out
@@ -565,7 +539,13 @@ impl SyncSession {
         node: NodeRef,
         cursor: Option<(usize, Position, Bytes)>,
         limit: usize,
-    ) -> Result<(Vec<(usize, Position, Bytes, Entry)>, Option<(usize, Position, Bytes)>), SyncError> {
+    ) -> Result<
+        (
+            Vec<(usize, Position, Bytes, Entry)>,
+            Option<(usize, Position, Bytes)>,
+        ),
+        SyncError,
+    > {
         let segs = self.segments_of(node);
         let mut out = Vec::new();
         let start = cursor.as_ref().map_or(0, |c| c.0);
@@ -594,7 +574,9 @@ impl SyncSession {
     /// the same contents whatever their own trees' depths.
     fn summary<S: Store>(&self, replica: &Replica<S>, node: NodeRef) -> Result<Summary, SyncError> {
         let seg = node.segment();
-        let Some(tree) = replica.tree(&self.collection) else { return Ok(Summary::default()) };
+        let Some(tree) = replica.tree(&self.collection) else {
+            return Ok(Summary::default());
+        };
         if !self.range.overlaps_segment(seg) {
             return Ok(Summary::default());
         }
@@ -643,68 +625,4 @@ impl SyncSession {
 
 fn entry_size(key: &[u8], e: &Entry) -> usize {
     key.len() + e.size() + 8
-}
-
-/// What an in-memory session between two replicas cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PairReport {
-    /// Messages exchanged, both directions.
-    pub messages: u64,
-    /// Round trips: messages / 2, rounded up.
-    pub round_trips: u64,
-    /// Bytes of every frame exchanged, as encoded by [`crate::wire`].
-    pub bytes: u64,
-    /// The largest single frame.
-    pub max_frame: u64,
-    /// Entries shipped, both directions.
-    pub entries: u64,
-}
-
-/// Runs a whole session between two in-memory replicas — `a` initiates — encoding
-/// every message as a wire frame and decoding it on the other side, as a network
-/// would. For tests, benchmarks and the simulator.
-pub fn sync_pair<A: Store, B: Store>(
-    a: &mut Replica<A>,
-    b: &mut Replica<B>,
-    collection: &str,
-    range: Interval,
-    salt: u64,
-    config: SyncConfig,
-) -> Result<PairReport, crate::Error> {
-    let mut report = PairReport::default();
-    let carry = |msg: SyncMessage, report: &mut PairReport| -> Result<SyncMessage, crate::Error> {
-        let frame = wire::encode(&Message::Sync(msg))?;
-        report.messages += 1;
-        report.bytes += frame.len() as u64;
-        report.max_frame = report.max_frame.max(frame.len() as u64);
-        match wire::decode(&frame)? {
-            Message::Sync(m) => Ok(m),
-            other => Err(SyncError::Protocol(format!("unexpected {other:?}")).into()),
-        }
-    };
-    let (mut sa, begin) = SyncSession::initiate(1, a, collection, range, salt, config)?;
-    let begin = carry(begin, &mut report)?;
-    let (mut sb, mut to_a) = SyncSession::accept(b, begin, config)?;
-    loop {
-        let msg = carry(to_a, &mut report)?;
-        let Some(reply) = sa.handle(a, msg)? else { break };
-        let msg = carry(reply, &mut report)?;
-        match sb.handle(b, msg)? {
-            Some(next) => to_a = next,
-            None => break,
-        }
-    }
-    report.round_trips = report.messages.div_ceil(2);
-    report.entries = sa.stats().entries_sent + sb.stats().entries_sent;
-    Ok(report)
-}
-
-/// Convenience for a whole collection: [`sync_pair`] over the full ring.
-pub fn sync_pair_full<A: Store, B: Store>(
-    a: &mut Replica<A>,
-    b: &mut Replica<B>,
-    collection: &str,
-    salt: u64,
-) -> Result<PairReport, crate::Error> {
-    sync_pair(a, b, collection, Interval::full(), salt, SyncConfig::default())
 }

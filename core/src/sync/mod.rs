@@ -1,0 +1,127 @@
+//! Two-party Merkle sync: the anti-entropy state machine that ships only differences.
+//!
+//! Two replicas of a collection that share a ring interval reconcile it in one
+//! *session*. The initiator opens with [`SyncBody::Begin`], carrying its count and
+//! digest of the interval; from then on the sides strictly alternate, each answering
+//! every message with one [`SyncBody::Step`] page of independent work items, until a
+//! side that has nothing left receives an empty step and closes with
+//! [`SyncBody::Done`]. A session with no differences is therefore two small messages.
+//!
+//! ## The walk
+//!
+//! Both sides look at the same 4-ary tree of position prefixes (see [`crate::merkle`]),
+//! restricted to the interval. When a node's digests differ, the side whose turn it is
+//! *describes* its part of the node:
+//!
+//! - if it holds few entries there (at most [`SyncConfig::list_max`]) it lists their
+//!   versions ([`SyncItem::Versions`]);
+//! - otherwise it sends the digests of the node's non-empty children
+//!   ([`SyncItem::Children`]), and the other side compares them with its own and
+//!   describes, in turn, each child that differs.
+//!
+//! So the walk descends only into differing subtrees, alternating sides level by level.
+//! Shortcuts: where one side has nothing under a node, the other streams everything it
+//! has there ([`SyncItem::Entries`]) without descending further.
+//!
+//! At a listing, the receiver compares the listed versions with its own entries: it
+//! ships the entries of its own that are newer or that the lister lacks, and asks
+//! ([`SyncItem::Want`]) for the keys where the lister is newer or that it lacks; the
+//! lister answers a want with the entries. Only newer entries cross, in both directions.
+//!
+//! ## Digests
+//!
+//! Stored levels (`0 ..= depth`, the smaller depth of the two sides) use the trees'
+//! 64-bit XOR digests. Below the stored depth, and for buckets cut by the interval's
+//! ends, digests are computed from the store's entries, re-keyed by the session's salt
+//! and cut to 32 bits: smaller on the wire, and a collision there lasts one session
+//! rather than forever. Both sides compute every digest the same way, so equal
+//! contents always compare equal.
+//!
+//! ## Bounds
+//!
+//! A message holds items up to [`SyncConfig::max_message_bytes`] (at least one item,
+//! so a single large value still moves). Work that does not fit waits in the session's
+//! queue for the next turn; streams of entries resume from a cursor. Incoming items are
+//! checked: malformed node references, digest lists that do not match their mask, or
+//! entries outside the interval are refused with [`SyncError`], never a panic.
+
+mod pair;
+mod session;
+
+pub use pair::{sync_pair, sync_pair_full, PairReport};
+pub use session::SyncSession;
+
+use crate::store::StoreError;
+
+/// Why a sync session failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The peer broke the protocol; the session is over.
+    #[error("sync protocol violation: {0}")]
+    Protocol(String),
+    /// The message belongs to another session.
+    #[error("message for sync session {got} reached session {expected}")]
+    WrongSession {
+        /// The session that received it.
+        expected: u64,
+        /// The session it was for.
+        got: u64,
+    },
+    /// The session already ended.
+    #[error("sync session {0} is already closed")]
+    Closed(u64),
+    /// The peer aborted.
+    #[error("the peer aborted the sync session: {0}")]
+    Aborted(String),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Tunables of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// Soft limit on the encoded size of one message (at least one item is always sent).
+    pub max_message_bytes: usize,
+    /// A side holding at most this many entries under a differing node lists them
+    /// instead of descending.
+    pub list_max: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            max_message_bytes: 256 * 1024,
+            list_max: 2,
+        }
+    }
+}
+
+/// What a session has done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncStats {
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+    /// Entries shipped to the peer.
+    pub entries_sent: u64,
+    /// Entries received from the peer.
+    pub entries_received: u64,
+    /// Received entries that changed the local store.
+    pub entries_applied: u64,
+    /// Tree nodes whose children were described to the peer.
+    pub nodes_described: u64,
+    /// Tree nodes whose versions were listed to the peer.
+    pub nodes_listed: u64,
+}
+
+/// Which end of a session this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Opened the session.
+    Initiator,
+    /// Accepted it.
+    Responder,
+}
