@@ -38,18 +38,22 @@ fn diverge(a: &mut Replica<MemStore>, b: &mut Replica<MemStore>, n: u64, d: u64)
         match i % 3 {
             0 => b.merge(C, key(k), Entry::value(value(k, 2), Timestamp(2 << 16), NodeId(2))),
             1 => a.merge(C, key(k), Entry::tombstone(Timestamp(2 << 16), NodeId(1))),
-            _ => b.merge(C, key(n + i), Entry::value(value(n + i, 1), Timestamp(1 << 16), NodeId(2))),
+            _ => {
+                b.merge(C, key(n + i), Entry::value(value(n + i, 1), Timestamp(1 << 16), NodeId(2)))
+            }
         }
         .expect("merge");
     }
 }
 
 fn bench(c: &mut Criterion) {
-    let n: u64 = std::env::var("DHRT_BENCH_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 =
+        std::env::var("DHRT_BENCH_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let t = Instant::now();
     let mut base = Replica::new(MemStore::new()).expect("replica");
     for i in 0..n {
-        base.merge(C, key(i), Entry::value(value(i, 1), Timestamp(1 << 16), NodeId(1))).expect("merge");
+        base.merge(C, key(i), Entry::value(value(i, 1), Timestamp(1 << 16), NodeId(1)))
+            .expect("merge");
     }
     eprintln!("built a replica of {n} entries in {:.2?}", t.elapsed());
     let sample = (key(1), Entry::value(value(1, 1), Timestamp(1 << 16), NodeId(1)));

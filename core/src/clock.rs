@@ -112,18 +112,12 @@ impl Default for Hlc {
 impl Hlc {
     /// A clock that refuses remote timestamps more than `max_offset_ms` ahead.
     pub fn new(max_offset_ms: Millis) -> Self {
-        Hlc {
-            last: Timestamp::ZERO,
-            max_offset_ms,
-        }
+        Hlc { last: Timestamp::ZERO, max_offset_ms }
     }
 
     /// A clock resumed after a restart: it never issues a timestamp at or below `last`.
     pub fn resume(last: Timestamp, max_offset_ms: Millis) -> Self {
-        Hlc {
-            last,
-            max_offset_ms,
-        }
+        Hlc { last, max_offset_ms }
     }
 
     /// The largest timestamp issued or adopted so far.
@@ -139,11 +133,7 @@ impl Hlc {
     /// A timestamp for a local event or a send at wall time `wall_ms`.
     pub fn now(&mut self, wall_ms: Millis) -> Timestamp {
         let wall = Timestamp::from_parts(wall_ms, 0);
-        self.last = if wall > self.last {
-            wall
-        } else {
-            self.last.successor()
-        };
+        self.last = if wall > self.last { wall } else { self.last.successor() };
         self.last
     }
 
@@ -184,10 +174,7 @@ mod tests {
     fn parts_round_trip() {
         let t = Timestamp::from_parts(1_700_000_000_123, 42);
         assert_eq!((t.physical_ms(), t.counter()), (1_700_000_000_123, 42));
-        assert_eq!(
-            Timestamp::from_parts(u64::MAX, 0).physical_ms(),
-            MAX_PHYSICAL_MS
-        );
+        assert_eq!(Timestamp::from_parts(u64::MAX, 0).physical_ms(), MAX_PHYSICAL_MS);
         assert_eq!(t.to_string(), "1700000000123.42");
     }
 
@@ -209,9 +196,7 @@ mod tests {
         let mut c = Hlc::resume(Timestamp::from_parts(5000, u16::MAX), 500);
         let t = c.now(5000);
         assert_eq!((t.physical_ms(), t.counter()), (5001, 0));
-        let u = c
-            .update(Timestamp::from_parts(5001, u16::MAX), 5000)
-            .unwrap();
+        let u = c.update(Timestamp::from_parts(5001, u16::MAX), 5000).unwrap();
         assert_eq!((u.physical_ms(), u.counter()), (5002, 0));
     }
 
@@ -219,9 +204,7 @@ mod tests {
     fn remote_too_far_ahead_is_refused_and_not_adopted() {
         let mut c = Hlc::new(500);
         let before = c.now(10_000);
-        let err = c
-            .update(Timestamp::from_parts(10_501, 0), 10_000)
-            .unwrap_err();
+        let err = c.update(Timestamp::from_parts(10_501, 0), 10_000).unwrap_err();
         assert_eq!(
             err,
             ClockError::RemoteAhead {

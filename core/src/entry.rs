@@ -224,7 +224,8 @@ mod tests {
 
     #[test]
     fn ttl_turns_into_tombstone_at_expiry() {
-        let e = Entry::value("v", Timestamp::from_parts(1000, 0), NodeId(1)).with_expiry(Some(1500));
+        let e =
+            Entry::value("v", Timestamp::from_parts(1000, 0), NodeId(1)).with_expiry(Some(1500));
         assert!(e.is_live(1499));
         assert!(!e.is_live(1500));
         let t = e.clone().materialize(1500);

@@ -166,10 +166,7 @@ impl Interval {
 
     /// Whether the inclusive segment `[lo, hi]` shares at least one position with `self`.
     pub fn overlaps_segment(&self, seg: Segment) -> bool {
-        self.segments()
-            .into_iter()
-            .flatten()
-            .any(|s| s.lo <= seg.hi && seg.lo <= s.hi)
+        self.segments().into_iter().flatten().any(|s| s.lo <= seg.hi && seg.lo <= s.hi)
     }
 
     /// The interval as at most two non-wrapping inclusive segments, in ring order from
@@ -184,10 +181,7 @@ impl Interval {
             [Some(Segment { lo: 0, hi: self.end }), None]
         } else {
             // Wraps (or is the full ring): [s+1, MAX] then [0, e].
-            [
-                Some(Segment { lo: first, hi: u64::MAX }),
-                Some(Segment { lo: 0, hi: self.end }),
-            ]
+            [Some(Segment { lo: first, hi: u64::MAX }), Some(Segment { lo: 0, hi: self.end })]
         }
     }
 

@@ -108,7 +108,12 @@ impl<S: Store> Replica<S> {
     }
 
     /// Merges `entry` for `key`, updating the tree when the store changed.
-    pub fn merge(&mut self, collection: &str, key: Bytes, entry: Entry) -> Result<Merged, StoreError> {
+    pub fn merge(
+        &mut self,
+        collection: &str,
+        key: Bytes,
+        entry: Entry,
+    ) -> Result<Merged, StoreError> {
         let pos = self.position(collection, &key);
         let new_digest = entry_digest(&key, &entry);
         let merged = self.store.merge(collection, pos, &key, entry)?;
@@ -158,7 +163,11 @@ impl<S: Store> Replica<S> {
     }
 
     /// Removes every record in `interval`; returns how many.
-    pub fn delete_range(&mut self, collection: &str, interval: Interval) -> Result<u64, StoreError> {
+    pub fn delete_range(
+        &mut self,
+        collection: &str,
+        interval: Interval,
+    ) -> Result<u64, StoreError> {
         // Walk the range first so the tree learns each removed digest.
         let mut cursor: Option<(Position, Bytes)> = None;
         loop {
@@ -227,8 +236,12 @@ mod tests {
         r.set_placement("o", Placement::Ordered);
         r.merge("o", Bytes::from("b"), v(1)).unwrap();
         r.merge("o", Bytes::from("a"), v(1)).unwrap();
-        let keys: Vec<_> =
-            r.range("o", Interval::new(u64::MAX, u64::MAX), None, 10).unwrap().into_iter().map(|x| x.key).collect();
+        let keys: Vec<_> = r
+            .range("o", Interval::new(u64::MAX, u64::MAX), None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|x| x.key)
+            .collect();
         assert_eq!(keys, vec![Bytes::from("a"), Bytes::from("b")]);
         assert_eq!(r.get("o", b"a").unwrap(), Some(v(1)));
     }

@@ -60,12 +60,7 @@ fn apply(r: &mut Replica<MemStore>, w: &Write) {
     } else {
         Entry::value(format!("value-{}-{}", w.key, w.ts), ts, NodeId(w.origin))
     };
-    r.merge(
-        C,
-        Bytes::from(format!("key{:04}", w.key)),
-        e.with_expiry(w.expires),
-    )
-    .unwrap();
+    r.merge(C, Bytes::from(format!("key{:04}", w.key)), e.with_expiry(w.expires)).unwrap();
 }
 
 /// What a replica should hold after a full sync: the merge of everything written to either.
@@ -167,17 +162,11 @@ fn an_empty_replica_receives_everything_in_bounded_frames() {
         let e = Entry::value(vec![b'x'; 100], Timestamp(u64::from(i) + 1), NodeId(1));
         full.merge(C, Bytes::from(format!("k{i:06}")), e).unwrap();
     }
-    let config = SyncConfig {
-        max_message_bytes: 16 * 1024,
-        ..SyncConfig::default()
-    };
+    let config = SyncConfig { max_message_bytes: 16 * 1024, ..SyncConfig::default() };
     let report = sync_pair(&mut empty, &mut full, C, Interval::full(), 7, config).unwrap();
     assert_eq!(all(&empty, Interval::full()), all(&full, Interval::full()));
     assert_eq!(report.entries, 5000);
-    assert!(
-        report.max_frame < 20 * 1024,
-        "frames stay near the budget: {report:?}"
-    );
+    assert!(report.max_frame < 20 * 1024, "frames stay near the budget: {report:?}");
     assert!(report.messages > 30, "the transfer was paged: {report:?}");
 }
 
@@ -186,83 +175,43 @@ fn a_single_difference_costs_little() {
     let (mut a, mut b) = (replica(8), replica(8));
     for i in 0..20_000u32 {
         let e = Entry::value(vec![b'v'; 100], Timestamp(1), NodeId(1));
-        a.merge(C, Bytes::from(format!("k{i:06}")), e.clone())
-            .unwrap();
+        a.merge(C, Bytes::from(format!("k{i:06}")), e.clone()).unwrap();
         b.merge(C, Bytes::from(format!("k{i:06}")), e).unwrap();
     }
-    b.merge(
-        C,
-        Bytes::from("k000123"),
-        Entry::tombstone(Timestamp(2), NodeId(2)),
-    )
-    .unwrap();
-    let report = sync_pair(
-        &mut a,
-        &mut b,
-        C,
-        Interval::full(),
-        3,
-        SyncConfig::default(),
-    )
-    .unwrap();
+    b.merge(C, Bytes::from("k000123"), Entry::tombstone(Timestamp(2), NodeId(2))).unwrap();
+    let report = sync_pair(&mut a, &mut b, C, Interval::full(), 3, SyncConfig::default()).unwrap();
     assert_eq!(report.entries, 1);
     assert!(report.bytes < 2048, "{report:?}");
-    assert_eq!(
-        a.get(C, b"k000123").unwrap().unwrap().value,
-        None,
-        "the delete arrived"
-    );
+    assert_eq!(a.get(C, b"k000123").unwrap().unwrap().value, None, "the delete arrived");
 }
 
 #[test]
 fn tiny_budgets_still_converge() {
     let (mut a, mut b) = (replica(3), replica(3));
     for i in 0..400u32 {
-        let e = Entry::value(
-            vec![b'v'; 10],
-            Timestamp(u64::from(i % 7) + 1),
-            NodeId(u64::from(i % 3)),
-        );
+        let e =
+            Entry::value(vec![b'v'; 10], Timestamp(u64::from(i % 7) + 1), NodeId(u64::from(i % 3)));
         if i % 3 != 0 {
-            a.merge(C, Bytes::from(format!("k{}", i % 250)), e.clone())
-                .unwrap();
+            a.merge(C, Bytes::from(format!("k{}", i % 250)), e.clone()).unwrap();
         }
         if i % 5 != 0 {
-            b.merge(C, Bytes::from(format!("k{}", (i * 7) % 250)), e)
-                .unwrap();
+            b.merge(C, Bytes::from(format!("k{}", (i * 7) % 250)), e).unwrap();
         }
     }
-    let config = SyncConfig {
-        max_message_bytes: 1,
-        list_max: 1,
-    };
+    let config = SyncConfig { max_message_bytes: 1, list_max: 1 };
     let want = merged(&a, &b, Interval::full());
     sync_pair(&mut a, &mut b, C, Interval::full(), 11, config).unwrap();
     assert_eq!(all(&a, Interval::full()), want);
     assert_eq!(all(&b, Interval::full()), want);
 }
 
-fn begin_pair() -> (
-    Replica<MemStore>,
-    Replica<MemStore>,
-    SyncSession,
-    SyncSession,
-) {
+fn begin_pair() -> (Replica<MemStore>, Replica<MemStore>, SyncSession, SyncSession) {
     let (mut a, mut b) = (replica(3), replica(3));
     for i in 0..50u32 {
-        a.merge(
-            C,
-            Bytes::from(format!("k{i}")),
-            Entry::value("x", Timestamp(1), NodeId(1)),
-        )
-        .unwrap();
+        a.merge(C, Bytes::from(format!("k{i}")), Entry::value("x", Timestamp(1), NodeId(1)))
+            .unwrap();
     }
-    b.merge(
-        C,
-        Bytes::from("other"),
-        Entry::value("y", Timestamp(1), NodeId(1)),
-    )
-    .unwrap();
+    b.merge(C, Bytes::from("other"), Entry::value("y", Timestamp(1), NodeId(1))).unwrap();
     let range = Interval::new(0, u64::MAX / 2);
     let (sa, begin) = SyncSession::initiate(9, &a, C, range, 5, SyncConfig::default()).unwrap();
     let (sb, _) = SyncSession::accept(&mut b, begin, SyncConfig::default()).unwrap();
@@ -270,21 +219,14 @@ fn begin_pair() -> (
 }
 
 fn step(items: Vec<SyncItem>) -> SyncMessage {
-    SyncMessage {
-        session: 9,
-        body: SyncBody::Step { items },
-    }
+    SyncMessage { session: 9, body: SyncBody::Step { items } }
 }
 
 #[test]
 fn malformed_messages_are_refused_with_typed_errors() {
     let bad: Vec<(SyncMessage, &str)> = vec![
         (
-            step(vec![SyncItem::Children {
-                node: NodeRef::ROOT,
-                mask: 0b11,
-                digests: vec![1],
-            }]),
+            step(vec![SyncItem::Children { node: NodeRef::ROOT, mask: 0b11, digests: vec![1] }]),
             "digests",
         ),
         (
@@ -297,10 +239,7 @@ fn malformed_messages_are_refused_with_typed_errors() {
         ),
         (
             step(vec![SyncItem::Children {
-                node: NodeRef {
-                    level: 1,
-                    prefix: 9,
-                },
+                node: NodeRef { level: 1, prefix: 9 },
                 mask: 0,
                 digests: vec![],
             }]),
@@ -308,10 +247,7 @@ fn malformed_messages_are_refused_with_typed_errors() {
         ),
         (
             step(vec![SyncItem::Children {
-                node: NodeRef {
-                    level: 1,
-                    prefix: 3,
-                },
+                node: NodeRef { level: 1, prefix: 3 },
                 mask: 0,
                 digests: vec![],
             }]),
@@ -319,10 +255,7 @@ fn malformed_messages_are_refused_with_typed_errors() {
         ),
         (
             step(vec![SyncItem::Children {
-                node: NodeRef {
-                    level: 32,
-                    prefix: 5,
-                },
+                node: NodeRef { level: 32, prefix: 5 },
                 mask: 0,
                 digests: vec![],
             }]),
@@ -348,22 +281,8 @@ fn malformed_messages_are_refused_with_typed_errors() {
             },
             "Begin",
         ),
-        (
-            SyncMessage {
-                session: 10,
-                body: SyncBody::Done,
-            },
-            "session",
-        ),
-        (
-            SyncMessage {
-                session: 9,
-                body: SyncBody::Abort {
-                    reason: "bye".into(),
-                },
-            },
-            "aborted",
-        ),
+        (SyncMessage { session: 10, body: SyncBody::Done }, "session"),
+        (SyncMessage { session: 9, body: SyncBody::Abort { reason: "bye".into() } }, "aborted"),
     ];
     for (msg, expect) in bad {
         let (_, mut b, _, mut sb) = begin_pair();
@@ -384,12 +303,7 @@ fn malformed_messages_are_refused_with_typed_errors() {
         .unwrap();
     let e = Entry::value("v", Timestamp(5), NodeId(1));
     let err = sb
-        .handle(
-            &mut b,
-            step(vec![SyncItem::Entries {
-                entries: vec![(outside.clone(), e)],
-            }]),
-        )
+        .handle(&mut b, step(vec![SyncItem::Entries { entries: vec![(outside.clone(), e)] }]))
         .unwrap_err();
     assert!(matches!(err, SyncError::Protocol(_)));
     assert_eq!(b.get(C, &outside).unwrap(), None);
@@ -403,15 +317,9 @@ fn placement_mismatch_and_bad_collection_are_refused() {
         SyncSession::initiate(1, &a, C, Interval::full(), 1, SyncConfig::default()).unwrap();
     let err = SyncSession::accept(&mut b, begin, SyncConfig::default()).unwrap_err();
     assert!(err.to_string().contains("Ordered"), "{err}");
-    let (_, begin) = SyncSession::initiate(
-        1,
-        &a,
-        "no/slashes",
-        Interval::full(),
-        1,
-        SyncConfig::default(),
-    )
-    .unwrap();
+    let (_, begin) =
+        SyncSession::initiate(1, &a, "no/slashes", Interval::full(), 1, SyncConfig::default())
+            .unwrap();
     let err = SyncSession::accept(&mut b, begin, SyncConfig::default()).unwrap_err();
     assert!(matches!(err, SyncError::Store(_)), "{err}");
 }
@@ -419,27 +327,9 @@ fn placement_mismatch_and_bad_collection_are_refused() {
 #[test]
 fn other_collections_are_untouched() {
     let (mut a, mut b) = (replica(3), replica(3));
-    a.merge(
-        "other",
-        Bytes::from("k"),
-        Entry::value("a", Timestamp(1), NodeId(1)),
-    )
-    .unwrap();
-    a.merge(
-        C,
-        Bytes::from("k"),
-        Entry::value("a", Timestamp(1), NodeId(1)),
-    )
-    .unwrap();
-    sync_pair(
-        &mut a,
-        &mut b,
-        C,
-        Interval::full(),
-        1,
-        SyncConfig::default(),
-    )
-    .unwrap();
+    a.merge("other", Bytes::from("k"), Entry::value("a", Timestamp(1), NodeId(1))).unwrap();
+    a.merge(C, Bytes::from("k"), Entry::value("a", Timestamp(1), NodeId(1))).unwrap();
+    sync_pair(&mut a, &mut b, C, Interval::full(), 1, SyncConfig::default()).unwrap();
     assert!(b.get(C, b"k").unwrap().is_some());
     assert!(b.get("other", b"k").unwrap().is_none());
     assert_eq!(b.store().collections().unwrap(), vec![C.to_string()]);
@@ -455,50 +345,25 @@ fn bytes_grow_with_the_differences_not_the_data() {
     let (mut a, mut b) = (replica(8), replica(8));
     for i in 0..n {
         let e = Entry::value(value(i), Timestamp(1 << 16), NodeId(1));
-        a.merge(C, Bytes::from(format!("key-{i:012}")), e.clone())
-            .unwrap();
+        a.merge(C, Bytes::from(format!("key-{i:012}")), e.clone()).unwrap();
         b.merge(C, Bytes::from(format!("key-{i:012}")), e).unwrap();
     }
     let d = n / 100;
     for i in 0..d {
         let k = Bytes::from(format!("key-{:012}", (i * 7919) % n));
         if i % 2 == 0 {
-            b.merge(C, k, Entry::value(value(i), Timestamp(2 << 16), NodeId(2)))
-                .unwrap();
+            b.merge(C, k, Entry::value(value(i), Timestamp(2 << 16), NodeId(2))).unwrap();
         } else {
-            a.merge(C, k, Entry::tombstone(Timestamp(2 << 16), NodeId(1)))
-                .unwrap();
+            a.merge(C, k, Entry::tombstone(Timestamp(2 << 16), NodeId(1))).unwrap();
         }
     }
-    let sample = (
-        Bytes::from("key-000000000001"),
-        Entry::value(value(1), Timestamp(1 << 16), NodeId(1)),
-    );
+    let sample =
+        (Bytes::from("key-000000000001"), Entry::value(value(1), Timestamp(1 << 16), NodeId(1)));
     let entry_size = rmp_serde::to_vec(&sample).unwrap().len() as u64;
-    let report = sync_pair(
-        &mut a,
-        &mut b,
-        C,
-        Interval::full(),
-        99,
-        SyncConfig::default(),
-    )
-    .unwrap();
+    let report = sync_pair(&mut a, &mut b, C, Interval::full(), 99, SyncConfig::default()).unwrap();
     assert_eq!(report.entries, d);
     let bound = d * (entry_size + 150) + 64 * 1024;
-    assert!(
-        report.bytes <= bound,
-        "{} bytes > bound {bound}: {report:?}",
-        report.bytes
-    );
-    let again = sync_pair(
-        &mut a,
-        &mut b,
-        C,
-        Interval::full(),
-        100,
-        SyncConfig::default(),
-    )
-    .unwrap();
+    assert!(report.bytes <= bound, "{} bytes > bound {bound}: {report:?}", report.bytes);
+    let again = sync_pair(&mut a, &mut b, C, Interval::full(), 100, SyncConfig::default()).unwrap();
     assert!(again.bytes < 1024 && again.messages == 2, "{again:?}");
 }

@@ -62,10 +62,7 @@ pub fn run(args: &DemoArgs) -> Result<(), dhrt_core::Error> {
             };
             replica.merge(COLLECTION, key(i), entry)?;
         }
-        let root = replica
-            .tree(COLLECTION)
-            .map(|t| t.root())
-            .unwrap_or_default();
+        let root = replica.tree(COLLECTION).map(|t| t.root()).unwrap_or_default();
         println!(
             "  replica {r}: {} writes and deletes while partitioned; root {:016x}, {} entries",
             args.differences, root.digest, root.count
@@ -99,10 +96,7 @@ pub fn run(args: &DemoArgs) -> Result<(), dhrt_core::Error> {
             break;
         }
     }
-    let roots: Vec<_> = replicas
-        .iter()
-        .map(|r| r.tree(COLLECTION).map(|t| t.root()))
-        .collect();
+    let roots: Vec<_> = replicas.iter().map(|r| r.tree(COLLECTION).map(|t| t.root())).collect();
     let converged = roots.windows(2).all(|w| w[0] == w[1]);
     let stats = replicas[0].store().stats(COLLECTION)?;
     println!(

@@ -41,19 +41,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
-        Command::Position {
-            collection,
-            key,
-            ordered,
-        } => {
+        Command::Position { collection, key, ordered } => {
             if let Err(e) = dhrt_core::store::validate_collection(&collection) {
                 Err(e.into())
             } else {
-                let placement = if ordered {
-                    Placement::Ordered
-                } else {
-                    Placement::Hashed
-                };
+                let placement = if ordered { Placement::Ordered } else { Placement::Hashed };
                 let pos = placement.position(&collection, key.as_bytes());
                 println!("{pos} ({pos:#018x})");
                 Ok(())

@@ -1,18 +1,597 @@
 //! The client protocol: requests a client sends to any node, and the node's answers.
-//! (Filled in by the client-protocol work; kept minimal until then.)
+//!
+//! A client sends [`ClientRequest`]s, each with an id of its choosing, over one
+//! connection (WebSocket, or the HTTP routes, which a host translates into these). The
+//! node that receives a request coordinates it — routes it to the key's replicas and
+//! waits for the requested [`Consistency`] — and answers with one [`ClientResponse`]
+//! carrying the same id. Requests may be pipelined; responses can arrive in any order,
+//! so the id is what pairs them.
+//!
+//! Watches are the one exception to "one request, one response": a [`Op::Watch`] is
+//! answered by [`Reply::Ok`] and then by a [`Reply::Event`] for every change, all
+//! tagged with the watch request's id, until the client sends [`Op::Unwatch`] naming
+//! that id (or disconnects).
+//!
+//! A missing key is not an error: [`Op::Get`] answers [`Reply::Value`] with no value
+//! (a host maps that to HTTP 404). Errors carry an [`ErrorCode`], which each host maps to
+//! its own error shape (HTTP status via [`ErrorCode::http_status`], Python exception, JS
+//! error) in one place, and a sentence a person can act on.
+//!
+//! Keys and values are raw bytes ([`Bytes`], MessagePack `bin` on the wire); collection
+//! names are strings, [`DEFAULT_COLLECTION`] when a client names none.
 
+use crate::{clock::Timestamp, entry::NodeId, hash::Position};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::{fmt, str::FromStr};
+
+/// The collection used when a request names none (`GET /:key`, `set KEY VALUE`).
+pub const DEFAULT_COLLECTION: &str = "default";
 
 /// A request from a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRequest {
-    /// The client's id for this request, echoed in the response.
+    /// The client's id for this request, echoed in the response (and, for a watch, in
+    /// every event it delivers). Unique among the client's requests in flight.
     pub id: u64,
+    /// What the client asks for.
+    pub op: Op,
 }
 
-/// A node's answer to a [`ClientRequest`].
+/// An operation a client can request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Read one key. Answered by [`Reply::Value`] (with no value when the key is
+    /// missing or deleted).
+    Get {
+        /// The collection holding the key.
+        collection: String,
+        /// The key.
+        key: Bytes,
+        /// How many replicas must answer before the node replies.
+        consistency: Consistency,
+    },
+    /// Write one key. Answered by [`Reply::Written`] once enough replicas stored it.
+    Set {
+        /// The collection to write to (created on first write).
+        collection: String,
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// How many replicas must acknowledge before the node replies.
+        consistency: Consistency,
+        /// Time to live in milliseconds from the write; `None` keeps the value until it
+        /// is overwritten or deleted.
+        ttl_ms: Option<u64>,
+    },
+    /// Delete one key (leaves a tombstone). Answered by [`Reply::Written`], also when
+    /// the key did not exist.
+    Del {
+        /// The collection holding the key.
+        collection: String,
+        /// The key.
+        key: Bytes,
+        /// How many replicas must acknowledge before the node replies.
+        consistency: Consistency,
+    },
+    /// Read several keys of one collection. Answered by [`Reply::Values`], one value
+    /// per requested key, in request order.
+    GetMany {
+        /// The collection holding the keys.
+        collection: String,
+        /// The keys, in the order the answer lists them.
+        keys: Vec<Bytes>,
+        /// How many replicas must answer for each key.
+        consistency: Consistency,
+    },
+    /// Write several keys of one collection. Answered by [`Reply::Written`] once every
+    /// item reached the requested consistency; all items share one timestamp. It is not
+    /// a transaction: on an error, some items may have been written.
+    SetMany {
+        /// The collection to write to.
+        collection: String,
+        /// The `(key, value)` pairs to write.
+        items: Vec<(Bytes, Bytes)>,
+        /// How many replicas must acknowledge each item.
+        consistency: Consistency,
+        /// Time to live in milliseconds for every item; `None` for no expiry.
+        ttl_ms: Option<u64>,
+    },
+    /// Read a page of live entries of a collection. Answered by [`Reply::Page`].
+    ///
+    /// Pages follow ring order: key order for ordered collections, hash order for
+    /// hashed ones. Pass the previous page's cursor back to continue.
+    Scan {
+        /// The collection to scan.
+        collection: String,
+        /// Where to continue: the opaque cursor of the previous [`Reply::Page`], or
+        /// `None` to start at the beginning.
+        cursor: Option<Bytes>,
+        /// Only keys starting with these bytes; `None` for every key.
+        prefix: Option<Bytes>,
+        /// Most entries in the page (a node may cap it lower; 0 means its default).
+        limit: u32,
+        /// How many replicas must answer for each range read.
+        consistency: Consistency,
+    },
+    /// Subscribe to changes of a collection (optionally only keys with a prefix).
+    /// Answered by [`Reply::Ok`], then one [`Reply::Event`] per applied change, all
+    /// with this request's id.
+    Watch {
+        /// The collection to watch.
+        collection: String,
+        /// Only keys starting with these bytes; `None` for every key.
+        prefix: Option<Bytes>,
+    },
+    /// End a subscription. Answered by [`Reply::Ok`], or a
+    /// [`ErrorCode::NotFound`] error when no such watch is open.
+    Unwatch {
+        /// The id of the [`Op::Watch`] request that opened the subscription.
+        watch: u64,
+    },
+    /// Counts and sizes of the answering node. Answered by [`Reply::Stats`].
+    Stats,
+    /// The ring as the answering node sees it. Answered by [`Reply::Ring`].
+    Ring,
+}
+
+impl Op {
+    /// The collection the operation addresses, if it addresses one.
+    pub fn collection(&self) -> Option<&str> {
+        match self {
+            Op::Get { collection, .. }
+            | Op::Set { collection, .. }
+            | Op::Del { collection, .. }
+            | Op::GetMany { collection, .. }
+            | Op::SetMany { collection, .. }
+            | Op::Scan { collection, .. }
+            | Op::Watch { collection, .. } => Some(collection),
+            Op::Unwatch { .. } | Op::Stats | Op::Ring => None,
+        }
+    }
+
+    /// Whether the operation changes data.
+    pub fn is_write(&self) -> bool {
+        matches!(self, Op::Set { .. } | Op::Del { .. } | Op::SetMany { .. })
+    }
+}
+
+/// A node's answer to a [`ClientRequest`] (or an event of a watch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientResponse {
-    /// The id of the request answered.
+    /// The id of the request answered (for events, of the [`Op::Watch`] request).
     pub id: u64,
+    /// The answer.
+    pub result: Reply,
+}
+
+impl ClientResponse {
+    /// An error answer to request `id`.
+    pub fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> Self {
+        ClientResponse { id, result: Reply::Error { code, message: message.into(), acked: None } }
+    }
+}
+
+/// What a node answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The answer to [`Op::Get`].
+    Value {
+        /// The value; `None` when the key is missing, deleted or expired.
+        value: Option<Bytes>,
+        /// The timestamp of the winning write (a delete's, when the key was deleted);
+        /// `None` when no replica asked knows the key.
+        ts: Option<Timestamp>,
+    },
+    /// The request succeeded and has nothing to report ([`Op::Watch`], [`Op::Unwatch`]).
+    Ok,
+    /// The answer to a write ([`Op::Set`], [`Op::Del`], [`Op::SetMany`]).
+    Written {
+        /// The timestamp the write was stamped with.
+        ts: Timestamp,
+    },
+    /// The answer to [`Op::GetMany`].
+    Values {
+        /// One value per requested key, in request order; `None` for a key missing,
+        /// deleted or expired.
+        values: Vec<Option<Bytes>>,
+    },
+    /// The answer to [`Op::Scan`].
+    Page {
+        /// The live `(key, value)` pairs of the page, in ring order.
+        items: Vec<(Bytes, Bytes)>,
+        /// Pass this back in the next [`Op::Scan`] to continue; `None` when the scan
+        /// reached the end.
+        cursor: Option<Bytes>,
+    },
+    /// A change seen by a watch, pushed with the [`Op::Watch`] request's id.
+    Event {
+        /// The collection changed.
+        collection: String,
+        /// The key changed.
+        key: Bytes,
+        /// The new value; `None` when the key was deleted or expired.
+        value: Option<Bytes>,
+        /// The timestamp of the change (events of one key arrive in timestamp order).
+        ts: Timestamp,
+    },
+    /// The answer to [`Op::Stats`].
+    Stats(NodeStats),
+    /// The answer to [`Op::Ring`].
+    Ring {
+        /// Every member the node knows, in ring order of their first token.
+        members: Vec<RingMember>,
+    },
+    /// The request failed.
+    Error {
+        /// What kind of failure, for programs.
+        code: ErrorCode,
+        /// What went wrong and what to do about it, for people.
+        message: String,
+        /// For writes and reads that did not reach their consistency: `(answered,
+        /// required)` replicas. A write may have been stored by the replicas that
+        /// answered.
+        acked: Option<(u32, u32)>,
+    },
+}
+
+/// Counts and sizes of one node, summed over its collections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// The node answering.
+    pub node: NodeId,
+    /// Stored entries, tombstones included, in every collection the node holds.
+    pub keys: u64,
+    /// Of those, tombstones.
+    pub tombstones: u64,
+    /// Approximate bytes of keys, values and entry metadata.
+    pub bytes: u64,
+    /// Number of collections the node holds.
+    pub collections: u64,
+}
+
+/// One member of the ring, as [`Op::Ring`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingMember {
+    /// The member's node id.
+    pub id: NodeId,
+    /// Where to reach it (`host:port`).
+    pub addr: String,
+    /// Its ring positions (virtual nodes), ascending.
+    pub tokens: Vec<Position>,
+}
+
+/// The kind of a failed request. Hosts map it to their own error shape in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The thing named does not exist (a watch, a collection).
+    NotFound,
+    /// The request is malformed or breaks a rule (bad key, bad collection name, bad
+    /// consistency).
+    InvalidInput,
+    /// A key, value or request is larger than the node accepts.
+    TooLarge,
+    /// Fewer replicas answered than the consistency level requires.
+    QuorumNotReached,
+    /// The replicas did not answer in time.
+    Timeout,
+    /// The node cannot serve requests now (joining, leaving, overloaded).
+    Unavailable,
+    /// The node does not support the operation.
+    Unsupported,
+    /// A bug or a storage failure on the node.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status a host answers with for this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::NotFound => 404,
+            ErrorCode::InvalidInput | ErrorCode::Unsupported => 400,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::QuorumNotReached | ErrorCode::Unavailable => 503,
+            ErrorCode::Timeout => 504,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    /// The code's stable name, as in JSON error bodies: `not_found`, `invalid_input`…
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::InvalidInput => "invalid_input",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::QuorumNotReached => "quorum_not_reached",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many of a key's replicas must answer before the coordinator replies.
+///
+/// Written and parsed as `one`, `quorum`, `all` or a number `n` (`0 ..= 255`), the same
+/// text on the command line, in HTTP query strings and on the wire. Whether a number
+/// can be met depends on the key's replicas, so [`Consistency::required`] (not parsing)
+/// refuses `0` and numbers above the replication factor; every value thus survives the
+/// wire. The default is `quorum`: a quorum read and a quorum write share at least one
+/// replica, so the read reaches a copy of the latest write acknowledged at quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Consistency {
+    /// One replica.
+    One,
+    /// A majority of the replicas: `replicas / 2 + 1`.
+    #[default]
+    Quorum,
+    /// Every replica.
+    All,
+    /// Exactly this many replicas; [`Consistency::required`] accepts `1 ..= replicas`.
+    N(u8),
+}
+
+impl Consistency {
+    /// How many of `replicas` replicas must answer, or why that is impossible.
+    pub fn required(self, replicas: usize) -> Result<usize, ConsistencyError> {
+        if replicas == 0 {
+            return Err(ConsistencyError::NoReplicas);
+        }
+        match self {
+            Consistency::One => Ok(1),
+            Consistency::Quorum => Ok(replicas / 2 + 1),
+            Consistency::All => Ok(replicas),
+            Consistency::N(n) if n >= 1 && usize::from(n) <= replicas => Ok(usize::from(n)),
+            Consistency::N(n) => Err(ConsistencyError::OutOfRange { requested: n, replicas }),
+        }
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Consistency::One => f.write_str("one"),
+            Consistency::Quorum => f.write_str("quorum"),
+            Consistency::All => f.write_str("all"),
+            Consistency::N(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl FromStr for Consistency {
+    type Err = ParseConsistencyError;
+
+    /// Parses `one`, `quorum`, `all` (any letter case) or a number `0 ..= 255` written
+    /// with ASCII digits only.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseConsistencyError { input: s.chars().take(32).collect() };
+        if s.eq_ignore_ascii_case("one") {
+            Ok(Consistency::One)
+        } else if s.eq_ignore_ascii_case("quorum") {
+            Ok(Consistency::Quorum)
+        } else if s.eq_ignore_ascii_case("all") {
+            Ok(Consistency::All)
+        } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse::<u8>().map(Consistency::N).map_err(|_| err())
+        } else {
+            Err(err())
+        }
+    }
+}
+
+impl From<Consistency> for String {
+    fn from(c: Consistency) -> String {
+        c.to_string()
+    }
+}
+
+impl TryFrom<String> for Consistency {
+    type Error = ParseConsistencyError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// Why a consistency level cannot be met with the replicas at hand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsistencyError {
+    /// A number of replicas outside `1 ..= replicas` was requested.
+    #[error(
+        "consistency {requested} cannot be met with {replicas} replicas: use 1 to {replicas}, \
+         one, quorum or all"
+    )]
+    OutOfRange {
+        /// The number requested.
+        requested: u8,
+        /// The replicas the key has.
+        replicas: usize,
+    },
+    /// The key has no replicas at all (an empty ring).
+    #[error("no replicas are available for the key: start or join a node first")]
+    NoReplicas,
+}
+
+/// A consistency level that is not `one`, `quorum`, `all` or a number `0 ..= 255`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid consistency {input:?}: use one, quorum, all or a number of replicas such as 2")]
+pub struct ParseConsistencyError {
+    /// The rejected text (its first 32 characters).
+    pub input: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_the_named_levels_in_any_case() {
+        for (s, c) in [
+            ("one", Consistency::One),
+            ("ONE", Consistency::One),
+            ("quorum", Consistency::Quorum),
+            ("Quorum", Consistency::Quorum),
+            ("all", Consistency::All),
+            ("0", Consistency::N(0)),
+            ("1", Consistency::N(1)),
+            ("3", Consistency::N(3)),
+            ("255", Consistency::N(255)),
+            ("007", Consistency::N(7)),
+        ] {
+            assert_eq!(s.parse::<Consistency>(), Ok(c), "{s}");
+        }
+    }
+
+    #[test]
+    fn refuses_everything_else_with_a_typed_error() {
+        for s in ["", "256", "-1", "+2", " one", "one ", "majority", "2.0", "1e2", "٣"] {
+            let err = s.parse::<Consistency>().unwrap_err();
+            assert_eq!(err.input, s, "{s:?}");
+            assert!(err.to_string().contains("quorum"), "the message says what to use");
+        }
+        let long = "x".repeat(1000);
+        assert_eq!(long.parse::<Consistency>().unwrap_err().input.len(), 32);
+    }
+
+    #[test]
+    fn displays_what_it_parses() {
+        assert_eq!(Consistency::One.to_string(), "one");
+        assert_eq!(Consistency::Quorum.to_string(), "quorum");
+        assert_eq!(Consistency::All.to_string(), "all");
+        assert_eq!(Consistency::N(2).to_string(), "2");
+        assert_eq!(Consistency::default(), Consistency::Quorum);
+    }
+
+    #[test]
+    fn required_replicas() {
+        assert_eq!(Consistency::One.required(3), Ok(1));
+        assert_eq!(Consistency::Quorum.required(1), Ok(1));
+        assert_eq!(Consistency::Quorum.required(2), Ok(2));
+        assert_eq!(Consistency::Quorum.required(3), Ok(2));
+        assert_eq!(Consistency::Quorum.required(4), Ok(3));
+        assert_eq!(Consistency::Quorum.required(5), Ok(3));
+        assert_eq!(Consistency::All.required(5), Ok(5));
+        assert_eq!(Consistency::N(1).required(3), Ok(1));
+        assert_eq!(Consistency::N(3).required(3), Ok(3));
+        assert_eq!(
+            Consistency::N(4).required(3),
+            Err(ConsistencyError::OutOfRange { requested: 4, replicas: 3 })
+        );
+        assert_eq!(
+            Consistency::N(0).required(3),
+            Err(ConsistencyError::OutOfRange { requested: 0, replicas: 3 })
+        );
+        for c in [Consistency::One, Consistency::Quorum, Consistency::All, Consistency::N(1)] {
+            assert_eq!(c.required(0), Err(ConsistencyError::NoReplicas));
+        }
+        assert!(Consistency::N(4).required(3).unwrap_err().to_string().contains("1 to 3"));
+    }
+
+    #[test]
+    fn error_codes_map_to_http_statuses() {
+        let all = [
+            (ErrorCode::NotFound, 404, "not_found"),
+            (ErrorCode::InvalidInput, 400, "invalid_input"),
+            (ErrorCode::TooLarge, 413, "too_large"),
+            (ErrorCode::QuorumNotReached, 503, "quorum_not_reached"),
+            (ErrorCode::Timeout, 504, "timeout"),
+            (ErrorCode::Unavailable, 503, "unavailable"),
+            (ErrorCode::Unsupported, 400, "unsupported"),
+            (ErrorCode::Internal, 500, "internal"),
+        ];
+        for (code, status, name) in all {
+            assert_eq!(code.http_status(), status, "{code:?}");
+            assert_eq!(code.to_string(), name);
+            // The serde name is the stable name too.
+            assert_eq!(serde_json::to_value(code).unwrap(), serde_json::json!(name));
+        }
+    }
+
+    #[test]
+    fn consistency_travels_as_its_text() {
+        assert_eq!(serde_json::to_value(Consistency::N(3)).unwrap(), serde_json::json!("3"));
+        assert_eq!(
+            serde_json::from_value::<Consistency>(serde_json::json!("all")).unwrap(),
+            Consistency::All
+        );
+        assert!(serde_json::from_value::<Consistency>(serde_json::json!("most")).is_err());
+        // Every value survives the wire, also those `required` refuses.
+        let zero = rmp_serde::to_vec(&Consistency::N(0)).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Consistency>(&zero).unwrap(), Consistency::N(0));
+        let bytes = rmp_serde::to_vec(&Consistency::Quorum).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Consistency>(&bytes).unwrap(), Consistency::Quorum);
+    }
+
+    #[test]
+    fn ops_name_their_collection() {
+        let get = Op::Get {
+            collection: DEFAULT_COLLECTION.into(),
+            key: Bytes::from_static(b"k"),
+            consistency: Consistency::default(),
+        };
+        assert_eq!(get.collection(), Some("default"));
+        assert!(!get.is_write());
+        assert_eq!(Op::Unwatch { watch: 1 }.collection(), None);
+        assert!(Op::Del {
+            collection: "c".into(),
+            key: Bytes::new(),
+            consistency: Consistency::One
+        }
+        .is_write());
+        let e = ClientResponse::error(9, ErrorCode::Timeout, "slow");
+        assert_eq!(
+            e.result,
+            Reply::Error { code: ErrorCode::Timeout, message: "slow".into(), acked: None }
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn display_then_parse_is_identity(n: u8, pick in 0u8..4) {
+            let c = match pick {
+                0 => Consistency::One,
+                1 => Consistency::Quorum,
+                2 => Consistency::All,
+                _ => Consistency::N(n),
+            };
+            prop_assert_eq!(c.to_string().parse::<Consistency>(), Ok(c));
+        }
+
+        #[test]
+        fn parse_never_panics(s in ".{0,12}") {
+            if let Ok(c) = s.parse::<Consistency>() {
+                prop_assert_eq!(c.to_string().parse::<Consistency>(), Ok(c));
+            }
+        }
+
+        #[test]
+        fn required_is_within_the_replicas(n: u8, replicas in 0usize..300, pick in 0u8..4) {
+            let c = match pick {
+                0 => Consistency::One,
+                1 => Consistency::Quorum,
+                2 => Consistency::All,
+                _ => Consistency::N(n),
+            };
+            match c.required(replicas) {
+                Ok(k) => prop_assert!(k >= 1 && k <= replicas),
+                Err(ConsistencyError::NoReplicas) => prop_assert_eq!(replicas, 0),
+                Err(ConsistencyError::OutOfRange { requested, .. }) => {
+                    prop_assert!(requested == 0 || usize::from(requested) > replicas)
+                }
+            }
+        }
+    }
 }

@@ -47,11 +47,7 @@ macro_rules! store_conformance_tests {
 }
 
 fn v(ts: u64, value: &str) -> Entry {
-    Entry::value(
-        Bytes::copy_from_slice(value.as_bytes()),
-        Timestamp(ts),
-        NodeId(1),
-    )
+    Entry::value(Bytes::copy_from_slice(value.as_bytes()), Timestamp(ts), NodeId(1))
 }
 
 fn k(s: &str) -> Bytes {
@@ -78,24 +74,15 @@ pub fn get_missing<S: Store>(s: &mut S) {
 /// A merged entry reads back unchanged.
 pub fn insert_then_get<S: Store>(s: &mut S) {
     let e = v(5, "hello").with_expiry(Some(99));
-    assert_eq!(
-        s.merge("c", 7, &k("k"), e.clone()).unwrap(),
-        Merged::Inserted
-    );
+    assert_eq!(s.merge("c", 7, &k("k"), e.clone()).unwrap(), Merged::Inserted);
     assert_eq!(s.get("c", 7, b"k").unwrap(), Some(e));
 }
 
 /// A newer entry replaces and returns the old one; an older one is kept out.
 pub fn newer_wins_older_kept<S: Store>(s: &mut S) {
     s.merge("c", 7, &k("k"), v(5, "five")).unwrap();
-    assert_eq!(
-        s.merge("c", 7, &k("k"), v(6, "six")).unwrap(),
-        Merged::Replaced(v(5, "five"))
-    );
-    assert_eq!(
-        s.merge("c", 7, &k("k"), v(4, "four")).unwrap(),
-        Merged::Kept
-    );
+    assert_eq!(s.merge("c", 7, &k("k"), v(6, "six")).unwrap(), Merged::Replaced(v(5, "five")));
+    assert_eq!(s.merge("c", 7, &k("k"), v(4, "four")).unwrap(), Merged::Kept);
     assert_eq!(s.get("c", 7, b"k").unwrap(), Some(v(6, "six")));
     assert_eq!(s.stats("c").unwrap().entries, 1);
 }
@@ -112,10 +99,7 @@ pub fn identical_is_kept<S: Store>(s: &mut S) {
 pub fn tombstones_are_stored_and_counted<S: Store>(s: &mut S) {
     s.merge("c", 1, &k("k"), v(5, "x")).unwrap();
     let t = Entry::tombstone(Timestamp(5), NodeId(1));
-    assert_eq!(
-        s.merge("c", 1, &k("k"), t.clone()).unwrap(),
-        Merged::Replaced(v(5, "x"))
-    );
+    assert_eq!(s.merge("c", 1, &k("k"), t.clone()).unwrap(), Merged::Replaced(v(5, "x")));
     assert_eq!(s.get("c", 1, b"k").unwrap(), Some(t.clone()));
     let st = s.stats("c").unwrap();
     assert_eq!((st.entries, st.tombstones), (1, 1));
@@ -128,10 +112,7 @@ pub fn collections_are_isolated_and_listed<S: Store>(s: &mut S) {
     s.merge("alpha", 1, &k("k"), v(1, "a")).unwrap();
     assert_eq!(s.get("alpha", 1, b"k").unwrap(), Some(v(1, "a")));
     assert_eq!(s.get("zeta", 1, b"k").unwrap(), Some(v(1, "z")));
-    assert_eq!(
-        s.collections().unwrap(),
-        vec!["alpha".to_string(), "zeta".to_string()]
-    );
+    assert_eq!(s.collections().unwrap(), vec!["alpha".to_string(), "zeta".to_string()]);
 }
 
 /// Records come back by position, then key bytes.
@@ -142,20 +123,10 @@ pub fn range_orders_by_position_then_key<S: Store>(s: &mut S) {
     let got = s.range("c", Interval::new(5, 30), None, 100).unwrap();
     assert_eq!(
         keys_of(&got),
-        vec![
-            (10, k("a")),
-            (10, k("z")),
-            (20, k("m")),
-            (30, k("a")),
-            (30, k("b"))
-        ]
+        vec![(10, k("a")), (10, k("z")), (20, k("m")), (30, k("a")), (30, k("b"))]
     );
     let got = s.range("c", Interval::new(10, 29), None, 100).unwrap();
-    assert_eq!(
-        keys_of(&got),
-        vec![(20, k("m"))],
-        "start is exclusive, end inclusive"
-    );
+    assert_eq!(keys_of(&got), vec![(20, k("m"))], "start is exclusive, end inclusive");
 }
 
 /// A wrapping interval walks from after its start up to `u64::MAX`, then from 0.
@@ -163,9 +134,7 @@ pub fn range_wraps_through_zero<S: Store>(s: &mut S) {
     for p in [0, 1, 5, u64::MAX - 1, u64::MAX, 1000] {
         s.merge("c", p, &k("k"), v(1, "x")).unwrap();
     }
-    let got = s
-        .range("c", Interval::new(u64::MAX - 2, 5), None, 100)
-        .unwrap();
+    let got = s.range("c", Interval::new(u64::MAX - 2, 5), None, 100).unwrap();
     let positions: Vec<_> = got.iter().map(|r| r.pos).collect();
     assert_eq!(positions, vec![u64::MAX - 1, u64::MAX, 0, 1, 5]);
     let got = s.range("c", Interval::new(u64::MAX, 1), None, 100).unwrap();
@@ -178,10 +147,7 @@ pub fn range_full_ring_starts_after_start<S: Store>(s: &mut S) {
         s.merge("c", p, &k("k"), v(1, "x")).unwrap();
     }
     let got = s.range("c", Interval::new(5, 5), None, 100).unwrap();
-    assert_eq!(
-        got.iter().map(|r| r.pos).collect::<Vec<_>>(),
-        vec![10, u64::MAX, 0, 5]
-    );
+    assert_eq!(got.iter().map(|r| r.pos).collect::<Vec<_>>(), vec![10, u64::MAX, 0, 5]);
 }
 
 /// Paging with the last record as cursor visits every record once, in order.
@@ -194,25 +160,15 @@ pub fn range_pages_visit_each_record_once<S: Store>(s: &mut S) {
             1 => rng.next() % 3,
             _ => rng.next() % 50 * (u64::MAX / 50),
         };
-        s.merge("c", p, &Bytes::from(format!("key{i}")), v(1, "x"))
-            .unwrap();
+        s.merge("c", p, &Bytes::from(format!("key{i}")), v(1, "x")).unwrap();
     }
-    for interval in [
-        Interval::new(u64::MAX / 3, u64::MAX / 3),
-        Interval::new(u64::MAX - 1, 2),
-    ] {
+    for interval in [Interval::new(u64::MAX / 3, u64::MAX / 3), Interval::new(u64::MAX - 1, 2)] {
         let all = s.range("c", interval, None, usize::MAX).unwrap();
         let mut paged = Vec::new();
         let mut cursor: Option<(Position, Bytes)> = None;
         loop {
-            let page = s
-                .range(
-                    "c",
-                    interval,
-                    cursor.as_ref().map(|(p, k)| (*p, k.as_ref())),
-                    7,
-                )
-                .unwrap();
+            let page =
+                s.range("c", interval, cursor.as_ref().map(|(p, k)| (*p, k.as_ref())), 7).unwrap();
             assert!(page.len() <= 7);
             let Some(last) = page.last() else { break };
             cursor = Some((last.pos, last.key.clone()));
@@ -220,10 +176,7 @@ pub fn range_pages_visit_each_record_once<S: Store>(s: &mut S) {
         }
         assert_eq!(keys_of(&paged), keys_of(&all), "{interval}");
         assert!(all.iter().all(|r| interval.contains(r.pos)));
-        let offsets: Vec<_> = all
-            .iter()
-            .map(|r| (interval.offset(r.pos), r.key.clone()))
-            .collect();
+        let offsets: Vec<_> = all.iter().map(|r| (interval.offset(r.pos), r.key.clone())).collect();
         let mut sorted = offsets.clone();
         sorted.sort();
         assert_eq!(offsets, sorted, "ring order from the start");
@@ -233,20 +186,9 @@ pub fn range_pages_visit_each_record_once<S: Store>(s: &mut S) {
 /// A cursor whose position is outside the interval yields nothing.
 pub fn range_cursor_outside_interval_is_empty<S: Store>(s: &mut S) {
     s.merge("c", 15, &k("k"), v(1, "x")).unwrap();
-    assert!(s
-        .range("c", Interval::new(10, 20), Some((50, b"k")), 10)
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        s.range("c", Interval::new(10, 20), Some((11, b"k")), 10)
-            .unwrap()
-            .len(),
-        1
-    );
-    assert!(s
-        .range("c", Interval::new(10, 20), None, 0)
-        .unwrap()
-        .is_empty());
+    assert!(s.range("c", Interval::new(10, 20), Some((50, b"k")), 10).unwrap().is_empty());
+    assert_eq!(s.range("c", Interval::new(10, 20), Some((11, b"k")), 10).unwrap().len(), 1);
+    assert!(s.range("c", Interval::new(10, 20), None, 0).unwrap().is_empty());
 }
 
 /// `delete_range` removes exactly the records inside the (wrapping) interval.
@@ -254,32 +196,22 @@ pub fn delete_range_removes_only_inside<S: Store>(s: &mut S) {
     for p in [0, 3, 9, u64::MAX - 3, u64::MAX, 500] {
         s.merge("c", p, &k("k"), v(1, "x")).unwrap();
     }
-    assert_eq!(
-        s.delete_range("c", Interval::new(u64::MAX - 3, 3)).unwrap(),
-        3
-    );
+    assert_eq!(s.delete_range("c", Interval::new(u64::MAX - 3, 3)).unwrap(), 3);
     let left = s.range("c", Interval::full(), None, 100).unwrap();
-    assert_eq!(
-        left.iter().map(|r| r.pos).collect::<Vec<_>>(),
-        vec![9, 500, u64::MAX - 3]
-    );
+    assert_eq!(left.iter().map(|r| r.pos).collect::<Vec<_>>(), vec![9, 500, u64::MAX - 3]);
     assert_eq!(s.stats("c").unwrap().entries, 3);
     assert_eq!(s.delete_range("nope", Interval::full()).unwrap(), 0);
 }
 
 /// `remove` returns the stored entry, forgets it, and fixes the counts.
 pub fn remove_purges_and_updates_stats<S: Store>(s: &mut S) {
-    s.merge("c", 1, &k("a"), Entry::tombstone(Timestamp(3), NodeId(2)))
-        .unwrap();
+    s.merge("c", 1, &k("a"), Entry::tombstone(Timestamp(3), NodeId(2))).unwrap();
     s.merge("c", 2, &k("b"), v(3, "bee")).unwrap();
     let removed = s.remove("c", 1, b"a").unwrap();
     assert_eq!(removed, Some(Entry::tombstone(Timestamp(3), NodeId(2))));
     assert_eq!(s.remove("c", 1, b"a").unwrap(), None);
     let st = s.stats("c").unwrap();
-    assert_eq!(
-        (st.entries, st.tombstones, st.bytes),
-        (1, 0, (1 + v(3, "bee").size()) as u64)
-    );
+    assert_eq!((st.entries, st.tombstones, st.bytes), (1, 0, (1 + v(3, "bee").size()) as u64));
 }
 
 /// Dropping a collection forgets its records and its name.
@@ -292,21 +224,14 @@ pub fn drop_collection_forgets_everything<S: Store>(s: &mut S) {
     assert_eq!(s.collections().unwrap(), vec!["d".to_string()]);
     assert_eq!(s.stats("c").unwrap(), CollectionStats::default());
     s.merge("c", 1, &k("b"), v(1, "y")).unwrap();
-    assert_eq!(
-        s.stats("c").unwrap().entries,
-        1,
-        "a dropped collection can be used again"
-    );
+    assert_eq!(s.stats("c").unwrap().entries, 1, "a dropped collection can be used again");
 }
 
 /// Bad names and keys are refused with typed errors, and nothing is written.
 pub fn invalid_input_is_refused_and_writes_nothing<S: Store>(s: &mut S) {
     for bad in ["", "..", "a/b", "sp ace", "ü", &"x".repeat(65)] {
         let err = s.merge(bad, 1, &k("k"), v(1, "x")).unwrap_err();
-        assert!(
-            matches!(err, StoreError::InvalidCollection { .. }),
-            "{bad:?}: {err}"
-        );
+        assert!(matches!(err, StoreError::InvalidCollection { .. }), "{bad:?}: {err}");
     }
     let err = s.merge("c", 1, &Bytes::new(), v(1, "x")).unwrap_err();
     assert!(matches!(err, StoreError::InvalidKey { len: 0, .. }));
@@ -316,46 +241,22 @@ pub fn invalid_input_is_refused_and_writes_nothing<S: Store>(s: &mut S) {
     assert!(err.to_string().contains("keys must be"));
     assert!(s.collections().unwrap().is_empty());
     let max = Bytes::from(vec![b'k'; MAX_KEY_LEN]);
-    assert_eq!(
-        s.merge("ok_name-1.x", 1, &max, v(1, "x")).unwrap(),
-        Merged::Inserted
-    );
+    assert_eq!(s.merge("ok_name-1.x", 1, &max, v(1, "x")).unwrap(), Merged::Inserted);
 }
 
 /// A batch reports one outcome per record, in order, as single merges would.
 pub fn merge_batch_reports_each_outcome<S: Store>(s: &mut S) {
     s.merge("c", 1, &k("a"), v(5, "old")).unwrap();
     let batch = vec![
-        Record {
-            pos: 1,
-            key: k("a"),
-            entry: v(6, "new"),
-        },
-        Record {
-            pos: 2,
-            key: k("b"),
-            entry: v(1, "b"),
-        },
-        Record {
-            pos: 2,
-            key: k("b"),
-            entry: v(1, "b"),
-        },
-        Record {
-            pos: 1,
-            key: k("a"),
-            entry: v(2, "older"),
-        },
+        Record { pos: 1, key: k("a"), entry: v(6, "new") },
+        Record { pos: 2, key: k("b"), entry: v(1, "b") },
+        Record { pos: 2, key: k("b"), entry: v(1, "b") },
+        Record { pos: 1, key: k("a"), entry: v(2, "older") },
     ];
     let out = s.merge_batch("c", &batch).unwrap();
     assert_eq!(
         out,
-        vec![
-            Merged::Replaced(v(5, "old")),
-            Merged::Inserted,
-            Merged::Kept,
-            Merged::Kept
-        ]
+        vec![Merged::Replaced(v(5, "old")), Merged::Inserted, Merged::Kept, Merged::Kept]
     );
     assert_eq!(s.get("c", 1, b"a").unwrap(), Some(v(6, "new")));
 }
@@ -386,11 +287,7 @@ pub fn random_operations_match_a_model<S: Store>(s: &mut S) {
                 let entry = if rng.next().is_multiple_of(4) {
                     Entry::tombstone(ts, NodeId(rng.next() % 2))
                 } else {
-                    Entry::value(
-                        Bytes::from(vec![b'v'; (rng.next() % 9) as usize]),
-                        ts,
-                        NodeId(1),
-                    )
+                    Entry::value(Bytes::from(vec![b'v'; (rng.next() % 9) as usize]), ts, NodeId(1))
                 };
                 s.merge("c", pos, &key, entry.clone()).unwrap();
                 let slot = model.entry((pos, key)).or_insert_with(|| entry.clone());
@@ -398,9 +295,7 @@ pub fn random_operations_match_a_model<S: Store>(s: &mut S) {
             }
         }
     }
-    let all = s
-        .range("c", Interval::new(u64::MAX, u64::MAX), None, usize::MAX)
-        .unwrap();
+    let all = s.range("c", Interval::new(u64::MAX, u64::MAX), None, usize::MAX).unwrap();
     let got: Vec<_> = all.into_iter().map(|r| ((r.pos, r.key), r.entry)).collect();
     let want: Vec<_> = model.clone().into_iter().collect();
     assert_eq!(got, want);

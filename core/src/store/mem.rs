@@ -28,10 +28,7 @@ impl MemStore {
 
 /// The index of the segment of `interval` holding `pos`, if any.
 pub(crate) fn segment_of(interval: &Interval, pos: Position) -> Option<usize> {
-    interval
-        .segments()
-        .iter()
-        .position(|s| s.is_some_and(|s| s.contains(pos)))
+    interval.segments().iter().position(|s| s.is_some_and(|s| s.contains(pos)))
 }
 
 impl Store for MemStore {
@@ -115,12 +112,7 @@ impl Store for MemStore {
                 None => return Ok(out),
             },
         };
-        for (i, seg) in interval
-            .segments()
-            .into_iter()
-            .enumerate()
-            .skip(first_segment)
-        {
+        for (i, seg) in interval.segments().into_iter().enumerate().skip(first_segment) {
             let Some(seg) = seg else { continue };
             let lower = match after {
                 Some((p, k)) if i == first_segment => {
@@ -136,11 +128,7 @@ impl Store for MemStore {
                 if out.len() >= limit {
                     return Ok(out);
                 }
-                out.push(Record {
-                    pos: *pos,
-                    key: key.clone(),
-                    entry: entry.clone(),
-                });
+                out.push(Record { pos: *pos, key: key.clone(), entry: entry.clone() });
             }
         }
         Ok(out)
@@ -168,18 +156,11 @@ impl Store for MemStore {
     }
 
     fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .collections
-            .remove(collection)
-            .is_some_and(|c| !c.records.is_empty()))
+        Ok(self.collections.remove(collection).is_some_and(|c| !c.records.is_empty()))
     }
 
     fn stats(&self, collection: &str) -> Result<CollectionStats, StoreError> {
-        Ok(self
-            .collections
-            .get(collection)
-            .map(|c| c.stats)
-            .unwrap_or_default())
+        Ok(self.collections.get(collection).map(|c| c.stats).unwrap_or_default())
     }
 }
 

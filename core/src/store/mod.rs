@@ -122,25 +122,18 @@ pub fn validate_collection(name: &str) -> Result<(), StoreError> {
         && name.len() <= MAX_COLLECTION_LEN
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if ok {
         Ok(())
     } else {
-        Err(StoreError::InvalidCollection {
-            name: name.to_string(),
-        })
+        Err(StoreError::InvalidCollection { name: name.to_string() })
     }
 }
 
 /// Checks a key: 1 to [`MAX_KEY_LEN`] bytes.
 pub fn validate_key(key: &[u8]) -> Result<(), StoreError> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
-        Err(StoreError::InvalidKey {
-            len: key.len(),
-            max: MAX_KEY_LEN,
-        })
+        Err(StoreError::InvalidKey { len: key.len(), max: MAX_KEY_LEN })
     } else {
         Ok(())
     }
@@ -172,10 +165,7 @@ pub trait Store {
         collection: &str,
         records: &[Record],
     ) -> Result<Vec<Merged>, StoreError> {
-        records
-            .iter()
-            .map(|r| self.merge(collection, r.pos, &r.key, r.entry.clone()))
-            .collect()
+        records.iter().map(|r| self.merge(collection, r.pos, &r.key, r.entry.clone())).collect()
     }
 
     /// Removes `key` outright (no tombstone: used to purge tombstones after the grace

@@ -91,10 +91,7 @@ pub struct SyncConfig {
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        SyncConfig {
-            max_message_bytes: 256 * 1024,
-            list_max: 2,
-        }
+        SyncConfig { max_message_bytes: 256 * 1024, list_max: 2 }
     }
 }
 

@@ -73,12 +73,5 @@ pub fn sync_pair_full<A: Store, B: Store>(
     collection: &str,
     salt: u64,
 ) -> Result<PairReport, crate::Error> {
-    sync_pair(
-        a,
-        b,
-        collection,
-        Interval::full(),
-        salt,
-        SyncConfig::default(),
-    )
+    sync_pair(a, b, collection, Interval::full(), salt, SyncConfig::default())
 }

@@ -91,13 +91,7 @@ impl SyncSession {
             root,
         };
         session.stats.messages_sent += 1;
-        Ok((
-            session,
-            SyncMessage {
-                session: id,
-                body: begin,
-            },
-        ))
+        Ok((session, SyncMessage { session: id, body: begin }))
     }
 
     /// Accepts a [`SyncBody::Begin`] from a peer, returning the session and the reply.
@@ -106,15 +100,7 @@ impl SyncSession {
         msg: SyncMessage,
         config: SyncConfig,
     ) -> Result<(SyncSession, SyncMessage), SyncError> {
-        let SyncBody::Begin {
-            collection,
-            placement,
-            range,
-            depth,
-            salt,
-            root,
-        } = msg.body
-        else {
+        let SyncBody::Begin { collection, placement, range, depth, salt, root } = msg.body else {
             return Err(SyncError::Protocol("a session must open with Begin".into()));
         };
         crate::store::validate_collection(&collection)?;
@@ -134,22 +120,13 @@ impl SyncSession {
             config,
             queue: VecDeque::new(),
             state: State::Open,
-            stats: SyncStats {
-                messages_received: 1,
-                ..SyncStats::default()
-            },
+            stats: SyncStats { messages_received: 1, ..SyncStats::default() },
         };
         let mine = session.summary(replica, NodeRef::ROOT)?;
         if mine == root {
             session.state = State::Done;
             session.stats.messages_sent += 1;
-            return Ok((
-                session,
-                SyncMessage {
-                    session: msg.session,
-                    body: SyncBody::Done,
-                },
-            ));
+            return Ok((session, SyncMessage { session: msg.session, body: SyncBody::Done }));
         }
         session.compare(NodeRef::ROOT, root.count > 0, mine);
         let reply = session.next_step(replica)?;
@@ -194,12 +171,7 @@ impl SyncSession {
     /// A message giving up on the session (for timeouts); closes it.
     pub fn abort(&mut self, reason: &str) -> SyncMessage {
         self.state = State::Failed;
-        SyncMessage {
-            session: self.id,
-            body: SyncBody::Abort {
-                reason: reason.to_string(),
-            },
-        }
+        SyncMessage { session: self.id, body: SyncBody::Abort { reason: reason.to_string() } }
     }
 
     /// Handles the peer's next message; returns the reply to send, or `None` when the
@@ -210,10 +182,7 @@ impl SyncSession {
         msg: SyncMessage,
     ) -> Result<Option<SyncMessage>, SyncError> {
         if msg.session != self.id {
-            return Err(SyncError::WrongSession {
-                expected: self.id,
-                got: msg.session,
-            });
+            return Err(SyncError::WrongSession { expected: self.id, got: msg.session });
         }
         if self.state != State::Open {
             return Err(SyncError::Closed(self.id));
@@ -246,10 +215,7 @@ impl SyncSession {
                 if was_empty && self.queue.is_empty() {
                     self.state = State::Done;
                     self.stats.messages_sent += 1;
-                    return Ok(Some(SyncMessage {
-                        session: self.id,
-                        body: SyncBody::Done,
-                    }));
+                    return Ok(Some(SyncMessage { session: self.id, body: SyncBody::Done }));
                 }
                 self.next_step(replica).map(Some)
             }
@@ -275,11 +241,7 @@ impl SyncSession {
         item: SyncItem,
     ) -> Result<(), SyncError> {
         match item {
-            SyncItem::Children {
-                node,
-                mask,
-                digests,
-            } => {
+            SyncItem::Children { node, mask, digests } => {
                 self.check_node(node)?;
                 if node.level >= MAX_LEVEL {
                     return Err(SyncError::Protocol("children of a single position".into()));
@@ -293,11 +255,7 @@ impl SyncSession {
                 let mut theirs = digests.into_iter();
                 for i in 0..FANOUT {
                     let Some(child) = node.child(i) else { continue };
-                    let their = if mask & (1 << i) != 0 {
-                        theirs.next()
-                    } else {
-                        None
-                    };
+                    let their = if mask & (1 << i) != 0 { theirs.next() } else { None };
                     if !self.range.overlaps_segment(child.segment()) {
                         continue;
                     }
@@ -324,11 +282,7 @@ impl SyncSession {
                     }
                     theirs.insert(key, their);
                 }
-                self.queue.push_back(Task::Stream {
-                    node,
-                    cursor: None,
-                    theirs,
-                });
+                self.queue.push_back(Task::Stream { node, cursor: None, theirs });
                 if !want.is_empty() {
                     self.queue.push_back(Task::Want(want));
                 }
@@ -359,11 +313,9 @@ impl SyncSession {
     fn compare(&mut self, node: NodeRef, theirs_nonempty: bool, mine: Summary) {
         match (theirs_nonempty, mine.is_empty()) {
             (false, true) => {}
-            (false, false) => self.queue.push_back(Task::Stream {
-                node,
-                cursor: None,
-                theirs: BTreeMap::new(),
-            }),
+            (false, false) => {
+                self.queue.push_back(Task::Stream { node, cursor: None, theirs: BTreeMap::new() })
+            }
             (true, true) => self.queue.push_back(Task::ListEmpty(node)),
             (true, false) => self.queue.push_back(Task::Describe(node)),
         }
@@ -388,10 +340,7 @@ impl SyncSession {
             budget = budget.saturating_sub(size);
         }
         self.stats.messages_sent += 1;
-        Ok(SyncMessage {
-            session: self.id,
-            body: SyncBody::Step { items },
-        })
+        Ok(SyncMessage { session: self.id, body: SyncBody::Step { items } })
     }
 
     /// Runs one task within `budget` bytes: the item it produced (if any), its
@@ -405,14 +354,7 @@ impl SyncSession {
         match task {
             Task::ListEmpty(node) => {
                 self.stats.nodes_listed += 1;
-                Ok((
-                    Some(SyncItem::Versions {
-                        node,
-                        versions: Vec::new(),
-                    }),
-                    12,
-                    None,
-                ))
+                Ok((Some(SyncItem::Versions { node, versions: Vec::new() }), 12, None))
             }
             Task::Describe(node) => {
                 let mine = self.summary(replica, node)?;
@@ -420,10 +362,8 @@ impl SyncSession {
                     self.stats.nodes_listed += 1;
                     let (records, _) = self.scan(replica, node, None, usize::MAX)?;
                     let size = records.iter().map(|r| r.2.len() + 24).sum::<usize>() + 12;
-                    let versions = records
-                        .into_iter()
-                        .map(|(_, _, k, e)| (k, e.version()))
-                        .collect();
+                    let versions =
+                        records.into_iter().map(|(_, _, k, e)| (k, e.version())).collect();
                     return Ok((Some(SyncItem::Versions { node, versions }), size, None));
                 }
                 self.stats.nodes_described += 1;
@@ -438,15 +378,7 @@ impl SyncSession {
                     }
                 }
                 let size = 12 + digests.len() * 9;
-                Ok((
-                    Some(SyncItem::Children {
-                        node,
-                        mask,
-                        digests,
-                    }),
-                    size,
-                    None,
-                ))
+                Ok((Some(SyncItem::Children { node, mask, digests }), size, None))
             }
             Task::Want(keys) => {
                 let size = keys.iter().map(|k| k.len() + 3).sum::<usize>() + 4;
@@ -474,11 +406,7 @@ impl SyncSession {
                 let item = (!entries.is_empty()).then_some(SyncItem::Entries { entries });
                 Ok((item, size, rest))
             }
-            Task::Stream {
-                node,
-                cursor,
-                theirs,
-            } => {
+            Task::Stream { node, cursor, theirs } => {
                 let mut entries = Vec::new();
                 let mut size = 4;
                 let mut cursor = cursor;
@@ -500,11 +428,7 @@ impl SyncSession {
                     }
                 };
                 self.stats.entries_sent += entries.len() as u64;
-                let rest = (!finished).then_some(Task::Stream {
-                    node,
-                    cursor,
-                    theirs,
-                });
+                let rest = (!finished).then_some(Task::Stream { node, cursor, theirs });
                 let item = (!entries.is_empty()).then_some(SyncItem::Entries { entries });
                 Ok((item, size, rest))
             }
@@ -520,10 +444,7 @@ impl SyncSession {
             .into_iter()
             .flatten()
             .filter(|s| s.lo <= seg.hi && seg.lo <= s.hi)
-            .map(|s| Segment {
-                lo: s.lo.max(seg.lo),
-                hi: s.hi.min(seg.hi),
-            })
+            .map(|s| Segment { lo: s.lo.max(seg.lo), hi: s.hi.min(seg.hi) })
             .collect();
         out.sort_by_key(|s| s.lo);
         out
@@ -539,13 +460,8 @@ impl SyncSession {
         node: NodeRef,
         cursor: Option<(usize, Position, Bytes)>,
         limit: usize,
-    ) -> Result<
-        (
-            Vec<(usize, Position, Bytes, Entry)>,
-            Option<(usize, Position, Bytes)>,
-        ),
-        SyncError,
-    > {
+    ) -> Result<(Vec<(usize, Position, Bytes, Entry)>, Option<(usize, Position, Bytes)>), SyncError>
+    {
         let segs = self.segments_of(node);
         let mut out = Vec::new();
         let start = cursor.as_ref().map_or(0, |c| c.0);
