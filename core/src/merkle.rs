@@ -36,13 +36,26 @@ pub const DEFAULT_DEPTH: u8 = 8;
 /// The digest of one stored entry for `key`: xxh3-64 of the key followed by the
 /// timestamp, origin, tombstone flag and expiry (little-endian, fixed width).
 pub fn entry_digest(key: &[u8], entry: &Entry) -> u64 {
-    let mut buf = Vec::with_capacity(key.len() + 25);
-    buf.extend_from_slice(key);
-    buf.extend_from_slice(&entry.ts.0.to_le_bytes());
-    buf.extend_from_slice(&entry.origin.0.to_le_bytes());
-    buf.push(u8::from(entry.is_tombstone()));
-    buf.extend_from_slice(&entry.expires.unwrap_or(u64::MAX).to_le_bytes());
-    xxh3_64(&buf)
+    const META: usize = 8 + 8 + 1 + 8;
+    let fill = |buf: &mut [u8]| {
+        let (k, meta) = buf.split_at_mut(key.len());
+        k.copy_from_slice(key);
+        meta[..8].copy_from_slice(&entry.ts.0.to_le_bytes());
+        meta[8..16].copy_from_slice(&entry.origin.0.to_le_bytes());
+        meta[16] = u8::from(entry.is_tombstone());
+        meta[17..].copy_from_slice(&entry.expires.unwrap_or(u64::MAX).to_le_bytes());
+    };
+    let len = key.len() + META;
+    // Hot path: every write hashes its key; keep short keys off the heap.
+    let mut small = [0u8; 256];
+    if len <= small.len() {
+        fill(&mut small[..len]);
+        xxh3_64(&small[..len])
+    } else {
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        xxh3_64(&buf)
+    }
 }
 
 /// An entry digest re-keyed by a per-session salt and cut to 32 bits, for the virtual
@@ -245,6 +258,20 @@ mod tests {
         assert_ne!(entry_digest(b"k", &a), entry_digest(b"k", &t));
         assert_ne!(salted_digest(7, 1), salted_digest(7, 2));
         assert!(salted_digest(7, 1) <= u64::from(u32::MAX));
+    }
+
+    #[test]
+    fn digest_is_xxh3_of_key_and_version_for_short_and_long_keys() {
+        let entry = Entry::tombstone(Timestamp(7), NodeId(9)).with_expiry(Some(11));
+        for len in [1usize, 231, 232, 5000] {
+            let key = vec![b'k'; len];
+            let mut manual = key.clone();
+            manual.extend_from_slice(&7u64.to_le_bytes());
+            manual.extend_from_slice(&9u64.to_le_bytes());
+            manual.push(1);
+            manual.extend_from_slice(&11u64.to_le_bytes());
+            assert_eq!(entry_digest(&key, &entry), xxh3_64(&manual), "key of {len} bytes");
+        }
     }
 
     #[test]
