@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Sets up a Debian 12 machine to build and test dhrt: the Debian Rust used for the
+# wasm32 build, wasm tools, the pinned rustup toolchain's rustfmt and clippy, and the
+# Python build and test tools. Every step checks first and skips what is already there,
+# so a warm machine is done in a second or two. Safe with CI=true and no stdin.
+#
+# Usage: bash scripts/setup.sh
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf '[setup] %s\n' "$*"; }
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -n "$@"
+    else
+        say "need root for: $*" >&2
+        return 1
+    fi
+}
+
+# --- Debian packages ---------------------------------------------------------------
+# rustc-web, cargo-web, rust-web-src: Debian's Rust 1.96 with std source, used to build
+#   std for wasm32-unknown-unknown (rustup cannot download targets here).
+# lld-22: provides rust-lld, the wasm linker.
+# wabt: wasm-objdump, to check the wasm's imports. binaryen: wasm-opt, for size work.
+apt_packages=(rustc-web cargo-web rust-web-src lld-22 wabt binaryen)
+
+is_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+}
+
+missing=()
+for pkg in "${apt_packages[@]}"; do
+    is_installed "$pkg" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+    say "apt: all present (${apt_packages[*]})"
+else
+    say "apt: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -q </dev/null
+    as_root apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+fi
+
+# --- rustup toolchain components -----------------------------------------------------
+# rust-toolchain.toml pins the toolchain and asks for rustfmt and clippy. They are
+# normally present; try to add them when not, but carry on (with a warning) when rustup
+# cannot download: fmt/clippy steps will then fail loudly in test.sh.
+if command -v rustup >/dev/null 2>&1; then
+    installed_components="$(rustup component list --installed 2>/dev/null || true)"
+    for comp in rustfmt clippy; do
+        if grep -q "^${comp}-" <<<"$installed_components"; then
+            say "rustup: ${comp} present"
+        else
+            say "rustup: adding ${comp}"
+            timeout 300 rustup component add "$comp" </dev/null \
+                || say "WARNING: could not add rustup component ${comp}" >&2
+        fi
+    done
+else
+    say "WARNING: rustup not found; cargo fmt/clippy need the pinned toolchain" >&2
+fi
+
+# --- Python tools ---------------------------------------------------------------------
+python="${PYTHON:-python3}"
+have_module() {
+    "$python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)"
+}
+pip_missing=()
+have_module maturin || pip_missing+=(maturin)
+have_module pytest || pip_missing+=(pytest)
+if [ "${#pip_missing[@]}" -eq 0 ]; then
+    say "pip: maturin and pytest present"
+else
+    say "pip: installing ${pip_missing[*]}"
+    "$python" -m pip install --quiet --root-user-action=ignore "${pip_missing[@]}" </dev/null
+fi
+
+say "done"

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs every check a change must pass, in order, stopping at the first failure:
+# formatting, clippy, the Rust tests, the doc tests, the wasm build and its import
+# check, and the Python package's tests. CI runs this after scripts/setup.sh.
+#
+# Usage: bash scripts/test.sh
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+python="${PYTHON:-python3}"
+suite_start=$(date +%s)
+step_start=$suite_start
+step_name=""
+
+# Prints the time the previous step took, then a header for the next one.
+step() {
+    local now
+    now=$(date +%s)
+    [ -n "$step_name" ] && printf '==> %s: ok (%d s)\n' "$step_name" "$((now - step_start))"
+    step_name="$1"
+    step_start=$now
+    printf '\n==> %s\n' "$step_name"
+}
+# On the way out after a failure, name the step that failed.
+report_failure() {
+    local rc=$?
+    if [ "$rc" -ne 0 ]; then
+        printf '\n==> FAILED: %s (exit %d)\n' "$step_name" "$rc" >&2
+    fi
+}
+trap report_failure EXIT
+
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# Unit and integration tests of every crate (dhrt-python has test = false: its tests are
+# the Python ones below); the doc tests run as their own step.
+step "cargo test --workspace (unit and integration tests)"
+cargo test --workspace --tests
+
+step "cargo test --workspace --doc (doc tests)"
+cargo test --workspace --doc
+
+step "scripts/check-wasm.sh (wasm32 build, no imports from \"env\")"
+bash scripts/check-wasm.sh
+
+# --no-build-isolation uses the maturin that setup.sh installed instead of fetching one
+# into a fresh build environment every run.
+step "pip install ./python"
+"$python" -m pip install --quiet --root-user-action=ignore --no-build-isolation \
+    --force-reinstall --no-deps ./python
+
+step "python -m pytest -q python/tests"
+"$python" -m pytest -q python/tests
+
+step "done"
+printf '==> all checks passed in %d s\n' "$(($(date +%s) - suite_start))"
