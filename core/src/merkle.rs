@@ -133,8 +133,12 @@ impl NodeRef {
             .then(|| NodeRef { level: self.level + 1, prefix: (self.prefix << 2) | i as u64 })
     }
 
-    /// Which child of this node holds `pos` (which must lie in the node).
+    /// Which child of this node holds `pos` (which must lie in the node); 0 at the
+    /// deepest level, which has no children.
     pub fn child_index(&self, pos: Position) -> usize {
+        if self.level >= MAX_LEVEL {
+            return 0;
+        }
         let shift = 64 - BITS_PER_LEVEL * (u32::from(self.level) + 1);
         ((pos >> shift) & 3) as usize
     }
@@ -234,6 +238,7 @@ mod tests {
         let leaf = NodeRef::containing(12345, MAX_LEVEL);
         assert_eq!(leaf.segment(), Segment { lo: 12345, hi: 12345 });
         assert_eq!(leaf.child(0), None);
+        assert_eq!(leaf.child_index(12345), 0);
         assert_eq!(NodeRef::containing(u64::MAX, 1), NodeRef { level: 1, prefix: 3 });
         for pos in [0, 1, u64::MAX, 0x1234_5678_9abc_def0] {
             for level in 0..MAX_LEVEL {
