@@ -46,22 +46,9 @@ impl<S: Store> Replica<S> {
     /// Recomputes a collection's tree from the store, page by page.
     pub fn rebuild_tree(&mut self, collection: &str) -> Result<(), StoreError> {
         let mut tree = MerkleTree::new(self.depth);
-        let mut cursor: Option<(Position, Bytes)> = None;
-        loop {
-            let page = self.store.range(
-                collection,
-                Interval::full(),
-                cursor.as_ref().map(|(p, k)| (*p, k.as_ref())),
-                PAGE,
-            )?;
-            for r in &page {
-                tree.insert(r.pos, entry_digest(&r.key, &r.entry));
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE => cursor = Some((last.pos, last.key.clone())),
-                _ => break,
-            }
-        }
+        for_each_record(&self.store, collection, Interval::full(), |r| {
+            tree.insert(r.pos, entry_digest(&r.key, &r.entry));
+        })?;
         self.trees.insert(collection.to_string(), tree);
         Ok(())
     }
@@ -169,21 +156,13 @@ impl<S: Store> Replica<S> {
         interval: Interval,
     ) -> Result<u64, StoreError> {
         // Walk the range first so the tree learns each removed digest.
-        let mut cursor: Option<(Position, Bytes)> = None;
-        loop {
-            let page = self.store.range(
-                collection,
-                interval,
-                cursor.as_ref().map(|(p, k)| (*p, k.as_ref())),
-                PAGE,
-            )?;
-            for r in &page {
-                self.tree_mut(collection).remove(r.pos, entry_digest(&r.key, &r.entry));
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE => cursor = Some((last.pos, last.key.clone())),
-                _ => break,
-            }
+        let mut removed = Vec::new();
+        for_each_record(&self.store, collection, interval, |r| {
+            removed.push((r.pos, entry_digest(&r.key, &r.entry)));
+        })?;
+        let tree = self.tree_mut(collection);
+        for (pos, digest) in removed {
+            tree.remove(pos, digest);
         }
         self.store.delete_range(collection, interval)
     }
@@ -203,6 +182,29 @@ impl<S: Store> Replica<S> {
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
         self.store.range(collection, interval, after, limit)
+    }
+}
+
+/// Calls `f` on every record of `interval`, reading the store a page at a time.
+fn for_each_record<S: Store>(
+    store: &S,
+    collection: &str,
+    interval: Interval,
+    mut f: impl FnMut(&Record),
+) -> Result<(), StoreError> {
+    let mut cursor: Option<(Position, Bytes)> = None;
+    loop {
+        let page = store.range(
+            collection,
+            interval,
+            cursor.as_ref().map(|(p, k)| (*p, k.as_ref())),
+            PAGE,
+        )?;
+        page.iter().for_each(&mut f);
+        match page.last() {
+            Some(last) if page.len() == PAGE => cursor = Some((last.pos, last.key.clone())),
+            _ => return Ok(()),
+        }
     }
 }
 
