@@ -26,6 +26,7 @@ pub mod hash;
 pub mod merkle;
 pub mod proto;
 pub mod replica;
+pub mod rng;
 pub mod store;
 pub mod sync;
 pub mod wire;
