@@ -26,7 +26,10 @@ pub mod hash;
 pub mod merkle;
 pub mod proto;
 pub mod replica;
+pub mod ring;
 pub mod rng;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod wire;

@@ -4,9 +4,11 @@
 //! variants carry the client protocol ([`client`]) and the peer protocols ([`sync`] so
 //! far). Every variant and field is documented because this *is* the protocol.
 
+pub mod chord;
 pub mod client;
 pub mod sync;
 
+pub use chord::{ChordMessage, NextHop};
 pub use client::{ClientRequest, ClientResponse};
 pub use sync::{SyncBody, SyncItem, SyncMessage};
 

@@ -1,0 +1,104 @@
+//! Prints the Chord paper's tables (Stoica et al., IEEE/ACM ToN 2003, §V) as measured on
+//! dhrt's simulator, in Chord-only routing mode.
+//!
+//! `cargo run --release -p dhrt-core --features sim --example chord_paper [SEED] [TABLE...]`
+//! where TABLE is any of `path`, `failures`, `churn`, `balance` (default: all).
+
+use dhrt_core::sim::experiments::{
+    churn, load_balance, path_length, simultaneous_failures, ChurnConfig,
+};
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seed = args.first().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let wants = |t: &str| {
+        args.iter().skip(1).all(|a| a.parse::<u64>().is_ok()) || args.iter().any(|a| a == t)
+    };
+    println!("seed {seed} (replay: cargo run --release -p dhrt-core --features sim --example chord_paper {seed})\n");
+    if wants("path") {
+        println!("Path length in a stable ring, 100·N lookups (hops = remote nodes that answered, owner included)");
+        println!(
+            "{:>6} {:>9} {:>8} {:>6} {:>6} {:>12} {:>8}",
+            "N", "lookups", "mean", "p1", "p99", "½·log2N + 1", "time"
+        );
+        for k in 6..=12 {
+            let n = 1usize << k;
+            let t = Instant::now();
+            let s = path_length(n, 100 * n, seed);
+            println!(
+                "{n:>6} {:>9} {:>8.3} {:>6} {:>6} {:>12.2} {:>7.1?}",
+                s.lookups,
+                s.path.mean,
+                s.path.p1,
+                s.path.p99,
+                0.5 * k as f64 + 1.0,
+                t.elapsed()
+            );
+            assert_eq!(s.failed, 0);
+        }
+        println!();
+    }
+    if wants("failures") {
+        println!("Simultaneous failures: N = 1000, r = 20, no stabilization, 10,000 lookups");
+        println!(
+            "{:>8} {:>22} {:>22} {:>8}",
+            "failed", "path mean (p1, p99)", "timeouts mean (p1, p99)", "wrong"
+        );
+        for p in [0.0, 0.1, 0.2, 0.3, 0.4, 0.5] {
+            let s = simultaneous_failures(1000, 20, p, 10_000, seed);
+            println!(
+                "{p:>8.1} {:>10.2} ({:>3}, {:>3})      {:>10.2} ({:>3}, {:>3})      {:>8}",
+                s.path.mean,
+                s.path.p1,
+                s.path.p99,
+                s.timeouts.mean,
+                s.timeouts.p1,
+                s.timeouts.p99,
+                s.failed
+            );
+        }
+        println!();
+    }
+    if wants("churn") {
+        println!("Churn: ~1000 nodes, joins and failures at R per second each, stabilize every 15–45 s, 1 lookup/s, 1 hour");
+        println!(
+            "{:>6} {:>10} {:>9} {:>16} {:>16} {:>10} {:>7}",
+            "R/s", "per stab.", "lookups", "path mean", "timeouts mean", "failed/10k", "joins"
+        );
+        for r in [0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40] {
+            let c = ChurnConfig {
+                nodes: 1000,
+                rate_per_s: r,
+                duration_s: 3600,
+                lookups_per_s: 1.0,
+                stabilize_ms: (15_000, 45_000),
+            };
+            let s = churn(c, seed);
+            println!(
+                "{r:>6.2} {:>10.1} {:>9} {:>16.2} {:>16.2} {:>10.1} {:>7}",
+                r * 30.0,
+                s.lookups.lookups,
+                s.lookups.path.mean,
+                s.lookups.timeouts.mean,
+                s.lookups.failed_per_10k(),
+                s.joins
+            );
+        }
+        println!();
+    }
+    if wants("balance") {
+        println!("Load balance: 10^4 nodes, 10^6 keys, r tokens per node (keys per node / mean)");
+        println!("{:>4} {:>8} {:>8} {:>8} {:>8}", "r", "mean", "p1", "p99", "max");
+        for r in [1, 2, 5, 10, 16, 20, 32] {
+            let d = load_balance(10_000, 1_000_000, r, seed);
+            println!(
+                "{r:>4} {:>8.1} {:>8.2} {:>8.2} {:>8.2}",
+                d.mean,
+                d.p1 / d.mean,
+                d.p99 / d.mean,
+                d.max / d.mean
+            );
+        }
+    }
+}

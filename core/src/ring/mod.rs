@@ -1,0 +1,21 @@
+//! Routing: who owns a position, and how a node finds out.
+//!
+//! Two mechanisms, one answer:
+//!
+//! - [`table`] — with full membership (gossiped by [`crate::membership`]) every node
+//!   holds the token table of the whole cluster and routes in **one hop**: the owner and
+//!   the preference list of any position are a binary search away. This is how dhrt
+//!   routes in clusters up to thousands of nodes.
+//! - [`chord`] — Chord's successor lists and fingers, for when a node's view is partial
+//!   (light peers, very large rings, heavy churn): O(log N) hops, maintained by
+//!   stabilization. The simulator reproduces the Chord paper's measurements with it
+//!   (`docs/simulation.md`).
+//!
+//! Both use Chord's successor rule: a token at `t` whose predecessor is at `p` owns
+//! `(p, t]`.
+
+pub mod chord;
+pub mod table;
+
+pub use chord::{ChordConfig, ChordNode, ChordOutput, LookupResult};
+pub use table::{tokens_for, RingTable, Vnode, DEFAULT_VNODES};

@@ -1,0 +1,29 @@
+//! The deterministic simulator (feature `sim`): many nodes, one seed, every failure.
+//!
+//! A [`Sim`] hosts sans-IO state machines ([`Process`]) on a simulated network and a
+//! simulated clock. It delivers their messages with a latency drawn from the network
+//! model ([`NetConfig`]: uniform or long-tailed delays, which reorder messages; loss;
+//! duplication), fires their timers at their deadlines, and lets a scenario break things:
+//! partitions and heals, crashes and restarts with or without state, skewed clocks, slow
+//! peers, churn. Nothing is real — no threads, sockets or wall clock — so a run is a pure
+//! function of its seed: a failure prints the seed, and `DHRT_SIM_SEED=<seed>` replays it
+//! exactly ([`check_seeds`]).
+//!
+//! The processes are the same state machines the servers drive: [`ChordProcess`] wraps
+//! [`crate::ring::ChordNode`]. Events are kept for checkers and experiments; the Chord
+//! paper's experiments live in [`experiments`].
+//!
+//! Time in the simulator is global; each host sees it through its own skew. The event
+//! queue orders by (time, sequence), so simultaneous events run in the order they were
+//! scheduled, deterministically.
+
+pub mod chord;
+pub mod experiments;
+pub mod net;
+pub mod seeds;
+pub mod world;
+
+pub use chord::{ChordEnvelope, ChordProcess};
+pub use net::{Latency, NetConfig};
+pub use seeds::check_seeds;
+pub use world::{Effect, Process, Sim, SimStats};
