@@ -74,5 +74,8 @@ pub enum NextHop {
         fingers: Vec<Vnode>,
         /// My successor list, nearest first.
         successors: Vec<Vnode>,
+        /// My predecessor: when the asker expected me to own the target, the target may
+        /// belong to this newer predecessor instead.
+        predecessor: Option<Vnode>,
     },
 }

@@ -134,6 +134,10 @@ struct Lookup {
     successor_lists: Vec<(Vnode, Vec<Vnode>)>,
     tried: Vec<Vnode>,
     timed_out: Vec<Vnode>,
+    /// A live node that a successor list named as the owner but that did not confirm
+    /// (its predecessor is unknown or stale): plain Chord's answer, used when nothing
+    /// better turns up. Stabilization corrects the ring behind it.
+    fallback: Option<Vnode>,
     hops: u32,
     timeouts: u32,
     started: Millis,
@@ -180,6 +184,7 @@ pub struct ChordNode {
     next_lookup: LookupId,
     stabilize_at: Option<Millis>,
     joined: bool,
+    join_via: Option<Vnode>,
     outbox: VecDeque<ChordOutput>,
     stats: ChordStats,
 }
@@ -201,6 +206,7 @@ impl ChordNode {
             next_lookup: 1,
             stabilize_at: None,
             joined: true,
+            join_via: None,
             outbox: VecDeque::new(),
             stats: ChordStats::default(),
         }
@@ -270,9 +276,11 @@ impl ChordNode {
         self.schedule_stabilize(now);
     }
 
-    /// Joins the ring through `known`, any member.
+    /// Joins the ring through `known`, any member. A join that finds no owner (the member
+    /// did not answer) is retried at every stabilize period until it succeeds.
     pub fn join(&mut self, now: Millis, known: Vnode) {
         self.joined = false;
+        self.join_via = Some(known);
         self.predecessor = None;
         self.successors.clear();
         self.fingers.iter_mut().for_each(|f| *f = None);
@@ -337,9 +345,19 @@ impl ChordNode {
         }
         if self.stabilize_at.is_some_and(|t| t <= now) {
             self.stabilize_at = None;
-            self.stabilize(now);
-            self.fix_fingers(now);
-            self.check_predecessor(now);
+            match self.join_via.filter(|_| !self.joined) {
+                Some(known) => {
+                    let has_join = self.lookups.values().any(|l| l.purpose == Purpose::Join);
+                    if !has_join {
+                        self.join(now, known);
+                    }
+                }
+                None => {
+                    self.stabilize(now);
+                    self.fix_fingers(now);
+                    self.check_predecessor(now);
+                }
+            }
             self.schedule_stabilize(now);
         }
     }
@@ -399,6 +417,7 @@ impl ChordNode {
         NextHop::Closer {
             fingers: self.closest_preceding(target),
             successors: self.successors.clone(),
+            predecessor: self.predecessor,
         }
     }
 
@@ -429,6 +448,7 @@ impl ChordNode {
             successor_lists: Vec::new(),
             tried: Vec::new(),
             timed_out: Vec::new(),
+            fallback: None,
             hops: 0,
             timeouts: 0,
             started: now,
@@ -444,7 +464,7 @@ impl ChordNode {
         match self.next_hop(target) {
             NextHop::Owner => return self.finish(now, id, Some(me)),
             NextHop::Successors(list) => self.learn(id, me, Vec::new(), list),
-            NextHop::Closer { fingers, successors } => self.learn(id, me, fingers, successors),
+            NextHop::Closer { fingers, successors, .. } => self.learn(id, me, fingers, successors),
         }
         self.advance(now, id);
     }
@@ -465,12 +485,14 @@ impl ChordNode {
     }
 
     /// Whether `from` inherits the target: it follows a node whose successor list holds
-    /// it, the target lies between that node and `from`, and every node before `from` in
-    /// the list timed out.
+    /// it, the target lies between that node and `from`, and the nodes before `from` in
+    /// the list (at least one) all timed out. (A node first in the list that says the
+    /// target is not its own knows of a newer predecessor; its advice is followed.)
     fn inherits(l: &Lookup, from: Vnode) -> bool {
         l.successor_lists.iter().any(|(anchor, list)| {
             let Some(at) = list.iter().position(|v| *v == from) else { return false };
-            Interval::new(anchor.pos, from.pos).contains(l.target)
+            at > 0
+                && Interval::new(anchor.pos, from.pos).contains(l.target)
                 && list[..at].iter().all(|v| l.timed_out.contains(v))
         })
     }
@@ -508,19 +530,53 @@ impl ChordNode {
         match hop {
             NextHop::Owner => {}
             NextHop::Successors(list) => {
-                if list.first() == Some(&self.me) {
-                    let me = self.me;
-                    return self.finish(now, id, Some(me));
+                // The first live node of the list owns the target. Lookups have one call
+                // out at a time, so a node already tried and not timed out is alive (and
+                // so is this one).
+                let me = self.me;
+                let known_alive = list
+                    .iter()
+                    .find(|v| !l.timed_out.contains(v))
+                    .filter(|v| **v == me || l.tried.contains(v))
+                    .copied();
+                if let Some(owner) = known_alive {
+                    return self.finish(now, id, Some(owner));
                 }
                 self.learn(id, from, Vec::new(), list);
             }
-            NextHop::Closer { fingers, successors } => self.learn(id, from, fingers, successors),
+            NextHop::Closer { fingers, successors, predecessor } => {
+                // `from` was named the owner by a successor list but says it is not:
+                // remember it as plain Chord's answer, and try its predecessor when that
+                // lies between the list's node and it, before the target.
+                let target = l.target;
+                let named_by = l
+                    .successor_lists
+                    .iter()
+                    .rev()
+                    .find(|(a, list)| {
+                        list.contains(&from) && Interval::new(a.pos, from.pos).contains(target)
+                    })
+                    .map(|(a, _)| *a);
+                if let Some(anchor) = named_by {
+                    l.fallback.get_or_insert(from);
+                    if let Some(p) = predecessor.filter(|p| {
+                        between_open(anchor.pos, p.pos, from.pos)
+                            && Interval::new(anchor.pos, p.pos).contains(target)
+                    }) {
+                        l.successor_lists.push((anchor, vec![p, from]));
+                        self.learn(id, from, vec![p], successors);
+                        return self.advance(now, id);
+                    }
+                }
+                self.learn(id, from, fingers, successors)
+            }
         }
         self.advance(now, id);
     }
 
     fn finish(&mut self, now: Millis, id: LookupId, owner: Option<Vnode>) {
         let Some(l) = self.lookups.remove(&id) else { return };
+        let owner = owner.or(l.fallback);
         self.pending.retain(|_, p| p.call != Call::Lookup(id));
         match l.purpose {
             Purpose::Client => self.outbox.push_back(ChordOutput::Lookup(LookupResult {
