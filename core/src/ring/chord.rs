@@ -29,14 +29,17 @@
 use crate::{
     hash::{between_open, Interval, Position},
     proto::{ChordMessage, NextHop},
-    ring::Vnode,
+    ring::{RingTable, Vnode},
     rng::Rng,
     Millis,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Number of fingers: one per bit of a ring position.
 pub const FINGERS: usize = 64;
+
+/// Most alternatives a lookup keeps queued (new advice first, older fallbacks after).
+const MAX_CANDIDATES: usize = 48;
 
 /// Tunables of a Chord node.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -132,8 +135,8 @@ struct Lookup {
     /// before it in the list timed out, it owns the target: the ranges of failed nodes
     /// pass to their live successor.
     successor_lists: Vec<(Vnode, Vec<Vnode>)>,
-    tried: Vec<Vnode>,
-    timed_out: Vec<Vnode>,
+    tried: BTreeSet<Vnode>,
+    timed_out: BTreeSet<Vnode>,
     /// A live node that a successor list named as the owner but that did not confirm
     /// (its predecessor is unknown or stale): plain Chord's answer, used when nothing
     /// better turns up. Stabilization corrects the ring behind it.
@@ -185,6 +188,7 @@ pub struct ChordNode {
     stabilize_at: Option<Millis>,
     joined: bool,
     join_via: Option<Vnode>,
+    table: Option<RingTable>,
     outbox: VecDeque<ChordOutput>,
     stats: ChordStats,
 }
@@ -207,6 +211,7 @@ impl ChordNode {
             stabilize_at: None,
             joined: true,
             join_via: None,
+            table: None,
             outbox: VecDeque::new(),
             stats: ChordStats::default(),
         }
@@ -229,6 +234,15 @@ impl ChordNode {
             }
         }
         node
+    }
+
+    /// Switches to full-membership routing with `table` (the tokens of every serving
+    /// member, from [`crate::membership`]), or back to Chord routing with `None`. With a
+    /// table, a lookup goes straight to the owner the table names — one hop — and a node
+    /// answers lookups from its table rather than its fingers. Ownership is per physical
+    /// node: any token of this node's owner counts.
+    pub fn set_table(&mut self, table: Option<RingTable>) {
+        self.table = table;
     }
 
     /// This vnode.
@@ -403,6 +417,9 @@ impl ChordNode {
 
     /// What this node tells a lookup for `target`.
     fn next_hop(&self, target: Position) -> NextHop {
+        if let Some(table) = self.table.as_ref().filter(|t| !t.is_empty()) {
+            return self.next_hop_by_table(table, target);
+        }
         let alone = self.successors.is_empty();
         let owns = match self.predecessor {
             Some(p) => Interval::new(p.pos, self.me.pos).contains(target),
@@ -419,6 +436,28 @@ impl ChordNode {
             successors: self.successors.clone(),
             predecessor: self.predecessor,
         }
+    }
+
+    /// Full-membership routing: the table's owner, with the next members' tokens as
+    /// fallbacks (a lookup that finds the owner dead moves on to its successors).
+    fn next_hop_by_table(&self, table: &RingTable, target: Position) -> NextHop {
+        let Some(owner) = table.successor(target) else { return NextHop::Owner };
+        if owner.node == self.me.node {
+            return NextHop::Owner;
+        }
+        let mut successors = vec![owner];
+        let vnodes = table.vnodes();
+        let start = vnodes.partition_point(|v| v.pos < owner.pos);
+        for k in 1..vnodes.len() {
+            if successors.len() >= self.config.successors.max(1) {
+                break;
+            }
+            let v = vnodes[(start + k) % vnodes.len()];
+            if successors.iter().all(|s| s.node != v.node) {
+                successors.push(v);
+            }
+        }
+        NextHop::Successors(successors)
     }
 
     /// Fingers strictly between me and `target`, closest to the target first: Chord's
@@ -446,8 +485,8 @@ impl ChordNode {
             purpose,
             candidates: VecDeque::new(),
             successor_lists: Vec::new(),
-            tried: Vec::new(),
-            timed_out: Vec::new(),
+            tried: BTreeSet::new(),
+            timed_out: BTreeSet::new(),
             fallback: None,
             hops: 0,
             timeouts: 0,
@@ -472,15 +511,20 @@ impl ChordNode {
     /// Records `from`'s advice: its fingers to try first, then its successor list.
     fn learn(&mut self, id: LookupId, from: Vnode, fingers: Vec<Vnode>, successors: Vec<Vnode>) {
         let Some(l) = self.lookups.get_mut(&id) else { return };
-        let advice: Vec<Vnode> = fingers.into_iter().chain(successors.iter().copied()).collect();
-        // New advice first; older alternatives stay behind it as fallbacks. This node may
-        // be among them: it is the owner when the nodes before it in a list are dead.
-        for v in advice.into_iter().rev() {
-            if !l.tried.contains(&v) {
-                l.candidates.retain(|c| *c != v);
-                l.candidates.push_front(v);
+        // New advice first; older alternatives stay behind it as fallbacks, up to a bound.
+        // This node may be among them: it is the owner when the nodes before it in a list
+        // are dead.
+        let mut next: VecDeque<Vnode> = VecDeque::with_capacity(MAX_CANDIDATES);
+        let mut seen: BTreeSet<Vnode> = BTreeSet::new();
+        for v in fingers.iter().chain(successors.iter()).chain(l.candidates.iter()) {
+            if next.len() >= MAX_CANDIDATES {
+                break;
+            }
+            if !l.tried.contains(v) && seen.insert(*v) {
+                next.push_back(*v);
             }
         }
+        l.candidates = next;
         l.successor_lists.push((from, successors));
     }
 
@@ -508,7 +552,7 @@ impl ChordNode {
             let Some(next) = l.candidates.pop_front() else {
                 return self.finish(now, id, None);
             };
-            l.tried.push(next);
+            l.tried.insert(next);
             if next != me {
                 break next;
             }
@@ -740,7 +784,7 @@ impl ChordNode {
             Call::Lookup(id) => {
                 if let Some(l) = self.lookups.get_mut(&id) {
                     l.timeouts += 1;
-                    l.timed_out.push(p.to);
+                    l.timed_out.insert(p.to);
                 }
                 self.advance(now, id);
             }

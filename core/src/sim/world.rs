@@ -379,9 +379,11 @@ impl<P: Process> Sim<P> {
         } else {
             1
         };
-        for _ in 0..copies {
+        if copies == 2 {
             let at = self.now + self.net.latency.sample(&mut self.rng) + extra;
             self.push(at, Item::Deliver { from, to, msg: msg.clone() });
         }
+        let at = self.now + self.net.latency.sample(&mut self.rng) + extra;
+        self.push(at, Item::Deliver { from, to, msg });
     }
 }
