@@ -33,7 +33,7 @@ fn main() {
                 s.path.mean,
                 s.path.p1,
                 s.path.p99,
-                0.5 * k as f64 + 1.0,
+                0.5 * k + 1.0,
                 t.elapsed()
             );
             assert_eq!(s.failed, 0);
