@@ -5,7 +5,7 @@
 //! where TABLE is any of `path`, `failures`, `churn`, `balance` (default: all).
 
 use dhrt_core::sim::experiments::{
-    churn, load_balance, path_length, simultaneous_failures, ChurnConfig,
+    churn, load_balance, ownership_spread, path_length, simultaneous_failures, ChurnConfig,
 };
 use std::time::Instant;
 
@@ -100,6 +100,21 @@ fn main() {
                 d.p99 / d.mean,
                 d.max / d.mean
             );
+        }
+        println!();
+        println!("Small clusters: busiest node's share of the ring / its fair share (mean over 200 seeds)");
+        print!("{:>6}", "nodes");
+        let counts = [1usize, 4, 8, 16, 32, 64, 128];
+        for r in counts {
+            print!(" {:>7}", format!("r={r}"));
+        }
+        println!();
+        for n in [3usize, 5, 10, 30, 100] {
+            print!("{n:>6}");
+            for r in counts {
+                print!(" {:>7.2}", ownership_spread(n, r, 200, seed));
+            }
+            println!();
         }
     }
 }

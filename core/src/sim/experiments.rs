@@ -329,3 +329,23 @@ pub fn load_balance(nodes: usize, keys: usize, vnodes: usize, seed: u64) -> Dist
     }
     Distribution::of(counts)
 }
+
+/// The busiest node's share of the ring over its fair share (1/n), averaged over
+/// `trials` random clusters of `nodes` nodes with `vnodes` tokens each.
+pub fn ownership_spread(nodes: usize, vnodes: usize, trials: usize, seed: u64) -> f64 {
+    let mut rng = Rng::new(seed);
+    let mut total = 0.0;
+    for _ in 0..trials {
+        let members: Vec<(NodeId, Vec<Position>)> = (0..nodes)
+            .map(|_| {
+                let id = NodeId(rng.next_u64());
+                (id, tokens_for(id, vnodes))
+            })
+            .collect();
+        let table = RingTable::new(members.iter().map(|(id, t)| (*id, t.as_slice())));
+        let busiest =
+            members.iter().map(|(id, _)| table.ownership_share(*id)).fold(0.0f64, f64::max);
+        total += busiest * nodes as f64;
+    }
+    total / trials.max(1) as f64
+}
