@@ -4,6 +4,7 @@
 //! `cargo run --release -p dhrt-core --features sim --example chord_paper [SEED] [TABLE...]`
 //! where TABLE is any of `path`, `failures`, `churn`, `balance` (default: all).
 
+use dhrt_core::sim::cluster::{membership_convergence, one_hop_lookups};
 use dhrt_core::sim::experiments::{
     churn, load_balance, ownership_spread, path_length, simultaneous_failures, ChurnConfig,
 };
@@ -115,6 +116,33 @@ fn main() {
                 print!(" {:>7.2}", ownership_spread(n, r, 200, seed));
             }
             println!();
+        }
+    }
+    if wants("membership") {
+        println!();
+        println!("Full membership: convergence in protocol periods (1 s) after one join and one crash, and one-hop lookups");
+        println!(
+            "{:>6} {:>8} {:>10} {:>12} {:>8} {:>10} {:>10} {:>8}",
+            "nodes", "log2 N", "join", "detect", "spread", "lookups", "max hops", "wrong"
+        );
+        for n in [10usize, 30, 100, 300, 1000] {
+            let t = Instant::now();
+            let c = membership_convergence(n, seed);
+            let h = one_hop_lookups(n, 10_000, seed);
+            match (c, h) {
+                (Some(c), Some(h)) => println!(
+                    "{n:>6} {:>8.1} {:>10.1} {:>12.1} {:>8.1} {:>10} {:>10} {:>8}   ({:.1?})",
+                    (n as f64).log2(),
+                    c.join_rounds,
+                    c.detect_rounds,
+                    c.spread_rounds,
+                    h.lookups,
+                    h.path.max,
+                    h.failed,
+                    t.elapsed()
+                ),
+                _ => println!("{n:>6} did not converge within 10 simulated minutes"),
+            }
         }
     }
 }

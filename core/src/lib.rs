@@ -23,6 +23,7 @@ pub mod clock;
 pub mod entry;
 pub mod error;
 pub mod hash;
+pub mod membership;
 pub mod merkle;
 pub mod proto;
 pub mod replica;

@@ -772,9 +772,11 @@ impl ChordNode {
         req
     }
 
+    /// The call `req` if `from` is the node it went to. Calls match by physical node: a
+    /// node answers for all its tokens.
     fn take_pending(&mut self, req: u64, from: Vnode) -> Option<Pending> {
         match self.pending.get(&req) {
-            Some(p) if p.to == from => self.pending.remove(&req),
+            Some(p) if p.to.node == from.node => self.pending.remove(&req),
             _ => None,
         }
     }

@@ -10,20 +10,24 @@
 //! exactly ([`check_seeds`]).
 //!
 //! The processes are the same state machines the servers drive: [`ChordProcess`] wraps
-//! [`crate::ring::ChordNode`]. Events are kept for checkers and experiments; the Chord
-//! paper's experiments live in [`experiments`].
+//! [`crate::ring::ChordNode`]; [`RingProcess`] runs [`crate::membership::Membership`]
+//! with a Chord node that routes from the gossiped token table. Events are kept for
+//! checkers and experiments; the Chord paper's experiments live in [`experiments`], the
+//! membership ones in [`cluster`].
 //!
 //! Time in the simulator is global; each host sees it through its own skew. The event
 //! queue orders by (time, sequence), so simultaneous events run in the order they were
 //! scheduled, deterministically.
 
 pub mod chord;
+pub mod cluster;
 pub mod experiments;
 pub mod net;
 pub mod seeds;
 pub mod world;
 
 pub use chord::{ChordEnvelope, ChordProcess};
+pub use cluster::{RingEvent, RingMsg, RingProcess};
 pub use net::{Latency, NetConfig};
 pub use seeds::check_seeds;
 pub use world::{Effect, Process, Sim, SimStats};

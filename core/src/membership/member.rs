@@ -1,0 +1,375 @@
+//! Members, their status, and the precedence rules that merge what a node hears about
+//! them.
+//!
+//! Every update about a member is a whole [`Member`] record. Records about the same
+//! member are ordered by one total order, [`Member::precedence`]: incarnation first, then
+//! status rank (`Alive < Syncing < Suspect < Dead < Left`), then address and tokens (so
+//! that two different records never tie). A [`MemberState`] keeps the largest record it
+//! was given, which is the classic SWIM rule set:
+//!
+//! - `Left(i)` beats everything at incarnation `≤ i`: leaving is final for its
+//!   incarnation;
+//! - `Dead(i)` beats `Alive(j)`, `Syncing(j)` and `Suspect(j)` for `j ≤ i`;
+//! - `Suspect(i)` beats `Alive(j)` and `Syncing(j)` for `j ≤ i`;
+//! - `Alive(j)` beats `Suspect(i)` only when `j > i`: only a fresh incarnation refutes.
+//!
+//! On top of the maximum sits one derived rule, readmission: a member that was ever
+//! declared `Dead` or `Left` at incarnation `d` and is now claimed `Alive(j)` (`j > d`)
+//! reads as `Syncing(j)` — readmitted, not yet serving — until a `Syncing(k)` with
+//! `k > d` has been seen, which is the member's own announcement that it went through a
+//! re-sync. So `Dead(i)` followed by `Alive(j)` gives `Syncing(j)`, and from
+//! `Syncing(k)` the member's `Alive(j > k)` makes it `Alive`.
+//!
+//! The state is the maximum record plus two maxima (`down_at`, the highest incarnation
+//! seen `Dead`/`Left`, and `synced_at`, the highest seen `Syncing`), and the effective
+//! status is a function of the three. Maxima do not care about order or repetition, so
+//! applying any set of updates, in any order, any number of times, yields the same
+//! record: the merge is commutative, associative and idempotent (property-tested below).
+//! A consequence of order-independence is that a stale `Dead(d)` that arrives *after*
+//! `Alive(j)` also demotes the member to `Syncing(j)` if no `Syncing` after `d` was seen;
+//! the member then re-syncs once more, which costs one cheap, empty Merkle exchange.
+
+use crate::{hash::Position, NodeId};
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+
+/// The largest incarnation accepted from the network. Anything above it is refused, so a
+/// forged claim can never push a member's incarnation where it could not refute it.
+pub const MAX_INCARNATION: u64 = u64::MAX / 2;
+
+/// The health of a member, as gossiped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Answering probes and serving requests.
+    Alive,
+    /// Failed a probe (directly and through helpers); refutable by the member.
+    Suspect,
+    /// Suspected for longer than the suspicion timeout; must re-sync to come back.
+    Dead,
+    /// Left gracefully; final for its incarnation.
+    Left,
+    /// Back after being declared dead (or freshly joined with a hand-off pending):
+    /// answering probes but not serving until its data has been re-synced.
+    Syncing,
+}
+
+impl Status {
+    /// The rank that breaks ties between records of the same incarnation:
+    /// `Alive < Syncing < Suspect < Dead < Left`.
+    pub fn rank(self) -> u8 {
+        match self {
+            Status::Alive => 0,
+            Status::Syncing => 1,
+            Status::Suspect => 2,
+            Status::Dead => 3,
+            Status::Left => 4,
+        }
+    }
+
+    /// `Dead` or `Left`: out of the cluster.
+    pub fn is_down(self) -> bool {
+        matches!(self, Status::Dead | Status::Left)
+    }
+
+    /// `Alive` or `Syncing`: running and reachable, as far as we know.
+    pub fn is_up(self) -> bool {
+        matches!(self, Status::Alive | Status::Syncing)
+    }
+
+    /// Whether failure detection probes a member with this status (everything not down).
+    pub fn is_probed(self) -> bool {
+        !self.is_down()
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Alive => "alive",
+            Status::Suspect => "suspect",
+            Status::Dead => "dead",
+            Status::Left => "left",
+            Status::Syncing => "syncing",
+        })
+    }
+}
+
+/// One node of the cluster as the membership protocol knows it; also the unit of gossip.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// The node's permanent id.
+    pub id: NodeId,
+    /// Where peers reach it (`host:port`), at most 255 bytes by default.
+    pub addr: String,
+    /// Its ring positions (virtual nodes), at most 1024 by default.
+    pub tokens: Vec<Position>,
+    /// Its health, as claimed by whoever made this record.
+    pub status: Status,
+    /// Its incarnation: raised only by the member itself, to refute a claim about it.
+    pub incarnation: u64,
+}
+
+impl Member {
+    /// A new, `Alive` member at incarnation 0.
+    pub fn new(id: NodeId, addr: impl Into<String>, tokens: Vec<Position>) -> Self {
+        Member { id, addr: addr.into(), tokens, status: Status::Alive, incarnation: 0 }
+    }
+
+    /// The same member with another status and incarnation.
+    pub fn with(&self, status: Status, incarnation: u64) -> Self {
+        Member { status, incarnation, ..self.clone() }
+    }
+
+    /// The total order of records about one member: incarnation, then status rank, then
+    /// address, then tokens. The larger record wins a merge.
+    pub fn precedence(&self, other: &Member) -> Ordering {
+        (self.incarnation, self.status.rank(), &self.addr, &self.tokens).cmp(&(
+            other.incarnation,
+            other.status.rank(),
+            &other.addr,
+            &other.tokens,
+        ))
+    }
+
+    /// Whether this record wins over `other` (strictly) in a merge.
+    pub fn supersedes(&self, other: &Member) -> bool {
+        self.precedence(other) == Ordering::Greater
+    }
+}
+
+/// What one node knows about one member: the merge of every record heard about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberState {
+    /// The maximum record, with its status replaced by the effective status.
+    record: Member,
+    /// The status of the maximum record, before the readmission rule.
+    merged: Status,
+    /// The highest incarnation at which the member was seen `Dead` or `Left`.
+    down_at: Option<u64>,
+    /// The highest incarnation at which the member was seen `Syncing`.
+    synced_at: Option<u64>,
+}
+
+impl MemberState {
+    /// The state after hearing one record.
+    pub fn new(first: Member) -> Self {
+        let merged = first.status;
+        let mut state = MemberState { record: first, merged, down_at: None, synced_at: None };
+        state.note(merged, state.record.incarnation);
+        state.derive();
+        state
+    }
+
+    /// The effective record: the winning record, with the readmission rule applied.
+    pub fn record(&self) -> &Member {
+        &self.record
+    }
+
+    /// Merges one record; returns whether the effective record changed. Records about
+    /// another member are ignored.
+    pub fn apply(&mut self, update: &Member) -> bool {
+        if update.id != self.record.id {
+            return false;
+        }
+        let before = (self.record.status, self.record.incarnation);
+        self.note(update.status, update.incarnation);
+        let mut body_changed = false;
+        if self.merged_record_cmp(update) == Ordering::Less {
+            body_changed = update.addr != self.record.addr || update.tokens != self.record.tokens;
+            self.record = update.clone();
+            self.merged = update.status;
+        }
+        self.derive();
+        body_changed || before != (self.record.status, self.record.incarnation)
+    }
+
+    /// Forgets everything but the record itself and makes it `Alive` at its incarnation:
+    /// used by a node that learns it was cut off, to drop its own stale suspicions.
+    pub fn reset_alive(&mut self) {
+        self.record.status = Status::Alive;
+        self.merged = Status::Alive;
+        self.down_at = None;
+        self.synced_at = None;
+    }
+
+    fn merged_record_cmp(&self, update: &Member) -> Ordering {
+        let r = &self.record;
+        (r.incarnation, self.merged.rank(), &r.addr, &r.tokens).cmp(&(
+            update.incarnation,
+            update.status.rank(),
+            &update.addr,
+            &update.tokens,
+        ))
+    }
+
+    fn note(&mut self, status: Status, incarnation: u64) {
+        match status {
+            Status::Dead | Status::Left => {
+                self.down_at = Some(self.down_at.map_or(incarnation, |d| d.max(incarnation)));
+            }
+            Status::Syncing => {
+                self.synced_at = Some(self.synced_at.map_or(incarnation, |s| s.max(incarnation)));
+            }
+            Status::Alive | Status::Suspect => {}
+        }
+    }
+
+    fn derive(&mut self) {
+        let unsynced_death = self
+            .down_at
+            .is_some_and(|d| d < self.record.incarnation && self.synced_at.is_none_or(|s| s <= d));
+        self.record.status = match self.merged {
+            Status::Alive if unsynced_death => Status::Syncing,
+            other => other,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn m(status: Status, incarnation: u64) -> Member {
+        Member { id: NodeId(7), addr: "a:1".into(), tokens: vec![1, 2], status, incarnation }
+    }
+
+    /// The status after hearing `first`, then `second`.
+    fn after(first: (Status, u64), second: (Status, u64)) -> (Status, u64) {
+        let mut s = MemberState::new(m(first.0, first.1));
+        s.apply(&m(second.0, second.1));
+        (s.record().status, s.record().incarnation)
+    }
+
+    use Status::*;
+
+    #[test]
+    fn left_is_final_for_its_incarnation() {
+        for other in [Alive, Suspect, Dead, Syncing] {
+            for j in 0..=3 {
+                assert_eq!(after((Left, 3), (other, j)), (Left, 3), "{other:?}({j})");
+            }
+        }
+    }
+
+    #[test]
+    fn dead_overrides_alive_suspect_and_syncing_at_or_below_its_incarnation() {
+        for other in [Alive, Suspect, Syncing] {
+            for j in 0..=2 {
+                assert_eq!(after((other, j), (Dead, 2)), (Dead, 2), "{other:?}({j})");
+                assert_eq!(after((Dead, 2), (other, j)), (Dead, 2), "{other:?}({j})");
+            }
+        }
+    }
+
+    #[test]
+    fn suspect_overrides_alive_at_or_below_its_incarnation() {
+        for j in 0..=2 {
+            assert_eq!(after((Alive, j), (Suspect, 2)), (Suspect, 2));
+            assert_eq!(after((Suspect, 2), (Alive, j)), (Suspect, 2));
+        }
+    }
+
+    #[test]
+    fn only_a_higher_incarnation_alive_refutes_a_suspicion() {
+        assert_eq!(after((Suspect, 2), (Alive, 3)), (Alive, 3));
+        assert_eq!(after((Suspect, 2), (Alive, 2)), (Suspect, 2));
+        assert_eq!(after((Alive, 3), (Suspect, 2)), (Alive, 3));
+    }
+
+    #[test]
+    fn dead_or_left_comes_back_only_through_syncing() {
+        for down in [Dead, Left] {
+            assert_eq!(after((down, 2), (Alive, 3)), (Syncing, 3), "{down:?}");
+            assert_eq!(after((down, 2), (Syncing, 3)), (Syncing, 3), "{down:?}");
+            assert_eq!(after((down, 2), (Alive, 9)), (Syncing, 9), "{down:?}");
+        }
+    }
+
+    #[test]
+    fn from_syncing_only_the_members_own_higher_alive_makes_it_alive() {
+        let mut s = MemberState::new(m(Dead, 2));
+        s.apply(&m(Syncing, 3));
+        assert_eq!(s.record().status, Syncing);
+        assert!(!s.apply(&m(Alive, 3)), "same incarnation: still syncing");
+        assert_eq!(s.record().status, Syncing);
+        assert!(s.apply(&m(Alive, 4)));
+        assert_eq!((s.record().status, s.record().incarnation), (Alive, 4));
+        // A later death demotes it again; a fresh Alive without re-sync is Syncing.
+        s.apply(&m(Dead, 4));
+        s.apply(&m(Alive, 5));
+        assert_eq!(s.record().status, Syncing);
+    }
+
+    #[test]
+    fn a_stale_death_arriving_late_still_demotes_an_unsynced_return() {
+        assert_eq!(after((Alive, 3), (Dead, 2)), (Syncing, 3));
+        let mut s = MemberState::new(m(Alive, 4));
+        s.apply(&m(Syncing, 3));
+        s.apply(&m(Dead, 2));
+        assert_eq!(s.record().status, Alive, "a re-sync after the death was seen");
+    }
+
+    #[test]
+    fn plain_incarnation_order_and_ties() {
+        assert_eq!(after((Alive, 1), (Alive, 2)), (Alive, 2));
+        assert_eq!(after((Alive, 2), (Alive, 1)), (Alive, 2));
+        assert_eq!(after((Syncing, 2), (Alive, 2)), (Syncing, 2));
+        let mut s = MemberState::new(m(Alive, 1));
+        let moved = Member { addr: "b:2".into(), ..m(Alive, 1) };
+        assert!(s.apply(&moved), "equal status and incarnation: the address breaks the tie");
+        assert!(!s.apply(&m(Alive, 1)));
+        assert_eq!(s.record().addr, "b:2");
+        assert!(!s.apply(&Member { id: NodeId(8), ..m(Dead, 9) }), "another member");
+    }
+
+    #[test]
+    fn reset_forgets_deaths_and_suspicions() {
+        let mut s = MemberState::new(m(Dead, 2));
+        s.reset_alive();
+        assert_eq!(s.record().status, Alive);
+        s.apply(&m(Alive, 3));
+        assert_eq!(s.record().status, Alive);
+    }
+
+    fn update() -> impl Strategy<Value = Member> {
+        let status = prop_oneof![Just(Alive), Just(Suspect), Just(Dead), Just(Left), Just(Syncing)];
+        (status, 0u64..5, 0usize..2, 0usize..2).prop_map(|(status, incarnation, a, t)| Member {
+            id: NodeId(7),
+            addr: ["a:1", "b:2"][a].into(),
+            tokens: [vec![1, 2], vec![3]][t].clone(),
+            status,
+            incarnation,
+        })
+    }
+
+    proptest! {
+        /// Any set of updates, applied in any order and any number of times, gives the
+        /// same state: the merge is commutative, associative and idempotent.
+        #[test]
+        fn merge_is_order_independent(
+            updates in prop::collection::vec(update(), 1..12),
+            seed: u64,
+        ) {
+            let fold = |order: &[Member]| {
+                let mut s = MemberState::new(order[0].clone());
+                for u in &order[1..] {
+                    s.apply(u);
+                }
+                s
+            };
+            let reference = fold(&updates);
+            let mut shuffled = updates.clone();
+            crate::rng::Rng::new(seed).shuffle(&mut shuffled);
+            prop_assert_eq!(&fold(&shuffled), &reference);
+            let mut doubled = shuffled.clone();
+            doubled.extend(updates.iter().rev().cloned());
+            prop_assert_eq!(&fold(&doubled), &reference);
+            // The winner is always one of the updates, up to the readmission status.
+            let r = reference.record();
+            prop_assert!(updates.iter().any(|u| u.incarnation == r.incarnation
+                && u.addr == r.addr && u.tokens == r.tokens));
+        }
+    }
+}
