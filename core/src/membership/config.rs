@@ -28,6 +28,11 @@ pub struct MembershipConfig {
     pub retransmit_mult: u32,
     /// Period of the full-state (push-pull) exchange with one random member.
     pub push_pull_interval_ms: Millis,
+    /// While updates are queued, every this often they are also sent to
+    /// `gossip_fanout` random members, besides riding on probes (memberlist's gossip).
+    pub gossip_interval_ms: Millis,
+    /// How many random members each gossip round reaches.
+    pub gossip_fanout: usize,
     /// How often a join is retried until the node has heard from some member.
     pub join_retry_ms: Millis,
     /// How many members a leaving node tells directly.
@@ -53,6 +58,8 @@ impl Default for MembershipConfig {
             max_piggyback: 8,
             retransmit_mult: 4,
             push_pull_interval_ms: 10_000,
+            gossip_interval_ms: 200,
+            gossip_fanout: 3,
             join_retry_ms: 2_000,
             leave_fanout: 3,
             max_tokens: 1024,
@@ -70,6 +77,7 @@ impl MembershipConfig {
         self.probe_interval_ms = self.probe_interval_ms.max(1);
         self.probe_timeout_ms = self.probe_timeout_ms.min(self.probe_interval_ms - 1);
         self.push_pull_interval_ms = self.push_pull_interval_ms.max(1);
+        self.gossip_interval_ms = self.gossip_interval_ms.max(1);
         self.join_retry_ms = self.join_retry_ms.max(1);
         self.max_piggyback = self.max_piggyback.max(1);
         self.max_members = self.max_members.max(1);

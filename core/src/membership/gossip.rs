@@ -106,6 +106,30 @@ impl Membership {
         }
     }
 
+    /// The gossip round: while updates are queued, send them to `gossip_fanout` random
+    /// running members. Probes alone carry updates to about one member a period; this
+    /// makes the epidemic reach everyone in O(log n) rounds.
+    pub(super) fn gossip_tick(&mut self, now: Millis) {
+        let Some(due) = self.next_gossip_at else { return };
+        if now < due {
+            return;
+        }
+        self.next_gossip_at = None;
+        let mut up = self.others(|s| s.is_up());
+        self.rng.shuffle(&mut up);
+        for to in up.into_iter().take(self.config.gossip_fanout) {
+            if self.broadcasts.is_empty() {
+                break;
+            }
+            let updates = self.piggyback(None);
+            let msg = MembershipMessage::Gossip { sender: self.me().clone(), updates };
+            self.send(to, msg);
+        }
+        if !self.broadcasts.is_empty() {
+            self.next_gossip_at = Some(now.saturating_add(self.config.gossip_interval_ms));
+        }
+    }
+
     /// The periodic push-pull: one random running member (or, failing that, a suspect),
     /// and one random dead member to reconnect a healed partition.
     pub(super) fn push_pull_tick(&mut self, now: Millis) {

@@ -146,6 +146,7 @@ pub struct Membership {
     /// Suspects and when their suspicion times out.
     suspicions: BTreeMap<NodeId, Suspicion>,
     next_push_pull_at: Option<Millis>,
+    next_gossip_at: Option<Millis>,
     joining: Option<Joining>,
     outputs: VecDeque<MembershipOutput>,
     stats: MembershipStats,
@@ -171,6 +172,7 @@ impl Membership {
             prober,
             suspicions: BTreeMap::new(),
             next_push_pull_at: None,
+            next_gossip_at: None,
             joining: None,
             outputs: VecDeque::new(),
             stats: MembershipStats::default(),
@@ -303,6 +305,7 @@ impl Membership {
         self.probe_tick(now);
         self.suspicion_tick(now);
         self.push_pull_tick(now);
+        self.gossip_tick(now);
         self.ensure_timers(now);
     }
 
@@ -320,6 +323,7 @@ impl Membership {
             self.prober.indirect_deadline(),
             self.suspicions.values().map(|s| s.wake_at(self.config.probe_interval_ms)).min(),
             self.next_push_pull_at,
+            self.next_gossip_at,
         ]
         .into_iter()
         .flatten()
@@ -495,6 +499,7 @@ impl Membership {
         if self.me().status == Status::Left {
             self.prober.stop();
             self.next_push_pull_at = None;
+            self.next_gossip_at = None;
             self.suspicions.clear();
             return;
         }
@@ -505,6 +510,13 @@ impl Membership {
         if self.next_push_pull_at.is_none() && self.has_other(|s| s != Status::Left) {
             let offset = self.rng.below(self.config.push_pull_interval_ms);
             self.next_push_pull_at = Some(now.saturating_add(offset));
+        }
+        if self.next_gossip_at.is_none()
+            && !self.broadcasts.is_empty()
+            && self.has_other(Status::is_up)
+        {
+            let offset = self.rng.below(self.config.gossip_interval_ms);
+            self.next_gossip_at = Some(now.saturating_add(offset));
         }
     }
 }
