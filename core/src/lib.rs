@@ -25,6 +25,7 @@ pub mod error;
 pub mod hash;
 pub mod membership;
 pub mod merkle;
+pub mod node;
 pub mod proto;
 pub mod replica;
 pub mod ring;

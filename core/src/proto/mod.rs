@@ -8,10 +8,12 @@
 
 pub mod chord;
 pub mod client;
+pub mod replica;
 pub mod sync;
 
 pub use chord::{ChordMessage, NextHop};
 pub use client::{ClientRequest, ClientResponse};
+pub use replica::ReplicaMessage;
 pub use sync::{SyncBody, SyncItem, SyncMessage};
 
 use crate::{membership::MembershipMessage, ring::Vnode};
@@ -37,6 +39,8 @@ pub enum Message {
     },
     /// Membership gossip and failure detection between two nodes.
     Gossip(MembershipMessage),
+    /// A coordinator's write or read to a replica, or the replica's answer.
+    Replica(ReplicaMessage),
 }
 
 #[cfg(test)]

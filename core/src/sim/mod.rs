@@ -23,11 +23,13 @@ pub mod chord;
 pub mod cluster;
 pub mod experiments;
 pub mod net;
+pub mod node;
 pub mod seeds;
 pub mod world;
 
 pub use chord::{ChordEnvelope, ChordProcess};
 pub use cluster::{RingEvent, RingMsg, RingProcess};
 pub use net::{Latency, NetConfig};
+pub use node::{memory_cluster, NodeOutput, NodeProcess};
 pub use seeds::check_seeds;
 pub use world::{Effect, Process, Sim, SimStats};

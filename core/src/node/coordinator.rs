@@ -1,0 +1,489 @@
+//! Coordinating client requests: route to the replicas, wait for the consistency asked
+//! for, time out with how many answered, repair stale replicas after reads.
+//!
+//! A request becomes a [`Pending`] entry: for each key, its preference list and the
+//! replicas that answered. Writes are stamped once with the coordinator's clock and sent
+//! to every replica; the client is answered as soon as each key has `required`
+//! acknowledgements (`one` = 1, `quorum` = ⌊n/2⌋+1, `all` = n, or a number), where n is
+//! the key's replica count (N, or fewer while the cluster is smaller than N). Reads ask
+//! every replica and answer with the newest entry once `required` have answered; when
+//! the rest have answered (or the request times out), replicas that answered with an
+//! older entry, or none, are sent the newest (read repair). A request that does not reach
+//! its consistency within `request_timeout_ms` is answered with
+//! [`ErrorCode::QuorumNotReached`] and the count of replicas that did answer; a write
+//! may still have been stored by those.
+
+use super::{ClientId, Node, NodeEvent, Output};
+use crate::{
+    entry::{Entry, NodeId},
+    proto::{
+        client::{Consistency, ErrorCode, NodeStats, Op, Reply, RingMember},
+        ClientRequest, ClientResponse, Message, ReplicaMessage,
+    },
+    store::Store,
+    Millis,
+};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+/// The requests a node is coordinating.
+#[derive(Debug, Default)]
+pub struct Coordinator {
+    next_req: u64,
+    pending: BTreeMap<u64, Pending>,
+}
+
+#[derive(Debug)]
+struct KeyState {
+    key: Bytes,
+    replicas: Vec<NodeId>,
+    required: usize,
+    /// Write: who acknowledged. Read: who answered, with what.
+    answers: BTreeMap<NodeId, Option<Entry>>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Write { ts: crate::clock::Timestamp, errors: Vec<String> },
+    Read { many: bool },
+}
+
+#[derive(Debug)]
+struct Pending {
+    client: ClientId,
+    id: u64,
+    collection: String,
+    deadline: Millis,
+    kind: Kind,
+    keys: Vec<KeyState>,
+    replied: bool,
+}
+
+impl Pending {
+    fn satisfied(&self) -> bool {
+        self.keys.iter().all(|k| k.answers.len() >= k.required)
+    }
+
+    fn complete(&self) -> bool {
+        self.keys.iter().all(|k| k.answers.len() >= k.replicas.len())
+    }
+
+    /// `(answered, required)` of the key furthest from its consistency.
+    fn acked(&self) -> (u32, u32) {
+        self.keys
+            .iter()
+            .map(|k| (k.answers.len() as u32, k.required as u32))
+            .min_by_key(|(a, r)| i64::from(*a) - i64::from(*r))
+            .unwrap_or((0, 0))
+    }
+}
+
+impl Coordinator {
+    /// The earliest request deadline.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.pending.values().filter(|p| !p.replied).map(|p| p.deadline).min()
+    }
+
+    /// Removes and returns the requests whose deadline passed.
+    fn take_expired(&mut self, now: Millis) -> Vec<Pending> {
+        let due: Vec<u64> =
+            self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(r, _)| *r).collect();
+        due.into_iter().filter_map(|r| self.pending.remove(&r)).collect()
+    }
+
+    /// Number of requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Answers requests whose deadline passed with how many replicas answered, and repairs
+/// what their reads learned.
+pub(super) fn expire<S: Store>(node: &mut Node<S>, now: Millis) {
+    for p in node.coordinator.take_expired(now) {
+        if !p.replied {
+            let (answered, required) = p.acked();
+            let message = format!(
+                "only {answered} of the {required} replicas required answered within the \
+                 timeout; retry, or ask for a lower consistency"
+            );
+            let result = Reply::Error {
+                code: ErrorCode::QuorumNotReached,
+                message,
+                acked: Some((answered, required)),
+            };
+            let client = p.client;
+            node.outputs
+                .push_back(Output::Reply { client, resp: ClientResponse { id: p.id, result } });
+        }
+        read_repair(node, &p);
+    }
+}
+
+fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> ClientResponse {
+    ClientResponse::error(id, code, message)
+}
+
+/// Starts coordinating `req` from `client`.
+pub(super) fn start<S: Store>(
+    node: &mut Node<S>,
+    now: Millis,
+    client: ClientId,
+    req: ClientRequest,
+) {
+    let id = req.id;
+    let reply = |node: &mut Node<S>, resp: ClientResponse| {
+        node.outputs.push_back(Output::Reply { client, resp });
+    };
+    match req.op {
+        Op::Get { collection, key, consistency } => {
+            start_read(node, now, client, id, collection, vec![key], consistency, false)
+        }
+        Op::GetMany { collection, keys, consistency } => {
+            start_read(node, now, client, id, collection, keys, consistency, true)
+        }
+        Op::Set { collection, key, value, consistency, ttl_ms } => {
+            let items = vec![(key, Some(value))];
+            start_write(node, now, client, id, collection, items, consistency, ttl_ms)
+        }
+        Op::SetMany { collection, items, consistency, ttl_ms } => {
+            let items = items.into_iter().map(|(k, v)| (k, Some(v))).collect();
+            start_write(node, now, client, id, collection, items, consistency, ttl_ms)
+        }
+        Op::Del { collection, key, consistency } => {
+            start_write(node, now, client, id, collection, vec![(key, None)], consistency, None)
+        }
+        Op::Stats => {
+            let stats = local_stats(node);
+            reply(node, ClientResponse { id, result: Reply::Stats(stats) });
+        }
+        Op::Ring => {
+            let members = node
+                .membership
+                .members()
+                .map(|m| RingMember { id: m.id, addr: m.addr.clone(), tokens: m.tokens.clone() })
+                .collect();
+            reply(node, ClientResponse { id, result: Reply::Ring { members } });
+        }
+        Op::Scan { .. } | Op::Watch { .. } | Op::Unwatch { .. } => {
+            let msg = "scan and watch are not served by this version of the node yet";
+            reply(node, error(id, ErrorCode::Unsupported, msg));
+        }
+    }
+}
+
+fn local_stats<S: Store>(node: &Node<S>) -> NodeStats {
+    let mut stats = NodeStats { node: node.id(), ..NodeStats::default() };
+    let store = node.replica.store();
+    for c in store.collections().unwrap_or_default() {
+        if let Ok(s) = store.stats(&c) {
+            stats.keys += s.entries;
+            stats.tombstones += s.tombstones;
+            stats.bytes += s.bytes;
+            stats.collections += 1;
+        }
+    }
+    stats
+}
+
+/// Checks a request's collection, keys and consistency; builds the per-key state.
+fn plan<S: Store>(
+    node: &Node<S>,
+    id: u64,
+    collection: &str,
+    keys: Vec<Bytes>,
+    consistency: Consistency,
+) -> Result<Vec<KeyState>, ClientResponse> {
+    crate::store::validate_collection(collection)
+        .map_err(|e| error(id, ErrorCode::InvalidInput, e.to_string()))?;
+    if keys.is_empty() {
+        return Err(error(id, ErrorCode::InvalidInput, "the request names no key"));
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        crate::store::validate_key(&key)
+            .map_err(|e| error(id, ErrorCode::InvalidInput, e.to_string()))?;
+        let pos = node.replica.position(collection, &key);
+        let replicas = node.table.preference_list(pos, node.config.replicas.max(1));
+        if replicas.is_empty() {
+            return Err(error(
+                id,
+                ErrorCode::Unavailable,
+                "no node is serving yet (this node is joining or re-syncing); retry shortly",
+            ));
+        }
+        let required = consistency
+            .required(replicas.len())
+            .map_err(|e| error(id, ErrorCode::InvalidInput, e.to_string()))?;
+        out.push(KeyState { key, replicas, required, answers: BTreeMap::new() });
+    }
+    Ok(out)
+}
+
+/// The keys each replica is asked about, as indices into `keys`.
+fn by_replica(keys: &[KeyState]) -> BTreeMap<NodeId, Vec<usize>> {
+    let mut out: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        for r in &k.replicas {
+            out.entry(*r).or_default().push(i);
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_write<S: Store>(
+    node: &mut Node<S>,
+    now: Millis,
+    client: ClientId,
+    id: u64,
+    collection: String,
+    items: Vec<(Bytes, Option<Bytes>)>,
+    consistency: Consistency,
+    ttl_ms: Option<u64>,
+) {
+    if let Some((_, Some(v))) = items
+        .iter()
+        .find(|(_, v)| v.as_ref().is_some_and(|v| v.len() > node.config.max_value_bytes))
+    {
+        let msg = format!(
+            "value of {} bytes is over the {} byte limit",
+            v.len(),
+            node.config.max_value_bytes
+        );
+        return node
+            .outputs
+            .push_back(Output::Reply { client, resp: error(id, ErrorCode::TooLarge, msg) });
+    }
+    let keys: Vec<Bytes> = items.iter().map(|(k, _)| k.clone()).collect();
+    let mut states = match plan(node, id, &collection, keys, consistency) {
+        Ok(s) => s,
+        Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
+    };
+    let ts = node.clock.now(now);
+    let origin = node.id();
+    let expires = ttl_ms.map(|t| ts.physical_ms().saturating_add(t));
+    let entries: Vec<Entry> =
+        items.into_iter().map(|(_, v)| Entry { value: v, ts, origin, expires }).collect();
+    let req = node.coordinator.next_req;
+    node.coordinator.next_req += 1;
+    let targets = by_replica(&states);
+    let mut errors = Vec::new();
+    for (replica, indices) in &targets {
+        let records: Vec<(Bytes, Entry)> =
+            indices.iter().map(|&i| (states[i].key.clone(), entries[i].clone())).collect();
+        if *replica == origin {
+            match node.replica.merge_batch(&collection, records) {
+                Ok(_) => indices.iter().for_each(|&i| {
+                    states[i].answers.insert(origin, None);
+                }),
+                Err(e) => {
+                    node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
+                    errors.push(e.to_string());
+                }
+            }
+        } else {
+            let msg = ReplicaMessage::Write { req, collection: collection.clone(), records };
+            node.send(*replica, Message::Replica(msg));
+        }
+    }
+    let pending = Pending {
+        client,
+        id,
+        collection,
+        deadline: now + node.config.request_timeout_ms,
+        kind: Kind::Write { ts, errors },
+        keys: states,
+        replied: false,
+    };
+    node.coordinator.pending.insert(req, pending);
+    progress(node, now, req);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_read<S: Store>(
+    node: &mut Node<S>,
+    now: Millis,
+    client: ClientId,
+    id: u64,
+    collection: String,
+    keys: Vec<Bytes>,
+    consistency: Consistency,
+    many: bool,
+) {
+    let mut states = match plan(node, id, &collection, keys, consistency) {
+        Ok(s) => s,
+        Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
+    };
+    let req = node.coordinator.next_req;
+    node.coordinator.next_req += 1;
+    let me = node.id();
+    for (replica, indices) in by_replica(&states) {
+        if replica == me {
+            for i in indices {
+                let entry = node.replica.get(&collection, &states[i].key).ok().flatten();
+                states[i].answers.insert(me, entry);
+            }
+        } else {
+            let keys = indices.iter().map(|&i| states[i].key.clone()).collect();
+            let msg = ReplicaMessage::Read { req, collection: collection.clone(), keys };
+            node.send(replica, Message::Replica(msg));
+        }
+    }
+    let pending = Pending {
+        client,
+        id,
+        collection,
+        deadline: now + node.config.request_timeout_ms,
+        kind: Kind::Read { many },
+        keys: states,
+        replied: false,
+    };
+    node.coordinator.pending.insert(req, pending);
+    progress(node, now, req);
+}
+
+/// A replica acknowledged (or refused) a write.
+pub(super) fn on_write_ack<S: Store>(
+    node: &mut Node<S>,
+    now: Millis,
+    from: NodeId,
+    req: u64,
+    error: Option<String>,
+) {
+    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
+    let Kind::Write { errors, .. } = &mut p.kind else { return };
+    match error {
+        Some(e) => errors.push(format!("{from}: {e}")),
+        None => {
+            for k in p.keys.iter_mut().filter(|k| k.replicas.contains(&from)) {
+                k.answers.insert(from, None);
+            }
+        }
+    }
+    progress(node, now, req);
+}
+
+/// A replica answered a read.
+pub(super) fn on_read_reply<S: Store>(
+    node: &mut Node<S>,
+    now: Millis,
+    from: NodeId,
+    req: u64,
+    entries: Vec<Option<Entry>>,
+) {
+    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
+    if !matches!(p.kind, Kind::Read { .. }) {
+        return;
+    }
+    let mut answers = entries.into_iter();
+    for k in p.keys.iter_mut().filter(|k| k.replicas.contains(&from)) {
+        let Some(entry) = answers.next() else { break };
+        k.answers.insert(from, entry);
+    }
+    progress(node, now, req);
+}
+
+/// The newest of the entries answered for one key.
+fn newest(k: &KeyState) -> Option<Entry> {
+    k.answers.values().flatten().cloned().reduce(Entry::merge)
+}
+
+/// Answers the client once the consistency is reached; repairs and forgets the request
+/// once every replica answered.
+fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
+    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
+    if !p.replied {
+        let failed = match &p.kind {
+            Kind::Write { errors, .. } => {
+                let possible = p
+                    .keys
+                    .iter()
+                    .all(|k| k.replicas.len() - errors.len().min(k.replicas.len()) >= k.required);
+                (!possible).then(|| errors.join("; "))
+            }
+            Kind::Read { .. } => None,
+        };
+        if let Some(why) = failed {
+            p.replied = true;
+            let (answered, required) = p.acked();
+            let resp = ClientResponse {
+                id: p.id,
+                result: Reply::Error {
+                    code: ErrorCode::QuorumNotReached,
+                    message: format!("the write was refused by too many replicas: {why}"),
+                    acked: Some((answered, required)),
+                },
+            };
+            let client = p.client;
+            node.outputs.push_back(Output::Reply { client, resp });
+        } else if p.satisfied() {
+            p.replied = true;
+            let result = match &p.kind {
+                Kind::Write { ts, .. } => Reply::Written { ts: *ts },
+                Kind::Read { many } => {
+                    let values: Vec<(Option<Bytes>, Option<crate::clock::Timestamp>)> = p
+                        .keys
+                        .iter()
+                        .map(|k| match newest(k) {
+                            Some(e) => {
+                                let ts = e.ts;
+                                (e.materialize(now).value, Some(ts))
+                            }
+                            None => (None, None),
+                        })
+                        .collect();
+                    if *many {
+                        Reply::Values { values: values.into_iter().map(|(v, _)| v).collect() }
+                    } else {
+                        let (value, ts) = values.into_iter().next().unwrap_or((None, None));
+                        Reply::Value { value, ts }
+                    }
+                }
+            };
+            let (client, resp) = (p.client, ClientResponse { id: p.id, result });
+            node.outputs.push_back(Output::Reply { client, resp });
+        }
+    }
+    let done = node.coordinator.pending.get(&req).is_some_and(|p| p.replied && p.complete());
+    if done {
+        if let Some(p) = node.coordinator.pending.remove(&req) {
+            read_repair(node, &p);
+        }
+    }
+}
+
+/// Sends the newest entry to every replica that answered a read with an older one.
+fn read_repair<S: Store>(node: &mut Node<S>, p: &Pending) {
+    if !matches!(p.kind, Kind::Read { .. }) {
+        return;
+    }
+    let me = node.id();
+    let mut repairs: BTreeMap<NodeId, Vec<(Bytes, Entry)>> = BTreeMap::new();
+    for k in &p.keys {
+        let Some(winner) = newest(k) else { continue };
+        for (replica, answer) in &k.answers {
+            let stale = answer.as_ref().is_none_or(|a| winner.supersedes(a));
+            if stale {
+                repairs.entry(*replica).or_default().push((k.key.clone(), winner.clone()));
+            }
+        }
+    }
+    for (replica, records) in repairs {
+        for (key, _) in &records {
+            node.outputs.push_back(Output::Event(NodeEvent::ReadRepaired {
+                node: replica,
+                collection: p.collection.clone(),
+                key: key.clone(),
+            }));
+        }
+        if replica == me {
+            if let Err(e) = node.replica.merge_batch(&p.collection, records) {
+                node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
+            }
+        } else {
+            let msg = ReplicaMessage::Repair { collection: p.collection.clone(), records };
+            node.send(replica, Message::Replica(msg));
+        }
+    }
+}

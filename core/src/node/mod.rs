@@ -1,0 +1,328 @@
+//! The node: everything a dhrt node decides about data, as one sans-IO state machine.
+//!
+//! `Node<S: Store>` owns a [`Replica`] (the store and its Merkle trees), the node's
+//! hybrid logical clock, its [`Membership`] (gossip and failure detection) and the token
+//! table built from it, and the [`coordinator`] state of the client requests it is
+//! coordinating. Drivers — the tokio server, the browser peer, the simulator — call
+//!
+//! ```text
+//! node.handle_client(now, client, request)   // a client's request
+//! node.handle_peer(now, from, message)       // a frame from another node
+//! node.tick(now)                             // timers: gossip, probes, request timeouts
+//! node.poll_output()                         // Send | SendAddr | Reply | Event
+//! node.next_deadline()                       // when to call tick next
+//! ```
+//!
+//! and move bytes. Routing is one hop: the key's position, looked up in the token table
+//! of the serving members, gives its preference list — the N distinct nodes after it —
+//! and the coordinator talks to them directly.
+//!
+//! What is here: coordination of reads and writes at any consistency with timeouts
+//! that report how many replicas answered, read repair, and membership. Hinted handoff,
+//! scheduled anti-entropy, cleaning, join handoff, tombstone GC, migration and watch
+//! build on this (see the node issue's notes).
+
+pub mod coordinator;
+
+use crate::{
+    clock::Hlc,
+    entry::{Entry, NodeId},
+    membership::{Member, Membership, MembershipConfig, MembershipEvent, MembershipOutput},
+    proto::{ClientRequest, ClientResponse, Message, ReplicaMessage},
+    replica::Replica,
+    ring::{tokens_for, RingTable, DEFAULT_VNODES},
+    rng::Rng,
+    store::{Store, StoreError},
+    Millis,
+};
+use bytes::Bytes;
+use coordinator::Coordinator;
+use std::collections::VecDeque;
+
+/// Identifies a client connection to the driver; replies go back to it.
+pub type ClientId = u64;
+
+/// Configuration of a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// Where other nodes reach it (`host:port`).
+    pub addr: String,
+    /// Replicas per key (N).
+    pub replicas: usize,
+    /// Tokens (virtual nodes) this node holds.
+    pub vnodes: usize,
+    /// How long a coordinator waits for replicas before answering with an error.
+    pub request_timeout_ms: Millis,
+    /// Largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+    /// Membership protocol settings.
+    pub membership: MembershipConfig,
+    /// Seed of every random choice the node makes.
+    pub seed: u64,
+}
+
+impl NodeConfig {
+    /// Defaults for node `id` at `addr`: 3 replicas, 32 tokens, 2 s request timeout,
+    /// 16 MiB values.
+    pub fn new(id: NodeId, addr: impl Into<String>) -> Self {
+        NodeConfig {
+            id,
+            addr: addr.into(),
+            replicas: 3,
+            vnodes: DEFAULT_VNODES,
+            request_timeout_ms: 2_000,
+            max_value_bytes: 16 * 1024 * 1024,
+            membership: MembershipConfig::default(),
+            seed: id.0,
+        }
+    }
+}
+
+/// Something a node wants its driver to do or know.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send `msg` to node `to` at `addr`.
+    Send {
+        /// The destination node.
+        to: NodeId,
+        /// Its address.
+        addr: String,
+        /// The message.
+        msg: Message,
+    },
+    /// Send `msg` to whoever listens at `addr` (joining through a seed).
+    SendAddr {
+        /// The address.
+        addr: String,
+        /// The message.
+        msg: Message,
+    },
+    /// Answer client `client`.
+    Reply {
+        /// The client connection.
+        client: ClientId,
+        /// The answer.
+        resp: ClientResponse,
+    },
+    /// Something happened that operators or tests may want to know.
+    Event(NodeEvent),
+}
+
+/// Notable things a node reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeEvent {
+    /// A membership change.
+    Membership(MembershipEvent),
+    /// A stale replica was repaired after a read.
+    ReadRepaired {
+        /// The repaired node.
+        node: NodeId,
+        /// The collection.
+        collection: String,
+        /// The key.
+        key: Bytes,
+    },
+    /// The local store refused a write from a peer or a client.
+    StoreFailed(StoreError),
+}
+
+/// A dhrt node.
+#[derive(Debug)]
+pub struct Node<S: Store> {
+    config: NodeConfig,
+    clock: Hlc,
+    replica: Replica<S>,
+    membership: Membership,
+    table: RingTable,
+    table_view: u64,
+    coordinator: Coordinator,
+    outputs: VecDeque<Output>,
+}
+
+impl<S: Store> Node<S> {
+    /// A node serving `store`, alone in its own cluster until it joins one.
+    pub fn new(config: NodeConfig, store: S) -> Result<Self, StoreError> {
+        let tokens = tokens_for(config.id, config.vnodes.max(1));
+        let me = Member::new(config.id, config.addr.clone(), tokens);
+        let mut rng = Rng::new(config.seed);
+        let membership = Membership::new(me, config.membership.clone(), rng.next_u64());
+        let mut node = Node {
+            clock: Hlc::default(),
+            replica: Replica::new(store)?,
+            membership,
+            table: RingTable::default(),
+            table_view: 0,
+            coordinator: Coordinator::default(),
+            outputs: VecDeque::new(),
+            config,
+        };
+        node.refresh_table();
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The local replica (store and Merkle trees).
+    pub fn replica(&self) -> &Replica<S> {
+        &self.replica
+    }
+
+    /// The membership view.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The token table of the serving members.
+    pub fn table(&self) -> &RingTable {
+        &self.table
+    }
+
+    /// Joins a cluster through any member's address.
+    pub fn join(&mut self, now: Millis, seed_addr: impl Into<String>) {
+        self.membership.join(now, seed_addr.into());
+        self.collect_membership();
+    }
+
+    /// Leaves the cluster gracefully.
+    pub fn leave(&mut self, now: Millis) {
+        self.membership.leave(now);
+        self.collect_membership();
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Node::tick`] next has work.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        [self.membership.next_deadline(), self.coordinator.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Fires due timers: membership probes and gossip, request timeouts.
+    pub fn tick(&mut self, now: Millis) {
+        self.membership.tick(now);
+        self.collect_membership();
+        coordinator::expire(self, now);
+    }
+
+    /// Handles a client's request.
+    pub fn handle_client(&mut self, now: Millis, client: ClientId, req: ClientRequest) {
+        coordinator::start(self, now, client, req);
+    }
+
+    /// Handles a message from node `from`.
+    pub fn handle_peer(&mut self, now: Millis, from: NodeId, msg: Message) {
+        match msg {
+            Message::Gossip(m) => {
+                self.membership.handle(now, from, m);
+                self.collect_membership();
+            }
+            Message::Replica(m) => self.handle_replica(now, from, m),
+            // Sync sessions, Chord routing and client frames over a peer link are not
+            // part of the node protocol yet; a peer sending them is ignored.
+            Message::Sync(_)
+            | Message::Chord { .. }
+            | Message::Request(_)
+            | Message::Response(_) => {}
+        }
+    }
+
+    fn handle_replica(&mut self, now: Millis, from: NodeId, msg: ReplicaMessage) {
+        match msg {
+            ReplicaMessage::Write { req, collection, records } => {
+                let error = self.apply_remote(now, &collection, records).err();
+                self.send(from, Message::Replica(ReplicaMessage::WriteAck { req, error }));
+            }
+            ReplicaMessage::Repair { collection, records } => {
+                // Best effort: a refused repair is retried by the next read or sync.
+                let _ = self.apply_remote(now, &collection, records);
+            }
+            ReplicaMessage::Read { req, collection, keys } => {
+                let entries =
+                    keys.iter().map(|k| self.replica.get(&collection, k).ok().flatten()).collect();
+                self.send(from, Message::Replica(ReplicaMessage::ReadReply { req, entries }));
+            }
+            ReplicaMessage::WriteAck { req, error } => {
+                coordinator::on_write_ack(self, now, from, req, error)
+            }
+            ReplicaMessage::ReadReply { req, entries } => {
+                coordinator::on_read_reply(self, now, from, req, entries)
+            }
+        }
+    }
+
+    /// Merges entries stamped elsewhere, after checking their clocks and sizes. Nothing
+    /// is applied when any record is refused.
+    fn apply_remote(
+        &mut self,
+        now: Millis,
+        collection: &str,
+        records: Vec<(Bytes, Entry)>,
+    ) -> Result<(), String> {
+        crate::store::validate_collection(collection).map_err(|e| e.to_string())?;
+        for (key, entry) in &records {
+            crate::store::validate_key(key).map_err(|e| e.to_string())?;
+            if entry.value.as_ref().is_some_and(|v| v.len() > self.config.max_value_bytes) {
+                return Err(format!(
+                    "value of {} bytes is over the {} byte limit",
+                    entry.value.as_ref().map_or(0, Bytes::len),
+                    self.config.max_value_bytes
+                ));
+            }
+            self.clock.check(entry.ts, now).map_err(|e| e.to_string())?;
+        }
+        for (_, entry) in &records {
+            // Checked above, so adopting cannot fail.
+            let _ = self.clock.update(entry.ts, now);
+        }
+        self.replica.merge_batch(collection, records).map(|_| ()).map_err(|e| {
+            self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
+            e.to_string()
+        })
+    }
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        let addr = self.membership.member(to).map(|m| m.addr.clone()).unwrap_or_default();
+        self.outputs.push_back(Output::Send { to, addr, msg });
+    }
+
+    /// Moves membership outputs to the node's, and rebuilds the token table when the
+    /// view changed.
+    fn collect_membership(&mut self) {
+        while let Some(o) = self.membership.poll_output() {
+            self.outputs.push_back(match o {
+                MembershipOutput::Send { to, addr, msg } => {
+                    Output::Send { to, addr, msg: Message::Gossip(msg) }
+                }
+                MembershipOutput::SendAddr { addr, msg } => {
+                    Output::SendAddr { addr, msg: Message::Gossip(msg) }
+                }
+                MembershipOutput::Event(e) => Output::Event(NodeEvent::Membership(e)),
+            });
+        }
+        self.refresh_table();
+    }
+
+    fn refresh_table(&mut self) {
+        let view = self.membership.view_digest();
+        if view != self.table_view || self.table.is_empty() {
+            self.table_view = view;
+            self.table =
+                RingTable::new(self.membership.alive().map(|m| (m.id, m.tokens.as_slice())));
+        }
+    }
+}

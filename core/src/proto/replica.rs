@@ -1,0 +1,56 @@
+//! Messages between a coordinator and the replicas of a key (see [`crate::node`]).
+//!
+//! Any node coordinates any client request: it stamps writes with its clock, sends them
+//! to the key's replicas and waits for as many acknowledgements as the request's
+//! consistency asks for; it reads from the replicas, answers with the newest entry and
+//! repairs the replicas that answered with an older one.
+
+use crate::entry::Entry;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A coordinator↔replica message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaMessage {
+    /// "Store these entries" (merge them; the answer is [`ReplicaMessage::WriteAck`]).
+    Write {
+        /// Request number, echoed in the answer.
+        req: u64,
+        /// The collection written.
+        collection: String,
+        /// The keys and their new entries.
+        records: Vec<(Bytes, Entry)>,
+    },
+    /// The answer to [`ReplicaMessage::Write`].
+    WriteAck {
+        /// The request answered.
+        req: u64,
+        /// `None` when every record is durably merged; otherwise why the write was
+        /// refused (nothing of it was applied).
+        error: Option<String>,
+    },
+    /// "Send me your entries for these keys."
+    Read {
+        /// Request number, echoed in the answer.
+        req: u64,
+        /// The collection read.
+        collection: String,
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
+    /// The answer to [`ReplicaMessage::Read`].
+    ReadReply {
+        /// The request answered.
+        req: u64,
+        /// The stored entry (tombstones included) for each key, in request order.
+        entries: Vec<Option<Entry>>,
+    },
+    /// Read repair: "this entry is newer than the one you answered with; merge it". No
+    /// answer.
+    Repair {
+        /// The collection.
+        collection: String,
+        /// The keys and their newer entries.
+        records: Vec<(Bytes, Entry)>,
+    },
+}

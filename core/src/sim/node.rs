@@ -1,0 +1,110 @@
+//! [`NodeProcess`]: a whole dhrt [`Node`] as a simulated host.
+
+use super::{
+    cluster::sim_addr,
+    net::NetConfig,
+    world::{Effect, Process, Sim},
+};
+use crate::{
+    entry::NodeId,
+    node::{ClientId, Node, NodeConfig, NodeEvent, Output},
+    proto::{ClientRequest, ClientResponse, Message},
+    store::{MemStore, Store},
+    Millis,
+};
+
+/// What a simulated node reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeOutput {
+    /// An answer to a client.
+    Reply {
+        /// The client.
+        client: ClientId,
+        /// The answer.
+        resp: ClientResponse,
+    },
+    /// A node event.
+    Event(NodeEvent),
+}
+
+/// A host running a [`Node`].
+#[derive(Debug)]
+pub struct NodeProcess<S: Store> {
+    /// The node.
+    pub node: Node<S>,
+}
+
+impl<S: Store> NodeProcess<S> {
+    /// Hands a client request to the node (use with [`Sim::act`]).
+    pub fn request(&mut self, now: Millis, client: ClientId, req: ClientRequest) {
+        self.node.handle_client(now, client, req);
+    }
+}
+
+impl<S: Store> Process for NodeProcess<S> {
+    type Msg = Message;
+    type Event = NodeOutput;
+
+    fn handle(&mut self, now: Millis, from: NodeId, msg: Message) {
+        self.node.handle_peer(now, from, msg);
+    }
+
+    fn tick(&mut self, now: Millis) {
+        self.node.tick(now);
+    }
+
+    fn poll(&mut self) -> Option<Effect<Message, NodeOutput>> {
+        loop {
+            return Some(match self.node.poll_output()? {
+                Output::Send { to, msg, .. } => Effect::Send { to, msg },
+                Output::SendAddr { addr, msg } => {
+                    let Some(to) = addr.strip_prefix("sim-").and_then(|s| s.parse().ok()) else {
+                        continue;
+                    };
+                    Effect::Send { to: NodeId(to), msg }
+                }
+                Output::Reply { client, resp } => Effect::Event(NodeOutput::Reply { client, resp }),
+                Output::Event(e) => Effect::Event(NodeOutput::Event(e)),
+            });
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Millis> {
+        self.node.next_deadline()
+    }
+}
+
+/// A converged cluster of `n` in-memory nodes (ids 1..=n) that joined through node 1.
+/// `configure` adjusts each node's config.
+pub fn memory_cluster(
+    n: usize,
+    net: NetConfig,
+    seed: u64,
+    configure: impl Fn(&mut NodeConfig),
+) -> Sim<NodeProcess<MemStore>> {
+    let mut sim = Sim::new(seed, net);
+    for i in 1..=n as u64 {
+        let id = NodeId(i);
+        let mut config = NodeConfig::new(id, sim_addr(id));
+        config.seed = seed ^ i.wrapping_mul(0x9e37_79b9);
+        configure(&mut config);
+        let Ok(node) = Node::new(config, MemStore::new()) else { continue };
+        sim.add(id, NodeProcess { node });
+        if i > 1 {
+            sim.act(id, |p, now| p.node.join(now, sim_addr(NodeId(1))));
+        }
+        sim.run_for(20);
+    }
+    let start = sim.now();
+    while sim.now() - start < 120_000 {
+        let running = sim.running();
+        let agreed = sim
+            .processes()
+            .all(|(_, p)| p.node.membership().alive().map(|m| m.id).collect::<Vec<_>>() == running);
+        if agreed {
+            break;
+        }
+        sim.run_for(100);
+    }
+    sim
+}

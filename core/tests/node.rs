@@ -1,0 +1,170 @@
+//! The node's coordinator on the simulator: any node answers, consistency levels,
+//! timeouts that count the replicas that answered, read repair, bad input.
+
+use bytes::Bytes;
+use dhrt_core::{
+    entry::NodeId,
+    node::NodeEvent,
+    proto::{
+        client::{Consistency, ErrorCode, Op, Reply},
+        ClientRequest, ClientResponse,
+    },
+    sim::{check_seeds, memory_cluster, NetConfig, NodeOutput, NodeProcess, Sim},
+    store::{MemStore, Store},
+};
+
+type Cluster = Sim<NodeProcess<MemStore>>;
+
+/// Sends `op` to `node` and runs until it answers (or 10 simulated seconds pass).
+fn call(sim: &mut Cluster, node: u64, op: Op) -> Option<Reply> {
+    let id = sim.rng().next_u64();
+    sim.act(NodeId(node), |p, now| p.request(now, 7, ClientRequest { id, op }))?;
+    for _ in 0..100 {
+        sim.run_for(100);
+        let events = sim.take_events();
+        for (_, _, e) in events {
+            if let NodeOutput::Reply { resp: ClientResponse { id: rid, result }, .. } = e {
+                if rid == id {
+                    return Some(result);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn set(key: &str, value: &str, consistency: Consistency) -> Op {
+    Op::Set {
+        collection: "users".into(),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        consistency,
+        ttl_ms: None,
+    }
+}
+
+fn get(key: &str, consistency: Consistency) -> Op {
+    Op::Get { collection: "users".into(), key: Bytes::copy_from_slice(key.as_bytes()), consistency }
+}
+
+fn value_of(reply: Option<Reply>) -> Option<String> {
+    match reply {
+        Some(Reply::Value { value, .. }) => value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+        other => panic!("expected a value, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_node_answers_reads_of_writes_made_through_any_other() {
+    check_seeds("every_node_answers_reads_of_writes_made_through_any_other", 1, 3, |seed| {
+        let mut sim = memory_cluster(5, NetConfig::lan(), seed, |_| {});
+        for i in 0..20u64 {
+            let key = format!("user:{i}");
+            let reply = call(&mut sim, 1 + i % 5, set(&key, &format!("v{i}"), Consistency::Quorum));
+            if !matches!(reply, Some(Reply::Written { .. })) {
+                return Err(format!("write of {key}: {reply:?}"));
+            }
+            let got = value_of(call(&mut sim, 1 + (i + 2) % 5, get(&key, Consistency::Quorum)));
+            if got.as_deref() != Some(format!("v{i}").as_str()) {
+                return Err(format!("read of {key} through another node: {got:?}"));
+            }
+        }
+        // Deletes win over the writes before them.
+        call(
+            &mut sim,
+            3,
+            Op::Del {
+                collection: "users".into(),
+                key: Bytes::from("user:4"),
+                consistency: Consistency::All,
+            },
+        );
+        if value_of(call(&mut sim, 5, get("user:4", Consistency::Quorum))).is_some() {
+            return Err("a deleted key came back".into());
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn quorum_survives_one_crash_and_all_reports_how_many_answered() {
+    let mut sim = memory_cluster(3, NetConfig::lan(), 11, |_| {});
+    sim.crash(NodeId(3));
+    let written = call(&mut sim, 1, set("k", "v", Consistency::Quorum));
+    assert!(matches!(written, Some(Reply::Written { .. })), "{written:?}");
+    assert_eq!(value_of(call(&mut sim, 2, get("k", Consistency::Quorum))).as_deref(), Some("v"));
+    match call(&mut sim, 1, set("k", "w", Consistency::All)) {
+        Some(Reply::Error { code: ErrorCode::QuorumNotReached, acked: Some((2, 3)), message }) => {
+            assert!(message.contains("2 of the 3"), "{message}")
+        }
+        other => panic!("expected a timeout with 2 of 3, got {other:?}"),
+    }
+    assert!(matches!(call(&mut sim, 2, get("k", Consistency::One)), Some(Reply::Value { .. })));
+}
+
+#[test]
+fn reads_repair_replicas_that_missed_a_write() {
+    let mut sim = memory_cluster(3, NetConfig::lan(), 5, |_| {});
+    sim.partition(&[&[NodeId(1), NodeId(2)], &[NodeId(3)]]);
+    let written = call(&mut sim, 1, set("k", "fresh", Consistency::Quorum));
+    assert!(matches!(written, Some(Reply::Written { .. })), "{written:?}");
+    sim.heal();
+    sim.take_events();
+    assert_eq!(value_of(call(&mut sim, 3, get("k", Consistency::All))).as_deref(), Some("fresh"));
+    sim.run_for(1_000);
+    let held = sim.process(NodeId(3)).unwrap().node.replica().get("users", b"k").unwrap();
+    assert_eq!(held.and_then(|e| e.value), Some(Bytes::from("fresh")), "node 3 was repaired");
+}
+
+#[test]
+fn bad_requests_get_typed_errors_and_write_nothing() {
+    let mut sim = memory_cluster(3, NetConfig::lan(), 2, |c| c.max_value_bytes = 1024);
+    let bad_collection = Op::Set {
+        collection: "no/slash".into(),
+        key: Bytes::from("k"),
+        value: Bytes::from("v"),
+        consistency: Consistency::One,
+        ttl_ms: None,
+    };
+    let too_big = set("k", &"x".repeat(2000), Consistency::One);
+    let empty_key = set("", "v", Consistency::One);
+    let too_many = set("k", "v", Consistency::N(5));
+    for (op, code) in [
+        (bad_collection, ErrorCode::InvalidInput),
+        (too_big, ErrorCode::TooLarge),
+        (empty_key, ErrorCode::InvalidInput),
+        (too_many, ErrorCode::InvalidInput),
+    ] {
+        match call(&mut sim, 1, op.clone()) {
+            Some(Reply::Error { code: got, message, .. }) => {
+                assert_eq!(got, code, "{op:?}: {message}");
+                assert!(!message.is_empty());
+            }
+            other => panic!("{op:?}: expected an error, got {other:?}"),
+        }
+    }
+    for (_, p) in sim.processes() {
+        assert!(p.node.replica().store().collections().unwrap().is_empty(), "nothing written");
+    }
+}
+
+#[test]
+fn a_coordinator_whose_clock_runs_ahead_is_refused() {
+    let mut sim = memory_cluster(3, NetConfig::lan(), 9, |_| {});
+    sim.set_skew(NodeId(1), 60_000);
+    match call(&mut sim, 1, set("k", "future", Consistency::All)) {
+        Some(Reply::Error { code: ErrorCode::QuorumNotReached, message, .. }) => {
+            assert!(message.contains("ahead"), "{message}")
+        }
+        other => panic!("expected the replicas to refuse, got {other:?}"),
+    }
+    for id in [2, 3] {
+        let held = sim.process(NodeId(id)).unwrap().node.replica().get("users", b"k").unwrap();
+        assert_eq!(held, None, "node {id} refused the future timestamp");
+    }
+    let repaired = sim
+        .take_events()
+        .into_iter()
+        .any(|(_, _, e)| matches!(e, NodeOutput::Event(NodeEvent::ReadRepaired { .. })));
+    assert!(!repaired);
+}
