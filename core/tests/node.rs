@@ -168,3 +168,19 @@ fn a_coordinator_whose_clock_runs_ahead_is_refused() {
         .any(|(_, _, e)| matches!(e, NodeOutput::Event(NodeEvent::ReadRepaired { .. })));
     assert!(!repaired);
 }
+
+#[test]
+fn hinted_handoff_delivers_a_missed_write_when_the_replica_returns() {
+    let mut sim = memory_cluster(3, NetConfig::lan(), 21, |_| {});
+    sim.partition(&[&[NodeId(1), NodeId(2)], &[NodeId(3)]]);
+    let written = call(&mut sim, 1, set("hinted", "v", Consistency::Quorum));
+    assert!(matches!(written, Some(Reply::Written { .. })), "{written:?}");
+    sim.run_for(2_500); // the request's deadline passes: node 3 never acknowledged
+    assert_eq!(sim.process(NodeId(1)).unwrap().node.hints().pending(), 1, "a hint for node 3");
+    sim.heal();
+    sim.run_for(15_000);
+    let held = sim.process(NodeId(3)).unwrap().node.replica().get("users", b"hinted").unwrap();
+    assert_eq!(held.and_then(|e| e.value), Some(Bytes::from("v")), "the hint reached node 3");
+    let coordinator = &sim.process(NodeId(1)).unwrap().node;
+    assert_eq!((coordinator.hints().pending(), coordinator.hints().delivered()), (0, 1));
+}

@@ -40,6 +40,8 @@ struct KeyState {
     required: usize,
     /// Write: who acknowledged. Read: who answered, with what.
     answers: BTreeMap<NodeId, Option<Entry>>,
+    /// Write: the entry written (for hints to replicas that do not acknowledge).
+    entry: Option<Entry>,
 }
 
 #[derive(Debug)]
@@ -57,6 +59,9 @@ struct Pending {
     kind: Kind,
     keys: Vec<KeyState>,
     replied: bool,
+    /// Replicas that refused the write (no hint is kept for them: they would refuse it
+    /// again).
+    refused: Vec<NodeId>,
 }
 
 impl Pending {
@@ -91,6 +96,13 @@ impl Coordinator {
         due.into_iter().filter_map(|r| self.pending.remove(&r)).collect()
     }
 
+    /// A fresh request number (shared by client requests and hint deliveries, so that
+    /// answers match unambiguously).
+    pub fn new_req(&mut self) -> u64 {
+        self.next_req += 1;
+        self.next_req
+    }
+
     /// Number of requests in flight.
     pub fn in_flight(&self) -> usize {
         self.pending.len()
@@ -117,6 +129,28 @@ pub(super) fn expire<S: Store>(node: &mut Node<S>, now: Millis) {
                 .push_back(Output::Reply { client, resp: ClientResponse { id: p.id, result } });
         }
         read_repair(node, &p);
+        keep_hints(node, now, &p);
+    }
+}
+
+/// Keeps a hint for every replica that did not acknowledge a write in time.
+fn keep_hints<S: Store>(node: &mut Node<S>, now: Millis, p: &Pending) {
+    if !matches!(p.kind, Kind::Write { .. }) {
+        return;
+    }
+    let me = node.id();
+    for k in &p.keys {
+        let Some(entry) = &k.entry else { continue };
+        let missed =
+            |r: &&NodeId| **r != me && !k.answers.contains_key(r) && !p.refused.contains(r);
+        for r in k.replicas.iter().filter(missed) {
+            let hint = super::hints::Hint {
+                collection: p.collection.clone(),
+                key: k.key.clone(),
+                entry: entry.clone(),
+            };
+            node.hints.add(now, *r, hint);
+        }
     }
 }
 
@@ -215,7 +249,7 @@ fn plan<S: Store>(
         let required = consistency
             .required(replicas.len())
             .map_err(|e| error(id, ErrorCode::InvalidInput, e.to_string()))?;
-        out.push(KeyState { key, replicas, required, answers: BTreeMap::new() });
+        out.push(KeyState { key, replicas, required, answers: BTreeMap::new(), entry: None });
     }
     Ok(out)
 }
@@ -265,8 +299,10 @@ fn start_write<S: Store>(
     let expires = ttl_ms.map(|t| ts.physical_ms().saturating_add(t));
     let entries: Vec<Entry> =
         items.into_iter().map(|(_, v)| Entry { value: v, ts, origin, expires }).collect();
-    let req = node.coordinator.next_req;
-    node.coordinator.next_req += 1;
+    let req = node.coordinator.new_req();
+    for (k, e) in states.iter_mut().zip(&entries) {
+        k.entry = Some(e.clone());
+    }
     let targets = by_replica(&states);
     let mut errors = Vec::new();
     for (replica, indices) in &targets {
@@ -295,6 +331,7 @@ fn start_write<S: Store>(
         kind: Kind::Write { ts, errors },
         keys: states,
         replied: false,
+        refused: Vec::new(),
     };
     node.coordinator.pending.insert(req, pending);
     progress(node, now, req);
@@ -315,8 +352,7 @@ fn start_read<S: Store>(
         Ok(s) => s,
         Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
     };
-    let req = node.coordinator.next_req;
-    node.coordinator.next_req += 1;
+    let req = node.coordinator.new_req();
     let me = node.id();
     for (replica, indices) in by_replica(&states) {
         if replica == me {
@@ -338,6 +374,7 @@ fn start_read<S: Store>(
         kind: Kind::Read { many },
         keys: states,
         replied: false,
+        refused: Vec::new(),
     };
     node.coordinator.pending.insert(req, pending);
     progress(node, now, req);
@@ -354,7 +391,10 @@ pub(super) fn on_write_ack<S: Store>(
     let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
     let Kind::Write { errors, .. } = &mut p.kind else { return };
     match error {
-        Some(e) => errors.push(format!("{from}: {e}")),
+        Some(e) => {
+            errors.push(format!("{from}: {e}"));
+            p.refused.push(from);
+        }
         None => {
             for k in p.keys.iter_mut().filter(|k| k.replicas.contains(&from)) {
                 k.answers.insert(from, None);

@@ -23,6 +23,7 @@
 //! build on this (see the node issue's notes).
 
 pub mod coordinator;
+pub mod hints;
 
 use crate::{
     clock::Hlc,
@@ -37,6 +38,7 @@ use crate::{
 };
 use bytes::Bytes;
 use coordinator::Coordinator;
+use hints::Hints;
 use std::collections::VecDeque;
 
 /// Identifies a client connection to the driver; replies go back to it.
@@ -138,6 +140,7 @@ pub struct Node<S: Store> {
     table: RingTable,
     table_view: u64,
     coordinator: Coordinator,
+    hints: Hints,
     outputs: VecDeque<Output>,
 }
 
@@ -155,6 +158,7 @@ impl<S: Store> Node<S> {
             table: RingTable::default(),
             table_view: 0,
             coordinator: Coordinator::default(),
+            hints: Hints::default(),
             outputs: VecDeque::new(),
             config,
         };
@@ -206,10 +210,14 @@ impl<S: Store> Node<S> {
 
     /// When [`Node::tick`] next has work.
     pub fn next_deadline(&self) -> Option<Millis> {
-        [self.membership.next_deadline(), self.coordinator.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.membership.next_deadline(),
+            self.coordinator.next_deadline(),
+            self.hints.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Fires due timers: membership probes and gossip, request timeouts.
@@ -217,6 +225,27 @@ impl<S: Store> Node<S> {
         self.membership.tick(now);
         self.collect_membership();
         coordinator::expire(self, now);
+        self.deliver_hints(now);
+    }
+
+    /// Hints waiting for other nodes.
+    pub fn hints(&self) -> &Hints {
+        &self.hints
+    }
+
+    fn deliver_hints(&mut self, now: Millis) {
+        let membership = &self.membership;
+        let coordinator = &mut self.coordinator;
+        let due = self.hints.due(
+            now,
+            |id| {
+                membership.member(id).is_some_and(|m| m.status == crate::membership::Status::Alive)
+            },
+            || coordinator.new_req(),
+        );
+        for (target, req, collection, records) in due {
+            self.send(target, Message::Replica(ReplicaMessage::Write { req, collection, records }));
+        }
     }
 
     /// Handles a client's request.
@@ -257,7 +286,9 @@ impl<S: Store> Node<S> {
                 self.send(from, Message::Replica(ReplicaMessage::ReadReply { req, entries }));
             }
             ReplicaMessage::WriteAck { req, error } => {
-                coordinator::on_write_ack(self, now, from, req, error)
+                if !self.hints.acknowledge(req, error.is_none()) {
+                    coordinator::on_write_ack(self, now, from, req, error)
+                }
             }
             ReplicaMessage::ReadReply { req, entries } => {
                 coordinator::on_read_reply(self, now, from, req, entries)

@@ -1,0 +1,131 @@
+//! Hinted handoff: writes a replica missed, kept by the coordinator and delivered when
+//! the replica is reachable again.
+//!
+//! When a write's deadline passes without a replica's acknowledgement (the replica is
+//! slow, partitioned, or crashed but not yet declared dead), the coordinator keeps a
+//! *hint* — the collection, key and entry — for that replica. Every `HINT_INTERVAL_MS`
+//! it sends the hints of each replica that membership sees `Alive` as one write; the
+//! replica's acknowledgement retires them. Hints are bounded per replica (the oldest
+//! are dropped first and counted): a replica that was away longer than hints can cover
+//! catches up through anti-entropy instead, and one declared dead re-syncs before it
+//! serves again.
+
+use crate::{
+    entry::{Entry, NodeId},
+    Millis,
+};
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
+
+/// How often hints are offered to their replicas.
+pub const HINT_INTERVAL_MS: Millis = 1_000;
+/// Most hints kept per replica.
+pub const MAX_HINTS_PER_NODE: usize = 100_000;
+/// Most hints sent in one delivery.
+pub const HINT_BATCH: usize = 512;
+
+/// One missed write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    /// The collection written.
+    pub collection: String,
+    /// The key.
+    pub key: Bytes,
+    /// The entry the replica missed.
+    pub entry: Entry,
+}
+
+/// The hints a node holds for other nodes.
+#[derive(Debug, Default)]
+pub struct Hints {
+    queued: BTreeMap<NodeId, VecDeque<Hint>>,
+    in_flight: BTreeMap<u64, (NodeId, usize, Millis)>,
+    dropped: u64,
+    delivered: u64,
+    next_at: Option<Millis>,
+}
+
+impl Hints {
+    /// Keeps a hint for `target`, dropping its oldest beyond the bound.
+    pub fn add(&mut self, now: Millis, target: NodeId, hint: Hint) {
+        let q = self.queued.entry(target).or_default();
+        q.push_back(hint);
+        while q.len() > MAX_HINTS_PER_NODE {
+            q.pop_front();
+            self.dropped += 1;
+        }
+        self.next_at.get_or_insert(now + HINT_INTERVAL_MS);
+    }
+
+    /// Hints waiting, per replica.
+    pub fn pending(&self) -> usize {
+        self.queued.values().map(VecDeque::len).sum()
+    }
+
+    /// Hints dropped because a replica's queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Hints delivered and acknowledged.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// When hints are next offered.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.next_at
+    }
+
+    /// At `now`, the batches to send: for each replica `reachable` says is up and that
+    /// has no delivery in flight, up to [`HINT_BATCH`] hints of one collection, tagged
+    /// with a request number from `next_req`.
+    pub fn due(
+        &mut self,
+        now: Millis,
+        reachable: impl Fn(NodeId) -> bool,
+        mut next_req: impl FnMut() -> u64,
+    ) -> Vec<(NodeId, u64, String, Vec<(Bytes, Entry)>)> {
+        if self.next_at.is_none_or(|t| t > now) {
+            return Vec::new();
+        }
+        // A delivery unanswered for a while is offered again.
+        self.in_flight.retain(|_, (_, _, sent)| now.saturating_sub(*sent) < 5 * HINT_INTERVAL_MS);
+        let mut out = Vec::new();
+        for (target, q) in &self.queued {
+            let busy = self.in_flight.values().any(|(t, _, _)| t == target);
+            let Some(first) = q.front() else { continue };
+            if busy || !reachable(*target) {
+                continue;
+            }
+            let collection = first.collection.clone();
+            let records: Vec<(Bytes, Entry)> = q
+                .iter()
+                .take(HINT_BATCH)
+                .take_while(|h| h.collection == collection)
+                .map(|h| (h.key.clone(), h.entry.clone()))
+                .collect();
+            let req = next_req();
+            self.in_flight.insert(req, (*target, records.len(), now));
+            out.push((*target, req, collection, records));
+        }
+        self.queued.retain(|_, q| !q.is_empty());
+        self.next_at = (!self.queued.is_empty()).then_some(now + HINT_INTERVAL_MS);
+        out
+    }
+
+    /// Whether `req` is a hint delivery; when it succeeded, retires its hints.
+    pub fn acknowledge(&mut self, req: u64, ok: bool) -> bool {
+        let Some((target, n, _)) = self.in_flight.remove(&req) else { return false };
+        if ok {
+            if let Some(q) = self.queued.get_mut(&target) {
+                for _ in 0..n.min(q.len()) {
+                    q.pop_front();
+                }
+            }
+            self.delivered += n as u64;
+            self.queued.retain(|_, q| !q.is_empty());
+        }
+        true
+    }
+}
