@@ -24,6 +24,9 @@ pub const MAX_HINTS_PER_NODE: usize = 100_000;
 /// Most hints sent in one delivery.
 pub const HINT_BATCH: usize = 512;
 
+/// One delivery: the replica, the request number, the collection and the records.
+pub type HintBatch = (NodeId, u64, String, Vec<(Bytes, Entry)>);
+
 /// One missed write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hint {
@@ -85,7 +88,7 @@ impl Hints {
         now: Millis,
         reachable: impl Fn(NodeId) -> bool,
         mut next_req: impl FnMut() -> u64,
-    ) -> Vec<(NodeId, u64, String, Vec<(Bytes, Entry)>)> {
+    ) -> Vec<HintBatch> {
         if self.next_at.is_none_or(|t| t > now) {
             return Vec::new();
         }
