@@ -184,3 +184,45 @@ fn hinted_handoff_delivers_a_missed_write_when_the_replica_returns() {
     let coordinator = &sim.process(NodeId(1)).unwrap().node;
     assert_eq!((coordinator.hints().pending(), coordinator.hints().delivered()), (0, 1));
 }
+
+#[test]
+fn anti_entropy_converges_replicas_and_a_dead_node_resyncs_before_it_serves() {
+    let mut sim = memory_cluster(3, NetConfig::lan(), 31, |c| c.sync_interval_ms = 2_000);
+    let disk = sim.crash(NodeId(3)).expect("running");
+    for i in 0..40 {
+        let reply = call(&mut sim, 1 + i % 2, set(&format!("k{i}"), "v", Consistency::Quorum));
+        assert!(matches!(reply, Some(Reply::Written { .. })), "{reply:?}");
+    }
+    // Long enough for the others to declare node 3 dead.
+    sim.run_for(30_000);
+    let dead = sim.process(NodeId(1)).unwrap().node.membership().member(NodeId(3)).unwrap().status;
+    assert_eq!(dead, dhrt_core::membership::Status::Dead);
+    sim.take_events();
+    sim.restart(NodeId(3), disk);
+    sim.run_for(30_000);
+    let events = sim.take_events();
+    let resync = events.iter().any(|(_, n, e)| {
+        *n == NodeId(3)
+            && matches!(
+                e,
+                NodeOutput::Event(NodeEvent::Membership(
+                    dhrt_core::membership::MembershipEvent::MustResync
+                ))
+            )
+    });
+    assert!(resync, "node 3 learned it was declared dead and re-synced");
+    let node3 = &sim.process(NodeId(3)).unwrap().node;
+    assert_eq!(node3.membership().me().status, dhrt_core::membership::Status::Alive);
+    for i in 0..40 {
+        let held = node3.replica().get("users", format!("k{i}").as_bytes()).unwrap();
+        assert!(held.is_some(), "k{i} reached node 3 by anti-entropy");
+    }
+    for id in [1, 2] {
+        let seen =
+            sim.process(NodeId(id)).unwrap().node.membership().member(NodeId(3)).unwrap().status;
+        assert_eq!(seen, dhrt_core::membership::Status::Alive, "node {id} readmitted node 3");
+    }
+    let roots: Vec<_> =
+        sim.processes().map(|(_, p)| p.node.replica().tree("users").map(|t| t.root())).collect();
+    assert!(roots.windows(2).all(|w| w[0] == w[1]), "all replicas hold the same data: {roots:?}");
+}

@@ -22,6 +22,7 @@
 //! scheduled anti-entropy, cleaning, join handoff, tombstone GC, migration and watch
 //! build on this (see the node issue's notes).
 
+pub mod antientropy;
 pub mod coordinator;
 pub mod hints;
 
@@ -36,6 +37,7 @@ use crate::{
     store::{Store, StoreError},
     Millis,
 };
+use antientropy::AntiEntropy;
 use bytes::Bytes;
 use coordinator::Coordinator;
 use hints::Hints;
@@ -61,6 +63,12 @@ pub struct NodeConfig {
     pub max_value_bytes: usize,
     /// Membership protocol settings.
     pub membership: MembershipConfig,
+    /// Period of anti-entropy rounds (jittered ±50%).
+    pub sync_interval_ms: Millis,
+    /// A sync session silent this long is abandoned.
+    pub sync_timeout_ms: Millis,
+    /// Most sync sessions a node initiates at once (the rate limit).
+    pub max_sync_sessions: usize,
     /// Seed of every random choice the node makes.
     pub seed: u64,
 }
@@ -77,6 +85,9 @@ impl NodeConfig {
             request_timeout_ms: 2_000,
             max_value_bytes: 16 * 1024 * 1024,
             membership: MembershipConfig::default(),
+            sync_interval_ms: 10_000,
+            sync_timeout_ms: 30_000,
+            max_sync_sessions: 2,
             seed: id.0,
         }
     }
@@ -128,6 +139,13 @@ pub enum NodeEvent {
     },
     /// The local store refused a write from a peer or a client.
     StoreFailed(StoreError),
+    /// A sync session with `peer` failed.
+    SyncFailed {
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A dhrt node.
@@ -135,12 +153,15 @@ pub enum NodeEvent {
 pub struct Node<S: Store> {
     config: NodeConfig,
     clock: Hlc,
+    rng: Rng,
     replica: Replica<S>,
     membership: Membership,
     table: RingTable,
     table_view: u64,
     coordinator: Coordinator,
     hints: Hints,
+    anti_entropy: AntiEntropy,
+    resync_pending: bool,
     outputs: VecDeque<Output>,
 }
 
@@ -153,12 +174,15 @@ impl<S: Store> Node<S> {
         let membership = Membership::new(me, config.membership.clone(), rng.next_u64());
         let mut node = Node {
             clock: Hlc::default(),
+            rng,
             replica: Replica::new(store)?,
             membership,
             table: RingTable::default(),
             table_view: 0,
             coordinator: Coordinator::default(),
             hints: Hints::default(),
+            anti_entropy: AntiEntropy::default(),
+            resync_pending: false,
             outputs: VecDeque::new(),
             config,
         };
@@ -214,6 +238,7 @@ impl<S: Store> Node<S> {
             self.membership.next_deadline(),
             self.coordinator.next_deadline(),
             self.hints.next_deadline(),
+            self.anti_entropy.next_deadline(self.config.sync_timeout_ms),
         ]
         .into_iter()
         .flatten()
@@ -226,6 +251,15 @@ impl<S: Store> Node<S> {
         self.collect_membership();
         coordinator::expire(self, now);
         self.deliver_hints(now);
+        if self.membership.size() > 1 {
+            self.schedule_sync(now);
+        }
+        self.tick_sync(now);
+    }
+
+    /// Anti-entropy state and counters.
+    pub fn anti_entropy(&self) -> &AntiEntropy {
+        &self.anti_entropy
     }
 
     /// Hints waiting for other nodes.
@@ -261,12 +295,10 @@ impl<S: Store> Node<S> {
                 self.collect_membership();
             }
             Message::Replica(m) => self.handle_replica(now, from, m),
-            // Sync sessions, Chord routing and client frames over a peer link are not
-            // part of the node protocol yet; a peer sending them is ignored.
-            Message::Sync(_)
-            | Message::Chord { .. }
-            | Message::Request(_)
-            | Message::Response(_) => {}
+            Message::Sync(m) => self.handle_sync(now, from, m),
+            // Chord routing and client frames over a peer link are not part of the node
+            // protocol (nodes route by full membership); a peer sending them is ignored.
+            Message::Chord { .. } | Message::Request(_) | Message::Response(_) => {}
         }
     }
 
@@ -335,15 +367,23 @@ impl<S: Store> Node<S> {
     /// view changed.
     fn collect_membership(&mut self) {
         while let Some(o) = self.membership.poll_output() {
-            self.outputs.push_back(match o {
+            let out = match o {
                 MembershipOutput::Send { to, addr, msg } => {
                     Output::Send { to, addr, msg: Message::Gossip(msg) }
                 }
                 MembershipOutput::SendAddr { addr, msg } => {
                     Output::SendAddr { addr, msg: Message::Gossip(msg) }
                 }
-                MembershipOutput::Event(e) => Output::Event(NodeEvent::Membership(e)),
-            });
+                MembershipOutput::Event(e) => {
+                    if e == MembershipEvent::MustResync {
+                        // Re-sync before serving again: a round starts at the next tick.
+                        self.resync_pending = true;
+                        self.anti_entropy_due_now();
+                    }
+                    Output::Event(NodeEvent::Membership(e))
+                }
+            };
+            self.outputs.push_back(out);
         }
         self.refresh_table();
     }
