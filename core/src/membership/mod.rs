@@ -389,6 +389,11 @@ impl Membership {
         &self.stats
     }
 
+    /// Updates still waiting to be gossiped (the dissemination backlog).
+    pub fn pending_broadcasts(&self) -> usize {
+        self.broadcasts.len()
+    }
+
     /// Other members whose status satisfies `keep`, by id.
     fn others(&self, keep: impl Fn(Status) -> bool) -> Vec<NodeId> {
         self.view
