@@ -306,10 +306,12 @@ fn collect(
     joined
 }
 
-/// Keys per physical node when `keys` random keys are placed on `nodes` nodes with
-/// `vnodes` tokens each (dhrt's deterministic tokens).
-pub fn load_balance(nodes: usize, keys: usize, vnodes: usize, seed: u64) -> Distribution {
-    let mut rng = Rng::new(seed);
+/// `nodes` members with random ids and their deterministic tokens, and their table.
+fn random_cluster(
+    nodes: usize,
+    vnodes: usize,
+    rng: &mut Rng,
+) -> (Vec<(NodeId, Vec<Position>)>, RingTable) {
     let members: Vec<(NodeId, Vec<Position>)> = (0..nodes)
         .map(|_| {
             let id = NodeId(rng.next_u64());
@@ -317,6 +319,14 @@ pub fn load_balance(nodes: usize, keys: usize, vnodes: usize, seed: u64) -> Dist
         })
         .collect();
     let table = RingTable::new(members.iter().map(|(id, t)| (*id, t.as_slice())));
+    (members, table)
+}
+
+/// Keys per physical node when `keys` random keys are placed on `nodes` nodes with
+/// `vnodes` tokens each (dhrt's deterministic tokens).
+pub fn load_balance(nodes: usize, keys: usize, vnodes: usize, seed: u64) -> Distribution {
+    let mut rng = Rng::new(seed);
+    let (members, table) = random_cluster(nodes, vnodes, &mut rng);
     let index: std::collections::BTreeMap<NodeId, usize> =
         members.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
     let mut counts = vec![0f64; nodes];
@@ -336,13 +346,7 @@ pub fn ownership_spread(nodes: usize, vnodes: usize, trials: usize, seed: u64) -
     let mut rng = Rng::new(seed);
     let mut total = 0.0;
     for _ in 0..trials {
-        let members: Vec<(NodeId, Vec<Position>)> = (0..nodes)
-            .map(|_| {
-                let id = NodeId(rng.next_u64());
-                (id, tokens_for(id, vnodes))
-            })
-            .collect();
-        let table = RingTable::new(members.iter().map(|(id, t)| (*id, t.as_slice())));
+        let (members, table) = random_cluster(nodes, vnodes, &mut rng);
         let busiest =
             members.iter().map(|(id, _)| table.ownership_share(*id)).fold(0.0f64, f64::max);
         total += busiest * nodes as f64;
