@@ -18,9 +18,10 @@
 //! and the coordinator talks to them directly.
 //!
 //! What is here: coordination of reads and writes at any consistency with timeouts
-//! that report how many replicas answered, read repair, and membership. Hinted handoff,
-//! scheduled anti-entropy, cleaning, join handoff, tombstone GC, migration and watch
-//! build on this (see the node issue's notes).
+//! that report how many replicas answered ([`coordinator`]), read repair, hinted handoff
+//! ([`hints`]), scheduled anti-entropy and re-sync before readmission ([`antientropy`]),
+//! and membership. Scan, watch, cleaning, join handoff, tombstone GC and migration build
+//! on this (see `docs/node.md`).
 
 pub mod antientropy;
 pub mod coordinator;
