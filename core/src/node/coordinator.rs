@@ -1,7 +1,7 @@
 //! Coordinating client requests: route to the replicas, wait for the consistency asked
 //! for, time out with how many answered, repair stale replicas after reads.
 //!
-//! A request becomes a [`Pending`] entry: for each key, its preference list and the
+//! A request becomes a `Pending` entry: for each key, its preference list and the
 //! replicas that answered. Writes are stamped once with the coordinator's clock and sent
 //! to every replica; the client is answered as soon as each key has `required`
 //! acknowledgements (`one` = 1, `quorum` = ⌊n/2⌋+1, `all` = n, or a number), where n is

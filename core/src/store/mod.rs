@@ -11,7 +11,7 @@
 //! `limit` records after an optional cursor, in ring order starting just after the
 //! interval's start.
 //!
-//! Two implementations share one conformance suite ([`conformance`], behind the
+//! Two implementations share one conformance suite (`conformance`, behind the
 //! `testing` feature): [`MemStore`] here and native's redb store.
 
 mod mem;

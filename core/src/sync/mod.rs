@@ -1,11 +1,11 @@
 //! Two-party Merkle sync: the anti-entropy state machine that ships only differences.
 //!
 //! Two replicas of a collection that share a ring interval reconcile it in one
-//! *session*. The initiator opens with [`SyncBody::Begin`], carrying its count and
+//! *session*. The initiator opens with [`SyncBody::Begin`](crate::proto::SyncBody::Begin), carrying its count and
 //! digest of the interval; from then on the sides strictly alternate, each answering
-//! every message with one [`SyncBody::Step`] page of independent work items, until a
+//! every message with one [`SyncBody::Step`](crate::proto::SyncBody::Step) page of independent work items, until a
 //! side that has nothing left receives an empty step and closes with
-//! [`SyncBody::Done`]. A session with no differences is therefore two small messages.
+//! [`SyncBody::Done`](crate::proto::SyncBody::Done). A session with no differences is therefore two small messages.
 //!
 //! ## The walk
 //!
@@ -14,18 +14,18 @@
 //! *describes* its part of the node:
 //!
 //! - if it holds few entries there (at most [`SyncConfig::list_max`]) it lists their
-//!   versions ([`SyncItem::Versions`]);
+//!   versions ([`SyncItem::Versions`](crate::proto::SyncItem::Versions));
 //! - otherwise it sends the digests of the node's non-empty children
-//!   ([`SyncItem::Children`]), and the other side compares them with its own and
+//!   ([`SyncItem::Children`](crate::proto::SyncItem::Children)), and the other side compares them with its own and
 //!   describes, in turn, each child that differs.
 //!
 //! So the walk descends only into differing subtrees, alternating sides level by level.
 //! Shortcuts: where one side has nothing under a node, the other streams everything it
-//! has there ([`SyncItem::Entries`]) without descending further.
+//! has there ([`SyncItem::Entries`](crate::proto::SyncItem::Entries)) without descending further.
 //!
 //! At a listing, the receiver compares the listed versions with its own entries: it
 //! ships the entries of its own that are newer or that the lister lacks, and asks
-//! ([`SyncItem::Want`]) for the keys where the lister is newer or that it lacks; the
+//! ([`SyncItem::Want`](crate::proto::SyncItem::Want)) for the keys where the lister is newer or that it lacks; the
 //! lister answers a want with the entries. Only newer entries cross, in both directions.
 //!
 //! ## Digests
