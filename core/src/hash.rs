@@ -33,7 +33,24 @@ pub enum Placement {
     Ordered,
 }
 
+/// Collections whose name starts with this prefix are [`Placement::Ordered`]; every
+/// other collection is [`Placement::Hashed`].
+///
+/// The placement is part of the name so that every node, client and light peer derives
+/// it alone, with no catalogue to agree on: `ordered.events` keeps its keys in key
+/// order across the ring, `events` spreads them by hash.
+pub const ORDERED_PREFIX: &str = "ordered.";
+
 impl Placement {
+    /// The placement of `collection`, read from its name (see [`ORDERED_PREFIX`]).
+    pub fn of(collection: &str) -> Placement {
+        if collection.starts_with(ORDERED_PREFIX) {
+            Placement::Ordered
+        } else {
+            Placement::Hashed
+        }
+    }
+
     /// The ring position of `key` in `collection` under this placement.
     pub fn position(self, collection: &str, key: &[u8]) -> Position {
         match self {

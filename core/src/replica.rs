@@ -68,15 +68,16 @@ impl<S: Store> Replica<S> {
         self.depth
     }
 
-    /// Sets how `collection` places keys. Change it only while the collection is empty:
-    /// existing records keep the positions they were stored at.
+    /// Overrides how `collection` places keys (tests and tools; nodes use the name rule
+    /// of [`Placement::of`]). Change it only while the collection is empty: existing
+    /// records keep the positions they were stored at.
     pub fn set_placement(&mut self, collection: &str, placement: Placement) {
         self.placements.insert(collection.to_string(), placement);
     }
 
-    /// How `collection` places keys (hashed unless set otherwise).
+    /// How `collection` places keys: [`Placement::of`] its name unless overridden.
     pub fn placement(&self, collection: &str) -> Placement {
-        self.placements.get(collection).copied().unwrap_or_default()
+        self.placements.get(collection).copied().unwrap_or_else(|| Placement::of(collection))
     }
 
     /// The ring position of `key` in `collection`.
@@ -246,5 +247,14 @@ mod tests {
             .collect();
         assert_eq!(keys, vec![Bytes::from("a"), Bytes::from("b")]);
         assert_eq!(r.get("o", b"a").unwrap(), Some(v(1)));
+    }
+
+    #[test]
+    fn the_name_says_whether_a_collection_is_ordered() {
+        let r = Replica::new(MemStore::new()).unwrap();
+        assert_eq!(r.placement("ordered.events"), Placement::Ordered);
+        assert_eq!(r.placement("events"), Placement::Hashed);
+        assert_eq!(r.placement("events.ordered"), Placement::Hashed);
+        assert_eq!(r.position("ordered.events", b"ab"), u64::from_be_bytes(*b"ab\0\0\0\0\0\0"));
     }
 }
