@@ -223,6 +223,22 @@ impl Membership {
         true
     }
 
+    /// The node layer found its data too old to serve (its last complete sync is older
+    /// than the tombstone grace period): an `Alive` node announces `Syncing` at a new
+    /// incarnation, leaves the preference lists everywhere, and emits
+    /// [`MembershipEvent::MustResync`]. Returns whether anything changed.
+    pub fn begin_resync(&mut self, now: Millis) -> bool {
+        let me = self.me().clone();
+        if me.status != Status::Alive {
+            return false;
+        }
+        self.set_me(me.with(Status::Syncing, me.incarnation.saturating_add(1)));
+        self.stats.resyncs += 1;
+        self.event(MembershipEvent::MustResync);
+        self.ensure_timers(now);
+        true
+    }
+
     /// Handles a message that arrived from the member `from`.
     pub fn handle(&mut self, now: Millis, from: NodeId, msg: MembershipMessage) {
         self.stats.messages_received += 1;

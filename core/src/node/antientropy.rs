@@ -1,58 +1,133 @@
-//! Scheduled anti-entropy: Merkle sync of every range a node replicates, with the other
-//! replicas of that range, on a jittered period.
+//! Scheduled anti-entropy, join hand-off and cleaning: Merkle sync of every range a
+//! node replicates with the other replicas of that range, on a jittered period.
 //!
-//! Every `sync_interval_ms` (jittered ±50% so nodes do not sync in lockstep) a node
-//! starts a *round*: for each collection it holds and each token interval `(p, t]` of
-//! the ring whose preference list includes it, it queues a session with one other
-//! replica of that interval, chosen at random. At most `max_sync_sessions` sessions run
-//! at once (the rate limit; each session's messages are paged to 256 KiB). A session
-//! that hears nothing for `sync_timeout_ms` is abandoned.
+//! **Rounds.** Every `sync_interval_ms` (jittered ±50% so nodes do not sync in
+//! lockstep) a node starts a *round*: for each collection it holds and each token
+//! interval `(p, t]` of the ring whose preference list includes it, it queues a session
+//! with one other replica of that interval, chosen at random. At most
+//! `max_sync_sessions` sessions run at once (the rate limit; each session's messages
+//! are paged to 256 KiB). A session that hears nothing for `sync_timeout_ms` is
+//! abandoned. A round whose sessions all succeeded records its start as the node's
+//! *last full sync* ([`super::NodeState`]), which tombstone collection relies on.
 //!
-//! The same rounds re-sync a node that the cluster declared dead: membership makes it
-//! `Syncing` and emits `MustResync`; the node starts a round at once, over the ranges it
-//! would replicate if it were serving, and only when every session of that round has
-//! finished cleanly does it call [`crate::membership::Membership::resynced`] and serve
-//! again.
+//! **Cleaning.** The same round queues, for every interval the node holds data in but
+//! no longer replicates (the ring changed: a node joined, a token moved), one session
+//! with *each* replica that now owns the interval. Only when every one of them
+//! succeeded does the node drop the interval (god's rule: hand off, then drop). A
+//! session costs what differs, so handing off to an owner that already caught up costs
+//! one round trip.
+//!
+//! **Hand-off before serving.** A node starts `Syncing` — after a fresh start, a
+//! restart, or when the cluster declared it dead — and serves nothing until a *re-sync
+//! round* has succeeded: for each interval it would replicate once serving, one session
+//! with a current owner of that interval, progress reported as
+//! [`NodeEvent::Handoff`]. Then it calls [`crate::membership::Membership::resynced`]
+//! and enters the preference lists. A node whose last full sync is older than the
+//! tombstone grace period first drops everything other replicas hold (see
+//! [`super::gc`]), so it rejoins empty and cannot resurrect deleted keys.
 
 use super::{Node, NodeEvent, Output};
 use crate::{
     entry::NodeId,
     hash::Interval,
-    proto::{Message, SyncBody, SyncMessage},
+    membership::Status,
+    proto::{Message, ReplicaMessage, SyncBody, SyncMessage},
     ring::RingTable,
     store::Store,
-    sync::{SyncConfig, SyncSession},
+    sync::{Role, SyncConfig, SyncSession},
     Millis,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// One session to run: collection, interval, peer.
-type Job = (String, Interval, NodeId);
+/// Why a session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Anti-entropy or re-sync of a range this node replicates.
+    Sync,
+    /// Hand-off of a range this node no longer replicates: the index of its group.
+    Clean(usize),
+}
+
+/// One session to run.
+#[derive(Debug, Clone)]
+struct Job {
+    collection: String,
+    interval: Interval,
+    peer: NodeId,
+    purpose: Purpose,
+}
+
+#[derive(Debug)]
+struct Running {
+    session: SyncSession,
+    last_heard: Millis,
+    purpose: Purpose,
+}
+
+/// The hand-off sessions of one interval this node no longer replicates.
+#[derive(Debug)]
+struct CleanGroup {
+    collection: String,
+    interval: Interval,
+    remaining: usize,
+    failed: bool,
+}
 
 /// The anti-entropy state of a node.
 #[derive(Debug, Default)]
 pub struct AntiEntropy {
-    sessions: BTreeMap<(NodeId, u64), (SyncSession, Millis)>,
+    sessions: BTreeMap<(NodeId, u64), Running>,
     queue: VecDeque<Job>,
+    groups: Vec<CleanGroup>,
     next_round_at: Option<Millis>,
     round: Option<Round>,
-    /// Sessions completed, failed.
     completed: u64,
     failed: u64,
     entries_received: u64,
+    cleaned: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// The first step of a hand-off round: learning from the owners which collections
+/// exist (a fresh node holds none), before syncing each of them.
+#[derive(Debug, Clone)]
+struct Discovery {
+    req: u64,
+    waiting: BTreeSet<NodeId>,
+    names: BTreeSet<String>,
+    ranges: Vec<(Interval, Vec<NodeId>)>,
+    deadline: Millis,
+}
+
+#[derive(Debug, Clone)]
 struct Round {
     failed: bool,
     resync: bool,
+    started_at: Millis,
+    /// Sync sessions of the round, and how many ended.
+    total: usize,
+    done: usize,
+    /// Entries received by the round's sessions.
+    entries: u64,
+    discovery: Option<Discovery>,
+}
+
+/// Progress of a hand-off (re-sync) round, as [`NodeEvent::Handoff`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HandoffProgress {
+    /// Sessions finished.
+    pub done: usize,
+    /// Sessions in the round.
+    pub total: usize,
+    /// Entries received so far.
+    pub entries: u64,
 }
 
 impl AntiEntropy {
     /// When the next round starts or a session times out.
     pub fn next_deadline(&self, timeout: Millis) -> Option<Millis> {
-        let sessions = self.sessions.values().map(|(_, at)| at + timeout).min();
-        [self.next_round_at, sessions].into_iter().flatten().min()
+        let sessions = self.sessions.values().map(|r| r.last_heard + timeout).min();
+        let discovery = self.round.as_ref().and_then(|r| r.discovery.as_ref()).map(|d| d.deadline);
+        [self.next_round_at, sessions, discovery].into_iter().flatten().min()
     }
 
     /// Sessions running.
@@ -60,7 +135,7 @@ impl AntiEntropy {
         self.sessions.len()
     }
 
-    /// Sessions completed and failed so far.
+    /// Sessions this node initiated that completed, and that failed, so far.
     pub fn counts(&self) -> (u64, u64) {
         (self.completed, self.failed)
     }
@@ -70,33 +145,45 @@ impl AntiEntropy {
         self.entries_received
     }
 
-    /// Whether a re-sync round is under way.
+    /// Entries dropped after they were handed off to the replicas that own them now.
+    pub fn cleaned(&self) -> u64 {
+        self.cleaned
+    }
+
+    /// Whether no round is running.
+    pub fn round_idle(&self) -> bool {
+        self.round.is_none()
+    }
+
+    /// Whether a re-sync (hand-off) round is under way.
     pub fn resyncing(&self) -> bool {
-        self.round.is_some_and(|r| r.resync)
+        self.round.as_ref().is_some_and(|r| r.resync)
+    }
+
+    /// The progress of the running hand-off round, if one runs.
+    pub fn handoff(&self) -> Option<HandoffProgress> {
+        self.round.as_ref().filter(|r| r.resync).map(|r| HandoffProgress {
+            done: r.done,
+            total: r.total,
+            entries: r.entries,
+        })
     }
 }
 
-/// The intervals `node` replicates in `table` (its own and those it is a replica of),
-/// each with the other replicas.
-fn replicated(table: &RingTable, me: NodeId, n: usize) -> Vec<(Interval, Vec<NodeId>)> {
+/// Every token interval of `table` with its preference list of `n` nodes.
+pub(super) fn intervals(table: &RingTable, n: usize) -> Vec<(Interval, Vec<NodeId>)> {
     let vnodes = table.vnodes();
     let len = vnodes.len();
-    let mut out = Vec::new();
-    for i in 0..len {
-        let interval = Interval::new(vnodes[(i + len - 1) % len].pos, vnodes[i].pos);
-        let replicas = table.preference_list(vnodes[i].pos, n);
-        if replicas.contains(&me) {
-            let others: Vec<NodeId> = replicas.into_iter().filter(|r| *r != me).collect();
-            if !others.is_empty() {
-                out.push((interval, others));
-            }
-        }
-    }
-    out
+    (0..len)
+        .map(|i| {
+            let interval = Interval::new(vnodes[(i + len - 1) % len].pos, vnodes[i].pos);
+            (interval, table.preference_list(vnodes[i].pos, n))
+        })
+        .collect()
 }
 
 impl<S: Store> Node<S> {
-    /// Arms the first round once there is someone to sync with.
+    /// Arms the next round unless one is armed or running.
     pub(super) fn schedule_sync(&mut self, now: Millis) {
         if self.anti_entropy.next_round_at.is_none() && self.anti_entropy.round.is_none() {
             let period = self.config.sync_interval_ms.max(1);
@@ -110,95 +197,213 @@ impl<S: Store> Node<S> {
         self.anti_entropy.next_round_at = Some(0);
     }
 
-    /// Starts a round now: a re-sync when `resync`.
+    /// The table this node would see once serving: the serving members and itself.
+    pub(super) fn table_with_me(&self) -> RingTable {
+        let me = self.membership.me().clone();
+        RingTable::new(
+            self.membership
+                .alive()
+                .filter(|m| m.id != me.id)
+                .chain(std::iter::once(&me))
+                .map(|m| (m.id, m.tokens.as_slice())),
+        )
+    }
+
+    /// Starts a round now: a re-sync (hand-off) round when `resync`.
     pub(super) fn start_round(&mut self, now: Millis, resync: bool) {
         let me = self.id();
-        // While re-syncing this node is not in the serving table: sync the ranges it
-        // would hold once it serves again.
-        let table = if resync {
-            let me_member = self.membership.me().clone();
-            RingTable::new(
-                self.membership
-                    .alive()
-                    .chain(std::iter::once(&me_member))
-                    .map(|m| (m.id, m.tokens.as_slice())),
-            )
-        } else {
-            self.table.clone()
-        };
-        let ranges = replicated(&table, me, self.config.replicas.max(1));
+        let n = self.config.replicas.max(1);
         let collections = self.replica.store().collections().unwrap_or_default();
-        let ae = &mut self.anti_entropy;
-        ae.queue.clear();
-        for c in &collections {
-            for (interval, others) in &ranges {
-                let Some(i) = self.rng.index(others.len()) else { continue };
-                ae.queue.push_back((c.clone(), *interval, others[i]));
+        let mut jobs = Vec::new();
+        let mut groups = Vec::new();
+        let mut discovery = None;
+        if resync {
+            // Sync what this node will replicate from those who own it now.
+            let mine: Vec<(Interval, Vec<NodeId>)> = intervals(&self.table_with_me(), n)
+                .into_iter()
+                .filter(|(_, replicas)| replicas.contains(&me))
+                .map(|(interval, _)| {
+                    let owners = self.table.preference_list(interval.end, n);
+                    (interval, owners.into_iter().filter(|o| *o != me).collect::<Vec<_>>())
+                })
+                .filter(|(_, owners)| !owners.is_empty())
+                .collect();
+            if !mine.is_empty() {
+                if self.stale(now) {
+                    self.wipe_shared(&collections, &mine);
+                }
+                let waiting: BTreeSet<NodeId> = mine.iter().flat_map(|(_, o)| o.clone()).collect();
+                let req = self.coordinator.new_req();
+                for peer in &waiting {
+                    self.send(*peer, Message::Replica(ReplicaMessage::ListCollections { req }));
+                }
+                discovery = Some(Discovery {
+                    req,
+                    waiting,
+                    names: collections.iter().cloned().collect(),
+                    ranges: mine,
+                    deadline: now + self.config.sync_timeout_ms,
+                });
+            }
+        } else {
+            for (interval, replicas) in intervals(&self.table, n) {
+                if replicas.contains(&me) {
+                    let others: Vec<NodeId> = replicas.into_iter().filter(|r| *r != me).collect();
+                    for c in &collections {
+                        if let Some(i) = self.rng.index(others.len()) {
+                            jobs.push(self.job(c, interval, others[i], Purpose::Sync));
+                        }
+                    }
+                    continue;
+                }
+                for c in &collections {
+                    let holds =
+                        self.replica.range(c, interval, None, 1).is_ok_and(|r| !r.is_empty());
+                    if !holds || replicas.is_empty() {
+                        continue;
+                    }
+                    let g = groups.len();
+                    groups.push(CleanGroup {
+                        collection: c.clone(),
+                        interval,
+                        remaining: replicas.len(),
+                        failed: false,
+                    });
+                    for r in &replicas {
+                        jobs.push(self.job(c, interval, *r, Purpose::Clean(g)));
+                    }
+                }
             }
         }
-        if resync && ranges.is_empty() {
-            // Nobody else holds anything this node would: nothing to catch up on.
-            self.membership.resynced(now);
-            self.collect_membership();
-            return;
+        let total = jobs.iter().filter(|j| j.purpose == Purpose::Sync).count();
+        let ae = &mut self.anti_entropy;
+        ae.queue = jobs.into();
+        ae.groups = groups;
+        ae.round = Some(Round {
+            failed: false,
+            resync,
+            started_at: now,
+            total,
+            done: 0,
+            entries: 0,
+            discovery,
+        });
+        ae.next_round_at = None;
+        if resync {
+            self.report_handoff();
         }
-        self.anti_entropy.round = Some(Round { failed: false, resync });
-        self.anti_entropy.next_round_at = None;
         self.fill_sessions(now);
+    }
+
+    fn job(&self, collection: &str, interval: Interval, peer: NodeId, purpose: Purpose) -> Job {
+        Job { collection: collection.to_string(), interval, peer, purpose }
+    }
+
+    fn report_handoff(&mut self) {
+        if let Some(p) = self.anti_entropy.handoff() {
+            self.outputs.push_back(Output::Event(NodeEvent::Handoff(p)));
+        }
     }
 
     fn fill_sessions(&mut self, now: Millis) {
         while self.anti_entropy.sessions.len() < self.config.max_sync_sessions.max(1) {
-            let Some((collection, range, peer)) = self.anti_entropy.queue.pop_front() else {
-                break;
-            };
+            let Some(job) = self.anti_entropy.queue.pop_front() else { break };
             let id = self.rng.next_u64();
             let salt = self.rng.next_u64();
             match SyncSession::initiate(
                 id,
                 &self.replica,
-                &collection,
-                range,
+                &job.collection,
+                job.interval,
                 salt,
                 SyncConfig::default(),
             ) {
                 Ok((session, begin)) => {
-                    self.anti_entropy.sessions.insert((peer, id), (session, now));
-                    self.send(peer, Message::Sync(begin));
+                    let running = Running { session, last_heard: now, purpose: job.purpose };
+                    self.anti_entropy.sessions.insert((job.peer, id), running);
+                    self.send(job.peer, Message::Sync(begin));
                 }
-                Err(_) => self.note_session_end(false),
+                Err(_) => self.note_session_end(now, job.purpose, false, 0),
             }
         }
         self.finish_round_if_done(now);
     }
 
-    fn note_session_end(&mut self, ok: bool) {
+    /// Books the end of a session this node initiated.
+    fn note_session_end(&mut self, now: Millis, purpose: Purpose, ok: bool, entries: u64) {
+        let ae = &mut self.anti_entropy;
         if ok {
-            self.anti_entropy.completed += 1;
+            ae.completed += 1;
         } else {
-            self.anti_entropy.failed += 1;
-            if let Some(r) = self.anti_entropy.round.as_mut() {
-                r.failed = true;
+            ae.failed += 1;
+        }
+        match purpose {
+            Purpose::Sync => {
+                let resync = ae.round.as_mut().map(|r| {
+                    r.done += 1;
+                    r.entries += entries;
+                    r.failed |= !ok;
+                    r.resync
+                });
+                if resync == Some(true) {
+                    self.report_handoff();
+                }
             }
+            Purpose::Clean(g) => {
+                let Some(group) = ae.groups.get_mut(g) else { return };
+                group.remaining = group.remaining.saturating_sub(1);
+                group.failed |= !ok;
+                if group.remaining == 0 && !group.failed {
+                    let (collection, interval) = (group.collection.clone(), group.interval);
+                    self.drop_handed_off(now, collection, interval);
+                }
+            }
+        }
+    }
+
+    /// Every owner of `interval` has what this node held there: drop it.
+    fn drop_handed_off(&mut self, _now: Millis, collection: String, interval: Interval) {
+        // The ring may have changed during the round; only drop what is still foreign.
+        let n = self.config.replicas.max(1);
+        if self.table.preference_list(interval.end, n).contains(&self.id()) {
+            return;
+        }
+        match self.replica.delete_range(&collection, interval) {
+            Ok(entries) => {
+                self.anti_entropy.cleaned += entries;
+                self.outputs.push_back(Output::Event(NodeEvent::Cleaned {
+                    collection,
+                    interval,
+                    entries,
+                }));
+            }
+            Err(e) => self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
         }
     }
 
     fn finish_round_if_done(&mut self, now: Millis) {
         let ae = &self.anti_entropy;
-        let initiated = ae.sessions.values().any(|(s, _)| s.role() == crate::sync::Role::Initiator);
-        if !ae.queue.is_empty() || initiated {
+        let initiated = ae.sessions.values().any(|r| r.session.role() == Role::Initiator);
+        let discovering = ae.round.as_ref().is_some_and(|r| r.discovery.is_some());
+        if !ae.queue.is_empty() || initiated || discovering {
             return;
         }
         let Some(round) = self.anti_entropy.round.take() else { return };
-        if round.resync {
-            if round.failed {
+        self.anti_entropy.groups.clear();
+        if round.failed {
+            if round.resync {
                 // The node must not serve before it caught up: try again shortly.
                 self.resync_pending = true;
                 self.anti_entropy.next_round_at = Some(now + 1_000);
                 return;
             }
-            self.membership.resynced(now);
-            self.collect_membership();
+        } else {
+            self.state.last_full_sync_ms = Some(round.started_at);
+            self.outputs.push_back(Output::Persist(self.state.clone()));
+            if round.resync {
+                self.membership.resynced(now);
+                self.collect_membership();
+            }
         }
         self.schedule_sync(now);
     }
@@ -210,20 +415,42 @@ impl<S: Store> Node<S> {
             .anti_entropy
             .sessions
             .iter()
-            .filter(|(_, (_, at))| now.saturating_sub(*at) >= timeout)
+            .filter(|(_, r)| now.saturating_sub(r.last_heard) >= timeout)
             .map(|(k, _)| *k)
             .collect();
         for key in stale {
-            if let Some((mut s, _)) = self.anti_entropy.sessions.remove(&key) {
-                let abort = s.abort("no answer within the sync timeout");
+            if let Some(mut r) = self.anti_entropy.sessions.remove(&key) {
+                let abort = r.session.abort("no answer within the sync timeout");
                 self.send(key.0, Message::Sync(abort));
-                if s.role() == crate::sync::Role::Initiator {
-                    self.note_session_end(false);
+                if r.session.role() == Role::Initiator {
+                    self.note_session_end(now, r.purpose, false, 0);
                 }
             }
         }
+        let discovery_late = self
+            .anti_entropy
+            .round
+            .as_ref()
+            .and_then(|r| r.discovery.as_ref())
+            .is_some_and(|d| d.deadline <= now);
+        if discovery_late {
+            if let Some(r) = self.anti_entropy.round.as_mut() {
+                r.discovery = None;
+                r.failed = true;
+            }
+            self.finish_round_if_done(now);
+        }
+        if self.anti_entropy.round.is_none() && self.anti_entropy.next_round_at.is_none() {
+            self.schedule_sync(now);
+        }
         if self.anti_entropy.next_round_at.is_some_and(|t| t <= now) {
-            let resync = std::mem::take(&mut self.resync_pending);
+            let syncing = self.membership.me().status == Status::Syncing;
+            if syncing && self.join_requested && self.membership.size() <= 1 {
+                // Joining: wait for the seed's view before choosing whom to sync with.
+                self.anti_entropy.next_round_at = Some(now + 200);
+                return;
+            }
+            let resync = std::mem::take(&mut self.resync_pending) || syncing;
             self.start_round(now, resync);
         } else {
             self.fill_sessions(now);
@@ -236,9 +463,10 @@ impl<S: Store> Node<S> {
         if matches!(msg.body, SyncBody::Begin { .. }) {
             match SyncSession::accept(&mut self.replica, msg, SyncConfig::default()) {
                 Ok((session, reply)) => {
-                    self.account_received(&session);
+                    self.anti_entropy.entries_received += session.stats().entries_applied;
                     if session.is_open() {
-                        self.anti_entropy.sessions.insert(key, (session, now));
+                        let running = Running { session, last_heard: now, purpose: Purpose::Sync };
+                        self.anti_entropy.sessions.insert(key, running);
                     }
                     self.send(from, Message::Sync(reply));
                 }
@@ -252,30 +480,33 @@ impl<S: Store> Node<S> {
             }
             return;
         }
-        let Some((mut session, _)) = self.anti_entropy.sessions.remove(&key) else { return };
-        let before = session.stats().entries_applied;
-        let result = session.handle(&mut self.replica, msg);
-        let applied = session.stats().entries_applied - before;
+        let Some(mut running) = self.anti_entropy.sessions.remove(&key) else { return };
+        let before = running.session.stats().entries_applied;
+        let result = running.session.handle(&mut self.replica, msg);
+        let applied = running.session.stats().entries_applied - before;
         self.anti_entropy.entries_received += applied;
-        let initiator = session.role() == crate::sync::Role::Initiator;
+        let initiator = running.session.role() == Role::Initiator;
+        let purpose = running.purpose;
+        let total_applied = running.session.stats().entries_applied;
         match result {
             Ok(Some(reply)) => {
-                let open = session.is_open();
-                if open {
-                    self.anti_entropy.sessions.insert(key, (session, now));
+                if running.session.is_open() {
+                    running.last_heard = now;
+                    self.anti_entropy.sessions.insert(key, running);
                 } else if initiator {
-                    self.note_session_end(true);
+                    self.note_session_end(now, purpose, true, total_applied);
                 }
                 self.send(from, Message::Sync(reply));
             }
             Ok(None) => {
                 if initiator {
-                    self.note_session_end(session.is_done());
+                    let ok = running.session.is_done();
+                    self.note_session_end(now, purpose, ok, total_applied);
                 }
             }
             Err(e) => {
                 if initiator {
-                    self.note_session_end(false);
+                    self.note_session_end(now, purpose, false, total_applied);
                 }
                 if !matches!(e, crate::sync::SyncError::Aborted(_)) {
                     let body = SyncBody::Abort { reason: e.to_string() };
@@ -291,8 +522,44 @@ impl<S: Store> Node<S> {
             self.fill_sessions(now);
         }
     }
+}
 
-    fn account_received(&mut self, session: &SyncSession) {
-        self.anti_entropy.entries_received += session.stats().entries_applied;
+impl<S: Store> Node<S> {
+    /// An owner answered a hand-off round's question: which collections exist.
+    pub(super) fn on_collection_list(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        req: u64,
+        names: Vec<String>,
+    ) {
+        let Some(round) = self.anti_entropy.round.as_mut() else { return };
+        let Some(d) = round.discovery.as_mut().filter(|d| d.req == req) else { return };
+        if !d.waiting.remove(&from) {
+            return;
+        }
+        let valid = names.into_iter().filter(|c| crate::store::validate_collection(c).is_ok());
+        d.names.extend(valid);
+        if !d.waiting.is_empty() {
+            return;
+        }
+        let Some(d) = round.discovery.take() else { return };
+        let mut jobs = Vec::new();
+        for c in &d.names {
+            for (interval, owners) in &d.ranges {
+                if let Some(i) = self.rng.index(owners.len()) {
+                    jobs.push(Job {
+                        collection: c.clone(),
+                        interval: *interval,
+                        peer: owners[i],
+                        purpose: Purpose::Sync,
+                    });
+                }
+            }
+        }
+        round.total = jobs.len();
+        self.anti_entropy.queue.extend(jobs);
+        self.report_handoff();
+        self.fill_sessions(now);
     }
 }

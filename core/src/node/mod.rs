@@ -25,12 +25,14 @@
 
 pub mod antientropy;
 pub mod coordinator;
+pub mod gc;
 pub mod hints;
 
 use crate::{
     clock::Hlc,
     entry::{Entry, NodeId},
-    membership::{Member, Membership, MembershipConfig, MembershipEvent, MembershipOutput},
+    hash::Interval,
+    membership::{Member, Membership, MembershipConfig, MembershipEvent, MembershipOutput, Status},
     proto::{ClientRequest, ClientResponse, Message, ReplicaMessage},
     replica::Replica,
     ring::{tokens_for, RingTable, DEFAULT_VNODES},
@@ -38,10 +40,12 @@ use crate::{
     store::{Store, StoreError},
     Millis,
 };
-use antientropy::AntiEntropy;
+use antientropy::{AntiEntropy, HandoffProgress};
 use bytes::Bytes;
 use coordinator::Coordinator;
+use gc::Gc;
 use hints::Hints;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// Identifies a client connection to the driver; replies go back to it.
@@ -70,13 +74,18 @@ pub struct NodeConfig {
     pub sync_timeout_ms: Millis,
     /// Most sync sessions a node initiates at once (the rate limit).
     pub max_sync_sessions: usize,
+    /// How long tombstones (and expired entries) are kept before they are purged; a
+    /// node whose last full sync is older than this rejoins empty.
+    pub tombstone_grace_ms: Millis,
+    /// Period of the tombstone collector's passes over the store.
+    pub gc_interval_ms: Millis,
     /// Seed of every random choice the node makes.
     pub seed: u64,
 }
 
 impl NodeConfig {
     /// Defaults for node `id` at `addr`: 3 replicas, 32 tokens, 2 s request timeout,
-    /// 16 MiB values.
+    /// 16 MiB values, sync every 10 s, tombstones kept 24 h.
     pub fn new(id: NodeId, addr: impl Into<String>) -> Self {
         NodeConfig {
             id,
@@ -89,9 +98,21 @@ impl NodeConfig {
             sync_interval_ms: 10_000,
             sync_timeout_ms: 30_000,
             max_sync_sessions: 2,
+            tombstone_grace_ms: 24 * 60 * 60 * 1000,
+            gc_interval_ms: 60_000,
             seed: id.0,
         }
     }
+}
+
+/// The little a node must remember across restarts besides its store. The node emits
+/// [`Output::Persist`] when it changes; the driver saves it (next to the store) and
+/// passes it back to [`Node::with_state`] on restart.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeState {
+    /// When the last anti-entropy round in which every session succeeded started (wall
+    /// milliseconds). Tombstone collection and the rejoin-empty rule depend on it.
+    pub last_full_sync_ms: Option<Millis>,
 }
 
 /// Something a node wants its driver to do or know.
@@ -120,6 +141,8 @@ pub enum Output {
         /// The answer.
         resp: ClientResponse,
     },
+    /// Save this state durably (see [`NodeState`]).
+    Persist(NodeState),
     /// Something happened that operators or tests may want to know.
     Event(NodeEvent),
 }
@@ -147,6 +170,24 @@ pub enum NodeEvent {
         /// Why.
         reason: String,
     },
+    /// Progress of the hand-off this node runs before it serves (after starting,
+    /// joining, or being declared dead): reported when it starts and as sessions end.
+    Handoff(HandoffProgress),
+    /// Data this node no longer replicates was handed to its owners, then dropped.
+    Cleaned {
+        /// The collection.
+        collection: String,
+        /// The ring interval dropped.
+        interval: Interval,
+        /// Entries dropped.
+        entries: u64,
+    },
+    /// The node's last full sync was older than the tombstone grace period: it dropped
+    /// what other replicas hold, to re-sync it from them.
+    Wiped {
+        /// Entries dropped.
+        entries: u64,
+    },
 }
 
 /// A dhrt node.
@@ -163,14 +204,26 @@ pub struct Node<S: Store> {
     hints: Hints,
     anti_entropy: AntiEntropy,
     resync_pending: bool,
+    join_requested: bool,
+    gc: Gc,
+    state: NodeState,
     outputs: VecDeque<Output>,
 }
 
 impl<S: Store> Node<S> {
-    /// A node serving `store`, alone in its own cluster until it joins one.
+    /// A fresh node over `store`, alone in its own cluster until it joins one.
     pub fn new(config: NodeConfig, store: S) -> Result<Self, StoreError> {
+        Self::with_state(config, store, NodeState::default())
+    }
+
+    /// A node over `store` with the state it saved before a restart.
+    ///
+    /// Every node starts `Syncing`: it serves only once a hand-off round has caught its
+    /// ranges up from their current owners (at once when it is alone). A node told to
+    /// [`Node::join`] waits for the cluster's view first.
+    pub fn with_state(config: NodeConfig, store: S, state: NodeState) -> Result<Self, StoreError> {
         let tokens = tokens_for(config.id, config.vnodes.max(1));
-        let me = Member::new(config.id, config.addr.clone(), tokens);
+        let me = Member::new(config.id, config.addr.clone(), tokens).with(Status::Syncing, 0);
         let mut rng = Rng::new(config.seed);
         let membership = Membership::new(me, config.membership.clone(), rng.next_u64());
         let mut node = Node {
@@ -183,10 +236,14 @@ impl<S: Store> Node<S> {
             coordinator: Coordinator::default(),
             hints: Hints::default(),
             anti_entropy: AntiEntropy::default(),
-            resync_pending: false,
+            resync_pending: true,
+            join_requested: false,
+            gc: Gc::default(),
+            state,
             outputs: VecDeque::new(),
             config,
         };
+        node.anti_entropy_due_now();
         node.refresh_table();
         Ok(node)
     }
@@ -216,8 +273,24 @@ impl<S: Store> Node<S> {
         &self.table
     }
 
+    /// The state to persist (also emitted as [`Output::Persist`] when it changes).
+    pub fn state(&self) -> &NodeState {
+        &self.state
+    }
+
+    /// The tombstone collector's counters.
+    pub fn gc(&self) -> &Gc {
+        &self.gc
+    }
+
+    /// Consumes the node, returning its store (a driver restarting it keeps the disk).
+    pub fn into_store(self) -> S {
+        self.replica.into_store()
+    }
+
     /// Joins a cluster through any member's address.
     pub fn join(&mut self, now: Millis, seed_addr: impl Into<String>) {
+        self.join_requested = true;
         self.membership.join(now, seed_addr.into());
         self.collect_membership();
     }
@@ -240,22 +313,23 @@ impl<S: Store> Node<S> {
             self.coordinator.next_deadline(),
             self.hints.next_deadline(),
             self.anti_entropy.next_deadline(self.config.sync_timeout_ms),
+            self.gc.next_deadline(),
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    /// Fires due timers: membership probes and gossip, request timeouts.
+    /// Fires due timers: membership probes and gossip, request timeouts, hints,
+    /// anti-entropy and hand-off rounds, the tombstone collector.
     pub fn tick(&mut self, now: Millis) {
         self.membership.tick(now);
         self.collect_membership();
         coordinator::expire(self, now);
         self.deliver_hints(now);
-        if self.membership.size() > 1 {
-            self.schedule_sync(now);
-        }
+        self.check_staleness(now);
         self.tick_sync(now);
+        self.tick_gc(now);
     }
 
     /// Anti-entropy state and counters.
@@ -325,6 +399,13 @@ impl<S: Store> Node<S> {
             }
             ReplicaMessage::ReadReply { req, entries } => {
                 coordinator::on_read_reply(self, now, from, req, entries)
+            }
+            ReplicaMessage::ListCollections { req } => {
+                let names = self.replica.store().collections().unwrap_or_default();
+                self.send(from, Message::Replica(ReplicaMessage::CollectionList { req, names }));
+            }
+            ReplicaMessage::CollectionList { req, names } => {
+                self.on_collection_list(now, from, req, names)
             }
         }
     }

@@ -53,4 +53,18 @@ pub enum ReplicaMessage {
         /// The keys and their newer entries.
         records: Vec<(Bytes, Entry)>,
     },
+    /// "Which collections do you hold?" — the first step of a hand-off round: a node
+    /// that just joined holds none and must learn what to sync. Answered by
+    /// [`ReplicaMessage::CollectionList`].
+    ListCollections {
+        /// Request number, echoed in the answer.
+        req: u64,
+    },
+    /// The answer to [`ReplicaMessage::ListCollections`].
+    CollectionList {
+        /// The request answered.
+        req: u64,
+        /// The names of the collections the sender holds, sorted.
+        names: Vec<String>,
+    },
 }

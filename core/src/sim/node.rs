@@ -7,9 +7,9 @@ use super::{
 };
 use crate::{
     entry::NodeId,
-    node::{ClientId, Node, NodeConfig, NodeEvent, Output},
+    node::{ClientId, Node, NodeConfig, NodeEvent, NodeState, Output},
     proto::{ClientRequest, ClientResponse, Message},
-    store::{MemStore, Store},
+    store::{MemStore, Store, StoreError},
     Millis,
 };
 
@@ -27,14 +27,23 @@ pub enum NodeOutput {
     Event(NodeEvent),
 }
 
-/// A host running a [`Node`].
+/// A host running a [`Node`]: the node, and the state it last asked to persist (its
+/// "disk" besides the store).
 #[derive(Debug)]
 pub struct NodeProcess<S: Store> {
     /// The node.
     pub node: Node<S>,
+    /// The last [`Output::Persist`] the node emitted.
+    pub state: NodeState,
 }
 
 impl<S: Store> NodeProcess<S> {
+    /// A host running `node`.
+    pub fn new(node: Node<S>) -> Self {
+        let state = node.state().clone();
+        NodeProcess { node, state }
+    }
+
     /// Hands a client request to the node (use with [`Sim::act`]).
     pub fn request(&mut self, now: Millis, client: ClientId, req: ClientRequest) {
         self.node.handle_client(now, client, req);
@@ -64,6 +73,10 @@ impl<S: Store> Process for NodeProcess<S> {
                     Effect::Send { to: NodeId(to), msg }
                 }
                 Output::Reply { client, resp } => Effect::Event(NodeOutput::Reply { client, resp }),
+                Output::Persist(state) => {
+                    self.state = state;
+                    continue;
+                }
                 Output::Event(e) => Effect::Event(NodeOutput::Event(e)),
             });
         }
@@ -89,7 +102,7 @@ pub fn memory_cluster(
         config.seed = seed ^ i.wrapping_mul(0x9e37_79b9);
         configure(&mut config);
         let Ok(node) = Node::new(config, MemStore::new()) else { continue };
-        sim.add(id, NodeProcess { node });
+        sim.add(id, NodeProcess::new(node));
         if i > 1 {
             sim.act(id, |p, now| p.node.join(now, sim_addr(NodeId(1))));
         }
@@ -107,4 +120,19 @@ pub fn memory_cluster(
         sim.run_for(100);
     }
     sim
+}
+
+impl NodeProcess<MemStore> {
+    /// The host after a crash and restart: a new node with the same configuration, over
+    /// the old store and saved state when `keep_disk`, over nothing otherwise.
+    pub fn restarted(self, keep_disk: bool) -> Result<Self, StoreError> {
+        let config = self.node.config().clone();
+        let (store, state) = if keep_disk {
+            (self.node.into_store(), self.state)
+        } else {
+            (MemStore::new(), NodeState::default())
+        };
+        let node = Node::with_state(config, store, state.clone())?;
+        Ok(NodeProcess { node, state })
+    }
 }

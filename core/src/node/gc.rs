@@ -1,0 +1,172 @@
+//! Deletes that stay deleted: expiry on disk, tombstone collection after a grace
+//! period, and the rule that a node too long out of sync rejoins empty.
+//!
+//! **Expiry.** An entry whose TTL passed reads as a tombstone at once (see
+//! [`crate::entry::Entry::materialize`]); the collector also rewrites it as one on
+//! disk, which frees its value and lets the change reach watchers.
+//!
+//! **Tombstones** are kept for `tombstone_grace_ms` (24 h by default, god's choice)
+//! after the delete (or the expiry), long enough for anti-entropy, which runs every few
+//! seconds, to have carried them to every replica. Then the collector removes them
+//! outright — but only tombstones older than the node's last *full* sync, a round in
+//! which every range it replicates was reconciled with another replica, so a tombstone
+//! is never purged from a node that has not passed it on.
+//!
+//! **Rejoining empty.** A replica that was away longer than the grace period may hold
+//! values whose tombstones the others have purged; merged back, those values would
+//! return from the dead. So a node whose last full sync is older than the grace period
+//! (after a long crash, or cut off by a partition) stops serving (`Syncing`), drops
+//! everything that other serving replicas hold, and re-syncs it from them before it
+//! serves again — automatically, with no operator step. Ranges that no other node holds
+//! are kept: there is no one to resurrect anything from, and no one else to get the data
+//! from.
+//!
+//! The collector walks the store incrementally: at most [`GC_BATCH`] records per tick,
+//! resuming from a cursor, and starts a pass every `gc_interval_ms`.
+
+use super::{antientropy::intervals, Node, NodeEvent, Output};
+use crate::{
+    entry::NodeId,
+    hash::{Interval, Position},
+    membership::Status,
+    store::Store,
+    Millis,
+};
+use bytes::Bytes;
+
+/// Records the collector examines per tick.
+pub const GC_BATCH: usize = 10_000;
+
+/// The collector's state.
+#[derive(Debug, Default)]
+pub struct Gc {
+    next_at: Option<Millis>,
+    cursor: Option<(String, Position, Bytes)>,
+    purged: u64,
+    expired: u64,
+}
+
+impl Gc {
+    /// When the collector next has work.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.next_at
+    }
+
+    /// Tombstones purged so far.
+    pub fn purged(&self) -> u64 {
+        self.purged
+    }
+
+    /// Expired values rewritten as tombstones so far.
+    pub fn expired(&self) -> u64 {
+        self.expired
+    }
+}
+
+impl<S: Store> Node<S> {
+    /// Whether this node's data is too old to serve: its last full sync (or, if it never
+    /// had one, its data) predates the grace period.
+    pub(super) fn stale(&self, now: Millis) -> bool {
+        match self.state.last_full_sync_ms {
+            Some(t) => now.saturating_sub(t) > self.config.tombstone_grace_ms,
+            None => true,
+        }
+    }
+
+    /// Drops every record that another serving node holds (or will hold), keeping only
+    /// the ranges this node alone replicates; used before a stale node re-syncs.
+    pub(super) fn wipe_shared(&mut self, collections: &[String], mine: &[(Interval, Vec<NodeId>)]) {
+        let me = self.id();
+        let n = self.config.replicas.max(1);
+        let all = intervals(&self.table_with_me(), n);
+        let mut dropped = 0;
+        for c in collections {
+            for (interval, replicas) in &all {
+                let alone = replicas.contains(&me) && !mine.iter().any(|(m, _)| m == interval);
+                if alone {
+                    continue;
+                }
+                match self.replica.delete_range(c, *interval) {
+                    Ok(k) => dropped += k,
+                    Err(e) => self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
+                }
+            }
+        }
+        self.outputs.push_back(Output::Event(NodeEvent::Wiped { entries: dropped }));
+    }
+
+    /// A serving node that has not completed a full sync within the grace period stops
+    /// serving and re-syncs (dropping what others hold first, see [`Node::wipe_shared`]).
+    pub(super) fn check_staleness(&mut self, now: Millis) {
+        let alive = self.membership.me().status == Status::Alive;
+        let others = self.membership.alive().any(|m| m.id != self.id());
+        if alive && others && self.anti_entropy.round_idle() && self.stale(now) {
+            self.membership.begin_resync(now);
+            self.collect_membership();
+        }
+    }
+
+    /// Runs a batch of the collector when due.
+    pub(super) fn tick_gc(&mut self, now: Millis) {
+        let interval = self.config.gc_interval_ms.max(1);
+        let Some(due) = self.gc.next_at else {
+            self.gc.next_at = Some(now + interval);
+            return;
+        };
+        if due > now {
+            return;
+        }
+        let collections = self.replica.store().collections().unwrap_or_default();
+        let mut budget = GC_BATCH;
+        let mut cursor = self.gc.cursor.take();
+        let start = cursor.as_ref().map(|(c, _, _)| c.clone());
+        for c in collections.iter().filter(|c| start.as_ref().is_none_or(|s| *c >= s)) {
+            let after = cursor.take().filter(|(cc, _, _)| cc == c).map(|(_, p, k)| (p, k));
+            let records = match self.replica.range(
+                c,
+                Interval::full(),
+                after.as_ref().map(|(p, k)| (*p, &k[..])),
+                budget,
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
+                    continue;
+                }
+            };
+            budget -= records.len().min(budget);
+            let last = records.last().map(|r| (c.clone(), r.pos, r.key.clone()));
+            for r in records {
+                self.collect(now, c, r.key, r.entry);
+            }
+            if budget == 0 {
+                // Resume after the last record examined.
+                self.gc.cursor = last;
+                self.gc.next_at = Some(now + 1);
+                return;
+            }
+        }
+        self.gc.next_at = Some(now + interval);
+    }
+
+    fn collect(&mut self, now: Millis, collection: &str, key: Bytes, entry: crate::entry::Entry) {
+        let grace = self.config.tombstone_grace_ms;
+        if entry.is_live(now) {
+            return;
+        }
+        let deleted_at = entry.deleted_at_ms();
+        let synced_since = self.state.last_full_sync_ms.is_some_and(|t| deleted_at < t);
+        if deleted_at.saturating_add(grace) <= now && synced_since {
+            match self.replica.remove(collection, &key) {
+                Ok(_) => self.gc.purged += 1,
+                Err(e) => self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
+            }
+        } else if !entry.is_tombstone() {
+            // Expired: keep it as a tombstone, without its value.
+            match self.replica.merge(collection, key, entry.materialize(now)) {
+                Ok(_) => self.gc.expired += 1,
+                Err(e) => self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
+            }
+        }
+    }
+}
