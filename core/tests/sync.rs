@@ -199,7 +199,7 @@ fn tiny_budgets_still_converge() {
             b.merge(C, Bytes::from(format!("k{}", (i * 7) % 250)), e).unwrap();
         }
     }
-    let config = SyncConfig { max_message_bytes: 1, list_max: 1 };
+    let config = SyncConfig { max_message_bytes: 1, list_max: 1, collected_before: None };
     let want = merged(&a, &b, Interval::full());
     sync_pair(&mut a, &mut b, C, Interval::full(), 11, config).unwrap();
     assert_eq!(all(&a, Interval::full()), want);
@@ -367,4 +367,20 @@ fn bytes_grow_with_the_differences_not_the_data() {
     assert!(report.bytes <= bound, "{} bytes > bound {bound}: {report:?}", report.bytes);
     let again = sync_pair(&mut a, &mut b, C, Interval::full(), 100, SyncConfig::default()).unwrap();
     assert!(again.bytes < 1024 && again.messages == 2, "{again:?}");
+}
+
+/// A replica that collected a tombstone does not take it back from one that has not yet,
+/// but a collected tombstone still overrides a value it deleted.
+#[test]
+fn collected_tombstones_are_not_taken_back_unless_they_override_something() {
+    let (mut a, mut b) = (replica(3), replica(3));
+    let old = Entry::tombstone(Timestamp::from_parts(1_000, 0), NodeId(1));
+    a.merge(C, Bytes::from("gone"), old.clone()).unwrap();
+    a.merge(C, Bytes::from("deleted"), old.clone()).unwrap();
+    let value = Entry::value("v", Timestamp::from_parts(500, 0), NodeId(2));
+    b.merge(C, Bytes::from("deleted"), value).unwrap();
+    let config = SyncConfig { collected_before: Some(2_000), ..SyncConfig::default() };
+    sync_pair(&mut b, &mut a, C, Interval::full(), salt(3), config).unwrap();
+    assert_eq!(b.get(C, b"gone").unwrap(), None, "a collected tombstone is not stored again");
+    assert_eq!(b.get(C, b"deleted").unwrap(), Some(old), "but it still deletes an older value");
 }

@@ -295,6 +295,12 @@ impl<S: Store> Node<S> {
         self.fill_sessions(now);
     }
 
+    /// Sync settings: paged messages, and collected tombstones not taken back.
+    fn sync_config(&self, now: Millis) -> SyncConfig {
+        let collected_before = now.checked_sub(self.config.tombstone_grace_ms);
+        SyncConfig { collected_before, ..SyncConfig::default() }
+    }
+
     fn job(&self, collection: &str, interval: Interval, peer: NodeId, purpose: Purpose) -> Job {
         Job { collection: collection.to_string(), interval, peer, purpose }
     }
@@ -316,7 +322,7 @@ impl<S: Store> Node<S> {
                 &job.collection,
                 job.interval,
                 salt,
-                SyncConfig::default(),
+                self.sync_config(now),
             ) {
                 Ok((session, begin)) => {
                     let running = Running { session, last_heard: now, purpose: job.purpose };
@@ -408,16 +414,29 @@ impl<S: Store> Node<S> {
         self.schedule_sync(now);
     }
 
-    /// Runs due rounds and abandons silent sessions.
+    /// Runs due rounds and abandons silent sessions, and sessions with peers that
+    /// stopped serving (suspected, dead, left).
     pub(super) fn tick_sync(&mut self, now: Millis) {
         let timeout = self.config.sync_timeout_ms;
+        let membership = &self.membership;
+        let serving = |id: NodeId| membership.member(id).is_some_and(|m| m.status == Status::Alive);
         let stale: Vec<(NodeId, u64)> = self
             .anti_entropy
             .sessions
             .iter()
-            .filter(|(_, r)| now.saturating_sub(r.last_heard) >= timeout)
+            .filter(|(k, r)| {
+                let initiated = r.session.role() == Role::Initiator;
+                now.saturating_sub(r.last_heard) >= timeout || (initiated && !serving(k.0))
+            })
             .map(|(k, _)| *k)
             .collect();
+        let (gone, queue): (Vec<Job>, Vec<Job>) = std::mem::take(&mut self.anti_entropy.queue)
+            .into_iter()
+            .partition(|j| !serving(j.peer));
+        self.anti_entropy.queue = queue.into();
+        for job in gone {
+            self.note_session_end(now, job.purpose, false, 0);
+        }
         for key in stale {
             if let Some(mut r) = self.anti_entropy.sessions.remove(&key) {
                 let abort = r.session.abort("no answer within the sync timeout");
@@ -461,7 +480,8 @@ impl<S: Store> Node<S> {
     pub(super) fn handle_sync(&mut self, now: Millis, from: NodeId, msg: SyncMessage) {
         let key = (from, msg.session);
         if matches!(msg.body, SyncBody::Begin { .. }) {
-            match SyncSession::accept(&mut self.replica, msg, SyncConfig::default()) {
+            let config = self.sync_config(now);
+            match SyncSession::accept(&mut self.replica, msg, config) {
                 Ok((session, reply)) => {
                     self.anti_entropy.entries_received += session.stats().entries_applied;
                     if session.is_open() {

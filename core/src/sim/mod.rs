@@ -28,7 +28,7 @@ pub mod seeds;
 pub mod world;
 
 pub use chord::{ChordEnvelope, ChordProcess};
-pub use cluster::{RingEvent, RingMsg, RingProcess};
+pub use cluster::{sim_addr, RingEvent, RingMsg, RingProcess};
 pub use net::{Latency, NetConfig};
 pub use node::{memory_cluster, NodeOutput, NodeProcess};
 pub use seeds::check_seeds;

@@ -35,13 +35,22 @@ pub struct NodeProcess<S: Store> {
     pub node: Node<S>,
     /// The last [`Output::Persist`] the node emitted.
     pub state: NodeState,
+    /// The address the node joins through whenever its host starts (like a server's
+    /// `--join`); `None` for a node that starts a cluster.
+    pub seed: Option<String>,
 }
 
 impl<S: Store> NodeProcess<S> {
     /// A host running `node`.
     pub fn new(node: Node<S>) -> Self {
         let state = node.state().clone();
-        NodeProcess { node, state }
+        NodeProcess { node, state, seed: None }
+    }
+
+    /// The same host, joining through `seed` whenever it starts.
+    pub fn joining(mut self, seed: impl Into<String>) -> Self {
+        self.seed = Some(seed.into());
+        self
     }
 
     /// Hands a client request to the node (use with [`Sim::act`]).
@@ -53,6 +62,12 @@ impl<S: Store> NodeProcess<S> {
 impl<S: Store> Process for NodeProcess<S> {
     type Msg = Message;
     type Event = NodeOutput;
+
+    fn start(&mut self, now: Millis) {
+        if let Some(seed) = &self.seed {
+            self.node.join(now, seed.clone());
+        }
+    }
 
     fn handle(&mut self, now: Millis, from: NodeId, msg: Message) {
         self.node.handle_peer(now, from, msg);
@@ -87,7 +102,8 @@ impl<S: Store> Process for NodeProcess<S> {
     }
 }
 
-/// A converged cluster of `n` in-memory nodes (ids 1..=n) that joined through node 1.
+/// A converged cluster of `n` in-memory nodes (ids 1..=n) that joined through node 1
+/// (node 1 rejoins through node 2 after a restart).
 /// `configure` adjusts each node's config.
 pub fn memory_cluster(
     n: usize,
@@ -102,11 +118,14 @@ pub fn memory_cluster(
         config.seed = seed ^ i.wrapping_mul(0x9e37_79b9);
         configure(&mut config);
         let Ok(node) = Node::new(config, MemStore::new()) else { continue };
-        sim.add(id, NodeProcess::new(node));
-        if i > 1 {
-            sim.act(id, |p, now| p.node.join(now, sim_addr(NodeId(1))));
-        }
+        let process = NodeProcess::new(node);
+        let process = if i > 1 { process.joining(sim_addr(NodeId(1))) } else { process };
+        sim.add(id, process);
         sim.run_for(20);
+    }
+    if n > 1 {
+        // After a restart, node 1 joins through node 2 like any other member.
+        sim.act(NodeId(1), |p, _| p.seed = Some(sim_addr(NodeId(2))));
     }
     let start = sim.now();
     while sim.now() - start < 120_000 {
@@ -133,6 +152,6 @@ impl NodeProcess<MemStore> {
             (MemStore::new(), NodeState::default())
         };
         let node = Node::with_state(config, store, state.clone())?;
-        Ok(NodeProcess { node, state })
+        Ok(NodeProcess { node, state, seed: self.seed })
     }
 }

@@ -87,11 +87,16 @@ pub struct SyncConfig {
     /// A side holding at most this many entries under a differing node lists them
     /// instead of descending.
     pub list_max: u64,
+    /// Wall-clock milliseconds up to which deletions have been garbage-collected here:
+    /// a received tombstone (or expired entry) deleted at or before it is not stored
+    /// when the key is absent, so a replica that collected it does not take it back
+    /// from one that has not yet. It is stored when it overrides something.
+    pub collected_before: Option<u64>,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        SyncConfig { max_message_bytes: 256 * 1024, list_max: 2 }
+        SyncConfig { max_message_bytes: 256 * 1024, list_max: 2, collected_before: None }
     }
 }
 

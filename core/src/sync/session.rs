@@ -300,6 +300,14 @@ impl SyncSession {
                         ));
                     }
                 }
+                let mut entries = entries;
+                if let Some(cutoff) = self.config.collected_before {
+                    entries.retain(|(key, e)| {
+                        let collected = !e.is_live(cutoff) && e.deleted_at_ms() <= cutoff;
+                        !collected
+                            || replica.get(&self.collection, key).is_ok_and(|held| held.is_some())
+                    });
+                }
                 let outcomes = replica.merge_batch(&self.collection, entries)?;
                 self.stats.entries_applied +=
                     outcomes.iter().filter(|m| m.changed()).count() as u64;

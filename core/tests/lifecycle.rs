@@ -1,0 +1,314 @@
+//! The node's lifecycle on the simulator: hand-off before serving (joins, restarts with
+//! and without disk), cleaning after the ring changes, tombstone collection after the
+//! grace period, and the rejoin-empty rule that keeps deleted keys deleted.
+
+use bytes::Bytes;
+use dhrt_core::{
+    entry::NodeId,
+    membership::{MembershipEvent, Status},
+    node::{Node, NodeConfig, NodeEvent},
+    proto::{
+        client::{Consistency, Op, Reply},
+        ClientRequest, ClientResponse,
+    },
+    sim::{check_seeds, memory_cluster, sim_addr, NetConfig, NodeOutput, NodeProcess, Sim},
+    store::{MemStore, Store},
+};
+
+type Cluster = Sim<NodeProcess<MemStore>>;
+
+const C: &str = "users";
+
+/// Sends `op` to `node` and runs until it answers (or 10 simulated seconds pass).
+fn call(sim: &mut Cluster, node: u64, op: Op) -> Option<Reply> {
+    let id = sim.rng().next_u64();
+    sim.act(NodeId(node), |p, now| p.request(now, 7, ClientRequest { id, op }))?;
+    for _ in 0..100 {
+        sim.run_for(100);
+        for (_, _, e) in sim.take_events() {
+            if let NodeOutput::Reply { resp: ClientResponse { id: rid, result }, .. } = e {
+                if rid == id {
+                    return Some(result);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn set(key: &str, value: &str) -> Op {
+    Op::Set {
+        collection: C.into(),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        consistency: Consistency::Quorum,
+        ttl_ms: None,
+    }
+}
+
+fn del(key: &str) -> Op {
+    Op::Del {
+        collection: C.into(),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        consistency: Consistency::Quorum,
+    }
+}
+
+fn get(key: &str, consistency: Consistency) -> Op {
+    Op::Get { collection: C.into(), key: Bytes::copy_from_slice(key.as_bytes()), consistency }
+}
+
+fn status(sim: &Cluster, of: u64, seen_by: u64) -> Option<Status> {
+    sim.process(NodeId(seen_by))?.node.membership().member(NodeId(of)).map(|m| m.status)
+}
+
+fn entries(sim: &Cluster, node: u64) -> u64 {
+    sim.process(NodeId(node)).map_or(0, |p| p.node.replica().store().stats(C).unwrap().entries)
+}
+
+/// Whether every key `node` replicates under its current table is in its store.
+fn holds_its_ranges(sim: &Cluster, node: u64, keys: &[String]) -> Result<(), String> {
+    let n = &sim.process(NodeId(node)).ok_or("not running")?.node;
+    for k in keys {
+        let pos = n.replica().position(C, k.as_bytes());
+        let replicas = n.table().preference_list(pos, n.config().replicas);
+        if replicas.contains(&NodeId(node)) && n.replica().get(C, k.as_bytes()).unwrap().is_none() {
+            return Err(format!("node {node} serves {k} without holding it"));
+        }
+    }
+    Ok(())
+}
+
+fn fast(c: &mut NodeConfig) {
+    c.sync_interval_ms = 2_000;
+    c.gc_interval_ms = 1_000;
+}
+
+#[test]
+fn a_lone_node_serves_at_once() {
+    let mut sim = memory_cluster(1, NetConfig::lan(), 1, |_| {});
+    assert_eq!(status(&sim, 1, 1), Some(Status::Alive));
+    assert!(matches!(call(&mut sim, 1, set("a", "1")), Some(Reply::Written { .. })));
+    let state = &sim.process(NodeId(1)).unwrap().state;
+    assert!(state.last_full_sync_ms.is_some(), "its first round counts as a full sync");
+}
+
+#[test]
+fn a_joining_node_streams_its_ranges_before_it_serves_and_old_owners_clean_up() {
+    check_seeds("a_joining_node_streams_its_ranges_before_it_serves", 1, 3, |seed| {
+        let mut sim = memory_cluster(3, NetConfig::lan(), seed, fast);
+        let keys: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            let reply = call(&mut sim, 1 + i as u64 % 3, set(k, "v"));
+            if !matches!(reply, Some(Reply::Written { .. })) {
+                return Err(format!("write {k}: {reply:?}"));
+            }
+        }
+        assert_eq!((entries(&sim, 1), entries(&sim, 2), entries(&sim, 3)), (300, 300, 300));
+        sim.take_events();
+        for new in [4u64, 5] {
+            let mut config = NodeConfig::new(NodeId(new), sim_addr(NodeId(new)));
+            config.seed = seed ^ new;
+            fast(&mut config);
+            let node = Node::new(config, MemStore::new()).map_err(|e| e.to_string())?;
+            sim.add(NodeId(new), NodeProcess::new(node).joining(sim_addr(NodeId(1))));
+            // Step until the newcomer serves; at that moment it must hold its ranges.
+            let mut serving = false;
+            for _ in 0..600 {
+                sim.run_for(50);
+                if status(&sim, new, new) == Some(Status::Alive) {
+                    holds_its_ranges(&sim, new, &keys)?;
+                    serving = true;
+                    break;
+                }
+            }
+            if !serving {
+                return Err(format!("node {new} never started serving"));
+            }
+        }
+        let events = sim.take_events();
+        let handoff = |id: u64| {
+            events.iter().filter_map(move |(_, n, e)| match e {
+                NodeOutput::Event(NodeEvent::Handoff(p)) if *n == NodeId(id) => Some(*p),
+                _ => None,
+            })
+        };
+        for id in [4, 5] {
+            let last = handoff(id).last().ok_or(format!("node {id} reported no progress"))?;
+            if last.done != last.total || last.total == 0 || last.entries == 0 {
+                return Err(format!("node {id}'s hand-off ended at {last:?}"));
+            }
+        }
+        // Cleaning: a few rounds later every key lives on exactly its 3 replicas.
+        sim.run_for(20_000);
+        let total: u64 = (1..=5).map(|i| entries(&sim, i)).sum();
+        if total != 300 * 3 {
+            let per: Vec<u64> = (1..=5).map(|i| entries(&sim, i)).collect();
+            return Err(format!("{total} entries stored after cleaning, not 900: {per:?}"));
+        }
+        let cleaned: u64 = events
+            .iter()
+            .chain(sim.take_events().iter())
+            .filter_map(|(_, _, e)| match e {
+                NodeOutput::Event(NodeEvent::Cleaned { entries, .. }) => Some(*entries),
+                _ => None,
+            })
+            .sum();
+        if cleaned == 0 {
+            return Err("no node reported cleaning".into());
+        }
+        for i in 1..=5 {
+            holds_its_ranges(&sim, i, &keys)?;
+        }
+        for (i, k) in keys.iter().enumerate().step_by(7) {
+            match call(&mut sim, 1 + i as u64 % 5, get(k, Consistency::All)) {
+                Some(Reply::Value { value: Some(_), .. }) => {}
+                other => return Err(format!("{k} after the joins: {other:?}")),
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_node_restarted_without_its_disk_does_not_serve_before_it_caught_up() {
+    check_seeds("a_node_restarted_without_its_disk", 1, 3, |seed| {
+        let mut sim = memory_cluster(3, NetConfig::lan(), seed, fast);
+        let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+        for k in &keys {
+            if !matches!(call(&mut sim, 1, set(k, "v")), Some(Reply::Written { .. })) {
+                return Err(format!("write {k}"));
+            }
+        }
+        // Node 2 loses its disk and comes straight back, before anyone suspects it.
+        let old = sim.crash(NodeId(2)).ok_or("running")?;
+        let fresh = old.restarted(false).map_err(|e| e.to_string())?;
+        sim.restart(NodeId(2), fresh);
+        sim.run_for(50);
+        if status(&sim, 2, 2) != Some(Status::Syncing) {
+            return Err(format!("restarted node 2 is {:?}, not syncing", status(&sim, 2, 2)));
+        }
+        // Reads through node 2 while it hands off still see every acknowledged write.
+        for k in &keys {
+            match call(&mut sim, 2, get(k, Consistency::Quorum)) {
+                Some(Reply::Value { value: Some(_), .. }) => {}
+                other => return Err(format!("{k} during node 2's hand-off: {other:?}")),
+            }
+        }
+        sim.run_for(20_000);
+        if status(&sim, 2, 1) != Some(Status::Alive) || entries(&sim, 2) != 100 {
+            return Err(format!(
+                "node 2 is {:?} with {} keys",
+                status(&sim, 2, 1),
+                entries(&sim, 2)
+            ));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn tombstones_are_purged_after_the_grace_period_and_deleted_keys_stay_deleted() {
+    check_seeds("tombstones_are_purged_after_the_grace_period", 1, 3, |seed| {
+        let grace = 30_000;
+        let mut sim = memory_cluster(3, NetConfig::lan(), seed, |c| {
+            fast(c);
+            c.tombstone_grace_ms = grace;
+        });
+        for i in 0..60 {
+            if !matches!(call(&mut sim, 1, set(&format!("k{i}"), "v")), Some(Reply::Written { .. }))
+            {
+                return Err(format!("write k{i}"));
+            }
+        }
+        sim.run_for(5_000);
+        // Node 3 goes down with its disk, holding every value; the deletes miss it.
+        let disk = sim.crash(NodeId(3)).ok_or("running")?;
+        for i in 0..30 {
+            if !matches!(
+                call(&mut sim, 1 + i % 2, del(&format!("k{i}"))),
+                Some(Reply::Written { .. })
+            ) {
+                return Err(format!("delete k{i}"));
+            }
+        }
+        let tombstones = |sim: &Cluster, n: u64| {
+            sim.process(NodeId(n)).unwrap().node.replica().store().stats(C).unwrap().tombstones
+        };
+        if (tombstones(&sim, 1), tombstones(&sim, 2)) != (30, 30) {
+            return Err("both live replicas keep the tombstones".into());
+        }
+        sim.run_for(grace + 20_000);
+        let purged: u64 =
+            [1, 2].iter().map(|&n| sim.process(NodeId(n)).unwrap().node.gc().purged()).sum();
+        if (tombstones(&sim, 1), tombstones(&sim, 2), purged) != (0, 0, 60) {
+            return Err(format!(
+                "after the grace: {} and {} tombstones, {purged} purged",
+                tombstones(&sim, 1),
+                tombstones(&sim, 2)
+            ));
+        }
+        // Node 3 returns with its old values, long after the grace: it rejoins empty.
+        sim.take_events();
+        sim.restart(NodeId(3), disk.restarted(true).map_err(|e| e.to_string())?);
+        sim.run_for(30_000);
+        let wiped = sim.take_events().into_iter().any(|(_, n, e)| {
+            n == NodeId(3) && matches!(e, NodeOutput::Event(NodeEvent::Wiped { .. }))
+        });
+        if !wiped {
+            return Err("node 3 did not drop its stale data".into());
+        }
+        if status(&sim, 3, 1) != Some(Status::Alive) {
+            return Err(format!("node 3 is {:?}", status(&sim, 3, 1)));
+        }
+        for i in 0..60 {
+            let k = format!("k{i}");
+            let want = if i < 30 { None } else { Some(Bytes::from("v")) };
+            for via in 1..=3 {
+                match call(&mut sim, via, get(&k, Consistency::All)) {
+                    Some(Reply::Value { value, .. }) if value == want => {}
+                    other => return Err(format!("{k} via node {via}: {other:?}, want {want:?}")),
+                }
+            }
+            let held = sim.process(NodeId(3)).unwrap().node.replica().get(C, k.as_bytes());
+            if i < 30 && held.unwrap().is_some() {
+                return Err(format!("deleted {k} is back on node 3"));
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_short_absence_keeps_the_disk_and_catches_up() {
+    let mut sim = memory_cluster(3, NetConfig::lan(), 5, fast);
+    for i in 0..20 {
+        call(&mut sim, 1, set(&format!("k{i}"), "v"));
+    }
+    sim.run_for(5_000);
+    let disk = sim.crash(NodeId(3)).unwrap();
+    for i in 0..10 {
+        call(&mut sim, 1, del(&format!("k{i}")));
+    }
+    sim.run_for(10_000);
+    sim.take_events();
+    sim.restart(NodeId(3), disk.restarted(true).unwrap());
+    sim.run_for(20_000);
+    let events = sim.take_events();
+    assert!(!events.iter().any(
+        |(_, n, e)| *n == NodeId(3) && matches!(e, NodeOutput::Event(NodeEvent::Wiped { .. }))
+    ));
+    assert!(events.iter().any(|(_, n, e)| *n == NodeId(3)
+        && matches!(
+            e,
+            NodeOutput::Event(NodeEvent::Membership(MembershipEvent::StatusChanged {
+                to: Status::Alive,
+                ..
+            }))
+        )));
+    let node3 = &sim.process(NodeId(3)).unwrap().node;
+    for i in 0..20 {
+        let e = node3.replica().get(C, format!("k{i}").as_bytes()).unwrap().unwrap();
+        assert_eq!(e.is_tombstone(), i < 10, "k{i} on node 3");
+    }
+}
