@@ -19,9 +19,9 @@
 //!
 //! What is here: coordination of reads and writes at any consistency with timeouts
 //! that report how many replicas answered ([`coordinator`]), read repair, hinted handoff
-//! ([`hints`]), scheduled anti-entropy and re-sync before readmission ([`antientropy`]),
-//! and membership. Scan, watch, cleaning, join handoff, tombstone GC and migration build
-//! on this (see `docs/node.md`).
+//! ([`hints`]), scheduled anti-entropy, hand-off before serving and cleaning
+//! ([`antientropy`]), expiry, tombstone collection and the rejoin-empty rule ([`gc`]),
+//! and membership. See `docs/node.md`.
 
 pub mod antientropy;
 pub mod coordinator;
