@@ -55,13 +55,20 @@ struct Job {
     interval: Interval,
     peer: NodeId,
     purpose: Purpose,
+    /// Sessions of this job that failed before (a failed sync session is retried a
+    /// couple of times before it fails the round).
+    attempts: u8,
 }
+
+/// Attempts of a sync job before its round counts as failed.
+const SYNC_ATTEMPTS: u8 = 3;
 
 #[derive(Debug)]
 struct Running {
     session: SyncSession,
     last_heard: Millis,
-    purpose: Purpose,
+    /// What the session is for, when this node initiated it.
+    job: Option<Job>,
 }
 
 /// The hand-off sessions of one interval this node no longer replicates.
@@ -302,7 +309,7 @@ impl<S: Store> Node<S> {
     }
 
     fn job(&self, collection: &str, interval: Interval, peer: NodeId, purpose: Purpose) -> Job {
-        Job { collection: collection.to_string(), interval, peer, purpose }
+        Job { collection: collection.to_string(), interval, peer, purpose, attempts: 0 }
     }
 
     fn report_handoff(&mut self) {
@@ -325,25 +332,33 @@ impl<S: Store> Node<S> {
                 self.sync_config(now),
             ) {
                 Ok((session, begin)) => {
-                    let running = Running { session, last_heard: now, purpose: job.purpose };
+                    let running = Running { session, last_heard: now, job: Some(job.clone()) };
                     self.anti_entropy.sessions.insert((job.peer, id), running);
                     self.send(job.peer, Message::Sync(begin));
                 }
-                Err(_) => self.note_session_end(now, job.purpose, false, 0),
+                Err(_) => self.note_session_end(now, job, false, 0),
             }
         }
         self.finish_round_if_done(now);
     }
 
     /// Books the end of a session this node initiated.
-    fn note_session_end(&mut self, now: Millis, purpose: Purpose, ok: bool, entries: u64) {
+    fn note_session_end(&mut self, now: Millis, job: Job, ok: bool, entries: u64) {
         let ae = &mut self.anti_entropy;
         if ok {
             ae.completed += 1;
         } else {
             ae.failed += 1;
         }
-        match purpose {
+        let serving = self.membership.member(job.peer).is_some_and(|m| m.status == Status::Alive);
+        if !ok && job.purpose == Purpose::Sync && job.attempts + 1 < SYNC_ATTEMPTS && serving {
+            // A lost message or a busy peer: try the same range again later in the round.
+            let retry = Job { attempts: job.attempts + 1, ..job };
+            self.anti_entropy.queue.push_back(retry);
+            return;
+        }
+        let ae = &mut self.anti_entropy;
+        match job.purpose {
             Purpose::Sync => {
                 let resync = ae.round.as_mut().map(|r| {
                     r.done += 1;
@@ -435,14 +450,14 @@ impl<S: Store> Node<S> {
             .partition(|j| !serving(j.peer));
         self.anti_entropy.queue = queue.into();
         for job in gone {
-            self.note_session_end(now, job.purpose, false, 0);
+            self.note_session_end(now, job, false, 0);
         }
         for key in stale {
             if let Some(mut r) = self.anti_entropy.sessions.remove(&key) {
                 let abort = r.session.abort("no answer within the sync timeout");
                 self.send(key.0, Message::Sync(abort));
-                if r.session.role() == Role::Initiator {
-                    self.note_session_end(now, r.purpose, false, 0);
+                if let Some(job) = r.job {
+                    self.note_session_end(now, job, false, 0);
                 }
             }
         }
@@ -485,7 +500,7 @@ impl<S: Store> Node<S> {
                 Ok((session, reply)) => {
                     self.anti_entropy.entries_received += session.stats().entries_applied;
                     if session.is_open() {
-                        let running = Running { session, last_heard: now, purpose: Purpose::Sync };
+                        let running = Running { session, last_heard: now, job: None };
                         self.anti_entropy.sessions.insert(key, running);
                     }
                     self.send(from, Message::Sync(reply));
@@ -506,27 +521,27 @@ impl<S: Store> Node<S> {
         let applied = running.session.stats().entries_applied - before;
         self.anti_entropy.entries_received += applied;
         let initiator = running.session.role() == Role::Initiator;
-        let purpose = running.purpose;
+        let job = running.job.clone();
         let total_applied = running.session.stats().entries_applied;
         match result {
             Ok(Some(reply)) => {
                 if running.session.is_open() {
                     running.last_heard = now;
                     self.anti_entropy.sessions.insert(key, running);
-                } else if initiator {
-                    self.note_session_end(now, purpose, true, total_applied);
+                } else if let Some(job) = job {
+                    self.note_session_end(now, job, true, total_applied);
                 }
                 self.send(from, Message::Sync(reply));
             }
             Ok(None) => {
-                if initiator {
+                if let Some(job) = job {
                     let ok = running.session.is_done();
-                    self.note_session_end(now, purpose, ok, total_applied);
+                    self.note_session_end(now, job, ok, total_applied);
                 }
             }
             Err(e) => {
-                if initiator {
-                    self.note_session_end(now, purpose, false, total_applied);
+                if let Some(job) = job {
+                    self.note_session_end(now, job, false, total_applied);
                 }
                 if !matches!(e, crate::sync::SyncError::Aborted(_)) {
                     let body = SyncBody::Abort { reason: e.to_string() };
@@ -573,6 +588,7 @@ impl<S: Store> Node<S> {
                         interval: *interval,
                         peer: owners[i],
                         purpose: Purpose::Sync,
+                        attempts: 0,
                     });
                 }
             }

@@ -14,7 +14,8 @@
 //!
 //! **Rejoining empty.** A replica that was away longer than the grace period may hold
 //! values whose tombstones the others have purged; merged back, those values would
-//! return from the dead. So a node whose last full sync is older than the grace period
+//! return from the dead. So a node whose last full sync is older than half the grace
+//! period (half: its hand-off must finish well before the others start collecting)
 //! (after a long crash, or cut off by a partition) stops serving (`Syncing`), drops
 //! everything that other serving replicas hold, and re-syncs it from them before it
 //! serves again — automatically, with no operator step. Ranges that no other node holds
@@ -64,11 +65,13 @@ impl Gc {
 }
 
 impl<S: Store> Node<S> {
-    /// Whether this node's data is too old to serve: its last full sync (or, if it never
-    /// had one, its data) predates the grace period.
+    /// Whether this node's data is too old to serve: its last full sync is more than half
+    /// the grace period old (or it never had one). Half, so that a node coming back just
+    /// inside the limit finishes its hand-off long before the others start collecting
+    /// the tombstones it missed, whatever the clock skew.
     pub(super) fn stale(&self, now: Millis) -> bool {
         match self.state.last_full_sync_ms {
-            Some(t) => now.saturating_sub(t) > self.config.tombstone_grace_ms,
+            Some(t) => now.saturating_sub(t) > self.config.tombstone_grace_ms / 2,
             None => true,
         }
     }

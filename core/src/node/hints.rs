@@ -9,6 +9,12 @@
 //! are dropped first and counted): a replica that was away longer than hints can cover
 //! catches up through anti-entropy instead, and one declared dead re-syncs before it
 //! serves again.
+//!
+//! Hints expire: one whose write is older than half the tombstone grace period is
+//! dropped, not delivered. By then a later delete of the same key may be close to being
+//! collected everywhere, and delivering the old value after that would bring a deleted
+//! key back (anti-entropy, which compares with the replicas' current state, is the safe
+//! way to catch up on anything older).
 
 use crate::{
     entry::{Entry, NodeId},
@@ -44,6 +50,7 @@ pub struct Hints {
     queued: BTreeMap<NodeId, VecDeque<Hint>>,
     in_flight: BTreeMap<u64, (NodeId, usize, Millis)>,
     dropped: u64,
+    expired: u64,
     delivered: u64,
     next_at: Option<Millis>,
 }
@@ -80,12 +87,19 @@ impl Hints {
         self.next_at
     }
 
+    /// Hints dropped because their write was older than the maximum age.
+    pub fn expired(&self) -> u64 {
+        self.expired
+    }
+
     /// At `now`, the batches to send: for each replica `reachable` says is up and that
     /// has no delivery in flight, up to [`HINT_BATCH`] hints of one collection, tagged
-    /// with a request number from `next_req`.
+    /// with a request number from `next_req`. Hints whose write is more than `max_age`
+    /// old are dropped instead (see the module docs).
     pub fn due(
         &mut self,
         now: Millis,
+        max_age: Millis,
         reachable: impl Fn(NodeId) -> bool,
         mut next_req: impl FnMut() -> u64,
     ) -> Vec<HintBatch> {
@@ -95,10 +109,16 @@ impl Hints {
         // A delivery unanswered for a while is offered again.
         self.in_flight.retain(|_, (_, _, sent)| now.saturating_sub(*sent) < 5 * HINT_INTERVAL_MS);
         let mut out = Vec::new();
-        for (target, q) in &self.queued {
+        for (target, q) in self.queued.iter_mut() {
             let busy = self.in_flight.values().any(|(t, _, _)| t == target);
+            if busy {
+                continue;
+            }
+            let before = q.len();
+            q.retain(|h| h.entry.ts.physical_ms().saturating_add(max_age) >= now);
+            self.expired += (before - q.len()) as u64;
             let Some(first) = q.front() else { continue };
-            if busy || !reachable(*target) {
+            if !reachable(*target) {
                 continue;
             }
             let collection = first.collection.clone();

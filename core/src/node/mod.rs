@@ -347,6 +347,7 @@ impl<S: Store> Node<S> {
         let coordinator = &mut self.coordinator;
         let due = self.hints.due(
             now,
+            self.config.tombstone_grace_ms / 2,
             |id| {
                 membership.member(id).is_some_and(|m| m.status == crate::membership::Status::Alive)
             },

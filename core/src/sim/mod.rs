@@ -13,7 +13,7 @@
 //! [`crate::ring::ChordNode`]; [`RingProcess`] runs [`crate::membership::Membership`]
 //! with a Chord node that routes from the gossiped token table. Events are kept for
 //! checkers and experiments; the Chord paper's experiments live in [`experiments`], the
-//! membership ones in [`cluster`].
+//! membership ones in [`cluster`], the node's safety checkers in [`safety`].
 //!
 //! Time in the simulator is global; each host sees it through its own skew. The event
 //! queue orders by (time, sequence), so simultaneous events run in the order they were
@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod experiments;
 pub mod net;
 pub mod node;
+pub mod safety;
 pub mod seeds;
 pub mod world;
 
