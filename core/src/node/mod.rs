@@ -20,12 +20,13 @@
 //! What is here: coordination of reads and writes at any consistency with timeouts
 //! that report how many replicas answered ([`coordinator`]), read repair, hinted handoff
 //! ([`hints`]), scheduled anti-entropy and re-sync before readmission ([`antientropy`]),
-//! and membership. Scan, watch, cleaning, join handoff, tombstone GC and migration build
-//! on this (see `docs/node.md`).
+//! paged range scans in ring order ([`scan`]), and membership. Watch, cleaning, join
+//! handoff, tombstone GC and migration build on this (see `docs/node.md`).
 
 pub mod antientropy;
 pub mod coordinator;
 pub mod hints;
+pub mod scan;
 
 use crate::{
     clock::Hlc,
@@ -160,6 +161,7 @@ pub struct Node<S: Store> {
     table: RingTable,
     table_view: u64,
     coordinator: Coordinator,
+    scans: scan::Scans,
     hints: Hints,
     anti_entropy: AntiEntropy,
     resync_pending: bool,
@@ -181,6 +183,7 @@ impl<S: Store> Node<S> {
             table: RingTable::default(),
             table_view: 0,
             coordinator: Coordinator::default(),
+            scans: scan::Scans::default(),
             hints: Hints::default(),
             anti_entropy: AntiEntropy::default(),
             resync_pending: false,
@@ -238,6 +241,7 @@ impl<S: Store> Node<S> {
         [
             self.membership.next_deadline(),
             self.coordinator.next_deadline(),
+            self.scans.next_deadline(),
             self.hints.next_deadline(),
             self.anti_entropy.next_deadline(self.config.sync_timeout_ms),
         ]
@@ -251,6 +255,7 @@ impl<S: Store> Node<S> {
         self.membership.tick(now);
         self.collect_membership();
         coordinator::expire(self, now);
+        scan::expire(self, now);
         self.deliver_hints(now);
         if self.membership.size() > 1 {
             self.schedule_sync(now);
@@ -325,6 +330,12 @@ impl<S: Store> Node<S> {
             }
             ReplicaMessage::ReadReply { req, entries } => {
                 coordinator::on_read_reply(self, now, from, req, entries)
+            }
+            ReplicaMessage::RangeRead { req, collection, interval, after, limit } => {
+                scan::serve(self, from, req, &collection, interval, after, limit)
+            }
+            ReplicaMessage::RangeReply { req, records, more } => {
+                scan::on_reply(self, now, from, req, records, more)
             }
         }
     }
