@@ -646,6 +646,29 @@ mod tests {
     }
 
     #[test]
+    fn range_messages_round_trip_through_frames() {
+        let messages = [
+            ReplicaMessage::RangeRead {
+                req: 9,
+                collection: "ordered.t".into(),
+                interval: Interval::new(u64::MAX, 17),
+                after: Some((3, Bytes::from_static(b"k"))),
+                limit: 37,
+            },
+            ReplicaMessage::RangeReply {
+                req: 9,
+                records: vec![(Bytes::from_static(b"k"), entry(None, 4))],
+                more: true,
+            },
+        ];
+        for m in messages {
+            let m = Message::Replica(m);
+            let frame = crate::wire::encode(&m).unwrap();
+            assert_eq!(crate::wire::decode(&frame).unwrap(), m);
+        }
+    }
+
+    #[test]
     fn range_replies_respect_the_limit_and_the_byte_budget() {
         let mut replica = Replica::new(MemStore::new()).unwrap();
         for i in 0..10u8 {
