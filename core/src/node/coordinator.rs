@@ -199,8 +199,9 @@ pub(super) fn start<S: Store>(
                 .collect();
             reply(node, ClientResponse { id, result: Reply::Ring { members } });
         }
-        Op::Scan { .. } | Op::Watch { .. } | Op::Unwatch { .. } => {
-            let msg = "scan and watch are not served by this version of the node yet";
+        scan @ Op::Scan { .. } => super::scan::start(node, now, client, id, scan),
+        Op::Watch { .. } | Op::Unwatch { .. } => {
+            let msg = "watch is not served by this version of the node yet";
             reply(node, error(id, ErrorCode::Unsupported, msg));
         }
     }

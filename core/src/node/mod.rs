@@ -21,12 +21,13 @@
 //! that report how many replicas answered ([`coordinator`]), read repair, hinted handoff
 //! ([`hints`]), scheduled anti-entropy, hand-off before serving and cleaning
 //! ([`antientropy`]), expiry, tombstone collection and the rejoin-empty rule ([`gc`]),
-//! and membership. See `docs/node.md`.
+//! paged range scans in ring order ([`scan`]), and membership. See `docs/node.md`.
 
 pub mod antientropy;
 pub mod coordinator;
 pub mod gc;
 pub mod hints;
+pub mod scan;
 
 use crate::{
     clock::Hlc,
@@ -201,6 +202,7 @@ pub struct Node<S: Store> {
     table: RingTable,
     table_view: u64,
     coordinator: Coordinator,
+    scans: scan::Scans,
     hints: Hints,
     anti_entropy: AntiEntropy,
     resync_pending: bool,
@@ -234,6 +236,7 @@ impl<S: Store> Node<S> {
             table: RingTable::default(),
             table_view: 0,
             coordinator: Coordinator::default(),
+            scans: scan::Scans::default(),
             hints: Hints::default(),
             anti_entropy: AntiEntropy::default(),
             resync_pending: true,
@@ -311,6 +314,7 @@ impl<S: Store> Node<S> {
         [
             self.membership.next_deadline(),
             self.coordinator.next_deadline(),
+            self.scans.next_deadline(),
             self.hints.next_deadline(),
             self.anti_entropy.next_deadline(self.config.sync_timeout_ms),
             self.gc.next_deadline(),
@@ -326,6 +330,7 @@ impl<S: Store> Node<S> {
         self.membership.tick(now);
         self.collect_membership();
         coordinator::expire(self, now);
+        scan::expire(self, now);
         self.deliver_hints(now);
         self.check_staleness(now);
         self.tick_sync(now);
@@ -407,6 +412,12 @@ impl<S: Store> Node<S> {
             }
             ReplicaMessage::CollectionList { req, names } => {
                 self.on_collection_list(now, from, req, names)
+            }
+            ReplicaMessage::RangeRead { req, collection, interval, after, limit } => {
+                scan::serve(self, from, req, &collection, interval, after, limit)
+            }
+            ReplicaMessage::RangeReply { req, records, more } => {
+                scan::on_reply(self, now, from, req, records, more)
             }
         }
     }

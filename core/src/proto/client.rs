@@ -101,14 +101,19 @@ pub enum Op {
     /// Read a page of live entries of a collection. Answered by [`Reply::Page`].
     ///
     /// Pages follow ring order: key order for ordered collections, hash order for
-    /// hashed ones. Pass the previous page's cursor back to continue.
+    /// hashed ones. Pass the previous page's cursor back to continue, until it is
+    /// `None`; a page may hold fewer than `limit` items (even none) and still have a
+    /// cursor. Each range of the ring is read at the requested consistency. See
+    /// `docs/node.md` ("Scan").
     Scan {
         /// The collection to scan.
         collection: String,
         /// Where to continue: the opaque cursor of the previous [`Reply::Page`], or
         /// `None` to start at the beginning.
         cursor: Option<Bytes>,
-        /// Only keys starting with these bytes; `None` for every key.
+        /// Only keys starting with these bytes; `None` for every key. Ordered
+        /// collections read only the range such keys occupy; hashed collections walk
+        /// the whole ring and filter.
         prefix: Option<Bytes>,
         /// Most entries in the page (a node may cap it lower; 0 means its default).
         limit: u32,

@@ -3,9 +3,13 @@
 //! Any node coordinates any client request: it stamps writes with its clock, sends them
 //! to the key's replicas and waits for as many acknowledgements as the request's
 //! consistency asks for; it reads from the replicas, answers with the newest entry and
-//! repairs the replicas that answered with an older one.
+//! repairs the replicas that answered with an older one. Scans read ranges the same way:
+//! [`ReplicaMessage::RangeRead`] asks a replica for a page of one ring interval.
 
-use crate::entry::Entry;
+use crate::{
+    entry::Entry,
+    hash::{Interval, Position},
+};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -66,5 +70,33 @@ pub enum ReplicaMessage {
         req: u64,
         /// The names of the collections the sender holds, sorted.
         names: Vec<String>,
+    },
+    /// "Send me your records of `interval`, in ring order, after this cursor" — one
+    /// step of a scan (see `node::scan`). The answer is [`ReplicaMessage::RangeReply`].
+    RangeRead {
+        /// Request number, echoed in the answer.
+        req: u64,
+        /// The collection scanned.
+        collection: String,
+        /// The ring interval read, `(start, end]`.
+        interval: Interval,
+        /// Only records strictly after this `(position, key)`, which lies in `interval`;
+        /// `None` to start at the interval's first position.
+        after: Option<(Position, Bytes)>,
+        /// Most records wanted; the replica may send fewer (it caps the count and the
+        /// bytes of a reply) and says so with `more`.
+        limit: u32,
+    },
+    /// The answer to [`ReplicaMessage::RangeRead`].
+    RangeReply {
+        /// The request answered.
+        req: u64,
+        /// The stored records (tombstones and expired entries included, so that the
+        /// coordinator can merge replicas correctly), in ring order.
+        records: Vec<(Bytes, Entry)>,
+        /// Whether the replica stopped early (at the limit or its byte budget): records
+        /// after the last one sent may exist. `false` means the interval's records after
+        /// the cursor were all sent.
+        more: bool,
     },
 }
