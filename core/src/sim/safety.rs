@@ -6,7 +6,7 @@
 //! with or without the disk, partitions, long absences past the tombstone grace
 //! period, clock skew, message loss and duplication. It records what was acknowledged.
 //! After the faults end and the cluster settles, every key is read back and checked
-//! against the history ([`Workload::verify`]):
+//! against the history ([`Workload::verify`]), with a `quorum` read:
 //!
 //! - a value read was written by some client (no invented or double-applied data);
 //! - a read never returns anything older than the newest acknowledged operation on the
@@ -208,7 +208,7 @@ impl Workload {
         self.pending.clear();
     }
 
-    /// Reads every key back at `all` through a running node and checks it against the
+    /// Reads every key back at `quorum` through a running node and checks it against the
     /// history, then compares the replicas of each key (see [`check_replicas`] for
     /// `all_nodes`).
     pub fn verify(&mut self, sim: &mut Cluster, all_nodes: bool) -> Result<Report, String> {
@@ -231,7 +231,7 @@ impl Workload {
     }
 }
 
-/// Reads `key` at consistency `all` through a running, serving node.
+/// Reads `key` at consistency `quorum` through a running, serving node.
 fn read(sim: &mut Cluster, key: &Bytes) -> Result<(Option<Bytes>, Option<Timestamp>), String> {
     for attempt in 0..5 {
         let serving: Vec<NodeId> = sim
@@ -245,7 +245,7 @@ fn read(sim: &mut Cluster, key: &Bytes) -> Result<(Option<Bytes>, Option<Timesta
         let op = Op::Get {
             collection: COLLECTION.into(),
             key: key.clone(),
-            consistency: Consistency::All,
+            consistency: Consistency::Quorum,
         };
         sim.act(node, |p, now| p.request(now, 2, ClientRequest { id, op }));
         for _ in 0..120 {
