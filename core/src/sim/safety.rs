@@ -209,7 +209,7 @@ impl Workload {
     }
 
     /// Reads every key back at `quorum` through a running node and checks it against the
-    /// history, then compares the replicas of each key (see [`check_replicas`] for
+    /// history, then compares the replicas of each key (see `check_replicas` for
     /// `all_nodes`).
     pub fn verify(&mut self, sim: &mut Cluster, all_nodes: bool) -> Result<Report, String> {
         let keys: Vec<Bytes> = self.history.keys().cloned().collect();
