@@ -226,3 +226,34 @@ fn anti_entropy_converges_replicas_and_a_dead_node_resyncs_before_it_serves() {
         sim.processes().map(|(_, p)| p.node.replica().tree("users").map(|t| t.root())).collect();
     assert!(roots.windows(2).all(|w| w[0] == w[1]), "all replicas hold the same data: {roots:?}");
 }
+
+#[test]
+fn requests_without_a_level_use_their_collections_configured_default() {
+    let mut sim = memory_cluster(3, NetConfig::lan(), 41, |c| {
+        c.collection_consistency.insert("audit".into(), Consistency::All);
+    });
+    sim.crash(NodeId(3));
+    let write = |collection: &str| Op::Set {
+        collection: collection.into(),
+        key: Bytes::from("k"),
+        value: Bytes::from("v"),
+        consistency: Consistency::Default,
+        ttl_ms: None,
+    };
+    // `users` is not configured: quorum, which two of three replicas meet.
+    assert!(matches!(call(&mut sim, 1, write("users")), Some(Reply::Written { .. })));
+    // `audit` defaults to all: the crashed replica makes it fail, saying so.
+    match call(&mut sim, 1, write("audit")) {
+        Some(Reply::Error { code: ErrorCode::QuorumNotReached, acked: Some((2, 3)), .. }) => {}
+        other => panic!("expected all three replicas to be required, got {other:?}"),
+    }
+    // A level named in the request wins over the collection's default.
+    let explicit = Op::Set {
+        collection: "audit".into(),
+        key: Bytes::from("k"),
+        value: Bytes::from("v2"),
+        consistency: Consistency::Quorum,
+        ttl_ms: None,
+    };
+    assert!(matches!(call(&mut sim, 1, explicit), Some(Reply::Written { .. })));
+}

@@ -247,7 +247,8 @@ fn plan<S: Store>(
                 "no node is serving yet (this node is joining or re-syncing); retry shortly",
             ));
         }
-        let required = consistency
+        let required = node
+            .consistency_for(collection, consistency)
             .required(replicas.len())
             .map_err(|e| error(id, ErrorCode::InvalidInput, e.to_string()))?;
         out.push(KeyState { key, replicas, required, answers: BTreeMap::new(), entry: None });

@@ -34,7 +34,7 @@ use crate::{
     entry::{Entry, NodeId},
     hash::Interval,
     membership::{Member, Membership, MembershipConfig, MembershipEvent, MembershipOutput, Status},
-    proto::{ClientRequest, ClientResponse, Message, ReplicaMessage},
+    proto::{client::Consistency, ClientRequest, ClientResponse, Message, ReplicaMessage},
     replica::Replica,
     ring::{tokens_for, RingTable, DEFAULT_VNODES},
     rng::Rng,
@@ -47,7 +47,7 @@ use coordinator::Coordinator;
 use gc::Gc;
 use hints::Hints;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Identifies a client connection to the driver; replies go back to it.
 pub type ClientId = u64;
@@ -80,6 +80,9 @@ pub struct NodeConfig {
     pub tombstone_grace_ms: Millis,
     /// Period of the tombstone collector's passes over the store.
     pub gc_interval_ms: Millis,
+    /// The consistency level of requests that name none ([`Consistency::Default`]), per
+    /// collection; collections not listed use `quorum`.
+    pub collection_consistency: BTreeMap<String, Consistency>,
     /// Seed of every random choice the node makes.
     pub seed: u64,
 }
@@ -101,6 +104,7 @@ impl NodeConfig {
             max_sync_sessions: 2,
             tombstone_grace_ms: 24 * 60 * 60 * 1000,
             gc_interval_ms: 60_000,
+            collection_consistency: BTreeMap::new(),
             seed: id.0,
         }
     }
@@ -274,6 +278,13 @@ impl<S: Store> Node<S> {
     /// The token table of the serving members.
     pub fn table(&self) -> &RingTable {
         &self.table
+    }
+
+    /// The level a request on `collection` asking for `requested` runs at: the
+    /// collection's configured default when it asked for [`Consistency::Default`].
+    pub fn consistency_for(&self, collection: &str, requested: Consistency) -> Consistency {
+        let configured = self.config.collection_consistency.get(collection).copied();
+        requested.resolve(configured.unwrap_or(Consistency::Quorum))
     }
 
     /// The state to persist (also emitted as [`Output::Persist`] when it changes).

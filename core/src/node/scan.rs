@@ -260,7 +260,8 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
             let resp = ClientResponse::error(scan.id, ErrorCode::Unavailable, message);
             return reply(node, scan.client, resp);
         }
-        let required = match scan.consistency.required(replicas.len()) {
+        let level = node.consistency_for(&scan.collection, scan.consistency);
+        let required = match level.required(replicas.len()) {
             Ok(r) => r,
             Err(e) => {
                 let resp = ClientResponse::error(scan.id, ErrorCode::InvalidInput, e.to_string());

@@ -327,19 +327,27 @@ impl fmt::Display for ErrorCode {
 
 /// How many of a key's replicas must answer before the coordinator replies.
 ///
-/// Written and parsed as `one`, `quorum`, `all` or a number `n` (`0 ..= 255`), the same
-/// text on the command line, in HTTP query strings and on the wire. Whether a number
-/// can be met depends on the key's replicas, so [`Consistency::required`] (not parsing)
-/// refuses `0` and numbers above the replication factor; every value thus survives the
-/// wire. The default is `quorum`: a quorum read and a quorum write share at least one
-/// replica, so the read reaches a copy of the latest write acknowledged at quorum.
+/// Written and parsed as `default`, `one`, `quorum`, `all` or a number `n` (`0 ..= 255`),
+/// the same text on the command line, in HTTP query strings and on the wire. Whether a
+/// number can be met depends on the key's replicas, so [`Consistency::required`] (not
+/// parsing) refuses `0` and numbers above the replication factor; every value thus
+/// survives the wire.
+///
+/// A request that names no level carries [`Consistency::Default`]: the level configured
+/// for its collection on the coordinating node (`NodeConfig::collection_consistency`),
+/// and `quorum` for every collection not configured — a quorum read and a quorum write
+/// share at least one replica, so the read reaches a copy of the latest write
+/// acknowledged at quorum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum Consistency {
+    /// The collection's configured level ([`Consistency::resolve`]); `quorum` unless
+    /// configured.
+    #[default]
+    Default,
     /// One replica.
     One,
     /// A majority of the replicas: `replicas / 2 + 1`.
-    #[default]
     Quorum,
     /// Every replica.
     All,
@@ -348,14 +356,25 @@ pub enum Consistency {
 }
 
 impl Consistency {
-    /// How many of `replicas` replicas must answer, or why that is impossible.
+    /// This level, or `configured` when this is [`Consistency::Default`] (and `quorum`
+    /// when `configured` is `Default` too).
+    pub fn resolve(self, configured: Consistency) -> Consistency {
+        match (self, configured) {
+            (Consistency::Default, Consistency::Default) => Consistency::Quorum,
+            (Consistency::Default, c) => c,
+            (c, _) => c,
+        }
+    }
+
+    /// How many of `replicas` replicas must answer, or why that is impossible. An
+    /// unresolved [`Consistency::Default`] counts as `quorum`.
     pub fn required(self, replicas: usize) -> Result<usize, ConsistencyError> {
         if replicas == 0 {
             return Err(ConsistencyError::NoReplicas);
         }
         match self {
             Consistency::One => Ok(1),
-            Consistency::Quorum => Ok(replicas / 2 + 1),
+            Consistency::Quorum | Consistency::Default => Ok(replicas / 2 + 1),
             Consistency::All => Ok(replicas),
             Consistency::N(n) if n >= 1 && usize::from(n) <= replicas => Ok(usize::from(n)),
             Consistency::N(n) => Err(ConsistencyError::OutOfRange { requested: n, replicas }),
@@ -366,6 +385,7 @@ impl Consistency {
 impl fmt::Display for Consistency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Consistency::Default => f.write_str("default"),
             Consistency::One => f.write_str("one"),
             Consistency::Quorum => f.write_str("quorum"),
             Consistency::All => f.write_str("all"),
@@ -377,11 +397,13 @@ impl fmt::Display for Consistency {
 impl FromStr for Consistency {
     type Err = ParseConsistencyError;
 
-    /// Parses `one`, `quorum`, `all` (any letter case) or a number `0 ..= 255` written
-    /// with ASCII digits only.
+    /// Parses `default`, `one`, `quorum`, `all` (any letter case) or a number
+    /// `0 ..= 255` written with ASCII digits only.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || ParseConsistencyError { input: s.chars().take(32).collect() };
-        if s.eq_ignore_ascii_case("one") {
+        if s.eq_ignore_ascii_case("default") {
+            Ok(Consistency::Default)
+        } else if s.eq_ignore_ascii_case("one") {
             Ok(Consistency::One)
         } else if s.eq_ignore_ascii_case("quorum") {
             Ok(Consistency::Quorum)
@@ -449,6 +471,7 @@ mod tests {
             ("ONE", Consistency::One),
             ("quorum", Consistency::Quorum),
             ("Quorum", Consistency::Quorum),
+            ("default", Consistency::Default),
             ("all", Consistency::All),
             ("0", Consistency::N(0)),
             ("1", Consistency::N(1)),
@@ -477,7 +500,16 @@ mod tests {
         assert_eq!(Consistency::Quorum.to_string(), "quorum");
         assert_eq!(Consistency::All.to_string(), "all");
         assert_eq!(Consistency::N(2).to_string(), "2");
-        assert_eq!(Consistency::default(), Consistency::Quorum);
+        assert_eq!(Consistency::Default.to_string(), "default");
+        assert_eq!(Consistency::default(), Consistency::Default);
+    }
+
+    #[test]
+    fn default_resolves_to_the_configured_level_else_quorum() {
+        assert_eq!(Consistency::Default.resolve(Consistency::All), Consistency::All);
+        assert_eq!(Consistency::Default.resolve(Consistency::Default), Consistency::Quorum);
+        assert_eq!(Consistency::One.resolve(Consistency::All), Consistency::One);
+        assert_eq!(Consistency::Default.required(3), Ok(2));
     }
 
     #[test]
