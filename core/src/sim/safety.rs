@@ -280,10 +280,13 @@ fn check_read(
         }
     }
     let Some((acked_ts, acked)) = &h.acked else { return Ok(()) };
+    // Two coordinators can stamp concurrent writes with the same timestamp; the merge
+    // then orders them by origin, which a read does not report. So at an equal
+    // timestamp any written value (or a delete) may win; only older ones are wrong.
     let ok = match (acked, value) {
-        (Some(a), Some(v)) => ts.is_some_and(|t| t > *acked_ts || (t == *acked_ts && v == a)),
-        (Some(_), None) => ts.map_or(h.unacked_delete, |t| t > *acked_ts),
-        (None, Some(_)) => ts.is_some_and(|t| t > *acked_ts),
+        (Some(_), Some(_)) => ts.is_some_and(|t| t >= *acked_ts),
+        (Some(_), None) => ts.map_or(h.unacked_delete, |t| t >= *acked_ts),
+        (None, Some(_)) => ts.is_some_and(|t| t >= *acked_ts),
         (None, None) => true,
     };
     if ok {
