@@ -199,9 +199,12 @@ pub(super) fn start<S: Store>(
                 .collect();
             reply(node, ClientResponse { id, result: Reply::Ring { members } });
         }
-        Op::Scan { .. } | Op::Watch { .. } | Op::Unwatch { .. } => {
-            let msg = "scan and watch are not served by this version of the node yet";
+        Op::Scan { .. } => {
+            let msg = "scan is not served by this version of the node yet";
             reply(node, error(id, ErrorCode::Unsupported, msg));
+        }
+        op @ (Op::Watch { .. } | Op::Unwatch { .. } | Op::Sync { .. }) => {
+            super::watch::start(node, now, client, id, op)
         }
     }
 }

@@ -20,12 +20,14 @@
 //! What is here: coordination of reads and writes at any consistency with timeouts
 //! that report how many replicas answered ([`coordinator`]), read repair, hinted handoff
 //! ([`hints`]), scheduled anti-entropy and re-sync before readmission ([`antientropy`]),
-//! and membership. Scan, watch, cleaning, join handoff, tombstone GC and migration build
-//! on this (see `docs/node.md`).
+//! watches and client sync ([`watch`]), and membership. Scan, cleaning, join handoff,
+//! tombstone GC and migration build on this (see `docs/node.md`). Drivers tell the node
+//! when a client connection closes ([`Node::client_gone`]) so its watches end.
 
 pub mod antientropy;
 pub mod coordinator;
 pub mod hints;
+pub mod watch;
 
 use crate::{
     clock::Hlc,
@@ -43,6 +45,7 @@ use bytes::Bytes;
 use coordinator::Coordinator;
 use hints::Hints;
 use std::collections::VecDeque;
+use watch::{WatchConfig, Watches};
 
 /// Identifies a client connection to the driver; replies go back to it.
 pub type ClientId = u64;
@@ -72,6 +75,8 @@ pub struct NodeConfig {
     pub max_sync_sessions: usize,
     /// Seed of every random choice the node makes.
     pub seed: u64,
+    /// Watches and client sync.
+    pub watch: WatchConfig,
 }
 
 impl NodeConfig {
@@ -90,6 +95,7 @@ impl NodeConfig {
             sync_timeout_ms: 30_000,
             max_sync_sessions: 2,
             seed: id.0,
+            watch: WatchConfig::default(),
         }
     }
 }
@@ -163,6 +169,7 @@ pub struct Node<S: Store> {
     hints: Hints,
     anti_entropy: AntiEntropy,
     resync_pending: bool,
+    watch: Watches,
     outputs: VecDeque<Output>,
 }
 
@@ -184,6 +191,7 @@ impl<S: Store> Node<S> {
             hints: Hints::default(),
             anti_entropy: AntiEntropy::default(),
             resync_pending: false,
+            watch: Watches::default(),
             outputs: VecDeque::new(),
             config,
         };
@@ -240,6 +248,7 @@ impl<S: Store> Node<S> {
             self.coordinator.next_deadline(),
             self.hints.next_deadline(),
             self.anti_entropy.next_deadline(self.config.sync_timeout_ms),
+            self.watch.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -256,6 +265,7 @@ impl<S: Store> Node<S> {
             self.schedule_sync(now);
         }
         self.tick_sync(now);
+        self.tick_watches(now);
     }
 
     /// Anti-entropy state and counters.
@@ -286,6 +296,7 @@ impl<S: Store> Node<S> {
     /// Handles a client's request.
     pub fn handle_client(&mut self, now: Millis, client: ClientId, req: ClientRequest) {
         coordinator::start(self, now, client, req);
+        self.pump_watches(now);
     }
 
     /// Handles a message from node `from`.
@@ -297,10 +308,12 @@ impl<S: Store> Node<S> {
             }
             Message::Replica(m) => self.handle_replica(now, from, m),
             Message::Sync(m) => self.handle_sync(now, from, m),
+            Message::Watch(m) => watch::handle_peer(self, now, from, m),
             // Chord routing and client frames over a peer link are not part of the node
             // protocol (nodes route by full membership); a peer sending them is ignored.
             Message::Chord { .. } | Message::Request(_) | Message::Response(_) => {}
         }
+        self.pump_watches(now);
     }
 
     fn handle_replica(&mut self, now: Millis, from: NodeId, msg: ReplicaMessage) {
