@@ -8,7 +8,7 @@ use dhrt_core::{
     clock::Timestamp,
     entry::{Entry, NodeId},
     hash::Interval,
-    node::ClientId,
+    node::{ClientId, NodeConfig},
     proto::{
         client::{Consistency, ErrorCode, Op, Reply, RingMember},
         ClientRequest, ClientResponse, SyncBody, SyncItem, SyncMessage,
@@ -40,7 +40,11 @@ struct Event {
 
 impl World {
     fn new(nodes: usize, net: NetConfig, seed: u64) -> Self {
-        World { sim: memory_cluster(nodes, net, seed, |_| {}), inbox: Vec::new() }
+        Self::with_config(nodes, net, seed, |_| {})
+    }
+
+    fn with_config(nodes: usize, net: NetConfig, seed: u64, f: impl Fn(&mut NodeConfig)) -> Self {
+        World { sim: memory_cluster(nodes, net, seed, f), inbox: Vec::new() }
     }
 
     fn run(&mut self, ms: u64) {
@@ -669,4 +673,65 @@ fn a_watch_keeps_delivering_after_a_node_crashes() {
         }
         Ok(())
     });
+}
+
+/// The error that ends watch `watch` of `client`, if one arrived.
+fn ending(w: &mut World, client: ClientId, watch: u64) -> Option<(ErrorCode, String)> {
+    w.events(client, watch);
+    match w.take_answer(client, watch) {
+        Some(Reply::Error { code, message, .. }) => Some((code, message)),
+        Some(other) => panic!("unexpected answer {other:?}"),
+        None => None,
+    }
+}
+
+#[test]
+fn a_watcher_too_far_behind_is_told_its_watch_ended() {
+    // Sources keep at most 1 KiB unacknowledged per subscription.
+    let mut w = World::with_config(5, NetConfig::lan(), 12, |c| c.watch.buffer_max_bytes = 1024);
+    let watch = w.watch(1, 100, None);
+    assert!(w.write(2, "k", Some("x")).is_some());
+    w.run(500);
+    assert_eq!(w.events(100, watch).len(), 1);
+    // Cut the watcher off briefly (not long enough to be declared dead) while the others
+    // take 4 KiB of writes.
+    let others = [NodeId(2), NodeId(3), NodeId(4), NodeId(5)];
+    w.sim.partition(&[&[NodeId(1)], &others]);
+    for i in 0..20u64 {
+        assert!(w.write(2 + i % 4, &key(i), Some(&"v".repeat(200))).is_some());
+    }
+    w.sim.heal();
+    w.run(10_000);
+    let (code, message) = ending(&mut w, 100, watch).expect("the watch ended");
+    assert_eq!(code, ErrorCode::Unavailable);
+    assert!(message.contains("sync"), "{message}");
+    let node1 = &w.sim.process(NodeId(1)).unwrap().node;
+    assert_eq!(node1.watches().stats().lagged, 1);
+    assert_eq!(node1.membership().me().status, dhrt_core::membership::Status::Alive);
+    for (id, p) in w.sim.processes() {
+        let ws = p.node.watches();
+        assert_eq!((ws.watch_count(), ws.feed_count()), (0, 0), "node {id} holds nothing");
+    }
+    // Unwatching an ended watch finds nothing.
+    assert!(matches!(
+        w.call(1, 100, Op::Unwatch { watch }),
+        Some(Reply::Error { code: ErrorCode::NotFound, .. })
+    ));
+}
+
+#[test]
+fn a_watcher_the_cluster_declared_dead_is_told_its_watch_ended() {
+    let mut w = World::new(5, NetConfig::lan(), 13);
+    let watch = w.watch(1, 100, None);
+    let others = [NodeId(2), NodeId(3), NodeId(4), NodeId(5)];
+    w.sim.partition(&[&[NodeId(1)], &others]);
+    w.run(40_000); // the others declare node 1 dead and stop its subscriptions
+    for i in 0..5u64 {
+        assert!(w.write(2, &key(i), Some("while away")).is_some());
+    }
+    assert_eq!(ending(&mut w, 100, watch), None, "nothing is known to be lost yet");
+    w.sim.heal();
+    w.run(40_000);
+    let (code, _) = ending(&mut w, 100, watch).expect("the watch ended");
+    assert_eq!(code, ErrorCode::Unavailable);
 }

@@ -383,6 +383,10 @@ impl<S: Store> Node<S> {
         let subs: Vec<u64> =
             self.watch.by_client.range((client, 0)..=(client, u64::MAX)).map(|(_, s)| *s).collect();
         for sub in subs {
+            // Nobody is listening for the `Ok` of a watch still opening.
+            if let Some(w) = self.watch.watches.get_mut(&sub) {
+                w.opening = None;
+            }
             self.close_watch(sub);
         }
         let keys: Vec<(ClientId, u64)> =
