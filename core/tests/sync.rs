@@ -46,7 +46,7 @@ impl Write {
     /// About one write in ten expires, at a wall-clock time fixed by its identity.
     fn expires(&self) -> Option<u64> {
         let h = (u64::from(self.key) * 31 + self.ts * 17 + self.origin * 7) % 20_000;
-        (h % 10 == 0).then_some(h / 10)
+        h.is_multiple_of(10).then_some(h / 10)
     }
 }
 
