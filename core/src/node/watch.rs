@@ -339,8 +339,8 @@ pub(super) fn start<S: Store>(node: &mut Node<S>, now: Millis, client: ClientId,
             node.outputs.push_back(out);
         }
         Op::Sync { msg } => node.client_sync(now, client, id, msg),
-        other => {
-            let msg = format!("{other:?} is not a watch or sync request");
+        _ => {
+            let msg = "the request is not a watch or sync request";
             node.outputs.push_back(error(client, id, ErrorCode::Internal, msg));
         }
     }
@@ -733,6 +733,7 @@ impl<S: Store> Node<S> {
                     self.emit(now, sub, c.key.clone(), c.entry.clone());
                 }
             }
+            self.check_opened(now, sub);
         }
         let max_batch = self.config.watch.batch_max_bytes.max(1);
         let max_buffer = self.config.watch.buffer_max_bytes;
@@ -763,7 +764,9 @@ impl<S: Store> Node<S> {
                 batches.push(batch);
             }
             for mut b in batches {
-                if feed.unacked_bytes + b.bytes > max_buffer {
+                // At least one batch is always buffered, so a single large value
+                // never counts as falling behind.
+                if feed.unacked_bytes > 0 && feed.unacked_bytes + b.bytes > max_buffer {
                     // The watcher is too far behind: drop the buffer, tell it so.
                     feed.unacked.clear();
                     feed.unacked_bytes = 0;
@@ -949,5 +952,68 @@ impl<S: Store> Node<S> {
             }
             Err(e) => error(client, id, ErrorCode::InvalidInput, e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::tokens_for;
+
+    fn watch() -> LocalWatch {
+        LocalWatch {
+            client: 1,
+            id: 1,
+            collection: "c".into(),
+            prefix: None,
+            sources: BTreeMap::new(),
+            opening: None,
+            emitted: BTreeMap::new(),
+            order: BTreeMap::new(),
+            next_order: 0,
+        }
+    }
+
+    fn version(ts: u64) -> Version {
+        Version { ts: Timestamp(ts), origin: NodeId(1), tombstone: false }
+    }
+
+    #[test]
+    fn a_watch_admits_only_newer_versions_and_forgets_the_oldest_keys_past_its_bound() {
+        let mut w = watch();
+        let (a, b, c) = (Bytes::from("a"), Bytes::from("b"), Bytes::from("c"));
+        assert!(w.admit(&a, version(2), 2));
+        assert!(!w.admit(&a, version(2), 2), "the same change twice");
+        assert!(!w.admit(&a, version(1), 2), "an older change");
+        assert!(w.admit(&a, version(3), 2));
+        let tomb = Version { tombstone: true, ..version(3) };
+        assert!(w.admit(&a, tomb, 2), "the expired form of the same write wins");
+        assert!(w.admit(&b, version(1), 2));
+        // `a` was last emitted before `b`: a third key makes the watch forget `a`.
+        assert!(w.admit(&c, version(1), 2));
+        assert_eq!(w.emitted.len(), 2, "bounded");
+        assert!(!w.emitted.contains_key(&a), "the key emitted longest ago is forgotten");
+        assert!(w.admit(&a, version(1), 2), "a forgotten key admits again");
+        assert_eq!(w.order.len(), w.emitted.len());
+    }
+
+    #[test]
+    fn replicated_runs_cover_exactly_the_intervals_whose_replicas_include_the_node() {
+        let members: Vec<(NodeId, Vec<u64>)> =
+            (1..=5).map(|i| (NodeId(i), tokens_for(NodeId(i), 8))).collect();
+        let table = RingTable::new(members.iter().map(|(id, t)| (*id, t.as_slice())));
+        assert_eq!(replicated_runs(&table, NodeId(1), 5), vec![Interval::full()]);
+        for n in 1..=3 {
+            let runs = replicated_runs(&table, NodeId(2), n);
+            let v = table.vnodes();
+            for (i, vn) in v.iter().enumerate() {
+                let prev = v[(i + v.len() - 1) % v.len()].pos;
+                let piece = Interval::new(prev, vn.pos);
+                let mine = table.preference_list(vn.pos, n).contains(&NodeId(2));
+                let covered = runs.iter().any(|r| r.contains_interval(&piece));
+                assert_eq!(mine, covered, "n={n} piece {piece}");
+            }
+        }
+        assert!(replicated_runs(&RingTable::default(), NodeId(1), 3).is_empty());
     }
 }
