@@ -798,10 +798,14 @@ impl<S: Store> Node<S> {
     /// re-send, client sync sessions gone silent; and membership changes: subscribe at
     /// members that appeared, forget those that left, stop feeds of dead watchers.
     pub(super) fn tick_watches(&mut self, now: Millis) {
-        let view = self.membership.view_digest();
-        if self.watch.seen_view != Some(view) {
-            self.watch.seen_view = Some(view);
-            self.follow_membership(now);
+        if self.watch.active() {
+            let view = self.membership.view_digest();
+            if self.watch.seen_view != Some(view) {
+                self.watch.seen_view = Some(view);
+                self.follow_membership(now);
+            }
+        } else {
+            self.watch.seen_view = None;
         }
         self.send_subscribes(now, None);
         let opening: Vec<u64> = self
