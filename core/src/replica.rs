@@ -5,6 +5,14 @@
 //! and new entry digests into the tree (O(depth)); a removal XORs the old one out.
 //! The replica also knows each collection's [`Placement`], so callers name keys and the
 //! replica works out positions.
+//!
+//! Because every merge passes through here, the replica is also where changes are seen:
+//! with the change feed on ([`Replica::set_change_feed`]) it records each entry a merge
+//! actually applied (inserted or replaced) — whether it came from a client write, a
+//! replica write, read repair, a hint or a sync session — and hands them out with
+//! [`Replica::take_changes`]. Watches ([`crate::node::watch`]) are built on it. Removals
+//! (tombstone GC, cleaning, [`Replica::delete_range`]) are housekeeping, not changes,
+//! and are not recorded.
 
 use crate::{
     entry::Entry,
@@ -18,6 +26,17 @@ use std::collections::BTreeMap;
 /// Records read per page when a replica walks a collection.
 const PAGE: usize = 1024;
 
+/// An entry a merge applied: what [`Replica::take_changes`] hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The collection changed.
+    pub collection: String,
+    /// The key changed.
+    pub key: Bytes,
+    /// The entry now stored for the key.
+    pub entry: Entry,
+}
+
 /// A store plus one Merkle tree per collection.
 #[derive(Debug, Clone)]
 pub struct Replica<S: Store> {
@@ -25,6 +44,9 @@ pub struct Replica<S: Store> {
     trees: BTreeMap<String, MerkleTree>,
     placements: BTreeMap<String, Placement>,
     depth: u8,
+    /// Changes applied since the last [`Replica::take_changes`]; `None` while the change
+    /// feed is off.
+    changes: Option<Vec<Change>>,
 }
 
 impl<S: Store> Replica<S> {
@@ -35,8 +57,13 @@ impl<S: Store> Replica<S> {
 
     /// As [`Replica::new`], storing Merkle levels `0 ..= depth`.
     pub fn with_depth(store: S, depth: u8) -> Result<Self, StoreError> {
-        let mut replica =
-            Replica { store, trees: BTreeMap::new(), placements: BTreeMap::new(), depth };
+        let mut replica = Replica {
+            store,
+            trees: BTreeMap::new(),
+            placements: BTreeMap::new(),
+            depth,
+            changes: None,
+        };
         for name in replica.store.collections()? {
             replica.rebuild_tree(&name)?;
         }
@@ -95,6 +122,28 @@ impl<S: Store> Replica<S> {
         self.store.get(collection, self.position(collection, key), key)
     }
 
+    /// Turns the change feed on or off. While on, every entry a merge applies is
+    /// recorded until [`Replica::take_changes`] takes it; turning it off drops what was
+    /// recorded.
+    pub fn set_change_feed(&mut self, on: bool) {
+        match (on, self.changes.is_some()) {
+            (true, false) => self.changes = Some(Vec::new()),
+            (false, true) => self.changes = None,
+            _ => {}
+        }
+    }
+
+    /// Whether the change feed is on.
+    pub fn change_feed(&self) -> bool {
+        self.changes.is_some()
+    }
+
+    /// The changes applied since the last call, in the order they were applied (empty
+    /// while the change feed is off).
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.changes.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     /// Merges `entry` for `key`, updating the tree when the store changed.
     pub fn merge(
         &mut self,
@@ -104,8 +153,12 @@ impl<S: Store> Replica<S> {
     ) -> Result<Merged, StoreError> {
         let pos = self.position(collection, &key);
         let new_digest = entry_digest(&key, &entry);
+        let copy = self.changes.is_some().then(|| entry.clone());
         let merged = self.store.merge(collection, pos, &key, entry)?;
         self.track(collection, pos, &key, &merged, new_digest);
+        if let (Some(entry), true) = (copy, merged.changed()) {
+            self.record(collection, key, entry);
+        }
         Ok(merged)
     }
 
@@ -123,7 +176,20 @@ impl<S: Store> Replica<S> {
         for (r, m) in records.iter().zip(&outcomes) {
             self.track(collection, r.pos, &r.key, m, entry_digest(&r.key, &r.entry));
         }
+        if self.changes.is_some() {
+            for (r, m) in records.into_iter().zip(&outcomes) {
+                if m.changed() {
+                    self.record(collection, r.key, r.entry);
+                }
+            }
+        }
         Ok(outcomes)
+    }
+
+    fn record(&mut self, collection: &str, key: Bytes, entry: Entry) {
+        if let Some(changes) = self.changes.as_mut() {
+            changes.push(Change { collection: collection.to_string(), key, entry });
+        }
     }
 
     fn track(&mut self, collection: &str, pos: Position, key: &[u8], merged: &Merged, new: u64) {
@@ -231,6 +297,31 @@ mod tests {
         assert_eq!(incremental.root().count, r.store().stats("c").unwrap().entries);
         let rebuilt = Replica::with_depth(r.into_store(), 3).unwrap();
         assert_eq!(rebuilt.tree("c").unwrap(), &incremental);
+    }
+
+    #[test]
+    fn the_change_feed_records_what_merges_applied_and_nothing_else() {
+        let mut r = Replica::with_depth(MemStore::new(), 3).unwrap();
+        r.merge("c", Bytes::from("early"), v(1)).unwrap();
+        assert!(r.take_changes().is_empty(), "off by default");
+        r.set_change_feed(true);
+        r.merge("c", Bytes::from("a"), v(5)).unwrap(); // inserted
+        r.merge("c", Bytes::from("a"), v(3)).unwrap(); // older: kept
+        r.merge("c", Bytes::from("a"), v(5)).unwrap(); // same: kept
+        let t = Entry::tombstone(Timestamp(9), NodeId(2));
+        let batch = vec![(Bytes::from("a"), t.clone()), (Bytes::from("early"), v(0))];
+        r.merge_batch("d", vec![(Bytes::from("x"), v(1))]).unwrap();
+        r.merge_batch("c", batch).unwrap(); // a replaced; early kept
+        r.remove("c", b"a").unwrap();
+        r.delete_range("d", Interval::full()).unwrap();
+        let changes = r.take_changes();
+        let got: Vec<_> =
+            changes.iter().map(|c| (c.collection.as_str(), &c.key[..], c.entry.clone())).collect();
+        assert_eq!(got, vec![("c", &b"a"[..], v(5)), ("d", &b"x"[..], v(1)), ("c", &b"a"[..], t)]);
+        assert!(r.take_changes().is_empty(), "taken");
+        r.merge("c", Bytes::from("b"), v(1)).unwrap();
+        r.set_change_feed(false);
+        assert!(r.take_changes().is_empty(), "turning it off drops what was recorded");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Merkle sync between replicas: random divergence (values, tombstones, expiry) must end
 //! in identical replicas, for two and three parties, for intervals that wrap zero, for
 //! mismatched tree depths and tiny message budgets; and malformed peer messages must be
-//! refused with typed errors.
+//! refused with typed errors. One-directional sessions (a client pulling from a node)
+//! change only the pulling side.
 
 use bytes::Bytes;
 use dhrt_core::{
@@ -199,7 +200,7 @@ fn tiny_budgets_still_converge() {
             b.merge(C, Bytes::from(format!("k{}", (i * 7) % 250)), e).unwrap();
         }
     }
-    let config = SyncConfig { max_message_bytes: 1, list_max: 1, collected_before: None };
+    let config = SyncConfig { max_message_bytes: 1, list_max: 1, ..SyncConfig::default() };
     let want = merged(&a, &b, Interval::full());
     sync_pair(&mut a, &mut b, C, Interval::full(), 11, config).unwrap();
     assert_eq!(all(&a, Interval::full()), want);
@@ -383,4 +384,106 @@ fn collected_tombstones_are_not_taken_back_unless_they_override_something() {
     sync_pair(&mut b, &mut a, C, Interval::full(), salt(3), config).unwrap();
     assert_eq!(b.get(C, b"gone").unwrap(), None, "a collected tombstone is not stored again");
     assert_eq!(b.get(C, b"deleted").unwrap(), Some(old), "but it still deletes an older value");
+}
+
+/// Runs a session where `a` initiates with `ca` and `b` answers with `cb`, each side with
+/// its own config (as a client and a node would).
+fn run_directed(
+    a: &mut Replica<MemStore>,
+    b: &mut Replica<MemStore>,
+    range: Interval,
+    ca: SyncConfig,
+    cb: SyncConfig,
+) -> Result<(), SyncError> {
+    let (mut sa, begin) = SyncSession::initiate(3, a, C, range, 17, ca)?;
+    let (mut sb, mut to_a) = SyncSession::accept(b, begin, cb)?;
+    loop {
+        let Some(reply) = sa.handle(a, to_a)? else { return Ok(()) };
+        match sb.handle(b, reply)? {
+            Some(next) => to_a = next,
+            None => return Ok(()),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A pull-only side ends with the merge of both; the push-only side is untouched,
+    /// whichever of them opens the session; a second session ships nothing new.
+    #[test]
+    fn one_directional_sync_changes_only_the_puller(
+        base in prop::collection::vec(write(), 0..150),
+        only_puller in prop::collection::vec(write(), 0..60),
+        only_pusher in prop::collection::vec(write(), 0..60),
+        puller_initiates: bool,
+        list_max in 0u64..4,
+    ) {
+        let (mut puller, mut pusher) = (replica(3), replica(4));
+        for w in &base { apply(&mut puller, w); apply(&mut pusher, w); }
+        for w in &only_puller { apply(&mut puller, w); }
+        for w in &only_pusher { apply(&mut pusher, w); }
+        let want = merged(&puller, &pusher, Interval::full());
+        let before = all(&pusher, Interval::full());
+        let pull = SyncConfig { list_max, ..SyncConfig::pull_only() };
+        let push = SyncConfig { list_max, ..SyncConfig::push_only() };
+        if puller_initiates {
+            run_directed(&mut puller, &mut pusher, Interval::full(), pull, push).unwrap();
+        } else {
+            run_directed(&mut pusher, &mut puller, Interval::full(), push, pull).unwrap();
+        }
+        prop_assert_eq!(all(&puller, Interval::full()), want);
+        prop_assert_eq!(all(&pusher, Interval::full()), before);
+    }
+}
+
+#[test]
+fn a_push_only_side_refuses_entries_and_stores_nothing() {
+    // The node (push-only) lacks keys and holds older versions of others; a peer that
+    // pushes anyway — a client ignoring the protocol — gets the session refused.
+    let (mut client, mut node) = (replica(3), replica(3));
+    for i in 0..40u32 {
+        let k = Bytes::from(format!("k{i}"));
+        node.merge(C, k.clone(), Entry::value("old", Timestamp(1), NodeId(1))).unwrap();
+        client.merge(C, k, Entry::value("injected", Timestamp(9), NodeId(9))).unwrap();
+        client
+            .merge(C, Bytes::from(format!("new{i}")), Entry::value("x", Timestamp(9), NodeId(9)))
+            .unwrap();
+    }
+    let before = all(&node, Interval::full());
+    let err = run_directed(
+        &mut client,
+        &mut node,
+        Interval::full(),
+        SyncConfig::default(),
+        SyncConfig::push_only(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("does not accept entries"), "{err}");
+    assert_eq!(all(&node, Interval::full()), before, "nothing was merged");
+    // Entries sent straight at an open push-only session are refused too.
+    let (_, begin) =
+        SyncSession::initiate(4, &client, C, Interval::full(), 1, SyncConfig::pull_only()).unwrap();
+    let (mut s, _) = SyncSession::accept(&mut node, begin, SyncConfig::push_only()).unwrap();
+    let forged = SyncMessage {
+        session: 4,
+        body: SyncBody::Step {
+            items: vec![SyncItem::Entries {
+                entries: vec![(Bytes::from("k1"), Entry::value("evil", Timestamp(99), NodeId(9)))],
+            }],
+        },
+    };
+    assert!(matches!(s.handle(&mut node, forged), Err(SyncError::Protocol(_))));
+    assert_eq!(all(&node, Interval::full()), before, "nothing was merged");
+    // A pull-only client gets the node's data and keeps its own newer entries.
+    run_directed(
+        &mut client,
+        &mut node,
+        Interval::full(),
+        SyncConfig::pull_only(),
+        SyncConfig::push_only(),
+    )
+    .unwrap();
+    assert_eq!(all(&node, Interval::full()), before);
+    assert_eq!(client.get(C, b"k1").unwrap().unwrap().value, Some(Bytes::from("injected")));
 }

@@ -13,7 +13,8 @@ use dhrt_core::{
     merkle::{NodeRef, Summary},
     proto::{
         client::{Consistency, ErrorCode, NodeStats, Op, Reply, RingMember},
-        ClientRequest, ClientResponse, Message, SyncBody, SyncItem, SyncMessage,
+        watch::Subscription,
+        ClientRequest, ClientResponse, Message, SyncBody, SyncItem, SyncMessage, WatchMessage,
     },
     wire::{self, WireError},
 };
@@ -194,8 +195,16 @@ fn reply() -> impl Strategy<Value = Reply> {
             .prop_map(|values| Reply::Values { values }),
         (prop::collection::vec((bytes(8), bytes(8)), 0..6), prop::option::of(bytes(12)))
             .prop_map(|(items, cursor)| Reply::Page { items, cursor }),
-        (name(), bytes(16), prop::option::of(bytes(16)), ts())
-            .prop_map(|(collection, key, value, ts)| Reply::Event { collection, key, value, ts }),
+        (name(), bytes(16), prop::option::of(bytes(16)), ts()).prop_map(
+            |(collection, key, value, ts)| Reply::Event {
+                collection,
+                key,
+                value,
+                ts,
+                origin: NodeId(ts.0 >> 3),
+                expires: (ts.0 % 3 == 0).then_some(ts.0 >> 20),
+            }
+        ),
         (node_id(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
             |(node, keys, tombstones, bytes, collections)| Reply::Stats(NodeStats {
                 node,
@@ -280,6 +289,50 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(id, result)| Message::Response(ClientResponse { id, result })),
         (any::<u64>(), sync_body())
             .prop_map(|(session, body)| Message::Sync(SyncMessage { session, body })),
+        watch_message().prop_map(Message::Watch),
+        (any::<u64>(), any::<u64>(), sync_body()).prop_map(|(id, session, body)| {
+            Message::Request(ClientRequest {
+                id,
+                op: Op::Sync { msg: SyncMessage { session, body } },
+            })
+        }),
+        (any::<u64>(), any::<u64>(), sync_body()).prop_map(|(id, session, body)| {
+            Message::Response(ClientResponse {
+                id,
+                result: Reply::Sync { msg: SyncMessage { session, body } },
+            })
+        }),
+    ]
+}
+
+fn watch_message() -> impl Strategy<Value = WatchMessage> {
+    let subscription =
+        (any::<u64>(), name(), prop::option::of(bytes(8)), prop::option::of(ts())).prop_map(
+            |(sub, collection, prefix, resume)| Subscription { sub, collection, prefix, resume },
+        );
+    prop_oneof![
+        prop::collection::vec(subscription, 0..4).prop_map(|subs| WatchMessage::Subscribe { subs }),
+        prop::collection::vec(any::<u64>(), 0..4)
+            .prop_map(|subs| WatchMessage::Unsubscribe { subs }),
+        (
+            any::<u64>(),
+            ts(),
+            any::<u64>(),
+            prop::collection::vec((bytes(8), entry()), 0..4),
+            any::<bool>()
+        )
+            .prop_map(|(sub, epoch, seq, items, lagged)| WatchMessage::Changes {
+                sub,
+                epoch,
+                seq,
+                items,
+                lagged
+            }),
+        (any::<u64>(), ts(), any::<u64>()).prop_map(|(sub, epoch, seq)| WatchMessage::ChangesAck {
+            sub,
+            epoch,
+            seq
+        }),
     ]
 }
 

@@ -200,9 +200,8 @@ pub(super) fn start<S: Store>(
             reply(node, ClientResponse { id, result: Reply::Ring { members } });
         }
         scan @ Op::Scan { .. } => super::scan::start(node, now, client, id, scan),
-        Op::Watch { .. } | Op::Unwatch { .. } => {
-            let msg = "watch is not served by this version of the node yet";
-            reply(node, error(id, ErrorCode::Unsupported, msg));
+        op @ (Op::Watch { .. } | Op::Unwatch { .. } | Op::Sync { .. }) => {
+            super::watch::start(node, now, client, id, op)
         }
     }
 }
@@ -222,6 +221,8 @@ fn local_stats<S: Store>(node: &Node<S>) -> NodeStats {
 }
 
 /// Checks a request's collection, keys and consistency; builds the per-key state.
+// The error is the answer itself (128 bytes), moved once per refused request.
+#[allow(clippy::result_large_err)]
 fn plan<S: Store>(
     node: &Node<S>,
     id: u64,

@@ -21,13 +21,16 @@
 //! that report how many replicas answered ([`coordinator`]), read repair, hinted handoff
 //! ([`hints`]), scheduled anti-entropy, hand-off before serving and cleaning
 //! ([`antientropy`]), expiry, tombstone collection and the rejoin-empty rule ([`gc`]),
-//! paged range scans in ring order ([`scan`]), and membership. See `docs/node.md`.
+//! paged range scans in ring order ([`scan`]), watches and client sync ([`watch`]), and
+//! membership. See `docs/node.md`. Drivers tell the node when a client connection closes
+//! ([`Node::client_gone`]) so its watches end.
 
 pub mod antientropy;
 pub mod coordinator;
 pub mod gc;
 pub mod hints;
 pub mod scan;
+pub mod watch;
 
 use crate::{
     clock::Hlc,
@@ -48,6 +51,7 @@ use gc::Gc;
 use hints::Hints;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+use watch::{WatchConfig, Watches};
 
 /// Identifies a client connection to the driver; replies go back to it.
 pub type ClientId = u64;
@@ -85,6 +89,8 @@ pub struct NodeConfig {
     pub collection_consistency: BTreeMap<String, Consistency>,
     /// Seed of every random choice the node makes.
     pub seed: u64,
+    /// Watches and client sync.
+    pub watch: WatchConfig,
 }
 
 impl NodeConfig {
@@ -106,6 +112,7 @@ impl NodeConfig {
             gc_interval_ms: 60_000,
             collection_consistency: BTreeMap::new(),
             seed: id.0,
+            watch: WatchConfig::default(),
         }
     }
 }
@@ -213,6 +220,7 @@ pub struct Node<S: Store> {
     join_requested: bool,
     gc: Gc,
     state: NodeState,
+    watch: Watches,
     outputs: VecDeque<Output>,
 }
 
@@ -247,6 +255,7 @@ impl<S: Store> Node<S> {
             join_requested: false,
             gc: Gc::default(),
             state,
+            watch: Watches::default(),
             outputs: VecDeque::new(),
             config,
         };
@@ -329,6 +338,7 @@ impl<S: Store> Node<S> {
             self.hints.next_deadline(),
             self.anti_entropy.next_deadline(self.config.sync_timeout_ms),
             self.gc.next_deadline(),
+            self.watch.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -346,6 +356,7 @@ impl<S: Store> Node<S> {
         self.check_staleness(now);
         self.tick_sync(now);
         self.tick_gc(now);
+        self.tick_watches(now);
     }
 
     /// Anti-entropy state and counters.
@@ -377,6 +388,7 @@ impl<S: Store> Node<S> {
     /// Handles a client's request.
     pub fn handle_client(&mut self, now: Millis, client: ClientId, req: ClientRequest) {
         coordinator::start(self, now, client, req);
+        self.pump_watches(now);
     }
 
     /// Handles a message from node `from`.
@@ -388,10 +400,12 @@ impl<S: Store> Node<S> {
             }
             Message::Replica(m) => self.handle_replica(now, from, m),
             Message::Sync(m) => self.handle_sync(now, from, m),
+            Message::Watch(m) => watch::handle_peer(self, now, from, m),
             // Chord routing and client frames over a peer link are not part of the node
             // protocol (nodes route by full membership); a peer sending them is ignored.
             Message::Chord { .. } | Message::Request(_) | Message::Response(_) => {}
         }
+        self.pump_watches(now);
     }
 
     fn handle_replica(&mut self, now: Millis, from: NodeId, msg: ReplicaMessage) {

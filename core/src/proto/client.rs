@@ -10,7 +10,16 @@
 //! Watches are the one exception to "one request, one response": a [`Op::Watch`] is
 //! answered by [`Reply::Ok`] and then by a [`Reply::Event`] for every change, all
 //! tagged with the watch request's id, until the client sends [`Op::Unwatch`] naming
-//! that id (or disconnects).
+//! that id (or disconnects). A [`Reply::Error`] with the watch's id after the `Ok` ends
+//! the watch: the node could no longer promise every change (code
+//! [`ErrorCode::Unavailable`]); the client re-syncs and watches again.
+//!
+//! A client that keeps a local copy of a collection (a [`crate::replica::Replica`])
+//! refreshes it with [`Op::Sync`]: the Merkle sync protocol of [`crate::sync`], with the
+//! client as the initiator and pulling only, the node answering and never taking
+//! entries. After a reconnect a client watches first, then syncs every ring interval
+//! with one of its replicas, applying events as they come: nothing is missed (see
+//! `docs/node.md`, "Watch").
 //!
 //! A missing key is not an error: [`Op::Get`] answers [`Reply::Value`] with no value
 //! (a host maps that to HTTP 404). Errors carry an [`ErrorCode`], which each host maps to
@@ -20,7 +29,7 @@
 //! Keys and values are raw bytes ([`Bytes`], MessagePack `bin` on the wire); collection
 //! names are strings, [`DEFAULT_COLLECTION`] when a client names none.
 
-use crate::{clock::Timestamp, entry::NodeId, hash::Position};
+use crate::{clock::Timestamp, entry::NodeId, hash::Position, proto::SyncMessage, Millis};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::{fmt, str::FromStr};
@@ -121,8 +130,11 @@ pub enum Op {
         consistency: Consistency,
     },
     /// Subscribe to changes of a collection (optionally only keys with a prefix).
-    /// Answered by [`Reply::Ok`], then one [`Reply::Event`] per applied change, all
-    /// with this request's id.
+    /// Answered by [`Reply::Ok`] once every serving node has the subscription (or after
+    /// the request timeout), then one [`Reply::Event`] per applied change, all with this
+    /// request's id. Each change is delivered once, and the events of one key arrive in
+    /// timestamp order. A [`Reply::Error`] with this id ends the watch (see the module
+    /// docs).
     Watch {
         /// The collection to watch.
         collection: String,
@@ -134,6 +146,18 @@ pub enum Op {
     Unwatch {
         /// The id of the [`Op::Watch`] request that opened the subscription.
         watch: u64,
+    },
+    /// One message of a Merkle sync session between the client's local copy of a
+    /// collection and the node's replica (see [`crate::sync`]). The client is the
+    /// initiator — it opens with [`crate::proto::SyncBody::Begin`] and a session id of its
+    /// choosing — and must not push entries ([`crate::sync::SyncConfig::pull_only`]):
+    /// the node never merges what a client sends, and ends the session if it tries.
+    /// The interval must be one the node replicates. Answered by [`Reply::Sync`] with
+    /// the node's next message, by [`Reply::Ok`] when the client's message closed the
+    /// session, or by an error, which also closes it.
+    Sync {
+        /// The client's message.
+        msg: SyncMessage,
     },
     /// Counts and sizes of the answering node. Answered by [`Reply::Stats`].
     Stats,
@@ -152,6 +176,10 @@ impl Op {
             | Op::SetMany { collection, .. }
             | Op::Scan { collection, .. }
             | Op::Watch { collection, .. } => Some(collection),
+            Op::Sync { msg } => match &msg.body {
+                crate::proto::SyncBody::Begin { collection, .. } => Some(collection),
+                _ => None,
+            },
             Op::Unwatch { .. } | Op::Stats | Op::Ring => None,
         }
     }
@@ -189,7 +217,8 @@ pub enum Reply {
         /// `None` when no replica asked knows the key.
         ts: Option<Timestamp>,
     },
-    /// The request succeeded and has nothing to report ([`Op::Watch`], [`Op::Unwatch`]).
+    /// The request succeeded and has nothing to report ([`Op::Watch`], [`Op::Unwatch`],
+    /// an [`Op::Sync`] that closed its session).
     Ok,
     /// The answer to a write ([`Op::Set`], [`Op::Del`], [`Op::SetMany`]).
     Written {
@@ -220,6 +249,19 @@ pub enum Reply {
         value: Option<Bytes>,
         /// The timestamp of the change (events of one key arrive in timestamp order).
         ts: Timestamp,
+        /// The node that coordinated the write: with `ts`, `value` and `expires`, the
+        /// exact entry the cluster stores, so a client's local copy matches its replicas
+        /// digest for digest (and a later [`Op::Sync`] ships only what it missed).
+        #[serde(default)]
+        origin: NodeId,
+        /// When the value expires (wall-clock milliseconds), if it has a TTL.
+        #[serde(default)]
+        expires: Option<Millis>,
+    },
+    /// The answer to [`Op::Sync`]: the node's next message of the session.
+    Sync {
+        /// The node's message.
+        msg: SyncMessage,
     },
     /// The answer to [`Op::Stats`].
     Stats(NodeStats),

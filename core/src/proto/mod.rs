@@ -2,7 +2,8 @@
 //!
 //! [`Message`] is the envelope that travels in a frame (see [`crate::wire`]); its
 //! variants carry the client protocol ([`client`]) and the peer protocols: Merkle sync
-//! ([`sync`]), Chord routing ([`chord`]) and membership gossip
+//! ([`sync`]), replication ([`replica`]), watches ([`watch`]), Chord routing ([`chord`])
+//! and membership gossip
 //! ([`crate::membership::MembershipMessage`], defined beside its state machine). Every
 //! variant and field is documented because this *is* the protocol.
 
@@ -10,11 +11,13 @@ pub mod chord;
 pub mod client;
 pub mod replica;
 pub mod sync;
+pub mod watch;
 
 pub use chord::{ChordMessage, NextHop};
 pub use client::{ClientRequest, ClientResponse};
 pub use replica::ReplicaMessage;
 pub use sync::{SyncBody, SyncItem, SyncMessage};
+pub use watch::WatchMessage;
 
 use crate::{membership::MembershipMessage, ring::Vnode};
 use serde::{Deserialize, Serialize};
@@ -41,6 +44,8 @@ pub enum Message {
     Gossip(MembershipMessage),
     /// A coordinator's write or read to a replica, or the replica's answer.
     Replica(ReplicaMessage),
+    /// A watch's subscription at a source node, or the changes it streams back.
+    Watch(WatchMessage),
 }
 
 #[cfg(test)]

@@ -44,6 +44,14 @@
 //! queue for the next turn; streams of entries resume from a cursor. Incoming items are
 //! checked: malformed node references, digest lists that do not match their mask, or
 //! entries outside the interval are refused with [`SyncError`], never a panic.
+//!
+//! ## Direction
+//!
+//! Between replicas entries cross both ways. [`SyncConfig::push`] and
+//! [`SyncConfig::pull`] restrict a side: a pull-only side (a client's local copy) never
+//! ships entries, and a push-only side (the node serving that client) never asks for
+//! entries, never provokes the peer into streaming to it, and refuses any entry it
+//! receives — so the walk is the same, but only one side's store can change.
 
 mod pair;
 mod session;
@@ -80,6 +88,13 @@ pub enum SyncError {
 }
 
 /// Tunables of a session.
+///
+/// `push` and `pull` say which way entries may move, from this side's point of view.
+/// Replicas do both (the default). A client that keeps a local copy pulls only
+/// (`push: false`); the node serving it runs its side with `pull: false`, so a client
+/// can never write into a node through sync: that side never asks for entries and
+/// refuses every entry it is sent (the session fails with [`SyncError::Protocol`] and
+/// nothing is merged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncConfig {
     /// Soft limit on the encoded size of one message (at least one item is always sent).
@@ -92,11 +107,34 @@ pub struct SyncConfig {
     /// when the key is absent, so a replica that collected it does not take it back
     /// from one that has not yet. It is stored when it overrides something.
     pub collected_before: Option<u64>,
+    /// Whether this side ships its entries that the peer lacks or holds older.
+    pub push: bool,
+    /// Whether this side takes entries from the peer: asks for them and merges them.
+    pub pull: bool,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        SyncConfig { max_message_bytes: 256 * 1024, list_max: 2, collected_before: None }
+        SyncConfig {
+            max_message_bytes: 256 * 1024,
+            list_max: 2,
+            collected_before: None,
+            push: true,
+            pull: true,
+        }
+    }
+}
+
+impl SyncConfig {
+    /// A side that only takes entries (a client refreshing its local copy).
+    pub fn pull_only() -> Self {
+        SyncConfig { push: false, ..SyncConfig::default() }
+    }
+
+    /// A side that only gives entries and never changes its own store (a node serving a
+    /// client's pull).
+    pub fn push_only() -> Self {
+        SyncConfig { pull: false, ..SyncConfig::default() }
     }
 }
 

@@ -277,20 +277,31 @@ impl SyncSession {
                         return Err(SyncError::Protocol("listed key outside its node".into()));
                     }
                     let mine = replica.store().get(&self.collection, pos, &key)?;
-                    if mine.as_ref().is_none_or(|m| their > m.version()) {
+                    if self.config.pull && mine.as_ref().is_none_or(|m| their > m.version()) {
                         want.push(key.clone());
                     }
                     theirs.insert(key, their);
                 }
-                self.queue.push_back(Task::Stream { node, cursor: None, theirs });
+                if self.config.push {
+                    self.queue.push_back(Task::Stream { node, cursor: None, theirs });
+                }
                 if !want.is_empty() {
                     self.queue.push_back(Task::Want(want));
                 }
             }
             SyncItem::Want { keys } => {
-                self.queue.push_back(Task::Send(keys.into()));
+                if self.config.push {
+                    self.queue.push_back(Task::Send(keys.into()));
+                }
             }
             SyncItem::Entries { entries } => {
+                if !self.config.pull {
+                    return Err(SyncError::Protocol(
+                        "this side does not accept entries: open the session pull-only (push \
+                         disabled)"
+                            .into(),
+                    ));
+                }
                 self.stats.entries_received += entries.len() as u64;
                 for (key, _) in &entries {
                     let pos = replica.position(&self.collection, key);
@@ -321,10 +332,13 @@ impl SyncSession {
     fn compare(&mut self, node: NodeRef, theirs_nonempty: bool, mine: Summary) {
         match (theirs_nonempty, mine.is_empty()) {
             (false, true) => {}
-            (false, false) => {
+            (false, false) if self.config.push => {
                 self.queue.push_back(Task::Stream { node, cursor: None, theirs: BTreeMap::new() })
             }
-            (true, true) => self.queue.push_back(Task::ListEmpty(node)),
+            (false, false) => {}
+            // Listing nothing makes the peer stream to us: only when we take entries.
+            (true, true) if self.config.pull => self.queue.push_back(Task::ListEmpty(node)),
+            (true, true) => {}
             (true, false) => self.queue.push_back(Task::Describe(node)),
         }
     }

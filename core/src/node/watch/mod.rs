@@ -1,0 +1,498 @@
+//! Watches: every change applied anywhere in the cluster to a collection (or a key
+//! prefix of it), pushed to the client that asked, once, in timestamp order per key.
+//!
+//! ## Watchers and sources
+//!
+//! A client's [`Op::Watch`] lives on the node that received it, the *watcher*. A node's
+//! replica holds only the keys it replicates, so the watcher subscribes at every other
+//! member, each a *source* ([`WatchMessage::Subscribe`]); its own replica is a source
+//! too, read directly. Every source turns its replica's change feed on
+//! ([`crate::replica::Replica::set_change_feed`]) while it has subscriptions: that feed
+//! sees every entry a merge applied — client writes, replica writes, read repair, hints,
+//! sync — so nothing that changes a replica escapes it.
+//!
+//! ## Reliable batches
+//!
+//! A source keeps, per subscription, a *feed*: the matching changes in batches numbered
+//! `1, 2, …` within an *epoch* (the source's clock when it opened the feed). Every batch
+//! is sent at once and kept until the watcher acknowledges it; the watcher accepts only
+//! the next batch in sequence and acknowledges cumulatively ([`WatchMessage::ChangesAck`]);
+//! a source re-sends its oldest unacknowledged batches (go-back-N) when no acknowledgement
+//! came for `retransmit_ms`, backing off to `max_retransmit_ms`. So lost, duplicated and
+//! reordered messages still deliver every batch exactly once, in order. A new feed opens
+//! with a batch that may be empty: it confirms the subscription to the watcher, which
+//! otherwise repeats its `Subscribe` every `retry_ms` (and, once confirmed, every
+//! `refresh_ms`, so a source that restarted and forgot the feed opens a new epoch).
+//!
+//! ## Once per subscriber, in timestamp order per key
+//!
+//! Each replica of a key reports the same change. The watcher remembers, per watch, the
+//! version ([`crate::entry::Version`]) it last emitted for each key and emits an
+//! [`Reply::Event`] only for a strictly newer one. Events of a key are therefore in
+//! timestamp order and never repeat; a change that reaches the watcher only after a newer
+//! change of the same key was emitted is not emitted (it would go back in time — the
+//! subscriber already holds what it would have led to). The memory is bounded by
+//! `max_keys` per watch: past it the keys emitted longest ago are forgotten, and a late
+//! report of an already-emitted change of a forgotten key (a replica catching up after a
+//! long partition) is emitted again — harmless to a subscriber that applies events by
+//! last-writer-wins, as a local replica does. Tombstones, and entries already expired
+//! when emitted, are events with no value.
+//!
+//! ## When a watch cannot keep its promise
+//!
+//! A source buffers at most `buffer_max_bytes` of unacknowledged changes per
+//! subscription. When a watcher falls further behind, the source drops the buffer and
+//! sends a *lagged* batch instead; so does a source that stopped a subscription (it
+//! declared the watcher dead) while still running when the watcher asks to resume it.
+//! The watcher then ends the watch with an [`ErrorCode::Unavailable`] error carrying the
+//! watch's id. The client re-syncs its copy ([`Op::Sync`]) and watches again. A source
+//! that *restarts* loses its feeds without such a notice: its changes in between reach
+//! the watch through the other replicas of each key, which applied them too.
+//!
+//! ## Client sync
+//!
+//! [`Op::Sync`] runs the Merkle sync protocol between a client's local copy and this
+//! node's replica, client initiating. The node's side is push-only
+//! ([`crate::sync::SyncConfig::push_only`]): it never merges an entry a client sends. Only intervals
+//! this node replicates are served, and only while it is serving (not re-syncing).
+//!
+//! Everything here is bounded: watches and client sessions per node, feeds per node,
+//! bytes per batch and per buffer, keys remembered per watch.
+//!
+//! The watcher's side is in `watcher.rs`, the source's in `source.rs`, client sync in
+//! `client_sync.rs`; this file holds the state they share and the timers.
+
+mod client_sync;
+mod source;
+mod watcher;
+
+use super::{ClientId, Node, Output};
+use crate::{
+    clock::Timestamp,
+    entry::{Entry, NodeId, Version},
+    membership::Status,
+    proto::{
+        client::{ErrorCode, Op, Reply},
+        watch::Subscription,
+        ClientResponse, WatchMessage,
+    },
+    store::Store,
+    sync::SyncSession,
+    Millis,
+};
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Tunables of watches and client sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchConfig {
+    /// A source re-sends unacknowledged batches after this long without an
+    /// acknowledgement.
+    pub retransmit_ms: Millis,
+    /// The longest wait between re-sends (the back-off doubles up to it).
+    pub max_retransmit_ms: Millis,
+    /// A watcher repeats a `Subscribe` a source has not confirmed this often.
+    pub retry_ms: Millis,
+    /// A watcher repeats a confirmed `Subscribe` this often (a restarted source forgot).
+    pub refresh_ms: Millis,
+    /// Largest batch of changes, in approximate bytes (at least one change per batch).
+    pub batch_max_bytes: usize,
+    /// Most unacknowledged bytes a source keeps for one subscription before it tells
+    /// the watcher it lagged.
+    pub buffer_max_bytes: usize,
+    /// Keys whose last emitted version a watch remembers.
+    pub max_keys: usize,
+    /// Most watches a node holds for its clients.
+    pub max_watches: usize,
+    /// Most subscriptions a node serves as a source.
+    pub max_feeds: usize,
+    /// Most client sync sessions open on a node.
+    pub max_client_syncs: usize,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            retransmit_ms: 500,
+            max_retransmit_ms: 8_000,
+            retry_ms: 1_000,
+            refresh_ms: 10_000,
+            batch_max_bytes: 64 * 1024,
+            buffer_max_bytes: 8 * 1024 * 1024,
+            max_keys: 100_000,
+            max_watches: 10_000,
+            max_feeds: 100_000,
+            max_client_syncs: 64,
+        }
+    }
+}
+
+/// Counters of what watches did on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WatchStats {
+    /// Events sent to clients.
+    pub events: u64,
+    /// Changes reported for a key whose newer or equal version was already emitted.
+    pub suppressed: u64,
+    /// Batches sent by this node as a source (first sends).
+    pub batches_sent: u64,
+    /// Batches sent again after no acknowledgement came.
+    pub batches_resent: u64,
+    /// Batches received out of sequence or twice (discarded, acknowledged).
+    pub batches_discarded: u64,
+    /// Watches ended because a source dropped changes.
+    pub lagged: u64,
+}
+
+/// The watch state of a node: its clients' watches, the feeds it serves other nodes'
+/// watches from, and its clients' sync sessions.
+#[derive(Debug, Default)]
+pub struct Watches {
+    watches: BTreeMap<u64, LocalWatch>,
+    by_client: BTreeMap<(ClientId, u64), u64>,
+    feeds: BTreeMap<(NodeId, u64), Feed>,
+    /// The clock when this node opened its first feed: epochs from before are from an
+    /// earlier run of the node.
+    booted: Option<Timestamp>,
+    syncs: BTreeMap<(ClientId, u64), (SyncSession, Millis)>,
+    seen_view: Option<u64>,
+    deadline: Option<Millis>,
+    stats: WatchStats,
+}
+
+impl Watches {
+    /// Watches this node holds for its clients.
+    pub fn watch_count(&self) -> usize {
+        self.watches.len()
+    }
+
+    /// Subscriptions this node serves as a source.
+    pub fn feed_count(&self) -> usize {
+        self.feeds.len()
+    }
+
+    /// Client sync sessions open.
+    pub fn client_syncs(&self) -> usize {
+        self.syncs.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> WatchStats {
+        self.stats
+    }
+
+    /// When [`Node::tick`] next has watch work.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.deadline
+    }
+
+    fn active(&self) -> bool {
+        !self.watches.is_empty() || !self.feeds.is_empty()
+    }
+}
+
+/// A client's watch, on its watcher.
+#[derive(Debug)]
+struct LocalWatch {
+    client: ClientId,
+    id: u64,
+    collection: String,
+    prefix: Option<Bytes>,
+    sources: BTreeMap<NodeId, Source>,
+    /// Until the `Ok` is sent: when it is due at the latest, and the events held back.
+    opening: Option<(Millis, Vec<Reply>)>,
+    emitted: BTreeMap<Bytes, (Version, u64)>,
+    order: BTreeMap<u64, Bytes>,
+    next_order: u64,
+}
+
+impl LocalWatch {
+    fn matches(&self, collection: &str, key: &[u8]) -> bool {
+        collection == self.collection && self.prefix.as_ref().is_none_or(|p| key.starts_with(p))
+    }
+
+    fn subscription(&self, sub: u64, source: Option<&Source>) -> Subscription {
+        Subscription {
+            sub,
+            collection: self.collection.clone(),
+            prefix: self.prefix.clone(),
+            resume: source.and_then(|s| s.feed).map(|(epoch, _)| epoch),
+        }
+    }
+
+    /// Remembers `version` as the last emitted for `key`; false when it is not newer.
+    fn admit(&mut self, key: &Bytes, version: Version, max_keys: usize) -> bool {
+        if let Some((last, order)) = self.emitted.get(key) {
+            if *last >= version {
+                return false;
+            }
+            let order = *order;
+            self.order.remove(&order);
+        }
+        self.next_order += 1;
+        self.emitted.insert(key.clone(), (version, self.next_order));
+        self.order.insert(self.next_order, key.clone());
+        while self.emitted.len() > max_keys.max(1) {
+            let Some((_, oldest)) = self.order.pop_first() else { break };
+            self.emitted.remove(&oldest);
+        }
+        true
+    }
+}
+
+/// What a watcher knows of one source.
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    /// The feed followed: its epoch and the next batch expected. `None` until the
+    /// source confirmed the subscription.
+    feed: Option<(Timestamp, u64)>,
+    /// When to send `Subscribe` next.
+    next_subscribe: Millis,
+}
+
+/// A subscription served by this node as a source.
+#[derive(Debug)]
+struct Feed {
+    collection: String,
+    prefix: Option<Bytes>,
+    epoch: Timestamp,
+    next_seq: u64,
+    unacked: VecDeque<Batch>,
+    unacked_bytes: usize,
+    retransmit_at: Millis,
+    backoff: Millis,
+    /// A lagged batch was queued: nothing more is added; removed once it is acknowledged.
+    ended: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Batch {
+    seq: u64,
+    items: Vec<(Bytes, Entry)>,
+    bytes: usize,
+    lagged: bool,
+}
+
+/// Subscriptions per `Subscribe` message.
+const SUBSCRIBE_CHUNK: usize = 128;
+/// Events held back before a watch's `Ok` at most; past it the `Ok` goes out early.
+const MAX_HELD_EVENTS: usize = 10_000;
+
+/// Whether a member in `status` is one a watcher subscribes at.
+fn reachable(status: Status) -> bool {
+    matches!(status, Status::Alive | Status::Suspect | Status::Syncing)
+}
+
+fn reply_to(client: ClientId, id: u64, result: Reply) -> Output {
+    Output::Reply { client, resp: ClientResponse { id, result } }
+}
+
+fn error(client: ClientId, id: u64, code: ErrorCode, message: impl Into<String>) -> Output {
+    Output::Reply { client, resp: ClientResponse::error(id, code, message) }
+}
+
+/// Handles [`Op::Watch`], [`Op::Unwatch`] and [`Op::Sync`] (called by the coordinator).
+pub(super) fn start<S: Store>(node: &mut Node<S>, now: Millis, client: ClientId, id: u64, op: Op) {
+    match op {
+        Op::Watch { collection, prefix } => node.open_watch(now, client, id, collection, prefix),
+        Op::Unwatch { watch } => {
+            let out = match node.watch.by_client.get(&(client, watch)).copied() {
+                Some(sub) => {
+                    node.close_watch(sub);
+                    reply_to(client, id, Reply::Ok)
+                }
+                None => error(
+                    client,
+                    id,
+                    ErrorCode::NotFound,
+                    format!("no watch with id {watch} is open on this connection"),
+                ),
+            };
+            node.outputs.push_back(out);
+        }
+        Op::Sync { msg } => node.client_sync(now, client, id, msg),
+        _ => {
+            let msg = "the request is not a watch or sync request";
+            node.outputs.push_back(error(client, id, ErrorCode::Internal, msg));
+        }
+    }
+}
+
+/// Handles a watch message from node `from`.
+pub(super) fn handle_peer<S: Store>(
+    node: &mut Node<S>,
+    now: Millis,
+    from: NodeId,
+    msg: WatchMessage,
+) {
+    match msg {
+        WatchMessage::Subscribe { subs } => {
+            for s in subs {
+                node.subscribe(now, from, s);
+            }
+        }
+        WatchMessage::Unsubscribe { subs } => {
+            for sub in subs {
+                node.watch.feeds.remove(&(from, sub));
+            }
+        }
+        WatchMessage::Changes { sub, epoch, seq, items, lagged } => {
+            node.on_changes(now, from, sub, epoch, seq, items, lagged)
+        }
+        WatchMessage::ChangesAck { sub, epoch, seq } => node.on_ack(now, from, sub, epoch, seq),
+    }
+}
+
+impl<S: Store> Node<S> {
+    /// The watch state: counts and counters.
+    pub fn watches(&self) -> &Watches {
+        &self.watch
+    }
+
+    /// A client connection closed: drops its watches (unsubscribing at every source)
+    /// and its sync sessions. Drivers call it for every connection that ends.
+    pub fn client_gone(&mut self, now: Millis, client: ClientId) {
+        let subs: Vec<u64> =
+            self.watch.by_client.range((client, 0)..=(client, u64::MAX)).map(|(_, s)| *s).collect();
+        for sub in subs {
+            // Nobody is listening for the `Ok` of a watch still opening.
+            if let Some(w) = self.watch.watches.get_mut(&sub) {
+                w.opening = None;
+            }
+            self.close_watch(sub);
+        }
+        let keys: Vec<(ClientId, u64)> =
+            self.watch.syncs.range((client, 0)..=(client, u64::MAX)).map(|(k, _)| *k).collect();
+        for k in keys {
+            self.watch.syncs.remove(&k);
+        }
+        self.pump_watches(now);
+    }
+
+    /// Routes the changes the replica applied to local watches and to the feeds of
+    /// remote ones, and refreshes the watch deadline. Called after every input.
+    pub(super) fn pump_watches(&mut self, now: Millis) {
+        let changes = self.replica.take_changes();
+        if !changes.is_empty() {
+            self.route_to_watches(now, &changes);
+            self.route_to_feeds(now, &changes);
+        }
+        self.replica.set_change_feed(self.watch.active());
+        self.watch.deadline = self.watch_deadline();
+    }
+
+    /// Watch timers: subscriptions to (re)send, watches whose `Ok` is due, batches to
+    /// re-send, client sync sessions gone silent; and membership changes: subscribe at
+    /// members that appeared, forget those that left, stop feeds of dead watchers.
+    pub(super) fn tick_watches(&mut self, now: Millis) {
+        if self.watch.active() {
+            let view = self.membership.view_digest();
+            if self.watch.seen_view != Some(view) {
+                self.watch.seen_view = Some(view);
+                self.follow_membership(now);
+            }
+        } else {
+            self.watch.seen_view = None;
+        }
+        self.send_subscribes(now, None);
+        let opening: Vec<u64> = self
+            .watch
+            .watches
+            .iter()
+            .filter(|(_, w)| w.opening.as_ref().is_some_and(|(d, _)| *d <= now))
+            .map(|(s, _)| *s)
+            .collect();
+        for sub in opening {
+            self.check_opened(now, sub);
+        }
+        self.resend_due(now);
+        let timeout = self.config.sync_timeout_ms;
+        self.watch.syncs.retain(|_, (_, at)| now.saturating_sub(*at) < timeout);
+        self.pump_watches(now);
+    }
+
+    fn follow_membership(&mut self, now: Millis) {
+        let me = self.id();
+        let membership = &self.membership;
+        for w in self.watch.watches.values_mut() {
+            w.sources
+                .retain(|id, _| membership.member(*id).is_some_and(|m| m.status != Status::Left));
+            for m in membership.members() {
+                if m.id != me && m.status != Status::Left {
+                    w.sources.entry(m.id).or_insert(Source { feed: None, next_subscribe: now });
+                }
+            }
+        }
+        self.watch.feeds.retain(|(watcher, _), _| {
+            !membership
+                .member(*watcher)
+                .is_some_and(|m| matches!(m.status, Status::Dead | Status::Left))
+        });
+        let subs: Vec<u64> = self.watch.watches.keys().copied().collect();
+        for sub in subs {
+            self.check_opened(now, sub);
+        }
+    }
+
+    fn watch_deadline(&self) -> Option<Millis> {
+        let w = &self.watch;
+        let membership = &self.membership;
+        let subscribes = w
+            .watches
+            .values()
+            .flat_map(|w| {
+                w.sources
+                    .iter()
+                    .filter(|(id, _)| membership.member(**id).is_some_and(|m| reachable(m.status)))
+                    .map(|(_, s)| s.next_subscribe)
+            })
+            .min();
+        let opening = w.watches.values().filter_map(|w| w.opening.as_ref().map(|(d, _)| *d)).min();
+        let resend =
+            w.feeds.values().filter(|f| !f.unacked.is_empty()).map(|f| f.retransmit_at).min();
+        let syncs = w.syncs.values().map(|(_, at)| at + self.config.sync_timeout_ms).min();
+        [subscribes, opening, resend, syncs].into_iter().flatten().min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch() -> LocalWatch {
+        LocalWatch {
+            client: 1,
+            id: 1,
+            collection: "c".into(),
+            prefix: None,
+            sources: BTreeMap::new(),
+            opening: None,
+            emitted: BTreeMap::new(),
+            order: BTreeMap::new(),
+            next_order: 0,
+        }
+    }
+
+    fn version(ts: u64) -> Version {
+        Version { ts: Timestamp(ts), origin: NodeId(1), tombstone: false }
+    }
+
+    #[test]
+    fn a_watch_admits_only_newer_versions_and_forgets_the_oldest_keys_past_its_bound() {
+        let mut w = watch();
+        let (a, b, c) = (Bytes::from("a"), Bytes::from("b"), Bytes::from("c"));
+        assert!(w.admit(&a, version(2), 2));
+        assert!(!w.admit(&a, version(2), 2), "the same change twice");
+        assert!(!w.admit(&a, version(1), 2), "an older change");
+        assert!(w.admit(&a, version(3), 2));
+        let tomb = Version { tombstone: true, ..version(3) };
+        assert!(w.admit(&a, tomb, 2), "the expired form of the same write wins");
+        assert!(w.admit(&b, version(1), 2));
+        // `a` was last emitted before `b`: a third key makes the watch forget `a`.
+        assert!(w.admit(&c, version(1), 2));
+        assert_eq!(w.emitted.len(), 2, "bounded");
+        assert!(!w.emitted.contains_key(&a), "the key emitted longest ago is forgotten");
+        assert!(w.admit(&a, version(1), 2), "a forgotten key admits again");
+        assert_eq!(w.order.len(), w.emitted.len());
+    }
+}

@@ -1,0 +1,276 @@
+//! The watcher's side: a client's watch, its subscriptions at every source, and the
+//! events it emits — once per change, in timestamp order per key.
+
+use super::{error, reachable, reply_to, LocalWatch, Source, MAX_HELD_EVENTS, SUBSCRIBE_CHUNK};
+use crate::{
+    clock::Timestamp,
+    entry::{Entry, NodeId},
+    membership::Status,
+    node::{ClientId, Node},
+    proto::{
+        client::{ErrorCode, Reply},
+        watch::Subscription,
+        Message, WatchMessage,
+    },
+    replica::Change,
+    store::Store,
+    Millis,
+};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+impl<S: Store> Node<S> {
+    pub(super) fn open_watch(
+        &mut self,
+        now: Millis,
+        client: ClientId,
+        id: u64,
+        collection: String,
+        prefix: Option<Bytes>,
+    ) {
+        if let Err(e) = crate::store::validate_collection(&collection) {
+            return self.outputs.push_back(error(
+                client,
+                id,
+                ErrorCode::InvalidInput,
+                e.to_string(),
+            ));
+        }
+        if prefix.as_ref().is_some_and(|p| p.len() > crate::store::MAX_KEY_LEN) {
+            let msg = format!(
+                "a watch prefix can be at most {} bytes (a key's limit)",
+                crate::store::MAX_KEY_LEN
+            );
+            return self.outputs.push_back(error(client, id, ErrorCode::InvalidInput, msg));
+        }
+        if self.watch.by_client.contains_key(&(client, id)) {
+            let msg = format!("a watch with id {id} is already open: use another request id");
+            return self.outputs.push_back(error(client, id, ErrorCode::InvalidInput, msg));
+        }
+        if self.watch.watches.len() >= self.config.watch.max_watches {
+            let msg = format!(
+                "this node holds the most watches it allows ({}); close some or watch through \
+                 another node",
+                self.config.watch.max_watches
+            );
+            return self.outputs.push_back(error(client, id, ErrorCode::Unavailable, msg));
+        }
+        let mut sub = self.rng.next_u64() ^ self.clock.now(now).0.rotate_left(29);
+        while self.watch.watches.contains_key(&sub) {
+            sub = self.rng.next_u64();
+        }
+        let me = self.id();
+        let sources: BTreeMap<NodeId, Source> = self
+            .membership
+            .members()
+            .filter(|m| m.id != me && m.status != Status::Left)
+            .map(|m| (m.id, Source { feed: None, next_subscribe: now }))
+            .collect();
+        let prefix = prefix.filter(|p| !p.is_empty());
+        let watch = LocalWatch {
+            client,
+            id,
+            collection,
+            prefix,
+            sources,
+            opening: Some((now + self.config.request_timeout_ms, Vec::new())),
+            emitted: BTreeMap::new(),
+            order: BTreeMap::new(),
+            next_order: 0,
+        };
+        self.watch.watches.insert(sub, watch);
+        self.watch.by_client.insert((client, id), sub);
+        self.replica.set_change_feed(true);
+        self.send_subscribes(now, Some(sub));
+        self.check_opened(now, sub);
+    }
+
+    /// Sends the `Subscribe`s that are due (of one watch only, when `only` is given).
+    pub(super) fn send_subscribes(&mut self, now: Millis, only: Option<u64>) {
+        let retry = self.config.watch.retry_ms.max(1);
+        let refresh = self.config.watch.refresh_ms.max(1);
+        let mut out: BTreeMap<NodeId, Vec<Subscription>> = BTreeMap::new();
+        let membership = &self.membership;
+        for (sub, w) in self.watch.watches.iter_mut() {
+            if only.is_some_and(|o| o != *sub) {
+                continue;
+            }
+            let targets: Vec<NodeId> = w
+                .sources
+                .iter()
+                .filter(|(id, s)| {
+                    s.next_subscribe <= now
+                        && membership.member(**id).is_some_and(|m| reachable(m.status))
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in targets {
+                let s = w.sources.get(&id).copied();
+                out.entry(id).or_default().push(w.subscription(*sub, s.as_ref()));
+                if let Some(s) = w.sources.get_mut(&id) {
+                    s.next_subscribe = now + if s.feed.is_some() { refresh } else { retry };
+                }
+            }
+        }
+        for (to, subs) in out {
+            for chunk in subs.chunks(SUBSCRIBE_CHUNK) {
+                let msg = WatchMessage::Subscribe { subs: chunk.to_vec() };
+                self.send(to, Message::Watch(msg));
+            }
+        }
+    }
+
+    /// Sends a watch's `Ok` (and the events held back) once every serving member
+    /// confirmed it, or its deadline passed.
+    pub(super) fn check_opened(&mut self, now: Millis, sub: u64) {
+        let Some(w) = self.watch.watches.get(&sub) else { return };
+        let Some((deadline, held)) = &w.opening else { return };
+        let me = self.id();
+        let confirmed = self
+            .membership
+            .members()
+            .filter(|m| m.id != me && m.status == Status::Alive)
+            .all(|m| w.sources.get(&m.id).is_some_and(|s| s.feed.is_some()));
+        if !(confirmed || *deadline <= now || held.len() >= MAX_HELD_EVENTS) {
+            return;
+        }
+        let Some(w) = self.watch.watches.get_mut(&sub) else { return };
+        let Some((_, held)) = w.opening.take() else { return };
+        let (client, id) = (w.client, w.id);
+        self.outputs.push_back(reply_to(client, id, Reply::Ok));
+        for r in held {
+            self.outputs.push_back(reply_to(client, id, r));
+        }
+    }
+
+    /// Removes a watch and unsubscribes it everywhere. A watch still opening is
+    /// answered first, so that every request gets its answer.
+    pub(super) fn close_watch(&mut self, sub: u64) {
+        let Some(w) = self.watch.watches.remove(&sub) else { return };
+        self.watch.by_client.remove(&(w.client, w.id));
+        if w.opening.is_some() {
+            self.outputs.push_back(reply_to(w.client, w.id, Reply::Ok));
+        }
+        let targets: Vec<NodeId> = w
+            .sources
+            .keys()
+            .copied()
+            .filter(|id| self.membership.member(*id).is_some_and(|m| reachable(m.status)))
+            .collect();
+        for to in targets {
+            self.send(to, Message::Watch(WatchMessage::Unsubscribe { subs: vec![sub] }));
+        }
+    }
+
+    /// Ends a watch that can no longer promise every change.
+    pub(super) fn end_lagged(&mut self, sub: u64) {
+        let Some(w) = self.watch.watches.get_mut(&sub) else { return };
+        w.opening = None;
+        let (client, id) = (w.client, w.id);
+        self.close_watch(sub);
+        self.watch.stats.lagged += 1;
+        let msg = "the watch fell behind: a node dropped changes for it, so it ended; sync your \
+                   copy again (sync) and watch again";
+        self.outputs.push_back(error(client, id, ErrorCode::Unavailable, msg));
+    }
+
+    /// A source sent a batch of a watch's changes.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_changes(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        sub: u64,
+        epoch: Timestamp,
+        seq: u64,
+        items: Vec<(Bytes, Entry)>,
+        lagged: bool,
+    ) {
+        let refresh = self.config.watch.refresh_ms.max(1);
+        let Some(w) = self.watch.watches.get_mut(&sub) else {
+            // A watch that ended (its Unsubscribe was lost): say so again.
+            let msg = WatchMessage::Unsubscribe { subs: vec![sub] };
+            return self.send(from, Message::Watch(msg));
+        };
+        let source =
+            w.sources.entry(from).or_insert(Source { feed: None, next_subscribe: now + refresh });
+        match source.feed {
+            Some((e, _)) if epoch < e => return, // a feed that was replaced
+            Some((e, _)) if epoch == e => {}
+            _ if seq == 1 || lagged => {
+                // The first batch of a new feed (the first, or one a restarted source
+                // opened): follow it from here.
+                source.feed = Some((epoch, 1));
+                source.next_subscribe = now + refresh;
+            }
+            _ => return, // a newer feed whose first batch has not arrived yet
+        }
+        let next = source.feed.map_or(1, |(_, n)| n);
+        let accepted = !lagged && seq == next;
+        if accepted {
+            source.feed = Some((epoch, next + 1));
+        }
+        let acked = if lagged && seq >= next { seq } else { next + u64::from(accepted) - 1 };
+        if acked > 0 {
+            let msg = WatchMessage::ChangesAck { sub, epoch, seq: acked };
+            self.send(from, Message::Watch(msg));
+        }
+        if lagged && seq >= next {
+            return self.end_lagged(sub);
+        }
+        if !accepted {
+            self.watch.stats.batches_discarded += 1;
+            return;
+        }
+        for (key, entry) in items {
+            self.emit(now, sub, key, entry);
+        }
+        self.check_opened(now, sub);
+    }
+
+    /// Emits a change to a watch's client when it is newer than the last emitted for
+    /// its key.
+    pub(super) fn emit(&mut self, now: Millis, sub: u64, key: Bytes, entry: Entry) {
+        let max_keys = self.config.watch.max_keys;
+        let Some(w) = self.watch.watches.get_mut(&sub) else { return };
+        if !w.prefix.as_ref().is_none_or(|p| key.starts_with(p)) {
+            return;
+        }
+        if !w.admit(&key, entry.version(), max_keys) {
+            self.watch.stats.suppressed += 1;
+            return;
+        }
+        self.watch.stats.events += 1;
+        let Entry { value, ts, origin, expires } = entry.materialize(now);
+        let event =
+            Reply::Event { collection: w.collection.clone(), key, value, ts, origin, expires };
+        match w.opening.as_mut() {
+            Some((_, held)) => held.push(event),
+            None => {
+                let (client, id) = (w.client, w.id);
+                self.outputs.push_back(reply_to(client, id, event));
+            }
+        }
+    }
+
+    /// Emits the changes that match local watches.
+    pub(super) fn route_to_watches(&mut self, now: Millis, changes: &[Change]) {
+        let subs: Vec<u64> = self
+            .watch
+            .watches
+            .iter()
+            .filter(|(_, w)| changes.iter().any(|c| w.matches(&c.collection, &c.key)))
+            .map(|(s, _)| *s)
+            .collect();
+        for sub in subs {
+            for c in changes {
+                let matches =
+                    self.watch.watches.get(&sub).is_some_and(|w| w.matches(&c.collection, &c.key));
+                if matches {
+                    self.emit(now, sub, c.key.clone(), c.entry.clone());
+                }
+            }
+            self.check_opened(now, sub);
+        }
+    }
+}
