@@ -7,10 +7,7 @@ use dhrt_core::{
     entry::NodeId,
     membership::{MembershipEvent, Status},
     node::{Node, NodeConfig, NodeEvent},
-    proto::{
-        client::{Consistency, Op, Reply},
-        ClientRequest, ClientResponse,
-    },
+    proto::client::{Consistency, Op, Reply},
     sim::{check_seeds, memory_cluster, sim_addr, NetConfig, NodeOutput, NodeProcess, Sim},
     store::{MemStore, Store},
 };
@@ -21,19 +18,7 @@ const C: &str = "users";
 
 /// Sends `op` to `node` and runs until it answers (or 10 simulated seconds pass).
 fn call(sim: &mut Cluster, node: u64, op: Op) -> Option<Reply> {
-    let id = sim.rng().next_u64();
-    sim.act(NodeId(node), |p, now| p.request(now, 7, ClientRequest { id, op }))?;
-    for _ in 0..100 {
-        sim.run_for(100);
-        for (_, _, e) in sim.take_events() {
-            if let NodeOutput::Reply { resp: ClientResponse { id: rid, result }, .. } = e {
-                if rid == id {
-                    return Some(result);
-                }
-            }
-        }
-    }
-    None
+    dhrt_core::sim::call(sim, NodeId(node), op)
 }
 
 fn set(key: &str, value: &str) -> Op {

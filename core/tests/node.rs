@@ -5,10 +5,7 @@ use bytes::Bytes;
 use dhrt_core::{
     entry::NodeId,
     node::NodeEvent,
-    proto::{
-        client::{Consistency, ErrorCode, Op, Reply},
-        ClientRequest, ClientResponse,
-    },
+    proto::client::{Consistency, ErrorCode, Op, Reply},
     sim::{check_seeds, memory_cluster, NetConfig, NodeOutput, NodeProcess, Sim},
     store::{MemStore, Store},
 };
@@ -17,20 +14,7 @@ type Cluster = Sim<NodeProcess<MemStore>>;
 
 /// Sends `op` to `node` and runs until it answers (or 10 simulated seconds pass).
 fn call(sim: &mut Cluster, node: u64, op: Op) -> Option<Reply> {
-    let id = sim.rng().next_u64();
-    sim.act(NodeId(node), |p, now| p.request(now, 7, ClientRequest { id, op }))?;
-    for _ in 0..100 {
-        sim.run_for(100);
-        let events = sim.take_events();
-        for (_, _, e) in events {
-            if let NodeOutput::Reply { resp: ClientResponse { id: rid, result }, .. } = e {
-                if rid == id {
-                    return Some(result);
-                }
-            }
-        }
-    }
-    None
+    dhrt_core::sim::call(sim, NodeId(node), op)
 }
 
 fn set(key: &str, value: &str, consistency: Consistency) -> Op {

@@ -5,11 +5,8 @@ use bytes::Bytes;
 use dhrt_core::{
     entry::NodeId,
     hash::hashed_position,
-    proto::{
-        client::{Consistency, ErrorCode, Op, Reply},
-        ClientRequest, ClientResponse,
-    },
-    sim::{check_seeds, memory_cluster, NetConfig, NodeOutput, NodeProcess, Sim},
+    proto::client::{Consistency, ErrorCode, Op, Reply},
+    sim::{check_seeds, memory_cluster, NetConfig, NodeProcess, Sim},
     store::MemStore,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,20 +15,7 @@ type Cluster = Sim<NodeProcess<MemStore>>;
 
 /// Sends `op` to `node` and runs until it answers (or 10 simulated seconds pass).
 fn call(sim: &mut Cluster, node: u64, op: Op) -> Option<Reply> {
-    let id = sim.rng().next_u64();
-    sim.act(NodeId(node), |p, now| p.request(now, 7, ClientRequest { id, op }))?;
-    for _ in 0..100 {
-        sim.run_for(100);
-        let events = sim.take_events();
-        for (_, _, e) in events {
-            if let NodeOutput::Reply { resp: ClientResponse { id: rid, result }, .. } = e {
-                if rid == id {
-                    return Some(result);
-                }
-            }
-        }
-    }
-    None
+    dhrt_core::sim::call(sim, NodeId(node), op)
 }
 
 fn set(collection: &str, key: &[u8], value: &[u8], ttl_ms: Option<u64>) -> Op {

@@ -31,6 +31,6 @@ pub mod world;
 pub use chord::{ChordEnvelope, ChordProcess};
 pub use cluster::{sim_addr, RingEvent, RingMsg, RingProcess};
 pub use net::{Latency, NetConfig};
-pub use node::{memory_cluster, NodeOutput, NodeProcess};
+pub use node::{call, memory_cluster, NodeOutput, NodeProcess};
 pub use seeds::check_seeds;
 pub use world::{Effect, Process, Sim, SimStats};

@@ -8,7 +8,10 @@ use super::{
 use crate::{
     entry::NodeId,
     node::{ClientId, Node, NodeConfig, NodeEvent, NodeState, Output},
-    proto::{ClientRequest, ClientResponse, Message},
+    proto::{
+        client::{Op, Reply},
+        ClientRequest, ClientResponse, Message,
+    },
     store::{MemStore, Store, StoreError},
     Millis,
 };
@@ -100,6 +103,24 @@ impl<S: Store> Process for NodeProcess<S> {
     fn next_deadline(&self) -> Option<Millis> {
         self.node.next_deadline()
     }
+}
+
+/// Sends `op` to `node` (as client 7) and runs the world until the answer arrives, for
+/// at most 10 simulated seconds. Other events reported meanwhile are discarded.
+pub fn call<S: Store>(sim: &mut Sim<NodeProcess<S>>, node: NodeId, op: Op) -> Option<Reply> {
+    let id = sim.rng().next_u64();
+    sim.act(node, |p, now| p.request(now, 7, ClientRequest { id, op }))?;
+    for _ in 0..100 {
+        sim.run_for(100);
+        for (_, _, e) in sim.take_events() {
+            if let NodeOutput::Reply { resp: ClientResponse { id: rid, result }, .. } = e {
+                if rid == id {
+                    return Some(result);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// A converged cluster of `n` in-memory nodes (ids 1..=n) that joined through node 1
