@@ -21,17 +21,19 @@
 //! that report how many replicas answered ([`coordinator`]), read repair, hinted handoff
 //! ([`hints`]), scheduled anti-entropy, hand-off before serving and cleaning
 //! ([`antientropy`]), expiry, tombstone collection and the rejoin-empty rule ([`gc`]),
-//! and membership. See `docs/node.md`.
+//! token moves that keep ordered collections balanced ([`migrate`]), and membership.
+//! See `docs/node.md`.
 
 pub mod antientropy;
 pub mod coordinator;
 pub mod gc;
 pub mod hints;
+pub mod migrate;
 
 use crate::{
     clock::Hlc,
     entry::{Entry, NodeId},
-    hash::Interval,
+    hash::{Interval, Position},
     membership::{Member, Membership, MembershipConfig, MembershipEvent, MembershipOutput, Status},
     proto::{ClientRequest, ClientResponse, Message, ReplicaMessage},
     replica::Replica,
@@ -45,6 +47,7 @@ use bytes::Bytes;
 use coordinator::Coordinator;
 use gc::Gc;
 use hints::Hints;
+use migrate::{Migration, MigrationConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -79,6 +82,8 @@ pub struct NodeConfig {
     pub tombstone_grace_ms: Millis,
     /// Period of the tombstone collector's passes over the store.
     pub gc_interval_ms: Millis,
+    /// Token moves that balance the entries per node (see [`migrate`]).
+    pub migration: MigrationConfig,
     /// Seed of every random choice the node makes.
     pub seed: u64,
 }
@@ -100,6 +105,7 @@ impl NodeConfig {
             max_sync_sessions: 2,
             tombstone_grace_ms: 24 * 60 * 60 * 1000,
             gc_interval_ms: 60_000,
+            migration: MigrationConfig::default(),
             seed: id.0,
         }
     }
@@ -113,6 +119,10 @@ pub struct NodeState {
     /// When the last anti-entropy round in which every session succeeded started (wall
     /// milliseconds). Tombstone collection and the rejoin-empty rule depend on it.
     pub last_full_sync_ms: Option<Millis>,
+    /// The node's tokens after it moved one (see [`migrate`]); `None` until then, when
+    /// the node derives them from its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<Position>>,
 }
 
 /// Something a node wants its driver to do or know.
@@ -188,6 +198,19 @@ pub enum NodeEvent {
         /// Entries dropped.
         entries: u64,
     },
+    /// The node moved a token after handing its range `(to, from]` off (migration).
+    TokenMoved {
+        /// The token's old position.
+        from: Position,
+        /// Its new position.
+        to: Position,
+        /// Entries in the range handed off when the move was decided.
+        entries: u64,
+        /// This node's primary load when it decided.
+        load: u64,
+        /// The least load among the nodes it asked.
+        floor: u64,
+    },
 }
 
 /// A dhrt node.
@@ -206,6 +229,7 @@ pub struct Node<S: Store> {
     resync_pending: bool,
     join_requested: bool,
     gc: Gc,
+    migration: Migration,
     state: NodeState,
     outputs: VecDeque<Output>,
 }
@@ -222,7 +246,12 @@ impl<S: Store> Node<S> {
     /// ranges up from their current owners (at once when it is alone). A node told to
     /// [`Node::join`] waits for the cluster's view first.
     pub fn with_state(config: NodeConfig, store: S, state: NodeState) -> Result<Self, StoreError> {
-        let tokens = tokens_for(config.id, config.vnodes.max(1));
+        let max = config.membership.max_tokens;
+        let tokens = state
+            .tokens
+            .clone()
+            .filter(|t| !t.is_empty() && t.len() <= max && t.windows(2).all(|w| w[0] < w[1]))
+            .unwrap_or_else(|| tokens_for(config.id, config.vnodes.max(1)));
         let me = Member::new(config.id, config.addr.clone(), tokens).with(Status::Syncing, 0);
         let mut rng = Rng::new(config.seed);
         let membership = Membership::new(me, config.membership.clone(), rng.next_u64());
@@ -239,6 +268,7 @@ impl<S: Store> Node<S> {
             resync_pending: true,
             join_requested: false,
             gc: Gc::default(),
+            migration: Migration::default(),
             state,
             outputs: VecDeque::new(),
             config,
@@ -314,6 +344,7 @@ impl<S: Store> Node<S> {
             self.hints.next_deadline(),
             self.anti_entropy.next_deadline(self.config.sync_timeout_ms),
             self.gc.next_deadline(),
+            self.migration.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -330,6 +361,7 @@ impl<S: Store> Node<S> {
         self.check_staleness(now);
         self.tick_sync(now);
         self.tick_gc(now);
+        self.tick_migration(now);
     }
 
     /// Anti-entropy state and counters.
@@ -406,6 +438,10 @@ impl<S: Store> Node<S> {
             }
             ReplicaMessage::CollectionList { req, names } => {
                 self.on_collection_list(now, from, req, names)
+            }
+            ReplicaMessage::LoadQuery { req } => self.on_load_query(from, req),
+            ReplicaMessage::LoadReply { req, entries } => {
+                self.on_load_reply(now, from, req, entries)
             }
         }
     }
