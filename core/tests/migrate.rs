@@ -295,19 +295,91 @@ fn no_acknowledged_key_is_lost_or_duplicated_by_migration() {
 }
 
 #[test]
-fn a_token_moves_only_after_the_previous_move_settled() {
-    check_seeds("a_token_moves_only_after_the_previous_move_settled", 1, 2, |seed| {
-        let mut w = World::new(seed, fast);
+fn migration_over_a_lossy_network_loses_nothing() {
+    check_seeds("migration_over_a_lossy_network_loses_nothing", 1, 2, |seed| {
+        let mut w = World::new(seed, |c| {
+            fast(c);
+            c.sync_timeout_ms = 5_000;
+        });
         let keys = user_keys(2_000);
         write_all(&mut w, EVENTS, &keys)?;
-        // Per node: its last move — when, the range handed off, and whether it must
-        // clean that range (it held entries there and no longer replicates it).
-        let mut last: BTreeMap<NodeId, (Millis, Interval, bool)> = BTreeMap::new();
+        // 3% of messages lost while the tokens move: hand-offs fail, answers go missing.
+        w.sim.set_net(NetConfig::lan().with_loss(0.03));
+        let start = w.sim.now();
+        while w.sim.now() - start < 180_000 {
+            w.run_for(5_000);
+            let via = 1 + w.sim.now() / 5_000 % NODES;
+            let sample: Vec<Bytes> = keys.iter().step_by(50).cloned().collect();
+            // Quorum reads may time out over a lossy network; none may miss a value.
+            if let Some(Reply::Values { values }) = w.call(
+                via,
+                Op::GetMany {
+                    collection: EVENTS.into(),
+                    keys: sample.clone(),
+                    consistency: Consistency::Quorum,
+                },
+            ) {
+                if let Some((k, v)) =
+                    sample.iter().zip(&values).find(|(k, v)| v.as_ref() != Some(*k))
+                {
+                    return Err(format!("{k:?} read {v:?} during lossy migration"));
+                }
+            }
+        }
+        if w.moves().is_empty() {
+            return Err("no token moved".into());
+        }
+        w.sim.set_net(NetConfig::lan());
+        run_until_quiet(&mut w, 60_000, 1_200_000)?;
+        let want = keys.len() as u64 * 3;
+        let start = w.sim.now();
+        while stored_total(&w.sim, EVENTS) != want {
+            if w.sim.now() - start > 120_000 {
+                return Err(format!("{} entries stored, not {want}", stored_total(&w.sim, EVENTS)));
+            }
+            w.run_for(1_000);
+        }
+        stored_exactly_on_replicas(&w.sim, EVENTS, &keys)?;
+        for via in 1..=NODES {
+            read_all(&mut w, via, EVENTS, &keys)?;
+        }
+        if !within_1_5(&primary_loads(&w.sim, 1, EVENTS, &keys)) {
+            return Err(format!("unbalanced: {:?}", primary_loads(&w.sim, 1, EVENTS, &keys)));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_token_moves_only_after_the_previous_move_settled() {
+    check_seeds("a_token_moves_only_after_the_previous_move_settled", 1, 2, |seed| {
+        moves_wait_for_the_previous_move(seed, 0.0)
+    });
+    // Lost messages fail some hand-off and cleaning sessions, and some rounds.
+    check_seeds("a_token_moves_only_after_the_previous_move_settled_over_loss", 1, 2, |seed| {
+        moves_wait_for_the_previous_move(seed, 0.003)
+    });
+}
+
+/// Steps a migrating cluster a millisecond at a time and checks every token move
+/// against the state of its node just before it.
+fn moves_wait_for_the_previous_move(seed: u64, loss: f64) -> Result<(), String> {
+    {
+        let mut w = World::new(seed, |c| {
+            fast(c);
+            c.sync_timeout_ms = 5_000;
+        });
+        let keys = user_keys(2_000);
+        write_all(&mut w, EVENTS, &keys)?;
+        w.sim.set_net(NetConfig::lan().with_loss(loss));
+        // Per node: its last move — when, and the range handed off.
+        let mut last: BTreeMap<NodeId, (Millis, Interval)> = BTreeMap::new();
         let mut seen = w.log.len();
+        // Moves that followed an earlier move of the same node.
         let mut checked = 0;
         let start = w.sim.now();
         // Step a millisecond at a time, so "before the move" is exact.
-        while w.sim.now() - start < 120_000 {
+        while w.sim.now() - start < 240_000 {
             let synced: Vec<Option<Millis>> = (1..=NODES)
                 .map(|i| w.sim.process(NodeId(i)).unwrap().state.last_full_sync_ms)
                 .collect();
@@ -315,27 +387,33 @@ fn a_token_moves_only_after_the_previous_move_settled() {
             let fresh: Vec<(Millis, NodeId, NodeOutput)> = w.log[seen..].to_vec();
             seen = w.log.len();
             for (at, node, e) in fresh {
-                let NodeOutput::Event(NodeEvent::TokenMoved { from, to, entries, .. }) = e else {
+                let NodeOutput::Event(NodeEvent::TokenMoved { from, to, .. }) = e else {
                     continue;
                 };
                 let moved = Interval::new(to, from);
-                if let Some((prev_at, prev, must_clean)) = last.get(&node) {
+                if let Some((prev_at, prev)) = last.get(&node) {
+                    checked += 1;
                     // A full anti-entropy round started after the previous move, and ended.
                     if synced[node.0 as usize - 1].is_none_or(|t| t <= *prev_at) {
                         return Err(format!(
                             "{node:?} moved at {at} with no full sync since its move at {prev_at}"
                         ));
                     }
-                    // The previous range was cleaned before this move.
-                    let cleaned = w.log.iter().any(|(t, n, e)| {
-                        *n == node
-                            && *t > *prev_at
-                            && *t <= at
-                            && matches!(e, NodeOutput::Event(NodeEvent::Cleaned { interval, .. })
-                                if interval.contains_interval(prev))
+                    // The previous range was cleaned before this move: the node holds
+                    // no key of it that it does not replicate (but for the part this
+                    // move just handed off, which it cleans next).
+                    let n = &w.sim.process(node).unwrap().node;
+                    let stray = keys.iter().find(|k| {
+                        let pos = n.replica().position(EVENTS, k);
+                        prev.contains(pos)
+                            && !moved.contains(pos)
+                            && !n.table().preference_list(pos, 3).contains(&node)
+                            && n.replica().get(EVENTS, k).unwrap().is_some()
                     });
-                    if *must_clean && !cleaned {
-                        return Err(format!("{node:?} moved at {at} before cleaning {prev}"));
+                    if let Some(k) = stray {
+                        return Err(format!(
+                            "{node:?} moved at {at} before cleaning {k:?} of {prev}"
+                        ));
                     }
                 }
                 let n = &w.sim.process(node).unwrap().node;
@@ -362,13 +440,11 @@ fn a_token_moves_only_after_the_previous_move_settled() {
                         }
                     }
                 }
-                let replicates = n.table().preference_list(from, 3).contains(&node);
-                last.insert(node, (at, moved, entries > 0 && !replicates));
-                checked += 1;
+                last.insert(node, (at, moved));
             }
         }
-        if checked < 5 {
-            return Err(format!("only {checked} moves seen"));
+        if checked < 3 {
+            return Err(format!("only {checked} moves followed an earlier one"));
         }
         // Every node adopted every move: the same token table everywhere.
         let table = w.sim.process(NodeId(1)).unwrap().node.table().clone();
@@ -378,7 +454,7 @@ fn a_token_moves_only_after_the_previous_move_settled() {
             }
         }
         Ok(())
-    });
+    }
 }
 
 #[test]
@@ -439,7 +515,7 @@ fn a_cluster_of_hashed_keys_does_not_churn_tokens() {
         write_all(&mut w, C, &keys)?;
         run_until_quiet(&mut w, 300_000, 1_200_000)?;
         let moves = w.moves().len();
-        if moves > 60 {
+        if moves > 20 {
             return Err(format!("{moves} moves for 5,000 hashed keys"));
         }
         for (_, n, e) in &w.log {
@@ -457,33 +533,62 @@ fn a_cluster_of_hashed_keys_does_not_churn_tokens() {
     });
 }
 
+/// One convergence measurement: the busiest node over the mean before; seconds and
+/// moves until every node is within 1.5x of the mean; moves in all and the second of the
+/// last one (runs until 10 quiet minutes); the busiest node over the mean at the end.
+fn measure(
+    vnodes: usize,
+    seed: u64,
+    keys: &[Bytes],
+    configure: impl Fn(&mut NodeConfig),
+) -> String {
+    let mut w = World::new(seed, |c| {
+        configure(c);
+        c.vnodes = vnodes;
+    });
+    write_all(&mut w, EVENTS, keys).unwrap();
+    let ratio = |loads: &[u64]| {
+        let max = loads.iter().copied().max().unwrap_or(0) as f64;
+        max * loads.len() as f64 / loads.iter().sum::<u64>() as f64
+    };
+    let before = ratio(&primary_loads(&w.sim, 1, EVENTS, keys));
+    let start = w.sim.now();
+    let took = run_until_balanced(&mut w, EVENTS, keys, 4 * 3_600_000);
+    let moves_then = w.moves().len();
+    let quiet = run_until_quiet(&mut w, 600_000, 4 * 3_600_000).is_ok();
+    let all = w.moves();
+    let last = all.last().map_or(0, |m| (m.0 - start) / 1000);
+    let after = ratio(&primary_loads(&w.sim, 1, EVENTS, keys));
+    format!(
+        "| {vnodes} | {seed} | {before:.2} | {} | {moves_then} | {}{} | {last} | {after:.2} |",
+        took.map_or("-".to_string(), |t| (t / 1000).to_string()),
+        all.len(),
+        if quiet { "" } else { " (still moving)" },
+    )
+}
+
 #[test]
 #[ignore = "a measurement: cargo test --test migrate -- --ignored --nocapture"]
 fn migration_convergence_figures() {
-    for vnodes in [1usize, 4, 8, 32] {
-        for seed in 1..=3 {
-            let mut w = World::new(seed, |c| {
-                fast(c);
-                c.vnodes = vnodes;
-            });
-            let keys = user_keys(2_000);
-            write_all(&mut w, EVENTS, &keys).unwrap();
-            let before = primary_loads(&w.sim, 1, EVENTS, &keys);
-            let took = run_until_balanced(&mut w, EVENTS, &keys, 3_600_000);
-            let at = primary_loads(&w.sim, 1, EVENTS, &keys);
-            let n_moves = w.moves().len();
-            w.run_for(600_000);
-            let all = w.moves();
-            let last = all.last().map_or(0, |m| m.0);
-            let start = all.first().map_or(0, |m| m.0);
-            let end = primary_loads(&w.sim, 1, EVENTS, &keys);
-            println!(
-                "vnodes {vnodes:2} seed {seed}: {before:?} -> {at:?} in {:?} s, {n_moves} moves; \
-                 10 min later {end:?}, {} moves in all, the last {} s after the first",
-                took.map(|t| t / 1000),
-                all.len(),
-                (last - start) / 1000
-            );
+    let which = std::env::var("MIGRATE_FIGURES").unwrap_or_default();
+    println!("| vnodes | seed | max/mean before | s to 1.5x | moves then | moves in all | last move (s) | max/mean after |");
+    if which != "default" {
+        // Fast timers: sync every 2 s, decisions every 3 s; 2,000 keys.
+        let keys = user_keys(2_000);
+        for vnodes in [1usize, 4, 8, 32] {
+            for seed in 1..=5 {
+                println!("{}", measure(vnodes, seed, &keys, fast));
+            }
+        }
+    }
+    if which != "fast" {
+        // Default timers and thresholds: sync every 10 s, decisions every 60 s, 25% + 1,000
+        // entries; 20,000 keys (`user:00000`..: 200 positions of 100 keys).
+        let keys: Vec<Bytes> = (0..20_000).map(|i| Bytes::from(format!("user:{i:05}"))).collect();
+        for vnodes in [1usize, 4, 8, 32] {
+            for seed in 1..=3 {
+                println!("{}", measure(vnodes, seed, &keys, |_| {}));
+            }
         }
     }
 }

@@ -60,7 +60,7 @@
 //! moved range that it no longer replicates (cleaning finished). A node also refuses to
 //! answer load questions while not `Alive`, which postpones its peers' decisions.
 
-use super::{Node, NodeEvent, Output};
+use super::{antientropy::intervals, Node, NodeEvent, Output};
 use crate::{
     entry::NodeId,
     hash::{Interval, Position},
@@ -142,6 +142,8 @@ pub struct Migration {
     phase: Phase,
     /// When the last move was announced, and the range it handed off.
     last_move: Option<(Millis, Interval)>,
+    /// The last count of the primary load: when, for which token table, how much.
+    counted: Option<(Millis, u64, u64)>,
     moves: u64,
     abandoned: u64,
 }
@@ -175,6 +177,14 @@ impl Migration {
     pub fn last_move(&self) -> Option<(Millis, Interval)> {
         self.last_move
     }
+}
+
+/// Whether a node holding `mine` entries must shed some toward nodes holding `floor`:
+/// `mine > floor × (1 + slack_percent/100) + min_entries`.
+pub fn exceeds_floor(mine: u64, floor: u64, config: &MigrationConfig) -> bool {
+    let limit = u128::from(floor) * (100 + u128::from(config.slack_percent))
+        + u128::from(config.min_entries) * 100;
+    u128::from(mine) * 100 > limit
 }
 
 /// Where to move the token ending `interval = (p, t]` so that `(p, q]` keeps as near
@@ -213,6 +223,20 @@ pub fn split_point(
         (None, Some((pos, n))) if pos == p.wrapping_add(1) => Some((pos, n)),
         (None, _) => Some((p.wrapping_add(1), 0)),
     }
+}
+
+/// The positions two intervals share, as at most three intervals.
+fn overlap(a: &Interval, b: &Interval) -> Vec<Interval> {
+    let mut out = Vec::new();
+    for x in a.segments().into_iter().flatten() {
+        for y in b.segments().into_iter().flatten() {
+            let (lo, hi) = (x.lo.max(y.lo), x.hi.min(y.hi));
+            if lo <= hi {
+                out.push(Interval::new(lo.wrapping_sub(1), hi));
+            }
+        }
+    }
+    out
 }
 
 /// The distinct positions of an interval with their entry counts, across collections,
@@ -304,21 +328,37 @@ impl<S: Store> Node<S> {
 
     /// Entries (every collection, tombstones included) in the intervals this node's
     /// tokens own in its token table: what migration balances.
-    pub fn primary_load(&self) -> u64 {
-        self.token_loads().iter().map(|(_, n)| n).sum()
+    pub fn primary_load(&self) -> Result<u64, StoreError> {
+        Ok(self.token_loads()?.iter().map(|(_, n)| n).sum())
     }
 
     /// Each interval this node's tokens own, with its entries.
-    fn token_loads(&self) -> Vec<(Interval, u64)> {
-        let collections = self.replica.store().collections().unwrap_or_default();
-        self.table
-            .owned_intervals(self.id())
-            .into_iter()
-            .map(|i| {
-                let n = collections.iter().map(|c| self.replica.count(c, i).unwrap_or(0)).sum();
-                (i, n)
-            })
-            .collect()
+    fn token_loads(&self) -> Result<Vec<(Interval, u64)>, StoreError> {
+        let collections = self.replica.store().collections()?;
+        let mut loads = Vec::new();
+        for i in self.table.owned_intervals(self.id()) {
+            let mut n = 0;
+            for c in &collections {
+                n += self.replica.count(c, i)?;
+            }
+            loads.push((i, n));
+        }
+        Ok(loads)
+    }
+
+    /// The primary load, counted at most once per half period for one token table:
+    /// counting can scan the buckets that token boundaries cut, and every node asks
+    /// up to `fanout` others each period.
+    fn recent_primary_load(&mut self, now: Millis) -> Result<u64, StoreError> {
+        let fresh = self.config.migration.interval_ms / 2;
+        if let Some((at, view, load)) = self.migration.counted {
+            if view == self.table_view && now < at.saturating_add(fresh) {
+                return Ok(load);
+            }
+        }
+        let load = self.primary_load()?;
+        self.migration.counted = Some((now, self.table_view, load));
+        Ok(load)
     }
 
     /// Runs a due decision, and gives up on answers that did not come.
@@ -340,19 +380,26 @@ impl<S: Store> Node<S> {
             return;
         }
         self.schedule_migration(now);
-        if matches!(self.migration.phase, Phase::Idle) && self.migration_settled(now) {
-            self.ask_loads(now);
+        if !matches!(self.migration.phase, Phase::Idle) || !self.migration_settled() {
+            return;
+        }
+        // A node holding no more than `min_entries` can never be over the threshold.
+        match self.recent_primary_load(now) {
+            Ok(load) if load > self.config.migration.min_entries => self.ask_loads(now),
+            Ok(_) => {}
+            Err(e) => self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
         }
     }
 
     fn schedule_migration(&mut self, now: Millis) {
         let period = self.config.migration.interval_ms.max(1);
-        self.migration.next_at = Some(now + self.rng.range(period / 2, period + period / 2));
+        let jittered = self.rng.range(period / 2, period.saturating_add(period / 2));
+        self.migration.next_at = Some(now.saturating_add(jittered));
     }
 
     /// Whether the cluster and this node's previous move have settled (see the module
     /// docs).
-    fn migration_settled(&self, _now: Millis) -> bool {
+    fn migration_settled(&self) -> bool {
         let me = self.membership.me();
         let all_serving =
             self.membership.members().all(|m| m.status == Status::Alive || m.status.is_down());
@@ -367,17 +414,26 @@ impl<S: Store> Node<S> {
         }
         let Some((at, moved)) = self.migration.last_move else { return true };
         let synced_since = self.state.last_full_sync_ms.is_some_and(|t| t > at);
-        let n = self.config.replicas.max(1);
-        let replicated = self.table.preference_list(moved.end, n).contains(&self.id());
-        let cleaned = replicated
-            || self
-                .replica
-                .store()
-                .collections()
-                .unwrap_or_default()
-                .iter()
-                .all(|c| self.replica.count(c, moved).is_ok_and(|k| k == 0));
-        synced_since && cleaned
+        synced_since && self.foreign_entries_in(moved).is_ok_and(|n| n == 0)
+    }
+
+    /// Entries this node holds in `range` where the token table does not make it a
+    /// replica: what cleaning has yet to hand off and drop.
+    fn foreign_entries_in(&self, range: Interval) -> Result<u64, StoreError> {
+        let me = self.id();
+        let collections = self.replica.store().collections()?;
+        let mut n = 0;
+        for (interval, replicas) in intervals(&self.table, self.config.replicas.max(1)) {
+            if replicas.contains(&me) {
+                continue;
+            }
+            for piece in overlap(&interval, &range) {
+                for c in &collections {
+                    n += self.replica.count(c, piece)?;
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Asks the owners of the tokens that follow this node's (nearest first, at most
@@ -411,14 +467,15 @@ impl<S: Store> Node<S> {
             req,
             waiting: asked.into_iter().collect(),
             loads: BTreeMap::new(),
-            deadline: now + self.config.request_timeout_ms.max(1),
+            deadline: now.saturating_add(self.config.request_timeout_ms.max(1)),
         };
     }
 
     /// Answers a load question: this node's primary load, or nothing while it is not
     /// serving (its tables are not to be trusted).
-    pub(super) fn on_load_query(&mut self, from: NodeId, req: u64) {
-        let entries = (self.membership.me().status == Status::Alive).then(|| self.primary_load());
+    pub(super) fn on_load_query(&mut self, now: Millis, from: NodeId, req: u64) {
+        let serving = self.membership.me().status == Status::Alive;
+        let entries = if serving { self.recent_primary_load(now).ok() } else { None };
         self.send(from, Message::Replica(ReplicaMessage::LoadReply { req, entries }));
     }
 
@@ -447,7 +504,7 @@ impl<S: Store> Node<S> {
         }
         let loads = std::mem::take(loads);
         self.migration.phase = Phase::Idle;
-        if self.migration_settled(now) {
+        if self.migration_settled() {
             if let Err(e) = self.decide_move(now, &loads) {
                 self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
             }
@@ -461,15 +518,13 @@ impl<S: Store> Node<S> {
         loads: &BTreeMap<NodeId, u64>,
     ) -> Result<(), StoreError> {
         let Some(&floor) = loads.values().min() else { return Ok(()) };
-        let cfg = &self.config.migration;
-        let mut tokens = self.token_loads();
+        let mut tokens = self.token_loads()?;
         let mine: u64 = tokens.iter().map(|(_, n)| n).sum();
-        let limit = u128::from(floor) * u128::from(100 + cfg.slack_percent)
-            + u128::from(cfg.min_entries) * 100;
-        if u128::from(mine) * 100 <= limit {
+        self.migration.counted = Some((now, self.table_view, mine));
+        if !exceeds_floor(mine, floor, &self.config.migration) {
             return Ok(());
         }
-        let gap = mine - floor;
+        let gap = mine.saturating_sub(floor);
         // The most loaded token first; ties by position, for determinism.
         tokens.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.end.cmp(&b.0.end)));
         let collections = self.replica.store().collections()?;
@@ -615,6 +670,49 @@ mod tests {
 
     fn at(points: &[(u64, u64)]) -> Vec<(Position, u64)> {
         points.to_vec()
+    }
+
+    #[test]
+    fn overlaps_of_intervals_cover_exactly_the_shared_positions() {
+        let pieces = |a: Interval, b: Interval| overlap(&a, &b);
+        assert_eq!(
+            pieces(Interval::new(10, 20), Interval::new(15, 30)),
+            vec![Interval::new(15, 20)]
+        );
+        assert!(pieces(Interval::new(10, 20), Interval::new(20, 30)).is_empty());
+        // A wrapping interval against one that wraps too: two pieces.
+        let a = Interval::new(u64::MAX - 5, 5);
+        let b = Interval::new(u64::MAX - 2, 2);
+        assert_eq!(
+            pieces(a, b),
+            vec![Interval::new(u64::MAX - 2, u64::MAX), Interval::new(u64::MAX, 2)]
+        );
+        assert_eq!(pieces(Interval::full(), Interval::new(3, 9)), vec![Interval::new(3, 9)]);
+        // Each end of a wrapping interval cut by one that spans them both.
+        let c = Interval::new(100, 50);
+        assert_eq!(
+            pieces(c, Interval::new(20, 200)),
+            vec![Interval::new(100, 200), Interval::new(20, 50)]
+        );
+        for (x, y) in [(a, b), (c, Interval::new(20, 200)), (Interval::new(7, 7), c)] {
+            let pieces = overlap(&x, &y);
+            for p in [0, 1, 20, 21, 50, 51, 100, 101, 200, 201, u64::MAX - 2, u64::MAX, 2, 5, 6] {
+                let inside = pieces.iter().filter(|i| i.contains(p)).count();
+                assert_eq!(inside, usize::from(x.contains(p) && y.contains(p)), "{x} ∩ {y} at {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_moves_only_beyond_the_slack_and_the_minimum() {
+        let c = MigrationConfig { slack_percent: 25, min_entries: 100, ..Default::default() };
+        assert!(!exceeds_floor(1_350, 1_000, &c), "exactly at 1.25 × 1000 + 100");
+        assert!(exceeds_floor(1_351, 1_000, &c));
+        assert!(!exceeds_floor(100, 0, &c), "small differences never move a token");
+        assert!(exceeds_floor(101, 0, &c));
+        assert!(!exceeds_floor(500, 1_000, &c));
+        assert!(exceeds_floor(u64::MAX, u64::MAX / 2, &c), "no overflow");
+        assert!(!exceeds_floor(u64::MAX, u64::MAX, &c));
     }
 
     #[test]

@@ -439,7 +439,7 @@ impl<S: Store> Node<S> {
             ReplicaMessage::CollectionList { req, names } => {
                 self.on_collection_list(now, from, req, names)
             }
-            ReplicaMessage::LoadQuery { req } => self.on_load_query(from, req),
+            ReplicaMessage::LoadQuery { req } => self.on_load_query(now, from, req),
             ReplicaMessage::LoadReply { req, entries } => {
                 self.on_load_reply(now, from, req, entries)
             }
