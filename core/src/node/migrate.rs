@@ -10,10 +10,11 @@
 //!
 //! **The rule.** Every `interval_ms` (jittered ±50%) a *settled* node (below) counts its
 //! primary load — the entries, of every collection and tombstones included, in the
-//! intervals `(p, t]` its tokens own — and asks up to `fanout` other nodes for theirs
-//! ([`ReplicaMessage::LoadQuery`]): the owners of the tokens that follow its own, nearest
-//! first (in a cluster of up to `fanout + 1` nodes, everyone). With `floor` the least of
-//! their answers, the node moves when
+//! intervals `(p, t]` its tokens own — and, unless that is at most `min_entries`, asks
+//! up to `fanout` other nodes for theirs ([`ReplicaMessage::LoadQuery`]): the owners of
+//! the tokens that follow its own, nearest first (in a cluster of up to `fanout + 1`
+//! nodes, everyone). Counts come from the Merkle trees ([`Replica::count`]) and are
+//! reused for half a period. With `floor` the least of the answers, the node moves when
 //!
 //! ```text
 //! mine > floor × (1 + slack_percent/100) + min_entries
