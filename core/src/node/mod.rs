@@ -120,7 +120,7 @@ pub struct NodeState {
     /// milliseconds). Tombstone collection and the rejoin-empty rule depend on it.
     pub last_full_sync_ms: Option<Millis>,
     /// The node's tokens after it moved one (see [`migrate`]); `None` until then, when
-    /// the node derives them from its id.
+    /// the node derives `vnodes` tokens from its id. Once set, they override `vnodes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Vec<Position>>,
 }
@@ -352,7 +352,7 @@ impl<S: Store> Node<S> {
     }
 
     /// Fires due timers: membership probes and gossip, request timeouts, hints,
-    /// anti-entropy and hand-off rounds, the tombstone collector.
+    /// anti-entropy and hand-off rounds, the tombstone collector, migration decisions.
     pub fn tick(&mut self, now: Millis) {
         self.membership.tick(now);
         self.collect_membership();
