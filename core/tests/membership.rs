@@ -11,8 +11,9 @@
 use dhrt_core::{
     membership::{
         Member, Membership, MembershipConfig, MembershipEvent, MembershipMessage, MembershipOutput,
-        Status, MAX_INCARNATION,
+        Status, TokensError, MAX_INCARNATION,
     },
+    ring::{RingTable, Vnode},
     rng::Rng,
     Millis, NodeId,
 };
@@ -753,6 +754,56 @@ fn a_node_can_start_syncing_for_its_join_hand_off() {
     // Anything but Syncing starts Alive.
     let me = Membership::new(member(0).with(Status::Dead, 3), MembershipConfig::default(), 1);
     assert_eq!((me.me().status, me.incarnation()), (Status::Alive, 3));
+}
+
+#[test]
+fn moved_tokens_are_adopted_everywhere_and_change_every_token_table() {
+    for seed in seeds() {
+        let mut net = converged(6, seed);
+        let table = |m: &Membership| {
+            RingTable::new(m.alive().map(|x| (x.id, x.tokens.as_slice())).collect::<Vec<_>>())
+        };
+        let digest = net.nodes[1].view_digest();
+        let before = table(&net.nodes[1]);
+        let old = net.nodes[0].me().tokens.clone();
+        // Node 0 moves its second token halfway to node 1's first.
+        let moved = vec![old[0], 1 << 39];
+        let at = net.now;
+        assert_eq!(net.nodes[0].set_tokens(at, moved.clone()), Ok(true));
+        assert_eq!(net.nodes[0].incarnation(), 1, "a move is a new incarnation");
+        net.drain(0);
+        let took = net.run_until(30 * SEC, |net| {
+            net.nodes.iter().all(|n| n.member(id(0)).is_some_and(|m| m.tokens == moved))
+        });
+        assert!(took.is_some(), "seed {seed}: the move did not spread within 30 s");
+        for (i, n) in net.nodes.iter().enumerate() {
+            let t = table(n);
+            assert_ne!(t, before, "seed {seed}: node {i}'s table did not change");
+            let has = |pos| t.vnodes().contains(&Vnode { pos, node: id(0) });
+            assert!(!has(old[1]) && has(1 << 39), "seed {seed}: node {i}'s table");
+            assert_eq!(n.member(id(0)).map(|m| m.status), Some(Status::Alive));
+        }
+        assert_ne!(net.nodes[1].view_digest(), digest);
+        assert!(net.must_resyncs().is_empty(), "seed {seed}: a move is not a death");
+        net.assert_incarnations_bounded();
+    }
+}
+
+#[test]
+fn token_lists_are_checked_before_they_are_announced() {
+    let mut me = Membership::new(member(0), MembershipConfig::default(), 1);
+    assert_eq!(me.set_tokens(0, vec![]), Err(TokensError::Count { count: 0, max: 1024 }));
+    assert_eq!(me.set_tokens(0, vec![5, 3]), Err(TokensError::Unsorted));
+    assert_eq!(me.set_tokens(0, vec![3, 3]), Err(TokensError::Unsorted));
+    let many: Vec<u64> = (0..1025).collect();
+    assert!(matches!(me.set_tokens(0, many), Err(TokensError::Count { count: 1025, .. })));
+    assert_eq!(me.incarnation(), 0, "nothing announced");
+    let same = me.me().tokens.clone();
+    assert_eq!(me.set_tokens(0, same), Ok(false), "unchanged");
+    assert_eq!(me.set_tokens(0, vec![1, 2, 3]), Ok(true));
+    assert_eq!((me.me().tokens.clone(), me.incarnation()), (vec![1, 2, 3], 1));
+    me.leave(1);
+    assert_eq!(me.set_tokens(2, vec![4]), Ok(false), "a node that left stays put");
 }
 
 // ---- No input panics ----

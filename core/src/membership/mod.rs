@@ -93,7 +93,7 @@ pub use gossip::BroadcastQueue;
 pub use member::{Member, MemberState, Status, MAX_INCARNATION};
 pub use message::{MembershipEvent, MembershipMessage, MembershipOutput};
 
-use crate::{rng::Rng, Millis, NodeId};
+use crate::{hash::Position, rng::Rng, Millis, NodeId};
 use std::collections::{BTreeMap, VecDeque};
 use swim::{Prober, Suspicion};
 
@@ -239,6 +239,32 @@ impl Membership {
         true
     }
 
+    /// Moves this node's ring positions to `tokens` (migration, see `crate::node`): the
+    /// own record at a new incarnation, gossiped like any change, so every member adopts
+    /// it and rebuilds its token table. `tokens` must be sorted, distinct, non-empty and
+    /// at most `max_tokens` long. Returns whether the record changed: not when the tokens
+    /// are the same, and not after this node left.
+    pub fn set_tokens(&mut self, now: Millis, tokens: Vec<Position>) -> Result<bool, TokensError> {
+        if tokens.is_empty() || tokens.len() > self.config.max_tokens {
+            return Err(TokensError::Count { count: tokens.len(), max: self.config.max_tokens });
+        }
+        if !tokens.windows(2).all(|w| w[0] < w[1]) {
+            return Err(TokensError::Unsorted);
+        }
+        let me = self.me().clone();
+        if me.status == Status::Left || me.tokens == tokens {
+            return Ok(false);
+        }
+        let incarnation = me.incarnation.saturating_add(1);
+        if incarnation > MAX_INCARNATION {
+            return Err(TokensError::Incarnation);
+        }
+        self.set_me(Member { tokens, ..me.with(me.status, incarnation) });
+        self.broadcasts.push(self.id);
+        self.ensure_timers(now);
+        Ok(true)
+    }
+
     /// Handles a message that arrived from the member `from`.
     pub fn handle(&mut self, now: Millis, from: NodeId, msg: MembershipMessage) {
         self.stats.messages_received += 1;
@@ -377,14 +403,18 @@ impl Membership {
         self.view.len()
     }
 
-    /// A digest of (id, status, incarnation) of every known member: equal digests on two
-    /// nodes mean equal views (for convergence checks in simulations).
+    /// A digest of (id, status, incarnation, tokens) of every known member: equal digests
+    /// on two nodes mean equal views (for convergence checks in simulations), and the
+    /// node layer rebuilds its token table when the digest changes.
     pub fn view_digest(&self) -> u64 {
-        let mut bytes = Vec::with_capacity(self.view.len() * 17);
+        let mut bytes = Vec::with_capacity(self.view.len() * 25);
         for m in self.members() {
             bytes.extend_from_slice(&m.id.0.to_le_bytes());
             bytes.push(m.status.rank());
             bytes.extend_from_slice(&m.incarnation.to_le_bytes());
+            bytes.extend_from_slice(
+                &xxhash_rust::xxh3::xxh3_64(&token_bytes(&m.tokens)).to_le_bytes(),
+            );
         }
         xxhash_rust::xxh3::xxh3_64(&bytes)
     }
@@ -540,6 +570,31 @@ impl Membership {
             self.next_gossip_at = Some(now.saturating_add(offset));
         }
     }
+}
+
+/// The tokens as little-endian bytes, for digests.
+fn token_bytes(tokens: &[Position]) -> Vec<u8> {
+    tokens.iter().flat_map(|t| t.to_le_bytes()).collect()
+}
+
+/// Why [`Membership::set_tokens`] refused a token list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokensError {
+    /// Empty, or longer than the configured limit.
+    #[error("a node holds 1 to {max} tokens, not {count}")]
+    Count {
+        /// Tokens given.
+        count: usize,
+        /// The limit (`max_tokens`).
+        max: usize,
+    },
+    /// Not strictly increasing: unsorted, or a position given twice.
+    #[error("tokens must be sorted and distinct")]
+    Unsorted,
+    /// The incarnation cannot be raised any further.
+    #[error("the incarnation is at its maximum")]
+    Incarnation,
 }
 
 /// Where to answer the sender of a message, and what it should hear about itself.

@@ -46,6 +46,9 @@ enum Purpose {
     Sync,
     /// Hand-off of a range this node no longer replicates: the index of its group.
     Clean(usize),
+    /// Hand-off of the range of a token move, before it is announced (see
+    /// [`super::migrate`]).
+    Migrate,
 }
 
 /// One session to run.
@@ -284,7 +287,9 @@ impl<S: Store> Node<S> {
         }
         let total = jobs.iter().filter(|j| j.purpose == Purpose::Sync).count();
         let ae = &mut self.anti_entropy;
-        ae.queue = jobs.into();
+        // A migration's hand-off outlives rounds.
+        ae.queue.retain(|j| j.purpose == Purpose::Migrate);
+        ae.queue.extend(jobs);
         ae.groups = groups;
         ae.round = Some(Round {
             failed: false,
@@ -300,6 +305,17 @@ impl<S: Store> Node<S> {
             self.report_handoff();
         }
         self.fill_sessions(now);
+    }
+
+    /// Queues, ahead of the round's sessions, a hand-off session for a token move.
+    pub(super) fn queue_migration_session(
+        &mut self,
+        collection: &str,
+        interval: Interval,
+        peer: NodeId,
+    ) {
+        let job = self.job(collection, interval, peer, Purpose::Migrate);
+        self.anti_entropy.queue.push_front(job);
     }
 
     /// Sync settings: paged messages, and collected tombstones not taken back.
@@ -318,7 +334,8 @@ impl<S: Store> Node<S> {
         }
     }
 
-    fn fill_sessions(&mut self, now: Millis) {
+    /// Starts queued sessions, up to the limit.
+    pub(super) fn fill_sessions(&mut self, now: Millis) {
         while self.anti_entropy.sessions.len() < self.config.max_sync_sessions.max(1) {
             let Some(job) = self.anti_entropy.queue.pop_front() else { break };
             let id = self.rng.next_u64();
@@ -370,6 +387,7 @@ impl<S: Store> Node<S> {
                     self.report_handoff();
                 }
             }
+            Purpose::Migrate => self.on_migration_session_end(now, ok),
             Purpose::Clean(g) => {
                 let Some(group) = ae.groups.get_mut(g) else { return };
                 group.remaining = group.remaining.saturating_sub(1);

@@ -21,21 +21,23 @@
 //! that report how many replicas answered ([`coordinator`]), read repair, hinted handoff
 //! ([`hints`]), scheduled anti-entropy, hand-off before serving and cleaning
 //! ([`antientropy`]), expiry, tombstone collection and the rejoin-empty rule ([`gc`]),
-//! paged range scans in ring order ([`scan`]), watches and client sync ([`watch`]), and
-//! membership. See `docs/node.md`. Drivers tell the node when a client connection closes
+//! paged range scans in ring order ([`scan`]), watches and client sync ([`watch`]),
+//! token moves that keep ordered collections balanced ([`migrate`]), and membership.
+//! See `docs/node.md`. Drivers tell the node when a client connection closes
 //! ([`Node::client_gone`]) so its watches end.
 
 pub mod antientropy;
 pub mod coordinator;
 pub mod gc;
 pub mod hints;
+pub mod migrate;
 pub mod scan;
 pub mod watch;
 
 use crate::{
     clock::Hlc,
     entry::{Entry, NodeId},
-    hash::Interval,
+    hash::{Interval, Position},
     membership::{Member, Membership, MembershipConfig, MembershipEvent, MembershipOutput, Status},
     proto::{client::Consistency, ClientRequest, ClientResponse, Message, ReplicaMessage},
     replica::Replica,
@@ -49,6 +51,7 @@ use bytes::Bytes;
 use coordinator::Coordinator;
 use gc::Gc;
 use hints::Hints;
+use migrate::{Migration, MigrationConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use watch::{WatchConfig, Watches};
@@ -87,6 +90,8 @@ pub struct NodeConfig {
     /// The consistency level of requests that name none ([`Consistency::Default`]), per
     /// collection; collections not listed use `quorum`.
     pub collection_consistency: BTreeMap<String, Consistency>,
+    /// Token moves that balance the entries per node (see [`migrate`]).
+    pub migration: MigrationConfig,
     /// Seed of every random choice the node makes.
     pub seed: u64,
     /// Watches and client sync.
@@ -111,6 +116,7 @@ impl NodeConfig {
             tombstone_grace_ms: 24 * 60 * 60 * 1000,
             gc_interval_ms: 60_000,
             collection_consistency: BTreeMap::new(),
+            migration: MigrationConfig::default(),
             seed: id.0,
             watch: WatchConfig::default(),
         }
@@ -125,6 +131,10 @@ pub struct NodeState {
     /// When the last anti-entropy round in which every session succeeded started (wall
     /// milliseconds). Tombstone collection and the rejoin-empty rule depend on it.
     pub last_full_sync_ms: Option<Millis>,
+    /// The node's tokens after it moved one (see [`migrate`]); `None` until then, when
+    /// the node derives `vnodes` tokens from its id. Once set, they override `vnodes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<Position>>,
 }
 
 /// Something a node wants its driver to do or know.
@@ -200,6 +210,19 @@ pub enum NodeEvent {
         /// Entries dropped.
         entries: u64,
     },
+    /// The node moved a token after handing its range `(to, from]` off (migration).
+    TokenMoved {
+        /// The token's old position.
+        from: Position,
+        /// Its new position.
+        to: Position,
+        /// Entries in the range handed off when the move was decided.
+        entries: u64,
+        /// This node's primary load when it decided.
+        load: u64,
+        /// The least load among the nodes it asked.
+        floor: u64,
+    },
 }
 
 /// A dhrt node.
@@ -219,6 +242,7 @@ pub struct Node<S: Store> {
     resync_pending: bool,
     join_requested: bool,
     gc: Gc,
+    migration: Migration,
     state: NodeState,
     watch: Watches,
     outputs: VecDeque<Output>,
@@ -236,7 +260,12 @@ impl<S: Store> Node<S> {
     /// ranges up from their current owners (at once when it is alone). A node told to
     /// [`Node::join`] waits for the cluster's view first.
     pub fn with_state(config: NodeConfig, store: S, state: NodeState) -> Result<Self, StoreError> {
-        let tokens = tokens_for(config.id, config.vnodes.max(1));
+        let max = config.membership.max_tokens;
+        let tokens = state
+            .tokens
+            .clone()
+            .filter(|t| !t.is_empty() && t.len() <= max && t.windows(2).all(|w| w[0] < w[1]))
+            .unwrap_or_else(|| tokens_for(config.id, config.vnodes.max(1)));
         let me = Member::new(config.id, config.addr.clone(), tokens).with(Status::Syncing, 0);
         let mut rng = Rng::new(config.seed);
         let membership = Membership::new(me, config.membership.clone(), rng.next_u64());
@@ -254,6 +283,7 @@ impl<S: Store> Node<S> {
             resync_pending: true,
             join_requested: false,
             gc: Gc::default(),
+            migration: Migration::default(),
             state,
             watch: Watches::default(),
             outputs: VecDeque::new(),
@@ -339,6 +369,7 @@ impl<S: Store> Node<S> {
             self.anti_entropy.next_deadline(self.config.sync_timeout_ms),
             self.gc.next_deadline(),
             self.watch.next_deadline(),
+            self.migration.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -346,7 +377,7 @@ impl<S: Store> Node<S> {
     }
 
     /// Fires due timers: membership probes and gossip, request timeouts, hints,
-    /// anti-entropy and hand-off rounds, the tombstone collector.
+    /// anti-entropy and hand-off rounds, the tombstone collector, migration decisions.
     pub fn tick(&mut self, now: Millis) {
         self.membership.tick(now);
         self.collect_membership();
@@ -357,6 +388,7 @@ impl<S: Store> Node<S> {
         self.tick_sync(now);
         self.tick_gc(now);
         self.tick_watches(now);
+        self.tick_migration(now);
     }
 
     /// Anti-entropy state and counters.
@@ -443,6 +475,10 @@ impl<S: Store> Node<S> {
             }
             ReplicaMessage::RangeReply { req, records, more } => {
                 scan::on_reply(self, now, from, req, records, more)
+            }
+            ReplicaMessage::LoadQuery { req } => self.on_load_query(now, from, req),
+            ReplicaMessage::LoadReply { req, entries } => {
+                self.on_load_reply(now, from, req, entries)
             }
         }
     }

@@ -99,4 +99,18 @@ pub enum ReplicaMessage {
         /// the cursor were all sent.
         more: bool,
     },
+    /// "How many entries do you own?" — asked before a token move (migration). Answered
+    /// by [`ReplicaMessage::LoadReply`].
+    LoadQuery {
+        /// Request number, echoed in the answer.
+        req: u64,
+    },
+    /// The answer to [`ReplicaMessage::LoadQuery`].
+    LoadReply {
+        /// The request answered.
+        req: u64,
+        /// The entries (every collection, tombstones included) in the ring intervals the
+        /// sender's tokens own in its token table; `None` while it is not serving.
+        entries: Option<u64>,
+    },
 }

@@ -1,0 +1,784 @@
+//! Migration: nodes move their tokens so that each holds about the same number of
+//! entries, which keeps ordered collections balanced (god's "Migration").
+//!
+//! **Why.** An ordered collection (`ordered.*`, see [`crate::hash::Placement`]) places a
+//! key by its first 8 bytes, so keys like `user:0001`, `user:0002`, … all land in a
+//! band of the ring far narrower than one token's range: one node would own all of
+//! them. god's answer is to let the nodes move: "comparing the owned entries each node
+//! owns to the data its successor owns, and if the predecessor owns too much it will
+//! decrease its position to achieve balance".
+//!
+//! **The rule.** Every `interval_ms` (jittered ±50%) a *settled* node (below) counts its
+//! primary load — the entries, of every collection and tombstones included, in the
+//! intervals `(p, t]` its tokens own — and, unless that is at most `min_entries`, asks
+//! up to `fanout` other nodes for theirs ([`ReplicaMessage::LoadQuery`]): the owners of
+//! the tokens that follow its own, nearest first (in a cluster of up to `fanout + 1`
+//! nodes, everyone). Counts come from the Merkle trees ([`Replica::count`]) and are
+//! reused for half a period. With `floor` the least of the answers, the node moves when
+//!
+//! ```text
+//! mine > floor × (1 + slack_percent/100) + min_entries
+//! ```
+//!
+//! It takes its most loaded token `t` (predecessor token `p`) and moves it down to a
+//! position `q` in `(p, t)` chosen so that `(q, t]` — which passes to the next token
+//! clockwise — holds `min(load(t), (mine − floor) / 2)` entries, as near as whole
+//! positions allow ([`split_point`], found by walking the positions of `(p, t]` in
+//! ring order across every collection). At most one token moves per node per period.
+//!
+//! Comparing with the least loaded of the following nodes, rather than with the single
+//! successor token as god does, is what makes the rule converge: a token can only hand
+//! entries to its clockwise neighbour, so load spreads along the ring through
+//! intermediate tokens, and a pairwise rule stalls as soon as two neighbours are equally
+//! overloaded while the nodes behind them are empty (and a loose pairwise threshold
+//! leaves a geometric profile along a chain of tokens). A node above the floor passes
+//! load on even to a neighbour as loaded as itself, which then passes it on in turn,
+//! until it reaches the nodes below. `docs/simulation.md` ("Migration") has the
+//! measurements.
+//!
+//! **Why it is safe.** Moving token `t` to `q` changes the preference list of exactly
+//! `(q, t]` and nothing else: positions elsewhere meet the same tokens in the same order.
+//! On `(q, t]` this node leaves and at most one node joins. So the move is:
+//!
+//! 1. *Hand off first*: one Merkle sync session of `(q, t]`, for every collection, with
+//!    every node that will replicate it after the move (the anti-entropy session
+//!    machinery, see [`super::antientropy`]). A failed session abandons the move.
+//! 2. *Then announce*: [`crate::membership::Membership::set_tokens`] gossips the new
+//!    token at a new incarnation; every node rebuilds its table. Nothing is announced if
+//!    the cluster changed meanwhile (a member not serving, a token in the way, another
+//!    preference list).
+//! 3. *Then clean*: the next anti-entropy round (started at once) hands `(q, t]` to every
+//!    new owner again — catching writes that arrived since step 1 — and only then drops
+//!    it ([`NodeEvent::Cleaned`]).
+//!
+//! Tokens only ever move down inside the range their own node owns, so they never
+//! cross or meet another token, and two nodes moving at once touch disjoint ranges.
+//!
+//! **Never faster than sync settles.** A node considers a move only when it is `Alive`,
+//! every member it knows is `Alive` or gone (none joining, re-syncing or suspected), no
+//! hand-off or re-sync of its own runs, an anti-entropy round that started *after* its
+//! previous move completed without a failure, and it holds nothing in the previously
+//! moved range that it no longer replicates (cleaning finished). A node also refuses to
+//! answer load questions while not `Alive`, which postpones its peers' decisions.
+
+use super::{antientropy::intervals, Node, NodeEvent, Output};
+use crate::{
+    entry::NodeId,
+    hash::{Interval, Position},
+    membership::Status,
+    proto::{Message, ReplicaMessage},
+    replica::Replica,
+    ring::RingTable,
+    store::{Record, Store, StoreError},
+    Millis,
+};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Records read per page when walking a token's range for its split point.
+const PAGE: usize = 1024;
+
+/// Settings of migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationConfig {
+    /// Whether the node moves its tokens at all (it always answers load questions).
+    pub enabled: bool,
+    /// Period between decisions (jittered ±50%).
+    pub interval_ms: Millis,
+    /// How much more than the least loaded node asked a node may hold, in percent,
+    /// before it moves a token.
+    pub slack_percent: u64,
+    /// …plus this many entries: small differences never move a token.
+    pub min_entries: u64,
+    /// Most nodes asked for their load per decision.
+    pub fanout: usize,
+}
+
+impl Default for MigrationConfig {
+    /// On, every 60 s, 25% slack plus 1,000 entries, asking up to 16 nodes.
+    fn default() -> Self {
+        MigrationConfig {
+            enabled: true,
+            interval_ms: 60_000,
+            slack_percent: 25,
+            min_entries: 1_000,
+            fanout: 16,
+        }
+    }
+}
+
+/// A token move under way: handing its range off before it is announced.
+#[derive(Debug, Clone)]
+struct Move {
+    from: Position,
+    to: Position,
+    /// The range handed off, `(to, from]`.
+    interval: Interval,
+    /// Entries in it when the move was decided.
+    entries: u64,
+    /// This node's tokens after the move.
+    tokens: Vec<Position>,
+    /// The nodes that replicate the range after the move, this node excepted.
+    targets: Vec<NodeId>,
+    load: u64,
+    floor: u64,
+    remaining: usize,
+    failed: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+enum Phase {
+    #[default]
+    Idle,
+    /// Waiting for load answers.
+    Asking { req: u64, waiting: BTreeSet<NodeId>, loads: BTreeMap<NodeId, u64>, deadline: Millis },
+    /// Handing the range of a move off.
+    HandingOff(Move),
+}
+
+/// The migration state of a node.
+#[derive(Debug, Default)]
+pub struct Migration {
+    next_at: Option<Millis>,
+    phase: Phase,
+    /// When the last move was announced, and the range it handed off.
+    last_move: Option<(Millis, Interval)>,
+    /// The last count of the primary load: when, for which token table, how much.
+    counted: Option<(Millis, u64, u64)>,
+    moves: u64,
+    abandoned: u64,
+}
+
+impl Migration {
+    /// When the next decision is due, or an answer times out.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let asking = match &self.phase {
+            Phase::Asking { deadline, .. } => Some(*deadline),
+            _ => None,
+        };
+        [self.next_at, asking].into_iter().flatten().min()
+    }
+
+    /// Tokens this node moved so far.
+    pub fn moves(&self) -> u64 {
+        self.moves
+    }
+
+    /// Moves decided but abandoned (a hand-off session failed, or the ring changed).
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned
+    }
+
+    /// Whether a move's hand-off is under way.
+    pub fn handing_off(&self) -> bool {
+        matches!(self.phase, Phase::HandingOff(_))
+    }
+
+    /// When the last move was announced, and the range it handed off.
+    pub fn last_move(&self) -> Option<(Millis, Interval)> {
+        self.last_move
+    }
+}
+
+/// Whether a node holding `mine` entries must shed some toward nodes holding `floor`:
+/// `mine > floor × (1 + slack_percent/100) + min_entries`.
+pub fn exceeds_floor(mine: u64, floor: u64, config: &MigrationConfig) -> bool {
+    let limit = u128::from(floor) * (100 + u128::from(config.slack_percent))
+        + u128::from(config.min_entries) * 100;
+    u128::from(mine) * 100 > limit
+}
+
+/// Where to move the token ending `interval = (p, t]` so that `(p, q]` keeps as near
+/// `keep` entries as whole positions allow. `positions` are the distinct positions of
+/// the interval with their entry counts, in ring order from `p + 1`. Returns `q`, with
+/// `p < q < t` clockwise, and the entries kept in `(p, q]`; `None` when no such
+/// position exists (a range of one position, or the whole ring). Ties keep more.
+pub fn split_point(
+    interval: Interval,
+    positions: impl IntoIterator<Item = (Position, u64)>,
+    keep: u64,
+) -> Option<(Position, u64)> {
+    let (p, t) = (interval.start, interval.end);
+    if interval.is_full() || p.wrapping_add(1) == t {
+        return None;
+    }
+    let mut kept = 0u64;
+    let mut q = None;
+    let mut first = None;
+    for (pos, n) in positions {
+        if pos == t || !interval.contains(pos) {
+            break;
+        }
+        first.get_or_insert((pos, n));
+        let with = kept.saturating_add(n);
+        if with.abs_diff(keep) > kept.abs_diff(keep) {
+            break;
+        }
+        kept = with;
+        q = Some(pos);
+    }
+    match (q, first) {
+        (Some(q), _) => Some((q, kept)),
+        // Keeping nothing is nearest: just after the predecessor, unless a key sits
+        // there, in which case that position is the least that can be kept.
+        (None, Some((pos, n))) if pos == p.wrapping_add(1) => Some((pos, n)),
+        (None, _) => Some((p.wrapping_add(1), 0)),
+    }
+}
+
+/// The positions two intervals share, as at most three intervals.
+fn overlap(a: &Interval, b: &Interval) -> Vec<Interval> {
+    let mut out = Vec::new();
+    for x in a.segments().into_iter().flatten() {
+        for y in b.segments().into_iter().flatten() {
+            let (lo, hi) = (x.lo.max(y.lo), x.hi.min(y.hi));
+            if lo <= hi {
+                out.push(Interval::new(lo.wrapping_sub(1), hi));
+            }
+        }
+    }
+    out
+}
+
+/// The distinct positions of an interval with their entry counts, across collections,
+/// in ring order: a merge of each collection's paged range.
+struct PositionWalk<'a, S: Store> {
+    replica: &'a Replica<S>,
+    interval: Interval,
+    heads: Vec<Head>,
+    error: Option<StoreError>,
+}
+
+struct Head {
+    collection: String,
+    page: VecDeque<Record>,
+    cursor: Option<(Position, Bytes)>,
+    exhausted: bool,
+}
+
+impl<'a, S: Store> PositionWalk<'a, S> {
+    fn new(replica: &'a Replica<S>, collections: &[String], interval: Interval) -> Self {
+        let heads = collections
+            .iter()
+            .map(|c| Head {
+                collection: c.clone(),
+                page: VecDeque::new(),
+                cursor: None,
+                exhausted: false,
+            })
+            .collect();
+        PositionWalk { replica, interval, heads, error: None }
+    }
+
+    /// Makes sure head `i` has a record in its page unless its collection is exhausted.
+    fn fill(&mut self, i: usize) -> bool {
+        let head = &mut self.heads[i];
+        if !head.page.is_empty() {
+            return true;
+        }
+        if head.exhausted {
+            return false;
+        }
+        let after = head.cursor.as_ref().map(|(p, k)| (*p, &k[..]));
+        match self.replica.range(&head.collection, self.interval, after, PAGE) {
+            Ok(page) => {
+                head.exhausted = page.len() < PAGE;
+                head.cursor = page.last().map(|r| (r.pos, r.key.clone()));
+                head.page = page.into();
+                !head.page.is_empty()
+            }
+            Err(e) => {
+                self.error = Some(e);
+                head.exhausted = true;
+                false
+            }
+        }
+    }
+}
+
+impl<S: Store> Iterator for PositionWalk<'_, S> {
+    type Item = (Position, u64);
+
+    fn next(&mut self) -> Option<(Position, u64)> {
+        let mut next: Option<Position> = None;
+        for i in 0..self.heads.len() {
+            if self.fill(i) {
+                let pos = self.heads[i].page[0].pos;
+                if next.is_none_or(|n| self.interval.offset(pos) < self.interval.offset(n)) {
+                    next = Some(pos);
+                }
+            }
+        }
+        let pos = next?;
+        let mut count = 0;
+        for i in 0..self.heads.len() {
+            while self.fill(i) && self.heads[i].page[0].pos == pos {
+                self.heads[i].page.pop_front();
+                count += 1;
+            }
+        }
+        Some((pos, count))
+    }
+}
+
+impl<S: Store> Node<S> {
+    /// Migration state and counters.
+    pub fn migration(&self) -> &Migration {
+        &self.migration
+    }
+
+    /// Entries (every collection, tombstones included) in the intervals this node's
+    /// tokens own in its token table: what migration balances.
+    pub fn primary_load(&self) -> Result<u64, StoreError> {
+        Ok(self.token_loads()?.iter().map(|(_, n)| n).sum())
+    }
+
+    /// Each interval this node's tokens own, with its entries.
+    fn token_loads(&self) -> Result<Vec<(Interval, u64)>, StoreError> {
+        let collections = self.replica.store().collections()?;
+        let mut loads = Vec::new();
+        for i in self.table.owned_intervals(self.id()) {
+            let mut n = 0;
+            for c in &collections {
+                n += self.replica.count(c, i)?;
+            }
+            loads.push((i, n));
+        }
+        Ok(loads)
+    }
+
+    /// The primary load, counted at most once per half period for one token table:
+    /// counting can scan the buckets that token boundaries cut, and every node asks
+    /// up to `fanout` others each period.
+    fn recent_primary_load(&mut self, now: Millis) -> Result<u64, StoreError> {
+        let fresh = self.config.migration.interval_ms / 2;
+        if let Some((at, view, load)) = self.migration.counted {
+            if view == self.table_view && now < at.saturating_add(fresh) {
+                return Ok(load);
+            }
+        }
+        let load = self.primary_load()?;
+        self.migration.counted = Some((now, self.table_view, load));
+        Ok(load)
+    }
+
+    /// Runs a due decision, and gives up on answers that did not come.
+    pub(super) fn tick_migration(&mut self, now: Millis) {
+        if !self.config.migration.enabled {
+            self.migration.next_at = None;
+            return;
+        }
+        if let Phase::Asking { deadline, .. } = &self.migration.phase {
+            if *deadline <= now {
+                self.migration.phase = Phase::Idle;
+            }
+        }
+        let Some(due) = self.migration.next_at else {
+            self.schedule_migration(now);
+            return;
+        };
+        if due > now {
+            return;
+        }
+        self.schedule_migration(now);
+        if !matches!(self.migration.phase, Phase::Idle) || !self.migration_settled() {
+            return;
+        }
+        // A node holding no more than `min_entries` can never be over the threshold.
+        match self.recent_primary_load(now) {
+            Ok(load) if load > self.config.migration.min_entries => self.ask_loads(now),
+            Ok(_) => {}
+            Err(e) => self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
+        }
+    }
+
+    fn schedule_migration(&mut self, now: Millis) {
+        let period = self.config.migration.interval_ms.max(1);
+        let jittered = self.rng.range(period / 2, period.saturating_add(period / 2));
+        self.migration.next_at = Some(now.saturating_add(jittered));
+    }
+
+    /// Whether the cluster and this node's previous move have settled (see the module
+    /// docs).
+    fn migration_settled(&self) -> bool {
+        let me = self.membership.me();
+        let all_serving =
+            self.membership.members().all(|m| m.status == Status::Alive || m.status.is_down());
+        if me.status != Status::Alive
+            || !all_serving
+            || self.table.node_count() < 2
+            || self.resync_pending
+            || self.anti_entropy.resyncing()
+            || self.migration.handing_off()
+        {
+            return false;
+        }
+        let Some((at, moved)) = self.migration.last_move else { return true };
+        let synced_since = self.state.last_full_sync_ms.is_some_and(|t| t > at);
+        synced_since && self.foreign_entries_in(moved).is_ok_and(|n| n == 0)
+    }
+
+    /// Entries this node holds in `range` where the token table does not make it a
+    /// replica: what cleaning has yet to hand off and drop.
+    fn foreign_entries_in(&self, range: Interval) -> Result<u64, StoreError> {
+        let me = self.id();
+        let collections = self.replica.store().collections()?;
+        let mut n = 0;
+        for (interval, replicas) in intervals(&self.table, self.config.replicas.max(1)) {
+            if replicas.contains(&me) {
+                continue;
+            }
+            for piece in overlap(&interval, &range) {
+                for c in &collections {
+                    n += self.replica.count(c, piece)?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Asks the owners of the tokens that follow this node's (nearest first, at most
+    /// `fanout`) for their load.
+    fn ask_loads(&mut self, now: Millis) {
+        let me = self.id();
+        let vnodes = self.table.vnodes();
+        let len = vnodes.len();
+        let mine: Vec<usize> = (0..len).filter(|&i| vnodes[i].node == me).collect();
+        let fanout = self.config.migration.fanout.max(1);
+        let mut asked: Vec<NodeId> = Vec::new();
+        'walk: for d in 1..len {
+            for &i in &mine {
+                let node = vnodes[(i + d) % len].node;
+                if node != me && !asked.contains(&node) {
+                    asked.push(node);
+                    if asked.len() >= fanout {
+                        break 'walk;
+                    }
+                }
+            }
+        }
+        if asked.is_empty() {
+            return;
+        }
+        let req = self.coordinator.new_req();
+        for peer in &asked {
+            self.send(*peer, Message::Replica(ReplicaMessage::LoadQuery { req }));
+        }
+        self.migration.phase = Phase::Asking {
+            req,
+            waiting: asked.into_iter().collect(),
+            loads: BTreeMap::new(),
+            deadline: now.saturating_add(self.config.request_timeout_ms.max(1)),
+        };
+    }
+
+    /// Answers a load question: this node's primary load, or nothing while it is not
+    /// serving (its tables are not to be trusted).
+    pub(super) fn on_load_query(&mut self, now: Millis, from: NodeId, req: u64) {
+        let serving = self.membership.me().status == Status::Alive;
+        let entries = if serving { self.recent_primary_load(now).ok() } else { None };
+        self.send(from, Message::Replica(ReplicaMessage::LoadReply { req, entries }));
+    }
+
+    /// A load answer arrived; once every node asked answered, decide.
+    pub(super) fn on_load_reply(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        req: u64,
+        entries: Option<u64>,
+    ) {
+        let Phase::Asking { req: r, waiting, loads, .. } = &mut self.migration.phase else {
+            return;
+        };
+        if *r != req || !waiting.remove(&from) {
+            return;
+        }
+        let Some(entries) = entries else {
+            // A node that cannot answer is not settled: decide next period.
+            self.migration.phase = Phase::Idle;
+            return;
+        };
+        loads.insert(from, entries);
+        if !waiting.is_empty() {
+            return;
+        }
+        let loads = std::mem::take(loads);
+        self.migration.phase = Phase::Idle;
+        if self.migration_settled() {
+            if let Err(e) = self.decide_move(now, &loads) {
+                self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
+            }
+        }
+    }
+
+    /// Applies the rule to the answers; starts a move's hand-off when it says so.
+    fn decide_move(
+        &mut self,
+        now: Millis,
+        loads: &BTreeMap<NodeId, u64>,
+    ) -> Result<(), StoreError> {
+        let Some(&floor) = loads.values().min() else { return Ok(()) };
+        let mut tokens = self.token_loads()?;
+        let mine: u64 = tokens.iter().map(|(_, n)| n).sum();
+        self.migration.counted = Some((now, self.table_view, mine));
+        if !exceeds_floor(mine, floor, &self.config.migration) {
+            return Ok(());
+        }
+        let gap = mine.saturating_sub(floor);
+        // The most loaded token first; ties by position, for determinism.
+        tokens.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.end.cmp(&b.0.end)));
+        let collections = self.replica.store().collections()?;
+        for (interval, load) in tokens {
+            if load == 0 {
+                break;
+            }
+            let give = load.min(gap / 2);
+            let mut walk = PositionWalk::new(&self.replica, &collections, interval);
+            let split = split_point(interval, &mut walk, load - give);
+            if let Some(e) = walk.error {
+                return Err(e);
+            }
+            let Some((q, kept)) = split else { continue };
+            let given = load - kept;
+            if kept >= load || given > gap {
+                continue;
+            }
+            self.start_move(now, interval, q, given, mine, floor, &collections);
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Starts handing `(q, t]` off to the nodes that will replicate it.
+    #[allow(clippy::too_many_arguments)]
+    fn start_move(
+        &mut self,
+        now: Millis,
+        owned: Interval,
+        q: Position,
+        entries: u64,
+        load: u64,
+        floor: u64,
+        collections: &[String],
+    ) {
+        let me = self.id();
+        let t = owned.end;
+        let mut tokens: Vec<Position> =
+            self.membership.me().tokens.iter().map(|&x| if x == t { q } else { x }).collect();
+        tokens.sort_unstable();
+        let interval = Interval::new(q, t);
+        let targets = self.replicas_after(&tokens, t);
+        let targets: Vec<NodeId> = targets.into_iter().filter(|n| *n != me).collect();
+        let mv = Move {
+            from: t,
+            to: q,
+            interval,
+            entries,
+            tokens,
+            targets: targets.clone(),
+            load,
+            floor,
+            remaining: targets.len() * collections.len(),
+            failed: false,
+        };
+        if mv.remaining == 0 {
+            self.announce_move(now, mv);
+            return;
+        }
+        self.migration.phase = Phase::HandingOff(mv);
+        for c in collections {
+            for peer in &targets {
+                self.queue_migration_session(c, interval, *peer);
+            }
+        }
+        self.fill_sessions(now);
+    }
+
+    /// The replicas of position `at` once this node holds `tokens`.
+    fn replicas_after(&self, tokens: &[Position], at: Position) -> Vec<NodeId> {
+        let me = self.id();
+        let table = RingTable::new(
+            self.membership
+                .alive()
+                .filter(|m| m.id != me)
+                .map(|m| (m.id, m.tokens.as_slice()))
+                .chain(std::iter::once((me, tokens))),
+        );
+        table.preference_list(at, self.config.replicas.max(1))
+    }
+
+    /// A hand-off session of the running move ended.
+    pub(super) fn on_migration_session_end(&mut self, now: Millis, ok: bool) {
+        let Phase::HandingOff(mv) = &mut self.migration.phase else { return };
+        mv.remaining = mv.remaining.saturating_sub(1);
+        mv.failed |= !ok;
+        if mv.remaining > 0 {
+            return;
+        }
+        let Phase::HandingOff(mv) = std::mem::take(&mut self.migration.phase) else { return };
+        if mv.failed {
+            self.migration.abandoned += 1;
+        } else {
+            self.announce_move(now, mv);
+        }
+    }
+
+    /// Announces the new token, if the ring is still the one the hand-off was for.
+    fn announce_move(&mut self, now: Millis, mv: Move) {
+        let me = self.id();
+        let still = self.membership.me().status == Status::Alive
+            && self.membership.members().all(|m| m.status == Status::Alive || m.status.is_down())
+            && self.membership.me().tokens.contains(&mv.from)
+            && self.table.successor(mv.to).is_some_and(|v| v.pos == mv.from && v.node == me)
+            && self
+                .replicas_after(&mv.tokens, mv.from)
+                .iter()
+                .all(|n| *n == me || mv.targets.contains(n));
+        if !still {
+            self.migration.abandoned += 1;
+            return;
+        }
+        match self.membership.set_tokens(now, mv.tokens.clone()) {
+            Ok(true) => {}
+            _ => {
+                self.migration.abandoned += 1;
+                return;
+            }
+        }
+        self.collect_membership();
+        self.migration.moves += 1;
+        self.migration.last_move = Some((now, mv.interval));
+        self.state.tokens = Some(mv.tokens);
+        self.outputs.push_back(Output::Persist(self.state.clone()));
+        self.outputs.push_back(Output::Event(NodeEvent::TokenMoved {
+            from: mv.from,
+            to: mv.to,
+            entries: mv.entries,
+            load: mv.load,
+            floor: mv.floor,
+        }));
+        // Clean up soon: the next round hands the range off again and drops it.
+        if self.anti_entropy.round_idle() {
+            self.anti_entropy_due_now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(points: &[(u64, u64)]) -> Vec<(Position, u64)> {
+        points.to_vec()
+    }
+
+    #[test]
+    fn overlaps_of_intervals_cover_exactly_the_shared_positions() {
+        let pieces = |a: Interval, b: Interval| overlap(&a, &b);
+        assert_eq!(
+            pieces(Interval::new(10, 20), Interval::new(15, 30)),
+            vec![Interval::new(15, 20)]
+        );
+        assert!(pieces(Interval::new(10, 20), Interval::new(20, 30)).is_empty());
+        // A wrapping interval against one that wraps too: two pieces.
+        let a = Interval::new(u64::MAX - 5, 5);
+        let b = Interval::new(u64::MAX - 2, 2);
+        assert_eq!(
+            pieces(a, b),
+            vec![Interval::new(u64::MAX - 2, u64::MAX), Interval::new(u64::MAX, 2)]
+        );
+        assert_eq!(pieces(Interval::full(), Interval::new(3, 9)), vec![Interval::new(3, 9)]);
+        // Each end of a wrapping interval cut by one that spans them both.
+        let c = Interval::new(100, 50);
+        assert_eq!(
+            pieces(c, Interval::new(20, 200)),
+            vec![Interval::new(100, 200), Interval::new(20, 50)]
+        );
+        for (x, y) in [(a, b), (c, Interval::new(20, 200)), (Interval::new(7, 7), c)] {
+            let pieces = overlap(&x, &y);
+            for p in [0, 1, 20, 21, 50, 51, 100, 101, 200, 201, u64::MAX - 2, u64::MAX, 2, 5, 6] {
+                let inside = pieces.iter().filter(|i| i.contains(p)).count();
+                assert_eq!(inside, usize::from(x.contains(p) && y.contains(p)), "{x} ∩ {y} at {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_moves_only_beyond_the_slack_and_the_minimum() {
+        let c = MigrationConfig { slack_percent: 25, min_entries: 100, ..Default::default() };
+        assert!(!exceeds_floor(1_350, 1_000, &c), "exactly at 1.25 × 1000 + 100");
+        assert!(exceeds_floor(1_351, 1_000, &c));
+        assert!(!exceeds_floor(100, 0, &c), "small differences never move a token");
+        assert!(exceeds_floor(101, 0, &c));
+        assert!(!exceeds_floor(500, 1_000, &c));
+        assert!(exceeds_floor(u64::MAX, u64::MAX / 2, &c), "no overflow");
+        assert!(!exceeds_floor(u64::MAX, u64::MAX, &c));
+    }
+
+    #[test]
+    fn splits_at_the_position_nearest_the_entries_to_keep() {
+        let i = Interval::new(100, 200);
+        let pts = at(&[(110, 10), (120, 10), (130, 10), (140, 10)]);
+        assert_eq!(split_point(i, pts.clone(), 20), Some((120, 20)));
+        assert_eq!(split_point(i, pts.clone(), 24), Some((120, 20)));
+        assert_eq!(split_point(i, pts.clone(), 26), Some((130, 30)));
+        assert_eq!(split_point(i, pts.clone(), 25), Some((130, 30)), "ties keep more");
+        assert_eq!(split_point(i, pts.clone(), 40), Some((140, 40)));
+        assert_eq!(split_point(i, pts.clone(), 1000), Some((140, 40)));
+    }
+
+    #[test]
+    fn keeping_nothing_moves_next_to_the_predecessor() {
+        let i = Interval::new(100, 200);
+        assert_eq!(split_point(i, at(&[(150, 10)]), 2), Some((101, 0)));
+        // A key just after the predecessor cannot be given away.
+        assert_eq!(split_point(i, at(&[(101, 10), (150, 10)]), 0), Some((101, 10)));
+        assert_eq!(split_point(i, at(&[]), 0), Some((101, 0)));
+    }
+
+    #[test]
+    fn never_the_token_itself_nor_outside_the_range() {
+        let i = Interval::new(100, 200);
+        // Entries at the token's own position always go with the range handed off.
+        assert_eq!(split_point(i, at(&[(150, 1), (200, 99)]), 100), Some((150, 1)));
+        assert_eq!(split_point(i, at(&[(200, 99)]), 99), Some((101, 0)));
+        assert_eq!(split_point(i, at(&[(150, 5), (250, 5)]), 10), Some((150, 5)));
+        assert_eq!(split_point(Interval::new(100, 101), at(&[(101, 5)]), 0), None);
+        assert_eq!(split_point(Interval::full(), at(&[(5, 5)]), 0), None);
+    }
+
+    #[test]
+    fn wrapping_ranges_split_in_ring_order() {
+        let i = Interval::new(u64::MAX - 10, 10);
+        let pts = at(&[(u64::MAX - 5, 10), (u64::MAX, 10), (0, 10), (5, 10)]);
+        assert_eq!(split_point(i, pts.clone(), 20), Some((u64::MAX, 20)));
+        assert_eq!(split_point(i, pts, 30), Some((0, 30)));
+        assert_eq!(split_point(Interval::new(u64::MAX, 7), at(&[]), 0), Some((0, 0)));
+    }
+
+    #[test]
+    fn the_walk_merges_collections_in_ring_order() {
+        use crate::{clock::Timestamp, entry::Entry, hash::Placement, store::MemStore};
+        let mut r = Replica::new(MemStore::new()).unwrap();
+        let v = Entry::value("v", Timestamp(1), NodeId(1));
+        for c in ["ordered.a", "ordered.b"] {
+            r.set_placement(c, Placement::Ordered);
+        }
+        for i in 0..3000u32 {
+            let c = if i % 3 == 0 { "ordered.a" } else { "ordered.b" };
+            r.merge(c, Bytes::from(format!("user:{i:04}")), v.clone()).unwrap();
+        }
+        let cs = vec!["ordered.a".to_string(), "ordered.b".to_string()];
+        let walk = PositionWalk::new(&r, &cs, Interval::full());
+        let pts: Vec<(Position, u64)> = walk.collect();
+        // "user:000".."user:299": 300 positions of 10 keys each, in order.
+        assert_eq!(pts.len(), 300);
+        assert!(pts.iter().all(|&(_, n)| n == 10));
+        assert!(pts.windows(2).all(|w| w[0].0 < w[1].0));
+        let i = Interval::new(0, u64::MAX);
+        let (q, kept) = split_point(i, PositionWalk::new(&r, &cs, i), 1500).unwrap();
+        assert_eq!(kept, 1500);
+        assert_eq!(q, crate::hash::ordered_position(b"user:149"));
+    }
+}
