@@ -508,6 +508,12 @@ fn a_subscriber_that_reconnects_catches_up_through_sync_and_misses_nothing() {
     );
 }
 
+/// Everything `node` stores in the collection.
+fn stored(w: &World, node: u64) -> Vec<Record> {
+    let replica = w.sim.process(NodeId(node)).unwrap().node.replica();
+    replica.range(C, Interval::full(), None, usize::MAX).unwrap()
+}
+
 #[test]
 fn a_client_sync_never_writes_into_the_node() {
     let mut w = World::new(5, NetConfig::lan(), 8);
@@ -516,14 +522,7 @@ fn a_client_sync_never_writes_into_the_node() {
     }
     w.run(1_000);
     let node = 2u64;
-    let before: Vec<Record> = w
-        .sim
-        .process(NodeId(node))
-        .unwrap()
-        .node
-        .replica()
-        .range(C, Interval::full(), None, usize::MAX)
-        .unwrap();
+    let before = stored(&w, node);
     assert!(!before.is_empty());
     // A client whose copy holds newer entries for every key the node has, and more.
     let mut evil = Replica::new(MemStore::new()).unwrap();
@@ -619,14 +618,7 @@ fn a_client_sync_never_writes_into_the_node() {
         Some(Reply::Error { code: ErrorCode::NotFound, .. })
     ));
     w.run(1_000);
-    let after: Vec<Record> = w
-        .sim
-        .process(NodeId(node))
-        .unwrap()
-        .node
-        .replica()
-        .range(C, Interval::full(), None, usize::MAX)
-        .unwrap();
+    let after = stored(&w, node);
     assert_eq!(after, before, "the node's store is unchanged");
     assert_eq!(w.sim.process(NodeId(node)).unwrap().node.watches().client_syncs(), 0);
 }

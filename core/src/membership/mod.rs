@@ -387,6 +387,11 @@ impl Membership {
         self.members().filter(|m| m.status == Status::Alive)
     }
 
+    /// Whether member `id` serves (is known and `Alive`).
+    pub fn is_alive(&self, id: NodeId) -> bool {
+        self.member(id).is_some_and(|m| m.status == Status::Alive)
+    }
+
     /// This node's own record.
     pub fn me(&self) -> &Member {
         // The own record is inserted by `new` and only ever replaced, never removed.

@@ -229,18 +229,19 @@ impl<S: Store> Node<S> {
         let mut discovery = None;
         if resync {
             // Sync what this node will replicate from those who own it now.
-            let mine: Vec<(Interval, Vec<NodeId>)> = intervals(&self.table_with_me(), n)
-                .into_iter()
+            let would_be = intervals(&self.table_with_me(), n);
+            let mine: Vec<(Interval, Vec<NodeId>)> = would_be
+                .iter()
                 .filter(|(_, replicas)| replicas.contains(&me))
                 .map(|(interval, _)| {
                     let owners = self.table.preference_list(interval.end, n);
-                    (interval, owners.into_iter().filter(|o| *o != me).collect::<Vec<_>>())
+                    (*interval, owners.into_iter().filter(|o| *o != me).collect::<Vec<_>>())
                 })
                 .filter(|(_, owners)| !owners.is_empty())
                 .collect();
             if !mine.is_empty() {
                 if self.stale(now) {
-                    self.wipe_shared(&collections, &mine);
+                    self.wipe_shared(&collections, &would_be, &mine);
                 }
                 let waiting: BTreeSet<NodeId> = mine.iter().flat_map(|(_, o)| o.clone()).collect();
                 let req = self.coordinator.new_req();
@@ -338,6 +339,11 @@ impl<S: Store> Node<S> {
     pub(super) fn fill_sessions(&mut self, now: Millis) {
         while self.anti_entropy.sessions.len() < self.config.max_sync_sessions.max(1) {
             let Some(job) = self.anti_entropy.queue.pop_front() else { break };
+            if !self.membership.is_alive(job.peer) {
+                // The peer stopped serving since the round was planned.
+                self.note_session_end(now, job, false, 0);
+                continue;
+            }
             let id = self.rng.next_u64();
             let salt = self.rng.next_u64();
             match SyncSession::initiate(
@@ -367,7 +373,7 @@ impl<S: Store> Node<S> {
         } else {
             ae.failed += 1;
         }
-        let serving = self.membership.member(job.peer).is_some_and(|m| m.status == Status::Alive);
+        let serving = self.membership.is_alive(job.peer);
         if !ok && job.purpose == Purpose::Sync && job.attempts + 1 < SYNC_ATTEMPTS && serving {
             // A lost message or a busy peer: try the same range again later in the round.
             let retry = Job { attempts: job.attempts + 1, ..job };
@@ -452,24 +458,17 @@ impl<S: Store> Node<S> {
     pub(super) fn tick_sync(&mut self, now: Millis) {
         let timeout = self.config.sync_timeout_ms;
         let membership = &self.membership;
-        let serving = |id: NodeId| membership.member(id).is_some_and(|m| m.status == Status::Alive);
         let stale: Vec<(NodeId, u64)> = self
             .anti_entropy
             .sessions
             .iter()
             .filter(|(k, r)| {
                 let initiated = r.session.role() == Role::Initiator;
-                now.saturating_sub(r.last_heard) >= timeout || (initiated && !serving(k.0))
+                now.saturating_sub(r.last_heard) >= timeout
+                    || (initiated && !membership.is_alive(k.0))
             })
             .map(|(k, _)| *k)
             .collect();
-        let (gone, queue): (Vec<Job>, Vec<Job>) = std::mem::take(&mut self.anti_entropy.queue)
-            .into_iter()
-            .partition(|j| !serving(j.peer));
-        self.anti_entropy.queue = queue.into();
-        for job in gone {
-            self.note_session_end(now, job, false, 0);
-        }
         for key in stale {
             if let Some(mut r) = self.anti_entropy.sessions.remove(&key) {
                 let abort = r.session.abort("no answer within the sync timeout");

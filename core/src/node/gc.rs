@@ -25,7 +25,7 @@
 //! The collector walks the store incrementally: at most [`GC_BATCH`] records per tick,
 //! resuming from a cursor, and starts a pass every `gc_interval_ms`.
 
-use super::{antientropy::intervals, Node, NodeEvent, Output};
+use super::{Node, NodeEvent, Output};
 use crate::{
     entry::NodeId,
     hash::{Interval, Position},
@@ -78,13 +78,18 @@ impl<S: Store> Node<S> {
 
     /// Drops every record that another serving node holds (or will hold), keeping only
     /// the ranges this node alone replicates; used before a stale node re-syncs.
-    pub(super) fn wipe_shared(&mut self, collections: &[String], mine: &[(Interval, Vec<NodeId>)]) {
+    /// `would_be` are the intervals of the table with this node serving, `mine` those
+    /// of them it replicates together with current owners.
+    pub(super) fn wipe_shared(
+        &mut self,
+        collections: &[String],
+        would_be: &[(Interval, Vec<NodeId>)],
+        mine: &[(Interval, Vec<NodeId>)],
+    ) {
         let me = self.id();
-        let n = self.config.replicas.max(1);
-        let all = intervals(&self.table_with_me(), n);
         let mut dropped = 0;
         for c in collections {
-            for (interval, replicas) in &all {
+            for (interval, replicas) in would_be {
                 let alone = replicas.contains(&me) && !mine.iter().any(|(m, _)| m == interval);
                 if alone {
                     continue;
@@ -102,8 +107,10 @@ impl<S: Store> Node<S> {
     /// serving and re-syncs (dropping what others hold first, see [`Node::wipe_shared`]).
     pub(super) fn check_staleness(&mut self, now: Millis) {
         let alive = self.membership.me().status == Status::Alive;
-        let others = self.membership.alive().any(|m| m.id != self.id());
-        if alive && others && self.anti_entropy.round_idle() && self.stale(now) {
+        if !alive || !self.anti_entropy.round_idle() || !self.stale(now) {
+            return;
+        }
+        if self.membership.alive().any(|m| m.id != self.id()) {
             self.membership.begin_resync(now);
             self.collect_membership();
         }

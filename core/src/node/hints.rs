@@ -114,9 +114,13 @@ impl Hints {
             if busy {
                 continue;
             }
-            let before = q.len();
-            q.retain(|h| h.entry.ts.physical_ms().saturating_add(max_age) >= now);
-            self.expired += (before - q.len()) as u64;
+            // A node's hints are kept in the order of its own timestamps (each is kept when
+            // its write's deadline passes), so the expired ones are at the front.
+            while q.front().is_some_and(|h| h.entry.ts.physical_ms().saturating_add(max_age) < now)
+            {
+                q.pop_front();
+                self.expired += 1;
+            }
             let Some(first) = q.front() else { continue };
             if !reachable(*target) {
                 continue;

@@ -407,9 +407,7 @@ impl<S: Store> Node<S> {
         let due = self.hints.due(
             now,
             self.config.tombstone_grace_ms / 2,
-            |id| {
-                membership.member(id).is_some_and(|m| m.status == crate::membership::Status::Alive)
-            },
+            |id| membership.is_alive(id),
             || coordinator.new_req(),
         );
         for (target, req, collection, records) in due {

@@ -18,14 +18,13 @@
 //! Each schedule returns a [`Report`] of what it verified; tests sum them.
 
 use super::{
-    node::{NodeOutput, NodeProcess},
-    sim_addr, NetConfig, Sim,
+    node::{memory_cluster, NodeOutput, NodeProcess},
+    NetConfig, Sim,
 };
 use crate::{
     clock::Timestamp,
     entry::NodeId,
     membership::Status,
-    node::{Node, NodeConfig},
     proto::{
         client::{Consistency, Op, Reply},
         ClientRequest, ClientResponse,
@@ -239,8 +238,9 @@ fn read(sim: &mut Cluster, key: &Bytes) -> Result<(Option<Bytes>, Option<Timesta
             .filter(|(_, p)| p.node.membership().me().status == Status::Alive)
             .map(|(id, _)| id)
             .collect();
-        let node = serving[attempt % serving.len().max(1)..].first().copied();
-        let Some(node) = node else { return Err("no node serves".into()) };
+        let Some(&node) = serving.get(attempt % serving.len().max(1)) else {
+            return Err("no node serves".into());
+        };
         let id = u64::MAX - attempt as u64;
         let op = Op::Get {
             collection: COLLECTION.into(),
@@ -337,32 +337,14 @@ fn check_replicas(
     Ok(held.len() as u64)
 }
 
-/// A node configuration for checkers: fast anti-entropy and collection.
-fn config(id: NodeId, seed: u64, grace: Millis) -> NodeConfig {
-    let mut c = NodeConfig::new(id, sim_addr(id));
-    c.seed = seed ^ id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    c.sync_interval_ms = 3_000;
-    c.sync_timeout_ms = 5_000;
-    c.gc_interval_ms = 1_000;
-    c.tombstone_grace_ms = grace;
-    c
-}
-
-/// A cluster of `n` nodes that joined through node 1 and serve.
+/// A cluster of `n` nodes with fast anti-entropy and collection, every node serving.
 fn cluster(n: u64, seed: u64, net: NetConfig, grace: Millis) -> Result<Cluster, String> {
-    let mut sim = Sim::new(seed, net);
-    for i in 1..=n {
-        let node = Node::new(config(NodeId(i), seed, grace), MemStore::new())
-            .map_err(|e| e.to_string())?;
-        let seed_of = if i == 1 { 2 } else { 1 };
-        let mut p = NodeProcess::new(node);
-        if i > 1 {
-            p = p.joining(sim_addr(NodeId(seed_of)));
-        }
-        sim.add(NodeId(i), p);
-        sim.run_for(20);
-    }
-    sim.act(NodeId(1), |p, _| p.seed = Some(sim_addr(NodeId(2))));
+    let mut sim = memory_cluster(n as usize, net, seed, |c| {
+        c.sync_interval_ms = 3_000;
+        c.sync_timeout_ms = 5_000;
+        c.gc_interval_ms = 1_000;
+        c.tombstone_grace_ms = grace;
+    });
     settle(&mut sim, 60_000)?;
     Ok(sim)
 }
