@@ -25,15 +25,13 @@ enum Command {
     /// replicas while they are partitioned), then reconcile them with Merkle
     /// anti-entropy, printing what every session cost.
     Demo(demo::DemoArgs),
-    /// Print the ring position of a key.
+    /// Print the ring position of a key. Collections named `ordered.*` place keys by
+    /// their first 8 bytes (key order); every other collection hashes them.
     Position {
-        /// The collection the key belongs to.
+        /// The collection the key belongs to (e.g. `users`, `ordered.events`).
         collection: String,
         /// The key (UTF-8).
         key: String,
-        /// Place by the key's first 8 bytes (an ordered collection) instead of hashing.
-        #[arg(long)]
-        ordered: bool,
     },
 }
 
@@ -41,13 +39,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
-        Command::Position { collection, key, ordered } => {
+        Command::Position { collection, key } => {
             if let Err(e) = dhrt_core::store::validate_collection(&collection) {
                 Err(e.into())
             } else {
-                let placement = if ordered { Placement::Ordered } else { Placement::Hashed };
+                let placement = Placement::of(&collection);
                 let pos = placement.position(&collection, key.as_bytes());
-                println!("{pos} ({pos:#018x})");
+                let how = match placement {
+                    Placement::Hashed => "hashed",
+                    Placement::Ordered => "ordered",
+                };
+                println!("{pos} ({pos:#018x}, {how})");
                 Ok(())
             }
         }

@@ -31,7 +31,7 @@ fn position_matches_the_core() {
     assert!(ok);
     let want = dhrt_core::hash::hashed_position("users", b"alice");
     assert!(stdout.starts_with(&format!("{want} ")), "{stdout}");
-    let (ok, stdout, _) = dhrt(&["position", "--ordered", "users", "a"]);
+    let (ok, stdout, _) = dhrt(&["position", "ordered.users", "a"]);
     assert!(ok);
     assert!(stdout.starts_with(&format!("{} ", 0x6100_0000_0000_0000u64)), "{stdout}");
 }
