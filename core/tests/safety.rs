@@ -13,7 +13,7 @@ fn run(name: &str, base: u64, count: u64, schedule: fn(u64) -> Result<Report, St
         total += schedule(seed)?;
         Ok(())
     });
-    println!("{name}: {total:?}");
+    println!("{name}: {total}");
     total
 }
 

@@ -71,6 +71,33 @@ pub struct Report {
     pub messages_duplicated: u64,
 }
 
+impl std::fmt::Display for Report {
+    /// The counts that are not zero, as `label value` pairs a person can read.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let counts = [
+            ("schedules", self.schedules),
+            ("sets acknowledged", self.sets_acked),
+            ("deletes acknowledged", self.deletes_acked),
+            ("operations failed", self.ops_failed),
+            ("keys checked", self.keys_checked),
+            ("deleted keys checked", self.deleted_keys_checked),
+            ("replica entries compared", self.replicas_compared),
+            ("crashes with disk", self.crashes_with_disk),
+            ("crashes without disk", self.crashes_without_disk),
+            ("absences past the grace period", self.absences_past_grace),
+            ("partitions healed", self.partitions),
+            ("messages lost", self.messages_lost),
+            ("messages duplicated", self.messages_duplicated),
+        ];
+        let mut first = true;
+        for (label, n) in counts.into_iter().filter(|(_, n)| *n > 0) {
+            write!(f, "{}{n} {label}", if first { "" } else { ", " })?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
 impl std::ops::AddAssign for Report {
     fn add_assign(&mut self, o: Report) {
         self.schedules += o.schedules;
