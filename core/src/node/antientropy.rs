@@ -241,7 +241,7 @@ impl<S: Store> Node<S> {
                 .collect();
             if !mine.is_empty() {
                 if self.stale(now) {
-                    self.wipe_shared(&collections, &would_be, &mine);
+                    self.wipe_shared(now, &collections, &would_be, &mine);
                 }
                 let waiting: BTreeSet<NodeId> = mine.iter().flat_map(|(_, o)| o.clone()).collect();
                 let req = self.coordinator.new_req();

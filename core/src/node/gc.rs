@@ -1,5 +1,6 @@
 //! Deletes that stay deleted: expiry on disk, tombstone collection after a grace
-//! period, and the rule that a node too long out of sync rejoins empty.
+//! period, and the rule that a node too long out of sync rejoins without anything a
+//! deleted key could come back from.
 //!
 //! **Expiry.** An entry whose TTL passed reads as a tombstone at once (see
 //! [`crate::entry::Entry::materialize`]); the collector also rewrites it as one on
@@ -12,15 +13,19 @@
 //! which every range it replicates was reconciled with another replica, so a tombstone
 //! is never purged from a node that has not passed it on.
 //!
-//! **Rejoining empty.** A replica that was away longer than the grace period may hold
-//! values whose tombstones the others have purged; merged back, those values would
-//! return from the dead. So a node whose last full sync is older than half the grace
-//! period (half: its hand-off must finish well before the others start collecting)
-//! (after a long crash, or cut off by a partition) stops serving (`Syncing`), drops
-//! everything that other serving replicas hold, and re-syncs it from them before it
-//! serves again — automatically, with no operator step. Ranges that no other node holds
-//! are kept: there is no one to resurrect anything from, and no one else to get the data
-//! from.
+//! **Rejoining without old data.** A replica that was away longer than the grace
+//! period may hold values whose tombstones the others have purged; merged back, those
+//! values would return from the dead. So a node whose last full sync is older than half
+//! the grace period (half: its hand-off must finish well before the others start
+//! collecting, whatever the clock skew) — after a long crash, cut off by a partition, or
+//! unable to complete a sync while running — stops serving (`Syncing`), drops every
+//! record older than half the grace period that other serving replicas hold, and
+//! re-syncs from them before it serves again, automatically, with no operator step.
+//! Only such old records can be values whose deletes were already collected; newer ones
+//! are kept, because they may be acknowledged writes no other node has yet (the safety
+//! checkers found that wiping everything loses them when a node that kept serving while
+//! its peers were away goes stale). Ranges no other node holds are kept whole: there is
+//! no one to resurrect anything from, and no one else to get the data from.
 //!
 //! The collector walks the store incrementally: at most [`GC_BATCH`] records per tick,
 //! resuming from a cursor, and starts a pass every `gc_interval_ms`.
@@ -76,17 +81,22 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// Drops every record that another serving node holds (or will hold), keeping only
-    /// the ranges this node alone replicates; used before a stale node re-syncs.
-    /// `would_be` are the intervals of the table with this node serving, `mine` those
-    /// of them it replicates together with current owners.
+    /// Drops every record written before `now − grace/2` that another serving node holds
+    /// (or will hold), keeping the ranges this node alone replicates; used before a stale
+    /// node re-syncs. Only such old records can be values whose tombstones others have
+    /// collected (a tombstone is collected a whole grace period after its delete, which
+    /// came after the value); newer ones, acknowledged writes among them, are kept and
+    /// reconciled by the sync that follows. `would_be` are the intervals of the table
+    /// with this node serving; `mine` those of them it shares with current owners.
     pub(super) fn wipe_shared(
         &mut self,
+        now: Millis,
         collections: &[String],
         would_be: &[(Interval, Vec<NodeId>)],
         mine: &[(Interval, Vec<NodeId>)],
     ) {
         let me = self.id();
+        let cutoff = now.saturating_sub(self.config.tombstone_grace_ms / 2);
         let mut dropped = 0;
         for c in collections {
             for (interval, replicas) in would_be {
@@ -94,9 +104,30 @@ impl<S: Store> Node<S> {
                 if alone {
                     continue;
                 }
-                match self.replica.delete_range(c, *interval) {
-                    Ok(k) => dropped += k,
-                    Err(e) => self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
+                let mut after: Option<(Position, Bytes)> = None;
+                loop {
+                    let cursor = after.as_ref().map(|(p, k)| (*p, &k[..]));
+                    let page = match self.replica.range(c, *interval, cursor, GC_BATCH) {
+                        Ok(page) => page,
+                        Err(e) => {
+                            self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
+                            break;
+                        }
+                    };
+                    let Some(last) = page.last() else { break };
+                    after = Some((last.pos, last.key.clone()));
+                    let full = page.len() == GC_BATCH;
+                    for r in page.into_iter().filter(|r| r.entry.ts.physical_ms() < cutoff) {
+                        match self.replica.remove(c, &r.key) {
+                            Ok(_) => dropped += 1,
+                            Err(e) => {
+                                self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)))
+                            }
+                        }
+                    }
+                    if !full {
+                        break;
+                    }
                 }
             }
         }
