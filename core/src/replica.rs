@@ -85,6 +85,11 @@ impl<S: Store> Replica<S> {
         &self.store
     }
 
+    /// Commits the store's gathered writes (see [`Store::flush`]).
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.store.flush()
+    }
+
     /// Consumes the replica, returning its store.
     pub fn into_store(self) -> S {
         self.store

@@ -341,6 +341,14 @@ impl<S: Store> Node<S> {
         self.replica.into_store()
     }
 
+    /// Commits the writes handled since the last call (group commit, see
+    /// [`Store::flush`]). Drivers of durable stores call it after feeding a batch of
+    /// inputs and before sending the outputs those inputs produced, so nothing is
+    /// acknowledged before it is on disk.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.replica.flush()
+    }
+
     /// Joins a cluster through any member's address.
     pub fn join(&mut self, now: Millis, seed_addr: impl Into<String>) {
         self.join_requested = true;

@@ -195,4 +195,13 @@ pub trait Store {
 
     /// Counts and sizes of `collection` (zeros when it does not exist).
     fn stats(&self, collection: &str) -> Result<CollectionStats, StoreError>;
+
+    /// Makes every write since the last flush durable (group commit). A durable store may
+    /// gather writes in an open transaction — reads see them at once — and commit them
+    /// all here, so the driver calls this after handling a batch of inputs and before
+    /// releasing the acknowledgements those inputs produced. On error none of the
+    /// gathered writes can be trusted to be on disk. In-memory stores need do nothing.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
