@@ -80,6 +80,18 @@ impl<S: Store> Replica<S> {
         Ok(())
     }
 
+    /// Rebuilds every tree from the store, and forgets trees of collections it no longer
+    /// holds: after the store dropped writes it had gathered (a failed flush), the trees
+    /// describe exactly what it holds again.
+    pub fn rebuild_all(&mut self) -> Result<(), StoreError> {
+        let names = self.store.collections()?;
+        self.trees.retain(|name, _| names.contains(name));
+        for name in &names {
+            self.rebuild_tree(name)?;
+        }
+        Ok(())
+    }
+
     /// The underlying store.
     pub fn store(&self) -> &S {
         &self.store

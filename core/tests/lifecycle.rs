@@ -297,3 +297,60 @@ fn a_short_absence_keeps_the_disk_and_catches_up() {
         assert_eq!(e.is_tombstone(), i < 10, "k{i} on node 3");
     }
 }
+
+#[test]
+fn a_leaving_node_hands_its_ranges_to_the_next_owners_before_it_announces() {
+    check_seeds("a_leaving_node_hands_its_ranges", 1, 4, |seed| {
+        // Rounds far apart, so only the leave's own hand-off can move data in time.
+        let mut sim = memory_cluster(5, NetConfig::lan(), seed, |c| {
+            c.sync_interval_ms = 3_600_000;
+            c.replicas = 3;
+        });
+        let leaver = 3u64;
+        // Written at `one` through the leaver: some keys may exist only on it.
+        let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+        for k in &keys {
+            let op = Op::Set {
+                collection: C.into(),
+                key: Bytes::copy_from_slice(k.as_bytes()),
+                value: Bytes::from_static(b"v"),
+                consistency: Consistency::One,
+                ttl_ms: None,
+            };
+            if !matches!(call(&mut sim, leaver, op), Some(Reply::Written { .. })) {
+                return Err(format!("{k} was not written"));
+            }
+        }
+        sim.act(NodeId(leaver), |p, now| p.node.leave(now));
+        let start = sim.now();
+        while !sim.process(NodeId(leaver)).unwrap().node.left() {
+            if sim.now() - start > 60_000 {
+                return Err("no leave in 60 s".into());
+            }
+            sim.run_for(50);
+        }
+        let n = &sim.process(NodeId(leaver)).unwrap().node;
+        if !n.handed_off() {
+            return Err("a hand-off session failed".into());
+        }
+        let progress = n.leave_progress().ok_or("no leave progress")?;
+        if progress.total == 0 || progress.done != progress.total {
+            return Err(format!("progress {progress:?}"));
+        }
+        sim.remove(NodeId(leaver));
+        sim.run_for(3_000);
+        for id in [1u64, 2, 4, 5] {
+            if status(&sim, leaver, id) != Some(Status::Left) {
+                return Err(format!("node {id} does not see the leaver as left"));
+            }
+            holds_its_ranges(&sim, id, &keys)?;
+        }
+        for k in &keys {
+            let got = call(&mut sim, 1, get(k, Consistency::All));
+            if !matches!(&got, Some(Reply::Value { value: Some(v), .. }) if v == "v") {
+                return Err(format!("{k} read back as {got:?}"));
+            }
+        }
+        Ok(())
+    });
+}

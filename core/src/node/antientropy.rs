@@ -49,11 +49,14 @@ enum Purpose {
     /// Hand-off of the range of a token move, before it is announced (see
     /// [`super::migrate`]).
     Migrate,
+    /// Hand-off of a range to the nodes that replicate it once this node has left (see
+    /// [`super::leave`]).
+    Leave,
 }
 
 /// One session to run.
 #[derive(Debug, Clone)]
-struct Job {
+pub(super) struct Job {
     collection: String,
     interval: Interval,
     peer: NodeId,
@@ -288,8 +291,8 @@ impl<S: Store> Node<S> {
         }
         let total = jobs.iter().filter(|j| j.purpose == Purpose::Sync).count();
         let ae = &mut self.anti_entropy;
-        // A migration's hand-off outlives rounds.
-        ae.queue.retain(|j| j.purpose == Purpose::Migrate);
+        // A migration's or a leave's hand-off outlives rounds.
+        ae.queue.retain(|j| matches!(j.purpose, Purpose::Migrate | Purpose::Leave));
         ae.queue.extend(jobs);
         ae.groups = groups;
         ae.round = Some(Round {
@@ -323,6 +326,14 @@ impl<S: Store> Node<S> {
     fn sync_config(&self, now: Millis) -> SyncConfig {
         let collected_before = now.checked_sub(self.config.tombstone_grace_ms);
         SyncConfig { collected_before, ..SyncConfig::default() }
+    }
+
+    /// Queues hand-off sessions ahead of everything else (a graceful leave).
+    pub(super) fn queue_leave_sessions(&mut self, jobs: Vec<(String, Interval, NodeId)>) {
+        for (collection, interval, peer) in jobs.into_iter().rev() {
+            let job = self.job(&collection, interval, peer, Purpose::Leave);
+            self.anti_entropy.queue.push_front(job);
+        }
     }
 
     fn job(&self, collection: &str, interval: Interval, peer: NodeId, purpose: Purpose) -> Job {
@@ -374,7 +385,8 @@ impl<S: Store> Node<S> {
             ae.failed += 1;
         }
         let serving = self.membership.is_alive(job.peer);
-        if !ok && job.purpose == Purpose::Sync && job.attempts + 1 < SYNC_ATTEMPTS && serving {
+        let retried = matches!(job.purpose, Purpose::Sync | Purpose::Leave);
+        if !ok && retried && job.attempts + 1 < SYNC_ATTEMPTS && serving {
             // A lost message or a busy peer: try the same range again later in the round.
             let retry = Job { attempts: job.attempts + 1, ..job };
             self.anti_entropy.queue.push_back(retry);
@@ -394,6 +406,7 @@ impl<S: Store> Node<S> {
                 }
             }
             Purpose::Migrate => self.on_migration_session_end(now, ok),
+            Purpose::Leave => self.on_leave_session_end(now, ok, entries),
             Purpose::Clean(g) => {
                 let Some(group) = ae.groups.get_mut(g) else { return };
                 group.remaining = group.remaining.saturating_sub(1);

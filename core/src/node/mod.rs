@@ -30,6 +30,7 @@ pub mod antientropy;
 pub mod coordinator;
 pub mod gc;
 pub mod hints;
+pub mod leave;
 pub mod migrate;
 pub mod scan;
 pub mod watch;
@@ -195,6 +196,9 @@ pub enum NodeEvent {
     /// Progress of the hand-off this node runs before it serves (after starting,
     /// joining, or being declared dead): reported when it starts and as sessions end.
     Handoff(HandoffProgress),
+    /// Progress of a graceful leave's hand-off (see [`leave`]): reported when it starts
+    /// and as sessions end; `done == total` when the node announced it left.
+    Leaving(HandoffProgress),
     /// Data this node no longer replicates was handed to its owners, then dropped.
     Cleaned {
         /// The collection.
@@ -243,6 +247,7 @@ pub struct Node<S: Store> {
     join_requested: bool,
     gc: Gc,
     migration: Migration,
+    leaving: Option<leave::Leaving>,
     state: NodeState,
     watch: Watches,
     outputs: VecDeque<Output>,
@@ -284,6 +289,7 @@ impl<S: Store> Node<S> {
             join_requested: false,
             gc: Gc::default(),
             migration: Migration::default(),
+            leaving: None,
             state,
             watch: Watches::default(),
             outputs: VecDeque::new(),
@@ -349,16 +355,24 @@ impl<S: Store> Node<S> {
         self.replica.flush()
     }
 
+    /// After [`Node::flush`] failed: the store dropped the writes it had gathered, so the
+    /// Merkle trees are rebuilt from what it really holds and the node re-syncs with its
+    /// replicas (announcing `Syncing`, out of the preference lists) before serving again.
+    /// The driver must not release the acknowledgements of the failed batch.
+    pub fn recover_from_failed_flush(&mut self, now: Millis) -> Result<(), StoreError> {
+        self.replica.rebuild_all()?;
+        if self.membership.begin_resync(now) {
+            self.collect_membership();
+        }
+        self.resync_pending = true;
+        self.anti_entropy_due_now();
+        Ok(())
+    }
+
     /// Joins a cluster through any member's address.
     pub fn join(&mut self, now: Millis, seed_addr: impl Into<String>) {
         self.join_requested = true;
         self.membership.join(now, seed_addr.into());
-        self.collect_membership();
-    }
-
-    /// Leaves the cluster gracefully.
-    pub fn leave(&mut self, now: Millis) {
-        self.membership.leave(now);
         self.collect_membership();
     }
 
