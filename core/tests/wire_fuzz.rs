@@ -12,7 +12,7 @@ use dhrt_core::{
     hash::{Interval, Placement},
     merkle::{NodeRef, Summary},
     proto::{
-        client::{Consistency, ErrorCode, NodeStats, Op, Reply, RingMember},
+        client::{Consistency, ErrorCode, NodeStats, Op, Progress, Reply, RingMember, SyncStats},
         watch::Subscription,
         ClientRequest, ClientResponse, Message, SyncBody, SyncItem, SyncMessage, WatchMessage,
     },
@@ -211,12 +211,22 @@ fn reply() -> impl Strategy<Value = Reply> {
                 keys,
                 tombstones,
                 bytes,
-                collections
+                collections,
+                status: "alive".into(),
+                hints_pending: keys % 7,
+                sync: SyncStats {
+                    completed: bytes % 11,
+                    last_full_sync_ms: Some(tombstones),
+                    handoff: Some(Progress { done: 1, total: 2, entries: keys }),
+                    ..SyncStats::default()
+                },
+                ..NodeStats::default()
             })
         ),
         prop::collection::vec(
-            (node_id(), ".{0,20}", prop::collection::vec(any::<u64>(), 0..5))
-                .prop_map(|(id, addr, tokens)| RingMember { id, addr, tokens }),
+            (node_id(), ".{0,20}", prop::collection::vec(any::<u64>(), 0..5)).prop_map(
+                |(id, addr, tokens)| RingMember { id, addr, tokens, status: "suspect".into() }
+            ),
             0..4
         )
         .prop_map(|members| Reply::Ring { members }),

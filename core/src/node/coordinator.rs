@@ -16,8 +16,9 @@
 use super::{ClientId, Node, NodeEvent, Output};
 use crate::{
     entry::{Entry, NodeId},
+    membership::Status,
     proto::{
-        client::{Consistency, ErrorCode, NodeStats, Op, Reply, RingMember},
+        client::{Consistency, ErrorCode, NodeStats, Op, Progress, Reply, RingMember, SyncStats},
         ClientRequest, ClientResponse, Message, ReplicaMessage,
     },
     store::Store,
@@ -195,7 +196,12 @@ pub(super) fn start<S: Store>(
             let members = node
                 .membership
                 .members()
-                .map(|m| RingMember { id: m.id, addr: m.addr.clone(), tokens: m.tokens.clone() })
+                .map(|m| RingMember {
+                    id: m.id,
+                    addr: m.addr.clone(),
+                    tokens: m.tokens.clone(),
+                    status: m.status.to_string(),
+                })
                 .collect();
             reply(node, ClientResponse { id, result: Reply::Ring { members } });
         }
@@ -217,6 +223,38 @@ fn local_stats<S: Store>(node: &Node<S>) -> NodeStats {
             stats.collections += 1;
         }
     }
+    stats.status = node.membership.me().status.to_string();
+    for m in node.membership.members() {
+        let c = &mut stats.members;
+        match m.status {
+            Status::Alive => c.alive += 1,
+            Status::Syncing => c.syncing += 1,
+            Status::Suspect => c.suspect += 1,
+            Status::Dead => c.dead += 1,
+            Status::Left => c.left += 1,
+        }
+    }
+    let ae = &node.anti_entropy;
+    let (completed, failed) = ae.counts();
+    let progress = |p: super::antientropy::HandoffProgress| Progress {
+        done: p.done as u64,
+        total: p.total as u64,
+        entries: p.entries,
+    };
+    stats.sync = SyncStats {
+        running: ae.running() as u64,
+        completed,
+        failed,
+        entries_received: ae.entries_received(),
+        cleaned: ae.cleaned(),
+        last_full_sync_ms: node.state.last_full_sync_ms,
+        handoff: ae.handoff().map(progress),
+        leaving: node.leave_progress().map(progress),
+    };
+    stats.hints_pending = node.hints.pending() as u64;
+    stats.hints_delivered = node.hints.delivered();
+    stats.tombstones_purged = node.gc.purged();
+    stats.expired = node.gc.expired();
     stats
 }
 

@@ -283,8 +283,10 @@ pub enum Reply {
     },
 }
 
-/// Counts and sizes of one node, summed over its collections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Counts and sizes of one node, summed over its collections, with the state of its
+/// background work: failure detection, anti-entropy, cleaning, hints and tombstone
+/// collection (what `dhrt stats` prints and `/metrics` exports).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct NodeStats {
     /// The node answering.
     pub node: NodeId,
@@ -296,6 +298,74 @@ pub struct NodeStats {
     pub bytes: u64,
     /// Number of collections the node holds.
     pub collections: u64,
+    /// This node's status as it announces it (`alive`, `syncing`, `left`, ...).
+    #[serde(default)]
+    pub status: String,
+    /// Members this node knows, by status (its own record included).
+    #[serde(default)]
+    pub members: MemberCounts,
+    /// Anti-entropy and hand-off.
+    #[serde(default)]
+    pub sync: SyncStats,
+    /// Hints held for replicas that were down.
+    #[serde(default)]
+    pub hints_pending: u64,
+    /// Hints delivered so far.
+    #[serde(default)]
+    pub hints_delivered: u64,
+    /// Tombstones purged after the grace period so far.
+    #[serde(default)]
+    pub tombstones_purged: u64,
+    /// Expired values rewritten as tombstones so far.
+    #[serde(default)]
+    pub expired: u64,
+}
+
+/// How many members a node knows in each status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MemberCounts {
+    /// Serving.
+    pub alive: u32,
+    /// Catching up before serving.
+    pub syncing: u32,
+    /// Failed a probe; not yet declared dead.
+    pub suspect: u32,
+    /// Declared dead.
+    pub dead: u32,
+    /// Left gracefully.
+    pub left: u32,
+}
+
+/// Anti-entropy counters of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SyncStats {
+    /// Sessions running now.
+    pub running: u64,
+    /// Sessions this node initiated that completed.
+    pub completed: u64,
+    /// Sessions this node initiated that failed.
+    pub failed: u64,
+    /// Entries received from peers by sync.
+    pub entries_received: u64,
+    /// Entries dropped after they were handed to the nodes that own them now.
+    pub cleaned: u64,
+    /// When the last round in which every session succeeded started (wall ms).
+    pub last_full_sync_ms: Option<Millis>,
+    /// The hand-off before serving, while one runs.
+    pub handoff: Option<Progress>,
+    /// A graceful leave's hand-off, once the node began leaving.
+    pub leaving: Option<Progress>,
+}
+
+/// Progress of a hand-off: sessions done of the total, entries received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Progress {
+    /// Sessions finished.
+    pub done: u64,
+    /// Sessions planned.
+    pub total: u64,
+    /// Entries received so far.
+    pub entries: u64,
 }
 
 /// One member of the ring, as [`Op::Ring`] reports it.
@@ -307,6 +377,9 @@ pub struct RingMember {
     pub addr: String,
     /// Its ring positions (virtual nodes), ascending.
     pub tokens: Vec<Position>,
+    /// Its status as the answering node sees it: `alive` members serve requests.
+    #[serde(default)]
+    pub status: String,
 }
 
 /// The kind of a failed request. Hosts map it to their own error shape in one place.
