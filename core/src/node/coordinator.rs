@@ -193,22 +193,35 @@ pub(super) fn start<S: Store>(
             reply(node, ClientResponse { id, result: Reply::Stats(stats) });
         }
         Op::Ring => {
-            let members = node
-                .membership
-                .members()
-                .map(|m| RingMember {
-                    id: m.id,
-                    addr: m.addr.clone(),
-                    tokens: m.tokens.clone(),
-                    status: m.status.to_string(),
-                })
-                .collect();
+            let members = node.ring();
             reply(node, ClientResponse { id, result: Reply::Ring { members } });
         }
         scan @ Op::Scan { .. } => super::scan::start(node, now, client, id, scan),
         op @ (Op::Watch { .. } | Op::Unwatch { .. } | Op::Sync { .. }) => {
             super::watch::start(node, now, client, id, op)
         }
+    }
+}
+
+impl<S: Store> Node<S> {
+    /// Counts and sizes of this node and the state of its background work (what
+    /// [`Op::Stats`] answers).
+    pub fn stats(&self) -> NodeStats {
+        local_stats(self)
+    }
+
+    /// Every member this node knows, with its tokens and status (what [`Op::Ring`]
+    /// answers).
+    pub fn ring(&self) -> Vec<RingMember> {
+        self.membership
+            .members()
+            .map(|m| RingMember {
+                id: m.id,
+                addr: m.addr.clone(),
+                tokens: m.tokens.clone(),
+                status: m.status.to_string(),
+            })
+            .collect()
     }
 }
 
