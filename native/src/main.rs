@@ -1,10 +1,10 @@
 //! `dhrt` — the command-line entry point.
 //!
-//! Today the binary drives the data half of the engine in process: `dhrt demo` runs
-//! replicas that diverge and reconcile through Merkle anti-entropy, and `dhrt position`
-//! shows where a key lives on the ring. The node server (`dhrt serve`), the client
-//! commands and the REPL arrive with the native-node work.
+//! `dhrt serve` runs a node; `dhrt join ADDR` runs one that joins a cluster; the data
+//! commands talk to a running node; `dhrt demo` shows anti-entropy in process and
+//! `dhrt position` where a key lives on the ring. Each subcommand lives in `cli/`.
 
+mod cli;
 mod demo;
 
 use clap::{Parser, Subcommand};
@@ -17,10 +17,44 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    target: cli::data::Target,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a node: one port serves clients (WebSocket, HTTP) and peers. Persisted in
+    /// --data-dir unless --memory. Ctrl-C (or SIGTERM/SIGHUP/SIGQUIT) leaves gracefully.
+    Serve(cli::serve::ServeArgs),
+    /// Run a node that joins the cluster of the node at ADDR (same as serve --join ADDR).
+    Join {
+        /// Any member's HOST:PORT.
+        addr: String,
+        #[command(flatten)]
+        serve: cli::serve::ServeArgs,
+    },
+    /// Write a value: set [COLLECTION] KEY VALUE (collection `default` when omitted).
+    Set(cli::data::DataArgs),
+    /// Read a value: get [COLLECTION] KEY. Exits with 1 when the key does not exist.
+    Get(cli::data::DataArgs),
+    /// Delete a key: del [COLLECTION] KEY.
+    Del(cli::data::DataArgs),
+    /// List a collection's live keys and values (tab-separated), in ring order.
+    Scan {
+        /// The collection.
+        #[arg(default_value = "default")]
+        collection: String,
+        /// Only keys starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Print a node's counts and the state of its background work.
+    Stats,
+    /// Print the ring's members as the node sees them.
+    Ring,
     /// Run replicas in this process that diverge (writes and deletes on different
     /// replicas while they are partitioned), then reconcile them with Merkle
     /// anti-entropy, printing what every session cost.
@@ -35,10 +69,37 @@ enum Command {
     },
 }
 
+/// Logs to stderr; `DHRT_LOG` sets the filter (e.g. `debug`, `dhrt=trace`), default `info`.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DHRT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Demo(args) => demo::run(&args),
+    init_logs();
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Serve(args) => cli::serve::run(&args),
+        Command::Join { addr, mut serve } => {
+            serve.join.insert(0, addr);
+            cli::serve::run(&serve)
+        }
+        Command::Set(a) => cli::data::run("set", &a.words, a.ttl, &cli.target),
+        Command::Get(a) => cli::data::run("get", &a.words, a.ttl, &cli.target),
+        Command::Del(a) => cli::data::run("del", &a.words, a.ttl, &cli.target),
+        Command::Scan { collection, prefix, limit } => cli::data::run_command(
+            cli::data::Command::Scan { collection, prefix, limit },
+            &cli.target,
+        ),
+        Command::Stats => cli::data::run_command(cli::data::Command::Stats, &cli.target),
+        Command::Ring => cli::data::run_command(cli::data::Command::Ring, &cli.target),
+        Command::Demo(args) => demo::run(&args).map_err(Into::into),
         Command::Position { collection, key } => {
             if let Err(e) = dhrt_core::store::validate_collection(&collection) {
                 Err(e.into())

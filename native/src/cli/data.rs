@@ -1,0 +1,276 @@
+//! The data commands: `dhrt set/get/del [COLLECTION] KEY [VALUE]`, `dhrt scan`,
+//! `dhrt stats`, `dhrt ring` — each a [`dhrt::client::Client`] call against `--node`.
+//! The REPL parses the same words ([`Command::parse_words`]).
+
+use bytes::Bytes;
+use clap::Args;
+use dhrt::client::{Client, ClientError};
+use dhrt_core::proto::client::{Consistency, NodeStats, DEFAULT_COLLECTION};
+use std::{io::Write, time::Duration};
+
+/// Where and how the data commands talk to dhrt.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// The node to talk to (HOST:PORT); any member of a cluster will do.
+    #[arg(long, global = true, env = "DHRT_NODE", default_value = "127.0.0.1:7453")]
+    pub node: String,
+    /// Consistency: default, one, quorum, all, or a number of replicas.
+    #[arg(long, short = 'c', global = true, default_value = "default")]
+    pub consistency: Consistency,
+    /// Seconds to wait for an answer.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+impl Target {
+    /// Connects to the node.
+    pub async fn connect(&self) -> Result<Client, ClientError> {
+        let timeout = Duration::from_secs_f64(self.timeout.clamp(0.01, 3600.0));
+        Client::connect_with(&[self.node.as_str()], timeout).await
+    }
+}
+
+/// One data command, as typed on the command line or in the REPL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Write a value.
+    Set { collection: String, key: String, value: String, ttl: Option<f64> },
+    /// Read a value.
+    Get { collection: String, key: String },
+    /// Delete a key.
+    Del { collection: String, key: String },
+    /// List a collection.
+    Scan { collection: String, prefix: Option<String>, limit: Option<usize> },
+    /// The node's counts and state.
+    Stats,
+    /// The ring's members.
+    Ring,
+}
+
+/// A command line that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+impl Command {
+    /// `set [COLLECTION] KEY VALUE`, `get [COLLECTION] KEY`, `del [COLLECTION] KEY`,
+    /// `scan [COLLECTION] [PREFIX]`, `stats`, `ring` — the collection defaults to
+    /// `default`.
+    pub fn parse_words(words: &[String]) -> Result<Command, Usage> {
+        let (verb, args) = words.split_first().ok_or_else(|| Usage("empty command".into()))?;
+        let arity = |want: &str| Usage(format!("usage: {verb} {want}"));
+        let coll = |c: &str| c.to_string();
+        match verb.to_ascii_lowercase().as_str() {
+            "set" | "put" => match args {
+                [k, v] => Ok(Command::Set {
+                    collection: DEFAULT_COLLECTION.into(),
+                    key: k.clone(),
+                    value: v.clone(),
+                    ttl: None,
+                }),
+                [c, k, v] => Ok(Command::Set {
+                    collection: coll(c),
+                    key: k.clone(),
+                    value: v.clone(),
+                    ttl: None,
+                }),
+                _ => Err(arity("[COLLECTION] KEY VALUE")),
+            },
+            "get" => match args {
+                [k] => Ok(Command::Get { collection: DEFAULT_COLLECTION.into(), key: k.clone() }),
+                [c, k] => Ok(Command::Get { collection: coll(c), key: k.clone() }),
+                _ => Err(arity("[COLLECTION] KEY")),
+            },
+            "del" | "delete" | "rm" => match args {
+                [k] => Ok(Command::Del { collection: DEFAULT_COLLECTION.into(), key: k.clone() }),
+                [c, k] => Ok(Command::Del { collection: coll(c), key: k.clone() }),
+                _ => Err(arity("[COLLECTION] KEY")),
+            },
+            "scan" | "ls" => match args {
+                [] => Ok(Command::Scan {
+                    collection: DEFAULT_COLLECTION.into(),
+                    prefix: None,
+                    limit: None,
+                }),
+                [c] => Ok(Command::Scan { collection: coll(c), prefix: None, limit: None }),
+                [c, p] => {
+                    Ok(Command::Scan { collection: coll(c), prefix: Some(p.clone()), limit: None })
+                }
+                _ => Err(arity("[COLLECTION] [PREFIX]")),
+            },
+            "stats" if args.is_empty() => Ok(Command::Stats),
+            "ring" if args.is_empty() => Ok(Command::Ring),
+            "stats" | "ring" => Err(Usage(format!("{verb} takes no arguments"))),
+            other => Err(Usage(format!(
+                "unknown command {other:?}: try set, get, del, scan, stats, ring (or help)"
+            ))),
+        }
+    }
+
+    /// Runs the command, printing its result to `out`. A missing key is an error
+    /// ([`Outcome::NotFound`]) so scripts can tell.
+    pub async fn run(
+        &self,
+        client: &Client,
+        consistency: Consistency,
+        out: &mut dyn Write,
+    ) -> Result<Outcome, ClientError> {
+        let io = |e: std::io::Error| ClientError::Protocol(format!("cannot write output: {e}"));
+        match self {
+            Command::Set { collection, key, value, ttl } => {
+                let ttl = ttl.map(|s| Duration::from_secs_f64(s.max(0.0)));
+                client.set(collection, key, value, consistency, ttl).await?;
+                writeln!(out, "OK").map_err(io)?;
+            }
+            Command::Get { collection, key } => {
+                match client.get(collection, key, consistency).await? {
+                    Some(v) => {
+                        out.write_all(&v).map_err(io)?;
+                        writeln!(out).map_err(io)?;
+                    }
+                    None => return Ok(Outcome::NotFound(format!("{collection}/{key}"))),
+                }
+            }
+            Command::Del { collection, key } => {
+                client.del(collection, key, consistency).await?;
+                writeln!(out, "OK").map_err(io)?;
+            }
+            Command::Scan { collection, prefix, limit } => {
+                let prefix = prefix.as_ref().map(|p| Bytes::copy_from_slice(p.as_bytes()));
+                let mut cursor = None;
+                let mut printed = 0usize;
+                let max = limit.unwrap_or(usize::MAX);
+                loop {
+                    let page =
+                        client.scan(collection, cursor, prefix.clone(), 1000, consistency).await?;
+                    for (k, v) in page.items {
+                        if printed >= max {
+                            return Ok(Outcome::Done);
+                        }
+                        out.write_all(&k).map_err(io)?;
+                        out.write_all(b"\t").map_err(io)?;
+                        out.write_all(&v).map_err(io)?;
+                        writeln!(out).map_err(io)?;
+                        printed += 1;
+                    }
+                    cursor = page.cursor;
+                    if cursor.is_none() {
+                        break;
+                    }
+                }
+            }
+            Command::Stats => {
+                let stats = client.stats(None).await?;
+                write!(out, "{}", render_stats(&stats)).map_err(io)?;
+            }
+            Command::Ring => {
+                for m in client.ring().await? {
+                    writeln!(
+                        out,
+                        "{:016x}  {:<21}  {:<8}  {} tokens",
+                        m.id.0,
+                        m.addr,
+                        m.status,
+                        m.tokens.len()
+                    )
+                    .map_err(io)?;
+                }
+            }
+        }
+        Ok(Outcome::Done)
+    }
+}
+
+/// How a command ended, besides errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did what was asked.
+    Done,
+    /// The key read does not exist.
+    NotFound(String),
+}
+
+/// A node's stats as lines of `name: value`.
+pub fn render_stats(s: &NodeStats) -> String {
+    let m = &s.members;
+    let sync = &s.sync;
+    let progress = |p: Option<dhrt_core::proto::client::Progress>| {
+        p.map_or("-".to_string(), |p| {
+            format!("{}/{} sessions, {} entries", p.done, p.total, p.entries)
+        })
+    };
+    format!(
+        "node:            {:016x} ({})\n\
+         keys:            {} ({} tombstones, {} bytes, {} collections)\n\
+         members:         {} alive, {} syncing, {} suspect, {} dead, {} left\n\
+         anti-entropy:    {} running, {} completed, {} failed, {} entries received, {} cleaned\n\
+         last full sync:  {}\n\
+         hand-off:        {}\n\
+         leaving:         {}\n\
+         hints:           {} pending, {} delivered\n\
+         tombstone GC:    {} purged, {} expired values\n",
+        s.node.0,
+        s.status,
+        s.keys,
+        s.tombstones,
+        s.bytes,
+        s.collections,
+        m.alive,
+        m.syncing,
+        m.suspect,
+        m.dead,
+        m.left,
+        sync.running,
+        sync.completed,
+        sync.failed,
+        sync.entries_received,
+        sync.cleaned,
+        sync.last_full_sync_ms.map_or("never".into(), |t| format!("{t} (unix ms)")),
+        progress(sync.handoff),
+        progress(sync.leaving),
+        s.hints_pending,
+        s.hints_delivered,
+        s.tombstones_purged,
+        s.expired,
+    )
+}
+
+/// Options of the single-shot data commands.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// [COLLECTION] KEY [VALUE]
+    #[arg(required = true, num_args = 1..=3)]
+    pub words: Vec<String>,
+    /// For set: seconds until the value expires.
+    #[arg(long)]
+    pub ttl: Option<f64>,
+}
+
+/// Runs one data command given as `verb` + words.
+pub fn run(
+    verb: &str,
+    words: &[String],
+    ttl: Option<f64>,
+    target: &Target,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut all = vec![verb.to_string()];
+    all.extend_from_slice(words);
+    let mut command = Command::parse_words(&all)?;
+    if let Command::Set { ttl: t, .. } = &mut command {
+        *t = ttl;
+    }
+    run_command(command, target)
+}
+
+/// Runs one parsed data command against `target`, printing to stdout.
+pub fn run_command(command: Command, target: &Target) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = target.connect().await?;
+        let mut stdout = std::io::stdout().lock();
+        match command.run(&client, target.consistency, &mut stdout).await? {
+            Outcome::Done => Ok(()),
+            Outcome::NotFound(what) => Err(format!("not found: {what}").into()),
+        }
+    })
+}

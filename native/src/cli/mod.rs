@@ -1,0 +1,4 @@
+//! The `dhrt` command line's subcommands, one file each.
+
+pub mod data;
+pub mod serve;

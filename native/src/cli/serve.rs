@@ -1,0 +1,114 @@
+//! `dhrt serve` and `dhrt join`: run a node until a signal, then leave gracefully.
+
+use clap::Args;
+use dhrt::server::{self, driver::Ephemeral, ServeOptions};
+use dhrt_core::{node::Node, store::MemStore, NodeId};
+use std::{path::PathBuf, time::Duration};
+
+/// Options of `dhrt serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Port for everything: WebSocket clients and peers, HTTP, /metrics (0 picks a free one).
+    #[arg(long, short, default_value_t = 7453)]
+    pub port: u16,
+    /// Interface to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// The HOST:PORT other nodes and clients use to reach this node (default: the
+    /// listening address; required when listening on 0.0.0.0).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Where the data lives (one file per collection, plus node.redb).
+    #[arg(long, default_value = "./dhrt-data")]
+    pub data_dir: PathBuf,
+    /// Keep everything in memory: nothing is written to disk, all is lost on exit.
+    #[arg(long)]
+    pub memory: bool,
+    /// Join the cluster of the node at HOST:PORT (repeat to give several).
+    #[arg(long, value_name = "ADDR")]
+    pub join: Vec<String>,
+    /// Replicas per key.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+    /// Virtual nodes (ring tokens) of this node.
+    #[arg(long, default_value_t = dhrt_core::ring::DEFAULT_VNODES)]
+    pub vnodes: usize,
+    /// Largest value accepted, in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_value: usize,
+    /// Seconds a graceful leave may take before the node exits anyway.
+    #[arg(long, default_value_t = 30)]
+    pub leave_timeout: u64,
+}
+
+impl ServeArgs {
+    fn options(&self) -> ServeOptions {
+        ServeOptions {
+            host: self.host.clone(),
+            port: self.port,
+            advertise: self.advertise.clone(),
+            join: self.join.clone(),
+            replicas: self.replicas,
+            vnodes: self.vnodes,
+            max_value_bytes: self.max_value,
+            leave_timeout: Duration::from_secs(self.leave_timeout),
+        }
+    }
+}
+
+/// Runs a node until SIGINT, SIGTERM, SIGHUP or SIGQUIT, then leaves gracefully.
+pub fn run(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let opts = args.options();
+    let bound = server::bind(&opts).await?;
+    let id = NodeId(server::random_u64());
+    let config = server::node_config(&opts, id, &bound.advertise);
+    let node = Node::new(config, MemStore::new())?;
+    let listening = bound.local_addr;
+    let advertise = bound.advertise.clone();
+    let server = server::start(bound, node, Ephemeral, &opts, opts.join.clone())?;
+    let storage = if args.memory {
+        "in memory".to_string()
+    } else {
+        format!("in {}", args.data_dir.display())
+    };
+    println!(
+        "dhrt node {:016x} listening on {listening} (reach it at {advertise}; data {storage})",
+        id.0
+    );
+    println!("try: dhrt set hello world --node {advertise}    or    curl http://{advertise}/hello");
+    let signal = wait_for_signal().await?;
+    tracing::info!(%signal, "leaving the cluster");
+    eprintln!("{signal}: leaving the cluster (hand-off, then exit)");
+    let outcome = server.leave().await;
+    if let Some(e) = outcome.flush_error {
+        return Err(format!("the final flush failed: {e}").into());
+    }
+    eprintln!(
+        "left{}",
+        if outcome.handed_off {
+            " after handing off every range"
+        } else {
+            " (hand-off incomplete)"
+        }
+    );
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut quit = signal(SignalKind::quit())?;
+    Ok(tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+        _ = quit.recv() => "SIGQUIT",
+    })
+}

@@ -1,0 +1,188 @@
+//! One pipelined WebSocket connection from a client to a node.
+//!
+//! Requests are written as they come, answers are read as they come; a map from
+//! request id to the waiting caller pairs them, so any number of requests can be in
+//! flight on one connection. A watch's id stays in the map, delivering every event,
+//! until it is ended. When the connection fails, every caller waiting on it gets a
+//! [`ClientError::Connection`].
+
+use super::ClientError;
+use dhrt_core::{
+    proto::{
+        client::{ErrorCode, Reply},
+        ClientRequest, ClientResponse, Message,
+    },
+    wire,
+};
+use futures_util::{SinkExt, StreamExt};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite;
+
+/// Who waits for the answers to a request id.
+enum Waiter {
+    Once(oneshot::Sender<Reply>),
+    Stream(mpsc::UnboundedSender<Reply>),
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, Waiter>>>;
+
+/// A connection to one node.
+#[derive(Clone)]
+pub struct Conn {
+    /// The node's `host:port`.
+    pub addr: String,
+    tx: mpsc::UnboundedSender<ClientRequest>,
+    waiters: Waiters,
+    next_id: Arc<AtomicU64>,
+    alive: Arc<AtomicBool>,
+}
+
+impl Conn {
+    /// Opens a connection to the node at `addr` (`host:port`).
+    pub async fn open(addr: &str, timeout: Duration) -> Result<Conn, ClientError> {
+        let url = format!("ws://{addr}/v1/ws");
+        let max = wire::DEFAULT_MAX_FRAME * 2;
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        let connect = tokio_tungstenite::connect_async_with_config(&url, Some(config), true);
+        let (ws, _) = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| ClientError::Connection(format!("{addr}: no answer within {timeout:?}")))?
+            .map_err(|e| ClientError::Connection(format!("{addr}: {e}")))?;
+        let (mut sink, mut stream) = ws.split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<ClientRequest>();
+        let waiters: Waiters = Arc::default();
+        let alive = Arc::new(AtomicBool::new(true));
+        let conn = Conn {
+            addr: addr.to_string(),
+            tx,
+            waiters: waiters.clone(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            alive: alive.clone(),
+        };
+        let writer_waiters = waiters.clone();
+        tokio::spawn(async move {
+            while let Some(req) = rx.recv().await {
+                let id = req.id;
+                match wire::encode_with_limit(&Message::Request(req), max) {
+                    Ok(frame) => {
+                        if sink.send(tungstenite::Message::Binary(frame.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => deliver(
+                        &writer_waiters,
+                        id,
+                        Reply::Error {
+                            code: ErrorCode::TooLarge,
+                            message: e.to_string(),
+                            acked: None,
+                        },
+                        true,
+                    ),
+                }
+            }
+            let _ = sink.close().await;
+        });
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                let tungstenite::Message::Binary(bytes) = msg else { continue };
+                let Ok(Message::Response(ClientResponse { id, result })) =
+                    wire::decode_with_limit::<Message>(&bytes, max)
+                else {
+                    continue;
+                };
+                deliver(&waiters, id, result, false);
+            }
+            alive.store(false, Ordering::Relaxed);
+            // Dropping the waiters tells every caller the connection is gone.
+            waiters.lock().map(|mut w| w.clear()).ok();
+        });
+        Ok(conn)
+    }
+
+    /// Whether the connection is still up.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed) && !self.tx.is_closed()
+    }
+
+    /// Sends a request and waits for its answer.
+    pub async fn call(
+        &self,
+        op: dhrt_core::proto::client::Op,
+        timeout: Duration,
+    ) -> Result<Reply, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.register(id, Waiter::Once(tx))?;
+        self.tx.send(ClientRequest { id, op }).map_err(|_| self.gone())?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(self.gone()),
+            Err(_) => {
+                self.forget(id);
+                Err(ClientError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Sends a request whose answers are a stream (a watch): returns its id and the
+    /// stream of replies.
+    pub fn stream(
+        &self,
+        op: dhrt_core::proto::client::Op,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<Reply>), ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.register(id, Waiter::Stream(tx))?;
+        self.tx.send(ClientRequest { id, op }).map_err(|_| self.gone())?;
+        Ok((id, rx))
+    }
+
+    /// Stops delivering answers for `id`.
+    pub fn forget(&self, id: u64) {
+        if let Ok(mut w) = self.waiters.lock() {
+            w.remove(&id);
+        }
+    }
+
+    fn register(&self, id: u64, waiter: Waiter) -> Result<(), ClientError> {
+        if !self.is_alive() {
+            return Err(self.gone());
+        }
+        self.waiters.lock().map_err(|_| self.gone())?.insert(id, waiter);
+        Ok(())
+    }
+
+    fn gone(&self) -> ClientError {
+        ClientError::Connection(format!("{}: the connection closed", self.addr))
+    }
+}
+
+/// Hands `reply` to whoever waits for `id`; a one-shot waiter is removed.
+fn deliver(waiters: &Waiters, id: u64, reply: Reply, local: bool) {
+    let Ok(mut w) = waiters.lock() else { return };
+    match w.get(&id) {
+        Some(Waiter::Stream(tx)) => {
+            let ends = matches!(reply, Reply::Error { .. }) && !local;
+            if tx.send(reply).is_err() || ends {
+                w.remove(&id);
+            }
+        }
+        Some(Waiter::Once(_)) => {
+            if let Some(Waiter::Once(tx)) = w.remove(&id) {
+                let _ = tx.send(reply);
+            }
+        }
+        None => {}
+    }
+}

@@ -1,0 +1,362 @@
+//! The node thread: the one place a [`Node`] lives in the server.
+//!
+//! Everything that reaches the node — client requests from WebSocket and HTTP, frames
+//! from peers, timers, operator commands — arrives as an [`Input`] on one channel. The
+//! thread takes whatever has queued up (up to [`BATCH`] inputs), feeds it all to the
+//! node, fires due timers, then calls [`Node::flush`] once: every write of the batch
+//! shares one durable commit (group commit). Only after that commit are the batch's
+//! outputs released — replies to clients, acknowledgements to coordinators — so
+//! nothing is acknowledged before it is on disk.
+//!
+//! If a commit fails, the writes of the batch cannot be trusted to be on disk, so
+//! their acknowledgements are withheld: clients get a `storage failure` error in place
+//! of `Written`, write acks to peers are not sent (their coordinators time out and
+//! hint), and the node is rebuilt from what the store really holds (its Merkle trees
+//! must describe the disk), then re-syncs with its replicas before serving again.
+//!
+//! The thread is a plain OS thread, not a tokio task: commits block on fsync.
+
+use super::{peers::Peers, stats::Counters};
+use dhrt_core::{
+    node::{ClientId, Node, NodeEvent, NodeState, Output},
+    proto::{
+        client::{ErrorCode, Reply},
+        ClientRequest, ClientResponse, Message, ReplicaMessage,
+    },
+    store::{Store, StoreError},
+    Millis, NodeId,
+};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+use tokio::sync::{mpsc::UnboundedSender, oneshot};
+
+/// Most inputs handled between two commits.
+pub const BATCH: usize = 1024;
+
+/// Where a client's responses go.
+#[derive(Debug)]
+pub enum Sink {
+    /// A connection: every response (and watch event) for this client id.
+    Conn(UnboundedSender<ClientResponse>),
+    /// One request (HTTP): the first response, then the client is gone.
+    Once(oneshot::Sender<ClientResponse>),
+}
+
+/// Something for the node thread to do.
+#[derive(Debug)]
+pub enum Input {
+    /// A client connection opened; its responses go to the sink.
+    Open {
+        /// The id the connection's requests are tagged with.
+        client: ClientId,
+        /// Where its responses go.
+        sink: Sink,
+    },
+    /// A client's request.
+    Request {
+        /// The client (opened with [`Input::Open`]).
+        client: ClientId,
+        /// The request.
+        req: ClientRequest,
+    },
+    /// A client connection closed.
+    Gone(ClientId),
+    /// A frame from a peer.
+    Peer {
+        /// The sender, as it said in its handshake.
+        from: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// Join a cluster through a member's address.
+    Join(String),
+    /// Take a snapshot of the node's state for stats, `/metrics` and the ring.
+    Inspect(oneshot::Sender<super::stats::Snapshot>),
+    /// Stop at once, flushing what was handled (no hand-off).
+    Stop,
+    /// Leave the cluster gracefully, then stop: answered when the node may exit.
+    Leave(oneshot::Sender<LeaveOutcome>),
+}
+
+/// How a graceful leave ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaveOutcome {
+    /// Whether every range was handed to its new owners before the node left.
+    pub handed_off: bool,
+    /// The last commit's error, if the final flush failed.
+    pub flush_error: Option<String>,
+}
+
+/// What the node thread keeps besides the node: state that survives restarts.
+pub trait Durable: Send {
+    /// Saves the node's [`NodeState`] durably.
+    fn save_state(&mut self, state: &NodeState) -> Result<(), StoreError>;
+    /// Saves the addresses of the members known, to rejoin through after a restart.
+    fn save_peers(&mut self, peers: &[String]) -> Result<(), StoreError>;
+}
+
+/// No durability: a `--memory` node forgets everything when it stops.
+#[derive(Debug, Default)]
+pub struct Ephemeral;
+
+impl Durable for Ephemeral {
+    fn save_state(&mut self, _: &NodeState) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn save_peers(&mut self, _: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The wall clock in milliseconds, never going backwards within one process.
+#[derive(Debug, Default)]
+pub struct Clock {
+    last: AtomicU64,
+}
+
+impl Clock {
+    /// Milliseconds since the Unix epoch, at least the last value returned.
+    pub fn now(&self) -> Millis {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let prev = self.last.fetch_max(wall, Ordering::Relaxed);
+        wall.max(prev)
+    }
+}
+
+/// The node thread's state.
+pub struct Driver<S: Store, D: Durable> {
+    node: Node<S>,
+    durable: D,
+    clients: HashMap<ClientId, Sink>,
+    peers: Peers,
+    counters: Arc<Counters>,
+    clock: Clock,
+    known_peers: Vec<String>,
+    leaving: Option<(oneshot::Sender<LeaveOutcome>, Millis)>,
+    stopping: bool,
+    /// How long a graceful leave may take before the node exits anyway.
+    leave_timeout_ms: Millis,
+}
+
+impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
+    /// A driver around `node`, sending to peers through `peers`.
+    pub fn new(node: Node<S>, durable: D, peers: Peers, counters: Arc<Counters>) -> Self {
+        Driver {
+            node,
+            durable,
+            clients: HashMap::new(),
+            peers,
+            counters,
+            clock: Clock::default(),
+            known_peers: Vec::new(),
+            leaving: None,
+            stopping: false,
+            leave_timeout_ms: 30_000,
+        }
+    }
+
+    /// Sets how long a graceful leave may take.
+    pub fn leave_timeout(mut self, ms: Millis) -> Self {
+        self.leave_timeout_ms = ms;
+        self
+    }
+
+    /// Runs until every sender of `inbox` is gone or a graceful leave completes.
+    pub fn run(mut self, inbox: mpsc::Receiver<Input>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let now = self.clock.now();
+            let wait = self.node.next_deadline().map_or(Duration::from_millis(1000), |d| {
+                Duration::from_millis(d.saturating_sub(now).min(1000))
+            });
+            match inbox.recv_timeout(wait) {
+                Ok(first) => {
+                    batch.push(first);
+                    while batch.len() < BATCH {
+                        match inbox.try_recv() {
+                            Ok(input) => batch.push(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            let now = self.clock.now();
+            for input in batch.drain(..) {
+                self.handle(now, input);
+            }
+            if self.node.next_deadline().is_some_and(|d| d <= now) {
+                self.node.tick(now);
+            }
+            self.commit_and_release(now);
+            if self.check_leave(now) || self.stopping {
+                break;
+            }
+        }
+        let _ = self.node.flush();
+    }
+
+    fn handle(&mut self, now: Millis, input: Input) {
+        match input {
+            Input::Open { client, sink } => {
+                self.clients.insert(client, sink);
+            }
+            Input::Request { client, req } => {
+                self.counters.count_op(&req.op);
+                self.node.handle_client(now, client, req);
+            }
+            Input::Gone(client) => {
+                if self.clients.remove(&client).is_some() {
+                    self.node.client_gone(now, client);
+                }
+            }
+            Input::Peer { from, msg } => {
+                self.counters.peer_frames_in.fetch_add(1, Ordering::Relaxed);
+                self.node.handle_peer(now, from, msg);
+            }
+            Input::Join(addr) => self.node.join(now, addr),
+            Input::Inspect(tx) => {
+                let _ = tx.send(super::snapshot_of(&self.node, &self.node.config().addr));
+            }
+            Input::Stop => self.stopping = true,
+            Input::Leave(done) => {
+                if self.leaving.is_none() {
+                    tracing::info!("leaving the cluster: handing ranges off first");
+                    self.node.leave(now);
+                    self.leaving = Some((done, now + self.leave_timeout_ms));
+                }
+            }
+        }
+    }
+
+    /// Commits the batch's writes, then releases its outputs (or withholds the
+    /// acknowledgements of a failed commit and rebuilds the node).
+    fn commit_and_release(&mut self, now: Millis) {
+        let commit = self.node.flush();
+        let failed = commit.as_ref().err().map(|e| e.to_string());
+        if let Some(reason) = &failed {
+            tracing::error!(%reason, "commit failed: withholding this batch's acknowledgements");
+            self.counters.commit_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        while let Some(out) = self.node.poll_output() {
+            self.route(now, out, failed.as_deref());
+        }
+        if failed.is_some() {
+            self.rebuild(now);
+        }
+    }
+
+    fn route(&mut self, now: Millis, out: Output, failed: Option<&str>) {
+        match out {
+            Output::Send { to, addr, msg } => {
+                if failed.is_some() && is_write_ack(&msg) {
+                    return;
+                }
+                if to == self.node.id() {
+                    self.node.handle_peer(now, to, msg);
+                } else {
+                    self.peers.send(&addr, msg);
+                }
+            }
+            Output::SendAddr { addr, msg } => self.peers.send(&addr, msg),
+            Output::Reply { client, mut resp } => {
+                if let (Some(reason), Reply::Written { .. }) = (failed, &resp.result) {
+                    resp = ClientResponse::error(
+                        resp.id,
+                        ErrorCode::Unavailable,
+                        format!("the write was not committed ({reason}); retry it"),
+                    );
+                }
+                self.counters.count_reply(&resp.result);
+                self.reply(client, resp);
+            }
+            Output::Persist(state) => {
+                if let Err(e) = self.durable.save_state(&state) {
+                    tracing::error!(error = %e, "could not save the node state");
+                }
+            }
+            Output::Event(event) => self.event(event),
+        }
+    }
+
+    fn reply(&mut self, client: ClientId, resp: ClientResponse) {
+        match self.clients.get(&client) {
+            Some(Sink::Conn(tx)) => {
+                let _ = tx.send(resp);
+            }
+            Some(Sink::Once(_)) => {
+                if let Some(Sink::Once(tx)) = self.clients.remove(&client) {
+                    let _ = tx.send(resp);
+                }
+                let now = self.clock.now();
+                self.node.client_gone(now, client);
+            }
+            None => {}
+        }
+    }
+
+    fn event(&mut self, event: NodeEvent) {
+        self.counters.count_event(&event);
+        match &event {
+            NodeEvent::Membership(m) => {
+                tracing::info!(event = ?m, "membership");
+                let mut peers: Vec<String> = self
+                    .node
+                    .membership()
+                    .members()
+                    .filter(|m| m.id != self.node.id() && !m.status.is_down())
+                    .map(|m| m.addr.clone())
+                    .collect();
+                peers.sort();
+                if peers != self.known_peers && !peers.is_empty() {
+                    if let Err(e) = self.durable.save_peers(&peers) {
+                        tracing::warn!(error = %e, "could not save the peer list");
+                    }
+                    self.known_peers = peers;
+                }
+            }
+            NodeEvent::Handoff(p) => {
+                tracing::info!(done = p.done, total = p.total, entries = p.entries, "hand-off")
+            }
+            NodeEvent::StoreFailed(e) => tracing::warn!(error = %e, "store refused a write"),
+            NodeEvent::SyncFailed { peer, reason } => {
+                tracing::debug!(peer = %peer.0, %reason, "sync session failed")
+            }
+            other => tracing::debug!(event = ?other, "node event"),
+        }
+    }
+
+    /// After a failed commit: the node's Merkle trees and clock may describe writes
+    /// that never reached the disk, so the node is rebuilt from the store (its pending
+    /// transaction is dropped, uncommitted) and re-syncs before serving.
+    fn rebuild(&mut self, now: Millis) {
+        if let Err(e) = self.node.recover_from_failed_flush(now) {
+            tracing::error!(error = %e, "cannot read the store back after a failed commit");
+        }
+    }
+
+    /// Whether a graceful leave has finished (or timed out); answers its caller.
+    fn check_leave(&mut self, now: Millis) -> bool {
+        let Some((_, deadline)) = &self.leaving else { return false };
+        let handed_off = self.node.left();
+        if !handed_off && now < *deadline {
+            return false;
+        }
+        let flush_error = self.node.flush().err().map(|e| e.to_string());
+        if let Some((done, _)) = self.leaving.take() {
+            let _ = done.send(LeaveOutcome { handed_off, flush_error });
+        }
+        true
+    }
+}
+
+fn is_write_ack(msg: &Message) -> bool {
+    matches!(msg, Message::Replica(ReplicaMessage::WriteAck { .. }))
+}

@@ -1,0 +1,340 @@
+//! `dhrt serve`: the tokio host around a `dhrt-core` [`Node`].
+//!
+//! One TCP port serves everything (DESIGN.md §3): the client WebSocket protocol at
+//! `/v1/ws`, peer links at `/v1/peer`, the HTTP API ([`http`]), `/metrics` and
+//! `/openapi.json`. The node itself runs on its own thread ([`driver`]); every task
+//! talks to it through one channel of [`Input`]s, so the node stays a single-threaded
+//! sans-IO state machine exactly as the simulator runs it.
+
+pub mod driver;
+pub mod http;
+pub mod peers;
+pub mod stats;
+pub mod ws;
+
+use axum::{routing::get, Router};
+use dhrt_core::{
+    node::{ClientId, Node, NodeConfig},
+    proto::{
+        client::{ErrorCode, Op, Reply},
+        ClientRequest,
+    },
+    store::{Store, StoreError},
+    wire, NodeId,
+};
+use driver::{Driver, Durable, Input, LeaveOutcome, Sink};
+use stats::{CollectionInfo, Counters, Snapshot};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc,
+    },
+    time::Duration,
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The port could not be bound.
+    #[error("cannot listen on {addr}: {source}; is another dhrt (or something else) using the port? pick one with --port")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The advertised address is unusable.
+    #[error("{0}")]
+    Advertise(String),
+    /// The data directory could not be opened.
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] StoreError),
+    /// Anything else at start-up.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What the tasks of a server share.
+#[derive(Clone)]
+pub struct AppState {
+    inbox: mpsc::Sender<Input>,
+    next_client: Arc<AtomicU64>,
+    /// The server's counters.
+    pub counters: Arc<Counters>,
+    /// Largest frame accepted or sent.
+    pub max_frame: usize,
+    /// Largest value accepted.
+    pub max_value: usize,
+    /// Where peers and clients reach this node.
+    pub addr: String,
+    /// This node's id.
+    pub node: NodeId,
+    /// How long a request may wait for the node's answer.
+    pub request_timeout: Duration,
+}
+
+impl AppState {
+    /// A fresh client id.
+    pub fn next_client(&self) -> ClientId {
+        self.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Hands an input to the node thread; false once it has stopped.
+    pub fn submit(&self, input: Input) -> bool {
+        self.inbox.send(input).is_ok()
+    }
+
+    /// Runs one request and waits for its answer (the HTTP API's path to the node).
+    pub async fn call(&self, op: Op) -> Reply {
+        let client = self.next_client();
+        let (tx, rx) = oneshot::channel();
+        let sent = self.submit(Input::Open { client, sink: Sink::Once(tx) })
+            && self.submit(Input::Request { client, req: ClientRequest { id: 1, op } });
+        if !sent {
+            return unavailable("the node is shutting down");
+        }
+        match tokio::time::timeout(self.request_timeout + Duration::from_secs(5), rx).await {
+            Ok(Ok(resp)) => resp.result,
+            Ok(Err(_)) => unavailable("the node is shutting down"),
+            Err(_) => {
+                self.submit(Input::Gone(client));
+                Reply::Error {
+                    code: ErrorCode::Timeout,
+                    message: "the node did not answer in time".into(),
+                    acked: None,
+                }
+            }
+        }
+    }
+
+    /// The node's state and the server's counters, taken on the node thread.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (tx, rx) = oneshot::channel();
+        if !self.submit(Input::Inspect(tx)) {
+            return None;
+        }
+        rx.await.ok().map(|s: Snapshot| s.with_counters(&self.counters))
+    }
+}
+
+fn unavailable(message: &str) -> Reply {
+    Reply::Error { code: ErrorCode::Unavailable, message: message.into(), acked: None }
+}
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The interface to listen on.
+    pub host: String,
+    /// The port (0 picks a free one).
+    pub port: u16,
+    /// The `host:port` peers and clients use to reach this node; `host:port` when unset.
+    pub advertise: Option<String>,
+    /// Members to join through (any one suffices).
+    pub join: Vec<String>,
+    /// Replicas per key.
+    pub replicas: usize,
+    /// Tokens (virtual nodes).
+    pub vnodes: usize,
+    /// Largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+    /// How long a graceful leave may take before the node exits anyway.
+    pub leave_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            host: "127.0.0.1".into(),
+            port: 7453,
+            advertise: None,
+            join: Vec::new(),
+            replicas: 3,
+            vnodes: dhrt_core::ring::DEFAULT_VNODES,
+            max_value_bytes: 16 * 1024 * 1024,
+            leave_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running node server.
+pub struct Server {
+    /// The address it listens on.
+    pub local_addr: SocketAddr,
+    /// Its shared state (to call the node in process).
+    pub state: AppState,
+    http: JoinHandle<()>,
+    shutdown: Option<oneshot::Sender<()>>,
+    driver: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A bound listener and the address to advertise, before the node exists (the node's
+/// config needs the address, and port 0 is only known after binding).
+pub struct Bound {
+    listener: TcpListener,
+    /// The address peers will use.
+    pub advertise: String,
+    /// The local address.
+    pub local_addr: SocketAddr,
+}
+
+/// Binds the listener.
+pub async fn bind(opts: &ServeOptions) -> Result<Bound, ServeError> {
+    let want = format!("{}:{}", opts.host, opts.port);
+    let listener = TcpListener::bind(&want)
+        .await
+        .map_err(|source| ServeError::Bind { addr: want.clone(), source })?;
+    let local_addr = listener.local_addr().map_err(|e| ServeError::Other(e.to_string()))?;
+    let advertise = match &opts.advertise {
+        Some(a) => a.clone(),
+        None if local_addr.ip().is_unspecified() => {
+            return Err(ServeError::Advertise(format!(
+                "listening on {local_addr} (every interface): pass --advertise HOST:PORT, the address other nodes and clients should use"
+            )))
+        }
+        None => local_addr.to_string(),
+    };
+    Ok(Bound { listener, advertise, local_addr })
+}
+
+/// The node configuration for `opts`, as node `id` reached at `addr`.
+pub fn node_config(opts: &ServeOptions, id: NodeId, addr: &str) -> NodeConfig {
+    let mut config = NodeConfig::new(id, addr);
+    config.replicas = opts.replicas.max(1);
+    config.vnodes = opts.vnodes.max(1);
+    config.max_value_bytes = opts.max_value_bytes;
+    config.seed = random_u64();
+    config
+}
+
+/// A random 64-bit number from the OS-seeded hasher (node ids, seeds).
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Starts serving `node` on `bound`; `peers_to_join` are tried in order.
+pub fn start<S, D>(
+    bound: Bound,
+    node: Node<S>,
+    durable: D,
+    opts: &ServeOptions,
+    peers_to_join: Vec<String>,
+) -> Result<Server, ServeError>
+where
+    S: Store + Send + 'static,
+    D: Durable + 'static,
+{
+    let counters = Arc::new(Counters::default());
+    let (inbox_tx, inbox_rx) = mpsc::channel();
+    let max_frame = wire::DEFAULT_MAX_FRAME.max(opts.max_value_bytes + 1024 * 1024);
+    let state = AppState {
+        inbox: inbox_tx,
+        next_client: Arc::new(AtomicU64::new(1)),
+        counters: counters.clone(),
+        max_frame,
+        max_value: opts.max_value_bytes,
+        addr: bound.advertise.clone(),
+        node: node.id(),
+        request_timeout: Duration::from_millis(node.config().request_timeout_ms),
+    };
+    let peers = peers::Peers::new(
+        node.id(),
+        tokio::runtime::Handle::current(),
+        counters.clone(),
+        max_frame,
+    );
+    let driver = Driver::new(node, durable, peers, counters)
+        .leave_timeout(opts.leave_timeout.as_millis() as u64);
+    let thread = std::thread::Builder::new()
+        .name("dhrt-node".into())
+        .spawn(move || driver.run(inbox_rx))
+        .map_err(|e| ServeError::Other(format!("cannot start the node thread: {e}")))?;
+    for addr in peers_to_join {
+        state.submit(Input::Join(addr));
+    }
+    let app = router(state.clone());
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let listener = bound.listener;
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = shutdown_rx.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the HTTP server stopped");
+        }
+    });
+    Ok(Server {
+        local_addr: bound.local_addr,
+        state,
+        http,
+        shutdown: Some(shutdown_tx),
+        driver: Some(thread),
+    })
+}
+
+/// Every route of the one port.
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/ws", get(ws::client))
+        .route("/v1/peer", get(ws::peer))
+        .merge(http::routes())
+        .with_state(state)
+}
+
+impl Server {
+    /// Leaves the cluster gracefully (hand-off, announce, flush) and stops serving.
+    pub async fn leave(mut self) -> LeaveOutcome {
+        let (tx, rx) = oneshot::channel();
+        let outcome = if self.state.submit(Input::Leave(tx)) {
+            rx.await.unwrap_or(LeaveOutcome { handed_off: false, flush_error: None })
+        } else {
+            LeaveOutcome { handed_off: false, flush_error: None }
+        };
+        // Let the announcement reach the peers before the links close.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.stop().await;
+        outcome
+    }
+
+    /// Stops serving at once (no hand-off): what a crash looks like to the cluster,
+    /// except that committed data is flushed.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.http.abort();
+        self.state.submit(Input::Stop);
+        if let Some(thread) = self.driver.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// Builds the node's snapshot on the node thread.
+pub(crate) fn snapshot_of<S: Store>(node: &Node<S>, addr: &str) -> Snapshot {
+    let store = node.replica().store();
+    let collections = store
+        .collections()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| store.stats(&c).ok().map(|s| CollectionInfo::new(c, s)))
+        .collect();
+    Snapshot {
+        addr: addr.to_string(),
+        stats: node.stats(),
+        ring: node.ring(),
+        collections,
+        ops: Vec::new(),
+        server: Vec::new(),
+    }
+}

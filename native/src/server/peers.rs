@@ -1,0 +1,153 @@
+//! Links to other nodes: one outbound WebSocket per peer address.
+//!
+//! A node sends to a peer over a connection it opened itself
+//! (`ws://ADDR/v1/peer?node=ID&version=V`) and receives on the connections peers
+//! opened to it, so each direction of a pair of nodes has its own link and no link is
+//! shared between a request and its answer. The query string is the handshake: the
+//! receiving node learns who is talking and refuses another protocol version before
+//! upgrading (see [`super::ws`]).
+//!
+//! Each link has a bounded queue ([`QUEUE`] frames). The node thread never waits on
+//! the network: when the queue is full, or the peer cannot be reached, frames are
+//! dropped and counted. The node's protocols are built for loss (timeouts, retries,
+//! hints, anti-entropy), exactly as in the simulator. A link that fails reconnects with
+//! exponential backoff (100 ms doubling to 5 s); frames queued while it is down are
+//! dropped rather than delivered late.
+
+use super::stats::Counters;
+use dhrt_core::{proto::Message, wire, NodeId};
+use futures_util::{SinkExt, StreamExt};
+use std::{
+    collections::HashMap,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+use tokio::{runtime::Handle, sync::mpsc};
+use tokio_tungstenite::tungstenite;
+
+/// Frames queued per peer link before new ones are dropped.
+pub const QUEUE: usize = 8192;
+
+/// The outbound links of one node.
+pub struct Peers {
+    me: NodeId,
+    links: HashMap<String, mpsc::Sender<Message>>,
+    runtime: Handle,
+    counters: Arc<Counters>,
+    max_frame: usize,
+}
+
+impl Peers {
+    /// Links for node `me`, spawned on `runtime`.
+    pub fn new(me: NodeId, runtime: Handle, counters: Arc<Counters>, max_frame: usize) -> Self {
+        Peers { me, links: HashMap::new(), runtime, counters, max_frame }
+    }
+
+    /// Queues `msg` for the node at `addr`, opening the link on first use.
+    pub fn send(&mut self, addr: &str, msg: Message) {
+        if addr.is_empty() {
+            self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let tx = match self.links.get(addr) {
+            Some(tx) if !tx.is_closed() => tx,
+            _ => {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                let link = Link {
+                    me: self.me,
+                    addr: addr.to_string(),
+                    counters: self.counters.clone(),
+                    max_frame: self.max_frame,
+                };
+                self.runtime.spawn(link.run(rx));
+                self.links.insert(addr.to_string(), tx);
+                &self.links[addr]
+            }
+        };
+        if tx.try_send(msg).is_err() {
+            self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Link {
+    me: NodeId,
+    addr: String,
+    counters: Arc<Counters>,
+    max_frame: usize,
+}
+
+impl Link {
+    async fn run(self, mut rx: mpsc::Receiver<Message>) {
+        let url =
+            format!("ws://{}/v1/peer?node={}&version={}", self.addr, self.me.0, wire::VERSION);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let config = tungstenite::protocol::WebSocketConfig::default()
+                .max_message_size(Some(self.max_frame))
+                .max_frame_size(Some(self.max_frame));
+            let connect = tokio_tungstenite::connect_async_with_config(&url, Some(config), true);
+            match tokio::time::timeout(Duration::from_secs(5), connect).await {
+                Ok(Ok((ws, _))) => {
+                    backoff = Duration::from_millis(100);
+                    tracing::debug!(peer = %self.addr, "peer link up");
+                    if self.pump(ws, &mut rx).await.is_none() {
+                        return;
+                    }
+                    tracing::debug!(peer = %self.addr, "peer link down");
+                }
+                Ok(Err(e)) => tracing::debug!(peer = %self.addr, error = %e, "peer unreachable"),
+                Err(_) => tracing::debug!(peer = %self.addr, "peer connect timed out"),
+            }
+            // Whatever queued meanwhile would arrive late: drop it.
+            loop {
+                match rx.try_recv() {
+                    Ok(_) => {
+                        self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return,
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Sends queued frames until the connection fails (`Some`) or the node stops
+    /// (`None`).
+    async fn pump<S>(
+        &self,
+        ws: tokio_tungstenite::WebSocketStream<S>,
+        rx: &mut mpsc::Receiver<Message>,
+    ) -> Option<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let (mut sink, mut stream) = ws.split();
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let msg = msg?;
+                    let frame = match wire::encode_with_limit(&msg, self.max_frame) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            tracing::warn!(peer = %self.addr, error = %e, "frame not sent");
+                            self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    };
+                    if sink.send(tungstenite::Message::Binary(frame.into())).await.is_err() {
+                        self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
+                        return Some(());
+                    }
+                    self.counters.peer_frames_out.fetch_add(1, Ordering::Relaxed);
+                }
+                incoming = stream.next() => match incoming {
+                    Some(Ok(tungstenite::Message::Close(_))) | Some(Err(_)) | None => return Some(()),
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! What the server counts, and the Prometheus text of `/metrics`.
+//!
+//! The node itself reports its state ([`NodeStats`], [`RingMember`]); the server adds
+//! what only the host sees — requests by kind, errors, connections, peer frames,
+//! commits — as lock-free counters shared by every task. [`Snapshot`] is both, taken
+//! on the node thread; [`Snapshot::prometheus`] renders it for scraping.
+
+use dhrt_core::{
+    node::NodeEvent,
+    proto::client::{NodeStats, Op, Reply, RingMember},
+    store::CollectionStats,
+};
+use serde::Serialize;
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+/// Request kinds counted separately.
+pub const OPS: [&str; 11] = [
+    "get", "set", "del", "get_many", "set_many", "scan", "watch", "unwatch", "sync", "stats",
+    "ring",
+];
+
+/// Counters the server keeps beside the node.
+#[derive(Debug, Default)]
+pub struct Counters {
+    ops: [AtomicU64; OPS.len()],
+    /// Replies that were errors.
+    pub errors: AtomicU64,
+    /// Client connections open now.
+    pub clients: AtomicU64,
+    /// Frames received from peers.
+    pub peer_frames_in: AtomicU64,
+    /// Frames sent to peers.
+    pub peer_frames_out: AtomicU64,
+    /// Frames to peers dropped (queue full or peer unreachable).
+    pub peer_frames_dropped: AtomicU64,
+    /// Frames from clients or peers refused as malformed, oversized or of another version.
+    pub bad_frames: AtomicU64,
+    /// Group commits that failed.
+    pub commit_failures: AtomicU64,
+    /// Read repairs done.
+    pub read_repairs: AtomicU64,
+    /// Writes the store refused.
+    pub store_failures: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a client request.
+    pub fn count_op(&self, op: &Op) {
+        let i = match op {
+            Op::Get { .. } => 0,
+            Op::Set { .. } => 1,
+            Op::Del { .. } => 2,
+            Op::GetMany { .. } => 3,
+            Op::SetMany { .. } => 4,
+            Op::Scan { .. } => 5,
+            Op::Watch { .. } => 6,
+            Op::Unwatch { .. } => 7,
+            Op::Sync { .. } => 8,
+            Op::Stats => 9,
+            Op::Ring => 10,
+        };
+        self.ops[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a reply.
+    pub fn count_reply(&self, reply: &Reply) {
+        if matches!(reply, Reply::Error { .. }) {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a node event.
+    pub fn count_event(&self, event: &NodeEvent) {
+        match event {
+            NodeEvent::ReadRepaired { .. } => {
+                self.read_repairs.fetch_add(1, Ordering::Relaxed);
+            }
+            NodeEvent::StoreFailed(_) => {
+                self.store_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Requests of each kind so far.
+    pub fn ops(&self) -> Vec<(&'static str, u64)> {
+        OPS.iter().zip(&self.ops).map(|(n, c)| (*n, c.load(Ordering::Relaxed))).collect()
+    }
+}
+
+/// One collection's counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectionInfo {
+    /// The collection.
+    pub name: String,
+    /// Entries, tombstones included.
+    pub entries: u64,
+    /// Tombstones.
+    pub tombstones: u64,
+    /// Approximate bytes.
+    pub bytes: u64,
+}
+
+impl CollectionInfo {
+    /// From a store's stats.
+    pub fn new(name: String, s: CollectionStats) -> Self {
+        CollectionInfo { name, entries: s.entries, tombstones: s.tombstones, bytes: s.bytes }
+    }
+}
+
+/// The node's state and the server's counters at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Where this node is reached.
+    pub addr: String,
+    /// The node's own report.
+    pub stats: NodeStats,
+    /// Every member it knows.
+    pub ring: Vec<RingMember>,
+    /// Its collections.
+    pub collections: Vec<CollectionInfo>,
+    /// Requests by kind.
+    pub ops: Vec<(&'static str, u64)>,
+    /// Server counters: (name, value, help).
+    pub server: Vec<(&'static str, u64, &'static str)>,
+}
+
+impl Snapshot {
+    /// Adds the server's counters.
+    pub fn with_counters(mut self, c: &Counters) -> Self {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.ops = c.ops();
+        self.server = vec![
+            ("dhrt_request_errors_total", load(&c.errors), "Replies that were errors."),
+            ("dhrt_clients", load(&c.clients), "Client connections open."),
+            ("dhrt_peer_frames_in_total", load(&c.peer_frames_in), "Frames received from peers."),
+            ("dhrt_peer_frames_out_total", load(&c.peer_frames_out), "Frames sent to peers."),
+            (
+                "dhrt_peer_frames_dropped_total",
+                load(&c.peer_frames_dropped),
+                "Frames to peers dropped: queue full or peer unreachable.",
+            ),
+            ("dhrt_bad_frames_total", load(&c.bad_frames), "Frames refused as malformed."),
+            ("dhrt_commit_failures_total", load(&c.commit_failures), "Group commits that failed."),
+            ("dhrt_read_repairs_total", load(&c.read_repairs), "Stale replicas repaired."),
+            ("dhrt_store_failures_total", load(&c.store_failures), "Writes the store refused."),
+        ];
+        self
+    }
+
+    /// The Prometheus text exposition of the snapshot.
+    pub fn prometheus(&self) -> String {
+        let s = &self.stats;
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        gauge("dhrt_keys", "Stored entries, tombstones included.", "gauge", s.keys);
+        gauge("dhrt_tombstones", "Stored tombstones.", "gauge", s.tombstones);
+        gauge("dhrt_bytes", "Approximate bytes stored.", "gauge", s.bytes);
+        gauge("dhrt_collections", "Collections held.", "gauge", s.collections);
+        gauge("dhrt_hints_pending", "Hints held for down replicas.", "gauge", s.hints_pending);
+        gauge("dhrt_hints_delivered_total", "Hints delivered.", "counter", s.hints_delivered);
+        gauge("dhrt_tombstones_purged_total", "Tombstones purged.", "counter", s.tombstones_purged);
+        gauge("dhrt_expired_total", "Expired values turned tombstones.", "counter", s.expired);
+        gauge("dhrt_sync_running", "Anti-entropy sessions running.", "gauge", s.sync.running);
+        gauge("dhrt_sync_completed_total", "Sync sessions completed.", "counter", s.sync.completed);
+        gauge("dhrt_sync_failed_total", "Sync sessions failed.", "counter", s.sync.failed);
+        gauge(
+            "dhrt_sync_entries_received_total",
+            "Entries received by anti-entropy.",
+            "counter",
+            s.sync.entries_received,
+        );
+        gauge("dhrt_cleaned_total", "Entries dropped after hand-off.", "counter", s.sync.cleaned);
+        gauge(
+            "dhrt_last_full_sync_ms",
+            "Start of the last fully successful sync round (unix ms, 0 if none).",
+            "gauge",
+            s.sync.last_full_sync_ms.unwrap_or(0),
+        );
+        let handoff = s.sync.handoff.map_or((0, 0), |p| (p.done, p.total));
+        gauge("dhrt_handoff_done", "Hand-off sessions done (while syncing).", "gauge", handoff.0);
+        gauge("dhrt_handoff_total", "Hand-off sessions planned.", "gauge", handoff.1);
+        for (name, value, help) in &self.server {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            gauge(name, help, kind, *value);
+        }
+        let _ = writeln!(out, "# HELP dhrt_members Members known, by status.");
+        let _ = writeln!(out, "# TYPE dhrt_members gauge");
+        let m = &s.members;
+        for (status, n) in [
+            ("alive", m.alive),
+            ("syncing", m.syncing),
+            ("suspect", m.suspect),
+            ("dead", m.dead),
+            ("left", m.left),
+        ] {
+            let _ = writeln!(out, "dhrt_members{{status=\"{status}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP dhrt_requests_total Client requests, by kind.");
+        let _ = writeln!(out, "# TYPE dhrt_requests_total counter");
+        for (op, n) in &self.ops {
+            let _ = writeln!(out, "dhrt_requests_total{{op=\"{op}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP dhrt_collection_keys Entries per collection.");
+        let _ = writeln!(out, "# TYPE dhrt_collection_keys gauge");
+        for c in &self.collections {
+            let _ =
+                writeln!(out, "dhrt_collection_keys{{collection=\"{}\"}} {}", c.name, c.entries);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP dhrt_node_info This node.\n# TYPE dhrt_node_info gauge\ndhrt_node_info{{node=\"{}\",addr=\"{}\",status=\"{}\"}} 1",
+            s.node.0, self.addr, s.status
+        );
+        out
+    }
+}

@@ -1,0 +1,151 @@
+//! The WebSocket endpoints: `/v1/ws` for clients, `/v1/peer` for other nodes.
+//!
+//! Both carry frames of [`dhrt_core::wire`] (a version byte, then MessagePack) as
+//! binary WebSocket messages. A client sends [`Message::Request`]s and receives
+//! [`Message::Response`]s — answers in any order, paired by request id, and watch
+//! events — see `docs/protocol.md`. A bad frame (malformed, oversized, another
+//! version, text instead of binary) is answered with an error response whose id is 0,
+//! the connection stays open and nothing else is affected. Peers announce themselves in
+//! the query string (`?node=ID&version=V`); another version is refused with HTTP 400
+//! before the upgrade.
+
+use super::{driver::Input, driver::Sink, AppState};
+use axum::{
+    extract::{
+        ws::{Message as WsMessage, WebSocket, WebSocketUpgrade},
+        Query, State,
+    },
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use dhrt_core::{
+    proto::{client::ErrorCode, ClientResponse, Message},
+    wire::{self, WireError},
+    NodeId,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use std::sync::atomic::Ordering;
+use tokio::sync::mpsc;
+
+/// `GET /v1/ws`: a client connection.
+pub async fn client(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+    let max = state.max_frame;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| serve_client(socket, state))
+}
+
+async fn serve_client(socket: WebSocket, state: AppState) {
+    let client = state.next_client();
+    let (tx, mut rx) = mpsc::unbounded_channel::<ClientResponse>();
+    if !state.submit(Input::Open { client, sink: Sink::Conn(tx.clone()) }) {
+        return;
+    }
+    state.counters.clients.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = socket.split();
+    let max = state.max_frame;
+    let writer = async move {
+        while let Some(resp) = rx.recv().await {
+            let id = resp.id;
+            let frame = wire::encode_with_limit(&Message::Response(resp), max).or_else(|e| {
+                let err = ClientResponse::error(id, ErrorCode::TooLarge, e.to_string());
+                wire::encode_with_limit(&Message::Response(err), max)
+            });
+            let Ok(frame) = frame else { continue };
+            if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                break;
+            }
+        }
+    };
+    let reader_state = state.clone();
+    let reader = async move {
+        let state = reader_state;
+        while let Some(Ok(msg)) = stream.next().await {
+            let refused = match msg {
+                WsMessage::Binary(bytes) => match wire::decode_with_limit::<Message>(&bytes, max) {
+                    Ok(Message::Request(req)) => {
+                        if !state.submit(Input::Request { client, req }) {
+                            break;
+                        }
+                        continue;
+                    }
+                    Ok(_) => (ErrorCode::InvalidInput, "a client may only send requests".into()),
+                    Err(e) => (wire_error_code(&e), e.to_string()),
+                },
+                WsMessage::Text(_) => (
+                    ErrorCode::InvalidInput,
+                    "text frames are not understood: send binary frames (a version byte, then MessagePack)".into(),
+                ),
+                WsMessage::Close(_) => break,
+                _ => continue,
+            };
+            state.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(ClientResponse::error(0, refused.0, refused.1));
+        }
+    };
+    tokio::select! {
+        _ = writer => {}
+        _ = reader => {}
+    }
+    state.counters.clients.fetch_sub(1, Ordering::Relaxed);
+    state.submit(Input::Gone(client));
+}
+
+/// The error code of a frame that could not be decoded.
+pub fn wire_error_code(e: &WireError) -> ErrorCode {
+    match e {
+        WireError::TooLarge { .. } => ErrorCode::TooLarge,
+        WireError::UnsupportedVersion { .. } => ErrorCode::Unsupported,
+        _ => ErrorCode::InvalidInput,
+    }
+}
+
+/// The handshake of a peer link.
+#[derive(Debug, Deserialize)]
+pub struct PeerHello {
+    node: u64,
+    version: u8,
+}
+
+/// `GET /v1/peer?node=ID&version=V`: a link another node opened to send to this one.
+pub async fn peer(
+    ws: WebSocketUpgrade,
+    Query(hello): Query<PeerHello>,
+    State(state): State<AppState>,
+) -> Response {
+    if hello.version != wire::VERSION {
+        let msg = format!(
+            "peer speaks protocol version {}, this node speaks {}; upgrade the older node",
+            hello.version,
+            wire::VERSION
+        );
+        return (StatusCode::BAD_REQUEST, msg).into_response();
+    }
+    let from = NodeId(hello.node);
+    let max = state.max_frame;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| serve_peer(socket, from, state))
+}
+
+async fn serve_peer(mut socket: WebSocket, from: NodeId, state: AppState) {
+    let max = state.max_frame;
+    while let Some(Ok(msg)) = socket.recv().await {
+        match msg {
+            WsMessage::Binary(bytes) => match wire::decode_with_limit::<Message>(&bytes, max) {
+                Ok(msg) => {
+                    if !state.submit(Input::Peer { from, msg }) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    state.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = from.0, error = %e, "bad frame from peer");
+                }
+            },
+            WsMessage::Close(_) => break,
+            _ => {}
+        }
+    }
+}
