@@ -1,0 +1,139 @@
+//! Real `dhrt` node processes on 127.0.0.1 for end-to-end tests: spawn, read the
+//! listening address from stdout, signal, kill -9, restart over the same data dir.
+//! Every process is killed when its handle drops, so a failing test leaves nothing.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// A running node process.
+pub struct NodeProc {
+    /// Its `host:port`.
+    pub addr: String,
+    /// Its data dir, when persisted.
+    pub data_dir: Option<PathBuf>,
+    child: Option<Child>,
+    stderr: PathBuf,
+}
+
+/// The `dhrt` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dhrt")
+}
+
+impl NodeProc {
+    /// Starts `dhrt serve --port 0 ARGS...` (in memory when `data_dir` is None) and
+    /// waits for its "listening on" line.
+    pub fn start(data_dir: Option<&Path>, args: &[&str]) -> NodeProc {
+        Self::start_on(data_dir, 0, args)
+    }
+
+    /// As [`NodeProc::start`], on a given port.
+    pub fn start_on(data_dir: Option<&Path>, port: u16, args: &[&str]) -> NodeProc {
+        let log_dir = std::env::temp_dir().join("dhrt-e2e-logs");
+        let _ = std::fs::create_dir_all(&log_dir);
+        let stderr = log_dir.join(format!("node-{}-{}.log", std::process::id(), unique()));
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve").arg("--port").arg(port.to_string());
+        match data_dir {
+            Some(d) => cmd.arg("--data-dir").arg(d),
+            None => cmd.arg("--memory"),
+        };
+        cmd.args(args)
+            .env("DHRT_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("log file"));
+        let mut child = cmd.spawn().expect("spawn dhrt serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        break rest.split_whitespace().next().unwrap_or_default().to_string();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+                    panic!("dhrt serve did not start:\n{log}");
+                }
+            }
+        };
+        NodeProc { addr, data_dir: data_dir.map(Path::to_path_buf), child: Some(child), stderr }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    /// `kill -9`: no hand-off, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits up to `timeout` for the exit; returns the
+    /// exit code.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
