@@ -29,8 +29,12 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 
 /// `GET /v1/ws`: a client connection.
+///
+/// The WebSocket layer accepts messages up to twice the frame limit, so a frame somewhat
+/// over the limit is answered with a typed `too_large` error by the wire check; only a
+/// message beyond that closes the connection (close code 1009, "message too big").
 pub async fn client(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
-    let max = state.max_frame;
+    let max = state.max_frame * 2;
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| serve_client(socket, state))
@@ -61,7 +65,14 @@ async fn serve_client(socket: WebSocket, state: AppState) {
     let reader_state = state.clone();
     let reader = async move {
         let state = reader_state;
-        while let Some(Ok(msg)) = stream.next().await {
+        while let Some(msg) = stream.next().await {
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(client, error = %e, "client connection failed");
+                    break;
+                }
+            };
             let refused = match msg {
                 WsMessage::Binary(bytes) => match wire::decode_with_limit::<Message>(&bytes, max) {
                     Ok(Message::Request(req)) => {

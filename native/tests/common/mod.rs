@@ -46,7 +46,7 @@ impl NodeProc {
             None => cmd.arg("--memory"),
         };
         cmd.args(args)
-            .env("DHRT_LOG", "info")
+            .env("DHRT_LOG", std::env::var("DHRT_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("log file"));
         let mut child = cmd.spawn().expect("spawn dhrt serve");
