@@ -2,4 +2,5 @@
 //! ([`client::Client`]) and the pieces of the `dhrt` command line.
 
 pub mod client;
+pub mod resp;
 pub mod server;

@@ -59,6 +59,9 @@ enum Command {
     /// replicas while they are partitioned), then reconcile them with Merkle
     /// anti-entropy, printing what every session cost.
     Demo(demo::DemoArgs),
+    /// Load-test dhrt (the node at --node) or Redis (--target redis): ops/s and
+    /// p50/p99/p99.9 latency of SET/GET over many pipelined connections.
+    Bench(cli::bench::BenchArgs),
     /// Print the ring position of a key. Collections named `ordered.*` place keys by
     /// their first 8 bytes (key order); every other collection hashes them.
     Position {
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Stats => cli::data::run_command(cli::data::Command::Stats, &cli.target),
         Command::Ring => cli::data::run_command(cli::data::Command::Ring, &cli.target),
         Command::Demo(args) => demo::run(&args).map_err(Into::into),
+        Command::Bench(args) => cli::bench::run(&args, &cli.target),
         Command::Position { collection, key } => {
             if let Err(e) = dhrt_core::store::validate_collection(&collection) {
                 Err(e.into())
