@@ -1,0 +1,466 @@
+#!/usr/bin/env bash
+# dhrt vs Redis on loopback, measured by one client (`dhrt bench`).
+#
+# Starts Debian's redis-server (a single server, and a Redis Cluster of 3 masters + 3
+# replicas) beside dhrt (a single node, and a 3-node cluster with 3 replicas per key),
+# servers pinned to CPU 0 and the load generator to CPU 1, and runs the same workloads
+# against both — 50 connections, 16-byte keys, 100-byte values, pipeline 1 and 16, SET
+# and GET, keys preloaded so every GET hits — repeatedly, alternating dhrt and Redis.
+# Prints a Markdown table of medians, min–max and dhrt/Redis ratios.
+#
+#   bench/vs-redis.sh                  # 5 repetitions of 10 s runs (about 25 minutes)
+#   bench/vs-redis.sh --quick          # a smoke run: 1 repetition of short runs
+#   bench/vs-redis.sh --reps 3 --duration 5 --only memory,cluster --out table.md
+#
+# Comparisons (--only takes a comma-separated subset):
+#   memory     dhrt serve --memory          vs redis-server (no persistence)
+#   persisted  dhrt serve --data-dir        vs redis-server --appendfsync always
+#   cluster    3 x dhrt serve (N=3, quorum) vs Redis Cluster 3 masters + 3 replicas
+#   keys       memory per key after loading 1M keys: dhrt --memory RSS growth vs
+#              Redis used_memory growth
+#
+# Everything it starts it stops, by PID, when it exits. Only 127.0.0.1 is used.
+set -euo pipefail
+
+REPS=5
+DURATION=10
+KEYSPACE=100000
+MEMORY_KEYS=1000000
+CONNECTIONS=50
+ONLY="memory,persisted,cluster,keys"
+OUT=""
+BUILD=1
+QUICK=0
+ARGS="$*"
+
+usage() {
+    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+    cat <<EOF
+Options:
+  --quick            1 repetition, 2 s runs, 10k keys, 100k keys for memory per key
+  --reps N           repetitions of every run (default $REPS)
+  --duration SECS    length of each run (default $DURATION)
+  --keyspace N       keys preloaded and drawn from (default $KEYSPACE)
+  --memory-keys N    keys loaded for memory per key (default $MEMORY_KEYS)
+  --only LIST        comparisons to run (default $ONLY)
+  --out FILE         also write the Markdown table to FILE
+  --no-build         use the dhrt binary already built
+EOF
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1; REPS=1; DURATION=2; KEYSPACE=10000; MEMORY_KEYS=100000 ;;
+        --reps) REPS="$2"; shift ;;
+        --duration) DURATION="$2"; shift ;;
+        --keyspace) KEYSPACE="$2"; shift ;;
+        --memory-keys) MEMORY_KEYS="$2"; shift ;;
+        --only) ONLY="$2"; shift ;;
+        --out) OUT="$2"; shift ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown option $1 (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+WORK="$(mktemp -d /tmp/dhrt-vs-redis.XXXXXX)"
+RESULTS="$WORK/results.jsonl"
+: > "$RESULTS"
+PIDS=()
+
+say() { echo "== $*" >&2; }
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    if [ "${KEEP:-0}" = 1 ]; then say "logs kept in $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wants() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
+# --- tools -------------------------------------------------------------------------
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        say "installing redis-server and redis-tools"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y redis-server redis-tools >/dev/null ||
+            { apt-get update >/dev/null && apt-get install -y redis-server redis-tools >/dev/null; } ||
+            { echo "SKIPPED: apt-get could not install redis-server; install it and rerun" >&2; exit 0; }
+    else
+        echo "SKIPPED: redis-server/redis-cli are missing and apt-get is unavailable (or not root):" \
+            "install Redis 7 (Debian: redis-server redis-tools) and rerun" >&2
+        exit 0
+    fi
+fi
+if ! command -v python3 >/dev/null; then
+    echo "python3 is needed to summarise the results" >&2
+    exit 1
+fi
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    SERVER_PIN=(taskset -c 0)
+    CLIENT_PIN=(taskset -c 1)
+    PINNING="servers on CPU 0, load generator on CPU 1 (taskset)"
+else
+    say "taskset missing or fewer than 2 CPUs: running unpinned"
+    SERVER_PIN=()
+    CLIENT_PIN=()
+    PINNING="unpinned"
+fi
+
+if [ "$BUILD" = 1 ]; then
+    say "building dhrt (release)"
+    (cd "$ROOT" && nice cargo build --release -p dhrt >&2)
+fi
+DHRT="${CARGO_TARGET_DIR:-$ROOT/target}/release/dhrt"
+[ -x "$DHRT" ] || { echo "no $DHRT: build it (cargo build --release -p dhrt)" >&2; exit 1; }
+
+# --- processes ---------------------------------------------------------------------
+# A free port for Redis, and its cluster bus port (+ 10000) free too. Ports come from
+# 20000-22767 so bus ports (30000-32767) stay below the kernel's ephemeral range (where
+# `dhrt serve --port 0` lands) and never meet another Redis's port.
+USED_PORTS=" "
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 2768))
+        case "$USED_PORTS" in *" $p "*) continue ;; esac
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
+            ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 10000))") 2>/dev/null; then
+            USED_PORTS="$USED_PORTS$p "
+            FREE_PORT=$p
+            return
+        fi
+    done
+}
+
+# start_dhrt NAME ARGS...: sets LAST_PID and LAST_ADDR.
+start_dhrt() {
+    local name="$1"; shift
+    "${SERVER_PIN[@]}" "$DHRT" serve --port 0 "$@" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+    LAST_ADDR=""
+    for _ in $(seq 300); do
+        LAST_ADDR="$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$WORK/$name.out" | head -1)"
+        [ -n "$LAST_ADDR" ] && return 0
+        kill -0 "$LAST_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "dhrt serve ($name) did not start:" >&2
+    cat "$WORK/$name.log" >&2
+    exit 1
+}
+
+# start_redis NAME PORT ARGS...: sets LAST_PID.
+start_redis() {
+    local name="$1" port="$2"; shift 2
+    mkdir -p "$WORK/$name"
+    "${SERVER_PIN[@]}" redis-server --port "$port" --bind 127.0.0.1 --daemonize no \
+        --dir "$WORK/$name" --logfile "$WORK/$name.log" --save '' --appendonly no "$@" &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+    for _ in $(seq 100); do
+        if kill -0 "$LAST_PID" 2>/dev/null &&
+            [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ]; then
+            return 0
+        fi
+        kill -0 "$LAST_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "redis-server ($name) did not start:" >&2
+    cat "$WORK/$name.log" >&2
+    exit 1
+}
+
+stop() {
+    local pid
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+}
+
+cpu_ticks() {
+    local pid total=0
+    for pid in "$@"; do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+HZ="$(getconf CLK_TCK)"
+
+# bench COMPARISON SYSTEM "PIDS" ARGS...: one measured run, appended to the results.
+bench() {
+    local comparison="$1" system="$2" pids="$3"; shift 3
+    local before after json load
+    load="$(cut -d' ' -f1 /proc/loadavg)"
+    # shellcheck disable=SC2086
+    before="$(cpu_ticks $pids)"
+    json="$("${CLIENT_PIN[@]}" "$DHRT" bench --json --connections "$CONNECTIONS" \
+        --duration "$DURATION" --keyspace "$KEYSPACE" "$@")"
+    # shellcheck disable=SC2086
+    after="$(cpu_ticks $pids)"
+    json="{\"comparison\":\"$comparison\",\"system\":\"$system\",\"load1\":$load,\"server_cpu_ticks\":$((after - before)),\"hz\":$HZ,${json:1}"
+    echo "$json" >>"$RESULTS"
+    python3 - "$json" <<'EOF' >&2
+import json, sys
+r = json.loads(sys.argv[1])
+cpu = r["server_cpu_ticks"] / r["hz"] / max(r["seconds"], 1e-9)
+print(f'   {r["comparison"]:9} {r["system"]:5} {r["workload"]:3} p{r["pipeline"]:<2} '
+      f'{r["ops_per_sec"]:>10,.0f} ops/s  p50 {r["p50_us"]:>6} us  p99 {r["p99_us"]:>6} us  '
+      f'errors {r["errors"]}  misses {r["misses"]}  server cpu {cpu:.2f}  client cpu {r["client_cpu"]:.2f}  load {r["load1"]}')
+EOF
+}
+
+preload() {
+    "${CLIENT_PIN[@]}" "$DHRT" bench --json --connections "$CONNECTIONS" --pipeline 16 \
+        --keyspace "$KEYSPACE" --preload --requests 0 "$@" >/dev/null
+}
+
+# compare NAME "DHRT_PIDS" "DHRT_ARGS" "REDIS_PIDS" "REDIS_ARGS": every workload, REPS
+# times, alternating which system goes first.
+compare() {
+    local name="$1" dpids="$2" dargs="$3" rpids="$4" rargs="$5" rep workload pipeline
+    for rep in $(seq "$REPS"); do
+        say "$name: repetition $rep of $REPS"
+        for workload in set get; do
+            for pipeline in 1 16; do
+                # shellcheck disable=SC2086
+                if [ $((rep % 2)) = 1 ]; then
+                    bench "$name" dhrt "$dpids" $dargs --workload $workload --pipeline $pipeline
+                    bench "$name" redis "$rpids" $rargs --workload $workload --pipeline $pipeline
+                else
+                    bench "$name" redis "$rpids" $rargs --workload $workload --pipeline $pipeline
+                    bench "$name" dhrt "$dpids" $dargs --workload $workload --pipeline $pipeline
+                fi
+            done
+        done
+    done
+}
+
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+PERSIST_NOTE=""
+
+# --- dhrt --memory vs Redis without persistence ------------------------------------
+if wants memory; then
+    say "memory: dhrt serve --memory vs redis-server without persistence"
+    start_dhrt mem --memory
+    dpid=$LAST_PID daddr=$LAST_ADDR
+    free_port; rport=$FREE_PORT
+    start_redis mem-redis "$rport"
+    rpid=$LAST_PID
+    preload --node "$daddr"
+    preload --target redis --redis "127.0.0.1:$rport"
+    compare memory "$dpid" "--node $daddr" "$rpid" "--target redis --redis 127.0.0.1:$rport"
+    stop "$dpid" "$rpid"
+fi
+
+# --- dhrt persisted vs Redis appendfsync always -------------------------------------
+if wants persisted; then
+    say "persisted: dhrt serve --data-dir vs redis-server --appendonly yes --appendfsync always"
+    mkdir -p "$WORK/dhrt-data"
+    start_dhrt persisted --data-dir "$WORK/dhrt-data"
+    dpid=$LAST_PID daddr=$LAST_ADDR
+    free_port; rport=$FREE_PORT
+    start_redis aof-redis "$rport" --appendonly yes --appendfsync always
+    rpid=$LAST_PID
+    preload --node "$daddr"
+    preload --target redis --redis "127.0.0.1:$rport"
+    if [ -z "$(find "$WORK/dhrt-data" -type f 2>/dev/null | head -1)" ]; then
+        PERSIST_NOTE="this dhrt build wrote nothing under --data-dir: its persisted node kept the data in memory"
+        say "WARNING: $PERSIST_NOTE"
+    fi
+    compare persisted "$dpid" "--node $daddr" "$rpid" "--target redis --redis 127.0.0.1:$rport"
+    stop "$dpid" "$rpid"
+fi
+
+# --- 3-node dhrt cluster vs Redis Cluster 3 masters + 3 replicas ---------------------
+if wants cluster; then
+    say "cluster: 3 dhrt nodes (3 replicas, quorum) vs Redis Cluster (3 masters + 3 replicas)"
+    start_dhrt c1 --memory --replicas 3
+    d1=$LAST_PID a1=$LAST_ADDR
+    start_dhrt c2 --memory --replicas 3 --join "$a1"
+    d2=$LAST_PID a2=$LAST_ADDR
+    start_dhrt c3 --memory --replicas 3 --join "$a1"
+    d3=$LAST_PID a3=$LAST_ADDR
+    for _ in $(seq 300); do
+        ok=1
+        for a in "$a1" "$a2" "$a3"; do
+            [ "$("$DHRT" ring --node "$a" 2>/dev/null | grep -c ' alive ')" = 3 ] || ok=0
+        done
+        [ $ok = 1 ] && break
+        sleep 0.2
+    done
+    [ "$ok" = 1 ] || { echo "the dhrt cluster did not form" >&2; exit 1; }
+    rpids=()
+    raddrs=()
+    for i in 1 2 3 4 5 6; do
+        free_port; p=$FREE_PORT
+        start_redis "cluster-$i" "$p" --cluster-enabled yes --cluster-config-file "nodes-$p.conf"
+        rpids+=("$LAST_PID")
+        raddrs+=("127.0.0.1:$p")
+    done
+    redis-cli --cluster create "${raddrs[@]}" --cluster-replicas 1 --cluster-yes >"$WORK/cluster-create.log" 2>&1 ||
+        { cat "$WORK/cluster-create.log" >&2; exit 1; }
+    for _ in $(seq 300); do
+        ok=1
+        for a in "${raddrs[@]}"; do
+            redis-cli -p "${a##*:}" cluster info | grep -q 'cluster_state:ok' || ok=0
+        done
+        [ "$(redis-cli -p "${raddrs[0]##*:}" cluster nodes | grep -c slave)" = 3 ] || ok=0
+        [ $ok = 1 ] && break
+        sleep 0.2
+    done
+    [ "$ok" = 1 ] || { echo "the Redis Cluster did not form" >&2; exit 1; }
+    preload --node "$a1" --consistency quorum
+    preload --target redis --redis "${raddrs[0]}" --redis-cluster
+    compare cluster "$d1 $d2 $d3" "--node $a1 --consistency quorum" \
+        "${rpids[*]}" "--target redis --redis ${raddrs[0]} --redis-cluster"
+    stop "$d1" "$d2" "$d3" "${rpids[@]}"
+fi
+
+# --- memory per key ----------------------------------------------------------------
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+used_memory() { redis-cli -p "$1" info memory | tr -d '\r' | awk -F: '/^used_memory:/ {print $2}'; }
+if wants keys; then
+    say "keys: memory per key with $MEMORY_KEYS keys"
+    start_dhrt keys --memory
+    dpid=$LAST_PID daddr=$LAST_ADDR
+    sleep 1
+    before=$(rss_kib "$dpid")
+    "${CLIENT_PIN[@]}" "$DHRT" bench --json --connections "$CONNECTIONS" --pipeline 16 \
+        --keyspace "$MEMORY_KEYS" --preload --requests 0 --node "$daddr" >/dev/null
+    sleep 2
+    after=$(rss_kib "$dpid")
+    stop "$dpid"
+    free_port; rport=$FREE_PORT
+    start_redis keys-redis "$rport"
+    rpid=$LAST_PID
+    rbefore=$(used_memory "$rport")
+    rrss_before=$(rss_kib "$rpid")
+    "${CLIENT_PIN[@]}" "$DHRT" bench --json --connections "$CONNECTIONS" --pipeline 16 \
+        --keyspace "$MEMORY_KEYS" --preload --requests 0 --target redis \
+        --redis "127.0.0.1:$rport" >/dev/null
+    rafter=$(used_memory "$rport")
+    rrss_after=$(rss_kib "$rpid")
+    keys=$(redis-cli -p "$rport" dbsize)
+    stop "$rpid"
+    echo "{\"comparison\":\"keys\",\"keys\":$MEMORY_KEYS,\"redis_keys\":$keys,\"dhrt_rss_before_kib\":$before,\"dhrt_rss_after_kib\":$after,\"redis_used_before\":$rbefore,\"redis_used_after\":$rafter,\"redis_rss_before_kib\":$rrss_before,\"redis_rss_after_kib\":$rrss_after}" >>"$RESULTS"
+fi
+
+LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- the table -----------------------------------------------------------------------
+CPU_MODEL="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+export REPS DURATION KEYSPACE CONNECTIONS PINNING LOAD_START LOAD_END PERSIST_NOTE CPU_MODEL QUICK
+REDIS_VERSION="$(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')"
+DHRT_VERSION="$("$DHRT" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+export REDIS_VERSION DHRT_VERSION
+export COMMAND="bench/vs-redis.sh $ARGS"
+python3 - "$RESULTS" <<'EOF' | tee "${OUT:-/dev/null}"
+import json, os, statistics, sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+runs = [r for r in rows if r["comparison"] != "keys"]
+env = os.environ
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+def group(comparison, system, workload, pipeline):
+    return [r for r in runs if (r["comparison"], r["system"], r["workload"], r["pipeline"])
+            == (comparison, system, workload, pipeline)]
+
+def ops(xs):
+    v = [r["ops_per_sec"] for r in xs]
+    return f"{median(v):,.0f} ({min(v):,.0f}–{max(v):,.0f})" if v else "—"
+
+TITLES = {
+    "memory": "dhrt --memory vs Redis, no persistence",
+    "persisted": "dhrt persisted vs Redis appendfsync always",
+    "cluster": "dhrt 3 nodes (N=3, quorum) vs Redis Cluster 3+3",
+}
+
+print(f"Machine: {env['CPU_MODEL']}, {os.cpu_count()} CPUs; {env['PINNING']}. "
+      f"Load average at start {env['LOAD_START']}, at end {env['LOAD_END']}.")
+print(f"{env['DHRT_VERSION']}, Redis {env['REDIS_VERSION']}. {env['REPS']} repetitions of "
+      f"{env['DURATION']} s per cell, alternating dhrt and Redis; {env['CONNECTIONS']} connections, "
+      f"16 B keys, 100 B values, {int(env['KEYSPACE']):,} keys preloaded.")
+print(f"Command: `{env['COMMAND'].strip()}`")
+if env.get("PERSIST_NOTE"):
+    print(f"\nNote: {env['PERSIST_NOTE']}.")
+print()
+print("| comparison | workload | pipeline | dhrt ops/s median (min–max) | Redis ops/s median (min–max) "
+      "| ratio | dhrt p50 / p99 µs | Redis p50 / p99 µs | target | |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
+for comparison in ["memory", "persisted", "cluster"]:
+    for workload in ["set", "get"]:
+        for pipeline in [1, 16]:
+            d = group(comparison, "dhrt", workload, pipeline)
+            r = group(comparison, "redis", workload, pipeline)
+            if not d or not r:
+                continue
+            dm = median([x["ops_per_sec"] for x in d])
+            rm = median([x["ops_per_sec"] for x in r])
+            ratio = dm / rm if rm else float("nan")
+            dp50 = median([x["p50_us"] for x in d])
+            rp50 = median([x["p50_us"] for x in r])
+            dp99 = median([x["p99_us"] for x in d])
+            rp99 = median([x["p99_us"] for x in r])
+            target, met = "", ""
+            if comparison == "memory" and pipeline == 16:
+                target, met = "≥ 1.0×", ratio >= 1.0
+            elif comparison == "memory" and pipeline == 1:
+                target, met = "p50 ≤ Redis", dp50 <= rp50
+            elif comparison in ("persisted", "cluster") and workload == "set":
+                target, met = "≥ 1.0×", ratio >= 1.0
+            mark = "" if met == "" else ("met" if met else "**not met**")
+            errors = sum(x["errors"] for x in d + r)
+            misses = sum(x["misses"] for x in d + r)
+            flag = f" ({errors} errors)" if errors else ""
+            flag += f" ({misses} misses)" if misses and workload == "get" else ""
+            print(f"| {TITLES[comparison]} | {workload.upper()}{flag} | {pipeline} | {ops(d)} | {ops(r)} "
+                  f"| {ratio:.2f}× | {dp50:.0f} / {dp99:.0f} | {rp50:.0f} / {rp99:.0f} | {target} | {mark} |")
+
+for k in [r for r in rows if r["comparison"] == "keys"]:
+    n = k["keys"]
+    dhrt = (k["dhrt_rss_after_kib"] - k["dhrt_rss_before_kib"]) * 1024 / n
+    redis = (k["redis_used_after"] - k["redis_used_before"]) / n
+    redis_rss = (k["redis_rss_after_kib"] - k["redis_rss_before_kib"]) * 1024 / n
+    ratio = dhrt / redis if redis else float("nan")
+    print()
+    print(f"Memory per key, {n:,} keys of 16 B with 100 B values (Redis holds {k['redis_keys']:,}):\n")
+    print("| dhrt --memory (RSS growth) | Redis (used_memory growth) | Redis (RSS growth) | ratio | target | |")
+    print("|---:|---:|---:|---:|---|---|")
+    print(f"| {dhrt:.0f} B | {redis:.0f} B | {redis_rss:.0f} B | {ratio:.2f}× | ≤ 1.0× | "
+          f"{'met' if ratio <= 1.0 else '**not met**'} |")
+
+print()
+print("Server CPU (cores busy, median over the runs; the servers share CPU 0):\n")
+print("| comparison | workload | pipeline | dhrt | Redis | client CPU dhrt / Redis |")
+print("|---|---|---:|---:|---:|---:|")
+for comparison in ["memory", "persisted", "cluster"]:
+    for workload in ["set", "get"]:
+        for pipeline in [1, 16]:
+            d = group(comparison, "dhrt", workload, pipeline)
+            r = group(comparison, "redis", workload, pipeline)
+            if not d or not r:
+                continue
+            cpu = lambda xs: median([x["server_cpu_ticks"] / x["hz"] / x["seconds"] for x in xs])
+            client = lambda xs: median([x["client_cpu"] for x in xs])
+            print(f"| {comparison} | {workload.upper()} | {pipeline} | {cpu(d):.2f} | {cpu(r):.2f} "
+                  f"| {client(d):.2f} / {client(r):.2f} |")
+EOF
+if [ -n "$OUT" ]; then
+    cp "$RESULTS" "$OUT.jsonl"
+    say "table written to $OUT (every run's JSON in $OUT.jsonl)"
+fi
