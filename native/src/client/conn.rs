@@ -1,8 +1,8 @@
 //! One pipelined WebSocket connection from a client to a node.
 //!
-//! Requests are written as they come, answers are read as they come; a map from
-//! request id to the waiting caller pairs them, so any number of requests can be in
-//! flight on one connection. A watch's id stays in the map, delivering every event,
+//! Requests are written as they come (whatever has queued leaves in one socket write),
+//! answers are read as they come; a map from request id to the waiting caller pairs
+//! them, so any number of requests can be in flight on one connection. A watch's id stays in the map, delivering every event,
 //! until it is ended. When the connection fails, every caller waiting on it gets a
 //! [`ClientError::Connection`].
 
@@ -33,6 +33,9 @@ enum Waiter {
 }
 
 type Waiters = Arc<Mutex<HashMap<u64, Waiter>>>;
+
+/// Most queued requests the writer sends in one flush.
+const WRITE_BATCH: usize = 256;
 
 /// A connection to one node.
 #[derive(Clone)]
@@ -71,24 +74,33 @@ impl Conn {
         };
         let writer_waiters = waiters.clone();
         tokio::spawn(async move {
-            while let Some(req) = rx.recv().await {
-                let id = req.id;
-                match wire::encode_with_limit(&Message::Request(req), max) {
-                    Ok(frame) => {
-                        if sink.send(tungstenite::Message::Binary(frame.into())).await.is_err() {
-                            break;
+            // Every request queued by the time the writer runs leaves in one flush (one
+            // write to the socket), not one write each.
+            let mut batch = Vec::with_capacity(WRITE_BATCH);
+            'write: while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+                for req in batch.drain(..) {
+                    let id = req.id;
+                    match wire::encode_with_limit(&Message::Request(req), max) {
+                        Ok(frame) => {
+                            let frame = tungstenite::Message::Binary(frame.into());
+                            if sink.feed(frame).await.is_err() {
+                                break 'write;
+                            }
                         }
+                        Err(e) => deliver(
+                            &writer_waiters,
+                            id,
+                            Reply::Error {
+                                code: ErrorCode::TooLarge,
+                                message: e.to_string(),
+                                acked: None,
+                            },
+                            true,
+                        ),
                     }
-                    Err(e) => deliver(
-                        &writer_waiters,
-                        id,
-                        Reply::Error {
-                            code: ErrorCode::TooLarge,
-                            message: e.to_string(),
-                            acked: None,
-                        },
-                        true,
-                    ),
+                }
+                if sink.flush().await.is_err() {
+                    break;
                 }
             }
             let _ = sink.close().await;
