@@ -2,9 +2,9 @@
 //!
 //! Requests are written as they come (whatever has queued leaves in one socket write),
 //! answers are read as they come; a map from request id to the waiting caller pairs
-//! them, so any number of requests can be in flight on one connection. A watch's id stays in the map, delivering every event,
-//! until it is ended. When the connection fails, every caller waiting on it gets a
-//! [`ClientError::Connection`].
+//! them, so any number of requests can be in flight on one connection. A watch's id
+//! stays in the map, delivering every event, until it is ended. When the connection
+//! fails, every caller waiting on it gets a [`ClientError::Connection`].
 
 use super::ClientError;
 use dhrt_core::{
