@@ -73,11 +73,22 @@ pub struct RedbOptions {
     /// skips walking the whole file (redb's "quick repair"); commits cost a little more.
     /// Default on.
     pub quick_repair: bool,
+    /// At open, collection files are read once, sequentially, until this many bytes
+    /// have been read, so that the full scan which follows (the Merkle tree build of
+    /// `Replica::new`) finds them in the OS page cache instead of reading pages in
+    /// B-tree order from the disk — about 3× faster cold (docs/benchmarks.md). Set it
+    /// near the memory the OS can spare for caching; 0 turns it off. Default 1 GiB.
+    pub preload_bytes: u64,
 }
 
 impl Default for RedbOptions {
     fn default() -> Self {
-        RedbOptions { min_free_bytes: 64 << 20, cache_bytes: 128 << 20, quick_repair: true }
+        RedbOptions {
+            min_free_bytes: 64 << 20,
+            cache_bytes: 128 << 20,
+            quick_repair: true,
+            preload_bytes: 1 << 30,
+        }
     }
 }
 
@@ -130,15 +141,19 @@ impl RedbStore {
             sync_dir(dir)?;
         }
         let listing = |e: std::io::Error| io_error(&format!("listing {}", folder.display()), &e);
-        let mut collections = BTreeMap::new();
+        let mut files = BTreeMap::new();
         for item in fs::read_dir(&folder).map_err(listing)? {
             let item = item.map_err(listing)?;
             let Some(name) = collection_name(&item.file_name()) else { continue };
-            if !item.file_type().map_err(listing)?.is_file() {
-                continue;
+            if item.file_type().map_err(listing)?.is_file() {
+                files.insert(name, item.path());
             }
-            let collection = Collection::open(item.path(), &options)?;
-            collections.insert(name, collection);
+        }
+        let mut preload = options.preload_bytes;
+        let mut collections = BTreeMap::new();
+        for (name, path) in files {
+            preload = preload.saturating_sub(read_ahead(&path, preload));
+            collections.insert(name, Collection::open(path, &options)?);
         }
         Ok(RedbStore {
             space: SpaceReserve::new(dir.to_path_buf(), options.min_free_bytes),
@@ -252,6 +267,24 @@ fn load_stats(db: &Database) -> Result<CollectionStats, StoreError> {
         stats.account(key, &codec::decode_entry(v.value())?, true);
     }
     Ok(stats)
+}
+
+/// Reads up to `budget` bytes of `path` sequentially and throws them away, leaving
+/// them in the OS page cache; returns how many were read. Failures are ignored: this
+/// only warms a cache, and opening the file reports real errors.
+fn read_ahead(path: &Path, budget: u64) -> u64 {
+    use std::io::Read;
+    if budget == 0 {
+        return 0;
+    }
+    let Ok(file) = fs::File::open(path) else { return 0 };
+    let mut limited = file.take(budget);
+    let mut buf = vec![0; 1 << 20];
+    let mut read = 0;
+    while let Ok(n @ 1..) = limited.read(&mut buf) {
+        read += n as u64;
+    }
+    read
 }
 
 /// The collection a file name holds, if it is a collection file.

@@ -212,6 +212,12 @@ fn flushed_writes_survive_a_reopen() {
     let s = open(&dir);
     assert_eq!(contents(&s), before);
     assert_eq!(s.stats("alpha").unwrap().tombstones, 1);
+    drop(s);
+    for preload_bytes in [0, 10, u64::MAX] {
+        let options = RedbOptions { preload_bytes, ..RedbOptions::default() };
+        let s = RedbStore::open(dir.path(), options).unwrap();
+        assert_eq!(contents(&s), before, "preload {preload_bytes}");
+    }
 }
 
 #[test]
