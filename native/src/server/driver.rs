@@ -114,6 +114,15 @@ impl Durable for Ephemeral {
     }
 }
 
+impl Durable for crate::store::NodeDb {
+    fn save_state(&mut self, state: &NodeState) -> Result<(), StoreError> {
+        crate::store::NodeDb::save_state(self, state)
+    }
+    fn save_peers(&mut self, peers: &[String]) -> Result<(), StoreError> {
+        crate::store::NodeDb::save_peers(self, peers)
+    }
+}
+
 /// The wall clock in milliseconds, never going backwards within one process.
 #[derive(Debug, Default)]
 pub struct Clock {
