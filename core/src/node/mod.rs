@@ -423,6 +423,13 @@ impl<S: Store> Node<S> {
         &self.hints
     }
 
+    /// Takes back the hints a previous run of this node saved (see [`hints`]); hints
+    /// for this node itself are dropped.
+    pub fn restore_hints(&mut self, now: Millis, saved: Vec<(NodeId, hints::Hint)>) {
+        let me = self.id();
+        self.hints.restore(now, saved.into_iter().filter(|(t, _)| *t != me).collect());
+    }
+
     fn deliver_hints(&mut self, now: Millis) {
         let membership = &self.membership;
         let coordinator = &mut self.coordinator;

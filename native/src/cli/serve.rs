@@ -135,13 +135,18 @@ fn start_persisted(
         }
     };
     let state = db.state().map_err(in_dir)?;
+    let hints = db.hints().map_err(in_dir)?;
     let peers = if opts.join.is_empty() { db.peers().map_err(in_dir)? } else { opts.join.clone() };
     let started = Instant::now();
     let options = RedbOptions { min_free_bytes: args.min_free_mb << 20, ..RedbOptions::default() };
     let store = RedbStore::open(dir, options).map_err(in_dir)?;
     let opened = started.elapsed();
     let config = server::node_config(opts, id, &bound.advertise);
-    let node = Node::with_state(config, store, state)?;
+    let mut node = Node::with_state(config, store, state)?;
+    if !hints.is_empty() {
+        tracing::info!(hints = hints.len(), "hints for other nodes restored");
+        node.restore_hints(dhrt::server::driver::Clock::default().now(), hints);
+    }
     let stats = node.stats();
     tracing::info!(
         keys = stats.keys,

@@ -8,7 +8,8 @@
 //! - its [`NodeState`] (last full sync, moved tokens), which the node emits as
 //!   `Output::Persist` and takes back in `Node::with_state`;
 //! - the **addresses of known peers**, so a restarted node can rejoin through any of
-//!   them without `--join`.
+//!   them without `--join`;
+//! - the **hints** it holds for replicas that missed writes (`Node::restore_hints`).
 //!
 //! Every value starts with a format version byte. The state is MessagePack with field
 //! names (`rmp_serde::to_vec_named`) so fields can be added later; a value that does not
@@ -16,7 +17,11 @@
 
 use super::engine_error;
 use ::redb::{Database, ReadableDatabase, TableDefinition, TableError};
-use dhrt_core::{entry::NodeId, node::NodeState, store::StoreError};
+use dhrt_core::{
+    entry::NodeId,
+    node::{hints::Hint, NodeState},
+    store::StoreError,
+};
 use std::fs;
 use std::path::Path;
 
@@ -28,6 +33,7 @@ const NODE: TableDefinition<&str, &[u8]> = TableDefinition::new("node");
 const ID: &str = "id";
 const STATE: &str = "state";
 const PEERS: &str = "peers";
+const HINTS: &str = "hints";
 /// The format version of every row.
 const FORMAT: u8 = 1;
 
@@ -94,6 +100,19 @@ impl NodeDb {
         let raw = rmp_serde::to_vec(peers)
             .map_err(|e| StoreError::Io(format!("encoding the peer list: {e}")))?;
         self.write(PEERS, &raw)
+    }
+
+    /// The saved hints (empty when none were saved).
+    pub fn hints(&self) -> Result<Vec<(NodeId, Hint)>, StoreError> {
+        let Some(raw) = self.read(HINTS)? else { return Ok(Vec::new()) };
+        rmp_serde::from_slice(&raw).map_err(|e| StoreError::Corrupt(format!("saved hints: {e}")))
+    }
+
+    /// Replaces the saved hints durably.
+    pub fn save_hints(&self, hints: &[(NodeId, Hint)]) -> Result<(), StoreError> {
+        let raw = rmp_serde::to_vec(hints)
+            .map_err(|e| StoreError::Io(format!("encoding the hints: {e}")))?;
+        self.write(HINTS, &raw)
     }
 
     /// The payload of row `name` after its version byte, if the row exists.
@@ -166,6 +185,29 @@ mod tests {
         let plain = NodeState { last_full_sync_ms: None, tokens: None };
         db.save_state(&plain).unwrap();
         assert_eq!(db.state().unwrap(), plain);
+    }
+
+    #[test]
+    fn hints_survive_a_reopen() {
+        use dhrt_core::{clock::Timestamp, entry::Entry};
+        let dir = tempfile::tempdir().unwrap();
+        let hint = Hint {
+            collection: "users".into(),
+            key: bytes::Bytes::from_static(b"alice"),
+            entry: Entry::value(
+                bytes::Bytes::from_static(b"v"),
+                Timestamp::from_parts(1_700_000_000_000, 3),
+                NodeId(4),
+            ),
+        };
+        let hints = vec![(NodeId(2), hint.clone()), (NodeId(3), hint)];
+        {
+            let db = NodeDb::open(dir.path()).unwrap();
+            assert!(db.hints().unwrap().is_empty());
+            db.save_hints(&hints).unwrap();
+        }
+        let db = NodeDb::open(dir.path()).unwrap();
+        assert_eq!(db.hints().unwrap(), hints);
     }
 
     #[test]
