@@ -19,6 +19,7 @@ async fn stats_of(addr: &str) -> Option<dhrt_core::proto::client::NodeStats> {
 
 #[test]
 fn acknowledged_writes_survive_kill_9_of_a_single_node() {
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let mut node = NodeProc::start(Some(dir.path()), &[]);
     let port = node.port();
@@ -62,6 +63,7 @@ fn acknowledged_writes_survive_kill_9_of_a_single_node() {
 
 #[test]
 fn a_restarted_node_keeps_its_data_rejoins_and_catches_up() {
+    let _serial = common::serial();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let first = NodeProc::start(Some(dirs[0].path()), &[]);
     let seed = first.addr.clone();
@@ -110,6 +112,7 @@ fn a_restarted_node_keeps_its_data_rejoins_and_catches_up() {
 
 #[test]
 fn a_full_disk_refuses_writes_with_a_clear_error_and_keeps_serving() {
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     // A reserve no disk can satisfy: every write finds the disk "full".
     let node = NodeProc::start(Some(dir.path()), &["--min-free-mb", "1000000000"]);

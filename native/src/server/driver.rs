@@ -189,8 +189,14 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         self
     }
 
-    /// Runs until every sender of `inbox` is gone or a graceful leave completes.
-    pub fn run(mut self, inbox: mpsc::Receiver<Input>) {
+    /// Runs until every sender of `inbox` is gone, [`Input::Stop`] arrives or a graceful
+    /// leave completes. `join` are members to join through, told to the node before its
+    /// first timer fires (so it never serves alone first).
+    pub fn run(mut self, inbox: mpsc::Receiver<Input>, join: Vec<String>) {
+        let now = self.clock.now();
+        for addr in join {
+            self.node.join(now, addr);
+        }
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let now = self.clock.now();

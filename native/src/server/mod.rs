@@ -257,11 +257,8 @@ where
         .leave_timeout(opts.leave_timeout.as_millis() as u64);
     let thread = std::thread::Builder::new()
         .name("dhrt-node".into())
-        .spawn(move || driver.run(inbox_rx))
+        .spawn(move || driver.run(inbox_rx, peers_to_join))
         .map_err(|e| ServeError::Other(format!("cannot start the node thread: {e}")))?;
-    for addr in peers_to_join {
-        state.submit(Input::Join(addr));
-    }
     let app = router(state.clone());
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let listener = bound.listener;
