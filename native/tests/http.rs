@@ -453,6 +453,10 @@ async fn bad_input_is_400_with_a_json_error() {
     n.send("PATCH", "/hello", Bytes::new()).await.error(405, "unsupported");
     n.put("/v1/stats", "x").await.error(405, "unsupported");
     n.get("/v1/health?verbose=1").await.error(400, "invalid_input");
+    // The WebSocket endpoints answer a plain request with JSON as well.
+    let msg = n.get("/v1/ws").await.error(400, "invalid_input");
+    assert!(msg.contains("WebSocket"), "{msg}");
+    n.get("/v1/peer").await.error(400, "invalid_input");
     n.stop().await;
 }
 

@@ -17,10 +17,14 @@ pub mod v1;
 
 use super::{ws, AppState};
 use axum::{
-    extract::{DefaultBodyLimit, State},
+    extract::{
+        rejection::QueryRejection,
+        ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
+        DefaultBodyLimit, Query, State,
+    },
     handler::Handler,
-    http::{header, Method, Uri},
-    response::IntoResponse,
+    http::{header, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
     routing::{on, MethodFilter, MethodRouter},
     Router,
 };
@@ -73,8 +77,8 @@ pub fn table(batch: usize) -> Vec<Route> {
         at(M::GET, "/v1/stats", v1::stats),
         at(M::GET, "/v1/ring", v1::ring),
         at(M::GET, "/v1/health", v1::health),
-        at(M::GET, "/v1/ws", ws::client),
-        at(M::GET, "/v1/peer", ws::peer),
+        at(M::GET, "/v1/ws", client_socket),
+        at(M::GET, "/v1/peer", peer_socket),
         at(M::GET, "/metrics", metrics),
         at(M::GET, "/openapi.json", openapi),
     ]
@@ -104,6 +108,40 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .layer(DefaultBodyLimit::max(state.max_value))
 }
 
+/// `GET /v1/ws` ([`ws::client`]), with a JSON error for a request that is no upgrade.
+async fn client_socket(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    state: State<AppState>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => ws::client(upgrade, state).await,
+        Err(e) => not_an_upgrade(&e, "/v1/ws is the client WebSocket endpoint"),
+    }
+}
+
+/// `GET /v1/peer` ([`ws::peer`]), with JSON errors for a request that is no upgrade or
+/// lacks the handshake parameters.
+async fn peer_socket(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    hello: Result<Query<ws::PeerHello>, QueryRejection>,
+    state: State<AppState>,
+) -> Response {
+    let context = "/v1/peer is for links between nodes";
+    match (upgrade, hello) {
+        (Ok(upgrade), Ok(hello)) => ws::peer(upgrade, hello, state).await,
+        (Err(e), _) => not_an_upgrade(&e, context),
+        (_, Err(e)) => ApiError::invalid(format!("{context}: {}", e.body_text())).into_response(),
+    }
+}
+
+fn not_an_upgrade(e: &WebSocketUpgradeRejection, context: &str) -> Response {
+    let status = e.status();
+    let status = if status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
+    ApiError::invalid(format!("{context}: {}; connect with a WebSocket client", e.body_text()))
+        .with_status(status)
+        .into_response()
+}
+
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let text = state.snapshot().await.map(|s| s.prometheus()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
@@ -128,7 +166,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
             shorten(uri.path())
         ),
     )
-    .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
+    .with_status(StatusCode::METHOD_NOT_ALLOWED)
 }
 
 fn shorten(path: &str) -> String {
