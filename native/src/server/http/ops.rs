@@ -5,8 +5,9 @@
 //! collection page after page ([`list`]), and dropping a collection ([`drop_collection`]),
 //! which deletes every live key it finds, each at the request's consistency. Deletes
 //! leave tombstones like any other, so a dropped collection's keys never come back from
-//! a replica that missed the drop; the storage layer removes a collection's file once
-//! garbage collection has purged the last tombstone.
+//! a replica that missed the drop. Files are not touched here: once garbage collection
+//! has purged the tombstones the collection holds no records, and removing its file is
+//! the storage layer's job.
 
 use super::error::ApiError;
 use crate::server::AppState;
