@@ -12,7 +12,7 @@ pub mod peers;
 pub mod stats;
 pub mod ws;
 
-use axum::{routing::get, Router};
+use axum::Router;
 use dhrt_core::{
     node::{ClientId, Node, NodeConfig},
     proto::{
@@ -279,13 +279,9 @@ where
     })
 }
 
-/// Every route of the one port.
+/// Every route of the one port (the table is [`http::table`]).
 fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/ws", get(ws::client))
-        .route("/v1/peer", get(ws::peer))
-        .merge(http::routes())
-        .with_state(state)
+    http::routes(&state).with_state(state)
 }
 
 impl Server {
