@@ -354,3 +354,44 @@ fn a_leaving_node_hands_its_ranges_to_the_next_owners_before_it_announces() {
         Ok(())
     });
 }
+
+#[test]
+fn a_node_told_to_join_after_serving_alone_hands_off_before_serving_again() {
+    check_seeds("late_join", 1, 3, |seed| {
+        let mut sim = memory_cluster(3, NetConfig::lan(), seed, fast);
+        let keys: Vec<String> = (0..150).map(|i| format!("user:{i}")).collect();
+        for k in &keys {
+            if !matches!(call(&mut sim, 1, set(k, "v")), Some(Reply::Written { .. })) {
+                return Err(format!("{k} was not written"));
+            }
+        }
+        // A fourth node starts alone, serves (its first round finds nobody), and only
+        // then is told to join — what a host does when the join arrives after the first
+        // timer fired.
+        let id = NodeId(4);
+        let config = NodeConfig::new(id, sim_addr(id));
+        let node = Node::new(config, MemStore::new()).map_err(|e| e.to_string())?;
+        sim.add(id, NodeProcess::new(node));
+        sim.run_for(500);
+        if status(&sim, 4, 4) != Some(Status::Alive) {
+            return Err("a lone node should serve at once".into());
+        }
+        sim.act(id, |p, now| p.node.join(now, sim_addr(NodeId(1))));
+        let start = sim.now();
+        loop {
+            sim.run_for(100);
+            let all_alive = (1..=4).all(|i| status(&sim, 4, i) == Some(Status::Alive));
+            if all_alive {
+                break;
+            }
+            if sim.now() - start > 60_000 {
+                return Err("the late joiner never became alive everywhere".into());
+            }
+        }
+        holds_its_ranges(&sim, 4, &keys)?;
+        if entries(&sim, 4) == 0 {
+            return Err("the late joiner holds nothing".into());
+        }
+        Ok(())
+    });
+}

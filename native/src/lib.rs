@@ -1,6 +1,16 @@
-//! dhrt's native crate: the node server (`dhrt serve`), the Rust client
-//! ([`client::Client`]) and the pieces of the `dhrt` command line.
+//! `dhrt` — the native node.
+//!
+//! - [`server`]: `dhrt serve`, the tokio host around a `dhrt-core` node — the client
+//!   WebSocket protocol, peer links, the HTTP API and `/metrics` on one port.
+//! - [`client`]: [`client::Client`], the async, pipelined, ring-aware Rust client.
+//! - [`store`]: what a node keeps on disk — [`store::RedbStore`], the redb-backed
+//!   [`dhrt_core::store::Store`] with one file per collection and group commit, and
+//!   [`store::NodeDb`], the node's identity, saved state and known peers.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod client;
 pub mod resp;
 pub mod server;
+pub mod store;

@@ -46,6 +46,7 @@ fn wait_alive(nodes: &[NodeProc], n: usize) {
 
 #[test]
 fn a_three_node_cluster_answers_from_every_node() {
+    let _serial = common::serial();
     let nodes = cluster(3, &[]);
     let rt = runtime();
     rt.block_on(async {
@@ -69,6 +70,7 @@ fn a_three_node_cluster_answers_from_every_node() {
 
 #[test]
 fn kill_9_during_quorum_writes_loses_nothing_acknowledged() {
+    let _serial = common::serial();
     let mut nodes = cluster(3, &[]);
     let rt = runtime();
     let acked = rt.block_on(async {
@@ -107,6 +109,7 @@ fn kill_9_during_quorum_writes_loses_nothing_acknowledged() {
 
 #[test]
 fn a_fourth_node_joins_and_takes_its_ranges() {
+    let _serial = common::serial();
     let mut nodes = cluster(3, &[]);
     let rt = runtime();
     let keys: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
@@ -123,7 +126,7 @@ fn a_fourth_node_joins_and_takes_its_ranges() {
         let c = Client::connect(&nodes[3].addr).await.unwrap();
         let stats = c.stats(None).await.unwrap();
         // With N = 3 of 4 nodes, the newcomer replicates about three quarters of the keys.
-        assert!(stats.keys > 100, "the new node holds {} keys", stats.keys);
+        assert!(stats.keys > 100, "the new node holds {} keys:\n{}", stats.keys, nodes[3].log());
         for k in &keys {
             let got = c.get("users", k, Consistency::All).await.unwrap();
             assert_eq!(got.as_deref(), Some(&b"x"[..]), "{k}");
@@ -133,6 +136,7 @@ fn a_fourth_node_joins_and_takes_its_ranges() {
 
 #[test]
 fn a_node_leaving_on_sigterm_hands_off_first() {
+    let _serial = common::serial();
     let mut nodes = cluster(4, &[]);
     let rt = runtime();
     let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();

@@ -15,6 +15,12 @@
 //! collected everywhere, and delivering the old value after that would bring a deleted
 //! key back (anti-entropy, which compares with the replicas' current state, is the safe
 //! way to catch up on anything older).
+//!
+//! Hints survive restarts: every change bumps [`Hints::generation`], a driver with a
+//! disk saves [`Hints::snapshot`] when it changed (at most every couple of seconds) and
+//! gives it back to [`super::Node::restore_hints`] after a restart. Hints not yet saved
+//! when a node crashes are lost; the replicas they were for catch up through
+//! anti-entropy instead.
 
 use crate::{
     entry::{Entry, NodeId},
@@ -34,7 +40,7 @@ pub const HINT_BATCH: usize = 512;
 pub type HintBatch = (NodeId, u64, String, Vec<(Bytes, Entry)>);
 
 /// One missed write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Hint {
     /// The collection written.
     pub collection: String,
@@ -53,11 +59,13 @@ pub struct Hints {
     expired: u64,
     delivered: u64,
     next_at: Option<Millis>,
+    generation: u64,
 }
 
 impl Hints {
     /// Keeps a hint for `target`, dropping its oldest beyond the bound.
     pub fn add(&mut self, now: Millis, target: NodeId, hint: Hint) {
+        self.generation += 1;
         let q = self.queued.entry(target).or_default();
         q.push_back(hint);
         while q.len() > MAX_HINTS_PER_NODE {
@@ -65,6 +73,23 @@ impl Hints {
             self.dropped += 1;
         }
         self.next_at.get_or_insert(now + HINT_INTERVAL_MS);
+    }
+
+    /// A number that changes whenever the set of hints does (to know when to save).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Every hint waiting, with its replica, in delivery order (to save them).
+    pub fn snapshot(&self) -> Vec<(NodeId, Hint)> {
+        self.queued.iter().flat_map(|(t, q)| q.iter().map(|h| (*t, h.clone()))).collect()
+    }
+
+    /// Takes back hints saved by [`Hints::snapshot`] before a restart.
+    pub fn restore(&mut self, now: Millis, hints: Vec<(NodeId, Hint)>) {
+        for (target, hint) in hints {
+            self.add(now, target, hint);
+        }
     }
 
     /// Hints waiting, per replica.
@@ -120,6 +145,7 @@ impl Hints {
             {
                 q.pop_front();
                 self.expired += 1;
+                self.generation += 1;
             }
             let Some(first) = q.front() else { continue };
             if !reachable(*target) {
@@ -151,8 +177,56 @@ impl Hints {
                 }
             }
             self.delivered += n as u64;
+            self.generation += 1;
             self.queued.retain(|_, q| !q.is_empty());
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+
+    fn hint(key: &str, ms: u64) -> Hint {
+        Hint {
+            collection: "users".into(),
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            entry: Entry::value(Bytes::from_static(b"v"), Timestamp::from_parts(ms, 0), NodeId(1)),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_hints_and_changes_bump_the_generation() {
+        let mut hints = Hints::default();
+        let g0 = hints.generation();
+        hints.add(1_000, NodeId(2), hint("a", 900));
+        hints.add(1_000, NodeId(3), hint("b", 950));
+        hints.add(1_001, NodeId(2), hint("c", 960));
+        assert!(hints.generation() > g0);
+        let saved = hints.snapshot();
+        assert_eq!(saved.len(), 3);
+        let encoded = rmp_serde::to_vec(&saved).unwrap();
+        let decoded: Vec<(NodeId, Hint)> = rmp_serde::from_slice(&encoded).unwrap();
+        let mut restored = Hints::default();
+        restored.restore(5_000, decoded);
+        assert_eq!(restored.snapshot(), saved, "same hints, same delivery order");
+        let g1 = restored.generation();
+        let mut next = 7;
+        let due = restored.due(
+            6_000,
+            60_000,
+            |_| true,
+            || {
+                next += 1;
+                next
+            },
+        );
+        assert_eq!(due.len(), 2, "one delivery per replica");
+        let req = due.iter().find(|d| d.0 == NodeId(2)).map(|d| d.1).unwrap();
+        assert!(restored.acknowledge(req, true));
+        assert!(restored.generation() > g1, "a delivery changes the hints");
+        assert_eq!(restored.pending(), 1);
     }
 }

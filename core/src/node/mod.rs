@@ -370,8 +370,19 @@ impl<S: Store> Node<S> {
     }
 
     /// Joins a cluster through any member's address.
+    ///
+    /// A node already serving alone (it ticked before being told to join) goes back to
+    /// `Syncing`: it must hand its ranges off from the cluster's owners before it serves
+    /// them, exactly like a node that joined from the start.
     pub fn join(&mut self, now: Millis, seed_addr: impl Into<String>) {
         self.join_requested = true;
+        if self.membership.me().status == crate::membership::Status::Alive
+            && self.membership.size() <= 1
+        {
+            self.membership.begin_resync(now);
+            self.resync_pending = true;
+            self.anti_entropy_due_now();
+        }
         self.membership.join(now, seed_addr.into());
         self.collect_membership();
     }
@@ -421,6 +432,13 @@ impl<S: Store> Node<S> {
     /// Hints waiting for other nodes.
     pub fn hints(&self) -> &Hints {
         &self.hints
+    }
+
+    /// Takes back the hints a previous run of this node saved (see [`hints`]); hints
+    /// for this node itself are dropped.
+    pub fn restore_hints(&mut self, now: Millis, saved: Vec<(NodeId, hints::Hint)>) {
+        let me = self.id();
+        self.hints.restore(now, saved.into_iter().filter(|(t, _)| *t != me).collect());
     }
 
     fn deliver_hints(&mut self, now: Millis) {

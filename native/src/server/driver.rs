@@ -18,7 +18,7 @@
 
 use super::{peers::Peers, stats::Counters};
 use dhrt_core::{
-    node::{ClientId, Node, NodeEvent, NodeState, Output},
+    node::{hints::Hint, ClientId, Node, NodeEvent, NodeState, Output},
     proto::{
         client::{ErrorCode, Reply},
         ClientRequest, ClientResponse, Message, ReplicaMessage,
@@ -38,6 +38,8 @@ use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
 /// Most inputs handled between two commits.
 pub const BATCH: usize = 1024;
+/// Hints are saved at most this often (milliseconds).
+pub const HINTS_SAVE_MS: Millis = 2_000;
 
 /// Where a client's responses go.
 #[derive(Debug)]
@@ -99,6 +101,8 @@ pub trait Durable: Send {
     fn save_state(&mut self, state: &NodeState) -> Result<(), StoreError>;
     /// Saves the addresses of the members known, to rejoin through after a restart.
     fn save_peers(&mut self, peers: &[String]) -> Result<(), StoreError>;
+    /// Saves the hints held for other nodes.
+    fn save_hints(&mut self, hints: &[(NodeId, Hint)]) -> Result<(), StoreError>;
 }
 
 /// No durability: a `--memory` node forgets everything when it stops.
@@ -111,6 +115,21 @@ impl Durable for Ephemeral {
     }
     fn save_peers(&mut self, _: &[String]) -> Result<(), StoreError> {
         Ok(())
+    }
+    fn save_hints(&mut self, _: &[(NodeId, Hint)]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl Durable for crate::store::NodeDb {
+    fn save_state(&mut self, state: &NodeState) -> Result<(), StoreError> {
+        crate::store::NodeDb::save_state(self, state)
+    }
+    fn save_peers(&mut self, peers: &[String]) -> Result<(), StoreError> {
+        crate::store::NodeDb::save_peers(self, peers)
+    }
+    fn save_hints(&mut self, hints: &[(NodeId, Hint)]) -> Result<(), StoreError> {
+        crate::store::NodeDb::save_hints(self, hints)
     }
 }
 
@@ -140,6 +159,8 @@ pub struct Driver<S: Store, D: Durable> {
     known_peers: Vec<String>,
     leaving: Option<(oneshot::Sender<LeaveOutcome>, Millis)>,
     stopping: bool,
+    /// The hints generation last saved, and when.
+    hints_saved: (u64, Millis),
     /// How long a graceful leave may take before the node exits anyway.
     leave_timeout_ms: Millis,
 }
@@ -157,6 +178,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             known_peers: Vec::new(),
             leaving: None,
             stopping: false,
+            hints_saved: (0, 0),
             leave_timeout_ms: 30_000,
         }
     }
@@ -167,8 +189,14 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         self
     }
 
-    /// Runs until every sender of `inbox` is gone or a graceful leave completes.
-    pub fn run(mut self, inbox: mpsc::Receiver<Input>) {
+    /// Runs until every sender of `inbox` is gone, [`Input::Stop`] arrives or a graceful
+    /// leave completes. `join` are members to join through, told to the node before its
+    /// first timer fires (so it never serves alone first).
+    pub fn run(mut self, inbox: mpsc::Receiver<Input>, join: Vec<String>) {
+        let now = self.clock.now();
+        for addr in join {
+            self.node.join(now, addr);
+        }
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let now = self.clock.now();
@@ -196,11 +224,27 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
                 self.node.tick(now);
             }
             self.commit_and_release(now);
+            self.save_hints(now, false);
             if self.check_leave(now) || self.stopping {
                 break;
             }
         }
         let _ = self.node.flush();
+        self.save_hints(self.clock.now(), true);
+    }
+
+    /// Saves the hints when they changed, at most every [`HINTS_SAVE_MS`] (or now, when
+    /// stopping).
+    fn save_hints(&mut self, now: Millis, force: bool) {
+        let generation = self.node.hints().generation();
+        let (saved, at) = self.hints_saved;
+        if generation == saved || (!force && now.saturating_sub(at) < HINTS_SAVE_MS) {
+            return;
+        }
+        match self.durable.save_hints(&self.node.hints().snapshot()) {
+            Ok(()) => self.hints_saved = (generation, now),
+            Err(e) => tracing::warn!(error = %e, "could not save the hints"),
+        }
     }
 
     fn handle(&mut self, now: Millis, input: Input) {

@@ -12,7 +12,7 @@ pub mod peers;
 pub mod stats;
 pub mod ws;
 
-use axum::{routing::get, Router};
+use axum::Router;
 use dhrt_core::{
     node::{ClientId, Node, NodeConfig},
     proto::{
@@ -257,11 +257,8 @@ where
         .leave_timeout(opts.leave_timeout.as_millis() as u64);
     let thread = std::thread::Builder::new()
         .name("dhrt-node".into())
-        .spawn(move || driver.run(inbox_rx))
+        .spawn(move || driver.run(inbox_rx, peers_to_join))
         .map_err(|e| ServeError::Other(format!("cannot start the node thread: {e}")))?;
-    for addr in peers_to_join {
-        state.submit(Input::Join(addr));
-    }
     let app = router(state.clone());
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let listener = bound.listener;
@@ -282,13 +279,9 @@ where
     })
 }
 
-/// Every route of the one port.
+/// Every route of the one port (the table is [`http::table`]).
 fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/ws", get(ws::client))
-        .route("/v1/peer", get(ws::peer))
-        .merge(http::routes())
-        .with_state(state)
+    http::routes(&state).with_state(state)
 }
 
 impl Server {

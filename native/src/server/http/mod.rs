@@ -1,0 +1,225 @@
+//! The HTTP API of `dhrt serve`: the dhrt-db routes of DESIGN.md §4 ([`legacy`]), the
+//! canonical API under `/v1/` ([`v1`]), `/metrics`, `/openapi.json`, and the WebSocket
+//! endpoints ([`super::ws`]) — every route of the one port, in one table.
+//!
+//! Handlers only translate: a request becomes one or a few [`dhrt_core::proto::client::Op`]s
+//! run through [`AppState::call`] ([`ops`]), the reply becomes JSON or bytes
+//! ([`encode`]), and every failure becomes an [`error::ApiError`] with a JSON body. The
+//! route table ([`table`]) is also what the test holds `openapi.json` against, so the
+//! document cannot silently miss a route. `docs/http.md` is the user's guide.
+
+pub mod encode;
+pub mod error;
+pub mod input;
+pub mod legacy;
+pub mod ops;
+pub mod v1;
+
+use super::{ws, AppState};
+use axum::{
+    extract::{
+        rejection::QueryRejection,
+        ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
+        DefaultBodyLimit, Query, State,
+    },
+    handler::Handler,
+    http::{header, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::{on, MethodFilter, MethodRouter},
+    Router,
+};
+use dhrt_core::proto::client::ErrorCode;
+use error::ApiError;
+
+/// The OpenAPI 3.1 document of every route, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// One route of the table: a method, a path (axum's `{param}` syntax, which is also
+/// OpenAPI's) and its handler.
+pub struct Route {
+    /// The method.
+    pub method: Method,
+    /// The path.
+    pub path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+/// A route for `method` on `path`; method filter and table entry agree by construction.
+fn at<H, T>(method: Method, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("the table uses standard methods");
+    Route { method, path, handler: on(filter, handler) }
+}
+
+/// Every route of the port; `batch` limits the bodies of batches (every other body is
+/// limited by the router to one value, [`routes`]).
+pub fn table(batch: usize) -> Vec<Route> {
+    use Method as M;
+    let mut batch_route = at(M::POST, "/v1/collections/{collection}/batch", v1::batch);
+    batch_route.handler = batch_route.handler.layer(DefaultBodyLimit::max(batch));
+    vec![
+        at(M::GET, "/", legacy::stats),
+        at(M::GET, "/{name}", legacy::get_name),
+        at(M::DELETE, "/{name}", legacy::delete_name),
+        at(M::POST, "/{first}/{second}", legacy::set_default),
+        at(M::GET, "/{first}/{second}", legacy::get_key),
+        at(M::DELETE, "/{first}/{second}", legacy::delete_key),
+        at(M::POST, "/{collection}/{key}/{value}", legacy::set_key),
+        at(M::GET, "/v1/collections/{collection}/keys/{key}", v1::get_value),
+        at(M::PUT, "/v1/collections/{collection}/keys/{key}", v1::put_value),
+        at(M::DELETE, "/v1/collections/{collection}/keys/{key}", v1::delete_value),
+        at(M::GET, "/v1/collections/{collection}/keys", v1::scan),
+        batch_route,
+        at(M::DELETE, "/v1/collections/{collection}", v1::drop),
+        at(M::GET, "/v1/stats", v1::stats),
+        at(M::GET, "/v1/ring", v1::ring),
+        at(M::GET, "/v1/health", v1::health),
+        at(M::GET, "/v1/ws", client_socket),
+        at(M::GET, "/v1/peer", peer_socket),
+        at(M::GET, "/metrics", metrics),
+        at(M::GET, "/openapi.json", openapi),
+    ]
+}
+
+/// `(method, path)` of every route served.
+pub fn served() -> Vec<(Method, &'static str)> {
+    table(0).into_iter().map(|r| (r.method, r.path)).collect()
+}
+
+/// The largest batch body: the largest request a client could send over the WebSocket,
+/// with room for base64 and JSON.
+pub fn batch_limit(state: &AppState) -> usize {
+    state.max_frame.saturating_mul(3) / 2
+}
+
+/// The router of every route, with JSON errors for unknown paths and methods, and
+/// bodies limited to one value (`AppState::max_value`) except batches.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let mut router = Router::new();
+    for route in table(batch_limit(state)) {
+        router = router.route(route.path, route.handler);
+    }
+    router
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(state.max_value))
+}
+
+/// `GET /v1/ws` ([`ws::client`]), with a JSON error for a request that is no upgrade.
+async fn client_socket(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    state: State<AppState>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => ws::client(upgrade, state).await,
+        Err(e) => not_an_upgrade(&e, "/v1/ws is the client WebSocket endpoint"),
+    }
+}
+
+/// `GET /v1/peer` ([`ws::peer`]), with JSON errors for a request that is no upgrade or
+/// lacks the handshake parameters.
+async fn peer_socket(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    hello: Result<Query<ws::PeerHello>, QueryRejection>,
+    state: State<AppState>,
+) -> Response {
+    let context = "/v1/peer is for links between nodes";
+    match (upgrade, hello) {
+        (Ok(upgrade), Ok(hello)) => ws::peer(upgrade, hello, state).await,
+        (Err(e), _) => not_an_upgrade(&e, context),
+        (_, Err(e)) => ApiError::invalid(format!("{context}: {}", e.body_text())).into_response(),
+    }
+}
+
+fn not_an_upgrade(e: &WebSocketUpgradeRejection, context: &str) -> Response {
+    let status = e.status();
+    let status = if status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
+    ApiError::invalid(format!("{context}: {}; connect with a WebSocket client", e.body_text()))
+        .with_status(status)
+        .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = state.snapshot().await.map(|s| s.prometheus()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "there is no route {method} {}: the API is described at /openapi.json",
+        shorten(uri.path())
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unsupported,
+        format!(
+            "{method} is not allowed on {}: the API is described at /openapi.json",
+            shorten(uri.path())
+        ),
+    )
+    .with_status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+fn shorten(path: &str) -> String {
+    let mut end = path.len().min(200);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    path[..end].to_string()
+}
+
+/// The node thread is gone.
+pub(crate) fn stopped() -> ApiError {
+    ApiError::new(ErrorCode::Unavailable, "the node is shutting down: use another member")
+}
+
+/// A missing key.
+pub(crate) fn no_key(collection: &str, key: &[u8]) -> ApiError {
+    ApiError::not_found(format!("no key {} in the collection {collection:?}", encode::show(key)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn openapi_describes_every_route_served_and_no_other() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(doc["openapi"].as_str().map(|v| &v[..3]), Some("3.1"));
+        let paths = doc["paths"].as_object().expect("paths");
+        let served = served();
+        for (method, path) in &served {
+            let op = &paths.get(*path).unwrap_or_else(|| panic!("{path} is not in openapi.json"))
+                [method.as_str().to_ascii_lowercase()];
+            assert!(op.is_object(), "{method} {path} is not in openapi.json");
+            assert!(op["responses"].is_object(), "{method} {path} has no responses");
+        }
+        let methods = ["get", "put", "post", "delete", "patch", "head", "options"];
+        for (path, item) in paths {
+            for m in methods.iter().filter(|m| item.get(**m).is_some()) {
+                assert!(
+                    served.iter().any(|(sm, sp)| sp == path && sm.as_str().eq_ignore_ascii_case(m)),
+                    "openapi.json describes {m} {path}, which is not served"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_has_no_duplicates() {
+        let served = served();
+        for (i, a) in served.iter().enumerate() {
+            assert!(!served[i + 1..].contains(a), "{a:?} twice");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Durable storage for a native node, on redb (DESIGN.md §3).
+//!
+//! A node's data dir holds
+//!
+//! ```text
+//! <data-dir>/node.redb                  NodeDb: identity, NodeState, known peers
+//! <data-dir>/collections/<name>.redb    RedbStore: one file per collection
+//! ```
+//!
+//! [`RedbStore`] is the disk implementation of [`dhrt_core::store::Store`]; it passes the
+//! same conformance suite as the in-memory `MemStore`. One file per collection keeps
+//! dropping a collection cheap (delete a file) and keeps a hot collection's commits from
+//! rewriting pages of the others. Writes are gathered in one open transaction per
+//! collection and committed together by [`Store::flush`](dhrt_core::store::Store::flush)
+//! (group commit): the driver flushes after a batch of inputs and only then sends the
+//! acknowledgements, so one fsync covers many writes and nothing unacknowledged is
+//! mistaken for durable.
+//!
+//! [`NodeDb`] is the small rest of what a node must remember across restarts. The
+//! entry encoding lives in [`codec`], the free-space reserve in `space`.
+
+pub mod codec;
+mod node_db;
+mod redb;
+mod space;
+
+pub use self::node_db::NodeDb;
+pub use self::redb::{RedbOptions, RedbStore};
+
+use dhrt_core::store::StoreError;
+use std::io;
+
+/// Whether an I/O error means the medium (or the user's quota) is full.
+fn is_full(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+}
+
+/// Maps a file-system error met while doing `what` to a [`StoreError`]: a full disk is
+/// [`StoreError::Full`], anything else [`StoreError::Io`].
+fn io_error(what: &str, e: &io::Error) -> StoreError {
+    if is_full(e) {
+        StoreError::Full(format!("{what}: {e}"))
+    } else {
+        StoreError::Io(format!("{what}: {e}"))
+    }
+}
+
+/// Maps a redb error met while doing `what` to a [`StoreError`]: a full disk is
+/// [`StoreError::Full`], a checksum or structure failure [`StoreError::Corrupt`], a
+/// file another process holds an [`StoreError::Io`] that says so, the rest
+/// [`StoreError::Io`].
+fn engine_error(what: &str, e: impl Into<::redb::Error>) -> StoreError {
+    match e.into() {
+        ::redb::Error::Io(e) => io_error(what, &e),
+        ::redb::Error::Corrupted(why) => StoreError::Corrupt(format!("{what}: {why}")),
+        ::redb::Error::DatabaseAlreadyOpen => StoreError::Io(format!(
+            "{what}: the file is open in another process (or store); run one node per data dir"
+        )),
+        ::redb::Error::UpgradeRequired(v) => StoreError::Io(format!(
+            "{what}: the file is in redb format {v}, which this build cannot open"
+        )),
+        e => StoreError::Io(format!("{what}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_disks_map_to_full_and_other_failures_to_io() {
+        let full = io::Error::from(io::ErrorKind::StorageFull);
+        assert!(matches!(io_error("x", &full), StoreError::Full(_)));
+        assert!(matches!(engine_error("x", ::redb::StorageError::Io(full)), StoreError::Full(_)));
+        let quota = io::Error::from(io::ErrorKind::QuotaExceeded);
+        assert!(matches!(io_error("x", &quota), StoreError::Full(_)));
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert!(matches!(io_error("x", &denied), StoreError::Io(_)));
+        let corrupt = ::redb::StorageError::Corrupted("bad checksum".into());
+        assert!(matches!(engine_error("x", corrupt), StoreError::Corrupt(_)));
+    }
+}

@@ -1,0 +1,236 @@
+//! `NodeDb`: what a node remembers about itself across restarts, in `node.redb`.
+//!
+//! Three values, each in one row of one table, each written by its own durable
+//! transaction:
+//!
+//! - the node's **id**, chosen once on first start, so a restarted node is the same
+//!   member of the ring (same tokens, same hints addressed to it);
+//! - its [`NodeState`] (last full sync, moved tokens), which the node emits as
+//!   `Output::Persist` and takes back in `Node::with_state`;
+//! - the **addresses of known peers**, so a restarted node can rejoin through any of
+//!   them without `--join`;
+//! - the **hints** it holds for replicas that missed writes (`Node::restore_hints`).
+//!
+//! Every value starts with a format version byte. The state is MessagePack with field
+//! names (`rmp_serde::to_vec_named`) so fields can be added later; a value that does not
+//! decode is [`StoreError::Corrupt`], never a panic.
+
+use super::engine_error;
+use ::redb::{Database, ReadableDatabase, TableDefinition, TableError};
+use dhrt_core::{
+    entry::NodeId,
+    node::{hints::Hint, NodeState},
+    store::StoreError,
+};
+use std::fs;
+use std::path::Path;
+
+/// The file name of the node database in the data dir.
+pub const NODE_DB_FILE: &str = "node.redb";
+
+/// Every row: name → version byte + payload.
+const NODE: TableDefinition<&str, &[u8]> = TableDefinition::new("node");
+const ID: &str = "id";
+const STATE: &str = "state";
+const PEERS: &str = "peers";
+const HINTS: &str = "hints";
+/// The format version of every row.
+const FORMAT: u8 = 1;
+
+/// The node's identity, saved state and known peers (`<data-dir>/node.redb`).
+pub struct NodeDb {
+    db: Database,
+}
+
+impl std::fmt::Debug for NodeDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeDb").finish_non_exhaustive()
+    }
+}
+
+impl NodeDb {
+    /// Opens (or creates) `<dir>/node.redb`, creating `dir` when missing.
+    pub fn open(dir: &Path) -> Result<NodeDb, StoreError> {
+        fs::create_dir_all(dir)
+            .map_err(|e| super::io_error(&format!("creating {}", dir.display()), &e))?;
+        let path = dir.join(NODE_DB_FILE);
+        let db = Database::builder()
+            .set_cache_size(1 << 20)
+            .create(&path)
+            .map_err(|e| engine_error(&format!("opening {}", path.display()), e))?;
+        Ok(NodeDb { db })
+    }
+
+    /// The node's id, once one was saved.
+    pub fn node_id(&self) -> Result<Option<NodeId>, StoreError> {
+        let Some(raw) = self.read(ID)? else { return Ok(None) };
+        let bytes: [u8; 8] = raw.as_slice().try_into().map_err(|_| {
+            StoreError::Corrupt(format!("node id of {} bytes instead of 8", raw.len()))
+        })?;
+        Ok(Some(NodeId(u64::from_be_bytes(bytes))))
+    }
+
+    /// Saves the node's id durably.
+    pub fn set_node_id(&self, id: NodeId) -> Result<(), StoreError> {
+        self.write(ID, &id.0.to_be_bytes())
+    }
+
+    /// The saved node state; the default state when none was saved yet.
+    pub fn state(&self) -> Result<NodeState, StoreError> {
+        let Some(raw) = self.read(STATE)? else { return Ok(NodeState::default()) };
+        rmp_serde::from_slice(&raw)
+            .map_err(|e| StoreError::Corrupt(format!("saved node state: {e}")))
+    }
+
+    /// Saves the node state durably.
+    pub fn save_state(&self, state: &NodeState) -> Result<(), StoreError> {
+        let raw = rmp_serde::to_vec_named(state)
+            .map_err(|e| StoreError::Io(format!("encoding the node state: {e}")))?;
+        self.write(STATE, &raw)
+    }
+
+    /// The saved peer addresses (empty when none were saved).
+    pub fn peers(&self) -> Result<Vec<String>, StoreError> {
+        let Some(raw) = self.read(PEERS)? else { return Ok(Vec::new()) };
+        rmp_serde::from_slice(&raw).map_err(|e| StoreError::Corrupt(format!("saved peers: {e}")))
+    }
+
+    /// Replaces the saved peer addresses durably.
+    pub fn save_peers(&self, peers: &[String]) -> Result<(), StoreError> {
+        let raw = rmp_serde::to_vec(peers)
+            .map_err(|e| StoreError::Io(format!("encoding the peer list: {e}")))?;
+        self.write(PEERS, &raw)
+    }
+
+    /// The saved hints (empty when none were saved).
+    pub fn hints(&self) -> Result<Vec<(NodeId, Hint)>, StoreError> {
+        let Some(raw) = self.read(HINTS)? else { return Ok(Vec::new()) };
+        rmp_serde::from_slice(&raw).map_err(|e| StoreError::Corrupt(format!("saved hints: {e}")))
+    }
+
+    /// Replaces the saved hints durably.
+    pub fn save_hints(&self, hints: &[(NodeId, Hint)]) -> Result<(), StoreError> {
+        let raw = rmp_serde::to_vec(hints)
+            .map_err(|e| StoreError::Io(format!("encoding the hints: {e}")))?;
+        self.write(HINTS, &raw)
+    }
+
+    /// The payload of row `name` after its version byte, if the row exists.
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let what = |e: ::redb::Error| engine_error(&format!("reading the node's {name}"), e);
+        let read = self.db.begin_read().map_err(|e| what(e.into()))?;
+        let table = match read.open_table(NODE) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(what(e.into())),
+        };
+        let Some(raw) = table.get(name).map_err(|e| what(e.into()))? else { return Ok(None) };
+        match raw.value().split_first() {
+            Some((&FORMAT, payload)) => Ok(Some(payload.to_vec())),
+            Some((v, _)) => Err(StoreError::Corrupt(format!(
+                "the node's {name} is in format {v}, not {FORMAT} (written by another dhrt?)"
+            ))),
+            None => Err(StoreError::Corrupt(format!("the node's {name} is empty"))),
+        }
+    }
+
+    /// Writes row `name` (version byte + `payload`) in its own durable transaction.
+    fn write(&self, name: &str, payload: &[u8]) -> Result<(), StoreError> {
+        let what = |e: ::redb::Error| engine_error(&format!("saving the node's {name}"), e);
+        let mut row = Vec::with_capacity(1 + payload.len());
+        row.push(FORMAT);
+        row.extend_from_slice(payload);
+        let mut txn = self.db.begin_write().map_err(|e| what(e.into()))?;
+        txn.set_quick_repair(true);
+        {
+            let mut table = txn.open_table(NODE).map_err(|e| what(e.into()))?;
+            table.insert(name, row.as_slice()).map_err(|e| what(e.into()))?;
+        }
+        txn.commit().map_err(|e| what(e.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_node_db_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = NodeDb::open(&dir.path().join("data")).unwrap();
+        assert_eq!(db.node_id().unwrap(), None);
+        assert_eq!(db.state().unwrap(), NodeState::default());
+        assert!(db.peers().unwrap().is_empty());
+        assert!(dir.path().join("data").join(NODE_DB_FILE).is_file());
+    }
+
+    #[test]
+    fn id_state_and_peers_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = NodeState { last_full_sync_ms: Some(1234), tokens: Some(vec![1, 5, 9]) };
+        let peers = vec!["10.0.0.1:7453".to_string(), "node-b:7453".to_string()];
+        {
+            let db = NodeDb::open(dir.path()).unwrap();
+            db.set_node_id(NodeId(0xfeed)).unwrap();
+            db.save_state(&state).unwrap();
+            db.save_peers(&peers).unwrap();
+            assert_eq!(db.state().unwrap(), state);
+        }
+        let db = NodeDb::open(dir.path()).unwrap();
+        assert_eq!(db.node_id().unwrap(), Some(NodeId(0xfeed)));
+        assert_eq!(db.state().unwrap(), state);
+        assert_eq!(db.peers().unwrap(), peers);
+        db.save_peers(&[]).unwrap();
+        assert!(db.peers().unwrap().is_empty(), "saving replaces");
+        let plain = NodeState { last_full_sync_ms: None, tokens: None };
+        db.save_state(&plain).unwrap();
+        assert_eq!(db.state().unwrap(), plain);
+    }
+
+    #[test]
+    fn hints_survive_a_reopen() {
+        use dhrt_core::{clock::Timestamp, entry::Entry};
+        let dir = tempfile::tempdir().unwrap();
+        let hint = Hint {
+            collection: "users".into(),
+            key: bytes::Bytes::from_static(b"alice"),
+            entry: Entry::value(
+                bytes::Bytes::from_static(b"v"),
+                Timestamp::from_parts(1_700_000_000_000, 3),
+                NodeId(4),
+            ),
+        };
+        let hints = vec![(NodeId(2), hint.clone()), (NodeId(3), hint)];
+        {
+            let db = NodeDb::open(dir.path()).unwrap();
+            assert!(db.hints().unwrap().is_empty());
+            db.save_hints(&hints).unwrap();
+        }
+        let db = NodeDb::open(dir.path()).unwrap();
+        assert_eq!(db.hints().unwrap(), hints);
+    }
+
+    #[test]
+    fn bad_rows_read_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = NodeDb::open(dir.path()).unwrap();
+        for (row, raw) in [(ID, &[FORMAT, 1, 2][..]), (STATE, &[FORMAT, 0xc1]), (PEERS, &[9, 0x90])]
+        {
+            let txn = db.db.begin_write().unwrap();
+            txn.open_table(NODE).unwrap().insert(row, raw).unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(matches!(db.node_id(), Err(StoreError::Corrupt(_))));
+        assert!(matches!(db.state(), Err(StoreError::Corrupt(_))));
+        let err = db.peers().unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)) && err.to_string().contains("format 9"));
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _db = NodeDb::open(dir.path()).unwrap();
+        let err = NodeDb::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("one node per data dir"), "{err}");
+    }
+}

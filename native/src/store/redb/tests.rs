@@ -1,0 +1,436 @@
+//! `RedbStore` tests: the shared conformance suite, then what only a disk store has —
+//! group commit, reopening, dropped files, corrupt bytes and a full disk.
+
+use super::*;
+use dhrt_core::{clock::Timestamp, entry::NodeId, replica::Replica};
+use tempfile::TempDir;
+
+/// A store in a fresh temporary data dir, removed with it (the conformance suite wants
+/// one value that is the store).
+struct TempStore {
+    store: RedbStore,
+    _dir: TempDir,
+}
+
+impl TempStore {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path(), RedbOptions::default()).unwrap();
+        TempStore { store, _dir: dir }
+    }
+}
+
+impl Store for TempStore {
+    fn collections(&self) -> Result<Vec<String>, StoreError> {
+        self.store.collections()
+    }
+    fn get(&self, c: &str, pos: Position, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.store.get(c, pos, key)
+    }
+    fn merge(&mut self, c: &str, pos: Position, k: &Bytes, e: Entry) -> Result<Merged, StoreError> {
+        self.store.merge(c, pos, k, e)
+    }
+    fn merge_batch(&mut self, c: &str, records: &[Record]) -> Result<Vec<Merged>, StoreError> {
+        self.store.merge_batch(c, records)
+    }
+    fn remove(&mut self, c: &str, pos: Position, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.store.remove(c, pos, key)
+    }
+    fn range(
+        &self,
+        c: &str,
+        interval: Interval,
+        after: Option<(Position, &[u8])>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.store.range(c, interval, after, limit)
+    }
+    fn delete_range(&mut self, c: &str, interval: Interval) -> Result<u64, StoreError> {
+        self.store.delete_range(c, interval)
+    }
+    fn drop_collection(&mut self, c: &str) -> Result<bool, StoreError> {
+        self.store.drop_collection(c)
+    }
+    fn stats(&self, c: &str) -> Result<CollectionStats, StoreError> {
+        self.store.stats(c)
+    }
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.store.flush()
+    }
+}
+
+mod conformance {
+    use super::TempStore;
+    dhrt_core::store_conformance_tests!(TempStore::new());
+}
+
+/// The conformance suite again, committing as it goes — after each of the first 8
+/// writes, then every 32nd (an fsync each) — so reads mix committed and gathered data.
+mod conformance_flushing {
+    use super::*;
+
+    struct Flushing(TempStore, u64);
+
+    impl Flushing {
+        fn after_write<T>(&mut self, out: Result<T, StoreError>) -> Result<T, StoreError> {
+            self.1 += 1;
+            if self.1 <= 8 || self.1.is_multiple_of(32) {
+                self.0.flush()?;
+            }
+            out
+        }
+    }
+
+    impl Store for Flushing {
+        fn collections(&self) -> Result<Vec<String>, StoreError> {
+            self.0.collections()
+        }
+        fn get(&self, c: &str, pos: Position, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+            self.0.get(c, pos, key)
+        }
+        fn merge(
+            &mut self,
+            c: &str,
+            pos: Position,
+            k: &Bytes,
+            e: Entry,
+        ) -> Result<Merged, StoreError> {
+            let out = self.0.merge(c, pos, k, e);
+            self.after_write(out)
+        }
+        fn merge_batch(&mut self, c: &str, records: &[Record]) -> Result<Vec<Merged>, StoreError> {
+            let out = self.0.merge_batch(c, records);
+            self.after_write(out)
+        }
+        fn remove(
+            &mut self,
+            c: &str,
+            pos: Position,
+            key: &[u8],
+        ) -> Result<Option<Entry>, StoreError> {
+            let out = self.0.remove(c, pos, key);
+            self.after_write(out)
+        }
+        fn range(
+            &self,
+            c: &str,
+            interval: Interval,
+            after: Option<(Position, &[u8])>,
+            limit: usize,
+        ) -> Result<Vec<Record>, StoreError> {
+            self.0.range(c, interval, after, limit)
+        }
+        fn delete_range(&mut self, c: &str, interval: Interval) -> Result<u64, StoreError> {
+            let out = self.0.delete_range(c, interval);
+            self.after_write(out)
+        }
+        fn drop_collection(&mut self, c: &str) -> Result<bool, StoreError> {
+            self.0.drop_collection(c)
+        }
+        fn stats(&self, c: &str) -> Result<CollectionStats, StoreError> {
+            self.0.stats(c)
+        }
+    }
+
+    dhrt_core::store_conformance_tests!(Flushing(TempStore::new(), 0));
+}
+
+fn v(ts: u64, value: &str) -> Entry {
+    Entry::value(Bytes::copy_from_slice(value.as_bytes()), Timestamp(ts), NodeId(1))
+}
+
+fn k(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn open(dir: &TempDir) -> RedbStore {
+    RedbStore::open(dir.path(), RedbOptions::default()).unwrap()
+}
+
+/// Everything a store holds, for before/after comparisons.
+fn contents(s: &RedbStore) -> Vec<(String, CollectionStats, Vec<Record>)> {
+    s.collections()
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            let records = s.range(&c, Interval::full(), None, usize::MAX).unwrap();
+            (c.clone(), s.stats(&c).unwrap(), records)
+        })
+        .collect()
+}
+
+fn file_of(dir: &TempDir, collection: &str) -> PathBuf {
+    dir.path().join(COLLECTIONS_DIR).join(format!("{collection}{EXTENSION}"))
+}
+
+/// Writes `raw_key → raw_value` straight into a collection's records table, committed.
+fn poke(dir: &TempDir, collection: &str, raw_key: &[u8], raw_value: &[u8]) {
+    let db = Database::create(file_of(dir, collection)).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(RECORDS).unwrap().insert(raw_key, raw_value).unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn the_store_can_move_to_another_thread() {
+    fn send<T: Send>() {}
+    send::<RedbStore>();
+}
+
+#[test]
+fn writes_are_visible_before_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.merge("c", 5, &k("a"), v(1, "x")).unwrap();
+    s.merge_batch("c", &[Record { pos: 6, key: k("b"), entry: v(1, "y") }]).unwrap();
+    assert_eq!(s.get("c", 5, b"a").unwrap(), Some(v(1, "x")));
+    assert_eq!(s.range("c", Interval::full(), None, 10).unwrap().len(), 2);
+    assert_eq!(s.stats("c").unwrap().entries, 2);
+    assert_eq!(s.collections().unwrap(), vec!["c".to_string()]);
+    assert_eq!(s.remove("c", 5, b"a").unwrap(), Some(v(1, "x")));
+    assert_eq!(s.get("c", 5, b"a").unwrap(), None, "a removal is seen at once too");
+    assert_eq!(s.delete_range("c", Interval::full()).unwrap(), 1);
+    assert!(s.collections().unwrap().is_empty());
+}
+
+#[test]
+fn flushed_writes_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    for i in 0..200u64 {
+        let c = if i % 3 == 0 { "alpha" } else { "ordered.beta" };
+        s.merge(c, i * 7919, &Bytes::from(format!("k{i}")), v(i, "value")).unwrap();
+    }
+    s.merge("alpha", 0, &k("dead"), Entry::tombstone(Timestamp(9), NodeId(2))).unwrap();
+    s.merge("alpha", 1, &k("ttl"), v(3, "t").with_expiry(Some(77))).unwrap();
+    s.remove("alpha", 0, b"k0").unwrap();
+    s.delete_range("ordered.beta", Interval::new(0, 500_000)).unwrap();
+    s.flush().unwrap();
+    let before = contents(&s);
+    assert_eq!(before.len(), 2);
+    drop(s);
+    let s = open(&dir);
+    assert_eq!(contents(&s), before);
+    assert_eq!(s.stats("alpha").unwrap().tombstones, 1);
+    drop(s);
+    for preload_bytes in [0, 10, u64::MAX] {
+        let options = RedbOptions { preload_bytes, ..RedbOptions::default() };
+        let s = RedbStore::open(dir.path(), options).unwrap();
+        assert_eq!(contents(&s), before, "preload {preload_bytes}");
+    }
+}
+
+#[test]
+fn unflushed_writes_are_gone_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.merge("c", 1, &k("kept"), v(1, "x")).unwrap();
+    s.merge("c", 2, &k("doomed"), v(1, "x")).unwrap();
+    s.flush().unwrap();
+    let flushed = contents(&s);
+    // Never acknowledged: a merge, a replacement, a removal, a range delete and a new
+    // collection, all dropped with the store.
+    s.merge("c", 3, &k("new"), v(1, "x")).unwrap();
+    s.merge("c", 1, &k("kept"), v(2, "newer")).unwrap();
+    s.remove("c", 2, b"doomed").unwrap();
+    s.delete_range("c", Interval::full()).unwrap();
+    s.merge("other", 1, &k("k"), v(1, "x")).unwrap();
+    assert_ne!(contents(&s), flushed);
+    drop(s);
+    let s = open(&dir);
+    assert_eq!(contents(&s), flushed);
+    assert_eq!(s.stats("other").unwrap(), CollectionStats::default());
+}
+
+#[test]
+fn flush_with_nothing_gathered_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.flush().unwrap();
+    s.merge("c", 1, &k("a"), v(1, "x")).unwrap();
+    s.flush().unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.get("c", 1, b"a").unwrap(), Some(v(1, "x")));
+}
+
+#[test]
+fn drop_collection_removes_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.merge("gone", 1, &k("a"), v(1, "x")).unwrap();
+    s.merge("stays", 1, &k("a"), v(1, "x")).unwrap();
+    s.flush().unwrap();
+    s.merge("gone", 2, &k("b"), v(1, "unflushed")).unwrap();
+    assert!(file_of(&dir, "gone").is_file());
+    assert!(s.drop_collection("gone").unwrap());
+    assert!(!file_of(&dir, "gone").exists());
+    s.flush().unwrap();
+    drop(s);
+    let s = open(&dir);
+    assert_eq!(s.collections().unwrap(), vec!["stays".to_string()]);
+    assert_eq!(s.get("gone", 1, b"a").unwrap(), None);
+}
+
+#[test]
+fn files_that_are_not_collections_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(&dir));
+    let folder = dir.path().join(COLLECTIONS_DIR);
+    fs::write(folder.join("notes.txt"), "hello").unwrap();
+    fs::write(folder.join("bad name.redb"), "not a database").unwrap();
+    fs::create_dir(folder.join("sub.redb")).unwrap();
+    let s = open(&dir);
+    assert!(s.collections().unwrap().is_empty());
+}
+
+#[test]
+fn a_corrupt_value_reads_as_corrupt_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.merge("c", 1, &k("good"), v(1, "x")).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    poke(&dir, "c", &codec::record_key(2, b"bad"), &[1, 0xff, 0, 0]);
+    let mut s = open(&dir);
+    assert_eq!(s.get("c", 1, b"good").unwrap(), Some(v(1, "x")));
+    assert!(matches!(s.get("c", 2, b"bad"), Err(StoreError::Corrupt(_))));
+    assert!(matches!(s.range("c", Interval::full(), None, 10), Err(StoreError::Corrupt(_))));
+    // Merging over it fails too, and writes nothing.
+    let err = s.merge("c", 2, &k("bad"), v(5, "y")).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    s.flush().unwrap();
+    assert_eq!(s.stats("c").unwrap().entries, 1);
+}
+
+#[test]
+fn a_corrupt_key_reads_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.merge("c", 1, &k("good"), v(1, "x")).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    poke(&dir, "c", &[0xff; 5], &codec::encode_entry(&v(1, "x")));
+    let s = open(&dir);
+    let err = s.range("c", Interval::full(), None, 10).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)) && err.to_string().contains("record key"));
+}
+
+#[test]
+fn a_failed_write_takes_the_unflushed_writes_with_it_and_flush_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.merge("c", 1, &k("a"), v(1, "x")).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    poke(&dir, "c", &codec::record_key(9, b"bad"), b"garbage");
+    let mut s = open(&dir);
+    let committed = s.stats("c").unwrap();
+    s.merge("c", 2, &k("pending"), v(1, "x")).unwrap();
+    s.merge("elsewhere", 2, &k("pending"), v(1, "x")).unwrap();
+    let batch = [
+        Record { pos: 3, key: k("first"), entry: v(1, "x") },
+        Record { pos: 9, key: k("bad"), entry: v(1, "x") },
+    ];
+    assert!(matches!(s.merge_batch("c", &batch), Err(StoreError::Corrupt(_))));
+    assert_eq!(s.get("c", 3, b"first").unwrap(), None, "nothing of the batch was written");
+    assert_eq!(s.get("c", 2, b"pending").unwrap(), None, "the gathered write went with it");
+    assert_eq!(s.stats("c").unwrap(), committed);
+    let err = s.flush().unwrap_err();
+    assert!(err.to_string().contains("1 writes to c since the last flush"), "{err}");
+    assert_eq!(s.get("elsewhere", 2, b"pending").unwrap(), Some(v(1, "x")), "others commit");
+    s.flush().unwrap();
+    drop(s);
+    let s = open(&dir);
+    assert_eq!(s.stats("c").unwrap(), committed);
+    assert_eq!(s.stats("elsewhere").unwrap().entries, 1);
+}
+
+#[test]
+fn below_the_free_space_reserve_merges_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = RedbOptions { min_free_bytes: u64::MAX, ..RedbOptions::default() };
+    let mut s = RedbStore::open(dir.path(), full.clone()).unwrap();
+    let err = s.merge("c", 1, &k("a"), v(1, "x")).unwrap_err();
+    assert!(matches!(err, StoreError::Full(_)), "{err}");
+    assert!(err.to_string().contains("min_free_bytes"), "{err}");
+    let batch = [Record { pos: 1, key: k("a"), entry: v(1, "x") }];
+    assert!(matches!(s.merge_batch("c", &batch), Err(StoreError::Full(_))));
+    assert!(s.collections().unwrap().is_empty());
+    assert!(!file_of(&dir, "c").exists(), "not even a file was created");
+    s.flush().unwrap();
+    drop(s);
+
+    // With data already there: merges refused, the data untouched, removals still run.
+    let mut s = open(&dir);
+    s.merge("c", 1, &k("a"), v(1, "x")).unwrap();
+    s.merge("c", 2, &k("b"), v(1, "x")).unwrap();
+    s.flush().unwrap();
+    let before = contents(&s);
+    drop(s);
+    let mut s = RedbStore::open(dir.path(), full.clone()).unwrap();
+    assert!(matches!(s.merge("c", 1, &k("a"), v(2, "y")), Err(StoreError::Full(_))));
+    assert!(matches!(s.merge("c", 3, &k("c"), v(2, "y")), Err(StoreError::Full(_))));
+    assert_eq!(contents(&s), before);
+    s.flush().unwrap();
+    assert_eq!(s.remove("c", 2, b"b").unwrap(), Some(v(1, "x")), "removals free space");
+    s.flush().unwrap();
+    drop(s);
+    let s = RedbStore::open(dir.path(), full).unwrap();
+    assert_eq!(s.get("c", 1, b"a").unwrap(), Some(v(1, "x")));
+    assert_eq!(s.stats("c").unwrap().entries, 1);
+}
+
+#[test]
+fn counts_are_recounted_only_when_their_row_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    for i in 0..50u64 {
+        s.merge("c", i, &Bytes::from(format!("k{i}")), v(i, "x")).unwrap();
+    }
+    s.merge("c", 99, &k("t"), Entry::tombstone(Timestamp(1), NodeId(1))).unwrap();
+    s.flush().unwrap();
+    let stats = s.stats("c").unwrap();
+    drop(s);
+    {
+        let db = Database::create(file_of(&dir, "c")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().remove(STATS).unwrap();
+        txn.commit().unwrap();
+    }
+    assert_eq!(open(&dir).stats("c").unwrap(), stats);
+    poke(&dir, "c", &codec::record_key(1, b"x"), &codec::encode_entry(&v(1, "x")));
+    let db = Database::create(file_of(&dir, "c")).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(META).unwrap().insert(STATS, &[7u8][..]).unwrap();
+    txn.commit().unwrap();
+    drop(db);
+    let err = RedbStore::open(dir.path(), RedbOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+}
+
+#[test]
+fn a_second_store_on_the_same_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.merge("c", 1, &k("a"), v(1, "x")).unwrap();
+    let err = RedbStore::open(dir.path(), RedbOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("one node per data dir"), "{err}");
+}
+
+#[test]
+fn a_replica_reopened_from_disk_has_the_same_trees() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Replica::with_depth(open(&dir), 4).unwrap();
+    for i in 0..500u64 {
+        r.merge("users", Bytes::from(format!("user{i}")), v(i, "x")).unwrap();
+        r.merge("ordered.log", Bytes::from(format!("{i:08}")), v(i, "y")).unwrap();
+    }
+    r.remove("users", b"user7").unwrap();
+    r.flush().unwrap();
+    let users = r.tree("users").unwrap().clone();
+    let log = r.tree("ordered.log").unwrap().clone();
+    drop(r);
+    let r = Replica::with_depth(open(&dir), 4).unwrap();
+    assert_eq!(r.tree("users"), Some(&users));
+    assert_eq!(r.tree("ordered.log"), Some(&log));
+}
