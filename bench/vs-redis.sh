@@ -8,7 +8,7 @@
 # and GET, keys preloaded so every GET hits — repeatedly, alternating dhrt and Redis.
 # Prints a Markdown table of medians, min–max and dhrt/Redis ratios.
 #
-#   bench/vs-redis.sh                  # 5 repetitions of 10 s runs (about 25 minutes)
+#   bench/vs-redis.sh                  # 5 repetitions of 10 s runs (about 27 minutes)
 #   bench/vs-redis.sh --quick          # a smoke run: 1 repetition of short runs
 #   bench/vs-redis.sh --reps 3 --duration 5 --only memory,cluster --out table.md
 #
@@ -34,8 +34,9 @@ QUICK=0
 ARGS="$*"
 
 usage() {
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     cat <<EOF
+
 Options:
   --quick            1 repetition, 2 s runs, 10k keys, 100k keys for memory per key
   --reps N           repetitions of every run (default $REPS)

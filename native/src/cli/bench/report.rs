@@ -124,10 +124,11 @@ impl Report {
     /// The report as text.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "{} {}: {} nodes, {}, {} connections x pipeline {}, {} B keys, {} B values, keyspace {}{}\n",
+            "{} {}: {} node{}, {}, {} connections x pipeline {}, {} B keys, {} B values, keyspace {}{}\n",
             self.target,
             self.addr,
             self.nodes,
+            if self.nodes == 1 { "" } else { "s" },
             self.workload,
             self.connections,
             self.pipeline,
@@ -252,5 +253,6 @@ mod tests {
         let text = report.render();
         assert!(text.contains("throughput: 2,000 ops/s"), "{text}");
         assert!(text.contains("1000 in 0.50 s, 0 errors, 3 misses"), "{text}");
+        assert!(text.starts_with("redis 127.0.0.1:6379: 1 node, set, 50 connections"), "{text}");
     }
 }
