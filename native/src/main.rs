@@ -1,8 +1,9 @@
 //! `dhrt` — the command-line entry point.
 //!
-//! `dhrt serve` runs a node; `dhrt join ADDR` runs one that joins a cluster; the data
-//! commands talk to a running node; `dhrt demo` shows anti-entropy in process and
-//! `dhrt position` where a key lives on the ring. Each subcommand lives in `cli/`.
+//! `dhrt serve` runs a node; `dhrt join ADDR` runs one that joins a cluster; `dhrt
+//! cluster` runs several on this machine; the data commands and `dhrt repl` talk to a
+//! running node; `dhrt demo` shows anti-entropy in process and `dhrt position` where a
+//! key lives on the ring. Each subcommand lives in `cli/`.
 
 mod cli;
 mod demo;
@@ -55,6 +56,16 @@ enum Command {
     Stats,
     /// Print the ring's members as the node sees them.
     Ring,
+    /// An interactive shell on --node: set/get/del/scan/stats/ring as on the command
+    /// line (words with spaces in "double quotes"), plus `use COLLECTION`, `consistency
+    /// LEVEL`, `watch [COLLECTION] [PREFIX]` and `help`. Tab completes, history is kept
+    /// in ~/.dhrt_history. With stdin from a pipe or file it runs the lines as a script
+    /// and exits non-zero if any failed.
+    Repl,
+    /// Run a local cluster of N node processes on ports P, P+1, ... (the first is the
+    /// seed the others join), print how to reach each, and forward their warnings.
+    /// Ctrl-C (or SIGTERM) makes every node leave gracefully.
+    Cluster(cli::cluster::ClusterArgs),
     /// Run replicas in this process that diverge (writes and deletes on different
     /// replicas while they are partitioned), then reconcile them with Merkle
     /// anti-entropy, printing what every session cost.
@@ -99,6 +110,8 @@ fn main() -> ExitCode {
         ),
         Command::Stats => cli::data::run_command(cli::data::Command::Stats, &cli.target),
         Command::Ring => cli::data::run_command(cli::data::Command::Ring, &cli.target),
+        Command::Repl => cli::repl::run(&cli.target),
+        Command::Cluster(args) => cli::cluster::run(&args),
         Command::Demo(args) => demo::run(&args).map_err(Into::into),
         Command::Position { collection, key } => {
             if let Err(e) = dhrt_core::store::validate_collection(&collection) {

@@ -1,4 +1,7 @@
 //! The `dhrt` command line's subcommands, one file each.
 
+pub mod cluster;
 pub mod data;
+pub mod repl;
 pub mod serve;
+pub mod words;
