@@ -56,15 +56,26 @@ enum Command {
     Stats,
     /// Print the ring's members as the node sees them.
     Ring,
-    /// An interactive shell on --node: set/get/del/scan/stats/ring as on the command
-    /// line (words with spaces in "double quotes"), plus `use COLLECTION`, `consistency
-    /// LEVEL`, `watch [COLLECTION] [PREFIX]` and `help`. Tab completes, history is kept
-    /// in ~/.dhrt_history. With stdin from a pipe or file it runs the lines as a script
-    /// and exits non-zero if any failed.
+    /// An interactive shell on --node, with the data commands' syntax.
+    ///
+    /// set/get/del/scan/stats/ring as on the command line (words with spaces go in
+    /// "double quotes"), plus `use COLLECTION` (the session's collection), `consistency
+    /// LEVEL`, `watch [COLLECTION] [PREFIX]` (changes as they happen) and `help`. Tab
+    /// completes command and collection names; history is kept in ~/.dhrt_history.
+    ///
+    /// With stdin from a pipe or a file it runs the lines as a script, printing results
+    /// only, and exits non-zero if any command failed:
+    /// printf 'use users\nset alice admin\nget alice\n' | dhrt repl
     Repl,
-    /// Run a local cluster of N node processes on ports P, P+1, ... (the first is the
-    /// seed the others join), print how to reach each, and forward their warnings.
-    /// Ctrl-C (or SIGTERM) makes every node leave gracefully.
+    /// Run a local cluster of N node processes, for trying dhrt out.
+    ///
+    /// Node i listens on --base-port + i - 1; the first is the seed every other joins.
+    /// Prints how to reach each node and forwards their warnings and errors to stderr,
+    /// prefixed [node-i] (everything with --verbose). Ctrl-C, SIGTERM, SIGHUP or
+    /// SIGQUIT makes every node leave gracefully; a node still running after
+    /// --leave-timeout (plus 5 s) is killed.
+    ///
+    /// Example: dhrt cluster --nodes 5 --memory, then dhrt repl --node 127.0.0.1:7455
     Cluster(cli::cluster::ClusterArgs),
     /// Run replicas in this process that diverge (writes and deletes on different
     /// replicas while they are partitioned), then reconcile them with Merkle

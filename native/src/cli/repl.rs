@@ -9,7 +9,10 @@
 //! On a terminal the shell edits lines with rustyline, keeps its history in
 //! `~/.dhrt_history` and completes command and collection names with Tab. When stdin
 //! is not a terminal it reads lines as a script: no prompt, results only on stdout,
-//! errors on stderr, and the exit status says whether every command succeeded.
+//! errors on stderr, and the exit status says whether every command succeeded. A
+//! missing key prints `(not found)` and is not a failure. In a script a `watch` lasts
+//! until the next line arrives (that line only ends it) or the input ends; on a
+//! terminal, until Enter or Ctrl-C, which also abandons any other command.
 
 use super::data::{Command, Outcome, Target, Usage};
 use super::words::{quote_word, split_words};
