@@ -1,8 +1,9 @@
 //! `dhrt` — the command-line entry point.
 //!
-//! `dhrt serve` runs a node; `dhrt join ADDR` runs one that joins a cluster; the data
-//! commands talk to a running node; `dhrt demo` shows anti-entropy in process and
-//! `dhrt position` where a key lives on the ring. Each subcommand lives in `cli/`.
+//! `dhrt serve` runs a node; `dhrt join ADDR` runs one that joins a cluster; `dhrt
+//! cluster` runs several on this machine; the data commands and `dhrt repl` talk to a
+//! running node; `dhrt demo` shows anti-entropy in process and `dhrt position` where a
+//! key lives on the ring. Each subcommand lives in `cli/`.
 
 mod cli;
 mod demo;
@@ -55,6 +56,27 @@ enum Command {
     Stats,
     /// Print the ring's members as the node sees them.
     Ring,
+    /// An interactive shell on --node, with the data commands' syntax.
+    ///
+    /// set/get/del/scan/stats/ring as on the command line (words with spaces go in
+    /// "double quotes"), plus `use COLLECTION` (the session's collection), `consistency
+    /// LEVEL`, `watch [COLLECTION] [PREFIX]` (changes as they happen) and `help`. Tab
+    /// completes command and collection names; history is kept in ~/.dhrt_history.
+    ///
+    /// With stdin from a pipe or a file it runs the lines as a script, printing results
+    /// only, and exits non-zero if any command failed:
+    /// printf 'use users\nset alice admin\nget alice\n' | dhrt repl
+    Repl,
+    /// Run a local cluster of N node processes, for trying dhrt out.
+    ///
+    /// Node i listens on --base-port + i - 1; the first is the seed every other joins.
+    /// Prints how to reach each node and forwards their warnings and errors to stderr,
+    /// prefixed [node-i] (everything with --verbose). Ctrl-C, SIGTERM, SIGHUP or
+    /// SIGQUIT makes every node leave gracefully; a node still running after
+    /// --leave-timeout (plus 5 s) is killed.
+    ///
+    /// Example: dhrt cluster --nodes 5 --memory, then dhrt repl --node 127.0.0.1:7455
+    Cluster(cli::cluster::ClusterArgs),
     /// Run replicas in this process that diverge (writes and deletes on different
     /// replicas while they are partitioned), then reconcile them with Merkle
     /// anti-entropy, printing what every session cost.
@@ -102,6 +124,8 @@ fn main() -> ExitCode {
         ),
         Command::Stats => cli::data::run_command(cli::data::Command::Stats, &cli.target),
         Command::Ring => cli::data::run_command(cli::data::Command::Ring, &cli.target),
+        Command::Repl => cli::repl::run(&cli.target),
+        Command::Cluster(args) => cli::cluster::run(&args),
         Command::Demo(args) => demo::run(&args).map_err(Into::into),
         Command::Bench(args) => cli::bench::run(&args, &cli.target),
         Command::Position { collection, key } => {

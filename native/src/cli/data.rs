@@ -57,13 +57,20 @@ impl Command {
     /// `scan [COLLECTION] [PREFIX]`, `stats`, `ring` — the collection defaults to
     /// `default`.
     pub fn parse_words(words: &[String]) -> Result<Command, Usage> {
+        Self::parse_words_in(words, DEFAULT_COLLECTION)
+    }
+
+    /// As [`Command::parse_words`], with `collection` where the words name none (the
+    /// REPL's `use COLLECTION`).
+    pub fn parse_words_in(words: &[String], collection: &str) -> Result<Command, Usage> {
         let (verb, args) = words.split_first().ok_or_else(|| Usage("empty command".into()))?;
         let arity = |want: &str| Usage(format!("usage: {verb} {want}"));
         let coll = |c: &str| c.to_string();
+        let default = || collection.to_string();
         match verb.to_ascii_lowercase().as_str() {
             "set" | "put" => match args {
                 [k, v] => Ok(Command::Set {
-                    collection: DEFAULT_COLLECTION.into(),
+                    collection: default(),
                     key: k.clone(),
                     value: v.clone(),
                     ttl: None,
@@ -77,21 +84,17 @@ impl Command {
                 _ => Err(arity("[COLLECTION] KEY VALUE")),
             },
             "get" => match args {
-                [k] => Ok(Command::Get { collection: DEFAULT_COLLECTION.into(), key: k.clone() }),
+                [k] => Ok(Command::Get { collection: default(), key: k.clone() }),
                 [c, k] => Ok(Command::Get { collection: coll(c), key: k.clone() }),
                 _ => Err(arity("[COLLECTION] KEY")),
             },
             "del" | "delete" | "rm" => match args {
-                [k] => Ok(Command::Del { collection: DEFAULT_COLLECTION.into(), key: k.clone() }),
+                [k] => Ok(Command::Del { collection: default(), key: k.clone() }),
                 [c, k] => Ok(Command::Del { collection: coll(c), key: k.clone() }),
                 _ => Err(arity("[COLLECTION] KEY")),
             },
             "scan" | "ls" => match args {
-                [] => Ok(Command::Scan {
-                    collection: DEFAULT_COLLECTION.into(),
-                    prefix: None,
-                    limit: None,
-                }),
+                [] => Ok(Command::Scan { collection: default(), prefix: None, limit: None }),
                 [c] => Ok(Command::Scan { collection: coll(c), prefix: None, limit: None }),
                 [c, p] => {
                     Ok(Command::Scan { collection: coll(c), prefix: Some(p.clone()), limit: None })
@@ -104,6 +107,17 @@ impl Command {
             other => Err(Usage(format!(
                 "unknown command {other:?}: try set, get, del, scan, stats, ring (or help)"
             ))),
+        }
+    }
+
+    /// The collection the command reads or writes, if any.
+    pub fn collection(&self) -> Option<&str> {
+        match self {
+            Command::Set { collection, .. }
+            | Command::Get { collection, .. }
+            | Command::Del { collection, .. }
+            | Command::Scan { collection, .. } => Some(collection),
+            Command::Stats | Command::Ring => None,
         }
     }
 
@@ -273,4 +287,43 @@ pub fn run_command(command: Command, target: &Target) -> Result<(), Box<dyn std:
             Outcome::NotFound(what) => Err(format!("not found: {what}").into()),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<String> {
+        line.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn the_collection_is_optional() {
+        assert_eq!(
+            Command::parse_words(&words("get k")).unwrap(),
+            Command::Get { collection: "default".into(), key: "k".into() }
+        );
+        assert_eq!(
+            Command::parse_words_in(&words("del k"), "users").unwrap(),
+            Command::Del { collection: "users".into(), key: "k".into() }
+        );
+        assert_eq!(
+            Command::parse_words_in(&words("scan"), "users").unwrap(),
+            Command::Scan { collection: "users".into(), prefix: None, limit: None }
+        );
+        assert_eq!(
+            Command::parse_words_in(&words("set other k v"), "users").unwrap().collection(),
+            Some("other")
+        );
+        assert_eq!(Command::parse_words(&words("ring")).unwrap().collection(), None);
+    }
+
+    #[test]
+    fn wrong_arity_shows_the_usage() {
+        let err = |line: &str| Command::parse_words(&words(line)).unwrap_err().0;
+        assert_eq!(err("set k"), "usage: set [COLLECTION] KEY VALUE");
+        assert_eq!(err("scan a b c"), "usage: scan [COLLECTION] [PREFIX]");
+        assert_eq!(err("stats now"), "stats takes no arguments");
+        assert!(err("nope").starts_with("unknown command \"nope\""));
+    }
 }

@@ -1,5 +1,8 @@
 //! The `dhrt` command line's subcommands, one file each.
 
 pub mod bench;
+pub mod cluster;
 pub mod data;
+pub mod repl;
 pub mod serve;
+pub mod words;
