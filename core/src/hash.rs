@@ -186,6 +186,12 @@ impl Interval {
         self.segments().into_iter().flatten().any(|s| s.lo <= seg.hi && seg.lo <= s.hi)
     }
 
+    /// Which of [`Interval::segments`] holds `pos` (0 or 1), if the interval contains it:
+    /// where a paged walk of the interval resumes after a cursor at `pos`.
+    pub fn segment_of(&self, pos: Position) -> Option<usize> {
+        self.segments().iter().position(|s| s.is_some_and(|s| s.contains(pos)))
+    }
+
     /// The interval as at most two non-wrapping inclusive segments, in ring order from
     /// `start + 1`: iterate the first, then the second, to walk the interval clockwise.
     pub fn segments(&self) -> [Option<Segment>; 2] {

@@ -26,11 +26,6 @@ impl MemStore {
     }
 }
 
-/// The index of the segment of `interval` holding `pos`, if any.
-pub(crate) fn segment_of(interval: &Interval, pos: Position) -> Option<usize> {
-    interval.segments().iter().position(|s| s.is_some_and(|s| s.contains(pos)))
-}
-
 impl Store for MemStore {
     fn collections(&self) -> Result<Vec<String>, StoreError> {
         Ok(self
@@ -107,7 +102,7 @@ impl Store for MemStore {
         };
         let first_segment = match after {
             None => 0,
-            Some((p, _)) => match segment_of(&interval, p) {
+            Some((p, _)) => match interval.segment_of(p) {
                 Some(i) => i,
                 None => return Ok(out),
             },

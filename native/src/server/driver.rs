@@ -76,8 +76,6 @@ pub enum Input {
         /// The message.
         msg: Message,
     },
-    /// Join a cluster through a member's address.
-    Join(String),
     /// Take a snapshot of the node's state for stats, `/metrics` and the ring.
     Inspect(oneshot::Sender<super::stats::Snapshot>),
     /// Stop at once, flushing what was handled (no hand-off).
@@ -265,7 +263,6 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
                 self.counters.peer_frames_in.fetch_add(1, Ordering::Relaxed);
                 self.node.handle_peer(now, from, msg);
             }
-            Input::Join(addr) => self.node.join(now, addr),
             Input::Inspect(tx) => {
                 let _ = tx.send(super::snapshot_of(&self.node, &self.node.config().addr));
             }

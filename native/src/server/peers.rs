@@ -125,23 +125,32 @@ impl Link {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let (mut sink, mut stream) = ws.split();
+        let mut batch = Vec::with_capacity(super::ws::WRITE_BATCH);
         loop {
             tokio::select! {
-                msg = rx.recv() => {
-                    let msg = msg?;
-                    let frame = match wire::encode_with_limit(&msg, self.max_frame) {
-                        Ok(f) => f,
-                        Err(e) => {
-                            tracing::warn!(peer = %self.addr, error = %e, "frame not sent");
+                n = rx.recv_many(&mut batch, super::ws::WRITE_BATCH) => {
+                    if n == 0 {
+                        return None;
+                    }
+                    // One flush (one socket write) for every frame queued meanwhile.
+                    for msg in batch.drain(..) {
+                        let frame = match wire::encode_with_limit(&msg, self.max_frame) {
+                            Ok(f) => f,
+                            Err(e) => {
+                                tracing::warn!(peer = %self.addr, error = %e, "frame not sent");
+                                self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        };
+                        if sink.feed(tungstenite::Message::Binary(frame.into())).await.is_err() {
                             self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
-                            continue;
+                            return Some(());
                         }
-                    };
-                    if sink.send(tungstenite::Message::Binary(frame.into())).await.is_err() {
-                        self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
+                        self.counters.peer_frames_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if sink.flush().await.is_err() {
                         return Some(());
                     }
-                    self.counters.peer_frames_out.fetch_add(1, Ordering::Relaxed);
                 }
                 incoming = stream.next() => match incoming {
                     Some(Ok(tungstenite::Message::Close(_))) | Some(Err(_)) | None => return Some(()),

@@ -28,6 +28,9 @@ use serde::Deserialize;
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 
+/// Most queued frames a writer sends in one flush.
+pub const WRITE_BATCH: usize = 256;
+
 /// `GET /v1/ws`: a client connection.
 ///
 /// The WebSocket layer accepts messages up to twice the frame limit, so a frame somewhat
@@ -50,15 +53,24 @@ async fn serve_client(socket: WebSocket, state: AppState) {
     let (mut sink, mut stream) = socket.split();
     let max = state.max_frame;
     let writer = async move {
-        while let Some(resp) = rx.recv().await {
-            let id = resp.id;
-            let frame = wire::encode_with_limit(&Message::Response(resp), max).or_else(|e| {
-                let err = ClientResponse::error(id, ErrorCode::TooLarge, e.to_string());
-                wire::encode_with_limit(&Message::Response(err), max)
-            });
-            let Ok(frame) = frame else { continue };
-            if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
-                break;
+        // Every answer queued by the time the writer runs leaves in one flush (one write
+        // to the socket), not one write each: under pipelining that write was the
+        // server's largest cost (docs/benchmarks.md).
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+            for resp in batch.drain(..) {
+                let id = resp.id;
+                let frame = wire::encode_with_limit(&Message::Response(resp), max).or_else(|e| {
+                    let err = ClientResponse::error(id, ErrorCode::TooLarge, e.to_string());
+                    wire::encode_with_limit(&Message::Response(err), max)
+                });
+                let Ok(frame) = frame else { continue };
+                if sink.feed(WsMessage::Binary(frame.into())).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
             }
         }
     };

@@ -348,11 +348,6 @@ fn get_from<T: ReadableTable<&'static [u8], &'static [u8]>>(
     found.map(|v| codec::decode_entry(v.value())).transpose()
 }
 
-/// The index of the segment of `interval` holding `pos`, if any.
-fn segment_of(interval: &Interval, pos: Position) -> Option<usize> {
-    interval.segments().iter().position(|s| s.is_some_and(|s| s.contains(pos)))
-}
-
 /// The key bounds of the positions `[lo, hi]`.
 fn position_bounds(lo: Position, hi: Position) -> (Vec<u8>, Option<Vec<u8>>) {
     (lo.to_be_bytes().to_vec(), hi.checked_add(1).map(|next| next.to_be_bytes().to_vec()))
@@ -367,7 +362,7 @@ fn range_from<T: ReadableTable<&'static [u8], &'static [u8]>>(
     let mut out = Vec::new();
     let first_segment = match after {
         None => 0,
-        Some((p, _)) => match segment_of(&interval, p) {
+        Some((p, _)) => match interval.segment_of(p) {
             Some(i) => i,
             None => return Ok(out),
         },
