@@ -55,9 +55,16 @@ impl Store for MemStore {
         key: &Bytes,
         entry: Entry,
     ) -> Result<Merged, StoreError> {
-        validate_collection(collection)?;
         super::validate_key(key)?;
-        let c = self.collections.entry(collection.to_string()).or_default();
+        // Look the collection up before naming it (and check a name only when it is
+        // new): allocating the name on every write showed up in the write path's profile.
+        if !self.collections.contains_key(collection) {
+            validate_collection(collection)?;
+            self.collections.insert(collection.to_string(), Collection::default());
+        }
+        let Some(c) = self.collections.get_mut(collection) else {
+            return Ok(Merged::Kept);
+        };
         match c.records.get_mut(&(pos, key.clone())) {
             None => {
                 c.stats.account(key, &entry, true);

@@ -44,8 +44,10 @@ pub const HINTS_SAVE_MS: Millis = 2_000;
 /// Where a client's responses go.
 #[derive(Debug)]
 pub enum Sink {
-    /// A connection: every response (and watch event) for this client id.
-    Conn(UnboundedSender<ClientResponse>),
+    /// A connection: every response (and watch event) for this client id, in batches —
+    /// all of one commit's answers to a connection travel together, one wake-up of its
+    /// writer rather than one per answer.
+    Conn(UnboundedSender<Vec<ClientResponse>>),
     /// One request (HTTP): the first response, then the client is gone.
     Once(oneshot::Sender<ClientResponse>),
 }
@@ -60,21 +62,22 @@ pub enum Input {
         /// Where its responses go.
         sink: Sink,
     },
-    /// A client's request.
-    Request {
+    /// A client's requests, in the order it sent them: a connection hands over every
+    /// frame it has already received at once (one channel message, not one each).
+    Requests {
         /// The client (opened with [`Input::Open`]).
         client: ClientId,
-        /// The request.
-        req: ClientRequest,
+        /// The requests.
+        reqs: Vec<ClientRequest>,
     },
     /// A client connection closed.
     Gone(ClientId),
-    /// A frame from a peer.
+    /// Frames from a peer, in the order it sent them (every frame a link had received).
     Peer {
         /// The sender, as it said in its handshake.
         from: NodeId,
-        /// The message.
-        msg: Message,
+        /// The messages.
+        msgs: Vec<Message>,
     },
     /// Take a snapshot of the node's state for stats, `/metrics` and the ring.
     Inspect(oneshot::Sender<super::stats::Snapshot>),
@@ -151,6 +154,9 @@ pub struct Driver<S: Store, D: Durable> {
     node: Node<S>,
     durable: D,
     clients: HashMap<ClientId, Sink>,
+    /// Answers for connections gathered while a batch's outputs are routed, sent when
+    /// the batch is done.
+    replies: HashMap<ClientId, Vec<ClientResponse>>,
     peers: Peers,
     counters: Arc<Counters>,
     clock: Clock,
@@ -170,6 +176,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             node,
             durable,
             clients: HashMap::new(),
+            replies: HashMap::new(),
             peers,
             counters,
             clock: Clock::default(),
@@ -250,18 +257,22 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             Input::Open { client, sink } => {
                 self.clients.insert(client, sink);
             }
-            Input::Request { client, req } => {
-                self.counters.count_op(&req.op);
-                self.node.handle_client(now, client, req);
+            Input::Requests { client, reqs } => {
+                for req in reqs {
+                    self.counters.count_op(&req.op);
+                    self.node.handle_client(now, client, req);
+                }
             }
             Input::Gone(client) => {
                 if self.clients.remove(&client).is_some() {
                     self.node.client_gone(now, client);
                 }
             }
-            Input::Peer { from, msg } => {
-                self.counters.peer_frames_in.fetch_add(1, Ordering::Relaxed);
-                self.node.handle_peer(now, from, msg);
+            Input::Peer { from, msgs } => {
+                self.counters.peer_frames_in.fetch_add(msgs.len() as u64, Ordering::Relaxed);
+                for msg in msgs {
+                    self.node.handle_peer(now, from, msg);
+                }
             }
             Input::Inspect(tx) => {
                 let _ = tx.send(super::snapshot_of(&self.node, &self.node.config().addr));
@@ -288,6 +299,11 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         }
         while let Some(out) = self.node.poll_output() {
             self.route(now, out, failed.as_deref());
+        }
+        for (client, resps) in self.replies.drain() {
+            if let Some(Sink::Conn(tx)) = self.clients.get(&client) {
+                let _ = tx.send(resps);
+            }
         }
         if failed.is_some() {
             self.rebuild(now);
@@ -329,9 +345,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
 
     fn reply(&mut self, client: ClientId, resp: ClientResponse) {
         match self.clients.get(&client) {
-            Some(Sink::Conn(tx)) => {
-                let _ = tx.send(resp);
-            }
+            Some(Sink::Conn(_)) => self.replies.entry(client).or_default().push(resp),
             Some(Sink::Once(_)) => {
                 if let Some(Sink::Once(tx)) = self.clients.remove(&client) {
                     let _ = tx.send(resp);

@@ -91,7 +91,7 @@ impl AppState {
         let client = self.next_client();
         let (tx, rx) = oneshot::channel();
         let sent = self.submit(Input::Open { client, sink: Sink::Once(tx) })
-            && self.submit(Input::Request { client, req: ClientRequest { id: 1, op } });
+            && self.submit(Input::Requests { client, reqs: vec![ClientRequest { id: 1, op }] });
         if !sent {
             return unavailable("the node is shutting down");
         }
