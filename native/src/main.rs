@@ -12,6 +12,12 @@ use clap::{Parser, Subcommand};
 use dhrt_core::hash::Placement;
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: a node allocates and frees small buffers
+/// for every request (frames, keys, values), and glibc's malloc/free/consolidate were
+/// a fifth of a node's time under load (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// dhrt: a masterless, real-time key/value database.
 #[derive(Debug, Parser)]
 #[command(name = "dhrt", version, about, propagate_version = true)]
