@@ -8,7 +8,7 @@
 mod cli;
 mod demo;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dhrt_core::hash::Placement;
 use std::process::ExitCode;
 
@@ -107,13 +107,18 @@ fn init_logs() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logs();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
-        Command::Serve(args) => cli::serve::run(&args),
-        Command::Join { addr, mut serve } => {
-            serve.join.insert(0, addr);
-            cli::serve::run(&serve)
+        Command::Serve(args) => cli::config::resolve(args, &matches)
+            .map_err(Into::into)
+            .and_then(|args| cli::serve::run(&args)),
+        Command::Join { addr, serve } => {
+            cli::config::resolve(serve, &matches).map_err(Into::into).and_then(|mut serve| {
+                serve.join.insert(0, addr);
+                cli::serve::run(&serve)
+            })
         }
         Command::Set(a) => cli::data::run("set", &a.words, a.ttl, &cli.target),
         Command::Get(a) => cli::data::run("get", &a.words, a.ttl, &cli.target),

@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// MiB would stay free on the data dir's disk.
     #[arg(long, default_value_t = 64)]
     pub min_free_mb: u64,
+    /// Read settings from this TOML file: any of these flags, spelled like the flag
+    /// (`data-dir = "/var/lib/dhrt"`, `join = ["10.0.0.1:7453"]`). A flag given on the
+    /// command line wins over the file, the file over the defaults.
+    #[arg(long, env = "DHRT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 impl ServeArgs {
