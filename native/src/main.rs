@@ -84,6 +84,21 @@ enum Command {
     /// Load-test dhrt (the node at --node) or Redis (--target redis): ops/s and
     /// p50/p99/p99.9 latency of SET/GET over many pipelined connections.
     Bench(cli::bench::BenchArgs),
+    /// Write every live entry of collections to a file (or stdout) as JSON Lines.
+    ///
+    /// One line per entry: {"collection":"users","key":"alice","value":"admin"}; keys and
+    /// values that are not UTF-8 are base64, marked "key_encoding"/"encoding": "base64".
+    /// TTLs are not exported. `dhrt import` writes the lines back.
+    ///
+    /// Example: dhrt export --all --out backup.jsonl --node 10.0.0.1:7453
+    Export(cli::transfer::export::ExportArgs),
+    /// Write the entries of a `dhrt export` file (or stdin) into the cluster, in batches.
+    ///
+    /// Stops at the first line that does not parse (naming it; the lines before it are
+    /// written, none after), or skips such lines with --skip-bad.
+    ///
+    /// Example: dhrt import backup.jsonl --node 10.0.0.9:7453 -c all
+    Import(cli::transfer::import::ImportArgs),
     /// Print the ring position of a key. Collections named `ordered.*` place keys by
     /// their first 8 bytes (key order); every other collection hashes them.
     Position {
@@ -133,6 +148,8 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cli::cluster::run(&args),
         Command::Demo(args) => demo::run(&args).map_err(Into::into),
         Command::Bench(args) => cli::bench::run(&args, &cli.target),
+        Command::Export(args) => cli::transfer::export::run(&args, &cli.target),
+        Command::Import(args) => cli::transfer::import::run(&args, &cli.target),
         Command::Position { collection, key } => {
             if let Err(e) = dhrt_core::store::validate_collection(&collection) {
                 Err(e.into())

@@ -6,4 +6,5 @@ pub mod config;
 pub mod data;
 pub mod repl;
 pub mod serve;
+pub mod transfer;
 pub mod words;
