@@ -212,3 +212,29 @@ async fn get_json(addr: &str, path: &str) -> Result<serde_json::Value, String> {
     }
     serde_json::from_slice(&body).map_err(|e| format!("{path} is not JSON: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_appears_only_once_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut out = Output::open(Some(&path)).unwrap();
+        out.writer().write_all(b"line\n").unwrap();
+        assert!(!path.exists());
+        drop(out);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "a failed export leaves nothing"
+        );
+
+        let mut out = Output::open(Some(&path)).unwrap();
+        out.writer().write_all(b"line\n").unwrap();
+        out.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"line\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no .partial left");
+    }
+}
