@@ -180,8 +180,10 @@ mod tests {
         assert_eq!(s.replicas, 3, "the default");
         assert_eq!(s.data_dir, PathBuf::from("./dhrt-data"));
 
-        let s = settings(&["--join", "a:1", "--join", "b:2"], file).unwrap();
+        let s = settings(&["--join", "a:1", "--join", "b:2", "--memory=false"], file).unwrap();
         assert_eq!(s.port, 7500);
+        assert!(!s.memory, "--memory=false beats memory = true");
+        assert!(settings(&["--memory"], "memory = false").unwrap().memory);
         assert_eq!(s.join, vec!["a:1".to_string(), "b:2".to_string()], "replaced, not added");
     }
 

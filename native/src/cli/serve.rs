@@ -27,8 +27,9 @@ pub struct ServeArgs {
     /// Where the data lives (one file per collection, plus node.redb).
     #[arg(long, default_value = "./dhrt-data")]
     pub data_dir: PathBuf,
-    /// Keep everything in memory: nothing is written to disk, all is lost on exit.
-    #[arg(long)]
+    /// Keep everything in memory: nothing is written to disk, all is lost on exit
+    /// (`--memory=false` overrides `memory = true` in a config file).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub memory: bool,
     /// Join the cluster of the node at HOST:PORT (repeat to give several).
     #[arg(long, value_name = "ADDR")]
