@@ -103,18 +103,7 @@ impl NodeProc {
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
         let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_or_kill(&mut child, timeout)
     }
 
     /// The process's log so far.
@@ -163,22 +152,28 @@ pub fn run_bounded(mut cmd: Command, stdin: &[u8], timeout: Duration) -> Ran {
         let _ = err.read_to_string(&mut buf);
         buf
     });
-    let deadline = Instant::now() + timeout;
-    let code = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = wait_or_kill(&mut child, timeout);
     Ran {
         code,
         stdout: stdout.join().unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit and returns its exit code; kills it (and
+/// returns `None`) when it is still running then.
+fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
