@@ -146,7 +146,7 @@ fn a_malformed_line_stops_the_import_there() {
     let ran = ok(dhrt(&node, &["import", "skipped", "-", "--skip-bad"], input.as_bytes()));
     assert!(ran.stderr.contains("line 6 skipped: "), "{}", ran.stderr);
     assert!(ran.stderr.contains("imported 6 entries"), "{}", ran.stderr);
-    assert!(ran.stderr.contains("1 bad lines skipped"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("1 bad line skipped"), "{}", ran.stderr);
     assert_eq!(contents(&node, "skipped").len(), 6);
 }
 

@@ -26,7 +26,7 @@ use indicatif::ProgressBar;
 use std::{
     collections::BTreeSet,
     fs::File,
-    io::{BufWriter, Write},
+    io::{BufWriter, IsTerminal, Write},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -68,7 +68,11 @@ pub fn run(args: &ExportArgs, target: &Target) -> Result<(), Box<dyn std::error:
         }
         let mut out = Output::open(args.out.as_deref())?;
         let prefix = args.prefix.as_ref().map(|p| Bytes::copy_from_slice(p.as_bytes()));
-        let bar = progress("export", None);
+        let bar = if out.file.is_none() && std::io::stdout().is_terminal() {
+            ProgressBar::hidden() // the lines themselves show the progress
+        } else {
+            progress("export", None)
+        };
         let mut tally = Tally::new();
         for c in &collections {
             let before = tally.entries;

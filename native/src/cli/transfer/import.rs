@@ -64,10 +64,11 @@ pub fn run(args: &ImportArgs, target: &Target) -> Result<(), Box<dyn std::error:
         validate_collection(c)?;
     }
     let ttl = match args.ttl {
-        Some(s) if !(s.is_finite() && s > 0.0) => {
-            return Err(format!("--ttl {s}: give a positive number of seconds").into())
-        }
-        ttl => ttl.map(Duration::from_secs_f64),
+        None => None,
+        Some(s) => match Duration::try_from_secs_f64(s) {
+            Ok(ttl) if !ttl.is_zero() => Some(ttl),
+            _ => return Err(format!("--ttl {s}: give a positive number of seconds").into()),
+        },
     };
     let (input, len): (Box<dyn BufRead + Send>, Option<u64>) = if path == "-" {
         (Box::new(BufReader::new(std::io::stdin())), None)
@@ -95,8 +96,10 @@ pub fn run(args: &ImportArgs, target: &Target) -> Result<(), Box<dyn std::error:
         import.bar.finish_and_clear();
         let verb = if args.dry_run { "checked (dry run, nothing written)" } else { "imported" };
         let mut summary = import.tally.summary(verb, "into");
-        if import.skipped > 0 {
-            summary.push_str(&format!(", {} bad lines skipped", import.skipped));
+        match import.skipped {
+            0 => {}
+            1 => summary.push_str(", 1 bad line skipped"),
+            n => summary.push_str(&format!(", {n} bad lines skipped")),
         }
         match result {
             Ok(()) => {
