@@ -179,3 +179,36 @@ fn a_bad_collection_name_is_refused_before_anything_is_written() {
     assert!(ran.stderr.contains("invalid collection name"), "{}", ran.stderr);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn export_all_finds_collections_held_by_any_member() {
+    let _serial = common::serial();
+    // One replica per key: a one-key collection lives on one of the two nodes only.
+    let first = NodeProc::start(None, &["--replicas", "1"]);
+    let second = NodeProc::start(None, &["--replicas", "1", "--join", &first.addr]);
+    let rt = runtime();
+    for node in [&first, &second] {
+        let alive = common::wait_until(Duration::from_secs(60), || {
+            rt.block_on(async {
+                let Ok(c) = Client::connect(&node.addr).await else { return false };
+                c.stats(None).await.is_ok_and(|s| s.members.alive == 2 && s.status == "alive")
+            })
+        });
+        assert!(alive, "{} does not see two alive members:\n{}", node.addr, node.log());
+    }
+    for i in 0..30 {
+        fill(&first, &format!("c{i:02}"), vec![(b"only".to_vec(), format!("{i}").into_bytes())]);
+    }
+    let held = |node: &NodeProc| {
+        rt.block_on(async {
+            let c = Client::connect(&node.addr).await.unwrap();
+            c.stats(Some(&node.addr)).await.unwrap().collections
+        })
+    };
+    // (Each node holds all 30 with probability about 2^-29.)
+    let (a, b) = (held(&first), held(&second));
+    assert!(a < 30 && b < 30, "the collections are spread: {a} and {b}");
+    let ran = ok(dhrt(&first, &["export", "--all"], b""));
+    assert!(ran.stderr.contains("exported 30 entries"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("from 30 collections"), "{}", ran.stderr);
+}
