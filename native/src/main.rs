@@ -2,8 +2,9 @@
 //!
 //! `dhrt serve` runs a node; `dhrt join ADDR` runs one that joins a cluster; `dhrt
 //! cluster` runs several on this machine; the data commands and `dhrt repl` talk to a
-//! running node, `dhrt export`/`dhrt import` copy a cluster's data out and back; `dhrt demo` shows anti-entropy in process and `dhrt position` where a
-//! key lives on the ring. Each subcommand lives in `cli/`.
+//! running node, `dhrt export`/`dhrt import` copy a cluster's data out and back; `dhrt
+//! demo` shows anti-entropy in process and `dhrt position` where a key lives on the
+//! ring. Each subcommand lives in `cli/`.
 
 mod cli;
 mod demo;
