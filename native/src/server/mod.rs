@@ -12,6 +12,7 @@ pub mod peers;
 pub mod stats;
 pub mod ws;
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use dhrt_core::{
     node::{ClientId, Node, NodeConfig},
@@ -261,7 +262,13 @@ where
         .map_err(|e| ServeError::Other(format!("cannot start the node thread: {e}")))?;
     let app = router(state.clone());
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let listener = bound.listener;
+    // Answers and replica messages are small frames written as they are ready; with
+    // Nagle's algorithm on, the kernel would hold them back waiting for an ACK.
+    let listener = bound.listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let http = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = shutdown_rx.await;
