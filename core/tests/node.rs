@@ -241,3 +241,19 @@ fn requests_without_a_level_use_their_collections_configured_default() {
     };
     assert!(matches!(call(&mut sim, 1, explicit), Some(Reply::Written { .. })));
 }
+
+#[test]
+fn stats_count_data_requests_but_not_monitoring_and_name_the_replication_factor() {
+    let mut sim = memory_cluster(3, NetConfig::lan(), 5, |_| {});
+    let stats = |sim: &mut Cluster| match call(sim, 1, Op::Stats) {
+        Some(Reply::Stats(s)) => s,
+        other => panic!("expected stats, got {other:?}"),
+    };
+    let before = stats(&mut sim);
+    assert_eq!(before.replicas, 3);
+    call(&mut sim, 1, set("a", "1", Consistency::One));
+    call(&mut sim, 1, get("a", Consistency::One));
+    call(&mut sim, 1, Op::Ring);
+    let after = stats(&mut sim);
+    assert_eq!(after.requests - before.requests, 2, "a set and a get; stats and ring are not load");
+}

@@ -32,6 +32,8 @@ use std::collections::BTreeMap;
 pub struct Coordinator {
     next_req: u64,
     pending: BTreeMap<u64, Pending>,
+    /// Data requests received from clients (see [`NodeStats::requests`]).
+    requests: u64,
 }
 
 #[derive(Debug)]
@@ -167,6 +169,9 @@ pub(super) fn start<S: Store>(
     req: ClientRequest,
 ) {
     let id = req.id;
+    if !matches!(req.op, Op::Stats | Op::Ring) {
+        node.coordinator.requests += 1;
+    }
     let reply = |node: &mut Node<S>, resp: ClientResponse| {
         node.outputs.push_back(Output::Reply { client, resp });
     };
@@ -268,6 +273,8 @@ fn local_stats<S: Store>(node: &Node<S>) -> NodeStats {
     stats.hints_delivered = node.hints.delivered();
     stats.tombstones_purged = node.gc.purged();
     stats.expired = node.gc.expired();
+    stats.requests = node.coordinator.requests;
+    stats.replicas = u32::try_from(node.config.replicas).unwrap_or(u32::MAX);
     stats
 }
 

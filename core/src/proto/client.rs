@@ -319,6 +319,14 @@ pub struct NodeStats {
     /// Expired values rewritten as tombstones so far.
     #[serde(default)]
     pub expired: u64,
+    /// Client requests this node has received for data (every [`Op`] but `Stats` and
+    /// `Ring`, so monitoring is not counted as load); its rate is the node's ops/s.
+    #[serde(default)]
+    pub requests: u64,
+    /// Replicas per key (N) this node is configured with (0 from nodes that predate
+    /// the field).
+    #[serde(default)]
+    pub replicas: u32,
 }
 
 /// How many members a node knows in each status.
