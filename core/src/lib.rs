@@ -14,7 +14,9 @@
 //! - [`merkle`] — the incremental Merkle tree over ring positions;
 //! - [`replica`] — a store plus its Merkle trees, kept consistent on every write;
 //! - [`sync`] — the two-party anti-entropy state machine that ships only differences;
-//! - [`proto`] and [`wire`] — the messages and their framed MessagePack encoding.
+//! - [`proto`] and [`wire`] — the messages and their framed MessagePack encoding;
+//! - [`light`] — the light peer browsers and Node run: routing, retries, watches and
+//!   local copies, over the client protocol.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,6 +25,7 @@ pub mod clock;
 pub mod entry;
 pub mod error;
 pub mod hash;
+pub mod light;
 pub mod membership;
 pub mod merkle;
 pub mod node;

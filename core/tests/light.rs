@@ -1,0 +1,340 @@
+//! The light peer against a simulated cluster: every frame it sends goes through the
+//! wire format to a simulated node, every answer comes back as a frame, and a crashed
+//! node looks to it like a connection that closed.
+
+use bytes::Bytes;
+use dhrt_core::{
+    entry::{Entry, NodeId},
+    hash::Interval,
+    light::{LightConfig, LightOutput, LightPeer, StreamStatus},
+    proto::{
+        client::{Consistency, ErrorCode, Op, Reply},
+        Message,
+    },
+    replica::Change,
+    sim::{memory_cluster, sim_addr, NetConfig, NodeOutput, NodeProcess, Sim},
+    store::{MemStore, Record},
+    wire, Millis,
+};
+use std::collections::BTreeMap;
+
+type Cluster = Sim<NodeProcess<MemStore>>;
+
+/// The client id the light peer has on every node.
+const CLIENT: u64 = 500;
+const C: &str = "users";
+
+struct Harness {
+    sim: Cluster,
+    peer: LightPeer,
+    replies: BTreeMap<u64, Reply>,
+    changes: Vec<(u64, Change)>,
+    statuses: Vec<(u64, StreamStatus)>,
+    /// `(addr, op)` of every request sent.
+    sent: Vec<(String, Op)>,
+    ring_changes: usize,
+    unreachable: Vec<String>,
+}
+
+fn node_of(addr: &str) -> Option<NodeId> {
+    addr.strip_prefix("sim-")?.parse().ok().map(NodeId)
+}
+
+impl Harness {
+    fn new(nodes: usize, seed: u64) -> Harness {
+        let sim = memory_cluster(nodes, NetConfig::lan(), seed, |_| {});
+        let config = LightConfig { seed, ..LightConfig::default() };
+        let peer = LightPeer::new(vec![sim_addr(NodeId(1))], config);
+        let mut h = Harness {
+            sim,
+            peer,
+            replies: BTreeMap::new(),
+            changes: Vec::new(),
+            statuses: Vec::new(),
+            sent: Vec::new(),
+            ring_changes: 0,
+            unreachable: Vec::new(),
+        };
+        let now = h.now();
+        h.peer.start(now);
+        h.run_until(|h| h.ring_changes > 0, 5_000);
+        assert!(!h.peer.ring().is_empty(), "the peer read the ring");
+        h
+    }
+
+    fn now(&self) -> Millis {
+        self.sim.now()
+    }
+
+    /// Moves the peer's outputs to the nodes and the nodes' answers back, 10 ms at a time.
+    fn step(&mut self) {
+        while let Some(out) = self.peer.poll_output() {
+            match out {
+                LightOutput::Send { addr, frame } => {
+                    let Ok(Message::Request(req)) = wire::decode(&frame) else {
+                        panic!("the peer sends requests")
+                    };
+                    self.sent.push((addr.clone(), req.op.clone()));
+                    let node = node_of(&addr).expect("a sim address");
+                    if self.sim.is_running(node) {
+                        self.sim.act(node, |p, now| p.request(now, CLIENT, req));
+                    } else {
+                        let now = self.now();
+                        self.peer.disconnected(now, &addr);
+                    }
+                }
+                LightOutput::Reply { handle, reply } => {
+                    self.replies.insert(handle, reply);
+                }
+                LightOutput::Change { handle, change } => self.changes.push((handle, change)),
+                LightOutput::Status { handle, status } => self.statuses.push((handle, status)),
+                LightOutput::RingChanged => self.ring_changes += 1,
+                LightOutput::Unreachable { message } => self.unreachable.push(message),
+            }
+        }
+        self.sim.run_for(10);
+        let now = self.now();
+        for (_, node, event) in self.sim.take_events() {
+            if let NodeOutput::Reply { client: CLIENT, resp } = event {
+                let frame = wire::encode(&Message::Response(resp)).unwrap();
+                self.peer.handle_frame(now, &sim_addr(node), &frame);
+            }
+        }
+        if self.peer.next_deadline().is_some_and(|d| d <= now) {
+            self.peer.tick(now);
+        }
+    }
+
+    fn run(&mut self, ms: Millis) {
+        let until = self.now() + ms;
+        while self.now() < until {
+            self.step();
+        }
+    }
+
+    fn run_until(&mut self, done: impl Fn(&Harness) -> bool, max_ms: Millis) -> bool {
+        let until = self.now() + max_ms;
+        while self.now() < until {
+            self.step();
+            if done(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn call(&mut self, op: Op) -> Reply {
+        let now = self.now();
+        let handle = self.peer.call(now, op);
+        assert!(self.run_until(|h| h.replies.contains_key(&handle), 20_000), "no answer");
+        self.replies.remove(&handle).unwrap()
+    }
+
+    fn crash(&mut self, node: NodeId) {
+        self.sim.crash(node);
+        let now = self.now();
+        self.peer.disconnected(now, &sim_addr(node));
+    }
+
+    fn cluster_data(&self) -> BTreeMap<Bytes, Entry> {
+        let mut all: BTreeMap<Bytes, Entry> = BTreeMap::new();
+        for (_, p) in self.sim.processes() {
+            let records =
+                p.node.replica().range(C, Interval::full(), None, usize::MAX).unwrap_or_default();
+            for r in records {
+                let keep = all.get(&r.key).is_none_or(|e| r.entry.supersedes(e));
+                if keep {
+                    all.insert(r.key, r.entry);
+                }
+            }
+        }
+        all
+    }
+
+    fn copy_data(&self, handle: u64) -> BTreeMap<Bytes, Entry> {
+        let copy = self.peer.copy(handle).expect("the copy is open");
+        copy.replica()
+            .range(C, Interval::full(), None, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|r: Record| (r.key, r.entry))
+            .collect()
+    }
+
+    fn status_seen(&self, handle: u64, want: impl Fn(&StreamStatus) -> bool) -> bool {
+        self.statuses.iter().any(|(h, s)| *h == handle && want(s))
+    }
+}
+
+fn set(key: &str, value: &str) -> Op {
+    Op::Set {
+        collection: C.into(),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        consistency: Consistency::Quorum,
+        ttl_ms: None,
+    }
+}
+
+fn get(key: &str) -> Op {
+    Op::Get {
+        collection: C.into(),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        consistency: Consistency::Quorum,
+    }
+}
+
+fn value(reply: Reply) -> Option<String> {
+    match reply {
+        Reply::Value { value, .. } => value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+        other => panic!("expected a value, got {other:?}"),
+    }
+}
+
+#[test]
+fn single_key_requests_go_to_the_owner_and_others_to_any_node() {
+    let mut h = Harness::new(5, 1);
+    assert_eq!(h.peer.config().replicas, 3, "learned from Stats");
+    for i in 0..20 {
+        let key = format!("k{i}");
+        assert!(matches!(h.call(set(&key, "v")), Reply::Written { .. }));
+        let (addr, _) = h.sent.last().unwrap().clone();
+        assert_eq!(addr, h.peer.ring().route(C, key.as_bytes())[0], "{key} went to its owner");
+    }
+    assert_eq!(value(h.call(get("k3"))).as_deref(), Some("v"));
+    assert!(matches!(h.call(Op::Stats), Reply::Stats(_)));
+}
+
+#[test]
+fn reads_survive_the_death_of_the_owner_through_another_replica() {
+    let mut h = Harness::new(3, 2);
+    for i in 0..10 {
+        assert!(matches!(h.call(set(&format!("k{i}"), &format!("v{i}"))), Reply::Written { .. }));
+    }
+    let owner = node_of(&h.peer.ring().route(C, b"k4")[0]).unwrap();
+    h.crash(owner);
+    let sent_before = h.sent.len();
+    assert_eq!(value(h.call(get("k4"))).as_deref(), Some("v4"));
+    let tried: Vec<&String> = h.sent[sent_before..].iter().map(|(a, _)| a).collect();
+    assert!(tried.iter().all(|a| **a != sim_addr(owner)), "the dead owner is skipped: {tried:?}");
+    // Once the failure detector has spoken, the ring says so too.
+    h.run(15_000);
+    let dead = h.peer.members().iter().find(|m| m.id == owner).unwrap();
+    assert_ne!(dead.status, "alive", "the refreshed ring knows");
+    assert_eq!(value(h.call(get("k7"))).as_deref(), Some("v7"));
+}
+
+#[test]
+fn a_request_to_a_node_that_is_gone_fails_with_a_sentence() {
+    let mut h = Harness::new(3, 3);
+    h.crash(NodeId(2));
+    let now = h.now();
+    let handle = h.peer.call_at(now, &sim_addr(NodeId(2)), Op::Stats);
+    assert!(h.run_until(|h| h.replies.contains_key(&handle), 10_000));
+    match h.replies.remove(&handle).unwrap() {
+        Reply::Error { code: ErrorCode::Unavailable, message, .. } => {
+            assert!(message.contains("sim-2"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut lone = LightPeer::new(vec!["nowhere:1".into()], LightConfig::default());
+    lone.start(0);
+    let mut sent = Vec::new();
+    while let Some(out) = lone.poll_output() {
+        if let LightOutput::Send { addr, .. } = out {
+            sent.push(addr);
+        }
+    }
+    lone.disconnected(1, "nowhere:1");
+    let outs: Vec<LightOutput> = std::iter::from_fn(|| lone.poll_output()).collect();
+    assert!(
+        outs.iter().any(
+            |o| matches!(o, LightOutput::Unreachable { message } if message.contains("nowhere:1"))
+        ),
+        "{outs:?}"
+    );
+}
+
+#[test]
+fn a_watch_moves_to_another_node_when_its_node_dies() {
+    let mut h = Harness::new(3, 4);
+    let now = h.now();
+    let w = h.peer.watch(now, C, None);
+    assert!(h.run_until(|h| h.status_seen(w, |s| *s == StreamStatus::Live), 5_000));
+    h.call(set("a", "1"));
+    assert!(h.run_until(|h| h.changes.iter().any(|(hd, c)| *hd == w && c.key == "a"), 5_000));
+    let placed = h
+        .sent
+        .iter()
+        .rev()
+        .find(|(_, op)| matches!(op, Op::Watch { .. }))
+        .map(|(a, _)| node_of(a).unwrap())
+        .unwrap();
+    h.statuses.clear();
+    h.crash(placed);
+    let interrupted =
+        |h: &Harness| h.status_seen(w, |s| matches!(s, StreamStatus::Interrupted { .. }));
+    assert!(h.run_until(interrupted, 100));
+    assert!(h.run_until(|h| h.status_seen(w, |s| *s == StreamStatus::Live), 5_000));
+    h.changes.clear();
+    h.call(set("b", "2"));
+    assert!(h.run_until(|h| h.changes.iter().any(|(hd, c)| *hd == w && c.key == "b"), 5_000));
+    assert!(h.peer.unsubscribe(h.now(), w));
+    assert!(!h.peer.unsubscribe(h.now(), w));
+}
+
+#[test]
+fn a_local_copy_catches_up_by_sync_and_stays_current_across_a_node_death() {
+    let mut h = Harness::new(5, 5);
+    for i in 0..60 {
+        h.call(set(&format!("k{i}"), &format!("v{i}")));
+    }
+    h.call(Op::Del { collection: C.into(), key: Bytes::from("k7"), consistency: Consistency::All });
+    let now = h.now();
+    let copy = h.peer.open_copy(now, C, true);
+    let synced = |h: &Harness| h.status_seen(copy, |s| matches!(s, StreamStatus::Synced { .. }));
+    assert!(h.run_until(synced, 20_000), "{:?}", h.statuses);
+    assert_eq!(h.copy_data(copy), h.cluster_data(), "the copy equals the cluster");
+    let c = h.peer.copy(copy).unwrap();
+    assert_eq!(c.len(), 59);
+    assert_eq!(c.get(h.now(), b"k3").as_deref(), Some(&b"v3"[..]));
+    assert_eq!(c.get(h.now(), b"k7"), None, "deleted");
+    let page = c.scan(h.now(), None, 25);
+    assert!(page.items.len() <= 25 && page.cursor.is_some());
+    let mut seen = page.items.len();
+    let mut cursor = page.cursor;
+    while let Some((pos, key)) = cursor {
+        let next = c.scan(h.now(), Some((pos, &key)), 25);
+        seen += next.items.len();
+        cursor = next.cursor;
+    }
+    assert_eq!(seen, 59, "pages cover every live entry once");
+    assert!(h.changes.iter().filter(|(hd, _)| *hd == copy).count() >= 60, "notified");
+
+    // Live: a write shows up through the watch.
+    h.call(set("fresh", "1"));
+    assert!(h.run_until(|h| h.peer.copy(copy).unwrap().get(h.now(), b"fresh").is_some(), 5_000));
+
+    // Its node dies; writes made while the watch moves are caught up by sync.
+    let placed = h
+        .sent
+        .iter()
+        .rev()
+        .find(|(_, op)| matches!(op, Op::Watch { .. }))
+        .map(|(a, _)| node_of(a).unwrap())
+        .unwrap();
+    h.statuses.clear();
+    h.sim.crash(placed);
+    for i in 0..10 {
+        h.call(set(&format!("during{i}"), "x"));
+    }
+    let now = h.now();
+    h.peer.disconnected(now, &sim_addr(placed));
+    assert!(h.run_until(synced, 30_000), "{:?}", h.statuses);
+    let copy_data = h.copy_data(copy);
+    for i in 0..10 {
+        assert!(copy_data.contains_key(format!("during{i}").as_bytes()), "during{i} caught up");
+    }
+    assert_eq!(copy_data, h.cluster_data());
+    assert!(h.peer.copy(copy).unwrap().stats().rounds >= 2);
+}
