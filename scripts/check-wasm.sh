@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds dhrt-wasm for wasm32-unknown-unknown and checks the module is self-contained.
+# Builds dhrt-wasm for wasm32-unknown-unknown and checks the module is self-contained
+# (scripts/build-js.sh turns it into js/pkg).
 #
 # rustup cannot download the wasm32 target on our machines, so this uses Debian's Rust
 # (rustc-web, cargo-web, rust-web-src; see scripts/setup.sh) and builds std from source
@@ -18,7 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 target=wasm32-unknown-unknown
 target_dir=target/wasm
-wasm="$target_dir/$target/release/dhrt_wasm.wasm"
+wasm="$target_dir/$target/wasm-release/dhrt_wasm.wasm"
 
 for tool in /usr/bin/cargo /usr/bin/rustc; do
     if [ ! -x "$tool" ]; then
@@ -36,11 +37,24 @@ fi
 # --locked so Debian's cargo, a different version, never rewrites it.
 cargo tree --quiet -p dhrt-wasm --target "$target" -e normal >/dev/null
 
+# The profile (Cargo.toml, [profile.wasm-release]) builds for size. Panics abort at once
+# with no message (-Cpanic=immediate-abort drops every panic's formatting code; the
+# module traps with "unreachable"); nothing in dhrt panics on input by design. Paths
+# are remapped so the module's bytes do not depend on where the checkout or the cargo
+# registry live (js/pkg is committed: see scripts/build-js.sh). Reference types are off:
+# Debian's wasm-opt (binaryen 108) points wasm-bindgen's exported externref table at the
+# wrong table, and the bindings then fail to load; without them wasm-bindgen keeps
+# JavaScript objects in a JavaScript array instead.
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+rustflags="-Zunstable-options -Cpanic=immediate-abort -Ctarget-feature=-reference-types"
+rustflags+=" --remap-path-prefix=$PWD=/dhrt"
+rustflags+=" --remap-path-prefix=$cargo_home/registry/src=/cargo"
+
 echo "check-wasm: building dhrt-wasm for $target with $(/usr/bin/rustc --version)"
 start=$(date +%s)
-env -u RUSTC_WRAPPER -u RUSTC_WORKSPACE_WRAPPER \
-    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_PROFILE_RELEASE_DEBUG=false \
-    /usr/bin/cargo build --locked -p dhrt-wasm --release --target "$target" \
+env -u RUSTC_WRAPPER -u RUSTC_WORKSPACE_WRAPPER -u CARGO_ENCODED_RUSTFLAGS \
+    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="$rustflags" \
+    /usr/bin/cargo build --locked -p dhrt-wasm --profile wasm-release --target "$target" \
     -Zbuild-std=std,panic_abort --target-dir "$target_dir"
 echo "check-wasm: built in $(($(date +%s) - start)) s: $wasm"
 

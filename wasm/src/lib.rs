@@ -6,17 +6,33 @@
 //! too; the core has no wasm-bindgen dependency and stays the one place where dhrt
 //! decides things.
 //!
-//! For now it exports ring placement and frame decoding; the light peer that joins the
-//! ring from a browser grows on top of these. Ring positions are `u64`, so they reach
-//! JavaScript as `BigInt`.
+//! - [`Peer`] ([`peer`]) is the light peer of `dhrt_core::light`: ring-aware routing
+//!   with failover, watches that survive a node's death, and local copies of
+//!   collections caught up by Merkle sync. It is sans-IO: the npm package `dhrt` (in
+//!   `js/`) owns the WebSockets and the timer and feeds it frames.
+//! - [`convert`] is the one place core values become JavaScript values and back.
+//! - Free functions: ring placement, and encoding and decoding single frames (the
+//!   shared test vectors in `tests/vectors/` check them from JavaScript).
 //!
-//! Build it with `scripts/check-wasm.sh`, which also checks that the module imports
-//! nothing from `"env"` (a sign that some dependency expected a C runtime).
+//! Ring positions and timestamps are `u64`, so they reach JavaScript as `BigInt`.
+//!
+//! Build it with `scripts/check-wasm.sh` (the module, and a check that it imports
+//! nothing from `"env"`) and `scripts/build-js.sh` (the bindings in `js/pkg/`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use dhrt_core::{hash, wire};
+pub mod convert;
+pub mod peer;
+
+pub use peer::Peer;
+
+use convert::{op_from_js, reply_to_js, Obj};
+use dhrt_core::{
+    hash,
+    proto::{client::ClientMessage, ClientRequest, ClientResponse},
+    wire,
+};
 use wasm_bindgen::prelude::*;
 
 /// The dhrt version this module was built from, such as `"0.1.0"`.
@@ -39,17 +55,33 @@ pub fn ordered_position(key: &[u8]) -> u64 {
     hash::ordered_position(key)
 }
 
-/// Decodes one wire frame (version byte + MessagePack message) and describes the
-/// message it holds, for debugging and the dashboard. Throws an `Error` whose message
-/// says what is wrong when the bytes are not a valid frame.
-#[wasm_bindgen(js_name = decodeFrame)]
-pub fn decode_frame(bytes: &[u8]) -> Result<String, JsError> {
-    describe_frame(bytes).map_err(to_js_error)
+/// Encodes a request (`{op: "get", ...}`, as `Peer.call` takes it) with id `id` as a
+/// wire frame. Throws when the request is malformed.
+#[wasm_bindgen(js_name = encodeRequest)]
+pub fn encode_request(id: f64, op: JsValue) -> Result<Vec<u8>, JsError> {
+    let op = op_from_js(&op).map_err(|e| JsError::new(&format!("invalid request: {e}")))?;
+    let msg = ClientMessage::Request(ClientRequest { id: id as u64, op });
+    wire::encode_with_limit(&msg, wire::DEFAULT_MAX_FRAME).map_err(to_js_error)
 }
 
-/// The description `decodeFrame` returns, kept free of JS types so native tests run it.
-fn describe_frame(bytes: &[u8]) -> Result<String, wire::WireError> {
-    wire::decode(bytes).map(|msg| format!("{msg:?}"))
+/// Decodes a response frame into `{id, reply}` (the `reply` shape of `Peer` outputs).
+/// Throws an `Error` saying what is wrong when the bytes are not a response frame.
+#[wasm_bindgen(js_name = decodeResponse)]
+pub fn decode_response(frame: &[u8]) -> Result<JsValue, JsError> {
+    let ClientResponse { id, result } = read_response(frame).map_err(to_js_error)?;
+    Ok(Obj::new().set("id", id as f64).set("reply", reply_to_js(result)).into())
+}
+
+/// A response frame, decoded as only that (no request decoder is linked in).
+#[derive(serde::Deserialize)]
+enum Incoming {
+    Response(ClientResponse),
+}
+
+/// The response a frame holds, kept free of JS types so native tests run it.
+fn read_response(frame: &[u8]) -> Result<ClientResponse, wire::WireError> {
+    let Incoming::Response(resp) = wire::decode_with_limit(frame, wire::DEFAULT_MAX_FRAME)?;
+    Ok(resp)
 }
 
 /// The one place core errors become JavaScript errors.
@@ -60,7 +92,10 @@ fn to_js_error(err: impl std::fmt::Display) -> JsError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dhrt_core::proto::{client::Op, ClientRequest, Message};
+    use dhrt_core::proto::{
+        client::{Op, Reply},
+        ClientRequest, Message,
+    };
 
     #[test]
     fn positions_are_the_cores() {
@@ -70,17 +105,14 @@ mod tests {
     }
 
     #[test]
-    fn describes_a_valid_frame() {
-        let frame =
-            wire::encode(&Message::Request(ClientRequest { id: 7, op: Op::Stats })).unwrap();
-        let text = describe_frame(&frame).unwrap();
-        assert!(text.contains("Request") && text.contains("Stats"), "{text}");
-    }
-
-    #[test]
-    fn refuses_bad_frames_with_a_reason() {
-        assert_eq!(describe_frame(&[]), Err(wire::WireError::Empty));
-        let err = describe_frame(&[0xff, 0x00]).unwrap_err();
+    fn reads_responses_and_refuses_everything_else_with_a_reason() {
+        let resp = ClientResponse { id: 7, result: Reply::Ok };
+        let frame = wire::encode(&Message::Response(resp.clone())).unwrap();
+        assert_eq!(read_response(&frame), Ok(resp));
+        let req = wire::encode(&Message::Request(ClientRequest { id: 7, op: Op::Stats })).unwrap();
+        assert!(read_response(&req).is_err(), "a request is not a response");
+        assert_eq!(read_response(&[]), Err(wire::WireError::Empty));
+        let err = read_response(&[0xff, 0x00]).unwrap_err();
         assert!(err.to_string().contains("version 255"), "{err}");
     }
 

@@ -39,8 +39,8 @@ pub use view::{RingView, SyncTarget};
 
 use crate::{
     proto::{
-        client::{ErrorCode, Op, Reply, RingMember},
-        ClientRequest, ClientResponse, Message,
+        client::{ClientMessage, ErrorCode, Op, Reply, RingMember},
+        ClientRequest, ClientResponse,
     },
     replica::Change,
     rng::Rng,
@@ -287,7 +287,8 @@ impl LightPeer {
     /// Handles a frame the node at `from` sent. Frames that are not answers to this
     /// peer's requests are ignored.
     pub fn handle_frame(&mut self, now: Millis, from: &str, frame: &[u8]) {
-        let Ok(Message::Response(ClientResponse { id, result })) = wire::decode(frame) else {
+        let decoded = wire::decode_with_limit(frame, wire::DEFAULT_MAX_FRAME);
+        let Ok(Incoming::Response(ClientResponse { id, result })) = decoded else {
             return;
         };
         let Some(flight) = self.inflight.get(&id) else { return };
@@ -424,8 +425,8 @@ impl LightPeer {
         };
         flight.next += 1;
         let id = self.fresh_id();
-        let req = Message::Request(ClientRequest { id, op: flight.op.clone() });
-        match wire::encode(&req) {
+        let req = ClientMessage::Request(ClientRequest { id, op: flight.op.clone() });
+        match wire::encode_with_limit(&req, wire::DEFAULT_MAX_FRAME) {
             Ok(frame) => {
                 flight.addr = addr.clone();
                 flight.deadline = Some(now + self.config.attempt_timeout_ms);
@@ -505,6 +506,13 @@ impl LightPeer {
             _ => {}
         }
     }
+}
+
+/// What a node sends a client, decoded as such: [`ClientMessage`] without the requests,
+/// so the light peer carries no decoder for them.
+#[derive(serde::Deserialize)]
+enum Incoming {
+    Response(ClientResponse),
 }
 
 /// Whether an answer means "ask another node": this one does not serve now.

@@ -37,6 +37,19 @@ use std::{fmt, str::FromStr};
 /// The collection used when a request names none (`GET /:key`, `set KEY VALUE`).
 pub const DEFAULT_COLLECTION: &str = "default";
 
+/// The frames of the client protocol alone: [`Message`](super::Message) restricted to
+/// its `Request` and `Response` variants, and encoded exactly as they are. A client
+/// encodes and decodes its frames as this type, so a client build carries no code for
+/// the peer protocols (in the WebAssembly light peer, most of the module's size); a
+/// peer message fails to decode as one, with a typed error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// [`Message::Request`](super::Message::Request).
+    Request(ClientRequest),
+    /// [`Message::Response`](super::Message::Response).
+    Response(ClientResponse),
+}
+
 /// A request from a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRequest {
@@ -716,6 +729,27 @@ mod tests {
             e.result,
             Reply::Error { code: ErrorCode::Timeout, message: "slow".into(), acked: None }
         );
+    }
+
+    #[test]
+    fn client_messages_are_encoded_as_messages_are() {
+        use crate::{proto::Message, wire};
+        let req = ClientRequest { id: 9, op: Op::Stats };
+        let resp = ClientResponse { id: 9, result: Reply::Written { ts: Timestamp(77) } };
+        let a = wire::encode(&Message::Request(req.clone())).unwrap();
+        let b = wire::encode_with_limit(&ClientMessage::Request(req.clone()), usize::MAX).unwrap();
+        assert_eq!(a, b);
+        let frame = wire::encode(&Message::Response(resp.clone())).unwrap();
+        assert_eq!(
+            wire::decode_with_limit::<ClientMessage>(&frame, usize::MAX),
+            Ok(ClientMessage::Response(resp))
+        );
+        let peer = wire::encode(&Message::Sync(crate::proto::SyncMessage {
+            session: 1,
+            body: crate::proto::SyncBody::Done,
+        }))
+        .unwrap();
+        assert!(wire::decode_with_limit::<ClientMessage>(&peer, usize::MAX).is_err());
     }
 
     proptest! {

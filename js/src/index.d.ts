@@ -1,0 +1,207 @@
+// Types of the npm package `dhrt`: a light peer of a dhrt cluster for browsers and Node.
+
+/** `"default"`, `"one"`, `"quorum"`, `"all"` or a number of replicas such as `"2"`. */
+export type Consistency = 'default' | 'one' | 'quorum' | 'all' | `${number}`;
+
+/** How values (and keys in results) come back: strings (UTF-8) or bytes. */
+export type Encoding = 'utf8' | 'bytes';
+
+/** A key or a value as callers pass it: strings are UTF-8 encoded. */
+export type Data = string | Uint8Array;
+
+/** A key or value in a result: a string with the `utf8` encoding, bytes with `bytes`. */
+export type Out = string | Uint8Array;
+
+export interface ConnectOptions {
+  /** Sent to every node as `?token=` on the WebSocket URL (for an authenticating proxy). */
+  token?: string;
+  /** How results are decoded (default `utf8`). */
+  encoding?: Encoding;
+  /** The consistency of requests that name none (default: the node's, `quorum`). */
+  consistency?: Consistency;
+  /** How long `connect` waits for the first node (default 10 000 ms). */
+  timeoutMs?: number;
+  /** How long one node may take before a request goes to the next (default 5 000 ms). */
+  attemptTimeoutMs?: number;
+  /** How often the ring is re-read (default 10 000 ms). */
+  ringRefreshMs?: number;
+  /** Replicas per key until a node says (default 3). */
+  replicas?: number;
+}
+
+export interface ReadOptions {
+  consistency?: Consistency;
+  encoding?: Encoding;
+}
+
+export interface WriteOptions {
+  consistency?: Consistency;
+  /** Time to live in milliseconds. */
+  ttlMs?: number;
+}
+
+export interface ScanOptions extends ReadOptions {
+  /** Only keys starting with these bytes. */
+  prefix?: Data | null;
+  /** Where to continue: the `cursor` of the previous page. */
+  cursor?: Uint8Array | null;
+  /** Most entries per page (the node may cap it; 0 or absent: its default). */
+  limit?: number;
+}
+
+export interface Page {
+  /** Live `[key, value]` pairs in ring order. */
+  items: Array<[Out, Out]>;
+  /** Pass back for the next page; `null` at the end. */
+  cursor: Uint8Array | null;
+}
+
+/** A change delivered by a watch or applied to a local copy. */
+export interface ChangeEvent {
+  collection: string;
+  key: Out;
+  /** `null` when the key was deleted or expired. */
+  value: Out | null;
+  deleted: boolean;
+  /** The write's hybrid-logical-clock timestamp. */
+  ts: bigint;
+  /** The id of the node that coordinated the write. */
+  origin: string;
+  /** When the value expires (wall-clock ms), if it has a TTL. */
+  expires: number | null;
+}
+
+/** A watch's or local copy's state. */
+export type StreamStatus =
+  | { state: 'live' }
+  | { state: 'interrupted'; reason: string }
+  | { state: 'syncing'; done: number; total: number }
+  | { state: 'synced'; entries: number }
+  | { state: 'ended'; code: string; message: string };
+
+export interface WatchOptions {
+  encoding?: Encoding;
+  /** Hears `live`, `interrupted` (the watch is moving to another node) and `ended`. */
+  onStatus?: (status: StreamStatus) => void;
+}
+
+/** Ends a watch. `ready` resolves once the watch is in place. */
+export interface Unsubscribe {
+  (): void;
+  ready: Promise<void>;
+}
+
+export interface Member {
+  id: string;
+  /** `host:port`. */
+  addr: string;
+  status: 'alive' | 'syncing' | 'suspect' | 'dead' | 'left' | string;
+  /** Ring positions (decimal strings), ascending. */
+  tokens: string[];
+  /** The fraction of the ring it owns as primary (0 unless it serves). */
+  share: number;
+}
+
+export interface Progress {
+  done: number;
+  total: number;
+  entries: number;
+}
+
+export interface NodeStats {
+  node: string;
+  status: string;
+  keys: number;
+  tombstones: number;
+  bytes: number;
+  collections: number;
+  /** Data requests received so far: its rate is the node's ops/s. */
+  requests: number;
+  replicas: number;
+  members: { alive: number; syncing: number; suspect: number; dead: number; left: number };
+  sync: {
+    running: number;
+    completed: number;
+    failed: number;
+    entriesReceived: number;
+    cleaned: number;
+    lastFullSyncMs?: number;
+    handoff?: Progress;
+    leaving?: Progress;
+  };
+  hintsPending: number;
+  hintsDelivered: number;
+  tombstonesPurged: number;
+  expired: number;
+}
+
+export interface CopyInfo {
+  collection: string;
+  entries: number;
+  /** `[done, total]` pieces while a catch-up runs. */
+  syncing?: [number, number];
+  rounds: number;
+  sessions: number;
+  sessionsFailed: number;
+  entriesSynced: number;
+  events: number;
+  rootCount: number;
+  rootDigest: bigint;
+}
+
+/** An error answered by a node, or raised when no node answered. */
+export class DhrtError extends Error {
+  /** `not_found`, `invalid_input`, `too_large`, `quorum_not_reached`, `timeout`, `unavailable`, ... */
+  code: string;
+  /** `[answered, required]` replicas, when a consistency level was not reached. */
+  acked?: [number, number];
+}
+
+/** A local copy of a collection, kept in sync. */
+export class Replica {
+  readonly collection: string;
+  /** `syncing`, `synced`, `interrupted` or `closed`. */
+  readonly state: string;
+  readonly size: number;
+  get(key: Data, opts?: { encoding?: Encoding }): Out | null;
+  scan(opts?: { cursor?: Uint8Array | null; limit?: number; encoding?: Encoding }): Page;
+  entries(): IterableIterator<[Out, Out]>;
+  info(): CopyInfo;
+  onChange(listener: (e: ChangeEvent) => void): () => void;
+  onStatus(listener: (s: StreamStatus) => void): () => void;
+  close(): void;
+}
+
+/** A connection to a dhrt cluster. */
+export class Client {
+  readonly encoding: Encoding;
+  get(collection: string, key: Data, opts?: ReadOptions): Promise<Out | null>;
+  getMany(collection: string, keys: Data[], opts?: ReadOptions): Promise<Array<Out | null>>;
+  set(collection: string, key: Data, value: Data, opts?: WriteOptions): Promise<bigint>;
+  del(collection: string, key: Data, opts?: WriteOptions): Promise<bigint>;
+  batch(
+    collection: string,
+    items: Iterable<[Data, Data | null]> | Record<string, Data | null>,
+    opts?: WriteOptions,
+  ): Promise<{ written: number; deleted: number; ts: bigint | null }>;
+  scan(collection: string, opts?: ScanOptions): Promise<Page>;
+  entries(collection: string, opts?: ScanOptions): AsyncGenerator<[Out, Out]>;
+  watch(
+    collection: string,
+    prefix: Data | null,
+    onChange: (event: ChangeEvent) => void,
+    opts?: WatchOptions,
+  ): Unsubscribe;
+  replica(collection: string, opts?: { encoding?: Encoding; timeoutMs?: number }): Promise<Replica>;
+  ring(): Promise<Member[]>;
+  ringView(): { members: Member[]; replicas: number };
+  route(collection: string, key: Data): string[];
+  stats(addr?: string): Promise<NodeStats>;
+  close(): void;
+}
+
+/** Connects through the node at `url` (`ws://host:port`, `host:port`, `http://host:port`). */
+export function connect(url: string, options?: ConnectOptions): Promise<Client>;
+
+/** The ring position of `key` in `collection`, as the nodes compute it. */
+export function position(collection: string, key: Data): Promise<bigint>;
