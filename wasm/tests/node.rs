@@ -1,0 +1,181 @@
+//! The JavaScript face of `dhrt-wasm`, run in Node by `wasm-bindgen-test-runner`
+//! (`scripts/test-wasm.sh`): the shapes of outputs and answers, `BigInt` timestamps, and
+//! a request's way through the peer — out as a frame, answered by a frame the test
+//! writes as a node would, back as a `reply`.
+
+#![cfg(target_arch = "wasm32")]
+
+use bytes::Bytes;
+use dhrt_core::{
+    clock::Timestamp,
+    proto::{
+        client::{ClientMessage, ErrorCode, Reply},
+        ClientRequest, ClientResponse, Message,
+    },
+    wire,
+};
+use dhrt_wasm::{convert::field, decode_response, encode_request, hashed_position, Peer};
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_test::wasm_bindgen_test;
+
+const SEED: &str = "127.0.0.1:7453";
+
+fn obj(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in pairs {
+        Reflect::set(&o, &JsValue::from_str(k), v).unwrap();
+    }
+    o.into()
+}
+
+fn text(v: &str) -> JsValue {
+    JsValue::from_str(v)
+}
+
+fn bytes(b: &[u8]) -> JsValue {
+    Uint8Array::from(b).into()
+}
+
+fn str_field(v: &JsValue, name: &str) -> String {
+    field(v, name).as_string().unwrap_or_else(|| panic!("{name} is not a string"))
+}
+
+fn outputs(peer: &mut Peer) -> Vec<JsValue> {
+    peer.poll_outputs().iter().collect()
+}
+
+/// The request a `send` output carries.
+fn sent_request(out: &JsValue) -> ClientRequest {
+    assert_eq!(str_field(out, "type"), "send");
+    let frame: Uint8Array = field(out, "frame").dyn_into().expect("frame is a Uint8Array");
+    match wire::decode_with_limit(&frame.to_vec(), wire::DEFAULT_MAX_FRAME) {
+        Ok(ClientMessage::Request(req)) => req,
+        other => panic!("not a request: {other:?}"),
+    }
+}
+
+fn answer(id: u64, result: Reply) -> Vec<u8> {
+    wire::encode(&Message::Response(ClientResponse { id, result })).unwrap()
+}
+
+#[wasm_bindgen_test]
+fn start_asks_the_seed_for_the_ring_and_the_stats() {
+    let mut peer = Peer::new(vec![SEED.into()], JsValue::UNDEFINED).unwrap();
+    peer.start(1_000.0);
+    let outs = outputs(&mut peer);
+    assert_eq!(outs.len(), 2);
+    for out in &outs {
+        assert_eq!(str_field(out, "addr"), SEED);
+    }
+    let ring = sent_request(&outs[0]);
+    let ring_members = vec![dhrt_core::proto::client::RingMember {
+        id: dhrt_core::NodeId(u64::MAX),
+        addr: SEED.into(),
+        tokens: vec![1, 1 << 63],
+        status: "alive".into(),
+    }];
+    peer.handle_frame(1_001.0, SEED, &answer(ring.id, Reply::Ring { members: ring_members }));
+    let outs = outputs(&mut peer);
+    assert_eq!(str_field(&outs[0], "type"), "ringChanged");
+    let view = peer.ring();
+    let members: Array = field(&view, "members").dyn_into().unwrap();
+    let m = members.get(0);
+    assert_eq!(str_field(&m, "id"), u64::MAX.to_string(), "ids stay exact as strings");
+    assert_eq!(field(&m, "share").as_f64(), Some(1.0));
+    assert_eq!(peer.route("users", b"alice"), vec![SEED.to_string()]);
+}
+
+#[wasm_bindgen_test]
+fn a_get_goes_out_as_a_frame_and_its_answer_comes_back_with_a_bigint_timestamp() {
+    let mut peer =
+        Peer::new(vec![SEED.into()], obj(&[("replicas", JsValue::from_f64(1.0))])).unwrap();
+    let op = obj(&[("op", text("get")), ("collection", text("users")), ("key", bytes(b"ada"))]);
+    let handle = peer.call(5.0, op).unwrap();
+    let out = outputs(&mut peer).remove(0);
+    let req = sent_request(&out);
+    let ts = Timestamp(0x018b_cfe5_6800_0003);
+    let reply = Reply::Value { value: Some(Bytes::from("lovelace")), ts: Some(ts) };
+    peer.handle_frame(6.0, SEED, &answer(req.id, reply));
+    let out = outputs(&mut peer).remove(0);
+    assert_eq!(str_field(&out, "type"), "reply");
+    assert_eq!(field(&out, "handle").as_f64(), Some(handle));
+    let reply = field(&out, "reply");
+    assert_eq!(str_field(&reply, "kind"), "value");
+    let value: Uint8Array = field(&reply, "value").dyn_into().unwrap();
+    assert_eq!(value.to_vec(), b"lovelace");
+    let ts_js = field(&reply, "ts");
+    assert!(ts_js.is_bigint(), "timestamps are BigInts");
+    assert_eq!(u64::try_from(ts_js).unwrap(), ts.0);
+}
+
+#[wasm_bindgen_test]
+fn malformed_requests_throw_with_a_sentence() {
+    let mut peer = Peer::new(vec![SEED.into()], JsValue::UNDEFINED).unwrap();
+    for (op, says) in [
+        (obj(&[("op", text("fly"))]), "unknown op"),
+        (obj(&[("op", text("get")), ("collection", text("c")), ("key", text("k"))]), "Uint8Array"),
+        (
+            obj(&[
+                ("op", text("get")),
+                ("collection", text("c")),
+                ("key", bytes(b"k")),
+                ("consistency", text("most")),
+            ]),
+            "quorum",
+        ),
+        (text("get"), "object"),
+    ] {
+        let err: JsValue = peer.call(1.0, op).unwrap_err().into();
+        let message = field(&err, "message").as_string().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
+    assert!(Peer::new(vec![], obj(&[("replicas", text("three"))])).is_err());
+}
+
+#[wasm_bindgen_test]
+fn an_unreachable_seed_is_reported() {
+    let mut peer = Peer::new(vec![SEED.into()], JsValue::UNDEFINED).unwrap();
+    peer.start(1.0);
+    outputs(&mut peer);
+    peer.disconnected(2.0, SEED);
+    let outs = outputs(&mut peer);
+    let unreachable = outs.iter().find(|o| str_field(o, "type") == "unreachable").unwrap();
+    assert!(str_field(unreachable, "message").contains(SEED));
+}
+
+#[wasm_bindgen_test]
+fn frames_encode_and_decode_in_the_shapes_the_package_uses() {
+    let op = obj(&[
+        ("op", text("setMany")),
+        ("collection", text("c")),
+        (
+            "items",
+            Array::of2(
+                &Array::of2(&bytes(b"k"), &bytes(b"v")),
+                &Array::of2(&bytes(b"k2"), &bytes(b"v2")),
+            )
+            .into(),
+        ),
+        ("ttlMs", JsValue::from_f64(1000.0)),
+    ]);
+    let frame = encode_request(9.0, op).unwrap();
+    let decoded = wire::decode(&frame).unwrap();
+    let Message::Request(ClientRequest {
+        id: 9,
+        op: dhrt_core::proto::client::Op::SetMany { items, ttl_ms, .. },
+    }) = decoded
+    else {
+        panic!("{decoded:?}")
+    };
+    assert_eq!(items.len(), 2);
+    assert_eq!(ttl_ms, Some(1000));
+    let err =
+        Reply::Error { code: ErrorCode::Timeout, message: "slow".into(), acked: Some((1, 2)) };
+    let resp = decode_response(&answer(4, err)).unwrap();
+    let reply = field(&resp, "reply");
+    assert_eq!(str_field(&reply, "code"), "timeout");
+    let acked: Array = field(&reply, "acked").dyn_into().unwrap();
+    assert_eq!((acked.get(0).as_f64(), acked.get(1).as_f64()), (Some(1.0), Some(2.0)));
+    assert_eq!(hashed_position("users", b"alice"), 0x842b_5888_779e_2fb0);
+}
