@@ -1,11 +1,12 @@
 //! `dhrt serve`: the tokio host around a `dhrt-core` [`Node`].
 //!
 //! One TCP port serves everything (DESIGN.md §3): the client WebSocket protocol at
-//! `/v1/ws`, peer links at `/v1/peer`, the HTTP API ([`http`]), `/metrics` and
-//! `/openapi.json`. The node itself runs on its own thread ([`driver`]); every task
+//! `/v1/ws`, peer links at `/v1/peer`, the HTTP API ([`http`]), `/metrics`,
+//! `/openapi.json` and the dashboard ([`dashboard`]). The node itself runs on its own thread ([`driver`]); every task
 //! talks to it through one channel of [`Input`]s, so the node stays a single-threaded
 //! sans-IO state machine exactly as the simulator runs it.
 
+pub mod dashboard;
 pub mod driver;
 pub mod http;
 pub mod peers;

@@ -1,6 +1,7 @@
 //! The HTTP API of `dhrt serve`: the dhrt-db routes of DESIGN.md §4 ([`legacy`]), the
-//! canonical API under `/v1/` ([`v1`]), `/metrics`, `/openapi.json`, and the WebSocket
-//! endpoints ([`super::ws`]) — every route of the one port, in one table.
+//! canonical API under `/v1/` ([`v1`]), `/metrics`, `/openapi.json`, the WebSocket
+//! endpoints ([`super::ws`]) and the dashboard ([`super::dashboard`]) — every route of
+//! the one port, in one table.
 //!
 //! Handlers only translate: a request becomes one or a few [`dhrt_core::proto::client::Op`]s
 //! run through [`AppState::call`] ([`ops`]), the reply becomes JSON or bytes
@@ -15,7 +16,7 @@ pub mod legacy;
 pub mod ops;
 pub mod v1;
 
-use super::{ws, AppState};
+use super::{dashboard, ws, AppState};
 use axum::{
     extract::{
         rejection::QueryRejection,
@@ -81,6 +82,9 @@ pub fn table(batch: usize) -> Vec<Route> {
         at(M::GET, "/v1/peer", peer_socket),
         at(M::GET, "/metrics", metrics),
         at(M::GET, "/openapi.json", openapi),
+        at(M::GET, "/dashboard", dashboard::index),
+        at(M::GET, "/dashboard/", dashboard::index),
+        at(M::GET, "/dashboard/{*path}", dashboard::asset),
     ]
 }
 
@@ -197,9 +201,13 @@ mod tests {
         let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
         assert_eq!(doc["openapi"].as_str().map(|v| &v[..3]), Some("3.1"));
         let paths = doc["paths"].as_object().expect("paths");
-        let served = served();
+        // OpenAPI writes a catch-all `{*path}` as `{path}`.
+        let served: Vec<(Method, String)> =
+            served().into_iter().map(|(m, p)| (m, p.replace("{*", "{"))).collect();
         for (method, path) in &served {
-            let op = &paths.get(*path).unwrap_or_else(|| panic!("{path} is not in openapi.json"))
+            let op = &paths
+                .get(path.as_str())
+                .unwrap_or_else(|| panic!("{path} is not in openapi.json"))
                 [method.as_str().to_ascii_lowercase()];
             assert!(op.is_object(), "{method} {path} is not in openapi.json");
             assert!(op["responses"].is_object(), "{method} {path} has no responses");

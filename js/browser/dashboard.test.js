@@ -1,0 +1,132 @@
+// The dashboard in a real browser: headless Chromium (driven by playwright-core)
+// against a local 3-node cluster. Screenshots go to target/artifacts/browser/.
+//
+// Run: node --test js/browser/ (scripts/test.sh does, after building target/debug/dhrt).
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import { chromium } from 'playwright-core';
+import { DHRT_BIN, startCluster } from '../test/cluster.js';
+
+const ARTIFACTS = fileURLToPath(new URL('../../target/artifacts/browser/', import.meta.url));
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+// Chromium's own background connections are refused many at a time without these
+// (see TOOLCHAIN.md).
+const FLAGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+let cluster;
+let context;
+let page;
+let profile;
+const problems = [];
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  cluster = await startCluster(3);
+  profile = mkdtempSync(join(tmpdir(), 'dhrt-chromium-'));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: FLAGS,
+    viewport: { width: 1440, height: 900 },
+    timeout: 60_000,
+  });
+  page = context.pages()[0] ?? (await context.newPage());
+  page.setDefaultTimeout(30_000);
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(`console: ${m.text()}`);
+  });
+});
+
+after(async () => {
+  await context?.close();
+  cluster?.stop();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+const shot = (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+const statusOf = (addr) => page.locator(`#nodes tr[data-node="${addr}"]`).getAttribute('data-status');
+
+/** `dhrt ARGS...` with the cluster's first node, bounded in time. */
+function cli(...args) {
+  const r = spawnSync(DHRT_BIN, [...args, '--node', cluster.nodes[0].addr], { timeout: 20_000, encoding: 'utf8' });
+  assert.equal(r.status, 0, `dhrt ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+test('the dashboard shows three healthy nodes and the ring', async () => {
+  await page.goto(`http://${cluster.nodes[0].addr}/dashboard`);
+  await page.waitForFunction(() => document.querySelectorAll('#nodes tr[data-status="alive"]').length === 3);
+  assert.equal(await page.locator('#sum-healthy').textContent(), '3 / 3');
+  assert.equal(await page.locator('#ring path.vnode').count(), 96, '3 nodes × 32 vnodes');
+  assert.equal(await page.locator('#legend li').count(), 3);
+  await page.waitForFunction(() => document.querySelectorAll('#sync .row').length === 3);
+  await shot('1-three-healthy-nodes');
+  assert.deepEqual(problems, []);
+});
+
+test('a key written from the CLI appears live without a reload', async () => {
+  await page.fill('#collection', 'users');
+  await page.dispatchEvent('#collection', 'change');
+  await page.waitForSelector('#watch-state[data-state="live"]');
+  const url = page.url();
+  cli('set', 'users', 'alice', 'admin');
+  await page.waitForSelector('#feed li[data-key="alice"]');
+  await page.waitForSelector('#keys tr[data-key="alice"]');
+  assert.match(await page.locator('#keys tr[data-key="alice"]').textContent(), /admin/);
+  cli('set', 'users', 'alice', 'root');
+  await page.waitForFunction(() => /root/.test(document.querySelector('#keys tr[data-key="alice"]')?.textContent ?? ''));
+  assert.equal(page.url(), url, 'no navigation happened');
+  await page.click('#keys tr[data-key="alice"]');
+  await page.waitForSelector('#ring circle.marker');
+  assert.equal(await page.locator('#feed li[data-key="alice"]').count(), 2, 'both changes are in the feed');
+  await shot('2-key-written-from-the-cli');
+  assert.deepEqual(problems, []);
+});
+
+test('a killed node turns suspect then dead, and reads go through another replica', async () => {
+  const victim = cluster.nodes[2];
+  // Keys whose first replica is the victim, written through the page's light peer.
+  const owned = await page.evaluate(async (addr) => {
+    const keys = [];
+    for (let i = 0; keys.length < 5 && i < 500; i++) {
+      const k = `owned-${i}`;
+      if (window.db.route('users', k)[0] === addr) {
+        await window.db.set('users', k, `v${i}`);
+        keys.push(k);
+      }
+    }
+    return keys;
+  }, victim.addr);
+  assert.equal(owned.length, 5);
+  victim.kill();
+  const reads = await page.evaluate((keys) => Promise.all(keys.map((k) => window.db.get('users', k))), owned);
+  assert.deepEqual(reads, owned.map((k) => `v${k.slice('owned-'.length)}`), 'read through another replica');
+  await page.waitForFunction((addr) => document.querySelector(`#nodes tr[data-node="${addr}"]`)?.dataset.status === 'suspect', victim.addr, { timeout: 30_000 });
+  await shot('3-killed-node-suspect');
+  await page.waitForFunction((addr) => document.querySelector(`#nodes tr[data-node="${addr}"]`)?.dataset.status === 'dead', victim.addr, { timeout: 60_000 });
+  assert.equal(await statusOf(victim.addr), 'dead');
+  assert.equal(await page.locator('#sum-healthy').textContent(), '2 / 3');
+  // Still answering, now with the ring that knows.
+  const again = await page.evaluate((keys) => Promise.all(keys.map((k) => window.db.get('users', k))), owned);
+  assert.deepEqual(again, reads);
+  cli('set', 'users', 'bob', 'after the death');
+  await page.waitForSelector('#feed li[data-key="bob"]');
+  await shot('4-killed-node-dead');
+  const unexpected = problems.filter((p) => !/WebSocket|ERR_CONNECTION_REFUSED|net::/.test(p));
+  assert.deepEqual(unexpected, [], 'only the dead node\'s refused connections are logged');
+});

@@ -1,0 +1,156 @@
+/**
+ * The dhrt dashboard, served by every node at /dashboard. It is a light peer itself:
+ * the npm package `dhrt` (the same JavaScript and WebAssembly, served under
+ * /dashboard/dhrt/) connects to the node that served the page, reads the ring every
+ * second and each node's stats every second — straight from that node, so a dead node
+ * shows as unreachable while the ring still reports what the cluster thinks of it —
+ * and watches the key browser's collection.
+ * @module
+ */
+
+import { connect } from '/dashboard/dhrt/src/index.js';
+import { LineChart, short } from './chart.js';
+import { KeyBrowser } from './keys.js';
+import { esc, renderNodes, renderSync } from './nodes.js';
+import { colours, drawRing } from './ring.js';
+
+const POLL_MS = 1000;
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+/** @type {import('/dashboard/dhrt/src/index.js').Member[]} */
+let members = [];
+/** @type {Map<string, {stats?: any, error?: string, ops?: number, prev?: {at: number, requests: number}}>} */
+const nodes = new Map();
+let marker = /** @type {{position: bigint, label: string, replicas: string[]} | null} */ (null);
+let replicas = 3;
+
+const opsChart = new LineChart(/** @type {HTMLCanvasElement} */ ($('ops-chart')), {
+  windowMs: 120_000,
+  format: short,
+});
+const keysChart = new LineChart(/** @type {HTMLCanvasElement} */ ($('keys-chart')), {
+  windowMs: 120_000,
+  format: short,
+});
+
+function setConn(state, text) {
+  const el = $('conn');
+  el.dataset.state = state;
+  el.textContent = text;
+}
+
+async function start() {
+  $('served-by').textContent = `served by ${location.host}`;
+  let db;
+  for (;;) {
+    try {
+      db = await connect(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`, { timeoutMs: 5000 });
+      break;
+    } catch (e) {
+      setConn('lost', `cannot reach ${location.host}: retrying`);
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+  // For the browser test and for poking around in the console.
+  Object.assign(window, { db });
+  setConn('live', 'live');
+  const browser = new KeyBrowser(db, (m) => {
+    marker = m;
+    render();
+  });
+  await loadCollections();
+  browser.open();
+  setInterval(loadCollections, 10_000);
+  for (;;) {
+    const began = Date.now();
+    await poll(db);
+    render();
+    await new Promise((r) => setTimeout(r, Math.max(100, POLL_MS - (Date.now() - began))));
+  }
+}
+
+/** Collection names for the key browser's list, from this node's HTTP stats. */
+async function loadCollections() {
+  try {
+    const stats = await (await fetch('/v1/stats')).json();
+    const names = (stats.collections ?? []).map((/** @type {{name: string}} */ c) => c.name).sort();
+    $('collections').innerHTML = names.map((n) => `<option value="${esc(n)}">`).join('');
+    const input = /** @type {HTMLInputElement} */ ($('collection'));
+    if (input.value === 'default' && names.length && !names.includes('default')) input.value = names[0];
+  } catch {
+    // The list is a convenience; any name can be typed.
+  }
+}
+
+/** One round: the ring, then every member's stats, side by side. */
+async function poll(db) {
+  try {
+    members = await db.ring();
+    replicas = db.ringView().replicas;
+    setConn('live', 'live');
+  } catch (e) {
+    setConn('lost', `ring unavailable: ${/** @type {Error} */ (e).message}`);
+    return;
+  }
+  const now = Date.now();
+  const addrs = new Set(members.map((m) => m.addr));
+  for (const addr of nodes.keys()) if (!addrs.has(addr)) nodes.delete(addr);
+  await Promise.all(
+    members.map(async (m) => {
+      const n = nodes.get(m.addr) ?? {};
+      nodes.set(m.addr, n);
+      if (m.status === 'left' || m.status === 'dead') {
+        n.stats = undefined;
+        n.ops = undefined;
+        n.prev = undefined;
+        return;
+      }
+      try {
+        const stats = await withTimeout(db.stats(m.addr), 1500);
+        if (n.prev && now > n.prev.at) n.ops = Math.max(0, ((stats.requests - n.prev.requests) * 1000) / (now - n.prev.at));
+        n.prev = { at: now, requests: stats.requests };
+        n.stats = stats;
+        n.error = undefined;
+      } catch (e) {
+        n.error = /** @type {Error} */ (e).message;
+        n.ops = undefined;
+      }
+    }),
+  );
+  const colour = colours(members.map((m) => m.id));
+  for (const m of members) {
+    const n = nodes.get(m.addr);
+    if (!n?.stats) continue;
+    opsChart.push(m.addr, m.addr, colour.get(m.id) ?? '#888', now, n.ops ?? 0);
+    keysChart.push(m.addr, m.addr, colour.get(m.id) ?? '#888', now, n.stats.keys);
+  }
+  opsChart.keep(addrs);
+  keysChart.keep(addrs);
+}
+
+/** @template T @param {Promise<T>} p @param {number} ms @returns {Promise<T>} */
+function withTimeout(p, ms) {
+  return Promise.race([p, new Promise((_, reject) => setTimeout(() => reject(new Error('no answer in time')), ms))]);
+}
+
+function render() {
+  const colour = colours(members.map((m) => m.id));
+  const views = members.map((m) => ({ member: m, colour: colour.get(m.id) ?? '#888', ...nodes.get(m.addr) }));
+  renderNodes(/** @type {HTMLTableSectionElement} */ ($('nodes').querySelector('tbody')), views);
+  renderSync($('sync'), views);
+  drawRing(/** @type {SVGSVGElement} */ (/** @type {unknown} */ ($('ring'))), members, colour, marker);
+  $('legend').innerHTML = members
+    .map((m) => `<li><span class="swatch" style="background:${colour.get(m.id)}"></span>${esc(m.addr)} · ${(m.share * 100).toFixed(1)}%</li>`)
+    .join('');
+  const healthy = members.filter((m) => m.status === 'alive').length;
+  $('sum-healthy').textContent = `${healthy} / ${members.length}`;
+  $('sum-replicas').textContent = String(replicas);
+  const keys = views.reduce((s, v) => s + (v.stats?.keys ?? 0), 0);
+  $('sum-keys').textContent = short(keys);
+  $('sum-ops').textContent = short(views.reduce((s, v) => s + (v.ops ?? 0), 0));
+  $('ring-note').textContent = marker ? `key ${marker.label}: replicas highlighted` : `${members.length} nodes, ${members.reduce((s, m) => s + m.tokens.length, 0)} vnodes`;
+  opsChart.draw();
+  keysChart.draw();
+}
+
+start();

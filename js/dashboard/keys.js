@@ -1,0 +1,212 @@
+/**
+ * The key browser: one page of a collection at a time (a scan with a cursor, so a
+ * million keys cost no more than fifty), kept live by a watch — changed rows flash,
+ * new keys appear at the top of the first page, and every change enters the live feed.
+ * Rendering is batched to one pass per animation frame and the rows and the feed are
+ * capped, so a flood of changes cannot stall the page.
+ * @module
+ */
+
+import { position } from '/dashboard/dhrt/src/index.js';
+import { esc } from './nodes.js';
+
+const PAGE = 50;
+const MAX_NEW = 100;
+const MAX_FEED = 100;
+const SHOW = 160;
+
+/** @param {string} v */
+function clip(v) {
+  return v.length > SHOW ? `${v.slice(0, SHOW)}…` : v;
+}
+
+export class KeyBrowser {
+  /**
+   * @param {import('/dashboard/dhrt/src/index.js').Client} db
+   * @param {(m: {position: bigint, label: string, replicas: string[]} | null) => void} onSelect
+   */
+  constructor(db, onSelect) {
+    this.db = db;
+    this.onSelect = onSelect;
+    const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+    this.el = {
+      collection: /** @type {HTMLInputElement} */ ($('collection')),
+      prefix: /** @type {HTMLInputElement} */ ($('prefix')),
+      tbody: /** @type {HTMLTableSectionElement} */ ($('keys').querySelector('tbody')),
+      feed: $('feed'),
+      note: $('keys-note'),
+      rate: $('feed-rate'),
+      watch: $('watch-state'),
+      first: /** @type {HTMLButtonElement} */ ($('first-page')),
+      prev: /** @type {HTMLButtonElement} */ ($('prev-page')),
+      next: /** @type {HTMLButtonElement} */ ($('next-page')),
+    };
+    /** @type {Map<string, {value: string | null, state: '' | 'fresh' | 'new' | 'deleted'}>} */
+    this.rows = new Map();
+    /** @type {Array<{key: string, value: string | null, at: number}>} */
+    this.feed = [];
+    /** @type {Array<Uint8Array | null>} cursors of the pages before the current one */
+    this.back = [];
+    this.cursor = /** @type {Uint8Array | null} */ (null);
+    this.nextCursor = /** @type {Uint8Array | null} */ (null);
+    this.newCount = 0;
+    this.changes = 0;
+    this.selected = /** @type {string | null} */ (null);
+    this.stopWatch = () => {};
+    this.dirty = false;
+    this.generation = 0;
+    this.pageNote = '';
+    this.el.first.onclick = () => this.page(null, []);
+    this.el.prev.onclick = () => this.page(this.back.at(-1) ?? null, this.back.slice(0, -1));
+    this.el.next.onclick = () => this.nextCursor && this.page(this.nextCursor, [...this.back, this.cursor]);
+    const reopen = () => this.open();
+    this.el.collection.onchange = reopen;
+    this.el.prefix.onchange = reopen;
+    this.el.tbody.onclick = (ev) => {
+      const tr = /** @type {HTMLElement} */ (ev.target).closest('tr');
+      if (tr?.dataset.key !== undefined) this.select(tr.dataset.key);
+    };
+    setInterval(() => {
+      this.el.rate.textContent = this.changes ? `${this.changes} in the last 5 s` : '';
+      this.changes = 0;
+    }, 5000);
+  }
+
+  /** (Re)opens the collection and prefix in the inputs: first page, new watch. */
+  async open() {
+    const collection = this.el.collection.value.trim() || 'default';
+    const prefix = this.el.prefix.value;
+    if (collection === this.collection && prefix === this.prefix) return;
+    this.stopWatch();
+    this.feed = [];
+    this.selected = null;
+    this.onSelect(null);
+    this.collection = collection;
+    this.prefix = prefix;
+    this.setWatch('off', 'subscribing…');
+    try {
+      const stop = this.db.watch(collection, prefix || null, (e) => this.change(e), {
+        onStatus: (s) => this.setWatch(s.state, s.state === 'live' ? 'watching live' : s.state),
+      });
+      this.stopWatch = stop;
+    } catch (e) {
+      this.setWatch('off', /** @type {Error} */ (e).message);
+    }
+    await this.page(null, []);
+  }
+
+  /** @param {string} state @param {string} text */
+  setWatch(state, text) {
+    this.el.watch.dataset.state = state;
+    this.el.watch.textContent = text;
+  }
+
+  /**
+   * Loads the page at `cursor`.
+   * @param {Uint8Array | null} cursor
+   * @param {Array<Uint8Array | null>} back
+   */
+  async page(cursor, back) {
+    const generation = ++this.generation;
+    this.el.note.textContent = 'loading…';
+    try {
+      // A page may come back short (even empty) with a cursor: keep reading to fill it.
+      const items = [];
+      let next = cursor;
+      let reads = 0;
+      do {
+        const page = await this.db.scan(/** @type {string} */ (this.collection), {
+          cursor: next,
+          prefix: this.prefix || null,
+          limit: PAGE - items.length,
+          consistency: 'one',
+        });
+        items.push(...page.items);
+        next = page.cursor;
+      } while (next && items.length < PAGE && ++reads < 20);
+      if (generation !== this.generation) return;
+      this.rows = new Map(items.map(([k, v]) => [String(k), { value: String(v), state: '' }]));
+      this.newCount = 0;
+      this.cursor = cursor;
+      this.back = back;
+      this.nextCursor = next;
+      this.pageNote = `page ${back.length + 1} · ${items.length} keys${next ? '' : ' · end'}`;
+    } catch (e) {
+      if (generation !== this.generation) return;
+      this.rows = new Map();
+      this.pageNote = /** @type {Error} */ (e).message;
+    }
+    this.schedule();
+  }
+
+  /** @param {import('/dashboard/dhrt/src/index.js').ChangeEvent} e */
+  change(e) {
+    const key = String(e.key);
+    const value = e.deleted ? null : String(e.value);
+    this.changes++;
+    this.feed.unshift({ key, value, at: Date.now() });
+    if (this.feed.length > MAX_FEED) this.feed.length = MAX_FEED;
+    const row = this.rows.get(key);
+    if (row) {
+      row.value = value;
+      row.state = value === null ? 'deleted' : 'fresh';
+    } else if (this.back.length === 0 && value !== null) {
+      // New keys show at the top of the first page (older new ones drop off).
+      this.rows = new Map([[key, { value, state: 'new' }], ...this.rows]);
+      if (++this.newCount > MAX_NEW) {
+        const lastNew = [...this.rows].reverse().find(([, r]) => r.state === 'new');
+        if (lastNew) this.rows.delete(lastNew[0]);
+        this.newCount--;
+      }
+    }
+    this.schedule();
+  }
+
+  /** @param {string} key */
+  async select(key) {
+    this.selected = key;
+    const replicas = this.replicas(key);
+    this.onSelect({ position: await position(/** @type {string} */ (this.collection), key), label: key, replicas });
+    this.schedule();
+  }
+
+  /** The nodes holding `key`, owner first. */
+  replicas(key) {
+    const n = this.db.ringView().replicas;
+    return this.db.route(/** @type {string} */ (this.collection), key).slice(0, n);
+  }
+
+  schedule() {
+    if (this.dirty) return;
+    this.dirty = true;
+    requestAnimationFrame(() => {
+      this.dirty = false;
+      this.render();
+    });
+  }
+
+  render() {
+    const rows = [];
+    for (const [key, r] of this.rows) {
+      const cls = [r.state, key === this.selected ? 'selected' : ''].filter(Boolean).join(' ');
+      const badge = r.state === 'new' ? '<span class="new">new</span>' : '';
+      const value = r.value === null ? 'deleted' : clip(r.value);
+      rows.push(`<tr data-key="${esc(key)}" class="${cls}"><td>${esc(clip(key))}${badge}</td><td>${esc(value)}</td><td class="muted">${esc(this.replicas(key).join(', '))}</td></tr>`);
+      if (r.state === 'fresh') r.state = '';
+    }
+    this.el.tbody.innerHTML = rows.join('');
+    this.el.feed.innerHTML = this.feed
+      .map((f) => {
+        const t = new Date(f.at).toLocaleTimeString([], { hour12: false });
+        const v = f.value === null ? '<span class="del">deleted</span>' : `<span class="v">${esc(clip(f.value))}</span>`;
+        return `<li data-key="${esc(f.key)}"><time>${t}</time><span class="k">${esc(clip(f.key))}</span>${v}</li>`;
+      })
+      .join('');
+    if (this.pageNote) {
+      this.el.note.textContent = this.newCount ? `${this.pageNote} · ${this.newCount} new since` : this.pageNote;
+    }
+    this.el.first.disabled = this.back.length === 0;
+    this.el.prev.disabled = this.back.length === 0;
+    this.el.next.disabled = !this.nextCursor;
+  }
+}
