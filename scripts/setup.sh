@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a Debian 12 machine to build and test dhrt: the Debian Rust used for the
-# wasm32 build, wasm tools, the pinned rustup toolchain's rustfmt and clippy, and the
-# Python build and test tools. Every step checks first and skips what is already there,
+# wasm32 build, wasm tools (wasm-bindgen-cli pinned to the crate's version, binaryen,
+# wabt), Chromium for the dashboard's browser test, the pinned rustup toolchain's
+# rustfmt and clippy, the Python build and test tools, and the npm package's
+# dependencies (npm ci in js/). Every step checks first and skips what is already there,
 # so a warm machine is done in a second or two. Safe with CI=true and no stdin.
 #
 # Usage: bash scripts/setup.sh
@@ -28,7 +30,8 @@ as_root() {
 #   std for wasm32-unknown-unknown (rustup cannot download targets here).
 # lld-22: provides rust-lld, the wasm linker.
 # wabt: wasm-objdump, to check the wasm's imports. binaryen: wasm-opt, for size work.
-apt_packages=(rustc-web cargo-web rust-web-src lld-22 wabt binaryen)
+# chromium: the real browser of the dashboard test (driven by playwright-core).
+apt_packages=(rustc-web cargo-web rust-web-src lld-22 wabt binaryen chromium)
 
 is_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
@@ -79,6 +82,38 @@ if [ "${#pip_missing[@]}" -eq 0 ]; then
 else
     say "pip: installing ${pip_missing[*]}"
     "$python" -m pip install --quiet --root-user-action=ignore "${pip_missing[@]}" </dev/null
+fi
+
+# --- wasm-bindgen-cli ----------------------------------------------------------------
+# Pinned to the wasm-bindgen crate's version (Cargo.toml): the CLI refuses modules built
+# by another version. No --locked: the registry mirror lacks one locked dependency.
+bindgen_version=0.2.130
+if command -v wasm-bindgen >/dev/null 2>&1 \
+    && [ "$(wasm-bindgen --version | awk '{print $2}')" = "$bindgen_version" ] \
+    && command -v wasm-bindgen-test-runner >/dev/null 2>&1; then
+    say "wasm-bindgen-cli $bindgen_version present"
+else
+    say "cargo: installing wasm-bindgen-cli $bindgen_version (a few minutes)"
+    cargo install wasm-bindgen-cli --version "$bindgen_version" --force </dev/null
+fi
+
+# --- Node.js and the npm package's dependencies ---------------------------------------
+# Node >= 20 comes with the machine (Debian 12's own nodejs is 18, too old for the
+# package); say so plainly when it is missing.
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if [ "$node_major" -lt 20 ] || ! command -v npm >/dev/null 2>&1; then
+    say "need Node.js >= 20 with npm (found ${node_major}); install it from nodesource.com" >&2
+    exit 1
+fi
+# npm ci from the committed lock file (ws; playwright-core, which drives the system
+# Chromium: never run `npx playwright install`). Skipped while the lock is unchanged.
+stamp=js/node_modules/.dhrt-lock
+if [ -f "$stamp" ] && cmp -s js/package-lock.json "$stamp"; then
+    say "npm: js/node_modules up to date"
+else
+    say "npm: npm ci in js/"
+    (cd js && npm ci --no-audit --no-fund --loglevel=error </dev/null)
+    cp js/package-lock.json "$stamp"
 fi
 
 say "done"

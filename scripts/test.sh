@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check a change must pass, in order, stopping at the first failure:
-# formatting, clippy, the Rust tests, the doc tests, the wasm build and its import
-# check, and the Python package's tests. CI runs this after scripts/setup.sh.
+# formatting, clippy, the Rust tests, the doc tests, the wasm build (its import check,
+# js/pkg regenerated and checked for staleness), the wasm unit tests in Node, the npm
+# package's tests, the dashboard in headless Chromium, and the Python package's tests.
+# CI runs this after scripts/setup.sh.
 #
 # Usage: bash scripts/test.sh
 set -euo pipefail
@@ -45,8 +47,28 @@ cargo test --workspace --tests
 step "cargo test --workspace --doc (doc tests)"
 cargo test --workspace --doc
 
-step "scripts/check-wasm.sh (wasm32 build, no imports from \"env\")"
-bash scripts/check-wasm.sh
+step "scripts/build-js.sh (wasm32 build, no imports from \"env\", js/pkg up to date)"
+bash scripts/build-js.sh
+# js/pkg is committed (the dashboard embeds it); INPUTS hashes what it was built from.
+if ! git diff --quiet -- js/pkg/INPUTS js/pkg/dhrt_wasm.js js/pkg/dhrt_wasm.d.ts; then
+    git --no-pager diff --stat -- js/pkg
+    echo "js/pkg is stale: its sources changed since it was built. scripts/build-js.sh" \
+        "just rebuilt it; commit js/pkg with your change." >&2
+    exit 1
+fi
+
+step "scripts/test-wasm.sh (dhrt-wasm unit tests in Node)"
+bash scripts/test-wasm.sh
+
+# The package's tests start target/debug/dhrt, built by the cargo test step; rebuild it
+# in case js/pkg changed (the binary embeds the dashboard).
+step "node --test js/test (the npm package: vectors, a 3-node cluster, npm pack)"
+cargo build --quiet -p dhrt
+(cd js && timeout 600 node --test --test-concurrency=1 test/*.test.js)
+
+step "node --test js/browser (the dashboard in headless Chromium)"
+(cd js && timeout 600 node --test --test-concurrency=1 browser/*.test.js)
+echo "screenshots: target/artifacts/browser/"
 
 # --no-build-isolation uses the maturin that setup.sh installed instead of fetching one
 # into a fresh build environment every run.
