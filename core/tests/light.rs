@@ -161,6 +161,12 @@ impl Harness {
             .collect()
     }
 
+    /// The node the last watch request went to.
+    fn watch_node(&self) -> NodeId {
+        let last = self.sent.iter().rev().find(|(_, op)| matches!(op, Op::Watch { .. }));
+        last.and_then(|(addr, _)| node_of(addr)).expect("a watch was sent")
+    }
+
     fn status_seen(&self, handle: u64, want: impl Fn(&StreamStatus) -> bool) -> bool {
         self.statuses.iter().any(|(h, s)| *h == handle && want(s))
     }
@@ -263,13 +269,7 @@ fn a_watch_moves_to_another_node_when_its_node_dies() {
     assert!(h.run_until(|h| h.status_seen(w, |s| *s == StreamStatus::Live), 5_000));
     h.call(set("a", "1"));
     assert!(h.run_until(|h| h.changes.iter().any(|(hd, c)| *hd == w && c.key == "a"), 5_000));
-    let placed = h
-        .sent
-        .iter()
-        .rev()
-        .find(|(_, op)| matches!(op, Op::Watch { .. }))
-        .map(|(a, _)| node_of(a).unwrap())
-        .unwrap();
+    let placed = h.watch_node();
     h.statuses.clear();
     h.crash(placed);
     let interrupted =
@@ -316,13 +316,7 @@ fn a_local_copy_catches_up_by_sync_and_stays_current_across_a_node_death() {
     assert!(h.run_until(|h| h.peer.copy(copy).unwrap().get(h.now(), b"fresh").is_some(), 5_000));
 
     // Its node dies; writes made while the watch moves are caught up by sync.
-    let placed = h
-        .sent
-        .iter()
-        .rev()
-        .find(|(_, op)| matches!(op, Op::Watch { .. }))
-        .map(|(a, _)| node_of(a).unwrap())
-        .unwrap();
+    let placed = h.watch_node();
     h.statuses.clear();
     h.sim.crash(placed);
     for i in 0..10 {
