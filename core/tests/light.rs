@@ -102,6 +102,8 @@ impl Harness {
         }
         if self.peer.next_deadline().is_some_and(|d| d <= now) {
             self.peer.tick(now);
+            let next = self.peer.next_deadline();
+            assert!(next.is_none_or(|d| d > now), "a tick leaves no deadline due ({next:?})");
         }
     }
 

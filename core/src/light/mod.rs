@@ -365,7 +365,9 @@ impl LightPeer {
     /// When [`LightPeer::tick`] should run next.
     pub fn next_deadline(&self) -> Option<Millis> {
         let attempts = self.inflight.values().filter_map(|f| f.deadline);
-        let ring = self.ring_read_at.map(|t| t + self.config.ring_refresh_ms);
+        // While a ring request is out, its attempt deadline stands for the refresh.
+        let reading = self.inflight.values().any(|f| matches!(f.purpose, Purpose::Ring));
+        let ring = self.ring_read_at.filter(|_| !reading).map(|t| t + self.config.ring_refresh_ms);
         attempts.chain(ring).chain(self.subs_deadline()).min()
     }
 
