@@ -11,7 +11,7 @@
 import { connect } from '/dashboard/dhrt/src/index.js';
 import { LineChart, short } from './chart.js';
 import { KeyBrowser } from './keys.js';
-import { esc, renderNodes, renderSync } from './nodes.js';
+import { esc, renderNodes, renderSync, setHtml } from './nodes.js';
 import { colours, drawRing } from './ring.js';
 
 const POLL_MS = 1000;
@@ -74,7 +74,7 @@ async function loadCollections() {
   try {
     const stats = await (await fetch('/v1/stats')).json();
     const names = (stats.collections ?? []).map((/** @type {{name: string}} */ c) => c.name).sort();
-    $('collections').innerHTML = names.map((n) => `<option value="${esc(n)}">`).join('');
+    setHtml($('collections'), names.map((n) => `<option value="${esc(n)}">`).join(''));
     const input = /** @type {HTMLInputElement} */ ($('collection'));
     if (input.value === 'default' && names.length && !names.includes('default')) input.value = names[0];
   } catch {
@@ -139,9 +139,10 @@ function render() {
   renderNodes(/** @type {HTMLTableSectionElement} */ ($('nodes').querySelector('tbody')), views);
   renderSync($('sync'), views);
   drawRing(/** @type {SVGSVGElement} */ (/** @type {unknown} */ ($('ring'))), members, colour, marker);
-  $('legend').innerHTML = members
+  const legend = members
     .map((m) => `<li><span class="swatch" style="background:${colour.get(m.id)}"></span>${esc(m.addr)} · ${(m.share * 100).toFixed(1)}%</li>`)
     .join('');
+  setHtml($('legend'), legend);
   const healthy = members.filter((m) => m.status === 'alive').length;
   $('sum-healthy').textContent = `${healthy} / ${members.length}`;
   $('sum-replicas').textContent = String(replicas);

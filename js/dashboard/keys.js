@@ -14,6 +14,8 @@ const PAGE = 50;
 const MAX_NEW = 100;
 const MAX_FEED = 100;
 const SHOW = 160;
+/** Least time between two renders while changes stream in (ms). */
+const RENDER_EVERY = 250;
 
 /** @param {string} v */
 function clip(v) {
@@ -41,15 +43,16 @@ export class KeyBrowser {
       prev: /** @type {HTMLButtonElement} */ ($('prev-page')),
       next: /** @type {HTMLButtonElement} */ ($('next-page')),
     };
-    /** @type {Map<string, {value: string | null, state: '' | 'fresh' | 'new' | 'deleted'}>} */
+    /** @type {Map<string, {value: string | null, state: '' | 'fresh' | 'new' | 'deleted', replicas?: string}>} */
     this.rows = new Map();
+    /** Keys that appeared while the first page is shown, oldest first. */
+    this.added = /** @type {typeof this.rows} */ (new Map());
     /** @type {Array<{key: string, value: string | null, at: number}>} */
     this.feed = [];
     /** @type {Array<Uint8Array | null>} cursors of the pages before the current one */
     this.back = [];
     this.cursor = /** @type {Uint8Array | null} */ (null);
     this.nextCursor = /** @type {Uint8Array | null} */ (null);
-    this.newCount = 0;
     this.changes = 0;
     this.selected = /** @type {string | null} */ (null);
     this.stopWatch = () => {};
@@ -125,8 +128,8 @@ export class KeyBrowser {
         next = page.cursor;
       } while (next && items.length < PAGE && ++reads < 20);
       if (generation !== this.generation) return;
-      this.rows = new Map(items.map(([k, v]) => [String(k), { value: String(v), state: '' }]));
-      this.newCount = 0;
+      this.rows = new Map(items.map(([k, v]) => [String(k), { value: String(v), state: /** @type {''} */ ('') }]));
+      this.added = new Map();
       this.cursor = cursor;
       this.back = back;
       this.nextCursor = next;
@@ -134,6 +137,7 @@ export class KeyBrowser {
     } catch (e) {
       if (generation !== this.generation) return;
       this.rows = new Map();
+      this.added = new Map();
       this.pageNote = /** @type {Error} */ (e).message;
     }
     this.schedule();
@@ -146,18 +150,14 @@ export class KeyBrowser {
     this.changes++;
     this.feed.unshift({ key, value, at: Date.now() });
     if (this.feed.length > MAX_FEED) this.feed.length = MAX_FEED;
-    const row = this.rows.get(key);
+    const row = this.rows.get(key) ?? this.added.get(key);
     if (row) {
       row.value = value;
-      row.state = value === null ? 'deleted' : 'fresh';
+      row.state = value === null ? 'deleted' : row.state === 'new' ? 'new' : 'fresh';
     } else if (this.back.length === 0 && value !== null) {
-      // New keys show at the top of the first page (older new ones drop off).
-      this.rows = new Map([[key, { value, state: 'new' }], ...this.rows]);
-      if (++this.newCount > MAX_NEW) {
-        const lastNew = [...this.rows].reverse().find(([, r]) => r.state === 'new');
-        if (lastNew) this.rows.delete(lastNew[0]);
-        this.newCount--;
-      }
+      // New keys show above the first page; the oldest of them drop off past MAX_NEW.
+      this.added.set(key, { value, state: 'new' });
+      if (this.added.size > MAX_NEW) this.added.delete(this.added.keys().next().value);
     }
     this.schedule();
   }
@@ -176,24 +176,36 @@ export class KeyBrowser {
     return this.db.route(/** @type {string} */ (this.collection), key).slice(0, n);
   }
 
+  /** Renders on the next frame, at most once per RENDER_EVERY ms. */
   schedule() {
     if (this.dirty) return;
     this.dirty = true;
-    requestAnimationFrame(() => {
+    const wait = Math.max(0, (this.renderedAt ?? 0) + RENDER_EVERY - performance.now());
+    setTimeout(() => requestAnimationFrame(() => {
       this.dirty = false;
+      this.renderedAt = performance.now();
       this.render();
-    });
+    }), wait);
   }
 
   render() {
     const rows = [];
-    for (const [key, r] of this.rows) {
+    let fresh = false;
+    const added = [...this.added].reverse();
+    for (const [key, r] of [...added, ...this.rows]) {
       const cls = [r.state, key === this.selected ? 'selected' : ''].filter(Boolean).join(' ');
       const badge = r.state === 'new' ? '<span class="new">new</span>' : '';
       const value = r.value === null ? 'deleted' : clip(r.value);
-      rows.push(`<tr data-key="${esc(key)}" class="${cls}"><td>${esc(clip(key))}${badge}</td><td>${esc(value)}</td><td class="muted">${esc(this.replicas(key).join(', '))}</td></tr>`);
-      if (r.state === 'fresh') r.state = '';
+      r.replicas ??= esc(this.replicas(key).join(', '));
+      rows.push(`<tr data-key="${esc(key)}" class="${cls}"><td>${esc(clip(key))}${badge}</td><td>${esc(value)}</td><td class="muted">${r.replicas}</td></tr>`);
+      if (r.state === 'fresh') {
+        // Highlighted until the next render, which comes within a second. (A CSS
+        // animation per changed row would repaint every frame under a stream of changes.)
+        r.state = '';
+        fresh = true;
+      }
     }
+    if (fresh) setTimeout(() => this.schedule(), 1000);
     this.el.tbody.innerHTML = rows.join('');
     this.el.feed.innerHTML = this.feed
       .map((f) => {
@@ -203,7 +215,7 @@ export class KeyBrowser {
       })
       .join('');
     if (this.pageNote) {
-      this.el.note.textContent = this.newCount ? `${this.pageNote} · ${this.newCount} new since` : this.pageNote;
+      this.el.note.textContent = this.added.size ? `${this.pageNote} · ${this.added.size} new since` : this.pageNote;
     }
     this.el.first.disabled = this.back.length === 0;
     this.el.prev.disabled = this.back.length === 0;

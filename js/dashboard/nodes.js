@@ -5,6 +5,20 @@
 
 import { short } from './chart.js';
 
+/** The HTML last set on each element by `setHtml`. */
+const shown = new WeakMap();
+
+/**
+ * Sets `el`'s HTML, unless it is the same as last time (no needless layout).
+ * @param {HTMLElement} el
+ * @param {string} html
+ */
+export function setHtml(el, html) {
+  if (shown.get(el) === html) return;
+  el.innerHTML = html;
+  shown.set(el, html);
+}
+
 /** @param {unknown} s */
 export function esc(s) {
   return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -29,7 +43,7 @@ export const HEALTH = { alive: 'healthy', suspect: 'suspect', dead: 'dead', left
  */
 export function renderNodes(tbody, nodes) {
   const maxKeys = Math.max(1, ...nodes.map((n) => n.stats?.keys ?? 0));
-  tbody.innerHTML = nodes
+  const html = nodes
     .map(({ member: m, stats: s, ops, error, colour }) => {
       const keys = s ? s.keys : NaN;
       const width = s ? Math.max(2, Math.round((s.keys / maxKeys) * 60)) : 0;
@@ -45,6 +59,7 @@ export function renderNodes(tbody, nodes) {
       </tr>`;
     })
     .join('');
+  setHtml(tbody, html);
 }
 
 /** @param {number | undefined} ms */
@@ -69,7 +84,7 @@ function progress(label, p) {
  * @param {NodeView[]} nodes
  */
 export function renderSync(box, nodes) {
-  box.innerHTML = nodes
+  const html = nodes
     .filter((n) => n.stats)
     .map(({ member: m, stats: s, colour }) => {
       const y = /** @type {import('/dashboard/dhrt/src/index.js').NodeStats} */ (s).sync;
@@ -83,4 +98,5 @@ export function renderSync(box, nodes) {
       </div>`;
     })
     .join('');
+  setHtml(box, html);
 }

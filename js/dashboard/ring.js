@@ -11,6 +11,9 @@ const TWO64 = 2 ** 64;
 const INNER = 84;
 const OUTER = 108;
 
+/** What each SVG element shows now, to skip redrawing the same ring. */
+const drawn = new WeakMap();
+
 /** Ten colours that stay apart on a dark background. */
 export const PALETTE = ['#38bdf8', '#f472b6', '#a3e635', '#fb923c', '#c084fc', '#2dd4bf', '#facc15', '#f87171', '#818cf8', '#4ade80'];
 
@@ -59,6 +62,10 @@ function el(tag, attrs, text) {
  * @param {{position?: bigint, label?: string, replicas?: string[]} | null} marker
  */
 export function drawRing(svg, members, colour, marker) {
+  // Redraw only when something drawn changed: hundreds of paths are not free to lay out.
+  const key = JSON.stringify([members.map((m) => [m.id, m.status, m.tokens.length, m.tokens[0]]), [...colour], marker?.label, marker?.replicas, String(marker?.position)]);
+  if (drawn.get(svg) === key) return;
+  drawn.set(svg, key);
   const parts = [];
   const serving = [];
   for (const m of members) {

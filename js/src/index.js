@@ -83,6 +83,8 @@ export class Client {
     /** @type {Map<number, {change(c: any): void, status(s: any): void}>} */
     this._subs = new Map();
     this._timer = undefined;
+    /** @type {number | undefined} the deadline the timer is set for */
+    this._armedFor = undefined;
     this._closed = false;
     this._started = undefined;
     this._sockets = new Sockets(WS, { secure: options.secure, token: options.token }, {
@@ -155,8 +157,11 @@ export class Client {
 
   _arm() {
     const deadline = this._peer.nextDeadline();
+    // Frames arrive far more often than deadlines move: keep a timer that is still right.
+    if (this._timer !== undefined && deadline === this._armedFor) return;
     clearTimeout(this._timer);
     this._timer = undefined;
+    this._armedFor = deadline;
     if (deadline === undefined || this._closed) return;
     const wait = Math.max(0, Math.min(deadline - Date.now(), 2 ** 31 - 1));
     this._timer = setTimeout(() => {
