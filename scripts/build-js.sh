@@ -50,7 +50,7 @@ inputs() {
             [ -f "$f" ] && printf '%s %s\n' "$(sha256sum <"$f" | cut -d' ' -f1)" "$f"
         done
     printf '%s Cargo.lock\n' "$(sha256sum <Cargo.lock | cut -d' ' -f1)"
-    echo "wasm-bindgen $bindgen_version; wasm-opt ${opt_flags[*]}; $(grep -A8 '^\[profile.wasm-release\]' Cargo.toml | tr '\n' ' ')"
+    echo "wasm-bindgen $bindgen_version; wasm-opt ${opt_flags[*]}; $(sed -n '/^\[profile.wasm-release\]/,/^$/p' Cargo.toml | tr '\n' ' ')"
 }
 {
     echo "# The sources js/pkg was built from (scripts/build-js.sh); a change means a stale js/pkg."

@@ -47,7 +47,9 @@ export class Replica {
         } else if (s.state === 'syncing' && this.state !== 'synced') {
           this.state = 'syncing';
         } else if (s.state === 'ended') {
+          // The peer dropped the copy already: forget it here too.
           this.state = 'closed';
+          this._client._subs.delete(this._handle);
           this._synced.reject(new DhrtError(s.code, s.message));
         }
         for (const l of this._statusListeners) l(s);
@@ -63,11 +65,12 @@ export class Replica {
   _firstSync(timeoutMs) {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
+        this.close();
         reject(new DhrtError('timeout', `the copy of ${this.collection} did not catch up within ${timeoutMs} ms`));
       }, timeoutMs);
       this._synced = {
         resolve: () => (clearTimeout(timer), resolve(this)),
-        reject: (e) => (clearTimeout(timer), reject(e)),
+        reject: (e) => (clearTimeout(timer), this.close(), reject(e)),
       };
     });
   }
