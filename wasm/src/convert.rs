@@ -215,6 +215,11 @@ pub fn op_from_js(obj: &JsValue) -> Result<Op, String> {
     })
 }
 
+/// As [`op_from_js`], failing with a JavaScript `Error` that says the request is invalid.
+pub fn request(value: &JsValue) -> Result<Op, JsError> {
+    op_from_js(value).map_err(|e| JsError::new(&format!("invalid request: {e}")))
+}
+
 /// An answer: `{kind: "value" | "ok" | "written" | "values" | "page" | "stats" | "ring"
 /// | "error", ...}`.
 pub fn reply_to_js(reply: Reply) -> JsValue {

@@ -27,7 +27,7 @@ pub mod peer;
 
 pub use peer::Peer;
 
-use convert::{op_from_js, reply_to_js, Obj};
+use convert::{reply_to_js, Obj};
 use dhrt_core::{
     hash,
     proto::{client::ClientMessage, ClientRequest, ClientResponse},
@@ -59,7 +59,7 @@ pub fn ordered_position(key: &[u8]) -> u64 {
 /// wire frame. Throws when the request is malformed.
 #[wasm_bindgen(js_name = encodeRequest)]
 pub fn encode_request(id: f64, op: JsValue) -> Result<Vec<u8>, JsError> {
-    let op = op_from_js(&op).map_err(|e| JsError::new(&format!("invalid request: {e}")))?;
+    let op = convert::request(&op)?;
     let msg = ClientMessage::Request(ClientRequest { id: id as u64, op });
     wire::encode_with_limit(&msg, wire::DEFAULT_MAX_FRAME).map_err(to_js_error)
 }

@@ -6,7 +6,7 @@
 //! and after every call drains [`Peer::poll_outputs`]: frames to send, answers,
 //! changes and states. Every time is `Date.now()` (milliseconds).
 
-use crate::convert::{members_to_js, op_from_js, opt_number, output_to_js, Obj};
+use crate::convert::{members_to_js, opt_number, output_to_js, request, Obj};
 use bytes::Bytes;
 use dhrt_core::light::{LightConfig, LightPeer};
 use js_sys::{Array, Uint8Array};
@@ -34,10 +34,6 @@ fn config(options: &JsValue) -> Result<LightConfig, String> {
         retry_ms: ms("retryMs", d.retry_ms)?,
         seed: opt_number(options, "seed")?.map_or(d.seed, |s| s as u64),
     })
-}
-
-fn op(value: &JsValue) -> Result<dhrt_core::proto::client::Op, JsError> {
-    op_from_js(value).map_err(|e| JsError::new(&format!("invalid request: {e}")))
 }
 
 /// The light peer. See the module docs for how a host drives it.
@@ -81,13 +77,13 @@ impl Peer {
     /// types), routed to a replica of its key; returns the handle its `reply` output
     /// will carry. Throws on a malformed request.
     pub fn call(&mut self, now: f64, op: JsValue) -> Result<f64, JsError> {
-        Ok(self.inner.call(now_ms(now), self::op(&op)?) as f64)
+        Ok(self.inner.call(now_ms(now), request(&op)?) as f64)
     }
 
     /// As [`Peer::call`], to the node at `addr` only.
     #[wasm_bindgen(js_name = callAt)]
     pub fn call_at(&mut self, now: f64, addr: &str, op: JsValue) -> Result<f64, JsError> {
-        Ok(self.inner.call_at(now_ms(now), addr, self::op(&op)?) as f64)
+        Ok(self.inner.call_at(now_ms(now), addr, request(&op)?) as f64)
     }
 
     /// Watches `collection` (keys starting with `prefix`, if given); returns the handle
