@@ -10,6 +10,7 @@ pub mod driver;
 pub mod http;
 pub mod peers;
 pub mod stats;
+pub mod syncer;
 pub mod ws;
 
 use axum::serve::ListenerExt;
@@ -60,7 +61,7 @@ pub enum ServeError {
 /// What the tasks of a server share.
 #[derive(Clone)]
 pub struct AppState {
-    inbox: mpsc::Sender<Input>,
+    inbox: Arc<mpsc::Sender<Input>>,
     next_client: Arc<AtomicU64>,
     /// The server's counters.
     pub counters: Arc<Counters>,
@@ -238,6 +239,8 @@ where
     let counters = Arc::new(Counters::default());
     let (inbox_tx, inbox_rx) = mpsc::channel();
     let max_frame = wire::DEFAULT_MAX_FRAME.max(opts.max_value_bytes + 1024 * 1024);
+    let inbox_tx = Arc::new(inbox_tx);
+    let sync_reports = Arc::downgrade(&inbox_tx);
     let state = AppState {
         inbox: inbox_tx,
         next_client: Arc::new(AtomicU64::new(1)),
@@ -255,6 +258,7 @@ where
         max_frame,
     );
     let driver = Driver::new(node, durable, peers, counters)
+        .sync_off_thread(sync_reports)
         .leave_timeout(opts.leave_timeout.as_millis() as u64);
     let thread = std::thread::Builder::new()
         .name("dhrt-node".into())
