@@ -8,6 +8,7 @@
 
 pub mod driver;
 pub mod http;
+pub mod launch;
 pub mod peers;
 pub mod stats;
 pub mod ws;
