@@ -1,0 +1,358 @@
+"""The asyncio client: :class:`AsyncClient` and :class:`AsyncWatch`.
+
+The same methods as :class:`dhrt.Client`, as coroutines. Requests run on the Rust
+runtime and complete asyncio futures on your event loop (no thread pool): thousands
+can be in flight at once, pipelined on one connection per node::
+
+    async with dhrt.AsyncClient("ws://127.0.0.1:7453") as db:
+        await db.set("alice", "admin", collection="users")
+        values = await asyncio.gather(*(db.get(k) for k in keys))
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+from dhrt import _dhrt
+from dhrt._options import (
+    DEFAULT_COLLECTION,
+    DEFAULT_MAX_VALUE_BYTES,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_URL,
+    Consistency,
+    Event,
+    Key,
+    RingMember,
+    Seconds,
+    Settings,
+    Value,
+    closed,
+    items_of,
+    ring_of,
+    seconds,
+    stats_of,
+)
+from dhrt.errors import TimeoutError
+
+__all__ = ["AsyncClient", "AsyncWatch", "connect_async"]
+
+
+async def connect_async(
+    url: Union[str, Sequence[str]] = DEFAULT_URL,
+    *,
+    token: Optional[str] = None,
+    timeout: Optional[Seconds] = 5.0,
+    collection: str = DEFAULT_COLLECTION,
+    consistency: Optional[Consistency] = None,
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+) -> "AsyncClient":
+    """Connects (see :func:`dhrt.connect` for the arguments) and returns a connected
+    :class:`AsyncClient`."""
+    client = AsyncClient(
+        url,
+        token=token,
+        timeout=timeout,
+        collection=collection,
+        consistency=consistency,
+        max_value_bytes=max_value_bytes,
+    )
+    await client.connect()
+    return client
+
+
+class AsyncClient:
+    """An asyncio connection to a dhrt cluster. Takes the arguments of
+    :func:`dhrt.connect`; connects on :meth:`connect`, on ``async with``, or on the
+    first call. Every method of :class:`dhrt.Client` is here as a coroutine, with the
+    same keywords."""
+
+    def __init__(
+        self,
+        url: Union[str, Sequence[str]] = DEFAULT_URL,
+        *,
+        token: Optional[str] = None,
+        timeout: Optional[Seconds] = 5.0,
+        collection: str = DEFAULT_COLLECTION,
+        consistency: Optional[Consistency] = None,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    ) -> None:
+        self._settings = Settings(url, token, timeout, collection, consistency, max_value_bytes)
+        self._native: Optional[_dhrt.Client] = None
+        self._closed = False
+        self._connecting: Optional[asyncio.Future] = None  # type: ignore[type-arg]
+
+    async def connect(self) -> "AsyncClient":
+        """Connects, if not connected yet; raises :class:`dhrt.ConnectionError` when no
+        node answers."""
+        await self._client()
+        return self
+
+    async def _client(self) -> _dhrt.Client:
+        if self._native is not None:
+            return self._native
+        if self._closed:
+            raise closed()
+        if self._connecting is None:
+            s = self._settings
+            self._connecting = asyncio.ensure_future(
+                _dhrt.Client.connect(s.urls, s.timeout, s.max_value_bytes, True)
+            )
+        try:
+            native = await asyncio.shield(self._connecting)
+        except BaseException:
+            self._connecting = None
+            raise
+        if self._closed:
+            raise closed()
+        self._native = native
+        return native
+
+    @property
+    def urls(self) -> List[str]:
+        """The addresses this client was given."""
+        return list(self._settings.urls)
+
+    @property
+    def timeout(self) -> Optional[float]:
+        """Seconds each call may take (``None``: no limit)."""
+        return self._settings.timeout
+
+    async def get(
+        self,
+        key: Key,
+        default: Optional[bytes] = None,
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> Optional[bytes]:
+        """The value of ``key``, or ``default`` (see :meth:`dhrt.Client.get`)."""
+        c, level, wait = self._settings.call(collection, consistency, timeout)
+        value = await (await self._client()).get(c, key, level, wait, True)
+        return default if value is None else value
+
+    async def set(
+        self,
+        key: Key,
+        value: Value,
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        ttl: Optional[Seconds] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> int:
+        """Writes ``key`` = ``value``; returns the timestamp (see :meth:`dhrt.Client.set`)."""
+        c, level, wait = self._settings.call(collection, consistency, timeout)
+        ts: int = await (await self._client()).set(c, key, value, level, seconds(ttl), wait, True)
+        return ts
+
+    async def delete(
+        self,
+        key: Key,
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> int:
+        """Deletes ``key``; returns the timestamp (see :meth:`dhrt.Client.delete`)."""
+        c, level, wait = self._settings.call(collection, consistency, timeout)
+        ts: int = await (await self._client()).delete(c, key, level, wait, True)
+        return ts
+
+    async def exists(
+        self,
+        key: Key,
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> bool:
+        """Whether ``key`` has a live value."""
+        return await self.get(key, collection=collection, consistency=consistency, timeout=timeout) is not None
+
+    async def mget(
+        self,
+        keys: Iterable[Key],
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> List[Optional[bytes]]:
+        """The values of ``keys`` in one request (see :meth:`dhrt.Client.mget`)."""
+        c, level, wait = self._settings.call(collection, consistency, timeout)
+        values: List[Optional[bytes]] = await (await self._client()).get_many(c, list(keys), level, wait, True)
+        return values
+
+    async def mset(
+        self,
+        items: Union[Mapping[Key, Value], Iterable[Tuple[Key, Value]]],
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        ttl: Optional[Seconds] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> Optional[int]:
+        """Writes every item in one request (see :meth:`dhrt.Client.mset`)."""
+        c, level, wait = self._settings.call(collection, consistency, timeout)
+        native = await self._client()
+        ts: Optional[int] = await native.set_many(c, items_of(items), level, seconds(ttl), wait, True)
+        return ts
+
+    def scan(
+        self,
+        prefix: Optional[Key] = None,
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        timeout: Optional[Seconds] = None,
+    ) -> AsyncIterator[Tuple[bytes, bytes]]:
+        """Every live ``(key, value)``, paged lazily (see :meth:`dhrt.Client.scan`)::
+
+            async for key, value in db.scan(collection="users"):
+                ...
+        """
+        c, level, wait = self._settings.call(collection, consistency, timeout)
+
+        async def pages() -> AsyncIterator[Tuple[bytes, bytes]]:
+            native = await self._client()
+            cursor: Optional[bytes] = None
+            while True:
+                page, cursor = await native.scan(c, cursor, prefix, page_size, level, wait, True)
+                for item in page:
+                    yield item
+                if cursor is None:
+                    return
+
+        return pages()
+
+    def watch(
+        self,
+        prefix: Optional[Key] = None,
+        *,
+        collection: Optional[str] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> "AsyncWatch":
+        """Subscribes to changes (see :meth:`dhrt.Client.watch`). The subscription is in
+        place once the returned :class:`AsyncWatch` is awaited or entered::
+
+            async with db.watch(collection="users") as changes:
+                async for event in changes:
+                    ...
+        """
+        c = self._settings.collection if collection is None else collection
+        wait = self._settings.wait(timeout)
+
+        async def subscribe() -> _dhrt.Watch:
+            native = await self._client()
+            watch: _dhrt.Watch = await native.watch(c, prefix, wait, True)
+            return watch
+
+        return AsyncWatch(subscribe)
+
+    async def stats(self, node: Optional[str] = None, *, timeout: Optional[Seconds] = None) -> Dict[str, Any]:
+        """Counts and state of one node (see :meth:`dhrt.Client.stats`)."""
+        native = await self._client()
+        return stats_of(await native.stats(node, self._settings.wait(timeout), True))
+
+    async def ring(self, *, timeout: Optional[Seconds] = None) -> List[RingMember]:
+        """Every member of the ring as a connected node sees it."""
+        native = await self._client()
+        return ring_of(await native.ring(self._settings.wait(timeout), True))
+
+    def close(self) -> None:
+        """Closes the connections. Later calls raise :class:`dhrt.ConnectionError`."""
+        self._closed = True
+        self._native = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    async def __aenter__(self) -> "AsyncClient":
+        return await self.connect()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "connected" if self._native else "not connected"
+        return f"<dhrt.AsyncClient {', '.join(self._settings.urls)} {state}>"
+
+
+class AsyncWatch:
+    """A subscription to changes for asyncio. ``await`` it, or enter it with ``async
+    with`` (which also unsubscribes at the end), to subscribe; then ``async for event
+    in watch``, or :meth:`next` with a timeout. Ends as :class:`dhrt.Watch` does."""
+
+    def __init__(self, subscribe: Callable[[], Awaitable[_dhrt.Watch]]) -> None:
+        self._subscribe: Optional[Callable[[], Awaitable[_dhrt.Watch]]] = subscribe
+        self._native: Optional[_dhrt.Watch] = None
+
+    async def start(self) -> "AsyncWatch":
+        """Subscribes, if not yet subscribed; returns once every serving node has the
+        subscription."""
+        if self._native is None and self._subscribe is not None:
+            subscribe, self._subscribe = self._subscribe, None
+            self._native = await subscribe()
+        return self
+
+    def __await__(self) -> Generator[Any, None, "AsyncWatch"]:
+        return self.start().__await__()
+
+    def __aiter__(self) -> "AsyncWatch":
+        return self
+
+    async def __anext__(self) -> Event:
+        event = await self._next(None)
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    async def _next(self, timeout: Optional[float]) -> Optional[Event]:
+        await self.start()
+        if self._native is None:
+            return None
+        event = await self._native.next(timeout, True)
+        return None if event is None else Event(*event)
+
+    async def next(self, timeout: Optional[Seconds] = None) -> Optional[Event]:
+        """The next change, or ``None`` if none arrived within ``timeout`` seconds or the
+        watch ended (see :attr:`ended`)."""
+        try:
+            return await self._next(seconds(timeout))
+        except TimeoutError:
+            return None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the watch has ended: no more events will come."""
+        return self._native.ended if self._native is not None else self._subscribe is None
+
+    def close(self) -> None:
+        """Unsubscribes; a pending :meth:`next` returns ``None``."""
+        self._subscribe = None
+        if self._native is not None:
+            self._native.close()
+
+    async def __aenter__(self) -> "AsyncWatch":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()

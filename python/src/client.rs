@@ -1,0 +1,350 @@
+//! `dhrt._dhrt.Client` and `Watch`: the Rust [`dhrt::client::Client`] for Python.
+//!
+//! One native client serves both Python clients: every method takes `asynchronous`
+//! and either blocks with the GIL released (`dhrt.Client`) or returns an awaitable
+//! (`dhrt.AsyncClient`) — see [`crate::runtime::run`]. Arguments arrive already
+//! converted and checked ([`crate::args`]); answers go back as plain Python values
+//! (`bytes`, tuples, a JSON string for stats) that the pure-Python layer dresses up.
+
+use crate::{
+    args::{check_batch, check_value, Blob, Collection, Key, Level, Timeout, Ttl, Value},
+    errors,
+    runtime::{self, within},
+};
+use bytes::Bytes;
+use dhrt::client::{self as native, ClientError};
+use pyo3::prelude::*;
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tokio::sync::{Mutex, Notify};
+
+/// How long opening a connection may take inside a call whose own timeout is longer:
+/// the native client's per-request limit is set this high so that the per-call
+/// timeout (`within`) is the one that decides.
+const NATIVE_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A change seen by a watch: `(collection, key, value or None, ts)`.
+type EventTuple = (String, Blob, Option<Blob>, u64);
+
+/// A ring member: `(id, addr, tokens, status)`.
+type MemberTuple = (u64, String, Vec<u64>, String);
+
+/// A scan page: `([(key, value)], cursor or None)`.
+type PageTuple = (Vec<(Blob, Blob)>, Option<Blob>);
+
+/// A connected, pipelined, ring-aware client (see `dhrt.Client`).
+#[pyclass(frozen, module = "dhrt._dhrt")]
+pub struct Client {
+    inner: native::Client,
+    max_value: usize,
+}
+
+fn failed(e: ClientError) -> PyErr {
+    errors::client_error(e)
+}
+
+#[pymethods]
+impl Client {
+    /// Connects through the first reachable of `seeds` and reads the ring.
+    #[staticmethod]
+    #[pyo3(signature = (seeds, timeout, max_value, asynchronous=false))]
+    fn connect(
+        py: Python<'_>,
+        seeds: Vec<String>,
+        timeout: Option<Timeout>,
+        max_value: usize,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        if seeds.is_empty() {
+            return Err(errors::invalid("give at least one node address, such as ws://127.0.0.1:7453"));
+        }
+        let limit = timeout.map(|t| t.0);
+        runtime::run(py, asynchronous, async move {
+            let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+            let connect = async {
+                native::Client::connect_with(&seeds, NATIVE_LIMIT).await.map_err(failed)
+            };
+            let inner = within(limit, connect).await?;
+            Ok(Client { inner, max_value })
+        })
+    }
+
+    /// The value of `key`, or None.
+    #[pyo3(signature = (collection, key, consistency, timeout, asynchronous=false))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        key: Key,
+        consistency: Level,
+        timeout: Option<Timeout>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let c = self.inner.clone();
+        runtime::run(py, asynchronous, async move {
+            let get = async {
+                let value = c.get(&collection.0, key.0, consistency.0).await.map_err(failed)?;
+                Ok(value.map(Blob))
+            };
+            within(timeout.map(|t| t.0), get).await
+        })
+    }
+
+    /// Writes `key` = `value`; returns the write's timestamp.
+    #[pyo3(signature = (collection, key, value, consistency, ttl, timeout, asynchronous=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn set(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        key: Key,
+        value: Value,
+        consistency: Level,
+        ttl: Option<Ttl>,
+        timeout: Option<Timeout>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        check_value(&value, self.max_value)?;
+        let c = self.inner.clone();
+        runtime::run(py, asynchronous, async move {
+            let ttl = ttl.map(|t| t.0);
+            let set = async {
+                let ts = c.set(&collection.0, key.0, value.0, consistency.0, ttl).await;
+                ts.map(|ts| ts.0).map_err(failed)
+            };
+            within(timeout.map(|t| t.0), set).await
+        })
+    }
+
+    /// Deletes `key`; returns the delete's timestamp.
+    #[pyo3(signature = (collection, key, consistency, timeout, asynchronous=false))]
+    fn delete(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        key: Key,
+        consistency: Level,
+        timeout: Option<Timeout>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let c = self.inner.clone();
+        runtime::run(py, asynchronous, async move {
+            let del = async {
+                let ts = c.del(&collection.0, key.0, consistency.0).await;
+                ts.map(|ts| ts.0).map_err(failed)
+            };
+            within(timeout.map(|t| t.0), del).await
+        })
+    }
+
+    /// The values of `keys`, in order (None for each missing key).
+    #[pyo3(signature = (collection, keys, consistency, timeout, asynchronous=false))]
+    fn get_many(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        keys: Vec<Key>,
+        consistency: Level,
+        timeout: Option<Timeout>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let keys: Vec<Bytes> = keys.into_iter().map(|k| k.0).collect();
+        check_batch(keys.iter().map(|k| k.len() + 8).sum(), self.max_value)?;
+        let c = self.inner.clone();
+        runtime::run(py, asynchronous, async move {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let get = async {
+                let values = c.get_many(&collection.0, keys, consistency.0).await.map_err(failed)?;
+                Ok(values.into_iter().map(|v| v.map(Blob)).collect::<Vec<_>>())
+            };
+            within(timeout.map(|t| t.0), get).await
+        })
+    }
+
+    /// Writes every `(key, value)` of `items` with one timestamp; returns it (None for
+    /// no items).
+    #[pyo3(signature = (collection, items, consistency, ttl, timeout, asynchronous=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_many(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        items: Vec<(Key, Value)>,
+        consistency: Level,
+        ttl: Option<Ttl>,
+        timeout: Option<Timeout>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        for (_, value) in &items {
+            check_value(value, self.max_value)?;
+        }
+        check_batch(items.iter().map(|(k, v)| k.0.len() + v.0.len() + 16).sum(), self.max_value)?;
+        let items: Vec<(Bytes, Bytes)> = items.into_iter().map(|(k, v)| (k.0, v.0)).collect();
+        let c = self.inner.clone();
+        runtime::run(py, asynchronous, async move {
+            if items.is_empty() {
+                return Ok(None);
+            }
+            let ttl = ttl.map(|t| t.0);
+            let set = async {
+                let ts = c.set_many(&collection.0, items, consistency.0, ttl).await;
+                ts.map(|ts| Some(ts.0)).map_err(failed)
+            };
+            within(timeout.map(|t| t.0), set).await
+        })
+    }
+
+    /// One page of a scan: `([(key, value)], cursor)`; the cursor is None at the end.
+    #[pyo3(signature = (collection, cursor, prefix, limit, consistency, timeout, asynchronous=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn scan(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        cursor: Option<Vec<u8>>,
+        prefix: Option<Key>,
+        limit: u32,
+        consistency: Level,
+        timeout: Option<Timeout>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let c = self.inner.clone();
+        runtime::run(py, asynchronous, async move {
+            let cursor = cursor.map(Bytes::from);
+            let prefix = prefix.map(|p| p.0);
+            let scan = async {
+                let page = c
+                    .scan(&collection.0, cursor, prefix, limit, consistency.0)
+                    .await
+                    .map_err(failed)?;
+                let items = page.items.into_iter().map(|(k, v)| (Blob(k), Blob(v))).collect();
+                Ok::<PageTuple, PyErr>((items, page.cursor.map(Blob)))
+            };
+            within(timeout.map(|t| t.0), scan).await
+        })
+    }
+
+    /// Subscribes to changes of `collection` (keys starting with `prefix`).
+    #[pyo3(signature = (collection, prefix, timeout, asynchronous=false))]
+    fn watch(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        prefix: Option<Key>,
+        timeout: Option<Timeout>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let c = self.inner.clone();
+        runtime::run(py, asynchronous, async move {
+            let watch = async {
+                c.watch(&collection.0, prefix.map(|p| p.0)).await.map_err(failed)
+            };
+            let inner = within(timeout.map(|t| t.0), watch).await?;
+            Ok(Watch {
+                inner: Arc::new(Mutex::new(Some(inner))),
+                closed: Arc::new(AtomicBool::new(false)),
+                close: Arc::new(Notify::new()),
+            })
+        })
+    }
+
+    /// The stats of the node at `node` (any connected node when None), as JSON text.
+    #[pyo3(signature = (node, timeout, asynchronous=false))]
+    fn stats(
+        &self,
+        py: Python<'_>,
+        node: Option<String>,
+        timeout: Option<Timeout>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let c = self.inner.clone();
+        runtime::run(py, asynchronous, async move {
+            let stats = async { c.stats(node.as_deref()).await.map_err(failed) };
+            let stats = within(timeout.map(|t| t.0), stats).await?;
+            serde_json::to_string(&stats)
+                .map_err(|e| errors::client_error(ClientError::Protocol(e.to_string())))
+        })
+    }
+
+    /// The ring's members: `[(id, addr, tokens, status)]`.
+    #[pyo3(signature = (timeout, asynchronous=false))]
+    fn ring(&self, py: Python<'_>, timeout: Option<Timeout>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let c = self.inner.clone();
+        runtime::run(py, asynchronous, async move {
+            let ring = async { c.ring().await.map_err(failed) };
+            let members = within(timeout.map(|t| t.0), ring).await?;
+            Ok(members
+                .into_iter()
+                .map(|m| (m.id.0, m.addr, m.tokens, m.status))
+                .collect::<Vec<MemberTuple>>())
+        })
+    }
+}
+
+/// A subscription to changes (see `dhrt.Watch`). Closing it, or dropping it,
+/// unsubscribes.
+#[pyclass(frozen, module = "dhrt._dhrt")]
+pub struct Watch {
+    inner: Arc<Mutex<Option<native::Watch>>>,
+    closed: Arc<AtomicBool>,
+    close: Arc<Notify>,
+}
+
+#[pymethods]
+impl Watch {
+    /// The next change as `(collection, key, value, ts)`; None once the watch ended (the
+    /// node ended it, the connection dropped, or it was closed). Raises
+    /// `dhrt.TimeoutError` when nothing arrived within `timeout`.
+    #[pyo3(signature = (timeout, asynchronous=false))]
+    fn next(&self, py: Python<'_>, timeout: Option<Timeout>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let (inner, closed, close) = (self.inner.clone(), self.closed.clone(), self.close.clone());
+        runtime::run(py, asynchronous, async move {
+            let next = async {
+                let mut guard = inner.lock().await;
+                let Some(watch) = guard.as_mut().filter(|_| !closed.load(Ordering::Acquire)) else {
+                    *guard = None;
+                    return Ok(None);
+                };
+                let event = tokio::select! {
+                    event = watch.next() => event,
+                    () = close.notified() => Ok(None),
+                };
+                match event {
+                    Ok(Some(e)) => Ok(Some((e.collection, Blob(e.key), e.value.map(Blob), e.ts.0))),
+                    Ok(None) => {
+                        *guard = None;
+                        Ok(None)
+                    }
+                    Err(e) => {
+                        *guard = None;
+                        Err(failed(e))
+                    }
+                }
+            };
+            within::<Option<EventTuple>>(timeout.map(|t| t.0), next).await
+        })
+    }
+
+    /// Ends the subscription; a `next` waiting in another thread returns None.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.close.notify_waiters();
+        if let Ok(mut guard) = self.inner.try_lock() {
+            *guard = None;
+        }
+    }
+
+    /// Whether the watch has ended (closed, or ended by the node or the connection).
+    #[getter]
+    fn ended(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+            || self.inner.try_lock().map(|g| g.is_none()).unwrap_or(false)
+    }
+}
