@@ -21,7 +21,7 @@ use std::{
     },
     time::Duration,
 };
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, OnceCell};
 
 /// How long opening a connection may take inside a call whose own timeout is longer:
 /// the native client's per-request limit is set this high so that the per-call
@@ -37,11 +37,36 @@ type MemberTuple = (u64, String, Vec<u64>, String);
 /// A scan page: `([(key, value)], cursor or None)`.
 type PageTuple = (Vec<(Blob, Blob)>, Option<Blob>);
 
-/// A connected, pipelined, ring-aware client (see `dhrt.Client`).
+/// A pipelined, ring-aware client (see `dhrt.Client`). It connects on [`Client::connect`]
+/// or on its first call, whichever comes first.
 #[pyclass(frozen, module = "dhrt._dhrt")]
 pub struct Client {
-    inner: native::Client,
+    link: Arc<Link>,
     max_value: usize,
+}
+
+/// The native client, once connected.
+struct Link {
+    seeds: Vec<String>,
+    limit: Option<Duration>,
+    client: OnceCell<native::Client>,
+}
+
+impl Link {
+    /// The connected client: connects through the seeds on first use (at most `limit`).
+    async fn client(&self) -> PyResult<native::Client> {
+        if let Some(c) = self.client.get() {
+            return Ok(c.clone());
+        }
+        let connect = || async {
+            let seeds: Vec<&str> = self.seeds.iter().map(String::as_str).collect();
+            let connect = async {
+                native::Client::connect_with(&seeds, NATIVE_LIMIT).await.map_err(failed)
+            };
+            within(self.limit, connect).await
+        };
+        self.client.get_or_try_init(connect).await.cloned()
+    }
 }
 
 fn failed(e: ClientError) -> PyErr {
@@ -50,28 +75,24 @@ fn failed(e: ClientError) -> PyErr {
 
 #[pymethods]
 impl Client {
-    /// Connects through the first reachable of `seeds` and reads the ring.
-    #[staticmethod]
-    #[pyo3(signature = (seeds, timeout, max_value, asynchronous=false))]
-    fn connect(
-        py: Python<'_>,
-        seeds: Vec<String>,
-        timeout: Option<Timeout>,
-        max_value: usize,
-        asynchronous: bool,
-    ) -> PyResult<Py<PyAny>> {
+    /// A client of the cluster reached through `seeds`; connecting waits at most
+    /// `timeout` seconds. Nothing is sent yet.
+    #[new]
+    fn new(seeds: Vec<String>, timeout: Option<Timeout>, max_value: usize) -> PyResult<Self> {
         if seeds.is_empty() {
-            return Err(errors::invalid("give at least one node address, such as ws://127.0.0.1:7453"));
+            return Err(errors::invalid(
+                "give at least one node address, such as ws://127.0.0.1:7453",
+            ));
         }
-        let limit = timeout.map(|t| t.0);
-        runtime::run(py, asynchronous, async move {
-            let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
-            let connect = async {
-                native::Client::connect_with(&seeds, NATIVE_LIMIT).await.map_err(failed)
-            };
-            let inner = within(limit, connect).await?;
-            Ok(Client { inner, max_value })
-        })
+        let link = Link { seeds, limit: timeout.map(|t| t.0), client: OnceCell::new() };
+        Ok(Client { link: Arc::new(link), max_value })
+    }
+
+    /// Connects through the first reachable seed and reads the ring (once).
+    #[pyo3(signature = (asynchronous=false))]
+    fn connect(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let link = self.link.clone();
+        runtime::run(py, asynchronous, async move { link.client().await.map(|_| ()) })
     }
 
     /// The value of `key`, or None.
@@ -85,8 +106,9 @@ impl Client {
         timeout: Option<Timeout>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let c = self.inner.clone();
+        let link = self.link.clone();
         runtime::run(py, asynchronous, async move {
+            let c = link.client().await?;
             let get = async {
                 let value = c.get(&collection.0, key.0, consistency.0).await.map_err(failed)?;
                 Ok(value.map(Blob))
@@ -110,8 +132,9 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         check_value(&value, self.max_value)?;
-        let c = self.inner.clone();
+        let link = self.link.clone();
         runtime::run(py, asynchronous, async move {
+            let c = link.client().await?;
             let ttl = ttl.map(|t| t.0);
             let set = async {
                 let ts = c.set(&collection.0, key.0, value.0, consistency.0, ttl).await;
@@ -132,8 +155,9 @@ impl Client {
         timeout: Option<Timeout>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let c = self.inner.clone();
+        let link = self.link.clone();
         runtime::run(py, asynchronous, async move {
+            let c = link.client().await?;
             let del = async {
                 let ts = c.del(&collection.0, key.0, consistency.0).await;
                 ts.map(|ts| ts.0).map_err(failed)
@@ -155,8 +179,9 @@ impl Client {
     ) -> PyResult<Py<PyAny>> {
         let keys: Vec<Bytes> = keys.into_iter().map(|k| k.0).collect();
         check_batch(keys.iter().map(|k| k.len() + 8).sum(), self.max_value)?;
-        let c = self.inner.clone();
+        let link = self.link.clone();
         runtime::run(py, asynchronous, async move {
+            let c = link.client().await?;
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
@@ -187,8 +212,9 @@ impl Client {
         }
         check_batch(items.iter().map(|(k, v)| k.0.len() + v.0.len() + 16).sum(), self.max_value)?;
         let items: Vec<(Bytes, Bytes)> = items.into_iter().map(|(k, v)| (k.0, v.0)).collect();
-        let c = self.inner.clone();
+        let link = self.link.clone();
         runtime::run(py, asynchronous, async move {
+            let c = link.client().await?;
             if items.is_empty() {
                 return Ok(None);
             }
@@ -215,8 +241,9 @@ impl Client {
         timeout: Option<Timeout>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let c = self.inner.clone();
+        let link = self.link.clone();
         runtime::run(py, asynchronous, async move {
+            let c = link.client().await?;
             let cursor = cursor.map(Bytes::from);
             let prefix = prefix.map(|p| p.0);
             let scan = async {
@@ -241,8 +268,9 @@ impl Client {
         timeout: Option<Timeout>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let c = self.inner.clone();
+        let link = self.link.clone();
         runtime::run(py, asynchronous, async move {
+            let c = link.client().await?;
             let watch = async {
                 c.watch(&collection.0, prefix.map(|p| p.0)).await.map_err(failed)
             };
@@ -264,8 +292,9 @@ impl Client {
         timeout: Option<Timeout>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let c = self.inner.clone();
+        let link = self.link.clone();
         runtime::run(py, asynchronous, async move {
+            let c = link.client().await?;
             let stats = async { c.stats(node.as_deref()).await.map_err(failed) };
             let stats = within(timeout.map(|t| t.0), stats).await?;
             serde_json::to_string(&stats)
@@ -276,8 +305,9 @@ impl Client {
     /// The ring's members: `[(id, addr, tokens, status)]`.
     #[pyo3(signature = (timeout, asynchronous=false))]
     fn ring(&self, py: Python<'_>, timeout: Option<Timeout>, asynchronous: bool) -> PyResult<Py<PyAny>> {
-        let c = self.inner.clone();
+        let link = self.link.clone();
         runtime::run(py, asynchronous, async move {
+            let c = link.client().await?;
             let ring = async { c.ring().await.map_err(failed) };
             let members = within(timeout.map(|t| t.0), ring).await?;
             Ok(members

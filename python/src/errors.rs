@@ -40,7 +40,10 @@ import_exception!(dhrt.errors, ProtocolError);
 /// A client call's failure as a Python exception.
 pub fn client_error(err: ClientError) -> PyErr {
     match err {
-        ClientError::Connection(message) => PyErr::new::<ConnectionError, _>((message,)),
+        ClientError::Connection(message) => PyErr::new::<ConnectionError, _>((format!(
+            "connection failed: {message}; is the node running? (start one with \
+             `python -m dhrt serve` or `dhrt serve`)"
+        ),)),
         ClientError::Timeout(limit) => timed_out(limit),
         ClientError::Protocol(message) => PyErr::new::<ProtocolError, _>((format!(
             "unexpected answer from the node: {message}; is the node the same dhrt version?"

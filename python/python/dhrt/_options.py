@@ -13,7 +13,7 @@ import json
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from dhrt import _dhrt
-from dhrt.errors import ConnectionError, InvalidInputError
+from dhrt.errors import ConnectionError, InvalidInputError, InvalidTypeError
 
 Key = Union[str, bytes]
 """A key: ``bytes``, or a ``str`` sent as UTF-8. 1 byte to 64 KiB."""
@@ -92,6 +92,17 @@ def seeds_of(url: Union[str, Sequence[str]]) -> List[str]:
     if not all(isinstance(s, str) for s in seeds):
         raise InvalidInputError("node addresses must be str, such as ws://127.0.0.1:7453")
     return seeds
+
+
+def keys_of(keys: Iterable[Key]) -> List[Any]:
+    """The keys of a batch read; a lone ``str`` or ``bytes`` is refused rather than read
+    as a sequence of one-character keys."""
+    if isinstance(keys, (str, bytes, bytearray)):
+        raise InvalidTypeError(
+            f"keys must be an iterable of keys, not a single {type(keys).__name__}: "
+            "use mget([key]) or get(key)"
+        )
+    return list(keys)
 
 
 def items_of(items: Union[Mapping[Key, Value], Iterable[Tuple[Key, Value]]]) -> List[Tuple[Any, Any]]:

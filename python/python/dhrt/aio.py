@@ -11,7 +11,6 @@ can be in flight at once, pipelined on one connection per node::
 
 from __future__ import annotations
 
-import asyncio
 from typing import (
     Any,
     AsyncIterator,
@@ -43,6 +42,7 @@ from dhrt._options import (
     Value,
     closed,
     items_of,
+    keys_of,
     ring_of,
     seconds,
     stats_of,
@@ -91,36 +91,20 @@ class AsyncClient:
         consistency: Optional[Consistency] = None,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
-        self._settings = Settings(url, token, timeout, collection, consistency, max_value_bytes)
-        self._native: Optional[_dhrt.Client] = None
-        self._closed = False
-        self._connecting: Optional[asyncio.Future] = None  # type: ignore[type-arg]
+        self._settings = s = Settings(url, token, timeout, collection, consistency, max_value_bytes)
+        self._native: Optional[_dhrt.Client] = _dhrt.Client(s.urls, s.timeout, max_value_bytes)
 
     async def connect(self) -> "AsyncClient":
         """Connects, if not connected yet; raises :class:`dhrt.ConnectionError` when no
         node answers."""
-        await self._client()
+        await self._client.connect(True)
         return self
 
-    async def _client(self) -> _dhrt.Client:
-        if self._native is not None:
-            return self._native
-        if self._closed:
+    @property
+    def _client(self) -> _dhrt.Client:
+        if self._native is None:
             raise closed()
-        if self._connecting is None:
-            s = self._settings
-            self._connecting = asyncio.ensure_future(
-                _dhrt.Client.connect(s.urls, s.timeout, s.max_value_bytes, True)
-            )
-        try:
-            native = await asyncio.shield(self._connecting)
-        except BaseException:
-            self._connecting = None
-            raise
-        if self._closed:
-            raise closed()
-        self._native = native
-        return native
+        return self._native
 
     @property
     def urls(self) -> List[str]:
@@ -143,7 +127,7 @@ class AsyncClient:
     ) -> Optional[bytes]:
         """The value of ``key``, or ``default`` (see :meth:`dhrt.Client.get`)."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        value = await (await self._client()).get(c, key, level, wait, True)
+        value = await self._client.get(c, key, level, wait, True)
         return default if value is None else value
 
     async def set(
@@ -158,7 +142,7 @@ class AsyncClient:
     ) -> int:
         """Writes ``key`` = ``value``; returns the timestamp (see :meth:`dhrt.Client.set`)."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        ts: int = await (await self._client()).set(c, key, value, level, seconds(ttl), wait, True)
+        ts: int = await self._client.set(c, key, value, level, seconds(ttl), wait, True)
         return ts
 
     async def delete(
@@ -171,7 +155,7 @@ class AsyncClient:
     ) -> int:
         """Deletes ``key``; returns the timestamp (see :meth:`dhrt.Client.delete`)."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        ts: int = await (await self._client()).delete(c, key, level, wait, True)
+        ts: int = await self._client.delete(c, key, level, wait, True)
         return ts
 
     async def exists(
@@ -195,7 +179,7 @@ class AsyncClient:
     ) -> List[Optional[bytes]]:
         """The values of ``keys`` in one request (see :meth:`dhrt.Client.mget`)."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        values: List[Optional[bytes]] = await (await self._client()).get_many(c, list(keys), level, wait, True)
+        values: List[Optional[bytes]] = await self._client.get_many(c, keys_of(keys), level, wait, True)
         return values
 
     async def mset(
@@ -209,7 +193,7 @@ class AsyncClient:
     ) -> Optional[int]:
         """Writes every item in one request (see :meth:`dhrt.Client.mset`)."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        native = await self._client()
+        native = self._client
         ts: Optional[int] = await native.set_many(c, items_of(items), level, seconds(ttl), wait, True)
         return ts
 
@@ -230,7 +214,7 @@ class AsyncClient:
         c, level, wait = self._settings.call(collection, consistency, timeout)
 
         async def pages() -> AsyncIterator[Tuple[bytes, bytes]]:
-            native = await self._client()
+            native = self._client
             cursor: Optional[bytes] = None
             while True:
                 page, cursor = await native.scan(c, cursor, prefix, page_size, level, wait, True)
@@ -259,7 +243,7 @@ class AsyncClient:
         wait = self._settings.wait(timeout)
 
         async def subscribe() -> _dhrt.Watch:
-            native = await self._client()
+            native = self._client
             watch: _dhrt.Watch = await native.watch(c, prefix, wait, True)
             return watch
 
@@ -267,23 +251,22 @@ class AsyncClient:
 
     async def stats(self, node: Optional[str] = None, *, timeout: Optional[Seconds] = None) -> Dict[str, Any]:
         """Counts and state of one node (see :meth:`dhrt.Client.stats`)."""
-        native = await self._client()
+        native = self._client
         return stats_of(await native.stats(node, self._settings.wait(timeout), True))
 
     async def ring(self, *, timeout: Optional[Seconds] = None) -> List[RingMember]:
         """Every member of the ring as a connected node sees it."""
-        native = await self._client()
+        native = self._client
         return ring_of(await native.ring(self._settings.wait(timeout), True))
 
     def close(self) -> None:
         """Closes the connections. Later calls raise :class:`dhrt.ConnectionError`."""
-        self._closed = True
         self._native = None
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
-        return self._closed
+        return self._native is None
 
     async def __aenter__(self) -> "AsyncClient":
         return await self.connect()
@@ -292,7 +275,7 @@ class AsyncClient:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "connected" if self._native else "not connected"
+        state = "closed" if self._native is None else "open"
         return f"<dhrt.AsyncClient {', '.join(self._settings.urls)} {state}>"
 
 

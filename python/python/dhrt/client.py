@@ -39,6 +39,7 @@ from dhrt._options import (
     Value,
     closed,
     items_of,
+    keys_of,
     ring_of,
     seconds,
     stats_of,
@@ -103,9 +104,9 @@ class Client:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         self._settings = Settings(url, token, timeout, collection, consistency, max_value_bytes)
-        self._native: Optional[_dhrt.Client] = _dhrt.Client.connect(
-            self._settings.urls, self._settings.timeout, max_value_bytes
-        )
+        native = _dhrt.Client(self._settings.urls, self._settings.timeout, max_value_bytes)
+        native.connect()
+        self._native: Optional[_dhrt.Client] = native
 
     @property
     def _client(self) -> _dhrt.Client:
@@ -194,7 +195,7 @@ class Client:
         """The values of ``keys`` in one request: a list in the same order, ``None`` for
         each missing key."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        return self._client.get_many(c, list(keys), level, wait)
+        return self._client.get_many(c, keys_of(keys), level, wait)
 
     def mset(
         self,
