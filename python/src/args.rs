@@ -151,7 +151,9 @@ fn seconds(obj: Borrowed<'_, '_, PyAny>, what: &str) -> PyResult<Duration> {
         return Err(errors::wrong_type(format!("{what} must be a number of seconds, not {kind}")));
     };
     if !(secs.is_finite() && secs > 0.0) {
-        return Err(errors::invalid(format!("{what} must be a positive number of seconds, not {secs}")));
+        return Err(errors::invalid(format!(
+            "{what} must be a positive number of seconds, not {secs}"
+        )));
     }
     Duration::try_from_secs_f64(secs)
         .map_err(|_| errors::invalid(format!("{what} of {secs} s is too long")))

@@ -60,9 +60,8 @@ impl Link {
         }
         let connect = || async {
             let seeds: Vec<&str> = self.seeds.iter().map(String::as_str).collect();
-            let connect = async {
-                native::Client::connect_with(&seeds, NATIVE_LIMIT).await.map_err(failed)
-            };
+            let connect =
+                async { native::Client::connect_with(&seeds, NATIVE_LIMIT).await.map_err(failed) };
             within(self.limit, connect).await
         };
         self.client.get_or_try_init(connect).await.cloned()
@@ -186,7 +185,8 @@ impl Client {
                 return Ok(Vec::new());
             }
             let get = async {
-                let values = c.get_many(&collection.0, keys, consistency.0).await.map_err(failed)?;
+                let values =
+                    c.get_many(&collection.0, keys, consistency.0).await.map_err(failed)?;
                 Ok(values.into_iter().map(|v| v.map(Blob)).collect::<Vec<_>>())
             };
             within(timeout.map(|t| t.0), get).await
@@ -271,9 +271,7 @@ impl Client {
         let link = self.link.clone();
         runtime::run(py, asynchronous, async move {
             let c = link.client().await?;
-            let watch = async {
-                c.watch(&collection.0, prefix.map(|p| p.0)).await.map_err(failed)
-            };
+            let watch = async { c.watch(&collection.0, prefix.map(|p| p.0)).await.map_err(failed) };
             let inner = within(timeout.map(|t| t.0), watch).await?;
             Ok(Watch {
                 inner: Arc::new(Mutex::new(Some(inner))),
@@ -304,7 +302,12 @@ impl Client {
 
     /// The ring's members: `[(id, addr, tokens, status)]`.
     #[pyo3(signature = (timeout, asynchronous=false))]
-    fn ring(&self, py: Python<'_>, timeout: Option<Timeout>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+    fn ring(
+        &self,
+        py: Python<'_>,
+        timeout: Option<Timeout>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
         let link = self.link.clone();
         runtime::run(py, asynchronous, async move {
             let c = link.client().await?;
@@ -333,7 +336,12 @@ impl Watch {
     /// node ended it, the connection dropped, or it was closed). Raises
     /// `dhrt.TimeoutError` when nothing arrived within `timeout`.
     #[pyo3(signature = (timeout, asynchronous=false))]
-    fn next(&self, py: Python<'_>, timeout: Option<Timeout>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+    fn next(
+        &self,
+        py: Python<'_>,
+        timeout: Option<Timeout>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
         let (inner, closed, close) = (self.inner.clone(), self.closed.clone(), self.close.clone());
         runtime::run(py, asynchronous, async move {
             let next = async {

@@ -16,12 +16,7 @@ use pyo3::prelude::*;
 type EntryTuple = (Option<Vec<u8>>, u64, u64, Option<u64>);
 
 fn entry_of((value, ts, origin, expires): EntryTuple) -> Entry {
-    Entry {
-        value: value.map(Bytes::from),
-        ts: Timestamp(ts),
-        origin: NodeId(origin),
-        expires,
-    }
+    Entry { value: value.map(Bytes::from), ts: Timestamp(ts), origin: NodeId(origin), expires }
 }
 
 fn tuple_of(e: Entry) -> (Option<Blob>, u64, u64, Option<u64>) {

@@ -65,8 +65,9 @@ where
     let rt = runtime();
     let mut fut = std::pin::pin!(fut);
     loop {
-        let slice =
-            py.detach(|| rt.block_on(async { tokio::time::timeout(SIGNAL_SLICE, fut.as_mut()).await }));
+        let slice = py.detach(|| {
+            rt.block_on(async { tokio::time::timeout(SIGNAL_SLICE, fut.as_mut()).await })
+        });
         match slice {
             Ok(done) => return done,
             Err(_) => py.check_signals()?,

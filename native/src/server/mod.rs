@@ -61,6 +61,7 @@ pub enum ServeError {
 #[derive(Clone)]
 pub struct AppState {
     inbox: mpsc::Sender<Input>,
+    stopped: tokio::sync::watch::Receiver<bool>,
     next_client: Arc<AtomicU64>,
     /// The server's counters.
     pub counters: Arc<Counters>,
@@ -80,6 +81,12 @@ impl AppState {
     /// A fresh client id.
     pub fn next_client(&self) -> ClientId {
         self.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Resolves once the server stops (or is dropped): its open connections end then,
+    /// as they would if the process exited.
+    pub async fn stopped(&self) {
+        let _ = self.stopped.clone().wait_for(|stopped| *stopped).await;
     }
 
     /// Hands an input to the node thread; false once it has stopped.
@@ -168,6 +175,7 @@ pub struct Server {
     pub state: AppState,
     http: JoinHandle<()>,
     shutdown: Option<oneshot::Sender<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
     driver: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -237,9 +245,11 @@ where
 {
     let counters = Arc::new(Counters::default());
     let (inbox_tx, inbox_rx) = mpsc::channel();
+    let (stop_tx, stopped) = tokio::sync::watch::channel(false);
     let max_frame = wire::DEFAULT_MAX_FRAME.max(opts.max_value_bytes + 1024 * 1024);
     let state = AppState {
         inbox: inbox_tx,
+        stopped,
         next_client: Arc::new(AtomicU64::new(1)),
         counters: counters.clone(),
         max_frame,
@@ -276,6 +286,7 @@ where
         state,
         http,
         shutdown: Some(shutdown_tx),
+        stop: stop_tx,
         driver: Some(thread),
     })
 }
@@ -301,11 +312,12 @@ impl Server {
     }
 
     /// Stops serving at once (no hand-off): what a crash looks like to the cluster,
-    /// except that committed data is flushed.
+    /// except that committed data is flushed. Open client and peer connections close.
     pub async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.stop.send_replace(true);
         self.http.abort();
         self.state.submit(Input::Stop);
         if let Some(thread) = self.driver.take() {
