@@ -312,13 +312,16 @@ impl Server {
     }
 
     /// Stops serving at once (no hand-off): what a crash looks like to the cluster,
-    /// except that committed data is flushed. Open client and peer connections close.
+    /// except that committed data is flushed. When it returns the port is closed; open
+    /// client and peer connections close.
     pub async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+            self.stop.send_replace(true);
+            self.http.abort();
+            // Once the aborted task is gone, so is the listener: the port is closed.
+            let _ = (&mut self.http).await;
         }
-        self.stop.send_replace(true);
-        self.http.abort();
         self.state.submit(Input::Stop);
         if let Some(thread) = self.driver.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
