@@ -23,6 +23,19 @@ import dhrt
 REPO = pathlib.Path(__file__).resolve().parents[2]
 """The repository's root."""
 
+PYTHON_SERVE = [sys.executable, "-m", "dhrt", "serve"]
+"""The node of the Python package: ``python -m dhrt serve``."""
+
+
+def cargo_serve() -> Optional[List[str]]:
+    """``dhrt serve`` of a cargo-built binary (``$DHRT_BIN``, else ``target/release`` or
+    ``target/debug``), when there is one."""
+    candidates = [os.environ.get("DHRT_BIN", "")] + [str(REPO / "target" / p / "dhrt") for p in ("release", "debug")]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return [c, "serve"]
+    return None
+
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dhrt.LocalCluster]:
@@ -42,12 +55,14 @@ class ServeProcess:
     """A ``python -m dhrt serve`` process: started with ``--port 0``, its address read
     from its ``listening on`` line."""
 
-    def __init__(self, *args: str, data_dir: Optional[pathlib.Path] = None) -> None:
+    def __init__(
+        self, *args: str, data_dir: Optional[pathlib.Path] = None, program: Optional[List[str]] = None
+    ) -> None:
         storage = ["--data-dir", str(data_dir)] if data_dir is not None else ["--memory"]
-        cmd = [sys.executable, "-m", "dhrt", "serve", "--port", "0", "--log", "warn", *storage, *args]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ}
-        )
+        program = program or PYTHON_SERVE
+        cmd = [*program, "--port", "0", *storage, *args]
+        env = {**os.environ, "DHRT_LOG": "warn"}
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.addr = self._await_listening()
 
     def _await_listening(self) -> str:
@@ -96,9 +111,12 @@ def serve() -> Iterator[List[ServeProcess]]:
         p.kill()
 
 
-def start_serve(procs: List[ServeProcess], *args: str, data_dir: Optional[pathlib.Path] = None) -> ServeProcess:
-    """Starts a ``python -m dhrt serve`` process and registers it for clean-up."""
-    p = ServeProcess(*args, data_dir=data_dir)
+def start_serve(
+    procs: List[ServeProcess], *args: str, data_dir: Optional[pathlib.Path] = None, program: Optional[List[str]] = None
+) -> ServeProcess:
+    """Starts a ``serve`` process (``python -m dhrt serve`` unless ``program`` says
+    otherwise) and registers it for clean-up."""
+    p = ServeProcess(*args, data_dir=data_dir, program=program)
     procs.append(p)
     return p
 
