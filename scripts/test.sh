@@ -54,8 +54,10 @@ step "pip install ./python"
 "$python" -m pip install --quiet --root-user-action=ignore --no-build-isolation \
     --force-reinstall --no-deps ./python
 
+# The suite starts in-process clusters and node processes on ephemeral ports of
+# 127.0.0.1; every wait in it is bounded, and the whole step is too.
 step "python -m pytest -q python/tests"
-"$python" -m pytest -q python/tests
+timeout 1200 "$python" -m pytest -q python/tests
 
 step "done"
 printf '==> all checks passed in %d s\n' "$(($(date +%s) - suite_start))"
