@@ -345,6 +345,11 @@ impl Watch {
         let (inner, closed, close) = (self.inner.clone(), self.closed.clone(), self.close.clone());
         runtime::run(py, asynchronous, async move {
             let next = async {
+                // Listen for `close` before looking at the flag, so a close between the
+                // two still wakes this call.
+                let closing = close.notified();
+                tokio::pin!(closing);
+                closing.as_mut().enable();
                 let mut guard = inner.lock().await;
                 let Some(watch) = guard.as_mut().filter(|_| !closed.load(Ordering::Acquire)) else {
                     *guard = None;
@@ -352,7 +357,7 @@ impl Watch {
                 };
                 let event = tokio::select! {
                     event = watch.next() => event,
-                    () = close.notified() => Ok(None),
+                    () = closing => Ok(None),
                 };
                 match event {
                     Ok(Some(e)) => Ok(Some((e.collection, Blob(e.key), e.value.map(Blob), e.ts.0))),
