@@ -95,54 +95,53 @@ def chunks(items: List[bytes], size: int) -> List[List[bytes]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def dhrt_loops(db: dhrt.Client, keys: List[bytes], value: bytes, batch: int) -> Dict[str, Loop]:
+def loops(
+    keys: List[bytes],
+    batch: int,
+    set_one: Callable[[bytes], object],
+    get_one: Callable[[bytes], object],
+    set_batch: Callable[[List[bytes]], object],
+    get_batch: Callable[[List[bytes]], object],
+) -> Dict[str, Loop]:
+    """The four timed loops over ``keys``, for one system's four operations."""
     groups = chunks(keys, batch)
+    return {
+        "SET single": lambda: [set_one(k) for k in keys] and None,
+        "GET single": lambda: [get_one(k) for k in keys] and None,
+        "SET batched": lambda: [set_batch(g) for g in groups] and None,
+        "GET batched": lambda: [get_batch(g) for g in groups] and None,
+    }
 
-    def set_single() -> None:
-        for k in keys:
-            db.set(k, value)
 
-    def get_single() -> None:
-        for k in keys:
-            db.get(k)
-
-    def set_batched() -> None:
-        for g in groups:
-            db.mset([(k, value) for k in g])
-
-    def get_batched() -> None:
-        for g in groups:
-            db.mget(g)
-
-    return {"SET single": set_single, "GET single": get_single, "SET batched": set_batched, "GET batched": get_batched}
+def dhrt_loops(db: dhrt.Client, keys: List[bytes], value: bytes, batch: int) -> Dict[str, Loop]:
+    return loops(
+        keys,
+        batch,
+        set_one=lambda k: db.set(k, value),
+        get_one=db.get,
+        set_batch=lambda g: db.mset([(k, value) for k in g]),
+        get_batch=db.mget,
+    )
 
 
 def redis_loops(r: "redis.Redis", keys: List[bytes], value: bytes, batch: int) -> Dict[str, Loop]:
-    groups = chunks(keys, batch)
-
-    def set_single() -> None:
-        for k in keys:
-            r.set(k, value)
-
-    def get_single() -> None:
-        for k in keys:
-            r.get(k)
-
-    def set_batched() -> None:
-        for g in groups:
-            p = r.pipeline(transaction=False)
-            for k in g:
+    def pipelined(g: List[bytes], op: str) -> object:
+        p = r.pipeline(transaction=False)
+        for k in g:
+            if op == "set":
                 p.set(k, value)
-            p.execute()
-
-    def get_batched() -> None:
-        for g in groups:
-            p = r.pipeline(transaction=False)
-            for k in g:
+            else:
                 p.get(k)
-            p.execute()
+        return p.execute()
 
-    return {"SET single": set_single, "GET single": get_single, "SET batched": set_batched, "GET batched": get_batched}
+    return loops(
+        keys,
+        batch,
+        set_one=lambda k: r.set(k, value),
+        get_one=r.get,
+        set_batch=lambda g: pipelined(g, "set"),
+        get_batch=lambda g: pipelined(g, "get"),
+    )
 
 
 def timed(loop: Loop, count: int) -> float:
@@ -174,6 +173,13 @@ def main() -> None:
     try:
         db = dhrt.connect(addr, consistency="one")
         r = redis.Redis(port=port)
+        # A fresh node serves once it has finished its start-up sync; then warm both up.
+        deadline = time.monotonic() + 30
+        while db.stats()["status"] != "alive" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for i in range(2000):
+            db.set(b"warm-up", value)
+            r.set(b"warm-up", value)
         systems = {
             "dhrt": dhrt_loops(db, keys, value, args.batch),
             "redis-py": redis_loops(r, keys, value, args.batch),

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use dhrt::client::{self as native, ClientError};
 use pyo3::prelude::*;
 use std::{
+    future::Future,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -105,14 +106,8 @@ impl Client {
         timeout: Option<Timeout>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let link = self.link.clone();
-        runtime::run(py, asynchronous, async move {
-            let c = link.client().await?;
-            let get = async {
-                let value = c.get(&collection.0, key.0, consistency.0).await.map_err(failed)?;
-                Ok(value.map(Blob))
-            };
-            within(timeout.map(|t| t.0), get).await
+        self.call(py, asynchronous, timeout, move |c| async move {
+            Ok(c.get(&collection.0, key.0, consistency.0).await?.map(Blob))
         })
     }
 
@@ -131,15 +126,9 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         check_value(&value, self.max_value)?;
-        let link = self.link.clone();
-        runtime::run(py, asynchronous, async move {
-            let c = link.client().await?;
+        self.call(py, asynchronous, timeout, move |c| async move {
             let ttl = ttl.map(|t| t.0);
-            let set = async {
-                let ts = c.set(&collection.0, key.0, value.0, consistency.0, ttl).await;
-                ts.map(|ts| ts.0).map_err(failed)
-            };
-            within(timeout.map(|t| t.0), set).await
+            Ok(c.set(&collection.0, key.0, value.0, consistency.0, ttl).await?.0)
         })
     }
 
@@ -154,14 +143,8 @@ impl Client {
         timeout: Option<Timeout>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let link = self.link.clone();
-        runtime::run(py, asynchronous, async move {
-            let c = link.client().await?;
-            let del = async {
-                let ts = c.del(&collection.0, key.0, consistency.0).await;
-                ts.map(|ts| ts.0).map_err(failed)
-            };
-            within(timeout.map(|t| t.0), del).await
+        self.call(py, asynchronous, timeout, move |c| async move {
+            Ok(c.del(&collection.0, key.0, consistency.0).await?.0)
         })
     }
 
@@ -178,18 +161,12 @@ impl Client {
     ) -> PyResult<Py<PyAny>> {
         let keys: Vec<Bytes> = keys.into_iter().map(|k| k.0).collect();
         check_batch(keys.iter().map(|k| k.len() + 8).sum(), self.max_value)?;
-        let link = self.link.clone();
-        runtime::run(py, asynchronous, async move {
-            let c = link.client().await?;
+        self.call(py, asynchronous, timeout, move |c| async move {
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
-            let get = async {
-                let values =
-                    c.get_many(&collection.0, keys, consistency.0).await.map_err(failed)?;
-                Ok(values.into_iter().map(|v| v.map(Blob)).collect::<Vec<_>>())
-            };
-            within(timeout.map(|t| t.0), get).await
+            let values = c.get_many(&collection.0, keys, consistency.0).await?;
+            Ok(values.into_iter().map(|v| v.map(Blob)).collect())
         })
     }
 
@@ -212,18 +189,12 @@ impl Client {
         }
         check_batch(items.iter().map(|(k, v)| k.0.len() + v.0.len() + 16).sum(), self.max_value)?;
         let items: Vec<(Bytes, Bytes)> = items.into_iter().map(|(k, v)| (k.0, v.0)).collect();
-        let link = self.link.clone();
-        runtime::run(py, asynchronous, async move {
-            let c = link.client().await?;
+        self.call(py, asynchronous, timeout, move |c| async move {
             if items.is_empty() {
                 return Ok(None);
             }
             let ttl = ttl.map(|t| t.0);
-            let set = async {
-                let ts = c.set_many(&collection.0, items, consistency.0, ttl).await;
-                ts.map(|ts| Some(ts.0)).map_err(failed)
-            };
-            within(timeout.map(|t| t.0), set).await
+            Ok(Some(c.set_many(&collection.0, items, consistency.0, ttl).await?.0))
         })
     }
 
@@ -241,20 +212,11 @@ impl Client {
         timeout: Option<Timeout>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let link = self.link.clone();
-        runtime::run(py, asynchronous, async move {
-            let c = link.client().await?;
-            let cursor = cursor.map(Bytes::from);
-            let prefix = prefix.map(|p| p.0);
-            let scan = async {
-                let page = c
-                    .scan(&collection.0, cursor, prefix, limit, consistency.0)
-                    .await
-                    .map_err(failed)?;
-                let items = page.items.into_iter().map(|(k, v)| (Blob(k), Blob(v))).collect();
-                Ok::<PageTuple, PyErr>((items, page.cursor.map(Blob)))
-            };
-            within(timeout.map(|t| t.0), scan).await
+        self.call(py, asynchronous, timeout, move |c| async move {
+            let (cursor, prefix) = (cursor.map(Bytes::from), prefix.map(|p| p.0));
+            let page = c.scan(&collection.0, cursor, prefix, limit, consistency.0).await?;
+            let items = page.items.into_iter().map(|(k, v)| (Blob(k), Blob(v))).collect();
+            Ok::<PageTuple, _>((items, page.cursor.map(Blob)))
         })
     }
 
@@ -268,11 +230,8 @@ impl Client {
         timeout: Option<Timeout>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let link = self.link.clone();
-        runtime::run(py, asynchronous, async move {
-            let c = link.client().await?;
-            let watch = async { c.watch(&collection.0, prefix.map(|p| p.0)).await.map_err(failed) };
-            let inner = within(timeout.map(|t| t.0), watch).await?;
+        self.call(py, asynchronous, timeout, move |c| async move {
+            let inner = c.watch(&collection.0, prefix.map(|p| p.0)).await?;
             Ok(Watch {
                 inner: Arc::new(Mutex::new(Some(inner))),
                 closed: Arc::new(AtomicBool::new(false)),
@@ -290,13 +249,9 @@ impl Client {
         timeout: Option<Timeout>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let link = self.link.clone();
-        runtime::run(py, asynchronous, async move {
-            let c = link.client().await?;
-            let stats = async { c.stats(node.as_deref()).await.map_err(failed) };
-            let stats = within(timeout.map(|t| t.0), stats).await?;
-            serde_json::to_string(&stats)
-                .map_err(|e| errors::client_error(ClientError::Protocol(e.to_string())))
+        self.call(py, asynchronous, timeout, move |c| async move {
+            let stats = c.stats(node.as_deref()).await?;
+            serde_json::to_string(&stats).map_err(|e| ClientError::Protocol(e.to_string()))
         })
     }
 
@@ -308,15 +263,38 @@ impl Client {
         timeout: Option<Timeout>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let link = self.link.clone();
-        runtime::run(py, asynchronous, async move {
-            let c = link.client().await?;
-            let ring = async { c.ring().await.map_err(failed) };
-            let members = within(timeout.map(|t| t.0), ring).await?;
+        self.call(py, asynchronous, timeout, move |c| async move {
+            let members = c.ring().await?;
             Ok(members
                 .into_iter()
                 .map(|m| (m.id.0, m.addr, m.tokens, m.status))
                 .collect::<Vec<MemberTuple>>())
+        })
+    }
+}
+
+impl Client {
+    /// Runs `op` on the connected client (connecting first if need be) within
+    /// `timeout`, blocking or as an awaitable: the shape of every method above.
+    fn call<T, F, Fut>(
+        &self,
+        py: Python<'_>,
+        asynchronous: bool,
+        timeout: Option<Timeout>,
+        op: F,
+    ) -> PyResult<Py<PyAny>>
+    where
+        F: FnOnce(native::Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, ClientError>> + Send,
+        T: for<'a> IntoPyObject<'a> + Send + 'static,
+    {
+        let link = self.link.clone();
+        runtime::run(py, asynchronous, async move {
+            let call = async {
+                let c = link.client().await?;
+                op(c).await.map_err(failed)
+            };
+            within(timeout.map(|t| t.0), call).await
         })
     }
 }

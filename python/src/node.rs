@@ -151,13 +151,5 @@ impl Node {
 /// `dhrt=trace`...). Only the first call in a process has an effect.
 #[pyfunction]
 pub fn init_logs(filter: &str) -> PyResult<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| errors::invalid(format!("invalid log filter {filter:?}: {e}")))?;
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
-    Ok(())
+    dhrt::server::launch::init_logs(filter).map_err(errors::invalid)
 }

@@ -5,7 +5,8 @@
 //! Both go through [`launch`], so a node started either way opens its data dir, keeps
 //! its identity and rejoins through its saved peers the same way.
 //!
-//! Must be called inside a tokio runtime: the server's tasks are spawned on it.
+//! [`launch`] must be called inside a tokio runtime: the server's tasks are spawned on
+//! it. [`init_logs`] sets up what a node process prints.
 
 use super::{driver::Ephemeral, Bound, ServeError, ServeOptions, Server};
 use crate::store::{NodeDb, RedbOptions, RedbStore};
@@ -106,4 +107,19 @@ fn launch_persisted(
     }
     let server = super::start(bound, node, db, opts, peers)?;
     Ok(Launched { id, server, storage: format!("in {}", dir.display()) })
+}
+
+/// Sends logs to stderr (coloured only on a terminal), filtered by `filter` (`info`,
+/// `debug`, `dhrt=trace`...). Only the first call in a process installs the logger; a
+/// filter that does not parse is an error that says so.
+pub fn init_logs(filter: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+    Ok(())
 }

@@ -34,7 +34,7 @@ Ring positions are ints in ``[0, 2**64)``::
     '0x6100000000000000'
 """
 
-from dhrt import core
+from dhrt import core, errors
 from dhrt._dhrt import __version__, hashed_position, ordered_position
 from dhrt._options import (
     DEFAULT_COLLECTION,
@@ -46,22 +46,9 @@ from dhrt._options import (
 from dhrt.aio import AsyncClient, AsyncWatch, connect_async
 from dhrt.client import Client, Collection, Watch, connect
 from dhrt.cluster import LocalCluster
-from dhrt.errors import (
-    ConnectionError,
-    Error,
-    FrameError,
-    InvalidInputError,
-    InvalidTypeError,
-    NodeError,
-    NotFoundError,
-    ProtocolError,
-    QuorumError,
-    TimeoutError,
-    TooLargeError,
-    UnavailableError,
-)
+from dhrt.errors import *  # noqa: F403 - the exception hierarchy, listed in errors.__all__
 
-__all__ = [
+__all__ = errors.__all__ + [
     "__version__",
     "connect",
     "connect_async",
@@ -79,16 +66,4 @@ __all__ = [
     "DEFAULT_COLLECTION",
     "DEFAULT_MAX_VALUE_BYTES",
     "MAX_KEY_BYTES",
-    "Error",
-    "InvalidInputError",
-    "InvalidTypeError",
-    "TooLargeError",
-    "FrameError",
-    "NotFoundError",
-    "UnavailableError",
-    "QuorumError",
-    "TimeoutError",
-    "ConnectionError",
-    "NodeError",
-    "ProtocolError",
 ]

@@ -123,7 +123,19 @@ class UnavailableError(Error):
     code = "unavailable"
 
 
-class QuorumError(UnavailableError):
+class _Replicas(Error):
+    """An error that may say how many replicas answered: ``acks`` of ``required``
+    (``None`` when not known)."""
+
+    def __init__(
+        self, message: str, acks: Optional[int] = None, required: Optional[int] = None
+    ) -> None:
+        super().__init__(message)
+        self.acks = acks
+        self.required = required
+
+
+class QuorumError(_Replicas, UnavailableError):
     """Fewer replicas answered than the consistency level requires.
 
     ``acks`` replicas answered of the ``required``. A write may still have been stored
@@ -131,27 +143,13 @@ class QuorumError(UnavailableError):
 
     code = "quorum_not_reached"
 
-    def __init__(
-        self, message: str, acks: Optional[int] = None, required: Optional[int] = None
-    ) -> None:
-        super().__init__(message)
-        self.acks = acks
-        self.required = required
 
-
-class TimeoutError(Error, builtins.TimeoutError):
+class TimeoutError(_Replicas, builtins.TimeoutError):
     """No answer in time: the client's ``timeout`` passed, or the node's replicas did
     not answer in its request timeout (then ``acks`` and ``required`` say how many
     answered). A write may still have been stored; retrying it is safe."""
 
     code = "timeout"
-
-    def __init__(
-        self, message: str, acks: Optional[int] = None, required: Optional[int] = None
-    ) -> None:
-        super().__init__(message)
-        self.acks = acks
-        self.required = required
 
 
 class ConnectionError(Error, builtins.ConnectionError):
