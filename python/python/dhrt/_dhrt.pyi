@@ -27,12 +27,10 @@ DEFAULT_MAX_VALUE_BYTES: int
 class Client:
     """The Rust ``dhrt::Client``: pipelined, ring-aware, one connection per node."""
 
-    @staticmethod
-    def connect(
-        seeds: Sequence[str], timeout: Optional[float], max_value: int, asynchronous: bool = False
-    ) -> Any:
-        """Connects through the first reachable of ``seeds``; a ``Client`` (or an
-        awaitable of one)."""
+    def __init__(self, seeds: Sequence[str], timeout: Optional[float], max_value: int) -> None:
+        """A client of the cluster reached through ``seeds``; nothing is sent yet."""
+    def connect(self, asynchronous: bool = False) -> Any:
+        """Connects (once) through the first reachable seed and reads the ring."""
     def get(
         self, collection: str, key: _Key, consistency: _Consistency, timeout: Optional[float],
         asynchronous: bool = False,

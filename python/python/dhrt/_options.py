@@ -81,7 +81,7 @@ def seconds(value: Optional[Seconds]) -> Optional[float]:
     range."""
     if isinstance(value, datetime.timedelta):
         return value.total_seconds()
-    return value  # type: ignore[return-value]
+    return value
 
 
 def seeds_of(url: Union[str, Sequence[str]]) -> List[str]:

@@ -155,7 +155,8 @@ class Client:
         """Writes ``key`` = ``value`` (expiring after ``ttl`` seconds, if given) and
         returns the write's timestamp, once ``consistency`` replicas stored it."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        return self._client.set(c, key, value, level, seconds(ttl), wait)
+        ts: int = self._client.set(c, key, value, level, seconds(ttl), wait)
+        return ts
 
     def delete(
         self,
@@ -168,7 +169,8 @@ class Client:
         """Deletes ``key`` (leaving a tombstone) and returns the delete's timestamp.
         Deleting a missing key is not an error."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        return self._client.delete(c, key, level, wait)
+        ts: int = self._client.delete(c, key, level, wait)
+        return ts
 
     def exists(
         self,
@@ -195,7 +197,8 @@ class Client:
         """The values of ``keys`` in one request: a list in the same order, ``None`` for
         each missing key."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        return self._client.get_many(c, keys_of(keys), level, wait)
+        values: List[Optional[bytes]] = self._client.get_many(c, keys_of(keys), level, wait)
+        return values
 
     def mset(
         self,
@@ -210,7 +213,8 @@ class Client:
         all with one timestamp, which it returns (``None`` for no items). Not a
         transaction: after an error some items may have been written."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        return self._client.set_many(c, items_of(items), level, seconds(ttl), wait)
+        ts: Optional[int] = self._client.set_many(c, items_of(items), level, seconds(ttl), wait)
+        return ts
 
     # -- scans and watches ----------------------------------------------------------
 
@@ -384,7 +388,7 @@ class Collection(MutableMapping):  # type: ignore[type-arg]
         """The values, read by a paged scan when iterated."""
         return _Values(self)
 
-    def update(self, other: Any = (), /, **kwargs: Value) -> None:  # type: ignore[override]
+    def update(self, other: Any = (), /, **kwargs: Value) -> None:
         """Writes every item of ``other`` (a mapping or pairs) and ``kwargs`` in one
         request (:meth:`Client.mset`)."""
         items = items_of(other) + list(kwargs.items())

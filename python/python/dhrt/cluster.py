@@ -26,7 +26,7 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from dhrt import _dhrt
 from dhrt._options import DEFAULT_MAX_VALUE_BYTES
@@ -269,7 +269,7 @@ class LocalCluster:
         join = [self.addrs[j] for j in self.running if j != i]
         restart = i < len(self._slots)
         data_dir = self._root / f"node-{i}" if self._root is not None else None
-        options: dict = {
+        options: Dict[str, Any] = {
             "port": self._slots[i].port if restart else 0,
             "data_dir": str(data_dir) if data_dir is not None else None,
             "join": join,

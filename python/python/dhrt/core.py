@@ -13,7 +13,7 @@ nodes, the browser package and the shared test vectors in ``tests/vectors/``::
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 from dhrt import _dhrt
 
@@ -51,14 +51,18 @@ def merge(a: Entry, b: Entry, now: Optional[int] = None) -> Entry:
     """The last-writer-wins merge of two versions: the later ``(ts, origin)`` wins, a
     tombstone wins an exact tie. With ``now`` (wall-clock ms), expired values first
     read as tombstones. Commutative, associative and idempotent."""
-    return Entry(*_dhrt.merge_entries(tuple(a), tuple(b), now))
+    return Entry(*_dhrt.merge_entries(_raw(a), _raw(b), now))
 
 
 def entry_digest(key: bytes, entry: Entry) -> int:
     """The Merkle digest of ``entry`` stored under ``key``: xxh3-64 of the key, the
     timestamp, origin, tombstone flag and expiry. A tree node's digest is the XOR of
     the digests below it."""
-    return _dhrt.entry_digest(key, tuple(entry))
+    return _dhrt.entry_digest(key, _raw(entry))
+
+
+def _raw(e: Entry) -> Tuple[Optional[bytes], int, int, Optional[int]]:
+    return (e.value, e.ts, e.origin, e.expires)
 
 
 def ts_millis(ts: int) -> int:

@@ -31,7 +31,7 @@ one place.
 from __future__ import annotations
 
 import builtins
-from typing import Optional
+from typing import Any, Dict, Optional, Tuple, Type
 
 __all__ = [
     "Error",
@@ -67,11 +67,12 @@ class Error(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def __reduce__(self):  # keeps the code through pickle, whatever the subclass adds
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # Rebuilt from its attributes, so pickle keeps whatever a subclass adds.
         return (_rebuild, (type(self), self.__dict__))
 
 
-def _rebuild(cls, state):
+def _rebuild(cls: Type[Error], state: Dict[str, Any]) -> Error:
     err = cls.__new__(cls)
     Exception.__init__(err, state.get("message", ""))
     err.__dict__.update(state)
