@@ -75,8 +75,9 @@ have_module() {
 pip_missing=()
 have_module maturin || pip_missing+=(maturin)
 have_module pytest || pip_missing+=(pytest)
+have_module mypy || pip_missing+=(mypy)
 if [ "${#pip_missing[@]}" -eq 0 ]; then
-    say "pip: maturin and pytest present"
+    say "pip: maturin, pytest and mypy present"
 else
     say "pip: installing ${pip_missing[*]}"
     "$python" -m pip install --quiet --root-user-action=ignore "${pip_missing[@]}" </dev/null
