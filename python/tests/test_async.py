@@ -110,3 +110,21 @@ def test_per_call_timeouts_apply(cluster: dhrt.LocalCluster) -> None:
         watch.close()
 
     run(cluster, body)
+
+
+def test_a_collection_of_the_async_client(cluster: dhrt.LocalCluster) -> None:
+    async def body(db: dhrt.AsyncClient) -> None:
+        users = db.collection("acoll", ttl=60)
+        await users.set("alice", "admin")
+        await users.update({"bob": "guest"})
+        assert await users.get("alice") == b"admin"
+        assert await users.exists("bob") and not await users.exists("carol")
+        assert await users.count() == 2
+        await users.delete("bob")
+        assert [k async for k, _ in users.scan()] == [b"alice"]
+        async with users.watch() as changes:
+            await users.set("dave", "x")
+            event = await changes.next(timeout=5)
+            assert event is not None and event.key == b"dave"
+
+    run(cluster, body)

@@ -43,7 +43,7 @@ from dhrt._options import (
     Event,
     RingMember,
 )
-from dhrt.aio import AsyncClient, AsyncWatch, connect_async
+from dhrt.aio import AsyncClient, AsyncCollection, AsyncWatch, connect_async
 from dhrt.client import Client, Collection, Watch, connect
 from dhrt.cluster import LocalCluster
 from dhrt.errors import *  # noqa: F403 - the exception hierarchy, listed in errors.__all__
@@ -54,6 +54,7 @@ __all__ = errors.__all__ + [
     "connect_async",
     "Client",
     "AsyncClient",
+    "AsyncCollection",
     "Collection",
     "Watch",
     "AsyncWatch",

@@ -49,7 +49,7 @@ from dhrt._options import (
 )
 from dhrt.errors import TimeoutError
 
-__all__ = ["AsyncClient", "AsyncWatch", "connect_async"]
+__all__ = ["AsyncClient", "AsyncCollection", "AsyncWatch", "connect_async"]
 
 
 async def connect_async(
@@ -259,6 +259,17 @@ class AsyncClient:
         native = self._client
         return ring_of(await native.ring(self._settings.wait(timeout), True))
 
+    def collection(
+        self,
+        name: str,
+        *,
+        consistency: Optional[Consistency] = None,
+        ttl: Optional[Seconds] = None,
+    ) -> "AsyncCollection":
+        """The collection ``name`` with its own default ``consistency`` and ``ttl`` (see
+        :class:`AsyncCollection`)."""
+        return AsyncCollection(self, name, consistency=consistency, ttl=ttl)
+
     def close(self) -> None:
         """Closes the connections. Later calls raise :class:`dhrt.ConnectionError`."""
         self._native = None
@@ -277,6 +288,70 @@ class AsyncClient:
     def __repr__(self) -> str:
         state = "closed" if self._native is None else "open"
         return f"<dhrt.AsyncClient {', '.join(self._settings.urls)} {state}>"
+
+
+class AsyncCollection:
+    """One collection for asyncio: the coroutine counterparts of
+    :class:`dhrt.Collection`'s mapping operations (``await users.get(key)``, ``await
+    users.set(key, value)``...), since ``users[key]`` cannot be awaited::
+
+        users = db.collection("users", consistency="all")
+        await users.set("alice", "admin")
+        await users.get("alice")          # b'admin'
+        async for key, value in users.scan(): ...
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        name: str,
+        *,
+        consistency: Optional[Consistency] = None,
+        ttl: Optional[Seconds] = None,
+    ) -> None:
+        self.client = client
+        """The client it uses."""
+        self.name = name
+        """The collection's name."""
+        self.consistency = consistency
+        """Its consistency level for reads and writes (``None``: the client's)."""
+        self.ttl = ttl
+        """Seconds written values live (``None``: until deleted)."""
+
+    async def get(self, key: Key, default: Optional[bytes] = None) -> Optional[bytes]:
+        """The value of ``key``, or ``default``."""
+        return await self.client.get(key, default, collection=self.name, consistency=self.consistency)
+
+    async def set(self, key: Key, value: Value) -> int:
+        """Writes ``key`` = ``value`` (with the collection's ``ttl``)."""
+        return await self.client.set(key, value, collection=self.name, consistency=self.consistency, ttl=self.ttl)
+
+    async def delete(self, key: Key) -> int:
+        """Deletes ``key`` (idempotent)."""
+        return await self.client.delete(key, collection=self.name, consistency=self.consistency)
+
+    async def exists(self, key: Key) -> bool:
+        """Whether ``key`` has a live value."""
+        return await self.client.exists(key, collection=self.name, consistency=self.consistency)
+
+    async def update(self, items: Union[Mapping[Key, Value], Iterable[Tuple[Key, Value]]]) -> Optional[int]:
+        """Writes every item in one request (:meth:`AsyncClient.mset`)."""
+        return await self.client.mset(items, collection=self.name, consistency=self.consistency, ttl=self.ttl)
+
+    async def count(self) -> int:
+        """The exact number of live keys (a full scan)."""
+        return len([None async for _ in self.scan()])
+
+    def scan(self, prefix: Optional[Key] = None, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[Tuple[bytes, bytes]]:
+        """``(key, value)`` pairs, optionally only of keys starting with ``prefix``."""
+        return self.client.scan(prefix, collection=self.name, consistency=self.consistency, page_size=page_size)
+
+    def watch(self, prefix: Optional[Key] = None) -> "AsyncWatch":
+        """Subscribes to this collection's changes (see :meth:`AsyncClient.watch`)."""
+        return self.client.watch(prefix, collection=self.name)
+
+    def __repr__(self) -> str:
+        return f"<dhrt.AsyncCollection {self.name!r}>"
 
 
 class AsyncWatch:
