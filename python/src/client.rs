@@ -1,8 +1,10 @@
 //! `dhrt._dhrt.Client` and `Watch`: the Rust [`dhrt::client::Client`] for Python.
 //!
-//! One native client serves both Python clients: every method takes `asynchronous`
-//! and either blocks with the GIL released (`dhrt.Client`) or returns an awaitable
-//! (`dhrt.AsyncClient`) — see [`crate::runtime::run`]. Arguments arrive already
+//! One native client serves both Python clients: made with `asynchronous=False` its
+//! calls block with the GIL released (`dhrt.Client`), its connections living on the
+//! runtime the waiting threads drive; with `asynchronous=True` they return awaitables
+//! (`dhrt.AsyncClient`) and its connections live on the multi-thread runtime — see
+//! [`crate::runtime`]. Arguments arrive already
 //! converted and checked ([`crate::args`]); answers go back as plain Python values
 //! (`bytes`, tuples, a JSON string for stats) that the pure-Python layer dresses up.
 
@@ -44,6 +46,7 @@ type PageTuple = (Vec<(Blob, Blob)>, Option<Blob>);
 pub struct Client {
     link: Arc<Link>,
     max_value: usize,
+    asynchronous: bool,
 }
 
 /// The native client, once connected.
@@ -76,27 +79,33 @@ fn failed(e: ClientError) -> PyErr {
 #[pymethods]
 impl Client {
     /// A client of the cluster reached through `seeds`; connecting waits at most
-    /// `timeout` seconds. Nothing is sent yet.
+    /// `timeout` seconds. Its calls block, or return awaitables when `asynchronous`.
+    /// Nothing is sent yet.
     #[new]
-    fn new(seeds: Vec<String>, timeout: Option<Timeout>, max_value: usize) -> PyResult<Self> {
+    #[pyo3(signature = (seeds, timeout, max_value, asynchronous=false))]
+    fn new(
+        seeds: Vec<String>,
+        timeout: Option<Timeout>,
+        max_value: usize,
+        asynchronous: bool,
+    ) -> PyResult<Self> {
         if seeds.is_empty() {
             return Err(errors::invalid(
                 "give at least one node address, such as ws://127.0.0.1:7453",
             ));
         }
         let link = Link { seeds, limit: timeout.map(|t| t.0), client: OnceCell::new() };
-        Ok(Client { link: Arc::new(link), max_value })
+        Ok(Client { link: Arc::new(link), max_value, asynchronous })
     }
 
     /// Connects through the first reachable seed and reads the ring (once).
-    #[pyo3(signature = (asynchronous=false))]
-    fn connect(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+    fn connect(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let link = self.link.clone();
-        runtime::run(py, asynchronous, async move { link.client().await.map(|_| ()) })
+        runtime::run(py, self.asynchronous, async move { link.client().await.map(|_| ()) })
     }
 
     /// The value of `key`, or None.
-    #[pyo3(signature = (collection, key, consistency, timeout, asynchronous=false))]
+    #[pyo3(signature = (collection, key, consistency, timeout))]
     fn get(
         &self,
         py: Python<'_>,
@@ -104,15 +113,14 @@ impl Client {
         key: Key,
         consistency: Level,
         timeout: Option<Timeout>,
-        asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        self.call(py, asynchronous, timeout, move |c| async move {
+        self.call(py, timeout, move |c| async move {
             Ok(c.get(&collection.0, key.0, consistency.0).await?.map(Blob))
         })
     }
 
     /// Writes `key` = `value`; returns the write's timestamp.
-    #[pyo3(signature = (collection, key, value, consistency, ttl, timeout, asynchronous=false))]
+    #[pyo3(signature = (collection, key, value, consistency, ttl, timeout))]
     #[allow(clippy::too_many_arguments)]
     fn set(
         &self,
@@ -123,17 +131,16 @@ impl Client {
         consistency: Level,
         ttl: Option<Ttl>,
         timeout: Option<Timeout>,
-        asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         check_value(&value, self.max_value)?;
-        self.call(py, asynchronous, timeout, move |c| async move {
+        self.call(py, timeout, move |c| async move {
             let ttl = ttl.map(|t| t.0);
             Ok(c.set(&collection.0, key.0, value.0, consistency.0, ttl).await?.0)
         })
     }
 
     /// Deletes `key`; returns the delete's timestamp.
-    #[pyo3(signature = (collection, key, consistency, timeout, asynchronous=false))]
+    #[pyo3(signature = (collection, key, consistency, timeout))]
     fn delete(
         &self,
         py: Python<'_>,
@@ -141,15 +148,14 @@ impl Client {
         key: Key,
         consistency: Level,
         timeout: Option<Timeout>,
-        asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        self.call(py, asynchronous, timeout, move |c| async move {
+        self.call(py, timeout, move |c| async move {
             Ok(c.del(&collection.0, key.0, consistency.0).await?.0)
         })
     }
 
     /// The values of `keys`, in order (None for each missing key).
-    #[pyo3(signature = (collection, keys, consistency, timeout, asynchronous=false))]
+    #[pyo3(signature = (collection, keys, consistency, timeout))]
     fn get_many(
         &self,
         py: Python<'_>,
@@ -157,11 +163,10 @@ impl Client {
         keys: Vec<Key>,
         consistency: Level,
         timeout: Option<Timeout>,
-        asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let keys: Vec<Bytes> = keys.into_iter().map(|k| k.0).collect();
         check_batch(keys.iter().map(|k| k.len() + 8).sum(), self.max_value)?;
-        self.call(py, asynchronous, timeout, move |c| async move {
+        self.call(py, timeout, move |c| async move {
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
@@ -172,7 +177,7 @@ impl Client {
 
     /// Writes every `(key, value)` of `items` with one timestamp; returns it (None for
     /// no items).
-    #[pyo3(signature = (collection, items, consistency, ttl, timeout, asynchronous=false))]
+    #[pyo3(signature = (collection, items, consistency, ttl, timeout))]
     #[allow(clippy::too_many_arguments)]
     fn set_many(
         &self,
@@ -182,14 +187,13 @@ impl Client {
         consistency: Level,
         ttl: Option<Ttl>,
         timeout: Option<Timeout>,
-        asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         for (_, value) in &items {
             check_value(value, self.max_value)?;
         }
         check_batch(items.iter().map(|(k, v)| k.0.len() + v.0.len() + 16).sum(), self.max_value)?;
         let items: Vec<(Bytes, Bytes)> = items.into_iter().map(|(k, v)| (k.0, v.0)).collect();
-        self.call(py, asynchronous, timeout, move |c| async move {
+        self.call(py, timeout, move |c| async move {
             if items.is_empty() {
                 return Ok(None);
             }
@@ -199,7 +203,7 @@ impl Client {
     }
 
     /// One page of a scan: `([(key, value)], cursor)`; the cursor is None at the end.
-    #[pyo3(signature = (collection, cursor, prefix, limit, consistency, timeout, asynchronous=false))]
+    #[pyo3(signature = (collection, cursor, prefix, limit, consistency, timeout))]
     #[allow(clippy::too_many_arguments)]
     fn scan(
         &self,
@@ -210,9 +214,8 @@ impl Client {
         limit: u32,
         consistency: Level,
         timeout: Option<Timeout>,
-        asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        self.call(py, asynchronous, timeout, move |c| async move {
+        self.call(py, timeout, move |c| async move {
             let (cursor, prefix) = (cursor.map(Bytes::from), prefix.map(|p| p.0));
             let page = c.scan(&collection.0, cursor, prefix, limit, consistency.0).await?;
             let items = page.items.into_iter().map(|(k, v)| (Blob(k), Blob(v))).collect();
@@ -221,18 +224,19 @@ impl Client {
     }
 
     /// Subscribes to changes of `collection` (keys starting with `prefix`).
-    #[pyo3(signature = (collection, prefix, timeout, asynchronous=false))]
+    #[pyo3(signature = (collection, prefix, timeout))]
     fn watch(
         &self,
         py: Python<'_>,
         collection: Collection,
         prefix: Option<Key>,
         timeout: Option<Timeout>,
-        asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        self.call(py, asynchronous, timeout, move |c| async move {
+        let asynchronous = self.asynchronous;
+        self.call(py, timeout, move |c| async move {
             let inner = c.watch(&collection.0, prefix.map(|p| p.0)).await?;
             Ok(Watch {
+                asynchronous,
                 inner: Arc::new(Mutex::new(Some(inner))),
                 closed: Arc::new(AtomicBool::new(false)),
                 close: Arc::new(Notify::new()),
@@ -241,29 +245,23 @@ impl Client {
     }
 
     /// The stats of the node at `node` (any connected node when None), as JSON text.
-    #[pyo3(signature = (node, timeout, asynchronous=false))]
+    #[pyo3(signature = (node, timeout))]
     fn stats(
         &self,
         py: Python<'_>,
         node: Option<String>,
         timeout: Option<Timeout>,
-        asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        self.call(py, asynchronous, timeout, move |c| async move {
+        self.call(py, timeout, move |c| async move {
             let stats = c.stats(node.as_deref()).await?;
             serde_json::to_string(&stats).map_err(|e| ClientError::Protocol(e.to_string()))
         })
     }
 
     /// The ring's members: `[(id, addr, tokens, status)]`.
-    #[pyo3(signature = (timeout, asynchronous=false))]
-    fn ring(
-        &self,
-        py: Python<'_>,
-        timeout: Option<Timeout>,
-        asynchronous: bool,
-    ) -> PyResult<Py<PyAny>> {
-        self.call(py, asynchronous, timeout, move |c| async move {
+    #[pyo3(signature = (timeout))]
+    fn ring(&self, py: Python<'_>, timeout: Option<Timeout>) -> PyResult<Py<PyAny>> {
+        self.call(py, timeout, move |c| async move {
             let members = c.ring().await?;
             Ok(members
                 .into_iter()
@@ -279,7 +277,6 @@ impl Client {
     fn call<T, F, Fut>(
         &self,
         py: Python<'_>,
-        asynchronous: bool,
         timeout: Option<Timeout>,
         op: F,
     ) -> PyResult<Py<PyAny>>
@@ -289,7 +286,7 @@ impl Client {
         T: for<'a> IntoPyObject<'a> + Send + 'static,
     {
         let link = self.link.clone();
-        runtime::run(py, asynchronous, async move {
+        runtime::run(py, self.asynchronous, async move {
             let call = async {
                 let c = link.client().await?;
                 op(c).await.map_err(failed)
@@ -303,6 +300,7 @@ impl Client {
 /// unsubscribes.
 #[pyclass(frozen, module = "dhrt._dhrt")]
 pub struct Watch {
+    asynchronous: bool,
     inner: Arc<Mutex<Option<native::Watch>>>,
     closed: Arc<AtomicBool>,
     close: Arc<Notify>,
@@ -313,15 +311,10 @@ impl Watch {
     /// The next change as `(collection, key, value, ts)`; None once the watch ended (the
     /// node ended it, the connection dropped, or it was closed). Raises
     /// `dhrt.TimeoutError` when nothing arrived within `timeout`.
-    #[pyo3(signature = (timeout, asynchronous=false))]
-    fn next(
-        &self,
-        py: Python<'_>,
-        timeout: Option<Timeout>,
-        asynchronous: bool,
-    ) -> PyResult<Py<PyAny>> {
+    #[pyo3(signature = (timeout))]
+    fn next(&self, py: Python<'_>, timeout: Option<Timeout>) -> PyResult<Py<PyAny>> {
         let (inner, closed, close) = (self.inner.clone(), self.closed.clone(), self.close.clone());
-        runtime::run(py, asynchronous, async move {
+        runtime::run(py, self.asynchronous, async move {
             let next = async {
                 // Listen for `close` before looking at the flag, so a close between the
                 // two still wakes this call.

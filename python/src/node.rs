@@ -1,7 +1,7 @@
 //! `dhrt._dhrt.Node`: a real dhrt node running inside the Python process.
 //!
 //! The node is the one `dhrt serve` runs ([`dhrt::server::launch`]): its server tasks
-//! run on the module's runtime and its state machine on a thread of its own. It
+//! run on the module's multi-thread runtime ([`crate::runtime::shared`]) and its state machine on a thread of its own. It
 //! listens on 127.0.0.1 (port 0 picks a free one), in memory or on a data dir.
 //! `dhrt.LocalCluster` starts several, and `python -m dhrt serve` one.
 //!
@@ -70,7 +70,7 @@ impl Node {
             Some(path) => Storage::Dir { path, min_free_bytes: min_free_mb << 20 },
             None => Storage::Memory,
         };
-        runtime::block(py, async move {
+        runtime::block(py, runtime::shared(), async move {
             let started = async {
                 let bound = server::bind(&opts).await?;
                 let addr = bound.advertise.clone();
@@ -115,7 +115,7 @@ impl Node {
     /// it already stopped.
     fn kill(&self, py: Python<'_>) -> PyResult<()> {
         let Some(mut server) = self.take() else { return Ok(()) };
-        runtime::block(py, async move {
+        runtime::block(py, runtime::shared(), async move {
             server.stop().await;
             Ok(())
         })
@@ -126,7 +126,7 @@ impl Node {
     /// when it already stopped.
     fn leave(&self, py: Python<'_>) -> PyResult<bool> {
         let Some(server) = self.take() else { return Ok(false) };
-        runtime::block(py, async move {
+        runtime::block(py, runtime::shared(), async move {
             let outcome = server.leave().await;
             match outcome.flush_error {
                 Some(e) => Err(errors::node_error(format!("the final flush failed: {e}"))),

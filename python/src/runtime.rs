@@ -1,16 +1,19 @@
-//! The one tokio runtime of the process, and the two ways Python waits on it.
+//! The runtimes of the process, and the two ways Python waits on them.
 //!
-//! Every client connection, watch and in-process node of the module runs on one
-//! multi-thread runtime, created on first use and shared with `pyo3-async-runtimes` so
-//! that awaitables run there too. A call waits either
+//! - [`shared`]: a multi-thread tokio runtime, created on first use and registered with
+//!   `pyo3-async-runtimes`. In-process nodes run on it (their servers must work while
+//!   Python does something else), and so does every `AsyncClient`: a call spawns its
+//!   future there and returns an awaitable, which completes an asyncio future on the
+//!   caller's event loop (`call_soon_threadsafe`) — no thread pool.
+//! - [`driven`]: a current-thread runtime for blocking clients, driven by whichever
+//!   Python thread is waiting on it. The caller writes its request, waits on the socket
+//!   and reads the answer itself: no hand-off to a worker thread and back, which on a
+//!   busy machine was most of a blocking call's time (docs/benchmarks.md). Several
+//!   threads may wait at once; one drives the connections for all.
 //!
-//! - **blocking** ([`block`]): the calling thread drives the future with the GIL
-//!   released, so other Python threads run meanwhile; every [`SIGNAL_SLICE`] it takes
-//!   the GIL back for a moment to let Ctrl-C through; or
-//! - **as an awaitable** ([`awaitable`]): the future is spawned on the runtime and
-//!   completes an asyncio future on the caller's event loop (`call_soon_threadsafe`).
-//!
-//! Both apply the call's timeout the same way ([`within`]).
+//! A blocking wait ([`block`]) releases the GIL, so other Python threads run meanwhile,
+//! and every [`SIGNAL_SLICE`] takes it back for a moment to let Ctrl-C through. Both
+//! kinds of call apply their timeout the same way ([`within`]).
 
 use crate::errors;
 use pyo3::{prelude::*, IntoPyObjectExt};
@@ -20,27 +23,32 @@ use tokio::runtime::Runtime;
 /// How long a blocking wait runs between checks for Python signals (Ctrl-C).
 pub const SIGNAL_SLICE: Duration = Duration::from_millis(100);
 
-/// The process-wide runtime, created on first use.
-pub fn runtime() -> &'static Runtime {
+/// The multi-thread runtime: in-process nodes and asyncio clients.
+pub fn shared() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
             .thread_name("dhrt-py")
             .enable_all()
             .build()
-            .expect("cannot start the tokio runtime (out of threads or memory?)");
-        rt
-    })
-}
-
-/// Registers [`runtime`] with `pyo3-async-runtimes` (once; later calls do nothing).
-fn share_with_asyncio() -> &'static Runtime {
-    static SHARED: OnceLock<()> = OnceLock::new();
-    let rt = runtime();
-    SHARED.get_or_init(|| {
+            .expect("cannot start the tokio runtime (out of threads or memory?)")
+    });
+    static REGISTERED: OnceLock<()> = OnceLock::new();
+    REGISTERED.get_or_init(|| {
         let _ = pyo3_async_runtimes::tokio::init_with_runtime(rt);
     });
     rt
+}
+
+/// The current-thread runtime of blocking clients, driven by the threads that wait.
+pub fn driven() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cannot start the tokio runtime (out of memory?)")
+    })
 }
 
 /// `fut`, failing with `dhrt.TimeoutError` when it takes longer than `timeout`.
@@ -56,13 +64,12 @@ pub async fn within<T>(
     }
 }
 
-/// Runs `fut` on the runtime and waits for it with the GIL released.
-pub fn block<T, F>(py: Python<'_>, fut: F) -> PyResult<T>
+/// Runs `fut` on `rt` and waits for it with the GIL released.
+pub fn block<T, F>(py: Python<'_>, rt: &Runtime, fut: F) -> PyResult<T>
 where
     F: Future<Output = PyResult<T>> + Send,
     T: Send,
 {
-    let rt = runtime();
     let mut fut = std::pin::pin!(fut);
     loop {
         let slice = py.detach(|| {
@@ -75,27 +82,17 @@ where
     }
 }
 
-/// Spawns `fut` on the runtime and returns an asyncio awaitable of its result.
-pub fn awaitable<'py, T, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
-where
-    F: Future<Output = PyResult<T>> + Send + 'static,
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
-{
-    share_with_asyncio();
-    pyo3_async_runtimes::tokio::future_into_py(py, fut)
-}
-
-/// Runs `fut` blocking, or returns it as an awaitable when `asynchronous`: the one
-/// switch between `dhrt.Client` and `dhrt.AsyncClient`.
+/// Runs `fut` as an asyncio awaitable when `asynchronous` (on [`shared`]), else blocks
+/// on it (on [`driven`]): the one switch between `dhrt.AsyncClient` and `dhrt.Client`.
 pub fn run<T, F>(py: Python<'_>, asynchronous: bool, fut: F) -> PyResult<Py<PyAny>>
 where
     F: Future<Output = PyResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
     if asynchronous {
-        awaitable(py, fut).map(Bound::unbind)
+        shared();
+        pyo3_async_runtimes::tokio::future_into_py(py, fut).map(Bound::unbind)
     } else {
-        let value = block(py, fut)?;
-        value.into_py_any(py)
+        block(py, driven(), fut)?.into_py_any(py)
     }
 }

@@ -4,8 +4,9 @@ This is the thin layer: it takes arguments already defaulted by the pure-Python
 package and returns plain values (``bytes``, tuples, JSON text). Use :mod:`dhrt`
 instead; these signatures are for the package's own code and for type checkers.
 
-Every client method takes ``asynchronous``: ``False`` blocks (the GIL released) and
-returns the result, ``True`` returns an asyncio awaitable of it.
+A ``Client`` made with ``asynchronous=False`` blocks (the GIL released) and returns
+results; with ``asynchronous=True`` its methods return asyncio awaitables of them. Its
+watches follow it.
 """
 
 from typing import Any, List, Optional, Sequence, Tuple, Union
@@ -27,48 +28,47 @@ DEFAULT_MAX_VALUE_BYTES: int
 class Client:
     """The Rust ``dhrt::Client``: pipelined, ring-aware, one connection per node."""
 
-    def __init__(self, seeds: Sequence[str], timeout: Optional[float], max_value: int) -> None:
+    def __init__(
+        self, seeds: Sequence[str], timeout: Optional[float], max_value: int, asynchronous: bool = False
+    ) -> None:
         """A client of the cluster reached through ``seeds``; nothing is sent yet."""
-    def connect(self, asynchronous: bool = False) -> Any:
+    def connect(self) -> Any:
         """Connects (once) through the first reachable seed and reads the ring."""
     def get(
         self, collection: str, key: _Key, consistency: _Consistency, timeout: Optional[float],
-        asynchronous: bool = False,
     ) -> Any:
         """The value (``bytes``) of ``key``, or ``None``."""
     def set(
         self, collection: str, key: _Key, value: _Value, consistency: _Consistency,
-        ttl: Optional[float], timeout: Optional[float], asynchronous: bool = False,
+        ttl: Optional[float], timeout: Optional[float],
     ) -> Any:
         """Writes ``key`` = ``value``; the write's timestamp (``int``)."""
     def delete(
         self, collection: str, key: _Key, consistency: _Consistency, timeout: Optional[float],
-        asynchronous: bool = False,
     ) -> Any:
         """Deletes ``key``; the delete's timestamp (``int``)."""
     def get_many(
         self, collection: str, keys: Sequence[_Key], consistency: _Consistency,
-        timeout: Optional[float], asynchronous: bool = False,
+        timeout: Optional[float],
     ) -> Any:
         """The values of ``keys`` in order (``list[bytes | None]``)."""
     def set_many(
         self, collection: str, items: Sequence[Tuple[_Key, _Value]], consistency: _Consistency,
-        ttl: Optional[float], timeout: Optional[float], asynchronous: bool = False,
+        ttl: Optional[float], timeout: Optional[float],
     ) -> Any:
         """Writes every item with one timestamp (``int``, ``None`` for no items)."""
     def scan(
         self, collection: str, cursor: Optional[bytes], prefix: Optional[_Key], limit: int,
-        consistency: _Consistency, timeout: Optional[float], asynchronous: bool = False,
+        consistency: _Consistency, timeout: Optional[float],
     ) -> Any:
         """One page: ``(list[(key, value)], cursor or None)``."""
     def watch(
         self, collection: str, prefix: Optional[_Key], timeout: Optional[float],
-        asynchronous: bool = False,
     ) -> Any:
         """Subscribes; a ``Watch`` once every serving node has the subscription."""
-    def stats(self, node: Optional[str], timeout: Optional[float], asynchronous: bool = False) -> Any:
+    def stats(self, node: Optional[str], timeout: Optional[float]) -> Any:
         """A node's stats as JSON text."""
-    def ring(self, timeout: Optional[float], asynchronous: bool = False) -> Any:
+    def ring(self, timeout: Optional[float]) -> Any:
         """The ring: ``list[(id, addr, tokens, status)]``."""
 
 class Watch:
@@ -77,7 +77,7 @@ class Watch:
     @property
     def ended(self) -> bool:
         """Whether the watch has ended."""
-    def next(self, timeout: Optional[float], asynchronous: bool = False) -> Any:
+    def next(self, timeout: Optional[float]) -> Any:
         """The next change ``(collection, key, value, ts)``; ``None`` once ended; raises
         ``dhrt.TimeoutError`` after ``timeout``."""
     def close(self) -> None:

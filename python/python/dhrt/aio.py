@@ -92,12 +92,12 @@ class AsyncClient:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         self._settings = s = Settings(url, token, timeout, collection, consistency, max_value_bytes)
-        self._native: Optional[_dhrt.Client] = _dhrt.Client(s.urls, s.timeout, max_value_bytes)
+        self._native: Optional[_dhrt.Client] = _dhrt.Client(s.urls, s.timeout, max_value_bytes, True)
 
     async def connect(self) -> "AsyncClient":
         """Connects, if not connected yet; raises :class:`dhrt.ConnectionError` when no
         node answers."""
-        await self._client.connect(True)
+        await self._client.connect()
         return self
 
     @property
@@ -127,7 +127,7 @@ class AsyncClient:
     ) -> Optional[bytes]:
         """The value of ``key``, or ``default`` (see :meth:`dhrt.Client.get`)."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        value = await self._client.get(c, key, level, wait, True)
+        value = await self._client.get(c, key, level, wait)
         return default if value is None else value
 
     async def set(
@@ -142,7 +142,7 @@ class AsyncClient:
     ) -> int:
         """Writes ``key`` = ``value``; returns the timestamp (see :meth:`dhrt.Client.set`)."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        ts: int = await self._client.set(c, key, value, level, seconds(ttl), wait, True)
+        ts: int = await self._client.set(c, key, value, level, seconds(ttl), wait)
         return ts
 
     async def delete(
@@ -155,7 +155,7 @@ class AsyncClient:
     ) -> int:
         """Deletes ``key``; returns the timestamp (see :meth:`dhrt.Client.delete`)."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        ts: int = await self._client.delete(c, key, level, wait, True)
+        ts: int = await self._client.delete(c, key, level, wait)
         return ts
 
     async def exists(
@@ -179,7 +179,7 @@ class AsyncClient:
     ) -> List[Optional[bytes]]:
         """The values of ``keys`` in one request (see :meth:`dhrt.Client.mget`)."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
-        values: List[Optional[bytes]] = await self._client.get_many(c, keys_of(keys), level, wait, True)
+        values: List[Optional[bytes]] = await self._client.get_many(c, keys_of(keys), level, wait)
         return values
 
     async def mset(
@@ -194,7 +194,7 @@ class AsyncClient:
         """Writes every item in one request (see :meth:`dhrt.Client.mset`)."""
         c, level, wait = self._settings.call(collection, consistency, timeout)
         native = self._client
-        ts: Optional[int] = await native.set_many(c, items_of(items), level, seconds(ttl), wait, True)
+        ts: Optional[int] = await native.set_many(c, items_of(items), level, seconds(ttl), wait)
         return ts
 
     def scan(
@@ -217,7 +217,7 @@ class AsyncClient:
             native = self._client
             cursor: Optional[bytes] = None
             while True:
-                page, cursor = await native.scan(c, cursor, prefix, page_size, level, wait, True)
+                page, cursor = await native.scan(c, cursor, prefix, page_size, level, wait)
                 for item in page:
                     yield item
                 if cursor is None:
@@ -244,7 +244,7 @@ class AsyncClient:
 
         async def subscribe() -> _dhrt.Watch:
             native = self._client
-            watch: _dhrt.Watch = await native.watch(c, prefix, wait, True)
+            watch: _dhrt.Watch = await native.watch(c, prefix, wait)
             return watch
 
         return AsyncWatch(subscribe)
@@ -252,12 +252,12 @@ class AsyncClient:
     async def stats(self, node: Optional[str] = None, *, timeout: Optional[Seconds] = None) -> Dict[str, Any]:
         """Counts and state of one node (see :meth:`dhrt.Client.stats`)."""
         native = self._client
-        return stats_of(await native.stats(node, self._settings.wait(timeout), True))
+        return stats_of(await native.stats(node, self._settings.wait(timeout)))
 
     async def ring(self, *, timeout: Optional[Seconds] = None) -> List[RingMember]:
         """Every member of the ring as a connected node sees it."""
         native = self._client
-        return ring_of(await native.ring(self._settings.wait(timeout), True))
+        return ring_of(await native.ring(self._settings.wait(timeout)))
 
     def collection(
         self,
@@ -387,7 +387,7 @@ class AsyncWatch:
         await self.start()
         if self._native is None:
             return None
-        event = await self._native.next(timeout, True)
+        event = await self._native.next(timeout)
         return None if event is None else Event(*event)
 
     async def next(self, timeout: Optional[Seconds] = None) -> Optional[Event]:
