@@ -4,11 +4,10 @@
 //! nodes ([`node`]) and the engine's pure functions ([`engine`]). Each method converts
 //! and checks its arguments ([`args`]), calls Rust, and converts the answer or the
 //! error ([`errors`], the one place failures become exceptions) back. Waiting happens
-//! on one process-wide tokio runtime with the GIL released, or as an asyncio awaitable
-//! ([`runtime`]). The ergonomic layer — `connect`, `Client`, `AsyncClient`, mapping
-//! access, `LocalCluster`, docs — is pure Python in `python/python/dhrt/`; typed
-//! signatures live in `_dhrt.pyi` beside it. No logic lives here that another host
-//! would need too.
+//! with the GIL released, or as an asyncio awaitable ([`runtime`]). The ergonomic
+//! layer — `connect`, `Client`, `AsyncClient`, mapping access, `LocalCluster`, docs —
+//! is pure Python in `python/python/dhrt/`; typed signatures live in `_dhrt.pyi` beside
+//! it. No logic lives here that another host would need too.
 //!
 //! `extension-module` is enabled by `pyproject.toml` (maturin) only, so that
 //! `cargo build --workspace` and clippy link this crate like any other.
