@@ -7,8 +7,12 @@
 //! makes every change local: inserting, replacing or removing an entry XORs the old and
 //! new digests into the `depth + 1` nodes on its path, O(depth) work, never a rescan.
 //!
-//! Only levels `0 ..= depth` are stored (default depth 8: 65,536 buckets), and only the
-//! non-empty nodes, so a small collection costs little. Below the stored depth the sync
+//! Only levels `0 ..= depth` are stored (default depth 8: 65,536 buckets). A level is
+//! kept as a flat array indexed by prefix once it is dense enough to pay for one (always
+//! for the top levels, which are small), and as an ordered map of its non-empty nodes
+//! before that, so a small collection costs little and a large one updates its path by
+//! array indexing — every write touches `depth + 1` nodes, so this is on the write path
+//! of every replica (docs/benchmarks.md). Below the stored depth the sync
 //! protocol computes *virtual* digests on demand from the store's entries (see
 //! [`crate::sync`]), so a differing bucket is narrowed down without listing it.
 //!
@@ -144,12 +148,115 @@ impl NodeRef {
     }
 }
 
-/// The stored Merkle tree of one collection: levels `0 ..= depth`, non-empty nodes only.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Levels with at most this many nodes are always flat arrays (4^5 nodes, 16 KiB).
+const ALWAYS_DENSE_NODES: usize = 1 << 10;
+/// A sparse level turns into a flat array once one node in this many is non-empty.
+const DENSE_AT_ONE_IN: usize = 8;
+
+/// One stored level of the tree.
+#[derive(Debug, Clone)]
+enum Level {
+    /// The non-empty nodes only, by prefix.
+    Sparse(BTreeMap<u64, Summary>),
+    /// Every node, indexed by prefix, with the number of non-empty ones.
+    Dense { nodes: Vec<Summary>, occupied: usize },
+}
+
+impl Level {
+    fn new(level: u8) -> Level {
+        let size = 1usize << (BITS_PER_LEVEL * u32::from(level));
+        if size <= ALWAYS_DENSE_NODES {
+            Level::Dense { nodes: vec![Summary::default(); size], occupied: 0 }
+        } else {
+            Level::Sparse(BTreeMap::new())
+        }
+    }
+
+    fn get(&self, prefix: u64) -> Summary {
+        match self {
+            Level::Sparse(map) => map.get(&prefix).copied().unwrap_or_default(),
+            Level::Dense { nodes, .. } => {
+                usize::try_from(prefix).ok().and_then(|i| nodes.get(i)).copied().unwrap_or_default()
+            }
+        }
+    }
+
+    fn occupied(&self) -> usize {
+        match self {
+            Level::Sparse(map) => map.len(),
+            Level::Dense { occupied, .. } => *occupied,
+        }
+    }
+
+    /// XORs `delta` into the node's digest and adds `count_delta` to its count.
+    fn apply(&mut self, level: u8, prefix: u64, delta: u64, count_delta: i64) {
+        match self {
+            Level::Sparse(map) => {
+                let slot = map.entry(prefix).or_default();
+                slot.digest ^= delta;
+                slot.count = slot.count.wrapping_add_signed(count_delta);
+                if slot.count == 0 {
+                    map.remove(&prefix);
+                }
+                let size = 1usize << (BITS_PER_LEVEL * u32::from(level));
+                if map.len() >= size / DENSE_AT_ONE_IN {
+                    let mut nodes = vec![Summary::default(); size];
+                    for (p, s) in std::mem::take(map) {
+                        nodes[p as usize] = s;
+                    }
+                    let occupied = nodes.iter().filter(|s| !s.is_empty()).count();
+                    *self = Level::Dense { nodes, occupied };
+                }
+            }
+            Level::Dense { nodes, occupied } => {
+                // A prefix always fits its level (NodeRef::containing), so this never
+                // misses; it is a lookup, not an index, to keep panics out of the core.
+                let Some(slot) = nodes.get_mut(prefix as usize) else { return };
+                let was_empty = slot.is_empty();
+                slot.digest ^= delta;
+                slot.count = slot.count.wrapping_add_signed(count_delta);
+                match (was_empty, slot.is_empty()) {
+                    (true, false) => *occupied += 1,
+                    (false, true) => *occupied -= 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The non-empty nodes, by prefix.
+    fn iter(&self) -> Box<dyn Iterator<Item = (u64, Summary)> + '_> {
+        match self {
+            Level::Sparse(map) => Box::new(map.iter().map(|(p, s)| (*p, *s))),
+            Level::Dense { nodes, .. } => Box::new(
+                nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !s.is_empty())
+                    .map(|(p, s)| (p as u64, *s)),
+            ),
+        }
+    }
+}
+
+/// The stored Merkle tree of one collection: levels `0 ..= depth`.
+///
+/// Two trees are equal when they have the same depth and the same non-empty nodes,
+/// however their levels are laid out.
+#[derive(Debug, Clone)]
 pub struct MerkleTree {
     depth: u8,
-    levels: Vec<BTreeMap<u64, Summary>>,
+    levels: Vec<Level>,
 }
+
+impl PartialEq for MerkleTree {
+    fn eq(&self, other: &Self) -> bool {
+        self.depth == other.depth
+            && self.levels.iter().zip(&other.levels).all(|(a, b)| a.iter().eq(b.iter()))
+    }
+}
+
+impl Eq for MerkleTree {}
 
 impl Default for MerkleTree {
     fn default() -> Self {
@@ -161,7 +268,7 @@ impl MerkleTree {
     /// An empty tree storing levels `0 ..= depth` (depth clamped to 1 ..= 16).
     pub fn new(depth: u8) -> Self {
         let depth = depth.clamp(1, 16);
-        MerkleTree { depth, levels: vec![BTreeMap::new(); usize::from(depth) + 1] }
+        MerkleTree { depth, levels: (0..=depth).map(Level::new).collect() }
     }
 
     /// The deepest stored level.
@@ -177,7 +284,7 @@ impl MerkleTree {
     /// The stored summary of `node`; `None` when the node is below the stored depth.
     pub fn summary(&self, node: NodeRef) -> Option<Summary> {
         let level = self.levels.get(usize::from(node.level))?;
-        Some(level.get(&node.prefix).copied().unwrap_or_default())
+        Some(level.get(node.prefix))
     }
 
     /// Records that the entry digest at `pos` changed from `old` to `new` (`None` = no
@@ -188,14 +295,9 @@ impl MerkleTree {
         if delta == 0 && count_delta == 0 {
             return;
         }
-        for (level, nodes) in self.levels.iter_mut().enumerate() {
-            let prefix = NodeRef::containing(pos, level as u8).prefix;
-            let slot = nodes.entry(prefix).or_default();
-            slot.digest ^= delta;
-            slot.count = slot.count.wrapping_add_signed(count_delta);
-            if slot.count == 0 {
-                nodes.remove(&prefix);
-            }
+        for (level, nodes) in (0u8..).zip(self.levels.iter_mut()) {
+            let prefix = NodeRef::containing(pos, level).prefix;
+            nodes.apply(level, prefix, delta, count_delta);
         }
     }
 
@@ -209,9 +311,17 @@ impl MerkleTree {
         self.update(pos, Some(digest), None);
     }
 
-    /// Number of stored (non-empty) nodes, for memory accounting.
+    /// Number of non-empty nodes over the stored levels.
     pub fn stored_nodes(&self) -> usize {
-        self.levels.iter().map(BTreeMap::len).sum()
+        self.levels.iter().map(Level::occupied).sum()
+    }
+
+    /// The non-empty nodes of stored level `level`, by prefix (none below the depth).
+    pub fn level_nodes(&self, level: u8) -> impl Iterator<Item = (NodeRef, Summary)> + '_ {
+        self.levels
+            .get(usize::from(level))
+            .into_iter()
+            .flat_map(move |l| l.iter().map(move |(prefix, s)| (NodeRef { level, prefix }, s)))
     }
 
     /// Whether the stored node `node` lies entirely inside `interval`.
@@ -293,6 +403,52 @@ mod tests {
         assert_eq!(t.stored_nodes(), 0);
     }
 
+    #[test]
+    fn sparse_levels_turn_dense_and_keep_their_summaries() {
+        // Depth 8: levels 6..=8 start sparse and turn into arrays as they fill.
+        let mut t = MerkleTree::new(8);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut entries = Vec::new();
+        for i in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            entries.push((x, i + 1));
+            t.insert(x, i + 1);
+        }
+        assert!(t.levels.iter().all(|l| matches!(l, Level::Dense { .. })));
+        // A tree that saw only the last few entries keeps its deep levels sparse, yet
+        // equals the big tree once the big one is trimmed to the same entries.
+        let mut small = MerkleTree::new(8);
+        for &(p, d) in &entries[19_990..] {
+            small.insert(p, d);
+        }
+        assert!(matches!(small.levels[8], Level::Sparse(_)));
+        for &(p, d) in &entries[..19_990] {
+            t.remove(p, d);
+        }
+        assert_eq!(t, small);
+        assert_eq!(t.stored_nodes(), small.stored_nodes());
+        for level in 0..=8u8 {
+            for (node, s) in t.level_nodes(level) {
+                assert_eq!(small.summary(node), Some(s));
+                let want = entries[19_990..]
+                    .iter()
+                    .filter(|(p, _)| node.segment().contains(*p))
+                    .fold(Summary::default(), |mut acc, (_, d)| {
+                        acc.add(*d);
+                        acc
+                    });
+                assert_eq!(s, want);
+            }
+        }
+        for &(p, d) in &entries[19_990..] {
+            t.remove(p, d);
+        }
+        assert_eq!(t.root(), Summary::default());
+        assert_eq!(t.stored_nodes(), 0);
+    }
+
     proptest! {
         /// Incremental updates give the same tree as building from the final contents,
         /// in any order.
@@ -317,12 +473,11 @@ mod tests {
             }
             prop_assert_eq!(&t, &fresh);
             for level in 0..=5u8 {
-                for (prefix, s) in &fresh.levels[usize::from(level)] {
-                    let node = NodeRef { level, prefix: *prefix };
+                for (node, s) in fresh.level_nodes(level) {
                     let want = contents.iter()
                         .filter(|(p, _)| node.segment().contains(**p))
                         .fold(Summary::default(), |mut acc, (_, d)| { acc.add(*d); acc });
-                    prop_assert_eq!(*s, want);
+                    prop_assert_eq!(s, want);
                 }
             }
         }

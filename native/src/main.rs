@@ -2,15 +2,22 @@
 //!
 //! `dhrt serve` runs a node; `dhrt join ADDR` runs one that joins a cluster; `dhrt
 //! cluster` runs several on this machine; the data commands and `dhrt repl` talk to a
-//! running node; `dhrt demo` shows anti-entropy in process and `dhrt position` where a
-//! key lives on the ring. Each subcommand lives in `cli/`.
+//! running node, `dhrt export`/`dhrt import` copy a cluster's data out and back; `dhrt
+//! demo` shows anti-entropy in process and `dhrt position` where a key lives on the
+//! ring. Each subcommand lives in `cli/`.
 
 mod cli;
 mod demo;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dhrt_core::hash::Placement;
 use std::process::ExitCode;
+
+/// mimalloc instead of the system allocator: a node allocates and frees small buffers
+/// for every request (frames, keys, values), and glibc's malloc/free/consolidate were
+/// a fifth of a node's time under load (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// dhrt: a masterless, real-time key/value database.
 #[derive(Debug, Parser)]
@@ -84,6 +91,21 @@ enum Command {
     /// Load-test dhrt (the node at --node) or Redis (--target redis): ops/s and
     /// p50/p99/p99.9 latency of SET/GET over many pipelined connections.
     Bench(cli::bench::BenchArgs),
+    /// Write every live entry of collections to a file (or stdout) as JSON Lines.
+    ///
+    /// One line per entry: {"collection":"users","key":"alice","value":"admin"}; keys and
+    /// values that are not UTF-8 are base64, marked "key_encoding"/"encoding": "base64".
+    /// TTLs are not exported. `dhrt import` writes the lines back.
+    ///
+    /// Example: dhrt export --all --out backup.jsonl --node 10.0.0.1:7453
+    Export(cli::transfer::export::ExportArgs),
+    /// Write the entries of a `dhrt export` file (or stdin) into the cluster, in batches.
+    ///
+    /// Stops at the first line that does not parse (naming it; the lines before it are
+    /// written, none after), or skips such lines with --skip-bad.
+    ///
+    /// Example: dhrt import backup.jsonl --node 10.0.0.9:7453 -c all
+    Import(cli::transfer::import::ImportArgs),
     /// Print the ring position of a key. Collections named `ordered.*` place keys by
     /// their first 8 bytes (key order); every other collection hashes them.
     Position {
@@ -103,13 +125,18 @@ fn init_logs() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logs();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
-        Command::Serve(args) => cli::serve::run(&args),
-        Command::Join { addr, mut serve } => {
-            serve.join.insert(0, addr);
-            cli::serve::run(&serve)
+        Command::Serve(args) => cli::config::resolve(args, &matches)
+            .map_err(Into::into)
+            .and_then(|args| cli::serve::run(&args)),
+        Command::Join { addr, serve } => {
+            cli::config::resolve(serve, &matches).map_err(Into::into).and_then(|mut serve| {
+                serve.join.insert(0, addr);
+                cli::serve::run(&serve)
+            })
         }
         Command::Set(a) => cli::data::run("set", &a.words, a.ttl, &cli.target),
         Command::Get(a) => cli::data::run("get", &a.words, a.ttl, &cli.target),
@@ -124,6 +151,8 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cli::cluster::run(&args),
         Command::Demo(args) => demo::run(&args).map_err(Into::into),
         Command::Bench(args) => cli::bench::run(&args, &cli.target),
+        Command::Export(args) => cli::transfer::export::run(&args, &cli.target),
+        Command::Import(args) => cli::transfer::import::run(&args, &cli.target),
         Command::Position { collection, key } => {
             if let Err(e) = dhrt_core::store::validate_collection(&collection) {
                 Err(e.into())

@@ -214,6 +214,8 @@ fn node_command(exe: &Path, args: &ClusterArgs, i: usize) -> std::io::Result<Com
     if std::env::var_os("DHRT_LOG").is_none() {
         command.env("DHRT_LOG", if args.verbose { "info" } else { "warn" });
     }
+    // A node's config file (its data dir, its port) is not every node's.
+    command.env_remove("DHRT_CONFIG");
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -25,8 +25,12 @@ pub struct Target {
 impl Target {
     /// Connects to the node.
     pub async fn connect(&self) -> Result<Client, ClientError> {
-        let timeout = Duration::from_secs_f64(self.timeout.clamp(0.01, 3600.0));
-        Client::connect_with(&[self.node.as_str()], timeout).await
+        Client::connect_with(&[self.node.as_str()], self.timeout()).await
+    }
+
+    /// How long to wait for an answer (`--timeout`, kept between 10 ms and an hour).
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout.clamp(0.01, 3600.0))
     }
 }
 

@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod config;
 pub mod data;
 pub mod repl;
 pub mod serve;
+pub mod transfer;
 pub mod words;

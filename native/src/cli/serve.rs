@@ -24,8 +24,9 @@ pub struct ServeArgs {
     /// Where the data lives (one file per collection, plus node.redb).
     #[arg(long, default_value = "./dhrt-data")]
     pub data_dir: PathBuf,
-    /// Keep everything in memory: nothing is written to disk, all is lost on exit.
-    #[arg(long)]
+    /// Keep everything in memory: nothing is written to disk, all is lost on exit
+    /// (`--memory=false` overrides `memory = true` in a config file).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub memory: bool,
     /// Join the cluster of the node at HOST:PORT (repeat to give several).
     #[arg(long, value_name = "ADDR")]
@@ -46,6 +47,11 @@ pub struct ServeArgs {
     /// MiB would stay free on the data dir's disk.
     #[arg(long, default_value_t = 64)]
     pub min_free_mb: u64,
+    /// Read settings from this TOML file: any of these flags, spelled like the flag
+    /// (`data-dir = "/var/lib/dhrt"`, `join = ["10.0.0.1:7453"]`). A flag given on the
+    /// command line wins over the file, the file over the defaults.
+    #[arg(long, env = "DHRT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 impl ServeArgs {

@@ -11,8 +11,10 @@ pub mod http;
 pub mod launch;
 pub mod peers;
 pub mod stats;
+pub mod syncer;
 pub mod ws;
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use dhrt_core::{
     node::{ClientId, Node, NodeConfig},
@@ -60,7 +62,7 @@ pub enum ServeError {
 /// What the tasks of a server share.
 #[derive(Clone)]
 pub struct AppState {
-    inbox: mpsc::Sender<Input>,
+    inbox: Arc<mpsc::Sender<Input>>,
     stopped: tokio::sync::watch::Receiver<bool>,
     next_client: Arc<AtomicU64>,
     /// The server's counters.
@@ -99,7 +101,7 @@ impl AppState {
         let client = self.next_client();
         let (tx, rx) = oneshot::channel();
         let sent = self.submit(Input::Open { client, sink: Sink::Once(tx) })
-            && self.submit(Input::Request { client, req: ClientRequest { id: 1, op } });
+            && self.submit(Input::Requests { client, reqs: vec![ClientRequest { id: 1, op }] });
         if !sent {
             return unavailable("the node is shutting down");
         }
@@ -247,6 +249,8 @@ where
     let (inbox_tx, inbox_rx) = mpsc::channel();
     let (stop_tx, stopped) = tokio::sync::watch::channel(false);
     let max_frame = wire::DEFAULT_MAX_FRAME.max(opts.max_value_bytes + 1024 * 1024);
+    let inbox_tx = Arc::new(inbox_tx);
+    let sync_reports = Arc::downgrade(&inbox_tx);
     let state = AppState {
         inbox: inbox_tx,
         stopped,
@@ -265,6 +269,7 @@ where
         max_frame,
     );
     let driver = Driver::new(node, durable, peers, counters)
+        .sync_off_thread(sync_reports)
         .leave_timeout(opts.leave_timeout.as_millis() as u64);
     let thread = std::thread::Builder::new()
         .name("dhrt-node".into())
@@ -272,7 +277,13 @@ where
         .map_err(|e| ServeError::Other(format!("cannot start the node thread: {e}")))?;
     let app = router(state.clone());
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let listener = bound.listener;
+    // Answers and replica messages are small frames written as they are ready; with
+    // Nagle's algorithm on, the kernel would hold them back waiting for an ACK.
+    let listener = bound.listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let http = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = shutdown_rx.await;

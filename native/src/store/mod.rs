@@ -5,16 +5,18 @@
 //! ```text
 //! <data-dir>/node.redb                  NodeDb: identity, NodeState, known peers
 //! <data-dir>/collections/<name>.redb    RedbStore: one file per collection
+//! <data-dir>/collections.wal            RedbStore's write-ahead log
 //! ```
 //!
 //! [`RedbStore`] is the disk implementation of [`dhrt_core::store::Store`]; it passes the
 //! same conformance suite as the in-memory `MemStore`. One file per collection keeps
 //! dropping a collection cheap (delete a file) and keeps a hot collection's commits from
 //! rewriting pages of the others. Writes are gathered in one open transaction per
-//! collection and committed together by [`Store::flush`](dhrt_core::store::Store::flush)
-//! (group commit): the driver flushes after a batch of inputs and only then sends the
-//! acknowledgements, so one fsync covers many writes and nothing unacknowledged is
-//! mistaken for durable.
+//! collection and made durable together by [`Store::flush`](dhrt_core::store::Store::flush)
+//! (group commit: one append to the write-ahead log, one `fdatasync`, for every
+//! collection; the files themselves are committed at checkpoints): the driver flushes
+//! after a batch of inputs and only then sends the acknowledgements, so one fsync
+//! covers many writes and nothing unacknowledged is mistaken for durable.
 //!
 //! [`NodeDb`] is the small rest of what a node must remember across restarts. The
 //! entry encoding lives in [`codec`], the free-space reserve in `space`.
@@ -23,6 +25,7 @@ pub mod codec;
 mod node_db;
 mod redb;
 mod space;
+mod wal;
 
 pub use self::node_db::NodeDb;
 pub use self::redb::{RedbOptions, RedbStore};

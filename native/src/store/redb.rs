@@ -9,15 +9,24 @@
 //! change in the same transaction as the records they count, so they are loaded at open
 //! instead of recounted.
 //!
-//! ## Group commit
+//! ## Group commit and the write-ahead log
 //!
 //! A write (merge, batch, remove, range delete) goes into the collection's open
-//! `WriteTransaction`, begun by the first write after a flush. Reads go through that
-//! transaction when there is one, so they see every write at once. [`Store::flush`]
-//! writes the counts and commits every open transaction with fsync: the writes are
-//! durable when it returns, and a driver acknowledges them only then. Nothing else
-//! commits — dropping the store aborts what was not flushed, because it was never
-//! acknowledged.
+//! `WriteTransaction`, begun by the first write after a checkpoint. Reads go through
+//! that transaction when there is one, so they see every write at once. Each merge
+//! that changed something is also encoded for the write-ahead log ([`super::wal`],
+//! `<data-dir>/collections.wal`). [`Store::flush`] appends the batch's records to the
+//! log with one `fdatasync`, for every collection at once: the writes are durable when
+//! it returns, and a driver acknowledges them only then. Dropping the store drops what
+//! was not flushed, because it was never acknowledged.
+//!
+//! The redb files are committed (with fsync, and the counts) at a *checkpoint*, after
+//! which the log is emptied: when the log would pass [`RedbOptions::checkpoint_bytes`],
+//! when the open transactions hold [`RedbOptions::checkpoint_writes`] writes, when
+//! something was removed (a removal is not logged: the checkpoint makes it durable, so
+//! a replay can never bring back what was removed), before a collection is dropped, and
+//! when an append to the log fails (the checkpoint is then how the batch becomes
+//! durable). Opening the store replays the log into the files and checkpoints.
 //!
 //! ## Failures
 //!
@@ -30,7 +39,11 @@
 //! [`StoreError::Full`], bad bytes on disk [`StoreError::Corrupt`], the rest
 //! [`StoreError::Io`].
 
-use super::{codec, engine_error, io_error, space::SpaceReserve};
+use super::{
+    codec, engine_error, io_error,
+    space::SpaceReserve,
+    wal::{self, Logged, Wal},
+};
 use ::redb::{
     Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableError, WriteTransaction,
 };
@@ -40,6 +53,7 @@ use dhrt_core::{
     hash::{Interval, Position},
     store::{
         validate_collection, validate_key, CollectionStats, Merged, Record, Store, StoreError,
+        SyncJob,
     },
 };
 use std::collections::BTreeMap;
@@ -57,6 +71,8 @@ const STATS: &str = "stats";
 const COLLECTIONS_DIR: &str = "collections";
 /// The extension of a collection file.
 const EXTENSION: &str = ".redb";
+/// The write-ahead log, in the data dir.
+const WAL_FILE: &str = "collections.wal";
 
 /// The table type records are read and written through.
 type Records<'txn> = Table<'txn, &'static [u8], &'static [u8]>;
@@ -79,6 +95,12 @@ pub struct RedbOptions {
     /// B-tree order from the disk — about 3× faster cold (docs/benchmarks.md). Set it
     /// near the memory the OS can spare for caching; 0 turns it off. Default 1 GiB.
     pub preload_bytes: u64,
+    /// A flush checkpoints instead of appending to the write-ahead log when the log
+    /// would grow past this many bytes. Default 8 MiB.
+    pub checkpoint_bytes: u64,
+    /// A flush checkpoints when the open transactions hold this many writes (they keep
+    /// the pages they touched in memory until then). Default 16,384.
+    pub checkpoint_writes: u64,
 }
 
 impl Default for RedbOptions {
@@ -88,16 +110,22 @@ impl Default for RedbOptions {
             cache_bytes: 128 << 20,
             quick_repair: true,
             preload_bytes: 1 << 30,
+            checkpoint_bytes: 8 << 20,
+            checkpoint_writes: 16_384,
         }
     }
 }
 
 /// One collection's file and its uncommitted writes.
 struct Collection {
-    /// The writes gathered since the last flush; dropping it aborts them.
+    /// The writes gathered since the last checkpoint; dropping it aborts them.
     txn: Option<WriteTransaction>,
-    /// Write operations gathered in `txn`.
+    /// Write operations gathered since the last flush.
     pending: u64,
+    /// Write operations gathered in `txn` (since the last checkpoint).
+    in_txn: u64,
+    /// Log records of the merges since the last flush, not yet in the log.
+    log: Vec<u8>,
     db: Database,
     path: PathBuf,
     /// Counts including the gathered writes.
@@ -114,6 +142,13 @@ pub struct RedbStore {
     options: RedbOptions,
     collections: BTreeMap<String, Collection>,
     space: SpaceReserve,
+    /// The write-ahead log: every merge acknowledged since the last checkpoint.
+    wal: Wal,
+    /// Something was removed since the last checkpoint: the next flush checkpoints.
+    removed: bool,
+    /// Set while the log is merged back after an abort (a failure then is not
+    /// restored again).
+    restoring: bool,
     /// Why writes gathered since the last flush were discarded, reported by the next
     /// flush.
     failed: Option<StoreError>,
@@ -155,13 +190,87 @@ impl RedbStore {
             preload = preload.saturating_sub(read_ahead(&path, preload));
             collections.insert(name, Collection::open(path, &options)?);
         }
-        Ok(RedbStore {
+        let (wal, logged) = Wal::open(&dir.join(WAL_FILE))?;
+        let mut store = RedbStore {
             space: SpaceReserve::new(dir.to_path_buf(), options.min_free_bytes),
             dir: folder,
             options,
             collections,
+            wal,
+            removed: false,
+            restoring: false,
             failed: None,
-        })
+        };
+        if !logged.is_empty() {
+            for r in &logged {
+                store.replay(r)?;
+            }
+            store.checkpoint()?;
+        }
+        Ok(store)
+    }
+
+    /// Merges a record read back from the log into its collection, logging nothing.
+    fn replay(&mut self, r: &Logged) -> Result<(), StoreError> {
+        validate_collection(&r.collection)?;
+        self.write(&r.collection, true, |table, stats| {
+            merge_into(table, stats, (r.pos, &r.key, &r.entry), &mut Vec::new())
+        })?;
+        Ok(())
+    }
+
+    /// After `collection`'s transaction was aborted: merges back what the log holds for
+    /// it, so that every acknowledged write is readable again.
+    fn restore(&mut self, collection: &str) -> Result<(), StoreError> {
+        self.restoring = true;
+        let outcome = self.wal.read_all().and_then(|logged| {
+            logged.iter().filter(|r| r.collection == collection).try_for_each(|r| self.replay(r))
+        });
+        self.restoring = false;
+        if let Some(c) = self.collections.get_mut(collection) {
+            c.pending = 0;
+        }
+        outcome
+    }
+
+    /// Logs a merge that changed `collection` (written by the next flush).
+    fn log(&mut self, collection: &str, pos: Position, key: &[u8], entry: &Entry) {
+        if let Some(c) = self.collections.get_mut(collection) {
+            wal::encode_merge(&mut c.log, collection, pos, key, entry);
+        }
+    }
+
+    /// Commits every open transaction durably (with the counts), then empties the log.
+    /// A collection whose commit fails gets what the log holds for it merged back.
+    /// [`Store::flush`] checkpoints on its own when it should (see the module docs).
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let mut first_error = None;
+        let mut failed = Vec::new();
+        for (name, c) in &mut self.collections {
+            c.log.clear();
+            c.pending = 0;
+            let Some(txn) = c.txn.take() else { continue };
+            c.in_txn = 0;
+            match commit(txn, &c.stats) {
+                Ok(()) => c.committed = c.stats,
+                Err(e) => {
+                    c.stats = c.committed;
+                    first_error.get_or_insert(with_context(&e, &format!("committing {name}")));
+                    failed.push(name.clone());
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            for name in failed {
+                if let Err(again) = self.restore(&name) {
+                    tracing::error!(collection = %name, error = %again, "cannot restore from the log");
+                }
+            }
+            return Err(e);
+        }
+        self.wal.reset()?;
+        self.removed = false;
+        Ok(())
     }
 
     /// The file that holds (or would hold) `collection`.
@@ -207,11 +316,16 @@ impl RedbStore {
             Ok(value) => {
                 c.txn = Some(txn);
                 c.pending += 1;
+                c.in_txn += 1;
                 c.stats = stats;
                 Ok(Some(value))
             }
             Err(e) => {
-                drop(txn); // aborts: nothing of this write, nor the unflushed ones, remains
+                // Aborts: nothing of this write, nor the unflushed ones, remains; what
+                // earlier flushes logged is merged back below.
+                drop(txn);
+                c.in_txn = 0;
+                c.log.clear();
                 if c.pending > 0 && self.failed.is_none() {
                     self.failed = Some(with_context(
                         &e,
@@ -223,6 +337,11 @@ impl RedbStore {
                 }
                 c.pending = 0;
                 c.stats = c.committed;
+                if !self.restoring {
+                    if let Err(again) = self.restore(collection) {
+                        self.failed.get_or_insert(again);
+                    }
+                }
                 Err(e)
             }
         }
@@ -238,7 +357,16 @@ impl Collection {
             .create(&path)
             .map_err(|e| engine_error(&what, e))?;
         let stats = load_stats(&db).map_err(|e| with_context(&e, &what))?;
-        Ok(Collection { txn: None, pending: 0, db, path, stats, committed: stats })
+        Ok(Collection {
+            txn: None,
+            pending: 0,
+            in_txn: 0,
+            log: Vec::new(),
+            db,
+            path,
+            stats,
+            committed: stats,
+        })
     }
 }
 
@@ -458,7 +586,12 @@ impl Store for RedbStore {
         let merged = self.write(collection, true, |table, stats| {
             merge_into(table, stats, (pos, key, &entry), &mut Vec::new())
         })?;
-        merged.ok_or_else(|| StoreError::Io(format!("collection {collection} vanished")))
+        let merged =
+            merged.ok_or_else(|| StoreError::Io(format!("collection {collection} vanished")))?;
+        if !matches!(merged, Merged::Kept) {
+            self.log(collection, pos, key, &entry);
+        }
+        Ok(merged)
     }
 
     fn merge_batch(
@@ -479,9 +612,16 @@ impl Store for RedbStore {
             records
                 .iter()
                 .map(|r| merge_into(table, stats, (r.pos, &r.key, &r.entry), &mut buf))
-                .collect()
+                .collect::<Result<Vec<_>, _>>()
         })?;
-        merged.ok_or_else(|| StoreError::Io(format!("collection {collection} vanished")))
+        let merged =
+            merged.ok_or_else(|| StoreError::Io(format!("collection {collection} vanished")))?;
+        for (r, m) in records.iter().zip(&merged) {
+            if !matches!(m, Merged::Kept) {
+                self.log(collection, r.pos, &r.key, &r.entry);
+            }
+        }
+        Ok(merged)
     }
 
     fn remove(
@@ -499,7 +639,9 @@ impl Store for RedbStore {
             stats.account(key, &entry, false);
             Ok(Some(entry))
         })?;
-        Ok(removed.flatten())
+        let removed = removed.flatten();
+        self.removed |= removed.is_some();
+        Ok(removed)
     }
 
     fn range(
@@ -535,10 +677,18 @@ impl Store for RedbStore {
             }
             Ok(n)
         })?;
-        Ok(removed.unwrap_or(0))
+        let removed = removed.unwrap_or(0);
+        self.removed |= removed > 0;
+        Ok(removed)
     }
 
     fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError> {
+        if !self.collections.contains_key(collection) {
+            return Ok(false);
+        }
+        // The log may hold merges into this collection; a checkpoint empties it first,
+        // so that no replay can ever bring the collection back.
+        self.checkpoint()?;
         let Some(c) = self.collections.remove(collection) else { return Ok(false) };
         let had_records = c.stats.entries > 0;
         let path = c.path.clone();
@@ -554,19 +704,48 @@ impl Store for RedbStore {
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
-        let mut first_error = self.failed.take();
-        for (name, c) in &mut self.collections {
-            let Some(txn) = c.txn.take() else { continue };
-            c.pending = 0;
-            match commit(txn, &c.stats) {
-                Ok(()) => c.committed = c.stats,
+        match self.flush_begin()? {
+            Some(job) => job(),
+            None => Ok(()),
+        }
+    }
+
+    fn flush_begin(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        let failed = self.failed.take();
+        let logged: u64 = self.collections.values().map(|c| c.log.len() as u64).sum();
+        let in_txn: u64 = self.collections.values().map(|c| c.in_txn).sum();
+        let outcome = if self.removed
+            || self.wal.sync_failed()
+            || self.wal.len() + logged > self.options.checkpoint_bytes
+            || in_txn >= self.options.checkpoint_writes
+        {
+            self.checkpoint().map(|()| None)
+        } else if logged > 0 {
+            let mut batch = Vec::with_capacity(logged as usize);
+            for c in self.collections.values_mut() {
+                batch.append(&mut c.log);
+                c.pending = 0;
+            }
+            match self.wal.write(&batch) {
+                Ok(()) => Ok(Some(self.wal.sync_job())),
                 Err(e) => {
-                    c.stats = c.committed;
-                    first_error.get_or_insert(with_context(&e, &format!("committing {name}")));
+                    tracing::warn!(error = %e, "cannot append to the write-ahead log: checkpointing");
+                    self.checkpoint()
+                        .map(|()| None)
+                        .map_err(|again| with_context(&again, &e.to_string()))
                 }
             }
+        } else if self.wal.unsynced() {
+            // Nothing new, but an earlier batch's sync may still be running: this
+            // batch's answers (reads of those writes) wait for the disk too.
+            Ok(Some(self.wal.sync_job()))
+        } else {
+            Ok(None)
+        };
+        match (failed, outcome) {
+            (Some(e), _) => Err(e),
+            (None, outcome) => outcome,
         }
-        first_error.map_or(Ok(()), Err)
     }
 }
 

@@ -36,17 +36,26 @@ impl NodeProc {
 
     /// As [`NodeProc::start`], on a given port.
     pub fn start_on(data_dir: Option<&Path>, port: u16, args: &[&str]) -> NodeProc {
-        let log_dir = std::env::temp_dir().join("dhrt-e2e-logs");
-        let _ = std::fs::create_dir_all(&log_dir);
-        let stderr = log_dir.join(format!("node-{}-{}.log", std::process::id(), unique()));
         let mut cmd = Command::new(bin());
         cmd.arg("serve").arg("--port").arg(port.to_string());
         match data_dir {
             Some(d) => cmd.arg("--data-dir").arg(d),
             None => cmd.arg("--memory"),
         };
-        cmd.args(args)
-            .env("DHRT_LOG", std::env::var("DHRT_TEST_LOG").unwrap_or_else(|_| "info".into()))
+        cmd.args(args).env_remove("DHRT_CONFIG");
+        let mut node = Self::launch(cmd);
+        node.data_dir = data_dir.map(Path::to_path_buf);
+        node
+    }
+
+    /// Runs `cmd` (a `dhrt serve` or `dhrt join` command line, with whatever arguments,
+    /// environment and working directory the test gives it) and waits for its
+    /// "listening on" line.
+    pub fn launch(mut cmd: Command) -> NodeProc {
+        let log_dir = std::env::temp_dir().join("dhrt-e2e-logs");
+        let _ = std::fs::create_dir_all(&log_dir);
+        let stderr = log_dir.join(format!("node-{}-{}.log", std::process::id(), unique()));
+        cmd.env("DHRT_LOG", std::env::var("DHRT_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("log file"));
         let mut child = cmd.spawn().expect("spawn dhrt serve");
@@ -73,7 +82,7 @@ impl NodeProc {
                 }
             }
         };
-        NodeProc { addr, data_dir: data_dir.map(Path::to_path_buf), child: Some(child), stderr }
+        NodeProc { addr, data_dir: None, child: Some(child), stderr }
     }
 
     /// The port it listens on.
@@ -94,18 +103,7 @@ impl NodeProc {
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
         let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_or_kill(&mut child, timeout)
     }
 
     /// The process's log so far.
@@ -117,6 +115,65 @@ impl NodeProc {
 impl Drop for NodeProc {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// How a short-lived `dhrt` command ended.
+pub struct Ran {
+    /// Its exit code; `None` when it was killed for running past the time limit.
+    pub code: Option<i32>,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+/// Runs `cmd` with `stdin` as its input; kills it after `timeout`.
+pub fn run_bounded(mut cmd: Command, stdin: &[u8], timeout: Duration) -> Ran {
+    use std::io::{Read, Write};
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dhrt");
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_vec();
+    std::thread::spawn(move || input.write_all(&stdin));
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let stdout = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut buf = String::new();
+        let _ = err.read_to_string(&mut buf);
+        buf
+    });
+    let code = wait_or_kill(&mut child, timeout);
+    Ran {
+        code,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit and returns its exit code; kills it (and
+/// returns `None`) when it is still running then.
+fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

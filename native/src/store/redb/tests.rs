@@ -288,7 +288,7 @@ fn a_corrupt_value_reads_as_corrupt_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(&dir);
     s.merge("c", 1, &k("good"), v(1, "x")).unwrap();
-    s.flush().unwrap();
+    s.checkpoint().unwrap(); // the record is in the file, not only in the log
     drop(s);
     poke(&dir, "c", &codec::record_key(2, b"bad"), &[1, 0xff, 0, 0]);
     let mut s = open(&dir);
@@ -307,7 +307,7 @@ fn a_corrupt_key_reads_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(&dir);
     s.merge("c", 1, &k("good"), v(1, "x")).unwrap();
-    s.flush().unwrap();
+    s.checkpoint().unwrap(); // the record is in the file, not only in the log
     drop(s);
     poke(&dir, "c", &[0xff; 5], &codec::encode_entry(&v(1, "x")));
     let s = open(&dir);
@@ -320,7 +320,7 @@ fn a_failed_write_takes_the_unflushed_writes_with_it_and_flush_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(&dir);
     s.merge("c", 1, &k("a"), v(1, "x")).unwrap();
-    s.flush().unwrap();
+    s.checkpoint().unwrap(); // the record is in the file, not only in the log
     drop(s);
     poke(&dir, "c", &codec::record_key(9, b"bad"), b"garbage");
     let mut s = open(&dir);
@@ -433,4 +433,91 @@ fn a_replica_reopened_from_disk_has_the_same_trees() {
     let r = Replica::with_depth(open(&dir), 4).unwrap();
     assert_eq!(r.tree("users"), Some(&users));
     assert_eq!(r.tree("ordered.log"), Some(&log));
+}
+
+#[test]
+fn flushed_writes_live_in_the_log_until_a_checkpoint_and_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.merge("c", 1, &k("a"), v(1, "x")).unwrap();
+    s.merge("d", 2, &k("b"), v(1, "y")).unwrap();
+    s.flush().unwrap();
+    assert!(s.wal.len() > 0, "the flush appended to the log");
+    s.merge("c", 3, &k("unflushed"), v(1, "z")).unwrap();
+    drop(s); // a crash: no checkpoint, the open transactions are lost
+    let mut s = open(&dir);
+    assert_eq!(s.get("c", 1, b"a").unwrap(), Some(v(1, "x")));
+    assert_eq!(s.get("d", 2, b"b").unwrap(), Some(v(1, "y")));
+    assert_eq!(s.get("c", 3, b"unflushed").unwrap(), None);
+    assert_eq!(s.stats("c").unwrap().entries, 1);
+    assert_eq!(s.wal.len(), 0, "opening replays the log into the files and empties it");
+    // Replaying again changes nothing: an older entry never replaces a newer one.
+    s.merge("c", 1, &k("a"), v(2, "newer")).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    let s = open(&dir);
+    assert_eq!(s.get("c", 1, b"a").unwrap(), Some(v(2, "newer")));
+}
+
+#[test]
+fn a_removal_is_checkpointed_so_no_replay_brings_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.merge("c", 1, &k("a"), v(1, "x")).unwrap();
+    s.merge("c", 2, &k("b"), v(1, "x")).unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.remove("c", 1, b"a").unwrap(), Some(v(1, "x")));
+    s.flush().unwrap();
+    assert_eq!(s.wal.len(), 0, "the flush after a removal checkpointed");
+    drop(s);
+    let mut s = open(&dir);
+    assert_eq!(s.get("c", 1, b"a").unwrap(), None);
+    assert_eq!(s.get("c", 2, b"b").unwrap(), Some(v(1, "x")));
+    // A dropped collection does not come back from the log either.
+    s.merge("gone", 1, &k("a"), v(1, "x")).unwrap();
+    s.flush().unwrap();
+    assert!(s.drop_collection("gone").unwrap());
+    drop(s);
+    let s = open(&dir);
+    assert!(!s.collections().unwrap().contains(&"gone".to_string()));
+    assert!(!file_of(&dir, "gone").exists());
+}
+
+#[test]
+fn the_log_is_checkpointed_when_it_passes_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = RedbOptions { checkpoint_bytes: 2_000, ..RedbOptions::default() };
+    let mut s = RedbStore::open(dir.path(), small.clone()).unwrap();
+    for i in 0..200u64 {
+        s.merge("c", i, &Bytes::from(format!("key-{i}")), v(1, "some value")).unwrap();
+        s.flush().unwrap();
+        assert!(s.wal.len() <= 2_000, "log of {} bytes after write {i}", s.wal.len());
+    }
+    drop(s);
+    let s = RedbStore::open(dir.path(), small).unwrap();
+    assert_eq!(s.stats("c").unwrap().entries, 200);
+}
+
+#[test]
+fn a_failed_write_keeps_what_earlier_flushes_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.merge("c", 1, &k("a"), v(1, "x")).unwrap();
+    s.checkpoint().unwrap();
+    drop(s);
+    poke(&dir, "c", &codec::record_key(9, b"bad"), b"garbage");
+    let mut s = open(&dir);
+    s.merge("c", 2, &k("acked"), v(1, "x")).unwrap();
+    s.flush().unwrap(); // acknowledged: in the log, and in the open transaction
+    s.merge("c", 3, &k("pending"), v(1, "x")).unwrap();
+    assert!(matches!(s.merge("c", 9, &k("bad"), v(2, "y")), Err(StoreError::Corrupt(_))));
+    // The transaction was aborted; the acknowledged write was merged back from the log.
+    assert_eq!(s.get("c", 2, b"acked").unwrap(), Some(v(1, "x")));
+    assert_eq!(s.get("c", 3, b"pending").unwrap(), None);
+    assert_eq!(s.get("c", 1, b"a").unwrap(), Some(v(1, "x")));
+    assert!(s.flush().is_err(), "the discarded write is reported");
+    drop(s);
+    let s = open(&dir);
+    assert_eq!(s.get("c", 2, b"acked").unwrap(), Some(v(1, "x")));
+    assert_eq!(s.get("c", 3, b"pending").unwrap(), None);
 }

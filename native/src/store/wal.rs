@@ -1,0 +1,372 @@
+//! The write-ahead log of a [`RedbStore`](super::RedbStore): what makes a write durable.
+//!
+//! A commit of a redb file rewrites every B-tree page the commit touched (copy on
+//! write) and costs two fsyncs; with writes to random keys that was ~48 scattered pages
+//! per group commit (docs/benchmarks.md). So a group commit appends the batch's merges
+//! to this log — one sequential write and one `fdatasync`, across every collection —
+//! and the redb files are committed only now and then, at a *checkpoint*, when the log
+//! has grown past a bound or something was removed. A restart replays the log into the
+//! files; replaying is safe in any order and any number of times, because a merge keeps
+//! whichever entry supersedes the other (the same rule every replica applies).
+//!
+//! ## Format
+//!
+//! `<data-dir>/collections.wal`: the 8 bytes `DHRTWAL1`, then records, each
+//!
+//! ```text
+//! u32 LE body length | u64 LE xxh3-64 of the body | body
+//! body: u8 kind (1 = merge) | u8 collection length | collection | u64 LE position
+//!       | u32 LE key length | key | entry (codec::encode_entry)
+//! ```
+//!
+//! Reading stops at the first record that is cut short or fails its checksum: that is
+//! the tail of an append a crash interrupted, and its batch was never acknowledged. A
+//! record whose checksum holds but whose body does not decode is corruption, reported.
+
+use super::{codec, io_error};
+use bytes::Bytes;
+use dhrt_core::{entry::Entry, hash::Position, store::StoreError};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{
+    atomic::{AtomicBool, AtomicU64, Ordering},
+    Arc,
+};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// The first bytes of a log file.
+const MAGIC: &[u8; 8] = b"DHRTWAL1";
+/// Bytes before a record's body: its length and checksum.
+const HEADER: usize = 4 + 8;
+/// The kind byte of a merge record.
+const MERGE: u8 = 1;
+
+/// One merge read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    /// The collection written.
+    pub collection: String,
+    /// The key's ring position.
+    pub pos: Position,
+    /// The key.
+    pub key: Bytes,
+    /// The entry merged.
+    pub entry: Entry,
+}
+
+/// An open log file; appends go after the last whole record.
+#[derive(Debug)]
+pub struct Wal {
+    file: File,
+    path: PathBuf,
+    /// Where the next record goes: the end of the last whole record.
+    end: u64,
+    /// Counts the writes to the file: the generation of the last one.
+    written: u64,
+    /// The newest generation known to be on disk (raised by sync jobs, on any thread).
+    synced: Arc<AtomicU64>,
+    /// A sync job failed: what was written since the last good sync may be lost.
+    sync_failed: Arc<AtomicBool>,
+}
+
+/// Appends the record of a merge to `out` (a batch not yet written).
+pub fn encode_merge(out: &mut Vec<u8>, collection: &str, pos: Position, key: &[u8], entry: &Entry) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    out.push(MERGE);
+    // Collection names are at most 255 bytes and keys at most 64 KiB (checked before a
+    // merge reaches the store), so these lengths fit.
+    out.push(collection.len() as u8);
+    out.extend_from_slice(collection.as_bytes());
+    out.extend_from_slice(&pos.to_le_bytes());
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    codec::encode_entry_into(entry, out);
+    let body = start + HEADER;
+    let len = (out.len() - body) as u32;
+    let sum = xxh3_64(&out[body..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..body].copy_from_slice(&sum.to_le_bytes());
+}
+
+impl Wal {
+    /// Opens (or creates) the log at `path` and reads back its whole records.
+    pub fn open(path: &Path) -> Result<(Wal, Vec<Logged>), StoreError> {
+        let what = |doing: &str| format!("{doing} {}", path.display());
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| io_error(&what("opening"), &e))?;
+        let mut raw = Vec::new();
+        file.read_to_end(&mut raw).map_err(|e| io_error(&what("reading"), &e))?;
+        let mut wal = Wal {
+            file,
+            path: path.to_path_buf(),
+            end: MAGIC.len() as u64,
+            written: 0,
+            synced: Arc::new(AtomicU64::new(0)),
+            sync_failed: Arc::new(AtomicBool::new(false)),
+        };
+        if raw.is_empty() {
+            wal.reset()?;
+            return Ok((wal, Vec::new()));
+        }
+        if raw.len() < MAGIC.len() || &raw[..MAGIC.len()] != MAGIC {
+            return Err(StoreError::Corrupt(format!(
+                "{} is not a dhrt write-ahead log (it does not start with {:?})",
+                path.display(),
+                String::from_utf8_lossy(MAGIC)
+            )));
+        }
+        let (records, end) = decode_all(&raw, path)?;
+        wal.end = end as u64;
+        if end < raw.len() {
+            // Cut the torn tail off, so that nothing of it can ever be read as a record.
+            wal.file
+                .set_len(wal.end)
+                .and_then(|()| wal.file.sync_data())
+                .map_err(|e| io_error(&what("truncating the torn tail of"), &e))?;
+        }
+        Ok((wal, records))
+    }
+
+    /// Bytes of whole records in the log (0 when empty).
+    pub fn len(&self) -> u64 {
+        self.end - MAGIC.len() as u64
+    }
+
+    /// Appends encoded records (from [`encode_merge`]) and waits until they are on disk.
+    #[cfg(test)]
+    pub fn append(&mut self, records: &[u8]) -> Result<(), StoreError> {
+        self.write(records)?;
+        self.sync_job()()
+    }
+
+    /// Appends encoded records without waiting for the disk ([`Wal::sync_job`] does).
+    /// A failed write leaves the log's end where it was, so the next one overwrites
+    /// whatever part of this one reached the file.
+    pub fn write(&mut self, records: &[u8]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let what = format!("appending to {}", self.path.display());
+        self.file
+            .seek(SeekFrom::Start(self.end))
+            .and_then(|_| self.file.write_all(records))
+            .map_err(|e| io_error(&what, &e))?;
+        self.end += records.len() as u64;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Whether something written is not yet known to be on disk.
+    pub fn unsynced(&self) -> bool {
+        self.synced.load(Ordering::Acquire) < self.written
+    }
+
+    /// Whether a sync job failed since [`Wal::reset`]: what it covered may be lost, so
+    /// the store checkpoints instead of trusting the log.
+    pub fn sync_failed(&self) -> bool {
+        self.sync_failed.load(Ordering::Acquire)
+    }
+
+    /// A job that waits until everything written so far is on disk (`fdatasync` of a
+    /// second handle to the file), to run on any thread.
+    pub fn sync_job(&self) -> Box<dyn FnOnce() -> Result<(), StoreError> + Send> {
+        let generation = self.written;
+        let synced = self.synced.clone();
+        let failed = self.sync_failed.clone();
+        let what = format!("syncing {}", self.path.display());
+        let file = self.file.try_clone();
+        Box::new(move || {
+            let outcome = file.and_then(|f| f.sync_data()).map_err(|e| io_error(&what, &e));
+            match &outcome {
+                Ok(()) => {
+                    synced.fetch_max(generation, Ordering::AcqRel);
+                }
+                Err(_) => failed.store(true, Ordering::Release),
+            }
+            outcome
+        })
+    }
+
+    /// Empties the log (after a checkpoint made everything in it durable elsewhere).
+    pub fn reset(&mut self) -> Result<(), StoreError> {
+        let what = format!("emptying {}", self.path.display());
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.seek(SeekFrom::Start(0)))
+            .and_then(|_| self.file.write_all(MAGIC))
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| io_error(&what, &e))?;
+        self.end = MAGIC.len() as u64;
+        self.synced.fetch_max(self.written, Ordering::AcqRel);
+        self.sync_failed.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Reads back every whole record of the log.
+    pub fn read_all(&mut self) -> Result<Vec<Logged>, StoreError> {
+        let what = format!("reading {}", self.path.display());
+        let mut raw = Vec::new();
+        self.file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.file.read_to_end(&mut raw))
+            .map_err(|e| io_error(&what, &e))?;
+        let end = (self.end as usize).min(raw.len());
+        Ok(decode_all(&raw[..end], &self.path)?.0)
+    }
+}
+
+/// The whole records of a log file's bytes (magic included) and where they end.
+fn decode_all(raw: &[u8], path: &Path) -> Result<(Vec<Logged>, usize), StoreError> {
+    let mut records = Vec::new();
+    let mut at = MAGIC.len();
+    while let Some(header) = raw.get(at..at + HEADER) {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let mut sum = [0; 8];
+        sum.copy_from_slice(&header[4..]);
+        let Some(body) = raw.get(at + HEADER..at + HEADER + len) else { break };
+        if len == 0 || xxh3_64(body) != u64::from_le_bytes(sum) {
+            break;
+        }
+        let record = decode_body(body).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "{}: the record at byte {at} has a good checksum but cannot be read",
+                path.display()
+            ))
+        })?;
+        records.push(record);
+        at += HEADER + len;
+    }
+    Ok((records, at))
+}
+
+fn decode_body(body: &[u8]) -> Option<Logged> {
+    let (&kind, rest) = body.split_first()?;
+    if kind != MERGE {
+        return None;
+    }
+    let (&clen, rest) = rest.split_first()?;
+    let (collection, rest) = rest.split_at_checked(usize::from(clen))?;
+    let (pos, rest) = rest.split_at_checked(8)?;
+    let (klen, rest) = rest.split_at_checked(4)?;
+    let klen = u32::from_le_bytes(klen.try_into().ok()?) as usize;
+    let (key, entry) = rest.split_at_checked(klen)?;
+    Some(Logged {
+        collection: std::str::from_utf8(collection).ok()?.to_string(),
+        pos: u64::from_le_bytes(pos.try_into().ok()?),
+        key: Bytes::copy_from_slice(key),
+        entry: codec::decode_entry(entry).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhrt_core::{clock::Timestamp, entry::NodeId};
+
+    fn logged(i: u64) -> Logged {
+        Logged {
+            collection: format!("c{}", i % 3),
+            pos: i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            key: Bytes::from(format!("key-{i}")),
+            entry: if i.is_multiple_of(5) {
+                Entry::tombstone(Timestamp(i), NodeId(7))
+            } else {
+                Entry::value(format!("value {i}"), Timestamp(i), NodeId(7)).with_expiry(Some(i))
+            },
+        }
+    }
+
+    fn encode(records: &[Logged]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            encode_merge(&mut out, &r.collection, r.pos, &r.key, &r.entry);
+        }
+        out
+    }
+
+    #[test]
+    fn appended_records_read_back_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wal");
+        let (mut wal, old) = Wal::open(&path).unwrap();
+        assert!(old.is_empty() && wal.len() == 0);
+        let all: Vec<Logged> = (0..100).map(logged).collect();
+        wal.append(&encode(&all[..40])).unwrap();
+        wal.append(&encode(&all[40..])).unwrap();
+        assert_eq!(wal.read_all().unwrap(), all);
+        drop(wal);
+        let (mut wal, back) = Wal::open(&path).unwrap();
+        assert_eq!(back, all);
+        wal.reset().unwrap();
+        assert_eq!(wal.len(), 0);
+        assert!(Wal::open(&path).unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn a_torn_tail_is_dropped_and_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wal");
+        let all: Vec<Logged> = (0..10).map(logged).collect();
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append(&encode(&all[..5])).unwrap();
+        drop(wal);
+        // A crash in the middle of an append: part of the next batch reached the file.
+        let tail = encode(&all[5..]);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&tail[..tail.len() - 3]).unwrap();
+        drop(file);
+        let (_, back) = Wal::open(&path).unwrap();
+        let whole = back.len();
+        assert!((5..10).contains(&whole), "the cut record is dropped, not read");
+        assert_eq!(back, all[..whole]);
+        // A flipped bit ends the log at the record it hit.
+        let mut raw = std::fs::read(&path).unwrap();
+        let middle = raw.len() / 2;
+        raw[middle] ^= 1;
+        std::fs::write(&path, &raw).unwrap();
+        let (mut wal, back) = Wal::open(&path).unwrap();
+        let kept = back.len();
+        assert!(kept < whole);
+        assert_eq!(back, all[..kept]);
+        // The next append goes where the whole records end.
+        wal.append(&encode(&all[9..])).unwrap();
+        let mut want = all[..kept].to_vec();
+        want.push(all[9].clone());
+        assert_eq!(wal.read_all().unwrap(), want);
+        assert_eq!(Wal::open(&path).unwrap().1, want);
+    }
+
+    #[test]
+    fn a_sync_job_covers_what_was_written_before_it_was_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wal");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        assert!(!wal.unsynced());
+        wal.write(&encode(&[logged(1)])).unwrap();
+        assert!(wal.unsynced());
+        let job = wal.sync_job();
+        wal.write(&encode(&[logged(2)])).unwrap();
+        std::thread::spawn(job).join().unwrap().unwrap();
+        assert!(wal.unsynced(), "the second write came after the job was made");
+        wal.sync_job()().unwrap();
+        assert!(!wal.unsynced() && !wal.sync_failed());
+        assert_eq!(Wal::open(&path).unwrap().1, [logged(1), logged(2)]);
+    }
+
+    #[test]
+    fn another_file_is_refused_not_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wal");
+        std::fs::write(&path, b"something else entirely").unwrap();
+        let err = Wal::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)) && err.to_string().contains("DHRTWAL1"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"something else entirely");
+    }
+}
