@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """dhrt's Python client against redis-py, the same loops through each.
 
-Starts a dhrt node (``python -m dhrt serve --memory``, a process of its own) and
+Starts a dhrt node (``python -m dhrt serve --memory``, a process of its own, or with
+``--dhrt-bin PATH`` a cargo-built ``dhrt serve``) and
 Debian's redis-server (no persistence) on free ports of 127.0.0.1, then times, for
 each system, from one Python thread:
 
@@ -57,9 +58,10 @@ def pinned(cmd: List[str], cpu: Optional[int]) -> List[str]:
     return ["taskset", "-c", str(cpu)] + cmd if cpu is not None else cmd
 
 
-def start_dhrt(cpu: Optional[int]) -> Tuple[subprocess.Popen, str]:  # type: ignore[type-arg]
-    cmd = pinned([sys.executable, "-m", "dhrt", "serve", "--memory", "--port", "0", "--log", "warn"], cpu)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+def start_dhrt(cpu: Optional[int], binary: Optional[str]) -> Tuple[subprocess.Popen, str]:  # type: ignore[type-arg]
+    serve = [binary, "serve"] if binary else [sys.executable, "-m", "dhrt", "serve"]
+    cmd = pinned([*serve, "--memory", "--port", "0"], cpu)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "DHRT_LOG": "warn"})
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -69,7 +71,7 @@ def start_dhrt(cpu: Optional[int]) -> Tuple[subprocess.Popen, str]:  # type: ign
         if not line and proc.poll() is not None:
             break
     proc.kill()
-    sys.exit("python -m dhrt serve did not start")
+    sys.exit(f"{' '.join(serve)} did not start")
 
 
 def start_redis(cpu: Optional[int]) -> Tuple[subprocess.Popen, int]:  # type: ignore[type-arg]
@@ -157,6 +159,11 @@ def main() -> None:
     parser.add_argument("--value-size", type=int, default=100, help="value bytes (default 100)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, alternating who goes first (default 3)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--dhrt-bin",
+        metavar="PATH",
+        help="run the node with this dhrt binary (e.g. target/release/dhrt) instead of python -m dhrt serve",
+    )
     parser.add_argument("--out", help="also write the Markdown table to this file")
     args = parser.parse_args()
 
@@ -167,7 +174,7 @@ def main() -> None:
     keys = [f"key:{i:012d}".encode() for i in range(args.count)]
     value = os.urandom(args.value_size)
 
-    dhrt_proc, addr = start_dhrt(server_cpu)
+    dhrt_proc, addr = start_dhrt(server_cpu, args.dhrt_bin)
     redis_proc, port = start_redis(server_cpu)
     results: Dict[str, Dict[str, List[float]]] = {}
     try:
@@ -203,7 +210,7 @@ def main() -> None:
     lines = [
         f"{args.count:,} keys of 16 B, values of {args.value_size} B, batches of {args.batch}, "
         f"{args.rounds} rounds (medians, min–max); "
-        f"dhrt {dhrt.__version__} (one node, --memory, consistency one), "
+        f"dhrt {dhrt.__version__} (one node, {'`' + os.path.basename(args.dhrt_bin) + ' serve`' if args.dhrt_bin else '`python -m dhrt serve`'} --memory, consistency one), "
         f"redis-py {redis.__version__} ({'hiredis' if redis.utils.HIREDIS_AVAILABLE else 'no hiredis'}), "
         f"{'servers on CPU 0, client on CPU 1' if pin else 'not pinned'}.",
         "",
