@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """dhrt's Python client against redis-py, the same loops through each.
 
-Starts a dhrt node (``python -m dhrt serve --memory``, a process of its own, or with
-``--dhrt-bin PATH`` a cargo-built ``dhrt serve``) and
-Debian's redis-server (no persistence) on free ports of 127.0.0.1, then times, for
-each system, from one Python thread:
+Starts a dhrt node (``python -m dhrt serve --memory``, a process of its own; with
+``--dhrt-bin PATH`` a cargo-built ``dhrt serve``) and Debian's redis-server (no
+persistence) on free ports of 127.0.0.1, then times, for each system, from one Python
+thread:
 
 - single:  N SET calls, then N GET calls of the same keys (one round trip each);
 - batched: the same N keys, BATCH at a time — dhrt ``mset``/``mget`` (one request per
