@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check a change must pass, in order, stopping at the first failure:
 # formatting, clippy, the Rust tests, the doc tests, the wasm build and its import
-# check, and the Python package's tests. CI runs this after scripts/setup.sh.
+# check, and the Python package's types and tests. CI runs this after scripts/setup.sh.
 #
 # Usage: bash scripts/test.sh
 set -euo pipefail
@@ -54,8 +54,13 @@ step "pip install ./python"
 "$python" -m pip install --quiet --root-user-action=ignore --no-build-isolation \
     --force-reinstall --no-deps ./python
 
+step "mypy --strict python/python/dhrt (the package's types and stubs)"
+(cd python && "$python" -m mypy --strict python/dhrt)
+
+# The suite starts in-process clusters and node processes on ephemeral ports of
+# 127.0.0.1; every wait in it is bounded, and the whole step is too.
 step "python -m pytest -q python/tests"
-"$python" -m pytest -q python/tests
+timeout 1200 "$python" -m pytest -q python/tests
 
 step "done"
 printf '==> all checks passed in %d s\n' "$(($(date +%s) - suite_start))"
