@@ -2,9 +2,10 @@
 # Sets up a Debian 12 machine to build and test dhrt: the Debian Rust used for the
 # wasm32 build, wasm tools (wasm-bindgen-cli pinned to the crate's version, binaryen,
 # wabt), Chromium for the dashboard's browser test, the pinned rustup toolchain's
-# rustfmt and clippy, the Python build and test tools, and the npm package's
-# dependencies (npm ci in js/). Every step checks first and skips what is already there,
-# so a warm machine is done in a second or two. Safe with CI=true and no stdin.
+# rustfmt and clippy, the Python build and test tools and the dhrt Python package
+# itself, and the npm package's dependencies (npm ci in js/). Every step checks first
+# and skips what is already there, so a warm machine is done in a second or two. Safe
+# with CI=true and no stdin.
 #
 # Usage: bash scripts/setup.sh
 set -euo pipefail
@@ -77,12 +78,35 @@ have_module() {
 pip_missing=()
 have_module maturin || pip_missing+=(maturin)
 have_module pytest || pip_missing+=(pytest)
+have_module mypy || pip_missing+=(mypy)
 if [ "${#pip_missing[@]}" -eq 0 ]; then
-    say "pip: maturin and pytest present"
+    say "pip: maturin, pytest and mypy present"
 else
     say "pip: installing ${pip_missing[*]}"
     "$python" -m pip install --quiet --root-user-action=ignore "${pip_missing[@]}" </dev/null
 fi
+
+# --- the Python package ---------------------------------------------------------------
+# `pip install ./python` builds dhrt._dhrt with maturin (release; the first build on a
+# bare machine takes several minutes, later ones only what changed) and installs the
+# `dhrt` package, so `python -c "import dhrt"` and `python -m dhrt serve` work. It is
+# skipped when the sources it is built from are unchanged since the last install here
+# (a fingerprint in target/). --no-build-isolation uses the maturin installed above.
+fingerprint_file=target/.dhrt-python-installed
+fingerprint="$(find python/src python/python python/pyproject.toml python/Cargo.toml \
+    native/src native/Cargo.toml core/src core/Cargo.toml Cargo.toml Cargo.lock \
+    -type f -print0 | sort -z | xargs -0 cat | sha1sum | cut -d' ' -f1)"
+if [ "$(cat "$fingerprint_file" 2>/dev/null || true)" = "$fingerprint" ] \
+    && "$python" -c "import dhrt" 2>/dev/null; then
+    say "pip: dhrt package up to date"
+else
+    say "pip: installing ./python (the dhrt package)"
+    "$python" -m pip install --quiet --root-user-action=ignore --no-build-isolation \
+        --force-reinstall --no-deps ./python </dev/null
+    mkdir -p target && echo "$fingerprint" >"$fingerprint_file"
+    say "pip: $("$python" -c 'import dhrt; print("dhrt", dhrt.__version__)')"
+fi
+# The redis package is only for bench/python_vs_redis.py, which says how to install it.
 
 # --- wasm-bindgen-cli ----------------------------------------------------------------
 # Pinned to the wasm-bindgen crate's version (Cargo.toml): the CLI refuses modules built

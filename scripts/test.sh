@@ -2,8 +2,8 @@
 # Runs every check a change must pass, in order, stopping at the first failure:
 # formatting, clippy, the Rust tests, the doc tests, the wasm build (its import check,
 # js/pkg regenerated and checked for staleness), the wasm unit tests in Node, the npm
-# package's tests, the dashboard in headless Chromium, and the Python package's tests.
-# CI runs this after scripts/setup.sh.
+# package's tests, the dashboard in headless Chromium, and the Python package's types
+# and tests. CI runs this after scripts/setup.sh.
 #
 # Usage: bash scripts/test.sh
 set -euo pipefail
@@ -76,8 +76,13 @@ step "pip install ./python"
 "$python" -m pip install --quiet --root-user-action=ignore --no-build-isolation \
     --force-reinstall --no-deps ./python
 
+step "mypy --strict python/python/dhrt (the package's types and stubs)"
+(cd python && "$python" -m mypy --strict python/dhrt)
+
+# The suite starts in-process clusters and node processes on ephemeral ports of
+# 127.0.0.1; every wait in it is bounded, and the whole step is too.
 step "python -m pytest -q python/tests"
-"$python" -m pytest -q python/tests
+timeout 1200 "$python" -m pytest -q python/tests
 
 step "done"
 printf '==> all checks passed in %d s\n' "$(($(date +%s) - suite_start))"

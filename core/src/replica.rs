@@ -102,6 +102,11 @@ impl<S: Store> Replica<S> {
         self.store.flush()
     }
 
+    /// Begins committing the store's gathered writes (see [`Store::flush_begin`]).
+    pub fn flush_begin(&mut self) -> Result<Option<crate::store::SyncJob>, StoreError> {
+        self.store.flush_begin()
+    }
+
     /// Consumes the replica, returning its store.
     pub fn into_store(self) -> S {
         self.store

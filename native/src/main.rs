@@ -118,14 +118,10 @@ enum Command {
 
 /// Logs to stderr; `DHRT_LOG` sets the filter (e.g. `debug`, `dhrt=trace`), default `info`.
 fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DHRT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = std::env::var("DHRT_LOG").unwrap_or_else(|_| "info".into());
+    if dhrt::server::launch::init_logs(&filter).is_err() {
+        let _ = dhrt::server::launch::init_logs("info");
+    }
 }
 
 fn main() -> ExitCode {

@@ -66,7 +66,8 @@ async fn bad_frames_get_typed_errors_and_the_node_keeps_serving() {
     let node = NodeProc::start(None, &["--max-value", "1024"]);
     let mut ws = open(&node.addr).await;
     send(&mut ws, 1, set("users", b"alice".to_vec(), b"v1".to_vec())).await;
-    assert!(matches!(answer(&mut ws).await.result, Reply::Written { .. }));
+    let r = answer(&mut ws).await;
+    assert!(matches!(r.result, Reply::Written { .. }), "{r:?}");
 
     // Garbage after a valid version byte.
     ws.send(Ws::Binary(vec![wire::VERSION, 0xc1, 0xff, 0x00].into())).await.unwrap();

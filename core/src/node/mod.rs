@@ -355,6 +355,13 @@ impl<S: Store> Node<S> {
         self.replica.flush()
     }
 
+    /// [`Node::flush`] without waiting for the disk: returns the wait as a job to run on
+    /// another thread (see [`Store::flush_begin`]). The driver holds back this batch's
+    /// outputs until the job returns `Ok`, and treats an `Err` as a failed flush.
+    pub fn flush_begin(&mut self) -> Result<Option<crate::store::SyncJob>, StoreError> {
+        self.replica.flush_begin()
+    }
+
     /// After [`Node::flush`] failed: the store dropped the writes it had gathered, so the
     /// Merkle trees are rebuilt from what it really holds and the node re-syncs with its
     /// replicas (announcing `Syncing`, out of the preference lists) before serving again.

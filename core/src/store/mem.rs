@@ -4,12 +4,63 @@
 use super::{validate_collection, CollectionStats, Merged, Record, Store, StoreError};
 use crate::{entry::Entry, hash::Interval, hash::Position};
 use bytes::Bytes;
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+/// A record's place in a collection, the map's key: its position, then its key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Slot(Position, Bytes);
+
+/// A place looked up by borrowed parts: lookups build a `(Position, &[u8])` instead of a
+/// [`Slot`], which would copy (or share-count) the key on every read and write.
+trait Place {
+    fn place(&self) -> (Position, &[u8]);
+}
+
+impl Place for Slot {
+    fn place(&self) -> (Position, &[u8]) {
+        (self.0, &self.1)
+    }
+}
+
+impl Place for (Position, &[u8]) {
+    fn place(&self) -> (Position, &[u8]) {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn Place + 'a> for Slot {
+    fn borrow(&self) -> &(dyn Place + 'a) {
+        self
+    }
+}
+
+// Ordered exactly as `Slot` is (position, then key bytes), as `Borrow` requires.
+impl PartialEq for dyn Place + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.place() == other.place()
+    }
+}
+
+impl Eq for dyn Place + '_ {}
+
+impl PartialOrd for dyn Place + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn Place + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.place().cmp(&other.place())
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct Collection {
-    records: BTreeMap<(Position, Bytes), Entry>,
+    records: BTreeMap<Slot, Entry>,
     stats: CollectionStats,
 }
 
@@ -45,7 +96,7 @@ impl Store for MemStore {
         let Some(c) = self.collections.get(collection) else {
             return Ok(None);
         };
-        Ok(c.records.get(&(pos, Bytes::copy_from_slice(key))).cloned())
+        Ok(c.records.get(&(pos, key) as &dyn Place).cloned())
     }
 
     fn merge(
@@ -65,10 +116,10 @@ impl Store for MemStore {
         let Some(c) = self.collections.get_mut(collection) else {
             return Ok(Merged::Kept);
         };
-        match c.records.get_mut(&(pos, key.clone())) {
+        match c.records.get_mut(&(pos, &key[..]) as &dyn Place) {
             None => {
                 c.stats.account(key, &entry, true);
-                c.records.insert((pos, key.clone()), entry);
+                c.records.insert(Slot(pos, key.clone()), entry);
                 Ok(Merged::Inserted)
             }
             Some(old) if entry.supersedes(old) => {
@@ -89,7 +140,7 @@ impl Store for MemStore {
         let Some(c) = self.collections.get_mut(collection) else {
             return Ok(None);
         };
-        let old = c.records.remove(&(pos, Bytes::copy_from_slice(key)));
+        let old = c.records.remove(&(pos, key) as &dyn Place);
         if let Some(e) = &old {
             c.stats.account(key, e, false);
         }
@@ -118,15 +169,15 @@ impl Store for MemStore {
             let Some(seg) = seg else { continue };
             let lower = match after {
                 Some((p, k)) if i == first_segment => {
-                    Bound::Excluded((p, Bytes::copy_from_slice(k)))
+                    Bound::Excluded(Slot(p, Bytes::copy_from_slice(k)))
                 }
-                _ => Bound::Included((seg.lo, Bytes::new())),
+                _ => Bound::Included(Slot(seg.lo, Bytes::new())),
             };
             let upper = match seg.hi.checked_add(1) {
-                Some(next) => Bound::Excluded((next, Bytes::new())),
+                Some(next) => Bound::Excluded(Slot(next, Bytes::new())),
                 None => Bound::Unbounded,
             };
-            for ((pos, key), entry) in c.records.range((lower, upper)) {
+            for (Slot(pos, key), entry) in c.records.range((lower, upper)) {
                 if out.len() >= limit {
                     return Ok(out);
                 }
@@ -140,11 +191,11 @@ impl Store for MemStore {
         let Some(c) = self.collections.get_mut(collection) else {
             return Ok(0);
         };
-        let mut doomed: Vec<(Position, Bytes)> = Vec::new();
+        let mut doomed: Vec<Slot> = Vec::new();
         for seg in interval.segments().into_iter().flatten() {
-            let lower = Bound::Included((seg.lo, Bytes::new()));
+            let lower = Bound::Included(Slot(seg.lo, Bytes::new()));
             let upper = match seg.hi.checked_add(1) {
-                Some(next) => Bound::Excluded((next, Bytes::new())),
+                Some(next) => Bound::Excluded(Slot(next, Bytes::new())),
                 None => Bound::Unbounded,
             };
             doomed.extend(c.records.range((lower, upper)).map(|(k, _)| k.clone()));

@@ -204,4 +204,19 @@ pub trait Store {
     fn flush(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// [`Store::flush`] for a driver that would rather not wait for the disk: does
+    /// everything a flush does but the final wait (an fsync), which it returns as a
+    /// [`SyncJob`] for the driver to run on another thread. The writes since the last
+    /// flush are durable once the job returns `Ok` — and so are those of earlier jobs,
+    /// so a driver with one job running may skip all but the newest of those waiting.
+    /// `None`: nothing to wait for (the default, which flushes in place). Until the
+    /// job returns, the driver must hold back the acknowledgements of these writes.
+    fn flush_begin(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        self.flush().map(|()| None)
+    }
 }
+
+/// The last step of a [`Store::flush_begin`]: waits until the flushed writes are on
+/// disk. Runs on any thread.
+pub type SyncJob = Box<dyn FnOnce() -> Result<(), StoreError> + Send>;

@@ -1,15 +1,12 @@
 //! `dhrt serve` and `dhrt join`: run a node until a signal, then leave gracefully.
 
 use clap::Args;
-use dhrt::{
-    server::{self, driver::Ephemeral, Bound, ServeOptions, Server},
-    store::{NodeDb, RedbOptions, RedbStore},
+use dhrt::server::{
+    self,
+    launch::{launch, Launched, Storage},
+    ServeOptions,
 };
-use dhrt_core::{node::Node, store::MemStore, NodeId};
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, time::Duration};
 
 /// Options of `dhrt serve`.
 #[derive(Debug, Clone, Args)]
@@ -83,11 +80,12 @@ async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let bound = server::bind(&opts).await?;
     let listening = bound.local_addr;
     let advertise = bound.advertise.clone();
-    let (id, server, storage) = if args.memory {
-        start_in_memory(bound, &opts)?
+    let storage = if args.memory {
+        Storage::Memory
     } else {
-        start_persisted(bound, &opts, args)?
+        Storage::Dir { path: args.data_dir.clone(), min_free_bytes: args.min_free_mb << 20 }
     };
+    let Launched { id, server, storage } = launch(bound, &opts, &storage, None)?;
     println!(
         "dhrt node {:016x} listening on {listening} (reach it at {advertise}; data {storage})",
         id.0
@@ -109,63 +107,6 @@ async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     );
     Ok(())
-}
-
-fn start_in_memory(
-    bound: Bound,
-    opts: &ServeOptions,
-) -> Result<(NodeId, Server, String), Box<dyn std::error::Error>> {
-    let id = NodeId(server::random_u64());
-    let config = server::node_config(opts, id, &bound.advertise);
-    let node = Node::new(config, MemStore::new())?;
-    let server = server::start(bound, node, Ephemeral, opts, opts.join.clone())?;
-    Ok((id, server, "in memory".into()))
-}
-
-/// Opens the data dir: the node's identity and state from `node.redb`, the collections
-/// from their files; rejoins through the saved peers when no `--join` is given.
-fn start_persisted(
-    bound: Bound,
-    opts: &ServeOptions,
-    args: &ServeArgs,
-) -> Result<(NodeId, Server, String), Box<dyn std::error::Error>> {
-    let dir = &args.data_dir;
-    let in_dir = |e: dhrt_core::store::StoreError| format!("{}: {e}", dir.display());
-    let db = NodeDb::open(dir).map_err(in_dir)?;
-    let id = match db.node_id().map_err(in_dir)? {
-        Some(id) => id,
-        None => {
-            let id = NodeId(server::random_u64());
-            db.set_node_id(id).map_err(in_dir)?;
-            id
-        }
-    };
-    let state = db.state().map_err(in_dir)?;
-    let hints = db.hints().map_err(in_dir)?;
-    let peers = if opts.join.is_empty() { db.peers().map_err(in_dir)? } else { opts.join.clone() };
-    let started = Instant::now();
-    let options = RedbOptions { min_free_bytes: args.min_free_mb << 20, ..RedbOptions::default() };
-    let store = RedbStore::open(dir, options).map_err(in_dir)?;
-    let opened = started.elapsed();
-    let config = server::node_config(opts, id, &bound.advertise);
-    let mut node = Node::with_state(config, store, state)?;
-    if !hints.is_empty() {
-        tracing::info!(hints = hints.len(), "hints for other nodes restored");
-        node.restore_hints(dhrt::server::driver::Clock::default().now(), hints);
-    }
-    let stats = node.stats();
-    tracing::info!(
-        keys = stats.keys,
-        collections = stats.collections,
-        open_ms = opened.as_millis() as u64,
-        trees_ms = (started.elapsed() - opened).as_millis() as u64,
-        "data dir opened"
-    );
-    if !peers.is_empty() && opts.join.is_empty() {
-        tracing::info!(?peers, "rejoining through the members known before the restart");
-    }
-    let server = server::start(bound, node, db, opts, peers)?;
-    Ok((id, server, format!("in {}", dir.display())))
 }
 
 async fn wait_for_signal() -> std::io::Result<&'static str> {

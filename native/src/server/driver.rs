@@ -16,7 +16,11 @@
 //!
 //! The thread is a plain OS thread, not a tokio task: commits block on fsync.
 
-use super::{peers::Peers, stats::Counters};
+use super::{
+    peers::Peers,
+    stats::Counters,
+    syncer::{Release, Syncer},
+};
 use dhrt_core::{
     node::{hints::Hint, ClientId, Node, NodeEvent, NodeState, Output},
     proto::{
@@ -30,7 +34,7 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        mpsc, Arc,
+        mpsc, Arc, Weak,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -85,6 +89,13 @@ pub enum Input {
     Stop,
     /// Leave the cluster gracefully, then stop: answered when the node may exit.
     Leave(oneshot::Sender<LeaveOutcome>),
+    /// The sync thread finished the job of batch `seq` (see [`super::syncer`]).
+    Synced {
+        /// The batch whose job it was.
+        seq: u64,
+        /// Whether its writes (and those of every batch before it) are on disk.
+        result: Result<(), String>,
+    },
 }
 
 /// How a graceful leave ended.
@@ -158,6 +169,8 @@ pub struct Driver<S: Store, D: Durable> {
     /// the batch is done.
     replies: HashMap<ClientId, Vec<ClientResponse>>,
     peers: Peers,
+    /// Batches whose outputs wait for the disk.
+    syncer: Syncer,
     counters: Arc<Counters>,
     clock: Clock,
     known_peers: Vec<String>,
@@ -178,6 +191,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             clients: HashMap::new(),
             replies: HashMap::new(),
             peers,
+            syncer: Syncer::new(None),
             counters,
             clock: Clock::default(),
             known_peers: Vec::new(),
@@ -186,6 +200,13 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             hints_saved: (0, 0),
             leave_timeout_ms: 30_000,
         }
+    }
+
+    /// Waits for the disk on a sync thread that reports to the node thread through
+    /// `inbox` (see [`super::syncer`]); without this the node thread waits itself.
+    pub fn sync_off_thread(mut self, inbox: Weak<mpsc::Sender<Input>>) -> Self {
+        self.syncer = Syncer::new(Some(inbox));
+        self
     }
 
     /// Sets how long a graceful leave may take.
@@ -202,6 +223,11 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         for addr in join {
             self.node.join(now, addr);
         }
+        // The first tick before the first input: a node on its own starts serving then,
+        // and connections accepted before this thread ran must not find it still
+        // starting ("no node is serving yet").
+        self.node.tick(now);
+        self.commit_and_release(now);
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let now = self.clock.now();
@@ -234,7 +260,10 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
                 break;
             }
         }
-        let _ = self.node.flush();
+        let flushed = self.node.flush().err().map(|e| e.to_string());
+        let held = self.syncer.release_all();
+        self.release(self.clock.now(), Release { outputs: held, failed: flushed });
+        self.send_replies();
         self.save_hints(self.clock.now(), true);
     }
 
@@ -278,6 +307,10 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
                 let _ = tx.send(super::snapshot_of(&self.node, &self.node.config().addr));
             }
             Input::Stop => self.stopping = true,
+            Input::Synced { seq, result } => {
+                let release = self.syncer.synced(seq, result);
+                self.release(now, release);
+            }
             Input::Leave(done) => {
                 if self.leaving.is_none() {
                     tracing::info!("leaving the cluster: handing ranges off first");
@@ -288,22 +321,42 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         }
     }
 
-    /// Commits the batch's writes, then releases its outputs (or withholds the
-    /// acknowledgements of a failed commit and rebuilds the node).
+    /// Begins the batch's commit and hands its outputs to the syncer, which holds them
+    /// until the commit is on disk; releases what may go out (or, when the commit could
+    /// not even begin, withholds this batch's acknowledgements and rebuilds the node).
     fn commit_and_release(&mut self, now: Millis) {
-        let commit = self.node.flush();
-        let failed = commit.as_ref().err().map(|e| e.to_string());
-        if let Some(reason) = &failed {
-            tracing::error!(%reason, "commit failed: withholding this batch's acknowledgements");
-            self.counters.commit_failures.fetch_add(1, Ordering::Relaxed);
-        }
+        let begun = self.node.flush_begin();
+        let mut outputs = Vec::new();
         while let Some(out) = self.node.poll_output() {
-            self.route(now, out, failed.as_deref());
+            outputs.push(out);
         }
+        let release = match begun {
+            Ok(job) => self.syncer.submit(outputs, job),
+            Err(e) => Release { outputs, failed: Some(e.to_string()) },
+        };
+        self.release(now, release);
+        self.send_replies();
+    }
+
+    /// Sends each connection the answers gathered for it, in one message.
+    fn send_replies(&mut self) {
         for (client, resps) in self.replies.drain() {
             if let Some(Sink::Conn(tx)) = self.clients.get(&client) {
                 let _ = tx.send(resps);
             }
+        }
+    }
+
+    /// Routes released outputs; after a failed commit, withholds their
+    /// acknowledgements and rebuilds the node from what the store really holds.
+    fn release(&mut self, now: Millis, release: Release) {
+        let Release { outputs, failed } = release;
+        if let Some(reason) = &failed {
+            tracing::error!(%reason, "commit failed: withholding its acknowledgements");
+            self.counters.commit_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        for out in outputs {
+            self.route(now, out, failed.as_deref());
         }
         if failed.is_some() {
             self.rebuild(now);

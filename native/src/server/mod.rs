@@ -9,8 +9,10 @@
 pub mod dashboard;
 pub mod driver;
 pub mod http;
+pub mod launch;
 pub mod peers;
 pub mod stats;
+pub mod syncer;
 pub mod ws;
 
 use axum::serve::ListenerExt;
@@ -61,7 +63,8 @@ pub enum ServeError {
 /// What the tasks of a server share.
 #[derive(Clone)]
 pub struct AppState {
-    inbox: mpsc::Sender<Input>,
+    inbox: Arc<mpsc::Sender<Input>>,
+    stopped: tokio::sync::watch::Receiver<bool>,
     next_client: Arc<AtomicU64>,
     /// The server's counters.
     pub counters: Arc<Counters>,
@@ -81,6 +84,12 @@ impl AppState {
     /// A fresh client id.
     pub fn next_client(&self) -> ClientId {
         self.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Resolves once the server stops (or is dropped): its open connections end then,
+    /// as they would if the process exited.
+    pub async fn stopped(&self) {
+        let _ = self.stopped.clone().wait_for(|stopped| *stopped).await;
     }
 
     /// Hands an input to the node thread; false once it has stopped.
@@ -169,6 +178,7 @@ pub struct Server {
     pub state: AppState,
     http: JoinHandle<()>,
     shutdown: Option<oneshot::Sender<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
     driver: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -238,9 +248,13 @@ where
 {
     let counters = Arc::new(Counters::default());
     let (inbox_tx, inbox_rx) = mpsc::channel();
+    let (stop_tx, stopped) = tokio::sync::watch::channel(false);
     let max_frame = wire::DEFAULT_MAX_FRAME.max(opts.max_value_bytes + 1024 * 1024);
+    let inbox_tx = Arc::new(inbox_tx);
+    let sync_reports = Arc::downgrade(&inbox_tx);
     let state = AppState {
         inbox: inbox_tx,
+        stopped,
         next_client: Arc::new(AtomicU64::new(1)),
         counters: counters.clone(),
         max_frame,
@@ -256,6 +270,7 @@ where
         max_frame,
     );
     let driver = Driver::new(node, durable, peers, counters)
+        .sync_off_thread(sync_reports)
         .leave_timeout(opts.leave_timeout.as_millis() as u64);
     let thread = std::thread::Builder::new()
         .name("dhrt-node".into())
@@ -283,6 +298,7 @@ where
         state,
         http,
         shutdown: Some(shutdown_tx),
+        stop: stop_tx,
         driver: Some(thread),
     })
 }
@@ -308,12 +324,16 @@ impl Server {
     }
 
     /// Stops serving at once (no hand-off): what a crash looks like to the cluster,
-    /// except that committed data is flushed.
+    /// except that committed data is flushed. When it returns the port is closed; open
+    /// client and peer connections close.
     pub async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+            self.stop.send_replace(true);
+            self.http.abort();
+            // Once the aborted task is gone, so is the listener: the port is closed.
+            let _ = (&mut self.http).await;
         }
-        self.http.abort();
         self.state.submit(Input::Stop);
         if let Some(thread) = self.driver.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;

@@ -119,6 +119,7 @@ async fn serve_client(socket: WebSocket, state: AppState) {
     tokio::select! {
         _ = writer => {}
         _ = reader => {}
+        () = state.stopped() => {}
     }
     state.counters.clients.fetch_sub(1, Ordering::Relaxed);
     state.submit(Input::Gone(client));
@@ -215,7 +216,14 @@ pub async fn peer(
         .on_upgrade(move |socket| serve_peer(socket, from, state))
 }
 
-async fn serve_peer(mut socket: WebSocket, from: NodeId, state: AppState) {
+async fn serve_peer(socket: WebSocket, from: NodeId, state: AppState) {
+    tokio::select! {
+        () = read_peer(socket, from, &state) => {}
+        () = state.stopped() => {}
+    }
+}
+
+async fn read_peer(mut socket: WebSocket, from: NodeId, state: &AppState) {
     let max = state.max_frame;
     let mut msgs = Vec::new();
     while let Some(Ok(first)) = socket.recv().await {

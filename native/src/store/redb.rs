@@ -53,6 +53,7 @@ use dhrt_core::{
     hash::{Interval, Position},
     store::{
         validate_collection, validate_key, CollectionStats, Merged, Record, Store, StoreError,
+        SyncJob,
     },
 };
 use std::collections::BTreeMap;
@@ -703,30 +704,47 @@ impl Store for RedbStore {
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
+        match self.flush_begin()? {
+            Some(job) => job(),
+            None => Ok(()),
+        }
+    }
+
+    fn flush_begin(&mut self) -> Result<Option<SyncJob>, StoreError> {
         let failed = self.failed.take();
         let logged: u64 = self.collections.values().map(|c| c.log.len() as u64).sum();
         let in_txn: u64 = self.collections.values().map(|c| c.in_txn).sum();
         let outcome = if self.removed
+            || self.wal.sync_failed()
             || self.wal.len() + logged > self.options.checkpoint_bytes
             || in_txn >= self.options.checkpoint_writes
         {
-            self.checkpoint()
+            self.checkpoint().map(|()| None)
         } else if logged > 0 {
             let mut batch = Vec::with_capacity(logged as usize);
             for c in self.collections.values_mut() {
                 batch.append(&mut c.log);
                 c.pending = 0;
             }
-            self.wal.append(&batch).or_else(|e| {
-                tracing::warn!(error = %e, "cannot append to the write-ahead log: checkpointing");
-                self.checkpoint().map_err(|again| with_context(&again, &e.to_string()))
-            })
+            match self.wal.write(&batch) {
+                Ok(()) => Ok(Some(self.wal.sync_job())),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot append to the write-ahead log: checkpointing");
+                    self.checkpoint()
+                        .map(|()| None)
+                        .map_err(|again| with_context(&again, &e.to_string()))
+                }
+            }
+        } else if self.wal.unsynced() {
+            // Nothing new, but an earlier batch's sync may still be running: this
+            // batch's answers (reads of those writes) wait for the disk too.
+            Ok(Some(self.wal.sync_job()))
         } else {
-            Ok(())
+            Ok(None)
         };
         match (failed, outcome) {
-            (Some(e), _) | (None, Err(e)) => Err(e),
-            (None, Ok(())) => Ok(()),
+            (Some(e), _) => Err(e),
+            (None, outcome) => outcome,
         }
     }
 }

@@ -29,6 +29,10 @@ use dhrt_core::{entry::Entry, hash::Position, store::StoreError};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{
+    atomic::{AtomicBool, AtomicU64, Ordering},
+    Arc,
+};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The first bytes of a log file.
@@ -58,6 +62,12 @@ pub struct Wal {
     path: PathBuf,
     /// Where the next record goes: the end of the last whole record.
     end: u64,
+    /// Counts the writes to the file: the generation of the last one.
+    written: u64,
+    /// The newest generation known to be on disk (raised by sync jobs, on any thread).
+    synced: Arc<AtomicU64>,
+    /// A sync job failed: what was written since the last good sync may be lost.
+    sync_failed: Arc<AtomicBool>,
 }
 
 /// Appends the record of a merge to `out` (a batch not yet written).
@@ -93,7 +103,14 @@ impl Wal {
             .map_err(|e| io_error(&what("opening"), &e))?;
         let mut raw = Vec::new();
         file.read_to_end(&mut raw).map_err(|e| io_error(&what("reading"), &e))?;
-        let mut wal = Wal { file, path: path.to_path_buf(), end: MAGIC.len() as u64 };
+        let mut wal = Wal {
+            file,
+            path: path.to_path_buf(),
+            end: MAGIC.len() as u64,
+            written: 0,
+            synced: Arc::new(AtomicU64::new(0)),
+            sync_failed: Arc::new(AtomicBool::new(false)),
+        };
         if raw.is_empty() {
             wal.reset()?;
             return Ok((wal, Vec::new()));
@@ -123,9 +140,16 @@ impl Wal {
     }
 
     /// Appends encoded records (from [`encode_merge`]) and waits until they are on disk.
-    /// A failed append leaves the log's end where it was, so the next append overwrites
-    /// whatever part of this one reached the file.
+    #[cfg(test)]
     pub fn append(&mut self, records: &[u8]) -> Result<(), StoreError> {
+        self.write(records)?;
+        self.sync_job()()
+    }
+
+    /// Appends encoded records without waiting for the disk ([`Wal::sync_job`] does).
+    /// A failed write leaves the log's end where it was, so the next one overwrites
+    /// whatever part of this one reached the file.
+    pub fn write(&mut self, records: &[u8]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -133,10 +157,41 @@ impl Wal {
         self.file
             .seek(SeekFrom::Start(self.end))
             .and_then(|_| self.file.write_all(records))
-            .and_then(|()| self.file.sync_data())
             .map_err(|e| io_error(&what, &e))?;
         self.end += records.len() as u64;
+        self.written += 1;
         Ok(())
+    }
+
+    /// Whether something written is not yet known to be on disk.
+    pub fn unsynced(&self) -> bool {
+        self.synced.load(Ordering::Acquire) < self.written
+    }
+
+    /// Whether a sync job failed since [`Wal::reset`]: what it covered may be lost, so
+    /// the store checkpoints instead of trusting the log.
+    pub fn sync_failed(&self) -> bool {
+        self.sync_failed.load(Ordering::Acquire)
+    }
+
+    /// A job that waits until everything written so far is on disk (`fdatasync` of a
+    /// second handle to the file), to run on any thread.
+    pub fn sync_job(&self) -> Box<dyn FnOnce() -> Result<(), StoreError> + Send> {
+        let generation = self.written;
+        let synced = self.synced.clone();
+        let failed = self.sync_failed.clone();
+        let what = format!("syncing {}", self.path.display());
+        let file = self.file.try_clone();
+        Box::new(move || {
+            let outcome = file.and_then(|f| f.sync_data()).map_err(|e| io_error(&what, &e));
+            match &outcome {
+                Ok(()) => {
+                    synced.fetch_max(generation, Ordering::AcqRel);
+                }
+                Err(_) => failed.store(true, Ordering::Release),
+            }
+            outcome
+        })
     }
 
     /// Empties the log (after a checkpoint made everything in it durable elsewhere).
@@ -149,6 +204,8 @@ impl Wal {
             .and_then(|()| self.file.sync_data())
             .map_err(|e| io_error(&what, &e))?;
         self.end = MAGIC.len() as u64;
+        self.synced.fetch_max(self.written, Ordering::AcqRel);
+        self.sync_failed.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -284,6 +341,23 @@ mod tests {
         want.push(all[9].clone());
         assert_eq!(wal.read_all().unwrap(), want);
         assert_eq!(Wal::open(&path).unwrap().1, want);
+    }
+
+    #[test]
+    fn a_sync_job_covers_what_was_written_before_it_was_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wal");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        assert!(!wal.unsynced());
+        wal.write(&encode(&[logged(1)])).unwrap();
+        assert!(wal.unsynced());
+        let job = wal.sync_job();
+        wal.write(&encode(&[logged(2)])).unwrap();
+        std::thread::spawn(job).join().unwrap().unwrap();
+        assert!(wal.unsynced(), "the second write came after the job was made");
+        wal.sync_job()().unwrap();
+        assert!(!wal.unsynced() && !wal.sync_failed());
+        assert_eq!(Wal::open(&path).unwrap().1, [logged(1), logged(2)]);
     }
 
     #[test]

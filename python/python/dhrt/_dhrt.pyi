@@ -1,7 +1,126 @@
-"""Type stubs for the compiled module ``dhrt._dhrt`` (built from python/src/lib.rs)."""
+"""Type stubs for the compiled module ``dhrt._dhrt`` (built from python/src/).
+
+This is the thin layer: it takes arguments already defaulted by the pure-Python
+package and returns plain values (``bytes``, tuples, JSON text). Use :mod:`dhrt`
+instead; these signatures are for the package's own code and for type checkers.
+
+A ``Client`` made with ``asynchronous=False`` blocks (the GIL released) and returns
+results; with ``asynchronous=True`` its methods return asyncio awaitables of them. Its
+watches follow it.
+"""
+
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+_Key = Union[str, bytes, bytearray]
+_Value = Union[str, bytes, bytearray]
+_Consistency = Union[str, int]
+_EntryTuple = Tuple[Optional[bytes], int, int, Optional[int]]
 
 __version__: str
 """The dhrt version this module was built from, such as ``"0.1.0"``."""
+
+MAX_KEY_BYTES: int
+"""The longest key, in bytes (65536)."""
+
+DEFAULT_MAX_VALUE_BYTES: int
+"""The largest value a node accepts by default, in bytes (16 MiB)."""
+
+class Client:
+    """The Rust ``dhrt::Client``: pipelined, ring-aware, one connection per node."""
+
+    def __init__(
+        self, seeds: Sequence[str], timeout: Optional[float], max_value: int, asynchronous: bool = False
+    ) -> None:
+        """A client of the cluster reached through ``seeds``; nothing is sent yet."""
+    def connect(self) -> Any:
+        """Connects (once) through the first reachable seed and reads the ring."""
+    def get(
+        self, collection: str, key: _Key, consistency: _Consistency, timeout: Optional[float],
+    ) -> Any:
+        """The value (``bytes``) of ``key``, or ``None``."""
+    def set(
+        self, collection: str, key: _Key, value: _Value, consistency: _Consistency,
+        ttl: Optional[float], timeout: Optional[float],
+    ) -> Any:
+        """Writes ``key`` = ``value``; the write's timestamp (``int``)."""
+    def delete(
+        self, collection: str, key: _Key, consistency: _Consistency, timeout: Optional[float],
+    ) -> Any:
+        """Deletes ``key``; the delete's timestamp (``int``)."""
+    def get_many(
+        self, collection: str, keys: Sequence[_Key], consistency: _Consistency,
+        timeout: Optional[float],
+    ) -> Any:
+        """The values of ``keys`` in order (``list[bytes | None]``)."""
+    def set_many(
+        self, collection: str, items: Sequence[Tuple[_Key, _Value]], consistency: _Consistency,
+        ttl: Optional[float], timeout: Optional[float],
+    ) -> Any:
+        """Writes every item with one timestamp (``int``, ``None`` for no items)."""
+    def scan(
+        self, collection: str, cursor: Optional[bytes], prefix: Optional[_Key], limit: int,
+        consistency: _Consistency, timeout: Optional[float],
+    ) -> Any:
+        """One page: ``(list[(key, value)], cursor or None)``."""
+    def watch(
+        self, collection: str, prefix: Optional[_Key], timeout: Optional[float],
+    ) -> Any:
+        """Subscribes; a ``Watch`` once every serving node has the subscription."""
+    def stats(self, node: Optional[str], timeout: Optional[float]) -> Any:
+        """A node's stats as JSON text."""
+    def ring(self, timeout: Optional[float]) -> Any:
+        """The ring: ``list[(id, addr, tokens, status)]``."""
+
+class Watch:
+    """A subscription; dropping or closing it unsubscribes."""
+
+    @property
+    def ended(self) -> bool:
+        """Whether the watch has ended."""
+    def next(self, timeout: Optional[float]) -> Any:
+        """The next change ``(collection, key, value, ts)``; ``None`` once ended; raises
+        ``dhrt.TimeoutError`` after ``timeout``."""
+    def close(self) -> None:
+        """Ends the subscription."""
+
+class Node:
+    """A dhrt node running in this process."""
+
+    @staticmethod
+    def start(
+        host: str = "127.0.0.1",
+        port: int = 0,
+        data_dir: Optional[str] = None,
+        join: List[str] = ...,
+        replicas: int = 3,
+        vnodes: int = ...,
+        max_value: int = ...,
+        id: Optional[int] = None,
+        min_free_mb: int = 64,
+        leave_timeout: float = 30.0,
+        advertise: Optional[str] = None,
+    ) -> "Node":
+        """Starts a node (in memory when ``data_dir`` is ``None``) and returns once it
+        listens."""
+    @property
+    def addr(self) -> str:
+        """``host:port``."""
+    @property
+    def id(self) -> int:
+        """The node id."""
+    @property
+    def storage(self) -> str:
+        """``in memory`` or ``in DIR``."""
+    @property
+    def running(self) -> bool:
+        """Whether it still runs."""
+    def kill(self) -> None:
+        """Stops it at once, as a crash would."""
+    def leave(self) -> bool:
+        """Leaves gracefully; whether every range was handed off."""
+
+def init_logs(filter: str) -> None:
+    """Sends the nodes' logs to stderr, filtered (``info``, ``debug``, ``dhrt=trace``)."""
 
 def hashed_position(collection: str, key: bytes) -> int:
     """The ring position of ``key`` in a hashed collection (the default placement):
@@ -12,3 +131,15 @@ def ordered_position(key: bytes) -> int:
     """The ring position of ``key`` in an ordered collection: its first 8 bytes read
     big-endian, zero-padded on the right, so ring order is key order. An int in
     ``[0, 2**64)``."""
+
+def merge_entries(a: _EntryTuple, b: _EntryTuple, now: Optional[int] = None) -> _EntryTuple:
+    """The last-writer-wins merge of two entries ``(value, ts, origin, expires)``."""
+
+def entry_digest(key: bytes, entry: _EntryTuple) -> int:
+    """The Merkle digest of ``entry`` stored under ``key``."""
+
+def describe_frame(frame: bytes) -> str:
+    """Decodes a wire frame and describes its message; raises ``dhrt.FrameError``."""
+
+def reencode_frame(frame: bytes) -> bytes:
+    """Decodes a wire frame and encodes its message again; raises ``dhrt.FrameError``."""

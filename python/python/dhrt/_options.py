@@ -1,0 +1,178 @@
+"""What :class:`dhrt.Client` and :class:`dhrt.AsyncClient` share: their settings, the
+per-call keywords resolved against them, and the small value types they return.
+
+The native client checks every argument (types, sizes, names, levels) before anything
+is sent; this module only fills in defaults and converts Python conveniences
+(``timedelta`` TTLs, mappings of items) into what it takes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+from dhrt import _dhrt
+from dhrt.errors import ConnectionError, InvalidInputError, InvalidTypeError
+
+Key = Union[str, bytes]
+"""A key: ``bytes``, or a ``str`` sent as UTF-8. 1 byte to 64 KiB."""
+
+Value = Union[str, bytes]
+"""A value: ``bytes``, or a ``str`` sent as UTF-8. Reads always return ``bytes``."""
+
+Consistency = Union[str, int]
+"""``"one"``, ``"quorum"``, ``"all"``, ``"default"`` or a number of replicas (``2``)."""
+
+Seconds = Union[float, int, datetime.timedelta]
+"""A duration: seconds as a number, or a :class:`datetime.timedelta`."""
+
+DEFAULT_URL = "ws://127.0.0.1:7453"
+"""Where :func:`dhrt.connect` looks when given no address: a local ``dhrt serve``."""
+
+DEFAULT_COLLECTION = "default"
+"""The collection a call uses when it names none (as the CLI and HTTP API do)."""
+
+MAX_KEY_BYTES: int = _dhrt.MAX_KEY_BYTES
+"""The longest key, in bytes (64 KiB)."""
+
+DEFAULT_MAX_VALUE_BYTES: int = _dhrt.DEFAULT_MAX_VALUE_BYTES
+"""The largest value a node accepts unless started with another ``--max-value`` (16 MiB)."""
+
+DEFAULT_PAGE_SIZE = 1000
+"""Entries a scan asks for per round trip."""
+
+
+class Event(NamedTuple):
+    """A change seen by a watch."""
+
+    collection: str
+    """The collection changed."""
+    key: bytes
+    """The key changed."""
+    value: Optional[bytes]
+    """The new value; ``None`` when the key was deleted or expired."""
+    ts: int
+    """The change's hybrid-logical-clock timestamp: ``ts >> 16`` is wall-clock
+    milliseconds since the epoch. Events of one key arrive in ``ts`` order."""
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the change deleted the key (or it expired)."""
+        return self.value is None
+
+
+class RingMember(NamedTuple):
+    """One member of the ring, as a node sees it."""
+
+    id: int
+    """The member's node id."""
+    addr: str
+    """Where to reach it (``host:port``)."""
+    tokens: List[int]
+    """Its ring positions (virtual nodes), ascending, in ``[0, 2**64)``."""
+    status: str
+    """``"alive"`` members serve requests; others are ``"suspect"``, ``"dead"``,
+    ``"syncing"``, ``"left"``..."""
+
+
+def seconds(value: Optional[Seconds]) -> Optional[float]:
+    """``value`` as float seconds (``None`` stays ``None``); the native layer checks the
+    range."""
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    return value
+
+
+def seeds_of(url: Union[str, Sequence[str]]) -> List[str]:
+    """The node addresses to connect through: one URL or several."""
+    if isinstance(url, str):
+        return [url]
+    seeds = list(url)
+    if not all(isinstance(s, str) for s in seeds):
+        raise InvalidInputError("node addresses must be str, such as ws://127.0.0.1:7453")
+    return seeds
+
+
+def keys_of(keys: Iterable[Key]) -> List[Any]:
+    """The keys of a batch read; a lone ``str`` or ``bytes`` is refused rather than read
+    as a sequence of one-character keys."""
+    if isinstance(keys, (str, bytes, bytearray)):
+        raise InvalidTypeError(
+            f"keys must be an iterable of keys, not a single {type(keys).__name__}: "
+            "use mget([key]) or get(key)"
+        )
+    return list(keys)
+
+
+def items_of(items: Union[Mapping[Key, Value], Iterable[Tuple[Key, Value]]]) -> List[Tuple[Any, Any]]:
+    """``(key, value)`` pairs from a mapping or an iterable of pairs."""
+    if isinstance(items, Mapping):
+        return list(items.items())
+    return list(items)
+
+
+def stats_of(text: str) -> Dict[str, Any]:
+    """A node's stats from the JSON the native client returns."""
+    stats: Dict[str, Any] = json.loads(text)
+    return stats
+
+
+def ring_of(members: Iterable[Tuple[int, str, List[int], str]]) -> List[RingMember]:
+    """Ring members from the tuples the native client returns."""
+    return [RingMember(*m) for m in members]
+
+
+def check_token(token: Optional[str]) -> None:
+    """Refuses a token: dhrt nodes do not authenticate clients (yet)."""
+    if token is not None:
+        raise InvalidInputError(
+            "dhrt nodes do not authenticate clients yet, so a token would not be checked: "
+            "pass token=None and keep nodes on a trusted network"
+        )
+
+
+class Settings:
+    """A client's defaults, and per-call keywords resolved against them."""
+
+    __slots__ = ("urls", "timeout", "collection", "consistency", "max_value_bytes")
+
+    def __init__(
+        self,
+        url: Union[str, Sequence[str]],
+        token: Optional[str],
+        timeout: Optional[Seconds],
+        collection: str,
+        consistency: Optional[Consistency],
+        max_value_bytes: int,
+    ) -> None:
+        check_token(token)
+        self.urls = seeds_of(url)
+        self.timeout = seconds(timeout)
+        self.collection = collection
+        self.consistency: Consistency = "default" if consistency is None else consistency
+        if not isinstance(max_value_bytes, int) or max_value_bytes < 1:
+            raise InvalidInputError("max_value_bytes must be a positive int")
+        self.max_value_bytes = max_value_bytes
+
+    def call(
+        self,
+        collection: Optional[str],
+        consistency: Optional[Consistency],
+        timeout: Optional[Seconds],
+    ) -> Tuple[str, Consistency, Optional[float]]:
+        """``(collection, consistency, timeout)`` of a call: its own, else the client's."""
+        return (
+            self.collection if collection is None else collection,
+            self.consistency if consistency is None else consistency,
+            self.timeout if timeout is None else seconds(timeout),
+        )
+
+    def wait(self, timeout: Optional[Seconds]) -> Optional[float]:
+        """The timeout of a call that names no collection."""
+        return self.timeout if timeout is None else seconds(timeout)
+
+
+def closed() -> ConnectionError:
+    """The error of a call on a closed client."""
+    return ConnectionError("the client is closed: connect again with dhrt.connect()")

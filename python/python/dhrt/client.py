@@ -1,0 +1,474 @@
+"""The blocking client: :func:`connect`, :class:`Client`, :class:`Collection`,
+:class:`Watch`.
+
+A :class:`Client` wraps the Rust client (``dhrt::Client``): one pipelined WebSocket
+connection per node, requests sent straight to a replica of their key. Every call
+releases the GIL while it waits, so threads sharing one client run their requests
+concurrently on those connections. Each call waits at most ``timeout`` seconds (the
+client's, or the call's own) and then raises :class:`dhrt.TimeoutError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+from dhrt import _dhrt
+from dhrt._options import (
+    DEFAULT_COLLECTION,
+    DEFAULT_MAX_VALUE_BYTES,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_URL,
+    Consistency,
+    Event,
+    Key,
+    RingMember,
+    Seconds,
+    Settings,
+    Value,
+    closed,
+    items_of,
+    keys_of,
+    ring_of,
+    seconds,
+    stats_of,
+)
+from dhrt.errors import NotFoundError, TimeoutError
+
+__all__ = ["connect", "Client", "Collection", "Watch"]
+
+
+def connect(
+    url: Union[str, Sequence[str]] = DEFAULT_URL,
+    *,
+    token: Optional[str] = None,
+    timeout: Optional[Seconds] = 5.0,
+    collection: str = DEFAULT_COLLECTION,
+    consistency: Optional[Consistency] = None,
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+) -> "Client":
+    """Connects to a dhrt cluster through the node at ``url`` and returns a
+    :class:`Client`.
+
+    ``url`` is ``ws://host:port``, ``host:port``, or a list of them (the first
+    reachable is used; the client then learns every node from the ring). ``timeout``
+    (seconds; ``None`` waits forever) bounds every call, connecting included.
+    ``collection`` and ``consistency`` are the defaults of calls that name none;
+    ``consistency=None`` lets the node choose (``quorum`` unless configured otherwise).
+    ``max_value_bytes`` is the largest value the client lets through (match the nodes'
+    ``--max-value``). ``token`` must be ``None``: nodes do not authenticate clients yet.
+
+    Raises :class:`dhrt.ConnectionError` when no node answers::
+
+        db = dhrt.connect("ws://127.0.0.1:7453")
+        db.set("alice", "admin", collection="users")
+    """
+    return Client(
+        url,
+        token=token,
+        timeout=timeout,
+        collection=collection,
+        consistency=consistency,
+        max_value_bytes=max_value_bytes,
+    )
+
+
+class Client:
+    """A connection to a dhrt cluster (see :func:`connect`, which takes the same
+    arguments). Safe to share between threads; use it as a context manager to close it.
+
+    Every data call takes the keywords ``collection=`` (default: the client's),
+    ``consistency=`` (``"one"``, ``"quorum"``, ``"all"`` or a number of replicas) and
+    ``timeout=`` (seconds); writes also take ``ttl=`` (seconds or a ``timedelta``).
+    """
+
+    def __init__(
+        self,
+        url: Union[str, Sequence[str]] = DEFAULT_URL,
+        *,
+        token: Optional[str] = None,
+        timeout: Optional[Seconds] = 5.0,
+        collection: str = DEFAULT_COLLECTION,
+        consistency: Optional[Consistency] = None,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    ) -> None:
+        self._settings = Settings(url, token, timeout, collection, consistency, max_value_bytes)
+        native = _dhrt.Client(self._settings.urls, self._settings.timeout, max_value_bytes)
+        native.connect()
+        self._native: Optional[_dhrt.Client] = native
+
+    @property
+    def _client(self) -> _dhrt.Client:
+        if self._native is None:
+            raise closed()
+        return self._native
+
+    @property
+    def urls(self) -> List[str]:
+        """The addresses this client was given."""
+        return list(self._settings.urls)
+
+    @property
+    def timeout(self) -> Optional[float]:
+        """Seconds each call may take (``None``: no limit)."""
+        return self._settings.timeout
+
+    # -- single keys ----------------------------------------------------------------
+
+    def get(
+        self,
+        key: Key,
+        default: Optional[bytes] = None,
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> Optional[bytes]:
+        """The value of ``key``, or ``default`` (``None``) when it is missing, deleted or
+        expired. The replicas asked (``consistency``) must answer; the newest version
+        among their answers wins."""
+        c, level, wait = self._settings.call(collection, consistency, timeout)
+        value = self._client.get(c, key, level, wait)
+        return default if value is None else value
+
+    def set(
+        self,
+        key: Key,
+        value: Value,
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        ttl: Optional[Seconds] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> int:
+        """Writes ``key`` = ``value`` (expiring after ``ttl`` seconds, if given) and
+        returns the write's timestamp, once ``consistency`` replicas stored it."""
+        c, level, wait = self._settings.call(collection, consistency, timeout)
+        ts: int = self._client.set(c, key, value, level, seconds(ttl), wait)
+        return ts
+
+    def delete(
+        self,
+        key: Key,
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> int:
+        """Deletes ``key`` (leaving a tombstone) and returns the delete's timestamp.
+        Deleting a missing key is not an error."""
+        c, level, wait = self._settings.call(collection, consistency, timeout)
+        ts: int = self._client.delete(c, key, level, wait)
+        return ts
+
+    def exists(
+        self,
+        key: Key,
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> bool:
+        """Whether ``key`` has a live value (a read: costs as much as :meth:`get`)."""
+        c, level, wait = self._settings.call(collection, consistency, timeout)
+        return self._client.get(c, key, level, wait) is not None
+
+    # -- batches --------------------------------------------------------------------
+
+    def mget(
+        self,
+        keys: Iterable[Key],
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> List[Optional[bytes]]:
+        """The values of ``keys`` in one request: a list in the same order, ``None`` for
+        each missing key."""
+        c, level, wait = self._settings.call(collection, consistency, timeout)
+        values: List[Optional[bytes]] = self._client.get_many(c, keys_of(keys), level, wait)
+        return values
+
+    def mset(
+        self,
+        items: Union[Mapping[Key, Value], Iterable[Tuple[Key, Value]]],
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        ttl: Optional[Seconds] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> Optional[int]:
+        """Writes every ``(key, value)`` of ``items`` (a mapping or pairs) in one request,
+        all with one timestamp, which it returns (``None`` for no items). Not a
+        transaction: after an error some items may have been written."""
+        c, level, wait = self._settings.call(collection, consistency, timeout)
+        ts: Optional[int] = self._client.set_many(c, items_of(items), level, seconds(ttl), wait)
+        return ts
+
+    # -- scans and watches ----------------------------------------------------------
+
+    def scan(
+        self,
+        prefix: Optional[Key] = None,
+        *,
+        collection: Optional[str] = None,
+        consistency: Optional[Consistency] = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        timeout: Optional[Seconds] = None,
+    ) -> Iterator[Tuple[bytes, bytes]]:
+        """Every live ``(key, value)`` of the collection (only keys starting with
+        ``prefix``, if given), in ring order: key order for ``ordered.*`` collections,
+        hash order otherwise. Fetches ``page_size`` entries per round trip, lazily,
+        continuing from a cursor; ``timeout`` applies to each page. The first page is
+        read at once, so bad arguments fail here rather than at the first ``next``.
+
+        A scan is not a snapshot: writes made while it runs may or may not be seen."""
+        c, level, wait = self._settings.call(collection, consistency, timeout)
+        native = self._client
+        items, cursor = native.scan(c, None, prefix, page_size, level, wait)
+
+        def pages() -> Iterator[Tuple[bytes, bytes]]:
+            page, more = items, cursor
+            while True:
+                yield from page
+                if more is None:
+                    return
+                page, more = native.scan(c, more, prefix, page_size, level, wait)
+
+        return pages()
+
+    def watch(
+        self,
+        prefix: Optional[Key] = None,
+        *,
+        collection: Optional[str] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> "Watch":
+        """Subscribes to changes of the collection (keys starting with ``prefix``, if
+        given) and returns a :class:`Watch` — an iterator of :class:`dhrt.Event`, and a
+        context manager that unsubscribes. Returns once every serving node has the
+        subscription: changes made after that are all delivered, each once, those of
+        one key in timestamp order::
+
+            with db.watch(collection="users") as changes:
+                for event in changes:
+                    print(event.key, event.value)
+        """
+        c = self._settings.collection if collection is None else collection
+        return Watch(self._client.watch(c, prefix, self._settings.wait(timeout)))
+
+    # -- the cluster ----------------------------------------------------------------
+
+    def stats(self, node: Optional[str] = None, *, timeout: Optional[Seconds] = None) -> Dict[str, Any]:
+        """Counts and state of one node (``node`` = ``"host:port"``, else any connected
+        node), as a dict: ``keys``, ``tombstones``, ``bytes``, ``collections``,
+        ``status``, ``members`` (by status), ``sync``, ``hints_pending``..."""
+        return stats_of(self._client.stats(node, self._settings.wait(timeout)))
+
+    def ring(self, *, timeout: Optional[Seconds] = None) -> List[RingMember]:
+        """Every member of the ring as a connected node sees it."""
+        return ring_of(self._client.ring(self._settings.wait(timeout)))
+
+    def collection(
+        self,
+        name: str,
+        *,
+        consistency: Optional[Consistency] = None,
+        ttl: Optional[Seconds] = None,
+    ) -> "Collection":
+        """The collection ``name`` as a mutable mapping (see :class:`Collection`), with
+        its own default ``consistency`` and ``ttl`` for writes."""
+        return Collection(self, name, consistency=consistency, ttl=ttl)
+
+    # -- lifetime -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Closes the connections. Later calls raise :class:`dhrt.ConnectionError`."""
+        self._native = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._native is None
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "connected"
+        return f"<dhrt.Client {', '.join(self._settings.urls)} {state}>"
+
+
+class Collection(MutableMapping):  # type: ignore[type-arg]
+    """One collection of a cluster as a mutable mapping from keys to ``bytes``::
+
+        users = db.collection("users")
+        users["alice"] = b"admin"          # str values are stored as UTF-8
+        users["alice"]                     # b'admin'; a missing key raises KeyError
+        "alice" in users                   # True
+        del users["alice"]
+        users.update({"bob": "x", "carol": "y"})   # one request (mset)
+        for key, value in users.items(): ...       # a paged scan
+
+    Differences from a ``dict``, all for the sake of the network:
+
+    - ``del c[key]`` of a missing key does not raise: a delete is idempotent and
+      checking first would cost a read.
+    - ``len(c)`` is **exact** but costs a full scan (O(n) entries over the network);
+      iteration order is ring order, not insertion order.
+    - Reads use the collection's ``consistency``; every method also exists on
+      :class:`Client` with per-call keywords.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        name: str,
+        *,
+        consistency: Optional[Consistency] = None,
+        ttl: Optional[Seconds] = None,
+    ) -> None:
+        self.client = client
+        """The client it uses."""
+        self.name = name
+        """The collection's name."""
+        self.consistency = consistency
+        """Its consistency level for reads and writes (``None``: the client's)."""
+        self.ttl = ttl
+        """Seconds written values live (``None``: until deleted)."""
+
+    def __getitem__(self, key: Key) -> bytes:
+        value = self.client.get(key, collection=self.name, consistency=self.consistency)
+        if value is None:
+            raise NotFoundError(f"no key {key!r} in collection {self.name!r}")
+        return value
+
+    def __setitem__(self, key: Key, value: Value) -> None:
+        self.client.set(key, value, collection=self.name, consistency=self.consistency, ttl=self.ttl)
+
+    def __delitem__(self, key: Key) -> None:
+        self.client.delete(key, collection=self.name, consistency=self.consistency)
+
+    def __contains__(self, key: object) -> bool:
+        return self.client.exists(key, collection=self.name, consistency=self.consistency)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (k for k, _ in self.scan())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.scan())
+
+    def get(self, key: Key, default: Optional[bytes] = None) -> Optional[bytes]:  # type: ignore[override]
+        """The value of ``key``, or ``default``."""
+        return self.client.get(key, default, collection=self.name, consistency=self.consistency)
+
+    def keys(self) -> KeysView:  # type: ignore[type-arg]
+        """The keys, read by a scan when iterated."""
+        return _Keys(self)
+
+    def items(self) -> ItemsView:  # type: ignore[type-arg]
+        """The ``(key, value)`` pairs, read by a paged scan when iterated."""
+        return _Items(self)
+
+    def values(self) -> ValuesView:  # type: ignore[type-arg]
+        """The values, read by a paged scan when iterated."""
+        return _Values(self)
+
+    def update(self, other: Any = (), /, **kwargs: Value) -> None:
+        """Writes every item of ``other`` (a mapping or pairs) and ``kwargs`` in one
+        request (:meth:`Client.mset`)."""
+        items = items_of(other) + list(kwargs.items())
+        if items:
+            self.client.mset(items, collection=self.name, consistency=self.consistency, ttl=self.ttl)
+
+    def clear(self) -> None:
+        """Deletes every key (a scan, then a delete per key)."""
+        for key in list(self):
+            del self[key]
+
+    def scan(self, prefix: Optional[Key] = None, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Tuple[bytes, bytes]]:
+        """``(key, value)`` pairs, optionally only of keys starting with ``prefix``."""
+        return self.client.scan(prefix, collection=self.name, consistency=self.consistency, page_size=page_size)
+
+    def watch(self, prefix: Optional[Key] = None) -> "Watch":
+        """Subscribes to this collection's changes (see :meth:`Client.watch`)."""
+        return self.client.watch(prefix, collection=self.name)
+
+    def __repr__(self) -> str:
+        return f"<dhrt.Collection {self.name!r}>"
+
+
+class _Keys(KeysView):  # type: ignore[type-arg]
+    def __iter__(self) -> Iterator[bytes]:
+        return (k for k, _ in self._mapping.scan())  # type: ignore[attr-defined]
+
+
+class _Items(ItemsView):  # type: ignore[type-arg]
+    def __iter__(self) -> Iterator[Tuple[bytes, bytes]]:
+        return self._mapping.scan()  # type: ignore[attr-defined, no-any-return]
+
+
+class _Values(ValuesView):  # type: ignore[type-arg]
+    def __iter__(self) -> Iterator[bytes]:
+        return (v for _, v in self._mapping.scan())  # type: ignore[attr-defined]
+
+
+class Watch:
+    """A subscription to changes: iterate it for :class:`dhrt.Event`\\ s; use it as a
+    context manager (or call :meth:`close`) to unsubscribe.
+
+    Iteration blocks until the next change (Ctrl-C interrupts it) and stops when the
+    watch ends: closed, ended by the node (a subscriber too slow to keep up), or its
+    connection dropped — then re-read what you need and watch again. :meth:`next`
+    waits at most a given time.
+    """
+
+    def __init__(self, native: _dhrt.Watch) -> None:
+        self._native = native
+
+    def __iter__(self) -> "Watch":
+        return self
+
+    def __next__(self) -> Event:
+        event = self._native.next(None)
+        if event is None:
+            raise StopIteration
+        return Event(*event)
+
+    def next(self, timeout: Optional[Seconds] = None) -> Optional[Event]:
+        """The next change, or ``None`` if none arrived within ``timeout`` seconds
+        (``None``: wait as long as it takes) or the watch ended (see :attr:`ended`)."""
+        try:
+            event = self._native.next(seconds(timeout))
+        except TimeoutError:
+            return None
+        return None if event is None else Event(*event)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the watch has ended: no more events will come."""
+        return self._native.ended
+
+    def close(self) -> None:
+        """Unsubscribes; a :meth:`next` waiting in another thread returns ``None``."""
+        self._native.close()
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,196 @@
+//! Arguments from Python, checked before anything is sent.
+//!
+//! Keys and values are `bytes`, `bytearray` or `str` (sent as UTF-8); collection names,
+//! keys and consistency levels are checked with the very rules the node applies
+//! (`dhrt_core::store::validate_collection`, `MAX_KEY_LEN`, `Consistency`'s parser), so
+//! a bad argument fails here with `dhrt.InvalidInputError` (or `InvalidTypeError`,
+//! `TooLargeError`) and never reaches the wire.
+
+use crate::errors;
+use bytes::Bytes;
+use dhrt_core::{
+    proto::client::Consistency,
+    store::{validate_collection, MAX_KEY_LEN},
+    wire,
+};
+use pyo3::{
+    prelude::*,
+    types::{PyByteArray, PyBytes, PyString},
+    Borrowed,
+};
+use std::time::Duration;
+
+/// Bytes from a `bytes`, `bytearray` or `str` argument; `what` names it in errors.
+fn blob(obj: Borrowed<'_, '_, PyAny>, what: &str) -> PyResult<Bytes> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        Ok(Bytes::copy_from_slice(b.as_bytes()))
+    } else if let Ok(s) = obj.cast::<PyString>() {
+        Ok(Bytes::copy_from_slice(s.to_cow()?.as_bytes()))
+    } else if let Ok(b) = obj.cast::<PyByteArray>() {
+        Ok(Bytes::from(b.to_vec()))
+    } else {
+        let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        Err(errors::wrong_type(format!("{what} must be str or bytes, not {kind}")))
+    }
+}
+
+/// A key: 1 byte to 64 KiB.
+pub struct Key(pub Bytes);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Key {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let key = blob(obj, "a key")?;
+        if key.is_empty() {
+            return Err(errors::invalid("a key must not be empty: keys are 1 byte to 64 KiB"));
+        }
+        if key.len() > MAX_KEY_LEN {
+            return Err(errors::too_large(format!(
+                "a key of {} bytes is too long: keys are at most {MAX_KEY_LEN} bytes (64 KiB)",
+                key.len()
+            )));
+        }
+        Ok(Key(key))
+    }
+}
+
+/// A value; its size is checked against the client's limit by [`check_value`].
+pub struct Value(pub Bytes);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Value {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        blob(obj, "a value").map(Value)
+    }
+}
+
+/// Refuses a value over `max` bytes.
+pub fn check_value(value: &Value, max: usize) -> PyResult<()> {
+    if value.0.len() > max {
+        return Err(errors::too_large(format!(
+            "a value of {} bytes is over the limit of {max} bytes; store it in parts, or \
+             start the nodes with a larger --max-value and connect with max_value_bytes=",
+            value.0.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a batch whose frame the node would refuse: `items` bytes in all.
+pub fn check_batch(bytes: usize, max_value: usize) -> PyResult<()> {
+    // As the node computes its frame limit (`server::start`), less room for the framing.
+    let limit = wire::DEFAULT_MAX_FRAME.max(max_value + (1 << 20)) - (64 << 10);
+    if bytes > limit {
+        return Err(errors::too_large(format!(
+            "a batch of {bytes} bytes is over the {limit} bytes one request may carry; \
+             split it into smaller batches"
+        )));
+    }
+    Ok(())
+}
+
+/// A collection name: 1–64 characters from `A-Z a-z 0-9 _ - .`, not `.` or `..`.
+pub struct Collection(pub String);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Collection {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let Ok(name) = obj.cast::<PyString>() else {
+            let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            return Err(errors::wrong_type(format!("a collection name must be str, not {kind}")));
+        };
+        let name = name.to_cow()?;
+        validate_collection(&name).map_err(|e| errors::invalid(e.to_string()))?;
+        Ok(Collection(name.to_string()))
+    }
+}
+
+/// A consistency level: `"one"`, `"quorum"`, `"all"`, `"default"` or a number of
+/// replicas `>= 1` (an int, or its digits as a string).
+pub struct Level(pub Consistency);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Level {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        const USE: &str = "use \"one\", \"quorum\", \"all\" or a number of replicas such as 2";
+        let level = if let Ok(s) = obj.cast::<PyString>() {
+            let s = s.to_cow()?;
+            s.parse::<Consistency>()
+                .map_err(|_| errors::invalid(format!("invalid consistency {s:?}: {USE}")))?
+        } else if obj.is_instance_of::<pyo3::types::PyBool>() {
+            return Err(errors::wrong_type(format!("consistency must be a str or an int: {USE}")));
+        } else if let Ok(n) = obj.extract::<i64>() {
+            match u8::try_from(n) {
+                Ok(n) => Consistency::N(n),
+                Err(_) => return Err(errors::invalid(format!("invalid consistency {n}: {USE}"))),
+            }
+        } else {
+            let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            return Err(errors::wrong_type(format!(
+                "consistency must be a str or an int, not {kind}: {USE}"
+            )));
+        };
+        if level == Consistency::N(0) {
+            return Err(errors::invalid(format!("consistency 0 asks no replica: {USE}")));
+        }
+        Ok(Level(level))
+    }
+}
+
+/// A duration in seconds (`int` or `float`, `> 0`); `what` names it in errors.
+fn seconds(obj: Borrowed<'_, '_, PyAny>, what: &str) -> PyResult<Duration> {
+    if obj.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(errors::wrong_type(format!("{what} must be a number of seconds, not bool")));
+    }
+    let Ok(secs) = obj.extract::<f64>() else {
+        let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        return Err(errors::wrong_type(format!("{what} must be a number of seconds, not {kind}")));
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(errors::invalid(format!(
+            "{what} must be a positive number of seconds, not {secs}"
+        )));
+    }
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| errors::invalid(format!("{what} of {secs} s is too long")))
+}
+
+/// A time to live: seconds `> 0`, at least one millisecond once rounded up.
+pub struct Ttl(pub Duration);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Ttl {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let ttl = seconds(obj, "ttl")?;
+        Ok(Ttl(ttl.max(Duration::from_millis(1))))
+    }
+}
+
+/// How long a call may wait: seconds `> 0`.
+pub struct Timeout(pub Duration);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Timeout {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        seconds(obj, "timeout").map(Timeout)
+    }
+}
+
+/// Bytes on their way back to Python (as `bytes`).
+pub struct Blob(pub Bytes);
+
+impl<'py> IntoPyObject<'py> for Blob {
+    type Target = PyBytes;
+    type Output = Bound<'py, PyBytes>;
+    type Error = std::convert::Infallible;
+
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(PyBytes::new(py, &self.0))
+    }
+}

@@ -1,0 +1,364 @@
+//! `dhrt._dhrt.Client` and `Watch`: the Rust [`dhrt::client::Client`] for Python.
+//!
+//! One native client serves both Python clients: made with `asynchronous=False` its
+//! calls block with the GIL released (`dhrt.Client`), its connections living on the
+//! runtime the waiting threads drive; with `asynchronous=True` they return awaitables
+//! (`dhrt.AsyncClient`) and its connections live on the multi-thread runtime — see
+//! [`crate::runtime`]. Arguments arrive already
+//! converted and checked ([`crate::args`]); answers go back as plain Python values
+//! (`bytes`, tuples, a JSON string for stats) that the pure-Python layer dresses up.
+
+use crate::{
+    args::{check_batch, check_value, Blob, Collection, Key, Level, Timeout, Ttl, Value},
+    errors,
+    runtime::{self, within},
+};
+use bytes::Bytes;
+use dhrt::client::{self as native, ClientError};
+use pyo3::prelude::*;
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tokio::sync::{Mutex, Notify, OnceCell};
+
+/// How long opening a connection may take inside a call whose own timeout is longer:
+/// the native client's per-request limit is set this high so that the per-call
+/// timeout (`within`) is the one that decides.
+const NATIVE_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A change seen by a watch: `(collection, key, value or None, ts)`.
+type EventTuple = (String, Blob, Option<Blob>, u64);
+
+/// A ring member: `(id, addr, tokens, status)`.
+type MemberTuple = (u64, String, Vec<u64>, String);
+
+/// A scan page: `([(key, value)], cursor or None)`.
+type PageTuple = (Vec<(Blob, Blob)>, Option<Blob>);
+
+/// A pipelined, ring-aware client (see `dhrt.Client`). It connects on [`Client::connect`]
+/// or on its first call, whichever comes first.
+#[pyclass(frozen, module = "dhrt._dhrt")]
+pub struct Client {
+    link: Arc<Link>,
+    max_value: usize,
+    asynchronous: bool,
+}
+
+/// The native client, once connected.
+struct Link {
+    seeds: Vec<String>,
+    limit: Option<Duration>,
+    client: OnceCell<native::Client>,
+}
+
+impl Link {
+    /// The connected client: connects through the seeds on first use (at most `limit`).
+    async fn client(&self) -> PyResult<native::Client> {
+        if let Some(c) = self.client.get() {
+            return Ok(c.clone());
+        }
+        let connect = || async {
+            let seeds: Vec<&str> = self.seeds.iter().map(String::as_str).collect();
+            let connect =
+                async { native::Client::connect_with(&seeds, NATIVE_LIMIT).await.map_err(failed) };
+            within(self.limit, connect).await
+        };
+        self.client.get_or_try_init(connect).await.cloned()
+    }
+}
+
+fn failed(e: ClientError) -> PyErr {
+    errors::client_error(e)
+}
+
+#[pymethods]
+impl Client {
+    /// A client of the cluster reached through `seeds`; connecting waits at most
+    /// `timeout` seconds. Its calls block, or return awaitables when `asynchronous`.
+    /// Nothing is sent yet.
+    #[new]
+    #[pyo3(signature = (seeds, timeout, max_value, asynchronous=false))]
+    fn new(
+        seeds: Vec<String>,
+        timeout: Option<Timeout>,
+        max_value: usize,
+        asynchronous: bool,
+    ) -> PyResult<Self> {
+        if seeds.is_empty() {
+            return Err(errors::invalid(
+                "give at least one node address, such as ws://127.0.0.1:7453",
+            ));
+        }
+        let link = Link { seeds, limit: timeout.map(|t| t.0), client: OnceCell::new() };
+        Ok(Client { link: Arc::new(link), max_value, asynchronous })
+    }
+
+    /// Connects through the first reachable seed and reads the ring (once).
+    fn connect(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let link = self.link.clone();
+        runtime::run(py, self.asynchronous, async move { link.client().await.map(|_| ()) })
+    }
+
+    /// The value of `key`, or None.
+    #[pyo3(signature = (collection, key, consistency, timeout))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        key: Key,
+        consistency: Level,
+        timeout: Option<Timeout>,
+    ) -> PyResult<Py<PyAny>> {
+        self.call(py, timeout, move |c| async move {
+            Ok(c.get(&collection.0, key.0, consistency.0).await?.map(Blob))
+        })
+    }
+
+    /// Writes `key` = `value`; returns the write's timestamp.
+    #[pyo3(signature = (collection, key, value, consistency, ttl, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn set(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        key: Key,
+        value: Value,
+        consistency: Level,
+        ttl: Option<Ttl>,
+        timeout: Option<Timeout>,
+    ) -> PyResult<Py<PyAny>> {
+        check_value(&value, self.max_value)?;
+        self.call(py, timeout, move |c| async move {
+            let ttl = ttl.map(|t| t.0);
+            Ok(c.set(&collection.0, key.0, value.0, consistency.0, ttl).await?.0)
+        })
+    }
+
+    /// Deletes `key`; returns the delete's timestamp.
+    #[pyo3(signature = (collection, key, consistency, timeout))]
+    fn delete(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        key: Key,
+        consistency: Level,
+        timeout: Option<Timeout>,
+    ) -> PyResult<Py<PyAny>> {
+        self.call(py, timeout, move |c| async move {
+            Ok(c.del(&collection.0, key.0, consistency.0).await?.0)
+        })
+    }
+
+    /// The values of `keys`, in order (None for each missing key).
+    #[pyo3(signature = (collection, keys, consistency, timeout))]
+    fn get_many(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        keys: Vec<Key>,
+        consistency: Level,
+        timeout: Option<Timeout>,
+    ) -> PyResult<Py<PyAny>> {
+        let keys: Vec<Bytes> = keys.into_iter().map(|k| k.0).collect();
+        check_batch(keys.iter().map(|k| k.len() + 8).sum(), self.max_value)?;
+        self.call(py, timeout, move |c| async move {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let values = c.get_many(&collection.0, keys, consistency.0).await?;
+            Ok(values.into_iter().map(|v| v.map(Blob)).collect())
+        })
+    }
+
+    /// Writes every `(key, value)` of `items` with one timestamp; returns it (None for
+    /// no items).
+    #[pyo3(signature = (collection, items, consistency, ttl, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_many(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        items: Vec<(Key, Value)>,
+        consistency: Level,
+        ttl: Option<Ttl>,
+        timeout: Option<Timeout>,
+    ) -> PyResult<Py<PyAny>> {
+        for (_, value) in &items {
+            check_value(value, self.max_value)?;
+        }
+        check_batch(items.iter().map(|(k, v)| k.0.len() + v.0.len() + 16).sum(), self.max_value)?;
+        let items: Vec<(Bytes, Bytes)> = items.into_iter().map(|(k, v)| (k.0, v.0)).collect();
+        self.call(py, timeout, move |c| async move {
+            if items.is_empty() {
+                return Ok(None);
+            }
+            let ttl = ttl.map(|t| t.0);
+            Ok(Some(c.set_many(&collection.0, items, consistency.0, ttl).await?.0))
+        })
+    }
+
+    /// One page of a scan: `([(key, value)], cursor)`; the cursor is None at the end.
+    #[pyo3(signature = (collection, cursor, prefix, limit, consistency, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn scan(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        cursor: Option<Vec<u8>>,
+        prefix: Option<Key>,
+        limit: u32,
+        consistency: Level,
+        timeout: Option<Timeout>,
+    ) -> PyResult<Py<PyAny>> {
+        self.call(py, timeout, move |c| async move {
+            let (cursor, prefix) = (cursor.map(Bytes::from), prefix.map(|p| p.0));
+            let page = c.scan(&collection.0, cursor, prefix, limit, consistency.0).await?;
+            let items = page.items.into_iter().map(|(k, v)| (Blob(k), Blob(v))).collect();
+            Ok::<PageTuple, _>((items, page.cursor.map(Blob)))
+        })
+    }
+
+    /// Subscribes to changes of `collection` (keys starting with `prefix`).
+    #[pyo3(signature = (collection, prefix, timeout))]
+    fn watch(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        prefix: Option<Key>,
+        timeout: Option<Timeout>,
+    ) -> PyResult<Py<PyAny>> {
+        let asynchronous = self.asynchronous;
+        self.call(py, timeout, move |c| async move {
+            let inner = c.watch(&collection.0, prefix.map(|p| p.0)).await?;
+            Ok(Watch {
+                asynchronous,
+                inner: Arc::new(Mutex::new(Some(inner))),
+                closed: Arc::new(AtomicBool::new(false)),
+                close: Arc::new(Notify::new()),
+            })
+        })
+    }
+
+    /// The stats of the node at `node` (any connected node when None), as JSON text.
+    #[pyo3(signature = (node, timeout))]
+    fn stats(
+        &self,
+        py: Python<'_>,
+        node: Option<String>,
+        timeout: Option<Timeout>,
+    ) -> PyResult<Py<PyAny>> {
+        self.call(py, timeout, move |c| async move {
+            let stats = c.stats(node.as_deref()).await?;
+            serde_json::to_string(&stats).map_err(|e| ClientError::Protocol(e.to_string()))
+        })
+    }
+
+    /// The ring's members: `[(id, addr, tokens, status)]`.
+    #[pyo3(signature = (timeout))]
+    fn ring(&self, py: Python<'_>, timeout: Option<Timeout>) -> PyResult<Py<PyAny>> {
+        self.call(py, timeout, move |c| async move {
+            let members = c.ring().await?;
+            Ok(members
+                .into_iter()
+                .map(|m| (m.id.0, m.addr, m.tokens, m.status))
+                .collect::<Vec<MemberTuple>>())
+        })
+    }
+}
+
+impl Client {
+    /// Runs `op` on the connected client (connecting first if need be) within
+    /// `timeout`, blocking or as an awaitable: the shape of every method above.
+    fn call<T, F, Fut>(
+        &self,
+        py: Python<'_>,
+        timeout: Option<Timeout>,
+        op: F,
+    ) -> PyResult<Py<PyAny>>
+    where
+        F: FnOnce(native::Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, ClientError>> + Send,
+        T: for<'a> IntoPyObject<'a> + Send + 'static,
+    {
+        let link = self.link.clone();
+        runtime::run(py, self.asynchronous, async move {
+            let call = async {
+                let c = link.client().await?;
+                op(c).await.map_err(failed)
+            };
+            within(timeout.map(|t| t.0), call).await
+        })
+    }
+}
+
+/// A subscription to changes (see `dhrt.Watch`). Closing it, or dropping it,
+/// unsubscribes.
+#[pyclass(frozen, module = "dhrt._dhrt")]
+pub struct Watch {
+    asynchronous: bool,
+    inner: Arc<Mutex<Option<native::Watch>>>,
+    closed: Arc<AtomicBool>,
+    close: Arc<Notify>,
+}
+
+#[pymethods]
+impl Watch {
+    /// The next change as `(collection, key, value, ts)`; None once the watch ended (the
+    /// node ended it, the connection dropped, or it was closed). Raises
+    /// `dhrt.TimeoutError` when nothing arrived within `timeout`.
+    #[pyo3(signature = (timeout))]
+    fn next(&self, py: Python<'_>, timeout: Option<Timeout>) -> PyResult<Py<PyAny>> {
+        let (inner, closed, close) = (self.inner.clone(), self.closed.clone(), self.close.clone());
+        runtime::run(py, self.asynchronous, async move {
+            let next = async {
+                // Listen for `close` before looking at the flag, so a close between the
+                // two still wakes this call.
+                let closing = close.notified();
+                tokio::pin!(closing);
+                closing.as_mut().enable();
+                let mut guard = inner.lock().await;
+                let Some(watch) = guard.as_mut().filter(|_| !closed.load(Ordering::Acquire)) else {
+                    *guard = None;
+                    return Ok(None);
+                };
+                let event = tokio::select! {
+                    event = watch.next() => event,
+                    () = closing => Ok(None),
+                };
+                match event {
+                    Ok(Some(e)) => Ok(Some((e.collection, Blob(e.key), e.value.map(Blob), e.ts.0))),
+                    Ok(None) => {
+                        *guard = None;
+                        Ok(None)
+                    }
+                    Err(e) => {
+                        *guard = None;
+                        Err(failed(e))
+                    }
+                }
+            };
+            within::<Option<EventTuple>>(timeout.map(|t| t.0), next).await
+        })
+    }
+
+    /// Ends the subscription; a `next` waiting in another thread returns None.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.close.notify_waiters();
+        if let Ok(mut guard) = self.inner.try_lock() {
+            *guard = None;
+        }
+    }
+
+    /// Whether the watch has ended (closed, or ended by the node or the connection).
+    #[getter]
+    fn ended(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+            || self.inner.try_lock().map(|g| g.is_none()).unwrap_or(false)
+    }
+}
