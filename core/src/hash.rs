@@ -186,10 +186,16 @@ impl Interval {
         self.segments().into_iter().flatten().any(|s| s.lo <= seg.hi && seg.lo <= s.hi)
     }
 
-    /// Which of [`Interval::segments`] holds `pos` (0 or 1), if the interval contains it:
-    /// where a paged walk of the interval resumes after a cursor at `pos`.
-    pub fn segment_of(&self, pos: Position) -> Option<usize> {
-        self.segments().iter().position(|s| s.is_some_and(|s| s.contains(pos)))
+    /// The segments a paged walk of the interval still covers after a cursor at
+    /// `after` (from the start when `None`), in walk order, each with whether the cursor
+    /// lies in it — there the walk resumes just after the cursor, elsewhere at the
+    /// segment's start. Empty when the cursor is outside the interval.
+    pub fn walk_after(&self, after: Option<Position>) -> Vec<(Segment, bool)> {
+        let segments = self.segments().into_iter().flatten();
+        let Some(pos) = after else {
+            return segments.map(|s| (s, false)).collect();
+        };
+        segments.skip_while(|s| !s.contains(pos)).map(|s| (s, s.contains(pos))).collect()
     }
 
     /// The interval as at most two non-wrapping inclusive segments, in ring order from
@@ -233,6 +239,17 @@ impl std::fmt::Display for Interval {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paged_walk_resumes_in_the_cursor_segment() {
+        let wrapping = Interval::new(100, 10); // [101, MAX] then [0, 10]
+        let hi = Segment { lo: 101, hi: u64::MAX };
+        let lo = Segment { lo: 0, hi: 10 };
+        assert_eq!(wrapping.walk_after(None), [(hi, false), (lo, false)]);
+        assert_eq!(wrapping.walk_after(Some(500)), [(hi, true), (lo, false)]);
+        assert_eq!(wrapping.walk_after(Some(3)), [(lo, true)]);
+        assert!(wrapping.walk_after(Some(50)).is_empty(), "outside: nothing left");
+    }
     use proptest::prelude::*;
 
     const EDGES: [u64; 9] = [

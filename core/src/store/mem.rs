@@ -158,19 +158,9 @@ impl Store for MemStore {
         let Some(c) = self.collections.get(collection) else {
             return Ok(out);
         };
-        let first_segment = match after {
-            None => 0,
-            Some((p, _)) => match interval.segment_of(p) {
-                Some(i) => i,
-                None => return Ok(out),
-            },
-        };
-        for (i, seg) in interval.segments().into_iter().enumerate().skip(first_segment) {
-            let Some(seg) = seg else { continue };
+        for (seg, resume) in interval.walk_after(after.map(|(p, _)| p)) {
             let lower = match after {
-                Some((p, k)) if i == first_segment => {
-                    Bound::Excluded(Slot(p, Bytes::copy_from_slice(k)))
-                }
+                Some((p, k)) if resume => Bound::Excluded(Slot(p, Bytes::copy_from_slice(k))),
                 _ => Bound::Included(Slot(seg.lo, Bytes::new())),
             };
             let upper = match seg.hi.checked_add(1) {

@@ -488,21 +488,13 @@ fn range_from<T: ReadableTable<&'static [u8], &'static [u8]>>(
     limit: usize,
 ) -> Result<Vec<Record>, StoreError> {
     let mut out = Vec::new();
-    let first_segment = match after {
-        None => 0,
-        Some((p, _)) => match interval.segment_of(p) {
-            Some(i) => i,
-            None => return Ok(out),
-        },
-    };
-    for (i, seg) in interval.segments().into_iter().enumerate().skip(first_segment) {
-        let Some(seg) = seg else { continue };
+    for (seg, resume) in interval.walk_after(after.map(|(p, _)| p)) {
         if out.len() >= limit {
             break;
         }
         let (lo, hi) = position_bounds(seg.lo, seg.hi);
         let cursor = match after {
-            Some((p, k)) if i == first_segment => Some(codec::record_key(p, k)),
+            Some((p, k)) if resume => Some(codec::record_key(p, k)),
             _ => None,
         };
         let lower = match &cursor {
