@@ -208,6 +208,19 @@ pub enum Outcome {
     NotFound(String),
 }
 
+/// How long ago the wall-clock time `unix_ms` was, for people ("12 s ago").
+fn ago(unix_ms: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let secs = now.saturating_sub(unix_ms) / 1000;
+    match secs {
+        0..120 => format!("{secs} s ago"),
+        120..7_200 => format!("{} min ago", secs / 60),
+        _ => format!("{} h ago", secs / 3600),
+    }
+}
+
 /// A node's stats as lines of `name: value`.
 pub fn render_stats(s: &NodeStats) -> String {
     let m = &s.members;
@@ -243,7 +256,7 @@ pub fn render_stats(s: &NodeStats) -> String {
         sync.failed,
         sync.entries_received,
         sync.cleaned,
-        sync.last_full_sync_ms.map_or("never".into(), |t| format!("{t} (unix ms)")),
+        sync.last_full_sync_ms.map_or("never".into(), ago),
         progress(sync.handoff),
         progress(sync.leaving),
         s.hints_pending,
