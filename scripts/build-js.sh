@@ -14,8 +14,10 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/toolchain.sh
+. scripts/toolchain.sh
 
-bindgen_version=0.2.130
+bindgen_version=$DHRT_BINDGEN_VERSION
 out=js/pkg
 wasm=target/wasm/wasm32-unknown-unknown/wasm-release/dhrt_wasm.wasm
 depinfo=target/wasm/wasm32-unknown-unknown/wasm-release/dhrt_wasm.d

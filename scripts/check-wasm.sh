@@ -4,7 +4,8 @@
 #
 # rustup cannot download the wasm32 target on our machines, so this uses Debian's Rust
 # (rustc-web, cargo-web, rust-web-src; see scripts/setup.sh) and builds std from source
-# with -Zbuild-std. RUSTC=/usr/bin/rustc keeps the rustup proxy (and so
+# with -Zbuild-std, linked by LLVM's wasm-ld named in scripts/toolchain.sh (no `rust-lld`
+# is on the PATH of a fresh machine). RUSTC=/usr/bin/rustc keeps the rustup proxy (and so
 # rust-toolchain.toml) out of it; /usr/bin/cargo is not a rustup proxy either. A separate
 # target dir keeps the two compilers from invalidating each other's builds.
 #
@@ -16,17 +17,23 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/toolchain.sh
+. scripts/toolchain.sh
 
 target=wasm32-unknown-unknown
 target_dir=target/wasm
 wasm="$target_dir/$target/wasm-release/dhrt_wasm.wasm"
 
-for tool in /usr/bin/cargo /usr/bin/rustc; do
+for tool in "$DHRT_WASM_CARGO" "$DHRT_WASM_RUSTC"; do
     if [ ! -x "$tool" ]; then
         echo "check-wasm: $tool is missing; run scripts/setup.sh (Debian's rustc-web, cargo-web)" >&2
         exit 1
     fi
 done
+if [ ! -x "$DHRT_WASM_LINKER" ]; then
+    echo "check-wasm: the wasm linker $DHRT_WASM_LINKER is missing; run scripts/setup.sh (Debian's lld-22)" >&2
+    exit 1
+fi
 if ! command -v wasm-objdump >/dev/null 2>&1; then
     echo "check-wasm: wasm-objdump is missing; run scripts/setup.sh (Debian's wabt)" >&2
     exit 1
@@ -50,11 +57,12 @@ rustflags="-Zunstable-options -Cpanic=immediate-abort -Ctarget-feature=-referenc
 rustflags+=" --remap-path-prefix=$PWD=/dhrt"
 rustflags+=" --remap-path-prefix=$cargo_home/registry/src=/cargo"
 
-echo "check-wasm: building dhrt-wasm for $target with $(/usr/bin/rustc --version)"
+echo "check-wasm: building dhrt-wasm for $target with $("$DHRT_WASM_RUSTC" --version), linked by $DHRT_WASM_LINKER"
 start=$(date +%s)
 env -u RUSTC_WRAPPER -u RUSTC_WORKSPACE_WRAPPER -u CARGO_ENCODED_RUSTFLAGS \
-    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="$rustflags" \
-    /usr/bin/cargo build --locked -p dhrt-wasm --profile wasm-release --target "$target" \
+    RUSTC="$DHRT_WASM_RUSTC" RUSTC_BOOTSTRAP=1 \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$DHRT_WASM_LINKER" RUSTFLAGS="$rustflags" \
+    "$DHRT_WASM_CARGO" build --locked -p dhrt-wasm --profile wasm-release --target "$target" \
     -Zbuild-std=std,panic_abort --target-dir "$target_dir"
 echo "check-wasm: built in $(($(date +%s) - start)) s: $wasm"
 

@@ -11,6 +11,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/toolchain.sh
+. scripts/toolchain.sh
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -29,7 +31,8 @@ as_root() {
 # --- Debian packages ---------------------------------------------------------------
 # rustc-web, cargo-web, rust-web-src: Debian's Rust 1.96 with std source, used to build
 #   std for wasm32-unknown-unknown (rustup cannot download targets here).
-# lld-22: provides rust-lld, the wasm linker.
+# lld-22: LLVM's wasm-ld, the wasm32 linker, at /usr/lib/llvm-22/bin/wasm-ld (it puts
+#   no `rust-lld` on the PATH: the wasm scripts name this linker, see toolchain.sh).
 # wabt: wasm-objdump, to check the wasm's imports. binaryen: wasm-opt, for size work.
 # chromium: the real browser of the dashboard test (driven by playwright-core).
 apt_packages=(rustc-web cargo-web rust-web-src lld-22 wabt binaryen chromium)
@@ -111,7 +114,7 @@ fi
 # --- wasm-bindgen-cli ----------------------------------------------------------------
 # Pinned to the wasm-bindgen crate's version (Cargo.toml): the CLI refuses modules built
 # by another version. No --locked: the registry mirror lacks one locked dependency.
-bindgen_version=0.2.130
+bindgen_version=$DHRT_BINDGEN_VERSION
 if command -v wasm-bindgen >/dev/null 2>&1 \
     && [ "$(wasm-bindgen --version | awk '{print $2}')" = "$bindgen_version" ] \
     && command -v wasm-bindgen-test-runner >/dev/null 2>&1; then
@@ -125,7 +128,7 @@ fi
 # Node >= 20 comes with the machine (Debian 12's own nodejs is 18, too old for the
 # package); say so plainly when it is missing.
 node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
-if [ "$node_major" -lt 20 ] || ! command -v npm >/dev/null 2>&1; then
+if [ "$node_major" -lt "$DHRT_NODE_MIN_MAJOR" ] || ! command -v npm >/dev/null 2>&1; then
     say "need Node.js >= 20 with npm (found ${node_major}); install it from nodesource.com" >&2
     exit 1
 fi
@@ -140,4 +143,12 @@ else
     cp js/package-lock.json "$stamp"
 fi
 
-say "done"
+# --- the check ---------------------------------------------------------------------
+# Every tool the tests use, checked in one place (scripts/toolchain.sh): a step above
+# that "succeeded" without installing what it should is caught here, not mid-test.
+if check_tools; then
+    say "done: every tool the tests use is present"
+else
+    say "FAILED: a tool the tests use is missing (see MISSING above)" >&2
+    exit 1
+fi

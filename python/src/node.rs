@@ -65,6 +65,7 @@ impl Node {
             vnodes,
             max_value_bytes: max_value,
             leave_timeout: Duration::from_secs_f64(leave_timeout),
+            ..ServeOptions::default()
         };
         let storage = match data_dir {
             Some(path) => Storage::Dir { path, min_free_bytes: min_free_mb << 20 },

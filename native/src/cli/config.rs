@@ -85,6 +85,24 @@ config_file! {
     leave_timeout: u64,
     /// `--min-free-mb`.
     min_free_mb: u64,
+    /// `--cluster-secret-file`.
+    cluster_secret_file: PathBuf,
+    /// `--tls-cert`.
+    tls_cert: PathBuf,
+    /// `--tls-key`.
+    tls_key: PathBuf,
+    /// `--tls-ca`.
+    tls_ca: PathBuf,
+    /// `--tls-client-auth`.
+    tls_client_auth: bool,
+    /// `--admin-token-file`.
+    admin_token_file: PathBuf,
+    /// `--allow-origin`, a list of origins.
+    allow_origin: Vec<String>,
+    /// `--metrics-public`.
+    metrics_public: bool,
+    /// `--insecure`.
+    insecure: bool,
 }
 
 impl ConfigFile {
@@ -272,9 +290,21 @@ mod tests {
             max_value,
             leave_timeout,
             min_free_mb,
+            cluster_secret_file,
+            tls_cert,
+            tls_key,
+            tls_ca,
+            tls_client_auth,
+            admin_token_file,
+            allow_origin,
+            metrics_public,
+            insecure,
         } = file;
         assert!(port.is_some() && host.is_some() && advertise.is_some() && data_dir.is_some());
         assert!(memory.is_some() && join.is_some() && replicas.is_some() && vnodes.is_some());
         assert!(max_value.is_some() && leave_timeout.is_some() && min_free_mb.is_some());
+        assert!(cluster_secret_file.is_some() && tls_cert.is_some() && tls_key.is_some());
+        assert!(tls_ca.is_some() && tls_client_auth.is_some() && admin_token_file.is_some());
+        assert!(allow_origin.is_some() && metrics_public.is_some() && insecure.is_some());
     }
 }

@@ -4,6 +4,7 @@ use clap::Args;
 use dhrt::server::{
     self,
     launch::{launch, Launched, Storage},
+    security::{Secret, SecurityOptions, TlsFiles},
     ServeOptions,
 };
 use std::{path::PathBuf, time::Duration};
@@ -47,6 +48,39 @@ pub struct ServeArgs {
     /// MiB would stay free on the data dir's disk.
     #[arg(long, default_value_t = 64)]
     pub min_free_mb: u64,
+    /// The cluster secret (at least 16 bytes; surrounding whitespace is trimmed) every
+    /// peer proves it holds when a link opens. Required, with --admin-token-file, to
+    /// listen on a non-loopback address.
+    #[arg(long, env = "DHRT_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// This node's TLS certificate chain (PEM): the port then speaks https:// and wss://.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM) that other nodes' certificates are checked against (default:
+    /// the public roots).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: peer links must present a certificate signed by --tls-ca.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub tls_client_auth: bool,
+    /// A file holding the bootstrap admin token. With it, every client request needs a
+    /// token (`dhrt token create` makes more).
+    #[arg(long, env = "DHRT_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// A web origin (scheme://host[:port]) allowed to call this node from a browser,
+    /// besides the node's own (repeat for several).
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+    /// Serve /metrics without a token even when tokens are required.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub metrics_public: bool,
+    /// Start on a non-loopback address without peer authentication or client tokens
+    /// (warned about at every start).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub insecure: bool,
     /// Read settings from this TOML file: any of these flags, spelled like the flag
     /// (`data-dir = "/var/lib/dhrt"`, `join = ["10.0.0.1:7453"]`). A flag given on the
     /// command line wins over the file, the file over the defaults.
@@ -55,8 +89,29 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn options(&self) -> ServeOptions {
-        ServeOptions {
+    fn options(&self) -> Result<ServeOptions, String> {
+        let cluster_secret =
+            self.cluster_secret_file.as_deref().map(Secret::from_file).transpose()?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: self.tls_ca.clone(),
+                client_auth: self.tls_client_auth,
+            }),
+            (None, None) if self.tls_client_auth => {
+                return Err("--tls-client-auth needs --tls-cert, --tls-key and --tls-ca".into())
+            }
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
+        if self.tls_client_auth && self.tls_ca.is_none() {
+            return Err(
+                "--tls-client-auth needs --tls-ca, the CA peers' certificates are checked against"
+                    .into(),
+            );
+        }
+        Ok(ServeOptions {
             host: self.host.clone(),
             port: self.port,
             advertise: self.advertise.clone(),
@@ -65,7 +120,15 @@ impl ServeArgs {
             vnodes: self.vnodes,
             max_value_bytes: self.max_value,
             leave_timeout: Duration::from_secs(self.leave_timeout),
-        }
+            security: SecurityOptions {
+                cluster_secret,
+                tls,
+                admin_token_file: self.admin_token_file.clone(),
+                allow_origins: self.allow_origin.clone(),
+                metrics_public: self.metrics_public,
+                insecure: self.insecure,
+            },
+        })
     }
 }
 
@@ -76,7 +139,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let opts = args.options();
+    let opts = args.options()?;
     let bound = server::bind(&opts).await?;
     let listening = bound.local_addr;
     let advertise = bound.advertise.clone();

@@ -11,6 +11,7 @@ pub mod driver;
 pub mod http;
 pub mod launch;
 pub mod peers;
+pub mod security;
 pub mod stats;
 pub mod syncer;
 pub mod ws;
@@ -55,6 +56,9 @@ pub enum ServeError {
     /// The data directory could not be opened.
     #[error("cannot open the data directory: {0}")]
     Store(#[from] StoreError),
+    /// Exposed to the network without peer authentication or client tokens.
+    #[error("{0}")]
+    Insecure(String),
     /// Anything else at start-up.
     #[error("{0}")]
     Other(String),
@@ -153,6 +157,8 @@ pub struct ServeOptions {
     pub max_value_bytes: usize,
     /// How long a graceful leave may take before the node exits anyway.
     pub leave_timeout: Duration,
+    /// Who may be a peer or a client, TLS, web origins ([`security`]).
+    pub security: security::SecurityOptions,
 }
 
 impl Default for ServeOptions {
@@ -166,6 +172,7 @@ impl Default for ServeOptions {
             vnodes: dhrt_core::ring::DEFAULT_VNODES,
             max_value_bytes: 16 * 1024 * 1024,
             leave_timeout: Duration::from_secs(30),
+            security: security::SecurityOptions::default(),
         }
     }
 }
@@ -192,8 +199,18 @@ pub struct Bound {
     pub local_addr: SocketAddr,
 }
 
-/// Binds the listener.
+/// Binds the listener, after the secure-by-default check
+/// ([`security::SecurityOptions::check_exposure`]): a node others can reach refuses to
+/// start without peer authentication and client tokens unless `--insecure`.
 pub async fn bind(opts: &ServeOptions) -> Result<Bound, ServeError> {
+    match opts.security.check_exposure(&opts.host) {
+        Ok(None) => {}
+        Ok(Some(warning)) => {
+            tracing::warn!("{warning}");
+            eprintln!("WARNING: {warning}");
+        }
+        Err(refusal) => return Err(ServeError::Insecure(refusal)),
+    }
     let want = format!("{}:{}", opts.host, opts.port);
     let listener = TcpListener::bind(&want)
         .await
