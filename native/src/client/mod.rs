@@ -154,6 +154,20 @@ struct Inner {
     conns: Mutex<HashMap<String, Conn>>,
     ring: Mutex<Option<RingView>>,
     timeout: Duration,
+    options: ConnectOptions,
+}
+
+/// How a client reaches nodes: the token it presents and the TLS it speaks. The same
+/// options serve every connection the client opens (it opens one per node it talks to).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// The token presented on every connection (the CLI's `--token`, `DHRT_TOKEN`).
+    pub token: Option<String>,
+    /// Speak TLS (`wss://`); implied by a `wss://` or `https://` address.
+    pub tls: bool,
+    /// The CA (PEM file) nodes' certificates are verified against; the public roots
+    /// when unset.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// An async, pipelined, ring-aware dhrt client. Cheap to clone; clones share
@@ -183,12 +197,23 @@ impl Client {
 
     /// Connects through the first reachable of `seeds`, with `timeout` per request.
     pub async fn connect_with(seeds: &[&str], timeout: Duration) -> Result<Client, ClientError> {
+        Self::connect_with_options(seeds, timeout, ConnectOptions::default()).await
+    }
+
+    /// Connects through the first reachable of `seeds`, with `timeout` per request, a
+    /// token and TLS as `options` say.
+    pub async fn connect_with_options(
+        seeds: &[&str],
+        timeout: Duration,
+        options: ConnectOptions,
+    ) -> Result<Client, ClientError> {
         let client = Client {
             inner: Arc::new(Inner {
                 seeds: seeds.iter().map(|s| normalize_addr(s)).collect(),
                 conns: Mutex::new(HashMap::new()),
                 ring: Mutex::new(None),
                 timeout,
+                options,
             }),
         };
         client.any_conn().await?;
@@ -411,7 +436,7 @@ impl Client {
                 return Ok(c);
             }
         }
-        let c = Conn::open(addr, self.inner.timeout).await?;
+        let c = Conn::open(addr, self.inner.timeout, &self.inner.options).await?;
         if let Ok(mut m) = self.inner.conns.lock() {
             m.insert(addr.to_string(), c.clone());
         }

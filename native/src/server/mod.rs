@@ -82,6 +82,8 @@ pub struct AppState {
     pub node: NodeId,
     /// How long a request may wait for the node's answer.
     pub request_timeout: Duration,
+    /// Who may be a peer or a client, TLS, web origins.
+    pub security: Arc<security::SecurityOptions>,
 }
 
 impl AppState {
@@ -279,6 +281,7 @@ where
         addr: bound.advertise.clone(),
         node: node.id(),
         request_timeout: Duration::from_millis(node.config().request_timeout_ms),
+        security: Arc::new(opts.security.clone()),
     };
     let peers = peers::Peers::new(
         node.id(),
