@@ -48,6 +48,58 @@ pub enum Message {
     Watch(WatchMessage),
 }
 
+/// What a peer link carries: every message one node sends another, and nothing a
+/// client sends. A host decodes a peer link's frames as this type (and a client
+/// connection's as [`ClientMessage`]), so a client frame on a peer link, or a peer frame
+/// on a client connection, is a decoding error that never reaches the node. The variant
+/// names are those of [`Message`], so the bytes on the wire are the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// A step of a Merkle sync session between two replicas.
+    Sync(SyncMessage),
+    /// Membership gossip and failure detection between two nodes.
+    Gossip(MembershipMessage),
+    /// A coordinator's write or read to a replica, or the replica's answer.
+    Replica(ReplicaMessage),
+    /// A watch's subscription at a source node, or the changes it streams back.
+    Watch(WatchMessage),
+}
+
+impl From<PeerMessage> for Message {
+    fn from(msg: PeerMessage) -> Message {
+        match msg {
+            PeerMessage::Sync(m) => Message::Sync(m),
+            PeerMessage::Gossip(m) => Message::Gossip(m),
+            PeerMessage::Replica(m) => Message::Replica(m),
+            PeerMessage::Watch(m) => Message::Watch(m),
+        }
+    }
+}
+
+impl TryFrom<Message> for PeerMessage {
+    /// The message, given back: a client frame or Chord routing, which no peer link
+    /// carries.
+    type Error = Message;
+
+    fn try_from(msg: Message) -> Result<PeerMessage, Message> {
+        match msg {
+            Message::Sync(m) => Ok(PeerMessage::Sync(m)),
+            Message::Gossip(m) => Ok(PeerMessage::Gossip(m)),
+            Message::Replica(m) => Ok(PeerMessage::Replica(m)),
+            Message::Watch(m) => Ok(PeerMessage::Watch(m)),
+            other => Err(other),
+        }
+    }
+}
+
+/// What a client connection carries from the client: requests only. The variant name
+/// is that of [`Message::Request`], so the bytes on the wire are the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// A request from a client, tagged with the client's request id.
+    Request(ClientRequest),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,10 +132,50 @@ mod tests {
         ];
         for m in messages {
             let frame = wire::encode(&m).unwrap();
+            // A peer link decodes the same bytes as its own type, or refuses them.
+            match PeerMessage::try_from(m.clone()) {
+                Ok(peer) => assert_eq!(
+                    wire::decode_with_limit::<PeerMessage>(&frame, wire::DEFAULT_MAX_FRAME)
+                        .unwrap(),
+                    peer
+                ),
+                Err(_) => {
+                    assert!(wire::decode_with_limit::<PeerMessage>(&frame, wire::DEFAULT_MAX_FRAME)
+                        .is_err())
+                }
+            }
+            assert!(
+                wire::decode_with_limit::<ClientMessage>(&frame, wire::DEFAULT_MAX_FRAME).is_err(),
+                "no client sends {m:?}"
+            );
             assert_eq!(wire::decode(&frame).unwrap(), m);
             for cut in 1..frame.len() {
                 assert!(wire::decode(&frame[..cut]).is_err(), "truncated at {cut}");
             }
         }
+    }
+
+    #[test]
+    fn client_and_peer_frames_decode_only_on_their_own_side() {
+        let req = ClientRequest { id: 9, op: client::Op::Stats };
+        let frame = wire::encode(&Message::Request(req.clone())).unwrap();
+        assert_eq!(
+            wire::decode_with_limit::<ClientMessage>(&frame, wire::DEFAULT_MAX_FRAME).unwrap(),
+            ClientMessage::Request(req)
+        );
+        assert!(
+            wire::decode_with_limit::<PeerMessage>(&frame, wire::DEFAULT_MAX_FRAME).is_err(),
+            "a request on a peer link"
+        );
+        let resp = ClientResponse::error(9, client::ErrorCode::Internal, "x");
+        let frame = wire::encode(&Message::Response(resp)).unwrap();
+        assert!(
+            wire::decode_with_limit::<PeerMessage>(&frame, wire::DEFAULT_MAX_FRAME).is_err(),
+            "a response on a peer link"
+        );
+        assert!(
+            wire::decode_with_limit::<ClientMessage>(&frame, wire::DEFAULT_MAX_FRAME).is_err(),
+            "a client sends no responses"
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod driver;
 pub mod http;
 pub mod launch;
+pub mod peer_auth;
 pub mod peers;
 pub mod security;
 pub mod stats;
@@ -84,6 +85,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Who may be a peer or a client, TLS, web origins.
     pub security: Arc<security::SecurityOptions>,
+    /// This node's side of peer handshakes ([`peer_auth`]).
+    pub peer_credentials: peer_auth::Credentials,
 }
 
 impl AppState {
@@ -282,9 +285,13 @@ where
         node: node.id(),
         request_timeout: Duration::from_millis(node.config().request_timeout_ms),
         security: Arc::new(opts.security.clone()),
+        peer_credentials: peer_auth::Credentials::new(
+            node.id(),
+            opts.security.cluster_secret.as_ref(),
+        ),
     };
     let peers = peers::Peers::new(
-        node.id(),
+        state.peer_credentials.clone(),
         tokio::runtime::Handle::current(),
         counters.clone(),
         max_frame,

@@ -38,6 +38,9 @@ pub struct Counters {
     pub peer_frames_dropped: AtomicU64,
     /// Frames from clients or peers refused as malformed, oversized or of another version.
     pub bad_frames: AtomicU64,
+    /// Peer handshakes that failed on a proof, a refusal or a protocol error, either
+    /// side (a peer without the cluster secret, or with another one).
+    pub peer_handshakes_refused: AtomicU64,
     /// Group commits that failed.
     pub commit_failures: AtomicU64,
     /// Read repairs done.
@@ -144,6 +147,11 @@ impl Snapshot {
                 "Frames to peers dropped: queue full or peer unreachable.",
             ),
             ("dhrt_bad_frames_total", load(&c.bad_frames), "Frames refused as malformed."),
+            (
+                "dhrt_peer_handshakes_refused_total",
+                load(&c.peer_handshakes_refused),
+                "Peer links refused: no or another cluster secret, or a broken handshake.",
+            ),
             ("dhrt_commit_failures_total", load(&c.commit_failures), "Group commits that failed."),
             ("dhrt_read_repairs_total", load(&c.read_repairs), "Stale replicas repaired."),
             ("dhrt_store_failures_total", load(&c.store_failures), "Writes the store refused."),

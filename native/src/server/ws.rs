@@ -5,10 +5,14 @@
 //! [`Message::Response`]s — answers in any order, paired by request id, and watch
 //! events — see `docs/protocol.md`. A bad frame (malformed, oversized, another
 //! version, text instead of binary) is answered with an error response whose id is 0,
-//! the connection stays open and nothing else is affected. Peers announce themselves in
-//! the query string (`?node=ID&version=V`); another version is refused with HTTP 400
-//! before the upgrade.
+//! the connection stays open and nothing else is affected. A client connection decodes
+//! [`ClientMessage`]s only and a peer link [`PeerMessage`]s only, so neither can speak
+//! the other's protocol. A peer gives its protocol version in the query string
+//! (`?version=V`; another one is refused with HTTP 400 before the upgrade), then proves
+//! the cluster secret and its node id in the peer handshake ([`super::peer_auth`]);
+//! nothing of a link reaches the node before that.
 
+use super::peer_auth::{self, HandshakeError};
 use super::{driver::Input, driver::Sink, AppState};
 use axum::{
     extract::{
@@ -19,7 +23,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use dhrt_core::{
-    proto::{client::ErrorCode, ClientResponse, Message},
+    proto::{client::ErrorCode, ClientMessage, ClientResponse, Message, PeerMessage},
     wire::{self, WireError},
     NodeId,
 };
@@ -161,11 +165,12 @@ fn read_frame(msg: Result<WsMessage, axum::Error>, max: usize) -> Frame {
         }
     };
     match msg {
-        WsMessage::Binary(bytes) => match wire::decode_with_limit::<Message>(&bytes, max) {
-            Ok(Message::Request(req)) => Frame::Request(req),
-            Ok(_) => {
-                Frame::Refused(ErrorCode::InvalidInput, "a client may only send requests".into())
-            }
+        WsMessage::Binary(bytes) => match wire::decode_with_limit::<ClientMessage>(&bytes, max) {
+            Ok(ClientMessage::Request(req)) => Frame::Request(req),
+            Err(WireError::Malformed(why)) if why.contains("unknown variant") => Frame::Refused(
+                ErrorCode::InvalidInput,
+                format!("a client may only send requests ({why})"),
+            ),
             Err(e) => Frame::Refused(wire_error_code(&e), e.to_string()),
         },
         WsMessage::Text(_) => Frame::Refused(
@@ -187,14 +192,14 @@ pub fn wire_error_code(e: &WireError) -> ErrorCode {
     }
 }
 
-/// The handshake of a peer link.
+/// The query string of a peer link: the protocol version it speaks. (Who it is, it
+/// proves in the handshake; a `node` parameter, as older nodes send, is ignored.)
 #[derive(Debug, Deserialize)]
 pub struct PeerHello {
-    node: u64,
     version: u8,
 }
 
-/// `GET /v1/peer?node=ID&version=V`: a link another node opened to send to this one.
+/// `GET /v1/peer?version=V`: a link another node opened to send to this one.
 pub async fn peer(
     ws: WebSocketUpgrade,
     Query(hello): Query<PeerHello>,
@@ -208,18 +213,76 @@ pub async fn peer(
         );
         return (StatusCode::BAD_REQUEST, msg).into_response();
     }
-    let from = NodeId(hello.node);
     let max = state.max_frame;
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| serve_peer(socket, from, state))
+        .on_upgrade(move |socket| serve_peer(socket, state))
 }
 
-async fn serve_peer(socket: WebSocket, from: NodeId, state: AppState) {
+async fn serve_peer(mut socket: WebSocket, state: AppState) {
+    let link = async {
+        match accept_handshake(&mut socket, &state).await {
+            Ok(from) => read_peer(socket, from, &state).await,
+            Err(e @ (HandshakeError::Closed | HandshakeError::Timeout)) => {
+                tracing::debug!(error = %e, "peer handshake failed");
+            }
+            Err(e) => {
+                state.counters.peer_handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "peer link refused");
+            }
+        }
+    };
     tokio::select! {
-        () = read_peer(socket, from, &state) => {}
+        () = link => {}
         () = state.stopped() => {}
+    }
+}
+
+/// Runs the accepting side of the peer handshake ([`peer_auth`]): the proven id of the
+/// node at the other end, or why not (the other node is told, then the link closes).
+async fn accept_handshake(
+    socket: &mut WebSocket,
+    state: &AppState,
+) -> Result<NodeId, HandshakeError> {
+    let creds = &state.peer_credentials;
+    let steps = async {
+        let (challenge, nonce) = creds.challenge()?;
+        send_step(socket, &challenge).await?;
+        let hello = peer_auth::decode(&next_binary(socket).await?)?;
+        let (from, welcome) = creds.check_hello(&nonce, hello)?;
+        send_step(socket, &welcome).await?;
+        Ok(from)
+    };
+    let result = tokio::time::timeout(peer_auth::TIMEOUT, steps)
+        .await
+        .unwrap_or(Err(HandshakeError::Timeout));
+    if let Err(e) = &result {
+        let refused = peer_auth::Handshake::Refused { reason: e.to_string() };
+        let _ = send_step(socket, &refused).await;
+    }
+    result
+}
+
+async fn send_step(
+    socket: &mut WebSocket,
+    step: &peer_auth::Handshake,
+) -> Result<(), HandshakeError> {
+    let frame = WsMessage::Binary(peer_auth::encode(step).into());
+    socket.send(frame).await.map_err(|_| HandshakeError::Closed)
+}
+
+/// The next binary frame of a link in its handshake.
+async fn next_binary(socket: &mut WebSocket) -> Result<Vec<u8>, HandshakeError> {
+    loop {
+        match socket.recv().await {
+            Some(Ok(WsMessage::Binary(bytes))) => return Ok(bytes.to_vec()),
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+            Some(Ok(_)) => {
+                return Err(HandshakeError::Protocol("a frame that is not binary".into()))
+            }
+            Some(Err(_)) | None => return Err(HandshakeError::Closed),
+        }
     }
 }
 
@@ -232,13 +295,15 @@ async fn read_peer(mut socket: WebSocket, from: NodeId, state: &AppState) {
         let mut open = true;
         while let Some(frame) = next.take() {
             match frame {
-                WsMessage::Binary(bytes) => match wire::decode_with_limit::<Message>(&bytes, max) {
-                    Ok(msg) => msgs.push(msg),
-                    Err(e) => {
-                        state.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(peer = from.0, error = %e, "bad frame from peer");
+                WsMessage::Binary(bytes) => {
+                    match wire::decode_with_limit::<PeerMessage>(&bytes, max) {
+                        Ok(msg) => msgs.push(Message::from(msg)),
+                        Err(e) => {
+                            state.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(peer = from.0, error = %e, "bad frame from peer");
+                        }
                     }
-                },
+                }
                 WsMessage::Close(_) => open = false,
                 _ => {}
             }
