@@ -84,6 +84,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Who may be a peer or a client, TLS, web origins.
     pub security: Arc<security::SecurityOptions>,
+    /// The cluster's members as web origins, kept by the node thread ([`http::origin`]).
+    pub member_origins: http::origin::MemberOrigins,
 }
 
 impl AppState {
@@ -282,6 +284,7 @@ where
         node: node.id(),
         request_timeout: Duration::from_millis(node.config().request_timeout_ms),
         security: Arc::new(opts.security.clone()),
+        member_origins: http::origin::MemberOrigins::default(),
     };
     let peers = peers::Peers::new(
         node.id(),
@@ -291,7 +294,8 @@ where
     );
     let driver = Driver::new(node, durable, peers, counters)
         .sync_off_thread(sync_reports)
-        .leave_timeout(opts.leave_timeout.as_millis() as u64);
+        .leave_timeout(opts.leave_timeout.as_millis() as u64)
+        .member_origins(state.member_origins.clone());
     let thread = std::thread::Builder::new()
         .name("dhrt-node".into())
         .spawn(move || driver.run(inbox_rx, peers_to_join))
