@@ -70,8 +70,9 @@ pub struct ServeArgs {
     /// token (`dhrt token create` makes more).
     #[arg(long, env = "DHRT_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
-    /// A web origin (scheme://host[:port]) allowed to call this node from a browser,
-    /// besides the node's own (repeat for several).
+    /// A web origin (scheme://host[:port], matched exactly, no wildcards) whose pages may
+    /// call this node from a browser: WebSockets, CORS and writes. The node's own origin
+    /// and its cluster's members' are always allowed (repeat for several).
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
     /// Serve /metrics without a token even when tokens are required.
@@ -105,6 +106,10 @@ impl ServeArgs {
             (None, None) => None,
             _ => return Err("--tls-cert and --tls-key go together".into()),
         };
+        for origin in &self.allow_origin {
+            dhrt::server::http::origin::normalize(origin)
+                .map_err(|e| format!("--allow-origin {origin:?}: {e}"))?;
+        }
         if self.tls_client_auth && self.tls_ca.is_none() {
             return Err(
                 "--tls-client-auth needs --tls-ca, the CA peers' certificates are checked against"

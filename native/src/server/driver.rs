@@ -17,6 +17,7 @@
 //! The thread is a plain OS thread, not a tokio task: commits block on fsync.
 
 use super::{
+    http::origin::MemberOrigins,
     peers::Peers,
     stats::Counters,
     syncer::{Release, Syncer},
@@ -180,6 +181,8 @@ pub struct Driver<S: Store, D: Durable> {
     hints_saved: (u64, Millis),
     /// How long a graceful leave may take before the node exits anyway.
     leave_timeout_ms: Millis,
+    /// The members' addresses as web origins, for the HTTP layer's `Origin` check.
+    member_origins: Option<MemberOrigins>,
 }
 
 impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
@@ -199,6 +202,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             stopping: false,
             hints_saved: (0, 0),
             leave_timeout_ms: 30_000,
+            member_origins: None,
         }
     }
 
@@ -212,6 +216,13 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
     /// Sets how long a graceful leave may take.
     pub fn leave_timeout(mut self, ms: Millis) -> Self {
         self.leave_timeout_ms = ms;
+        self
+    }
+
+    /// Keeps `origins` up to date with the members' addresses (every member's pages may
+    /// talk to this node: see [`super::http::origin`]).
+    pub fn member_origins(mut self, origins: MemberOrigins) -> Self {
+        self.member_origins = Some(origins);
         self
     }
 
@@ -415,6 +426,9 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         match &event {
             NodeEvent::Membership(m) => {
                 tracing::info!(event = ?m, "membership");
+                if let Some(origins) = &self.member_origins {
+                    origins.set(self.node.membership().members().map(|m| m.addr.as_str()));
+                }
                 let mut peers: Vec<String> = self
                     .node
                     .membership()

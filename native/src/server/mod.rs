@@ -87,6 +87,8 @@ pub struct AppState {
     pub security: Arc<security::SecurityOptions>,
     /// This node's side of peer handshakes ([`peer_auth`]).
     pub peer_credentials: peer_auth::Credentials,
+    /// The cluster's members as web origins, kept by the node thread ([`http::origin`]).
+    pub member_origins: http::origin::MemberOrigins,
 }
 
 impl AppState {
@@ -289,6 +291,7 @@ where
             node.id(),
             opts.security.cluster_secret.as_ref(),
         ),
+        member_origins: http::origin::MemberOrigins::default(),
     };
     let peers = peers::Peers::new(
         state.peer_credentials.clone(),
@@ -298,7 +301,8 @@ where
     );
     let driver = Driver::new(node, durable, peers, counters)
         .sync_off_thread(sync_reports)
-        .leave_timeout(opts.leave_timeout.as_millis() as u64);
+        .leave_timeout(opts.leave_timeout.as_millis() as u64)
+        .member_origins(state.member_origins.clone());
     let thread = std::thread::Builder::new()
         .name("dhrt-node".into())
         .spawn(move || driver.run(inbox_rx, peers_to_join))

@@ -14,6 +14,7 @@ pub mod error;
 pub mod input;
 pub mod legacy;
 pub mod ops;
+pub mod origin;
 pub mod v1;
 
 use super::{dashboard, ws, AppState};
@@ -109,8 +110,9 @@ pub fn batch_limit(state: &AppState) -> usize {
     state.max_frame.saturating_mul(3) / 2
 }
 
-/// The router of every route, with JSON errors for unknown paths and methods, and
-/// bodies limited to one value (`AppState::max_value`) except batches.
+/// The router of every route, with JSON errors for unknown paths and methods, bodies
+/// limited to one value (`AppState::max_value`) except batches, and requests from
+/// foreign web pages refused before any route ([`origin`]).
 pub fn routes(state: &AppState) -> Router<AppState> {
     let mut router = Router::new();
     for route in table(batch_limit(state)) {
@@ -120,6 +122,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(state.max_value))
+        .layer(axum::middleware::from_fn_with_state(origin::Origins::shared(state), origin::guard))
 }
 
 /// `GET /v1/ws` ([`ws::client`]), with a JSON error for a request that is no upgrade.
