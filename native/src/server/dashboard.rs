@@ -110,6 +110,12 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         (header::ETAG, tag.clone()),
         (header::VARY, HeaderValue::from_static("accept-encoding")),
+        // No other site may frame the dashboard (clickjacking its buttons).
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'"),
+        ),
     ];
     if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v == tag) {
         return (StatusCode::NOT_MODIFIED, cache).into_response();
@@ -185,9 +191,9 @@ mod tests {
         h.insert(header::IF_NONE_MATCH, tag);
         assert_eq!(serve("dhrt/pkg/dhrt_wasm_bg.wasm", &h).status(), StatusCode::NOT_MODIFIED);
         assert_eq!(serve("nope.js", &HeaderMap::new()).status(), StatusCode::NOT_FOUND);
-        assert_eq!(
-            serve("index.html", &HeaderMap::new()).headers()[header::CACHE_CONTROL],
-            "no-cache"
-        );
+        let index = serve("index.html", &HeaderMap::new());
+        assert_eq!(index.headers()[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(index.headers()[header::X_FRAME_OPTIONS], "DENY", "no site may frame it");
+        assert_eq!(index.headers()[header::CONTENT_SECURITY_POLICY], "frame-ancestors 'none'");
     }
 }
