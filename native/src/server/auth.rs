@@ -129,6 +129,15 @@ impl Known {
     }
 }
 
+impl std::fmt::Debug for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Presented::Admin => f.write_str("Presented::Admin"),
+            Presented::Token { id, .. } => write!(f, "Presented::Token({id})"),
+        }
+    }
+}
+
 /// One cached lookup of a token id.
 struct Entry {
     /// What the ring holds, `None` when the id is unknown or revoked.
