@@ -15,12 +15,14 @@
 //! - [`replica`] — a store plus its Merkle trees, kept consistent on every write;
 //! - [`sync`] — the two-party anti-entropy state machine that ships only differences;
 //! - [`proto`] and [`wire`] — the messages and their framed MessagePack encoding;
+//! - [`auth`] — client tokens: roles, the collections they cover, what each may do;
 //! - [`light`] — the light peer browsers and Node run: routing, retries, watches and
 //!   local copies, over the client protocol.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod clock;
 pub mod entry;
 pub mod error;

@@ -106,6 +106,12 @@ enum Command {
     ///
     /// Example: dhrt import backup.jsonl --node 10.0.0.9:7453 -c all
     Import(cli::transfer::import::ImportArgs),
+    /// Manage client tokens (admin): create, list, revoke.
+    ///
+    /// A node started with --admin-token-file requires a token from every client
+    /// (--token or DHRT_TOKEN). Example:
+    /// DHRT_TOKEN=$(cat admin.token) dhrt token create --role read --collections logs.*
+    Token(cli::token::TokenArgs),
     /// Print the ring position of a key. Collections named `ordered.*` place keys by
     /// their first 8 bytes (key order); every other collection hashes them.
     Position {
@@ -153,6 +159,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(&args, &cli.target),
         Command::Export(args) => cli::transfer::export::run(&args, &cli.target),
         Command::Import(args) => cli::transfer::import::run(&args, &cli.target),
+        Command::Token(args) => cli::token::run(&args, &cli.target),
         Command::Position { collection, key } => {
             if let Err(e) = dhrt_core::store::validate_collection(&collection) {
                 Err(e.into())

@@ -53,6 +53,7 @@ pub struct Client {
 struct Link {
     seeds: Vec<String>,
     limit: Option<Duration>,
+    token: Option<String>,
     client: OnceCell<native::Client>,
 }
 
@@ -64,8 +65,13 @@ impl Link {
         }
         let connect = || async {
             let seeds: Vec<&str> = self.seeds.iter().map(String::as_str).collect();
-            let connect =
-                async { native::Client::connect_with(&seeds, NATIVE_LIMIT).await.map_err(failed) };
+            let connect = async {
+                let options =
+                    native::ConnectOptions { token: self.token.clone(), ..Default::default() };
+                native::Client::connect_with_options(&seeds, NATIVE_LIMIT, options)
+                    .await
+                    .map_err(failed)
+            };
             within(self.limit, connect).await
         };
         self.client.get_or_try_init(connect).await.cloned()
@@ -80,21 +86,22 @@ fn failed(e: ClientError) -> PyErr {
 impl Client {
     /// A client of the cluster reached through `seeds`; connecting waits at most
     /// `timeout` seconds. Its calls block, or return awaitables when `asynchronous`.
-    /// Nothing is sent yet.
+    /// Nothing is sent yet. `token` is presented on every connection it opens.
     #[new]
-    #[pyo3(signature = (seeds, timeout, max_value, asynchronous=false))]
+    #[pyo3(signature = (seeds, timeout, max_value, asynchronous=false, token=None))]
     fn new(
         seeds: Vec<String>,
         timeout: Option<Timeout>,
         max_value: usize,
         asynchronous: bool,
+        token: Option<String>,
     ) -> PyResult<Self> {
         if seeds.is_empty() {
             return Err(errors::invalid(
                 "give at least one node address, such as ws://127.0.0.1:7453",
             ));
         }
-        let link = Link { seeds, limit: timeout.map(|t| t.0), client: OnceCell::new() };
+        let link = Link { seeds, limit: timeout.map(|t| t.0), token, client: OnceCell::new() };
         Ok(Client { link: Arc::new(link), max_value, asynchronous })
     }
 

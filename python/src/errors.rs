@@ -16,6 +16,9 @@
 //! │   └── QuorumError                    quorum_not_reached (.acks, .required)
 //! ├── TimeoutError (TimeoutError)        timeout, on the node or in the client
 //! ├── ConnectionError (ConnectionError)  no node reachable, connection lost
+//! ├── AuthError (PermissionError)
+//! │   ├── UnauthorizedError              unauthorized: no token, or a bad or revoked one
+//! │   └── ForbiddenError                 forbidden: the token does not allow it
 //! ├── NodeError                          an in-process node could not start or stop
 //! └── ProtocolError                      an answer the client did not expect; internal
 //! ```
@@ -34,6 +37,8 @@ import_exception!(dhrt.errors, UnavailableError);
 import_exception!(dhrt.errors, QuorumError);
 import_exception!(dhrt.errors, TimeoutError);
 import_exception!(dhrt.errors, ConnectionError);
+import_exception!(dhrt.errors, UnauthorizedError);
+import_exception!(dhrt.errors, ForbiddenError);
 import_exception!(dhrt.errors, NodeError);
 import_exception!(dhrt.errors, ProtocolError);
 
@@ -63,6 +68,8 @@ pub fn server_error(code: ErrorCode, message: String, acked: Option<(u32, u32)>)
         ErrorCode::QuorumNotReached => PyErr::new::<QuorumError, _>((message, acks, required)),
         ErrorCode::Timeout => PyErr::new::<TimeoutError, _>((message, acks, required)),
         ErrorCode::Unavailable => PyErr::new::<UnavailableError, _>((message,)),
+        ErrorCode::Unauthorized => PyErr::new::<UnauthorizedError, _>((message,)),
+        ErrorCode::Forbidden => PyErr::new::<ForbiddenError, _>((message,)),
         _ => PyErr::new::<ProtocolError, _>((
             format!("the node failed: {message} (code {code}; please report it)"),
             code.as_str(),

@@ -36,7 +36,7 @@ impl Node {
     #[pyo3(signature = (
         host="127.0.0.1".to_string(), port=0, data_dir=None, join=Vec::new(), replicas=3,
         vnodes=dhrt_core::ring::DEFAULT_VNODES, max_value=16 * 1024 * 1024, id=None,
-        min_free_mb=64, leave_timeout=30.0, advertise=None,
+        min_free_mb=64, leave_timeout=30.0, advertise=None, admin_token_file=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn start(
@@ -52,6 +52,7 @@ impl Node {
         min_free_mb: u64,
         leave_timeout: f64,
         advertise: Option<String>,
+        admin_token_file: Option<PathBuf>,
     ) -> PyResult<Node> {
         if !(leave_timeout.is_finite() && leave_timeout >= 0.0) {
             return Err(errors::invalid("leave_timeout must be a number of seconds >= 0"));
@@ -65,6 +66,10 @@ impl Node {
             vnodes,
             max_value_bytes: max_value,
             leave_timeout: Duration::from_secs_f64(leave_timeout),
+            security: dhrt::server::security::SecurityOptions {
+                admin_token_file,
+                ..Default::default()
+            },
             ..ServeOptions::default()
         };
         let storage = match data_dir {

@@ -123,9 +123,11 @@ def test_consistency_above_the_replicas_is_refused_by_the_node(db: dhrt.Client) 
     assert info.value.code == "invalid_input"
 
 
-def test_a_token_is_refused_until_nodes_check_them(cluster: dhrt.LocalCluster) -> None:
-    with pytest.raises(dhrt.InvalidInputError, match="do not authenticate"):
-        dhrt.connect(cluster.urls[0], token="secret")
+def test_bad_arguments_to_connect_are_refused(cluster: dhrt.LocalCluster) -> None:
+    with pytest.raises(dhrt.InvalidTypeError):
+        dhrt.connect(cluster.urls[0], token=7)  # type: ignore[arg-type]
+    with pytest.raises(dhrt.InvalidInputError, match="token is empty"):
+        dhrt.connect(cluster.urls[0], token="  ")
     with pytest.raises(dhrt.InvalidInputError):
         cluster.client(max_value_bytes=0)
     with pytest.raises(dhrt.InvalidInputError):

@@ -254,10 +254,15 @@ pub fn reply_to_js(reply: Reply) -> JsValue {
                 .opt("acked", acked)
                 .into()
         }
-        Reply::Event { .. } | Reply::Sync { .. } => kind("error")
-            .set("code", "internal")
-            .set("message", "unexpected answer from the node (an event or a sync step)")
-            .into(),
+        Reply::Event { .. } | Reply::Sync { .. } | Reply::Token { .. } | Reply::Tokens { .. } => {
+            kind("error")
+                .set("code", "internal")
+                .set(
+                    "message",
+                    "unexpected answer from the node (an event, a sync step or a token)",
+                )
+                .into()
+        }
     }
 }
 

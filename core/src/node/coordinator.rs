@@ -169,7 +169,7 @@ pub(super) fn start<S: Store>(
     req: ClientRequest,
 ) {
     let id = req.id;
-    if !matches!(req.op, Op::Stats | Op::Ring) {
+    if !matches!(req.op, Op::Stats | Op::Ring | Op::Auth { .. }) {
         node.coordinator.requests += 1;
     }
     let reply = |node: &mut Node<S>, resp: ClientResponse| {
@@ -204,6 +204,13 @@ pub(super) fn start<S: Store>(
         scan @ Op::Scan { .. } => super::scan::start(node, now, client, id, scan),
         op @ (Op::Watch { .. } | Op::Unwatch { .. } | Op::Sync { .. }) => {
             super::watch::start(node, now, client, id, op)
+        }
+        // Authentication and token management belong to the host, which answers them
+        // before anything reaches the node (see `crate::auth`).
+        Op::Auth { .. } | Op::TokenCreate { .. } | Op::TokenList | Op::TokenRevoke { .. } => {
+            let msg = "tokens are handled by the server hosting the node, not by the node: \
+                       this host does not support them";
+            reply(node, error(id, ErrorCode::Unsupported, msg));
         }
     }
 }

@@ -29,7 +29,14 @@
 //! Keys and values are raw bytes ([`Bytes`], MessagePack `bin` on the wire); collection
 //! names are strings, [`DEFAULT_COLLECTION`] when a client names none.
 
-use crate::{clock::Timestamp, entry::NodeId, hash::Position, proto::SyncMessage, Millis};
+use crate::{
+    auth::{BearerToken, Role, TokenInfo},
+    clock::Timestamp,
+    entry::NodeId,
+    hash::Position,
+    proto::SyncMessage,
+    Millis,
+};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::{fmt, str::FromStr};
@@ -176,6 +183,33 @@ pub enum Op {
     Stats,
     /// The ring as the answering node sees it. Answered by [`Reply::Ring`].
     Ring,
+    /// Presents a token (see [`crate::auth`]): the first message of a WebSocket when the
+    /// node requires tokens and the upgrade request carried no `Authorization: Bearer`.
+    /// Answered by [`Reply::Ok`], or an [`ErrorCode::Unauthorized`] error (missing,
+    /// malformed, unknown or revoked token); every later request of the connection is
+    /// checked against the token's grant. The server answers it; a node never sees it.
+    Auth {
+        /// The token string (`dhrt_<id>_<secret>`, or the bootstrap admin token).
+        token: BearerToken,
+    },
+    /// Creates a token (admin only). Answered by [`Reply::Token`], the one time the
+    /// token string is shown.
+    TokenCreate {
+        /// What the token may do.
+        role: Role,
+        /// Collection names and `prefix*` patterns it covers; empty for all.
+        collections: Vec<String>,
+        /// Who or what it is for (at most [`crate::auth::MAX_NOTE`] bytes).
+        note: String,
+    },
+    /// Lists every token, without secrets (admin only). Answered by [`Reply::Tokens`].
+    TokenList,
+    /// Revokes a token (admin only): it stops working on every node within seconds.
+    /// Answered by [`Reply::Ok`], or [`ErrorCode::NotFound`] when no such token exists.
+    TokenRevoke {
+        /// The token's id (16 hex digits).
+        id: String,
+    },
 }
 
 impl Op {
@@ -193,7 +227,13 @@ impl Op {
                 crate::proto::SyncBody::Begin { collection, .. } => Some(collection),
                 _ => None,
             },
-            Op::Unwatch { .. } | Op::Stats | Op::Ring => None,
+            Op::Unwatch { .. }
+            | Op::Stats
+            | Op::Ring
+            | Op::Auth { .. }
+            | Op::TokenCreate { .. }
+            | Op::TokenList
+            | Op::TokenRevoke { .. } => None,
         }
     }
 
@@ -293,6 +333,18 @@ pub enum Reply {
         /// required)` replicas. A write may have been stored by the replicas that
         /// answered.
         acked: Option<(u32, u32)>,
+    },
+    /// The answer to [`Op::TokenCreate`]: the new token, shown this once.
+    Token {
+        /// The token string to hand to the client.
+        token: BearerToken,
+        /// What was stored about it.
+        info: TokenInfo,
+    },
+    /// The answer to [`Op::TokenList`].
+    Tokens {
+        /// Every token, ordered by id.
+        tokens: Vec<TokenInfo>,
     },
 }
 
@@ -425,6 +477,12 @@ pub enum ErrorCode {
     Unsupported,
     /// A bug or a storage failure on the node.
     Internal,
+    /// The node requires a token and none, or a malformed, unknown or revoked one, was
+    /// presented.
+    Unauthorized,
+    /// The token presented does not allow the request (its role or collections), or the
+    /// collection is reserved for the cluster.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -437,6 +495,8 @@ impl ErrorCode {
             ErrorCode::QuorumNotReached | ErrorCode::Unavailable => 503,
             ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
         }
     }
 
@@ -451,6 +511,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }
@@ -684,6 +746,8 @@ mod tests {
             (ErrorCode::Unavailable, 503, "unavailable"),
             (ErrorCode::Unsupported, 400, "unsupported"),
             (ErrorCode::Internal, 500, "internal"),
+            (ErrorCode::Unauthorized, 401, "unauthorized"),
+            (ErrorCode::Forbidden, 403, "forbidden"),
         ];
         for (code, status, name) in all {
             assert_eq!(code.http_status(), status, "{code:?}");

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use clap::Args;
-use dhrt::client::{Client, ClientError};
+use dhrt::client::{Client, ClientError, ConnectOptions};
 use dhrt_core::proto::client::{Consistency, NodeStats, DEFAULT_COLLECTION};
 use std::{io::Write, time::Duration};
 
@@ -20,12 +20,21 @@ pub struct Target {
     /// Seconds to wait for an answer.
     #[arg(long, global = true, default_value_t = 10.0)]
     pub timeout: f64,
+    /// The token to present (`dhrt token create` prints one), when the node requires
+    /// tokens. Prefer the environment variable: a command line is visible to other users.
+    #[arg(long, global = true, env = "DHRT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl Target {
     /// Connects to the node.
     pub async fn connect(&self) -> Result<Client, ClientError> {
-        Client::connect_with(&[self.node.as_str()], self.timeout()).await
+        Client::connect_with_options(&[self.node.as_str()], self.timeout(), self.options()).await
+    }
+
+    /// How every connection of the command reaches a node: its token (and TLS).
+    pub fn options(&self) -> ConnectOptions {
+        ConnectOptions { token: self.token.clone(), ..ConnectOptions::default() }
     }
 
     /// How long to wait for an answer (`--timeout`, kept between 10 ms and an hour).

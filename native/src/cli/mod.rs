@@ -6,5 +6,6 @@ pub mod config;
 pub mod data;
 pub mod repl;
 pub mod serve;
+pub mod token;
 pub mod transfer;
 pub mod words;

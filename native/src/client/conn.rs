@@ -8,8 +8,9 @@
 
 use super::{ClientError, ConnectOptions};
 use dhrt_core::{
+    auth::BearerToken,
     proto::{
-        client::{ErrorCode, Reply},
+        client::{ErrorCode, Op, Reply},
         ClientRequest, ClientResponse, Message,
     },
     wire,
@@ -50,8 +51,27 @@ pub struct Conn {
 
 impl Conn {
     /// Opens a connection to the node at `addr` (`host:port`), with the token and TLS
-    /// of `options`.
+    /// of `options`. A token is presented first ([`Op::Auth`]); a node that refuses it
+    /// answers [`ClientError::Server`] with code `unauthorized`.
     pub async fn open(
+        addr: &str,
+        timeout: Duration,
+        options: &ConnectOptions,
+    ) -> Result<Conn, ClientError> {
+        let conn = Self::open_socket(addr, timeout, options).await?;
+        if let Some(token) = &options.token {
+            match conn.call(Op::Auth { token: BearerToken(token.clone()) }, timeout).await? {
+                Reply::Ok => {}
+                Reply::Error { code, message, acked } => {
+                    return Err(ClientError::Server { code, message, acked })
+                }
+                other => return Err(ClientError::Protocol(format!("{other:?}"))),
+            }
+        }
+        Ok(conn)
+    }
+
+    async fn open_socket(
         addr: &str,
         timeout: Duration,
         options: &ConnectOptions,

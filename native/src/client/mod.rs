@@ -24,6 +24,7 @@ pub mod conn;
 use bytes::Bytes;
 use conn::Conn;
 use dhrt_core::{
+    auth::{Role, TokenInfo},
     clock::Timestamp,
     hash::Placement,
     proto::client::{Consistency, ErrorCode, NodeStats, Op, Reply, RingMember},
@@ -369,6 +370,36 @@ impl Client {
     pub async fn ring(&self) -> Result<Vec<RingMember>, ClientError> {
         match self.any_call(Op::Ring).await? {
             Reply::Ring { members } => Ok(members),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a token (an admin token is needed when the node requires tokens);
+    /// answers the token string, shown this once, and what was stored.
+    pub async fn token_create(
+        &self,
+        role: Role,
+        collections: Vec<String>,
+        note: String,
+    ) -> Result<(String, TokenInfo), ClientError> {
+        match self.any_call(Op::TokenCreate { role, collections, note }).await? {
+            Reply::Token { token, info } => Ok((token.0, info)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every token of the cluster, without secrets (admin).
+    pub async fn token_list(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        match self.any_call(Op::TokenList).await? {
+            Reply::Tokens { tokens } => Ok(tokens),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Revokes token `id` (admin): every node refuses it within seconds.
+    pub async fn token_revoke(&self, id: &str) -> Result<(), ClientError> {
+        match self.any_call(Op::TokenRevoke { id: id.to_string() }).await? {
+            Reply::Ok => Ok(()),
             other => Err(unexpected(other)),
         }
     }

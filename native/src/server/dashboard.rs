@@ -112,10 +112,7 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
         (header::VARY, HeaderValue::from_static("accept-encoding")),
         // No other site may frame the dashboard (clickjacking its buttons).
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("frame-ancestors 'none'"),
-        ),
+        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'")),
     ];
     if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v == tag) {
         return (StatusCode::NOT_MODIFIED, cache).into_response();

@@ -6,6 +6,7 @@
 //! talks to it through one channel of [`Input`]s, so the node stays a single-threaded
 //! sans-IO state machine exactly as the simulator runs it.
 
+pub mod auth;
 pub mod dashboard;
 pub mod driver;
 pub mod http;
@@ -89,6 +90,8 @@ pub struct AppState {
     pub peer_credentials: peer_auth::Credentials,
     /// The cluster's members as web origins, kept by the node thread ([`http::origin`]).
     pub member_origins: http::origin::MemberOrigins,
+    /// The bootstrap admin token and the cache of the ring's tokens.
+    pub tokens: Arc<auth::Tokens>,
 }
 
 impl AppState {
@@ -108,8 +111,18 @@ impl AppState {
         self.inbox.send(input).is_ok()
     }
 
-    /// Runs one request and waits for its answer (the HTTP API's path to the node).
+    /// Runs one request and waits for its answer (the HTTP API's path to the node),
+    /// if the HTTP request being served may ([`auth::Tokens::authorize_current`]).
     pub async fn call(&self, op: Op) -> Reply {
+        if let Err(refusal) = self.tokens.authorize_current(&op) {
+            return refusal.reply();
+        }
+        self.call_unchecked(op).await
+    }
+
+    /// Runs one request for the server itself, unchecked: reading and writing the
+    /// reserved collections ([`auth`]).
+    pub(crate) async fn call_unchecked(&self, op: Op) -> Reply {
         let client = self.next_client();
         let (tx, rx) = oneshot::channel();
         let sent = self.submit(Input::Open { client, sink: Sink::Once(tx) })
@@ -292,6 +305,7 @@ where
             opts.security.cluster_secret.as_ref(),
         ),
         member_origins: http::origin::MemberOrigins::default(),
+        tokens: Arc::new(auth::Tokens::new(&opts.security).map_err(ServeError::Other)?),
     };
     let peers = peers::Peers::new(
         state.peer_credentials.clone(),

@@ -17,9 +17,9 @@ use std::{
 };
 
 /// Request kinds counted separately.
-pub const OPS: [&str; 11] = [
+pub const OPS: [&str; 12] = [
     "get", "set", "del", "get_many", "set_many", "scan", "watch", "unwatch", "sync", "stats",
-    "ring",
+    "ring", "token",
 ];
 
 /// Counters the server keeps beside the node.
@@ -64,6 +64,7 @@ impl Counters {
             Op::Sync { .. } => 8,
             Op::Stats => 9,
             Op::Ring => 10,
+            Op::Auth { .. } | Op::TokenCreate { .. } | Op::TokenList | Op::TokenRevoke { .. } => 11,
         };
         self.ops[i].fetch_add(1, Ordering::Relaxed);
     }

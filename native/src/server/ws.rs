@@ -5,31 +5,43 @@
 //! [`Message::Response`]s — answers in any order, paired by request id, and watch
 //! events — see `docs/protocol.md`. A bad frame (malformed, oversized, another
 //! version, text instead of binary) is answered with an error response whose id is 0,
-//! the connection stays open and nothing else is affected. A client connection decodes
-//! [`ClientMessage`]s only and a peer link [`PeerMessage`]s only, so neither can speak
-//! the other's protocol. A peer gives its protocol version in the query string
-//! (`?version=V`; another one is refused with HTTP 400 before the upgrade), then proves
-//! the cluster secret and its node id in the peer handshake ([`super::peer_auth`]);
-//! nothing of a link reaches the node before that.
+//! the connection stays open and nothing else is affected. When the node requires
+//! tokens, a client authenticates with `Authorization: Bearer` on the upgrade or with
+//! `Op::Auth` first, and every request is checked against its grant before it reaches
+//! the node ([`super::auth`]). A client connection decodes [`ClientMessage`]s only and
+//! a peer link [`PeerMessage`]s only, so neither can speak the other's protocol. A peer
+//! gives its protocol version in the query string (`?version=V`; another one is refused
+//! with HTTP 400 before the upgrade), then proves the cluster secret and its node id in
+//! the peer handshake ([`super::peer_auth`]); nothing of a link reaches the node before
+//! that.
 
 use super::peer_auth::{self, HandshakeError};
-use super::{driver::Input, driver::Sink, AppState};
+use super::{
+    auth::{self, Presented, Refusal},
+    driver::Input,
+    driver::Sink,
+    AppState,
+};
 use axum::{
     extract::{
         ws::{Message as WsMessage, WebSocket, WebSocketUpgrade},
         Query, State,
     },
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use dhrt_core::{
-    proto::{client::ErrorCode, ClientMessage, ClientResponse, Message, PeerMessage},
+    auth::{check_reserved, Grant},
+    proto::{
+        client::{ErrorCode, Op, Reply},
+        ClientMessage, ClientRequest, ClientResponse, Message, PeerMessage,
+    },
     wire::{self, WireError},
     NodeId,
 };
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
-use std::sync::atomic::Ordering;
+use std::sync::{atomic::Ordering, Arc};
 use tokio::sync::mpsc;
 
 /// Most queued frames a writer sends in one flush.
@@ -40,15 +52,78 @@ pub const WRITE_BATCH: usize = 256;
 /// The WebSocket layer accepts messages up to twice the frame limit, so a frame somewhat
 /// over the limit is answered with a typed `too_large` error by the wire check; only a
 /// message beyond that closes the connection (close code 1009, "message too big").
-pub async fn client(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+///
+/// A token in `Authorization: Bearer` is checked before the upgrade (401 when it is
+/// refused); without one, the connection starts unauthenticated and, when the node
+/// requires tokens, must send [`Op::Auth`] before anything else is served.
+pub async fn client(
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    State(state): State<AppState>,
+) -> Response {
+    let session = match auth::bearer(&headers) {
+        Some(token) if state.tokens.required() => {
+            match state.tokens.authenticate(&state, token).await {
+                Ok((presented, grant)) => {
+                    Session { presented: Some(presented), grant: Some(grant) }
+                }
+                Err(refusal) => return auth::challenge(refusal),
+            }
+        }
+        _ => Session::default(),
+    };
     let max = state.max_frame * 2;
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| serve_client(socket, state))
+        .on_upgrade(move |socket| serve_client(socket, state, session))
 }
 
-async fn serve_client(socket: WebSocket, state: AppState) {
+/// Who a client connection speaks for.
+#[derive(Default)]
+struct Session {
+    /// The token it presented (hashed).
+    presented: Option<Presented>,
+    /// Its grant, as last looked up.
+    grant: Option<Arc<Grant>>,
+}
+
+impl Session {
+    /// Looks the connection's grant up again (the cache answers unless it is stale), so
+    /// a revoked token stops working on an open connection within seconds.
+    async fn refresh(&mut self, state: &AppState) -> Result<(), Refusal> {
+        let Some(presented) = &self.presented else {
+            self.grant = None;
+            return Err(Refusal::unauthorized(auth::NO_TOKEN));
+        };
+        match state.tokens.grant(state, presented).await {
+            Ok(grant) => {
+                self.grant = Some(grant);
+                Ok(())
+            }
+            Err(refusal) => {
+                self.grant = None;
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Whether this connection may run `op`: reserved collections are refused to
+    /// everyone; with tokens required, the grant must allow it.
+    fn check(&self, state: &AppState, op: &Op, refused: &Option<Refusal>) -> Result<(), Refusal> {
+        check_reserved(op).map_err(Refusal::forbidden)?;
+        if !state.tokens.required() {
+            return Ok(());
+        }
+        match (&self.grant, refused) {
+            (Some(grant), _) => grant.permits(op).map_err(Refusal::forbidden),
+            (None, Some(refusal)) => Err(refusal.clone()),
+            (None, None) => Err(Refusal::unauthorized(auth::NO_TOKEN)),
+        }
+    }
+}
+
+async fn serve_client(socket: WebSocket, state: AppState, mut session: Session) {
     let client = state.next_client();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<ClientResponse>>();
     if !state.submit(Input::Open { client, sink: Sink::Conn(tx.clone()) }) {
@@ -82,17 +157,79 @@ async fn serve_client(socket: WebSocket, state: AppState) {
     let reader_state = state.clone();
     let reader = async move {
         let state = reader_state;
+        let required = state.tokens.required();
         let mut reqs = Vec::with_capacity(16);
-        while let Some(first) = stream.next().await {
+        // With tokens required, an authenticated connection looks its token up again
+        // this often even when it sends nothing (its watches keep delivering): a revoked
+        // token's connection is closed.
+        let mut recheck = tokio::time::interval(auth::FRESH);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                first = stream.next() => first,
+                _ = recheck.tick(), if required && session.presented.is_some() => {
+                    if let Err(refusal) = session.refresh(&state).await {
+                        if refusal.code == ErrorCode::Unauthorized {
+                            let _ = tx.send(vec![ClientResponse::error(0, refusal.code, refusal.message)]);
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            };
+            let Some(first) = first else { return };
             // Take every frame that has already arrived, then hand them to the node
             // thread together: one channel message per read, not one per request.
             let mut next = Some(first);
             let mut taken = 0;
             let mut open = true;
+            // The grant is looked up once per batch (the cache answers unless stale).
+            let mut refused = if required { session.refresh(&state).await.err() } else { None };
             while let Some(msg) = next.take() {
                 taken += 1;
                 match read_frame(msg, max) {
-                    Frame::Request(req) => reqs.push(req),
+                    Frame::Request(ClientRequest { id, op: Op::Auth { token } }) => {
+                        let answer = if required {
+                            match state.tokens.authenticate(&state, &token.0).await {
+                                Ok((presented, grant)) => {
+                                    session =
+                                        Session { presented: Some(presented), grant: Some(grant) };
+                                    refused = None;
+                                    Reply::Ok
+                                }
+                                Err(refusal) => {
+                                    session = Session::default();
+                                    refused = Some(refusal.clone());
+                                    refusal.reply()
+                                }
+                            }
+                        } else {
+                            Reply::Ok
+                        };
+                        let _ = tx.send(vec![ClientResponse { id, result: answer }]);
+                    }
+                    Frame::Request(req) => match session.check(&state, &req.op, &refused) {
+                        Err(refusal) => {
+                            let _ = tx.send(vec![ClientResponse::error(
+                                req.id,
+                                refusal.code,
+                                refusal.message,
+                            )]);
+                        }
+                        Ok(())
+                            if matches!(
+                                req.op,
+                                Op::TokenCreate { .. } | Op::TokenList | Op::TokenRevoke { .. }
+                            ) =>
+                        {
+                            let (state, tx) = (state.clone(), tx.clone());
+                            tokio::spawn(async move {
+                                let result = auth::manage::run(&state, req.op).await;
+                                let _ = tx.send(vec![ClientResponse { id: req.id, result }]);
+                            });
+                        }
+                        Ok(()) => reqs.push(req),
+                    },
                     Frame::Refused(code, why) => {
                         if !reqs.is_empty()
                             && !state

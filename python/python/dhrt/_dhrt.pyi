@@ -29,9 +29,15 @@ class Client:
     """The Rust ``dhrt::Client``: pipelined, ring-aware, one connection per node."""
 
     def __init__(
-        self, seeds: Sequence[str], timeout: Optional[float], max_value: int, asynchronous: bool = False
+        self,
+        seeds: Sequence[str],
+        timeout: Optional[float],
+        max_value: int,
+        asynchronous: bool = False,
+        token: Optional[str] = None,
     ) -> None:
-        """A client of the cluster reached through ``seeds``; nothing is sent yet."""
+        """A client of the cluster reached through ``seeds``, presenting ``token`` on every
+        connection; nothing is sent yet."""
     def connect(self) -> Any:
         """Connects (once) through the first reachable seed and reads the ring."""
     def get(
@@ -99,9 +105,10 @@ class Node:
         min_free_mb: int = 64,
         leave_timeout: float = 30.0,
         advertise: Optional[str] = None,
+        admin_token_file: Optional[str] = None,
     ) -> "Node":
         """Starts a node (in memory when ``data_dir`` is ``None``) and returns once it
-        listens."""
+        listens. With ``admin_token_file``, every client must present a token."""
     @property
     def addr(self) -> str:
         """``host:port``."""

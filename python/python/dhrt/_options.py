@@ -123,19 +123,22 @@ def ring_of(members: Iterable[Tuple[int, str, List[int], str]]) -> List[RingMemb
     return [RingMember(*m) for m in members]
 
 
-def check_token(token: Optional[str]) -> None:
-    """Refuses a token: dhrt nodes do not authenticate clients (yet)."""
-    if token is not None:
-        raise InvalidInputError(
-            "dhrt nodes do not authenticate clients yet, so a token would not be checked: "
-            "pass token=None and keep nodes on a trusted network"
-        )
+def check_token(token: Optional[str]) -> Optional[str]:
+    """A token to present: ``None``, or a non-empty ``str`` without surrounding spaces."""
+    if token is None:
+        return None
+    if not isinstance(token, str):
+        raise InvalidTypeError(f"token must be a str (as `dhrt token create` prints it), not {type(token).__name__}")
+    token = token.strip()
+    if not token:
+        raise InvalidInputError("token is empty: pass the token `dhrt token create` printed, or None")
+    return token
 
 
 class Settings:
     """A client's defaults, and per-call keywords resolved against them."""
 
-    __slots__ = ("urls", "timeout", "collection", "consistency", "max_value_bytes")
+    __slots__ = ("urls", "token", "timeout", "collection", "consistency", "max_value_bytes")
 
     def __init__(
         self,
@@ -146,7 +149,7 @@ class Settings:
         consistency: Optional[Consistency],
         max_value_bytes: int,
     ) -> None:
-        check_token(token)
+        self.token = check_token(token)
         self.urls = seeds_of(url)
         self.timeout = seconds(timeout)
         self.collection = collection

@@ -92,7 +92,9 @@ class AsyncClient:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         self._settings = s = Settings(url, token, timeout, collection, consistency, max_value_bytes)
-        self._native: Optional[_dhrt.Client] = _dhrt.Client(s.urls, s.timeout, max_value_bytes, True)
+        self._native: Optional[_dhrt.Client] = _dhrt.Client(
+            s.urls, s.timeout, max_value_bytes, True, s.token
+        )
 
     async def connect(self) -> "AsyncClient":
         """Connects, if not connected yet; raises :class:`dhrt.ConnectionError` when no

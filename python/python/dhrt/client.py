@@ -67,7 +67,10 @@ def connect(
     ``collection`` and ``consistency`` are the defaults of calls that name none;
     ``consistency=None`` lets the node choose (``quorum`` unless configured otherwise).
     ``max_value_bytes`` is the largest value the client lets through (match the nodes'
-    ``--max-value``). ``token`` must be ``None``: nodes do not authenticate clients yet.
+    ``--max-value``). ``token`` is presented on every connection the client opens: a
+    node started with ``--admin-token-file`` requires one (``dhrt token create`` makes
+    one); without it such a node answers every call with :class:`dhrt.UnauthorizedError`,
+    and a call the token does not allow raises :class:`dhrt.ForbiddenError`.
 
     Raises :class:`dhrt.ConnectionError` when no node answers::
 
@@ -104,7 +107,9 @@ class Client:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         self._settings = Settings(url, token, timeout, collection, consistency, max_value_bytes)
-        native = _dhrt.Client(self._settings.urls, self._settings.timeout, max_value_bytes)
+        native = _dhrt.Client(
+            self._settings.urls, self._settings.timeout, max_value_bytes, False, self._settings.token
+        )
         native.connect()
         self._native: Optional[_dhrt.Client] = native
 

@@ -4,7 +4,7 @@ Every failure of a call — a bad argument, a node that answered with an error, 
 that could not be reached or did not answer in time — is an instance of
 :class:`Error`, so ``except dhrt.Error`` catches them all. The subclasses also derive
 from the matching built-in exception where one exists (``ValueError``, ``TypeError``,
-``KeyError``, ``TimeoutError``, ``ConnectionError``), so code that already catches
+``KeyError``, ``TimeoutError``, ``ConnectionError``, ``PermissionError``), so code that already catches
 those keeps working::
 
     Error
@@ -17,6 +17,9 @@ those keeps working::
     │   └── QuorumError                    too few replicas answered (.acks, .required)
     ├── TimeoutError (TimeoutError)        no answer in time
     ├── ConnectionError (ConnectionError)  no node reachable, or the connection dropped
+    ├── AuthError (PermissionError)        the node refused the client's token
+    │   ├── UnauthorizedError              no token, or a malformed, unknown or revoked one
+    │   └── ForbiddenError                 the token does not allow the call
     ├── NodeError                          an in-process node could not start or stop
     └── ProtocolError                      an answer the client did not expect
 
@@ -44,6 +47,9 @@ __all__ = [
     "QuorumError",
     "TimeoutError",
     "ConnectionError",
+    "AuthError",
+    "UnauthorizedError",
+    "ForbiddenError",
     "NodeError",
     "ProtocolError",
 ]
@@ -158,6 +164,27 @@ class ConnectionError(Error, builtins.ConnectionError):
     address and that a node is running (``python -m dhrt serve``)."""
 
     code = "connection"
+
+
+class AuthError(Error, builtins.PermissionError):
+    """The node refused the client's token (a node started with ``--admin-token-file``
+    requires one from every client)."""
+
+    code = "auth"
+
+
+class UnauthorizedError(AuthError):
+    """No token was given, or the node does not know it (malformed, unknown or
+    revoked): pass ``token=`` to :func:`dhrt.connect` (``dhrt token create`` makes one)."""
+
+    code = "unauthorized"
+
+
+class ForbiddenError(AuthError):
+    """The token does not allow the call: its role (``read`` cannot write) or the
+    collections it covers, or the collection is reserved for the cluster (``_dhrt.``)."""
+
+    code = "forbidden"
 
 
 class NodeError(Error):

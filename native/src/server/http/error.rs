@@ -129,6 +129,8 @@ fn kind(reply: &Reply) -> &'static str {
         Reply::Stats(_) => "stats",
         Reply::Ring { .. } => "ring",
         Reply::Error { .. } => "error",
+        Reply::Token { .. } => "token",
+        Reply::Tokens { .. } => "tokens",
     }
 }
 
@@ -169,6 +171,8 @@ mod tests {
             ErrorCode::Unavailable,
             ErrorCode::Unsupported,
             ErrorCode::Internal,
+            ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
         ] {
             let e = ApiError::new(code, "x");
             assert_eq!(e.status.as_u16(), code.http_status());

@@ -15,6 +15,7 @@ pub mod input;
 pub mod legacy;
 pub mod ops;
 pub mod origin;
+pub mod tokens;
 pub mod v1;
 
 use super::{dashboard, ws, AppState};
@@ -25,7 +26,7 @@ use axum::{
         DefaultBodyLimit, Query, State,
     },
     handler::Handler,
-    http::{header, Method, StatusCode, Uri},
+    http::{header, HeaderMap, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::{on, MethodFilter, MethodRouter},
     Router,
@@ -45,10 +46,34 @@ pub struct Route {
     pub path: &'static str,
     /// The path as `openapi.json` writes it (differs for a catch-all `{*rest}`).
     pub doc_path: &'static str,
+    /// Who may call it when the node requires tokens.
+    pub access: Access,
     handler: MethodRouter<AppState>,
 }
 
+/// Who may call a route when the node requires tokens (`--admin-token-file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A valid token (`Authorization: Bearer`); each operation is then checked against
+    /// its grant ([`super::auth`]).
+    Token,
+    /// Anyone: the health check, the API description, the dashboard's files (its data
+    /// comes over its WebSocket, which needs the token).
+    Public,
+    /// `/metrics`: a token, unless `--metrics-public`.
+    Metrics,
+    /// Checked by the handler itself: the client WebSocket (a token on the upgrade or as
+    /// its first message) and peer links (the cluster's own handshake).
+    Socket,
+}
+
 impl Route {
+    /// The same route, with another access rule.
+    fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
     /// The same route, written `doc_path` in `openapi.json`.
     fn documented_as(mut self, doc_path: &'static str) -> Self {
         self.doc_path = doc_path;
@@ -63,7 +88,7 @@ where
     T: 'static,
 {
     let filter = MethodFilter::try_from(method.clone()).expect("the table uses standard methods");
-    Route { method, path, doc_path: path, handler: on(filter, handler) }
+    Route { method, path, doc_path: path, access: Access::Token, handler: on(filter, handler) }
 }
 
 /// Every route of the port; `batch` limits the bodies of batches (every other body is
@@ -88,14 +113,19 @@ pub fn table(batch: usize) -> Vec<Route> {
         at(M::DELETE, "/v1/collections/{collection}", v1::drop),
         at(M::GET, "/v1/stats", v1::stats),
         at(M::GET, "/v1/ring", v1::ring),
-        at(M::GET, "/v1/health", v1::health),
-        at(M::GET, "/v1/ws", client_socket),
-        at(M::GET, "/v1/peer", peer_socket),
-        at(M::GET, "/metrics", metrics),
-        at(M::GET, "/openapi.json", openapi),
-        at(M::GET, "/dashboard", dashboard::index),
-        at(M::GET, "/dashboard/", dashboard::index),
-        at(M::GET, "/dashboard/{*path}", dashboard::asset).documented_as("/dashboard/{path}"),
+        at(M::GET, "/v1/health", v1::health).access(Access::Public),
+        at(M::POST, "/v1/tokens", tokens::create),
+        at(M::GET, "/v1/tokens", tokens::list),
+        at(M::DELETE, "/v1/tokens/{id}", tokens::revoke),
+        at(M::GET, "/v1/ws", client_socket).access(Access::Socket),
+        at(M::GET, "/v1/peer", peer_socket).access(Access::Socket),
+        at(M::GET, "/metrics", metrics).access(Access::Metrics),
+        at(M::GET, "/openapi.json", openapi).access(Access::Public),
+        at(M::GET, "/dashboard", dashboard::index).access(Access::Public),
+        at(M::GET, "/dashboard/", dashboard::index).access(Access::Public),
+        at(M::GET, "/dashboard/{*path}", dashboard::asset)
+            .documented_as("/dashboard/{path}")
+            .access(Access::Public),
     ]
 }
 
@@ -111,12 +141,26 @@ pub fn batch_limit(state: &AppState) -> usize {
 }
 
 /// The router of every route, with JSON errors for unknown paths and methods, bodies
-/// limited to one value (`AppState::max_value`) except batches, and requests from
-/// foreign web pages refused before any route ([`origin`]).
+/// limited to one value (`AppState::max_value`) except batches, requests from foreign
+/// web pages refused before any route ([`origin`]), and the token check of each route's
+/// [`Access`].
 pub fn routes(state: &AppState) -> Router<AppState> {
     let mut router = Router::new();
     for route in table(batch_limit(state)) {
-        router = router.route(route.path, route.handler);
+        let needs_token = match route.access {
+            Access::Token => true,
+            Access::Metrics => !state.security.metrics_public,
+            Access::Public | Access::Socket => false,
+        };
+        let handler = if needs_token {
+            route.handler.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                super::auth::require_token,
+            ))
+        } else {
+            route.handler
+        };
+        router = router.route(route.path, handler);
     }
     router
         .method_not_allowed_fallback(method_not_allowed)
@@ -128,10 +172,11 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 /// `GET /v1/ws` ([`ws::client`]), with a JSON error for a request that is no upgrade.
 async fn client_socket(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    headers: HeaderMap,
     state: State<AppState>,
 ) -> Response {
     match upgrade {
-        Ok(upgrade) => ws::client(upgrade, state).await,
+        Ok(upgrade) => ws::client(upgrade, headers, state).await,
         Err(e) => not_an_upgrade(&e, "/v1/ws is the client WebSocket endpoint"),
     }
 }

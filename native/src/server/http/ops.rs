@@ -164,6 +164,7 @@ pub async fn has_keys(
 }
 
 /// Deletes every live key of a collection, each at `consistency`; answers how many.
+/// Only an admin may, when the node requires tokens.
 ///
 /// Not atomic: keys written while the drop runs may survive it. On a failure the
 /// error says how many keys were deleted before it; running the drop again finishes
@@ -173,6 +174,7 @@ pub async fn drop_collection(
     collection: &str,
     consistency: Consistency,
 ) -> Result<u64, ApiError> {
+    state.tokens.authorize_drop(collection)?;
     let mut deleted = 0u64;
     let mut cursor = None;
     loop {

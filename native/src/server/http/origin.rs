@@ -33,7 +33,6 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
-    Json,
 };
 use std::{
     collections::HashSet,
@@ -222,10 +221,8 @@ fn preflight() -> Response {
 
 /// The refusal: 403 with the JSON error body of [`super::error`], code `forbidden`.
 fn refused(message: String) -> Response {
-    let body = serde_json::json!({
-        "error": {"code": "forbidden", "message": message, "acked": null}
-    });
-    (StatusCode::FORBIDDEN, Json(body)).into_response()
+    super::error::ApiError::new(dhrt_core::proto::client::ErrorCode::Forbidden, message)
+        .into_response()
 }
 
 /// An origin as compared: `scheme://host[:port]`, lowercase, without the scheme's
