@@ -325,7 +325,8 @@ impl<S: Store> Node<S> {
     /// Sync settings: paged messages, and collected tombstones not taken back.
     fn sync_config(&self, now: Millis) -> SyncConfig {
         let collected_before = now.checked_sub(self.config.tombstone_grace_ms);
-        SyncConfig { collected_before, ..SyncConfig::default() }
+        let limits = Some(self.entry_limits(now));
+        SyncConfig { collected_before, limits, ..SyncConfig::default() }
     }
 
     /// Queues hand-off sessions ahead of everything else (a graceful leave).
@@ -524,7 +525,17 @@ impl<S: Store> Node<S> {
     /// Handles a sync message from `from`.
     pub(super) fn handle_sync(&mut self, now: Millis, from: NodeId, msg: SyncMessage) {
         let key = (from, msg.session);
-        if matches!(msg.body, SyncBody::Begin { .. }) {
+        if let SyncBody::Begin { range, .. } = &msg.body {
+            if !self.may_push(from, *range) {
+                self.peer_stats.refused_sessions += 1;
+                let reason = format!(
+                    "node {from} neither replicates {range} nor hands it to node {}",
+                    self.id()
+                );
+                let body = SyncBody::Abort { reason };
+                self.send(from, Message::Sync(SyncMessage { session: key.1, body }));
+                return;
+            }
             let config = self.sync_config(now);
             match SyncSession::accept(&mut self.replica, msg, config) {
                 Ok((session, reply)) => {
@@ -546,9 +557,16 @@ impl<S: Store> Node<S> {
             return;
         }
         let Some(mut running) = self.anti_entropy.sessions.remove(&key) else { return };
-        let before = running.session.stats().entries_applied;
+        let before = running.session.stats();
+        running.session.set_limits(self.entry_limits(now));
         let result = running.session.handle(&mut self.replica, msg);
-        let applied = running.session.stats().entries_applied - before;
+        let after = running.session.stats();
+        let applied = after.entries_applied - before.entries_applied;
+        self.peer_stats.refused_entries += after.entries_refused - before.entries_refused;
+        if after.newest_merged > before.newest_merged {
+            // Checked against the max offset at this `now`, so adopting cannot fail.
+            let _ = self.clock.update(after.newest_merged, now);
+        }
         self.anti_entropy.entries_received += applied;
         let initiator = running.session.role() == Role::Initiator;
         let job = running.job.clone();

@@ -29,6 +29,7 @@
 pub mod antientropy;
 pub mod coordinator;
 pub mod gc;
+pub mod guard;
 pub mod hints;
 pub mod leave;
 pub mod migrate;
@@ -250,6 +251,7 @@ pub struct Node<S: Store> {
     leaving: Option<leave::Leaving>,
     state: NodeState,
     watch: Watches,
+    peer_stats: guard::PeerStats,
     outputs: VecDeque<Output>,
 }
 
@@ -292,6 +294,7 @@ impl<S: Store> Node<S> {
             leaving: None,
             state,
             watch: Watches::default(),
+            peer_stats: guard::PeerStats::default(),
             outputs: VecDeque::new(),
             config,
         };
@@ -468,8 +471,12 @@ impl<S: Store> Node<S> {
         self.pump_watches(now);
     }
 
-    /// Handles a message from node `from`.
+    /// Handles a message from node `from`. Requests from nodes that are not current
+    /// members of this node's view are ignored (see [`guard`]).
     pub fn handle_peer(&mut self, now: Millis, from: NodeId, msg: Message) {
+        if !self.admits(from, &msg) {
+            return;
+        }
         match msg {
             Message::Gossip(m) => {
                 self.membership.handle(now, from, m);
@@ -528,29 +535,23 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// Merges entries stamped elsewhere, after checking their clocks and sizes. Nothing
-    /// is applied when any record is refused.
+    /// Merges entries stamped elsewhere, after [`Node::entry_limits`] checked every one
+    /// of them; their timestamps are then adopted into the clock. Nothing is applied
+    /// when any record is refused.
     fn apply_remote(
         &mut self,
         now: Millis,
         collection: &str,
         records: Vec<(Bytes, Entry)>,
     ) -> Result<(), String> {
-        crate::store::validate_collection(collection).map_err(|e| e.to_string())?;
-        for (key, entry) in &records {
-            crate::store::validate_key(key).map_err(|e| e.to_string())?;
-            if entry.value.as_ref().is_some_and(|v| v.len() > self.config.max_value_bytes) {
-                return Err(format!(
-                    "value of {} bytes is over the {} byte limit",
-                    entry.value.as_ref().map_or(0, Bytes::len),
-                    self.config.max_value_bytes
-                ));
-            }
-            self.clock.check(entry.ts, now).map_err(|e| e.to_string())?;
+        let limits = self.entry_limits(now);
+        if let Err(e) = limits.check_all(collection, records.iter().map(|(k, e)| (&k[..], e))) {
+            self.peer_stats.refused_entries += records.len() as u64;
+            return Err(e.to_string());
         }
-        for (_, entry) in &records {
+        if let Some(newest) = records.iter().map(|(_, e)| e.ts).max() {
             // Checked above, so adopting cannot fail.
-            let _ = self.clock.update(entry.ts, now);
+            let _ = self.clock.update(newest, now);
         }
         self.replica.merge_batch(collection, records).map(|_| ()).map_err(|e| {
             self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
