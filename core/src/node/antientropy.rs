@@ -249,6 +249,10 @@ impl<S: Store> Node<S> {
                 let waiting: BTreeSet<NodeId> = mine.iter().flat_map(|(_, o)| o.clone()).collect();
                 let req = self.coordinator.new_req();
                 for peer in &waiting {
+                    // An owner serves only current members: make sure it knows this node
+                    // (a newcomer may not have reached it by gossip yet).
+                    self.membership.introduce_to(*peer);
+                    self.collect_membership();
                     self.send(*peer, Message::Replica(ReplicaMessage::ListCollections { req }));
                 }
                 discovery = Some(Discovery {

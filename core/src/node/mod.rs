@@ -137,6 +137,12 @@ pub struct NodeState {
     /// the node derives `vnodes` tokens from its id. Once set, they override `vnodes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Vec<Position>>,
+    /// The node's membership incarnation when it last changed. A node restarted on its
+    /// data starts from it, so its refutation beats any claim about it that other
+    /// members accepted (they accept none more than a bounded step above what they saw,
+    /// see [`crate::membership`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
 }
 
 /// Something a node wants its driver to do or know.
@@ -272,8 +278,10 @@ impl<S: Store> Node<S> {
             .tokens
             .clone()
             .filter(|t| !t.is_empty() && t.len() <= max && t.windows(2).all(|w| w[0] < w[1]))
-            .unwrap_or_else(|| tokens_for(config.id, config.vnodes.max(1)));
-        let me = Member::new(config.id, config.addr.clone(), tokens).with(Status::Syncing, 0);
+            .unwrap_or_else(|| tokens_for(config.id, config.vnodes.clamp(1, max.max(1))));
+        let incarnation = state.incarnation.unwrap_or(0);
+        let me = Member::new(config.id, config.addr.clone(), tokens)
+            .with(Status::Syncing, incarnation);
         let mut rng = Rng::new(config.seed);
         let membership = Membership::new(me, config.membership.clone(), rng.next_u64());
         let mut node = Node {
@@ -585,6 +593,11 @@ impl<S: Store> Node<S> {
                 }
             };
             self.outputs.push_back(out);
+        }
+        let incarnation = self.membership.incarnation();
+        if self.state.incarnation.unwrap_or(0) < incarnation {
+            self.state.incarnation = Some(incarnation);
+            self.outputs.push_back(Output::Persist(self.state.clone()));
         }
         self.refresh_table();
     }
