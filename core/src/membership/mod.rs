@@ -561,9 +561,9 @@ impl Membership {
             return true;
         }
         let step = self.config.max_incarnation_step;
-        self.view.get(&record.id).is_none_or(|s| {
-            record.incarnation <= s.record().incarnation.saturating_add(step)
-        })
+        self.view
+            .get(&record.id)
+            .is_none_or(|s| record.incarnation <= s.record().incarnation.saturating_add(step))
     }
 
     /// Sends this node's own record to member `to` (a `Gossip` with no updates), so that

@@ -109,7 +109,14 @@ struct Discovery {
     names: BTreeSet<String>,
     ranges: Vec<(Interval, Vec<NodeId>)>,
     deadline: Millis,
+    /// When the question is asked again of the owners that have not answered: an owner
+    /// ignores it until it knows this node as a member (see [`super::guard`]), which
+    /// the introduction sent with it may not have reached first.
+    resend_at: Millis,
 }
+
+/// How often a hand-off round asks the owners that have not answered again.
+const DISCOVERY_RESEND_MS: Millis = 1_000;
 
 #[derive(Debug, Clone)]
 struct Round {
@@ -139,7 +146,11 @@ impl AntiEntropy {
     /// When the next round starts or a session times out.
     pub fn next_deadline(&self, timeout: Millis) -> Option<Millis> {
         let sessions = self.sessions.values().map(|r| r.last_heard + timeout).min();
-        let discovery = self.round.as_ref().and_then(|r| r.discovery.as_ref()).map(|d| d.deadline);
+        let discovery = self
+            .round
+            .as_ref()
+            .and_then(|r| r.discovery.as_ref())
+            .map(|d| d.deadline.min(d.resend_at));
         [self.next_round_at, sessions, discovery].into_iter().flatten().min()
     }
 
@@ -248,19 +259,14 @@ impl<S: Store> Node<S> {
                 }
                 let waiting: BTreeSet<NodeId> = mine.iter().flat_map(|(_, o)| o.clone()).collect();
                 let req = self.coordinator.new_req();
-                for peer in &waiting {
-                    // An owner serves only current members: make sure it knows this node
-                    // (a newcomer may not have reached it by gossip yet).
-                    self.membership.introduce_to(*peer);
-                    self.collect_membership();
-                    self.send(*peer, Message::Replica(ReplicaMessage::ListCollections { req }));
-                }
+                self.ask_collections(req, &waiting);
                 discovery = Some(Discovery {
                     req,
                     waiting,
                     names: collections.iter().cloned().collect(),
                     ranges: mine,
                     deadline: now + self.config.sync_timeout_ms,
+                    resend_at: now + DISCOVERY_RESEND_MS,
                 });
             }
         } else {
@@ -313,6 +319,17 @@ impl<S: Store> Node<S> {
             self.report_handoff();
         }
         self.fill_sessions(now);
+    }
+
+    /// Asks `owners` which collections exist, introducing this node first: an owner
+    /// serves only current members, and a newcomer (or a node coming back from a
+    /// death) may not have reached it by gossip yet.
+    fn ask_collections(&mut self, req: u64, owners: &BTreeSet<NodeId>) {
+        for peer in owners {
+            self.membership.introduce_to(*peer);
+            self.collect_membership();
+            self.send(*peer, Message::Replica(ReplicaMessage::ListCollections { req }));
+        }
     }
 
     /// Queues, ahead of the round's sessions, a hand-off session for a token move.
@@ -495,6 +512,19 @@ impl<S: Store> Node<S> {
                     self.note_session_end(now, job, false, 0);
                 }
             }
+        }
+        let resend = self
+            .anti_entropy
+            .round
+            .as_mut()
+            .and_then(|r| r.discovery.as_mut())
+            .filter(|d| d.resend_at <= now && d.deadline > now)
+            .map(|d| {
+                d.resend_at = now + DISCOVERY_RESEND_MS;
+                (d.req, d.waiting.clone())
+            });
+        if let Some((req, waiting)) = resend {
+            self.ask_collections(req, &waiting);
         }
         let discovery_late = self
             .anti_entropy

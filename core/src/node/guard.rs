@@ -66,10 +66,9 @@ impl<S: Store> Node<S> {
     /// Whether `from` is a current member of this node's view that is not down.
     pub(super) fn is_current_member(&self, from: NodeId) -> bool {
         from != self.id()
-            && self
-                .membership
-                .member(from)
-                .is_some_and(|m| matches!(m.status, Status::Alive | Status::Syncing | Status::Suspect))
+            && self.membership.member(from).is_some_and(|m| {
+                matches!(m.status, Status::Alive | Status::Syncing | Status::Suspect)
+            })
     }
 
     /// Whether a message from `from` may be handled: requests only from current members.
@@ -114,9 +113,7 @@ impl<S: Store> Node<S> {
         }
         let members = || self.membership.alive().filter(|m| m.id != from && m.id != me);
         let peer = self.membership.member(from);
-        let with_peer = RingTable::new(
-            members().chain(peer).map(|m| (m.id, m.tokens.as_slice())),
-        );
+        let with_peer = RingTable::new(members().chain(peer).map(|m| (m.id, m.tokens.as_slice())));
         if listed(&with_peer, from) {
             return true;
         }

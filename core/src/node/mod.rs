@@ -280,8 +280,8 @@ impl<S: Store> Node<S> {
             .filter(|t| !t.is_empty() && t.len() <= max && t.windows(2).all(|w| w[0] < w[1]))
             .unwrap_or_else(|| tokens_for(config.id, config.vnodes.clamp(1, max.max(1))));
         let incarnation = state.incarnation.unwrap_or(0);
-        let me = Member::new(config.id, config.addr.clone(), tokens)
-            .with(Status::Syncing, incarnation);
+        let me =
+            Member::new(config.id, config.addr.clone(), tokens).with(Status::Syncing, incarnation);
         let mut rng = Rng::new(config.seed);
         let membership = Membership::new(me, config.membership.clone(), rng.next_u64());
         let mut node = Node {

@@ -318,10 +318,8 @@ impl SyncSession {
                     }
                 }
                 if let Some(limits) = self.config.limits {
-                    let refused = entries
-                        .iter()
-                        .filter(|(k, e)| limits.check(k, e).is_err())
-                        .count() as u64;
+                    let refused =
+                        entries.iter().filter(|(k, e)| limits.check(k, e).is_err()).count() as u64;
                     if let Some(err) = entries.iter().find_map(|(k, e)| limits.check(k, e).err()) {
                         self.stats.entries_refused += refused;
                         return Err(SyncError::Refused(err));
