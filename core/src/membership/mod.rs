@@ -77,9 +77,20 @@
 //! [`Membership::handle`] and [`Membership::tick`] with the current time, drain
 //! [`Membership::poll_output`], and wake it at [`Membership::next_deadline`]. Randomness
 //! (probe order, helpers, push-pull partners) comes from the seed given to `new`, so a
-//! run is a function of its seed and inputs. Every record from the network is checked
-//! (address and token list sizes, incarnation range); bad ones are dropped and counted in
-//! [`MembershipStats`], and no input panics.
+//! run is a function of its seed and inputs.
+//!
+//! ## What a peer cannot do
+//!
+//! Every record from the network is checked; bad ones are dropped and counted in
+//! [`MembershipStats`], and no input panics. A record's address (255 bytes) and token
+//! list (256) are bounded; a member's own record may carry an incarnation up to
+//! [`MAX_INCARNATION`], but a claim about *another* member must stay below it and at
+//! most `max_incarnation_step` (2^20) above the highest incarnation seen for that
+//! member, so the member can always refute it with an incarnation every node accepts.
+//! One message introduces at most `max_new_members` (8) members this node did not know
+//! — except a full state it asked for (its join's answer, its own push-pull's answer) —
+//! and the view holds at most `max_members` (4,096). A `PingReq` is run only toward a
+//! member this node knows, at the address in its own view.
 
 pub mod config;
 pub mod gossip;

@@ -70,7 +70,8 @@ pub struct NodeConfig {
     pub addr: String,
     /// Replicas per key (N).
     pub replicas: usize,
-    /// Tokens (virtual nodes) this node holds.
+    /// Tokens (virtual nodes) this node holds; capped to the membership's `max_tokens`
+    /// (256), the most a member record may carry.
     pub vnodes: usize,
     /// How long a coordinator waits for replicas before answering with an error.
     pub request_timeout_ms: Millis,
