@@ -370,3 +370,45 @@ fn a_member_may_not_push_a_range_neither_it_nor_this_node_replicates() {
     let after = sim.process(NodeId(1)).unwrap().node.peer_stats().refused_sessions;
     assert_eq!(after, before + 1, "node 1 accepted a push of a range nobody hands it");
 }
+
+#[test]
+fn a_read_reply_from_the_future_is_neither_returned_nor_repaired_into_the_store() {
+    use dhrt_core::proto::{ClientRequest, ClientResponse};
+    let mut config = NodeConfig::new(NodeId(1), sim_addr(NodeId(1)));
+    config.replicas = 2;
+    let mut node = Node::new(config, MemStore::new()).unwrap();
+    node.tick(0);
+    assert!(node.membership().is_alive(NodeId(1)), "a lone node serves at once");
+    // Node 2 is a serving member; it will answer the read with an entry from the future.
+    let two = Member::new(NodeId(2), sim_addr(NodeId(2)), vec![1 << 40, 1 << 62]);
+    node.handle_peer(
+        10,
+        NodeId(2),
+        Message::Gossip(MembershipMessage::Gossip { sender: two, updates: vec![] }),
+    );
+    while node.poll_output().is_some() {}
+    node.handle_client(20, 7, ClientRequest { id: 1, op: get("k") });
+    let mut req = None;
+    while let Some(o) = node.poll_output() {
+        if let Output::Send {
+            to, msg: Message::Replica(ReplicaMessage::Read { req: r, .. }), ..
+        } = o
+        {
+            assert_eq!(to, NodeId(2));
+            req = Some(r);
+        }
+    }
+    let req = req.expect("node 1 asked node 2");
+    let doomed = Entry::value("forever", Timestamp(u64::MAX - 5), NodeId(2));
+    let reply = ReplicaMessage::ReadReply { req, entries: vec![Some(doomed)] };
+    node.handle_peer(30, NodeId(2), Message::Replica(reply));
+    let mut answered = None;
+    while let Some(o) = node.poll_output() {
+        if let Output::Reply { resp: ClientResponse { id: 1, result }, .. } = o {
+            answered = Some(result);
+        }
+    }
+    assert_eq!(value_of(answered), None, "the entry from the future was returned");
+    assert_eq!(node.replica().get("users", b"k").unwrap(), None, "and repaired into the store");
+    assert_eq!(node.peer_stats().refused_entries, 1);
+}
