@@ -412,3 +412,43 @@ fn a_read_reply_from_the_future_is_neither_returned_nor_repaired_into_the_store(
     assert_eq!(node.replica().get("users", b"k").unwrap(), None, "and repaired into the store");
     assert_eq!(node.peer_stats().refused_entries, 1);
 }
+
+#[test]
+fn a_node_saves_its_incarnation_and_restarts_from_it() {
+    use dhrt_core::node::NodeState;
+    let config = NodeConfig::new(NodeId(1), sim_addr(NodeId(1)));
+    let state = NodeState { incarnation: Some(42), ..NodeState::default() };
+    let mut node = Node::with_state(config, MemStore::new(), state).unwrap();
+    assert_eq!(node.membership().incarnation(), 42);
+    // A suspicion of it, within the bound, is refuted above the claim, and the new
+    // incarnation is handed to the host to save.
+    let me = node.membership().me().clone();
+    let sender = Member::new(NodeId(2), sim_addr(NodeId(2)), vec![7]);
+    let claim = me.with(Status::Suspect, 500);
+    node.handle_peer(
+        10,
+        NodeId(2),
+        Message::Gossip(MembershipMessage::Gossip { sender, updates: vec![claim] }),
+    );
+    assert_eq!(node.membership().incarnation(), 501);
+    let mut saved = None;
+    while let Some(o) = node.poll_output() {
+        if let Output::Persist(s) = o {
+            saved = s.incarnation;
+        }
+    }
+    assert_eq!(saved, Some(501));
+    // A claim about it at the largest incarnation is refused: it could not be refuted.
+    let me = node.membership().me().clone();
+    let sender = Member::new(NodeId(2), sim_addr(NodeId(2)), vec![7]);
+    node.handle_peer(
+        20,
+        NodeId(2),
+        Message::Gossip(MembershipMessage::Gossip {
+            sender,
+            updates: vec![me.with(Status::Dead, MAX_INCARNATION)],
+        }),
+    );
+    assert_eq!(node.membership().incarnation(), 501);
+    assert_ne!(node.membership().me().status, Status::Dead);
+}
