@@ -37,7 +37,7 @@ use crate::{
 };
 
 /// Counters of what a node refused from its peers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PeerStats {
     /// Entries refused by [`EntryLimits::check`] (replica writes, repairs, read
     /// replies, sync sessions).

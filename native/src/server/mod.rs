@@ -402,5 +402,6 @@ pub(crate) fn snapshot_of<S: Store>(node: &Node<S>, addr: &str) -> Snapshot {
         collections,
         ops: Vec::new(),
         server: Vec::new(),
+        peer: node.peer_stats(),
     }
 }

@@ -130,6 +130,8 @@ pub struct Snapshot {
     pub ops: Vec<(&'static str, u64)>,
     /// Server counters: (name, value, help).
     pub server: Vec<(&'static str, u64, &'static str)>,
+    /// What the node refused from its peers (docs/security.md).
+    pub peer: dhrt_core::node::guard::PeerStats,
 }
 
 impl Snapshot {
@@ -137,7 +139,23 @@ impl Snapshot {
     pub fn with_counters(mut self, c: &Counters) -> Self {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         self.ops = c.ops();
+        let peer = self.peer;
         self.server = vec![
+            (
+                "dhrt_peer_entries_refused_total",
+                peer.refused_entries,
+                "Entries from peers refused: clock too far ahead, bad name, key, size or expiry.",
+            ),
+            (
+                "dhrt_peer_requests_refused_total",
+                peer.refused_requests,
+                "Peer requests ignored: the sender is not a current member that is up.",
+            ),
+            (
+                "dhrt_peer_sessions_refused_total",
+                peer.refused_sessions,
+                "Sync sessions refused: the sender may not push the interval.",
+            ),
             ("dhrt_request_errors_total", load(&c.errors), "Replies that were errors."),
             ("dhrt_clients", load(&c.clients), "Client connections open."),
             ("dhrt_peer_frames_in_total", load(&c.peer_frames_in), "Frames received from peers."),
