@@ -21,8 +21,22 @@
 //! replica makes the same tombstone from the same entry, and because tombstones win ties
 //! the expired form beats the live form in a merge, so replicas that expired an entry at
 //! different moments still agree. A later write (larger timestamp) beats both.
+//!
+//! ## Entries from other nodes
+//!
+//! An entry stamped elsewhere is merged only after [`EntryLimits::check`]: the one check
+//! every entry that reaches a store from a peer passes (replica writes, read repair,
+//! hints, and every sync session), and exactly the checks of a client write: a valid
+//! collection name and key, a value within the size limit, a timestamp no further ahead
+//! of the local wall clock than the clock's max offset, and an expiry that does not
+//! precede the write. A timestamp far in the future would otherwise beat every later
+//! write, on every replica, for good.
 
-use crate::{clock::Timestamp, Millis};
+use crate::{
+    clock::{ClockError, Timestamp},
+    store::{validate_collection, validate_key, StoreError},
+    Millis,
+};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -146,10 +160,110 @@ impl Entry {
     }
 }
 
+/// The bounds an entry stamped by another node must meet before it is merged (see the
+/// module docs, "Entries from other nodes"). Built by the node for the current wall time
+/// ([`crate::node::Node::entry_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryLimits {
+    /// Largest value accepted, in bytes (the node's `max_value_bytes`).
+    pub max_value_bytes: usize,
+    /// The local wall clock, in milliseconds, when the entry arrived.
+    pub now_ms: Millis,
+    /// How far ahead of `now_ms` a timestamp may be (the clock's max offset).
+    pub max_offset_ms: Millis,
+}
+
+/// Why an entry from another node was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryError {
+    /// The collection name or the key is invalid.
+    #[error(transparent)]
+    Name(#[from] StoreError),
+    /// The value is larger than this node accepts.
+    #[error("value of {len} bytes is over the {max} byte limit")]
+    TooLarge {
+        /// The value's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The timestamp is further ahead of the local clock than the max offset.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+    /// The entry expires before it was written: no client write makes that.
+    #[error("entry written at {written_ms} ms expires earlier, at {expires_ms} ms")]
+    Expiry {
+        /// The write's wall time.
+        written_ms: Millis,
+        /// The expiry.
+        expires_ms: Millis,
+    },
+}
+
+impl EntryLimits {
+    /// Checks the collection name once; then [`EntryLimits::check`] each entry.
+    pub fn check_collection(&self, collection: &str) -> Result<(), EntryError> {
+        Ok(validate_collection(collection)?)
+    }
+
+    /// Checks one entry for `key` (the collection is checked by
+    /// [`EntryLimits::check_collection`]): key, value size, timestamp, expiry.
+    pub fn check(&self, key: &[u8], entry: &Entry) -> Result<(), EntryError> {
+        validate_key(key)?;
+        if let Some(v) = entry.value.as_ref().filter(|v| v.len() > self.max_value_bytes) {
+            return Err(EntryError::TooLarge { len: v.len(), max: self.max_value_bytes });
+        }
+        let ts_ms = entry.ts.physical_ms();
+        let now_ms = self.now_ms.min(crate::clock::MAX_PHYSICAL_MS);
+        if ts_ms > now_ms.saturating_add(self.max_offset_ms) {
+            return Err(EntryError::Clock(ClockError::RemoteAhead {
+                remote_ms: ts_ms,
+                local_ms: now_ms,
+                ahead_ms: ts_ms - now_ms,
+                max_offset_ms: self.max_offset_ms,
+            }));
+        }
+        if let Some(expires_ms) = entry.expires.filter(|&e| e < ts_ms) {
+            return Err(EntryError::Expiry { written_ms: ts_ms, expires_ms });
+        }
+        Ok(())
+    }
+
+    /// Checks a whole batch of one collection; the first refusal, if any.
+    pub fn check_all<'a>(
+        &self,
+        collection: &str,
+        entries: impl IntoIterator<Item = (&'a [u8], &'a Entry)>,
+    ) -> Result<(), EntryError> {
+        self.check_collection(collection)?;
+        entries.into_iter().try_for_each(|(k, e)| self.check(k, e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn limits_refuse_what_a_client_write_could_not_make() {
+        let l = EntryLimits { max_value_bytes: 4, now_ms: 10_000, max_offset_ms: 500 };
+        let ok = Entry::value("abcd", Timestamp::from_parts(10_500, 9), NodeId(1));
+        assert_eq!(l.check(b"k", &ok), Ok(()));
+        assert!(l.check(b"k", &ok.clone().with_expiry(Some(10_500))).is_ok());
+        let ahead = Entry::tombstone(Timestamp(u64::MAX - 5), NodeId(1));
+        assert!(matches!(l.check(b"k", &ahead), Err(EntryError::Clock(_))));
+        let ahead = Entry::tombstone(Timestamp::from_parts(10_501, 0), NodeId(1));
+        assert!(matches!(l.check(b"k", &ahead), Err(EntryError::Clock(_))));
+        let big = Entry::value("abcde", Timestamp::from_parts(1, 0), NodeId(1));
+        assert_eq!(l.check(b"k", &big), Err(EntryError::TooLarge { len: 5, max: 4 }));
+        assert!(matches!(l.check(b"", &ok), Err(EntryError::Name(_))));
+        let early = ok.clone().with_expiry(Some(10_499));
+        assert!(matches!(l.check(b"k", &early), Err(EntryError::Expiry { .. })));
+        assert!(l.check_collection("../x").is_err());
+        assert!(l.check_all("c", [(&b"k"[..], &ok)]).is_ok());
+    }
 
     fn entry() -> impl Strategy<Value = Entry> {
         (

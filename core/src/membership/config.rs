@@ -37,12 +37,22 @@ pub struct MembershipConfig {
     pub join_retry_ms: Millis,
     /// How many members a leaving node tells directly.
     pub leave_fanout: usize,
-    /// Largest token list accepted in a member record from the network.
+    /// Largest token list accepted in a member record from the network (256 by
+    /// default, also the most tokens a node holds).
     pub max_tokens: usize,
     /// Largest address (bytes) accepted in a member record from the network.
     pub max_addr_len: usize,
-    /// Largest number of members a node keeps (and of records it reads per message).
+    /// Largest number of members a node keeps (and of records it reads per message);
+    /// records of further members are refused.
     pub max_members: usize,
+    /// Most members one message may introduce (records of members this node did not
+    /// know). A full state this node asked for — the seed's answer to its `Join`, the
+    /// answer to its own push-pull — is exempt: it is how a newcomer learns the cluster.
+    pub max_new_members: usize,
+    /// Largest step above the highest incarnation this node has seen for a member that
+    /// it accepts in a claim about that member from a third party. A member's own
+    /// records are accepted up to [`MAX_INCARNATION`].
+    pub max_incarnation_step: u64,
     /// Largest number of indirect probes a node relays at once for others.
     pub max_relays: usize,
 }
@@ -62,9 +72,11 @@ impl Default for MembershipConfig {
             gossip_fanout: 3,
             join_retry_ms: 2_000,
             leave_fanout: 3,
-            max_tokens: 1024,
+            max_tokens: 256,
             max_addr_len: 255,
-            max_members: 65_536,
+            max_members: 4096,
+            max_new_members: 8,
+            max_incarnation_step: 1 << 20,
             max_relays: 1024,
         }
     }
@@ -81,6 +93,8 @@ impl MembershipConfig {
         self.join_retry_ms = self.join_retry_ms.max(1);
         self.max_piggyback = self.max_piggyback.max(1);
         self.max_members = self.max_members.max(1);
+        self.max_new_members = self.max_new_members.max(1);
+        self.max_incarnation_step = self.max_incarnation_step.max(1);
         self
     }
 
@@ -103,7 +117,8 @@ impl MembershipConfig {
     }
 
     /// Whether a record from the network is within bounds: address and token list not
-    /// oversized, incarnation refutable.
+    /// oversized, incarnation at most [`MAX_INCARNATION`] (a member's own record; claims
+    /// by others are bounded further, see `Membership`).
     pub fn admits(&self, member: &Member) -> bool {
         member.addr.len() <= self.max_addr_len
             && member.tokens.len() <= self.max_tokens

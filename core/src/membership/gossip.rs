@@ -100,6 +100,9 @@ impl Membership {
     /// Sends a full-state exchange that asks for the receiver's state in return.
     pub(super) fn push_pull_to(&mut self, to: NodeId, addr: Option<String>) {
         let msg = MembershipMessage::PushPull { members: self.full_state(), reply: true };
+        if self.awaiting_state.len() < self.config.max_members {
+            self.awaiting_state.insert(to);
+        }
         match addr {
             Some(addr) => self.send_to(to, addr, msg),
             None => self.send(to, msg),

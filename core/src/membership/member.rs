@@ -102,7 +102,7 @@ pub struct Member {
     pub id: NodeId,
     /// Where peers reach it (`host:port`), at most 255 bytes by default.
     pub addr: String,
-    /// Its ring positions (virtual nodes), at most 1024 by default.
+    /// Its ring positions (virtual nodes), at most 256 by default.
     pub tokens: Vec<Position>,
     /// Its health, as claimed by whoever made this record.
     pub status: Status,

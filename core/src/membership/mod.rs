@@ -77,9 +77,20 @@
 //! [`Membership::handle`] and [`Membership::tick`] with the current time, drain
 //! [`Membership::poll_output`], and wake it at [`Membership::next_deadline`]. Randomness
 //! (probe order, helpers, push-pull partners) comes from the seed given to `new`, so a
-//! run is a function of its seed and inputs. Every record from the network is checked
-//! (address and token list sizes, incarnation range); bad ones are dropped and counted in
-//! [`MembershipStats`], and no input panics.
+//! run is a function of its seed and inputs.
+//!
+//! ## What a peer cannot do
+//!
+//! Every record from the network is checked; bad ones are dropped and counted in
+//! [`MembershipStats`], and no input panics. A record's address (255 bytes) and token
+//! list (256) are bounded; a member's own record may carry an incarnation up to
+//! [`MAX_INCARNATION`], but a claim about *another* member must stay below it and at
+//! most `max_incarnation_step` (2^20) above the highest incarnation seen for that
+//! member, so the member can always refute it with an incarnation every node accepts.
+//! One message introduces at most `max_new_members` (8) members this node did not know
+//! — except a full state it asked for (its join's answer, its own push-pull's answer) —
+//! and the view holds at most `max_members` (4,096). A `PingReq` is run only toward a
+//! member this node knows, at the address in its own view.
 
 pub mod config;
 pub mod gossip;
@@ -94,7 +105,7 @@ pub use member::{Member, MemberState, Status, MAX_INCARNATION};
 pub use message::{MembershipEvent, MembershipMessage, MembershipOutput};
 
 use crate::{hash::Position, rng::Rng, Millis, NodeId};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use swim::{Prober, Suspicion};
 
 /// Counters of what the membership state machine saw and did.
@@ -148,6 +159,9 @@ pub struct Membership {
     next_push_pull_at: Option<Millis>,
     next_gossip_at: Option<Millis>,
     joining: Option<Joining>,
+    /// Members this node sent a push-pull asking for their full state, not answered
+    /// yet: their answer may introduce any number of members.
+    awaiting_state: BTreeSet<NodeId>,
     outputs: VecDeque<MembershipOutput>,
     stats: MembershipStats,
 }
@@ -174,6 +188,7 @@ impl Membership {
             next_push_pull_at: None,
             next_gossip_at: None,
             joining: None,
+            awaiting_state: BTreeSet::new(),
             outputs: VecDeque::new(),
             stats: MembershipStats::default(),
         }
@@ -275,7 +290,7 @@ impl Membership {
         self.prober.last_heard_at = Some(now);
         match msg {
             MembershipMessage::Ping { seq, sender, updates } => {
-                let contact = self.absorb(now, from, Some(sender), updates, false);
+                let contact = self.absorb(now, from, Some(sender), updates, false, false);
                 let updates = self.piggyback(contact.correction);
                 let msg = MembershipMessage::Ack {
                     seq,
@@ -286,18 +301,21 @@ impl Membership {
                 self.reply(from, contact.addr, msg);
             }
             MembershipMessage::Ack { seq, on_behalf, sender, updates } => {
-                let contact = self.absorb(now, from, Some(sender), updates, false);
+                let contact = self.absorb(now, from, Some(sender), updates, false, false);
                 self.on_ack(now, from, seq, on_behalf);
                 self.correct(from, contact);
             }
             MembershipMessage::PingReq { seq, target, target_addr, sender, updates } => {
-                let contact = self.absorb(now, from, Some(sender), updates, false);
+                let contact = self.absorb(now, from, Some(sender), updates, false, false);
                 self.on_ping_req(now, from, seq, target, target_addr);
                 self.correct(from, contact);
             }
             MembershipMessage::PushPull { members, reply } => {
                 let sender = members.iter().find(|m| m.id == from).cloned();
-                let contact = self.absorb(now, from, sender, members, true);
+                // The answer to this node's own push-pull or join.
+                let solicited =
+                    !reply && (self.awaiting_state.remove(&from) || self.joining.is_some());
+                let contact = self.absorb(now, from, sender, members, true, solicited);
                 if reply {
                     let msg =
                         MembershipMessage::PushPull { members: self.full_state(), reply: false };
@@ -311,12 +329,12 @@ impl Membership {
                     self.stats.rejected_messages += 1;
                     return;
                 }
-                let contact = self.absorb(now, from, Some(member), Vec::new(), true);
+                let contact = self.absorb(now, from, Some(member), Vec::new(), true, false);
                 let msg = MembershipMessage::PushPull { members: self.full_state(), reply: false };
                 self.reply(from, contact.addr, msg);
             }
             MembershipMessage::Gossip { sender, updates } => {
-                let contact = self.absorb(now, from, Some(sender), updates, false);
+                let contact = self.absorb(now, from, Some(sender), updates, false, false);
                 self.correct(from, contact);
             }
         }
@@ -474,6 +492,7 @@ impl Membership {
         sender: Option<Member>,
         updates: Vec<Member>,
         full_state: bool,
+        solicited: bool,
     ) -> Contact {
         let sender = match sender {
             Some(s) if s.id == from && self.config.admits(&s) => Some(s),
@@ -483,15 +502,28 @@ impl Membership {
             }
             None => None,
         };
+        // A full state this node asked for may introduce any number of members (the
+        // view's own bound still applies); anything else at most `max_new_members`.
+        let mut new_left = if solicited { usize::MAX } else { self.config.max_new_members };
+        if sender.as_ref().is_some_and(|s| !self.view.contains_key(&s.id)) {
+            new_left = new_left.saturating_sub(1);
+        }
         let limit = self.config.max_members;
         let total = updates.len();
-        let mut admitted = Vec::with_capacity(total.min(limit));
+        let mut admitted: Vec<Member> = Vec::with_capacity(total.min(limit));
         for u in updates.into_iter().take(limit) {
-            if self.config.admits(&u) {
-                admitted.push(u);
-            } else {
+            let new = u.id != self.id
+                && u.id != from
+                && !self.view.contains_key(&u.id)
+                && !admitted.iter().any(|a| a.id == u.id);
+            if !self.admits_claim(from, &u) || (new && new_left == 0) {
                 self.stats.rejected_records += 1;
+                continue;
             }
+            if new {
+                new_left -= 1;
+            }
+            admitted.push(u);
         }
         self.stats.rejected_records += total.saturating_sub(limit) as u64;
         let my_id = self.id;
@@ -517,6 +549,40 @@ impl Membership {
             self.push_pull_to(from, addr.clone());
         }
         Contact { addr, correction }
+    }
+
+    /// Whether a record heard from `from` is within bounds: [`MembershipConfig::admits`],
+    /// and, for a claim about another member (not `from` itself), an incarnation the
+    /// member can still refute — below [`MAX_INCARNATION`], and at most
+    /// `max_incarnation_step` above the highest incarnation seen for it here.
+    fn admits_claim(&self, from: NodeId, record: &Member) -> bool {
+        if !self.config.admits(record) {
+            return false;
+        }
+        if record.id == from {
+            return true;
+        }
+        if record.incarnation >= MAX_INCARNATION {
+            return false;
+        }
+        if record.id == self.id {
+            // This node refutes with a higher incarnation, which must stay admissible;
+            // how far the claim is above its own incarnation does not matter (it may
+            // have restarted without its saved incarnation).
+            return true;
+        }
+        let step = self.config.max_incarnation_step;
+        self.view
+            .get(&record.id)
+            .is_none_or(|s| record.incarnation <= s.record().incarnation.saturating_add(step))
+    }
+
+    /// Sends this node's own record to member `to` (a `Gossip` with no updates), so that
+    /// a member that has not heard of it yet learns it before it is asked anything: the
+    /// node layer calls it before a hand-off asks the owners which collections exist.
+    pub fn introduce_to(&mut self, to: NodeId) {
+        let msg = MembershipMessage::Gossip { sender: self.me().clone(), updates: Vec::new() };
+        self.send(to, msg);
     }
 
     /// Sends `contact`'s correction, if any, as a `Gossip`.

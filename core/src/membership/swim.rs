@@ -277,10 +277,15 @@ impl Membership {
         target: NodeId,
         target_addr: String,
     ) {
-        if target == self.id || target == from || target_addr.len() > self.config.max_addr_len {
+        // Only toward a member this node knows, at the address in its own view: the
+        // address in the request is never used, so a request cannot aim this node at
+        // arbitrary hosts.
+        let _ = target_addr;
+        let known = self.view.get(&target).map(|s| s.record().addr.clone());
+        let Some(addr) = known.filter(|_| target != self.id && target != from) else {
             self.stats.rejected_messages += 1;
             return;
-        }
+        };
         if self.prober.relays.len() >= self.config.max_relays {
             self.prober.relays.pop_first();
         }
@@ -289,7 +294,6 @@ impl Membership {
         self.prober
             .relays
             .insert(my_seq, Relay { requester: from, requester_seq: seq, target, expires_at });
-        let addr = self.view.get(&target).map_or(target_addr, |s| s.record().addr.clone());
         let updates = self.piggyback(self.suspicion_of(target));
         let sender = self.me().clone();
         self.send_to(target, addr, MembershipMessage::Ping { seq: my_seq, sender, updates });

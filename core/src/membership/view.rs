@@ -91,8 +91,15 @@ impl Membership {
         if !claim.supersedes(&me) {
             return false;
         }
+        // Claims at or above the largest incarnation were refused on arrival, so the
+        // refutation is at most `MAX_INCARNATION`: every member accepts it.
+        let Some(incarnation) = me.incarnation.max(claim.incarnation).checked_add(1) else {
+            return false;
+        };
+        if incarnation > super::MAX_INCARNATION {
+            return false;
+        }
         self.stats.refutations += 1;
-        let incarnation = me.incarnation.max(claim.incarnation).saturating_add(1);
         let declared_down = claim.status.is_down()
             || (claim.status == Status::Syncing && me.status == Status::Alive);
         if me.status == Status::Left {

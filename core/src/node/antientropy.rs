@@ -109,7 +109,14 @@ struct Discovery {
     names: BTreeSet<String>,
     ranges: Vec<(Interval, Vec<NodeId>)>,
     deadline: Millis,
+    /// When the question is asked again of the owners that have not answered: an owner
+    /// ignores it until it knows this node as a member (see [`super::guard`]), which
+    /// the introduction sent with it may not have reached first.
+    resend_at: Millis,
 }
+
+/// How often a hand-off round asks the owners that have not answered again.
+const DISCOVERY_RESEND_MS: Millis = 1_000;
 
 #[derive(Debug, Clone)]
 struct Round {
@@ -139,7 +146,11 @@ impl AntiEntropy {
     /// When the next round starts or a session times out.
     pub fn next_deadline(&self, timeout: Millis) -> Option<Millis> {
         let sessions = self.sessions.values().map(|r| r.last_heard + timeout).min();
-        let discovery = self.round.as_ref().and_then(|r| r.discovery.as_ref()).map(|d| d.deadline);
+        let discovery = self
+            .round
+            .as_ref()
+            .and_then(|r| r.discovery.as_ref())
+            .map(|d| d.deadline.min(d.resend_at));
         [self.next_round_at, sessions, discovery].into_iter().flatten().min()
     }
 
@@ -248,15 +259,14 @@ impl<S: Store> Node<S> {
                 }
                 let waiting: BTreeSet<NodeId> = mine.iter().flat_map(|(_, o)| o.clone()).collect();
                 let req = self.coordinator.new_req();
-                for peer in &waiting {
-                    self.send(*peer, Message::Replica(ReplicaMessage::ListCollections { req }));
-                }
+                self.ask_collections(req, &waiting);
                 discovery = Some(Discovery {
                     req,
                     waiting,
                     names: collections.iter().cloned().collect(),
                     ranges: mine,
                     deadline: now + self.config.sync_timeout_ms,
+                    resend_at: now + DISCOVERY_RESEND_MS,
                 });
             }
         } else {
@@ -311,6 +321,17 @@ impl<S: Store> Node<S> {
         self.fill_sessions(now);
     }
 
+    /// Asks `owners` which collections exist, introducing this node first: an owner
+    /// serves only current members, and a newcomer (or a node coming back from a
+    /// death) may not have reached it by gossip yet.
+    fn ask_collections(&mut self, req: u64, owners: &BTreeSet<NodeId>) {
+        for peer in owners {
+            self.membership.introduce_to(*peer);
+            self.collect_membership();
+            self.send(*peer, Message::Replica(ReplicaMessage::ListCollections { req }));
+        }
+    }
+
     /// Queues, ahead of the round's sessions, a hand-off session for a token move.
     pub(super) fn queue_migration_session(
         &mut self,
@@ -325,7 +346,8 @@ impl<S: Store> Node<S> {
     /// Sync settings: paged messages, and collected tombstones not taken back.
     fn sync_config(&self, now: Millis) -> SyncConfig {
         let collected_before = now.checked_sub(self.config.tombstone_grace_ms);
-        SyncConfig { collected_before, ..SyncConfig::default() }
+        let limits = Some(self.entry_limits(now));
+        SyncConfig { collected_before, limits, ..SyncConfig::default() }
     }
 
     /// Queues hand-off sessions ahead of everything else (a graceful leave).
@@ -491,6 +513,19 @@ impl<S: Store> Node<S> {
                 }
             }
         }
+        let resend = self
+            .anti_entropy
+            .round
+            .as_mut()
+            .and_then(|r| r.discovery.as_mut())
+            .filter(|d| d.resend_at <= now && d.deadline > now)
+            .map(|d| {
+                d.resend_at = now + DISCOVERY_RESEND_MS;
+                (d.req, d.waiting.clone())
+            });
+        if let Some((req, waiting)) = resend {
+            self.ask_collections(req, &waiting);
+        }
         let discovery_late = self
             .anti_entropy
             .round
@@ -524,7 +559,17 @@ impl<S: Store> Node<S> {
     /// Handles a sync message from `from`.
     pub(super) fn handle_sync(&mut self, now: Millis, from: NodeId, msg: SyncMessage) {
         let key = (from, msg.session);
-        if matches!(msg.body, SyncBody::Begin { .. }) {
+        if let SyncBody::Begin { range, .. } = &msg.body {
+            if !self.may_push(from, *range) {
+                self.peer_stats.refused_sessions += 1;
+                let reason = format!(
+                    "node {from} neither replicates {range} nor hands it to node {}",
+                    self.id()
+                );
+                let body = SyncBody::Abort { reason };
+                self.send(from, Message::Sync(SyncMessage { session: key.1, body }));
+                return;
+            }
             let config = self.sync_config(now);
             match SyncSession::accept(&mut self.replica, msg, config) {
                 Ok((session, reply)) => {
@@ -546,9 +591,16 @@ impl<S: Store> Node<S> {
             return;
         }
         let Some(mut running) = self.anti_entropy.sessions.remove(&key) else { return };
-        let before = running.session.stats().entries_applied;
+        let before = running.session.stats();
+        running.session.set_limits(self.entry_limits(now));
         let result = running.session.handle(&mut self.replica, msg);
-        let applied = running.session.stats().entries_applied - before;
+        let after = running.session.stats();
+        let applied = after.entries_applied - before.entries_applied;
+        self.peer_stats.refused_entries += after.entries_refused - before.entries_refused;
+        if after.newest_merged > before.newest_merged {
+            // Checked against the max offset at this `now`, so adopting cannot fail.
+            let _ = self.clock.update(after.newest_merged, now);
+        }
         self.anti_entropy.entries_received += applied;
         let initiator = running.session.role() == Role::Initiator;
         let job = running.job.clone();

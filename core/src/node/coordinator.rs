@@ -473,15 +473,29 @@ pub(super) fn on_read_reply<S: Store>(
     req: u64,
     entries: Vec<Option<Entry>>,
 ) {
+    // A replica's answer is merged locally by read repair: it passes the same checks
+    // as a replica write, and an entry refused reads as no answer for its key.
+    let limits = node.entry_limits(now);
     let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
     if !matches!(p.kind, Kind::Read { .. }) {
         return;
     }
+    let collection_ok = limits.check_collection(&p.collection).is_ok();
+    let mut refused = 0;
     let mut answers = entries.into_iter();
     for k in p.keys.iter_mut().filter(|k| k.replicas.contains(&from)) {
-        let Some(entry) = answers.next() else { break };
+        let Some(mut entry) = answers.next() else { break };
+        if entry.as_ref().is_some_and(|e| !collection_ok || limits.check(&k.key, e).is_err()) {
+            entry = None;
+            refused += 1;
+        }
+        if let Some(e) = &entry {
+            // Checked, so adopting cannot fail: a write after this read stamps later.
+            let _ = node.clock.update(e.ts, now);
+        }
         k.answers.insert(from, entry);
     }
+    node.peer_stats.refused_entries += refused;
     progress(node, now, req);
 }
 

@@ -29,6 +29,7 @@
 pub mod antientropy;
 pub mod coordinator;
 pub mod gc;
+pub mod guard;
 pub mod hints;
 pub mod leave;
 pub mod migrate;
@@ -69,7 +70,8 @@ pub struct NodeConfig {
     pub addr: String,
     /// Replicas per key (N).
     pub replicas: usize,
-    /// Tokens (virtual nodes) this node holds.
+    /// Tokens (virtual nodes) this node holds; capped to the membership's `max_tokens`
+    /// (256), the most a member record may carry.
     pub vnodes: usize,
     /// How long a coordinator waits for replicas before answering with an error.
     pub request_timeout_ms: Millis,
@@ -136,6 +138,12 @@ pub struct NodeState {
     /// the node derives `vnodes` tokens from its id. Once set, they override `vnodes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Vec<Position>>,
+    /// The node's membership incarnation when it last changed. A node restarted on its
+    /// data starts from it, so its refutation beats any claim about it that other
+    /// members accepted (they accept none more than a bounded step above what they saw,
+    /// see [`crate::membership`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
 }
 
 /// Something a node wants its driver to do or know.
@@ -250,6 +258,7 @@ pub struct Node<S: Store> {
     leaving: Option<leave::Leaving>,
     state: NodeState,
     watch: Watches,
+    peer_stats: guard::PeerStats,
     outputs: VecDeque<Output>,
 }
 
@@ -270,8 +279,10 @@ impl<S: Store> Node<S> {
             .tokens
             .clone()
             .filter(|t| !t.is_empty() && t.len() <= max && t.windows(2).all(|w| w[0] < w[1]))
-            .unwrap_or_else(|| tokens_for(config.id, config.vnodes.max(1)));
-        let me = Member::new(config.id, config.addr.clone(), tokens).with(Status::Syncing, 0);
+            .unwrap_or_else(|| tokens_for(config.id, config.vnodes.clamp(1, max.max(1))));
+        let incarnation = state.incarnation.unwrap_or(0);
+        let me =
+            Member::new(config.id, config.addr.clone(), tokens).with(Status::Syncing, incarnation);
         let mut rng = Rng::new(config.seed);
         let membership = Membership::new(me, config.membership.clone(), rng.next_u64());
         let mut node = Node {
@@ -292,6 +303,7 @@ impl<S: Store> Node<S> {
             leaving: None,
             state,
             watch: Watches::default(),
+            peer_stats: guard::PeerStats::default(),
             outputs: VecDeque::new(),
             config,
         };
@@ -468,8 +480,12 @@ impl<S: Store> Node<S> {
         self.pump_watches(now);
     }
 
-    /// Handles a message from node `from`.
+    /// Handles a message from node `from`. Requests from nodes that are not current
+    /// members of this node's view are ignored (see [`guard`]).
     pub fn handle_peer(&mut self, now: Millis, from: NodeId, msg: Message) {
+        if !self.admits(from, &msg) {
+            return;
+        }
         match msg {
             Message::Gossip(m) => {
                 self.membership.handle(now, from, m);
@@ -528,29 +544,23 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// Merges entries stamped elsewhere, after checking their clocks and sizes. Nothing
-    /// is applied when any record is refused.
+    /// Merges entries stamped elsewhere, after [`Node::entry_limits`] checked every one
+    /// of them; their timestamps are then adopted into the clock. Nothing is applied
+    /// when any record is refused.
     fn apply_remote(
         &mut self,
         now: Millis,
         collection: &str,
         records: Vec<(Bytes, Entry)>,
     ) -> Result<(), String> {
-        crate::store::validate_collection(collection).map_err(|e| e.to_string())?;
-        for (key, entry) in &records {
-            crate::store::validate_key(key).map_err(|e| e.to_string())?;
-            if entry.value.as_ref().is_some_and(|v| v.len() > self.config.max_value_bytes) {
-                return Err(format!(
-                    "value of {} bytes is over the {} byte limit",
-                    entry.value.as_ref().map_or(0, Bytes::len),
-                    self.config.max_value_bytes
-                ));
-            }
-            self.clock.check(entry.ts, now).map_err(|e| e.to_string())?;
+        let limits = self.entry_limits(now);
+        if let Err(e) = limits.check_all(collection, records.iter().map(|(k, e)| (&k[..], e))) {
+            self.peer_stats.refused_entries += records.len() as u64;
+            return Err(e.to_string());
         }
-        for (_, entry) in &records {
+        if let Some(newest) = records.iter().map(|(_, e)| e.ts).max() {
             // Checked above, so adopting cannot fail.
-            let _ = self.clock.update(entry.ts, now);
+            let _ = self.clock.update(newest, now);
         }
         self.replica.merge_batch(collection, records).map(|_| ()).map_err(|e| {
             self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
@@ -584,6 +594,11 @@ impl<S: Store> Node<S> {
                 }
             };
             self.outputs.push_back(out);
+        }
+        let incarnation = self.membership.incarnation();
+        if self.state.incarnation.unwrap_or(0) < incarnation {
+            self.state.incarnation = Some(incarnation);
+            self.outputs.push_back(Output::Persist(self.state.clone()));
         }
         self.refresh_table();
     }

@@ -59,7 +59,11 @@ mod session;
 pub use pair::{sync_pair, sync_pair_full, PairReport};
 pub use session::SyncSession;
 
-use crate::store::StoreError;
+use crate::{
+    clock::Timestamp,
+    entry::{EntryError, EntryLimits},
+    store::StoreError,
+};
 
 /// Why a sync session failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +86,10 @@ pub enum SyncError {
     /// The peer aborted.
     #[error("the peer aborted the sync session: {0}")]
     Aborted(String),
+    /// The peer sent an entry this node refuses (see [`EntryLimits`]): nothing of that
+    /// message was merged, and the session is over.
+    #[error("refused an entry from the peer: {0}")]
+    Refused(EntryError),
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -111,6 +119,11 @@ pub struct SyncConfig {
     pub push: bool,
     /// Whether this side takes entries from the peer: asks for them and merges them.
     pub pull: bool,
+    /// The checks every received entry must pass before anything of its message is
+    /// merged (a node sets them for the current time before each message, see
+    /// [`SyncSession::set_limits`]); `None` takes entries unchecked (a client's copy of
+    /// a node's data).
+    pub limits: Option<EntryLimits>,
 }
 
 impl Default for SyncConfig {
@@ -121,6 +134,7 @@ impl Default for SyncConfig {
             collected_before: None,
             push: true,
             pull: true,
+            limits: None,
         }
     }
 }
@@ -151,6 +165,12 @@ pub struct SyncStats {
     pub entries_received: u64,
     /// Received entries that changed the local store.
     pub entries_applied: u64,
+    /// Received entries refused by the [`SyncConfig::limits`] (each refusal ends the
+    /// session).
+    pub entries_refused: u64,
+    /// The newest timestamp among the entries merged so far (the node adopts it into
+    /// its clock, as for a replica write).
+    pub newest_merged: Timestamp,
     /// Tree nodes whose children were described to the peer.
     pub nodes_described: u64,
     /// Tree nodes whose versions were listed to the peer.

@@ -163,6 +163,12 @@ impl SyncSession {
         self.state == State::Open
     }
 
+    /// Sets the checks received entries must pass from now on (the node refreshes them
+    /// with the current time before handing the session each message).
+    pub fn set_limits(&mut self, limits: crate::entry::EntryLimits) {
+        self.config.limits = Some(limits);
+    }
+
     /// Counters of what the session did.
     pub fn stats(&self) -> SyncStats {
         self.stats
@@ -311,6 +317,14 @@ impl SyncSession {
                         ));
                     }
                 }
+                if let Some(limits) = self.config.limits {
+                    let refused =
+                        entries.iter().filter(|(k, e)| limits.check(k, e).is_err()).count() as u64;
+                    if let Some(err) = entries.iter().find_map(|(k, e)| limits.check(k, e).err()) {
+                        self.stats.entries_refused += refused;
+                        return Err(SyncError::Refused(err));
+                    }
+                }
                 let mut entries = entries;
                 if let Some(cutoff) = self.config.collected_before {
                     entries.retain(|(key, e)| {
@@ -319,7 +333,9 @@ impl SyncSession {
                             || replica.get(&self.collection, key).is_ok_and(|held| held.is_some())
                     });
                 }
+                let newest = entries.iter().map(|(_, e)| e.ts).max().unwrap_or_default();
                 let outcomes = replica.merge_batch(&self.collection, entries)?;
+                self.stats.newest_merged = self.stats.newest_merged.max(newest);
                 self.stats.entries_applied +=
                     outcomes.iter().filter(|m| m.changed()).count() as u64;
             }

@@ -167,7 +167,11 @@ mod tests {
     #[test]
     fn id_state_and_peers_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let state = NodeState { last_full_sync_ms: Some(1234), tokens: Some(vec![1, 5, 9]) };
+        let state = NodeState {
+            last_full_sync_ms: Some(1234),
+            tokens: Some(vec![1, 5, 9]),
+            incarnation: Some(7),
+        };
         let peers = vec!["10.0.0.1:7453".to_string(), "node-b:7453".to_string()];
         {
             let db = NodeDb::open(dir.path()).unwrap();
@@ -182,7 +186,7 @@ mod tests {
         assert_eq!(db.peers().unwrap(), peers);
         db.save_peers(&[]).unwrap();
         assert!(db.peers().unwrap().is_empty(), "saving replaces");
-        let plain = NodeState { last_full_sync_ms: None, tokens: None };
+        let plain = NodeState { last_full_sync_ms: None, tokens: None, incarnation: None };
         db.save_state(&plain).unwrap();
         assert_eq!(db.state().unwrap(), plain);
     }
