@@ -322,9 +322,10 @@ fn one_frame_cannot_evict_a_node_for_good() {
     let n2 = start(&secret, Some(&n1.addr), Some(&n2_dir), port);
     assert!(
         wait_until(Duration::from_secs(30), || alive_everywhere(&n2)),
-        "after a restart n2 is not alive again: n1 sees {:?}, n2 sees {:?}\n{}",
+        "after a restart n2 is not alive again: n1 sees {:?}, n2 sees {:?}\n{}\n----\n{}",
         status_of(&n1.addr, n2_id),
         status_of(&n2.addr, n2_id),
+        n1.log(),
         n2.log()
     );
 }
