@@ -255,16 +255,19 @@ fn an_entry_from_a_skewed_clock_does_not_spread_by_anti_entropy() {
     skewed.env("LD_PRELOAD", FAKETIME_LIB).env("FAKETIME", "+1h");
     let n2 = NodeProc::launch(skewed);
     wait_for_cluster(&[&n1, &n2]);
+    // Both nodes hold the collection, so n1's anti-entropy rounds sync it.
+    write_through(&n1.addr, "other", "v", Consistency::All);
     // Through the skewed node, at `one`: it stores the entry itself (n1 refuses the
     // replica write: its stamp is an hour ahead of n1's clock).
     write_through(&n2.addr, "k", "from-the-future", Consistency::One);
-    let failed_before = stats(&n1.addr).sync.failed;
+    let before = stats(&n1.addr).sync;
     let written_at = wall_ms();
-    // n1's next anti-entropy round with n2 (every 5-15 s): it either completes (the
-    // entry crossed) or fails (the entry was refused).
+    // n1's next anti-entropy round with n2 (every 5-15 s) either completes every
+    // session (the entry crossed) or fails one (the entry was refused).
     let synced = wait_until(Duration::from_secs(40), || {
         let s = stats(&n1.addr).sync;
-        s.last_full_sync_ms.is_some_and(|t| t > written_at) || s.failed > failed_before
+        let full = s.last_full_sync_ms.is_some_and(|t| t > written_at);
+        (full && s.completed > before.completed) || s.failed > before.failed
     });
     assert!(synced, "no anti-entropy round ran on n1 after the write:\n{}", n1.log());
     // A later client write, through the sane node.
@@ -291,7 +294,9 @@ fn one_frame_cannot_evict_a_node_for_good() {
     wait_for_cluster(&[&n1, &n2]);
     let victim = ring(&n1.addr).into_iter().find(|m| m.addr == n2.addr).expect("n2 in n1's ring");
     let n2_id = victim.id;
-    let rogue = rogue_record(4242);
+    // The rogue's own record says it left: proof that n1 took the frame, without a
+    // member that never answers (a restarting node's hand-off waits for every owner).
+    let rogue = rogue_record(4242).with(Status::Left, 0);
     block_on(async {
         let mut link = Rogue::connect(&n1.addr, 4242, &secret).await;
         let members = vec![
