@@ -370,3 +370,85 @@ fn a_member_may_not_push_a_range_neither_it_nor_this_node_replicates() {
     let after = sim.process(NodeId(1)).unwrap().node.peer_stats().refused_sessions;
     assert_eq!(after, before + 1, "node 1 accepted a push of a range nobody hands it");
 }
+
+#[test]
+fn a_read_reply_from_the_future_is_neither_returned_nor_repaired_into_the_store() {
+    use dhrt_core::proto::{ClientRequest, ClientResponse};
+    let mut config = NodeConfig::new(NodeId(1), sim_addr(NodeId(1)));
+    config.replicas = 2;
+    let mut node = Node::new(config, MemStore::new()).unwrap();
+    node.tick(0);
+    assert!(node.membership().is_alive(NodeId(1)), "a lone node serves at once");
+    // Node 2 is a serving member; it will answer the read with an entry from the future.
+    let two = Member::new(NodeId(2), sim_addr(NodeId(2)), vec![1 << 40, 1 << 62]);
+    node.handle_peer(
+        10,
+        NodeId(2),
+        Message::Gossip(MembershipMessage::Gossip { sender: two, updates: vec![] }),
+    );
+    while node.poll_output().is_some() {}
+    node.handle_client(20, 7, ClientRequest { id: 1, op: get("k") });
+    let mut req = None;
+    while let Some(o) = node.poll_output() {
+        if let Output::Send {
+            to, msg: Message::Replica(ReplicaMessage::Read { req: r, .. }), ..
+        } = o
+        {
+            assert_eq!(to, NodeId(2));
+            req = Some(r);
+        }
+    }
+    let req = req.expect("node 1 asked node 2");
+    let doomed = Entry::value("forever", Timestamp(u64::MAX - 5), NodeId(2));
+    let reply = ReplicaMessage::ReadReply { req, entries: vec![Some(doomed)] };
+    node.handle_peer(30, NodeId(2), Message::Replica(reply));
+    let mut answered = None;
+    while let Some(o) = node.poll_output() {
+        if let Output::Reply { resp: ClientResponse { id: 1, result }, .. } = o {
+            answered = Some(result);
+        }
+    }
+    assert_eq!(value_of(answered), None, "the entry from the future was returned");
+    assert_eq!(node.replica().get("users", b"k").unwrap(), None, "and repaired into the store");
+    assert_eq!(node.peer_stats().refused_entries, 1);
+}
+
+#[test]
+fn a_node_saves_its_incarnation_and_restarts_from_it() {
+    use dhrt_core::node::NodeState;
+    let config = NodeConfig::new(NodeId(1), sim_addr(NodeId(1)));
+    let state = NodeState { incarnation: Some(42), ..NodeState::default() };
+    let mut node = Node::with_state(config, MemStore::new(), state).unwrap();
+    assert_eq!(node.membership().incarnation(), 42);
+    // A suspicion of it, within the bound, is refuted above the claim, and the new
+    // incarnation is handed to the host to save.
+    let me = node.membership().me().clone();
+    let sender = Member::new(NodeId(2), sim_addr(NodeId(2)), vec![7]);
+    let claim = me.with(Status::Suspect, 500);
+    node.handle_peer(
+        10,
+        NodeId(2),
+        Message::Gossip(MembershipMessage::Gossip { sender, updates: vec![claim] }),
+    );
+    assert_eq!(node.membership().incarnation(), 501);
+    let mut saved = None;
+    while let Some(o) = node.poll_output() {
+        if let Output::Persist(s) = o {
+            saved = s.incarnation;
+        }
+    }
+    assert_eq!(saved, Some(501));
+    // A claim about it at the largest incarnation is refused: it could not be refuted.
+    let me = node.membership().me().clone();
+    let sender = Member::new(NodeId(2), sim_addr(NodeId(2)), vec![7]);
+    node.handle_peer(
+        20,
+        NodeId(2),
+        Message::Gossip(MembershipMessage::Gossip {
+            sender,
+            updates: vec![me.with(Status::Dead, MAX_INCARNATION)],
+        }),
+    );
+    assert_eq!(node.membership().incarnation(), 501);
+    assert_ne!(node.membership().me().status, Status::Dead);
+}
