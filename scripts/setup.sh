@@ -35,7 +35,9 @@ as_root() {
 #   no `rust-lld` on the PATH: the wasm scripts name this linker, see toolchain.sh).
 # wabt: wasm-objdump, to check the wasm's imports. binaryen: wasm-opt, for size work.
 # chromium: the real browser of the dashboard test (driven by playwright-core).
-apt_packages=(rustc-web cargo-web rust-web-src lld-22 wabt binaryen chromium)
+# faketime: libfaketime, preloaded into one node of native/tests/peer_attacks.rs to run
+#   it with a clock an hour ahead (a skewed member).
+apt_packages=(rustc-web cargo-web rust-web-src lld-22 wabt binaryen chromium faketime)
 
 is_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]

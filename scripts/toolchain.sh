@@ -15,6 +15,9 @@ DHRT_WASM_CARGO=/usr/bin/cargo
 DHRT_WASM_LINKER=/usr/lib/llvm-22/bin/wasm-ld
 # wasm-bindgen-cli must match the wasm-bindgen crate (Cargo.toml pins "=0.2.130").
 DHRT_BINDGEN_VERSION=0.2.130
+# libfaketime (Debian's faketime), preloaded into a node to skew its clock in
+# native/tests/peer_attacks.rs.
+DHRT_FAKETIME_LIB=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
 # The oldest Node.js the npm package and its tests support.
 DHRT_NODE_MIN_MAJOR=20
 
@@ -66,6 +69,11 @@ check_tools() {
             bad "$cmd" "run: apt-get install $pkg"
         fi
     done
+    if [ -f "$DHRT_FAKETIME_LIB" ] && command -v faketime >/dev/null 2>&1; then
+        ok "faketime" "$DHRT_FAKETIME_LIB"
+    else
+        bad "faketime" "$DHRT_FAKETIME_LIB is missing; run: apt-get install faketime"
+    fi
     got="$(node -p 'process.versions.node' 2>/dev/null || true)"
     if [ -n "$got" ] && [ "${got%%.*}" -ge "$DHRT_NODE_MIN_MAJOR" ] && command -v npm >/dev/null 2>&1; then
         ok "node, npm" "node $got, npm $(npm --version 2>/dev/null)"
