@@ -261,3 +261,59 @@ async fn a_missing_or_malformed_pem_file_is_named_at_start() {
         assert!(err.contains(name), "{name}: {err}");
     }
 }
+
+/// Runs the `dhrt` CLI with `args` (at most 60 s): its exit code, stdout and stderr.
+async fn cli(args: Vec<String>, env_ca: Option<PathBuf>) -> (Option<i32>, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dhrt"));
+        cmd.args(&args).env_remove("DHRT_NODE").env_remove("DHRT_TLS_CA");
+        if let Some(ca) = env_ca {
+            cmd.env("DHRT_TLS_CA", ca);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_speaks_tls_with_node_wss_and_tls_ca() {
+    let pki = Pki::new();
+    let mut node = start(Some(pki.files("node-1", false)), Vec::new()).await;
+    let wss = format!("wss://{}", node.local_addr);
+    let ca = pki.ca().display().to_string();
+    let args = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+
+    let (code, _, err) =
+        cli(args(&["set", "hello", "world", "--node", &wss, "--tls-ca", &ca]), None).await;
+    assert_eq!(code, Some(0), "{err}");
+    // The CA from the environment; a bare HOST:PORT with a CA speaks TLS.
+    let bare = node.local_addr.to_string();
+    let (code, out, err) = cli(args(&["get", "hello", "--node", &bare]), Some(pki.ca())).await;
+    assert_eq!((code, out.trim()), (Some(0), "world"), "{err}");
+    // `export --all` reads each member's /v1/stats over https.
+    let (code, out, err) =
+        cli(args(&["export", "--all", "--node", &wss, "--tls-ca", &ca]), None).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("hello") || out.contains("aGVsbG8"), "{out}");
+    // Without the CA the node's certificate is not trusted.
+    let (code, _, err) = cli(args(&["get", "hello", "--node", &wss]), None).await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("certificate"), "{err}");
+    node.stop().await;
+}

@@ -25,7 +25,7 @@ mod report;
 
 use clap::{Args, ValueEnum};
 use dhrt::{
-    client::{conn::Conn, normalize_addr, Client},
+    client::{conn::Conn, normalize_addr, Client, ConnectOptions},
     resp::{self, RespConn},
 };
 use dhrt_core::{hash::Placement, proto::client::Consistency, ring::RingTable};
@@ -286,7 +286,7 @@ async fn bench(
         )
         .into());
     }
-    let lanes = open_lanes(args, plan, &groups, timeout).await?;
+    let lanes = open_lanes(args, plan, &groups, timeout, &target.options()).await?;
     let ctx = Arc::new(lane::Context {
         collection: args.collection.clone(),
         value: vec![b'v'; plan.value_size].into(),
@@ -352,7 +352,8 @@ async fn dhrt_groups(
     if args.route == Route::Node {
         return Ok(vec![Group { addr: given, keys: None }]);
     }
-    let client = Client::connect_with(&[given.as_str()], timeout).await?;
+    let client =
+        Client::connect_with_options(&[target.node.as_str()], timeout, target.options()).await?;
     let members: Vec<_> =
         client.ring().await?.into_iter().filter(|m| m.status == "alive").collect();
     if members.len() <= 1 {
@@ -413,6 +414,7 @@ async fn open_lanes(
     plan: &Plan,
     groups: &[Group],
     timeout: Duration,
+    options: &ConnectOptions,
 ) -> Result<Vec<Lane>, Box<dyn std::error::Error>> {
     let mut opening = Vec::with_capacity(plan.connections);
     for c in 0..plan.connections {
@@ -424,9 +426,7 @@ async fn open_lanes(
         let kind = args.target;
         opening.push(async move {
             let conn = match kind {
-                TargetKind::Dhrt => {
-                    LaneConn::Dhrt(Conn::open(&addr, timeout, &Default::default()).await?)
-                }
+                TargetKind::Dhrt => LaneConn::Dhrt(Conn::open(&addr, timeout, options).await?),
                 TargetKind::Redis => LaneConn::Redis(Box::new(RespConn::connect(&addr).await?)),
             };
             Ok::<_, Box<dyn std::error::Error>>(Lane::new(conn, keys, rank, group_size, c as u64))

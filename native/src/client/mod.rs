@@ -214,7 +214,7 @@ impl ConnectOptions {
     /// These options for a client whose seeds are `seeds`: a `wss://` or `https://`
     /// seed turns TLS on for every node (the ring's addresses carry no scheme), a
     /// `ws://` or `http://` one (and no `wss://`) turns it off.
-    fn for_seeds(mut self, seeds: &[&str]) -> Self {
+    pub fn for_seeds(mut self, seeds: &[&str]) -> Self {
         let schemes: Vec<bool> = seeds.iter().filter_map(|s| scheme_tls(s)).collect();
         if schemes.contains(&true) {
             self.tls = true;
