@@ -52,6 +52,7 @@ pub struct Client {
 /// The native client, once connected.
 struct Link {
     seeds: Vec<String>,
+    options: native::ConnectOptions,
     limit: Option<Duration>,
     client: OnceCell<native::Client>,
 }
@@ -64,8 +65,12 @@ impl Link {
         }
         let connect = || async {
             let seeds: Vec<&str> = self.seeds.iter().map(String::as_str).collect();
-            let connect =
-                async { native::Client::connect_with(&seeds, NATIVE_LIMIT).await.map_err(failed) };
+            let options = self.options.clone();
+            let connect = async {
+                native::Client::connect_with_options(&seeds, NATIVE_LIMIT, options)
+                    .await
+                    .map_err(failed)
+            };
             within(self.limit, connect).await
         };
         self.client.get_or_try_init(connect).await.cloned()
@@ -80,21 +85,25 @@ fn failed(e: ClientError) -> PyErr {
 impl Client {
     /// A client of the cluster reached through `seeds`; connecting waits at most
     /// `timeout` seconds. Its calls block, or return awaitables when `asynchronous`.
+    /// `tls_ca` (a PEM file) verifies the nodes' TLS certificates and turns TLS on;
+    /// `wss://` seeds speak TLS verified against the public roots without it.
     /// Nothing is sent yet.
     #[new]
-    #[pyo3(signature = (seeds, timeout, max_value, asynchronous=false))]
+    #[pyo3(signature = (seeds, timeout, max_value, asynchronous=false, tls_ca=None))]
     fn new(
         seeds: Vec<String>,
         timeout: Option<Timeout>,
         max_value: usize,
         asynchronous: bool,
+        tls_ca: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
         if seeds.is_empty() {
             return Err(errors::invalid(
                 "give at least one node address, such as ws://127.0.0.1:7453",
             ));
         }
-        let link = Link { seeds, limit: timeout.map(|t| t.0), client: OnceCell::new() };
+        let options = native::ConnectOptions { tls_ca, ..native::ConnectOptions::default() };
+        let link = Link { seeds, options, limit: timeout.map(|t| t.0), client: OnceCell::new() };
         Ok(Client { link: Arc::new(link), max_value, asynchronous })
     }
 

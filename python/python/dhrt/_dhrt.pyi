@@ -29,9 +29,15 @@ class Client:
     """The Rust ``dhrt::Client``: pipelined, ring-aware, one connection per node."""
 
     def __init__(
-        self, seeds: Sequence[str], timeout: Optional[float], max_value: int, asynchronous: bool = False
+        self,
+        seeds: Sequence[str],
+        timeout: Optional[float],
+        max_value: int,
+        asynchronous: bool = False,
+        tls_ca: Optional[str] = None,
     ) -> None:
-        """A client of the cluster reached through ``seeds``; nothing is sent yet."""
+        """A client of the cluster reached through ``seeds``; nothing is sent yet.
+        ``tls_ca`` (a PEM file) verifies the nodes' TLS certificates and turns TLS on."""
     def connect(self) -> Any:
         """Connects (once) through the first reachable seed and reads the ring."""
     def get(
@@ -99,9 +105,13 @@ class Node:
         min_free_mb: int = 64,
         leave_timeout: float = 30.0,
         advertise: Optional[str] = None,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
+        tls_ca: Optional[str] = None,
+        tls_client_auth: bool = False,
     ) -> "Node":
         """Starts a node (in memory when ``data_dir`` is ``None``) and returns once it
-        listens."""
+        listens; with ``tls_cert`` and ``tls_key`` (PEM files) it speaks only TLS."""
     @property
     def addr(self) -> str:
         """``host:port``."""
