@@ -15,6 +15,13 @@ export type Out = string | Uint8Array;
 export interface ConnectOptions {
   /** Sent to every node as `?token=` on the WebSocket URL (for an authenticating proxy). */
   token?: string;
+  /**
+   * Node only: the CA certificate(s), PEM text (e.g. `readFileSync('ca.pem')`), that
+   * `wss://` nodes' certificates are verified against instead of Node's default roots;
+   * turns TLS on for a `host:port` address. Browsers use their own trust store and
+   * refuse this option.
+   */
+  ca?: string | Uint8Array | Array<string | Uint8Array>;
   /** How results are decoded (default `utf8`). */
   encoding?: Encoding;
   /** The consistency of requests that name none (default: the node's, `quorum`). */
@@ -200,7 +207,7 @@ export class Client {
   close(): void;
 }
 
-/** Connects through the node at `url` (`ws://host:port`, `host:port`, `http://host:port`). */
+/** Connects through the node at `url` (`ws://host:port`, `host:port`, `http://host:port`, `wss://host:port`). */
 export function connect(url: string, options?: ConnectOptions): Promise<Client>;
 
 /** The ring position of `key` in `collection`, as the nodes compute it. */

@@ -24,7 +24,7 @@
 import { fromBytes, toBytes, toEvent } from './bytes.js';
 import { DhrtError, fromReply } from './errors.js';
 import { Replica } from './replica.js';
-import { parseAddress, Sockets, webSocketClass } from './socket.js';
+import { parseAddress, Sockets, webSocketClass, webSocketClassWithCa } from './socket.js';
 import { loadWasm } from './wasm.js';
 
 export { DhrtError } from './errors.js';
@@ -32,14 +32,20 @@ export { Replica } from './replica.js';
 
 /**
  * Connects to the cluster through the node at `url` (`ws://host:port`, `host:port`,
- * `http://host:port`) and reads the ring. Rejects when the node cannot be reached.
+ * `http://host:port`, or `wss://host:port` / `https://host:port` for a node with TLS)
+ * and reads the ring. Rejects when the node cannot be reached. In Node, `options.ca`
+ * (PEM text) is the CA the nodes' certificates are verified against.
  * @param {string} url
  * @param {import('./index').ConnectOptions} [options]
  * @returns {Promise<Client>}
  */
 export async function connect(url, options = {}) {
-  const { addr, secure } = parseAddress(url);
-  const [wasm, WS] = await Promise.all([loadWasm(), webSocketClass()]);
+  const parsed = parseAddress(url);
+  const { addr } = parsed;
+  // A CA means TLS, also for a bare `host:port`.
+  const secure = parsed.secure || (!parsed.scheme && options.ca !== undefined);
+  const sockets = options.ca !== undefined ? webSocketClassWithCa(options.ca) : webSocketClass();
+  const [wasm, WS] = await Promise.all([loadWasm(), sockets]);
   const client = new Client(wasm, WS, addr, { ...options, secure });
   await client._start(options.timeoutMs ?? 10_000);
   return client;

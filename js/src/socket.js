@@ -21,6 +21,31 @@ export function webSocketClass() {
 }
 
 /**
+ * The WebSocket class for Node with `ca` (PEM text, or several) trusted for `wss://`:
+ * the `ws` package's, which takes Node's TLS options. Browsers verify `wss://` with
+ * their own trust store and take no CA from a page.
+ * @param {string | Uint8Array | Array<string | Uint8Array>} ca
+ * @returns {Promise<typeof WebSocket>}
+ */
+export async function webSocketClassWithCa(ca) {
+  if (typeof process === 'undefined' || !process.versions?.node) {
+    throw new TypeError(
+      'the ca option is for Node: a browser verifies wss:// with its own trust store (install the CA there)',
+    );
+  }
+  const m = await import('ws');
+  const WS = m.WebSocket ?? m.default;
+  return /** @type {any} */ (
+    class extends WS {
+      /** @param {string} url */
+      constructor(url) {
+        super(url, { ca });
+      }
+    }
+  );
+}
+
+/**
  * `ws://host:port/v1/ws` for a node address, with the scheme and token of the URL the
  * client connected with.
  * @param {string} addr `host:port`
@@ -33,18 +58,19 @@ export function socketUrl(addr, how) {
 
 /**
  * `host:port` and whether TLS is used, from what a user passes to `connect`:
- * `ws://h:p`, `wss://h:p/v1/ws`, `http://h:p`, `h:p` or `:p`.
+ * `ws://h:p`, `wss://h:p/v1/ws`, `http://h:p`, `h:p` or `:p` (`scheme`: whether the
+ * URL named one).
  * @param {string} url
- * @returns {{addr: string, secure: boolean}}
+ * @returns {{addr: string, secure: boolean, scheme: boolean}}
  */
 export function parseAddress(url) {
   if (typeof url !== 'string' || url.trim() === '') {
     throw new TypeError('connect needs a node address such as "ws://127.0.0.1:7453"');
   }
   const m = /^(wss?|https?):\/\/([^/?#]+)/i.exec(url.trim());
-  if (m) return { addr: m[2], secure: /^(wss|https)$/i.test(m[1]) };
+  if (m) return { addr: m[2], secure: /^(wss|https)$/i.test(m[1]), scheme: true };
   const bare = url.trim().split('/')[0];
-  return { addr: bare.startsWith(':') ? `127.0.0.1${bare}` : bare, secure: false };
+  return { addr: bare.startsWith(':') ? `127.0.0.1${bare}` : bare, secure: false, scheme: false };
 }
 
 /** The sockets of one client, by node address. */

@@ -6,6 +6,7 @@
 //! - [`store`]: what a node keeps on disk — [`store::RedbStore`], the redb-backed
 //!   [`dhrt_core::store::Store`] with one file per collection and group commit, and
 //!   [`store::NodeDb`], the node's identity, saved state and known peers.
+//! - [`tls`]: TLS on the node's port, on its links to peers and in clients (rustls).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -14,3 +15,4 @@ pub mod client;
 pub mod resp;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -52,8 +52,8 @@ pub struct Client {
 /// The native client, once connected.
 struct Link {
     seeds: Vec<String>,
+    options: native::ConnectOptions,
     limit: Option<Duration>,
-    token: Option<String>,
     client: OnceCell<native::Client>,
 }
 
@@ -65,9 +65,8 @@ impl Link {
         }
         let connect = || async {
             let seeds: Vec<&str> = self.seeds.iter().map(String::as_str).collect();
+            let options = self.options.clone();
             let connect = async {
-                let options =
-                    native::ConnectOptions { token: self.token.clone(), ..Default::default() };
                 native::Client::connect_with_options(&seeds, NATIVE_LIMIT, options)
                     .await
                     .map_err(failed)
@@ -86,22 +85,26 @@ fn failed(e: ClientError) -> PyErr {
 impl Client {
     /// A client of the cluster reached through `seeds`; connecting waits at most
     /// `timeout` seconds. Its calls block, or return awaitables when `asynchronous`.
-    /// Nothing is sent yet. `token` is presented on every connection it opens.
+    /// `token` is presented on every connection it opens. `tls_ca` (a PEM file)
+    /// verifies the nodes' TLS certificates and turns TLS on; `wss://` seeds speak TLS
+    /// verified against the public roots without it. Nothing is sent yet.
     #[new]
-    #[pyo3(signature = (seeds, timeout, max_value, asynchronous=false, token=None))]
+    #[pyo3(signature = (seeds, timeout, max_value, asynchronous=false, token=None, tls_ca=None))]
     fn new(
         seeds: Vec<String>,
         timeout: Option<Timeout>,
         max_value: usize,
         asynchronous: bool,
         token: Option<String>,
+        tls_ca: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
         if seeds.is_empty() {
             return Err(errors::invalid(
                 "give at least one node address, such as ws://127.0.0.1:7453",
             ));
         }
-        let link = Link { seeds, limit: timeout.map(|t| t.0), token, client: OnceCell::new() };
+        let options = native::ConnectOptions { token, tls_ca, ..native::ConnectOptions::default() };
+        let link = Link { seeds, options, limit: timeout.map(|t| t.0), client: OnceCell::new() };
         Ok(Client { link: Arc::new(link), max_value, asynchronous })
     }
 

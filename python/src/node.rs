@@ -2,7 +2,8 @@
 //!
 //! The node is the one `dhrt serve` runs ([`dhrt::server::launch`]): its server tasks
 //! run on the module's multi-thread runtime ([`crate::runtime::shared`]) and its state machine on a thread of its own. It
-//! listens on 127.0.0.1 (port 0 picks a free one), in memory or on a data dir.
+//! listens on 127.0.0.1 (port 0 picks a free one), in memory or on a data dir, with
+//! TLS when given a certificate and key.
 //! `dhrt.LocalCluster` starts several, and `python -m dhrt serve` one.
 //!
 //! [`Node::kill`] stops it at once — no hand-off, no goodbye: the other nodes find out
@@ -13,6 +14,7 @@ use crate::{errors, runtime};
 use dhrt::server::{
     self,
     launch::{launch, Storage},
+    security::{SecurityOptions, TlsFiles},
     ServeOptions, Server,
 };
 use dhrt_core::NodeId;
@@ -37,6 +39,7 @@ impl Node {
         host="127.0.0.1".to_string(), port=0, data_dir=None, join=Vec::new(), replicas=3,
         vnodes=dhrt_core::ring::DEFAULT_VNODES, max_value=16 * 1024 * 1024, id=None,
         min_free_mb=64, leave_timeout=30.0, advertise=None, admin_token_file=None,
+        tls_cert=None, tls_key=None, tls_ca=None, tls_client_auth=false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn start(
@@ -53,10 +56,25 @@ impl Node {
         leave_timeout: f64,
         advertise: Option<String>,
         admin_token_file: Option<PathBuf>,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        tls_ca: Option<PathBuf>,
+        tls_client_auth: bool,
     ) -> PyResult<Node> {
         if !(leave_timeout.is_finite() && leave_timeout >= 0.0) {
             return Err(errors::invalid("leave_timeout must be a number of seconds >= 0"));
         }
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(TlsFiles { cert, key, ca: tls_ca, client_auth: tls_client_auth })
+            }
+            (None, None) if tls_ca.is_none() && !tls_client_auth => None,
+            _ => {
+                return Err(errors::invalid(
+                    "TLS needs both tls_cert and tls_key (tls_ca and tls_client_auth only go with them)",
+                ))
+            }
+        };
         let opts = ServeOptions {
             host,
             port,
@@ -66,11 +84,7 @@ impl Node {
             vnodes,
             max_value_bytes: max_value,
             leave_timeout: Duration::from_secs_f64(leave_timeout),
-            security: dhrt::server::security::SecurityOptions {
-                admin_token_file,
-                ..Default::default()
-            },
-            ..ServeOptions::default()
+            security: SecurityOptions { tls, admin_token_file, ..SecurityOptions::default() },
         };
         let storage = match data_dir {
             Some(path) => Storage::Dir { path, min_free_bytes: min_free_mb << 20 },

@@ -352,7 +352,8 @@ async fn dhrt_groups(
     if args.route == Route::Node {
         return Ok(vec![Group { addr: given, keys: None }]);
     }
-    let client = Client::connect_with_options(&[given.as_str()], timeout, target.options()).await?;
+    let client =
+        Client::connect_with_options(&[target.node.as_str()], timeout, target.options()).await?;
     let members: Vec<_> =
         client.ring().await?.into_iter().filter(|m| m.status == "alive").collect();
     if members.len() <= 1 {

@@ -11,9 +11,14 @@ use std::{io::Write, time::Duration};
 /// Where and how the data commands talk to dhrt.
 #[derive(Debug, Clone, Args)]
 pub struct Target {
-    /// The node to talk to (HOST:PORT); any member of a cluster will do.
+    /// The node to talk to (HOST:PORT, or wss://HOST:PORT for a node with TLS); any
+    /// member of a cluster will do.
     #[arg(long, global = true, env = "DHRT_NODE", default_value = "127.0.0.1:7453")]
     pub node: String,
+    /// The CA (PEM file) the nodes' TLS certificates are verified against; implies TLS
+    /// (wss://). Without it, wss:// nodes are verified against the public roots.
+    #[arg(long, global = true, env = "DHRT_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Consistency: default, one, quorum, all, or a number of replicas.
     #[arg(long, short = 'c', global = true, default_value = "default")]
     pub consistency: Consistency,
@@ -32,9 +37,15 @@ impl Target {
         Client::connect_with_options(&[self.node.as_str()], self.timeout(), self.options()).await
     }
 
-    /// How every connection of the command reaches a node: its token (and TLS).
+    /// How every connection to a node of the cluster is made: its token, and TLS when
+    /// `--node` is `wss://` or a CA is given ([`ConnectOptions::for_seeds`]).
     pub fn options(&self) -> ConnectOptions {
-        ConnectOptions { token: self.token.clone(), ..ConnectOptions::default() }
+        let options = ConnectOptions {
+            token: self.token.clone(),
+            tls_ca: self.tls_ca.clone(),
+            ..ConnectOptions::default()
+        };
+        options.for_seeds(&[self.node.as_str()])
     }
 
     /// How long to wait for an answer (`--timeout`, kept between 10 ms and an hour).

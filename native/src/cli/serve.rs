@@ -158,7 +158,18 @@ async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         "dhrt node {:016x} listening on {listening} (reach it at {advertise}; data {storage})",
         id.0
     );
-    println!("try: dhrt set hello world --node {advertise}    or    curl http://{advertise}/hello");
+    match &opts.security.tls {
+        Some(tls) => {
+            let ca = tls.ca.as_ref().map(|ca| ca.display().to_string());
+            let ca = ca.as_deref().unwrap_or("CA.pem");
+            println!(
+                "try: dhrt set hello world --node wss://{advertise} --tls-ca {ca}    or    curl --cacert {ca} https://{advertise}/hello"
+            );
+        }
+        None => println!(
+            "try: dhrt set hello world --node {advertise}    or    curl http://{advertise}/hello"
+        ),
+    }
     let signal = wait_for_signal().await?;
     tracing::info!(%signal, "leaving the cluster");
     eprintln!("{signal}: leaving the cluster (hand-off, then exit)");

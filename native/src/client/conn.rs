@@ -50,9 +50,10 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Opens a connection to the node at `addr` (`host:port`), with the token and TLS
-    /// of `options`. A token is presented first ([`Op::Auth`]); a node that refuses it
-    /// answers [`ClientError::Server`] with code `unauthorized`.
+    /// Opens a connection to the node at `addr` (`host:port`, or with a `ws://` or
+    /// `wss://` scheme), with the token and TLS of `options`
+    /// ([`ConnectOptions::tls_for`]). A token is presented first ([`Op::Auth`]); a node
+    /// that refuses it answers [`ClientError::Server`] with code `unauthorized`.
     pub async fn open(
         addr: &str,
         timeout: Duration,
@@ -76,13 +77,22 @@ impl Conn {
         timeout: Duration,
         options: &ConnectOptions,
     ) -> Result<Conn, ClientError> {
-        let _ = options;
-        let url = format!("ws://{addr}/v1/ws");
+        let tls = options.tls_for(addr);
+        let addr = &super::normalize_addr(addr);
+        let connector = if tls {
+            let config = crate::tls::client_config(options.tls_ca.as_deref())
+                .map_err(|e| ClientError::Connection(format!("TLS: {e}")))?;
+            Some(tokio_tungstenite::Connector::Rustls(config))
+        } else {
+            None
+        };
+        let url = format!("{}://{addr}/v1/ws", if tls { "wss" } else { "ws" });
         let max = wire::DEFAULT_MAX_FRAME * 2;
         let config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(max))
             .max_frame_size(Some(max));
-        let connect = tokio_tungstenite::connect_async_with_config(&url, Some(config), true);
+        let connect =
+            tokio_tungstenite::connect_async_tls_with_config(&url, Some(config), true, connector);
         let (ws, _) = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| ClientError::Connection(format!("{addr}: no answer within {timeout:?}")))?

@@ -164,10 +164,10 @@ struct Inner {
 pub struct ConnectOptions {
     /// The token presented on every connection (the CLI's `--token`, `DHRT_TOKEN`).
     pub token: Option<String>,
-    /// Speak TLS (`wss://`); implied by a `wss://` or `https://` address.
+    /// Speak TLS (`wss://`); implied by a `wss://` or `https://` address, and by a CA.
     pub tls: bool,
     /// The CA (PEM file) nodes' certificates are verified against; the public roots
-    /// when unset.
+    /// when unset. Giving one turns TLS on for addresses without a scheme.
     pub tls_ca: Option<std::path::PathBuf>,
 }
 
@@ -178,9 +178,13 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-/// `ws://host:port/...`, `host:port` or `:port` to `host:port`.
+/// `ws://host:port/...`, `wss://host:port/...`, `host:port` or `:port` to `host:port`
+/// (whether the address asks for TLS is [`scheme_tls`]).
 pub fn normalize_addr(url: &str) -> String {
-    let rest = url.strip_prefix("ws://").or_else(|| url.strip_prefix("http://")).unwrap_or(url);
+    let rest = ["ws://", "http://", "wss://", "https://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+        .unwrap_or(url);
     let hostport = rest.split('/').next().unwrap_or(rest);
     if let Some(port) = hostport.strip_prefix(':') {
         format!("127.0.0.1:{port}")
@@ -189,8 +193,43 @@ pub fn normalize_addr(url: &str) -> String {
     }
 }
 
+/// What an address's scheme says about TLS: `Some(true)` for `wss://` and `https://`,
+/// `Some(false)` for `ws://` and `http://`, `None` for a bare `host:port`.
+pub fn scheme_tls(url: &str) -> Option<bool> {
+    if url.starts_with("wss://") || url.starts_with("https://") {
+        Some(true)
+    } else if url.starts_with("ws://") || url.starts_with("http://") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+impl ConnectOptions {
+    /// Whether a connection to `addr` speaks TLS: as its scheme says (`wss://`,
+    /// `https://`), else when [`ConnectOptions::tls`] is set or a CA is given.
+    pub fn tls_for(&self, addr: &str) -> bool {
+        scheme_tls(addr).unwrap_or(self.tls || self.tls_ca.is_some())
+    }
+
+    /// These options for a client whose seeds are `seeds`: a `wss://` or `https://`
+    /// seed turns TLS on for every node (the ring's addresses carry no scheme), a
+    /// `ws://` or `http://` one (and no `wss://`) turns it off.
+    pub fn for_seeds(mut self, seeds: &[&str]) -> Self {
+        let schemes: Vec<bool> = seeds.iter().filter_map(|s| scheme_tls(s)).collect();
+        if schemes.contains(&true) {
+            self.tls = true;
+        } else if !schemes.is_empty() {
+            self.tls = false;
+            self.tls_ca = None;
+        }
+        self
+    }
+}
+
 impl Client {
-    /// Connects to the node at `addr` (`host:port` or `ws://host:port`) and reads the
+    /// Connects to the node at `addr` (`host:port`, `ws://host:port`, or
+    /// `wss://host:port` for TLS verified against the public roots) and reads the
     /// ring. Fails when the node cannot be reached.
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
         Self::connect_with(&[addr], Duration::from_secs(10)).await
@@ -202,12 +241,15 @@ impl Client {
     }
 
     /// Connects through the first reachable of `seeds`, with `timeout` per request, a
-    /// token and TLS as `options` say.
+    /// token and TLS as `options` say. A client that reaches its seeds over TLS
+    /// (`wss://`, `https://`, [`ConnectOptions::tls`] or a CA) speaks TLS to every
+    /// node.
     pub async fn connect_with_options(
         seeds: &[&str],
         timeout: Duration,
         options: ConnectOptions,
     ) -> Result<Client, ClientError> {
+        let options = options.for_seeds(seeds);
         let client = Client {
             inner: Arc::new(Inner {
                 seeds: seeds.iter().map(|s| normalize_addr(s)).collect(),

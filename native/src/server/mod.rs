@@ -18,7 +18,6 @@ pub mod stats;
 pub mod syncer;
 pub mod ws;
 
-use axum::serve::ListenerExt;
 use axum::Router;
 use dhrt_core::{
     node::{ClientId, Node, NodeConfig},
@@ -61,6 +60,9 @@ pub enum ServeError {
     /// Exposed to the network without peer authentication or client tokens.
     #[error("{0}")]
     Insecure(String),
+    /// A TLS file (certificate, key, CA) is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Anything else at start-up.
     #[error("{0}")]
     Other(String),
@@ -283,6 +285,13 @@ where
     S: Store + Send + 'static,
     D: Durable + 'static,
 {
+    // TLS files are read before anything starts, so a bad one stops the start.
+    let tls = match &opts.security.tls {
+        Some(files) => {
+            Some((crate::tls::server_config(files)?, crate::tls::peer_client_config(files)?))
+        }
+        None => None,
+    };
     let counters = Arc::new(Counters::default());
     let (inbox_tx, inbox_rx) = mpsc::channel();
     let (stop_tx, stopped) = tokio::sync::watch::channel(false);
@@ -312,7 +321,8 @@ where
         tokio::runtime::Handle::current(),
         counters.clone(),
         max_frame,
-    );
+    )
+    .with_tls(tls.as_ref().map(|(_, peer)| peer.clone()));
     let driver = Driver::new(node, durable, peers, counters)
         .sync_off_thread(sync_reports)
         .leave_timeout(opts.leave_timeout.as_millis() as u64)
@@ -321,23 +331,34 @@ where
         .name("dhrt-node".into())
         .spawn(move || driver.run(inbox_rx, peers_to_join))
         .map_err(|e| ServeError::Other(format!("cannot start the node thread: {e}")))?;
-    let app = router(state.clone());
+    // Every request can ask who is on the other end (`ConnectInfo<tls::Remote>`): the
+    // peer endpoint checks for a client certificate with it.
+    let app = router(state.clone()).into_make_service_with_connect_info::<crate::tls::Remote>();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    // Answers and replica messages are small frames written as they are ready; with
-    // Nagle's algorithm on, the kernel would hold them back waiting for an ACK.
-    let listener = bound.listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+    let shutdown = async move {
+        let _ = shutdown_rx.await;
+    };
+    // With TLS the port speaks only TLS: a plain request fails its handshake.
+    let http = match tls {
+        Some((config, _)) => {
+            let listener = crate::tls::TlsListener::new(bound.listener, config);
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "the HTTP server stopped");
+                }
+            })
         }
-    });
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = shutdown_rx.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "the HTTP server stopped");
+        None => {
+            let listener = crate::tls::PlainListener(bound.listener);
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "the HTTP server stopped");
+                }
+            })
         }
-    });
+    };
     Ok(Server {
         local_addr: bound.local_addr,
         state,

@@ -1,7 +1,8 @@
 //! Links to other nodes: one outbound WebSocket per peer address.
 //!
 //! A node sends to a peer over a connection it opened itself
-//! (`ws://ADDR/v1/peer?version=V`) and receives on the connections peers opened to it,
+//! (`ws://ADDR/v1/peer?version=V`, `wss://` when the node has TLS) and receives on the
+//! connections peers opened to it,
 //! so each direction of a pair of nodes has its own link and no link is shared between
 //! a request and its answer. The query string lets the receiving node refuse another
 //! protocol version before upgrading (see [`super::ws`]); then the two nodes run the
@@ -41,6 +42,7 @@ pub struct Peers {
     runtime: Handle,
     counters: Arc<Counters>,
     max_frame: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Peers {
@@ -51,7 +53,14 @@ impl Peers {
         counters: Arc<Counters>,
         max_frame: usize,
     ) -> Self {
-        Peers { me, links: HashMap::new(), runtime, counters, max_frame }
+        Peers { me, links: HashMap::new(), runtime, counters, max_frame, tls: None }
+    }
+
+    /// Links over TLS (`wss://`) with `tls` ([`crate::tls::peer_client_config`]) when
+    /// given.
+    pub fn with_tls(mut self, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Queues `msg` for the node at `addr`, opening the link on first use.
@@ -69,6 +78,7 @@ impl Peers {
                     addr: addr.to_string(),
                     counters: self.counters.clone(),
                     max_frame: self.max_frame,
+                    tls: self.tls.clone(),
                 };
                 self.runtime.spawn(link.run(rx));
                 self.links.insert(addr.to_string(), tx);
@@ -86,17 +96,25 @@ struct Link {
     addr: String,
     counters: Arc<Counters>,
     max_frame: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Link {
     async fn run(self, mut rx: mpsc::Receiver<Message>) {
-        let url = format!("ws://{}/v1/peer?version={}", self.addr, wire::VERSION);
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}/v1/peer?version={}", self.addr, wire::VERSION);
         let mut backoff = Duration::from_millis(100);
         loop {
             let config = tungstenite::protocol::WebSocketConfig::default()
                 .max_message_size(Some(self.max_frame))
                 .max_frame_size(Some(self.max_frame));
-            let connect = tokio_tungstenite::connect_async_with_config(&url, Some(config), true);
+            let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+            let connect = tokio_tungstenite::connect_async_tls_with_config(
+                &url,
+                Some(config),
+                true,
+                connector,
+            );
             match tokio::time::timeout(Duration::from_secs(5), connect).await {
                 Ok(Ok((mut ws, _))) => match self.handshake(&mut ws).await {
                     Ok(peer) => {

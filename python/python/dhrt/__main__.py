@@ -7,6 +7,7 @@ the cluster gracefully (hand-off, goodbye, flush)::
 
     python -m dhrt serve --memory                    # 127.0.0.1:7453, in RAM
     python -m dhrt serve --port 7454 --join 127.0.0.1:7453 --data-dir ./node2
+    python -m dhrt serve --memory --tls-cert node.pem --tls-key node.key --tls-ca ca.pem
 
 ``python -m dhrt version`` prints the version.
 """
@@ -47,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-value", type=int, default=_dhrt.DEFAULT_MAX_VALUE_BYTES, help="largest value accepted, in bytes (default 16 MiB)")
     serve.add_argument("--leave-timeout", type=float, default=30.0, help="seconds a graceful leave may take (default 30)")
     serve.add_argument("--min-free-mb", type=int, default=64, help="refuse writes when less than this many MiB would stay free (default 64)")
+    serve.add_argument("--tls-cert", metavar="FILE", help="speak only TLS (https, wss) with this certificate chain (PEM); needs --tls-key")
+    serve.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    serve.add_argument("--tls-ca", metavar="FILE", help="the cluster CA (PEM) peers' certificates are verified against")
+    serve.add_argument("--tls-client-auth", action="store_true", help="mutual TLS: peer links must present a certificate signed by --tls-ca")
     serve.add_argument("--log", default=None, help="log filter for stderr (default: $DHRT_LOG, else info)")
     commands.add_parser("version", help="print the version")
     return parser
@@ -67,6 +72,10 @@ def serve(args: argparse.Namespace) -> int:
         "max_value": args.max_value,
         "leave_timeout": args.leave_timeout,
         "min_free_mb": args.min_free_mb,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_ca": args.tls_ca,
+        "tls_client_auth": args.tls_client_auth,
     }
     if args.vnodes is not None:
         options["vnodes"] = args.vnodes

@@ -35,9 +35,11 @@ class Client:
         max_value: int,
         asynchronous: bool = False,
         token: Optional[str] = None,
+        tls_ca: Optional[str] = None,
     ) -> None:
         """A client of the cluster reached through ``seeds``, presenting ``token`` on every
-        connection; nothing is sent yet."""
+        connection; nothing is sent yet. ``tls_ca`` (a PEM file) verifies the nodes' TLS
+        certificates and turns TLS on."""
     def connect(self) -> Any:
         """Connects (once) through the first reachable seed and reads the ring."""
     def get(
@@ -106,9 +108,14 @@ class Node:
         leave_timeout: float = 30.0,
         advertise: Optional[str] = None,
         admin_token_file: Optional[str] = None,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
+        tls_ca: Optional[str] = None,
+        tls_client_auth: bool = False,
     ) -> "Node":
         """Starts a node (in memory when ``data_dir`` is ``None``) and returns once it
-        listens. With ``admin_token_file``, every client must present a token."""
+        listens. With ``admin_token_file``, every client must present a token; with
+        ``tls_cert`` and ``tls_key`` (PEM files) it speaks only TLS."""
     @property
     def addr(self) -> str:
         """``host:port``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from dhrt import _dhrt
@@ -26,6 +27,9 @@ Consistency = Union[str, int]
 
 Seconds = Union[float, int, datetime.timedelta]
 """A duration: seconds as a number, or a :class:`datetime.timedelta`."""
+
+PathLike = Union[str, "os.PathLike[str]"]
+"""A file's path: a ``str`` or a :class:`pathlib.Path`."""
 
 DEFAULT_URL = "ws://127.0.0.1:7453"
 """Where :func:`dhrt.connect` looks when given no address: a local ``dhrt serve``."""
@@ -94,6 +98,15 @@ def seeds_of(url: Union[str, Sequence[str]]) -> List[str]:
     return seeds
 
 
+def ca_of(ca: Optional[PathLike]) -> Optional[str]:
+    """The CA file's path as a ``str`` (``None`` stays ``None``)."""
+    if ca is None:
+        return None
+    if not isinstance(ca, (str, os.PathLike)):
+        raise InvalidTypeError(f"ca must be the path of a PEM file, not {type(ca).__name__}")
+    return os.fspath(ca)
+
+
 def keys_of(keys: Iterable[Key]) -> List[Any]:
     """The keys of a batch read; a lone ``str`` or ``bytes`` is refused rather than read
     as a sequence of one-character keys."""
@@ -138,7 +151,7 @@ def check_token(token: Optional[str]) -> Optional[str]:
 class Settings:
     """A client's defaults, and per-call keywords resolved against them."""
 
-    __slots__ = ("urls", "token", "timeout", "collection", "consistency", "max_value_bytes")
+    __slots__ = ("urls", "token", "timeout", "collection", "consistency", "max_value_bytes", "ca")
 
     def __init__(
         self,
@@ -148,9 +161,11 @@ class Settings:
         collection: str,
         consistency: Optional[Consistency],
         max_value_bytes: int,
+        ca: Optional[PathLike] = None,
     ) -> None:
         self.token = check_token(token)
         self.urls = seeds_of(url)
+        self.ca = ca_of(ca)
         self.timeout = seconds(timeout)
         self.collection = collection
         self.consistency: Consistency = "default" if consistency is None else consistency

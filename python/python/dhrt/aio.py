@@ -37,6 +37,7 @@ from dhrt._options import (
     Event,
     Key,
     RingMember,
+    PathLike,
     Seconds,
     Settings,
     Value,
@@ -56,6 +57,7 @@ async def connect_async(
     url: Union[str, Sequence[str]] = DEFAULT_URL,
     *,
     token: Optional[str] = None,
+    ca: Optional[PathLike] = None,
     timeout: Optional[Seconds] = 5.0,
     collection: str = DEFAULT_COLLECTION,
     consistency: Optional[Consistency] = None,
@@ -66,6 +68,7 @@ async def connect_async(
     client = AsyncClient(
         url,
         token=token,
+        ca=ca,
         timeout=timeout,
         collection=collection,
         consistency=consistency,
@@ -86,14 +89,15 @@ class AsyncClient:
         url: Union[str, Sequence[str]] = DEFAULT_URL,
         *,
         token: Optional[str] = None,
+        ca: Optional[PathLike] = None,
         timeout: Optional[Seconds] = 5.0,
         collection: str = DEFAULT_COLLECTION,
         consistency: Optional[Consistency] = None,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
-        self._settings = s = Settings(url, token, timeout, collection, consistency, max_value_bytes)
+        self._settings = s = Settings(url, token, timeout, collection, consistency, max_value_bytes, ca)
         self._native: Optional[_dhrt.Client] = _dhrt.Client(
-            s.urls, s.timeout, max_value_bytes, True, s.token
+            s.urls, s.timeout, max_value_bytes, True, s.token, tls_ca=s.ca
         )
 
     async def connect(self) -> "AsyncClient":

@@ -34,6 +34,7 @@ from dhrt._options import (
     Event,
     Key,
     RingMember,
+    PathLike,
     Seconds,
     Settings,
     Value,
@@ -53,6 +54,7 @@ def connect(
     url: Union[str, Sequence[str]] = DEFAULT_URL,
     *,
     token: Optional[str] = None,
+    ca: Optional[PathLike] = None,
     timeout: Optional[Seconds] = 5.0,
     collection: str = DEFAULT_COLLECTION,
     consistency: Optional[Consistency] = None,
@@ -62,7 +64,10 @@ def connect(
     :class:`Client`.
 
     ``url`` is ``ws://host:port``, ``host:port``, or a list of them (the first
-    reachable is used; the client then learns every node from the ring). ``timeout``
+    reachable is used; the client then learns every node from the ring). A
+    ``wss://host:port`` address speaks TLS to every node, verifying their certificates
+    against ``ca`` (the path of the cluster CA's PEM file; giving one turns TLS on for
+    ``host:port`` addresses too) or, without it, the public roots. ``timeout``
     (seconds; ``None`` waits forever) bounds every call, connecting included.
     ``collection`` and ``consistency`` are the defaults of calls that name none;
     ``consistency=None`` lets the node choose (``quorum`` unless configured otherwise).
@@ -76,10 +81,12 @@ def connect(
 
         db = dhrt.connect("ws://127.0.0.1:7453")
         db.set("alice", "admin", collection="users")
+        secure = dhrt.connect("wss://db.example.com:7453", ca="ca.pem")
     """
     return Client(
         url,
         token=token,
+        ca=ca,
         timeout=timeout,
         collection=collection,
         consistency=consistency,
@@ -101,15 +108,14 @@ class Client:
         url: Union[str, Sequence[str]] = DEFAULT_URL,
         *,
         token: Optional[str] = None,
+        ca: Optional[PathLike] = None,
         timeout: Optional[Seconds] = 5.0,
         collection: str = DEFAULT_COLLECTION,
         consistency: Optional[Consistency] = None,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
-        self._settings = Settings(url, token, timeout, collection, consistency, max_value_bytes)
-        native = _dhrt.Client(
-            self._settings.urls, self._settings.timeout, max_value_bytes, False, self._settings.token
-        )
+        self._settings = s = Settings(url, token, timeout, collection, consistency, max_value_bytes, ca)
+        native = _dhrt.Client(s.urls, s.timeout, max_value_bytes, False, s.token, tls_ca=s.ca)
         native.connect()
         self._native: Optional[_dhrt.Client] = native
 

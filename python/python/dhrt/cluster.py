@@ -69,6 +69,12 @@ class LocalCluster:
 
     Nodes are numbered from 0 in the order they were started; a killed node keeps its
     number (and its URL: it restarts on the same port).
+
+    ``tls_cert`` and ``tls_key`` (PEM files; one certificate for ``127.0.0.1`` serves
+    every node) make every node speak only TLS: :attr:`urls` are then ``wss://`` and
+    :meth:`client` verifies the nodes against ``tls_ca``, the CA that signed the
+    certificate. ``tls_client_auth=True`` makes the nodes' links to each other mutual
+    TLS (the certificate must then also allow client use).
     """
 
     def __init__(
@@ -82,6 +88,10 @@ class LocalCluster:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         ready_timeout: float = 30.0,
         log: Optional[str] = None,
+        tls_cert: Union[str, "os.PathLike[str]", None] = None,
+        tls_key: Union[str, "os.PathLike[str]", None] = None,
+        tls_ca: Union[str, "os.PathLike[str]", None] = None,
+        tls_client_auth: bool = False,
     ) -> None:
         if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
             raise InvalidInputError(f"nodes must be an int >= 1, not {nodes!r}")
@@ -99,6 +109,17 @@ class LocalCluster:
         elif persist:
             self._root = Path(tempfile.mkdtemp(prefix="dhrt-cluster-"))
             self._own_root = True
+        if (tls_cert is None) != (tls_key is None):
+            raise InvalidInputError("TLS needs both tls_cert and tls_key")
+        self._tls: Dict[str, Any] = {}
+        if tls_cert is not None and tls_key is not None:
+            self._tls = {
+                "tls_cert": os.fspath(tls_cert),
+                "tls_key": os.fspath(tls_key),
+                "tls_ca": os.fspath(tls_ca) if tls_ca is not None else None,
+                "tls_client_auth": tls_client_auth,
+            }
+        self._ca: Optional[str] = os.fspath(tls_ca) if tls_ca is not None else None
         self._slots: List[_Slot] = []
         self._probe: Optional[Client] = None
         log = log if log is not None else os.environ.get("DHRT_LOG")
@@ -146,8 +167,10 @@ class LocalCluster:
 
     @property
     def urls(self) -> List[str]:
-        """``ws://127.0.0.1:PORT`` of every node, by number (killed ones included)."""
-        return [f"ws://127.0.0.1:{s.port}" for s in self._slots]
+        """``ws://127.0.0.1:PORT`` (``wss://`` with TLS) of every node, by number
+        (killed ones included)."""
+        scheme = "wss" if self._tls else "ws"
+        return [f"{scheme}://127.0.0.1:{s.port}" for s in self._slots]
 
     @property
     def addrs(self) -> List[str]:
@@ -171,11 +194,13 @@ class LocalCluster:
 
     def client(self, **options: Any) -> Client:
         """A :class:`dhrt.Client` connected through the running nodes; ``options`` are
-        those of :func:`dhrt.connect`."""
+        those of :func:`dhrt.connect` (``ca`` defaults to the cluster's ``tls_ca``)."""
+        options.setdefault("ca", self._ca)
         return Client(self._seeds(), **options)
 
     def async_client(self, **options: Any) -> AsyncClient:
         """A :class:`dhrt.AsyncClient` for the running nodes (connects on first use)."""
+        options.setdefault("ca", self._ca)
         return AsyncClient(self._seeds(), **options)
 
     # -- changing it ----------------------------------------------------------------
@@ -260,7 +285,7 @@ class LocalCluster:
 
     def _probe_client(self) -> Client:
         if self._probe is None:
-            self._probe = Client(self._seeds(), timeout=5.0)
+            self._probe = Client(self._seeds(), timeout=5.0, ca=self._ca)
         return self._probe
 
     def _launch(self, i: int) -> None:
@@ -277,6 +302,7 @@ class LocalCluster:
             "max_value": self._max_value,
             "id": self._slots[i].id if restart else None,
             "leave_timeout": 10.0,
+            **self._tls,
         }
         if self._vnodes is not None:
             options["vnodes"] = self._vnodes

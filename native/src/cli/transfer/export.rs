@@ -28,7 +28,7 @@ use std::{
     fs::File,
     io::{BufWriter, IsTerminal, Write},
     path::{Path, PathBuf},
-    time::Duration,
+    sync::Arc,
 };
 
 /// Options of `dhrt export`.
@@ -57,7 +57,7 @@ pub fn run(args: &ExportArgs, target: &Target) -> Result<(), Box<dyn std::error:
     runtime.block_on(async {
         let client = target.connect().await?;
         let collections = if args.all {
-            all_collections(&client, target.timeout()).await?
+            all_collections(&client, target).await?
         } else if args.collections.is_empty() {
             vec![DEFAULT_COLLECTION.to_string()]
         } else {
@@ -177,11 +177,18 @@ impl Drop for Output {
 
 /// The collections of the cluster: the union of what every alive member lists in its
 /// `GET /v1/stats`, sorted.
-async fn all_collections(client: &Client, timeout: Duration) -> Result<Vec<String>, String> {
+async fn all_collections(client: &Client, target: &Target) -> Result<Vec<String>, String> {
+    let timeout = target.timeout();
+    let options = target.options();
+    let tls = if options.tls_for(&target.node) {
+        Some(dhrt::tls::client_config(options.tls_ca.as_deref()).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let members = client.ring().await.map_err(|e| format!("cannot read the ring: {e}"))?;
     let mut names = BTreeSet::new();
     for m in members.iter().filter(|m| m.status == "alive") {
-        let stats = tokio::time::timeout(timeout, get_json(&m.addr, "/v1/stats"))
+        let stats = tokio::time::timeout(timeout, get_json(&m.addr, "/v1/stats", tls.clone()))
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
             .map_err(|e| {
@@ -197,9 +204,33 @@ async fn all_collections(client: &Client, timeout: Duration) -> Result<Vec<Strin
     Ok(names.into_iter().collect())
 }
 
-/// `GET path` from the node at `addr` (HOST:PORT), as JSON.
-async fn get_json(addr: &str, path: &str) -> Result<serde_json::Value, String> {
+/// `GET path` from the node at `addr` (HOST:PORT), as JSON; over TLS with `tls`.
+async fn get_json(
+    addr: &str,
+    path: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<serde_json::Value, String> {
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    match tls {
+        None => get_json_over(stream, addr, path).await,
+        Some(config) => {
+            let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| format!("{addr}: {e}"))?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            get_json_over(stream, addr, path).await
+        }
+    }
+}
+
+async fn get_json_over<S>(stream: S, addr: &str, path: &str) -> Result<serde_json::Value, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;

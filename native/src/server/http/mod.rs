@@ -184,10 +184,15 @@ async fn client_socket(
 /// `GET /v1/peer` ([`ws::peer`]), with JSON errors for a request that is no upgrade or
 /// lacks the handshake parameters.
 async fn peer_socket(
+    parts: axum::http::request::Parts,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     hello: Result<Query<ws::PeerHello>, QueryRejection>,
     state: State<AppState>,
 ) -> Response {
+    // Mutual TLS: a link without a certificate from the cluster CA goes no further.
+    if let Some(refusal) = crate::tls::refuse_uncertified_peer(&state.security, &parts) {
+        return refusal;
+    }
     let context = "/v1/peer is for links between nodes";
     match (upgrade, hello) {
         (Ok(upgrade), Ok(hello)) => ws::peer(upgrade, hello, state).await,
