@@ -8,7 +8,9 @@
 //! The client protocol has no request that lists collections, so `--all` asks every
 //! alive member for its `GET /v1/stats` (which lists the collections the node holds)
 //! and exports the union: every collection with an entry on a reachable replica. A
-//! member that cannot be asked fails the export rather than silently missing one.
+//! member that cannot be asked fails the export rather than silently missing one. The
+//! cluster's own collections (`_dhrt.*`, such as its tokens) are left out: no client may
+//! read them. With `--token`, the stats requests carry it (`Authorization: Bearer`).
 
 use super::{jsonl, progress, Tally};
 use crate::cli::data::Target;
@@ -16,6 +18,7 @@ use bytes::Bytes;
 use clap::Args;
 use dhrt::client::Client;
 use dhrt_core::{
+    auth::is_reserved,
     node::scan::MAX_PAGE,
     proto::client::{Consistency, DEFAULT_COLLECTION},
     store::validate_collection,
@@ -57,7 +60,7 @@ pub fn run(args: &ExportArgs, target: &Target) -> Result<(), Box<dyn std::error:
     runtime.block_on(async {
         let client = target.connect().await?;
         let collections = if args.all {
-            all_collections(&client, target.timeout()).await?
+            all_collections(&client, target.timeout(), target.token.as_deref()).await?
         } else if args.collections.is_empty() {
             vec![DEFAULT_COLLECTION.to_string()]
         } else {
@@ -176,12 +179,16 @@ impl Drop for Output {
 }
 
 /// The collections of the cluster: the union of what every alive member lists in its
-/// `GET /v1/stats`, sorted.
-async fn all_collections(client: &Client, timeout: Duration) -> Result<Vec<String>, String> {
+/// `GET /v1/stats`, sorted, without the reserved ones.
+async fn all_collections(
+    client: &Client,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<Vec<String>, String> {
     let members = client.ring().await.map_err(|e| format!("cannot read the ring: {e}"))?;
     let mut names = BTreeSet::new();
     for m in members.iter().filter(|m| m.status == "alive") {
-        let stats = tokio::time::timeout(timeout, get_json(&m.addr, "/v1/stats"))
+        let stats = tokio::time::timeout(timeout, get_json(&m.addr, "/v1/stats", token))
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
             .map_err(|e| {
@@ -192,20 +199,28 @@ async fn all_collections(client: &Client, timeout: Duration) -> Result<Vec<Strin
                 )
             })?;
         let listed = stats["collections"].as_array().map(Vec::as_slice).unwrap_or_default();
-        names.extend(listed.iter().filter_map(|c| c["name"].as_str().map(String::from)));
+        let listed = listed.iter().filter_map(|c| c["name"].as_str());
+        names.extend(listed.filter(|name| !is_reserved(name)).map(String::from));
     }
     Ok(names.into_iter().collect())
 }
 
-/// `GET path` from the node at `addr` (HOST:PORT), as JSON.
-async fn get_json(addr: &str, path: &str) -> Result<serde_json::Value, String> {
+/// `GET path` from the node at `addr` (HOST:PORT), as JSON, presenting `token`.
+async fn get_json(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<serde_json::Value, String> {
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, addr)
+    let mut request = hyper::Request::get(path).header(hyper::header::HOST, addr);
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
