@@ -2,17 +2,20 @@
 // token in its form, refuses a wrong one saying so, works once a right one is entered,
 // keeps it for the tab's session only (sessionStorage), and never puts it in a URL.
 //
-// Run: node --test js/browser/ (after building target/debug/dhrt).
+// Run: node --test js/browser/ (after building target/debug/dhrt). A screenshot of the
+// form goes to target/artifacts/browser/.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { startCluster } from '../test/cluster.js';
 import { launchChromium } from './pages.js';
 
 const ADMIN = 'admin-token-of-the-dashboard-test-0123456789';
+const ARTIFACTS = fileURLToPath(new URL('../../target/artifacts/browser/', import.meta.url));
 
 let cluster;
 let browser;
@@ -71,7 +74,9 @@ test('the dashboard asks for a token and refuses a wrong one', async () => {
   await page.waitForFunction(() => /refused/.test(document.getElementById('token-error')?.textContent ?? ''));
   assert.ok(await page.locator('#token-card').isVisible(), 'still asking');
   assert.equal(await page.evaluate(() => sessionStorage.getItem('dhrt.token')), null, 'a refused token is not kept');
-  assert.equal(await page.locator('#nodes tr').count(), 0, 'nothing shown');
+  assert.equal(await page.locator('#nodes tbody tr').count(), 0, 'nothing shown');
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, 'token-refused.png') });
 });
 
 test('with a right token it works, for this tab only', async () => {
