@@ -1,15 +1,20 @@
 //! The light peer against a simulated cluster: every frame it sends goes through the
 //! wire format to a simulated node, every answer comes back as a frame, and a crashed
 //! node looks to it like a connection that closed.
+//!
+//! For tokens the harness plays the server's part (a node never sees [`Op::Auth`]): it
+//! tracks each connection, answers `Auth`, and refuses requests of a connection without
+//! an accepted token as the server does.
 
 use bytes::Bytes;
 use dhrt_core::{
+    auth::BearerToken,
     entry::{Entry, NodeId},
     hash::Interval,
     light::{LightConfig, LightOutput, LightPeer, StreamStatus},
     proto::{
         client::{Consistency, ErrorCode, Op, Reply},
-        Message,
+        ClientRequest, ClientResponse, Message,
     },
     replica::Change,
     sim::{memory_cluster, sim_addr, NetConfig, NodeOutput, NodeProcess, Sim},
@@ -34,7 +39,21 @@ struct Harness {
     sent: Vec<(String, Op)>,
     ring_changes: usize,
     unreachable: Vec<String>,
+    /// `(code, message)` of every [`LightOutput::Refused`].
+    refused: Vec<(ErrorCode, String)>,
+    /// With tokens required: each token the harness's "server" accepts, and whether it
+    /// may write.
+    tokens: Option<BTreeMap<String, bool>>,
+    /// Open connections by address: whether their token was accepted (and may write).
+    conns: BTreeMap<String, Option<bool>>,
+    /// `(addr, op)` of the first request of every connection.
+    first_ops: Vec<(String, Op)>,
 }
+
+/// What the server answers a request of a connection without an accepted token.
+const NO_TOKEN: &str = "this node requires a token";
+/// What it answers a token it does not know.
+const UNKNOWN_TOKEN: &str = "the token presented is unknown or revoked";
 
 fn node_of(addr: &str) -> Option<NodeId> {
     addr.strip_prefix("sim-")?.parse().ok().map(NodeId)
@@ -42,10 +61,32 @@ fn node_of(addr: &str) -> Option<NodeId> {
 
 impl Harness {
     fn new(nodes: usize, seed: u64) -> Harness {
+        let mut h = Harness::unstarted(nodes, seed, None, None);
+        h.start();
+        h
+    }
+
+    /// A cluster whose nodes require tokens (`tokens`: each accepted token and whether
+    /// it may write), and a peer presenting `token`, started and with the ring read.
+    fn with_tokens(seed: u64, tokens: &[(&str, bool)], token: &str) -> Harness {
+        let tokens = tokens.iter().map(|(t, w)| (t.to_string(), *w)).collect();
+        let mut h = Harness::unstarted(3, seed, Some(tokens), Some(token));
+        h.start();
+        h
+    }
+
+    /// The harness before the peer reads the ring.
+    fn unstarted(
+        nodes: usize,
+        seed: u64,
+        tokens: Option<BTreeMap<String, bool>>,
+        token: Option<&str>,
+    ) -> Harness {
         let sim = memory_cluster(nodes, NetConfig::lan(), seed, |_| {});
-        let config = LightConfig { seed, ..LightConfig::default() };
+        let token = token.map(|t| BearerToken(t.to_string()));
+        let config = LightConfig { seed, token, ..LightConfig::default() };
         let peer = LightPeer::new(vec![sim_addr(NodeId(1))], config);
-        let mut h = Harness {
+        Harness {
             sim,
             peer,
             replies: BTreeMap::new(),
@@ -54,12 +95,57 @@ impl Harness {
             sent: Vec::new(),
             ring_changes: 0,
             unreachable: Vec::new(),
+            refused: Vec::new(),
+            tokens,
+            conns: BTreeMap::new(),
+            first_ops: Vec::new(),
+        }
+    }
+
+    fn start(&mut self) {
+        let now = self.now();
+        self.peer.start(now);
+        self.run_until(|h| h.ring_changes > 0, 5_000);
+        assert!(!self.peer.ring().is_empty(), "the peer read the ring");
+    }
+
+    /// The connection to `addr` closed: the peer hears of it.
+    fn close_conn(&mut self, addr: &str) {
+        self.conns.remove(addr);
+        let now = self.now();
+        self.peer.disconnected(now, addr);
+    }
+
+    /// The server's part: opens the connection on its first frame, answers `Auth`, and
+    /// refuses what the connection's token does not allow. `None` passes `req` on to
+    /// the node.
+    fn serve(&mut self, addr: &str, req: &ClientRequest) -> Option<Reply> {
+        let conn = match self.conns.get(addr) {
+            Some(conn) => *conn,
+            None => {
+                self.first_ops.push((addr.to_string(), req.op.clone()));
+                self.conns.insert(addr.to_string(), None);
+                None
+            }
         };
-        let now = h.now();
-        h.peer.start(now);
-        h.run_until(|h| h.ring_changes > 0, 5_000);
-        assert!(!h.peer.ring().is_empty(), "the peer read the ring");
-        h
+        let tokens = self.tokens.as_ref()?;
+        let refuse =
+            |code, message: &str| Reply::Error { code, message: message.to_string(), acked: None };
+        if let Op::Auth { token } = &req.op {
+            let may_write = tokens.get(&token.0).copied();
+            self.conns.insert(addr.to_string(), may_write);
+            return Some(match may_write {
+                Some(_) => Reply::Ok,
+                None => refuse(ErrorCode::Unauthorized, UNKNOWN_TOKEN),
+            });
+        }
+        match conn {
+            None => Some(refuse(ErrorCode::Unauthorized, NO_TOKEN)),
+            Some(false) if req.op.is_write() => {
+                Some(refuse(ErrorCode::Forbidden, "a read token cannot write"))
+            }
+            Some(_) => None,
+        }
     }
 
     fn now(&self) -> Millis {
@@ -76,11 +162,15 @@ impl Harness {
                     };
                     self.sent.push((addr.clone(), req.op.clone()));
                     let node = node_of(&addr).expect("a sim address");
-                    if self.sim.is_running(node) {
-                        self.sim.act(node, |p, now| p.request(now, CLIENT, req));
-                    } else {
+                    if !self.sim.is_running(node) {
+                        self.close_conn(&addr);
+                    } else if let Some(result) = self.serve(&addr, &req) {
+                        let resp = ClientResponse { id: req.id, result };
+                        let frame = wire::encode(&Message::Response(resp)).unwrap();
                         let now = self.now();
-                        self.peer.disconnected(now, &addr);
+                        self.peer.handle_frame(now, &addr, &frame);
+                    } else {
+                        self.sim.act(node, |p, now| p.request(now, CLIENT, req));
                     }
                 }
                 LightOutput::Reply { handle, reply } => {
@@ -90,6 +180,7 @@ impl Harness {
                 LightOutput::Status { handle, status } => self.statuses.push((handle, status)),
                 LightOutput::RingChanged => self.ring_changes += 1,
                 LightOutput::Unreachable { message } => self.unreachable.push(message),
+                LightOutput::Refused { code, message } => self.refused.push((code, message)),
             }
         }
         self.sim.run_for(10);
@@ -134,8 +225,7 @@ impl Harness {
 
     fn crash(&mut self, node: NodeId) {
         self.sim.crash(node);
-        let now = self.now();
-        self.peer.disconnected(now, &sim_addr(node));
+        self.close_conn(&sim_addr(node));
     }
 
     fn cluster_data(&self) -> BTreeMap<Bytes, Entry> {
@@ -333,4 +423,92 @@ fn a_local_copy_catches_up_by_sync_and_stays_current_across_a_node_death() {
     }
     assert_eq!(copy_data, h.cluster_data());
     assert!(h.peer.copy(copy).unwrap().stats().rounds >= 2);
+}
+
+/// A harness connection's first request, for every connection it opened.
+fn assert_auth_first(h: &Harness, token: &str) {
+    assert!(!h.first_ops.is_empty());
+    for (addr, op) in &h.first_ops {
+        match op {
+            Op::Auth { token: t } => assert_eq!(t.0, token, "{addr}"),
+            other => panic!("the first request to {addr} was {other:?}, not Auth"),
+        }
+    }
+}
+
+#[test]
+fn with_a_token_every_connection_presents_it_first() {
+    let mut h = Harness::with_tokens(6, &[("admin-token", true)], "admin-token");
+    for i in 0..20 {
+        assert!(matches!(h.call(set(&format!("k{i}"), "v")), Reply::Written { .. }));
+    }
+    assert_eq!(value(h.call(get("k3"))).as_deref(), Some("v"));
+    assert_eq!(h.conns.len(), 3, "a connection to each node");
+    let auths = h.sent.iter().filter(|(_, op)| matches!(op, Op::Auth { .. })).count();
+    assert_eq!(auths, 3, "once per connection, not per request");
+    // A connection that closes is opened again, and presents the token again.
+    let addr = sim_addr(NodeId(2));
+    h.close_conn(&addr);
+    let now = h.now();
+    let handle = h.peer.call_at(now, &addr, Op::Stats);
+    assert!(h.run_until(|h| h.replies.contains_key(&handle), 5_000));
+    assert!(matches!(h.replies[&handle], Reply::Stats(_)), "{:?}", h.replies[&handle]);
+    assert_eq!(h.first_ops.len(), 4, "four connections: {:?}", h.first_ops);
+    assert_auth_first(&h, "admin-token");
+    // Watches present it too (on connections already open, or new ones).
+    let w = h.peer.watch(h.now(), C, None);
+    assert!(h.run_until(|h| h.status_seen(w, |s| *s == StreamStatus::Live), 5_000));
+    assert_auth_first(&h, "admin-token");
+}
+
+#[test]
+fn without_a_token_a_node_requiring_one_refuses_the_start() {
+    let tokens = BTreeMap::from([("admin-token".to_string(), true)]);
+    let mut h = Harness::unstarted(3, 7, Some(tokens), None);
+    let now = h.now();
+    h.peer.start(now);
+    assert!(h.run_until(|h| !h.refused.is_empty(), 5_000), "start ends");
+    assert_eq!(h.refused[0].0, ErrorCode::Unauthorized);
+    assert!(h.refused[0].1.contains(NO_TOKEN), "{:?}", h.refused);
+    assert!(h.unreachable.is_empty() && h.ring_changes == 0);
+    assert!(!h.sent.iter().any(|(_, op)| matches!(op, Op::Auth { .. })), "no token, no Auth");
+    let handle = h.peer.call(h.now(), get("k"));
+    assert!(h.run_until(|h| h.replies.contains_key(&handle), 5_000));
+    assert!(matches!(h.replies[&handle], Reply::Error { code: ErrorCode::Unauthorized, .. }));
+}
+
+#[test]
+fn a_wrong_token_is_refused_with_the_nodes_reason_and_not_tried_elsewhere() {
+    let tokens = BTreeMap::from([("admin-token".to_string(), true)]);
+    let mut h = Harness::unstarted(3, 8, Some(tokens), Some("wrong-token"));
+    let now = h.now();
+    h.peer.start(now);
+    assert!(h.run_until(|h| !h.refused.is_empty(), 5_000), "start ends");
+    let (code, message) = &h.refused[0];
+    assert_eq!(*code, ErrorCode::Unauthorized);
+    // The node answered the ring request "no token" (its Auth was refused); the peer
+    // tells why the token was refused instead.
+    assert_eq!(message, UNKNOWN_TOKEN);
+    assert_auth_first(&h, "wrong-token");
+    let asked: Vec<&String> =
+        h.sent.iter().filter(|(_, op)| matches!(op, Op::Ring)).map(|(a, _)| a).collect();
+    assert_eq!(asked.len(), 1, "every node checks the same tokens: {asked:?}");
+}
+
+#[test]
+fn a_read_token_reads_and_watches_but_its_writes_are_forbidden() {
+    let tokens = [("admin-token", true), ("read-token", false)];
+    let mut h = Harness::with_tokens(9, &tokens, "read-token");
+    match h.call(set("k", "other")) {
+        Reply::Error { code: ErrorCode::Forbidden, message, .. } => {
+            assert!(message.contains("cannot write"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let sets = h.sent.iter().filter(|(_, op)| matches!(op, Op::Set { .. })).count();
+    assert_eq!(sets, 1, "a forbidden write is not tried on another replica");
+    assert_eq!(value(h.call(get("k"))), None, "read, and not written");
+    let w = h.peer.watch(h.now(), C, None);
+    assert!(h.run_until(|h| h.status_seen(w, |s| *s == StreamStatus::Live), 5_000));
+    assert_auth_first(&h, "read-token");
 }

@@ -5,6 +5,12 @@
  * second and each node's stats every second — straight from that node, so a dead node
  * shows as unreachable while the ring still reports what the cluster thinks of it —
  * and watches the key browser's collection.
+ *
+ * A node that requires tokens refuses the connection (`unauthorized`): the page then
+ * asks for a token in a small form, keeps it in `sessionStorage` (this tab only, gone
+ * when it closes; never in the URL), presents it on every connection (the package sends
+ * it as the first WebSocket message) and as `Authorization: Bearer` on its HTTP
+ * requests. A refused token is forgotten and the form asks again, saying why.
  * @module
  */
 
@@ -15,6 +21,10 @@ import { esc, renderNodes, renderSync, setHtml } from './nodes.js';
 import { colours, drawRing } from './ring.js';
 
 const POLL_MS = 1000;
+/** Where this tab keeps its token. */
+const TOKEN_KEY = 'dhrt.token';
+/** Collections of the cluster itself: no token may read them, so they are not listed. */
+const RESERVED_PREFIX = '_dhrt.';
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 /** @type {import('/dashboard/dhrt/src/index.js').Member[]} */
@@ -39,18 +49,91 @@ function setConn(state, text) {
   el.textContent = text;
 }
 
-async function start() {
-  $('served-by').textContent = `served by ${location.host}`;
-  let db;
+/** The token this tab uses, if the node requires one. @type {string | undefined} */
+let token;
+
+/** @param {string | undefined} value */
+function keepToken(value) {
+  token = value;
+  try {
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // Storage may be off: the token then lasts as long as the page.
+  }
+}
+
+/** @returns {string | undefined} */
+function storedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Shows the token form, with `why` (a refusal) under it, and resolves with the next
+ * token entered.
+ * @param {string} why
+ * @returns {Promise<string>}
+ */
+function askToken(why) {
+  const card = $('token-card');
+  const form = /** @type {HTMLFormElement} */ ($('token-form'));
+  const input = /** @type {HTMLInputElement} */ ($('token-input'));
+  const submit = /** @type {HTMLButtonElement} */ ($('token-submit'));
+  card.hidden = false;
+  $('token-error').textContent = why;
+  submit.disabled = false;
+  input.disabled = false;
+  input.focus();
+  return new Promise((resolve) => {
+    form.onsubmit = (ev) => {
+      ev.preventDefault();
+      const value = input.value.trim();
+      if (!value) return;
+      form.onsubmit = (e) => e.preventDefault();
+      submit.disabled = true;
+      $('token-error').textContent = 'checking…';
+      resolve(value);
+    };
+  });
+}
+
+/** HTTP headers carrying this tab's token, if any. */
+function authHeaders() {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+/** Connects to the node that served the page, asking for a token while it refuses. */
+async function connectNode() {
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`;
+  let candidate = storedToken();
   for (;;) {
     try {
-      db = await connect(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`, { timeoutMs: 5000 });
-      break;
+      const db = await connect(url, { timeoutMs: 5000, token: candidate });
+      keepToken(candidate);
+      $('token-card').hidden = true;
+      /** @type {HTMLInputElement} */ ($('token-input')).value = '';
+      return db;
     } catch (e) {
+      const err = /** @type {import('/dashboard/dhrt/src/index.js').DhrtError} */ (e);
+      if (err.code === 'unauthorized') {
+        keepToken(undefined);
+        setConn('lost', 'this node requires a token');
+        candidate = await askToken(candidate ? `that token was refused: ${err.message}` : '');
+        continue;
+      }
       setConn('lost', `cannot reach ${location.host}: retrying`);
       await new Promise((r) => setTimeout(r, 2000));
     }
   }
+}
+
+async function start() {
+  $('served-by').textContent = `served by ${location.host}`;
+  const db = await connectNode();
   // For the browser test and for poking around in the console.
   Object.assign(window, { db });
   setConn('live', 'live');
@@ -72,8 +155,11 @@ async function start() {
 /** Collection names for the key browser's list, from this node's HTTP stats. */
 async function loadCollections() {
   try {
-    const stats = await (await fetch('/v1/stats')).json();
-    const names = (stats.collections ?? []).map((/** @type {{name: string}} */ c) => c.name).sort();
+    const stats = await (await fetch('/v1/stats', { headers: authHeaders() })).json();
+    const names = (stats.collections ?? [])
+      .map((/** @type {{name: string}} */ c) => c.name)
+      .filter((/** @type {string} */ n) => !n.startsWith(RESERVED_PREFIX))
+      .sort();
     setHtml($('collections'), names.map((n) => `<option value="${esc(n)}">`).join(''));
     const input = /** @type {HTMLInputElement} */ ($('collection'));
     if (input.value === 'default' && names.length && !names.includes('default')) input.value = names[0];
@@ -89,7 +175,13 @@ async function poll(db) {
     replicas = db.ringView().replicas;
     setConn('live', 'live');
   } catch (e) {
-    setConn('lost', `ring unavailable: ${/** @type {Error} */ (e).message}`);
+    const err = /** @type {import('/dashboard/dhrt/src/index.js').DhrtError} */ (e);
+    if (err.code === 'unauthorized') {
+      // The token was revoked: start over, asking for another.
+      keepToken(undefined);
+      location.reload();
+    }
+    setConn('lost', `ring unavailable: ${err.message}`);
     return;
   }
   const now = Date.now();

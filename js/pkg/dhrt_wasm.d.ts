@@ -45,7 +45,9 @@ export class Peer {
     handleFrame(now: number, addr: string, frame: Uint8Array | number[]): void;
     /**
      * A peer that reads the ring through `seeds` (`"host:port"` each). `options`:
-     * `{replicas, attemptTimeoutMs, ringRefreshMs, downMs, syncParallel, retryMs, seed}`.
+     * `{replicas, attemptTimeoutMs, ringRefreshMs, downMs, syncParallel, retryMs, seed,
+     * token}`; with a `token`, the first frame sent on every connection presents it
+     * (`Auth`).
      */
     constructor(seeds: string[], options: any);
     /**
@@ -59,7 +61,7 @@ export class Peer {
     openCopy(now: number, collection: string, notify: boolean): number;
     /**
      * Every output waiting, in order: `{type: "send" | "reply" | "change" | "status" |
-     * "ringChanged" | "unreachable", ...}`.
+     * "ringChanged" | "unreachable" | "refused", ...}`.
      */
     pollOutputs(): Array<any>;
     /**

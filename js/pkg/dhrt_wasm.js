@@ -141,7 +141,9 @@ export class Peer {
     }
     /**
      * A peer that reads the ring through `seeds` (`"host:port"` each). `options`:
-     * `{replicas, attemptTimeoutMs, ringRefreshMs, downMs, syncParallel, retryMs, seed}`.
+     * `{replicas, attemptTimeoutMs, ringRefreshMs, downMs, syncParallel, retryMs, seed,
+     * token}`; with a `token`, the first frame sent on every connection presents it
+     * (`Auth`).
      * @param {string[]} seeds
      * @param {any} options
      */
@@ -182,7 +184,7 @@ export class Peer {
     }
     /**
      * Every output waiting, in order: `{type: "send" | "reply" | "change" | "status" |
-     * "ringChanged" | "unreachable", ...}`.
+     * "ringChanged" | "unreachable" | "refused", ...}`.
      * @returns {Array<any>}
      */
     pollOutputs() {

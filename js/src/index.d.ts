@@ -13,7 +13,11 @@ export type Data = string | Uint8Array;
 export type Out = string | Uint8Array;
 
 export interface ConnectOptions {
-  /** Sent to every node as `?token=` on the WebSocket URL (for an authenticating proxy). */
+  /**
+   * The token for nodes that require one (`dhrt token create` prints it): presented as
+   * the first message of every WebSocket the client opens, never in a URL. Without it,
+   * such a node refuses `connect` with `unauthorized`.
+   */
   token?: string;
   /**
    * Node only: the CA certificate(s), PEM text (e.g. `readFileSync('ca.pem')`), that

@@ -17,7 +17,12 @@
  * ```
  *
  * The WebAssembly peer is sans-IO: this module owns the WebSockets (one per node) and
- * the timer, and moves frames between them and the peer.
+ * the timer, and moves frames between them and the peer. With `{token}`, the peer sends
+ * it as the first message of every WebSocket it opens (never in a URL).
+ *
+ * ```js
+ * const db = await connect('ws://10.0.0.1:7453', { token: process.env.DHRT_TOKEN });
+ * ```
  * @module
  */
 
@@ -33,8 +38,10 @@ export { Replica } from './replica.js';
 /**
  * Connects to the cluster through the node at `url` (`ws://host:port`, `host:port`,
  * `http://host:port`, or `wss://host:port` / `https://host:port` for a node with TLS)
- * and reads the ring. Rejects when the node cannot be reached. In Node, `options.ca`
- * (PEM text) is the CA the nodes' certificates are verified against.
+ * and reads the ring. Rejects when the node cannot be reached (`unavailable`), and when
+ * it requires a token and none was given or it refused the one given (`unauthorized`).
+ * In Node, `options.ca` (PEM text) is the CA the nodes' certificates are verified
+ * against.
  * @param {string} url
  * @param {import('./index').ConnectOptions} [options]
  * @returns {Promise<Client>}
@@ -79,6 +86,7 @@ export class Client {
       attemptTimeoutMs: options.attemptTimeoutMs,
       ringRefreshMs: options.ringRefreshMs,
       seed: Math.floor(Math.random() * 2 ** 52),
+      token: options.token,
     });
     /** @type {'utf8' | 'bytes'} */
     this.encoding = options.encoding ?? 'utf8';
@@ -93,7 +101,7 @@ export class Client {
     this._armedFor = undefined;
     this._closed = false;
     this._started = undefined;
-    this._sockets = new Sockets(WS, { secure: options.secure, token: options.token }, {
+    this._sockets = new Sockets(WS, { secure: options.secure }, {
       open: (addr) => {
         this._peer.connected(addr);
         this._pump();
@@ -154,6 +162,10 @@ export class Client {
           break;
         case 'unreachable':
           this._started?.reject(new DhrtError('unavailable', out.message));
+          this._started = undefined;
+          break;
+        case 'refused':
+          this._started?.reject(new DhrtError(out.code, out.message));
           this._started = undefined;
           break;
       }

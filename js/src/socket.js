@@ -46,14 +46,14 @@ export async function webSocketClassWithCa(ca) {
 }
 
 /**
- * `ws://host:port/v1/ws` for a node address, with the scheme and token of the URL the
- * client connected with.
+ * `ws://host:port/v1/ws` for a node address, with the scheme of the URL the client
+ * connected with. Never a token: URLs end up in logs; the light peer presents the token
+ * as the first message of every connection instead.
  * @param {string} addr `host:port`
- * @param {{secure: boolean, token?: string}} how
+ * @param {{secure: boolean}} how
  */
 export function socketUrl(addr, how) {
-  const query = how.token ? `?token=${encodeURIComponent(how.token)}` : '';
-  return `${how.secure ? 'wss' : 'ws'}://${addr}/v1/ws${query}`;
+  return `${how.secure ? 'wss' : 'ws'}://${addr}/v1/ws`;
 }
 
 /**
@@ -77,7 +77,7 @@ export function parseAddress(url) {
 export class Sockets {
   /**
    * @param {typeof WebSocket} WS the WebSocket class
-   * @param {{secure: boolean, token?: string}} how
+   * @param {{secure: boolean}} how
    * @param {{open(addr: string): void, frame(addr: string, data: Uint8Array): void, closed(addr: string): void}} events
    */
   constructor(WS, how, events) {

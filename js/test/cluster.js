@@ -80,16 +80,20 @@ export async function waitFor(check, ms, what) {
 
 /**
  * A cluster of `n` nodes joined through the first, once every node sees `n` alive.
+ * `args` go to every node; `token` is presented to read their stats (for nodes started
+ * with `--admin-token-file`).
  * @param {number} n
+ * @param {{args?: string[], token?: string}} [opts]
  */
-export async function startCluster(n) {
-  const first = await startNode();
+export async function startCluster(n, { args = [], token } = {}) {
+  const first = await startNode(args);
   const nodes = [first];
-  for (let i = 1; i < n; i++) nodes.push(await startNode(['--join', first.addr]));
+  for (let i = 1; i < n; i++) nodes.push(await startNode([...args, '--join', first.addr]));
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
   await waitFor(
     async () => {
       for (const node of nodes) {
-        const stats = await (await fetch(`http://${node.addr}/v1/stats`)).json();
+        const stats = await (await fetch(`http://${node.addr}/v1/stats`, { headers })).json();
         if (stats.members?.alive !== n) return false;
       }
       return true;

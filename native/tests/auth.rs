@@ -467,3 +467,27 @@ fn without_an_admin_token_file_nothing_changes_but_the_reserved_collection() {
         assert!(db.get("users", "alice", Consistency::Default).await.unwrap().is_some());
     });
 }
+
+#[test]
+fn export_all_presents_the_token_and_leaves_the_reserved_collections_out() {
+    let admin = admin_token();
+    let node = start(&admin, None);
+    let addr = node.addr.as_str();
+    runtime().block_on(async {
+        // A token record makes the reserved collection exist on the node.
+        let made =
+            http(addr, "POST", "/v1/tokens", Some(&admin.token), r#"{"role": "read"}"#).await;
+        assert!(made.body["id"].is_string(), "{}", made.body);
+        let c = client(addr, &admin.token).await.expect("a client");
+        c.set("users", "ada", "lovelace", Consistency::Default, None).await.expect("a write");
+        let listed = http(addr, "GET", "/v1/stats", Some(&admin.token), "").await;
+        let names = listed.body["collections"].to_string();
+        assert!(names.contains(TOKENS_COLLECTION), "the node lists it: {names}");
+    });
+    let ran = dhrt(addr, Some(&admin.token), &["export", "--all"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let out = String::from_utf8_lossy(&ran.stdout);
+    assert!(out.contains("lovelace"), "{out}");
+    assert!(!out.contains(TOKENS_COLLECTION), "{out}");
+    assert!(ran.stderr.contains("from 1 collection"), "{}", ran.stderr);
+}

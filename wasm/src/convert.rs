@@ -92,7 +92,8 @@ fn string(obj: &JsValue, name: &str) -> Result<String, String> {
     field(obj, name).as_string().ok_or_else(|| format!("{name} must be a string"))
 }
 
-fn opt_string(obj: &JsValue, name: &str) -> Result<Option<String>, String> {
+/// The string at `name`, if present, or why it is not a string.
+pub fn opt_string(obj: &JsValue, name: &str) -> Result<Option<String>, String> {
     let v = field(obj, name);
     if is_absent(&v) {
         return Ok(None);
@@ -296,7 +297,7 @@ pub fn status_to_js(s: StreamStatus) -> JsValue {
 }
 
 /// An output: `{type: "send" | "reply" | "change" | "status" | "ringChanged" |
-/// "unreachable", ...}`.
+/// "unreachable" | "refused", ...}`.
 pub fn output_to_js(out: LightOutput) -> JsValue {
     let ty = |t: &str| Obj::new().set("type", t);
     match out {
@@ -312,6 +313,9 @@ pub fn output_to_js(out: LightOutput) -> JsValue {
         }
         LightOutput::RingChanged => ty("ringChanged"),
         LightOutput::Unreachable { message } => ty("unreachable").set("message", message),
+        LightOutput::Refused { code, message } => {
+            ty("refused").set("code", code.as_str()).set("message", message)
+        }
     }
     .into()
 }

@@ -6,14 +6,18 @@
 //! and after every call drains [`Peer::poll_outputs`]: frames to send, answers,
 //! changes and states. Every time is `Date.now()` (milliseconds).
 
-use crate::convert::{members_to_js, opt_number, output_to_js, request, Obj};
+use crate::convert::{members_to_js, opt_number, opt_string, output_to_js, request, Obj};
 use bytes::Bytes;
-use dhrt_core::light::{LightConfig, LightPeer};
+use dhrt_core::{
+    auth::BearerToken,
+    light::{LightConfig, LightPeer},
+};
 use js_sys::{Array, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 /// The configuration from the options object `{replicas, attemptTimeoutMs,
-/// ringRefreshMs, downMs, syncParallel, retryMs, seed}`; every field may be left out.
+/// ringRefreshMs, downMs, syncParallel, retryMs, seed, token}`; every field may be left
+/// out. An empty `token` is none.
 fn config(options: &JsValue) -> Result<LightConfig, String> {
     let d = LightConfig::default();
     if options.is_undefined() || options.is_null() {
@@ -33,6 +37,7 @@ fn config(options: &JsValue) -> Result<LightConfig, String> {
         sync_parallel: count("syncParallel", d.sync_parallel)?,
         retry_ms: ms("retryMs", d.retry_ms)?,
         seed: opt_number(options, "seed")?.map_or(d.seed, |s| s as u64),
+        token: opt_string(options, "token")?.filter(|t| !t.is_empty()).map(BearerToken),
     })
 }
 
@@ -60,7 +65,9 @@ fn cursor_bytes(pos: u64, key: &[u8]) -> Vec<u8> {
 #[wasm_bindgen]
 impl Peer {
     /// A peer that reads the ring through `seeds` (`"host:port"` each). `options`:
-    /// `{replicas, attemptTimeoutMs, ringRefreshMs, downMs, syncParallel, retryMs, seed}`.
+    /// `{replicas, attemptTimeoutMs, ringRefreshMs, downMs, syncParallel, retryMs, seed,
+    /// token}`; with a `token`, the first frame sent on every connection presents it
+    /// (`Auth`).
     #[wasm_bindgen(constructor)]
     pub fn new(seeds: Vec<String>, options: JsValue) -> Result<Peer, JsError> {
         let config =
@@ -132,7 +139,7 @@ impl Peer {
     }
 
     /// Every output waiting, in order: `{type: "send" | "reply" | "change" | "status" |
-    /// "ringChanged" | "unreachable", ...}`.
+    /// "ringChanged" | "unreachable" | "refused", ...}`.
     #[wasm_bindgen(js_name = pollOutputs)]
     pub fn poll_outputs(&mut self) -> Array {
         std::iter::from_fn(|| self.inner.poll_output()).map(output_to_js).collect()

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use dhrt_core::{
     clock::Timestamp,
     proto::{
-        client::{ClientMessage, ErrorCode, Reply},
+        client::{ClientMessage, ErrorCode, Op, Reply},
         ClientRequest, ClientResponse, Message,
     },
     wire,
@@ -178,4 +178,34 @@ fn frames_encode_and_decode_in_the_shapes_the_package_uses() {
     let acked: Array = field(&reply, "acked").dyn_into().unwrap();
     assert_eq!((acked.get(0).as_f64(), acked.get(1).as_f64()), (Some(1.0), Some(2.0)));
     assert_eq!(hashed_position("users", b"alice"), 0x842b_5888_779e_2fb0);
+}
+
+#[wasm_bindgen_test]
+fn a_token_is_presented_first_and_a_refused_start_says_why() {
+    let options = obj(&[("token", text("dhrt_secret"))]);
+    let mut peer = Peer::new(vec![SEED.into()], options).unwrap();
+    peer.start(1.0);
+    let outs = outputs(&mut peer);
+    let auth = sent_request(&outs[0]);
+    let Op::Auth { token } = &auth.op else { panic!("Auth first, not {:?}", auth.op) };
+    assert_eq!(token.0, "dhrt_secret");
+    let ring = sent_request(&outs[1]);
+    assert!(matches!(ring.op, Op::Ring), "{:?}", ring.op);
+    let refused = Reply::Error {
+        code: ErrorCode::Unauthorized,
+        message: "the token presented is unknown or revoked".into(),
+        acked: None,
+    };
+    peer.handle_frame(2.0, SEED, &answer(auth.id, refused));
+    let no_token =
+        Reply::Error { code: ErrorCode::Unauthorized, message: "no token".into(), acked: None };
+    peer.handle_frame(2.0, SEED, &answer(ring.id, no_token));
+    let outs = outputs(&mut peer);
+    let out = outs.iter().find(|o| str_field(o, "type") == "refused").expect("refused");
+    assert_eq!(str_field(out, "code"), "unauthorized");
+    assert_eq!(str_field(out, "message"), "the token presented is unknown or revoked");
+    // Without a token nothing is presented.
+    let mut plain = Peer::new(vec![SEED.into()], obj(&[("token", text(""))])).unwrap();
+    plain.start(1.0);
+    assert!(matches!(sent_request(&outputs(&mut plain)[0]).op, Op::Ring));
 }

@@ -29,6 +29,16 @@
 //! next candidate, and the failed node is skipped for [`LightConfig::down_ms`]. Only
 //! when every candidate failed does the caller get an error. Retrying a write is safe:
 //! last writer wins (`docs/protocol.md`).
+//!
+//! With a token ([`LightConfig::token`]), the first frame the peer sends on every
+//! connection is [`Op::Auth`]: a connection is new on the first [`LightOutput::Send`] to
+//! an address, and again after [`LightPeer::disconnected`], so the host must report
+//! every closed connection before it sends on a new one. A token never goes anywhere
+//! else (never into an address). A refused token is not retried on another node — every
+//! node checks the same tokens — so the caller gets `unauthorized` (or `forbidden`, for
+//! what the token does not allow), with the sentence the node gave when it refused the
+//! token; a first ring read refused so ends [`LightPeer::start`] with
+//! [`LightOutput::Refused`].
 
 mod copy;
 mod subs;
@@ -38,6 +48,7 @@ pub use copy::{CopyPage, CopyStats, LocalCopy};
 pub use view::{RingView, SyncTarget};
 
 use crate::{
+    auth::BearerToken,
     proto::{
         client::{ClientMessage, ErrorCode, Op, Reply, RingMember},
         ClientRequest, ClientResponse,
@@ -69,6 +80,9 @@ pub struct LightConfig {
     pub retry_ms: Millis,
     /// Seed of the salts of sync sessions.
     pub seed: u64,
+    /// The token presented first on every connection ([`Op::Auth`]), for nodes that
+    /// require one; `None` presents nothing.
+    pub token: Option<BearerToken>,
 }
 
 impl Default for LightConfig {
@@ -81,6 +95,7 @@ impl Default for LightConfig {
             sync_parallel: 4,
             retry_ms: 2_000,
             seed: 0,
+            token: None,
         }
     }
 }
@@ -157,6 +172,24 @@ pub enum LightOutput {
         /// Which addresses were tried and what to do.
         message: String,
     },
+    /// The first reading of the ring was answered with an error other than
+    /// `unavailable`: the node requires a token and none was given, or it refused the
+    /// one given (`unauthorized`).
+    Refused {
+        /// The error's kind.
+        code: ErrorCode,
+        /// The node's sentence.
+        message: String,
+    },
+}
+
+/// Where a connection stands with its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AuthState {
+    /// [`Op::Auth`] was sent with this request id and is not answered yet.
+    Sent(u64),
+    /// The node accepted the token.
+    Accepted,
 }
 
 /// Why a request is in flight.
@@ -212,6 +245,13 @@ pub struct LightPeer {
     subs: BTreeMap<u64, Sub>,
     rng: Rng,
     outputs: VecDeque<LightOutput>,
+    /// With a token: the connections it was presented on, by address. At most one per
+    /// address the peer sends to; forgotten when the connection closes.
+    authed: BTreeMap<String, AuthState>,
+    /// The last refusal of the token by the node at each address: what a request
+    /// answered `unauthorized` there is told, rather than the node's "no token" (a
+    /// refused [`Op::Auth`] leaves the connection without one).
+    refusals: BTreeMap<String, Reply>,
 }
 
 impl LightPeer {
@@ -229,6 +269,8 @@ impl LightPeer {
             inflight: BTreeMap::new(),
             subs: BTreeMap::new(),
             outputs: VecDeque::new(),
+            authed: BTreeMap::new(),
+            refusals: BTreeMap::new(),
         }
     }
 
@@ -288,14 +330,23 @@ impl LightPeer {
     /// peer's requests are ignored.
     pub fn handle_frame(&mut self, now: Millis, from: &str, frame: &[u8]) {
         let decoded = wire::decode_with_limit(frame, wire::DEFAULT_MAX_FRAME);
-        let Ok(Incoming::Response(ClientResponse { id, result })) = decoded else {
+        let Ok(Incoming::Response(ClientResponse { id, mut result })) = decoded else {
             return;
         };
+        if self.authed.get(from) == Some(&AuthState::Sent(id)) {
+            self.on_auth_reply(from, result);
+            return;
+        }
         let Some(flight) = self.inflight.get(&id) else { return };
         if flight.addr != from {
             return;
         }
         self.down.remove(from);
+        if let (Reply::Error { code: ErrorCode::Unauthorized, .. }, Some(refusal)) =
+            (&result, self.refusals.get(from))
+        {
+            result = refusal.clone();
+        }
         match flight.purpose.clone() {
             Purpose::Watch(handle) => self.on_watch_reply(now, id, handle, result),
             Purpose::Sync { copy, session } => {
@@ -325,6 +376,9 @@ impl LightPeer {
     /// its next candidate, watches placed there move, and the ring is re-read soon.
     pub fn disconnected(&mut self, now: Millis, addr: &str) {
         self.down.insert(addr.to_string(), now + self.config.down_ms);
+        // The next connection presents the token again.
+        self.authed.remove(addr);
+        self.refusals.remove(addr);
         if self.home.as_deref() == Some(addr) {
             self.home = None;
         }
@@ -426,6 +480,7 @@ impl LightPeer {
             return;
         };
         flight.next += 1;
+        self.present_token(&addr);
         let id = self.fresh_id();
         let req = ClientMessage::Request(ClientRequest { id, op: flight.op.clone() });
         match wire::encode_with_limit(&req, wire::DEFAULT_MAX_FRAME) {
@@ -451,6 +506,42 @@ impl LightPeer {
                 self.on_watch_lost(now, handle, format!("the connection to {} closed", flight.addr))
             }
             _ => self.attempt(now, flight),
+        }
+    }
+
+    /// Sends [`Op::Auth`] to `addr` when the peer has a token and the connection has not
+    /// been given it: before anything else on a new connection.
+    fn present_token(&mut self, addr: &str) {
+        let Some(token) = self.config.token.clone() else { return };
+        if self.authed.contains_key(addr) {
+            return;
+        }
+        let id = self.fresh_id();
+        let req = ClientMessage::Request(ClientRequest { id, op: Op::Auth { token } });
+        // A token too large for a frame is sent anyway as nothing: the node then
+        // answers the requests `unauthorized`, which says what is missing.
+        if let Ok(frame) = wire::encode_with_limit(&req, wire::DEFAULT_MAX_FRAME) {
+            self.authed.insert(addr.to_string(), AuthState::Sent(id));
+            self.outputs.push_back(LightOutput::Send { addr: addr.to_string(), frame });
+        }
+    }
+
+    /// The node at `from` answered the token it was presented.
+    fn on_auth_reply(&mut self, from: &str, reply: Reply) {
+        match reply {
+            Reply::Ok => {
+                self.authed.insert(from.to_string(), AuthState::Accepted);
+                self.refusals.remove(from);
+            }
+            // The node could not check it now (no quorum, too many unknown tokens):
+            // the connection has no token; the next request presents it again.
+            reply if is_retryable(&reply) => {
+                self.authed.remove(from);
+            }
+            reply => {
+                self.authed.remove(from);
+                self.refusals.insert(from.to_string(), reply);
+            }
         }
     }
 
@@ -504,6 +595,9 @@ impl LightPeer {
             }
             (Purpose::Watch(handle), Reply::Error { code, message, .. }) => {
                 self.end_sub(handle, code, message)
+            }
+            (Purpose::Ring, Reply::Error { code, message, .. }) if self.ring_read_at.is_none() => {
+                self.outputs.push_back(LightOutput::Refused { code, message });
             }
             _ => {}
         }

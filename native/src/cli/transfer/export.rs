@@ -8,7 +8,9 @@
 //! The client protocol has no request that lists collections, so `--all` asks every
 //! alive member for its `GET /v1/stats` (which lists the collections the node holds)
 //! and exports the union: every collection with an entry on a reachable replica. A
-//! member that cannot be asked fails the export rather than silently missing one.
+//! member that cannot be asked fails the export rather than silently missing one. The
+//! cluster's own collections (`_dhrt.*`, such as its tokens) are left out: no client may
+//! read them. With `--token`, the stats requests carry it (`Authorization: Bearer`).
 
 use super::{jsonl, progress, Tally};
 use crate::cli::data::Target;
@@ -16,6 +18,7 @@ use bytes::Bytes;
 use clap::Args;
 use dhrt::client::Client;
 use dhrt_core::{
+    auth::is_reserved,
     node::scan::MAX_PAGE,
     proto::client::{Consistency, DEFAULT_COLLECTION},
     store::validate_collection,
@@ -176,7 +179,7 @@ impl Drop for Output {
 }
 
 /// The collections of the cluster: the union of what every alive member lists in its
-/// `GET /v1/stats`, sorted.
+/// `GET /v1/stats`, sorted, without the reserved ones.
 async fn all_collections(client: &Client, target: &Target) -> Result<Vec<String>, String> {
     let timeout = target.timeout();
     let options = target.options();
@@ -188,31 +191,37 @@ async fn all_collections(client: &Client, target: &Target) -> Result<Vec<String>
     let members = client.ring().await.map_err(|e| format!("cannot read the ring: {e}"))?;
     let mut names = BTreeSet::new();
     for m in members.iter().filter(|m| m.status == "alive") {
-        let stats = tokio::time::timeout(timeout, get_json(&m.addr, "/v1/stats", tls.clone()))
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
-            .map_err(|e| {
-                format!(
-                    "cannot list the collections of {}: {e}; name the collections to export \
+        let stats = tokio::time::timeout(
+            timeout,
+            get_json(&m.addr, "/v1/stats", tls.clone(), target.token.as_deref()),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+        .map_err(|e| {
+            format!(
+                "cannot list the collections of {}: {e}; name the collections to export \
                      instead of --all",
-                    m.addr
-                )
-            })?;
+                m.addr
+            )
+        })?;
         let listed = stats["collections"].as_array().map(Vec::as_slice).unwrap_or_default();
-        names.extend(listed.iter().filter_map(|c| c["name"].as_str().map(String::from)));
+        let listed = listed.iter().filter_map(|c| c["name"].as_str());
+        names.extend(listed.filter(|name| !is_reserved(name)).map(String::from));
     }
     Ok(names.into_iter().collect())
 }
 
-/// `GET path` from the node at `addr` (HOST:PORT), as JSON; over TLS with `tls`.
+/// `GET path` from the node at `addr` (HOST:PORT), as JSON, presenting `token`; over TLS
+/// with `tls`.
 async fn get_json(
     addr: &str,
     path: &str,
     tls: Option<Arc<rustls::ClientConfig>>,
+    token: Option<&str>,
 ) -> Result<serde_json::Value, String> {
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     match tls {
-        None => get_json_over(stream, addr, path).await,
+        None => get_json_over(stream, addr, path, token).await,
         Some(config) => {
             let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
             let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -222,12 +231,17 @@ async fn get_json(
                 .connect(name, stream)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            get_json_over(stream, addr, path).await
+            get_json_over(stream, addr, path, token).await
         }
     }
 }
 
-async fn get_json_over<S>(stream: S, addr: &str, path: &str) -> Result<serde_json::Value, String>
+async fn get_json_over<S>(
+    stream: S,
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<serde_json::Value, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -235,10 +249,11 @@ where
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, addr)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
+    let mut request = hyper::Request::get(path).header(hyper::header::HOST, addr);
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
     let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
     let status = response.status();
     let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
