@@ -8,7 +8,10 @@ use dhrt_core::{
     membership::{MembershipEvent, Status},
     node::{Node, NodeConfig, NodeEvent},
     proto::client::{Consistency, Op, Reply},
-    sim::{check_seeds, memory_cluster, sim_addr, NetConfig, NodeOutput, NodeProcess, Sim},
+    sim::{
+        check_seeds, memory_cluster, safety::Workload, sim_addr, NetConfig, NodeOutput,
+        NodeProcess, Sim,
+    },
     store::{MemStore, Store},
 };
 
@@ -391,6 +394,46 @@ fn a_node_told_to_join_after_serving_alone_hands_off_before_serving_again() {
         holds_its_ranges(&sim, 4, &keys)?;
         if entries(&sim, 4) == 0 {
             return Err("the late joiner holds nothing".into());
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_node_restarted_while_another_is_down_serves_without_waiting_for_it() {
+    check_seeds("a_node_restarted_while_another_is_down", 1, 3, |seed| {
+        let mut sim = memory_cluster(3, NetConfig::lan(), seed, fast);
+        let timeout = sim.process(NodeId(2)).ok_or("running")?.node.config().sync_timeout_ms;
+        let mut w = Workload::new(40, 0.2);
+        w.run(&mut sim, 4_000, 50);
+        w.drain(&mut sim);
+        // Node 3 dies for good; node 2 restarts on its disk at once, before anyone
+        // suspects node 3, so node 2 first learns node 3 as a serving owner.
+        sim.crash(NodeId(3)).ok_or("node 3 not running")?;
+        let disk = sim.crash(NodeId(2)).ok_or("node 2 not running")?;
+        sim.restart(NodeId(2), disk.restarted(true).map_err(|e| e.to_string())?);
+        let restarted_at = sim.now();
+        // Writes go on through node 1 while node 2 hands off.
+        while status(&sim, 2, 2) != Some(Status::Alive) {
+            if sim.now() - restarted_at > timeout {
+                return Err(format!(
+                    "node 2 still {:?} {} ms after its restart",
+                    status(&sim, 2, 2),
+                    sim.now() - restarted_at
+                ));
+            }
+            w.run(&mut sim, 100, 50);
+        }
+        let waited = sim.now() - restarted_at;
+        if waited > timeout / 2 {
+            return Err(format!("node 2 served only {waited} ms after its restart"));
+        }
+        w.run(&mut sim, 4_000, 50);
+        w.drain(&mut sim);
+        sim.run_for(10_000);
+        let report = w.verify(&mut sim, false)?;
+        if report.sets_acked == 0 || report.keys_checked == 0 {
+            return Err(format!("nothing was verified: {report:?}"));
         }
         Ok(())
     });
