@@ -401,7 +401,7 @@ fn a_node_told_to_join_after_serving_alone_hands_off_before_serving_again() {
 
 #[test]
 fn a_node_restarted_while_another_is_down_serves_without_waiting_for_it() {
-    check_seeds("a_node_restarted_while_another_is_down", 1, 3, |seed| {
+    check_seeds("a_node_restarted_while_another_is_down", 1, 8, |seed| {
         let mut sim = memory_cluster(3, NetConfig::lan(), seed, fast);
         let timeout = sim.process(NodeId(2)).ok_or("running")?.node.config().sync_timeout_ms;
         let mut w = Workload::new(40, 0.2);

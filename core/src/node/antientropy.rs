@@ -21,8 +21,10 @@
 //! restart, or when the cluster declared it dead — and serves nothing until a *re-sync
 //! round* has succeeded: for each interval it would replicate once serving, one session
 //! with a current owner of that interval, progress reported as
-//! [`NodeEvent::Handoff`]. Then it calls [`crate::membership::Membership::resynced`]
-//! and enters the preference lists. A node whose last full sync is older than the
+//! [`NodeEvent::Handoff`]. Owners that do not serve are skipped, and owners that stop
+//! serving are no longer waited for: each interval comes from another owner, and an
+//! interval with no serving owner fails the round (see `Discovery`). Then it calls
+//! [`crate::membership::Membership::resynced`] and enters the preference lists. A node whose last full sync is older than the
 //! tombstone grace period first drops everything other replicas hold (see
 //! [`super::gc`]), so it rejoins empty and cannot resurrect deleted keys.
 
@@ -102,10 +104,19 @@ pub struct AntiEntropy {
 
 /// The first step of a hand-off round: learning from the owners which collections
 /// exist (a fresh node holds none), before syncing each of them.
+///
+/// It waits for every owner that serves: an owner that is not `Alive` when the round
+/// starts is not asked, and one the membership marks suspect or dead while the round
+/// waits is no longer waited for. Each range is then synced with an owner that answered
+/// and still serves; a range none of whose owners did keeps the node waiting (the round
+/// fails and a new one starts).
 #[derive(Debug, Clone)]
 struct Discovery {
     req: u64,
+    /// Owners asked that have not answered and still serve.
     waiting: BTreeSet<NodeId>,
+    /// Owners that answered.
+    answered: BTreeSet<NodeId>,
     names: BTreeSet<String>,
     ranges: Vec<(Interval, Vec<NodeId>)>,
     deadline: Millis,
@@ -129,6 +140,9 @@ struct Round {
     /// Entries received by the round's sessions.
     entries: u64,
     discovery: Option<Discovery>,
+    /// In a hand-off round, once discovery ended: each range to sync and the owners that
+    /// answered, among whom a session whose owner stops serving picks another.
+    owners: Vec<(Interval, Vec<NodeId>)>,
 }
 
 /// Progress of a hand-off (re-sync) round, as [`NodeEvent::Handoff`] reports it.
@@ -249,7 +263,9 @@ impl<S: Store> Node<S> {
                 .filter(|(_, replicas)| replicas.contains(&me))
                 .map(|(interval, _)| {
                     let owners = self.table.preference_list(interval.end, n);
-                    (*interval, owners.into_iter().filter(|o| *o != me).collect::<Vec<_>>())
+                    let up =
+                        owners.into_iter().filter(|o| *o != me && self.membership.is_alive(*o));
+                    (*interval, up.collect::<Vec<_>>())
                 })
                 .filter(|(_, owners)| !owners.is_empty())
                 .collect();
@@ -263,6 +279,7 @@ impl<S: Store> Node<S> {
                 discovery = Some(Discovery {
                     req,
                     waiting,
+                    answered: BTreeSet::new(),
                     names: collections.iter().cloned().collect(),
                     ranges: mine,
                     deadline: now + self.config.sync_timeout_ms,
@@ -313,6 +330,7 @@ impl<S: Store> Node<S> {
             done: 0,
             entries: 0,
             discovery,
+            owners: Vec::new(),
         });
         ae.next_round_at = None;
         if resync {
@@ -414,6 +432,15 @@ impl<S: Store> Node<S> {
             self.anti_entropy.queue.push_back(retry);
             return;
         }
+        if !ok && !serving && job.purpose == Purpose::Sync {
+            if let Some(peer) = self.other_owner(&job) {
+                // The owner stopped serving during a hand-off: the range comes from
+                // another owner that answered.
+                let retry = Job { peer, attempts: 0, ..job };
+                self.anti_entropy.queue.push_back(retry);
+                return;
+            }
+        }
         let ae = &mut self.anti_entropy;
         match job.purpose {
             Purpose::Sync => {
@@ -439,6 +466,19 @@ impl<S: Store> Node<S> {
                 }
             }
         }
+    }
+
+    /// In a hand-off round, a serving owner of `job`'s range other than its peer, chosen
+    /// at random.
+    fn other_owner(&mut self, job: &Job) -> Option<NodeId> {
+        let round = self.anti_entropy.round.as_ref().filter(|r| r.resync)?;
+        let owners = &round.owners.iter().find(|(i, _)| *i == job.interval)?.1;
+        let up: Vec<NodeId> = owners
+            .iter()
+            .copied()
+            .filter(|o| *o != job.peer && self.membership.is_alive(*o))
+            .collect();
+        self.rng.index(up.len()).map(|i| up[i])
     }
 
     /// Every owner of `interval` has what this node held there: drop it.
@@ -513,6 +553,7 @@ impl<S: Store> Node<S> {
                 }
             }
         }
+        self.drop_down_owners(now);
         let resend = self
             .anti_entropy
             .round
@@ -652,29 +693,67 @@ impl<S: Store> Node<S> {
     ) {
         let Some(round) = self.anti_entropy.round.as_mut() else { return };
         let Some(d) = round.discovery.as_mut().filter(|d| d.req == req) else { return };
-        if !d.waiting.remove(&from) {
+        let owner = d.ranges.iter().any(|(_, owners)| owners.contains(&from));
+        if !owner || !d.answered.insert(from) {
             return;
         }
+        d.waiting.remove(&from);
         let valid = names.into_iter().filter(|c| crate::store::validate_collection(c).is_ok());
         d.names.extend(valid);
-        if !d.waiting.is_empty() {
-            return;
+        if d.waiting.is_empty() {
+            self.finish_discovery(now);
         }
+    }
+
+    /// Stops waiting for the owners that stopped serving (suspected, dead, left) since
+    /// the hand-off round asked them, as sessions with them are abandoned.
+    fn drop_down_owners(&mut self, now: Millis) {
+        let Some(d) = self.anti_entropy.round.as_mut().and_then(|r| r.discovery.as_mut()) else {
+            return;
+        };
+        let before = d.waiting.len();
+        let membership = &self.membership;
+        d.waiting.retain(|o| membership.is_alive(*o));
+        if d.waiting.len() < before && d.waiting.is_empty() {
+            self.finish_discovery(now);
+        }
+    }
+
+    /// Every owner that serves answered: queues, for each collection and range, a
+    /// session with one of the range's owners that answered and still serves. A range
+    /// with no such owner fails the round, so the node keeps waiting rather than serve
+    /// without its data.
+    fn finish_discovery(&mut self, now: Millis) {
+        let Some(round) = self.anti_entropy.round.as_mut() else { return };
         let Some(d) = round.discovery.take() else { return };
+        let membership = &self.membership;
+        let ranges: Vec<(Interval, Vec<NodeId>)> = d
+            .ranges
+            .into_iter()
+            .map(|(interval, owners)| {
+                let up = owners.into_iter().filter(|o| d.answered.contains(o));
+                (interval, up.filter(|o| membership.is_alive(*o)).collect())
+            })
+            .collect();
         let mut jobs = Vec::new();
-        for c in &d.names {
-            for (interval, owners) in &d.ranges {
-                if let Some(i) = self.rng.index(owners.len()) {
-                    jobs.push(Job {
-                        collection: c.clone(),
-                        interval: *interval,
-                        peer: owners[i],
-                        purpose: Purpose::Sync,
-                        attempts: 0,
-                    });
+        if ranges.iter().any(|(_, owners)| owners.is_empty()) {
+            round.failed = true;
+        } else {
+            for c in &d.names {
+                for (interval, owners) in &ranges {
+                    if let Some(i) = self.rng.index(owners.len()) {
+                        jobs.push(Job {
+                            collection: c.clone(),
+                            interval: *interval,
+                            peer: owners[i],
+                            purpose: Purpose::Sync,
+                            attempts: 0,
+                        });
+                    }
                 }
             }
         }
+        round.owners = ranges;
         round.total = jobs.len();
         self.anti_entropy.queue.extend(jobs);
         self.report_handoff();
