@@ -24,9 +24,10 @@
 //! [`NodeEvent::Handoff`]. Owners that do not serve are skipped, and owners that stop
 //! serving are no longer waited for: each interval comes from another owner, and an
 //! interval with no serving owner fails the round (see `Discovery`). Then it calls
-//! [`crate::membership::Membership::resynced`] and enters the preference lists. A node whose last full sync is older than the
-//! tombstone grace period first drops everything other replicas hold (see
-//! [`super::gc`]), so it rejoins empty and cannot resurrect deleted keys.
+//! [`crate::membership::Membership::resynced`] and enters the preference lists. A node
+//! whose last full sync is older than the tombstone grace period first drops everything
+//! other replicas hold (see [`super::gc`]), so it rejoins empty and cannot resurrect
+//! deleted keys.
 
 use super::{Node, NodeEvent, Output};
 use crate::{
@@ -106,8 +107,8 @@ pub struct AntiEntropy {
 /// exist (a fresh node holds none), before syncing each of them.
 ///
 /// It waits for every owner that serves: an owner that is not `Alive` when the round
-/// starts is not asked, and one the membership marks suspect or dead while the round
-/// waits is no longer waited for. Each range is then synced with an owner that answered
+/// starts is not asked, and one the membership stops seeing `Alive` (suspected, dead,
+/// left) while the round waits is no longer waited for. Each range is then synced with an owner that answered
 /// and still serves; a range none of whose owners did keeps the node waiting (the round
 /// fails and a new one starts).
 #[derive(Debug, Clone)]
