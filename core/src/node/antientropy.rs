@@ -108,9 +108,9 @@ pub struct AntiEntropy {
 ///
 /// It waits for every owner that serves: an owner that is not `Alive` when the round
 /// starts is not asked, and one the membership stops seeing `Alive` (suspected, dead,
-/// left) while the round waits is no longer waited for. Each range is then synced with an owner that answered
-/// and still serves; a range none of whose owners did keeps the node waiting (the round
-/// fails and a new one starts).
+/// left) while the round waits is no longer waited for. Each range is then synced with
+/// an owner that answered and still serves; a range none of whose owners did keeps the
+/// node waiting (the round fails and a new one starts).
 #[derive(Debug, Clone)]
 struct Discovery {
     req: u64,
