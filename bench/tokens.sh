@@ -31,14 +31,15 @@ cleanup() {
 trap cleanup EXIT
 head -c 32 /dev/urandom | base64 >"$tmp/admin.token"
 
-# Starts a node with ARGS on a free port; prints its address.
+# Starts a node with ARGS on a free port and sets `addr` to its address (not in a
+# subshell, so that its pid is remembered and the node stopped on exit).
 start() {
-    local log="$tmp/node-$RANDOM.log"
+    local log="$tmp/node-${#pids[@]}.log"
     "$bin" serve --memory --port 0 "$@" >"$log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 100); do
         if grep -q "listening on" "$log"; then
-            sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$log" | head -n1
+            addr="$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$log" | head -n1)"
             return
         fi
         sleep 0.1
@@ -46,8 +47,10 @@ start() {
     echo "the node did not start: $(cat "$log")" >&2
     exit 1
 }
-plain="$(start)"
-tokens="$(start --admin-token-file "$tmp/admin.token")"
+start
+plain="$addr"
+start --admin-token-file "$tmp/admin.token"
+tokens="$addr"
 token="$(cat "$tmp/admin.token")"
 
 ops() { sed -n 's/.*"ops_per_sec": *\([0-9.]*\).*/\1/p' | head -n1; }
