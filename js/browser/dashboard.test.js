@@ -12,20 +12,10 @@ import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
 import { DHRT_BIN, startCluster } from '../test/cluster.js';
+import { FLAGS } from './pages.js';
 
 const ARTIFACTS = fileURLToPath(new URL('../../target/artifacts/browser/', import.meta.url));
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-// Chromium's own background connections are refused many at a time without these
-// (see TOOLCHAIN.md).
-const FLAGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 let cluster;
 let context;

@@ -14,8 +14,8 @@ import { chromium } from 'playwright-core';
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
 /**
- * Chromium's own background connections are refused many at a time without these
- * (see TOOLCHAIN.md).
+ * Chromium's own background connections (updates, sync, lookups of Google's hosts) are
+ * refused many at a time on a closed network without these.
  */
 export const FLAGS = [
   '--no-sandbox',

@@ -10,7 +10,6 @@ mod common;
 use common::{run_bounded, serial, wait_until, NodeProc};
 use dhrt::{
     client::{conn::Conn, ConnectOptions},
-    server::peer_auth::{self, Credentials},
     server::security::Secret,
 };
 use dhrt_core::{
@@ -21,7 +20,7 @@ use dhrt_core::{
     },
     wire, NodeId,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use std::{
     future::Future,
     path::{Path, PathBuf},
@@ -29,8 +28,7 @@ use std::{
 };
 use tokio_tungstenite::tungstenite::Message as Ws;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use common::peer::Socket;
 
 /// libfaketime, from Debian's `faketime` package (scripts/setup.sh installs it).
 const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -188,38 +186,13 @@ impl Rogue {
     /// secret in `secret`.
     async fn connect(addr: &str, id: u64, secret: &Path) -> Rogue {
         let secret = Secret::from_file(secret).unwrap();
-        let me = Credentials::new(NodeId(id), Some(&secret));
-        let url = format!("ws://{addr}/v1/peer?version={}", wire::VERSION);
-        let mut ws = tokio_tungstenite::connect_async(url).await.expect("upgrade").0;
-        let challenge = peer_auth::decode(&next_binary(&mut ws).await).unwrap();
-        let (hello, expect) = me.hello(challenge).unwrap();
-        ws.send(Ws::Binary(peer_auth::encode(&hello).into())).await.unwrap();
-        let welcome = peer_auth::decode(&next_binary(&mut ws).await).unwrap();
-        me.check_welcome(&expect, welcome).expect("a member is welcome");
-        Rogue { ws }
+        Rogue { ws: common::peer::join_as_member(addr, id, &secret).await }
     }
 
     async fn send(&mut self, msg: MembershipMessage) {
         let frame = wire::encode(&Message::Gossip(msg)).unwrap();
         self.ws.send(Ws::Binary(frame.into())).await.expect("send a frame");
     }
-}
-
-async fn next_binary(ws: &mut Socket) -> Vec<u8> {
-    let read = async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Ws::Binary(b))) => return Some(b.to_vec()),
-                Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => {}
-                _ => return None,
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .ok()
-        .flatten()
-        .expect("a handshake frame")
 }
 
 /// An address nothing listens on: a port just released.

@@ -7,7 +7,7 @@ mod common;
 use common::{serial, wait_until, NodeProc};
 use dhrt::{
     client::Client,
-    server::peer_auth::{self, Credentials, Handshake},
+    server::peer_auth::{self, Handshake},
     server::security::Secret,
 };
 use dhrt_core::{
@@ -18,12 +18,11 @@ use dhrt_core::{
     },
     wire, NodeId,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use std::{path::PathBuf, time::Duration};
 use tokio_tungstenite::tungstenite::Message as Ws;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use common::peer::{next_binary, Socket};
 
 /// A cluster secret in a file of `dir`.
 fn secret_file(dir: &tempfile::TempDir, name: &str, byte: u8) -> PathBuf {
@@ -153,19 +152,6 @@ async fn open(url: &str) -> Socket {
     tokio_tungstenite::connect_async(url).await.expect("upgrade").0
 }
 
-async fn next_binary(ws: &mut Socket) -> Option<Vec<u8>> {
-    let read = async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Ws::Binary(b))) => return Some(b.to_vec()),
-                Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => {}
-                _ => return None,
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read).await.ok().flatten()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_from_a_peer_that_skips_the_handshake_reach_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,13 +206,7 @@ async fn a_peer_link_cannot_send_client_requests() {
     let n1 = tokio::task::spawn_blocking(move || start(Some(&s), None)).await.unwrap();
     // A member (it holds the secret) sends a client request over its peer link.
     let secret = Secret::from_file(&path).unwrap();
-    let me = Credentials::new(NodeId(4242), Some(&secret));
-    let mut ws = open(&format!("ws://{}/v1/peer?version={}", n1.addr, wire::VERSION)).await;
-    let challenge = peer_auth::decode(&next_binary(&mut ws).await.unwrap()).unwrap();
-    let (hello, expect) = me.hello(challenge).unwrap();
-    ws.send(Ws::Binary(peer_auth::encode(&hello).into())).await.unwrap();
-    let welcome = peer_auth::decode(&next_binary(&mut ws).await.unwrap()).unwrap();
-    me.check_welcome(&expect, welcome).expect("the member is welcome");
+    let mut ws = common::peer::join_as_member(&n1.addr, 4242, &secret).await;
     let set = Op::Set {
         collection: "users".into(),
         key: "mallory".into(),

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod peer;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
