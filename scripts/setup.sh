@@ -37,7 +37,8 @@ as_root() {
 # chromium: the real browser of the dashboard test (driven by playwright-core).
 # faketime: libfaketime, preloaded into one node of native/tests/peer_attacks.rs to run
 #   it with a clock an hour ahead (a skewed member).
-apt_packages=(rustc-web cargo-web rust-web-src lld-22 wabt binaryen chromium faketime)
+# openssl: makes the test CA and certificates of python/tests/test_tls.py.
+apt_packages=(rustc-web cargo-web rust-web-src lld-22 wabt binaryen chromium faketime openssl)
 
 is_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]

@@ -61,7 +61,7 @@ check_tools() {
     else
         bad "wasm-bindgen" "need $DHRT_BINDGEN_VERSION, found '${got:-none}'; run: cargo install wasm-bindgen-cli --version $DHRT_BINDGEN_VERSION --force"
     fi
-    for pair in wasm-objdump:wabt wasm-strip:wabt wasm-opt:binaryen chromium:chromium; do
+    for pair in openssl:openssl wasm-objdump:wabt wasm-strip:wabt wasm-opt:binaryen chromium:chromium; do
         local cmd="${pair%%:*}" pkg="${pair#*:}"
         if command -v "$cmd" >/dev/null 2>&1; then
             ok "$cmd" "$("$cmd" --version 2>/dev/null | head -n1)"
