@@ -158,18 +158,7 @@ async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         "dhrt node {:016x} listening on {listening} (reach it at {advertise}; data {storage})",
         id.0
     );
-    match &opts.security.tls {
-        Some(tls) => {
-            let ca = tls.ca.as_ref().map(|ca| ca.display().to_string());
-            let ca = ca.as_deref().unwrap_or("CA.pem");
-            println!(
-                "try: dhrt set hello world --node wss://{advertise} --tls-ca {ca}    or    curl --cacert {ca} https://{advertise}/hello"
-            );
-        }
-        None => println!(
-            "try: dhrt set hello world --node {advertise}    or    curl http://{advertise}/hello"
-        ),
-    }
+    println!("{}", first_steps(&opts, &advertise));
     let signal = wait_for_signal().await?;
     tracing::info!(%signal, "leaving the cluster");
     eprintln!("{signal}: leaving the cluster (hand-off, then exit)");
@@ -186,6 +175,30 @@ async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     );
     Ok(())
+}
+
+/// The line `dhrt serve` prints to show how to reach the node: over TLS with the CA
+/// when it has TLS, with the admin token when it requires tokens.
+fn first_steps(opts: &ServeOptions, advertise: &str) -> String {
+    let token = opts.security.admin_token_file.as_ref().map(|f| f.display().to_string());
+    let (cli_token, curl_token) = match &token {
+        Some(file) => (
+            format!(" --token \"$(cat {file})\""),
+            format!(" -H \"Authorization: Bearer $(cat {file})\""),
+        ),
+        None => (String::new(), String::new()),
+    };
+    match &opts.security.tls {
+        Some(tls) => {
+            let ca = tls.ca.as_ref().map_or("CA.pem".to_string(), |ca| ca.display().to_string());
+            format!(
+                "try: dhrt set hello world --node wss://{advertise} --tls-ca {ca}{cli_token}    or    curl --cacert {ca}{curl_token} https://{advertise}/hello"
+            )
+        }
+        None => format!(
+            "try: dhrt set hello world --node {advertise}{cli_token}    or    curl{curl_token} http://{advertise}/hello"
+        ),
+    }
 }
 
 async fn wait_for_signal() -> std::io::Result<&'static str> {
