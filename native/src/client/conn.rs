@@ -96,7 +96,7 @@ impl Conn {
         let (ws, _) = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| ClientError::Connection(format!("{addr}: no answer within {timeout:?}")))?
-            .map_err(|e| ClientError::Connection(format!("{addr}: {e}")))?;
+            .map_err(|e| ClientError::Connection(connect_error(addr, tls, &e)))?;
         let (mut sink, mut stream) = ws.split();
         let (tx, mut rx) = mpsc::unbounded_channel::<ClientRequest>();
         let waiters: Waiters = Arc::default();
@@ -232,5 +232,17 @@ fn deliver(waiters: &Waiters, id: u64, reply: Reply, local: bool) {
             }
         }
         None => {}
+    }
+}
+
+/// Why a connection to `addr` failed, for people: a plain connection answered with bytes
+/// that are not HTTP is most likely a TLS port, and the message says so.
+fn connect_error(addr: &str, tls: bool, e: &tungstenite::Error) -> String {
+    use tungstenite::error::ProtocolError;
+    match e {
+        tungstenite::Error::Protocol(ProtocolError::HttparseError(_)) if !tls => format!(
+            "{addr}: {e}: the node answered with something other than HTTP; if it speaks TLS, connect to wss://{addr} (with --tls-ca for a private CA)"
+        ),
+        _ => format!("{addr}: {e}"),
     }
 }
