@@ -727,3 +727,33 @@ fn a_watcher_the_cluster_declared_dead_is_told_its_watch_ended() {
     let (code, _) = ending(&mut w, 100, watch).expect("the watch ended");
     assert_eq!(code, ErrorCode::Unavailable);
 }
+
+#[test]
+fn a_host_can_end_the_watches_of_a_client_that_reads_too_slowly() {
+    let mut w = World::new(3, NetConfig::lan(), 21);
+    let a = w.watch(1, 100, None);
+    let b = w.watch(1, 100, Some("k"));
+    let other = w.watch(1, 101, None);
+    assert!(w.write(2, "k1", Some("x")).is_some());
+    w.run(500);
+    assert_eq!(w.events(100, a).len(), 1);
+    // The host sees client 100's connection fall behind and ends its watches.
+    let reason = "the watch ended: this connection lagged; read faster, sync and watch again";
+    let mut ended = 0;
+    w.sim.act(NodeId(1), |p, _| ended = p.node.end_client_watches(100, reason));
+    assert_eq!(ended, 2);
+    w.run(100);
+    for watch in [a, b] {
+        let (code, message) = ending(&mut w, 100, watch).expect("each watch ended with an error");
+        assert_eq!(code, ErrorCode::Unavailable);
+        assert_eq!(message, reason);
+    }
+    assert!(w.write(3, "k2", Some("y")).is_some());
+    w.run(1_000);
+    assert!(w.events(100, a).is_empty() && w.events(100, b).is_empty(), "no events after");
+    assert_eq!(w.events(101, other).len(), 2, "another client's watch goes on");
+    assert_eq!(w.sim.process(NodeId(1)).unwrap().node.watches().stats().lagged, 2);
+    let mut again = 0;
+    w.sim.act(NodeId(1), |p, _| again = p.node.end_client_watches(100, reason));
+    assert_eq!(again, 0, "nothing left to end");
+}

@@ -99,6 +99,8 @@ pub struct NodeConfig {
     pub seed: u64,
     /// Watches and client sync.
     pub watch: WatchConfig,
+    /// How much the node may hold in hints for other nodes.
+    pub hints: hints::HintLimits,
 }
 
 impl NodeConfig {
@@ -122,6 +124,7 @@ impl NodeConfig {
             migration: MigrationConfig::default(),
             seed: id.0,
             watch: WatchConfig::default(),
+            hints: hints::HintLimits::default(),
         }
     }
 }
@@ -294,7 +297,7 @@ impl<S: Store> Node<S> {
             table_view: 0,
             coordinator: Coordinator::default(),
             scans: scan::Scans::default(),
-            hints: Hints::default(),
+            hints: Hints::new(config.hints),
             anti_entropy: AntiEntropy::default(),
             resync_pending: true,
             join_requested: false,

@@ -369,6 +369,25 @@ impl<S: Store> Node<S> {
         self.pump_watches(now);
     }
 
+    /// Ends every watch of `client`, each with an [`ErrorCode::Unavailable`] error
+    /// carrying the watch's id and `reason`: a driver calls it when the client reads
+    /// its events more slowly than they come (its connection's unsent output passed a
+    /// bound), before it would have to disconnect the client. The client re-syncs its
+    /// copy and watches again, as after any lag. Returns how many watches ended.
+    pub fn end_client_watches(&mut self, client: ClientId, reason: &str) -> usize {
+        let subs: Vec<u64> =
+            self.watch.by_client.range((client, 0)..=(client, u64::MAX)).map(|(_, s)| *s).collect();
+        for sub in &subs {
+            let Some(w) = self.watch.watches.get_mut(sub) else { continue };
+            w.opening = None;
+            let id = w.id;
+            self.close_watch(*sub);
+            self.watch.stats.lagged += 1;
+            self.outputs.push_back(error(client, id, ErrorCode::Unavailable, reason));
+        }
+        subs.len()
+    }
+
     /// Routes the changes the replica applied to local watches and to the feeds of
     /// remote ones, and refreshes the watch deadline. Called after every input.
     pub(super) fn pump_watches(&mut self, now: Millis) {
