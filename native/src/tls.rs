@@ -45,7 +45,8 @@ use tokio::{
 };
 use tokio_rustls::{server::TlsStream, TlsAcceptor};
 
-/// How long a connection may take to complete its TLS handshake before it is dropped.
+/// How long a connection may take to complete its TLS handshake before it is dropped,
+/// unless set otherwise ([`TlsListener::handshake_timeout`], `--tls-handshake-timeout`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most TLS handshakes in progress at once; further connections wait in the kernel's
@@ -272,17 +273,29 @@ impl Connected<IncomingStream<'_, PlainListener>> for Remote {
 
 /// The node's port with TLS: accepts TCP connections and hands on those whose
 /// handshake completed. Each handshake is its own task, bounded in time
-/// ([`HANDSHAKE_TIMEOUT`]) and in number ([`MAX_HANDSHAKES`]); a failed one is dropped.
+/// ([`HANDSHAKE_TIMEOUT`] unless set) and in number ([`MAX_HANDSHAKES`]); a failed one is dropped.
 pub struct TlsListener {
     tcp: TcpListener,
     acceptor: TlsAcceptor,
     handshakes: JoinSet<Option<(TlsStream<TcpStream>, Remote)>>,
+    timeout: Duration,
 }
 
 impl TlsListener {
     /// TLS with `config` on `tcp`.
     pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> Self {
-        TlsListener { tcp, acceptor: TlsAcceptor::from(config), handshakes: JoinSet::new() }
+        TlsListener {
+            tcp,
+            acceptor: TlsAcceptor::from(config),
+            handshakes: JoinSet::new(),
+            timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+
+    /// Drops connections whose handshake takes longer than `timeout`.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 }
 
@@ -290,8 +303,9 @@ async fn handshake(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     addr: SocketAddr,
+    timeout: Duration,
 ) -> Option<(TlsStream<TcpStream>, Remote)> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
             // With client certificates optional, one that was presented has been
             // verified, or the handshake would have failed.
@@ -320,7 +334,8 @@ impl axum::serve::Listener for TlsListener {
                 accepted = self.tcp.accept(), if room => match accepted {
                     Ok((tcp, addr)) => {
                         nodelay(&tcp);
-                        self.handshakes.spawn(handshake(self.acceptor.clone(), tcp, addr));
+                        let acceptor = self.acceptor.clone();
+                        self.handshakes.spawn(handshake(acceptor, tcp, addr, self.timeout));
                     }
                     Err(e) => accept_failed(e).await,
                 },

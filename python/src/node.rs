@@ -85,6 +85,7 @@ impl Node {
             max_value_bytes: max_value,
             leave_timeout: Duration::from_secs_f64(leave_timeout),
             security: SecurityOptions { tls, admin_token_file, ..SecurityOptions::default() },
+            ..ServeOptions::default()
         };
         let storage = match data_dir {
             Some(path) => Storage::Dir { path, min_free_bytes: min_free_mb << 20 },

@@ -103,6 +103,24 @@ config_file! {
     metrics_public: bool,
     /// `--insecure`.
     insecure: bool,
+    /// `--max-connections`.
+    max_connections: usize,
+    /// `--header-timeout`, in seconds.
+    header_timeout: u64,
+    /// `--tls-handshake-timeout`, in seconds.
+    tls_handshake_timeout: u64,
+    /// `--inbox-mb`.
+    inbox_mb: usize,
+    /// `--output-limit-mb`.
+    output_limit_mb: usize,
+    /// `--watch-lag-mb`.
+    watch_lag_mb: usize,
+    /// `--output-total-mb`.
+    output_total_mb: usize,
+    /// `--hints-mb-per-node`.
+    hints_mb_per_node: usize,
+    /// `--hints-mb`.
+    hints_mb: usize,
 }
 
 impl ConfigFile {
@@ -299,6 +317,15 @@ mod tests {
             allow_origin,
             metrics_public,
             insecure,
+            max_connections,
+            header_timeout,
+            tls_handshake_timeout,
+            inbox_mb,
+            output_limit_mb,
+            watch_lag_mb,
+            output_total_mb,
+            hints_mb_per_node,
+            hints_mb,
         } = file;
         assert!(port.is_some() && host.is_some() && advertise.is_some() && data_dir.is_some());
         assert!(memory.is_some() && join.is_some() && replicas.is_some() && vnodes.is_some());
@@ -306,5 +333,9 @@ mod tests {
         assert!(cluster_secret_file.is_some() && tls_cert.is_some() && tls_key.is_some());
         assert!(tls_ca.is_some() && tls_client_auth.is_some() && admin_token_file.is_some());
         assert!(allow_origin.is_some() && metrics_public.is_some() && insecure.is_some());
+        assert!(max_connections.is_some() && header_timeout.is_some());
+        assert!(tls_handshake_timeout.is_some() && inbox_mb.is_some());
+        assert!(output_limit_mb.is_some() && watch_lag_mb.is_some() && output_total_mb.is_some());
+        assert!(hints_mb_per_node.is_some() && hints_mb.is_some());
     }
 }

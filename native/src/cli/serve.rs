@@ -4,6 +4,7 @@ use clap::Args;
 use dhrt::server::{
     self,
     launch::{launch, Launched, Storage},
+    limits::Limits,
     security::{Secret, SecurityOptions, TlsFiles},
     ServeOptions,
 };
@@ -78,6 +79,36 @@ pub struct ServeArgs {
     /// Serve /metrics without a token even when tokens are required.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub metrics_public: bool,
+    /// Most connections open at once (clients, peers and HTTP together); more are closed
+    /// at once, logged and counted (docs/operations.md, "Limits and overload").
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request's headers (a WebSocket upgrade's
+    /// too), and may stay idle between HTTP requests, before it is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().header_timeout.as_secs())]
+    pub header_timeout: u64,
+    /// Seconds a connection may take to complete its TLS handshake.
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().tls_handshake_timeout.as_secs())]
+    pub tls_handshake_timeout: u64,
+    /// MiB of requests and peer frames read but not yet taken by the node; when full,
+    /// sockets are not read until it drains (backpressure).
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().inbox_bytes >> 20)]
+    pub inbox_mb: usize,
+    /// MiB of answers a connection may leave unread before it is disconnected.
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().output_bytes >> 20)]
+    pub output_limit_mb: usize,
+    /// MiB of unread answers past which a connection's watches end with an error.
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().watch_lag_bytes >> 20)]
+    pub watch_lag_mb: usize,
+    /// MiB of unread answers all connections together may hold.
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().output_total_bytes >> 20)]
+    pub output_total_mb: usize,
+    /// MiB of hints kept for one down replica (the oldest are dropped past it).
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().hints.max_bytes_per_node >> 20)]
+    pub hints_mb_per_node: usize,
+    /// MiB of hints kept for all replicas together.
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().hints.max_bytes >> 20)]
+    pub hints_mb: usize,
     /// Start on a non-loopback address without peer authentication or client tokens
     /// (warned about at every start).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
@@ -133,7 +164,28 @@ impl ServeArgs {
                 metrics_public: self.metrics_public,
                 insecure: self.insecure,
             },
+            limits: self.limits(),
         })
+    }
+
+    /// The limits the flags set.
+    fn limits(&self) -> Limits {
+        let defaults = Limits::default();
+        let mib = |n: usize| n.saturating_mul(1 << 20);
+        Limits {
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_secs(self.header_timeout),
+            tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
+            inbox_bytes: mib(self.inbox_mb),
+            output_bytes: mib(self.output_limit_mb),
+            watch_lag_bytes: mib(self.watch_lag_mb),
+            output_total_bytes: mib(self.output_total_mb),
+            hints: dhrt_core::node::hints::HintLimits {
+                max_bytes_per_node: mib(self.hints_mb_per_node),
+                max_bytes: mib(self.hints_mb),
+                ..defaults.hints
+            },
+        }
     }
 }
 

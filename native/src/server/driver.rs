@@ -18,6 +18,8 @@
 
 use super::{
     http::origin::MemberOrigins,
+    inbox::Charge,
+    outbox::{Offer, Outbox},
     peers::Peers,
     stats::Counters,
     syncer::{Release, Syncer},
@@ -39,7 +41,7 @@ use std::{
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
-use tokio::sync::{mpsc::UnboundedSender, oneshot};
+use tokio::sync::oneshot;
 
 /// Most inputs handled between two commits.
 pub const BATCH: usize = 1024;
@@ -51,8 +53,9 @@ pub const HINTS_SAVE_MS: Millis = 2_000;
 pub enum Sink {
     /// A connection: every response (and watch event) for this client id, in batches —
     /// all of one commit's answers to a connection travel together, one wake-up of its
-    /// writer rather than one per answer.
-    Conn(UnboundedSender<Vec<ClientResponse>>),
+    /// writer rather than one per answer — counted against its output limit
+    /// ([`super::outbox`]).
+    Conn(Outbox),
     /// One request (HTTP): the first response, then the client is gone.
     Once(oneshot::Sender<ClientResponse>),
 }
@@ -77,6 +80,14 @@ pub enum Input {
     },
     /// A client connection closed.
     Gone(ClientId),
+    /// Input from outside with its share of the inbox budget ([`super::inbox`]), given
+    /// back once the input is handled.
+    Charged {
+        /// The input.
+        input: Box<Input>,
+        /// Its share of the budget.
+        charge: Charge,
+    },
     /// Frames from a peer, in the order it sent them (every frame a link had received).
     Peer {
         /// The sender, as it said in its handshake.
@@ -314,6 +325,10 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
                     self.node.handle_peer(now, from, msg);
                 }
             }
+            Input::Charged { input, charge } => {
+                self.handle(now, *input);
+                drop(charge);
+            }
             Input::Inspect(tx) => {
                 let _ = tx.send(super::snapshot_of(&self.node, &self.node.config().addr));
             }
@@ -349,11 +364,40 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         self.send_replies();
     }
 
-    /// Sends each connection the answers gathered for it, in one message.
+    /// Sends each connection the answers gathered for it, in one message. A connection
+    /// past its watch lag bound has its watches ended; one past its output limit is
+    /// closed ([`super::outbox`]).
     fn send_replies(&mut self) {
+        let mut refused = Vec::new();
         for (client, resps) in self.replies.drain() {
-            if let Some(Sink::Conn(tx)) = self.clients.get(&client) {
-                let _ = tx.send(resps);
+            if let Some(Sink::Conn(outbox)) = self.clients.get(&client) {
+                match outbox.offer(resps) {
+                    Offer::Queued => {}
+                    Offer::Lagging => {
+                        let reason = "the watch ended: this connection lagged, its unread \
+                                      answers passed the node's watch lag limit; read faster, \
+                                      sync your copy again (sync) and watch again";
+                        let ended = self.node.end_client_watches(client, reason);
+                        if ended > 0 {
+                            self.counters.watches_lagged.fetch_add(ended as u64, Ordering::Relaxed);
+                            tracing::warn!(
+                                client,
+                                watches = ended,
+                                "watches ended: the client lagged"
+                            );
+                        }
+                    }
+                    Offer::Refused(reason) => refused.push((client, reason)),
+                }
+            }
+        }
+        for (client, reason) in refused {
+            if let Some(Sink::Conn(outbox)) = self.clients.remove(&client) {
+                tracing::warn!(client, %reason, "slow client disconnected");
+                self.counters.slow_clients_disconnected.fetch_add(1, Ordering::Relaxed);
+                outbox.close(reason);
+                let now = self.clock.now();
+                self.node.client_gone(now, client);
             }
         }
     }

@@ -4,13 +4,18 @@
 //! `/v1/ws`, peer links at `/v1/peer`, the HTTP API ([`http`]), `/metrics`,
 //! `/openapi.json` and the dashboard ([`dashboard`]). The node itself runs on its own thread ([`driver`]); every task
 //! talks to it through one channel of [`Input`]s, so the node stays a single-threaded
-//! sans-IO state machine exactly as the simulator runs it.
+//! sans-IO state machine exactly as the simulator runs it. What the outside may make
+//! the node hold — connections, input, output, hints — is bounded ([`limits`]).
 
+pub mod accept;
 pub mod auth;
 pub mod dashboard;
 pub mod driver;
 pub mod http;
+pub mod inbox;
 pub mod launch;
+pub mod limits;
+pub mod outbox;
 pub mod peer_auth;
 pub mod peers;
 pub mod security;
@@ -94,6 +99,12 @@ pub struct AppState {
     pub member_origins: http::origin::MemberOrigins,
     /// The bootstrap admin token and the cache of the ring's tokens.
     pub tokens: Arc<auth::Tokens>,
+    /// The bounds on what the outside may make the node hold ([`limits`]).
+    pub limits: Arc<limits::Limits>,
+    /// The byte budget of input in flight to the node thread ([`inbox`]).
+    pub inbox_budget: inbox::InboxBudget,
+    /// The bounds on connections' unsent answers ([`outbox`]).
+    pub output: Arc<outbox::OutputBudget>,
 }
 
 impl AppState {
@@ -108,9 +119,17 @@ impl AppState {
         let _ = self.stopped.clone().wait_for(|stopped| *stopped).await;
     }
 
-    /// Hands an input to the node thread; false once it has stopped.
+    /// Hands an input to the node thread; false once it has stopped. Input from
+    /// outside goes through [`AppState::submit_charged`] instead.
     pub fn submit(&self, input: Input) -> bool {
         self.inbox.send(input).is_ok()
+    }
+
+    /// Hands input read from outside (`bytes` of it) to the node thread, once that
+    /// much of the inbox budget is free ([`inbox`]): waits while the node is behind.
+    pub async fn submit_charged(&self, input: Input, bytes: usize) -> bool {
+        let charge = self.inbox_budget.charge(bytes).await;
+        self.submit(Input::Charged { input: Box::new(input), charge })
     }
 
     /// Runs one request and waits for its answer (the HTTP API's path to the node),
@@ -127,8 +146,14 @@ impl AppState {
     pub(crate) async fn call_unchecked(&self, op: Op) -> Reply {
         let client = self.next_client();
         let (tx, rx) = oneshot::channel();
+        let bytes = inbox::op_bytes(&op);
         let sent = self.submit(Input::Open { client, sink: Sink::Once(tx) })
-            && self.submit(Input::Requests { client, reqs: vec![ClientRequest { id: 1, op }] });
+            && self
+                .submit_charged(
+                    Input::Requests { client, reqs: vec![ClientRequest { id: 1, op }] },
+                    bytes,
+                )
+                .await;
         if !sent {
             return unavailable("the node is shutting down");
         }
@@ -152,7 +177,11 @@ impl AppState {
         if !self.submit(Input::Inspect(tx)) {
             return None;
         }
-        rx.await.ok().map(|s: Snapshot| s.with_counters(&self.counters))
+        let c = &self.counters;
+        c.output_queued_bytes.store(self.output.total() as u64, Ordering::Relaxed);
+        let inbox = self.inbox_budget.bytes() - self.inbox_budget.available();
+        c.inbox_bytes.store(inbox as u64, Ordering::Relaxed);
+        rx.await.ok().map(|s: Snapshot| s.with_counters(c))
     }
 }
 
@@ -181,6 +210,8 @@ pub struct ServeOptions {
     pub leave_timeout: Duration,
     /// Who may be a peer or a client, TLS, web origins ([`security`]).
     pub security: security::SecurityOptions,
+    /// Connections, timeouts, input and output budgets, hints ([`limits`]).
+    pub limits: limits::Limits,
 }
 
 impl Default for ServeOptions {
@@ -195,6 +226,7 @@ impl Default for ServeOptions {
             max_value_bytes: 16 * 1024 * 1024,
             leave_timeout: Duration::from_secs(30),
             security: security::SecurityOptions::default(),
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -256,6 +288,7 @@ pub fn node_config(opts: &ServeOptions, id: NodeId, addr: &str) -> NodeConfig {
     config.replicas = opts.replicas.max(1);
     config.vnodes = opts.vnodes.max(1);
     config.max_value_bytes = opts.max_value_bytes;
+    config.hints = opts.limits.hints;
     config.seed = random_u64();
     config
 }
@@ -296,6 +329,10 @@ where
     let (inbox_tx, inbox_rx) = mpsc::channel();
     let (stop_tx, stopped) = tokio::sync::watch::channel(false);
     let max_frame = wire::DEFAULT_MAX_FRAME.max(opts.max_value_bytes + 1024 * 1024);
+    let (limits, fitted) = opts.limits.clone().fitted(max_frame);
+    for change in fitted {
+        tracing::warn!("limits: {change} (one frame of up to {max_frame} bytes must fit)");
+    }
     let inbox_tx = Arc::new(inbox_tx);
     let sync_reports = Arc::downgrade(&inbox_tx);
     let state = AppState {
@@ -315,6 +352,13 @@ where
         ),
         member_origins: http::origin::MemberOrigins::default(),
         tokens: Arc::new(auth::Tokens::new(&opts.security).map_err(ServeError::Other)?),
+        inbox_budget: inbox::InboxBudget::new(limits.inbox_bytes),
+        output: Arc::new(outbox::OutputBudget::new(
+            limits.output_bytes,
+            limits.watch_lag_bytes,
+            limits.output_total_bytes,
+        )),
+        limits: Arc::new(limits),
     };
     let peers = peers::Peers::new(
         state.peer_credentials.clone(),
@@ -331,36 +375,34 @@ where
         .name("dhrt-node".into())
         .spawn(move || driver.run(inbox_rx, peers_to_join))
         .map_err(|e| ServeError::Other(format!("cannot start the node thread: {e}")))?;
-    // Every request can ask who is on the other end (`ConnectInfo<tls::Remote>`): the
-    // peer endpoint checks for a client certificate with it.
-    let app = router(state.clone()).into_make_service_with_connect_info::<crate::tls::Remote>();
+    // Every request can ask who is on the other end (`ConnectInfo<tls::Remote>`, set by
+    // [`accept`]): the peer endpoint checks for a client certificate with it.
+    let app = router(state.clone());
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = shutdown_rx.await;
-    };
     // With TLS the port speaks only TLS: a plain request fails its handshake.
-    let http = match tls {
-        Some((config, _)) => {
-            let listener = crate::tls::TlsListener::new(bound.listener, config);
-            tokio::spawn(async move {
-                let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "the HTTP server stopped");
+    let (listener, local_addr) = (bound.listener, bound.local_addr);
+    let accepting = {
+        let state = state.clone();
+        async move {
+            match tls {
+                Some((config, _)) => {
+                    let timeout = state.limits.tls_handshake_timeout;
+                    let listener =
+                        crate::tls::TlsListener::new(listener, config).handshake_timeout(timeout);
+                    accept::serve(listener, app, state).await
                 }
-            })
-        }
-        None => {
-            let listener = crate::tls::PlainListener(bound.listener);
-            tokio::spawn(async move {
-                let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "the HTTP server stopped");
-                }
-            })
+                None => accept::serve(crate::tls::PlainListener(listener), app, state).await,
+            }
         }
     };
+    let http = tokio::spawn(async move {
+        tokio::select! {
+            () = accepting => {}
+            _ = shutdown_rx => {}
+        }
+    });
     Ok(Server {
-        local_addr: bound.local_addr,
+        local_addr,
         state,
         http,
         shutdown: Some(shutdown_tx),
@@ -410,6 +452,16 @@ impl Server {
 /// Builds the node's snapshot on the node thread.
 pub(crate) fn snapshot_of<S: Store>(node: &Node<S>, addr: &str) -> Snapshot {
     let store = node.replica().store();
+    let hints = node.hints();
+    let server = vec![
+        ("dhrt_hints_bytes", hints.bytes() as u64, "Bytes of hints held for other nodes."),
+        (
+            "dhrt_hints_dropped_total",
+            hints.dropped(),
+            "Hints dropped at a bound (anti-entropy repairs what they carried).",
+        ),
+        ("dhrt_hints_expired_total", hints.expired(), "Hints dropped as too old to deliver."),
+    ];
     let collections = store
         .collections()
         .unwrap_or_default()
@@ -422,7 +474,7 @@ pub(crate) fn snapshot_of<S: Store>(node: &Node<S>, addr: &str) -> Snapshot {
         ring: node.ring(),
         collections,
         ops: Vec::new(),
-        server: Vec::new(),
+        server,
         peer: node.peer_stats(),
     }
 }

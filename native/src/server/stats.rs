@@ -47,6 +47,18 @@ pub struct Counters {
     pub read_repairs: AtomicU64,
     /// Writes the store refused.
     pub store_failures: AtomicU64,
+    /// Connections open on the port now (clients, peers, HTTP).
+    pub connections: AtomicU64,
+    /// Connections closed at once because the node was at its connection cap.
+    pub connections_refused: AtomicU64,
+    /// Clients disconnected because they left too many answers unread.
+    pub slow_clients_disconnected: AtomicU64,
+    /// Watches ended because their connection lagged.
+    pub watches_lagged: AtomicU64,
+    /// Bytes of answers queued for connections, unsent (set when a snapshot is taken).
+    pub output_queued_bytes: AtomicU64,
+    /// Bytes of the inbox budget in use (set when a snapshot is taken).
+    pub inbox_bytes: AtomicU64,
 }
 
 impl Counters {
@@ -140,6 +152,7 @@ impl Snapshot {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         self.ops = c.ops();
         let peer = self.peer;
+        let mut node_side = std::mem::take(&mut self.server);
         self.server = vec![
             (
                 "dhrt_peer_entries_refused_total",
@@ -174,7 +187,34 @@ impl Snapshot {
             ("dhrt_commit_failures_total", load(&c.commit_failures), "Group commits that failed."),
             ("dhrt_read_repairs_total", load(&c.read_repairs), "Stale replicas repaired."),
             ("dhrt_store_failures_total", load(&c.store_failures), "Writes the store refused."),
+            ("dhrt_connections", load(&c.connections), "Connections open on the port."),
+            (
+                "dhrt_connections_refused_total",
+                load(&c.connections_refused),
+                "Connections closed at once: the node was at its connection cap.",
+            ),
+            (
+                "dhrt_slow_clients_disconnected_total",
+                load(&c.slow_clients_disconnected),
+                "Clients disconnected for leaving more answers unread than the output limit.",
+            ),
+            (
+                "dhrt_watches_lagged_total",
+                load(&c.watches_lagged),
+                "Watches ended because their connection read too slowly.",
+            ),
+            (
+                "dhrt_output_queued_bytes",
+                load(&c.output_queued_bytes),
+                "Bytes of answers queued for connections, not yet sent.",
+            ),
+            (
+                "dhrt_inbox_bytes",
+                load(&c.inbox_bytes),
+                "Bytes of requests and peer frames read but not yet taken by the node thread.",
+            ),
         ];
+        self.server.append(&mut node_side);
         self
     }
 

@@ -44,14 +44,19 @@ use serde::Deserialize;
 use std::sync::{atomic::Ordering, Arc};
 use tokio::sync::mpsc;
 
+use super::outbox::{self, Parcel};
+
+/// How long a connection closed for lagging may take to receive its close frame.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Most queued frames a writer sends in one flush.
 pub const WRITE_BATCH: usize = 256;
 
 /// `GET /v1/ws`: a client connection.
 ///
-/// The WebSocket layer accepts messages up to twice the frame limit, so a frame somewhat
-/// over the limit is answered with a typed `too_large` error by the wire check; only a
-/// message beyond that closes the connection (close code 1009, "message too big").
+/// The WebSocket layer accepts messages up to the frame limit: a larger one closes the
+/// connection (close code 1009, "message too big") as soon as its header says how big
+/// it is, before it is read, so an oversized message never takes memory.
 ///
 /// A token in `Authorization: Bearer` is checked before the upgrade (401 when it is
 /// refused); without one, the connection starts unauthenticated and, when the node
@@ -72,7 +77,7 @@ pub async fn client(
         }
         _ => Session::default(),
     };
-    let max = state.max_frame * 2;
+    let max = state.max_frame;
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
@@ -123,35 +128,64 @@ impl Session {
     }
 }
 
+/// Sends the connection's own answers (auth, refusals): few and small, not counted
+/// against its output limit.
+fn answer(tx: &mpsc::UnboundedSender<Parcel>, resps: Vec<ClientResponse>) {
+    let _ = tx.send(Parcel { resps, bytes: 0 });
+}
+
 async fn serve_client(socket: WebSocket, state: AppState, mut session: Session) {
     let client = state.next_client();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<ClientResponse>>();
-    if !state.submit(Input::Open { client, sink: Sink::Conn(tx.clone()) }) {
+    let (outbox, mut rx, tx) = outbox::outbox(state.output.clone());
+    if !state.submit(Input::Open { client, sink: Sink::Conn(outbox) }) {
         return;
     }
     state.counters.clients.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
     let max = state.max_frame;
+    let closed = rx.closed();
     let writer = async move {
         // Every answer queued by the time the writer runs leaves in one flush (one write
         // to the socket), not one write each: under pipelining that write was the
         // server's largest cost (docs/benchmarks.md).
         let mut batches = Vec::with_capacity(WRITE_BATCH);
-        while rx.recv_many(&mut batches, WRITE_BATCH).await > 0 {
-            for resp in batches.drain(..).flatten() {
-                let id = resp.id;
-                let frame = wire::encode_with_limit(&Message::Response(resp), max).or_else(|e| {
-                    let err = ClientResponse::error(id, ErrorCode::TooLarge, e.to_string());
-                    wire::encode_with_limit(&Message::Response(err), max)
-                });
-                let Ok(frame) = frame else { continue };
-                if sink.feed(WsMessage::Binary(frame.into())).await.is_err() {
+        loop {
+            let n = tokio::select! {
+                n = rx.recv_many(&mut batches, WRITE_BATCH) => n,
+                reason = closed.reason() => {
+                    // Disconnected by the node (it left too much unread): say why, if
+                    // the client reads at all.
+                    let close = axum::extract::ws::CloseFrame {
+                        code: axum::extract::ws::close_code::POLICY,
+                        reason: truncate(&reason, 120).into(),
+                    };
+                    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(close)))).await;
                     return;
+                }
+            };
+            if n == 0 {
+                return;
+            }
+            let mut sent = 0;
+            for Parcel { resps, bytes } in batches.drain(..) {
+                sent += bytes;
+                for resp in resps {
+                    let id = resp.id;
+                    let frame =
+                        wire::encode_with_limit(&Message::Response(resp), max).or_else(|e| {
+                            let err = ClientResponse::error(id, ErrorCode::TooLarge, e.to_string());
+                            wire::encode_with_limit(&Message::Response(err), max)
+                        });
+                    let Ok(frame) = frame else { continue };
+                    if sink.feed(WsMessage::Binary(frame.into())).await.is_err() {
+                        return;
+                    }
                 }
             }
             if sink.flush().await.is_err() {
                 return;
             }
+            rx.sent(sent);
         }
     };
     let reader_state = state.clone();
@@ -170,7 +204,7 @@ async fn serve_client(socket: WebSocket, state: AppState, mut session: Session) 
                 _ = recheck.tick(), if required && session.presented.is_some() => {
                     if let Err(refusal) = session.refresh(&state).await {
                         if refusal.code == ErrorCode::Unauthorized {
-                            let _ = tx.send(vec![ClientResponse::error(0, refusal.code, refusal.message)]);
+                            answer(&tx, vec![ClientResponse::error(0, refusal.code, refusal.message)]);
                             return;
                         }
                     }
@@ -183,13 +217,18 @@ async fn serve_client(socket: WebSocket, state: AppState, mut session: Session) 
             let mut next = Some(first);
             let mut taken = 0;
             let mut open = true;
+            // The bytes read, charged to the inbox budget when the batch is handed over.
+            let mut read = 0;
             // The grant is looked up once per batch (the cache answers unless stale).
             let mut refused = if required { session.refresh(&state).await.err() } else { None };
             while let Some(msg) = next.take() {
                 taken += 1;
+                if let Ok(WsMessage::Binary(bytes)) = &msg {
+                    read += bytes.len();
+                }
                 match read_frame(msg, max) {
                     Frame::Request(ClientRequest { id, op: Op::Auth { token } }) => {
-                        let answer = if required {
+                        let reply = if required {
                             match state.tokens.authenticate(&state, &token.0).await {
                                 Ok((presented, grant)) => {
                                     session =
@@ -206,15 +245,13 @@ async fn serve_client(socket: WebSocket, state: AppState, mut session: Session) 
                         } else {
                             Reply::Ok
                         };
-                        let _ = tx.send(vec![ClientResponse { id, result: answer }]);
+                        answer(&tx, vec![ClientResponse { id, result: reply }]);
                     }
                     Frame::Request(req) => match session.check(&state, &req.op, &refused) {
                         Err(refusal) => {
-                            let _ = tx.send(vec![ClientResponse::error(
-                                req.id,
-                                refusal.code,
-                                refusal.message,
-                            )]);
+                            let refused =
+                                ClientResponse::error(req.id, refusal.code, refusal.message);
+                            answer(&tx, vec![refused]);
                         }
                         Ok(())
                             if matches!(
@@ -225,20 +262,20 @@ async fn serve_client(socket: WebSocket, state: AppState, mut session: Session) 
                             let (state, tx) = (state.clone(), tx.clone());
                             tokio::spawn(async move {
                                 let result = auth::manage::run(&state, req.op).await;
-                                let _ = tx.send(vec![ClientResponse { id: req.id, result }]);
+                                answer(&tx, vec![ClientResponse { id: req.id, result }]);
                             });
                         }
                         Ok(()) => reqs.push(req),
                     },
                     Frame::Refused(code, why) => {
-                        if !reqs.is_empty()
-                            && !state
-                                .submit(Input::Requests { client, reqs: take_batch(&mut reqs) })
-                        {
-                            return;
+                        if !reqs.is_empty() {
+                            let batch = Input::Requests { client, reqs: take_batch(&mut reqs) };
+                            if !state.submit_charged(batch, std::mem::take(&mut read)).await {
+                                return;
+                            }
                         }
                         state.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        let _ = tx.send(vec![ClientResponse::error(0, code, why)]);
+                        answer(&tx, vec![ClientResponse::error(0, code, why)]);
                     }
                     Frame::Skip => {}
                     Frame::Closed => open = false,
@@ -247,10 +284,12 @@ async fn serve_client(socket: WebSocket, state: AppState, mut session: Session) 
                     next = stream.next().now_or_never().flatten();
                 }
             }
-            if !reqs.is_empty()
-                && !state.submit(Input::Requests { client, reqs: take_batch(&mut reqs) })
-            {
-                return;
+            if !reqs.is_empty() {
+                // Waits while the node thread is behind: this socket is not read meanwhile.
+                let batch = Input::Requests { client, reqs: take_batch(&mut reqs) };
+                if !state.submit_charged(batch, read).await {
+                    return;
+                }
             }
             if !open {
                 return;
@@ -264,6 +303,15 @@ async fn serve_client(socket: WebSocket, state: AppState, mut session: Session) 
     }
     state.counters.clients.fetch_sub(1, Ordering::Relaxed);
     state.submit(Input::Gone(client));
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 /// Bytes a connection reads at a time. The WebSocket library zero-fills its read
@@ -430,9 +478,11 @@ async fn read_peer(mut socket: WebSocket, from: NodeId, state: &AppState) {
         // As for clients: every frame already received goes to the node thread at once.
         let mut next = Some(first);
         let mut open = true;
+        let mut read = 0;
         while let Some(frame) = next.take() {
             match frame {
                 WsMessage::Binary(bytes) => {
+                    read += bytes.len();
                     match wire::decode_with_limit::<PeerMessage>(&bytes, max) {
                         Ok(msg) => msgs.push(Message::from(msg)),
                         Err(e) => {
@@ -448,7 +498,12 @@ async fn read_peer(mut socket: WebSocket, from: NodeId, state: &AppState) {
                 next = socket.recv().now_or_never().flatten().and_then(Result::ok);
             }
         }
-        if !msgs.is_empty() && !state.submit(Input::Peer { from, msgs: std::mem::take(&mut msgs) })
+        // Waits while the node thread is behind: the link is not read meanwhile, so the
+        // peer's queue for this node fills and drops, as the protocols allow.
+        if !msgs.is_empty()
+            && !state
+                .submit_charged(Input::Peer { from, msgs: std::mem::take(&mut msgs) }, read)
+                .await
         {
             break;
         }

@@ -1,0 +1,159 @@
+//! The node's accept loop: a cap on connections and a deadline for request heads.
+//!
+//! Every connection to the port — a client's WebSocket, a peer link, an HTTP request,
+//! the dashboard — takes one of [`super::limits::Limits::max_connections`] slots when
+//! it is accepted and gives it back when it closes (a WebSocket keeps its slot for its
+//! whole life: the slot travels with the socket through the upgrade). At the cap a new
+//! connection is closed at once: counted (`dhrt_connections_refused_total`) and logged,
+//! at most once every few seconds however many are refused.
+//!
+//! Each connection is served by hyper's HTTP/1 server with tokio's timer, so a request
+//! head (a WebSocket upgrade is one) that is not complete within
+//! [`super::limits::Limits::header_timeout`] closes the connection — as does an idle
+//! keep-alive connection after that long. TLS handshakes have their own deadline and
+//! bound ([`crate::tls::TlsListener`]) before a connection gets here. Open connections
+//! end when the server stops.
+
+use super::{stats::Counters, AppState};
+use axum::{body::Body, extract::ConnectInfo, Router};
+use hyper::{body::Incoming, Request};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::{
+    pin::Pin,
+    sync::{atomic::Ordering, Arc},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
+use tower::ServiceExt;
+
+/// How often, at most, refused connections are logged.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Accepts connections from `listener` and serves `app` on each until the task is
+/// dropped; open connections end when `state` stops.
+pub async fn serve<L>(mut listener: L, app: Router, state: AppState)
+where
+    L: axum::serve::Listener<Addr = crate::tls::Remote>,
+    L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = state.limits.clone();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut refusals = Refusals::default();
+    loop {
+        let (io, remote) = listener.accept().await;
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            state.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+            refusals.log(limits.max_connections, remote.addr);
+            drop(io);
+            continue;
+        };
+        let io = Counted::new(io, slot, state.counters.clone());
+        let (app, state) = (app.clone(), state.clone());
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(remote));
+                app.clone().oneshot(req.map(Body::new))
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            let conn = http.serve_connection(TokioIo::new(io), service).with_upgrades();
+            tokio::select! {
+                result = conn => {
+                    if let Err(e) = result {
+                        tracing::debug!(remote = %remote.addr, error = %e, "connection ended");
+                    }
+                }
+                () = state.stopped() => {}
+            }
+        });
+    }
+}
+
+/// Logs refused connections without flooding the log.
+#[derive(Default)]
+struct Refusals {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl Refusals {
+    fn log(&mut self, cap: usize, from: std::net::SocketAddr) {
+        self.since += 1;
+        if self.last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_EVERY) {
+            return;
+        }
+        tracing::warn!(
+            cap,
+            refused = self.since,
+            last_from = %from,
+            "connection refused: the node is at its connection cap (max-connections)"
+        );
+        self.last = Some(Instant::now());
+        self.since = 0;
+    }
+}
+
+/// A connection holding its slot (and counted open) until it is dropped.
+struct Counted<T> {
+    io: T,
+    _slot: OwnedSemaphorePermit,
+    counters: Arc<Counters>,
+}
+
+impl<T> Counted<T> {
+    fn new(io: T, slot: OwnedSemaphorePermit, counters: Arc<Counters>) -> Self {
+        counters.connections.fetch_add(1, Ordering::Relaxed);
+        Counted { io, _slot: slot, counters }
+    }
+}
+
+impl<T> Drop for Counted<T> {
+    fn drop(&mut self) {
+        self.counters.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}

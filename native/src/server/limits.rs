@@ -1,0 +1,128 @@
+//! How much a node lets the outside world make it hold: connections, unread input,
+//! unsent output, hints.
+//!
+//! Every queue between a socket and the node thread is bounded, so no client or peer —
+//! slow, broken or hostile — can grow a node's memory without bound:
+//!
+//! - **Connections** ([`Limits::max_connections`]): clients and peers together, counted
+//!   from the moment the port accepts a connection until it closes ([`super::accept`]).
+//!   Over the cap a new connection is closed at once, logged and counted.
+//! - **Unfinished handshakes** ([`Limits::header_timeout`],
+//!   [`Limits::tls_handshake_timeout`]): a connection that does not complete its TLS
+//!   handshake, or the headers of an HTTP request (a WebSocket upgrade is one), in time
+//!   is closed; so is an idle HTTP keep-alive connection after the same time.
+//! - **Input in flight to the node thread** ([`Limits::inbox_bytes`], [`super::inbox`]):
+//!   socket readers take a share of a byte budget before handing what they read to the
+//!   node thread, which gives it back once it took the input. A full budget makes the
+//!   readers wait, so their sockets stop being read and TCP slows the senders.
+//! - **Output a connection has not read** ([`Limits::output_bytes`],
+//!   [`Limits::watch_lag_bytes`], [`Limits::output_total_bytes`], [`super::outbox`]): as
+//!   Redis's `client-output-buffer-limit`, a client that does not read its answers is
+//!   disconnected; its watches end first, with an error, at a softer bound.
+//! - **Hints** ([`dhrt_core::node::hints::HintLimits`]): bytes per replica and in all.
+//!
+//! The defaults suit a small machine (2 cores, a few GiB free) and are argued in
+//! `docs/operations.md` ("Limits and overload"); every one is a `dhrt serve` flag and a
+//! config file key.
+
+use dhrt_core::node::hints::HintLimits;
+use std::time::Duration;
+
+/// The bounds a node server keeps (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most connections open at once on the port, clients and peers together.
+    pub max_connections: usize,
+    /// How long a connection may take to send a complete HTTP request head (and how
+    /// long an HTTP keep-alive connection may stay idle).
+    pub header_timeout: Duration,
+    /// How long a connection may take to complete its TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Bytes of requests and peer frames read from sockets but not yet taken by the
+    /// node thread.
+    pub inbox_bytes: usize,
+    /// Bytes of answers one connection may leave unread before it is disconnected.
+    pub output_bytes: usize,
+    /// Bytes of unread answers past which a connection's watches end (with an error),
+    /// before it reaches [`Limits::output_bytes`].
+    pub watch_lag_bytes: usize,
+    /// Bytes of unread answers all connections together may hold; past it, a
+    /// connection that already holds some and gets more is disconnected.
+    pub output_total_bytes: usize,
+    /// Hints kept for other nodes.
+    pub hints: HintLimits,
+}
+
+const MIB: usize = 1 << 20;
+
+impl Default for Limits {
+    fn default() -> Self {
+        let hints = HintLimits::default();
+        Limits {
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            inbox_bytes: 64 * MIB,
+            output_bytes: 64 * MIB,
+            watch_lag_bytes: 16 * MIB,
+            output_total_bytes: 1024 * MIB,
+            hints,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits made consistent with a node whose largest frame is `max_frame`: one
+    /// frame always fits the inbox and a connection's output (else a single large
+    /// value could never be written or read), the watch bound is at most the output
+    /// bound, and nothing is zero. Says what it changed, for the log.
+    pub fn fitted(mut self, max_frame: usize) -> (Self, Vec<String>) {
+        let mut changed = Vec::new();
+        let mut at_least = |name: &str, value: &mut usize, floor: usize| {
+            if *value < floor {
+                changed.push(format!("{name} raised from {} to {} bytes", *value, floor));
+                *value = floor;
+            }
+        };
+        at_least("the inbox budget", &mut self.inbox_bytes, max_frame);
+        at_least("the output limit", &mut self.output_bytes, max_frame);
+        let output = self.output_bytes;
+        at_least("the output total", &mut self.output_total_bytes, output);
+        at_least("the connection cap", &mut self.max_connections, 1);
+        at_least("the watch lag limit", &mut self.watch_lag_bytes, 1);
+        if self.watch_lag_bytes > self.output_bytes {
+            changed.push(format!(
+                "the watch lag limit lowered from {} to the output limit, {} bytes",
+                self.watch_lag_bytes, self.output_bytes
+            ));
+            self.watch_lag_bytes = self.output_bytes;
+        }
+        (self, changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fitted_limits_always_let_one_frame_through() {
+        let small = Limits {
+            inbox_bytes: 10,
+            output_bytes: 10,
+            output_total_bytes: 5,
+            watch_lag_bytes: 1 << 30,
+            max_connections: 0,
+            ..Limits::default()
+        };
+        let (fitted, changed) = small.fitted(1000);
+        assert_eq!((fitted.inbox_bytes, fitted.output_bytes), (1000, 1000));
+        assert_eq!(fitted.output_total_bytes, 1000);
+        assert_eq!(fitted.watch_lag_bytes, 1000);
+        assert_eq!(fitted.max_connections, 1);
+        assert_eq!(changed.len(), 5, "{changed:?}");
+        let (same, changed) = Limits::default().fitted(20 * MIB);
+        assert_eq!(same, Limits::default());
+        assert!(changed.is_empty());
+    }
+}
