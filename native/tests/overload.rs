@@ -1,0 +1,298 @@
+//! Overload and abuse against a real node process: clients that never read, a watch
+//! that never reads, messages over the frame limit, a connection flood with unfinished
+//! HTTP headers, a write flood. Each one is bounded: the node's resident memory
+//! (VmRSS from /proc) grows by less than a loose bound, the abuser is cut off with a
+//! logged reason and a counter in /metrics, and the node keeps serving a well-behaved
+//! client. The RSS growth of each abuse is printed (`cargo test -- --nocapture`).
+
+mod common;
+
+use bytes::Bytes;
+use common::{wait_until, NodeProc};
+use dhrt_core::{
+    proto::{
+        client::{Consistency, ErrorCode, Op, Reply},
+        ClientRequest, ClientResponse, Message,
+    },
+    wire,
+};
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Growth of the node's RSS an abuse may cause; today's unbounded queues grew 300+ MiB.
+const RSS_BOUND_MIB: u64 = 150;
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn open(addr: &str) -> Socket {
+    tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws")).await.expect("connect").0
+}
+
+async fn send(ws: &mut Socket, id: u64, op: Op) {
+    let frame = wire::encode(&Message::Request(ClientRequest { id, op })).unwrap();
+    ws.send(Ws::Binary(frame.into())).await.unwrap();
+}
+
+/// The next response, or None when the connection ended.
+async fn next(ws: &mut Socket) -> Option<ClientResponse> {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next()).await.expect("an answer in time")?;
+        match msg.ok()? {
+            Ws::Binary(b) => match wire::decode(&b).expect("valid frames") {
+                Message::Response(r) => return Some(r),
+                other => panic!("unexpected {other:?}"),
+            },
+            Ws::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+async fn call(ws: &mut Socket, id: u64, op: Op) -> Reply {
+    send(ws, id, op).await;
+    loop {
+        let r = next(ws).await.expect("connection open");
+        if r.id == id {
+            return r.result;
+        }
+    }
+}
+
+fn get(key: &str) -> Op {
+    Op::Get {
+        collection: "c".into(),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        consistency: Consistency::One,
+    }
+}
+
+fn set(key: &str, value: Vec<u8>) -> Op {
+    Op::Set {
+        collection: "c".into(),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: value.into(),
+        consistency: Consistency::One,
+        ttl_ms: None,
+    }
+}
+
+/// A well-behaved client still gets its answer.
+async fn still_serves(addr: &str) {
+    let mut ws = open(addr).await;
+    assert!(matches!(call(&mut ws, 1, set("ok", b"yes".to_vec())).await, Reply::Written { .. }));
+    let r = call(&mut ws, 2, get("ok")).await;
+    assert!(matches!(&r, Reply::Value { value: Some(v), .. } if v == "yes"), "{r:?}");
+}
+
+/// The value of metric `name` on the node's /metrics.
+async fn metric(addr: &str, name: &str) -> u64 {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut body))
+        .await
+        .expect("metrics in time")
+        .unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
+}
+
+/// Prints and checks the RSS growth since `before` (KiB).
+fn check_rss(node: &NodeProc, before: u64, what: &str) {
+    let after = node.rss_kib();
+    let grown = after.saturating_sub(before) / 1024;
+    println!("{what}: RSS {} MiB -> {} MiB (+{grown} MiB)", before / 1024, after / 1024);
+    assert!(grown < RSS_BOUND_MIB, "{what}: RSS grew {grown} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_is_disconnected() {
+    let _serial = common::serial();
+    let node = NodeProc::start(None, &[]);
+    let mut ws = open(&node.addr).await;
+    assert!(matches!(call(&mut ws, 1, set("big", vec![7; 1 << 20])).await, Reply::Written { .. }));
+    let before = node.rss_kib();
+    // 300 GETs of a 1 MiB value, never read: 300 MiB of answers if nothing bounded them.
+    for id in 0..300 {
+        send(&mut ws, 100 + id, get("big")).await;
+    }
+    let log = || node.log().contains("slow client disconnected");
+    assert!(wait_until(WAIT, log), "the node disconnects the reader:\n{}", node.log());
+    assert_eq!(metric(&node.addr, "dhrt_slow_clients_disconnected_total").await, 1);
+    check_rss(&node, before, "300 unread GETs of 1 MiB");
+    // What the client finally reads ends with the close, not with 300 answers.
+    let mut answers = 0;
+    while next(&mut ws).await.is_some() {
+        answers += 1;
+    }
+    assert!(answers < 300, "{answers} answers: the rest were never queued");
+    still_serves(&node.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_never_reads_ends_with_a_lag_error() {
+    let _serial = common::serial();
+    let node = NodeProc::start(None, &["--watch-lag-mb", "2"]);
+    let mut watcher = open(&node.addr).await;
+    let watch = 77;
+    let open_watch = Op::Watch { collection: "c".into(), prefix: None };
+    assert_eq!(call(&mut watcher, watch, open_watch).await, Reply::Ok);
+    let before = node.rss_kib();
+    // 60 MiB of changes while the watcher reads nothing.
+    let mut writer = open(&node.addr).await;
+    for batch in 0..300u64 {
+        let items =
+            (0..200).map(|i| (Bytes::from(format!("k{batch}-{i}")), Bytes::from(vec![1u8; 1024])));
+        let op = Op::SetMany {
+            collection: "c".into(),
+            items: items.collect(),
+            consistency: Consistency::One,
+            ttl_ms: None,
+        };
+        assert!(matches!(call(&mut writer, batch + 1, op).await, Reply::Written { .. }));
+    }
+    let log = || node.log().contains("watches ended: the client lagged");
+    assert!(wait_until(WAIT, log), "the watch is ended:\n{}", node.log());
+    check_rss(&node, before, "a watch never read while 60 MiB were written");
+    assert_eq!(metric(&node.addr, "dhrt_watches_lagged_total").await, 1);
+    // Reading at last: the events queued, then the error that ended the watch.
+    let mut events = 0;
+    let ended = loop {
+        let r = next(&mut watcher).await.expect("the connection stays open");
+        match r.result {
+            Reply::Event { .. } => events += 1,
+            Reply::Error { code, message, .. } => {
+                assert_eq!(r.id, watch);
+                break (code, message);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(ended.0, ErrorCode::Unavailable);
+    assert!(ended.1.contains("lagged"), "{}", ended.1);
+    assert!(events < 60_000, "{events} events before the end");
+    // The connection still works; no more events arrive for the ended watch.
+    assert!(matches!(
+        call(&mut watcher, 5, get("k0-0")).await,
+        Reply::Value { value: Some(_), .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_over_the_frame_limit_are_refused_before_they_are_read() {
+    let _serial = common::serial();
+    let node = NodeProc::start(None, &[]);
+    let before = node.rss_kib();
+    // 10 connections each sending a 39 MiB message (the frame limit is 20 MiB).
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let addr = node.addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ws = open(&addr).await;
+            let big = vec![wire::VERSION; 39 << 20];
+            let _ = tokio::time::timeout(WAIT, ws.send(Ws::Binary(big.into()))).await;
+            // The node closes the connection without an answer.
+            match tokio::time::timeout(WAIT, ws.next()).await.expect("closed in time") {
+                None | Some(Err(_)) | Some(Ok(Ws::Close(_))) => {}
+                Some(Ok(other)) => panic!("unexpected {other:?}"),
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    check_rss(&node, before, "10 messages of 39 MiB");
+    still_serves(&node.addr).await;
+}
+
+/// Whether the node closed `tcp` (end of stream or reset), waiting at most `wait`.
+async fn closed_by_node(tcp: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(wait, tcp.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_is_capped_and_unfinished_headers_time_out() {
+    let _serial = common::serial();
+    let node = NodeProc::start(None, &["--max-connections", "200", "--header-timeout", "2"]);
+    let before = node.rss_kib();
+    // 400 connections: half send an unfinished request head, half send nothing.
+    let mut conns = Vec::new();
+    for i in 0..400 {
+        let mut tcp = tokio::net::TcpStream::connect(&node.addr).await.expect("connect");
+        if i % 2 == 0 {
+            let _ = tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
+        }
+        conns.push(tcp);
+    }
+    // Every one is closed by the node: over the cap at once, the rest at the timeout.
+    for (i, tcp) in conns.iter_mut().enumerate() {
+        assert!(closed_by_node(tcp, WAIT).await, "connection {i} is still open");
+    }
+    let refused = metric(&node.addr, "dhrt_connections_refused_total").await;
+    println!("connections refused at the cap: {refused}");
+    assert!(refused >= 100, "about 200 of 400 over a cap of 200: {refused}");
+    assert!(node.log().contains("connection refused: the node is at its connection cap"));
+    check_rss(&node, before, "400 connections, half with unfinished headers");
+    drop(conns);
+    // The slots are back: a client connects and is served.
+    still_serves(&node.addr).await;
+    assert!(metric(&node.addr, "dhrt_connections").await <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_stays_responsive_to_a_client_while_a_write_flood_runs() {
+    let _serial = common::serial();
+    let node = NodeProc::start(None, &["--inbox-mb", "1"]);
+    let before = node.rss_kib();
+    // 8 connections writing 64 KiB values as fast as the node takes them (they read
+    // their answers, so only the inbox holds them back). The same keys over and over:
+    // the data stays small.
+    let mut flood = Vec::new();
+    for f in 0..8u64 {
+        let addr = node.addr.clone();
+        flood.push(tokio::spawn(async move {
+            let (mut tx, mut rx) = open(&addr).await.split();
+            let reader = tokio::spawn(async move {
+                let mut n = 0u64;
+                while let Some(Ok(_)) = rx.next().await {
+                    n += 1;
+                }
+                n
+            });
+            for i in 0..1500u64 {
+                let op = set(&format!("f{f}-{}", i % 16), vec![3; 64 << 10]);
+                let frame = wire::encode(&Message::Request(ClientRequest { id: i, op })).unwrap();
+                if tx.send(Ws::Binary(frame.into())).await.is_err() {
+                    break;
+                }
+            }
+            let _ = tx.close().await;
+            reader.abort();
+        }));
+    }
+    // Meanwhile a well-behaved client keeps getting answers.
+    let mut ws = open(&node.addr).await;
+    for i in 0..20u64 {
+        let r = call(&mut ws, i + 1, set(&format!("mine{i}"), b"v".to_vec())).await;
+        assert!(matches!(r, Reply::Written { .. }), "{r:?}");
+    }
+    check_rss(&node, before, "8 connections writing 750 MiB");
+    for f in flood {
+        f.await.unwrap();
+    }
+    still_serves(&node.addr).await;
+}
