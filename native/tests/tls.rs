@@ -317,3 +317,42 @@ async fn the_cli_speaks_tls_with_node_wss_and_tls_ca() {
     assert!(err.contains("certificate"), "{err}");
     node.stop().await;
 }
+
+#[tokio::test]
+async fn unfinished_tls_handshakes_and_request_heads_are_closed_at_their_timeouts() {
+    let pki = Pki::new();
+    let limits = dhrt::server::limits::Limits {
+        tls_handshake_timeout: Duration::from_secs(1),
+        header_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let opts = ServeOptions {
+        port: 0,
+        security: SecurityOptions { tls: Some(pki.files("n1", false)), ..Default::default() },
+        limits,
+        ..ServeOptions::default()
+    };
+    let bound = server::bind(&opts).await.expect("bind");
+    let node = launch(bound, &opts, &Storage::Memory, None).expect("launch").server;
+    let addr = node.local_addr.to_string();
+    let closed = |n: Result<Result<usize, std::io::Error>, tokio::time::error::Elapsed>| {
+        matches!(n, Ok(Ok(0) | Err(_)))
+    };
+    // A connection that never starts its TLS handshake.
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buf)).await;
+    assert!(closed(n), "the node closes a connection that never completes its handshake");
+    // A TLS connection that never finishes its request head.
+    let mut slow = tls_stream(&addr, &pki.ca()).await;
+    slow.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut rest)).await;
+    assert!(matches!(n, Ok(_)), "the node closes a connection whose request head never ends");
+    // A complete request is answered.
+    let mut ok = tls_stream(&addr, &pki.ca()).await;
+    let req = b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    ok.write_all(req).await.unwrap();
+    let answer = read_all(&mut ok).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
