@@ -348,7 +348,7 @@ async fn unfinished_tls_handshakes_and_request_heads_are_closed_at_their_timeout
     slow.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let mut rest = Vec::new();
     let n = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut rest)).await;
-    assert!(matches!(n, Ok(_)), "the node closes a connection whose request head never ends");
+    assert!(n.is_ok(), "the node closes a connection whose request head never ends");
     // A complete request is answered.
     let mut ok = tls_stream(&addr, &pki.ca()).await;
     let req = b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
