@@ -11,6 +11,9 @@
 //!   them without `--join`;
 //! - the **hints** it holds for replicas that missed writes (`Node::restore_hints`).
 //!
+//! The file is created atomically (under `.node.redb.tmp`, then renamed), so an empty
+//! or unreadable `node.redb` is damage and an error at start — never a new identity.
+//!
 //! Every value starts with a format version byte. The state is MessagePack with field
 //! names (`rmp_serde::to_vec_named`) so fields can be added later; a value that does not
 //! decode is [`StoreError::Corrupt`], never a panic.
@@ -49,15 +52,28 @@ impl std::fmt::Debug for NodeDb {
 }
 
 impl NodeDb {
-    /// Opens (or creates) `<dir>/node.redb`, creating `dir` when missing.
+    /// Opens `<dir>/node.redb`, creating `dir` and the file (atomically) when missing.
+    /// An empty or unreadable file is an error that names it.
     pub fn open(dir: &Path) -> Result<NodeDb, StoreError> {
         fs::create_dir_all(dir)
             .map_err(|e| super::io_error(&format!("creating {}", dir.display()), &e))?;
         let path = dir.join(NODE_DB_FILE);
-        let db = Database::builder()
-            .set_cache_size(1 << 20)
-            .create(&path)
-            .map_err(|e| engine_error(&format!("opening {}", path.display()), e))?;
+        let temp = dir.join(format!(".{NODE_DB_FILE}.tmp"));
+        if temp.exists() {
+            tracing::warn!(file = %temp.display(), "removing a node.redb whose creation was interrupted");
+            let _ = fs::remove_file(&temp);
+        }
+        if !path.exists() {
+            super::redb::create_atomically(&temp, &path, dir, |_| Ok(()))?;
+        }
+        let options = super::RedbOptions { cache_bytes: 1 << 20, ..Default::default() };
+        let db = super::redb::open_db(&path, &options).map_err(|e| match e {
+            StoreError::Corrupt(why) => StoreError::Corrupt(format!(
+                "{why} (node.redb holds this node's identity: a new one is never made in its \
+                 place; after `dhrt repair` the node starts as a new member)"
+            )),
+            e => e,
+        })?;
         Ok(NodeDb { db })
     }
 
@@ -228,6 +244,29 @@ mod tests {
         assert!(matches!(db.state(), Err(StoreError::Corrupt(_))));
         let err = db.peers().unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)) && err.to_string().contains("format 9"));
+    }
+
+    #[test]
+    fn an_empty_or_foreign_node_db_is_an_error_not_a_new_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(NODE_DB_FILE);
+        std::fs::write(&path, b"").unwrap();
+        let err = NodeDb::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains("node.redb") && err.to_string().contains("empty"), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+        std::fs::write(&path, vec![0; 1 << 20]).unwrap();
+        let err = NodeDb::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("node.redb"), "{err}");
+    }
+
+    #[test]
+    fn a_leftover_temporary_file_is_removed_and_the_db_created() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".node.redb.tmp"), vec![0; 4096]).unwrap();
+        let db = NodeDb::open(dir.path()).unwrap();
+        assert_eq!(db.node_id().unwrap(), None);
+        assert!(!dir.path().join(".node.redb.tmp").exists());
     }
 
     #[test]

@@ -121,3 +121,9 @@ mod tests {
         assert!(matches!(r.admit(free, 1), Err(StoreError::Full(_))));
     }
 }
+
+/// [`free_bytes`] for the store's tests.
+#[cfg(test)]
+pub(crate) fn free_bytes_for_tests(dir: &std::path::Path) -> Option<u64> {
+    free_bytes(dir)
+}
