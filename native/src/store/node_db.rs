@@ -42,7 +42,10 @@ const FORMAT: u8 = 1;
 
 /// The node's identity, saved state and known peers (`<data-dir>/node.redb`).
 pub struct NodeDb {
-    db: Database,
+    /// The open file; re-opened after an I/O failure (redb refuses every later use of
+    /// a database that met one, a full disk included, until it is re-opened).
+    db: std::cell::RefCell<Database>,
+    path: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for NodeDb {
@@ -74,7 +77,31 @@ impl NodeDb {
             )),
             e => e,
         })?;
-        Ok(NodeDb { db })
+        Ok(NodeDb { db: std::cell::RefCell::new(db), path })
+    }
+
+    /// After a failed read or write: re-opens the file when the failure was I/O, so
+    /// that the next attempt can succeed once the disk recovers (a full disk).
+    fn reopen_after(&self, e: &StoreError) {
+        if !matches!(e, StoreError::Io(_) | StoreError::Full(_)) {
+            return;
+        }
+        let options = super::RedbOptions { cache_bytes: 1 << 20, ..Default::default() };
+        // The old handle must be closed (it holds the file's lock) before the new open.
+        let placeholder = match Database::builder().create_with_backend(::redb::backends::InMemoryBackend::new()) {
+            Ok(db) => db,
+            Err(_) => return,
+        };
+        let old = self.db.replace(placeholder);
+        drop(old);
+        match super::redb::open_db(&self.path, &options) {
+            Ok(db) => {
+                self.db.replace(db);
+            }
+            Err(again) => {
+                tracing::warn!(error = %again, "cannot re-open node.redb yet; will retry");
+            }
+        }
     }
 
     /// The node's id, once one was saved.
@@ -134,14 +161,20 @@ impl NodeDb {
     /// The payload of row `name` after its version byte, if the row exists.
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let what = |e: ::redb::Error| engine_error(&format!("reading the node's {name}"), e);
-        let read = self.db.begin_read().map_err(|e| what(e.into()))?;
-        let table = match read.open_table(NODE) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(what(e.into())),
-        };
-        let Some(raw) = table.get(name).map_err(|e| what(e.into()))? else { return Ok(None) };
-        match raw.value().split_first() {
+        let raw = (|| {
+            let db = self.db.borrow();
+            let read = db.begin_read().map_err(|e| what(e.into()))?;
+            let table = match read.open_table(NODE) {
+                Ok(table) => table,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(what(e.into())),
+            };
+            let found = table.get(name).map_err(|e| what(e.into()))?;
+            Ok(found.map(|v| v.value().to_vec()))
+        })();
+        let raw = raw.inspect_err(|e| self.reopen_after(e))?;
+        let Some(raw) = raw else { return Ok(None) };
+        match raw.split_first() {
             Some((&FORMAT, payload)) => Ok(Some(payload.to_vec())),
             Some((v, _)) => Err(StoreError::Corrupt(format!(
                 "the node's {name} is in format {v}, not {FORMAT} (written by another dhrt?)"
@@ -156,13 +189,17 @@ impl NodeDb {
         let mut row = Vec::with_capacity(1 + payload.len());
         row.push(FORMAT);
         row.extend_from_slice(payload);
-        let mut txn = self.db.begin_write().map_err(|e| what(e.into()))?;
-        txn.set_quick_repair(true);
-        {
-            let mut table = txn.open_table(NODE).map_err(|e| what(e.into()))?;
-            table.insert(name, row.as_slice()).map_err(|e| what(e.into()))?;
-        }
-        txn.commit().map_err(|e| what(e.into()))
+        let written = (|| {
+            let db = self.db.borrow();
+            let mut txn = db.begin_write().map_err(|e| what(e.into()))?;
+            txn.set_quick_repair(true);
+            {
+                let mut table = txn.open_table(NODE).map_err(|e| what(e.into()))?;
+                table.insert(name, row.as_slice()).map_err(|e| what(e.into()))?;
+            }
+            txn.commit().map_err(|e| what(e.into()))
+        })();
+        written.inspect_err(|e| self.reopen_after(e))
     }
 }
 
@@ -236,7 +273,7 @@ mod tests {
         let db = NodeDb::open(dir.path()).unwrap();
         for (row, raw) in [(ID, &[FORMAT, 1, 2][..]), (STATE, &[FORMAT, 0xc1]), (PEERS, &[9, 0x90])]
         {
-            let txn = db.db.begin_write().unwrap();
+            let txn = db.db.borrow().begin_write().unwrap();
             txn.open_table(NODE).unwrap().insert(row, raw).unwrap();
             txn.commit().unwrap();
         }
