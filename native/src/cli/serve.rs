@@ -1,13 +1,13 @@
 //! `dhrt serve` and `dhrt join`: run a node until a signal, then leave gracefully.
 
 use clap::Args;
-use dhrt::store::RedbOptions;
 use dhrt::server::{
     self,
     launch::{launch, Launched, Storage},
     security::{Secret, SecurityOptions, TlsFiles},
     ServeOptions,
 };
+use dhrt::store::RedbOptions;
 use std::{path::PathBuf, time::Duration};
 
 /// Options of `dhrt serve`.

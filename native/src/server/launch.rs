@@ -67,7 +67,9 @@ pub fn launch(
             let options = RedbOptions { min_free_bytes: *min_free_bytes, ..RedbOptions::default() };
             launch_persisted(bound, opts, path, options, id)
         }
-        Storage::Tuned { path, options } => launch_persisted(bound, opts, path, options.clone(), id),
+        Storage::Tuned { path, options } => {
+            launch_persisted(bound, opts, path, options.clone(), id)
+        }
     }
 }
 

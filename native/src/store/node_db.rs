@@ -88,7 +88,9 @@ impl NodeDb {
         }
         let options = super::RedbOptions { cache_bytes: 1 << 20, ..Default::default() };
         // The old handle must be closed (it holds the file's lock) before the new open.
-        let placeholder = match Database::builder().create_with_backend(::redb::backends::InMemoryBackend::new()) {
+        let placeholder = match Database::builder()
+            .create_with_backend(::redb::backends::InMemoryBackend::new())
+        {
             Ok(db) => db,
             Err(_) => return,
         };
@@ -290,7 +292,10 @@ mod tests {
         std::fs::write(&path, b"").unwrap();
         let err = NodeDb::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
-        assert!(err.to_string().contains("node.redb") && err.to_string().contains("empty"), "{err}");
+        assert!(
+            err.to_string().contains("node.redb") && err.to_string().contains("empty"),
+            "{err}"
+        );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
         std::fs::write(&path, vec![0; 1 << 20]).unwrap();
         let err = NodeDb::open(dir.path()).unwrap_err();

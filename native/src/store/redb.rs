@@ -272,7 +272,8 @@ impl RedbStore {
             let stats = {
                 let h = c.handle.borrow();
                 let db = h.db.as_ref().ok_or_else(|| StoreError::Io(format!("{name} closed")))?;
-                load_stats(db).map_err(|e| with_context(&e, &format!("opening {}", c.path.display())))?
+                load_stats(db)
+                    .map_err(|e| with_context(&e, &format!("opening {}", c.path.display())))?
             };
             let c = Collection { stats, committed: stats, ..c };
             store.collections.insert(name, c);
@@ -357,8 +358,12 @@ impl RedbStore {
 
     /// Tries to recover every stale collection; the first failure is returned.
     fn recover_all(&mut self) -> Result<(), StoreError> {
-        let stale: Vec<String> =
-            self.collections.iter().filter(|(_, c)| c.stale.is_some()).map(|(n, _)| n.clone()).collect();
+        let stale: Vec<String> = self
+            .collections
+            .iter()
+            .filter(|(_, c)| c.stale.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
         let mut first = None;
         for name in stale {
             if let Err(e) = self.recover(&name) {
@@ -577,7 +582,9 @@ impl RedbStore {
         let begun = match h.txn.take() {
             Some(txn) => Ok(txn),
             None => match h.db.as_ref() {
-                Some(db) => db.begin_write().map_err(|e| engine_error(&format!("writing to {collection}"), e)),
+                Some(db) => db
+                    .begin_write()
+                    .map_err(|e| engine_error(&format!("writing to {collection}"), e)),
                 None => Err(StoreError::Io(format!("{collection} is closed"))),
             }
             .map(|mut txn| {

@@ -115,9 +115,9 @@ fn check_file(
 ) -> Result<(), StoreError> {
     match open_db(path, options) {
         Ok(_) => Ok(()),
-        Err(StoreError::Io(why)) if why.contains("another process") => Err(StoreError::Io(
-            format!("{why}: stop the node before running dhrt repair"),
-        )),
+        Err(StoreError::Io(why)) if why.contains("another process") => {
+            Err(StoreError::Io(format!("{why}: stop the node before running dhrt repair")))
+        }
         Err(e) => {
             let bytes = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             let to = set_aside(dir, path)?;

@@ -47,8 +47,7 @@ impl SpaceReserve {
     /// older than a second); `None` when the file system does not say.
     pub(crate) fn free(&self) -> Option<u64> {
         let now = Instant::now();
-        let fresh =
-            self.reading.get().is_some_and(|(at, _)| now.duration_since(at) < REFRESH);
+        let fresh = self.reading.get().is_some_and(|(at, _)| now.duration_since(at) < REFRESH);
         if !fresh {
             self.reading.set(Some((now, free_bytes(&self.dir))));
             self.admitted.set(0);
@@ -96,6 +95,12 @@ fn free_bytes(_dir: &std::path::Path) -> Option<u64> {
     None
 }
 
+/// [`free_bytes`] for the store's tests.
+#[cfg(test)]
+pub(crate) fn free_bytes_for_tests(dir: &std::path::Path) -> Option<u64> {
+    free_bytes(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,10 +125,4 @@ mod tests {
         r.admit(free / 2, 1).unwrap();
         assert!(matches!(r.admit(free, 1), Err(StoreError::Full(_))));
     }
-}
-
-/// [`free_bytes`] for the store's tests.
-#[cfg(test)]
-pub(crate) fn free_bytes_for_tests(dir: &std::path::Path) -> Option<u64> {
-    free_bytes(dir)
 }

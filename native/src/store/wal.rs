@@ -235,10 +235,8 @@ impl Wal {
             self.file.set_len(self.end).map_err(|e| io_error(&what, &e))?;
             self.dirty = false;
         }
-        let written = self
-            .file
-            .seek(SeekFrom::Start(self.end))
-            .and_then(|_| self.file.write_all(records));
+        let written =
+            self.file.seek(SeekFrom::Start(self.end)).and_then(|_| self.file.write_all(records));
         if let Err(e) = written {
             self.dirty = true;
             return Err(io_error(&what, &e));
@@ -498,15 +496,23 @@ mod tests {
         assert!(text.contains("x.wal") && text.contains("dhrt repair"), "{text}");
         assert_eq!(std::fs::read(&path).unwrap(), raw, "the evidence is kept");
         // The offset named is that of the record the flip hit.
-        let at: usize = text.split("record at byte ").nth(1).unwrap().split(' ').next().unwrap()
-            .parse().unwrap();
+        let at: usize = text
+            .split("record at byte ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(at <= middle && middle < at + 200, "{at} vs {middle}");
         // Salvage keeps every record but the damaged one, and says what it skipped.
         let saved = salvage(&raw, &path).unwrap();
         assert_eq!(saved.items.len(), 199);
         assert_eq!(saved.dropped.len(), 1);
         assert_eq!(saved.dropped[0].0, at as u64);
-        let lost: Vec<Item> = items(&all).into_iter().filter(|i| !saved.items.contains(i)).collect();
+        let lost: Vec<Item> =
+            items(&all).into_iter().filter(|i| !saved.items.contains(i)).collect();
         assert_eq!(lost.len(), 1);
     }
 
