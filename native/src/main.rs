@@ -112,6 +112,16 @@ enum Command {
     /// (--token or DHRT_TOKEN). Example:
     /// DHRT_TOKEN=$(cat admin.token) dhrt token create --role read --collections logs.*
     Token(cli::token::TokenArgs),
+    /// Salvage a damaged data dir of a stopped node, printing exactly what was dropped.
+    ///
+    /// Keeps every write-ahead log record that checks out (before and after damage),
+    /// moves empty or unreadable files to <data-dir>/lost+found/ (nothing is deleted).
+    /// Example: dhrt repair --data-dir /var/lib/dhrt
+    Repair {
+        /// The data dir of the node (stop the node first).
+        #[arg(long, default_value = "./dhrt-data")]
+        data_dir: std::path::PathBuf,
+    },
     /// Print the ring position of a key. Collections named `ordered.*` place keys by
     /// their first 8 bytes (key order); every other collection hashes them.
     Position {
@@ -160,6 +170,13 @@ fn main() -> ExitCode {
         Command::Export(args) => cli::transfer::export::run(&args, &cli.target),
         Command::Import(args) => cli::transfer::import::run(&args, &cli.target),
         Command::Token(args) => cli::token::run(&args, &cli.target),
+        Command::Repair { data_dir } => match dhrt::store::repair::repair(&data_dir) {
+            Ok(report) => {
+                print!("{report}");
+                Ok(())
+            }
+            Err(e) => Err(format!("{}: {e}", data_dir.display()).into()),
+        },
         Command::Position { collection, key } => {
             if let Err(e) = dhrt_core::store::validate_collection(&collection) {
                 Err(e.into())

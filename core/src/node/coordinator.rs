@@ -248,6 +248,7 @@ fn local_stats<S: Store>(node: &Node<S>) -> NodeStats {
             stats.collections += 1;
         }
     }
+    stats.storage = store.health();
     stats.status = node.membership.me().status.to_string();
     for m in node.membership.members() {
         let c = &mut stats.members;

@@ -392,6 +392,9 @@ pub struct NodeStats {
     /// the field).
     #[serde(default)]
     pub replicas: u32,
+    /// How this node's storage is doing: full (new data refused) or failing.
+    #[serde(default)]
+    pub storage: crate::store::StorageHealth,
 }
 
 /// How many members a node knows in each status.

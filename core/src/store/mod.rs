@@ -23,6 +23,7 @@ pub use mem::MemStore;
 
 use crate::{entry::Entry, hash::Interval, hash::Position};
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 /// A key with its ring position and stored entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +109,39 @@ pub enum StoreError {
     /// Stored data could not be read back as written.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A limit of this store was reached (the number of collections); nothing was
+    /// written.
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// How a store's medium is doing, for health checks, stats and `/metrics`. A store
+/// with nothing to report (the in-memory one) is always healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StorageHealth {
+    /// New data is refused ([`StoreError::Full`]): the medium is below its reserve.
+    /// Reads, deletes and drops still work.
+    #[serde(default)]
+    pub full: bool,
+    /// Bytes free on the medium at the last reading, when the store knows.
+    #[serde(default)]
+    pub free_bytes: Option<u64>,
+    /// The last failure the store has not yet recovered from (it retries by itself).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl StorageHealth {
+    /// `ok`, `full` or `failing`: one word for dashboards and health checks.
+    pub fn status(&self) -> &'static str {
+        if self.error.is_some() {
+            "failing"
+        } else if self.full {
+            "full"
+        } else {
+            "ok"
+        }
+    }
 }
 
 /// Longest key a store accepts, in bytes (DESIGN.md §6).
@@ -214,6 +248,11 @@ pub trait Store {
     /// job returns, the driver must hold back the acknowledgements of these writes.
     fn flush_begin(&mut self) -> Result<Option<SyncJob>, StoreError> {
         self.flush().map(|()| None)
+    }
+
+    /// How the medium is doing (full, failing); healthy by default.
+    fn health(&self) -> StorageHealth {
+        StorageHealth::default()
     }
 }
 

@@ -259,7 +259,8 @@ pub fn render_stats(s: &NodeStats) -> String {
          hand-off:        {}\n\
          leaving:         {}\n\
          hints:           {} pending, {} delivered\n\
-         tombstone GC:    {} purged, {} expired values\n",
+         tombstone GC:    {} purged, {} expired values\n\
+         storage:         {}\n",
         s.node.0,
         s.status,
         s.keys,
@@ -283,7 +284,19 @@ pub fn render_stats(s: &NodeStats) -> String {
         s.hints_delivered,
         s.tombstones_purged,
         s.expired,
+        render_storage(&s.storage),
     )
+}
+
+/// `ok, 1.2 GB free`, `full (new data refused; deletes and drops still work), 3 MB free`
+/// or `failing: <error>`.
+fn render_storage(h: &dhrt_core::store::StorageHealth) -> String {
+    let free = h.free_bytes.map(|b| format!(", {b} bytes free")).unwrap_or_default();
+    match (&h.error, h.full) {
+        (Some(e), _) => format!("failing: {e}{free}"),
+        (None, true) => format!("full (new data refused; deletes and drops still work){free}"),
+        (None, false) => format!("ok{free}"),
+    }
 }
 
 /// Options of the single-shot data commands.

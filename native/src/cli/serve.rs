@@ -8,6 +8,7 @@ use dhrt::server::{
     security::{Secret, SecurityOptions, TlsFiles},
     ServeOptions,
 };
+use dhrt::store::RedbOptions;
 use std::{path::PathBuf, time::Duration};
 
 /// Options of `dhrt serve`.
@@ -49,6 +50,13 @@ pub struct ServeArgs {
     /// MiB would stay free on the data dir's disk.
     #[arg(long, default_value_t = 64)]
     pub min_free_mb: u64,
+    /// Collection files kept open at once; the least recently used are closed beyond
+    /// it, so a node never runs out of file descriptors.
+    #[arg(long, default_value_t = 256)]
+    pub max_open_files: usize,
+    /// Collections this node holds at most; creating one more is refused with an error.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_collections: usize,
     /// The cluster secret (at least 16 bytes; surrounding whitespace is trimmed) every
     /// peer proves it holds when a link opens. Required, with --admin-token-file, to
     /// listen on a non-loopback address.
@@ -203,7 +211,15 @@ async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let storage = if args.memory {
         Storage::Memory
     } else {
-        Storage::Dir { path: args.data_dir.clone(), min_free_bytes: args.min_free_mb << 20 }
+        Storage::Tuned {
+            path: args.data_dir.clone(),
+            options: RedbOptions {
+                min_free_bytes: args.min_free_mb << 20,
+                max_open_files: args.max_open_files.max(1),
+                max_collections: args.max_collections,
+                ..RedbOptions::default()
+            },
+        }
     };
     let Launched { id, server, storage } = launch(bound, &opts, &storage, None)?;
     println!(

@@ -26,6 +26,13 @@ pub enum Storage {
         /// Writes are refused when less than this many bytes would stay free.
         min_free_bytes: u64,
     },
+    /// A data dir with every store setting (reserve, open files, collection cap).
+    Tuned {
+        /// The directory (created when missing).
+        path: PathBuf,
+        /// The store's settings.
+        options: RedbOptions,
+    },
 }
 
 /// A node that [`launch`] started.
@@ -57,7 +64,11 @@ pub fn launch(
             Ok(Launched { id, server, storage: "in memory".into() })
         }
         Storage::Dir { path, min_free_bytes } => {
-            launch_persisted(bound, opts, path, *min_free_bytes, id)
+            let options = RedbOptions { min_free_bytes: *min_free_bytes, ..RedbOptions::default() };
+            launch_persisted(bound, opts, path, options, id)
+        }
+        Storage::Tuned { path, options } => {
+            launch_persisted(bound, opts, path, options.clone(), id)
         }
     }
 }
@@ -68,7 +79,7 @@ fn launch_persisted(
     bound: Bound,
     opts: &ServeOptions,
     dir: &std::path::Path,
-    min_free_bytes: u64,
+    options: RedbOptions,
     id: NodeId,
 ) -> Result<Launched, ServeError> {
     let in_dir =
@@ -85,7 +96,6 @@ fn launch_persisted(
     let hints = db.hints().map_err(in_dir)?;
     let peers = if opts.join.is_empty() { db.peers().map_err(in_dir)? } else { opts.join.clone() };
     let started = Instant::now();
-    let options = RedbOptions { min_free_bytes, ..RedbOptions::default() };
     let store = RedbStore::open(dir, options).map_err(in_dir)?;
     let opened = started.elapsed();
     let config = super::node_config(opts, id, &bound.advertise);

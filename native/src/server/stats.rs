@@ -229,6 +229,22 @@ impl Snapshot {
         gauge("dhrt_tombstones", "Stored tombstones.", "gauge", s.tombstones);
         gauge("dhrt_bytes", "Approximate bytes stored.", "gauge", s.bytes);
         gauge("dhrt_collections", "Collections held.", "gauge", s.collections);
+        let storage = &s.storage;
+        gauge(
+            "dhrt_storage_full",
+            "1 while new data is refused for lack of disk space (deletes and drops still work).",
+            "gauge",
+            u64::from(storage.full),
+        );
+        gauge(
+            "dhrt_storage_failing",
+            "1 while the store is recovering from a storage failure it retries by itself.",
+            "gauge",
+            u64::from(storage.error.is_some()),
+        );
+        if let Some(free) = storage.free_bytes {
+            gauge("dhrt_storage_free_bytes", "Bytes free on the data dir's disk.", "gauge", free);
+        }
         gauge("dhrt_hints_pending", "Hints held for down replicas.", "gauge", s.hints_pending);
         gauge("dhrt_hints_delivered_total", "Hints delivered.", "counter", s.hints_delivered);
         gauge("dhrt_tombstones_purged_total", "Tombstones purged.", "counter", s.tombstones_purged);

@@ -6,6 +6,7 @@
 //! <data-dir>/node.redb                  NodeDb: identity, NodeState, known peers
 //! <data-dir>/collections/<name>.redb    RedbStore: one file per collection
 //! <data-dir>/collections.wal            RedbStore's write-ahead log
+//! <data-dir>/lost+found/                files set aside (interrupted creations, dhrt repair)
 //! ```
 //!
 //! [`RedbStore`] is the disk implementation of [`dhrt_core::store::Store`]; it passes the
@@ -24,11 +25,12 @@
 pub mod codec;
 mod node_db;
 mod redb;
+pub mod repair;
 mod space;
 mod wal;
 
 pub use self::node_db::NodeDb;
-pub use self::redb::{RedbOptions, RedbStore};
+pub use self::redb::{RedbOptions, RedbStore, TOMBSTONE_FLOOR};
 
 use dhrt_core::store::StoreError;
 use std::io;

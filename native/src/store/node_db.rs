@@ -11,6 +11,9 @@
 //!   them without `--join`;
 //! - the **hints** it holds for replicas that missed writes (`Node::restore_hints`).
 //!
+//! The file is created atomically (under `.node.redb.tmp`, then renamed), so an empty
+//! or unreadable `node.redb` is damage and an error at start — never a new identity.
+//!
 //! Every value starts with a format version byte. The state is MessagePack with field
 //! names (`rmp_serde::to_vec_named`) so fields can be added later; a value that does not
 //! decode is [`StoreError::Corrupt`], never a panic.
@@ -39,7 +42,10 @@ const FORMAT: u8 = 1;
 
 /// The node's identity, saved state and known peers (`<data-dir>/node.redb`).
 pub struct NodeDb {
-    db: Database,
+    /// The open file; re-opened after an I/O failure (redb refuses every later use of
+    /// a database that met one, a full disk included, until it is re-opened).
+    db: std::cell::RefCell<Database>,
+    path: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for NodeDb {
@@ -49,16 +55,55 @@ impl std::fmt::Debug for NodeDb {
 }
 
 impl NodeDb {
-    /// Opens (or creates) `<dir>/node.redb`, creating `dir` when missing.
+    /// Opens `<dir>/node.redb`, creating `dir` and the file (atomically) when missing.
+    /// An empty or unreadable file is an error that names it.
     pub fn open(dir: &Path) -> Result<NodeDb, StoreError> {
         fs::create_dir_all(dir)
             .map_err(|e| super::io_error(&format!("creating {}", dir.display()), &e))?;
         let path = dir.join(NODE_DB_FILE);
-        let db = Database::builder()
-            .set_cache_size(1 << 20)
-            .create(&path)
-            .map_err(|e| engine_error(&format!("opening {}", path.display()), e))?;
-        Ok(NodeDb { db })
+        let temp = dir.join(format!(".{NODE_DB_FILE}.tmp"));
+        if temp.exists() {
+            tracing::warn!(file = %temp.display(), "removing a node.redb whose creation was interrupted");
+            let _ = fs::remove_file(&temp);
+        }
+        if !path.exists() {
+            super::redb::create_atomically(&temp, &path, dir, |_| Ok(()))?;
+        }
+        let options = super::RedbOptions { cache_bytes: 1 << 20, ..Default::default() };
+        let db = super::redb::open_db(&path, &options).map_err(|e| match e {
+            StoreError::Corrupt(why) => StoreError::Corrupt(format!(
+                "{why} (node.redb holds this node's identity: a new one is never made in its \
+                 place; after `dhrt repair` the node starts as a new member)"
+            )),
+            e => e,
+        })?;
+        Ok(NodeDb { db: std::cell::RefCell::new(db), path })
+    }
+
+    /// After a failed read or write: re-opens the file when the failure was I/O, so
+    /// that the next attempt can succeed once the disk recovers (a full disk).
+    fn reopen_after(&self, e: &StoreError) {
+        if !matches!(e, StoreError::Io(_) | StoreError::Full(_)) {
+            return;
+        }
+        let options = super::RedbOptions { cache_bytes: 1 << 20, ..Default::default() };
+        // The old handle must be closed (it holds the file's lock) before the new open.
+        let placeholder = match Database::builder()
+            .create_with_backend(::redb::backends::InMemoryBackend::new())
+        {
+            Ok(db) => db,
+            Err(_) => return,
+        };
+        let old = self.db.replace(placeholder);
+        drop(old);
+        match super::redb::open_db(&self.path, &options) {
+            Ok(db) => {
+                self.db.replace(db);
+            }
+            Err(again) => {
+                tracing::warn!(error = %again, "cannot re-open node.redb yet; will retry");
+            }
+        }
     }
 
     /// The node's id, once one was saved.
@@ -118,14 +163,20 @@ impl NodeDb {
     /// The payload of row `name` after its version byte, if the row exists.
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let what = |e: ::redb::Error| engine_error(&format!("reading the node's {name}"), e);
-        let read = self.db.begin_read().map_err(|e| what(e.into()))?;
-        let table = match read.open_table(NODE) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(what(e.into())),
-        };
-        let Some(raw) = table.get(name).map_err(|e| what(e.into()))? else { return Ok(None) };
-        match raw.value().split_first() {
+        let raw = (|| {
+            let db = self.db.borrow();
+            let read = db.begin_read().map_err(|e| what(e.into()))?;
+            let table = match read.open_table(NODE) {
+                Ok(table) => table,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(what(e.into())),
+            };
+            let found = table.get(name).map_err(|e| what(e.into()))?;
+            Ok(found.map(|v| v.value().to_vec()))
+        })();
+        let raw = raw.inspect_err(|e| self.reopen_after(e))?;
+        let Some(raw) = raw else { return Ok(None) };
+        match raw.split_first() {
             Some((&FORMAT, payload)) => Ok(Some(payload.to_vec())),
             Some((v, _)) => Err(StoreError::Corrupt(format!(
                 "the node's {name} is in format {v}, not {FORMAT} (written by another dhrt?)"
@@ -140,13 +191,17 @@ impl NodeDb {
         let mut row = Vec::with_capacity(1 + payload.len());
         row.push(FORMAT);
         row.extend_from_slice(payload);
-        let mut txn = self.db.begin_write().map_err(|e| what(e.into()))?;
-        txn.set_quick_repair(true);
-        {
-            let mut table = txn.open_table(NODE).map_err(|e| what(e.into()))?;
-            table.insert(name, row.as_slice()).map_err(|e| what(e.into()))?;
-        }
-        txn.commit().map_err(|e| what(e.into()))
+        let written = (|| {
+            let db = self.db.borrow();
+            let mut txn = db.begin_write().map_err(|e| what(e.into()))?;
+            txn.set_quick_repair(true);
+            {
+                let mut table = txn.open_table(NODE).map_err(|e| what(e.into()))?;
+                table.insert(name, row.as_slice()).map_err(|e| what(e.into()))?;
+            }
+            txn.commit().map_err(|e| what(e.into()))
+        })();
+        written.inspect_err(|e| self.reopen_after(e))
     }
 }
 
@@ -220,7 +275,7 @@ mod tests {
         let db = NodeDb::open(dir.path()).unwrap();
         for (row, raw) in [(ID, &[FORMAT, 1, 2][..]), (STATE, &[FORMAT, 0xc1]), (PEERS, &[9, 0x90])]
         {
-            let txn = db.db.begin_write().unwrap();
+            let txn = db.db.borrow().begin_write().unwrap();
             txn.open_table(NODE).unwrap().insert(row, raw).unwrap();
             txn.commit().unwrap();
         }
@@ -228,6 +283,32 @@ mod tests {
         assert!(matches!(db.state(), Err(StoreError::Corrupt(_))));
         let err = db.peers().unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)) && err.to_string().contains("format 9"));
+    }
+
+    #[test]
+    fn an_empty_or_foreign_node_db_is_an_error_not_a_new_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(NODE_DB_FILE);
+        std::fs::write(&path, b"").unwrap();
+        let err = NodeDb::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert!(
+            err.to_string().contains("node.redb") && err.to_string().contains("empty"),
+            "{err}"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+        std::fs::write(&path, vec![0; 1 << 20]).unwrap();
+        let err = NodeDb::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("node.redb"), "{err}");
+    }
+
+    #[test]
+    fn a_leftover_temporary_file_is_removed_and_the_db_created() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".node.redb.tmp"), vec![0; 4096]).unwrap();
+        let db = NodeDb::open(dir.path()).unwrap();
+        assert_eq!(db.node_id().unwrap(), None);
+        assert!(!dir.path().join(".node.redb.tmp").exists());
     }
 
     #[test]

@@ -31,18 +31,47 @@
 //! ## Failures
 //!
 //! Validation and the free-space reserve are checked before anything is written. Should
-//! redb itself fail half way through a write, that write's transaction is aborted: the
-//! write leaves nothing behind, but neither do the writes gathered before it in the same
-//! collection since the last flush, so the next [`Store::flush`] returns the error
-//! instead of pretending they are durable (the caller's Merkle tree may then describe
-//! writes the store no longer holds; rebuilding it fixes that). A full disk is
-//! [`StoreError::Full`], bad bytes on disk [`StoreError::Corrupt`], the rest
-//! [`StoreError::Io`].
+//! redb itself fail half way through a write or a checkpoint, that collection's
+//! transaction is aborted and its file closed (redb refuses every use of a database
+//! after an I/O error until it is re-opened): the file still holds what the last
+//! checkpoint committed, and the log holds every acknowledged write since, so the
+//! collection is *recovered* — re-opened and the log's merges into it replayed — at
+//! once, and again before any later use while that fails (a full disk). Reads of a
+//! collection that could not be recovered yet are errors, never "missing", and the log
+//! is not emptied while any collection still needs it. The writes gathered since the
+//! last flush are lost with the transaction, so the next [`Store::flush`] returns the
+//! error instead of pretending they are durable. A full disk is [`StoreError::Full`],
+//! bad bytes on disk [`StoreError::Corrupt`], the rest [`StoreError::Io`].
+//!
+//! ## Disk space
+//!
+//! A write that adds data is admitted only while the file system keeps, after it, the
+//! operator's reserve ([`RedbOptions::min_free_bytes`]) *plus* the room the store
+//! itself still needs: what the log may grow by before the next checkpoint
+//! (`checkpoint_bytes` less its length) and an estimate of what that checkpoint copies
+//! on write (twice the bytes gathered in open transactions, plus a page per open
+//! transaction). A tombstone (a delete) is admitted down to a floor of
+//! [`TOMBSTONE_FLOOR`] bytes, so deletes keep working at the reserve; dropping a
+//! collection appends one small record to the log instead of needing a checkpoint.
+//! A refused write makes the next flush checkpoint, which gives the log and copy-on-write
+//! room back. [`Store::health`] reports `full` while new data would be refused.
+//!
+//! ## Files
+//!
+//! A collection file is created under a temporary name (`.<name>.redb.tmp`),
+//! initialised, synced and only then renamed, so a file under its final name is always
+//! whole: an empty or unreadable one found at start is damage, and refuses the start. A
+//! leftover temporary file (a creation a crash or a full disk interrupted) is moved to
+//! `<data-dir>/lost+found/` with a warning. Files are opened lazily and the least
+//! recently used ones closed beyond [`RedbOptions::max_open_files`], so a node holding
+//! more collections than it may open descriptors still works; the counts of closed
+//! collections stay in memory. At most [`RedbOptions::max_collections`] collections
+//! exist ([`StoreError::Limit`] beyond).
 
 use super::{
     codec, engine_error, io_error,
     space::SpaceReserve,
-    wal::{self, Logged, Wal},
+    wal::{self, Item, Logged, Wal},
 };
 use ::redb::{
     Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableError, WriteTransaction,
@@ -52,10 +81,11 @@ use dhrt_core::{
     entry::Entry,
     hash::{Interval, Position},
     store::{
-        validate_collection, validate_key, CollectionStats, Merged, Record, Store, StoreError,
-        SyncJob,
+        validate_collection, validate_key, CollectionStats, Merged, Record, StorageHealth, Store,
+        StoreError, SyncJob,
     },
 };
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fs;
 use std::ops::Bound;
@@ -72,7 +102,14 @@ const COLLECTIONS_DIR: &str = "collections";
 /// The extension of a collection file.
 const EXTENSION: &str = ".redb";
 /// The write-ahead log, in the data dir.
-const WAL_FILE: &str = "collections.wal";
+pub(crate) const WAL_FILE: &str = "collections.wal";
+/// Where files that cannot be used are set aside, in the data dir.
+pub(crate) const LOST_AND_FOUND: &str = "lost+found";
+/// Tombstones (deletes) are admitted while this many bytes stay free: enough for the
+/// log append and a checkpoint of small records.
+pub const TOMBSTONE_FLOOR: u64 = 1 << 20;
+/// The size of a redb page, for the copy-on-write estimate.
+const PAGE: u64 = 4096;
 
 /// The table type records are read and written through.
 type Records<'txn> = Table<'txn, &'static [u8], &'static [u8]>;
@@ -101,6 +138,12 @@ pub struct RedbOptions {
     /// A flush checkpoints when the open transactions hold this many writes (they keep
     /// the pages they touched in memory until then). Default 16,384.
     pub checkpoint_writes: u64,
+    /// Collection files kept open at once; the least recently used are closed beyond
+    /// it (each open file holds a descriptor). Default 256.
+    pub max_open_files: usize,
+    /// Collections this store holds at most; creating one more is
+    /// [`StoreError::Limit`]. Default 10,000.
+    pub max_collections: usize,
 }
 
 impl Default for RedbOptions {
@@ -112,26 +155,42 @@ impl Default for RedbOptions {
             preload_bytes: 1 << 30,
             checkpoint_bytes: 8 << 20,
             checkpoint_writes: 16_384,
+            max_open_files: 256,
+            max_collections: 10_000,
         }
     }
 }
 
+/// A collection's open file and the writes gathered in it.
+#[derive(Default)]
+struct Handle {
+    /// The writes gathered since the last checkpoint; dropping it aborts them. Only
+    /// while `db` is open.
+    txn: Option<WriteTransaction>,
+    /// The open file; `None` while closed (idle, or after a failure).
+    db: Option<Database>,
+}
+
 /// One collection's file and its uncommitted writes.
 struct Collection {
-    /// The writes gathered since the last checkpoint; dropping it aborts them.
-    txn: Option<WriteTransaction>,
+    /// The file, opened on demand (reads open it too, hence the cell).
+    handle: RefCell<Handle>,
+    /// When it was last used, for closing the least recently used.
+    used: Cell<u64>,
     /// Write operations gathered since the last flush.
     pending: u64,
-    /// Write operations gathered in `txn` (since the last checkpoint).
+    /// Write operations gathered in the transaction (since the last checkpoint).
     in_txn: u64,
     /// Log records of the merges since the last flush, not yet in the log.
     log: Vec<u8>,
-    db: Database,
     path: PathBuf,
     /// Counts including the gathered writes.
     stats: CollectionStats,
     /// Counts as last committed.
     committed: CollectionStats,
+    /// Its file misses merges the log holds (a failed write or commit): it must be
+    /// recovered before it is used, and the log kept until it is.
+    stale: Option<StoreError>,
 }
 
 /// A durable [`Store`] on redb: one file per collection under `<dir>/collections`,
@@ -146,12 +205,23 @@ pub struct RedbStore {
     wal: Wal,
     /// Something was removed since the last checkpoint: the next flush checkpoints.
     removed: bool,
-    /// Set while the log is merged back after an abort (a failure then is not
-    /// restored again).
+    /// A write was refused for space: the next flush checkpoints, which gives the
+    /// log's and the transactions' room back.
+    squeezed: bool,
+    /// Set while the log is merged back into a collection (a failure then is not
+    /// recovered from again).
     restoring: bool,
     /// Why writes gathered since the last flush were discarded, reported by the next
     /// flush.
     failed: Option<StoreError>,
+    /// Collection files open now.
+    open_files: Cell<usize>,
+    /// Ticks of the use clock (for `Collection::used`).
+    clock: Cell<u64>,
+    /// Bytes written into open transactions since the last checkpoint.
+    txn_bytes: u64,
+    /// The last failure not yet recovered from, for [`Store::health`].
+    trouble: Option<String>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -166,8 +236,10 @@ impl std::fmt::Debug for RedbStore {
 }
 
 impl RedbStore {
-    /// Opens the store of the data dir `dir`, creating `<dir>/collections` when missing
-    /// and opening every collection file in it. Counts are read, not recounted.
+    /// Opens the store of the data dir `dir`, creating `<dir>/collections` when missing,
+    /// reading every collection file's counts and replaying the log. A leftover
+    /// temporary file is set aside; an empty or unreadable collection file, or a log
+    /// damaged before its tail, is an error naming the file (`dhrt repair` salvages).
     pub fn open(dir: &Path, options: RedbOptions) -> Result<Self, StoreError> {
         let folder = dir.join(COLLECTIONS_DIR);
         if !folder.is_dir() {
@@ -175,39 +247,70 @@ impl RedbStore {
                 .map_err(|e| io_error(&format!("creating {}", folder.display()), &e))?;
             sync_dir(dir)?;
         }
-        let listing = |e: std::io::Error| io_error(&format!("listing {}", folder.display()), &e);
-        let mut files = BTreeMap::new();
-        for item in fs::read_dir(&folder).map_err(listing)? {
-            let item = item.map_err(listing)?;
-            let Some(name) = collection_name(&item.file_name()) else { continue };
-            if item.file_type().map_err(listing)?.is_file() {
-                files.insert(name, item.path());
-            }
-        }
-        let mut preload = options.preload_bytes;
-        let mut collections = BTreeMap::new();
-        for (name, path) in files {
-            preload = preload.saturating_sub(read_ahead(&path, preload));
-            collections.insert(name, Collection::open(path, &options)?);
-        }
+        let files = scan(dir)?;
         let (wal, logged) = Wal::open(&dir.join(WAL_FILE))?;
         let mut store = RedbStore {
             space: SpaceReserve::new(dir.to_path_buf(), options.min_free_bytes),
             dir: folder,
             options,
-            collections,
+            collections: BTreeMap::new(),
             wal,
             removed: false,
+            squeezed: false,
             restoring: false,
             failed: None,
+            open_files: Cell::new(0),
+            clock: Cell::new(0),
+            txn_bytes: 0,
+            trouble: None,
         };
+        let mut preload = store.options.preload_bytes;
+        for (name, path) in files {
+            preload = preload.saturating_sub(read_ahead(&path, preload));
+            let c = Collection::new(path);
+            store.ensure_open(&name, &c)?;
+            let stats = {
+                let h = c.handle.borrow();
+                let db = h.db.as_ref().ok_or_else(|| StoreError::Io(format!("{name} closed")))?;
+                load_stats(db)
+                    .map_err(|e| with_context(&e, &format!("opening {}", c.path.display())))?
+            };
+            let c = Collection { stats, committed: stats, ..c };
+            store.collections.insert(name, c);
+            store.close_idle();
+        }
         if !logged.is_empty() {
-            for r in &logged {
-                store.replay(r)?;
-            }
+            store.replay_log(logged)?;
             store.checkpoint()?;
         }
         Ok(store)
+    }
+
+    /// Applies a log read at start: drops first (a drop whose file was not yet removed
+    /// when the node stopped), then the merges that still count.
+    fn replay_log(&mut self, logged: Vec<Item>) -> Result<(), StoreError> {
+        let mut last_drop = BTreeMap::new();
+        let mut merged_since = BTreeMap::new();
+        for item in &logged {
+            match item {
+                Item::Drop(c) => {
+                    last_drop.insert(c.clone(), ());
+                    merged_since.insert(c.clone(), false);
+                }
+                Item::Merge(m) => {
+                    merged_since.insert(m.collection.clone(), true);
+                }
+            }
+        }
+        for name in last_drop.keys() {
+            if merged_since.get(name) == Some(&false) && self.collections.contains_key(name) {
+                self.remove_collection_file(name)?;
+            }
+        }
+        for r in wal::live_merges(logged) {
+            self.replay(&r)?;
+        }
+        Ok(())
     }
 
     /// Merges a record read back from the log into its collection, logging nothing.
@@ -219,18 +322,71 @@ impl RedbStore {
         Ok(())
     }
 
-    /// After `collection`'s transaction was aborted: merges back what the log holds for
-    /// it, so that every acknowledged write is readable again.
-    fn restore(&mut self, collection: &str) -> Result<(), StoreError> {
+    /// Brings a stale collection back: re-opens its file (what the last checkpoint
+    /// committed) and merges back what the log holds for it, so that every
+    /// acknowledged write is readable again. On failure it stays stale, to be tried
+    /// again before its next use.
+    fn recover(&mut self, collection: &str) -> Result<(), StoreError> {
+        if self.restoring {
+            return Ok(());
+        }
         self.restoring = true;
         let outcome = self.wal.read_all().and_then(|logged| {
-            logged.iter().filter(|r| r.collection == collection).try_for_each(|r| self.replay(r))
+            wal::live_merges(logged)
+                .iter()
+                .filter(|r| r.collection == collection)
+                .try_for_each(|r| self.replay(r))
         });
         self.restoring = false;
-        if let Some(c) = self.collections.get_mut(collection) {
-            c.pending = 0;
+        let Some(c) = self.collections.get_mut(collection) else { return outcome };
+        c.pending = 0;
+        match &outcome {
+            Ok(()) => {
+                if c.stale.take().is_some() {
+                    tracing::info!(collection, "recovered from the write-ahead log");
+                }
+                self.trouble = None;
+            }
+            Err(e) => {
+                tracing::warn!(collection, error = %e, "cannot recover from the log yet; will retry");
+                self.trouble = Some(e.to_string());
+                self.close_after_failure(collection, e.clone());
+            }
         }
         outcome
+    }
+
+    /// Tries to recover every stale collection; the first failure is returned.
+    fn recover_all(&mut self) -> Result<(), StoreError> {
+        let stale: Vec<String> = self
+            .collections
+            .iter()
+            .filter(|(_, c)| c.stale.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut first = None;
+        for name in stale {
+            if let Err(e) = self.recover(&name) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Aborts `collection`'s transaction and closes its file after a failure: its
+    /// counts go back to the last checkpoint and it is stale until recovered.
+    fn close_after_failure(&mut self, collection: &str, why: StoreError) {
+        let Some(c) = self.collections.get_mut(collection) else { return };
+        let h = c.handle.get_mut();
+        h.txn = None;
+        if h.db.take().is_some() {
+            self.open_files.set(self.open_files.get() - 1);
+        }
+        c.in_txn = 0;
+        c.pending = 0;
+        c.log.clear();
+        c.stats = c.committed;
+        c.stale = Some(why);
     }
 
     /// Logs a merge that changed `collection` (written by the next flush).
@@ -241,41 +397,149 @@ impl RedbStore {
     }
 
     /// Commits every open transaction durably (with the counts), then empties the log.
-    /// A collection whose commit fails gets what the log holds for it merged back.
-    /// [`Store::flush`] checkpoints on its own when it should (see the module docs).
+    /// A collection whose commit fails is closed and recovered from the log, and the
+    /// log is kept until every collection is whole again. [`Store::flush`] checkpoints
+    /// on its own when it should (see the module docs).
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
         let mut first_error = None;
         let mut failed = Vec::new();
         for (name, c) in &mut self.collections {
             c.log.clear();
             c.pending = 0;
-            let Some(txn) = c.txn.take() else { continue };
+            let Some(txn) = c.handle.get_mut().txn.take() else { continue };
             c.in_txn = 0;
             match commit(txn, &c.stats) {
                 Ok(()) => c.committed = c.stats,
                 Err(e) => {
-                    c.stats = c.committed;
-                    first_error.get_or_insert(with_context(&e, &format!("committing {name}")));
-                    failed.push(name.clone());
+                    let e = with_context(&e, &format!("committing {name}"));
+                    first_error.get_or_insert(e.clone());
+                    failed.push((name.clone(), e));
                 }
             }
         }
+        self.txn_bytes = 0;
+        self.squeezed = false;
+        for (name, e) in failed {
+            tracing::warn!(collection = %name, error = %e, "checkpoint failed: recovering from the log");
+            self.close_after_failure(&name, e);
+        }
+        let recovered = self.recover_all();
         if let Some(e) = first_error {
-            for name in failed {
-                if let Err(again) = self.restore(&name) {
-                    tracing::error!(collection = %name, error = %again, "cannot restore from the log");
-                }
-            }
+            self.trouble = Some(e.to_string());
             return Err(e);
         }
+        recovered?;
         self.wal.reset()?;
         self.removed = false;
+        self.trouble = None;
+        self.close_idle();
         Ok(())
     }
 
     /// The file that holds (or would hold) `collection`.
     fn path_of(&self, collection: &str) -> PathBuf {
         self.dir.join(format!("{collection}{EXTENSION}"))
+    }
+
+    /// Opens `c`'s file if it is closed, first closing the least recently used idle
+    /// file when [`RedbOptions::max_open_files`] are open (files with open
+    /// transactions stay open, so the limit may be passed until the next checkpoint).
+    fn ensure_open(&self, name: &str, c: &Collection) -> Result<(), StoreError> {
+        let tick = self.clock.get() + 1;
+        self.clock.set(tick);
+        c.used.set(tick);
+        if c.handle.borrow().db.is_some() {
+            return Ok(());
+        }
+        if self.open_files.get() >= self.options.max_open_files {
+            self.close_least_used(name);
+        }
+        let db = open_db(&c.path, &self.options)?;
+        c.handle.borrow_mut().db = Some(db);
+        self.open_files.set(self.open_files.get() + 1);
+        Ok(())
+    }
+
+    /// Closes the least recently used open file without a transaction, other than
+    /// `keep`'s; returns whether one was closed.
+    fn close_least_used(&self, keep: &str) -> bool {
+        let victim = self
+            .collections
+            .iter()
+            .filter(|(n, c)| {
+                n.as_str() != keep
+                    && c.handle.try_borrow().is_ok_and(|h| h.db.is_some() && h.txn.is_none())
+            })
+            .min_by_key(|(_, c)| c.used.get());
+        let Some((_, c)) = victim else { return false };
+        c.handle.borrow_mut().db = None;
+        self.open_files.set(self.open_files.get() - 1);
+        true
+    }
+
+    /// Closes idle files until no more than [`RedbOptions::max_open_files`] are open.
+    fn close_idle(&self) {
+        while self.open_files.get() > self.options.max_open_files && self.close_least_used("") {}
+    }
+
+    /// Creates the file of a new collection atomically: initialised under a temporary
+    /// name, synced, renamed, the directory synced. A failure leaves nothing behind.
+    fn create_collection(&mut self, collection: &str) -> Result<(), StoreError> {
+        if self.collections.len() >= self.options.max_collections {
+            return Err(StoreError::Limit(format!(
+                "this node holds {} collections, the most it allows (max-collections); \
+                 drop unused collections or raise the limit",
+                self.collections.len()
+            )));
+        }
+        let path = self.path_of(collection);
+        let temp = self.dir.join(format!(".{collection}{EXTENSION}.tmp"));
+        let made = create_atomically(&temp, &path, &self.dir, |db| {
+            let txn = db.begin_write().map_err(|e| engine_error("initialising", e))?;
+            txn.open_table(RECORDS).map_err(|e| engine_error("initialising", e))?;
+            commit(txn, &CollectionStats::default())
+        });
+        if let Err(e) = made {
+            self.space.forget();
+            return Err(with_context(&e, &format!("creating collection {collection}")));
+        }
+        self.collections.insert(collection.to_string(), Collection::new(path));
+        Ok(())
+    }
+
+    /// Closes and deletes `collection`'s file, forgetting it.
+    fn remove_collection_file(&mut self, collection: &str) -> Result<(), StoreError> {
+        let Some(c) = self.collections.remove(collection) else { return Ok(()) };
+        if c.handle.borrow().db.is_some() {
+            self.open_files.set(self.open_files.get() - 1);
+        }
+        let path = c.path.clone();
+        drop(c); // aborts the gathered writes and closes the file
+        fs::remove_file(&path)
+            .map_err(|e| io_error(&format!("removing {}", path.display()), &e))?;
+        sync_dir(&self.dir)
+    }
+
+    /// How many bytes must stay free after a write that adds data: the reserve, what
+    /// the log may still grow by before the next checkpoint, and that checkpoint's
+    /// copy-on-write estimate (see the module docs).
+    fn keep_free(&self) -> u64 {
+        let log_room = self.options.checkpoint_bytes.saturating_sub(self.wal.len());
+        let open_txns = self.open_files.get() as u64;
+        let cow = self.txn_bytes.saturating_mul(2).saturating_add(open_txns * PAGE);
+        self.space.reserve().saturating_add(log_room).saturating_add(cow)
+    }
+
+    /// Admits a write of `bytes` (all tombstones: `deletes`) against the free space.
+    fn admit(&mut self, bytes: u64, deletes: bool) -> Result<(), StoreError> {
+        let keep = if deletes { TOMBSTONE_FLOOR } else { self.keep_free() };
+        let admitted = self.space.admit(bytes, keep);
+        if admitted.is_err() {
+            self.squeezed = true;
+        } else {
+            self.txn_bytes = self.txn_bytes.saturating_add(bytes);
+        }
+        admitted
     }
 
     /// Runs `op` on the records table of `collection` inside its open write transaction
@@ -292,29 +556,56 @@ impl RedbStore {
             if !create {
                 return Ok(None);
             }
-            let c = Collection::open(self.path_of(collection), &self.options)?;
-            sync_dir(&self.dir)?;
-            self.collections.insert(collection.to_string(), c);
+            self.create_collection(collection)?;
         }
-        let Some(c) = self.collections.get_mut(collection) else { return Ok(None) };
-        let txn = match c.txn.take() {
-            Some(txn) => txn,
-            None => {
-                let mut txn =
-                    c.db.begin_write()
-                        .map_err(|e| engine_error(&format!("writing to {collection}"), e))?;
-                txn.set_quick_repair(self.options.quick_repair);
-                txn
+        if self.collections[collection].stale.is_some() && !self.restoring {
+            self.recover(collection)?;
+        }
+        let closed = self.collections[collection].handle.borrow().db.is_none();
+        if closed
+            && self.open_files.get() >= self.options.max_open_files
+            && !self.close_least_used(collection)
+        {
+            // Every open file has gathered writes: commit them, then close one.
+            self.checkpoint()?;
+        }
+        let opened = self.ensure_open(collection, &self.collections[collection]);
+        if let Err(e) = opened {
+            if let Some(c) = self.collections.get_mut(collection) {
+                c.stale.get_or_insert(e.clone());
             }
+            return Err(e);
+        }
+        let quick_repair = self.options.quick_repair;
+        let Some(c) = self.collections.get_mut(collection) else { return Ok(None) };
+        let h = c.handle.get_mut();
+        let begun = match h.txn.take() {
+            Some(txn) => Ok(txn),
+            None => match h.db.as_ref() {
+                Some(db) => db
+                    .begin_write()
+                    .map_err(|e| engine_error(&format!("writing to {collection}"), e)),
+                None => Err(StoreError::Io(format!("{collection} is closed"))),
+            }
+            .map(|mut txn| {
+                txn.set_quick_repair(quick_repair);
+                txn
+            }),
         };
         let mut stats = c.stats;
-        let outcome = match txn.open_table(RECORDS) {
-            Ok(mut table) => op(&mut table, &mut stats),
-            Err(e) => Err(engine_error(&format!("opening {collection}"), e)),
-        };
+        let outcome = begun.and_then(|txn| {
+            let done = match txn.open_table(RECORDS) {
+                Ok(mut table) => op(&mut table, &mut stats),
+                Err(e) => Err(engine_error(&format!("opening {collection}"), e)),
+            };
+            match done {
+                Ok(value) => Ok((txn, value)),
+                Err(e) => Err(e),
+            }
+        });
         match outcome {
-            Ok(value) => {
-                c.txn = Some(txn);
+            Ok((txn, value)) => {
+                c.handle.get_mut().txn = Some(txn);
                 c.pending += 1;
                 c.in_txn += 1;
                 c.stats = stats;
@@ -322,10 +613,7 @@ impl RedbStore {
             }
             Err(e) => {
                 // Aborts: nothing of this write, nor the unflushed ones, remains; what
-                // earlier flushes logged is merged back below.
-                drop(txn);
-                c.in_txn = 0;
-                c.log.clear();
+                // earlier flushes logged is merged back by the recovery.
                 if c.pending > 0 && self.failed.is_none() {
                     self.failed = Some(with_context(
                         &e,
@@ -335,10 +623,12 @@ impl RedbStore {
                         ),
                     ));
                 }
-                c.pending = 0;
-                c.stats = c.committed;
+                self.close_after_failure(collection, e.clone());
+                if matches!(e, StoreError::Full(_)) {
+                    self.space.forget();
+                }
                 if !self.restoring {
-                    if let Err(again) = self.restore(collection) {
+                    if let Err(again) = self.recover(collection) {
                         self.failed.get_or_insert(again);
                     }
                 }
@@ -346,28 +636,150 @@ impl RedbStore {
             }
         }
     }
+
+    /// `collection`'s file opened for reading, or why it cannot be read now: a stale
+    /// collection (one the log is still being replayed into) is an error, never empty.
+    fn reader(&self, collection: &str) -> Result<Option<&Collection>, StoreError> {
+        let Some(c) = self.collections.get(collection) else { return Ok(None) };
+        if let Some(why) = &c.stale {
+            return Err(StoreError::Io(format!(
+                "collection {collection} is being recovered after a storage failure ({why}); \
+                 its acknowledged writes are safe in the log: retry"
+            )));
+        }
+        self.ensure_open(collection, c)?;
+        Ok(Some(c))
+    }
 }
 
 impl Collection {
-    /// Opens (or creates) the collection file at `path` and loads its counts.
-    fn open(path: PathBuf, options: &RedbOptions) -> Result<Self, StoreError> {
-        let what = format!("opening {}", path.display());
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(&path)
-            .map_err(|e| engine_error(&what, e))?;
-        let stats = load_stats(&db).map_err(|e| with_context(&e, &what))?;
-        Ok(Collection {
-            txn: None,
+    /// A closed collection file at `path` with zero counts (the caller loads them).
+    fn new(path: PathBuf) -> Self {
+        Collection {
+            handle: RefCell::new(Handle::default()),
+            used: Cell::new(0),
             pending: 0,
             in_txn: 0,
             log: Vec::new(),
-            db,
             path,
-            stats,
-            committed: stats,
-        })
+            stats: CollectionStats::default(),
+            committed: CollectionStats::default(),
+            stale: None,
+        }
     }
+}
+
+/// Opens the existing redb file at `path`: a missing, empty or foreign file is an
+/// error naming it (a file under its final name was created whole, so this is damage).
+pub(crate) fn open_db(path: &Path, options: &RedbOptions) -> Result<Database, StoreError> {
+    let what = format!("opening {}", path.display());
+    let len = fs::metadata(path).map_err(|e| io_error(&what, &e))?.len();
+    if len == 0 {
+        return Err(StoreError::Corrupt(format!(
+            "{} is empty (0 bytes); files are created whole under a temporary name, so it \
+             was damaged: run `dhrt repair --data-dir DIR` to set it aside (the node then \
+             gets the data back from its replicas), or restore it from a backup",
+            path.display()
+        )));
+    }
+    Database::builder().set_cache_size(options.cache_bytes).open(path).map_err(|e| {
+        let e = engine_error(&what, e);
+        match e {
+            StoreError::Io(why) if !why.contains("another process") => StoreError::Corrupt(
+                format!("{why}; run `dhrt repair --data-dir DIR` to set the file aside"),
+            ),
+            e => e,
+        }
+    })
+}
+
+/// Creates a redb file at `path` atomically: made and initialised by `init` at `temp`,
+/// synced, renamed to `path`, the directory `dir` synced. Any failure removes `temp`.
+pub(crate) fn create_atomically(
+    temp: &Path,
+    path: &Path,
+    dir: &Path,
+    init: impl FnOnce(&Database) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let made = (|| {
+        let _ = fs::remove_file(temp);
+        let db = Database::builder()
+            .set_cache_size(1 << 20)
+            .create(temp)
+            .map_err(|e| engine_error(&format!("creating {}", temp.display()), e))?;
+        init(&db)?;
+        drop(db);
+        let what = format!("syncing {}", temp.display());
+        fs::File::open(temp).and_then(|f| f.sync_all()).map_err(|e| io_error(&what, &e))?;
+        fs::rename(temp, path)
+            .map_err(|e| io_error(&format!("renaming {} into place", temp.display()), &e))?;
+        sync_dir(dir)
+    })();
+    if made.is_err() {
+        let _ = fs::remove_file(temp);
+    }
+    made
+}
+
+/// Moves `path` into `<data_dir>/lost+found/` (a numbered name when taken); returns
+/// where it went.
+pub(crate) fn set_aside(data_dir: &Path, path: &Path) -> Result<PathBuf, StoreError> {
+    let folder = data_dir.join(LOST_AND_FOUND);
+    let what = |doing: &str| format!("{doing} {}", path.display());
+    fs::create_dir_all(&folder).map_err(|e| io_error(&what("setting aside"), &e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = name.trim_start_matches('.').to_string();
+    let mut target = folder.join(&name);
+    let mut n = 1;
+    while target.exists() {
+        target = folder.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    fs::rename(path, &target).map_err(|e| io_error(&what("setting aside"), &e))?;
+    sync_dir(&folder)?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(target)
+}
+
+/// The collection files of a data dir, by name; leftover temporary files (an
+/// interrupted creation) are set aside with a warning.
+fn scan(data_dir: &Path) -> Result<BTreeMap<String, PathBuf>, StoreError> {
+    let folder = data_dir.join(COLLECTIONS_DIR);
+    let listing = |e: std::io::Error| io_error(&format!("listing {}", folder.display()), &e);
+    let mut files = BTreeMap::new();
+    for item in fs::read_dir(&folder).map_err(listing)? {
+        let item = item.map_err(listing)?;
+        if !item.file_type().map_err(listing)?.is_file() {
+            continue;
+        }
+        let file = item.file_name();
+        if is_temporary(&file) {
+            match set_aside(data_dir, &item.path()) {
+                Ok(to) => tracing::warn!(
+                    file = %item.path().display(),
+                    moved_to = %to.display(),
+                    "a collection file whose creation was interrupted was set aside"
+                ),
+                Err(e) => tracing::warn!(
+                    file = %item.path().display(),
+                    error = %e,
+                    "a collection file whose creation was interrupted could not be set aside; ignoring it"
+                ),
+            }
+            continue;
+        }
+        if let Some(name) = collection_name(&file) {
+            files.insert(name, item.path());
+        }
+    }
+    Ok(files)
+}
+
+/// Whether a file name is that of a collection file being created.
+fn is_temporary(file: &std::ffi::OsStr) -> bool {
+    file.to_str().is_some_and(|f| f.starts_with('.') && f.ends_with(".tmp"))
 }
 
 /// The counts saved in `db`; recounted from the records only when the row is missing
@@ -444,26 +856,28 @@ fn with_context(e: &StoreError, context: &str) -> StoreError {
     }
 }
 
-/// Runs `$body` with `$table` bound to the records table of collection `$c`: through
-/// its open write transaction when it has one (so reads see unflushed writes), else a
-/// read transaction. A file without a records table yet yields `$empty`.
+/// Runs `$body` with `$table` bound to the records table of the open collection `$c`:
+/// through its open write transaction when it has one (so reads see unflushed
+/// writes), else a read transaction. A file without a records table yields `$empty`.
 macro_rules! read_records {
-    ($c:expr, $empty:expr, |$table:ident| $body:expr) => {
-        match &$c.txn {
-            Some(txn) => {
+    ($c:expr, $empty:expr, |$table:ident| $body:expr) => {{
+        let handle = $c.handle.borrow();
+        match (&handle.txn, &handle.db) {
+            (Some(txn), _) => {
                 let $table = txn.open_table(RECORDS).map_err(|e| engine_error("reading", e))?;
                 $body
             }
-            None => {
-                let read = $c.db.begin_read().map_err(|e| engine_error("reading", e))?;
+            (None, Some(db)) => {
+                let read = db.begin_read().map_err(|e| engine_error("reading", e))?;
                 match read.open_table(RECORDS) {
                     Ok($table) => $body,
                     Err(TableError::TableDoesNotExist(_)) => $empty,
                     Err(e) => return Err(engine_error("reading", e)),
                 }
             }
+            (None, None) => Err(StoreError::Io("the collection file is closed".into())),
         }
-    };
+    }};
 }
 
 fn get_from<T: ReadableTable<&'static [u8], &'static [u8]>>(
@@ -561,7 +975,7 @@ impl Store for RedbStore {
         pos: Position,
         key: &[u8],
     ) -> Result<Option<Entry>, StoreError> {
-        let Some(c) = self.collections.get(collection) else { return Ok(None) };
+        let Some(c) = self.reader(collection)? else { return Ok(None) };
         read_records!(c, Ok(None), |table| get_from(&table, pos, key))
     }
 
@@ -574,7 +988,7 @@ impl Store for RedbStore {
     ) -> Result<Merged, StoreError> {
         validate_collection(collection)?;
         validate_key(key)?;
-        self.space.admit(write_size(key, &entry))?;
+        self.admit(write_size(key, &entry), entry.is_tombstone())?;
         let merged = self.write(collection, true, |table, stats| {
             merge_into(table, stats, (pos, key, &entry), &mut Vec::new())
         })?;
@@ -598,7 +1012,8 @@ impl Store for RedbStore {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        self.space.admit(records.iter().map(|r| write_size(&r.key, &r.entry)).sum())?;
+        let bytes = records.iter().map(|r| write_size(&r.key, &r.entry)).sum();
+        self.admit(bytes, records.iter().all(|r| r.entry.is_tombstone()))?;
         let merged = self.write(collection, true, |table, stats| {
             let mut buf = Vec::new();
             records
@@ -643,10 +1058,10 @@ impl Store for RedbStore {
         after: Option<(Position, &[u8])>,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
-        let Some(c) = self.collections.get(collection) else { return Ok(Vec::new()) };
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let Some(c) = self.reader(collection)? else { return Ok(Vec::new()) };
         read_records!(c, Ok(Vec::new()), |table| range_from(&table, interval, after, limit))
     }
 
@@ -678,21 +1093,36 @@ impl Store for RedbStore {
         if !self.collections.contains_key(collection) {
             return Ok(false);
         }
-        // The log may hold merges into this collection; a checkpoint empties it first,
-        // so that no replay can ever bring the collection back.
-        self.checkpoint()?;
-        let Some(c) = self.collections.remove(collection) else { return Ok(false) };
-        let had_records = c.stats.entries > 0;
-        let path = c.path.clone();
-        drop(c); // aborts the gathered writes and closes the file
-        fs::remove_file(&path)
-            .map_err(|e| io_error(&format!("removing {}", path.display()), &e))?;
-        sync_dir(&self.dir)?;
+        // The log may hold merges into this collection: a drop record voids them, so no
+        // replay can bring the collection back. It is one small append, so a drop works
+        // at the reserve; only if it fails does the drop need a checkpoint instead.
+        let mut record = Vec::new();
+        wal::encode_drop(&mut record, collection);
+        let logged = self.wal.write(&record).and_then(|()| self.wal.sync_job()());
+        if let Err(e) = logged {
+            tracing::warn!(error = %e, collection, "cannot log the drop: checkpointing first");
+            self.checkpoint().map_err(|again| with_context(&again, &e.to_string()))?;
+        }
+        let had_records = self.collections[collection].stats.entries > 0;
+        self.remove_collection_file(collection)?;
+        self.space.forget();
         Ok(had_records)
     }
 
     fn stats(&self, collection: &str) -> Result<CollectionStats, StoreError> {
         Ok(self.collections.get(collection).map(|c| c.stats).unwrap_or_default())
+    }
+
+    fn health(&self) -> StorageHealth {
+        let free = self.space.free();
+        let stale = self.collections.iter().find_map(|(n, c)| {
+            c.stale.as_ref().map(|e| format!("collection {n} is recovering: {e}"))
+        });
+        StorageHealth {
+            full: free.is_some_and(|free| free < self.keep_free()),
+            free_bytes: free,
+            error: stale.or_else(|| self.trouble.clone()),
+        }
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
@@ -703,10 +1133,14 @@ impl Store for RedbStore {
     }
 
     fn flush_begin(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        // A collection a failure left stale is tried again now: its data must be
+        // readable as soon as the disk lets it.
+        let _ = self.recover_all();
         let failed = self.failed.take();
         let logged: u64 = self.collections.values().map(|c| c.log.len() as u64).sum();
         let in_txn: u64 = self.collections.values().map(|c| c.in_txn).sum();
         let outcome = if self.removed
+            || self.squeezed
             || self.wal.sync_failed()
             || self.wal.len() + logged > self.options.checkpoint_bytes
             || in_txn >= self.options.checkpoint_writes

@@ -15,14 +15,28 @@
 //!
 //! ```text
 //! u32 LE body length | u64 LE xxh3-64 of the body | body
-//! body: u8 kind (1 = merge) | u8 collection length | collection | u64 LE position
-//!       | u32 LE key length | key | entry (codec::encode_entry)
+//! body: u8 kind | u8 collection length | collection | then, for kind 1 (merge):
+//!       u64 LE position | u32 LE key length | key | entry (codec::encode_entry)
+//!       kind 2 (drop): nothing more — the collection was dropped; earlier merges
+//!       into it are void
 //! ```
 //!
-//! Reading stops at the first record that is cut short or fails its checksum: that is
-//! the tail of an append a crash interrupted, and its batch was never acknowledged. A
-//! record whose checksum holds but whose body does not decode is corruption, reported.
-
+//! ## Torn tails and damage
+//!
+//! Appends only ever go at the end, and an append that fails is cut off again before
+//! the next one ([`Wal::write`]), so a crash can damage only the *last* append: its
+//! records were never acknowledged. Reading therefore stops at the first record that
+//! is cut short or fails its checksum, and then looks at what follows it:
+//!
+//! - **nothing that checks out** (no whole record with a good checksum starts at any
+//!   later byte): a torn tail. It is cut off, with a warning naming the file and the
+//!   offset, and the node starts.
+//! - **a good record somewhere after it**: damage in the middle of the log (a flipped
+//!   bit, a bad sector). Acknowledged writes may sit behind it, so the start is refused
+//!   with [`StoreError::Corrupt`] naming the file and the byte offset, and the file is
+//!   left exactly as it was for `dhrt repair` ([`salvage`]).
+//!
+//! A record whose checksum holds but whose body does not decode is corruption too.
 use super::{codec, io_error};
 use bytes::Bytes;
 use dhrt_core::{entry::Entry, hash::Position, store::StoreError};
@@ -41,6 +55,35 @@ const MAGIC: &[u8; 8] = b"DHRTWAL1";
 const HEADER: usize = 4 + 8;
 /// The kind byte of a merge record.
 const MERGE: u8 = 1;
+/// The kind byte of a drop record.
+const DROP: u8 = 2;
+
+/// One record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A merge into a collection.
+    Merge(Logged),
+    /// A whole collection dropped: the merges into it before this record are void.
+    Drop(String),
+}
+
+/// The merges of a log's records that still count: those not voided by a later drop
+/// of their collection.
+pub fn live_merges(items: Vec<Item>) -> Vec<Logged> {
+    let mut dropped_after = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for item in items.into_iter().rev() {
+        match item {
+            Item::Drop(c) => {
+                dropped_after.insert(c);
+            }
+            Item::Merge(m) if !dropped_after.contains(&m.collection) => out.push(m),
+            Item::Merge(_) => {}
+        }
+    }
+    out.reverse();
+    out
+}
 
 /// One merge read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +111,9 @@ pub struct Wal {
     synced: Arc<AtomicU64>,
     /// A sync job failed: what was written since the last good sync may be lost.
     sync_failed: Arc<AtomicBool>,
+    /// An append failed part way: bytes past `end` may be in the file, and are cut off
+    /// before anything else is written.
+    dirty: bool,
 }
 
 /// Appends the record of a merge to `out` (a batch not yet written).
@@ -83,6 +129,21 @@ pub fn encode_merge(out: &mut Vec<u8>, collection: &str, pos: Position, key: &[u
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
     codec::encode_entry_into(entry, out);
+    seal(out, start);
+}
+
+/// Appends the record of a dropped collection to `out`.
+pub fn encode_drop(out: &mut Vec<u8>, collection: &str) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    out.push(DROP);
+    out.push(collection.len() as u8);
+    out.extend_from_slice(collection.as_bytes());
+    seal(out, start);
+}
+
+/// Fills in the header of the record that starts at `start` of `out`.
+fn seal(out: &mut [u8], start: usize) {
     let body = start + HEADER;
     let len = (out.len() - body) as u32;
     let sum = xxh3_64(&out[body..]);
@@ -91,8 +152,10 @@ pub fn encode_merge(out: &mut Vec<u8>, collection: &str, pos: Position, key: &[u
 }
 
 impl Wal {
-    /// Opens (or creates) the log at `path` and reads back its whole records.
-    pub fn open(path: &Path) -> Result<(Wal, Vec<Logged>), StoreError> {
+    /// Opens (or creates) the log at `path` and reads back its records. A torn tail is
+    /// cut off (and logged); damage before the tail is [`StoreError::Corrupt`] naming
+    /// the file and offset, and leaves the file untouched (see the module docs).
+    pub fn open(path: &Path) -> Result<(Wal, Vec<Item>), StoreError> {
         let what = |doing: &str| format!("{doing} {}", path.display());
         let mut file = OpenOptions::new()
             .read(true)
@@ -110,27 +173,39 @@ impl Wal {
             written: 0,
             synced: Arc::new(AtomicU64::new(0)),
             sync_failed: Arc::new(AtomicBool::new(false)),
+            dirty: false,
         };
         if raw.is_empty() {
             wal.reset()?;
             return Ok((wal, Vec::new()));
         }
-        if raw.len() < MAGIC.len() || &raw[..MAGIC.len()] != MAGIC {
-            return Err(StoreError::Corrupt(format!(
-                "{} is not a dhrt write-ahead log (it does not start with {:?})",
-                path.display(),
-                String::from_utf8_lossy(MAGIC)
-            )));
-        }
+        check_magic(&raw, path)?;
         let (records, end) = decode_all(&raw, path)?;
-        wal.end = end as u64;
         if end < raw.len() {
+            if let Some(next) = next_good_record(&raw, end + 1) {
+                return Err(StoreError::Corrupt(format!(
+                    "{}: the record at byte {end} is damaged but a good record follows at \
+                     byte {next} (the log is {} bytes): acknowledged writes may be behind \
+                     the damage, so the node does not start; the file is left as it is. \
+                     Run `dhrt repair --data-dir DIR` to salvage what checks out",
+                    path.display(),
+                    raw.len()
+                )));
+            }
+            tracing::warn!(
+                file = %path.display(),
+                offset = end,
+                bytes = raw.len() - end,
+                "the write-ahead log ends in a torn append (a crash during a write that was \
+                 never acknowledged): cutting it off"
+            );
             // Cut the torn tail off, so that nothing of it can ever be read as a record.
             wal.file
-                .set_len(wal.end)
+                .set_len(end as u64)
                 .and_then(|()| wal.file.sync_data())
                 .map_err(|e| io_error(&what("truncating the torn tail of"), &e))?;
         }
+        wal.end = end as u64;
         Ok((wal, records))
     }
 
@@ -154,10 +229,18 @@ impl Wal {
             return Ok(());
         }
         let what = format!("appending to {}", self.path.display());
-        self.file
-            .seek(SeekFrom::Start(self.end))
-            .and_then(|_| self.file.write_all(records))
-            .map_err(|e| io_error(&what, &e))?;
+        if self.dirty {
+            // What a failed append left past the end must not sit behind this one,
+            // where it would read as damage before the tail.
+            self.file.set_len(self.end).map_err(|e| io_error(&what, &e))?;
+            self.dirty = false;
+        }
+        let written =
+            self.file.seek(SeekFrom::Start(self.end)).and_then(|_| self.file.write_all(records));
+        if let Err(e) = written {
+            self.dirty = true;
+            return Err(io_error(&what, &e));
+        }
         self.end += records.len() as u64;
         self.written += 1;
         Ok(())
@@ -204,13 +287,14 @@ impl Wal {
             .and_then(|()| self.file.sync_data())
             .map_err(|e| io_error(&what, &e))?;
         self.end = MAGIC.len() as u64;
+        self.dirty = false;
         self.synced.fetch_max(self.written, Ordering::AcqRel);
         self.sync_failed.store(false, Ordering::Release);
         Ok(())
     }
 
     /// Reads back every whole record of the log.
-    pub fn read_all(&mut self) -> Result<Vec<Logged>, StoreError> {
+    pub fn read_all(&mut self) -> Result<Vec<Item>, StoreError> {
         let what = format!("reading {}", self.path.display());
         let mut raw = Vec::new();
         self.file
@@ -222,18 +306,39 @@ impl Wal {
     }
 }
 
+/// Refuses a file that does not start with the log's magic bytes.
+fn check_magic(raw: &[u8], path: &Path) -> Result<(), StoreError> {
+    if raw.len() < MAGIC.len() || &raw[..MAGIC.len()] != MAGIC {
+        return Err(StoreError::Corrupt(format!(
+            "{} is not a dhrt write-ahead log (it does not start with {:?})",
+            path.display(),
+            String::from_utf8_lossy(MAGIC)
+        )));
+    }
+    Ok(())
+}
+
+/// The body of the record at `at` when it is whole and its checksum holds.
+fn checked_body(raw: &[u8], at: usize) -> Option<&[u8]> {
+    let header = raw.get(at..at.checked_add(HEADER)?)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let mut sum = [0; 8];
+    sum.copy_from_slice(&header[4..]);
+    let body = raw.get(at + HEADER..(at + HEADER).checked_add(len)?)?;
+    (len > 0 && xxh3_64(body) == u64::from_le_bytes(sum)).then_some(body)
+}
+
+/// The first offset at or after `from` where a whole record with a good checksum
+/// starts, if any.
+fn next_good_record(raw: &[u8], from: usize) -> Option<usize> {
+    (from..raw.len().saturating_sub(HEADER)).find(|&at| checked_body(raw, at).is_some())
+}
+
 /// The whole records of a log file's bytes (magic included) and where they end.
-fn decode_all(raw: &[u8], path: &Path) -> Result<(Vec<Logged>, usize), StoreError> {
+fn decode_all(raw: &[u8], path: &Path) -> Result<(Vec<Item>, usize), StoreError> {
     let mut records = Vec::new();
     let mut at = MAGIC.len();
-    while let Some(header) = raw.get(at..at + HEADER) {
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let mut sum = [0; 8];
-        sum.copy_from_slice(&header[4..]);
-        let Some(body) = raw.get(at + HEADER..at + HEADER + len) else { break };
-        if len == 0 || xxh3_64(body) != u64::from_le_bytes(sum) {
-            break;
-        }
+    while let Some(body) = checked_body(raw, at) {
         let record = decode_body(body).ok_or_else(|| {
             StoreError::Corrupt(format!(
                 "{}: the record at byte {at} has a good checksum but cannot be read",
@@ -241,28 +346,63 @@ fn decode_all(raw: &[u8], path: &Path) -> Result<(Vec<Logged>, usize), StoreErro
             ))
         })?;
         records.push(record);
-        at += HEADER + len;
+        at += HEADER + body.len();
     }
     Ok((records, at))
 }
 
-fn decode_body(body: &[u8]) -> Option<Logged> {
-    let (&kind, rest) = body.split_first()?;
-    if kind != MERGE {
-        return None;
+/// What [`salvage`] found in a damaged log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Salvaged {
+    /// Every record that checks out, in log order.
+    pub items: Vec<Item>,
+    /// The stretches skipped: (byte offset, length) of each.
+    pub dropped: Vec<(u64, u64)>,
+}
+
+/// Reads every record of a log's bytes that checks out, skipping damaged stretches
+/// (each resumes at the next offset where a good record starts): `dhrt repair`'s
+/// reading of a log that [`Wal::open`] refused.
+pub fn salvage(raw: &[u8], path: &Path) -> Result<Salvaged, StoreError> {
+    check_magic(raw, path)?;
+    let mut out = Salvaged { items: Vec::new(), dropped: Vec::new() };
+    let mut at = MAGIC.len();
+    while at < raw.len() {
+        match checked_body(raw, at).and_then(|body| Some((decode_body(body)?, body.len()))) {
+            Some((item, len)) => {
+                out.items.push(item);
+                at += HEADER + len;
+            }
+            None => {
+                let next = next_good_record(raw, at + 1).unwrap_or(raw.len());
+                out.dropped.push((at as u64, (next - at) as u64));
+                at = next;
+            }
+        }
     }
+    Ok(out)
+}
+
+fn decode_body(body: &[u8]) -> Option<Item> {
+    let (&kind, rest) = body.split_first()?;
     let (&clen, rest) = rest.split_first()?;
     let (collection, rest) = rest.split_at_checked(usize::from(clen))?;
+    let collection = std::str::from_utf8(collection).ok()?.to_string();
+    match kind {
+        MERGE => {}
+        DROP if rest.is_empty() => return Some(Item::Drop(collection)),
+        _ => return None,
+    }
     let (pos, rest) = rest.split_at_checked(8)?;
     let (klen, rest) = rest.split_at_checked(4)?;
     let klen = u32::from_le_bytes(klen.try_into().ok()?) as usize;
     let (key, entry) = rest.split_at_checked(klen)?;
-    Some(Logged {
-        collection: std::str::from_utf8(collection).ok()?.to_string(),
+    Some(Item::Merge(Logged {
+        collection,
         pos: u64::from_le_bytes(pos.try_into().ok()?),
         key: Bytes::copy_from_slice(key),
         entry: codec::decode_entry(entry).ok()?,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -291,6 +431,10 @@ mod tests {
         out
     }
 
+    fn items(records: &[Logged]) -> Vec<Item> {
+        records.iter().cloned().map(Item::Merge).collect()
+    }
+
     #[test]
     fn appended_records_read_back_after_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -300,10 +444,10 @@ mod tests {
         let all: Vec<Logged> = (0..100).map(logged).collect();
         wal.append(&encode(&all[..40])).unwrap();
         wal.append(&encode(&all[40..])).unwrap();
-        assert_eq!(wal.read_all().unwrap(), all);
+        assert_eq!(wal.read_all().unwrap(), items(&all));
         drop(wal);
         let (mut wal, back) = Wal::open(&path).unwrap();
-        assert_eq!(back, all);
+        assert_eq!(back, items(&all));
         wal.reset().unwrap();
         assert_eq!(wal.len(), 0);
         assert!(Wal::open(&path).unwrap().1.is_empty());
@@ -322,25 +466,91 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&tail[..tail.len() - 3]).unwrap();
         drop(file);
-        let (_, back) = Wal::open(&path).unwrap();
+        let (mut wal, back) = Wal::open(&path).unwrap();
         let whole = back.len();
         assert!((5..10).contains(&whole), "the cut record is dropped, not read");
-        assert_eq!(back, all[..whole]);
-        // A flipped bit ends the log at the record it hit.
+        assert_eq!(back, items(&all[..whole]));
+        // The next append goes where the whole records end.
+        wal.append(&encode(&all[9..])).unwrap();
+        let mut want = items(&all[..whole]);
+        want.push(Item::Merge(all[9].clone()));
+        assert_eq!(wal.read_all().unwrap(), want);
+        assert_eq!(Wal::open(&path).unwrap().1, want);
+    }
+
+    #[test]
+    fn damage_before_the_tail_refuses_and_keeps_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wal");
+        let all: Vec<Logged> = (0..200).map(logged).collect();
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append(&encode(&all)).unwrap();
+        drop(wal);
         let mut raw = std::fs::read(&path).unwrap();
         let middle = raw.len() / 2;
         raw[middle] ^= 1;
         std::fs::write(&path, &raw).unwrap();
-        let (mut wal, back) = Wal::open(&path).unwrap();
-        let kept = back.len();
-        assert!(kept < whole);
-        assert_eq!(back, all[..kept]);
-        // The next append goes where the whole records end.
-        wal.append(&encode(&all[9..])).unwrap();
-        let mut want = all[..kept].to_vec();
-        want.push(all[9].clone());
-        assert_eq!(wal.read_all().unwrap(), want);
-        assert_eq!(Wal::open(&path).unwrap().1, want);
+        let err = Wal::open(&path).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{text}");
+        assert!(text.contains("x.wal") && text.contains("dhrt repair"), "{text}");
+        assert_eq!(std::fs::read(&path).unwrap(), raw, "the evidence is kept");
+        // The offset named is that of the record the flip hit.
+        let at: usize = text
+            .split("record at byte ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(at <= middle && middle < at + 200, "{at} vs {middle}");
+        // Salvage keeps every record but the damaged one, and says what it skipped.
+        let saved = salvage(&raw, &path).unwrap();
+        assert_eq!(saved.items.len(), 199);
+        assert_eq!(saved.dropped.len(), 1);
+        assert_eq!(saved.dropped[0].0, at as u64);
+        let lost: Vec<Item> =
+            items(&all).into_iter().filter(|i| !saved.items.contains(i)).collect();
+        assert_eq!(lost.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_append_leaves_nothing_behind_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wal");
+        let all: Vec<Logged> = (0..20).map(logged).collect();
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append(&encode(&all[..2])).unwrap();
+        // What a failed append leaves: bytes past the end, good records among them.
+        let end = wal.end;
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&encode(&all[2..20])).unwrap();
+        drop(file);
+        wal.dirty = true;
+        wal.append(&encode(&all[2..3])).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), wal.end);
+        assert!(wal.end > end);
+        assert_eq!(Wal::open(&path).unwrap().1, items(&all[..3]));
+    }
+
+    #[test]
+    fn drops_void_earlier_merges_of_their_collection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wal");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        let a = logged(1); // c1
+        let b = logged(2); // c2
+        let mut batch = encode(&[a.clone(), b.clone()]);
+        encode_drop(&mut batch, "c1");
+        let mut again = a.clone();
+        again.key = Bytes::from_static(b"after");
+        batch.extend(encode(std::slice::from_ref(&again)));
+        wal.append(&batch).unwrap();
+        let back = Wal::open(&path).unwrap().1;
+        assert_eq!(back[2], Item::Drop("c1".into()));
+        assert_eq!(live_merges(back), [b, again]);
     }
 
     #[test]
@@ -357,7 +567,7 @@ mod tests {
         assert!(wal.unsynced(), "the second write came after the job was made");
         wal.sync_job()().unwrap();
         assert!(!wal.unsynced() && !wal.sync_failed());
-        assert_eq!(Wal::open(&path).unwrap().1, [logged(1), logged(2)]);
+        assert_eq!(Wal::open(&path).unwrap().1, items(&[logged(1), logged(2)]));
     }
 
     #[test]

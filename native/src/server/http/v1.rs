@@ -252,6 +252,10 @@ pub async fn ring(
 }
 
 /// `GET /v1/health`: 200 while the node serves, 503 while it synces, leaves or stops.
+/// A full or failing disk does not make it 503 — the node still serves reads, deletes
+/// and drops, and taking it out of a balancer would only move those elsewhere — but
+/// the body says so: `"storage": "full"` (or `"failing"`, with `storage_error`), with
+/// `free_bytes`.
 pub async fn health(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -279,6 +283,9 @@ pub async fn health(
             "status": s.status,
             "node": s.node.0.to_string(),
             "addr": snapshot.addr,
+            "storage": s.storage.status(),
+            "free_bytes": s.storage.free_bytes,
+            "storage_error": s.storage.error,
         }))),
     }
 }

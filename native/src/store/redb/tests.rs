@@ -352,7 +352,7 @@ fn below_the_free_space_reserve_merges_are_refused_and_nothing_is_written() {
     let mut s = RedbStore::open(dir.path(), full.clone()).unwrap();
     let err = s.merge("c", 1, &k("a"), v(1, "x")).unwrap_err();
     assert!(matches!(err, StoreError::Full(_)), "{err}");
-    assert!(err.to_string().contains("min_free_bytes"), "{err}");
+    assert!(err.to_string().contains("--min-free-mb"), "{err}");
     let batch = [Record { pos: 1, key: k("a"), entry: v(1, "x") }];
     assert!(matches!(s.merge_batch("c", &batch), Err(StoreError::Full(_))));
     assert!(s.collections().unwrap().is_empty());
@@ -520,4 +520,136 @@ fn a_failed_write_keeps_what_earlier_flushes_acknowledged() {
     let s = open(&dir);
     assert_eq!(s.get("c", 2, b"acked").unwrap(), Some(v(1, "x")));
     assert_eq!(s.get("c", 3, b"pending").unwrap(), None);
+}
+
+#[test]
+fn an_empty_or_foreign_collection_file_refuses_the_start_and_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.merge("c", 1, &k("a"), v(1, "x")).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    for damage in [Vec::new(), vec![0; 1 << 20]] {
+        std::fs::write(file_of(&dir, "c"), &damage).unwrap();
+        let err = RedbStore::open(dir.path(), RedbOptions::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains("c.redb") && err.to_string().contains("dhrt repair"));
+        assert_eq!(std::fs::read(file_of(&dir, "c")).unwrap(), damage, "the file is kept");
+    }
+}
+
+#[test]
+fn a_leftover_temporary_file_is_set_aside_and_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(&dir));
+    let temp = dir.path().join(COLLECTIONS_DIR).join(".c.redb.tmp");
+    std::fs::write(&temp, vec![0; 1 << 20]).unwrap();
+    let mut s = open(&dir);
+    assert!(!temp.exists());
+    assert!(dir.path().join(LOST_AND_FOUND).join("c.redb.tmp").is_file());
+    assert!(s.collections().unwrap().is_empty());
+    s.merge("c", 1, &k("a"), v(1, "x")).unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.get("c", 1, b"a").unwrap(), Some(v(1, "x")));
+}
+
+#[test]
+fn a_new_collection_file_is_whole_under_its_final_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.merge("c", 1, &k("a"), v(1, "x")).unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir.path().join(COLLECTIONS_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["c.redb"], "no temporary file is left");
+    // Whole already: another process can open it before any checkpoint.
+    drop(s);
+    let db = Database::open(file_of(&dir, "c")).unwrap();
+    let read = db.begin_read().unwrap();
+    assert!(read.open_table(RECORDS).is_ok());
+}
+
+#[test]
+fn more_collections_than_open_files_all_work_and_keep_their_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let few = RedbOptions { max_open_files: 4, ..RedbOptions::default() };
+    let mut s = RedbStore::open(dir.path(), few.clone()).unwrap();
+    for i in 0..40u64 {
+        let c = format!("c{i}");
+        s.merge(&c, i, &k("a"), v(1, "x")).unwrap();
+        if i % 7 == 0 {
+            s.flush().unwrap();
+        }
+    }
+    s.flush().unwrap();
+    s.checkpoint().unwrap();
+    assert!(s.open_files.get() <= 4, "{} open", s.open_files.get());
+    for i in 0..40u64 {
+        let c = format!("c{i}");
+        assert_eq!(s.stats(&c).unwrap().entries, 1);
+        assert_eq!(s.get(&c, i, b"a").unwrap(), Some(v(1, "x")));
+        assert!(s.open_files.get() <= 4);
+    }
+    drop(s);
+    let s = RedbStore::open(dir.path(), few).unwrap();
+    assert!(s.open_files.get() <= 4);
+    assert_eq!(s.collections().unwrap().len(), 40);
+    assert_eq!(s.stats("c17").unwrap().entries, 1, "counts without opening");
+    assert_eq!(s.get("c39", 39, b"a").unwrap(), Some(v(1, "x")));
+}
+
+#[test]
+fn past_the_collection_cap_a_new_collection_is_a_limit_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let capped = RedbOptions { max_collections: 3, ..RedbOptions::default() };
+    let mut s = RedbStore::open(dir.path(), capped).unwrap();
+    for c in ["a", "b", "c"] {
+        s.merge(c, 1, &k("a"), v(1, "x")).unwrap();
+    }
+    let err = s.merge("d", 1, &k("a"), v(1, "x")).unwrap_err();
+    assert!(matches!(err, StoreError::Limit(_)) && err.to_string().contains("max-collections"));
+    s.merge("a", 2, &k("b"), v(1, "x")).unwrap();
+    s.flush().unwrap();
+    assert!(s.drop_collection("c").unwrap());
+    s.merge("d", 1, &k("a"), v(1, "x")).unwrap();
+}
+
+#[test]
+fn a_drop_is_logged_so_it_needs_no_checkpoint_and_no_replay_revives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.merge("gone", 1, &k("a"), v(1, "x")).unwrap();
+    s.merge("back", 1, &k("a"), v(1, "old")).unwrap();
+    s.flush().unwrap();
+    assert!(s.wal.len() > 0, "the merges are in the log");
+    let logged = s.wal.len();
+    assert!(s.drop_collection("gone").unwrap());
+    assert!(s.drop_collection("back").unwrap());
+    assert!(s.wal.len() > logged, "the drops were appended, not checkpointed");
+    // Re-created after its drop: only what came after counts.
+    s.merge("back", 2, &k("b"), v(2, "new")).unwrap();
+    s.flush().unwrap();
+    drop(s); // a crash: the log is replayed at the next open
+    let s = open(&dir);
+    assert_eq!(s.collections().unwrap(), ["back"]);
+    assert_eq!(s.get("back", 1, b"a").unwrap(), None);
+    assert_eq!(s.get("back", 2, b"b").unwrap(), Some(v(2, "new")));
+    assert!(!file_of(&dir, "gone").exists());
+}
+
+#[test]
+fn a_tombstone_is_admitted_below_the_reserve_that_refuses_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = super::super::space::free_bytes_for_tests(dir.path());
+    let Some(free) = free else { return };
+    // A reserve that refuses values but leaves far more than the tombstone floor.
+    let tight = RedbOptions { min_free_bytes: free, ..RedbOptions::default() };
+    let mut s = RedbStore::open(dir.path(), tight).unwrap();
+    assert!(matches!(s.merge("c", 1, &k("a"), v(1, "x")), Err(StoreError::Full(_))));
+    assert!(s.health().full);
+    let tomb = Entry::tombstone(Timestamp(2), NodeId(1));
+    s.merge("c", 1, &k("a"), tomb.clone()).unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.get("c", 1, b"a").unwrap(), Some(tomb));
 }
