@@ -48,9 +48,13 @@ export function renderNodes(tbody, nodes) {
       const keys = s ? s.keys : NaN;
       const width = s ? Math.max(2, Math.round((s.keys / maxKeys) * 60)) : 0;
       const unreachable = error && m.status === 'alive' ? `<span class="unreachable" title="${esc(error)}">unreachable</span>` : '';
+      const storage =
+        s && s.storage && s.storage !== 'ok'
+          ? `<span class="storage" data-storage="${esc(s.storage)}" title="${esc(s.storageError ?? 'new data is refused: free space or add nodes')}">disk ${esc(s.storage)}</span>`
+          : '';
       return `<tr data-node="${esc(m.addr)}" data-status="${esc(m.status)}">
         <td class="node"><span class="swatch" style="background:${colour}"></span> ${esc(m.addr)}<span class="id">${esc(m.id.slice(0, 6))}…</span></td>
-        <td><span class="badge" data-status="${esc(m.status)}">${esc(HEALTH[/** @type {keyof HEALTH} */ (m.status)] ?? m.status)}</span>${unreachable}</td>
+        <td><span class="badge" data-status="${esc(m.status)}">${esc(HEALTH[/** @type {keyof HEALTH} */ (m.status)] ?? m.status)}</span>${unreachable}${storage}</td>
         <td class="num"><span class="bar" style="width:${width}px"></span>${short(keys)}</td>
         <td class="num">${ops === undefined ? '–' : short(ops)}</td>
         <td class="num">${(m.share * 100).toFixed(1)}%</td>

@@ -144,6 +144,12 @@ export interface NodeStats {
   hintsDelivered: number;
   tombstonesPurged: number;
   expired: number;
+  /** `ok`, `full` (new data refused; reads, deletes and drops still work) or `failing`. */
+  storage: 'ok' | 'full' | 'failing';
+  /** Bytes free on the node's data dir, when it knows. */
+  storageFreeBytes?: number;
+  /** The storage failure the node is recovering from, if any. */
+  storageError?: string;
 }
 
 export interface CopyInfo {

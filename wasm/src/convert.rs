@@ -379,6 +379,9 @@ pub fn stats_to_js(s: &NodeStats) -> JsValue {
         .set("hintsDelivered", num(s.hints_delivered))
         .set("tombstonesPurged", num(s.tombstones_purged))
         .set("expired", num(s.expired))
+        .set("storage", s.storage.status())
+        .opt("storageFreeBytes", s.storage.free_bytes.map(num))
+        .opt("storageError", s.storage.error.clone())
         .into()
 }
 
