@@ -382,7 +382,12 @@ fn start_write<S: Store>(
         if *replica == origin {
             match node.replica.merge_batch(&collection, records) {
                 // Counted once the write is durable (see `super::durability`).
-                Ok(_) => node.durability.hold_local_ack(node.replica.writes(), req),
+                Ok(_) if !node.replica.store().durable_on_write() => {
+                    node.durability.hold_local_ack(node.replica.writes(), req)
+                }
+                Ok(_) => indices.iter().for_each(|&i| {
+                    states[i].answers.insert(origin, None);
+                }),
                 Err(e) => {
                     node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
                     errors.push(e.to_string());

@@ -11,7 +11,9 @@
 //! [`Node::committed`](super::Node::committed). A store with nothing to wait for (the
 //! in-memory store) returns no job and the commit completes inside `flush_begin`.
 //!
-//! Only what must wait is held back:
+//! A store that is as durable as it gets the moment a write returns ([`crate::store::Store::durable_on_write`]:
+//! the in-memory store of `--memory` nodes) holds nothing back. Over any other store,
+//! only what must wait is held back:
 //! - a `WriteAck` the node sends for a replica write (to a coordinator),
 //! - the coordinator's own local acknowledgement of a write it stored (a write's
 //!   `Written` answer is given only once the required acknowledgements arrived, so a

@@ -444,6 +444,9 @@ impl<S: Store> Node<S> {
     /// Passes outputs produced so far through the durability rule, so that those made
     /// before a commit began are covered by it.
     fn admit_pending(&mut self) {
+        if self.replica.store().durable_on_write() {
+            return;
+        }
         let writes = self.replica.writes();
         while let Some(out) = self.outputs.pop_front() {
             if let Some(out) = self.durability.admit(writes, out) {
@@ -463,7 +466,11 @@ impl<S: Store> Node<S> {
                 (Held::Output(out), None) => self.ready.push_back(out),
                 (Held::Output(Output::Send { msg: Message::Replica(ReplicaMessage::WriteAck { .. }), .. }), Some(_)) => {}
                 (Held::Output(out), Some(_)) => self.ready.push_back(out),
-                (Held::LocalAck(req), None) => coordinator::on_write_ack(self, now, me, req, None),
+                (Held::LocalAck(req), None) => {
+                    coordinator::on_write_ack(self, now, me, req, None);
+                    // Its `Written`, if any, leaves in order with what was released.
+                    self.admit_pending();
+                }
                 (Held::LocalAck(req), Some(reason)) => {
                     coordinator::on_local_commit_failed(self, now, req, reason)
                 }
@@ -515,6 +522,9 @@ impl<S: Store> Node<S> {
                 return Some(out);
             }
             let out = self.outputs.pop_front()?;
+            if self.replica.store().durable_on_write() {
+                return Some(out);
+            }
             if let Some(out) = self.durability.admit(self.replica.writes(), out) {
                 return Some(out);
             }

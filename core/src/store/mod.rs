@@ -228,6 +228,13 @@ pub trait Store {
     fn discard_uncommitted(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Whether a write is as durable as this store ever makes it the moment it returns —
+    /// an in-memory store, which keeps nothing across a restart anyway. A node over such
+    /// a store holds nothing back for commits (see `node::durability`). Default `false`.
+    fn durable_on_write(&self) -> bool {
+        false
+    }
 }
 
 /// The last step of a [`Store::flush_begin`]: waits until the flushed writes are on
