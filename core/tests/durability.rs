@@ -81,7 +81,10 @@ fn a_written_answer_waits_for_its_commit_and_a_read_of_it_too() {
     assert!(handle.durable_get("c", pos, b"k").is_some());
     node.committed(now, commit.epoch, Ok(()));
     let got = replies(&mut node);
-    assert!(matches!(got[..], [ClientResponse { id: 1, result: Reply::Written { .. } }, _]), "{got:?}");
+    assert!(
+        matches!(got[..], [ClientResponse { id: 1, result: Reply::Written { .. } }, _]),
+        "{got:?}"
+    );
     assert!(matches!(&got[1].result, Reply::Value { value: Some(v), .. } if v == "v"), "{got:?}");
     // A read with nothing uncommitted leaves at once.
     node.handle_client(now, 1, ClientRequest { id: 3, op: get("k", Consistency::One) });
@@ -103,7 +106,10 @@ fn a_failed_commit_answers_not_committed_and_the_node_recovers_by_itself() {
         match &got[..] {
             [ClientResponse { id: 1, result: Reply::Error { code, message, .. } }] => {
                 assert_eq!(*code, ErrorCode::Unavailable);
-                assert!(message.contains("not committed") && message.contains("retry"), "{message}");
+                assert!(
+                    message.contains("not committed") && message.contains("retry"),
+                    "{message}"
+                );
             }
             other => panic!("expected a 'not committed' error, got {other:?}"),
         }
@@ -121,7 +127,10 @@ fn a_failed_commit_answers_not_committed_and_the_node_recovers_by_itself() {
         assert_eq!(node.membership().me().status, Status::Alive);
         node.handle_client(now + 5_000, 1, ClientRequest { id: 2, op: set("k", "w") });
         node.flush(now + 5_000).unwrap();
-        assert!(matches!(replies(&mut node)[..], [ClientResponse { result: Reply::Written { .. }, .. }]));
+        assert!(matches!(
+            replies(&mut node)[..],
+            [ClientResponse { result: Reply::Written { .. }, .. }]
+        ));
     }
 }
 
@@ -133,21 +142,29 @@ fn a_commit_that_cannot_begin_fails_at_once() {
     assert!(node.flush_begin(6_000).is_err());
     let got = replies(&mut node);
     assert!(
-        matches!(&got[..], [ClientResponse { result: Reply::Error { code: ErrorCode::Unavailable, .. }, .. }]),
+        matches!(
+            &got[..],
+            [ClientResponse { result: Reply::Error { code: ErrorCode::Unavailable, .. }, .. }]
+        ),
         "{got:?}"
     );
 }
 
 #[test]
 fn memory_nodes_hold_nothing_back() {
-    let mut node = Node::new(NodeConfig::new(NodeId(1), sim_addr(NodeId(1))), MemStore::new()).unwrap();
+    let mut node =
+        Node::new(NodeConfig::new(NodeId(1), sim_addr(NodeId(1))), MemStore::new()).unwrap();
     for now in (0..5_000).step_by(100) {
         node.tick(now);
         while node.poll_output().is_some() {}
     }
     node.handle_client(6_000, 1, ClientRequest { id: 1, op: set("k", "v") });
-    let written = std::iter::from_fn(|| node.poll_output())
-        .any(|o| matches!(o, Output::Reply { resp: ClientResponse { result: Reply::Written { .. }, .. }, .. }));
+    let written = std::iter::from_fn(|| node.poll_output()).any(|o| {
+        matches!(
+            o,
+            Output::Reply { resp: ClientResponse { result: Reply::Written { .. }, .. }, .. }
+        )
+    });
     assert!(written, "answered without any commit");
     assert!(node.replica().store().durable_on_write());
 }
@@ -175,13 +192,17 @@ fn a_read_error_is_an_error_never_not_found() {
 #[test]
 fn a_replicas_read_error_is_a_failed_answer_not_an_absent_key() {
     let (mut sim, _) = durable_cluster(3, 5, NetConfig::lan(), CommitModel::disk()).unwrap();
-    let written = dhrt_core::sim::call(&mut sim, NodeId(1), Op::Set {
-        collection: "c".into(),
-        key: Bytes::from_static(b"k"),
-        value: Bytes::from_static(b"v"),
-        consistency: Consistency::All,
-        ttl_ms: None,
-    });
+    let written = dhrt_core::sim::call(
+        &mut sim,
+        NodeId(1),
+        Op::Set {
+            collection: "c".into(),
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            consistency: Consistency::All,
+            ttl_ms: None,
+        },
+    );
     assert!(matches!(written, Some(Reply::Written { .. })), "{written:?}");
     sim.process(NodeId(3)).unwrap().faults().arm(|f| f.read_errors = true);
     // Quorum: the two healthy replicas answer.
@@ -222,20 +243,27 @@ fn nothing_is_acknowledged_before_it_is_durable_under_commit_faults_and_crashes(
 
 #[test]
 fn a_disk_stall_longer_than_the_probe_timeout_does_not_get_a_node_suspected() {
-    check_seeds("a_disk_stall_longer_than_the_probe_timeout_does_not_get_a_node_suspected", 1, 3, |seed| {
-        let now = stall_schedule(seed, false)?;
-        if now.suspected > 0 {
-            return Err(format!("the stalled node was suspected: {now:?}"));
-        }
-        if now.written < 100 || now.commits < 5 {
-            return Err(format!("the schedule did not exercise the stall: {now:?}"));
-        }
-        // The rule as the server's driver used to enforce it (every output waits for the
-        // commit) gets the same node suspected: the check above can fail.
-        let before = stall_schedule(seed, true)?;
-        if before.suspected == 0 {
-            return Err(format!("holding every output should get the node suspected: {before:?}"));
-        }
-        Ok(())
-    });
+    check_seeds(
+        "a_disk_stall_longer_than_the_probe_timeout_does_not_get_a_node_suspected",
+        1,
+        3,
+        |seed| {
+            let now = stall_schedule(seed, false)?;
+            if now.suspected > 0 {
+                return Err(format!("the stalled node was suspected: {now:?}"));
+            }
+            if now.written < 100 || now.commits < 5 {
+                return Err(format!("the schedule did not exercise the stall: {now:?}"));
+            }
+            // The rule as the server's driver used to enforce it (every output waits for the
+            // commit) gets the same node suspected: the check above can fail.
+            let before = stall_schedule(seed, true)?;
+            if before.suspected == 0 {
+                return Err(format!(
+                    "holding every output should get the node suspected: {before:?}"
+                ));
+            }
+            Ok(())
+        },
+    );
 }

@@ -577,7 +577,9 @@ pub(super) fn on_local_commit_failed<S: Store>(
 /// Whether every key can still reach its consistency from the replicas that did not
 /// refuse (or fail).
 fn reachable(p: &Pending) -> bool {
-    p.keys.iter().all(|k| k.replicas.iter().filter(|r| !p.refused.contains(r)).count() >= k.required)
+    p.keys
+        .iter()
+        .all(|k| k.replicas.iter().filter(|r| !p.refused.contains(r)).count() >= k.required)
 }
 
 /// The newest of the entries answered for one key.

@@ -149,9 +149,9 @@ impl Durability {
     pub fn admit(&mut self, writes: u64, out: Output) -> Option<Output> {
         let must_wait = match &out {
             Output::Reply { resp, .. } => !matches!(resp.result, Reply::Written { .. }),
-            Output::Send { msg: Message::Replica(ReplicaMessage::WriteAck { error, .. }), .. } => {
-                error.is_none()
-            }
+            Output::Send {
+                msg: Message::Replica(ReplicaMessage::WriteAck { error, .. }), ..
+            } => error.is_none(),
             _ => false,
         };
         if !must_wait {
@@ -196,7 +196,10 @@ impl Durability {
     pub fn fail(&mut self, reason: String) -> Released {
         self.failures += 1;
         self.resolved = self.begun;
-        Released { items: self.held.drain(..).map(|(_, item)| item).collect(), failed: Some(reason) }
+        Released {
+            items: self.held.drain(..).map(|(_, item)| item).collect(),
+            failed: Some(reason),
+        }
     }
 
     /// After a failure: writes made until now were discarded or belong to the failure,

@@ -458,13 +458,20 @@ impl<S: Store> Node<S> {
     fn release(&mut self, now: Millis, released: Released) {
         let Released { items, failed } = released;
         if let Some(reason) = &failed {
-            self.outputs.push_back(Output::Event(NodeEvent::CommitFailed { reason: reason.clone() }));
+            self.outputs
+                .push_back(Output::Event(NodeEvent::CommitFailed { reason: reason.clone() }));
         }
         let me = self.id();
         for item in items {
             match (item, &failed) {
                 (Held::Output(out), None) => self.ready.push_back(out),
-                (Held::Output(Output::Send { msg: Message::Replica(ReplicaMessage::WriteAck { .. }), .. }), Some(_)) => {}
+                (
+                    Held::Output(Output::Send {
+                        msg: Message::Replica(ReplicaMessage::WriteAck { .. }),
+                        ..
+                    }),
+                    Some(_),
+                ) => {}
                 (Held::Output(out), Some(_)) => self.ready.push_back(out),
                 (Held::LocalAck(req), None) => {
                     coordinator::on_write_ack(self, now, me, req, None);

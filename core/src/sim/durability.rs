@@ -135,7 +135,11 @@ impl Audit {
     /// The node lets `out` go.
     pub fn on_output<S: Store>(&mut self, _node: &Node<S>, out: &Output) {
         match out {
-            Output::Send { to, msg: Message::Replica(ReplicaMessage::WriteAck { req, error }), .. } => {
+            Output::Send {
+                to,
+                msg: Message::Replica(ReplicaMessage::WriteAck { req, error }),
+                ..
+            } => {
                 let Some((collection, keys)) = self.writes.remove(&(*to, *req)) else { return };
                 if error.is_some() {
                     return;
@@ -229,7 +233,8 @@ fn audit(sim: &DurableCluster) -> Result<u64, String> {
 /// losing what they had not committed (and sometimes their whole disk). Every
 /// acknowledgement is audited when given; at the end the usual rules hold.
 pub fn commit_schedule(seed: u64) -> Result<Report, String> {
-    let (mut sim, _images) = durable_cluster(3 + seed % 3, seed, NetConfig::lan(), CommitModel::disk())?;
+    let (mut sim, _images) =
+        durable_cluster(3 + seed % 3, seed, NetConfig::lan(), CommitModel::disk())?;
     let mut w = Workload::new(40, 0.2);
     let mut report = Report::default();
     for _ in 0..4 {

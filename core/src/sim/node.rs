@@ -8,12 +8,12 @@
 //! (optional) checks every acknowledgement the node gives against the durable images of
 //! the stores (see [`super::durability`]).
 
+use super::durability::Audit;
 use super::{
     cluster::sim_addr,
     net::NetConfig,
     world::{Effect, Process, Sim},
 };
-use super::durability::Audit;
 use crate::{
     entry::NodeId,
     node::{durability::Commit, ClientId, Node, NodeConfig, NodeEvent, NodeState, Output},

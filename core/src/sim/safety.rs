@@ -251,7 +251,11 @@ impl Workload {
     /// Reads every key back at `quorum` through a running node and checks it against the
     /// history, then compares the replicas of each key (see `check_replicas` for
     /// `all_nodes`).
-    pub fn verify<S: Store>(&mut self, sim: &mut Cluster<S>, all_nodes: bool) -> Result<Report, String> {
+    pub fn verify<S: Store>(
+        &mut self,
+        sim: &mut Cluster<S>,
+        all_nodes: bool,
+    ) -> Result<Report, String> {
         let keys: Vec<Bytes> = self.history.keys().cloned().collect();
         for key in keys {
             let reply = read(sim, &key)?;
@@ -272,7 +276,10 @@ impl Workload {
 }
 
 /// Reads `key` at consistency `quorum` through a running, serving node.
-fn read<S: Store>(sim: &mut Cluster<S>, key: &Bytes) -> Result<(Option<Bytes>, Option<Timestamp>), String> {
+fn read<S: Store>(
+    sim: &mut Cluster<S>,
+    key: &Bytes,
+) -> Result<(Option<Bytes>, Option<Timestamp>), String> {
     for attempt in 0..5 {
         let serving: Vec<NodeId> = sim
             .processes()

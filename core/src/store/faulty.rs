@@ -276,7 +276,12 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.collections()
     }
 
-    fn get(&self, collection: &str, pos: Position, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+    fn get(
+        &self,
+        collection: &str,
+        pos: Position,
+        key: &[u8],
+    ) -> Result<Option<Entry>, StoreError> {
         self.check_read()?;
         self.inner.get(collection, pos, key)
     }
