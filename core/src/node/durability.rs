@@ -70,8 +70,8 @@ impl std::fmt::Debug for Commit {
 /// Something waiting for a commit.
 #[derive(Debug)]
 pub(crate) enum Held {
-    /// An output for the driver.
-    Output(Output),
+    /// An output for the driver (boxed: outputs are large, acknowledgements small).
+    Output(Box<Output>),
     /// The coordinator's own acknowledgement of write request `req`.
     LocalAck(u64),
 }
@@ -161,7 +161,7 @@ impl Durability {
         if epoch <= self.resolved && self.held.is_empty() {
             return Some(out);
         }
-        self.push(epoch, Held::Output(out));
+        self.push(epoch, Held::Output(Box::new(out)));
         None
     }
 

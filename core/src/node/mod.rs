@@ -464,15 +464,17 @@ impl<S: Store> Node<S> {
         let me = self.id();
         for item in items {
             match (item, &failed) {
-                (Held::Output(out), None) => self.ready.push_back(out),
-                (
-                    Held::Output(Output::Send {
-                        msg: Message::Replica(ReplicaMessage::WriteAck { .. }),
-                        ..
-                    }),
-                    Some(_),
-                ) => {}
-                (Held::Output(out), Some(_)) => self.ready.push_back(out),
+                (Held::Output(out), None) => self.ready.push_back(*out),
+                (Held::Output(out), Some(_)) => {
+                    // Acknowledgements of writes that did not commit are dropped.
+                    let ack = matches!(
+                        *out,
+                        Output::Send { msg: Message::Replica(ReplicaMessage::WriteAck { .. }), .. }
+                    );
+                    if !ack {
+                        self.ready.push_back(*out);
+                    }
+                }
                 (Held::LocalAck(req), None) => {
                     coordinator::on_write_ack(self, now, me, req, None);
                     // Its `Written`, if any, leaves in order with what was released.

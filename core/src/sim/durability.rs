@@ -69,6 +69,10 @@ impl Images {
 /// One key of a write: where it lives and what must be durable.
 type Written = (Position, Bytes, Timestamp);
 
+/// A client write coordinated here: its collection, and each key with its position and
+/// the durable copies it needs.
+type Planned = (String, Vec<(Position, Bytes, usize)>);
+
 /// The acknowledgement checker of one host (see the module docs).
 #[derive(Debug)]
 pub struct Audit {
@@ -78,7 +82,7 @@ pub struct Audit {
     writes: BTreeMap<(NodeId, u64), (String, Vec<Written>)>,
     /// Client writes coordinated here: collection, keys with their positions and the
     /// acknowledgements each needs.
-    requests: BTreeMap<(ClientId, u64), (String, Vec<(Position, Bytes, usize)>)>,
+    requests: BTreeMap<(ClientId, u64), Planned>,
     /// What went wrong.
     pub violations: Vec<String>,
     /// Acknowledgements checked.
@@ -147,7 +151,7 @@ impl Audit {
                 self.checked += 1;
                 let Some(image) = self.images.get(self.me) else { return };
                 for (pos, key, ts) in keys {
-                    if !image.durable_get(&collection, pos, &key).is_some_and(|e| e.ts >= ts) {
+                    if image.durable_get(&collection, pos, &key).is_none_or(|e| e.ts < ts) {
                         self.violations.push(format!(
                             "node {} acknowledged {key:?} at {ts:?} to {to} before it was durable",
                             self.me
