@@ -189,6 +189,28 @@ fn a_read_error_is_an_error_never_not_found() {
     }
 }
 
+fn scan(consistency: Consistency) -> Op {
+    Op::Scan { collection: "c".into(), cursor: None, prefix: None, limit: 10, consistency }
+}
+
+#[test]
+fn a_scan_that_cannot_read_the_store_is_an_error_never_an_empty_page() {
+    let (mut node, handle) = lone_node();
+    node.handle_client(6_000, 1, ClientRequest { id: 1, op: set("k", "v") });
+    node.flush(6_000).unwrap();
+    replies(&mut node);
+    handle.arm(|f| f.read_errors = true);
+    node.handle_client(6_000, 1, ClientRequest { id: 2, op: scan(Consistency::One) });
+    match &replies(&mut node)[..] {
+        [ClientResponse {
+            result: Reply::Error { code: ErrorCode::Internal, message, .. }, ..
+        }] => {
+            assert!(message.contains("storage failure"), "{message}")
+        }
+        other => panic!("a scan over a failing store must be an error, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_replicas_read_error_is_a_failed_answer_not_an_absent_key() {
     let (mut sim, _) = durable_cluster(3, 5, NetConfig::lan(), CommitModel::disk()).unwrap();
@@ -218,7 +240,18 @@ fn a_replicas_read_error_is_a_failed_answer_not_an_absent_key() {
             }
             other => panic!("through node {through}: expected a storage failure, got {other:?}"),
         }
+        // Scans likewise: a replica that cannot read is a failed answer.
+        match dhrt_core::sim::call(&mut sim, NodeId(through), scan(Consistency::All)) {
+            Some(Reply::Error { code: ErrorCode::Internal, message, .. }) => {
+                assert!(message.contains("storage failure"), "{message}")
+            }
+            other => {
+                panic!("scan through node {through}: expected a storage failure, got {other:?}")
+            }
+        }
     }
+    let page = dhrt_core::sim::call(&mut sim, NodeId(1), scan(Consistency::Quorum));
+    assert!(matches!(&page, Some(Reply::Page { items, .. }) if items.len() == 1), "{page:?}");
 }
 
 #[test]

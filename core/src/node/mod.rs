@@ -663,10 +663,15 @@ impl<S: Store> Node<S> {
             ReplicaMessage::ReadFailed { req, error } => {
                 coordinator::on_read_failed(self, now, from, req, error)
             }
-            ReplicaMessage::ListCollections { req } => {
-                let names = self.replica.store().collections().unwrap_or_default();
-                self.send(from, Message::Replica(ReplicaMessage::CollectionList { req, names }));
-            }
+            ReplicaMessage::RangeFailed { req, error } => scan::on_failed(self, from, req, error),
+            ReplicaMessage::ListCollections { req } => match self.replica.store().collections() {
+                Ok(names) => {
+                    self.send(from, Message::Replica(ReplicaMessage::CollectionList { req, names }))
+                }
+                // Never "no collections": the asker's hand-off round resends, then fails
+                // and is retried, rather than concluding there is nothing to copy.
+                Err(e) => self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
+            },
             ReplicaMessage::CollectionList { req, names } => {
                 self.on_collection_list(now, from, req, names)
             }

@@ -121,4 +121,12 @@ pub enum ReplicaMessage {
         /// The store's error.
         error: String,
     },
+    /// The answer to [`ReplicaMessage::RangeRead`] when the replica's store failed to
+    /// read: the coordinator counts it as a failed replica, never as an empty range.
+    RangeFailed {
+        /// The request answered.
+        req: u64,
+        /// The store's error.
+        error: String,
+    },
 }
