@@ -9,6 +9,8 @@
 //! node.handle_client(now, client, request)   // a client's request
 //! node.handle_peer(now, from, message)       // a frame from another node
 //! node.tick(now)                             // timers: gossip, probes, request timeouts
+//! node.flush_begin(now)                      // after each batch: begin a commit
+//! node.committed(now, epoch, result)         // the commit's wait for the disk ended
 //! node.poll_output()                         // Send | SendAddr | Reply | Event
 //! node.next_deadline()                       // when to call tick next
 //! ```
@@ -22,7 +24,9 @@
 //! ([`hints`]), scheduled anti-entropy, hand-off before serving and cleaning
 //! ([`antientropy`]), expiry, tombstone collection and the rejoin-empty rule ([`gc`]),
 //! paged range scans in ring order ([`scan`]), watches and client sync ([`watch`]),
-//! token moves that keep ordered collections balanced ([`migrate`]), and membership.
+//! token moves that keep ordered collections balanced ([`migrate`]), membership, and
+//! which outputs wait for which commit ([`durability`]: nothing is acknowledged before
+//! it is durable).
 //! See `docs/node.md`. Drivers tell the node when a client connection closes
 //! ([`Node::client_gone`]) so its watches end.
 
