@@ -141,19 +141,23 @@ impl<S: Store> NodeProcess<S> {
         self.commits.push_back((at, commit));
     }
 
-    /// Ends the commits due by `now`.
-    fn end_commits(&mut self, now: Millis) {
-        while self.commits.front().is_some_and(|(at, _)| *at <= now) {
-            let Some((_, Commit { epoch, job })) = self.commits.pop_front() else { break };
-            let result = job.map_or(Ok(()), |job| job());
-            let failed = result.is_err();
-            self.node.committed(now, epoch, result);
-            if failed {
-                // As the server's sync thread: after a failed fsync the queued commits
-                // are dropped (the node failed everything they covered).
-                self.commits.clear();
-            }
+    /// Ends the oldest commit when it is due by `now`; returns whether it did. One at a
+    /// time, so that what a commit releases leaves the host before the next commit
+    /// changes the durable image (an audit checks acknowledgements as they leave).
+    fn end_commit(&mut self, now: Millis) -> bool {
+        if !self.commits.front().is_some_and(|(at, _)| *at <= now) {
+            return false;
         }
+        let Some((_, Commit { epoch, job })) = self.commits.pop_front() else { return false };
+        let result = job.map_or(Ok(()), |job| job());
+        let failed = result.is_err();
+        self.node.committed(now, epoch, result);
+        if failed {
+            // As the server's sync thread: after a failed fsync the queued commits are
+            // dropped (the node failed everything they covered).
+            self.commits.clear();
+        }
+        true
     }
 
     /// The same host, joining through `seed` whenever it starts.
@@ -191,7 +195,10 @@ impl<S: Store> Process for NodeProcess<S> {
     }
 
     fn tick(&mut self, now: Millis) {
-        self.end_commits(now);
+        if self.end_commit(now) {
+            // The node's own timers run at the next wake-up, after the host polled.
+            return;
+        }
         self.node.tick(now);
         self.begin_commit(now);
     }
