@@ -260,7 +260,7 @@ fn nothing_is_acknowledged_before_it_is_durable_under_commit_faults_and_crashes(
     check_seeds(
         "nothing_is_acknowledged_before_it_is_durable_under_commit_faults_and_crashes",
         1,
-        40,
+        100,
         |seed| {
             total += commit_schedule(seed)?;
             Ok(())
@@ -268,8 +268,8 @@ fn nothing_is_acknowledged_before_it_is_durable_under_commit_faults_and_crashes(
     );
     println!("commit faults: {total}");
     let replay = std::env::var("DHRT_SIM_SEED").is_ok();
-    assert!(replay || total.commits_failed > 10, "{total:?}");
-    assert!(replay || total.crashes_losing_uncommitted > 3, "{total:?}");
+    assert!(replay || total.commits_failed > 100, "{total:?}");
+    assert!(replay || total.crashes_losing_uncommitted > 30, "{total:?}");
     assert!(total.acks_audited > 10 * total.schedules, "{total:?}");
     assert!(total.sets_acked > 10 * total.schedules, "{total:?}");
 }
