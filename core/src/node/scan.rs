@@ -633,7 +633,7 @@ mod tests {
                 hi,
                 replicas: vec![NodeId(1), NodeId(2)],
                 required: 2,
-                answers: BTreeMap::new(),
+                ..Piece::default()
             },
         }
     }

@@ -145,7 +145,7 @@ impl<S: Store> NodeProcess<S> {
     /// time, so that what a commit releases leaves the host before the next commit
     /// changes the durable image (an audit checks acknowledgements as they leave).
     fn end_commit(&mut self, now: Millis) -> bool {
-        if !self.commits.front().is_some_and(|(at, _)| *at <= now) {
+        if self.commits.front().is_none_or(|(at, _)| *at > now) {
             return false;
         }
         let Some((_, Commit { epoch, job })) = self.commits.pop_front() else { return false };
