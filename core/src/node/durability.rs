@@ -53,8 +53,9 @@ pub type Epoch = u64;
 pub struct Commit {
     /// Its number, to report with [`Node::committed`](super::Node::committed).
     pub epoch: Epoch,
-    /// The wait for the disk, to run (on any thread) before reporting. `None`: the
-    /// commit is already complete (nothing to wait for, or nothing was written).
+    /// The wait for the disk, to run (on any thread) before reporting. `None`: nothing
+    /// to wait for or report (nothing was written since the last commit began, or the
+    /// store needs no wait and the commit already completed).
     pub job: Option<SyncJob>,
 }
 

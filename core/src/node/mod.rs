@@ -393,9 +393,11 @@ impl<S: Store> Node<S> {
     /// Begins committing the writes handled since the last commit began (group commit,
     /// see [`durability`]). Drivers call it after feeding a batch of inputs. The returned
     /// [`Commit`] names its epoch and carries the store's wait for the disk: run it (on
-    /// any thread) and report the outcome with [`Node::committed`]. Without a job the
-    /// commit is already complete. On an error the node has already treated the commit
-    /// as failed (and recovers by itself); the error is returned to be logged.
+    /// any thread) and report the outcome with [`Node::committed`]. Without a job there
+    /// is nothing to wait for: nothing was written since the last commit began, or the
+    /// store needs no wait and the commit already completed. On an error the node has
+    /// already treated the commit as failed (and recovers by itself); the error is
+    /// returned to be logged.
     pub fn flush_begin(&mut self, now: Millis) -> Result<Commit, StoreError> {
         self.admit_pending();
         let Some(epoch) = self.durability.begin(self.replica.writes()) else {
