@@ -47,6 +47,8 @@ pub struct Replica<S: Store> {
     /// Changes applied since the last [`Replica::take_changes`]; `None` while the change
     /// feed is off.
     changes: Option<Vec<Change>>,
+    /// Mutating calls made on the store, ever (see [`Replica::writes`]).
+    writes: u64,
 }
 
 impl<S: Store> Replica<S> {
@@ -63,6 +65,7 @@ impl<S: Store> Replica<S> {
             placements: BTreeMap::new(),
             depth,
             changes: None,
+            writes: 0,
         };
         for name in replica.store.collections()? {
             replica.rebuild_tree(&name)?;
@@ -105,6 +108,19 @@ impl<S: Store> Replica<S> {
     /// Begins committing the store's gathered writes (see [`Store::flush_begin`]).
     pub fn flush_begin(&mut self) -> Result<Option<crate::store::SyncJob>, StoreError> {
         self.store.flush_begin()
+    }
+
+    /// How many mutating calls were made on the store through this replica: when it did
+    /// not move since the last commit began, there is nothing new to commit.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// After a failed commit: lets the store drop what the commit did not make durable
+    /// (see [`Store::discard_uncommitted`]), then rebuilds every tree from what it holds.
+    pub fn discard_uncommitted(&mut self) -> Result<(), StoreError> {
+        self.store.discard_uncommitted()?;
+        self.rebuild_all()
     }
 
     /// Consumes the replica, returning its store.
@@ -176,6 +192,7 @@ impl<S: Store> Replica<S> {
         let pos = self.position(collection, &key);
         let new_digest = entry_digest(&key, &entry);
         let copy = self.changes.is_some().then(|| entry.clone());
+        self.writes += 1;
         let merged = self.store.merge(collection, pos, &key, entry)?;
         self.track(collection, pos, &key, &merged, new_digest);
         if let (Some(entry), true) = (copy, merged.changed()) {
@@ -194,6 +211,7 @@ impl<S: Store> Replica<S> {
             .into_iter()
             .map(|(key, entry)| Record { pos: self.position(collection, &key), key, entry })
             .collect();
+        self.writes += 1;
         let outcomes = self.store.merge_batch(collection, &records)?;
         for (r, m) in records.iter().zip(&outcomes) {
             self.track(collection, r.pos, &r.key, m, entry_digest(&r.key, &r.entry));
@@ -231,6 +249,7 @@ impl<S: Store> Replica<S> {
     /// Removes `key` outright (no tombstone); returns what was stored.
     pub fn remove(&mut self, collection: &str, key: &[u8]) -> Result<Option<Entry>, StoreError> {
         let pos = self.position(collection, key);
+        self.writes += 1;
         let old = self.store.remove(collection, pos, key)?;
         if let Some(e) = &old {
             self.tree_mut(collection).remove(pos, entry_digest(key, e));
@@ -253,12 +272,14 @@ impl<S: Store> Replica<S> {
         for (pos, digest) in removed {
             tree.remove(pos, digest);
         }
+        self.writes += 1;
         self.store.delete_range(collection, interval)
     }
 
     /// Drops a whole collection and its tree.
     pub fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError> {
         self.trees.remove(collection);
+        self.writes += 1;
         self.store.drop_collection(collection)
     }
 

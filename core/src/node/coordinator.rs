@@ -50,7 +50,7 @@ struct KeyState {
 #[derive(Debug)]
 enum Kind {
     Write { ts: crate::clock::Timestamp, errors: Vec<String> },
-    Read { many: bool },
+    Read { many: bool, errors: Vec<String> },
 }
 
 #[derive(Debug)]
@@ -73,7 +73,10 @@ impl Pending {
     }
 
     fn complete(&self) -> bool {
-        self.keys.iter().all(|k| k.answers.len() >= k.replicas.len())
+        self.keys.iter().all(|k| {
+            let failed = k.replicas.iter().filter(|r| self.refused.contains(r)).count();
+            k.answers.len() + failed >= k.replicas.len()
+        })
     }
 
     /// `(answered, required)` of the key furthest from its consistency.
@@ -379,6 +382,10 @@ fn start_write<S: Store>(
             indices.iter().map(|&i| (states[i].key.clone(), entries[i].clone())).collect();
         if *replica == origin {
             match node.replica.merge_batch(&collection, records) {
+                // Counted once the write is durable (see `super::durability`).
+                Ok(_) if !node.replica.store().durable_on_write() => {
+                    node.durability.hold_local_ack(node.replica.writes(), req)
+                }
                 Ok(_) => indices.iter().for_each(|&i| {
                     states[i].answers.insert(origin, None);
                 }),
@@ -423,11 +430,24 @@ fn start_read<S: Store>(
     };
     let req = node.coordinator.new_req();
     let me = node.id();
+    let mut errors = Vec::new();
+    let mut refused = Vec::new();
     for (replica, indices) in by_replica(&states) {
         if replica == me {
-            for i in indices {
-                let entry = node.replica.get(&collection, &states[i].key).ok().flatten();
-                states[i].answers.insert(me, entry);
+            let entries: Result<Vec<_>, _> =
+                indices.iter().map(|&i| node.replica.get(&collection, &states[i].key)).collect();
+            match entries {
+                Ok(entries) => {
+                    for (i, entry) in indices.into_iter().zip(entries) {
+                        states[i].answers.insert(me, entry);
+                    }
+                }
+                Err(e) => {
+                    // A read error is a failed answer, never "absent".
+                    errors.push(format!("{me}: {e}"));
+                    refused.push(me);
+                    node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
+                }
             }
         } else {
             let keys = indices.iter().map(|&i| states[i].key.clone()).collect();
@@ -440,10 +460,10 @@ fn start_read<S: Store>(
         id,
         collection,
         deadline: now + node.config.request_timeout_ms,
-        kind: Kind::Read { many },
+        kind: Kind::Read { many, errors },
         keys: states,
         replied: false,
-        refused: Vec::new(),
+        refused,
     };
     node.coordinator.pending.insert(req, pending);
     progress(node, now, req);
@@ -485,7 +505,7 @@ pub(super) fn on_read_reply<S: Store>(
     // as a replica write, and an entry refused reads as no answer for its key.
     let limits = node.entry_limits(now);
     let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
-    if !matches!(p.kind, Kind::Read { .. }) {
+    if !matches!(p.kind, Kind::Read { .. }) || p.refused.contains(&from) {
         return;
     }
     let collection_ok = limits.check_collection(&p.collection).is_ok();
@@ -507,6 +527,62 @@ pub(super) fn on_read_reply<S: Store>(
     progress(node, now, req);
 }
 
+/// A replica could not read its store: a failed answer for every key it holds.
+pub(super) fn on_read_failed<S: Store>(
+    node: &mut Node<S>,
+    now: Millis,
+    from: NodeId,
+    req: u64,
+    error: String,
+) {
+    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
+    let Kind::Read { errors, .. } = &mut p.kind else { return };
+    if p.refused.contains(&from) || !p.keys.iter().any(|k| k.replicas.contains(&from)) {
+        return;
+    }
+    errors.push(format!("{from}: {error}"));
+    p.refused.push(from);
+    for k in p.keys.iter_mut() {
+        k.answers.remove(&from);
+    }
+    progress(node, now, req);
+}
+
+/// This node's own commit of write `req` failed: its acknowledgement is a refusal. The
+/// client is told the write was not committed when the other replicas cannot make up
+/// the consistency asked for.
+pub(super) fn on_local_commit_failed<S: Store>(
+    node: &mut Node<S>,
+    now: Millis,
+    req: u64,
+    reason: &str,
+) {
+    let me = node.id();
+    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
+    let Kind::Write { errors, .. } = &mut p.kind else { return };
+    errors.push(format!("{me}: the write was not committed ({reason})"));
+    p.refused.push(me);
+    if !p.replied && !reachable(p) {
+        p.replied = true;
+        let resp = error(
+            p.id,
+            ErrorCode::Unavailable,
+            format!("the write was not committed ({reason}); retry it"),
+        );
+        let client = p.client;
+        node.outputs.push_back(Output::Reply { client, resp });
+    }
+    progress(node, now, req);
+}
+
+/// Whether every key can still reach its consistency from the replicas that did not
+/// refuse (or fail).
+fn reachable(p: &Pending) -> bool {
+    p.keys
+        .iter()
+        .all(|k| k.replicas.iter().filter(|r| !p.refused.contains(r)).count() >= k.required)
+}
+
 /// The newest of the entries answered for one key.
 fn newest(k: &KeyState) -> Option<Entry> {
     k.answers.values().flatten().cloned().reduce(Entry::merge)
@@ -525,9 +601,24 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
                     .all(|k| k.replicas.len() - errors.len().min(k.replicas.len()) >= k.required);
                 (!possible).then(|| errors.join("; "))
             }
-            Kind::Read { .. } => None,
+            Kind::Read { errors, .. } => (!reachable(p)).then(|| errors.join("; ")),
         };
-        if let Some(why) = failed {
+        if let (Some(why), Kind::Read { .. }) = (&failed, &p.kind) {
+            p.replied = true;
+            let (answered, required) = p.acked();
+            let resp = ClientResponse {
+                id: p.id,
+                result: Reply::Error {
+                    code: ErrorCode::Internal,
+                    message: format!(
+                        "storage failure: too many replicas could not read the key: {why}"
+                    ),
+                    acked: Some((answered, required)),
+                },
+            };
+            let client = p.client;
+            node.outputs.push_back(Output::Reply { client, resp });
+        } else if let Some(why) = failed {
             p.replied = true;
             let (answered, required) = p.acked();
             let resp = ClientResponse {
@@ -544,7 +635,7 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
             p.replied = true;
             let result = match &p.kind {
                 Kind::Write { ts, .. } => Reply::Written { ts: *ts },
-                Kind::Read { many } => {
+                Kind::Read { many, .. } => {
                     let values: Vec<(Option<Bytes>, Option<crate::clock::Timestamp>)> = p
                         .keys
                         .iter()

@@ -9,6 +9,8 @@
 //! node.handle_client(now, client, request)   // a client's request
 //! node.handle_peer(now, from, message)       // a frame from another node
 //! node.tick(now)                             // timers: gossip, probes, request timeouts
+//! node.flush_begin(now)                      // after each batch: begin a commit
+//! node.committed(now, epoch, result)         // the commit's wait for the disk ended
 //! node.poll_output()                         // Send | SendAddr | Reply | Event
 //! node.next_deadline()                       // when to call tick next
 //! ```
@@ -22,12 +24,15 @@
 //! ([`hints`]), scheduled anti-entropy, hand-off before serving and cleaning
 //! ([`antientropy`]), expiry, tombstone collection and the rejoin-empty rule ([`gc`]),
 //! paged range scans in ring order ([`scan`]), watches and client sync ([`watch`]),
-//! token moves that keep ordered collections balanced ([`migrate`]), and membership.
+//! token moves that keep ordered collections balanced ([`migrate`]), membership, and
+//! which outputs wait for which commit ([`durability`]: nothing is acknowledged before
+//! it is durable).
 //! See `docs/node.md`. Drivers tell the node when a client connection closes
 //! ([`Node::client_gone`]) so its watches end.
 
 pub mod antientropy;
 pub mod coordinator;
+pub mod durability;
 pub mod gc;
 pub mod guard;
 pub mod hints;
@@ -51,6 +56,7 @@ use crate::{
 use antientropy::{AntiEntropy, HandoffProgress};
 use bytes::Bytes;
 use coordinator::Coordinator;
+use durability::{Commit, Durability, Epoch, Held, Released};
 use gc::Gc;
 use hints::Hints;
 use migrate::{Migration, MigrationConfig};
@@ -195,8 +201,14 @@ pub enum NodeEvent {
         /// The key.
         key: Bytes,
     },
-    /// The local store refused a write from a peer or a client.
+    /// The local store refused a write from a peer or a client, or failed a read.
     StoreFailed(StoreError),
+    /// A commit failed: the acknowledgements waiting for it were withheld, and the node
+    /// rebuilds itself from what the store holds and re-syncs (see [`durability`]).
+    CommitFailed {
+        /// Why.
+        reason: String,
+    },
     /// A sync session with `peer` failed.
     SyncFailed {
         /// The peer.
@@ -240,6 +252,19 @@ pub enum NodeEvent {
     },
 }
 
+/// The commit bookkeeping of a node (see [`Node::commits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitStats {
+    /// The last epoch begun.
+    pub begun: Epoch,
+    /// Every epoch up to this one is resolved (durable, or failed).
+    pub resolved: Epoch,
+    /// Commits that failed.
+    pub failed: u64,
+    /// Outputs and acknowledgements waiting for a commit now.
+    pub held: usize,
+}
+
 /// A dhrt node.
 #[derive(Debug)]
 pub struct Node<S: Store> {
@@ -262,7 +287,11 @@ pub struct Node<S: Store> {
     state: NodeState,
     watch: Watches,
     peer_stats: guard::PeerStats,
+    durability: Durability,
+    /// Outputs as produced; [`Node::poll_output`] passes each through [`Durability`].
     outputs: VecDeque<Output>,
+    /// Outputs a commit released, ahead of `outputs`.
+    ready: VecDeque<Output>,
 }
 
 impl<S: Store> Node<S> {
@@ -307,7 +336,9 @@ impl<S: Store> Node<S> {
             state,
             watch: Watches::default(),
             peer_stats: guard::PeerStats::default(),
+            durability: Durability::default(),
             outputs: VecDeque::new(),
+            ready: VecDeque::new(),
             config,
         };
         node.anti_entropy_due_now();
@@ -362,33 +393,125 @@ impl<S: Store> Node<S> {
         self.replica.into_store()
     }
 
-    /// Commits the writes handled since the last call (group commit, see
-    /// [`Store::flush`]). Drivers of durable stores call it after feeding a batch of
-    /// inputs and before sending the outputs those inputs produced, so nothing is
-    /// acknowledged before it is on disk.
-    pub fn flush(&mut self) -> Result<(), StoreError> {
-        self.replica.flush()
+    /// Begins committing the writes handled since the last commit began (group commit,
+    /// see [`durability`]). Drivers call it after feeding a batch of inputs. The returned
+    /// [`Commit`] names its epoch and carries the store's wait for the disk: run it (on
+    /// any thread) and report the outcome with [`Node::committed`]. Without a job there
+    /// is nothing to wait for: nothing was written since the last commit began, or the
+    /// store needs no wait and the commit already completed. On an error the node has
+    /// already treated the commit as failed (and recovers by itself); the error is
+    /// returned to be logged.
+    pub fn flush_begin(&mut self, now: Millis) -> Result<Commit, StoreError> {
+        self.admit_pending();
+        let Some(epoch) = self.durability.begin(self.replica.writes()) else {
+            return Ok(Commit { epoch: self.durability.begun(), job: None });
+        };
+        match self.replica.flush_begin() {
+            Ok(None) => {
+                self.committed(now, epoch, Ok(()));
+                Ok(Commit { epoch, job: None })
+            }
+            Ok(Some(job)) => Ok(Commit { epoch, job: Some(job) }),
+            Err(e) => {
+                self.committed(now, epoch, Err(e.clone()));
+                Err(e)
+            }
+        }
     }
 
-    /// [`Node::flush`] without waiting for the disk: returns the wait as a job to run on
-    /// another thread (see [`Store::flush_begin`]). The driver holds back this batch's
-    /// outputs until the job returns `Ok`, and treats an `Err` as a failed flush.
-    pub fn flush_begin(&mut self) -> Result<Option<crate::store::SyncJob>, StoreError> {
-        self.replica.flush_begin()
+    /// The commit `epoch` (from [`Node::flush_begin`]) ended with `result`. Success
+    /// releases everything held for it and earlier epochs, in order; failure fails
+    /// everything held and makes the node recover (see [`durability`]). Reports of
+    /// epochs already resolved are ignored.
+    pub fn committed(&mut self, now: Millis, epoch: Epoch, result: Result<(), StoreError>) {
+        self.admit_pending();
+        let released = self.durability.resolve(epoch, result.map_err(|e| e.to_string()));
+        self.release(now, released);
     }
 
-    /// After [`Node::flush`] failed: the store dropped the writes it had gathered, so the
-    /// Merkle trees are rebuilt from what it really holds and the node re-syncs with its
-    /// replicas (announcing `Syncing`, out of the preference lists) before serving again.
-    /// The driver must not release the acknowledgements of the failed batch.
-    pub fn recover_from_failed_flush(&mut self, now: Millis) -> Result<(), StoreError> {
-        self.replica.rebuild_all()?;
+    /// [`Node::flush_begin`], the wait for the disk in place, and [`Node::committed`]:
+    /// for drivers that stop, and tests.
+    pub fn flush(&mut self, now: Millis) -> Result<(), StoreError> {
+        let Commit { epoch, job } = self.flush_begin(now)?;
+        let Some(job) = job else { return Ok(()) };
+        let result = job();
+        self.committed(now, epoch, result.clone());
+        result
+    }
+
+    /// The epochs begun and resolved, the commits failed, and the outputs held now.
+    pub fn commits(&self) -> CommitStats {
+        let d = &self.durability;
+        CommitStats {
+            begun: d.begun(),
+            resolved: d.resolved(),
+            failed: d.failures(),
+            held: d.holding(),
+        }
+    }
+
+    /// Passes outputs produced so far through the durability rule, so that those made
+    /// before a commit began are covered by it.
+    fn admit_pending(&mut self) {
+        if self.replica.store().durable_on_write() {
+            return;
+        }
+        let writes = self.replica.writes();
+        while let Some(out) = self.outputs.pop_front() {
+            if let Some(out) = self.durability.admit(writes, out) {
+                self.ready.push_back(out);
+            }
+        }
+    }
+
+    fn release(&mut self, now: Millis, released: Released) {
+        let Released { items, failed } = released;
+        if let Some(reason) = &failed {
+            self.outputs
+                .push_back(Output::Event(NodeEvent::CommitFailed { reason: reason.clone() }));
+        }
+        let me = self.id();
+        for item in items {
+            match (item, &failed) {
+                (Held::Output(out), None) => self.ready.push_back(*out),
+                (Held::Output(out), Some(_)) => {
+                    // Acknowledgements of writes that did not commit are dropped.
+                    let ack = matches!(
+                        *out,
+                        Output::Send { msg: Message::Replica(ReplicaMessage::WriteAck { .. }), .. }
+                    );
+                    if !ack {
+                        self.ready.push_back(*out);
+                    }
+                }
+                (Held::LocalAck(req), None) => {
+                    coordinator::on_write_ack(self, now, me, req, None);
+                    // Its `Written`, if any, leaves in order with what was released.
+                    self.admit_pending();
+                }
+                (Held::LocalAck(req), Some(reason)) => {
+                    coordinator::on_local_commit_failed(self, now, req, reason)
+                }
+            }
+        }
+        if failed.is_some() {
+            self.recover(now);
+        }
+    }
+
+    /// After a failed commit: the store drops what it could not commit, the Merkle trees
+    /// are rebuilt from what it really holds and the node re-syncs with its replicas
+    /// (announcing `Syncing`, out of the preference lists) before serving again.
+    fn recover(&mut self, now: Millis) {
+        if let Err(e) = self.replica.discard_uncommitted() {
+            self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
+        }
+        self.durability.forget_writes(self.replica.writes());
         if self.membership.begin_resync(now) {
             self.collect_membership();
         }
         self.resync_pending = true;
         self.anti_entropy_due_now();
-        Ok(())
     }
 
     /// Joins a cluster through any member's address.
@@ -409,9 +532,21 @@ impl<S: Store> Node<S> {
         self.collect_membership();
     }
 
-    /// The next output, if any.
+    /// The next output that may leave now, if any: outputs that wait for a commit are
+    /// held back until it ends (see [`durability`]).
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        loop {
+            if let Some(out) = self.ready.pop_front() {
+                return Some(out);
+            }
+            let out = self.outputs.pop_front()?;
+            if self.replica.store().durable_on_write() {
+                return Some(out);
+            }
+            if let Some(out) = self.durability.admit(self.replica.writes(), out) {
+                return Some(out);
+            }
+        }
     }
 
     /// When [`Node::tick`] next has work.
@@ -515,9 +650,16 @@ impl<S: Store> Node<S> {
                 let _ = self.apply_remote(now, &collection, records);
             }
             ReplicaMessage::Read { req, collection, keys } => {
-                let entries =
-                    keys.iter().map(|k| self.replica.get(&collection, k).ok().flatten()).collect();
-                self.send(from, Message::Replica(ReplicaMessage::ReadReply { req, entries }));
+                let entries: Result<Vec<_>, _> =
+                    keys.iter().map(|k| self.replica.get(&collection, k)).collect();
+                let msg = match entries {
+                    Ok(entries) => ReplicaMessage::ReadReply { req, entries },
+                    Err(e) => {
+                        self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
+                        ReplicaMessage::ReadFailed { req, error: e.to_string() }
+                    }
+                };
+                self.send(from, Message::Replica(msg));
             }
             ReplicaMessage::WriteAck { req, error } => {
                 if !self.hints.acknowledge(req, error.is_none()) {
@@ -527,10 +669,18 @@ impl<S: Store> Node<S> {
             ReplicaMessage::ReadReply { req, entries } => {
                 coordinator::on_read_reply(self, now, from, req, entries)
             }
-            ReplicaMessage::ListCollections { req } => {
-                let names = self.replica.store().collections().unwrap_or_default();
-                self.send(from, Message::Replica(ReplicaMessage::CollectionList { req, names }));
+            ReplicaMessage::ReadFailed { req, error } => {
+                coordinator::on_read_failed(self, now, from, req, error)
             }
+            ReplicaMessage::RangeFailed { req, error } => scan::on_failed(self, from, req, error),
+            ReplicaMessage::ListCollections { req } => match self.replica.store().collections() {
+                Ok(names) => {
+                    self.send(from, Message::Replica(ReplicaMessage::CollectionList { req, names }))
+                }
+                // Never "no collections": the asker's hand-off round resends, then fails
+                // and is retried, rather than concluding there is nothing to copy.
+                Err(e) => self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
+            },
             ReplicaMessage::CollectionList { req, names } => {
                 self.on_collection_list(now, from, req, names)
             }

@@ -168,6 +168,33 @@ struct Piece {
     replicas: Vec<NodeId>,
     required: usize,
     answers: BTreeMap<NodeId, Answer>,
+    /// Replicas whose store failed to read, and why: failed answers, never empty ones.
+    failed: BTreeMap<NodeId, String>,
+}
+
+impl Piece {
+    /// Whether the replicas that did not fail can still make up `required`.
+    fn reachable(&self) -> bool {
+        self.replicas.len() - self.failed.len().min(self.replicas.len()) >= self.required
+    }
+
+    /// The answer when they cannot.
+    fn storage_failure(&self, id: u64) -> ClientResponse {
+        let why: Vec<String> = self.failed.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+        let answered = u32::try_from(self.answers.len()).unwrap_or(u32::MAX);
+        let required = u32::try_from(self.required).unwrap_or(u32::MAX);
+        ClientResponse {
+            id,
+            result: Reply::Error {
+                code: ErrorCode::Internal,
+                message: format!(
+                    "storage failure: too many replicas could not read a range of the scan: {}",
+                    why.join("; ")
+                ),
+                acked: Some((answered, required)),
+            },
+        }
+    }
 }
 
 /// One replica's answer, checked: records after the cursor inside the piece, sorted.
@@ -276,7 +303,7 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
         }
         .min(scan.end);
         scan.reads += 1;
-        scan.piece = Piece { hi, replicas: replicas.clone(), required, answers: BTreeMap::new() };
+        scan.piece = Piece { hi, replicas: replicas.clone(), required, ..Piece::default() };
         let interval = Interval::new(pos.wrapping_sub(1), hi);
         let after = (!scan.cursor.key.is_empty()).then(|| (pos, scan.cursor.key.clone()));
         let want = scan.limit.saturating_sub(scan.items.len()).max(1);
@@ -290,7 +317,10 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
                             scan.piece.answers.insert(me, a);
                         }
                     }
-                    Err(e) => node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
+                    Err(e) => {
+                        scan.piece.failed.insert(me, e.to_string());
+                        node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
+                    }
                 }
             } else {
                 let limit = u32::try_from(want).unwrap_or(u32::MAX);
@@ -304,6 +334,10 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
                 };
                 node.send(r, Message::Replica(msg));
             }
+        }
+        if !scan.piece.reachable() {
+            let resp = scan.piece.storage_failure(scan.id);
+            return reply(node, scan.client, resp);
         }
         if scan.piece.answers.len() < scan.piece.required {
             node.scans.waiting.insert(req, scan);
@@ -344,6 +378,22 @@ pub(super) fn on_reply<S: Store>(
     match absorb(now, &mut scan) {
         Step::Continue => advance(node, now, scan),
         Step::Done { complete } => finish(node, scan, complete),
+    }
+}
+
+/// A replica could not read its store for a range read: a failed answer.
+pub(super) fn on_failed<S: Store>(node: &mut Node<S>, from: NodeId, req: u64, error: String) {
+    let Some(scan) = node.scans.waiting.get_mut(&req) else { return };
+    if !scan.piece.replicas.contains(&from) || scan.piece.answers.contains_key(&from) {
+        return;
+    }
+    scan.piece.failed.insert(from, error);
+    if scan.piece.reachable() {
+        return;
+    }
+    if let Some(scan) = node.scans.waiting.remove(&req) {
+        let resp = scan.piece.storage_failure(scan.id);
+        reply(node, scan.client, resp);
     }
 }
 
@@ -459,7 +509,11 @@ pub(super) fn serve<S: Store>(
         Ok((records, more)) => {
             node.send(from, Message::Replica(ReplicaMessage::RangeReply { req, records, more }))
         }
-        Err(e) => node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
+        Err(e) => {
+            let error = e.to_string();
+            node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
+            node.send(from, Message::Replica(ReplicaMessage::RangeFailed { req, error }));
+        }
     }
 }
 
@@ -579,7 +633,7 @@ mod tests {
                 hi,
                 replicas: vec![NodeId(1), NodeId(2)],
                 required: 2,
-                answers: BTreeMap::new(),
+                ..Piece::default()
             },
         }
     }

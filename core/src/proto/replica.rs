@@ -113,4 +113,20 @@ pub enum ReplicaMessage {
         /// sender's tokens own in its token table; `None` while it is not serving.
         entries: Option<u64>,
     },
+    /// The answer to [`ReplicaMessage::Read`] when the replica's store failed to read:
+    /// the coordinator counts it as a failed replica, never as "absent".
+    ReadFailed {
+        /// The request answered.
+        req: u64,
+        /// The store's error.
+        error: String,
+    },
+    /// The answer to [`ReplicaMessage::RangeRead`] when the replica's store failed to
+    /// read: the coordinator counts it as a failed replica, never as an empty range.
+    RangeFailed {
+        /// The request answered.
+        req: u64,
+        /// The store's error.
+        error: String,
+    },
 }

@@ -13,7 +13,9 @@
 //! [`crate::ring::ChordNode`]; [`RingProcess`] runs [`crate::membership::Membership`]
 //! with a Chord node that routes from the gossiped token table. Events are kept for
 //! checkers and experiments; the Chord paper's experiments live in [`experiments`], the
-//! membership ones in [`cluster`], the node's safety checkers in [`safety`].
+//! membership ones in [`cluster`], the node's safety checkers in [`safety`], and the durability checker (nothing is
+//! acknowledged before it is durable, under commit latency, failures and crashes) in
+//! [`durability`].
 //!
 //! Time in the simulator is global; each host sees it through its own skew. The event
 //! queue orders by (time, sequence), so simultaneous events run in the order they were
@@ -21,6 +23,7 @@
 
 pub mod chord;
 pub mod cluster;
+pub mod durability;
 pub mod experiments;
 pub mod net;
 pub mod node;
@@ -31,6 +34,6 @@ pub mod world;
 pub use chord::{ChordEnvelope, ChordProcess};
 pub use cluster::{sim_addr, RingEvent, RingMsg, RingProcess};
 pub use net::{Latency, NetConfig};
-pub use node::{call, memory_cluster, NodeOutput, NodeProcess};
+pub use node::{call, cluster_of, memory_cluster, CommitModel, NodeOutput, NodeProcess};
 pub use seeds::check_seeds;
 pub use world::{Effect, Process, Sim, SimStats};

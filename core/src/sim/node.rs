@@ -1,5 +1,14 @@
 //! [`NodeProcess`]: a whole dhrt [`Node`] as a simulated host.
+//!
+//! The host behaves like the server's node thread: after every input it begins a
+//! commit ([`Node::flush_begin`]) and, when the store returned a job (a disk to wait
+//! for), runs it after a commit latency drawn from its [`CommitModel`] and reports the
+//! outcome ([`Node::committed`]). Commits end in the order they began. A failed commit
+//! drops the ones queued behind it, as the server's sync thread does. An [`Audit`]
+//! (optional) checks every acknowledgement the node gives against the durable images of
+//! the stores (see [`super::durability`]).
 
+use super::durability::Audit;
 use super::{
     cluster::sim_addr,
     net::NetConfig,
@@ -7,14 +16,57 @@ use super::{
 };
 use crate::{
     entry::NodeId,
-    node::{ClientId, Node, NodeConfig, NodeEvent, NodeState, Output},
+    node::{durability::Commit, ClientId, Node, NodeConfig, NodeEvent, NodeState, Output},
     proto::{
         client::{Op, Reply},
         ClientRequest, ClientResponse, Message,
     },
-    store::{MemStore, Store, StoreError},
+    rng::Rng,
+    store::{
+        faulty::{FaultHandle, FaultyStore},
+        MemStore, Store, StoreError,
+    },
     Millis,
 };
+use std::collections::VecDeque;
+
+/// How long a simulated host's commits take.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CommitModel {
+    /// Shortest commit latency.
+    pub min_ms: Millis,
+    /// Longest ordinary commit latency.
+    pub max_ms: Millis,
+    /// Chance that a commit stalls instead.
+    pub stall_chance: f64,
+    /// A stall's latency.
+    pub stall_ms: Millis,
+    /// Emulates the rule the server's driver used to enforce: every output of the node
+    /// waits while any commit is under way. For comparison only.
+    pub hold_everything: bool,
+}
+
+impl Default for CommitModel {
+    /// Instant commits.
+    fn default() -> Self {
+        CommitModel { min_ms: 0, max_ms: 0, stall_chance: 0.0, stall_ms: 0, hold_everything: false }
+    }
+}
+
+impl CommitModel {
+    /// 0–20 ms, and one commit in a hundred stalls for 600 ms (longer than a probe
+    /// timeout).
+    pub fn disk() -> Self {
+        CommitModel { min_ms: 0, max_ms: 20, stall_chance: 0.01, stall_ms: 600, ..Self::default() }
+    }
+
+    fn draw(&self, rng: &mut Rng) -> Millis {
+        if self.stall_chance > 0.0 && rng.chance(self.stall_chance) {
+            return self.stall_ms;
+        }
+        self.min_ms + rng.below(self.max_ms.saturating_sub(self.min_ms) + 1)
+    }
+}
 
 /// What a simulated node reports.
 // Replies carry whole `NodeStats` (storage health included); boxing them would only
@@ -44,13 +96,71 @@ pub struct NodeProcess<S: Store> {
     /// The address the node joins through whenever its host starts (like a server's
     /// `--join`); `None` for a node that starts a cluster.
     pub seed: Option<String>,
+    /// How long its commits take.
+    pub commit_model: CommitModel,
+    /// The acknowledgement checker, when one runs.
+    pub audit: Option<Audit>,
+    /// Commits under way, with when they end, in the order they began.
+    commits: VecDeque<(Millis, Commit)>,
+    rng: Rng,
 }
 
 impl<S: Store> NodeProcess<S> {
     /// A host running `node`.
     pub fn new(node: Node<S>) -> Self {
         let state = node.state().clone();
-        NodeProcess { node, state, seed: None }
+        let rng = Rng::new(node.config().seed ^ 0xc0ff_ee00_d15c);
+        NodeProcess {
+            node,
+            state,
+            seed: None,
+            commit_model: CommitModel::default(),
+            audit: None,
+            commits: VecDeque::new(),
+            rng,
+        }
+    }
+
+    /// The same host, committing as `model` says.
+    pub fn with_commits(mut self, model: CommitModel) -> Self {
+        self.commit_model = model;
+        self
+    }
+
+    /// Commits under way.
+    pub fn commits_pending(&self) -> usize {
+        self.commits.len()
+    }
+
+    /// Begins a commit of what the last input wrote; schedules its end.
+    fn begin_commit(&mut self, now: Millis) {
+        // An error was already handled by the node as a failed commit.
+        let Ok(commit) = self.node.flush_begin(now) else { return };
+        if commit.job.is_none() {
+            return;
+        }
+        let at = now + self.commit_model.draw(&mut self.rng);
+        let at = self.commits.back().map_or(at, |(last, _)| at.max(*last));
+        self.commits.push_back((at, commit));
+    }
+
+    /// Ends the oldest commit when it is due by `now`; returns whether it did. One at a
+    /// time, so that what a commit releases leaves the host before the next commit
+    /// changes the durable image (an audit checks acknowledgements as they leave).
+    fn end_commit(&mut self, now: Millis) -> bool {
+        if self.commits.front().is_none_or(|(at, _)| *at > now) {
+            return false;
+        }
+        let Some((_, Commit { epoch, job })) = self.commits.pop_front() else { return false };
+        let result = job.map_or(Ok(()), |job| job());
+        let failed = result.is_err();
+        self.node.committed(now, epoch, result);
+        if failed {
+            // As the server's sync thread: after a failed fsync the queued commits are
+            // dropped (the node failed everything they covered).
+            self.commits.clear();
+        }
+        true
     }
 
     /// The same host, joining through `seed` whenever it starts.
@@ -61,7 +171,11 @@ impl<S: Store> NodeProcess<S> {
 
     /// Hands a client request to the node (use with [`Sim::act`]).
     pub fn request(&mut self, now: Millis, client: ClientId, req: ClientRequest) {
+        if let Some(audit) = &mut self.audit {
+            audit.on_request(&self.node, client, &req);
+        }
         self.node.handle_client(now, client, req);
+        self.begin_commit(now);
     }
 }
 
@@ -76,16 +190,32 @@ impl<S: Store> Process for NodeProcess<S> {
     }
 
     fn handle(&mut self, now: Millis, from: NodeId, msg: Message) {
+        if let Some(audit) = &mut self.audit {
+            audit.on_peer(&self.node, from, &msg);
+        }
         self.node.handle_peer(now, from, msg);
+        self.begin_commit(now);
     }
 
     fn tick(&mut self, now: Millis) {
+        if self.end_commit(now) {
+            // The node's own timers run at the next wake-up, after the host polled.
+            return;
+        }
         self.node.tick(now);
+        self.begin_commit(now);
     }
 
     fn poll(&mut self) -> Option<Effect<Message, NodeOutput>> {
+        if self.commit_model.hold_everything && !self.commits.is_empty() {
+            return None;
+        }
         loop {
-            return Some(match self.node.poll_output()? {
+            let out = self.node.poll_output()?;
+            if let Some(audit) = &mut self.audit {
+                audit.on_output(&self.node, &out);
+            }
+            return Some(match out {
                 Output::Send { to, msg, .. } => Effect::Send { to, msg },
                 Output::SendAddr { addr, msg } => {
                     let Some(to) = addr.strip_prefix("sim-").and_then(|s| s.parse().ok()) else {
@@ -104,7 +234,8 @@ impl<S: Store> Process for NodeProcess<S> {
     }
 
     fn next_deadline(&self) -> Option<Millis> {
-        self.node.next_deadline()
+        let commit = self.commits.front().map(|(at, _)| *at);
+        self.node.next_deadline().into_iter().chain(commit).min()
     }
 }
 
@@ -135,14 +266,28 @@ pub fn memory_cluster(
     seed: u64,
     configure: impl Fn(&mut NodeConfig),
 ) -> Sim<NodeProcess<MemStore>> {
+    cluster_of(n, net, seed, configure, |_| Some(MemStore::new()), |p| p)
+}
+
+/// As [`memory_cluster`], each node over the store `store` makes for it, each host
+/// adjusted by `host` before it starts.
+pub fn cluster_of<S: Store>(
+    n: usize,
+    net: NetConfig,
+    seed: u64,
+    configure: impl Fn(&mut NodeConfig),
+    store: impl Fn(NodeId) -> Option<S>,
+    host: impl Fn(NodeProcess<S>) -> NodeProcess<S>,
+) -> Sim<NodeProcess<S>> {
     let mut sim = Sim::new(seed, net);
     for i in 1..=n as u64 {
         let id = NodeId(i);
         let mut config = NodeConfig::new(id, sim_addr(id));
         config.seed = seed ^ i.wrapping_mul(0x9e37_79b9);
         configure(&mut config);
-        let Ok(node) = Node::new(config, MemStore::new()) else { continue };
-        let process = NodeProcess::new(node);
+        let Some(store) = store(id) else { continue };
+        let Ok(node) = Node::new(config, store) else { continue };
+        let process = host(NodeProcess::new(node));
         let process = if i > 1 { process.joining(sim_addr(NodeId(1))) } else { process };
         sim.add(id, process);
         sim.run_for(20);
@@ -176,6 +321,39 @@ impl NodeProcess<MemStore> {
             (MemStore::new(), NodeState::default())
         };
         let node = Node::with_state(config, store, state.clone())?;
-        Ok(NodeProcess { node, state, seed: self.seed })
+        let mut p = NodeProcess::new(node).with_commits(self.commit_model);
+        p.state = state;
+        p.seed = self.seed;
+        Ok(p)
+    }
+}
+
+impl NodeProcess<FaultyStore<MemStore>> {
+    /// The host after a crash and restart: a new node with the same configuration, over
+    /// what its store had made durable (uncommitted writes are lost) and its saved state
+    /// when `keep_disk`, over nothing otherwise. Commit model and audit carry over.
+    pub fn restarted(self, keep_disk: bool) -> Result<Self, StoreError> {
+        let config = self.node.config().clone();
+        let handle = self.node.replica().store().handle();
+        let (store, state) = if keep_disk {
+            (handle.recovered(), self.state)
+        } else {
+            (FaultyStore::new(MemStore::new())?, NodeState::default())
+        };
+        let mut audit = self.audit;
+        if let Some(audit) = &mut audit {
+            audit.restarted(config.id, store.handle());
+        }
+        let node = Node::with_state(config, store, state.clone())?;
+        let mut p = NodeProcess::new(node).with_commits(self.commit_model);
+        p.state = state;
+        p.seed = self.seed;
+        p.audit = audit;
+        Ok(p)
+    }
+
+    /// The handle on this host's store faults and durable image.
+    pub fn faults(&self) -> FaultHandle {
+        self.node.replica().store().handle()
     }
 }

@@ -29,16 +29,17 @@ use crate::{
         client::{Consistency, Op, Reply},
         ClientRequest, ClientResponse,
     },
-    store::MemStore,
+    store::{MemStore, Store},
     Millis,
 };
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A simulated cluster of memory nodes.
-pub type Cluster = Sim<NodeProcess<MemStore>>;
+/// A simulated cluster of nodes over stores `S` (memory nodes by default).
+pub type Cluster<S = MemStore> = Sim<NodeProcess<S>>;
 
-const COLLECTION: &str = "safety";
+/// The collection the workloads write.
+pub const COLLECTION: &str = "safety";
 
 /// What a schedule (or a sum of schedules) verified.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,6 +70,13 @@ pub struct Report {
     pub messages_lost: u64,
     /// Messages duplicated by the network.
     pub messages_duplicated: u64,
+    /// Commits that failed (injected fsync errors, torn commits, failed begins).
+    pub commits_failed: u64,
+    /// Acknowledgements (replica `WriteAck`s and client `Written`s) checked against the
+    /// durable images when they were given.
+    pub acks_audited: u64,
+    /// Crashes that lost every write not yet committed.
+    pub crashes_losing_uncommitted: u64,
 }
 
 impl std::fmt::Display for Report {
@@ -88,6 +96,9 @@ impl std::fmt::Display for Report {
             ("partitions healed", self.partitions),
             ("messages lost", self.messages_lost),
             ("messages duplicated", self.messages_duplicated),
+            ("commits failed", self.commits_failed),
+            ("acknowledgements audited", self.acks_audited),
+            ("crashes losing uncommitted writes", self.crashes_losing_uncommitted),
         ];
         let mut first = true;
         for (label, n) in counts.into_iter().filter(|(_, n)| *n > 0) {
@@ -113,6 +124,9 @@ impl std::ops::AddAssign for Report {
         self.partitions += o.partitions;
         self.messages_lost += o.messages_lost;
         self.messages_duplicated += o.messages_duplicated;
+        self.commits_failed += o.commits_failed;
+        self.acks_audited += o.acks_audited;
+        self.crashes_losing_uncommitted += o.crashes_losing_uncommitted;
     }
 }
 
@@ -152,7 +166,7 @@ impl Workload {
     }
 
     /// Issues one random operation through a random running node.
-    pub fn issue(&mut self, sim: &mut Cluster) {
+    pub fn issue<S: Store>(&mut self, sim: &mut Cluster<S>) {
         let running = sim.running();
         let Some(i) = sim.rng().index(running.len()) else { return };
         let node = running[i];
@@ -187,7 +201,7 @@ impl Workload {
     }
 
     /// Books the replies among the simulator's events.
-    pub fn absorb(&mut self, sim: &mut Cluster) {
+    pub fn absorb<S: Store>(&mut self, sim: &mut Cluster<S>) {
         for (_, _, e) in sim.take_events() {
             let NodeOutput::Reply { resp: ClientResponse { id, result }, .. } = e else { continue };
             let Some((key, value)) = self.pending.remove(&id) else { continue };
@@ -209,7 +223,7 @@ impl Workload {
     }
 
     /// Runs the simulation for `ms`, issuing about one operation every `every` ms.
-    pub fn run(&mut self, sim: &mut Cluster, ms: Millis, every: Millis) {
+    pub fn run<S: Store>(&mut self, sim: &mut Cluster<S>, ms: Millis, every: Millis) {
         let end = sim.now() + ms;
         while sim.now() < end {
             if sim.rng().below(every.max(1)) < 25 {
@@ -221,7 +235,7 @@ impl Workload {
     }
 
     /// Lets requests in flight finish (or time out).
-    pub fn drain(&mut self, sim: &mut Cluster) {
+    pub fn drain<S: Store>(&mut self, sim: &mut Cluster<S>) {
         for _ in 0..200 {
             if self.pending.is_empty() {
                 break;
@@ -237,7 +251,11 @@ impl Workload {
     /// Reads every key back at `quorum` through a running node and checks it against the
     /// history, then compares the replicas of each key (see `check_replicas` for
     /// `all_nodes`).
-    pub fn verify(&mut self, sim: &mut Cluster, all_nodes: bool) -> Result<Report, String> {
+    pub fn verify<S: Store>(
+        &mut self,
+        sim: &mut Cluster<S>,
+        all_nodes: bool,
+    ) -> Result<Report, String> {
         let keys: Vec<Bytes> = self.history.keys().cloned().collect();
         for key in keys {
             let reply = read(sim, &key)?;
@@ -258,7 +276,10 @@ impl Workload {
 }
 
 /// Reads `key` at consistency `quorum` through a running, serving node.
-fn read(sim: &mut Cluster, key: &Bytes) -> Result<(Option<Bytes>, Option<Timestamp>), String> {
+fn read<S: Store>(
+    sim: &mut Cluster<S>,
+    key: &Bytes,
+) -> Result<(Option<Bytes>, Option<Timestamp>), String> {
     for attempt in 0..5 {
         let serving: Vec<NodeId> = sim
             .processes()
@@ -331,8 +352,8 @@ fn check_read(
 /// With `all_nodes`, no node at all may hold such a value (once tombstones were
 /// collected, a stale copy anywhere could be handed back); otherwise a node that no
 /// longer replicates the key may still hold an old copy until cleaning drops it.
-fn check_replicas(
-    sim: &Cluster,
+fn check_replicas<S: Store>(
+    sim: &Cluster<S>,
     key: &Bytes,
     h: &KeyHistory,
     all_nodes: bool,
@@ -377,7 +398,7 @@ fn cluster(n: u64, seed: u64, net: NetConfig, grace: Millis) -> Result<Cluster, 
 }
 
 /// Runs until every running node serves and sees every running node serving.
-fn settle(sim: &mut Cluster, limit: Millis) -> Result<(), String> {
+pub(super) fn settle<S: Store>(sim: &mut Cluster<S>, limit: Millis) -> Result<(), String> {
     let start = sim.now();
     loop {
         let running = sim.running();
@@ -396,7 +417,7 @@ fn settle(sim: &mut Cluster, limit: Millis) -> Result<(), String> {
 }
 
 /// Waits for membership to settle, then for two anti-entropy periods.
-fn converge(sim: &mut Cluster) -> Result<(), String> {
+pub(super) fn converge<S: Store>(sim: &mut Cluster<S>) -> Result<(), String> {
     settle(sim, 120_000)?;
     sim.run_for(10_000);
     settle(sim, 60_000)

@@ -78,6 +78,10 @@ impl MemStore {
 }
 
 impl Store for MemStore {
+    fn durable_on_write(&self) -> bool {
+        true
+    }
+
     fn collections(&self) -> Result<Vec<String>, StoreError> {
         Ok(self
             .collections

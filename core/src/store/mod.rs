@@ -12,12 +12,16 @@
 //! interval's start.
 //!
 //! Two implementations share one conformance suite (`conformance`, behind the
-//! `testing` feature): [`MemStore`] here and native's redb store.
+//! `testing` feature): [`MemStore`] here and native's redb store. `faulty` (same
+//! feature) wraps any store with injectable faults (ENOSPC, EIO, torn commits) and a
+//! durable image that models what a crash keeps.
 
 mod mem;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(any(test, feature = "testing"))]
+pub mod faulty;
 
 pub use mem::MemStore;
 
@@ -253,6 +257,22 @@ pub trait Store {
     /// How the medium is doing (full, failing); healthy by default.
     fn health(&self) -> StorageHealth {
         StorageHealth::default()
+    }
+
+    /// After a failed commit (a [`Store::flush`], [`Store::flush_begin`] or its job
+    /// returned an error): makes what the store shows match what is durable, dropping the
+    /// writes the failed commit (and any begun after it) did not make durable. The node
+    /// calls it before rebuilding its Merkle trees from the store. Stores that drop a
+    /// failed transaction by themselves, and in-memory stores, need do nothing.
+    fn discard_uncommitted(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Whether a write is as durable as this store ever makes it the moment it returns —
+    /// an in-memory store, which keeps nothing across a restart anyway. A node over such
+    /// a store holds nothing back for commits (see `node::durability`). Default `false`.
+    fn durable_on_write(&self) -> bool {
+        false
     }
 }
 

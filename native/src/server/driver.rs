@@ -3,18 +3,17 @@
 //! Everything that reaches the node — client requests from WebSocket and HTTP, frames
 //! from peers, timers, operator commands — arrives as an [`Input`] on one channel. The
 //! thread takes whatever has queued up (up to [`BATCH`] inputs), feeds it all to the
-//! node, fires due timers, then calls [`Node::flush`] once: every write of the batch
-//! shares one durable commit (group commit). Only after that commit are the batch's
-//! outputs released — replies to clients, acknowledgements to coordinators — so
-//! nothing is acknowledged before it is on disk.
+//! node, fires due timers, then begins one commit ([`Node::flush_begin`]): every write
+//! of the batch shares one durable commit (group commit). The commit's wait for the disk
+//! runs on the sync thread ([`super::syncer`]), which reports back as
+//! [`Input::Synced`]; the thread tells the node ([`Node::committed`]).
 //!
-//! If a commit fails, the writes of the batch cannot be trusted to be on disk, so
-//! their acknowledgements are withheld: clients get a `storage failure` error in place
-//! of `Written`, write acks to peers are not sent (their coordinators time out and
-//! hint), and the node is rebuilt from what the store really holds (its Merkle trees
-//! must describe the disk), then re-syncs with its replicas before serving again.
+//! What may be sent before the disk answered, and what happens when a commit fails, is
+//! the node's business (`dhrt_core::node::durability`): its `poll_output` hands over
+//! only what may leave, and this thread routes all of it at once — gossip, probes and
+//! sync traffic never wait behind an fsync.
 //!
-//! The thread is a plain OS thread, not a tokio task: commits block on fsync.
+//! The thread is a plain OS thread, not a tokio task: a commit may block on the disk.
 
 use super::{
     http::origin::MemberOrigins,
@@ -22,14 +21,15 @@ use super::{
     outbox::{Offer, Outbox},
     peers::Peers,
     stats::Counters,
-    syncer::{Release, Syncer},
+    syncer::Syncer,
 };
 use dhrt_core::{
-    node::{hints::Hint, ClientId, Node, NodeEvent, NodeState, Output},
-    proto::{
-        client::{ErrorCode, Reply},
-        ClientRequest, ClientResponse, Message, ReplicaMessage,
+    node::{
+        durability::{Commit, Epoch},
+        hints::Hint,
+        ClientId, Node, NodeEvent, NodeState, Output,
     },
+    proto::{ClientRequest, ClientResponse, Message},
     store::{Store, StoreError},
     Millis, NodeId,
 };
@@ -101,12 +101,12 @@ pub enum Input {
     Stop,
     /// Leave the cluster gracefully, then stop: answered when the node may exit.
     Leave(oneshot::Sender<LeaveOutcome>),
-    /// The sync thread finished the job of batch `seq` (see [`super::syncer`]).
+    /// The sync thread finished the job of commit `epoch` (see [`super::syncer`]).
     Synced {
-        /// The batch whose job it was.
-        seq: u64,
-        /// Whether its writes (and those of every batch before it) are on disk.
-        result: Result<(), String>,
+        /// The commit whose job it was.
+        epoch: Epoch,
+        /// Whether its writes (and those of every commit before it) are on disk.
+        result: Result<(), StoreError>,
     },
 }
 
@@ -181,7 +181,7 @@ pub struct Driver<S: Store, D: Durable> {
     /// the batch is done.
     replies: HashMap<ClientId, Vec<ClientResponse>>,
     peers: Peers,
-    /// Batches whose outputs wait for the disk.
+    /// Runs the commits' waits for the disk.
     syncer: Syncer,
     counters: Arc<Counters>,
     clock: Clock,
@@ -249,7 +249,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         // and connections accepted before this thread ran must not find it still
         // starting ("no node is serving yet").
         self.node.tick(now);
-        self.commit_and_release(now);
+        self.commit_and_route(now);
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let now = self.clock.now();
@@ -276,15 +276,24 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             if self.node.next_deadline().is_some_and(|d| d <= now) {
                 self.node.tick(now);
             }
-            self.commit_and_release(now);
+            self.commit_and_route(now);
             self.save_hints(now, false);
             if self.check_leave(now) || self.stopping {
                 break;
             }
         }
-        let flushed = self.node.flush().err().map(|e| e.to_string());
-        let held = self.syncer.release_all();
-        self.release(self.clock.now(), Release { outputs: held, failed: flushed });
+        // The last commit, in place; then the answer of a job still on the sync thread.
+        if let Err(e) = self.node.flush(self.clock.now()) {
+            tracing::error!(error = %e, "the last commit failed");
+        }
+        while self.syncer.busy() {
+            match inbox.recv_timeout(Duration::from_secs(10)) {
+                Ok(Input::Synced { epoch, result }) => self.synced(self.clock.now(), epoch, result),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        self.route_outputs(self.clock.now());
         self.send_replies();
         self.save_hints(self.clock.now(), true);
     }
@@ -333,10 +342,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
                 let _ = tx.send(super::snapshot_of(&self.node, &self.node.config().addr));
             }
             Input::Stop => self.stopping = true,
-            Input::Synced { seq, result } => {
-                let release = self.syncer.synced(seq, result);
-                self.release(now, release);
-            }
+            Input::Synced { epoch, result } => self.synced(now, epoch, result),
             Input::Leave(done) => {
                 if self.leaving.is_none() {
                     tracing::info!("leaving the cluster: handing ranges off first");
@@ -347,21 +353,30 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         }
     }
 
-    /// Begins the batch's commit and hands its outputs to the syncer, which holds them
-    /// until the commit is on disk; releases what may go out (or, when the commit could
-    /// not even begin, withholds this batch's acknowledgements and rebuilds the node).
-    fn commit_and_release(&mut self, now: Millis) {
-        let begun = self.node.flush_begin();
-        let mut outputs = Vec::new();
-        while let Some(out) = self.node.poll_output() {
-            outputs.push(out);
+    /// Begins the batch's commit, hands its wait for the disk to the sync thread, and
+    /// routes whatever the node lets go.
+    fn commit_and_route(&mut self, now: Millis) {
+        match self.node.flush_begin(now) {
+            Ok(Commit { epoch, job: Some(job) }) => {
+                if let Some((epoch, result)) = self.syncer.submit(epoch, job) {
+                    self.node.committed(now, epoch, result);
+                }
+            }
+            Ok(Commit { job: None, .. }) => {}
+            // The node already treated the commit as failed (see `CommitFailed`).
+            Err(e) => tracing::debug!(error = %e, "a commit could not begin"),
         }
-        let release = match begun {
-            Ok(job) => self.syncer.submit(outputs, job),
-            Err(e) => Release { outputs, failed: Some(e.to_string()) },
-        };
-        self.release(now, release);
+        self.route_outputs(now);
         self.send_replies();
+    }
+
+    /// The sync thread finished commit `epoch`: tells the node, and starts the next job.
+    fn synced(&mut self, now: Millis, epoch: Epoch, result: Result<(), StoreError>) {
+        let next = self.syncer.synced(result.is_ok());
+        self.node.committed(now, epoch, result);
+        if let Some((epoch, result)) = next {
+            self.node.committed(now, epoch, result);
+        }
     }
 
     /// Sends each connection the answers gathered for it, in one message. A connection
@@ -402,28 +417,16 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         }
     }
 
-    /// Routes released outputs; after a failed commit, withholds their
-    /// acknowledgements and rebuilds the node from what the store really holds.
-    fn release(&mut self, now: Millis, release: Release) {
-        let Release { outputs, failed } = release;
-        if let Some(reason) = &failed {
-            tracing::error!(%reason, "commit failed: withholding its acknowledgements");
-            self.counters.commit_failures.fetch_add(1, Ordering::Relaxed);
-        }
-        for out in outputs {
-            self.route(now, out, failed.as_deref());
-        }
-        if failed.is_some() {
-            self.rebuild(now);
+    /// Routes every output the node lets go now.
+    fn route_outputs(&mut self, now: Millis) {
+        while let Some(out) = self.node.poll_output() {
+            self.route(now, out);
         }
     }
 
-    fn route(&mut self, now: Millis, out: Output, failed: Option<&str>) {
+    fn route(&mut self, now: Millis, out: Output) {
         match out {
             Output::Send { to, addr, msg } => {
-                if failed.is_some() && is_write_ack(&msg) {
-                    return;
-                }
                 if to == self.node.id() {
                     self.node.handle_peer(now, to, msg);
                 } else {
@@ -431,14 +434,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
                 }
             }
             Output::SendAddr { addr, msg } => self.peers.send(&addr, msg),
-            Output::Reply { client, mut resp } => {
-                if let (Some(reason), Reply::Written { .. }) = (failed, &resp.result) {
-                    resp = ClientResponse::error(
-                        resp.id,
-                        ErrorCode::Unavailable,
-                        format!("the write was not committed ({reason}); retry it"),
-                    );
-                }
+            Output::Reply { client, resp } => {
                 self.counters.count_reply(&resp.result);
                 self.reply(client, resp);
             }
@@ -491,20 +487,15 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             NodeEvent::Handoff(p) => {
                 tracing::info!(done = p.done, total = p.total, entries = p.entries, "hand-off")
             }
-            NodeEvent::StoreFailed(e) => tracing::warn!(error = %e, "store refused a write"),
+            NodeEvent::StoreFailed(e) => tracing::warn!(error = %e, "store failed"),
+            NodeEvent::CommitFailed { reason } => {
+                tracing::error!(%reason, "commit failed: its acknowledgements were withheld");
+                self.counters.commit_failures.fetch_add(1, Ordering::Relaxed);
+            }
             NodeEvent::SyncFailed { peer, reason } => {
                 tracing::debug!(peer = %peer.0, %reason, "sync session failed")
             }
             other => tracing::debug!(event = ?other, "node event"),
-        }
-    }
-
-    /// After a failed commit: the node's Merkle trees and clock may describe writes
-    /// that never reached the disk, so the node is rebuilt from the store (its pending
-    /// transaction is dropped, uncommitted) and re-syncs before serving.
-    fn rebuild(&mut self, now: Millis) {
-        if let Err(e) = self.node.recover_from_failed_flush(now) {
-            tracing::error!(error = %e, "cannot read the store back after a failed commit");
         }
     }
 
@@ -515,14 +506,10 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         if !handed_off && now < *deadline {
             return false;
         }
-        let flush_error = self.node.flush().err().map(|e| e.to_string());
+        let flush_error = self.node.flush(now).err().map(|e| e.to_string());
         if let Some((done, _)) = self.leaving.take() {
             let _ = done.send(LeaveOutcome { handed_off, flush_error });
         }
         true
     }
-}
-
-fn is_write_ack(msg: &Message) -> bool {
-    matches!(msg, Message::Replica(ReplicaMessage::WriteAck { .. }))
 }

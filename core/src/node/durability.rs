@@ -1,0 +1,211 @@
+//! Durability: which of a node's outputs wait for which commit.
+//!
+//! The rule is "nothing is acknowledged before it is durable", and it lives here, in
+//! the core, where the simulator exercises it — not in a driver.
+//!
+//! Writes reach the store at once (reads see them), and are made durable in *commits*.
+//! A driver calls [`Node::flush_begin`](super::Node::flush_begin) after each batch of
+//! inputs: the node numbers the commit with an [`Epoch`] (one more than the last) and
+//! hands back the store's [`SyncJob`] — the wait for the disk. The driver runs the job
+//! anywhere it likes and reports the outcome with
+//! [`Node::committed`](super::Node::committed). A store with nothing to wait for (the
+//! in-memory store) returns no job and the commit completes inside `flush_begin`.
+//!
+//! A store that is as durable as it gets the moment a write returns ([`crate::store::Store::durable_on_write`]:
+//! the in-memory store of `--memory` nodes) holds nothing back. Over any other store,
+//! only what must wait is held back:
+//! - a `WriteAck` the node sends for a replica write (to a coordinator),
+//! - the coordinator's own local acknowledgement of a write it stored (a write's
+//!   `Written` answer is given only once the required acknowledgements arrived, so a
+//!   `Written` is never held itself: it cannot exist before its local part committed),
+//! - client answers other than `Written` (reads, scans, watch events…) produced while
+//!   the node has writes not yet known durable: they may show those writes. This is
+//!   conservative — a read that saw only durable data waits too — and keeps the order of
+//!   the answers it holds.
+//!
+//! Each waits for the epoch that covers every write made before it: the next epoch when
+//! writes were made since the last `flush_begin`, else the last one begun. Everything
+//! else — gossip, probes, sync sessions, hand-off, outgoing replica writes and reads,
+//! hints — leaves at once, so a slow disk never gets a node suspected.
+//!
+//! A successful commit of epoch E releases everything held for epochs `<= E`, in
+//! order. A failed commit fails everything held, whatever its epoch (after a failed
+//! fsync nothing written since the last good one can be trusted): acknowledgements to
+//! coordinators are dropped (they time out and keep hints), a coordinator's own local
+//! acknowledgement counts as a refusal (its client is told the write was not committed
+//! when the others cannot make up the consistency), held answers go out as they are.
+//! Then the node recovers by itself: the store discards what it could not commit, the
+//! Merkle trees are rebuilt from it, and the node re-syncs with its replicas before
+//! serving again. Every epoch begun so far counts as resolved; late reports for them are
+//! ignored.
+
+use super::Output;
+use crate::{
+    proto::{client::Reply, Message, ReplicaMessage},
+    store::SyncJob,
+};
+use std::collections::VecDeque;
+
+/// The number of a commit, from 1; 0 is "before the first commit".
+pub type Epoch = u64;
+
+/// A commit begun by [`Node::flush_begin`](super::Node::flush_begin).
+pub struct Commit {
+    /// Its number, to report with [`Node::committed`](super::Node::committed).
+    pub epoch: Epoch,
+    /// The wait for the disk, to run (on any thread) before reporting. `None`: nothing
+    /// to wait for or report (nothing was written since the last commit began, or the
+    /// store needs no wait and the commit already completed).
+    pub job: Option<SyncJob>,
+}
+
+impl std::fmt::Debug for Commit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commit")
+            .field("epoch", &self.epoch)
+            .field("job", &self.job.is_some())
+            .finish()
+    }
+}
+
+/// Something waiting for a commit.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// An output for the driver (boxed: outputs are large, acknowledgements small).
+    Output(Box<Output>),
+    /// The coordinator's own acknowledgement of write request `req`.
+    LocalAck(u64),
+}
+
+/// The commit bookkeeping of a node.
+#[derive(Debug, Default)]
+pub(crate) struct Durability {
+    /// The last epoch begun.
+    begun: Epoch,
+    /// Every epoch up to this one is resolved (durable, or failed).
+    resolved: Epoch,
+    /// The replica's write count when the last commit began.
+    writes_at_begin: u64,
+    /// What waits, oldest first, with the epoch it waits for (never decreasing).
+    held: VecDeque<(Epoch, Held)>,
+    /// Commits that failed.
+    failures: u64,
+}
+
+/// What a resolved commit lets go.
+pub(crate) struct Released {
+    /// In order.
+    pub items: Vec<Held>,
+    /// Why they were not made durable, when the commit failed.
+    pub failed: Option<String>,
+}
+
+impl Durability {
+    /// The epoch covering every write made so far, given the replica's write count.
+    fn covering(&self, writes: u64) -> Epoch {
+        if writes != self.writes_at_begin {
+            self.begun + 1
+        } else {
+            self.begun
+        }
+    }
+
+    /// Starts a commit when writes were made since the last one began; returns its
+    /// epoch, or `None` when there is nothing new to commit.
+    pub fn begin(&mut self, writes: u64) -> Option<Epoch> {
+        if writes == self.writes_at_begin {
+            return None;
+        }
+        self.writes_at_begin = writes;
+        self.begun += 1;
+        Some(self.begun)
+    }
+
+    /// The last epoch begun.
+    pub fn begun(&self) -> Epoch {
+        self.begun
+    }
+
+    /// Every epoch up to this one is resolved.
+    pub fn resolved(&self) -> Epoch {
+        self.resolved
+    }
+
+    /// Commits that failed so far.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// Outputs and acknowledgements waiting for a commit.
+    pub fn holding(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Holds the coordinator's own acknowledgement of `req` until its write commits.
+    pub fn hold_local_ack(&mut self, writes: u64, req: u64) {
+        self.push(self.covering(writes), Held::LocalAck(req));
+    }
+
+    /// Decides whether `out` may leave now; returns it when it may, holds it otherwise.
+    pub fn admit(&mut self, writes: u64, out: Output) -> Option<Output> {
+        let must_wait = match &out {
+            Output::Reply { resp, .. } => !matches!(resp.result, Reply::Written { .. }),
+            Output::Send {
+                msg: Message::Replica(ReplicaMessage::WriteAck { error, .. }), ..
+            } => error.is_none(),
+            _ => false,
+        };
+        if !must_wait {
+            return Some(out);
+        }
+        let epoch = self.covering(writes);
+        if epoch <= self.resolved && self.held.is_empty() {
+            return Some(out);
+        }
+        self.push(epoch, Held::Output(Box::new(out)));
+        None
+    }
+
+    fn push(&mut self, epoch: Epoch, item: Held) {
+        let epoch = self.held.back().map_or(epoch, |(last, _)| epoch.max(*last));
+        self.held.push_back((epoch, item));
+    }
+
+    /// Commit `epoch` ended with `result`: what it releases (or fails).
+    pub fn resolve(&mut self, epoch: Epoch, result: Result<(), String>) -> Released {
+        if epoch <= self.resolved || epoch > self.begun {
+            // Late news of an epoch already resolved (a failure resolved it), or news of
+            // one never begun: nothing to do.
+            return Released { items: Vec::new(), failed: None };
+        }
+        match result {
+            Ok(()) => {
+                self.resolved = epoch;
+                let mut items = Vec::new();
+                while self.held.front().is_some_and(|(e, _)| *e <= epoch) {
+                    if let Some((_, item)) = self.held.pop_front() {
+                        items.push(item);
+                    }
+                }
+                Released { items, failed: None }
+            }
+            Err(reason) => self.fail(reason),
+        }
+    }
+
+    /// A commit failed: every epoch begun is resolved, everything held is failed.
+    pub fn fail(&mut self, reason: String) -> Released {
+        self.failures += 1;
+        self.resolved = self.begun;
+        Released {
+            items: self.held.drain(..).map(|(_, item)| item).collect(),
+            failed: Some(reason),
+        }
+    }
+
+    /// After a failure: writes made until now were discarded or belong to the failure,
+    /// so the next commit starts from the current count.
+    pub fn forget_writes(&mut self, writes: u64) {
+        self.writes_at_begin = writes;
+    }
+}
