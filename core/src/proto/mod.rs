@@ -10,6 +10,7 @@
 pub mod chord;
 pub mod client;
 pub mod replica;
+pub mod size;
 pub mod sync;
 pub mod watch;
 

@@ -121,6 +121,10 @@ config_file! {
     watch_lag_mb: usize,
     /// `--output-total-mb`.
     output_total_mb: usize,
+    /// `--peer-queue-mb`.
+    peer_queue_mb: usize,
+    /// `--peer-queue-total-mb`.
+    peer_queue_total_mb: usize,
     /// `--hints-mb-per-node`.
     hints_mb_per_node: usize,
     /// `--hints-mb`.
@@ -330,6 +334,8 @@ mod tests {
             output_limit_mb,
             watch_lag_mb,
             output_total_mb,
+            peer_queue_mb,
+            peer_queue_total_mb,
             hints_mb_per_node,
             hints_mb,
         } = file;
@@ -344,5 +350,6 @@ mod tests {
         assert!(tls_handshake_timeout.is_some() && inbox_mb.is_some());
         assert!(output_limit_mb.is_some() && watch_lag_mb.is_some() && output_total_mb.is_some());
         assert!(hints_mb_per_node.is_some() && hints_mb.is_some());
+        assert!(peer_queue_mb.is_some() && peer_queue_total_mb.is_some());
     }
 }

@@ -111,6 +111,13 @@ pub struct ServeArgs {
     /// MiB of unread answers all connections together may hold.
     #[arg(long, value_name = "MIB", default_value_t = Limits::default().output_total_bytes >> 20)]
     pub output_total_mb: usize,
+    /// MiB of frames queued for one peer and not yet sent; past it, frames for that
+    /// peer are dropped (and counted) until it catches up.
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().peer_queue_bytes >> 20)]
+    pub peer_queue_mb: usize,
+    /// MiB of frames queued for all peers together.
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().peer_queue_total_bytes >> 20)]
+    pub peer_queue_total_mb: usize,
     /// MiB of hints kept for one down replica (the oldest are dropped past it).
     #[arg(long, value_name = "MIB", default_value_t = Limits::default().hints.max_bytes_per_node >> 20)]
     pub hints_mb_per_node: usize,
@@ -188,6 +195,8 @@ impl ServeArgs {
             output_bytes: mib(self.output_limit_mb),
             watch_lag_bytes: mib(self.watch_lag_mb),
             output_total_bytes: mib(self.output_total_mb),
+            peer_queue_bytes: mib(self.peer_queue_mb),
+            peer_queue_total_bytes: mib(self.peer_queue_total_mb),
             hints: dhrt_core::node::hints::HintLimits {
                 max_bytes_per_node: mib(self.hints_mb_per_node),
                 max_bytes: mib(self.hints_mb),

@@ -19,6 +19,10 @@
 //!   [`Limits::watch_lag_bytes`], [`Limits::output_total_bytes`], [`super::outbox`]): as
 //!   Redis's `client-output-buffer-limit`, a client that does not read its answers is
 //!   disconnected; its watches end first, with an error, at a softer bound.
+//! - **Frames queued for peers** ([`Limits::peer_queue_bytes`],
+//!   [`Limits::peer_queue_total_bytes`], [`super::peer_budget`]): bytes per outbound
+//!   peer link and over all links; a frame that does not fit is dropped and counted, as
+//!   the protocols allow, and the node thread never waits for a slow peer.
 //! - **Hints** ([`dhrt_core::node::hints::HintLimits`]): bytes per replica and in all.
 //!
 //! The defaults suit a small machine (2 cores, a few GiB free) and are argued in
@@ -49,6 +53,11 @@ pub struct Limits {
     /// Bytes of unread answers all connections together may hold; past it, a
     /// connection that already holds some and gets more is disconnected.
     pub output_total_bytes: usize,
+    /// Bytes of frames (estimated) queued for one peer and not yet sent; past it, new
+    /// frames for that peer are dropped.
+    pub peer_queue_bytes: usize,
+    /// Bytes of frames (estimated) queued for all peers together.
+    pub peer_queue_total_bytes: usize,
     /// Hints kept for other nodes.
     pub hints: HintLimits,
 }
@@ -66,6 +75,8 @@ impl Default for Limits {
             output_bytes: 64 * MIB,
             watch_lag_bytes: 16 * MIB,
             output_total_bytes: 1024 * MIB,
+            peer_queue_bytes: 64 * MIB,
+            peer_queue_total_bytes: 256 * MIB,
             hints,
         }
     }
@@ -73,9 +84,10 @@ impl Default for Limits {
 
 impl Limits {
     /// The limits made consistent with a node whose largest frame is `max_frame`: one
-    /// frame always fits the inbox and a connection's output (else a single large
-    /// value could never be written or read), the watch bound is at most the output
-    /// bound, and nothing is zero. Says what it changed, for the log.
+    /// frame always fits the inbox, a connection's output and a peer link's queue (else
+    /// a single large value could never be written, read or replicated), the watch
+    /// bound is at most the output bound, a total is at least its part, and nothing is
+    /// zero. Says what it changed, for the log.
     pub fn fitted(mut self, max_frame: usize) -> (Self, Vec<String>) {
         let mut changed = Vec::new();
         let mut at_least = |name: &str, value: &mut usize, floor: usize| {
@@ -88,6 +100,9 @@ impl Limits {
         at_least("the output limit", &mut self.output_bytes, max_frame);
         let output = self.output_bytes;
         at_least("the output total", &mut self.output_total_bytes, output);
+        at_least("the peer queue budget", &mut self.peer_queue_bytes, max_frame);
+        let peer_queue = self.peer_queue_bytes;
+        at_least("the peer queue total", &mut self.peer_queue_total_bytes, peer_queue);
         at_least("the connection cap", &mut self.max_connections, 1);
         at_least("the watch lag limit", &mut self.watch_lag_bytes, 1);
         if self.watch_lag_bytes > self.output_bytes {
@@ -113,6 +128,8 @@ mod tests {
             output_total_bytes: 5,
             watch_lag_bytes: 1 << 30,
             max_connections: 0,
+            peer_queue_bytes: 0,
+            peer_queue_total_bytes: 10,
             ..Limits::default()
         };
         let (fitted, changed) = small.fitted(1000);
@@ -120,7 +137,8 @@ mod tests {
         assert_eq!(fitted.output_total_bytes, 1000);
         assert_eq!(fitted.watch_lag_bytes, 1000);
         assert_eq!(fitted.max_connections, 1);
-        assert_eq!(changed.len(), 5, "{changed:?}");
+        assert_eq!((fitted.peer_queue_bytes, fitted.peer_queue_total_bytes), (1000, 1000));
+        assert_eq!(changed.len(), 7, "{changed:?}");
         let (same, changed) = Limits::default().fitted(20 * MIB);
         assert_eq!(same, Limits::default());
         assert!(changed.is_empty());

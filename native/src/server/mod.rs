@@ -17,6 +17,7 @@ pub mod launch;
 pub mod limits;
 pub mod outbox;
 pub mod peer_auth;
+pub mod peer_budget;
 pub mod peers;
 pub mod security;
 pub mod stats;
@@ -366,6 +367,7 @@ where
         counters.clone(),
         max_frame,
     )
+    .queue_bytes(state.limits.peer_queue_bytes, state.limits.peer_queue_total_bytes)
     .with_tls(tls.as_ref().map(|(_, peer)| peer.clone()));
     let driver = Driver::new(node, durable, peers, counters)
         .sync_off_thread(sync_reports)

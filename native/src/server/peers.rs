@@ -11,18 +11,31 @@
 //! succeeds; a peer that fails it is retried with the same backoff as an unreachable
 //! one, and the failure is logged as a warning naming the peer.
 //!
-//! Each link has a bounded queue ([`QUEUE`] frames). The node thread never waits on
-//! the network: when the queue is full, or the peer cannot be reached, frames are
-//! dropped and counted. The node's protocols are built for loss (timeouts, retries,
-//! hints, anti-entropy), exactly as in the simulator. A link that fails reconnects with
-//! exponential backoff (100 ms doubling to 5 s); frames queued while it is down are
-//! dropped rather than delivered late.
+//! Each link has a queue bounded in frames ([`QUEUE`]) and in bytes: every queued
+//! message holds a share of its link's byte budget and of the node's
+//! ([`super::peer_budget`], `--peer-queue-mb` and `--peer-queue-total-mb`), counted with
+//! an estimate of its frame length made without encoding it, and given back once the
+//! link task has handed the frame to its socket. The node thread never waits on the
+//! network: when the queue or a budget is full, or the peer cannot be reached, frames
+//! are dropped and counted (`dhrt_peer_frames_dropped_total`). The node's protocols are
+//! built for loss (timeouts, retries, hints, anti-entropy), exactly as in the
+//! simulator. A link that fails reconnects with exponential backoff (100 ms doubling to
+//! 5 s); frames queued while it is down are dropped rather than delivered late.
+//!
+//! A link carries only peer messages ([`PeerMessage`]); the receiving node would refuse
+//! anything else, so a client message handed to [`Peers::send`] is dropped here, with a
+//! warning.
 
 use super::{
+    limits::Limits,
     peer_auth::{self, Credentials, HandshakeError},
+    peer_budget::{Charge, LinkBudget, PeerBudget},
     stats::Counters,
 };
-use dhrt_core::{proto::Message, wire};
+use dhrt_core::{
+    proto::{Message, PeerMessage},
+    wire,
+};
 use futures_util::{SinkExt, StreamExt};
 use std::{
     collections::HashMap,
@@ -35,25 +48,52 @@ use tokio_tungstenite::tungstenite;
 /// Frames queued per peer link before new ones are dropped.
 pub const QUEUE: usize = 8192;
 
+/// A message waiting in a link's queue, with the bytes it holds of the budgets.
+struct Queued {
+    msg: PeerMessage,
+    charge: Charge,
+}
+
+/// One open link: its queue and its byte budget.
+struct LinkQueue {
+    tx: mpsc::Sender<Queued>,
+    budget: Arc<LinkBudget>,
+}
+
 /// The outbound links of one node.
 pub struct Peers {
     me: Credentials,
-    links: HashMap<String, mpsc::Sender<Message>>,
+    links: HashMap<String, LinkQueue>,
     runtime: Handle,
     counters: Arc<Counters>,
+    budget: PeerBudget,
     max_frame: usize,
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Peers {
-    /// Links for the node whose handshake credentials are `me`, spawned on `runtime`.
+    /// Links for the node whose handshake credentials are `me`, spawned on `runtime`,
+    /// with the default byte budgets ([`Limits`]).
     pub fn new(
         me: Credentials,
         runtime: Handle,
         counters: Arc<Counters>,
         max_frame: usize,
     ) -> Self {
-        Peers { me, links: HashMap::new(), runtime, counters, max_frame, tls: None }
+        let limits = Limits::default();
+        let budget = PeerBudget::new(
+            limits.peer_queue_bytes,
+            limits.peer_queue_total_bytes,
+            counters.clone(),
+        );
+        Peers { me, links: HashMap::new(), runtime, counters, budget, max_frame, tls: None }
+    }
+
+    /// Queues at most `per_link` bytes of frames on one link and `total` on all links
+    /// together ([`Limits::peer_queue_bytes`], [`Limits::peer_queue_total_bytes`]).
+    pub fn queue_bytes(mut self, per_link: usize, total: usize) -> Self {
+        self.budget = PeerBudget::new(per_link, total, self.counters.clone());
+        self
     }
 
     /// Links over TLS (`wss://`) with `tls` ([`crate::tls::peer_client_config`]) when
@@ -63,14 +103,19 @@ impl Peers {
         self
     }
 
-    /// Queues `msg` for the node at `addr`, opening the link on first use.
+    /// Queues `msg` for the node at `addr`, opening the link on first use; drops and
+    /// counts it when the link's queue or a byte budget is full. Never waits.
     pub fn send(&mut self, addr: &str, msg: Message) {
-        if addr.is_empty() {
-            self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let tx = match self.links.get(addr) {
-            Some(tx) if !tx.is_closed() => tx,
+        let msg = match PeerMessage::try_from(msg) {
+            Ok(msg) if !addr.is_empty() => msg,
+            Ok(_) => return self.dropped(),
+            Err(other) => {
+                tracing::warn!(peer = %addr, message = ?other, "not a peer message: not sent");
+                return self.dropped();
+            }
+        };
+        let link = match self.links.get(addr) {
+            Some(link) if !link.tx.is_closed() => link,
             _ => {
                 let (tx, rx) = mpsc::channel(QUEUE);
                 let link = Link {
@@ -81,13 +126,27 @@ impl Peers {
                     tls: self.tls.clone(),
                 };
                 self.runtime.spawn(link.run(rx));
-                self.links.insert(addr.to_string(), tx);
+                let queue = LinkQueue { tx, budget: self.budget.link() };
+                self.links.insert(addr.to_string(), queue);
                 &self.links[addr]
             }
         };
-        if tx.try_send(msg).is_err() {
-            self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
+        let Some(charge) = link.budget.charge(msg.estimated_frame_bytes()) else {
+            return self.dropped();
+        };
+        // A full queue hands the message back; dropping it gives its bytes back.
+        if link.tx.try_send(Queued { msg, charge }).is_err() {
+            self.dropped();
         }
+    }
+
+    /// Bytes queued on all links now.
+    pub fn queued_bytes(&self) -> u64 {
+        self.budget.queued()
+    }
+
+    fn dropped(&self) {
+        self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -100,7 +159,7 @@ struct Link {
 }
 
 impl Link {
-    async fn run(self, mut rx: mpsc::Receiver<Message>) {
+    async fn run(self, mut rx: mpsc::Receiver<Queued>) {
         let scheme = if self.tls.is_some() { "wss" } else { "ws" };
         let url = format!("{scheme}://{}/v1/peer?version={}", self.addr, wire::VERSION);
         let mut backoff = Duration::from_millis(100);
@@ -182,7 +241,7 @@ impl Link {
     async fn pump<S>(
         &self,
         ws: tokio_tungstenite::WebSocketStream<S>,
-        rx: &mut mpsc::Receiver<Message>,
+        rx: &mut mpsc::Receiver<Queued>,
     ) -> Option<()>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -195,8 +254,11 @@ impl Link {
                     if n == 0 {
                         return None;
                     }
-                    // One flush (one socket write) for every frame queued meanwhile.
-                    for msg in batch.drain(..) {
+                    // One flush (one socket write) for every frame queued meanwhile. A
+                    // message keeps its bytes of the budget until its frame is in the
+                    // socket's hands, so what waits here counts too.
+                    let mut queued = batch.drain(..);
+                    while let Some(Queued { msg, charge }) = queued.next() {
                         let frame = match wire::encode_with_limit(&msg, self.max_frame) {
                             Ok(f) => f,
                             Err(e) => {
@@ -205,12 +267,16 @@ impl Link {
                                 continue;
                             }
                         };
+                        drop(msg);
                         if sink.feed(tungstenite::Message::Binary(frame.into())).await.is_err() {
-                            self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
+                            let lost = 1 + queued.len() as u64;
+                            self.counters.peer_frames_dropped.fetch_add(lost, Ordering::Relaxed);
                             return Some(());
                         }
+                        drop(charge);
                         self.counters.peer_frames_out.fetch_add(1, Ordering::Relaxed);
                     }
+                    drop(queued);
                     if sink.flush().await.is_err() {
                         return Some(());
                     }
@@ -261,4 +327,143 @@ where
 {
     let _ = send(ws, &peer_auth::Handshake::Refused { reason: why.to_string() }).await;
     let _ = ws.close(None).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use dhrt_core::{entry::Entry, proto::ReplicaMessage, NodeId, Timestamp};
+    use tokio::{net::TcpListener, sync::oneshot};
+
+    /// A replica write of one `len`-byte value.
+    fn write(len: usize) -> Message {
+        let entry =
+            Entry::value(vec![7; len], Timestamp::from_parts(1_700_000_000_000, 0), NodeId(1));
+        Message::Replica(ReplicaMessage::Write {
+            req: 1,
+            collection: "c".into(),
+            records: vec![(Bytes::from_static(b"k"), entry)],
+        })
+    }
+
+    fn estimate(msg: &Message) -> u64 {
+        PeerMessage::try_from(msg.clone()).unwrap().estimated_frame_bytes() as u64
+    }
+
+    /// A peer at the returned address that accepts one link and holds it until `gate`
+    /// fires; then, when `answer`, it completes the handshake and returns every frame
+    /// it receives on the channel, else it closes the link.
+    async fn gated_peer(
+        answer: bool,
+    ) -> (String, oneshot::Sender<()>, mpsc::UnboundedReceiver<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (gate_tx, gate) = oneshot::channel::<()>();
+        let (frames_tx, frames) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let _ = gate.await;
+            if !answer {
+                return;
+            }
+            let me = Credentials::new(NodeId(2), None);
+            let (challenge, nonce) = me.challenge().unwrap();
+            ws.send(tungstenite::Message::Binary(peer_auth::encode(&challenge).into()))
+                .await
+                .unwrap();
+            let hello = peer_auth::decode(&next_binary(&mut ws).await.unwrap()).unwrap();
+            let (_, welcome) = me.check_hello(&nonce, hello).unwrap();
+            ws.send(tungstenite::Message::Binary(peer_auth::encode(&welcome).into()))
+                .await
+                .unwrap();
+            while let Ok(frame) = next_binary(&mut ws).await {
+                let _ = frames_tx.send(frame);
+            }
+        });
+        (addr, gate_tx, frames)
+    }
+
+    fn peers(per_link: usize, total: usize) -> (Peers, Arc<Counters>) {
+        let counters = Arc::new(Counters::default());
+        let me = Credentials::new(NodeId(1), None);
+        let peers = Peers::new(me, Handle::current(), counters.clone(), 20 << 20)
+            .queue_bytes(per_link, total);
+        (peers, counters)
+    }
+
+    /// Waits (at most a minute: only a broken link takes that long) for `done`.
+    async fn until(mut done: impl FnMut() -> bool) {
+        for _ in 0..6000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never happened");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_link_budget_drops_frames_and_sending_them_gives_the_bytes_back() {
+        let (addr, gate, mut frames) = gated_peer(true).await;
+        let (mut peers, counters) = peers(1 << 20, 4 << 20);
+        let dropped = || counters.peer_frames_dropped.load(Ordering::Relaxed);
+        let (big, small) = (write(400 << 10), write(10));
+        // The peer holds the handshake: nothing leaves the queue meanwhile.
+        peers.send(&addr, big.clone());
+        peers.send(&addr, big.clone());
+        assert_eq!((peers.queued_bytes(), dropped()), (2 * estimate(&big), 0));
+        peers.send(&addr, big.clone());
+        assert_eq!(dropped(), 1, "a third 400 KiB frame does not fit 1 MiB: dropped, counted");
+        peers.send(&addr, small.clone());
+        assert_eq!(dropped(), 1, "a small one still fits");
+        let queued = 2 * estimate(&big) + estimate(&small);
+        assert_eq!(peers.queued_bytes(), queued);
+        assert_eq!(counters.peer_queued_bytes.load(Ordering::Relaxed), queued, "the metric");
+        // The peer answers: the link sends the three frames and gives their bytes back.
+        gate.send(()).unwrap();
+        for expected in [&big, &big, &small] {
+            let frame = frames.recv().await.unwrap();
+            assert_eq!(&wire::decode(&frame).unwrap(), expected);
+        }
+        until(|| peers.queued_bytes() == 0).await;
+        peers.send(&addr, big.clone());
+        peers.send(&addr, big.clone());
+        assert_eq!(dropped(), 1, "room again");
+        for _ in 0..2 {
+            frames.recv().await.unwrap();
+        }
+        until(|| peers.queued_bytes() == 0).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_dropped_when_a_link_fails_give_their_bytes_back() {
+        let (addr, gate, _frames) = gated_peer(false).await;
+        let (other, _other_gate, _other_frames) = gated_peer(false).await;
+        let (mut peers, counters) = peers(1 << 20, 1 << 20);
+        let dropped = || counters.peer_frames_dropped.load(Ordering::Relaxed);
+        let big = write(400 << 10);
+        peers.send(&addr, big.clone());
+        peers.send(&addr, big.clone());
+        peers.send(&other, big.clone());
+        assert_eq!(dropped(), 1, "the node's 1 MiB is taken by the first link");
+        assert_eq!(peers.queued_bytes(), 2 * estimate(&big));
+        // The peer closes the link before its handshake: the queued frames are dropped.
+        gate.send(()).unwrap();
+        until(|| dropped() == 3).await;
+        assert_eq!(peers.queued_bytes(), 0);
+        peers.send(&other, big.clone());
+        assert_eq!(peers.queued_bytes(), estimate(&big), "the other link has room now");
+    }
+
+    #[tokio::test]
+    async fn client_messages_never_go_on_a_peer_link() {
+        let (mut peers, counters) = peers(1 << 20, 1 << 20);
+        let req =
+            dhrt_core::proto::ClientRequest { id: 1, op: dhrt_core::proto::client::Op::Stats };
+        peers.send("127.0.0.1:9", Message::Request(req));
+        assert_eq!(counters.peer_frames_dropped.load(Ordering::Relaxed), 1);
+        assert!(peers.links.is_empty(), "no link opened for it");
+    }
 }

@@ -34,8 +34,11 @@ pub struct Counters {
     pub peer_frames_in: AtomicU64,
     /// Frames sent to peers.
     pub peer_frames_out: AtomicU64,
-    /// Frames to peers dropped (queue full or peer unreachable).
+    /// Frames to peers dropped (queue or byte budget full, or peer unreachable).
     pub peer_frames_dropped: AtomicU64,
+    /// Bytes of frames queued for peers, not yet handed to their sockets (kept live by
+    /// [`super::peer_budget`]).
+    pub peer_queued_bytes: AtomicU64,
     /// Frames from clients or peers refused as malformed, oversized or of another version.
     pub bad_frames: AtomicU64,
     /// Peer handshakes that failed on a proof, a refusal or a protocol error, either
@@ -176,7 +179,12 @@ impl Snapshot {
             (
                 "dhrt_peer_frames_dropped_total",
                 load(&c.peer_frames_dropped),
-                "Frames to peers dropped: queue full or peer unreachable.",
+                "Frames to peers dropped: queue or byte budget full, or peer unreachable.",
+            ),
+            (
+                "dhrt_peer_queued_bytes",
+                load(&c.peer_queued_bytes),
+                "Bytes of frames queued for peers, not yet sent (estimated).",
             ),
             ("dhrt_bad_frames_total", load(&c.bad_frames), "Frames refused as malformed."),
             (
