@@ -167,6 +167,9 @@ fn replica(m: &ReplicaMessage) -> usize {
         }
         ReplicaMessage::RangeReply { records: rs, .. } => INT + records(rs) + 1,
         ReplicaMessage::LoadReply { entries, .. } => INT + opt_int(entries),
+        ReplicaMessage::ReadFailed { error, .. } | ReplicaMessage::RangeFailed { error, .. } => {
+            INT + blob(error.len())
+        }
     }
 }
 
@@ -285,6 +288,11 @@ mod tests {
                 req: REQ,
                 error: Some("storage is full".into()),
             }),
+            PeerMessage::Replica(ReplicaMessage::ReadFailed {
+                req: REQ,
+                error: "storage failure: EIO".into(),
+            }),
+            PeerMessage::Replica(ReplicaMessage::RangeFailed { req: 1, error: String::new() }),
             PeerMessage::Replica(ReplicaMessage::Read {
                 req: REQ,
                 collection: coll.clone(),
