@@ -41,7 +41,10 @@
 
 use super::Output;
 use crate::{
-    proto::{client::Reply, Message, ReplicaMessage},
+    proto::{
+        client::{ErrorCode, Reply},
+        ClientResponse, Message, ReplicaMessage, SyncBody, SyncMessage,
+    },
     store::SyncJob,
 };
 use std::collections::VecDeque;
@@ -153,6 +156,7 @@ impl Durability {
             Output::Send {
                 msg: Message::Replica(ReplicaMessage::WriteAck { error, .. }), ..
             } => error.is_none(),
+            Output::Send { msg: Message::Sync(m), .. } => may_end_session(&m.body),
             _ => false,
         };
         if !must_wait {
@@ -207,5 +211,86 @@ impl Durability {
     /// so the next commit starts from the current count.
     pub fn forget_writes(&mut self, writes: u64) {
         self.writes_at_begin = writes;
+    }
+}
+
+/// Whether a sync message may be the one after which its peer counts the session as
+/// succeeded: a `Done`, or an empty step (answered by `Done` when the peer has nothing
+/// left either). A node that hands a range off drops it once its sessions succeeded, so
+/// these wait for the commit covering what the session merged (and anything the sender
+/// compared equal without having committed it). Steps with items, `Begin` and `Abort`
+/// never end a session successfully and leave at once.
+fn may_end_session(body: &SyncBody) -> bool {
+    match body {
+        SyncBody::Done => true,
+        SyncBody::Step { items } => items.is_empty(),
+        SyncBody::Begin { .. } | SyncBody::Abort { .. } => false,
+    }
+}
+
+/// What becomes of a held output when its commit failed.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// Send this instead (or the output unchanged, when it shows nothing uncommitted).
+    Send(Output),
+    /// Nothing goes out (an acknowledgement of a write that did not commit).
+    Dropped,
+    /// A watch event that may show a write that never became durable: the watch
+    /// `(client, id)` ends with an error, and the client re-syncs its copy.
+    WatchEvent {
+        /// The client.
+        client: u64,
+        /// The watch request's id.
+        id: u64,
+    },
+    /// A client sync step that may carry uncommitted entries: the session
+    /// `(client, id)` ends, and the client is sent `error`.
+    ClientSync {
+        /// The client.
+        client: u64,
+        /// The sync request's id.
+        id: u64,
+        /// The error answering it.
+        error: Output,
+    },
+}
+
+/// What a held `out` becomes when the commit it waited for failed for `reason`:
+/// acknowledgements are dropped, session ends become aborts (the peer keeps its data
+/// and retries), answers that may show uncommitted data become errors.
+pub(crate) fn on_failure(out: Output, reason: &str) -> Failed {
+    match out {
+        Output::Send { msg: Message::Replica(ReplicaMessage::WriteAck { .. }), .. } => {
+            Failed::Dropped
+        }
+        Output::Send { to, addr, msg: Message::Sync(SyncMessage { session, .. }) } => {
+            let reason = format!("the entries synced were not committed ({reason})");
+            let body = SyncBody::Abort { reason };
+            Failed::Send(Output::Send { to, addr, msg: Message::Sync(SyncMessage { session, body }) })
+        }
+        Output::Reply { client, resp } => {
+            let id = resp.id;
+            let unavailable = |message: String| {
+                let resp = ClientResponse::error(id, ErrorCode::Unavailable, message);
+                Output::Reply { client, resp }
+            };
+            match resp.result {
+                Reply::Value { .. } | Reply::Values { .. } | Reply::Page { .. } => {
+                    Failed::Send(unavailable(format!(
+                    "the data read was not committed ({reason}); retry"
+                )))
+                }
+                Reply::Event { .. } => Failed::WatchEvent { client, id },
+                Reply::Sync { .. } => Failed::ClientSync {
+                    client,
+                    id,
+                    error: unavailable(format!(
+                        "the entries synced were not committed ({reason}); sync again"
+                    )),
+                },
+                _ => Failed::Send(Output::Reply { client, resp }),
+            }
+        }
+        other => Failed::Send(other),
     }
 }

@@ -167,6 +167,9 @@ fn replica(m: &ReplicaMessage) -> usize {
         }
         ReplicaMessage::RangeReply { records: rs, .. } => INT + records(rs) + 1,
         ReplicaMessage::LoadReply { entries, .. } => INT + opt_int(entries),
+        ReplicaMessage::ReadFailed { error, .. } | ReplicaMessage::RangeFailed { error, .. } => {
+            INT + blob(error.len())
+        }
     }
 }
 
