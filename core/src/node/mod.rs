@@ -107,6 +107,9 @@ pub struct NodeConfig {
     pub watch: WatchConfig,
     /// How much the node may hold in hints for other nodes.
     pub hints: hints::HintLimits,
+    /// How much the client requests it coordinates may hold at once (see
+    /// [`coordinator`]).
+    pub pending: coordinator::PendingLimits,
 }
 
 impl NodeConfig {
@@ -131,6 +134,7 @@ impl NodeConfig {
             seed: id.0,
             watch: WatchConfig::default(),
             hints: hints::HintLimits::default(),
+            pending: coordinator::PendingLimits::default(),
         }
     }
 }
@@ -587,6 +591,11 @@ impl<S: Store> Node<S> {
     /// Anti-entropy state and counters.
     pub fn anti_entropy(&self) -> &AntiEntropy {
         &self.anti_entropy
+    }
+
+    /// The client requests this node coordinates: how many, their bytes, refusals.
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
     }
 
     /// Hints waiting for other nodes.
