@@ -266,7 +266,11 @@ pub(crate) fn on_failure(out: Output, reason: &str) -> Failed {
         Output::Send { to, addr, msg: Message::Sync(SyncMessage { session, .. }) } => {
             let reason = format!("the entries synced were not committed ({reason})");
             let body = SyncBody::Abort { reason };
-            Failed::Send(Output::Send { to, addr, msg: Message::Sync(SyncMessage { session, body }) })
+            Failed::Send(Output::Send {
+                to,
+                addr,
+                msg: Message::Sync(SyncMessage { session, body }),
+            })
         }
         Output::Reply { client, resp } => {
             let id = resp.id;
@@ -275,11 +279,9 @@ pub(crate) fn on_failure(out: Output, reason: &str) -> Failed {
                 Output::Reply { client, resp }
             };
             match resp.result {
-                Reply::Value { .. } | Reply::Values { .. } | Reply::Page { .. } => {
-                    Failed::Send(unavailable(format!(
-                    "the data read was not committed ({reason}); retry"
-                )))
-                }
+                Reply::Value { .. } | Reply::Values { .. } | Reply::Page { .. } => Failed::Send(
+                    unavailable(format!("the data read was not committed ({reason}); retry")),
+                ),
                 Reply::Event { .. } => Failed::WatchEvent { client, id },
                 Reply::Sync { .. } => Failed::ClientSync {
                     client,
@@ -292,5 +294,44 @@ pub(crate) fn on_failure(out: Output, reason: &str) -> Failed {
             }
         }
         other => Failed::Send(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::NodeId;
+
+    fn sync(body: SyncBody) -> Output {
+        let msg = Message::Sync(SyncMessage { session: 9, body });
+        Output::Send { to: NodeId(2), addr: String::new(), msg }
+    }
+
+    #[test]
+    fn a_sync_session_end_waits_for_the_commit_of_what_it_merged_and_aborts_if_it_fails() {
+        let mut d = Durability::default();
+        // Steps with items (summaries, wants, entries) leave at once, even with writes
+        // not yet committed.
+        let step = SyncBody::Step { items: vec![crate::proto::SyncItem::Want { keys: vec![] }] };
+        assert!(d.admit(1, sync(step)).is_some());
+        // A `Done` or an empty step may end the peer's session: held.
+        assert!(d.admit(1, sync(SyncBody::Done)).is_none());
+        assert!(d.admit(1, sync(SyncBody::Step { items: vec![] })).is_none());
+        assert!(d.admit(1, sync(SyncBody::Abort { reason: "x".into() })).is_some());
+        assert_eq!(d.begin(1), Some(1));
+        let released = d.resolve(1, Ok(()));
+        assert_eq!(released.items.len(), 2);
+        // Held for a commit that fails, it becomes an abort: the peer keeps its data.
+        assert!(d.admit(2, sync(SyncBody::Done)).is_none());
+        assert_eq!(d.begin(2), Some(2));
+        let released = d.resolve(2, Err("disk gone".into()));
+        let [Held::Output(out)] = &released.items[..] else { panic!("{:?}", released.items) };
+        match on_failure((**out).clone(), "disk gone") {
+            Failed::Send(Output::Send {
+                msg: Message::Sync(SyncMessage { session: 9, body: SyncBody::Abort { reason } }),
+                ..
+            }) => assert!(reason.contains("not committed"), "{reason}"),
+            other => panic!("expected an abort, got {other:?}"),
+        }
     }
 }
