@@ -18,7 +18,7 @@
 //! - the coordinator's own local acknowledgement of a write it stored (a write's
 //!   `Written` answer is given only once the required acknowledgements arrived, so a
 //!   `Written` is never held itself: it cannot exist before its local part committed),
-//! - client answers other than `Written` (reads, scans, watch events…) produced while
+//! - client answers other than `Written` and errors (reads, scans, watch events…) produced while
 //!   the node has writes not yet known durable: they may show those writes. This is
 //!   conservative — a read that saw only durable data waits too — and keeps the order of
 //!   the answers it holds.
@@ -152,7 +152,10 @@ impl Durability {
     /// Decides whether `out` may leave now; returns it when it may, holds it otherwise.
     pub fn admit(&mut self, writes: u64, out: Output) -> Option<Output> {
         let must_wait = match &out {
-            Output::Reply { resp, .. } => !matches!(resp.result, Reply::Written { .. }),
+            // Errors show no data: they leave at once (an overloaded node refuses at once).
+            Output::Reply { resp, .. } => {
+                !matches!(resp.result, Reply::Written { .. } | Reply::Error { .. })
+            }
             Output::Send {
                 msg: Message::Replica(ReplicaMessage::WriteAck { error, .. }), ..
             } => error.is_none(),
