@@ -556,6 +556,14 @@ impl<S: Store> Node<S> {
         }
     }
 
+    /// For the simulator only: lets sync session ends (`Done`, empty steps) leave at once
+    /// instead of waiting for the commit of what the session merged — the rule before
+    /// they were held — so that a schedule can show it loses hand-offs.
+    #[cfg(feature = "sim")]
+    pub fn release_session_ends_at_once(&mut self, at_once: bool) {
+        self.durability.session_ends_at_once = at_once;
+    }
+
     /// When [`Node::tick`] next has work.
     pub fn next_deadline(&self) -> Option<Millis> {
         [

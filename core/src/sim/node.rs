@@ -44,12 +44,22 @@ pub struct CommitModel {
     /// Emulates the rule the server's driver used to enforce: every output of the node
     /// waits while any commit is under way. For comparison only.
     pub hold_everything: bool,
+    /// Emulates the rule before sync session ends were held: a `Done` or an empty step
+    /// leaves at once, before the commit of what the session merged. For comparison only.
+    pub session_ends_at_once: bool,
 }
 
 impl Default for CommitModel {
     /// Instant commits.
     fn default() -> Self {
-        CommitModel { min_ms: 0, max_ms: 0, stall_chance: 0.0, stall_ms: 0, hold_everything: false }
+        CommitModel {
+            min_ms: 0,
+            max_ms: 0,
+            stall_chance: 0.0,
+            stall_ms: 0,
+            hold_everything: false,
+            session_ends_at_once: false,
+        }
     }
 }
 
@@ -134,6 +144,7 @@ impl<S: Store> NodeProcess<S> {
 
     /// Begins a commit of what the last input wrote; schedules its end.
     fn begin_commit(&mut self, now: Millis) {
+        self.node.release_session_ends_at_once(self.commit_model.session_ends_at_once);
         // An error was already handled by the node as a failed commit.
         let Ok(commit) = self.node.flush_begin(now) else { return };
         if commit.job.is_none() {
