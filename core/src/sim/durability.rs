@@ -37,7 +37,7 @@ use crate::{
     },
 };
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// A simulated cluster of nodes over fault-injecting stores.
@@ -83,8 +83,10 @@ type Planned = (String, Vec<(Position, Bytes, usize)>);
 pub struct Audit {
     me: NodeId,
     images: Images,
-    /// Replica writes received and not yet acknowledged, by (coordinator, request).
-    writes: BTreeMap<(NodeId, u64), (String, Vec<Written>)>,
+    /// Replica writes received and not yet acknowledged, by (coordinator, request),
+    /// oldest first: a coordinator that restarted numbers its requests from 1 again, so
+    /// a held acknowledgement of its previous life can share a number with a new write.
+    writes: BTreeMap<(NodeId, u64), VecDeque<(String, Vec<Written>)>>,
     /// Client writes coordinated here: collection, keys with their positions and the
     /// acknowledgements each needs.
     requests: BTreeMap<(ClientId, u64), Planned>,
@@ -137,7 +139,7 @@ impl Audit {
                 .iter()
                 .map(|(k, e)| (node.replica().position(collection, k), k.clone(), e.ts))
                 .collect();
-            self.writes.insert((from, *req), (collection.clone(), keys));
+            self.writes.entry((from, *req)).or_default().push_back((collection.clone(), keys));
         }
     }
 
@@ -149,7 +151,11 @@ impl Audit {
                 msg: Message::Replica(ReplicaMessage::WriteAck { req, error }),
                 ..
             } => {
-                let Some((collection, keys)) = self.writes.remove(&(*to, *req)) else { return };
+                let Some(queue) = self.writes.get_mut(&(*to, *req)) else { return };
+                let Some((collection, keys)) = queue.pop_front() else { return };
+                if queue.is_empty() {
+                    self.writes.remove(&(*to, *req));
+                }
                 if error.is_some() {
                     return;
                 }
