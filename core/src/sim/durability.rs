@@ -74,6 +74,9 @@ impl Images {
 /// One key of a write: where it lives and what must be durable.
 type Written = (Position, Bytes, Timestamp);
 
+/// A replica write received: its collection and keys.
+type ReplicaWrite = (String, Vec<Written>);
+
 /// A client write coordinated here: its collection, and each key with its position and
 /// the durable copies it needs.
 type Planned = (String, Vec<(Position, Bytes, usize)>);
@@ -86,7 +89,7 @@ pub struct Audit {
     /// Replica writes received and not yet acknowledged, by (coordinator, request),
     /// oldest first: a coordinator that restarted numbers its requests from 1 again, so
     /// a held acknowledgement of its previous life can share a number with a new write.
-    writes: BTreeMap<(NodeId, u64), VecDeque<(String, Vec<Written>)>>,
+    writes: BTreeMap<(NodeId, u64), VecDeque<ReplicaWrite>>,
     /// Client writes coordinated here: collection, keys with their positions and the
     /// acknowledgements each needs.
     requests: BTreeMap<(ClientId, u64), Planned>,
@@ -351,7 +354,13 @@ pub fn stall_schedule(seed: u64, hold_everything: bool) -> Result<StallReport, S
 /// one in twenty stalls for 1.5 s — longer than a sync session's round trips, so
 /// sessions that merged data into such a node end long before its commit would.
 pub fn slow_disk() -> CommitModel {
-    CommitModel { min_ms: 10, max_ms: 150, stall_chance: 0.05, stall_ms: 1_500, ..CommitModel::default() }
+    CommitModel {
+        min_ms: 10,
+        max_ms: 150,
+        stall_chance: 0.05,
+        stall_ms: 1_500,
+        ..CommitModel::default()
+    }
 }
 
 /// What [`handoff_schedule`] drives: the cluster, the durable images, the workload, and
@@ -398,14 +407,19 @@ impl Churn {
             self.w.run(&mut self.sim, slice, 40);
             self.check(when)?;
             self.restart_due(false)?;
-            if self.down.is_empty() && self.sim.rng().chance(0.05) {
+            if self.down.is_empty() && self.sim.rng().chance(0.02) {
                 let running: Vec<NodeId> =
                     self.sim.running().into_iter().filter(|id| Some(*id) != self.spared).collect();
                 let Some(i) = self.sim.rng().index(running.len()) else { continue };
                 let victim = running[i];
                 if let Some(crashed) = self.sim.crash(victim) {
                     self.report.entries_cleaned += crashed.node.anti_entropy().cleaned();
-                    let back = self.sim.now() + self.sim.rng().below(3_000);
+                    // Down for longer than any commit takes here: a restarted
+                    // coordinator numbers its requests from 1 again, and a held
+                    // acknowledgement of its previous life must not meet a new request
+                    // of the same number (the audit matches them by number, as the
+                    // coordinator does).
+                    let back = self.sim.now() + 5_000 + self.sim.rng().below(3_000);
                     self.down.push((back, victim, crashed));
                     self.report.crashes_losing_uncommitted += 1;
                 }
