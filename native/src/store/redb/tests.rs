@@ -643,8 +643,10 @@ fn a_tombstone_is_admitted_below_the_reserve_that_refuses_values() {
     let dir = tempfile::tempdir().unwrap();
     let free = super::super::space::free_bytes_for_tests(dir.path());
     let Some(free) = free else { return };
-    // A reserve that refuses values but leaves far more than the tombstone floor.
-    let tight = RedbOptions { min_free_bytes: free, ..RedbOptions::default() };
+    // A reserve no value can meet (a GiB more than is free, so other tests freeing
+    // space meanwhile cannot let one through), while the disk keeps far more than the
+    // tombstone floor.
+    let tight = RedbOptions { min_free_bytes: free + (1 << 30), ..RedbOptions::default() };
     let mut s = RedbStore::open(dir.path(), tight).unwrap();
     assert!(matches!(s.merge("c", 1, &k("a"), v(1, "x")), Err(StoreError::Full(_))));
     assert!(s.health().full);
