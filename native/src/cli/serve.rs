@@ -223,7 +223,7 @@ async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         Storage::Tuned {
             path: args.data_dir.clone(),
             options: RedbOptions {
-                min_free_bytes: args.min_free_mb << 20,
+                min_free_bytes: args.min_free_mb.saturating_mul(1 << 20),
                 max_open_files: args.max_open_files.max(1),
                 max_collections: args.max_collections,
                 ..RedbOptions::default()
