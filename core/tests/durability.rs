@@ -300,3 +300,104 @@ fn a_disk_stall_longer_than_the_probe_timeout_does_not_get_a_node_suspected() {
         },
     );
 }
+
+#[test]
+fn a_read_held_for_a_failed_commit_is_an_error_never_the_uncommitted_value() {
+    let (mut node, handle) = lone_node();
+    let now = 6_000;
+    node.handle_client(now, 1, ClientRequest { id: 1, op: set("k", "v") });
+    node.handle_client(now, 1, ClientRequest { id: 2, op: get("k", Consistency::One) });
+    handle.arm(|f| f.failing_syncs = 1);
+    let commit = node.flush_begin(now).unwrap();
+    let result = commit.job.unwrap()();
+    node.committed(now, commit.epoch, result);
+    let got = replies(&mut node);
+    let read = got.iter().find(|r| r.id == 2).expect("the read is answered");
+    match &read.result {
+        Reply::Error { code: ErrorCode::Unavailable, message, .. } => {
+            assert!(message.contains("the data read was not committed"), "{message}");
+            assert!(message.contains("retry"), "{message}");
+        }
+        other => panic!("a dirty read of a write that never became durable: {other:?}"),
+    }
+}
+
+#[test]
+fn a_watch_whose_event_was_not_committed_ends_with_an_error() {
+    let (mut node, handle) = lone_node();
+    let now = 6_000;
+    let watch = Op::Watch { collection: "c".into(), prefix: None };
+    node.handle_client(now, 7, ClientRequest { id: 1, op: watch });
+    for t in (now..now + 500).step_by(50) {
+        node.tick(t);
+        node.flush(t).unwrap();
+    }
+    let opened = replies(&mut node);
+    assert!(matches!(opened[..], [ClientResponse { id: 1, result: Reply::Ok }]), "{opened:?}");
+    let now = now + 500;
+    node.handle_client(now, 1, ClientRequest { id: 2, op: set("k", "v") });
+    handle.arm(|f| f.failing_syncs = 1);
+    let commit = node.flush_begin(now).unwrap();
+    let result = commit.job.unwrap()();
+    node.committed(now, commit.epoch, result);
+    let got = replies(&mut node);
+    let to_watch: Vec<_> = got.iter().filter(|r| r.id == 1).collect();
+    match &to_watch[..] {
+        [ClientResponse {
+            result: Reply::Error { code: ErrorCode::Unavailable, message, .. },
+            ..
+        }] => {
+            assert!(message.contains("not committed") && message.contains("sync"), "{message}")
+        }
+        other => panic!("expected the watch to end with an error, got {other:?}"),
+    }
+    assert_eq!(node.watches().watch_count(), 0);
+}
+
+#[test]
+fn requests_past_the_pending_bound_are_refused_at_once_and_nothing_is_written() {
+    let store = FaultyStore::new(MemStore::new()).unwrap();
+    let mut config = NodeConfig::new(NodeId(1), sim_addr(NodeId(1)));
+    config.pending.max_bytes = 1_500;
+    let mut node = Node::new(config, store).unwrap();
+    for now in (0..5_000).step_by(100) {
+        node.tick(now);
+        node.flush(now).unwrap();
+        while node.poll_output().is_some() {}
+    }
+    let now = 6_000;
+    let big = |key: &str| Op::Set {
+        collection: "c".into(),
+        key: Bytes::from(key.to_string()),
+        value: Bytes::from(vec![b'x'; 1_000]),
+        consistency: Consistency::One,
+        ttl_ms: None,
+    };
+    // The first write is pending until its commit; the second would pass the bound.
+    node.handle_client(now, 1, ClientRequest { id: 1, op: big("a") });
+    node.handle_client(now, 1, ClientRequest { id: 2, op: big("b") });
+    assert!(node.coordinator().bytes_in_flight() >= 1_000);
+    let refused = replies(&mut node);
+    match &refused[..] {
+        [ClientResponse { id: 2, result: Reply::Error { code, message, .. } }] => {
+            assert_eq!(*code, ErrorCode::Unavailable);
+            assert!(message.contains("overloaded") && message.contains("retry"), "{message}");
+        }
+        other => panic!("expected the second write refused at once, got {other:?}"),
+    }
+    assert_eq!(node.coordinator().overloaded(), 1);
+    assert_eq!(node.replica().get("c", b"b").unwrap(), None, "a refused write is not written");
+    node.flush(now).unwrap();
+    assert!(matches!(
+        replies(&mut node)[..],
+        [ClientResponse { id: 1, result: Reply::Written { .. } }]
+    ));
+    assert_eq!(node.coordinator().bytes_in_flight(), 0);
+    // Once the first completed, there is room again.
+    node.handle_client(now, 1, ClientRequest { id: 3, op: big("b") });
+    node.flush(now).unwrap();
+    assert!(matches!(
+        replies(&mut node)[..],
+        [ClientResponse { id: 3, result: Reply::Written { .. } }]
+    ));
+}

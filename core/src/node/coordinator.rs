@@ -12,6 +12,14 @@
 //! its consistency within `request_timeout_ms` is answered with
 //! [`ErrorCode::QuorumNotReached`] and the count of replicas that did answer; a write
 //! may still have been stored by those.
+//!
+//! **Memory bound.** A pending request keeps its keys and values (a write, for hints;
+//! a read, the replicas' answers) until every replica answered or the timeout passed, so
+//! a flood of large writes to a cluster with a frozen replica would hold seconds' worth
+//! of them. The bytes and the number of pending requests are bounded
+//! ([`PendingLimits`]): past either, a new data request is answered at once with
+//! [`ErrorCode::Unavailable`] ("the node is overloaded…; retry"), nothing written, and
+//! counted in [`Coordinator::overloaded`].
 
 use super::{ClientId, Node, NodeEvent, Output};
 use crate::{
@@ -27,13 +35,36 @@ use crate::{
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
+/// Bounds on the requests a node coordinates at once (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingLimits {
+    /// Bytes of keys and values the pending requests may hold together.
+    pub max_bytes: usize,
+    /// Pending requests at most.
+    pub max_requests: usize,
+}
+
+impl Default for PendingLimits {
+    /// 256 MiB, 100 000 requests.
+    fn default() -> Self {
+        PendingLimits { max_bytes: 256 << 20, max_requests: 100_000 }
+    }
+}
+
+/// What a pending request costs besides its keys and values.
+const PENDING_OVERHEAD: usize = 256;
+
 /// The requests a node is coordinating.
 #[derive(Debug, Default)]
 pub struct Coordinator {
     next_req: u64,
     pending: BTreeMap<u64, Pending>,
+    /// Bytes the pending requests hold (their `cost`s).
+    bytes: usize,
     /// Data requests received from clients (see [`NodeStats::requests`]).
     requests: u64,
+    /// Requests refused because the pending ones were over the limits.
+    overloaded: u64,
 }
 
 #[derive(Debug)]
@@ -65,6 +96,8 @@ struct Pending {
     /// Replicas that refused the write (no hint is kept for them: they would refuse it
     /// again).
     refused: Vec<NodeId>,
+    /// Bytes it holds, as counted in [`Coordinator::bytes`].
+    cost: usize,
 }
 
 impl Pending {
@@ -99,7 +132,29 @@ impl Coordinator {
     fn take_expired(&mut self, now: Millis) -> Vec<Pending> {
         let due: Vec<u64> =
             self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(r, _)| *r).collect();
-        due.into_iter().filter_map(|r| self.pending.remove(&r)).collect()
+        due.into_iter().filter_map(|r| self.remove(r)).collect()
+    }
+
+    fn insert(&mut self, req: u64, mut pending: Pending, cost: usize) {
+        pending.cost = cost;
+        self.bytes += cost;
+        self.pending.insert(req, pending);
+    }
+
+    fn remove(&mut self, req: u64) -> Option<Pending> {
+        let p = self.pending.remove(&req)?;
+        self.bytes = self.bytes.saturating_sub(p.cost);
+        Some(p)
+    }
+
+    /// Bytes of keys and values the pending requests hold.
+    pub fn bytes_in_flight(&self) -> usize {
+        self.bytes
+    }
+
+    /// Requests refused at once because the pending ones were over the limits.
+    pub fn overloaded(&self) -> u64 {
+        self.overloaded
     }
 
     /// A fresh request number (shared by client requests and hint deliveries, so that
@@ -164,6 +219,36 @@ fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> ClientResponse
     ClientResponse::error(id, code, message)
 }
 
+/// What a data request will hold while pending, before any answer: `None` for requests
+/// that are not coordinated (stats, ring, watches…).
+fn request_cost(op: &Op) -> Option<usize> {
+    let bytes = match op {
+        Op::Get { key, collection, .. } | Op::Del { key, collection, .. } => {
+            key.len() + collection.len()
+        }
+        Op::GetMany { keys, collection, .. } => {
+            collection.len() + keys.iter().map(|k| k.len() + 64).sum::<usize>()
+        }
+        Op::Set { key, value, collection, .. } => key.len() + value.len() + collection.len(),
+        Op::SetMany { items, collection, .. } => {
+            collection.len() + items.iter().map(|(k, v)| k.len() + v.len() + 64).sum::<usize>()
+        }
+        _ => return None,
+    };
+    Some(bytes + PENDING_OVERHEAD)
+}
+
+/// Bytes an entry held by a pending request costs.
+fn entry_cost(e: &Entry) -> usize {
+    e.value.as_ref().map_or(0, |v| v.len()) + 48
+}
+
+/// Bytes a key of a pending request holds: the key, the entry written, the answers.
+fn key_cost(k: &KeyState) -> usize {
+    let answers = k.answers.values().flatten().map(entry_cost).sum::<usize>();
+    k.key.len() + 16 * k.replicas.len() + k.entry.as_ref().map_or(0, entry_cost) + answers
+}
+
 /// Starts coordinating `req` from `client`.
 pub(super) fn start<S: Store>(
     node: &mut Node<S>,
@@ -178,6 +263,19 @@ pub(super) fn start<S: Store>(
     let reply = |node: &mut Node<S>, resp: ClientResponse| {
         node.outputs.push_back(Output::Reply { client, resp });
     };
+    if let Some(cost) = request_cost(&req.op) {
+        let limits = node.config.pending;
+        let c = &mut node.coordinator;
+        if c.pending.len() >= limits.max_requests || c.bytes + cost > limits.max_bytes {
+            c.overloaded += 1;
+            let msg = format!(
+                "the node is overloaded: {} bytes of requests in flight ({} requests); retry",
+                c.bytes,
+                c.pending.len()
+            );
+            return reply(node, error(id, ErrorCode::Unavailable, msg));
+        }
+    }
     match req.op {
         Op::Get { collection, key, consistency } => {
             start_read(node, now, client, id, collection, vec![key], consistency, false)
@@ -408,8 +506,12 @@ fn start_write<S: Store>(
         keys: states,
         replied: false,
         refused: Vec::new(),
+        cost: 0,
     };
-    node.coordinator.pending.insert(req, pending);
+    let cost = PENDING_OVERHEAD
+        + pending.collection.len()
+        + pending.keys.iter().map(key_cost).sum::<usize>();
+    node.coordinator.insert(req, pending, cost);
     progress(node, now, req);
 }
 
@@ -464,8 +566,12 @@ fn start_read<S: Store>(
         keys: states,
         replied: false,
         refused,
+        cost: 0,
     };
-    node.coordinator.pending.insert(req, pending);
+    let cost = PENDING_OVERHEAD
+        + pending.collection.len()
+        + pending.keys.iter().map(key_cost).sum::<usize>();
+    node.coordinator.insert(req, pending, cost);
     progress(node, now, req);
 }
 
@@ -521,6 +627,9 @@ pub(super) fn on_read_reply<S: Store>(
             // Checked, so adopting cannot fail: a write after this read stamps later.
             let _ = node.clock.update(e.ts, now);
         }
+        let bytes = entry.as_ref().map_or(0, entry_cost);
+        p.cost += bytes;
+        node.coordinator.bytes += bytes;
         k.answers.insert(from, entry);
     }
     node.peer_stats.refused_entries += refused;
@@ -674,7 +783,7 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
     }
     let done = node.coordinator.pending.get(&req).is_some_and(|p| p.replied && p.complete());
     if done {
-        if let Some(p) = node.coordinator.pending.remove(&req) {
+        if let Some(p) = node.coordinator.remove(req) {
             read_repair(node, &p);
         }
     }

@@ -18,7 +18,7 @@
 //! - the coordinator's own local acknowledgement of a write it stored (a write's
 //!   `Written` answer is given only once the required acknowledgements arrived, so a
 //!   `Written` is never held itself: it cannot exist before its local part committed),
-//! - client answers other than `Written` (reads, scans, watch events…) produced while
+//! - client answers other than `Written` and errors (reads, scans, watch events…) produced while
 //!   the node has writes not yet known durable: they may show those writes. This is
 //!   conservative — a read that saw only durable data waits too — and keeps the order of
 //!   the answers it holds.
@@ -41,7 +41,10 @@
 
 use super::Output;
 use crate::{
-    proto::{client::Reply, Message, ReplicaMessage},
+    proto::{
+        client::{ErrorCode, Reply},
+        ClientResponse, Message, ReplicaMessage, SyncBody, SyncMessage,
+    },
     store::SyncJob,
 };
 use std::collections::VecDeque;
@@ -149,10 +152,14 @@ impl Durability {
     /// Decides whether `out` may leave now; returns it when it may, holds it otherwise.
     pub fn admit(&mut self, writes: u64, out: Output) -> Option<Output> {
         let must_wait = match &out {
-            Output::Reply { resp, .. } => !matches!(resp.result, Reply::Written { .. }),
+            // Errors show no data: they leave at once (an overloaded node refuses at once).
+            Output::Reply { resp, .. } => {
+                !matches!(resp.result, Reply::Written { .. } | Reply::Error { .. })
+            }
             Output::Send {
                 msg: Message::Replica(ReplicaMessage::WriteAck { error, .. }), ..
             } => error.is_none(),
+            Output::Send { msg: Message::Sync(m), .. } => may_end_session(&m.body),
             _ => false,
         };
         if !must_wait {
@@ -207,5 +214,127 @@ impl Durability {
     /// so the next commit starts from the current count.
     pub fn forget_writes(&mut self, writes: u64) {
         self.writes_at_begin = writes;
+    }
+}
+
+/// Whether a sync message may be the one after which its peer counts the session as
+/// succeeded: a `Done`, or an empty step (answered by `Done` when the peer has nothing
+/// left either). A node that hands a range off drops it once its sessions succeeded, so
+/// these wait for the commit covering what the session merged (and anything the sender
+/// compared equal without having committed it). Steps with items, `Begin` and `Abort`
+/// never end a session successfully and leave at once.
+fn may_end_session(body: &SyncBody) -> bool {
+    match body {
+        SyncBody::Done => true,
+        SyncBody::Step { items } => items.is_empty(),
+        SyncBody::Begin { .. } | SyncBody::Abort { .. } => false,
+    }
+}
+
+/// What becomes of a held output when its commit failed.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// Send this instead (or the output unchanged, when it shows nothing uncommitted).
+    Send(Output),
+    /// Nothing goes out (an acknowledgement of a write that did not commit).
+    Dropped,
+    /// A watch event that may show a write that never became durable: the watch
+    /// `(client, id)` ends with an error, and the client re-syncs its copy.
+    WatchEvent {
+        /// The client.
+        client: u64,
+        /// The watch request's id.
+        id: u64,
+    },
+    /// A client sync step that may carry uncommitted entries: the session
+    /// `(client, id)` ends, and the client is sent `error`.
+    ClientSync {
+        /// The client.
+        client: u64,
+        /// The sync request's id.
+        id: u64,
+        /// The error answering it.
+        error: Output,
+    },
+}
+
+/// What a held `out` becomes when the commit it waited for failed for `reason`:
+/// acknowledgements are dropped, session ends become aborts (the peer keeps its data
+/// and retries), answers that may show uncommitted data become errors.
+pub(crate) fn on_failure(out: Output, reason: &str) -> Failed {
+    match out {
+        Output::Send { msg: Message::Replica(ReplicaMessage::WriteAck { .. }), .. } => {
+            Failed::Dropped
+        }
+        Output::Send { to, addr, msg: Message::Sync(SyncMessage { session, .. }) } => {
+            let reason = format!("the entries synced were not committed ({reason})");
+            let body = SyncBody::Abort { reason };
+            Failed::Send(Output::Send {
+                to,
+                addr,
+                msg: Message::Sync(SyncMessage { session, body }),
+            })
+        }
+        Output::Reply { client, resp } => {
+            let id = resp.id;
+            let unavailable = |message: String| {
+                let resp = ClientResponse::error(id, ErrorCode::Unavailable, message);
+                Output::Reply { client, resp }
+            };
+            match resp.result {
+                Reply::Value { .. } | Reply::Values { .. } | Reply::Page { .. } => Failed::Send(
+                    unavailable(format!("the data read was not committed ({reason}); retry")),
+                ),
+                Reply::Event { .. } => Failed::WatchEvent { client, id },
+                Reply::Sync { .. } => Failed::ClientSync {
+                    client,
+                    id,
+                    error: unavailable(format!(
+                        "the entries synced were not committed ({reason}); sync again"
+                    )),
+                },
+                _ => Failed::Send(Output::Reply { client, resp }),
+            }
+        }
+        other => Failed::Send(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::NodeId;
+
+    fn sync(body: SyncBody) -> Output {
+        let msg = Message::Sync(SyncMessage { session: 9, body });
+        Output::Send { to: NodeId(2), addr: String::new(), msg }
+    }
+
+    #[test]
+    fn a_sync_session_end_waits_for_the_commit_of_what_it_merged_and_aborts_if_it_fails() {
+        let mut d = Durability::default();
+        // Steps with items (summaries, wants, entries) leave at once, even with writes
+        // not yet committed.
+        let step = SyncBody::Step { items: vec![crate::proto::SyncItem::Want { keys: vec![] }] };
+        assert!(d.admit(1, sync(step)).is_some());
+        // A `Done` or an empty step may end the peer's session: held.
+        assert!(d.admit(1, sync(SyncBody::Done)).is_none());
+        assert!(d.admit(1, sync(SyncBody::Step { items: vec![] })).is_none());
+        assert!(d.admit(1, sync(SyncBody::Abort { reason: "x".into() })).is_some());
+        assert_eq!(d.begin(1), Some(1));
+        let released = d.resolve(1, Ok(()));
+        assert_eq!(released.items.len(), 2);
+        // Held for a commit that fails, it becomes an abort: the peer keeps its data.
+        assert!(d.admit(2, sync(SyncBody::Done)).is_none());
+        assert_eq!(d.begin(2), Some(2));
+        let released = d.resolve(2, Err("disk gone".into()));
+        let [Held::Output(out)] = &released.items[..] else { panic!("{:?}", released.items) };
+        match on_failure((**out).clone(), "disk gone") {
+            Failed::Send(Output::Send {
+                msg: Message::Sync(SyncMessage { session: 9, body: SyncBody::Abort { reason } }),
+                ..
+            }) => assert!(reason.contains("not committed"), "{reason}"),
+            other => panic!("expected an abort, got {other:?}"),
+        }
     }
 }

@@ -56,7 +56,7 @@ use crate::{
 use antientropy::{AntiEntropy, HandoffProgress};
 use bytes::Bytes;
 use coordinator::Coordinator;
-use durability::{Commit, Durability, Epoch, Held, Released};
+use durability::{Commit, Durability, Epoch, Failed, Held, Released};
 use gc::Gc;
 use hints::Hints;
 use migrate::{Migration, MigrationConfig};
@@ -107,6 +107,9 @@ pub struct NodeConfig {
     pub watch: WatchConfig,
     /// How much the node may hold in hints for other nodes.
     pub hints: hints::HintLimits,
+    /// How much the client requests it coordinates may hold at once (see
+    /// [`coordinator`]).
+    pub pending: coordinator::PendingLimits,
 }
 
 impl NodeConfig {
@@ -131,6 +134,7 @@ impl NodeConfig {
             seed: id.0,
             watch: WatchConfig::default(),
             hints: hints::HintLimits::default(),
+            pending: coordinator::PendingLimits::default(),
         }
     }
 }
@@ -474,16 +478,19 @@ impl<S: Store> Node<S> {
         for item in items {
             match (item, &failed) {
                 (Held::Output(out), None) => self.ready.push_back(*out),
-                (Held::Output(out), Some(_)) => {
-                    // Acknowledgements of writes that did not commit are dropped.
-                    let ack = matches!(
-                        *out,
-                        Output::Send { msg: Message::Replica(ReplicaMessage::WriteAck { .. }), .. }
-                    );
-                    if !ack {
-                        self.ready.push_back(*out);
+                (Held::Output(out), Some(reason)) => match durability::on_failure(*out, reason) {
+                    Failed::Send(out) => self.ready.push_back(out),
+                    Failed::Dropped => {}
+                    Failed::WatchEvent { client, id } => {
+                        if let Some(out) = self.end_uncommitted_watch(client, id, reason) {
+                            self.ready.push_back(out);
+                        }
                     }
-                }
+                    Failed::ClientSync { client, id, error } => {
+                        self.end_uncommitted_sync(client, id);
+                        self.ready.push_back(error);
+                    }
+                },
                 (Held::LocalAck(req), None) => {
                     coordinator::on_write_ack(self, now, me, req, None);
                     // Its `Written`, if any, leaves in order with what was released.
@@ -584,6 +591,11 @@ impl<S: Store> Node<S> {
     /// Anti-entropy state and counters.
     pub fn anti_entropy(&self) -> &AntiEntropy {
         &self.anti_entropy
+    }
+
+    /// The client requests this node coordinates: how many, their bytes, refusals.
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
     }
 
     /// Hints waiting for other nodes.

@@ -131,6 +131,10 @@ config_file! {
     hints_mb_per_node: usize,
     /// `--hints-mb`.
     hints_mb: usize,
+    /// `--pending-mb`.
+    pending_mb: usize,
+    /// `--pending-requests`.
+    pending_requests: usize,
 }
 
 impl ConfigFile {
@@ -341,6 +345,8 @@ mod tests {
             peer_queue_total_mb,
             hints_mb_per_node,
             hints_mb,
+            pending_mb,
+            pending_requests,
         } = file;
         assert!(port.is_some() && host.is_some() && advertise.is_some() && data_dir.is_some());
         assert!(memory.is_some() && join.is_some() && replicas.is_some() && vnodes.is_some());
@@ -354,5 +360,6 @@ mod tests {
         assert!(output_limit_mb.is_some() && watch_lag_mb.is_some() && output_total_mb.is_some());
         assert!(hints_mb_per_node.is_some() && hints_mb.is_some());
         assert!(peer_queue_mb.is_some() && peer_queue_total_mb.is_some());
+        assert!(pending_mb.is_some() && pending_requests.is_some());
     }
 }

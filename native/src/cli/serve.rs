@@ -128,6 +128,13 @@ pub struct ServeArgs {
     /// MiB of hints kept for all replicas together.
     #[arg(long, value_name = "MIB", default_value_t = Limits::default().hints.max_bytes >> 20)]
     pub hints_mb: usize,
+    /// MiB of keys and values held by the client requests this node coordinates (waiting
+    /// for their replicas); past it new requests are refused with `unavailable`.
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().pending.max_bytes >> 20)]
+    pub pending_mb: usize,
+    /// Client requests this node coordinates at once, at most.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().pending.max_requests)]
+    pub pending_requests: usize,
     /// Start on a non-loopback address without peer authentication or client tokens
     /// (warned about at every start).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
@@ -205,6 +212,10 @@ impl ServeArgs {
                 max_bytes_per_node: mib(self.hints_mb_per_node),
                 max_bytes: mib(self.hints_mb),
                 ..defaults.hints
+            },
+            pending: dhrt_core::node::coordinator::PendingLimits {
+                max_bytes: mib(self.pending_mb),
+                max_requests: self.pending_requests.max(1),
             },
         }
     }

@@ -24,12 +24,15 @@
 //!   peer link and over all links; a frame that does not fit is dropped and counted, as
 //!   the protocols allow, and the node thread never waits for a slow peer.
 //! - **Hints** ([`dhrt_core::node::hints::HintLimits`]): bytes per replica and in all.
+//! - **Requests coordinated** ([`PendingLimits`]): bytes of keys and values, and
+//!   count, of the client requests waiting for their replicas; past them new requests
+//!   are refused at once with `Unavailable`.
 //!
 //! The defaults suit a small machine (2 cores, a few GiB free) and are argued in
 //! `docs/operations.md` ("Limits and overload"); every one is a `dhrt serve` flag and a
 //! config file key.
 
-use dhrt_core::node::hints::HintLimits;
+use dhrt_core::node::{coordinator::PendingLimits, hints::HintLimits};
 use std::time::Duration;
 
 /// The bounds a node server keeps (see the module docs).
@@ -60,6 +63,8 @@ pub struct Limits {
     pub peer_queue_total_bytes: usize,
     /// Hints kept for other nodes.
     pub hints: HintLimits,
+    /// Client requests the node coordinates at once: bytes and count.
+    pub pending: PendingLimits,
 }
 
 const MIB: usize = 1 << 20;
@@ -78,6 +83,7 @@ impl Default for Limits {
             peer_queue_bytes: 64 * MIB,
             peer_queue_total_bytes: 256 * MIB,
             hints,
+            pending: PendingLimits::default(),
         }
     }
 }

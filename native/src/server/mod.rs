@@ -290,6 +290,7 @@ pub fn node_config(opts: &ServeOptions, id: NodeId, addr: &str) -> NodeConfig {
     config.vnodes = opts.vnodes.max(1);
     config.max_value_bytes = opts.max_value_bytes;
     config.hints = opts.limits.hints;
+    config.pending = opts.limits.pending;
     config.seed = random_u64();
     config
 }
@@ -463,6 +464,17 @@ pub(crate) fn snapshot_of<S: Store>(node: &Node<S>, addr: &str) -> Snapshot {
             "Hints dropped at a bound (anti-entropy repairs what they carried).",
         ),
         ("dhrt_hints_expired_total", hints.expired(), "Hints dropped as too old to deliver."),
+        (
+            "dhrt_pending_bytes",
+            node.coordinator().bytes_in_flight() as u64,
+            "Bytes of keys and values held by the client requests this node coordinates.",
+        ),
+        (
+            "dhrt_overloaded_total",
+            node.coordinator().overloaded(),
+            "Client requests refused because the requests in flight were over --pending-mb \
+             or --pending-requests.",
+        ),
     ];
     let collections = store
         .collections()

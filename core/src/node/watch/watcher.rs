@@ -6,7 +6,7 @@ use crate::{
     clock::Timestamp,
     entry::{Entry, NodeId},
     membership::Status,
-    node::{ClientId, Node},
+    node::{ClientId, Node, Output},
     proto::{
         client::{ErrorCode, Reply},
         watch::Subscription,
@@ -172,6 +172,35 @@ impl<S: Store> Node<S> {
         let msg = "the watch fell behind: a node dropped changes for it, so it ended; sync your \
                    copy again (sync) and watch again";
         self.outputs.push_back(error(client, id, ErrorCode::Unavailable, msg));
+    }
+
+    /// Ends watch `id` of `client` because an event it was about to send showed a write
+    /// whose commit failed (see [`crate::node::durability`]): the client's copy may hold
+    /// what never became durable, so it must re-sync. Returns the error to send, once
+    /// per watch (`None` when the watch already ended).
+    pub(in crate::node) fn end_uncommitted_watch(
+        &mut self,
+        client: ClientId,
+        id: u64,
+        reason: &str,
+    ) -> Option<Output> {
+        let sub = *self.watch.by_client.get(&(client, id))?;
+        if let Some(w) = self.watch.watches.get_mut(&sub) {
+            w.opening = None;
+        }
+        self.close_watch(sub);
+        self.watch.stats.lagged += 1;
+        let msg = format!(
+            "the watch showed a write that was not committed ({reason}), so it ended; sync \
+             your copy again (sync) and watch again"
+        );
+        Some(error(client, id, ErrorCode::Unavailable, msg))
+    }
+
+    /// Drops client sync session `id` of `client`, whose step carried entries whose
+    /// commit failed; the client is told to sync again.
+    pub(in crate::node) fn end_uncommitted_sync(&mut self, client: ClientId, id: u64) {
+        self.watch.syncs.remove(&(client, id));
     }
 
     /// A source sent a batch of a watch's changes.
