@@ -168,7 +168,11 @@ export interface CopyInfo {
 
 /** An error answered by a node, or raised when no node answered. */
 export class DhrtError extends Error {
-  /** `not_found`, `invalid_input`, `too_large`, `quorum_not_reached`, `timeout`, `unavailable`, ... */
+  /**
+   * `not_found`, `invalid_input`, `too_large`, `quorum_not_reached`, `timeout`, `unavailable`,
+   * `storage_full` (replicas refused a write for lack of storage; reads and deletes still
+   * work), ... A code this package does not know arrives as `internal`.
+   */
   code: string;
   /** `[answered, required]` replicas, when a consistency level was not reached. */
   acked?: [number, number];

@@ -18,8 +18,8 @@ process.on('exit', () => {
 });
 
 /**
- * Starts `dhrt serve --memory --port 0 ...args` and resolves with its address once it
- * says it listens.
+ * Starts `dhrt serve --memory --port 0 ...args` (without `--memory` when `args` name a
+ * `--data-dir`) and resolves with its address once it says it listens.
  * @param {string[]} args
  * @returns {Promise<{addr: string, proc: import('node:child_process').ChildProcess, kill: () => void, log: () => string}>}
  */
@@ -27,7 +27,8 @@ export function startNode(args = []) {
   if (!existsSync(DHRT_BIN)) {
     throw new Error(`${DHRT_BIN} is missing: build it with 'cargo build -p dhrt' (or set DHRT_BIN)`);
   }
-  const proc = spawn(DHRT_BIN, ['serve', '--memory', '--port', '0', ...args], {
+  const storage = args.includes('--data-dir') ? [] : ['--memory'];
+  const proc = spawn(DHRT_BIN, ['serve', ...storage, '--port', '0', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, DHRT_LOG: process.env.DHRT_TEST_LOG ?? 'warn' },
   });

@@ -13,7 +13,8 @@
 //! │   └── FrameError                     bytes that are not a valid wire frame
 //! ├── NotFoundError (KeyError)           not_found
 //! ├── UnavailableError                   unavailable
-//! │   └── QuorumError                    quorum_not_reached (.acks, .required)
+//! │   ├── QuorumError                    quorum_not_reached (.acks, .required)
+//! │   └── StorageFullError               storage_full (.acks, .required)
 //! ├── TimeoutError (TimeoutError)        timeout, on the node or in the client
 //! ├── ConnectionError (ConnectionError)  no node reachable, connection lost
 //! ├── AuthError (PermissionError)
@@ -35,6 +36,7 @@ import_exception!(dhrt.errors, FrameError);
 import_exception!(dhrt.errors, NotFoundError);
 import_exception!(dhrt.errors, UnavailableError);
 import_exception!(dhrt.errors, QuorumError);
+import_exception!(dhrt.errors, StorageFullError);
 import_exception!(dhrt.errors, TimeoutError);
 import_exception!(dhrt.errors, ConnectionError);
 import_exception!(dhrt.errors, UnauthorizedError);
@@ -66,6 +68,7 @@ pub fn server_error(code: ErrorCode, message: String, acked: Option<(u32, u32)>)
         ErrorCode::Unsupported => PyErr::new::<InvalidInputError, _>((message, code.as_str())),
         ErrorCode::TooLarge => PyErr::new::<TooLargeError, _>((message,)),
         ErrorCode::QuorumNotReached => PyErr::new::<QuorumError, _>((message, acks, required)),
+        ErrorCode::StorageFull => PyErr::new::<StorageFullError, _>((message, acks, required)),
         ErrorCode::Timeout => PyErr::new::<TimeoutError, _>((message, acks, required)),
         ErrorCode::Unavailable => PyErr::new::<UnavailableError, _>((message,)),
         ErrorCode::Unauthorized => PyErr::new::<UnauthorizedError, _>((message,)),

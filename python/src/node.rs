@@ -88,7 +88,9 @@ impl Node {
             ..ServeOptions::default()
         };
         let storage = match data_dir {
-            Some(path) => Storage::Dir { path, min_free_bytes: min_free_mb << 20 },
+            Some(path) => {
+                Storage::Dir { path, min_free_bytes: min_free_mb.saturating_mul(1 << 20) }
+            }
             None => Storage::Memory,
         };
         runtime::block(py, runtime::shared(), async move {

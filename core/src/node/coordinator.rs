@@ -29,7 +29,7 @@ use crate::{
         client::{Consistency, ErrorCode, NodeStats, Op, Progress, Reply, RingMember, SyncStats},
         ClientRequest, ClientResponse, Message, ReplicaMessage,
     },
-    store::Store,
+    store::{self, Store},
     Millis,
 };
 use bytes::Bytes;
@@ -692,6 +692,16 @@ fn reachable(p: &Pending) -> bool {
         .all(|k| k.replicas.iter().filter(|r| !p.refused.contains(r)).count() >= k.required)
 }
 
+/// Whether a failed write failed for lack of storage: the replicas that refused it as
+/// full ([`store::is_storage_full`]) are on their own too many for some key to reach
+/// its consistency. Such a write is answered `storage_full`, any other
+/// `quorum_not_reached`.
+fn refused_for_room(p: &Pending) -> bool {
+    let Kind::Write { errors, .. } = &p.kind else { return false };
+    let full = errors.iter().filter(|e| store::is_storage_full(e)).count();
+    full > 0 && p.keys.iter().any(|k| k.replicas.len() - full.min(k.replicas.len()) < k.required)
+}
+
 /// The newest of the entries answered for one key.
 fn newest(k: &KeyState) -> Option<Entry> {
     k.answers.values().flatten().cloned().reduce(Entry::merge)
@@ -730,13 +740,16 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
         } else if let Some(why) = failed {
             p.replied = true;
             let (answered, required) = p.acked();
+            let (code, message) = if refused_for_room(p) {
+                let m = format!("the write was refused for lack of storage: {why}");
+                (ErrorCode::StorageFull, m)
+            } else {
+                let m = format!("the write was refused by too many replicas: {why}");
+                (ErrorCode::QuorumNotReached, m)
+            };
             let resp = ClientResponse {
                 id: p.id,
-                result: Reply::Error {
-                    code: ErrorCode::QuorumNotReached,
-                    message: format!("the write was refused by too many replicas: {why}"),
-                    acked: Some((answered, required)),
-                },
+                result: Reply::Error { code, message, acked: Some((answered, required)) },
             };
             let client = p.client;
             node.outputs.push_back(Output::Reply { client, resp });

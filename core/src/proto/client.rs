@@ -459,8 +459,12 @@ pub struct RingMember {
 }
 
 /// The kind of a failed request. Hosts map it to their own error shape in one place.
+///
+/// On the wire a code is its name ([`ErrorCode::as_str`]). New codes are only ever
+/// added; a name this build does not know (one a newer node sends) reads as
+/// [`ErrorCode::Internal`], so the reply and its message still arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", from = "ErrorName")]
 #[non_exhaustive]
 pub enum ErrorCode {
     /// The thing named does not exist (a watch, a collection).
@@ -486,6 +490,21 @@ pub enum ErrorCode {
     /// The token presented does not allow the request (its role or collections), or the
     /// collection is reserved for the cluster.
     Forbidden,
+    /// A write was refused for lack of storage: too many of its replicas are below
+    /// their disk reserve (or at their cap on collections). Reads and deletes still
+    /// work; the write succeeds once space is freed or nodes are added.
+    StorageFull,
+}
+
+/// An error code's name as read from the wire, before it is known to be one.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct ErrorName(String);
+
+impl From<ErrorName> for ErrorCode {
+    fn from(name: ErrorName) -> Self {
+        ErrorCode::from_name(&name.0).unwrap_or(ErrorCode::Internal)
+    }
 }
 
 impl ErrorCode {
@@ -500,7 +519,28 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
+            ErrorCode::StorageFull => 507,
         }
+    }
+
+    /// Every code, in the order they were added.
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::NotFound,
+        ErrorCode::InvalidInput,
+        ErrorCode::TooLarge,
+        ErrorCode::QuorumNotReached,
+        ErrorCode::Timeout,
+        ErrorCode::Unavailable,
+        ErrorCode::Unsupported,
+        ErrorCode::Internal,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::StorageFull,
+    ];
+
+    /// The code named `name` ([`ErrorCode::as_str`]), if this build knows it.
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == name)
     }
 
     /// The code's stable name, as in JSON error bodies: `not_found`, `invalid_input`…
@@ -516,6 +556,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::StorageFull => "storage_full",
         }
     }
 }
@@ -751,13 +792,32 @@ mod tests {
             (ErrorCode::Internal, 500, "internal"),
             (ErrorCode::Unauthorized, 401, "unauthorized"),
             (ErrorCode::Forbidden, 403, "forbidden"),
+            (ErrorCode::StorageFull, 507, "storage_full"),
         ];
+        assert_eq!(all.map(|(c, ..)| c), ErrorCode::ALL);
         for (code, status, name) in all {
             assert_eq!(code.http_status(), status, "{code:?}");
             assert_eq!(code.to_string(), name);
-            // The serde name is the stable name too.
+            // The serde name is the stable name too, in JSON and on the wire.
             assert_eq!(serde_json::to_value(code).unwrap(), serde_json::json!(name));
+            assert_eq!(serde_json::from_value::<ErrorCode>(name.into()).unwrap(), code);
+            let bytes = rmp_serde::to_vec(&code).unwrap();
+            assert_eq!(rmp_serde::from_slice::<ErrorCode>(&bytes).unwrap(), code);
+            assert_eq!(ErrorCode::from_name(name), Some(code));
         }
+    }
+
+    #[test]
+    fn an_unknown_error_code_reads_as_internal() {
+        // A code added by a newer node still delivers its reply and message.
+        let bytes = rmp_serde::to_vec(&"disk_on_fire").unwrap();
+        assert_eq!(rmp_serde::from_slice::<ErrorCode>(&bytes).unwrap(), ErrorCode::Internal);
+        let reply: Reply = serde_json::from_value(serde_json::json!(
+            {"Error": {"code": "disk_on_fire", "message": "m", "acked": null}}
+        ))
+        .unwrap();
+        assert!(matches!(reply, Reply::Error { code: ErrorCode::Internal, .. }), "{reply:?}");
+        assert_eq!(ErrorCode::from_name("disk_on_fire"), None);
     }
 
     #[test]

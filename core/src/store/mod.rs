@@ -115,8 +115,36 @@ pub enum StoreError {
     Corrupt(String),
     /// A limit of this store was reached (the number of collections); nothing was
     /// written.
-    #[error("{0}")]
+    #[error("storage limit reached: {0}")]
     Limit(String),
+}
+
+/// How [`StoreError::Full`]'s text begins ([`is_storage_full`] looks for it).
+const FULL_PREFIX: &str = "storage is full: ";
+/// How [`StoreError::Limit`]'s text begins.
+const LIMIT_PREFIX: &str = "storage limit reached: ";
+
+impl StoreError {
+    /// Whether the store refused for lack of room ([`StoreError::Full`], or the
+    /// [`StoreError::Limit`] on collections): freeing space or adding nodes lets the
+    /// write through, retrying alone does not. Clients get `storage_full` for it.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, StoreError::Full(_) | StoreError::Limit(_))
+    }
+}
+
+/// Whether a replica's refusal, as text, is [`StoreError::is_storage_full`]. Remote
+/// replicas report a refused write as the `Display` of their [`StoreError`]
+/// (`ReplicaMessage::WriteAck`'s `error`), which the coordinator may prefix with the
+/// replica's id in hex (`"{node}: {error}"`); both forms are recognised by the text
+/// each variant starts with. Refusals of other kinds (I/O failures, limits on keys and
+/// values) are not.
+pub fn is_storage_full(refusal: &str) -> bool {
+    let starts = |s: &str| s.starts_with(FULL_PREFIX) || s.starts_with(LIMIT_PREFIX);
+    let after_node = refusal
+        .split_once(": ")
+        .filter(|(node, _)| !node.is_empty() && node.bytes().all(|b| b.is_ascii_hexdigit()));
+    starts(refusal) || after_node.is_some_and(|(_, rest)| starts(rest))
 }
 
 /// How a store's medium is doing, for health checks, stats and `/metrics`. A store
@@ -279,3 +307,30 @@ pub trait Store {
 /// The last step of a [`Store::flush_begin`]: waits until the flushed writes are on
 /// disk. Runs on any thread.
 pub type SyncJob = Box<dyn FnOnce() -> Result<(), StoreError> + Send>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_for_lack_of_room_are_recognised_from_their_text() {
+        let full = StoreError::Full("no space left on device".into());
+        let limit = StoreError::Limit("this node holds 3 collections".into());
+        for e in [&full, &limit] {
+            assert!(e.is_storage_full());
+            assert!(is_storage_full(&e.to_string()), "{e}");
+            assert!(is_storage_full(&format!("00000000000001f2: {e}")), "{e}");
+        }
+        let others = [
+            StoreError::Io("storage is full: fooled?".into()),
+            StoreError::Corrupt("x".into()),
+            StoreError::InvalidKey { len: 0, max: 1 },
+        ];
+        for e in others {
+            assert!(!e.is_storage_full());
+            assert!(!is_storage_full(&e.to_string()), "{e}");
+            assert!(!is_storage_full(&format!("01: {e}")), "{e}");
+        }
+        assert!(!is_storage_full("the write was not committed (storage is full: x)"));
+    }
+}

@@ -89,6 +89,8 @@ config_file! {
     max_open_files: usize,
     /// `--max-collections`.
     max_collections: usize,
+    /// `--cache-mb`.
+    cache_mb: u64,
     /// `--cluster-secret-file`.
     cluster_secret_file: PathBuf,
     /// `--tls-cert`.
@@ -322,6 +324,7 @@ mod tests {
             min_free_mb,
             max_open_files,
             max_collections,
+            cache_mb,
             cluster_secret_file,
             tls_cert,
             tls_key,
@@ -348,7 +351,7 @@ mod tests {
         assert!(port.is_some() && host.is_some() && advertise.is_some() && data_dir.is_some());
         assert!(memory.is_some() && join.is_some() && replicas.is_some() && vnodes.is_some());
         assert!(max_value.is_some() && leave_timeout.is_some() && min_free_mb.is_some());
-        assert!(max_open_files.is_some() && max_collections.is_some());
+        assert!(max_open_files.is_some() && max_collections.is_some() && cache_mb.is_some());
         assert!(cluster_secret_file.is_some() && tls_cert.is_some() && tls_key.is_some());
         assert!(tls_ca.is_some() && tls_client_auth.is_some() && admin_token_file.is_some());
         assert!(allow_origin.is_some() && metrics_public.is_some() && insecure.is_some());

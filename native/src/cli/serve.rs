@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Collections this node holds at most; creating one more is refused with an error.
     #[arg(long, default_value_t = 10_000)]
     pub max_collections: usize,
+    /// MiB of page cache shared by the open collection files: each file opened gets its
+    /// share of what is left, up to 128 MiB and at least 1 MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub cache_mb: u64,
     /// The cluster secret (at least 16 bytes; surrounding whitespace is trimmed) every
     /// peer proves it holds when a link opens. Required, with --admin-token-file, to
     /// listen on a non-loopback address.
@@ -234,9 +238,11 @@ async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         Storage::Tuned {
             path: args.data_dir.clone(),
             options: RedbOptions {
-                min_free_bytes: args.min_free_mb << 20,
+                min_free_bytes: args.min_free_mb.saturating_mul(1 << 20),
                 max_open_files: args.max_open_files.max(1),
                 max_collections: args.max_collections,
+                cache_total_bytes: usize::try_from(args.cache_mb.saturating_mul(1 << 20))
+                    .unwrap_or(usize::MAX),
                 ..RedbOptions::default()
             },
         }

@@ -22,6 +22,7 @@
 //! [`NodeDb`] is the small rest of what a node must remember across restarts. The
 //! entry encoding lives in [`codec`], the free-space reserve in `space`.
 
+mod cache;
 pub mod codec;
 mod node_db;
 mod redb;

@@ -69,6 +69,7 @@
 //! exist ([`StoreError::Limit`] beyond).
 
 use super::{
+    cache::CacheBudget,
     codec, engine_error, io_error,
     space::SpaceReserve,
     wal::{self, Item, Logged, Wal},
@@ -120,8 +121,12 @@ pub struct RedbOptions {
     /// Merges are refused with [`StoreError::Full`] when they would leave less than this
     /// many bytes free on the data dir's file system. Default 64 MiB.
     pub min_free_bytes: u64,
-    /// redb's page cache per collection file, in bytes. Default 128 MiB.
+    /// redb's page cache per collection file, in bytes, at most. Default 128 MiB.
     pub cache_bytes: usize,
+    /// redb's page cache over every open collection file, in bytes: a file opened gets
+    /// its share of what is left, between 1 MiB and [`RedbOptions::cache_bytes`] (see
+    /// `store::cache`). Default 1 GiB.
+    pub cache_total_bytes: usize,
     /// Save redb's allocator state with every commit, so that opening after a crash
     /// skips walking the whole file (redb's "quick repair"); commits cost a little more.
     /// Default on.
@@ -151,6 +156,7 @@ impl Default for RedbOptions {
         RedbOptions {
             min_free_bytes: 64 << 20,
             cache_bytes: 128 << 20,
+            cache_total_bytes: 1 << 30,
             quick_repair: true,
             preload_bytes: 1 << 30,
             checkpoint_bytes: 8 << 20,
@@ -169,6 +175,8 @@ struct Handle {
     txn: Option<WriteTransaction>,
     /// The open file; `None` while closed (idle, or after a failure).
     db: Option<Database>,
+    /// The page cache the open file was given, in bytes (0 while closed).
+    cache: usize,
 }
 
 /// One collection's file and its uncommitted writes.
@@ -216,6 +224,8 @@ pub struct RedbStore {
     failed: Option<StoreError>,
     /// Collection files open now.
     open_files: Cell<usize>,
+    /// The page cache the open files were given, in bytes, in all.
+    cache_granted: Cell<usize>,
     /// Ticks of the use clock (for `Collection::used`).
     clock: Cell<u64>,
     /// Bytes written into open transactions since the last checkpoint.
@@ -260,6 +270,7 @@ impl RedbStore {
             restoring: false,
             failed: None,
             open_files: Cell::new(0),
+            cache_granted: Cell::new(0),
             clock: Cell::new(0),
             txn_bytes: 0,
             trouble: None,
@@ -376,12 +387,9 @@ impl RedbStore {
     /// Aborts `collection`'s transaction and closes its file after a failure: its
     /// counts go back to the last checkpoint and it is stale until recovered.
     fn close_after_failure(&mut self, collection: &str, why: StoreError) {
+        let Some(c) = self.collections.get(collection) else { return };
+        self.close_file(&mut c.handle.borrow_mut());
         let Some(c) = self.collections.get_mut(collection) else { return };
-        let h = c.handle.get_mut();
-        h.txn = None;
-        if h.db.take().is_some() {
-            self.open_files.set(self.open_files.get() - 1);
-        }
         c.in_txn = 0;
         c.pending = 0;
         c.log.clear();
@@ -454,10 +462,30 @@ impl RedbStore {
         if self.open_files.get() >= self.options.max_open_files {
             self.close_least_used(name);
         }
-        let db = open_db(&c.path, &self.options)?;
-        c.handle.borrow_mut().db = Some(db);
+        let budget = CacheBudget {
+            total: self.options.cache_total_bytes,
+            per_file: self.options.cache_bytes,
+        };
+        let cache = budget.grant(self.cache_granted.get(), self.open_files.get() + 1);
+        let db = open_db(&c.path, &RedbOptions { cache_bytes: cache, ..self.options.clone() })?;
+        let mut h = c.handle.borrow_mut();
+        (h.db, h.cache) = (Some(db), cache);
         self.open_files.set(self.open_files.get() + 1);
+        self.cache_granted.set(self.cache_granted.get() + cache);
         Ok(())
+    }
+
+    /// Closes the file of `h` (aborting its gathered writes), giving its descriptor and
+    /// cache back; whether it was open.
+    fn close_file(&self, h: &mut Handle) -> bool {
+        h.txn = None;
+        let was_open = h.db.take().is_some();
+        if was_open {
+            self.open_files.set(self.open_files.get() - 1);
+            self.cache_granted.set(self.cache_granted.get().saturating_sub(h.cache));
+        }
+        h.cache = 0;
+        was_open
     }
 
     /// Closes the least recently used open file without a transaction, other than
@@ -472,9 +500,7 @@ impl RedbStore {
             })
             .min_by_key(|(_, c)| c.used.get());
         let Some((_, c)) = victim else { return false };
-        c.handle.borrow_mut().db = None;
-        self.open_files.set(self.open_files.get() - 1);
-        true
+        self.close_file(&mut c.handle.borrow_mut())
     }
 
     /// Closes idle files until no more than [`RedbOptions::max_open_files`] are open.
@@ -510,9 +536,7 @@ impl RedbStore {
     /// Closes and deletes `collection`'s file, forgetting it.
     fn remove_collection_file(&mut self, collection: &str) -> Result<(), StoreError> {
         let Some(c) = self.collections.remove(collection) else { return Ok(()) };
-        if c.handle.borrow().db.is_some() {
-            self.open_files.set(self.open_files.get() - 1);
-        }
+        self.close_file(&mut c.handle.borrow_mut());
         let path = c.path.clone();
         drop(c); // aborts the gathered writes and closes the file
         fs::remove_file(&path)

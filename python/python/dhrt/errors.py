@@ -14,7 +14,8 @@ those keeps working::
     │   └── FrameError                     bytes that are not a valid wire frame
     ├── NotFoundError (KeyError)           ``collection[key]`` of a missing key
     ├── UnavailableError                   the node cannot serve now
-    │   └── QuorumError                    too few replicas answered (.acks, .required)
+    │   ├── QuorumError                    too few replicas answered (.acks, .required)
+    │   └── StorageFullError               replicas refused the write for lack of storage
     ├── TimeoutError (TimeoutError)        no answer in time
     ├── ConnectionError (ConnectionError)  no node reachable, or the connection dropped
     ├── AuthError (PermissionError)        the node refused the client's token
@@ -45,6 +46,7 @@ __all__ = [
     "NotFoundError",
     "UnavailableError",
     "QuorumError",
+    "StorageFullError",
     "TimeoutError",
     "ConnectionError",
     "AuthError",
@@ -149,6 +151,20 @@ class QuorumError(_Replicas, UnavailableError):
     by the replicas that answered; retrying it is safe (last writer wins)."""
 
     code = "quorum_not_reached"
+
+
+class StorageFullError(_Replicas, UnavailableError):
+    """Too many of the key's replicas refused the write for lack of storage: their disk
+    is below its reserve (``dhrt serve --min-free-mb``), or they hold as many
+    collections as they allow (``--max-collections``) and the write would create one
+    more. Nothing was written where it was refused.
+
+    Reads, deletes and collection drops still work (they free space); writes succeed
+    again once space is freed or nodes are added. ``acks`` of ``required`` replicas
+    acknowledged. It is an :class:`UnavailableError`, as :class:`QuorumError` (what
+    older nodes answer in this case) is."""
+
+    code = "storage_full"
 
 
 class TimeoutError(_Replicas, builtins.TimeoutError):

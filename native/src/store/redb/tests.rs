@@ -64,6 +64,14 @@ mod conformance {
     dhrt_core::store_conformance_tests!(TempStore::new());
 }
 
+/// The conformance suite under the fault-injecting wrapper, no fault armed: it behaves
+/// exactly as the store it wraps.
+mod conformance_under_faulty_store {
+    use super::TempStore;
+    use dhrt_core::store::faulty::FaultyStore;
+    dhrt_core::store_conformance_tests!(FaultyStore::new(TempStore::new()).unwrap());
+}
+
 /// The conformance suite again, committing as it goes — after each of the first 8
 /// writes, then every 32nd (an fsync each) — so reads mix committed and gathered data.
 mod conformance_flushing {
@@ -643,8 +651,10 @@ fn a_tombstone_is_admitted_below_the_reserve_that_refuses_values() {
     let dir = tempfile::tempdir().unwrap();
     let free = super::super::space::free_bytes_for_tests(dir.path());
     let Some(free) = free else { return };
-    // A reserve that refuses values but leaves far more than the tombstone floor.
-    let tight = RedbOptions { min_free_bytes: free, ..RedbOptions::default() };
+    // A reserve no value can meet (a GiB more than is free, so other tests freeing
+    // space meanwhile cannot let one through), while the disk keeps far more than the
+    // tombstone floor.
+    let tight = RedbOptions { min_free_bytes: free + (1 << 30), ..RedbOptions::default() };
     let mut s = RedbStore::open(dir.path(), tight).unwrap();
     assert!(matches!(s.merge("c", 1, &k("a"), v(1, "x")), Err(StoreError::Full(_))));
     assert!(s.health().full);
@@ -652,4 +662,34 @@ fn a_tombstone_is_admitted_below_the_reserve_that_refuses_values() {
     s.merge("c", 1, &k("a"), tomb.clone()).unwrap();
     s.flush().unwrap();
     assert_eq!(s.get("c", 1, b"a").unwrap(), Some(tomb));
+}
+
+#[test]
+fn open_files_share_one_cache_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mib = 1 << 20;
+    let options = RedbOptions {
+        cache_bytes: 4 * mib,
+        cache_total_bytes: 8 * mib,
+        max_open_files: 3,
+        ..RedbOptions::default()
+    };
+    let mut s = RedbStore::open(dir.path(), options).unwrap();
+    let caches = |s: &RedbStore| -> Vec<usize> {
+        s.collections.values().map(|c| c.handle.borrow().cache).filter(|&c| c > 0).collect()
+    };
+    for (i, c) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+        s.merge(c, 1, &k("k"), v(1, "x")).unwrap();
+        s.flush().unwrap();
+        s.checkpoint().unwrap();
+        let open = caches(&s);
+        assert_eq!(open.iter().sum::<usize>(), s.cache_granted.get(), "after {c}");
+        assert!(open.len() <= 3 && s.cache_granted.get() <= 8 * mib + 3 * mib, "{open:?}");
+        if i == 1 {
+            // Two files fit the budget whole: 4 MiB each, as without a budget.
+            assert_eq!(open, [4 * mib, 4 * mib]);
+        }
+    }
+    assert!(s.drop_collection("e").unwrap());
+    assert_eq!(caches(&s).iter().sum::<usize>(), s.cache_granted.get(), "a drop gives back");
 }
