@@ -328,7 +328,12 @@ impl<S: Store> Node<S> {
             membership,
             table: RingTable::default(),
             table_view: 0,
-            coordinator: Coordinator::default(),
+            // Request numbers start at a random point of this life (see
+            // `Coordinator::numbered_from`), drawn apart from `rng` so that adding it
+            // changed no other choice.
+            coordinator: Coordinator::numbered_from(
+                Rng::new(config.seed ^ 0x7265_7175_6573_7473).next_u64() >> 12,
+            ),
             scans: scan::Scans::default(),
             hints: Hints::new(config.hints),
             anti_entropy: AntiEntropy::default(),

@@ -325,7 +325,9 @@ impl NodeProcess<MemStore> {
     /// The host after a crash and restart: a new node with the same configuration, over
     /// the old store and saved state when `keep_disk`, over nothing otherwise.
     pub fn restarted(self, keep_disk: bool) -> Result<Self, StoreError> {
-        let config = self.node.config().clone();
+        let mut config = self.node.config().clone();
+        // Fresh randomness for the new life, as above.
+        config.seed = config.seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
         let (store, state) = if keep_disk {
             (self.node.into_store(), self.state)
         } else {
@@ -344,7 +346,10 @@ impl NodeProcess<FaultyStore<MemStore>> {
     /// what its store had made durable (uncommitted writes are lost) and its saved state
     /// when `keep_disk`, over nothing otherwise. Commit model and audit carry over.
     pub fn restarted(self, keep_disk: bool) -> Result<Self, StoreError> {
-        let config = self.node.config().clone();
+        let mut config = self.node.config().clone();
+        // A restarted process draws fresh randomness, as a native node does (its seed
+        // is random on every start): request numbers of the new life differ.
+        config.seed = config.seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
         let handle = self.node.replica().store().handle();
         let (store, state) = if keep_disk {
             (handle.recovered(), self.state)
