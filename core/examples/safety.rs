@@ -1,14 +1,14 @@
 //! The node's safety checkers over many seeded schedules (the CI tests run fewer).
 //!
 //! ```text
-//! cargo run --release -p dhrt-core --features sim --example safety -- [SCHEDULES] [FIRST_SEED] [crash|partition|delete|lossy|commit]...
+//! cargo run --release -p dhrt-core --features sim --example safety -- [SCHEDULES] [FIRST_SEED] [crash|partition|delete|lossy|commit|handoff]...
 //! ```
 //!
 //! Prints what each checker verified; a failing schedule prints its seed, which
 //! `DHRT_SIM_SEED=<seed> cargo test -p dhrt-core --all-features --test safety` replays.
 
 use dhrt_core::sim::{
-    durability::commit_schedule,
+    durability::{commit_schedule, handoff_schedule},
     safety::{crash_schedule, delete_schedule, lossy_schedule, partition_schedule, Report},
 };
 use std::time::Instant;
@@ -19,12 +19,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let count: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000);
     let first: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1);
-    let all: [(&str, Schedule); 5] = [
+    let all: [(&str, Schedule); 6] = [
         ("crash", crash_schedule),
         ("partition", partition_schedule),
         ("delete", delete_schedule),
         ("lossy", lossy_schedule),
         ("commit", commit_schedule),
+        ("handoff", |seed| handoff_schedule(seed, false)),
     ];
     let chosen: Vec<&String> = args.iter().skip(2).collect();
     let mut failed = false;

@@ -14,7 +14,7 @@ use dhrt_core::{
     },
     sim::{
         check_seeds,
-        durability::{commit_schedule, durable_cluster, stall_schedule},
+        durability::{commit_schedule, durable_cluster, handoff_schedule, stall_schedule},
         safety::Report,
         sim_addr, CommitModel, NetConfig,
     },
@@ -400,4 +400,24 @@ fn requests_past_the_pending_bound_are_refused_at_once_and_nothing_is_written() 
         replies(&mut node)[..],
         [ClientResponse { id: 3, result: Reply::Written { .. } }]
     ));
+}
+
+#[test]
+fn hand_off_and_cleaning_lose_no_acknowledged_write_under_slow_commits_and_crashes() {
+    let mut total = Report::default();
+    check_seeds(
+        "hand_off_and_cleaning_lose_no_acknowledged_write_under_slow_commits_and_crashes",
+        1,
+        60,
+        |seed| {
+            total += handoff_schedule(seed, false)?;
+            Ok(())
+        },
+    );
+    println!("hand-off: {total}");
+    let replay = std::env::var("DHRT_SIM_SEED").is_ok();
+    assert!(replay || total.crashes_losing_uncommitted > 30, "{total:?}");
+    assert!(total.entries_cleaned > 10 * total.schedules, "{total:?}");
+    assert!(total.power_cut_checks > 50 * total.schedules, "{total:?}");
+    assert!(total.sets_acked > 10 * total.schedules, "{total:?}");
 }

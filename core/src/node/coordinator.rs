@@ -157,10 +157,19 @@ impl Coordinator {
         self.overloaded
     }
 
+    /// A coordinator whose request numbers follow `first`. A node starts them at a
+    /// random point (from its seed, which differs on every start): answers still on
+    /// their way to a previous life of the node, numbered from that life's counter, must
+    /// never match a request of this one — a stale `WriteAck` counted toward a new
+    /// write's quorum would acknowledge a write that replica never stored.
+    pub fn numbered_from(first: u64) -> Self {
+        Coordinator { next_req: first, ..Coordinator::default() }
+    }
+
     /// A fresh request number (shared by client requests and hint deliveries, so that
     /// answers match unambiguously).
     pub fn new_req(&mut self) -> u64 {
-        self.next_req += 1;
+        self.next_req = self.next_req.wrapping_add(1);
         self.next_req
     }
 

@@ -93,6 +93,9 @@ pub(crate) struct Durability {
     held: VecDeque<(Epoch, Held)>,
     /// Commits that failed.
     failures: u64,
+    /// Lets sync session ends leave at once, as before they were held (the simulator's
+    /// switch to show its hand-off schedule catches that; never set otherwise).
+    pub(crate) session_ends_at_once: bool,
 }
 
 /// What a resolved commit lets go.
@@ -159,7 +162,9 @@ impl Durability {
             Output::Send {
                 msg: Message::Replica(ReplicaMessage::WriteAck { error, .. }), ..
             } => error.is_none(),
-            Output::Send { msg: Message::Sync(m), .. } => may_end_session(&m.body),
+            Output::Send { msg: Message::Sync(m), .. } => {
+                !self.session_ends_at_once && may_end_session(&m.body)
+            }
             _ => false,
         };
         if !must_wait {

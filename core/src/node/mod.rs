@@ -328,7 +328,12 @@ impl<S: Store> Node<S> {
             membership,
             table: RingTable::default(),
             table_view: 0,
-            coordinator: Coordinator::default(),
+            // Request numbers start at a random point of this life (see
+            // `Coordinator::numbered_from`), drawn apart from `rng` so that adding it
+            // changed no other choice.
+            coordinator: Coordinator::numbered_from(
+                Rng::new(config.seed ^ 0x7265_7175_6573_7473).next_u64() >> 12,
+            ),
             scans: scan::Scans::default(),
             hints: Hints::new(config.hints),
             anti_entropy: AntiEntropy::default(),
@@ -554,6 +559,14 @@ impl<S: Store> Node<S> {
                 return Some(out);
             }
         }
+    }
+
+    /// For the simulator only: lets sync session ends (`Done`, empty steps) leave at once
+    /// instead of waiting for the commit of what the session merged — the rule before
+    /// they were held — so that a schedule can show it loses hand-offs.
+    #[cfg(feature = "sim")]
+    pub fn release_session_ends_at_once(&mut self, at_once: bool) {
+        self.durability.session_ends_at_once = at_once;
     }
 
     /// When [`Node::tick`] next has work.

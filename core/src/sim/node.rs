@@ -44,12 +44,22 @@ pub struct CommitModel {
     /// Emulates the rule the server's driver used to enforce: every output of the node
     /// waits while any commit is under way. For comparison only.
     pub hold_everything: bool,
+    /// Emulates the rule before sync session ends were held: a `Done` or an empty step
+    /// leaves at once, before the commit of what the session merged. For comparison only.
+    pub session_ends_at_once: bool,
 }
 
 impl Default for CommitModel {
     /// Instant commits.
     fn default() -> Self {
-        CommitModel { min_ms: 0, max_ms: 0, stall_chance: 0.0, stall_ms: 0, hold_everything: false }
+        CommitModel {
+            min_ms: 0,
+            max_ms: 0,
+            stall_chance: 0.0,
+            stall_ms: 0,
+            hold_everything: false,
+            session_ends_at_once: false,
+        }
     }
 }
 
@@ -134,6 +144,7 @@ impl<S: Store> NodeProcess<S> {
 
     /// Begins a commit of what the last input wrote; schedules its end.
     fn begin_commit(&mut self, now: Millis) {
+        self.node.release_session_ends_at_once(self.commit_model.session_ends_at_once);
         // An error was already handled by the node as a failed commit.
         let Ok(commit) = self.node.flush_begin(now) else { return };
         if commit.job.is_none() {
@@ -314,7 +325,9 @@ impl NodeProcess<MemStore> {
     /// The host after a crash and restart: a new node with the same configuration, over
     /// the old store and saved state when `keep_disk`, over nothing otherwise.
     pub fn restarted(self, keep_disk: bool) -> Result<Self, StoreError> {
-        let config = self.node.config().clone();
+        let mut config = self.node.config().clone();
+        // Fresh randomness for the new life, as above.
+        config.seed = config.seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
         let (store, state) = if keep_disk {
             (self.node.into_store(), self.state)
         } else {
@@ -333,7 +346,10 @@ impl NodeProcess<FaultyStore<MemStore>> {
     /// what its store had made durable (uncommitted writes are lost) and its saved state
     /// when `keep_disk`, over nothing otherwise. Commit model and audit carry over.
     pub fn restarted(self, keep_disk: bool) -> Result<Self, StoreError> {
-        let config = self.node.config().clone();
+        let mut config = self.node.config().clone();
+        // A restarted process draws fresh randomness, as a native node does (its seed
+        // is random on every start): request numbers of the new life differ.
+        config.seed = config.seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
         let handle = self.node.replica().store().handle();
         let (store, state) = if keep_disk {
             (handle.recovered(), self.state)

@@ -77,6 +77,11 @@ pub struct Report {
     pub acks_audited: u64,
     /// Crashes that lost every write not yet committed.
     pub crashes_losing_uncommitted: u64,
+    /// Entries dropped by cleaning (after handing them off).
+    pub entries_cleaned: u64,
+    /// Times every acknowledged write was looked for in the durable images (a power cut
+    /// of the whole cluster at that moment would keep it).
+    pub power_cut_checks: u64,
 }
 
 impl std::fmt::Display for Report {
@@ -99,6 +104,8 @@ impl std::fmt::Display for Report {
             ("commits failed", self.commits_failed),
             ("acknowledgements audited", self.acks_audited),
             ("crashes losing uncommitted writes", self.crashes_losing_uncommitted),
+            ("entries cleaned", self.entries_cleaned),
+            ("power-cut checks", self.power_cut_checks),
         ];
         let mut first = true;
         for (label, n) in counts.into_iter().filter(|(_, n)| *n > 0) {
@@ -127,6 +134,8 @@ impl std::ops::AddAssign for Report {
         self.commits_failed += o.commits_failed;
         self.acks_audited += o.acks_audited;
         self.crashes_losing_uncommitted += o.crashes_losing_uncommitted;
+        self.entries_cleaned += o.entries_cleaned;
+        self.power_cut_checks += o.power_cut_checks;
     }
 }
 
@@ -246,6 +255,11 @@ impl Workload {
         // Requests to nodes that crashed never answer: they count as failed.
         self.report.ops_failed += self.pending.len() as u64;
         self.pending.clear();
+    }
+
+    /// Every key with an acknowledged operation, and the timestamp of its newest one.
+    pub(super) fn acknowledged(&self) -> impl Iterator<Item = (&Bytes, Timestamp)> + '_ {
+        self.history.iter().filter_map(|(k, h)| h.acked.as_ref().map(|(ts, _)| (k, *ts)))
     }
 
     /// Reads every key back at `quorum` through a running node and checks it against the
