@@ -110,6 +110,8 @@ impl Limits {
         let peer_queue = self.peer_queue_bytes;
         at_least("the peer queue total", &mut self.peer_queue_total_bytes, peer_queue);
         at_least("the connection cap", &mut self.max_connections, 1);
+        at_least("the bound on requests in flight", &mut self.pending.max_bytes, max_frame);
+        at_least("the count of requests in flight", &mut self.pending.max_requests, 1);
         at_least("the watch lag limit", &mut self.watch_lag_bytes, 1);
         if self.watch_lag_bytes > self.output_bytes {
             changed.push(format!(
@@ -136,6 +138,7 @@ mod tests {
             max_connections: 0,
             peer_queue_bytes: 0,
             peer_queue_total_bytes: 10,
+            pending: PendingLimits { max_bytes: 0, max_requests: 0 },
             ..Limits::default()
         };
         let (fitted, changed) = small.fitted(1000);
@@ -144,7 +147,8 @@ mod tests {
         assert_eq!(fitted.watch_lag_bytes, 1000);
         assert_eq!(fitted.max_connections, 1);
         assert_eq!((fitted.peer_queue_bytes, fitted.peer_queue_total_bytes), (1000, 1000));
-        assert_eq!(changed.len(), 7, "{changed:?}");
+        assert_eq!((fitted.pending.max_bytes, fitted.pending.max_requests), (1000, 1));
+        assert_eq!(changed.len(), 9, "{changed:?}");
         let (same, changed) = Limits::default().fitted(20 * MIB);
         assert_eq!(same, Limits::default());
         assert!(changed.is_empty());
