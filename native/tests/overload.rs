@@ -301,3 +301,67 @@ async fn the_node_stays_responsive_to_a_client_while_a_write_flood_runs() {
     }
     still_serves(&node.addr).await;
 }
+
+/// Opens a raw WebSocket to the node's client endpoint (the handshake by hand, so the
+/// test can send half a message) and returns the stream after the 101.
+async fn raw_websocket(addr: &str) -> tokio::net::TcpStream {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut byte)).await.expect("101 in time");
+        assert_eq!(
+            n.unwrap(),
+            1,
+            "the node closed the upgrade: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tcp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stuck_half_way_through_large_messages_hold_a_bounded_budget() {
+    let _serial = SERIAL.lock().await;
+    // One lane: one message of the largest size (20 MiB) read at a time beyond each
+    // connection's 256 KiB allowance.
+    let node = NodeProc::start(None, &["--read-mb", "20"]);
+    let before = node.rss_kib();
+    // 16 connections each announce a 16 MiB message, send 15 MiB of it and never the
+    // rest: before the budget the node held all 240 MiB.
+    const LEN: u64 = 16 << 20;
+    let mut writers = Vec::new();
+    for _ in 0..16 {
+        let mut tcp = raw_websocket(&node.addr).await;
+        writers.push(tokio::spawn(async move {
+            let mut header = vec![0x82, 0x80 | 127];
+            header.extend_from_slice(&LEN.to_be_bytes());
+            header.extend_from_slice(&[0, 0, 0, 0]); // a zero mask: the payload as is
+            tcp.write_all(&header).await.unwrap();
+            let part = vec![wire::VERSION; 15 << 20];
+            // The node stops reading once this connection waits for a lane: the write
+            // stalls, which is the point; the task ends with the test.
+            let _ = tcp.write_all(&part).await;
+            std::future::pending::<()>().await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = metric(&node.addr, "dhrt_read_bytes").await;
+    println!("bytes of the read budget held by unfinished messages: {held}");
+    assert!(held <= 20 << 20, "{held} bytes held, over the 20 MiB budget");
+    // Small requests never wait for a lane: the node answers a client at once.
+    still_serves(&node.addr).await;
+    check_rss(&node, before, "16 connections stuck half way through 16 MiB messages");
+    let grown = node.rss_kib().saturating_sub(before) >> 10;
+    assert!(grown < 100, "RSS grew {grown} MiB: more than one lane and the allowances");
+    for w in writers {
+        w.abort();
+    }
+}

@@ -117,6 +117,8 @@ config_file! {
     tls_handshake_timeout: u64,
     /// `--inbox-mb`.
     inbox_mb: usize,
+    /// `--read-mb`.
+    read_mb: usize,
     /// `--output-limit-mb`.
     output_limit_mb: usize,
     /// `--watch-lag-mb`.
@@ -338,6 +340,7 @@ mod tests {
             header_timeout,
             tls_handshake_timeout,
             inbox_mb,
+            read_mb,
             output_limit_mb,
             watch_lag_mb,
             output_total_mb,
@@ -356,7 +359,7 @@ mod tests {
         assert!(tls_ca.is_some() && tls_client_auth.is_some() && admin_token_file.is_some());
         assert!(allow_origin.is_some() && metrics_public.is_some() && insecure.is_some());
         assert!(max_connections.is_some() && header_timeout.is_some());
-        assert!(tls_handshake_timeout.is_some() && inbox_mb.is_some());
+        assert!(tls_handshake_timeout.is_some() && inbox_mb.is_some() && read_mb.is_some());
         assert!(output_limit_mb.is_some() && watch_lag_mb.is_some() && output_total_mb.is_some());
         assert!(hints_mb_per_node.is_some() && hints_mb.is_some());
         assert!(peer_queue_mb.is_some() && peer_queue_total_mb.is_some());

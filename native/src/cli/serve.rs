@@ -106,6 +106,11 @@ pub struct ServeArgs {
     /// sockets are not read until it drains (backpressure).
     #[arg(long, value_name = "MIB", default_value_t = Limits::default().inbox_bytes >> 20)]
     pub inbox_mb: usize,
+    /// MiB of large messages being read (not yet whole), all connections together,
+    /// beyond each connection's 256 KiB allowance; when spent, such connections are not
+    /// read until others finish (backpressure).
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().read_bytes >> 20)]
+    pub read_mb: usize,
     /// MiB of answers a connection may leave unread before it is disconnected.
     #[arg(long, value_name = "MIB", default_value_t = Limits::default().output_bytes >> 20)]
     pub output_limit_mb: usize,
@@ -203,6 +208,7 @@ impl ServeArgs {
             header_timeout: Duration::from_secs(self.header_timeout),
             tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
             inbox_bytes: mib(self.inbox_mb),
+            read_bytes: mib(self.read_mb),
             output_bytes: mib(self.output_limit_mb),
             watch_lag_bytes: mib(self.watch_lag_mb),
             output_total_bytes: mib(self.output_total_mb),

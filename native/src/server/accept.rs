@@ -14,7 +14,11 @@
 //! bound ([`crate::tls::TlsListener`]) before a connection gets here. Open connections
 //! end when the server stops.
 
-use super::{stats::Counters, AppState};
+use super::{
+    read_budget::{Metered, ReadMeter},
+    stats::Counters,
+    AppState,
+};
 use axum::{body::Body, extract::ConnectInfo, Router};
 use hyper::{body::Incoming, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -51,13 +55,25 @@ where
             drop(io);
             continue;
         };
+        // What the connection reads counts against the budget of messages being read
+        // until its reader settles it: at each answered request here, at each batch
+        // of whole messages in a WebSocket's loop (which finds the meter in the
+        // upgrade request's extensions).
+        let meter = ReadMeter::default();
+        let io = Metered::new(io, state.read_budget.clone(), meter.clone());
         let io = Counted::new(io, slot, state.counters.clone());
         let (app, state) = (app.clone(), state.clone());
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(remote));
-                app.clone().oneshot(req.map(Body::new))
+                req.extensions_mut().insert(meter.clone());
+                let (app, meter) = (app.clone(), meter.clone());
+                async move {
+                    let answer = app.oneshot(req.map(Body::new)).await;
+                    meter.settle();
+                    answer
+                }
             });
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new()).header_read_timeout(header_timeout);

@@ -11,6 +11,9 @@
 //!   [`Limits::tls_handshake_timeout`]): a connection that does not complete its TLS
 //!   handshake, or the headers of an HTTP request (a WebSocket upgrade is one), in time
 //!   is closed; so is an idle HTTP keep-alive connection after the same time.
+//! - **Messages being read** ([`Limits::read_bytes`], [`super::read_budget`]): past a
+//!   small allowance per connection, unfinished messages are read in a few lanes of one
+//!   largest message each; a connection waiting for a lane is not read.
 //! - **Input in flight to the node thread** ([`Limits::inbox_bytes`], [`super::inbox`]):
 //!   socket readers take a share of a byte budget before handing what they read to the
 //!   node thread, which gives it back once it took the input. A full budget makes the
@@ -48,6 +51,9 @@ pub struct Limits {
     /// Bytes of requests and peer frames read from sockets but not yet taken by the
     /// node thread.
     pub inbox_bytes: usize,
+    /// Bytes of messages being read — read from sockets, not yet whole — beyond each
+    /// connection's small allowance, all connections together ([`super::read_budget`]).
+    pub read_bytes: usize,
     /// Bytes of answers one connection may leave unread before it is disconnected.
     pub output_bytes: usize,
     /// Bytes of unread answers past which a connection's watches end (with an error),
@@ -77,6 +83,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
             inbox_bytes: 64 * MIB,
+            read_bytes: 256 * MIB,
             output_bytes: 64 * MIB,
             watch_lag_bytes: 16 * MIB,
             output_total_bytes: 1024 * MIB,
@@ -103,6 +110,7 @@ impl Limits {
             }
         };
         at_least("the inbox budget", &mut self.inbox_bytes, max_frame);
+        at_least("the budget of messages being read", &mut self.read_bytes, max_frame);
         at_least("the output limit", &mut self.output_bytes, max_frame);
         let output = self.output_bytes;
         at_least("the output total", &mut self.output_total_bytes, output);
@@ -132,6 +140,7 @@ mod tests {
     fn fitted_limits_always_let_one_frame_through() {
         let small = Limits {
             inbox_bytes: 10,
+            read_bytes: 0,
             output_bytes: 10,
             output_total_bytes: 5,
             watch_lag_bytes: 1 << 30,
@@ -148,7 +157,8 @@ mod tests {
         assert_eq!(fitted.max_connections, 1);
         assert_eq!((fitted.peer_queue_bytes, fitted.peer_queue_total_bytes), (1000, 1000));
         assert_eq!((fitted.pending.max_bytes, fitted.pending.max_requests), (1000, 1));
-        assert_eq!(changed.len(), 9, "{changed:?}");
+        assert_eq!(fitted.read_bytes, 1000);
+        assert_eq!(changed.len(), 10, "{changed:?}");
         let (same, changed) = Limits::default().fitted(20 * MIB);
         assert_eq!(same, Limits::default());
         assert!(changed.is_empty());

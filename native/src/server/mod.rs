@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod peer_auth;
 pub mod peer_budget;
 pub mod peers;
+pub mod read_budget;
 pub mod security;
 pub mod stats;
 pub mod syncer;
@@ -104,6 +105,8 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     /// The byte budget of input in flight to the node thread ([`inbox`]).
     pub inbox_budget: inbox::InboxBudget,
+    /// The byte budget of messages being read, not yet whole ([`read_budget`]).
+    pub read_budget: read_budget::ReadBudget,
     /// The bounds on connections' unsent answers ([`outbox`]).
     pub output: Arc<outbox::OutputBudget>,
 }
@@ -182,6 +185,7 @@ impl AppState {
         c.output_queued_bytes.store(self.output.total() as u64, Ordering::Relaxed);
         let inbox = self.inbox_budget.bytes() - self.inbox_budget.available();
         c.inbox_bytes.store(inbox as u64, Ordering::Relaxed);
+        c.read_bytes.store(self.read_budget.in_use() as u64, Ordering::Relaxed);
         rx.await.ok().map(|s: Snapshot| s.with_counters(c))
     }
 }
@@ -355,6 +359,7 @@ where
         member_origins: http::origin::MemberOrigins::default(),
         tokens: Arc::new(auth::Tokens::new(&opts.security).map_err(ServeError::Other)?),
         inbox_budget: inbox::InboxBudget::new(limits.inbox_bytes),
+        read_budget: read_budget::ReadBudget::new(limits.read_bytes, max_frame),
         output: Arc::new(outbox::OutputBudget::new(
             limits.output_bytes,
             limits.watch_lag_bytes,

@@ -62,6 +62,9 @@ pub struct Counters {
     pub output_queued_bytes: AtomicU64,
     /// Bytes of the inbox budget in use (set when a snapshot is taken).
     pub inbox_bytes: AtomicU64,
+    /// Bytes of the budget of messages being read in use (set when a snapshot is
+    /// taken).
+    pub read_bytes: AtomicU64,
 }
 
 impl Counters {
@@ -220,6 +223,12 @@ impl Snapshot {
                 "dhrt_inbox_bytes",
                 load(&c.inbox_bytes),
                 "Bytes of requests and peer frames read but not yet taken by the node thread.",
+            ),
+            (
+                "dhrt_read_bytes",
+                load(&c.read_bytes),
+                "Bytes of the shared budget held by connections in the middle of a large \
+                 message (read-mb).",
             ),
         ];
         self.server.append(&mut node_side);

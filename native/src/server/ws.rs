@@ -20,6 +20,7 @@ use super::{
     auth::{self, Presented, Refusal},
     driver::Input,
     driver::Sink,
+    read_budget::ReadMeter,
     AppState,
 };
 use axum::{
@@ -65,6 +66,7 @@ pub async fn client(
     ws: WebSocketUpgrade,
     headers: HeaderMap,
     State(state): State<AppState>,
+    meter: ReadMeter,
 ) -> Response {
     let session = match auth::bearer(&headers) {
         Some(token) if state.tokens.required() => {
@@ -81,7 +83,7 @@ pub async fn client(
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| serve_client(socket, state, session))
+        .on_upgrade(move |socket| serve_client(socket, state, session, meter))
 }
 
 /// Who a client connection speaks for.
@@ -134,7 +136,7 @@ fn answer(tx: &mpsc::UnboundedSender<Parcel>, resps: Vec<ClientResponse>) {
     let _ = tx.send(Parcel { resps, bytes: 0 });
 }
 
-async fn serve_client(socket: WebSocket, state: AppState, mut session: Session) {
+async fn serve_client(socket: WebSocket, state: AppState, mut session: Session, meter: ReadMeter) {
     let client = state.next_client();
     let (outbox, mut rx, tx) = outbox::outbox(state.output.clone());
     if !state.submit(Input::Open { client, sink: Sink::Conn(outbox) }) {
@@ -291,6 +293,9 @@ async fn serve_client(socket: WebSocket, state: AppState, mut session: Session) 
                     return;
                 }
             }
+            // The messages taken are whole (and now charged to the inbox): they no
+            // longer count as being read ([`super::read_budget`]).
+            meter.settle();
             if !open {
                 return;
             }
@@ -389,6 +394,7 @@ pub async fn peer(
     ws: WebSocketUpgrade,
     Query(hello): Query<PeerHello>,
     State(state): State<AppState>,
+    meter: ReadMeter,
 ) -> Response {
     if hello.version != wire::VERSION {
         let msg = format!(
@@ -402,13 +408,13 @@ pub async fn peer(
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| serve_peer(socket, state))
+        .on_upgrade(move |socket| serve_peer(socket, state, meter))
 }
 
-async fn serve_peer(mut socket: WebSocket, state: AppState) {
+async fn serve_peer(mut socket: WebSocket, state: AppState, meter: ReadMeter) {
     let link = async {
         match accept_handshake(&mut socket, &state).await {
-            Ok(from) => read_peer(socket, from, &state).await,
+            Ok(from) => read_peer(socket, from, &state, &meter).await,
             Err(e @ (HandshakeError::Closed | HandshakeError::Timeout)) => {
                 tracing::debug!(error = %e, "peer handshake failed");
             }
@@ -471,7 +477,7 @@ async fn next_binary(socket: &mut WebSocket) -> Result<Vec<u8>, HandshakeError> 
     }
 }
 
-async fn read_peer(mut socket: WebSocket, from: NodeId, state: &AppState) {
+async fn read_peer(mut socket: WebSocket, from: NodeId, state: &AppState, meter: &ReadMeter) {
     let max = state.max_frame;
     let mut msgs = Vec::new();
     while let Some(Ok(first)) = socket.recv().await {
@@ -507,6 +513,8 @@ async fn read_peer(mut socket: WebSocket, from: NodeId, state: &AppState) {
         {
             break;
         }
+        // Whole messages, charged to the inbox: no longer being read.
+        meter.settle();
         if !open {
             break;
         }

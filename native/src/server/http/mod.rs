@@ -18,7 +18,7 @@ pub mod origin;
 pub mod tokens;
 pub mod v1;
 
-use super::{dashboard, ws, AppState};
+use super::{dashboard, read_budget::ReadMeter, ws, AppState};
 use axum::{
     extract::{
         rejection::QueryRejection,
@@ -174,9 +174,11 @@ async fn client_socket(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     headers: HeaderMap,
     state: State<AppState>,
+    meter: Option<axum::Extension<ReadMeter>>,
 ) -> Response {
+    let meter = meter.map(|axum::Extension(m)| m).unwrap_or_default();
     match upgrade {
-        Ok(upgrade) => ws::client(upgrade, headers, state).await,
+        Ok(upgrade) => ws::client(upgrade, headers, state, meter).await,
         Err(e) => not_an_upgrade(&e, "/v1/ws is the client WebSocket endpoint"),
     }
 }
@@ -195,7 +197,10 @@ async fn peer_socket(
     }
     let context = "/v1/peer is for links between nodes";
     match (upgrade, hello) {
-        (Ok(upgrade), Ok(hello)) => ws::peer(upgrade, hello, state).await,
+        (Ok(upgrade), Ok(hello)) => {
+            let meter = parts.extensions.get::<ReadMeter>().cloned().unwrap_or_default();
+            ws::peer(upgrade, hello, state, meter).await
+        }
         (Err(e), _) => not_an_upgrade(&e, context),
         (_, Err(e)) => ApiError::invalid(format!("{context}: {}", e.body_text())).into_response(),
     }
