@@ -23,13 +23,11 @@ use axum::{body::Body, extract::ConnectInfo, Router};
 use hyper::{body::Incoming, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::{
-    pin::Pin,
     sync::{atomic::Ordering, Arc},
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite},
     sync::{OwnedSemaphorePermit, Semaphore},
 };
 use tower::ServiceExt;
@@ -60,8 +58,8 @@ where
         // of whole messages in a WebSocket's loop (which finds the meter in the
         // upgrade request's extensions).
         let meter = ReadMeter::default();
-        let io = Metered::new(io, state.read_budget.clone(), meter.clone());
-        let io = Counted::new(io, slot, state.counters.clone());
+        let io = Metered::new(io, state.read_budget.clone(), meter.clone())
+            .keeping(Slot::new(slot, state.counters.clone()));
         let (app, state) = (app.clone(), state.clone());
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
@@ -114,62 +112,22 @@ impl Refusals {
     }
 }
 
-/// A connection holding its slot (and counted open) until it is dropped.
-struct Counted<T> {
-    io: T,
-    _slot: OwnedSemaphorePermit,
+/// A connection's slot under the cap, counted open until it is dropped (with its
+/// connection: [`Metered::keeping`]).
+struct Slot {
+    _permit: OwnedSemaphorePermit,
     counters: Arc<Counters>,
 }
 
-impl<T> Counted<T> {
-    fn new(io: T, slot: OwnedSemaphorePermit, counters: Arc<Counters>) -> Self {
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, counters: Arc<Counters>) -> Self {
         counters.connections.fetch_add(1, Ordering::Relaxed);
-        Counted { io, _slot: slot, counters }
+        Slot { _permit: permit, counters }
     }
 }
 
-impl<T> Drop for Counted<T> {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.counters.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
     }
 }

@@ -103,12 +103,21 @@ pub struct Metered<T> {
     meter: ReadMeter,
     /// A wait for a lane, when the connection passed its allowance.
     acquiring: Option<Acquiring>,
+    /// What lives exactly as long as the connection (the accept loop's connection
+    /// slot, [`super::accept`]).
+    _keep: Option<Box<dyn Send + Sync>>,
 }
 
 impl<T> Metered<T> {
     /// `io`, read under `budget` and accounted to `meter`.
     pub fn new(io: T, budget: ReadBudget, meter: ReadMeter) -> Self {
-        Metered { io, budget, meter, acquiring: None }
+        Metered { io, budget, meter, acquiring: None, _keep: None }
+    }
+
+    /// The same reader, keeping `keep` alive until the connection is dropped.
+    pub fn keeping(mut self, keep: impl Send + Sync + 'static) -> Self {
+        self._keep = Some(Box::new(keep));
+        self
     }
 
     /// Bytes this connection may read now without waiting, or `Pending` until a lane
