@@ -422,6 +422,46 @@ fn requests_past_the_pending_bound_are_refused_at_once_and_nothing_is_written() 
 }
 
 #[test]
+fn scans_count_among_the_requests_in_flight() {
+    let store = FaultyStore::new(MemStore::new()).unwrap();
+    let mut config = NodeConfig::new(NodeId(1), sim_addr(NodeId(1)));
+    config.pending.max_requests = 1;
+    let mut node = Node::new(config, store).unwrap();
+    for now in (0..5_000).step_by(100) {
+        node.tick(now);
+        node.flush(now).unwrap();
+        while node.poll_output().is_some() {}
+    }
+    let now = 6_000;
+    let write = Op::Set {
+        collection: "c".into(),
+        key: Bytes::from_static(b"a"),
+        value: Bytes::from_static(b"x"),
+        consistency: Consistency::One,
+        ttl_ms: None,
+    };
+    // The write is pending until its commit: the one request allowed.
+    node.handle_client(now, 1, ClientRequest { id: 1, op: write });
+    let scan = Op::Scan {
+        collection: "c".into(),
+        cursor: None,
+        prefix: None,
+        limit: 0,
+        consistency: Consistency::One,
+    };
+    node.handle_client(now, 1, ClientRequest { id: 2, op: scan });
+    match &replies(&mut node)[..] {
+        [ClientResponse {
+            id: 2,
+            result: Reply::Error { code: ErrorCode::Unavailable, message, .. },
+        }] => {
+            assert!(message.contains("overloaded"), "{message}");
+        }
+        other => panic!("expected the scan refused at once, got {other:?}"),
+    }
+}
+
+#[test]
 fn hand_off_and_cleaning_lose_no_acknowledged_write_under_slow_commits_and_crashes() {
     let mut total = Report::default();
     check_seeds(

@@ -242,6 +242,9 @@ fn request_cost(op: &Op) -> Option<usize> {
         Op::SetMany { items, collection, .. } => {
             collection.len() + items.iter().map(|(k, v)| k.len() + v.len() + 64).sum::<usize>()
         }
+        // A page's own bytes are counted while it is assembled (above); admitting it
+        // takes only a request's room.
+        Op::Scan { collection, .. } => collection.len(),
         _ => return None,
     };
     Some(bytes + PENDING_OVERHEAD)
@@ -274,13 +277,16 @@ pub(super) fn start<S: Store>(
     };
     if let Some(cost) = request_cost(&req.op) {
         let limits = node.config.pending;
+        // Scans count too: each page being assembled may hold up to its byte budget.
+        let scans = node.scans.in_flight();
         let c = &mut node.coordinator;
-        if c.pending.len() >= limits.max_requests || c.bytes + cost > limits.max_bytes {
+        let requests = c.pending.len() + scans;
+        let bytes = c.bytes + scans * super::scan::BYTE_BUDGET;
+        if requests >= limits.max_requests || bytes + cost > limits.max_bytes {
             c.overloaded += 1;
             let msg = format!(
-                "the node is overloaded: {} bytes of requests in flight ({} requests); retry",
-                c.bytes,
-                c.pending.len()
+                "the node is overloaded: {bytes} bytes of requests in flight ({requests} \
+                 requests); retry"
             );
             return reply(node, error(id, ErrorCode::Unavailable, msg));
         }
