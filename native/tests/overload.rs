@@ -332,7 +332,7 @@ async fn connections_stuck_half_way_through_large_messages_hold_a_bounded_budget
     let _serial = SERIAL.lock().await;
     // One lane: one message of the largest size (20 MiB) read at a time beyond each
     // connection's 256 KiB allowance.
-    let node = NodeProc::start(None, &["--read-mb", "20"]);
+    let node = NodeProc::start(None, &["--read-mb", "20", "--read-timeout", "1"]);
     let before = node.rss_kib();
     // 16 connections each announce a 16 MiB message, send 15 MiB of it and never the
     // rest: before the budget the node held all 240 MiB.
@@ -361,6 +361,17 @@ async fn connections_stuck_half_way_through_large_messages_hold_a_bounded_budget
     check_rss(&node, before, "16 connections stuck half way through 16 MiB messages");
     let grown = node.rss_kib().saturating_sub(before) >> 10;
     assert!(grown < 100, "RSS grew {grown} MiB: more than one lane and the allowances");
+    // None of them finishes its message within --read-timeout: each is closed in turn
+    // once it has held the lane that long, and the lane ends free.
+    let mut freed = false;
+    for _ in 0..60 {
+        if metric(&node.addr, "dhrt_read_bytes").await == 0 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(freed, "a lane is still held by a message that never finished");
     for w in writers {
         w.abort();
     }

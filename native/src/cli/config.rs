@@ -119,6 +119,8 @@ config_file! {
     inbox_mb: usize,
     /// `--read-mb`.
     read_mb: usize,
+    /// `--read-timeout`, in seconds.
+    read_timeout: u64,
     /// `--output-limit-mb`.
     output_limit_mb: usize,
     /// `--watch-lag-mb`.
@@ -341,6 +343,7 @@ mod tests {
             tls_handshake_timeout,
             inbox_mb,
             read_mb,
+            read_timeout,
             output_limit_mb,
             watch_lag_mb,
             output_total_mb,
@@ -360,6 +363,7 @@ mod tests {
         assert!(allow_origin.is_some() && metrics_public.is_some() && insecure.is_some());
         assert!(max_connections.is_some() && header_timeout.is_some());
         assert!(tls_handshake_timeout.is_some() && inbox_mb.is_some() && read_mb.is_some());
+        assert!(read_timeout.is_some());
         assert!(output_limit_mb.is_some() && watch_lag_mb.is_some() && output_total_mb.is_some());
         assert!(hints_mb_per_node.is_some() && hints_mb.is_some());
         assert!(peer_queue_mb.is_some() && peer_queue_total_mb.is_some());

@@ -111,6 +111,10 @@ pub struct ServeArgs {
     /// read until others finish (backpressure).
     #[arg(long, value_name = "MIB", default_value_t = Limits::default().read_bytes >> 20)]
     pub read_mb: usize,
+    /// Seconds a connection may take to finish a large message once it is being read
+    /// in a lane of `--read-mb`; then it is closed, so that it cannot keep the lane.
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().read_timeout.as_secs())]
+    pub read_timeout: u64,
     /// MiB of answers a connection may leave unread before it is disconnected.
     #[arg(long, value_name = "MIB", default_value_t = Limits::default().output_bytes >> 20)]
     pub output_limit_mb: usize,
@@ -209,6 +213,7 @@ impl ServeArgs {
             tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
             inbox_bytes: mib(self.inbox_mb),
             read_bytes: mib(self.read_mb),
+            read_timeout: Duration::from_secs(self.read_timeout.max(1)),
             output_bytes: mib(self.output_limit_mb),
             watch_lag_bytes: mib(self.watch_lag_mb),
             output_total_bytes: mib(self.output_total_mb),

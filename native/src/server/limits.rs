@@ -54,6 +54,9 @@ pub struct Limits {
     /// Bytes of messages being read — read from sockets, not yet whole — beyond each
     /// connection's small allowance, all connections together ([`super::read_budget`]).
     pub read_bytes: usize,
+    /// How long a connection may take to finish a message once it holds a lane of
+    /// [`Limits::read_bytes`]; then it is closed.
+    pub read_timeout: Duration,
     /// Bytes of answers one connection may leave unread before it is disconnected.
     pub output_bytes: usize,
     /// Bytes of unread answers past which a connection's watches end (with an error),
@@ -84,6 +87,7 @@ impl Default for Limits {
             tls_handshake_timeout: Duration::from_secs(10),
             inbox_bytes: 64 * MIB,
             read_bytes: 256 * MIB,
+            read_timeout: Duration::from_secs(60),
             output_bytes: 64 * MIB,
             watch_lag_bytes: 16 * MIB,
             output_total_bytes: 1024 * MIB,

@@ -359,7 +359,8 @@ where
         member_origins: http::origin::MemberOrigins::default(),
         tokens: Arc::new(auth::Tokens::new(&opts.security).map_err(ServeError::Other)?),
         inbox_budget: inbox::InboxBudget::new(limits.inbox_bytes),
-        read_budget: read_budget::ReadBudget::new(limits.read_bytes, max_frame),
+        read_budget: read_budget::ReadBudget::new(limits.read_bytes, max_frame)
+            .lane_timeout(limits.read_timeout),
         output: Arc::new(outbox::OutputBudget::new(
             limits.output_bytes,
             limits.watch_lag_bytes,

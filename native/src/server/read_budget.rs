@@ -26,6 +26,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll, Waker},
+    time::Duration,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -41,6 +42,8 @@ pub struct ReadBudget {
     lanes: Arc<Semaphore>,
     count: usize,
     lane_bytes: usize,
+    /// How long a connection may hold a lane before its message must be whole.
+    lane_timeout: Duration,
 }
 
 impl ReadBudget {
@@ -49,7 +52,20 @@ impl ReadBudget {
     pub fn new(bytes: usize, max_message: usize) -> Self {
         let lane_bytes = max_message.max(1);
         let count = (bytes / lane_bytes).clamp(1, Semaphore::MAX_PERMITS);
-        ReadBudget { lanes: Arc::new(Semaphore::new(count)), count, lane_bytes }
+        ReadBudget {
+            lanes: Arc::new(Semaphore::new(count)),
+            count,
+            lane_bytes,
+            lane_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Closes a connection that holds a lane for longer than `timeout` without
+    /// finishing its message: a client that sends half a large message and stops
+    /// cannot keep a lane from others.
+    pub fn lane_timeout(mut self, timeout: Duration) -> Self {
+        self.lane_timeout = timeout;
+        self
     }
 
     /// Bytes of the budget taken now (lanes in use, at their full size).
@@ -103,6 +119,8 @@ pub struct Metered<T> {
     meter: ReadMeter,
     /// A wait for a lane, when the connection passed its allowance.
     acquiring: Option<Acquiring>,
+    /// When the lane held must be given back (its message whole) by.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// What lives exactly as long as the connection (the accept loop's connection
     /// slot, [`super::accept`]).
     _keep: Option<Box<dyn Send + Sync>>,
@@ -111,7 +129,7 @@ pub struct Metered<T> {
 impl<T> Metered<T> {
     /// `io`, read under `budget` and accounted to `meter`.
     pub fn new(io: T, budget: ReadBudget, meter: ReadMeter) -> Self {
-        Metered { io, budget, meter, acquiring: None, _keep: None }
+        Metered { io, budget, meter, acquiring: None, deadline: None, _keep: None }
     }
 
     /// The same reader, keeping `keep` alive until the connection is dropped.
@@ -148,6 +166,7 @@ impl<T> Metered<T> {
             // The semaphore is never closed; were it, reading would go on unmetered.
             let Ok(lane) = lane else { return Poll::Ready(ALLOWANCE) };
             self.meter.0.lock().unwrap_or_else(|e| e.into_inner()).lane = Some(lane);
+            self.deadline = Some(Box::pin(tokio::time::sleep(self.budget.lane_timeout)));
         }
     }
 }
@@ -158,6 +177,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.deadline.is_some() {
+            let holding = self.meter.0.lock().unwrap_or_else(|e| e.into_inner()).lane.is_some();
+            if !holding {
+                self.deadline = None;
+            } else if let Some(deadline) = &mut self.deadline {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "a large message took longer than read-timeout to arrive",
+                    )));
+                }
+            }
+        }
         let room = match self.poll_room(cx) {
             Poll::Ready(room) => room,
             Poll::Pending => return Poll::Pending,
@@ -258,6 +290,24 @@ mod tests {
         assert_eq!(budget.in_use(), MESSAGE, "B took the lane A gave back");
         drop((b, meter_b));
         assert_eq!(budget.in_use(), 0, "a connection gone gives its lane back");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_stops_half_way_through_a_large_message_loses_its_lane() {
+        let budget = ReadBudget::new(MESSAGE, MESSAGE).lane_timeout(Duration::from_millis(100));
+        let (mut tx, rx) = tokio::io::duplex(8 << 20);
+        let meter = ReadMeter::default();
+        let mut r = Metered::new(rx, budget.clone(), meter.clone());
+        tx.write_all(&vec![1; ALLOWANCE + 10]).await.unwrap();
+        let mut got = vec![0; ALLOWANCE + 10];
+        r.read_exact(&mut got).await.unwrap();
+        assert_eq!(budget.in_use(), MESSAGE, "past its allowance: a lane");
+        // The sender stops; the read waits, then fails when the lane's time is up.
+        let mut more = [0; 1];
+        let failed = r.read(&mut more).await.expect_err("the read fails at the deadline");
+        assert_eq!(failed.kind(), std::io::ErrorKind::TimedOut);
+        drop((r, meter));
+        assert_eq!(budget.in_use(), 0, "the lane is free for others");
     }
 
     #[tokio::test]
