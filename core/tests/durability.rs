@@ -373,17 +373,23 @@ fn a_watch_whose_event_was_not_committed_ends_with_an_error() {
     assert_eq!(node.watches().watch_count(), 0);
 }
 
-#[test]
-fn requests_past_the_pending_bound_are_refused_at_once_and_nothing_is_written() {
+/// A node alone over a fault-injecting store, configured by `configure`, serving.
+fn serving_node(configure: impl FnOnce(&mut NodeConfig)) -> Node<FaultyStore<MemStore>> {
     let store = FaultyStore::new(MemStore::new()).unwrap();
     let mut config = NodeConfig::new(NodeId(1), sim_addr(NodeId(1)));
-    config.pending.max_bytes = 1_500;
+    configure(&mut config);
     let mut node = Node::new(config, store).unwrap();
     for now in (0..5_000).step_by(100) {
         node.tick(now);
         node.flush(now).unwrap();
         while node.poll_output().is_some() {}
     }
+    node
+}
+
+#[test]
+fn requests_past_the_pending_bound_are_refused_at_once_and_nothing_is_written() {
+    let mut node = serving_node(|c| c.pending.max_bytes = 1_500);
     let now = 6_000;
     let big = |key: &str| Op::Set {
         collection: "c".into(),
@@ -423,15 +429,7 @@ fn requests_past_the_pending_bound_are_refused_at_once_and_nothing_is_written() 
 
 #[test]
 fn scans_count_among_the_requests_in_flight() {
-    let store = FaultyStore::new(MemStore::new()).unwrap();
-    let mut config = NodeConfig::new(NodeId(1), sim_addr(NodeId(1)));
-    config.pending.max_requests = 1;
-    let mut node = Node::new(config, store).unwrap();
-    for now in (0..5_000).step_by(100) {
-        node.tick(now);
-        node.flush(now).unwrap();
-        while node.poll_output().is_some() {}
-    }
+    let mut node = serving_node(|c| c.pending.max_requests = 1);
     let now = 6_000;
     let write = Op::Set {
         collection: "c".into(),

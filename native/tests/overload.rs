@@ -8,7 +8,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{wait_until, NodeProc};
+use common::{metric, wait_until, NodeProc};
 use dhrt_core::{
     proto::{
         client::{Consistency, ErrorCode, Op, Reply},
@@ -90,22 +90,6 @@ async fn still_serves(addr: &str) {
     assert!(matches!(call(&mut ws, 1, set("ok", b"yes".to_vec())).await, Reply::Written { .. }));
     let r = call(&mut ws, 2, get("ok")).await;
     assert!(matches!(&r, Reply::Value { value: Some(v), .. } if v == "yes"), "{r:?}");
-}
-
-/// The value of metric `name` on the node's /metrics.
-async fn metric(addr: &str, name: &str) -> u64 {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut body = String::new();
-    tokio::time::timeout(WAIT, tcp.read_to_string(&mut body))
-        .await
-        .expect("metrics in time")
-        .unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
 }
 
 /// Prints and checks the RSS growth since `before` (KiB).

@@ -10,7 +10,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{wait_until, NodeProc};
+use common::{metric, wait_until, NodeProc};
 use dhrt::client::Client;
 use dhrt_core::{
     proto::{
@@ -21,7 +21,6 @@ use dhrt_core::{
 };
 use futures_util::{SinkExt, StreamExt};
 use std::{process::Command, time::Duration};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message as Ws;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -33,22 +32,6 @@ const WRITES: u64 = 400;
 /// with room for the allocator (+22 MiB measured). Without a byte bound the queue kept
 /// every frame B did not take: +387 MiB, for good.
 const RSS_BOUND_MIB: u64 = 100;
-
-/// The value of metric `name` on the node's /metrics.
-async fn metric(addr: &str, name: &str) -> u64 {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut body = String::new();
-    tokio::time::timeout(WAIT, tcp.read_to_string(&mut body))
-        .await
-        .expect("metrics in time")
-        .unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
-}
 
 fn signal(node: &NodeProc, sig: &str) {
     let pid = node.pid().expect("running").to_string();

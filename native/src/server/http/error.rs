@@ -162,18 +162,7 @@ mod tests {
 
     #[test]
     fn every_code_maps_to_its_status() {
-        for code in [
-            ErrorCode::NotFound,
-            ErrorCode::InvalidInput,
-            ErrorCode::TooLarge,
-            ErrorCode::QuorumNotReached,
-            ErrorCode::Timeout,
-            ErrorCode::Unavailable,
-            ErrorCode::Unsupported,
-            ErrorCode::Internal,
-            ErrorCode::Unauthorized,
-            ErrorCode::Forbidden,
-        ] {
+        for code in ErrorCode::ALL {
             let e = ApiError::new(code, "x");
             assert_eq!(e.status.as_u16(), code.http_status());
             assert_eq!(e.body()["error"]["code"], code.as_str());
