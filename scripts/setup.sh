@@ -38,7 +38,10 @@ as_root() {
 # faketime: libfaketime, preloaded into one node of native/tests/peer_attacks.rs to run
 #   it with a clock an hour ahead (a skewed member).
 # openssl: makes the test CA and certificates of python/tests/test_tls.py.
-apt_packages=(rustc-web cargo-web rust-web-src lld-22 wabt binaryen chromium faketime openssl)
+# iptables: iptables-legacy's NFQUEUE rules of tests/jepsen (packet delay and loss inside
+#   the test's own network namespaces; the kernel has no tc netem). iproute2 (ip netns,
+#   veth, bridges, blackhole routes) is part of a Debian base system.
+apt_packages=(rustc-web cargo-web rust-web-src lld-22 wabt binaryen chromium faketime openssl iptables)
 
 is_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]

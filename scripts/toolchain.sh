@@ -69,6 +69,12 @@ check_tools() {
             bad "$cmd" "run: apt-get install $pkg"
         fi
     done
+    # iptables-legacy: the NFQUEUE rules of tests/jepsen (packet delay and loss).
+    if command -v iptables-legacy >/dev/null 2>&1; then
+        ok "iptables-legacy" "$(iptables-legacy --version 2>/dev/null | head -n1)"
+    else
+        bad "iptables-legacy" "tests/jepsen's delay and loss; run: apt-get install iptables"
+    fi
     if [ -f "$DHRT_FAKETIME_LIB" ] && command -v faketime >/dev/null 2>&1; then
         ok "faketime" "$DHRT_FAKETIME_LIB"
     else
