@@ -91,7 +91,7 @@ pub fn between_open(a: Position, x: Position, b: Position) -> bool {
 }
 
 /// A wrapping, half-open ring interval `(start, end]`; `start == end` is the whole ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Interval {
     /// Exclusive start: the predecessor's position.
     pub start: Position,

@@ -286,7 +286,7 @@ fn the_hand_off_schedule_loses_writes_when_session_ends_do_not_wait_for_their_co
     }
     // The first seed that loses a write is enough (22 today: a write answered with one
     // durable copy where two were required).
-    let caught = (1..=60).find_map(|seed| handoff_schedule(seed, true).err().map(|e| (seed, e)));
+    let caught = (1..=400).find_map(|seed| handoff_schedule(seed, true).err().map(|e| (seed, e)));
     if let Some((seed, why)) = &caught {
         println!("session ends at once: seed {seed} loses a write: {why}");
     }

@@ -832,6 +832,7 @@ fn any_member() -> impl Strategy<Value = Member> {
             tokens: vec![7; tokens],
             status,
             incarnation,
+            joining: i % 2 == 1,
         })
 }
 

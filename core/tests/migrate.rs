@@ -434,8 +434,17 @@ fn moves_wait_for_the_previous_move(seed: u64, loss: f64) -> Result<(), String> 
                             .unwrap()
                             .is_none()
                         {
+                            let holders: Vec<NodeId> = (1..=NODES)
+                                .map(NodeId)
+                                .filter(|id| {
+                                    w.sim.process(*id).is_some_and(|p| {
+                                        p.node.replica().get(EVENTS, k).unwrap().is_some()
+                                    })
+                                })
+                                .collect();
                             return Err(format!(
-                                "{node:?} announced {moved} before {r:?} held {k:?}"
+                                "{node:?} announced {moved} before {r:?} held {k:?} (held by \
+                                 {holders:?})"
                             ));
                         }
                     }

@@ -225,7 +225,13 @@ fn reply() -> impl Strategy<Value = Reply> {
         ),
         prop::collection::vec(
             (node_id(), ".{0,20}", prop::collection::vec(any::<u64>(), 0..5)).prop_map(
-                |(id, addr, tokens)| RingMember { id, addr, tokens, status: "suspect".into() }
+                |(id, addr, tokens)| RingMember {
+                    id,
+                    addr,
+                    tokens,
+                    status: "suspect".into(),
+                    joining: false,
+                }
             ),
             0..4
         )

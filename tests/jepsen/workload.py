@@ -21,7 +21,8 @@ import time
 import cluster
 
 DEFINITE_UNAVAILABLE = ("overloaded", "no node is serving", "is syncing", "shutting down",
-                        "is leaving")
+                        "is leaving", "owners of this key can", "has not heard from its cluster",
+                        "no node owns any part")
 
 
 def classify_write(status, body):

@@ -3,15 +3,17 @@
 //! which nodes to send a key's request to, and how to cover the ring with as few sync
 //! sessions as possible, each with a node that replicates its whole interval.
 //!
-//! The table is built exactly as a node builds its own (`alive` members only, the same
-//! tokens), so a light peer and the nodes agree on every preference list while their
-//! views of the membership agree.
+//! The table is built exactly as a node builds its owners' table (every member that
+//! has not left and is not joining, whatever its health: see `crate::ring::placement`),
+//! so a light peer and the nodes agree on every preference list while their views of
+//! the membership agree; only members that serve (`alive`) are given addresses, so
+//! requests and sync sessions go to nodes that answer.
 //!
 //! [`Reply::Ring`]: crate::proto::client::Reply::Ring
 
 use crate::{
     entry::NodeId,
-    hash::{Interval, Placement},
+    hash::{Interval, Placement, Position},
     proto::client::RingMember,
     ring::RingTable,
 };
@@ -19,6 +21,9 @@ use std::collections::BTreeMap;
 
 /// The status of a member that serves requests.
 const SERVING: &str = "alive";
+
+/// The status of a member that left: it owns nothing.
+const LEFT: &str = "left";
 
 /// One piece of a [`RingView::sync_plan`]: an interval and the nodes that replicate all
 /// of it, in preference order (the owner of its first token first).
@@ -42,7 +47,8 @@ impl RingView {
     /// The view of `members`, as a node's `Ring` answer lists them.
     pub fn new(members: Vec<RingMember>) -> Self {
         let serving = || members.iter().filter(|m| m.status == SERVING);
-        let table = RingTable::new(serving().map(|m| (m.id, m.tokens.as_slice())));
+        let owning = members.iter().filter(|m| m.status != LEFT && !m.joining);
+        let table = RingTable::new(owning.map(|m| (m.id, m.tokens.as_slice())));
         let addrs = serving().map(|m| (m.id, m.addr.clone())).collect();
         RingView { members, table, addrs }
     }
@@ -52,14 +58,14 @@ impl RingView {
         &self.members
     }
 
-    /// The token table of the serving members.
+    /// The token table of the owning members.
     pub fn table(&self) -> &RingTable {
         &self.table
     }
 
     /// Whether no member serves.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.addrs.is_empty()
     }
 
     /// Addresses of the serving members, sorted.
@@ -78,9 +84,13 @@ impl RingView {
         self.addrs_of(&self.table.preference_list(pos, self.table.node_count()))
     }
 
-    /// The fraction of the ring each serving member owns as primary, by id.
+    /// The fraction of the ring each owning member owns as primary, by id (a down
+    /// member keeps its share: its ranges are not given to others).
     pub fn ownership(&self) -> Vec<(NodeId, f64)> {
-        self.addrs.keys().map(|id| (*id, self.table.ownership_share(*id))).collect()
+        let mut ids: Vec<NodeId> = self.table.vnodes().iter().map(|v| v.node).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter().map(|id| (id, self.table.ownership_share(id))).collect()
     }
 
     /// Intervals covering the whole ring, each with the serving nodes that replicate all
@@ -100,9 +110,14 @@ impl RingView {
         let n = replicas.max(1);
         let mut runs: Vec<(usize, usize, Vec<NodeId>)> = Vec::new();
         let mut start = 0;
-        let mut common = self.table.preference_list(v[0].pos, n);
+        // The replicas of a position that serve: only they can run a session.
+        let serving = |pos: Position| -> Vec<NodeId> {
+            let replicas = self.table.preference_list(pos, n).into_iter();
+            replicas.filter(|id| self.addrs.contains_key(id)).collect()
+        };
+        let mut common = serving(v[0].pos);
         for (i, vnode) in v.iter().enumerate().skip(1) {
-            let here = self.table.preference_list(vnode.pos, n);
+            let here = serving(vnode.pos);
             let both: Vec<NodeId> = common.iter().copied().filter(|c| here.contains(c)).collect();
             if both.is_empty() {
                 runs.push((start, i - 1, std::mem::replace(&mut common, here)));
@@ -132,7 +147,7 @@ impl RingView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{hash::Position, ring::tokens_for};
+    use crate::ring::tokens_for;
 
     fn member(id: u64, status: &str) -> RingMember {
         RingMember {
@@ -140,6 +155,7 @@ mod tests {
             addr: format!("10.0.0.{id}:7453"),
             tokens: tokens_for(NodeId(id), 8),
             status: status.into(),
+            joining: false,
         }
     }
 
@@ -158,8 +174,9 @@ mod tests {
             assert_eq!(route.len(), 3, "every serving node, none twice");
             assert!(!route.iter().any(|a| a.ends_with(".3:7453")), "suspects are skipped");
             let pos = Placement::Hashed.position("users", key);
-            let owner = view.table().owner(pos).unwrap();
-            assert_eq!(route[0], format!("10.0.0.{}:7453", owner.0));
+            // The suspect still owns its ranges; the first serving replica comes first.
+            let first = view.table().preference_list(pos, 4).into_iter().find(|id| id.0 != 3);
+            assert_eq!(route[0], format!("10.0.0.{}:7453", first.unwrap().0));
         }
         assert!(RingView::default().route("users", b"x").is_empty());
         let shares: f64 = view.ownership().iter().map(|(_, s)| s).sum();

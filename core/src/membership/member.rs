@@ -108,12 +108,34 @@ pub struct Member {
     pub status: Status,
     /// Its incarnation: raised only by the member itself, to refute a claim about it.
     pub incarnation: u64,
+    /// Whether the member is *joining*: a node new to the ring (never handed off) whose
+    /// tokens are not yet its own. Its positions make it a pending replica — it receives
+    /// the writes of the ranges it takes over, and its acknowledgements count on top of
+    /// the owners' — not an owner (see [`crate::ring::placement`]). Set by the member
+    /// itself and cleared with the `Alive` that ends its hand-off; records others derive
+    /// from its own (a suspicion, a death) keep it, so every node classifies the member
+    /// alike.
+    #[serde(default)]
+    pub joining: bool,
 }
 
 impl Member {
     /// A new, `Alive` member at incarnation 0.
     pub fn new(id: NodeId, addr: impl Into<String>, tokens: Vec<Position>) -> Self {
-        Member { id, addr: addr.into(), tokens, status: Status::Alive, incarnation: 0 }
+        Member {
+            id,
+            addr: addr.into(),
+            tokens,
+            status: Status::Alive,
+            incarnation: 0,
+            joining: false,
+        }
+    }
+
+    /// Whether the member is a ring owner: not `Left` and not joining. Owners stay
+    /// owners while suspected, dead or re-syncing (strict quorums count them all).
+    pub fn owns(&self) -> bool {
+        self.status != Status::Left && !self.joining
     }
 
     /// The same member with another status and incarnation.
@@ -122,13 +144,14 @@ impl Member {
     }
 
     /// The total order of records about one member: incarnation, then status rank, then
-    /// address, then tokens. The larger record wins a merge.
+    /// address, then tokens, then the joining flag. The larger record wins a merge.
     pub fn precedence(&self, other: &Member) -> Ordering {
-        (self.incarnation, self.status.rank(), &self.addr, &self.tokens).cmp(&(
+        (self.incarnation, self.status.rank(), &self.addr, &self.tokens, self.joining).cmp(&(
             other.incarnation,
             other.status.rank(),
             &other.addr,
             &other.tokens,
+            other.joining,
         ))
     }
 
@@ -176,7 +199,9 @@ impl MemberState {
         self.note(update.status, update.incarnation);
         let mut body_changed = false;
         if self.merged_record_cmp(update) == Ordering::Less {
-            body_changed = update.addr != self.record.addr || update.tokens != self.record.tokens;
+            body_changed = update.addr != self.record.addr
+                || update.tokens != self.record.tokens
+                || update.joining != self.record.joining;
             self.record = update.clone();
             self.merged = update.status;
         }
@@ -195,11 +220,12 @@ impl MemberState {
 
     fn merged_record_cmp(&self, update: &Member) -> Ordering {
         let r = &self.record;
-        (r.incarnation, self.merged.rank(), &r.addr, &r.tokens).cmp(&(
+        (r.incarnation, self.merged.rank(), &r.addr, &r.tokens, r.joining).cmp(&(
             update.incarnation,
             update.status.rank(),
             &update.addr,
             &update.tokens,
+            update.joining,
         ))
     }
 
@@ -232,7 +258,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn m(status: Status, incarnation: u64) -> Member {
-        Member { id: NodeId(7), addr: "a:1".into(), tokens: vec![1, 2], status, incarnation }
+        Member {
+            id: NodeId(7),
+            addr: "a:1".into(),
+            tokens: vec![1, 2],
+            status,
+            incarnation,
+            joining: false,
+        }
     }
 
     /// The status after hearing `first`, then `second`.
@@ -341,6 +374,7 @@ mod tests {
             tokens: [vec![1, 2], vec![3]][t].clone(),
             status,
             incarnation,
+            joining: a == t,
         })
     }
 

@@ -66,8 +66,11 @@
 //! its record to a seed address; the seed answers with its full state and gossips the
 //! newcomer. A joining node is `Alive` at once. **Hand-off hook:** a node that must
 //! stream its ranges before serving starts with status [`Status::Syncing`] in the record
-//! given to `new`, and calls [`Membership::resynced`] when its hand-off is done; the same
-//! gating that readmits dead nodes then applies to newcomers. [`Membership::leave`]
+//! given to `new` (with [`Member::joining`] set when it is new to the ring: a pending
+//! replica, not an owner), and calls [`Membership::resynced`] when its hand-off is done;
+//! the same gating that readmits dead nodes then applies to newcomers. A joining node
+//! that hears a record of its id from an earlier life that did not leave (it restarted
+//! with its data wiped) is an owner: it drops the flag. [`Membership::leave`]
 //! announces `Left` at a new incarnation, tells `leave_fanout` members directly, and
 //! stops probing; `Left` is final for its incarnation, and other nodes stop probing it.
 //!
@@ -233,7 +236,25 @@ impl Membership {
         if me.status != Status::Syncing {
             return false;
         }
-        self.set_me(me.with(Status::Alive, me.incarnation.saturating_add(1)));
+        let alive =
+            Member { joining: false, ..me.with(Status::Alive, me.incarnation.saturating_add(1)) };
+        self.set_me(alive);
+        self.ensure_timers(now);
+        true
+    }
+
+    /// A node that served alone joins a cluster: its tokens are new to that cluster's
+    /// ring, so it announces `Syncing` and *joining* at a new incarnation (a pending
+    /// replica, see [`Member::joining`]) until its hand-off ends with
+    /// [`Membership::resynced`]. Returns whether anything changed.
+    pub fn begin_join(&mut self, now: Millis) -> bool {
+        let me = self.me().clone();
+        if me.status == Status::Left || (me.status == Status::Syncing && me.joining) {
+            return false;
+        }
+        let joining =
+            Member { joining: true, ..me.with(Status::Syncing, me.incarnation.saturating_add(1)) };
+        self.set_me(joining);
         self.ensure_timers(now);
         true
     }
@@ -433,7 +454,7 @@ impl Membership {
         let mut bytes = Vec::with_capacity(self.view.len() * 25);
         for m in self.members() {
             bytes.extend_from_slice(&m.id.0.to_le_bytes());
-            bytes.push(m.status.rank());
+            bytes.push(m.status.rank() | (u8::from(m.joining) << 7));
             bytes.extend_from_slice(&m.incarnation.to_le_bytes());
             bytes.extend_from_slice(
                 &xxhash_rust::xxh3::xxh3_64(&token_bytes(&m.tokens)).to_le_bytes(),

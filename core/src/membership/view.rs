@@ -106,8 +106,13 @@ impl Membership {
             self.set_me(me.with(Status::Left, incarnation));
             return false;
         }
-        if !declared_down {
-            self.set_me(me.with(me.status, incarnation));
+        // A joining node that hears of an earlier life of its id that owned tokens and did
+        // not leave restarted without its data: it is an owner, re-syncing.
+        let owner_before = me.joining && !claim.joining && claim.status != Status::Left;
+        if !declared_down || owner_before {
+            let joining = me.joining && !owner_before;
+            let status = if owner_before { Status::Syncing } else { me.status };
+            self.set_me(Member { joining, ..me.with(status, incarnation) });
             return false;
         }
         self.set_me(me.with(Status::Syncing, incarnation));

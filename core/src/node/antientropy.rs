@@ -101,6 +101,14 @@ pub struct AntiEntropy {
     failed: u64,
     entries_received: u64,
     cleaned: u64,
+    /// The sessions of the current hand-off that succeeded, by (collection, range,
+    /// owner): a round that failed elsewhere is retried without them. Cleared when the
+    /// hand-off ends.
+    handed_off: BTreeSet<(String, Interval, NodeId)>,
+    /// Ranges this node does not replicate that an owner handed to it (a token move
+    /// about to be announced, a leave), and when: cleaning leaves them alone for a while,
+    /// or it could drop a range a moment before the ring makes this node its owner.
+    incoming: Vec<(Interval, Millis)>,
 }
 
 /// The first step of a hand-off round: learning from the owners which collections
@@ -119,7 +127,8 @@ struct Discovery {
     /// Owners that answered.
     answered: BTreeSet<NodeId>,
     names: BTreeSet<String>,
-    ranges: Vec<(Interval, Vec<NodeId>)>,
+    /// Each range to sync, its owners asked, and how many of them it must be synced with.
+    ranges: Vec<(Interval, Vec<NodeId>, usize)>,
     deadline: Millis,
     /// When the question is asked again of the owners that have not answered: an owner
     /// ignores it until it knows this node as a member (see [`super::guard`]), which
@@ -236,13 +245,13 @@ impl<S: Store> Node<S> {
         self.anti_entropy.next_round_at = Some(0);
     }
 
-    /// The table this node would see once serving: the serving members and itself.
+    /// The table this node would see once serving: the owning members and itself.
     pub(super) fn table_with_me(&self) -> RingTable {
         let me = self.membership.me().clone();
         RingTable::new(
             self.membership
-                .alive()
-                .filter(|m| m.id != me.id)
+                .members()
+                .filter(|m| m.id != me.id && m.owns())
                 .chain(std::iter::once(&me))
                 .map(|m| (m.id, m.tokens.as_slice())),
         )
@@ -256,25 +265,29 @@ impl<S: Store> Node<S> {
         let mut jobs = Vec::new();
         let mut groups = Vec::new();
         let mut discovery = None;
+        let mut unsyncable = false;
         if resync {
             // Sync what this node will replicate from those who own it now.
             let would_be = intervals(&self.table_with_me(), n);
-            let mine: Vec<(Interval, Vec<NodeId>)> = would_be
+            let mine: Vec<(Interval, Vec<NodeId>, usize)> = would_be
                 .iter()
                 .filter(|(_, replicas)| replicas.contains(&me))
-                .map(|(interval, _)| {
+                .filter_map(|(interval, _)| {
                     let owners = self.table.preference_list(interval.end, n);
-                    let up =
-                        owners.into_iter().filter(|o| *o != me && self.membership.is_alive(*o));
-                    (*interval, up.collect::<Vec<_>>())
+                    let need = self.handoff_sources(&owners);
+                    let up: Vec<NodeId> =
+                        owners.into_iter().filter(|o| *o != me && self.up(*o)).collect();
+                    (need > 0).then_some((*interval, up, need))
                 })
-                .filter(|(_, owners)| !owners.is_empty())
                 .collect();
             if !mine.is_empty() {
                 if self.stale(now) {
-                    self.wipe_shared(now, &collections, &would_be, &mine);
+                    let ranges: Vec<(Interval, Vec<NodeId>)> =
+                        mine.iter().map(|(i, o, _)| (*i, o.clone())).collect();
+                    self.wipe_shared(now, &collections, &would_be, &ranges);
                 }
-                let waiting: BTreeSet<NodeId> = mine.iter().flat_map(|(_, o)| o.clone()).collect();
+                let waiting: BTreeSet<NodeId> =
+                    mine.iter().flat_map(|(_, o, _)| o.clone()).collect();
                 let req = self.coordinator.new_req();
                 self.ask_collections(req, &waiting);
                 discovery = Some(Discovery {
@@ -290,18 +303,27 @@ impl<S: Store> Node<S> {
         } else {
             for (interval, replicas) in intervals(&self.table, n) {
                 if replicas.contains(&me) {
-                    let others: Vec<NodeId> = replicas.into_iter().filter(|r| *r != me).collect();
+                    let (up, down): (Vec<NodeId>, Vec<NodeId>) =
+                        replicas.into_iter().filter(|r| *r != me).partition(|r| self.up(*r));
+                    // With every other owner down the range cannot be compared: the round
+                    // is not a full sync.
+                    unsyncable |= up.is_empty() && !down.is_empty();
                     for c in &collections {
-                        if let Some(i) = self.rng.index(others.len()) {
-                            jobs.push(self.job(c, interval, others[i], Purpose::Sync));
+                        if let Some(i) = self.rng.index(up.len()) {
+                            jobs.push(self.job(c, interval, up[i], Purpose::Sync));
                         }
                     }
                     continue;
                 }
+                let hold_off = 2 * self.config.sync_interval_ms.max(self.config.ring_delay_ms);
+                self.anti_entropy.incoming.retain(|(_, at)| now.saturating_sub(*at) < hold_off);
+                let incoming = self.anti_entropy.incoming.iter().any(|(range, _)| {
+                    range.segments().into_iter().flatten().any(|s| interval.overlaps_segment(s))
+                });
                 for c in &collections {
                     let holds =
                         self.replica.range(c, interval, None, 1).is_ok_and(|r| !r.is_empty());
-                    if !holds || replicas.is_empty() {
+                    if !holds || replicas.is_empty() || incoming {
                         continue;
                     }
                     let g = groups.len();
@@ -324,7 +346,7 @@ impl<S: Store> Node<S> {
         ae.queue.extend(jobs);
         ae.groups = groups;
         ae.round = Some(Round {
-            failed: false,
+            failed: unsyncable,
             resync,
             started_at: now,
             total,
@@ -391,7 +413,7 @@ impl<S: Store> Node<S> {
     pub(super) fn fill_sessions(&mut self, now: Millis) {
         while self.anti_entropy.sessions.len() < self.config.max_sync_sessions.max(1) {
             let Some(job) = self.anti_entropy.queue.pop_front() else { break };
-            if !self.membership.is_alive(job.peer) {
+            if !self.up(job.peer) {
                 // The peer stopped serving since the round was planned.
                 self.note_session_end(now, job, false, 0);
                 continue;
@@ -425,7 +447,7 @@ impl<S: Store> Node<S> {
         } else {
             ae.failed += 1;
         }
-        let serving = self.membership.is_alive(job.peer);
+        let serving = self.up(job.peer);
         let retried = matches!(job.purpose, Purpose::Sync | Purpose::Leave);
         if !ok && retried && job.attempts + 1 < SYNC_ATTEMPTS && serving {
             // A lost message or a busy peer: try the same range again later in the round.
@@ -452,6 +474,10 @@ impl<S: Store> Node<S> {
                     r.resync
                 });
                 if resync == Some(true) {
+                    if ok {
+                        // Kept across failed rounds: a retry does not copy it again.
+                        ae.handed_off.insert((job.collection.clone(), job.interval, job.peer));
+                    }
                     self.report_handoff();
                 }
             }
@@ -474,11 +500,8 @@ impl<S: Store> Node<S> {
     fn other_owner(&mut self, job: &Job) -> Option<NodeId> {
         let round = self.anti_entropy.round.as_ref().filter(|r| r.resync)?;
         let owners = &round.owners.iter().find(|(i, _)| *i == job.interval)?.1;
-        let up: Vec<NodeId> = owners
-            .iter()
-            .copied()
-            .filter(|o| *o != job.peer && self.membership.is_alive(*o))
-            .collect();
+        let up: Vec<NodeId> =
+            owners.iter().copied().filter(|o| *o != job.peer && self.up(*o)).collect();
         self.rng.index(up.len()).map(|i| up[i])
     }
 
@@ -522,6 +545,8 @@ impl<S: Store> Node<S> {
             self.state.last_full_sync_ms = Some(round.started_at);
             self.outputs.push_back(Output::Persist(self.state.clone()));
             if round.resync {
+                self.started_empty = false;
+                self.anti_entropy.handed_off.clear();
                 self.membership.resynced(now);
                 self.collect_membership();
             }
@@ -533,15 +558,13 @@ impl<S: Store> Node<S> {
     /// stopped serving (suspected, dead, left).
     pub(super) fn tick_sync(&mut self, now: Millis) {
         let timeout = self.config.sync_timeout_ms;
-        let membership = &self.membership;
         let stale: Vec<(NodeId, u64)> = self
             .anti_entropy
             .sessions
             .iter()
             .filter(|(k, r)| {
                 let initiated = r.session.role() == Role::Initiator;
-                now.saturating_sub(r.last_heard) >= timeout
-                    || (initiated && !membership.is_alive(k.0))
+                now.saturating_sub(r.last_heard) >= timeout || (initiated && !self.up(k.0))
             })
             .map(|(k, _)| *k)
             .collect();
@@ -591,6 +614,15 @@ impl<S: Store> Node<S> {
                 self.anti_entropy.next_round_at = Some(now + 200);
                 return;
             }
+            if syncing && self.membership.me().joining && self.membership.size() > 1 {
+                // A pending replica copies its ranges only once every coordinator has had
+                // time to learn of it: from then on every write reaches it too.
+                let since = *self.saw_cluster_at.get_or_insert(now);
+                if now < since + self.config.ring_delay_ms {
+                    self.anti_entropy.next_round_at = Some(since + self.config.ring_delay_ms);
+                    return;
+                }
+            }
             let resync = std::mem::take(&mut self.resync_pending) || syncing;
             self.start_round(now, resync);
         } else {
@@ -611,6 +643,18 @@ impl<S: Store> Node<S> {
                 let body = SyncBody::Abort { reason };
                 self.send(from, Message::Sync(SyncMessage { session: key.1, body }));
                 return;
+            }
+            let range = *range;
+            let n = self.config.replicas.max(1);
+            let owners = self.table.preference_list(range.end, n);
+            // An owner handing a range to this node, which does not own it (yet): a token
+            // move or a leave about to be announced.
+            if owners.contains(&from) && !owners.contains(&self.id()) {
+                let incoming = &mut self.anti_entropy.incoming;
+                if incoming.len() >= 1_024 {
+                    incoming.remove(0);
+                }
+                incoming.push((range, now));
             }
             let config = self.sync_config(now);
             match SyncSession::accept(&mut self.replica, msg, config) {
@@ -694,7 +738,7 @@ impl<S: Store> Node<S> {
     ) {
         let Some(round) = self.anti_entropy.round.as_mut() else { return };
         let Some(d) = round.discovery.as_mut().filter(|d| d.req == req) else { return };
-        let owner = d.ranges.iter().any(|(_, owners)| owners.contains(&from));
+        let owner = d.ranges.iter().any(|(_, owners, _)| owners.contains(&from));
         if !owner || !d.answered.insert(from) {
             return;
         }
@@ -714,7 +758,7 @@ impl<S: Store> Node<S> {
         };
         let before = d.waiting.len();
         let membership = &self.membership;
-        d.waiting.retain(|o| membership.is_alive(*o));
+        d.waiting.retain(|o| membership.member(*o).is_some_and(|m| m.status.is_up()));
         if d.waiting.len() < before && d.waiting.is_empty() {
             self.finish_discovery(now);
         }
@@ -728,25 +772,30 @@ impl<S: Store> Node<S> {
         let Some(round) = self.anti_entropy.round.as_mut() else { return };
         let Some(d) = round.discovery.take() else { return };
         let membership = &self.membership;
-        let ranges: Vec<(Interval, Vec<NodeId>)> = d
+        let up = |o: &NodeId| membership.member(*o).is_some_and(|m| m.status.is_up());
+        let ranges: Vec<(Interval, Vec<NodeId>, usize)> = d
             .ranges
             .into_iter()
-            .map(|(interval, owners)| {
-                let up = owners.into_iter().filter(|o| d.answered.contains(o));
-                (interval, up.filter(|o| membership.is_alive(*o)).collect())
+            .map(|(interval, owners, need)| {
+                let answered = owners.into_iter().filter(|o| d.answered.contains(o));
+                (interval, answered.filter(up).collect(), need)
             })
             .collect();
         let mut jobs = Vec::new();
-        if ranges.iter().any(|(_, owners)| owners.is_empty()) {
+        if ranges.iter().any(|(_, owners, need)| owners.len() < *need) {
             round.failed = true;
         } else {
+            let done = &self.anti_entropy.handed_off;
             for c in &d.names {
-                for (interval, owners) in &ranges {
-                    if let Some(i) = self.rng.index(owners.len()) {
+                for (interval, owners, need) in &ranges {
+                    let (copied, mut rest): (Vec<NodeId>, Vec<NodeId>) =
+                        owners.iter().partition(|o| done.contains(&(c.clone(), *interval, **o)));
+                    self.rng.shuffle(&mut rest);
+                    for peer in rest.into_iter().take(need.saturating_sub(copied.len())) {
                         jobs.push(Job {
                             collection: c.clone(),
                             interval: *interval,
-                            peer: owners[i],
+                            peer,
                             purpose: Purpose::Sync,
                             attempts: 0,
                         });
@@ -754,10 +803,42 @@ impl<S: Store> Node<S> {
                 }
             }
         }
-        round.owners = ranges;
+        // Only a range synced with a single owner may fall back on another one: with
+        // several, a fallback could repeat an owner already synced, and the round fails
+        // and is planned again instead.
+        round.owners = ranges
+            .into_iter()
+            .map(|(interval, owners, need)| (interval, if need == 1 { owners } else { Vec::new() }))
+            .collect();
         round.total = jobs.len();
         self.anti_entropy.queue.extend(jobs);
         self.report_handoff();
         self.fill_sessions(now);
+    }
+
+    /// Whether `id` is running and reachable as far as membership knows (`Alive` or
+    /// `Syncing`): a partner for sync sessions.
+    pub(super) fn up(&self, id: NodeId) -> bool {
+        self.membership.member(id).is_some_and(|m| m.status.is_up())
+    }
+
+    /// With how many other owners of a range (`owners`, its current owners, this node
+    /// among them if it owns it already) a hand-off round must sync it before this node
+    /// counts toward read quorums there. A write acknowledged by a quorum W of the n
+    /// owners is on every set of n − W + 1 of them, so merging that many covers every
+    /// acknowledged write; a node that kept its data through a restart is one of them
+    /// itself. At least one, when there is anyone to sync with: a node that was away
+    /// catches up on what it missed.
+    fn handoff_sources(&self, owners: &[NodeId]) -> usize {
+        let me = self.id();
+        let others = owners.iter().filter(|o| **o != me).count();
+        let n = owners.len();
+        if n == 0 {
+            return 0;
+        }
+        let covering = n - (n / 2 + 1) + 1;
+        let kept = owners.contains(&me) && !self.started_empty;
+        let need = if kept { covering.saturating_sub(1) } else { covering };
+        need.max(1).min(others)
     }
 }

@@ -70,7 +70,12 @@ pub struct Coordinator {
 #[derive(Debug)]
 struct KeyState {
     key: Bytes,
+    /// The nodes asked: the key's owners (and, for a write, its pending replicas) that
+    /// are not known to be down.
     replicas: Vec<NodeId>,
+    /// The nodes whose answers count toward `required` (see [`crate::ring::placement`]):
+    /// for a write the owners and pending replicas, for a read the readable owners.
+    counted: Vec<NodeId>,
     required: usize,
     /// Write: who acknowledged. Read: who answered, with what.
     answers: BTreeMap<NodeId, Option<Entry>>,
@@ -100,9 +105,22 @@ struct Pending {
     cost: usize,
 }
 
+impl KeyState {
+    /// Answers from nodes that count toward the consistency.
+    fn counted_answers(&self) -> usize {
+        self.answers.keys().filter(|r| self.counted.contains(r)).count()
+    }
+
+    /// Whether the nodes that count and have not refused can still reach `required`.
+    fn reachable(&self, refused: &[NodeId]) -> bool {
+        let live = |r: &&NodeId| self.counted.contains(r) && !refused.contains(r);
+        self.replicas.iter().filter(live).count() >= self.required
+    }
+}
+
 impl Pending {
     fn satisfied(&self) -> bool {
-        self.keys.iter().all(|k| k.answers.len() >= k.required)
+        self.keys.iter().all(|k| k.counted_answers() >= k.required)
     }
 
     fn complete(&self) -> bool {
@@ -116,7 +134,7 @@ impl Pending {
     fn acked(&self) -> (u32, u32) {
         self.keys
             .iter()
-            .map(|k| (k.answers.len() as u32, k.required as u32))
+            .map(|k| (k.counted_answers() as u32, k.required as u32))
             .min_by_key(|(a, r)| i64::from(*a) - i64::from(*r))
             .unwrap_or((0, 0))
     }
@@ -348,6 +366,7 @@ impl<S: Store> Node<S> {
                 addr: m.addr.clone(),
                 tokens: m.tokens.clone(),
                 status: m.status.to_string(),
+                joining: m.joining,
             })
             .collect()
     }
@@ -411,32 +430,81 @@ fn plan<S: Store>(
     collection: &str,
     keys: Vec<Bytes>,
     consistency: Consistency,
+    intent: Intent,
 ) -> Result<Vec<KeyState>, ClientResponse> {
     crate::store::validate_collection(collection)
         .map_err(|e| error(id, ErrorCode::InvalidInput, e.to_string()))?;
     if keys.is_empty() {
         return Err(error(id, ErrorCode::InvalidInput, "the request names no key"));
     }
+    if node.awaiting_cluster() {
+        return Err(error(id, ErrorCode::Unavailable, AWAITING_CLUSTER));
+    }
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         crate::store::validate_key(&key)
             .map_err(|e| error(id, ErrorCode::InvalidInput, e.to_string()))?;
         let pos = node.replica.position(collection, &key);
-        let replicas = node.table.preference_list(pos, node.config.replicas.max(1));
-        if replicas.is_empty() {
+        let placement = node.placement.key(pos);
+        if placement.owners.is_empty() {
             return Err(error(
                 id,
                 ErrorCode::Unavailable,
-                "no node is serving yet (this node is joining or re-syncing); retry shortly",
+                "no node owns any part of the ring yet (this node is joining); retry shortly",
             ));
         }
-        let required = node
-            .consistency_for(collection, consistency)
-            .required(replicas.len())
+        let level = node.consistency_for(collection, consistency);
+        let base = level
+            .required(placement.owners.len())
             .map_err(|e| error(id, ErrorCode::InvalidInput, e.to_string()))?;
-        out.push(KeyState { key, replicas, required, answers: BTreeMap::new(), entry: None });
+        let (counted, required) = match intent {
+            Intent::Write => (placement.write_targets(), base + placement.pending.len()),
+            Intent::Read => {
+                let owners = placement.owners.iter();
+                (owners.filter(|o| node.placement.readable(**o)).copied().collect(), base)
+            }
+        };
+        let asked = match intent {
+            Intent::Write => placement.write_targets(),
+            Intent::Read => placement.owners.clone(),
+        };
+        let replicas: Vec<NodeId> =
+            asked.into_iter().filter(|r| !node.placement.down(*r)).collect();
+        let state =
+            KeyState { key, replicas, counted, required, answers: BTreeMap::new(), entry: None };
+        if !state.reachable(&[]) {
+            let able = state.replicas.iter().filter(|r| state.counted.contains(r)).count();
+            let (verb, why) = match intent {
+                Intent::Write => ("can acknowledge the write", "the others are down"),
+                Intent::Read => ("can answer the read", "the others are down or re-syncing"),
+            };
+            let message = format!(
+                "only {able} of the {owners} owners of this key {verb} ({why}); {level} needs \
+                 {required}: retry, or ask for a lower consistency",
+                owners = placement.owners.len(),
+            );
+            let result = Reply::Error {
+                code: ErrorCode::Unavailable,
+                message,
+                acked: Some((able as u32, required as u32)),
+            };
+            return Err(ClientResponse { id, result });
+        }
+        out.push(state);
     }
     Ok(out)
+}
+
+/// The answer of a node that was told to join a cluster and has not heard from it yet:
+/// alone it would own every key with N = 1 and answer `quorum` by itself.
+pub(super) const AWAITING_CLUSTER: &str =
+    "this node has not heard from its cluster yet (joining or restarting); retry shortly";
+
+/// Whether a request reads or writes: it decides whose answers count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    Read,
+    Write,
 }
 
 /// The keys each replica is asked about, as indices into `keys`.
@@ -475,7 +543,7 @@ fn start_write<S: Store>(
             .push_back(Output::Reply { client, resp: error(id, ErrorCode::TooLarge, msg) });
     }
     let keys: Vec<Bytes> = items.iter().map(|(k, _)| k.clone()).collect();
-    let mut states = match plan(node, id, &collection, keys, consistency) {
+    let mut states = match plan(node, id, &collection, keys, consistency, Intent::Write) {
         Ok(s) => s,
         Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
     };
@@ -490,6 +558,7 @@ fn start_write<S: Store>(
     }
     let targets = by_replica(&states);
     let mut errors = Vec::new();
+    let mut refused = Vec::new();
     for (replica, indices) in &targets {
         let records: Vec<(Bytes, Entry)> =
             indices.iter().map(|&i| (states[i].key.clone(), entries[i].clone())).collect();
@@ -505,6 +574,7 @@ fn start_write<S: Store>(
                 Err(e) => {
                     node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
                     errors.push(e.to_string());
+                    refused.push(origin);
                 }
             }
         } else {
@@ -520,7 +590,7 @@ fn start_write<S: Store>(
         kind: Kind::Write { ts, errors },
         keys: states,
         replied: false,
-        refused: Vec::new(),
+        refused,
         cost: 0,
     };
     let cost = PENDING_OVERHEAD
@@ -541,7 +611,7 @@ fn start_read<S: Store>(
     consistency: Consistency,
     many: bool,
 ) {
-    let mut states = match plan(node, id, &collection, keys, consistency) {
+    let mut states = match plan(node, id, &collection, keys, consistency, Intent::Read) {
         Ok(s) => s,
         Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
     };
@@ -702,9 +772,7 @@ pub(super) fn on_local_commit_failed<S: Store>(
 /// Whether every key can still reach its consistency from the replicas that did not
 /// refuse (or fail).
 fn reachable(p: &Pending) -> bool {
-    p.keys
-        .iter()
-        .all(|k| k.replicas.iter().filter(|r| !p.refused.contains(r)).count() >= k.required)
+    p.keys.iter().all(|k| k.reachable(&p.refused))
 }
 
 /// Whether a failed write failed for lack of storage: the replicas that refused it as
@@ -714,7 +782,7 @@ fn reachable(p: &Pending) -> bool {
 fn refused_for_room(p: &Pending) -> bool {
     let Kind::Write { errors, .. } = &p.kind else { return false };
     let full = errors.iter().filter(|e| store::is_storage_full(e)).count();
-    full > 0 && p.keys.iter().any(|k| k.replicas.len() - full.min(k.replicas.len()) < k.required)
+    full > 0 && p.keys.iter().any(|k| k.counted.len() - full.min(k.counted.len()) < k.required)
 }
 
 /// The newest of the entries answered for one key.
@@ -728,14 +796,9 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
     let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
     if !p.replied {
         let failed = match &p.kind {
-            Kind::Write { errors, .. } => {
-                let possible = p
-                    .keys
-                    .iter()
-                    .all(|k| k.replicas.len() - errors.len().min(k.replicas.len()) >= k.required);
-                (!possible).then(|| errors.join("; "))
+            Kind::Write { errors, .. } | Kind::Read { errors, .. } => {
+                (!reachable(p)).then(|| errors.join("; "))
             }
-            Kind::Read { errors, .. } => (!reachable(p)).then(|| errors.join("; ")),
         };
         if let (Some(why), Kind::Read { .. }) = (&failed, &p.kind) {
             p.replied = true;

@@ -111,7 +111,8 @@ impl<S: Store> Node<S> {
         if listed(&self.table_with_me(), me) {
             return true;
         }
-        let members = || self.membership.alive().filter(|m| m.id != from && m.id != me);
+        let members =
+            || self.membership.members().filter(|m| m.owns() && m.id != from && m.id != me);
         let peer = self.membership.member(from);
         let with_peer = RingTable::new(members().chain(peer).map(|m| (m.id, m.tokens.as_slice())));
         if listed(&with_peer, from) {

@@ -75,7 +75,10 @@ impl<S: Store> Node<S> {
             return Vec::new();
         }
         let heirs_table = RingTable::new(
-            self.membership.alive().filter(|m| m.id != me).map(|m| (m.id, m.tokens.as_slice())),
+            self.membership
+                .members()
+                .filter(|m| m.owns() && m.id != me)
+                .map(|m| (m.id, m.tokens.as_slice())),
         );
         if heirs_table.is_empty() {
             return Vec::new();

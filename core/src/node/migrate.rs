@@ -600,8 +600,8 @@ impl<S: Store> Node<S> {
         let me = self.id();
         let table = RingTable::new(
             self.membership
-                .alive()
-                .filter(|m| m.id != me)
+                .members()
+                .filter(|m| m.owns() && m.id != me)
                 .map(|m| (m.id, m.tokens.as_slice()))
                 .chain(std::iter::once((me, tokens))),
         );

@@ -48,7 +48,7 @@ use crate::{
     membership::{Member, Membership, MembershipConfig, MembershipEvent, MembershipOutput, Status},
     proto::{client::Consistency, ClientRequest, ClientResponse, Message, ReplicaMessage},
     replica::Replica,
-    ring::{tokens_for, RingTable, DEFAULT_VNODES},
+    ring::{tokens_for, Placement, RingTable, DEFAULT_VNODES},
     rng::Rng,
     store::{Store, StoreError},
     Millis,
@@ -110,6 +110,11 @@ pub struct NodeConfig {
     /// How much the client requests it coordinates may hold at once (see
     /// [`coordinator`]).
     pub pending: coordinator::PendingLimits,
+    /// How long a joining node waits, after it first hears of the cluster, before it
+    /// copies the ranges it takes over: time for its record to reach every coordinator
+    /// by gossip, so that every write from then on reaches it as a pending replica
+    /// (see [`crate::ring::placement`]; Cassandra's `RING_DELAY`).
+    pub ring_delay_ms: Millis,
 }
 
 impl NodeConfig {
@@ -135,6 +140,7 @@ impl NodeConfig {
             watch: WatchConfig::default(),
             hints: hints::HintLimits::default(),
             pending: coordinator::PendingLimits::default(),
+            ring_delay_ms: 2_000,
         }
     }
 }
@@ -277,7 +283,10 @@ pub struct Node<S: Store> {
     rng: Rng,
     replica: Replica<S>,
     membership: Membership,
+    /// The owners' token table (`placement.owners_table()`, kept at hand).
     table: RingTable,
+    /// Owners, pending replicas and readable members (see [`crate::ring::placement`]).
+    placement: Placement,
     table_view: u64,
     coordinator: Coordinator,
     scans: scan::Scans,
@@ -285,6 +294,12 @@ pub struct Node<S: Store> {
     anti_entropy: AntiEntropy,
     resync_pending: bool,
     join_requested: bool,
+    /// Whether the node started without saved state (fresh, or its data dir wiped): its
+    /// hand-off cannot count itself among a range's copies. Cleared by a hand-off.
+    started_empty: bool,
+    /// When a joining node first saw another member: its hand-off waits
+    /// `ring_delay_ms` from there (see [`NodeConfig::ring_delay_ms`]).
+    saw_cluster_at: Option<Millis>,
     gc: Gc,
     migration: Migration,
     leaving: Option<leave::Leaving>,
@@ -317,8 +332,14 @@ impl<S: Store> Node<S> {
             .filter(|t| !t.is_empty() && t.len() <= max && t.windows(2).all(|w| w[0] < w[1]))
             .unwrap_or_else(|| tokens_for(config.id, config.vnodes.clamp(1, max.max(1))));
         let incarnation = state.incarnation.unwrap_or(0);
-        let me =
-            Member::new(config.id, config.addr.clone(), tokens).with(Status::Syncing, incarnation);
+        // A node that never announced itself (no saved incarnation) is new to the ring, or
+        // lost its data: it joins as a pending replica until it hears of an earlier life
+        // (see `Member::joining`).
+        let joining = state.incarnation.is_none();
+        let me = Member {
+            joining,
+            ..Member::new(config.id, config.addr.clone(), tokens).with(Status::Syncing, incarnation)
+        };
         let mut rng = Rng::new(config.seed);
         let membership = Membership::new(me, config.membership.clone(), rng.next_u64());
         let mut node = Node {
@@ -327,6 +348,7 @@ impl<S: Store> Node<S> {
             replica: Replica::new(store)?,
             membership,
             table: RingTable::default(),
+            placement: Placement::default(),
             table_view: 0,
             // Request numbers start at a random point of this life (see
             // `Coordinator::numbered_from`), drawn apart from `rng` so that adding it
@@ -339,6 +361,8 @@ impl<S: Store> Node<S> {
             anti_entropy: AntiEntropy::default(),
             resync_pending: true,
             join_requested: false,
+            started_empty: true,
+            saw_cluster_at: None,
             gc: Gc::default(),
             migration: Migration::default(),
             leaving: None,
@@ -351,6 +375,12 @@ impl<S: Store> Node<S> {
             config,
         };
         node.anti_entropy_due_now();
+        // A node whose store holds nothing (fresh, or its data lost), or that never
+        // finished a hand-off on it (it crashed during one), cannot count itself among a
+        // range's copies in its hand-off.
+        node.started_empty = joining
+            || node.state.last_full_sync_ms.is_none()
+            || node.replica.store().collections().map_or(true, |c| c.is_empty());
         node.refresh_table();
         Ok(node)
     }
@@ -375,9 +405,15 @@ impl<S: Store> Node<S> {
         &self.membership
     }
 
-    /// The token table of the serving members.
+    /// The token table of the owning members (alive, suspected, dead or re-syncing;
+    /// not joining, not left: see [`crate::ring::placement`]).
     pub fn table(&self) -> &RingTable {
         &self.table
+    }
+
+    /// Owners, pending replicas and readable members of this node's view.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// The level a request on `collection` asking for `requested` runs at: the
@@ -526,6 +562,13 @@ impl<S: Store> Node<S> {
         self.anti_entropy_due_now();
     }
 
+    /// Whether the node was told to join a cluster and knows no other member yet: it
+    /// coordinates nothing until it does (alone, every key would have this node as its
+    /// only owner).
+    pub fn awaiting_cluster(&self) -> bool {
+        self.join_requested && self.membership.size() <= 1
+    }
+
     /// Joins a cluster through any member's address.
     ///
     /// A node already serving alone (it ticked before being told to join) goes back to
@@ -536,7 +579,7 @@ impl<S: Store> Node<S> {
         if self.membership.me().status == crate::membership::Status::Alive
             && self.membership.size() <= 1
         {
-            self.membership.begin_resync(now);
+            self.membership.begin_join(now);
             self.resync_pending = true;
             self.anti_entropy_due_now();
         }
@@ -785,8 +828,8 @@ impl<S: Store> Node<S> {
         let view = self.membership.view_digest();
         if view != self.table_view || self.table.is_empty() {
             self.table_view = view;
-            self.table =
-                RingTable::new(self.membership.alive().map(|m| (m.id, m.tokens.as_slice())));
+            self.placement = Placement::new(self.membership.members(), self.config.replicas);
+            self.table = self.placement.owners_table().clone();
         }
     }
 }

@@ -165,7 +165,10 @@ struct Scan {
 #[derive(Debug, Default)]
 struct Piece {
     hi: Position,
+    /// The owners asked (those not known to be down).
     replicas: Vec<NodeId>,
+    /// The owners whose answers count toward `required`: the readable ones.
+    counted: Vec<NodeId>,
     required: usize,
     answers: BTreeMap<NodeId, Answer>,
     /// Replicas whose store failed to read, and why: failed answers, never empty ones.
@@ -175,13 +178,19 @@ struct Piece {
 impl Piece {
     /// Whether the replicas that did not fail can still make up `required`.
     fn reachable(&self) -> bool {
-        self.replicas.len() - self.failed.len().min(self.replicas.len()) >= self.required
+        let live = |r: &&NodeId| self.counted.contains(r) && !self.failed.contains_key(r);
+        self.replicas.iter().filter(live).count() >= self.required
+    }
+
+    /// Answers from owners that count.
+    fn counted_answers(&self) -> usize {
+        self.answers.keys().filter(|r| self.counted.contains(r)).count()
     }
 
     /// The answer when they cannot.
     fn storage_failure(&self, id: u64) -> ClientResponse {
         let why: Vec<String> = self.failed.iter().map(|(n, e)| format!("{n}: {e}")).collect();
-        let answered = u32::try_from(self.answers.len()).unwrap_or(u32::MAX);
+        let answered = u32::try_from(self.counted_answers()).unwrap_or(u32::MAX);
         let required = u32::try_from(self.required).unwrap_or(u32::MAX);
         ClientResponse {
             id,
@@ -280,21 +289,47 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
             return finish(node, scan, false);
         }
         let pos = scan.cursor.pos;
-        let replicas = node.table.preference_list(pos, node.config.replicas.max(1));
-        if replicas.is_empty() {
+        let owners = node.placement.owners(pos);
+        if node.awaiting_cluster() {
+            let message = super::coordinator::AWAITING_CLUSTER;
+            let resp = ClientResponse::error(scan.id, ErrorCode::Unavailable, message);
+            return reply(node, scan.client, resp);
+        }
+        if owners.is_empty() {
             let message =
-                "no node is serving yet (this node is joining or re-syncing); retry shortly";
+                "no node owns any part of the ring yet (this node is joining); retry shortly";
             let resp = ClientResponse::error(scan.id, ErrorCode::Unavailable, message);
             return reply(node, scan.client, resp);
         }
         let level = node.consistency_for(&scan.collection, scan.consistency);
-        let required = match level.required(replicas.len()) {
+        let required = match level.required(owners.len()) {
             Ok(r) => r,
             Err(e) => {
                 let resp = ClientResponse::error(scan.id, ErrorCode::InvalidInput, e.to_string());
                 return reply(node, scan.client, resp);
             }
         };
+        // Like a read, a range asks every owner not known to be down and counts only
+        // the caught-up ones (see `crate::ring::placement`).
+        let counted: Vec<NodeId> =
+            owners.iter().copied().filter(|o| node.placement.readable(*o)).collect();
+        let replicas: Vec<NodeId> =
+            owners.iter().copied().filter(|o| !node.placement.down(*o)).collect();
+        if counted.len() < required {
+            let message = format!(
+                "only {} of the {} owners of a range of the scan can answer (the others are \
+                 down or re-syncing); {level} needs {required}: retry, or ask for a lower \
+                 consistency",
+                counted.len(),
+                owners.len()
+            );
+            let result = crate::proto::client::Reply::Error {
+                code: ErrorCode::Unavailable,
+                message,
+                acked: Some((counted.len() as u32, required as u32)),
+            };
+            return reply(node, scan.client, ClientResponse { id: scan.id, result });
+        }
         // The piece ends at the token owning `pos`, or at the ring's end when `pos` lies
         // past the last token (its owner is then the first token, across the wrap).
         let hi = match node.table.successor(pos) {
@@ -303,7 +338,8 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
         }
         .min(scan.end);
         scan.reads += 1;
-        scan.piece = Piece { hi, replicas: replicas.clone(), required, ..Piece::default() };
+        scan.piece =
+            Piece { hi, replicas: replicas.clone(), counted, required, ..Piece::default() };
         let interval = Interval::new(pos.wrapping_sub(1), hi);
         let after = (!scan.cursor.key.is_empty()).then(|| (pos, scan.cursor.key.clone()));
         let want = scan.limit.saturating_sub(scan.items.len()).max(1);
@@ -339,7 +375,7 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
             let resp = scan.piece.storage_failure(scan.id);
             return reply(node, scan.client, resp);
         }
-        if scan.piece.answers.len() < scan.piece.required {
+        if scan.piece.counted_answers() < scan.piece.required {
             node.scans.waiting.insert(req, scan);
             return;
         }
@@ -371,7 +407,7 @@ pub(super) fn on_reply<S: Store>(
     }
     let Some(answer) = accept(&node.replica, scan, records, more) else { return };
     scan.piece.answers.insert(from, answer);
-    if scan.piece.answers.len() < scan.piece.required {
+    if scan.piece.counted_answers() < scan.piece.required {
         return;
     }
     let Some(mut scan) = node.scans.waiting.remove(&req) else { return };
@@ -404,7 +440,7 @@ pub(super) fn expire<S: Store>(node: &mut Node<S>, now: Millis) {
         node.scans.waiting.iter().filter(|(_, s)| s.deadline <= now).map(|(r, _)| *r).collect();
     for req in due {
         let Some(scan) = node.scans.waiting.remove(&req) else { continue };
-        let answered = u32::try_from(scan.piece.answers.len()).unwrap_or(u32::MAX);
+        let answered = u32::try_from(scan.piece.counted_answers()).unwrap_or(u32::MAX);
         let required = u32::try_from(scan.piece.required).unwrap_or(u32::MAX);
         let message = format!(
             "only {answered} of the {required} replicas required for a range of the scan \

@@ -456,6 +456,11 @@ pub struct RingMember {
     /// Its status as the answering node sees it: `alive` members serve requests.
     #[serde(default)]
     pub status: String,
+    /// Whether it is joining: a pending replica, not yet an owner of its tokens' ranges
+    /// (see `docs/node.md`, "Strict quorums"). Members that are not joining and have
+    /// not left own their ranges whatever their status.
+    #[serde(default)]
+    pub joining: bool,
 }
 
 /// The kind of a failed request. Hosts map it to their own error shape in one place.

@@ -11,11 +11,17 @@
 //!   stabilization. The simulator reproduces the Chord paper's measurements with it
 //!   (`docs/simulation.md`).
 //!
+//! - [`placement`] — on top of the table: a key's owners (fixed by the ring, whoever is
+//!   healthy), its pending replicas (joining nodes) and whose answers count, for strict
+//!   quorums.
+//!
 //! Both use Chord's successor rule: a token at `t` whose predecessor is at `p` owns
 //! `(p, t]`.
 
 pub mod chord;
+pub mod placement;
 pub mod table;
 
 pub use chord::{ChordConfig, ChordNode, ChordOutput, LookupResult};
+pub use placement::{KeyPlacement, Placement};
 pub use table::{tokens_for, RingTable, Vnode, DEFAULT_VNODES};

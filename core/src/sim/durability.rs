@@ -452,7 +452,22 @@ impl Churn {
         let end = self.sim.now() + limit;
         while !done(&self.sim) {
             if self.sim.now() > end {
-                return Err(format!("{when}: not done within {limit} ms"));
+                let states: Vec<String> = self
+                    .sim
+                    .processes()
+                    .map(|(id, p)| {
+                        let n = &p.node;
+                        format!(
+                            "{id}: {:?} joining={} handoff={:?} counts={:?} last_full={:?}",
+                            n.membership().me().status,
+                            n.membership().me().joining,
+                            n.anti_entropy().handoff(),
+                            n.anti_entropy().counts(),
+                            n.state().last_full_sync_ms
+                        )
+                    })
+                    .collect();
+                return Err(format!("{when}: not done within {limit} ms; {}", states.join("; ")));
             }
             self.run(500, when)?;
         }

@@ -15,7 +15,9 @@
 //! checkers and experiments; the Chord paper's experiments live in [`experiments`], the
 //! membership ones in [`cluster`], the node's safety checkers in [`safety`], and the durability checker (nothing is
 //! acknowledged before it is durable, under commit latency, failures and crashes) in
-//! [`durability`].
+//! [`durability`], and the strict-quorum register checker (every read returns the last
+//! acknowledged write or a newer one, while nodes join, leave, crash and are partitioned,
+//! under skewed clocks) in [`register`].
 //!
 //! Time in the simulator is global; each host sees it through its own skew. The event
 //! queue orders by (time, sequence), so simultaneous events run in the order they were
@@ -27,6 +29,7 @@ pub mod durability;
 pub mod experiments;
 pub mod net;
 pub mod node;
+pub mod register;
 pub mod safety;
 pub mod seeds;
 pub mod world;

@@ -412,7 +412,7 @@ fn cluster(n: u64, seed: u64, net: NetConfig, grace: Millis) -> Result<Cluster, 
 }
 
 /// Runs until every running node serves and sees every running node serving.
-pub(super) fn settle<S: Store>(sim: &mut Cluster<S>, limit: Millis) -> Result<(), String> {
+pub fn settle<S: Store>(sim: &mut Cluster<S>, limit: Millis) -> Result<(), String> {
     let start = sim.now();
     loop {
         let running = sim.running();
@@ -431,7 +431,7 @@ pub(super) fn settle<S: Store>(sim: &mut Cluster<S>, limit: Millis) -> Result<()
 }
 
 /// Waits for membership to settle, then for two anti-entropy periods.
-pub(super) fn converge<S: Store>(sim: &mut Cluster<S>) -> Result<(), String> {
+pub fn converge<S: Store>(sim: &mut Cluster<S>) -> Result<(), String> {
     settle(sim, 120_000)?;
     sim.run_for(10_000);
     settle(sim, 60_000)

@@ -1,0 +1,428 @@
+//! The strict-quorum checker: concurrent clients read and write keys at `quorum` through
+//! random coordinators while the cluster changes under them, and every read must return
+//! the last acknowledged write of its key or a newer one.
+//!
+//! Each key is a register. The history records, for every operation, when it was
+//! invoked and when it completed (simulated time) and how: acknowledged, refused, or
+//! unknown (a timeout or a `quorum_not_reached` may have been stored anyway: such a write
+//! may take effect at any time after it was invoked). A read is legal when it returns
+//! the value of a write (or the absence a delete left, or the initial absence) that
+//!
+//! - was invoked before the read completed and was not refused, and
+//! - was not *superseded* before the read began: no acknowledged write began after it was
+//!   acknowledged and was itself acknowledged before the read began.
+//!
+//! So a write acknowledged before another began can never be read once the second is
+//! acknowledged — an acknowledged write is never undone by an older one, whatever the
+//! coordinators' clocks — and a read never misses a write acknowledged before it began.
+//! Values are unique, so a read names the write it saw. The same rule checks the final
+//! state once the faults end and anti-entropy has run.
+//!
+//! [`register_schedule`] runs it under joins, graceful leaves, crashes with and without
+//! the disk, partitions and heals, and clocks skewed ahead and behind within the
+//! maximum offset.
+
+use super::{
+    node::{memory_cluster, NodeOutput, NodeProcess},
+    safety::{converge, Cluster},
+    sim_addr, NetConfig,
+};
+use crate::{
+    entry::NodeId,
+    membership::Status,
+    node::{Node, NodeConfig},
+    proto::{
+        client::{Consistency, ErrorCode, Op, Reply},
+        ClientRequest, ClientResponse,
+    },
+    store::MemStore,
+    Millis,
+};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+/// The collection the checker writes.
+pub const COLLECTION: &str = "register";
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    /// Still waiting (the node crashed, or the run ended): unknown.
+    Pending,
+    /// A write acknowledged; a read answered with this value (`None`: absent).
+    Ok(Option<Bytes>),
+    /// Refused before anything was written.
+    Refused,
+    /// Failed in a way that may have written (timeouts, quorum not reached).
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+struct Operation {
+    key: Bytes,
+    /// A write's value (`None`: a delete), or `None` for a read.
+    write: Option<Option<Bytes>>,
+    invoked: Millis,
+    completed: Millis,
+    outcome: Outcome,
+    node: NodeId,
+}
+
+/// What a run checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegisterReport {
+    /// Schedules run.
+    pub schedules: u64,
+    /// Writes and deletes acknowledged.
+    pub writes_acked: u64,
+    /// Reads answered and checked.
+    pub reads_checked: u64,
+    /// Operations refused or failed (allowed, counted).
+    pub ops_failed: u64,
+    /// Faults injected (crashes, partitions, joins, leaves, skews).
+    pub faults: u64,
+}
+
+impl std::ops::AddAssign for RegisterReport {
+    fn add_assign(&mut self, o: Self) {
+        self.schedules += o.schedules;
+        self.writes_acked += o.writes_acked;
+        self.reads_checked += o.reads_checked;
+        self.ops_failed += o.ops_failed;
+        self.faults += o.faults;
+    }
+}
+
+/// Concurrent random reads and writes, and their history.
+#[derive(Debug, Default)]
+pub struct History {
+    ops: BTreeMap<u64, Operation>,
+    next: u64,
+    keys: u64,
+    /// What the schedule did, with when, for the failure message.
+    log: Vec<String>,
+}
+
+impl History {
+    /// A history over `keys` keys.
+    pub fn new(keys: u64) -> Self {
+        History { keys, ..History::default() }
+    }
+
+    /// Issues one random operation (40% reads, 15% deletes) through a random running
+    /// node.
+    pub fn issue(&mut self, sim: &mut Cluster) {
+        let running = sim.running();
+        let Some(i) = sim.rng().index(running.len()) else { return };
+        let node = running[i];
+        let key = Bytes::from(format!("r{:02}", sim.rng().below(self.keys.max(1))));
+        self.next += 1;
+        let id = self.next;
+        let roll = sim.rng().below(100);
+        let collection = COLLECTION.to_string();
+        let consistency = Consistency::Quorum;
+        let (op, write) = if roll < 40 {
+            (Op::Get { collection, key: key.clone(), consistency }, None)
+        } else if roll < 55 {
+            (Op::Del { collection, key: key.clone(), consistency }, Some(None))
+        } else {
+            let value = Bytes::from(format!("v{id}"));
+            let op = Op::Set {
+                collection,
+                key: key.clone(),
+                value: value.clone(),
+                consistency,
+                ttl_ms: None,
+            };
+            (op, Some(Some(value)))
+        };
+        let now = sim.now();
+        let operation =
+            Operation { key, write, invoked: now, completed: 0, outcome: Outcome::Pending, node };
+        self.ops.insert(id, operation);
+        sim.act(node, |p, now| p.request(now, 1, ClientRequest { id, op }));
+    }
+
+    /// Books the replies among the simulator's events.
+    pub fn absorb(&mut self, sim: &mut Cluster) {
+        let now = sim.now();
+        for (_, _, e) in sim.take_events() {
+            let NodeOutput::Reply { resp: ClientResponse { id, result }, .. } = e else { continue };
+            let Some(op) = self.ops.get_mut(&id).filter(|o| o.outcome == Outcome::Pending) else {
+                continue;
+            };
+            op.completed = now;
+            op.outcome = match (result, &op.write) {
+                (Reply::Written { .. }, Some(v)) => Outcome::Ok(v.clone()),
+                (Reply::Value { value, .. }, None) => Outcome::Ok(value),
+                // Refused before anything was sent: no replica can hold it.
+                (
+                    Reply::Error { code: ErrorCode::Unavailable | ErrorCode::InvalidInput, .. },
+                    _,
+                ) => Outcome::Refused,
+                _ => Outcome::Unknown,
+            };
+        }
+    }
+
+    /// Runs for `ms`, issuing about one operation every `every` ms.
+    pub fn run(&mut self, sim: &mut Cluster, ms: Millis, every: Millis) {
+        let end = sim.now() + ms;
+        while sim.now() < end {
+            if sim.rng().below(every.max(1)) < 20 {
+                self.issue(sim);
+            }
+            sim.run_for(20);
+            self.absorb(sim);
+        }
+    }
+
+    /// Notes a fault in the log a failure prints.
+    pub fn note(&mut self, now: Millis, what: String) {
+        self.log.push(format!("{now} ms: {what}"));
+    }
+
+    /// Operations that never completed become unknown (their node crashed).
+    fn close(&mut self, now: Millis) {
+        for op in self.ops.values_mut().filter(|o| o.outcome == Outcome::Pending) {
+            op.outcome = Outcome::Unknown;
+            op.completed = now;
+        }
+    }
+
+    /// Checks every read of the history; then, after the faults, reads every key at
+    /// `quorum` once more and checks those too.
+    pub fn verify(&mut self, sim: &mut Cluster) -> Result<RegisterReport, String> {
+        for _ in 0..150 {
+            sim.run_for(20);
+            self.absorb(sim);
+        }
+        self.close(sim.now());
+        converge(sim)?;
+        let keys: Vec<Bytes> = (0..self.keys).map(|k| Bytes::from(format!("r{k:02}"))).collect();
+        for key in keys {
+            let value = final_read(sim, &key)?;
+            self.next += 1;
+            let now = sim.now();
+            let op = Operation {
+                key,
+                write: None,
+                invoked: now,
+                completed: now,
+                outcome: Outcome::Ok(value),
+                node: NodeId(0),
+            };
+            self.ops.insert(self.next, op);
+        }
+        let mut report = RegisterReport { schedules: 1, ..RegisterReport::default() };
+        let mut by_key: BTreeMap<&Bytes, Vec<&Operation>> = BTreeMap::new();
+        for op in self.ops.values() {
+            by_key.entry(&op.key).or_default().push(op);
+        }
+        for ops in by_key.values() {
+            let writes: Vec<&&Operation> = ops.iter().filter(|o| o.write.is_some()).collect();
+            report.writes_acked +=
+                writes.iter().filter(|w| matches!(w.outcome, Outcome::Ok(_))).count() as u64;
+            report.ops_failed += ops
+                .iter()
+                .filter(|o| matches!(o.outcome, Outcome::Refused | Outcome::Unknown))
+                .count() as u64;
+            for read in ops.iter().filter(|o| o.write.is_none()) {
+                let Outcome::Ok(seen) = &read.outcome else { continue };
+                check_read(read, seen, &writes).map_err(|e| {
+                    let recent: Vec<String> = ops
+                        .iter()
+                        .filter(|o| {
+                            o.invoked + 3_000 >= read.invoked && o.invoked <= read.completed
+                        })
+                        .map(|o| {
+                            format!(
+                                "{} {:?} via {} {}..{} {:?}",
+                                if o.write.is_some() { "write" } else { "read" },
+                                o.write,
+                                o.node,
+                                o.invoked,
+                                o.completed,
+                                o.outcome
+                            )
+                        })
+                        .collect();
+                    format!(
+                        "{e}; faults: {}; the key's operations around it: {}",
+                        self.log.join(", "),
+                        recent.join(" | ")
+                    )
+                })?;
+                report.reads_checked += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Whether `read`, which returned `seen`, is legal given the key's `writes`.
+fn check_read(
+    read: &Operation,
+    seen: &Option<Bytes>,
+    writes: &[&&Operation],
+) -> Result<(), String> {
+    let acked = |w: &Operation| matches!(w.outcome, Outcome::Ok(_));
+    // Some acknowledged write began after `w` was acknowledged and was acknowledged
+    // itself before the read began.
+    let superseded = |w: &Operation| {
+        acked(w)
+            && writes
+                .iter()
+                .any(|o| acked(o) && o.invoked > w.completed && o.completed < read.invoked)
+    };
+    let candidates = writes
+        .iter()
+        .filter(|w| w.outcome != Outcome::Refused && w.invoked <= read.completed && !superseded(w));
+    let mut legal = false;
+    for w in candidates {
+        if w.write.as_ref() == Some(seen) {
+            legal = true;
+            break;
+        }
+    }
+    // The initial absence: until some acknowledged write completed before the read.
+    let initial = seen.is_none() && !writes.iter().any(|o| acked(o) && o.completed < read.invoked);
+    if legal || initial {
+        return Ok(());
+    }
+    let newest_before = writes
+        .iter()
+        .filter(|o| acked(o) && o.completed < read.invoked)
+        .max_by_key(|o| o.completed)
+        .map(|o| format!("{:?} acknowledged at {} ms", o.write, o.completed));
+    Err(format!(
+        "key {:?}: a quorum read through {} ({}..{} ms) returned {seen:?}, older than the last \
+         acknowledged write ({})",
+        String::from_utf8_lossy(&read.key),
+        read.node,
+        read.invoked,
+        read.completed,
+        newest_before.unwrap_or_default()
+    ))
+}
+
+/// Reads `key` at `quorum` through a serving node, retrying on failures.
+fn final_read(sim: &mut Cluster, key: &Bytes) -> Result<Option<Bytes>, String> {
+    for attempt in 0..10 {
+        let serving: Vec<NodeId> = sim
+            .processes()
+            .filter(|(_, p)| p.node.membership().me().status == Status::Alive)
+            .map(|(id, _)| id)
+            .collect();
+        let node = serving[(attempt as usize) % serving.len().max(1)];
+        let op = Op::Get {
+            collection: COLLECTION.into(),
+            key: key.clone(),
+            consistency: Consistency::Quorum,
+        };
+        let id = u64::MAX - attempt;
+        sim.act(node, |p, now| p.request(now, 2, ClientRequest { id, op }));
+        for _ in 0..200 {
+            sim.run_for(20);
+            let reply = sim.take_events().into_iter().find_map(|(_, _, e)| match e {
+                NodeOutput::Reply { resp, .. } if resp.id == id => Some(resp.result),
+                _ => None,
+            });
+            match reply {
+                Some(Reply::Value { value, .. }) => return Ok(value),
+                Some(_) => break,
+                None => {}
+            }
+        }
+        sim.run_for(500);
+    }
+    Err(format!("key {:?} could not be read at quorum after the faults", key))
+}
+
+fn configure(c: &mut NodeConfig) {
+    c.sync_interval_ms = 3_000;
+    c.sync_timeout_ms = 5_000;
+    c.gc_interval_ms = 1_000;
+    c.ring_delay_ms = 1_000;
+}
+
+/// A fresh node `id` joining through a running node.
+fn join(sim: &mut Cluster, id: NodeId, seed: u64) -> Result<(), String> {
+    let running = sim.running();
+    let through = running[sim.rng().index(running.len()).ok_or("no node runs")?];
+    let mut config = NodeConfig::new(id, sim_addr(id));
+    configure(&mut config);
+    config.seed = seed ^ id.0.wrapping_mul(0x9e37_79b9);
+    let node = Node::new(config, MemStore::new()).map_err(|e| e.to_string())?;
+    sim.add(id, NodeProcess::new(node).joining(sim_addr(through)));
+    Ok(())
+}
+
+/// Five nodes, N = 3; clients read and write at `quorum` through random nodes while a
+/// seeded sequence of faults runs: a crash with or without the disk and a restart, a
+/// partition into two random sides, one node isolated, a fresh node joining, a node
+/// leaving gracefully, clocks skewed within the maximum offset. Faults do not overlap.
+pub fn register_schedule(seed: u64) -> Result<RegisterReport, String> {
+    let mut sim = memory_cluster(5, NetConfig::lan(), seed, configure);
+    super::safety::settle(&mut sim, 60_000)?;
+    let mut h = History::new(12);
+    let mut faults = 0;
+    let mut next_id = 100;
+    for _ in 0..3 + sim.rng().below(4) {
+        let quiet = 500 + sim.rng().below(2_000);
+        h.run(&mut sim, quiet, 30);
+        let running = sim.running();
+        let victim = running[sim.rng().index(running.len()).ok_or("no node runs")?];
+        let lasts = 1_000 + sim.rng().below(8_000);
+        faults += 1;
+        match sim.rng().below(6) {
+            0 | 1 => {
+                let keep_disk = sim.rng().chance(0.6);
+                h.note(sim.now(), format!("crash {victim} (keep disk: {keep_disk})"));
+                let crashed = sim.crash(victim).ok_or("victim not running")?;
+                h.run(&mut sim, lasts, 30);
+                let back = crashed.restarted(keep_disk).map_err(|e| e.to_string())?;
+                sim.restart(victim, back);
+                h.note(sim.now(), format!("restart {victim}"));
+            }
+            2 => {
+                let mut ids = running.clone();
+                sim.rng().shuffle(&mut ids);
+                let cut = 1 + sim.rng().index(ids.len() - 1).unwrap_or(0);
+                let (a, b) = ids.split_at(cut);
+                sim.partition(&[a, b]);
+                h.note(sim.now(), format!("partition {a:?} | {b:?}"));
+                h.run(&mut sim, lasts, 30);
+                sim.heal();
+                h.note(sim.now(), "heal".into());
+            }
+            3 => {
+                next_id += 1;
+                h.note(sim.now(), format!("join {}", NodeId(next_id)));
+                join(&mut sim, NodeId(next_id), seed)?;
+            }
+            4 if running.len() > 4 => {
+                h.note(sim.now(), format!("{victim} leaves"));
+                sim.act(victim, |p, now| p.node.leave(now));
+                h.run(&mut sim, lasts, 30);
+                if sim.process(victim).is_some_and(|p| p.node.left()) {
+                    sim.run_for(2_000);
+                    sim.remove(victim);
+                    h.note(sim.now(), format!("{victim} left and stopped"));
+                }
+            }
+            _ => {
+                for id in sim.nodes() {
+                    let skew = sim.rng().below(501) as i64 - 250;
+                    let skew = if std::env::var("DHRT_NO_SKEW").is_ok() { 0 } else { skew };
+                    sim.set_skew(id, skew);
+                }
+                h.note(sim.now(), "clocks skewed".into());
+            }
+        }
+    }
+    h.run(&mut sim, 3_000, 30);
+    let mut report = h.verify(&mut sim)?;
+    report.faults = faults;
+    Ok(report)
+}
