@@ -35,6 +35,8 @@ use crate::{
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
+pub mod restamp;
+
 /// Bounds on the requests a node coordinates at once (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingLimits {
@@ -80,8 +82,17 @@ struct KeyState {
 
 #[derive(Debug)]
 enum Kind {
-    Write { ts: crate::clock::Timestamp, errors: Vec<String> },
-    Read { many: bool, errors: Vec<String> },
+    /// `restamps`: how often the write was stamped again above a newer version a
+    /// replica held (see [`restamp`]).
+    Write {
+        ts: crate::clock::Timestamp,
+        errors: Vec<String>,
+        restamps: u32,
+    },
+    Read {
+        many: bool,
+        errors: Vec<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -488,36 +499,14 @@ fn start_write<S: Store>(
     for (k, e) in states.iter_mut().zip(&entries) {
         k.entry = Some(e.clone());
     }
-    let targets = by_replica(&states);
     let mut errors = Vec::new();
-    for (replica, indices) in &targets {
-        let records: Vec<(Bytes, Entry)> =
-            indices.iter().map(|&i| (states[i].key.clone(), entries[i].clone())).collect();
-        if *replica == origin {
-            match node.replica.merge_batch(&collection, records) {
-                // Counted once the write is durable (see `super::durability`).
-                Ok(_) if !node.replica.store().durable_on_write() => {
-                    node.durability.hold_local_ack(node.replica.writes(), req)
-                }
-                Ok(_) => indices.iter().for_each(|&i| {
-                    states[i].answers.insert(origin, None);
-                }),
-                Err(e) => {
-                    node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
-                    errors.push(e.to_string());
-                }
-            }
-        } else {
-            let msg = ReplicaMessage::Write { req, collection: collection.clone(), records };
-            node.send(*replica, Message::Replica(msg));
-        }
-    }
+    let newer = restamp::dispatch(node, req, &collection, &mut states, &entries, &mut errors);
     let pending = Pending {
         client,
         id,
         collection,
         deadline: now + node.config.request_timeout_ms,
-        kind: Kind::Write { ts, errors },
+        kind: Kind::Write { ts, errors, restamps: 0 },
         keys: states,
         replied: false,
         refused: Vec::new(),
@@ -527,7 +516,10 @@ fn start_write<S: Store>(
         + pending.collection.len()
         + pending.keys.iter().map(key_cost).sum::<usize>();
     node.coordinator.insert(req, pending, cost);
-    progress(node, now, req);
+    match newer {
+        Some(t) => restamp::on_newer(node, now, origin, req, t),
+        None => progress(node, now, req),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -597,7 +589,11 @@ pub(super) fn on_write_ack<S: Store>(
     from: NodeId,
     req: u64,
     error: Option<String>,
+    newer: Option<crate::clock::Timestamp>,
 ) {
+    if let (None, Some(t)) = (&error, newer) {
+        return restamp::on_newer(node, now, from, req, t);
+    }
     let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
     let Kind::Write { errors, .. } = &mut p.kind else { return };
     match error {

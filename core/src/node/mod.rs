@@ -497,7 +497,7 @@ impl<S: Store> Node<S> {
                     }
                 },
                 (Held::LocalAck(req), None) => {
-                    coordinator::on_write_ack(self, now, me, req, None);
+                    coordinator::on_write_ack(self, now, me, req, None, None);
                     // Its `Written`, if any, leaves in order with what was released.
                     self.admit_pending();
                 }
@@ -667,8 +667,16 @@ impl<S: Store> Node<S> {
     fn handle_replica(&mut self, now: Millis, from: NodeId, msg: ReplicaMessage) {
         match msg {
             ReplicaMessage::Write { req, collection, records } => {
-                let error = self.apply_remote(now, &collection, records).err();
-                self.send(from, Message::Replica(ReplicaMessage::WriteAck { req, error }));
+                let written: Vec<_> =
+                    records.iter().map(|(k, e)| (k.clone(), e.version())).collect();
+                let (error, newer) = match self.apply_remote(now, &collection, records) {
+                    Ok(outcomes) => {
+                        coordinator::restamp::answer(self, &collection, &written, &outcomes)
+                    }
+                    Err(e) => (Some(e), None),
+                };
+                let ack = ReplicaMessage::WriteAck { req, error, newer };
+                self.send(from, Message::Replica(ack));
             }
             ReplicaMessage::Repair { collection, records } => {
                 // Best effort: a refused repair is retried by the next read or sync.
@@ -686,9 +694,10 @@ impl<S: Store> Node<S> {
                 };
                 self.send(from, Message::Replica(msg));
             }
-            ReplicaMessage::WriteAck { req, error } => {
+            ReplicaMessage::WriteAck { req, error, newer } => {
+                // A hint the replica already holds something newer than is delivered.
                 if !self.hints.acknowledge(req, error.is_none()) {
-                    coordinator::on_write_ack(self, now, from, req, error)
+                    coordinator::on_write_ack(self, now, from, req, error, newer)
                 }
             }
             ReplicaMessage::ReadReply { req, entries } => {
@@ -730,7 +739,7 @@ impl<S: Store> Node<S> {
         now: Millis,
         collection: &str,
         records: Vec<(Bytes, Entry)>,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<crate::store::Merged>, String> {
         let limits = self.entry_limits(now);
         if let Err(e) = limits.check_all(collection, records.iter().map(|(k, e)| (&k[..], e))) {
             self.peer_stats.refused_entries += records.len() as u64;
@@ -740,7 +749,7 @@ impl<S: Store> Node<S> {
             // Checked above, so adopting cannot fail.
             let _ = self.clock.update(newest, now);
         }
-        self.replica.merge_batch(collection, records).map(|_| ()).map_err(|e| {
+        self.replica.merge_batch(collection, records).map_err(|e| {
             self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
             e.to_string()
         })

@@ -494,6 +494,12 @@ pub enum ErrorCode {
     /// their disk reserve (or at their cap on collections). Reads and deletes still
     /// work; the write succeeds once space is freed or nodes are added.
     StorageFull,
+    /// A write lost to a newer write of the same key that a replica already held, and
+    /// re-stamping it above that write did not win within the coordinator's bounded
+    /// attempts (see `node::coordinator::restamp`), or the newer write is stamped further
+    /// ahead of the coordinator's clock than the max offset. Nothing is acknowledged;
+    /// retrying writes it above what the replicas hold.
+    Conflict,
 }
 
 /// An error code's name as read from the wire, before it is known to be one.
@@ -520,11 +526,12 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::StorageFull => 507,
+            ErrorCode::Conflict => 409,
         }
     }
 
     /// Every code, in the order they were added.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidInput,
         ErrorCode::TooLarge,
@@ -536,6 +543,7 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::StorageFull,
+        ErrorCode::Conflict,
     ];
 
     /// The code named `name` ([`ErrorCode::as_str`]), if this build knows it.
@@ -557,6 +565,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::StorageFull => "storage_full",
+            ErrorCode::Conflict => "conflict",
         }
     }
 }
@@ -793,6 +802,7 @@ mod tests {
             (ErrorCode::Unauthorized, 401, "unauthorized"),
             (ErrorCode::Forbidden, 403, "forbidden"),
             (ErrorCode::StorageFull, 507, "storage_full"),
+            (ErrorCode::Conflict, 409, "conflict"),
         ];
         assert_eq!(all.map(|(c, ..)| c), ErrorCode::ALL);
         for (code, status, name) in all {

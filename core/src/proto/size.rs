@@ -145,7 +145,9 @@ fn replica(m: &ReplicaMessage) -> usize {
         ReplicaMessage::Write { collection, records: rs, .. } => {
             INT + blob(collection.len()) + records(rs)
         }
-        ReplicaMessage::WriteAck { error, .. } => INT + error.as_ref().map_or(1, |e| blob(e.len())),
+        ReplicaMessage::WriteAck { error, newer, .. } => {
+            INT + error.as_ref().map_or(1, |e| blob(e.len())) + newer.map_or(0, |_| INT)
+        }
         ReplicaMessage::Read { collection, keys: ks, .. } => {
             INT + blob(collection.len()) + keys(ks)
         }
@@ -282,11 +284,17 @@ mod tests {
                 collection: coll.clone(),
                 records: small.clone(),
             }),
-            PeerMessage::Replica(ReplicaMessage::WriteAck { req: REQ, error: None }),
-            PeerMessage::Replica(ReplicaMessage::WriteAck { req: 1, error: None }),
+            PeerMessage::Replica(ReplicaMessage::WriteAck { req: REQ, error: None, newer: None }),
+            PeerMessage::Replica(ReplicaMessage::WriteAck { req: 1, error: None, newer: None }),
+            PeerMessage::Replica(ReplicaMessage::WriteAck {
+                req: REQ,
+                error: None,
+                newer: Some(Timestamp::from_parts(1_700_000_000_000, 3)),
+            }),
             PeerMessage::Replica(ReplicaMessage::WriteAck {
                 req: REQ,
                 error: Some("storage is full".into()),
+                newer: None,
             }),
             PeerMessage::Replica(ReplicaMessage::ReadFailed {
                 req: REQ,

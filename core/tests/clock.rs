@@ -1,0 +1,248 @@
+//! Clocks on the simulator: an acknowledged write is never undone by a write stamped by
+//! a coordinator whose clock is behind (see `dhrt_core::node::coordinator::restamp`).
+
+use bytes::Bytes;
+use dhrt_core::{
+    clock::Timestamp,
+    entry::NodeId,
+    node::{coordinator::restamp::MAX_RESTAMPS, Output},
+    proto::{
+        client::{Consistency, ErrorCode, Op, Reply},
+        ClientRequest, Message, ReplicaMessage,
+    },
+    sim::{check_seeds, memory_cluster, NetConfig, NodeProcess, Sim},
+    store::MemStore,
+};
+
+type Cluster = Sim<NodeProcess<MemStore>>;
+
+fn call(sim: &mut Cluster, node: u64, op: Op) -> Option<Reply> {
+    dhrt_core::sim::call(sim, NodeId(node), op)
+}
+
+fn key(k: &str) -> Bytes {
+    Bytes::copy_from_slice(k.as_bytes())
+}
+
+fn set(k: &str, value: &str, consistency: Consistency) -> Op {
+    let value = Bytes::copy_from_slice(value.as_bytes());
+    Op::Set { collection: "users".into(), key: key(k), value, consistency, ttl_ms: None }
+}
+
+fn del(k: &str) -> Op {
+    Op::Del { collection: "users".into(), key: key(k), consistency: Consistency::Quorum }
+}
+
+fn get_all(sim: &mut Cluster, node: u64, k: &str) -> Result<Option<String>, String> {
+    let op = Op::Get { collection: "users".into(), key: key(k), consistency: Consistency::All };
+    match call(sim, node, op) {
+        Some(Reply::Value { value, .. }) => {
+            Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+        }
+        other => Err(format!("read of {k} at all: {other:?}")),
+    }
+}
+
+/// What happened to the second writes and deletes of a run.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Writes and deletes through the slow node answered `Written`.
+    acked: usize,
+    /// Of those, undone by the older first write (must stay 0).
+    lost: Vec<String>,
+    /// Answered with an error instead (allowed: never a 200 for a write that lost).
+    refused: usize,
+}
+
+/// Five nodes; node 5's clock runs `behind_ms` behind. For 12 keys: write v1 through
+/// node 1 at quorum, then v2 through node 5 at quorum, then read at `all`; then delete
+/// through node 5 and read at `all` again.
+fn second_writes_through_a_slow_node(seed: u64, behind_ms: i64) -> Outcome {
+    let mut sim = memory_cluster(5, NetConfig::lan(), seed, |_| {});
+    sim.run_for(5_000);
+    sim.set_skew(NodeId(5), -behind_ms);
+    let mut out = Outcome::default();
+    for i in 0..12 {
+        let k = format!("key-{i}");
+        let first = call(&mut sim, 1, set(&k, "v1", Consistency::Quorum));
+        assert!(matches!(first, Some(Reply::Written { .. })), "seed {seed}: {first:?}");
+        match call(&mut sim, 5, set(&k, "v2", Consistency::Quorum)) {
+            Some(Reply::Written { .. }) => {
+                out.acked += 1;
+                let read = get_all(&mut sim, 2, &k).unwrap();
+                if read.as_deref() != Some("v2") {
+                    out.lost.push(format!("{k}: v2 acknowledged, read {read:?}"));
+                }
+            }
+            Some(Reply::Error { .. }) => out.refused += 1,
+            other => panic!("seed {seed}: {other:?}"),
+        }
+        match call(&mut sim, 5, del(&k)) {
+            Some(Reply::Written { .. }) => {
+                out.acked += 1;
+                let read = get_all(&mut sim, 3, &k).unwrap();
+                if read.is_some() {
+                    out.lost.push(format!("{k}: delete acknowledged, read {read:?}"));
+                }
+            }
+            Some(Reply::Error { .. }) => out.refused += 1,
+            other => panic!("seed {seed}: {other:?}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_write_through_a_coordinator_behind_within_the_max_offset_wins() {
+    let mut acked = 0;
+    check_seeds("a_write_through_a_coordinator_behind_within_the_max_offset_wins", 1, 4, |s| {
+        let out = second_writes_through_a_slow_node(s, 300);
+        if !out.lost.is_empty() {
+            return Err(format!("acknowledged writes undone: {:?}", out.lost));
+        }
+        // Within the max offset the slow node adopts the newer stamp and wins.
+        if out.refused > 0 {
+            return Err(format!("{} writes refused within the max offset", out.refused));
+        }
+        acked += out.acked;
+        Ok(())
+    });
+    assert!(acked > 0 || std::env::var("DHRT_SIM_SEED").is_ok());
+}
+
+#[test]
+fn a_coordinator_two_seconds_behind_never_acknowledges_a_write_that_lost() {
+    check_seeds(
+        "a_coordinator_two_seconds_behind_never_acknowledges_a_write_that_lost",
+        1,
+        4,
+        |s| {
+            let out = second_writes_through_a_slow_node(s, 2_000);
+            if !out.lost.is_empty() {
+                return Err(format!("acknowledged writes undone: {:?}", out.lost));
+            }
+            Ok(())
+        },
+    );
+}
+
+/// A replica that always claims a newer version makes the coordinator re-stamp
+/// [`MAX_RESTAMPS`] times, each time above the claim under a fresh request number, then
+/// answer `conflict`; an acknowledgement of an old stamp never counts.
+#[test]
+fn the_coordinator_restamps_a_bounded_number_of_times_then_answers_conflict() {
+    let mut sim = memory_cluster(3, NetConfig::lan(), 5, |_| {});
+    sim.run_for(2_000);
+    // Node 1's messages go nowhere: the test plays the replicas.
+    sim.partition(&[&[NodeId(1)], &[NodeId(2), NodeId(3)]]);
+    let outputs = |p: &mut NodeProcess<MemStore>| {
+        let mut writes = Vec::new();
+        let mut replies = Vec::new();
+        while let Some(out) = p.node.poll_output() {
+            match out {
+                Output::Send {
+                    to,
+                    msg: Message::Replica(ReplicaMessage::Write { req, records, .. }),
+                    ..
+                } => writes.push((to, req, records[0].1.ts)),
+                Output::Reply { resp, .. } => replies.push(resp.result),
+                _ => {}
+            }
+        }
+        (writes, replies)
+    };
+    let (mut writes, replies) = sim
+        .act(NodeId(1), |p, now| {
+            let op = set("k", "v", Consistency::All);
+            p.request(now, 7, ClientRequest { id: 1, op });
+            outputs(p)
+        })
+        .unwrap();
+    assert!(replies.is_empty() && !writes.is_empty(), "{writes:?} {replies:?}");
+    let mut stamps = vec![writes[0].2];
+    let mut reqs = vec![writes[0].1];
+    for attempt in 0..=MAX_RESTAMPS {
+        let (to, req, ts) = writes[0];
+        let (next, replies) = sim
+            .act(NodeId(1), |p, now| {
+                // A plain acknowledgement from the other replica first: it must not
+                // count once the write is re-stamped.
+                if let Some((other, ..)) = writes.iter().find(|(o, ..)| *o != to) {
+                    let ack = ReplicaMessage::WriteAck { req, error: None, newer: None };
+                    p.node.handle_peer(now, *other, Message::Replica(ack));
+                }
+                let newer = Some(Timestamp::from_parts(ts.physical_ms() + 50, 0));
+                let ack = ReplicaMessage::WriteAck { req, error: None, newer };
+                p.node.handle_peer(now, to, Message::Replica(ack));
+                outputs(p)
+            })
+            .unwrap();
+        if attempt < MAX_RESTAMPS {
+            assert!(replies.is_empty(), "attempt {attempt}: {replies:?}");
+            assert!(!next.is_empty(), "attempt {attempt}: re-sent");
+            let (_, new_req, new_ts) = next[0];
+            assert!(new_ts.physical_ms() >= ts.physical_ms() + 50, "stamped above the claim");
+            assert!(!reqs.contains(&new_req), "a fresh request number");
+            assert!(next.iter().all(|(_, r, t)| *r == new_req && *t == new_ts));
+            stamps.push(new_ts);
+            reqs.push(new_req);
+            writes = next;
+        } else {
+            assert!(next.is_empty(), "no more attempts: {next:?}");
+            match &replies[..] {
+                [Reply::Error { code: ErrorCode::Conflict, message, .. }] => {
+                    assert!(message.contains("newer"), "{message}")
+                }
+                other => panic!("expected conflict, got {other:?}"),
+            }
+        }
+    }
+    assert_eq!(stamps.len() as u32, MAX_RESTAMPS + 1);
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]));
+}
+
+/// A replica answers `newer` for a write that loses to a different stored write, and a
+/// plain acknowledgement for a retransmit of what it holds.
+#[test]
+fn a_replica_says_when_it_holds_a_newer_write() {
+    let mut sim = memory_cluster(2, NetConfig::lan(), 3, |c| c.replicas = 2);
+    sim.run_for(2_000);
+    let written = call(&mut sim, 1, set("k", "new", Consistency::All));
+    let Some(Reply::Written { ts }) = written else { panic!("{written:?}") };
+    let held = sim.process(NodeId(2)).unwrap().node.replica().get("users", b"k").unwrap().unwrap();
+    sim.partition(&[&[NodeId(1)], &[NodeId(2)]]);
+    let answer = |sim: &mut Cluster, entry: dhrt_core::entry::Entry| {
+        sim.act(NodeId(2), |p, now| {
+            let records = vec![(key("k"), entry)];
+            let msg = ReplicaMessage::Write { req: 99, collection: "users".into(), records };
+            p.node.handle_peer(now, NodeId(1), Message::Replica(msg));
+            let mut acks = Vec::new();
+            while let Some(out) = p.node.poll_output() {
+                if let Output::Send {
+                    msg: Message::Replica(m @ ReplicaMessage::WriteAck { .. }),
+                    ..
+                } = out
+                {
+                    acks.push(m);
+                }
+            }
+            acks
+        })
+        .unwrap()
+    };
+    let older = dhrt_core::entry::Entry::value("old", Timestamp(ts.0 - 10), NodeId(1));
+    assert_eq!(
+        answer(&mut sim, older),
+        vec![ReplicaMessage::WriteAck { req: 99, error: None, newer: Some(ts) }]
+    );
+    let tombstone = dhrt_core::entry::Entry::tombstone(Timestamp(ts.0 - 10), NodeId(1));
+    assert_eq!(
+        answer(&mut sim, tombstone),
+        vec![ReplicaMessage::WriteAck { req: 99, error: None, newer: Some(ts) }]
+    );
+    assert_eq!(
+        answer(&mut sim, held),
+        vec![ReplicaMessage::WriteAck { req: 99, error: None, newer: None }],
+        "a retransmit is a plain acknowledgement"
+    );
+}
