@@ -5,12 +5,16 @@ use bytes::Bytes;
 use dhrt_core::{
     clock::Timestamp,
     entry::NodeId,
-    node::{coordinator::restamp::MAX_RESTAMPS, Output},
+    node::{
+        coordinator::restamp::MAX_RESTAMPS,
+        skew::{Skew, SkewDirection},
+        NodeEvent, Output,
+    },
     proto::{
         client::{Consistency, ErrorCode, Op, Reply},
         ClientRequest, Message, ReplicaMessage,
     },
-    sim::{check_seeds, memory_cluster, NetConfig, NodeProcess, Sim},
+    sim::{check_seeds, memory_cluster, NetConfig, NodeOutput, NodeProcess, Sim},
     store::MemStore,
 };
 
@@ -245,4 +249,94 @@ fn a_replica_says_when_it_holds_a_newer_write() {
         vec![ReplicaMessage::WriteAck { req: 99, error: None, newer: None }],
         "a retransmit is a plain acknowledgement"
     );
+}
+
+/// Node 5's clock is `skew_ms` off: within a few probe rounds it says so (event, stats),
+/// refuses to coordinate writes with a reason, and the others do not blame themselves;
+/// once its clock is back it recovers by itself.
+fn a_skewed_node_notices_and_recovers(seed: u64, skew_ms: i64) -> Result<(), String> {
+    let mut sim = memory_cluster(5, NetConfig::lan(), seed, |_| {});
+    sim.run_for(5_000);
+    sim.take_events();
+    sim.set_skew(NodeId(5), skew_ms);
+    sim.run_for(20_000);
+    let skewed: Vec<(NodeId, Skew)> = sim
+        .take_events()
+        .into_iter()
+        .filter_map(|(_, id, e)| match e {
+            NodeOutput::Event(NodeEvent::ClockSkewed(s)) => Some((id, s)),
+            _ => None,
+        })
+        .collect();
+    let want = if skew_ms < 0 { SkewDirection::Behind } else { SkewDirection::Ahead };
+    match &skewed[..] {
+        [(NodeId(5), s)] if s.direction == want && s.offset_ms.abs_diff(skew_ms) < 100 => {}
+        other => return Err(format!("expected node 5 alone to notice, got {other:?}")),
+    }
+    let stats = sim.process(NodeId(5)).unwrap().node.stats();
+    let why = stats.clock.skewed.clone().ok_or("stats say nothing")?;
+    if !why.contains("NTP") || stats.clock.offset_ms.is_none_or(|o| o.abs_diff(skew_ms) > 100) {
+        return Err(format!("stats: {:?}", stats.clock));
+    }
+    match call(&mut sim, 5, set("k", "v", Consistency::Quorum)) {
+        Some(Reply::Error { code: ErrorCode::Unavailable, message, .. })
+            if message.contains("NTP") && message.contains("500 ms") => {}
+        other => return Err(format!("a write through the skewed node: {other:?}")),
+    }
+    for id in 1..=4 {
+        if sim.process(NodeId(id)).unwrap().node.clocks().skew().is_some() {
+            return Err(format!("node {id} blames itself"));
+        }
+    }
+    match call(&mut sim, 1, set("k", "v", Consistency::Quorum)) {
+        Some(Reply::Written { .. }) => {}
+        other => return Err(format!("a write through a healthy node: {other:?}")),
+    }
+    sim.set_skew(NodeId(5), 0);
+    sim.run_for(20_000);
+    let recovered = sim.take_events().into_iter().any(|(_, id, e)| {
+        id == NodeId(5) && matches!(e, NodeOutput::Event(NodeEvent::ClockRecovered { .. }))
+    });
+    if !recovered || sim.process(NodeId(5)).unwrap().node.stats().clock.skewed.is_some() {
+        return Err("node 5 did not recover".into());
+    }
+    match call(&mut sim, 5, set("k", "w", Consistency::Quorum)) {
+        Some(Reply::Written { .. }) => Ok(()),
+        other => Err(format!("a write through the recovered node: {other:?}")),
+    }
+}
+
+#[test]
+fn a_node_whose_clock_is_behind_notices_stops_coordinating_writes_and_recovers() {
+    check_seeds("a_node_whose_clock_is_behind_notices", 1, 3, |s| {
+        a_skewed_node_notices_and_recovers(s, -2_000)
+    });
+}
+
+#[test]
+fn a_node_whose_clock_is_ahead_notices_stops_coordinating_writes_and_recovers() {
+    check_seeds("a_node_whose_clock_is_ahead_notices", 1, 3, |s| {
+        a_skewed_node_notices_and_recovers(s, 2_000)
+    });
+}
+
+/// Probes and gossip carry hybrid timestamps: a node that coordinated nothing and
+/// replicated nothing still has its clock advanced by its peers' (within the max offset),
+/// and ignores, and counts, stamps from a peer too far ahead.
+#[test]
+fn membership_messages_advance_hybrid_clocks() {
+    let mut sim = memory_cluster(3, NetConfig::lan(), 11, |_| {});
+    sim.run_for(3_000);
+    sim.set_skew(NodeId(1), 300);
+    sim.run_for(5_000);
+    let now = sim.now();
+    let behind = sim.process(NodeId(2)).unwrap().node.clock_last();
+    assert!(behind.physical_ms() > now + 200, "node 2 adopted node 1's clock: {behind} at {now}");
+    assert_eq!(sim.process(NodeId(2)).unwrap().node.stats().clock.ahead_ignored, 0);
+    sim.set_skew(NodeId(1), 5_000);
+    sim.run_for(5_000);
+    let stats = sim.process(NodeId(2)).unwrap().node.stats();
+    assert!(stats.clock.ahead_ignored > 0, "{:?}", stats.clock);
+    let last = sim.process(NodeId(2)).unwrap().node.clock_last();
+    assert!(last.physical_ms() < sim.now() + 1_000, "never adopted: {last}");
 }

@@ -277,7 +277,7 @@ fn one_frame_cannot_evict_a_node_for_good() {
             record_of(&victim, Status::Dead, u64::MAX),
             record_of(&victim, Status::Dead, MAX_INCARNATION),
         ];
-        link.send(MembershipMessage::PushPull { members, reply: false }).await;
+        link.send(MembershipMessage::PushPull { members, reply: false, clock: None }).await;
     });
     // The frame was handled: the rogue's own record is in n1's view.
     assert!(
@@ -329,11 +329,16 @@ fn a_flood_of_fake_members_is_bounded_and_quorum_writes_go_on() {
     let greedy = 4343;
     block_on(async {
         let mut link = Rogue::connect(&n1.addr, 4242, &secret).await;
-        link.send(MembershipMessage::Gossip { sender: rogue_record(4242), updates: fakes }).await;
+        link.send(MembershipMessage::Gossip {
+            sender: rogue_record(4242),
+            updates: fakes,
+            clock: None,
+        })
+        .await;
         let tokens = (0..1024u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
         let member = Member::new(NodeId(greedy), closed_addr(), tokens);
         let mut link = Rogue::connect(&n1.addr, greedy, &secret).await;
-        link.send(MembershipMessage::Join { member }).await;
+        link.send(MembershipMessage::Join { member, clock: None }).await;
     });
     // The frames were handled: the rogue's own record is in n1's view.
     let rogue_known = || try_ring(&n1.addr).is_ok_and(|m| m.iter().any(|m| m.id == NodeId(4242)));
@@ -392,6 +397,7 @@ fn a_ping_request_toward_an_unknown_target_connects_nowhere() {
                 target_addr: bait.clone(),
                 sender: rogue.clone(),
                 updates: Vec::new(),
+                clock: None,
             };
             link.send(msg).await;
         }

@@ -410,6 +410,7 @@ fn local_stats<S: Store>(node: &Node<S>) -> NodeStats {
     stats.expired = node.gc.expired();
     stats.requests = node.coordinator.requests;
     stats.replicas = u32::try_from(node.config.replicas).unwrap_or(u32::MAX);
+    stats.clock = Box::new(super::skew::clock_stats(&node.clocks));
     stats
 }
 
@@ -472,6 +473,11 @@ fn start_write<S: Store>(
     consistency: Consistency,
     ttl_ms: Option<u64>,
 ) {
+    if let Some(skew) = node.clocks.skew() {
+        let msg = format!("this node does not coordinate writes now: {skew}");
+        let resp = error(id, ErrorCode::Unavailable, msg);
+        return node.outputs.push_back(Output::Reply { client, resp });
+    }
     if let Some((_, Some(v))) = items
         .iter()
         .find(|(_, v)| v.as_ref().is_some_and(|v| v.len() > node.config.max_value_bytes))

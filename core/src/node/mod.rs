@@ -39,6 +39,7 @@ pub mod hints;
 pub mod leave;
 pub mod migrate;
 pub mod scan;
+pub mod skew;
 pub mod watch;
 
 use crate::{
@@ -241,6 +242,14 @@ pub enum NodeEvent {
         /// Entries dropped.
         entries: u64,
     },
+    /// This node's clock is off from its peers' by more than the max offset (see
+    /// [`skew`]): it stops coordinating writes until it is back.
+    ClockSkewed(skew::Skew),
+    /// This node's clock agrees with its peers' again: it coordinates writes again.
+    ClockRecovered {
+        /// The estimated offset from its peers now, if any peer has an estimate.
+        offset_ms: Option<i64>,
+    },
     /// The node moved a token after handing its range `(to, from]` off (migration).
     TokenMoved {
         /// The token's old position.
@@ -291,6 +300,10 @@ pub struct Node<S: Store> {
     state: NodeState,
     watch: Watches,
     peer_stats: guard::PeerStats,
+    /// Hybrid-clock stamps of membership messages and peers' clock offsets.
+    clocks: skew::ClockWatch,
+    /// The wall time of the latest input, for stamping what membership sends.
+    wall_ms: Millis,
     durability: Durability,
     /// Outputs as produced; [`Node::poll_output`] passes each through [`Durability`].
     outputs: VecDeque<Output>,
@@ -345,6 +358,8 @@ impl<S: Store> Node<S> {
             state,
             watch: Watches::default(),
             peer_stats: guard::PeerStats::default(),
+            clocks: skew::ClockWatch::default(),
+            wall_ms: 0,
             durability: Durability::default(),
             outputs: VecDeque::new(),
             ready: VecDeque::new(),
@@ -532,6 +547,7 @@ impl<S: Store> Node<S> {
     /// `Syncing`: it must hand its ranges off from the cluster's owners before it serves
     /// them, exactly like a node that joined from the start.
     pub fn join(&mut self, now: Millis, seed_addr: impl Into<String>) {
+        self.wall_ms = now;
         self.join_requested = true;
         if self.membership.me().status == crate::membership::Status::Alive
             && self.membership.size() <= 1
@@ -589,7 +605,9 @@ impl<S: Store> Node<S> {
     /// Fires due timers: membership probes and gossip, request timeouts, hints,
     /// anti-entropy and hand-off rounds, the tombstone collector, migration decisions.
     pub fn tick(&mut self, now: Millis) {
+        self.wall_ms = now;
         self.membership.tick(now);
+        self.assess_clock(now);
         self.collect_membership();
         coordinator::expire(self, now);
         scan::expire(self, now);
@@ -639,6 +657,7 @@ impl<S: Store> Node<S> {
 
     /// Handles a client's request.
     pub fn handle_client(&mut self, now: Millis, client: ClientId, req: ClientRequest) {
+        self.wall_ms = now;
         coordinator::start(self, now, client, req);
         self.pump_watches(now);
     }
@@ -646,11 +665,15 @@ impl<S: Store> Node<S> {
     /// Handles a message from node `from`. Requests from nodes that are not current
     /// members of this node's view are ignored (see [`guard`]).
     pub fn handle_peer(&mut self, now: Millis, from: NodeId, msg: Message) {
+        self.wall_ms = now;
         if !self.admits(from, &msg) {
             return;
         }
         match msg {
             Message::Gossip(m) => {
+                if self.clocks.receive(&mut self.clock, now, from, &m) {
+                    self.assess_clock(now);
+                }
                 self.membership.handle(now, from, m);
                 self.collect_membership();
             }
@@ -755,6 +778,36 @@ impl<S: Store> Node<S> {
         })
     }
 
+    /// Recomputes whether this node's clock is off from its peers' and reports a change.
+    fn assess_clock(&mut self, now: Millis) {
+        let max = self.clock.max_offset_ms();
+        let membership = &self.membership;
+        let live = |id: NodeId| {
+            id != membership.me().id
+                && membership
+                    .member(id)
+                    .is_some_and(|m| matches!(m.status, Status::Alive | Status::Syncing))
+        };
+        match self.clocks.assess(now, max, live) {
+            Some(Some(skew)) => self.outputs.push_back(Output::Event(NodeEvent::ClockSkewed(skew))),
+            Some(None) => {
+                let offset_ms = self.clocks.offset_ms();
+                self.outputs.push_back(Output::Event(NodeEvent::ClockRecovered { offset_ms }))
+            }
+            None => {}
+        }
+    }
+
+    /// The largest timestamp this node's hybrid clock issued or adopted.
+    pub fn clock_last(&self) -> crate::clock::Timestamp {
+        self.clock.last()
+    }
+
+    /// This node's clock bookkeeping: offsets of its peers, whether its own is off.
+    pub fn clocks(&self) -> &skew::ClockWatch {
+        &self.clocks
+    }
+
     fn send(&mut self, to: NodeId, msg: Message) {
         let addr = self.membership.member(to).map(|m| m.addr.clone()).unwrap_or_default();
         self.outputs.push_back(Output::Send { to, addr, msg });
@@ -765,10 +818,12 @@ impl<S: Store> Node<S> {
     fn collect_membership(&mut self) {
         while let Some(o) = self.membership.poll_output() {
             let out = match o {
-                MembershipOutput::Send { to, addr, msg } => {
+                MembershipOutput::Send { to, addr, mut msg } => {
+                    self.clocks.stamp(&mut self.clock, self.wall_ms, Some(to), &mut msg);
                     Output::Send { to, addr, msg: Message::Gossip(msg) }
                 }
-                MembershipOutput::SendAddr { addr, msg } => {
+                MembershipOutput::SendAddr { addr, mut msg } => {
+                    self.clocks.stamp(&mut self.clock, self.wall_ms, None, &mut msg);
                     Output::SendAddr { addr, msg: Message::Gossip(msg) }
                 }
                 MembershipOutput::Event(e) => {

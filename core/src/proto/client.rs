@@ -395,6 +395,10 @@ pub struct NodeStats {
     /// How this node's storage is doing: full (new data refused) or failing.
     #[serde(default)]
     pub storage: crate::store::StorageHealth,
+    /// The node's clock compared with its peers' (see `node::skew`); boxed to keep
+    /// [`Reply`] small.
+    #[serde(default)]
+    pub clock: Box<ClockStats>,
 }
 
 /// How many members a node knows in each status.
@@ -574,6 +578,22 @@ impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A node's clock compared with its peers' (part of [`NodeStats`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ClockStats {
+    /// The node's estimated offset from its peers' clocks in ms (negative: behind),
+    /// from probe round trips; `None` before any peer answered a probe.
+    pub offset_ms: Option<i64>,
+    /// Why the node does not coordinate writes now (its clock is off from its peers'
+    /// by more than the max offset), or `None` while it does.
+    pub skewed: Option<String>,
+    /// Peer timestamps ignored by the hybrid clock for being further ahead of the
+    /// local wall clock than the max offset.
+    pub ahead_ignored: u64,
+    /// The max offset, in ms.
+    pub max_offset_ms: u64,
 }
 
 /// How many of a key's replicas must answer before the coordinator replies.

@@ -129,6 +129,7 @@ mod tests {
                 seq: 3,
                 sender: me.clone(),
                 updates: vec![me],
+                clock: None,
             }),
         ];
         for m in messages {

@@ -196,18 +196,23 @@ fn watch(m: &WatchMessage) -> usize {
 }
 
 fn gossip(m: &MembershipMessage) -> usize {
-    match m {
-        MembershipMessage::Ping { sender, updates, .. } => INT + member(sender) + members(updates),
-        MembershipMessage::Ack { on_behalf, sender, updates, .. } => {
-            INT + opt_int(on_behalf) + member(sender) + members(updates)
+    // The clock stamp: its field array, two integers and the optional echo.
+    let clock = m.clock().map_or(0, |c| 1 + 2 * INT + opt_int(&c.echo_ms));
+    clock
+        + match m {
+            MembershipMessage::Ping { sender, updates, .. } => {
+                INT + member(sender) + members(updates)
+            }
+            MembershipMessage::Ack { on_behalf, sender, updates, .. } => {
+                INT + opt_int(on_behalf) + member(sender) + members(updates)
+            }
+            MembershipMessage::PingReq { target_addr, sender, updates, .. } => {
+                2 * INT + blob(target_addr.len()) + member(sender) + members(updates)
+            }
+            MembershipMessage::PushPull { members: ms, .. } => members(ms) + 1,
+            MembershipMessage::Join { member: m, .. } => member(m),
+            MembershipMessage::Gossip { sender, updates, .. } => member(sender) + members(updates),
         }
-        MembershipMessage::PingReq { target_addr, sender, updates, .. } => {
-            2 * INT + blob(target_addr.len()) + member(sender) + members(updates)
-        }
-        MembershipMessage::PushPull { members: ms, .. } => members(ms) + 1,
-        MembershipMessage::Join { member: m } => member(m),
-        MembershipMessage::Gossip { sender, updates } => member(sender) + members(updates),
-    }
 }
 
 #[cfg(test)]
@@ -392,12 +397,14 @@ mod tests {
                 seq: 77,
                 sender: member(1),
                 updates: vec![member(2), member(3)],
+                clock: None,
             }),
             PeerMessage::Gossip(MembershipMessage::Ack {
                 seq: 77,
                 on_behalf: Some(NODE),
                 sender: member(2),
                 updates: vec![],
+                clock: None,
             }),
             PeerMessage::Gossip(MembershipMessage::PingReq {
                 seq: 78,
@@ -405,15 +412,18 @@ mod tests {
                 target_addr: "10.0.0.9:7453".into(),
                 sender: member(1),
                 updates: vec![member(4).with(Status::Syncing, 2)],
+                clock: None,
             }),
             PeerMessage::Gossip(MembershipMessage::PushPull {
                 members: (0..50).map(member).collect(),
                 reply: true,
+                clock: None,
             }),
-            PeerMessage::Gossip(MembershipMessage::Join { member: member(5) }),
+            PeerMessage::Gossip(MembershipMessage::Join { member: member(5), clock: None }),
             PeerMessage::Gossip(MembershipMessage::Gossip {
                 sender: member(1),
                 updates: vec![member(6).with(Status::Left, 9)],
+                clock: None,
             }),
         ]
     }
