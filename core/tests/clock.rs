@@ -158,7 +158,7 @@ fn the_coordinator_restamps_a_bounded_number_of_times_then_answers_conflict() {
     let (mut writes, replies) = sim
         .act(NodeId(1), |p, now| {
             let op = set("k", "v", Consistency::All);
-            p.request(now, 7, ClientRequest { id: 1, op });
+            p.request(now, 7, ClientRequest { id: 1, op, seen: None });
             outputs(p)
         })
         .unwrap();
@@ -339,4 +339,61 @@ fn membership_messages_advance_hybrid_clocks() {
     assert!(stats.clock.ahead_ignored > 0, "{:?}", stats.clock);
     let last = sim.process(NodeId(2)).unwrap().node.clock_last();
     assert!(last.physical_ms() < sim.now() + 1_000, "never adopted: {last}");
+}
+
+/// Sends `op` to `node` as client 7 with `seen`, and runs until the whole answer
+/// (its `ts` included) arrives.
+fn call_seen(
+    sim: &mut Cluster,
+    node: u64,
+    op: Op,
+    seen: Option<Timestamp>,
+) -> dhrt_core::proto::ClientResponse {
+    let id = sim.rng().next_u64();
+    sim.act(NodeId(node), |p, now| p.request(now, 7, ClientRequest { id, op, seen }));
+    for _ in 0..100 {
+        sim.run_for(100);
+        for (_, _, e) in sim.take_events() {
+            if let NodeOutput::Reply { resp, .. } = e {
+                if resp.id == id {
+                    return resp;
+                }
+            }
+        }
+    }
+    panic!("no answer")
+}
+
+/// Every answer carries the node's clock; a client passing the newest it saw has its
+/// next write stamped above it through a node whose clock is behind (within the max
+/// offset, so nothing else would notice), and a `seen` too far ahead is refused.
+#[test]
+fn a_client_passing_what_it_saw_is_stamped_above_it_through_any_node() {
+    let mut sim = memory_cluster(3, NetConfig::lan(), 17, |_| {});
+    sim.run_for(3_000);
+    sim.set_skew(NodeId(3), -400);
+    let first = call_seen(&mut sim, 1, set("k", "v1", Consistency::Quorum), None);
+    let Reply::Written { ts: written } = first.result else { panic!("{first:?}") };
+    let clock = first.ts.expect("answers carry the clock");
+    assert!(clock >= written);
+    let read = call_seen(
+        &mut sim,
+        2,
+        Op::Get { collection: "users".into(), key: key("k"), consistency: Consistency::One },
+        Some(clock),
+    );
+    assert!(read.ts.is_some_and(|t| t >= clock), "{read:?}");
+    let second = call_seen(&mut sim, 3, set("other", "v", Consistency::One), read.ts);
+    match second.result {
+        Reply::Written { ts } => assert!(ts > clock, "{ts} above {clock}"),
+        other => panic!("{other:?}"),
+    }
+    let future = Timestamp::from_parts(sim.now() + 10_000, 0);
+    let refused = call_seen(&mut sim, 2, set("k", "v", Consistency::One), Some(future));
+    match refused.result {
+        Reply::Error { code: ErrorCode::InvalidInput, message, .. } => {
+            assert!(message.contains("NTP"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
 }

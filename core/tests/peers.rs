@@ -394,7 +394,7 @@ fn a_read_reply_from_the_future_is_neither_returned_nor_repaired_into_the_store(
         Message::Gossip(MembershipMessage::Gossip { sender: two, updates: vec![], clock: None }),
     );
     while node.poll_output().is_some() {}
-    node.handle_client(20, 7, ClientRequest { id: 1, op: get("k") });
+    node.handle_client(20, 7, ClientRequest { id: 1, op: get("k"), seen: None });
     let mut req = None;
     while let Some(o) = node.poll_output() {
         if let Output::Send {
@@ -411,7 +411,7 @@ fn a_read_reply_from_the_future_is_neither_returned_nor_repaired_into_the_store(
     node.handle_peer(30, NodeId(2), Message::Replica(reply));
     let mut answered = None;
     while let Some(o) = node.poll_output() {
-        if let Output::Reply { resp: ClientResponse { id: 1, result }, .. } = o {
+        if let Output::Reply { resp: ClientResponse { id: 1, result, .. }, .. } = o {
             answered = Some(result);
         }
     }

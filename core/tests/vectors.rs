@@ -542,6 +542,7 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
                     consistency: Consistency::Quorum,
                     ttl_ms: Some(60_000),
                 },
+                seen: None,
             }),
         ),
         (
@@ -554,6 +555,7 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
                     key: b(b"hello"),
                     consistency: Consistency::N(2),
                 },
+                seen: None,
             }),
         ),
         (
@@ -562,6 +564,7 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
             Message::Response(ClientResponse {
                 id: 43,
                 result: Reply::Value { value: Some(b(b"world")), ts: Some(t(0, 3)) },
+                ts: None,
             }),
         ),
         (
@@ -570,6 +573,7 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
             Message::Response(ClientResponse {
                 id: 44,
                 result: Reply::Value { value: None, ts: None },
+                ts: None,
             }),
         ),
         (
@@ -582,6 +586,7 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
                     message: "1 of 2 replicas answered".into(),
                     acked: Some((1, 2)),
                 },
+                ts: None,
             }),
         ),
         (

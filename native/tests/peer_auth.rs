@@ -214,7 +214,8 @@ async fn a_peer_link_cannot_send_client_requests() {
         consistency: Consistency::One,
         ttl_ms: None,
     };
-    let frame = wire::encode(&Message::Request(ClientRequest { id: 1, op: set })).unwrap();
+    let frame =
+        wire::encode(&Message::Request(ClientRequest { id: 1, op: set, seen: None })).unwrap();
     ws.send(Ws::Binary(frame.into())).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let client = Client::connect(&n1.addr).await.unwrap();

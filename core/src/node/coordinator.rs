@@ -206,8 +206,10 @@ pub(super) fn expire<S: Store>(node: &mut Node<S>, now: Millis) {
                 acked: Some((answered, required)),
             };
             let client = p.client;
-            node.outputs
-                .push_back(Output::Reply { client, resp: ClientResponse { id: p.id, result } });
+            node.outputs.push_back(Output::Reply {
+                client,
+                resp: ClientResponse { id: p.id, result, ts: None },
+            });
         }
         read_repair(node, &p);
         keep_hints(node, now, &p);
@@ -286,6 +288,14 @@ pub(super) fn start<S: Store>(
     let reply = |node: &mut Node<S>, resp: ClientResponse| {
         node.outputs.push_back(Output::Reply { client, resp });
     };
+    // Whatever the client saw is adopted before anything is stamped: its next write is
+    // stamped above it, through any node.
+    if let Some(seen) = req.seen {
+        if let Err(e) = node.clock.update(seen, now) {
+            let msg = format!("the client's last seen timestamp is not acceptable: {e}");
+            return reply(node, error(id, ErrorCode::InvalidInput, msg));
+        }
+    }
     if let Some(cost) = request_cost(&req.op) {
         let limits = node.config.pending;
         // Scans count too: each page being assembled may hold up to its byte budget.
@@ -322,11 +332,11 @@ pub(super) fn start<S: Store>(
         }
         Op::Stats => {
             let stats = local_stats(node);
-            reply(node, ClientResponse { id, result: Reply::Stats(stats) });
+            reply(node, ClientResponse { id, result: Reply::Stats(stats), ts: None });
         }
         Op::Ring => {
             let members = node.ring();
-            reply(node, ClientResponse { id, result: Reply::Ring { members } });
+            reply(node, ClientResponse { id, result: Reply::Ring { members }, ts: None });
         }
         scan @ Op::Scan { .. } => super::scan::start(node, now, client, id, scan),
         op @ (Op::Watch { .. } | Op::Unwatch { .. } | Op::Sync { .. }) => {
@@ -554,6 +564,11 @@ fn start_read<S: Store>(
             match entries {
                 Ok(entries) => {
                     for (i, entry) in indices.into_iter().zip(entries) {
+                        if let Some(e) = &entry {
+                            // So the answer's `ts` covers it (entries synced in may not
+                            // have passed through the clock); refused only if far ahead.
+                            let _ = node.clock.update(e.ts, now);
+                        }
                         states[i].answers.insert(me, entry);
                     }
                 }
@@ -751,6 +766,7 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
                     ),
                     acked: Some((answered, required)),
                 },
+                ts: None,
             };
             let client = p.client;
             node.outputs.push_back(Output::Reply { client, resp });
@@ -767,6 +783,7 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
             let resp = ClientResponse {
                 id: p.id,
                 result: Reply::Error { code, message, acked: Some((answered, required)) },
+                ts: None,
             };
             let client = p.client;
             node.outputs.push_back(Output::Reply { client, resp });
@@ -794,7 +811,7 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
                     }
                 }
             };
-            let (client, resp) = (p.client, ClientResponse { id: p.id, result });
+            let (client, resp) = (p.client, ClientResponse { id: p.id, result, ts: None });
             node.outputs.push_back(Output::Reply { client, resp });
         }
     }

@@ -563,18 +563,32 @@ impl<S: Store> Node<S> {
     /// The next output that may leave now, if any: outputs that wait for a commit are
     /// held back until it ends (see [`durability`]).
     pub fn poll_output(&mut self) -> Option<Output> {
-        loop {
+        let out = loop {
             if let Some(out) = self.ready.pop_front() {
-                return Some(out);
+                break out;
             }
             let out = self.outputs.pop_front()?;
             if self.replica.store().durable_on_write() {
-                return Some(out);
+                break out;
             }
             if let Some(out) = self.durability.admit(self.replica.writes(), out) {
-                return Some(out);
+                break out;
+            }
+        };
+        Some(self.stamp_reply(out))
+    }
+
+    /// Every answer carries the clock as it leaves ([`ClientResponse::ts`]): at or above
+    /// every write it acknowledges and every entry it shows, since both went through
+    /// the clock.
+    fn stamp_reply(&self, mut out: Output) -> Output {
+        if let Output::Reply { resp, .. } = &mut out {
+            let last = self.clock.last();
+            if resp.ts.is_none() && last > crate::clock::Timestamp::ZERO {
+                resp.ts = Some(last);
             }
         }
+        out
     }
 
     /// For the simulator only: lets sync session ends (`Done`, empty steps) leave at once

@@ -193,6 +193,7 @@ impl Piece {
                 ),
                 acked: Some((answered, required)),
             },
+            ts: None,
         }
     }
 }
@@ -352,7 +353,8 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
 /// Answers the page; with a cursor unless the walk is `complete`.
 fn finish<S: Store>(node: &mut Node<S>, scan: Scan, complete: bool) {
     let cursor = (!complete).then(|| scan.cursor.encode());
-    let resp = ClientResponse { id: scan.id, result: Reply::Page { items: scan.items, cursor } };
+    let resp =
+        ClientResponse { id: scan.id, result: Reply::Page { items: scan.items, cursor }, ts: None };
     reply(node, scan.client, resp);
 }
 
@@ -416,7 +418,7 @@ pub(super) fn expire<S: Store>(node: &mut Node<S>, now: Millis) {
             message,
             acked: Some((answered, required)),
         };
-        reply(node, scan.client, ClientResponse { id: scan.id, result });
+        reply(node, scan.client, ClientResponse { id: scan.id, result, ts: None });
     }
 }
 

@@ -65,6 +65,13 @@ pub struct ClientRequest {
     pub id: u64,
     /// What the client asks for.
     pub op: Op,
+    /// The newest timestamp the client has seen in a reply (see
+    /// [`ClientResponse::ts`]), from any node. The coordinator adopts it into its clock
+    /// before it stamps anything, so the client's next write is stamped above everything
+    /// it saw; one further ahead of the node's clock than the max offset is refused
+    /// (`invalid_input`). Omitted from the frame when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<Timestamp>,
 }
 
 /// An operation a client can request.
@@ -250,12 +257,18 @@ pub struct ClientResponse {
     pub id: u64,
     /// The answer.
     pub result: Reply,
+    /// The answering node's hybrid clock when the answer left: at or above the stamp of
+    /// any write acknowledged and any entry read in it. Clients keep the newest they
+    /// saw and pass it as [`ClientRequest::seen`]. Omitted from the frame when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<Timestamp>,
 }
 
 impl ClientResponse {
     /// An error answer to request `id`.
     pub fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> Self {
-        ClientResponse { id, result: Reply::Error { code, message: message.into(), acked: None } }
+        let result = Reply::Error { code, message: message.into(), acked: None };
+        ClientResponse { id, result, ts: None }
     }
 }
 
@@ -891,8 +904,8 @@ mod tests {
     #[test]
     fn client_messages_are_encoded_as_messages_are() {
         use crate::{proto::Message, wire};
-        let req = ClientRequest { id: 9, op: Op::Stats };
-        let resp = ClientResponse { id: 9, result: Reply::Written { ts: Timestamp(77) } };
+        let req = ClientRequest { id: 9, op: Op::Stats, seen: None };
+        let resp = ClientResponse { id: 9, result: Reply::Written { ts: Timestamp(77) }, ts: None };
         let a = wire::encode(&Message::Request(req.clone())).unwrap();
         let b = wire::encode_with_limit(&ClientMessage::Request(req.clone()), usize::MAX).unwrap();
         assert_eq!(a, b);
