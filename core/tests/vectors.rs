@@ -646,6 +646,32 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
             "Sync session 7: Done",
             Message::Sync(SyncMessage { session: 7, body: SyncBody::Done }),
         ),
+        (
+            "client set with seen",
+            "Request 46: Set users/ada = lovelace, consistency one, no ttl; the client has \
+             seen ts (1700000000000 ms, counter 9)",
+            Message::Request(ClientRequest {
+                id: 46,
+                op: Op::Set {
+                    collection: "users".into(),
+                    key: b(b"ada"),
+                    value: b(b"lovelace"),
+                    consistency: Consistency::One,
+                    ttl_ms: None,
+                },
+                seen: Some(t(0, 9)),
+            }),
+        ),
+        (
+            "written response with clock",
+            "Response 46: Written at ts (1700000000000 ms, counter 10); the node's clock \
+             (1700000000001 ms, counter 0)",
+            Message::Response(ClientResponse {
+                id: 46,
+                result: Reply::Written { ts: t(0, 10) },
+                ts: Some(t(1, 0)),
+            }),
+        ),
     ]
 }
 
