@@ -513,9 +513,8 @@ pub enum ErrorCode {
     StorageFull,
     /// A write lost to a newer write of the same key that a replica already held, and
     /// re-stamping it above that write did not win within the coordinator's bounded
-    /// attempts (see `node::coordinator::restamp`), or the newer write is stamped further
-    /// ahead of the coordinator's clock than the max offset. Nothing is acknowledged;
-    /// retrying writes it above what the replicas hold.
+    /// attempts (see `node::coordinator::restamp`). Nothing is acknowledged; retrying
+    /// writes it above what the replicas hold.
     Conflict,
 }
 

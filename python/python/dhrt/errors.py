@@ -171,10 +171,8 @@ class StorageFullError(_Replicas, UnavailableError):
 
 class ConflictError(_Replicas, UnavailableError):
     """The write lost to a newer write of the same key that a replica already held,
-    and re-stamping it above that write did not win within the node's bounded attempts
-    (or the newer write was stamped further ahead of the node's clock than the max
-    offset: check NTP). Nothing was acknowledged; retrying writes above what the
-    replicas hold."""
+    and re-stamping it above that write did not win within the node's bounded attempts.
+    Nothing was acknowledged; retrying writes above what the replicas hold."""
 
     code = "conflict"
 

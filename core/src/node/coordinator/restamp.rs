@@ -19,9 +19,13 @@
 //!   replica again under a fresh request number, so acknowledgements of the old stamp
 //!   never count for the new one ([`on_newer`]). Deletes are entries (tombstones) and
 //!   re-stamp the same way; a hint kept at the timeout carries the final entry. After
-//!   [`MAX_RESTAMPS`] attempts, or when the newer timestamp is further ahead of this
-//!   node's wall clock than the max offset (the clock cannot adopt it), the client gets
-//!   [`ErrorCode::Conflict`] — never a 200 for a write that lost.
+//!   [`MAX_RESTAMPS`] attempts the client gets [`ErrorCode::Conflict`] — never a 200
+//!   for a write that lost.
+//! - **A version from a broken clock** — further ahead of this node's wall clock than
+//!   the max offset, so the clock cannot adopt it (and every other replica refuses it) —
+//!   does not block the key: that replica counts as refusing the write (no
+//!   acknowledgement, no hint), and the write succeeds if the other replicas make its
+//!   consistency, else fails as refused by too many replicas.
 //! - **After the answer** a `newer` means a concurrent write reached that replica later
 //!   than ours; the client's answer stands and that replica is simply not hinted (it
 //!   holds something newer).
@@ -164,11 +168,19 @@ pub(super) fn on_newer<S: Store>(
         return conflict(node, now, from, req, msg);
     }
     if let Err(e) = node.clock.update(newer, now) {
-        let msg = format!(
-            "a replica holds a newer write of the key that this node cannot stamp above: \
-             {e}; nothing was acknowledged"
-        );
-        return conflict(node, now, from, req, msg);
+        // Stamped by a broken clock (more than the max offset ahead of ours, refused
+        // everywhere else): that replica does not acknowledge, and does not block the
+        // write either — the others may still make its consistency.
+        if let Some(p) = node.coordinator.pending.get_mut(&req) {
+            if let Kind::Write { errors, .. } = &mut p.kind {
+                errors.push(format!(
+                    "{from}: holds a write of the key stamped {newer}, which this node \
+                     cannot stamp above ({e}): not acknowledged"
+                ));
+            }
+            p.refused.push(from);
+        }
+        return progress(node, now, req);
     }
     let Some(mut p) = node.coordinator.remove(req) else { return };
     let ts = node.clock.now(now);
