@@ -69,8 +69,8 @@ fn replies(node: &mut Node<Faulty>) -> Vec<ClientResponse> {
 fn a_written_answer_waits_for_its_commit_and_a_read_of_it_too() {
     let (mut node, handle) = lone_node();
     let now = 6_000;
-    node.handle_client(now, 1, ClientRequest { id: 1, op: set("k", "v") });
-    node.handle_client(now, 1, ClientRequest { id: 2, op: get("k", Consistency::One) });
+    node.handle_client(now, 1, ClientRequest { id: 1, op: set("k", "v"), seen: None });
+    node.handle_client(now, 1, ClientRequest { id: 2, op: get("k", Consistency::One), seen: None });
     assert!(replies(&mut node).is_empty(), "nothing answered before the commit began");
     let commit = node.flush_begin(now).unwrap();
     let job = commit.job.expect("a disk store has a wait");
@@ -82,12 +82,12 @@ fn a_written_answer_waits_for_its_commit_and_a_read_of_it_too() {
     node.committed(now, commit.epoch, Ok(()));
     let got = replies(&mut node);
     assert!(
-        matches!(got[..], [ClientResponse { id: 1, result: Reply::Written { .. } }, _]),
+        matches!(got[..], [ClientResponse { id: 1, result: Reply::Written { .. }, .. }, _]),
         "{got:?}"
     );
     assert!(matches!(&got[1].result, Reply::Value { value: Some(v), .. } if v == "v"), "{got:?}");
     // A read with nothing uncommitted leaves at once.
-    node.handle_client(now, 1, ClientRequest { id: 3, op: get("k", Consistency::One) });
+    node.handle_client(now, 1, ClientRequest { id: 3, op: get("k", Consistency::One), seen: None });
     assert_eq!(replies(&mut node).len(), 1);
 }
 
@@ -96,7 +96,7 @@ fn a_failed_commit_answers_not_committed_and_the_node_recovers_by_itself() {
     for torn in [false, true] {
         let (mut node, handle) = lone_node();
         let now = 6_000;
-        node.handle_client(now, 1, ClientRequest { id: 1, op: set("k", "v") });
+        node.handle_client(now, 1, ClientRequest { id: 1, op: set("k", "v"), seen: None });
         handle.arm(|f| if torn { f.torn_syncs = 1 } else { f.failing_syncs = 1 });
         let commit = node.flush_begin(now).unwrap();
         let result = commit.job.unwrap()();
@@ -104,7 +104,7 @@ fn a_failed_commit_answers_not_committed_and_the_node_recovers_by_itself() {
         node.committed(now, commit.epoch, result);
         let got = replies(&mut node);
         match &got[..] {
-            [ClientResponse { id: 1, result: Reply::Error { code, message, .. } }] => {
+            [ClientResponse { id: 1, result: Reply::Error { code, message, .. }, .. }] => {
                 assert_eq!(*code, ErrorCode::Unavailable);
                 assert!(
                     message.contains("not committed") && message.contains("retry"),
@@ -125,7 +125,7 @@ fn a_failed_commit_answers_not_committed_and_the_node_recovers_by_itself() {
             while node.poll_output().is_some() {}
         }
         assert_eq!(node.membership().me().status, Status::Alive);
-        node.handle_client(now + 5_000, 1, ClientRequest { id: 2, op: set("k", "w") });
+        node.handle_client(now + 5_000, 1, ClientRequest { id: 2, op: set("k", "w"), seen: None });
         node.flush(now + 5_000).unwrap();
         assert!(matches!(
             replies(&mut node)[..],
@@ -137,7 +137,7 @@ fn a_failed_commit_answers_not_committed_and_the_node_recovers_by_itself() {
 #[test]
 fn a_commit_that_cannot_begin_fails_at_once() {
     let (mut node, handle) = lone_node();
-    node.handle_client(6_000, 1, ClientRequest { id: 1, op: set("k", "v") });
+    node.handle_client(6_000, 1, ClientRequest { id: 1, op: set("k", "v"), seen: None });
     handle.arm(|f| f.failing_begins = 1);
     assert!(node.flush_begin(6_000).is_err());
     let got = replies(&mut node);
@@ -158,7 +158,7 @@ fn memory_nodes_hold_nothing_back() {
         node.tick(now);
         while node.poll_output().is_some() {}
     }
-    node.handle_client(6_000, 1, ClientRequest { id: 1, op: set("k", "v") });
+    node.handle_client(6_000, 1, ClientRequest { id: 1, op: set("k", "v"), seen: None });
     let written = std::iter::from_fn(|| node.poll_output()).any(|o| {
         matches!(
             o,
@@ -172,12 +172,16 @@ fn memory_nodes_hold_nothing_back() {
 #[test]
 fn a_read_error_is_an_error_never_not_found() {
     let (mut node, handle) = lone_node();
-    node.handle_client(6_000, 1, ClientRequest { id: 1, op: set("k", "v") });
+    node.handle_client(6_000, 1, ClientRequest { id: 1, op: set("k", "v"), seen: None });
     node.flush(6_000).unwrap();
     replies(&mut node);
     handle.arm(|f| f.read_errors = true);
     for (id, key) in [(2, "k"), (3, "absent")] {
-        node.handle_client(6_000, 1, ClientRequest { id, op: get(key, Consistency::One) });
+        node.handle_client(
+            6_000,
+            1,
+            ClientRequest { id, op: get(key, Consistency::One), seen: None },
+        );
         let got = replies(&mut node);
         match &got[..] {
             [ClientResponse { result: Reply::Error { code, message, .. }, .. }] => {
@@ -196,11 +200,11 @@ fn scan(consistency: Consistency) -> Op {
 #[test]
 fn a_scan_that_cannot_read_the_store_is_an_error_never_an_empty_page() {
     let (mut node, handle) = lone_node();
-    node.handle_client(6_000, 1, ClientRequest { id: 1, op: set("k", "v") });
+    node.handle_client(6_000, 1, ClientRequest { id: 1, op: set("k", "v"), seen: None });
     node.flush(6_000).unwrap();
     replies(&mut node);
     handle.arm(|f| f.read_errors = true);
-    node.handle_client(6_000, 1, ClientRequest { id: 2, op: scan(Consistency::One) });
+    node.handle_client(6_000, 1, ClientRequest { id: 2, op: scan(Consistency::One), seen: None });
     match &replies(&mut node)[..] {
         [ClientResponse {
             result: Reply::Error { code: ErrorCode::Internal, message, .. }, ..
@@ -324,8 +328,8 @@ fn a_disk_stall_longer_than_the_probe_timeout_does_not_get_a_node_suspected() {
 fn a_read_held_for_a_failed_commit_is_an_error_never_the_uncommitted_value() {
     let (mut node, handle) = lone_node();
     let now = 6_000;
-    node.handle_client(now, 1, ClientRequest { id: 1, op: set("k", "v") });
-    node.handle_client(now, 1, ClientRequest { id: 2, op: get("k", Consistency::One) });
+    node.handle_client(now, 1, ClientRequest { id: 1, op: set("k", "v"), seen: None });
+    node.handle_client(now, 1, ClientRequest { id: 2, op: get("k", Consistency::One), seen: None });
     handle.arm(|f| f.failing_syncs = 1);
     let commit = node.flush_begin(now).unwrap();
     let result = commit.job.unwrap()();
@@ -346,15 +350,15 @@ fn a_watch_whose_event_was_not_committed_ends_with_an_error() {
     let (mut node, handle) = lone_node();
     let now = 6_000;
     let watch = Op::Watch { collection: "c".into(), prefix: None };
-    node.handle_client(now, 7, ClientRequest { id: 1, op: watch });
+    node.handle_client(now, 7, ClientRequest { id: 1, op: watch, seen: None });
     for t in (now..now + 500).step_by(50) {
         node.tick(t);
         node.flush(t).unwrap();
     }
     let opened = replies(&mut node);
-    assert!(matches!(opened[..], [ClientResponse { id: 1, result: Reply::Ok }]), "{opened:?}");
+    assert!(matches!(opened[..], [ClientResponse { id: 1, result: Reply::Ok, .. }]), "{opened:?}");
     let now = now + 500;
-    node.handle_client(now, 1, ClientRequest { id: 2, op: set("k", "v") });
+    node.handle_client(now, 1, ClientRequest { id: 2, op: set("k", "v"), seen: None });
     handle.arm(|f| f.failing_syncs = 1);
     let commit = node.flush_begin(now).unwrap();
     let result = commit.job.unwrap()();
@@ -399,12 +403,12 @@ fn requests_past_the_pending_bound_are_refused_at_once_and_nothing_is_written() 
         ttl_ms: None,
     };
     // The first write is pending until its commit; the second would pass the bound.
-    node.handle_client(now, 1, ClientRequest { id: 1, op: big("a") });
-    node.handle_client(now, 1, ClientRequest { id: 2, op: big("b") });
+    node.handle_client(now, 1, ClientRequest { id: 1, op: big("a"), seen: None });
+    node.handle_client(now, 1, ClientRequest { id: 2, op: big("b"), seen: None });
     assert!(node.coordinator().bytes_in_flight() >= 1_000);
     let refused = replies(&mut node);
     match &refused[..] {
-        [ClientResponse { id: 2, result: Reply::Error { code, message, .. } }] => {
+        [ClientResponse { id: 2, result: Reply::Error { code, message, .. }, .. }] => {
             assert_eq!(*code, ErrorCode::Unavailable);
             assert!(message.contains("overloaded") && message.contains("retry"), "{message}");
         }
@@ -415,15 +419,15 @@ fn requests_past_the_pending_bound_are_refused_at_once_and_nothing_is_written() 
     node.flush(now).unwrap();
     assert!(matches!(
         replies(&mut node)[..],
-        [ClientResponse { id: 1, result: Reply::Written { .. } }]
+        [ClientResponse { id: 1, result: Reply::Written { .. }, .. }]
     ));
     assert_eq!(node.coordinator().bytes_in_flight(), 0);
     // Once the first completed, there is room again.
-    node.handle_client(now, 1, ClientRequest { id: 3, op: big("b") });
+    node.handle_client(now, 1, ClientRequest { id: 3, op: big("b"), seen: None });
     node.flush(now).unwrap();
     assert!(matches!(
         replies(&mut node)[..],
-        [ClientResponse { id: 3, result: Reply::Written { .. } }]
+        [ClientResponse { id: 3, result: Reply::Written { .. }, .. }]
     ));
 }
 
@@ -439,7 +443,7 @@ fn scans_count_among_the_requests_in_flight() {
         ttl_ms: None,
     };
     // The write is pending until its commit: the one request allowed.
-    node.handle_client(now, 1, ClientRequest { id: 1, op: write });
+    node.handle_client(now, 1, ClientRequest { id: 1, op: write, seen: None });
     let scan = Op::Scan {
         collection: "c".into(),
         cursor: None,
@@ -447,11 +451,12 @@ fn scans_count_among_the_requests_in_flight() {
         limit: 0,
         consistency: Consistency::One,
     };
-    node.handle_client(now, 1, ClientRequest { id: 2, op: scan });
+    node.handle_client(now, 1, ClientRequest { id: 2, op: scan, seen: None });
     match &replies(&mut node)[..] {
         [ClientResponse {
             id: 2,
             result: Reply::Error { code: ErrorCode::Unavailable, message, .. },
+            ..
         }] => {
             assert!(message.contains("overloaded"), "{message}");
         }

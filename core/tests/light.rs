@@ -165,7 +165,7 @@ impl Harness {
                     if !self.sim.is_running(node) {
                         self.close_conn(&addr);
                     } else if let Some(result) = self.serve(&addr, &req) {
-                        let resp = ClientResponse { id: req.id, result };
+                        let resp = ClientResponse { id: req.id, result, ts: None };
                         let frame = wire::encode(&Message::Response(resp)).unwrap();
                         let now = self.now();
                         self.peer.handle_frame(now, &addr, &frame);
@@ -511,4 +511,34 @@ fn a_read_token_reads_and_watches_but_its_writes_are_forbidden() {
     let w = h.peer.watch(h.now(), C, None);
     assert!(h.run_until(|h| h.status_seen(w, |s| *s == StreamStatus::Live), 5_000));
     assert_auth_first(&h, "read-token");
+}
+
+/// The light peer keeps the newest timestamp answers carried and passes it with every
+/// request ([`ClientRequest::seen`]), so its next write is stamped above what it saw.
+#[test]
+fn the_light_peer_passes_the_newest_timestamp_it_has_seen() {
+    let mut peer = LightPeer::new(vec!["a:1".into()], LightConfig::default());
+    let sent = |peer: &mut LightPeer| -> Vec<ClientRequest> {
+        let mut out = Vec::new();
+        while let Some(o) = peer.poll_output() {
+            if let LightOutput::Send { frame, .. } = o {
+                if let Ok(Message::Request(req)) = wire::decode(&frame) {
+                    out.push(req);
+                }
+            }
+        }
+        out
+    };
+    peer.call(0, Op::Stats);
+    let first = sent(&mut peer);
+    assert!(!first.is_empty() && first.iter().all(|r| r.seen.is_none()), "{first:?}");
+    let seen = dhrt_core::clock::Timestamp::from_parts(123_456, 7);
+    for req in &first {
+        let resp = ClientResponse { id: req.id, result: Reply::Ok, ts: Some(seen) };
+        peer.handle_frame(1, "a:1", &wire::encode(&Message::Response(resp)).unwrap());
+    }
+    assert_eq!(peer.seen(), Some(seen));
+    peer.call(2, Op::Stats);
+    let next = sent(&mut peer);
+    assert!(!next.is_empty() && next.iter().all(|r| r.seen == Some(seen)), "{next:?}");
 }

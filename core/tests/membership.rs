@@ -599,7 +599,7 @@ fn join_of_one_node_into_a_hundred_spreads_in_logarithmic_rounds() {
 // ---- Claims about oneself, driven by hand ----
 
 fn ping(seq: u64, sender: Member, updates: Vec<Member>) -> MembershipMessage {
-    MembershipMessage::Ping { seq, sender, updates }
+    MembershipMessage::Ping { seq, sender, updates, clock: None }
 }
 
 fn drain_all(m: &mut Membership) -> Vec<MembershipOutput> {
@@ -698,13 +698,19 @@ fn oversized_and_foreign_records_are_dropped_and_counted() {
     assert_eq!(me.stats().rejected_records, 4);
     // Messages claiming to come from this node, joins for someone else.
     me.handle(30, id(0), ping(3, member(0), vec![]));
-    me.handle(40, id(4), MembershipMessage::Join { member: member(5) });
+    me.handle(40, id(4), MembershipMessage::Join { member: member(5), clock: None });
     assert_eq!(me.stats().rejected_messages, 2);
     // An ack for no probe.
     me.handle(
         50,
         id(1),
-        MembershipMessage::Ack { seq: 12345, on_behalf: None, sender: member(1), updates: vec![] },
+        MembershipMessage::Ack {
+            seq: 12345,
+            on_behalf: None,
+            sender: member(1),
+            updates: vec![],
+            clock: None,
+        },
     );
     assert_eq!(me.stats().unknown_acks, 1);
 }
@@ -728,7 +734,11 @@ fn a_lone_node_is_quiet_and_a_join_is_retried() {
     me.handle(
         12_010,
         id(9),
-        MembershipMessage::PushPull { members: vec![member(9), member(3)], reply: false },
+        MembershipMessage::PushPull {
+            members: vec![member(9), member(3)],
+            reply: false,
+            clock: None,
+        },
     );
     assert_eq!(me.size(), 3);
     let events: Vec<_> = drain_all(&mut me);
@@ -839,14 +849,16 @@ fn any_member() -> impl Strategy<Value = Member> {
 fn any_message() -> impl Strategy<Value = MembershipMessage> {
     let updates = || prop::collection::vec(any_member(), 0..12);
     prop_oneof![
-        (any::<u64>(), any_member(), updates())
-            .prop_map(|(seq, sender, updates)| MembershipMessage::Ping { seq, sender, updates }),
+        (any::<u64>(), any_member(), updates()).prop_map(|(seq, sender, updates)| {
+            MembershipMessage::Ping { seq, sender, updates, clock: None }
+        }),
         (0u64..4, prop::option::of(0usize..6), any_member(), updates()).prop_map(
             |(seq, on_behalf, sender, updates)| MembershipMessage::Ack {
                 seq,
                 on_behalf: on_behalf.map(id),
                 sender,
                 updates,
+                clock: None
             }
         ),
         (any::<u64>(), 0usize..6, "[a-z]{0,300}", any_member(), updates()).prop_map(
@@ -856,13 +868,20 @@ fn any_message() -> impl Strategy<Value = MembershipMessage> {
                 target_addr,
                 sender,
                 updates,
+                clock: None
             }
         ),
-        (updates(), any::<bool>())
-            .prop_map(|(members, reply)| MembershipMessage::PushPull { members, reply }),
-        any_member().prop_map(|member| MembershipMessage::Join { member }),
-        (any_member(), updates())
-            .prop_map(|(sender, updates)| MembershipMessage::Gossip { sender, updates }),
+        (updates(), any::<bool>()).prop_map(|(members, reply)| MembershipMessage::PushPull {
+            members,
+            reply,
+            clock: None
+        }),
+        any_member().prop_map(|member| MembershipMessage::Join { member, clock: None }),
+        (any_member(), updates()).prop_map(|(sender, updates)| MembershipMessage::Gossip {
+            sender,
+            updates,
+            clock: None
+        }),
     ]
 }
 

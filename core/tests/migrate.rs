@@ -44,7 +44,8 @@ impl World {
     /// Sends `op` to `node` and runs until it answers (or 10 simulated seconds pass).
     fn call(&mut self, node: u64, op: Op) -> Option<Reply> {
         let id = self.sim.rng().next_u64();
-        self.sim.act(NodeId(node), |p, now| p.request(now, 7, ClientRequest { id, op }))?;
+        self.sim
+            .act(NodeId(node), |p, now| p.request(now, 7, ClientRequest { id, op, seen: None }))?;
         for _ in 0..100 {
             self.run_for(100);
             let found = self.log.iter().position(|(_, _, e)| {

@@ -135,7 +135,7 @@ fn a_death_claimed_at_the_largest_incarnation_does_not_evict_a_node() {
     // Node 3, gone bad, declares node 2 dead at the largest incarnation, to everyone.
     for to in [1, 2] {
         let members = vec![victim.with(Status::Dead, MAX_INCARNATION)];
-        let msg = MembershipMessage::PushPull { members, reply: false };
+        let msg = MembershipMessage::PushPull { members, reply: false, clock: None };
         inject(&mut sim, 3, to, Message::Gossip(msg));
     }
     sim.run_for(30_000);
@@ -149,7 +149,7 @@ fn a_death_claimed_at_the_largest_incarnation_does_not_evict_a_node() {
     let seen = member_of(&sim, 1, 2).unwrap();
     let step = MembershipConfig::default().max_incarnation_step;
     let claim = seen.with(Status::Dead, seen.incarnation + step);
-    let msg = MembershipMessage::PushPull { members: vec![claim], reply: false };
+    let msg = MembershipMessage::PushPull { members: vec![claim], reply: false, clock: None };
     inject(&mut sim, 3, 1, Message::Gossip(msg));
     assert_eq!(member_of(&sim, 1, 2).unwrap().status, Status::Dead);
     sim.run_for(30_000);
@@ -176,14 +176,19 @@ fn a_flood_of_fake_members_is_bounded_and_writes_go_on() {
     let fakes: Vec<Member> = (1000..3000u64)
         .map(|i| Member::new(NodeId(i), format!("10.9.{}.{}:7453", i / 256, i % 256), vec![i]))
         .collect();
-    let msg = MembershipMessage::Gossip { sender, updates: fakes };
+    let msg = MembershipMessage::Gossip { sender, updates: fakes, clock: None };
     inject(&mut sim, 3, 1, Message::Gossip(msg));
     let max_new = MembershipConfig::default().max_new_members;
     let size = sim.process(NodeId(1)).unwrap().node.membership().size();
     assert!(size <= 3 + max_new, "one message introduced {} members", size - 3);
     // A join with more tokens than a node may hold is refused.
     let greedy = Member::new(NodeId(99), "10.0.0.99:7453", (0..1024).collect());
-    inject(&mut sim, 99, 2, Message::Gossip(MembershipMessage::Join { member: greedy }));
+    inject(
+        &mut sim,
+        99,
+        2,
+        Message::Gossip(MembershipMessage::Join { member: greedy, clock: None }),
+    );
     assert!(member_of(&sim, 2, 99).is_none(), "a join with 1024 tokens was accepted");
     let mut ok = 0;
     for i in 0..10 {
@@ -207,7 +212,7 @@ fn the_member_table_is_bounded_in_total() {
         let updates = (0..8u64)
             .map(|i| Member::new(NodeId(round * 8 + i + 2), format!("f:{round}:{i}"), vec![i]))
             .collect();
-        me.handle(round, from, MembershipMessage::Gossip { sender, updates });
+        me.handle(round, from, MembershipMessage::Gossip { sender, updates, clock: None });
     }
     assert!(me.size() <= 50, "{} members", me.size());
 }
@@ -220,7 +225,7 @@ fn a_ping_request_goes_only_to_known_members_at_their_own_address() {
     me.handle(
         0,
         NodeId(2),
-        MembershipMessage::Gossip { sender: requester.clone(), updates: vec![known] },
+        MembershipMessage::Gossip { sender: requester.clone(), updates: vec![known], clock: None },
     );
     while me.poll_output().is_some() {}
     let ping_req = |seq, target, target_addr: &str| MembershipMessage::PingReq {
@@ -229,6 +234,7 @@ fn a_ping_request_goes_only_to_known_members_at_their_own_address() {
         target_addr: target_addr.into(),
         sender: requester.clone(),
         updates: vec![],
+        clock: None,
     };
     for port in 1..50 {
         me.handle(10, NodeId(2), ping_req(port, 1000 + port, &format!("127.0.0.1:{port}")));
@@ -314,7 +320,7 @@ fn only_current_members_may_read_write_sync_or_watch() {
     assert!(node.peer_stats().refused_requests >= 6);
     // Once node 9 is a member, the same requests are served.
     let nine = Member::new(NodeId(9), sim_addr(NodeId(9)), vec![9]).with(Status::Syncing, 0);
-    let intro = MembershipMessage::Gossip { sender: nine.clone(), updates: vec![] };
+    let intro = MembershipMessage::Gossip { sender: nine.clone(), updates: vec![], clock: None };
     answers_to(&mut node, 9, Message::Gossip(intro));
     let acked = answers_to(&mut node, 9, write(10));
     assert!(
@@ -334,6 +340,7 @@ fn only_current_members_may_read_write_sync_or_watch() {
     let dead = MembershipMessage::Gossip {
         sender: Member::new(NodeId(1), sim_addr(NodeId(1)), vec![]),
         updates: vec![nine.with(Status::Dead, 1)],
+        clock: None,
     };
     node.handle_peer(6_000, NodeId(2), Message::Gossip(dead));
     assert_eq!(node.membership().member(NodeId(9)).map(|m| m.status), Some(Status::Dead));
@@ -384,10 +391,10 @@ fn a_read_reply_from_the_future_is_neither_returned_nor_repaired_into_the_store(
     node.handle_peer(
         10,
         NodeId(2),
-        Message::Gossip(MembershipMessage::Gossip { sender: two, updates: vec![] }),
+        Message::Gossip(MembershipMessage::Gossip { sender: two, updates: vec![], clock: None }),
     );
     while node.poll_output().is_some() {}
-    node.handle_client(20, 7, ClientRequest { id: 1, op: get("k") });
+    node.handle_client(20, 7, ClientRequest { id: 1, op: get("k"), seen: None });
     let mut req = None;
     while let Some(o) = node.poll_output() {
         if let Output::Send {
@@ -404,7 +411,7 @@ fn a_read_reply_from_the_future_is_neither_returned_nor_repaired_into_the_store(
     node.handle_peer(30, NodeId(2), Message::Replica(reply));
     let mut answered = None;
     while let Some(o) = node.poll_output() {
-        if let Output::Reply { resp: ClientResponse { id: 1, result }, .. } = o {
+        if let Output::Reply { resp: ClientResponse { id: 1, result, .. }, .. } = o {
             answered = Some(result);
         }
     }
@@ -428,7 +435,7 @@ fn a_node_saves_its_incarnation_and_restarts_from_it() {
     node.handle_peer(
         10,
         NodeId(2),
-        Message::Gossip(MembershipMessage::Gossip { sender, updates: vec![claim] }),
+        Message::Gossip(MembershipMessage::Gossip { sender, updates: vec![claim], clock: None }),
     );
     assert_eq!(node.membership().incarnation(), 501);
     let mut saved = None;
@@ -447,6 +454,7 @@ fn a_node_saves_its_incarnation_and_restarts_from_it() {
         Message::Gossip(MembershipMessage::Gossip {
             sender,
             updates: vec![me.with(Status::Dead, MAX_INCARNATION)],
+            clock: None,
         }),
     );
     assert_eq!(node.membership().incarnation(), 501);

@@ -542,6 +542,7 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
                     consistency: Consistency::Quorum,
                     ttl_ms: Some(60_000),
                 },
+                seen: None,
             }),
         ),
         (
@@ -554,6 +555,7 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
                     key: b(b"hello"),
                     consistency: Consistency::N(2),
                 },
+                seen: None,
             }),
         ),
         (
@@ -562,6 +564,7 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
             Message::Response(ClientResponse {
                 id: 43,
                 result: Reply::Value { value: Some(b(b"world")), ts: Some(t(0, 3)) },
+                ts: None,
             }),
         ),
         (
@@ -570,6 +573,7 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
             Message::Response(ClientResponse {
                 id: 44,
                 result: Reply::Value { value: None, ts: None },
+                ts: None,
             }),
         ),
         (
@@ -582,6 +586,7 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
                     message: "1 of 2 replicas answered".into(),
                     acked: Some((1, 2)),
                 },
+                ts: None,
             }),
         ),
         (
@@ -640,6 +645,32 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
             "sync done",
             "Sync session 7: Done",
             Message::Sync(SyncMessage { session: 7, body: SyncBody::Done }),
+        ),
+        (
+            "client set with seen",
+            "Request 46: Set users/ada = lovelace, consistency one, no ttl; the client has \
+             seen ts (1700000000000 ms, counter 9)",
+            Message::Request(ClientRequest {
+                id: 46,
+                op: Op::Set {
+                    collection: "users".into(),
+                    key: b(b"ada"),
+                    value: b(b"lovelace"),
+                    consistency: Consistency::One,
+                    ttl_ms: None,
+                },
+                seen: Some(t(0, 9)),
+            }),
+        ),
+        (
+            "written response with clock",
+            "Response 46: Written at ts (1700000000000 ms, counter 10); the node's clock \
+             (1700000000001 ms, counter 0)",
+            Message::Response(ClientResponse {
+                id: 46,
+                result: Reply::Written { ts: t(0, 10) },
+                ts: Some(t(1, 0)),
+            }),
         ),
     ]
 }

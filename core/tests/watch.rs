@@ -58,7 +58,9 @@ impl World {
 
     fn send(&mut self, node: u64, client: ClientId, op: Op) -> u64 {
         let id = self.sim.rng().next_u64() >> 1;
-        self.sim.act(NodeId(node), |p, now| p.request(now, client, ClientRequest { id, op }));
+        self.sim.act(NodeId(node), |p, now| {
+            p.request(now, client, ClientRequest { id, op, seen: None })
+        });
         id
     }
 
@@ -106,7 +108,7 @@ impl World {
                     assert_eq!(collection, C);
                     out.push(Event { key, entry: Entry { value, ts, origin, expires } });
                 }
-                result => rest.push((node, c, ClientResponse { id: resp.id, result })),
+                result => rest.push((node, c, ClientResponse { id: resp.id, result, ts: None })),
             }
         }
         self.inbox = rest;

@@ -300,9 +300,16 @@ fn sync_body() -> impl Strategy<Value = SyncBody> {
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (any::<u64>(), op()).prop_map(|(id, op)| Message::Request(ClientRequest { id, op })),
-        (any::<u64>(), reply())
-            .prop_map(|(id, result)| Message::Response(ClientResponse { id, result })),
+        (any::<u64>(), op()).prop_map(|(id, op)| Message::Request(ClientRequest {
+            id,
+            op,
+            seen: None
+        })),
+        (any::<u64>(), reply()).prop_map(|(id, result)| Message::Response(ClientResponse {
+            id,
+            result,
+            ts: None
+        })),
         (any::<u64>(), sync_body())
             .prop_map(|(session, body)| Message::Sync(SyncMessage { session, body })),
         watch_message().prop_map(Message::Watch),
@@ -310,12 +317,14 @@ fn message() -> impl Strategy<Value = Message> {
             Message::Request(ClientRequest {
                 id,
                 op: Op::Sync { msg: SyncMessage { session, body } },
+                seen: None,
             })
         }),
         (any::<u64>(), any::<u64>(), sync_body()).prop_map(|(id, session, body)| {
             Message::Response(ClientResponse {
                 id,
                 result: Reply::Sync { msg: SyncMessage { session, body } },
+                ts: None,
             })
         }),
     ]
@@ -455,6 +464,7 @@ fn sample() -> Message {
             consistency: Consistency::Quorum,
             ttl_ms: Some(60_000),
         },
+        seen: None,
     })
 }
 
@@ -523,6 +533,7 @@ fn a_sixteen_mebibyte_value_fits_the_default_frame() {
             consistency: Consistency::All,
             ttl_ms: None,
         },
+        seen: None,
     });
     let frame = wire::encode(&msg).unwrap();
     assert_eq!(wire::decode(&frame), Ok(msg));

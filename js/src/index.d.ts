@@ -171,7 +171,8 @@ export class DhrtError extends Error {
   /**
    * `not_found`, `invalid_input`, `too_large`, `quorum_not_reached`, `timeout`, `unavailable`,
    * `storage_full` (replicas refused a write for lack of storage; reads and deletes still
-   * work), ... A code this package does not know arrives as `internal`.
+   * work), `conflict` (the write lost to a newer one and was not acknowledged), ... A code
+   * this package does not know arrives as `internal`.
    */
   code: string;
   /** `[answered, required]` replicas, when a consistency level was not reached. */

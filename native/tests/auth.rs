@@ -110,7 +110,7 @@ async fn socket(addr: &str, bearer: Option<&str>) -> Result<Socket, u16> {
 
 /// Sends `op` as request `id` and waits for the answer with that id.
 async fn ask(ws: &mut Socket, id: u64, op: Op) -> Reply {
-    let frame = wire::encode(&Message::Request(ClientRequest { id, op })).unwrap();
+    let frame = wire::encode(&Message::Request(ClientRequest { id, op, seen: None })).unwrap();
     ws.send(Ws::Binary(frame.into())).await.expect("send");
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
@@ -119,7 +119,8 @@ async fn ask(ws: &mut Socket, id: u64, op: Op) -> Reply {
             .expect("the connection is open")
             .expect("no WebSocket error");
         if let Ws::Binary(b) = msg {
-            if let Ok(Message::Response(ClientResponse { id: got, result })) = wire::decode(&b) {
+            if let Ok(Message::Response(ClientResponse { id: got, result, .. })) = wire::decode(&b)
+            {
                 if got == id {
                     return result;
                 }

@@ -40,7 +40,7 @@ async fn answer(ws: &mut Socket) -> ClientResponse {
 }
 
 async fn send(ws: &mut Socket, id: u64, op: Op) {
-    let frame = wire::encode(&Message::Request(ClientRequest { id, op })).unwrap();
+    let frame = wire::encode(&Message::Request(ClientRequest { id, op, seen: None })).unwrap();
     ws.send(Ws::Binary(frame.into())).await.unwrap();
 }
 

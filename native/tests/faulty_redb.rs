@@ -61,7 +61,7 @@ fn get(key: &str) -> Op {
 /// Sends `op`, runs one commit through the store (its job on this thread), and returns
 /// the answer.
 fn call(node: &mut Node<Faulty>, now: u64, id: u64, op: Op) -> Reply {
-    node.handle_client(now, 1, ClientRequest { id, op });
+    node.handle_client(now, 1, ClientRequest { id, op, seen: None });
     // A commit that cannot begin is answered by the node itself.
     if let Ok(commit) = node.flush_begin(now) {
         let result = commit.job.map_or(Ok(()), |job| job());
@@ -69,7 +69,7 @@ fn call(node: &mut Node<Faulty>, now: u64, id: u64, op: Op) -> Reply {
     }
     let mut answer = None;
     while let Some(o) = node.poll_output() {
-        if let Output::Reply { resp: ClientResponse { id: rid, result }, .. } = o {
+        if let Output::Reply { resp: ClientResponse { id: rid, result, .. }, .. } = o {
             if rid == id {
                 answer = Some(result);
             }

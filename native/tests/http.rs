@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 use dhrt::server::{bind, driver::Ephemeral, node_config, random_u64, start, ServeOptions, Server};
-use dhrt_core::{node::Node, store::MemStore, NodeId};
+use dhrt_core::{
+    clock::Timestamp, node::Node, proto::client::Consistency, store::MemStore, NodeId,
+};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
@@ -101,6 +103,26 @@ impl TestNode {
 
     async fn get(&self, path: &str) -> Resp {
         self.send("GET", path, Bytes::new()).await
+    }
+
+    /// `PUT path` with body `x` and `x-dhrt-seen: seen`.
+    async fn send_seen(&self, path: &str, seen: dhrt_core::clock::Timestamp) -> Resp {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method("PUT")
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .header("x-dhrt-seen", seen.0.to_string())
+            .body(Full::new(Bytes::from_static(b"x")))
+            .expect("a request");
+        let resp = sender.send_request(req).await.expect("an answer");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.expect("the body").to_bytes();
+        Resp { status, headers, body }
     }
 
     async fn post(&self, path: &str, body: impl Into<Bytes>) -> Resp {
@@ -559,4 +581,80 @@ async fn quorum_not_reached_is_503_with_the_replicas_that_answered() {
     // A level the remaining replica can meet still works.
     assert_eq!(a.put(&format!("{path}?consistency=one"), "w").await.status, 200);
     a.stop().await;
+}
+
+/// Every answer carries the node's clock (`x-dhrt-clock`); a request's `x-dhrt-seen` is
+/// adopted before the write is stamped (so the write is stamped above it), and one that
+/// is malformed or too far ahead is refused 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_the_clock_and_requests_may_say_what_their_client_saw() {
+    let n = TestNode::single().await;
+    let put = n.put("/v1/collections/c/keys/k", "v").await;
+    assert_eq!(put.status, 200);
+    let clock: u64 = put.header("x-dhrt-clock").expect("x-dhrt-clock").parse().unwrap();
+    let ts: u64 = put.header("x-dhrt-ts").unwrap().parse().unwrap();
+    assert!(clock >= ts, "{clock} >= {ts}");
+    let get = n.get("/v1/collections/c/keys/k").await;
+    assert!(get.header("x-dhrt-clock").is_some_and(|c| c.parse::<u64>().unwrap() >= ts));
+
+    let send = |seen: String| {
+        let addr = n.addr;
+        async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(conn);
+            let req = hyper::Request::builder()
+                .method("PUT")
+                .uri("/v1/collections/c/keys/k2")
+                .header("host", addr.to_string())
+                .header("x-dhrt-seen", seen)
+                .body(Full::new(Bytes::from_static(b"w")))
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let ts = resp
+                .headers()
+                .get("x-dhrt-ts")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, ts, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    // 200 ms ahead of the node's clock: within the max offset, adopted.
+    let ahead = clock + (200 << 16);
+    let (status, ts, body) = send(ahead.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(ts.unwrap() > ahead, "stamped above what the client saw");
+    let (status, _, body) = send((clock + (60_000 << 16)).to_string()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid_input") && body.contains("NTP"), "{body}");
+    let (status, _, body) = send("soon".into()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("x-dhrt-seen"), "{body}");
+    n.stop().await;
+}
+
+/// The Rust client keeps the newest timestamp the node's answers carried and passes it
+/// with every request: a write it makes after seeing a timestamp ahead of the node's
+/// clock (as another node's could be) is stamped above it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_passes_the_newest_timestamp_it_has_seen() {
+    let n = TestNode::single().await;
+    let c = dhrt::client::Client::connect(&n.addr.to_string()).await.unwrap();
+    let ts = c.set("c", "k", "v", Consistency::One, None).await.unwrap();
+    let seen = c.seen().expect("answers carry the clock");
+    assert!(seen >= ts);
+    // Another node's answer, 300 ms ahead of this node's clock, reaches the client
+    // through HTTP; the client is told of it the way any answer would tell it.
+    let ahead = Timestamp(seen.0 + (300 << 16));
+    let put = n.send_seen("/v1/collections/c/keys/other", ahead).await;
+    assert_eq!(put.status, 200);
+    let clock = Timestamp(put.header("x-dhrt-clock").unwrap().parse().unwrap());
+    assert!(clock > ahead);
+    // The node's clock now is past `ahead`; the client's next write is stamped above
+    // what it saw either way.
+    let next = c.set("c", "k", "w", Consistency::One, None).await.unwrap();
+    assert!(next > seen && c.seen().unwrap() >= next);
+    n.stop().await;
 }

@@ -37,7 +37,7 @@ async fn open(addr: &str) -> Socket {
 }
 
 async fn send(ws: &mut Socket, id: u64, op: Op) {
-    let frame = wire::encode(&Message::Request(ClientRequest { id, op })).unwrap();
+    let frame = wire::encode(&Message::Request(ClientRequest { id, op, seen: None })).unwrap();
     ws.send(Ws::Binary(frame.into())).await.unwrap();
 }
 
@@ -261,7 +261,9 @@ async fn the_node_stays_responsive_to_a_client_while_a_write_flood_runs() {
             });
             for i in 0..1500u64 {
                 let op = set(&format!("f{f}-{}", i % 16), vec![3; 64 << 10]);
-                let frame = wire::encode(&Message::Request(ClientRequest { id: i, op })).unwrap();
+                let frame =
+                    wire::encode(&Message::Request(ClientRequest { id: i, op, seen: None }))
+                        .unwrap();
                 if tx.send(Ws::Binary(frame.into())).await.is_err() {
                     break;
                 }

@@ -145,7 +145,7 @@ fn a_node_without_the_secret_or_with_another_cannot_join() {
 fn forged_join(id: u64) -> Vec<u8> {
     let tokens = (0..1024u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
     let member = Member::new(NodeId(id), "127.0.0.1:9", tokens);
-    wire::encode(&Message::Gossip(MembershipMessage::Join { member })).unwrap()
+    wire::encode(&Message::Gossip(MembershipMessage::Join { member, clock: None })).unwrap()
 }
 
 async fn open(url: &str) -> Socket {
@@ -214,7 +214,8 @@ async fn a_peer_link_cannot_send_client_requests() {
         consistency: Consistency::One,
         ttl_ms: None,
     };
-    let frame = wire::encode(&Message::Request(ClientRequest { id: 1, op: set })).unwrap();
+    let frame =
+        wire::encode(&Message::Request(ClientRequest { id: 1, op: set, seen: None })).unwrap();
     ws.send(Ws::Binary(frame.into())).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let client = Client::connect(&n1.addr).await.unwrap();

@@ -96,7 +96,8 @@ async fn a_peer_that_stops_reading_holds_at_most_its_queue_budget() {
         for id in 0..WRITES {
             // A few keys, overwritten: A's own replica stays small.
             let op = set(format!("key-{}", id % 8), vec![id as u8; 1 << 20]);
-            let frame = wire::encode(&Message::Request(ClientRequest { id, op })).unwrap();
+            let frame =
+                wire::encode(&Message::Request(ClientRequest { id, op, seen: None })).unwrap();
             sink.send(Ws::Binary(frame.into())).await.unwrap();
         }
         sink

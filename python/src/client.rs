@@ -268,6 +268,13 @@ impl Client {
         })
     }
 
+    /// The newest timestamp a node's answer carried to this client (passed with every
+    /// request, so its next write is stamped above it), or None before any answer.
+    #[getter]
+    fn seen(&self) -> Option<u64> {
+        self.link.client.get().and_then(|c| c.seen()).map(|t| t.0)
+    }
+
     /// The ring's members: `[(id, addr, tokens, status)]`.
     #[pyo3(signature = (timeout))]
     fn ring(&self, py: Python<'_>, timeout: Option<Timeout>) -> PyResult<Py<PyAny>> {

@@ -14,7 +14,8 @@
 //! ├── NotFoundError (KeyError)           not_found
 //! ├── UnavailableError                   unavailable
 //! │   ├── QuorumError                    quorum_not_reached (.acks, .required)
-//! │   └── StorageFullError               storage_full (.acks, .required)
+//! │   ├── StorageFullError               storage_full (.acks, .required)
+//! │   └── ConflictError                  conflict (.acks, .required)
 //! ├── TimeoutError (TimeoutError)        timeout, on the node or in the client
 //! ├── ConnectionError (ConnectionError)  no node reachable, connection lost
 //! ├── AuthError (PermissionError)
@@ -36,6 +37,7 @@ import_exception!(dhrt.errors, FrameError);
 import_exception!(dhrt.errors, NotFoundError);
 import_exception!(dhrt.errors, UnavailableError);
 import_exception!(dhrt.errors, QuorumError);
+import_exception!(dhrt.errors, ConflictError);
 import_exception!(dhrt.errors, StorageFullError);
 import_exception!(dhrt.errors, TimeoutError);
 import_exception!(dhrt.errors, ConnectionError);
@@ -69,6 +71,7 @@ pub fn server_error(code: ErrorCode, message: String, acked: Option<(u32, u32)>)
         ErrorCode::TooLarge => PyErr::new::<TooLargeError, _>((message,)),
         ErrorCode::QuorumNotReached => PyErr::new::<QuorumError, _>((message, acks, required)),
         ErrorCode::StorageFull => PyErr::new::<StorageFullError, _>((message, acks, required)),
+        ErrorCode::Conflict => PyErr::new::<ConflictError, _>((message, acks, required)),
         ErrorCode::Timeout => PyErr::new::<TimeoutError, _>((message, acks, required)),
         ErrorCode::Unavailable => PyErr::new::<UnavailableError, _>((message,)),
         ErrorCode::Unauthorized => PyErr::new::<UnauthorizedError, _>((message,)),

@@ -60,7 +60,7 @@ pub fn ordered_position(key: &[u8]) -> u64 {
 #[wasm_bindgen(js_name = encodeRequest)]
 pub fn encode_request(id: f64, op: JsValue) -> Result<Vec<u8>, JsError> {
     let op = convert::request(&op)?;
-    let msg = ClientMessage::Request(ClientRequest { id: id as u64, op });
+    let msg = ClientMessage::Request(ClientRequest { id: id as u64, op, seen: None });
     wire::encode_with_limit(&msg, wire::DEFAULT_MAX_FRAME).map_err(to_js_error)
 }
 
@@ -68,7 +68,7 @@ pub fn encode_request(id: f64, op: JsValue) -> Result<Vec<u8>, JsError> {
 /// Throws an `Error` saying what is wrong when the bytes are not a response frame.
 #[wasm_bindgen(js_name = decodeResponse)]
 pub fn decode_response(frame: &[u8]) -> Result<JsValue, JsError> {
-    let ClientResponse { id, result } = read_response(frame).map_err(to_js_error)?;
+    let ClientResponse { id, result, .. } = read_response(frame).map_err(to_js_error)?;
     Ok(Obj::new().set("id", id as f64).set("reply", reply_to_js(result)).into())
 }
 
@@ -106,10 +106,12 @@ mod tests {
 
     #[test]
     fn reads_responses_and_refuses_everything_else_with_a_reason() {
-        let resp = ClientResponse { id: 7, result: Reply::Ok };
+        let resp = ClientResponse { id: 7, result: Reply::Ok, ts: None };
         let frame = wire::encode(&Message::Response(resp.clone())).unwrap();
         assert_eq!(read_response(&frame), Ok(resp));
-        let req = wire::encode(&Message::Request(ClientRequest { id: 7, op: Op::Stats })).unwrap();
+        let req =
+            wire::encode(&Message::Request(ClientRequest { id: 7, op: Op::Stats, seen: None }))
+                .unwrap();
         assert!(read_response(&req).is_err(), "a request is not a response");
         assert_eq!(read_response(&[]), Err(wire::WireError::Empty));
         let err = read_response(&[0xff, 0x00]).unwrap_err();

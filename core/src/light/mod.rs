@@ -252,6 +252,10 @@ pub struct LightPeer {
     /// answered `unauthorized` there is told, rather than the node's "no token" (a
     /// refused [`Op::Auth`] leaves the connection without one).
     refusals: BTreeMap<String, Reply>,
+    /// The newest timestamp any node's answer carried: passed with every request, so
+    /// this peer's next write is stamped above everything it saw, through any node
+    /// (see [`ClientRequest::seen`]).
+    seen: Option<crate::clock::Timestamp>,
 }
 
 impl LightPeer {
@@ -271,7 +275,13 @@ impl LightPeer {
             outputs: VecDeque::new(),
             authed: BTreeMap::new(),
             refusals: BTreeMap::new(),
+            seen: None,
         }
+    }
+
+    /// The newest timestamp a node's answer carried to this peer.
+    pub fn seen(&self) -> Option<crate::clock::Timestamp> {
+        self.seen
     }
 
     /// Reads the ring and the replication factor through the seeds; answered by
@@ -330,9 +340,12 @@ impl LightPeer {
     /// peer's requests are ignored.
     pub fn handle_frame(&mut self, now: Millis, from: &str, frame: &[u8]) {
         let decoded = wire::decode_with_limit(frame, wire::DEFAULT_MAX_FRAME);
-        let Ok(Incoming::Response(ClientResponse { id, mut result })) = decoded else {
+        let Ok(Incoming::Response(ClientResponse { id, mut result, ts })) = decoded else {
             return;
         };
+        if ts.is_some() && self.inflight.contains_key(&id) {
+            self.seen = self.seen.max(ts);
+        }
         if self.authed.get(from) == Some(&AuthState::Sent(id)) {
             self.on_auth_reply(from, result);
             return;
@@ -482,7 +495,8 @@ impl LightPeer {
         flight.next += 1;
         self.present_token(&addr);
         let id = self.fresh_id();
-        let req = ClientMessage::Request(ClientRequest { id, op: flight.op.clone() });
+        let req =
+            ClientMessage::Request(ClientRequest { id, op: flight.op.clone(), seen: self.seen });
         match wire::encode_with_limit(&req, wire::DEFAULT_MAX_FRAME) {
             Ok(frame) => {
                 flight.addr = addr.clone();
@@ -517,7 +531,7 @@ impl LightPeer {
             return;
         }
         let id = self.fresh_id();
-        let req = ClientMessage::Request(ClientRequest { id, op: Op::Auth { token } });
+        let req = ClientMessage::Request(ClientRequest { id, op: Op::Auth { token }, seen: None });
         // A token too large for a frame is sent anyway as nothing: the node then
         // answers the requests `unauthorized`, which says what is missing.
         if let Ok(frame) = wire::encode_with_limit(&req, wire::DEFAULT_MAX_FRAME) {

@@ -99,7 +99,8 @@ impl Membership {
 
     /// Sends a full-state exchange that asks for the receiver's state in return.
     pub(super) fn push_pull_to(&mut self, to: NodeId, addr: Option<String>) {
-        let msg = MembershipMessage::PushPull { members: self.full_state(), reply: true };
+        let msg =
+            MembershipMessage::PushPull { members: self.full_state(), reply: true, clock: None };
         if self.awaiting_state.len() < self.config.max_members {
             self.awaiting_state.insert(to);
         }
@@ -125,7 +126,7 @@ impl Membership {
                 break;
             }
             let updates = self.piggyback(None);
-            let msg = MembershipMessage::Gossip { sender: self.me().clone(), updates };
+            let msg = MembershipMessage::Gossip { sender: self.me().clone(), updates, clock: None };
             self.send(to, msg);
         }
         if !self.broadcasts.is_empty() {

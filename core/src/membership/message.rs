@@ -9,6 +9,7 @@
 //! message to send, by node id and address or by address alone (a join, before the
 //! seed's id is known), or an event for the node layer.
 
+use super::clock::ClockStamp;
 use super::member::{Member, Status};
 use crate::NodeId;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,10 @@ pub enum MembershipMessage {
         sender: Member,
         /// Piggybacked membership updates (at most `max_piggyback`).
         updates: Vec<Member>,
+        /// The sender's clocks when it sent the message (see [`ClockStamp`]); absent
+        /// from frames of hosts that do not stamp membership messages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock: Option<ClockStamp>,
     },
     /// The answer to a [`MembershipMessage::Ping`], or a helper relaying the answer to an
     /// indirect probe.
@@ -38,6 +43,10 @@ pub enum MembershipMessage {
         sender: Member,
         /// Piggybacked membership updates.
         updates: Vec<Member>,
+        /// The sender's clocks when it sent the message (see [`ClockStamp`]); absent
+        /// from frames of hosts that do not stamp membership messages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock: Option<ClockStamp>,
     },
     /// An indirect probe: "please ping `target` for me and relay its ack".
     PingReq {
@@ -51,6 +60,10 @@ pub enum MembershipMessage {
         sender: Member,
         /// Piggybacked membership updates.
         updates: Vec<Member>,
+        /// The sender's clocks when it sent the message (see [`ClockStamp`]); absent
+        /// from frames of hosts that do not stamp membership messages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock: Option<ClockStamp>,
     },
     /// A full-state exchange (anti-entropy for membership): every record the sender
     /// knows, its own included.
@@ -59,12 +72,20 @@ pub enum MembershipMessage {
         members: Vec<Member>,
         /// Whether the receiver should answer with its own full state.
         reply: bool,
+        /// The sender's clocks when it sent the message (see [`ClockStamp`]); absent
+        /// from frames of hosts that do not stamp membership messages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock: Option<ClockStamp>,
     },
     /// A request to enter the cluster, sent to a seed by address. The seed answers with
     /// a [`MembershipMessage::PushPull`] (`reply: false`) and gossips the newcomer.
     Join {
         /// The joining node's own record.
         member: Member,
+        /// The sender's clocks when it sent the message (see [`ClockStamp`]); absent
+        /// from frames of hosts that do not stamp membership messages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock: Option<ClockStamp>,
     },
     /// Updates pushed outside the probe cycle: a graceful leave told directly to a few
     /// members, or a correction telling a member what the cluster believes about it.
@@ -73,6 +94,10 @@ pub enum MembershipMessage {
         sender: Member,
         /// The updates.
         updates: Vec<Member>,
+        /// The sender's clocks when it sent the message (see [`ClockStamp`]); absent
+        /// from frames of hosts that do not stamp membership messages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock: Option<ClockStamp>,
     },
 }
 
@@ -86,6 +111,38 @@ impl MembershipMessage {
             MembershipMessage::PushPull { .. } => "push-pull",
             MembershipMessage::Join { .. } => "join",
             MembershipMessage::Gossip { .. } => "gossip",
+        }
+    }
+
+    /// The sender's clock stamp, if the message carries one.
+    pub fn clock(&self) -> Option<&ClockStamp> {
+        self.clock_slot().as_ref()
+    }
+
+    /// Sets the sender's clock stamp (the node does it as the message leaves).
+    pub fn set_clock(&mut self, stamp: ClockStamp) {
+        *self.clock_mut() = Some(stamp);
+    }
+
+    fn clock_slot(&self) -> &Option<ClockStamp> {
+        match self {
+            MembershipMessage::Ping { clock, .. }
+            | MembershipMessage::Ack { clock, .. }
+            | MembershipMessage::PingReq { clock, .. }
+            | MembershipMessage::PushPull { clock, .. }
+            | MembershipMessage::Join { clock, .. }
+            | MembershipMessage::Gossip { clock, .. } => clock,
+        }
+    }
+
+    fn clock_mut(&mut self) -> &mut Option<ClockStamp> {
+        match self {
+            MembershipMessage::Ping { clock, .. }
+            | MembershipMessage::Ack { clock, .. }
+            | MembershipMessage::PingReq { clock, .. }
+            | MembershipMessage::PushPull { clock, .. }
+            | MembershipMessage::Join { clock, .. }
+            | MembershipMessage::Gossip { clock, .. } => clock,
         }
     }
 }
@@ -145,12 +202,18 @@ mod tests {
         let m = Member::new(NodeId(3), "10.0.0.3:7453", vec![1, u64::MAX]);
         let suspect = m.with(Status::Suspect, 4);
         let messages = vec![
-            MembershipMessage::Ping { seq: 1, sender: m.clone(), updates: vec![suspect.clone()] },
+            MembershipMessage::Ping {
+                seq: 1,
+                sender: m.clone(),
+                updates: vec![suspect.clone()],
+                clock: None,
+            },
             MembershipMessage::Ack {
                 seq: u64::MAX,
                 on_behalf: Some(NodeId(9)),
                 sender: m.clone(),
                 updates: vec![],
+                clock: None,
             },
             MembershipMessage::PingReq {
                 seq: 2,
@@ -158,10 +221,19 @@ mod tests {
                 target_addr: "10.0.0.9:7453".into(),
                 sender: m.clone(),
                 updates: vec![m.with(Status::Syncing, 1)],
+                clock: None,
             },
-            MembershipMessage::PushPull { members: vec![m.clone(), suspect], reply: true },
-            MembershipMessage::Join { member: m.clone() },
-            MembershipMessage::Gossip { sender: m.with(Status::Left, 5), updates: vec![] },
+            MembershipMessage::PushPull {
+                members: vec![m.clone(), suspect],
+                reply: true,
+                clock: None,
+            },
+            MembershipMessage::Join { member: m.clone(), clock: None },
+            MembershipMessage::Gossip {
+                sender: m.with(Status::Left, 5),
+                updates: vec![],
+                clock: None,
+            },
         ];
         for msg in messages {
             let bytes = rmp_serde::to_vec(&msg).unwrap();

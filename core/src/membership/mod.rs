@@ -95,6 +95,7 @@
 //! and the view holds at most `max_members` (4,096). A `PingReq` is run only toward a
 //! member this node knows, at the address in its own view.
 
+pub mod clock;
 pub mod config;
 pub mod gossip;
 pub mod member;
@@ -102,6 +103,7 @@ pub mod message;
 pub mod swim;
 pub mod view;
 
+pub use clock::ClockStamp;
 pub use config::{log10_milli, MembershipConfig};
 pub use gossip::BroadcastQueue;
 pub use member::{Member, MemberState, Status, MAX_INCARNATION};
@@ -203,7 +205,7 @@ impl Membership {
         if self.me().status == Status::Left {
             return;
         }
-        let msg = MembershipMessage::Join { member: self.me().clone() };
+        let msg = MembershipMessage::Join { member: self.me().clone(), clock: None };
         self.outputs.push_back(MembershipOutput::SendAddr { addr: seed_addr.clone(), msg });
         let next_retry_at = now.saturating_add(self.config.join_retry_ms);
         self.joining = Some(Joining { addr: seed_addr, next_retry_at });
@@ -221,7 +223,11 @@ impl Membership {
         self.rng.shuffle(&mut targets);
         targets.truncate(self.config.leave_fanout);
         for to in targets {
-            let msg = MembershipMessage::Gossip { sender: self.me().clone(), updates: Vec::new() };
+            let msg = MembershipMessage::Gossip {
+                sender: self.me().clone(),
+                updates: Vec::new(),
+                clock: None,
+            };
             self.send(to, msg);
         }
         self.joining = None;
@@ -310,7 +316,7 @@ impl Membership {
         }
         self.prober.last_heard_at = Some(now);
         match msg {
-            MembershipMessage::Ping { seq, sender, updates } => {
+            MembershipMessage::Ping { seq, sender, updates, .. } => {
                 let contact = self.absorb(now, from, Some(sender), updates, false, false);
                 let updates = self.piggyback(contact.correction);
                 let msg = MembershipMessage::Ack {
@@ -318,43 +324,51 @@ impl Membership {
                     on_behalf: None,
                     sender: self.me().clone(),
                     updates,
+                    clock: None,
                 };
                 self.reply(from, contact.addr, msg);
             }
-            MembershipMessage::Ack { seq, on_behalf, sender, updates } => {
+            MembershipMessage::Ack { seq, on_behalf, sender, updates, .. } => {
                 let contact = self.absorb(now, from, Some(sender), updates, false, false);
                 self.on_ack(now, from, seq, on_behalf);
                 self.correct(from, contact);
             }
-            MembershipMessage::PingReq { seq, target, target_addr, sender, updates } => {
+            MembershipMessage::PingReq { seq, target, target_addr, sender, updates, .. } => {
                 let contact = self.absorb(now, from, Some(sender), updates, false, false);
                 self.on_ping_req(now, from, seq, target, target_addr);
                 self.correct(from, contact);
             }
-            MembershipMessage::PushPull { members, reply } => {
+            MembershipMessage::PushPull { members, reply, .. } => {
                 let sender = members.iter().find(|m| m.id == from).cloned();
                 // The answer to this node's own push-pull or join.
                 let solicited =
                     !reply && (self.awaiting_state.remove(&from) || self.joining.is_some());
                 let contact = self.absorb(now, from, sender, members, true, solicited);
                 if reply {
-                    let msg =
-                        MembershipMessage::PushPull { members: self.full_state(), reply: false };
+                    let msg = MembershipMessage::PushPull {
+                        members: self.full_state(),
+                        reply: false,
+                        clock: None,
+                    };
                     self.reply(from, contact.addr, msg);
                 } else {
                     self.correct(from, contact);
                 }
             }
-            MembershipMessage::Join { member } => {
+            MembershipMessage::Join { member, .. } => {
                 if member.id != from || !self.config.admits(&member) {
                     self.stats.rejected_messages += 1;
                     return;
                 }
                 let contact = self.absorb(now, from, Some(member), Vec::new(), true, false);
-                let msg = MembershipMessage::PushPull { members: self.full_state(), reply: false };
+                let msg = MembershipMessage::PushPull {
+                    members: self.full_state(),
+                    reply: false,
+                    clock: None,
+                };
                 self.reply(from, contact.addr, msg);
             }
-            MembershipMessage::Gossip { sender, updates } => {
+            MembershipMessage::Gossip { sender, updates, .. } => {
                 let contact = self.absorb(now, from, Some(sender), updates, false, false);
                 self.correct(from, contact);
             }
@@ -379,7 +393,7 @@ impl Membership {
             if now >= j.next_retry_at {
                 j.next_retry_at = now.saturating_add(self.config.join_retry_ms);
                 let addr = j.addr.clone();
-                let msg = MembershipMessage::Join { member: self.me().clone() };
+                let msg = MembershipMessage::Join { member: self.me().clone(), clock: None };
                 self.outputs.push_back(MembershipOutput::SendAddr { addr, msg });
             }
         }
@@ -602,15 +616,22 @@ impl Membership {
     /// a member that has not heard of it yet learns it before it is asked anything: the
     /// node layer calls it before a hand-off asks the owners which collections exist.
     pub fn introduce_to(&mut self, to: NodeId) {
-        let msg = MembershipMessage::Gossip { sender: self.me().clone(), updates: Vec::new() };
+        let msg = MembershipMessage::Gossip {
+            sender: self.me().clone(),
+            updates: Vec::new(),
+            clock: None,
+        };
         self.send(to, msg);
     }
 
     /// Sends `contact`'s correction, if any, as a `Gossip`.
     fn correct(&mut self, from: NodeId, contact: Contact) {
         if let Some(record) = contact.correction {
-            let msg =
-                MembershipMessage::Gossip { sender: self.me().clone(), updates: vec![record] };
+            let msg = MembershipMessage::Gossip {
+                sender: self.me().clone(),
+                updates: vec![record],
+                clock: None,
+            };
             self.reply(from, contact.addr, msg);
         }
     }

@@ -201,7 +201,7 @@ impl Membership {
                 let seq = self.prober.seq();
                 let updates = self.piggyback(self.suspicion_of(target));
                 let sender = self.me().clone();
-                self.send(target, MembershipMessage::Ping { seq, sender, updates });
+                self.send(target, MembershipMessage::Ping { seq, sender, updates, clock: None });
                 self.stats.probes_sent += 1;
                 let indirect_at = now.saturating_add(self.config.probe_timeout_ms);
                 let connected_at_start = self.connected_within(now, interval.saturating_mul(2));
@@ -263,7 +263,14 @@ impl Membership {
             let updates = self.piggyback(self.suspicion_of(target));
             let sender = self.me().clone();
             let target_addr = target_addr.clone();
-            let msg = MembershipMessage::PingReq { seq, target, target_addr, sender, updates };
+            let msg = MembershipMessage::PingReq {
+                seq,
+                target,
+                target_addr,
+                sender,
+                updates,
+                clock: None,
+            };
             self.send(helper, msg);
         }
     }
@@ -296,7 +303,11 @@ impl Membership {
             .insert(my_seq, Relay { requester: from, requester_seq: seq, target, expires_at });
         let updates = self.piggyback(self.suspicion_of(target));
         let sender = self.me().clone();
-        self.send_to(target, addr, MembershipMessage::Ping { seq: my_seq, sender, updates });
+        self.send_to(
+            target,
+            addr,
+            MembershipMessage::Ping { seq: my_seq, sender, updates, clock: None },
+        );
     }
 
     /// An `Ack` from `from`: completes this node's probe, or is relayed to a requester.
@@ -316,6 +327,7 @@ impl Membership {
                     on_behalf: Some(from),
                     sender,
                     updates,
+                    clock: None,
                 };
                 self.send(relay.requester, msg);
             }

@@ -35,6 +35,8 @@ use crate::{
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
+pub mod restamp;
+
 /// Bounds on the requests a node coordinates at once (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingLimits {
@@ -85,8 +87,17 @@ struct KeyState {
 
 #[derive(Debug)]
 enum Kind {
-    Write { ts: crate::clock::Timestamp, errors: Vec<String> },
-    Read { many: bool, errors: Vec<String> },
+    /// `restamps`: how often the write was stamped again above a newer version a
+    /// replica held (see [`restamp`]).
+    Write {
+        ts: crate::clock::Timestamp,
+        errors: Vec<String>,
+        restamps: u32,
+    },
+    Read {
+        many: bool,
+        errors: Vec<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -213,8 +224,10 @@ pub(super) fn expire<S: Store>(node: &mut Node<S>, now: Millis) {
                 acked: Some((answered, required)),
             };
             let client = p.client;
-            node.outputs
-                .push_back(Output::Reply { client, resp: ClientResponse { id: p.id, result } });
+            node.outputs.push_back(Output::Reply {
+                client,
+                resp: ClientResponse { id: p.id, result, ts: None },
+            });
         }
         read_repair(node, &p);
         keep_hints(node, now, &p);
@@ -293,6 +306,14 @@ pub(super) fn start<S: Store>(
     let reply = |node: &mut Node<S>, resp: ClientResponse| {
         node.outputs.push_back(Output::Reply { client, resp });
     };
+    // Whatever the client saw is adopted before anything is stamped: its next write is
+    // stamped above it, through any node.
+    if let Some(seen) = req.seen {
+        if let Err(e) = node.clock.update(seen, now) {
+            let msg = format!("the client's last seen timestamp is not acceptable: {e}");
+            return reply(node, error(id, ErrorCode::InvalidInput, msg));
+        }
+    }
     if let Some(cost) = request_cost(&req.op) {
         let limits = node.config.pending;
         // Scans count too: each page being assembled may hold up to its byte budget.
@@ -329,11 +350,11 @@ pub(super) fn start<S: Store>(
         }
         Op::Stats => {
             let stats = local_stats(node);
-            reply(node, ClientResponse { id, result: Reply::Stats(stats) });
+            reply(node, ClientResponse { id, result: Reply::Stats(stats), ts: None });
         }
         Op::Ring => {
             let members = node.ring();
-            reply(node, ClientResponse { id, result: Reply::Ring { members } });
+            reply(node, ClientResponse { id, result: Reply::Ring { members }, ts: None });
         }
         scan @ Op::Scan { .. } => super::scan::start(node, now, client, id, scan),
         op @ (Op::Watch { .. } | Op::Unwatch { .. } | Op::Sync { .. }) => {
@@ -418,6 +439,7 @@ fn local_stats<S: Store>(node: &Node<S>) -> NodeStats {
     stats.expired = node.gc.expired();
     stats.requests = node.coordinator.requests;
     stats.replicas = u32::try_from(node.config.replicas).unwrap_or(u32::MAX);
+    stats.clock = Box::new(super::skew::clock_stats(&node.clocks));
     stats
 }
 
@@ -488,7 +510,7 @@ fn plan<S: Store>(
                 message,
                 acked: Some((able as u32, required as u32)),
             };
-            return Err(ClientResponse { id, result });
+            return Err(ClientResponse { id, result, ts: None });
         }
         out.push(state);
     }
@@ -529,6 +551,11 @@ fn start_write<S: Store>(
     consistency: Consistency,
     ttl_ms: Option<u64>,
 ) {
+    if let Some(skew) = node.clocks.skew() {
+        let msg = format!("this node does not coordinate writes now: {skew}");
+        let resp = error(id, ErrorCode::Unavailable, msg);
+        return node.outputs.push_back(Output::Reply { client, resp });
+    }
     if let Some((_, Some(v))) = items
         .iter()
         .find(|(_, v)| v.as_ref().is_some_and(|v| v.len() > node.config.max_value_bytes))
@@ -556,38 +583,16 @@ fn start_write<S: Store>(
     for (k, e) in states.iter_mut().zip(&entries) {
         k.entry = Some(e.clone());
     }
-    let targets = by_replica(&states);
     let mut errors = Vec::new();
     let mut refused = Vec::new();
-    for (replica, indices) in &targets {
-        let records: Vec<(Bytes, Entry)> =
-            indices.iter().map(|&i| (states[i].key.clone(), entries[i].clone())).collect();
-        if *replica == origin {
-            match node.replica.merge_batch(&collection, records) {
-                // Counted once the write is durable (see `super::durability`).
-                Ok(_) if !node.replica.store().durable_on_write() => {
-                    node.durability.hold_local_ack(node.replica.writes(), req)
-                }
-                Ok(_) => indices.iter().for_each(|&i| {
-                    states[i].answers.insert(origin, None);
-                }),
-                Err(e) => {
-                    node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
-                    errors.push(e.to_string());
-                    refused.push(origin);
-                }
-            }
-        } else {
-            let msg = ReplicaMessage::Write { req, collection: collection.clone(), records };
-            node.send(*replica, Message::Replica(msg));
-        }
-    }
+    let newer =
+        restamp::dispatch(node, req, &collection, &mut states, &entries, &mut errors, &mut refused);
     let pending = Pending {
         client,
         id,
         collection,
         deadline: now + node.config.request_timeout_ms,
-        kind: Kind::Write { ts, errors },
+        kind: Kind::Write { ts, errors, restamps: 0 },
         keys: states,
         replied: false,
         refused,
@@ -597,7 +602,10 @@ fn start_write<S: Store>(
         + pending.collection.len()
         + pending.keys.iter().map(key_cost).sum::<usize>();
     node.coordinator.insert(req, pending, cost);
-    progress(node, now, req);
+    match newer {
+        Some(t) => restamp::on_newer(node, now, origin, req, t),
+        None => progress(node, now, req),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -626,6 +634,11 @@ fn start_read<S: Store>(
             match entries {
                 Ok(entries) => {
                     for (i, entry) in indices.into_iter().zip(entries) {
+                        if let Some(e) = &entry {
+                            // So the answer's `ts` covers it (entries synced in may not
+                            // have passed through the clock); refused only if far ahead.
+                            let _ = node.clock.update(e.ts, now);
+                        }
                         states[i].answers.insert(me, entry);
                     }
                 }
@@ -667,7 +680,11 @@ pub(super) fn on_write_ack<S: Store>(
     from: NodeId,
     req: u64,
     error: Option<String>,
+    newer: Option<crate::clock::Timestamp>,
 ) {
+    if let (None, Some(t)) = (&error, newer) {
+        return restamp::on_newer(node, now, from, req, t);
+    }
     let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
     let Kind::Write { errors, .. } = &mut p.kind else { return };
     match error {
@@ -812,6 +829,7 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
                     ),
                     acked: Some((answered, required)),
                 },
+                ts: None,
             };
             let client = p.client;
             node.outputs.push_back(Output::Reply { client, resp });
@@ -828,6 +846,7 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
             let resp = ClientResponse {
                 id: p.id,
                 result: Reply::Error { code, message, acked: Some((answered, required)) },
+                ts: None,
             };
             let client = p.client;
             node.outputs.push_back(Output::Reply { client, resp });
@@ -855,7 +874,7 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
                     }
                 }
             };
-            let (client, resp) = (p.client, ClientResponse { id: p.id, result });
+            let (client, resp) = (p.client, ClientResponse { id: p.id, result, ts: None });
             node.outputs.push_back(Output::Reply { client, resp });
         }
     }

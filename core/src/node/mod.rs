@@ -39,6 +39,7 @@ pub mod hints;
 pub mod leave;
 pub mod migrate;
 pub mod scan;
+pub mod skew;
 pub mod watch;
 
 use crate::{
@@ -247,6 +248,14 @@ pub enum NodeEvent {
         /// Entries dropped.
         entries: u64,
     },
+    /// This node's clock is off from its peers' by more than the max offset (see
+    /// [`skew`]): it stops coordinating writes until it is back.
+    ClockSkewed(skew::Skew),
+    /// This node's clock agrees with its peers' again: it coordinates writes again.
+    ClockRecovered {
+        /// The estimated offset from its peers now, if any peer has an estimate.
+        offset_ms: Option<i64>,
+    },
     /// The node moved a token after handing its range `(to, from]` off (migration).
     TokenMoved {
         /// The token's old position.
@@ -306,6 +315,10 @@ pub struct Node<S: Store> {
     state: NodeState,
     watch: Watches,
     peer_stats: guard::PeerStats,
+    /// Hybrid-clock stamps of membership messages and peers' clock offsets.
+    clocks: skew::ClockWatch,
+    /// The wall time of the latest input, for stamping what membership sends.
+    wall_ms: Millis,
     durability: Durability,
     /// Outputs as produced; [`Node::poll_output`] passes each through [`Durability`].
     outputs: VecDeque<Output>,
@@ -369,6 +382,8 @@ impl<S: Store> Node<S> {
             state,
             watch: Watches::default(),
             peer_stats: guard::PeerStats::default(),
+            clocks: skew::ClockWatch::default(),
+            wall_ms: 0,
             durability: Durability::default(),
             outputs: VecDeque::new(),
             ready: VecDeque::new(),
@@ -533,7 +548,7 @@ impl<S: Store> Node<S> {
                     }
                 },
                 (Held::LocalAck(req), None) => {
-                    coordinator::on_write_ack(self, now, me, req, None);
+                    coordinator::on_write_ack(self, now, me, req, None, None);
                     // Its `Written`, if any, leaves in order with what was released.
                     self.admit_pending();
                 }
@@ -575,6 +590,7 @@ impl<S: Store> Node<S> {
     /// `Syncing`: it must hand its ranges off from the cluster's owners before it serves
     /// them, exactly like a node that joined from the start.
     pub fn join(&mut self, now: Millis, seed_addr: impl Into<String>) {
+        self.wall_ms = now;
         self.join_requested = true;
         if self.membership.me().status == crate::membership::Status::Alive
             && self.membership.size() <= 1
@@ -590,18 +606,32 @@ impl<S: Store> Node<S> {
     /// The next output that may leave now, if any: outputs that wait for a commit are
     /// held back until it ends (see [`durability`]).
     pub fn poll_output(&mut self) -> Option<Output> {
-        loop {
+        let out = loop {
             if let Some(out) = self.ready.pop_front() {
-                return Some(out);
+                break out;
             }
             let out = self.outputs.pop_front()?;
             if self.replica.store().durable_on_write() {
-                return Some(out);
+                break out;
             }
             if let Some(out) = self.durability.admit(self.replica.writes(), out) {
-                return Some(out);
+                break out;
+            }
+        };
+        Some(self.stamp_reply(out))
+    }
+
+    /// Every answer carries the clock as it leaves ([`ClientResponse::ts`]): at or above
+    /// every write it acknowledges and every entry it shows, since both went through
+    /// the clock.
+    fn stamp_reply(&self, mut out: Output) -> Output {
+        if let Output::Reply { resp, .. } = &mut out {
+            let last = self.clock.last();
+            if resp.ts.is_none() && last > crate::clock::Timestamp::ZERO {
+                resp.ts = Some(last);
             }
         }
+        out
     }
 
     /// For the simulator only: lets sync session ends (`Done`, empty steps) leave at once
@@ -632,7 +662,9 @@ impl<S: Store> Node<S> {
     /// Fires due timers: membership probes and gossip, request timeouts, hints,
     /// anti-entropy and hand-off rounds, the tombstone collector, migration decisions.
     pub fn tick(&mut self, now: Millis) {
+        self.wall_ms = now;
         self.membership.tick(now);
+        self.assess_clock(now);
         self.collect_membership();
         coordinator::expire(self, now);
         scan::expire(self, now);
@@ -682,6 +714,7 @@ impl<S: Store> Node<S> {
 
     /// Handles a client's request.
     pub fn handle_client(&mut self, now: Millis, client: ClientId, req: ClientRequest) {
+        self.wall_ms = now;
         coordinator::start(self, now, client, req);
         self.pump_watches(now);
     }
@@ -689,11 +722,15 @@ impl<S: Store> Node<S> {
     /// Handles a message from node `from`. Requests from nodes that are not current
     /// members of this node's view are ignored (see [`guard`]).
     pub fn handle_peer(&mut self, now: Millis, from: NodeId, msg: Message) {
+        self.wall_ms = now;
         if !self.admits(from, &msg) {
             return;
         }
         match msg {
             Message::Gossip(m) => {
+                if self.clocks.receive(&mut self.clock, now, from, &m) {
+                    self.assess_clock(now);
+                }
                 self.membership.handle(now, from, m);
                 self.collect_membership();
             }
@@ -710,8 +747,16 @@ impl<S: Store> Node<S> {
     fn handle_replica(&mut self, now: Millis, from: NodeId, msg: ReplicaMessage) {
         match msg {
             ReplicaMessage::Write { req, collection, records } => {
-                let error = self.apply_remote(now, &collection, records).err();
-                self.send(from, Message::Replica(ReplicaMessage::WriteAck { req, error }));
+                let written: Vec<_> =
+                    records.iter().map(|(k, e)| (k.clone(), e.version())).collect();
+                let (error, newer) = match self.apply_remote(now, &collection, records) {
+                    Ok(outcomes) => {
+                        coordinator::restamp::answer(self, &collection, &written, &outcomes)
+                    }
+                    Err(e) => (Some(e), None),
+                };
+                let ack = ReplicaMessage::WriteAck { req, error, newer };
+                self.send(from, Message::Replica(ack));
             }
             ReplicaMessage::Repair { collection, records } => {
                 // Best effort: a refused repair is retried by the next read or sync.
@@ -729,9 +774,10 @@ impl<S: Store> Node<S> {
                 };
                 self.send(from, Message::Replica(msg));
             }
-            ReplicaMessage::WriteAck { req, error } => {
+            ReplicaMessage::WriteAck { req, error, newer } => {
+                // A hint the replica already holds something newer than is delivered.
                 if !self.hints.acknowledge(req, error.is_none()) {
-                    coordinator::on_write_ack(self, now, from, req, error)
+                    coordinator::on_write_ack(self, now, from, req, error, newer)
                 }
             }
             ReplicaMessage::ReadReply { req, entries } => {
@@ -773,7 +819,7 @@ impl<S: Store> Node<S> {
         now: Millis,
         collection: &str,
         records: Vec<(Bytes, Entry)>,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<crate::store::Merged>, String> {
         let limits = self.entry_limits(now);
         if let Err(e) = limits.check_all(collection, records.iter().map(|(k, e)| (&k[..], e))) {
             self.peer_stats.refused_entries += records.len() as u64;
@@ -783,10 +829,40 @@ impl<S: Store> Node<S> {
             // Checked above, so adopting cannot fail.
             let _ = self.clock.update(newest, now);
         }
-        self.replica.merge_batch(collection, records).map(|_| ()).map_err(|e| {
+        self.replica.merge_batch(collection, records).map_err(|e| {
             self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
             e.to_string()
         })
+    }
+
+    /// Recomputes whether this node's clock is off from its peers' and reports a change.
+    fn assess_clock(&mut self, now: Millis) {
+        let max = self.clock.max_offset_ms();
+        let membership = &self.membership;
+        let live = |id: NodeId| {
+            id != membership.me().id
+                && membership
+                    .member(id)
+                    .is_some_and(|m| matches!(m.status, Status::Alive | Status::Syncing))
+        };
+        match self.clocks.assess(now, max, live) {
+            Some(Some(skew)) => self.outputs.push_back(Output::Event(NodeEvent::ClockSkewed(skew))),
+            Some(None) => {
+                let offset_ms = self.clocks.offset_ms();
+                self.outputs.push_back(Output::Event(NodeEvent::ClockRecovered { offset_ms }))
+            }
+            None => {}
+        }
+    }
+
+    /// The largest timestamp this node's hybrid clock issued or adopted.
+    pub fn clock_last(&self) -> crate::clock::Timestamp {
+        self.clock.last()
+    }
+
+    /// This node's clock bookkeeping: offsets of its peers, whether its own is off.
+    pub fn clocks(&self) -> &skew::ClockWatch {
+        &self.clocks
     }
 
     fn send(&mut self, to: NodeId, msg: Message) {
@@ -799,10 +875,12 @@ impl<S: Store> Node<S> {
     fn collect_membership(&mut self) {
         while let Some(o) = self.membership.poll_output() {
             let out = match o {
-                MembershipOutput::Send { to, addr, msg } => {
+                MembershipOutput::Send { to, addr, mut msg } => {
+                    self.clocks.stamp(&mut self.clock, self.wall_ms, Some(to), &mut msg);
                     Output::Send { to, addr, msg: Message::Gossip(msg) }
                 }
-                MembershipOutput::SendAddr { addr, msg } => {
+                MembershipOutput::SendAddr { addr, mut msg } => {
+                    self.clocks.stamp(&mut self.clock, self.wall_ms, None, &mut msg);
                     Output::SendAddr { addr, msg: Message::Gossip(msg) }
                 }
                 MembershipOutput::Event(e) => {

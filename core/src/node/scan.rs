@@ -202,6 +202,7 @@ impl Piece {
                 ),
                 acked: Some((answered, required)),
             },
+            ts: None,
         }
     }
 }
@@ -328,7 +329,7 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
                 message,
                 acked: Some((counted.len() as u32, required as u32)),
             };
-            return reply(node, scan.client, ClientResponse { id: scan.id, result });
+            return reply(node, scan.client, ClientResponse { id: scan.id, result, ts: None });
         }
         // The piece ends at the token owning `pos`, or at the ring's end when `pos` lies
         // past the last token (its owner is then the first token, across the wrap).
@@ -388,7 +389,8 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
 /// Answers the page; with a cursor unless the walk is `complete`.
 fn finish<S: Store>(node: &mut Node<S>, scan: Scan, complete: bool) {
     let cursor = (!complete).then(|| scan.cursor.encode());
-    let resp = ClientResponse { id: scan.id, result: Reply::Page { items: scan.items, cursor } };
+    let resp =
+        ClientResponse { id: scan.id, result: Reply::Page { items: scan.items, cursor }, ts: None };
     reply(node, scan.client, resp);
 }
 
@@ -452,7 +454,7 @@ pub(super) fn expire<S: Store>(node: &mut Node<S>, now: Millis) {
             message,
             acked: Some((answered, required)),
         };
-        reply(node, scan.client, ClientResponse { id: scan.id, result });
+        reply(node, scan.client, ClientResponse { id: scan.id, result, ts: None });
     }
 }
 

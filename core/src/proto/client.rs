@@ -65,6 +65,13 @@ pub struct ClientRequest {
     pub id: u64,
     /// What the client asks for.
     pub op: Op,
+    /// The newest timestamp the client has seen in a reply (see
+    /// [`ClientResponse::ts`]), from any node. The coordinator adopts it into its clock
+    /// before it stamps anything, so the client's next write is stamped above everything
+    /// it saw; one further ahead of the node's clock than the max offset is refused
+    /// (`invalid_input`). Omitted from the frame when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<Timestamp>,
 }
 
 /// An operation a client can request.
@@ -250,12 +257,18 @@ pub struct ClientResponse {
     pub id: u64,
     /// The answer.
     pub result: Reply,
+    /// The answering node's hybrid clock when the answer left: at or above the stamp of
+    /// any write acknowledged and any entry read in it. Clients keep the newest they
+    /// saw and pass it as [`ClientRequest::seen`]. Omitted from the frame when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<Timestamp>,
 }
 
 impl ClientResponse {
     /// An error answer to request `id`.
     pub fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> Self {
-        ClientResponse { id, result: Reply::Error { code, message: message.into(), acked: None } }
+        let result = Reply::Error { code, message: message.into(), acked: None };
+        ClientResponse { id, result, ts: None }
     }
 }
 
@@ -395,6 +408,10 @@ pub struct NodeStats {
     /// How this node's storage is doing: full (new data refused) or failing.
     #[serde(default)]
     pub storage: crate::store::StorageHealth,
+    /// The node's clock compared with its peers' (see `node::skew`); boxed to keep
+    /// [`Reply`] small.
+    #[serde(default)]
+    pub clock: Box<ClockStats>,
 }
 
 /// How many members a node knows in each status.
@@ -499,6 +516,11 @@ pub enum ErrorCode {
     /// their disk reserve (or at their cap on collections). Reads and deletes still
     /// work; the write succeeds once space is freed or nodes are added.
     StorageFull,
+    /// A write lost to a newer write of the same key that a replica already held, and
+    /// re-stamping it above that write did not win within the coordinator's bounded
+    /// attempts (see `node::coordinator::restamp`). Nothing is acknowledged; retrying
+    /// writes it above what the replicas hold.
+    Conflict,
 }
 
 /// An error code's name as read from the wire, before it is known to be one.
@@ -525,11 +547,12 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::StorageFull => 507,
+            ErrorCode::Conflict => 409,
         }
     }
 
     /// Every code, in the order they were added.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidInput,
         ErrorCode::TooLarge,
@@ -541,6 +564,7 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::StorageFull,
+        ErrorCode::Conflict,
     ];
 
     /// The code named `name` ([`ErrorCode::as_str`]), if this build knows it.
@@ -562,6 +586,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::StorageFull => "storage_full",
+            ErrorCode::Conflict => "conflict",
         }
     }
 }
@@ -570,6 +595,22 @@ impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A node's clock compared with its peers' (part of [`NodeStats`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ClockStats {
+    /// The node's estimated offset from its peers' clocks in ms (negative: behind),
+    /// from probe round trips; `None` before any peer answered a probe.
+    pub offset_ms: Option<i64>,
+    /// Why the node does not coordinate writes now (its clock is off from its peers'
+    /// by more than the max offset), or `None` while it does.
+    pub skewed: Option<String>,
+    /// Peer timestamps ignored by the hybrid clock for being further ahead of the
+    /// local wall clock than the max offset.
+    pub ahead_ignored: u64,
+    /// The max offset, in ms.
+    pub max_offset_ms: u64,
 }
 
 /// How many of a key's replicas must answer before the coordinator replies.
@@ -798,6 +839,7 @@ mod tests {
             (ErrorCode::Unauthorized, 401, "unauthorized"),
             (ErrorCode::Forbidden, 403, "forbidden"),
             (ErrorCode::StorageFull, 507, "storage_full"),
+            (ErrorCode::Conflict, 409, "conflict"),
         ];
         assert_eq!(all.map(|(c, ..)| c), ErrorCode::ALL);
         for (code, status, name) in all {
@@ -866,8 +908,8 @@ mod tests {
     #[test]
     fn client_messages_are_encoded_as_messages_are() {
         use crate::{proto::Message, wire};
-        let req = ClientRequest { id: 9, op: Op::Stats };
-        let resp = ClientResponse { id: 9, result: Reply::Written { ts: Timestamp(77) } };
+        let req = ClientRequest { id: 9, op: Op::Stats, seen: None };
+        let resp = ClientResponse { id: 9, result: Reply::Written { ts: Timestamp(77) }, ts: None };
         let a = wire::encode(&Message::Request(req.clone())).unwrap();
         let b = wire::encode_with_limit(&ClientMessage::Request(req.clone()), usize::MAX).unwrap();
         assert_eq!(a, b);

@@ -129,6 +129,7 @@ mod tests {
                 seq: 3,
                 sender: me.clone(),
                 updates: vec![me],
+                clock: None,
             }),
         ];
         for m in messages {
@@ -158,7 +159,7 @@ mod tests {
 
     #[test]
     fn client_and_peer_frames_decode_only_on_their_own_side() {
-        let req = ClientRequest { id: 9, op: client::Op::Stats };
+        let req = ClientRequest { id: 9, op: client::Op::Stats, seen: None };
         let frame = wire::encode(&Message::Request(req.clone())).unwrap();
         assert_eq!(
             wire::decode_with_limit::<ClientMessage>(&frame, wire::DEFAULT_MAX_FRAME).unwrap(),

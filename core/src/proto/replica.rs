@@ -7,6 +7,7 @@
 //! [`ReplicaMessage::RangeRead`] asks a replica for a page of one ring interval.
 
 use crate::{
+    clock::Timestamp,
     entry::Entry,
     hash::{Interval, Position},
 };
@@ -32,6 +33,14 @@ pub enum ReplicaMessage {
         /// `None` when every record is durably merged; otherwise why the write was
         /// refused (nothing of it was applied).
         error: Option<String>,
+        /// The newest timestamp among the entries this replica already held that beat
+        /// records of the write (a different, newer write of the same key — not an
+        /// identical retransmit); `None` when every record is now stored. The
+        /// coordinator then re-stamps above it and re-sends (see
+        /// `node::coordinator::restamp`). Omitted from the frame when `None`, so a plain
+        /// acknowledgement encodes as before this field existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        newer: Option<Timestamp>,
     },
     /// "Send me your entries for these keys."
     Read {

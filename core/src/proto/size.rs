@@ -145,7 +145,9 @@ fn replica(m: &ReplicaMessage) -> usize {
         ReplicaMessage::Write { collection, records: rs, .. } => {
             INT + blob(collection.len()) + records(rs)
         }
-        ReplicaMessage::WriteAck { error, .. } => INT + error.as_ref().map_or(1, |e| blob(e.len())),
+        ReplicaMessage::WriteAck { error, newer, .. } => {
+            INT + error.as_ref().map_or(1, |e| blob(e.len())) + newer.map_or(0, |_| INT)
+        }
         ReplicaMessage::Read { collection, keys: ks, .. } => {
             INT + blob(collection.len()) + keys(ks)
         }
@@ -194,18 +196,23 @@ fn watch(m: &WatchMessage) -> usize {
 }
 
 fn gossip(m: &MembershipMessage) -> usize {
-    match m {
-        MembershipMessage::Ping { sender, updates, .. } => INT + member(sender) + members(updates),
-        MembershipMessage::Ack { on_behalf, sender, updates, .. } => {
-            INT + opt_int(on_behalf) + member(sender) + members(updates)
+    // The clock stamp: its field array, two integers and the optional echo.
+    let clock = m.clock().map_or(0, |c| 1 + 2 * INT + opt_int(&c.echo_ms));
+    clock
+        + match m {
+            MembershipMessage::Ping { sender, updates, .. } => {
+                INT + member(sender) + members(updates)
+            }
+            MembershipMessage::Ack { on_behalf, sender, updates, .. } => {
+                INT + opt_int(on_behalf) + member(sender) + members(updates)
+            }
+            MembershipMessage::PingReq { target_addr, sender, updates, .. } => {
+                2 * INT + blob(target_addr.len()) + member(sender) + members(updates)
+            }
+            MembershipMessage::PushPull { members: ms, .. } => members(ms) + 1,
+            MembershipMessage::Join { member: m, .. } => member(m),
+            MembershipMessage::Gossip { sender, updates, .. } => member(sender) + members(updates),
         }
-        MembershipMessage::PingReq { target_addr, sender, updates, .. } => {
-            2 * INT + blob(target_addr.len()) + member(sender) + members(updates)
-        }
-        MembershipMessage::PushPull { members: ms, .. } => members(ms) + 1,
-        MembershipMessage::Join { member: m } => member(m),
-        MembershipMessage::Gossip { sender, updates } => member(sender) + members(updates),
-    }
 }
 
 #[cfg(test)]
@@ -282,11 +289,17 @@ mod tests {
                 collection: coll.clone(),
                 records: small.clone(),
             }),
-            PeerMessage::Replica(ReplicaMessage::WriteAck { req: REQ, error: None }),
-            PeerMessage::Replica(ReplicaMessage::WriteAck { req: 1, error: None }),
+            PeerMessage::Replica(ReplicaMessage::WriteAck { req: REQ, error: None, newer: None }),
+            PeerMessage::Replica(ReplicaMessage::WriteAck { req: 1, error: None, newer: None }),
+            PeerMessage::Replica(ReplicaMessage::WriteAck {
+                req: REQ,
+                error: None,
+                newer: Some(Timestamp::from_parts(1_700_000_000_000, 3)),
+            }),
             PeerMessage::Replica(ReplicaMessage::WriteAck {
                 req: REQ,
                 error: Some("storage is full".into()),
+                newer: None,
             }),
             PeerMessage::Replica(ReplicaMessage::ReadFailed {
                 req: REQ,
@@ -384,12 +397,14 @@ mod tests {
                 seq: 77,
                 sender: member(1),
                 updates: vec![member(2), member(3)],
+                clock: None,
             }),
             PeerMessage::Gossip(MembershipMessage::Ack {
                 seq: 77,
                 on_behalf: Some(NODE),
                 sender: member(2),
                 updates: vec![],
+                clock: None,
             }),
             PeerMessage::Gossip(MembershipMessage::PingReq {
                 seq: 78,
@@ -397,15 +412,18 @@ mod tests {
                 target_addr: "10.0.0.9:7453".into(),
                 sender: member(1),
                 updates: vec![member(4).with(Status::Syncing, 2)],
+                clock: None,
             }),
             PeerMessage::Gossip(MembershipMessage::PushPull {
                 members: (0..50).map(member).collect(),
                 reply: true,
+                clock: None,
             }),
-            PeerMessage::Gossip(MembershipMessage::Join { member: member(5) }),
+            PeerMessage::Gossip(MembershipMessage::Join { member: member(5), clock: None }),
             PeerMessage::Gossip(MembershipMessage::Gossip {
                 sender: member(1),
                 updates: vec![member(6).with(Status::Left, 9)],
+                clock: None,
             }),
         ]
     }

@@ -151,7 +151,7 @@ impl Audit {
         match out {
             Output::Send {
                 to,
-                msg: Message::Replica(ReplicaMessage::WriteAck { req, error }),
+                msg: Message::Replica(ReplicaMessage::WriteAck { req, error, .. }),
                 ..
             } => {
                 let Some(queue) = self.writes.get_mut(&(*to, *req)) else { return };

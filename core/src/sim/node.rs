@@ -254,11 +254,11 @@ impl<S: Store> Process for NodeProcess<S> {
 /// at most 10 simulated seconds. Other events reported meanwhile are discarded.
 pub fn call<S: Store>(sim: &mut Sim<NodeProcess<S>>, node: NodeId, op: Op) -> Option<Reply> {
     let id = sim.rng().next_u64();
-    sim.act(node, |p, now| p.request(now, 7, ClientRequest { id, op }))?;
+    sim.act(node, |p, now| p.request(now, 7, ClientRequest { id, op, seen: None }))?;
     for _ in 0..100 {
         sim.run_for(100);
         for (_, _, e) in sim.take_events() {
-            if let NodeOutput::Reply { resp: ClientResponse { id: rid, result }, .. } = e {
+            if let NodeOutput::Reply { resp: ClientResponse { id: rid, result, .. }, .. } = e {
                 if rid == id {
                     return Some(result);
                 }

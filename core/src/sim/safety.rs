@@ -206,13 +206,15 @@ impl Workload {
             None => h.unacked_delete = true,
         }
         self.pending.insert(id, (key, value));
-        sim.act(node, |p, now| p.request(now, 1, ClientRequest { id, op }));
+        sim.act(node, |p, now| p.request(now, 1, ClientRequest { id, op, seen: None }));
     }
 
     /// Books the replies among the simulator's events.
     pub fn absorb<S: Store>(&mut self, sim: &mut Cluster<S>) {
         for (_, _, e) in sim.take_events() {
-            let NodeOutput::Reply { resp: ClientResponse { id, result }, .. } = e else { continue };
+            let NodeOutput::Reply { resp: ClientResponse { id, result, .. }, .. } = e else {
+                continue;
+            };
             let Some((key, value)) = self.pending.remove(&id) else { continue };
             let h = self.history.entry(key).or_default();
             match result {
@@ -309,11 +311,11 @@ fn read<S: Store>(
             key: key.clone(),
             consistency: Consistency::Quorum,
         };
-        sim.act(node, |p, now| p.request(now, 2, ClientRequest { id, op }));
+        sim.act(node, |p, now| p.request(now, 2, ClientRequest { id, op, seen: None }));
         for _ in 0..120 {
             sim.run_for(25);
             for (_, _, e) in sim.take_events() {
-                if let NodeOutput::Reply { resp: ClientResponse { id: rid, result }, .. } = e {
+                if let NodeOutput::Reply { resp: ClientResponse { id: rid, result, .. }, .. } = e {
                     if rid == id {
                         match result {
                             Reply::Value { value, ts } => return Ok((value, ts)),

@@ -260,7 +260,8 @@ pub fn render_stats(s: &NodeStats) -> String {
          leaving:         {}\n\
          hints:           {} pending, {} delivered\n\
          tombstone GC:    {} purged, {} expired values\n\
-         storage:         {}\n",
+         storage:         {}\n\
+         clock:           {}\n",
         s.node.0,
         s.status,
         s.keys,
@@ -285,7 +286,24 @@ pub fn render_stats(s: &NodeStats) -> String {
         s.tombstones_purged,
         s.expired,
         render_storage(&s.storage),
+        render_clock(&s.clock),
     )
+}
+
+/// `offset +3 ms from peers (max 500 ms)`, or why the node refuses to coordinate writes.
+fn render_clock(c: &dhrt_core::proto::client::ClockStats) -> String {
+    let ignored = if c.ahead_ignored > 0 {
+        format!(", {} peer timestamps ignored as too far ahead", c.ahead_ignored)
+    } else {
+        String::new()
+    };
+    match (&c.skewed, c.offset_ms) {
+        (Some(why), _) => format!("SKEWED, writes refused: {why}{ignored}"),
+        (None, Some(o)) => {
+            format!("offset {o:+} ms from peers (max {} ms){ignored}", c.max_offset_ms)
+        }
+        (None, None) => format!("no peer estimate yet{ignored}"),
+    }
 }
 
 /// `ok, 1.2 GB free`, `full (new data refused; deletes and drops still work), 3 MB free`

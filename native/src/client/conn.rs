@@ -47,6 +47,10 @@ pub struct Conn {
     waiters: Waiters,
     next_id: Arc<AtomicU64>,
     alive: Arc<AtomicBool>,
+    /// The newest timestamp an answer carried (0: none), shared by the connections of
+    /// one client: passed with every request, so the client's next write is stamped
+    /// above everything it saw, through any node (`ClientRequest::seen`).
+    seen: Arc<AtomicU64>,
 }
 
 impl Conn {
@@ -59,7 +63,18 @@ impl Conn {
         timeout: Duration,
         options: &ConnectOptions,
     ) -> Result<Conn, ClientError> {
-        let conn = Self::open_socket(addr, timeout, options).await?;
+        Self::open_with_clock(addr, timeout, options, Arc::default()).await
+    }
+
+    /// As [`Conn::open`], sharing `seen` (the newest timestamp answered, see
+    /// [`Conn`]) with the other connections of a client.
+    pub async fn open_with_clock(
+        addr: &str,
+        timeout: Duration,
+        options: &ConnectOptions,
+        seen: Arc<AtomicU64>,
+    ) -> Result<Conn, ClientError> {
+        let conn = Self::open_socket(addr, timeout, options, seen).await?;
         if let Some(token) = &options.token {
             match conn.call(Op::Auth { token: BearerToken(token.clone()) }, timeout).await? {
                 Reply::Ok => {}
@@ -76,6 +91,7 @@ impl Conn {
         addr: &str,
         timeout: Duration,
         options: &ConnectOptions,
+        seen: Arc<AtomicU64>,
     ) -> Result<Conn, ClientError> {
         let tls = options.tls_for(addr);
         let addr = &super::normalize_addr(addr);
@@ -107,6 +123,7 @@ impl Conn {
             waiters: waiters.clone(),
             next_id: Arc::new(AtomicU64::new(1)),
             alive: alive.clone(),
+            seen: seen.clone(),
         };
         let writer_waiters = waiters.clone();
         tokio::spawn(async move {
@@ -144,11 +161,14 @@ impl Conn {
         tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
                 let tungstenite::Message::Binary(bytes) = msg else { continue };
-                let Ok(Message::Response(ClientResponse { id, result })) =
+                let Ok(Message::Response(ClientResponse { id, result, ts })) =
                     wire::decode_with_limit::<Message>(&bytes, max)
                 else {
                     continue;
                 };
+                if let Some(ts) = ts {
+                    seen.fetch_max(ts.0, Ordering::Relaxed);
+                }
                 deliver(&waiters, id, result, false);
             }
             alive.store(false, Ordering::Relaxed);
@@ -156,6 +176,12 @@ impl Conn {
             waiters.lock().map(|mut w| w.clear()).ok();
         });
         Ok(conn)
+    }
+
+    /// The newest timestamp an answer carried to this connection's client, if any.
+    pub fn seen(&self) -> Option<dhrt_core::clock::Timestamp> {
+        let seen = self.seen.load(Ordering::Relaxed);
+        (seen > 0).then_some(dhrt_core::clock::Timestamp(seen))
     }
 
     /// Whether the connection is still up.
@@ -172,7 +198,7 @@ impl Conn {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.register(id, Waiter::Once(tx))?;
-        self.tx.send(ClientRequest { id, op }).map_err(|_| self.gone())?;
+        self.tx.send(ClientRequest { id, op, seen: self.seen() }).map_err(|_| self.gone())?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(self.gone()),
@@ -192,7 +218,7 @@ impl Conn {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         self.register(id, Waiter::Stream(tx))?;
-        self.tx.send(ClientRequest { id, op }).map_err(|_| self.gone())?;
+        self.tx.send(ClientRequest { id, op, seen: self.seen() }).map_err(|_| self.gone())?;
         Ok((id, rx))
     }
 

@@ -156,6 +156,9 @@ struct Inner {
     ring: Mutex<Option<RingView>>,
     timeout: Duration,
     options: ConnectOptions,
+    /// The newest timestamp any node's answer carried to this client (0: none), passed
+    /// with every request (see `ClientRequest::seen`).
+    seen: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How a client reaches nodes: the token it presents and the TLS it speaks. The same
@@ -257,6 +260,7 @@ impl Client {
                 ring: Mutex::new(None),
                 timeout,
                 options,
+                seen: Arc::default(),
             }),
         };
         client.any_conn().await?;
@@ -502,6 +506,14 @@ impl Client {
         reply
     }
 
+    /// The newest timestamp any node's answer carried to this client: every request
+    /// passes it, so the client's next write is stamped above everything it saw,
+    /// through any node.
+    pub fn seen(&self) -> Option<dhrt_core::clock::Timestamp> {
+        let seen = self.inner.seen.load(std::sync::atomic::Ordering::Relaxed);
+        (seen > 0).then_some(dhrt_core::clock::Timestamp(seen))
+    }
+
     /// A live connection to `addr`, opened on first use.
     async fn conn(&self, addr: &str) -> Result<Conn, ClientError> {
         if let Some(c) = self.inner.conns.lock().ok().and_then(|m| m.get(addr).cloned()) {
@@ -509,7 +521,8 @@ impl Client {
                 return Ok(c);
             }
         }
-        let c = Conn::open(addr, self.inner.timeout, &self.inner.options).await?;
+        let seen = self.inner.seen.clone();
+        let c = Conn::open_with_clock(addr, self.inner.timeout, &self.inner.options, seen).await?;
         if let Ok(mut m) = self.inner.conns.lock() {
             m.insert(addr.to_string(), c.clone());
         }

@@ -495,6 +495,16 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             NodeEvent::SyncFailed { peer, reason } => {
                 tracing::debug!(peer = %peer.0, %reason, "sync session failed")
             }
+            NodeEvent::ClockSkewed(skew) => {
+                tracing::warn!(
+                    offset_ms = skew.offset_ms,
+                    max_offset_ms = skew.max_offset_ms,
+                    "clock skewed: {skew}; this node does not coordinate writes until it is back"
+                )
+            }
+            NodeEvent::ClockRecovered { offset_ms } => {
+                tracing::info!(?offset_ms, "clock agrees with the peers again: coordinating writes")
+            }
             other => tracing::debug!(event = ?other, "node event"),
         }
     }

@@ -154,7 +154,10 @@ impl AppState {
         let sent = self.submit(Input::Open { client, sink: Sink::Once(tx) })
             && self
                 .submit_charged(
-                    Input::Requests { client, reqs: vec![ClientRequest { id: 1, op }] },
+                    Input::Requests {
+                        client,
+                        reqs: vec![ClientRequest { id: 1, op, seen: http::clock::seen() }],
+                    },
                     bytes,
                 )
                 .await;
@@ -162,7 +165,10 @@ impl AppState {
             return unavailable("the node is shutting down");
         }
         match tokio::time::timeout(self.request_timeout + Duration::from_secs(5), rx).await {
-            Ok(Ok(resp)) => resp.result,
+            Ok(Ok(resp)) => {
+                http::clock::answered(resp.ts);
+                resp.result
+            }
             Ok(Err(_)) => unavailable("the node is shutting down"),
             Err(_) => {
                 self.submit(Input::Gone(client));

@@ -243,6 +243,7 @@ mod tests {
         ClientResponse {
             id,
             result: Reply::Value { value: Some(Bytes::from(vec![0; n])), ts: None },
+            ts: None,
         }
     }
 

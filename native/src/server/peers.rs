@@ -460,8 +460,11 @@ mod tests {
     #[tokio::test]
     async fn client_messages_never_go_on_a_peer_link() {
         let (mut peers, counters) = peers(1 << 20, 1 << 20);
-        let req =
-            dhrt_core::proto::ClientRequest { id: 1, op: dhrt_core::proto::client::Op::Stats };
+        let req = dhrt_core::proto::ClientRequest {
+            id: 1,
+            op: dhrt_core::proto::client::Op::Stats,
+            seen: None,
+        };
         peers.send("127.0.0.1:9", Message::Request(req));
         assert_eq!(counters.peer_frames_dropped.load(Ordering::Relaxed), 1);
         assert!(peers.links.is_empty(), "no link opened for it");

@@ -282,12 +282,34 @@ impl Snapshot {
             "gauge",
             s.sync.last_full_sync_ms.unwrap_or(0),
         );
+        gauge(
+            "dhrt_clock_skewed",
+            "1 while this node's clock is off from its peers' by more than the max offset \
+             (it does not coordinate writes; check NTP).",
+            "gauge",
+            u64::from(s.clock.skewed.is_some()),
+        );
+        gauge(
+            "dhrt_clock_ahead_ignored_total",
+            "Peer timestamps the hybrid clock ignored for being too far ahead.",
+            "counter",
+            s.clock.ahead_ignored,
+        );
         let handoff = s.sync.handoff.map_or((0, 0), |p| (p.done, p.total));
         gauge("dhrt_handoff_done", "Hand-off sessions done (while syncing).", "gauge", handoff.0);
         gauge("dhrt_handoff_total", "Hand-off sessions planned.", "gauge", handoff.1);
         for (name, value, help) in &self.server {
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
             gauge(name, help, kind, *value);
+        }
+        if let Some(offset) = s.clock.offset_ms {
+            // Signed: written directly rather than through the unsigned helper.
+            let _ = writeln!(
+                out,
+                "# HELP dhrt_clock_offset_ms This node's estimated clock offset from its \
+                 peers' (median of probe round trips; negative: behind).\n# TYPE \
+                 dhrt_clock_offset_ms gauge\ndhrt_clock_offset_ms {offset}"
+            );
         }
         let _ = writeln!(out, "# HELP dhrt_members Members known, by status.");
         let _ = writeln!(out, "# TYPE dhrt_members gauge");

@@ -229,7 +229,7 @@ async fn serve_client(socket: WebSocket, state: AppState, mut session: Session, 
                     read += bytes.len();
                 }
                 match read_frame(msg, max) {
-                    Frame::Request(ClientRequest { id, op: Op::Auth { token } }) => {
+                    Frame::Request(ClientRequest { id, op: Op::Auth { token }, .. }) => {
                         let reply = if required {
                             match state.tokens.authenticate(&state, &token.0).await {
                                 Ok((presented, grant)) => {
@@ -247,7 +247,7 @@ async fn serve_client(socket: WebSocket, state: AppState, mut session: Session, 
                         } else {
                             Reply::Ok
                         };
-                        answer(&tx, vec![ClientResponse { id, result: reply }]);
+                        answer(&tx, vec![ClientResponse { id, result: reply, ts: None }]);
                     }
                     Frame::Request(req) => match session.check(&state, &req.op, &refused) {
                         Err(refusal) => {
@@ -264,7 +264,7 @@ async fn serve_client(socket: WebSocket, state: AppState, mut session: Session, 
                             let (state, tx) = (state.clone(), tx.clone());
                             tokio::spawn(async move {
                                 let result = auth::manage::run(&state, req.op).await;
-                                answer(&tx, vec![ClientResponse { id: req.id, result }]);
+                                answer(&tx, vec![ClientResponse { id: req.id, result, ts: None }]);
                             });
                         }
                         Ok(()) => reqs.push(req),

@@ -78,6 +78,9 @@ class Client:
         """A node's stats as JSON text."""
     def ring(self, timeout: Optional[float]) -> Any:
         """The ring: ``list[(id, addr, tokens, status)]``."""
+    @property
+    def seen(self) -> Optional[int]:
+        """The newest timestamp a node's answer carried to this client, or None."""
 
 class Watch:
     """A subscription; dropping or closing it unsubscribes."""

@@ -122,6 +122,12 @@ class AsyncClient:
         """Seconds each call may take (``None``: no limit)."""
         return self._settings.timeout
 
+    @property
+    def seen(self) -> Optional[int]:
+        """The newest timestamp any node's answer carried to this client (``None``
+        before the first answer); passed with every request, as :attr:`Client.seen`."""
+        return self._client.seen
+
     async def get(
         self,
         key: Key,

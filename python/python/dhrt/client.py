@@ -135,6 +135,13 @@ class Client:
         """Seconds each call may take (``None``: no limit)."""
         return self._settings.timeout
 
+    @property
+    def seen(self) -> Optional[int]:
+        """The newest timestamp any node's answer carried to this client (``None``
+        before the first answer). The client passes it with every request, so its next
+        write is stamped above everything it saw, through any node."""
+        return self._client.seen
+
     # -- single keys ----------------------------------------------------------------
 
     def get(

@@ -15,7 +15,8 @@ those keeps working::
     ├── NotFoundError (KeyError)           ``collection[key]`` of a missing key
     ├── UnavailableError                   the node cannot serve now
     │   ├── QuorumError                    too few replicas answered (.acks, .required)
-    │   └── StorageFullError               replicas refused the write for lack of storage
+    │   ├── StorageFullError               replicas refused the write for lack of storage
+    │   └── ConflictError                  the write lost to a newer one; nothing acknowledged
     ├── TimeoutError (TimeoutError)        no answer in time
     ├── ConnectionError (ConnectionError)  no node reachable, or the connection dropped
     ├── AuthError (PermissionError)        the node refused the client's token
@@ -47,6 +48,7 @@ __all__ = [
     "UnavailableError",
     "QuorumError",
     "StorageFullError",
+    "ConflictError",
     "TimeoutError",
     "ConnectionError",
     "AuthError",
@@ -165,6 +167,14 @@ class StorageFullError(_Replicas, UnavailableError):
     older nodes answer in this case) is."""
 
     code = "storage_full"
+
+
+class ConflictError(_Replicas, UnavailableError):
+    """The write lost to a newer write of the same key that a replica already held,
+    and re-stamping it above that write did not win within the node's bounded attempts.
+    Nothing was acknowledged; retrying writes above what the replicas hold."""
+
+    code = "conflict"
 
 
 class TimeoutError(_Replicas, builtins.TimeoutError):

@@ -284,7 +284,7 @@ fn reachable(status: Status) -> bool {
 }
 
 fn reply_to(client: ClientId, id: u64, result: Reply) -> Output {
-    Output::Reply { client, resp: ClientResponse { id, result } }
+    Output::Reply { client, resp: ClientResponse { id, result, ts: None } }
 }
 
 fn error(client: ClientId, id: u64, code: ErrorCode, message: impl Into<String>) -> Output {

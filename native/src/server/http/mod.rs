@@ -9,6 +9,7 @@
 //! route table ([`table`]) is also what the test holds `openapi.json` against, so the
 //! document cannot silently miss a route. `docs/http.md` is the user's guide.
 
+pub mod clock;
 pub mod encode;
 pub mod error;
 pub mod input;
@@ -166,6 +167,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(state.max_value))
+        .layer(axum::middleware::from_fn(clock::clock_headers))
         .layer(axum::middleware::from_fn_with_state(origin::Origins::shared(state), origin::guard))
 }
 

@@ -255,7 +255,9 @@ pub async fn ring(
 /// A full or failing disk does not make it 503 — the node still serves reads, deletes
 /// and drops, and taking it out of a balancer would only move those elsewhere — but
 /// the body says so: `"storage": "full"` (or `"failing"`, with `storage_error`), with
-/// `free_bytes`.
+/// `free_bytes`. A node whose clock is off from its peers' by more than the max offset
+/// is 503 with why (it refuses to coordinate writes; see `dhrt_core::node::skew`); the
+/// body of a 200 has `clock_offset_ms`, its estimated offset from its peers.
 pub async fn health(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -275,7 +277,9 @@ pub async fn health(
     } else if s.status != "alive" {
         Some(format!("this node is {}: it does not serve now", s.status))
     } else {
-        None
+        // A skewed clock: it still reads and replicates, but refuses to coordinate
+        // writes; out of the balancer until its clock is back.
+        s.clock.skewed.clone()
     };
     match why {
         Some(message) => Err(ApiError::new(ErrorCode::Unavailable, message)),
@@ -286,6 +290,7 @@ pub async fn health(
             "storage": s.storage.status(),
             "free_bytes": s.storage.free_bytes,
             "storage_error": s.storage.error,
+            "clock_offset_ms": s.clock.offset_ms,
         }))),
     }
 }
