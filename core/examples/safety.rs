@@ -1,14 +1,16 @@
 //! The node's safety checkers over many seeded schedules (the CI tests run fewer).
 //!
 //! ```text
-//! cargo run --release -p dhrt-core --features sim --example safety -- [SCHEDULES] [FIRST_SEED] [crash|partition|delete|lossy|commit|handoff]...
+//! cargo run --release -p dhrt-core --features sim --example safety -- [SCHEDULES] [FIRST_SEED] [crash|partition|delete|lossy|commit|handoff|register]...
 //! ```
 //!
 //! Prints what each checker verified; a failing schedule prints its seed, which
-//! `DHRT_SIM_SEED=<seed> cargo test -p dhrt-core --all-features --test safety` replays.
+//! `DHRT_SIM_SEED=<seed> cargo test -p dhrt-core --all-features --test safety` replays
+//! (`--test durability` for commit and handoff, `--test register` for register).
 
 use dhrt_core::sim::{
     durability::{commit_schedule, handoff_schedule},
+    register::{register_schedule, RegisterReport},
     safety::{crash_schedule, delete_schedule, lossy_schedule, partition_schedule, Report},
 };
 use std::time::Instant;
@@ -45,6 +47,20 @@ fn main() {
             }
         }
         println!("{name} ({:.1?}): {total}", started.elapsed());
+    }
+    if chosen.is_empty() || chosen.iter().any(|c| c.as_str() == "register") {
+        let started = Instant::now();
+        let mut total = RegisterReport::default();
+        for seed in first..first + count {
+            match register_schedule(seed) {
+                Ok(r) => total += r,
+                Err(e) => {
+                    println!("register: seed {seed} FAILED: {e}");
+                    failed = true;
+                }
+            }
+        }
+        println!("register ({:.1?}): {total:?}", started.elapsed());
     }
     if failed {
         std::process::exit(1);

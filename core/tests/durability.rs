@@ -278,25 +278,6 @@ fn nothing_is_acknowledged_before_it_is_durable_under_commit_faults_and_crashes(
     assert!(total.sets_acked > 10 * total.schedules, "{total:?}");
 }
 
-/// The hand-off schedule catches the rule it checks: with sync session ends leaving
-/// before their commit (as they did before they were held), some seed loses an
-/// acknowledged write — a node cleans what it handed off while the receiver's copy is
-/// not yet durable, and a crash takes it.
-#[test]
-fn the_hand_off_schedule_loses_writes_when_session_ends_do_not_wait_for_their_commit() {
-    if std::env::var("DHRT_SIM_SEED").is_ok() {
-        println!("skipped: DHRT_SIM_SEED replays one seed of another test");
-        return;
-    }
-    // The first seed that loses a write is enough (22 today: a write answered with one
-    // durable copy where two were required).
-    let caught = (1..=400).find_map(|seed| handoff_schedule(seed, true).err().map(|e| (seed, e)));
-    if let Some((seed, why)) = &caught {
-        println!("session ends at once: seed {seed} loses a write: {why}");
-    }
-    assert!(caught.is_some(), "no seed caught session ends that leave before their commit");
-}
-
 #[test]
 fn a_disk_stall_longer_than_the_probe_timeout_does_not_get_a_node_suspected() {
     check_seeds(

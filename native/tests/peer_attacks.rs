@@ -207,7 +207,14 @@ fn rogue_record(id: u64) -> Member {
 }
 
 fn record_of(m: &RingMember, status: Status, incarnation: u64) -> Member {
-    Member { id: m.id, addr: m.addr.clone(), tokens: m.tokens.clone(), status, incarnation }
+    Member {
+        id: m.id,
+        addr: m.addr.clone(),
+        tokens: m.tokens.clone(),
+        status,
+        incarnation,
+        joining: m.joining,
+    }
 }
 
 /// Attack 1. A member whose clock runs an hour ahead stamps a write an hour in the

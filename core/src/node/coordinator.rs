@@ -710,7 +710,9 @@ pub(super) fn on_read_reply<S: Store>(
     entries: Vec<Option<Entry>>,
 ) {
     // A replica's answer is merged locally by read repair: it passes the same checks
-    // as a replica write, and an entry refused reads as no answer for its key.
+    // as a replica write. An entry refused (stamped too far ahead of this node's clock,
+    // say) is no answer for its key — never an absence, which could hide a write
+    // acknowledged through nodes whose clocks are right.
     let limits = node.entry_limits(now);
     let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
     if !matches!(p.kind, Kind::Read { .. }) || p.refused.contains(&from) {
@@ -720,10 +722,10 @@ pub(super) fn on_read_reply<S: Store>(
     let mut refused = 0;
     let mut answers = entries.into_iter();
     for k in p.keys.iter_mut().filter(|k| k.replicas.contains(&from)) {
-        let Some(mut entry) = answers.next() else { break };
+        let Some(entry) = answers.next() else { break };
         if entry.as_ref().is_some_and(|e| !collection_ok || limits.check(&k.key, e).is_err()) {
-            entry = None;
             refused += 1;
+            continue;
         }
         if let Some(e) = &entry {
             // Checked, so adopting cannot fail: a write after this read stamps later.

@@ -19,8 +19,8 @@
 //! state once the faults end and anti-entropy has run.
 //!
 //! [`register_schedule`] runs it under joins, graceful leaves, crashes with and without
-//! the disk, partitions and heals, and clocks skewed ahead and behind within the
-//! maximum offset.
+//! the disk, partitions and heals, clocks skewed ahead and behind within the maximum
+//! offset, and one clock beyond it (that node must stop coordinating writes).
 
 use super::{
     node::{memory_cluster, NodeOutput, NodeProcess},
@@ -140,14 +140,16 @@ impl History {
         let operation =
             Operation { key, write, invoked: now, completed: 0, outcome: Outcome::Pending, node };
         self.ops.insert(id, operation);
-        sim.act(node, |p, now| p.request(now, 1, ClientRequest { id, op }));
+        sim.act(node, |p, now| p.request(now, 1, ClientRequest { id, op, seen: None }));
     }
 
     /// Books the replies among the simulator's events.
     pub fn absorb(&mut self, sim: &mut Cluster) {
         let now = sim.now();
         for (_, _, e) in sim.take_events() {
-            let NodeOutput::Reply { resp: ClientResponse { id, result }, .. } = e else { continue };
+            let NodeOutput::Reply { resp: ClientResponse { id, result, .. }, .. } = e else {
+                continue;
+            };
             let Some(op) = self.ops.get_mut(&id).filter(|o| o.outcome == Outcome::Pending) else {
                 continue;
             };
@@ -321,7 +323,7 @@ fn final_read(sim: &mut Cluster, key: &Bytes) -> Result<Option<Bytes>, String> {
             consistency: Consistency::Quorum,
         };
         let id = u64::MAX - attempt;
-        sim.act(node, |p, now| p.request(now, 2, ClientRequest { id, op }));
+        sim.act(node, |p, now| p.request(now, 2, ClientRequest { id, op, seen: None }));
         for _ in 0..200 {
             sim.run_for(20);
             let reply = sim.take_events().into_iter().find_map(|(_, _, e)| match e {
@@ -361,7 +363,8 @@ fn join(sim: &mut Cluster, id: NodeId, seed: u64) -> Result<(), String> {
 /// Five nodes, N = 3; clients read and write at `quorum` through random nodes while a
 /// seeded sequence of faults runs: a crash with or without the disk and a restart, a
 /// partition into two random sides, one node isolated, a fresh node joining, a node
-/// leaving gracefully, clocks skewed within the maximum offset. Faults do not overlap.
+/// leaving gracefully, clocks skewed within the maximum offset, one clock beyond it.
+/// Faults do not overlap.
 pub fn register_schedule(seed: u64) -> Result<RegisterReport, String> {
     let mut sim = memory_cluster(5, NetConfig::lan(), seed, configure);
     super::safety::settle(&mut sim, 60_000)?;
@@ -375,7 +378,7 @@ pub fn register_schedule(seed: u64) -> Result<RegisterReport, String> {
         let victim = running[sim.rng().index(running.len()).ok_or("no node runs")?];
         let lasts = 1_000 + sim.rng().below(8_000);
         faults += 1;
-        match sim.rng().below(6) {
+        match sim.rng().below(7) {
             0 | 1 => {
                 let keep_disk = sim.rng().chance(0.6);
                 h.note(sim.now(), format!("crash {victim} (keep disk: {keep_disk})"));
@@ -411,10 +414,20 @@ pub fn register_schedule(seed: u64) -> Result<RegisterReport, String> {
                     h.note(sim.now(), format!("{victim} left and stopped"));
                 }
             }
+            5 => {
+                // One clock beyond the maximum offset, ahead or behind: that node must
+                // notice and stop coordinating writes rather than lose or hide any.
+                let off = 600 + sim.rng().below(1_400) as i64;
+                let off = if sim.rng().chance(0.5) { off } else { -off };
+                sim.set_skew(victim, off);
+                h.note(sim.now(), format!("{victim}'s clock off by {off} ms"));
+                h.run(&mut sim, lasts, 30);
+                sim.set_skew(victim, 0);
+                h.note(sim.now(), format!("{victim}'s clock fixed"));
+            }
             _ => {
                 for id in sim.nodes() {
                     let skew = sim.rng().below(501) as i64 - 250;
-                    let skew = if std::env::var("DHRT_NO_SKEW").is_ok() { 0 } else { skew };
                     sim.set_skew(id, skew);
                 }
                 h.note(sim.now(), "clocks skewed".into());
