@@ -132,10 +132,14 @@ impl Member {
         }
     }
 
-    /// Whether the member is a ring owner: not `Left` and not joining. Owners stay
-    /// owners while suspected, dead or re-syncing (strict quorums count them all).
+    /// Whether the member is a ring owner: not `Left`, not joining, and past
+    /// incarnation 0. Owners stay owners while suspected, dead or re-syncing (strict
+    /// quorums count them all). Every node that ever served announced `Alive` at an
+    /// incarnation above 0 (the `Alive` that ends a hand-off raises it), so a record at
+    /// incarnation 0 that is not joining was never a serving node: a made-up member
+    /// (a peer's bug or attack) that must not take ranges from real ones.
     pub fn owns(&self) -> bool {
-        self.status != Status::Left && !self.joining
+        self.status != Status::Left && !self.joining && self.incarnation > 0
     }
 
     /// The same member with another status and incarnation.

@@ -387,7 +387,8 @@ impl<S: Store> Node<S> {
                 addr: m.addr.clone(),
                 tokens: m.tokens.clone(),
                 status: m.status.to_string(),
-                joining: m.joining,
+                // Not an owner although not gone: joining, or never served.
+                joining: m.status != Status::Left && !m.owns(),
             })
             .collect()
     }

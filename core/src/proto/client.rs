@@ -474,8 +474,9 @@ pub struct RingMember {
     #[serde(default)]
     pub status: String,
     /// Whether it is joining: a pending replica, not yet an owner of its tokens' ranges
-    /// (see `docs/node.md`, "Strict quorums"). Members that are not joining and have
-    /// not left own their ranges whatever their status.
+    /// (or a member that never served, which owns nothing either; see `docs/node.md`,
+    /// "Strict quorums"). Members that are not joining and have not left own their
+    /// ranges whatever their status.
     #[serde(default)]
     pub joining: bool,
 }

@@ -6,7 +6,8 @@
 //!
 //! - **Owners.** The first N distinct nodes clockwise from the key's position on the
 //!   table of *owning* members: every member that has not left and is not joining —
-//!   alive, suspected, dead or re-syncing alike ([`Member::owns`]). N is the replication
+//!   alive, suspected, dead or re-syncing alike ([`Member::owns`]; a record at
+//!   incarnation 0 that is not joining was never a serving node and owns nothing). N is the replication
 //!   factor, capped by the number of owning members (a lone node owns everything with
 //!   N = 1, two nodes with N = 2). A down owner does not lower the requirement: a write
 //!   it misses leaves a hint, and a hint is not an acknowledgement.
@@ -144,6 +145,14 @@ mod tests {
 
     fn member(id: u64, tokens: &[u64], status: Status, joining: bool) -> Member {
         Member { joining, ..Member::new(NodeId(id), "a:1", tokens.to_vec()).with(status, 1) }
+    }
+
+    #[test]
+    fn a_member_that_never_served_owns_nothing() {
+        let real = member(1, &[10], Status::Alive, false);
+        let made_up = Member::new(NodeId(2), "nowhere:1", vec![20]).with(Status::Dead, 0);
+        let p = Placement::new(&[real, made_up], 3);
+        assert_eq!(p.owners(15), vec![NodeId(1)]);
     }
 
     #[test]
