@@ -331,7 +331,9 @@ fn membership_messages_advance_hybrid_clocks() {
     sim.run_for(5_000);
     let now = sim.now();
     let behind = sim.process(NodeId(2)).unwrap().node.clock_last();
-    assert!(behind.physical_ms() > now + 200, "node 2 adopted node 1's clock: {behind} at {now}");
+    // Node 2's own clock is at `now` at most: anything later came from node 1's stamps
+    // (how much later depends on when node 1 last sent).
+    assert!(behind.physical_ms() > now, "node 2 adopted node 1's clock: {behind} at {now}");
     assert_eq!(sim.process(NodeId(2)).unwrap().node.stats().clock.ahead_ignored, 0);
     sim.set_skew(NodeId(1), 5_000);
     sim.run_for(5_000);

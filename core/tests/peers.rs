@@ -15,7 +15,7 @@ use dhrt_core::{
     merkle::Summary,
     node::{Node, NodeConfig, Output},
     proto::{
-        client::{Consistency, Op, Reply},
+        client::{Consistency, ErrorCode, Op, Reply},
         watch::Subscription,
         Message, ReplicaMessage, SyncBody, SyncItem, SyncMessage, WatchMessage,
     },
@@ -386,8 +386,10 @@ fn a_read_reply_from_the_future_is_neither_returned_nor_repaired_into_the_store(
     let mut node = Node::new(config, MemStore::new()).unwrap();
     node.tick(0);
     assert!(node.membership().is_alive(NodeId(1)), "a lone node serves at once");
-    // Node 2 is a serving member; it will answer the read with an entry from the future.
-    let two = Member::new(NodeId(2), sim_addr(NodeId(2)), vec![1 << 40, 1 << 62]);
+    // Node 2 is a serving member (past incarnation 0: it announced `Alive` once); it will
+    // answer the read with an entry from the future.
+    let two =
+        Member::new(NodeId(2), sim_addr(NodeId(2)), vec![1 << 40, 1 << 62]).with(Status::Alive, 1);
     node.handle_peer(
         10,
         NodeId(2),
@@ -409,14 +411,27 @@ fn a_read_reply_from_the_future_is_neither_returned_nor_repaired_into_the_store(
     let doomed = Entry::value("forever", Timestamp(u64::MAX - 5), NodeId(2));
     let reply = ReplicaMessage::ReadReply { req, entries: vec![Some(doomed)] };
     node.handle_peer(30, NodeId(2), Message::Replica(reply));
-    let mut answered = None;
-    while let Some(o) = node.poll_output() {
-        if let Output::Reply { resp: ClientResponse { id: 1, result, .. }, .. } = o {
-            answered = Some(result);
+    // The refused entry is no answer at all — not an absent key, which could hide a write
+    // node 2 really holds: the read waits, and times out without its quorum.
+    let answers = |node: &mut Node<MemStore>| {
+        let mut answered = None;
+        while let Some(o) = node.poll_output() {
+            if let Output::Reply { resp: ClientResponse { id: 1, result, .. }, .. } = o {
+                answered = Some(result);
+            }
         }
+        answered
+    };
+    assert_eq!(answers(&mut node), None, "answered on a refused entry");
+    node.tick(5_000);
+    match answers(&mut node) {
+        Some(Reply::Error { code, acked, .. }) => {
+            assert_eq!(code, ErrorCode::QuorumNotReached);
+            assert_eq!(acked, Some((1, 2)));
+        }
+        other => panic!("expected quorum_not_reached, got {other:?}"),
     }
-    assert_eq!(value_of(answered), None, "the entry from the future was returned");
-    assert_eq!(node.replica().get("users", b"k").unwrap(), None, "and repaired into the store");
+    assert_eq!(node.replica().get("users", b"k").unwrap(), None, "repaired into the store");
     assert_eq!(node.peer_stats().refused_entries, 1);
 }
 
