@@ -2,8 +2,8 @@
 # Runs every check a change must pass, in order, stopping at the first failure:
 # formatting, clippy, the Rust tests, the doc tests, the wasm build (its import check,
 # js/pkg regenerated and checked for staleness), the wasm unit tests in Node, the npm
-# package's tests, the dashboard in headless Chromium, and the Python package's types
-# and tests. CI runs this after scripts/setup.sh.
+# package's tests, the dashboard in headless Chromium, the Python package's types and
+# tests, and the Jepsen-style test's short run. CI runs this after scripts/setup.sh.
 #
 # Usage: bash scripts/test.sh
 set -euo pipefail
@@ -83,6 +83,17 @@ step "mypy --strict python/python/dhrt (the package's types and stubs)"
 # 127.0.0.1; every wait in it is bounded, and the whole step is too.
 step "python -m pytest -q python/tests"
 timeout 1200 "$python" -m pytest -q python/tests
+
+# The Jepsen-style test (docs/jepsen.md): the checker's own tests, then a short run of
+# five `dhrt serve` processes in network namespaces of their own under a seeded nemesis
+# (kills, wipes, pauses, partitions, delay and loss, clock skew). It needs root for the
+# namespaces; as another user it prints why it skipped. Every namespace, rule and
+# process it creates is removed at its end.
+step "tests/jepsen: the checker's tests"
+(cd tests/jepsen && "$python" -m unittest -q)
+
+step "tests/jepsen/run --duration 120 (five nodes in network namespaces, seeded faults)"
+timeout 900 "$python" tests/jepsen/run --duration 120 --seed "${DHRT_JEPSEN_SEED:-11}"
 
 step "done"
 printf '==> all checks passed in %d s\n' "$(($(date +%s) - suite_start))"
