@@ -205,11 +205,12 @@ impl Command {
                 for m in client.ring().await? {
                     writeln!(
                         out,
-                        "{:016x}  {:<21}  {:<8}  {} tokens",
+                        "{:016x}  {:<21}  {:<8}  {} tokens{}",
                         m.id.0,
                         m.addr,
                         m.status,
-                        m.tokens.len()
+                        m.tokens.len(),
+                        if m.joining { "  (joining: a pending replica)" } else { "" }
                     )
                     .map_err(io)?;
                 }

@@ -123,6 +123,7 @@ pub fn ring(members: &[RingMember]) -> Value {
                 "id": m.id.0.to_string(),
                 "addr": m.addr,
                 "status": m.status,
+                "joining": m.joining,
                 "tokens": m.tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
             })
         })
