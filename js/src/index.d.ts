@@ -109,7 +109,8 @@ export interface Member {
   status: 'alive' | 'syncing' | 'suspect' | 'dead' | 'left' | string;
   /** Ring positions (decimal strings), ascending. */
   tokens: string[];
-  /** The fraction of the ring it owns as primary (0 unless it serves). */
+  /** The fraction of the ring it owns as primary: every owner has its share, down or
+   * not (strict quorums keep a down member's ranges); 0 while joining or after leaving. */
   share: number;
 }
 
