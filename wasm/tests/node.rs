@@ -56,7 +56,7 @@ fn sent_request(out: &JsValue) -> ClientRequest {
 }
 
 fn answer(id: u64, result: Reply) -> Vec<u8> {
-    wire::encode(&Message::Response(ClientResponse { id, result })).unwrap()
+    wire::encode(&Message::Response(ClientResponse { id, result, ts: None })).unwrap()
 }
 
 #[wasm_bindgen_test]
@@ -165,6 +165,7 @@ fn frames_encode_and_decode_in_the_shapes_the_package_uses() {
     let Message::Request(ClientRequest {
         id: 9,
         op: dhrt_core::proto::client::Op::SetMany { items, ttl_ms, .. },
+        ..
     }) = decoded
     else {
         panic!("{decoded:?}")
