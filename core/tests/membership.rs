@@ -843,6 +843,7 @@ fn any_member() -> impl Strategy<Value = Member> {
             status,
             incarnation,
             joining: i % 2 == 1,
+            next_tokens: (i % 3 == 2).then(|| vec![9; tokens % 300]),
         })
 }
 

@@ -259,7 +259,17 @@ fn no_acknowledged_key_is_lost_or_duplicated_by_migration() {
         let mut round = 0usize;
         while w.moves().is_empty() || w.sim.now() - w.moves().last().map_or(0, |m| m.0) < 30_000 {
             if round > 300 {
-                return Err("tokens still moving after 300 rounds".into());
+                let per: Vec<(u64, u64)> = (1..=NODES)
+                    .map(|i| {
+                        let m = w.sim.process(NodeId(i)).unwrap().node.migration();
+                        (m.moves(), m.abandoned())
+                    })
+                    .collect();
+                return Err(format!(
+                    "tokens still moving after 300 rounds: {} moves; (moves, abandoned) per \
+                     node {per:?}",
+                    w.moves().len()
+                ));
             }
             let via = 1 + round as u64 % NODES;
             let sample: Vec<Bytes> =

@@ -231,6 +231,7 @@ fn reply() -> impl Strategy<Value = Reply> {
                     tokens,
                     status: "suspect".into(),
                     joining: false,
+                    leaving: false,
                 }
             ),
             0..4

@@ -214,6 +214,7 @@ fn record_of(m: &RingMember, status: Status, incarnation: u64) -> Member {
         status,
         incarnation,
         joining: m.joining,
+        next_tokens: None,
     }
 }
 

@@ -75,6 +75,7 @@ fn start_asks_the_seed_for_the_ring_and_the_stats() {
         tokens: vec![1, 1 << 63],
         status: "alive".into(),
         joining: false,
+        leaving: false,
     }];
     peer.handle_frame(1_001.0, SEED, &answer(ring.id, Reply::Ring { members: ring_members }));
     let outs = outputs(&mut peer);

@@ -156,6 +156,7 @@ mod tests {
             tokens: tokens_for(NodeId(id), 8),
             status: status.into(),
             joining: false,
+            leaving: false,
         }
     }
 

@@ -116,12 +116,13 @@ impl MembershipConfig {
         self.retransmit_mult.saturating_mul(ceil_log10(n as u64 + 1).max(1))
     }
 
-    /// Whether a record from the network is within bounds: address and token list not
+    /// Whether a record from the network is within bounds: address and token lists not
     /// oversized, incarnation at most [`MAX_INCARNATION`] (a member's own record; claims
     /// by others are bounded further, see `Membership`).
     pub fn admits(&self, member: &Member) -> bool {
         member.addr.len() <= self.max_addr_len
             && member.tokens.len() <= self.max_tokens
+            && member.next_tokens.as_ref().is_none_or(|t| t.len() <= self.max_tokens)
             && member.incarnation <= MAX_INCARNATION
     }
 }

@@ -117,6 +117,14 @@ pub struct Member {
     /// alike.
     #[serde(default)]
     pub joining: bool,
+    /// The tokens an owner is about to hold, announced before it hands ranges off: its
+    /// new positions during a token move, none at all during a graceful leave. While
+    /// set, the member still owns its current tokens' ranges, and the nodes that will
+    /// replicate a range once the change is done are *pending replicas* of it (see
+    /// [`crate::ring::placement`]). Set and cleared by the member itself (cleared by the
+    /// record that completes the move, by `Left`, or by giving the change up).
+    #[serde(default)]
+    pub next_tokens: Option<Vec<Position>>,
 }
 
 impl Member {
@@ -129,6 +137,25 @@ impl Member {
             status: Status::Alive,
             incarnation: 0,
             joining: false,
+            next_tokens: None,
+        }
+    }
+
+    /// Whether the member announced a graceful leave (no tokens next) and has not left.
+    pub fn leaving(&self) -> bool {
+        self.status != Status::Left && self.next_tokens.as_ref().is_some_and(Vec::is_empty)
+    }
+
+    /// The positions the member will own once the changes it announced are done: its
+    /// tokens if it is joining, its next tokens if it is moving or leaving, else its
+    /// tokens; none if it owns nothing and is not joining.
+    pub fn future_tokens(&self) -> &[Position] {
+        if self.joining {
+            &self.tokens
+        } else if self.owns() {
+            self.next_tokens.as_deref().unwrap_or(&self.tokens)
+        } else {
+            &[]
         }
     }
 
@@ -148,15 +175,14 @@ impl Member {
     }
 
     /// The total order of records about one member: incarnation, then status rank, then
-    /// address, then tokens, then the joining flag. The larger record wins a merge.
+    /// address, then tokens, then the joining flag, then the next tokens. The larger
+    /// record wins a merge.
     pub fn precedence(&self, other: &Member) -> Ordering {
-        (self.incarnation, self.status.rank(), &self.addr, &self.tokens, self.joining).cmp(&(
-            other.incarnation,
-            other.status.rank(),
-            &other.addr,
-            &other.tokens,
-            other.joining,
-        ))
+        let mine = (self.incarnation, self.status.rank(), &self.addr, &self.tokens);
+        let theirs = (other.incarnation, other.status.rank(), &other.addr, &other.tokens);
+        mine.cmp(&theirs).then_with(|| {
+            (self.joining, &self.next_tokens).cmp(&(other.joining, &other.next_tokens))
+        })
     }
 
     /// Whether this record wins over `other` (strictly) in a merge.
@@ -205,7 +231,8 @@ impl MemberState {
         if self.merged_record_cmp(update) == Ordering::Less {
             body_changed = update.addr != self.record.addr
                 || update.tokens != self.record.tokens
-                || update.joining != self.record.joining;
+                || update.joining != self.record.joining
+                || update.next_tokens != self.record.next_tokens;
             self.record = update.clone();
             self.merged = update.status;
         }
@@ -224,13 +251,10 @@ impl MemberState {
 
     fn merged_record_cmp(&self, update: &Member) -> Ordering {
         let r = &self.record;
-        (r.incarnation, self.merged.rank(), &r.addr, &r.tokens, r.joining).cmp(&(
-            update.incarnation,
-            update.status.rank(),
-            &update.addr,
-            &update.tokens,
-            update.joining,
-        ))
+        let mine = (r.incarnation, self.merged.rank(), &r.addr, &r.tokens);
+        let theirs = (update.incarnation, update.status.rank(), &update.addr, &update.tokens);
+        mine.cmp(&theirs)
+            .then_with(|| (r.joining, &r.next_tokens).cmp(&(update.joining, &update.next_tokens)))
     }
 
     fn note(&mut self, status: Status, incarnation: u64) {
@@ -269,6 +293,7 @@ mod tests {
             status,
             incarnation,
             joining: false,
+            next_tokens: None,
         }
     }
 
@@ -372,14 +397,17 @@ mod tests {
 
     fn update() -> impl Strategy<Value = Member> {
         let status = prop_oneof![Just(Alive), Just(Suspect), Just(Dead), Just(Left), Just(Syncing)];
-        (status, 0u64..5, 0usize..2, 0usize..2).prop_map(|(status, incarnation, a, t)| Member {
-            id: NodeId(7),
-            addr: ["a:1", "b:2"][a].into(),
-            tokens: [vec![1, 2], vec![3]][t].clone(),
-            status,
-            incarnation,
-            joining: a == t,
-        })
+        (status, 0u64..5, 0usize..2, 0usize..2, 0usize..3).prop_map(
+            |(status, incarnation, a, t, next)| Member {
+                id: NodeId(7),
+                addr: ["a:1", "b:2"][a].into(),
+                tokens: [vec![1, 2], vec![3]][t].clone(),
+                status,
+                incarnation,
+                joining: a == t,
+                next_tokens: [None, Some(vec![]), Some(vec![4])][next].clone(),
+            },
+        )
     }
 
     proptest! {

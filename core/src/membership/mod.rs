@@ -167,6 +167,9 @@ pub struct Membership {
     /// Members this node sent a push-pull asking for their full state, not answered
     /// yet: their answer may introduce any number of members.
     awaiting_state: BTreeSet<NodeId>,
+    /// Whether some member's full state (a push-pull) has been merged: before that, a
+    /// node that joins or restarts may know only part of its cluster.
+    heard_full_state: bool,
     outputs: VecDeque<MembershipOutput>,
     stats: MembershipStats,
 }
@@ -194,6 +197,7 @@ impl Membership {
             next_gossip_at: None,
             joining: None,
             awaiting_state: BTreeSet::new(),
+            heard_full_state: false,
             outputs: VecDeque::new(),
             stats: MembershipStats::default(),
         }
@@ -218,7 +222,10 @@ impl Membership {
         if me.status == Status::Left {
             return;
         }
-        self.set_me(me.with(Status::Left, me.incarnation.saturating_add(1)));
+        self.set_me(Member {
+            next_tokens: None,
+            ..me.with(Status::Left, me.incarnation.saturating_add(1))
+        });
         let mut targets = self.others(Status::is_up);
         self.rng.shuffle(&mut targets);
         targets.truncate(self.config.leave_fanout);
@@ -301,10 +308,33 @@ impl Membership {
         if incarnation > MAX_INCARNATION {
             return Err(TokensError::Incarnation);
         }
-        self.set_me(Member { tokens, ..me.with(me.status, incarnation) });
+        self.set_me(Member { tokens, next_tokens: None, ..me.with(me.status, incarnation) });
         self.broadcasts.push(self.id);
         self.ensure_timers(now);
         Ok(true)
+    }
+
+    /// Announces the tokens this node is about to hold (`Some(vec![])`: it is leaving),
+    /// or gives a change up (`None`): the own record at a new incarnation, gossiped, so
+    /// every member makes the nodes that will replicate its ranges pending replicas
+    /// (see [`Member::next_tokens`]). Returns whether the record changed: not when it
+    /// says so already, not after this node left, not at the last incarnation.
+    pub fn set_next_tokens(&mut self, now: Millis, next: Option<Vec<Position>>) -> bool {
+        let me = self.me().clone();
+        if me.status == Status::Left || me.next_tokens == next {
+            return false;
+        }
+        if next.as_ref().is_some_and(|t| t.len() > self.config.max_tokens) {
+            return false;
+        }
+        let Some(incarnation) = me.incarnation.checked_add(1).filter(|i| *i <= MAX_INCARNATION)
+        else {
+            return false;
+        };
+        self.set_me(Member { next_tokens: next, ..me.with(me.status, incarnation) });
+        self.broadcasts.push(self.id);
+        self.ensure_timers(now);
+        true
     }
 
     /// Handles a message that arrived from the member `from`.
@@ -344,6 +374,7 @@ impl Membership {
                 let solicited =
                     !reply && (self.awaiting_state.remove(&from) || self.joining.is_some());
                 let contact = self.absorb(now, from, sender, members, true, solicited);
+                self.heard_full_state |= self.view.contains_key(&from);
                 if reply {
                     let msg = MembershipMessage::PushPull {
                         members: self.full_state(),
@@ -456,6 +487,12 @@ impl Membership {
         self.me().incarnation
     }
 
+    /// Whether this node merged some member's full state (see [`MembershipMessage::PushPull`]):
+    /// until then a node that joins or restarts may know only part of its cluster.
+    pub fn heard_full_state(&self) -> bool {
+        self.heard_full_state
+    }
+
     /// How many members are known, this node included.
     pub fn size(&self) -> usize {
         self.view.len()
@@ -473,6 +510,12 @@ impl Membership {
             bytes.extend_from_slice(
                 &xxhash_rust::xxh3::xxh3_64(&token_bytes(&m.tokens)).to_le_bytes(),
             );
+            if let Some(next) = &m.next_tokens {
+                bytes.push(1);
+                bytes.extend_from_slice(
+                    &xxhash_rust::xxh3::xxh3_64(&token_bytes(next)).to_le_bytes(),
+                );
+            }
         }
         xxhash_rust::xxh3::xxh3_64(&bytes)
     }

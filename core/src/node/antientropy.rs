@@ -240,6 +240,17 @@ impl<S: Store> Node<S> {
         }
     }
 
+    /// Brings the next round forward to a random moment within a quarter period (spread,
+    /// so that a partition healing does not start every node's round at once).
+    pub(super) fn anti_entropy_soon(&mut self, now: Millis) {
+        if self.anti_entropy.round.is_some() {
+            return;
+        }
+        let soon = now + self.rng.below(self.config.sync_interval_ms.max(4) / 4);
+        let next = self.anti_entropy.next_round_at.map_or(soon, |at| at.min(soon));
+        self.anti_entropy.next_round_at = Some(next);
+    }
+
     /// Makes the next tick start a round.
     pub(super) fn anti_entropy_due_now(&mut self) {
         self.anti_entropy.next_round_at = Some(0);
@@ -317,9 +328,12 @@ impl<S: Store> Node<S> {
                 }
                 let hold_off = 2 * self.config.sync_interval_ms.max(self.config.ring_delay_ms);
                 self.anti_entropy.incoming.retain(|(_, at)| now.saturating_sub(*at) < hold_off);
+                // A range handed to this node, or one it is a pending replica of (it will
+                // own it, or owned it until a change other coordinators may not know
+                // yet), stays.
                 let incoming = self.anti_entropy.incoming.iter().any(|(range, _)| {
                     range.segments().into_iter().flatten().any(|s| interval.overlaps_segment(s))
-                });
+                }) || self.placement.pending_in(me, &interval);
                 for c in &collections {
                     let holds =
                         self.replica.range(c, interval, None, 1).is_ok_and(|r| !r.is_empty());

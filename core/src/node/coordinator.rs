@@ -79,6 +79,9 @@ struct KeyState {
     /// for a write the owners and pending replicas, for a read the readable owners.
     counted: Vec<NodeId>,
     required: usize,
+    /// A read during a change of the ring (see [`crate::ring::placement`], "Joint
+    /// reads"): the readable future owners, and how many of them must answer too.
+    future: Option<(Vec<NodeId>, usize)>,
     /// Write: who acknowledged. Read: who answered, with what.
     answers: BTreeMap<NodeId, Option<Entry>>,
     /// Write: the entry written (for hints to replicas that do not acknowledge).
@@ -117,21 +120,48 @@ struct Pending {
 }
 
 impl KeyState {
-    /// Answers from nodes that count toward the consistency.
-    fn counted_answers(&self) -> usize {
-        self.answers.keys().filter(|r| self.counted.contains(r)).count()
+    /// `(answered, required)` of each group whose answers count: the owners (or, for a
+    /// write, the owners and pending replicas), then the future owners of a joint read.
+    fn groups(&self) -> impl Iterator<Item = (&[NodeId], usize)> {
+        std::iter::once((self.counted.as_slice(), self.required))
+            .chain(self.future.as_ref().map(|(g, r)| (g.as_slice(), *r)))
     }
 
-    /// Whether the nodes that count and have not refused can still reach `required`.
+    /// Whether every group has the answers it needs.
+    fn satisfied(&self) -> bool {
+        self.groups().all(|(g, r)| self.answers.keys().filter(|a| g.contains(a)).count() >= r)
+    }
+
+    /// `(answered, required)` of the group furthest from its requirement.
+    fn acked(&self) -> (u32, u32) {
+        self.groups()
+            .map(|(g, r)| (self.answers.keys().filter(|a| g.contains(a)).count() as u32, r as u32))
+            .min_by_key(|(a, r)| i64::from(*a) - i64::from(*r))
+            .unwrap_or((0, 0))
+    }
+
+    /// Before anything is sent: `(able, required, of the future owners)` of the group
+    /// furthest from its requirement, counting every node asked as able.
+    fn shortfall(&self) -> (usize, usize, bool) {
+        self.groups()
+            .enumerate()
+            .map(|(i, (g, r))| (self.replicas.iter().filter(|n| g.contains(n)).count(), r, i > 0))
+            .min_by_key(|(a, r, _)| *a as i64 - *r as i64)
+            .unwrap_or((0, 0, false))
+    }
+
+    /// Whether the nodes that count and have not refused can still reach what every
+    /// group requires.
     fn reachable(&self, refused: &[NodeId]) -> bool {
-        let live = |r: &&NodeId| self.counted.contains(r) && !refused.contains(r);
-        self.replicas.iter().filter(live).count() >= self.required
+        self.groups().all(|(g, r)| {
+            self.replicas.iter().filter(|n| g.contains(n) && !refused.contains(n)).count() >= r
+        })
     }
 }
 
 impl Pending {
     fn satisfied(&self) -> bool {
-        self.keys.iter().all(|k| k.counted_answers() >= k.required)
+        self.keys.iter().all(KeyState::satisfied)
     }
 
     fn complete(&self) -> bool {
@@ -145,7 +175,7 @@ impl Pending {
     fn acked(&self) -> (u32, u32) {
         self.keys
             .iter()
-            .map(|k| (k.counted_answers() as u32, k.required as u32))
+            .map(KeyState::acked)
             .min_by_key(|(a, r)| i64::from(*a) - i64::from(*r))
             .unwrap_or((0, 0))
     }
@@ -389,6 +419,7 @@ impl<S: Store> Node<S> {
                 status: m.status.to_string(),
                 // Not an owner although not gone: joining, or never served.
                 joining: m.status != Status::Left && !m.owns(),
+                leaving: m.leaving(),
             })
             .collect()
     }
@@ -480,31 +511,50 @@ fn plan<S: Store>(
         let base = level
             .required(placement.owners.len())
             .map_err(|e| error(id, ErrorCode::InvalidInput, e.to_string()))?;
-        let (counted, required) = match intent {
-            Intent::Write => (placement.write_targets(), base + placement.pending.len()),
+        let readable = |group: &[NodeId]| -> Vec<NodeId> {
+            group.iter().filter(|o| node.placement.readable(**o)).copied().collect()
+        };
+        let (counted, required, future) = match intent {
+            Intent::Write => (placement.write_targets(), base + placement.pending.len(), None),
             Intent::Read => {
-                let owners = placement.owners.iter();
-                (owners.filter(|o| node.placement.readable(**o)).copied().collect(), base)
+                // Joint reads while the ring changes: a quorum of the future owners too.
+                let future = (!placement.future.is_empty()).then(|| {
+                    let need = level.required(placement.future.len()).unwrap_or(base);
+                    (readable(&placement.future), need)
+                });
+                (readable(&placement.owners), base, future)
             }
         };
-        let asked = match intent {
-            Intent::Write => placement.write_targets(),
-            Intent::Read => placement.owners.clone(),
-        };
+        // A read asks the pending replicas too: they answer for the future owners.
+        let asked = placement.write_targets();
         let replicas: Vec<NodeId> =
             asked.into_iter().filter(|r| !node.placement.down(*r)).collect();
-        let state =
-            KeyState { key, replicas, counted, required, answers: BTreeMap::new(), entry: None };
+        let state = KeyState {
+            key,
+            replicas,
+            counted,
+            required,
+            future,
+            answers: BTreeMap::new(),
+            entry: None,
+        };
         if !state.reachable(&[]) {
-            let able = state.replicas.iter().filter(|r| state.counted.contains(r)).count();
+            let (able, required, future) = state.shortfall();
             let (verb, why) = match intent {
                 Intent::Write => ("can acknowledge the write", "the others are down"),
                 Intent::Read => ("can answer the read", "the others are down or re-syncing"),
             };
+            let (owners, whose) = if future {
+                (
+                    placement.future.len(),
+                    "owners this key will have once the ring change under way is done",
+                )
+            } else {
+                (placement.owners.len(), "owners of this key")
+            };
             let message = format!(
-                "only {able} of the {owners} owners of this key {verb} ({why}); {level} needs \
+                "only {able} of the {owners} {whose} {verb} ({why}); {level} needs \
                  {required}: retry, or ask for a lower consistency",
-                owners = placement.owners.len(),
             );
             let result = Reply::Error {
                 code: ErrorCode::Unavailable,

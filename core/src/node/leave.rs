@@ -1,22 +1,33 @@
-//! Graceful leave: hand every range off to the nodes that will own it, then announce.
+//! Graceful leave: announce, hand every range off to the nodes that will own it, announce
+//! `Left`, stay up a little longer.
 //!
-//! [`Node::leave`] plans, for every token interval this node replicates and every
-//! collection it holds data in there, one Merkle sync session with *each* node that
-//! will replicate the interval once this node is gone (the preference list of the
-//! serving members without it). Sessions cost what differs, so a successor that is
-//! already a replica costs one round trip, and the node that newly enters the
-//! preference list receives everything. The sessions run ahead of anything else
-//! anti-entropy has queued, are retried like sync sessions, and report progress as
-//! [`NodeEvent::Leaving`]. When the last one ends, the node announces `Left` through
-//! membership (a new incarnation, told directly to a few members and gossiped) and
-//! [`Node::left`] turns true: the driver may flush and exit.
+//! [`Node::leave`] runs in four steps, so that no acknowledged write ever sits on fewer
+//! than W of a range's owners, before, during or after the leave (see
+//! [`crate::ring::placement`]):
 //!
-//! The node keeps serving while it hands off, so nothing is refused during a rolling
-//! restart. A write it acknowledges *after* the session for its interval ended reaches
-//! the other replicas too (every write goes to the whole preference list); only a write
-//! at consistency `one` that reached this node alone could miss the hand-off, and the
-//! remaining replicas' anti-entropy does not see it. A `Syncing` node (still catching
-//! up) and a node alone hold nothing others need: they announce at once.
+//! 1. *Announce*: the node's record says it is leaving ([`Member::next_tokens`] empty, a
+//!    new incarnation, gossiped). Every coordinator that hears it makes the nodes that
+//!    will replicate this node's ranges once it is gone *pending replicas*: they receive
+//!    every write from then on, and a write needs W + pending acknowledgements.
+//! 2. *Wait* `ring_delay_ms`, time for gossip to tell every coordinator.
+//! 3. *Hand off*: for every token interval this node replicates and every collection it
+//!    holds data in there, one Merkle sync session with *each* node that will replicate
+//!    the interval (the preference list of the other owners). Sessions cost what differs:
+//!    a successor that is already a replica costs one round trip, the node newly
+//!    entering the preference list receives everything written before step 2. They run
+//!    ahead of anything else anti-entropy has queued, are retried like sync sessions,
+//!    and report progress as [`NodeEvent::Leaving`].
+//! 4. *Announce `Left`* through membership (told directly to a few members and
+//!    gossiped), then keep answering for `ring_delay_ms`: coordinators that have not
+//!    heard yet still read from this node and send it writes, and those that have keep
+//!    it as a recent owner for as long. Then [`Node::left`] turns true: the driver may
+//!    flush and exit.
+//!
+//! The node keeps serving throughout, so nothing is refused during a rolling restart. A
+//! node that owns nothing (joining) or is alone holds nothing others need: it announces
+//! `Left` at once and may exit at once.
+//!
+//! [`Member::next_tokens`]: crate::membership::Member::next_tokens
 
 use super::{antientropy::intervals, antientropy::HandoffProgress, Node, NodeEvent, Output};
 use crate::Millis;
@@ -25,6 +36,13 @@ use crate::{entry::NodeId, hash::Interval, membership::Status, ring::RingTable, 
 /// A graceful leave under way.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Leaving {
+    /// When the hand-off starts (`ring_delay` after the announcement); `None` once the
+    /// sessions are planned.
+    handoff_at: Option<Millis>,
+    /// When the node may exit (`ring_delay` after `Left`); `None` before `Left`.
+    exit_at: Option<Millis>,
+    /// Whether the node may exit now.
+    done_waiting: bool,
     total: usize,
     done: usize,
     entries: u64,
@@ -32,26 +50,31 @@ pub(super) struct Leaving {
 }
 
 impl<S: Store> Node<S> {
-    /// Leaves the cluster gracefully: hands every range off to its next owners, then
-    /// announces `Left` (see the module docs). Calling it again does nothing.
+    /// Leaves the cluster gracefully: announces it, hands every range off to its next
+    /// owners, announces `Left` (see the module docs). Calling it again does nothing.
     pub fn leave(&mut self, now: Millis) {
         if self.leaving.is_some() || self.membership.me().status == Status::Left {
             return;
         }
-        let jobs = self.leave_jobs();
-        self.leaving = Some(Leaving { total: jobs.len(), ..Leaving::default() });
-        if jobs.is_empty() {
+        let me = self.id();
+        let others_own = self.membership.members().any(|m| m.id != me && m.owns());
+        if !self.membership.me().owns() || !others_own {
+            self.leaving = Some(Leaving { done_waiting: true, ..Leaving::default() });
             self.announce_leave(now);
             return;
         }
+        self.membership.set_next_tokens(now, Some(Vec::new()));
+        self.collect_membership();
+        let handoff_at = now.saturating_add(self.config.ring_delay_ms);
+        self.leaving = Some(Leaving { handoff_at: Some(handoff_at), ..Leaving::default() });
         self.report_leaving();
-        self.queue_leave_sessions(jobs);
-        self.fill_sessions(now);
     }
 
-    /// Whether this node has announced that it left (after its hand-off).
+    /// Whether this node has left: it announced `Left` after its hand-off, and waited
+    /// `ring_delay_ms` since.
     pub fn left(&self) -> bool {
         self.membership.me().status == Status::Left
+            && self.leaving.as_ref().is_none_or(|l| l.done_waiting)
     }
 
     /// The progress of a graceful leave, once [`Node::leave`] was called.
@@ -65,13 +88,45 @@ impl<S: Store> Node<S> {
 
     /// Whether the hand-off of a graceful leave reached every new owner.
     pub fn handed_off(&self) -> bool {
-        self.leaving.as_ref().is_some_and(|l| l.done == l.total && !l.failed)
+        self.leaving
+            .as_ref()
+            .is_some_and(|l| l.handoff_at.is_none() && l.done == l.total && !l.failed)
+    }
+
+    /// When the leave has something to do next: start its hand-off, or let the node go.
+    pub(super) fn leave_deadline(&self) -> Option<Millis> {
+        let l = self.leaving.as_ref()?;
+        l.handoff_at.or(if l.done_waiting { None } else { l.exit_at })
+    }
+
+    /// Starts the hand-off once the announcement had time to spread; lets the node go
+    /// once `Left` did.
+    pub(super) fn tick_leave(&mut self, now: Millis) {
+        let Some(l) = self.leaving.as_mut() else { return };
+        if l.exit_at.is_some_and(|at| at <= now) {
+            l.done_waiting = true;
+        }
+        if l.handoff_at.is_none_or(|at| at > now) {
+            return;
+        }
+        l.handoff_at = None;
+        let jobs = self.leave_jobs();
+        if let Some(l) = self.leaving.as_mut() {
+            l.total = jobs.len();
+        }
+        if jobs.is_empty() {
+            self.announce_leave(now);
+            return;
+        }
+        self.report_leaving();
+        self.queue_leave_sessions(jobs);
+        self.fill_sessions(now);
     }
 
     /// One session per (collection, interval this node replicates, next owner).
     fn leave_jobs(&self) -> Vec<(String, Interval, NodeId)> {
         let me = self.id();
-        if self.membership.me().status != Status::Alive {
+        if !self.membership.me().owns() {
             return Vec::new();
         }
         let heirs_table = RingTable::new(
@@ -108,14 +163,22 @@ impl<S: Store> Node<S> {
         l.failed |= !ok;
         l.entries += entries;
         self.report_leaving();
-        if self.leaving.as_ref().is_some_and(|l| l.done >= l.total) {
+        if self.leaving.as_ref().is_some_and(|l| l.handoff_at.is_none() && l.done >= l.total) {
             self.announce_leave(now);
         }
     }
 
     fn announce_leave(&mut self, now: Millis) {
+        if self.membership.me().status == Status::Left {
+            return;
+        }
         self.membership.leave(now);
         self.collect_membership();
+        if let Some(l) = self.leaving.as_mut() {
+            if !l.done_waiting {
+                l.exit_at = Some(now.saturating_add(self.config.ring_delay_ms));
+            }
+        }
     }
 
     fn report_leaving(&mut self) {

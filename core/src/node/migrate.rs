@@ -40,22 +40,29 @@
 //! `(q, t]` and nothing else: positions elsewhere meet the same tokens in the same order.
 //! On `(q, t]` this node leaves and at most one node joins. So the move is:
 //!
-//! 1. *Hand off first*: one Merkle sync session of `(q, t]`, for every collection, with
-//!    every node that will replicate it after the move (the anti-entropy session
-//!    machinery, see [`super::antientropy`]). A failed session abandons the move.
-//! 2. *Then announce*: [`crate::membership::Membership::set_tokens`] gossips the new
-//!    token at a new incarnation; every node rebuilds its table. Nothing is announced if
-//!    the cluster changed meanwhile (a member not serving, a token in the way, another
+//! 1. *Announce the intent*: [`crate::membership::Membership::set_next_tokens`] gossips
+//!    the tokens this node is about to hold; every coordinator that hears it makes the
+//!    node joining `(q, t]` a pending replica (see [`crate::ring::placement`]): it takes
+//!    every write of the range from then on, and writes need W + 1 acknowledgements.
+//! 2. *Wait* `ring_delay_ms`, for gossip to reach every coordinator.
+//! 3. *Hand off*: one Merkle sync session of `(q, t]`, for every collection, with every
+//!    node that will replicate it after the move (the anti-entropy session machinery,
+//!    see [`super::antientropy`]). A failed session abandons the move (and withdraws
+//!    the intent).
+//! 4. *Then announce*: [`crate::membership::Membership::set_tokens`] gossips the new
+//!    token at a new incarnation; every node rebuilds its table, and keeps this node a
+//!    pending replica of `(q, t]` for `ring_delay_ms` more. Nothing is announced if the
+//!    cluster changed meanwhile (a member not serving, a token in the way, another
 //!    preference list).
-//! 3. *Then clean*: the next anti-entropy round (started at once) hands `(q, t]` to every
-//!    new owner again — catching writes that arrived since step 1 — and only then drops
-//!    it ([`NodeEvent::Cleaned`]).
+//! 5. *Then clean*: the next anti-entropy round after that hands `(q, t]` to every new
+//!    owner again and only then drops it ([`NodeEvent::Cleaned`]).
 //!
 //! Tokens only ever move down inside the range their own node owns, so they never
 //! cross or meet another token, and two nodes moving at once touch disjoint ranges.
 //!
 //! **Never faster than sync settles.** A node considers a move only when it is `Alive`,
-//! every member it knows is `Alive` or gone (none joining, re-syncing or suspected), no
+//! every member it knows is `Alive` or gone (none joining, leaving, re-syncing or
+//! suspected), no
 //! hand-off or re-sync of its own runs, an anti-entropy round that started *after* its
 //! previous move completed without a failure, and it holds nothing in the previously
 //! moved range that it no longer replicates (cleaning finished). A node also refuses to
@@ -132,6 +139,8 @@ enum Phase {
     Idle,
     /// Waiting for load answers.
     Asking { req: u64, waiting: BTreeSet<NodeId>, loads: BTreeMap<NodeId, u64>, deadline: Millis },
+    /// The move is announced; its hand-off starts at the given time.
+    Announced(Move, Millis),
     /// Handing the range of a move off.
     HandingOff(Move),
 }
@@ -153,7 +162,7 @@ impl Migration {
     /// When the next decision is due, or an answer times out.
     pub fn next_deadline(&self) -> Option<Millis> {
         let asking = match &self.phase {
-            Phase::Asking { deadline, .. } => Some(*deadline),
+            Phase::Asking { deadline, .. } | Phase::Announced(_, deadline) => Some(*deadline),
             _ => None,
         };
         [self.next_at, asking].into_iter().flatten().min()
@@ -169,9 +178,9 @@ impl Migration {
         self.abandoned
     }
 
-    /// Whether a move's hand-off is under way.
+    /// Whether a move is under way (announced, or handing its range off).
     pub fn handing_off(&self) -> bool {
-        matches!(self.phase, Phase::HandingOff(_))
+        matches!(self.phase, Phase::HandingOff(_) | Phase::Announced(..))
     }
 
     /// When the last move was announced, and the range it handed off.
@@ -373,6 +382,9 @@ impl<S: Store> Node<S> {
                 self.migration.phase = Phase::Idle;
             }
         }
+        if matches!(&self.migration.phase, Phase::Announced(_, at) if *at <= now) {
+            self.hand_move_off(now);
+        }
         let Some(due) = self.migration.next_at else {
             self.schedule_migration(now);
             return;
@@ -406,6 +418,8 @@ impl<S: Store> Node<S> {
             self.membership.members().all(|m| m.status == Status::Alive || m.status.is_down());
         if me.status != Status::Alive
             || !all_serving
+            || self.membership.members().any(|m| m.leaving())
+            || self.leaving.is_some()
             || self.table.node_count() < 2
             || self.resync_pending
             || self.anti_entropy.resyncing()
@@ -582,12 +596,27 @@ impl<S: Store> Node<S> {
             remaining: targets.len() * collections.len(),
             failed: false,
         };
-        if mv.remaining == 0 {
+        if !self.membership.set_next_tokens(now, Some(mv.tokens.clone())) {
+            self.migration.abandoned += 1;
+            return;
+        }
+        self.collect_membership();
+        let at = now.saturating_add(self.config.ring_delay_ms);
+        self.migration.phase = Phase::Announced(mv, at);
+    }
+
+    /// The move's announcement had time to spread: hands its range off.
+    fn hand_move_off(&mut self, now: Millis) {
+        let Phase::Announced(mv, _) = std::mem::take(&mut self.migration.phase) else { return };
+        let collections = self.replica.store().collections().unwrap_or_default();
+        let (interval, targets) = (mv.interval, mv.targets.clone());
+        let remaining = targets.len() * collections.len();
+        if remaining == 0 {
             self.announce_move(now, mv);
             return;
         }
-        self.migration.phase = Phase::HandingOff(mv);
-        for c in collections {
+        self.migration.phase = Phase::HandingOff(Move { remaining, ..mv });
+        for c in &collections {
             for peer in &targets {
                 self.queue_migration_session(c, interval, *peer);
             }
@@ -618,9 +647,17 @@ impl<S: Store> Node<S> {
         }
         let Phase::HandingOff(mv) = std::mem::take(&mut self.migration.phase) else { return };
         if mv.failed {
-            self.migration.abandoned += 1;
+            self.abandon_move(now);
         } else {
             self.announce_move(now, mv);
+        }
+    }
+
+    /// Gives a move up, withdrawing its announced intent.
+    fn abandon_move(&mut self, now: Millis) {
+        self.migration.abandoned += 1;
+        if self.membership.set_next_tokens(now, None) {
+            self.collect_membership();
         }
     }
 
@@ -636,13 +673,13 @@ impl<S: Store> Node<S> {
                 .iter()
                 .all(|n| *n == me || mv.targets.contains(n));
         if !still {
-            self.migration.abandoned += 1;
+            self.abandon_move(now);
             return;
         }
         match self.membership.set_tokens(now, mv.tokens.clone()) {
             Ok(true) => {}
             _ => {
-                self.migration.abandoned += 1;
+                self.abandon_move(now);
                 return;
             }
         }

@@ -114,7 +114,9 @@ pub struct NodeConfig {
     /// How long a joining node waits, after it first hears of the cluster, before it
     /// copies the ranges it takes over: time for its record to reach every coordinator
     /// by gossip, so that every write from then on reaches it as a pending replica
-    /// (see [`crate::ring::placement`]; Cassandra's `RING_DELAY`).
+    /// (see [`crate::ring::placement`]; Cassandra's `RING_DELAY`). The same wait comes
+    /// before a leaver or a token move hands off, and a leaver stays up that long after
+    /// `Left`.
     pub ring_delay_ms: Millis,
 }
 
@@ -577,11 +579,12 @@ impl<S: Store> Node<S> {
         self.anti_entropy_due_now();
     }
 
-    /// Whether the node was told to join a cluster and knows no other member yet: it
-    /// coordinates nothing until it does (alone, every key would have this node as its
-    /// only owner).
+    /// Whether the node was told to join a cluster and has not merged a member's full
+    /// view of it yet: it coordinates nothing until it has (alone, every key would have
+    /// this node as its only owner; knowing part of the cluster, a key could have owners
+    /// the cluster does not count).
     pub fn awaiting_cluster(&self) -> bool {
-        self.join_requested && self.membership.size() <= 1
+        self.join_requested && (self.membership.size() <= 1 || !self.membership.heard_full_state())
     }
 
     /// Joins a cluster through any member's address.
@@ -653,6 +656,7 @@ impl<S: Store> Node<S> {
             self.gc.next_deadline(),
             self.watch.next_deadline(),
             self.migration.next_deadline(),
+            self.leave_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -666,6 +670,7 @@ impl<S: Store> Node<S> {
         self.membership.tick(now);
         self.assess_clock(now);
         self.collect_membership();
+        self.tick_leave(now);
         coordinator::expire(self, now);
         scan::expire(self, now);
         self.deliver_hints(now);
@@ -888,6 +893,13 @@ impl<S: Store> Node<S> {
                         // Re-sync before serving again: a round starts at the next tick.
                         self.resync_pending = true;
                         self.anti_entropy_due_now();
+                    }
+                    if let MembershipEvent::StatusChanged { id, from, to } = e {
+                        // A member that sat suspected may have missed writes (and this
+                        // node some of its): compare soon, not a period from now.
+                        if from == Status::Suspect && to == Status::Alive && id != self.id() {
+                            self.anti_entropy_soon(self.wall_ms);
+                        }
                     }
                     Output::Event(NodeEvent::Membership(e))
                 }

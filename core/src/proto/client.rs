@@ -479,6 +479,10 @@ pub struct RingMember {
     /// ranges whatever their status.
     #[serde(default)]
     pub joining: bool,
+    /// Whether it announced a graceful leave and is handing its ranges off: it owns them
+    /// until it announces `left`, and the nodes that inherit them are pending replicas.
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 /// The kind of a failed request. Hosts map it to their own error shape in one place.

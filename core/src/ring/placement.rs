@@ -11,13 +11,24 @@
 //!   factor, capped by the number of owning members (a lone node owns everything with
 //!   N = 1, two nodes with N = 2). A down owner does not lower the requirement: a write
 //!   it misses leaves a hint, and a hint is not an acknowledgement.
-//! - **Pending replicas.** A joining member ([`Member::joining`]) takes over ranges it
-//!   has not received yet. For a key whose owners would change once it joined, the
-//!   nodes it would add are *pending*: they receive every write from the moment they
-//!   announce themselves, and a write needs `W + pending` acknowledgements from owners
-//!   and pending replicas together (Cassandra's rule). One node enters, one leaves the
-//!   set, so at least W of the old owners and W of the new ones hold every acknowledged
-//!   write, and the hand-off can end with no moment where the final owners hold fewer.
+//! - **Pending replicas.** While the ring changes — a member joining
+//!   ([`Member::joining`]), leaving gracefully or moving a token ([`Member::next_tokens`])
+//!   — the *future* table places every member on the positions it will hold once the
+//!   change is done. For a key whose owners differ there, the nodes the future adds are
+//!   *pending*: they receive every write from the moment the change is announced, and a
+//!   write needs `W + pending` acknowledgements from owners and pending replicas together
+//!   (Cassandra's rule). One node enters, one leaves the set, so at least W of the old
+//!   owners and W of the new ones hold every acknowledged write, and the hand-off can end
+//!   with no moment where the final owners hold fewer.
+//! - **Joint reads.** While a change is announced, a read needs R readable answers from
+//!   the current owners *and* R from the future ones (the owners once the change is
+//!   done; a joining node is not readable until its join completed). Coordinators learn
+//!   that a change completed at different moments — a partition can hold one back for
+//!   long — and one that already counts against the new owners acknowledges a write
+//!   with W of them alone: a coordinator still in the change meets it through the
+//!   future owners. Joint writes (W + pending) and joint reads are what let the change
+//!   complete without waiting for everyone to hear of it (Raft's joint consensus, here
+//!   for replica sets).
 //! - **Readable owners.** A read counts only the answers of owners that are `Alive`:
 //!   caught up. A re-syncing owner (back from a restart, a death or a partition) still
 //!   takes writes and its acknowledgements count — it stored them durably — but it
@@ -26,10 +37,17 @@
 //!
 //! A write acknowledged by W owners and a read answered by R readable owners with
 //! R + W > N meet in at least one node, which holds the write: that is the quorum
-//! guarantee, at every moment, including while nodes fail, restart or join.
+//! guarantee, at every moment, including while nodes fail, restart, join, leave or move
+//! tokens — provided every coordinator heard a change was announced before it completes
+//! (the node making it waits `ring_delay` first, time for gossip to spread).
 
 use super::RingTable;
-use crate::{entry::NodeId, hash::Position, membership::Member, membership::Status};
+use crate::{
+    entry::NodeId,
+    hash::{Interval, Position},
+    membership::Member,
+    membership::Status,
+};
 use std::collections::BTreeSet;
 
 /// Where one key's requests go.
@@ -37,8 +55,12 @@ use std::collections::BTreeSet;
 pub struct KeyPlacement {
     /// The key's owners, in preference order (the first is its primary).
     pub owners: Vec<NodeId>,
-    /// Joining nodes that will own the key: they take its writes too.
+    /// Nodes that will own the key once the ring's announced changes are done: they take
+    /// its writes too.
     pub pending: Vec<NodeId>,
+    /// The key's owners once the announced changes are done, when they differ from
+    /// `owners` (empty otherwise): reads need a quorum of them too.
+    pub future: Vec<NodeId>,
 }
 
 impl KeyPlacement {
@@ -53,9 +75,11 @@ impl KeyPlacement {
 pub struct Placement {
     owners: RingTable,
     future: RingTable,
+    /// Whether the future table differs from the owners' (a change is announced).
+    changing: bool,
     readable: BTreeSet<NodeId>,
+    dead: BTreeSet<NodeId>,
     down: BTreeSet<NodeId>,
-    joining: BTreeSet<NodeId>,
     n: usize,
 }
 
@@ -64,22 +88,24 @@ impl Placement {
     /// factor `n`.
     pub fn new<'a>(members: impl IntoIterator<Item = &'a Member>, n: usize) -> Self {
         let members: Vec<&Member> = members.into_iter().collect();
-        let owning = || members.iter().filter(|m| m.owns());
-        let owners = RingTable::new(owning().map(|m| (m.id, m.tokens.as_slice())));
+        let owners = RingTable::new(
+            members.iter().filter(|m| m.owns()).map(|m| (m.id, m.tokens.as_slice())),
+        );
         // A joining member that died or left is not expected any more.
-        let joining: Vec<&&Member> = members
-            .iter()
-            .filter(|m| m.joining && !matches!(m.status, Status::Left | Status::Dead))
-            .collect();
         let future = RingTable::new(
-            owning().chain(joining.iter().copied()).map(|m| (m.id, m.tokens.as_slice())),
+            members
+                .iter()
+                .filter(|m| !(m.joining && matches!(m.status, Status::Left | Status::Dead)))
+                .filter(|m| !m.future_tokens().is_empty())
+                .map(|m| (m.id, m.future_tokens())),
         );
         Placement {
+            changing: future != owners,
             owners,
             future,
             readable: members.iter().filter(|m| readable(m)).map(|m| m.id).collect(),
+            dead: members.iter().filter(|m| m.status == Status::Dead).map(|m| m.id).collect(),
             down: members.iter().filter(|m| m.status.is_down()).map(|m| m.id).collect(),
-            joining: joining.iter().map(|m| m.id).collect(),
             n: n.max(1),
         }
     }
@@ -89,7 +115,8 @@ impl Placement {
         &self.owners
     }
 
-    /// The table of owning and joining members: the ring once every join completed.
+    /// The ring once every announced change is done: owning members at their next
+    /// tokens (none for a leaver), joining members at theirs.
     pub fn future_table(&self) -> &RingTable {
         &self.future
     }
@@ -104,19 +131,36 @@ impl Placement {
         self.owners.preference_list(pos, self.n)
     }
 
-    /// The owners and pending replicas of position `pos`.
+    /// The owners, pending replicas and future owners of position `pos`. A dead member
+    /// is never pending (there is no point in waiting for it).
     pub fn key(&self, pos: Position) -> KeyPlacement {
         let owners = self.owners(pos);
-        let pending = if self.joining.is_empty() {
-            Vec::new()
-        } else {
-            self.future
-                .preference_list(pos, self.n)
-                .into_iter()
-                .filter(|id| self.joining.contains(id) && !owners.contains(id))
-                .collect()
-        };
-        KeyPlacement { owners, pending }
+        if !self.changing {
+            return KeyPlacement { owners, pending: Vec::new(), future: Vec::new() };
+        }
+        let future = self.future.preference_list(pos, self.n);
+        let pending = future
+            .iter()
+            .filter(|id| !owners.contains(id) && !self.dead.contains(id))
+            .copied()
+            .collect();
+        let future = if future == owners { Vec::new() } else { future };
+        KeyPlacement { owners, pending, future }
+    }
+
+    /// Whether `id` will replicate any part of `interval` once the announced changes are
+    /// done: what it holds there must not be cleaned away.
+    pub fn pending_in(&self, id: NodeId, interval: &Interval) -> bool {
+        if !self.changing {
+            return false;
+        }
+        let vnodes = self.future.vnodes();
+        let len = vnodes.len();
+        (0..len).any(|i| {
+            let range = Interval::new(vnodes[(i + len - 1) % len].pos, vnodes[i].pos);
+            overlaps(&range, interval)
+                && self.future.preference_list(vnodes[i].pos, self.n).contains(&id)
+        })
     }
 
     /// Whether `id` answers count toward read quorums: `Alive` and owning.
@@ -129,14 +173,18 @@ impl Placement {
         self.down.contains(&id)
     }
 
-    /// Whether any member is joining.
-    pub fn has_joining(&self) -> bool {
-        !self.joining.is_empty()
+    /// Whether a change of the ring is announced (some key has pending replicas).
+    pub fn in_transition(&self) -> bool {
+        self.changing
     }
 }
 
 fn readable(m: &Member) -> bool {
     m.status == Status::Alive && !m.joining
+}
+
+fn overlaps(a: &Interval, b: &Interval) -> bool {
+    a.segments().into_iter().flatten().any(|s| b.overlaps_segment(s))
 }
 
 #[cfg(test)]
@@ -203,5 +251,52 @@ mod tests {
         // Once it died, it is not waited for.
         let gone = [&members[..4], &[member(9, &[15], Status::Dead, true)]].concat();
         assert_eq!(Placement::new(&gone, 3).key(12).pending, vec![]);
+    }
+
+    fn four() -> Vec<Member> {
+        (1..=4).map(|i| member(i, &[i * 10], Status::Alive, false)).collect()
+    }
+
+    #[test]
+    fn the_heirs_of_a_leaver_are_pending_until_it_left() {
+        let mut members = four();
+        members[1].next_tokens = Some(Vec::new());
+        let p = Placement::new(&members, 3);
+        // Node 2 still owns (10, 20]; node 1 inherits it once 2 is gone.
+        let k = p.key(15);
+        assert_eq!(k.owners, vec![NodeId(2), NodeId(3), NodeId(4)]);
+        assert_eq!(k.pending, vec![NodeId(1)]);
+        assert!(p.readable(NodeId(2)) && p.in_transition());
+        assert!(p.pending_in(NodeId(1), &Interval::new(10, 20)));
+        assert!(!p.pending_in(NodeId(2), &Interval::new(10, 20)));
+        // A leaver that died is still leaving: its heirs stay pending.
+        members[1].status = Status::Dead;
+        assert_eq!(Placement::new(&members, 3).key(15).pending, vec![NodeId(1)]);
+    }
+
+    #[test]
+    fn a_moving_token_makes_its_next_owner_pending() {
+        let mut members = four();
+        // Node 3 moves its token from 30 down to 25: (25, 30] passes to node 4's token.
+        members[2].next_tokens = Some(vec![25]);
+        let p = Placement::new(&members, 2);
+        assert_eq!(p.key(27).owners, vec![NodeId(3), NodeId(4)]);
+        assert_eq!(p.key(27).pending, vec![NodeId(1)]);
+        assert_eq!(p.key(22).pending, vec![]);
+    }
+
+    #[test]
+    fn during_a_change_reads_also_count_the_future_owners() {
+        let mut members = four();
+        members.push(member(9, &[15], Status::Syncing, true));
+        let p = Placement::new(&members, 3);
+        let k = p.key(12);
+        assert_eq!(k.future, vec![NodeId(9), NodeId(2), NodeId(3)]);
+        assert_eq!(p.key(25).future, vec![], "a key the change does not touch");
+        // Once the join is done nothing is pending, and no joint read is needed.
+        members[4] = member(9, &[15], Status::Alive, false);
+        let done = Placement::new(&members, 3);
+        assert_eq!(done.key(12), KeyPlacement { owners: k.future.clone(), ..Default::default() });
+        assert!(!done.in_transition());
     }
 }

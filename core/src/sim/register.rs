@@ -408,11 +408,16 @@ pub fn register_schedule(seed: u64) -> Result<RegisterReport, String> {
                 h.note(sim.now(), format!("{victim} leaves"));
                 sim.act(victim, |p, now| p.node.leave(now));
                 h.run(&mut sim, lasts, 30);
-                if sim.process(victim).is_some_and(|p| p.node.left()) {
-                    sim.run_for(2_000);
-                    sim.remove(victim);
-                    h.note(sim.now(), format!("{victim} left and stopped"));
+                // Announce, wait, hand off, `Left`, wait: the workload runs throughout.
+                let limit = sim.now() + 30_000;
+                while !sim.process(victim).is_some_and(|p| p.node.left()) {
+                    if sim.now() > limit {
+                        return Err(format!("{victim} did not finish leaving in 30 s"));
+                    }
+                    h.run(&mut sim, 500, 30);
                 }
+                sim.remove(victim);
+                h.note(sim.now(), format!("{victim} left and stopped"));
             }
             5 => {
                 // One clock beyond the maximum offset, ahead or behind: that node must

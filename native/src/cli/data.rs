@@ -210,7 +210,13 @@ impl Command {
                         m.addr,
                         m.status,
                         m.tokens.len(),
-                        if m.joining { "  (joining: a pending replica)" } else { "" }
+                        if m.joining {
+                            "  (joining: a pending replica)"
+                        } else if m.leaving {
+                            "  (leaving: handing its ranges off)"
+                        } else {
+                            ""
+                        }
                     )
                     .map_err(io)?;
                 }

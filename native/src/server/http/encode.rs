@@ -124,6 +124,7 @@ pub fn ring(members: &[RingMember]) -> Value {
                 "addr": m.addr,
                 "status": m.status,
                 "joining": m.joining,
+                "leaving": m.leaving,
                 "tokens": m.tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
             })
         })
