@@ -409,7 +409,7 @@ fn a_read_reply_from_the_future_is_neither_returned_nor_repaired_into_the_store(
     }
     let req = req.expect("node 1 asked node 2");
     let doomed = Entry::value("forever", Timestamp(u64::MAX - 5), NodeId(2));
-    let reply = ReplicaMessage::ReadReply { req, entries: vec![Some(doomed)] };
+    let reply = ReplicaMessage::ReadReply { req, entries: vec![Some(doomed)], changing: false };
     node.handle_peer(30, NodeId(2), Message::Replica(reply));
     // The refused entry is no answer at all — not an absent key, which could hide a write
     // node 2 really holds: the read waits, and times out without its quorum.

@@ -141,6 +141,12 @@ impl Member {
         }
     }
 
+    /// Whether a change of the ring the member announced is under way: its join, its
+    /// leave, or a token move.
+    pub fn changing(&self) -> bool {
+        self.status != Status::Left && (self.joining || self.next_tokens.is_some())
+    }
+
     /// Whether the member announced a graceful leave (no tokens next) and has not left.
     pub fn leaving(&self) -> bool {
         self.status != Status::Left && self.next_tokens.as_ref().is_some_and(Vec::is_empty)

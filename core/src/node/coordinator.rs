@@ -80,8 +80,8 @@ struct KeyState {
     counted: Vec<NodeId>,
     required: usize,
     /// A read during a change of the ring (see [`crate::ring::placement`], "Joint
-    /// reads"): the readable future owners, and how many of them must answer too.
-    future: Option<(Vec<NodeId>, usize)>,
+    /// reads"): the future owners that must answer too.
+    future: Option<Joint>,
     /// Write: who acknowledged. Read: who answered, with what.
     answers: BTreeMap<NodeId, Option<Entry>>,
     /// Write: the entry written (for hints to replicas that do not acknowledge).
@@ -119,43 +119,85 @@ struct Pending {
     cost: usize,
 }
 
+/// The second half of a joint read (see [`crate::ring::placement`], "Joint reads").
+#[derive(Debug)]
+struct Joint {
+    /// The future owners that are readable, and how many of them must answer.
+    readable: Vec<NodeId>,
+    required: usize,
+    /// The members making the change, and those that answered it is still under way:
+    /// when all of them say so, no write counted against the future owners yet.
+    makers: Vec<NodeId>,
+    still: Vec<NodeId>,
+}
+
+impl Joint {
+    fn waived(&self) -> bool {
+        !self.makers.is_empty() && self.makers.iter().all(|m| self.still.contains(m))
+    }
+}
+
 impl KeyState {
-    /// `(answered, required)` of each group whose answers count: the owners (or, for a
-    /// write, the owners and pending replicas), then the future owners of a joint read.
-    fn groups(&self) -> impl Iterator<Item = (&[NodeId], usize)> {
-        std::iter::once((self.counted.as_slice(), self.required))
-            .chain(self.future.as_ref().map(|(g, r)| (g.as_slice(), *r)))
+    fn count_in(&self, group: &[NodeId]) -> usize {
+        self.answers.keys().filter(|a| group.contains(a)).count()
     }
 
-    /// Whether every group has the answers it needs.
+    fn live_in(&self, group: &[NodeId], refused: &[NodeId]) -> usize {
+        self.replicas.iter().filter(|n| group.contains(n) && !refused.contains(n)).count()
+    }
+
+    /// Whether the owners (for a write, owners and pending replicas) and, for a joint
+    /// read, the future owners have answered enough.
     fn satisfied(&self) -> bool {
-        self.groups().all(|(g, r)| self.answers.keys().filter(|a| g.contains(a)).count() >= r)
+        self.count_in(&self.counted) >= self.required
+            && self
+                .future
+                .as_ref()
+                .is_none_or(|j| j.waived() || self.count_in(&j.readable) >= j.required)
     }
 
     /// `(answered, required)` of the group furthest from its requirement.
     fn acked(&self) -> (u32, u32) {
-        self.groups()
-            .map(|(g, r)| (self.answers.keys().filter(|a| g.contains(a)).count() as u32, r as u32))
+        let main = (self.count_in(&self.counted) as u32, self.required as u32);
+        let joint = self
+            .future
+            .as_ref()
+            .filter(|j| !j.waived())
+            .map(|j| (self.count_in(&j.readable) as u32, j.required as u32));
+        [Some(main), joint]
+            .into_iter()
+            .flatten()
             .min_by_key(|(a, r)| i64::from(*a) - i64::from(*r))
-            .unwrap_or((0, 0))
+            .unwrap_or(main)
+    }
+
+    /// Whether the nodes that have not refused can still satisfy the request: enough
+    /// owners, and enough future owners or every maker of the change.
+    fn reachable(&self, refused: &[NodeId]) -> bool {
+        self.live_in(&self.counted, refused) >= self.required
+            && self.future.as_ref().is_none_or(|j| {
+                self.live_in(&j.readable, refused) >= j.required
+                    || (!j.makers.is_empty() && self.live_in(&j.makers, refused) == j.makers.len())
+            })
     }
 
     /// Before anything is sent: `(able, required, of the future owners)` of the group
-    /// furthest from its requirement, counting every node asked as able.
+    /// that cannot be satisfied, counting every node asked as able.
     fn shortfall(&self) -> (usize, usize, bool) {
-        self.groups()
-            .enumerate()
-            .map(|(i, (g, r))| (self.replicas.iter().filter(|n| g.contains(n)).count(), r, i > 0))
-            .min_by_key(|(a, r, _)| *a as i64 - *r as i64)
-            .unwrap_or((0, 0, false))
+        let main = self.live_in(&self.counted, &[]);
+        match &self.future {
+            Some(j) if main >= self.required => (self.live_in(&j.readable, &[]), j.required, true),
+            _ => (main, self.required, false),
+        }
     }
 
-    /// Whether the nodes that count and have not refused can still reach what every
-    /// group requires.
-    fn reachable(&self, refused: &[NodeId]) -> bool {
-        self.groups().all(|(g, r)| {
-            self.replicas.iter().filter(|n| g.contains(n) && !refused.contains(n)).count() >= r
-        })
+    /// Notes that `from` answered that its change of the ring is still under way.
+    fn still_changing(&mut self, from: NodeId) {
+        if let Some(j) = self.future.as_mut() {
+            if j.makers.contains(&from) && !j.still.contains(&from) {
+                j.still.push(from);
+            }
+        }
     }
 }
 
@@ -518,9 +560,11 @@ fn plan<S: Store>(
             Intent::Write => (placement.write_targets(), base + placement.pending.len(), None),
             Intent::Read => {
                 // Joint reads while the ring changes: a quorum of the future owners too.
-                let future = (!placement.future.is_empty()).then(|| {
-                    let need = level.required(placement.future.len()).unwrap_or(base);
-                    (readable(&placement.future), need)
+                let future = (!placement.future.is_empty()).then(|| Joint {
+                    readable: readable(&placement.future),
+                    required: level.required(placement.future.len()).unwrap_or(base),
+                    makers: placement.makers.clone(),
+                    still: Vec::new(),
                 });
                 (readable(&placement.owners), base, future)
             }
@@ -684,6 +728,7 @@ fn start_read<S: Store>(
                 indices.iter().map(|&i| node.replica.get(&collection, &states[i].key)).collect();
             match entries {
                 Ok(entries) => {
+                    let changing = node.membership.me().changing();
                     for (i, entry) in indices.into_iter().zip(entries) {
                         if let Some(e) = &entry {
                             // So the answer's `ts` covers it (entries synced in may not
@@ -691,6 +736,9 @@ fn start_read<S: Store>(
                             let _ = node.clock.update(e.ts, now);
                         }
                         states[i].answers.insert(me, entry);
+                        if changing {
+                            states[i].still_changing(me);
+                        }
                     }
                 }
                 Err(e) => {
@@ -759,6 +807,7 @@ pub(super) fn on_read_reply<S: Store>(
     from: NodeId,
     req: u64,
     entries: Vec<Option<Entry>>,
+    changing: bool,
 ) {
     // A replica's answer is merged locally by read repair: it passes the same checks
     // as a replica write. An entry refused (stamped too far ahead of this node's clock,
@@ -786,6 +835,9 @@ pub(super) fn on_read_reply<S: Store>(
         p.cost += bytes;
         node.coordinator.bytes += bytes;
         k.answers.insert(from, entry);
+        if changing {
+            k.still_changing(from);
+        }
     }
     node.peer_stats.refused_entries += refused;
     progress(node, now, req);

@@ -771,7 +771,10 @@ impl<S: Store> Node<S> {
                 let entries: Result<Vec<_>, _> =
                     keys.iter().map(|k| self.replica.get(&collection, k)).collect();
                 let msg = match entries {
-                    Ok(entries) => ReplicaMessage::ReadReply { req, entries },
+                    Ok(entries) => {
+                        let changing = self.membership.me().changing();
+                        ReplicaMessage::ReadReply { req, entries, changing }
+                    }
                     Err(e) => {
                         self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
                         ReplicaMessage::ReadFailed { req, error: e.to_string() }
@@ -785,8 +788,8 @@ impl<S: Store> Node<S> {
                     coordinator::on_write_ack(self, now, from, req, error, newer)
                 }
             }
-            ReplicaMessage::ReadReply { req, entries } => {
-                coordinator::on_read_reply(self, now, from, req, entries)
+            ReplicaMessage::ReadReply { req, entries, changing } => {
+                coordinator::on_read_reply(self, now, from, req, entries, changing)
             }
             ReplicaMessage::ReadFailed { req, error } => {
                 coordinator::on_read_failed(self, now, from, req, error)

@@ -57,6 +57,12 @@ pub enum ReplicaMessage {
         req: u64,
         /// The stored entry (tombstones included) for each key, in request order.
         entries: Vec<Option<Entry>>,
+        /// Whether a change of the ring this replica announced (its join, its leave, a
+        /// token move) is still under way: then no coordinator counts against the owners
+        /// the change leads to yet, and a read need not wait for a quorum of them (see
+        /// `ring::placement`, "Joint reads"). Omitted from the frame when false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        changing: bool,
     },
     /// Read repair: "this entry is newer than the one you answered with; merge it". No
     /// answer.

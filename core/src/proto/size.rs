@@ -314,6 +314,7 @@ mod tests {
             PeerMessage::Replica(ReplicaMessage::ReadReply {
                 req: REQ,
                 entries: vec![Some(record("a", 1 << 20).1), None, Some(tombstone("t").1)],
+                changing: true,
             }),
             PeerMessage::Replica(ReplicaMessage::Repair {
                 collection: coll.clone(),
@@ -473,10 +474,13 @@ mod tests {
             (any::<u64>(), records_strategy(), any::<bool>()).prop_map(|(req, records, more)| {
                 PeerMessage::Replica(ReplicaMessage::RangeReply { req, records, more })
             }),
-            (any::<u64>(), records_strategy()).prop_map(|(req, records)| {
-                let entries = records.into_iter().map(|(k, e)| (!k.is_empty()).then_some(e));
-                PeerMessage::Replica(ReplicaMessage::ReadReply { req, entries: entries.collect() })
-            }),
+            (any::<u64>(), records_strategy(), any::<bool>()).prop_map(
+                |(req, records, changing)| {
+                    let entries = records.into_iter().map(|(k, e)| (!k.is_empty()).then_some(e));
+                    let entries = entries.collect();
+                    PeerMessage::Replica(ReplicaMessage::ReadReply { req, entries, changing })
+                }
+            ),
             (any::<u64>(), records_strategy()).prop_map(|(session, entries)| {
                 let keys = entries.iter().map(|(k, _)| k.clone()).collect();
                 let items = vec![SyncItem::Entries { entries }, SyncItem::Want { keys }];

@@ -61,6 +61,11 @@ pub struct KeyPlacement {
     /// The key's owners once the announced changes are done, when they differ from
     /// `owners` (empty otherwise): reads need a quorum of them too.
     pub future: Vec<NodeId>,
+    /// The members whose announced changes make `future` differ: joining pending
+    /// replicas, and owners that leave the key's set (a leaver, a token's mover). While
+    /// each of them says its change is still under way, nobody counts against `future`
+    /// yet.
+    pub makers: Vec<NodeId>,
 }
 
 impl KeyPlacement {
@@ -77,6 +82,8 @@ pub struct Placement {
     future: RingTable,
     /// Whether the future table differs from the owners' (a change is announced).
     changing: bool,
+    /// Members whose own change is under way ([`Member::changing`]).
+    changers: BTreeSet<NodeId>,
     readable: BTreeSet<NodeId>,
     dead: BTreeSet<NodeId>,
     down: BTreeSet<NodeId>,
@@ -103,6 +110,7 @@ impl Placement {
             changing: future != owners,
             owners,
             future,
+            changers: members.iter().filter(|m| m.changing()).map(|m| m.id).collect(),
             readable: members.iter().filter(|m| readable(m)).map(|m| m.id).collect(),
             dead: members.iter().filter(|m| m.status == Status::Dead).map(|m| m.id).collect(),
             down: members.iter().filter(|m| m.status.is_down()).map(|m| m.id).collect(),
@@ -136,16 +144,26 @@ impl Placement {
     pub fn key(&self, pos: Position) -> KeyPlacement {
         let owners = self.owners(pos);
         if !self.changing {
-            return KeyPlacement { owners, pending: Vec::new(), future: Vec::new() };
+            return KeyPlacement { owners, ..KeyPlacement::default() };
         }
         let future = self.future.preference_list(pos, self.n);
-        let pending = future
+        let pending: Vec<NodeId> = future
             .iter()
             .filter(|id| !owners.contains(id) && !self.dead.contains(id))
             .copied()
             .collect();
-        let future = if future == owners { Vec::new() } else { future };
-        KeyPlacement { owners, pending, future }
+        if future == owners {
+            return KeyPlacement { owners, pending, ..KeyPlacement::default() };
+        }
+        // Joining pending replicas, and leaving or moving owners; not the owners a join
+        // displaces, which change nothing of their own.
+        let makers = pending
+            .iter()
+            .chain(owners.iter().filter(|id| !future.contains(id)))
+            .filter(|id| self.changers.contains(id))
+            .copied()
+            .collect();
+        KeyPlacement { owners, pending, future, makers }
     }
 
     /// Whether `id` will replicate any part of `interval` once the announced changes are
@@ -266,6 +284,7 @@ mod tests {
         let k = p.key(15);
         assert_eq!(k.owners, vec![NodeId(2), NodeId(3), NodeId(4)]);
         assert_eq!(k.pending, vec![NodeId(1)]);
+        assert_eq!(k.makers, vec![NodeId(2)], "the leaver makes the change");
         assert!(p.readable(NodeId(2)) && p.in_transition());
         assert!(p.pending_in(NodeId(1), &Interval::new(10, 20)));
         assert!(!p.pending_in(NodeId(2), &Interval::new(10, 20)));
@@ -296,6 +315,7 @@ mod tests {
         // Once the join is done nothing is pending, and no joint read is needed.
         members[4] = member(9, &[15], Status::Alive, false);
         let done = Placement::new(&members, 3);
+        assert_eq!(k.makers, vec![NodeId(9)], "the joining node makes the change");
         assert_eq!(done.key(12), KeyPlacement { owners: k.future.clone(), ..Default::default() });
         assert!(!done.in_transition());
     }
