@@ -28,7 +28,9 @@
 //!   with W of them alone: a coordinator still in the change meets it through the
 //!   future owners. Joint writes (W + pending) and joint reads are what let the change
 //!   complete without waiting for everyone to hear of it (Raft's joint consensus, here
-//!   for replica sets).
+//!   for replica sets). Until a change completes nobody counts against its future
+//!   owners, so while every member making it ([`KeyPlacement::makers`]) answers that
+//!   its change is still under way, the read needs no quorum of the future owners.
 //! - **Readable owners.** A read counts only the answers of owners that are `Alive`:
 //!   caught up. A re-syncing owner (back from a restart, a death or a partition) still
 //!   takes writes and its acknowledgements count — it stored them durably — but it
