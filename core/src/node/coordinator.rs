@@ -164,11 +164,7 @@ impl KeyState {
             .as_ref()
             .filter(|j| !j.waived())
             .map(|j| (self.count_in(&j.readable) as u32, j.required as u32));
-        [Some(main), joint]
-            .into_iter()
-            .flatten()
-            .min_by_key(|(a, r)| i64::from(*a) - i64::from(*r))
-            .unwrap_or(main)
+        furthest([Some(main), joint].into_iter().flatten()).unwrap_or(main)
     }
 
     /// Whether the nodes that have not refused can still satisfy the request: enough
@@ -215,12 +211,13 @@ impl Pending {
 
     /// `(answered, required)` of the key furthest from its consistency.
     fn acked(&self) -> (u32, u32) {
-        self.keys
-            .iter()
-            .map(KeyState::acked)
-            .min_by_key(|(a, r)| i64::from(*a) - i64::from(*r))
-            .unwrap_or((0, 0))
+        furthest(self.keys.iter().map(KeyState::acked)).unwrap_or((0, 0))
     }
+}
+
+/// The `(answered, required)` pair furthest from its requirement.
+fn furthest(pairs: impl Iterator<Item = (u32, u32)>) -> Option<(u32, u32)> {
+    pairs.min_by_key(|(a, r)| i64::from(*a) - i64::from(*r))
 }
 
 impl Coordinator {
