@@ -106,6 +106,12 @@ impl Drop for Cluster {
 
 /// A port P such that P, P+1, ... P+n-1 are all free now.
 fn free_ports(n: u16) -> u16 {
+    held_ports(n).0
+}
+
+/// `n` consecutive free ports, still held: the caller releases the ones it hands on.
+/// (Releasing and binding again races the other tests, which open ephemeral ports.)
+fn held_ports(n: u16) -> (u16, Vec<TcpListener>) {
     for _ in 0..100 {
         let first = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = first.local_addr().unwrap().port();
@@ -114,7 +120,9 @@ fn free_ports(n: u16) -> u16 {
         }
         let rest: Vec<_> = (1..n).map(|i| TcpListener::bind(("127.0.0.1", base + i))).collect();
         if rest.iter().all(Result::is_ok) {
-            return base;
+            let mut held = vec![first];
+            held.extend(rest.into_iter().map(Result::unwrap));
+            return (base, held);
         }
     }
     panic!("no {n} consecutive free ports");
@@ -170,8 +178,9 @@ fn three_nodes_answer_and_sigterm_stops_them_all() {
 
 #[test]
 fn a_busy_port_stops_the_cluster_with_a_clear_error() {
-    let base = free_ports(2);
-    let _busy = TcpListener::bind(("127.0.0.1", base + 1)).expect("hold the second port");
+    let (base, mut held) = held_ports(2);
+    let _busy = held.pop().expect("the second port, kept busy");
+    drop(held);
     let mut cluster =
         Cluster::start(&["--nodes", "2", "--memory", "--base-port", &base.to_string()]);
     let code = cluster.wait(Duration::from_secs(60));
