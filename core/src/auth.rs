@@ -169,7 +169,10 @@ pub fn needed_role(op: &Op) -> Role {
         | Op::Unwatch { .. }
         | Op::Sync { .. } => Role::Read,
         Op::Set { .. } | Op::Del { .. } | Op::SetMany { .. } => Role::Write,
-        Op::TokenCreate { .. } | Op::TokenList | Op::TokenRevoke { .. } => Role::Admin,
+        Op::TokenCreate { .. }
+        | Op::TokenList
+        | Op::TokenRevoke { .. }
+        | Op::RemoveMember { .. } => Role::Admin,
     }
 }
 

@@ -53,6 +53,19 @@ impl std::fmt::Display for NodeId {
     }
 }
 
+impl std::str::FromStr for NodeId {
+    type Err = String;
+
+    /// Parses what [`NodeId`]'s `Display` prints: 1 to 16 hex digits.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let valid = !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        match u64::from_str_radix(s, 16) {
+            Ok(id) if valid => Ok(NodeId(id)),
+            _ => Err(format!("{s:?} is not a node id (16 hex digits, as `dhrt ring` prints)")),
+        }
+    }
+}
+
 /// A stored value or tombstone with its version.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Entry {
@@ -245,6 +258,17 @@ impl EntryLimits {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn node_ids_parse_as_they_print() {
+        for id in [0, 1, 0xdead_beef, u64::MAX] {
+            assert_eq!(NodeId(id).to_string().parse::<NodeId>(), Ok(NodeId(id)));
+        }
+        assert_eq!("ff".parse::<NodeId>(), Ok(NodeId(255)));
+        for bad in ["", "+1", "xyz", "00000000000000001", " 1"] {
+            assert!(bad.parse::<NodeId>().is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn limits_refuse_what_a_client_write_could_not_make() {

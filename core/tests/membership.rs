@@ -737,6 +737,7 @@ fn a_lone_node_is_quiet_and_a_join_is_retried() {
         MembershipMessage::PushPull {
             members: vec![member(9), member(3)],
             reply: false,
+            partial: false,
             clock: None,
         },
     );
@@ -751,6 +752,45 @@ fn a_lone_node_is_quiet_and_a_join_is_retried() {
     );
     let next = me.next_deadline().unwrap();
     assert!(next < 12_010 + 10_000);
+}
+
+#[test]
+fn a_fresh_node_told_to_join_says_its_view_is_partial_and_partial_views_do_not_count() {
+    let fresh = |i| Member { joining: true, ..member(i).with(Status::Syncing, 0) };
+    let push_pull = |i: usize, partial| MembershipMessage::PushPull {
+        members: vec![fresh(i), member(3).with(Status::Alive, 4)],
+        reply: true,
+        partial,
+        clock: None,
+    };
+    // A node restarted without its data, told to join, that heard nobody yet.
+    let mut wiped = Membership::new(fresh(0), MembershipConfig::default(), 1);
+    wiped.join(0, addr(9));
+    drain_all(&mut wiped);
+    assert!(wiped.view_partial());
+    // A newcomer's push-pull: merged, but it does not make the view complete; the
+    // answer says the view is partial.
+    wiped.handle(10, id(1), push_pull(1, true));
+    assert_eq!(wiped.size(), 3);
+    assert!(!wiped.heard_full_state() && wiped.view_partial());
+    let answers = drain_all(&mut wiped);
+    assert!(answers.iter().any(|o| matches!(
+        o,
+        MembershipOutput::Send { msg: MembershipMessage::PushPull { partial: true, .. }, .. }
+    )));
+    // Until then it asks for full states every join retry, not every push-pull period.
+    let next = wiped.next_deadline().unwrap();
+    assert!(next <= 10 + MembershipConfig::default().join_retry_ms, "{next}");
+    // A member's complete view counts.
+    wiped.handle(20, id(3), push_pull(3, false));
+    assert!(wiped.heard_full_state() && !wiped.view_partial());
+    // A node that kept its data, or started the cluster, never says its view is partial.
+    let mut kept =
+        Membership::new(member(5).with(Status::Syncing, 3), MembershipConfig::default(), 1);
+    kept.join(0, addr(9));
+    assert!(!kept.view_partial());
+    let first = Membership::new(fresh(6), MembershipConfig::default(), 1);
+    assert!(!first.view_partial());
 }
 
 #[test]
@@ -872,10 +912,8 @@ fn any_message() -> impl Strategy<Value = MembershipMessage> {
                 clock: None
             }
         ),
-        (updates(), any::<bool>()).prop_map(|(members, reply)| MembershipMessage::PushPull {
-            members,
-            reply,
-            clock: None
+        (updates(), any::<bool>(), any::<bool>()).prop_map(|(members, reply, partial)| {
+            MembershipMessage::PushPull { members, reply, partial, clock: None }
         }),
         any_member().prop_map(|member| MembershipMessage::Join { member, clock: None }),
         (any_member(), updates()).prop_map(|(sender, updates)| MembershipMessage::Gossip {

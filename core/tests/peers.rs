@@ -135,7 +135,8 @@ fn a_death_claimed_at_the_largest_incarnation_does_not_evict_a_node() {
     // Node 3, gone bad, declares node 2 dead at the largest incarnation, to everyone.
     for to in [1, 2] {
         let members = vec![victim.with(Status::Dead, MAX_INCARNATION)];
-        let msg = MembershipMessage::PushPull { members, reply: false, clock: None };
+        let msg =
+            MembershipMessage::PushPull { members, reply: false, clock: None, partial: false };
         inject(&mut sim, 3, to, Message::Gossip(msg));
     }
     sim.run_for(30_000);
@@ -149,7 +150,12 @@ fn a_death_claimed_at_the_largest_incarnation_does_not_evict_a_node() {
     let seen = member_of(&sim, 1, 2).unwrap();
     let step = MembershipConfig::default().max_incarnation_step;
     let claim = seen.with(Status::Dead, seen.incarnation + step);
-    let msg = MembershipMessage::PushPull { members: vec![claim], reply: false, clock: None };
+    let msg = MembershipMessage::PushPull {
+        members: vec![claim],
+        reply: false,
+        clock: None,
+        partial: false,
+    };
     inject(&mut sim, 3, 1, Message::Gossip(msg));
     assert_eq!(member_of(&sim, 1, 2).unwrap().status, Status::Dead);
     sim.run_for(30_000);

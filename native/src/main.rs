@@ -112,6 +112,14 @@ enum Command {
     /// (--token or DHRT_TOKEN). Example:
     /// DHRT_TOKEN=$(cat admin.token) dhrt token create --role read --collections logs.*
     Token(cli::token::TokenArgs),
+    /// Remove a member that is dead for good (admin), so its ranges get their copies back.
+    ///
+    /// Only a member the cluster declared dead (`dhrt ring` shows it `dead`) can be
+    /// removed. The other owners of its ranges hand them to the members that inherit
+    /// them, then it is announced `left`; the cluster serves throughout. To replace the
+    /// machine, remove the dead member, then start the new one with --join.
+    /// Example: dhrt remove 3f2a9c0d11e2b7a4 --node 10.0.0.1:7453
+    Remove(cli::remove::RemoveArgs),
     /// Salvage a damaged data dir of a stopped node, printing exactly what was dropped.
     ///
     /// Keeps every write-ahead log record that checks out (before and after damage),
@@ -170,6 +178,7 @@ fn main() -> ExitCode {
         Command::Export(args) => cli::transfer::export::run(&args, &cli.target),
         Command::Import(args) => cli::transfer::import::run(&args, &cli.target),
         Command::Token(args) => cli::token::run(&args, &cli.target),
+        Command::Remove(args) => cli::remove::run(&args, &cli.target),
         Command::Repair { data_dir } => match dhrt::store::repair::repair(&data_dir) {
             Ok(report) => {
                 print!("{report}");

@@ -1,7 +1,7 @@
 //! End to end with real `dhrt serve` processes on 127.0.0.1 (ephemeral ports): a
 //! cluster answers from every node, `kill -9` during quorum writes loses nothing
 //! acknowledged, a fourth node joins and takes its ranges, a node leaving on SIGTERM
-//! hands off first.
+//! hands off first, `dhrt remove` removes a node killed for good.
 
 mod common;
 
@@ -169,6 +169,59 @@ fn a_node_leaving_on_sigterm_hands_off_first() {
         for k in &keys {
             let got = c.get("users", k, Consistency::All).await.unwrap();
             assert_eq!(got.as_deref(), Some(&b"v"[..]), "{k} lost in the leave");
+        }
+    });
+}
+
+#[test]
+fn dhrt_remove_removes_a_node_killed_for_good_and_its_keys_keep_their_copies() {
+    let _serial = common::serial();
+    let mut nodes = cluster(4, &[]);
+    let rt = runtime();
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    let c = rt.block_on(async {
+        let c = Client::connect_with(&[&nodes[0].addr, &nodes[1].addr], Duration::from_secs(5))
+            .await
+            .unwrap();
+        for k in &keys {
+            c.set("users", k, "v", Consistency::Quorum, None).await.unwrap();
+        }
+        c
+    });
+    let lost = rt.block_on(async {
+        let ring = Client::connect(&nodes[0].addr).await.unwrap().ring().await.unwrap();
+        ring.iter().find(|m| m.addr == nodes[3].addr).map(|m| m.id).unwrap()
+    });
+    nodes[3].kill9();
+    let remove = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dhrt"))
+            .arg("remove")
+            .args(args)
+            .args(["--node", &nodes[0].addr])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Not dead yet (suspected at most): refused, with why.
+    let (ok, err) = remove(&[&lost.to_string(), "--no-wait"]);
+    assert!(!ok && err.contains("not dead"), "{err}");
+    let dead = wait_until(Duration::from_secs(60), || {
+        rt.block_on(async { c.stats(None).await.is_ok_and(|s| s.members.dead == 1) })
+    });
+    assert!(dead, "the killed node was not declared dead:\n{}", nodes[0].log());
+    let (ok, err) = remove(&[&lost.to_string(), "--wait", "60"]);
+    assert!(ok, "dhrt remove failed: {err}\n{}", nodes[0].log());
+    assert!(err.contains("removed"), "{err}");
+    rt.block_on(async {
+        let gone = wait_until_async(|| async {
+            c.stats(None).await.is_ok_and(|s| s.members.left == 1 && s.members.alive == 3)
+        })
+        .await;
+        assert!(gone, "the others do not see the removed node as left");
+        // Three owners for every key again, all of them running: `all` answers.
+        for k in &keys {
+            let got = c.get("users", k, Consistency::All).await.unwrap();
+            assert_eq!(got.as_deref(), Some(&b"v"[..]), "{k} after the removal");
         }
     });
 }

@@ -539,6 +539,19 @@ async fn stats_ring_health_metrics_and_openapi() {
         .unwrap()
         .parse::<u64>()
         .is_ok()));
+    // Removing members: only a dead one, by the id /v1/ring gives; the answer says why not.
+    let me = members[0]["id"].as_str().unwrap().to_string();
+    for (path, status, says) in [
+        (format!("/v1/ring/{me}"), 400, "running node leaves gracefully"),
+        ("/v1/ring/123".to_string(), 404, "no member"),
+        ("/v1/ring/zz".to_string(), 400, "not a node id"),
+        (format!("/v1/ring/{me}?force=maybe"), 400, "not a flag"),
+    ] {
+        let r = n.delete(&path).await;
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert_eq!(r.status, status, "DELETE {path}: {body}");
+        assert!(body.contains(says), "DELETE {path}: {body}");
+    }
     let health = n.ok_json("GET", "/v1/health", "").await;
     assert_eq!(health["status"], "alive");
     assert_eq!(health["node"], stats["node"]);

@@ -288,7 +288,13 @@ fn one_frame_cannot_evict_a_node_for_good() {
             record_of(&victim, Status::Dead, u64::MAX),
             record_of(&victim, Status::Dead, MAX_INCARNATION),
         ];
-        link.send(MembershipMessage::PushPull { members, reply: false, clock: None }).await;
+        link.send(MembershipMessage::PushPull {
+            members,
+            reply: false,
+            clock: None,
+            partial: false,
+        })
+        .await;
     });
     // The frame was handled: the rogue's own record is in n1's view.
     assert!(

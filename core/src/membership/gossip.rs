@@ -99,8 +99,12 @@ impl Membership {
 
     /// Sends a full-state exchange that asks for the receiver's state in return.
     pub(super) fn push_pull_to(&mut self, to: NodeId, addr: Option<String>) {
-        let msg =
-            MembershipMessage::PushPull { members: self.full_state(), reply: true, clock: None };
+        let msg = MembershipMessage::PushPull {
+            members: self.full_state(),
+            reply: true,
+            partial: self.view_partial(),
+            clock: None,
+        };
         if self.awaiting_state.len() < self.config.max_members {
             self.awaiting_state.insert(to);
         }
@@ -153,7 +157,14 @@ impl Membership {
                 self.push_pull_to(pool[i], None);
             }
         }
-        self.next_push_pull_at = Some(now.saturating_add(self.config.push_pull_interval_ms));
+        // Until a complete view was merged, ask again soon (the partners may have been
+        // told to join moments ago themselves, and know only part of the cluster).
+        let every = if self.told_to_join && !self.heard_full_state {
+            self.config.join_retry_ms.min(self.config.push_pull_interval_ms)
+        } else {
+            self.config.push_pull_interval_ms
+        };
+        self.next_push_pull_at = Some(now.saturating_add(every));
     }
 }
 

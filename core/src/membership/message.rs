@@ -72,10 +72,20 @@ pub enum MembershipMessage {
         members: Vec<Member>,
         /// Whether the receiver should answer with its own full state.
         reply: bool,
-        /// The sender's clocks when it sent the message (see [`ClockStamp`]); absent
-        /// from frames of hosts that do not stamp membership messages.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// The sender's clocks when it sent the message (see [`ClockStamp`]); nil from
+        /// hosts that do not stamp membership messages. (Always in the frame: a field
+        /// follows it, and frames are positional.)
+        #[serde(default)]
         clock: Option<ClockStamp>,
+        /// Whether the sender started without its data, was told to join a cluster and
+        /// has not merged a complete view of it yet ([`Membership::view_partial`]): its
+        /// state is merged, but does not count as the cluster's full view
+        /// ([`Membership::heard_full_state`]). Absent from older frames: false.
+        ///
+        /// [`Membership::view_partial`]: crate::membership::Membership::view_partial
+        /// [`Membership::heard_full_state`]: crate::membership::Membership::heard_full_state
+        #[serde(default)]
+        partial: bool,
     },
     /// A request to enter the cluster, sent to a seed by address. The seed answers with
     /// a [`MembershipMessage::PushPull`] (`reply: false`) and gossips the newcomer.
@@ -224,9 +234,16 @@ mod tests {
                 clock: None,
             },
             MembershipMessage::PushPull {
-                members: vec![m.clone(), suspect],
+                members: vec![m.clone(), suspect.clone()],
                 reply: true,
+                partial: true,
                 clock: None,
+            },
+            MembershipMessage::PushPull {
+                members: vec![suspect],
+                reply: false,
+                partial: false,
+                clock: Some(ClockStamp { wall_ms: 7, ..ClockStamp::default() }),
             },
             MembershipMessage::Join { member: m.clone(), clock: None },
             MembershipMessage::Gossip {
@@ -240,6 +257,18 @@ mod tests {
             let back: MembershipMessage = rmp_serde::from_slice(&bytes).unwrap();
             assert_eq!(back, msg, "{}", msg.kind());
         }
+        // A frame from before `clock` and `partial`: both default.
+        let old = rmp_serde::to_vec(&serde_json::json!({"PushPull": [[], true]})).unwrap();
+        let back: MembershipMessage = rmp_serde::from_slice(&old).unwrap();
+        assert_eq!(
+            back,
+            MembershipMessage::PushPull {
+                members: vec![],
+                reply: true,
+                clock: None,
+                partial: false
+            }
+        );
         let event = MembershipEvent::StatusChanged {
             id: NodeId(1),
             from: Status::Alive,

@@ -170,6 +170,13 @@ pub struct Membership {
     /// Whether some member's full state (a push-pull) has been merged: before that, a
     /// node that joins or restarts may know only part of its cluster.
     heard_full_state: bool,
+    /// Whether [`Membership::join`] was called: the node belongs to a cluster it must
+    /// hear of before its view is complete.
+    told_to_join: bool,
+    /// Whether the node started without a record of an earlier life (new, or its data
+    /// lost): until it hears a complete view, it knows neither the cluster nor its own
+    /// standing in it.
+    started_fresh: bool,
     outputs: VecDeque<MembershipOutput>,
     stats: MembershipStats,
 }
@@ -184,6 +191,7 @@ impl Membership {
         let incarnation = me.incarnation.min(MAX_INCARNATION);
         let me = me.with(status, incarnation);
         let id = me.id;
+        let started_fresh = me.joining;
         let prober = Prober::new(rng.next_u64() >> 1);
         Membership {
             config: config.normalized(),
@@ -198,6 +206,8 @@ impl Membership {
             joining: None,
             awaiting_state: BTreeSet::new(),
             heard_full_state: false,
+            told_to_join: false,
+            started_fresh,
             outputs: VecDeque::new(),
             stats: MembershipStats::default(),
         }
@@ -213,6 +223,7 @@ impl Membership {
         self.outputs.push_back(MembershipOutput::SendAddr { addr: seed_addr.clone(), msg });
         let next_retry_at = now.saturating_add(self.config.join_retry_ms);
         self.joining = Some(Joining { addr: seed_addr, next_retry_at });
+        self.told_to_join = true;
     }
 
     /// Leaves the cluster gracefully: `Left` at a new incarnation, told directly to up to
@@ -337,6 +348,38 @@ impl Membership {
         true
     }
 
+    /// Marks `id`, a member this node holds `Dead` that owns tokens, as being removed
+    /// by an operator: its record, at the same incarnation, announces it will own
+    /// nothing (empty [`Member::next_tokens`], which wins the merge), so every node
+    /// makes the members that inherit its ranges pending replicas (see
+    /// `node::remove`). The member itself beats it by coming back at a higher
+    /// incarnation. Returns whether the view changed.
+    pub fn mark_removing(&mut self, now: Millis, id: NodeId) -> bool {
+        let Some(record) = self.member(id).cloned() else { return false };
+        if id == self.id || record.status != Status::Dead || !record.owns() || record.leaving() {
+            return false;
+        }
+        let changed = self.merge(now, &Member { next_tokens: Some(Vec::new()), ..record });
+        self.ensure_timers(now);
+        changed
+    }
+
+    /// Ends the removal of `id` (see [`Membership::mark_removing`]): its record becomes
+    /// `Left` at its incarnation, so it owns nothing any more. Returns whether the view
+    /// changed; only a dead member being removed, or one that owns nothing, can be.
+    pub fn mark_removed(&mut self, now: Millis, id: NodeId) -> bool {
+        let Some(record) = self.member(id).cloned() else { return false };
+        let removable = record.leaving() || !record.owns();
+        if id == self.id || record.status != Status::Dead || !removable {
+            return false;
+        }
+        let incarnation = record.incarnation;
+        let changed = self
+            .merge(now, &Member { next_tokens: None, ..record.with(Status::Left, incarnation) });
+        self.ensure_timers(now);
+        changed
+    }
+
     /// Handles a message that arrived from the member `from`.
     pub fn handle(&mut self, now: Millis, from: NodeId, msg: MembershipMessage) {
         self.stats.messages_received += 1;
@@ -368,17 +411,22 @@ impl Membership {
                 self.on_ping_req(now, from, seq, target, target_addr);
                 self.correct(from, contact);
             }
-            MembershipMessage::PushPull { members, reply, .. } => {
+            MembershipMessage::PushPull { members, reply, partial, .. } => {
                 let sender = members.iter().find(|m| m.id == from).cloned();
                 // The answer to this node's own push-pull or join.
                 let solicited =
                     !reply && (self.awaiting_state.remove(&from) || self.joining.is_some());
                 let contact = self.absorb(now, from, sender, members, true, solicited);
-                self.heard_full_state |= self.view.contains_key(&from);
+                // A partial view never counts: the new cluster's first node is one that
+                // was not told to join.
+                if !partial {
+                    self.heard_full_state |= self.view.contains_key(&from);
+                }
                 if reply {
                     let msg = MembershipMessage::PushPull {
                         members: self.full_state(),
                         reply: false,
+                        partial: self.view_partial(),
                         clock: None,
                     };
                     self.reply(from, contact.addr, msg);
@@ -395,6 +443,7 @@ impl Membership {
                 let msg = MembershipMessage::PushPull {
                     members: self.full_state(),
                     reply: false,
+                    partial: self.view_partial(),
                     clock: None,
                 };
                 self.reply(from, contact.addr, msg);
@@ -487,8 +536,18 @@ impl Membership {
         self.me().incarnation
     }
 
-    /// Whether this node merged some member's full state (see [`MembershipMessage::PushPull`]):
-    /// until then a node that joins or restarts may know only part of its cluster.
+    /// Whether this node's view may be missing most of its cluster: it started fresh
+    /// (new, or without its data), was told to join, and has not merged a complete
+    /// full state yet. It says so when it sends its state (see
+    /// [`MembershipMessage::PushPull`]): a node restarted without its data that answers
+    /// a newcomer with the few members it heard of so far would make the newcomer
+    /// count keys against owners the cluster does not count.
+    pub fn view_partial(&self) -> bool {
+        self.told_to_join && self.started_fresh && !self.heard_full_state
+    }
+
+    /// Whether some member's complete full state (a push-pull not marked partial) has
+    /// been merged.
     pub fn heard_full_state(&self) -> bool {
         self.heard_full_state
     }

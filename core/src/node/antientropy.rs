@@ -55,6 +55,9 @@ enum Purpose {
     /// Hand-off of a range to the nodes that replicate it once this node has left (see
     /// [`super::leave`]).
     Leave,
+    /// Hand-off of a range shared with a member being removed, to the nodes that own it
+    /// once the member is gone (see [`super::remove`]).
+    Remove,
 }
 
 /// One session to run.
@@ -356,7 +359,8 @@ impl<S: Store> Node<S> {
         let total = jobs.iter().filter(|j| j.purpose == Purpose::Sync).count();
         let ae = &mut self.anti_entropy;
         // A migration's or a leave's hand-off outlives rounds.
-        ae.queue.retain(|j| matches!(j.purpose, Purpose::Migrate | Purpose::Leave));
+        ae.queue
+            .retain(|j| matches!(j.purpose, Purpose::Migrate | Purpose::Leave | Purpose::Remove));
         ae.queue.extend(jobs);
         ae.groups = groups;
         ae.round = Some(Round {
@@ -413,6 +417,14 @@ impl<S: Store> Node<S> {
         }
     }
 
+    /// Queues hand-off sessions for the removal of a dead member, ahead of the round's.
+    pub(super) fn queue_removal_sessions(&mut self, jobs: Vec<(String, Interval, NodeId)>) {
+        for (collection, interval, peer) in jobs.into_iter().rev() {
+            let job = self.job(&collection, interval, peer, Purpose::Remove);
+            self.anti_entropy.queue.push_front(job);
+        }
+    }
+
     fn job(&self, collection: &str, interval: Interval, peer: NodeId, purpose: Purpose) -> Job {
         Job { collection: collection.to_string(), interval, peer, purpose, attempts: 0 }
     }
@@ -462,7 +474,7 @@ impl<S: Store> Node<S> {
             ae.failed += 1;
         }
         let serving = self.up(job.peer);
-        let retried = matches!(job.purpose, Purpose::Sync | Purpose::Leave);
+        let retried = matches!(job.purpose, Purpose::Sync | Purpose::Leave | Purpose::Remove);
         if !ok && retried && job.attempts + 1 < SYNC_ATTEMPTS && serving {
             // A lost message or a busy peer: try the same range again later in the round.
             let retry = Job { attempts: job.attempts + 1, ..job };
@@ -497,6 +509,7 @@ impl<S: Store> Node<S> {
             }
             Purpose::Migrate => self.on_migration_session_end(now, ok),
             Purpose::Leave => self.on_leave_session_end(now, ok, entries),
+            Purpose::Remove => self.on_removal_session_end(now, ok),
             Purpose::Clean(g) => {
                 let Some(group) = ae.groups.get_mut(g) else { return };
                 group.remaining = group.remaining.saturating_sub(1);

@@ -425,6 +425,25 @@ pub(super) fn start<S: Store>(
             let members = node.ring();
             reply(node, ClientResponse { id, result: Reply::Ring { members }, ts: None });
         }
+        Op::RemoveMember { id: member, force } => {
+            use super::remove::RemoveError;
+            let answer = match node.remove_member(now, member, force) {
+                Ok(()) => ClientResponse { id, result: Reply::Ok, ts: None },
+                Err(e) => {
+                    let code = match e {
+                        RemoveError::NotFound(_) => ErrorCode::NotFound,
+                        RemoveError::Myself(_) | RemoveError::NotDead(..) => {
+                            ErrorCode::InvalidInput
+                        }
+                        RemoveError::ChangeUnderWay | RemoveError::Busy(_) => {
+                            ErrorCode::Unavailable
+                        }
+                    };
+                    error(id, code, e.to_string())
+                }
+            };
+            reply(node, answer);
+        }
         scan @ Op::Scan { .. } => super::scan::start(node, now, client, id, scan),
         op @ (Op::Watch { .. } | Op::Unwatch { .. } | Op::Sync { .. }) => {
             super::watch::start(node, now, client, id, op)

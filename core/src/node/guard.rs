@@ -82,6 +82,7 @@ impl<S: Store> Node<S> {
                     | ReplicaMessage::ListCollections { .. }
                     | ReplicaMessage::RangeRead { .. }
                     | ReplicaMessage::LoadQuery { .. }
+                    | ReplicaMessage::RemovalHandOff { .. }
             ),
             // Messages of a running session are matched by (sender, session id); only
             // opening one is a request.

@@ -38,6 +38,7 @@ pub mod guard;
 pub mod hints;
 pub mod leave;
 pub mod migrate;
+pub mod remove;
 pub mod scan;
 pub mod skew;
 pub mod watch;
@@ -235,6 +236,21 @@ pub enum NodeEvent {
     /// Progress of a graceful leave's hand-off (see [`leave`]): reported when it starts
     /// and as sessions end; `done == total` when the node announced it left.
     Leaving(HandoffProgress),
+    /// Progress of the removal of a dead member this node runs (see [`remove`]):
+    /// reported when it starts, when it asks the owners, and as they answer.
+    Removing(remove::RemovalProgress),
+    /// The removal of `member` ended: it is `Left` (this node announced it, or heard it).
+    Removed {
+        /// The member removed.
+        member: NodeId,
+    },
+    /// The removal of `member` this node ran stopped before it ended.
+    RemovalStopped {
+        /// The member.
+        member: NodeId,
+        /// Why.
+        reason: String,
+    },
     /// Data this node no longer replicates was handed to its owners, then dropped.
     Cleaned {
         /// The collection.
@@ -314,6 +330,10 @@ pub struct Node<S: Store> {
     gc: Gc,
     migration: Migration,
     leaving: Option<leave::Leaving>,
+    /// The removal of a dead member this node runs (see [`remove`]).
+    removal: Option<remove::Removal>,
+    /// The hand-off this node runs for a removal (see [`remove`]).
+    donation: Option<remove::Donation>,
     state: NodeState,
     watch: Watches,
     peer_stats: guard::PeerStats,
@@ -381,6 +401,8 @@ impl<S: Store> Node<S> {
             gc: Gc::default(),
             migration: Migration::default(),
             leaving: None,
+            removal: None,
+            donation: None,
             state,
             watch: Watches::default(),
             peer_stats: guard::PeerStats::default(),
@@ -657,6 +679,7 @@ impl<S: Store> Node<S> {
             self.watch.next_deadline(),
             self.migration.next_deadline(),
             self.leave_deadline(),
+            self.removal_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -671,6 +694,7 @@ impl<S: Store> Node<S> {
         self.assess_clock(now);
         self.collect_membership();
         self.tick_leave(now);
+        self.tick_removal(now);
         coordinator::expire(self, now);
         scan::expire(self, now);
         self.deliver_hints(now);
@@ -815,6 +839,12 @@ impl<S: Store> Node<S> {
             ReplicaMessage::LoadQuery { req } => self.on_load_query(now, from, req),
             ReplicaMessage::LoadReply { req, entries } => {
                 self.on_load_reply(now, from, req, entries)
+            }
+            ReplicaMessage::RemovalHandOff { req, member } => {
+                self.on_removal_hand_off(now, from, req, member)
+            }
+            ReplicaMessage::RemovalHandedOff { req, member, ok } => {
+                self.on_removal_handed_off(now, from, req, member, ok)
             }
         }
     }

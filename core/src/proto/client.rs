@@ -190,6 +190,21 @@ pub enum Op {
     Stats,
     /// The ring as the answering node sees it. Answered by [`Reply::Ring`].
     Ring,
+    /// Removes a member that is dead for good (admin only; see `node::remove`): the
+    /// other owners of its ranges hand them to the nodes that inherit them, then the
+    /// member is announced `Left`. Answered by [`Reply::Ok`] once the removal started
+    /// (it goes on in the background; [`Op::Ring`] shows the member `dead` and
+    /// `leaving` until it is `left`), or by an error: [`ErrorCode::NotFound`] for an
+    /// unknown member, [`ErrorCode::InvalidInput`] for one that is not dead,
+    /// [`ErrorCode::Unavailable`] while another change of the ring is under way.
+    RemoveMember {
+        /// The member's id.
+        id: NodeId,
+        /// Finish even if some of the other owners of its ranges are down too: writes
+        /// that only the removed member and those owners held are then lost.
+        #[serde(default)]
+        force: bool,
+    },
     /// Presents a token (see [`crate::auth`]): the first message of a WebSocket when the
     /// node requires tokens and the upgrade request carried no `Authorization: Bearer`.
     /// Answered by [`Reply::Ok`], or an [`ErrorCode::Unauthorized`] error (missing,
@@ -237,6 +252,7 @@ impl Op {
             Op::Unwatch { .. }
             | Op::Stats
             | Op::Ring
+            | Op::RemoveMember { .. }
             | Op::Auth { .. }
             | Op::TokenCreate { .. }
             | Op::TokenList

@@ -8,7 +8,7 @@
 
 use crate::{
     clock::Timestamp,
-    entry::Entry,
+    entry::{Entry, NodeId},
     hash::{Interval, Position},
 };
 use bytes::Bytes;
@@ -127,6 +127,25 @@ pub enum ReplicaMessage {
         /// The entries (every collection, tombstones included) in the ring intervals the
         /// sender's tokens own in its token table; `None` while it is not serving.
         entries: Option<u64>,
+    },
+    /// "Hand every range you own with `member` to the nodes that own it once `member` is
+    /// gone" — asked by the node running an operator's removal of the dead `member`
+    /// (see `node::remove`), of every other owner of its ranges. Answered by
+    /// [`ReplicaMessage::RemovalHandedOff`] once the hand-off sessions ended.
+    RemovalHandOff {
+        /// Request number, echoed in the answer.
+        req: u64,
+        /// The member being removed.
+        member: NodeId,
+    },
+    /// The answer to [`ReplicaMessage::RemovalHandOff`].
+    RemovalHandedOff {
+        /// The request answered.
+        req: u64,
+        /// The member being removed.
+        member: NodeId,
+        /// Whether every session succeeded (else the asker asks again later).
+        ok: bool,
     },
     /// The answer to [`ReplicaMessage::Read`] when the replica's store failed to read:
     /// the coordinator counts it as a failed replica, never as "absent".

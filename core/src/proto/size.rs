@@ -169,6 +169,8 @@ fn replica(m: &ReplicaMessage) -> usize {
         }
         ReplicaMessage::RangeReply { records: rs, .. } => INT + records(rs) + 1,
         ReplicaMessage::LoadReply { entries, .. } => INT + opt_int(entries),
+        ReplicaMessage::RemovalHandOff { .. } => 2 * INT,
+        ReplicaMessage::RemovalHandedOff { .. } => 2 * INT + 1,
         ReplicaMessage::ReadFailed { error, .. } | ReplicaMessage::RangeFailed { error, .. } => {
             INT + blob(error.len())
         }
@@ -339,6 +341,15 @@ mod tests {
             }),
             PeerMessage::Replica(ReplicaMessage::LoadQuery { req: REQ }),
             PeerMessage::Replica(ReplicaMessage::LoadReply { req: REQ, entries: Some(123_456) }),
+            PeerMessage::Replica(ReplicaMessage::RemovalHandOff {
+                req: REQ,
+                member: NodeId(u64::MAX),
+            }),
+            PeerMessage::Replica(ReplicaMessage::RemovalHandedOff {
+                req: REQ,
+                member: NodeId(u64::MAX),
+                ok: true,
+            }),
             PeerMessage::Sync(SyncMessage {
                 session: u64::MAX / 3,
                 body: SyncBody::Begin {
@@ -418,6 +429,7 @@ mod tests {
             PeerMessage::Gossip(MembershipMessage::PushPull {
                 members: (0..50).map(member).collect(),
                 reply: true,
+                partial: false,
                 clock: None,
             }),
             PeerMessage::Gossip(MembershipMessage::Join { member: member(5), clock: None }),

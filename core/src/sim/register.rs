@@ -18,7 +18,8 @@
 //! Values are unique, so a read names the write it saw. The same rule checks the final
 //! state once the faults end and anti-entropy has run.
 //!
-//! [`register_schedule`] runs it under joins, graceful leaves, crashes with and without
+//! [`register_schedule`] runs it under joins, graceful leaves, removals of dead members,
+//! crashes with and without
 //! the disk, partitions and heals, clocks skewed ahead and behind within the maximum
 //! offset, and one clock beyond it (that node must stop coordinating writes).
 
@@ -363,8 +364,8 @@ fn join(sim: &mut Cluster, id: NodeId, seed: u64) -> Result<(), String> {
 /// Five nodes, N = 3; clients read and write at `quorum` through random nodes while a
 /// seeded sequence of faults runs: a crash with or without the disk and a restart, a
 /// partition into two random sides, one node isolated, a fresh node joining, a node
-/// leaving gracefully, clocks skewed within the maximum offset, one clock beyond it.
-/// Faults do not overlap.
+/// leaving gracefully, a node lost for good and removed, clocks skewed within the
+/// maximum offset, one clock beyond it. Faults do not overlap.
 pub fn register_schedule(seed: u64) -> Result<RegisterReport, String> {
     let mut sim = memory_cluster(5, NetConfig::lan(), seed, configure);
     super::safety::settle(&mut sim, 60_000)?;
@@ -378,7 +379,7 @@ pub fn register_schedule(seed: u64) -> Result<RegisterReport, String> {
         let victim = running[sim.rng().index(running.len()).ok_or("no node runs")?];
         let lasts = 1_000 + sim.rng().below(8_000);
         faults += 1;
-        match sim.rng().below(7) {
+        match sim.rng().below(8) {
             0 | 1 => {
                 let keep_disk = sim.rng().chance(0.6);
                 h.note(sim.now(), format!("crash {victim} (keep disk: {keep_disk})"));
@@ -418,6 +419,43 @@ pub fn register_schedule(seed: u64) -> Result<RegisterReport, String> {
                 }
                 sim.remove(victim);
                 h.note(sim.now(), format!("{victim} left and stopped"));
+            }
+            7 if running.len() > 4 => {
+                // Lost for good: declared dead, then removed through another node while
+                // the workload runs.
+                h.note(sim.now(), format!("crash {victim} for good"));
+                sim.crash(victim).ok_or("victim not running")?;
+                let others: Vec<NodeId> = sim.running();
+                let limit = sim.now() + 30_000;
+                while !others.iter().all(|o| {
+                    let seen = sim.process(*o).and_then(|p| p.node.membership().member(victim));
+                    seen.is_some_and(|m| m.status == Status::Dead)
+                }) {
+                    if sim.now() > limit {
+                        return Err(format!("{victim} was not declared dead in 30 s"));
+                    }
+                    h.run(&mut sim, 500, 30);
+                }
+                let by = others[sim.rng().index(others.len()).ok_or("no node runs")?];
+                let started = sim.act(by, |p, now| p.node.remove_member(now, victim, false));
+                if let Some(Err(e)) = started {
+                    // Another change under way (a join): the member stays, dead.
+                    h.note(sim.now(), format!("{by} cannot remove {victim}: {e}"));
+                    continue;
+                }
+                h.note(sim.now(), format!("{by} removes {victim}"));
+                let limit = sim.now() + 60_000;
+                while !others.iter().all(|o| {
+                    let seen = sim.process(*o).and_then(|p| p.node.membership().member(victim));
+                    seen.is_some_and(|m| m.status == Status::Left)
+                }) {
+                    if sim.now() > limit {
+                        let p = sim.process(by).and_then(|p| p.node.removal());
+                        return Err(format!("{victim} was not removed in 60 s: {p:?}"));
+                    }
+                    h.run(&mut sim, 500, 30);
+                }
+                h.note(sim.now(), format!("{victim} removed"));
             }
             5 => {
                 // One clock beyond the maximum offset, ahead or behind: that node must

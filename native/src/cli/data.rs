@@ -212,6 +212,8 @@ impl Command {
                         m.tokens.len(),
                         if m.joining {
                             "  (joining: a pending replica)"
+                        } else if m.leaving && m.status == "dead" {
+                            "  (being removed: its ranges go to their next owners)"
                         } else if m.leaving {
                             "  (leaving: handing its ranges off)"
                         } else {

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod data;
+pub mod remove;
 pub mod repl;
 pub mod serve;
 pub mod token;

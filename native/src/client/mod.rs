@@ -420,6 +420,22 @@ impl Client {
         }
     }
 
+    /// Starts removing the member `id`, dead for good, through `node` (admin; see
+    /// `dhrt_core::node::remove`). It runs in the background on that node: [`Client::ring`]
+    /// shows the member `dead` and leaving until it is `left`.
+    pub async fn remove_member(
+        &self,
+        node: &str,
+        id: NodeId,
+        force: bool,
+    ) -> Result<(), ClientError> {
+        let conn = self.conn(&normalize_addr(node)).await?;
+        match conn.call(Op::RemoveMember { id, force }, self.inner.timeout).await? {
+            Reply::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Creates a token (an admin token is needed when the node requires tokens);
     /// answers the token string, shown this once, and what was stored.
     pub async fn token_create(

@@ -505,6 +505,17 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             NodeEvent::ClockRecovered { offset_ms } => {
                 tracing::info!(?offset_ms, "clock agrees with the peers again: coordinating writes")
             }
+            NodeEvent::Removing(p) => tracing::info!(
+                member = %p.member,
+                handed_off = p.handed_off,
+                owners = p.owners,
+                waiting_for_down = ?p.waiting_for_down,
+                "removing a dead member: its other owners hand its ranges on"
+            ),
+            NodeEvent::Removed { member } => tracing::info!(%member, "member removed: it left"),
+            NodeEvent::RemovalStopped { member, reason } => {
+                tracing::warn!(%member, %reason, "removal stopped")
+            }
             other => tracing::debug!(event = ?other, "node event"),
         }
     }

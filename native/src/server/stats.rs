@@ -82,7 +82,11 @@ impl Counters {
             Op::Sync { .. } => 8,
             Op::Stats => 9,
             Op::Ring => 10,
-            Op::Auth { .. } | Op::TokenCreate { .. } | Op::TokenList | Op::TokenRevoke { .. } => 11,
+            Op::Auth { .. }
+            | Op::TokenCreate { .. }
+            | Op::TokenList
+            | Op::TokenRevoke { .. }
+            | Op::RemoveMember { .. } => 11,
         };
         self.ops[i].fetch_add(1, Ordering::Relaxed);
     }

@@ -83,6 +83,8 @@ pub enum Param {
     Prefix,
     /// `encoding=text|base64`.
     Encoding,
+    /// `force=true|false`.
+    Force,
 }
 
 impl Param {
@@ -94,6 +96,7 @@ impl Param {
             Param::Cursor => &["cursor"],
             Param::Prefix => &["prefix"],
             Param::Encoding => &["encoding"],
+            Param::Force => &["force"],
         }
     }
 }
@@ -142,6 +145,8 @@ pub struct Query {
     pub prefix: Option<Bytes>,
     /// `encoding`.
     pub encoding: Encoding,
+    /// `force`.
+    pub force: bool,
 }
 
 impl Query {
@@ -208,6 +213,18 @@ impl Query {
                 if !value.is_empty() {
                     self.cursor = Some(encode::cursor_in(text()?)?);
                 }
+            }
+            Param::Force => {
+                self.force = match text()? {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => {
+                        return Err(ApiError::invalid(format!(
+                            "force={:?} is not a flag: use true or false",
+                            other.chars().take(32).collect::<String>()
+                        )))
+                    }
+                };
             }
             Param::Prefix => {
                 if !value.is_empty() {

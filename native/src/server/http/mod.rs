@@ -114,6 +114,7 @@ pub fn table(batch: usize) -> Vec<Route> {
         at(M::DELETE, "/v1/collections/{collection}", v1::drop),
         at(M::GET, "/v1/stats", v1::stats),
         at(M::GET, "/v1/ring", v1::ring),
+        at(M::DELETE, "/v1/ring/{id}", v1::remove_member),
         at(M::GET, "/v1/health", v1::health).access(Access::Public),
         at(M::POST, "/v1/tokens", tokens::create),
         at(M::GET, "/v1/tokens", tokens::list),

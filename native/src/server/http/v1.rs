@@ -8,6 +8,7 @@
 //! POST   /v1/collections/{collection}/batch        get or set many keys (JSON)
 //! DELETE /v1/collections/{collection}              delete every key
 //! GET    /v1/stats   /v1/ring   /v1/health
+//! DELETE /v1/ring/{id}                              remove a dead member (admin)
 //! ```
 //!
 //! `consistency=one|quorum|all|default|N` works on every data route, `ttl=SECONDS` or
@@ -30,8 +31,9 @@ use axum::{
 use bytes::Bytes;
 use dhrt_core::{
     clock::Timestamp,
+    entry::NodeId,
     node::scan::{DEFAULT_PAGE, MAX_PAGE},
-    proto::client::ErrorCode,
+    proto::client::{ErrorCode, Op, Reply},
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -249,6 +251,28 @@ pub async fn ring(
     Query::parse(raw.as_deref(), &[])?;
     let snapshot = state.snapshot().await.ok_or_else(stopped)?;
     Ok(Json(encode::ring(&snapshot.ring)))
+}
+
+/// `DELETE /v1/ring/{id}`: starts removing a member that is dead for good (admin; see
+/// `dhrt_core::node::remove`); `force=true` finishes even while other owners of its
+/// ranges are down. Answers once the removal started: `GET /v1/ring` shows the member
+/// `dead` and `leaving` until it is `left`.
+pub async fn remove_member(
+    State(state): State<AppState>,
+    path: Segments,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = Query::parse(raw.as_deref(), &[Param::Force])?;
+    // The id as `GET /v1/ring` writes it: decimal.
+    let text = String::from_utf8_lossy(&path.raw(2)).into_owned();
+    let id = text.parse::<u64>().map(NodeId).map_err(|_| {
+        let shown = text.chars().take(32).collect::<String>();
+        ApiError::invalid(format!("{shown:?} is not a node id (decimal, as GET /v1/ring gives it)"))
+    })?;
+    match state.call(Op::RemoveMember { id, force: q.force }).await {
+        Reply::Ok => Ok(Json(json!({ "id": id.0.to_string(), "removing": true }))),
+        other => Err(ApiError::from_reply(other)),
+    }
 }
 
 /// `GET /v1/health`: 200 while the node serves, 503 while it synces, leaves or stops.
