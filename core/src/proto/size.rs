@@ -456,7 +456,8 @@ mod tests {
     }
 
     /// Records of keys and values of every length class MessagePack distinguishes,
-    /// up to a few MiB; values are filled with one byte so that big ones are cheap.
+    /// up to a few MiB each and 16 MiB together; values are filled with one byte so
+    /// that big ones are cheap.
     fn records_strategy() -> impl Strategy<Value = Vec<(Bytes, Entry)>> {
         let len = prop_oneof![
             0..20usize,
@@ -474,7 +475,15 @@ mod tests {
                     expires,
                 });
         let key = prop::collection::vec(any::<u8>(), 0..300).prop_map(Bytes::from);
-        prop::collection::vec((key, entry), 0..40)
+        // At most 16 MiB of keys and values: a frame must stay under the wire's cap.
+        prop::collection::vec((key, entry), 0..40).prop_map(|mut records| {
+            let mut total = 0;
+            records.retain(|(k, e)| {
+                total += k.len() + e.value.as_ref().map_or(0, Bytes::len);
+                total <= 16 << 20
+            });
+            records
+        })
     }
 
     fn message_strategy() -> impl Strategy<Value = PeerMessage> {
