@@ -1,5 +1,6 @@
 //! Scans on the simulator: every live key exactly once, in ring order, page by page
-//! through any node; prefixes; consistency with a crashed replica; bad cursors; TTLs.
+//! through any node; prefixes; consistency with a crashed replica; bad cursors; TTLs;
+//! joint scans while a leave is announced.
 
 use bytes::Bytes;
 use dhrt_core::{
@@ -357,4 +358,50 @@ fn a_replica_that_missed_writes_does_not_hide_them_from_a_scan() {
     // scan through it still merges its own stale answer with the others'.
     let got = flat(scan_pages(&mut sim, &[3], "ordered.t", None, 5, Consistency::Quorum).unwrap());
     assert_eq!(got, items.into_iter().collect::<Vec<_>>());
+}
+
+#[test]
+fn scans_during_an_announced_leave_find_every_key_with_and_without_the_leaver() {
+    check_seeds("scans_during_an_announced_leave", 1, 2, |seed| {
+        // The leave stays announced (its hand-off waits a minute), so every range of the
+        // leaver has future owners that do not hold its keys yet.
+        let mut sim = memory_cluster(4, NetConfig::lan(), seed, |c| {
+            c.ring_delay_ms = 60_000;
+            c.sync_interval_ms = 3_600_000;
+        });
+        let items: BTreeMap<Vec<u8>, Vec<u8>> = (0..200)
+            .map(|i| (format!("user:{i}").into_bytes(), format!("v{i}").into_bytes()))
+            .collect();
+        write_all(&mut sim, 4, "users", &items);
+        sim.act(NodeId(4), |p, now| p.node.leave(now));
+        sim.run_for(3_000);
+        for id in 1..=3u64 {
+            let seen = sim.process(NodeId(id)).unwrap().node.membership().member(NodeId(4));
+            if !seen.is_some_and(|m| m.leaving()) {
+                return Err(format!("node {id} does not see node 4 leaving"));
+            }
+        }
+        // The leaver answers that its leave is under way: the future owners' quorum is
+        // waived, and every key comes back.
+        let got = flat(scan_pages(&mut sim, &[1, 2], "users", None, 50, Consistency::Quorum)?);
+        if got.into_iter().collect::<BTreeMap<_, _>>() != items {
+            return Err("a scan while the leave is announced missed keys".into());
+        }
+        // Cut off from the leaver, the scan needs a quorum of the future owners as well:
+        // it still finds every key (held by the old owners among them).
+        sim.partition(&[&[NodeId(1), NodeId(2), NodeId(3)], &[NodeId(4)]]);
+        let got = flat(scan_pages(&mut sim, &[1, 3], "users", None, 50, Consistency::Quorum)?);
+        if got.into_iter().collect::<BTreeMap<_, _>>() != items {
+            return Err("a joint scan without the leaver missed keys".into());
+        }
+        // At `all`, every owner and every future owner must answer: the leaver cannot.
+        match call(&mut sim, 1, scan("users", None, None, 1000, Consistency::All)) {
+            Some(Reply::Error {
+                code: ErrorCode::QuorumNotReached | ErrorCode::Unavailable,
+                ..
+            }) => {}
+            other => return Err(format!("a scan at `all` without the leaver: {other:?}")),
+        }
+        Ok(())
+    });
 }

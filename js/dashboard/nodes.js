@@ -52,9 +52,16 @@ export function renderNodes(tbody, nodes) {
         s && s.storage && s.storage !== 'ok'
           ? `<span class="storage" data-storage="${esc(s.storage)}" title="${esc(s.storageError ?? 'new data is refused: free space or add nodes')}">disk ${esc(s.storage)}</span>`
           : '';
+      const change = m.joining
+        ? '<span class="change" title="a pending replica: it copies the ranges it takes over">joining</span>'
+        : m.leaving
+          ? m.status === 'dead'
+            ? '<span class="change" title="its other owners hand its ranges on (dhrt remove)">being removed</span>'
+            : '<span class="change" title="it hands its ranges off, then leaves">leaving</span>'
+          : '';
       return `<tr data-node="${esc(m.addr)}" data-status="${esc(m.status)}">
         <td class="node"><span class="swatch" style="background:${colour}"></span> ${esc(m.addr)}<span class="id">${esc(m.id.slice(0, 6))}…</span></td>
-        <td><span class="badge" data-status="${esc(m.status)}">${esc(HEALTH[/** @type {keyof HEALTH} */ (m.status)] ?? m.status)}</span>${unreachable}${storage}</td>
+        <td><span class="badge" data-status="${esc(m.status)}">${esc(HEALTH[/** @type {keyof HEALTH} */ (m.status)] ?? m.status)}</span>${change}${unreachable}${storage}</td>
         <td class="num"><span class="bar" style="width:${width}px"></span>${short(keys)}</td>
         <td class="num">${ops === undefined ? '–' : short(ops)}</td>
         <td class="num">${(m.share * 100).toFixed(1)}%</td>

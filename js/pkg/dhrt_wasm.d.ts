@@ -65,7 +65,8 @@ export class Peer {
      */
     pollOutputs(): Array<any>;
     /**
-     * The ring as last read: `{members: [{id, addr, status, tokens, share}], replicas}`.
+     * The ring as last read: `{members: [{id, addr, status, tokens, share, joining,
+     * leaving}], replicas}`.
      */
     ring(): any;
     /**

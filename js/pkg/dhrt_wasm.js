@@ -192,7 +192,8 @@ export class Peer {
         return takeObject(ret);
     }
     /**
-     * The ring as last read: `{members: [{id, addr, status, tokens, share}], replicas}`.
+     * The ring as last read: `{members: [{id, addr, status, tokens, share, joining,
+     * leaving}], replicas}`.
      * @returns {any}
      */
     ring() {

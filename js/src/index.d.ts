@@ -112,6 +112,11 @@ export interface Member {
   /** The fraction of the ring it owns as primary: every owner has its share, down or
    * not (strict quorums keep a down member's ranges); 0 while joining or after leaving. */
   share: number;
+  /** A pending replica: it receives writes for the ranges it takes over, owns nothing yet. */
+  joining: boolean;
+  /** It announced a graceful leave and hands its ranges off (a `dead` member that is
+   * `leaving` is being removed by an operator: `dhrt remove`). */
+  leaving: boolean;
 }
 
 export interface Progress {

@@ -30,6 +30,20 @@ test('a failing store shows its error, escaped', () => {
   assert.match(tbody.innerHTML, /EIO &#60;on&#62; x/);
 });
 
+test('a member joining, leaving or being removed says so next to its health', () => {
+  /** @param {string} status @param {boolean} joining @param {boolean} leaving */
+  const render = (status, joining, leaving) => {
+    const tbody = { innerHTML: '' };
+    const v = view('ok');
+    renderNodes(/** @type {any} */ (tbody), [/** @type {any} */ ({ ...v, member: { ...v.member, status, joining, leaving } })]);
+    return tbody.innerHTML;
+  };
+  assert.match(render('syncing', true, false), /class="change"[^>]*>joining</);
+  assert.match(render('alive', false, true), /class="change"[^>]*>leaving</);
+  assert.match(render('dead', false, true), /class="change"[^>]*>being removed</);
+  assert.doesNotMatch(render('alive', false, false), /class="change"/);
+});
+
 test('a healthy store adds nothing', () => {
   const tbody = { innerHTML: '' };
   renderNodes(/** @type {any} */ (tbody), [/** @type {any} */ (view('ok'))]);

@@ -332,6 +332,8 @@ pub fn members_to_js(view: &RingView) -> JsValue {
             .set("status", m.status.as_str())
             .set("tokens", array(m.tokens.iter().map(|t| JsValue::from_str(&t.to_string()))))
             .set("share", share_of(m.id))
+            .set("joining", m.joining)
+            .set("leaving", m.leaving)
             .into()
     }))
 }

@@ -145,7 +145,8 @@ impl Peer {
         std::iter::from_fn(|| self.inner.poll_output()).map(output_to_js).collect()
     }
 
-    /// The ring as last read: `{members: [{id, addr, status, tokens, share}], replicas}`.
+    /// The ring as last read: `{members: [{id, addr, status, tokens, share, joining,
+    /// leaving}], replicas}`.
     pub fn ring(&self) -> JsValue {
         Obj::new()
             .set("members", members_to_js(self.inner.ring()))

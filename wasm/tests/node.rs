@@ -85,6 +85,8 @@ fn start_asks_the_seed_for_the_ring_and_the_stats() {
     let m = members.get(0);
     assert_eq!(str_field(&m, "id"), u64::MAX.to_string(), "ids stay exact as strings");
     assert_eq!(field(&m, "share").as_f64(), Some(1.0));
+    assert_eq!(field(&m, "joining").as_bool(), Some(false));
+    assert_eq!(field(&m, "leaving").as_bool(), Some(false));
     assert_eq!(peer.route("users", b"alice"), vec![SEED.to_string()]);
 }
 

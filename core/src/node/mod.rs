@@ -833,8 +833,8 @@ impl<S: Store> Node<S> {
             ReplicaMessage::RangeRead { req, collection, interval, after, limit } => {
                 scan::serve(self, from, req, &collection, interval, after, limit)
             }
-            ReplicaMessage::RangeReply { req, records, more } => {
-                scan::on_reply(self, now, from, req, records, more)
+            ReplicaMessage::RangeReply { req, records, more, changing } => {
+                scan::on_reply(self, now, from, req, records, more, changing)
             }
             ReplicaMessage::LoadQuery { req } => self.on_load_query(now, from, req),
             ReplicaMessage::LoadReply { req, entries } => {

@@ -165,26 +165,75 @@ struct Scan {
 #[derive(Debug, Default)]
 struct Piece {
     hi: Position,
-    /// The owners asked (those not known to be down).
+    /// The owners (and, while the ring changes, future owners) asked: those not known
+    /// to be down.
     replicas: Vec<NodeId>,
     /// The owners whose answers count toward `required`: the readable ones.
     counted: Vec<NodeId>,
     required: usize,
+    /// While a change of the ring touches the piece: its future owners, read jointly as
+    /// a key is (see `crate::ring::placement`, "Joint reads").
+    future: Option<FutureOwners>,
     answers: BTreeMap<NodeId, Answer>,
     /// Replicas whose store failed to read, and why: failed answers, never empty ones.
     failed: BTreeMap<NodeId, String>,
 }
 
+/// The future owners of a piece: the readable ones and how many must answer, unless
+/// every member making the change says it is still under way.
+#[derive(Debug, Default)]
+struct FutureOwners {
+    readable: Vec<NodeId>,
+    required: usize,
+    makers: Vec<NodeId>,
+    still: Vec<NodeId>,
+}
+
+impl FutureOwners {
+    fn waived(&self) -> bool {
+        !self.makers.is_empty() && self.makers.iter().all(|m| self.still.contains(m))
+    }
+}
+
 impl Piece {
-    /// Whether the replicas that did not fail can still make up `required`.
+    /// Whether the replicas that did not fail can still make up `required` (and the
+    /// future owners theirs, or every maker of the change can still answer).
     fn reachable(&self) -> bool {
-        let live = |r: &&NodeId| self.counted.contains(r) && !self.failed.contains_key(r);
-        self.replicas.iter().filter(live).count() >= self.required
+        let live = |group: &[NodeId]| {
+            self.replicas
+                .iter()
+                .filter(|r| group.contains(r) && !self.failed.contains_key(r))
+                .count()
+        };
+        live(&self.counted) >= self.required
+            && self.future.as_ref().is_none_or(|f| {
+                live(&f.readable) >= f.required
+                    || (!f.makers.is_empty() && live(&f.makers) == f.makers.len())
+            })
     }
 
     /// Answers from owners that count.
     fn counted_answers(&self) -> usize {
         self.answers.keys().filter(|r| self.counted.contains(r)).count()
+    }
+
+    /// Whether enough owners answered, and enough future owners (unless waived).
+    fn satisfied(&self) -> bool {
+        let answered = |group: &[NodeId]| self.answers.keys().filter(|r| group.contains(r)).count();
+        answered(&self.counted) >= self.required
+            && self
+                .future
+                .as_ref()
+                .is_none_or(|f| f.waived() || answered(&f.readable) >= f.required)
+    }
+
+    /// Notes that `from` answered that its change of the ring is still under way.
+    fn still_changing(&mut self, from: NodeId) {
+        if let Some(f) = self.future.as_mut() {
+            if f.makers.contains(&from) && !f.still.contains(&from) {
+                f.still.push(from);
+            }
+        }
     }
 
     /// The answer when they cannot.
@@ -290,7 +339,8 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
             return finish(node, scan, false);
         }
         let pos = scan.cursor.pos;
-        let owners = node.placement.owners(pos);
+        let placement = node.placement.key(pos);
+        let owners = placement.owners.clone();
         if node.awaiting_cluster() {
             let message = super::coordinator::AWAITING_CLUSTER;
             let resp = ClientResponse::error(scan.id, ErrorCode::Unavailable, message);
@@ -314,8 +364,52 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
         // the caught-up ones (see `crate::ring::placement`).
         let counted: Vec<NodeId> =
             owners.iter().copied().filter(|o| node.placement.readable(*o)).collect();
-        let replicas: Vec<NodeId> =
+        let mut replicas: Vec<NodeId> =
             owners.iter().copied().filter(|o| !node.placement.down(*o)).collect();
+        // While a change of the ring touches the piece, its future owners too (a joint
+        // read, as for a key).
+        let future = if placement.future.is_empty() {
+            None
+        } else {
+            let required = match level.required(placement.future.len()) {
+                Ok(r) => r,
+                Err(e) => {
+                    let resp =
+                        ClientResponse::error(scan.id, ErrorCode::InvalidInput, e.to_string());
+                    return reply(node, scan.client, resp);
+                }
+            };
+            for f in &placement.future {
+                if !replicas.contains(f) && !node.placement.down(*f) {
+                    replicas.push(*f);
+                }
+            }
+            let readable =
+                placement.future.iter().copied().filter(|f| node.placement.readable(*f)).collect();
+            Some(FutureOwners {
+                readable,
+                required,
+                makers: placement.makers.clone(),
+                still: vec![],
+            })
+        };
+        if let Some(f) = future.as_ref().filter(|f| f.readable.len() < f.required) {
+            if f.makers.is_empty() {
+                let message = format!(
+                    "only {} of the {} owners a range of the scan will have once the ring's \
+                     change is done can answer; {level} needs {}: retry shortly",
+                    f.readable.len(),
+                    placement.future.len(),
+                    f.required
+                );
+                let result = Reply::Error {
+                    code: ErrorCode::Unavailable,
+                    message,
+                    acked: Some((f.readable.len() as u32, f.required as u32)),
+                };
+                return reply(node, scan.client, ClientResponse { id: scan.id, result, ts: None });
+            }
+        }
         if counted.len() < required {
             let message = format!(
                 "only {} of the {} owners of a range of the scan can answer (the others are \
@@ -332,15 +426,20 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
             return reply(node, scan.client, ClientResponse { id: scan.id, result, ts: None });
         }
         // The piece ends at the token owning `pos`, or at the ring's end when `pos` lies
-        // past the last token (its owner is then the first token, across the wrap).
-        let hi = match node.table.successor(pos) {
+        // past the last token (its owner is then the first token, across the wrap); while
+        // the ring changes, at the future table's token too, so that both sets of owners
+        // hold for the whole piece.
+        let end_in = |table: &crate::ring::RingTable| match table.successor(pos) {
             Some(v) if v.pos >= pos => v.pos,
             _ => u64::MAX,
+        };
+        let mut hi = end_in(&node.table).min(scan.end);
+        if future.is_some() {
+            hi = hi.min(end_in(node.placement.future_table()));
         }
-        .min(scan.end);
         scan.reads += 1;
         scan.piece =
-            Piece { hi, replicas: replicas.clone(), counted, required, ..Piece::default() };
+            Piece { hi, replicas: replicas.clone(), counted, required, future, ..Piece::default() };
         let interval = Interval::new(pos.wrapping_sub(1), hi);
         let after = (!scan.cursor.key.is_empty()).then(|| (pos, scan.cursor.key.clone()));
         let want = scan.limit.saturating_sub(scan.items.len()).max(1);
@@ -352,6 +451,9 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
                     Ok((records, more)) => {
                         if let Some(a) = accept(&node.replica, &scan, records, more) {
                             scan.piece.answers.insert(me, a);
+                            if node.membership.me().changing() {
+                                scan.piece.still_changing(me);
+                            }
                         }
                     }
                     Err(e) => {
@@ -376,7 +478,7 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
             let resp = scan.piece.storage_failure(scan.id);
             return reply(node, scan.client, resp);
         }
-        if scan.piece.counted_answers() < scan.piece.required {
+        if !scan.piece.satisfied() {
             node.scans.waiting.insert(req, scan);
             return;
         }
@@ -402,6 +504,7 @@ pub(super) fn on_reply<S: Store>(
     req: u64,
     records: Vec<(Bytes, Entry)>,
     more: bool,
+    changing: bool,
 ) {
     let Some(scan) = node.scans.waiting.get_mut(&req) else { return };
     if !scan.piece.replicas.contains(&from) || scan.piece.answers.contains_key(&from) {
@@ -409,7 +512,10 @@ pub(super) fn on_reply<S: Store>(
     }
     let Some(answer) = accept(&node.replica, scan, records, more) else { return };
     scan.piece.answers.insert(from, answer);
-    if scan.piece.counted_answers() < scan.piece.required {
+    if changing {
+        scan.piece.still_changing(from);
+    }
+    if !scan.piece.satisfied() {
         return;
     }
     let Some(mut scan) = node.scans.waiting.remove(&req) else { return };
@@ -545,7 +651,9 @@ pub(super) fn serve<S: Store>(
     let limit = usize::try_from(limit).unwrap_or(MAX_RANGE_RECORDS);
     match read_range(&node.replica, collection, interval, after, limit) {
         Ok((records, more)) => {
-            node.send(from, Message::Replica(ReplicaMessage::RangeReply { req, records, more }))
+            let changing = node.membership.me().changing();
+            let msg = ReplicaMessage::RangeReply { req, records, more, changing };
+            node.send(from, Message::Replica(msg))
         }
         Err(e) => {
             let error = e.to_string();
@@ -752,6 +860,7 @@ mod tests {
                 req: 9,
                 records: vec![(Bytes::from_static(b"k"), entry(None, 4))],
                 more: true,
+                changing: true,
             },
         ];
         for m in messages {

@@ -113,6 +113,10 @@ pub enum ReplicaMessage {
         /// after the last one sent may exist. `false` means the interval's records after
         /// the cursor were all sent.
         more: bool,
+        /// Whether a change of the ring this replica announced is still under way, as in
+        /// [`ReplicaMessage::ReadReply`]. Omitted from the frame when false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        changing: bool,
     },
     /// "How many entries do you own?" — asked before a token move (migration). Answered
     /// by [`ReplicaMessage::LoadReply`].

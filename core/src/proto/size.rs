@@ -167,7 +167,7 @@ fn replica(m: &ReplicaMessage) -> usize {
                 + after.as_ref().map_or(1, |(_, k)| 1 + INT + blob(k.len()))
                 + INT
         }
-        ReplicaMessage::RangeReply { records: rs, .. } => INT + records(rs) + 1,
+        ReplicaMessage::RangeReply { records: rs, .. } => INT + records(rs) + 2,
         ReplicaMessage::LoadReply { entries, .. } => INT + opt_int(entries),
         ReplicaMessage::RemovalHandOff { .. } => 2 * INT,
         ReplicaMessage::RemovalHandedOff { .. } => 2 * INT + 1,
@@ -338,6 +338,7 @@ mod tests {
                 req: REQ,
                 records: small.clone(),
                 more: true,
+                changing: true,
             }),
             PeerMessage::Replica(ReplicaMessage::LoadQuery { req: REQ }),
             PeerMessage::Replica(ReplicaMessage::LoadReply { req: REQ, entries: Some(123_456) }),
@@ -493,7 +494,12 @@ mod tests {
                 PeerMessage::Replica(ReplicaMessage::Write { req, collection, records })
             }),
             (any::<u64>(), records_strategy(), any::<bool>()).prop_map(|(req, records, more)| {
-                PeerMessage::Replica(ReplicaMessage::RangeReply { req, records, more })
+                PeerMessage::Replica(ReplicaMessage::RangeReply {
+                    req,
+                    records,
+                    more,
+                    changing: false,
+                })
             }),
             (any::<u64>(), records_strategy(), any::<bool>()).prop_map(
                 |(req, records, changing)| {
