@@ -205,8 +205,11 @@ fn dhrt_remove_removes_a_node_killed_for_good_and_its_keys_keep_their_copies() {
     // Not dead yet (suspected at most): refused, with why.
     let (ok, err) = remove(&[&lost.to_string(), "--no-wait"]);
     assert!(!ok && err.contains("not dead"), "{err}");
+    // Dead in the view of the node that will run the removal (the others may lag).
     let dead = wait_until(Duration::from_secs(60), || {
-        rt.block_on(async { c.stats(None).await.is_ok_and(|s| s.members.dead == 1) })
+        rt.block_on(async {
+            c.stats(Some(&nodes[0].addr)).await.is_ok_and(|s| s.members.dead == 1)
+        })
     });
     assert!(dead, "the killed node was not declared dead:\n{}", nodes[0].log());
     let (ok, err) = remove(&[&lost.to_string(), "--wait", "60"]);

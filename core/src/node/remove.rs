@@ -114,6 +114,11 @@ impl fmt::Display for RemoveError {
                 "node {id} is the node asked: a running node leaves gracefully (SIGTERM), \
                  ask another node to remove a dead one"
             ),
+            RemoveError::NotDead(id, Status::Suspect) => write!(
+                f,
+                "node {id} is suspect, not dead: the cluster declares it dead within seconds \
+                 if it does not answer; retry then"
+            ),
             RemoveError::NotDead(id, status) => write!(
                 f,
                 "node {id} is {status}, not dead: only a member the cluster declared dead can \
