@@ -44,6 +44,8 @@ Options:
   --keyspace N       keys preloaded and drawn from (default $KEYSPACE)
   --memory-keys N    keys loaded for memory per key (default $MEMORY_KEYS)
   --only LIST        comparisons to run (default $ONLY)
+  --unpinned         no taskset: servers and load generator share every CPU (how dhrt
+                     scales with cores; Redis uses one)
   --out FILE         also write the Markdown table to FILE
   --no-build         use the dhrt binary already built
 EOF
@@ -59,6 +61,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY="$2"; shift ;;
         --out) OUT="$2"; shift ;;
         --no-build) BUILD=0 ;;
+        --unpinned) UNPINNED=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -105,7 +108,11 @@ if ! command -v python3 >/dev/null; then
     echo "python3 is needed to summarise the results" >&2
     exit 1
 fi
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+if [ "${UNPINNED:-0}" = 1 ]; then
+    SERVER_PIN=()
+    CLIENT_PIN=()
+    PINNING="unpinned (--unpinned): servers and load generator share all $(nproc) CPUs"
+elif command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
     SERVER_PIN=(taskset -c 0)
     CLIENT_PIN=(taskset -c 1)
     PINNING="servers on CPU 0, load generator on CPU 1 (taskset)"

@@ -3,6 +3,7 @@
 //! - [`server`]: `dhrt serve`, the tokio host around a `dhrt-core` node — the client
 //!   WebSocket protocol, peer links, the HTTP API and `/metrics` on one port.
 //! - [`client`]: [`client::Client`], the async, pipelined, ring-aware Rust client.
+//! - [`cpu`]: the CPU time this process used (benchmarks, `/metrics`).
 //! - [`store`]: what a node keeps on disk — [`store::RedbStore`], the redb-backed
 //!   [`dhrt_core::store::Store`] with one file per collection and group commit, and
 //!   [`store::NodeDb`], the node's identity, saved state and known peers.
@@ -12,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod cpu;
 pub mod resp;
 pub mod server;
 pub mod store;

@@ -40,6 +40,8 @@ fn bench_drives_a_dhrt_node() {
     assert_eq!(set["requests"], 2000, "{set}");
     assert!(set["p50_us"].as_u64().unwrap() <= set["p99_us"].as_u64().unwrap());
     assert!(set["p99_us"].as_u64().unwrap() <= set["p999_us"].as_u64().unwrap());
+    // The node's CPU, read from /v1/stats before and after, per request.
+    assert!(set["server_cpu_us"].as_f64().is_some_and(|us| us > 0.0), "{set}");
 
     // Preloaded, every GET hits.
     let get = bench(&[
@@ -83,9 +85,12 @@ fn fake_redis() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let known = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    // Every INFO says one more second of CPU was used (half system, half user).
+    let infos = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     std::thread::spawn(move || {
         for socket in listener.incoming().map_while(Result::ok) {
             let known = known.clone();
+            let infos = infos.clone();
             std::thread::spawn(move || {
                 let mut out = socket.try_clone().unwrap();
                 let mut lines = BufReader::new(socket);
@@ -111,6 +116,14 @@ fn fake_redis() -> String {
                             format!("$100\r\n{}\r\n", "v".repeat(100)).into_bytes()
                         }
                         "GET" => b"$-1\r\n".to_vec(),
+                        "INFO" => {
+                            let n = infos.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let half = n as f64 / 2.0;
+                            let text = format!(
+                                "# CPU\r\nused_cpu_sys:{half:.6}\r\nused_cpu_user:{half:.6}\r\n"
+                            );
+                            format!("${}\r\n{text}\r\n", text.len()).into_bytes()
+                        }
                         _ => b"-ERR unknown command\r\n".to_vec(),
                     };
                     if out.write_all(&reply).is_err() {
@@ -141,6 +154,8 @@ fn bench_drives_a_redis_server() {
     assert_eq!(set["target"], "redis");
     assert_eq!(set["errors"], 0, "{set}");
     assert_eq!(set["requests"], 2000, "{set}");
+    // INFO cpu before and after: one second of CPU over 2000 requests.
+    assert_eq!(set["server_cpu_us"].as_f64(), Some(500.0), "{set}");
     assert!(set["ops_per_sec"].as_f64().unwrap() > 0.0, "{set}");
 
     let get = bench(&[

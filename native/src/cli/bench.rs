@@ -22,6 +22,7 @@
 
 mod lane;
 mod report;
+mod server_cpu;
 
 use clap::{Args, ValueEnum};
 use dhrt::{
@@ -332,12 +333,24 @@ async fn bench(
         Some(n) if plan.duration.is_none() => progress(args.json, Some(n), "run"),
         _ => progress(args.json, None, "run"),
     };
-    let cpu_before = lane::cpu_time();
+    let servers = server_cpu::Servers::of(args, target, timeout).await;
+    let server_before = match &servers {
+        Some(s) => s.total().await,
+        None => None,
+    };
+    let cpu_before = dhrt::cpu::process_cpu_time();
     let (_, stats) = run_phase(lanes, Phase::Measure, plan.pipeline, &ctx, &shared, &bar).await;
     let elapsed = started.elapsed();
-    let cpu = lane::cpu_time().saturating_sub(cpu_before);
+    let cpu = dhrt::cpu::process_cpu_time().saturating_sub(cpu_before);
     bar.finish_and_clear();
     report.fill(LaneStats::merge(stats), elapsed, cpu);
+    let server_after = match &servers {
+        Some(s) => s.total().await,
+        None => None,
+    };
+    if let (Some(before), Some(after)) = (server_before, server_after) {
+        report.charge_servers(after.saturating_sub(before));
+    }
     Ok(report)
 }
 

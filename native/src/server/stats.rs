@@ -195,6 +195,11 @@ impl Snapshot {
             ),
             ("dhrt_bad_frames_total", load(&c.bad_frames), "Frames refused as malformed."),
             (
+                "dhrt_cpu_microseconds_total",
+                crate::cpu::process_cpu_time().as_micros() as u64,
+                "CPU time the node's process used, all threads, in microseconds.",
+            ),
+            (
                 "dhrt_peer_handshakes_refused_total",
                 load(&c.peer_handshakes_refused),
                 "Peer links refused: no or another cluster secret, or a broken handshake.",

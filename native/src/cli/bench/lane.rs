@@ -442,18 +442,6 @@ fn fail_all(
     }
 }
 
-/// CPU time this process has used so far (every live thread), from
-/// `/proc/self/task/*/schedstat`; zero where that does not exist.
-pub fn cpu_time() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Duration::ZERO };
-    let ns: u64 = tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
-        .sum();
-    Duration::from_nanos(ns)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,16 +481,5 @@ mod tests {
         assert_eq!(all.hist.len(), 2);
         assert_eq!((all.errors, all.misses), (2, 2));
         assert_eq!(all.first_error.as_deref(), Some("first"));
-    }
-
-    #[test]
-    fn cpu_time_grows() {
-        let before = cpu_time();
-        let mut x = 0u64;
-        for i in 0..5_000_000u64 {
-            x = x.wrapping_add(std::hint::black_box(i));
-        }
-        std::hint::black_box(x);
-        assert!(cpu_time() >= before);
     }
 }

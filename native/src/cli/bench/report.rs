@@ -54,6 +54,9 @@ pub struct Report {
     /// CPU the load generator used, in cores (1.0 = one core busy the whole run): near
     /// 1.0 with `--threads 1` means the client, not the server, may be the limit.
     pub client_cpu: f64,
+    /// CPU the servers used per answered request, in microseconds, summed over every
+    /// node of the target (replicas included); `null` when it could not be read.
+    pub server_cpu_us: Option<f64>,
     /// Seconds the preload took, if there was one.
     pub preload_seconds: Option<f64>,
     /// The first failure's message.
@@ -95,6 +98,7 @@ impl Report {
             max_us: 0,
             mean_us: 0.0,
             client_cpu: 0.0,
+            server_cpu_us: None,
             preload_seconds: None,
             first_error: None,
         }
@@ -119,6 +123,13 @@ impl Report {
         }
         self.client_cpu = round(cpu.as_secs_f64() / secs, 3);
         self.first_error = stats.first_error;
+    }
+
+    /// Charges the requests answered with `cpu`, the servers' CPU during the run.
+    pub fn charge_servers(&mut self, cpu: Duration) {
+        if self.requests > 0 {
+            self.server_cpu_us = Some(round(cpu.as_secs_f64() * 1e6 / self.requests as f64, 2));
+        }
     }
 
     /// The report as text.
@@ -169,6 +180,9 @@ impl Report {
             micros(self.mean_us),
         );
         out += &format!("  client CPU: {:.0}% of a core\n", self.client_cpu * 100.0);
+        if let Some(us) = self.server_cpu_us {
+            out += &format!("  server CPU: {us:.1} µs per request (every node)\n");
+        }
         if let Some(e) = &self.first_error {
             out += &format!("  first error: {e}\n");
         }
@@ -254,5 +268,10 @@ mod tests {
         assert!(text.contains("throughput: 2,000 ops/s"), "{text}");
         assert!(text.contains("1000 in 0.50 s, 0 errors, 3 misses"), "{text}");
         assert!(text.starts_with("redis 127.0.0.1:6379: 1 node, set, 50 connections"), "{text}");
+        assert!(!text.contains("server CPU"), "unknown, so not shown: {text}");
+        // 40 ms of server CPU over 1000 requests: 40 µs each.
+        report.charge_servers(Duration::from_millis(40));
+        assert_eq!(report.server_cpu_us, Some(40.0));
+        assert!(report.render().contains("server CPU: 40.0 µs per request"));
     }
 }
