@@ -453,9 +453,10 @@ for k in [r for r in rows if r["comparison"] == "keys"]:
           f"{'met' if ratio <= 1.0 else '**not met**'} |")
 
 print()
-print("Server CPU (cores busy, median over the runs; the servers share CPU 0):\n")
-print("| comparison | workload | pipeline | dhrt | Redis | client CPU dhrt / Redis |")
-print("|---|---|---:|---:|---:|---:|")
+print(f"Server CPU (median over the runs; {env['PINNING']}): cores busy, and CPU per "
+      "request summed over every node of the target (`server_cpu_us` of `dhrt bench`):\n")
+print("| comparison | workload | pipeline | dhrt cores | Redis cores | dhrt µs/request | Redis µs/request | ratio | client CPU dhrt / Redis |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 for comparison in ["memory", "persisted", "cluster"]:
     for workload in ["set", "get"]:
         for pipeline in [1, 16]:
@@ -465,8 +466,11 @@ for comparison in ["memory", "persisted", "cluster"]:
                 continue
             cpu = lambda xs: median([x["server_cpu_ticks"] / x["hz"] / x["seconds"] for x in xs])
             client = lambda xs: median([x["client_cpu"] for x in xs])
+            per = lambda xs: median([x["server_cpu_us"] for x in xs if x.get("server_cpu_us") is not None])
+            dus, rus = per(d), per(r)
+            ratio = dus / rus if rus else float("nan")
             print(f"| {comparison} | {workload.upper()} | {pipeline} | {cpu(d):.2f} | {cpu(r):.2f} "
-                  f"| {client(d):.2f} / {client(r):.2f} |")
+                  f"| {dus:.1f} | {rus:.1f} | {ratio:.2f}× | {client(d):.2f} / {client(r):.2f} |")
 EOF
 if [ -n "$OUT" ]; then
     cp "$RESULTS" "$OUT.jsonl"
