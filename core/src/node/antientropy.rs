@@ -863,9 +863,15 @@ impl<S: Store> Node<S> {
         if n == 0 {
             return 0;
         }
-        let covering = n - (n / 2 + 1) + 1;
+        let covering = covering(n);
         let kept = owners.contains(&me) && !self.started_empty;
         let need = if kept { covering.saturating_sub(1) } else { covering };
         need.max(1).min(others)
     }
+}
+
+/// Of a range's `n` owners, how many together hold every write acknowledged at `quorum`
+/// (W = ⌊n/2⌋ + 1 of them stored it, so any n − W + 1 include one that did).
+pub(super) fn covering(n: usize) -> usize {
+    n - (n / 2 + 1) + 1
 }

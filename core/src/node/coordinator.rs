@@ -21,6 +21,7 @@
 //! [`ErrorCode::Unavailable`] ("the node is overloaded…; retry"), nothing written, and
 //! counted in [`Coordinator::overloaded`].
 
+use super::joint::Joint;
 use super::{ClientId, Node, NodeEvent, Output};
 use crate::{
     entry::{Entry, NodeId},
@@ -119,24 +120,6 @@ struct Pending {
     cost: usize,
 }
 
-/// The second half of a joint read (see [`crate::ring::placement`], "Joint reads").
-#[derive(Debug)]
-struct Joint {
-    /// The future owners that are readable, and how many of them must answer.
-    readable: Vec<NodeId>,
-    required: usize,
-    /// The members making the change, and those that answered it is still under way:
-    /// when all of them say so, no write counted against the future owners yet.
-    makers: Vec<NodeId>,
-    still: Vec<NodeId>,
-}
-
-impl Joint {
-    fn waived(&self) -> bool {
-        !self.makers.is_empty() && self.makers.iter().all(|m| self.still.contains(m))
-    }
-}
-
 impl KeyState {
     fn count_in(&self, group: &[NodeId]) -> usize {
         self.answers.keys().filter(|a| group.contains(a)).count()
@@ -190,9 +173,7 @@ impl KeyState {
     /// Notes that `from` answered that its change of the ring is still under way.
     fn still_changing(&mut self, from: NodeId) {
         if let Some(j) = self.future.as_mut() {
-            if j.makers.contains(&from) && !j.still.contains(&from) {
-                j.still.push(from);
-            }
+            j.still_changing(from);
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod durability;
 pub mod gc;
 pub mod guard;
 pub mod hints;
+mod joint;
 pub mod leave;
 pub mod migrate;
 pub mod remove;

@@ -36,7 +36,10 @@
 //! [`Membership::mark_removed`]: crate::membership::Membership::mark_removed
 //! [`ReplicaMessage::RemovalHandOff`]: crate::proto::ReplicaMessage::RemovalHandOff
 
-use super::{antientropy::intervals, Node, NodeEvent, Output};
+use super::{
+    antientropy::{covering, intervals},
+    Node, NodeEvent, Output,
+};
 use crate::{
     entry::NodeId,
     hash::Interval,
@@ -260,8 +263,7 @@ impl<S: Store> Node<S> {
             .map(|(_, owners)| {
                 let size = owners.len();
                 let others: Vec<NodeId> = owners.into_iter().filter(|o| *o != member).collect();
-                let covering = size - (size / 2 + 1) + 1;
-                let mut need = covering.min(others.len());
+                let mut need = covering(size).min(others.len());
                 if force {
                     need = need.min(others.iter().filter(|o| self.up(**o)).count());
                 }

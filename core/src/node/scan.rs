@@ -36,6 +36,7 @@
 //! Scans do not read-repair: a scan touches many keys at once, and anti-entropy
 //! reconciles replicas anyway.
 
+use super::joint::Joint;
 use super::{ClientId, Node, NodeEvent, Output};
 use crate::{
     entry::{Entry, NodeId},
@@ -173,26 +174,10 @@ struct Piece {
     required: usize,
     /// While a change of the ring touches the piece: its future owners, read jointly as
     /// a key is (see `crate::ring::placement`, "Joint reads").
-    future: Option<FutureOwners>,
+    future: Option<Joint>,
     answers: BTreeMap<NodeId, Answer>,
     /// Replicas whose store failed to read, and why: failed answers, never empty ones.
     failed: BTreeMap<NodeId, String>,
-}
-
-/// The future owners of a piece: the readable ones and how many must answer, unless
-/// every member making the change says it is still under way.
-#[derive(Debug, Default)]
-struct FutureOwners {
-    readable: Vec<NodeId>,
-    required: usize,
-    makers: Vec<NodeId>,
-    still: Vec<NodeId>,
-}
-
-impl FutureOwners {
-    fn waived(&self) -> bool {
-        !self.makers.is_empty() && self.makers.iter().all(|m| self.still.contains(m))
-    }
 }
 
 impl Piece {
@@ -230,9 +215,7 @@ impl Piece {
     /// Notes that `from` answered that its change of the ring is still under way.
     fn still_changing(&mut self, from: NodeId) {
         if let Some(f) = self.future.as_mut() {
-            if f.makers.contains(&from) && !f.still.contains(&from) {
-                f.still.push(from);
-            }
+            f.still_changing(from);
         }
     }
 
@@ -386,12 +369,7 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
             }
             let readable =
                 placement.future.iter().copied().filter(|f| node.placement.readable(*f)).collect();
-            Some(FutureOwners {
-                readable,
-                required,
-                makers: placement.makers.clone(),
-                still: vec![],
-            })
+            Some(Joint { readable, required, makers: placement.makers.clone(), still: vec![] })
         };
         if let Some(f) = future.as_ref().filter(|f| f.readable.len() < f.required) {
             if f.makers.is_empty() {
