@@ -125,7 +125,8 @@ impl fmt::Display for RemoveError {
             RemoveError::NotDead(id, status) => write!(
                 f,
                 "node {id} is {status}, not dead: only a member the cluster declared dead can \
-                 be removed (a running node leaves gracefully on SIGTERM)"
+                 be removed (a running node leaves gracefully on SIGTERM; one that just \
+                 stopped is declared dead within seconds)"
             ),
             RemoveError::ChangeUnderWay => write!(
                 f,
