@@ -181,3 +181,99 @@ async fn a_peer_of_another_protocol_version_is_refused_before_the_upgrade() {
     send(&mut ws, 1, Op::Ring).await;
     assert!(matches!(answer(&mut ws).await.result, Reply::Ring { .. }));
 }
+
+/// A client may send its first frames right behind the upgrade request, without waiting
+/// for the `101`: the node reads them with the request head, and they must still reach
+/// the node thread the socket is handed to (and be answered, in order).
+#[tokio::test]
+async fn frames_sent_with_the_upgrade_request_are_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = NodeProc::start(None, &[]);
+    let mut tcp = tokio::net::TcpStream::connect(&node.addr).await.expect("connect");
+    let mut out = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        node.addr
+    )
+    .into_bytes();
+    for (id, op) in [
+        (1, set("early", b"k".to_vec(), b"v".to_vec())),
+        (
+            2,
+            Op::Get {
+                collection: "early".into(),
+                key: b"k".to_vec().into(),
+                consistency: Consistency::One,
+            },
+        ),
+    ] {
+        let frame = wire::encode(&Message::Request(ClientRequest { id, op, seen: None })).unwrap();
+        out.extend(masked_binary(&frame));
+    }
+    tcp.write_all(&out).await.unwrap();
+    let wait = std::time::Duration::from_secs(10);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        let n = tokio::time::timeout(wait, tcp.read(&mut buf)).await.expect("in time").unwrap();
+        assert!(n > 0, "the node closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+    let mut rest = got.split_off(head_end);
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        match server_frame(&rest) {
+            Some((payload, used)) => {
+                match wire::decode(&payload).expect("a valid frame") {
+                    Message::Response(r) => answers.push(r),
+                    other => panic!("unexpected {other:?}"),
+                }
+                rest.drain(..used);
+            }
+            None => {
+                let n =
+                    tokio::time::timeout(wait, tcp.read(&mut buf)).await.expect("in time").unwrap();
+                assert!(n > 0, "the node closed before answering");
+                rest.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    answers.sort_by_key(|r| r.id);
+    assert!(matches!(answers[0].result, Reply::Written { .. }), "{:?}", answers[0]);
+    match &answers[1].result {
+        Reply::Value { value: Some(v), .. } => assert_eq!(&v[..], b"v"),
+        other => panic!("the early get: {other:?}"),
+    }
+}
+
+/// `payload` as a client's (masked) binary WebSocket frame.
+fn masked_binary(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x82];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// The first whole (unmasked) frame the server sent in `buf`: its payload and length.
+fn server_frame(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let (len, start) = match *buf.get(1)? {
+        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
+        127 => panic!("a small answer in a 64-bit frame"),
+        n => (n as usize, 2),
+    };
+    assert_eq!(buf[0], 0x82, "a final binary frame");
+    let end = start + len;
+    (buf.len() >= end).then(|| (buf[start..end].to_vec(), end))
+}

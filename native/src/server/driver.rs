@@ -13,7 +13,14 @@
 //! only what may leave, and this thread routes all of it at once — gossip, probes and
 //! sync traffic never wait behind an fsync.
 //!
-//! The thread is a plain OS thread, not a tokio task: a commit may block on the disk.
+//! The thread runs its own single-threaded tokio runtime ([`run_on_thread`]): the driver
+//! is one task on it, and the client WebSocket connections handed to the node
+//! ([`super::handoff`]) are others, so a client's request is read, decoded, handled and
+//! answered on this one thread — no crossing to another thread and back, no wake-up of
+//! another core (docs/benchmarks.md). Peer links, HTTP and TLS connections run on the
+//! server's multi-threaded runtime and reach the driver through the same inbox. A
+//! commit may block on the disk: it blocks this thread's connections too, which could
+//! not be answered before it anyway.
 
 use super::{
     http::origin::MemberOrigins,
@@ -37,11 +44,16 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        mpsc, Arc, Weak,
+        Arc, Weak,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+
+/// The sending end of the node thread's inbox (any thread may send).
+pub type Inbox = mpsc::UnboundedSender<Input>;
+/// The node thread's end of its inbox.
+pub type InboxReceiver = mpsc::UnboundedReceiver<Input>;
 
 /// Most inputs handled between two commits.
 pub const BATCH: usize = 1024;
@@ -219,7 +231,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
 
     /// Waits for the disk on a sync thread that reports to the node thread through
     /// `inbox` (see [`super::syncer`]); without this the node thread waits itself.
-    pub fn sync_off_thread(mut self, inbox: Weak<mpsc::Sender<Input>>) -> Self {
+    pub fn sync_off_thread(mut self, inbox: Weak<Inbox>) -> Self {
         self.syncer = Syncer::new(Some(inbox));
         self
     }
@@ -240,7 +252,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
     /// Runs until every sender of `inbox` is gone, [`Input::Stop`] arrives or a graceful
     /// leave completes. `join` are members to join through, told to the node before its
     /// first timer fires (so it never serves alone first).
-    pub fn run(mut self, inbox: mpsc::Receiver<Input>, join: Vec<String>) {
+    pub async fn run(mut self, mut inbox: InboxReceiver, join: Vec<String>) {
         let now = self.clock.now();
         for addr in join {
             self.node.join(now, addr);
@@ -256,18 +268,17 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             let wait = self.node.next_deadline().map_or(Duration::from_millis(1000), |d| {
                 Duration::from_millis(d.saturating_sub(now).min(1000))
             });
-            match inbox.recv_timeout(wait) {
-                Ok(first) => {
-                    batch.push(first);
-                    while batch.len() < BATCH {
-                        match inbox.try_recv() {
-                            Ok(input) => batch.push(input),
-                            Err(_) => break,
-                        }
+            // Every input queued by the time this task runs is one batch: on this
+            // thread's runtime the connections that became readable together have all
+            // handed their requests over before the driver is polled.
+            tokio::select! {
+                biased;
+                n = inbox.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        break;
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                () = tokio::time::sleep(wait) => {}
             }
             let now = self.clock.now();
             for input in batch.drain(..) {
@@ -287,10 +298,12 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             tracing::error!(error = %e, "the last commit failed");
         }
         while self.syncer.busy() {
-            match inbox.recv_timeout(Duration::from_secs(10)) {
-                Ok(Input::Synced { epoch, result }) => self.synced(self.clock.now(), epoch, result),
-                Ok(_) => {}
-                Err(_) => break,
+            match tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await {
+                Ok(Some(Input::Synced { epoch, result })) => {
+                    self.synced(self.clock.now(), epoch, result)
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
             }
         }
         self.route_outputs(self.clock.now());
@@ -533,4 +546,26 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         }
         true
     }
+}
+
+impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
+    /// Starts the node thread: `runtime` (a single-threaded one, [`node_runtime`]) runs
+    /// this driver until it stops ([`Driver::run`]), and with it the client connections
+    /// spawned on it ([`super::handoff`]).
+    pub fn spawn(
+        self,
+        runtime: tokio::runtime::Runtime,
+        inbox: InboxReceiver,
+        join: Vec<String>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("dhrt-node".into())
+            .spawn(move || runtime.block_on(self.run(inbox, join)))
+    }
+}
+
+/// The node thread's runtime, built before the thread starts (so the server can spawn
+/// connections on it from the first request): single-threaded, with I/O and timers.
+pub fn node_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }

@@ -2,15 +2,17 @@
 //!
 //! One TCP port serves everything (DESIGN.md §3): the client WebSocket protocol at
 //! `/v1/ws`, peer links at `/v1/peer`, the HTTP API ([`http`]), `/metrics`,
-//! `/openapi.json` and the dashboard ([`dashboard`]). The node itself runs on its own thread ([`driver`]); every task
-//! talks to it through one channel of [`Input`]s, so the node stays a single-threaded
-//! sans-IO state machine exactly as the simulator runs it. What the outside may make
+//! `/openapi.json` and the dashboard ([`dashboard`]). The node itself runs on its own
+//! thread ([`driver`]), which also serves the client WebSocket connections handed to it
+//! ([`handoff`]); every task talks to the node through one channel of [`Input`]s, so the
+//! node stays a single-threaded sans-IO state machine exactly as the simulator runs it. What the outside may make
 //! the node hold — connections, input, output, hints — is bounded ([`limits`]).
 
 pub mod accept;
 pub mod auth;
 pub mod dashboard;
 pub mod driver;
+pub mod handoff;
 pub mod http;
 pub mod inbox;
 pub mod launch;
@@ -35,13 +37,13 @@ use dhrt_core::{
     store::{Store, StoreError},
     wire, NodeId,
 };
-use driver::{Driver, Durable, Input, LeaveOutcome, Sink};
+use driver::{Driver, Durable, Inbox, Input, LeaveOutcome, Sink};
 use stats::{CollectionInfo, Counters, Snapshot};
 use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        mpsc, Arc,
+        Arc,
     },
     time::Duration,
 };
@@ -78,7 +80,9 @@ pub enum ServeError {
 /// What the tasks of a server share.
 #[derive(Clone)]
 pub struct AppState {
-    inbox: Arc<mpsc::Sender<Input>>,
+    inbox: Arc<Inbox>,
+    /// The node thread's runtime: client connections are served there ([`handoff`]).
+    pub node_runtime: tokio::runtime::Handle,
     stopped: tokio::sync::watch::Receiver<bool>,
     next_client: Arc<AtomicU64>,
     /// The server's counters.
@@ -338,7 +342,7 @@ where
         None => None,
     };
     let counters = Arc::new(Counters::default());
-    let (inbox_tx, inbox_rx) = mpsc::channel();
+    let (inbox_tx, inbox_rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stopped) = tokio::sync::watch::channel(false);
     let max_frame = wire::DEFAULT_MAX_FRAME.max(opts.max_value_bytes + 1024 * 1024);
     let (limits, fitted) = opts.limits.clone().fitted(max_frame);
@@ -347,8 +351,11 @@ where
     }
     let inbox_tx = Arc::new(inbox_tx);
     let sync_reports = Arc::downgrade(&inbox_tx);
+    let runtime = driver::node_runtime()
+        .map_err(|e| ServeError::Other(format!("cannot start the node's runtime: {e}")))?;
     let state = AppState {
         inbox: inbox_tx,
+        node_runtime: runtime.handle().clone(),
         stopped,
         next_client: Arc::new(AtomicU64::new(1)),
         counters: counters.clone(),
@@ -386,9 +393,8 @@ where
         .sync_off_thread(sync_reports)
         .leave_timeout(opts.leave_timeout.as_millis() as u64)
         .member_origins(state.member_origins.clone());
-    let thread = std::thread::Builder::new()
-        .name("dhrt-node".into())
-        .spawn(move || driver.run(inbox_rx, peers_to_join))
+    let thread = driver
+        .spawn(runtime, inbox_rx, peers_to_join)
         .map_err(|e| ServeError::Other(format!("cannot start the node thread: {e}")))?;
     // Every request can ask who is on the other end (`ConnectInfo<tls::Remote>`, set by
     // [`accept`]): the peer endpoint checks for a client certificate with it.

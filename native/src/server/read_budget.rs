@@ -140,6 +140,20 @@ impl<T> Metered<T> {
 
     /// Bytes this connection may read now without waiting, or `Pending` until a lane
     /// is free (or, holding one, until its reader settles what it read).
+    /// Takes the socket out, to move it to another runtime ([`super::handoff`]); the
+    /// rest comes back with [`Metered::from_parts`]. A lane still being waited for is
+    /// given up (asked for again on the next read), as is a held lane's deadline.
+    pub fn into_parts(self) -> (T, MeteredParts) {
+        let Metered { io, budget, meter, _keep, .. } = self;
+        (io, MeteredParts { budget, meter, keep: _keep })
+    }
+
+    /// The reader again, around `io`, from what [`Metered::into_parts`] took apart.
+    pub fn from_parts(io: T, parts: MeteredParts) -> Self {
+        let MeteredParts { budget, meter, keep } = parts;
+        Metered { io, budget, meter, acquiring: None, deadline: None, _keep: keep }
+    }
+
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<usize> {
         loop {
             {
@@ -169,6 +183,13 @@ impl<T> Metered<T> {
             self.deadline = Some(Box::pin(tokio::time::sleep(self.budget.lane_timeout)));
         }
     }
+}
+
+/// A [`Metered`] reader without its socket: its budget, meter and what it keeps.
+pub struct MeteredParts {
+    budget: ReadBudget,
+    meter: ReadMeter,
+    keep: Option<Box<dyn Send + Sync>>,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {

@@ -15,7 +15,7 @@
 //! failed fsync nothing written since the last good one can be trusted, and the node
 //! fails every commit begun so far by itself.
 
-use super::driver::Input;
+use super::driver::{Inbox, Input};
 use dhrt_core::{
     node::durability::Epoch,
     store::{StoreError, SyncJob},
@@ -36,7 +36,7 @@ impl Syncer {
     /// A syncer whose jobs run on their own thread and report back to the node thread
     /// as [`Input::Synced`] through `inbox` (weak, so the node thread still sees its
     /// inbox close when the server goes). Without `inbox`, jobs run in place.
-    pub fn new(inbox: Option<Weak<mpsc::Sender<Input>>>) -> Syncer {
+    pub fn new(inbox: Option<Weak<Inbox>>) -> Syncer {
         let jobs = inbox.and_then(|inbox| {
             let (tx, rx) = mpsc::channel::<(Epoch, SyncJob)>();
             let spawned = std::thread::Builder::new().name("dhrt-sync".into()).spawn(move || {
@@ -107,22 +107,40 @@ mod tests {
     }
 
     /// A syncer whose sync thread reports into a channel the test reads.
-    fn threaded() -> (Syncer, Arc<mpsc::Sender<Input>>, mpsc::Receiver<Input>) {
-        let (tx, rx) = mpsc::channel();
+    fn threaded() -> (Syncer, Arc<Inbox>, Receiver) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let tx = Arc::new(tx);
-        (Syncer::new(Some(Arc::downgrade(&tx))), tx, rx)
+        (Syncer::new(Some(Arc::downgrade(&tx))), tx, Receiver(rx))
     }
 
-    fn next_synced(rx: &mpsc::Receiver<Input>) -> (Epoch, Result<(), StoreError>) {
+    /// The test's end of the inbox, read with a timeout.
+    struct Receiver(tokio::sync::mpsc::UnboundedReceiver<Input>);
+
+    impl Receiver {
+        fn recv_timeout(&mut self, wait: Duration) -> Option<Input> {
+            let end = std::time::Instant::now() + wait;
+            loop {
+                if let Ok(input) = self.0.try_recv() {
+                    return Some(input);
+                }
+                if std::time::Instant::now() >= end {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    fn next_synced(rx: &mut Receiver) -> (Epoch, Result<(), StoreError>) {
         match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Input::Synced { epoch, result }) => (epoch, result),
+            Some(Input::Synced { epoch, result }) => (epoch, result),
             other => panic!("expected a sync report, got {other:?}"),
         }
     }
 
     #[test]
     fn only_the_newest_queued_job_runs_and_reports_for_the_ones_it_covers() {
-        let (mut s, _tx, rx) = threaded();
+        let (mut s, _tx, mut rx) = threaded();
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
         let slow: SyncJob = Box::new(move || {
             let _ = gate_rx.recv_timeout(Duration::from_secs(10));
@@ -133,27 +151,27 @@ mod tests {
         assert!(s.submit(3, ok_job()).is_none());
         assert!(s.busy());
         gate_tx.send(()).unwrap();
-        let (epoch, result) = next_synced(&rx);
+        let (epoch, result) = next_synced(&mut rx);
         assert_eq!((epoch, result.is_ok()), (1, true));
         assert!(s.synced(true).is_none());
-        let (epoch, _) = next_synced(&rx);
+        let (epoch, _) = next_synced(&mut rx);
         assert_eq!(epoch, 3, "epoch 2's job was skipped: 3's covers it");
         assert!(s.synced(true).is_none());
         assert!(!s.busy());
-        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "no third job ran");
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_none(), "no third job ran");
     }
 
     #[test]
     fn a_failed_job_drops_the_queued_one() {
-        let (mut s, _tx, rx) = threaded();
+        let (mut s, _tx, mut rx) = threaded();
         s.submit(1, Box::new(|| Err(StoreError::Io("disk gone".into()))));
         s.submit(2, ok_job());
-        let (epoch, result) = next_synced(&rx);
+        let (epoch, result) = next_synced(&mut rx);
         assert_eq!(epoch, 1);
         assert!(matches!(result, Err(StoreError::Io(m)) if m.contains("disk gone")));
         assert!(s.synced(false).is_none());
         assert!(!s.busy());
-        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "the queued job never ran");
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_none(), "the queued job never ran");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::{
     auth::{self, Presented, Refusal},
     driver::Input,
     driver::Sink,
+    handoff::{ClientSocket, Upgrade},
     read_budget::ReadMeter,
     AppState,
 };
@@ -44,6 +45,11 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use std::sync::{atomic::Ordering, Arc};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{
+    self,
+    protocol::{frame::coding::CloseCode, CloseFrame, WebSocketConfig},
+    Message as Tung,
+};
 
 use super::outbox::{self, Parcel};
 
@@ -63,7 +69,7 @@ pub const WRITE_BATCH: usize = 256;
 /// refused); without one, the connection starts unauthenticated and, when the node
 /// requires tokens, must send [`Op::Auth`] before anything else is served.
 pub async fn client(
-    ws: WebSocketUpgrade,
+    upgrade: Upgrade,
     headers: HeaderMap,
     State(state): State<AppState>,
     meter: ReadMeter,
@@ -80,10 +86,12 @@ pub async fn client(
         _ => Session::default(),
     };
     let max = state.max_frame;
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| serve_client(socket, state, session, meter))
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .read_buffer_size(READ_BUFFER);
+    let serving = state.clone();
+    upgrade.serve(&state, config, move |socket| serve_client(socket, serving, session, meter))
 }
 
 /// Who a client connection speaks for.
@@ -136,7 +144,12 @@ fn answer(tx: &mpsc::UnboundedSender<Parcel>, resps: Vec<ClientResponse>) {
     let _ = tx.send(Parcel { resps, bytes: 0 });
 }
 
-async fn serve_client(socket: WebSocket, state: AppState, mut session: Session, meter: ReadMeter) {
+async fn serve_client(
+    socket: ClientSocket,
+    state: AppState,
+    mut session: Session,
+    meter: ReadMeter,
+) {
     let client = state.next_client();
     let (outbox, mut rx, tx) = outbox::outbox(state.output.clone());
     if !state.submit(Input::Open { client, sink: Sink::Conn(outbox) }) {
@@ -157,11 +170,11 @@ async fn serve_client(socket: WebSocket, state: AppState, mut session: Session, 
                 reason = closed.reason() => {
                     // Disconnected by the node (it left too much unread): say why, if
                     // the client reads at all.
-                    let close = axum::extract::ws::CloseFrame {
-                        code: axum::extract::ws::close_code::POLICY,
+                    let close = CloseFrame {
+                        code: CloseCode::Policy,
                         reason: truncate(&reason, 120).into(),
                     };
-                    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(close)))).await;
+                    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Tung::Close(Some(close)))).await;
                     return;
                 }
             };
@@ -179,7 +192,7 @@ async fn serve_client(socket: WebSocket, state: AppState, mut session: Session, 
                             wire::encode_with_limit(&Message::Response(err), max)
                         });
                     let Ok(frame) = frame else { continue };
-                    if sink.feed(WsMessage::Binary(frame.into())).await.is_err() {
+                    if sink.feed(Tung::Binary(frame.into())).await.is_err() {
                         return;
                     }
                 }
@@ -225,7 +238,7 @@ async fn serve_client(socket: WebSocket, state: AppState, mut session: Session, 
             let mut refused = if required { session.refresh(&state).await.err() } else { None };
             while let Some(msg) = next.take() {
                 taken += 1;
-                if let Ok(WsMessage::Binary(bytes)) = &msg {
+                if let Ok(Tung::Binary(bytes)) = &msg {
                     read += bytes.len();
                 }
                 match read_frame(msg, max) {
@@ -346,7 +359,7 @@ enum Frame {
     Closed,
 }
 
-fn read_frame(msg: Result<WsMessage, axum::Error>, max: usize) -> Frame {
+fn read_frame(msg: Result<Tung, tungstenite::Error>, max: usize) -> Frame {
     let msg = match msg {
         Ok(m) => m,
         Err(e) => {
@@ -355,7 +368,7 @@ fn read_frame(msg: Result<WsMessage, axum::Error>, max: usize) -> Frame {
         }
     };
     match msg {
-        WsMessage::Binary(bytes) => match wire::decode_with_limit::<ClientMessage>(&bytes, max) {
+        Tung::Binary(bytes) => match wire::decode_with_limit::<ClientMessage>(&bytes, max) {
             Ok(ClientMessage::Request(req)) => Frame::Request(req),
             Err(WireError::Malformed(why)) if why.contains("unknown variant") => Frame::Refused(
                 ErrorCode::InvalidInput,
@@ -363,12 +376,12 @@ fn read_frame(msg: Result<WsMessage, axum::Error>, max: usize) -> Frame {
             ),
             Err(e) => Frame::Refused(wire_error_code(&e), e.to_string()),
         },
-        WsMessage::Text(_) => Frame::Refused(
+        Tung::Text(_) => Frame::Refused(
             ErrorCode::InvalidInput,
             "text frames are not understood: send binary frames (a version byte, then MessagePack)"
                 .into(),
         ),
-        WsMessage::Close(_) => Frame::Closed,
+        Tung::Close(_) => Frame::Closed,
         _ => Frame::Skip,
     }
 }

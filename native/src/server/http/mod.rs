@@ -19,7 +19,12 @@ pub mod origin;
 pub mod tokens;
 pub mod v1;
 
-use super::{dashboard, read_budget::ReadMeter, ws, AppState};
+use super::{
+    dashboard,
+    handoff::{NotAnUpgrade, Upgrade},
+    read_budget::ReadMeter,
+    ws, AppState,
+};
 use axum::{
     extract::{
         rejection::QueryRejection,
@@ -174,7 +179,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 
 /// `GET /v1/ws` ([`ws::client`]), with a JSON error for a request that is no upgrade.
 async fn client_socket(
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, NotAnUpgrade>,
     headers: HeaderMap,
     state: State<AppState>,
     meter: Option<axum::Extension<ReadMeter>>,
@@ -182,7 +187,7 @@ async fn client_socket(
     let meter = meter.map(|axum::Extension(m)| m).unwrap_or_default();
     match upgrade {
         Ok(upgrade) => ws::client(upgrade, headers, state, meter).await,
-        Err(e) => not_an_upgrade(&e, "/v1/ws is the client WebSocket endpoint"),
+        Err(e) => not_an_upgrade(e.status, e.reason, "/v1/ws is the client WebSocket endpoint"),
     }
 }
 
@@ -204,15 +209,14 @@ async fn peer_socket(
             let meter = parts.extensions.get::<ReadMeter>().cloned().unwrap_or_default();
             ws::peer(upgrade, hello, state, meter).await
         }
-        (Err(e), _) => not_an_upgrade(&e, context),
+        (Err(e), _) => not_an_upgrade(e.status(), &e.body_text(), context),
         (_, Err(e)) => ApiError::invalid(format!("{context}: {}", e.body_text())).into_response(),
     }
 }
 
-fn not_an_upgrade(e: &WebSocketUpgradeRejection, context: &str) -> Response {
-    let status = e.status();
+fn not_an_upgrade(status: StatusCode, reason: &str, context: &str) -> Response {
     let status = if status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
-    ApiError::invalid(format!("{context}: {}; connect with a WebSocket client", e.body_text()))
+    ApiError::invalid(format!("{context}: {reason}; connect with a WebSocket client"))
         .with_status(status)
         .into_response()
 }
