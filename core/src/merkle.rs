@@ -40,14 +40,26 @@ pub const DEFAULT_DEPTH: u8 = 8;
 /// The digest of one stored entry for `key`: xxh3-64 of the key followed by the
 /// timestamp, origin, tombstone flag and expiry (little-endian, fixed width).
 pub fn entry_digest(key: &[u8], entry: &Entry) -> u64 {
+    version_digest(key, entry.ts, entry.origin, entry.is_tombstone(), entry.expires)
+}
+
+/// [`entry_digest`] by parts: the digest of an entry with this timestamp, origin,
+/// tombstone flag and expiry (its value is not part of it).
+pub fn version_digest(
+    key: &[u8],
+    ts: crate::clock::Timestamp,
+    origin: crate::entry::NodeId,
+    tombstone: bool,
+    expires: Option<crate::Millis>,
+) -> u64 {
     const META: usize = 8 + 8 + 1 + 8;
     let fill = |buf: &mut [u8]| {
         let (k, meta) = buf.split_at_mut(key.len());
         k.copy_from_slice(key);
-        meta[..8].copy_from_slice(&entry.ts.0.to_le_bytes());
-        meta[8..16].copy_from_slice(&entry.origin.0.to_le_bytes());
-        meta[16] = u8::from(entry.is_tombstone());
-        meta[17..].copy_from_slice(&entry.expires.unwrap_or(u64::MAX).to_le_bytes());
+        meta[..8].copy_from_slice(&ts.0.to_le_bytes());
+        meta[8..16].copy_from_slice(&origin.0.to_le_bytes());
+        meta[16] = u8::from(tombstone);
+        meta[17..].copy_from_slice(&expires.unwrap_or(u64::MAX).to_le_bytes());
     };
     let len = key.len() + META;
     // Hot path: every write hashes its key; keep short keys off the heap.

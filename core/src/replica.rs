@@ -236,7 +236,7 @@ impl<S: Store> Replica<S> {
         let old = match merged {
             Merged::Kept => return,
             Merged::Inserted => None,
-            Merged::Replaced(old) => Some(entry_digest(key, old)),
+            Merged::Replaced(old) => Some(old.digest(key)),
         };
         self.tree_mut(collection).update(pos, old, Some(new));
     }

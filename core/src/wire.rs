@@ -90,15 +90,15 @@ pub fn decode_with_limit<T: DeserializeOwned>(frame: &[u8], max: usize) -> Resul
     if version != VERSION {
         return Err(WireError::UnsupportedVersion { got: version, supported: VERSION });
     }
-    check_lengths(body)?;
-    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
-    de.set_max_depth(MAX_NESTING);
-    let msg = T::deserialize(&mut de).map_err(|e| WireError::Malformed(e.to_string()))?;
-    let rest = body.len().saturating_sub(usize::try_from(de.position()).unwrap_or(usize::MAX));
-    if rest != 0 {
-        return Err(WireError::Trailing(rest));
+    let end = check_lengths(body)?;
+    if end < body.len() {
+        return Err(WireError::Trailing(body.len() - end));
     }
-    Ok(msg)
+    // Read in place: strings and byte strings are handed to their types as slices of the
+    // frame (a reader over a `Cursor` copied each into a buffer first, then again).
+    let mut de = rmp_serde::Deserializer::from_read_ref(body);
+    de.set_max_depth(MAX_NESTING);
+    T::deserialize(&mut de).map_err(|e| WireError::Malformed(e.to_string()))
 }
 
 /// Deepest nesting of MessagePack arrays and maps a frame may use (see the module docs).

@@ -11,7 +11,7 @@
 //!
 //! Available with the `testing` feature.
 
-use super::{CollectionStats, Merged, Record, Store, StoreError, MAX_KEY_LEN};
+use super::{CollectionStats, Merged, Record, Store, StoreError, Superseded, MAX_KEY_LEN};
 use crate::{
     clock::Timestamp,
     entry::{Entry, NodeId},
@@ -81,7 +81,10 @@ pub fn insert_then_get<S: Store>(s: &mut S) {
 /// A newer entry replaces and returns the old one; an older one is kept out.
 pub fn newer_wins_older_kept<S: Store>(s: &mut S) {
     s.merge("c", 7, &k("k"), v(5, "five")).unwrap();
-    assert_eq!(s.merge("c", 7, &k("k"), v(6, "six")).unwrap(), Merged::Replaced(v(5, "five")));
+    assert_eq!(
+        s.merge("c", 7, &k("k"), v(6, "six")).unwrap(),
+        Merged::Replaced(Superseded::of(&v(5, "five")))
+    );
     assert_eq!(s.merge("c", 7, &k("k"), v(4, "four")).unwrap(), Merged::Kept);
     assert_eq!(s.get("c", 7, b"k").unwrap(), Some(v(6, "six")));
     assert_eq!(s.stats("c").unwrap().entries, 1);
@@ -99,7 +102,10 @@ pub fn identical_is_kept<S: Store>(s: &mut S) {
 pub fn tombstones_are_stored_and_counted<S: Store>(s: &mut S) {
     s.merge("c", 1, &k("k"), v(5, "x")).unwrap();
     let t = Entry::tombstone(Timestamp(5), NodeId(1));
-    assert_eq!(s.merge("c", 1, &k("k"), t.clone()).unwrap(), Merged::Replaced(v(5, "x")));
+    assert_eq!(
+        s.merge("c", 1, &k("k"), t.clone()).unwrap(),
+        Merged::Replaced(Superseded::of(&v(5, "x")))
+    );
     assert_eq!(s.get("c", 1, b"k").unwrap(), Some(t.clone()));
     let st = s.stats("c").unwrap();
     assert_eq!((st.entries, st.tombstones), (1, 1));
@@ -256,7 +262,12 @@ pub fn merge_batch_reports_each_outcome<S: Store>(s: &mut S) {
     let out = s.merge_batch("c", &batch).unwrap();
     assert_eq!(
         out,
-        vec![Merged::Replaced(v(5, "old")), Merged::Inserted, Merged::Kept, Merged::Kept]
+        vec![
+            Merged::Replaced(Superseded::of(&v(5, "old"))),
+            Merged::Inserted,
+            Merged::Kept,
+            Merged::Kept
+        ]
     );
     assert_eq!(s.get("c", 1, b"a").unwrap(), Some(v(6, "new")));
 }
@@ -289,6 +300,10 @@ pub fn random_operations_match_a_model<S: Store>(s: &mut S) {
                 } else {
                     Entry::value(Bytes::from(vec![b'v'; (rng.next() % 9) as usize]), ts, NodeId(1))
                 };
+                let entry = match rng.next() % 3 {
+                    0 => entry.with_expiry(Some(rng.next() % 50)),
+                    _ => entry,
+                };
                 s.merge("c", pos, &key, entry.clone()).unwrap();
                 let slot = model.entry((pos, key)).or_insert_with(|| entry.clone());
                 *slot = slot.clone().merge(entry);
@@ -299,6 +314,19 @@ pub fn random_operations_match_a_model<S: Store>(s: &mut S) {
     let got: Vec<_> = all.into_iter().map(|r| ((r.pos, r.key), r.entry)).collect();
     let want: Vec<_> = model.clone().into_iter().collect();
     assert_eq!(got, want);
+    // Paged, three at a time, each page resuming after the last record of the one before.
+    let mut paged = Vec::new();
+    let mut after: Option<(Position, Bytes)> = None;
+    loop {
+        let cursor = after.as_ref().map(|(p, k)| (*p, &k[..]));
+        let page = s.range("c", Interval::new(u64::MAX, u64::MAX), cursor, 3).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|r| (r.pos, r.key.clone()));
+        paged.extend(page.into_iter().map(|r| ((r.pos, r.key), r.entry)));
+    }
+    assert_eq!(paged, want, "paging visits each record once, in order");
     let mut st = CollectionStats::default();
     for ((_, key), e) in &model {
         st.account(key, e, true);

@@ -1,70 +1,274 @@
 //! `MemStore`: the in-memory [`Store`], used by `--memory` nodes, the browser replica,
-//! the simulator and tests. A `BTreeMap` per collection keyed by `(position, key)`.
+//! the simulator and tests.
+//!
+//! Dense, because a `--memory` node's keys all live here: each record is one allocation
+//! ([`Rec`]: its version, expiry, key and value side by side), and each collection's
+//! index maps a ring position to its record — 24 bytes a slot, so a lookup's search
+//! reads a few cache lines of integers. A map keyed by `(position, key)` holding whole
+//! entries took 104-byte slots and separate key and value buffers (375 bytes a key at
+//! 1M keys, docs/benchmarks.md), and its search was a tenth of a write's time.
+//!
+//! Positions are hashes in hashed collections (two keys share one almost never), but
+//! in an `ordered.*` collection a position is the key's first 8 bytes, which many keys
+//! share (`user:000001`, `user:000002`...). A position several keys share is *crowded*:
+//! its index slot is empty and its records sit in a map by key of their own
+//! ([`Collection::crowded`]), so order is still (position, key) and no operation
+//! degrades with the number of keys sharing a prefix.
 
-use super::{validate_collection, CollectionStats, Merged, Record, Store, StoreError};
-use crate::{entry::Entry, hash::Interval, hash::Position};
+use super::{validate_collection, CollectionStats, Merged, Record, Store, StoreError, Superseded};
+use crate::{
+    clock::Timestamp,
+    entry::{Entry, NodeId},
+    hash::{Interval, Position},
+    Millis,
+};
 use bytes::Bytes;
-use std::borrow::Borrow;
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-/// A record's place in a collection, the map's key: its position, then its key.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Slot(Position, Bytes);
+/// One record in one allocation: `ts` (8 bytes), `origin` (8), flags (1), key length
+/// (4), the expiry (8, when it has one), the key, then the value (a tombstone has
+/// none). Little-endian.
+#[derive(Debug, Clone)]
+struct Rec(Box<[u8]>);
 
-/// A place looked up by borrowed parts: lookups build a `(Position, &[u8])` instead of a
-/// [`Slot`], which would copy (or share-count) the key on every read and write.
-trait Place {
-    fn place(&self) -> (Position, &[u8]);
-}
+const HEADER: usize = 8 + 8 + 1 + 4;
+/// Flag: the record holds a value (else it is a tombstone).
+const LIVE: u8 = 1;
+/// Flag: the record carries an expiry.
+const EXPIRES: u8 = 2;
 
-impl Place for Slot {
-    fn place(&self) -> (Position, &[u8]) {
-        (self.0, &self.1)
+impl Rec {
+    /// Bytes a record of `key` and `entry` takes.
+    fn len_for(key: &[u8], entry: &Entry) -> usize {
+        HEADER
+            + if entry.expires.is_some() { 8 } else { 0 }
+            + key.len()
+            + entry.value.as_ref().map_or(0, |v| v.len())
+    }
+
+    fn new(key: &[u8], entry: &Entry) -> Rec {
+        let mut buf = vec![0; Self::len_for(key, entry)].into_boxed_slice();
+        Self::fill(&mut buf, key, entry);
+        Rec(buf)
+    }
+
+    /// Becomes `key`'s `entry`: in place when it is the same length (a value
+    /// overwritten by one as long, as most are), else in a new allocation.
+    fn set(&mut self, key: &[u8], entry: &Entry) {
+        if self.0.len() == Self::len_for(key, entry) {
+            Self::fill(&mut self.0, key, entry);
+        } else {
+            *self = Rec::new(key, entry);
+        }
+    }
+
+    fn fill(buf: &mut [u8], key: &[u8], entry: &Entry) {
+        buf[..8].copy_from_slice(&entry.ts.0.to_le_bytes());
+        buf[8..16].copy_from_slice(&entry.origin.0.to_le_bytes());
+        let mut flags = 0;
+        if entry.value.is_some() {
+            flags |= LIVE;
+        }
+        if entry.expires.is_some() {
+            flags |= EXPIRES;
+        }
+        buf[16] = flags;
+        buf[17..21].copy_from_slice(&(key.len() as u32).to_le_bytes());
+        let mut at = HEADER;
+        if let Some(e) = entry.expires {
+            buf[at..at + 8].copy_from_slice(&e.to_le_bytes());
+            at += 8;
+        }
+        buf[at..at + key.len()].copy_from_slice(key);
+        at += key.len();
+        if let Some(v) = &entry.value {
+            buf[at..].copy_from_slice(v);
+        }
+    }
+
+    fn u64_at(&self, at: usize) -> u64 {
+        let mut b = [0; 8];
+        b.copy_from_slice(&self.0[at..at + 8]);
+        u64::from_le_bytes(b)
+    }
+
+    fn ts(&self) -> Timestamp {
+        Timestamp(self.u64_at(0))
+    }
+
+    fn origin(&self) -> NodeId {
+        NodeId(self.u64_at(8))
+    }
+
+    fn flags(&self) -> u8 {
+        self.0[16]
+    }
+
+    fn expires(&self) -> Option<Millis> {
+        (self.flags() & EXPIRES != 0).then(|| self.u64_at(HEADER))
+    }
+
+    /// Where the key starts.
+    fn key_at(&self) -> usize {
+        HEADER + if self.flags() & EXPIRES != 0 { 8 } else { 0 }
+    }
+
+    fn key_len(&self) -> usize {
+        let mut b = [0; 4];
+        b.copy_from_slice(&self.0[17..21]);
+        u32::from_le_bytes(b) as usize
+    }
+
+    fn key(&self) -> &[u8] {
+        let at = self.key_at();
+        &self.0[at..at + self.key_len()]
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        (self.flags() & LIVE != 0).then(|| &self.0[self.key_at() + self.key_len()..])
+    }
+
+    /// The stored entry (its value copied out).
+    fn entry(&self) -> Entry {
+        Entry {
+            value: self.value().map(Bytes::copy_from_slice),
+            ts: self.ts(),
+            origin: self.origin(),
+            expires: self.expires(),
+        }
+    }
+
+    /// Whether `entry` wins over this record (as [`Entry::supersedes`]).
+    fn superseded_by(&self, entry: &Entry) -> bool {
+        let mine = (self.ts(), self.origin(), self.value().is_none(), self.value(), self.expires());
+        let theirs =
+            (entry.ts, entry.origin, entry.is_tombstone(), entry.value.as_deref(), entry.expires);
+        theirs > mine
+    }
+
+    /// What replacing this record leaves of it.
+    fn superseded(&self) -> Superseded {
+        let value = self.value();
+        Superseded {
+            ts: self.ts(),
+            origin: self.origin(),
+            tombstone: value.is_none(),
+            expires: self.expires(),
+            size: value.map_or(0, <[u8]>::len) + ENTRY_META,
+        }
+    }
+
+    /// The record's bytes as the collection's counts take them (key plus
+    /// [`Entry::size`]).
+    fn counted(&self) -> usize {
+        self.key_len() + self.value().map_or(0, <[u8]>::len) + ENTRY_META
     }
 }
 
-impl Place for (Position, &[u8]) {
-    fn place(&self) -> (Position, &[u8]) {
-        *self
-    }
-}
-
-impl<'a> Borrow<dyn Place + 'a> for Slot {
-    fn borrow(&self) -> &(dyn Place + 'a) {
-        self
-    }
-}
-
-// Ordered exactly as `Slot` is (position, then key bytes), as `Borrow` requires.
-impl PartialEq for dyn Place + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.place() == other.place()
-    }
-}
-
-impl Eq for dyn Place + '_ {}
-
-impl PartialOrd for dyn Place + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for dyn Place + '_ {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.place().cmp(&other.place())
-    }
-}
+/// [`Entry::size`] of an entry without a value.
+const ENTRY_META: usize = 8 + 8 + 9;
 
 #[derive(Debug, Default, Clone)]
 struct Collection {
-    records: BTreeMap<Slot, Entry>,
+    /// Each position's record; `None` for a crowded position (see the module docs).
+    index: BTreeMap<Position, Option<Rec>>,
+    /// The records of crowded positions (two or more each), by key.
+    crowded: BTreeMap<Position, BTreeMap<Box<[u8]>, Rec>>,
     stats: CollectionStats,
 }
 
-/// An in-memory store: ordered maps, exact counts, nothing persisted.
+impl Collection {
+    fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn find(&self, pos: Position, key: &[u8]) -> Option<&Rec> {
+        match self.index.get(&pos)? {
+            Some(rec) => (rec.key() == key).then_some(rec),
+            None => self.crowded.get(&pos)?.get(key),
+        }
+    }
+
+    fn find_mut(&mut self, pos: Position, key: &[u8]) -> Option<&mut Rec> {
+        match self.index.get_mut(&pos)? {
+            Some(rec) => (rec.key() == key).then_some(rec),
+            None => self.crowded.get_mut(&pos)?.get_mut(key),
+        }
+    }
+
+    /// Adds a record for a key not stored yet.
+    fn insert(&mut self, pos: Position, rec: Rec) {
+        match self.index.get_mut(&pos) {
+            None => {
+                self.index.insert(pos, Some(rec));
+            }
+            Some(slot @ Some(_)) => {
+                let Some(alone) = slot.take() else { return };
+                let crowd = self.crowded.entry(pos).or_default();
+                crowd.insert(alone.key().into(), alone);
+                crowd.insert(rec.key().into(), rec);
+            }
+            Some(None) => {
+                self.crowded.entry(pos).or_default().insert(rec.key().into(), rec);
+            }
+        }
+    }
+
+    fn remove(&mut self, pos: Position, key: &[u8]) -> Option<Rec> {
+        match self.index.get(&pos)? {
+            Some(rec) if rec.key() == key => self.index.remove(&pos).flatten(),
+            Some(_) => None,
+            None => {
+                let crowd = self.crowded.get_mut(&pos)?;
+                let rec = crowd.remove(key)?;
+                if crowd.len() == 1 {
+                    // One left: back in the index, the position is no longer crowded.
+                    let last = self.crowded.remove(&pos).and_then(|c| c.into_values().next());
+                    self.index.insert(pos, last);
+                }
+                Some(rec)
+            }
+        }
+    }
+
+    /// Records in (position, key) order from `from` (a position and, within it, keys
+    /// after the one given) up to position `to` inclusive, until `visit` says stop.
+    fn walk<'a>(
+        &'a self,
+        from: (Position, Option<&[u8]>),
+        to: Position,
+        mut visit: impl FnMut(Position, &'a Rec) -> bool,
+    ) {
+        let (lo, after) = from;
+        if lo > to {
+            return;
+        }
+        for (&pos, slot) in self.index.range(lo..=to) {
+            let more = match slot {
+                Some(rec) => {
+                    let skip = pos == lo && after.is_some_and(|k| rec.key() <= k);
+                    skip || visit(pos, rec)
+                }
+                None => {
+                    let Some(crowd) = self.crowded.get(&pos) else { continue };
+                    let lower = match after {
+                        Some(k) if pos == lo => Bound::Excluded(k),
+                        _ => Bound::Unbounded,
+                    };
+                    crowd
+                        .range::<[u8], _>((lower, Bound::Unbounded))
+                        .all(|(_, rec)| visit(pos, rec))
+                }
+            };
+            if !more {
+                return;
+            }
+        }
+    }
+}
+
+/// An in-memory store: dense ordered indexes, exact counts, nothing persisted.
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
     collections: BTreeMap<String, Collection>,
@@ -75,40 +279,13 @@ impl MemStore {
     pub fn new() -> Self {
         Self::default()
     }
-}
 
-impl Store for MemStore {
-    fn durable_on_write(&self) -> bool {
-        true
-    }
-
-    fn collections(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .collections
-            .iter()
-            .filter(|(_, c)| !c.records.is_empty())
-            .map(|(n, _)| n.clone())
-            .collect())
-    }
-
-    fn get(
-        &self,
-        collection: &str,
-        pos: Position,
-        key: &[u8],
-    ) -> Result<Option<Entry>, StoreError> {
-        let Some(c) = self.collections.get(collection) else {
-            return Ok(None);
-        };
-        Ok(c.records.get(&(pos, key) as &dyn Place).cloned())
-    }
-
-    fn merge(
+    fn merge_one(
         &mut self,
         collection: &str,
         pos: Position,
-        key: &Bytes,
-        entry: Entry,
+        key: &[u8],
+        entry: &Entry,
     ) -> Result<Merged, StoreError> {
         super::validate_key(key)?;
         // Look the collection up before naming it (and check a name only when it is
@@ -120,19 +297,63 @@ impl Store for MemStore {
         let Some(c) = self.collections.get_mut(collection) else {
             return Ok(Merged::Kept);
         };
-        match c.records.get_mut(&(pos, &key[..]) as &dyn Place) {
+        let counted = key.len() + entry.size();
+        match c.find_mut(pos, key) {
             None => {
-                c.stats.account(key, &entry, true);
-                c.records.insert(Slot(pos, key.clone()), entry);
+                c.insert(pos, Rec::new(key, entry));
+                c.stats.account_size(counted, entry.is_tombstone(), true);
                 Ok(Merged::Inserted)
             }
-            Some(old) if entry.supersedes(old) => {
-                c.stats.account(key, old, false);
-                c.stats.account(key, &entry, true);
-                Ok(Merged::Replaced(std::mem::replace(old, entry)))
+            Some(old) if old.superseded_by(entry) => {
+                let was = old.superseded();
+                let old_counted = old.counted();
+                old.set(key, entry);
+                c.stats.account_size(old_counted, was.tombstone, false);
+                c.stats.account_size(counted, entry.is_tombstone(), true);
+                Ok(Merged::Replaced(was))
             }
             Some(_) => Ok(Merged::Kept),
         }
+    }
+}
+
+impl Store for MemStore {
+    fn durable_on_write(&self) -> bool {
+        true
+    }
+
+    fn collections(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.collections.iter().filter(|(_, c)| !c.is_empty()).map(|(n, _)| n.clone()).collect())
+    }
+
+    fn get(
+        &self,
+        collection: &str,
+        pos: Position,
+        key: &[u8],
+    ) -> Result<Option<Entry>, StoreError> {
+        let Some(c) = self.collections.get(collection) else {
+            return Ok(None);
+        };
+        Ok(c.find(pos, key).map(Rec::entry))
+    }
+
+    fn merge(
+        &mut self,
+        collection: &str,
+        pos: Position,
+        key: &Bytes,
+        entry: Entry,
+    ) -> Result<Merged, StoreError> {
+        self.merge_one(collection, pos, key, &entry)
+    }
+
+    fn merge_batch(
+        &mut self,
+        collection: &str,
+        records: &[Record],
+    ) -> Result<Vec<Merged>, StoreError> {
+        records.iter().map(|r| self.merge_one(collection, r.pos, &r.key, &r.entry)).collect()
     }
 
     fn remove(
@@ -144,11 +365,11 @@ impl Store for MemStore {
         let Some(c) = self.collections.get_mut(collection) else {
             return Ok(None);
         };
-        let old = c.records.remove(&(pos, key) as &dyn Place);
-        if let Some(e) = &old {
-            c.stats.account(key, e, false);
+        let old = c.remove(pos, key);
+        if let Some(rec) = &old {
+            c.stats.account_size(rec.counted(), rec.value().is_none(), false);
         }
-        Ok(old)
+        Ok(old.map(|rec| rec.entry()))
     }
 
     fn range(
@@ -163,19 +384,23 @@ impl Store for MemStore {
             return Ok(out);
         };
         for (seg, resume) in interval.walk_after(after.map(|(p, _)| p)) {
-            let lower = match after {
-                Some((p, k)) if resume => Bound::Excluded(Slot(p, Bytes::copy_from_slice(k))),
-                _ => Bound::Included(Slot(seg.lo, Bytes::new())),
+            let from = match after {
+                Some((p, k)) if resume => (p, Some(k)),
+                _ => (seg.lo, None),
             };
-            let upper = match seg.hi.checked_add(1) {
-                Some(next) => Bound::Excluded(Slot(next, Bytes::new())),
-                None => Bound::Unbounded,
-            };
-            for (Slot(pos, key), entry) in c.records.range((lower, upper)) {
+            c.walk(from, seg.hi, |pos, rec| {
                 if out.len() >= limit {
-                    return Ok(out);
+                    return false;
                 }
-                out.push(Record { pos: *pos, key: key.clone(), entry: entry.clone() });
+                out.push(Record {
+                    pos,
+                    key: Bytes::copy_from_slice(rec.key()),
+                    entry: rec.entry(),
+                });
+                true
+            });
+            if out.len() >= limit {
+                break;
             }
         }
         Ok(out)
@@ -185,25 +410,23 @@ impl Store for MemStore {
         let Some(c) = self.collections.get_mut(collection) else {
             return Ok(0);
         };
-        let mut doomed: Vec<Slot> = Vec::new();
+        let mut doomed: Vec<(Position, Box<[u8]>)> = Vec::new();
         for seg in interval.segments().into_iter().flatten() {
-            let lower = Bound::Included(Slot(seg.lo, Bytes::new()));
-            let upper = match seg.hi.checked_add(1) {
-                Some(next) => Bound::Excluded(Slot(next, Bytes::new())),
-                None => Bound::Unbounded,
-            };
-            doomed.extend(c.records.range((lower, upper)).map(|(k, _)| k.clone()));
+            c.walk((seg.lo, None), seg.hi, |pos, rec| {
+                doomed.push((pos, rec.key().into()));
+                true
+            });
         }
-        for k in &doomed {
-            if let Some(e) = c.records.remove(k) {
-                c.stats.account(&k.1, &e, false);
+        for (pos, key) in &doomed {
+            if let Some(rec) = c.remove(*pos, key) {
+                c.stats.account_size(rec.counted(), rec.value().is_none(), false);
             }
         }
         Ok(doomed.len() as u64)
     }
 
     fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError> {
-        Ok(self.collections.remove(collection).is_some_and(|c| !c.records.is_empty()))
+        Ok(self.collections.remove(collection).is_some_and(|c| !c.is_empty()))
     }
 
     fn stats(&self, collection: &str) -> Result<CollectionStats, StoreError> {

@@ -45,10 +45,45 @@ pub struct Record {
 pub enum Merged {
     /// The key was absent; the incoming entry is now stored.
     Inserted,
-    /// The incoming entry won; the previous one is returned.
-    Replaced(Entry),
+    /// The incoming entry won; what it replaced is returned (without its value).
+    Replaced(Superseded),
     /// The stored entry won (or was identical); nothing changed.
     Kept,
+}
+
+/// What a merge replaced: the old entry's version, expiry and size — what its Merkle
+/// digest and the collection's counts need — without its value, so a store need not
+/// copy the old value out only for it to be dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Superseded {
+    /// The old entry's timestamp.
+    pub ts: crate::clock::Timestamp,
+    /// The node that coordinated it.
+    pub origin: crate::entry::NodeId,
+    /// Whether it was a tombstone.
+    pub tombstone: bool,
+    /// Its expiry, if any.
+    pub expires: Option<crate::Millis>,
+    /// Its [`Entry::size`].
+    pub size: usize,
+}
+
+impl Superseded {
+    /// What replacing `entry` leaves of it.
+    pub fn of(entry: &Entry) -> Self {
+        Superseded {
+            ts: entry.ts,
+            origin: entry.origin,
+            tombstone: entry.is_tombstone(),
+            expires: entry.expires,
+            size: entry.size(),
+        }
+    }
+
+    /// The old entry's Merkle digest under `key` (as [`crate::merkle::entry_digest`]).
+    pub fn digest(&self, key: &[u8]) -> u64 {
+        crate::merkle::version_digest(key, self.ts, self.origin, self.tombstone, self.expires)
+    }
 }
 
 impl Merged {
@@ -72,8 +107,14 @@ pub struct CollectionStats {
 impl CollectionStats {
     /// Accounts for one record entering (`sign` = 1) or leaving (`sign` = -1).
     pub fn account(&mut self, key: &[u8], entry: &Entry, adding: bool) {
-        let bytes = (key.len() + entry.size()) as u64;
-        let tomb = u64::from(entry.is_tombstone());
+        self.account_size(key.len() + entry.size(), entry.is_tombstone(), adding);
+    }
+
+    /// [`CollectionStats::account`] by parts: the record's bytes (key length plus
+    /// [`Entry::size`]) and whether it is a tombstone.
+    pub fn account_size(&mut self, bytes: usize, tombstone: bool, adding: bool) {
+        let bytes = bytes as u64;
+        let tomb = u64::from(tombstone);
         if adding {
             self.entries += 1;
             self.tombstones += tomb;

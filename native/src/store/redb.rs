@@ -83,7 +83,7 @@ use dhrt_core::{
     hash::{Interval, Position},
     store::{
         validate_collection, validate_key, CollectionStats, Merged, Record, StorageHealth, Store,
-        StoreError, SyncJob,
+        StoreError, Superseded, SyncJob,
     },
 };
 use std::cell::{Cell, RefCell};
@@ -975,7 +975,7 @@ fn merge_into(
         stats.account(key, old, false);
     }
     stats.account(key, entry, true);
-    Ok(old.map_or(Merged::Inserted, Merged::Replaced))
+    Ok(old.map_or(Merged::Inserted, |old| Merged::Replaced(Superseded::of(&old))))
 }
 
 /// About how many bytes a merge of `key` and `entry` adds to a file.
