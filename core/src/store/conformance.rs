@@ -298,7 +298,9 @@ pub fn random_operations_match_a_model<S: Store>(s: &mut S) {
                 let entry = if rng.next().is_multiple_of(4) {
                     Entry::tombstone(ts, NodeId(rng.next() % 2))
                 } else {
-                    Entry::value(Bytes::from(vec![b'v'; (rng.next() % 9) as usize]), ts, NodeId(1))
+                    // Now and then a value past `MemStore`'s sharing threshold.
+                    let len = if rng.next().is_multiple_of(8) { 1500 } else { rng.next() % 9 };
+                    Entry::value(Bytes::from(vec![b'v'; len as usize]), ts, NodeId(1))
                 };
                 let entry = match rng.next() % 3 {
                     0 => entry.with_expiry(Some(rng.next() % 50)),

@@ -12,8 +12,15 @@
 //! in an `ordered.*` collection a position is the key's first 8 bytes, which many keys
 //! share (`user:000001`, `user:000002`...). A position several keys share is *crowded*:
 //! its index slot is empty and its records sit in a map by key of their own
-//! ([`Collection::crowded`]), so order is still (position, key) and no operation
+//! ([`Records::crowded`]), so order is still (position, key) and no operation
 //! degrades with the number of keys sharing a prefix.
+//!
+//! Values of [`SHARED_FROM`] bytes or more are not copied into their record: the record
+//! holds a number, and the value stays the `Bytes` it arrived as, in the collection's
+//! [`Blobs`]. A read of it shares that buffer instead of copying it — three hundred
+//! reads of a 1 MiB value queued for a slow client hold one megabyte, not three
+//! hundred, until the output limit stops them ([`crate::node`]'s callers bound what is
+//! queued, not what a batch of reads makes).
 
 use super::{validate_collection, CollectionStats, Merged, Record, Store, StoreError, Superseded};
 use crate::{
@@ -24,11 +31,15 @@ use crate::{
 };
 use bytes::Bytes;
 use std::collections::BTreeMap;
+
+/// Values at least this long are kept as shared buffers beside the records ([`Blobs`]).
+pub const SHARED_FROM: usize = 1024;
 use std::ops::Bound;
 
 /// One record in one allocation: `ts` (8 bytes), `origin` (8), flags (1), key length
 /// (4), the expiry (8, when it has one), the key, then the value (a tombstone has
-/// none). Little-endian.
+/// none) — or, for a value of [`SHARED_FROM`] bytes or more, the number of its buffer in
+/// the collection's [`Blobs`] (8). Little-endian.
 #[derive(Debug, Clone)]
 struct Rec(Box<[u8]>);
 
@@ -37,33 +48,77 @@ const HEADER: usize = 8 + 8 + 1 + 4;
 const LIVE: u8 = 1;
 /// Flag: the record carries an expiry.
 const EXPIRES: u8 = 2;
+/// Flag: the value is a shared buffer in [`Blobs`]; the record holds its number.
+const SHARED: u8 = 4;
+
+/// The large values of a collection, by number, shared with the reads that return them.
+#[derive(Debug, Default, Clone)]
+struct Blobs {
+    next: u64,
+    values: BTreeMap<u64, Bytes>,
+}
+
+impl Blobs {
+    /// Keeps `value`; returns its number.
+    fn put(&mut self, value: Bytes) -> u64 {
+        self.next += 1;
+        self.values.insert(self.next, value);
+        self.next
+    }
+
+    fn get(&self, id: u64) -> &[u8] {
+        self.values.get(&id).map_or(&[], |b| &b[..])
+    }
+
+    fn share(&self, id: u64) -> Bytes {
+        self.values.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// Forgets the value `rec` holds, if it is shared.
+    fn release(&mut self, rec: &Rec) {
+        if let Some(id) = rec.blob() {
+            self.values.remove(&id);
+        }
+    }
+
+    /// The number to store `entry`'s value under, when it is large enough to share.
+    fn admit(&mut self, entry: &Entry) -> Option<u64> {
+        match &entry.value {
+            Some(v) if v.len() >= SHARED_FROM => Some(self.put(v.clone())),
+            _ => None,
+        }
+    }
+}
 
 impl Rec {
     /// Bytes a record of `key` and `entry` takes.
-    fn len_for(key: &[u8], entry: &Entry) -> usize {
-        HEADER
-            + if entry.expires.is_some() { 8 } else { 0 }
-            + key.len()
-            + entry.value.as_ref().map_or(0, |v| v.len())
+    /// Bytes a record of `key` and `entry` takes (`blob`: its value is shared).
+    fn len_for(key: &[u8], entry: &Entry, blob: Option<u64>) -> usize {
+        let value = match (&entry.value, blob) {
+            (_, Some(_)) => 8,
+            (Some(v), None) => v.len(),
+            (None, None) => 0,
+        };
+        HEADER + if entry.expires.is_some() { 8 } else { 0 } + key.len() + value
     }
 
-    fn new(key: &[u8], entry: &Entry) -> Rec {
-        let mut buf = vec![0; Self::len_for(key, entry)].into_boxed_slice();
-        Self::fill(&mut buf, key, entry);
+    fn new(key: &[u8], entry: &Entry, blob: Option<u64>) -> Rec {
+        let mut buf = vec![0; Self::len_for(key, entry, blob)].into_boxed_slice();
+        Self::fill(&mut buf, key, entry, blob);
         Rec(buf)
     }
 
     /// Becomes `key`'s `entry`: in place when it is the same length (a value
     /// overwritten by one as long, as most are), else in a new allocation.
-    fn set(&mut self, key: &[u8], entry: &Entry) {
-        if self.0.len() == Self::len_for(key, entry) {
-            Self::fill(&mut self.0, key, entry);
+    fn set(&mut self, key: &[u8], entry: &Entry, blob: Option<u64>) {
+        if self.0.len() == Self::len_for(key, entry, blob) {
+            Self::fill(&mut self.0, key, entry, blob);
         } else {
-            *self = Rec::new(key, entry);
+            *self = Rec::new(key, entry, blob);
         }
     }
 
-    fn fill(buf: &mut [u8], key: &[u8], entry: &Entry) {
+    fn fill(buf: &mut [u8], key: &[u8], entry: &Entry, blob: Option<u64>) {
         buf[..8].copy_from_slice(&entry.ts.0.to_le_bytes());
         buf[8..16].copy_from_slice(&entry.origin.0.to_le_bytes());
         let mut flags = 0;
@@ -72,6 +127,9 @@ impl Rec {
         }
         if entry.expires.is_some() {
             flags |= EXPIRES;
+        }
+        if blob.is_some() {
+            flags |= SHARED;
         }
         buf[16] = flags;
         buf[17..21].copy_from_slice(&(key.len() as u32).to_le_bytes());
@@ -82,8 +140,10 @@ impl Rec {
         }
         buf[at..at + key.len()].copy_from_slice(key);
         at += key.len();
-        if let Some(v) = &entry.value {
-            buf[at..].copy_from_slice(v);
+        match (blob, &entry.value) {
+            (Some(id), _) => buf[at..].copy_from_slice(&id.to_le_bytes()),
+            (None, Some(v)) => buf[at..].copy_from_slice(v),
+            (None, None) => {}
         }
     }
 
@@ -125,31 +185,47 @@ impl Rec {
         &self.0[at..at + self.key_len()]
     }
 
-    fn value(&self) -> Option<&[u8]> {
-        (self.flags() & LIVE != 0).then(|| &self.0[self.key_at() + self.key_len()..])
+    /// The value's place in the record: its bytes, or a shared buffer's number.
+    fn stored(&self) -> &[u8] {
+        &self.0[self.key_at() + self.key_len()..]
     }
 
-    /// The stored entry (its value copied out).
-    fn entry(&self) -> Entry {
-        Entry {
-            value: self.value().map(Bytes::copy_from_slice),
-            ts: self.ts(),
-            origin: self.origin(),
-            expires: self.expires(),
+    /// The number of the shared buffer holding the value, if it is one.
+    fn blob(&self) -> Option<u64> {
+        (self.flags() & SHARED != 0).then(|| self.u64_at(self.key_at() + self.key_len()))
+    }
+
+    fn value<'a>(&'a self, blobs: &'a Blobs) -> Option<&'a [u8]> {
+        if self.flags() & LIVE == 0 {
+            return None;
         }
+        Some(match self.blob() {
+            Some(id) => blobs.get(id),
+            None => self.stored(),
+        })
+    }
+
+    /// The stored entry: its value copied out, or shared when it is a shared buffer.
+    fn entry(&self, blobs: &Blobs) -> Entry {
+        let value = match self.blob() {
+            Some(id) => Some(blobs.share(id)),
+            None => self.value(blobs).map(Bytes::copy_from_slice),
+        };
+        Entry { value, ts: self.ts(), origin: self.origin(), expires: self.expires() }
     }
 
     /// Whether `entry` wins over this record (as [`Entry::supersedes`]).
-    fn superseded_by(&self, entry: &Entry) -> bool {
-        let mine = (self.ts(), self.origin(), self.value().is_none(), self.value(), self.expires());
+    fn superseded_by(&self, entry: &Entry, blobs: &Blobs) -> bool {
+        let value = self.value(blobs);
+        let mine = (self.ts(), self.origin(), value.is_none(), value, self.expires());
         let theirs =
             (entry.ts, entry.origin, entry.is_tombstone(), entry.value.as_deref(), entry.expires);
         theirs > mine
     }
 
     /// What replacing this record leaves of it.
-    fn superseded(&self) -> Superseded {
-        let value = self.value();
+    fn superseded(&self, blobs: &Blobs) -> Superseded {
+        let value = self.value(blobs);
         Superseded {
             ts: self.ts(),
             origin: self.origin(),
@@ -161,8 +237,8 @@ impl Rec {
 
     /// The record's bytes as the collection's counts take them (key plus
     /// [`Entry::size`]).
-    fn counted(&self) -> usize {
-        self.key_len() + self.value().map_or(0, <[u8]>::len) + ENTRY_META
+    fn counted(&self, blobs: &Blobs) -> usize {
+        self.key_len() + self.value(blobs).map_or(0, <[u8]>::len) + ENTRY_META
     }
 }
 
@@ -171,14 +247,30 @@ const ENTRY_META: usize = 8 + 8 + 9;
 
 #[derive(Debug, Default, Clone)]
 struct Collection {
-    /// Each position's record; `None` for a crowded position (see the module docs).
-    index: BTreeMap<Position, Option<Rec>>,
-    /// The records of crowded positions (two or more each), by key.
-    crowded: BTreeMap<Position, BTreeMap<Box<[u8]>, Rec>>,
+    records: Records,
+    blobs: Blobs,
     stats: CollectionStats,
 }
 
 impl Collection {
+    /// Accounts for `rec` leaving, and lets go of its shared value.
+    fn forget(&mut self, rec: &Rec) {
+        let counted = rec.counted(&self.blobs);
+        self.stats.account_size(counted, rec.value(&self.blobs).is_none(), false);
+        self.blobs.release(rec);
+    }
+}
+
+/// A collection's records in (position, key) order.
+#[derive(Debug, Default, Clone)]
+struct Records {
+    /// Each position's record; `None` for a crowded position (see the module docs).
+    index: BTreeMap<Position, Option<Rec>>,
+    /// The records of crowded positions (two or more each), by key.
+    crowded: BTreeMap<Position, BTreeMap<Box<[u8]>, Rec>>,
+}
+
+impl Records {
     fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
@@ -298,16 +390,19 @@ impl MemStore {
             return Ok(Merged::Kept);
         };
         let counted = key.len() + entry.size();
-        match c.find_mut(pos, key) {
+        match c.records.find_mut(pos, key) {
             None => {
-                c.insert(pos, Rec::new(key, entry));
+                let blob = c.blobs.admit(entry);
+                c.records.insert(pos, Rec::new(key, entry, blob));
                 c.stats.account_size(counted, entry.is_tombstone(), true);
                 Ok(Merged::Inserted)
             }
-            Some(old) if old.superseded_by(entry) => {
-                let was = old.superseded();
-                let old_counted = old.counted();
-                old.set(key, entry);
+            Some(old) if old.superseded_by(entry, &c.blobs) => {
+                let was = old.superseded(&c.blobs);
+                let old_counted = old.counted(&c.blobs);
+                c.blobs.release(old);
+                let blob = c.blobs.admit(entry);
+                old.set(key, entry, blob);
                 c.stats.account_size(old_counted, was.tombstone, false);
                 c.stats.account_size(counted, entry.is_tombstone(), true);
                 Ok(Merged::Replaced(was))
@@ -323,7 +418,12 @@ impl Store for MemStore {
     }
 
     fn collections(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.collections.iter().filter(|(_, c)| !c.is_empty()).map(|(n, _)| n.clone()).collect())
+        Ok(self
+            .collections
+            .iter()
+            .filter(|(_, c)| !c.records.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect())
     }
 
     fn get(
@@ -335,7 +435,7 @@ impl Store for MemStore {
         let Some(c) = self.collections.get(collection) else {
             return Ok(None);
         };
-        Ok(c.find(pos, key).map(Rec::entry))
+        Ok(c.records.find(pos, key).map(|rec| rec.entry(&c.blobs)))
     }
 
     fn merge(
@@ -365,11 +465,10 @@ impl Store for MemStore {
         let Some(c) = self.collections.get_mut(collection) else {
             return Ok(None);
         };
-        let old = c.remove(pos, key);
-        if let Some(rec) = &old {
-            c.stats.account_size(rec.counted(), rec.value().is_none(), false);
-        }
-        Ok(old.map(|rec| rec.entry()))
+        let Some(rec) = c.records.remove(pos, key) else { return Ok(None) };
+        let entry = rec.entry(&c.blobs);
+        c.forget(&rec);
+        Ok(Some(entry))
     }
 
     fn range(
@@ -388,15 +487,12 @@ impl Store for MemStore {
                 Some((p, k)) if resume => (p, Some(k)),
                 _ => (seg.lo, None),
             };
-            c.walk(from, seg.hi, |pos, rec| {
+            c.records.walk(from, seg.hi, |pos, rec| {
                 if out.len() >= limit {
                     return false;
                 }
-                out.push(Record {
-                    pos,
-                    key: Bytes::copy_from_slice(rec.key()),
-                    entry: rec.entry(),
-                });
+                let key = Bytes::copy_from_slice(rec.key());
+                out.push(Record { pos, key, entry: rec.entry(&c.blobs) });
                 true
             });
             if out.len() >= limit {
@@ -412,21 +508,21 @@ impl Store for MemStore {
         };
         let mut doomed: Vec<(Position, Box<[u8]>)> = Vec::new();
         for seg in interval.segments().into_iter().flatten() {
-            c.walk((seg.lo, None), seg.hi, |pos, rec| {
+            c.records.walk((seg.lo, None), seg.hi, |pos, rec| {
                 doomed.push((pos, rec.key().into()));
                 true
             });
         }
         for (pos, key) in &doomed {
-            if let Some(rec) = c.remove(*pos, key) {
-                c.stats.account_size(rec.counted(), rec.value().is_none(), false);
+            if let Some(rec) = c.records.remove(*pos, key) {
+                c.forget(&rec);
             }
         }
         Ok(doomed.len() as u64)
     }
 
     fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError> {
-        Ok(self.collections.remove(collection).is_some_and(|c| !c.is_empty()))
+        Ok(self.collections.remove(collection).is_some_and(|c| !c.records.is_empty()))
     }
 
     fn stats(&self, collection: &str) -> Result<CollectionStats, StoreError> {
@@ -436,6 +532,38 @@ impl Store for MemStore {
 
 #[cfg(test)]
 mod tests {
-    use super::MemStore;
+    use super::*;
     crate::store_conformance_tests!(MemStore::new());
+
+    fn blobs(s: &MemStore) -> usize {
+        s.collections.get("c").map_or(0, |c| c.blobs.values.len())
+    }
+
+    #[test]
+    fn large_values_are_shared_with_reads_and_let_go_with_their_records() {
+        let mut s = MemStore::new();
+        let big = Bytes::from(vec![9u8; SHARED_FROM]);
+        let key = Bytes::from_static(b"k");
+        s.merge("c", 5, &key, Entry::value(big.clone(), Timestamp(1), NodeId(1))).unwrap();
+        let (a, b) = (s.get("c", 5, b"k").unwrap().unwrap(), s.get("c", 5, b"k").unwrap().unwrap());
+        let (a, b) = (a.value.unwrap(), b.value.unwrap());
+        assert_eq!(a, big);
+        assert_eq!(a.as_ptr(), b.as_ptr(), "two reads share one buffer");
+        assert_eq!(a.as_ptr(), big.as_ptr(), "the very buffer written");
+        assert_eq!(blobs(&s), 1);
+        // Replaced by a small value: the buffer goes; by a large one again: one buffer.
+        s.merge("c", 5, &key, Entry::value(&b"small"[..], Timestamp(2), NodeId(1))).unwrap();
+        assert_eq!(blobs(&s), 0);
+        s.merge("c", 5, &key, Entry::value(big.clone(), Timestamp(3), NodeId(1))).unwrap();
+        s.merge("c", 5, &key, Entry::value(big.clone(), Timestamp(4), NodeId(1))).unwrap();
+        assert_eq!(blobs(&s), 1);
+        let stats = s.stats("c").unwrap();
+        assert_eq!(stats.bytes, (1 + SHARED_FROM + ENTRY_META) as u64);
+        // Removed, and dropped with a range: nothing kept.
+        assert_eq!(s.remove("c", 5, b"k").unwrap().unwrap().value.unwrap(), big);
+        assert_eq!(blobs(&s), 0);
+        s.merge("c", 6, &key, Entry::value(big.clone(), Timestamp(5), NodeId(1))).unwrap();
+        assert_eq!(s.delete_range("c", Interval::full()).unwrap(), 1);
+        assert_eq!((blobs(&s), s.stats("c").unwrap()), (0, CollectionStats::default()));
+    }
 }

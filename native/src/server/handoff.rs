@@ -7,8 +7,9 @@
 //! ([`super::driver`]): once the `101 Switching Protocols` answer is written, the TCP
 //! socket leaves the multi-threaded runtime's reactor, joins the node thread's, and the
 //! connection — reading, decoding, the node's work, encoding, writing — is served on the
-//! thread that owns the data. No request or answer crosses a thread (as in Redis), which
-//! halved a small request's CPU cost when every batch crossed twice (docs/benchmarks.md).
+//! thread that owns the data. No request or answer crosses a thread (as in Redis): when
+//! every batch crossed from a tokio worker to the node thread and back, a fifth of a
+//! small request's CPU went to switching between them (docs/benchmarks.md).
 //!
 //! What the socket carries with it ([`Metered`]'s parts) moves too: its connection
 //! slot, its read meter, and the bytes hyper had read past the request head (a client
