@@ -464,3 +464,50 @@ fn hand_off_and_cleaning_lose_no_acknowledged_write_under_slow_commits_and_crash
     assert!(total.power_cut_checks > 50 * total.schedules, "{total:?}");
     assert!(total.sets_acked > 10 * total.schedules, "{total:?}");
 }
+
+/// A node that is a key's only replica answers its reads itself, at once: the same
+/// answers the full path gives — expired values read as absent, several keys in order.
+#[test]
+fn a_lone_node_answers_its_own_reads_with_expiry_and_many_keys() {
+    let (mut node, _handle) = lone_node();
+    let now = 6_000;
+    let mut ttl = set("short", "lived");
+    if let Op::Set { ttl_ms, .. } = &mut ttl {
+        *ttl_ms = Some(1_000);
+    }
+    node.handle_client(now, 1, ClientRequest { id: 1, op: ttl, seen: None });
+    node.handle_client(now, 1, ClientRequest { id: 2, op: set("k", "v"), seen: None });
+    node.flush(now).unwrap();
+    assert_eq!(replies(&mut node).len(), 2);
+    let many = Op::GetMany {
+        collection: "c".into(),
+        keys: vec![
+            Bytes::from_static(b"short"),
+            Bytes::from_static(b"k"),
+            Bytes::from_static(b"no"),
+        ],
+        consistency: Consistency::Quorum,
+    };
+    node.handle_client(now, 1, ClientRequest { id: 3, op: many, seen: None });
+    node.handle_client(
+        now + 2_000,
+        1,
+        ClientRequest { id: 4, op: get("short", Consistency::All), seen: None },
+    );
+    node.handle_client(
+        now + 2_000,
+        1,
+        ClientRequest { id: 5, op: get("k", Consistency::One), seen: None },
+    );
+    let answers = replies(&mut node);
+    assert_eq!(answers.len(), 3, "answered at once: {answers:?}");
+    let v = |s: &'static str| Some(Bytes::from_static(s.as_bytes()));
+    assert_eq!(answers[0].result, Reply::Values { values: vec![v("lived"), v("v"), None] });
+    assert!(
+        matches!(&answers[1].result, Reply::Value { value: None, ts: Some(_) }),
+        "{:?}",
+        answers[1]
+    );
+    assert!(matches!(&answers[2].result, Reply::Value { value: Some(b), .. } if b == "v"));
+    assert_eq!(node.coordinator().in_flight(), 0, "nothing left pending");
+}

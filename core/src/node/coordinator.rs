@@ -715,6 +715,9 @@ fn start_read<S: Store>(
         Ok(s) => s,
         Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
     };
+    if read_locally(node, now, client, id, &collection, &states, many) {
+        return;
+    }
     let req = node.coordinator.new_req();
     let me = node.id();
     let mut errors = Vec::new();
@@ -767,6 +770,52 @@ fn start_read<S: Store>(
         + pending.keys.iter().map(key_cost).sum::<usize>();
     node.coordinator.insert(req, pending, cost);
     progress(node, now, req);
+}
+
+/// A read whose every key is settled by this node alone — its only replica, which
+/// counts, with no change of the ring under way — is answered at once: what the pending
+/// request would answer once this node's own answer arrived (the entry, materialized at
+/// `now`), without the request's bookkeeping; with one replica there is nothing to
+/// repair. Returns false, having done nothing, when a key needs another node or the
+/// store failed (the full path then reports it).
+fn read_locally<S: Store>(
+    node: &mut Node<S>,
+    now: Millis,
+    client: ClientId,
+    id: u64,
+    collection: &str,
+    states: &[KeyState],
+    many: bool,
+) -> bool {
+    let me = node.id();
+    let alone = |k: &KeyState| {
+        k.replicas == [me] && k.counted == [me] && k.required <= 1 && k.future.is_none()
+    };
+    if !states.iter().all(alone) || node.membership.me().changing() {
+        return false;
+    }
+    let mut values = Vec::with_capacity(states.len());
+    for k in states {
+        match node.replica.get(collection, &k.key) {
+            Ok(Some(e)) => {
+                // As for any answer: the reply's `ts` covers it.
+                let _ = node.clock.update(e.ts, now);
+                let ts = e.ts;
+                values.push((e.materialize(now).value, Some(ts)));
+            }
+            Ok(None) => values.push((None, None)),
+            Err(_) => return false,
+        }
+    }
+    let result = if many {
+        Reply::Values { values: values.into_iter().map(|(v, _)| v).collect() }
+    } else {
+        let (value, ts) = values.into_iter().next().unwrap_or((None, None));
+        Reply::Value { value, ts }
+    };
+    let resp = ClientResponse { id, result, ts: None };
+    node.outputs.push_back(Output::Reply { client, resp });
+    true
 }
 
 /// A replica acknowledged (or refused) a write.

@@ -111,8 +111,11 @@ impl RingTable {
         let mut out: Vec<NodeId> = Vec::with_capacity(n);
         let Some(start) = self.owner_index(pos) else { return out };
         let len = self.vnodes.len();
+        // With fewer members than `n` (a single node keeping 3 replicas), stop once every
+        // member is in: walking the rest of the ring finds no one new.
+        let want = n.min(self.nodes);
         for k in 0..len {
-            if out.len() >= n {
+            if out.len() >= want {
                 break;
             }
             let node = self.vnodes[(start + k) % len].node;
@@ -146,6 +149,16 @@ mod tests {
 
     fn table(members: &[(u64, &[u64])]) -> RingTable {
         RingTable::new(members.iter().map(|(n, t)| (NodeId(*n), *t)))
+    }
+
+    #[test]
+    fn fewer_members_than_replicas_gives_every_member_once() {
+        // Node 3 is a member without tokens: it never appears, and the walk still ends.
+        let t = table(&[(1, &[100, 300, 500]), (2, &[200, 400]), (3, &[])]);
+        assert_eq!(t.preference_list(150, 3), vec![NodeId(2), NodeId(1)]);
+        assert_eq!(t.preference_list(450, 5), vec![NodeId(1), NodeId(2)]);
+        let alone = table(&[(7, &[10, 20, 30])]);
+        assert_eq!(alone.preference_list(25, 3), vec![NodeId(7)]);
     }
 
     #[test]
