@@ -13,7 +13,7 @@
 //! only what may leave, and this thread routes all of it at once — gossip, probes and
 //! sync traffic never wait behind an fsync.
 //!
-//! The thread runs its own single-threaded tokio runtime ([`run_on_thread`]): the driver
+//! The thread runs its own single-threaded tokio runtime ([`Driver::spawn`]): the driver
 //! is one task on it, and the client WebSocket connections handed to the node
 //! ([`super::handoff`]) are others, so a client's request is read, decoded, handled and
 //! answered on this one thread — no crossing to another thread and back, no wake-up of
