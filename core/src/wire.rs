@@ -73,12 +73,26 @@ pub enum WireError {
 
 /// Encodes `msg` as a frame, refusing frames over `max` bytes.
 pub fn encode_with_limit<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, WireError> {
-    let mut out = vec![VERSION];
-    rmp_serde::encode::write(&mut out, msg).map_err(|e| WireError::Encode(e.to_string()))?;
-    if out.len() > max {
-        return Err(WireError::TooLarge { len: out.len(), max });
-    }
+    let mut out = Vec::new();
+    encode_into(msg, max, &mut out)?;
     Ok(out)
+}
+
+/// Encodes a frame of at most `max` bytes at the end of `out` (a writer framing many
+/// messages into one buffer); on an error `out` is left as it was.
+pub fn encode_into<T: Serialize>(msg: &T, max: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
+    out.push(VERSION);
+    let written = rmp_serde::encode::write(out, msg).map_err(|e| WireError::Encode(e.to_string()));
+    let len = out.len() - start;
+    let result = match written {
+        Ok(()) if len > max => Err(WireError::TooLarge { len, max }),
+        other => other,
+    };
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
 }
 
 /// Decodes a frame of at most `max` bytes.

@@ -15,8 +15,9 @@ use dhrt_core::{
     sim::{
         check_seeds,
         durability::{commit_schedule, durable_cluster, handoff_schedule, stall_schedule},
+        memory_cluster,
         safety::Report,
-        sim_addr, CommitModel, NetConfig,
+        sim_addr, CommitModel, NetConfig, NodeProcess, Sim,
     },
     store::{
         faulty::{FaultHandle, FaultyStore},
@@ -358,24 +359,39 @@ fn a_watch_whose_event_was_not_committed_ends_with_an_error() {
     assert_eq!(node.watches().watch_count(), 0);
 }
 
-/// A node alone over a fault-injecting store, configured by `configure`, serving.
-fn serving_node(configure: impl FnOnce(&mut NodeConfig)) -> Node<FaultyStore<MemStore>> {
-    let store = FaultyStore::new(MemStore::new()).unwrap();
-    let mut config = NodeConfig::new(NodeId(1), sim_addr(NodeId(1)));
-    configure(&mut config);
-    let mut node = Node::new(config, store).unwrap();
-    for now in (0..5_000).step_by(100) {
-        node.tick(now);
-        node.flush(now).unwrap();
-        while node.poll_output().is_some() {}
-    }
-    node
+/// Node 1 of two (each key on both), configured by `configure`, with node 2 cut off:
+/// node 1's writes wait for node 2's acknowledgement (for a hint) until they time out,
+/// so they stay pending after their client is answered.
+fn node_with_a_silent_partner(configure: impl Fn(&mut NodeConfig)) -> Sim<NodeProcess<MemStore>> {
+    let mut sim = memory_cluster(2, NetConfig::lan(), 11, configure);
+    sim.run_for(3_000);
+    sim.partition(&[&[NodeId(1)], &[NodeId(2)]]);
+    sim
+}
+
+/// Hands `reqs` to node 1 of `sim`: its answers, and the bytes it then holds in flight.
+fn on_node_1(
+    sim: &mut Sim<NodeProcess<MemStore>>,
+    reqs: Vec<(u64, Op)>,
+) -> (Vec<ClientResponse>, usize) {
+    sim.act(NodeId(1), |p, now| {
+        for (id, op) in reqs {
+            p.node.handle_client(now, 1, ClientRequest { id, op, seen: None });
+        }
+        let mut out = Vec::new();
+        while let Some(o) = p.node.poll_output() {
+            if let Output::Reply { resp, .. } = o {
+                out.push(resp);
+            }
+        }
+        (out, p.node.coordinator().bytes_in_flight())
+    })
+    .expect("node 1 runs")
 }
 
 #[test]
 fn requests_past_the_pending_bound_are_refused_at_once_and_nothing_is_written() {
-    let mut node = serving_node(|c| c.pending.max_bytes = 1_500);
-    let now = 6_000;
+    let mut sim = node_with_a_silent_partner(|c| c.pending.max_bytes = 1_500);
     let big = |key: &str| Op::Set {
         collection: "c".into(),
         key: Bytes::from(key.to_string()),
@@ -383,39 +399,38 @@ fn requests_past_the_pending_bound_are_refused_at_once_and_nothing_is_written() 
         consistency: Consistency::One,
         ttl_ms: None,
     };
-    // The first write is pending until its commit; the second would pass the bound.
-    node.handle_client(now, 1, ClientRequest { id: 1, op: big("a"), seen: None });
-    node.handle_client(now, 1, ClientRequest { id: 2, op: big("b"), seen: None });
-    assert!(node.coordinator().bytes_in_flight() >= 1_000);
-    let refused = replies(&mut node);
-    match &refused[..] {
-        [ClientResponse { id: 2, result: Reply::Error { code, message, .. }, .. }] => {
+    // The first write is answered (one replica is enough) and stays pending for node 2;
+    // the second would pass the bound.
+    let (answers, in_flight) = on_node_1(&mut sim, vec![(1, big("a")), (2, big("b"))]);
+    assert!(in_flight >= 1_000, "{in_flight}");
+    match &answers[..] {
+        [ClientResponse { id: 1, result: Reply::Written { .. }, .. }, ClientResponse { id: 2, result: Reply::Error { code, message, .. }, .. }] =>
+        {
             assert_eq!(*code, ErrorCode::Unavailable);
             assert!(message.contains("overloaded") && message.contains("retry"), "{message}");
         }
         other => panic!("expected the second write refused at once, got {other:?}"),
     }
-    assert_eq!(node.coordinator().overloaded(), 1);
-    assert_eq!(node.replica().get("c", b"b").unwrap(), None, "a refused write is not written");
-    node.flush(now).unwrap();
-    assert!(matches!(
-        replies(&mut node)[..],
-        [ClientResponse { id: 1, result: Reply::Written { .. }, .. }]
-    ));
-    assert_eq!(node.coordinator().bytes_in_flight(), 0);
-    // Once the first completed, there is room again.
-    node.handle_client(now, 1, ClientRequest { id: 3, op: big("b"), seen: None });
-    node.flush(now).unwrap();
-    assert!(matches!(
-        replies(&mut node)[..],
-        [ClientResponse { id: 3, result: Reply::Written { .. }, .. }]
-    ));
+    let node = |sim: &mut Sim<NodeProcess<MemStore>>| {
+        sim.act(NodeId(1), |p, _| {
+            let b = p.node.replica().get("c", b"b").unwrap();
+            (p.node.coordinator().overloaded(), b)
+        })
+    };
+    assert_eq!(node(&mut sim), Some((1, None)), "a refused write is not written");
+    // Once the first request timed out (a hint kept for node 2), there is room again.
+    sim.run_for(10_000);
+    let (answers, in_flight) = on_node_1(&mut sim, vec![(3, big("b"))]);
+    assert!(
+        matches!(answers[..], [ClientResponse { id: 3, result: Reply::Written { .. }, .. }]),
+        "{answers:?}"
+    );
+    assert!(in_flight <= 1_500, "only the new request is held: {in_flight}");
 }
 
 #[test]
 fn scans_count_among_the_requests_in_flight() {
-    let mut node = serving_node(|c| c.pending.max_requests = 1);
-    let now = 6_000;
+    let mut sim = node_with_a_silent_partner(|c| c.pending.max_requests = 1);
     let write = Op::Set {
         collection: "c".into(),
         key: Bytes::from_static(b"a"),
@@ -423,8 +438,7 @@ fn scans_count_among_the_requests_in_flight() {
         consistency: Consistency::One,
         ttl_ms: None,
     };
-    // The write is pending until its commit: the one request allowed.
-    node.handle_client(now, 1, ClientRequest { id: 1, op: write, seen: None });
+    // The write stays pending for node 2: the one request allowed.
     let scan = Op::Scan {
         collection: "c".into(),
         cursor: None,
@@ -432,9 +446,9 @@ fn scans_count_among_the_requests_in_flight() {
         limit: 0,
         consistency: Consistency::One,
     };
-    node.handle_client(now, 1, ClientRequest { id: 2, op: scan, seen: None });
-    match &replies(&mut node)[..] {
-        [ClientResponse {
+    let (answers, _) = on_node_1(&mut sim, vec![(1, write), (2, scan)]);
+    match &answers[..] {
+        [ClientResponse { id: 1, result: Reply::Written { .. }, .. }, ClientResponse {
             id: 2,
             result: Reply::Error { code: ErrorCode::Unavailable, message, .. },
             ..
@@ -509,5 +523,46 @@ fn a_lone_node_answers_its_own_reads_with_expiry_and_many_keys() {
         answers[1]
     );
     assert!(matches!(&answers[2].result, Reply::Value { value: Some(b), .. } if b == "v"));
+    assert_eq!(node.coordinator().in_flight(), 0, "nothing left pending");
+}
+
+/// A node that is a key's only replica answers its writes itself — nothing pending —
+/// and a write that loses to a newer version its store already holds (synced in without
+/// passing through its clock) is re-stamped above that version, never acknowledged as
+/// lost.
+#[test]
+fn a_lone_node_answers_its_own_writes_and_restamps_one_that_lost() {
+    let ahead = dhrt_core::Timestamp::from_parts(6_200, 0);
+    let mut inner = MemStore::new();
+    let old = dhrt_core::Entry {
+        value: Some(Bytes::from_static(b"from the future")),
+        ts: ahead,
+        origin: NodeId(9),
+        expires: None,
+    };
+    let pos = dhrt_core::Placement::of("c").position("c", b"k");
+    inner.merge("c", pos, &Bytes::from_static(b"k"), old).unwrap();
+    let store = FaultyStore::new(inner).unwrap();
+    let mut node = Node::new(NodeConfig::new(NodeId(1), sim_addr(NodeId(1))), store).unwrap();
+    for now in (0..5_000).step_by(100) {
+        node.tick(now);
+        node.flush(now).unwrap();
+        while node.poll_output().is_some() {}
+    }
+    let now = 6_000;
+    node.handle_client(now, 1, ClientRequest { id: 1, op: set("other", "x"), seen: None });
+    assert_eq!(node.coordinator().in_flight(), 0, "a lone write holds no pending request");
+    node.handle_client(now, 1, ClientRequest { id: 2, op: set("k", "now"), seen: None });
+    node.flush(now).unwrap();
+    let got = replies(&mut node);
+    assert_eq!(got.len(), 2, "{got:?}");
+    match &got[1] {
+        ClientResponse { id: 2, result: Reply::Written { ts }, .. } => {
+            assert!(*ts > ahead, "re-stamped above the stored version: {ts:?}")
+        }
+        other => panic!("expected the write acknowledged after re-stamping: {other:?}"),
+    }
+    let stored = node.replica().get("c", b"k").unwrap().unwrap();
+    assert_eq!(stored.value.as_deref(), Some(&b"now"[..]), "the acknowledged write won");
     assert_eq!(node.coordinator().in_flight(), 0, "nothing left pending");
 }

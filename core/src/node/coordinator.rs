@@ -24,6 +24,7 @@
 use super::joint::Joint;
 use super::{ClientId, Node, NodeEvent, Output};
 use crate::{
+    clock::Timestamp,
     entry::{Entry, NodeId},
     membership::Status,
     proto::{
@@ -671,14 +672,40 @@ fn start_write<S: Store>(
     let expires = ttl_ms.map(|t| ts.physical_ms().saturating_add(t));
     let entries: Vec<Entry> =
         items.into_iter().map(|(_, v)| Entry { value: v, ts, origin, expires }).collect();
+    // When this node is every key's only replica there is no other node to ask and
+    // nothing to hint: the write is stored, and answered, without a pending request
+    // unless its merge lost to a newer version (re-stamped as below) or failed.
+    let local = settled_alone(node, &states).then(|| {
+        let records = states.iter().map(|k| k.key.clone()).zip(entries.iter().cloned()).collect();
+        restamp::merge_local(node, &collection, records)
+    });
+    if let Some(Ok(None)) = local {
+        return written_locally(node, client, id, ts);
+    }
     let req = node.coordinator.new_req();
     for (k, e) in states.iter_mut().zip(&entries) {
         k.entry = Some(e.clone());
     }
     let mut errors = Vec::new();
     let mut refused = Vec::new();
-    let newer =
-        restamp::dispatch(node, req, &collection, &mut states, &entries, &mut errors, &mut refused);
+    let newer = match local {
+        None => restamp::dispatch(
+            node,
+            req,
+            &collection,
+            &mut states,
+            &entries,
+            &mut errors,
+            &mut refused,
+        ),
+        Some(Ok(newer)) => newer,
+        Some(Err(e)) => {
+            node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
+            errors.push(e.to_string());
+            refused.push(node.id());
+            None
+        }
+    };
     let pending = Pending {
         client,
         id,
@@ -787,11 +814,7 @@ fn read_locally<S: Store>(
     states: &[KeyState],
     many: bool,
 ) -> bool {
-    let me = node.id();
-    let alone = |k: &KeyState| {
-        k.replicas == [me] && k.counted == [me] && k.required <= 1 && k.future.is_none()
-    };
-    if !states.iter().all(alone) || node.membership.me().changing() {
+    if !settled_alone(node, states) {
         return false;
     }
     let mut values = Vec::with_capacity(states.len());
@@ -807,15 +830,45 @@ fn read_locally<S: Store>(
             Err(_) => return false,
         }
     }
-    let result = if many {
+    let resp = ClientResponse { id, result: read_reply(values, many), ts: None };
+    node.outputs.push_back(Output::Reply { client, resp });
+    true
+}
+
+/// Whether this node settles every key of a request by itself: each key's only
+/// replica, which counts, needed alone, with no change of the ring under way.
+fn settled_alone<S: Store>(node: &Node<S>, states: &[KeyState]) -> bool {
+    let me = node.id();
+    let alone = |k: &KeyState| {
+        k.replicas == [me] && k.counted == [me] && k.required <= 1 && k.future.is_none()
+    };
+    states.iter().all(alone) && !node.membership.me().changing()
+}
+
+/// A write this node settles alone ([`settled_alone`]) is stored: its client is
+/// answered without a pending request — at once by a store durable on write, else once
+/// the commit covering it is durable (an error saying it was not committed if that
+/// commit fails; see [`super::durability`]). What the pending request would answer, as
+/// its only acknowledgement arrived.
+fn written_locally<S: Store>(node: &mut Node<S>, client: ClientId, id: u64, ts: Timestamp) {
+    let resp = ClientResponse { id, result: Reply::Written { ts }, ts: None };
+    let out = Output::Reply { client, resp };
+    if node.replica.store().durable_on_write() {
+        node.outputs.push_back(out);
+    } else {
+        node.durability.hold(node.replica.writes(), out);
+    }
+}
+
+/// A read's answer from each key's newest entry (value and timestamp): the value for
+/// one key, the values for many.
+fn read_reply(values: Vec<(Option<Bytes>, Option<Timestamp>)>, many: bool) -> Reply {
+    if many {
         Reply::Values { values: values.into_iter().map(|(v, _)| v).collect() }
     } else {
         let (value, ts) = values.into_iter().next().unwrap_or((None, None));
         Reply::Value { value, ts }
-    };
-    let resp = ClientResponse { id, result, ts: None };
-    node.outputs.push_back(Output::Reply { client, resp });
-    true
+    }
 }
 
 /// A replica acknowledged (or refused) a write.
@@ -1006,7 +1059,7 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
             let result = match &p.kind {
                 Kind::Write { ts, .. } => Reply::Written { ts: *ts },
                 Kind::Read { many, .. } => {
-                    let values: Vec<(Option<Bytes>, Option<crate::clock::Timestamp>)> = p
+                    let values = p
                         .keys
                         .iter()
                         .map(|k| match newest(k) {
@@ -1017,12 +1070,7 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
                             None => (None, None),
                         })
                         .collect();
-                    if *many {
-                        Reply::Values { values: values.into_iter().map(|(v, _)| v).collect() }
-                    } else {
-                        let (value, ts) = values.into_iter().next().unwrap_or((None, None));
-                        Reply::Value { value, ts }
-                    }
+                    read_reply(values, *many)
                 }
             };
             let (client, resp) = (p.client, ClientResponse { id: p.id, result, ts: None });

@@ -16,8 +16,10 @@
 //! only what must wait is held back:
 //! - a `WriteAck` the node sends for a replica write (to a coordinator),
 //! - the coordinator's own local acknowledgement of a write it stored (a write's
-//!   `Written` answer is given only once the required acknowledgements arrived, so a
-//!   `Written` is never held itself: it cannot exist before its local part committed),
+//!   `Written` answer is given only once the required acknowledgements arrived, so it
+//!   cannot exist before its local part committed) — or, when the coordinator is the
+//!   key's only replica, the `Written` answer itself ([`Durability::hold`]), which
+//!   becomes an `unavailable` error ("not committed") if its commit fails,
 //! - client answers other than `Written` and errors (reads, scans, watch events…) produced while
 //!   the node has writes not yet known durable: they may show those writes. This is
 //!   conservative — a read that saw only durable data waits too — and keeps the order of
@@ -150,6 +152,13 @@ impl Durability {
     /// Holds the coordinator's own acknowledgement of `req` until its write commits.
     pub fn hold_local_ack(&mut self, writes: u64, req: u64) {
         self.push(self.covering(writes), Held::LocalAck(req));
+    }
+
+    /// Holds `out` until the commit covering every write made so far: a coordinator's
+    /// `Written` answer to a write it stored as the key's only replica (the
+    /// acknowledgement and the answer are one).
+    pub fn hold(&mut self, writes: u64, out: Output) {
+        self.push(self.covering(writes), Held::Output(Box::new(out)));
     }
 
     /// Decides whether `out` may leave now; returns it when it may, holds it otherwise.
@@ -290,6 +299,9 @@ pub(crate) fn on_failure(out: Output, reason: &str) -> Failed {
                 Reply::Value { .. } | Reply::Values { .. } | Reply::Page { .. } => Failed::Send(
                     unavailable(format!("the data read was not committed ({reason}); retry")),
                 ),
+                Reply::Written { .. } => Failed::Send(unavailable(format!(
+                    "the write was not committed ({reason}); retry it"
+                ))),
                 Reply::Event { .. } => Failed::WatchEvent { client, id },
                 Reply::Sync { .. } => Failed::ClientSync {
                     client,

@@ -39,16 +39,20 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
-use tokio_tungstenite::{
-    tungstenite::{handshake::derive_accept_key, protocol::Role, protocol::WebSocketConfig},
-    WebSocketStream,
-};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// The socket hyper serves a plain (not TLS) connection on, as [`super::accept`] wraps it.
 type PlainIo = TokioIo<Metered<TcpStream>>;
 
-/// A client connection's WebSocket.
-pub type ClientSocket = WebSocketStream<ClientIo>;
+/// A client connection once its upgrade is answered: the byte stream its WebSocket
+/// frames travel on ([`super::wsframe`]), and any bytes the client sent right behind the
+/// upgrade request (hyper read them with the request head).
+pub struct ClientSocket {
+    /// The stream.
+    pub io: ClientIo,
+    /// Bytes already read from it.
+    pub early: Vec<u8>,
+}
 
 /// The byte stream under a client's WebSocket.
 pub enum ClientIo {
@@ -119,7 +123,7 @@ impl Upgrade {
     /// Answers `101 Switching Protocols` and, once hyper lets go of the connection,
     /// runs `serve` on its WebSocket: on the node thread for a plain socket, here for a
     /// TLS one (see the module docs).
-    pub fn serve<F, Fut>(self, state: &AppState, config: WebSocketConfig, serve: F) -> Response
+    pub fn serve<F, Fut>(self, state: &AppState, serve: F) -> Response
     where
         F: FnOnce(ClientSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -155,21 +159,12 @@ impl Upgrade {
                             }
                         };
                         let io = ClientIo::Local(Metered::from_parts(tcp, metered));
-                        let socket = WebSocketStream::from_partially_read(
-                            io,
-                            early,
-                            Role::Server,
-                            Some(config),
-                        )
-                        .await;
-                        serve(socket).await;
+                        serve(ClientSocket { io, early }).await;
                     });
                 }
                 Err(upgraded) => {
                     let io = ClientIo::Upgraded(TokioIo::new(upgraded));
-                    let socket =
-                        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                    serve(socket).await;
+                    serve(ClientSocket { io, early: Vec::new() }).await;
                 }
             }
         });

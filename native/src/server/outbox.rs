@@ -167,6 +167,16 @@ impl OutboxReceiver {
         self.rx.recv_many(buf, limit).await
     }
 
+    /// As [`Self::recv_many`], for a connection polling by hand.
+    pub fn poll_recv_many(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut Vec<Parcel>,
+        limit: usize,
+    ) -> std::task::Poll<usize> {
+        self.rx.poll_recv_many(cx, buf, limit)
+    }
+
     /// Gives back `bytes` the writer has written.
     pub fn sent(&self, bytes: usize) {
         if bytes == 0 {

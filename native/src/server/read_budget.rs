@@ -96,8 +96,15 @@ impl ReadMeter {
     /// Whole messages were taken: what was read so far no longer counts against the
     /// connection, and its lane goes back.
     pub fn settle(&self) {
+        self.settle_but(0);
+    }
+
+    /// Whole messages were taken, and `unread` bytes read after them (the start of the
+    /// next message) still wait: only those count against the connection now, and its
+    /// lane goes back (a message that still needs one asks again).
+    pub fn settle_but(&self, unread: usize) {
         let mut a = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        a.unsettled = 0;
+        a.unsettled = unread;
         a.lane = None;
         if let Some(waker) = a.waiting.take() {
             waker.wake();

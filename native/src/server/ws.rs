@@ -20,8 +20,9 @@ use super::{
     auth::{self, Presented, Refusal},
     driver::Input,
     driver::Sink,
-    handoff::{ClientSocket, Upgrade},
+    handoff::{ClientIo, ClientSocket, Upgrade},
     read_budget::ReadMeter,
+    wsframe::{self, FrameReader, FrameWriter, Incoming},
     AppState,
 };
 use axum::{
@@ -34,6 +35,7 @@ use axum::{
 };
 use dhrt_core::{
     auth::{check_reserved, Grant},
+    node::ClientId,
     proto::{
         client::{ErrorCode, Op, Reply},
         ClientMessage, ClientRequest, ClientResponse, Message, PeerMessage,
@@ -41,14 +43,17 @@ use dhrt_core::{
     wire::{self, WireError},
     NodeId,
 };
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::FutureExt;
 use serde::Deserialize;
-use std::sync::{atomic::Ordering, Arc};
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::{
-    self,
-    protocol::{frame::coding::CloseCode, CloseFrame, WebSocketConfig},
-    Message as Tung,
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{atomic::Ordering, Arc},
+    task::Poll,
+};
+use tokio::{
+    io::{AsyncWrite, AsyncWriteExt},
+    sync::mpsc,
 };
 
 use super::outbox::{self, Parcel};
@@ -85,13 +90,8 @@ pub async fn client(
         }
         _ => Session::default(),
     };
-    let max = state.max_frame;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-        .read_buffer_size(READ_BUFFER);
     let serving = state.clone();
-    upgrade.serve(&state, config, move |socket| serve_client(socket, serving, session, meter))
+    upgrade.serve(&state, move |socket| serve_client(socket, serving, session, meter))
 }
 
 /// Who a client connection speaks for.
@@ -138,204 +138,331 @@ impl Session {
     }
 }
 
-/// Sends the connection's own answers (auth, refusals): few and small, not counted
-/// against its output limit.
+/// Sends the connection's own answers from elsewhere (token management runs in its
+/// own task): few and small, not counted against its output limit.
 fn answer(tx: &mpsc::UnboundedSender<Parcel>, resps: Vec<ClientResponse>) {
     let _ = tx.send(Parcel { resps, bytes: 0 });
 }
 
-async fn serve_client(
-    socket: ClientSocket,
-    state: AppState,
-    mut session: Session,
-    meter: ReadMeter,
-) {
+async fn serve_client(socket: ClientSocket, state: AppState, session: Session, meter: ReadMeter) {
     let client = state.next_client();
-    let (outbox, mut rx, tx) = outbox::outbox(state.output.clone());
+    let (outbox, rx, tx) = outbox::outbox(state.output.clone());
     if !state.submit(Input::Open { client, sink: Sink::Conn(outbox) }) {
         return;
     }
     state.counters.clients.fetch_add(1, Ordering::Relaxed);
-    let (mut sink, mut stream) = socket.split();
     let max = state.max_frame;
-    let closed = rx.closed();
-    let writer = async move {
-        // Every answer queued by the time the writer runs leaves in one flush (one write
-        // to the socket), not one write each: under pipelining that write was the
-        // server's largest cost (docs/benchmarks.md).
-        let mut batches = Vec::with_capacity(WRITE_BATCH);
-        loop {
-            let n = tokio::select! {
-                n = rx.recv_many(&mut batches, WRITE_BATCH) => n,
-                reason = closed.reason() => {
-                    // Disconnected by the node (it left too much unread): say why, if
-                    // the client reads at all.
-                    let close = CloseFrame {
-                        code: CloseCode::Policy,
-                        reason: truncate(&reason, 120).into(),
-                    };
-                    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Tung::Close(Some(close)))).await;
-                    return;
-                }
-            };
-            if n == 0 {
-                return;
-            }
-            let mut sent = 0;
-            for Parcel { resps, bytes } in batches.drain(..) {
-                sent += bytes;
-                for resp in resps {
-                    let id = resp.id;
-                    let frame =
-                        wire::encode_with_limit(&Message::Response(resp), max).or_else(|e| {
-                            let err = ClientResponse::error(id, ErrorCode::TooLarge, e.to_string());
-                            wire::encode_with_limit(&Message::Response(err), max)
-                        });
-                    let Ok(frame) = frame else { continue };
-                    if sink.feed(Tung::Binary(frame.into())).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            if sink.flush().await.is_err() {
-                return;
-            }
-            rx.sent(sent);
-        }
-    };
-    let reader_state = state.clone();
-    let reader = async move {
-        let state = reader_state;
-        let required = state.tokens.required();
-        let mut reqs = Vec::with_capacity(16);
-        // With tokens required, an authenticated connection looks its token up again
-        // this often even when it sends nothing (its watches keep delivering): a revoked
-        // token's connection is closed.
-        let mut recheck = tokio::time::interval(auth::FRESH);
-        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let first = tokio::select! {
-                first = stream.next() => first,
-                _ = recheck.tick(), if required && session.presented.is_some() => {
-                    if let Err(refusal) = session.refresh(&state).await {
-                        if refusal.code == ErrorCode::Unauthorized {
-                            answer(&tx, vec![ClientResponse::error(0, refusal.code, refusal.message)]);
-                            return;
-                        }
-                    }
-                    continue;
-                }
-            };
-            let Some(first) = first else { return };
-            // Take every frame that has already arrived, then hand them to the node
-            // thread together: one channel message per read, not one per request.
-            let mut next = Some(first);
-            let mut taken = 0;
-            let mut open = true;
-            // The bytes read, charged to the inbox budget when the batch is handed over.
-            let mut read = 0;
-            // The grant is looked up once per batch (the cache answers unless stale).
-            let mut refused = if required { session.refresh(&state).await.err() } else { None };
-            while let Some(msg) = next.take() {
-                taken += 1;
-                if let Ok(Tung::Binary(bytes)) = &msg {
-                    read += bytes.len();
-                }
-                match read_frame(msg, max) {
-                    Frame::Request(ClientRequest { id, op: Op::Auth { token }, .. }) => {
-                        let reply = if required {
-                            match state.tokens.authenticate(&state, &token.0).await {
-                                Ok((presented, grant)) => {
-                                    session =
-                                        Session { presented: Some(presented), grant: Some(grant) };
-                                    refused = None;
-                                    Reply::Ok
-                                }
-                                Err(refusal) => {
-                                    session = Session::default();
-                                    refused = Some(refusal.clone());
-                                    refusal.reply()
-                                }
-                            }
-                        } else {
-                            Reply::Ok
-                        };
-                        answer(&tx, vec![ClientResponse { id, result: reply, ts: None }]);
-                    }
-                    Frame::Request(req) => match session.check(&state, &req.op, &refused) {
-                        Err(refusal) => {
-                            let refused =
-                                ClientResponse::error(req.id, refusal.code, refusal.message);
-                            answer(&tx, vec![refused]);
-                        }
-                        Ok(())
-                            if matches!(
-                                req.op,
-                                Op::TokenCreate { .. } | Op::TokenList | Op::TokenRevoke { .. }
-                            ) =>
-                        {
-                            let (state, tx) = (state.clone(), tx.clone());
-                            tokio::spawn(async move {
-                                let result = auth::manage::run(&state, req.op).await;
-                                answer(&tx, vec![ClientResponse { id: req.id, result, ts: None }]);
-                            });
-                        }
-                        Ok(()) => reqs.push(req),
-                    },
-                    Frame::Refused(code, why) => {
-                        if !reqs.is_empty() {
-                            let batch = Input::Requests { client, reqs: take_batch(&mut reqs) };
-                            if !state.submit_charged(batch, std::mem::take(&mut read)).await {
-                                return;
-                            }
-                        }
-                        state.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        answer(&tx, vec![ClientResponse::error(0, code, why)]);
-                    }
-                    Frame::Skip => {}
-                    Frame::Closed => open = false,
-                }
-                if open && taken < READ_BATCH {
-                    next = stream.next().now_or_never().flatten();
-                }
-            }
-            if !reqs.is_empty() {
-                // Waits while the node thread is behind: this socket is not read meanwhile.
-                let batch = Input::Requests { client, reqs: take_batch(&mut reqs) };
-                if !state.submit_charged(batch, read).await {
-                    return;
-                }
-            }
-            // The messages taken are whole (and now charged to the inbox): they no
-            // longer count as being read ([`super::read_budget`]).
-            meter.settle();
-            if !open {
-                return;
-            }
-        }
+    let conn = Conn {
+        client,
+        reader: FrameReader::new(max, socket.early),
+        writer: FrameWriter::default(),
+        io: socket.io,
+        session,
+        meter,
+        tx,
+        reqs: Vec::with_capacity(16),
+        max,
+        state: state.clone(),
     };
     tokio::select! {
-        _ = writer => {}
-        _ = reader => {}
+        () = conn.run(rx) => {}
         () = state.stopped() => {}
     }
     state.counters.clients.fetch_sub(1, Ordering::Relaxed);
     state.submit(Input::Gone(client));
 }
 
-/// At most `max` bytes of `text`, cut at a character boundary.
-fn truncate(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
+/// A client connection: its socket, its frames both ways, and who it speaks for.
+///
+/// One task serves it (on the node thread for a plain socket): it reads the frames that
+/// arrived, hands their requests to the node, and writes the answers the node queued,
+/// whichever is ready first, so a client that sends without reading still has its
+/// requests read (until its unread answers pass the output limit, [`super::outbox`]).
+struct Conn {
+    client: ClientId,
+    io: ClientIo,
+    reader: FrameReader,
+    writer: FrameWriter,
+    session: Session,
+    meter: ReadMeter,
+    /// The connection's own sender of answers (for token management's task).
+    tx: mpsc::UnboundedSender<Parcel>,
+    /// Requests gathered for the node.
+    reqs: Vec<ClientRequest>,
+    max: usize,
+    state: AppState,
 }
 
-/// Bytes a connection reads at a time. The WebSocket library zero-fills its read
-/// buffer before each read; its 128 KiB default made that fill a twentieth of a node's
-/// time, while pipelined requests arrive a few KiB at a time (docs/benchmarks.md).
-pub const READ_BUFFER: usize = 16 * 1024;
+/// What a connection does next.
+enum Event {
+    /// Bytes arrived.
+    Read,
+    /// The node queued answers.
+    Answers,
+    /// Everything framed is written: the output budget gets its bytes back.
+    Written,
+    /// The node closed the connection, for this reason.
+    ClosedByNode(String),
+    /// Time to look the connection's token up again.
+    Recheck,
+    /// The socket ended, failed, or the node let the connection go.
+    Gone,
+}
+
+impl Conn {
+    async fn run(mut self, mut rx: outbox::OutboxReceiver) {
+        let closed = rx.closed();
+        let mut closed = std::pin::pin!(closed.reason());
+        let required = self.state.tokens.required();
+        // With tokens required, an authenticated connection looks its token up again
+        // this often even when it sends nothing (its watches keep delivering): a revoked
+        // token's connection is closed.
+        let mut recheck = tokio::time::interval(auth::FRESH);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut parcels = Vec::with_capacity(WRITE_BATCH);
+        // Bytes of the output budget framed but not yet written.
+        let mut owed = 0;
+        let mut flushing = false;
+        // Frames the client sent right behind its upgrade request are already here.
+        let mut event = Event::Read;
+        loop {
+            match event {
+                Event::Read => {
+                    if let Err(why) = self.take_frames().await {
+                        if let Some((code, reason)) = why {
+                            self.writer.close(code, reason);
+                        }
+                        self.close().await;
+                        return;
+                    }
+                }
+                Event::Answers => {
+                    for Parcel { resps, bytes } in parcels.drain(..) {
+                        owed += bytes;
+                        for resp in resps {
+                            self.frame(resp);
+                        }
+                    }
+                }
+                Event::Written => {
+                    rx.sent(owed);
+                    owed = 0;
+                }
+                Event::ClosedByNode(reason) => {
+                    // Disconnected by the node (it left too much unread): say why, if the
+                    // client reads at all.
+                    self.writer.close(wsframe::POLICY, &reason);
+                    self.close().await;
+                    return;
+                }
+                Event::Recheck => {
+                    if let Err(refusal) = self.session.refresh(&self.state).await {
+                        if refusal.code == ErrorCode::Unauthorized {
+                            self.frame(ClientResponse::error(0, refusal.code, refusal.message));
+                            self.close().await;
+                            return;
+                        }
+                    }
+                }
+                Event::Gone => return,
+            }
+            event = std::future::poll_fn(|cx| {
+                // Write first: what is framed leaves before more is taken in.
+                while !self.writer.is_empty() {
+                    match Pin::new(&mut self.io).poll_write(cx, self.writer.unwritten()) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                            return Poll::Ready(Event::Gone)
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            self.writer.advance(n);
+                            flushing = true;
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                if self.writer.is_empty() && flushing {
+                    // A TLS stream may hold bytes until flushed; a TCP socket does not.
+                    match Pin::new(&mut self.io).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => flushing = false,
+                        Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
+                        Poll::Pending => {}
+                    }
+                }
+                if !flushing && self.writer.is_empty() && owed > 0 {
+                    return Poll::Ready(Event::Written);
+                }
+                if let Poll::Ready(reason) = closed.as_mut().poll(cx) {
+                    return Poll::Ready(Event::ClosedByNode(reason));
+                }
+                if let Poll::Ready(n) = rx.poll_recv_many(cx, &mut parcels, WRITE_BATCH) {
+                    return Poll::Ready(if n == 0 { Event::Gone } else { Event::Answers });
+                }
+                match self.reader.poll_fill(cx, &mut self.io) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
+                    Poll::Ready(Ok(_)) => return Poll::Ready(Event::Read),
+                    Poll::Pending => {}
+                }
+                if required && self.session.presented.is_some() && recheck.poll_tick(cx).is_ready()
+                {
+                    return Poll::Ready(Event::Recheck);
+                }
+                Poll::Pending
+            })
+            .await;
+        }
+    }
+
+    /// Frames one answer (an error saying so when it cannot be sent in one frame).
+    fn frame(&mut self, resp: ClientResponse) {
+        let max = self.max;
+        let id = resp.id;
+        let framed =
+            self.writer.binary(|out| wire::encode_into(&Message::Response(resp), max, out));
+        if let Err(e) = framed {
+            let err = ClientResponse::error(id, ErrorCode::TooLarge, e.to_string());
+            let _ = self.writer.binary(|out| wire::encode_into(&Message::Response(err), max, out));
+        }
+    }
+
+    /// Writes what is framed (a close frame last), for at most [`CLOSE_GRACE`]: the
+    /// connection is ending.
+    async fn close(&mut self) {
+        let write = async {
+            while !self.writer.is_empty() {
+                match self.io.write(self.writer.unwritten()).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => self.writer.advance(n),
+                }
+            }
+            let _ = self.io.flush().await;
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, write).await;
+    }
+
+    /// Takes every whole frame that has arrived: requests go to the node thread (at most
+    /// [`READ_BATCH`] a time, one channel message each batch), pings are answered, bad
+    /// messages refused. `Err` when the connection ends: with a close frame to send, or
+    /// `None` when the client closed it (its close is answered here).
+    async fn take_frames(&mut self) -> Result<(), Option<(u16, &'static str)>> {
+        let required = self.state.tokens.required();
+        // The grant is looked up once per read (the cache answers unless stale).
+        let mut refused =
+            if required { self.session.refresh(&self.state).await.err() } else { None };
+        // The bytes of the requests gathered, charged to the inbox budget when handed over.
+        let mut read = 0;
+        let mut ending = Ok(());
+        let mut taken = false;
+        loop {
+            let next = self.reader.next_frame();
+            taken |= matches!(next, Ok(Some(_)));
+            let frame = match next {
+                Ok(None) => break,
+                Ok(Some(Incoming::Binary(bytes))) => {
+                    read += bytes.len();
+                    decode_request(bytes, self.max)
+                }
+                Ok(Some(Incoming::Text)) => Frame::Refused(
+                    ErrorCode::InvalidInput,
+                    "text frames are not understood: send binary frames (a version byte, then \
+                     MessagePack)"
+                        .into(),
+                ),
+                Ok(Some(Incoming::Ping(payload))) => {
+                    let payload = payload.to_vec();
+                    self.writer.pong(&payload);
+                    continue;
+                }
+                Ok(Some(Incoming::Pong)) => continue,
+                Ok(Some(Incoming::Close(code))) => {
+                    // Answered with the same code, as RFC 6455 §5.5.1 asks.
+                    let code = code.filter(|&c| c != 1005 && c != 1006).unwrap_or(wsframe::NORMAL);
+                    self.writer.close(code, "");
+                    ending = Err(None);
+                    break;
+                }
+                Err(violation) => {
+                    tracing::debug!(reason = violation.reason, "client broke the protocol");
+                    ending = Err(Some((violation.code, violation.reason)));
+                    break;
+                }
+            };
+            match frame {
+                Frame::Request(ClientRequest { id, op: Op::Auth { token }, .. }) => {
+                    let reply = if required {
+                        match self.state.tokens.authenticate(&self.state, &token.0).await {
+                            Ok((presented, grant)) => {
+                                self.session =
+                                    Session { presented: Some(presented), grant: Some(grant) };
+                                refused = None;
+                                Reply::Ok
+                            }
+                            Err(refusal) => {
+                                self.session = Session::default();
+                                refused = Some(refusal.clone());
+                                refusal.reply()
+                            }
+                        }
+                    } else {
+                        Reply::Ok
+                    };
+                    self.frame(ClientResponse { id, result: reply, ts: None });
+                }
+                Frame::Request(req) => match self.session.check(&self.state, &req.op, &refused) {
+                    Err(refusal) => {
+                        self.frame(ClientResponse::error(req.id, refusal.code, refusal.message));
+                    }
+                    Ok(())
+                        if matches!(
+                            req.op,
+                            Op::TokenCreate { .. } | Op::TokenList | Op::TokenRevoke { .. }
+                        ) =>
+                    {
+                        let (state, tx) = (self.state.clone(), self.tx.clone());
+                        tokio::spawn(async move {
+                            let result = auth::manage::run(&state, req.op).await;
+                            answer(&tx, vec![ClientResponse { id: req.id, result, ts: None }]);
+                        });
+                    }
+                    Ok(()) => {
+                        self.reqs.push(req);
+                        if self.reqs.len() >= READ_BATCH && !self.hand_over(&mut read).await {
+                            return Err(None);
+                        }
+                    }
+                },
+                Frame::Refused(code, why) => {
+                    // What came before it is handed over first, so answers keep its order.
+                    if !self.hand_over(&mut read).await {
+                        return Err(None);
+                    }
+                    self.state.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    self.frame(ClientResponse::error(0, code, why));
+                }
+            }
+        }
+        if !self.hand_over(&mut read).await {
+            return Err(None);
+        }
+        // The messages taken are whole (and now charged to the inbox): they no longer
+        // count as being read, only the start of the next one does
+        // ([`super::read_budget`]).
+        if taken {
+            self.meter.settle_but(self.reader.unread());
+        }
+        ending
+    }
+
+    /// Hands the requests gathered to the node thread, charged `read` bytes of the inbox
+    /// budget: waits while the node thread is behind (this socket is not read
+    /// meanwhile). False once the node has stopped.
+    async fn hand_over(&mut self, read: &mut usize) -> bool {
+        if self.reqs.is_empty() {
+            return true;
+        }
+        let batch = Input::Requests { client: self.client, reqs: take_batch(&mut self.reqs) };
+        self.state.submit_charged(batch, std::mem::take(read)).await
+    }
+}
 
 /// Most frames a client connection hands to the node thread at once.
 pub const READ_BATCH: usize = 256;
@@ -351,40 +478,26 @@ fn take_batch<T>(batch: &mut Vec<T>) -> Vec<T> {
 enum Frame {
     /// A request for the node.
     Request(dhrt_core::proto::ClientRequest),
-    /// A bad frame: answered with this error (id 0); the connection stays open.
+    /// A bad message: answered with this error (id 0); the connection stays open.
     Refused(ErrorCode, String),
-    /// Nothing to do (ping, pong).
-    Skip,
-    /// The connection closed or failed.
-    Closed,
 }
 
-fn read_frame(msg: Result<Tung, tungstenite::Error>, max: usize) -> Frame {
-    let msg = match msg {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::debug!(error = %e, "client connection failed");
-            return Frame::Closed;
-        }
-    };
-    match msg {
-        Tung::Binary(bytes) => match wire::decode_with_limit::<ClientMessage>(&bytes, max) {
-            Ok(ClientMessage::Request(req)) => Frame::Request(req),
-            Err(WireError::Malformed(why)) if why.contains("unknown variant") => Frame::Refused(
-                ErrorCode::InvalidInput,
-                format!("a client may only send requests ({why})"),
-            ),
-            Err(e) => Frame::Refused(wire_error_code(&e), e.to_string()),
-        },
-        Tung::Text(_) => Frame::Refused(
+/// Decodes a client's binary message.
+fn decode_request(bytes: &[u8], max: usize) -> Frame {
+    match wire::decode_with_limit::<ClientMessage>(bytes, max) {
+        Ok(ClientMessage::Request(req)) => Frame::Request(req),
+        Err(WireError::Malformed(why)) if why.contains("unknown variant") => Frame::Refused(
             ErrorCode::InvalidInput,
-            "text frames are not understood: send binary frames (a version byte, then MessagePack)"
-                .into(),
+            format!("a client may only send requests ({why})"),
         ),
-        Tung::Close(_) => Frame::Closed,
-        _ => Frame::Skip,
+        Err(e) => Frame::Refused(wire_error_code(&e), e.to_string()),
     }
 }
+
+/// Bytes a peer link reads at a time. The WebSocket library zero-fills its read buffer
+/// before each read; its 128 KiB default made that fill a twentieth of a node's time,
+/// while frames arrive a few KiB at a time (docs/benchmarks.md).
+pub const READ_BUFFER: usize = 16 * 1024;
 
 /// The error code of a frame that could not be decoded.
 pub fn wire_error_code(e: &WireError) -> ErrorCode {

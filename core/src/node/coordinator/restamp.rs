@@ -119,11 +119,7 @@ pub(super) fn dispatch<S: Store>(
             node.send(*replica, Message::Replica(msg));
             continue;
         }
-        let written: Vec<(Bytes, Version)> =
-            records.iter().map(|(k, e)| (k.clone(), e.version())).collect();
-        let merged = node.replica.merge_batch(collection, records);
-        let outcome = merged.and_then(|o| newer_stored(&node.replica, collection, &written, &o));
-        match outcome {
+        match merge_local(node, collection, records) {
             Ok(Some(ts)) => newer = Some(ts),
             // Counted once the write is durable (see `super::super::durability`).
             Ok(None) if !node.replica.store().durable_on_write() => {
@@ -140,6 +136,19 @@ pub(super) fn dispatch<S: Store>(
         }
     }
     newer
+}
+
+/// Merges a write's `records` into this node's replica: the newer timestamp it holds
+/// for one of them, if its merge lost (see [`newer_stored`]).
+pub(super) fn merge_local<S: Store>(
+    node: &mut Node<S>,
+    collection: &str,
+    records: Vec<(Bytes, Entry)>,
+) -> Result<Option<Timestamp>, StoreError> {
+    let written: Vec<(Bytes, Version)> =
+        records.iter().map(|(k, e)| (k.clone(), e.version())).collect();
+    let outcomes = node.replica.merge_batch(collection, records)?;
+    newer_stored(&node.replica, collection, &written, &outcomes)
 }
 
 /// Replica `from` (this node included) holds a write newer than write `req`'s stamp, up
