@@ -1,12 +1,14 @@
 //! One pipelined WebSocket connection from a client to a node.
 //!
 //! Requests are written as they come (whatever has queued leaves in one socket write),
-//! answers are read as they come; a map from request id to the waiting caller pairs
+//! answers are read as they come, by one task per connection framing both ways with
+//! [`crate::wsframe`]; a map from request id to the waiting caller pairs
 //! them, so any number of requests can be in flight on one connection. A watch's id
 //! stays in the map, delivering every event, until it is ended. When the connection
 //! fails, every caller waiting on it gets a [`ClientError::Connection`].
 
 use super::{ClientError, ConnectOptions};
+use crate::wsframe::{self, FrameReader, FrameWriter, Incoming};
 use dhrt_core::{
     auth::BearerToken,
     proto::{
@@ -15,16 +17,20 @@ use dhrt_core::{
     },
     wire,
 };
-use futures_util::{SinkExt, StreamExt};
 use std::{
     collections::HashMap,
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
+    task::Poll,
     time::Duration,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    sync::{mpsc, oneshot},
+};
 use tokio_tungstenite::tungstenite;
 
 /// Who waits for the answers to a request id.
@@ -113,8 +119,10 @@ impl Conn {
             .await
             .map_err(|_| ClientError::Connection(format!("{addr}: no answer within {timeout:?}")))?
             .map_err(|e| ClientError::Connection(connect_error(addr, tls, &e)))?;
-        let (mut sink, mut stream) = ws.split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<ClientRequest>();
+        // The opening handshake was tungstenite's; the frames are ours (`crate::wsframe`):
+        // one task reads and writes the socket, with one buffer each way.
+        let io = ws.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel::<ClientRequest>();
         let waiters: Waiters = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         let conn = Conn {
@@ -125,52 +133,8 @@ impl Conn {
             alive: alive.clone(),
             seen: seen.clone(),
         };
-        let writer_waiters = waiters.clone();
         tokio::spawn(async move {
-            // Every request queued by the time the writer runs leaves in one flush (one
-            // write to the socket), not one write each.
-            let mut batch = Vec::with_capacity(WRITE_BATCH);
-            'write: while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-                for req in batch.drain(..) {
-                    let id = req.id;
-                    match wire::encode_with_limit(&Message::Request(req), max) {
-                        Ok(frame) => {
-                            let frame = tungstenite::Message::Binary(frame.into());
-                            if sink.feed(frame).await.is_err() {
-                                break 'write;
-                            }
-                        }
-                        Err(e) => deliver(
-                            &writer_waiters,
-                            id,
-                            Reply::Error {
-                                code: ErrorCode::TooLarge,
-                                message: e.to_string(),
-                                acked: None,
-                            },
-                            true,
-                        ),
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    break;
-                }
-            }
-            let _ = sink.close().await;
-        });
-        tokio::spawn(async move {
-            while let Some(Ok(msg)) = stream.next().await {
-                let tungstenite::Message::Binary(bytes) = msg else { continue };
-                let Ok(Message::Response(ClientResponse { id, result, ts })) =
-                    wire::decode_with_limit::<Message>(&bytes, max)
-                else {
-                    continue;
-                };
-                if let Some(ts) = ts {
-                    seen.fetch_max(ts.0, Ordering::Relaxed);
-                }
-                deliver(&waiters, id, result, false);
-            }
+            serve(io, rx, &waiters, &seen, max).await;
             alive.store(false, Ordering::Relaxed);
             // Dropping the waiters tells every caller the connection is gone.
             waiters.lock().map(|mut w| w.clear()).ok();
@@ -239,6 +203,117 @@ impl Conn {
 
     fn gone(&self) -> ClientError {
         ClientError::Connection(format!("{}: the connection closed", self.addr))
+    }
+}
+
+/// What the connection's task does next.
+enum Event {
+    /// Requests to send.
+    Requests,
+    /// Every handle of the connection is gone: close it.
+    Unused,
+    /// Bytes arrived.
+    Read,
+    /// The socket ended or failed.
+    Gone,
+}
+
+/// Runs a connection: writes the requests queued on `rx` (whatever has queued leaves in
+/// one socket write) and hands each answer read to its waiter, until the socket ends
+/// or every handle is dropped.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    mut rx: mpsc::UnboundedReceiver<ClientRequest>,
+    waiters: &Waiters,
+    seen: &AtomicU64,
+    max: usize,
+) {
+    let mut reader = FrameReader::of_server(max);
+    let mut writer = FrameWriter::client();
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut flushing = false;
+    loop {
+        let event = std::future::poll_fn(|cx| {
+            while !writer.is_empty() {
+                match Pin::new(&mut io).poll_write(cx, writer.unwritten()) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
+                    Poll::Ready(Ok(n)) => {
+                        writer.advance(n);
+                        flushing = true;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if writer.is_empty() && flushing {
+                // A TLS stream may hold bytes until flushed.
+                match Pin::new(&mut io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => flushing = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
+                    Poll::Pending => {}
+                }
+            }
+            if let Poll::Ready(n) = rx.poll_recv_many(cx, &mut batch, WRITE_BATCH) {
+                return Poll::Ready(if n == 0 { Event::Unused } else { Event::Requests });
+            }
+            match reader.poll_fill(cx, &mut io) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Event::Gone),
+                Poll::Ready(Ok(_)) => Poll::Ready(Event::Read),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match event {
+            Event::Requests => {
+                for req in batch.drain(..) {
+                    let id = req.id;
+                    let framed =
+                        writer.binary(|out| wire::encode_into(&Message::Request(req), max, out));
+                    if let Err(e) = framed {
+                        let message = e.to_string();
+                        let reply =
+                            Reply::Error { code: ErrorCode::TooLarge, message, acked: None };
+                        deliver(waiters, id, reply, true);
+                    }
+                }
+            }
+            Event::Read => loop {
+                match reader.next_frame() {
+                    Ok(None) => break,
+                    Ok(Some(Incoming::Binary(bytes))) => {
+                        let Ok(Message::Response(ClientResponse { id, result, ts })) =
+                            wire::decode_with_limit::<Message>(bytes, max)
+                        else {
+                            continue;
+                        };
+                        if let Some(ts) = ts {
+                            seen.fetch_max(ts.0, Ordering::Relaxed);
+                        }
+                        deliver(waiters, id, result, false);
+                    }
+                    Ok(Some(Incoming::Ping(payload))) => {
+                        let payload = payload.to_vec();
+                        writer.pong(&payload);
+                    }
+                    Ok(Some(Incoming::Text | Incoming::Pong)) => {}
+                    Ok(Some(Incoming::Close(_))) | Err(_) => return,
+                }
+            },
+            Event::Unused => {
+                writer.close(wsframe::NORMAL, "");
+                let flush = async {
+                    while !writer.is_empty() {
+                        match io.write(writer.unwritten()).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => writer.advance(n),
+                        }
+                    }
+                    let _ = io.flush().await;
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+                return;
+            }
+            Event::Gone => return,
+        }
     }
 }
 

@@ -45,7 +45,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 type PlainIo = TokioIo<Metered<TcpStream>>;
 
 /// A client connection once its upgrade is answered: the byte stream its WebSocket
-/// frames travel on ([`super::wsframe`]), and any bytes the client sent right behind the
+/// frames travel on ([`crate::wsframe`]), and any bytes the client sent right behind the
 /// upgrade request (hyper read them with the request head).
 pub struct ClientSocket {
     /// The stream.

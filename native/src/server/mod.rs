@@ -26,7 +26,6 @@ pub mod security;
 pub mod stats;
 pub mod syncer;
 pub mod ws;
-pub mod wsframe;
 
 use axum::Router;
 use dhrt_core::{

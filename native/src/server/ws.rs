@@ -22,9 +22,9 @@ use super::{
     driver::Sink,
     handoff::{ClientIo, ClientSocket, Upgrade},
     read_budget::ReadMeter,
-    wsframe::{self, FrameReader, FrameWriter, Incoming},
     AppState,
 };
+use crate::wsframe::{self, FrameReader, FrameWriter, Incoming};
 use axum::{
     extract::{
         ws::{Message as WsMessage, WebSocket, WebSocketUpgrade},
@@ -155,7 +155,7 @@ async fn serve_client(socket: ClientSocket, state: AppState, session: Session, m
     let conn = Conn {
         client,
         reader: FrameReader::new(max, socket.early),
-        writer: FrameWriter::default(),
+        writer: FrameWriter::server(),
         io: socket.io,
         session,
         meter,

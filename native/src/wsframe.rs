@@ -1,20 +1,23 @@
-//! WebSocket framing of a client connection (RFC 6455, the server's side): one read
-//! buffer the frames are parsed and unmasked in, and one write buffer every answer of
-//! a flush is framed into.
+//! WebSocket framing of the client protocol's connections (RFC 6455), both ends: one
+//! read buffer the frames are parsed and unmasked in, and one write buffer every
+//! message of a flush is framed into.
 //!
-//! A client connection is the node's hottest path: at a pipeline of one, a general
-//! WebSocket stream cost a zero-filled read buffer, a message allocation, a split lock
-//! and a buffer copy per request (docs/benchmarks.md). Here a connection's bytes are
-//! read into a buffer that is filled once and reused ([`FrameReader`]); a message is
-//! handed out as a slice of it, decoded where it lies; its answers are framed one after
-//! the other into a buffer written with one call ([`FrameWriter`]). The frame header
-//! itself is read and written by tungstenite's [`FrameHeader`], so the wire format has
-//! one implementation in the server.
+//! A client connection is the node's hottest path, and the client's too: at a pipeline
+//! of one, a general WebSocket stream cost a zero-filled read buffer, a message
+//! allocation, a split lock and a buffer copy per request (docs/benchmarks.md). Here a
+//! connection's bytes are read into a buffer that is filled once and reused
+//! ([`FrameReader`]); a message is handed out as a slice of it, decoded where it lies;
+//! what is sent is framed one message after the other into a buffer written with one
+//! call ([`FrameWriter`]). The frame header itself is read and written by tungstenite's
+//! [`FrameHeader`], so the wire format has one implementation. The node serves
+//! `/v1/ws` with it (`server::ws`), and [`crate::client`] speaks to it with it once
+//! tungstenite has done the opening handshake.
 //!
-//! What a client may send is checked as RFC 6455 §5 says: frames must be masked, no
-//! reserved bits or opcodes, control frames final and at most 125 bytes, fragments in
-//! order. A message larger than the limit is refused as soon as its header says so,
-//! before its payload is read ([`Violation::too_big`]), so it never takes memory.
+//! What the other end sends is checked as RFC 6455 §5 says: a client's frames must be
+//! masked and a server's must not, no reserved bits or opcodes, control frames final
+//! and at most 125 bytes, fragments in order. A message larger than the limit is
+//! refused as soon as its header says so, before its payload is read
+//! ([`Violation::too_big`]), so it never takes memory.
 
 use std::{
     io::{self, Cursor},
@@ -96,16 +99,33 @@ pub struct FrameReader {
     /// The bytes the frame waiting for the rest of its bytes takes, header included (0
     /// while its header is incomplete).
     wanted: usize,
+    /// Whether the frames come from a client (masked) or a server (not masked).
+    from_client: bool,
 }
 
 impl FrameReader {
-    /// A reader for messages of at most `max` bytes, starting with the bytes `early`
-    /// already read from the connection (sent right behind the upgrade request).
+    /// A server's reader of a client's messages of at most `max` bytes, starting with
+    /// the bytes `early` already read from the connection (sent right behind the upgrade
+    /// request).
     pub fn new(max: usize, early: Vec<u8>) -> Self {
         let end = early.len();
         let mut buf = early;
         buf.resize(end.max(READ_BUFFER), 0);
-        FrameReader { buf, start: 0, end, max, fragments: None, joined: Vec::new(), wanted: 0 }
+        FrameReader {
+            buf,
+            start: 0,
+            end,
+            max,
+            fragments: None,
+            joined: Vec::new(),
+            wanted: 0,
+            from_client: true,
+        }
+    }
+
+    /// A client's reader of a server's messages of at most `max` bytes.
+    pub fn of_server(max: usize) -> Self {
+        FrameReader { from_client: false, ..FrameReader::new(max, Vec::new()) }
     }
 
     /// Bytes read but not yet taken as frames (the start of the next one).
@@ -150,8 +170,14 @@ impl FrameReader {
             if header.rsv1 || header.rsv2 || header.rsv3 {
                 return Err(Violation::protocol("reserved bits set"));
             }
-            let Some(mask) = header.mask else {
-                return Err(Violation::protocol("a client's frames must be masked"));
+            let mask = match (header.mask, self.from_client) {
+                (None, true) => {
+                    return Err(Violation::protocol("a client's frames must be masked"))
+                }
+                (Some(_), false) => {
+                    return Err(Violation::protocol("a server's frames must not be masked"))
+                }
+                (mask, _) => mask,
             };
             let joined_so_far = self.fragments.as_ref().map_or(0, |(_, bytes)| bytes.len());
             match header.opcode {
@@ -177,7 +203,9 @@ impl FrameReader {
             }
             let payload = self.start + head..self.start + total;
             self.start += total;
-            unmask(&mut self.buf[payload.clone()], mask);
+            if let Some(mask) = mask {
+                unmask(&mut self.buf[payload.clone()], mask);
+            }
             match header.opcode {
                 OpCode::Control(Control::Ping) => {
                     return Ok(Some(Incoming::Ping(&self.buf[payload])))
@@ -216,7 +244,7 @@ impl FrameReader {
     /// Makes room to read into: starts over once everything is taken (giving a grown
     /// buffer back), moves what is unread to the front, and grows a buffer full of one
     /// unfinished frame — geometrically, as its bytes arrive, never past the frame: the
-    /// memory a connection holds follows what it has sent ([`super::read_budget`]
+    /// memory a connection holds follows what it has sent ([`crate::server::read_budget`]
     /// bounds that), not what a frame header announces.
     fn make_room(&mut self) {
         if self.start == self.end {
@@ -254,7 +282,7 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// The write side of a client connection: frames waiting to be written, in one buffer.
+/// The write side of a connection: frames waiting to be written, in one buffer.
 #[derive(Debug, Default)]
 pub struct FrameWriter {
     buf: Vec<u8>,
@@ -262,9 +290,25 @@ pub struct FrameWriter {
     written: usize,
     /// Where a message is encoded before it is framed.
     scratch: Vec<u8>,
+    /// A client's writer masks every frame, with masks from this generator (xorshift,
+    /// seeded by the standard library's per-process random keys); a server's does not.
+    masks: Option<u64>,
 }
 
 impl FrameWriter {
+    /// A server's writer (frames unmasked).
+    pub fn server() -> Self {
+        FrameWriter::default()
+    }
+
+    /// A client's writer: every frame masked, with an unpredictable mask (RFC 6455
+    /// §5.3).
+    pub fn client() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        FrameWriter { masks: Some(seed | 1), ..FrameWriter::default() }
+    }
+
     /// Frames the binary message `encode` writes (into an empty buffer it is given);
     /// nothing is framed when it fails.
     pub fn binary<E>(
@@ -273,13 +317,15 @@ impl FrameWriter {
     ) -> Result<(), E> {
         self.scratch.clear();
         encode(&mut self.scratch)?;
-        frame(&mut self.buf, OpCode::Data(Data::Binary), &self.scratch);
+        let scratch = std::mem::take(&mut self.scratch);
+        self.frame(OpCode::Data(Data::Binary), &scratch);
+        self.scratch = scratch;
         Ok(())
     }
 
     /// Frames a pong answering a ping that carried `payload`.
     pub fn pong(&mut self, payload: &[u8]) {
-        frame(&mut self.buf, OpCode::Control(Control::Pong), payload);
+        self.frame(OpCode::Control(Control::Pong), payload);
     }
 
     /// Frames a close frame with `code` and `reason` (cut to fit a control frame).
@@ -290,7 +336,27 @@ impl FrameWriter {
         }
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(&reason.as_bytes()[..end]);
-        frame(&mut self.buf, OpCode::Control(Control::Close), &payload);
+        self.frame(OpCode::Control(Control::Close), &payload);
+    }
+
+    /// Appends one final frame of `opcode` carrying `payload`, masked by a client.
+    fn frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        let mask = self.masks.as_mut().map(|state| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            (*state as u32).to_ne_bytes()
+        });
+        let header = FrameHeader { opcode, mask, ..FrameHeader::default() };
+        let out = &mut self.buf;
+        out.reserve(MAX_HEADER + payload.len());
+        // Formatting into a vector cannot fail.
+        let _ = header.format(payload.len() as u64, out);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(mask) = mask {
+            unmask(&mut out[start..], mask);
+        }
     }
 
     /// The framed bytes not written yet.
@@ -314,15 +380,6 @@ impl FrameWriter {
             }
         }
     }
-}
-
-/// Appends one final, unmasked frame of `opcode` carrying `payload` to `out`.
-fn frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
-    let header = FrameHeader { opcode, ..FrameHeader::default() };
-    out.reserve(MAX_HEADER + payload.len());
-    // Formatting into a vector cannot fail.
-    let _ = header.format(payload.len() as u64, out);
-    out.extend_from_slice(payload);
 }
 
 #[cfg(test)]
@@ -460,7 +517,7 @@ mod tests {
 
     #[test]
     fn written_frames_are_what_a_client_reads() {
-        let mut writer = FrameWriter::default();
+        let mut writer = FrameWriter::server();
         writer
             .binary(|out| {
                 out.extend_from_slice(&[42; 300]);
@@ -479,5 +536,50 @@ mod tests {
         assert_eq!(writer.unwritten().len(), bytes.len() - 10);
         writer.advance(bytes.len());
         assert!(writer.is_empty());
+    }
+
+    #[test]
+    fn what_one_end_writes_the_other_reads() {
+        let mut client = FrameWriter::client();
+        let mut server = FrameWriter::server();
+        for (i, writer) in [&mut client, &mut server].into_iter().enumerate() {
+            for n in [0, 5, 300, 70_000] {
+                writer
+                    .binary(|out| {
+                        out.extend((0..n).map(|b| (b % 251) as u8));
+                        Ok::<_, ()>(())
+                    })
+                    .unwrap();
+            }
+            writer.pong(b"pp");
+            let bytes = writer.unwritten().to_vec();
+            let from_client = i == 0;
+            let mut reader = if from_client {
+                FrameReader::new(1 << 20, bytes.clone())
+            } else {
+                FrameReader::of_server(1 << 20)
+            };
+            if !from_client {
+                reader.buf = bytes.clone();
+                reader.end = bytes.len();
+            }
+            for n in [0, 5, 300, 70_000] {
+                let expected: Vec<u8> = (0..n).map(|b| (b % 251) as u8).collect();
+                assert_eq!(reader.next_frame(), Ok(Some(Incoming::Binary(&expected[..]))));
+            }
+            assert_eq!(reader.next_frame(), Ok(Some(Incoming::Pong)));
+            // Each end refuses what only the other may send.
+            let mut wrong = if from_client {
+                FrameReader::of_server(1 << 20)
+            } else {
+                FrameReader::new(1 << 20, Vec::new())
+            };
+            wrong.buf = bytes.clone();
+            wrong.end = bytes.len();
+            assert_eq!(wrong.next_frame().unwrap_err().code, PROTOCOL);
+        }
+        // The first two frames (no payload, then 5 bytes): each mask follows a 2-byte
+        // header.
+        assert_ne!(client.unwritten()[2..6], client.unwritten()[8..12], "masks differ");
     }
 }
