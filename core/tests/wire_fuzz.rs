@@ -206,7 +206,7 @@ fn reply() -> impl Strategy<Value = Reply> {
             }
         ),
         (node_id(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(node, keys, tombstones, bytes, collections)| Reply::Stats(NodeStats {
+            |(node, keys, tombstones, bytes, collections)| Reply::Stats(Box::new(NodeStats {
                 node,
                 keys,
                 tombstones,
@@ -221,7 +221,7 @@ fn reply() -> impl Strategy<Value = Reply> {
                     ..SyncStats::default()
                 },
                 ..NodeStats::default()
-            })
+            }))
         ),
         prop::collection::vec(
             (node_id(), ".{0,20}", prop::collection::vec(any::<u64>(), 0..5)).prop_map(

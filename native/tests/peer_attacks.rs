@@ -103,7 +103,7 @@ fn status_of(addr: &str, id: NodeId) -> Option<String> {
 fn stats(addr: &str) -> NodeStats {
     block_on(async {
         match open_client(addr).await.call(Op::Stats, Duration::from_secs(5)).await {
-            Ok(Reply::Stats(s)) => s,
+            Ok(Reply::Stats(s)) => *s,
             other => panic!("stats of {addr}: {other:?}"),
         }
     })

@@ -401,7 +401,7 @@ pub(super) fn start<S: Store>(
         }
         Op::Stats => {
             let stats = local_stats(node);
-            reply(node, ClientResponse { id, result: Reply::Stats(stats), ts: None });
+            reply(node, ClientResponse { id, result: Reply::Stats(Box::new(stats)), ts: None });
         }
         Op::Ring => {
             let members = node.ring();

@@ -346,7 +346,7 @@ pub enum Reply {
         msg: SyncMessage,
     },
     /// The answer to [`Op::Stats`].
-    Stats(NodeStats),
+    Stats(Box<NodeStats>),
     /// The answer to [`Op::Ring`].
     Ring {
         /// Every member the node knows, in ring order of their first token.

@@ -407,7 +407,7 @@ impl Client {
             None => self.any_call(Op::Stats).await?,
         };
         match reply {
-            Reply::Stats(s) => Ok(s),
+            Reply::Stats(s) => Ok(*s),
             other => Err(unexpected(other)),
         }
     }
