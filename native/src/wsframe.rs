@@ -23,8 +23,9 @@ use std::{
     io::{self, Cursor},
     pin::Pin,
     task::{ready, Context, Poll},
+    time::Duration,
 };
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::frame::{
     coding::{Control, Data, OpCode},
     FrameHeader,
@@ -293,6 +294,8 @@ pub struct FrameWriter {
     /// A client's writer masks every frame, with masks from this generator (xorshift,
     /// seeded by the standard library's per-process random keys); a server's does not.
     masks: Option<u64>,
+    /// Bytes were written since the stream was last flushed.
+    unflushed: bool,
 }
 
 impl FrameWriter {
@@ -357,6 +360,35 @@ impl FrameWriter {
         if let Some(mask) = mask {
             unmask(&mut out[start..], mask);
         }
+    }
+
+    /// Writes everything framed to `io`, then flushes it (a TLS stream may hold bytes
+    /// until flushed): ready once all of it is out, an error when the stream failed.
+    pub fn poll_send<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut W,
+    ) -> Poll<io::Result<()>> {
+        while !self.is_empty() {
+            let n = ready!(Pin::new(&mut *io).poll_write(cx, self.unwritten()))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(n);
+            self.unflushed = true;
+        }
+        if self.unflushed {
+            ready!(Pin::new(io).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends everything framed (a close frame last, as a rule), giving up after
+    /// `grace`: the connection is ending.
+    pub async fn send_within<W: AsyncWrite + Unpin>(&mut self, io: &mut W, grace: Duration) {
+        let send = std::future::poll_fn(|cx| self.poll_send(cx, io));
+        let _ = tokio::time::timeout(grace, send).await;
     }
 
     /// The framed bytes not written yet.

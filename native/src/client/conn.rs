@@ -19,7 +19,6 @@ use dhrt_core::{
 };
 use std::{
     collections::HashMap,
-    pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
@@ -28,7 +27,7 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncWrite},
     sync::{mpsc, oneshot},
 };
 use tokio_tungstenite::tungstenite;
@@ -231,26 +230,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut reader = FrameReader::of_server(max);
     let mut writer = FrameWriter::client();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
-    let mut flushing = false;
     loop {
         let event = std::future::poll_fn(|cx| {
-            while !writer.is_empty() {
-                match Pin::new(&mut io).poll_write(cx, writer.unwritten()) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
-                    Poll::Ready(Ok(n)) => {
-                        writer.advance(n);
-                        flushing = true;
-                    }
-                    Poll::Pending => break,
-                }
-            }
-            if writer.is_empty() && flushing {
-                // A TLS stream may hold bytes until flushed.
-                match Pin::new(&mut io).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => flushing = false,
-                    Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
-                    Poll::Pending => {}
-                }
+            if let Poll::Ready(Err(_)) = writer.poll_send(cx, &mut io) {
+                return Poll::Ready(Event::Gone);
             }
             if let Poll::Ready(n) = rx.poll_recv_many(cx, &mut batch, WRITE_BATCH) {
                 return Poll::Ready(if n == 0 { Event::Unused } else { Event::Requests });
@@ -290,26 +273,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                         deliver(waiters, id, result, false);
                     }
-                    Ok(Some(Incoming::Ping(payload))) => {
-                        let payload = payload.to_vec();
-                        writer.pong(&payload);
-                    }
+                    Ok(Some(Incoming::Ping(payload))) => writer.pong(payload),
                     Ok(Some(Incoming::Text | Incoming::Pong)) => {}
                     Ok(Some(Incoming::Close(_))) | Err(_) => return,
                 }
             },
             Event::Unused => {
                 writer.close(wsframe::NORMAL, "");
-                let flush = async {
-                    while !writer.is_empty() {
-                        match io.write(writer.unwritten()).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => writer.advance(n),
-                        }
-                    }
-                    let _ = io.flush().await;
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+                writer.send_within(&mut io, Duration::from_secs(1)).await;
                 return;
             }
             Event::Gone => return,

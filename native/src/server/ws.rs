@@ -47,14 +47,10 @@ use futures_util::FutureExt;
 use serde::Deserialize;
 use std::{
     future::Future,
-    pin::Pin,
     sync::{atomic::Ordering, Arc},
     task::Poll,
 };
-use tokio::{
-    io::{AsyncWrite, AsyncWriteExt},
-    sync::mpsc,
-};
+use tokio::sync::mpsc;
 
 use super::outbox::{self, Parcel};
 
@@ -222,7 +218,6 @@ impl Conn {
         let mut parcels = Vec::with_capacity(WRITE_BATCH);
         // Bytes of the output budget framed but not yet written.
         let mut owed = 0;
-        let mut flushing = false;
         // Frames the client sent right behind its upgrade request are already here.
         let mut event = Event::Read;
         loop {
@@ -268,28 +263,10 @@ impl Conn {
             }
             event = std::future::poll_fn(|cx| {
                 // Write first: what is framed leaves before more is taken in.
-                while !self.writer.is_empty() {
-                    match Pin::new(&mut self.io).poll_write(cx, self.writer.unwritten()) {
-                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                            return Poll::Ready(Event::Gone)
-                        }
-                        Poll::Ready(Ok(n)) => {
-                            self.writer.advance(n);
-                            flushing = true;
-                        }
-                        Poll::Pending => break,
-                    }
-                }
-                if self.writer.is_empty() && flushing {
-                    // A TLS stream may hold bytes until flushed; a TCP socket does not.
-                    match Pin::new(&mut self.io).poll_flush(cx) {
-                        Poll::Ready(Ok(())) => flushing = false,
-                        Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
-                        Poll::Pending => {}
-                    }
-                }
-                if !flushing && self.writer.is_empty() && owed > 0 {
-                    return Poll::Ready(Event::Written);
+                match self.writer.poll_send(cx, &mut self.io) {
+                    Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
+                    Poll::Ready(Ok(())) if owed > 0 => return Poll::Ready(Event::Written),
+                    _ => {}
                 }
                 if let Poll::Ready(reason) = closed.as_mut().poll(cx) {
                     return Poll::Ready(Event::ClosedByNode(reason));
@@ -327,16 +304,7 @@ impl Conn {
     /// Writes what is framed (a close frame last), for at most [`CLOSE_GRACE`]: the
     /// connection is ending.
     async fn close(&mut self) {
-        let write = async {
-            while !self.writer.is_empty() {
-                match self.io.write(self.writer.unwritten()).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => self.writer.advance(n),
-                }
-            }
-            let _ = self.io.flush().await;
-        };
-        let _ = tokio::time::timeout(CLOSE_GRACE, write).await;
+        self.writer.send_within(&mut self.io, CLOSE_GRACE).await;
     }
 
     /// Takes every whole frame that has arrived: requests go to the node thread (at most
@@ -368,8 +336,7 @@ impl Conn {
                         .into(),
                 ),
                 Ok(Some(Incoming::Ping(payload))) => {
-                    let payload = payload.to_vec();
-                    self.writer.pong(&payload);
+                    self.writer.pong(payload);
                     continue;
                 }
                 Ok(Some(Incoming::Pong)) => continue,
