@@ -18,6 +18,7 @@
 
 use super::serve::ServeArgs;
 use clap::{parser::ValueSource, ArgMatches};
+use dhrt::store::Reads;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -91,6 +92,8 @@ config_file! {
     max_collections: usize,
     /// `--cache-mb`.
     cache_mb: u64,
+    /// `--reads`: `memory` or `disk`.
+    reads: Reads,
     /// `--cluster-secret-file`.
     cluster_secret_file: PathBuf,
     /// `--tls-cert`.
@@ -329,6 +332,7 @@ mod tests {
             max_open_files,
             max_collections,
             cache_mb,
+            reads,
             cluster_secret_file,
             tls_cert,
             tls_key,
@@ -358,6 +362,7 @@ mod tests {
         assert!(memory.is_some() && join.is_some() && replicas.is_some() && vnodes.is_some());
         assert!(max_value.is_some() && leave_timeout.is_some() && min_free_mb.is_some());
         assert!(max_open_files.is_some() && max_collections.is_some() && cache_mb.is_some());
+        assert_eq!(reads, Some(Reads::Memory));
         assert!(cluster_secret_file.is_some() && tls_cert.is_some() && tls_key.is_some());
         assert!(tls_ca.is_some() && tls_client_auth.is_some() && admin_token_file.is_some());
         assert!(allow_origin.is_some() && metrics_public.is_some() && insecure.is_some());

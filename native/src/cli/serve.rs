@@ -8,7 +8,7 @@ use dhrt::server::{
     security::{Secret, SecurityOptions, TlsFiles},
     ServeOptions,
 };
-use dhrt::store::RedbOptions;
+use dhrt::store::{Reads, RedbOptions};
 use std::{path::PathBuf, time::Duration};
 
 /// Options of `dhrt serve`.
@@ -61,6 +61,12 @@ pub struct ServeArgs {
     /// share of what is left, up to 128 MiB and at least 1 MiB.
     #[arg(long, default_value_t = 1024)]
     pub cache_mb: u64,
+    /// Where a persisted node answers from: `memory` holds every record in RAM too and
+    /// writes the files behind on a thread of their own (as fast as --memory, still
+    /// durable before each answer; needs RAM for the data), `disk` reads the files
+    /// through the page cache (for data larger than memory).
+    #[arg(long, default_value = "memory", value_name = "memory|disk")]
+    pub reads: Reads,
     /// The cluster secret (at least 16 bytes; surrounding whitespace is trimmed) every
     /// peer proves it holds when a link opens. Required, with --admin-token-file, to
     /// listen on a non-loopback address.
@@ -254,6 +260,7 @@ async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 max_collections: args.max_collections,
                 cache_total_bytes: usize::try_from(args.cache_mb.saturating_mul(1 << 20))
                     .unwrap_or(usize::MAX),
+                reads: args.reads,
                 ..RedbOptions::default()
             },
         }

@@ -9,7 +9,7 @@
 //! it. [`init_logs`] sets up what a node process prints.
 
 use super::{driver::Ephemeral, Bound, ServeError, ServeOptions, Server};
-use crate::store::{NodeDb, RedbOptions, RedbStore};
+use crate::store::{MemFirstStore, NodeDb, Reads, RedbOptions, RedbStore};
 use dhrt_core::{node::Node, store::MemStore, NodeId};
 use std::{path::PathBuf, time::Instant};
 
@@ -96,9 +96,34 @@ fn launch_persisted(
     let hints = db.hints().map_err(in_dir)?;
     let peers = if opts.join.is_empty() { db.peers().map_err(in_dir)? } else { opts.join.clone() };
     let started = Instant::now();
-    let store = RedbStore::open(dir, options).map_err(in_dir)?;
-    let opened = started.elapsed();
     let config = super::node_config(opts, id, &bound.advertise);
+    let server = match options.reads {
+        Reads::Memory => {
+            let store = MemFirstStore::open(dir, options).map_err(in_dir)?;
+            let node = node_over(config, store, state, hints, started)?;
+            super::start(bound, node, db, opts, peers.clone())?
+        }
+        Reads::Disk => {
+            let store = RedbStore::open(dir, options).map_err(in_dir)?;
+            let node = node_over(config, store, state, hints, started)?;
+            super::start(bound, node, db, opts, peers.clone())?
+        }
+    };
+    if !peers.is_empty() && opts.join.is_empty() {
+        tracing::info!(?peers, "rejoining through the members known before the restart");
+    }
+    Ok(Launched { id, server, storage: format!("in {}", dir.display()) })
+}
+
+/// The node over an opened store: its state, the hints it kept, its trees built.
+fn node_over<S: dhrt_core::store::Store>(
+    config: dhrt_core::node::NodeConfig,
+    store: S,
+    state: dhrt_core::node::NodeState,
+    hints: Vec<(NodeId, dhrt_core::node::hints::Hint)>,
+    started: Instant,
+) -> Result<Node<S>, ServeError> {
+    let opened = started.elapsed();
     let mut node = Node::with_state(config, store, state)?;
     if !hints.is_empty() {
         tracing::info!(hints = hints.len(), "hints for other nodes restored");
@@ -112,11 +137,7 @@ fn launch_persisted(
         trees_ms = (started.elapsed() - opened).as_millis() as u64,
         "data dir opened"
     );
-    if !peers.is_empty() && opts.join.is_empty() {
-        tracing::info!(?peers, "rejoining through the members known before the restart");
-    }
-    let server = super::start(bound, node, db, opts, peers)?;
-    Ok(Launched { id, server, storage: format!("in {}", dir.display()) })
+    Ok(node)
 }
 
 /// Sends logs to stderr (coloured only on a terminal), filtered by `filter` (`info`,

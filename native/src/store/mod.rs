@@ -19,19 +19,26 @@
 //! after a batch of inputs and only then sends the acknowledgements, so one fsync
 //! covers many writes and nothing unacknowledged is mistaken for durable.
 //!
+//! [`MemFirstStore`] (a node's default, `--reads memory`) puts a `MemStore` holding every
+//! record in front of a `RedbStore` that a thread of its own writes behind: reads and
+//! merge decisions never touch the disk, acknowledgements still wait for the log's
+//! `fdatasync`, and checkpoints no longer stop the node thread.
+//!
 //! [`NodeDb`] is the small rest of what a node must remember across restarts. The
 //! entry encoding lives in [`codec`], the free-space reserve in `space`.
 
 mod cache;
 pub mod codec;
+mod mem_first;
 mod node_db;
 mod redb;
 pub mod repair;
 mod space;
 mod wal;
 
+pub use self::mem_first::MemFirstStore;
 pub use self::node_db::NodeDb;
-pub use self::redb::{RedbOptions, RedbStore, TOMBSTONE_FLOOR};
+pub use self::redb::{Reads, RedbOptions, RedbStore, TOMBSTONE_FLOOR};
 
 use dhrt_core::store::StoreError;
 use std::io;

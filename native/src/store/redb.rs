@@ -149,6 +149,34 @@ pub struct RedbOptions {
     /// Collections this store holds at most; creating one more is
     /// [`StoreError::Limit`]. Default 10,000.
     pub max_collections: usize,
+    /// Where a node over this data dir answers reads from (see [`Reads`]). Default
+    /// [`Reads::Memory`].
+    pub reads: Reads,
+}
+
+/// Where a persisted node answers from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reads {
+    /// Every record is also held in memory and the files are written behind, on a
+    /// thread of their own ([`super::MemFirstStore`]): as fast as a `--memory` node,
+    /// as much RAM as the data.
+    #[default]
+    Memory,
+    /// Records are read from the files through redb's page cache ([`RedbStore`] alone):
+    /// for data larger than memory.
+    Disk,
+}
+
+impl std::str::FromStr for Reads {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "memory" => Ok(Reads::Memory),
+            "disk" => Ok(Reads::Disk),
+            other => Err(format!("reads must be memory or disk, not {other:?}")),
+        }
+    }
 }
 
 impl Default for RedbOptions {
@@ -163,6 +191,7 @@ impl Default for RedbOptions {
             checkpoint_writes: 16_384,
             max_open_files: 256,
             max_collections: 10_000,
+            reads: Reads::default(),
         }
     }
 }
@@ -444,6 +473,11 @@ impl RedbStore {
         Ok(())
     }
 
+    /// Every collection this store holds, with records or not.
+    pub(crate) fn known_collections(&self) -> Vec<String> {
+        self.collections.keys().cloned().collect()
+    }
+
     /// The file that holds (or would hold) `collection`.
     fn path_of(&self, collection: &str) -> PathBuf {
         self.dir.join(format!("{collection}{EXTENSION}"))
@@ -547,7 +581,7 @@ impl RedbStore {
     /// How many bytes must stay free after a write that adds data: the reserve, what
     /// the log may still grow by before the next checkpoint, and that checkpoint's
     /// copy-on-write estimate (see the module docs).
-    fn keep_free(&self) -> u64 {
+    pub(crate) fn keep_free(&self) -> u64 {
         let log_room = self.options.checkpoint_bytes.saturating_sub(self.wal.len());
         let open_txns = self.open_files.get() as u64;
         let cow = self.txn_bytes.saturating_mul(2).saturating_add(open_txns * PAGE);
@@ -964,13 +998,37 @@ fn merge_into(
 ) -> Result<Merged, StoreError> {
     let (pos, key, entry) = record;
     let raw_key = codec::record_key(pos, key);
-    let old = get_from(table, pos, key)?;
-    if old.as_ref().is_some_and(|old| !entry.supersedes(old)) {
-        return Ok(Merged::Kept);
-    }
     buf.clear();
     codec::encode_entry_into(entry, buf);
-    table.insert(raw_key.as_slice(), buf.as_slice()).map_err(|e| engine_error("writing", e))?;
+    // Written first and the old version taken from what the insert returns: one descent
+    // of the B-tree instead of a lookup and then an insert. In the rare case the stored
+    // version wins (a replayed or repaired older write), it is put back.
+    let old = {
+        let replaced = table
+            .insert(raw_key.as_slice(), buf.as_slice())
+            .map_err(|e| engine_error("writing", e))?;
+        replaced.map(|raw| raw.value().to_vec())
+    };
+    let old = match old {
+        Some(raw) => match codec::decode_entry(&raw) {
+            Ok(old) if !entry.supersedes(&old) => {
+                table
+                    .insert(raw_key.as_slice(), raw.as_slice())
+                    .map_err(|e| engine_error("writing", e))?;
+                return Ok(Merged::Kept);
+            }
+            Ok(old) => Some(old),
+            Err(e) => {
+                // What was there cannot be read: it stays, and the write fails as the
+                // lookup before it did.
+                table
+                    .insert(raw_key.as_slice(), raw.as_slice())
+                    .map_err(|e| engine_error("writing", e))?;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     if let Some(old) = &old {
         stats.account(key, old, false);
     }
@@ -979,7 +1037,7 @@ fn merge_into(
 }
 
 /// About how many bytes a merge of `key` and `entry` adds to a file.
-fn write_size(key: &[u8], entry: &Entry) -> u64 {
+pub(crate) fn write_size(key: &[u8], entry: &Entry) -> u64 {
     (8 + key.len() + entry.size()) as u64
 }
 

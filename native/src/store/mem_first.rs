@@ -1,0 +1,680 @@
+//! `MemFirstStore`: a persisted store that answers from memory and writes behind on
+//! its own thread — Redis's model (every record in RAM, a log on disk) over dhrt's
+//! files.
+//!
+//! Every record of every collection is held in a [`MemStore`], so reads and the
+//! decision of each merge (which version wins, what it replaced) never touch the disk.
+//! The files are a [`RedbStore`] owned by a *disk thread*: each [`Store::flush_begin`]
+//! hands it the changes made since the last one (merges that changed something,
+//! removals, range deletes, in the order they were made), and the job returned waits
+//! until that thread has written them through the store's write-ahead log and its
+//! `fdatasync` — so, as with the `RedbStore` alone, no write is acknowledged before it
+//! is on disk ([`crate::server`] holds the answers until the job returns). The
+//! checkpoints that copy the log into the collection files (tens of milliseconds each)
+//! run on the disk thread too, so the node thread keeps serving through them.
+//!
+//! ## What it costs, and what it changes
+//!
+//! Memory: every record, as a `--memory` node holds them (about 215 bytes a key of
+//! 16 + 100 bytes, docs/benchmarks.md), beside redb's page cache. Opening a data dir
+//! reads every collection into memory. A node whose data does not fit in RAM uses
+//! `reads = "disk"` (the `RedbStore` alone).
+//!
+//! ## Failures
+//!
+//! Free space and the collection cap are checked here, before a write is taken, with
+//! the disk store's own floor ([`RedbStore::keep_free`], published by the disk thread
+//! after each job), so a full disk refuses a write with [`StoreError::Full`] up front as
+//! the `RedbStore` does. A failure the disk meets later — an I/O error, a commit that
+//! fails — fails that flush's job: the writes it carried are not acknowledged (the node
+//! answers them "not committed; retry"), and the node then calls
+//! [`Store::discard_uncommitted`], which waits for the disk thread, reads back what the
+//! files and the log really hold, and re-applies the changes not yet handed over — so
+//! what the store shows is again what is durable plus what is still on its way.
+//! Until then, a flush with nothing new that must wait for earlier writes (a read of
+//! them) fails too, so no answer shows a write that did not reach the disk.
+
+use super::redb::{write_size, RedbOptions, RedbStore, TOMBSTONE_FLOOR};
+use super::space::SpaceReserve;
+use bytes::Bytes;
+use dhrt_core::{
+    entry::Entry,
+    hash::{Interval, Position},
+    store::{
+        validate_collection, CollectionStats, MemStore, Merged, Record, StorageHealth, Store,
+        StoreError, SyncJob,
+    },
+};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    mpsc, Arc, Mutex,
+};
+use std::thread::JoinHandle;
+
+/// Jobs queued for the disk thread at most; a node that outruns its disk by more
+/// waits (it blocks on the queue) instead of growing it.
+const QUEUE: usize = 64;
+/// Records per page when memory is filled from the files.
+const PAGE: usize = 1024;
+
+/// One change made in memory, to be made on disk.
+#[derive(Debug, Clone)]
+enum Change {
+    Merge(Record),
+    Remove(Position, Bytes),
+    DeleteRange(Interval),
+}
+
+/// The answer to a hand-over: the changes are on disk, or why not.
+type Done = mpsc::SyncSender<Result<(), StoreError>>;
+
+/// Work for the disk thread.
+enum Job<D> {
+    /// Changes to make (after a checkpoint, when `checkpoint`), answered once the
+    /// flush that covers them returns (`flush`: one is needed).
+    Changes { batch: Vec<(String, Vec<Change>)>, checkpoint: bool, flush: bool, done: Done },
+    /// Anything else, run on the store in its turn.
+    Run(Task<D>),
+}
+
+/// A job other than changes: a closure run on the disk thread's store.
+type Task<D> = Box<dyn FnOnce(&mut D, &Shared) + Send>;
+
+/// What the disk thread needs of the store it writes through: [`RedbStore`], or a
+/// fault-injecting store in tests.
+pub trait DiskSide: Store + Send + 'static {
+    /// Bytes that new data must leave free on the disk (the reserve plus the room the
+    /// store still needs before its next checkpoint).
+    fn keep_free(&self) -> u64;
+    /// Every collection that exists, with records or not.
+    fn known_collections(&self) -> Vec<String>;
+    /// Makes what was flushed part of the files, giving the log's room back.
+    fn checkpoint(&mut self) -> Result<(), StoreError>;
+}
+
+impl DiskSide for RedbStore {
+    fn keep_free(&self) -> u64 {
+        RedbStore::keep_free(self)
+    }
+    fn known_collections(&self) -> Vec<String> {
+        RedbStore::known_collections(self)
+    }
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        RedbStore::checkpoint(self)
+    }
+}
+
+/// What the disk thread tells the node thread, updated after every job.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Jobs finished.
+    done: AtomicU64,
+    /// [`RedbStore::keep_free`] after the last job: the floor new data must leave.
+    keep_free: AtomicU64,
+    /// [`Store::health`] of the files after the last job.
+    health: Mutex<StorageHealth>,
+    /// The first failure since the last [`Store::discard_uncommitted`].
+    failed: Mutex<Option<StoreError>>,
+}
+
+impl Shared {
+    fn publish(&self, store: &impl DiskSide) {
+        self.keep_free.store(store.keep_free(), Ordering::Relaxed);
+        *lock(&self.health) = store.health();
+    }
+
+    fn fail(&self, e: &StoreError) {
+        lock(&self.failed).get_or_insert_with(|| e.clone());
+    }
+
+    fn failure(&self) -> Option<StoreError> {
+        lock(&self.failed).clone()
+    }
+}
+
+/// A mutex's guard, whether or not a thread panicked holding it (the data is counters
+/// and a copy of the health; nothing half-written).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The persisted store that serves from memory (see the module docs).
+pub struct MemFirstStore<D: DiskSide = RedbStore> {
+    live: MemStore,
+    /// Changes made since the last flush, in order, grouped by collection.
+    batch: Vec<(String, Vec<Change>)>,
+    /// Every collection that exists (in memory or on disk), for the cap.
+    known: BTreeSet<String>,
+    max_collections: usize,
+    space: SpaceReserve,
+    /// A write was refused for room: the next job checkpoints, which gives the log's
+    /// room back.
+    squeezed: bool,
+    jobs: Option<mpsc::SyncSender<Job<D>>>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    /// Jobs sent.
+    sent: u64,
+}
+
+impl<D: DiskSide> std::fmt::Debug for MemFirstStore<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemFirstStore")
+            .field("collections", &self.known)
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemFirstStore<RedbStore> {
+    /// Opens the data dir `dir` as [`RedbStore::open`] does (replaying its log), reads
+    /// every collection into memory and starts the disk thread.
+    pub fn open(dir: &Path, options: RedbOptions) -> Result<Self, StoreError> {
+        let disk = RedbStore::open(dir, options.clone())?;
+        fits_in_memory(&disk, available_memory())?;
+        let space = SpaceReserve::new(dir.to_path_buf(), options.min_free_bytes);
+        MemFirstStore::over(disk, space, options.max_collections)
+    }
+}
+
+impl<D: DiskSide> MemFirstStore<D> {
+    /// Serves `disk`'s records from memory, writing behind on a thread of its own;
+    /// `space` is checked before a write is taken, and at most `max_collections` exist.
+    pub(crate) fn over(
+        mut disk: D,
+        space: SpaceReserve,
+        max_collections: usize,
+    ) -> Result<Self, StoreError> {
+        let mut live = MemStore::new();
+        let known: BTreeSet<String> = disk.known_collections().into_iter().collect();
+        for c in disk.collections()? {
+            load(&disk, &c, &mut live)?;
+        }
+        let shared = Arc::new(Shared::default());
+        shared.publish(&disk);
+        let (jobs, queue) = mpsc::sync_channel::<Job<D>>(QUEUE);
+        let on_disk = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("dhrt-disk".into())
+            .spawn(move || {
+                serve(&mut disk, &queue, &on_disk);
+                // The node stopped: what was acknowledged is in the log; a last
+                // checkpoint only saves the next start its replay.
+                if let Err(e) = disk.checkpoint() {
+                    tracing::warn!(error = %e, "last checkpoint failed; the log keeps every write");
+                }
+            })
+            .map_err(|e| StoreError::Io(format!("starting the disk thread: {e}")))?;
+        Ok(MemFirstStore {
+            live,
+            batch: Vec::new(),
+            known,
+            max_collections,
+            space,
+            squeezed: false,
+            jobs: Some(jobs),
+            thread: Some(thread),
+            shared,
+            sent: 0,
+        })
+    }
+
+    /// Queues `job` for the disk thread (waiting while its queue is full).
+    fn send(&mut self, job: Job<D>) -> Result<(), StoreError> {
+        let stopped = || StoreError::Io("the disk thread stopped".into());
+        self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// Whether jobs sent are still running or queued.
+    fn in_flight(&self) -> bool {
+        self.shared.done.load(Ordering::Acquire) < self.sent
+    }
+
+    /// Runs `job` on the disk thread after everything queued before it and waits for
+    /// its answer.
+    fn call<T: Send + 'static>(
+        &mut self,
+        job: impl FnOnce(&mut D) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Job::Run(Box::new(move |s, _| {
+            let _ = tx.send(job(s));
+        })))?;
+        rx.recv().map_err(|_| StoreError::Io("the disk thread stopped".into()))?
+    }
+
+    /// Hands the changes made since the last flush to the disk thread (flushed there
+    /// when `flush`); returns the job that waits for them.
+    fn hand_over(&mut self, flush: bool) -> Result<SyncJob, StoreError> {
+        let batch = std::mem::take(&mut self.batch);
+        let checkpoint = std::mem::take(&mut self.squeezed);
+        let (done, answer) = mpsc::sync_channel(1);
+        self.send(Job::Changes { batch, checkpoint, flush, done })?;
+        Ok(Box::new(move || {
+            answer.recv().unwrap_or_else(|_| Err(StoreError::Io("the disk thread stopped".into())))
+        }))
+    }
+
+    /// Records `change` to `collection` for the next hand-over.
+    fn record(&mut self, collection: &str, change: Change) {
+        match self.batch.last_mut() {
+            Some((c, changes)) if c == collection => changes.push(change),
+            _ => self.batch.push((collection.to_string(), vec![change])),
+        }
+    }
+
+    /// Admits a write of `bytes` (all tombstones: `deletes`) into `collection`: the
+    /// collection cap for a new one, then the free space the disk store needs.
+    fn admit(&mut self, collection: &str, bytes: u64, deletes: bool) -> Result<(), StoreError> {
+        validate_collection(collection)?;
+        if !self.known.contains(collection) && self.known.len() >= self.max_collections {
+            return Err(StoreError::Limit(format!(
+                "this node holds {} collections, the most it allows (max-collections); \
+                 drop unused collections or raise the limit",
+                self.known.len()
+            )));
+        }
+        let keep = if deletes {
+            TOMBSTONE_FLOOR
+        } else {
+            self.space.reserve().max(self.shared.keep_free.load(Ordering::Relaxed))
+        };
+        let admitted = self.space.admit(bytes, keep);
+        if admitted.is_err() {
+            self.squeezed = true;
+        }
+        admitted
+    }
+}
+
+/// The disk thread: takes jobs in order until the store is dropped. Changes are made
+/// as they come and answered after one flush for all that arrived while the disk was
+/// busy (group commit: one `fdatasync` covers every hand-over waiting for it); any
+/// other job first settles the changes before it.
+fn serve<D: DiskSide>(disk: &mut D, queue: &mpsc::Receiver<Job<D>>, shared: &Shared) {
+    let mut waiting: Vec<(Result<(), StoreError>, Done)> = Vec::new();
+    let mut flush = false;
+    loop {
+        let next = if waiting.is_empty() {
+            queue.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
+        } else {
+            queue.try_recv()
+        };
+        let job = match next {
+            Ok(job) => job,
+            Err(mpsc::TryRecvError::Empty) => {
+                settle(disk, shared, &mut waiting, std::mem::take(&mut flush));
+                continue;
+            }
+            Err(mpsc::TryRecvError::Disconnected) => {
+                settle(disk, shared, &mut waiting, flush);
+                return;
+            }
+        };
+        match job {
+            Job::Changes { batch, checkpoint, flush: wanted, done } => {
+                let mut outcome = apply(disk, batch);
+                if checkpoint {
+                    outcome = outcome.and(disk.checkpoint());
+                }
+                flush |= wanted;
+                waiting.push((outcome, done));
+            }
+            Job::Run(run) => {
+                settle(disk, shared, &mut waiting, std::mem::take(&mut flush));
+                run(disk, shared);
+                shared.done.fetch_add(1, Ordering::Release);
+            }
+        }
+        shared.publish(disk);
+    }
+}
+
+/// Flushes (when `flush`) and answers every hand-over `waiting`: with its own failure,
+/// the flush's, or an earlier one not yet discarded (a driver may wait on the newest
+/// job only, which answers for the older ones).
+fn settle(
+    disk: &mut impl DiskSide,
+    shared: &Shared,
+    waiting: &mut Vec<(Result<(), StoreError>, Done)>,
+    flush: bool,
+) {
+    if waiting.is_empty() && !flush {
+        return;
+    }
+    let flushed = if flush { disk.flush() } else { Ok(()) };
+    for (outcome, done) in waiting.drain(..) {
+        let mut outcome = outcome.and(flushed.clone());
+        match &outcome {
+            Err(e) => shared.fail(e),
+            Ok(()) => outcome = shared.failure().map_or(Ok(()), Err),
+        }
+        let _ = done.send(outcome);
+        shared.done.fetch_add(1, Ordering::Release);
+    }
+    shared.publish(disk);
+}
+
+/// Bytes a record takes in memory beyond its key and [`Entry::size`]: the record's
+/// header and the allocator's rounding, its index slot, its share of the Merkle tree.
+const PER_KEY: u64 = 80;
+
+/// Refuses to read the data into memory when it would not fit in `available` bytes
+/// (`None`: the system does not say, and the data is read).
+fn fits_in_memory(disk: &impl DiskSide, available: Option<u64>) -> Result<(), StoreError> {
+    let Some(available) = available else { return Ok(()) };
+    let (mut keys, mut bytes) = (0u64, 0u64);
+    for c in disk.known_collections() {
+        let stats = disk.stats(&c)?;
+        keys += stats.entries;
+        bytes += stats.bytes;
+    }
+    let needed = bytes.saturating_add(keys.saturating_mul(PER_KEY));
+    if needed > available {
+        return Err(StoreError::Limit(format!(
+            "holding this data dir's {keys} keys in memory (--reads memory) needs about {} MiB \
+             and {} MiB are available; start with --reads disk, or on a machine with more \
+             memory",
+            needed >> 20,
+            available >> 20
+        )));
+    }
+    Ok(())
+}
+
+/// The memory the system could give this process now (`MemAvailable`), in bytes.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// Reads `collection` from the files into `live`.
+fn load(disk: &impl DiskSide, collection: &str, live: &mut MemStore) -> Result<(), StoreError> {
+    pages(disk, collection, |page| live.merge_batch(collection, &page).map(drop))
+}
+
+/// Reads `collection` from the files a page at a time, in order, into `each`.
+fn pages(
+    disk: &impl DiskSide,
+    collection: &str,
+    mut each: impl FnMut(Vec<Record>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut after: Option<(Position, Bytes)> = None;
+    loop {
+        let cursor = after.as_ref().map(|(p, k)| (*p, &k[..]));
+        let page = disk.range(collection, Interval::full(), cursor, PAGE)?;
+        let Some(last) = page.last() else { return Ok(()) };
+        after = Some((last.pos, last.key.clone()));
+        let full = page.len() == PAGE;
+        each(page)?;
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// What the disk thread sends back when memory is rebuilt from the files.
+enum Page {
+    /// Every collection that exists on disk.
+    Names(Vec<String>),
+    /// Records of one collection, in order.
+    Records(String, Vec<Record>),
+}
+
+/// Sends every collection's name, then its records a page at a time, through `to`.
+fn send_pages(
+    s: &impl DiskSide,
+    to: &mpsc::SyncSender<Result<Page, StoreError>>,
+) -> Result<(), StoreError> {
+    let gone = || StoreError::Io("nobody reads the pages".into());
+    to.send(Ok(Page::Names(s.known_collections()))).map_err(|_| gone())?;
+    for c in s.collections()? {
+        pages(s, &c, |page| to.send(Ok(Page::Records(c.clone(), page))).map_err(|_| gone()))?;
+    }
+    Ok(())
+}
+
+/// Makes `batch` on the disk store, in order: consecutive merges into one collection
+/// as one `merge_batch`. Every change is tried; the first failure is returned.
+fn apply(s: &mut impl DiskSide, batch: Vec<(String, Vec<Change>)>) -> Result<(), StoreError> {
+    let mut first = Ok(());
+    let mut keep = |r: Result<(), StoreError>| {
+        if let Err(e) = r {
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    };
+    for (collection, changes) in batch {
+        let mut merges: Vec<Record> = Vec::new();
+        for change in changes {
+            match change {
+                Change::Merge(r) => merges.push(r),
+                other => {
+                    if !merges.is_empty() {
+                        keep(s.merge_batch(&collection, &std::mem::take(&mut merges)).map(drop));
+                    }
+                    keep(match other {
+                        Change::Remove(pos, key) => s.remove(&collection, pos, &key).map(drop),
+                        Change::DeleteRange(interval) => {
+                            s.delete_range(&collection, interval).map(drop)
+                        }
+                        Change::Merge(_) => Ok(()),
+                    });
+                }
+            }
+        }
+        if !merges.is_empty() {
+            keep(s.merge_batch(&collection, &merges).map(drop));
+        }
+    }
+    first
+}
+
+impl<D: DiskSide> Drop for MemFirstStore<D> {
+    fn drop(&mut self) {
+        // Changes not flushed were never acknowledged: they go. The disk thread ends
+        // with its queue (after a last checkpoint).
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<D: DiskSide> Store for MemFirstStore<D> {
+    fn collections(&self) -> Result<Vec<String>, StoreError> {
+        self.live.collections()
+    }
+
+    fn get(
+        &self,
+        collection: &str,
+        pos: Position,
+        key: &[u8],
+    ) -> Result<Option<Entry>, StoreError> {
+        self.live.get(collection, pos, key)
+    }
+
+    fn merge(
+        &mut self,
+        collection: &str,
+        pos: Position,
+        key: &Bytes,
+        entry: Entry,
+    ) -> Result<Merged, StoreError> {
+        dhrt_core::store::validate_key(key)?;
+        self.admit(collection, write_size(key, &entry), entry.is_tombstone())?;
+        let merged = self.live.merge(collection, pos, key, entry.clone())?;
+        self.known.insert_if_missing(collection);
+        if merged.changed() {
+            self.record(collection, Change::Merge(Record { pos, key: key.clone(), entry }));
+        }
+        Ok(merged)
+    }
+
+    fn merge_batch(
+        &mut self,
+        collection: &str,
+        records: &[Record],
+    ) -> Result<Vec<Merged>, StoreError> {
+        for r in records {
+            dhrt_core::store::validate_key(&r.key)?;
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bytes = records.iter().map(|r| write_size(&r.key, &r.entry)).sum();
+        self.admit(collection, bytes, records.iter().all(|r| r.entry.is_tombstone()))?;
+        let merged = self.live.merge_batch(collection, records)?;
+        self.known.insert_if_missing(collection);
+        for (r, m) in records.iter().zip(&merged) {
+            if m.changed() {
+                self.record(collection, Change::Merge(r.clone()));
+            }
+        }
+        Ok(merged)
+    }
+
+    fn remove(
+        &mut self,
+        collection: &str,
+        pos: Position,
+        key: &[u8],
+    ) -> Result<Option<Entry>, StoreError> {
+        let removed = self.live.remove(collection, pos, key)?;
+        if removed.is_some() {
+            self.record(collection, Change::Remove(pos, Bytes::copy_from_slice(key)));
+        }
+        Ok(removed)
+    }
+
+    fn range(
+        &self,
+        collection: &str,
+        interval: Interval,
+        after: Option<(Position, &[u8])>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.live.range(collection, interval, after, limit)
+    }
+
+    fn delete_range(&mut self, collection: &str, interval: Interval) -> Result<u64, StoreError> {
+        let removed = self.live.delete_range(collection, interval)?;
+        if removed > 0 {
+            self.record(collection, Change::DeleteRange(interval));
+        }
+        Ok(removed)
+    }
+
+    fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError> {
+        if !self.known.contains(collection) {
+            return Ok(false);
+        }
+        // What was changed before the drop reaches the disk before it (a drop voids it
+        // anyway), then the drop is made durable there and waited for.
+        if !self.batch.is_empty() {
+            drop(self.hand_over(false)?);
+        }
+        let name = collection.to_string();
+        self.call(move |s| s.drop_collection(&name).and_then(|had| s.flush().map(|()| had)))?;
+        self.known.remove(collection);
+        self.live.drop_collection(collection)
+    }
+
+    fn stats(&self, collection: &str) -> Result<CollectionStats, StoreError> {
+        self.live.stats(collection)
+    }
+
+    fn health(&self) -> StorageHealth {
+        let mut health = lock(&self.shared.health).clone();
+        if let Some(e) = self.shared.failure() {
+            health.error.get_or_insert_with(|| e.to_string());
+        }
+        health
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        match self.flush_begin()? {
+            Some(job) => job(),
+            None => Ok(()),
+        }
+    }
+
+    fn flush_begin(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        if !self.batch.is_empty() || self.squeezed {
+            return self.hand_over(true).map(Some);
+        }
+        if !self.in_flight() {
+            return match self.shared.failure() {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
+        }
+        // Nothing new, but earlier writes are still on their way to the disk: answers
+        // of this batch (reads of them) wait for them too, and fail if they failed.
+        self.hand_over(false).map(Some)
+    }
+
+    fn discard_uncommitted(&mut self) -> Result<(), StoreError> {
+        // Everything queued runs first; then memory is rebuilt from what the files and
+        // the log hold, and the changes not handed over yet are made again on top.
+        let (pages, from_disk) = mpsc::sync_channel::<Result<Page, StoreError>>(4);
+        self.send(Job::Run(Box::new(move |s, shared| {
+            let sent = send_pages(s, &pages);
+            if let Err(e) = sent {
+                let _ = pages.send(Err(e));
+            }
+            *lock(&shared.failed) = None;
+        })))?;
+        let mut live = MemStore::new();
+        let mut known = BTreeSet::new();
+        for page in from_disk {
+            match page? {
+                Page::Names(names) => known = names.into_iter().collect(),
+                Page::Records(c, records) => drop(live.merge_batch(&c, &records)?),
+            }
+        }
+        for (c, changes) in &self.batch {
+            for change in changes {
+                match change {
+                    Change::Merge(r) => {
+                        live.merge(c, r.pos, &r.key, r.entry.clone())?;
+                    }
+                    Change::Remove(pos, key) => {
+                        live.remove(c, *pos, key)?;
+                    }
+                    Change::DeleteRange(interval) => {
+                        live.delete_range(c, *interval)?;
+                    }
+                }
+            }
+        }
+        known.extend(self.batch.iter().map(|(c, _)| c.clone()));
+        self.live = live;
+        self.known = known;
+        Ok(())
+    }
+}
+
+/// `insert` without allocating the name when it is already there (every write asks).
+trait InsertIfMissing {
+    fn insert_if_missing(&mut self, name: &str);
+}
+
+impl InsertIfMissing for BTreeSet<String> {
+    fn insert_if_missing(&mut self, name: &str) {
+        if !self.contains(name) {
+            self.insert(name.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
