@@ -56,6 +56,12 @@ use std::thread::JoinHandle;
 /// Jobs queued for the disk thread at most; a node that outruns its disk by more
 /// waits (it blocks on the queue) instead of growing it.
 const QUEUE: usize = 64;
+/// Writes between two checkpoints at least: staged writes are collapsed to one per key
+/// until the checkpoint, so the rarer it is the fewer the file's writes.
+const STAGED_WRITES: u64 = 1 << 18;
+/// The log's bound at least, for the same reason (replaying it is what a start after a
+/// crash costs: about a second per 64 MiB).
+const STAGED_LOG_BYTES: u64 = 64 << 20;
 /// Records per page when memory is filled from the files.
 const PAGE: usize = 1024;
 
@@ -92,6 +98,11 @@ pub trait DiskSide: Store + Send + 'static {
     fn known_collections(&self) -> Vec<String>;
     /// Makes what was flushed part of the files, giving the log's room back.
     fn checkpoint(&mut self) -> Result<(), StoreError>;
+    /// Takes `records` — each the winner of its key, decided in memory — to be made
+    /// durable by the next flush, like `merge_batch` without its answer.
+    fn stage(&mut self, collection: &str, records: Vec<Record>) -> Result<(), StoreError> {
+        self.merge_batch(collection, &records).map(drop)
+    }
 }
 
 impl DiskSide for RedbStore {
@@ -103,6 +114,9 @@ impl DiskSide for RedbStore {
     }
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         RedbStore::checkpoint(self)
+    }
+    fn stage(&mut self, collection: &str, records: Vec<Record>) -> Result<(), StoreError> {
+        RedbStore::stage(self, collection, records)
     }
 }
 
@@ -172,6 +186,11 @@ impl MemFirstStore<RedbStore> {
     /// Opens the data dir `dir` as [`RedbStore::open`] does (replaying its log), reads
     /// every collection into memory and starts the disk thread.
     pub fn open(dir: &Path, options: RedbOptions) -> Result<Self, StoreError> {
+        let options = RedbOptions {
+            checkpoint_writes: options.checkpoint_writes.max(STAGED_WRITES),
+            checkpoint_bytes: options.checkpoint_bytes.max(STAGED_LOG_BYTES),
+            ..options
+        };
         let disk = RedbStore::open(dir, options.clone())?;
         fits_in_memory(&disk, available_memory())?;
         let space = SpaceReserve::new(dir.to_path_buf(), options.min_free_bytes);
@@ -441,7 +460,7 @@ fn send_pages(
 }
 
 /// Makes `batch` on the disk store, in order: consecutive merges into one collection
-/// as one `merge_batch`. Every change is tried; the first failure is returned.
+/// staged together ([`DiskSide::stage`]). Every change is tried; the first failure is returned.
 fn apply(s: &mut impl DiskSide, batch: Vec<(String, Vec<Change>)>) -> Result<(), StoreError> {
     let mut first = Ok(());
     let mut keep = |r: Result<(), StoreError>| {
@@ -458,7 +477,7 @@ fn apply(s: &mut impl DiskSide, batch: Vec<(String, Vec<Change>)>) -> Result<(),
                 Change::Merge(r) => merges.push(r),
                 other => {
                     if !merges.is_empty() {
-                        keep(s.merge_batch(&collection, &std::mem::take(&mut merges)).map(drop));
+                        keep(s.stage(&collection, std::mem::take(&mut merges)));
                     }
                     keep(match other {
                         Change::Remove(pos, key) => s.remove(&collection, pos, &key).map(drop),
@@ -471,7 +490,7 @@ fn apply(s: &mut impl DiskSide, batch: Vec<(String, Vec<Change>)>) -> Result<(),
             }
         }
         if !merges.is_empty() {
-            keep(s.merge_batch(&collection, &merges).map(drop));
+            keep(s.stage(&collection, merges));
         }
     }
     first
@@ -627,6 +646,11 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
         // the log hold, and the changes not handed over yet are made again on top.
         let (pages, from_disk) = mpsc::sync_channel::<Result<Page, StoreError>>(4);
         self.send(Job::Run(Box::new(move |s, shared| {
+            // Staged writes reach the files first (reads do not see them before); a
+            // failure here is the store's own to recover from, from its log.
+            if let Err(e) = s.checkpoint() {
+                tracing::warn!(error = %e, "checkpoint before reading back failed");
+            }
             let sent = send_pages(s, &pages);
             if let Err(e) = sent {
                 let _ = pages.send(Err(e));

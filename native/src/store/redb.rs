@@ -138,7 +138,8 @@ pub struct RedbOptions {
     /// near the memory the OS can spare for caching; 0 turns it off. Default 1 GiB.
     pub preload_bytes: u64,
     /// A flush checkpoints instead of appending to the write-ahead log when the log
-    /// would grow past this many bytes. Default 8 MiB.
+    /// would grow past this many bytes, or past an eighth of the disk's free space.
+    /// Default 8 MiB.
     pub checkpoint_bytes: u64,
     /// A flush checkpoints when the open transactions hold this many writes (they keep
     /// the pages they touched in memory until then). Default 16,384.
@@ -261,6 +262,10 @@ pub struct RedbStore {
     txn_bytes: u64,
     /// The last failure not yet recovered from, for [`Store::health`].
     trouble: Option<String>,
+    /// Writes taken by [`RedbStore::stage`]: logged, but put in their collection's
+    /// transaction only at the next checkpoint (or before a removal from the same
+    /// collection), the newest of each key only.
+    staged: BTreeMap<String, BTreeMap<(Position, Bytes), Entry>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -303,6 +308,7 @@ impl RedbStore {
             clock: Cell::new(0),
             txn_bytes: 0,
             trouble: None,
+            staged: BTreeMap::new(),
         };
         let mut preload = store.options.preload_bytes;
         for (name, path) in files {
@@ -416,6 +422,9 @@ impl RedbStore {
     /// Aborts `collection`'s transaction and closes its file after a failure: its
     /// counts go back to the last checkpoint and it is stale until recovered.
     fn close_after_failure(&mut self, collection: &str, why: StoreError) {
+        // What was staged and flushed is in the log, which the recovery replays; what
+        // was not flushed goes with the transaction.
+        self.staged.remove(collection);
         let Some(c) = self.collections.get(collection) else { return };
         self.close_file(&mut c.handle.borrow_mut());
         let Some(c) = self.collections.get_mut(collection) else { return };
@@ -439,6 +448,11 @@ impl RedbStore {
     /// on its own when it should (see the module docs).
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
         let mut first_error = None;
+        for name in self.staged.keys().cloned().collect::<Vec<_>>() {
+            if let Err(e) = self.unstage(&name) {
+                first_error.get_or_insert(e);
+            }
+        }
         let mut failed = Vec::new();
         for (name, c) in &mut self.collections {
             c.log.clear();
@@ -470,6 +484,53 @@ impl RedbStore {
         self.removed = false;
         self.trouble = None;
         self.close_idle();
+        Ok(())
+    }
+
+    /// Takes `records` as winners to write behind (a store in front of this one
+    /// decided them, [`super::MemFirstStore`]): each is logged at once — durable with
+    /// the next flush, as a merge is — and kept here, the newest of each key only,
+    /// until the next checkpoint writes them into the file in key order. So a key
+    /// written many times between two checkpoints costs the file one write, and a write
+    /// costs no B-tree search when it is taken. Reads of this store do not see staged
+    /// records before that checkpoint.
+    pub(crate) fn stage(
+        &mut self,
+        collection: &str,
+        records: Vec<Record>,
+    ) -> Result<(), StoreError> {
+        validate_collection(collection)?;
+        for r in &records {
+            validate_key(&r.key)?;
+        }
+        if !self.collections.contains_key(collection) {
+            self.create_collection(collection)?;
+        }
+        if self.collections[collection].stale.is_some() {
+            self.recover(collection)?;
+        }
+        let bytes: u64 = records.iter().map(|r| write_size(&r.key, &r.entry)).sum();
+        self.txn_bytes = self.txn_bytes.saturating_add(bytes);
+        let Some(c) = self.collections.get_mut(collection) else { return Ok(()) };
+        let staged = self.staged.entry(collection.to_string()).or_default();
+        for r in records {
+            wal::encode_merge(&mut c.log, collection, r.pos, &r.key, &r.entry);
+            c.pending += 1;
+            c.in_txn += 1;
+            staged.insert((r.pos, r.key), r.entry);
+        }
+        Ok(())
+    }
+
+    /// Writes what is staged for `collection` into its transaction.
+    fn unstage(&mut self, collection: &str) -> Result<(), StoreError> {
+        let Some(staged) = self.staged.remove(collection) else { return Ok(()) };
+        self.write(collection, true, |table, stats| {
+            let mut buf = Vec::new();
+            staged.iter().try_for_each(|((pos, key), entry)| {
+                merge_into(table, stats, (*pos, key, entry), &mut buf).map(drop)
+            })
+        })?;
         Ok(())
     }
 
@@ -578,11 +639,20 @@ impl RedbStore {
         sync_dir(&self.dir)
     }
 
+    /// How long the log may grow before a checkpoint: [`RedbOptions::checkpoint_bytes`],
+    /// but never more than an eighth of the disk's free space (at least 1 MiB), so a
+    /// small disk checkpoints sooner instead of refusing writes to keep room for a long
+    /// log.
+    fn log_bound(&self) -> u64 {
+        let free = self.space.free().unwrap_or(u64::MAX);
+        self.options.checkpoint_bytes.min((free / 8).max(1 << 20))
+    }
+
     /// How many bytes must stay free after a write that adds data: the reserve, what
     /// the log may still grow by before the next checkpoint, and that checkpoint's
     /// copy-on-write estimate (see the module docs).
     pub(crate) fn keep_free(&self) -> u64 {
-        let log_room = self.options.checkpoint_bytes.saturating_sub(self.wal.len());
+        let log_room = self.log_bound().saturating_sub(self.wal.len());
         let open_txns = self.open_files.get() as u64;
         let cow = self.txn_bytes.saturating_mul(2).saturating_add(open_txns * PAGE);
         self.space.reserve().saturating_add(log_room).saturating_add(cow)
@@ -1119,7 +1189,9 @@ impl Store for RedbStore {
         pos: Position,
         key: &[u8],
     ) -> Result<Option<Entry>, StoreError> {
-        // Removals are not held to the free-space reserve: they give space back.
+        // Removals are not held to the free-space reserve: they give space back. What
+        // is staged for the collection goes in first: it came before.
+        self.unstage(collection)?;
         let removed = self.write(collection, false, |table, stats| {
             let raw = codec::record_key(pos, key);
             let old = table.remove(raw.as_slice()).map_err(|e| engine_error("removing", e))?;
@@ -1148,6 +1220,7 @@ impl Store for RedbStore {
     }
 
     fn delete_range(&mut self, collection: &str, interval: Interval) -> Result<u64, StoreError> {
+        self.unstage(collection)?;
         let removed = self.write(collection, false, |table, stats| {
             let mut n = 0;
             for seg in interval.segments().into_iter().flatten() {
@@ -1172,6 +1245,7 @@ impl Store for RedbStore {
     }
 
     fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError> {
+        self.staged.remove(collection);
         if !self.collections.contains_key(collection) {
             return Ok(false);
         }
@@ -1224,7 +1298,7 @@ impl Store for RedbStore {
         let outcome = if self.removed
             || self.squeezed
             || self.wal.sync_failed()
-            || self.wal.len() + logged > self.options.checkpoint_bytes
+            || self.wal.len() + logged > self.log_bound()
             || in_txn >= self.options.checkpoint_writes
         {
             self.checkpoint().map(|()| None)

@@ -693,3 +693,33 @@ fn open_files_share_one_cache_budget() {
     assert!(s.drop_collection("e").unwrap());
     assert_eq!(caches(&s).iter().sum::<usize>(), s.cache_granted.get(), "a drop gives back");
 }
+
+#[test]
+fn staged_writes_are_durable_with_the_flush_and_reach_the_file_at_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    let rec = |pos, key: &str, ts| Record { pos, key: k(key), entry: v(ts, key) };
+    s.stage("c", vec![rec(1, "a", 1), rec(2, "b", 1)]).unwrap();
+    s.stage("c", vec![rec(1, "a", 2)]).unwrap(); // the newest of a key only
+    s.flush().unwrap();
+    s.stage("c", vec![rec(3, "unflushed", 1)]).unwrap();
+    drop(s); // a crash: nothing was checkpointed, the log has the flushed ones
+    let mut s = open(&dir);
+    assert_eq!(s.get("c", 1, b"a").unwrap(), Some(v(2, "a")));
+    assert_eq!(s.get("c", 2, b"b").unwrap(), Some(v(1, "b")));
+    assert_eq!(s.get("c", 3, b"unflushed").unwrap(), None);
+    // Staged, then removed: the removal comes after, whatever the checkpoint does.
+    s.stage("c", vec![rec(4, "gone", 1), rec(5, "kept", 1)]).unwrap();
+    assert_eq!(s.remove("c", 4, b"gone").unwrap(), Some(v(1, "gone")));
+    s.stage("c", vec![rec(6, "later", 1)]).unwrap();
+    s.flush().unwrap();
+    s.checkpoint().unwrap();
+    assert_eq!(s.wal.len(), 0, "the checkpoint emptied the log");
+    assert_eq!(s.get("c", 4, b"gone").unwrap(), None);
+    assert_eq!(s.get("c", 6, b"later").unwrap(), Some(v(1, "later")));
+    let stats = s.stats("c").unwrap();
+    drop(s);
+    let s = open(&dir);
+    assert_eq!(s.stats("c").unwrap(), stats, "the counts were committed with the records");
+    assert_eq!(stats.entries, 4);
+}
