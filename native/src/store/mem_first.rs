@@ -62,6 +62,8 @@ const STAGED_WRITES: u64 = 1 << 18;
 /// The log's bound at least, for the same reason (replaying it is what a start after a
 /// crash costs: about a second per 64 MiB).
 const STAGED_LOG_BYTES: u64 = 64 << 20;
+/// Values at least this long are shared with the disk thread rather than copied.
+const SHARE_FROM: usize = 1024;
 /// Records per page when memory is filled from the files.
 const PAGE: usize = 1024;
 
@@ -310,6 +312,22 @@ impl<D: DiskSide> MemFirstStore<D> {
     }
 }
 
+/// The record handed to the disk thread for a merge: small keys and values copied, so
+/// that the buffers they arrived in are not shared with (and freed on) another thread
+/// — sharing a `Bytes` makes every later clone and drop an atomic operation on a
+/// cache line both threads touch; large values are shared, as [`MemStore`] shares them.
+fn handed(pos: Position, key: &Bytes, entry: &Entry) -> Record {
+    let value = entry.value.as_ref().map(|v| {
+        if v.len() >= SHARE_FROM {
+            v.clone()
+        } else {
+            Bytes::copy_from_slice(v)
+        }
+    });
+    let entry = Entry { value, ts: entry.ts, origin: entry.origin, expires: entry.expires };
+    Record { pos, key: Bytes::copy_from_slice(key), entry }
+}
+
 /// The disk thread: takes jobs in order until the store is dropped. Changes are made
 /// as they come and answered after one flush for all that arrived while the disk was
 /// busy (group commit: one `fdatasync` covers every hand-over waiting for it); any
@@ -533,7 +551,7 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
         let merged = self.live.merge(collection, pos, key, entry.clone())?;
         self.known.insert_if_missing(collection);
         if merged.changed() {
-            self.record(collection, Change::Merge(Record { pos, key: key.clone(), entry }));
+            self.record(collection, Change::Merge(handed(pos, key, &entry)));
         }
         Ok(merged)
     }
@@ -555,7 +573,7 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
         self.known.insert_if_missing(collection);
         for (r, m) in records.iter().zip(&merged) {
             if m.changed() {
-                self.record(collection, Change::Merge(r.clone()));
+                self.record(collection, Change::Merge(handed(r.pos, &r.key, &r.entry)));
             }
         }
         Ok(merged)

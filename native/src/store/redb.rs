@@ -87,7 +87,7 @@ use dhrt_core::{
     },
 };
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -265,7 +265,7 @@ pub struct RedbStore {
     /// Writes taken by [`RedbStore::stage`]: logged, but put in their collection's
     /// transaction only at the next checkpoint (or before a removal from the same
     /// collection), the newest of each key only.
-    staged: BTreeMap<String, BTreeMap<(Position, Bytes), Entry>>,
+    staged: BTreeMap<String, HashMap<(Position, Bytes), Entry>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -525,6 +525,10 @@ impl RedbStore {
     /// Writes what is staged for `collection` into its transaction.
     fn unstage(&mut self, collection: &str) -> Result<(), StoreError> {
         let Some(staged) = self.staged.remove(collection) else { return Ok(()) };
+        // Hashed while they come (one probe a write), sorted once here: the file's
+        // B-tree takes them in key order.
+        let mut staged: Vec<_> = staged.into_iter().collect();
+        staged.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         self.write(collection, true, |table, stats| {
             let mut buf = Vec::new();
             staged.iter().try_for_each(|((pos, key), entry)| {
