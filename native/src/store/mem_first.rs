@@ -59,8 +59,8 @@ const QUEUE: usize = 64;
 /// Writes between two checkpoints at least: staged writes are collapsed to one per key
 /// until the checkpoint, so the rarer it is the fewer the file's writes.
 const STAGED_WRITES: u64 = 1 << 18;
-/// The log's bound at least, for the same reason (replaying it is what a start after a
-/// crash costs: about a second per 64 MiB).
+/// The log's bound at least, for the same reason (a start after a crash replays up to
+/// this much).
 const STAGED_LOG_BYTES: u64 = 64 << 20;
 /// Values at least this long are shared with the disk thread rather than copied.
 const SHARE_FROM: usize = 1024;
