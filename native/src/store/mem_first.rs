@@ -390,8 +390,10 @@ fn settle(
             Err(e) => shared.fail(e),
             Ok(()) => outcome = shared.failure().map_or(Ok(()), Err),
         }
-        let _ = done.send(outcome);
+        // Counted before it is answered: whoever the answer wakes must not still see it
+        // in flight.
         shared.done.fetch_add(1, Ordering::Release);
+        let _ = done.send(outcome);
     }
     shared.publish(disk);
 }
