@@ -25,7 +25,7 @@ use dhrt_core::{
     entry::{Entry, NodeId},
     hash::{Interval, Placement, Position},
     replica::Replica,
-    store::{Record, Store},
+    store::{Record, Store, StoreError},
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -196,14 +196,7 @@ fn start(
     dir: &Path,
     options: RedbOptions,
 ) -> Result<(Duration, Duration, u64), Box<dyn std::error::Error>> {
-    let t = Instant::now();
-    let store = RedbStore::open(dir, options)?;
-    let open = t.elapsed();
-    let t = Instant::now();
-    let replica = Replica::new(store)?;
-    let build = t.elapsed();
-    let entries = replica.tree(COLLECTION).map_or(0, |t| t.root().count);
-    Ok((open, build, entries))
+    timed(|| RedbStore::open(dir, options))
 }
 
 /// [`start`] for a node that answers from memory: the files are opened and read into
@@ -212,8 +205,15 @@ fn start_in_memory(
     dir: &Path,
     options: RedbOptions,
 ) -> Result<(Duration, Duration, u64), Box<dyn std::error::Error>> {
+    timed(|| MemFirstStore::open(dir, options))
+}
+
+/// Times `open`, then the replica's tree build over what it opened.
+fn timed<S: Store>(
+    open: impl FnOnce() -> Result<S, StoreError>,
+) -> Result<(Duration, Duration, u64), Box<dyn std::error::Error>> {
     let t = Instant::now();
-    let store = MemFirstStore::open(dir, options)?;
+    let store = open()?;
     let open = t.elapsed();
     let t = Instant::now();
     let replica = Replica::new(store)?;

@@ -550,10 +550,13 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
     ) -> Result<Merged, StoreError> {
         dhrt_core::store::validate_key(key)?;
         self.admit(collection, write_size(key, &entry), entry.is_tombstone())?;
-        let merged = self.live.merge(collection, pos, key, entry.clone())?;
+        // The disk thread's copy is made first so the entry itself moves into memory:
+        // cloning it would share its value's buffer between the threads.
+        let change = Change::Merge(handed(pos, key, &entry));
+        let merged = self.live.merge(collection, pos, key, entry)?;
         self.known.insert_if_missing(collection);
         if merged.changed() {
-            self.record(collection, Change::Merge(handed(pos, key, &entry)));
+            self.record(collection, change);
         }
         Ok(merged)
     }
