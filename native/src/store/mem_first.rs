@@ -10,8 +10,9 @@
 //! until that thread has written them through the store's write-ahead log and its
 //! `fdatasync` — so, as with the `RedbStore` alone, no write is acknowledged before it
 //! is on disk ([`crate::server`] holds the answers until the job returns). The
-//! checkpoints that copy the log into the collection files (tens of milliseconds each)
-//! run on the disk thread too, so the node thread keeps serving through them.
+//! checkpoints that copy the log into the collection files run on the disk thread too,
+//! a step at a time between batches (`RedbStore`'s `drain`), so neither the node
+//! thread nor a batch waits behind a whole checkpoint.
 //!
 //! ## What it costs, and what it changes
 //!
@@ -105,6 +106,14 @@ pub trait DiskSide: Store + Send + 'static {
     fn stage(&mut self, collection: &str, records: Vec<Record>) -> Result<(), StoreError> {
         self.merge_batch(collection, &records).map(drop)
     }
+    /// Whether a checkpoint is being written step by step, between batches.
+    fn checkpointing(&self) -> bool {
+        false
+    }
+    /// Writes the next step of that checkpoint.
+    fn checkpoint_step(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 impl DiskSide for RedbStore {
@@ -119,6 +128,12 @@ impl DiskSide for RedbStore {
     }
     fn stage(&mut self, collection: &str, records: Vec<Record>) -> Result<(), StoreError> {
         RedbStore::stage(self, collection, records)
+    }
+    fn checkpointing(&self) -> bool {
+        RedbStore::checkpointing(self)
+    }
+    fn checkpoint_step(&mut self) -> Result<(), StoreError> {
+        RedbStore::checkpoint_step(self)
     }
 }
 
@@ -331,12 +346,15 @@ fn handed(pos: Position, key: &Bytes, entry: &Entry) -> Record {
 /// The disk thread: takes jobs in order until the store is dropped. Changes are made
 /// as they come and answered after one flush for all that arrived while the disk was
 /// busy (group commit: one `fdatasync` covers every hand-over waiting for it); any
-/// other job first settles the changes before it.
+/// other job first settles the changes before it. A checkpoint being written step by
+/// step ([`DiskSide::checkpoint_step`]) takes one step whenever the queue is empty,
+/// after the answers it found waiting went out — so no batch waits for more than a
+/// step of it.
 fn serve<D: DiskSide>(disk: &mut D, queue: &mpsc::Receiver<Job<D>>, shared: &Shared) {
     let mut waiting: Vec<(Result<(), StoreError>, Done)> = Vec::new();
     let mut flush = false;
     loop {
-        let next = if waiting.is_empty() {
+        let next = if waiting.is_empty() && !disk.checkpointing() {
             queue.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
         } else {
             queue.try_recv()
@@ -345,6 +363,11 @@ fn serve<D: DiskSide>(disk: &mut D, queue: &mpsc::Receiver<Job<D>>, shared: &Sha
             Ok(job) => job,
             Err(mpsc::TryRecvError::Empty) => {
                 settle(disk, shared, &mut waiting, std::mem::take(&mut flush));
+                if let Err(e) = disk.checkpoint_step() {
+                    // The log keeps every write; the next flush checkpoints in full.
+                    tracing::warn!(error = %e, "a checkpoint step failed");
+                }
+                shared.publish(disk);
                 continue;
             }
             Err(mpsc::TryRecvError::Disconnected) => {

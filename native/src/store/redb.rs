@@ -27,6 +27,8 @@
 //! a replay can never bring back what was removed), before a collection is dropped, and
 //! when an append to the log fails (the checkpoint is then how the batch becomes
 //! durable). Opening the store replays the log into the files and checkpoints.
+//! Writes staged behind a memory-first store ([`RedbStore::stage`]) are checkpointed
+//! step by step beside the log instead, the log sealed meanwhile ([`drain`]).
 //!
 //! ## Failures
 //!
@@ -266,6 +268,10 @@ pub struct RedbStore {
     /// transaction only at the next checkpoint (or before a removal from the same
     /// collection), the newest of each key only.
     staged: BTreeMap<String, HashMap<(Position, Bytes), Entry>>,
+    /// A checkpoint of staged writes being written step by step ([`drain`]).
+    draining: Option<drain::Drain>,
+    /// A step-by-step checkpoint failed: the next flush checkpoints in full.
+    checkpoint_due: bool,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -309,6 +315,8 @@ impl RedbStore {
             txn_bytes: 0,
             trouble: None,
             staged: BTreeMap::new(),
+            draining: None,
+            checkpoint_due: false,
         };
         let mut preload = store.options.preload_bytes;
         for (name, path) in files {
@@ -425,6 +433,7 @@ impl RedbStore {
         // What was staged and flushed is in the log, which the recovery replays; what
         // was not flushed goes with the transaction.
         self.staged.remove(collection);
+        self.forget_drained(collection);
         let Some(c) = self.collections.get(collection) else { return };
         self.close_file(&mut c.handle.borrow_mut());
         let Some(c) = self.collections.get_mut(collection) else { return };
@@ -447,6 +456,9 @@ impl RedbStore {
     /// log is kept until every collection is whole again. [`Store::flush`] checkpoints
     /// on its own when it should (see the module docs).
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        // A checkpoint being written step by step is taken over: what it has not
+        // written yet is written now, with the rest.
+        self.undrain(None);
         let mut first_error = None;
         for name in self.staged.keys().cloned().collect::<Vec<_>>() {
             if let Err(e) = self.unstage(&name) {
@@ -482,6 +494,7 @@ impl RedbStore {
         recovered?;
         self.wal.reset()?;
         self.removed = false;
+        self.checkpoint_due = false;
         self.trouble = None;
         self.close_idle();
         Ok(())
@@ -524,6 +537,12 @@ impl RedbStore {
 
     /// Writes what is staged for `collection` into its transaction.
     fn unstage(&mut self, collection: &str) -> Result<(), StoreError> {
+        // What a checkpoint in progress has not written yet of it is older still.
+        self.undrain(Some(collection));
+        if !self.staged.contains_key(collection) || self.make_room(collection)? {
+            // Nothing staged, or checkpointed in full to open its file (which wrote it).
+            return Ok(());
+        }
         let Some(staged) = self.staged.remove(collection) else { return Ok(()) };
         // Hashed while they come (one probe a write), sorted once here: the file's
         // B-tree takes them in key order.
@@ -536,6 +555,23 @@ impl RedbStore {
             })
         })?;
         Ok(())
+    }
+
+    /// Checkpoints in full when `collection`'s file is closed and no other can be
+    /// closed to open it (each holds uncommitted writes): what [`RedbStore::write`]
+    /// would do, but before the caller takes staged writes out, so the checkpoint
+    /// writes them too instead of emptying the log under them. Returns whether it did.
+    fn make_room(&mut self, collection: &str) -> Result<bool, StoreError> {
+        let closed =
+            self.collections.get(collection).is_some_and(|c| c.handle.borrow().db.is_none());
+        if closed
+            && self.open_files.get() >= self.options.max_open_files
+            && !self.close_least_used(collection)
+        {
+            self.checkpoint()?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Every collection this store holds, with records or not.
@@ -1250,6 +1286,7 @@ impl Store for RedbStore {
 
     fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError> {
         self.staged.remove(collection);
+        self.forget_drained(collection);
         if !self.collections.contains_key(collection) {
             return Ok(false);
         }
@@ -1299,11 +1336,18 @@ impl Store for RedbStore {
         let failed = self.failed.take();
         let logged: u64 = self.collections.values().map(|c| c.log.len() as u64).sum();
         let in_txn: u64 = self.collections.values().map(|c| c.in_txn).sum();
+        // (While a checkpoint is written step by step, the log holds only what came
+        // after it began: the rest is in the sealed log.)
+        let over =
+            self.wal.len() + logged > self.log_bound() || in_txn >= self.options.checkpoint_writes;
+        // Staged writes are checkpointed step by step beside the log ([`drain`]) —
+        // unless one such checkpoint is still being written.
+        let in_steps = over && self.draining.is_none() && !self.staged.is_empty();
         let outcome = if self.removed
             || self.squeezed
+            || self.checkpoint_due
             || self.wal.sync_failed()
-            || self.wal.len() + logged > self.log_bound()
-            || in_txn >= self.options.checkpoint_writes
+            || (over && !in_steps)
         {
             self.checkpoint().map(|()| None)
         } else if logged > 0 {
@@ -1313,7 +1357,12 @@ impl Store for RedbStore {
                 c.pending = 0;
             }
             match self.wal.write(&batch) {
-                Ok(()) => Ok(Some(self.wal.sync_job())),
+                Ok(()) => {
+                    if in_steps {
+                        self.begin_drain();
+                    }
+                    Ok(Some(self.wal.sync_job()))
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot append to the write-ahead log: checkpointing");
                     self.checkpoint()
@@ -1345,5 +1394,6 @@ fn commit(txn: WriteTransaction, stats: &CollectionStats) -> Result<(), StoreErr
     txn.commit().map_err(|e| engine_error("committing", e))
 }
 
+mod drain;
 #[cfg(test)]
 mod tests;

@@ -98,8 +98,10 @@ pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
         }
     }
     let log = dir.join(WAL_FILE);
-    if log.is_file() {
-        repair_log(dir, &log, &mut report)?;
+    for log in [wal::sealed_path(&log), log] {
+        if log.is_file() {
+            repair_log(dir, &log, &mut report)?;
+        }
     }
     Ok(report)
 }
@@ -154,7 +156,7 @@ fn repair_log(dir: &Path, path: &Path, report: &mut RepairReport) -> Result<(), 
             return Ok(());
         }
     };
-    report.records_kept = salvaged.items.len();
+    report.records_kept += salvaged.items.len();
     if salvaged.dropped.is_empty() {
         return Ok(());
     }
@@ -169,13 +171,14 @@ fn repair_log(dir: &Path, path: &Path, report: &mut RepairReport) -> Result<(), 
     }
     let folder = dir.join(LOST_AND_FOUND);
     fs::create_dir_all(&folder).map_err(|e| io_error("creating lost+found", &e))?;
-    let mut copy = folder.join(WAL_FILE);
+    let name = path.file_name().map_or_else(|| WAL_FILE.into(), |n| n.to_string_lossy());
+    let mut copy = folder.join(&*name);
     let mut n = 1;
     while copy.exists() {
-        copy = folder.join(format!("{WAL_FILE}.{n}"));
+        copy = folder.join(format!("{name}.{n}"));
         n += 1;
     }
-    let temp = dir.join(format!(".{WAL_FILE}.tmp"));
+    let temp = dir.join(format!(".{name}.tmp"));
     let write = |p: &Path, bytes: &[u8]| {
         fs::write(p, bytes)
             .and_then(|()| fs::File::open(p)?.sync_all())
@@ -240,6 +243,39 @@ mod tests {
         assert_eq!(s.stats("c").unwrap().entries, 299);
         drop(s);
         assert_eq!(repair(dir.path()).unwrap().actions, Vec::<String>::new(), "idempotent");
+    }
+
+    #[test]
+    fn a_damaged_sealed_log_is_salvaged_too() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(NodeDb::open(dir.path()).unwrap());
+        let log = dir.path().join(WAL_FILE);
+        let (mut wal, _) = wal::Wal::open(&log).unwrap();
+        let mut older = Vec::new();
+        for i in 0..100u64 {
+            wal::encode_merge(&mut older, "c", i, format!("k{i}").as_bytes(), &value(i));
+        }
+        wal.write(&older).unwrap();
+        wal.seal().unwrap(); // as a checkpoint written in steps leaves it
+        let mut newer = Vec::new();
+        wal::encode_merge(&mut newer, "c", 500, b"k500", &value(500));
+        wal.write(&newer).unwrap();
+        wal.sync_job()().unwrap();
+        drop(wal);
+        let sealed = wal::sealed_path(&log);
+        let mut raw = fs::read(&sealed).unwrap();
+        let middle = raw.len() / 2;
+        raw[middle] ^= 0x40;
+        fs::write(&sealed, &raw).unwrap();
+        let err = RedbStore::open(dir.path(), RedbOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("collections.wal.sealed"), "{err}");
+        let report = repair(dir.path()).unwrap();
+        let text = report.to_string();
+        assert_eq!(report.records_kept, 100, "99 of the sealed log, 1 of the fresh: {text}");
+        assert!(dir.path().join(LOST_AND_FOUND).join("collections.wal.sealed").is_file());
+        let s = RedbStore::open(dir.path(), RedbOptions::default()).unwrap();
+        assert_eq!(s.stats("c").unwrap().entries, 100);
+        assert!(!sealed.exists(), "the start checkpointed both logs");
     }
 
     #[test]

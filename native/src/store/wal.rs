@@ -37,6 +37,15 @@
 //!   left exactly as it was for `dhrt repair` ([`salvage`]).
 //!
 //! A record whose checksum holds but whose body does not decode is corruption too.
+//!
+//! ## The sealed log
+//!
+//! A checkpoint written step by step ([`super::redb`]'s `drain`) first *seals* the log
+//! ([`Wal::seal`]): `collections.wal` is synced and renamed `collections.wal.sealed`,
+//! and appends go to a fresh `collections.wal`; once the checkpoint is committed the
+//! sealed file is deleted. Opening reads the sealed log first, then the current one.
+//! A sealed log was synced whole, so any damage in it — even in its last record — is
+//! refused as damage.
 use super::{codec, io_error};
 use bytes::Bytes;
 use dhrt_core::{entry::Entry, hash::Position, store::StoreError};
@@ -114,6 +123,8 @@ pub struct Wal {
     /// An append failed part way: bytes past `end` may be in the file, and are cut off
     /// before anything else is written.
     dirty: bool,
+    /// The end of the sealed log ([`Wal::seal`]), while there is one.
+    sealed: Option<u64>,
 }
 
 /// Appends the record of a merge to `out` (a batch not yet written).
@@ -156,6 +167,21 @@ impl Wal {
     /// cut off (and logged); damage before the tail is [`StoreError::Corrupt`] naming
     /// the file and offset, and leaves the file untouched (see the module docs).
     pub fn open(path: &Path) -> Result<(Wal, Vec<Item>), StoreError> {
+        // A sealed log holds the older records: read it first (see [`Wal::seal`]).
+        let sealed_at = sealed_path(path);
+        let sealed = match std::fs::read(&sealed_at) {
+            Ok(raw) => Some(read_sealed(&raw, &sealed_at)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error(&format!("reading {}", sealed_at.display()), &e)),
+        };
+        let (mut wal, current) = Wal::open_current(path)?;
+        let Some((older, end)) = sealed else { return Ok((wal, current)) };
+        wal.sealed = Some(end);
+        Ok((wal, older.into_iter().chain(current).collect()))
+    }
+
+    /// Opens the current log file (see [`Wal::open`]).
+    fn open_current(path: &Path) -> Result<(Wal, Vec<Item>), StoreError> {
         let what = |doing: &str| format!("{doing} {}", path.display());
         let mut file = OpenOptions::new()
             .read(true)
@@ -174,6 +200,7 @@ impl Wal {
             synced: Arc::new(AtomicU64::new(0)),
             sync_failed: Arc::new(AtomicBool::new(false)),
             dirty: false,
+            sealed: None,
         };
         if raw.is_empty() {
             wal.reset()?;
@@ -290,11 +317,80 @@ impl Wal {
         self.dirty = false;
         self.synced.fetch_max(self.written, Ordering::AcqRel);
         self.sync_failed.store(false, Ordering::Release);
+        self.drop_sealed()
+    }
+
+    /// Seals the log: everything written so far is synced, the file becomes the
+    /// *sealed* log ([`sealed_path`]) and appends go to a fresh one. A checkpoint that
+    /// writes what the sealed log holds into the files then deletes it
+    /// ([`Wal::drop_sealed`]); until then a start replays both, the sealed one first.
+    /// Refused while a sealed log exists. Each step is a rename or a new file followed
+    /// by a sync of the folder, so a crash anywhere leaves the records in one of the two
+    /// files, each read back whole.
+    pub fn seal(&mut self) -> Result<(), StoreError> {
+        if self.sealed.is_some() {
+            return Err(StoreError::Io(format!("{} is sealed already", self.path.display())));
+        }
+        let what = |doing: &str| format!("{doing} {}", self.path.display());
+        if self.dirty {
+            // What a failed append left past the end must not be sealed with the rest.
+            self.file.set_len(self.end).map_err(|e| io_error(&what("truncating"), &e))?;
+            self.dirty = false;
+        }
+        if self.unsynced() {
+            self.file.sync_data().map_err(|e| io_error(&what("syncing"), &e))?;
+        }
+        let sealed = sealed_path(&self.path);
+        std::fs::rename(&self.path, &sealed).map_err(|e| io_error(&what("sealing"), &e))?;
+        let fresh = create_empty(&self.path).and_then(|file| {
+            sync_folder(&self.path)?;
+            Ok(file)
+        });
+        let file = match fresh {
+            Ok(file) => file,
+            Err(e) => {
+                // Back as it was: the log is still one file, whole.
+                let _ = std::fs::rename(&sealed, &self.path);
+                return Err(e);
+            }
+        };
+        self.sealed = Some(self.end);
+        self.file = file;
+        self.end = MAGIC.len() as u64;
+        self.dirty = false;
+        self.synced.fetch_max(self.written, Ordering::AcqRel);
+        self.sync_failed.store(false, Ordering::Release);
         Ok(())
     }
 
-    /// Reads back every whole record of the log.
+    /// Deletes the sealed log, once what it holds is durable in the files.
+    pub fn drop_sealed(&mut self) -> Result<(), StoreError> {
+        if self.sealed.is_none() {
+            return Ok(());
+        }
+        let sealed = sealed_path(&self.path);
+        match std::fs::remove_file(&sealed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&format!("removing {}", sealed.display()), &e)),
+        }
+        sync_folder(&self.path)?;
+        self.sealed = None;
+        Ok(())
+    }
+
+    /// Reads back every whole record of the log, the sealed one's first.
     pub fn read_all(&mut self) -> Result<Vec<Item>, StoreError> {
+        let mut items = match self.sealed {
+            Some(end) => {
+                let sealed = sealed_path(&self.path);
+                let raw = std::fs::read(&sealed)
+                    .map_err(|e| io_error(&format!("reading {}", sealed.display()), &e))?;
+                let end = (end as usize).min(raw.len());
+                decode_all(&raw[..end], &sealed)?.0
+            }
+            None => Vec::new(),
+        };
         let what = format!("reading {}", self.path.display());
         let mut raw = Vec::new();
         self.file
@@ -302,8 +398,62 @@ impl Wal {
             .and_then(|_| self.file.read_to_end(&mut raw))
             .map_err(|e| io_error(&what, &e))?;
         let end = (self.end as usize).min(raw.len());
-        Ok(decode_all(&raw[..end], &self.path)?.0)
+        items.extend(decode_all(&raw[..end], &self.path)?.0);
+        Ok(items)
     }
+}
+
+/// Where the sealed log of the log at `path` is: `<path>.sealed`.
+pub fn sealed_path(path: &Path) -> PathBuf {
+    let mut sealed = path.as_os_str().to_owned();
+    sealed.push(".sealed");
+    PathBuf::from(sealed)
+}
+
+/// Reads a sealed log: synced whole before it was sealed, so anything that does not
+/// check out in it — a torn tail included — is damage, refused like damage before a
+/// log's tail. Returns its records and its end.
+fn read_sealed(raw: &[u8], path: &Path) -> Result<(Vec<Item>, u64), StoreError> {
+    check_magic(raw, path)?;
+    let (records, end) = decode_all(raw, path)?;
+    if end < raw.len() {
+        return Err(StoreError::Corrupt(format!(
+            "{}: the record at byte {end} is damaged (the sealed log is {} bytes and was \
+             synced whole): acknowledged writes may be in it, so the node does not start; \
+             the file is left as it is. Run `dhrt repair --data-dir DIR` to salvage what \
+             checks out",
+            path.display(),
+            raw.len()
+        )));
+    }
+    Ok((records, end as u64))
+}
+
+/// A new log file holding only the magic bytes, synced.
+fn create_empty(path: &Path) -> Result<File, StoreError> {
+    let what = format!("creating {}", path.display());
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| io_error(&what, &e))?;
+    file.write_all(MAGIC).and_then(|()| file.sync_data()).map_err(|e| io_error(&what, &e))?;
+    Ok(file)
+}
+
+/// Syncs the folder holding `path`, so a rename or a new file in it is durable.
+fn sync_folder(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(&format!("syncing {}", dir.display()), &e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Refuses a file that does not start with the log's magic bytes.
@@ -433,6 +583,63 @@ mod tests {
 
     fn items(records: &[Logged]) -> Vec<Item> {
         records.iter().cloned().map(Item::Merge).collect()
+    }
+
+    #[test]
+    fn a_sealed_log_is_read_back_before_the_fresh_one_until_it_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wal");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        let all: Vec<Logged> = (0..30).map(logged).collect();
+        wal.write(&encode(&all[..20])).unwrap(); // not synced yet: sealing syncs it
+        wal.seal().unwrap();
+        assert!(wal.seal().is_err(), "one sealed log at a time");
+        assert_eq!(wal.len(), 0);
+        wal.append(&encode(&all[20..])).unwrap();
+        assert_eq!(wal.read_all().unwrap(), items(&all));
+        drop(wal);
+        let (mut wal, back) = Wal::open(&path).unwrap();
+        assert_eq!(back, items(&all), "older records first");
+        wal.drop_sealed().unwrap();
+        assert!(!sealed_path(&path).exists());
+        assert_eq!(wal.read_all().unwrap(), items(&all[20..]));
+        // A reset drops a sealed log too.
+        wal.seal().unwrap();
+        wal.reset().unwrap();
+        assert!(!sealed_path(&path).exists());
+        assert!(Wal::open(&path).unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn a_crash_between_sealing_and_the_fresh_log_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wal");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        let all: Vec<Logged> = (0..10).map(logged).collect();
+        wal.append(&encode(&all)).unwrap();
+        drop(wal);
+        std::fs::rename(&path, sealed_path(&path)).unwrap(); // renamed, no fresh file yet
+        let (wal, back) = Wal::open(&path).unwrap();
+        assert_eq!(back, items(&all));
+        assert_eq!(wal.len(), 0);
+    }
+
+    #[test]
+    fn a_damaged_sealed_log_refuses_the_start_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wal");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append(&encode(&(0..10).map(logged).collect::<Vec<_>>())).unwrap();
+        wal.seal().unwrap();
+        drop(wal);
+        let sealed = sealed_path(&path);
+        let mut raw = std::fs::read(&sealed).unwrap();
+        let last = raw.len() - 3;
+        raw[last] ^= 0xff; // even its last record: a sealed log was synced whole
+        std::fs::write(&sealed, &raw).unwrap();
+        let err = Wal::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(ref m) if m.contains("sealed")), "{err}");
+        assert_eq!(std::fs::read(&sealed).unwrap(), raw, "left as it was for dhrt repair");
     }
 
     #[test]

@@ -255,3 +255,38 @@ fn data_that_would_not_fit_in_memory_refuses_the_start_and_says_what_to_do() {
     fits_in_memory(&image, None).unwrap();
     assert!(available_memory().is_some_and(|m| m > 0), "this system says");
 }
+
+#[test]
+fn checkpoints_written_in_steps_on_the_disk_thread_keep_every_write_and_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    // Checkpoints every 500 writes (below the memory-first floor, which `open` applies),
+    // so the disk thread begins several and writes them between the batches.
+    let options = RedbOptions { checkpoint_writes: 500, ..RedbOptions::default() };
+    let disk = RedbStore::open(dir.path(), options.clone()).unwrap();
+    let space = SpaceReserve::new(dir.path().to_path_buf(), options.min_free_bytes);
+    let mut s = MemFirstStore::over(disk, space, options.max_collections).unwrap();
+    for round in 0..8u64 {
+        for i in 0..1000u64 {
+            s.merge("c", i, &k(&format!("k{i}")), v(round + 1, &format!("r{round}"))).unwrap();
+            if i % 100 == 99 {
+                s.flush().unwrap(); // past 500 writes, each flush may begin a checkpoint
+            }
+            if i == 650 {
+                // Removals and range deletes land while a checkpoint may be half written.
+                s.remove("c", round, format!("k{round}").as_bytes()).unwrap();
+                s.delete_range("c", Interval::new(900 + round * 10, 900 + round * 10 + 4)).unwrap();
+            }
+        }
+        s.flush().unwrap();
+    }
+    let want: Vec<Record> = s.range("c", Interval::full(), None, usize::MAX).unwrap();
+    // Each round writes every key again, so only the last removal stands (the range
+    // deleted each round is written again after it).
+    assert_eq!(s.get("c", 7, b"k7").unwrap(), None);
+    assert_eq!(s.get("c", 6, b"k6").unwrap(), Some(v(8, "r7")));
+    assert_eq!(want.len(), 999);
+    drop(s);
+    let s = RedbStore::open(dir.path(), options).unwrap();
+    assert_eq!(s.range("c", Interval::full(), None, usize::MAX).unwrap(), want);
+    assert!(!dir.path().join("collections.wal.sealed").exists());
+}

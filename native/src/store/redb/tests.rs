@@ -723,3 +723,128 @@ fn staged_writes_are_durable_with_the_flush_and_reach_the_file_at_the_checkpoint
     assert_eq!(s.stats("c").unwrap(), stats, "the counts were committed with the records");
     assert_eq!(stats.entries, 4);
 }
+
+/// A store whose log passes its bound after a few staged writes (the bound is at least
+/// 1 MiB of free space's eighth, so it is the write count that trips here).
+fn small_drains(dir: &TempDir) -> RedbStore {
+    let options = RedbOptions { checkpoint_writes: 100, ..RedbOptions::default() };
+    RedbStore::open(dir.path(), options).unwrap()
+}
+
+fn staged(from: u64, to: u64, ts: u64) -> Vec<Record> {
+    (from..to)
+        .map(|i| Record { pos: i, key: k(&format!("key-{i}")), entry: v(ts, &format!("v{ts}")) })
+        .collect()
+}
+
+#[test]
+fn a_checkpoint_of_staged_writes_is_written_step_by_step_beside_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = small_drains(&dir);
+    let n = (drain::STEP * 2 + 10) as u64;
+    s.stage("c", staged(0, n, 1)).unwrap();
+    s.flush().unwrap();
+    assert!(s.checkpointing(), "past the bound, a flush begins a checkpoint in steps");
+    assert!(wal::sealed_path(&dir.path().join(WAL_FILE)).is_file(), "the log was sealed");
+    assert_eq!(s.wal.len(), 0, "new writes go to a fresh log");
+    // Writes keep coming while it is written: logged in the fresh log, staged anew.
+    s.stage("c", staged(0, 5, 2)).unwrap();
+    s.flush().unwrap();
+    let mut steps = 0;
+    while s.checkpointing() {
+        s.checkpoint_step().unwrap();
+        steps += 1;
+    }
+    assert_eq!(steps, 4, "three steps of records, then the commit");
+    assert!(!wal::sealed_path(&dir.path().join(WAL_FILE)).exists(), "deleted once committed");
+    assert!(s.wal.len() > 0, "the fresh log still holds what came after");
+    drop(s); // a crash: the files hold the checkpoint, the log the five newer writes
+    let s = small_drains(&dir);
+    assert_eq!(s.stats("c").unwrap().entries, n);
+    assert_eq!(s.get("c", 3, b"key-3").unwrap(), Some(v(2, "v2")));
+    assert_eq!(s.get("c", 7, b"key-7").unwrap(), Some(v(1, "v1")));
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_stepped_checkpoint_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = small_drains(&dir);
+    let n = (drain::STEP * 3) as u64;
+    s.stage("c", staged(0, n, 1)).unwrap();
+    s.flush().unwrap();
+    assert!(s.checkpointing());
+    s.checkpoint_step().unwrap(); // one step in an open transaction, not committed
+    s.stage("c", staged(n, n + 3, 1)).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    // The start replays the sealed log, then the fresh one.
+    let s = small_drains(&dir);
+    assert_eq!(s.stats("c").unwrap().entries, n + 3);
+    assert!(!wal::sealed_path(&dir.path().join(WAL_FILE)).exists(), "the start checkpointed");
+}
+
+#[test]
+fn a_removal_during_a_stepped_checkpoint_is_not_undone_by_its_later_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = small_drains(&dir);
+    let n = (drain::STEP * 3) as u64;
+    s.stage("c", staged(0, n, 1)).unwrap();
+    s.flush().unwrap();
+    assert!(s.checkpointing());
+    let last = n - 1;
+    let key = format!("key-{last}");
+    // The key is in the last step, not written yet: the removal writes it first.
+    assert_eq!(s.remove("c", last, key.as_bytes()).unwrap(), Some(v(1, "v1")));
+    while s.checkpointing() {
+        s.checkpoint_step().unwrap();
+    }
+    s.flush().unwrap();
+    assert_eq!(s.get("c", last, key.as_bytes()).unwrap(), None);
+    drop(s);
+    let s = small_drains(&dir);
+    assert_eq!(s.get("c", last, key.as_bytes()).unwrap(), None, "no replay brings it back");
+    assert_eq!(s.stats("c").unwrap().entries, n - 1);
+}
+
+#[test]
+fn a_full_checkpoint_takes_over_one_being_written_in_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = small_drains(&dir);
+    let n = (drain::STEP * 2) as u64;
+    s.stage("c", staged(0, n, 1)).unwrap();
+    s.stage("d", staged(0, 10, 1)).unwrap();
+    s.flush().unwrap();
+    s.checkpoint_step().unwrap();
+    // A newer write of a key still in the drain wins over the drain's.
+    s.stage("c", staged(n - 1, n, 5)).unwrap();
+    s.flush().unwrap();
+    s.checkpoint().unwrap();
+    assert!(!s.checkpointing());
+    assert_eq!(s.wal.len(), 0);
+    assert!(!wal::sealed_path(&dir.path().join(WAL_FILE)).exists());
+    let key = format!("key-{}", n - 1);
+    assert_eq!(s.get("c", n - 1, key.as_bytes()).unwrap(), Some(v(5, "v5")));
+    drop(s);
+    let s = small_drains(&dir);
+    assert_eq!(s.stats("c").unwrap().entries, n);
+    assert_eq!(s.stats("d").unwrap().entries, 10);
+}
+
+#[test]
+fn a_drop_during_a_stepped_checkpoint_is_not_undone_by_its_later_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = small_drains(&dir);
+    s.stage("c", staged(0, (drain::STEP * 2) as u64, 1)).unwrap();
+    s.stage("d", staged(0, 10, 1)).unwrap();
+    s.flush().unwrap();
+    assert!(s.checkpointing());
+    assert!(s.drop_collection("d").unwrap() || s.stats("d").unwrap().entries == 0);
+    while s.checkpointing() {
+        s.checkpoint_step().unwrap();
+    }
+    assert_eq!(s.stats("d").unwrap().entries, 0);
+    drop(s);
+    let s = small_drains(&dir);
+    assert_eq!(s.stats("d").unwrap().entries, 0, "the drop holds after a restart");
+    assert!(!s.collections().unwrap().contains(&"d".to_string()));
+}
