@@ -65,6 +65,9 @@ const STAGED_WRITES: u64 = 1 << 18;
 const STAGED_LOG_BYTES: u64 = 64 << 20;
 /// Values at least this long are shared with the disk thread rather than copied.
 const SHARE_FROM: usize = 1024;
+/// How long the disk thread's queue stays empty before a checkpoint in progress takes
+/// a step regardless of its pace: a batch arriving meanwhile goes first.
+const IDLE: std::time::Duration = std::time::Duration::from_micros(200);
 /// Records per page when memory is filled from the files.
 const PAGE: usize = 1024;
 
@@ -110,8 +113,9 @@ pub trait DiskSide: Store + Send + 'static {
     fn checkpointing(&self) -> bool {
         false
     }
-    /// Writes the next step of that checkpoint.
-    fn checkpoint_step(&mut self) -> Result<(), StoreError> {
+    /// Writes the next step of that checkpoint — when `idle` (nothing is waiting for
+    /// the disk), or when one is due.
+    fn checkpoint_step(&mut self, _idle: bool) -> Result<(), StoreError> {
         Ok(())
     }
 }
@@ -132,8 +136,8 @@ impl DiskSide for RedbStore {
     fn checkpointing(&self) -> bool {
         RedbStore::checkpointing(self)
     }
-    fn checkpoint_step(&mut self) -> Result<(), StoreError> {
-        RedbStore::checkpoint_step(self)
+    fn checkpoint_step(&mut self, idle: bool) -> Result<(), StoreError> {
+        RedbStore::checkpoint_step(self, idle)
     }
 }
 
@@ -347,23 +351,36 @@ fn handed(pos: Position, key: &Bytes, entry: &Entry) -> Record {
 /// as they come and answered after one flush for all that arrived while the disk was
 /// busy (group commit: one `fdatasync` covers every hand-over waiting for it); any
 /// other job first settles the changes before it. A checkpoint being written step by
-/// step ([`DiskSide::checkpoint_step`]) takes one step whenever the queue is empty,
-/// after the answers it found waiting went out — so no batch waits for more than a
-/// step of it.
+/// step ([`DiskSide::checkpoint_step`]) takes a step when the queue has been empty for
+/// [`IDLE`], or, under load, after the answers waiting went out when the store says one
+/// is due (paced by the writes coming in) — so no batch waits for more than a step of
+/// it, and most wait for none.
 fn serve<D: DiskSide>(disk: &mut D, queue: &mpsc::Receiver<Job<D>>, shared: &Shared) {
     let mut waiting: Vec<(Result<(), StoreError>, Done)> = Vec::new();
     let mut flush = false;
     loop {
-        let next = if waiting.is_empty() && !disk.checkpointing() {
-            queue.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
-        } else {
+        let next = if !waiting.is_empty() {
             queue.try_recv()
+        } else if disk.checkpointing() {
+            match queue.recv_timeout(IDLE) {
+                Ok(job) => Ok(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = disk.checkpoint_step(true) {
+                        tracing::warn!(error = %e, "a checkpoint step failed");
+                    }
+                    shared.publish(disk);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(mpsc::TryRecvError::Disconnected),
+            }
+        } else {
+            queue.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
         };
         let job = match next {
             Ok(job) => job,
             Err(mpsc::TryRecvError::Empty) => {
                 settle(disk, shared, &mut waiting, std::mem::take(&mut flush));
-                if let Err(e) = disk.checkpoint_step() {
+                if let Err(e) = disk.checkpoint_step(false) {
                     // The log keeps every write; the next flush checkpoints in full.
                     tracing::warn!(error = %e, "a checkpoint step failed");
                 }

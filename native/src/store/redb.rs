@@ -525,6 +525,9 @@ impl RedbStore {
         let bytes: u64 = records.iter().map(|r| write_size(&r.key, &r.entry)).sum();
         self.txn_bytes = self.txn_bytes.saturating_add(bytes);
         let Some(c) = self.collections.get_mut(collection) else { return Ok(()) };
+        if let Some(drain) = self.draining.as_mut() {
+            drain.since += records.len() as u64;
+        }
         let staged = self.staged.entry(collection.to_string()).or_default();
         for r in records {
             wal::encode_merge(&mut c.log, collection, r.pos, &r.key, &r.entry);

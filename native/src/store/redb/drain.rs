@@ -76,6 +76,12 @@ pub(super) struct Drain {
     queue: VecDeque<(String, Sorted)>,
     /// The bytes of its writes, counted in [`RedbStore::txn_bytes`] until it commits.
     bytes: u64,
+    /// Records it began with.
+    pub(super) total: u64,
+    /// Records written so far.
+    pub(super) done: u64,
+    /// Writes staged since it began (the pace it keeps).
+    pub(super) since: u64,
 }
 
 impl RedbStore {
@@ -97,7 +103,7 @@ impl RedbStore {
             self.checkpoint_due = true;
             return;
         }
-        let queue = std::mem::take(&mut self.staged)
+        let queue: VecDeque<(String, Sorted)> = std::mem::take(&mut self.staged)
             .into_iter()
             // Hashed while they came, sorted once: the file's B-tree takes them in key
             // order.
@@ -106,17 +112,26 @@ impl RedbStore {
         for c in self.collections.values_mut() {
             c.in_txn = 0;
         }
-        self.draining = Some(Drain { queue, bytes: self.txn_bytes });
+        let total = queue.iter().map(|(_, sorted)| sorted.left() as u64).sum();
+        self.draining = Some(Drain { queue, bytes: self.txn_bytes, total, done: 0, since: 0 });
     }
 
     /// Writes the next [`STEP`] records of the drain into their file's transaction, or,
-    /// once all are written, commits and cuts the log. Nothing to do without a drain.
-    pub(crate) fn checkpoint_step(&mut self) -> Result<(), StoreError> {
+    /// once all are written, commits and deletes the sealed log — when `idle` (nothing
+    /// waits for the disk), or when a step is due: the drain is paced to be written by
+    /// the time half the writes that trigger the next checkpoint have come in, so under
+    /// load a step follows every few batches instead of every one. Nothing to do
+    /// without a drain.
+    pub(crate) fn checkpoint_step(&mut self, idle: bool) -> Result<(), StoreError> {
+        if !idle && !self.step_due() {
+            return Ok(());
+        }
         let Some(mut drain) = self.draining.take() else { return Ok(()) };
         let Some((name, mut rest)) = drain.queue.pop_front() else {
             return self.finish_drain(drain);
         };
         let step: Vec<Staged> = rest.by_ref().take(STEP).collect();
+        drain.done += step.len() as u64;
         if rest.left() > 0 {
             drain.queue.push_front((name.clone(), rest));
         }
@@ -139,6 +154,20 @@ impl RedbStore {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Whether the drain is behind its pace — `done / total` short of the share of half
+    /// [`RedbOptions::checkpoint_writes`] staged since it began — or all written and
+    /// left to commit.
+    fn step_due(&self) -> bool {
+        let Some(drain) = &self.draining else { return false };
+        if drain.queue.is_empty() {
+            return true; // all written: the commit
+        }
+        let since = drain.since;
+        let half = (self.options.checkpoint_writes / 2).max(1);
+        u128::from(drain.done) * u128::from(half)
+            < u128::from(since) * u128::from(drain.total.max(1))
     }
 
     /// Commits every transaction the drain wrote into, then deletes the sealed log.

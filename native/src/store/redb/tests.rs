@@ -752,7 +752,7 @@ fn a_checkpoint_of_staged_writes_is_written_step_by_step_beside_the_log() {
     s.flush().unwrap();
     let mut steps = 0;
     while s.checkpointing() {
-        s.checkpoint_step().unwrap();
+        s.checkpoint_step(true).unwrap();
         steps += 1;
     }
     assert_eq!(steps, 4, "three steps of records, then the commit");
@@ -773,7 +773,7 @@ fn a_crash_in_the_middle_of_a_stepped_checkpoint_loses_nothing() {
     s.stage("c", staged(0, n, 1)).unwrap();
     s.flush().unwrap();
     assert!(s.checkpointing());
-    s.checkpoint_step().unwrap(); // one step in an open transaction, not committed
+    s.checkpoint_step(true).unwrap(); // one step in an open transaction, not committed
     s.stage("c", staged(n, n + 3, 1)).unwrap();
     s.flush().unwrap();
     drop(s);
@@ -796,7 +796,7 @@ fn a_removal_during_a_stepped_checkpoint_is_not_undone_by_its_later_steps() {
     // The key is in the last step, not written yet: the removal writes it first.
     assert_eq!(s.remove("c", last, key.as_bytes()).unwrap(), Some(v(1, "v1")));
     while s.checkpointing() {
-        s.checkpoint_step().unwrap();
+        s.checkpoint_step(true).unwrap();
     }
     s.flush().unwrap();
     assert_eq!(s.get("c", last, key.as_bytes()).unwrap(), None);
@@ -814,7 +814,7 @@ fn a_full_checkpoint_takes_over_one_being_written_in_steps() {
     s.stage("c", staged(0, n, 1)).unwrap();
     s.stage("d", staged(0, 10, 1)).unwrap();
     s.flush().unwrap();
-    s.checkpoint_step().unwrap();
+    s.checkpoint_step(true).unwrap();
     // A newer write of a key still in the drain wins over the drain's.
     s.stage("c", staged(n - 1, n, 5)).unwrap();
     s.flush().unwrap();
@@ -840,11 +840,40 @@ fn a_drop_during_a_stepped_checkpoint_is_not_undone_by_its_later_steps() {
     assert!(s.checkpointing());
     assert!(s.drop_collection("d").unwrap() || s.stats("d").unwrap().entries == 0);
     while s.checkpointing() {
-        s.checkpoint_step().unwrap();
+        s.checkpoint_step(true).unwrap();
     }
     assert_eq!(s.stats("d").unwrap().entries, 0);
     drop(s);
     let s = small_drains(&dir);
     assert_eq!(s.stats("d").unwrap().entries, 0, "the drop holds after a restart");
     assert!(!s.collections().unwrap().contains(&"d".to_string()));
+}
+
+#[test]
+fn under_load_a_stepped_checkpoint_keeps_pace_with_the_writes_coming_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = small_drains(&dir); // the next checkpoint is due after 100 writes
+    let n = (drain::STEP * 4) as u64;
+    s.stage("c", staged(0, n, 1)).unwrap();
+    s.flush().unwrap();
+    assert!(s.checkpointing());
+    let left = |s: &RedbStore| s.draining.as_ref().map_or(0, |d| d.total - d.done);
+    s.checkpoint_step(false).unwrap();
+    assert_eq!(left(&s), n, "no write came in: no step is due");
+    // It is to be written by the time 50 writes came in: after 25, half of it.
+    s.stage("c", staged(n, n + 25, 1)).unwrap();
+    s.checkpoint_step(false).unwrap();
+    s.checkpoint_step(false).unwrap();
+    assert_eq!(left(&s), n - 2 * drain::STEP as u64);
+    s.checkpoint_step(false).unwrap();
+    assert_eq!(left(&s), n - 2 * drain::STEP as u64, "on pace: not due");
+    s.checkpoint_step(true).unwrap();
+    assert_eq!(left(&s), n - 3 * drain::STEP as u64, "with nothing waiting, a step goes");
+    s.stage("c", staged(n + 25, n + 50, 1)).unwrap();
+    while s.checkpointing() {
+        s.checkpoint_step(false).unwrap(); // due: behind its pace
+    }
+    s.flush().unwrap();
+    drop(s);
+    assert_eq!(small_drains(&dir).stats("c").unwrap().entries, n + 50);
 }
