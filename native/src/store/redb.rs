@@ -209,6 +209,9 @@ struct Handle {
     db: Option<Database>,
     /// The page cache the open file was given, in bytes (0 while closed).
     cache: usize,
+    /// Its transaction is being committed on a thread of its own ([`drain`]): the file
+    /// stays open until that is done.
+    committing: bool,
 }
 
 /// One collection's file and its uncommitted writes.
@@ -456,9 +459,14 @@ impl RedbStore {
     /// log is kept until every collection is whole again. [`Store::flush`] checkpoints
     /// on its own when it should (see the module docs).
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
-        // A checkpoint being written step by step is taken over: what it has not
-        // written yet is written now, with the rest.
+        // A checkpoint being written step by step is taken over: its commit, if it
+        // began, is waited for; what it has not written yet is written now, with the
+        // rest.
+        let waited = self.wait_commit();
         self.undrain(None);
+        if let Err(e) = waited {
+            tracing::warn!(error = %e, "the stepped checkpoint failed: checkpointing in full");
+        }
         let mut first_error = None;
         for name in self.staged.keys().cloned().collect::<Vec<_>>() {
             if let Err(e) = self.unstage(&name) {
@@ -634,7 +642,9 @@ impl RedbStore {
             .iter()
             .filter(|(n, c)| {
                 n.as_str() != keep
-                    && c.handle.try_borrow().is_ok_and(|h| h.db.is_some() && h.txn.is_none())
+                    && c.handle
+                        .try_borrow()
+                        .is_ok_and(|h| h.db.is_some() && h.txn.is_none() && !h.committing)
             })
             .min_by_key(|(_, c)| c.used.get());
         let Some((_, c)) = victim else { return false };
@@ -1288,6 +1298,10 @@ impl Store for RedbStore {
     }
 
     fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError> {
+        // Its file must not be removed under a commit in progress.
+        if let Err(e) = self.wait_commit() {
+            tracing::warn!(error = %e, "the stepped checkpoint failed before a drop");
+        }
         self.staged.remove(collection);
         self.forget_drained(collection);
         if !self.collections.contains_key(collection) {

@@ -9,8 +9,12 @@
 //! file renamed aside, appends go to a fresh one), the staged writes are set aside as
 //! a *drain*, sorted by key, and the disk thread writes [`STEP`] of them into the
 //! files' transactions between two batches ([`RedbStore::checkpoint_step`]); new
-//! writes are logged and staged anew meanwhile. Once all are written, the transactions
-//! are committed and the sealed log deleted.
+//! writes are logged and staged anew meanwhile, and the steps are paced by them (one
+//! is due when the drain would not be written by the time half the next checkpoint's
+//! writes arrived; any step goes when nothing waits for the disk). Once all are
+//! written, the transactions are committed on a thread of their own (`dhrt-commit`)
+//! while the disk thread goes on logging, and the sealed log is deleted once that
+//! commit is durable. A write to one of those files meanwhile waits in redb for it.
 //!
 //! Why nothing is lost: the sealed log is deleted only after the commit of everything
 //! it holds is durable, and a crash before that replays both logs (merges keep the
@@ -23,8 +27,13 @@
 
 use super::{commit, merge_into, RedbStore};
 use bytes::Bytes;
-use dhrt_core::{entry::Entry, hash::Position, store::StoreError};
+use dhrt_core::{
+    entry::Entry,
+    hash::Position,
+    store::{CollectionStats, StoreError},
+};
 use std::collections::VecDeque;
+use std::sync::mpsc;
 
 /// Records written into the files per step: about a millisecond and a half of
 /// B-tree inserts, so a batch waits at most that long behind a step.
@@ -82,7 +91,12 @@ pub(super) struct Drain {
     pub(super) done: u64,
     /// Writes staged since it began (the pace it keeps).
     pub(super) since: u64,
+    /// Its commit, once every record is written: running on a thread of its own.
+    committing: Option<mpsc::Receiver<Committed>>,
 }
+
+/// What a commit thread did: each collection, the counts it committed, and how it went.
+type Committed = Vec<(String, CollectionStats, Result<(), StoreError>)>;
 
 impl RedbStore {
     /// Whether a checkpoint is being written step by step.
@@ -113,7 +127,14 @@ impl RedbStore {
             c.in_txn = 0;
         }
         let total = queue.iter().map(|(_, sorted)| sorted.left() as u64).sum();
-        self.draining = Some(Drain { queue, bytes: self.txn_bytes, total, done: 0, since: 0 });
+        self.draining = Some(Drain {
+            queue,
+            bytes: self.txn_bytes,
+            total,
+            done: 0,
+            since: 0,
+            committing: None,
+        });
     }
 
     /// Writes the next [`STEP`] records of the drain into their file's transaction, or,
@@ -127,8 +148,19 @@ impl RedbStore {
             return Ok(());
         }
         let Some(mut drain) = self.draining.take() else { return Ok(()) };
+        if let Some(committing) = &drain.committing {
+            return match committing.try_recv() {
+                Ok(committed) => self.end_commit(drain, committed),
+                Err(mpsc::TryRecvError::Empty) => {
+                    self.draining = Some(drain);
+                    Ok(())
+                }
+                Err(mpsc::TryRecvError::Disconnected) => self.end_commit(drain, Vec::new()),
+            };
+        }
         let Some((name, mut rest)) = drain.queue.pop_front() else {
-            return self.finish_drain(drain);
+            self.begin_commit(drain);
+            return Ok(());
         };
         let step: Vec<Staged> = rest.by_ref().take(STEP).collect();
         drain.done += step.len() as u64;
@@ -170,21 +202,68 @@ impl RedbStore {
             < u128::from(since) * u128::from(drain.total.max(1))
     }
 
-    /// Commits every transaction the drain wrote into, then deletes the sealed log.
-    fn finish_drain(&mut self, drain: Drain) -> Result<(), StoreError> {
+    /// Hands every transaction the drain wrote into to a thread that commits them (the
+    /// commit's writes and fsyncs took 25-48 ms of 100,000 staged keys, a pause for
+    /// every batch while the disk thread did it). Their files are not closed meanwhile;
+    /// a write to one of them waits in redb until the commit is done. The outcome is
+    /// taken by a later step ([`RedbStore::end_commit`]).
+    fn begin_commit(&mut self, mut drain: Drain) {
+        let mut txns = Vec::new();
+        for (name, c) in &mut self.collections {
+            let h = c.handle.get_mut();
+            let Some(txn) = h.txn.take() else { continue };
+            h.committing = true;
+            c.in_txn = 0;
+            txns.push((name.clone(), c.stats, txn));
+        }
+        let (done, committing) = mpsc::sync_channel(1);
+        let run = move || {
+            let committed: Committed = txns
+                .into_iter()
+                .map(|(name, stats, txn)| {
+                    let outcome = commit(txn, &stats)
+                        .map_err(|e| super::with_context(&e, &format!("committing {name}")));
+                    (name, stats, outcome)
+                })
+                .collect();
+            let _ = done.send(committed);
+        };
+        drain.committing = Some(committing);
+        if let Err(e) = std::thread::Builder::new().name("dhrt-commit".into()).spawn(run) {
+            // No thread to be had: what was to be committed is aborted with the closure,
+            // and the log, kept whole, has it all.
+            tracing::warn!(error = %e, "cannot start a commit thread: checkpointing in full");
+        }
+        self.draining = Some(drain);
+    }
+
+    /// Takes a commit's outcome: each collection committed has its counts as committed;
+    /// one that failed (or a commit thread that never answered) is recovered from the
+    /// log, which is then kept whole until a full checkpoint. When all went well the
+    /// sealed log is deleted and the drain is over.
+    fn end_commit(&mut self, drain: Drain, committed: Committed) -> Result<(), StoreError> {
         let mut first_error = None;
         let mut failed = Vec::new();
-        for (name, c) in &mut self.collections {
-            let Some(txn) = c.handle.get_mut().txn.take() else { continue };
-            c.in_txn = 0;
-            match commit(txn, &c.stats) {
-                Ok(()) => c.committed = c.stats,
+        let mut answered = std::collections::BTreeSet::new();
+        for (name, stats, outcome) in committed {
+            answered.insert(name.clone());
+            let Some(c) = self.collections.get_mut(&name) else { continue };
+            match outcome {
+                Ok(()) => c.committed = stats,
                 Err(e) => {
-                    let e = super::with_context(&e, &format!("committing {name}"));
                     first_error.get_or_insert(e.clone());
-                    failed.push((name.clone(), e));
+                    failed.push((name, e));
                 }
             }
+        }
+        for (name, c) in &mut self.collections {
+            let h = c.handle.get_mut();
+            if h.committing && !answered.contains(name) {
+                let e = StoreError::Io(format!("the commit of {name} did not finish"));
+                first_error.get_or_insert(e.clone());
+                failed.push((name.clone(), e));
+            }
+            h.committing = false;
         }
         self.txn_bytes = self.txn_bytes.saturating_sub(drain.bytes);
         for (name, e) in failed {
@@ -204,6 +283,24 @@ impl RedbStore {
         self.trouble = None;
         self.close_idle();
         Ok(())
+    }
+
+    /// Whether the drain's commit has begun and not been taken yet.
+    #[cfg(test)]
+    pub(super) fn commit_begun(&self) -> bool {
+        self.draining.as_ref().is_some_and(|d| d.committing.is_some())
+    }
+
+    /// Waits for a commit in progress and takes its outcome (before a full checkpoint
+    /// or a drop, which must not overlap it).
+    pub(super) fn wait_commit(&mut self) -> Result<(), StoreError> {
+        let Some(drain) = self.draining.take() else { return Ok(()) };
+        let Some(committing) = &drain.committing else {
+            self.draining = Some(drain);
+            return Ok(());
+        };
+        let committed = committing.recv().unwrap_or_default();
+        self.end_commit(drain, committed)
     }
 
     /// Puts what is left of the drain — of `collection`, or all of it — back among the
@@ -233,6 +330,16 @@ impl RedbStore {
     pub(super) fn forget_drained(&mut self, collection: &str) {
         if let Some(drain) = self.draining.as_mut() {
             drain.queue.retain(|(name, _)| name != collection);
+        }
+    }
+}
+
+impl Drop for RedbStore {
+    /// A commit still running on its thread is waited for, so the files are not closed
+    /// under it.
+    fn drop(&mut self) {
+        if let Some(committing) = self.draining.as_ref().and_then(|d| d.committing.as_ref()) {
+            let _ = committing.recv();
         }
     }
 }
