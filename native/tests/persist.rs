@@ -62,6 +62,65 @@ fn acknowledged_writes_survive_kill_9_of_a_single_node() {
 }
 
 #[test]
+fn acknowledged_writes_survive_kill_9_in_the_middle_of_stepped_checkpoints() {
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    // A checkpoint every 200 writes: the log is sealed, the files written in steps and
+    // committed on a thread of their own, over and over while the writers go on.
+    let mut node = NodeProc::start(Some(dir.path()), &["--checkpoint-writes", "200"]);
+    let port = node.port();
+    let addr = node.addr.clone();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let writers = {
+        let acked = acked.clone();
+        std::thread::spawn(move || {
+            runtime().block_on(async {
+                let c = Client::connect(&addr).await.unwrap();
+                let mut tasks = Vec::new();
+                for w in 0..8 {
+                    let (c, acked) = (c.clone(), acked.clone());
+                    tasks.push(tokio::spawn(async move {
+                        for i in 0..2_000 {
+                            let key = format!("w{w}-{i}");
+                            let value = format!("{key}-value");
+                            match c.set("logs", &key, &value, Consistency::One, None).await {
+                                Ok(_) => acked.lock().unwrap().push(key),
+                                Err(_) => return, // the node is gone
+                            }
+                        }
+                    }));
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+            })
+        })
+    };
+    // Killed while writes and checkpoints are under way.
+    assert!(
+        wait_until(Duration::from_secs(60), || acked.lock().unwrap().len() >= 3_000),
+        "3,000 writes acknowledged in time"
+    );
+    node.kill9();
+    writers.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let node = NodeProc::start_on(Some(dir.path()), port, &["--checkpoint-writes", "200"]);
+    rt_check(&node.addr, &acked);
+}
+
+/// Every key of `acked` reads back with its value from the node at `addr`.
+fn rt_check(addr: &str, acked: &[String]) {
+    runtime().block_on(async {
+        let c = Client::connect(addr).await.unwrap();
+        for key in acked {
+            let got = c.get("logs", key, Consistency::One).await.unwrap();
+            let want = format!("{key}-value");
+            assert_eq!(got.as_deref(), Some(want.as_bytes()), "{key} lost in kill -9");
+        }
+    });
+}
+
+#[test]
 fn a_restarted_node_keeps_its_data_rejoins_and_catches_up() {
     let _serial = common::serial();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();

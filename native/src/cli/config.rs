@@ -94,6 +94,8 @@ config_file! {
     cache_mb: u64,
     /// `--reads`: `memory` or `disk`.
     reads: Reads,
+    /// `--checkpoint-writes`.
+    checkpoint_writes: u64,
     /// `--cluster-secret-file`.
     cluster_secret_file: PathBuf,
     /// `--tls-cert`.
@@ -333,6 +335,7 @@ mod tests {
             max_collections,
             cache_mb,
             reads,
+            checkpoint_writes,
             cluster_secret_file,
             tls_cert,
             tls_key,
@@ -363,6 +366,7 @@ mod tests {
         assert!(max_value.is_some() && leave_timeout.is_some() && min_free_mb.is_some());
         assert!(max_open_files.is_some() && max_collections.is_some() && cache_mb.is_some());
         assert_eq!(reads, Some(Reads::Memory));
+        assert!(checkpoint_writes.is_some());
         assert!(cluster_secret_file.is_some() && tls_cert.is_some() && tls_key.is_some());
         assert!(tls_ca.is_some() && tls_client_auth.is_some() && admin_token_file.is_some());
         assert!(allow_origin.is_some() && metrics_public.is_some() && insecure.is_some());

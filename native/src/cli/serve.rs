@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// through the page cache (for data larger than memory).
     #[arg(long, default_value = "memory", value_name = "memory|disk")]
     pub reads: Reads,
+    /// Writes between two checkpoints of the collection files (default 262,144 with
+    /// --reads memory, 16,384 with --reads disk). Fewer: a shorter log to replay after
+    /// a crash, and more writes to the files.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_writes: Option<u64>,
     /// The cluster secret (at least 16 bytes; surrounding whitespace is trimmed) every
     /// peer proves it holds when a link opens. Required, with --admin-token-file, to
     /// listen on a non-loopback address.
@@ -254,14 +259,19 @@ async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Storage::Tuned {
             path: args.data_dir.clone(),
-            options: RedbOptions {
-                min_free_bytes: args.min_free_mb.saturating_mul(1 << 20),
-                max_open_files: args.max_open_files.max(1),
-                max_collections: args.max_collections,
-                cache_total_bytes: usize::try_from(args.cache_mb.saturating_mul(1 << 20))
-                    .unwrap_or(usize::MAX),
-                reads: args.reads,
-                ..RedbOptions::default()
+            options: {
+                let defaults = RedbOptions::for_reads(args.reads);
+                RedbOptions {
+                    min_free_bytes: args.min_free_mb.saturating_mul(1 << 20),
+                    max_open_files: args.max_open_files.max(1),
+                    max_collections: args.max_collections,
+                    cache_total_bytes: usize::try_from(args.cache_mb.saturating_mul(1 << 20))
+                        .unwrap_or(usize::MAX),
+                    checkpoint_writes: args
+                        .checkpoint_writes
+                        .map_or(defaults.checkpoint_writes, |n| n.max(1)),
+                    ..defaults
+                }
             },
         }
     };

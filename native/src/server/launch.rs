@@ -64,7 +64,8 @@ pub fn launch(
             Ok(Launched { id, server, storage: "in memory".into() })
         }
         Storage::Dir { path, min_free_bytes } => {
-            let options = RedbOptions { min_free_bytes: *min_free_bytes, ..RedbOptions::default() };
+            let options =
+                RedbOptions { min_free_bytes: *min_free_bytes, ..RedbOptions::memory_first() };
             launch_persisted(bound, opts, path, options, id)
         }
         Storage::Tuned { path, options } => {

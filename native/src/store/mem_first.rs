@@ -57,12 +57,6 @@ use std::thread::JoinHandle;
 /// Jobs queued for the disk thread at most; a node that outruns its disk by more
 /// waits (it blocks on the queue) instead of growing it.
 const QUEUE: usize = 64;
-/// Writes between two checkpoints at least: staged writes are collapsed to one per key
-/// until the checkpoint, so the rarer it is the fewer the file's writes.
-const STAGED_WRITES: u64 = 1 << 18;
-/// The log's bound at least, for the same reason (a start after a crash replays up to
-/// this much).
-const STAGED_LOG_BYTES: u64 = 64 << 20;
 /// Values at least this long are shared with the disk thread rather than copied.
 const SHARE_FROM: usize = 1024;
 /// How long the disk thread's queue stays empty before a checkpoint in progress takes
@@ -205,13 +199,9 @@ impl<D: DiskSide> std::fmt::Debug for MemFirstStore<D> {
 
 impl MemFirstStore<RedbStore> {
     /// Opens the data dir `dir` as [`RedbStore::open`] does (replaying its log), reads
-    /// every collection into memory and starts the disk thread.
+    /// every collection into memory and starts the disk thread. Its checkpoints are
+    /// `options`' ([`RedbOptions::memory_first`] has the defaults made for it).
     pub fn open(dir: &Path, options: RedbOptions) -> Result<Self, StoreError> {
-        let options = RedbOptions {
-            checkpoint_writes: options.checkpoint_writes.max(STAGED_WRITES),
-            checkpoint_bytes: options.checkpoint_bytes.max(STAGED_LOG_BYTES),
-            ..options
-        };
         let disk = RedbStore::open(dir, options.clone())?;
         fits_in_memory(&disk, available_memory())?;
         let space = SpaceReserve::new(dir.to_path_buf(), options.min_free_bytes);

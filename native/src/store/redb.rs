@@ -111,6 +111,13 @@ pub(crate) const LOST_AND_FOUND: &str = "lost+found";
 /// Tombstones (deletes) are admitted while this many bytes stay free: enough for the
 /// log append and a checkpoint of small records.
 pub const TOMBSTONE_FLOOR: u64 = 1 << 20;
+/// Writes between two checkpoints of a memory-first node by default: its staged writes
+/// are collapsed to one per key until the checkpoint, so the rarer it is the fewer the
+/// file's writes ([`RedbOptions::memory_first`]).
+pub const MEMORY_FIRST_CHECKPOINT_WRITES: u64 = 1 << 18;
+/// The log's bound of a memory-first node by default, for the same reason (a start
+/// after a crash replays up to this much, twice during a stepped checkpoint).
+pub const MEMORY_FIRST_CHECKPOINT_BYTES: u64 = 64 << 20;
 /// The size of a redb page, for the copy-on-write estimate.
 const PAGE: u64 = 4096;
 
@@ -141,10 +148,11 @@ pub struct RedbOptions {
     pub preload_bytes: u64,
     /// A flush checkpoints instead of appending to the write-ahead log when the log
     /// would grow past this many bytes, or past an eighth of the disk's free space.
-    /// Default 8 MiB.
+    /// Default 8 MiB ([`RedbOptions::memory_first`]: 64 MiB).
     pub checkpoint_bytes: u64,
     /// A flush checkpoints when the open transactions hold this many writes (they keep
-    /// the pages they touched in memory until then). Default 16,384.
+    /// the pages they touched in memory until then). Default 16,384
+    /// ([`RedbOptions::memory_first`]: 262,144).
     pub checkpoint_writes: u64,
     /// Collection files kept open at once; the least recently used are closed beyond
     /// it (each open file holds a descriptor). Default 256.
@@ -178,6 +186,30 @@ impl std::str::FromStr for Reads {
             "memory" => Ok(Reads::Memory),
             "disk" => Ok(Reads::Disk),
             other => Err(format!("reads must be memory or disk, not {other:?}")),
+        }
+    }
+}
+
+impl RedbOptions {
+    /// The defaults for a node that reads as `reads` says: [`RedbOptions::memory_first`]
+    /// or, for [`Reads::Disk`], [`RedbOptions::default`].
+    pub fn for_reads(reads: Reads) -> Self {
+        match reads {
+            Reads::Memory => RedbOptions::memory_first(),
+            Reads::Disk => RedbOptions { reads, ..RedbOptions::default() },
+        }
+    }
+
+    /// The defaults of a memory-first node ([`super::MemFirstStore`]): rarer
+    /// checkpoints — every [`MEMORY_FIRST_CHECKPOINT_WRITES`] writes or
+    /// [`MEMORY_FIRST_CHECKPOINT_BYTES`] of log — since its staged writes are collapsed
+    /// to the newest of each key until then and written step by step beside the log.
+    pub fn memory_first() -> Self {
+        RedbOptions {
+            checkpoint_writes: MEMORY_FIRST_CHECKPOINT_WRITES,
+            checkpoint_bytes: MEMORY_FIRST_CHECKPOINT_BYTES,
+            reads: Reads::Memory,
+            ..RedbOptions::default()
         }
     }
 }
