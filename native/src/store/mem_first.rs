@@ -61,7 +61,7 @@ const QUEUE: usize = 64;
 const SHARE_FROM: usize = 1024;
 /// How long the disk thread's queue stays empty before a checkpoint in progress takes
 /// a step regardless of its pace: a batch arriving meanwhile goes first.
-const IDLE: std::time::Duration = std::time::Duration::from_micros(200);
+const IDLE: std::time::Duration = std::time::Duration::from_millis(2);
 /// Records per page when memory is filled from the files.
 const PAGE: usize = 1024;
 
