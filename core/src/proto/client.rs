@@ -647,8 +647,7 @@ pub struct ClockStats {
 /// and `quorum` for every collection not configured — a quorum read and a quorum write
 /// share at least one replica, so the read reaches a copy of the latest write
 /// acknowledged at quorum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Consistency {
     /// The collection's configured level ([`Consistency::resolve`]); `quorum` unless
     /// configured.
@@ -723,6 +722,55 @@ impl FromStr for Consistency {
         } else {
             Err(err())
         }
+    }
+}
+
+/// On the wire a level is its name (`"one"`, `"quorum"`…) or its number as a string.
+/// Written and read without allocating: every request carries one, and a `String` made
+/// for it on each side showed in the request path's profile.
+impl Serialize for Consistency {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Consistency::Default => serializer.serialize_str("default"),
+            Consistency::One => serializer.serialize_str("one"),
+            Consistency::Quorum => serializer.serialize_str("quorum"),
+            Consistency::All => serializer.serialize_str("all"),
+            Consistency::N(n) => {
+                let mut digits = [0u8; 3];
+                let mut at = digits.len();
+                let mut n = *n;
+                loop {
+                    at -= 1;
+                    digits[at] = b'0' + n % 10;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                // ASCII digits: always UTF-8.
+                serializer.serialize_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Consistency {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Level;
+        impl serde::de::Visitor<'_> for Level {
+            type Value = Consistency;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a consistency level: default, one, quorum, all or a number")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Consistency, E> {
+                s.parse().map_err(E::custom)
+            }
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Consistency, E> {
+                let s = std::str::from_utf8(b).map_err(E::custom)?;
+                s.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Level)
     }
 }
 
@@ -957,6 +1005,21 @@ mod tests {
                 _ => Consistency::N(n),
             };
             prop_assert_eq!(c.to_string().parse::<Consistency>(), Ok(c));
+        }
+
+        #[test]
+        fn a_level_is_on_the_wire_as_its_text(n: u8, pick in 0u8..5) {
+            let c = match pick {
+                0 => Consistency::One,
+                1 => Consistency::Quorum,
+                2 => Consistency::All,
+                3 => Consistency::Default,
+                _ => Consistency::N(n),
+            };
+            let bytes = rmp_serde::to_vec(&c).unwrap();
+            prop_assert_eq!(&bytes, &rmp_serde::to_vec(&c.to_string()).unwrap());
+            prop_assert_eq!(rmp_serde::from_slice::<Consistency>(&bytes).unwrap(), c);
+            prop_assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(c.to_string()));
         }
 
         #[test]

@@ -582,10 +582,10 @@ impl RedbStore {
     fn unstage(&mut self, collection: &str) -> Result<(), StoreError> {
         // What a checkpoint in progress has not written yet of it is older still.
         self.undrain(Some(collection));
-        if !self.staged.contains_key(collection) || self.make_room(collection)? {
-            // Nothing staged, or checkpointed in full to open its file (which wrote it).
+        if !self.staged.contains_key(collection) {
             return Ok(());
         }
+        self.make_room(collection)?;
         let Some(staged) = self.staged.remove(collection) else { return Ok(()) };
         // Hashed while they come (one probe a write), sorted once here: the file's
         // B-tree takes them in key order.
@@ -600,21 +600,51 @@ impl RedbStore {
         Ok(())
     }
 
-    /// Checkpoints in full when `collection`'s file is closed and no other can be
-    /// closed to open it (each holds uncommitted writes): what [`RedbStore::write`]
-    /// would do, but before the caller takes staged writes out, so the checkpoint
-    /// writes them too instead of emptying the log under them. Returns whether it did.
-    fn make_room(&mut self, collection: &str) -> Result<bool, StoreError> {
+    /// Makes room to open `collection`'s file when it is closed and every open file
+    /// holds uncommitted writes: their transactions are committed (the log keeps every
+    /// write until a checkpoint, so committing early loses nothing) and one is closed.
+    /// Unlike [`RedbStore::write`]'s full checkpoint, this is safe in the middle of one
+    /// (a checkpoint unstaging more collections than files may be open) and while
+    /// staged writes are out of the map. A commit in progress on its thread is waited
+    /// for when only its files are open.
+    fn make_room(&mut self, collection: &str) -> Result<(), StoreError> {
         let closed =
             self.collections.get(collection).is_some_and(|c| c.handle.borrow().db.is_none());
-        if closed
-            && self.open_files.get() >= self.options.max_open_files
-            && !self.close_least_used(collection)
+        if !closed
+            || self.open_files.get() < self.options.max_open_files
+            || self.close_least_used(collection)
         {
-            self.checkpoint()?;
-            return Ok(true);
+            return Ok(());
         }
-        Ok(false)
+        self.commit_open()?;
+        if !self.close_least_used(collection) {
+            self.wait_commit()?;
+            self.close_least_used(collection);
+        }
+        Ok(())
+    }
+
+    /// Commits every open transaction (not one being committed on its thread) without
+    /// touching the log. A collection whose commit fails is closed and recovered, as at
+    /// a checkpoint.
+    fn commit_open(&mut self) -> Result<(), StoreError> {
+        let mut failed = Vec::new();
+        for (name, c) in &mut self.collections {
+            let Some(txn) = c.handle.get_mut().txn.take() else { continue };
+            c.in_txn = 0;
+            match commit(txn, &c.stats) {
+                Ok(()) => c.committed = c.stats,
+                Err(e) => {
+                    failed.push((name.clone(), with_context(&e, &format!("committing {name}"))))
+                }
+            }
+        }
+        let first = failed.first().map(|(_, e)| e.clone());
+        for (name, e) in failed {
+            self.close_after_failure(&name, e);
+        }
+        let recovered = self.recover_all();
+        first.map_or(recovered, Err)
     }
 
     /// Every collection this store holds, with records or not.

@@ -147,7 +147,7 @@ impl RedbStore {
         if !idle && !self.step_due() {
             return Ok(());
         }
-        let Some(mut drain) = self.draining.take() else { return Ok(()) };
+        let Some(drain) = self.draining.take() else { return Ok(()) };
         if let Some(committing) = &drain.committing {
             return match committing.try_recv() {
                 Ok(committed) => self.end_commit(drain, committed),
@@ -158,19 +158,23 @@ impl RedbStore {
                 Err(mpsc::TryRecvError::Disconnected) => self.end_commit(drain, Vec::new()),
             };
         }
-        let Some((name, mut rest)) = drain.queue.pop_front() else {
+        let Some(name) = drain.queue.front().map(|(name, _)| name.clone()) else {
             self.begin_commit(drain);
             return Ok(());
         };
+        // Room to open its file first, while the step is still in the drain (a full
+        // checkpoint after a failure here writes it).
+        self.draining = Some(drain);
+        if let Err(e) = self.make_room(&name) {
+            self.checkpoint_due = true;
+            return Err(e);
+        }
+        let Some(drain) = self.draining.as_mut() else { return Ok(()) };
+        let Some((name, mut rest)) = drain.queue.pop_front() else { return Ok(()) };
         let step: Vec<Staged> = rest.by_ref().take(STEP).collect();
         drain.done += step.len() as u64;
         if rest.left() > 0 {
             drain.queue.push_front((name.clone(), rest));
-        }
-        self.draining = Some(drain);
-        if self.make_room(&name)? {
-            // Checkpointed in full to open the file: that wrote everything, this step too.
-            return Ok(());
         }
         let written = self.write(&name, true, |table, stats| {
             let mut buf = Vec::new();

@@ -911,3 +911,34 @@ fn writes_while_a_stepped_checkpoint_commits_on_its_thread_land_after_it() {
     let s = small_drains(&dir);
     assert_eq!(s.get("c", 9, b"key-9").unwrap(), Some(v(2, "v2")));
 }
+
+#[test]
+fn staged_writes_to_more_collections_than_open_files_are_checkpointed_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let few = RedbOptions { max_open_files: 3, checkpoint_writes: 100, ..RedbOptions::default() };
+    let mut s = RedbStore::open(dir.path(), few.clone()).unwrap();
+    // Stepped checkpoints over 12 collections, 3 files open at most.
+    for round in 0..3u64 {
+        for c in 0..12u64 {
+            s.stage(&format!("c{c}"), staged(0, 30, round + 1)).unwrap();
+        }
+        s.flush().unwrap();
+        for _ in 0..5 {
+            s.checkpoint_step(true).unwrap();
+        }
+    }
+    // A full checkpoint unstages every collection, more than may be open at once.
+    for c in 0..12u64 {
+        s.stage(&format!("c{c}"), staged(30, 35, 9)).unwrap();
+    }
+    s.flush().unwrap();
+    s.checkpoint().unwrap();
+    assert!(s.open_files.get() <= 3, "{} open", s.open_files.get());
+    drop(s);
+    let s = RedbStore::open(dir.path(), few).unwrap();
+    for c in 0..12u64 {
+        let name = format!("c{c}");
+        assert_eq!(s.stats(&name).unwrap().entries, 35, "{name}");
+        assert_eq!(s.get(&name, 4, b"key-4").unwrap(), Some(v(3, "v3")), "{name}");
+    }
+}
