@@ -3,8 +3,9 @@
 //!
 //! Dense, because a `--memory` node's keys all live here: each record is one allocation
 //! ([`Rec`]: its version, expiry, key and value side by side), and each collection's
-//! index maps a ring position to its record — 24 bytes a slot, so a lookup's search
-//! reads a few cache lines of integers. A map keyed by `(position, key)` holding whole
+//! index maps a ring position to its record — 24 bytes a slot, in a hash table on the
+//! positions' top bits that is also in position order ([`index`]), so a lookup usually
+//! reads one slot before the record. A map keyed by `(position, key)` holding whole
 //! entries took 104-byte slots and separate key and value buffers (375 bytes a key at
 //! 1M keys, docs/benchmarks.md), and its search was a tenth of a write's time.
 //!
@@ -30,7 +31,10 @@ use crate::{
     Millis,
 };
 use bytes::Bytes;
+use index::Index;
 use std::collections::BTreeMap;
+
+mod index;
 
 /// Values at least this long are kept as shared buffers beside the records ([`Blobs`]).
 pub const SHARED_FROM: usize = 1024;
@@ -91,7 +95,16 @@ impl Blobs {
 }
 
 impl Rec {
-    /// Bytes a record of `key` and `entry` takes.
+    /// The index's mark for a crowded position (its records are in
+    /// [`Records::crowded`]): empty, as no record is, and without an allocation.
+    fn crowded() -> Rec {
+        Rec(Box::new([]))
+    }
+
+    fn is_crowded(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Bytes a record of `key` and `entry` takes (`blob`: its value is shared).
     fn len_for(key: &[u8], entry: &Entry, blob: Option<u64>) -> usize {
         let value = match (&entry.value, blob) {
@@ -264,8 +277,9 @@ impl Collection {
 /// A collection's records in (position, key) order.
 #[derive(Debug, Default, Clone)]
 struct Records {
-    /// Each position's record; `None` for a crowded position (see the module docs).
-    index: BTreeMap<Position, Option<Rec>>,
+    /// Each position's record; [`Rec::crowded`] for a crowded position (see the module
+    /// docs).
+    index: Index<Rec>,
     /// The records of crowded positions (two or more each), by key.
     crowded: BTreeMap<Position, BTreeMap<Box<[u8]>, Rec>>,
 }
@@ -276,51 +290,53 @@ impl Records {
     }
 
     fn find(&self, pos: Position, key: &[u8]) -> Option<&Rec> {
-        match self.index.get(&pos)? {
-            Some(rec) => (rec.key() == key).then_some(rec),
-            None => self.crowded.get(&pos)?.get(key),
+        match self.index.get(pos)? {
+            rec if rec.is_crowded() => self.crowded.get(&pos)?.get(key),
+            rec => (rec.key() == key).then_some(rec),
         }
     }
 
     fn find_mut(&mut self, pos: Position, key: &[u8]) -> Option<&mut Rec> {
-        match self.index.get_mut(&pos)? {
-            Some(rec) => (rec.key() == key).then_some(rec),
-            None => self.crowded.get_mut(&pos)?.get_mut(key),
+        match self.index.get_mut(pos)? {
+            rec if rec.is_crowded() => self.crowded.get_mut(&pos)?.get_mut(key),
+            rec => (rec.key() == key).then_some(rec),
         }
     }
 
     /// Adds a record for a key not stored yet.
     fn insert(&mut self, pos: Position, rec: Rec) {
-        match self.index.get_mut(&pos) {
+        match self.index.get_mut(pos) {
             None => {
-                self.index.insert(pos, Some(rec));
+                self.index.insert(pos, rec);
             }
-            Some(slot @ Some(_)) => {
-                let Some(alone) = slot.take() else { return };
+            Some(slot) if slot.is_crowded() => {
+                self.crowded.entry(pos).or_default().insert(rec.key().into(), rec);
+            }
+            Some(slot) => {
+                let alone = std::mem::replace(slot, Rec::crowded());
                 let crowd = self.crowded.entry(pos).or_default();
                 crowd.insert(alone.key().into(), alone);
                 crowd.insert(rec.key().into(), rec);
-            }
-            Some(None) => {
-                self.crowded.entry(pos).or_default().insert(rec.key().into(), rec);
             }
         }
     }
 
     fn remove(&mut self, pos: Position, key: &[u8]) -> Option<Rec> {
-        match self.index.get(&pos)? {
-            Some(rec) if rec.key() == key => self.index.remove(&pos).flatten(),
-            Some(_) => None,
-            None => {
+        match self.index.get(pos)? {
+            rec if rec.is_crowded() => {
                 let crowd = self.crowded.get_mut(&pos)?;
                 let rec = crowd.remove(key)?;
                 if crowd.len() == 1 {
                     // One left: back in the index, the position is no longer crowded.
                     let last = self.crowded.remove(&pos).and_then(|c| c.into_values().next());
-                    self.index.insert(pos, last);
+                    if let Some(last) = last {
+                        self.index.insert(pos, last);
+                    }
                 }
                 Some(rec)
             }
+            rec if rec.key() == key => self.index.remove(pos),
+            _ => None,
         }
     }
 
@@ -336,22 +352,17 @@ impl Records {
         if lo > to {
             return;
         }
-        for (&pos, slot) in self.index.range(lo..=to) {
-            let more = match slot {
-                Some(rec) => {
-                    let skip = pos == lo && after.is_some_and(|k| rec.key() <= k);
-                    skip || visit(pos, rec)
-                }
-                None => {
-                    let Some(crowd) = self.crowded.get(&pos) else { continue };
-                    let lower = match after {
-                        Some(k) if pos == lo => Bound::Excluded(k),
-                        _ => Bound::Unbounded,
-                    };
-                    crowd
-                        .range::<[u8], _>((lower, Bound::Unbounded))
-                        .all(|(_, rec)| visit(pos, rec))
-                }
+        for (pos, slot) in self.index.range(lo, to) {
+            let more = if slot.is_crowded() {
+                let Some(crowd) = self.crowded.get(&pos) else { continue };
+                let lower = match after {
+                    Some(k) if pos == lo => Bound::Excluded(k),
+                    _ => Bound::Unbounded,
+                };
+                crowd.range::<[u8], _>((lower, Bound::Unbounded)).all(|(_, rec)| visit(pos, rec))
+            } else {
+                let skip = pos == lo && after.is_some_and(|k| slot.key() <= k);
+                skip || visit(pos, slot)
             };
             if !more {
                 return;

@@ -1,0 +1,440 @@
+//! [`Index`]: a collection's map from ring position to record, in position order.
+//!
+//! Positions in a hashed collection are uniform 64-bit hashes, so their top bits make a
+//! hash table that is also sorted: slot `i` of a table of `2^bits` is the *home* of the
+//! positions whose top `bits` bits are `i`, entries sit at or after their home in
+//! position order, and runs are contiguous (linear probing that keeps the order: an
+//! insertion shifts the rest of its run one slot right, a removal shifts it back). A
+//! lookup reads the home slot and usually nothing more — one cache miss, where a
+//! B-tree of 100,000 positions takes three or four (its levels, then the leaf's values
+//! in a line of their own: half of a `--memory` write's store time,
+//! docs/benchmarks.md). A walk in order reads the slots in order.
+//!
+//! No entry may sit more than [`MAX_RUN`] slots after its home, so no lookup scans
+//! more. Positions are not secret (xxh3 of the key, unkeyed), so a client could pick
+//! keys whose positions share their top bits; and in an `ordered.*` collection
+//! positions are key prefixes, not hashes at all. When an insertion would break the
+//! bound, the table doubles if that spreads it out, and otherwise the index becomes a
+//! `BTreeMap` for good: O(log n) whatever the positions, as before the table existed.
+//! Memory stays within a constant of the entries: the table grows at 3/4 full, never
+//! below 1/8 full, and shrinks below 1/16.
+
+use std::collections::BTreeMap;
+
+/// Most slots an entry may sit after its home slot (and so most slots a lookup reads).
+pub const MAX_RUN: usize = 64;
+/// The smallest table (bits), allocated on the first insertion.
+const MIN_BITS: u32 = 4;
+
+/// Positions to values, in position order (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Index<V> {
+    repr: Repr<V>,
+}
+
+#[derive(Debug, Clone)]
+enum Repr<V> {
+    Table(Table<V>),
+    Tree(BTreeMap<u64, V>),
+}
+
+impl<V> Default for Index<V> {
+    fn default() -> Self {
+        Index { repr: Repr::Table(Table::empty()) }
+    }
+}
+
+/// The sorted hash table: `2^bits` home slots and [`MAX_RUN`] more for runs that
+/// start near the end.
+#[derive(Debug, Clone)]
+struct Table<V> {
+    bits: u32,
+    slots: Vec<Option<(u64, V)>>,
+    len: usize,
+}
+
+/// Why an insertion could not keep the table's bound.
+struct Overflow;
+
+impl<V> Table<V> {
+    fn empty() -> Self {
+        Table { bits: 0, slots: Vec::new(), len: 0 }
+    }
+
+    fn with_bits(bits: u32) -> Self {
+        let mut slots = Vec::new();
+        slots.resize_with((1usize << bits) + MAX_RUN, || None);
+        Table { bits, slots, len: 0 }
+    }
+
+    /// The home slot of `pos`: its top `bits` bits.
+    fn home(&self, pos: u64) -> usize {
+        if self.bits == 0 {
+            0
+        } else {
+            (pos >> (64 - self.bits)) as usize
+        }
+    }
+
+    /// The slot holding `pos`, or where it would go: the first slot from its home that
+    /// is empty or holds a greater position.
+    fn seek(&self, pos: u64) -> (usize, bool) {
+        let mut i = self.home(pos);
+        while let Some(Some((p, _))) = self.slots.get(i) {
+            if *p >= pos {
+                return (i, *p == pos);
+            }
+            i += 1;
+        }
+        (i, false)
+    }
+
+    fn get(&self, pos: u64) -> Option<&V> {
+        match self.seek(pos) {
+            (i, true) => self.slots[i].as_ref().map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    fn get_mut(&mut self, pos: u64) -> Option<&mut V> {
+        match self.seek(pos) {
+            (i, true) => self.slots[i].as_mut().map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// Inserts `pos` (not present) at slot `at` from [`Table::seek`], shifting the rest
+    /// of its run right; `Overflow` (and nothing changed) when an entry would end up
+    /// more than [`MAX_RUN`] slots after its home, or past the end.
+    fn insert_at(&mut self, at: usize, pos: u64, value: V) -> Result<(), (Overflow, V)> {
+        if self.slots.is_empty() || at - self.home(pos) > MAX_RUN {
+            return Err((Overflow, value));
+        }
+        // The run after `at` moves one slot right: each entry's distance from home grows.
+        let mut end = at;
+        loop {
+            match self.slots.get(end) {
+                None => return Err((Overflow, value)),
+                Some(None) => break,
+                Some(Some((p, _))) => {
+                    if end + 1 - self.home(*p) > MAX_RUN {
+                        return Err((Overflow, value));
+                    }
+                    end += 1;
+                }
+            }
+        }
+        self.slots[at..=end].rotate_right(1);
+        self.slots[at] = Some((pos, value));
+        self.len += 1;
+        Ok(())
+    }
+
+    fn remove(&mut self, pos: u64) -> Option<V> {
+        let (at, true) = self.seek(pos) else { return None };
+        let (_, value) = self.slots[at].take()?;
+        // Entries after it that are not at home move back one slot (a run stays
+        // contiguous from each entry's home).
+        let mut hole = at;
+        while let Some(Some((p, _))) = self.slots.get(hole + 1) {
+            if self.home(*p) > hole {
+                break;
+            }
+            self.slots.swap(hole, hole + 1);
+            hole += 1;
+        }
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// The entries in position order.
+    fn drain_sorted(&mut self) -> impl Iterator<Item = (u64, V)> + '_ {
+        self.len = 0;
+        self.slots.iter_mut().filter_map(Option::take)
+    }
+
+    /// A table of `2^bits` slots holding `entries` (in position order), or `Overflow`
+    /// when they would not keep the bound in it.
+    fn rebuild(bits: u32, entries: Vec<(u64, V)>) -> Result<Self, Vec<(u64, V)>> {
+        let mut table = Table::with_bits(bits);
+        let mut next = 0;
+        for (pos, _) in &entries {
+            let at = next.max(table.home(*pos));
+            if at - table.home(*pos) > MAX_RUN || at >= table.slots.len() {
+                return Err(entries);
+            }
+            next = at + 1;
+        }
+        let mut next = 0;
+        for (pos, value) in entries {
+            let at = next.max(table.home(pos));
+            table.slots[at] = Some((pos, value));
+            next = at + 1;
+            table.len += 1;
+        }
+        Ok(table)
+    }
+}
+
+impl<V> Index<V> {
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many positions it holds.
+    pub fn len(&self) -> usize {
+        match &self.repr {
+            Repr::Table(t) => t.len,
+            Repr::Tree(m) => m.len(),
+        }
+    }
+
+    /// Whether it has given up the table for a `BTreeMap` (see the module docs).
+    #[cfg(test)]
+    pub fn is_tree(&self) -> bool {
+        matches!(self.repr, Repr::Tree(_))
+    }
+
+    /// The value at `pos`.
+    pub fn get(&self, pos: u64) -> Option<&V> {
+        match &self.repr {
+            Repr::Table(t) => t.get(pos),
+            Repr::Tree(m) => m.get(&pos),
+        }
+    }
+
+    /// The value at `pos`, to change.
+    pub fn get_mut(&mut self, pos: u64) -> Option<&mut V> {
+        match &mut self.repr {
+            Repr::Table(t) => t.get_mut(pos),
+            Repr::Tree(m) => m.get_mut(&pos),
+        }
+    }
+
+    /// Sets the value at `pos`, returning the one it replaced.
+    pub fn insert(&mut self, pos: u64, value: V) -> Option<V> {
+        let t = match &mut self.repr {
+            Repr::Tree(m) => return m.insert(pos, value),
+            Repr::Table(t) => t,
+        };
+        let at = match t.seek(pos) {
+            (at, true) => {
+                return t.slots[at].as_mut().map(|(_, v)| std::mem::replace(v, value));
+            }
+            (at, false) => at,
+        };
+        // Full enough to grow: grow first (the insertion then finds room).
+        let full = t.slots.is_empty() || (t.len + 1) * 4 > (1usize << t.bits) * 3;
+        let value = if full {
+            value
+        } else {
+            match t.insert_at(at, pos, value) {
+                Ok(()) => return None,
+                Err((Overflow, value)) => value,
+            }
+        };
+        self.restructure();
+        self.insert(pos, value)
+    }
+
+    /// After an insertion could not keep the bound: a table twice as large when the
+    /// entries are spread enough to use it, else a tree.
+    fn restructure(&mut self) {
+        let Repr::Table(t) = &mut self.repr else { return };
+        let bits = if t.slots.is_empty() { MIN_BITS } else { t.bits + 1 };
+        // Never below 1/8 full once grown: a table sparser than that is not what the
+        // positions need, and its memory would be out of proportion to the entries.
+        if t.len * 8 >= 1usize << t.bits || t.slots.is_empty() {
+            let entries: Vec<(u64, V)> = t.drain_sorted().collect();
+            match Table::rebuild(bits, entries) {
+                Ok(table) => *t = table,
+                Err(entries) => self.repr = Repr::Tree(entries.into_iter().collect()),
+            }
+        } else {
+            let entries: BTreeMap<u64, V> = t.drain_sorted().collect();
+            self.repr = Repr::Tree(entries);
+        }
+    }
+
+    /// Removes the value at `pos`.
+    pub fn remove(&mut self, pos: u64) -> Option<V> {
+        match &mut self.repr {
+            Repr::Tree(m) => m.remove(&pos),
+            Repr::Table(t) => {
+                let value = t.remove(pos)?;
+                if t.bits > MIN_BITS && t.len * 16 < 1usize << t.bits {
+                    // A sparse table halves (its entries fit: half as many homes, each
+                    // run at most as long as before plus what merges into it).
+                    let entries: Vec<(u64, V)> = t.drain_sorted().collect();
+                    match Table::rebuild(t.bits - 1, entries) {
+                        Ok(table) => *t = table,
+                        Err(entries) => self.repr = Repr::Tree(entries.into_iter().collect()),
+                    }
+                }
+                Some(value)
+            }
+        }
+    }
+
+    /// The entries with positions in `lo..=hi`, in position order.
+    pub fn range(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, &V)> + '_ {
+        let (table, tree) = match &self.repr {
+            Repr::Table(t) => (Some(t), None),
+            Repr::Tree(m) => (None, Some(m)),
+        };
+        let from = table.map_or(0, |t| t.home(lo));
+        let in_table = table
+            .into_iter()
+            .flat_map(move |t| t.slots[from.min(t.slots.len())..].iter())
+            .filter_map(|s| s.as_ref().map(|(p, v)| (*p, v)))
+            .skip_while(move |(p, _)| *p < lo)
+            .take_while(move |(p, _)| *p <= hi);
+        let in_tree = tree.into_iter().flat_map(move |m| {
+            let r = if lo <= hi { Some(m.range(lo..=hi)) } else { None };
+            r.into_iter().flatten().map(|(p, v)| (*p, v))
+        });
+        in_table.chain(in_tree)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Checks the table's invariants: sorted, each entry within the bound of its home,
+    /// no gap between an entry and its home.
+    fn check<V>(index: &Index<V>) {
+        let Repr::Table(t) = &index.repr else { return };
+        let mut last = None;
+        for (i, slot) in t.slots.iter().enumerate() {
+            let Some((p, _)) = slot else { continue };
+            assert!(last < Some(*p), "sorted at slot {i}");
+            last = Some(*p);
+            let home = t.home(*p);
+            assert!(home <= i && i - home <= MAX_RUN, "slot {i}, home {home}");
+            assert!(t.slots[home..i].iter().all(Option::is_some), "gap before slot {i}");
+        }
+        assert_eq!(t.len, t.slots.iter().filter(|s| s.is_some()).count());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Insert(u64),
+        Remove(u64),
+        Range(u64, u64),
+    }
+
+    fn steps(positions: impl Strategy<Value = u64> + Clone) -> impl Strategy<Value = Vec<Step>> {
+        prop::collection::vec(
+            prop_oneof![
+                4 => positions.clone().prop_map(Step::Insert),
+                2 => positions.clone().prop_map(Step::Remove),
+                1 => (positions.clone(), positions).prop_map(|(a, b)| Step::Range(a, b)),
+            ],
+            0..400,
+        )
+    }
+
+    /// Runs `steps` against the index and a `BTreeMap`, which must agree throughout.
+    fn agree(steps: Vec<Step>) -> Index<u64> {
+        let mut index = Index::default();
+        let mut model = BTreeMap::new();
+        for (n, step) in steps.into_iter().enumerate() {
+            let n = n as u64;
+            match step {
+                Step::Insert(p) => assert_eq!(index.insert(p, n), model.insert(p, n)),
+                Step::Remove(p) => assert_eq!(index.remove(p), model.remove(&p)),
+                Step::Range(a, b) => {
+                    let got: Vec<(u64, u64)> = index.range(a, b).map(|(p, v)| (p, *v)).collect();
+                    let want: Vec<(u64, u64)> = if a <= b {
+                        model.range(a..=b).map(|(p, v)| (*p, *v)).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    assert_eq!(got, want, "range {a}..={b}");
+                }
+            }
+            check(&index);
+            assert_eq!(index.len(), model.len());
+        }
+        for (p, v) in &model {
+            assert_eq!(index.get(*p), Some(v));
+        }
+        let all: Vec<(u64, u64)> = index.range(0, u64::MAX).map(|(p, v)| (p, *v)).collect();
+        assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+        index
+    }
+
+    proptest! {
+        #[test]
+        fn uniform_positions_agree_with_a_btreemap(steps in steps(any::<u64>())) {
+            let index = agree(steps);
+            prop_assert!(!index.is_tree());
+        }
+
+        #[test]
+        fn few_distinct_positions_agree_with_a_btreemap(steps in steps(0u64..64)) {
+            agree(steps);
+        }
+
+        #[test]
+        fn positions_sharing_their_top_bits_agree_with_a_btreemap(
+            steps in steps((0u64..1 << 20).prop_map(|p| p | 0xabcd << 48))
+        ) {
+            agree(steps);
+        }
+
+        #[test]
+        fn prefix_like_positions_agree_with_a_btreemap(
+            steps in steps((b'a'..=b'z', b'a'..=b'z', any::<u16>())
+                .prop_map(|(a, b, c)| u64::from_be_bytes([a, b, (c >> 8) as u8, c as u8, 0, 0, 0, 0])))
+        ) {
+            agree(steps);
+        }
+    }
+
+    #[test]
+    fn a_million_uniform_positions_stay_a_table_and_shrink_when_removed() {
+        let mut index = Index::default();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut positions = Vec::new();
+        for n in 0..1_000_000u64 {
+            // xorshift: uniform enough, and reproducible.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            positions.push(x);
+            index.insert(x, n);
+        }
+        assert!(!index.is_tree());
+        assert_eq!(index.len(), 1_000_000);
+        check(&index);
+        let Repr::Table(t) = &index.repr else { unreachable!() };
+        assert!(t.slots.len() <= 4 * 1_000_000, "{} slots", t.slots.len());
+        for p in &positions[..999_000] {
+            assert!(index.remove(*p).is_some());
+        }
+        check(&index);
+        let Repr::Table(t) = &index.repr else { unreachable!() };
+        assert!(t.slots.len() <= 32 * 1_000, "{} slots for 1,000 entries", t.slots.len());
+        for p in &positions[999_000..] {
+            assert!(index.get(*p).is_some());
+        }
+    }
+
+    #[test]
+    fn positions_chosen_to_collide_turn_the_table_into_a_tree() {
+        // 10,000 positions sharing their top 40 bits, as keys picked by an attacker
+        // would: no table spreads them, so the index becomes a tree, still exact.
+        let mut index = Index::default();
+        for n in 0..10_000u64 {
+            index.insert(0x00de_adbe_ef00 << 24 | n, n);
+        }
+        assert!(index.is_tree());
+        assert_eq!(index.len(), 10_000);
+        assert_eq!(index.get(0x00de_adbe_ef00 << 24 | 77), Some(&77));
+        assert_eq!(index.range(0, u64::MAX).count(), 10_000);
+    }
+}
