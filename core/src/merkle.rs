@@ -5,14 +5,15 @@
 //! ring, level 32 single positions. Each node summarises its entries as
 //! [`Summary`] — a count and a digest, the XOR of the [`entry_digest`]s under it. XOR
 //! makes every change local: inserting, replacing or removing an entry XORs the old and
-//! new digests into the `depth + 1` nodes on its path, O(depth) work, never a rescan.
+//! new digests into the nodes on its path, never a rescan — the deepest at once, the
+//! upper ones when next read ([`MerkleTree`]).
 //!
 //! Only levels `0 ..= depth` are stored (default depth 8: 65,536 buckets). A level is
 //! kept as a flat array indexed by prefix once it is dense enough to pay for one (always
 //! for the top levels, which are small), and as an ordered map of its non-empty nodes
 //! before that, so a small collection costs little and a large one updates its path by
-//! array indexing — every write touches `depth + 1` nodes, so this is on the write path
-//! of every replica (docs/benchmarks.md). Below the stored depth the sync
+//! array indexing — this is on the write path of every replica (docs/benchmarks.md).
+//! Below the stored depth the sync
 //! protocol computes *virtual* digests on demand from the store's entries (see
 //! [`crate::sync`]), so a differing bucket is narrowed down without listing it.
 //!
@@ -25,7 +26,7 @@ use crate::{
     hash::{Interval, Position, Segment},
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::{cell::RefCell, collections::BTreeMap};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// Children per node.
@@ -236,6 +237,15 @@ impl Level {
         }
     }
 
+    /// Sets the node's summary.
+    fn set(&mut self, level: u8, prefix: u64, summary: Summary) {
+        let now = self.get(prefix);
+        if now != summary {
+            let count_delta = summary.count.wrapping_sub(now.count) as i64;
+            self.apply(level, prefix, now.digest ^ summary.digest, count_delta);
+        }
+    }
+
     /// The non-empty nodes, by prefix.
     fn iter(&self) -> Box<dyn Iterator<Item = (u64, Summary)> + '_> {
         match self {
@@ -253,18 +263,51 @@ impl Level {
 
 /// The stored Merkle tree of one collection: levels `0 ..= depth`.
 ///
+/// A change updates the deep levels at once ([`MerkleTree::update`]) and only marks
+/// the node of level `min(depth - 1, `[`LAZY_TO`]`)` above it: the levels from there up
+/// to the root are brought up to date when one of them is read (by anti-entropy, once
+/// a round), from the marked nodes' children, each node once however many writes fell
+/// under it. Every replica's every write paid for all `depth + 1` levels before — the
+/// deepest two a cache miss each at 100,000 keys, a twelfth of a `--memory` write's
+/// time (docs/benchmarks.md).
+///
 /// Two trees are equal when they have the same depth and the same non-empty nodes,
 /// however their levels are laid out.
 #[derive(Debug, Clone)]
 pub struct MerkleTree {
     depth: u8,
+    /// The deepest level brought up to date when read: `min(depth - 1, LAZY_TO)`.
+    lazy_to: u8,
+    /// Levels `lazy_to + 1 ..= depth`, updated on every change.
+    eager: Vec<Level>,
+    /// Levels `0 ..= lazy_to` and what changed under them.
+    lazy: RefCell<Lazy>,
+}
+
+/// The deepest level a tree keeps lazily: its marks take one bit a node (4^9 bits,
+/// 32 KiB, at most); deeper trees update the levels below it on every change.
+pub const LAZY_TO: u8 = 9;
+
+/// The levels of a tree brought up to date when read.
+#[derive(Debug, Clone)]
+struct Lazy {
+    /// Levels `0 ..= lazy_to`.
     levels: Vec<Level>,
+    /// One bit per node of level `lazy_to`: set when something under it changed since
+    /// the levels were last brought up to date.
+    marks: Vec<u64>,
+    /// Whether any mark is set.
+    stale: bool,
 }
 
 impl PartialEq for MerkleTree {
     fn eq(&self, other: &Self) -> bool {
         self.depth == other.depth
-            && self.levels.iter().zip(&other.levels).all(|(a, b)| a.iter().eq(b.iter()))
+            && self.with_levels(|mine| {
+                other.with_levels(|theirs| {
+                    mine.iter().zip(theirs).all(|(a, b)| a.iter().eq(b.iter()))
+                })
+            })
     }
 }
 
@@ -280,7 +323,18 @@ impl MerkleTree {
     /// An empty tree storing levels `0 ..= depth` (depth clamped to 1 ..= 16).
     pub fn new(depth: u8) -> Self {
         let depth = depth.clamp(1, 16);
-        MerkleTree { depth, levels: (0..=depth).map(Level::new).collect() }
+        let lazy_to = (depth - 1).min(LAZY_TO);
+        let nodes = 1usize << (BITS_PER_LEVEL * u32::from(lazy_to));
+        MerkleTree {
+            depth,
+            lazy_to,
+            eager: (lazy_to + 1..=depth).map(Level::new).collect(),
+            lazy: RefCell::new(Lazy {
+                levels: (0..=lazy_to).map(Level::new).collect(),
+                marks: vec![0; nodes.div_ceil(64)],
+                stale: false,
+            }),
+        }
     }
 
     /// The deepest stored level.
@@ -295,22 +349,86 @@ impl MerkleTree {
 
     /// The stored summary of `node`; `None` when the node is below the stored depth.
     pub fn summary(&self, node: NodeRef) -> Option<Summary> {
-        let level = self.levels.get(usize::from(node.level))?;
-        Some(level.get(node.prefix))
+        if node.level > self.lazy_to {
+            let level = self.eager.get(usize::from(node.level - self.lazy_to - 1))?;
+            return Some(level.get(node.prefix));
+        }
+        self.settle();
+        let lazy = self.lazy.borrow();
+        Some(lazy.levels.get(usize::from(node.level))?.get(node.prefix))
+    }
+
+    /// Reads the deepest stored node holding `pos`, which a change at `pos` updates
+    /// (see [`crate::store::Store::warm`]).
+    pub fn warm(&self, pos: Position) -> u64 {
+        self.eager.last().map_or(0, |l| l.get(NodeRef::containing(pos, self.depth).prefix).count)
     }
 
     /// Records that the entry digest at `pos` changed from `old` to `new` (`None` = no
-    /// entry): O(depth).
+    /// entry): O(depth - lazy_to), and a mark.
     pub fn update(&mut self, pos: Position, old: Option<u64>, new: Option<u64>) {
         let delta = old.unwrap_or(0) ^ new.unwrap_or(0);
         let count_delta: i64 = i64::from(new.is_some()) - i64::from(old.is_some());
         if delta == 0 && count_delta == 0 {
             return;
         }
-        for (level, nodes) in (0u8..).zip(self.levels.iter_mut()) {
+        for (level, nodes) in (self.lazy_to + 1..).zip(self.eager.iter_mut()) {
             let prefix = NodeRef::containing(pos, level).prefix;
             nodes.apply(level, prefix, delta, count_delta);
         }
+        let lazy = self.lazy.get_mut();
+        let marked = NodeRef::containing(pos, self.lazy_to).prefix;
+        if let Some(word) = usize::try_from(marked / 64).ok().and_then(|w| lazy.marks.get_mut(w)) {
+            *word |= 1 << (marked % 64);
+            lazy.stale = true;
+        }
+    }
+
+    /// Brings the lazy levels up to date: each marked node of level `lazy_to` from its
+    /// children, then each of their parents, up to the root.
+    fn settle(&self) {
+        let mut lazy = self.lazy.borrow_mut();
+        if !lazy.stale {
+            return;
+        }
+        let Lazy { levels, marks, stale } = &mut *lazy;
+        *stale = false;
+        let mut changed = Vec::new();
+        for (w, word) in (0u64..).zip(marks.iter_mut()) {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                changed.push(w * 64 + u64::from(bits.trailing_zeros()));
+                bits &= bits - 1;
+            }
+        }
+        for level in (0..levels.len()).rev() {
+            let (above, below) = levels.split_at_mut(level + 1);
+            let Some(children) = below.first().or_else(|| self.eager.first()) else { return };
+            let Some(nodes) = above.last_mut() else { return };
+            for &prefix in &changed {
+                let sum = (0..FANOUT as u64).fold(Summary::default(), |acc, i| {
+                    let child = children.get(prefix * FANOUT as u64 + i);
+                    Summary {
+                        digest: acc.digest ^ child.digest,
+                        count: acc.count.wrapping_add(child.count),
+                    }
+                });
+                nodes.set(level as u8, prefix, sum);
+            }
+            // Their parents, in order, once each.
+            for prefix in &mut changed {
+                *prefix >>= BITS_PER_LEVEL;
+            }
+            changed.dedup();
+        }
+    }
+
+    /// Runs `f` on every stored level, `0 ..= depth`, brought up to date.
+    fn with_levels<R>(&self, f: impl FnOnce(&[&Level]) -> R) -> R {
+        self.settle();
+        let lazy = self.lazy.borrow();
+        let all: Vec<&Level> = lazy.levels.iter().chain(&self.eager).collect();
+        f(&all)
     }
 
     /// Adds an entry digest at `pos`.
@@ -325,15 +443,19 @@ impl MerkleTree {
 
     /// Number of non-empty nodes over the stored levels.
     pub fn stored_nodes(&self) -> usize {
-        self.levels.iter().map(Level::occupied).sum()
+        self.with_levels(|levels| levels.iter().map(|l| l.occupied()).sum())
     }
 
     /// The non-empty nodes of stored level `level`, by prefix (none below the depth).
-    pub fn level_nodes(&self, level: u8) -> impl Iterator<Item = (NodeRef, Summary)> + '_ {
-        self.levels
-            .get(usize::from(level))
-            .into_iter()
-            .flat_map(move |l| l.iter().map(move |(prefix, s)| (NodeRef { level, prefix }, s)))
+    pub fn level_nodes(&self, level: u8) -> impl Iterator<Item = (NodeRef, Summary)> {
+        let nodes: Vec<(NodeRef, Summary)> = self.with_levels(|levels| {
+            levels
+                .get(usize::from(level))
+                .into_iter()
+                .flat_map(|l| l.iter().map(|(prefix, s)| (NodeRef { level, prefix }, s)))
+                .collect()
+        });
+        nodes.into_iter()
     }
 
     /// Whether the stored node `node` lies entirely inside `interval`.
@@ -428,14 +550,14 @@ mod tests {
             entries.push((x, i + 1));
             t.insert(x, i + 1);
         }
-        assert!(t.levels.iter().all(|l| matches!(l, Level::Dense { .. })));
+        assert!(t.with_levels(|l| l.iter().all(|l| matches!(l, Level::Dense { .. }))));
         // A tree that saw only the last few entries keeps its deep levels sparse, yet
         // equals the big tree once the big one is trimmed to the same entries.
         let mut small = MerkleTree::new(8);
         for &(p, d) in &entries[19_990..] {
             small.insert(p, d);
         }
-        assert!(matches!(small.levels[8], Level::Sparse(_)));
+        assert!(small.with_levels(|l| matches!(l[8], Level::Sparse(_))));
         for &(p, d) in &entries[..19_990] {
             t.remove(p, d);
         }
@@ -462,6 +584,42 @@ mod tests {
     }
 
     proptest! {
+        /// Reads between changes (which bring the upper levels up to date) see every
+        /// change before them, at any depth: lazy up to the root, and with levels below
+        /// the lazy ones kept at once.
+        #[test]
+        fn reads_between_changes_see_every_change(
+            depth in 1u8..=12,
+            ops in prop::collection::vec((any::<u64>(), 0u8..4, 1u64..5, any::<bool>()), 1..120),
+        ) {
+            let mut t = MerkleTree::new(depth);
+            let mut contents: BTreeMap<u64, u64> = BTreeMap::new();
+            for (pos, op, d, read) in ops {
+                let pos = pos % 16 * (u64::MAX / 15);
+                let old = contents.get(&pos).copied();
+                let new = (op != 0).then_some(d);
+                match new {
+                    Some(d) => contents.insert(pos, d),
+                    None => contents.remove(&pos),
+                };
+                t.update(pos, old, new);
+                if read {
+                    let node = NodeRef::containing(pos, d as u8 % (depth + 1));
+                    let want = contents.iter()
+                        .filter(|(p, _)| node.segment().contains(**p))
+                        .fold(Summary::default(), |mut acc, (_, d)| { acc.add(*d); acc });
+                    prop_assert_eq!(t.summary(node), Some(want));
+                    prop_assert_eq!(t.root().count, contents.len() as u64);
+                }
+            }
+            let mut fresh = MerkleTree::new(depth);
+            for (p, d) in &contents {
+                fresh.insert(*p, *d);
+            }
+            prop_assert_eq!(&t, &fresh);
+            prop_assert_eq!(t.stored_nodes(), fresh.stored_nodes());
+        }
+
         /// Incremental updates give the same tree as building from the final contents,
         /// in any order.
         #[test]

@@ -150,6 +150,14 @@ impl<S: Store> Replica<S> {
         self.placement(collection).position(collection, key)
     }
 
+    /// Reads what a get or merge of `key` reads first, in the store and the Merkle
+    /// tree ([`Store::warm`]).
+    pub fn warm(&self, collection: &str, key: &[u8]) -> u64 {
+        let pos = self.position(collection, key);
+        let tree = self.trees.get(collection).map_or(0, |t| t.warm(pos));
+        self.store.warm(collection, pos, key).wrapping_add(tree)
+    }
+
     /// The Merkle tree of `collection`, if it has ever held data here.
     pub fn tree(&self, collection: &str) -> Option<&MerkleTree> {
         self.trees.get(collection)

@@ -256,6 +256,15 @@ pub trait Store {
     fn get(&self, collection: &str, pos: Position, key: &[u8])
         -> Result<Option<Entry>, StoreError>;
 
+    /// Reads what a get or merge of `key` (at `pos`) reads first — a memory store's
+    /// index slot and record — and returns something of it for the caller to pass to
+    /// [`std::hint::black_box`]. A node warms a batch of requests before it handles
+    /// them, so that their cache misses overlap instead of coming one after another.
+    /// Stores that read from disk keep this default: nothing.
+    fn warm(&self, _collection: &str, _pos: Position, _key: &[u8]) -> u64 {
+        0
+    }
+
     /// Merges `entry` into the stored entry for `key`, keeping the winner.
     fn merge(
         &mut self,

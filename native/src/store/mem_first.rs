@@ -571,6 +571,10 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
         self.live.get(collection, pos, key)
     }
 
+    fn warm(&self, collection: &str, pos: Position, key: &[u8]) -> u64 {
+        self.live.warm(collection, pos, key)
+    }
+
     fn merge(
         &mut self,
         collection: &str,
