@@ -18,7 +18,7 @@ use crate::{
     entry::Entry,
     hash::{Interval, Placement, Position},
     merkle::{entry_digest, MerkleTree, NodeRef, DEFAULT_DEPTH, FANOUT},
-    store::{Merged, Record, Store, StoreError},
+    store::{Merged, Record, Store, StoreError, Warm},
 };
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -150,12 +150,19 @@ impl<S: Store> Replica<S> {
         self.placement(collection).position(collection, key)
     }
 
-    /// Reads what a get or merge of `key` reads first, in the store and the Merkle
-    /// tree ([`Store::warm`]).
-    pub fn warm(&self, collection: &str, key: &[u8]) -> u64 {
+    /// Reads what a get or merge of `key` reads first — its index slot in the store
+    /// and its Merkle node — returning its position and something of what it read
+    /// ([`Store::warm`]).
+    pub fn warm_index(&self, collection: &str, key: &[u8]) -> (Position, u64) {
         let pos = self.position(collection, key);
         let tree = self.trees.get(collection).map_or(0, |t| t.warm(pos));
-        self.store.warm(collection, pos, key).wrapping_add(tree)
+        (pos, self.store.warm(collection, pos, Warm::Index).wrapping_add(tree))
+    }
+
+    /// Reads the stored record at `pos` ([`Store::warm`]), after
+    /// [`Replica::warm_index`].
+    pub fn warm_record(&self, collection: &str, pos: Position) -> u64 {
+        self.store.warm(collection, pos, Warm::Record)
     }
 
     /// The Merkle tree of `collection`, if it has ever held data here.

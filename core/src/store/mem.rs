@@ -23,7 +23,9 @@
 //! hundred, until the output limit stops them ([`crate::node`]'s callers bound what is
 //! queued, not what a batch of reads makes).
 
-use super::{validate_collection, CollectionStats, Merged, Record, Store, StoreError, Superseded};
+use super::{
+    validate_collection, CollectionStats, Merged, Record, Store, StoreError, Superseded, Warm,
+};
 use crate::{
     clock::Timestamp,
     entry::{Entry, NodeId},
@@ -449,14 +451,20 @@ impl Store for MemStore {
         Ok(c.records.find(pos, key).map(|rec| rec.entry(&c.blobs)))
     }
 
-    fn warm(&self, collection: &str, pos: Position, _key: &[u8]) -> u64 {
+    fn warm(&self, collection: &str, pos: Position, part: Warm) -> u64 {
         let Some(rec) = self.collections.get(collection).and_then(|c| c.records.index.get(pos))
         else {
             return 0;
         };
-        // Every cache line of a small record (a merge reads its header and key and
-        // writes it whole).
-        rec.0.iter().step_by(64).chain(rec.0.last()).fold(0, |sum, b| sum + u64::from(*b))
+        match part {
+            // The slot holds the record's length beside its address.
+            Warm::Index => rec.0.len() as u64,
+            // Every cache line of a small record (a merge reads its header and key and
+            // writes it whole).
+            Warm::Record => {
+                rec.0.iter().step_by(64).chain(rec.0.last()).fold(0, |sum, b| sum + u64::from(*b))
+            }
+        }
     }
 
     fn merge(
@@ -570,10 +578,12 @@ mod tests {
         s.merge("c", 9, &Bytes::from_static(b"b"), v(3)).unwrap();
         let before = (s.range("c", Interval::full(), None, 10).unwrap(), s.stats("c").unwrap());
         // The record's bytes, one from each cache line and the last.
-        assert!(s.warm("c", 5, b"alone") > 0);
-        assert_eq!(s.warm("c", 9, b"a"), 0);
-        assert_eq!(s.warm("c", 7, b"missing"), 0);
-        assert_eq!(s.warm("nope", 5, b"alone"), 0);
+        for part in [Warm::Index, Warm::Record] {
+            assert!(s.warm("c", 5, part) > 0);
+            assert_eq!(s.warm("c", 9, part), 0);
+            assert_eq!(s.warm("c", 7, part), 0);
+            assert_eq!(s.warm("nope", 5, part), 0);
+        }
         assert_eq!(
             before,
             (s.range("c", Interval::full(), None, 10).unwrap(), s.stats("c").unwrap())

@@ -246,6 +246,15 @@ pub fn validate_key(key: &[u8]) -> Result<(), StoreError> {
     }
 }
 
+/// The part of a record's memory [`Store::warm`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warm {
+    /// Where the index keeps it.
+    Index,
+    /// The record itself (its index slot read again, by now in cache).
+    Record,
+}
+
 /// Storage for one replica's collections. Implementations keep records ordered by
 /// `(position, key)` within a collection and apply [`Entry::merge`] on every write.
 pub trait Store {
@@ -256,12 +265,13 @@ pub trait Store {
     fn get(&self, collection: &str, pos: Position, key: &[u8])
         -> Result<Option<Entry>, StoreError>;
 
-    /// Reads what a get or merge of `key` (at `pos`) reads first — a memory store's
-    /// index slot and record — and returns something of it for the caller to pass to
-    /// [`std::hint::black_box`]. A node warms a batch of requests before it handles
-    /// them, so that their cache misses overlap instead of coming one after another.
-    /// Stores that read from disk keep this default: nothing.
-    fn warm(&self, _collection: &str, _pos: Position, _key: &[u8]) -> u64 {
+    /// Reads `part` of what a get or merge at `pos` reads first — a memory store's index
+    /// slot, or the record it points to — and returns something of it for the caller
+    /// to pass to [`std::hint::black_box`]. A node warms a batch of requests before it
+    /// handles them, every slot and then every record, so that their cache misses
+    /// overlap instead of coming one after another. Stores that read from disk keep this
+    /// default: nothing.
+    fn warm(&self, _collection: &str, _pos: Position, _part: Warm) -> u64 {
         0
     }
 

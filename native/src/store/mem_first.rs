@@ -571,8 +571,8 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
         self.live.get(collection, pos, key)
     }
 
-    fn warm(&self, collection: &str, pos: Position, key: &[u8]) -> u64 {
-        self.live.warm(collection, pos, key)
+    fn warm(&self, collection: &str, pos: Position, part: dhrt_core::store::Warm) -> u64 {
+        self.live.warm(collection, pos, part)
     }
 
     fn merge(
