@@ -68,6 +68,31 @@ fn bench_drives_a_dhrt_node() {
 }
 
 #[test]
+fn bench_presents_its_token_and_reports_a_refused_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin.token");
+    let token = "bench-token-0123456789abcdef0123456789";
+    std::fs::write(&file, token).unwrap();
+    let node = NodeProc::start(None, &["--admin-token-file", file.to_str().unwrap()]);
+    let common =
+        ["--node", &node.addr, "--requests", "500", "--connections", "2", "--pipeline", "8"];
+    let set = bench(&[&common[..], &["--token", token]].concat());
+    assert_eq!((set["errors"].as_u64(), set["requests"].as_u64()), (Some(0), Some(500)), "{set}");
+    // A well-formed token the node never issued: the bench stops with the node's
+    // refusal, not with 500 errors.
+    let unknown = format!("dhrt_0123456789abcdef_{}", "A".repeat(43));
+    let out = Command::new(bin())
+        .arg("bench")
+        .args(common)
+        .args(["--token", &unknown, "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the token presented is unknown"), "{stderr}");
+}
+
+#[test]
 fn bench_reports_a_node_that_is_not_there() {
     let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let out = Command::new(bin())

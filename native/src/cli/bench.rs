@@ -10,8 +10,8 @@
 //! per second, latency percentiles (from send to answer, per request, in an HDR
 //! histogram) and errors, as text or as one JSON line (`--json`).
 //!
-//! Each connection is its own socket: a [`dhrt::client::conn::Conn`] for dhrt (one
-//! WebSocket, requests paired with answers by id), a [`dhrt::resp::RespConn`] for Redis
+//! Each connection is its own socket: a [`raw::RawConn`] for dhrt (one WebSocket,
+//! requests framed and written together, answers paired by id), a [`dhrt::resp::RespConn`] for Redis
 //! (answers come in order). Clusters are driven the way `redis-benchmark --cluster`
 //! drives them: the connections are spread over the nodes, and each connection only
 //! uses keys its node owns — the first node of the key's preference list for dhrt (what
@@ -21,17 +21,19 @@
 //! (and counted) should the slot map change during the run.
 
 mod lane;
+mod raw;
 mod report;
 mod server_cpu;
 
 use clap::{Args, ValueEnum};
 use dhrt::{
-    client::{conn::Conn, normalize_addr, Client, ConnectOptions},
+    client::{normalize_addr, Client, ConnectOptions},
     resp::{self, RespConn},
 };
 use dhrt_core::{hash::Placement, proto::client::Consistency, ring::RingTable};
 use indicatif::{ProgressBar, ProgressStyle};
 use lane::{Lane, LaneConn, LaneStats, Phase, Shared};
+use raw::RawConn;
 use report::Report;
 use std::{
     sync::{atomic::Ordering, Arc},
@@ -440,7 +442,9 @@ async fn open_lanes(
         let options = options.clone();
         opening.push(async move {
             let conn = match kind {
-                TargetKind::Dhrt => LaneConn::Dhrt(Conn::open(&addr, timeout, &options).await?),
+                TargetKind::Dhrt => {
+                    LaneConn::Dhrt(Box::new(RawConn::open(&addr, timeout, &options).await?))
+                }
                 TargetKind::Redis => LaneConn::Redis(Box::new(RespConn::connect(&addr).await?)),
             };
             Ok::<_, Box<dyn std::error::Error>>(Lane::new(conn, keys, rank, group_size, c as u64))

@@ -32,6 +32,44 @@ use tokio::{
 };
 use tokio_tungstenite::tungstenite;
 
+/// The largest message a client reads from a node.
+pub const MAX_FRAME: usize = wire::DEFAULT_MAX_FRAME * 2;
+
+/// A node's client WebSocket once its opening handshake is done: the byte stream its
+/// frames travel on ([`crate::wsframe`]).
+pub type Stream = tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>;
+
+/// Opens the client WebSocket (`/v1/ws`) of the node at `addr` (`host:port`, or with a
+/// `ws://` or `wss://` scheme) with the TLS of `options`: its stream, and the address
+/// as `host:port`. No token is presented (that is a request on the stream).
+pub async fn connect(
+    addr: &str,
+    timeout: Duration,
+    options: &ConnectOptions,
+) -> Result<(Stream, String), ClientError> {
+    let tls = options.tls_for(addr);
+    let addr = super::normalize_addr(addr);
+    let connector = if tls {
+        let config = crate::tls::client_config(options.tls_ca.as_deref())
+            .map_err(|e| ClientError::Connection(format!("TLS: {e}")))?;
+        Some(tokio_tungstenite::Connector::Rustls(config))
+    } else {
+        None
+    };
+    let url = format!("{}://{addr}/v1/ws", if tls { "wss" } else { "ws" });
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME))
+        .max_frame_size(Some(MAX_FRAME));
+    let connect =
+        tokio_tungstenite::connect_async_tls_with_config(&url, Some(config), true, connector);
+    let (ws, _) = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| ClientError::Connection(format!("{addr}: no answer within {timeout:?}")))?
+        .map_err(|e| ClientError::Connection(connect_error(&addr, tls, &e)))?;
+    // The opening handshake was tungstenite's; the frames are ours (`crate::wsframe`).
+    Ok((ws.into_inner(), addr))
+}
+
 /// Who waits for the answers to a request id.
 enum Waiter {
     Once(oneshot::Sender<Reply>),
@@ -98,29 +136,9 @@ impl Conn {
         options: &ConnectOptions,
         seen: Arc<AtomicU64>,
     ) -> Result<Conn, ClientError> {
-        let tls = options.tls_for(addr);
-        let addr = &super::normalize_addr(addr);
-        let connector = if tls {
-            let config = crate::tls::client_config(options.tls_ca.as_deref())
-                .map_err(|e| ClientError::Connection(format!("TLS: {e}")))?;
-            Some(tokio_tungstenite::Connector::Rustls(config))
-        } else {
-            None
-        };
-        let url = format!("{}://{addr}/v1/ws", if tls { "wss" } else { "ws" });
-        let max = wire::DEFAULT_MAX_FRAME * 2;
-        let config = tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(Some(max))
-            .max_frame_size(Some(max));
-        let connect =
-            tokio_tungstenite::connect_async_tls_with_config(&url, Some(config), true, connector);
-        let (ws, _) = tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| ClientError::Connection(format!("{addr}: no answer within {timeout:?}")))?
-            .map_err(|e| ClientError::Connection(connect_error(addr, tls, &e)))?;
-        // The opening handshake was tungstenite's; the frames are ours (`crate::wsframe`):
-        // one task reads and writes the socket, with one buffer each way.
-        let io = ws.into_inner();
+        let (io, addr) = connect(addr, timeout, options).await?;
+        let addr = &addr;
+        let max = MAX_FRAME;
         let (tx, rx) = mpsc::unbounded_channel::<ClientRequest>();
         let waiters: Waiters = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));

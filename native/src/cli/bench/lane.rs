@@ -5,14 +5,11 @@
 //! flight, and records each answer's latency in its own histogram (merged at the end,
 //! so lanes share nothing but two counters).
 
+use super::raw::RawConn;
 use super::{write_key, Workload};
 use bytes::Bytes;
-use dhrt::{
-    client::{conn::Conn, ClientError},
-    resp::{encode_command, Redirect, RespConn, Value},
-};
+use dhrt::resp::{encode_command, Redirect, RespConn, Value};
 use dhrt_core::proto::client::{Consistency, Op, Reply};
-use futures_util::{stream::FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use std::{
     collections::{HashMap, VecDeque},
@@ -92,7 +89,7 @@ enum Kind {
 /// A lane's socket.
 pub enum LaneConn {
     /// A dhrt WebSocket connection.
-    Dhrt(Conn),
+    Dhrt(Box<RawConn>),
     /// A Redis connection.
     Redis(Box<RespConn>),
 }
@@ -248,56 +245,93 @@ fn xorshift(state: &mut u64) -> u64 {
 }
 
 async fn run_dhrt(
-    conn: &Conn,
+    conn: &mut RawConn,
     window: usize,
     mut next: impl FnMut() -> Option<(Kind, u64)>,
     ctx: &Context,
     stats: &mut LaneStats,
     done: &AtomicU64,
 ) {
-    let mut inflight = FuturesUnordered::new();
+    let mut inflight: HashMap<u64, (Kind, Instant)> = HashMap::with_capacity(window);
+    let mut replies = Vec::with_capacity(window);
     let mut exhausted = false;
-    let mut dead = false;
     loop {
-        while !exhausted && !dead && inflight.len() < window {
-            let Some((kind, i)) = next() else {
-                exhausted = true;
-                break;
-            };
-            let mut k = Vec::with_capacity(ctx.key_size);
-            write_key(&mut k, i, ctx.key_size);
-            let key = Bytes::from(k);
-            let collection = ctx.collection.clone();
-            let consistency = ctx.consistency;
-            let op = match kind {
-                Kind::Set => {
-                    Op::Set { collection, key, value: ctx.value.clone(), consistency, ttl_ms: None }
+        if !exhausted && inflight.len() < window {
+            let now = Instant::now();
+            while inflight.len() < window {
+                let Some((kind, i)) = next() else {
+                    exhausted = true;
+                    break;
+                };
+                let mut k = Vec::with_capacity(ctx.key_size);
+                write_key(&mut k, i, ctx.key_size);
+                let key = Bytes::from(k);
+                let collection = ctx.collection.clone();
+                let consistency = ctx.consistency;
+                let op = match kind {
+                    Kind::Set => Op::Set {
+                        collection,
+                        key,
+                        value: ctx.value.clone(),
+                        consistency,
+                        ttl_ms: None,
+                    },
+                    Kind::Get => Op::Get { collection, key, consistency },
+                };
+                match conn.queue(op) {
+                    Ok(id) => {
+                        inflight.insert(id, (kind, now));
+                    }
+                    Err(e) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                        stats.error(e.to_string());
+                    }
                 }
-                Kind::Get => Op::Get { collection, key, consistency },
-            };
-            let started = Instant::now();
-            let call = conn.call(op, ctx.timeout);
-            inflight.push(async move { (kind, started, call.await) });
+            }
+            if let Err(e) = conn.send().await {
+                return fail_inflight(&mut inflight, stats, done, &e.to_string());
+            }
         }
-        let Some((kind, started, result)) = inflight.next().await else { break };
+        if inflight.is_empty() {
+            return;
+        }
+        // Take every answer already here (at least one), then refill the window.
+        if let Err(e) = conn.receive(ctx.timeout, &mut replies).await {
+            return fail_inflight(&mut inflight, stats, done, &e.to_string());
+        }
+        for (id, reply) in replies.drain(..) {
+            let Some((kind, started)) = inflight.remove(&id) else {
+                stats.error(format!("an answer to request {id}, which nobody asked for"));
+                continue;
+            };
+            done.fetch_add(1, Ordering::Relaxed);
+            match (kind, reply) {
+                (Kind::Set, Reply::Written { .. }) => stats.latency(started),
+                (Kind::Get, Reply::Value { value, .. }) => {
+                    stats.latency(started);
+                    if value.is_none() {
+                        stats.misses += 1;
+                    }
+                }
+                (_, Reply::Error { code, message, .. }) => {
+                    stats.error(format!("{code:?}: {message}"))
+                }
+                (_, other) => stats.error(format!("unexpected answer {other:?}")),
+            }
+        }
+    }
+}
+
+/// Counts every request in flight on a dhrt lane as failed with `why`.
+fn fail_inflight(
+    inflight: &mut HashMap<u64, (Kind, Instant)>,
+    stats: &mut LaneStats,
+    done: &AtomicU64,
+    why: &str,
+) {
+    for _ in inflight.drain() {
         done.fetch_add(1, Ordering::Relaxed);
-        match (kind, result) {
-            (Kind::Set, Ok(Reply::Written { .. })) => stats.latency(started),
-            (Kind::Get, Ok(Reply::Value { value, .. })) => {
-                stats.latency(started);
-                if value.is_none() {
-                    stats.misses += 1;
-                }
-            }
-            (_, Ok(Reply::Error { code, message, .. })) => {
-                stats.error(format!("{code:?}: {message}"))
-            }
-            (_, Ok(other)) => stats.error(format!("unexpected answer {other:?}")),
-            (_, Err(e)) => {
-                dead |= matches!(e, ClientError::Connection(_));
-                stats.error(e.to_string());
-            }
-        }
+        stats.error(why.to_string());
     }
 }
 
