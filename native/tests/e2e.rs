@@ -221,7 +221,20 @@ fn dhrt_remove_removes_a_node_killed_for_good_and_its_keys_keep_their_copies() {
         })
         .await;
         assert!(gone, "the others do not see the removed node as left");
-        // Three owners for every key again, all of them running: `all` answers.
+        // Three owners for every key again, all of them running: `all` answers once the
+        // node that took over the removed one's ranges has finished its hand-off (until
+        // then it is re-syncing, and a read at `all` is refused, saying so). Under load
+        // that takes longer than the membership change.
+        let synced = wait_until_async(|| async {
+            for k in &keys {
+                if c.get("users", k, Consistency::All).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(synced, "reads at `all` still refused 10 s after the removal");
         for k in &keys {
             let got = c.get("users", k, Consistency::All).await.unwrap();
             assert_eq!(got.as_deref(), Some(&b"v"[..]), "{k} after the removal");
