@@ -804,14 +804,10 @@ impl RedbStore {
         if self.collections[collection].stale.is_some() && !self.restoring {
             self.recover(collection)?;
         }
-        let closed = self.collections[collection].handle.borrow().db.is_none();
-        if closed
-            && self.open_files.get() >= self.options.max_open_files
-            && !self.close_least_used(collection)
-        {
-            // Every open file has gathered writes: commit them, then close one.
-            self.checkpoint()?;
-        }
+        // Every open file has gathered writes: commit them, then close one. Not a full
+        // checkpoint: this write may be part of one, or of a recovery replaying the log
+        // (a checkpoint per replayed write made a recovery quadratic in the log).
+        self.make_room(collection)?;
         let opened = self.ensure_open(collection, &self.collections[collection]);
         if let Err(e) = opened {
             if let Some(c) = self.collections.get_mut(collection) {

@@ -942,3 +942,28 @@ fn staged_writes_to_more_collections_than_open_files_are_checkpointed_whole() {
         assert_eq!(s.get(&name, 4, b"key-4").unwrap(), Some(v(3, "v3")), "{name}");
     }
 }
+
+#[test]
+fn writes_to_more_collections_than_open_files_commit_and_close_without_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let few = RedbOptions { max_open_files: 2, ..RedbOptions::default() };
+    let mut s = RedbStore::open(dir.path(), few.clone()).unwrap();
+    // Merges to 6 collections in turn with 2 files open at most: each write to a closed
+    // file commits the open ones and closes one — the log keeps every write (no
+    // checkpoint empties it), so a crash now loses nothing either.
+    for round in 0..20u64 {
+        for c in 0..6u64 {
+            let key = k(&format!("key-{round}"));
+            s.merge(&format!("c{c}"), round, &key, v(round + 1, "v")).unwrap();
+        }
+    }
+    s.flush().unwrap();
+    assert!(s.open_files.get() <= 2, "{} open", s.open_files.get());
+    assert_eq!(s.wal.read_all().unwrap().len(), 120, "a checkpoint emptied the log");
+    drop(s);
+    let s = RedbStore::open(dir.path(), few).unwrap();
+    for c in 0..6u64 {
+        assert_eq!(s.stats(&format!("c{c}")).unwrap().entries, 20, "c{c}");
+        assert_eq!(s.get(&format!("c{c}"), 7, b"key-7").unwrap(), Some(v(8, "v")));
+    }
+}
