@@ -204,6 +204,64 @@ fn a_full_disk_refuses_new_data_keeps_every_acknowledged_key_and_recovers_by_its
     assert_eq!(after.as_deref(), Some(&b"space came back"[..]));
 }
 
+/// A checkpoint that meets a disk full behind the node's back is tried again after a
+/// wait, not once per write: each attempt replays the log into the failed collection,
+/// and tried per batch (as it was) the node's disk thread spent all its time failing
+/// them. The writes acknowledged before stay readable throughout and after a crash.
+#[test]
+fn a_checkpoint_failing_on_a_full_disk_is_retried_after_a_wait_not_per_write() {
+    let _serial = common::serial();
+    let Some(fs) = Tmpfs::mount(24) else { return };
+    let data = fs.path().join("data");
+    let node = NodeProc::start(Some(&data), &["--min-free-mb", "1"]);
+    let rt = runtime();
+    let c = ready(&rt, &node.addr);
+    // Acknowledged, in the log; the next checkpoint must write them into the file.
+    for i in 0..400 {
+        rt.block_on(c.set("fill", format!("k{i}"), value(i), ONE, None)).unwrap();
+    }
+    let more = fs.path().join("more");
+    fill(&more, u64::MAX);
+    // Past the second the node trusts its last reading of the free space.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut refused = 0;
+    for i in 0..200 {
+        if rt.block_on(c.set("fill", format!("x{i}"), value(i), ONE, None)).is_err() {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 150, "only {refused} of 200 writes refused on a full disk");
+    let log = node.log();
+    let attempts = log.matches("checkpoint failed").count();
+    assert!(attempts >= 1, "no checkpoint failed, so nothing was tested:\n{log}");
+    assert!(attempts <= 20, "{attempts} failed checkpoints for {refused} refused writes");
+    let (_, health) = http_get(&node.addr, "/v1/health");
+    assert!(health.contains(r#""storage":"full""#), "{health}");
+    for i in 0..400 {
+        let got = rt.block_on(c.get("fill", format!("k{i}"), ONE)).unwrap();
+        assert_eq!(got.as_deref(), Some(&value(i)[..]), "k{i}");
+    }
+
+    // Room comes back: the checkpoint goes through by itself, with no write to prompt it.
+    std::fs::remove_file(&more).unwrap();
+    let ok = wait_until(Duration::from_secs(30), || {
+        http_get(&node.addr, "/v1/health").1.contains(r#""storage":"ok""#)
+    });
+    assert!(ok, "{}\n{}", http_get(&node.addr, "/v1/health").1, node.log());
+    rt.block_on(c.set("fill", "after", "room came back", ONE, None)).unwrap();
+    drop(c);
+    let mut node = node;
+    node.kill9();
+    let node = NodeProc::start(Some(&data), &["--min-free-mb", "1"]);
+    let c = ready(&rt, &node.addr);
+    for i in 0..400 {
+        let got = rt.block_on(c.get("fill", format!("k{i}"), ONE)).unwrap();
+        assert_eq!(got.as_deref(), Some(&value(i)[..]), "k{i} after a crash");
+    }
+    let after = rt.block_on(c.get("fill", "after", ONE)).unwrap();
+    assert_eq!(after.as_deref(), Some(&b"room came back"[..]));
+}
+
 #[test]
 fn a_full_disk_while_creating_a_collection_leaves_no_file_and_the_node_restarts() {
     let _serial = common::serial();

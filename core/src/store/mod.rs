@@ -205,12 +205,14 @@ pub struct StorageHealth {
 }
 
 impl StorageHealth {
-    /// `ok`, `full` or `failing`: one word for dashboards and health checks.
+    /// `ok`, `full` or `failing`: one word for dashboards and health checks. A full
+    /// medium is `full` even while something fails: it is the likely cause (a commit
+    /// meeting `ENOSPC`) and what the operator must act on; `error` still says what.
     pub fn status(&self) -> &'static str {
-        if self.error.is_some() {
-            "failing"
-        } else if self.full {
+        if self.full {
             "full"
+        } else if self.error.is_some() {
+            "failing"
         } else {
             "ok"
         }

@@ -26,8 +26,12 @@
 //! Free space and the collection cap are checked here, before a write is taken, with
 //! the disk store's own floor ([`RedbStore::keep_free`], published by the disk thread
 //! after each job), so a full disk refuses a write with [`StoreError::Full`] up front as
-//! the `RedbStore` does. A failure the disk meets later — an I/O error, a commit that
-//! fails — fails that flush's job: the writes it carried are not acknowledged (the node
+//! the `RedbStore` does. A checkpoint that fails (the disk filled behind the node's
+//! back) fails no job: the batches are in the log, and the disk side tries the
+//! checkpoint again after a wait, on its own while no write comes in
+//! ([`DiskSide::retrying`]). A failure the disk meets otherwise — an I/O error, a log
+//! that cannot be appended to and a checkpoint that cannot stand in for it — fails that
+//! flush's job: the writes it carried are not acknowledged (the node
 //! answers them "not committed; retry"), and the node then calls
 //! [`Store::discard_uncommitted`], which waits for the disk thread, reads back what the
 //! files and the log really hold, and re-applies the changes not yet handed over — so
@@ -62,6 +66,9 @@ const SHARE_FROM: usize = 1024;
 /// How long the disk thread's queue stays empty before a checkpoint in progress takes
 /// a step regardless of its pace: a batch arriving meanwhile goes first.
 const IDLE: std::time::Duration = std::time::Duration::from_millis(2);
+/// How often an idle disk thread gives a failed checkpoint or recovery its chance to
+/// be tried again ([`DiskSide::retrying`]; the store's own wait decides when it is).
+const RETRY_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 /// Records per page when memory is filled from the files.
 const PAGE: usize = 1024;
 
@@ -78,9 +85,9 @@ type Done = mpsc::SyncSender<Result<(), StoreError>>;
 
 /// Work for the disk thread.
 enum Job<D> {
-    /// Changes to make (after a checkpoint, when `checkpoint`), answered once the
-    /// flush that covers them returns (`flush`: one is needed).
-    Changes { batch: Vec<(String, Vec<Change>)>, checkpoint: bool, flush: bool, done: Done },
+    /// Changes to make, answered once the flush that covers them returns (`flush`: one
+    /// is needed); `squeezed`: a write was refused for room since the last job.
+    Changes { batch: Vec<(String, Vec<Change>)>, squeezed: bool, flush: bool, done: Done },
     /// Anything else, run on the store in its turn.
     Run(Task<D>),
 }
@@ -98,6 +105,9 @@ pub trait DiskSide: Store + Send + 'static {
     fn known_collections(&self) -> Vec<String>;
     /// Makes what was flushed part of the files, giving the log's room back.
     fn checkpoint(&mut self) -> Result<(), StoreError>;
+    /// A write was refused for room: the store checkpoints when it next may (after the
+    /// flush that makes the changes before it durable), giving the log's room back.
+    fn squeeze(&mut self) {}
     /// Takes `records` — each the winner of its key, decided in memory — to be made
     /// durable by the next flush, like `merge_batch` without its answer.
     fn stage(&mut self, collection: &str, records: Vec<Record>) -> Result<(), StoreError> {
@@ -105,6 +115,12 @@ pub trait DiskSide: Store + Send + 'static {
     }
     /// Whether a checkpoint is being written step by step, between batches.
     fn checkpointing(&self) -> bool {
+        false
+    }
+    /// Whether something failed that the store tries again by itself (a checkpoint, a
+    /// recovery): the disk thread then flushes every [`RETRY_POLL`] while idle, so it
+    /// is retried, and the health updated, with no write coming in.
+    fn retrying(&self) -> bool {
         false
     }
     /// Writes the next step of that checkpoint — when `idle` (nothing is waiting for
@@ -124,11 +140,17 @@ impl DiskSide for RedbStore {
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         RedbStore::checkpoint(self)
     }
+    fn squeeze(&mut self) {
+        RedbStore::squeeze(self);
+    }
     fn stage(&mut self, collection: &str, records: Vec<Record>) -> Result<(), StoreError> {
         RedbStore::stage(self, collection, records)
     }
     fn checkpointing(&self) -> bool {
         RedbStore::checkpointing(self)
+    }
+    fn retrying(&self) -> bool {
+        RedbStore::retrying(self)
     }
     fn checkpoint_step(&mut self, idle: bool) -> Result<(), StoreError> {
         RedbStore::checkpoint_step(self, idle)
@@ -178,8 +200,8 @@ pub struct MemFirstStore<D: DiskSide = RedbStore> {
     known: BTreeSet<String>,
     max_collections: usize,
     space: SpaceReserve,
-    /// A write was refused for room: the next job checkpoints, which gives the log's
-    /// room back.
+    /// A write was refused for room: the next job tells the disk side, whose next
+    /// flush checkpoints (when it may), which gives the log's room back.
     squeezed: bool,
     jobs: Option<mpsc::SyncSender<Job<D>>>,
     thread: Option<JoinHandle<()>>,
@@ -281,9 +303,9 @@ impl<D: DiskSide> MemFirstStore<D> {
     /// when `flush`); returns the job that waits for them.
     fn hand_over(&mut self, flush: bool) -> Result<SyncJob, StoreError> {
         let batch = std::mem::take(&mut self.batch);
-        let checkpoint = std::mem::take(&mut self.squeezed);
+        let squeezed = std::mem::take(&mut self.squeezed);
         let (done, answer) = mpsc::sync_channel(1);
-        self.send(Job::Changes { batch, checkpoint, flush, done })?;
+        self.send(Job::Changes { batch, squeezed, flush, done })?;
         Ok(Box::new(move || {
             answer.recv().unwrap_or_else(|_| Err(StoreError::Io("the disk thread stopped".into())))
         }))
@@ -363,6 +385,19 @@ fn serve<D: DiskSide>(disk: &mut D, queue: &mpsc::Receiver<Job<D>>, shared: &Sha
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => Err(mpsc::TryRecvError::Disconnected),
             }
+        } else if disk.retrying() {
+            match queue.recv_timeout(RETRY_POLL) {
+                Ok(job) => Ok(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // A flush with nothing new retries what failed, when it may.
+                    if let Err(e) = disk.flush() {
+                        tracing::debug!(error = %e, "retrying the disk's failure");
+                    }
+                    shared.publish(disk);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(mpsc::TryRecvError::Disconnected),
+            }
         } else {
             queue.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
         };
@@ -383,10 +418,12 @@ fn serve<D: DiskSide>(disk: &mut D, queue: &mpsc::Receiver<Job<D>>, shared: &Sha
             }
         };
         match job {
-            Job::Changes { batch, checkpoint, flush: wanted, done } => {
-                let mut outcome = apply(disk, batch);
-                if checkpoint {
-                    outcome = outcome.and(disk.checkpoint());
+            Job::Changes { batch, squeezed, flush: wanted, done } => {
+                let outcome = apply(disk, batch);
+                if squeezed {
+                    // Not here: a checkpoint failing before the flush would take this
+                    // batch's writes with it. The flush logs them, then checkpoints.
+                    disk.squeeze();
                 }
                 flush |= wanted;
                 waiting.push((outcome, done));
@@ -670,6 +707,13 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
 
     fn health(&self) -> StorageHealth {
         let mut health = lock(&self.shared.health).clone();
+        // The room is read here (at most a second old), not taken from the disk
+        // thread's last job: with no writes coming in there is no job, and a disk that
+        // got its room back would read `full` until the next write.
+        if let Some(free) = self.space.free() {
+            health.free_bytes = Some(free);
+            health.full = free < self.shared.keep_free.load(Ordering::Relaxed);
+        }
         if let Some(e) = self.shared.failure() {
             health.error.get_or_insert_with(|| e.to_string());
         }

@@ -38,12 +38,17 @@
 //! after an I/O error until it is re-opened): the file still holds what the last
 //! checkpoint committed, and the log holds every acknowledged write since, so the
 //! collection is *recovered* — re-opened and the log's merges into it replayed — at
-//! once, and again before any later use while that fails (a full disk). Reads of a
-//! collection that could not be recovered yet are errors, never "missing", and the log
-//! is not emptied while any collection still needs it. The writes gathered since the
-//! last flush are lost with the transaction, so the next [`Store::flush`] returns the
-//! error instead of pretending they are durable. A full disk is [`StoreError::Full`],
-//! bad bytes on disk [`StoreError::Corrupt`], the rest [`StoreError::Io`].
+//! once. Reads of a collection that could not be recovered yet are errors, never
+//! "missing", and the log is not emptied while any collection still needs it. A flush
+//! appends its batch to the log *before* any checkpoint it runs, so a checkpoint that
+//! fails there takes no write with it: the flush still makes the batch durable, and
+//! the failed checkpoint (and any recovery that failed) is tried again after a wait
+//! that doubles from a tenth of a second to five, or at once when room came back
+//! ([`retry`]) — never once per batch, which on a full disk spent the disk thread on
+//! whole-log replays. Writes gathered in a transaction since the last flush are lost
+//! with it when a write itself fails, so the next [`Store::flush`] returns the error
+//! instead of pretending they are durable. A full disk is [`StoreError::Full`], bad
+//! bytes on disk [`StoreError::Corrupt`], the rest [`StoreError::Io`].
 //!
 //! ## Disk space
 //!
@@ -51,12 +56,13 @@
 //! operator's reserve ([`RedbOptions::min_free_bytes`]) *plus* the room the store
 //! itself still needs: what the log may grow by before the next checkpoint
 //! (`checkpoint_bytes` less its length) and an estimate of what that checkpoint copies
-//! on write (twice the bytes gathered in open transactions, plus a page per open
-//! transaction). A tombstone (a delete) is admitted down to a floor of
+//! on write: the bytes gathered in open transactions times what checkpoints were seen
+//! to take per byte (twice at least, measured by the free space before and after each;
+//! B-trees of 2 KiB values took up to 3.3 times), plus a page per open transaction. A tombstone (a delete) is admitted down to a floor of
 //! [`TOMBSTONE_FLOOR`] bytes, so deletes keep working at the reserve; dropping a
 //! collection appends one small record to the log instead of needing a checkpoint.
-//! A refused write makes the next flush checkpoint, which gives the log and copy-on-write
-//! room back. [`Store::health`] reports `full` while new data would be refused.
+//! A refused write makes the next flush checkpoint (when no failed one waits), which
+//! gives the log and copy-on-write room back. [`Store::health`] reports `full` while new data would be refused.
 //!
 //! ## Files
 //!
@@ -93,6 +99,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Records: [`codec::record_key`] → [`codec::encode_entry`].
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
@@ -120,6 +127,12 @@ pub const MEMORY_FIRST_CHECKPOINT_WRITES: u64 = 1 << 18;
 pub const MEMORY_FIRST_CHECKPOINT_BYTES: u64 = 64 << 20;
 /// The size of a redb page, for the copy-on-write estimate.
 const PAGE: u64 = 4096;
+/// A checkpoint's copy-on-write per byte written since the last, in thousandths, at
+/// least: the pages rewritten, and the old ones kept until the commit after.
+const COW_PERMILLE: u64 = 2000;
+/// The most it is taken to be (a measurement disturbed by another process writing to
+/// the same disk must not stop every write).
+const COW_PERMILLE_MOST: u64 = 8000;
 
 /// The table type records are read and written through.
 type Records<'txn> = Table<'txn, &'static [u8], &'static [u8]>;
@@ -307,6 +320,12 @@ pub struct RedbStore {
     draining: Option<drain::Drain>,
     /// A step-by-step checkpoint failed: the next flush checkpoints in full.
     checkpoint_due: bool,
+    /// When a checkpoint or a recovery that failed may be tried again ([`retry`]).
+    retry: retry::Retry,
+    /// What a checkpoint takes of the disk per byte written since the last, in
+    /// thousandths: [`COW_PERMILLE`] at least, more when one was seen to take more
+    /// ([`RedbStore::learn_cow`]).
+    cow_permille: u64,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -352,6 +371,8 @@ impl RedbStore {
             staged: BTreeMap::new(),
             draining: None,
             checkpoint_due: false,
+            retry: retry::Retry::default(),
+            cow_permille: COW_PERMILLE,
         };
         let mut preload = store.options.preload_bytes;
         for (name, path) in files {
@@ -440,6 +461,7 @@ impl RedbStore {
                 tracing::warn!(collection, error = %e, "cannot recover from the log yet; will retry");
                 self.trouble = Some(e.to_string());
                 self.close_after_failure(collection, e.clone());
+                self.note_failure();
             }
         }
         outcome
@@ -494,6 +516,14 @@ impl RedbStore {
         // A checkpoint being written step by step is taken over: its commit, if it
         // began, is waited for; what it has not written yet is written now, with the
         // rest.
+        // What it takes of the disk is measured when no log is sealed aside (the log it
+        // empties gives its bytes back).
+        let before = if self.draining.is_none() {
+            self.space.forget();
+            self.space.free().map(|free| (free, self.wal.len(), self.txn_bytes))
+        } else {
+            None
+        };
         let waited = self.wait_commit();
         self.undrain(None);
         if let Err(e) = waited {
@@ -527,17 +557,50 @@ impl RedbStore {
             self.close_after_failure(&name, e);
         }
         let recovered = self.recover_all();
-        if let Some(e) = first_error {
+        let outcome = match first_error {
+            Some(e) => Err(e),
+            None => recovered.and_then(|()| self.wal.reset()),
+        };
+        if let Err(e) = outcome {
+            // The log is kept whole; the next try waits (see `retry`).
             self.trouble = Some(e.to_string());
+            self.checkpoint_due = true;
+            self.note_failure();
             return Err(e);
         }
-        recovered?;
-        self.wal.reset()?;
         self.removed = false;
         self.checkpoint_due = false;
         self.trouble = None;
+        self.retry.succeeded();
+        if let Some((free, log, bytes)) = before {
+            self.space.forget();
+            if let Some(now) = self.space.free() {
+                self.learn_cow(bytes, free.saturating_add(log).saturating_sub(now));
+            }
+        }
         self.close_idle();
         Ok(())
+    }
+
+    /// A checkpoint or a recovery failed: the next is not tried before [`retry`] says
+    /// so (the free space is read afresh, to tell when room comes back).
+    fn note_failure(&mut self) {
+        self.space.forget();
+        let free = self.space.free();
+        self.retry.failed(Instant::now(), free);
+    }
+
+    /// Whether a failure waits to be tried again: a checkpoint (the log is kept whole
+    /// meanwhile) or a collection to recover.
+    pub(crate) fn retrying(&self) -> bool {
+        self.retry.failing()
+            || self.checkpoint_due
+            || self.collections.values().any(|c| c.stale.is_some())
+    }
+
+    /// Whether a checkpoint or a recovery may be tried now ([`retry`]).
+    fn may_retry(&self) -> bool {
+        self.retry.ready(Instant::now(), self.space.free())
     }
 
     /// Takes `records` as winners to write behind (a store in front of this one
@@ -559,9 +622,8 @@ impl RedbStore {
         if !self.collections.contains_key(collection) {
             self.create_collection(collection)?;
         }
-        if self.collections[collection].stale.is_some() {
-            self.recover(collection)?;
-        }
+        // A stale collection (a failed checkpoint) takes them too: they need the log,
+        // not the file, until the checkpoint that recovers it first.
         let bytes: u64 = records.iter().map(|r| write_size(&r.key, &r.entry)).sum();
         self.txn_bytes = self.txn_bytes.saturating_add(bytes);
         let Some(c) = self.collections.get_mut(collection) else { return Ok(()) };
@@ -769,8 +831,34 @@ impl RedbStore {
     pub(crate) fn keep_free(&self) -> u64 {
         let log_room = self.log_bound().saturating_sub(self.wal.len());
         let open_txns = self.open_files.get() as u64;
-        let cow = self.txn_bytes.saturating_mul(2).saturating_add(open_txns * PAGE);
+        let cow = (u128::from(self.txn_bytes) * u128::from(self.cow_permille) / 1000)
+            .try_into()
+            .unwrap_or(u64::MAX)
+            .saturating_add(open_txns * PAGE);
         self.space.reserve().saturating_add(log_room).saturating_add(cow)
+    }
+
+    /// A write was refused for room in front of this store (a memory-first node
+    /// checks before it hands writes over): the next flush checkpoints, when it may.
+    pub(crate) fn squeeze(&mut self) {
+        self.squeezed = true;
+    }
+
+    /// Learns from a commit of `bytes` written since the last checkpoint that took
+    /// `taken` bytes of the disk: the estimate rises to what was seen (up to
+    /// [`COW_PERMILLE_MOST`]) and sinks back an eighth of the way to it each time,
+    /// never below [`COW_PERMILLE`]. Measured by the free space before and after (on
+    /// a B-tree of 2 KiB values, commits took 2.1 to 3.3 bytes a byte, and the reserve
+    /// meant for deletes went with the difference).
+    fn learn_cow(&mut self, bytes: u64, taken: u64) {
+        if bytes < PAGE * 16 {
+            return; // too small to tell the B-tree's pages from noise
+        }
+        let seen = u128::from(taken) * 1000 / u128::from(bytes);
+        let seen = u64::try_from(seen).unwrap_or(u64::MAX).min(COW_PERMILLE_MOST);
+        self.cow_permille =
+            if seen > self.cow_permille { seen } else { (self.cow_permille * 7 + seen) / 8 }
+                .max(COW_PERMILLE);
     }
 
     /// Admits a write of `bytes` (all tombstones: `deletes`) against the free space.
@@ -801,8 +889,16 @@ impl RedbStore {
             }
             self.create_collection(collection)?;
         }
-        if self.collections[collection].stale.is_some() && !self.restoring {
-            self.recover(collection)?;
+        if let Some(why) = self.collections[collection].stale.clone() {
+            if !self.restoring {
+                if !self.may_retry() {
+                    return Err(with_context(
+                        &why,
+                        &format!("{collection} is waiting to be recovered from the log"),
+                    ));
+                }
+                self.recover(collection)?;
+            }
         }
         // Every open file has gathered writes: commit them, then close one. Not a full
         // checkpoint: this write may be part of one, or of a recovery replaying the log
@@ -1405,9 +1501,12 @@ impl Store for RedbStore {
     }
 
     fn flush_begin(&mut self) -> Result<Option<SyncJob>, StoreError> {
-        // A collection a failure left stale is tried again now: its data must be
-        // readable as soon as the disk lets it.
-        let _ = self.recover_all();
+        // A collection a failure left stale is tried again when the last failure's wait
+        // is over: its data must be readable as soon as the disk lets it.
+        let may_retry = self.may_retry();
+        if may_retry {
+            let _ = self.recover_all();
+        }
         let failed = self.failed.take();
         let logged: u64 = self.collections.values().map(|c| c.log.len() as u64).sum();
         let in_txn: u64 = self.collections.values().map(|c| c.in_txn).sum();
@@ -1417,40 +1516,49 @@ impl Store for RedbStore {
             self.wal.len() + logged > self.log_bound() || in_txn >= self.options.checkpoint_writes;
         // Staged writes are checkpointed step by step beside the log ([`drain`]) —
         // unless one such checkpoint is still being written.
-        let in_steps = over && self.draining.is_none() && !self.staged.is_empty();
-        let outcome = if self.removed
-            || self.squeezed
-            || self.checkpoint_due
-            || self.wal.sync_failed()
-            || (over && !in_steps)
-        {
+        // After a failure only a whole checkpoint, when its wait is over, goes on.
+        let in_steps =
+            over && self.draining.is_none() && !self.staged.is_empty() && !self.retry.failing();
+        let wanted = self.removed || self.squeezed || self.checkpoint_due || (over && !in_steps);
+        let outcome = if self.wal.sync_failed() {
+            // A log whose fdatasync failed cannot be trusted with more: only a
+            // checkpoint makes this batch durable.
             self.checkpoint().map(|()| None)
-        } else if logged > 0 {
+        } else {
+            // The batch goes into the log first, so that a checkpoint failing after it
+            // (a full disk) loses none of it: the log keeps every write until one
+            // succeeds, and that is tried again after a wait ([`retry`]).
             let mut batch = Vec::with_capacity(logged as usize);
             for c in self.collections.values_mut() {
                 batch.append(&mut c.log);
                 c.pending = 0;
             }
-            match self.wal.write(&batch) {
-                Ok(()) => {
-                    if in_steps {
-                        self.begin_drain();
-                    }
-                    Ok(Some(self.wal.sync_job()))
-                }
+            let appended = if batch.is_empty() { Ok(()) } else { self.wal.write(&batch) };
+            match appended {
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot append to the write-ahead log: checkpointing");
+                    // The checkpoint is how this batch becomes durable now: its writes
+                    // are in their transactions.
                     self.checkpoint()
                         .map(|()| None)
                         .map_err(|again| with_context(&again, &e.to_string()))
                 }
+                Ok(()) if wanted && may_retry => match self.checkpoint() {
+                    Ok(()) => Ok(None),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "checkpoint failed: the log keeps every write; will retry");
+                        Ok(self.wal.unsynced().then(|| self.wal.sync_job()))
+                    }
+                },
+                Ok(()) => {
+                    if in_steps && !batch.is_empty() {
+                        self.begin_drain();
+                    }
+                    // Nothing new, or an earlier batch's sync may still be running: this
+                    // batch's answers (reads of those writes) wait for the disk too.
+                    Ok(self.wal.unsynced().then(|| self.wal.sync_job()))
+                }
             }
-        } else if self.wal.unsynced() {
-            // Nothing new, but an earlier batch's sync may still be running: this
-            // batch's answers (reads of those writes) wait for the disk too.
-            Ok(Some(self.wal.sync_job()))
-        } else {
-            Ok(None)
         };
         match (failed, outcome) {
             (Some(e), _) => Err(e),
@@ -1470,5 +1578,6 @@ fn commit(txn: WriteTransaction, stats: &CollectionStats) -> Result<(), StoreErr
 }
 
 mod drain;
+mod retry;
 #[cfg(test)]
 mod tests;

@@ -93,6 +93,9 @@ pub(super) struct Drain {
     pub(super) since: u64,
     /// Its commit, once every record is written: running on a thread of its own.
     committing: Option<mpsc::Receiver<Committed>>,
+    /// The bytes free and the log's length when the commit began, to learn what it
+    /// took of the disk ([`RedbStore::learn_cow`]).
+    before: Option<(u64, u64)>,
 }
 
 /// What a commit thread did: each collection, the counts it committed, and how it went.
@@ -134,6 +137,7 @@ impl RedbStore {
             done: 0,
             since: 0,
             committing: None,
+            before: None,
         });
     }
 
@@ -233,6 +237,8 @@ impl RedbStore {
             let _ = done.send(committed);
         };
         drain.committing = Some(committing);
+        self.space.forget();
+        drain.before = self.space.free().map(|free| (free, self.wal.len()));
         if let Err(e) = std::thread::Builder::new().name("dhrt-commit".into()).spawn(run) {
             // No thread to be had: what was to be committed is aborted with the closure,
             // and the log, kept whole, has it all.
@@ -282,9 +288,18 @@ impl RedbStore {
         if let Err(e) = cut {
             self.trouble = Some(e.to_string());
             self.checkpoint_due = true;
+            self.note_failure();
             return Err(e);
         }
         self.trouble = None;
+        if let Some((free, log)) = drain.before {
+            self.space.forget();
+            if let Some(now) = self.space.free() {
+                // What the log grew by meanwhile is not the commit's.
+                let grown = self.wal.len().saturating_sub(log);
+                self.learn_cow(drain.bytes, free.saturating_sub(now).saturating_sub(grown));
+            }
+        }
         self.close_idle();
         Ok(())
     }
