@@ -119,10 +119,14 @@ fn a_full_disk_refuses_new_data_keeps_every_acknowledged_key_and_recovers_by_its
     // Write until refused several times in a row (a refusal makes the node checkpoint,
     // which gives the log's room back, so one refusal may be followed by more writes),
     // and again while the node, after such a checkpoint, has room once more.
+    // Health, metrics and stats are read together once writes are refused: a checkpoint
+    // may give room back between two readings, and then writing goes on.
     let mut acked = Vec::new();
     let mut refusal = None;
     let mut refused_in_a_row = 0;
     let mut health = (String::new(), String::new());
+    let mut metrics = String::new();
+    let mut stats = None;
     for i in 0..20_000 {
         match rt.block_on(c.set("fill", format!("k{i}"), value(i), ONE, None)) {
             Ok(_) => {
@@ -134,7 +138,14 @@ fn a_full_disk_refuses_new_data_keeps_every_acknowledged_key_and_recovers_by_its
                 refused_in_a_row += 1;
                 if refused_in_a_row >= 3 {
                     health = http_get(&node.addr, "/v1/health");
-                    if health.1.contains(r#""storage":"full""#) {
+                    metrics = http_get(&node.addr, "/metrics").1;
+                    let s = rt.block_on(c.stats(None)).unwrap();
+                    let full = s.storage.full;
+                    stats = Some(s);
+                    if health.1.contains(r#""storage":"full""#)
+                        && metrics.contains("dhrt_storage_full 1")
+                        && full
+                    {
                         break;
                     }
                 }
@@ -148,9 +159,8 @@ fn a_full_disk_refuses_new_data_keeps_every_acknowledged_key_and_recovers_by_its
 
     let (status, body) = health;
     assert!(status.contains("200") && body.contains(r#""storage":"full""#), "{status} {body}");
-    let (_, metrics) = http_get(&node.addr, "/metrics");
     assert!(metrics.contains("dhrt_storage_full 1"), "{metrics}");
-    let stats = rt.block_on(c.stats(None)).unwrap();
+    let stats = stats.expect("stats were read");
     assert!(stats.storage.full && stats.keys == acked.len() as u64, "{stats:?}");
 
     let readable = |c: &Client, acked: &[usize]| {

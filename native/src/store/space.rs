@@ -11,15 +11,20 @@
 //! they run in.
 //!
 //! Asking the file system (`statvfs`) costs a system call, so the answer is cached for
-//! a second and the bytes admitted since are subtracted from it.
+//! a second and the bytes admitted since are subtracted from it — except near the
+//! floor, where every admission asks: checkpoints write on other threads, and what they
+//! take is not among the bytes admitted.
 
 use dhrt_core::store::StoreError;
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// How long a free-space reading is trusted.
+/// How long a free-space reading is trusted, away from the floor.
 const REFRESH: Duration = Duration::from_secs(1);
+/// Within the floor and this much more (or twice the floor), every admission reads the
+/// disk afresh.
+const NEAR: u64 = 16 << 20;
 
 /// Admits writes while the data dir keeps enough bytes free.
 #[derive(Debug)]
@@ -67,7 +72,15 @@ impl SpaceReserve {
     /// When the free space cannot be read (an unusual file system) writes are admitted,
     /// and a full disk is still reported by the engine's own `ENOSPC`.
     pub(crate) fn admit(&self, bytes: u64, keep: u64) -> Result<(), StoreError> {
-        let Some(free) = self.free() else { return Ok(()) };
+        let Some(mut free) = self.free() else { return Ok(()) };
+        if free.saturating_sub(bytes) < keep.saturating_add(keep.max(NEAR)) {
+            // Near the floor the disk is read at every write: what a checkpoint wrote
+            // since the last reading (on another thread) is not in `admitted`, and a
+            // second of it took the reserve meant for deletes.
+            self.forget();
+            let Some(now) = self.free() else { return Ok(()) };
+            free = now;
+        }
         if free.saturating_sub(bytes) < keep {
             return Err(StoreError::Full(format!(
                 "{} has {free} bytes free; writes must leave {keep} (the reserve of {} \
