@@ -26,7 +26,11 @@
 //! something was removed (a removal is not logged: the checkpoint makes it durable, so
 //! a replay can never bring back what was removed), before a collection is dropped, and
 //! when an append to the log fails (the checkpoint is then how the batch becomes
-//! durable). Opening the store replays the log into the files and checkpoints.
+//! durable). While a failed checkpoint waits to be tried again, a removal is durable
+//! only from the next one that succeeds: a crash before it brings the removed record
+//! back, which is harmless for what removes records (purging tombstones and expired
+//! entries, cleaning ranges handed off), since each removes it again. Opening the store
+//! replays the log into the files and checkpoints.
 //! Writes staged behind a memory-first store ([`RedbStore::stage`]) are checkpointed
 //! step by step beside the log instead, the log sealed meanwhile ([`drain`]).
 //!
