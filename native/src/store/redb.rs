@@ -527,12 +527,8 @@ impl RedbStore {
         // rest.
         // What it takes of the disk is measured when no log is sealed aside (the log it
         // empties gives its bytes back).
-        let before = if self.draining.is_none() {
-            self.space.forget();
-            self.space.free().map(|free| (free, self.wal.len(), self.txn_bytes))
-        } else {
-            None
-        };
+        let before = if self.draining.is_none() { self.probe() } else { None };
+        let bytes = self.txn_bytes;
         let waited = self.wait_commit();
         self.undrain(None);
         if let Err(e) = waited {
@@ -581,12 +577,7 @@ impl RedbStore {
         self.checkpoint_due = false;
         self.trouble = None;
         self.retry.succeeded();
-        if let Some((free, log, bytes)) = before {
-            self.space.forget();
-            if let Some(now) = self.space.free() {
-                self.learn_cow(bytes, free.saturating_add(log).saturating_sub(now));
-            }
-        }
+        self.learn_cow(bytes, before);
         self.close_idle();
         Ok(())
     }
@@ -594,17 +585,15 @@ impl RedbStore {
     /// A checkpoint or a recovery failed: the next is not tried before [`retry`] says
     /// so (the free space is read afresh, to tell when room comes back).
     fn note_failure(&mut self) {
-        self.space.forget();
-        let free = self.space.free();
+        let free = self.space.free_now();
         self.retry.failed(Instant::now(), free);
     }
 
     /// Whether a failure waits to be tried again: a checkpoint (the log is kept whole
-    /// meanwhile) or a collection to recover.
+    /// meanwhile) or a collection to recover (every failure that leaves one stale is
+    /// noted, so no collection is looked at here).
     pub(crate) fn retrying(&self) -> bool {
-        self.retry.failing()
-            || self.checkpoint_due
-            || self.collections.values().any(|c| c.stale.is_some())
+        self.retry.failing() || self.checkpoint_due
     }
 
     /// Whether a checkpoint or a recovery may be tried now ([`retry`]).
@@ -853,16 +842,26 @@ impl RedbStore {
         self.squeezed = true;
     }
 
-    /// Learns from a commit of `bytes` written since the last checkpoint that took
-    /// `taken` bytes of the disk: the estimate rises to what was seen (up to
-    /// [`COW_PERMILLE_MOST`]) and sinks back an eighth of the way to it each time,
-    /// never below [`COW_PERMILLE`]. Measured by the free space before and after (on
-    /// a B-tree of 2 KiB values, commits took 2.1 to 3.3 bytes a byte, and the reserve
-    /// meant for deletes went with the difference).
-    fn learn_cow(&mut self, bytes: u64, taken: u64) {
+    /// The bytes free and the log's length now, before a commit whose cost
+    /// [`RedbStore::learn_cow`] learns.
+    fn probe(&self) -> Option<(u64, u64)> {
+        self.space.free_now().map(|free| (free, self.wal.len()))
+    }
+
+    /// Learns from a commit of `bytes` written since the last checkpoint, `before` it
+    /// was [`RedbStore::probe`]: what it took of the disk is the free space lost,
+    /// less what the log grew by meanwhile (or plus what it gave back, emptied). The
+    /// estimate rises to what was seen (up to [`COW_PERMILLE_MOST`]) and sinks back an
+    /// eighth of the way to it each time, never below [`COW_PERMILLE`]. (On a B-tree of
+    /// 2 KiB values, commits took 2.1 to 3.3 bytes a byte, and the reserve meant for
+    /// deletes went with the difference.)
+    fn learn_cow(&mut self, bytes: u64, before: Option<(u64, u64)>) {
         if bytes < PAGE * 16 {
             return; // too small to tell the B-tree's pages from noise
         }
+        let Some((free, log)) = before else { return };
+        let Some(now) = self.space.free_now() else { return };
+        let taken = (free + log).saturating_sub(now + self.wal.len());
         let seen = u128::from(taken) * 1000 / u128::from(bytes);
         let seen = u64::try_from(seen).unwrap_or(u64::MAX).min(COW_PERMILLE_MOST);
         self.cow_permille =
@@ -918,6 +917,7 @@ impl RedbStore {
             if let Some(c) = self.collections.get_mut(collection) {
                 c.stale.get_or_insert(e.clone());
             }
+            self.note_failure();
             return Err(e);
         }
         let quick_repair = self.options.quick_repair;
@@ -1513,8 +1513,9 @@ impl Store for RedbStore {
         // A collection a failure left stale is tried again when the last failure's wait
         // is over: its data must be readable as soon as the disk lets it.
         let may_retry = self.may_retry();
-        if may_retry {
-            let _ = self.recover_all();
+        if may_retry && self.retry.failing() && self.recover_all().is_ok() && !self.checkpoint_due {
+            // Every collection whole again and no checkpoint owed: nothing waits.
+            self.retry.succeeded();
         }
         let failed = self.failed.take();
         let logged: u64 = self.collections.values().map(|c| c.log.len() as u64).sum();

@@ -66,6 +66,12 @@ impl SpaceReserve {
         self.reading.set(None);
     }
 
+    /// Bytes free now, read from the file system whatever the last reading's age.
+    pub(crate) fn free_now(&self) -> Option<u64> {
+        self.forget();
+        self.free()
+    }
+
     /// Admits a write of about `bytes`, or refuses it with [`StoreError::Full`] when it
     /// would leave less than `keep` bytes free (the caller's floor: the reserve plus
     /// what the log and the next checkpoint need, or less for writes that free space).
@@ -77,8 +83,7 @@ impl SpaceReserve {
             // Near the floor the disk is read at every write: what a checkpoint wrote
             // since the last reading (on another thread) is not in `admitted`, and a
             // second of it took the reserve meant for deletes.
-            self.forget();
-            let Some(now) = self.free() else { return Ok(()) };
+            let Some(now) = self.free_now() else { return Ok(()) };
             free = now;
         }
         if free.saturating_sub(bytes) < keep {

@@ -237,8 +237,7 @@ impl RedbStore {
             let _ = done.send(committed);
         };
         drain.committing = Some(committing);
-        self.space.forget();
-        drain.before = self.space.free().map(|free| (free, self.wal.len()));
+        drain.before = self.probe();
         if let Err(e) = std::thread::Builder::new().name("dhrt-commit".into()).spawn(run) {
             // No thread to be had: what was to be committed is aborted with the closure,
             // and the log, kept whole, has it all.
@@ -292,14 +291,7 @@ impl RedbStore {
             return Err(e);
         }
         self.trouble = None;
-        if let Some((free, log)) = drain.before {
-            self.space.forget();
-            if let Some(now) = self.space.free() {
-                // What the log grew by meanwhile is not the commit's.
-                let grown = self.wal.len().saturating_sub(log);
-                self.learn_cow(drain.bytes, free.saturating_sub(now).saturating_sub(grown));
-            }
-        }
+        self.learn_cow(drain.bytes, drain.before);
         self.close_idle();
         Ok(())
     }
