@@ -77,7 +77,7 @@ fn a_written_answer_waits_for_its_commit_and_a_read_of_it_too() {
     let job = commit.job.expect("a disk store has a wait");
     assert!(replies(&mut node).is_empty(), "nothing answered before the disk answered");
     assert_eq!(node.commits().held, 2);
-    job().unwrap();
+    job.wait().unwrap();
     let pos = node.replica().position("c", b"k");
     assert!(handle.durable_get("c", pos, b"k").is_some());
     node.committed(now, commit.epoch, Ok(()));
@@ -100,7 +100,7 @@ fn a_failed_commit_answers_not_committed_and_the_node_recovers_by_itself() {
         node.handle_client(now, 1, ClientRequest { id: 1, op: set("k", "v"), seen: None });
         handle.arm(|f| if torn { f.torn_syncs = 1 } else { f.failing_syncs = 1 });
         let commit = node.flush_begin(now).unwrap();
-        let result = commit.job.unwrap()();
+        let result = commit.job.unwrap().wait();
         assert!(result.is_err());
         node.committed(now, commit.epoch, result);
         let got = replies(&mut node);
@@ -314,7 +314,7 @@ fn a_read_held_for_a_failed_commit_is_an_error_never_the_uncommitted_value() {
     node.handle_client(now, 1, ClientRequest { id: 2, op: get("k", Consistency::One), seen: None });
     handle.arm(|f| f.failing_syncs = 1);
     let commit = node.flush_begin(now).unwrap();
-    let result = commit.job.unwrap()();
+    let result = commit.job.unwrap().wait();
     node.committed(now, commit.epoch, result);
     let got = replies(&mut node);
     let read = got.iter().find(|r| r.id == 2).expect("the read is answered");
@@ -343,7 +343,7 @@ fn a_watch_whose_event_was_not_committed_ends_with_an_error() {
     node.handle_client(now, 1, ClientRequest { id: 2, op: set("k", "v"), seen: None });
     handle.arm(|f| f.failing_syncs = 1);
     let commit = node.flush_begin(now).unwrap();
-    let result = commit.job.unwrap()();
+    let result = commit.job.unwrap().wait();
     node.committed(now, commit.epoch, result);
     let got = replies(&mut node);
     let to_watch: Vec<_> = got.iter().filter(|r| r.id == 1).collect();

@@ -64,7 +64,7 @@ fn call(node: &mut Node<Faulty>, now: u64, id: u64, op: Op) -> Reply {
     node.handle_client(now, 1, ClientRequest { id, op, seen: None });
     // A commit that cannot begin is answered by the node itself.
     if let Ok(commit) = node.flush_begin(now) {
-        let result = commit.job.map_or(Ok(()), |job| job());
+        let result = commit.job.map_or(Ok(()), |job| job.wait());
         node.committed(now, commit.epoch, result);
     }
     let mut answer = None;

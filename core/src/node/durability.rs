@@ -7,7 +7,8 @@
 //! A driver calls [`Node::flush_begin`](super::Node::flush_begin) after each batch of
 //! inputs: the node numbers the commit with an [`Epoch`] (one more than the last) and
 //! hands back the store's [`SyncJob`] — the wait for the disk. The driver runs the job
-//! anywhere it likes and reports the outcome with
+//! anywhere it likes (or, for a store that reports by itself, hands it the way back to
+//! the node thread) and reports the outcome with
 //! [`Node::committed`](super::Node::committed). A store with nothing to wait for (the
 //! in-memory store) returns no job and the commit completes inside `flush_begin`.
 //!

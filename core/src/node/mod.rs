@@ -519,7 +519,7 @@ impl<S: Store> Node<S> {
     pub fn flush(&mut self, now: Millis) -> Result<(), StoreError> {
         let Commit { epoch, job } = self.flush_begin(now)?;
         let Some(job) = job else { return Ok(()) };
-        let result = job();
+        let result = job.wait();
         self.committed(now, epoch, result.clone());
         result
     }

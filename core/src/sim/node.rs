@@ -24,7 +24,7 @@ use crate::{
     rng::Rng,
     store::{
         faulty::{FaultHandle, FaultyStore},
-        MemStore, Store, StoreError,
+        MemStore, Store, StoreError, SyncJob,
     },
     Millis,
 };
@@ -163,7 +163,7 @@ impl<S: Store> NodeProcess<S> {
             return false;
         }
         let Some((_, Commit { epoch, job })) = self.commits.pop_front() else { return false };
-        let result = job.map_or(Ok(()), |job| job());
+        let result = job.map_or(Ok(()), SyncJob::wait);
         let failed = result.is_err();
         self.node.committed(now, epoch, result);
         if failed {

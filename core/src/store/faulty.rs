@@ -366,7 +366,7 @@ impl<S: Store> Store for FaultyStore<S> {
 
     fn flush(&mut self) -> Result<(), StoreError> {
         match self.flush_begin()? {
-            Some(job) => job(),
+            Some(job) => job.wait(),
             None => Ok(()),
         }
     }
@@ -390,9 +390,9 @@ impl<S: Store> Store for FaultyStore<S> {
             seq
         };
         let handle = self.handle.clone();
-        Ok(Some(Box::new(move || {
+        Ok(Some(SyncJob::run(move || {
             if let Some(job) = inner_job {
-                if let Err(e) = job() {
+                if let Err(e) = job.wait() {
                     handle.lock().stats.failed_commits += 1;
                     return Err(e);
                 }
@@ -472,7 +472,7 @@ mod tests {
         let job = s.flush_begin().unwrap().unwrap();
         put(&mut s, 2, "b", 1);
         assert_eq!(h.durable_get("c", 1, b"a"), None, "begun, not synced");
-        job().unwrap();
+        job.wait().unwrap();
         assert!(h.durable_get("c", 1, b"a").is_some());
         assert_eq!(h.durable_get("c", 2, b"b"), None, "written after the commit began");
         // A crash now loses b.
@@ -489,7 +489,7 @@ mod tests {
         let _skipped = s.flush_begin().unwrap().unwrap();
         put(&mut s, 2, "b", 1);
         let newest = s.flush_begin().unwrap().unwrap();
-        newest().unwrap();
+        newest.wait().unwrap();
         assert!(h.durable_get("c", 1, b"a").is_some() && h.durable_get("c", 2, b"b").is_some());
     }
 

@@ -4,9 +4,10 @@
 //! from peers, timers, operator commands — arrives as an [`Input`] on one channel. The
 //! thread takes whatever has queued up (up to [`BATCH`] inputs), feeds it all to the
 //! node, fires due timers, then begins one commit ([`Node::flush_begin`]): every write
-//! of the batch shares one durable commit (group commit). The commit's wait for the disk
-//! runs on the sync thread ([`super::syncer`]), which reports back as
-//! [`Input::Synced`]; the thread tells the node ([`Node::committed`]).
+//! of the batch shares one durable commit (group commit). The commit's outcome comes
+//! back as [`Input::Synced`] — from the store's own disk thread, or from the sync
+//! thread that waits for a store without one ([`super::syncer`]) — and the thread
+//! tells the node ([`Node::committed`]).
 //!
 //! What may be sent before the disk answered, and what happens when a commit fails, is
 //! the node's business (`dhrt_core::node::durability`): its `poll_output` hands over
@@ -28,7 +29,7 @@ use super::{
     outbox::{Offer, Outbox},
     peers::Peers,
     stats::Counters,
-    syncer::Syncer,
+    syncer::{Syncer, Teller},
 };
 use dhrt_core::{
     node::{
@@ -113,12 +114,14 @@ pub enum Input {
     Stop,
     /// Leave the cluster gracefully, then stop: answered when the node may exit.
     Leave(oneshot::Sender<LeaveOutcome>),
-    /// The sync thread finished the job of commit `epoch` (see [`super::syncer`]).
+    /// The wait for the disk of commit `epoch` ended (see [`super::syncer`]).
     Synced {
         /// The commit whose job it was.
         epoch: Epoch,
         /// Whether its writes (and those of every commit before it) are on disk.
         result: Result<(), StoreError>,
+        /// Who waited: the sync thread, or the store's own thread.
+        by: Teller,
     },
 }
 
@@ -229,8 +232,8 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         }
     }
 
-    /// Waits for the disk on a sync thread that reports to the node thread through
-    /// `inbox` (see [`super::syncer`]); without this the node thread waits itself.
+    /// Waits for the disk off the node thread: commits report to it through `inbox`
+    /// (see [`super::syncer`]); without this the node thread waits itself.
     pub fn sync_off_thread(mut self, inbox: Weak<Inbox>) -> Self {
         self.syncer = Syncer::new(Some(inbox));
         self
@@ -293,14 +296,14 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
                 break;
             }
         }
-        // The last commit, in place; then the answer of a job still on the sync thread.
+        // The last commit, in place; then the answers of commits still waiting for the disk.
         if let Err(e) = self.node.flush(self.clock.now()) {
             tracing::error!(error = %e, "the last commit failed");
         }
         while self.syncer.busy() {
             match tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await {
-                Ok(Some(Input::Synced { epoch, result })) => {
-                    self.synced(self.clock.now(), epoch, result)
+                Ok(Some(Input::Synced { epoch, result, by })) => {
+                    self.synced(self.clock.now(), epoch, result, by)
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
@@ -357,7 +360,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
                 let _ = tx.send(super::snapshot_of(&self.node, &self.node.config().addr));
             }
             Input::Stop => self.stopping = true,
-            Input::Synced { epoch, result } => self.synced(now, epoch, result),
+            Input::Synced { epoch, result, by } => self.synced(now, epoch, result, by),
             Input::Leave(done) => {
                 if self.leaving.is_none() {
                     tracing::info!("leaving the cluster: handing ranges off first");
@@ -368,7 +371,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         }
     }
 
-    /// Begins the batch's commit, hands its wait for the disk to the sync thread, and
+    /// Begins the batch's commit, hands its wait for the disk off the node thread, and
     /// routes whatever the node lets go.
     fn commit_and_route(&mut self, now: Millis) {
         match self.node.flush_begin(now) {
@@ -385,9 +388,9 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         self.send_replies();
     }
 
-    /// The sync thread finished commit `epoch`: tells the node, and starts the next job.
-    fn synced(&mut self, now: Millis, epoch: Epoch, result: Result<(), StoreError>) {
-        let next = self.syncer.synced(result.is_ok());
+    /// Commit `epoch`'s wait ended: tells the node, and starts the next job.
+    fn synced(&mut self, now: Millis, epoch: Epoch, result: Result<(), StoreError>, by: Teller) {
+        let next = self.syncer.synced(epoch, by, result.is_ok());
         self.node.committed(now, epoch, result);
         if let Some((epoch, result)) = next {
             self.node.committed(now, epoch, result);

@@ -41,6 +41,7 @@
 
 use super::redb::{write_size, RedbOptions, RedbStore, TOMBSTONE_FLOOR};
 use super::space::SpaceReserve;
+use answer::Answer;
 use bytes::Bytes;
 use dhrt_core::{
     entry::Entry,
@@ -57,6 +58,8 @@ use std::sync::{
     mpsc, Arc, Mutex,
 };
 use std::thread::JoinHandle;
+
+mod answer;
 
 /// Jobs queued for the disk thread at most; a node that outruns its disk by more
 /// waits (it blocks on the queue) instead of growing it.
@@ -81,7 +84,7 @@ enum Change {
 }
 
 /// The answer to a hand-over: the changes are on disk, or why not.
-type Done = mpsc::SyncSender<Result<(), StoreError>>;
+type Done = Arc<Answer>;
 
 /// Work for the disk thread.
 enum Job<D> {
@@ -300,15 +303,13 @@ impl<D: DiskSide> MemFirstStore<D> {
     }
 
     /// Hands the changes made since the last flush to the disk thread (flushed there
-    /// when `flush`); returns the job that waits for them.
+    /// when `flush`); returns the job through which that thread reports them done.
     fn hand_over(&mut self, flush: bool) -> Result<SyncJob, StoreError> {
         let batch = std::mem::take(&mut self.batch);
         let squeezed = std::mem::take(&mut self.squeezed);
-        let (done, answer) = mpsc::sync_channel(1);
+        let (done, job) = Answer::new();
         self.send(Job::Changes { batch, squeezed, flush, done })?;
-        Ok(Box::new(move || {
-            answer.recv().unwrap_or_else(|_| Err(StoreError::Io("the disk thread stopped".into())))
-        }))
+        Ok(job)
     }
 
     /// Records `change` to `collection` for the next hand-over.
@@ -439,8 +440,8 @@ fn serve<D: DiskSide>(disk: &mut D, queue: &mpsc::Receiver<Job<D>>, shared: &Sha
 }
 
 /// Flushes (when `flush`) and answers every hand-over `waiting`: with its own failure,
-/// the flush's, or an earlier one not yet discarded (a driver may wait on the newest
-/// job only, which answers for the older ones).
+/// the flush's, or an earlier one not yet discarded — the newest success first, which
+/// answers for the older ones.
 fn settle(
     disk: &mut impl DiskSide,
     shared: &Shared,
@@ -451,16 +452,28 @@ fn settle(
         return;
     }
     let flushed = if flush { disk.flush() } else { Ok(()) };
-    for (outcome, done) in waiting.drain(..) {
-        let mut outcome = outcome.and(flushed.clone());
-        match &outcome {
-            Err(e) => shared.fail(e),
-            Ok(()) => outcome = shared.failure().map_or(Ok(()), Err),
-        }
-        // Counted before it is answered: whoever the answer wakes must not still see it
-        // in flight.
-        shared.done.fetch_add(1, Ordering::Release);
-        let _ = done.send(outcome);
+    let mut outcomes: Vec<(Result<(), StoreError>, Done)> = waiting
+        .drain(..)
+        .map(|(outcome, done)| {
+            let mut outcome = outcome.and(flushed.clone());
+            match &outcome {
+                Err(e) => shared.fail(e),
+                Ok(()) => outcome = shared.failure().map_or(Ok(()), Err),
+            }
+            (outcome, done)
+        })
+        .collect();
+    // Counted before they are answered: whoever an answer wakes must not still see them
+    // in flight.
+    shared.done.fetch_add(outcomes.len() as u64, Ordering::Release);
+    // The newest success first: it says every batch before it is on disk too, so a
+    // driver that has heard it need not wake its node thread for the older ones.
+    if let Some(last_ok) = outcomes.iter().rposition(|(outcome, _)| outcome.is_ok()) {
+        let (outcome, done) = outcomes.remove(last_ok);
+        done.give(outcome);
+    }
+    for (outcome, done) in outcomes {
+        done.give(outcome);
     }
     shared.publish(disk);
 }
@@ -722,7 +735,7 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
 
     fn flush(&mut self) -> Result<(), StoreError> {
         match self.flush_begin()? {
-            Some(job) => job(),
+            Some(job) => job.wait(),
             None => Ok(()),
         }
     }

@@ -1504,7 +1504,7 @@ impl Store for RedbStore {
 
     fn flush(&mut self) -> Result<(), StoreError> {
         match self.flush_begin()? {
-            Some(job) => job(),
+            Some(job) => job.wait(),
             None => Ok(()),
         }
     }
@@ -1557,7 +1557,7 @@ impl Store for RedbStore {
                     Ok(()) => Ok(None),
                     Err(e) => {
                         tracing::warn!(error = %e, "checkpoint failed: the log keeps every write; will retry");
-                        Ok(self.wal.unsynced().then(|| self.wal.sync_job()))
+                        Ok(self.wal.unsynced().then(|| SyncJob::Run(self.wal.sync_job())))
                     }
                 },
                 Ok(()) => {
@@ -1566,7 +1566,7 @@ impl Store for RedbStore {
                     }
                     // Nothing new, or an earlier batch's sync may still be running: this
                     // batch's answers (reads of those writes) wait for the disk too.
-                    Ok(self.wal.unsynced().then(|| self.wal.sync_job()))
+                    Ok(self.wal.unsynced().then(|| SyncJob::Run(self.wal.sync_job())))
                 }
             }
         };

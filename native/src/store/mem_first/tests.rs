@@ -111,7 +111,7 @@ fn a_write_is_on_disk_once_its_flush_job_returns_and_not_before() {
     assert_eq!(s.get("c", 1, b"a").unwrap(), Some(v(1, "x")), "read from memory at once");
     assert_eq!(disk.durable_get("c", 1, b"a"), None, "nothing handed over before a flush");
     let job = s.flush_begin().unwrap().expect("a job to wait for");
-    job().unwrap();
+    job.wait().unwrap();
     assert_eq!(disk.durable_get("c", 1, b"a"), Some(v(1, "x")), "durable when the job returns");
     assert!(s.flush_begin().unwrap().is_none(), "nothing new, nothing in flight");
 }
