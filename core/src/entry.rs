@@ -227,7 +227,18 @@ impl EntryLimits {
         if let Some(v) = entry.value.as_ref().filter(|v| v.len() > self.max_value_bytes) {
             return Err(EntryError::TooLarge { len: v.len(), max: self.max_value_bytes });
         }
+        self.check_ts(entry.ts)?;
         let ts_ms = entry.ts.physical_ms();
+        if let Some(expires_ms) = entry.expires.filter(|&e| e < ts_ms) {
+            return Err(EntryError::Expiry { written_ms: ts_ms, expires_ms });
+        }
+        Ok(())
+    }
+
+    /// Checks a timestamp from another node: not further ahead of this node's wall
+    /// clock than the clock's max offset.
+    pub fn check_ts(&self, ts: Timestamp) -> Result<(), EntryError> {
+        let ts_ms = ts.physical_ms();
         let now_ms = self.now_ms.min(crate::clock::MAX_PHYSICAL_MS);
         if ts_ms > now_ms.saturating_add(self.max_offset_ms) {
             return Err(EntryError::Clock(ClockError::RemoteAhead {
@@ -236,9 +247,6 @@ impl EntryLimits {
                 ahead_ms: ts_ms - now_ms,
                 max_offset_ms: self.max_offset_ms,
             }));
-        }
-        if let Some(expires_ms) = entry.expires.filter(|&e| e < ts_ms) {
-            return Err(EntryError::Expiry { written_ms: ts_ms, expires_ms });
         }
         Ok(())
     }

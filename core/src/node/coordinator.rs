@@ -6,9 +6,10 @@
 //! to every replica; the client is answered as soon as each key has `required`
 //! acknowledgements (`one` = 1, `quorum` = ⌊n/2⌋+1, `all` = n, or a number), where n is
 //! the key's replica count (N, or fewer while the cluster is smaller than N). Reads ask
-//! every replica and answer with the newest entry once `required` have answered; when
-//! the rest have answered (or the request times out), replicas that answered with an
-//! older entry, or none, are sent the newest (read repair). A request that does not reach
+//! `required` replicas — one for the data, the others for their versions ([`fanout`]) —
+//! and answer with the newest entry once they have answered; when every replica asked
+//! has answered (or the request times out), those that answered with an older entry or
+//! version, or none, are sent the newest (read repair). A request that does not reach
 //! its consistency within `request_timeout_ms` is answered with
 //! [`ErrorCode::QuorumNotReached`] and the count of replicas that did answer; a write
 //! may still have been stored by those.
@@ -25,7 +26,7 @@ use super::joint::Joint;
 use super::{ClientId, Node, NodeEvent, Output};
 use crate::{
     clock::Timestamp,
-    entry::{Entry, NodeId},
+    entry::{Entry, NodeId, Version},
     membership::Status,
     proto::{
         client::{Consistency, ErrorCode, NodeStats, Op, Progress, Reply, RingMember, SyncStats},
@@ -37,7 +38,10 @@ use crate::{
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
+mod fanout;
 pub mod restamp;
+
+pub(super) use fanout::widen_due;
 
 /// Bounds on the requests a node coordinates at once (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +88,17 @@ struct KeyState {
     /// A read during a change of the ring (see [`crate::ring::placement`], "Joint
     /// reads"): the future owners that must answer too.
     future: Option<Joint>,
-    /// Write: who acknowledged. Read: who answered, with what.
+    /// Write: who acknowledged. Read: who answered with the data, and what.
     answers: BTreeMap<NodeId, Option<Entry>>,
+    /// Read: the replicas asked so far — all of `replicas`, unless the read asks only as
+    /// many as its level needs ([`fanout`]).
+    asked: Vec<NodeId>,
+    /// Read: the replicas asked for the data (the rest of `asked`, for versions).
+    data_from: Vec<NodeId>,
+    /// Read: the replicas whose answer about this key is still awaited.
+    waiting: Vec<NodeId>,
+    /// Read: who answered with only the version it holds, and which.
+    versions: BTreeMap<NodeId, Option<Version>>,
     /// Write: the entry written (for hints to replicas that do not acknowledge).
     entry: Option<Entry>,
 }
@@ -119,11 +132,28 @@ struct Pending {
     refused: Vec<NodeId>,
     /// Bytes it holds, as counted in [`Coordinator::bytes`].
     cost: usize,
+    /// A read that asked fewer replicas than it could: when to ask the others if it is
+    /// still unanswered ([`fanout::SPECULATE_MS`]).
+    widen_at: Option<Millis>,
 }
 
 impl KeyState {
     fn count_in(&self, group: &[NodeId]) -> usize {
-        self.answers.keys().filter(|a| group.contains(a)).count()
+        let versions_only = self.versions.keys().filter(|v| !self.answers.contains_key(v));
+        self.answers.keys().chain(versions_only).filter(|a| group.contains(a)).count()
+    }
+
+    /// The version of the newest data answered.
+    fn best_version(&self) -> Option<Version> {
+        self.answers.values().flatten().map(Entry::version).max()
+    }
+
+    /// Whether the data answered is at least as new as every version answered: else
+    /// the newest is on a replica that answered only its version, and the read waits
+    /// for that replica's data ([`fanout::upgrade`]).
+    fn covered(&self) -> bool {
+        let best = self.best_version();
+        self.versions.values().flatten().all(|v| best.is_some_and(|b| b >= *v))
     }
 
     fn live_in(&self, group: &[NodeId], refused: &[NodeId]) -> usize {
@@ -134,6 +164,7 @@ impl KeyState {
     /// read, the future owners have answered enough.
     fn satisfied(&self) -> bool {
         self.count_in(&self.counted) >= self.required
+            && self.covered()
             && self
                 .future
                 .as_ref()
@@ -185,10 +216,13 @@ impl Pending {
     }
 
     fn complete(&self) -> bool {
-        self.keys.iter().all(|k| {
-            let failed = k.replicas.iter().filter(|r| self.refused.contains(r)).count();
-            k.answers.len() + failed >= k.replicas.len()
-        })
+        match self.kind {
+            Kind::Write { .. } => self.keys.iter().all(|k| {
+                let failed = k.replicas.iter().filter(|r| self.refused.contains(r)).count();
+                k.answers.len() + failed >= k.replicas.len()
+            }),
+            Kind::Read { .. } => self.keys.iter().all(|k| k.waiting.is_empty()),
+        }
     }
 
     /// `(answered, required)` of the key furthest from its consistency.
@@ -205,7 +239,8 @@ fn furthest(pairs: impl Iterator<Item = (u32, u32)>) -> Option<(u32, u32)> {
 impl Coordinator {
     /// The earliest request deadline.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.pending.values().filter(|p| !p.replied).map(|p| p.deadline).min()
+        let due = |p: &Pending| p.widen_at.map_or(p.deadline, |w| w.min(p.deadline));
+        self.pending.values().filter(|p| !p.replied).map(due).min()
     }
 
     /// Removes and returns the requests whose deadline passed.
@@ -331,6 +366,9 @@ fn request_cost(op: &Op) -> Option<usize> {
     };
     Some(bytes + PENDING_OVERHEAD)
 }
+
+/// Bytes a version answered to a pending read costs.
+const VERSION_COST: usize = 48;
 
 /// Bytes an entry held by a pending request costs.
 fn entry_cost(e: &Entry) -> usize {
@@ -578,6 +616,10 @@ fn plan<S: Store>(
             required,
             future,
             answers: BTreeMap::new(),
+            asked: Vec::new(),
+            data_from: Vec::new(),
+            waiting: Vec::new(),
+            versions: BTreeMap::new(),
             entry: None,
         };
         if !state.reachable(&[]) {
@@ -716,6 +758,7 @@ fn start_write<S: Store>(
         replied: false,
         refused,
         cost: 0,
+        widen_at: None,
     };
     let cost = PENDING_OVERHEAD
         + pending.collection.len()
@@ -749,7 +792,8 @@ fn start_read<S: Store>(
     let me = node.id();
     let mut errors = Vec::new();
     let mut refused = Vec::new();
-    for (replica, indices) in by_replica(&states) {
+    fanout::narrow(node, &mut states);
+    for (replica, (indices, data)) in fanout::asks(&mut states) {
         if replica == me {
             let entries: Result<Vec<_>, _> =
                 indices.iter().map(|&i| node.replica.get(&collection, &states[i].key)).collect();
@@ -763,6 +807,7 @@ fn start_read<S: Store>(
                             let _ = node.clock.update(e.ts, now);
                         }
                         states[i].answers.insert(me, entry);
+                        states[i].waiting.retain(|r| *r != me);
                         if changing {
                             states[i].still_changing(me);
                         }
@@ -772,15 +817,18 @@ fn start_read<S: Store>(
                     // A read error is a failed answer, never "absent".
                     errors.push(format!("{me}: {e}"));
                     refused.push(me);
+                    for &i in &indices {
+                        states[i].waiting.retain(|r| *r != me);
+                    }
                     node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
                 }
             }
         } else {
             let keys = indices.iter().map(|&i| states[i].key.clone()).collect();
-            let msg = ReplicaMessage::Read { req, collection: collection.clone(), keys };
-            node.send(replica, Message::Replica(msg));
+            fanout::send(node, replica, req, &collection, keys, data);
         }
     }
+    let narrowed = states.iter().any(|k| k.asked.len() < k.replicas.len());
     let pending = Pending {
         client,
         id,
@@ -791,11 +839,17 @@ fn start_read<S: Store>(
         replied: false,
         refused,
         cost: 0,
+        widen_at: narrowed.then_some(now + fanout::SPECULATE_MS),
     };
     let cost = PENDING_OVERHEAD
         + pending.collection.len()
         + pending.keys.iter().map(key_cost).sum::<usize>();
+    let widen_now = !pending.refused.is_empty() && narrowed;
     node.coordinator.insert(req, pending, cost);
+    if widen_now {
+        // This node's own read failed: the replicas not asked are asked at once.
+        fanout::widen(node, req);
+    }
     progress(node, now, req);
 }
 
@@ -920,8 +974,13 @@ pub(super) fn on_read_reply<S: Store>(
     let collection_ok = limits.check_collection(&p.collection).is_ok();
     let mut refused = 0;
     let mut answers = entries.into_iter();
-    for k in p.keys.iter_mut().filter(|k| k.replicas.contains(&from)) {
+    // The keys this replica was asked for the data and has not answered yet, in the
+    // order asked (one question to a replica is open at a time).
+    let asked = |k: &&mut KeyState| k.waiting.contains(&from) && k.data_from.contains(&from);
+    for k in p.keys.iter_mut().filter(asked) {
         let Some(entry) = answers.next() else { break };
+        k.waiting.retain(|r| *r != from);
+        k.versions.remove(&from);
         if entry.as_ref().is_some_and(|e| !collection_ok || limits.check(&k.key, e).is_err()) {
             refused += 1;
             continue;
@@ -959,6 +1018,44 @@ pub(super) fn on_read_failed<S: Store>(
     p.refused.push(from);
     for k in p.keys.iter_mut() {
         k.answers.remove(&from);
+        k.versions.remove(&from);
+        k.waiting.retain(|r| *r != from);
+    }
+    // A replica failed: those not asked yet are asked now.
+    fanout::widen(node, req);
+    progress(node, now, req);
+}
+
+/// A replica answered a read with the versions it holds ([`fanout`]).
+pub(super) fn on_versions_reply<S: Store>(
+    node: &mut Node<S>,
+    now: Millis,
+    from: NodeId,
+    req: u64,
+    versions: Vec<Option<Version>>,
+    changing: bool,
+) {
+    let limits = node.entry_limits(now);
+    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
+    if !matches!(p.kind, Kind::Read { .. }) || p.refused.contains(&from) {
+        return;
+    }
+    let mut answers = versions.into_iter();
+    let asked = |k: &&mut KeyState| k.waiting.contains(&from) && !k.data_from.contains(&from);
+    for k in p.keys.iter_mut().filter(asked) {
+        let Some(version) = answers.next() else { break };
+        k.waiting.retain(|r| *r != from);
+        // A version stamped too far ahead is no answer (as an entry would be refused).
+        if version.is_some_and(|v| limits.check_ts(v.ts).is_err()) {
+            node.peer_stats.refused_entries += 1;
+            continue;
+        }
+        p.cost += VERSION_COST;
+        node.coordinator.bytes += VERSION_COST;
+        k.versions.insert(from, version);
+        if changing {
+            k.still_changing(from);
+        }
     }
     progress(node, now, req);
 }
@@ -1014,6 +1111,7 @@ fn newest(k: &KeyState) -> Option<Entry> {
 /// Answers the client once the consistency is reached; repairs and forgets the request
 /// once every replica answered.
 fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
+    fanout::upgrade(node, req);
     let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
     if !p.replied {
         let failed = match &p.kind {
@@ -1097,6 +1195,15 @@ fn read_repair<S: Store>(node: &mut Node<S>, p: &Pending) {
         for (replica, answer) in &k.answers {
             let stale = answer.as_ref().is_none_or(|a| winner.supersedes(a));
             if stale {
+                repairs.entry(*replica).or_default().push((k.key.clone(), winner.clone()));
+            }
+        }
+        let version = winner.version();
+        for (replica, answer) in &k.versions {
+            // Only what the data shows older: a version newer than any data answered (its
+            // data never came) is left to anti-entropy.
+            let stale = answer.is_none_or(|v| version > v);
+            if stale && !k.answers.contains_key(replica) {
                 repairs.entry(*replica).or_default().push((k.key.clone(), winner.clone()));
             }
         }

@@ -79,6 +79,7 @@ impl<S: Store> Node<S> {
                 ReplicaMessage::Write { .. }
                     | ReplicaMessage::Repair { .. }
                     | ReplicaMessage::Read { .. }
+                    | ReplicaMessage::ReadVersions { .. }
                     | ReplicaMessage::ListCollections { .. }
                     | ReplicaMessage::RangeRead { .. }
                     | ReplicaMessage::LoadQuery { .. }

@@ -696,6 +696,7 @@ impl<S: Store> Node<S> {
         self.collect_membership();
         self.tick_leave(now);
         self.tick_removal(now);
+        coordinator::widen_due(self, now);
         coordinator::expire(self, now);
         scan::expire(self, now);
         self.deliver_hints(now);
@@ -843,6 +844,23 @@ impl<S: Store> Node<S> {
                 };
                 self.send(from, Message::Replica(msg));
             }
+            ReplicaMessage::ReadVersions { req, collection, keys } => {
+                let versions: Result<Vec<_>, _> = keys
+                    .iter()
+                    .map(|k| self.replica.get(&collection, k).map(|e| e.map(|e| e.version())))
+                    .collect();
+                let msg = match versions {
+                    Ok(versions) => {
+                        let changing = self.membership.me().changing();
+                        ReplicaMessage::VersionsReply { req, versions, changing }
+                    }
+                    Err(e) => {
+                        self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
+                        ReplicaMessage::ReadFailed { req, error: e.to_string() }
+                    }
+                };
+                self.send(from, Message::Replica(msg));
+            }
             ReplicaMessage::WriteAck { req, error, newer } => {
                 // A hint the replica already holds something newer than is delivered.
                 if !self.hints.acknowledge(req, error.is_none()) {
@@ -851,6 +869,9 @@ impl<S: Store> Node<S> {
             }
             ReplicaMessage::ReadReply { req, entries, changing } => {
                 coordinator::on_read_reply(self, now, from, req, entries, changing)
+            }
+            ReplicaMessage::VersionsReply { req, versions, changing } => {
+                coordinator::on_versions_reply(self, now, from, req, versions, changing)
             }
             ReplicaMessage::ReadFailed { req, error } => {
                 coordinator::on_read_failed(self, now, from, req, error)

@@ -3,12 +3,15 @@
 //! Any node coordinates any client request: it stamps writes with its clock, sends them
 //! to the key's replicas and waits for as many acknowledgements as the request's
 //! consistency asks for; it reads from the replicas, answers with the newest entry and
-//! repairs the replicas that answered with an older one. Scans read ranges the same way:
+//! repairs the replicas that answered with an older one — asking one replica for the
+//! data and the others only for the version they hold ([`ReplicaMessage::ReadVersions`],
+//! Cassandra's digest reads) when no change of the ring is under way. Scans read ranges
+//! the same way:
 //! [`ReplicaMessage::RangeRead`] asks a replica for a page of one ring interval.
 
 use crate::{
     clock::Timestamp,
-    entry::{Entry, NodeId},
+    entry::{Entry, NodeId, Version},
     hash::{Interval, Position},
 };
 use bytes::Bytes;
@@ -166,5 +169,28 @@ pub enum ReplicaMessage {
         req: u64,
         /// The store's error.
         error: String,
+    },
+    /// "Tell me which version of these keys you hold" — a digest read: the coordinator
+    /// has (or will have) the data from another replica and only needs to know whether
+    /// this one agrees. Answered by [`ReplicaMessage::VersionsReply`], or
+    /// [`ReplicaMessage::ReadFailed`].
+    ReadVersions {
+        /// Request number, echoed in the answer.
+        req: u64,
+        /// The collection read.
+        collection: String,
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
+    /// The answer to [`ReplicaMessage::ReadVersions`].
+    VersionsReply {
+        /// The request answered.
+        req: u64,
+        /// The version of the stored entry (tombstones included) for each key, in
+        /// request order; `None` where the replica holds nothing.
+        versions: Vec<Option<Version>>,
+        /// As in [`ReplicaMessage::ReadReply`].
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        changing: bool,
     },
 }

@@ -148,8 +148,13 @@ fn replica(m: &ReplicaMessage) -> usize {
         ReplicaMessage::WriteAck { error, newer, .. } => {
             INT + error.as_ref().map_or(1, |e| blob(e.len())) + newer.map_or(0, |_| INT)
         }
-        ReplicaMessage::Read { collection, keys: ks, .. } => {
+        ReplicaMessage::Read { collection, keys: ks, .. }
+        | ReplicaMessage::ReadVersions { collection, keys: ks, .. } => {
             INT + blob(collection.len()) + keys(ks)
+        }
+        // A version: its field array, timestamp, origin and tombstone flag.
+        ReplicaMessage::VersionsReply { versions, .. } => {
+            INT + seq(versions.len()) + versions.len() * (2 + 2 * INT) + 1
         }
         ReplicaMessage::ReadReply { entries, .. } => {
             INT + seq(entries.len())
@@ -321,6 +326,20 @@ mod tests {
             PeerMessage::Replica(ReplicaMessage::Repair {
                 collection: coll.clone(),
                 records: vec![record("r", 3000), tombstone("gone")],
+            }),
+            PeerMessage::Replica(ReplicaMessage::ReadVersions {
+                req: REQ,
+                collection: coll.clone(),
+                keys: vec![Bytes::from_static(b"a"), Bytes::from_static(b"user:42")],
+            }),
+            PeerMessage::Replica(ReplicaMessage::VersionsReply {
+                req: REQ,
+                versions: vec![
+                    Some(record("a", 10).1.version()),
+                    None,
+                    Some(tombstone("t").1.version()),
+                ],
+                changing: true,
             }),
             PeerMessage::Replica(ReplicaMessage::ListCollections { req: REQ }),
             PeerMessage::Replica(ReplicaMessage::CollectionList {
@@ -506,6 +525,14 @@ mod tests {
                     let entries = records.into_iter().map(|(k, e)| (!k.is_empty()).then_some(e));
                     let entries = entries.collect();
                     PeerMessage::Replica(ReplicaMessage::ReadReply { req, entries, changing })
+                }
+            ),
+            (any::<u64>(), records_strategy(), any::<bool>()).prop_map(
+                |(req, records, changing)| {
+                    let versions =
+                        records.iter().map(|(k, e)| (!k.is_empty()).then(|| e.version()));
+                    let versions = versions.collect();
+                    PeerMessage::Replica(ReplicaMessage::VersionsReply { req, versions, changing })
                 }
             ),
             (any::<u64>(), records_strategy()).prop_map(|(session, entries)| {
