@@ -9,9 +9,9 @@ use dhrt_core::{
     node::Output,
     proto::{
         client::{Consistency, Op, Reply},
-        ClientRequest, Message, ReplicaMessage,
+        ClientRequest, ClientResponse, Message, ReplicaMessage,
     },
-    sim::{memory_cluster, NetConfig, NodeProcess, Sim},
+    sim::{memory_cluster, NetConfig, NodeOutput, NodeProcess, Sim},
     store::MemStore,
 };
 
@@ -171,4 +171,23 @@ fn a_replica_whose_read_fails_makes_the_coordinator_ask_the_others_at_once() {
         }
         other => panic!("expected a data read of the third replica, got {other:?}"),
     }
+}
+
+#[test]
+fn version_reads_never_answered_are_asked_again_for_the_data() {
+    // A node of an earlier version drops a version read it does not know: an `all` read
+    // (every replica asked already) still answers, after the speculation delay.
+    let mut sim = memory_cluster(3, NetConfig::lan(), 25, |c| c.request_timeout_ms = 5_000);
+    assert!(matches!(call(&mut sim, 1, set("k", "v")), Some(Reply::Written { .. })));
+    sim.run_for(500);
+    let sent = reads_sent(&mut sim, 1, get("k", Consistency::All));
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|(_, m)| matches!(m, ReplicaMessage::ReadVersions { .. })));
+    sim.take_events();
+    sim.run_for(300);
+    let answer = sim.take_events().into_iter().find_map(|(_, _, e)| match e {
+        NodeOutput::Reply { resp: ClientResponse { id: 1, result, .. }, .. } => Some(result),
+        _ => None,
+    });
+    assert_eq!(value_of(answer).as_deref(), Some("v"));
 }

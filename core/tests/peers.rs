@@ -402,43 +402,77 @@ fn a_read_reply_from_the_future_is_neither_returned_nor_repaired_into_the_store(
         Message::Gossip(MembershipMessage::Gossip { sender: two, updates: vec![], clock: None }),
     );
     while node.poll_output().is_some() {}
-    node.handle_client(20, 7, ClientRequest { id: 1, op: get("k"), seen: None });
-    let mut req = None;
-    while let Some(o) = node.poll_output() {
-        if let Output::Send {
-            to, msg: Message::Replica(ReplicaMessage::Read { req: r, .. }), ..
-        } = o
-        {
-            assert_eq!(to, NodeId(2));
-            req = Some(r);
+    // The question node 1 sends node 2 for read `id`: (its number, whether for data).
+    let asked = |node: &mut Node<MemStore>| {
+        let mut asked = None;
+        while let Some(o) = node.poll_output() {
+            if let Output::Send { to, msg: Message::Replica(m), .. } = o {
+                assert_eq!(to, NodeId(2));
+                asked = match m {
+                    ReplicaMessage::Read { req, .. } => Some((req, true)),
+                    ReplicaMessage::ReadVersions { req, .. } => Some((req, false)),
+                    _ => asked,
+                };
+            }
         }
-    }
-    let req = req.expect("node 1 asked node 2");
-    let doomed = Entry::value("forever", Timestamp(u64::MAX - 5), NodeId(2));
-    let reply = ReplicaMessage::ReadReply { req, entries: vec![Some(doomed)], changing: false };
-    node.handle_peer(30, NodeId(2), Message::Replica(reply));
-    // The refused entry is no answer at all — not an absent key, which could hide a write
-    // node 2 really holds: the read waits, and times out without its quorum.
-    let answers = |node: &mut Node<MemStore>| {
+        asked.expect("node 1 asked node 2")
+    };
+    let answers = |node: &mut Node<MemStore>, id: u64| {
         let mut answered = None;
         while let Some(o) = node.poll_output() {
-            if let Output::Reply { resp: ClientResponse { id: 1, result, .. }, .. } = o {
-                answered = Some(result);
+            if let Output::Reply { resp: ClientResponse { id: i, result, .. }, .. } = o {
+                if i == id {
+                    answered = Some(result);
+                }
             }
         }
         answered
     };
-    assert_eq!(answers(&mut node), None, "answered on a refused entry");
-    node.tick(5_000);
-    match answers(&mut node) {
+    let timed_out = |answer: Option<Reply>| match answer {
         Some(Reply::Error { code, acked, .. }) => {
             assert_eq!(code, ErrorCode::QuorumNotReached);
             assert_eq!(acked, Some((1, 2)));
         }
         other => panic!("expected quorum_not_reached, got {other:?}"),
-    }
-    assert_eq!(node.replica().get("users", b"k").unwrap(), None, "repaired into the store");
+    };
+    // Node 1 reads its own copy and asks node 2 for its version (a digest read); node 2
+    // answers with a version from the future.
+    node.handle_client(20, 7, ClientRequest { id: 1, op: get("k"), seen: None });
+    let (req, data) = asked(&mut node);
+    assert!(!data, "node 2 is asked only for its version");
+    let future = Timestamp(u64::MAX - 5);
+    let doomed = Entry::value("forever", future, NodeId(2));
+    let reply = ReplicaMessage::VersionsReply {
+        req,
+        versions: vec![Some(doomed.version())],
+        changing: false,
+    };
+    node.handle_peer(30, NodeId(2), Message::Replica(reply));
+    // The refused version is no answer at all — not an absent key, which could hide a
+    // write node 2 really holds: the read waits, and times out without its quorum.
+    assert_eq!(answers(&mut node, 1), None, "answered on a refused version");
+    node.tick(5_000);
+    timed_out(answers(&mut node, 1));
     assert_eq!(node.peer_stats().refused_entries, 1);
+    // Node 2 answers a sound version newer than node 1's copy: node 1 asks for its data,
+    // which comes from the future.
+    node.handle_client(6_000, 7, ClientRequest { id: 2, op: get("k"), seen: None });
+    let (req, _) = asked(&mut node);
+    let sound = Entry::value("now", Timestamp::from_parts(6_000, 0), NodeId(2));
+    let reply = ReplicaMessage::VersionsReply {
+        req,
+        versions: vec![Some(sound.version())],
+        changing: false,
+    };
+    node.handle_peer(6_010, NodeId(2), Message::Replica(reply));
+    assert_eq!(asked(&mut node), (req, true), "node 2 is asked for the data it said is newer");
+    let reply = ReplicaMessage::ReadReply { req, entries: vec![Some(doomed)], changing: false };
+    node.handle_peer(6_020, NodeId(2), Message::Replica(reply));
+    assert_eq!(answers(&mut node, 2), None, "answered on a refused entry");
+    node.tick(11_000);
+    timed_out(answers(&mut node, 2));
+    assert_eq!(node.replica().get("users", b"k").unwrap(), None, "repaired into the store");
+    assert_eq!(node.peer_stats().refused_entries, 2);
 }
 
 #[test]

@@ -828,7 +828,10 @@ fn start_read<S: Store>(
             fanout::send(node, replica, req, &collection, keys, data);
         }
     }
-    let narrowed = states.iter().any(|k| k.asked.len() < k.replicas.len());
+    // Replicas not asked, or asked only for versions: widened after a delay.
+    let narrowed = states
+        .iter()
+        .any(|k| k.asked.len() < k.replicas.len() || k.data_from.len() < k.asked.len());
     let pending = Pending {
         client,
         id,
@@ -975,8 +978,12 @@ pub(super) fn on_read_reply<S: Store>(
     let mut refused = 0;
     let mut answers = entries.into_iter();
     // The keys this replica was asked for the data and has not answered yet, in the
-    // order asked (one question to a replica is open at a time).
+    // order asked (one question for the data to a replica is open at a time). An answer
+    // of another length answers another question: it is ignored.
     let asked = |k: &&mut KeyState| k.waiting.contains(&from) && k.data_from.contains(&from);
+    if p.keys.iter_mut().filter(asked).count() != answers.len() {
+        return;
+    }
     for k in p.keys.iter_mut().filter(asked) {
         let Some(entry) = answers.next() else { break };
         k.waiting.retain(|r| *r != from);
@@ -1041,7 +1048,12 @@ pub(super) fn on_versions_reply<S: Store>(
         return;
     }
     let mut answers = versions.into_iter();
+    // As for data: an answer of another length (about versions no longer awaited from
+    // this replica, see `fanout::widen`) is ignored.
     let asked = |k: &&mut KeyState| k.waiting.contains(&from) && !k.data_from.contains(&from);
+    if p.keys.iter_mut().filter(asked).count() != answers.len() {
+        return;
+    }
     for k in p.keys.iter_mut().filter(asked) {
         let Some(version) = answers.next() else { break };
         k.waiting.retain(|r| *r != from);

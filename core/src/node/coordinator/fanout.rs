@@ -16,7 +16,9 @@
 //!   its read makes the coordinator ask the others at once; a read still unanswered
 //!   after [`SPECULATE_MS`] asks them too (Cassandra's speculative retry), so a replica
 //!   that died before the failure detector noticed costs a read that much, not its
-//!   timeout.
+//!   timeout. Then too a replica that has not answered a version read is asked for the
+//!   data instead: a node of an earlier version drops the version read it does not
+//!   know, and answers this.
 //! - **Read repair covers the replicas asked.** A replica whose version (or entry) is
 //!   older than the answer is sent the newest entry, as before; the replicas not asked
 //!   are brought up to date by anti-entropy (the Merkle exchange), not by reads.
@@ -111,8 +113,20 @@ pub(in crate::node) fn widen<S: Store>(node: &mut Node<S>, req: u64) {
     if p.replied || !matches!(p.kind, Kind::Read { .. }) {
         return;
     }
+    // Replicas still silent about versions: asked for the data instead (below), and no
+    // longer awaited about versions for any key.
+    let silent: Vec<NodeId> = p
+        .keys
+        .iter()
+        .flat_map(|k| k.waiting.iter().filter(|r| !k.data_from.contains(r)))
+        .copied()
+        .collect();
     let mut out: BTreeMap<NodeId, Vec<Bytes>> = BTreeMap::new();
-    for k in p.keys.iter_mut().filter(|k| !k.satisfied()) {
+    for k in p.keys.iter_mut() {
+        if k.satisfied() {
+            k.waiting.retain(|r| k.data_from.contains(r) || !silent.contains(r));
+            continue;
+        }
         let more: Vec<NodeId> =
             k.replicas.iter().copied().filter(|r| !k.asked.contains(r)).collect();
         for r in more {
@@ -120,6 +134,15 @@ pub(in crate::node) fn widen<S: Store>(node: &mut Node<S>, req: u64) {
             k.data_from.push(r);
             k.waiting.push(r);
             out.entry(r).or_default().push(k.key.clone());
+        }
+        // A replica still silent about its version is asked for the data instead (a
+        // node of an earlier version does not know version reads); a late answer about
+        // versions then matches no question and is ignored.
+        for r in k.waiting.clone() {
+            if silent.contains(&r) && !k.data_from.contains(&r) {
+                k.data_from.push(r);
+                out.entry(r).or_default().push(k.key.clone());
+            }
         }
     }
     let collection = p.collection.clone();
