@@ -33,7 +33,7 @@ use bytes::Bytes;
 use index::Index;
 #[cfg(test)]
 use record::ENTRY_META;
-use record::{Boxed, Rec};
+use record::{Boxed, New, Rec};
 use std::collections::BTreeMap;
 
 mod arena;
@@ -129,43 +129,48 @@ impl Records {
 
     fn find(&self, pos: Position, key: &[u8]) -> Option<Rec<'_>> {
         match *self.index.get(pos)? {
-            loc if loc.is_none() => self.crowded.get(&pos)?.get(key).map(Boxed::view),
+            loc if loc.is_none() => {
+                self.crowded.get(&pos)?.get(key).map(|rec| rec.view(&self.arena.origins))
+            }
             loc => Some(self.arena.get(loc)).filter(|rec| rec.key() == key),
         }
     }
 
     /// Adds the record of a key not stored yet.
     fn insert(&mut self, pos: Position, key: &[u8], entry: &Entry, blob: Option<u64>) {
+        let rec = New::new(key, entry, blob, &mut self.arena.origins);
         match self.index.get_mut(pos) {
             None => {
-                let loc = self.arena.put(key, entry, blob);
+                let loc = self.arena.put(rec);
                 self.index.insert(pos, loc);
             }
             Some(slot) if slot.is_none() => {
-                let rec = Boxed::new(key, entry, blob);
-                self.crowded.entry(pos).or_default().insert(key.into(), rec);
+                self.crowded.entry(pos).or_default().insert(key.into(), Boxed::new(rec));
             }
             Some(slot) => {
-                // The position becomes crowded: its record moves out of the arena.
+                // The position becomes crowded: its record moves out of the arena (as
+                // it is: crowded records share the arena's origins).
                 let loc = std::mem::replace(slot, Loc::NONE);
-                let alone = Boxed(self.arena.get(loc).bytes().into());
+                let alone = self.arena.get(loc);
+                let (alone_key, alone) = (alone.key().into(), Boxed(alone.bytes().into()));
                 self.arena.remove(loc);
                 let crowd = self.crowded.entry(pos).or_default();
-                crowd.insert(alone.view().key().into(), alone);
-                crowd.insert(key.into(), Boxed::new(key, entry, blob));
+                crowd.insert(alone_key, alone);
+                crowd.insert(key.into(), Boxed::new(rec));
             }
         }
     }
 
     /// Makes the stored record of `key` its `entry`.
     fn replace(&mut self, pos: Position, key: &[u8], entry: &Entry, blob: Option<u64>) {
+        let rec = New::new(key, entry, blob, &mut self.arena.origins);
         match self.index.get_mut(pos) {
             Some(slot) if slot.is_none() => {
-                if let Some(rec) = self.crowded.get_mut(&pos).and_then(|c| c.get_mut(key)) {
-                    rec.set(key, entry, blob);
+                if let Some(old) = self.crowded.get_mut(&pos).and_then(|c| c.get_mut(key)) {
+                    old.set(rec);
                 }
             }
-            Some(slot) => self.arena.set(slot, key, entry, blob),
+            Some(slot) => self.arena.set(slot, rec),
             None => {}
         }
     }
@@ -189,7 +194,7 @@ impl Records {
                     self.index.insert(pos, loc);
                 }
             }
-            return Some(last(rec.view()));
+            return Some(last(rec.view(&self.arena.origins)));
         }
         let rec = self.arena.get(loc);
         if rec.key() != key {
@@ -234,7 +239,7 @@ impl Records {
                 };
                 crowd
                     .range::<[u8], _>((lower, Bound::Unbounded))
-                    .all(|(_, rec)| visit(pos, rec.view()))
+                    .all(|(_, rec)| visit(pos, rec.view(&self.arena.origins)))
             } else {
                 let rec = self.arena.get(loc);
                 let skip = pos == lo && after.is_some_and(|k| rec.key() <= k);
@@ -520,7 +525,12 @@ mod tests {
             .sum();
         assert_eq!(live, arena.live());
         let bound = arena.live() / 2 + 4 * arena::PAGE;
-        assert!(arena.dead() <= bound, "{} dead bytes for {} live: {arena:?}", arena.dead(), arena.live());
+        assert!(
+            arena.dead() <= bound,
+            "{} dead bytes for {} live: {arena:?}",
+            arena.dead(),
+            arena.live()
+        );
     }
 
     /// A key of the model tests: `n`, at a position its own except for the first few,
@@ -612,7 +622,7 @@ mod tests {
                 match step {
                     Step::Put(n, len, expires) => {
                         let (pos, key) = model_key(n);
-                        let entry = Entry::value(vec![ts as u8; len], Timestamp(ts), NodeId(1))
+                        let entry = Entry::value(vec![ts as u8; len], Timestamp(ts), NodeId(ts % 300 * 11))
                             .with_expiry(expires);
                         s.merge("c", pos, &key, entry.clone()).unwrap();
                         model.insert((pos, key), entry);

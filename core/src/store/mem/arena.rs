@@ -21,8 +21,7 @@
 //! victim is empty when the sweep ends. No operation does more than a step: there is no
 //! pause proportional to the number of keys.
 
-use super::record::{self, Rec};
-use crate::entry::Entry;
+use super::record::{New, Origins, Rec};
 use std::num::NonZeroU32;
 
 /// Bytes in a page.
@@ -97,20 +96,21 @@ pub struct Arena {
     budget: usize,
     /// A record on its way from a victim to the tail.
     scratch: Vec<u8>,
+    /// The origins its records name by code (and the collection's crowded records).
+    pub origins: Origins,
 }
 
 impl Arena {
     /// The record at `loc`.
     pub fn get(&self, loc: Loc) -> Rec<'_> {
         let page = self.pages[loc.page()].as_ref().expect("a record's page is kept");
-        Rec::parse(&page.bytes[loc.offset as usize..])
+        Rec::parse(&page.bytes[loc.offset as usize..], &self.origins)
     }
 
-    /// Stores the record of `key` and `entry`.
-    pub fn put(&mut self, key: &[u8], entry: &Entry, blob: Option<u64>) -> Loc {
-        let len = record::len_for(key, entry, blob);
-        let (loc, buf) = self.alloc(len);
-        record::fill(buf, key, entry, blob);
+    /// Stores `rec`.
+    pub fn put(&mut self, rec: New<'_>) -> Loc {
+        let (loc, buf) = self.alloc(rec.len());
+        rec.fill(buf);
         loc
     }
 
@@ -121,17 +121,17 @@ impl Arena {
         loc
     }
 
-    /// Makes the record at `*loc` `key`'s `entry`: in place when it is as long, else
-    /// appended anew (and `*loc` moved).
-    pub fn set(&mut self, loc: &mut Loc, key: &[u8], entry: &Entry, blob: Option<u64>) {
-        let len = record::len_for(key, entry, blob);
+    /// Makes the record at `*loc` `rec`: in place when it is as long, else appended anew
+    /// (and `*loc` moved).
+    pub fn set(&mut self, loc: &mut Loc, rec: New<'_>) {
+        let len = rec.len();
         if self.get(*loc).bytes().len() == len {
             let page = self.pages[loc.page()].as_mut().expect("a record's page is kept");
             let at = loc.offset as usize;
-            record::fill(&mut page.bytes[at..at + len], key, entry, blob);
+            rec.fill(&mut page.bytes[at..at + len]);
         } else {
             self.remove(*loc);
-            *loc = self.put(key, entry, blob);
+            *loc = self.put(rec);
         }
     }
 

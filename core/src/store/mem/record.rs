@@ -3,14 +3,17 @@
 //! A record is its version, flags, lengths, expiry, key and value, side by side:
 //!
 //! ```text
-//! ts u64 | origin u64 | flags u8 | key length (LEB128) | value length (LEB128)
-//!        | expires u64 (when it has one) | key | value (or a shared buffer's number, u64)
+//! ts u64 | flags u8 | origin (u8 code, or u64) | key length (LEB128)
+//!        | value length (LEB128) | expires u64 (when it has one) | key
+//!        | value (or a shared buffer's number, u64)
 //! ```
 //!
 //! little-endian. The lengths are what a fat pointer used to give (a record now sits in
 //! an arena page, addressed by an 8-byte handle, [`super::arena`]); as LEB128 they take
-//! one byte each for a key or a value under 128 bytes, so a 16-byte key with a 100-byte
-//! value is a record of 135 bytes.
+//! one byte each for a key or a value under 128 bytes. The origin (the node that took
+//! the write) is one of few in a collection, so it is a one-byte code in the
+//! collection's [`Origins`] for its first 255, and written out in full after that. A
+//! 16-byte key with a 100-byte value is a record of 128 bytes (137 before).
 
 use super::super::Superseded;
 use crate::{
@@ -26,8 +29,44 @@ const LIVE: u8 = 1;
 const EXPIRES: u8 = 2;
 /// Flag: the value is a shared buffer; the record holds its number.
 const SHARED: u8 = 4;
-/// Where the flags are (after `ts` and `origin`).
-const FLAGS_AT: usize = 16;
+/// Flag: the origin is written out (8 bytes), not a code in [`Origins`] (1 byte).
+const WHOLE_ORIGIN: u8 = 8;
+/// Where the flags are (after `ts`).
+const FLAGS_AT: usize = 8;
+
+/// The origins a collection's records name by a one-byte code.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    /// By code.
+    ids: Vec<NodeId>,
+    /// Codes by origin.
+    codes: std::collections::BTreeMap<NodeId, u8>,
+    /// The last origin coded (most writes come from the node that last wrote).
+    last: Option<(NodeId, u8)>,
+}
+
+impl Origins {
+    /// `origin`'s code, given it one if there is room.
+    fn code(&mut self, origin: NodeId) -> Option<u8> {
+        if let Some((id, code)) = self.last {
+            if id == origin {
+                return Some(code);
+            }
+        }
+        let code = match self.codes.get(&origin) {
+            Some(code) => *code,
+            None if self.ids.len() < 255 => {
+                let code = self.ids.len() as u8;
+                self.ids.push(origin);
+                self.codes.insert(origin, code);
+                code
+            }
+            None => return None,
+        };
+        self.last = Some((origin, code));
+        Some(code)
+    }
+}
 
 /// [`Entry::size`] of an entry without a value.
 pub const ENTRY_META: usize = 8 + 8 + 9;
@@ -82,12 +121,39 @@ fn stored_len(entry: &Entry, blob: Option<u64>) -> usize {
     }
 }
 
-/// Bytes the record of `key` and `entry` takes (`blob`: its value is shared, under
-/// that number).
-pub fn len_for(key: &[u8], entry: &Entry, blob: Option<u64>) -> usize {
+/// A record about to be written: its key, entry, shared buffer's number (if its value
+/// is one) and origin's code (if it has one).
+#[derive(Debug, Clone, Copy)]
+pub struct New<'a> {
+    pub key: &'a [u8],
+    pub entry: &'a Entry,
+    pub blob: Option<u64>,
+    code: Option<u8>,
+}
+
+impl<'a> New<'a> {
+    /// The record of `key` and `entry` (`blob`: its value is shared, under that number),
+    /// its origin coded in `origins`.
+    pub fn new(key: &'a [u8], entry: &'a Entry, blob: Option<u64>, origins: &mut Origins) -> Self {
+        New { key, entry, blob, code: origins.code(entry.origin) }
+    }
+
+    /// Bytes it takes.
+    pub fn len(&self) -> usize {
+        len_for(self.key, self.entry, self.blob, self.code)
+    }
+
+    /// Writes it into `buf`, exactly [`New::len`] bytes long.
+    pub fn fill(&self, buf: &mut [u8]) {
+        fill(buf, self.key, self.entry, self.blob, self.code);
+    }
+}
+
+fn len_for(key: &[u8], entry: &Entry, blob: Option<u64>, code: Option<u8>) -> usize {
     let value = stored_len(entry, blob);
     FLAGS_AT
         + 1
+        + if code.is_some() { 1 } else { 8 }
         + varint_len(key.len())
         + varint_len(value)
         + if entry.expires.is_some() { 8 } else { 0 }
@@ -95,10 +161,8 @@ pub fn len_for(key: &[u8], entry: &Entry, blob: Option<u64>) -> usize {
         + value
 }
 
-/// Writes the record of `key` and `entry` into `buf`, exactly [`len_for`] bytes long.
-pub fn fill(buf: &mut [u8], key: &[u8], entry: &Entry, blob: Option<u64>) {
+fn fill(buf: &mut [u8], key: &[u8], entry: &Entry, blob: Option<u64>, code: Option<u8>) {
     buf[..8].copy_from_slice(&entry.ts.0.to_le_bytes());
-    buf[8..16].copy_from_slice(&entry.origin.0.to_le_bytes());
     let mut flags = 0;
     if entry.value.is_some() {
         flags |= LIVE;
@@ -109,8 +173,19 @@ pub fn fill(buf: &mut [u8], key: &[u8], entry: &Entry, blob: Option<u64>) {
     if blob.is_some() {
         flags |= SHARED;
     }
-    buf[FLAGS_AT] = flags;
     let mut at = FLAGS_AT + 1;
+    match code {
+        Some(code) => {
+            buf[at] = code;
+            at += 1;
+        }
+        None => {
+            flags |= WHOLE_ORIGIN;
+            buf[at..at + 8].copy_from_slice(&entry.origin.0.to_le_bytes());
+            at += 8;
+        }
+    }
+    buf[FLAGS_AT] = flags;
     at += put_varint(&mut buf[at..], key.len());
     at += put_varint(&mut buf[at..], stored_len(entry, blob));
     if let Some(e) = entry.expires {
@@ -131,26 +206,25 @@ pub fn fill(buf: &mut [u8], key: &[u8], entry: &Entry, blob: Option<u64>) {
 pub struct Boxed(pub Box<[u8]>);
 
 impl Boxed {
-    /// The record of `key` and `entry`.
-    pub fn new(key: &[u8], entry: &Entry, blob: Option<u64>) -> Boxed {
-        let mut buf = vec![0; len_for(key, entry, blob)].into_boxed_slice();
-        fill(&mut buf, key, entry, blob);
+    /// Holds `rec`.
+    pub fn new(rec: New<'_>) -> Boxed {
+        let mut buf = vec![0; rec.len()].into_boxed_slice();
+        rec.fill(&mut buf);
         Boxed(buf)
     }
 
-    /// Becomes `key`'s `entry`: in place when it is the same length, else in a new
-    /// allocation.
-    pub fn set(&mut self, key: &[u8], entry: &Entry, blob: Option<u64>) {
-        if self.0.len() == len_for(key, entry, blob) {
-            fill(&mut self.0, key, entry, blob);
+    /// Becomes `rec`: in place when it is the same length, else in a new allocation.
+    pub fn set(&mut self, rec: New<'_>) {
+        if self.0.len() == rec.len() {
+            rec.fill(&mut self.0);
         } else {
-            *self = Boxed::new(key, entry, blob);
+            *self = Boxed::new(rec);
         }
     }
 
-    /// Reads it.
-    pub fn view(&self) -> Rec<'_> {
-        Rec::parse(&self.0)
+    /// Reads it (`origins`: its collection's).
+    pub fn view<'a>(&'a self, origins: &'a Origins) -> Rec<'a> {
+        Rec::parse(&self.0, origins)
     }
 }
 
@@ -161,6 +235,8 @@ pub struct Rec<'a> {
     buf: &'a [u8],
     key_at: usize,
     key_len: usize,
+    /// Its collection's origins, by code.
+    origins: &'a [NodeId],
 }
 
 /// The large values of a collection, as [`Rec::value`] and [`Rec::entry`] need them.
@@ -172,15 +248,16 @@ pub trait Shared {
 }
 
 impl<'a> Rec<'a> {
-    /// The record at the start of `buf` (which may run on past it).
-    pub fn parse(buf: &'a [u8]) -> Rec<'a> {
-        let mut at = FLAGS_AT + 1;
+    /// The record at the start of `buf` (which may run on past it), its origin coded in
+    /// `origins`.
+    pub fn parse(buf: &'a [u8], origins: &'a Origins) -> Rec<'a> {
+        let mut at = FLAGS_AT + 1 + if buf[FLAGS_AT] & WHOLE_ORIGIN != 0 { 8 } else { 1 };
         let key_len = get_varint(buf, &mut at);
         let value_len = get_varint(buf, &mut at);
         if buf[FLAGS_AT] & EXPIRES != 0 {
             at += 8;
         }
-        Rec { buf: &buf[..at + key_len + value_len], key_at: at, key_len }
+        Rec { buf: &buf[..at + key_len + value_len], key_at: at, key_len, origins: &origins.ids }
     }
 
     /// The record's bytes.
@@ -203,7 +280,11 @@ impl<'a> Rec<'a> {
     }
 
     pub fn origin(&self) -> NodeId {
-        NodeId(self.u64_at(8))
+        if self.flags() & WHOLE_ORIGIN != 0 {
+            NodeId(self.u64_at(FLAGS_AT + 1))
+        } else {
+            self.origins.get(usize::from(self.buf[FLAGS_AT + 1])).copied().unwrap_or(NodeId(0))
+        }
     }
 
     pub fn expires(&self) -> Option<Millis> {
@@ -296,24 +377,38 @@ mod tests {
             Entry::tombstone(Timestamp(9), NodeId(4)),
             Entry { expires: Some(77), ..Entry::value(vec![5u8; 20], Timestamp(5), NodeId(6)) },
         ];
+        let mut origins = Origins::default();
         for len in key_lens {
             let key = vec![b'k'; len];
             for entry in &entries {
-                let rec = Boxed::new(&key, entry, None);
+                let rec = Boxed::new(New::new(&key, entry, None, &mut origins));
                 let mut padded = rec.0.to_vec();
                 padded.extend_from_slice(&[0xff; 9]);
-                let view = Rec::parse(&padded);
-                assert_eq!(view.bytes().len(), len_for(&key, entry, None));
+                let view = Rec::parse(&padded, &origins);
+                assert_eq!(view.bytes().len(), rec.0.len());
                 assert_eq!(view.key(), &key[..]);
                 assert_eq!(&view.entry(&NoBlobs), entry);
                 assert_eq!(view.blob(), None);
             }
         }
         let shared = Entry::value(vec![0u8; 2000], Timestamp(1), NodeId(1));
-        let rec = Boxed::new(b"k", &shared, Some(42));
-        assert_eq!(rec.view().blob(), Some(42));
-        assert_eq!(rec.0.len(), 16 + 1 + 1 + 1 + 1 + 8);
-        // A 16-byte key with a 100-byte value: 135 bytes.
-        assert_eq!(len_for(&[0; 16], &entries[0], None), 135);
+        let rec = Boxed::new(New::new(b"k", &shared, Some(42), &mut origins));
+        assert_eq!(rec.view(&origins).blob(), Some(42));
+        assert_eq!(rec.0.len(), 8 + 1 + 1 + 1 + 1 + 1 + 8);
+        // A 16-byte key with a 100-byte value: 128 bytes.
+        assert_eq!(New::new(&[0; 16], &entries[0], None, &mut origins).len(), 128);
+    }
+
+    #[test]
+    fn origins_past_the_first_255_are_written_out() {
+        let mut origins = Origins::default();
+        let entries: Vec<Entry> =
+            (0..600).map(|n| Entry::value(vec![1; 3], Timestamp(n), NodeId(n * 7919))).collect();
+        let recs: Vec<Boxed> =
+            entries.iter().map(|e| Boxed::new(New::new(b"key", e, None, &mut origins))).collect();
+        for (n, (rec, entry)) in recs.iter().zip(&entries).enumerate() {
+            assert_eq!(&rec.view(&origins).entry(&NoBlobs), entry);
+            assert_eq!(rec.0.len(), if n < 255 { 18 } else { 25 }, "origin {n}");
+        }
     }
 }
