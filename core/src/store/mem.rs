@@ -1,20 +1,31 @@
 //! `MemStore`: the in-memory [`Store`], used by `--memory` nodes, the browser replica,
 //! the simulator and tests.
 //!
-//! Dense, because a `--memory` node's keys all live here: each record is one allocation
-//! ([`Rec`]: its version, expiry, key and value side by side), and each collection's
-//! index maps a ring position to its record — 24 bytes a slot, in a hash table on the
-//! positions' top bits that is also in position order ([`index`]), so a lookup usually
-//! reads one slot before the record. A map keyed by `(position, key)` holding whole
-//! entries took 104-byte slots and separate key and value buffers (375 bytes a key at
-//! 1M keys, docs/benchmarks.md), and its search was a tenth of a write's time.
+//! Dense, because a `--memory` node's keys all live here (162 bytes a key at 1M keys of
+//! 16 + 100 bytes, RSS growth, against Redis's 200). Each record is its version,
+//! expiry, key and value side by side ([`record`]: 128 bytes for that key), packed at
+//! its exact length into 64 KiB pages of its collection's [`Arena`] and addressed by
+//! an 8-byte [`Loc`] (page, offset). Each collection's index maps a ring position to
+//! that handle — 16 bytes a slot, in a hash table on the positions that is also in
+//! position order and about 90% full ([`index`]), so a lookup usually reads one slot
+//! before the record.
+//!
+//! Why pages rather than an allocation per record: the allocator rounded a 137-byte
+//! record up to 160 and its slot held a 16-byte fat pointer (230 bytes a key). The
+//! price is that a record replaced by one of another length, or removed, leaves dead
+//! bytes in its page; a page that empties is freed, and the rest is taken back by
+//! sweeps that move a few records per write or removal, never a pause proportional to
+//! the keys ([`arena`] says how, and what bounds the dead bytes). Earlier, a map keyed
+//! by `(position, key)` holding whole entries took 104-byte slots and separate key and
+//! value buffers (375 bytes a key), and its search was a tenth of a write's time.
 //!
 //! Positions are hashes in hashed collections (two keys share one almost never), but
 //! in an `ordered.*` collection a position is the key's first 8 bytes, which many keys
 //! share (`user:000001`, `user:000002`...). A position several keys share is *crowded*:
-//! its index slot is empty and its records sit in a map by key of their own
-//! ([`Records::crowded`]), so order is still (position, key) and no operation
-//! degrades with the number of keys sharing a prefix.
+//! its index slot is [`Loc::NONE`] and its records sit outside the arena, one
+//! allocation each, in a map by key of their own ([`Records::crowded`]), so order is
+//! still (position, key) and no operation degrades with the number of keys sharing a
+//! prefix.
 //!
 //! Values of [`SHARED_FROM`] bytes or more are not copied into their record: the record
 //! holds a number, and the value stays the `Bytes` it arrived as, in the collection's
@@ -33,7 +44,7 @@ use bytes::Bytes;
 use index::Index;
 #[cfg(test)]
 use record::ENTRY_META;
-use record::{Boxed, New, Rec};
+use record::{Boxed, Draft, Rec};
 use std::collections::BTreeMap;
 
 mod arena;
@@ -138,7 +149,7 @@ impl Records {
 
     /// Adds the record of a key not stored yet.
     fn insert(&mut self, pos: Position, key: &[u8], entry: &Entry, blob: Option<u64>) {
-        let rec = New::new(key, entry, blob, &mut self.arena.origins);
+        let rec = Draft::new(key, entry, blob, &mut self.arena.origins);
         match self.index.get_mut(pos) {
             None => {
                 let loc = self.arena.put(rec);
@@ -163,7 +174,7 @@ impl Records {
 
     /// Makes the stored record of `key` its `entry`.
     fn replace(&mut self, pos: Position, key: &[u8], entry: &Entry, blob: Option<u64>) {
-        let rec = New::new(key, entry, blob, &mut self.arena.origins);
+        let rec = Draft::new(key, entry, blob, &mut self.arena.origins);
         match self.index.get_mut(pos) {
             Some(slot) if slot.is_none() => {
                 if let Some(old) = self.crowded.get_mut(&pos).and_then(|c| c.get_mut(key)) {

@@ -21,7 +21,7 @@
 //! victim is empty when the sweep ends. No operation does more than a step: there is no
 //! pause proportional to the number of keys.
 
-use super::record::{New, Origins, Rec};
+use super::record::{Draft, Origins, Rec};
 use std::num::NonZeroU32;
 
 /// Bytes in a page.
@@ -108,7 +108,7 @@ impl Arena {
     }
 
     /// Stores `rec`.
-    pub fn put(&mut self, rec: New<'_>) -> Loc {
+    pub fn put(&mut self, rec: Draft<'_>) -> Loc {
         let (loc, buf) = self.alloc(rec.len());
         rec.fill(buf);
         loc
@@ -123,7 +123,7 @@ impl Arena {
 
     /// Makes the record at `*loc` `rec`: in place when it is as long, else appended anew
     /// (and `*loc` moved).
-    pub fn set(&mut self, loc: &mut Loc, rec: New<'_>) {
+    pub fn set(&mut self, loc: &mut Loc, rec: Draft<'_>) {
         let len = rec.len();
         if self.get(*loc).bytes().len() == len {
             let page = self.pages[loc.page()].as_mut().expect("a record's page is kept");

@@ -124,18 +124,18 @@ fn stored_len(entry: &Entry, blob: Option<u64>) -> usize {
 /// A record about to be written: its key, entry, shared buffer's number (if its value
 /// is one) and origin's code (if it has one).
 #[derive(Debug, Clone, Copy)]
-pub struct New<'a> {
+pub struct Draft<'a> {
     pub key: &'a [u8],
     pub entry: &'a Entry,
     pub blob: Option<u64>,
     code: Option<u8>,
 }
 
-impl<'a> New<'a> {
+impl<'a> Draft<'a> {
     /// The record of `key` and `entry` (`blob`: its value is shared, under that number),
     /// its origin coded in `origins`.
     pub fn new(key: &'a [u8], entry: &'a Entry, blob: Option<u64>, origins: &mut Origins) -> Self {
-        New { key, entry, blob, code: origins.code(entry.origin) }
+        Draft { key, entry, blob, code: origins.code(entry.origin) }
     }
 
     /// Bytes it takes.
@@ -143,7 +143,7 @@ impl<'a> New<'a> {
         len_for(self.key, self.entry, self.blob, self.code)
     }
 
-    /// Writes it into `buf`, exactly [`New::len`] bytes long.
+    /// Writes it into `buf`, exactly [`Draft::len`] bytes long.
     pub fn fill(&self, buf: &mut [u8]) {
         fill(buf, self.key, self.entry, self.blob, self.code);
     }
@@ -207,14 +207,14 @@ pub struct Boxed(pub Box<[u8]>);
 
 impl Boxed {
     /// Holds `rec`.
-    pub fn new(rec: New<'_>) -> Boxed {
+    pub fn new(rec: Draft<'_>) -> Boxed {
         let mut buf = vec![0; rec.len()].into_boxed_slice();
         rec.fill(&mut buf);
         Boxed(buf)
     }
 
     /// Becomes `rec`: in place when it is the same length, else in a new allocation.
-    pub fn set(&mut self, rec: New<'_>) {
+    pub fn set(&mut self, rec: Draft<'_>) {
         if self.0.len() == rec.len() {
             rec.fill(&mut self.0);
         } else {
@@ -381,7 +381,7 @@ mod tests {
         for len in key_lens {
             let key = vec![b'k'; len];
             for entry in &entries {
-                let rec = Boxed::new(New::new(&key, entry, None, &mut origins));
+                let rec = Boxed::new(Draft::new(&key, entry, None, &mut origins));
                 let mut padded = rec.0.to_vec();
                 padded.extend_from_slice(&[0xff; 9]);
                 let view = Rec::parse(&padded, &origins);
@@ -392,11 +392,11 @@ mod tests {
             }
         }
         let shared = Entry::value(vec![0u8; 2000], Timestamp(1), NodeId(1));
-        let rec = Boxed::new(New::new(b"k", &shared, Some(42), &mut origins));
+        let rec = Boxed::new(Draft::new(b"k", &shared, Some(42), &mut origins));
         assert_eq!(rec.view(&origins).blob(), Some(42));
         assert_eq!(rec.0.len(), 8 + 1 + 1 + 1 + 1 + 1 + 8);
         // A 16-byte key with a 100-byte value: 128 bytes.
-        assert_eq!(New::new(&[0; 16], &entries[0], None, &mut origins).len(), 128);
+        assert_eq!(Draft::new(&[0; 16], &entries[0], None, &mut origins).len(), 128);
     }
 
     #[test]
@@ -405,7 +405,7 @@ mod tests {
         let entries: Vec<Entry> =
             (0..600).map(|n| Entry::value(vec![1; 3], Timestamp(n), NodeId(n * 7919))).collect();
         let recs: Vec<Boxed> =
-            entries.iter().map(|e| Boxed::new(New::new(b"key", e, None, &mut origins))).collect();
+            entries.iter().map(|e| Boxed::new(Draft::new(b"key", e, None, &mut origins))).collect();
         for (n, (rec, entry)) in recs.iter().zip(&entries).enumerate() {
             assert_eq!(&rec.view(&origins).entry(&NoBlobs), entry);
             assert_eq!(rec.0.len(), if n < 255 { 18 } else { 25 }, "origin {n}");
