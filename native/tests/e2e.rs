@@ -1,7 +1,8 @@
 //! End to end with real `dhrt serve` processes on 127.0.0.1 (ephemeral ports): a
 //! cluster answers from every node, `kill -9` during quorum writes loses nothing
 //! acknowledged, a fourth node joins and takes its ranges, a node leaving on SIGTERM
-//! hands off first, `dhrt remove` removes a node killed for good.
+//! hands off first, `dhrt remove` removes a node killed for good, quorum reads right
+//! after a replica dies are answered by the others.
 
 mod common;
 
@@ -103,6 +104,37 @@ fn kill_9_during_quorum_writes_loses_nothing_acknowledged() {
                     node.addr
                 );
             }
+        }
+    });
+}
+
+#[test]
+fn quorum_reads_right_after_a_replica_dies_are_answered_by_the_others() {
+    // A read asks only two of the three replicas (digest reads): one that was killed a
+    // moment ago, before anyone noticed, is replaced after a short wait instead of
+    // failing the read with `quorum_not_reached` at its timeout.
+    let _serial = common::serial();
+    let mut nodes = cluster(3, &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let c = Client::connect(&nodes[0].addr).await.unwrap();
+        for i in 0..40 {
+            c.set("reads", format!("k{i}"), format!("v{i}"), Consistency::All, None).await.unwrap();
+        }
+    });
+    nodes[2].kill9();
+    rt.block_on(async {
+        let c = Client::connect_with(&[&nodes[0].addr, &nodes[1].addr], Duration::from_secs(5))
+            .await
+            .unwrap();
+        for i in 0..40 {
+            let got = c.get("reads", format!("k{i}"), Consistency::Quorum).await;
+            let want = format!("v{i}");
+            assert_eq!(
+                got.as_ref().ok().and_then(|v| v.as_deref()),
+                Some(want.as_bytes()),
+                "k{i}: {got:?}"
+            );
         }
     });
 }
