@@ -15,7 +15,7 @@
 //! and are not recorded.
 
 use crate::{
-    entry::Entry,
+    entry::{Entry, Version},
     hash::{Interval, Placement, Position},
     merkle::{entry_digest, MerkleTree, NodeRef, DEFAULT_DEPTH, FANOUT},
     store::{Merged, Record, Store, StoreError, Warm},
@@ -151,11 +151,14 @@ impl<S: Store> Replica<S> {
     }
 
     /// Reads what a get or merge of `key` reads first — its index slot in the store
-    /// and its Merkle node — returning its position and something of what it read
-    /// ([`Store::warm`]).
-    pub fn warm_index(&self, collection: &str, key: &[u8]) -> (Position, u64) {
+    /// and, for a merge (`write`), its Merkle node — returning its position and
+    /// something of what it read ([`Store::warm`]).
+    pub fn warm_index(&self, collection: &str, key: &[u8], write: bool) -> (Position, u64) {
         let pos = self.position(collection, key);
-        let tree = self.trees.get(collection).map_or(0, |t| t.warm(pos));
+        let tree = match self.trees.get(collection) {
+            Some(t) if write => t.warm(pos),
+            _ => 0,
+        };
         (pos, self.store.warm(collection, pos, Warm::Index).wrapping_add(tree))
     }
 
@@ -173,6 +176,11 @@ impl<S: Store> Replica<S> {
     /// The stored entry for `key`, tombstones included.
     pub fn get(&self, collection: &str, key: &[u8]) -> Result<Option<Entry>, StoreError> {
         self.store.get(collection, self.position(collection, key), key)
+    }
+
+    /// The version of the stored entry for `key`, tombstones included ([`Store::version`]).
+    pub fn version(&self, collection: &str, key: &[u8]) -> Result<Option<Version>, StoreError> {
+        self.store.version(collection, self.position(collection, key), key)
     }
 
     /// Turns the change feed on or off. While on, every entry a merge applies is

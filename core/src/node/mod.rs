@@ -754,21 +754,22 @@ impl<S: Store> Node<S> {
         // Every key's index slot and Merkle node, then every record: each pass's reads
         // are independent of one another.
         let mut found: Vec<(&str, crate::hash::Position)> = Vec::with_capacity(reqs.len());
-        let mut one = |collection: &'a str, key: &[u8]| {
-            let (pos, read) = self.replica.warm_index(collection, key);
+        let mut one = |collection: &'a str, key: &[u8], write: bool| {
+            let (pos, read) = self.replica.warm_index(collection, key, write);
             sum = sum.wrapping_add(read);
             found.push((collection, pos));
         };
         for req in reqs {
             match &req.op {
-                Op::Get { collection, key, .. }
-                | Op::Set { collection, key, .. }
-                | Op::Del { collection, key, .. } => one(collection, key),
+                Op::Get { collection, key, .. } => one(collection, key, false),
+                Op::Set { collection, key, .. } | Op::Del { collection, key, .. } => {
+                    one(collection, key, true)
+                }
                 Op::GetMany { collection, keys, .. } => {
-                    keys.iter().for_each(|k| one(collection, k));
+                    keys.iter().for_each(|k| one(collection, k, false));
                 }
                 Op::SetMany { collection, items, .. } => {
-                    items.iter().for_each(|(k, _)| one(collection, k));
+                    items.iter().for_each(|(k, _)| one(collection, k, true));
                 }
                 _ => {}
             }
@@ -845,10 +846,8 @@ impl<S: Store> Node<S> {
                 self.send(from, Message::Replica(msg));
             }
             ReplicaMessage::ReadVersions { req, collection, keys } => {
-                let versions: Result<Vec<_>, _> = keys
-                    .iter()
-                    .map(|k| self.replica.get(&collection, k).map(|e| e.map(|e| e.version())))
-                    .collect();
+                let versions: Result<Vec<_>, _> =
+                    keys.iter().map(|k| self.replica.version(&collection, k)).collect();
                 let msg = match versions {
                     Ok(versions) => {
                         let changing = self.membership.me().changing();

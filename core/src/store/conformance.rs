@@ -329,6 +329,14 @@ pub fn random_operations_match_a_model<S: Store>(s: &mut S) {
         paged.extend(page.into_iter().map(|r| ((r.pos, r.key), r.entry)));
     }
     assert_eq!(paged, want, "paging visits each record once, in order");
+    // Every key's version, read without its value, is its entry's (absent keys: none).
+    for pos in (0..8).map(|p| p * (u64::MAX / 7)) {
+        for key in (0..5).map(|i| format!("k{i}")) {
+            let want = model.get(&(pos, Bytes::from(key.clone()))).map(Entry::version);
+            assert_eq!(s.version("c", pos, key.as_bytes()).unwrap(), want, "{pos} {key}");
+        }
+    }
+    assert_eq!(s.version("elsewhere", 0, b"k0").unwrap(), None);
     let mut st = CollectionStats::default();
     for ((_, key), e) in &model {
         st.account(key, e, true);

@@ -36,7 +36,7 @@
 
 use super::{validate_collection, CollectionStats, Merged, Record, Store, StoreError, Warm};
 use crate::{
-    entry::Entry,
+    entry::{Entry, Version},
     hash::{Interval, Position},
 };
 use arena::{Arena, Loc};
@@ -341,6 +341,18 @@ impl Store for MemStore {
             return Ok(None);
         };
         Ok(c.records.find(pos, key).map(|rec| rec.entry(&c.blobs)))
+    }
+
+    fn version(
+        &self,
+        collection: &str,
+        pos: Position,
+        key: &[u8],
+    ) -> Result<Option<Version>, StoreError> {
+        let Some(c) = self.collections.get(collection) else {
+            return Ok(None);
+        };
+        Ok(c.records.find(pos, key).map(|rec| rec.version()))
     }
 
     fn warm(&self, collection: &str, pos: Position, part: Warm) -> u64 {

@@ -25,7 +25,11 @@ pub mod faulty;
 
 pub use mem::MemStore;
 
-use crate::{entry::Entry, hash::Interval, hash::Position};
+use crate::{
+    entry::{Entry, Version},
+    hash::Interval,
+    hash::Position,
+};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -266,6 +270,19 @@ pub trait Store {
     /// The entry stored for `key` (at `pos`) in `collection`, tombstones included.
     fn get(&self, collection: &str, pos: Position, key: &[u8])
         -> Result<Option<Entry>, StoreError>;
+
+    /// The version of the entry stored for `key` (at `pos`) in `collection`,
+    /// tombstones included: what a digest read asks ([`crate::proto::ReplicaMessage::ReadVersions`]).
+    /// The default reads the whole entry; a store that can tell the version without
+    /// copying the value out does so.
+    fn version(
+        &self,
+        collection: &str,
+        pos: Position,
+        key: &[u8],
+    ) -> Result<Option<Version>, StoreError> {
+        Ok(self.get(collection, pos, key)?.map(|e| e.version()))
+    }
 
     /// Reads `part` of what a get or merge at `pos` reads first — a memory store's index
     /// slot, or the record it points to — and returns something of it for the caller

@@ -44,7 +44,7 @@ use super::space::SpaceReserve;
 use answer::Answer;
 use bytes::Bytes;
 use dhrt_core::{
-    entry::Entry,
+    entry::{Entry, Version},
     hash::{Interval, Position},
     store::{
         validate_collection, CollectionStats, MemStore, Merged, Record, StorageHealth, Store,
@@ -619,6 +619,15 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
         key: &[u8],
     ) -> Result<Option<Entry>, StoreError> {
         self.live.get(collection, pos, key)
+    }
+
+    fn version(
+        &self,
+        collection: &str,
+        pos: Position,
+        key: &[u8],
+    ) -> Result<Option<Version>, StoreError> {
+        self.live.version(collection, pos, key)
     }
 
     fn warm(&self, collection: &str, pos: Position, part: dhrt_core::store::Warm) -> u64 {

@@ -18,7 +18,7 @@
 use super::super::Superseded;
 use crate::{
     clock::Timestamp,
-    entry::{Entry, NodeId},
+    entry::{Entry, NodeId, Version},
     Millis,
 };
 use bytes::Bytes;
@@ -323,6 +323,11 @@ impl<'a> Rec<'a> {
             None => (self.flags() & LIVE != 0).then(|| Bytes::copy_from_slice(self.stored())),
         };
         Entry { value, ts: self.ts(), origin: self.origin(), expires: self.expires() }
+    }
+
+    /// The record's version: what identifies its write ([`Entry::version`]).
+    pub fn version(&self) -> Version {
+        Version { ts: self.ts(), origin: self.origin(), tombstone: self.flags() & LIVE == 0 }
     }
 
     /// Whether `entry` wins over this record (as [`Entry::supersedes`]).
