@@ -272,6 +272,43 @@ fn a_checkpoint_failing_on_a_full_disk_is_retried_after_a_wait_not_per_write() {
     assert_eq!(after.as_deref(), Some(&b"room came back"[..]));
 }
 
+/// The same over the files alone (`--reads disk`, no disk thread): a checkpoint that
+/// failed on a full disk is tried again once room comes back with no write to prompt
+/// it, so the node's health turns `ok` by itself.
+#[test]
+fn reads_from_disk_a_failed_checkpoint_is_retried_while_no_write_comes() {
+    let _serial = common::serial();
+    let Some(fs) = Tmpfs::mount(24) else { return };
+    let data = fs.path().join("data");
+    let args = ["--min-free-mb", "1", "--reads", "disk"];
+    let node = NodeProc::start(Some(&data), &args);
+    let rt = runtime();
+    let c = ready(&rt, &node.addr);
+    for i in 0..400 {
+        rt.block_on(c.set("fill", format!("k{i}"), value(i), ONE, None)).unwrap();
+    }
+    let more = fs.path().join("more");
+    fill(&more, u64::MAX);
+    std::thread::sleep(Duration::from_millis(1200));
+    for i in 0..50 {
+        let _ = rt.block_on(c.set("fill", format!("x{i}"), value(i), ONE, None));
+    }
+    let full = wait_until(Duration::from_secs(10), || {
+        !http_get(&node.addr, "/v1/health").1.contains(r#""storage":"ok""#)
+    });
+    assert!(full, "the node never noticed the full disk:\n{}", node.log());
+    std::fs::remove_file(&more).unwrap();
+    // No write from here on: the retry is the node's own.
+    let ok = wait_until(Duration::from_secs(30), || {
+        http_get(&node.addr, "/v1/health").1.contains(r#""storage":"ok""#)
+    });
+    assert!(ok, "{}\n{}", http_get(&node.addr, "/v1/health").1, node.log());
+    for i in 0..400 {
+        let got = rt.block_on(c.get("fill", format!("k{i}"), ONE)).unwrap();
+        assert_eq!(got.as_deref(), Some(&value(i)[..]), "k{i}");
+    }
+}
+
 #[test]
 fn a_full_disk_while_creating_a_collection_leaves_no_file_and_the_node_restarts() {
     let _serial = common::serial();

@@ -130,6 +130,11 @@ impl Durability {
         Some(self.begun)
     }
 
+    /// The store's write count when the last epoch began.
+    pub fn writes_at_begin(&self) -> u64 {
+        self.writes_at_begin
+    }
+
     /// The last epoch begun.
     pub fn begun(&self) -> Epoch {
         self.begun

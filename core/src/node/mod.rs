@@ -504,6 +504,25 @@ impl<S: Store> Node<S> {
         }
     }
 
+    /// Whether the store has work a flush would do with nothing new written
+    /// ([`Store::wants_flush`]): a host polls [`Node::tend_store`] while it does.
+    pub fn store_wants_flush(&self) -> bool {
+        self.replica.store().wants_flush()
+    }
+
+    /// Flushes the store of an idle node — every write committed, no commit under way —
+    /// when it wants to ([`Store::wants_flush`]): a failed checkpoint is tried again
+    /// with no write to prompt it. Nothing acknowledged or held depends on the outcome,
+    /// which is the store's to report in its health.
+    pub fn tend_store(&mut self) -> Result<(), StoreError> {
+        let d = &self.durability;
+        let idle = d.resolved() == d.begun() && self.replica.writes() == d.writes_at_begin();
+        if !idle || !self.replica.store().wants_flush() {
+            return Ok(());
+        }
+        self.replica.flush()
+    }
+
     /// The commit `epoch` (from [`Node::flush_begin`]) ended with `result`. Success
     /// releases everything held for it and earlier epochs, in order; failure fails
     /// everything held and makes the node recover (see [`durability`]). Reports of

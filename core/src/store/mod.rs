@@ -363,6 +363,14 @@ pub trait Store {
         self.flush().map(|()| None)
     }
 
+    /// Whether a flush with no new writes has work to do: a failed checkpoint or
+    /// recovery the store tries again once its wait is over. A host flushes an idle
+    /// node's store then ([`crate::node::Node::tend_store`]), so a store recovers — and
+    /// says so in its health — with no write to prompt it. `false` by default.
+    fn wants_flush(&self) -> bool {
+        false
+    }
+
     /// How the medium is doing (full, failing); healthy by default.
     fn health(&self) -> StorageHealth {
         StorageHealth::default()

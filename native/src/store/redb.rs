@@ -1509,6 +1509,11 @@ impl Store for RedbStore {
         }
     }
 
+    fn wants_flush(&self) -> bool {
+        // Only once the wait is over: before, a flush would do nothing.
+        self.retrying() && self.may_retry()
+    }
+
     fn flush_begin(&mut self) -> Result<Option<SyncJob>, StoreError> {
         // A collection a failure left stale is tried again when the last failure's wait
         // is over: its data must be readable as soon as the disk lets it.
