@@ -106,6 +106,19 @@ fn value(i: usize) -> Vec<u8> {
     format!("{i:0>2048}").into_bytes()
 }
 
+/// Writes `k0`..`k399` (acknowledged, in the log: the next checkpoint must write them
+/// into the file), then fills the disk behind the node's back and waits past the
+/// second the node trusts its last reading of the free space. Returns the filler.
+fn acked_then_full(rt: &tokio::runtime::Runtime, c: &Client, fs: &Tmpfs) -> PathBuf {
+    for i in 0..400 {
+        rt.block_on(c.set("fill", format!("k{i}"), value(i), ONE, None)).unwrap();
+    }
+    let more = fs.path().join("more");
+    fill(&more, u64::MAX);
+    std::thread::sleep(Duration::from_millis(1200));
+    more
+}
+
 #[test]
 fn a_full_disk_refuses_new_data_keeps_every_acknowledged_key_and_recovers_by_itself() {
     let _serial = common::serial();
@@ -226,14 +239,7 @@ fn a_checkpoint_failing_on_a_full_disk_is_retried_after_a_wait_not_per_write() {
     let node = NodeProc::start(Some(&data), &["--min-free-mb", "1"]);
     let rt = runtime();
     let c = ready(&rt, &node.addr);
-    // Acknowledged, in the log; the next checkpoint must write them into the file.
-    for i in 0..400 {
-        rt.block_on(c.set("fill", format!("k{i}"), value(i), ONE, None)).unwrap();
-    }
-    let more = fs.path().join("more");
-    fill(&more, u64::MAX);
-    // Past the second the node trusts its last reading of the free space.
-    std::thread::sleep(Duration::from_millis(1200));
+    let more = acked_then_full(&rt, &c, &fs);
     let mut refused = 0;
     for i in 0..200 {
         if rt.block_on(c.set("fill", format!("x{i}"), value(i), ONE, None)).is_err() {
@@ -284,12 +290,7 @@ fn reads_from_disk_a_failed_checkpoint_is_retried_while_no_write_comes() {
     let node = NodeProc::start(Some(&data), &args);
     let rt = runtime();
     let c = ready(&rt, &node.addr);
-    for i in 0..400 {
-        rt.block_on(c.set("fill", format!("k{i}"), value(i), ONE, None)).unwrap();
-    }
-    let more = fs.path().join("more");
-    fill(&more, u64::MAX);
-    std::thread::sleep(Duration::from_millis(1200));
+    let more = acked_then_full(&rt, &c, &fs);
     for i in 0..50 {
         let _ = rt.block_on(c.set("fill", format!("x{i}"), value(i), ONE, None));
     }

@@ -229,6 +229,27 @@ impl Pending {
     fn acked(&self) -> (u32, u32) {
         furthest(self.keys.iter().map(KeyState::acked)).unwrap_or((0, 0))
     }
+
+    /// The keys a read's answer of `len` items from `from` answers — those it was asked
+    /// for the data (`data`) or for versions and has not answered, in the order asked
+    /// (one question of each kind to a replica is open at a time) — no longer awaited
+    /// from it. `None`, and nothing changed, for an answer of another length: it answers
+    /// a question no longer awaited (see `fanout::widen`) and is ignored.
+    fn answered_by(&mut self, from: NodeId, data: bool, len: usize) -> Option<Vec<usize>> {
+        let asked: Vec<usize> = (0..self.keys.len())
+            .filter(|&i| {
+                let k = &self.keys[i];
+                k.waiting.contains(&from) && k.data_from.contains(&from) == data
+            })
+            .collect();
+        if asked.len() != len {
+            return None;
+        }
+        for &i in &asked {
+            self.keys[i].waiting.retain(|r| *r != from);
+        }
+        Some(asked)
+    }
 }
 
 /// The `(answered, required)` pair furthest from its requirement.
@@ -976,17 +997,9 @@ pub(super) fn on_read_reply<S: Store>(
     }
     let collection_ok = limits.check_collection(&p.collection).is_ok();
     let mut refused = 0;
-    let mut answers = entries.into_iter();
-    // The keys this replica was asked for the data and has not answered yet, in the
-    // order asked (one question for the data to a replica is open at a time). An answer
-    // of another length answers another question: it is ignored.
-    let asked = |k: &&mut KeyState| k.waiting.contains(&from) && k.data_from.contains(&from);
-    if p.keys.iter_mut().filter(asked).count() != answers.len() {
-        return;
-    }
-    for k in p.keys.iter_mut().filter(asked) {
-        let Some(entry) = answers.next() else { break };
-        k.waiting.retain(|r| *r != from);
+    let Some(asked) = p.answered_by(from, true, entries.len()) else { return };
+    for (i, entry) in asked.into_iter().zip(entries) {
+        let k = &mut p.keys[i];
         k.versions.remove(&from);
         if entry.as_ref().is_some_and(|e| !collection_ok || limits.check(&k.key, e).is_err()) {
             refused += 1;
@@ -997,12 +1010,12 @@ pub(super) fn on_read_reply<S: Store>(
             let _ = node.clock.update(e.ts, now);
         }
         let bytes = entry.as_ref().map_or(0, entry_cost);
-        p.cost += bytes;
-        node.coordinator.bytes += bytes;
         k.answers.insert(from, entry);
         if changing {
             k.still_changing(from);
         }
+        p.cost += bytes;
+        node.coordinator.bytes += bytes;
     }
     node.peer_stats.refused_entries += refused;
     progress(node, now, req);
@@ -1047,16 +1060,8 @@ pub(super) fn on_versions_reply<S: Store>(
     if !matches!(p.kind, Kind::Read { .. }) || p.refused.contains(&from) {
         return;
     }
-    let mut answers = versions.into_iter();
-    // As for data: an answer of another length (about versions no longer awaited from
-    // this replica, see `fanout::widen`) is ignored.
-    let asked = |k: &&mut KeyState| k.waiting.contains(&from) && !k.data_from.contains(&from);
-    if p.keys.iter_mut().filter(asked).count() != answers.len() {
-        return;
-    }
-    for k in p.keys.iter_mut().filter(asked) {
-        let Some(version) = answers.next() else { break };
-        k.waiting.retain(|r| *r != from);
+    let Some(asked) = p.answered_by(from, false, versions.len()) else { return };
+    for (i, version) in asked.into_iter().zip(versions) {
         // A version stamped too far ahead is no answer (as an entry would be refused).
         if version.is_some_and(|v| limits.check_ts(v.ts).is_err()) {
             node.peer_stats.refused_entries += 1;
@@ -1064,6 +1069,7 @@ pub(super) fn on_versions_reply<S: Store>(
         }
         p.cost += VERSION_COST;
         node.coordinator.bytes += VERSION_COST;
+        let k = &mut p.keys[i];
         k.versions.insert(from, version);
         if changing {
             k.still_changing(from);

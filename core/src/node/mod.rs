@@ -504,12 +504,6 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// Whether the store has work a flush would do with nothing new written
-    /// ([`Store::wants_flush`]): a host polls [`Node::tend_store`] while it does.
-    pub fn store_wants_flush(&self) -> bool {
-        self.replica.store().wants_flush()
-    }
-
     /// Flushes the store of an idle node — every write committed, no commit under way —
     /// when it wants to ([`Store::wants_flush`]): a failed checkpoint is tried again
     /// with no write to prompt it. Nothing acknowledged or held depends on the outcome,

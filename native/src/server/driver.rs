@@ -294,10 +294,8 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             // A store whose failed checkpoint waits to be tried again (the files alone,
             // `--reads disk`) is flushed when the node is idle: it recovers, and its
             // health says so, with no write to prompt it. At least once a second.
-            if self.node.store_wants_flush() {
-                if let Err(e) = self.node.tend_store() {
-                    tracing::debug!(error = %e, "retrying the store's failure");
-                }
+            if let Err(e) = self.node.tend_store() {
+                tracing::debug!(error = %e, "retrying the store's failure");
             }
             self.save_hints(now, false);
             if self.check_leave(now) || self.stopping {
