@@ -59,7 +59,8 @@
 //! A write that adds data is admitted only while the file system keeps, after it, the
 //! operator's reserve ([`RedbOptions::min_free_bytes`]) *plus* the room the store
 //! itself still needs: what the log may grow by before the next checkpoint
-//! (`checkpoint_bytes` less its length) and an estimate of what that checkpoint copies
+//! (`checkpoint_bytes` less its length, plus the zeros its file is filled with ahead of
+//! its records, [`wal::ZERO_AHEAD`]) and an estimate of what that checkpoint copies
 //! on write: the bytes gathered in open transactions times what checkpoints were seen
 //! to take per byte (twice at least, measured by the free space before and after each;
 //! B-trees of 2 KiB values took up to 3.3 times), plus a page per open transaction. A tombstone (a delete) is admitted down to a floor of
@@ -827,7 +828,9 @@ impl RedbStore {
     /// the log may still grow by before the next checkpoint, and that checkpoint's
     /// copy-on-write estimate (see the module docs).
     pub(crate) fn keep_free(&self) -> u64 {
-        let log_room = self.log_bound().saturating_sub(self.wal.len());
+        // The log's file takes its records and the zeros it is filled with ahead of them
+        // (up to [`wal::ZERO_AHEAD`] past the bound).
+        let log_room = (self.log_bound() + wal::ZERO_AHEAD).saturating_sub(self.wal.disk_bytes());
         let open_txns = self.open_files.get() as u64;
         let cow = (u128::from(self.txn_bytes) * u128::from(self.cow_permille) / 1000)
             .try_into()
@@ -842,10 +845,10 @@ impl RedbStore {
         self.squeezed = true;
     }
 
-    /// The bytes free and the log's length now, before a commit whose cost
+    /// The bytes free and those the log's file takes now, before a commit whose cost
     /// [`RedbStore::learn_cow`] learns.
     fn probe(&self) -> Option<(u64, u64)> {
-        self.space.free_now().map(|free| (free, self.wal.len()))
+        self.space.free_now().map(|free| (free, self.wal.disk_bytes()))
     }
 
     /// Learns from a commit of `bytes` written since the last checkpoint, `before` it
@@ -861,7 +864,7 @@ impl RedbStore {
         }
         let Some((free, log)) = before else { return };
         let Some(now) = self.space.free_now() else { return };
-        let taken = (free + log).saturating_sub(now + self.wal.len());
+        let taken = (free + log).saturating_sub(now + self.wal.disk_bytes());
         let seen = u128::from(taken) * 1000 / u128::from(bytes);
         let seen = u64::try_from(seen).unwrap_or(u64::MAX).min(COW_PERMILLE_MOST);
         self.cow_permille =
@@ -1527,8 +1530,8 @@ impl Store for RedbStore {
         let in_txn: u64 = self.collections.values().map(|c| c.in_txn).sum();
         // (While a checkpoint is written step by step, the log holds only what came
         // after it began: the rest is in the sealed log.)
-        let over =
-            self.wal.len() + logged > self.log_bound() || in_txn >= self.options.checkpoint_writes;
+        let over = self.wal.len_after(logged) > self.log_bound()
+            || in_txn >= self.options.checkpoint_writes;
         // Staged writes are checkpointed step by step beside the log ([`drain`]) —
         // unless one such checkpoint is still being written.
         // After a failure only a whole checkpoint, when its wait is over, goes on.

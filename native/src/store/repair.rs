@@ -23,8 +23,7 @@ use super::{
     io_error,
     node_db::NODE_DB_FILE,
     redb::{open_db, set_aside, LOST_AND_FOUND, WAL_FILE},
-    wal::{self, Item},
-    RedbOptions,
+    wal, RedbOptions,
 };
 use dhrt_core::store::StoreError;
 use std::fmt;
@@ -160,15 +159,7 @@ fn repair_log(dir: &Path, path: &Path, report: &mut RepairReport) -> Result<(), 
     if salvaged.dropped.is_empty() {
         return Ok(());
     }
-    let mut rewritten = b"DHRTWAL1".to_vec();
-    for item in &salvaged.items {
-        match item {
-            Item::Merge(m) => {
-                wal::encode_merge(&mut rewritten, &m.collection, m.pos, &m.key, &m.entry)
-            }
-            Item::Drop(c) => wal::encode_drop(&mut rewritten, c),
-        }
-    }
+    let rewritten = wal::encode_file(&salvaged.items);
     let folder = dir.join(LOST_AND_FOUND);
     fs::create_dir_all(&folder).map_err(|e| io_error("creating lost+found", &e))?;
     let name = path.file_name().map_or_else(|| WAL_FILE.into(), |n| n.to_string_lossy());
@@ -229,7 +220,8 @@ mod tests {
         drop(s);
         let log = dir.path().join(WAL_FILE);
         let mut raw = fs::read(&log).unwrap();
-        let middle = raw.len() / 2;
+        // In the middle of the records, not of the zeros the log is filled with ahead.
+        let middle = raw.iter().rposition(|&b| b != 0).unwrap() / 2;
         raw[middle] ^= 0x40;
         fs::write(&log, &raw).unwrap();
         let err = RedbStore::open(dir.path(), RedbOptions::default()).unwrap_err();

@@ -93,7 +93,7 @@ pub(super) struct Drain {
     pub(super) since: u64,
     /// Its commit, once every record is written: running on a thread of its own.
     committing: Option<mpsc::Receiver<Committed>>,
-    /// The bytes free and the log's length when the commit began, to learn what it
+    /// The bytes free and those of the log's file when the commit began, to learn what it
     /// took of the disk ([`RedbStore::learn_cow`]).
     before: Option<(u64, u64)>,
 }
