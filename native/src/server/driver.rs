@@ -14,19 +14,21 @@
 //! only what may leave, and this thread routes all of it at once — gossip, probes and
 //! sync traffic never wait behind an fsync.
 //!
-//! The thread runs its own single-threaded tokio runtime ([`Driver::spawn`]): the driver
-//! is one task on it, and the client WebSocket connections handed to the node
-//! ([`super::handoff`]) are others, so a client's request is read, decoded, handled and
-//! answered on this one thread — no crossing to another thread and back, no wake-up of
-//! another core (docs/benchmarks.md). Peer links, HTTP and TLS connections run on the
-//! server's multi-threaded runtime and reach the driver through the same inbox. A
-//! commit may block on the disk: it blocks this thread's connections too, which could
-//! not be answered before it anyway.
+//! The thread runs its own single-threaded tokio runtime ([`Driver::spawn`]): the
+//! driver's loop is one task on it, and the client WebSocket connections handed to the
+//! node ([`super::handoff`]) are others, so a client's request is read, decoded, handled
+//! and answered on this one thread — no crossing to another thread and back, no wake-up
+//! of another core (docs/benchmarks.md). Those connections hand their input to the node
+//! directly, at the desk ([`super::desk`]), rather than through the inbox; the loop then
+//! begins one commit for all of it. Peer links, HTTP and TLS connections run on the
+//! server's multi-threaded runtime and reach the driver through the inbox. A commit may
+//! block on the disk: it blocks this thread's connections too, which could not be
+//! answered before it anyway.
 
 use super::{
     http::origin::MemberOrigins,
     inbox::Charge,
-    outbox::{Offer, Outbox},
+    outbox::{Offer, Outbox, Parcel},
     peers::Peers,
     stats::Counters,
     syncer::{Syncer, Teller},
@@ -50,6 +52,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 use tokio::sync::{mpsc, oneshot};
+
+pub use super::desk::{Desk, DriverCell};
 
 /// The sending end of the node thread's inbox (any thread may send).
 pub type Inbox = mpsc::UnboundedSender<Input>;
@@ -195,6 +199,9 @@ pub struct Driver<S: Store, D: Durable> {
     /// Answers for connections gathered while a batch's outputs are routed, sent when
     /// the batch is done.
     replies: HashMap<ClientId, Vec<ClientResponse>>,
+    /// The connection whose own task is at the desk ([`super::desk`]), and the answers
+    /// admitted for it: handed back to it rather than sent through its outbox.
+    at_desk: Option<(ClientId, Vec<Parcel>)>,
     peers: Peers,
     /// Runs the commits' waits for the disk.
     syncer: Syncer,
@@ -219,6 +226,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             durable,
             clients: HashMap::new(),
             replies: HashMap::new(),
+            at_desk: None,
             peers,
             syncer: Syncer::new(None),
             counters,
@@ -252,69 +260,94 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         self
     }
 
-    /// Runs until every sender of `inbox` is gone, [`Input::Stop`] arrives or a graceful
-    /// leave completes. `join` are members to join through, told to the node before its
-    /// first timer fires (so it never serves alone first).
-    pub async fn run(mut self, mut inbox: InboxReceiver, join: Vec<String>) {
+    /// What the node does first: joins through `join` (members told to the node before
+    /// its first timer fires, so it never serves alone first), then the first tick
+    /// before the first input: a node on its own starts serving then, and connections
+    /// accepted before this thread ran must not find it still starting ("no node is
+    /// serving yet").
+    pub(super) fn start(&mut self, join: Vec<String>) {
         let now = self.clock.now();
         for addr in join {
             self.node.join(now, addr);
         }
-        // The first tick before the first input: a node on its own starts serving then,
-        // and connections accepted before this thread ran must not find it still
-        // starting ("no node is serving yet").
         self.node.tick(now);
         self.commit_and_route(now);
-        let mut batch = Vec::with_capacity(BATCH);
-        loop {
-            let now = self.clock.now();
-            let wait = self.node.next_deadline().map_or(Duration::from_millis(1000), |d| {
-                Duration::from_millis(d.saturating_sub(now).min(1000))
-            });
-            // Every input queued by the time this task runs is one batch: on this
-            // thread's runtime the connections that became readable together have all
-            // handed their requests over before the driver is polled.
-            tokio::select! {
-                biased;
-                n = inbox.recv_many(&mut batch, BATCH) => {
-                    if n == 0 {
-                        break;
-                    }
-                }
-                () = tokio::time::sleep(wait) => {}
-            }
-            let now = self.clock.now();
-            for input in batch.drain(..) {
-                self.handle(now, input);
-            }
-            if self.node.next_deadline().is_some_and(|d| d <= now) {
-                self.node.tick(now);
-            }
-            self.commit_and_route(now);
-            // A store whose failed checkpoint waits to be tried again (the files alone,
-            // `--reads disk`) is flushed when the node is idle: it recovers, and its
-            // health says so, with no write to prompt it. At least once a second.
-            if let Err(e) = self.node.tend_store() {
-                tracing::debug!(error = %e, "retrying the store's failure");
-            }
-            self.save_hints(now, false);
-            if self.check_leave(now) || self.stopping {
-                break;
-            }
+    }
+
+    /// How long the loop may wait for input before the node's next timer.
+    pub(super) fn wait(&self) -> Duration {
+        let now = self.clock.now();
+        self.node.next_deadline().map_or(Duration::from_millis(1000), |d| {
+            Duration::from_millis(d.saturating_sub(now).min(1000))
+        })
+    }
+
+    /// One turn of the loop: handles `batch`, fires due timers, begins one commit for
+    /// everything handled since the last (here and at the desk) and routes what may
+    /// leave. True when the thread should stop.
+    pub(super) fn turn(&mut self, batch: &mut Vec<Input>) -> bool {
+        let now = self.clock.now();
+        for input in batch.drain(..) {
+            self.handle(now, input);
         }
-        // The last commit, in place; then the answers of commits still waiting for the disk.
+        if self.node.next_deadline().is_some_and(|d| d <= now) {
+            self.node.tick(now);
+        }
+        self.commit_and_route(now);
+        // A store whose failed checkpoint waits to be tried again (the files alone,
+        // `--reads disk`) is flushed when the node is idle: it recovers, and its
+        // health says so, with no write to prompt it. At least once a second.
+        if let Err(e) = self.node.tend_store() {
+            tracing::debug!(error = %e, "retrying the store's failure");
+        }
+        self.save_hints(now, false);
+        self.check_leave(now) || self.stopping
+    }
+
+    /// The last commit, in place, before the thread ends. True while commits still
+    /// wait for the disk (their answers come through the inbox).
+    pub(super) fn last_commit(&mut self) -> bool {
         if let Err(e) = self.node.flush(self.clock.now()) {
             tracing::error!(error = %e, "the last commit failed");
         }
-        while self.syncer.busy() {
-            match tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await {
-                Ok(Some(Input::Synced { epoch, result, by })) => {
-                    self.synced(self.clock.now(), epoch, result, by)
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
-            }
+        self.syncer.busy()
+    }
+
+    /// Whether commits still wait for the disk.
+    pub(super) fn commits_waiting(&self) -> bool {
+        self.syncer.busy()
+    }
+
+    /// Handles `input` at once and routes what the node lets go ([`super::desk`]).
+    pub(super) fn hand(&mut self, input: Input) {
+        let now = self.clock.now();
+        self.handle(now, input);
+        self.route_outputs(now);
+        self.send_replies();
+    }
+
+    /// Handles a client's requests at once and routes what the node lets go
+    /// ([`super::desk`]), leaving `reqs` empty. The answers for `client` itself are
+    /// admitted to its outbox's count and added to `answers` rather than sent.
+    pub(super) fn hand_requests(
+        &mut self,
+        client: ClientId,
+        reqs: &mut Vec<ClientRequest>,
+        answers: &mut Vec<Parcel>,
+    ) {
+        let now = self.clock.now();
+        self.requests(now, client, reqs);
+        self.route_outputs(now);
+        self.at_desk = Some((client, std::mem::take(answers)));
+        self.send_replies();
+        if let Some((_, admitted)) = self.at_desk.take() {
+            *answers = admitted;
         }
+    }
+
+    /// What the thread does last: routes what the last commits released and saves the
+    /// hints.
+    pub(super) fn finish(&mut self) {
         self.route_outputs(self.clock.now());
         self.send_replies();
         self.save_hints(self.clock.now(), true);
@@ -339,14 +372,7 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             Input::Open { client, sink } => {
                 self.clients.insert(client, sink);
             }
-            Input::Requests { client, reqs } => {
-                // Their keys' memory first, all at once (their cache misses overlap).
-                std::hint::black_box(self.node.warm(&reqs));
-                for req in reqs {
-                    self.counters.count_op(&req.op);
-                    self.node.handle_client(now, client, req);
-                }
-            }
+            Input::Requests { client, mut reqs } => self.requests(now, client, &mut reqs),
             Input::Gone(client) => {
                 if self.clients.remove(&client).is_some() {
                     self.node.client_gone(now, client);
@@ -374,6 +400,16 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
                     self.leaving = Some((done, now + self.leave_timeout_ms));
                 }
             }
+        }
+    }
+
+    /// Hands a client's requests to the node, in order, leaving `reqs` empty.
+    fn requests(&mut self, now: Millis, client: ClientId, reqs: &mut Vec<ClientRequest>) {
+        // Their keys' memory first, all at once (their cache misses overlap).
+        std::hint::black_box(self.node.warm(reqs));
+        for req in reqs.drain(..) {
+            self.counters.count_op(&req.op);
+            self.node.handle_client(now, client, req);
         }
     }
 
@@ -410,7 +446,15 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         let mut refused = Vec::new();
         for (client, resps) in self.replies.drain() {
             if let Some(Sink::Conn(outbox)) = self.clients.get(&client) {
-                match outbox.offer(resps) {
+                let offer = match &mut self.at_desk {
+                    Some((at, answers)) if *at == client => {
+                        let (offer, admitted) = outbox.admit(resps);
+                        answers.extend(admitted);
+                        offer
+                    }
+                    _ => outbox.offer(resps),
+                };
+                match offer {
                     Offer::Queued => {}
                     Offer::Lagging => {
                         let reason = "the watch ended: this connection lagged, its unread \
@@ -561,17 +605,21 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
 
 impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
     /// Starts the node thread: `runtime` (a single-threaded one, [`node_runtime`]) runs
-    /// this driver until it stops ([`Driver::run`]), and with it the client connections
-    /// spawned on it ([`super::handoff`]).
+    /// this driver until it stops ([`DriverCell::run`]), and with it the client
+    /// connections spawned on it ([`super::handoff`]), which hand their input to the
+    /// returned [`Desk`].
     pub fn spawn(
         self,
         runtime: tokio::runtime::Runtime,
         inbox: InboxReceiver,
         join: Vec<String>,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new()
+    ) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<dyn Desk>)> {
+        let cell = Arc::new(DriverCell::new(self));
+        let desk: Arc<dyn Desk> = cell.clone();
+        let thread = std::thread::Builder::new()
             .name("dhrt-node".into())
-            .spawn(move || runtime.block_on(self.run(inbox, join)))
+            .spawn(move || runtime.block_on(cell.run(inbox, join)))?;
+        Ok((thread, desk))
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod accept;
 pub mod auth;
 pub mod dashboard;
+pub mod desk;
 pub mod driver;
 pub mod handoff;
 pub mod http;
@@ -83,6 +84,9 @@ pub struct AppState {
     inbox: Arc<Inbox>,
     /// The node thread's runtime: client connections are served there ([`handoff`]).
     pub node_runtime: tokio::runtime::Handle,
+    /// Where connections served on the node thread hand their input ([`desk`]); set
+    /// once the node thread is started.
+    pub desk: Arc<std::sync::OnceLock<Arc<dyn desk::Desk>>>,
     stopped: tokio::sync::watch::Receiver<bool>,
     next_client: Arc<AtomicU64>,
     /// The server's counters.
@@ -356,6 +360,7 @@ where
     let state = AppState {
         inbox: inbox_tx,
         node_runtime: runtime.handle().clone(),
+        desk: Arc::default(),
         stopped,
         next_client: Arc::new(AtomicU64::new(1)),
         counters: counters.clone(),
@@ -393,9 +398,11 @@ where
         .sync_off_thread(sync_reports)
         .leave_timeout(opts.leave_timeout.as_millis() as u64)
         .member_origins(state.member_origins.clone());
-    let thread = driver
+    let (thread, desk) = driver
         .spawn(runtime, inbox_rx, peers_to_join)
         .map_err(|e| ServeError::Other(format!("cannot start the node thread: {e}")))?;
+    // Before the listener serves: no connection reaches the node thread without it.
+    let _ = state.desk.set(desk);
     // Every request can ask who is on the other end (`ConnectInfo<tls::Remote>`, set by
     // [`accept`]): the peer endpoint checks for a client certificate with it.
     let app = router(state.clone());

@@ -116,6 +116,26 @@ pub fn outbox(
 impl Outbox {
     /// Offers `resps` to the connection (see [`Offer`]).
     pub fn offer(&self, resps: Vec<ClientResponse>) -> Offer {
+        self.count(resps, |parcel| self.tx.send(parcel).is_ok())
+    }
+
+    /// Counts `resps` as [`Outbox::offer`] does, but hands them back instead of sending
+    /// them, with the bytes they were counted for: for the connection whose own task
+    /// asked the node ([`super::desk`]), which writes them before it next yields and
+    /// gives the bytes back with [`OutboxReceiver::sent`]. `None` when refused (nothing
+    /// counted) or when the connection is gone.
+    pub fn admit(&self, resps: Vec<ClientResponse>) -> (Offer, Option<Parcel>) {
+        let mut admitted = None;
+        let offer = self.count(resps, |parcel| {
+            admitted = Some(parcel);
+            true
+        });
+        (offer, admitted)
+    }
+
+    /// Checks `resps` against the limits and, unless refused, passes them to `put` and
+    /// counts them if it took them.
+    fn count(&self, resps: Vec<ClientResponse>, put: impl FnOnce(Parcel) -> bool) -> Offer {
         let bytes: usize = resps.iter().map(response_bytes).sum();
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if !q.open {
@@ -137,7 +157,7 @@ impl Outbox {
                 self.budget.total_limit, q.queued
             ));
         }
-        if self.tx.send(Parcel { resps, bytes }).is_err() {
+        if !put(Parcel { resps, bytes }) {
             return Offer::Queued;
         }
         q.queued = after;

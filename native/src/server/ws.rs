@@ -18,6 +18,7 @@
 use super::peer_auth::{self, HandshakeError};
 use super::{
     auth::{self, Presented, Refusal},
+    desk::Desk,
     driver::Input,
     driver::Sink,
     handoff::{ClientIo, ClientSocket, Upgrade},
@@ -143,7 +144,17 @@ fn answer(tx: &mpsc::UnboundedSender<Parcel>, resps: Vec<ClientResponse>) {
 async fn serve_client(socket: ClientSocket, state: AppState, session: Session, meter: ReadMeter) {
     let client = state.next_client();
     let (outbox, rx, tx) = outbox::outbox(state.output.clone());
-    if !state.submit(Input::Open { client, sink: Sink::Conn(outbox) }) {
+    // A socket on the node thread hands its input to the node at the desk; a TLS one,
+    // served elsewhere, through the inbox.
+    let desk = match socket.io {
+        ClientIo::Local(_) => state.desk.get().cloned(),
+        ClientIo::Upgraded(_) => None,
+    };
+    let to_node = |input| match &desk {
+        Some(desk) => desk.hand(input),
+        None => state.submit(input),
+    };
+    if !to_node(Input::Open { client, sink: Sink::Conn(outbox) }) {
         return;
     }
     state.counters.clients.fetch_add(1, Ordering::Relaxed);
@@ -157,15 +168,19 @@ async fn serve_client(socket: ClientSocket, state: AppState, session: Session, m
         meter,
         tx,
         reqs: Vec::with_capacity(16),
+        desk: desk.clone(),
+        answers: Vec::new(),
+        owed: 0,
         max,
         state: state.clone(),
     };
     tokio::select! {
+        biased;
         () = conn.run(rx) => {}
         () = state.stopped() => {}
     }
     state.counters.clients.fetch_sub(1, Ordering::Relaxed);
-    state.submit(Input::Gone(client));
+    to_node(Input::Gone(client));
 }
 
 /// A client connection: its socket, its frames both ways, and who it speaks for.
@@ -185,6 +200,13 @@ struct Conn {
     tx: mpsc::UnboundedSender<Parcel>,
     /// Requests gathered for the node.
     reqs: Vec<ClientRequest>,
+    /// Where the node takes them at once, for a socket on the node thread
+    /// ([`super::desk`]).
+    desk: Option<Arc<dyn Desk>>,
+    /// The answers the desk handed back (kept for its allocation).
+    answers: Vec<Parcel>,
+    /// Bytes of the output budget framed but not yet written.
+    owed: usize,
     max: usize,
     state: AppState,
 }
@@ -216,8 +238,6 @@ impl Conn {
         let mut recheck = tokio::time::interval(auth::FRESH);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut parcels = Vec::with_capacity(WRITE_BATCH);
-        // Bytes of the output budget framed but not yet written.
-        let mut owed = 0;
         // Frames the client sent right behind its upgrade request are already here.
         let mut event = Event::Read;
         loop {
@@ -232,16 +252,10 @@ impl Conn {
                     }
                 }
                 Event::Answers => {
-                    for Parcel { resps, bytes } in parcels.drain(..) {
-                        owed += bytes;
-                        for resp in resps {
-                            self.frame(resp);
-                        }
-                    }
+                    self.frame_parcels(&mut parcels);
                 }
                 Event::Written => {
-                    rx.sent(owed);
-                    owed = 0;
+                    rx.sent(std::mem::take(&mut self.owed));
                 }
                 Event::ClosedByNode(reason) => {
                     // Disconnected by the node (it left too much unread): say why, if the
@@ -265,7 +279,7 @@ impl Conn {
                 // Write first: what is framed leaves before more is taken in.
                 match self.writer.poll_send(cx, &mut self.io) {
                     Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
-                    Poll::Ready(Ok(())) if owed > 0 => return Poll::Ready(Event::Written),
+                    Poll::Ready(Ok(())) if self.owed > 0 => return Poll::Ready(Event::Written),
                     _ => {}
                 }
                 if let Poll::Ready(reason) = closed.as_mut().poll(cx) {
@@ -286,6 +300,17 @@ impl Conn {
                 Poll::Pending
             })
             .await;
+        }
+    }
+
+    /// Frames the answers of `parcels`, owing the bytes they were counted for until
+    /// they are written.
+    fn frame_parcels(&mut self, parcels: &mut Vec<Parcel>) {
+        for Parcel { resps, bytes } in parcels.drain(..) {
+            self.owed += bytes;
+            for resp in resps {
+                self.frame(resp);
+            }
         }
     }
 
@@ -419,12 +444,21 @@ impl Conn {
         ending
     }
 
-    /// Hands the requests gathered to the node thread, charged `read` bytes of the inbox
-    /// budget: waits while the node thread is behind (this socket is not read
-    /// meanwhile). False once the node has stopped.
+    /// Hands the requests gathered to the node: at the desk, handled before this
+    /// returns; else through the inbox, charged `read` bytes of its budget, waiting
+    /// while the node thread is behind (this socket is not read meanwhile). False once
+    /// the node has stopped.
     async fn hand_over(&mut self, read: &mut usize) -> bool {
         if self.reqs.is_empty() {
             return true;
+        }
+        if let Some(desk) = self.desk.clone() {
+            *read = 0;
+            let mut answers = std::mem::take(&mut self.answers);
+            let served = desk.requests(self.client, &mut self.reqs, &mut answers);
+            self.frame_parcels(&mut answers);
+            self.answers = answers;
+            return served;
         }
         let batch = Input::Requests { client: self.client, reqs: take_batch(&mut self.reqs) };
         self.state.submit_charged(batch, std::mem::take(read)).await
