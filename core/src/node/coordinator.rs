@@ -726,9 +726,17 @@ fn start_write<S: Store>(
             .push_back(Output::Reply { client, resp: error(id, ErrorCode::TooLarge, msg) });
     }
     let keys: Vec<Bytes> = items.iter().map(|(k, _)| k.clone()).collect();
-    let mut states = match plan(node, id, &collection, keys, consistency, Intent::Write) {
-        Ok(s) => s,
-        Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
+    // One key this node settles alone, the commonest write, skips building its per-key
+    // state unless it is needed after all (below).
+    let one_alone =
+        matches!(&keys[..], [key] if alone_one(node, &collection, key, consistency, Intent::Write));
+    let (mut states, keys) = if one_alone {
+        (Vec::new(), keys)
+    } else {
+        match plan(node, id, &collection, keys, consistency, Intent::Write) {
+            Ok(s) => (s, Vec::new()),
+            Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
+        }
     };
     let ts = node.clock.now(now);
     let origin = node.id();
@@ -738,12 +746,21 @@ fn start_write<S: Store>(
     // When this node is every key's only replica there is no other node to ask and
     // nothing to hint: the write is stored, and answered, without a pending request
     // unless its merge lost to a newer version (re-stamped as below) or failed.
-    let local = settled_alone(node, &states).then(|| {
-        let records = states.iter().map(|k| k.key.clone()).zip(entries.iter().cloned()).collect();
+    let local = (one_alone || settled_alone(node, &states)).then(|| {
+        let keys =
+            if one_alone { keys.clone() } else { states.iter().map(|k| k.key.clone()).collect() };
+        let records = keys.into_iter().zip(entries.iter().cloned()).collect();
         restamp::merge_local(node, &collection, records)
     });
     if let Some(Ok(None)) = local {
         return written_locally(node, client, id, ts);
+    }
+    if one_alone {
+        // A newer version or a failed merge: on with a pending request, as any write.
+        states = match plan(node, id, &collection, keys, consistency, Intent::Write) {
+            Ok(s) => s,
+            Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
+        };
     }
     let req = node.coordinator.new_req();
     for (k, e) in states.iter_mut().zip(&entries) {
@@ -802,12 +819,22 @@ fn start_read<S: Store>(
     consistency: Consistency,
     many: bool,
 ) {
+    // One key this node settles alone, the commonest read, skips building its per-key
+    // state.
+    if matches!(&keys[..], [key] if alone_one(node, &collection, key, consistency, Intent::Read))
+        && read_locally(node, now, client, id, &collection, &keys, many)
+    {
+        return;
+    }
     let mut states = match plan(node, id, &collection, keys, consistency, Intent::Read) {
         Ok(s) => s,
         Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
     };
-    if read_locally(node, now, client, id, &collection, &states, many) {
-        return;
+    if settled_alone(node, &states) {
+        let keys: Vec<Bytes> = states.iter().map(|k| k.key.clone()).collect();
+        if read_locally(node, now, client, id, &collection, &keys, many) {
+            return;
+        }
     }
     let req = node.coordinator.new_req();
     let me = node.id();
@@ -889,15 +916,12 @@ fn read_locally<S: Store>(
     client: ClientId,
     id: u64,
     collection: &str,
-    states: &[KeyState],
+    keys: &[Bytes],
     many: bool,
 ) -> bool {
-    if !settled_alone(node, states) {
-        return false;
-    }
-    let mut values = Vec::with_capacity(states.len());
-    for k in states {
-        match node.replica.get(collection, &k.key) {
+    let mut values = Vec::with_capacity(keys.len());
+    for key in keys {
+        match node.replica.get(collection, key) {
             Ok(Some(e)) => {
                 // As for any answer: the reply's `ts` covers it.
                 let _ = node.clock.update(e.ts, now);
@@ -911,6 +935,31 @@ fn read_locally<S: Store>(
     let resp = ClientResponse { id, result: read_reply(values, many), ts: None };
     node.outputs.push_back(Output::Reply { client, resp });
     true
+}
+
+/// Whether this node settles a request of the one key `key` by itself, every check
+/// [`plan`] makes passed — what [`settled_alone`] finds of the state `plan` would build,
+/// without building it: the ring has this node alone and no change announced (so it is
+/// the key's only owner and write target, nothing pending or future), it is not down
+/// and, for a read, counts; the level needs one answer. False sends the request the
+/// general way, which answers any error.
+fn alone_one<S: Store>(
+    node: &Node<S>,
+    collection: &str,
+    key: &[u8],
+    consistency: Consistency,
+    intent: Intent,
+) -> bool {
+    let me = node.id();
+    let placement = &node.placement;
+    crate::store::validate_collection(collection).is_ok()
+        && crate::store::validate_key(key).is_ok()
+        && !node.awaiting_cluster()
+        && placement.sole_owner() == Some(me)
+        && !placement.down(me)
+        && (intent == Intent::Write || placement.readable(me))
+        && node.consistency_for(collection, consistency).required(1).is_ok_and(|r| r <= 1)
+        && !node.membership.me().changing()
 }
 
 /// Whether this node settles every key of a request by itself: each key's only
@@ -1242,5 +1291,70 @@ fn read_repair<S: Store>(node: &mut Node<S>, p: &Pending) {
             let msg = ReplicaMessage::Repair { collection: p.collection.clone(), records };
             node.send(replica, Message::Replica(msg));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{node::NodeConfig, store::MemStore};
+
+    /// Whether the cheap check for one key this node settles alone agrees with what
+    /// `plan` builds and `settled_alone` finds of it (a failed plan: not alone).
+    fn agrees(node: &Node<MemStore>, collection: &str, key: &[u8]) -> usize {
+        let mut alone = 0;
+        let levels = [
+            Consistency::Default,
+            Consistency::One,
+            Consistency::Quorum,
+            Consistency::All,
+            Consistency::N(1),
+            Consistency::N(2),
+        ];
+        for level in levels {
+            for intent in [Intent::Read, Intent::Write] {
+                let keys = vec![Bytes::copy_from_slice(key)];
+                let general = plan(node, 1, collection, keys, level, intent)
+                    .is_ok_and(|states| settled_alone(node, &states));
+                let quick = alone_one(node, collection, key, level, intent);
+                assert_eq!(quick, general, "{collection:?} {level:?} {intent:?}");
+                alone += usize::from(quick);
+            }
+        }
+        alone
+    }
+
+    fn serving(node: &mut Node<MemStore>) {
+        for now in (0..5_000).step_by(100) {
+            node.tick(now);
+            node.flush(now).unwrap();
+            while node.poll_output().is_some() {}
+        }
+    }
+
+    #[test]
+    fn the_check_for_one_key_settled_alone_agrees_with_the_plan() {
+        let config = || NodeConfig::new(NodeId(1), "a:1");
+        let long_key = vec![7u8; 70_000];
+        let keys: [&[u8]; 3] = [b"k", b"", &long_key];
+        let cases = |node: &Node<MemStore>| {
+            let mut alone = 0;
+            for collection in ["c", "", "ordered.c"] {
+                for key in keys {
+                    alone += agrees(node, collection, key);
+                }
+            }
+            alone
+        };
+        // Not serving yet: nothing is settled alone.
+        let node = Node::new(config(), MemStore::new()).unwrap();
+        assert_eq!(cases(&node), 0);
+        // Serving alone: one key at every level that one answer satisfies.
+        let mut node = Node::new(config(), MemStore::new()).unwrap();
+        serving(&mut node);
+        assert!(cases(&node) > 0, "a lone node settles valid keys alone");
+        // Told to join a cluster it has not heard from: not alone any more.
+        node.join(5_000, "b:1");
+        assert_eq!(cases(&node), 0);
     }
 }

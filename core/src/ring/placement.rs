@@ -141,6 +141,16 @@ impl Placement {
         self.owners.preference_list(pos, self.n)
     }
 
+    /// The one member owning every key, with no change of the ring announced: what
+    /// [`Placement::key`] finds for every position then (its only owner, nothing
+    /// pending or future), without building it.
+    pub fn sole_owner(&self) -> Option<NodeId> {
+        if self.changing {
+            return None;
+        }
+        self.owners.sole_node()
+    }
+
     /// The owners, pending replicas and future owners of position `pos`. A dead member
     /// is never pending (there is no point in waiting for it).
     pub fn key(&self, pos: Position) -> KeyPlacement {

@@ -81,6 +81,11 @@ impl RingTable {
         self.nodes
     }
 
+    /// The one physical node holding every token, when there is exactly one.
+    pub fn sole_node(&self) -> Option<NodeId> {
+        (self.nodes == 1).then(|| self.vnodes.first().map(|v| v.node)).flatten()
+    }
+
     /// Every token in ring order.
     pub fn vnodes(&self) -> &[Vnode] {
         &self.vnodes
