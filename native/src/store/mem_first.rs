@@ -571,7 +571,9 @@ fn apply(s: &mut impl DiskSide, batch: Vec<(String, Vec<Change>)>) -> Result<(),
         }
     };
     for (collection, changes) in batch {
-        let mut merges: Vec<Record> = Vec::new();
+        // Sized once: grown one push at a time, a large batch's vector was copied over
+        // and over, and its fresh pages faulted in (zeroed) on every batch.
+        let mut merges: Vec<Record> = Vec::with_capacity(changes.len());
         for change in changes {
             match change {
                 Change::Merge(r) => merges.push(r),
