@@ -28,6 +28,17 @@
 //!   is deep enough to overflow a 2 MiB thread stack while skipping an unknown struct
 //!   field of nested arrays — a crash, not an error. Real messages nest fewer than ten
 //!   levels.
+//!
+//! ## Client requests
+//!
+//! A server decodes a client's frames with [`decode_request`]: the same answer as
+//! `decode_with_limit::<ClientMessage>`, but `Get`, `Set` and `Del` requests in the
+//! layout rmp-serde writes are read by hand, in one pass (`fast`, which says exactly what
+//! it takes); every other frame goes to [`decode_with_limit`].
+
+mod fast;
+
+pub use fast::decode_request;
 
 use crate::proto::Message;
 use serde::{de::DeserializeOwned, Serialize};

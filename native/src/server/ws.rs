@@ -483,9 +483,10 @@ enum Frame {
     Refused(ErrorCode, String),
 }
 
-/// Decodes a client's binary message.
+/// Decodes a client's binary message (`Get`, `Set` and `Del` by hand, see
+/// [`wire::decode_request`]).
 fn decode_request(bytes: &[u8], max: usize) -> Frame {
-    match wire::decode_with_limit::<ClientMessage>(bytes, max) {
+    match wire::decode_request(bytes, max) {
         Ok(ClientMessage::Request(req)) => Frame::Request(req),
         Err(WireError::Malformed(why)) if why.contains("unknown variant") => Frame::Refused(
             ErrorCode::InvalidInput,
