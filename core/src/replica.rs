@@ -261,7 +261,12 @@ impl<S: Store> Replica<S> {
             Merged::Inserted => None,
             Merged::Replaced(old) => Some(old.digest(key)),
         };
-        self.tree_mut(collection).update(pos, old, Some(new));
+        // Looked up before naming the collection: a name allocated for every write
+        // showed in the write path's profile.
+        match self.trees.get_mut(collection) {
+            Some(tree) => tree.update(pos, old, Some(new)),
+            None => self.tree_mut(collection).update(pos, old, Some(new)),
+        }
     }
 
     fn tree_mut(&mut self, collection: &str) -> &mut MerkleTree {
