@@ -258,8 +258,10 @@ async fn the_node_stays_responsive_to_a_client_while_a_write_flood_runs() {
     let node = NodeProc::start(None, &["--inbox-mb", "1"]);
     let before = node.rss_kib();
     // 8 connections writing 64 KiB values as fast as the node takes them (they read
-    // their answers, so only the inbox holds them back). The same keys over and over:
-    // the data stays small.
+    // their answers, so nothing but the node's pace holds them back: the inbox for a
+    // connection served off the node thread, the node thread's turns between
+    // connections for one at its desk). The same keys over and over: the data stays
+    // small.
     let mut flood = Vec::new();
     for f in 0..8u64 {
         let addr = node.addr.clone();
