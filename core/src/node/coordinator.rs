@@ -822,7 +822,7 @@ fn start_read<S: Store>(
     // One key this node settles alone, the commonest read, skips building its per-key
     // state.
     if matches!(&keys[..], [key] if alone_one(node, &collection, key, consistency, Intent::Read))
-        && read_locally(node, now, client, id, &collection, &keys, many)
+        && read_locally(node, now, client, id, &collection, keys.iter(), many)
     {
         return;
     }
@@ -831,8 +831,8 @@ fn start_read<S: Store>(
         Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
     };
     if settled_alone(node, &states) {
-        let keys: Vec<Bytes> = states.iter().map(|k| k.key.clone()).collect();
-        if read_locally(node, now, client, id, &collection, &keys, many) {
+        let keys = states.iter().map(|k| &k.key);
+        if read_locally(node, now, client, id, &collection, keys, many) {
             return;
         }
     }
@@ -910,13 +910,13 @@ fn start_read<S: Store>(
 /// `now`), without the request's bookkeeping; with one replica there is nothing to
 /// repair. Returns false, having done nothing, when a key needs another node or the
 /// store failed (the full path then reports it).
-fn read_locally<S: Store>(
+fn read_locally<'k, S: Store>(
     node: &mut Node<S>,
     now: Millis,
     client: ClientId,
     id: u64,
     collection: &str,
-    keys: &[Bytes],
+    keys: impl ExactSizeIterator<Item = &'k Bytes>,
     many: bool,
 ) -> bool {
     let mut values = Vec::with_capacity(keys.len());
