@@ -725,42 +725,38 @@ fn start_write<S: Store>(
             .outputs
             .push_back(Output::Reply { client, resp: error(id, ErrorCode::TooLarge, msg) });
     }
-    let keys: Vec<Bytes> = items.iter().map(|(k, _)| k.clone()).collect();
-    // One key this node settles alone, the commonest write, skips building its per-key
-    // state unless it is needed after all (below).
-    let one_alone =
-        matches!(&keys[..], [key] if alone_one(node, &collection, key, consistency, Intent::Write));
-    let (mut states, keys) = if one_alone {
-        (Vec::new(), keys)
-    } else {
-        match plan(node, id, &collection, keys, consistency, Intent::Write) {
-            Ok(s) => (s, Vec::new()),
-            Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
-        }
-    };
     let ts = node.clock.now(now);
     let origin = node.id();
     let expires = ttl_ms.map(|t| ts.physical_ms().saturating_add(t));
-    let entries: Vec<Entry> =
-        items.into_iter().map(|(_, v)| Entry { value: v, ts, origin, expires }).collect();
+    let entry = |value: Option<Bytes>| Entry { value, ts, origin, expires };
+    // One key this node settles alone, the commonest write, is stored and answered
+    // without a pending request or any per-key state, unless its merge lost to a newer
+    // version (re-stamped as below) or failed: then on as any write.
+    let mut local = None;
+    if let [(key, value)] = &items[..] {
+        if alone_one(node, &collection, key, consistency, Intent::Write) {
+            match restamp::merge_local_one(node, &collection, key.clone(), entry(value.clone())) {
+                Ok(None) => return written_locally(node, client, id, ts),
+                other => local = Some(other),
+            }
+        }
+    }
+    let keys: Vec<Bytes> = items.iter().map(|(k, _)| k.clone()).collect();
+    let mut states = match plan(node, id, &collection, keys, consistency, Intent::Write) {
+        Ok(s) => s,
+        Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
+    };
+    let entries: Vec<Entry> = items.into_iter().map(|(_, v)| entry(v)).collect();
     // When this node is every key's only replica there is no other node to ask and
     // nothing to hint: the write is stored, and answered, without a pending request
     // unless its merge lost to a newer version (re-stamped as below) or failed.
-    let local = (one_alone || settled_alone(node, &states)).then(|| {
-        let keys =
-            if one_alone { keys.clone() } else { states.iter().map(|k| k.key.clone()).collect() };
-        let records = keys.into_iter().zip(entries.iter().cloned()).collect();
-        restamp::merge_local(node, &collection, records)
-    });
-    if let Some(Ok(None)) = local {
-        return written_locally(node, client, id, ts);
-    }
-    if one_alone {
-        // A newer version or a failed merge: on with a pending request, as any write.
-        states = match plan(node, id, &collection, keys, consistency, Intent::Write) {
-            Ok(s) => s,
-            Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
-        };
+    if local.is_none() && settled_alone(node, &states) {
+        let keys = states.iter().map(|k| k.key.clone());
+        let records = keys.zip(entries.iter().cloned()).collect();
+        match restamp::merge_local(node, &collection, records) {
+            Ok(None) => return written_locally(node, client, id, ts),
+            other => local = Some(other),
+        }
     }
     let req = node.coordinator.new_req();
     for (k, e) in states.iter_mut().zip(&entries) {

@@ -151,6 +151,19 @@ pub(super) fn merge_local<S: Store>(
     newer_stored(&node.replica, collection, &written, &outcomes)
 }
 
+/// [`merge_local`] of one record, without the vectors a batch needs: the commonest
+/// write, one key this node settles alone.
+pub(super) fn merge_local_one<S: Store>(
+    node: &mut Node<S>,
+    collection: &str,
+    key: Bytes,
+    entry: Entry,
+) -> Result<Option<Timestamp>, StoreError> {
+    let version = entry.version();
+    let outcome = node.replica.merge(collection, key.clone(), entry)?;
+    newer_stored(&node.replica, collection, &[(key, version)], &[outcome])
+}
+
 /// Replica `from` (this node included) holds a write newer than write `req`'s stamp, up
 /// to `newer`: re-stamp above it and send again, or answer [`ErrorCode::Conflict`] (see
 /// the module docs).
