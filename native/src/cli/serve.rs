@@ -67,9 +67,10 @@ pub struct ServeArgs {
     /// through the page cache (for data larger than memory).
     #[arg(long, default_value = "memory", value_name = "memory|disk")]
     pub reads: Reads,
-    /// Writes between two checkpoints of the collection files (default 262,144 with
-    /// --reads memory, 16,384 with --reads disk). Fewer: a shorter log to replay after
-    /// a crash, and more writes to the files.
+    /// Writes between two checkpoints of the collection files (default 16,384 with
+    /// --reads disk; with --reads memory, 262,144 distinct keys written, the log also
+    /// bounded at 128 MiB). Fewer: a shorter log to replay after a crash, and more
+    /// writes to the files.
     #[arg(long, value_name = "N")]
     pub checkpoint_writes: Option<u64>,
     /// The cluster secret (at least 16 bytes; surrounding whitespace is trimmed) every

@@ -123,13 +123,15 @@ pub(crate) const LOST_AND_FOUND: &str = "lost+found";
 /// Tombstones (deletes) are admitted while this many bytes stay free: enough for the
 /// log append and a checkpoint of small records.
 pub const TOMBSTONE_FLOOR: u64 = 1 << 20;
-/// Writes between two checkpoints of a memory-first node by default: its staged writes
-/// are collapsed to one per key until the checkpoint, so the rarer it is the fewer the
-/// file's writes ([`RedbOptions::memory_first`]).
+/// Distinct keys staged before a checkpoint of a memory-first node by default: its
+/// staged writes are collapsed to one per key until the checkpoint, so the rarer it is
+/// the fewer the file's writes; this bounds the memory they take and the checkpoint's
+/// work ([`RedbOptions::memory_first`]).
 pub const MEMORY_FIRST_CHECKPOINT_WRITES: u64 = 1 << 18;
-/// The log's bound of a memory-first node by default, for the same reason (a start
+/// The log's bound of a memory-first node by default, for the same reason: a hot set of
+/// keys, rewritten over and over, checkpoints only when its log is this long (a start
 /// after a crash replays up to this much, twice during a stepped checkpoint).
-pub const MEMORY_FIRST_CHECKPOINT_BYTES: u64 = 64 << 20;
+pub const MEMORY_FIRST_CHECKPOINT_BYTES: u64 = 128 << 20;
 /// The size of a redb page, for the copy-on-write estimate.
 const PAGE: u64 = 4096;
 /// A checkpoint's copy-on-write per byte written since the last, in thousandths, at
@@ -171,11 +173,12 @@ pub struct RedbOptions {
     pub preload_bytes: u64,
     /// A flush checkpoints instead of appending to the write-ahead log when the log
     /// would grow past this many bytes, or past an eighth of the disk's free space.
-    /// Default 8 MiB ([`RedbOptions::memory_first`]: 64 MiB).
+    /// Default 8 MiB ([`RedbOptions::memory_first`]: 128 MiB).
     pub checkpoint_bytes: u64,
     /// A flush checkpoints when the open transactions hold this many writes (they keep
-    /// the pages they touched in memory until then). Default 16,384
-    /// ([`RedbOptions::memory_first`]: 262,144).
+    /// the pages they touched in memory until then) — for writes staged behind a
+    /// memory-first store, this many distinct keys ([`RedbStore::stage`]). Default
+    /// 16,384 ([`RedbOptions::memory_first`]: 262,144).
     pub checkpoint_writes: u64,
     /// Collection files kept open at once; the least recently used are closed beyond
     /// it (each open file holds a descriptor). Default 256.
@@ -623,19 +626,34 @@ impl RedbStore {
         }
         // A stale collection (a failed checkpoint) takes them too: they need the log,
         // not the file, until the checkpoint that recovers it first.
-        let bytes: u64 = records.iter().map(|r| write_size(&r.key, &r.entry)).sum();
-        self.txn_bytes = self.txn_bytes.saturating_add(bytes);
         let Some(c) = self.collections.get_mut(collection) else { return Ok(()) };
         if let Some(drain) = self.draining.as_mut() {
             drain.since += records.len() as u64;
         }
         let staged = self.staged.entry(collection.to_string()).or_default();
+        // What the checkpoint will write is counted, not every write: a key staged
+        // again replaces its older version, so it adds to the open transaction's
+        // records (`in_txn`) and bytes (`txn_bytes`, the copy-on-write estimate) only
+        // what it grew by. A hot set of keys then checkpoints when the log is full, not
+        // every so many writes of the same keys.
+        let mut grown = 0u64;
         for r in records {
             wal::encode_merge(&mut c.log, collection, r.pos, &r.key, &r.entry);
             c.pending += 1;
-            c.in_txn += 1;
-            staged.insert((r.pos, r.key), r.entry);
+            let bytes = write_size(&r.key, &r.entry);
+            let key_len = r.key.len();
+            match staged.insert((r.pos, r.key), r.entry) {
+                None => {
+                    c.in_txn += 1;
+                    grown = grown.saturating_add(bytes);
+                }
+                Some(old) => {
+                    let was = (8 + key_len + old.size()) as u64;
+                    grown = grown.saturating_add(bytes.saturating_sub(was));
+                }
+            }
         }
+        self.txn_bytes = self.txn_bytes.saturating_add(grown);
         Ok(())
     }
 

@@ -738,6 +738,33 @@ fn staged(from: u64, to: u64, ts: u64) -> Vec<Record> {
 }
 
 #[test]
+fn staging_the_same_keys_again_counts_what_the_checkpoint_writes_not_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = small_drains(&dir); // a checkpoint after 100 staged records
+    s.stage("c", staged(0, 60, 1)).unwrap();
+    s.flush().unwrap();
+    let bytes = s.txn_bytes;
+    for ts in 2..12 {
+        // The same 60 keys, over and over: 600 more writes, still 60 records to write.
+        s.stage("c", staged(0, 60, ts)).unwrap();
+        s.flush().unwrap();
+        assert!(!s.checkpointing(), "rewrites of staged keys do not trip the record count");
+    }
+    let v10 = |ts| write_size(b"key-0", &v(ts, &format!("v{ts}")));
+    assert_eq!(s.txn_bytes, bytes + 60 * (v10(11) - v10(2)), "only what the values grew by");
+    s.stage("c", staged(60, 100, 1)).unwrap();
+    s.flush().unwrap();
+    assert!(s.checkpointing(), "a hundred distinct records staged: the checkpoint begins");
+    while s.checkpointing() {
+        s.checkpoint_step(true).unwrap();
+    }
+    drop(s);
+    let s = small_drains(&dir);
+    assert_eq!(s.stats("c").unwrap().entries, 100);
+    assert_eq!(s.get("c", 7, b"key-7").unwrap(), Some(v(11, "v11")), "the newest of each");
+}
+
+#[test]
 fn a_checkpoint_of_staged_writes_is_written_step_by_step_beside_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
