@@ -750,8 +750,8 @@ fn staging_the_same_keys_again_counts_what_the_checkpoint_writes_not_every_write
         s.flush().unwrap();
         assert!(!s.checkpointing(), "rewrites of staged keys do not trip the record count");
     }
-    let v10 = |ts| write_size(b"key-0", &v(ts, &format!("v{ts}")));
-    assert_eq!(s.txn_bytes, bytes + 60 * (v10(11) - v10(2)), "only what the values grew by");
+    let size = |ts| write_size(b"key-0", &v(ts, &format!("v{ts}")));
+    assert_eq!(s.txn_bytes, bytes + 60 * (size(11) - size(2)), "only what the values grew by");
     s.stage("c", staged(60, 100, 1)).unwrap();
     s.flush().unwrap();
     assert!(s.checkpointing(), "a hundred distinct records staged: the checkpoint begins");
