@@ -641,16 +641,14 @@ impl RedbStore {
             wal::encode_merge(&mut c.log, collection, r.pos, &r.key, &r.entry);
             c.pending += 1;
             let bytes = write_size(&r.key, &r.entry);
-            let key_len = r.key.len();
+            let size = r.entry.size();
             match staged.insert((r.pos, r.key), r.entry) {
                 None => {
                     c.in_txn += 1;
                     grown = grown.saturating_add(bytes);
                 }
-                Some(old) => {
-                    let was = (8 + key_len + old.size()) as u64;
-                    grown = grown.saturating_add(bytes.saturating_sub(was));
-                }
+                // The same key: only the entry's size can differ.
+                Some(old) => grown = grown.saturating_add(size.saturating_sub(old.size()) as u64),
             }
         }
         self.txn_bytes = self.txn_bytes.saturating_add(grown);
