@@ -39,7 +39,7 @@
 //! Until then, a flush with nothing new that must wait for earlier writes (a read of
 //! them) fails too, so no answer shows a write that did not reach the disk.
 
-use super::redb::{write_size, RedbOptions, RedbStore, TOMBSTONE_FLOOR};
+use super::redb::{write_size, RedbOptions, RedbStore, Staged, TOMBSTONE_FLOOR};
 use super::space::SpaceReserve;
 use answer::Answer;
 use bytes::Bytes;
@@ -78,7 +78,7 @@ const PAGE: usize = 1024;
 /// One change made in memory, to be made on disk.
 #[derive(Debug, Clone)]
 enum Change {
-    Merge(Record),
+    Merge(Staged),
     Remove(Position, Bytes),
     DeleteRange(Interval),
 }
@@ -113,7 +113,11 @@ pub trait DiskSide: Store + Send + 'static {
     fn squeeze(&mut self) {}
     /// Takes `records` — each the winner of its key, decided in memory — to be made
     /// durable by the next flush, like `merge_batch` without its answer.
-    fn stage(&mut self, collection: &str, records: Vec<Record>) -> Result<(), StoreError> {
+    fn stage(&mut self, collection: &str, records: Vec<Staged>) -> Result<(), StoreError> {
+        let records: Vec<Record> = records
+            .into_iter()
+            .map(|((pos, key), entry)| Record { pos, key: Bytes::copy_from_slice(&key), entry })
+            .collect();
         self.merge_batch(collection, &records).map(drop)
     }
     /// Whether a checkpoint is being written step by step, between batches.
@@ -146,7 +150,7 @@ impl DiskSide for RedbStore {
     fn squeeze(&mut self) {
         RedbStore::squeeze(self);
     }
-    fn stage(&mut self, collection: &str, records: Vec<Record>) -> Result<(), StoreError> {
+    fn stage(&mut self, collection: &str, records: Vec<Staged>) -> Result<(), StoreError> {
         RedbStore::stage(self, collection, records)
     }
     fn checkpointing(&self) -> bool {
@@ -344,11 +348,12 @@ impl<D: DiskSide> MemFirstStore<D> {
     }
 }
 
-/// The record handed to the disk thread for a merge: small keys and values copied, so
-/// that the buffers they arrived in are not shared with (and freed on) another thread
-/// — sharing a `Bytes` makes every later clone and drop an atomic operation on a
-/// cache line both threads touch; large values are shared, as [`MemStore`] shares them.
-fn handed(pos: Position, key: &Bytes, entry: &Entry) -> Record {
+/// The write handed to the disk thread for a merge: the key copied into it (held in
+/// place when short, [`super::redb::StagedKey`]), small values copied, so that the
+/// buffers they arrived in are not shared with (and freed on) another thread — sharing
+/// a `Bytes` makes every later clone and drop an atomic operation on a cache line both
+/// threads touch; large values are shared, as [`MemStore`] shares them.
+fn handed(pos: Position, key: &[u8], entry: &Entry) -> Staged {
     let value = entry.value.as_ref().map(|v| {
         if v.len() >= SHARE_FROM {
             v.clone()
@@ -357,7 +362,7 @@ fn handed(pos: Position, key: &Bytes, entry: &Entry) -> Record {
         }
     });
     let entry = Entry { value, ts: entry.ts, origin: entry.origin, expires: entry.expires };
-    Record { pos, key: Bytes::copy_from_slice(key), entry }
+    ((pos, smallvec::SmallVec::from_slice(key)), entry)
 }
 
 /// The disk thread: takes jobs in order until the store is dropped. Changes are made
@@ -573,7 +578,7 @@ fn apply(s: &mut impl DiskSide, batch: Vec<(String, Vec<Change>)>) -> Result<(),
     for (collection, changes) in batch {
         // Sized once: grown one push at a time, a large batch's vector was copied over
         // and over, and its fresh pages faulted in (zeroed) on every batch.
-        let mut merges: Vec<Record> = Vec::with_capacity(changes.len());
+        let mut merges: Vec<Staged> = Vec::with_capacity(changes.len());
         for change in changes {
             match change {
                 Change::Merge(r) => merges.push(r),
@@ -793,8 +798,8 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
         for (c, changes) in &self.batch {
             for change in changes {
                 match change {
-                    Change::Merge(r) => {
-                        live.merge(c, r.pos, &r.key, r.entry.clone())?;
+                    Change::Merge(((pos, key), entry)) => {
+                        live.merge(c, *pos, &Bytes::copy_from_slice(key), entry.clone())?;
                     }
                     Change::Remove(pos, key) => {
                         live.remove(c, *pos, key)?;

@@ -25,10 +25,8 @@
 //! A step or a commit that fails leaves the log whole and makes the next flush
 //! checkpoint in full, the way a failed checkpoint always has.
 
-use super::{commit, merge_into, RedbStore};
-use bytes::Bytes;
+use super::{commit, merge_into, RedbStore, Staged};
 use dhrt_core::{
-    entry::Entry,
     hash::Position,
     store::{CollectionStats, StoreError},
 };
@@ -38,9 +36,6 @@ use std::sync::mpsc;
 /// Records written into the files per step: about a millisecond and a half of
 /// B-tree inserts, so a batch waits at most that long behind a step.
 pub(crate) const STEP: usize = 1024;
-
-/// One staged write: where, which key, and the entry that won.
-type Staged = ((Position, Bytes), Entry);
 
 /// A collection's staged writes, handed out in key order.
 struct Sorted {
@@ -124,7 +119,11 @@ impl RedbStore {
             .into_iter()
             // Hashed while they came, sorted once: the file's B-tree takes them in key
             // order.
-            .map(|(name, staged)| (name, Sorted::new(staged.into_iter().collect())))
+            .map(|(name, mut map)| {
+                let records = map.drain().collect();
+                self.keep_spare(map);
+                (name, Sorted::new(records))
+            })
             .collect();
         for c in self.collections.values_mut() {
             c.in_txn = 0;

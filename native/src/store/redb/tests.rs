@@ -698,7 +698,7 @@ fn open_files_share_one_cache_budget() {
 fn staged_writes_are_durable_with_the_flush_and_reach_the_file_at_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(&dir);
-    let rec = |pos, key: &str, ts| Record { pos, key: k(key), entry: v(ts, key) };
+    let rec = |pos, key: &str, ts| staged_one(pos, key.as_bytes(), v(ts, key));
     s.stage("c", vec![rec(1, "a", 1), rec(2, "b", 1)]).unwrap();
     s.stage("c", vec![rec(1, "a", 2)]).unwrap(); // the newest of a key only
     s.flush().unwrap();
@@ -712,16 +712,27 @@ fn staged_writes_are_durable_with_the_flush_and_reach_the_file_at_the_checkpoint
     s.stage("c", vec![rec(4, "gone", 1), rec(5, "kept", 1)]).unwrap();
     assert_eq!(s.remove("c", 4, b"gone").unwrap(), Some(v(1, "gone")));
     s.stage("c", vec![rec(6, "later", 1)]).unwrap();
+    // Keys held in the staged write's slot and keys too long for it, sharing a position
+    // with each other: each the newest of its own key.
+    let long = |n: usize| "k".repeat(n);
+    for n in [INLINE_KEY, INLINE_KEY + 1, 300] {
+        s.stage("c", vec![rec(7, &long(n), 1)]).unwrap();
+    }
+    s.stage("c", vec![rec(7, &long(INLINE_KEY + 1), 3), rec(7, &long(300), 2)]).unwrap();
     s.flush().unwrap();
     s.checkpoint().unwrap();
     assert_eq!(s.wal.len(), 0, "the checkpoint emptied the log");
     assert_eq!(s.get("c", 4, b"gone").unwrap(), None);
     assert_eq!(s.get("c", 6, b"later").unwrap(), Some(v(1, "later")));
+    for (n, ts) in [(INLINE_KEY, 1), (INLINE_KEY + 1, 3), (300, 2)] {
+        let key = long(n);
+        assert_eq!(s.get("c", 7, key.as_bytes()).unwrap(), Some(v(ts, &key)), "{n}-byte key");
+    }
     let stats = s.stats("c").unwrap();
     drop(s);
     let s = open(&dir);
     assert_eq!(s.stats("c").unwrap(), stats, "the counts were committed with the records");
-    assert_eq!(stats.entries, 4);
+    assert_eq!(stats.entries, 7);
 }
 
 /// A store whose log passes its bound after a few staged writes (the bound is at least
@@ -731,10 +742,14 @@ fn small_drains(dir: &TempDir) -> RedbStore {
     RedbStore::open(dir.path(), options).unwrap()
 }
 
-fn staged(from: u64, to: u64, ts: u64) -> Vec<Record> {
+fn staged(from: u64, to: u64, ts: u64) -> Vec<Staged> {
     (from..to)
-        .map(|i| Record { pos: i, key: k(&format!("key-{i}")), entry: v(ts, &format!("v{ts}")) })
+        .map(|i| staged_one(i, format!("key-{i}").as_bytes(), v(ts, &format!("v{ts}"))))
         .collect()
+}
+
+fn staged_one(pos: u64, key: &[u8], entry: Entry) -> Staged {
+    ((pos, smallvec::SmallVec::from_slice(key)), entry)
 }
 
 #[test]
@@ -762,6 +777,28 @@ fn staging_the_same_keys_again_counts_what_the_checkpoint_writes_not_every_write
     let s = small_drains(&dir);
     assert_eq!(s.stats("c").unwrap().entries, 100);
     assert_eq!(s.get("c", 7, b"key-7").unwrap(), Some(v(11, "v11")), "the newest of each");
+}
+
+#[test]
+fn a_staged_map_a_checkpoint_emptied_keeps_its_room_for_the_next_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = small_drains(&dir);
+    s.stage("c", staged(0, 1000, 1)).unwrap();
+    s.flush().unwrap();
+    assert!(s.checkpointing());
+    let room = s.spare_staged.as_ref().map_or(0, HashMap::capacity);
+    assert!(room >= 1000, "the drained map was kept, with its room ({room})");
+    // The next collection staged into takes it, rather than growing one from nothing.
+    s.stage("d", staged(0, 10, 1)).unwrap();
+    assert!(s.spare_staged.is_none());
+    assert!(s.staged["d"].capacity() >= 1000);
+    while s.checkpointing() {
+        s.checkpoint_step(true).unwrap();
+    }
+    s.checkpoint().unwrap();
+    assert_eq!(s.stats("c").unwrap().entries, 1000);
+    assert_eq!(s.stats("d").unwrap().entries, 10);
+    assert!(s.spare_staged.as_ref().is_some_and(|m| m.is_empty() && m.capacity() >= 1000));
 }
 
 #[test]
