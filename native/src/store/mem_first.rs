@@ -5,7 +5,8 @@
 //! Every record of every collection is held in a [`MemStore`], so reads and the
 //! decision of each merge (which version wins, what it replaced) never touch the disk.
 //! The files are a [`RedbStore`] owned by a *disk thread*: each [`Store::flush_begin`]
-//! hands it the changes made since the last one (merges that changed something,
+//! hands it the changes made since the last one (merges that changed something —
+//! encoded here as the log's records, which that thread appends as they are —
 //! removals, range deletes, in the order they were made), and the job returned waits
 //! until that thread has written them through the store's write-ahead log and its
 //! `fdatasync` — so, as with the `RedbStore` alone, no write is acknowledged before it
@@ -39,8 +40,10 @@
 //! Until then, a flush with nothing new that must wait for earlier writes (a read of
 //! them) fails too, so no answer shows a write that did not reach the disk.
 
-use super::redb::{write_size, RedbOptions, RedbStore, Staged, TOMBSTONE_FLOOR};
+use super::codec;
+use super::redb::{write_size, RedbOptions, RedbStore, TOMBSTONE_FLOOR};
 use super::space::SpaceReserve;
+use super::wal;
 use answer::Answer;
 use bytes::Bytes;
 use dhrt_core::{
@@ -64,8 +67,11 @@ mod answer;
 /// Jobs queued for the disk thread at most; a node that outruns its disk by more
 /// waits (it blocks on the queue) instead of growing it.
 const QUEUE: usize = 64;
-/// Values at least this long are shared with the disk thread rather than copied.
-const SHARE_FROM: usize = 1024;
+/// The room a batch's log buffer starts with, at least (it then starts at the size the
+/// last batch's reached, up to [`LOG_HINT_MOST`]).
+const LOG_HINT_LEAST: usize = 4096;
+/// The room a batch's log buffer starts with, at most.
+const LOG_HINT_MOST: usize = 1 << 20;
 /// How long the disk thread's queue stays empty before a checkpoint in progress takes
 /// a step regardless of its pace: a batch arriving meanwhile goes first.
 const IDLE: std::time::Duration = std::time::Duration::from_millis(2);
@@ -78,7 +84,9 @@ const PAGE: usize = 1024;
 /// One change made in memory, to be made on disk.
 #[derive(Debug, Clone)]
 enum Change {
-    Merge(Staged),
+    /// Merges that changed something, encoded as the log's records
+    /// ([`wal::encode_merge`]): the disk thread appends them as they are.
+    Logged(Vec<u8>),
     Remove(Position, Bytes),
     DeleteRange(Interval),
 }
@@ -111,13 +119,11 @@ pub trait DiskSide: Store + Send + 'static {
     /// A write was refused for room: the store checkpoints when it next may (after the
     /// flush that makes the changes before it durable), giving the log's room back.
     fn squeeze(&mut self) {}
-    /// Takes `records` — each the winner of its key, decided in memory — to be made
-    /// durable by the next flush, like `merge_batch` without its answer.
-    fn stage(&mut self, collection: &str, records: Vec<Staged>) -> Result<(), StoreError> {
-        let records: Vec<Record> = records
-            .into_iter()
-            .map(|((pos, key), entry)| Record { pos, key: Bytes::copy_from_slice(&key), entry })
-            .collect();
+    /// Takes `log` — merges encoded as the log's records ([`wal::encode_merge`]), each
+    /// the winner of its key, decided in memory — to be made durable by the next
+    /// flush, like `merge_batch` without its answer.
+    fn stage(&mut self, collection: &str, log: Vec<u8>) -> Result<(), StoreError> {
+        let records = decode_logged(&log)?;
         self.merge_batch(collection, &records).map(drop)
     }
     /// Whether a checkpoint is being written step by step, between batches.
@@ -150,8 +156,8 @@ impl DiskSide for RedbStore {
     fn squeeze(&mut self) {
         RedbStore::squeeze(self);
     }
-    fn stage(&mut self, collection: &str, records: Vec<Staged>) -> Result<(), StoreError> {
-        RedbStore::stage(self, collection, records)
+    fn stage(&mut self, collection: &str, log: Vec<u8>) -> Result<(), StoreError> {
+        RedbStore::stage(self, collection, log)
     }
     fn checkpointing(&self) -> bool {
         RedbStore::checkpointing(self)
@@ -210,6 +216,8 @@ pub struct MemFirstStore<D: DiskSide = RedbStore> {
     /// A write was refused for room: the next job tells the disk side, whose next
     /// flush checkpoints (when it may), which gives the log's room back.
     squeezed: bool,
+    /// The room a batch's log buffer starts with: what the last one reached.
+    log_hint: usize,
     jobs: Option<mpsc::SyncSender<Job<D>>>,
     thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -273,6 +281,7 @@ impl<D: DiskSide> MemFirstStore<D> {
             max_collections,
             space,
             squeezed: false,
+            log_hint: LOG_HINT_LEAST,
             jobs: Some(jobs),
             thread: Some(thread),
             shared,
@@ -324,6 +333,41 @@ impl<D: DiskSide> MemFirstStore<D> {
         }
     }
 
+    /// Encodes a merge into `collection` for the next hand-over, as the log's record —
+    /// written here, on the node thread, straight from the request's key and entry, so
+    /// the disk thread only appends it and no key or value is allocated for it. Returns
+    /// where it began, for [`MemFirstStore::unlog`].
+    fn log_merge(&mut self, collection: &str, pos: Position, key: &[u8], entry: &Entry) -> usize {
+        let same = matches!(self.batch.last(), Some((c, _)) if c == collection);
+        if !same {
+            self.batch.push((collection.to_string(), Vec::new()));
+        }
+        let hint = self.log_hint;
+        let Some((_, changes)) = self.batch.last_mut() else { return 0 };
+        if !matches!(changes.last(), Some(Change::Logged(_))) {
+            changes.push(Change::Logged(Vec::with_capacity(hint)));
+        }
+        let Some(Change::Logged(log)) = changes.last_mut() else { return 0 };
+        let start = log.len();
+        wal::encode_merge(log, collection, pos, key, entry);
+        self.log_hint = log.len().clamp(LOG_HINT_LEAST, LOG_HINT_MOST);
+        start
+    }
+
+    /// Takes back the merge [`MemFirstStore::log_merge`] encoded last (it changed
+    /// nothing, or failed), which began at `start`.
+    fn unlog(&mut self, start: usize) {
+        let Some((_, changes)) = self.batch.last_mut() else { return };
+        let Some(Change::Logged(log)) = changes.last_mut() else { return };
+        log.truncate(start);
+        if log.is_empty() {
+            changes.pop();
+            if changes.is_empty() {
+                self.batch.pop();
+            }
+        }
+    }
+
     /// Admits a write of `bytes` (all tombstones: `deletes`) into `collection`: the
     /// collection cap for a new one, then the free space the disk store needs.
     fn admit(&mut self, collection: &str, bytes: u64, deletes: bool) -> Result<(), StoreError> {
@@ -348,21 +392,14 @@ impl<D: DiskSide> MemFirstStore<D> {
     }
 }
 
-/// The write handed to the disk thread for a merge: the key copied into it (held in
-/// place when short, [`super::redb::StagedKey`]), small values copied, so that the
-/// buffers they arrived in are not shared with (and freed on) another thread — sharing
-/// a `Bytes` makes every later clone and drop an atomic operation on a cache line both
-/// threads touch; large values are shared, as [`MemStore`] shares them.
-fn handed(pos: Position, key: &[u8], entry: &Entry) -> Staged {
-    let value = entry.value.as_ref().map(|v| {
-        if v.len() >= SHARE_FROM {
-            v.clone()
-        } else {
-            Bytes::copy_from_slice(v)
-        }
-    });
-    let entry = Entry { value, ts: entry.ts, origin: entry.origin, expires: entry.expires };
-    ((pos, smallvec::SmallVec::from_slice(key)), entry)
+/// The merges encoded in `log` ([`wal::encode_merge`]) as records.
+fn decode_logged(log: &[u8]) -> Result<Vec<Record>, StoreError> {
+    wal::encoded_merges(log)
+        .map(|merge| {
+            let (_, pos, key, raw) = merge?;
+            Ok(Record { pos, key: Bytes::copy_from_slice(key), entry: codec::decode_entry(raw)? })
+        })
+        .collect()
 }
 
 /// The disk thread: takes jobs in order until the store is dropped. Changes are made
@@ -576,28 +613,12 @@ fn apply(s: &mut impl DiskSide, batch: Vec<(String, Vec<Change>)>) -> Result<(),
         }
     };
     for (collection, changes) in batch {
-        // Sized once: grown one push at a time, a large batch's vector was copied over
-        // and over, and its fresh pages faulted in (zeroed) on every batch.
-        let mut merges: Vec<Staged> = Vec::with_capacity(changes.len());
         for change in changes {
-            match change {
-                Change::Merge(r) => merges.push(r),
-                other => {
-                    if !merges.is_empty() {
-                        keep(s.stage(&collection, std::mem::take(&mut merges)));
-                    }
-                    keep(match other {
-                        Change::Remove(pos, key) => s.remove(&collection, pos, &key).map(drop),
-                        Change::DeleteRange(interval) => {
-                            s.delete_range(&collection, interval).map(drop)
-                        }
-                        Change::Merge(_) => Ok(()),
-                    });
-                }
-            }
-        }
-        if !merges.is_empty() {
-            keep(s.stage(&collection, merges));
+            keep(match change {
+                Change::Logged(log) => s.stage(&collection, log),
+                Change::Remove(pos, key) => s.remove(&collection, pos, &key).map(drop),
+                Change::DeleteRange(interval) => s.delete_range(&collection, interval).map(drop),
+            });
         }
     }
     first
@@ -650,14 +671,15 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
     ) -> Result<Merged, StoreError> {
         dhrt_core::store::validate_key(key)?;
         self.admit(collection, write_size(key, &entry), entry.is_tombstone())?;
-        // The disk thread's copy is made first so the entry itself moves into memory:
-        // cloning it would share its value's buffer between the threads.
-        let change = Change::Merge(handed(pos, key, &entry));
-        let merged = self.live.merge(collection, pos, key, entry)?;
-        self.known.insert_if_missing(collection);
-        if merged.changed() {
-            self.record(collection, change);
+        // Logged first so the entry itself moves into memory; taken back when it
+        // changed nothing.
+        let start = self.log_merge(collection, pos, key, &entry);
+        let merged = self.live.merge(collection, pos, key, entry);
+        if !merged.as_ref().is_ok_and(Merged::changed) {
+            self.unlog(start);
         }
+        let merged = merged?;
+        self.known.insert_if_missing(collection);
         Ok(merged)
     }
 
@@ -678,7 +700,7 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
         self.known.insert_if_missing(collection);
         for (r, m) in records.iter().zip(&merged) {
             if m.changed() {
-                self.record(collection, Change::Merge(handed(r.pos, &r.key, &r.entry)));
+                self.log_merge(collection, r.pos, &r.key, &r.entry);
             }
         }
         Ok(merged)
@@ -798,8 +820,10 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
         for (c, changes) in &self.batch {
             for change in changes {
                 match change {
-                    Change::Merge(((pos, key), entry)) => {
-                        live.merge(c, *pos, &Bytes::copy_from_slice(key), entry.clone())?;
+                    Change::Logged(log) => {
+                        for r in decode_logged(log)? {
+                            live.merge(c, r.pos, &r.key, r.entry)?;
+                        }
                     }
                     Change::Remove(pos, key) => {
                         live.remove(c, *pos, key)?;

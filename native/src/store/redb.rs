@@ -141,6 +141,10 @@ const COW_PERMILLE: u64 = 2000;
 /// the same disk must not stop every write).
 const COW_PERMILLE_MOST: u64 = 8000;
 
+/// The room of the buffer a flush gathers log records in that is kept for the next
+/// flush, at most (a larger one, from a large batch, is given back).
+const APPENDING_KEPT: usize = 8 << 20;
+
 /// Keys up to this long are held in a staged write's own slot ([`StagedKey`]).
 pub(crate) const INLINE_KEY: usize = 24;
 
@@ -345,6 +349,12 @@ pub struct RedbStore {
     /// staged into (the roomiest such map; at most what a checkpoint's worth of
     /// distinct keys grew it to).
     spare_staged: Option<StagedWrites>,
+    /// The records of the batch being staged, read whole before any is taken (kept
+    /// for its room).
+    scratch: Vec<Staged>,
+    /// The buffer a flush gathers the collections' log records in (kept for its room,
+    /// up to [`APPENDING_KEPT`]).
+    appending: Vec<u8>,
     /// A checkpoint of staged writes being written step by step ([`drain`]).
     draining: Option<drain::Drain>,
     /// A step-by-step checkpoint failed: the next flush checkpoints in full.
@@ -399,6 +409,8 @@ impl RedbStore {
             trouble: None,
             staged: BTreeMap::new(),
             spare_staged: None,
+            scratch: Vec::new(),
+            appending: Vec::new(),
             draining: None,
             checkpoint_due: false,
             retry: retry::Retry::default(),
@@ -622,22 +634,44 @@ impl RedbStore {
         self.retry.ready(Instant::now(), self.space.free())
     }
 
-    /// Takes `records` as winners to write behind (a store in front of this one
-    /// decided them, [`super::MemFirstStore`]): each is logged at once — durable with
-    /// the next flush, as a merge is — and kept here, the newest of each key only,
-    /// until the next checkpoint writes them into the file in key order. So a key
-    /// written many times between two checkpoints costs the file one write, and a write
-    /// costs no B-tree search when it is taken. Reads of this store do not see staged
-    /// records before that checkpoint.
-    pub(crate) fn stage(
+    /// Takes `log` — merges encoded as the log's records ([`wal::encode_merge`]), the
+    /// winners a store in front of this one decided ([`super::MemFirstStore`]) — to
+    /// write behind: the records are logged as they are, durable with the next flush
+    /// as a merge is, and each kept here, the newest of each key only, until the next
+    /// checkpoint writes them into the file in key order. So a key written many times
+    /// between two checkpoints costs the file one write, and a write costs no B-tree
+    /// search when it is taken. Reads of this store do not see staged records before
+    /// that checkpoint. Encoded by the node thread, the records cross to this thread
+    /// as one buffer a batch: their entries are made here, so a key written again
+    /// frees its older value on the thread that allocated it.
+    pub(crate) fn stage(&mut self, collection: &str, log: Vec<u8>) -> Result<(), StoreError> {
+        validate_collection(collection)?;
+        // Read whole before anything is taken: a batch is logged and staged entirely
+        // or not at all.
+        let mut records = std::mem::take(&mut self.scratch);
+        records.clear();
+        for merge in wal::encoded_merges(&log) {
+            let (into, pos, key, raw) = merge?;
+            if into != collection.as_bytes() {
+                return Err(StoreError::Corrupt(format!(
+                    "a batch of log records for {collection} holds a merge into another"
+                )));
+            }
+            validate_key(key)?;
+            records.push(((pos, smallvec::SmallVec::from_slice(key)), codec::decode_entry(raw)?));
+        }
+        let outcome = self.stage_records(collection, &log, &mut records);
+        self.scratch = records;
+        outcome
+    }
+
+    /// Logs `log` and stages `records`, the merges it holds (see [`RedbStore::stage`]).
+    fn stage_records(
         &mut self,
         collection: &str,
-        records: Vec<Staged>,
+        log: &[u8],
+        records: &mut Vec<Staged>,
     ) -> Result<(), StoreError> {
-        validate_collection(collection)?;
-        for ((_, key), _) in &records {
-            validate_key(key)?;
-        }
         if !self.collections.contains_key(collection) {
             self.create_collection(collection)?;
         }
@@ -647,6 +681,8 @@ impl RedbStore {
         if let Some(drain) = self.draining.as_mut() {
             drain.since += records.len() as u64;
         }
+        c.log.extend_from_slice(log);
+        c.pending += records.len() as u64;
         let staged = match self.staged.get_mut(collection) {
             Some(staged) => staged,
             // A map emptied by the last checkpoint keeps its room: grown again from
@@ -663,9 +699,7 @@ impl RedbStore {
         // what it grew by. A hot set of keys then checkpoints when the log is full, not
         // every so many writes of the same keys.
         let mut grown = 0u64;
-        for (at, entry) in records {
-            wal::encode_merge(&mut c.log, collection, at.0, &at.1, &entry);
-            c.pending += 1;
+        for (at, entry) in records.drain(..) {
             let bytes = write_size(&at.1, &entry);
             let size = entry.size();
             match staged.insert(at, entry) {
@@ -1598,12 +1632,20 @@ impl Store for RedbStore {
             // The batch goes into the log first, so that a checkpoint failing after it
             // (a full disk) loses none of it: the log keeps every write until one
             // succeeds, and that is tried again after a wait ([`retry`]).
-            let mut batch = Vec::with_capacity(logged as usize);
+            // Gathered in a buffer kept for its room: one allocated each flush took
+            // fresh pages from the system, zeroed, every time.
+            let mut batch = std::mem::take(&mut self.appending);
+            batch.clear();
             for c in self.collections.values_mut() {
-                batch.append(&mut c.log);
+                batch.extend_from_slice(&c.log);
+                c.log.clear();
                 c.pending = 0;
             }
             let appended = if batch.is_empty() { Ok(()) } else { self.wal.write(&batch) };
+            let wrote = !batch.is_empty();
+            if batch.capacity() <= APPENDING_KEPT {
+                self.appending = batch;
+            }
             match appended {
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot append to the write-ahead log: checkpointing");
@@ -1621,7 +1663,7 @@ impl Store for RedbStore {
                     }
                 },
                 Ok(()) => {
-                    if in_steps && !batch.is_empty() {
+                    if in_steps && wrote {
                         self.begin_drain();
                     }
                     // Nothing new, or an earlier batch's sync may still be running: this

@@ -230,6 +230,60 @@ pub fn encode_merge(out: &mut Vec<u8>, collection: &str, pos: Position, key: &[u
     seal(out, start);
 }
 
+/// The merges of a batch [`encode_merge`] wrote (not read back from a file: the bytes
+/// are not checked against their sums), each as its collection, position, key and
+/// encoded entry, borrowed from `records`. Bytes that are not such a record end it with `Err`.
+pub fn encoded_merges(records: &[u8]) -> EncodedMerges<'_> {
+    EncodedMerges { rest: records }
+}
+
+/// The iterator of [`encoded_merges`].
+#[derive(Debug)]
+pub struct EncodedMerges<'a> {
+    rest: &'a [u8],
+}
+
+/// One merge of [`encoded_merges`]: collection, position, key, encoded entry.
+pub type EncodedMerge<'a> = (&'a [u8], Position, &'a [u8], &'a [u8]);
+
+impl<'a> Iterator for EncodedMerges<'a> {
+    type Item = Result<EncodedMerge<'a>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let merge = split_merge(self.rest);
+        match merge {
+            Some((merge, rest)) => {
+                self.rest = rest;
+                Some(Ok(merge))
+            }
+            None => {
+                let at = self.rest.len();
+                self.rest = &[];
+                Some(Err(StoreError::Corrupt(format!(
+                    "a batch of log records has {at} bytes that are not a merge"
+                ))))
+            }
+        }
+    }
+}
+
+/// The merge record `raw` begins with, and what follows it.
+fn split_merge(raw: &[u8]) -> Option<(EncodedMerge<'_>, &[u8])> {
+    let (len, rest) = raw.split_first_chunk::<4>()?;
+    let (_sum, rest) = rest.split_first_chunk::<8>()?;
+    let (body, rest) = rest.split_at_checked(u32::from_le_bytes(*len) as usize)?;
+    let (&MERGE, body) = body.split_first()? else { return None };
+    let (&clen, body) = body.split_first()?;
+    let (collection, body) = body.split_at_checked(usize::from(clen))?;
+    let (pos, body) = body.split_first_chunk::<8>()?;
+    let (klen, body) = body.split_first_chunk::<4>()?;
+    let (key, entry) = body.split_at_checked(u32::from_le_bytes(*klen) as usize)?;
+    Some(((collection, u64::from_le_bytes(*pos), key, entry), rest))
+}
+
 /// Appends the record of a dropped collection to `out`.
 pub fn encode_drop(out: &mut Vec<u8>, collection: &str) {
     let start = out.len();
@@ -1312,6 +1366,30 @@ mod tests {
         assert_eq!(wal.len(), encode(&all[30..]).len() as u64 + MARK_BYTES);
         drop(wal);
         assert_eq!(Wal::open(&path).unwrap().1, items(&all[30..]));
+    }
+
+    #[test]
+    fn encoded_merges_read_back_what_encode_merge_wrote_and_refuse_anything_else() {
+        let records: Vec<Logged> = (0..20).map(logged).collect();
+        let raw = encode(&records);
+        let read: Vec<Logged> = encoded_merges(&raw)
+            .map(|m| {
+                let (collection, pos, key, entry) = m.unwrap();
+                Logged {
+                    collection: String::from_utf8(collection.to_vec()).unwrap(),
+                    pos,
+                    key: Bytes::copy_from_slice(key),
+                    entry: codec::decode_entry(entry).unwrap(),
+                }
+            })
+            .collect();
+        assert_eq!(read, records);
+        // Cut short, or a record of another kind: an error, then nothing more.
+        for bad in [&raw[..raw.len() - 3], &encode_file(&[Item::Drop("c".into())])[MAGIC.len()..]] {
+            let results: Vec<_> = encoded_merges(bad).collect();
+            assert!(results.last().unwrap().is_err(), "{} bytes", bad.len());
+            assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+        }
     }
 
     #[test]

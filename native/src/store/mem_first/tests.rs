@@ -240,6 +240,31 @@ fn flushed_writes_survive_a_reopen_of_the_files() {
 }
 
 #[test]
+fn only_merges_that_changed_something_are_logged_and_staged() {
+    // The disk side takes what it is handed as each key's winner: an older write that
+    // memory kept out, handed over anyway, would replace the newer one on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = MemFirstStore::open(dir.path(), RedbOptions::default()).unwrap();
+    s.merge("c", 1, &k("a"), v(5, "new")).unwrap();
+    s.merge("c", 2, &k("b"), v(5, "new")).unwrap();
+    s.flush().unwrap();
+    // In one batch: a change, an older write kept out, a refused one, another change.
+    s.merge("c", 3, &k("c"), v(1, "x")).unwrap();
+    assert_eq!(s.merge("c", 1, &k("a"), v(4, "old")).unwrap(), Merged::Kept);
+    assert!(s.merge("c", 2, &[0u8; 70_000][..].to_vec().into(), v(9, "x")).is_err());
+    s.merge("c", 4, &k("d"), v(1, "y")).unwrap();
+    assert_eq!(s.merge("c", 2, &k("b"), v(5, "new")).unwrap(), Merged::Kept, "the same version");
+    s.flush().unwrap();
+    drop(s); // the last checkpoint writes what was staged
+    let s = MemFirstStore::open(dir.path(), RedbOptions::default()).unwrap();
+    assert_eq!(s.get("c", 1, b"a").unwrap(), Some(v(5, "new")));
+    assert_eq!(s.get("c", 2, b"b").unwrap(), Some(v(5, "new")));
+    assert_eq!(s.get("c", 3, b"c").unwrap(), Some(v(1, "x")));
+    assert_eq!(s.get("c", 4, b"d").unwrap(), Some(v(1, "y")));
+    assert_eq!(s.stats("c").unwrap().entries, 4);
+}
+
+#[test]
 fn data_that_would_not_fit_in_memory_refuses_the_start_and_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, disk) = faulty(&dir);

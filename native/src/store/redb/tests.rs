@@ -699,26 +699,26 @@ fn staged_writes_are_durable_with_the_flush_and_reach_the_file_at_the_checkpoint
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(&dir);
     let rec = |pos, key: &str, ts| staged_one(pos, key.as_bytes(), v(ts, key));
-    s.stage("c", vec![rec(1, "a", 1), rec(2, "b", 1)]).unwrap();
-    s.stage("c", vec![rec(1, "a", 2)]).unwrap(); // the newest of a key only
+    s.stage("c", log("c", vec![rec(1, "a", 1), rec(2, "b", 1)])).unwrap();
+    s.stage("c", log("c", vec![rec(1, "a", 2)])).unwrap(); // the newest of a key only
     s.flush().unwrap();
-    s.stage("c", vec![rec(3, "unflushed", 1)]).unwrap();
+    s.stage("c", log("c", vec![rec(3, "unflushed", 1)])).unwrap();
     drop(s); // a crash: nothing was checkpointed, the log has the flushed ones
     let mut s = open(&dir);
     assert_eq!(s.get("c", 1, b"a").unwrap(), Some(v(2, "a")));
     assert_eq!(s.get("c", 2, b"b").unwrap(), Some(v(1, "b")));
     assert_eq!(s.get("c", 3, b"unflushed").unwrap(), None);
     // Staged, then removed: the removal comes after, whatever the checkpoint does.
-    s.stage("c", vec![rec(4, "gone", 1), rec(5, "kept", 1)]).unwrap();
+    s.stage("c", log("c", vec![rec(4, "gone", 1), rec(5, "kept", 1)])).unwrap();
     assert_eq!(s.remove("c", 4, b"gone").unwrap(), Some(v(1, "gone")));
-    s.stage("c", vec![rec(6, "later", 1)]).unwrap();
+    s.stage("c", log("c", vec![rec(6, "later", 1)])).unwrap();
     // Keys held in the staged write's slot and keys too long for it, sharing a position
     // with each other: each the newest of its own key.
     let long = |n: usize| "k".repeat(n);
     for n in [INLINE_KEY, INLINE_KEY + 1, 300] {
-        s.stage("c", vec![rec(7, &long(n), 1)]).unwrap();
+        s.stage("c", log("c", vec![rec(7, &long(n), 1)])).unwrap();
     }
-    s.stage("c", vec![rec(7, &long(INLINE_KEY + 1), 3), rec(7, &long(300), 2)]).unwrap();
+    s.stage("c", log("c", vec![rec(7, &long(INLINE_KEY + 1), 3), rec(7, &long(300), 2)])).unwrap();
     s.flush().unwrap();
     s.checkpoint().unwrap();
     assert_eq!(s.wal.len(), 0, "the checkpoint emptied the log");
@@ -752,22 +752,32 @@ fn staged_one(pos: u64, key: &[u8], entry: Entry) -> Staged {
     ((pos, smallvec::SmallVec::from_slice(key)), entry)
 }
 
+/// `records` encoded as the log's records of `collection`, as a memory-first store
+/// hands them over.
+fn log(collection: &str, records: Vec<Staged>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for ((pos, key), entry) in records {
+        wal::encode_merge(&mut out, collection, pos, &key, &entry);
+    }
+    out
+}
+
 #[test]
 fn staging_the_same_keys_again_counts_what_the_checkpoint_writes_not_every_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir); // a checkpoint after 100 staged records
-    s.stage("c", staged(0, 60, 1)).unwrap();
+    s.stage("c", log("c", staged(0, 60, 1))).unwrap();
     s.flush().unwrap();
     let bytes = s.txn_bytes;
     for ts in 2..12 {
         // The same 60 keys, over and over: 600 more writes, still 60 records to write.
-        s.stage("c", staged(0, 60, ts)).unwrap();
+        s.stage("c", log("c", staged(0, 60, ts))).unwrap();
         s.flush().unwrap();
         assert!(!s.checkpointing(), "rewrites of staged keys do not trip the record count");
     }
     let size = |ts| write_size(b"key-0", &v(ts, &format!("v{ts}")));
     assert_eq!(s.txn_bytes, bytes + 60 * (size(11) - size(2)), "only what the values grew by");
-    s.stage("c", staged(60, 100, 1)).unwrap();
+    s.stage("c", log("c", staged(60, 100, 1))).unwrap();
     s.flush().unwrap();
     assert!(s.checkpointing(), "a hundred distinct records staged: the checkpoint begins");
     while s.checkpointing() {
@@ -783,13 +793,13 @@ fn staging_the_same_keys_again_counts_what_the_checkpoint_writes_not_every_write
 fn a_staged_map_a_checkpoint_emptied_keeps_its_room_for_the_next_writes() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
-    s.stage("c", staged(0, 1000, 1)).unwrap();
+    s.stage("c", log("c", staged(0, 1000, 1))).unwrap();
     s.flush().unwrap();
     assert!(s.checkpointing());
     let room = s.spare_staged.as_ref().map_or(0, HashMap::capacity);
     assert!(room >= 1000, "the drained map was kept, with its room ({room})");
     // The next collection staged into takes it, rather than growing one from nothing.
-    s.stage("d", staged(0, 10, 1)).unwrap();
+    s.stage("d", log("d", staged(0, 10, 1))).unwrap();
     assert!(s.spare_staged.is_none());
     assert!(s.staged["d"].capacity() >= 1000);
     while s.checkpointing() {
@@ -806,13 +816,13 @@ fn a_checkpoint_of_staged_writes_is_written_step_by_step_beside_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
     let n = (drain::STEP * 2 + 10) as u64;
-    s.stage("c", staged(0, n, 1)).unwrap();
+    s.stage("c", log("c", staged(0, n, 1))).unwrap();
     s.flush().unwrap();
     assert!(s.checkpointing(), "past the bound, a flush begins a checkpoint in steps");
     assert!(wal::sealed_path(&dir.path().join(WAL_FILE)).is_file(), "the log was sealed");
     assert_eq!(s.wal.len(), 0, "new writes go to a fresh log");
     // Writes keep coming while it is written: logged in the fresh log, staged anew.
-    s.stage("c", staged(0, 5, 2)).unwrap();
+    s.stage("c", log("c", staged(0, 5, 2))).unwrap();
     s.flush().unwrap();
     let mut steps = 0;
     while s.checkpointing() {
@@ -834,11 +844,11 @@ fn a_crash_in_the_middle_of_a_stepped_checkpoint_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
     let n = (drain::STEP * 3) as u64;
-    s.stage("c", staged(0, n, 1)).unwrap();
+    s.stage("c", log("c", staged(0, n, 1))).unwrap();
     s.flush().unwrap();
     assert!(s.checkpointing());
     s.checkpoint_step(true).unwrap(); // one step in an open transaction, not committed
-    s.stage("c", staged(n, n + 3, 1)).unwrap();
+    s.stage("c", log("c", staged(n, n + 3, 1))).unwrap();
     s.flush().unwrap();
     drop(s);
     // The start replays the sealed log, then the fresh one.
@@ -852,7 +862,7 @@ fn a_removal_during_a_stepped_checkpoint_is_not_undone_by_its_later_steps() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
     let n = (drain::STEP * 3) as u64;
-    s.stage("c", staged(0, n, 1)).unwrap();
+    s.stage("c", log("c", staged(0, n, 1))).unwrap();
     s.flush().unwrap();
     assert!(s.checkpointing());
     let last = n - 1;
@@ -875,12 +885,12 @@ fn a_full_checkpoint_takes_over_one_being_written_in_steps() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
     let n = (drain::STEP * 2) as u64;
-    s.stage("c", staged(0, n, 1)).unwrap();
-    s.stage("d", staged(0, 10, 1)).unwrap();
+    s.stage("c", log("c", staged(0, n, 1))).unwrap();
+    s.stage("d", log("d", staged(0, 10, 1))).unwrap();
     s.flush().unwrap();
     s.checkpoint_step(true).unwrap();
     // A newer write of a key still in the drain wins over the drain's.
-    s.stage("c", staged(n - 1, n, 5)).unwrap();
+    s.stage("c", log("c", staged(n - 1, n, 5))).unwrap();
     s.flush().unwrap();
     s.checkpoint().unwrap();
     assert!(!s.checkpointing());
@@ -898,8 +908,8 @@ fn a_full_checkpoint_takes_over_one_being_written_in_steps() {
 fn a_drop_during_a_stepped_checkpoint_is_not_undone_by_its_later_steps() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
-    s.stage("c", staged(0, (drain::STEP * 2) as u64, 1)).unwrap();
-    s.stage("d", staged(0, 10, 1)).unwrap();
+    s.stage("c", log("c", staged(0, (drain::STEP * 2) as u64, 1))).unwrap();
+    s.stage("d", log("d", staged(0, 10, 1))).unwrap();
     s.flush().unwrap();
     assert!(s.checkpointing());
     assert!(s.drop_collection("d").unwrap() || s.stats("d").unwrap().entries == 0);
@@ -918,14 +928,14 @@ fn under_load_a_stepped_checkpoint_keeps_pace_with_the_writes_coming_in() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir); // the next checkpoint is due after 100 writes
     let n = (drain::STEP * 4) as u64;
-    s.stage("c", staged(0, n, 1)).unwrap();
+    s.stage("c", log("c", staged(0, n, 1))).unwrap();
     s.flush().unwrap();
     assert!(s.checkpointing());
     let left = |s: &RedbStore| s.draining.as_ref().map_or(0, |d| d.total - d.done);
     s.checkpoint_step(false).unwrap();
     assert_eq!(left(&s), n, "no write came in: no step is due");
     // It is to be written by the time 50 writes came in: after 25, half of it.
-    s.stage("c", staged(n, n + 25, 1)).unwrap();
+    s.stage("c", log("c", staged(n, n + 25, 1))).unwrap();
     s.checkpoint_step(false).unwrap();
     s.checkpoint_step(false).unwrap();
     assert_eq!(left(&s), n - 2 * drain::STEP as u64);
@@ -933,7 +943,7 @@ fn under_load_a_stepped_checkpoint_keeps_pace_with_the_writes_coming_in() {
     assert_eq!(left(&s), n - 2 * drain::STEP as u64, "on pace: not due");
     s.checkpoint_step(true).unwrap();
     assert_eq!(left(&s), n - 3 * drain::STEP as u64, "with nothing waiting, a step goes");
-    s.stage("c", staged(n + 25, n + 50, 1)).unwrap();
+    s.stage("c", log("c", staged(n + 25, n + 50, 1))).unwrap();
     while s.checkpointing() {
         s.checkpoint_step(false).unwrap(); // due: behind its pace
     }
@@ -947,8 +957,8 @@ fn writes_while_a_stepped_checkpoint_commits_on_its_thread_land_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
     let n = (drain::STEP * 2) as u64;
-    s.stage("c", staged(0, n, 1)).unwrap();
-    s.stage("d", staged(0, 10, 1)).unwrap();
+    s.stage("c", log("c", staged(0, n, 1))).unwrap();
+    s.stage("d", log("d", staged(0, 10, 1))).unwrap();
     s.flush().unwrap();
     while !s.commit_begun() {
         s.checkpoint_step(true).unwrap();
@@ -956,7 +966,7 @@ fn writes_while_a_stepped_checkpoint_commits_on_its_thread_land_after_it() {
     // A removal waits in redb for the commit, then goes after it; a drop waits too.
     assert_eq!(s.remove("c", 5, b"key-5").unwrap(), Some(v(1, "v1")));
     assert!(s.drop_collection("d").unwrap());
-    s.stage("c", staged(n, n + 1, 1)).unwrap();
+    s.stage("c", log("c", staged(n, n + 1, 1))).unwrap();
     s.flush().unwrap(); // the removal makes this one a full checkpoint
     assert!(!s.checkpointing());
     drop(s);
@@ -966,7 +976,7 @@ fn writes_while_a_stepped_checkpoint_commits_on_its_thread_land_after_it() {
     assert_eq!(s.stats("d").unwrap().entries, 0);
     // Dropped in the middle of a commit: the store waits for it, and nothing is lost.
     let mut s = s;
-    s.stage("c", staged(0, n, 2)).unwrap();
+    s.stage("c", log("c", staged(0, n, 2))).unwrap();
     s.flush().unwrap();
     while !s.commit_begun() {
         s.checkpoint_step(true).unwrap();
@@ -984,7 +994,7 @@ fn staged_writes_to_more_collections_than_open_files_are_checkpointed_whole() {
     // Stepped checkpoints over 12 collections, 3 files open at most.
     for round in 0..3u64 {
         for c in 0..12u64 {
-            s.stage(&format!("c{c}"), staged(0, 30, round + 1)).unwrap();
+            s.stage(&format!("c{c}"), log(&format!("c{c}"), staged(0, 30, round + 1))).unwrap();
         }
         s.flush().unwrap();
         for _ in 0..5 {
@@ -993,7 +1003,7 @@ fn staged_writes_to_more_collections_than_open_files_are_checkpointed_whole() {
     }
     // A full checkpoint unstages every collection, more than may be open at once.
     for c in 0..12u64 {
-        s.stage(&format!("c{c}"), staged(30, 35, 9)).unwrap();
+        s.stage(&format!("c{c}"), log(&format!("c{c}"), staged(30, 35, 9))).unwrap();
     }
     s.flush().unwrap();
     s.checkpoint().unwrap();
