@@ -91,8 +91,48 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     out
 }
 
+/// An entry read from its encoding without copying its value, which it borrows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryView<'a> {
+    /// The entry's version and expiry, as [`Entry`] holds them.
+    pub ts: Timestamp,
+    /// The node that took the write.
+    pub origin: NodeId,
+    /// When it expires, in wall milliseconds.
+    pub expires: Option<u64>,
+    /// The value's bytes; `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+}
+
+impl EntryView<'_> {
+    /// The entry, its value copied.
+    pub fn to_entry(self) -> Entry {
+        self.reusing(None)
+    }
+
+    /// The entry, its value written into `old`'s buffer when that buffer is not
+    /// shared and has the room, without twice as much (no allocation, and no large
+    /// buffer kept for a small value), else copied into a new one.
+    pub fn reusing(self, old: Option<Bytes>) -> Entry {
+        let value = self.value.map(|v| match old.map(Bytes::try_into_mut) {
+            Some(Ok(mut buf)) if (v.len()..=2 * v.len() + 64).contains(&buf.capacity()) => {
+                buf.clear();
+                buf.extend_from_slice(v);
+                buf.freeze()
+            }
+            _ => Bytes::copy_from_slice(v),
+        });
+        Entry { value, ts: self.ts, origin: self.origin, expires: self.expires }
+    }
+}
+
 /// Decodes an entry written by [`encode_entry`].
 pub fn decode_entry(raw: &[u8]) -> Result<Entry, StoreError> {
+    view_entry(raw).map(EntryView::to_entry)
+}
+
+/// Reads an entry written by [`encode_entry`], borrowing its value from `raw`.
+pub fn view_entry(raw: &[u8]) -> Result<EntryView<'_>, StoreError> {
     let corrupt = |why: &str| StoreError::Corrupt(format!("entry of {} bytes: {why}", raw.len()));
     let Some((&[version, flags], rest)) = raw.split_first_chunk::<2>() else {
         return Err(corrupt("too short for a header"));
@@ -114,13 +154,13 @@ pub fn decode_entry(raw: &[u8]) -> Result<Entry, StoreError> {
         (None, rest)
     };
     let value = if flags & HAS_VALUE != 0 {
-        Some(Bytes::copy_from_slice(rest))
+        Some(rest)
     } else if rest.is_empty() {
         None
     } else {
         return Err(corrupt("a tombstone followed by value bytes"));
     };
-    Ok(Entry { value, ts: Timestamp(ts), origin: NodeId(origin), expires })
+    Ok(EntryView { ts: Timestamp(ts), origin: NodeId(origin), expires, value })
 }
 
 /// The encoding of a collection's counts.
@@ -167,6 +207,32 @@ mod tests {
             Entry::value(vec![0u8, 255, 1], Timestamp(9), NodeId(2)).with_expiry(Some(1234)),
             Entry::tombstone(Timestamp(9), NodeId(2)).with_expiry(Some(0)),
         ]
+    }
+
+    #[test]
+    fn an_entry_decoded_over_an_older_value_reuses_its_buffer_only_when_it_fits() {
+        let raw = encode_entry(&Entry::value("x".repeat(100), Timestamp(2), NodeId(1)));
+        let view = view_entry(&raw).unwrap();
+        assert_eq!(view.to_entry(), decode_entry(&raw).unwrap());
+        let old = Bytes::from(vec![b'o'; 100]);
+        let at = old.as_ptr();
+        let entry = view.reusing(Some(old));
+        assert_eq!(entry, view.to_entry());
+        assert_eq!(entry.value.as_ref().unwrap().as_ptr(), at, "written over the old buffer");
+        // Shared, too small, or much too large: a fresh copy, the old one untouched.
+        let shared = Bytes::from(vec![b'o'; 100]);
+        let other = shared.clone();
+        for old in [shared, Bytes::from(vec![b'o'; 10]), Bytes::from(vec![b'o'; 4096])] {
+            let at = old.as_ptr();
+            let entry = view.reusing(Some(old));
+            assert_eq!(entry, view.to_entry());
+            assert_ne!(entry.value.as_ref().unwrap().as_ptr(), at);
+        }
+        assert_eq!(other, vec![b'o'; 100]);
+        // A tombstone keeps no buffer.
+        let raw = encode_entry(&Entry::tombstone(Timestamp(3), NodeId(1)));
+        let entry = view_entry(&raw).unwrap().reusing(Some(Bytes::from(vec![1; 100])));
+        assert_eq!(entry, Entry::tombstone(Timestamp(3), NodeId(1)));
     }
 
     #[test]

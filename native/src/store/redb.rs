@@ -100,7 +100,7 @@ use dhrt_core::{
     },
 };
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{hash_map, BTreeMap, HashMap};
 use std::fs;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -349,9 +349,6 @@ pub struct RedbStore {
     /// staged into (the roomiest such map; at most what a checkpoint's worth of
     /// distinct keys grew it to).
     spare_staged: Option<StagedWrites>,
-    /// The records of the batch being staged, read whole before any is taken (kept
-    /// for its room).
-    scratch: Vec<Staged>,
     /// The buffer a flush gathers the collections' log records in (kept for its room,
     /// up to [`APPENDING_KEPT`]).
     appending: Vec<u8>,
@@ -409,7 +406,6 @@ impl RedbStore {
             trouble: None,
             staged: BTreeMap::new(),
             spare_staged: None,
-            scratch: Vec::new(),
             appending: Vec::new(),
             draining: None,
             checkpoint_due: false,
@@ -648,30 +644,18 @@ impl RedbStore {
         validate_collection(collection)?;
         // Read whole before anything is taken: a batch is logged and staged entirely
         // or not at all.
-        let mut records = std::mem::take(&mut self.scratch);
-        records.clear();
+        let mut count = 0u64;
         for merge in wal::encoded_merges(&log) {
-            let (into, pos, key, raw) = merge?;
+            let (into, _, key, raw) = merge?;
             if into != collection.as_bytes() {
                 return Err(StoreError::Corrupt(format!(
                     "a batch of log records for {collection} holds a merge into another"
                 )));
             }
             validate_key(key)?;
-            records.push(((pos, smallvec::SmallVec::from_slice(key)), codec::decode_entry(raw)?));
+            codec::view_entry(raw)?;
+            count += 1;
         }
-        let outcome = self.stage_records(collection, &log, &mut records);
-        self.scratch = records;
-        outcome
-    }
-
-    /// Logs `log` and stages `records`, the merges it holds (see [`RedbStore::stage`]).
-    fn stage_records(
-        &mut self,
-        collection: &str,
-        log: &[u8],
-        records: &mut Vec<Staged>,
-    ) -> Result<(), StoreError> {
         if !self.collections.contains_key(collection) {
             self.create_collection(collection)?;
         }
@@ -679,10 +663,10 @@ impl RedbStore {
         // not the file, until the checkpoint that recovers it first.
         let Some(c) = self.collections.get_mut(collection) else { return Ok(()) };
         if let Some(drain) = self.draining.as_mut() {
-            drain.since += records.len() as u64;
+            drain.since += count;
         }
-        c.log.extend_from_slice(log);
-        c.pending += records.len() as u64;
+        c.log.extend_from_slice(&log);
+        c.pending += count;
         let staged = match self.staged.get_mut(collection) {
             Some(staged) => staged,
             // A map emptied by the last checkpoint keeps its room: grown again from
@@ -699,16 +683,24 @@ impl RedbStore {
         // what it grew by. A hot set of keys then checkpoints when the log is full, not
         // every so many writes of the same keys.
         let mut grown = 0u64;
-        for (at, entry) in records.drain(..) {
-            let bytes = write_size(&at.1, &entry);
-            let size = entry.size();
-            match staged.insert(at, entry) {
-                None => {
+        for (_, pos, key, raw) in wal::encoded_merges(&log).flatten() {
+            let Ok(view) = codec::view_entry(raw) else { continue }; // checked above
+            match staged.entry((pos, smallvec::SmallVec::from_slice(key))) {
+                hash_map::Entry::Vacant(slot) => {
+                    let entry = view.to_entry();
                     c.in_txn += 1;
-                    grown = grown.saturating_add(bytes);
+                    grown = grown.saturating_add(write_size(key, &entry));
+                    slot.insert(entry);
                 }
-                // The same key: only the entry's size can differ.
-                Some(old) => grown = grown.saturating_add(size.saturating_sub(old.size()) as u64),
+                // The same key: only the entry's size can differ. Its value is written
+                // over the older one's buffer when that has the room: no allocation.
+                hash_map::Entry::Occupied(mut slot) => {
+                    let was = slot.get().size();
+                    let old = slot.get_mut().value.take();
+                    slot.insert(view.reusing(old));
+                    let now = slot.get().size();
+                    grown = grown.saturating_add(now.saturating_sub(was) as u64);
+                }
             }
         }
         self.txn_bytes = self.txn_bytes.saturating_add(grown);
