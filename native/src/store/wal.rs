@@ -276,12 +276,17 @@ fn split_merge(raw: &[u8]) -> Option<(EncodedMerge<'_>, &[u8])> {
     let (_sum, rest) = rest.split_first_chunk::<8>()?;
     let (body, rest) = rest.split_at_checked(u32::from_le_bytes(*len) as usize)?;
     let (&MERGE, body) = body.split_first()? else { return None };
+    Some((merge_body(body)?, rest))
+}
+
+/// A merge record's body after its kind byte: collection, position, key, entry.
+fn merge_body(body: &[u8]) -> Option<EncodedMerge<'_>> {
     let (&clen, body) = body.split_first()?;
     let (collection, body) = body.split_at_checked(usize::from(clen))?;
     let (pos, body) = body.split_first_chunk::<8>()?;
     let (klen, body) = body.split_first_chunk::<4>()?;
     let (key, entry) = body.split_at_checked(u32::from_le_bytes(*klen) as usize)?;
-    Some(((collection, u64::from_le_bytes(*pos), key, entry), rest))
+    Some((collection, u64::from_le_bytes(*pos), key, entry))
 }
 
 /// Appends the record of a dropped collection to `out`.
@@ -884,21 +889,19 @@ fn decode_record(body: &[u8]) -> Option<Record> {
 
 fn decode_body(body: &[u8]) -> Option<Item> {
     let (&kind, rest) = body.split_first()?;
-    let (&clen, rest) = rest.split_first()?;
-    let (collection, rest) = rest.split_at_checked(usize::from(clen))?;
-    let collection = std::str::from_utf8(collection).ok()?.to_string();
-    match kind {
-        MERGE => {}
-        DROP if rest.is_empty() => return Some(Item::Drop(collection)),
-        _ => return None,
+    if kind == DROP {
+        let (&clen, rest) = rest.split_first()?;
+        let (collection, rest) = rest.split_at_checked(usize::from(clen))?;
+        let collection = std::str::from_utf8(collection).ok()?.to_string();
+        return rest.is_empty().then_some(Item::Drop(collection));
     }
-    let (pos, rest) = rest.split_at_checked(8)?;
-    let (klen, rest) = rest.split_at_checked(4)?;
-    let klen = u32::from_le_bytes(klen.try_into().ok()?) as usize;
-    let (key, entry) = rest.split_at_checked(klen)?;
+    if kind != MERGE {
+        return None;
+    }
+    let (collection, pos, key, entry) = merge_body(rest)?;
     Some(Item::Merge(Logged {
-        collection,
-        pos: u64::from_le_bytes(pos.try_into().ok()?),
+        collection: std::str::from_utf8(collection).ok()?.to_string(),
+        pos,
         key: Bytes::copy_from_slice(key),
         entry: codec::decode_entry(entry).ok()?,
     }))
