@@ -101,6 +101,9 @@ struct Collection {
     records: Records,
     blobs: Blobs,
     stats: CollectionStats,
+    /// Positions whose record was marked since the changes were last taken (while the
+    /// store tracks changes; a position may be listed twice).
+    changed: Vec<Position>,
 }
 
 impl Collection {
@@ -147,9 +150,17 @@ impl Records {
         }
     }
 
-    /// Adds the record of a key not stored yet.
-    fn insert(&mut self, pos: Position, key: &[u8], entry: &Entry, blob: Option<u64>) {
-        let rec = Draft::new(key, entry, blob, &mut self.arena.origins);
+    /// Adds the record of a key not stored yet (`marked`: as changed).
+    fn insert(
+        &mut self,
+        pos: Position,
+        key: &[u8],
+        entry: &Entry,
+        blob: Option<u64>,
+        marked: bool,
+    ) {
+        let mut rec = Draft::new(key, entry, blob, &mut self.arena.origins);
+        rec.marked = marked;
         match self.index.get_mut(pos) {
             None => {
                 let loc = self.arena.put(rec);
@@ -172,9 +183,17 @@ impl Records {
         }
     }
 
-    /// Makes the stored record of `key` its `entry`.
-    fn replace(&mut self, pos: Position, key: &[u8], entry: &Entry, blob: Option<u64>) {
-        let rec = Draft::new(key, entry, blob, &mut self.arena.origins);
+    /// Makes the stored record of `key` its `entry` (`marked`: as changed).
+    fn replace(
+        &mut self,
+        pos: Position,
+        key: &[u8],
+        entry: &Entry,
+        blob: Option<u64>,
+        marked: bool,
+    ) {
+        let mut rec = Draft::new(key, entry, blob, &mut self.arena.origins);
+        rec.marked = marked;
         match self.index.get_mut(pos) {
             Some(slot) if slot.is_none() => {
                 if let Some(old) = self.crowded.get_mut(&pos).and_then(|c| c.get_mut(key)) {
@@ -267,12 +286,70 @@ impl Records {
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
     collections: BTreeMap<String, Collection>,
+    /// Changed records are marked, for [`MemStore::take_changed`].
+    track: bool,
+    /// Records marked since the changes were last taken, and their keys' and entries'
+    /// bytes.
+    marked: (u64, u64),
 }
 
 impl MemStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// From now on, records a merge changes are marked, and their positions listed,
+    /// until [`MemStore::take_changed`] takes them: what a store writing behind
+    /// needs to know of its next checkpoint, at the cost of no lookup (the mark is a
+    /// bit of the record the merge writes anyway).
+    pub fn track_changes(&mut self) {
+        self.track = true;
+    }
+
+    /// Records marked since the changes were last taken, and their bytes (keys and
+    /// entries).
+    pub fn marked(&self) -> (u64, u64) {
+        self.marked
+    }
+
+    /// The records at every position a merge changed since the last call, by
+    /// collection, each in (position, key) order — every key of such a position, so
+    /// a crowded one needs no list of keys — their marks cleared.
+    pub fn take_changed(&mut self) -> Vec<(String, Vec<Record>)> {
+        let mut out = Vec::new();
+        for (name, c) in &mut self.collections {
+            if c.changed.is_empty() {
+                continue;
+            }
+            let mut positions = std::mem::take(&mut c.changed);
+            positions.sort_unstable();
+            positions.dedup();
+            let mut records = Vec::with_capacity(positions.len());
+            for pos in positions {
+                let Some(&loc) = c.records.index.get(pos) else { continue };
+                if loc.is_none() {
+                    let origins = &c.records.arena.origins;
+                    for (key, rec) in c.records.crowded.get_mut(&pos).into_iter().flatten() {
+                        let entry = rec.view(origins).entry(&c.blobs);
+                        record::unmark(&mut rec.0);
+                        records.push(Record { pos, key: Bytes::copy_from_slice(key), entry });
+                    }
+                } else {
+                    let rec = c.records.arena.get(loc);
+                    let record = Record {
+                        pos,
+                        key: Bytes::copy_from_slice(rec.key()),
+                        entry: rec.entry(&c.blobs),
+                    };
+                    c.records.arena.unmark(loc);
+                    records.push(record);
+                }
+            }
+            out.push((name.clone(), records));
+        }
+        self.marked = (0, 0);
+        out
     }
 
     fn merge_one(
@@ -293,19 +370,30 @@ impl MemStore {
             return Ok(Merged::Kept);
         };
         let counted = key.len() + entry.size();
+        let track = self.track;
         let merged = match c.records.find(pos, key) {
             None => {
                 let blob = c.blobs.admit(entry);
-                c.records.insert(pos, key, entry, blob);
+                c.records.insert(pos, key, entry, blob, track);
                 c.stats.account_size(counted, entry.is_tombstone(), true);
+                if track {
+                    c.changed.push(pos);
+                    self.marked.0 += 1;
+                    self.marked.1 += counted as u64;
+                }
                 Merged::Inserted
             }
             Some(old) if old.superseded_by(entry, &c.blobs) => {
                 let was = old.superseded(&c.blobs);
                 let old_counted = old.counted(&c.blobs);
+                if track && !old.marked() {
+                    c.changed.push(pos);
+                    self.marked.0 += 1;
+                    self.marked.1 += counted as u64;
+                }
                 c.blobs.release(old.blob());
                 let blob = c.blobs.admit(entry);
-                c.records.replace(pos, key, entry, blob);
+                c.records.replace(pos, key, entry, blob, track);
                 c.stats.account_size(old_counted, was.tombstone, false);
                 c.stats.account_size(counted, entry.is_tombstone(), true);
                 Merged::Replaced(was)
@@ -480,6 +568,58 @@ mod tests {
 
     fn blobs(s: &MemStore) -> usize {
         s.collections.get("c").map_or(0, |c| c.blobs.values.len())
+    }
+
+    #[test]
+    fn tracked_changes_are_the_records_at_positions_merged_since_last_taken() {
+        let mut s = MemStore::new();
+        let v = |n: u64| Entry::value(vec![n as u8; 20], Timestamp(n), NodeId(1));
+        let k = |k: &'static str| Bytes::from_static(k.as_bytes());
+        s.merge("c", 1, &k("before"), v(1)).unwrap(); // before tracking: never listed
+        s.track_changes();
+        assert!(s.take_changed().is_empty());
+        s.merge("c", 5, &k("alone"), v(1)).unwrap();
+        s.merge("c", 5, &k("alone"), v(2)).unwrap(); // marked once
+        assert_eq!(s.merge("c", 5, &k("alone"), v(1)).unwrap(), Merged::Kept);
+        s.merge("c", 9, &k("a"), v(3)).unwrap();
+        s.merge("c", 9, &k("b"), v(4)).unwrap(); // crowded: both keys of the position
+        s.merge("d", 2, &k("x"), Entry::value(vec![7; 5000], Timestamp(5), NodeId(1))).unwrap();
+        assert_eq!(s.marked().0, 4);
+        let taken = s.take_changed();
+        type Seen<'a> = (&'a str, Vec<(Position, &'a [u8], Timestamp)>);
+        let keys: Vec<Seen<'_>> = taken
+            .iter()
+            .map(|(c, rs)| {
+                (c.as_str(), rs.iter().map(|r| (r.pos, &r.key[..], r.entry.ts)).collect())
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                (
+                    "c",
+                    vec![
+                        (5, &b"alone"[..], Timestamp(2)),
+                        (9, b"a", Timestamp(3)),
+                        (9, b"b", Timestamp(4))
+                    ]
+                ),
+                ("d", vec![(2, &b"x"[..], Timestamp(5))]),
+            ]
+        );
+        assert_eq!(taken[1].1[0].entry.value.as_deref(), Some(&[7u8; 5000][..]));
+        assert_eq!(s.marked(), (0, 0));
+        assert!(s.take_changed().is_empty(), "the marks were cleared");
+        // Merged again: marked again; a key removed is not read back.
+        s.merge("c", 9, &k("b"), v(6)).unwrap();
+        s.merge("c", 5, &k("alone"), v(7)).unwrap();
+        s.remove("c", 5, b"alone").unwrap();
+        let taken = s.take_changed();
+        assert_eq!(taken.len(), 1);
+        let keys: Vec<_> = taken[0].1.iter().map(|r| (r.pos, r.key.clone(), r.entry.ts)).collect();
+        assert_eq!(keys, vec![(9, k("a"), Timestamp(3)), (9, k("b"), Timestamp(6))]);
+        // The marks are not part of what is read.
+        assert_eq!(s.get("c", 9, b"b").unwrap(), Some(v(6)));
     }
 
     #[test]

@@ -10,9 +10,23 @@
 //! removals, range deletes, in the order they were made), and the job returned waits
 //! until that thread has written them through the store's write-ahead log and its
 //! `fdatasync` — so, as with the `RedbStore` alone, no write is acknowledged before it
-//! is on disk ([`crate::server`] holds the answers until the job returns). The
-//! checkpoints that copy the log into the collection files run on the disk thread too,
-//! a step at a time between batches (`RedbStore`'s `drain`), so neither the node
+//! is on disk ([`crate::server`] holds the answers until the job returns).
+//!
+//! ## Checkpoints fed from memory
+//!
+//! The disk thread only appends what it is handed to the log: it keeps no copy of the
+//! writes. The checkpoints that copy them into the collection files take them from
+//! memory instead: each record a merge changes is marked (a bit of the record
+//! [`MemStore`] writes anyway, and its position listed: no lookup), and the newest
+//! version of every marked key is read out and handed to the disk thread, in the same
+//! job as the batch after which it was read, when a checkpoint needs it — the disk side
+//! asks ([`DiskSide::wants_handover`]), `checkpoint_writes` keys were written, the batch
+//! removes something (a removal is made durable by the checkpoint after it, not by the
+//! log), or a write was refused for room. A key written many times between two
+//! checkpoints is handed over once. The disk side empties its log only by a checkpoint
+//! that holds every write the log has; until the hand-over it keeps the log whole, so a
+//! crash at any point replays what was acknowledged. The checkpoints run on the disk
+//! thread a step at a time between batches (`RedbStore`'s `drain`), so neither the node
 //! thread nor a batch waits behind a whole checkpoint.
 //!
 //! ## What it costs, and what it changes
@@ -34,9 +48,15 @@
 //! that cannot be appended to and a checkpoint that cannot stand in for it — fails that
 //! flush's job: the writes it carried are not acknowledged (the node
 //! answers them "not committed; retry"), and the node then calls
-//! [`Store::discard_uncommitted`], which waits for the disk thread, reads back what the
-//! files and the log really hold, and re-applies the changes not yet handed over — so
-//! what the store shows is again what is durable plus what is still on its way.
+//! [`Store::discard_uncommitted`], which hands over what memory holds of the keys
+//! written since the last hand-over (the log may lack the tail that failed), waits for
+//! the disk thread's checkpoint, reads back what the files and the log really hold, and
+//! re-applies the changes not yet handed over — so what the store shows is again what
+//! is durable plus what is still on its way. The hand-over may carry writes of the batch
+//! that failed, which that checkpoint then makes durable: a "not committed" answer is
+//! indeterminate (the write may or may not stay), as a timeout is. When the log fails
+//! (an append, or its `fdatasync`) while it holds writes not yet handed over, the batch
+//! fails: the checkpoint that would stand in for the log does not hold them.
 //! Until then, a flush with nothing new that must wait for earlier writes (a read of
 //! them) fails too, so no answer shows a write that did not reach the disk.
 
@@ -57,7 +77,7 @@ use dhrt_core::{
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
     mpsc, Arc, Mutex,
 };
 use std::thread::JoinHandle;
@@ -98,10 +118,22 @@ type Done = Arc<Answer>;
 enum Job<D> {
     /// Changes to make, answered once the flush that covers them returns (`flush`: one
     /// is needed); `squeezed`: a write was refused for room since the last job.
-    Changes { batch: Vec<(String, Vec<Change>)>, squeezed: bool, flush: bool, done: Done },
+    Changes {
+        batch: Vec<(String, Vec<Change>)>,
+        squeezed: bool,
+        flush: bool,
+        /// The newest version of every key written since the last hand-over, read
+        /// from memory after the batch's changes ([`DiskSide::take_handed`]).
+        handed: Option<Handed>,
+        done: Done,
+    },
     /// Anything else, run on the store in its turn.
     Run(Task<D>),
 }
+
+/// Records read from memory for the disk side's next checkpoint, by collection, each in
+/// key order.
+type Handed = Vec<(String, Vec<Record>)>;
 
 /// A job other than changes: a closure run on the disk thread's store.
 type Task<D> = Box<dyn FnOnce(&mut D, &Shared) + Send>;
@@ -125,6 +157,17 @@ pub trait DiskSide: Store + Send + 'static {
     fn stage(&mut self, collection: &str, log: Vec<u8>) -> Result<(), StoreError> {
         let records = decode_logged(&log)?;
         self.merge_batch(collection, &records).map(drop)
+    }
+    /// Takes the records handed over for the next checkpoint (a store whose
+    /// [`DiskSide::stage`] applies what it logs, as by default, needs none).
+    fn take_handed(&mut self, _handed: Handed) {}
+    /// Whether a checkpoint waits for the records written since the last hand-over.
+    fn wants_handover(&self) -> bool {
+        false
+    }
+    /// What a checkpoint takes of the disk per byte it writes, in thousandths.
+    fn cow_permille(&self) -> u64 {
+        0
     }
     /// Whether a checkpoint is being written step by step, between batches.
     fn checkpointing(&self) -> bool {
@@ -159,6 +202,15 @@ impl DiskSide for RedbStore {
     fn stage(&mut self, collection: &str, log: Vec<u8>) -> Result<(), StoreError> {
         RedbStore::stage(self, collection, log)
     }
+    fn take_handed(&mut self, handed: Handed) {
+        RedbStore::take_handed(self, handed);
+    }
+    fn wants_handover(&self) -> bool {
+        RedbStore::wants_handover(self)
+    }
+    fn cow_permille(&self) -> u64 {
+        RedbStore::cow_permille(self)
+    }
     fn checkpointing(&self) -> bool {
         RedbStore::checkpointing(self)
     }
@@ -181,11 +233,17 @@ struct Shared {
     health: Mutex<StorageHealth>,
     /// The first failure since the last [`Store::discard_uncommitted`].
     failed: Mutex<Option<StoreError>>,
+    /// [`DiskSide::wants_handover`] after the last job.
+    wants_handover: AtomicBool,
+    /// [`DiskSide::cow_permille`] after the last job.
+    cow_permille: AtomicU64,
 }
 
 impl Shared {
     fn publish(&self, store: &impl DiskSide) {
         self.keep_free.store(store.keep_free(), Ordering::Relaxed);
+        self.wants_handover.store(store.wants_handover(), Ordering::Release);
+        self.cow_permille.store(store.cow_permille(), Ordering::Relaxed);
         *lock(&self.health) = store.health();
     }
 
@@ -223,6 +281,8 @@ pub struct MemFirstStore<D: DiskSide = RedbStore> {
     shared: Arc<Shared>,
     /// Jobs sent.
     sent: u64,
+    /// Positions written that make the next hand-over due by themselves.
+    checkpoint_writes: u64,
 }
 
 impl<D: DiskSide> std::fmt::Debug for MemFirstStore<D> {
@@ -242,7 +302,9 @@ impl MemFirstStore<RedbStore> {
         let disk = RedbStore::open(dir, options.clone())?;
         fits_in_memory(&disk, available_memory())?;
         let space = SpaceReserve::new(dir.to_path_buf(), options.min_free_bytes);
-        MemFirstStore::over(disk, space, options.max_collections)
+        let mut store = MemFirstStore::over(disk, space, options.max_collections)?;
+        store.checkpoint_writes = options.checkpoint_writes;
+        Ok(store)
     }
 }
 
@@ -259,6 +321,9 @@ impl<D: DiskSide> MemFirstStore<D> {
         for c in disk.collections()? {
             load(&disk, &c, &mut live)?;
         }
+        // What was written since the last hand-over is marked in memory
+        // ([`MemFirstStore::take_dirty`]); what was read from the files is not.
+        live.track_changes();
         let shared = Arc::new(Shared::default());
         shared.publish(&disk);
         let (jobs, queue) = mpsc::sync_channel::<Job<D>>(QUEUE);
@@ -286,6 +351,7 @@ impl<D: DiskSide> MemFirstStore<D> {
             thread: Some(thread),
             shared,
             sent: 0,
+            checkpoint_writes: u64::MAX,
         })
     }
 
@@ -318,11 +384,48 @@ impl<D: DiskSide> MemFirstStore<D> {
     /// Hands the changes made since the last flush to the disk thread (flushed there
     /// when `flush`); returns the job through which that thread reports them done.
     fn hand_over(&mut self, flush: bool) -> Result<SyncJob, StoreError> {
+        // A removal is made durable by the checkpoint that follows it (it is not
+        // logged), and that checkpoint empties the log: it needs what was written
+        // since the last hand-over.
+        let removes = self
+            .batch
+            .iter()
+            .flat_map(|(_, changes)| changes)
+            .any(|c| matches!(c, Change::Remove(..) | Change::DeleteRange(_)));
+        // A write refused for room makes the disk side checkpoint as soon as it can:
+        // it needs them too.
+        let handed = if removes || self.squeezed || self.handover_due() {
+            Some(self.take_dirty()?)
+        } else {
+            None
+        };
         let batch = std::mem::take(&mut self.batch);
         let squeezed = std::mem::take(&mut self.squeezed);
         let (done, job) = Answer::new();
-        self.send(Job::Changes { batch, squeezed, flush, done })?;
+        self.send(Job::Changes { batch, squeezed, flush, handed, done })?;
         Ok(job)
+    }
+
+    /// Whether the next job hands the records written since the last hand-over to the
+    /// disk side: it asked (a checkpoint waits for them), or they are as many as a
+    /// checkpoint takes.
+    fn handover_due(&self) -> bool {
+        self.shared.wants_handover.load(Ordering::Acquire)
+            || self.dirty().0 >= self.checkpoint_writes
+    }
+
+    /// Records marked in memory since the last hand-over, and their bytes.
+    fn dirty(&self) -> (u64, u64) {
+        self.live.marked()
+    }
+
+    /// The records at every position written since the last hand-over, read from
+    /// memory in key order, their marks cleared ([`MemStore::take_changed`]). Every
+    /// key at a position is read: a position several keys share (`ordered.*`
+    /// collections) needs no list of which were written; a key removed since is not
+    /// there, and is not written back.
+    fn take_dirty(&mut self) -> Result<Handed, StoreError> {
+        Ok(self.live.take_changed())
     }
 
     /// Records `change` to `collection` for the next hand-over.
@@ -382,7 +485,14 @@ impl<D: DiskSide> MemFirstStore<D> {
         let keep = if deletes {
             TOMBSTONE_FLOOR
         } else {
-            self.space.reserve().max(self.shared.keep_free.load(Ordering::Relaxed))
+            // The disk side's floor counts what it holds for its next checkpoint; what
+            // this store will hand it for that checkpoint is counted here.
+            let cow = self.shared.cow_permille.load(Ordering::Relaxed);
+            let handing = u64::try_from(u128::from(self.dirty().1) * u128::from(cow) / 1000)
+                .unwrap_or(u64::MAX);
+            self.space
+                .reserve()
+                .max(self.shared.keep_free.load(Ordering::Relaxed).saturating_add(handing))
         };
         let admitted = self.space.admit(bytes, keep);
         if admitted.is_err() {
@@ -461,8 +571,11 @@ fn serve<D: DiskSide>(disk: &mut D, queue: &mpsc::Receiver<Job<D>>, shared: &Sha
             }
         };
         match job {
-            Job::Changes { batch, squeezed, flush: wanted, done } => {
+            Job::Changes { batch, squeezed, flush: wanted, handed, done } => {
                 let outcome = apply(disk, batch);
+                if let Some(handed) = handed {
+                    disk.take_handed(handed);
+                }
                 if squeezed {
                     // Not here: a checkpoint failing before the flush would take this
                     // batch's writes with it. The flush logs them, then checkpoints.
@@ -626,8 +739,24 @@ fn apply(s: &mut impl DiskSide, batch: Vec<(String, Vec<Change>)>) -> Result<(),
 
 impl<D: DiskSide> Drop for MemFirstStore<D> {
     fn drop(&mut self) {
-        // Changes not flushed were never acknowledged: they go. The disk thread ends
-        // with its queue (after a last checkpoint).
+        // Changes not flushed were never acknowledged: they go. When there are none,
+        // what was written since the last hand-over is handed over, so the disk
+        // thread's last checkpoint holds it and empties the log; else (memory holds
+        // what was never acknowledged) the log is kept, and replayed at the next
+        // start. The disk thread ends with its queue.
+        if self.dirty().0 > 0 && self.batch.is_empty() {
+            if let Ok(handed) = self.take_dirty() {
+                let (done, _) = Answer::new();
+                let job = Job::Changes {
+                    batch: Vec::new(),
+                    squeezed: false,
+                    flush: false,
+                    handed: Some(handed),
+                    done,
+                };
+                let _ = self.send(job);
+            }
+        }
         self.jobs.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -756,6 +885,12 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
         self.live.stats(collection)
     }
 
+    fn wants_flush(&self) -> bool {
+        // A checkpoint waits for what was written since the last hand-over, and no
+        // write comes to carry it.
+        self.dirty().0 > 0 && self.shared.wants_handover.load(Ordering::Acquire)
+    }
+
     fn health(&self) -> StorageHealth {
         let mut health = lock(&self.shared.health).clone();
         // The room is read here (at most a second old), not taken from the disk
@@ -779,7 +914,7 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
     }
 
     fn flush_begin(&mut self) -> Result<Option<SyncJob>, StoreError> {
-        if !self.batch.is_empty() || self.squeezed {
+        if !self.batch.is_empty() || self.squeezed || (self.dirty().0 > 0 && self.handover_due()) {
             return self.hand_over(true).map(Some);
         }
         if !self.in_flight() {
@@ -796,6 +931,18 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
     fn discard_uncommitted(&mut self) -> Result<(), StoreError> {
         // Everything queued runs first; then memory is rebuilt from what the files and
         // the log hold, and the changes not handed over yet are made again on top.
+        // What was written since the last hand-over goes first: the log is not all
+        // there is of it (its last append or sync may have failed), and the checkpoint
+        // below must hold it.
+        let handed = self.take_dirty()?;
+        let (done, _) = Answer::new();
+        self.send(Job::Changes {
+            batch: Vec::new(),
+            squeezed: false,
+            flush: false,
+            handed: Some(handed),
+            done,
+        })?;
         let (pages, from_disk) = mpsc::sync_channel::<Result<Page, StoreError>>(4);
         self.send(Job::Run(Box::new(move |s, shared| {
             // Staged writes reach the files first (reads do not see them before); a
@@ -817,6 +964,8 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
                 Page::Records(c, records) => drop(live.merge_batch(&c, &records)?),
             }
         }
+        // The changes not handed over yet, made again below, are marked again.
+        live.track_changes();
         for (c, changes) in &self.batch {
             for change in changes {
                 match change {

@@ -100,7 +100,7 @@ use dhrt_core::{
     },
 };
 use std::cell::{Cell, RefCell};
-use std::collections::{hash_map, BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -352,6 +352,13 @@ pub struct RedbStore {
     /// The buffer a flush gathers the collections' log records in (kept for its room,
     /// up to [`APPENDING_KEPT`]).
     appending: Vec<u8>,
+    /// Every write the log holds is also staged, or in the files: the log may be
+    /// emptied (reset, or its sealed part dropped) by a checkpoint. False from a
+    /// write logged behind a memory-first store until its next hand-over.
+    handed_all: bool,
+    /// A checkpoint waits for the memory-first store in front to hand over what it
+    /// wrote since its last hand-over ([`RedbStore::wants_handover`]).
+    want_handover: bool,
     /// A checkpoint of staged writes being written step by step ([`drain`]).
     draining: Option<drain::Drain>,
     /// A step-by-step checkpoint failed: the next flush checkpoints in full.
@@ -407,6 +414,8 @@ impl RedbStore {
             staged: BTreeMap::new(),
             spare_staged: None,
             appending: Vec::new(),
+            handed_all: true,
+            want_handover: false,
             draining: None,
             checkpoint_due: false,
             retry: retry::Retry::default(),
@@ -593,6 +602,12 @@ impl RedbStore {
         let recovered = self.recover_all();
         let outcome = match first_error {
             Some(e) => Err(e),
+            // Writes logged and not yet handed over are nowhere but in the log: it is
+            // kept whole until a checkpoint that holds them.
+            None if !self.handed_all => {
+                self.want_handover = true;
+                recovered
+            }
             None => recovered.and_then(|()| self.wal.reset()),
         };
         if let Err(e) = outcome {
@@ -630,20 +645,18 @@ impl RedbStore {
         self.retry.ready(Instant::now(), self.space.free())
     }
 
-    /// Takes `log` — merges encoded as the log's records ([`wal::encode_merge`]), the
-    /// winners a store in front of this one decided ([`super::MemFirstStore`]) — to
-    /// write behind: the records are logged as they are, durable with the next flush
-    /// as a merge is, and each kept here, the newest of each key only, until the next
-    /// checkpoint writes them into the file in key order. So a key written many times
-    /// between two checkpoints costs the file one write, and a write costs no B-tree
-    /// search when it is taken. Reads of this store do not see staged records before
-    /// that checkpoint. Encoded by the node thread, the records cross to this thread
-    /// as one buffer a batch: their entries are made here, so a key written again
-    /// frees its older value on the thread that allocated it.
+    /// Logs `log` — merges encoded as the log's records ([`wal::encode_merge`]), the
+    /// winners a store in front of this one decided ([`super::MemFirstStore`]) — as it
+    /// is: durable with the next flush, as a merge is. The records are not kept here:
+    /// the store in front holds them, and hands over the newest version of every key
+    /// it wrote when a checkpoint needs them ([`RedbStore::take_handed`]); until then
+    /// nothing empties the log ([`RedbStore::wants_handover`]). So a write costs this
+    /// thread an append, and a key written many times between two checkpoints costs
+    /// the file one write. Reads of this store do not see these records before the
+    /// checkpoint that writes them.
     pub(crate) fn stage(&mut self, collection: &str, log: Vec<u8>) -> Result<(), StoreError> {
         validate_collection(collection)?;
-        // Read whole before anything is taken: a batch is logged and staged entirely
-        // or not at all.
+        // Read whole before anything is taken: a batch is logged entirely or not at all.
         let mut count = 0u64;
         for merge in wal::encoded_merges(&log) {
             let (into, _, key, raw) = merge?;
@@ -656,6 +669,9 @@ impl RedbStore {
             codec::view_entry(raw)?;
             count += 1;
         }
+        if count == 0 {
+            return Ok(());
+        }
         if !self.collections.contains_key(collection) {
             self.create_collection(collection)?;
         }
@@ -667,44 +683,76 @@ impl RedbStore {
         }
         c.log.extend_from_slice(&log);
         c.pending += count;
-        let staged = match self.staged.get_mut(collection) {
-            Some(staged) => staged,
-            // A map emptied by the last checkpoint keeps its room: grown again from
-            // nothing, its rehashes and fresh pages were a twentieth of the disk
-            // thread's time.
-            None => self
-                .staged
-                .entry(collection.to_string())
-                .or_insert(self.spare_staged.take().unwrap_or_default()),
-        };
-        // What the checkpoint will write is counted, not every write: a key staged
-        // again replaces its older version, so it adds to the open transaction's
-        // records (`in_txn`) and bytes (`txn_bytes`, the copy-on-write estimate) only
-        // what it grew by. A hot set of keys then checkpoints when the log is full, not
-        // every so many writes of the same keys.
-        let mut grown = 0u64;
-        for (_, pos, key, raw) in wal::encoded_merges(&log).flatten() {
-            let Ok(view) = codec::view_entry(raw) else { continue }; // checked above
-            match staged.entry((pos, smallvec::SmallVec::from_slice(key))) {
-                hash_map::Entry::Vacant(slot) => {
-                    let entry = view.to_entry();
-                    c.in_txn += 1;
-                    grown = grown.saturating_add(write_size(key, &entry));
-                    slot.insert(entry);
-                }
-                // The same key: only the entry's size can differ. Its value is written
-                // over the older one's buffer when that has the room: no allocation.
-                hash_map::Entry::Occupied(mut slot) => {
-                    let was = slot.get().size();
-                    let old = slot.get_mut().value.take();
-                    slot.insert(view.reusing(old));
-                    let now = slot.get().size();
-                    grown = grown.saturating_add(now.saturating_sub(was) as u64);
+        self.handed_all = false;
+        Ok(())
+    }
+
+    /// Takes what the store in front handed over (see [`RedbStore::stage`]): for each
+    /// collection, the records — read from its memory, the newest version of every key
+    /// it wrote since its last hand-over — to be written into the files by the next
+    /// checkpoint, each replacing any older one staged. Handed over after every write
+    /// logged before it (in the same job, after its batch), so the log may be emptied
+    /// again by a checkpoint.
+    pub(crate) fn take_handed(&mut self, handed: Vec<(String, Vec<Record>)>) {
+        for (collection, records) in handed {
+            if records.is_empty() {
+                continue;
+            }
+            if !self.collections.contains_key(&collection) {
+                // Every write acknowledged in it was logged by [`RedbStore::stage`],
+                // which made the collection: these records are only of writes that
+                // failed (never acknowledged), dropped with it. The other collections'
+                // records are still taken.
+                if let Err(e) = self.create_collection(&collection) {
+                    tracing::warn!(collection, error = %e, "cannot stage what was handed over");
+                    continue;
                 }
             }
+            let Some(c) = self.collections.get_mut(&collection) else { continue };
+            let staged = match self.staged.get_mut(&collection) {
+                Some(staged) => staged,
+                // A map emptied by the last checkpoint keeps its room: grown again from
+                // nothing, its rehashes and fresh pages were a twentieth of the disk
+                // thread's time.
+                None => self
+                    .staged
+                    .entry(collection.clone())
+                    .or_insert(self.spare_staged.take().unwrap_or_default()),
+            };
+            // What the checkpoint will write is counted: a key staged again replaces
+            // its older version, so it adds to the open transaction's records
+            // (`in_txn`) and bytes (`txn_bytes`, the copy-on-write estimate) only what
+            // it grew by.
+            let mut grown = 0u64;
+            for r in records {
+                let bytes = write_size(&r.key, &r.entry);
+                let size = r.entry.size();
+                match staged.insert((r.pos, smallvec::SmallVec::from_slice(&r.key)), r.entry) {
+                    None => {
+                        c.in_txn += 1;
+                        grown = grown.saturating_add(bytes);
+                    }
+                    Some(old) => {
+                        grown = grown.saturating_add(size.saturating_sub(old.size()) as u64);
+                    }
+                }
+            }
+            self.txn_bytes = self.txn_bytes.saturating_add(grown);
         }
-        self.txn_bytes = self.txn_bytes.saturating_add(grown);
-        Ok(())
+        self.handed_all = true;
+        self.want_handover = false;
+    }
+
+    /// Whether a checkpoint waits for the store in front to hand over what it wrote
+    /// (see [`RedbStore::stage`]).
+    pub(crate) fn wants_handover(&self) -> bool {
+        self.want_handover
+    }
+
+    /// What a checkpoint takes of the disk per byte written, in thousandths (see
+    /// [`RedbStore::keep_free`]).
+    pub(crate) fn cow_permille(&self) -> u64 {
+        self.cow_permille
     }
 
     /// Keeps `map`, emptied, for the next collection staged into — when it has more
@@ -1613,13 +1661,28 @@ impl Store for RedbStore {
         // Staged writes are checkpointed step by step beside the log ([`drain`]) —
         // unless one such checkpoint is still being written.
         // After a failure only a whole checkpoint, when its wait is over, goes on.
-        let in_steps =
-            over && self.draining.is_none() && !self.staged.is_empty() && !self.retry.failing();
+        // Behind a memory-first store, a checkpoint that would empty the log first
+        // waits for what that store wrote since its last hand-over ([`stage`]).
+        let handed = self.handed_all;
+        let in_steps = handed
+            && over
+            && self.draining.is_none()
+            && !self.staged.is_empty()
+            && !self.retry.failing();
         let wanted = self.removed || self.squeezed || self.checkpoint_due || (over && !in_steps);
+        if (wanted || over) && !handed {
+            self.want_handover = true;
+        }
+        let wanted = wanted && handed;
         let outcome = if self.wal.sync_failed() {
             // A log whose fdatasync failed cannot be trusted with more: only a
-            // checkpoint makes this batch durable.
-            self.checkpoint().map(|()| None)
+            // checkpoint makes this batch durable — one that holds it.
+            if handed {
+                self.checkpoint().map(|()| None)
+            } else {
+                self.want_handover = true;
+                Err(unhanded("the write-ahead log's last sync failed"))
+            }
         } else {
             // The batch goes into the log first, so that a checkpoint failing after it
             // (a full disk) loses none of it: the log keeps every write until one
@@ -1634,11 +1697,18 @@ impl Store for RedbStore {
                 c.pending = 0;
             }
             let appended = if batch.is_empty() { Ok(()) } else { self.wal.write(&batch) };
-            let wrote = !batch.is_empty();
             if batch.capacity() <= APPENDING_KEPT {
                 self.appending = batch;
             }
             match appended {
+                Err(e) if !handed => {
+                    tracing::warn!(error = %e, "cannot append to the write-ahead log");
+                    self.want_handover = true;
+                    Err(with_context(
+                        &unhanded("the append to the write-ahead log failed"),
+                        &e.to_string(),
+                    ))
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot append to the write-ahead log: checkpointing");
                     // The checkpoint is how this batch becomes durable now: its writes
@@ -1655,7 +1725,7 @@ impl Store for RedbStore {
                     }
                 },
                 Ok(()) => {
-                    if in_steps && wrote {
+                    if in_steps {
                         self.begin_drain();
                     }
                     // Nothing new, or an earlier batch's sync may still be running: this
@@ -1669,6 +1739,13 @@ impl Store for RedbStore {
             (None, outcome) => outcome,
         }
     }
+}
+
+/// The failure of a batch logged behind a memory-first store whose log failed: only a
+/// checkpoint holding the batch could make it durable, and its records are not here
+/// but in the store in front, which hands them over when it rebuilds.
+fn unhanded(what: &str) -> StoreError {
+    StoreError::Io(format!("{what}; the batch is not durable (not committed; retry)"))
 }
 
 /// Saves `stats` in `txn` and commits it durably.

@@ -107,6 +107,12 @@ impl Arena {
         Rec::parse(&page.bytes[loc.offset as usize..], &self.origins)
     }
 
+    /// Clears the mark of the record at `loc` ([`super::record::unmark`]).
+    pub fn unmark(&mut self, loc: Loc) {
+        let page = self.pages[loc.page()].as_mut().expect("a record's page is kept");
+        super::record::unmark(&mut page.bytes[loc.offset as usize..]);
+    }
+
     /// Stores `rec`.
     pub fn put(&mut self, rec: Draft<'_>) -> Loc {
         let (loc, buf) = self.alloc(rec.len());

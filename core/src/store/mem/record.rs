@@ -31,6 +31,9 @@ const EXPIRES: u8 = 2;
 const SHARED: u8 = 4;
 /// Flag: the origin is written out (8 bytes), not a code in [`Origins`] (1 byte).
 const WHOLE_ORIGIN: u8 = 8;
+/// Flag: the record changed since its collection's changes were last taken
+/// ([`super::MemStore::take_changed`]; only while the store tracks changes).
+const MARKED: u8 = 16;
 /// Where the flags are (after `ts`).
 const FLAGS_AT: usize = 8;
 
@@ -129,13 +132,15 @@ pub struct Draft<'a> {
     pub entry: &'a Entry,
     pub blob: Option<u64>,
     code: Option<u8>,
+    /// Written with the [`MARKED`] flag.
+    pub marked: bool,
 }
 
 impl<'a> Draft<'a> {
     /// The record of `key` and `entry` (`blob`: its value is shared, under that number),
     /// its origin coded in `origins`.
     pub fn new(key: &'a [u8], entry: &'a Entry, blob: Option<u64>, origins: &mut Origins) -> Self {
-        Draft { key, entry, blob, code: origins.code(entry.origin) }
+        Draft { key, entry, blob, code: origins.code(entry.origin), marked: false }
     }
 
     /// Bytes it takes.
@@ -146,6 +151,9 @@ impl<'a> Draft<'a> {
     /// Writes it into `buf`, exactly [`Draft::len`] bytes long.
     pub fn fill(&self, buf: &mut [u8]) {
         fill(buf, self.key, self.entry, self.blob, self.code);
+        if self.marked {
+            buf[FLAGS_AT] |= MARKED;
+        }
     }
 }
 
@@ -204,6 +212,11 @@ fn fill(buf: &mut [u8], key: &[u8], entry: &Entry, blob: Option<u64>, code: Opti
 /// A record of its own, outside any arena: a crowded position's (see `mem.rs`).
 #[derive(Debug, Clone)]
 pub struct Boxed(pub Box<[u8]>);
+
+/// Clears the [`MARKED`] flag of the record at the start of `buf`.
+pub fn unmark(buf: &mut [u8]) {
+    buf[FLAGS_AT] &= !MARKED;
+}
 
 impl Boxed {
     /// Holds `rec`.
@@ -273,6 +286,11 @@ impl<'a> Rec<'a> {
 
     fn flags(&self) -> u8 {
         self.buf[FLAGS_AT]
+    }
+
+    /// Whether it changed since its collection's changes were last taken.
+    pub fn marked(&self) -> bool {
+        self.flags() & MARKED != 0
     }
 
     pub fn ts(&self) -> Timestamp {

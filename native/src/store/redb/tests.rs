@@ -699,26 +699,26 @@ fn staged_writes_are_durable_with_the_flush_and_reach_the_file_at_the_checkpoint
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(&dir);
     let rec = |pos, key: &str, ts| staged_one(pos, key.as_bytes(), v(ts, key));
-    s.stage("c", log("c", vec![rec(1, "a", 1), rec(2, "b", 1)])).unwrap();
-    s.stage("c", log("c", vec![rec(1, "a", 2)])).unwrap(); // the newest of a key only
+    stage_handed(&mut s, "c", vec![rec(1, "a", 1), rec(2, "b", 1)]);
+    stage_handed(&mut s, "c", vec![rec(1, "a", 2)]); // the newest of a key only
     s.flush().unwrap();
-    s.stage("c", log("c", vec![rec(3, "unflushed", 1)])).unwrap();
+    stage_handed(&mut s, "c", vec![rec(3, "unflushed", 1)]);
     drop(s); // a crash: nothing was checkpointed, the log has the flushed ones
     let mut s = open(&dir);
     assert_eq!(s.get("c", 1, b"a").unwrap(), Some(v(2, "a")));
     assert_eq!(s.get("c", 2, b"b").unwrap(), Some(v(1, "b")));
     assert_eq!(s.get("c", 3, b"unflushed").unwrap(), None);
     // Staged, then removed: the removal comes after, whatever the checkpoint does.
-    s.stage("c", log("c", vec![rec(4, "gone", 1), rec(5, "kept", 1)])).unwrap();
+    stage_handed(&mut s, "c", vec![rec(4, "gone", 1), rec(5, "kept", 1)]);
     assert_eq!(s.remove("c", 4, b"gone").unwrap(), Some(v(1, "gone")));
-    s.stage("c", log("c", vec![rec(6, "later", 1)])).unwrap();
+    stage_handed(&mut s, "c", vec![rec(6, "later", 1)]);
     // Keys held in the staged write's slot and keys too long for it, sharing a position
     // with each other: each the newest of its own key.
     let long = |n: usize| "k".repeat(n);
     for n in [INLINE_KEY, INLINE_KEY + 1, 300] {
-        s.stage("c", log("c", vec![rec(7, &long(n), 1)])).unwrap();
+        stage_handed(&mut s, "c", vec![rec(7, &long(n), 1)]);
     }
-    s.stage("c", log("c", vec![rec(7, &long(INLINE_KEY + 1), 3), rec(7, &long(300), 2)])).unwrap();
+    stage_handed(&mut s, "c", vec![rec(7, &long(INLINE_KEY + 1), 3), rec(7, &long(300), 2)]);
     s.flush().unwrap();
     s.checkpoint().unwrap();
     assert_eq!(s.wal.len(), 0, "the checkpoint emptied the log");
@@ -748,8 +748,26 @@ fn staged(from: u64, to: u64, ts: u64) -> Vec<Staged> {
         .collect()
 }
 
+fn staged_records(from: u64, to: u64, ts: u64) -> Vec<Record> {
+    staged(from, to, ts)
+        .into_iter()
+        .map(|((pos, key), entry)| Record { pos, key: Bytes::copy_from_slice(&key), entry })
+        .collect()
+}
+
 fn staged_one(pos: u64, key: &[u8], entry: Entry) -> Staged {
     ((pos, smallvec::SmallVec::from_slice(key)), entry)
+}
+
+/// Logs `records` as a memory-first store does, and hands them over at once (as it
+/// does when a checkpoint waits for them).
+fn stage_handed(s: &mut RedbStore, collection: &str, records: Vec<Staged>) {
+    s.stage(collection, log(collection, records.clone())).unwrap();
+    let records = records
+        .into_iter()
+        .map(|((pos, key), entry)| Record { pos, key: Bytes::copy_from_slice(&key), entry })
+        .collect();
+    s.take_handed(vec![(collection.to_string(), records)]);
 }
 
 /// `records` encoded as the log's records of `collection`, as a memory-first store
@@ -766,18 +784,18 @@ fn log(collection: &str, records: Vec<Staged>) -> Vec<u8> {
 fn staging_the_same_keys_again_counts_what_the_checkpoint_writes_not_every_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir); // a checkpoint after 100 staged records
-    s.stage("c", log("c", staged(0, 60, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(0, 60, 1));
     s.flush().unwrap();
     let bytes = s.txn_bytes;
     for ts in 2..12 {
         // The same 60 keys, over and over: 600 more writes, still 60 records to write.
-        s.stage("c", log("c", staged(0, 60, ts))).unwrap();
+        stage_handed(&mut s, "c", staged(0, 60, ts));
         s.flush().unwrap();
         assert!(!s.checkpointing(), "rewrites of staged keys do not trip the record count");
     }
     let size = |ts| write_size(b"key-0", &v(ts, &format!("v{ts}")));
     assert_eq!(s.txn_bytes, bytes + 60 * (size(11) - size(2)), "only what the values grew by");
-    s.stage("c", log("c", staged(60, 100, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(60, 100, 1));
     s.flush().unwrap();
     assert!(s.checkpointing(), "a hundred distinct records staged: the checkpoint begins");
     while s.checkpointing() {
@@ -790,16 +808,77 @@ fn staging_the_same_keys_again_counts_what_the_checkpoint_writes_not_every_write
 }
 
 #[test]
+fn writes_logged_and_not_handed_over_keep_the_log_until_a_checkpoint_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // A checkpoint after 100 staged records. Logged only (the store in front keeps
+    // them): past the bound, the checkpoint waits for them instead of sealing a log
+    // whose writes it would not hold.
+    let mut s = small_drains(&dir);
+    s.stage("c", log("c", staged(0, 150, 1))).unwrap();
+    s.take_handed(Vec::new()); // a hand-over with nothing in it...
+    s.stage("c", log("c", staged(150, 300, 1))).unwrap(); // ...and writes after it
+    assert!(!s.wants_handover());
+    s.flush().unwrap();
+    s.checkpoint().unwrap();
+    assert!(s.wants_handover(), "the checkpoint asks for what it does not hold");
+    assert!(s.wal.len() > 0, "and keeps the log whole");
+    drop(s); // a crash: the log has every write
+    let mut s = small_drains(&dir);
+    assert_eq!(s.stats("c").unwrap().entries, 300);
+    assert_eq!(s.wal.len(), 0, "replayed into the files at the start");
+    // Handed over: a flush past the bound seals the log and writes them in steps.
+    stage_handed(&mut s, "c", staged(300, 450, 2));
+    s.stage("c", log("c", staged(450, 460, 2))).unwrap();
+    s.flush().unwrap();
+    assert!(!s.checkpointing(), "not while writes logged after the hand-over wait for theirs");
+    assert!(s.wants_handover());
+    s.take_handed(vec![("c".to_string(), staged_records(450, 460, 2))]);
+    s.flush().unwrap();
+    assert!(s.checkpointing() && !s.wants_handover());
+    while s.checkpointing() {
+        s.checkpoint_step(true).unwrap();
+    }
+    drop(s);
+    let s = small_drains(&dir);
+    assert_eq!(s.stats("c").unwrap().entries, 460);
+    assert_eq!(s.get("c", 455, b"key-455").unwrap(), Some(v(2, "v2")));
+}
+
+#[test]
+fn a_hand_over_naming_a_collection_that_cannot_be_made_still_takes_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RedbOptions { max_collections: 1, ..RedbOptions::default() };
+    let mut s = RedbStore::open(dir.path(), options.clone()).unwrap();
+    s.stage("b", log("b", staged(0, 10, 1))).unwrap(); // acknowledged writes: logged
+    s.flush().unwrap();
+    // "a" was never logged (a batch that failed at the collection cap), yet memory
+    // marked it; its records come first in the hand-over, and cannot be staged.
+    let handed = vec![
+        ("a".to_string(), staged_records(0, 1, 1)),
+        ("b".to_string(), staged_records(0, 10, 1)),
+    ];
+    s.take_handed(handed);
+    s.take_handed(Vec::new()); // the next hand-over: nothing written since
+    s.checkpoint().unwrap(); // holds everything it was handed: the log is emptied
+    assert_eq!(s.wal.len(), 0);
+    drop(s);
+    let s = RedbStore::open(dir.path(), options).unwrap();
+    assert_eq!(s.stats("b").unwrap().entries, 10, "b's acknowledged writes are in its file");
+    assert_eq!(s.get("b", 3, b"key-3").unwrap(), Some(v(1, "v1")));
+    assert!(!s.collections().unwrap().contains(&"a".to_string()));
+}
+
+#[test]
 fn a_staged_map_a_checkpoint_emptied_keeps_its_room_for_the_next_writes() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
-    s.stage("c", log("c", staged(0, 1000, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(0, 1000, 1));
     s.flush().unwrap();
     assert!(s.checkpointing());
     let room = s.spare_staged.as_ref().map_or(0, HashMap::capacity);
     assert!(room >= 1000, "the drained map was kept, with its room ({room})");
     // The next collection staged into takes it, rather than growing one from nothing.
-    s.stage("d", log("d", staged(0, 10, 1))).unwrap();
+    stage_handed(&mut s, "d", staged(0, 10, 1));
     assert!(s.spare_staged.is_none());
     assert!(s.staged["d"].capacity() >= 1000);
     while s.checkpointing() {
@@ -816,13 +895,13 @@ fn a_checkpoint_of_staged_writes_is_written_step_by_step_beside_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
     let n = (drain::STEP * 2 + 10) as u64;
-    s.stage("c", log("c", staged(0, n, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(0, n, 1));
     s.flush().unwrap();
     assert!(s.checkpointing(), "past the bound, a flush begins a checkpoint in steps");
     assert!(wal::sealed_path(&dir.path().join(WAL_FILE)).is_file(), "the log was sealed");
     assert_eq!(s.wal.len(), 0, "new writes go to a fresh log");
     // Writes keep coming while it is written: logged in the fresh log, staged anew.
-    s.stage("c", log("c", staged(0, 5, 2))).unwrap();
+    stage_handed(&mut s, "c", staged(0, 5, 2));
     s.flush().unwrap();
     let mut steps = 0;
     while s.checkpointing() {
@@ -844,11 +923,11 @@ fn a_crash_in_the_middle_of_a_stepped_checkpoint_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
     let n = (drain::STEP * 3) as u64;
-    s.stage("c", log("c", staged(0, n, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(0, n, 1));
     s.flush().unwrap();
     assert!(s.checkpointing());
     s.checkpoint_step(true).unwrap(); // one step in an open transaction, not committed
-    s.stage("c", log("c", staged(n, n + 3, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(n, n + 3, 1));
     s.flush().unwrap();
     drop(s);
     // The start replays the sealed log, then the fresh one.
@@ -862,7 +941,7 @@ fn a_removal_during_a_stepped_checkpoint_is_not_undone_by_its_later_steps() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
     let n = (drain::STEP * 3) as u64;
-    s.stage("c", log("c", staged(0, n, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(0, n, 1));
     s.flush().unwrap();
     assert!(s.checkpointing());
     let last = n - 1;
@@ -885,12 +964,12 @@ fn a_full_checkpoint_takes_over_one_being_written_in_steps() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
     let n = (drain::STEP * 2) as u64;
-    s.stage("c", log("c", staged(0, n, 1))).unwrap();
-    s.stage("d", log("d", staged(0, 10, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(0, n, 1));
+    stage_handed(&mut s, "d", staged(0, 10, 1));
     s.flush().unwrap();
     s.checkpoint_step(true).unwrap();
     // A newer write of a key still in the drain wins over the drain's.
-    s.stage("c", log("c", staged(n - 1, n, 5))).unwrap();
+    stage_handed(&mut s, "c", staged(n - 1, n, 5));
     s.flush().unwrap();
     s.checkpoint().unwrap();
     assert!(!s.checkpointing());
@@ -908,8 +987,8 @@ fn a_full_checkpoint_takes_over_one_being_written_in_steps() {
 fn a_drop_during_a_stepped_checkpoint_is_not_undone_by_its_later_steps() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
-    s.stage("c", log("c", staged(0, (drain::STEP * 2) as u64, 1))).unwrap();
-    s.stage("d", log("d", staged(0, 10, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(0, (drain::STEP * 2) as u64, 1));
+    stage_handed(&mut s, "d", staged(0, 10, 1));
     s.flush().unwrap();
     assert!(s.checkpointing());
     assert!(s.drop_collection("d").unwrap() || s.stats("d").unwrap().entries == 0);
@@ -928,14 +1007,14 @@ fn under_load_a_stepped_checkpoint_keeps_pace_with_the_writes_coming_in() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir); // the next checkpoint is due after 100 writes
     let n = (drain::STEP * 4) as u64;
-    s.stage("c", log("c", staged(0, n, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(0, n, 1));
     s.flush().unwrap();
     assert!(s.checkpointing());
     let left = |s: &RedbStore| s.draining.as_ref().map_or(0, |d| d.total - d.done);
     s.checkpoint_step(false).unwrap();
     assert_eq!(left(&s), n, "no write came in: no step is due");
     // It is to be written by the time 50 writes came in: after 25, half of it.
-    s.stage("c", log("c", staged(n, n + 25, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(n, n + 25, 1));
     s.checkpoint_step(false).unwrap();
     s.checkpoint_step(false).unwrap();
     assert_eq!(left(&s), n - 2 * drain::STEP as u64);
@@ -943,7 +1022,7 @@ fn under_load_a_stepped_checkpoint_keeps_pace_with_the_writes_coming_in() {
     assert_eq!(left(&s), n - 2 * drain::STEP as u64, "on pace: not due");
     s.checkpoint_step(true).unwrap();
     assert_eq!(left(&s), n - 3 * drain::STEP as u64, "with nothing waiting, a step goes");
-    s.stage("c", log("c", staged(n + 25, n + 50, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(n + 25, n + 50, 1));
     while s.checkpointing() {
         s.checkpoint_step(false).unwrap(); // due: behind its pace
     }
@@ -957,8 +1036,8 @@ fn writes_while_a_stepped_checkpoint_commits_on_its_thread_land_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = small_drains(&dir);
     let n = (drain::STEP * 2) as u64;
-    s.stage("c", log("c", staged(0, n, 1))).unwrap();
-    s.stage("d", log("d", staged(0, 10, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(0, n, 1));
+    stage_handed(&mut s, "d", staged(0, 10, 1));
     s.flush().unwrap();
     while !s.commit_begun() {
         s.checkpoint_step(true).unwrap();
@@ -966,7 +1045,7 @@ fn writes_while_a_stepped_checkpoint_commits_on_its_thread_land_after_it() {
     // A removal waits in redb for the commit, then goes after it; a drop waits too.
     assert_eq!(s.remove("c", 5, b"key-5").unwrap(), Some(v(1, "v1")));
     assert!(s.drop_collection("d").unwrap());
-    s.stage("c", log("c", staged(n, n + 1, 1))).unwrap();
+    stage_handed(&mut s, "c", staged(n, n + 1, 1));
     s.flush().unwrap(); // the removal makes this one a full checkpoint
     assert!(!s.checkpointing());
     drop(s);
@@ -976,7 +1055,7 @@ fn writes_while_a_stepped_checkpoint_commits_on_its_thread_land_after_it() {
     assert_eq!(s.stats("d").unwrap().entries, 0);
     // Dropped in the middle of a commit: the store waits for it, and nothing is lost.
     let mut s = s;
-    s.stage("c", log("c", staged(0, n, 2))).unwrap();
+    stage_handed(&mut s, "c", staged(0, n, 2));
     s.flush().unwrap();
     while !s.commit_begun() {
         s.checkpoint_step(true).unwrap();
@@ -994,7 +1073,7 @@ fn staged_writes_to_more_collections_than_open_files_are_checkpointed_whole() {
     // Stepped checkpoints over 12 collections, 3 files open at most.
     for round in 0..3u64 {
         for c in 0..12u64 {
-            s.stage(&format!("c{c}"), log(&format!("c{c}"), staged(0, 30, round + 1))).unwrap();
+            stage_handed(&mut s, &format!("c{c}"), staged(0, 30, round + 1));
         }
         s.flush().unwrap();
         for _ in 0..5 {
@@ -1003,7 +1082,7 @@ fn staged_writes_to_more_collections_than_open_files_are_checkpointed_whole() {
     }
     // A full checkpoint unstages every collection, more than may be open at once.
     for c in 0..12u64 {
-        s.stage(&format!("c{c}"), log(&format!("c{c}"), staged(30, 35, 9))).unwrap();
+        stage_handed(&mut s, &format!("c{c}"), staged(30, 35, 9));
     }
     s.flush().unwrap();
     s.checkpoint().unwrap();
