@@ -150,17 +150,21 @@ impl Records {
         }
     }
 
-    /// Adds the record of a key not stored yet (`marked`: as changed).
-    fn insert(
+    /// The record of `key` and `entry` to store (`marked`: as changed).
+    fn draft<'a>(
         &mut self,
-        pos: Position,
-        key: &[u8],
-        entry: &Entry,
+        key: &'a [u8],
+        entry: &'a Entry,
         blob: Option<u64>,
         marked: bool,
-    ) {
+    ) -> Draft<'a> {
         let mut rec = Draft::new(key, entry, blob, &mut self.arena.origins);
         rec.marked = marked;
+        rec
+    }
+
+    /// Adds `rec`, the record of a key not stored yet.
+    fn insert(&mut self, pos: Position, key: &[u8], rec: Draft<'_>) {
         match self.index.get_mut(pos) {
             None => {
                 let loc = self.arena.put(rec);
@@ -183,17 +187,8 @@ impl Records {
         }
     }
 
-    /// Makes the stored record of `key` its `entry` (`marked`: as changed).
-    fn replace(
-        &mut self,
-        pos: Position,
-        key: &[u8],
-        entry: &Entry,
-        blob: Option<u64>,
-        marked: bool,
-    ) {
-        let mut rec = Draft::new(key, entry, blob, &mut self.arena.origins);
-        rec.marked = marked;
+    /// Makes `rec` the stored record of `key`.
+    fn replace(&mut self, pos: Position, key: &[u8], rec: Draft<'_>) {
         match self.index.get_mut(pos) {
             Some(slot) if slot.is_none() => {
                 if let Some(old) = self.crowded.get_mut(&pos).and_then(|c| c.get_mut(key)) {
@@ -374,7 +369,8 @@ impl MemStore {
         let merged = match c.records.find(pos, key) {
             None => {
                 let blob = c.blobs.admit(entry);
-                c.records.insert(pos, key, entry, blob, track);
+                let rec = c.records.draft(key, entry, blob, track);
+                c.records.insert(pos, key, rec);
                 c.stats.account_size(counted, entry.is_tombstone(), true);
                 if track {
                     c.changed.push(pos);
@@ -393,7 +389,8 @@ impl MemStore {
                 }
                 c.blobs.release(old.blob());
                 let blob = c.blobs.admit(entry);
-                c.records.replace(pos, key, entry, blob, track);
+                let rec = c.records.draft(key, entry, blob, track);
+                c.records.replace(pos, key, rec);
                 c.stats.account_size(old_counted, was.tombstone, false);
                 c.stats.account_size(counted, entry.is_tombstone(), true);
                 Merged::Replaced(was)
