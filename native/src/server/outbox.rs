@@ -23,7 +23,7 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
     Arc, Mutex,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 /// Answers for one connection and the bytes they were counted for (0 for the few
 /// answers a connection makes itself: auth, refusals).
@@ -65,6 +65,8 @@ impl OutputBudget {
 struct Queue {
     queued: usize,
     open: bool,
+    /// Why the node closed the connection, once it did.
+    closed: Option<String>,
 }
 
 /// The node thread's end of a connection (inside [`super::driver::Sink::Conn`]).
@@ -72,7 +74,6 @@ struct Queue {
 pub struct Outbox {
     tx: mpsc::UnboundedSender<Parcel>,
     queue: Arc<Mutex<Queue>>,
-    closed: watch::Sender<Option<String>>,
     budget: Arc<OutputBudget>,
 }
 
@@ -81,7 +82,6 @@ pub struct Outbox {
 pub struct OutboxReceiver {
     rx: mpsc::UnboundedReceiver<Parcel>,
     queue: Arc<Mutex<Queue>>,
-    closed: watch::Receiver<Option<String>>,
     budget: Arc<OutputBudget>,
 }
 
@@ -103,12 +103,11 @@ pub fn outbox(
     budget: Arc<OutputBudget>,
 ) -> (Outbox, OutboxReceiver, mpsc::UnboundedSender<Parcel>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let queue = Arc::new(Mutex::new(Queue { queued: 0, open: true }));
-    let (closed_tx, closed_rx) = watch::channel(None);
+    let queue = Arc::new(Mutex::new(Queue { queued: 0, open: true, closed: None }));
     let local = tx.clone();
     (
-        Outbox { tx, queue: queue.clone(), closed: closed_tx, budget: budget.clone() },
-        OutboxReceiver { rx, queue, closed: closed_rx, budget },
+        Outbox { tx, queue: queue.clone(), budget: budget.clone() },
+        OutboxReceiver { rx, queue, budget },
         local,
     )
 }
@@ -171,7 +170,10 @@ impl Outbox {
 
     /// Closes the connection for `reason` (its writer sends a close frame saying so).
     pub fn close(&self, reason: String) {
-        self.closed.send_replace(Some(reason));
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).closed.get_or_insert(reason);
+        // An empty parcel wakes the writer, which then finds the reason
+        // ([`OutboxReceiver::closed`]): it looks for one only when parcels come.
+        let _ = self.tx.send(Parcel { resps: Vec::new(), bytes: 0 });
     }
 
     /// Bytes queued for this connection now.
@@ -208,27 +210,10 @@ impl OutboxReceiver {
         self.budget.total.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// What tells the connection that the node closed it.
-    pub fn closed(&self) -> Closed {
-        Closed(self.closed.clone())
-    }
-}
-
-/// Tells a connection that the node closed it, and why.
-#[derive(Debug, Clone)]
-pub struct Closed(watch::Receiver<Option<String>>);
-
-impl Closed {
-    /// Resolves with the reason once the node closed the connection.
-    pub async fn reason(&self) -> String {
-        let mut rx = self.0.clone();
-        let reason = rx.wait_for(Option::is_some).await.ok().map(|r| r.clone().unwrap_or_default());
-        match reason {
-            Some(reason) => reason,
-            // The node thread let go of the connection without a reason: never resolve
-            // (the writer then ends as its channel closes).
-            None => std::future::pending().await,
-        }
+    /// Why the node closed the connection, once it did ([`Outbox::close`]; the
+    /// parcels received after it wake the writer to look).
+    pub fn closed(&self) -> Option<String> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).closed.clone()
     }
 }
 
@@ -313,7 +298,11 @@ mod tests {
     async fn closing_tells_the_connection_why() {
         let budget = Arc::new(OutputBudget::new(100, 100, 100));
         let (outbox, rx, _) = outbox(budget);
+        let (outbox, mut rx, _) = (outbox, rx, ());
+        assert_eq!(rx.closed(), None);
         outbox.close("too slow".into());
-        assert_eq!(rx.closed().reason().await, "too slow");
+        let mut woken = Vec::new();
+        assert_eq!(rx.recv_many(&mut woken, 10).await, 1, "the writer is woken");
+        assert_eq!(rx.closed().as_deref(), Some("too slow"));
     }
 }

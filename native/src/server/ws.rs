@@ -47,7 +47,6 @@ use dhrt_core::{
 use futures_util::FutureExt;
 use serde::Deserialize;
 use std::{
-    future::Future,
     sync::{atomic::Ordering, Arc},
     task::Poll,
 };
@@ -217,8 +216,6 @@ enum Event {
     Read,
     /// The node queued answers.
     Answers,
-    /// Everything framed is written: the output budget gets its bytes back.
-    Written,
     /// The node closed the connection, for this reason.
     ClosedByNode(String),
     /// Time to look the connection's token up again.
@@ -229,8 +226,6 @@ enum Event {
 
 impl Conn {
     async fn run(mut self, mut rx: outbox::OutboxReceiver) {
-        let closed = rx.closed();
-        let mut closed = std::pin::pin!(closed.reason());
         let required = self.state.tokens.required();
         // With tokens required, an authenticated connection looks its token up again
         // this often even when it sends nothing (its watches keep delivering): a revoked
@@ -254,9 +249,6 @@ impl Conn {
                 Event::Answers => {
                     self.frame_parcels(&mut parcels);
                 }
-                Event::Written => {
-                    rx.sent(std::mem::take(&mut self.owed));
-                }
                 Event::ClosedByNode(reason) => {
                     // Disconnected by the node (it left too much unread): say why, if the
                     // client reads at all.
@@ -277,16 +269,21 @@ impl Conn {
             }
             event = std::future::poll_fn(|cx| {
                 // Write first: what is framed leaves before more is taken in.
+                // Everything framed is written: the output budget gets its bytes back.
                 match self.writer.poll_send(cx, &mut self.io) {
                     Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
-                    Poll::Ready(Ok(())) if self.owed > 0 => return Poll::Ready(Event::Written),
+                    Poll::Ready(Ok(())) if self.owed > 0 => rx.sent(std::mem::take(&mut self.owed)),
                     _ => {}
                 }
-                if let Poll::Ready(reason) = closed.as_mut().poll(cx) {
-                    return Poll::Ready(Event::ClosedByNode(reason));
-                }
                 if let Poll::Ready(n) = rx.poll_recv_many(cx, &mut parcels, WRITE_BATCH) {
-                    return Poll::Ready(if n == 0 { Event::Gone } else { Event::Answers });
+                    if n == 0 {
+                        return Poll::Ready(Event::Gone);
+                    }
+                    // Closed by the node: it sent a parcel to say so.
+                    return Poll::Ready(match rx.closed() {
+                        Some(reason) => Event::ClosedByNode(reason),
+                        None => Event::Answers,
+                    });
                 }
                 match self.reader.poll_fill(cx, &mut self.io) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
