@@ -100,6 +100,11 @@ impl<S: Store> Replica<S> {
         &self.store
     }
 
+    /// The host is done with the store (see [`Store::close`]).
+    pub fn close_store(&mut self) {
+        self.store.close();
+    }
+
     /// Commits the store's gathered writes (see [`Store::flush`]).
     pub fn flush(&mut self) -> Result<(), StoreError> {
         self.store.flush()

@@ -517,6 +517,12 @@ impl<S: Store> Node<S> {
         self.replica.flush()
     }
 
+    /// The host is stopping cleanly, its last commit done: the store may tidy its
+    /// files ([`Store::close`]).
+    pub fn close_store(&mut self) {
+        self.replica.close_store();
+    }
+
     /// The commit `epoch` (from [`Node::flush_begin`]) ended with `result`. Success
     /// releases everything held for it and earlier epochs, in order; failure fails
     /// everything held and makes the node recover (see [`durability`]). Reports of

@@ -371,6 +371,12 @@ pub trait Store {
         false
     }
 
+    /// The host is stopping cleanly and is done with the store, whose gathered writes
+    /// are flushed: it may tidy its files (a persisted store checkpoints and gives back
+    /// room its files no longer use). Failures are the store's to log; nothing waits on
+    /// them. Nothing by default.
+    fn close(&mut self) {}
+
     /// How the medium is doing (full, failing); healthy by default.
     fn health(&self) -> StorageHealth {
         StorageHealth::default()

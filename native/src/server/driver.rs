@@ -349,12 +349,13 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
         }
     }
 
-    /// What the thread does last: routes what the last commits released and saves the
-    /// hints.
+    /// What the thread does last: routes what the last commits released, saves the
+    /// hints, and lets the store tidy its files ([`dhrt_core::store::Store::close`]).
     pub(super) fn finish(&mut self) {
         self.route_outputs(self.clock.now());
         self.send_replies();
         self.save_hints(self.clock.now(), true);
+        self.node.close_store();
     }
 
     /// Saves the hints when they changed, at most every [`HINTS_SAVE_MS`] (or now, when

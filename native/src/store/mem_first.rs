@@ -169,6 +169,9 @@ pub trait DiskSide: Store + Send + 'static {
     fn cow_permille(&self) -> u64 {
         0
     }
+    /// Gives back the room of files mostly free, when the node stops (after its last
+    /// checkpoint); nothing by default.
+    fn compact_sparse(&mut self) {}
     /// Whether a checkpoint is being written step by step, between batches.
     fn checkpointing(&self) -> bool {
         false
@@ -210,6 +213,9 @@ impl DiskSide for RedbStore {
     }
     fn cow_permille(&self) -> u64 {
         RedbStore::cow_permille(self)
+    }
+    fn compact_sparse(&mut self) {
+        RedbStore::compact_sparse(self);
     }
     fn checkpointing(&self) -> bool {
         RedbStore::checkpointing(self)
@@ -333,9 +339,13 @@ impl<D: DiskSide> MemFirstStore<D> {
             .spawn(move || {
                 serve(&mut disk, &queue, &on_disk);
                 // The node stopped: what was acknowledged is in the log; a last
-                // checkpoint only saves the next start its replay.
-                if let Err(e) = disk.checkpoint() {
-                    tracing::warn!(error = %e, "last checkpoint failed; the log keeps every write");
+                // checkpoint only saves the next start its replay, and lets files
+                // mostly free give their room back.
+                match disk.checkpoint() {
+                    Ok(()) => disk.compact_sparse(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "last checkpoint failed; the log keeps every write");
+                    }
                 }
             })
             .map_err(|e| StoreError::Io(format!("starting the disk thread: {e}")))?;

@@ -1638,6 +1638,17 @@ impl Store for RedbStore {
         }
     }
 
+    fn close(&mut self) {
+        // A last checkpoint saves the next start its replay; a file mostly free then
+        // gives its room back ([`compact`]).
+        match self.checkpoint() {
+            Ok(()) => self.compact_sparse(),
+            Err(e) => {
+                tracing::warn!(error = %e, "last checkpoint failed; the log keeps every write")
+            }
+        }
+    }
+
     fn wants_flush(&self) -> bool {
         // Only once the wait is over: before, a flush would do nothing.
         self.retrying() && self.may_retry()
@@ -1758,6 +1769,7 @@ fn commit(txn: WriteTransaction, stats: &CollectionStats) -> Result<(), StoreErr
     txn.commit().map_err(|e| engine_error("committing", e))
 }
 
+mod compact;
 mod drain;
 mod retry;
 #[cfg(test)]

@@ -1120,3 +1120,32 @@ fn writes_to_more_collections_than_open_files_commit_and_close_without_a_checkpo
         assert_eq!(s.get(&format!("c{c}"), 7, b"key-7").unwrap(), Some(v(8, "v")));
     }
 }
+
+#[test]
+fn a_clean_close_compacts_a_file_mostly_free_and_keeps_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    let value = "x".repeat(200);
+    let records: Vec<Record> = (0..20_000u64)
+        .map(|i| Record { pos: i * 1000, key: k(&format!("key-{i}")), entry: v(1, &value) })
+        .collect();
+    for chunk in records.chunks(2_000) {
+        s.merge_batch("c", chunk).unwrap();
+        s.flush().unwrap();
+        s.checkpoint().unwrap();
+    }
+    // Nine tenths removed: their pages are free, the file is not smaller.
+    s.delete_range("c", Interval::new(0, 18_000 * 1000)).unwrap();
+    s.flush().unwrap();
+    s.checkpoint().unwrap();
+    let before = std::fs::metadata(file_of(&dir, "c")).unwrap().len();
+    s.close();
+    drop(s);
+    let after = std::fs::metadata(file_of(&dir, "c")).unwrap().len();
+    assert!(after * 2 <= before, "compacted: {before} -> {after} bytes");
+    let s = open(&dir);
+    let kept = s.range("c", Interval::full(), None, usize::MAX).unwrap();
+    assert_eq!(kept.len(), 2_000);
+    assert_eq!(s.stats("c").unwrap().entries, 2_000);
+    assert_eq!(s.get("c", 19_999 * 1000, b"key-19999").unwrap(), Some(v(1, &value)));
+}
