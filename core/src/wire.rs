@@ -34,11 +34,12 @@
 //! A server decodes a client's frames with [`decode_request`]: the same answer as
 //! `decode_with_limit::<ClientMessage>`, but `Get`, `Set` and `Del` requests in the
 //! layout rmp-serde writes are read by hand, in one pass (`fast`, which says exactly what
-//! it takes); every other frame goes to [`decode_with_limit`].
+//! it takes); every other frame goes to [`decode_with_limit`]. A client decodes a node's
+//! frames with [`decode_response`] likewise: `Written` and `Value` answers by hand.
 
 mod fast;
 
-pub use fast::decode_request;
+pub use fast::{decode_request, decode_response};
 
 use crate::proto::Message;
 use serde::{de::DeserializeOwned, Serialize};

@@ -1,4 +1,5 @@
-//! A hand-written decoder for the requests clients send most: `Get`, `Set` and `Del`.
+//! Hand-written decoders for the requests clients send most — `Get`, `Set` and `Del` —
+//! and for the answers they get most ([`decode_response`]).
 //!
 //! Every frame a client sends is a [`ClientMessage`]. Decoded by rmp-serde's generic
 //! deserializer (markers matched one value at a time, variant names looked up through
@@ -46,8 +47,8 @@ use super::{decode_with_limit, WireError, VERSION};
 use crate::{
     clock::Timestamp,
     proto::{
-        client::{Consistency, Op},
-        ClientMessage, ClientRequest,
+        client::{Consistency, Op, Reply},
+        ClientMessage, ClientRequest, ClientResponse, Message,
     },
 };
 use bytes::Bytes;
@@ -83,6 +84,62 @@ fn fast_path(body: &[u8]) -> Option<ClientMessage> {
         return None;
     }
     Some(ClientMessage::Request(ClientRequest { id, op: op.build(), seen }))
+}
+
+/// Decodes a node's frame of at most `max` bytes as [`Message`]: exactly what
+/// `decode_with_limit::<Message>(frame, max)` returns, faster for the answers clients
+/// get most — `Written` and `Value` — whose layout, after the version byte, is
+///
+/// ```text
+/// 81 a8 "Response"                Message::Response
+/// 92 | 93                         ClientResponse as an array: id, result (, ts)
+///   uint                          id
+///   81 a7 "Written" 91 uint       Reply::Written { ts }
+///   81 a5 "Value" 92 (c0 | bin)   Reply::Value { value, ts }
+///                    (c0 | uint)
+///   uint                          ts (only when the array has 3 elements)
+/// ```
+///
+/// Anything else goes to [`decode_with_limit`], as requests do (module docs).
+pub fn decode_response(frame: &[u8], max: usize) -> Result<Message, WireError> {
+    if frame.len() <= max {
+        if let Some((&VERSION, body)) = frame.split_first() {
+            if let Some(msg) = fast_response(body) {
+                return Ok(msg);
+            }
+        }
+    }
+    decode_with_limit(frame, max)
+}
+
+/// The answer in `body` when it has the layout of [`decode_response`], all of it and
+/// nothing after; `None` for anything else.
+fn fast_response(body: &[u8]) -> Option<Message> {
+    let mut r = Reader(body);
+    r.literal(b"\x81\xa8Response")?;
+    let with_ts = match r.byte()? {
+        0x92 => false,
+        0x93 => true,
+        _ => return None,
+    };
+    let id = r.uint()?;
+    let result = if r.literal(b"\x81\xa7Written\x91").is_some() {
+        Reply::Written { ts: Timestamp(r.uint()?) }
+    } else if r.literal(b"\x81\xa5Value\x92").is_some() {
+        let value = match r.0.first()? {
+            0xc0 => r.byte().map(|_| None)?,
+            _ => Some(r.bin()?),
+        };
+        let ts = r.opt_uint()?.map(Timestamp);
+        Reply::Value { value: value.map(Bytes::copy_from_slice), ts }
+    } else {
+        return None;
+    };
+    let ts = if with_ts { Some(Timestamp(r.uint()?)) } else { None };
+    if !r.0.is_empty() {
+        return None;
+    }
+    Some(Message::Response(ClientResponse { id, result, ts }))
 }
 
 /// An operation read from the frame, still borrowing its bytes: nothing is copied until
@@ -631,6 +688,91 @@ mod tests {
             let mut frame = head.to_vec();
             frame.extend(tail);
             prop_assert_eq!(decode_request(&frame, max), slow(&frame, max));
+        }
+    }
+
+    fn response_frame(resp: &ClientResponse) -> Vec<u8> {
+        wire::encode(&Message::Response(resp.clone())).unwrap()
+    }
+
+    fn slow_response(frame: &[u8], max: usize) -> Result<Message, WireError> {
+        wire::decode_with_limit::<Message>(frame, max)
+    }
+
+    fn hot_response(max: usize) -> impl Strategy<Value = ClientResponse> {
+        let ts = || prop::option::of(width_u64().prop_map(Timestamp));
+        let result = prop_oneof![
+            width_u64().prop_map(|t| Reply::Written { ts: Timestamp(t) }),
+            (prop::option::of(blob(max)), ts()).prop_map(|(value, ts)| Reply::Value { value, ts }),
+        ];
+        (width_u64(), result, ts()).prop_map(|(id, result, ts)| ClientResponse { id, result, ts })
+    }
+
+    #[test]
+    fn other_answers_and_large_values_decode_as_before() {
+        let big = Bytes::from(vec![7u8; 70_000]); // a bin 32
+        let taken = [
+            ClientResponse { id: 1, result: Reply::Value { value: Some(big), ts: None }, ts: None },
+            ClientResponse { id: u64::MAX, result: Reply::Written { ts: Timestamp(0) }, ts: None },
+        ];
+        for resp in taken {
+            let frame = response_frame(&resp);
+            assert!(fast_response(&frame[1..]).is_some());
+            assert_eq!(decode_response(&frame, usize::MAX), Ok(Message::Response(resp)));
+        }
+        let left = [
+            ClientResponse { id: 2, result: Reply::Ok, ts: None },
+            ClientResponse { id: 3, result: Reply::Values { values: vec![None] }, ts: None },
+            ClientResponse::error(4, crate::proto::client::ErrorCode::Timeout, "slow"),
+        ];
+        for resp in left {
+            let frame = response_frame(&resp);
+            assert!(fast_response(&frame[1..]).is_none());
+            assert_eq!(decode_response(&frame, DEFAULT_MAX_FRAME), Ok(Message::Response(resp)));
+        }
+        // Over the limit, empty, another version: the slow path's errors.
+        let frame = response_frame(&ClientResponse {
+            id: 5,
+            result: Reply::Written { ts: Timestamp(1) },
+            ts: None,
+        });
+        assert_eq!(decode_response(&frame, 3), slow_response(&frame, 3));
+        assert!(decode_response(&frame, 3).is_err());
+        assert_eq!(decode_response(&[], 10), slow_response(&[], 10));
+        let mut other = frame.clone();
+        other[0] = VERSION + 1;
+        assert_eq!(decode_response(&other, 100), slow_response(&other, 100));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Every Written and Value answer rmp-serde writes takes the fast path, to the
+        /// value the slow path decodes.
+        #[test]
+        fn hot_answers_take_the_fast_path(resp in hot_response(300)) {
+            let frame = response_frame(&resp);
+            let msg = Message::Response(resp);
+            prop_assert_eq!(fast_response(&frame[1..]), Some(msg.clone()));
+            prop_assert_eq!(slow_response(&frame, DEFAULT_MAX_FRAME), Ok(msg.clone()));
+            prop_assert_eq!(decode_response(&frame, frame.len()), Ok(msg));
+        }
+
+        /// Mutated and cut answers get the slow path's answer, Ok or error alike.
+        #[test]
+        fn mutated_answers_get_the_slow_answer(
+            resp in hot_response(40),
+            edits in prop::collection::vec(edit(), 1..4),
+        ) {
+            let mut frame = response_frame(&resp);
+            for e in &edits {
+                apply(&mut frame, e);
+            }
+            let expected = slow_response(&frame, DEFAULT_MAX_FRAME);
+            prop_assert_eq!(decode_response(&frame, DEFAULT_MAX_FRAME), expected.clone());
+            if let Some(msg) = frame.strip_prefix(&[VERSION]).and_then(fast_response) {
+                prop_assert_eq!(Ok(msg), expected);
+            }
         }
     }
 

@@ -282,7 +282,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     Ok(None) => break,
                     Ok(Some(Incoming::Binary(bytes))) => {
                         let Ok(Message::Response(ClientResponse { id, result, ts })) =
-                            wire::decode_with_limit::<Message>(bytes, max)
+                            wire::decode_response(bytes, max)
                         else {
                             continue;
                         };

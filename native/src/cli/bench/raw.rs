@@ -96,7 +96,7 @@ impl RawConn {
                 match self.reader.next_frame() {
                     Ok(None) => break,
                     Ok(Some(Incoming::Binary(bytes))) => {
-                        match wire::decode_with_limit::<Message>(bytes, MAX_FRAME) {
+                        match wire::decode_response(bytes, MAX_FRAME) {
                             Ok(Message::Response(ClientResponse { id, result, .. })) => {
                                 out.push((id, result));
                             }
