@@ -288,6 +288,13 @@ pub struct MemStore {
     marked: (u64, u64),
 }
 
+/// Lists `pos` as changed (its record newly marked) and counts the record's `bytes`.
+fn note_change(changed: &mut Vec<Position>, marked: &mut (u64, u64), pos: Position, bytes: usize) {
+    changed.push(pos);
+    marked.0 += 1;
+    marked.1 += bytes as u64;
+}
+
 impl MemStore {
     /// An empty store.
     pub fn new() -> Self {
@@ -373,9 +380,7 @@ impl MemStore {
                 c.records.insert(pos, key, rec);
                 c.stats.account_size(counted, entry.is_tombstone(), true);
                 if track {
-                    c.changed.push(pos);
-                    self.marked.0 += 1;
-                    self.marked.1 += counted as u64;
+                    note_change(&mut c.changed, &mut self.marked, pos, counted);
                 }
                 Merged::Inserted
             }
@@ -383,9 +388,7 @@ impl MemStore {
                 let was = old.superseded(&c.blobs);
                 let old_counted = old.counted(&c.blobs);
                 if track && !old.marked() {
-                    c.changed.push(pos);
-                    self.marked.0 += 1;
-                    self.marked.1 += counted as u64;
+                    note_change(&mut c.changed, &mut self.marked, pos, counted);
                 }
                 c.blobs.release(old.blob());
                 let blob = c.blobs.admit(entry);

@@ -169,9 +169,6 @@ pub trait DiskSide: Store + Send + 'static {
     fn cow_permille(&self) -> u64 {
         0
     }
-    /// Gives back the room of files mostly free, when the node stops (after its last
-    /// checkpoint); nothing by default.
-    fn compact_sparse(&mut self) {}
     /// Whether a checkpoint is being written step by step, between batches.
     fn checkpointing(&self) -> bool {
         false
@@ -213,9 +210,6 @@ impl DiskSide for RedbStore {
     }
     fn cow_permille(&self) -> u64 {
         RedbStore::cow_permille(self)
-    }
-    fn compact_sparse(&mut self) {
-        RedbStore::compact_sparse(self);
     }
     fn checkpointing(&self) -> bool {
         RedbStore::checkpointing(self)
@@ -340,9 +334,9 @@ impl<D: DiskSide> MemFirstStore<D> {
                 serve(&mut disk, &queue, &on_disk);
                 // The node stopped: what was acknowledged is in the log; a last
                 // checkpoint only saves the next start its replay, and lets files
-                // mostly free give their room back.
+                // mostly free give their room back ([`Store::close`]).
                 match disk.checkpoint() {
-                    Ok(()) => disk.compact_sparse(),
+                    Ok(()) => disk.close(),
                     Err(e) => {
                         tracing::warn!(error = %e, "last checkpoint failed; the log keeps every write");
                     }
@@ -405,7 +399,7 @@ impl<D: DiskSide> MemFirstStore<D> {
         // A write refused for room makes the disk side checkpoint as soon as it can:
         // it needs them too.
         let handed = if removes || self.squeezed || self.handover_due() {
-            Some(self.take_dirty()?)
+            Some(self.take_dirty())
         } else {
             None
         };
@@ -434,8 +428,16 @@ impl<D: DiskSide> MemFirstStore<D> {
     /// key at a position is read: a position several keys share (`ordered.*`
     /// collections) needs no list of which were written; a key removed since is not
     /// there, and is not written back.
-    fn take_dirty(&mut self) -> Result<Handed, StoreError> {
-        Ok(self.live.take_changed())
+    fn take_dirty(&mut self) -> Handed {
+        self.live.take_changed()
+    }
+
+    /// Hands what was written since the last hand-over to the disk side in a job of
+    /// its own (no changes, no flush), answered to nobody.
+    fn hand_over_marked(&mut self) -> Result<(), StoreError> {
+        let handed = Some(self.take_dirty());
+        let (done, _) = Answer::new();
+        self.send(Job::Changes { batch: Vec::new(), squeezed: false, flush: false, handed, done })
     }
 
     /// Records `change` to `collection` for the next hand-over.
@@ -755,17 +757,7 @@ impl<D: DiskSide> Drop for MemFirstStore<D> {
         // what was never acknowledged) the log is kept, and replayed at the next
         // start. The disk thread ends with its queue.
         if self.dirty().0 > 0 && self.batch.is_empty() {
-            if let Ok(handed) = self.take_dirty() {
-                let (done, _) = Answer::new();
-                let job = Job::Changes {
-                    batch: Vec::new(),
-                    squeezed: false,
-                    flush: false,
-                    handed: Some(handed),
-                    done,
-                };
-                let _ = self.send(job);
-            }
+            let _ = self.hand_over_marked();
         }
         self.jobs.take();
         if let Some(t) = self.thread.take() {
@@ -944,15 +936,7 @@ impl<D: DiskSide> Store for MemFirstStore<D> {
         // What was written since the last hand-over goes first: the log is not all
         // there is of it (its last append or sync may have failed), and the checkpoint
         // below must hold it.
-        let handed = self.take_dirty()?;
-        let (done, _) = Answer::new();
-        self.send(Job::Changes {
-            batch: Vec::new(),
-            squeezed: false,
-            flush: false,
-            handed: Some(handed),
-            done,
-        })?;
+        self.hand_over_marked()?;
         let (pages, from_disk) = mpsc::sync_channel::<Result<Page, StoreError>>(4);
         self.send(Job::Run(Box::new(move |s, shared| {
             // Staged writes reach the files first (reads do not see them before); a
