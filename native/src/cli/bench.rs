@@ -11,7 +11,7 @@
 //! histogram) and errors, as text or as one JSON line (`--json`).
 //!
 //! Each connection is its own socket: a [`raw::RawConn`] for dhrt (one WebSocket,
-//! requests framed and written together, answers paired by id), a [`dhrt::resp::RespConn`] for Redis
+//! requests framed and written together, answers paired by id), a [`redis::RespConn`] for Redis
 //! (answers come in order). Clusters are driven the way `redis-benchmark --cluster`
 //! drives them: the connections are spread over the nodes, and each connection only
 //! uses keys its node owns — the first node of the key's preference list for dhrt (what
@@ -22,18 +22,17 @@
 
 mod lane;
 mod raw;
+mod redis;
 mod report;
 mod server_cpu;
 
 use clap::{Args, ValueEnum};
-use dhrt::{
-    client::{normalize_addr, Client, ConnectOptions},
-    resp::{self, RespConn},
-};
+use dhrt::client::{normalize_addr, Client, ConnectOptions};
 use dhrt_core::{hash::Placement, proto::client::Consistency, ring::RingTable};
 use indicatif::{ProgressBar, ProgressStyle};
 use lane::{Lane, LaneConn, LaneStats, Phase, Shared};
 use raw::RawConn;
+use redis::RespConn;
 use report::Report;
 use std::{
     sync::{atomic::Ordering, Arc},
@@ -403,15 +402,15 @@ async fn redis_groups(
     if !args.redis_cluster {
         return Ok(vec![Group { addr, keys: None }]);
     }
-    let cluster = resp::Cluster::connect(&[addr.as_str()]).await?;
+    let cluster = redis::Cluster::connect(&[addr.as_str()]).await?;
     let masters = cluster.slots().masters();
     let mut keys: Vec<Vec<u64>> = vec![Vec::new(); masters.len()];
     let mut k = Vec::with_capacity(plan.key_size);
     for i in 0..plan.keyspace {
         k.clear();
         write_key(&mut k, i, plan.key_size);
-        let slot = resp::key_slot(&k);
-        let master = cluster.slots().master(slot).ok_or(resp::RespError::Unserved(slot))?;
+        let slot = redis::key_slot(&k);
+        let master = cluster.slots().master(slot).ok_or(redis::RespError::Unserved(slot))?;
         let at = masters.iter().position(|m| m == master).ok_or("a master vanished")?;
         keys[at].push(i);
     }

@@ -144,6 +144,10 @@ config_file! {
     pending_mb: usize,
     /// `--pending-requests`.
     pending_requests: usize,
+    /// `--resp-port`.
+    resp_port: u16,
+    /// `--resp-db`, a list of `N=COLLECTION`.
+    resp_db: Vec<String>,
 }
 
 impl ConfigFile {
@@ -360,6 +364,8 @@ mod tests {
             hints_mb,
             pending_mb,
             pending_requests,
+            resp_port,
+            resp_db,
         } = file;
         assert!(port.is_some() && host.is_some() && advertise.is_some() && data_dir.is_some());
         assert!(memory.is_some() && join.is_some() && replicas.is_some() && vnodes.is_some());
@@ -374,6 +380,7 @@ mod tests {
         assert!(tls_handshake_timeout.is_some() && inbox_mb.is_some() && read_mb.is_some());
         assert!(read_timeout.is_some());
         assert!(output_limit_mb.is_some() && watch_lag_mb.is_some() && output_total_mb.is_some());
+        assert!(resp_port.is_some() && resp_db.is_some());
         assert!(hints_mb_per_node.is_some() && hints_mb.is_some());
         assert!(peer_queue_mb.is_some() && peer_queue_total_mb.is_some());
         assert!(pending_mb.is_some() && pending_requests.is_some());

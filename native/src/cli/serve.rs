@@ -160,6 +160,14 @@ pub struct ServeArgs {
     /// (warned about at every start).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub insecure: bool,
+    /// Serve the Redis protocol (RESP2/RESP3) on this port too, so redis-cli and Redis
+    /// client libraries work against the node (docs/redis.md). Off unless given.
+    #[arg(long, value_name = "PORT")]
+    pub resp_port: Option<u16>,
+    /// Map a Redis database to a collection (`N=COLLECTION`; repeat for several). By
+    /// default database 0 is `default` and 1 to 15 are `db1` to `db15`.
+    #[arg(long, value_name = "N=COLLECTION")]
+    pub resp_db: Vec<String>,
     /// Read settings from this TOML file: any of these flags, spelled like the flag
     /// (`data-dir = "/var/lib/dhrt"`, `join = ["10.0.0.1:7453"]`). A flag given on the
     /// command line wins over the file, the file over the defaults.
@@ -212,6 +220,8 @@ impl ServeArgs {
                 insecure: self.insecure,
             },
             limits: self.limits(),
+            resp_port: self.resp_port,
+            resp_databases: self.resp_db.clone(),
         })
     }
 
@@ -255,6 +265,7 @@ async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let bound = server::bind(&opts).await?;
     let listening = bound.local_addr;
     let advertise = bound.advertise.clone();
+    let resp_addr = bound.resp_addr;
     let storage = if args.memory {
         Storage::Memory
     } else {
@@ -282,6 +293,9 @@ async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         id.0
     );
     println!("{}", first_steps(&opts, &advertise));
+    if let Some(addr) = resp_addr {
+        println!("Redis clients: redis-cli -h {} -p {} (docs/redis.md)", addr.ip(), addr.port());
+    }
     let signal = wait_for_signal().await?;
     tracing::info!(%signal, "leaving the cluster");
     eprintln!("{signal}: leaving the cluster (hand-off, then exit)");

@@ -1,7 +1,7 @@
 //! The node's accept loop: a cap on connections and a deadline for request heads.
 //!
 //! Every connection to the port — a client's WebSocket, a peer link, an HTTP request,
-//! the dashboard — takes one of [`super::limits::Limits::max_connections`] slots when
+//! the dashboard; and every connection to the Redis port ([`super::resp`]) — takes one of [`super::limits::Limits::max_connections`] slots when
 //! it is accepted and gives it back when it closes (a WebSocket keeps its slot for its
 //! whole life: the slot travels with the socket through the upgrade). At the cap a new
 //! connection is closed at once: counted (`dhrt_connections_refused_total`) and logged,
@@ -28,7 +28,7 @@ use std::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::OwnedSemaphorePermit,
 };
 use tower::ServiceExt;
 
@@ -43,7 +43,7 @@ where
     L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = state.limits.clone();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = state.connection_slots.clone();
     let mut refusals = Refusals::default();
     loop {
         let (io, remote) = listener.accept().await;
@@ -90,13 +90,15 @@ where
 
 /// Logs refused connections without flooding the log.
 #[derive(Default)]
-struct Refusals {
+pub struct Refusals {
     last: Option<Instant>,
     since: u64,
 }
 
 impl Refusals {
-    fn log(&mut self, cap: usize, from: std::net::SocketAddr) {
+    /// Counts a refused connection from `from`, and logs it unless one was logged in
+    /// the last few seconds.
+    pub fn log(&mut self, cap: usize, from: std::net::SocketAddr) {
         self.since += 1;
         if self.last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_EVERY) {
             return;
@@ -114,13 +116,14 @@ impl Refusals {
 
 /// A connection's slot under the cap, counted open until it is dropped (with its
 /// connection: [`Metered::keeping`]).
-struct Slot {
+pub struct Slot {
     _permit: OwnedSemaphorePermit,
     counters: Arc<Counters>,
 }
 
 impl Slot {
-    fn new(permit: OwnedSemaphorePermit, counters: Arc<Counters>) -> Self {
+    /// Counts `permit`'s connection open.
+    pub fn new(permit: OwnedSemaphorePermit, counters: Arc<Counters>) -> Self {
         counters.connections.fetch_add(1, Ordering::Relaxed);
         Slot { _permit: permit, counters }
     }

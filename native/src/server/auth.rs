@@ -23,6 +23,7 @@
 //! is [`manage`].
 
 pub mod manage;
+pub mod session;
 
 use super::{http::error::ApiError, security::SecurityOptions, AppState};
 use axum::{

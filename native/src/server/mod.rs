@@ -23,6 +23,7 @@ pub mod peer_auth;
 pub mod peer_budget;
 pub mod peers;
 pub mod read_budget;
+pub mod resp;
 pub mod security;
 pub mod stats;
 pub mod syncer;
@@ -117,6 +118,8 @@ pub struct AppState {
     pub read_budget: read_budget::ReadBudget,
     /// The bounds on connections' unsent answers ([`outbox`]).
     pub output: Arc<outbox::OutputBudget>,
+    /// The connection cap's slots, shared by every listener ([`accept`]).
+    pub connection_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -231,6 +234,11 @@ pub struct ServeOptions {
     pub security: security::SecurityOptions,
     /// Connections, timeouts, input and output budgets, hints ([`limits`]).
     pub limits: limits::Limits,
+    /// The Redis endpoint's port ([`resp`]); `None` serves no Redis protocol (the
+    /// default: see docs/redis.md).
+    pub resp_port: Option<u16>,
+    /// Redis databases mapped to collections (`N=COLLECTION`, over the default table).
+    pub resp_databases: Vec<String>,
 }
 
 impl Default for ServeOptions {
@@ -246,6 +254,8 @@ impl Default for ServeOptions {
             leave_timeout: Duration::from_secs(30),
             security: security::SecurityOptions::default(),
             limits: limits::Limits::default(),
+            resp_port: None,
+            resp_databases: Vec::new(),
         }
     }
 }
@@ -266,6 +276,10 @@ pub struct Server {
 /// config needs the address, and port 0 is only known after binding).
 pub struct Bound {
     listener: TcpListener,
+    /// The Redis endpoint's listener, and its table of databases.
+    resp: Option<(TcpListener, Arc<resp::RespConfig>)>,
+    /// Where the Redis endpoint listens.
+    pub resp_addr: Option<SocketAddr>,
     /// The address peers will use.
     pub advertise: String,
     /// The local address.
@@ -298,7 +312,27 @@ pub async fn bind(opts: &ServeOptions) -> Result<Bound, ServeError> {
         }
         None => local_addr.to_string(),
     };
-    Ok(Bound { listener, advertise, local_addr })
+    let (resp, resp_addr) = match opts.resp_port {
+        None => (None, None),
+        Some(_) if opts.security.tls.is_some() => {
+            return Err(ServeError::Other(
+                "--resp-port: the Redis endpoint does not speak TLS yet, and this node \
+                 uses TLS; serve Redis clients without --resp-port (docs/redis.md)"
+                    .into(),
+            ))
+        }
+        Some(port) => {
+            let config =
+                resp::RespConfig::with_mapping(&opts.resp_databases).map_err(ServeError::Other)?;
+            let want = format!("{}:{port}", opts.host);
+            let listener = TcpListener::bind(&want)
+                .await
+                .map_err(|source| ServeError::Bind { addr: want.clone(), source })?;
+            let addr = listener.local_addr().map_err(|e| ServeError::Other(e.to_string()))?;
+            (Some((listener, Arc::new(config))), Some(addr))
+        }
+    };
+    Ok(Bound { listener, resp, resp_addr, advertise, local_addr })
 }
 
 /// The node configuration for `opts`, as node `id` reached at `addr`.
@@ -384,6 +418,7 @@ where
             limits.watch_lag_bytes,
             limits.output_total_bytes,
         )),
+        connection_slots: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
         limits: Arc::new(limits),
     };
     let peers = peers::Peers::new(
@@ -423,9 +458,17 @@ where
             }
         }
     };
+    let redis = bound.resp.map(|(listener, config)| resp::serve(listener, state.clone(), config));
     let http = tokio::spawn(async move {
+        let redis = async {
+            match redis {
+                Some(redis) => redis.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = accepting => {}
+            () = redis => {}
             _ = shutdown_rx => {}
         }
     });

@@ -17,7 +17,7 @@
 
 use super::peer_auth::{self, HandshakeError};
 use super::{
-    auth::{self, Presented, Refusal},
+    auth::{self, session::Session},
     desk::Desk,
     driver::Input,
     driver::Sink,
@@ -35,7 +35,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use dhrt_core::{
-    auth::{check_reserved, Grant},
     node::ClientId,
     proto::{
         client::{ErrorCode, Op, Reply},
@@ -88,50 +87,6 @@ pub async fn client(
     };
     let serving = state.clone();
     upgrade.serve(&state, move |socket| serve_client(socket, serving, session, meter))
-}
-
-/// Who a client connection speaks for.
-#[derive(Default)]
-struct Session {
-    /// The token it presented (hashed).
-    presented: Option<Presented>,
-    /// Its grant, as last looked up.
-    grant: Option<Arc<Grant>>,
-}
-
-impl Session {
-    /// Looks the connection's grant up again (the cache answers unless it is stale), so
-    /// a revoked token stops working on an open connection within seconds.
-    async fn refresh(&mut self, state: &AppState) -> Result<(), Refusal> {
-        let Some(presented) = &self.presented else {
-            self.grant = None;
-            return Err(Refusal::unauthorized(auth::NO_TOKEN));
-        };
-        match state.tokens.grant(state, presented).await {
-            Ok(grant) => {
-                self.grant = Some(grant);
-                Ok(())
-            }
-            Err(refusal) => {
-                self.grant = None;
-                Err(refusal)
-            }
-        }
-    }
-
-    /// Whether this connection may run `op`: reserved collections are refused to
-    /// everyone; with tokens required, the grant must allow it.
-    fn check(&self, state: &AppState, op: &Op, refused: &Option<Refusal>) -> Result<(), Refusal> {
-        check_reserved(op).map_err(Refusal::forbidden)?;
-        if !state.tokens.required() {
-            return Ok(());
-        }
-        match (&self.grant, refused) {
-            (Some(grant), _) => grant.permits(op).map_err(Refusal::forbidden),
-            (None, Some(refusal)) => Err(refusal.clone()),
-            (None, None) => Err(Refusal::unauthorized(auth::NO_TOKEN)),
-        }
-    }
 }
 
 /// Sends the connection's own answers from elsewhere (token management runs in its

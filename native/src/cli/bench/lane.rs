@@ -6,9 +6,10 @@
 //! so lanes share nothing but two counters).
 
 use super::raw::RawConn;
+use super::redis::{redirect, Redirect, RespConn};
 use super::{write_key, Workload};
 use bytes::Bytes;
-use dhrt::resp::{encode_command, Redirect, RespConn, Value};
+use dhrt::resp::{encode_command, Value};
 use dhrt_core::proto::client::{Consistency, Op, Reply};
 use hdrhistogram::Histogram;
 use std::{
@@ -395,15 +396,15 @@ async fn run_redis(
                 stats.error("an answer nobody asked for".into());
                 return;
             };
-            let value = match value.redirect() {
+            let value = match redirect(&value) {
                 None => value,
-                Some(redirect) => {
+                Some(to) => {
                     stats.redirects += 1;
                     key.clear();
                     write_key(&mut key, i, ctx.key_size);
                     let mut cmd = Vec::new();
                     encode(&mut cmd, kind, &key, &ctx.value);
-                    match follow(&mut side, redirect, &cmd).await {
+                    match follow(&mut side, to, &cmd).await {
                         Ok(v) => v,
                         Err(e) => Value::Error(e),
                     }
@@ -438,11 +439,11 @@ fn encode(buf: &mut Vec<u8>, kind: Kind, key: &[u8], value: &[u8]) {
 /// Sends `cmd` where `redirect` says, following further redirects, on side connections.
 async fn follow(
     side: &mut HashMap<String, RespConn>,
-    mut redirect: Redirect,
+    mut to: Redirect,
     cmd: &[u8],
 ) -> Result<Value, String> {
     for _ in 0..MAX_REDIRECTS {
-        let (addr, asking) = match &redirect {
+        let (addr, asking) = match &to {
             Redirect::Moved { addr, .. } => (addr.clone(), false),
             Redirect::Ask { addr, .. } => (addr.clone(), true),
         };
@@ -456,9 +457,9 @@ async fn follow(
         }
         conn.send(cmd).await.map_err(|e| e.to_string())?;
         let reply = conn.read_value().await.map_err(|e| e.to_string())?;
-        match reply.redirect() {
+        match redirect(&reply) {
             None => return Ok(reply),
-            Some(r) => redirect = r,
+            Some(r) => to = r,
         }
     }
     Err(format!("more than {MAX_REDIRECTS} redirects"))

@@ -1,6 +1,6 @@
 //! A bench lane's own connection to a dhrt node: requests framed into one buffer and
 //! written with one call, answers read and decoded where they lie — what the Redis lane
-//! does over RESP ([`dhrt::resp::RespConn`]).
+//! does over RESP ([`super::redis::RespConn`]).
 //!
 //! The library's client ([`dhrt::client::conn::Conn`]) serves any number of callers on
 //! a connection: a task per connection, a channel in, a one-shot channel and a timer per

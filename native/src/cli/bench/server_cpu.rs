@@ -10,12 +10,12 @@
 //!
 //! Any node that does not answer makes the figure unknown rather than wrong.
 
-use super::{BenchArgs, TargetKind};
+use super::{redis::RespConn, BenchArgs, TargetKind};
 use crate::cli::data::Target;
 use bytes::Bytes;
 use dhrt::{
     client::{normalize_addr, Client},
-    resp::{RespConn, Value},
+    resp::Value,
 };
 use http_body_util::{BodyExt, Empty};
 use std::time::Duration;

@@ -1,0 +1,839 @@
+//! One Redis client connection, served on the node thread.
+//!
+//! The connection reads commands ([`crate::resp::request`]), answers the ones about
+//! the connection itself at once (PING, SELECT, HELLO, AUTH...), and turns data
+//! commands into dhrt operations ([`super::plan`]) that it hands to the node at the
+//! desk ([`crate::server::desk`]) — the same path, limits and checks as a WebSocket
+//! client's requests. The node answers by request id, in any order; Redis clients
+//! expect replies in command order, so the connection keeps its commands in a queue
+//! and writes each reply once every command before it has been answered.
+//!
+//! A command with two stages (DEL, GETDEL, SET ... GET) is a barrier: the commands
+//! after it wait, unsent, until it has finished, so no later write overtakes its
+//! delete. Everything a connection holds is bounded: a command is at most one frame
+//! ([`crate::server::AppState::max_frame`]), at most [`MAX_QUEUED`] commands wait for
+//! answers, and no more input is read while more than the output limit of replies is
+//! unwritten — a client that does not read its replies only stops being read (TCP
+//! pushes back on it), as Redis does.
+
+use super::{
+    commands::{self, COMMANDS},
+    plan::{self, Finish, Next, Plan, Target},
+    RespConfig,
+};
+use crate::resp::{
+    reply::{Protocol, Writer},
+    request::{self, BadRequest, Bounds},
+};
+use crate::server::{
+    auth::{session::Session, Refusal},
+    desk::Desk,
+    driver::{Input, Sink},
+    outbox::{self, OutboxReceiver, Parcel},
+    read_budget::{Metered, ReadMeter},
+    AppState,
+};
+use bytes::Bytes;
+use dhrt_core::{
+    node::ClientId,
+    proto::{
+        client::{Consistency, Op, Reply},
+        ClientRequest, ClientResponse,
+    },
+};
+use std::{
+    collections::VecDeque,
+    ops::Range,
+    pin::Pin,
+    sync::{atomic::Ordering, Arc},
+    task::Poll,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+
+/// Most commands of one connection waiting for the node's answers; past it, no more
+/// are read until some are answered.
+pub const MAX_QUEUED: usize = 1024;
+/// Bytes read from the socket at a time (at least).
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a closing connection may take to receive its last replies.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one Redis connection until it closes, the node closes it, or the server
+/// stops.
+pub async fn serve(
+    io: Metered<TcpStream>,
+    meter: ReadMeter,
+    state: AppState,
+    config: Arc<RespConfig>,
+) {
+    let Some(desk) = state.desk.get().cloned() else { return };
+    let client = state.next_client();
+    let (outbox, rx, _tx) = outbox::outbox(state.output.clone());
+    if !desk.hand(Input::Open { client, sink: Sink::Conn(outbox) }) {
+        return;
+    }
+    state.counters.clients.fetch_add(1, Ordering::Relaxed);
+    let mut conn = Conn::new(client, io, meter, state.clone(), config, desk.clone());
+    tokio::select! {
+        biased;
+        () = conn.run(rx) => {}
+        () = state.stopped() => {}
+    }
+    state.counters.clients.fetch_sub(1, Ordering::Relaxed);
+    desk.hand(Input::Gone(client));
+}
+
+/// A command waiting for the node, in the connection's queue.
+struct Pending {
+    /// The protocol its reply is written in (the connection's when it was read).
+    proto: Protocol,
+    stage: Stage,
+}
+
+enum Stage {
+    /// Not yet sent: a two-stage command before it has not finished.
+    Queued { plan: Plan, ops: Vec<Op> },
+    /// The first stage's operations were sent with ids `first..`.
+    First { plan: Plan, first: u64, got: Vec<Option<Reply>> },
+    /// The second stage's operations were sent with ids `first..`.
+    Second { finish: Finish, first: u64, got: Vec<Option<Reply>> },
+    /// Answered: the reply, written when every command before it is.
+    Done(Vec<u8>),
+}
+
+impl Pending {
+    /// Whether commands after it must wait for it.
+    fn is_barrier(&self) -> bool {
+        match &self.stage {
+            Stage::Queued { plan, .. } | Stage::First { plan, .. } => two_stages(plan),
+            Stage::Second { .. } => true,
+            Stage::Done(_) => false,
+        }
+    }
+
+    /// Stores the answer to request `id` if it is one of this command's.
+    fn take(&mut self, id: u64, reply: &mut Option<Reply>) -> bool {
+        let (Stage::First { first, got, .. } | Stage::Second { first, got, .. }) = &mut self.stage
+        else {
+            return false;
+        };
+        match id.checked_sub(*first).and_then(|i| got.get_mut(i as usize)) {
+            Some(slot) => {
+                *slot = reply.take();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn answered(&self) -> bool {
+        match &self.stage {
+            Stage::First { got, .. } | Stage::Second { got, .. } => got.iter().all(Option::is_some),
+            _ => false,
+        }
+    }
+}
+
+fn two_stages(plan: &Plan) -> bool {
+    matches!(plan, Plan::SetGet { .. } | Plan::GetDel { .. } | Plan::Del { .. })
+}
+
+/// What the connection waits for next.
+enum Event {
+    Read,
+    Answers,
+    ClosedByNode(String),
+    Gone,
+}
+
+struct Conn {
+    client: ClientId,
+    io: Metered<TcpStream>,
+    meter: ReadMeter,
+    /// Bytes read: `buf[start..end]` is not yet taken.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Replies not yet written: `out[written..]`.
+    out: Vec<u8>,
+    written: usize,
+    /// Output budget bytes of the node's answers, given back once `out` is written.
+    owed: usize,
+    state: AppState,
+    config: Arc<RespConfig>,
+    desk: Arc<dyn Desk>,
+    session: Session,
+    refused: Option<Refusal>,
+    proto: Protocol,
+    target: Target,
+    name: Option<Bytes>,
+    queue: VecDeque<Pending>,
+    next_id: u64,
+    reqs: Vec<ClientRequest>,
+    answers: Vec<Parcel>,
+    args: Vec<Range<usize>>,
+    /// QUIT, or a protocol error: close once `out` is written.
+    closing: bool,
+}
+
+impl Conn {
+    fn new(
+        client: ClientId,
+        io: Metered<TcpStream>,
+        meter: ReadMeter,
+        state: AppState,
+        config: Arc<RespConfig>,
+        desk: Arc<dyn Desk>,
+    ) -> Conn {
+        let target = Target {
+            collection: config
+                .database(0)
+                .unwrap_or(dhrt_core::proto::client::DEFAULT_COLLECTION)
+                .to_string(),
+            consistency: Consistency::Default,
+        };
+        Conn {
+            client,
+            io,
+            meter,
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            out: Vec::with_capacity(READ_CHUNK),
+            written: 0,
+            owed: 0,
+            state,
+            config,
+            desk,
+            session: Session::default(),
+            refused: None,
+            proto: Protocol::Resp2,
+            target,
+            name: None,
+            queue: VecDeque::new(),
+            next_id: 1,
+            reqs: Vec::new(),
+            answers: Vec::new(),
+            args: Vec::new(),
+            closing: false,
+        }
+    }
+
+    fn required(&self) -> bool {
+        self.state.tokens.required()
+    }
+
+    fn authenticated(&self) -> bool {
+        !self.required() || self.session.grant.is_some()
+    }
+
+    async fn run(&mut self, mut rx: OutboxReceiver) {
+        let mut parcels = Vec::new();
+        loop {
+            let event = std::future::poll_fn(|cx| {
+                // Write first: replies leave before more is taken in.
+                while self.written < self.out.len() {
+                    match Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                            return Poll::Ready(Event::Gone)
+                        }
+                        Poll::Ready(Ok(n)) => self.written += n,
+                        Poll::Pending => break,
+                    }
+                }
+                if self.written == self.out.len() {
+                    self.out.clear();
+                    self.written = 0;
+                    if self.owed > 0 {
+                        rx.sent(std::mem::take(&mut self.owed));
+                    }
+                    if self.closing {
+                        return Poll::Ready(Event::Gone);
+                    }
+                }
+                if let Poll::Ready(n) = rx.poll_recv_many(cx, &mut parcels, 256) {
+                    if n == 0 {
+                        return Poll::Ready(Event::Gone);
+                    }
+                    return Poll::Ready(match rx.closed() {
+                        Some(reason) => Event::ClosedByNode(reason),
+                        None => Event::Answers,
+                    });
+                }
+                if self.may_read() {
+                    self.make_room();
+                    let mut read = ReadBuf::new(&mut self.buf[self.end..]);
+                    match Pin::new(&mut self.io).poll_read(cx, &mut read) {
+                        Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                            return Poll::Ready(Event::Gone)
+                        }
+                        Poll::Ready(Ok(())) => {
+                            self.end += read.filled().len();
+                            return Poll::Ready(Event::Read);
+                        }
+                        Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
+                        Poll::Pending => {}
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Read => {
+                    if !self.take_commands().await {
+                        break;
+                    }
+                }
+                Event::Answers => {
+                    for parcel in parcels.drain(..) {
+                        self.owed += parcel.bytes;
+                        for resp in parcel.resps {
+                            self.answer(resp);
+                        }
+                    }
+                    self.advance();
+                    if !self.hand() {
+                        break;
+                    }
+                    // Commands left unread while the queue was full.
+                    if self.may_read() && self.start < self.end && !self.take_commands().await {
+                        break;
+                    }
+                }
+                Event::ClosedByNode(reason) => {
+                    Writer::new(&mut self.out, self.proto).error(&format!("ERR {reason}"));
+                    break;
+                }
+                Event::Gone => return,
+            }
+        }
+        // Say what there is to say, briefly.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            use tokio::io::AsyncWriteExt;
+            let _ = self.io.write_all(&self.out[self.written..]).await;
+        })
+        .await;
+    }
+
+    /// Whether more input may be read: not while the queue is full, nor while the
+    /// replies not yet written are over the output limit.
+    fn may_read(&self) -> bool {
+        !self.closing
+            && self.queue.len() < MAX_QUEUED
+            && self.out.len() - self.written <= self.state.output.limit
+    }
+
+    /// Room at the end of the buffer for a read: taken bytes dropped, the buffer grown
+    /// while a command longer than it is being read (up to a frame).
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.buf.len() - self.end >= READ_CHUNK / 4 {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < READ_CHUNK / 4 {
+            let grown = (self.buf.len() * 2).min(self.state.max_frame + READ_CHUNK);
+            self.buf.resize(grown.max(self.end + READ_CHUNK / 4), 0);
+        }
+    }
+
+    /// Takes every whole command read (while the queue has room), answers or sends
+    /// it; false when the connection must close.
+    async fn take_commands(&mut self) -> bool {
+        if self.required() && self.session.presented.is_some() {
+            self.refused = self.session.refresh(&self.state).await.err();
+        }
+        let mut taken = false;
+        while self.queue.len() < MAX_QUEUED && !self.closing {
+            let bounds = if self.authenticated() {
+                Bounds::new(self.state.max_frame)
+            } else {
+                Bounds::new(self.state.max_frame).unauthenticated()
+            };
+            let window = &self.buf[self.start..self.end];
+            let used = match request::parse(window, bounds, &mut self.args) {
+                Ok(Some(n)) => n,
+                Ok(None) if window.len() > self.state.max_frame => {
+                    let max = self.state.max_frame;
+                    self.protocol_error(BadRequest(format!(
+                        "a command larger than {max} bytes (the node's frame limit)"
+                    )));
+                    break;
+                }
+                Ok(None) => break,
+                Err(bad) => {
+                    self.protocol_error(bad);
+                    break;
+                }
+            };
+            // One copy of the command; its arguments are slices of it.
+            let frame = Bytes::copy_from_slice(&window[..used]);
+            let args: Vec<Bytes> = self.args.iter().map(|r| frame.slice(r.clone())).collect();
+            self.start += used;
+            taken = true;
+            if let Some((name, rest)) = args.split_first() {
+                self.command(name, rest).await;
+            }
+        }
+        if taken {
+            self.meter.settle_but(self.end - self.start);
+        }
+        self.advance();
+        self.hand() && !(self.closing && self.out.is_empty() && self.queue.is_empty())
+    }
+
+    fn protocol_error(&mut self, bad: BadRequest) {
+        tracing::debug!(reason = %bad, "a Redis client broke the protocol");
+        self.state.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+        self.reply_now(|w| w.error(&format!("ERR {bad}")));
+        self.closing = true;
+    }
+
+    /// Answers at once, in order behind the commands still waiting.
+    fn reply_now(&mut self, write: impl FnOnce(&mut Writer)) {
+        if self.queue.is_empty() {
+            write(&mut Writer::new(&mut self.out, self.proto));
+        } else {
+            let mut bytes = Vec::new();
+            write(&mut Writer::new(&mut bytes, self.proto));
+            self.queue.push_back(Pending { proto: self.proto, stage: Stage::Done(bytes) });
+        }
+    }
+
+    fn error(&mut self, text: &str) {
+        self.reply_now(|w| w.error(text));
+    }
+
+    /// Runs one command.
+    async fn command(&mut self, name: &Bytes, args: &[Bytes]) {
+        let upper = String::from_utf8_lossy(name).to_ascii_uppercase();
+        let Some(spec) = commands::find(&upper) else {
+            let why = match commands::refused(&upper) {
+                Some(why) => why.to_string(),
+                None => commands::unknown(name, args),
+            };
+            return self.error(&why);
+        };
+        if !commands::arity_ok(spec, args.len() + 1) {
+            return self.error(&plan::arity_error(spec.name));
+        }
+        if !self.authenticated() && !matches!(upper.as_str(), "AUTH" | "HELLO" | "QUIT") {
+            return self.error("NOAUTH Authentication required.");
+        }
+        match upper.as_str() {
+            "PING" => match args {
+                [] => self.reply_now(|w| w.simple("PONG")),
+                [msg] => self.reply_now(|w| w.bulk(msg)),
+                _ => self.error(&plan::arity_error("ping")),
+            },
+            "ECHO" => self.reply_now(|w| w.bulk(&args[0])),
+            "QUIT" => {
+                self.reply_now(|w| w.ok());
+                self.closing = true;
+            }
+            "AUTH" => self.auth(args).await,
+            "HELLO" => self.hello(args).await,
+            "SELECT" => self.select(&args[0]),
+            "CLIENT" => self.client_command(args),
+            "COMMAND" => self.command_command(args),
+            "DHRT.COLLECTION" => self.collection(args),
+            "DHRT.CONSISTENCY" => self.consistency(args),
+            _ => self.data(&upper, args),
+        }
+    }
+
+    /// A data command: planned, checked against the connection's grant, queued.
+    fn data(&mut self, upper: &str, args: &[Bytes]) {
+        let planned = match plan::plan(upper, args, &self.target, now_ms()) {
+            Some(Ok(planned)) => planned,
+            Some(Err(refused)) => return self.error(&refused),
+            None => return self.error(&commands::unknown(upper.as_bytes(), args)),
+        };
+        for op in &planned.ops {
+            if let Err(refusal) = self.session.check(&self.state, op, &self.refused) {
+                let reply = refusal.reply();
+                return self.error(&plan::error_of(&reply).unwrap_or_default());
+            }
+        }
+        self.queue.push_back(Pending {
+            proto: self.proto,
+            stage: Stage::Queued { plan: planned.plan, ops: planned.ops },
+        });
+    }
+
+    /// Sends the queued commands no barrier holds back, and writes the replies of the
+    /// answered commands at the front of the queue.
+    fn advance(&mut self) {
+        let mut scratch = Vec::new();
+        let mut barrier = false;
+        let mut i = 0;
+        while i < self.queue.len() {
+            let p = &mut self.queue[i];
+            if let Stage::Queued { .. } = p.stage {
+                if barrier {
+                    break;
+                }
+                let Stage::Queued { plan, ops } =
+                    std::mem::replace(&mut p.stage, Stage::Done(Vec::new()))
+                else {
+                    unreachable!("matched above")
+                };
+                let first = self.next_id;
+                let got = vec![None; ops.len()];
+                self.send(first, ops);
+                self.queue[i].stage = Stage::First { plan, first, got };
+            }
+            let p = &mut self.queue[i];
+            if p.answered() {
+                scratch.clear();
+                let mut w = Writer::new(&mut scratch, p.proto);
+                let stage = std::mem::replace(&mut p.stage, Stage::Done(Vec::new()));
+                match stage {
+                    Stage::First { plan, got, .. } => {
+                        let answers: Vec<Reply> = got.into_iter().flatten().collect();
+                        match plan::first(&plan, &answers, &mut w) {
+                            Next::Done => p.stage = Stage::Done(std::mem::take(&mut scratch)),
+                            Next::Then { ops, finish } => {
+                                let first = self.next_id;
+                                let got = vec![None; ops.len()];
+                                self.send(first, ops);
+                                self.queue[i].stage = Stage::Second { finish, first, got };
+                            }
+                        }
+                    }
+                    Stage::Second { finish, got, .. } => {
+                        let answers: Vec<Reply> = got.into_iter().flatten().collect();
+                        plan::second(&finish, &answers, &mut w);
+                        p.stage = Stage::Done(std::mem::take(&mut scratch));
+                    }
+                    other => p.stage = other,
+                }
+            }
+            barrier |= self.queue[i].is_barrier();
+            i += 1;
+        }
+        // Replies leave in command order.
+        while let Some(Pending { stage: Stage::Done(_), .. }) = self.queue.front() {
+            if let Some(Pending { stage: Stage::Done(bytes), .. }) = self.queue.pop_front() {
+                self.out.extend_from_slice(&bytes);
+            }
+        }
+    }
+
+    /// Queues `ops` as requests `first..` for the node.
+    fn send(&mut self, first: u64, ops: Vec<Op>) {
+        self.next_id = first + ops.len() as u64;
+        let seen = None;
+        self.reqs.extend(ops.into_iter().enumerate().map(|(i, op)| ClientRequest {
+            id: first + i as u64,
+            op,
+            seen,
+        }));
+    }
+
+    /// Hands the queued requests to the node, and takes the answers it gives at once
+    /// (which may send more); false once the node has stopped.
+    fn hand(&mut self) -> bool {
+        while !self.reqs.is_empty() {
+            let mut answers = std::mem::take(&mut self.answers);
+            if !self.desk.requests(self.client, &mut self.reqs, &mut answers) {
+                return false;
+            }
+            for parcel in answers.drain(..) {
+                self.owed += parcel.bytes;
+                for resp in parcel.resps {
+                    self.answer(resp);
+                }
+            }
+            self.answers = answers;
+            self.advance();
+        }
+        true
+    }
+
+    /// Files the node's answer with the command it belongs to.
+    fn answer(&mut self, resp: ClientResponse) {
+        let mut reply = Some(resp.result);
+        for p in self.queue.iter_mut() {
+            if p.take(resp.id, &mut reply) {
+                return;
+            }
+        }
+    }
+
+    async fn auth(&mut self, args: &[Bytes]) {
+        let token = match args {
+            [token] | [_, token] => token,
+            _ => return self.error("ERR syntax error"),
+        };
+        match self.authenticate(token).await {
+            Ok(()) => self.reply_now(|w| w.ok()),
+            Err(e) => self.error(&e),
+        }
+    }
+
+    /// Presents `token`: `Err` is the reply (`WRONGPASS`, or an error when the node
+    /// requires no tokens, as Redis answers AUTH without a password set).
+    async fn authenticate(&mut self, token: &[u8]) -> Result<(), String> {
+        if !self.required() {
+            return Err("ERR AUTH <password> called without any password configured for the \
+                        default user. Are you sure your configuration is correct?"
+                .into());
+        }
+        let token = String::from_utf8_lossy(token);
+        match self.state.tokens.authenticate(&self.state, &token).await {
+            Ok((presented, grant)) => {
+                self.session = Session { presented: Some(presented), grant: Some(grant) };
+                self.refused = None;
+                Ok(())
+            }
+            Err(refusal) => {
+                self.session = Session::default();
+                self.refused = Some(refusal);
+                Err("WRONGPASS invalid username-password pair or user is disabled.".into())
+            }
+        }
+    }
+
+    /// `HELLO [protover [AUTH user token] [SETNAME name]]`.
+    async fn hello(&mut self, args: &[Bytes]) {
+        let mut proto = self.proto;
+        if let Some(v) = args.first() {
+            proto = match plan::integer(v) {
+                Some(2) => Protocol::Resp2,
+                Some(3) => Protocol::Resp3,
+                Some(_) => return self.error("NOPROTO unsupported protocol version"),
+                None => {
+                    return self.error("ERR Protocol version is not an integer or out of range")
+                }
+            };
+        }
+        let mut i = 1;
+        let mut name = None;
+        while i < args.len() {
+            match args[i].to_ascii_uppercase().as_slice() {
+                b"AUTH" if i + 2 < args.len() => {
+                    if let Err(e) = self.authenticate(&args[i + 2]).await {
+                        return self.error(&e);
+                    }
+                    i += 3;
+                }
+                b"SETNAME" if i + 1 < args.len() => {
+                    name = Some(args[i + 1].clone());
+                    i += 2;
+                }
+                _ => {
+                    let option = String::from_utf8_lossy(&args[i]).into_owned();
+                    return self.error(&format!("ERR Syntax error in HELLO option '{option}'"));
+                }
+            }
+        }
+        if !self.authenticated() {
+            return self.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        }
+        if name.is_some() {
+            self.name = name;
+        }
+        self.proto = proto;
+        let (client, node) = (self.client, self.state.node);
+        self.reply_now(|w| {
+            w.map(8);
+            w.bulk(b"server");
+            w.bulk(b"dhrt");
+            w.bulk(b"version");
+            w.bulk(super::REDIS_VERSION.as_bytes());
+            w.bulk(b"proto");
+            w.integer(if proto == Protocol::Resp3 { 3 } else { 2 });
+            w.bulk(b"id");
+            w.integer(client as i64);
+            w.bulk(b"mode");
+            w.bulk(b"standalone");
+            w.bulk(b"role");
+            w.bulk(b"master");
+            w.bulk(b"modules");
+            w.array(0);
+            w.bulk(b"dhrt_node");
+            w.bulk(format!("{node} {}", env!("CARGO_PKG_VERSION")).as_bytes());
+        });
+    }
+
+    fn select(&mut self, index: &[u8]) {
+        let Some(n) = plan::integer(index) else {
+            return self.error("ERR value is not an integer or out of range");
+        };
+        match u32::try_from(n).ok().and_then(|n| self.config.database(n)) {
+            Some(collection) => {
+                self.target.collection = collection.to_string();
+                self.reply_now(|w| w.ok());
+            }
+            None => self.error("ERR DB index is out of range"),
+        }
+    }
+
+    fn collection(&mut self, args: &[Bytes]) {
+        match args {
+            [] => {
+                let name = self.target.collection.clone();
+                self.reply_now(|w| w.bulk(name.as_bytes()));
+            }
+            [name] => match std::str::from_utf8(name) {
+                Ok(name) if !name.is_empty() && name.len() <= 255 => {
+                    self.target.collection = name.to_string();
+                    self.reply_now(|w| w.ok());
+                }
+                _ => self.error("ERR a collection name is 1 to 255 bytes of UTF-8"),
+            },
+            _ => self.error(&plan::arity_error("dhrt.collection")),
+        }
+    }
+
+    fn consistency(&mut self, args: &[Bytes]) {
+        match args {
+            [] => {
+                let level = self.target.consistency.to_string();
+                self.reply_now(|w| w.bulk(level.as_bytes()));
+            }
+            [level] => match String::from_utf8_lossy(level).parse::<Consistency>() {
+                Ok(level) => {
+                    self.target.consistency = level;
+                    self.reply_now(|w| w.ok());
+                }
+                Err(e) => self.error(&format!("ERR {e}")),
+            },
+            _ => self.error(&plan::arity_error("dhrt.consistency")),
+        }
+    }
+
+    /// `CLIENT SETNAME | GETNAME | ID | INFO | SETINFO`.
+    fn client_command(&mut self, args: &[Bytes]) {
+        let sub = args[0].to_ascii_uppercase();
+        match (sub.as_slice(), &args[1..]) {
+            (b"SETNAME", [name]) => {
+                if name.iter().any(|&b| b <= b' ' || b > b'~') {
+                    return self.error(
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
+                self.name = (!name.is_empty()).then(|| name.clone());
+                self.reply_now(|w| w.ok());
+            }
+            (b"GETNAME", []) => {
+                let name = self.name.clone();
+                self.reply_now(|w| w.bulk_or_nil(name.as_deref()));
+            }
+            (b"ID", []) => {
+                let id = self.client as i64;
+                self.reply_now(|w| w.integer(id));
+            }
+            (b"INFO", []) => {
+                let info = self.info_line();
+                self.reply_now(|w| w.verbatim(&info));
+            }
+            // Client libraries announce themselves (lib-name, lib-ver): accepted.
+            (b"SETINFO", [_, _]) => self.reply_now(|w| w.ok()),
+            _ => {
+                let sub = String::from_utf8_lossy(&args[0]).into_owned();
+                self.error(&format!("ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CLIENT HELP."));
+            }
+        }
+    }
+
+    fn info_line(&self) -> String {
+        let name = self.name.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+        format!(
+            "id={} name={} db={} resp={} collection={} consistency={}\n",
+            self.client,
+            name,
+            self.config.index_of(&self.target.collection).map_or(-1, i64::from),
+            if self.proto == Protocol::Resp3 { 3 } else { 2 },
+            self.target.collection,
+            self.target.consistency,
+        )
+    }
+
+    /// `COMMAND`, `COMMAND COUNT`, `COMMAND INFO name...`, `COMMAND DOCS [name...]`.
+    fn command_command(&mut self, args: &[Bytes]) {
+        let sub = args.first().map(|s| s.to_ascii_uppercase()).unwrap_or_default();
+        let named = |args: &[Bytes]| -> Vec<Option<&'static commands::Spec>> {
+            args.iter().map(|a| commands::find(&String::from_utf8_lossy(a))).collect()
+        };
+        match sub.as_slice() {
+            b"" => self.reply_now(|w| {
+                w.array(COMMANDS.len());
+                COMMANDS.iter().for_each(|s| info(w, s));
+            }),
+            b"COUNT" => self.reply_now(|w| w.integer(COMMANDS.len() as i64)),
+            b"INFO" => {
+                let specs = if args.len() > 1 {
+                    named(&args[1..])
+                } else {
+                    COMMANDS.iter().map(Some).collect()
+                };
+                self.reply_now(|w| {
+                    w.array(specs.len());
+                    for s in &specs {
+                        match s {
+                            Some(s) => info(w, s),
+                            None => w.nil(),
+                        }
+                    }
+                })
+            }
+            b"DOCS" => {
+                let specs: Vec<_> = if args.len() > 1 {
+                    named(&args[1..]).into_iter().flatten().collect()
+                } else {
+                    COMMANDS.iter().collect()
+                };
+                self.reply_now(|w| {
+                    w.map(specs.len());
+                    for s in &specs {
+                        w.bulk(s.name.as_bytes());
+                        w.map(3);
+                        w.bulk(b"summary");
+                        w.bulk(s.summary.as_bytes());
+                        w.bulk(b"since");
+                        w.bulk(b"1.0.0");
+                        w.bulk(b"group");
+                        w.bulk(s.group.as_bytes());
+                    }
+                })
+            }
+            _ => {
+                let sub = String::from_utf8_lossy(&args[0]).into_owned();
+                self.error(&format!("ERR unknown subcommand '{sub}'. Try COMMAND HELP."));
+            }
+        }
+    }
+}
+
+/// One command's `COMMAND INFO` entry.
+fn info(w: &mut Writer, s: &commands::Spec) {
+    w.array(10);
+    w.bulk(s.name.as_bytes());
+    w.integer(i64::from(s.arity));
+    w.set(s.flags.len());
+    s.flags.iter().for_each(|f| w.simple(f));
+    w.integer(i64::from(s.first_key));
+    w.integer(i64::from(s.last_key));
+    w.integer(i64::from(s.step));
+    w.set(0); // ACL categories
+    w.set(0); // tips
+    w.array(0); // key specifications
+    w.array(0); // subcommands
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

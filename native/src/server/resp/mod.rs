@@ -1,0 +1,150 @@
+//! The Redis endpoint: RESP2 and RESP3 on a port of its own (`dhrt serve --resp-port`),
+//! so redis-cli, redis-benchmark and Redis client libraries work against any node —
+//! with dhrt's replication, consistency and repair underneath, and no slot map: any
+//! node answers any key. docs/redis.md says what works and what differs.
+//!
+//! Connections are accepted here under the node's connection cap (the same slots as
+//! the main port's) and read budget, then moved to the node thread, where each is
+//! served as a WebSocket client is: its commands become the same operations, handed to
+//! the node at the desk, checked against the same tokens ([`conn`]).
+//!
+//! - [`plan`]: data commands as dhrt operations, and the node's answers as replies;
+//! - [`commands`]: the command table (`COMMAND`), and what is refused and why;
+//! - [`conn`]: one connection.
+
+pub mod commands;
+pub mod conn;
+pub mod plan;
+
+use super::{
+    accept::Slot,
+    read_budget::{Metered, ReadMeter},
+    AppState,
+};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// The Redis version whose protocol and commands the endpoint follows (`HELLO`,
+/// `INFO`): client libraries read it to choose what to send.
+pub const REDIS_VERSION: &str = "7.0.0";
+
+/// Databases a Redis client can `SELECT` by default, as Redis has.
+pub const DEFAULT_DATABASES: u32 = 16;
+
+/// How Redis databases map to collections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RespConfig {
+    /// The collection of database `i`.
+    databases: Vec<String>,
+}
+
+impl Default for RespConfig {
+    /// Database 0 is the `default` collection, databases 1 to 15 the collections
+    /// `db1` to `db15`.
+    fn default() -> Self {
+        let databases = (0..DEFAULT_DATABASES)
+            .map(|i| match i {
+                0 => dhrt_core::proto::client::DEFAULT_COLLECTION.to_string(),
+                i => format!("db{i}"),
+            })
+            .collect();
+        RespConfig { databases }
+    }
+}
+
+impl RespConfig {
+    /// The default table with the entries of `mapping` (`N=COLLECTION`, as
+    /// `--resp-db` takes them) set; databases past 15 may be added.
+    pub fn with_mapping(mapping: &[String]) -> Result<RespConfig, String> {
+        let mut config = RespConfig::default();
+        for entry in mapping {
+            let bad = || format!("--resp-db {entry:?}: expected N=COLLECTION, N from 0 to 1023");
+            let (n, name) = entry.split_once('=').ok_or_else(bad)?;
+            let n: usize = n.trim().parse().map_err(|_| bad())?;
+            let name = name.trim();
+            if n >= 1024 || name.is_empty() || name.len() > 255 {
+                return Err(bad());
+            }
+            if config.databases.len() <= n {
+                config.databases.resize_with(n + 1, String::new);
+            }
+            config.databases[n] = name.to_string();
+        }
+        Ok(config)
+    }
+
+    /// The collection of database `n`, if it is mapped.
+    pub fn database(&self, n: u32) -> Option<&str> {
+        self.databases.get(n as usize).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    /// The database a collection is mapped to, if any.
+    pub fn index_of(&self, collection: &str) -> Option<u32> {
+        self.databases.iter().position(|c| c == collection).map(|i| i as u32)
+    }
+}
+
+/// Accepts Redis connections from `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, state: AppState, config: Arc<RespConfig>) {
+    let mut refusals = super::accept::Refusals::default();
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::debug!(error = %e, "accepting a Redis connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = state.connection_slots.clone().try_acquire_owned() else {
+            state.counters.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            refusals.log(state.limits.max_connections, remote);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let std = match tcp.into_std() {
+            Ok(std) => std,
+            Err(e) => {
+                tracing::debug!(error = %e, "a Redis connection could not be moved");
+                continue;
+            }
+        };
+        let slot = Slot::new(permit, state.counters.clone());
+        let (state, config) = (state.clone(), config.clone());
+        // Served on the node thread, as WebSocket clients are.
+        let node = state.node_runtime.clone();
+        node.spawn(async move {
+            let tcp = match tokio::net::TcpStream::from_std(std) {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::debug!(error = %e, "a Redis connection could not be moved");
+                    return;
+                }
+            };
+            let meter = ReadMeter::default();
+            let io = Metered::new(tcp, state.read_budget.clone(), meter.clone()).keeping(slot);
+            conn::serve(io, meter, state, config).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn databases_map_to_collections() {
+        let config = RespConfig::default();
+        assert_eq!(config.database(0), Some("default"));
+        assert_eq!(config.database(15), Some("db15"));
+        assert_eq!(config.database(16), None);
+        let config = RespConfig::with_mapping(&["1=users".into(), "20 = logs".into()]).unwrap();
+        assert_eq!(config.database(1), Some("users"));
+        assert_eq!(config.database(20), Some("logs"));
+        assert_eq!(config.database(17), None, "a gap is not a database");
+        assert_eq!(config.index_of("logs"), Some(20));
+        for bad in ["x", "1", "=a", "2000=a", "1="] {
+            assert!(RespConfig::with_mapping(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+}
