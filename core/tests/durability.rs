@@ -518,12 +518,39 @@ fn a_lone_node_answers_its_own_reads_with_expiry_and_many_keys() {
     let v = |s: &'static str| Some(Bytes::from_static(s.as_bytes()));
     assert_eq!(answers[0].result, Reply::Values { values: vec![v("lived"), v("v"), None] });
     assert!(
-        matches!(&answers[1].result, Reply::Value { value: None, ts: Some(_) }),
+        matches!(&answers[1].result, Reply::Value { value: None, ts: Some(_), .. }),
         "{:?}",
         answers[1]
     );
     assert!(matches!(&answers[2].result, Reply::Value { value: Some(b), .. } if b == "v"));
     assert_eq!(node.coordinator().in_flight(), 0, "nothing left pending");
+}
+
+/// A read tells when the value it answers expires (what Redis's TTL reads), on the
+/// full path and the lone node's alike; a value without a time to live has none.
+#[test]
+fn reads_answer_the_expiry_of_the_value() {
+    let (mut node, _handle) = lone_node();
+    let now = 6_000;
+    let mut ttl = set("short", "lived");
+    if let Op::Set { ttl_ms, .. } = &mut ttl {
+        *ttl_ms = Some(1_000);
+    }
+    node.handle_client(now, 1, ClientRequest { id: 1, op: ttl, seen: None });
+    node.handle_client(now, 1, ClientRequest { id: 2, op: set("k", "v"), seen: None });
+    node.flush(now).unwrap();
+    assert_eq!(replies(&mut node).len(), 2);
+    for (id, key) in [(3, "short"), (4, "k")] {
+        let op = get(key, Consistency::One);
+        node.handle_client(now + 500, 1, ClientRequest { id, op, seen: None });
+    }
+    let answers = replies(&mut node);
+    let Reply::Value { value: Some(_), ts: Some(ts), expires: Some(at) } = &answers[0].result
+    else {
+        panic!("{:?}", answers[0])
+    };
+    assert_eq!(*at, ts.physical_ms() + 1_000, "the write's time plus its time to live");
+    assert!(matches!(&answers[1].result, Reply::Value { value: Some(_), expires: None, .. }));
 }
 
 /// A node that is a key's only replica answers its writes itself — nothing pending —

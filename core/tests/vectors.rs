@@ -563,7 +563,7 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
             "Response 43: Value world, written at ts (1700000000000 ms, counter 3)",
             Message::Response(ClientResponse {
                 id: 43,
-                result: Reply::Value { value: Some(b(b"world")), ts: Some(t(0, 3)) },
+                result: Reply::Value { value: Some(b(b"world")), ts: Some(t(0, 3)), expires: None },
                 ts: None,
             }),
         ),
@@ -572,7 +572,7 @@ fn wire_messages() -> Vec<(&'static str, &'static str, Message)> {
             "Response 44: Value none, ts none",
             Message::Response(ClientResponse {
                 id: 44,
-                result: Reply::Value { value: None, ts: None },
+                result: Reply::Value { value: None, ts: None, expires: None },
                 ts: None,
             }),
         ),

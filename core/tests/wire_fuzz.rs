@@ -187,8 +187,9 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 
 fn reply() -> impl Strategy<Value = Reply> {
     prop_oneof![
-        (prop::option::of(bytes(32)), prop::option::of(ts()))
-            .prop_map(|(value, ts)| Reply::Value { value, ts }),
+        (prop::option::of(bytes(32)), prop::option::of(ts())).prop_map(|(value, ts)| {
+            Reply::Value { expires: value.as_ref().map(|v| v.len() as u64), value, ts }
+        }),
         Just(Reply::Ok),
         ts().prop_map(|ts| Reply::Written { ts }),
         prop::collection::vec(prop::option::of(bytes(8)), 0..6)

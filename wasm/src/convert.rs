@@ -226,7 +226,7 @@ pub fn request(value: &JsValue) -> Result<Op, JsError> {
 pub fn reply_to_js(reply: Reply) -> JsValue {
     let kind = |k: &str| Obj::new().set("kind", k);
     match reply {
-        Reply::Value { value, ts } => {
+        Reply::Value { value, ts, .. } => {
             kind("value").opt_bytes("value", value.as_deref()).opt("ts", ts.map(|t| t.0)).into()
         }
         Reply::Ok => kind("ok").into(),

@@ -99,7 +99,7 @@ fn a_get_goes_out_as_a_frame_and_its_answer_comes_back_with_a_bigint_timestamp()
     let out = outputs(&mut peer).remove(0);
     let req = sent_request(&out);
     let ts = Timestamp(0x018b_cfe5_6800_0003);
-    let reply = Reply::Value { value: Some(Bytes::from("lovelace")), ts: Some(ts) };
+    let reply = Reply::Value { value: Some(Bytes::from("lovelace")), ts: Some(ts), expires: None };
     peer.handle_frame(6.0, SEED, &answer(req.id, reply));
     let out = outputs(&mut peer).remove(0);
     assert_eq!(str_field(&out, "type"), "reply");

@@ -921,10 +921,9 @@ fn read_locally<'k, S: Store>(
             Ok(Some(e)) => {
                 // As for any answer: the reply's `ts` covers it.
                 let _ = node.clock.update(e.ts, now);
-                let ts = e.ts;
-                values.push((e.materialize(now).value, Some(ts)));
+                values.push(Read::of(e, now));
             }
-            Ok(None) => values.push((None, None)),
+            Ok(None) => values.push(Read::default()),
             Err(_) => return false,
         }
     }
@@ -983,14 +982,33 @@ fn written_locally<S: Store>(node: &mut Node<S>, client: ClientId, id: u64, ts: 
     }
 }
 
-/// A read's answer from each key's newest entry (value and timestamp): the value for
-/// one key, the values for many.
-fn read_reply(values: Vec<(Option<Bytes>, Option<Timestamp>)>, many: bool) -> Reply {
+/// What a read answers of one key: its newest entry's value (none once deleted or
+/// expired), timestamp and expiry.
+#[derive(Debug, Default)]
+struct Read {
+    value: Option<Bytes>,
+    ts: Option<Timestamp>,
+    expires: Option<Millis>,
+}
+
+impl Read {
+    /// The read of entry `e` at `now`.
+    fn of(e: Entry, now: Millis) -> Read {
+        let ts = Some(e.ts);
+        let e = e.materialize(now);
+        let expires = e.expires.filter(|_| e.value.is_some());
+        Read { value: e.value, ts, expires }
+    }
+}
+
+/// A read's answer from each key's newest entry: the value for one key (with its
+/// timestamp and expiry), the values for many.
+fn read_reply(values: Vec<Read>, many: bool) -> Reply {
     if many {
-        Reply::Values { values: values.into_iter().map(|(v, _)| v).collect() }
+        Reply::Values { values: values.into_iter().map(|r| r.value).collect() }
     } else {
-        let (value, ts) = values.into_iter().next().unwrap_or((None, None));
-        Reply::Value { value, ts }
+        let Read { value, ts, expires } = values.into_iter().next().unwrap_or_default();
+        Reply::Value { value, ts, expires }
     }
 }
 
@@ -1223,13 +1241,7 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
                     let values = p
                         .keys
                         .iter()
-                        .map(|k| match newest(k) {
-                            Some(e) => {
-                                let ts = e.ts;
-                                (e.materialize(now).value, Some(ts))
-                            }
-                            None => (None, None),
-                        })
+                        .map(|k| newest(k).map_or_else(Read::default, |e| Read::of(e, now)))
                         .collect();
                     read_reply(values, *many)
                 }

@@ -298,6 +298,11 @@ pub enum Reply {
         /// The timestamp of the winning write (a delete's, when the key was deleted);
         /// `None` when no replica asked knows the key.
         ts: Option<Timestamp>,
+        /// When the value expires (wall-clock milliseconds), if it has a time to live;
+        /// `None` for a value without one, and whenever `value` is `None`. Omitted from
+        /// the frame when `None`, so answers without it read as before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires: Option<Millis>,
     },
     /// The request succeeded and has nothing to report ([`Op::Watch`], [`Op::Unwatch`],
     /// an [`Op::Sync`] that closed its session).

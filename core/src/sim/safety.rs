@@ -318,7 +318,7 @@ fn read<S: Store>(
                 if let NodeOutput::Reply { resp: ClientResponse { id: rid, result, .. }, .. } = e {
                     if rid == id {
                         match result {
-                            Reply::Value { value, ts } => return Ok((value, ts)),
+                            Reply::Value { value, ts, .. } => return Ok((value, ts)),
                             other if attempt == 4 => {
                                 return Err(format!("reading {key:?}: {other:?}"))
                             }

@@ -131,7 +131,7 @@ fn fast_response(body: &[u8]) -> Option<Message> {
             _ => Some(r.bin()?),
         };
         let ts = r.opt_uint()?.map(Timestamp);
-        Reply::Value { value: value.map(Bytes::copy_from_slice), ts }
+        Reply::Value { value: value.map(Bytes::copy_from_slice), ts, expires: None }
     } else {
         return None;
     };
@@ -703,7 +703,11 @@ mod tests {
         let ts = || prop::option::of(width_u64().prop_map(Timestamp));
         let result = prop_oneof![
             width_u64().prop_map(|t| Reply::Written { ts: Timestamp(t) }),
-            (prop::option::of(blob(max)), ts()).prop_map(|(value, ts)| Reply::Value { value, ts }),
+            (prop::option::of(blob(max)), ts()).prop_map(|(value, ts)| Reply::Value {
+                value,
+                ts,
+                expires: None
+            }),
         ];
         (width_u64(), result, ts()).prop_map(|(id, result, ts)| ClientResponse { id, result, ts })
     }
@@ -712,7 +716,11 @@ mod tests {
     fn other_answers_and_large_values_decode_as_before() {
         let big = Bytes::from(vec![7u8; 70_000]); // a bin 32
         let taken = [
-            ClientResponse { id: 1, result: Reply::Value { value: Some(big), ts: None }, ts: None },
+            ClientResponse {
+                id: 1,
+                result: Reply::Value { value: Some(big), ts: None, expires: None },
+                ts: None,
+            },
             ClientResponse { id: u64::MAX, result: Reply::Written { ts: Timestamp(0) }, ts: None },
         ];
         for resp in taken {

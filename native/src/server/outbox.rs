@@ -257,7 +257,7 @@ mod tests {
     fn value(id: u64, n: usize) -> ClientResponse {
         ClientResponse {
             id,
-            result: Reply::Value { value: Some(Bytes::from(vec![0; n])), ts: None },
+            result: Reply::Value { value: Some(Bytes::from(vec![0; n])), ts: None, expires: None },
             ts: None,
         }
     }

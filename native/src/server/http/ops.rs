@@ -35,7 +35,7 @@ pub async fn get(
     consistency: Consistency,
 ) -> Result<Option<(Bytes, Option<Timestamp>)>, ApiError> {
     match state.call(Op::Get { collection: collection.into(), key, consistency }).await {
-        Reply::Value { value, ts } => Ok(value.map(|v| (v, ts))),
+        Reply::Value { value, ts, .. } => Ok(value.map(|v| (v, ts))),
         other => Err(ApiError::from_reply(other)),
     }
 }

@@ -139,7 +139,17 @@ impl Pending {
 }
 
 fn two_stages(plan: &Plan) -> bool {
-    matches!(plan, Plan::SetGet { .. } | Plan::GetDel { .. } | Plan::Del { .. })
+    matches!(
+        plan,
+        Plan::SetGet { .. }
+            | Plan::GetDel { .. }
+            | Plan::Del { .. }
+            | Plan::SetKeep { .. }
+            | Plan::Expire { .. }
+            | Plan::Persist { .. }
+            | Plan::GetEx { change: Some(_), .. }
+            | Plan::Walk { .. }
+    )
 }
 
 /// What the connection waits for next.
@@ -455,6 +465,16 @@ impl Conn {
 
     /// A data command: planned, checked against the connection's grant, queued.
     fn data(&mut self, upper: &str, args: &[Bytes]) {
+        // Dropping a collection is an admin's, as over HTTP.
+        if upper == "FLUSHDB" && self.required() {
+            let allowed = match &self.session.grant {
+                Some(grant) => grant.may_drop(&self.target.collection).map_err(|e| e.to_string()),
+                None => Err("no token".into()),
+            };
+            if let Err(why) = allowed {
+                return self.error(&format!("NOPERM {why}"));
+            }
+        }
         let planned = match plan::plan(upper, args, &self.target, now_ms()) {
             Some(Ok(planned)) => planned,
             Some(Err(refused)) => return self.error(&refused),
@@ -502,7 +522,7 @@ impl Conn {
                 match stage {
                     Stage::First { plan, got, .. } => {
                         let answers: Vec<Reply> = got.into_iter().flatten().collect();
-                        match plan::first(&plan, &answers, &mut w) {
+                        match plan::first(&plan, &answers, now_ms(), &mut w) {
                             Next::Done => p.stage = Stage::Done(std::mem::take(&mut scratch)),
                             Next::Then { ops, finish } => {
                                 let first = self.next_id;
@@ -514,8 +534,15 @@ impl Conn {
                     }
                     Stage::Second { finish, got, .. } => {
                         let answers: Vec<Reply> = got.into_iter().flatten().collect();
-                        plan::second(&finish, &answers, &mut w);
-                        p.stage = Stage::Done(std::mem::take(&mut scratch));
+                        match plan::second(&finish, &answers, now_ms(), &mut w) {
+                            Next::Done => p.stage = Stage::Done(std::mem::take(&mut scratch)),
+                            Next::Then { ops, finish } => {
+                                let first = self.next_id;
+                                let got = vec![None; ops.len()];
+                                self.send(first, ops);
+                                self.queue[i].stage = Stage::Second { finish, first, got };
+                            }
+                        }
                     }
                     other => p.stage = other,
                 }

@@ -9,11 +9,13 @@
 //! the node at the desk, checked against the same tokens ([`conn`]).
 //!
 //! - [`plan`]: data commands as dhrt operations, and the node's answers as replies;
+//! - [`keys`]: Redis's glob patterns and cursors for SCAN, KEYS, DBSIZE and FLUSHDB;
 //! - [`commands`]: the command table (`COMMAND`), and what is refused and why;
 //! - [`conn`]: one connection.
 
 pub mod commands;
 pub mod conn;
+pub mod keys;
 pub mod plan;
 
 use super::{

@@ -64,8 +64,177 @@ pub enum Plan {
     Exists,
     /// STRLEN: the value's length, 0 when missing.
     StrLen,
+    /// SET ... KEEPTTL: the key read first for its expiry, then written with it; the
+    /// old value answered when `get`.
+    SetKeep {
+        /// The key.
+        key: KeyRef,
+        /// The new value.
+        value: Bytes,
+        /// Answer the old value rather than OK.
+        get: bool,
+    },
+    /// TTL (seconds), PTTL (`millis`): -2 for a missing key, -1 for one without expiry.
+    Ttl {
+        /// Answer milliseconds.
+        millis: bool,
+    },
+    /// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT: the key read, then written again with
+    /// expiry `at` (deleted when `at` is past) if it exists and `when` allows; 1 or 0.
+    Expire {
+        /// The key.
+        key: KeyRef,
+        /// The new expiry, wall-clock milliseconds.
+        at: Millis,
+        /// NX, XX, GT, LT.
+        when: When,
+    },
+    /// PERSIST: the key read, then written again without expiry if it had one; 1 or 0.
+    Persist {
+        /// The key.
+        key: KeyRef,
+    },
+    /// SCAN: one page, as Redis's `[cursor, [keys]]`.
+    Scan {
+        /// The walk (its pattern and page size).
+        walk: Walk,
+    },
+    /// KEYS, DBSIZE, FLUSHDB: every page, gathered.
+    Walk {
+        /// The walk.
+        walk: Walk,
+        /// What it gathers.
+        gather: Gather,
+    },
+    /// GETEX: the value answered; written again with a new expiry when one is given
+    /// (`Some(None)`: PERSIST).
+    GetEx {
+        /// The key.
+        key: KeyRef,
+        /// The new expiry, if any.
+        change: Option<Option<Millis>>,
+    },
     /// TYPE: `string` or `none`.
     Type,
+}
+
+/// A walk over the selected collection's pages (SCAN, KEYS, DBSIZE, FLUSHDB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Walk {
+    /// The collection.
+    pub collection: String,
+    /// The reads' (and FLUSHDB's deletes') consistency.
+    pub consistency: Consistency,
+    /// An ordered collection (`ordered.*`): its cursors are written differently.
+    pub ordered: bool,
+    /// Only keys matching this glob (MATCH).
+    pub pattern: Option<Bytes>,
+    /// Entries a page asks for.
+    pub limit: u32,
+    /// Only keys of this type (SCAN ... TYPE): none unless `string`.
+    pub strings: bool,
+}
+
+impl Walk {
+    /// A walk over `to`'s collection.
+    fn of(to: &Target) -> Walk {
+        Walk {
+            collection: to.collection.clone(),
+            consistency: to.consistency,
+            ordered: to.collection.starts_with(ORDERED_PREFIX),
+            pattern: None,
+            limit: WALK_PAGE,
+            strings: true,
+        }
+    }
+
+    /// The read of the page after `cursor`.
+    fn page(&self, cursor: Option<Bytes>) -> Op {
+        let prefix = self.pattern.as_deref().map(super::keys::literal_prefix);
+        Op::Scan {
+            collection: self.collection.clone(),
+            cursor,
+            prefix: prefix.filter(|p| !p.is_empty()).map(Bytes::copy_from_slice),
+            limit: self.limit,
+            consistency: self.consistency,
+        }
+    }
+
+    /// The keys of a page this walk keeps.
+    fn keep<'a>(&'a self, items: &'a [(Bytes, Bytes)]) -> impl Iterator<Item = &'a Bytes> {
+        items.iter().map(|(k, _)| k).filter(|k| {
+            self.strings && self.pattern.as_deref().is_none_or(|p| super::keys::glob(p, k))
+        })
+    }
+}
+
+/// The name prefix of ordered collections.
+const ORDERED_PREFIX: &str = "ordered.";
+/// Entries a page of KEYS, DBSIZE or FLUSHDB asks for (dhrt's largest page).
+const WALK_PAGE: u32 = 1000;
+/// Most keys KEYS answers; past it, an error saying to use SCAN.
+pub const MAX_KEYS: usize = 100_000;
+
+/// What a walk gathers, page after page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gather {
+    /// KEYS: the matching keys.
+    Keys(Vec<Bytes>),
+    /// DBSIZE: how many live keys.
+    Count(u64),
+    /// FLUSHDB: how many deleted.
+    Flush(u64),
+}
+
+/// A key a second stage writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    /// Its collection.
+    pub collection: String,
+    /// The key.
+    pub key: Bytes,
+    /// The write's consistency.
+    pub consistency: Consistency,
+}
+
+impl KeyRef {
+    /// Writes `value` again under this key with expiry `at` (deletes it when `at` is
+    /// not after `now`).
+    fn write(&self, value: Bytes, at: Option<Millis>, now: Millis) -> Op {
+        let (collection, key, consistency) =
+            (self.collection.clone(), self.key.clone(), self.consistency);
+        match at {
+            Some(at) if at <= now => Op::Del { collection, key, consistency },
+            at => Op::Set { collection, key, value, consistency, ttl_ms: at.map(|at| at - now) },
+        }
+    }
+}
+
+/// The condition of EXPIRE and friends on the key's current expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Always.
+    Always,
+    /// NX: only when it has none.
+    NoExpiry,
+    /// XX: only when it has one.
+    HasExpiry,
+    /// GT: only when the new one is later (no expiry counts as infinite).
+    Later,
+    /// LT: only when the new one is earlier.
+    Earlier,
+}
+
+impl When {
+    fn allows(self, current: Option<Millis>, new: Millis) -> bool {
+        match self {
+            When::Always => true,
+            When::NoExpiry => current.is_none(),
+            When::HasExpiry => current.is_some(),
+            When::Later => current.is_some_and(|c| new > c),
+            When::Earlier => current.is_none_or(|c| new < c),
+        }
+    }
 }
 
 /// A data command, ready to run.
@@ -106,6 +275,7 @@ pub fn plan(
     let get_many =
         |keys: &[Bytes]| Op::GetMany { collection: c(), keys: keys.to_vec(), consistency };
     let single = |plan: Plan, op: Op| Ok(Planned { plan, ops: vec![op] });
+    let key_ref = |key: &Bytes| KeyRef { collection: c(), key: key.clone(), consistency };
     let planned = match name {
         "GET" | "STRLEN" | "TYPE" | "GETDEL" => {
             let [key] = args else { return Some(Err(arity_error(name))) };
@@ -141,6 +311,46 @@ pub fn plan(
             let plan = Plan::Del { collection: c(), keys: args.to_vec(), consistency };
             single(plan, get_many(args))
         }
+        "TTL" | "PTTL" => {
+            let [key] = args else { return Some(Err(arity_error(name))) };
+            single(Plan::Ttl { millis: name == "PTTL" }, get(key))
+        }
+        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => {
+            let [key, time, options @ ..] = args else { return Some(Err(arity_error(name))) };
+            expire(name, key, time, options, to, now)
+        }
+        "PERSIST" => {
+            let [key] = args else { return Some(Err(arity_error(name))) };
+            single(Plan::Persist { key: key_ref(key) }, get(key))
+        }
+        "GETEX" => {
+            let [key, options @ ..] = args else { return Some(Err(arity_error(name))) };
+            getex(key_ref(key), options, now).map(|plan| Planned { plan, ops: vec![get(key)] })
+        }
+        "SCAN" => {
+            let [cursor, options @ ..] = args else { return Some(Err(arity_error(name))) };
+            scan(to, cursor, options)
+        }
+        "KEYS" => {
+            let [pattern] = args else { return Some(Err(arity_error(name))) };
+            let walk = Walk { pattern: Some(pattern.clone()), ..Walk::of(to) };
+            let op = walk.page(None);
+            single(Plan::Walk { walk, gather: Gather::Keys(Vec::new()) }, op)
+        }
+        "DBSIZE" | "FLUSHDB" => {
+            if args.len() > usize::from(name == "FLUSHDB") {
+                return Some(Err(arity_error(name)));
+            }
+            if let Some(mode) = args.first() {
+                if !mode.eq_ignore_ascii_case(b"ASYNC") && !mode.eq_ignore_ascii_case(b"SYNC") {
+                    return Some(Err(SYNTAX.into()));
+                }
+            }
+            let walk = Walk::of(to);
+            let gather = if name == "DBSIZE" { Gather::Count(0) } else { Gather::Flush(0) };
+            let op = walk.page(None);
+            single(Plan::Walk { walk, gather }, op)
+        }
         "MSET" => {
             if args.is_empty() || !args.len().is_multiple_of(2) {
                 return Some(Err(arity_error(name)));
@@ -153,8 +363,36 @@ pub fn plan(
     Some(planned)
 }
 
-/// SET's options: `EX`/`PX`/`EXAT`/`PXAT` (one of them), `GET`; `NX`/`XX` and
-/// `KEEPTTL` are refused with why.
+/// The expiry an `EX`/`PX`/`EXAT`/`PXAT` option (`option`, upper case) with argument
+/// `arg` sets, as wall-clock milliseconds; `None` when `option` is none of them.
+fn expiry_option(
+    option: &[u8],
+    arg: Option<&Bytes>,
+    command: &str,
+    now: Millis,
+) -> Option<Result<Millis, Refused>> {
+    if !matches!(option, b"EX" | b"PX" | b"EXAT" | b"PXAT") {
+        return None;
+    }
+    let invalid = || format!("ERR invalid expire time in '{command}' command");
+    let at = (|| {
+        let n = integer(arg.ok_or(SYNTAX)?).ok_or("ERR value is not an integer or out of range")?;
+        if n <= 0 {
+            return Err(invalid());
+        }
+        let at = match option {
+            b"EX" => n.checked_mul(1000).and_then(|ms| ms.checked_add(now as i64)),
+            b"PX" => n.checked_add(now as i64),
+            b"EXAT" => n.checked_mul(1000),
+            _ => Some(n),
+        };
+        at.map(|at| at as Millis).ok_or_else(invalid)
+    })();
+    Some(at.map_err(|e| e.to_string()))
+}
+
+/// SET's options: `EX`/`PX`/`EXAT`/`PXAT` or `KEEPTTL` (one of them), `GET`; `NX`/`XX`
+/// are refused with why.
 fn set(
     to: &Target,
     key: &Bytes,
@@ -162,7 +400,8 @@ fn set(
     options: &[Bytes],
     now: Millis,
 ) -> Result<Planned, Refused> {
-    let mut ttl_ms: Option<i64> = None;
+    let mut at: Option<Millis> = None;
+    let mut keep = false;
     let mut get = false;
     let mut i = 0;
     while i < options.len() {
@@ -170,51 +409,122 @@ fn set(
         match option.as_slice() {
             b"GET" => get = true,
             b"NX" | b"XX" => return Err(NOT_CONDITIONAL.into()),
-            b"KEEPTTL" => {
-                return Err("ERR KEEPTTL is not supported by dhrt yet: a write replaces a \
-                            key's expiry; pass EX/PX again"
-                    .into())
-            }
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" => {
-                let arg = options.get(i + 1).ok_or(SYNTAX)?;
-                if ttl_ms.is_some() {
-                    return Err(SYNTAX.into());
+            b"KEEPTTL" if at.is_none() => keep = true,
+            option => match expiry_option(option, options.get(i + 1), "set", now) {
+                Some(_) if keep || at.is_some() => return Err(SYNTAX.into()),
+                Some(expiry) => {
+                    at = Some(expiry?);
+                    i += 1;
                 }
-                let n = integer(arg).ok_or("ERR value is not an integer or out of range")?;
-                if n <= 0 {
-                    return Err("ERR invalid expire time in 'set' command".into());
-                }
-                let ms = match option.as_slice() {
-                    b"EX" => n.checked_mul(1000),
-                    b"PX" => Some(n),
-                    b"EXAT" => n.checked_mul(1000).map(|at| at - now as i64),
-                    _ => Some(n - now as i64),
-                };
-                ttl_ms = Some(ms.ok_or("ERR invalid expire time in 'set' command")?);
-                i += 1;
-            }
-            _ => return Err(SYNTAX.into()),
+                None => return Err(SYNTAX.into()),
+            },
         }
         i += 1;
     }
-    let (collection, consistency) = (to.collection.clone(), to.consistency);
-    // An expiry already past deletes the key, as in Redis.
-    let op = match ttl_ms {
-        Some(ms) if ms <= 0 => Op::Del { collection, key: key.clone(), consistency },
-        ttl => Op::Set {
-            collection,
-            key: key.clone(),
-            value: value.clone(),
-            consistency,
-            ttl_ms: ttl.map(|ms| ms as u64),
-        },
+    let key_ref =
+        KeyRef { collection: to.collection.clone(), key: key.clone(), consistency: to.consistency };
+    let read = Op::Get {
+        collection: to.collection.clone(),
+        key: key.clone(),
+        consistency: to.consistency,
     };
+    if keep {
+        let plan = Plan::SetKeep { key: key_ref, value: value.clone(), get };
+        return Ok(Planned { plan, ops: vec![read] });
+    }
+    // An expiry already past deletes the key, as in Redis.
+    let op = key_ref.write(value.clone(), at, now);
     if get {
-        let read = Op::Get { collection: to.collection.clone(), key: key.clone(), consistency };
         Ok(Planned { plan: Plan::SetGet { then: op }, ops: vec![read] })
     } else {
         Ok(Planned { plan: Plan::Set, ops: vec![op] })
     }
+}
+
+/// EXPIRE and friends: `time` in seconds or milliseconds, from now or since the epoch,
+/// and the options NX, XX, GT, LT.
+fn expire(
+    name: &str,
+    key: &Bytes,
+    time: &Bytes,
+    options: &[Bytes],
+    to: &Target,
+    now: Millis,
+) -> Result<Planned, Refused> {
+    let n = integer(time).ok_or("ERR value is not an integer or out of range")?;
+    let invalid = || format!("ERR invalid expire time in '{}' command", name.to_ascii_lowercase());
+    let at = match name {
+        "EXPIRE" => n.checked_mul(1000).and_then(|ms| ms.checked_add(now as i64)),
+        "PEXPIRE" => n.checked_add(now as i64),
+        "EXPIREAT" => n.checked_mul(1000),
+        _ => Some(n),
+    }
+    .ok_or_else(invalid)?
+    .max(0) as Millis;
+    let mut when = When::Always;
+    for option in options {
+        let next = match option.to_ascii_uppercase().as_slice() {
+            b"NX" => When::NoExpiry,
+            b"XX" => When::HasExpiry,
+            b"GT" => When::Later,
+            b"LT" => When::Earlier,
+            _ => {
+                let option = String::from_utf8_lossy(option).into_owned();
+                return Err(format!("ERR Unsupported option {option}"));
+            }
+        };
+        if when != When::Always && when != next {
+            return Err(
+                "ERR NX and XX, GT or LT options at the same time are not compatible".into()
+            );
+        }
+        when = next;
+    }
+    let key_ref =
+        KeyRef { collection: to.collection.clone(), key: key.clone(), consistency: to.consistency };
+    let read = Op::Get {
+        collection: to.collection.clone(),
+        key: key.clone(),
+        consistency: to.consistency,
+    };
+    Ok(Planned { plan: Plan::Expire { key: key_ref, at, when }, ops: vec![read] })
+}
+
+/// SCAN's cursor and options: MATCH, COUNT, TYPE.
+fn scan(to: &Target, cursor: &Bytes, options: &[Bytes]) -> Result<Planned, Refused> {
+    let mut walk = Walk { limit: 10, ..Walk::of(to) };
+    let cursor = super::keys::dhrt_cursor(cursor, walk.ordered)?;
+    let mut i = 0;
+    while i < options.len() {
+        let arg = options.get(i + 1).ok_or(SYNTAX)?;
+        match options[i].to_ascii_uppercase().as_slice() {
+            b"MATCH" => walk.pattern = Some(arg.clone()),
+            b"COUNT" => {
+                let n = integer(arg).filter(|&n| n >= 1).ok_or(SYNTAX)?;
+                walk.limit = n.min(i64::from(WALK_PAGE)) as u32;
+            }
+            b"TYPE" => walk.strings = arg.eq_ignore_ascii_case(b"string"),
+            _ => return Err(SYNTAX.into()),
+        }
+        i += 2;
+    }
+    let op = walk.page(cursor);
+    Ok(Planned { plan: Plan::Scan { walk }, ops: vec![op] })
+}
+
+/// GETEX's options: one of `EX`/`PX`/`EXAT`/`PXAT` or `PERSIST`, or none.
+fn getex(key: KeyRef, options: &[Bytes], now: Millis) -> Result<Plan, Refused> {
+    let change = match options {
+        [] => None,
+        [p] if p.eq_ignore_ascii_case(b"PERSIST") => Some(None),
+        [option, arg] => match expiry_option(&option.to_ascii_uppercase(), Some(arg), "getex", now)
+        {
+            Some(at) => Some(Some(at?)),
+            None => return Err(SYNTAX.into()),
+        },
+        _ => return Err(SYNTAX.into()),
+    };
+    Ok(Plan::GetEx { key, change })
 }
 
 /// The refusal of conditional writes (SET NX/XX, SETNX, MSETNX).
@@ -241,20 +551,38 @@ pub enum Next {
 pub enum Finish {
     /// The old value (SET ... GET, GETSET, GETDEL).
     Old(Option<Bytes>),
-    /// How many keys existed (DEL, UNLINK).
+    /// How many keys existed (DEL, UNLINK), or 1 for a change made (EXPIRE, PERSIST).
     Count(usize),
+    /// `+OK` (SET ... KEEPTTL).
+    Ok,
+    /// A walk's page was read: gather it, then read the next.
+    Walk {
+        /// The walk.
+        walk: Walk,
+        /// What it gathered so far.
+        gather: Gather,
+    },
+    /// FLUSHDB's deletes of a page are done: go on after `cursor`, if any.
+    Flushed {
+        /// The walk.
+        walk: Walk,
+        /// Keys deleted so far, this page's included.
+        deleted: u64,
+        /// Where the page ended.
+        cursor: Option<Bytes>,
+    },
 }
 
 /// Given the answers to the first stage's operations (in order), writes the reply — or
 /// says which operations come next.
-pub fn first(plan: &Plan, answers: &[Reply], out: &mut Writer) -> Next {
+pub fn first(plan: &Plan, answers: &[Reply], now: Millis, out: &mut Writer) -> Next {
     if let Some(e) = answers.iter().find_map(error_of) {
         out.error(&e);
         return Next::Done;
     }
-    let value = match answers.first() {
-        Some(Reply::Value { value, .. }) => value.clone(),
-        _ => None,
+    let (value, expires) = match answers.first() {
+        Some(Reply::Value { value, expires, .. }) => (value.clone(), *expires),
+        _ => (None, None),
     };
     let values = match answers.first() {
         Some(Reply::Values { values }) => values.as_slice(),
@@ -272,6 +600,60 @@ pub fn first(plan: &Plan, answers: &[Reply], out: &mut Writer) -> Next {
             }
         }
         Plan::Exists => out.integer(values.iter().filter(|v| v.is_some()).count() as i64),
+        Plan::SetKeep { key, value: new, get } => {
+            let op = key.write(new.clone(), expires, now);
+            let finish = if *get { Finish::Old(value) } else { Finish::Ok };
+            return Next::Then { ops: vec![op], finish };
+        }
+        Plan::Ttl { millis } => {
+            let left = |at: Millis| at.saturating_sub(now) as i64;
+            out.integer(match (&value, expires) {
+                (None, _) => -2,
+                (Some(_), None) => -1,
+                (Some(_), Some(at)) if *millis => left(at),
+                (Some(_), Some(at)) => (left(at) + 500) / 1000,
+            })
+        }
+        Plan::Expire { key, at, when } => match value {
+            Some(v) if when.allows(expires, *at) => {
+                let op = key.write(v, Some(*at), now);
+                return Next::Then { ops: vec![op], finish: Finish::Count(1) };
+            }
+            _ => out.integer(0),
+        },
+        Plan::Persist { key } => match (value, expires) {
+            (Some(v), Some(_)) => {
+                return Next::Then { ops: vec![key.write(v, None, now)], finish: Finish::Count(1) }
+            }
+            _ => out.integer(0),
+        },
+        Plan::GetEx { key, change } => match (value, change) {
+            (Some(v), Some(at)) => {
+                let op = key.write(v.clone(), *at, now);
+                return Next::Then { ops: vec![op], finish: Finish::Old(Some(v)) };
+            }
+            (value, _) => out.bulk_or_nil(value.as_deref()),
+        },
+        Plan::Scan { walk } => {
+            let Some(Reply::Page { items, cursor }) = answers.first() else {
+                out.error("ERR the node answered a scan with something else");
+                return Next::Done;
+            };
+            match super::keys::redis_cursor(cursor.as_deref(), walk.ordered) {
+                Ok(next) => {
+                    let keys: Vec<&Bytes> = walk.keep(items).collect();
+                    out.array(2);
+                    out.bulk(next.as_bytes());
+                    out.array(keys.len());
+                    keys.into_iter().for_each(|k| out.bulk(k));
+                }
+                Err(e) => out.error(&e),
+            }
+        }
+        Plan::Walk { walk, gather } => {
+            let finish = Finish::Walk { walk: walk.clone(), gather: gather.clone() };
+            return second(&finish, answers, now, out);
+        }
         Plan::SetGet { then } => {
             return Next::Then { ops: vec![then.clone()], finish: Finish::Old(value) }
         }
@@ -305,15 +687,72 @@ pub fn first(plan: &Plan, answers: &[Reply], out: &mut Writer) -> Next {
 }
 
 /// Writes the reply of a second stage from its answers.
-pub fn second(finish: &Finish, answers: &[Reply], out: &mut Writer) {
+pub fn second(finish: &Finish, answers: &[Reply], now: Millis, out: &mut Writer) -> Next {
     if let Some(e) = answers.iter().find_map(error_of) {
         out.error(&e);
-        return;
+        return Next::Done;
     }
+    let _ = now;
     match finish {
         Finish::Old(old) => out.bulk_or_nil(old.as_deref()),
         Finish::Count(n) => out.integer(*n as i64),
+        Finish::Ok => out.ok(),
+        Finish::Walk { walk, gather } => {
+            let Some(Reply::Page { items, cursor }) = answers.first() else {
+                out.error("ERR the node answered a scan with something else");
+                return Next::Done;
+            };
+            let mut gather = gather.clone();
+            match &mut gather {
+                Gather::Keys(keys) => {
+                    keys.extend(walk.keep(items).cloned());
+                    if keys.len() > MAX_KEYS {
+                        out.error(&format!(
+                            "ERR KEYS matched more than {MAX_KEYS} keys; use SCAN to walk them"
+                        ));
+                        return Next::Done;
+                    }
+                }
+                Gather::Count(n) => *n += items.len() as u64,
+                Gather::Flush(deleted) if !items.is_empty() => {
+                    let ops: Vec<Op> = items
+                        .iter()
+                        .map(|(key, _)| Op::Del {
+                            collection: walk.collection.clone(),
+                            key: key.clone(),
+                            consistency: walk.consistency,
+                        })
+                        .collect();
+                    let deleted = *deleted + ops.len() as u64;
+                    let finish =
+                        Finish::Flushed { walk: walk.clone(), deleted, cursor: cursor.clone() };
+                    return Next::Then { ops, finish };
+                }
+                Gather::Flush(_) => {}
+            }
+            if cursor.is_some() {
+                let ops = vec![walk.page(cursor.clone())];
+                return Next::Then { ops, finish: Finish::Walk { walk: walk.clone(), gather } };
+            }
+            match gather {
+                Gather::Keys(keys) => {
+                    out.array(keys.len());
+                    keys.iter().for_each(|k| out.bulk(k));
+                }
+                Gather::Count(n) => out.integer(n as i64),
+                Gather::Flush(_) => out.ok(),
+            }
+        }
+        Finish::Flushed { walk, deleted, cursor } => match cursor {
+            Some(_) => {
+                let ops = vec![walk.page(cursor.clone())];
+                let finish = Finish::Walk { walk: walk.clone(), gather: Gather::Flush(*deleted) };
+                return Next::Then { ops, finish };
+            }
+            None => out.ok(),
+        },
     }
+    Next::Done
 }
 
 /// The Redis error for a failed dhrt operation, without the `-`: a stable prefix per
