@@ -66,6 +66,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// stops.
 pub async fn serve(
     io: Metered<TcpStream>,
+    port: u16,
     meter: ReadMeter,
     state: AppState,
     config: Arc<RespConfig>,
@@ -78,6 +79,7 @@ pub async fn serve(
     }
     state.counters.clients.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn::new(client, io, meter, state.clone(), config, desk.clone());
+    conn.port = port;
     tokio::select! {
         biased;
         () = conn.run(rx) => {}
@@ -188,6 +190,8 @@ struct Conn {
     args: Vec<Range<usize>>,
     /// QUIT, or a protocol error: close once `out` is written.
     closing: bool,
+    /// The port the connection came in on (INFO).
+    port: u16,
 }
 
 impl Conn {
@@ -230,6 +234,7 @@ impl Conn {
             answers: Vec::new(),
             args: Vec::new(),
             closing: false,
+            port: 0,
         }
     }
 
@@ -457,6 +462,8 @@ impl Conn {
             "SELECT" => self.select(&args[0]),
             "CLIENT" => self.client_command(args),
             "COMMAND" => self.command_command(args),
+            "INFO" => self.info(args).await,
+            "CONFIG" => self.config_command(args).await,
             "DHRT.COLLECTION" => self.collection(args),
             "DHRT.CONSISTENCY" => self.consistency(args),
             _ => self.data(&upper, args),
@@ -739,6 +746,68 @@ impl Conn {
                 Err(e) => self.error(&format!("ERR {e}")),
             },
             _ => self.error(&plan::arity_error("dhrt.consistency")),
+        }
+    }
+
+    /// `INFO [section ...]`.
+    async fn info(&mut self, args: &[Bytes]) {
+        let Some(snap) = self.state.snapshot().await else {
+            return self.error("UNAVAILABLE the node is shutting down");
+        };
+        let sections: Vec<String> =
+            args.iter().map(|a| String::from_utf8_lossy(a).to_ascii_lowercase()).collect();
+        let clients = self.state.counters.clients.load(Ordering::Relaxed);
+        let text = super::info::info(&sections, &snap, &self.config, clients, self.port);
+        self.reply_now(|w| w.verbatim(&text));
+    }
+
+    /// `CONFIG GET pattern...`, `CONFIG SET parameter value`, `CONFIG RESETSTAT`.
+    async fn config_command(&mut self, args: &[Bytes]) {
+        let sub = args[0].to_ascii_uppercase();
+        match (sub.as_slice(), &args[1..]) {
+            (b"GET", patterns) if !patterns.is_empty() => {
+                let persisted = match self.state.snapshot().await {
+                    Some(snap) => snap.stats.storage.free_bytes.is_some(),
+                    None => return self.error("UNAVAILABLE the node is shutting down"),
+                };
+                let found: Vec<_> = super::info::parameters(&self.config, persisted)
+                    .into_iter()
+                    .filter(|(name, _)| {
+                        patterns
+                            .iter()
+                            .any(|p| super::keys::glob(&p.to_ascii_lowercase(), name.as_bytes()))
+                    })
+                    .collect();
+                self.reply_now(|w| {
+                    w.map(found.len());
+                    for (name, value) in &found {
+                        w.bulk(name.as_bytes());
+                        w.bulk(value.as_bytes());
+                    }
+                });
+            }
+            (b"SET", [name, value]) if name.eq_ignore_ascii_case(b"notify-keyspace-events") => {
+                match super::info::notify_flags(&String::from_utf8_lossy(value)) {
+                    Ok(flags) => {
+                        *self.config.settings.notify.lock().unwrap_or_else(|e| e.into_inner()) =
+                            flags;
+                        self.reply_now(|w| w.ok());
+                    }
+                    Err(e) => self.error(&e),
+                }
+            }
+            (b"SET", [name, _, ..]) => {
+                let name = String::from_utf8_lossy(name).into_owned();
+                self.error(&format!(
+                    "ERR Unsupported CONFIG parameter: {name} (dhrt's Redis endpoint sets only \
+                     notify-keyspace-events; the node's settings are dhrt serve's flags)"
+                ));
+            }
+            (b"RESETSTAT", []) => self.reply_now(|w| w.ok()),
+            _ => {
+                let sub = String::from_utf8_lossy(&args[0]).into_owned();
+                self.error(&format!("ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CONFIG HELP."));
+            }
         }
     }
 

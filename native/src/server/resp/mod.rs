@@ -10,11 +10,13 @@
 //!
 //! - [`plan`]: data commands as dhrt operations, and the node's answers as replies;
 //! - [`keys`]: Redis's glob patterns and cursors for SCAN, KEYS, DBSIZE and FLUSHDB;
+//! - [`info`]: INFO and CONFIG;
 //! - [`commands`]: the command table (`COMMAND`), and what is refused and why;
 //! - [`conn`]: one connection.
 
 pub mod commands;
 pub mod conn;
+pub mod info;
 pub mod keys;
 pub mod plan;
 
@@ -33,11 +35,13 @@ pub const REDIS_VERSION: &str = "7.0.0";
 /// Databases a Redis client can `SELECT` by default, as Redis has.
 pub const DEFAULT_DATABASES: u32 = 16;
 
-/// How Redis databases map to collections.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How Redis databases map to collections, and what `CONFIG SET` changed.
+#[derive(Debug)]
 pub struct RespConfig {
     /// The collection of database `i`.
     databases: Vec<String>,
+    /// What CONFIG SET settles, for every connection of the node.
+    pub settings: info::Settings,
 }
 
 impl Default for RespConfig {
@@ -50,7 +54,7 @@ impl Default for RespConfig {
                 i => format!("db{i}"),
             })
             .collect();
-        RespConfig { databases }
+        RespConfig { databases, settings: info::Settings::default() }
     }
 }
 
@@ -78,6 +82,16 @@ impl RespConfig {
     /// The collection of database `n`, if it is mapped.
     pub fn database(&self, n: u32) -> Option<&str> {
         self.databases.get(n as usize).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    /// How many databases there are (`CONFIG GET databases`).
+    pub fn len(&self) -> usize {
+        self.databases.len()
+    }
+
+    /// Whether no database is mapped (never: database 0 always is).
+    pub fn is_empty(&self) -> bool {
+        self.databases.is_empty()
     }
 
     /// The database a collection is mapped to, if any.
@@ -123,9 +137,10 @@ pub async fn serve(listener: TcpListener, state: AppState, config: Arc<RespConfi
                     return;
                 }
             };
+            let port = tcp.local_addr().map_or(0, |a| a.port());
             let meter = ReadMeter::default();
             let io = Metered::new(tcp, state.read_budget.clone(), meter.clone()).keeping(slot);
-            conn::serve(io, meter, state, config).await;
+            conn::serve(io, port, meter, state, config).await;
         });
     }
 }
