@@ -18,6 +18,7 @@
 
 use super::{
     commands::{self, COMMANDS},
+    notify::{self, Subscriptions, MAX_SUBSCRIPTIONS},
     plan::{self, Finish, Next, Plan, Target},
     RespConfig,
 };
@@ -192,6 +193,8 @@ struct Conn {
     closing: bool,
     /// The port the connection came in on (INFO).
     port: u16,
+    /// Keyspace notifications subscribed to ([`notify`]).
+    subs: Subscriptions,
 }
 
 impl Conn {
@@ -235,6 +238,7 @@ impl Conn {
             args: Vec::new(),
             closing: false,
             port: 0,
+            subs: Subscriptions::default(),
         }
     }
 
@@ -270,14 +274,19 @@ impl Conn {
                         return Poll::Ready(Event::Gone);
                     }
                 }
-                if let Poll::Ready(n) = rx.poll_recv_many(cx, &mut parcels, 256) {
-                    if n == 0 {
-                        return Poll::Ready(Event::Gone);
+                // Answers and notifications wait in the outbox (under its limits) while
+                // the replies written here are over the output limit.
+                let room = self.out.len() - self.written <= self.state.output.limit;
+                if room {
+                    if let Poll::Ready(n) = rx.poll_recv_many(cx, &mut parcels, 256) {
+                        if n == 0 {
+                            return Poll::Ready(Event::Gone);
+                        }
+                        return Poll::Ready(match rx.closed() {
+                            Some(reason) => Event::ClosedByNode(reason),
+                            None => Event::Answers,
+                        });
                     }
-                    return Poll::Ready(match rx.closed() {
-                        Some(reason) => Event::ClosedByNode(reason),
-                        None => Event::Answers,
-                    });
                 }
                 if self.may_read() {
                     self.make_room();
@@ -446,7 +455,28 @@ impl Conn {
         if !self.authenticated() && !matches!(upper.as_str(), "AUTH" | "HELLO" | "QUIT") {
             return self.error("NOAUTH Authentication required.");
         }
+        let pubsub = matches!(
+            upper.as_str(),
+            "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" | "PING" | "QUIT"
+        );
+        if self.subs.active() && self.proto == Protocol::Resp2 && !pubsub {
+            return self.error(&format!(
+                "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / \
+                 RESET are allowed in this context",
+                spec.name
+            ));
+        }
         match upper.as_str() {
+            "PING" if self.subs.active() && self.proto == Protocol::Resp2 => {
+                let msg = args.first().cloned().unwrap_or_default();
+                self.reply_now(|w| {
+                    w.array(2);
+                    w.bulk(b"pong");
+                    w.bulk(&msg);
+                });
+            }
+            "SUBSCRIBE" | "PSUBSCRIBE" => self.subscribe(args, upper == "PSUBSCRIBE"),
+            "UNSUBSCRIBE" | "PUNSUBSCRIBE" => self.unsubscribe(args, upper == "PUNSUBSCRIBE"),
             "PING" => match args {
                 [] => self.reply_now(|w| w.simple("PONG")),
                 [msg] => self.reply_now(|w| w.bulk(msg)),
@@ -598,11 +628,141 @@ impl Conn {
 
     /// Files the node's answer with the command it belongs to.
     fn answer(&mut self, resp: ClientResponse) {
+        if let Some(db) = self.subs.db_of_watch(resp.id) {
+            return self.notification(db, resp.result);
+        }
         let mut reply = Some(resp.result);
         for p in self.queue.iter_mut() {
             if p.take(resp.id, &mut reply) {
                 return;
             }
+        }
+    }
+
+    /// `SUBSCRIBE channel...`, `PSUBSCRIBE pattern...`: keyspace notifications.
+    fn subscribe(&mut self, names: &[Bytes], pattern: bool) {
+        let dbs = self.config.mapped();
+        let hears = |n: &Bytes| {
+            if pattern {
+                !notify::pattern_dbs(n, &dbs).is_empty()
+            } else {
+                notify::channel_db(n).is_some_and(|db| dbs.contains(&db))
+            }
+        };
+        if let Some(bad) = names.iter().find(|n| !hears(n)) {
+            let bad = String::from_utf8_lossy(bad).into_owned();
+            return self.error(&format!(
+                "ERR '{bad}' can never carry a message: dhrt has no PUBLISH, only keyspace \
+                 notifications (__keyspace@<db>__:<key>, __keyevent@<db>__:<event>, of a mapped \
+                 database) can be subscribed to"
+            ));
+        }
+        if self.subs.count() + names.len() > MAX_SUBSCRIPTIONS {
+            return self.error(&format!(
+                "ERR at most {MAX_SUBSCRIPTIONS} channels and patterns per connection"
+            ));
+        }
+        let kind: &[u8] = if pattern { b"psubscribe" } else { b"subscribe" };
+        for name in names {
+            self.subs.add(name.clone(), pattern);
+            let count = self.subs.count() as i64;
+            self.reply_now(|w| {
+                w.push(3);
+                w.bulk(kind);
+                w.bulk(name);
+                w.integer(count);
+            });
+        }
+        self.sync_watches();
+    }
+
+    /// `UNSUBSCRIBE [channel...]`, `PUNSUBSCRIBE [pattern...]`: none named, all.
+    fn unsubscribe(&mut self, names: &[Bytes], pattern: bool) {
+        let names = if names.is_empty() { self.subs.names(pattern) } else { names.to_vec() };
+        let kind: &[u8] = if pattern { b"punsubscribe" } else { b"unsubscribe" };
+        if names.is_empty() {
+            let count = self.subs.count() as i64;
+            self.reply_now(|w| {
+                w.push(3);
+                w.bulk(kind);
+                w.nil();
+                w.integer(count);
+            });
+        }
+        for name in names {
+            self.subs.remove(&name, pattern);
+            let count = self.subs.count() as i64;
+            self.reply_now(|w| {
+                w.push(3);
+                w.bulk(kind);
+                w.bulk(&name);
+                w.integer(count);
+            });
+        }
+        self.sync_watches();
+    }
+
+    /// Opens a watch for each database some subscription hears from, and ends those
+    /// no subscription needs any more.
+    fn sync_watches(&mut self) {
+        let wanted = self.subs.wanted(&self.config.mapped());
+        for db in self.subs.watched() {
+            if !wanted.contains(&db) {
+                if let Some(watch) = self.subs.unwatch(db) {
+                    let id = self.next_id;
+                    self.send(id, vec![Op::Unwatch { watch }]);
+                }
+            }
+        }
+        for db in wanted {
+            if self.subs.watch_of(db).is_some() {
+                continue;
+            }
+            let Some(collection) = self.config.database(db) else { continue };
+            let op = Op::Watch { collection: collection.to_string(), prefix: None };
+            if let Err(refusal) = self.session.check(&self.state, &op, &self.refused) {
+                let reply = refusal.reply();
+                return self.error(&plan::error_of(&reply).unwrap_or_default());
+            }
+            let id = self.next_id;
+            self.send(id, vec![op]);
+            self.subs.watching(db, id);
+        }
+    }
+
+    /// A change seen by database `db`'s watch, as the messages it delivers; a watch that
+    /// ended (it fell behind, or the node refused it) closes the connection, saying why.
+    fn notification(&mut self, db: u32, reply: Reply) {
+        match reply {
+            Reply::Event { key, value, expires, .. } => {
+                let notify = self.config.settings.notify();
+                let set = value.is_some();
+                for (pattern, channel, message) in
+                    self.subs.messages(db, &key, set, expires.is_some(), &notify)
+                {
+                    let mut w = Writer::new(&mut self.out, self.proto);
+                    match pattern {
+                        Some(p) => {
+                            w.push(4);
+                            w.bulk(b"pmessage");
+                            w.bulk(&p);
+                        }
+                        None => {
+                            w.push(3);
+                            w.bulk(b"message");
+                        }
+                    }
+                    w.bulk(&channel);
+                    w.bulk(&message);
+                }
+            }
+            Reply::Error { message, .. } => {
+                self.subs.unwatch(db);
+                Writer::new(&mut self.out, self.proto)
+                    .error(&format!("ERR keyspace notifications stopped: {message}"));
+                self.closing = true;
+            }
+            _ => {}
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`plan`]: data commands as dhrt operations, and the node's answers as replies;
 //! - [`keys`]: Redis's glob patterns and cursors for SCAN, KEYS, DBSIZE and FLUSHDB;
 //! - [`info`]: INFO and CONFIG;
+//! - [`notify`]: keyspace notifications (SUBSCRIBE, PSUBSCRIBE) from dhrt's watches;
 //! - [`commands`]: the command table (`COMMAND`), and what is refused and why;
 //! - [`conn`]: one connection.
 
@@ -18,6 +19,7 @@ pub mod commands;
 pub mod conn;
 pub mod info;
 pub mod keys;
+pub mod notify;
 pub mod plan;
 
 use super::{
@@ -82,6 +84,11 @@ impl RespConfig {
     /// The collection of database `n`, if it is mapped.
     pub fn database(&self, n: u32) -> Option<&str> {
         self.databases.get(n as usize).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    /// The databases mapped to a collection.
+    pub fn mapped(&self) -> Vec<u32> {
+        (0..self.databases.len() as u32).filter(|&n| self.database(n).is_some()).collect()
     }
 
     /// How many databases there are (`CONFIG GET databases`).
