@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# dhrt vs Redis on loopback, measured by one client (`dhrt bench`).
+# dhrt vs Redis on loopback, measured by two independent load generators: `dhrt bench`
+# (dhrt's native WebSocket protocol vs Redis's RESP) and redis-benchmark (dhrt's Redis
+# port vs Redis, both over RESP).
 #
 # Starts Debian's redis-server (a single server, and a Redis Cluster of 3 masters + 3
 # replicas) beside dhrt (a single node, and a 3-node cluster with 3 replicas per key),
@@ -8,7 +10,7 @@
 # and GET, keys preloaded so every GET hits — repeatedly, alternating dhrt and Redis.
 # Prints a Markdown table of medians, min–max and dhrt/Redis ratios.
 #
-#   bench/vs-redis.sh                  # 5 repetitions of 10 s runs (about 27 minutes)
+#   bench/vs-redis.sh                  # 5 repetitions of 10 s runs (about 37 minutes)
 #   bench/vs-redis.sh --quick          # a smoke run: 1 repetition of short runs
 #   bench/vs-redis.sh --reps 3 --duration 5 --only memory,cluster --out table.md
 #
@@ -18,6 +20,14 @@
 #   cluster    3 x dhrt serve (N=3, quorum) vs Redis Cluster 3 masters + 3 replicas
 #   keys       memory per key after loading 1M keys: dhrt --memory RSS growth vs
 #              Redis used_memory growth
+#   resp       dhrt serve --memory over its Redis port (--resp-port) vs redis-server
+#              (no persistence), both driven by redis-benchmark -c 50 -d 100 -r KEYSPACE
+#              -P 1/16 -t set/get (its keys are key:<12 digits>, 16 bytes, as dhrt
+#              bench's); plus "RESP path vs native protocol": the same dhrt node driven
+#              over its WebSocket port by dhrt bench, to read off the target "RESP within
+#              10% of the native protocol's throughput" (two different load generators,
+#              so a rough comparison of the paths; dhrt-RESP vs Redis under the same
+#              redis-benchmark is the fair one)
 #
 # Everything it starts it stops, by PID, when it exits. Only 127.0.0.1 is used.
 set -euo pipefail
@@ -27,7 +37,8 @@ DURATION=10
 KEYSPACE=100000
 MEMORY_KEYS=1000000
 CONNECTIONS=50
-ONLY="memory,persisted,cluster,keys"
+VALUE_SIZE=100     # dhrt bench's default --value-size; redis-benchmark's -d
+ONLY="memory,persisted,cluster,keys,resp"
 OUT=""
 BUILD=1
 QUICK=0
@@ -40,8 +51,9 @@ usage() {
 Options:
   --quick            1 repetition, 2 s runs, 10k keys, 100k keys for memory per key
   --reps N           repetitions of every run (default $REPS)
-  --duration SECS    length of each run (default $DURATION)
-  --keyspace N       keys preloaded and drawn from (default $KEYSPACE)
+  --duration SECS    length of each run (default $DURATION; redis-benchmark has no
+                     duration, so its -n is the rate last measured times this)
+  --keyspace N       keys preloaded and drawn from (default $KEYSPACE; redis-benchmark -r)
   --memory-keys N    keys loaded for memory per key (default $MEMORY_KEYS)
   --only LIST        comparisons to run (default $ONLY)
   --unpinned         no taskset: servers and load generator share every CPU (how dhrt
@@ -91,7 +103,8 @@ trap 'exit 130' INT TERM
 wants() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 # --- tools -------------------------------------------------------------------------
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null ||
+    ! command -v redis-benchmark >/dev/null; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         say "installing redis-server and redis-tools"
         export DEBIAN_FRONTEND=noninteractive
@@ -99,7 +112,7 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
             { apt-get update >/dev/null && apt-get install -y redis-server redis-tools >/dev/null; } ||
             { echo "SKIPPED: apt-get could not install redis-server; install it and rerun" >&2; exit 0; }
     else
-        echo "SKIPPED: redis-server/redis-cli are missing and apt-get is unavailable (or not root):" \
+        echo "SKIPPED: redis-server/redis-cli/redis-benchmark are missing and apt-get is unavailable (or not root):" \
             "install Redis 7 (Debian: redis-server redis-tools) and rerun" >&2
         exit 0
     fi
@@ -255,6 +268,169 @@ compare() {
     done
 }
 
+# --- redis-benchmark, the second load generator -------------------------------------
+# redis-benchmark's SET and GET tests with -r N use the keys key:<12-digit number below
+# N> (16 bytes, the size dhrt bench's keys have), drawn at random, in database 0 (dhrt's
+# `default` collection). A SET pass with -r would leave about a third of them unwritten
+# for N draws (e^-1), so GETs would miss; instead rb_preload writes every one of
+# key:000000000000 … key:<KEYSPACE-1>, once, with a pipelined SET per key over one
+# connection, then checks with EXISTS that all of them are there. It is the same plain
+# RESP for dhrt's Redis port and for redis-server, so both systems hold exactly the keys
+# redis-benchmark's GET will read, with values of redis-benchmark's -d size.
+rb_preload() {
+    "${CLIENT_PIN[@]}" python3 - "$1" "$KEYSPACE" "$VALUE_SIZE" <<'PY'
+import socket, sys
+port, n, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+sock = socket.create_connection(("127.0.0.1", port))
+buf = b""
+
+def replies(count):
+    """The next count one-line replies (+OK, :N, -ERR ...)."""
+    global buf
+    while buf.count(b"\r\n") < count:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            sys.exit(f"port {port} closed the connection during the preload")
+        buf += chunk
+    lines = buf.split(b"\r\n")
+    buf = b"\r\n".join(lines[count:])
+    return lines[:count]
+
+def command(*args):
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+value = b"x" * size
+batch = 1000
+for start in range(0, n, batch):
+    keys = [b"key:%012d" % i for i in range(start, min(n, start + batch))]
+    sock.sendall(b"".join(command(b"SET", k, value) for k in keys))
+    bad = [r for r in replies(len(keys)) if r != b"+OK"]
+    if bad:
+        sys.exit(f"SET on port {port} answered {bad[0]!r}")
+found = 0
+for start in range(0, n, batch):
+    sock.sendall(command(b"EXISTS", *[b"key:%012d" % i for i in range(start, min(n, start + batch))]))
+    reply = replies(1)[0]
+    if not reply.startswith(b":"):
+        sys.exit(f"EXISTS on port {port} answered {reply!r}")
+    found += int(reply[1:])
+if found != n:
+    sys.exit(f"port {port} holds {found} of the {n} keys preloaded")
+PY
+}
+
+# redis_port_up PORT: waits until something answers PING on PORT.
+redis_port_up() {
+    for _ in $(seq 100); do
+        [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0
+        sleep 0.1
+    done
+    echo "nothing answers PING on 127.0.0.1:$1" >&2
+    exit 1
+}
+
+# rb_bench COMPARISON SYSTEM "PIDS" PORT WORKLOAD PIPELINE REQUESTS: one redis-benchmark
+# run; sets RB_RPS, and appends its result to the results unless COMPARISON is "".
+# redis-benchmark stops after -n requests (it has no duration); it exits non-zero at the
+# first error reply, so a run that finishes had none. Its --csv (Redis 7) gives rps and
+# avg/min/p50/p95/p99/max latency in ms (µs precision); the server CPU comes from /proc
+# as for dhrt bench, charged to the requests sent, and the client's from bash's `time`.
+declare -A RB_RATE=()
+rb_bench() {
+    local comparison="$1" system="$2" pids="$3" port="$4" workload="$5" pipeline="$6" requests="$7"
+    local before after load times json TIMEFORMAT='%3R %3U %3S'
+    load="$(cut -d' ' -f1 /proc/loadavg)"
+    # shellcheck disable=SC2086
+    before="$(cpu_ticks $pids)"
+    if ! { time "${CLIENT_PIN[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CONNECTIONS" \
+        -n "$requests" -d "$VALUE_SIZE" -r "$KEYSPACE" -P "$pipeline" -t "$workload" --csv \
+        >"$WORK/rb.csv" 2>"$WORK/rb.err"; } 2>"$WORK/rb.time"; then
+        echo "redis-benchmark against $system (port $port) failed:" >&2
+        cat "$WORK/rb.err" "$WORK/rb.csv" >&2
+        exit 1
+    fi
+    # shellcheck disable=SC2086
+    after="$(cpu_ticks $pids)"
+    times="$(tail -1 "$WORK/rb.time")"
+    json="$(python3 - "$WORK/rb.csv" "$comparison" "$system" "$workload" "$pipeline" "$requests" \
+        "$load" "$((after - before))" "$HZ" "$times" "$CONNECTIONS" "$VALUE_SIZE" "$KEYSPACE" <<'PY'
+import csv, json, sys
+(path, comparison, system, workload, pipeline, requests, load, ticks, hz, times,
+ connections, value_size, keyspace) = sys.argv[1:]
+rows = {r["test"]: r for r in csv.DictReader(open(path))}
+row = rows.get(workload.upper())
+if row is None:
+    sys.exit(f"no {workload.upper()} row in redis-benchmark's output: {open(path).read()!r}")
+us = lambda col: round(float(row[col]) * 1000)
+requests, ticks, hz = int(requests), int(ticks), int(hz)
+real, user, sys_ = (float(t) for t in times.split())
+rps = float(row["rps"])
+seconds = requests / rps if rps else 0.0
+r = {"comparison": comparison, "system": system, "client": "redis-benchmark",
+     "load1": float(load), "server_cpu_ticks": ticks, "hz": hz, "target": system,
+     "workload": workload, "connections": int(connections), "pipeline": int(pipeline),
+     "key_size": 16, "value_size": int(value_size), "keyspace": int(keyspace),
+     "requests": requests, "errors": 0, "misses": None, "seconds": round(seconds, 3),
+     "wall_seconds": real, "ops_per_sec": rps, "p50_us": us("p50_latency_ms"),
+     "p95_us": us("p95_latency_ms"), "p99_us": us("p99_latency_ms"),
+     "min_us": us("min_latency_ms"), "max_us": us("max_latency_ms"),
+     "mean_us": float(row["avg_latency_ms"]) * 1000,
+     "client_cpu": round((user + sys_) / max(real, 1e-9), 3),
+     "server_cpu_us": round(ticks / hz * 1e6 / requests, 2) if requests else None}
+print(json.dumps(r))
+cpu = ticks / hz / max(seconds, 1e-9)
+print(f'   {comparison or "(sizing)":9} {system:5} {workload:3} p{pipeline:<2} '
+      f'{rps:>10,.0f} ops/s  p50 {r["p50_us"]:>6} us  p99 {r["p99_us"]:>6} us  '
+      f'{requests:,} requests in {seconds:.2f} s (redis-benchmark)  server cpu {cpu:.2f}  '
+      f'client cpu {r["client_cpu"]:.2f}  load {load}', file=sys.stderr)
+PY
+)"
+    RB_RPS="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["ops_per_sec"])' "$json")"
+    [ -z "$comparison" ] || echo "$json" >>"$RESULTS"
+}
+
+# rb_cell COMPARISON SYSTEM "PIDS" PORT WORKLOAD PIPELINE: a measured redis-benchmark run
+# of about DURATION seconds. Its -n is the rate last measured in this cell (system,
+# workload, pipeline) times DURATION; the first time, a short unrecorded sizing run
+# (20,000 × pipeline requests, about a second or less) measures the rate, and
+# warms the cell up.
+rb_cell() {
+    local comparison="$1" system="$2" pids="$3" port="$4" workload="$5" pipeline="$6"
+    local cell="$system/$workload/$pipeline" requests
+    if [ -z "${RB_RATE[$cell]:-}" ]; then
+        rb_bench "" "$system" "$pids" "$port" "$workload" "$pipeline" $((20000 * pipeline))
+        RB_RATE[$cell]="$RB_RPS"
+    fi
+    requests="$(python3 -c 'import sys; print(max(1000, round(float(sys.argv[1]) * float(sys.argv[2]))))' \
+        "${RB_RATE[$cell]}" "$DURATION")"
+    rb_bench "$comparison" "$system" "$pids" "$port" "$workload" "$pipeline" "$requests"
+    RB_RATE[$cell]="$RB_RPS"
+}
+
+# compare_resp "DHRT_PID" DHRT_ADDR DHRT_RESP_PORT "REDIS_PID" REDIS_PORT: every
+# workload, REPS times: dhrt's Redis port and redis-server under redis-benchmark,
+# alternating which goes first, and the same dhrt node over its WebSocket port under
+# dhrt bench (system "dhrt-ws"), run next to the RESP run it is compared with.
+compare_resp() {
+    local dpid="$1" daddr="$2" dport="$3" rpid="$4" rport="$5" rep workload pipeline
+    for rep in $(seq "$REPS"); do
+        say "resp: repetition $rep of $REPS"
+        for workload in set get; do
+            for pipeline in 1 16; do
+                if [ $((rep % 2)) = 1 ]; then
+                    bench resp dhrt-ws "$dpid" --node "$daddr" --workload $workload --pipeline $pipeline
+                    rb_cell resp dhrt "$dpid" "$dport" $workload $pipeline
+                    rb_cell resp redis "$rpid" "$rport" $workload $pipeline
+                else
+                    rb_cell resp redis "$rpid" "$rport" $workload $pipeline
+                    rb_cell resp dhrt "$dpid" "$dport" $workload $pipeline
+                    bench resp dhrt-ws "$dpid" --node "$daddr" --workload $workload --pipeline $pipeline
+                fi
+            done
+        done
+    done
+}
+
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 PERSIST_NOTE=""
 
@@ -365,6 +541,26 @@ if wants keys; then
     echo "{\"comparison\":\"keys\",\"keys\":$MEMORY_KEYS,\"redis_keys\":$keys,\"dhrt_rss_before_kib\":$before,\"dhrt_rss_after_kib\":$after,\"redis_used_before\":$rbefore,\"redis_used_after\":$rafter,\"redis_rss_before_kib\":$rrss_before,\"redis_rss_after_kib\":$rrss_after}" >>"$RESULTS"
 fi
 
+# --- dhrt --memory over its Redis port vs Redis, both under redis-benchmark ------------
+if wants resp; then
+    say "resp: dhrt serve --memory over --resp-port vs redis-server, both driven by redis-benchmark"
+    free_port; dport=$FREE_PORT
+    start_dhrt resp --memory --resp-port "$dport"
+    dpid=$LAST_PID daddr=$LAST_ADDR
+    redis_port_up "$dport"
+    free_port; rport=$FREE_PORT
+    start_redis resp-redis "$rport"
+    rpid=$LAST_PID
+    # Both systems get key:000000000000 … key:<KEYSPACE-1>, what redis-benchmark's GET
+    # reads (rb_preload); the dhrt node also gets dhrt bench's own keys (16-digit
+    # numbers, in its `bench` collection) for the runs over its WebSocket port.
+    rb_preload "$dport"
+    rb_preload "$rport"
+    preload --node "$daddr"
+    compare_resp "$dpid" "$daddr" "$dport" "$rpid" "$rport"
+    stop "$dpid" "$rpid"
+fi
+
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- the table -----------------------------------------------------------------------
@@ -396,7 +592,9 @@ TITLES = {
     "memory": "dhrt --memory vs Redis, no persistence",
     "persisted": "dhrt persisted vs Redis appendfsync always",
     "cluster": "dhrt 3 nodes (N=3, quorum) vs Redis Cluster 3+3",
+    "resp": "dhrt --memory Redis port vs Redis, both under redis-benchmark",
 }
+COMPARISONS = ["memory", "persisted", "cluster", "resp"]
 
 print(f"Machine: {env['CPU_MODEL']}, {os.cpu_count()} CPUs; {env['PINNING']}. "
       f"Load average at start {env['LOAD_START']}, at end {env['LOAD_END']}.")
@@ -404,13 +602,18 @@ print(f"{env['DHRT_VERSION']}, Redis {env['REDIS_VERSION']}. {env['REPS']} repet
       f"{env['DURATION']} s per cell, alternating dhrt and Redis; {env['CONNECTIONS']} connections, "
       f"16 B keys, 100 B values, {int(env['KEYSPACE']):,} keys preloaded.")
 print(f"Command: `{env['COMMAND'].strip()}`")
+if any(r["comparison"] == "resp" for r in runs):
+    print(f"`resp` rows: redis-benchmark -c {env['CONNECTIONS']} -d 100 -r {int(env['KEYSPACE']):,} "
+          f"-P 1/16 -t set/get --csv (keys key:<12 digits>, 16 B; one client thread), each run "
+          f"-n = the rate last measured × {env['DURATION']} s; key:000000000000 … "
+          f"key:{int(env['KEYSPACE']) - 1:012d} preloaded in both by pipelined SETs, checked with EXISTS.")
 if env.get("PERSIST_NOTE"):
     print(f"\nNote: {env['PERSIST_NOTE']}.")
 print()
 print("| comparison | workload | pipeline | dhrt ops/s median (min–max) | Redis ops/s median (min–max) "
       "| ratio | dhrt p50 / p99 µs | Redis p50 / p99 µs | target | |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
-for comparison in ["memory", "persisted", "cluster"]:
+for comparison in COMPARISONS:
     for workload in ["set", "get"]:
         for pipeline in [1, 16]:
             d = group(comparison, "dhrt", workload, pipeline)
@@ -433,7 +636,7 @@ for comparison in ["memory", "persisted", "cluster"]:
                 target, met = "≥ 1.0×", ratio >= 1.0
             mark = "" if met == "" else ("met" if met else "**not met**")
             errors = sum(x["errors"] for x in d + r)
-            misses = sum(x["misses"] for x in d + r)
+            misses = sum(x.get("misses") or 0 for x in d + r)  # redis-benchmark: null
             flag = f" ({errors} errors)" if errors else ""
             flag += f" ({misses} misses)" if misses and workload == "get" else ""
             print(f"| {TITLES[comparison]} | {workload.upper()}{flag} | {pipeline} | {ops(d)} | {ops(r)} "
@@ -452,12 +655,51 @@ for k in [r for r in rows if r["comparison"] == "keys"]:
     print(f"| {dhrt:.0f} B | {redis:.0f} B | {redis_rss:.0f} B | {ratio:.2f}× | ≤ 1.0× | "
           f"{'met' if ratio <= 1.0 else '**not met**'} |")
 
+# The same dhrt node over its WebSocket port (dhrt bench) and over its Redis port
+# (redis-benchmark). The load generators differ (their own client costs, latency
+# clocks, key names and collections), so this compares the two paths only roughly.
+native_rows = []
+for workload in ["set", "get"]:
+    for pipeline in [1, 16]:
+        w = group("resp", "dhrt-ws", workload, pipeline)
+        d = group("resp", "dhrt", workload, pipeline)
+        if not w or not d:
+            continue
+        wm = median([x["ops_per_sec"] for x in w])
+        dm = median([x["ops_per_sec"] for x in d])
+        ratio = dm / wm if wm else float("nan")
+        # CPU per request from /proc for both paths (dhrt bench's own server_cpu_us is
+        # read differently), over each load generator's whole run.
+        per = lambda xs: median([x["server_cpu_ticks"] / x["hz"] * 1e6 / x["requests"]
+                                 for x in xs if x["requests"]])
+        p = lambda xs, k: median([x[k] for x in xs])
+        errors = sum(x["errors"] for x in w + d)
+        misses = sum(x.get("misses") or 0 for x in w)
+        flag = f" ({errors} errors)" if errors else ""
+        flag += f" ({misses} misses)" if misses and workload == "get" else ""
+        native_rows.append(
+            f"| {workload.upper()}{flag} | {pipeline} | {ops(w)} | {ops(d)} | {ratio:.2f}× "
+            f"| {p(w, 'p50_us'):.0f} / {p(w, 'p99_us'):.0f} | {p(d, 'p50_us'):.0f} / {p(d, 'p99_us'):.0f} "
+            f"| {per(w):.1f} | {per(d):.1f} | ≥ 0.90× | {'met' if ratio >= 0.90 else '**not met**'} |")
+if native_rows:
+    print()
+    print("RESP path vs native protocol, the same dhrt --memory node: over its WebSocket port "
+          "driven by `dhrt bench`, over its Redis port driven by redis-benchmark (different load "
+          "generators, so only a rough comparison of the paths; the fair one is dhrt vs Redis "
+          "under redis-benchmark above):\n")
+    print("| workload | pipeline | native (WebSocket) ops/s median (min–max) | RESP ops/s median (min–max) "
+          "| RESP / native | native p50 / p99 µs | RESP p50 / p99 µs | native server µs/request (/proc) "
+          "| RESP server µs/request (/proc) | target | |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    print("\n".join(native_rows))
+
 print()
 print(f"Server CPU (median over the runs; {env['PINNING']}): cores busy, and CPU per "
-      "request summed over every node of the target (`server_cpu_us` of `dhrt bench`):\n")
+      "request summed over every node of the target (`server_cpu_us` of `dhrt bench`; for "
+      "`resp`, /proc CPU over redis-benchmark's requests, and client CPU is redis-benchmark's):\n")
 print("| comparison | workload | pipeline | dhrt cores | Redis cores | dhrt µs/request | Redis µs/request | ratio | client CPU dhrt / Redis |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-for comparison in ["memory", "persisted", "cluster"]:
+for comparison in COMPARISONS:
     for workload in ["set", "get"]:
         for pipeline in [1, 16]:
             d = group(comparison, "dhrt", workload, pipeline)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Sets up a Debian 12 machine to build and test dhrt: the Debian Rust used for the
 # wasm32 build, wasm tools (wasm-bindgen-cli pinned to the crate's version, binaryen,
-# wabt), Chromium for the dashboard's browser test, the pinned rustup toolchain's
-# rustfmt and clippy, the Python build and test tools and the dhrt Python package
-# itself, and the npm package's dependencies (npm ci in js/). Every step checks first
-# and skips what is already there, so a warm machine is done in a second or two. Safe
-# with CI=true and no stdin.
+# wabt), Chromium for the dashboard's browser test, Redis's own clients (redis-cli,
+# redis-benchmark, redis-py) for the Redis endpoint's tests, the pinned rustup
+# toolchain's rustfmt and clippy, the Python build and test tools and the dhrt Python
+# package itself, and the npm package's dependencies (npm ci in js/). Every step
+# checks first and skips what is already there, so a warm machine is done in a second
+# or two. Safe with CI=true and no stdin.
 #
 # Usage: bash scripts/setup.sh
 set -euo pipefail
@@ -41,7 +42,10 @@ as_root() {
 # iptables: iptables-legacy's NFQUEUE rules of tests/jepsen (packet delay and loss inside
 #   the test's own network namespaces; the kernel has no tc netem). iproute2 (ip netns,
 #   veth, bridges, blackhole routes) is part of a Debian base system.
-apt_packages=(rustc-web cargo-web rust-web-src lld-22 wabt binaryen chromium faketime openssl iptables)
+# redis-tools: redis-cli and redis-benchmark, run against `dhrt serve --resp-port` by
+#   python/tests/test_redis.py (the Redis server itself is not needed).
+apt_packages=(rustc-web cargo-web rust-web-src lld-22 wabt binaryen chromium faketime openssl iptables
+    redis-tools)
 
 is_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
@@ -80,6 +84,8 @@ else
 fi
 
 # --- Python tools ---------------------------------------------------------------------
+# maturin builds the package, pytest and mypy test and check it; redis (redis-py) is the
+# Redis client of python/tests/test_redis.py and of bench/python_vs_redis.py.
 python="${PYTHON:-python3}"
 have_module() {
     "$python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)"
@@ -88,8 +94,9 @@ pip_missing=()
 have_module maturin || pip_missing+=(maturin)
 have_module pytest || pip_missing+=(pytest)
 have_module mypy || pip_missing+=(mypy)
+have_module redis || pip_missing+=(redis)
 if [ "${#pip_missing[@]}" -eq 0 ]; then
-    say "pip: maturin, pytest and mypy present"
+    say "pip: maturin, pytest, mypy and redis present"
 else
     say "pip: installing ${pip_missing[*]}"
     "$python" -m pip install --quiet --root-user-action=ignore "${pip_missing[@]}" </dev/null
@@ -115,7 +122,6 @@ else
     mkdir -p target && echo "$fingerprint" >"$fingerprint_file"
     say "pip: $("$python" -c 'import dhrt; print("dhrt", dhrt.__version__)')"
 fi
-# The redis package is only for bench/python_vs_redis.py, which says how to install it.
 
 # --- wasm-bindgen-cli ----------------------------------------------------------------
 # Pinned to the wasm-bindgen crate's version (Cargo.toml): the CLI refuses modules built
