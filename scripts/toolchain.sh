@@ -61,7 +61,8 @@ check_tools() {
     else
         bad "wasm-bindgen" "need $DHRT_BINDGEN_VERSION, found '${got:-none}'; run: cargo install wasm-bindgen-cli --version $DHRT_BINDGEN_VERSION --force"
     fi
-    for pair in openssl:openssl wasm-objdump:wabt wasm-strip:wabt wasm-opt:binaryen chromium:chromium; do
+    for pair in openssl:openssl wasm-objdump:wabt wasm-strip:wabt wasm-opt:binaryen chromium:chromium \
+        redis-cli:redis-tools redis-benchmark:redis-tools; do
         local cmd="${pair%%:*}" pkg="${pair#*:}"
         if command -v "$cmd" >/dev/null 2>&1; then
             ok "$cmd" "$("$cmd" --version 2>/dev/null | head -n1)"
@@ -98,6 +99,12 @@ check_tools() {
             bad "$mod" "run: $python -m pip install $mod"
         fi
     done
+    # redis-py: the Redis endpoint's tests (python/tests/test_redis.py).
+    if got="$("$python" -c 'import redis; print(redis.__version__)' 2>/dev/null)"; then
+        ok "python package redis" "$got"
+    else
+        bad "python package redis" "run: $python -m pip install redis"
+    fi
     if got="$("$python" -c 'import dhrt; print(dhrt.__version__)' 2>/dev/null)"; then
         ok "python package dhrt" "$got"
     else
