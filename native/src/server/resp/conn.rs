@@ -736,10 +736,8 @@ impl Conn {
         match reply {
             Reply::Event { key, value, expires, .. } => {
                 let notify = self.config.settings.notify();
-                let set = value.is_some();
-                for (pattern, channel, message) in
-                    self.subs.messages(db, &key, set, expires.is_some(), &notify)
-                {
+                let change = notify::Change::of(value.is_some(), expires.is_some());
+                for (pattern, channel, message) in self.subs.messages(db, &key, change, &notify) {
                     let mut w = Writer::new(&mut self.out, self.proto);
                     match pattern {
                         Some(p) => {

@@ -6,10 +6,13 @@
 //! so it hears of every write to it made through any node of the cluster, once, in
 //! timestamp order per key (dhrt's watch guarantees). Each change becomes Redis's
 //! messages: a write with a value is the event `set` (and `expire` too when it carries
-//! a time to live), one without is `del`. As in Redis, nothing is sent unless
+//! a time to live), a delete is `del`, and a value whose time ran out is `expired` —
+//! sent when the node's collector rewrites it as a tombstone, which happens within a
+//! collector round after the expiry, not at its millisecond (Redis too announces
+//! expiries when it finds them). As in Redis, nothing is sent unless
 //! `notify-keyspace-events` enables it (`K` for keyspace channels, `E` for keyevent
-//! ones, with `$` for `set`, `g` for `del` and `expire`, `A` for all); values expire
-//! lazily in dhrt, so no `expired` event is sent.
+//! ones, with `$` for `set`, `g` for `del` and `expire`, `x` for `expired`, `A` for
+//! all).
 //!
 //! Only keyspace channels can be subscribed to: dhrt has no PUBLISH, so any other
 //! channel could never carry a message, and SUBSCRIBE says so rather than wait forever.
@@ -32,6 +35,32 @@ pub struct Subscriptions {
 /// What a change delivers: `(pattern, channel, message)`, the pattern `None` for an
 /// exact channel.
 pub type Message = (Option<Bytes>, Bytes, Bytes);
+
+/// A change of a key, as Redis names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A write; `ttl` when it carries a time to live.
+    Set {
+        /// It expires.
+        ttl: bool,
+    },
+    /// A delete.
+    Del,
+    /// Its time to live ran out.
+    Expired,
+}
+
+impl Change {
+    /// The change a watch event reports: its value, and its expiry (an expired entry
+    /// arrives without its value but with the expiry it passed).
+    pub fn of(has_value: bool, expires: bool) -> Change {
+        match (has_value, expires) {
+            (true, ttl) => Change::Set { ttl },
+            (false, true) => Change::Expired,
+            (false, false) => Change::Del,
+        }
+    }
+}
 
 impl Subscriptions {
     /// How many channels and patterns are subscribed to (Redis's count in replies).
@@ -102,24 +131,21 @@ impl Subscriptions {
 
     /// The messages a change of `key` in database `db` delivers to this connection,
     /// under the flags `notify` (`notify-keyspace-events`).
-    pub fn messages(
-        &self,
-        db: u32,
-        key: &[u8],
-        set: bool,
-        expires: bool,
-        notify: &str,
-    ) -> Vec<Message> {
+    pub fn messages(&self, db: u32, key: &[u8], change: Change, notify: &str) -> Vec<Message> {
         let mut events: Vec<&str> = Vec::new();
-        let all = notify.contains('A');
-        if set && (all || notify.contains('$')) {
-            events.push("set");
-        }
-        if set && expires && (all || notify.contains('g')) {
-            events.push("expire");
-        }
-        if !set && (all || notify.contains('g')) {
-            events.push("del");
+        let on = |class: char| notify.contains('A') || notify.contains(class);
+        match change {
+            Change::Set { ttl } => {
+                if on('$') {
+                    events.push("set");
+                }
+                if ttl && on('g') {
+                    events.push("expire");
+                }
+            }
+            Change::Del if on('g') => events.push("del"),
+            Change::Expired if on('x') => events.push("expired"),
+            _ => {}
         }
         let mut out = Vec::new();
         for event in events {
@@ -201,20 +227,24 @@ mod tests {
         let mut subs = Subscriptions::default();
         subs.add(Bytes::from_static(b"__keyspace@0__:k"), false);
         subs.add(Bytes::from_static(b"__keyevent@0__:*"), true);
-        assert!(subs.messages(0, b"k", true, false, "").is_empty(), "off by default");
-        let m = subs.messages(0, b"k", true, false, "KE$");
+        let set = Change::Set { ttl: false };
+        assert!(subs.messages(0, b"k", set, "").is_empty(), "off by default");
+        let m = subs.messages(0, b"k", set, "KE$");
         assert_eq!(m.len(), 2);
         assert_eq!(m[0], (None, "__keyspace@0__:k".into(), "set".into()));
         assert_eq!(
             m[1],
             (Some("__keyevent@0__:*".into()), "__keyevent@0__:set".into(), "k".into())
         );
-        let del = subs.messages(0, b"k", false, false, "KEA");
+        let del = subs.messages(0, b"k", Change::Del, "KEA");
         assert_eq!(del[0].2, "del");
-        assert!(subs.messages(0, b"k", false, false, "KE$").is_empty(), "del needs g");
-        assert!(subs.messages(1, b"k", true, false, "KEA").is_empty(), "another database");
-        let ex = subs.messages(0, b"k", true, true, "KA");
+        assert!(subs.messages(0, b"k", Change::Del, "KE$").is_empty(), "del needs g");
+        assert!(subs.messages(1, b"k", set, "KEA").is_empty(), "another database");
+        let ex = subs.messages(0, b"k", Change::Set { ttl: true }, "KA");
         assert_eq!(ex.iter().map(|m| m.2.clone()).collect::<Vec<_>>(), ["set", "expire"]);
+        assert_eq!(Change::of(false, true), Change::Expired);
+        assert_eq!(subs.messages(0, b"k", Change::Expired, "Kx")[0].2, "expired");
+        assert!(subs.messages(0, b"k", Change::Expired, "Kg").is_empty(), "expired needs x");
         assert_eq!(subs.wanted(&[0, 1]), BTreeSet::from([0]));
         assert!(subs.remove(b"__keyspace@0__:k", false));
         assert!(!subs.remove(b"__keyspace@0__:k", false));
