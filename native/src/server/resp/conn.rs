@@ -106,6 +106,10 @@ enum Stage {
     Second { finish: Finish, first: u64, got: Vec<Option<Reply>> },
     /// Answered: the reply, written when every command before it is.
     Done(Vec<u8>),
+    /// A subscription's confirmation, held until the watches it opened (request ids
+    /// `ids`) are in place on every node: a write acknowledged after the confirmation
+    /// is then heard.
+    Watching { ids: Vec<u64>, reply: Vec<u8> },
 }
 
 impl Pending {
@@ -113,7 +117,7 @@ impl Pending {
     fn is_barrier(&self) -> bool {
         match &self.stage {
             Stage::Queued { plan, .. } | Stage::First { plan, .. } => two_stages(plan),
-            Stage::Second { .. } => true,
+            Stage::Second { .. } | Stage::Watching { .. } => true,
             Stage::Done(_) => false,
         }
     }
@@ -552,6 +556,11 @@ impl Conn {
                 self.queue[i].stage = Stage::First { plan, first, got };
             }
             let p = &mut self.queue[i];
+            if let Stage::Watching { ids, reply } = &mut p.stage {
+                if ids.is_empty() {
+                    p.stage = Stage::Done(std::mem::take(reply));
+                }
+            }
             if p.answered() {
                 scratch.clear();
                 let mut w = Writer::new(&mut scratch, p.proto);
@@ -629,7 +638,7 @@ impl Conn {
     /// Files the node's answer with the command it belongs to.
     fn answer(&mut self, resp: ClientResponse) {
         if let Some(db) = self.subs.db_of_watch(resp.id) {
-            return self.notification(db, resp.result);
+            return self.notification(db, resp.id, resp.result);
         }
         let mut reply = Some(resp.result);
         for p in self.queue.iter_mut() {
@@ -663,17 +672,22 @@ impl Conn {
             ));
         }
         let kind: &[u8] = if pattern { b"psubscribe" } else { b"subscribe" };
+        let mut reply = Vec::new();
         for name in names {
             self.subs.add(name.clone(), pattern);
-            let count = self.subs.count() as i64;
-            self.reply_now(|w| {
-                w.push(3);
-                w.bulk(kind);
-                w.bulk(name);
-                w.integer(count);
-            });
+            let mut w = Writer::new(&mut reply, self.proto);
+            w.push(3);
+            w.bulk(kind);
+            w.bulk(name);
+            w.integer(self.subs.count() as i64);
         }
-        self.sync_watches();
+        let ids = self.sync_watches();
+        if ids.is_empty() {
+            self.reply_now(|w| w.raw(&reply));
+        } else {
+            self.queue
+                .push_back(Pending { proto: self.proto, stage: Stage::Watching { ids, reply } });
+        }
     }
 
     /// `UNSUBSCRIBE [channel...]`, `PUNSUBSCRIBE [pattern...]`: none named, all.
@@ -703,8 +717,9 @@ impl Conn {
     }
 
     /// Opens a watch for each database some subscription hears from, and ends those
-    /// no subscription needs any more.
-    fn sync_watches(&mut self) {
+    /// no subscription needs any more; the request ids of the watches opened.
+    fn sync_watches(&mut self) -> Vec<u64> {
+        let mut opened = Vec::new();
         let wanted = self.subs.wanted(&self.config.mapped());
         for db in self.subs.watched() {
             if !wanted.contains(&db) {
@@ -722,17 +737,28 @@ impl Conn {
             let op = Op::Watch { collection: collection.to_string(), prefix: None };
             if let Err(refusal) = self.session.check(&self.state, &op, &self.refused) {
                 let reply = refusal.reply();
-                return self.error(&plan::error_of(&reply).unwrap_or_default());
+                self.error(&plan::error_of(&reply).unwrap_or_default());
+                return opened;
             }
             let id = self.next_id;
             self.send(id, vec![op]);
             self.subs.watching(db, id);
+            opened.push(id);
         }
+        opened
     }
 
     /// A change seen by database `db`'s watch, as the messages it delivers; a watch that
     /// ended (it fell behind, or the node refused it) closes the connection, saying why.
-    fn notification(&mut self, db: u32, reply: Reply) {
+    fn notification(&mut self, db: u32, id: u64, reply: Reply) {
+        if !matches!(reply, Reply::Event { .. }) {
+            // The watch is in place (or failed): its subscription's confirmation may go.
+            for p in self.queue.iter_mut() {
+                if let Stage::Watching { ids, .. } = &mut p.stage {
+                    ids.retain(|&w| w != id);
+                }
+            }
+        }
         match reply {
             Reply::Event { key, value, expires, .. } => {
                 let notify = self.config.settings.notify();

@@ -210,30 +210,26 @@ impl KeyRef {
     }
 }
 
-/// The condition of EXPIRE and friends on the key's current expiry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum When {
-    /// Always.
-    Always,
+/// The conditions of EXPIRE and friends on the key's current expiry: NX, XX, GT, LT
+/// (XX may go with GT or LT; NX with none of the others, GT not with LT — as Redis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct When {
     /// NX: only when it has none.
-    NoExpiry,
+    pub no_expiry: bool,
     /// XX: only when it has one.
-    HasExpiry,
+    pub has_expiry: bool,
     /// GT: only when the new one is later (no expiry counts as infinite).
-    Later,
+    pub later: bool,
     /// LT: only when the new one is earlier.
-    Earlier,
+    pub earlier: bool,
 }
 
 impl When {
     fn allows(self, current: Option<Millis>, new: Millis) -> bool {
-        match self {
-            When::Always => true,
-            When::NoExpiry => current.is_none(),
-            When::HasExpiry => current.is_some(),
-            When::Later => current.is_some_and(|c| new > c),
-            When::Earlier => current.is_none_or(|c| new < c),
-        }
+        (!self.no_expiry || current.is_none())
+            && (!self.has_expiry || current.is_some())
+            && (!self.later || current.is_some_and(|c| new > c))
+            && (!self.earlier || current.is_none_or(|c| new < c))
     }
 }
 
@@ -461,24 +457,24 @@ fn expire(
     }
     .ok_or_else(invalid)?
     .max(0) as Millis;
-    let mut when = When::Always;
+    let mut when = When::default();
     for option in options {
-        let next = match option.to_ascii_uppercase().as_slice() {
-            b"NX" => When::NoExpiry,
-            b"XX" => When::HasExpiry,
-            b"GT" => When::Later,
-            b"LT" => When::Earlier,
+        match option.to_ascii_uppercase().as_slice() {
+            b"NX" => when.no_expiry = true,
+            b"XX" => when.has_expiry = true,
+            b"GT" => when.later = true,
+            b"LT" => when.earlier = true,
             _ => {
                 let option = String::from_utf8_lossy(option).into_owned();
                 return Err(format!("ERR Unsupported option {option}"));
             }
-        };
-        if when != When::Always && when != next {
-            return Err(
-                "ERR NX and XX, GT or LT options at the same time are not compatible".into()
-            );
         }
-        when = next;
+    }
+    if when.no_expiry && (when.has_expiry || when.later || when.earlier) {
+        return Err("ERR NX and XX, GT or LT options at the same time are not compatible".into());
+    }
+    if when.later && when.earlier {
+        return Err("ERR GT and LT options at the same time are not compatible".into());
     }
     let key_ref =
         KeyRef { collection: to.collection.clone(), key: key.clone(), consistency: to.consistency };
