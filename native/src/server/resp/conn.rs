@@ -11,10 +11,13 @@
 //! A command with two stages (DEL, GETDEL, SET ... GET) is a barrier: the commands
 //! after it wait, unsent, until it has finished, so no later write overtakes its
 //! delete. Everything a connection holds is bounded: a command is at most one frame
-//! ([`crate::server::AppState::max_frame`]), at most [`MAX_QUEUED`] commands wait for
-//! answers, and no more input is read while more than the output limit of replies is
-//! unwritten — a client that does not read its replies only stops being read (TCP
-//! pushes back on it), as Redis does.
+//! ([`crate::server::AppState::max_frame`]); at most [`MAX_QUEUED`] commands, holding at
+//! most the output limit in arguments and waiting replies, wait in its queue; requests
+//! go to the node in growing chunks (slow start, [`Conn::hand`]) and stop while half the
+//! output limit of replies is unwritten; no more input is read while the output limit
+//! is. So a client that pipelines more than the limit in replies gets all of them as it
+//! reads, and one that does not read only stops being read (TCP pushes back), as in
+//! Redis.
 
 use super::{
     commands::{self, COMMANDS},
@@ -58,6 +61,8 @@ use tokio::{
 /// Most commands of one connection waiting for the node's answers; past it, no more
 /// are read until some are answered.
 pub const MAX_QUEUED: usize = 1024;
+/// Most requests handed to the node in one call.
+const MAX_CHUNK: usize = 256;
 /// Bytes read from the socket at a time (at least).
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing connection may take to receive its last replies.
@@ -94,6 +99,8 @@ pub async fn serve(
 struct Pending {
     /// The protocol its reply is written in (the connection's when it was read).
     proto: Protocol,
+    /// Bytes of the command's arguments, held until it is answered.
+    size: usize,
     stage: Stage,
 }
 
@@ -162,6 +169,8 @@ fn two_stages(plan: &Plan) -> bool {
 /// What the connection waits for next.
 enum Event {
     Read,
+    /// Replies were written: requests held back may go to the node.
+    Drained,
     Answers,
     ClosedByNode(String),
     Gone,
@@ -199,6 +208,8 @@ struct Conn {
     port: u16,
     /// Keyspace notifications subscribed to ([`notify`]).
     subs: Subscriptions,
+    /// Requests handed to the node in one call now (see [`Conn::hand`]).
+    chunk: usize,
 }
 
 impl Conn {
@@ -210,6 +221,7 @@ impl Conn {
         config: Arc<RespConfig>,
         desk: Arc<dyn Desk>,
     ) -> Conn {
+        let (state_limit, max_value) = (state.output.limit, state.max_value);
         let target = Target {
             collection: config
                 .database(0)
@@ -243,6 +255,8 @@ impl Conn {
             closing: false,
             port: 0,
             subs: Subscriptions::default(),
+            // As many answers of the largest value as fit in half the output limit.
+            chunk: (state_limit / 2 / max_value.max(1)).clamp(1, 16),
         }
     }
 
@@ -274,7 +288,11 @@ impl Conn {
                     if self.owed > 0 {
                         rx.sent(std::mem::take(&mut self.owed));
                     }
-                    if self.closing {
+                    if !self.reqs.is_empty() {
+                        return Poll::Ready(Event::Drained);
+                    }
+                    // Closing (QUIT, a protocol error): once every reply before it left.
+                    if self.closing && self.queue.is_empty() {
                         return Poll::Ready(Event::Gone);
                     }
                 }
@@ -332,6 +350,14 @@ impl Conn {
                         break;
                     }
                 }
+                Event::Drained => {
+                    if !self.hand() {
+                        break;
+                    }
+                    if self.may_read() && self.start < self.end && !self.take_commands().await {
+                        break;
+                    }
+                }
                 Event::ClosedByNode(reason) => {
                     Writer::new(&mut self.out, self.proto).error(&format!("ERR {reason}"));
                     break;
@@ -353,6 +379,19 @@ impl Conn {
         !self.closing
             && self.queue.len() < MAX_QUEUED
             && self.out.len() - self.written <= self.state.output.limit
+            && self.held() <= self.state.output.limit
+    }
+
+    /// Bytes the queue holds: the arguments of commands not yet answered, and replies
+    /// waiting for the commands before them.
+    fn held(&self) -> usize {
+        self.queue
+            .iter()
+            .map(|p| match &p.stage {
+                Stage::Done(bytes) => bytes.len(),
+                _ => p.size,
+            })
+            .sum()
     }
 
     /// Room at the end of the buffer for a read: taken bytes dropped, the buffer grown
@@ -383,42 +422,55 @@ impl Conn {
             self.refused = self.session.refresh(&self.state).await.err();
         }
         let mut taken = false;
-        while self.queue.len() < MAX_QUEUED && !self.closing {
-            let bounds = if self.authenticated() {
-                Bounds::new(self.state.max_frame)
-            } else {
-                Bounds::new(self.state.max_frame).unauthenticated()
-            };
-            let window = &self.buf[self.start..self.end];
-            let used = match request::parse(window, bounds, &mut self.args) {
-                Ok(Some(n)) => n,
-                Ok(None) if window.len() > self.state.max_frame => {
-                    let max = self.state.max_frame;
-                    self.protocol_error(BadRequest(format!(
-                        "a command larger than {max} bytes (the node's frame limit)"
-                    )));
-                    break;
+        // Commands are taken while the queue has room; handing them to the node may
+        // answer some at once (an in-memory node does), which makes room again.
+        loop {
+            let mut took = false;
+            while self.queue.len() < MAX_QUEUED && !self.closing {
+                let bounds = if self.authenticated() {
+                    Bounds::new(self.state.max_frame)
+                } else {
+                    Bounds::new(self.state.max_frame).unauthenticated()
+                };
+                let window = &self.buf[self.start..self.end];
+                let used = match request::parse(window, bounds, &mut self.args) {
+                    Ok(Some(n)) => n,
+                    Ok(None) if window.len() > self.state.max_frame => {
+                        let max = self.state.max_frame;
+                        self.protocol_error(BadRequest(format!(
+                            "a command larger than {max} bytes (the node's frame limit)"
+                        )));
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(bad) => {
+                        self.protocol_error(bad);
+                        break;
+                    }
+                };
+                // One copy of the command; its arguments are slices of it.
+                let frame = Bytes::copy_from_slice(&window[..used]);
+                let args: Vec<Bytes> = self.args.iter().map(|r| frame.slice(r.clone())).collect();
+                self.start += used;
+                took = true;
+                if let Some((name, rest)) = args.split_first() {
+                    self.command(name, rest).await;
                 }
-                Ok(None) => break,
-                Err(bad) => {
-                    self.protocol_error(bad);
-                    break;
-                }
-            };
-            // One copy of the command; its arguments are slices of it.
-            let frame = Bytes::copy_from_slice(&window[..used]);
-            let args: Vec<Bytes> = self.args.iter().map(|r| frame.slice(r.clone())).collect();
-            self.start += used;
-            taken = true;
-            if let Some((name, rest)) = args.split_first() {
-                self.command(name, rest).await;
+            }
+            taken |= took;
+            self.advance();
+            if !self.hand() {
+                return false;
+            }
+            let full = self.queue.len() >= MAX_QUEUED;
+            if !took || full || self.closing || !self.may_read() {
+                break;
             }
         }
         if taken {
             self.meter.settle_but(self.end - self.start);
         }
-        self.advance();
-        self.hand() && !(self.closing && self.out.is_empty() && self.queue.is_empty())
+        !(self.closing && self.out.is_empty() && self.queue.is_empty())
     }
 
     fn protocol_error(&mut self, bad: BadRequest) {
@@ -435,7 +487,7 @@ impl Conn {
         } else {
             let mut bytes = Vec::new();
             write(&mut Writer::new(&mut bytes, self.proto));
-            self.queue.push_back(Pending { proto: self.proto, stage: Stage::Done(bytes) });
+            self.queue.push_back(Pending { proto: self.proto, size: 0, stage: Stage::Done(bytes) });
         }
     }
 
@@ -529,6 +581,7 @@ impl Conn {
         }
         self.queue.push_back(Pending {
             proto: self.proto,
+            size: args.iter().map(Bytes::len).sum(),
             stage: Stage::Queued { plan: planned.plan, ops: planned.ops },
         });
     }
@@ -618,21 +671,46 @@ impl Conn {
     /// Hands the queued requests to the node, and takes the answers it gives at once
     /// (which may send more); false once the node has stopped.
     fn hand(&mut self) -> bool {
+        let limit = self.state.output.limit;
         while !self.reqs.is_empty() {
+            // Past half the output limit unwritten, the rest waits for the socket to
+            // drain ([`Event::Drained`]): a client that reads gets every reply, however
+            // large the pipeline.
+            if self.unwritten() > limit / 2 {
+                return true;
+            }
             let mut answers = std::mem::take(&mut self.answers);
-            if !self.desk.requests(self.client, &mut self.reqs, &mut answers) {
+            let handed = if self.reqs.len() <= self.chunk {
+                // All of them (the usual case): the desk empties the vector, keeping it.
+                self.desk.requests(self.client, &mut self.reqs, &mut answers)
+            } else {
+                let mut chunk: Vec<ClientRequest> = self.reqs.drain(..self.chunk).collect();
+                self.desk.requests(self.client, &mut chunk, &mut answers)
+            };
+            if !handed {
                 return false;
             }
+            let mut largest = 0;
             for parcel in answers.drain(..) {
                 self.owed += parcel.bytes;
+                largest = largest.max(parcel.bytes / parcel.resps.len().max(1));
                 for resp in parcel.resps {
                     self.answer(resp);
                 }
             }
             self.answers = answers;
+            // Slow start: the next call may hand twice as many, as long as that many
+            // answers as large as this call's largest stay within half the limit.
+            let fits = limit / 2 / largest.max(1024);
+            self.chunk = (self.chunk * 2).min(fits).clamp(1, MAX_CHUNK);
             self.advance();
         }
         true
+    }
+
+    /// Bytes of replies not yet written, and of the node's answers not yet given back.
+    fn unwritten(&self) -> usize {
+        self.out.len() - self.written + self.owed
     }
 
     /// Files the node's answer with the command it belongs to.
@@ -685,8 +763,11 @@ impl Conn {
         if ids.is_empty() {
             self.reply_now(|w| w.raw(&reply));
         } else {
-            self.queue
-                .push_back(Pending { proto: self.proto, stage: Stage::Watching { ids, reply } });
+            self.queue.push_back(Pending {
+                proto: self.proto,
+                size: 0,
+                stage: Stage::Watching { ids, reply },
+            });
         }
     }
 
@@ -791,10 +872,16 @@ impl Conn {
     }
 
     async fn auth(&mut self, args: &[Bytes]) {
-        let token = match args {
-            [token] | [_, token] => token,
+        let (token, named) = match args {
+            [token] => (token, false),
+            [_, token] => (token, true),
             _ => return self.error("ERR syntax error"),
         };
+        // Redis's default user takes any password when none is set: so does a node that
+        // requires no tokens, for the named form (what client libraries send).
+        if named && !self.required() {
+            return self.reply_now(|w| w.ok());
+        }
         match self.authenticate(token).await {
             Ok(()) => self.reply_now(|w| w.ok()),
             Err(e) => self.error(&e),
@@ -816,11 +903,8 @@ impl Conn {
                 self.refused = None;
                 Ok(())
             }
-            Err(refusal) => {
-                self.session = Session::default();
-                self.refused = Some(refusal);
-                Err("WRONGPASS invalid username-password pair or user is disabled.".into())
-            }
+            // As in Redis, a failed AUTH leaves the connection as it was.
+            Err(_) => Err("WRONGPASS invalid username-password pair or user is disabled.".into()),
         }
     }
 
@@ -842,8 +926,10 @@ impl Conn {
         while i < args.len() {
             match args[i].to_ascii_uppercase().as_slice() {
                 b"AUTH" if i + 2 < args.len() => {
-                    if let Err(e) = self.authenticate(&args[i + 2]).await {
-                        return self.error(&e);
+                    if self.required() {
+                        if let Err(e) = self.authenticate(&args[i + 2]).await {
+                            return self.error(&e);
+                        }
                     }
                     i += 3;
                 }

@@ -767,3 +767,98 @@ pub fn error_of(reply: &Reply) -> Option<String> {
     };
     Some(format!("{prefix} {message}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resp::reply::Protocol;
+    use dhrt_core::Timestamp;
+
+    fn to() -> Target {
+        Target { collection: "c".into(), consistency: Consistency::Quorum }
+    }
+
+    fn args(words: &[&str]) -> Vec<Bytes> {
+        words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect()
+    }
+
+    fn planned(name: &str, words: &[&str]) -> Result<Planned, Refused> {
+        plan(name, &args(words), &to(), 10_000).expect("a data command")
+    }
+
+    fn value(v: Option<&str>, expires: Option<Millis>) -> Reply {
+        let ts = Some(Timestamp::from_parts(9_000, 0));
+        Reply::Value { value: v.map(|v| Bytes::copy_from_slice(v.as_bytes())), ts, expires }
+    }
+
+    fn reply_of(plan: &Plan, answers: &[Reply]) -> (String, Next) {
+        let mut out = Vec::new();
+        let next = first(plan, answers, 10_000, &mut Writer::new(&mut out, Protocol::Resp2));
+        (String::from_utf8(out).unwrap(), next)
+    }
+
+    #[test]
+    fn set_options_become_one_write() {
+        let p = planned("SET", &["k", "v", "EX", "5"]).unwrap();
+        assert_eq!(p.plan, Plan::Set);
+        assert!(matches!(&p.ops[..], [Op::Set { ttl_ms: Some(5_000), .. }]));
+        let p = planned("SET", &["k", "v", "PXAT", "12000"]).unwrap();
+        assert!(matches!(&p.ops[..], [Op::Set { ttl_ms: Some(2_000), .. }]));
+        let p = planned("SET", &["k", "v", "EXAT", "5"]).unwrap();
+        assert!(matches!(&p.ops[..], [Op::Del { .. }]), "a past expiry deletes");
+        assert!(planned("SET", &["k", "v", "EX", "0"]).unwrap_err().contains("invalid expire"));
+        assert!(planned("SET", &["k", "v", "EX", "1", "PX", "1"]).unwrap_err().contains("syntax"));
+        assert!(planned("SET", &["k", "v", "NX"]).unwrap_err().contains("conditional"));
+        assert!(planned("SET", &["k", "v", "BOGUS"]).unwrap_err().contains("syntax"));
+        assert!(planned("MSET", &["k"]).unwrap_err().contains("wrong number"));
+        assert!(plan("LPUSH", &[], &to(), 0).is_none(), "not a data command");
+    }
+
+    #[test]
+    fn del_reads_then_deletes_what_existed_once() {
+        let p = planned("DEL", &["a", "b", "a"]).unwrap();
+        let found = Reply::Values { values: vec![Some("1".into()), None, Some("1".into())] };
+        let (text, next) = reply_of(&p.plan, &[found]);
+        assert_eq!(text, "");
+        let Next::Then { ops, finish } = next else { panic!("a second stage") };
+        assert_eq!(ops.len(), 1, "a deleted once");
+        assert_eq!(finish, Finish::Count(1));
+        let none = Reply::Values { values: vec![None, None, None] };
+        assert_eq!(reply_of(&p.plan, &[none]).0, ":0\r\n");
+    }
+
+    #[test]
+    fn ttl_and_expire_read_the_expiry() {
+        let ttl = planned("TTL", &["k"]).unwrap().plan;
+        assert_eq!(reply_of(&ttl, &[value(None, None)]).0, ":-2\r\n");
+        assert_eq!(reply_of(&ttl, &[value(Some("v"), None)]).0, ":-1\r\n");
+        assert_eq!(reply_of(&ttl, &[value(Some("v"), Some(14_600))]).0, ":5\r\n");
+        let pttl = planned("PTTL", &["k"]).unwrap().plan;
+        assert_eq!(reply_of(&pttl, &[value(Some("v"), Some(14_600))]).0, ":4600\r\n");
+        let gt = planned("EXPIRE", &["k", "100", "GT"]).unwrap().plan;
+        assert_eq!(reply_of(&gt, &[value(Some("v"), None)]).0, ":0\r\n", "no expiry is infinite");
+        let xx_lt = planned("EXPIRE", &["k", "1", "XX", "LT"]).unwrap().plan;
+        let (_, next) = reply_of(&xx_lt, &[value(Some("v"), Some(50_000))]);
+        assert!(matches!(next, Next::Then { finish: Finish::Count(1), .. }));
+        assert!(planned("EXPIRE", &["k", "1", "NX", "GT"]).unwrap_err().contains("NX and XX"));
+        assert!(planned("EXPIRE", &["k", "1", "GT", "LT"])
+            .unwrap_err()
+            .starts_with("ERR GT and LT"));
+        let missing = planned("EXPIRE", &["k", "100"]).unwrap().plan;
+        assert_eq!(reply_of(&missing, &[value(None, None)]).0, ":0\r\n");
+    }
+
+    #[test]
+    fn errors_keep_a_stable_prefix() {
+        let quorum = Reply::Error {
+            code: ErrorCode::QuorumNotReached,
+            message: "only 1 of 2 replicas answered".into(),
+            acked: Some((1, 2)),
+        };
+        let get = planned("GET", &["k"]).unwrap().plan;
+        assert_eq!(reply_of(&get, &[quorum]).0, "-QUORUM only 1 of 2 replicas answered\r\n");
+        let full =
+            Reply::Error { code: ErrorCode::StorageFull, message: "full".into(), acked: None };
+        assert_eq!(error_of(&full).unwrap(), "STORAGEFULL full");
+    }
+}
