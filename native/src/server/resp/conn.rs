@@ -497,9 +497,22 @@ impl Conn {
 
     /// Runs one command.
     async fn command(&mut self, name: &Bytes, args: &[Bytes]) {
-        let upper = String::from_utf8_lossy(name).to_ascii_uppercase();
-        let Some(spec) = commands::find(&upper) else {
-            let why = match commands::refused(&upper) {
+        // The name in upper case, on the stack for any command's name.
+        let mut buf = [0u8; 32];
+        let lossy;
+        let upper: &str = match std::str::from_utf8(name) {
+            Ok(text) if text.len() <= buf.len() => {
+                buf[..text.len()].copy_from_slice(text.as_bytes());
+                buf[..text.len()].make_ascii_uppercase();
+                std::str::from_utf8(&buf[..text.len()]).unwrap_or_default()
+            }
+            _ => {
+                lossy = String::from_utf8_lossy(name).to_ascii_uppercase();
+                &lossy
+            }
+        };
+        let Some(spec) = commands::find(upper) else {
+            let why = match commands::refused(upper) {
                 Some(why) => why.to_string(),
                 None => commands::unknown(name, args),
             };
@@ -508,11 +521,11 @@ impl Conn {
         if !commands::arity_ok(spec, args.len() + 1) {
             return self.error(&plan::arity_error(spec.name));
         }
-        if !self.authenticated() && !matches!(upper.as_str(), "AUTH" | "HELLO" | "QUIT") {
+        if !self.authenticated() && !matches!(upper, "AUTH" | "HELLO" | "QUIT") {
             return self.error("NOAUTH Authentication required.");
         }
         let pubsub = matches!(
-            upper.as_str(),
+            upper,
             "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" | "PING" | "QUIT"
         );
         if self.subs.active() && self.proto == Protocol::Resp2 && !pubsub {
@@ -522,7 +535,7 @@ impl Conn {
                 spec.name
             ));
         }
-        match upper.as_str() {
+        match upper {
             "PING" if self.subs.active() && self.proto == Protocol::Resp2 => {
                 let msg = args.first().cloned().unwrap_or_default();
                 self.reply_now(|w| {
@@ -552,7 +565,7 @@ impl Conn {
             "CONFIG" => self.config_command(args).await,
             "DHRT.COLLECTION" => self.collection(args),
             "DHRT.CONSISTENCY" => self.consistency(args),
-            _ => self.data(&upper, args),
+            _ => self.data(upper, args),
         }
     }
 
@@ -587,17 +600,28 @@ impl Conn {
     }
 
     /// Sends the queued commands no barrier holds back, and writes the replies of the
-    /// answered commands at the front of the queue.
+    /// answered commands at the front of the queue — straight into the output, in
+    /// command order; a command answered behind one still waiting keeps its reply until
+    /// it is at the front.
     fn advance(&mut self) {
-        let mut scratch = Vec::new();
         let mut barrier = false;
         let mut i = 0;
         while i < self.queue.len() {
-            let p = &mut self.queue[i];
-            if let Stage::Queued { .. } = p.stage {
+            if i == 0 {
+                // Replies leave in command order.
+                if let Some(Pending { stage: Stage::Done(_), .. }) = self.queue.front() {
+                    if let Some(Pending { stage: Stage::Done(bytes), .. }) = self.queue.pop_front()
+                    {
+                        self.out.extend_from_slice(&bytes);
+                    }
+                    continue;
+                }
+            }
+            if let Stage::Queued { .. } = self.queue[i].stage {
                 if barrier {
                     break;
                 }
+                let p = &mut self.queue[i];
                 let Stage::Queued { plan, ops } =
                     std::mem::replace(&mut p.stage, Stage::Done(Vec::new()))
                 else {
@@ -612,48 +636,43 @@ impl Conn {
             if let Stage::Watching { ids, reply } = &mut p.stage {
                 if ids.is_empty() {
                     p.stage = Stage::Done(std::mem::take(reply));
+                    continue;
                 }
             }
             if p.answered() {
-                scratch.clear();
-                let mut w = Writer::new(&mut scratch, p.proto);
+                let proto = p.proto;
                 let stage = std::mem::replace(&mut p.stage, Stage::Done(Vec::new()));
-                match stage {
+                // At the front the reply goes straight out; behind, it waits its turn.
+                let mut behind = Vec::new();
+                let out = if i == 0 { &mut self.out } else { &mut behind };
+                let mut w = Writer::new(out, proto);
+                let next = match stage {
                     Stage::First { plan, got, .. } => {
                         let answers: Vec<Reply> = got.into_iter().flatten().collect();
-                        match plan::first(&plan, &answers, now_ms(), &mut w) {
-                            Next::Done => p.stage = Stage::Done(std::mem::take(&mut scratch)),
-                            Next::Then { ops, finish } => {
-                                let first = self.next_id;
-                                let got = vec![None; ops.len()];
-                                self.send(first, ops);
-                                self.queue[i].stage = Stage::Second { finish, first, got };
-                            }
-                        }
+                        plan::first(&plan, &answers, now_ms(), &mut w)
                     }
                     Stage::Second { finish, got, .. } => {
                         let answers: Vec<Reply> = got.into_iter().flatten().collect();
-                        match plan::second(&finish, &answers, now_ms(), &mut w) {
-                            Next::Done => p.stage = Stage::Done(std::mem::take(&mut scratch)),
-                            Next::Then { ops, finish } => {
-                                let first = self.next_id;
-                                let got = vec![None; ops.len()];
-                                self.send(first, ops);
-                                self.queue[i].stage = Stage::Second { finish, first, got };
-                            }
-                        }
+                        plan::second(&finish, &answers, now_ms(), &mut w)
                     }
-                    other => p.stage = other,
+                    _ => unreachable!("only a stage waiting for answers is answered"),
+                };
+                match next {
+                    Next::Done if i == 0 => {
+                        self.queue.pop_front();
+                        continue;
+                    }
+                    Next::Done => self.queue[i].stage = Stage::Done(behind),
+                    Next::Then { ops, finish } => {
+                        let first = self.next_id;
+                        let got = vec![None; ops.len()];
+                        self.send(first, ops);
+                        self.queue[i].stage = Stage::Second { finish, first, got };
+                    }
                 }
             }
             barrier |= self.queue[i].is_barrier();
             i += 1;
-        }
-        // Replies leave in command order.
-        while let Some(Pending { stage: Stage::Done(_), .. }) = self.queue.front() {
-            if let Some(Pending { stage: Stage::Done(bytes), .. }) = self.queue.pop_front() {
-                self.out.extend_from_slice(&bytes);
-            }
         }
     }
 
