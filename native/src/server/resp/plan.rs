@@ -198,6 +198,18 @@ pub struct KeyRef {
 }
 
 impl KeyRef {
+    /// `key` in `to`'s collection, at its consistency.
+    fn of(to: &Target, key: &Bytes) -> KeyRef {
+        KeyRef { collection: to.collection.clone(), key: key.clone(), consistency: to.consistency }
+    }
+
+    /// The read of this key.
+    fn read(&self) -> Op {
+        let (collection, key, consistency) =
+            (self.collection.clone(), self.key.clone(), self.consistency);
+        Op::Get { collection, key, consistency }
+    }
+
     /// Writes `value` again under this key with expiry `at` (deletes it when `at` is
     /// not after `now`).
     fn write(&self, value: Bytes, at: Option<Millis>, now: Millis) -> Op {
@@ -417,13 +429,8 @@ fn set(
         }
         i += 1;
     }
-    let key_ref =
-        KeyRef { collection: to.collection.clone(), key: key.clone(), consistency: to.consistency };
-    let read = Op::Get {
-        collection: to.collection.clone(),
-        key: key.clone(),
-        consistency: to.consistency,
-    };
+    let key_ref = KeyRef::of(to, key);
+    let read = key_ref.read();
     if keep {
         let plan = Plan::SetKeep { key: key_ref, value: value.clone(), get };
         return Ok(Planned { plan, ops: vec![read] });
@@ -476,13 +483,8 @@ fn expire(
     if when.later && when.earlier {
         return Err("ERR GT and LT options at the same time are not compatible".into());
     }
-    let key_ref =
-        KeyRef { collection: to.collection.clone(), key: key.clone(), consistency: to.consistency };
-    let read = Op::Get {
-        collection: to.collection.clone(),
-        key: key.clone(),
-        consistency: to.consistency,
-    };
+    let key_ref = KeyRef::of(to, key);
+    let read = key_ref.read();
     Ok(Planned { plan: Plan::Expire { key: key_ref, at, when }, ops: vec![read] })
 }
 
