@@ -43,7 +43,7 @@ const CONN: &[&str] = &["noscript", "loading", "stale", "fast"];
 pub const COMMANDS: &[Spec] = &[
     // The commands most sent first: `find` looks them up in order.
     spec("get", 2, READ, (1, 1, 1), "string", "Reads a key."),
-    spec("set", -3, WRITE, (1, 1, 1), "string", "Writes a key (EX, PX, EXAT, PXAT, GET)."),
+    spec("set", -3, WRITE, (1, 1, 1), "string", "Writes a key (EX, PX, EXAT, PXAT, KEEPTTL, GET)."),
     spec("mget", -2, READ, (1, -1, 1), "string", "Reads several keys."),
     spec("mset", -3, WRITE, (1, -1, 2), "string", "Writes several keys with one timestamp."),
     spec("del", -2, WRITE, (1, -1, 1), "generic", "Deletes keys, counting those that existed."),
