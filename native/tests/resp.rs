@@ -1194,3 +1194,27 @@ async fn a_protocol_error_closes_only_after_the_replies_before_it() {
         node.stop().await;
     }
 }
+
+/// With replicas down, a write at `all` answers Redis error `-QUORUM` saying how many
+/// answered — a reply, never a dropped connection — and the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_replicas_answer_quorum_errors() {
+    let _serial = SERIAL.lock().await;
+    let mut nodes = cluster3().await;
+    let c_node = nodes.pop().expect("three nodes");
+    let b_node = nodes.pop().expect("three nodes");
+    b_node.stop().await;
+    c_node.stop().await;
+    let a = &nodes[0];
+    let mut conn = a.connect().await;
+    assert_eq!(conn.call(&["DHRT.CONSISTENCY", "all"]).await, ok());
+    let reply = conn.call(&["SET", "k", "v"]).await;
+    let text = error_text(&reply);
+    assert!(text.starts_with("QUORUM only 1 of the 3 replicas"), "{text}");
+    assert_eq!(conn.call(&["DHRT.CONSISTENCY", "one"]).await, ok());
+    assert_eq!(conn.call(&["SET", "k", "v"]).await, ok());
+    assert_eq!(conn.call(&["GET", "k"]).await, bulk("v"));
+    for node in nodes {
+        node.stop().await;
+    }
+}
