@@ -21,27 +21,12 @@ use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message as Ws};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// An admin token file in a temporary directory.
-struct AdminToken {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    token: String,
-}
-
-fn admin_token() -> AdminToken {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("admin.token");
-    let token = "admin-token-of-the-test-cluster-0123456789".to_string();
-    std::fs::write(&path, format!("{token}\n")).expect("write the token file");
-    AdminToken { _dir: dir, path, token }
-}
-
-fn start(admin: &AdminToken, join: Option<&str>) -> NodeProc {
+fn start(admin: &common::AdminToken, join: Option<&str>) -> NodeProc {
     let file = admin.path.to_str().expect("a UTF-8 path");
     let mut args = vec!["--admin-token-file", file];
     if let Some(seed) = join {
@@ -171,7 +156,7 @@ fn dhrt(node: &str, token: Option<&str>, args: &[&str]) -> common::Ran {
 
 #[test]
 fn without_a_token_every_route_and_request_is_refused() {
-    let admin = admin_token();
+    let admin = common::admin_token();
     let node = start(&admin, None);
     let addr = node.addr.as_str();
     runtime().block_on(async {
@@ -245,7 +230,7 @@ fn without_a_token_every_route_and_request_is_refused() {
 
 #[test]
 fn a_token_allows_only_its_role_and_collections() {
-    let admin = admin_token();
+    let admin = common::admin_token();
     let node = start(&admin, None);
     let addr = node.addr.as_str();
     // Created with the CLI: the token is the only line on stdout.
@@ -337,7 +322,7 @@ fn a_token_allows_only_its_role_and_collections() {
 
 #[test]
 fn the_token_collection_is_out_of_every_clients_reach() {
-    let admin = admin_token();
+    let admin = common::admin_token();
     let node = start(&admin, None);
     let addr = node.addr.as_str();
     runtime().block_on(async {
@@ -385,7 +370,7 @@ fn the_token_collection_is_out_of_every_clients_reach() {
 #[test]
 fn a_revoked_token_is_refused_on_every_node_within_seconds() {
     let _serial = common::serial();
-    let admin = admin_token();
+    let admin = common::admin_token();
     let first = start(&admin, None);
     let seed = first.addr.clone();
     let nodes = vec![first, start(&admin, Some(&seed)), start(&admin, Some(&seed))];
@@ -471,7 +456,7 @@ fn without_an_admin_token_file_nothing_changes_but_the_reserved_collection() {
 
 #[test]
 fn export_all_presents_the_token_and_leaves_the_reserved_collections_out() {
-    let admin = admin_token();
+    let admin = common::admin_token();
     let node = start(&admin, None);
     let addr = node.addr.as_str();
     runtime().block_on(async {

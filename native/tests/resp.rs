@@ -5,6 +5,8 @@
 //! errors, the connection commands, authentication with tokens, the node's bounds
 //! (connection cap, unread replies), and a three-node cluster behind the endpoint.
 
+mod common;
+
 use bytes::Bytes;
 use dhrt::{
     resp::{encode_command, parse, Value},
@@ -16,7 +18,6 @@ use dhrt::{
 use dhrt_core::{node::Node, store::MemStore, NodeId};
 use std::{
     net::SocketAddr,
-    path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
@@ -253,21 +254,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// An admin token file in a temporary directory.
-struct AdminToken {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    token: String,
-}
-
-fn admin_token() -> AdminToken {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("admin.token");
-    let token = "admin-token-of-the-redis-test-0123456789".to_string();
-    std::fs::write(&path, format!("{token}\n")).expect("write the token file");
-    AdminToken { _dir: dir, path, token }
 }
 
 // ---------------------------------------------------------------------------------
@@ -792,7 +778,7 @@ async fn databases_can_be_mapped_to_collections() {
 // ---------------------------------------------------------------------------------
 // 7. Authentication.
 
-async fn node_with_tokens(admin: &AdminToken) -> TestNode {
+async fn node_with_tokens(admin: &common::AdminToken) -> TestNode {
     let mut opts = options(1);
     opts.security = SecurityOptions {
         admin_token_file: Some(admin.path.clone()),
@@ -805,7 +791,7 @@ async fn node_with_tokens(admin: &AdminToken) -> TestNode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_required_before_anything_else() {
-    let admin = admin_token();
+    let admin = common::admin_token();
     let node = node_with_tokens(&admin).await;
     let token = admin.token.as_str();
     let noauth = err("NOAUTH Authentication required.");
@@ -866,7 +852,7 @@ async fn tokens_are_required_before_anything_else() {
 /// Redis keeps a connection authenticated when a later AUTH fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_auth_keeps_the_earlier_authentication() {
-    let admin = admin_token();
+    let admin = common::admin_token();
     let node = node_with_tokens(&admin).await;
     let mut c = node.connect().await;
     assert_eq!(c.call(&["AUTH", &admin.token]).await, ok());

@@ -49,7 +49,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Weak,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -185,7 +185,7 @@ pub struct Clock {
 impl Clock {
     /// Milliseconds since the Unix epoch, at least the last value returned.
     pub fn now(&self) -> Millis {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let wall = super::wall_ms();
         let prev = self.last.fetch_max(wall, Ordering::Relaxed);
         wall.max(prev)
     }

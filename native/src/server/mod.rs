@@ -347,6 +347,13 @@ pub fn node_config(opts: &ServeOptions, id: NodeId, addr: &str) -> NodeConfig {
     config
 }
 
+/// The wall clock in milliseconds since the Unix epoch (0 before it).
+pub fn wall_ms() -> dhrt_core::Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as dhrt_core::Millis)
+}
+
 /// A random 64-bit number from the OS-seeded hasher (node ids, seeds).
 pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};

@@ -236,3 +236,21 @@ pub async fn metric(addr: &str, name: &str) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
 }
+
+/// An admin token file in a temporary directory (for nodes that require tokens).
+pub struct AdminToken {
+    _dir: tempfile::TempDir,
+    /// The file.
+    pub path: PathBuf,
+    /// The token it holds.
+    pub token: String,
+}
+
+/// A fresh admin token file.
+pub fn admin_token() -> AdminToken {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("admin.token");
+    let token = "admin-token-of-the-test-cluster-0123456789".to_string();
+    std::fs::write(&path, format!("{token}\n")).expect("write the token file");
+    AdminToken { _dir: dir, path, token }
+}

@@ -62,7 +62,7 @@ pub async fn create(
         hash: sha256(parsed.secret.as_bytes()),
         role,
         collections,
-        created_ms: now_ms(),
+        created_ms: crate::server::wall_ms(),
         note,
     };
     let info = record.info(parsed.id);
@@ -157,10 +157,4 @@ pub async fn run(state: &AppState, op: Op) -> Reply {
         _ => Err(refusal(ErrorCode::Unsupported, "not a token operation")),
     };
     result.unwrap_or_else(Refusal::reply)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

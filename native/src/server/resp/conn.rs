@@ -35,7 +35,7 @@ use crate::server::{
     driver::{Input, Sink},
     outbox::{self, OutboxReceiver, Parcel},
     read_budget::{Metered, ReadMeter},
-    AppState,
+    wall_ms, AppState,
 };
 use bytes::Bytes;
 use dhrt_core::{
@@ -51,7 +51,7 @@ use std::{
     pin::Pin,
     sync::{atomic::Ordering, Arc},
     task::Poll,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -581,7 +581,7 @@ impl Conn {
                 return self.error(&format!("NOPERM {why}"));
             }
         }
-        let planned = match plan::plan(upper, args, &self.target, now_ms()) {
+        let planned = match plan::plan(upper, args, &self.target, wall_ms()) {
             Some(Ok(planned)) => planned,
             Some(Err(refused)) => return self.error(&refused),
             None => return self.error(&commands::unknown(upper.as_bytes(), args)),
@@ -604,6 +604,7 @@ impl Conn {
     /// command order; a command answered behind one still waiting keeps its reply until
     /// it is at the front.
     fn advance(&mut self) {
+        let now = wall_ms();
         let mut barrier = false;
         let mut i = 0;
         while i < self.queue.len() {
@@ -649,11 +650,11 @@ impl Conn {
                 let next = match stage {
                     Stage::First { plan, got, .. } => {
                         let answers: Vec<Reply> = got.into_iter().flatten().collect();
-                        plan::first(&plan, &answers, now_ms(), &mut w)
+                        plan::first(&plan, &answers, now, &mut w)
                     }
                     Stage::Second { finish, got, .. } => {
                         let answers: Vec<Reply> = got.into_iter().flatten().collect();
-                        plan::second(&finish, &answers, now_ms(), &mut w)
+                        plan::second(&finish, &answers, now, &mut w)
                     }
                     _ => unreachable!("only a stage waiting for answers is answered"),
                 };
@@ -1217,8 +1218,4 @@ fn info(w: &mut Writer, s: &commands::Spec) {
     w.set(0); // tips
     w.array(0); // key specifications
     w.array(0); // subcommands
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
