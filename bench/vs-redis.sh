@@ -409,8 +409,9 @@ rb_cell() {
 
 # compare_resp "DHRT_PID" DHRT_ADDR DHRT_RESP_PORT "REDIS_PID" REDIS_PORT: every
 # workload, REPS times: dhrt's Redis port and redis-server under redis-benchmark,
-# alternating which goes first, and the same dhrt node over its WebSocket port under
-# dhrt bench (system "dhrt-ws"), run next to the RESP run it is compared with.
+# alternating which goes first, and the same dhrt node under dhrt bench over its
+# WebSocket port (system "dhrt-ws") and over its Redis port (system "dhrt-rb": one
+# load generator on both paths), run next to the RESP run they are compared with.
 compare_resp() {
     local dpid="$1" daddr="$2" dport="$3" rpid="$4" rport="$5" rep workload pipeline
     for rep in $(seq "$REPS"); do
@@ -419,11 +420,15 @@ compare_resp() {
             for pipeline in 1 16; do
                 if [ $((rep % 2)) = 1 ]; then
                     bench resp dhrt-ws "$dpid" --node "$daddr" --workload $workload --pipeline $pipeline
+                    bench resp dhrt-rb "$dpid" --target redis --redis "127.0.0.1:$dport" \
+                        --workload $workload --pipeline $pipeline
                     rb_cell resp dhrt "$dpid" "$dport" $workload $pipeline
                     rb_cell resp redis "$rpid" "$rport" $workload $pipeline
                 else
                     rb_cell resp redis "$rpid" "$rport" $workload $pipeline
                     rb_cell resp dhrt "$dpid" "$dport" $workload $pipeline
+                    bench resp dhrt-rb "$dpid" --target redis --redis "127.0.0.1:$dport" \
+                        --workload $workload --pipeline $pipeline
                     bench resp dhrt-ws "$dpid" --node "$daddr" --workload $workload --pipeline $pipeline
                 fi
             done
@@ -553,10 +558,12 @@ if wants resp; then
     rpid=$LAST_PID
     # Both systems get key:000000000000 … key:<KEYSPACE-1>, what redis-benchmark's GET
     # reads (rb_preload); the dhrt node also gets dhrt bench's own keys (16-digit
-    # numbers, in its `bench` collection) for the runs over its WebSocket port.
+    # numbers) in its `bench` collection for the runs over its WebSocket port, and in
+    # database 0 (`default`) for dhrt bench's runs over its Redis port.
     rb_preload "$dport"
     rb_preload "$rport"
     preload --node "$daddr"
+    preload --target redis --redis "127.0.0.1:$dport"
     compare_resp "$dpid" "$daddr" "$dport" "$rpid" "$rport"
     stop "$dpid" "$rpid"
 fi
@@ -655,43 +662,56 @@ for k in [r for r in rows if r["comparison"] == "keys"]:
     print(f"| {dhrt:.0f} B | {redis:.0f} B | {redis_rss:.0f} B | {ratio:.2f}× | ≤ 1.0× | "
           f"{'met' if ratio <= 1.0 else '**not met**'} |")
 
-# The same dhrt node over its WebSocket port (dhrt bench) and over its Redis port
-# (redis-benchmark). The load generators differ (their own client costs, latency
-# clocks, key names and collections), so this compares the two paths only roughly.
-native_rows = []
-for workload in ["set", "get"]:
-    for pipeline in [1, 16]:
-        w = group("resp", "dhrt-ws", workload, pipeline)
-        d = group("resp", "dhrt", workload, pipeline)
-        if not w or not d:
-            continue
-        wm = median([x["ops_per_sec"] for x in w])
-        dm = median([x["ops_per_sec"] for x in d])
-        ratio = dm / wm if wm else float("nan")
-        # CPU per request from /proc for both paths (dhrt bench's own server_cpu_us is
-        # read differently), over each load generator's whole run.
-        per = lambda xs: median([x["server_cpu_ticks"] / x["hz"] * 1e6 / x["requests"]
-                                 for x in xs if x["requests"]])
-        p = lambda xs, k: median([x[k] for x in xs])
-        errors = sum(x["errors"] for x in w + d)
-        misses = sum(x.get("misses") or 0 for x in w)
-        flag = f" ({errors} errors)" if errors else ""
-        flag += f" ({misses} misses)" if misses and workload == "get" else ""
-        native_rows.append(
-            f"| {workload.upper()}{flag} | {pipeline} | {ops(w)} | {ops(d)} | {ratio:.2f}× "
-            f"| {p(w, 'p50_us'):.0f} / {p(w, 'p99_us'):.0f} | {p(d, 'p50_us'):.0f} / {p(d, 'p99_us'):.0f} "
-            f"| {per(w):.1f} | {per(d):.1f} | ≥ 0.90× | {'met' if ratio >= 0.90 else '**not met**'} |")
-if native_rows:
-    print()
-    print("RESP path vs native protocol, the same dhrt --memory node: over its WebSocket port "
-          "driven by `dhrt bench`, over its Redis port driven by redis-benchmark (different load "
-          "generators, so only a rough comparison of the paths; the fair one is dhrt vs Redis "
-          "under redis-benchmark above):\n")
-    print("| workload | pipeline | native (WebSocket) ops/s median (min–max) | RESP ops/s median (min–max) "
+# The same dhrt node over its WebSocket port and over its Redis port: first under one
+# load generator (dhrt bench on both paths: the fair comparison, which the target is
+# judged by), then with each path's own (dhrt bench, redis-benchmark: only rough, their
+# client costs differ).
+def path_rows(resp_system, target):
+    out = []
+    for workload in ["set", "get"]:
+        for pipeline in [1, 16]:
+            w = group("resp", "dhrt-ws", workload, pipeline)
+            d = group("resp", resp_system, workload, pipeline)
+            if not w or not d:
+                continue
+            wm = median([x["ops_per_sec"] for x in w])
+            dm = median([x["ops_per_sec"] for x in d])
+            ratio = dm / wm if wm else float("nan")
+            # CPU per request from /proc for both paths, over each run.
+            per = lambda xs: median([x["server_cpu_ticks"] / x["hz"] * 1e6 / x["requests"]
+                                     for x in xs if x["requests"]])
+            p = lambda xs, k: median([x[k] for x in xs])
+            errors = sum(x["errors"] for x in w + d)
+            misses = sum(x.get("misses") or 0 for x in w + d)
+            flag = f" ({errors} errors)" if errors else ""
+            flag += f" ({misses} misses)" if misses and workload == "get" else ""
+            mark = ("met" if ratio >= 0.90 else "**not met**") if target else ""
+            out.append(
+                f"| {workload.upper()}{flag} | {pipeline} | {ops(w)} | {ops(d)} | {ratio:.2f}× "
+                f"| {p(w, 'p50_us'):.0f} / {p(w, 'p99_us'):.0f} | {p(d, 'p50_us'):.0f} / {p(d, 'p99_us'):.0f} "
+                f"| {per(w):.1f} | {per(d):.1f} | {'≥ 0.90×' if target else ''} | {mark} |")
+    return out
+
+HEADER = ("| workload | pipeline | native (WebSocket) ops/s median (min–max) | RESP ops/s median (min–max) "
           "| RESP / native | native p50 / p99 µs | RESP p50 / p99 µs | native server µs/request (/proc) "
-          "| RESP server µs/request (/proc) | target | |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
-    print("\n".join(native_rows))
+          "| RESP server µs/request (/proc) | target | |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+same = path_rows("dhrt-rb", True)
+if same:
+    print()
+    print("RESP path vs native protocol, the same dhrt --memory node under the same load "
+          "generator: `dhrt bench` over its WebSocket port and over its Redis port "
+          "(`--target redis`):\n")
+    print(HEADER)
+    print("\n".join(same))
+rough = path_rows("dhrt", False)
+if rough:
+    print()
+    print("The same two paths, each under its own load generator: `dhrt bench` over the "
+          "WebSocket port, redis-benchmark over the Redis port (their client costs differ, "
+          "so only a rough comparison):\n")
+    print(HEADER)
+    print("\n".join(rough))
 
 print()
 print(f"Server CPU (median over the runs; {env['PINNING']}): cores busy, and CPU per "

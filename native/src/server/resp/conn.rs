@@ -22,7 +22,8 @@
 use super::{
     commands::{self, COMMANDS},
     notify::{self, Subscriptions, MAX_SUBSCRIPTIONS},
-    plan::{self, Finish, Next, Plan, Target},
+    plan::{self, Target},
+    queue::{Queue, Requests, MAX_QUEUED},
     RespConfig,
 };
 use crate::resp::{
@@ -44,9 +45,9 @@ use dhrt_core::{
         client::{Consistency, Op, Reply},
         ClientRequest, ClientResponse,
     },
+    Millis,
 };
 use std::{
-    collections::VecDeque,
     ops::Range,
     pin::Pin,
     sync::{atomic::Ordering, Arc},
@@ -58,9 +59,6 @@ use tokio::{
     net::TcpStream,
 };
 
-/// Most commands of one connection waiting for the node's answers; past it, no more
-/// are read until some are answered.
-pub const MAX_QUEUED: usize = 1024;
 /// Most requests handed to the node in one call.
 const MAX_CHUNK: usize = 256;
 /// Bytes read from the socket at a time (at least).
@@ -95,77 +93,6 @@ pub async fn serve(
     desk.hand(Input::Gone(client));
 }
 
-/// A command waiting for the node, in the connection's queue.
-struct Pending {
-    /// The protocol its reply is written in (the connection's when it was read).
-    proto: Protocol,
-    /// Bytes of the command's arguments, held until it is answered.
-    size: usize,
-    stage: Stage,
-}
-
-enum Stage {
-    /// Not yet sent: a two-stage command before it has not finished.
-    Queued { plan: Plan, ops: Vec<Op> },
-    /// The first stage's operations were sent with ids `first..`.
-    First { plan: Plan, first: u64, got: Vec<Option<Reply>> },
-    /// The second stage's operations were sent with ids `first..`.
-    Second { finish: Finish, first: u64, got: Vec<Option<Reply>> },
-    /// Answered: the reply, written when every command before it is.
-    Done(Vec<u8>),
-    /// A subscription's confirmation, held until the watches it opened (request ids
-    /// `ids`) are in place on every node: a write acknowledged after the confirmation
-    /// is then heard.
-    Watching { ids: Vec<u64>, reply: Vec<u8> },
-}
-
-impl Pending {
-    /// Whether commands after it must wait for it.
-    fn is_barrier(&self) -> bool {
-        match &self.stage {
-            Stage::Queued { plan, .. } | Stage::First { plan, .. } => two_stages(plan),
-            Stage::Second { .. } | Stage::Watching { .. } => true,
-            Stage::Done(_) => false,
-        }
-    }
-
-    /// Stores the answer to request `id` if it is one of this command's.
-    fn take(&mut self, id: u64, reply: &mut Option<Reply>) -> bool {
-        let (Stage::First { first, got, .. } | Stage::Second { first, got, .. }) = &mut self.stage
-        else {
-            return false;
-        };
-        match id.checked_sub(*first).and_then(|i| got.get_mut(i as usize)) {
-            Some(slot) => {
-                *slot = reply.take();
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn answered(&self) -> bool {
-        match &self.stage {
-            Stage::First { got, .. } | Stage::Second { got, .. } => got.iter().all(Option::is_some),
-            _ => false,
-        }
-    }
-}
-
-fn two_stages(plan: &Plan) -> bool {
-    matches!(
-        plan,
-        Plan::SetGet { .. }
-            | Plan::GetDel { .. }
-            | Plan::Del { .. }
-            | Plan::SetKeep { .. }
-            | Plan::Expire { .. }
-            | Plan::Persist { .. }
-            | Plan::GetEx { change: Some(_), .. }
-            | Plan::Walk { .. }
-    )
-}
-
 /// What the connection waits for next.
 enum Event {
     Read,
@@ -197,11 +124,12 @@ struct Conn {
     proto: Protocol,
     target: Target,
     name: Option<Bytes>,
-    queue: VecDeque<Pending>,
-    next_id: u64,
-    reqs: Vec<ClientRequest>,
+    queue: Queue,
+    requests: Requests,
     answers: Vec<Parcel>,
     args: Vec<Range<usize>>,
+    /// The arguments of the command being run (kept for its capacity).
+    argv: Vec<Bytes>,
     /// QUIT, or a protocol error: close once `out` is written.
     closing: bool,
     /// The port the connection came in on (INFO).
@@ -210,6 +138,8 @@ struct Conn {
     subs: Subscriptions,
     /// Requests handed to the node in one call now (see [`Conn::hand`]).
     chunk: usize,
+    /// The wall clock when the event being handled came.
+    now: Millis,
 }
 
 impl Conn {
@@ -247,16 +177,17 @@ impl Conn {
             proto: Protocol::Resp2,
             target,
             name: None,
-            queue: VecDeque::new(),
-            next_id: 1,
-            reqs: Vec::new(),
+            queue: Queue::default(),
+            requests: Requests::default(),
             answers: Vec::new(),
             args: Vec::new(),
+            argv: Vec::new(),
             closing: false,
             port: 0,
             subs: Subscriptions::default(),
             // As many answers of the largest value as fit in half the output limit.
             chunk: (state_limit / 2 / max_value.max(1)).clamp(1, 16),
+            now: wall_ms(),
         }
     }
 
@@ -288,7 +219,7 @@ impl Conn {
                     if self.owed > 0 {
                         rx.sent(std::mem::take(&mut self.owed));
                     }
-                    if !self.reqs.is_empty() {
+                    if !self.requests.reqs.is_empty() {
                         return Poll::Ready(Event::Drained);
                     }
                     // Closing (QUIT, a protocol error): once every reply before it left.
@@ -328,6 +259,8 @@ impl Conn {
                 Poll::Pending
             })
             .await;
+            // The wall clock, read once a pass (as Redis's cached `mstime`).
+            self.now = wall_ms();
             match event {
                 Event::Read => {
                     if !self.take_commands().await {
@@ -385,13 +318,7 @@ impl Conn {
     /// Bytes the queue holds: the arguments of commands not yet answered, and replies
     /// waiting for the commands before them.
     fn held(&self) -> usize {
-        self.queue
-            .iter()
-            .map(|p| match &p.stage {
-                Stage::Done(bytes) => bytes.len(),
-                _ => p.size,
-            })
-            .sum()
+        self.queue.held()
     }
 
     /// Room at the end of the buffer for a read: taken bytes dropped, the buffer grown
@@ -422,6 +349,8 @@ impl Conn {
             self.refused = self.session.refresh(&self.state).await.err();
         }
         let mut taken = false;
+        let now = self.now;
+        let (mut batch, mut from) = (Bytes::new(), 0);
         // Commands are taken while the queue has room; handing them to the node may
         // answer some at once (an in-memory node does), which makes room again.
         loop {
@@ -448,14 +377,24 @@ impl Conn {
                         break;
                     }
                 };
-                // One copy of the command; its arguments are slices of it.
-                let frame = Bytes::copy_from_slice(&window[..used]);
-                let args: Vec<Bytes> = self.args.iter().map(|r| frame.slice(r.clone())).collect();
+                // One copy of what was read (up to a read's worth past a whole
+                // command), its commands' arguments slices of it: one allocation for a
+                // pipeline's commands rather than one each.
+                if self.start < from || self.start + used > from + batch.len() {
+                    let take = window.len().min(used.max(READ_CHUNK));
+                    batch = Bytes::copy_from_slice(&window[..take]);
+                    from = self.start;
+                }
+                let at = self.start - from;
                 self.start += used;
                 took = true;
-                if let Some((name, rest)) = args.split_first() {
-                    self.command(name, rest).await;
-                }
+                let Some((name, rest)) = self.args.split_first() else { continue };
+                let name = at + name.start..at + name.end;
+                let mut argv = std::mem::take(&mut self.argv);
+                argv.extend(rest.iter().map(|r| batch.slice(at + r.start..at + r.end)));
+                self.command(&batch[name], &mut argv, now).await;
+                argv.clear();
+                self.argv = argv;
             }
             taken |= took;
             self.advance();
@@ -487,7 +426,7 @@ impl Conn {
         } else {
             let mut bytes = Vec::new();
             write(&mut Writer::new(&mut bytes, self.proto));
-            self.queue.push_back(Pending { proto: self.proto, size: 0, stage: Stage::Done(bytes) });
+            self.queue.push_reply(self.proto, bytes);
         }
     }
 
@@ -496,7 +435,7 @@ impl Conn {
     }
 
     /// Runs one command.
-    async fn command(&mut self, name: &Bytes, args: &[Bytes]) {
+    async fn command(&mut self, name: &[u8], args: &mut [Bytes], now: Millis) {
         // The name in upper case, on the stack for any command's name.
         let mut buf = [0u8; 32];
         let lossy;
@@ -565,12 +504,12 @@ impl Conn {
             "CONFIG" => self.config_command(args).await,
             "DHRT.COLLECTION" => self.collection(args),
             "DHRT.CONSISTENCY" => self.consistency(args),
-            _ => self.data(upper, args),
+            _ => self.data(upper, args, now),
         }
     }
 
     /// A data command: planned, checked against the connection's grant, queued.
-    fn data(&mut self, upper: &str, args: &[Bytes]) {
+    fn data(&mut self, upper: &str, args: &mut [Bytes], now: Millis) {
         // Dropping a collection is an admin's, as over HTTP.
         if upper == "FLUSHDB" && self.required() {
             let allowed = match &self.session.grant {
@@ -581,7 +520,8 @@ impl Conn {
                 return self.error(&format!("NOPERM {why}"));
             }
         }
-        let planned = match plan::plan(upper, args, &self.target, wall_ms()) {
+        let size = args.iter().map(Bytes::len).sum();
+        let planned = match plan::plan(upper, args, &self.target, now) {
             Some(Ok(planned)) => planned,
             Some(Err(refused)) => return self.error(&refused),
             None => return self.error(&commands::unknown(upper.as_bytes(), args)),
@@ -592,107 +532,19 @@ impl Conn {
                 return self.error(&plan::error_of(&reply).unwrap_or_default());
             }
         }
-        self.queue.push_back(Pending {
-            proto: self.proto,
-            size: args.iter().map(Bytes::len).sum(),
-            stage: Stage::Queued { plan: planned.plan, ops: planned.ops },
-        });
+        self.queue.push_command(self.proto, size, planned.plan, planned.ops, &mut self.requests);
     }
 
-    /// Sends the queued commands no barrier holds back, and writes the replies of the
-    /// answered commands at the front of the queue — straight into the output, in
-    /// command order; a command answered behind one still waiting keeps its reply until
-    /// it is at the front.
+    /// Sends what may go, and writes the replies that may ([`Queue::advance`]).
     fn advance(&mut self) {
-        let now = wall_ms();
-        let mut barrier = false;
-        let mut i = 0;
-        while i < self.queue.len() {
-            if i == 0 {
-                // Replies leave in command order.
-                if let Some(Pending { stage: Stage::Done(_), .. }) = self.queue.front() {
-                    if let Some(Pending { stage: Stage::Done(bytes), .. }) = self.queue.pop_front()
-                    {
-                        self.out.extend_from_slice(&bytes);
-                    }
-                    continue;
-                }
-            }
-            if let Stage::Queued { .. } = self.queue[i].stage {
-                if barrier {
-                    break;
-                }
-                let p = &mut self.queue[i];
-                let Stage::Queued { plan, ops } =
-                    std::mem::replace(&mut p.stage, Stage::Done(Vec::new()))
-                else {
-                    unreachable!("matched above")
-                };
-                let first = self.next_id;
-                let got = vec![None; ops.len()];
-                self.send(first, ops);
-                self.queue[i].stage = Stage::First { plan, first, got };
-            }
-            let p = &mut self.queue[i];
-            if let Stage::Watching { ids, reply } = &mut p.stage {
-                if ids.is_empty() {
-                    p.stage = Stage::Done(std::mem::take(reply));
-                    continue;
-                }
-            }
-            if p.answered() {
-                let proto = p.proto;
-                let stage = std::mem::replace(&mut p.stage, Stage::Done(Vec::new()));
-                // At the front the reply goes straight out; behind, it waits its turn.
-                let mut behind = Vec::new();
-                let out = if i == 0 { &mut self.out } else { &mut behind };
-                let mut w = Writer::new(out, proto);
-                let next = match stage {
-                    Stage::First { plan, got, .. } => {
-                        let answers: Vec<Reply> = got.into_iter().flatten().collect();
-                        plan::first(&plan, &answers, now, &mut w)
-                    }
-                    Stage::Second { finish, got, .. } => {
-                        let answers: Vec<Reply> = got.into_iter().flatten().collect();
-                        plan::second(&finish, &answers, now, &mut w)
-                    }
-                    _ => unreachable!("only a stage waiting for answers is answered"),
-                };
-                match next {
-                    Next::Done if i == 0 => {
-                        self.queue.pop_front();
-                        continue;
-                    }
-                    Next::Done => self.queue[i].stage = Stage::Done(behind),
-                    Next::Then { ops, finish } => {
-                        let first = self.next_id;
-                        let got = vec![None; ops.len()];
-                        self.send(first, ops);
-                        self.queue[i].stage = Stage::Second { finish, first, got };
-                    }
-                }
-            }
-            barrier |= self.queue[i].is_barrier();
-            i += 1;
-        }
-    }
-
-    /// Queues `ops` as requests `first..` for the node.
-    fn send(&mut self, first: u64, ops: Vec<Op>) {
-        self.next_id = first + ops.len() as u64;
-        let seen = None;
-        self.reqs.extend(ops.into_iter().enumerate().map(|(i, op)| ClientRequest {
-            id: first + i as u64,
-            op,
-            seen,
-        }));
+        self.queue.advance(&mut self.out, self.now, &mut self.requests);
     }
 
     /// Hands the queued requests to the node, and takes the answers it gives at once
     /// (which may send more); false once the node has stopped.
     fn hand(&mut self) -> bool {
         let limit = self.state.output.limit;
-        while !self.reqs.is_empty() {
+        while !self.requests.reqs.is_empty() {
             // Past half the output limit unwritten, the rest waits for the socket to
             // drain ([`Event::Drained`]): a client that reads gets every reply, however
             // large the pipeline.
@@ -700,11 +552,12 @@ impl Conn {
                 return true;
             }
             let mut answers = std::mem::take(&mut self.answers);
-            let handed = if self.reqs.len() <= self.chunk {
+            let reqs = &mut self.requests.reqs;
+            let handed = if reqs.len() <= self.chunk {
                 // All of them (the usual case): the desk empties the vector, keeping it.
-                self.desk.requests(self.client, &mut self.reqs, &mut answers)
+                self.desk.requests(self.client, reqs, &mut answers)
             } else {
-                let mut chunk: Vec<ClientRequest> = self.reqs.drain(..self.chunk).collect();
+                let mut chunk: Vec<ClientRequest> = reqs.drain(..self.chunk).collect();
                 self.desk.requests(self.client, &mut chunk, &mut answers)
             };
             if !handed {
@@ -738,12 +591,7 @@ impl Conn {
         if let Some(db) = self.subs.db_of_watch(resp.id) {
             return self.notification(db, resp.id, resp.result);
         }
-        let mut reply = Some(resp.result);
-        for p in self.queue.iter_mut() {
-            if p.take(resp.id, &mut reply) {
-                return;
-            }
-        }
+        self.queue.file(resp.id, resp.result);
     }
 
     /// `SUBSCRIBE channel...`, `PSUBSCRIBE pattern...`: keyspace notifications.
@@ -783,11 +631,7 @@ impl Conn {
         if ids.is_empty() {
             self.reply_now(|w| w.raw(&reply));
         } else {
-            self.queue.push_back(Pending {
-                proto: self.proto,
-                size: 0,
-                stage: Stage::Watching { ids, reply },
-            });
+            self.queue.push_watching(self.proto, ids, reply);
         }
     }
 
@@ -825,8 +669,7 @@ impl Conn {
         for db in self.subs.watched() {
             if !wanted.contains(&db) {
                 if let Some(watch) = self.subs.unwatch(db) {
-                    let id = self.next_id;
-                    self.send(id, vec![Op::Unwatch { watch }]);
+                    self.requests.send([Op::Unwatch { watch }]);
                 }
             }
         }
@@ -841,8 +684,7 @@ impl Conn {
                 self.error(&plan::error_of(&reply).unwrap_or_default());
                 return opened;
             }
-            let id = self.next_id;
-            self.send(id, vec![op]);
+            let id = self.requests.send([op]);
             self.subs.watching(db, id);
             opened.push(id);
         }
@@ -854,11 +696,7 @@ impl Conn {
     fn notification(&mut self, db: u32, id: u64, reply: Reply) {
         if !matches!(reply, Reply::Event { .. }) {
             // The watch is in place (or failed): its subscription's confirmation may go.
-            for p in self.queue.iter_mut() {
-                if let Stage::Watching { ids, .. } = &mut p.stage {
-                    ids.retain(|&w| w != id);
-                }
-            }
+            self.queue.watch_ready(id);
         }
         match reply {
             Reply::Event { key, value, expires, .. } => {

@@ -13,6 +13,7 @@
 //! - [`info`]: INFO and CONFIG;
 //! - [`notify`]: keyspace notifications (SUBSCRIBE, PSUBSCRIBE) from dhrt's watches;
 //! - [`commands`]: the command table (`COMMAND`), and what is refused and why;
+//! - [`queue`]: a connection's commands in order, sent and answered;
 //! - [`conn`]: one connection.
 
 pub mod commands;
@@ -21,6 +22,7 @@ pub mod info;
 pub mod keys;
 pub mod notify;
 pub mod plan;
+pub mod queue;
 
 use super::{
     accept::Slot,

@@ -18,6 +18,7 @@ use dhrt_core::{
     proto::client::{Consistency, ErrorCode, Op, Reply},
     Millis,
 };
+use smallvec::{smallvec, SmallVec};
 
 /// Where and how a connection's commands address the node.
 #[derive(Debug, Clone)]
@@ -213,8 +214,12 @@ impl KeyRef {
     /// Writes `value` again under this key with expiry `at` (deletes it when `at` is
     /// not after `now`).
     fn write(&self, value: Bytes, at: Option<Millis>, now: Millis) -> Op {
-        let (collection, key, consistency) =
-            (self.collection.clone(), self.key.clone(), self.consistency);
+        self.clone().into_write(value, at, now)
+    }
+
+    /// [`KeyRef::write`], taking the key.
+    fn into_write(self, value: Bytes, at: Option<Millis>, now: Millis) -> Op {
+        let KeyRef { collection, key, consistency } = self;
         match at {
             Some(at) if at <= now => Op::Del { collection, key, consistency },
             at => Op::Set { collection, key, value, consistency, ttl_ms: at.map(|at| at - now) },
@@ -245,13 +250,16 @@ impl When {
     }
 }
 
+/// The operations of one stage: one, most often, held inline.
+pub type Ops = SmallVec<[Op; 1]>;
+
 /// A data command, ready to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
     /// How the answers become the reply.
     pub plan: Plan,
     /// The operations of the first stage.
-    pub ops: Vec<Op>,
+    pub ops: Ops,
 }
 
 /// Why a command cannot run: its Redis error reply, without the `-`.
@@ -273,16 +281,17 @@ pub fn integer(arg: &[u8]) -> Option<i64> {
 /// `None` when `name` is no data command. `now` is the wall clock, for `EXAT`/`PXAT`.
 pub fn plan(
     name: &str,
-    args: &[Bytes],
+    args: &mut [Bytes],
     to: &Target,
     now: Millis,
 ) -> Option<Result<Planned, Refused>> {
     let c = || to.collection.clone();
     let consistency = to.consistency;
-    let get = |key: &Bytes| Op::Get { collection: c(), key: key.clone(), consistency };
+    // The arguments are the command's own: the last use of one takes it.
+    let get = |key: &mut Bytes| Op::Get { collection: c(), key: std::mem::take(key), consistency };
     let get_many =
         |keys: &[Bytes]| Op::GetMany { collection: c(), keys: keys.to_vec(), consistency };
-    let single = |plan: Plan, op: Op| Ok(Planned { plan, ops: vec![op] });
+    let single = |plan: Plan, op: Op| Ok(Planned { plan, ops: smallvec![op] });
     let key_ref = |key: &Bytes| KeyRef { collection: c(), key: key.clone(), consistency };
     let planned = match name {
         "GET" | "STRLEN" | "TYPE" | "GETDEL" => {
@@ -299,11 +308,11 @@ pub fn plan(
         }
         "SET" => {
             let [key, value, options @ ..] = args else { return Some(Err(arity_error(name))) };
-            set(to, key, value, options, now)
+            set(to, std::mem::take(key), std::mem::take(value), options, now)
         }
         "GETSET" => {
             let [key, value] = args else { return Some(Err(arity_error(name))) };
-            set(to, key, value, &[Bytes::from_static(b"GET")], now)
+            set(to, std::mem::take(key), std::mem::take(value), &[Bytes::from_static(b"GET")], now)
         }
         "MGET" | "EXISTS" => {
             if args.is_empty() {
@@ -333,7 +342,7 @@ pub fn plan(
         }
         "GETEX" => {
             let [key, options @ ..] = args else { return Some(Err(arity_error(name))) };
-            getex(key_ref(key), options, now).map(|plan| Planned { plan, ops: vec![get(key)] })
+            getex(key_ref(key), options, now).map(|plan| Planned { plan, ops: smallvec![get(key)] })
         }
         "SCAN" => {
             let [cursor, options @ ..] = args else { return Some(Err(arity_error(name))) };
@@ -403,8 +412,8 @@ fn expiry_option(
 /// are refused with why.
 fn set(
     to: &Target,
-    key: &Bytes,
-    value: &Bytes,
+    key: Bytes,
+    value: Bytes,
     options: &[Bytes],
     now: Millis,
 ) -> Result<Planned, Refused> {
@@ -429,18 +438,18 @@ fn set(
         }
         i += 1;
     }
-    let key_ref = KeyRef::of(to, key);
-    let read = key_ref.read();
+    let key_ref = KeyRef { collection: to.collection.clone(), key, consistency: to.consistency };
     if keep {
-        let plan = Plan::SetKeep { key: key_ref, value: value.clone(), get };
-        return Ok(Planned { plan, ops: vec![read] });
+        let read = key_ref.read();
+        let plan = Plan::SetKeep { key: key_ref, value, get };
+        return Ok(Planned { plan, ops: smallvec![read] });
     }
-    // An expiry already past deletes the key, as in Redis.
-    let op = key_ref.write(value.clone(), at, now);
     if get {
-        Ok(Planned { plan: Plan::SetGet { then: op }, ops: vec![read] })
+        // An expiry already past deletes the key, as in Redis.
+        let then = key_ref.write(value, at, now);
+        Ok(Planned { plan: Plan::SetGet { then }, ops: smallvec![key_ref.read()] })
     } else {
-        Ok(Planned { plan: Plan::Set, ops: vec![op] })
+        Ok(Planned { plan: Plan::Set, ops: smallvec![key_ref.into_write(value, at, now)] })
     }
 }
 
@@ -485,7 +494,7 @@ fn expire(
     }
     let key_ref = KeyRef::of(to, key);
     let read = key_ref.read();
-    Ok(Planned { plan: Plan::Expire { key: key_ref, at, when }, ops: vec![read] })
+    Ok(Planned { plan: Plan::Expire { key: key_ref, at, when }, ops: smallvec![read] })
 }
 
 /// SCAN's cursor and options: MATCH, COUNT, TYPE.
@@ -507,7 +516,7 @@ fn scan(to: &Target, cursor: &Bytes, options: &[Bytes]) -> Result<Planned, Refus
         i += 2;
     }
     let op = walk.page(cursor);
-    Ok(Planned { plan: Plan::Scan { walk }, ops: vec![op] })
+    Ok(Planned { plan: Plan::Scan { walk }, ops: smallvec![op] })
 }
 
 /// GETEX's options: one of `EX`/`PX`/`EXAT`/`PXAT` or `PERSIST`, or none.
@@ -538,9 +547,9 @@ pub enum Next {
     /// Run `ops`, then [`second`] writes the reply from their answers.
     Then {
         /// The second stage.
-        ops: Vec<Op>,
+        ops: Ops,
         /// What the reply will be.
-        finish: Finish,
+        finish: Box<Finish>,
     },
 }
 
@@ -601,7 +610,7 @@ pub fn first(plan: &Plan, answers: &[Reply], now: Millis, out: &mut Writer) -> N
         Plan::SetKeep { key, value: new, get } => {
             let op = key.write(new.clone(), expires, now);
             let finish = if *get { Finish::Old(value) } else { Finish::Ok };
-            return Next::Then { ops: vec![op], finish };
+            return Next::Then { ops: smallvec![op], finish: Box::new(finish) };
         }
         Plan::Ttl { millis } => {
             let left = |at: Millis| at.saturating_sub(now) as i64;
@@ -615,20 +624,23 @@ pub fn first(plan: &Plan, answers: &[Reply], now: Millis, out: &mut Writer) -> N
         Plan::Expire { key, at, when } => match value {
             Some(v) if when.allows(expires, *at) => {
                 let op = key.write(v, Some(*at), now);
-                return Next::Then { ops: vec![op], finish: Finish::Count(1) };
+                return Next::Then { ops: smallvec![op], finish: Box::new(Finish::Count(1)) };
             }
             _ => out.integer(0),
         },
         Plan::Persist { key } => match (value, expires) {
             (Some(v), Some(_)) => {
-                return Next::Then { ops: vec![key.write(v, None, now)], finish: Finish::Count(1) }
+                return Next::Then {
+                    ops: smallvec![key.write(v, None, now)],
+                    finish: Box::new(Finish::Count(1)),
+                }
             }
             _ => out.integer(0),
         },
         Plan::GetEx { key, change } => match (value, change) {
             (Some(v), Some(at)) => {
                 let op = key.write(v.clone(), *at, now);
-                return Next::Then { ops: vec![op], finish: Finish::Old(Some(v)) };
+                return Next::Then { ops: smallvec![op], finish: Box::new(Finish::Old(Some(v))) };
             }
             (value, _) => out.bulk_or_nil(value.as_deref()),
         },
@@ -653,18 +665,24 @@ pub fn first(plan: &Plan, answers: &[Reply], now: Millis, out: &mut Writer) -> N
             return second(&finish, answers, now, out);
         }
         Plan::SetGet { then } => {
-            return Next::Then { ops: vec![then.clone()], finish: Finish::Old(value) }
+            return Next::Then {
+                ops: smallvec![then.clone()],
+                finish: Box::new(Finish::Old(value)),
+            }
         }
         Plan::GetDel { del } => match value {
             Some(old) => {
-                return Next::Then { ops: vec![del.clone()], finish: Finish::Old(Some(old)) }
+                return Next::Then {
+                    ops: smallvec![del.clone()],
+                    finish: Box::new(Finish::Old(Some(old))),
+                }
             }
             None => out.nil(),
         },
         Plan::Del { collection, keys, consistency } => {
             // Each key that existed, once (DEL k k deletes k once and counts 1).
             let mut seen = std::collections::HashSet::new();
-            let ops: Vec<Op> = keys
+            let ops: Ops = keys
                 .iter()
                 .zip(values)
                 .filter(|(key, value)| value.is_some() && seen.insert(*key))
@@ -677,7 +695,7 @@ pub fn first(plan: &Plan, answers: &[Reply], now: Millis, out: &mut Writer) -> N
             if ops.is_empty() {
                 out.integer(0);
             } else {
-                return Next::Then { finish: Finish::Count(ops.len()), ops };
+                return Next::Then { finish: Box::new(Finish::Count(ops.len())), ops };
             }
         }
     }
@@ -713,7 +731,7 @@ pub fn second(finish: &Finish, answers: &[Reply], now: Millis, out: &mut Writer)
                 }
                 Gather::Count(n) => *n += items.len() as u64,
                 Gather::Flush(deleted) if !items.is_empty() => {
-                    let ops: Vec<Op> = items
+                    let ops: Ops = items
                         .iter()
                         .map(|(key, _)| Op::Del {
                             collection: walk.collection.clone(),
@@ -724,13 +742,14 @@ pub fn second(finish: &Finish, answers: &[Reply], now: Millis, out: &mut Writer)
                     let deleted = *deleted + ops.len() as u64;
                     let finish =
                         Finish::Flushed { walk: walk.clone(), deleted, cursor: cursor.clone() };
-                    return Next::Then { ops, finish };
+                    return Next::Then { ops, finish: Box::new(finish) };
                 }
                 Gather::Flush(_) => {}
             }
             if cursor.is_some() {
-                let ops = vec![walk.page(cursor.clone())];
-                return Next::Then { ops, finish: Finish::Walk { walk: walk.clone(), gather } };
+                let ops = smallvec![walk.page(cursor.clone())];
+                let finish = Box::new(Finish::Walk { walk: walk.clone(), gather });
+                return Next::Then { ops, finish };
             }
             match gather {
                 Gather::Keys(keys) => {
@@ -743,9 +762,9 @@ pub fn second(finish: &Finish, answers: &[Reply], now: Millis, out: &mut Writer)
         }
         Finish::Flushed { walk, deleted, cursor } => match cursor {
             Some(_) => {
-                let ops = vec![walk.page(cursor.clone())];
+                let ops = smallvec![walk.page(cursor.clone())];
                 let finish = Finish::Walk { walk: walk.clone(), gather: Gather::Flush(*deleted) };
-                return Next::Then { ops, finish };
+                return Next::Then { ops, finish: Box::new(finish) };
             }
             None => out.ok(),
         },
@@ -785,7 +804,7 @@ mod tests {
     }
 
     fn planned(name: &str, words: &[&str]) -> Result<Planned, Refused> {
-        plan(name, &args(words), &to(), 10_000).expect("a data command")
+        plan(name, &mut args(words), &to(), 10_000).expect("a data command")
     }
 
     fn value(v: Option<&str>, expires: Option<Millis>) -> Reply {
@@ -813,7 +832,7 @@ mod tests {
         assert!(planned("SET", &["k", "v", "NX"]).unwrap_err().contains("conditional"));
         assert!(planned("SET", &["k", "v", "BOGUS"]).unwrap_err().contains("syntax"));
         assert!(planned("MSET", &["k"]).unwrap_err().contains("wrong number"));
-        assert!(plan("LPUSH", &[], &to(), 0).is_none(), "not a data command");
+        assert!(plan("LPUSH", &mut [], &to(), 0).is_none(), "not a data command");
     }
 
     #[test]
@@ -824,7 +843,7 @@ mod tests {
         assert_eq!(text, "");
         let Next::Then { ops, finish } = next else { panic!("a second stage") };
         assert_eq!(ops.len(), 1, "a deleted once");
-        assert_eq!(finish, Finish::Count(1));
+        assert_eq!(*finish, Finish::Count(1));
         let none = Reply::Values { values: vec![None, None, None] };
         assert_eq!(reply_of(&p.plan, &[none]).0, ":0\r\n");
     }
@@ -841,7 +860,7 @@ mod tests {
         assert_eq!(reply_of(&gt, &[value(Some("v"), None)]).0, ":0\r\n", "no expiry is infinite");
         let xx_lt = planned("EXPIRE", &["k", "1", "XX", "LT"]).unwrap().plan;
         let (_, next) = reply_of(&xx_lt, &[value(Some("v"), Some(50_000))]);
-        assert!(matches!(next, Next::Then { finish: Finish::Count(1), .. }));
+        assert!(matches!(next, Next::Then { finish, .. } if *finish == Finish::Count(1)));
         assert!(planned("EXPIRE", &["k", "1", "NX", "GT"]).unwrap_err().contains("NX and XX"));
         assert!(planned("EXPIRE", &["k", "1", "GT", "LT"])
             .unwrap_err()
