@@ -1204,3 +1204,28 @@ async fn too_few_replicas_answer_quorum_errors() {
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_time_runs_out_is_announced_expired() {
+    // The collector turns expired entries into tombstones once a second here (a
+    // minute by default): the `expired` event comes from that pass.
+    let opts = ServeOptions { gc_interval: Duration::from_secs(1), ..options(1) };
+    let node = TestNode::start(opts, Vec::new()).await;
+    node.ready(None).await;
+    let mut sub = node.connect().await;
+    assert_eq!(sub.call(&["CONFIG", "SET", "notify-keyspace-events", "Ex"]).await, ok());
+    let channel = "__keyevent@0__:expired";
+    assert_eq!(
+        sub.call(&["SUBSCRIBE", channel]).await,
+        array(vec![bulk("subscribe"), bulk(channel), int(1)])
+    );
+    let mut c = node.connect().await;
+    assert_eq!(c.call(&["SET", "kept", "v"]).await, ok());
+    assert_eq!(c.call(&["SET", "brief", "v", "PX", "300"]).await, ok());
+    // Within a few collector passes of its expiry: one message, naming the key.
+    let message = timeout(Duration::from_secs(20), sub.read()).await.expect("expired in time");
+    assert_eq!(message, array(vec![bulk("message"), bulk(channel), bulk("brief")]));
+    assert_eq!(c.call(&["GET", "brief"]).await, nil());
+    assert_eq!(c.call(&["GET", "kept"]).await, bulk("v"), "a key without expiry stays");
+    node.stop().await;
+}

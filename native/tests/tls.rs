@@ -356,3 +356,66 @@ async fn unfinished_tls_handshakes_and_request_heads_are_closed_at_their_timeout
     let answer = read_all(&mut ok).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// Reads from `stream` until `want` bytes came, at most 10 s.
+async fn read_exactly<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, want: usize) -> Vec<u8> {
+    let mut got = vec![0; want];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut got))
+        .await
+        .expect("the replies in time")
+        .expect("the replies");
+    got
+}
+
+#[tokio::test]
+async fn the_redis_port_speaks_tls_when_the_node_does() {
+    let pki = Pki::new();
+    let opts = ServeOptions {
+        port: 0,
+        resp_port: Some(0),
+        security: SecurityOptions {
+            tls: Some(pki.files("node-1", false)),
+            ..SecurityOptions::default()
+        },
+        ..ServeOptions::default()
+    };
+    let bound = server::bind(&opts).await.expect("bind");
+    let resp = bound.resp_addr.expect("a Redis port").to_string();
+    let mut node = launch(bound, &opts, &Storage::Memory, None).expect("launch").server;
+
+    let mut redis = tls_stream(&resp, &pki.ca()).await;
+    redis
+        .write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+        .await
+        .unwrap();
+    let want = b"+OK\r\n$5\r\nhello\r\n";
+    assert_eq!(read_exactly(&mut redis, want.len()).await, want);
+
+    // A pipeline of many chunks' worth (the connection hands its requests to the node
+    // through the inbox, a chunk at a time): every reply, in order.
+    let mut pipeline = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..2000 {
+        let (key, value) = (format!("key{i}"), format!("value{i}"));
+        pipeline.extend(
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
+                key.len(),
+                value.len()
+            )
+            .bytes(),
+        );
+        pipeline.extend(format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).bytes());
+        expected.extend(format!("+OK\r\n${}\r\n{value}\r\n", value.len()).bytes());
+    }
+    redis.write_all(&pipeline).await.unwrap();
+    let got = read_exactly(&mut redis, expected.len()).await;
+    assert!(got == expected, "the replies of a pipeline over TLS, in order");
+
+    // A plain client gets no Redis reply from a TLS port.
+    let mut tcp = tokio::net::TcpStream::connect(&resp).await.unwrap();
+    tcp.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+    let answer = read_all(&mut tcp).await;
+    assert!(!answer.contains("PONG"), "{answer}");
+    node.stop().await;
+}

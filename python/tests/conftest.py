@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import pytest
 
@@ -129,3 +130,27 @@ def wait_until(check, timeout: float = 20.0, interval: float = 0.1) -> bool:  # 
             return True
         time.sleep(interval)
     return bool(check())
+
+
+def _openssl(*args: str, cwd: pathlib.Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, pathlib.Path]:
+    """A test CA and a node certificate for 127.0.0.1 and localhost (server and client
+    use), made with the ``openssl`` command: ``{"ca", "cert", "key"}``."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    d = tmp_path_factory.mktemp("tls")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    _openssl("req", "-x509", *ec, "-days", "1", "-subj", "/CN=dhrt test CA", "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+    (d / "node.ext").write_text(
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth, clientAuth\n"
+    )
+    _openssl("req", *ec, "-subj", "/CN=dhrt test node", "-keyout", "node.key", "-out", "node.csr", cwd=d)
+    _openssl(
+        "x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "1", "-extfile", "node.ext", "-out", "node.pem", cwd=d,
+    )
+    return {"ca": d / "ca.pem", "cert": d / "node.pem", "key": d / "node.key"}

@@ -683,3 +683,42 @@ def test_redis_benchmark(nodes: List[RespNode]) -> None:
     # GET answers what redis-benchmark asks (save, appendonly).
     others = [line for line in lines if "requests per second" not in line and "rps=" not in line]
     assert not others, others
+
+
+# --- TLS ------------------------------------------------------------------------------
+
+
+def test_redis_clients_speak_tls_to_a_tls_node(certs: Dict[str, Any]) -> None:
+    """A node with a certificate serves its Redis port over TLS only: redis-py with
+    ``ssl=True`` and ``redis-cli --tls`` trusting the CA work; a plain client gets no
+    reply."""
+    r = redis_module()
+    program = cargo_serve()
+    if program is None:
+        pytest.skip("no cargo-built dhrt binary ($DHRT_BIN, target/release/dhrt); cargo build --release -p dhrt")
+    node = RespNode(
+        "--tls-cert", str(certs["cert"]), "--tls-key", str(certs["key"]), "--tls-ca", str(certs["ca"]),
+        program=program,
+    )
+    try:
+        tls = r.Redis(
+            host="127.0.0.1", port=node.resp_port, ssl=True, ssl_ca_certs=str(certs["ca"]), socket_timeout=10
+        )
+        assert tls.set("tls:k", "over tls") is True
+        assert tls.get("tls:k") == b"over tls"
+        pipe = tls.pipeline(transaction=False)
+        for i in range(500):
+            pipe.set(f"tls:{i}", str(i))
+            pipe.get(f"tls:{i}")
+        assert pipe.execute() == [x for i in range(500) for x in (True, str(i).encode())]
+        cli = need_tool("redis-cli")
+        out = subprocess.run(
+            [cli, "--tls", "--cacert", str(certs["ca"]), "-h", "127.0.0.1", "-p", str(node.resp_port), "get", "tls:k"],
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )
+        assert out.stdout.strip() == "over tls", out
+        plain = r.Redis(host="127.0.0.1", port=node.resp_port, socket_timeout=5)
+        with pytest.raises((r.exceptions.ConnectionError, r.exceptions.TimeoutError)):
+            plain.ping()
+    finally:
+        node.kill()

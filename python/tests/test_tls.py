@@ -1,7 +1,7 @@
 """TLS: nodes started with a test certificate speak only TLS; clients connect with
 ``wss://`` and the CA (``ca=``), sync and async; without the CA the node's certificate
-is not trusted. The certificates are made here with the ``openssl`` command, in a
-temporary directory, valid for a day."""
+is not trusted. The certificates come from conftest's ``certs`` (the ``openssl``
+command, a temporary directory, valid for a day)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import asyncio
 import pathlib
 import shutil
 import ssl
-import subprocess
 import urllib.request
 from typing import Dict, Iterator, List
 
@@ -19,28 +18,6 @@ from conftest import ServeProcess, start_serve
 import dhrt
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-
-
-def _openssl(*args: str, cwd: pathlib.Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, pathlib.Path]:
-    """A test CA and a node certificate for 127.0.0.1 and localhost (server and client
-    use): ``{"ca", "cert", "key"}``."""
-    d = tmp_path_factory.mktemp("tls")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    _openssl("req", "-x509", *ec, "-days", "1", "-subj", "/CN=dhrt test CA", "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
-    (d / "node.ext").write_text(
-        "subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth, clientAuth\n"
-    )
-    _openssl("req", *ec, "-subj", "/CN=dhrt test node", "-keyout", "node.key", "-out", "node.csr", cwd=d)
-    _openssl(
-        "x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "1", "-extfile", "node.ext", "-out", "node.pem", cwd=d,
-    )
-    return {"ca": d / "ca.pem", "cert": d / "node.pem", "key": d / "node.key"}
 
 
 @pytest.fixture(scope="module")

@@ -84,6 +84,8 @@ config_file! {
     max_value: usize,
     /// `--leave-timeout`, in seconds.
     leave_timeout: u64,
+    /// `--gc-interval`, in seconds.
+    gc_interval: u64,
     /// `--min-free-mb`.
     min_free_mb: u64,
     /// `--max-open-files`.
@@ -334,6 +336,7 @@ mod tests {
             vnodes,
             max_value,
             leave_timeout,
+            gc_interval,
             min_free_mb,
             max_open_files,
             max_collections,
@@ -370,6 +373,7 @@ mod tests {
         assert!(port.is_some() && host.is_some() && advertise.is_some() && data_dir.is_some());
         assert!(memory.is_some() && join.is_some() && replicas.is_some() && vnodes.is_some());
         assert!(max_value.is_some() && leave_timeout.is_some() && min_free_mb.is_some());
+        assert_eq!(gc_interval, Some(60));
         assert!(max_open_files.is_some() && max_collections.is_some() && cache_mb.is_some());
         assert_eq!(reads, Some(Reads::Memory));
         assert!(checkpoint_writes.is_some());

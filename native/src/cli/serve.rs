@@ -46,6 +46,12 @@ pub struct ServeArgs {
     /// Seconds a graceful leave may take before the node exits anyway.
     #[arg(long, default_value_t = 30)]
     pub leave_timeout: u64,
+    /// Seconds between the collector's passes over the data: expired entries become
+    /// tombstones (and `expired` keyspace notifications), tombstones past their grace
+    /// period are removed. At least 1.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub gc_interval: u64,
     /// Refuse writes (with a clear `storage is full` error) when less than this many
     /// MiB would stay free on the data dir's disk.
     #[arg(long, default_value_t = 64)]
@@ -211,6 +217,7 @@ impl ServeArgs {
             vnodes: self.vnodes,
             max_value_bytes: self.max_value,
             leave_timeout: Duration::from_secs(self.leave_timeout),
+            gc_interval: Duration::from_secs(self.gc_interval),
             security: SecurityOptions {
                 cluster_secret,
                 tls,
@@ -294,7 +301,13 @@ async fn serve(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("{}", first_steps(&opts, &advertise));
     if let Some(addr) = resp_addr {
-        println!("Redis clients: redis-cli -h {} -p {} (docs/redis.md)", addr.ip(), addr.port());
+        // Over TLS when the node speaks it: redis-cli needs --tls and the CA then.
+        let tls = if opts.security.tls.is_some() { "--tls --cacert CA.pem " } else { "" };
+        println!(
+            "Redis clients: redis-cli {tls}-h {} -p {} (docs/redis.md)",
+            addr.ip(),
+            addr.port()
+        );
     }
     let signal = wait_for_signal().await?;
     tracing::info!(%signal, "leaving the cluster");

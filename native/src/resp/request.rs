@@ -81,10 +81,20 @@ pub fn parse(
 fn line_end(buf: &[u8], from: usize, what: &str) -> Result<Option<usize>, BadRequest> {
     let rest = &buf[from.min(buf.len())..];
     let window = &rest[..rest.len().min(MAX_INLINE + 2)];
-    match window.windows(2).position(|w| w == b"\r\n") {
-        Some(n) => Ok(Some(from + n)),
-        None if rest.len() > MAX_INLINE => bad(what),
-        None => Ok(None),
+    // The first `\r` followed by `\n` (a lone `\r` is part of the line).
+    let mut seen = 0;
+    while let Some(n) = memchr::memchr(b'\r', &window[seen..]) {
+        let at = seen + n;
+        match window.get(at + 1) {
+            Some(b'\n') => return Ok(Some(from + at)),
+            Some(_) => seen = at + 1,
+            None => break,
+        }
+    }
+    if rest.len() > MAX_INLINE {
+        bad(what)
+    } else {
+        Ok(None)
     }
 }
 

@@ -230,6 +230,8 @@ pub struct ServeOptions {
     pub max_value_bytes: usize,
     /// How long a graceful leave may take before the node exits anyway.
     pub leave_timeout: Duration,
+    /// Time between the collector's passes (expiry, tombstone collection).
+    pub gc_interval: Duration,
     /// Who may be a peer or a client, TLS, web origins ([`security`]).
     pub security: security::SecurityOptions,
     /// Connections, timeouts, input and output budgets, hints ([`limits`]).
@@ -252,6 +254,7 @@ impl Default for ServeOptions {
             vnodes: dhrt_core::ring::DEFAULT_VNODES,
             max_value_bytes: 16 * 1024 * 1024,
             leave_timeout: Duration::from_secs(30),
+            gc_interval: Duration::from_secs(60),
             security: security::SecurityOptions::default(),
             limits: limits::Limits::default(),
             resp_port: None,
@@ -314,13 +317,6 @@ pub async fn bind(opts: &ServeOptions) -> Result<Bound, ServeError> {
     };
     let (resp, resp_addr) = match opts.resp_port {
         None => (None, None),
-        Some(_) if opts.security.tls.is_some() => {
-            return Err(ServeError::Other(
-                "--resp-port: the Redis endpoint does not speak TLS yet, and this node \
-                 uses TLS; serve Redis clients without --resp-port (docs/redis.md)"
-                    .into(),
-            ))
-        }
         Some(port) => {
             let config =
                 resp::RespConfig::with_mapping(&opts.resp_databases).map_err(ServeError::Other)?;
@@ -344,6 +340,7 @@ pub fn node_config(opts: &ServeOptions, id: NodeId, addr: &str) -> NodeConfig {
     config.hints = opts.limits.hints;
     config.pending = opts.limits.pending;
     config.seed = random_u64();
+    config.gc_interval_ms = (opts.gc_interval.as_millis() as u64).max(1);
     config
 }
 
@@ -451,6 +448,8 @@ where
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     // With TLS the port speaks only TLS: a plain request fails its handshake.
     let (listener, local_addr) = (bound.listener, bound.local_addr);
+    // The Redis port speaks TLS when the main port does, with the same certificate.
+    let resp_tls = tls.as_ref().map(|(config, _)| config.clone());
     let accepting = {
         let state = state.clone();
         async move {
@@ -465,7 +464,8 @@ where
             }
         }
     };
-    let redis = bound.resp.map(|(listener, config)| resp::serve(listener, state.clone(), config));
+    let redis =
+        bound.resp.map(|(listener, config)| resp::serve(listener, state.clone(), config, resp_tls));
     let http = tokio::spawn(async move {
         let redis = async {
             match redis {

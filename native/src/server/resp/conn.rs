@@ -34,6 +34,7 @@ use crate::server::{
     auth::{session::Session, Refusal},
     desk::Desk,
     driver::{Input, Sink},
+    inbox,
     outbox::{self, OutboxReceiver, Parcel},
     read_budget::{Metered, ReadMeter},
     wall_ms, AppState,
@@ -54,10 +55,7 @@ use std::{
     task::Poll,
     time::Duration,
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Most requests handed to the node in one call.
 const MAX_CHUNK: usize = 256;
@@ -66,19 +64,45 @@ const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing connection may take to receive its last replies.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// How a connection reaches the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// At the desk: the connection runs on the node thread and its requests are
+    /// handled within its own poll (plain TCP).
+    Desk,
+    /// Through the node's inbox, from the server's runtime (TLS: the session stays
+    /// with the stream).
+    Inbox,
+}
+
+/// The byte stream a connection is served on.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 /// Serves one Redis connection until it closes, the node closes it, or the server
 /// stops.
-pub async fn serve(
-    io: Metered<TcpStream>,
+pub async fn serve<IO: Stream>(
+    io: Metered<IO>,
     port: u16,
     meter: ReadMeter,
     state: AppState,
     config: Arc<RespConfig>,
+    route: Route,
 ) {
-    let Some(desk) = state.desk.get().cloned() else { return };
+    let desk = match route {
+        Route::Desk => match state.desk.get().cloned() {
+            Some(desk) => Some(desk),
+            None => return,
+        },
+        Route::Inbox => None,
+    };
+    let hand = |input: Input| match &desk {
+        Some(desk) => desk.hand(input),
+        None => state.submit(input),
+    };
     let client = state.next_client();
     let (outbox, rx, _tx) = outbox::outbox(state.output.clone());
-    if !desk.hand(Input::Open { client, sink: Sink::Conn(outbox) }) {
+    if !hand(Input::Open { client, sink: Sink::Conn(outbox) }) {
         return;
     }
     state.counters.clients.fetch_add(1, Ordering::Relaxed);
@@ -90,7 +114,7 @@ pub async fn serve(
         () = state.stopped() => {}
     }
     state.counters.clients.fetch_sub(1, Ordering::Relaxed);
-    desk.hand(Input::Gone(client));
+    hand(Input::Gone(client));
 }
 
 /// What the connection waits for next.
@@ -103,9 +127,9 @@ enum Event {
     Gone,
 }
 
-struct Conn {
+struct Conn<IO> {
     client: ClientId,
-    io: Metered<TcpStream>,
+    io: Metered<IO>,
     meter: ReadMeter,
     /// Bytes read: `buf[start..end]` is not yet taken.
     buf: Vec<u8>,
@@ -118,7 +142,10 @@ struct Conn {
     owed: usize,
     state: AppState,
     config: Arc<RespConfig>,
-    desk: Arc<dyn Desk>,
+    /// The node's desk, when the connection is served at it ([`Route::Desk`]).
+    desk: Option<Arc<dyn Desk>>,
+    /// Requests handed through the inbox and not yet answered ([`Route::Inbox`]).
+    in_flight: usize,
     session: Session,
     refused: Option<Refusal>,
     proto: Protocol,
@@ -142,15 +169,15 @@ struct Conn {
     now: Millis,
 }
 
-impl Conn {
+impl<IO: Stream> Conn<IO> {
     fn new(
         client: ClientId,
-        io: Metered<TcpStream>,
+        io: Metered<IO>,
         meter: ReadMeter,
         state: AppState,
         config: Arc<RespConfig>,
-        desk: Arc<dyn Desk>,
-    ) -> Conn {
+        desk: Option<Arc<dyn Desk>>,
+    ) -> Conn<IO> {
         let (state_limit, max_value) = (state.output.limit, state.max_value);
         let target = Target {
             collection: config
@@ -172,6 +199,7 @@ impl Conn {
             state,
             config,
             desk,
+            in_flight: 0,
             session: Session::default(),
             refused: None,
             proto: Protocol::Resp2,
@@ -219,7 +247,7 @@ impl Conn {
                     if self.owed > 0 {
                         rx.sent(std::mem::take(&mut self.owed));
                     }
-                    if !self.requests.reqs.is_empty() {
+                    if self.may_hand() {
                         return Poll::Ready(Event::Drained);
                     }
                     // Closing (QUIT, a protocol error): once every reply before it left.
@@ -268,14 +296,9 @@ impl Conn {
                     }
                 }
                 Event::Answers => {
-                    for parcel in parcels.drain(..) {
-                        self.owed += parcel.bytes;
-                        for resp in parcel.resps {
-                            self.answer(resp);
-                        }
-                    }
+                    self.take_parcels(&mut parcels, self.state.output.limit);
                     self.advance();
-                    if !self.hand() {
+                    if !self.hand().await {
                         break;
                     }
                     // Commands left unread while the queue was full.
@@ -284,7 +307,7 @@ impl Conn {
                     }
                 }
                 Event::Drained => {
-                    if !self.hand() {
+                    if !self.hand().await {
                         break;
                     }
                     if self.may_read() && self.start < self.end && !self.take_commands().await {
@@ -398,7 +421,7 @@ impl Conn {
             }
             taken |= took;
             self.advance();
-            if !self.hand() {
+            if !self.hand().await {
                 return false;
             }
             let full = self.queue.len() >= MAX_QUEUED;
@@ -540,45 +563,63 @@ impl Conn {
         self.queue.advance(&mut self.out, self.now, &mut self.requests);
     }
 
-    /// Hands the queued requests to the node, and takes the answers it gives at once
-    /// (which may send more); false once the node has stopped.
-    fn hand(&mut self) -> bool {
+    /// Hands the queued requests to the node — at the desk, taking the answers it gives
+    /// at once (which may send more); through the inbox, as many as the chunk has room
+    /// for beside those in flight — false once the node has stopped.
+    async fn hand(&mut self) -> bool {
         let limit = self.state.output.limit;
-        while !self.requests.reqs.is_empty() {
-            // Past half the output limit unwritten, the rest waits for the socket to
-            // drain ([`Event::Drained`]): a client that reads gets every reply, however
-            // large the pipeline.
-            if self.unwritten() > limit / 2 {
-                return true;
-            }
-            let mut answers = std::mem::take(&mut self.answers);
+        while self.may_hand() {
             let reqs = &mut self.requests.reqs;
+            let Some(desk) = self.desk.clone() else {
+                let n = reqs.len().min(self.chunk - self.in_flight);
+                let batch: Vec<ClientRequest> = reqs.drain(..n).collect();
+                let bytes = batch.iter().map(|r| inbox::op_bytes(&r.op)).sum();
+                self.in_flight += n;
+                // The answers come through the outbox ([`Event::Answers`]).
+                let input = Input::Requests { client: self.client, reqs: batch };
+                return self.state.submit_charged(input, bytes).await;
+            };
+            let mut answers = std::mem::take(&mut self.answers);
             let handed = if reqs.len() <= self.chunk {
                 // All of them (the usual case): the desk empties the vector, keeping it.
-                self.desk.requests(self.client, reqs, &mut answers)
+                desk.requests(self.client, reqs, &mut answers)
             } else {
                 let mut chunk: Vec<ClientRequest> = reqs.drain(..self.chunk).collect();
-                self.desk.requests(self.client, &mut chunk, &mut answers)
+                desk.requests(self.client, &mut chunk, &mut answers)
             };
             if !handed {
                 return false;
             }
-            let mut largest = 0;
-            for parcel in answers.drain(..) {
-                self.owed += parcel.bytes;
-                largest = largest.max(parcel.bytes / parcel.resps.len().max(1));
-                for resp in parcel.resps {
-                    self.answer(resp);
-                }
-            }
+            self.take_parcels(&mut answers, limit);
             self.answers = answers;
-            // Slow start: the next call may hand twice as many, as long as that many
-            // answers as large as this call's largest stay within half the limit.
-            let fits = limit / 2 / largest.max(1024);
-            self.chunk = (self.chunk * 2).min(fits).clamp(1, MAX_CHUNK);
             self.advance();
         }
         true
+    }
+
+    /// Whether requests wait and may go now: not past half the output limit unwritten
+    /// (the rest waits for the socket to drain, [`Event::Drained`]: a client that reads
+    /// gets every reply, however large the pipeline), nor, through the inbox, while a
+    /// chunk's worth is in flight.
+    fn may_hand(&self) -> bool {
+        !self.requests.reqs.is_empty()
+            && self.unwritten() <= self.state.output.limit / 2
+            && (self.desk.is_some() || self.in_flight < self.chunk)
+    }
+
+    /// Files the node's answers; slow start: the next chunk may be twice as large, as
+    /// long as that many answers as large as these stay within half the `limit`.
+    fn take_parcels(&mut self, parcels: &mut Vec<Parcel>, limit: usize) {
+        let mut largest = 0;
+        for parcel in parcels.drain(..) {
+            self.owed += parcel.bytes;
+            largest = largest.max(parcel.bytes / parcel.resps.len().max(1));
+            for resp in parcel.resps {
+                self.answer(resp);
+            }
+        }
+        let fits = limit / 2 / largest.max(1024);
+        self.chunk = (self.chunk * 2).min(fits).clamp(1, MAX_CHUNK);
     }
 
     /// Bytes of replies not yet written, and of the node's answers not yet given back.
@@ -588,6 +629,10 @@ impl Conn {
 
     /// Files the node's answer with the command it belongs to.
     fn answer(&mut self, resp: ClientResponse) {
+        // Every request is answered once; a watch's events come after its answer.
+        if !matches!(resp.result, Reply::Event { .. }) {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
         if let Some(db) = self.subs.db_of_watch(resp.id) {
             return self.notification(db, resp.id, resp.result);
         }

@@ -4,9 +4,12 @@
 //! node answers any key. docs/redis.md says what works and what differs.
 //!
 //! Connections are accepted here under the node's connection cap (the same slots as
-//! the main port's) and read budget, then moved to the node thread, where each is
-//! served as a WebSocket client is: its commands become the same operations, handed to
-//! the node at the desk, checked against the same tokens ([`conn`]).
+//! the main port's) and read budget, and served as WebSocket clients are: its commands
+//! become the same operations, checked against the same tokens ([`conn`]). A plain
+//! connection moves to the node thread and hands them to the node at the desk; on a
+//! node with TLS the port speaks only TLS (as the main port does), and a connection
+//! stays with its TLS session on the server's runtime, reaching the node through its
+//! inbox.
 //!
 //! - [`plan`]: data commands as dhrt operations, and the node's answers as replies;
 //! - [`keys`]: Redis's glob patterns and cursors for SCAN, KEYS, DBSIZE and FLUSHDB;
@@ -109,8 +112,43 @@ impl RespConfig {
     }
 }
 
-/// Accepts Redis connections from `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, state: AppState, config: Arc<RespConfig>) {
+/// Accepts Redis connections from `listener` until the task is dropped: plain TCP, or
+/// TLS with `tls` (the node's own port configuration: a node with TLS speaks only TLS).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    config: Arc<RespConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    match tls {
+        Some(tls) => {
+            let timeout = state.limits.tls_handshake_timeout;
+            let listener = crate::tls::TlsListener::new(listener, tls).handshake_timeout(timeout);
+            serve_tls(listener, state, config).await
+        }
+        None => serve_plain(listener, state, config).await,
+    }
+}
+
+/// A slot under the node's connection cap (shared with the main port), or `None` when
+/// the cap is reached (the refusal counted and logged).
+fn slot(
+    state: &AppState,
+    refusals: &mut super::accept::Refusals,
+    remote: std::net::SocketAddr,
+) -> Option<Slot> {
+    match state.connection_slots.clone().try_acquire_owned() {
+        Ok(permit) => Some(Slot::new(permit, state.counters.clone())),
+        Err(_) => {
+            state.counters.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            refusals.log(state.limits.max_connections, remote);
+            None
+        }
+    }
+}
+
+/// Plain connections: each socket moves to the node thread and is served at the desk.
+async fn serve_plain(listener: TcpListener, state: AppState, config: Arc<RespConfig>) {
     let mut refusals = super::accept::Refusals::default();
     loop {
         let (tcp, remote) = match listener.accept().await {
@@ -121,11 +159,7 @@ pub async fn serve(listener: TcpListener, state: AppState, config: Arc<RespConfi
                 continue;
             }
         };
-        let Ok(permit) = state.connection_slots.clone().try_acquire_owned() else {
-            state.counters.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            refusals.log(state.limits.max_connections, remote);
-            continue;
-        };
+        let Some(slot) = slot(&state, &mut refusals, remote) else { continue };
         let _ = tcp.set_nodelay(true);
         let std = match tcp.into_std() {
             Ok(std) => std,
@@ -134,7 +168,6 @@ pub async fn serve(listener: TcpListener, state: AppState, config: Arc<RespConfi
                 continue;
             }
         };
-        let slot = Slot::new(permit, state.counters.clone());
         let (state, config) = (state.clone(), config.clone());
         // Served on the node thread, as WebSocket clients are.
         let node = state.node_runtime.clone();
@@ -149,7 +182,30 @@ pub async fn serve(listener: TcpListener, state: AppState, config: Arc<RespConfi
             let port = tcp.local_addr().map_or(0, |a| a.port());
             let meter = ReadMeter::default();
             let io = Metered::new(tcp, state.read_budget.clone(), meter.clone()).keeping(slot);
-            conn::serve(io, port, meter, state, config).await;
+            conn::serve(io, port, meter, state, config, conn::Route::Desk).await;
+        });
+    }
+}
+
+/// TLS connections ([`crate::tls::TlsListener`]: handshakes bounded in number and
+/// time). The TLS session lives in the stream, so a connection stays on the server's
+/// runtime and reaches the node through its inbox, as a WebSocket client over TLS does.
+async fn serve_tls(
+    mut listener: crate::tls::TlsListener,
+    state: AppState,
+    config: Arc<RespConfig>,
+) {
+    use axum::serve::Listener;
+    let mut refusals = super::accept::Refusals::default();
+    loop {
+        let (tls, remote) = listener.accept().await;
+        let Some(slot) = slot(&state, &mut refusals, remote.addr) else { continue };
+        let (state, config) = (state.clone(), config.clone());
+        tokio::spawn(async move {
+            let port = tls.get_ref().0.local_addr().map_or(0, |a| a.port());
+            let meter = ReadMeter::default();
+            let io = Metered::new(tls, state.read_budget.clone(), meter.clone()).keeping(slot);
+            conn::serve(io, port, meter, state, config, conn::Route::Inbox).await;
         });
     }
 }

@@ -23,7 +23,7 @@ use dhrt_core::{
     },
     Millis,
 };
-use smallvec::SmallVec;
+use smallvec::{smallvec, SmallVec};
 use std::collections::VecDeque;
 
 /// Most commands of one connection waiting for the node's answers; past it, no more
@@ -68,7 +68,11 @@ struct Got {
 
 impl Got {
     fn new(n: usize) -> Got {
-        Got { replies: (0..n).map(|_| Reply::Ok).collect(), missing: n }
+        let replies = match n {
+            1 => smallvec![Reply::Ok],
+            n => (0..n).map(|_| Reply::Ok).collect(),
+        };
+        Got { replies, missing: n }
     }
 }
 
@@ -260,11 +264,10 @@ impl Queue {
     /// Files the node's answer to request `id` with its command; false if no command
     /// waits for it.
     pub fn file(&mut self, id: u64, reply: Reply) -> bool {
-        let n = self.items.len();
-        let start = self.hint.min(n.saturating_sub(1));
+        let start = self.hint.min(self.items.len());
         let mut reply = Some(reply);
-        for k in 0..n {
-            let i = (start + k) % n;
+        // From the hint to the back, then from the front to the hint.
+        for i in (start..self.items.len()).chain(0..start) {
             if self.items[i].take(id, &mut reply) {
                 self.hint = i;
                 return true;
