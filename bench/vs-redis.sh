@@ -270,8 +270,8 @@ compare() {
 
 # --- redis-benchmark, the second load generator -------------------------------------
 # redis-benchmark's SET and GET tests with -r N use the keys key:<12-digit number below
-# N> (16 bytes, the size dhrt bench's keys have), drawn at random, in database 0 (dhrt's
-# `default` collection). A SET pass with -r would leave about a third of them unwritten
+# N> (16 bytes, the size dhrt bench's keys have), drawn at random, here in database 1
+# (--dbnum 1: dhrt's `db1` collection, apart from dhrt bench's keys in database 0). A SET pass with -r would leave about a third of them unwritten
 # for N draws (e^-1), so GETs would miss; instead rb_preload writes every one of
 # key:000000000000 … key:<KEYSPACE-1>, once, with a pipelined SET per key over one
 # connection, then checks with EXISTS that all of them are there. It is the same plain
@@ -299,6 +299,11 @@ def replies(count):
 def command(*args):
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
+# Database 1: redis-benchmark runs with --dbnum 1, so its keys sit apart from dhrt
+# bench's (database 0, `default`, on dhrt's Redis port).
+sock.sendall(command(b"SELECT", b"1"))
+if replies(1)[0] != b"+OK":
+    sys.exit(f"SELECT 1 on port {port} failed")
 value = b"x" * size
 batch = 1000
 for start in range(0, n, batch):
@@ -343,7 +348,7 @@ rb_bench() {
     # shellcheck disable=SC2086
     before="$(cpu_ticks $pids)"
     if ! { time "${CLIENT_PIN[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CONNECTIONS" \
-        -n "$requests" -d "$VALUE_SIZE" -r "$KEYSPACE" -P "$pipeline" -t "$workload" --csv \
+        -n "$requests" -d "$VALUE_SIZE" -r "$KEYSPACE" -P "$pipeline" -t "$workload" --dbnum 1 --csv \
         >"$WORK/rb.csv" 2>"$WORK/rb.err"; } 2>"$WORK/rb.time"; then
         echo "redis-benchmark against $system (port $port) failed:" >&2
         cat "$WORK/rb.err" "$WORK/rb.csv" >&2
@@ -556,10 +561,11 @@ if wants resp; then
     free_port; rport=$FREE_PORT
     start_redis resp-redis "$rport"
     rpid=$LAST_PID
-    # Both systems get key:000000000000 … key:<KEYSPACE-1>, what redis-benchmark's GET
-    # reads (rb_preload); the dhrt node also gets dhrt bench's own keys (16-digit
-    # numbers) in its `bench` collection for the runs over its WebSocket port, and in
-    # database 0 (`default`) for dhrt bench's runs over its Redis port.
+    # Both systems get key:000000000000 … key:<KEYSPACE-1> in database 1, what
+    # redis-benchmark's GET reads (rb_preload; --dbnum 1); the dhrt node also gets
+    # dhrt bench's own keys (16-digit numbers) in its `bench` collection for the runs
+    # over its WebSocket port, and in database 0 (`default`) for dhrt bench's runs over
+    # its Redis port: every lane works on a collection of KEYSPACE keys.
     rb_preload "$dport"
     rb_preload "$rport"
     preload --node "$daddr"
@@ -611,7 +617,7 @@ print(f"{env['DHRT_VERSION']}, Redis {env['REDIS_VERSION']}. {env['REPS']} repet
 print(f"Command: `{env['COMMAND'].strip()}`")
 if any(r["comparison"] == "resp" for r in runs):
     print(f"`resp` rows: redis-benchmark -c {env['CONNECTIONS']} -d 100 -r {int(env['KEYSPACE']):,} "
-          f"-P 1/16 -t set/get --csv (keys key:<12 digits>, 16 B; one client thread), each run "
+          f"-P 1/16 -t set/get --dbnum 1 --csv (keys key:<12 digits>, 16 B; one client thread), each run "
           f"-n = the rate last measured × {env['DURATION']} s; key:000000000000 … "
           f"key:{int(env['KEYSPACE']) - 1:012d} preloaded in both by pipelined SETs, checked with EXISTS.")
 if env.get("PERSIST_NOTE"):

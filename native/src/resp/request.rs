@@ -111,13 +111,42 @@ fn count(digits: &[u8]) -> Option<i64> {
     Some(if neg { -n } else { n })
 }
 
+/// A count line starting at `from` (after its `*` or `$`) that is whole and well
+/// formed — digits, maybe after a `-`, then `\r\n` — read in one pass: the count and
+/// where its `\r` is. `None` for anything else (not yet arrived, malformed, too long),
+/// which the general path ([`line_end`], [`count`]) reads and names.
+fn quick_count(buf: &[u8], from: usize) -> Option<(i64, usize)> {
+    let rest = buf.get(from..)?;
+    let (neg, skip) = if rest.first() == Some(&b'-') { (true, 1) } else { (false, 0) };
+    let mut n: i64 = 0;
+    for (i, &b) in rest.iter().enumerate().skip(skip).take(19) {
+        match b {
+            // At most 18 digits, as `count` reads: no overflow.
+            b'0'..=b'9' if i - skip < 18 => n = n * 10 + i64::from(b - b'0'),
+            b'\r' if i > skip && rest.get(i + 1) == Some(&b'\n') => {
+                return Some((if neg { -n } else { n }, from + i));
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn multibulk(
     buf: &[u8],
     bounds: Bounds,
     args: &mut Vec<Range<usize>>,
 ) -> Result<Option<usize>, BadRequest> {
-    let Some(end) = line_end(buf, 1, "too big mbulk count string")? else { return Ok(None) };
-    let n = match count(&buf[1..end]) {
+    let (n, end) = match quick_count(buf, 1) {
+        Some((n, end)) => (Some(n), end),
+        None => {
+            let Some(end) = line_end(buf, 1, "too big mbulk count string")? else {
+                return Ok(None);
+            };
+            (count(&buf[1..end]), end)
+        }
+    };
+    let n = match n {
         Some(n) if n > bounds.max_args as i64 => {
             return bad(if bounds.guest {
                 "unauthenticated multibulk length"
@@ -137,10 +166,16 @@ fn multibulk(
         if first != b'$' {
             return bad(format!("expected '$', got '{}'", char::from(first)));
         }
-        let Some(end) = line_end(buf, at + 1, "too big bulk count string")? else {
-            return Ok(None);
+        let (len, end) = match quick_count(buf, at + 1) {
+            Some((len, end)) => (Some(len), end),
+            None => {
+                let Some(end) = line_end(buf, at + 1, "too big bulk count string")? else {
+                    return Ok(None);
+                };
+                (count(&buf[at + 1..end]), end)
+            }
         };
-        let len = match count(&buf[at + 1..end]) {
+        let len = match len {
             Some(len) if len >= 0 && len as u64 <= bounds.max_bulk as u64 => len as usize,
             Some(len) if len >= 0 && bounds.guest => return bad("unauthenticated bulk length"),
             _ => return bad("invalid bulk length"),
@@ -299,6 +334,16 @@ mod tests {
             prop_assert_eq!(whole(&buf), cmd);
             let cut = cut.index(buf.len());
             prop_assert_eq!(words(&buf[..cut], Bounds::new(1 << 20)).unwrap(), None);
+        }
+
+        /// The one-pass count line agrees with the general path wherever it answers.
+        #[test]
+        fn quick_counts_agree_with_the_general_path(line in "-?[0-9]{0,21}(\r\n)?[0-9a\r]{0,3}") {
+            let buf = format!("*{line}").into_bytes();
+            if let Some((n, end)) = quick_count(&buf, 1) {
+                prop_assert_eq!(line_end(&buf, 1, "line").unwrap(), Some(end));
+                prop_assert_eq!(Some(n), count(&buf[1..end]));
+            }
         }
 
         /// Arbitrary bytes never panic the reader, and what it takes is within them.

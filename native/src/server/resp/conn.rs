@@ -486,11 +486,13 @@ impl<IO: Stream> Conn<IO> {
         if !self.authenticated() && !matches!(upper, "AUTH" | "HELLO" | "QUIT") {
             return self.error("NOAUTH Authentication required.");
         }
-        let pubsub = matches!(
-            upper,
-            "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" | "PING" | "QUIT"
-        );
-        if self.subs.active() && self.proto == Protocol::Resp2 && !pubsub {
+        let pubsub = || {
+            matches!(
+                upper,
+                "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" | "PING" | "QUIT"
+            )
+        };
+        if self.subs.active() && self.proto == Protocol::Resp2 && !pubsub() {
             return self.error(&format!(
                 "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / \
                  RESET are allowed in this context",

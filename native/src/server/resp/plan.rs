@@ -417,6 +417,12 @@ fn set(
     options: &[Bytes],
     now: Millis,
 ) -> Result<Planned, Refused> {
+    if options.is_empty() {
+        // Plain SET, the one sent most.
+        let (collection, consistency) = (to.collection.clone(), to.consistency);
+        let op = Op::Set { collection, key, value, consistency, ttl_ms: None };
+        return Ok(Planned { plan: Plan::Set, ops: smallvec![op] });
+    }
     let mut at: Option<Millis> = None;
     let mut keep = false;
     let mut get = false;
@@ -588,7 +594,7 @@ pub fn first(plan: &Plan, answers: &[Reply], now: Millis, out: &mut Writer) -> N
         return Next::Done;
     }
     let (value, expires) = match answers.first() {
-        Some(Reply::Value { value, expires, .. }) => (value.clone(), *expires),
+        Some(Reply::Value { value, expires, .. }) => (value.as_ref(), *expires),
         _ => (None, None),
     };
     let values = match answers.first() {
@@ -596,7 +602,7 @@ pub fn first(plan: &Plan, answers: &[Reply], now: Millis, out: &mut Writer) -> N
         _ => &[],
     };
     match plan {
-        Plan::Get => out.bulk_or_nil(value.as_deref()),
+        Plan::Get => out.bulk_or_nil(value.map(|v| &v[..])),
         Plan::Set | Plan::MSet => out.ok(),
         Plan::StrLen => out.integer(value.map_or(0, |v| v.len() as i64)),
         Plan::Type => out.simple(if value.is_some() { "string" } else { "none" }),
@@ -609,7 +615,7 @@ pub fn first(plan: &Plan, answers: &[Reply], now: Millis, out: &mut Writer) -> N
         Plan::Exists => out.integer(values.iter().filter(|v| v.is_some()).count() as i64),
         Plan::SetKeep { key, value: new, get } => {
             let op = key.write(new.clone(), expires, now);
-            let finish = if *get { Finish::Old(value) } else { Finish::Ok };
+            let finish = if *get { Finish::Old(value.cloned()) } else { Finish::Ok };
             return Next::Then { ops: smallvec![op], finish: Box::new(finish) };
         }
         Plan::Ttl { millis } => {
@@ -623,7 +629,7 @@ pub fn first(plan: &Plan, answers: &[Reply], now: Millis, out: &mut Writer) -> N
         }
         Plan::Expire { key, at, when } => match value {
             Some(v) if when.allows(expires, *at) => {
-                let op = key.write(v, Some(*at), now);
+                let op = key.write(v.clone(), Some(*at), now);
                 return Next::Then { ops: smallvec![op], finish: Box::new(Finish::Count(1)) };
             }
             _ => out.integer(0),
@@ -631,7 +637,7 @@ pub fn first(plan: &Plan, answers: &[Reply], now: Millis, out: &mut Writer) -> N
         Plan::Persist { key } => match (value, expires) {
             (Some(v), Some(_)) => {
                 return Next::Then {
-                    ops: smallvec![key.write(v, None, now)],
+                    ops: smallvec![key.write(v.clone(), None, now)],
                     finish: Box::new(Finish::Count(1)),
                 }
             }
@@ -640,9 +646,12 @@ pub fn first(plan: &Plan, answers: &[Reply], now: Millis, out: &mut Writer) -> N
         Plan::GetEx { key, change } => match (value, change) {
             (Some(v), Some(at)) => {
                 let op = key.write(v.clone(), *at, now);
-                return Next::Then { ops: smallvec![op], finish: Box::new(Finish::Old(Some(v))) };
+                return Next::Then {
+                    ops: smallvec![op],
+                    finish: Box::new(Finish::Old(Some(v.clone()))),
+                };
             }
-            (value, _) => out.bulk_or_nil(value.as_deref()),
+            (value, _) => out.bulk_or_nil(value.map(|v| &v[..])),
         },
         Plan::Scan { walk } => {
             let Some(Reply::Page { items, cursor }) = answers.first() else {
@@ -667,14 +676,14 @@ pub fn first(plan: &Plan, answers: &[Reply], now: Millis, out: &mut Writer) -> N
         Plan::SetGet { then } => {
             return Next::Then {
                 ops: smallvec![then.clone()],
-                finish: Box::new(Finish::Old(value)),
+                finish: Box::new(Finish::Old(value.cloned())),
             }
         }
         Plan::GetDel { del } => match value {
             Some(old) => {
                 return Next::Then {
                     ops: smallvec![del.clone()],
-                    finish: Box::new(Finish::Old(Some(old))),
+                    finish: Box::new(Finish::Old(Some(old.clone()))),
                 }
             }
             None => out.nil(),
