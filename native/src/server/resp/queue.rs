@@ -190,10 +190,7 @@ impl Queue {
     }
 
     fn push(&mut self, p: Pending) {
-        let w = p.weight();
-        self.totals.barriers += w.barriers;
-        self.totals.queued += w.queued;
-        self.totals.held += w.held;
+        self.count(p.weight());
         self.items.push_back(p);
     }
 
@@ -202,6 +199,12 @@ impl Queue {
             self.forget(p.weight());
             self.hint = self.hint.saturating_sub(1);
         }
+    }
+
+    fn count(&mut self, w: Weight) {
+        self.totals.barriers += w.barriers;
+        self.totals.queued += w.queued;
+        self.totals.held += w.held;
     }
 
     fn forget(&mut self, w: Weight) {
@@ -215,10 +218,7 @@ impl Queue {
         let before = self.items[i].weight();
         self.forget(before);
         let old = std::mem::replace(&mut self.items[i].stage, stage);
-        let after = self.items[i].weight();
-        self.totals.barriers += after.barriers;
-        self.totals.queued += after.queued;
-        self.totals.held += after.held;
+        self.count(self.items[i].weight());
         old
     }
 
