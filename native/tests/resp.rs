@@ -938,19 +938,26 @@ async fn the_redis_port_shares_the_connection_cap() {
     node.stop().await;
 }
 
+/// A lone node taking values of up to 2 MiB, holding a 1 MiB value under `big`: the
+/// node, a client of it, and the value.
+async fn node_with_a_big_value() -> (TestNode, Redis, Vec<u8>) {
+    let mut opts = options(1);
+    opts.max_value_bytes = 2 << 20;
+    let node = TestNode::start(opts, Vec::new()).await;
+    node.ready(None).await;
+    let mut c = node.connect().await;
+    let value = vec![b'x'; 1 << 20];
+    assert_eq!(c.call_bytes(&[b"SET", b"big", &value]).await, ok());
+    (node, c, value)
+}
+
 /// A client that pipelines GETs of a 1 MiB value and never reads the replies: the node
 /// holds at most its output limit of replies for it (it stops reading the client, or
 /// disconnects it), and keeps serving everyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_its_replies_is_bounded() {
     let _serial = SERIAL.lock().await;
-    let mut opts = options(1);
-    opts.max_value_bytes = 2 << 20;
-    let node = TestNode::start(opts, Vec::new()).await;
-    node.ready(None).await;
-    let mut well = node.connect().await;
-    let value = vec![b'x'; 1 << 20];
-    assert_eq!(well.call_bytes(&[b"SET", b"big", &value]).await, ok());
+    let (node, mut well, _) = node_with_a_big_value().await;
     assert_eq!(well.call(&["SET", "small", "yes"]).await, ok());
 
     // The node's unsent replies, sampled while the abuse runs.
@@ -1019,13 +1026,7 @@ async fn a_client_that_never_reads_its_replies_is_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_reads_its_replies_late_gets_them_all() {
     let _serial = SERIAL.lock().await;
-    let mut opts = options(1);
-    opts.max_value_bytes = 2 << 20;
-    let node = TestNode::start(opts, Vec::new()).await;
-    node.ready(None).await;
-    let mut c = node.connect().await;
-    let value = vec![b'x'; 1 << 20];
-    assert_eq!(c.call_bytes(&[b"SET", b"big", &value]).await, ok());
+    let (node, mut c, value) = node_with_a_big_value().await;
     let limit = node.server.state.output.limit;
     let n = 300;
     assert!(n << 20 > limit, "more replies than the output limit");

@@ -296,7 +296,7 @@ impl<IO: Stream> Conn<IO> {
                     }
                 }
                 Event::Answers => {
-                    self.take_parcels(&mut parcels, self.state.output.limit);
+                    self.take_parcels(&mut parcels);
                     self.advance();
                     if !self.hand().await {
                         break;
@@ -335,13 +335,7 @@ impl<IO: Stream> Conn<IO> {
         !self.closing
             && self.queue.len() < MAX_QUEUED
             && self.out.len() - self.written <= self.state.output.limit
-            && self.held() <= self.state.output.limit
-    }
-
-    /// Bytes the queue holds: the arguments of commands not yet answered, and replies
-    /// waiting for the commands before them.
-    fn held(&self) -> usize {
-        self.queue.held()
+            && self.queue.held() <= self.state.output.limit
     }
 
     /// Room at the end of the buffer for a read: taken bytes dropped, the buffer grown
@@ -372,7 +366,6 @@ impl<IO: Stream> Conn<IO> {
             self.refused = self.session.refresh(&self.state).await.err();
         }
         let mut taken = false;
-        let now = self.now;
         let (mut batch, mut from) = (Bytes::new(), 0);
         // Commands are taken while the queue has room; handing them to the node may
         // answer some at once (an in-memory node does), which makes room again.
@@ -415,7 +408,7 @@ impl<IO: Stream> Conn<IO> {
                 let name = at + name.start..at + name.end;
                 let mut argv = std::mem::take(&mut self.argv);
                 argv.extend(rest.iter().map(|r| batch.slice(at + r.start..at + r.end)));
-                self.command(&batch[name], &mut argv, now).await;
+                self.command(&batch[name], &mut argv).await;
                 argv.clear();
                 self.argv = argv;
             }
@@ -458,7 +451,7 @@ impl<IO: Stream> Conn<IO> {
     }
 
     /// Runs one command.
-    async fn command(&mut self, name: &[u8], args: &mut [Bytes], now: Millis) {
+    async fn command(&mut self, name: &[u8], args: &mut [Bytes]) {
         // The name in upper case, on the stack for any command's name.
         let mut buf = [0u8; 32];
         let lossy;
@@ -529,12 +522,12 @@ impl<IO: Stream> Conn<IO> {
             "CONFIG" => self.config_command(args).await,
             "DHRT.COLLECTION" => self.collection(args),
             "DHRT.CONSISTENCY" => self.consistency(args),
-            _ => self.data(upper, args, now),
+            _ => self.data(upper, args),
         }
     }
 
     /// A data command: planned, checked against the connection's grant, queued.
-    fn data(&mut self, upper: &str, args: &mut [Bytes], now: Millis) {
+    fn data(&mut self, upper: &str, args: &mut [Bytes]) {
         // Dropping a collection is an admin's, as over HTTP.
         if upper == "FLUSHDB" && self.required() {
             let allowed = match &self.session.grant {
@@ -546,7 +539,7 @@ impl<IO: Stream> Conn<IO> {
             }
         }
         let size = args.iter().map(Bytes::len).sum();
-        let planned = match plan::plan(upper, args, &self.target, now) {
+        let planned = match plan::plan(upper, args, &self.target, self.now) {
             Some(Ok(planned)) => planned,
             Some(Err(refused)) => return self.error(&refused),
             None => return self.error(&commands::unknown(upper.as_bytes(), args)),
@@ -569,7 +562,6 @@ impl<IO: Stream> Conn<IO> {
     /// at once (which may send more); through the inbox, as many as the chunk has room
     /// for beside those in flight — false once the node has stopped.
     async fn hand(&mut self) -> bool {
-        let limit = self.state.output.limit;
         while self.may_hand() {
             let reqs = &mut self.requests.reqs;
             let Some(desk) = self.desk.clone() else {
@@ -592,7 +584,7 @@ impl<IO: Stream> Conn<IO> {
             if !handed {
                 return false;
             }
-            self.take_parcels(&mut answers, limit);
+            self.take_parcels(&mut answers);
             self.answers = answers;
             self.advance();
         }
@@ -610,8 +602,8 @@ impl<IO: Stream> Conn<IO> {
     }
 
     /// Files the node's answers; slow start: the next chunk may be twice as large, as
-    /// long as that many answers as large as these stay within half the `limit`.
-    fn take_parcels(&mut self, parcels: &mut Vec<Parcel>, limit: usize) {
+    /// long as that many answers as large as these stay within half the output limit.
+    fn take_parcels(&mut self, parcels: &mut Vec<Parcel>) {
         let mut largest = 0;
         for parcel in parcels.drain(..) {
             self.owed += parcel.bytes;
@@ -620,7 +612,7 @@ impl<IO: Stream> Conn<IO> {
                 self.answer(resp);
             }
         }
-        let fits = limit / 2 / largest.max(1024);
+        let fits = self.state.output.limit / 2 / largest.max(1024);
         self.chunk = (self.chunk * 2).min(fits).clamp(1, MAX_CHUNK);
     }
 
