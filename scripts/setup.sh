@@ -38,7 +38,8 @@ as_root() {
 # chromium: the real browser of the dashboard test (driven by playwright-core).
 # faketime: libfaketime, preloaded into one node of native/tests/peer_attacks.rs to run
 #   it with a clock an hour ahead (a skewed member).
-# openssl: makes the test CA and certificates of python/tests/test_tls.py.
+# openssl: makes the test CA and certificates of the Python tests (python/tests/conftest.py:
+# TLS nodes in test_tls.py, the Redis port over TLS in test_redis.py).
 # iptables: iptables-legacy's NFQUEUE rules of tests/jepsen (packet delay and loss inside
 #   the test's own network namespaces; the kernel has no tc netem). iproute2 (ip netns,
 #   veth, bridges, blackhole routes) is part of a Debian base system.
