@@ -167,12 +167,17 @@ pub fn needed_role(op: &Op) -> Role {
         | Op::Scan { .. }
         | Op::Watch { .. }
         | Op::Unwatch { .. }
-        | Op::Sync { .. } => Role::Read,
+        | Op::Sync { .. }
+        | Op::CollectionShow { .. }
+        | Op::CollectionList => Role::Read,
         Op::Set { .. } | Op::Del { .. } | Op::SetMany { .. } => Role::Write,
         Op::TokenCreate { .. }
         | Op::TokenList
         | Op::TokenRevoke { .. }
-        | Op::RemoveMember { .. } => Role::Admin,
+        | Op::RemoveMember { .. }
+        | Op::CollectionCreate { .. }
+        | Op::CollectionAlter { .. }
+        | Op::CollectionDrop { .. } => Role::Admin,
     }
 }
 

@@ -16,6 +16,7 @@
 //! - [`sync`] — the two-party anti-entropy state machine that ships only differences;
 //! - [`proto`] and [`wire`] — the messages and their framed MessagePack encoding;
 //! - [`auth`] — client tokens: roles, the collections they cover, what each may do;
+//! - [`catalogue`] — every collection's settings, agreed cluster-wide;
 //! - [`light`] — the light peer browsers and Node run: routing, retries, watches and
 //!   local copies, over the client protocol.
 
@@ -23,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod catalogue;
 pub mod clock;
 pub mod entry;
 pub mod error;

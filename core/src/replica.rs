@@ -15,6 +15,7 @@
 //! and are not recorded.
 
 use crate::{
+    catalogue::CATALOGUE_COLLECTION,
     entry::{Entry, Version},
     hash::{Interval, Placement, Position},
     merkle::{entry_digest, MerkleTree, NodeRef, DEFAULT_DEPTH, FANOUT},
@@ -49,6 +50,8 @@ pub struct Replica<S: Store> {
     changes: Option<Vec<Change>>,
     /// Mutating calls made on the store, ever (see [`Replica::writes`]).
     writes: u64,
+    /// The catalogue's collection changed since [`Replica::take_catalogue_changed`].
+    catalogue_changed: bool,
 }
 
 impl<S: Store> Replica<S> {
@@ -66,6 +69,7 @@ impl<S: Store> Replica<S> {
             depth,
             changes: None,
             writes: 0,
+            catalogue_changed: false,
         };
         for name in replica.store.collections()? {
             replica.rebuild_tree(&name)?;
@@ -125,6 +129,7 @@ impl<S: Store> Replica<S> {
     /// (see [`Store::discard_uncommitted`]), then rebuilds every tree from what it holds.
     pub fn discard_uncommitted(&mut self) -> Result<(), StoreError> {
         self.store.discard_uncommitted()?;
+        self.catalogue_changed = true;
         self.rebuild_all()
     }
 
@@ -254,6 +259,19 @@ impl<S: Store> Replica<S> {
         Ok(outcomes)
     }
 
+    /// Notes a change of `collection`: whether it is the catalogue's.
+    fn note(&mut self, collection: &str) {
+        if collection.len() == CATALOGUE_COLLECTION.len() && collection == CATALOGUE_COLLECTION {
+            self.catalogue_changed = true;
+        }
+    }
+
+    /// Whether the catalogue's collection ([`CATALOGUE_COLLECTION`]) changed since the
+    /// last call: merged, removed from, dropped or rolled back.
+    pub fn take_catalogue_changed(&mut self) -> bool {
+        std::mem::take(&mut self.catalogue_changed)
+    }
+
     fn record(&mut self, collection: &str, key: Bytes, entry: Entry) {
         if let Some(changes) = self.changes.as_mut() {
             changes.push(Change { collection: collection.to_string(), key, entry });
@@ -266,6 +284,7 @@ impl<S: Store> Replica<S> {
             Merged::Inserted => None,
             Merged::Replaced(old) => Some(old.digest(key)),
         };
+        self.note(collection);
         // Looked up before naming the collection: a name allocated for every write
         // showed in the write path's profile.
         match self.trees.get_mut(collection) {
@@ -283,6 +302,7 @@ impl<S: Store> Replica<S> {
     pub fn remove(&mut self, collection: &str, key: &[u8]) -> Result<Option<Entry>, StoreError> {
         let pos = self.position(collection, key);
         self.writes += 1;
+        self.note(collection);
         let old = self.store.remove(collection, pos, key)?;
         if let Some(e) = &old {
             self.tree_mut(collection).remove(pos, entry_digest(key, e));
@@ -296,6 +316,7 @@ impl<S: Store> Replica<S> {
         collection: &str,
         interval: Interval,
     ) -> Result<u64, StoreError> {
+        self.note(collection);
         // Walk the range first so the tree learns each removed digest.
         let mut removed = Vec::new();
         for_each_record(&self.store, collection, interval, |r| {
@@ -311,6 +332,7 @@ impl<S: Store> Replica<S> {
 
     /// Drops a whole collection and its tree.
     pub fn drop_collection(&mut self, collection: &str) -> Result<bool, StoreError> {
+        self.note(collection);
         self.trees.remove(collection);
         self.writes += 1;
         self.store.drop_collection(collection)

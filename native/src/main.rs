@@ -112,6 +112,11 @@ enum Command {
     /// (--token or DHRT_TOKEN). Example:
     /// DHRT_TOKEN=$(cat admin.token) dhrt token create --role read --collections logs.*
     Token(cli::token::TokenArgs),
+    /// Collections and their settings, agreed by every node: default consistency,
+    /// default time to live, quotas.
+    ///
+    /// Example: dhrt collection create sessions --ttl 3600 --max-keys 1000000
+    Collection(cli::collection::CollectionArgs),
     /// Remove a member that is dead for good (admin), so its ranges get their copies back.
     ///
     /// Only a member the cluster declared dead (`dhrt ring` shows it `dead`) can be
@@ -178,6 +183,7 @@ fn main() -> ExitCode {
         Command::Export(args) => cli::transfer::export::run(&args, &cli.target),
         Command::Import(args) => cli::transfer::import::run(&args, &cli.target),
         Command::Token(args) => cli::token::run(&args, &cli.target),
+        Command::Collection(args) => cli::collection::run(&args, &cli.target),
         Command::Remove(args) => cli::remove::run(&args, &cli.target),
         Command::Repair { data_dir } => match dhrt::store::repair::repair(&data_dir) {
             Ok(report) => {

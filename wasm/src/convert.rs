@@ -255,15 +255,16 @@ pub fn reply_to_js(reply: Reply) -> JsValue {
                 .opt("acked", acked)
                 .into()
         }
-        Reply::Event { .. } | Reply::Sync { .. } | Reply::Token { .. } | Reply::Tokens { .. } => {
-            kind("error")
-                .set("code", "internal")
-                .set(
-                    "message",
-                    "unexpected answer from the node (an event, a sync step or a token)",
-                )
-                .into()
-        }
+        Reply::Event { .. }
+        | Reply::Sync { .. }
+        | Reply::Token { .. }
+        | Reply::Tokens { .. }
+        | Reply::Collection(_)
+        | Reply::Collections { .. }
+        | Reply::Dropped { .. } => kind("error")
+            .set("code", "internal")
+            .set("message", "unexpected answer from the node (an event, a sync step or a token)")
+            .into(),
     }
 }
 

@@ -274,8 +274,16 @@ impl<S: Store> Node<S> {
     /// Starts a round now: a re-sync (hand-off) round when `resync`.
     pub(super) fn start_round(&mut self, now: Millis, resync: bool) {
         let me = self.id();
+        if resync {
+            self.abandon_round_sessions();
+        }
         let n = self.config.replicas.max(1);
-        let collections = self.replica.store().collections().unwrap_or_default();
+        // The catalogue, which every member keeps, is synced whole with one member a
+        // round (below); the ranges are for every other collection.
+        let collections: Vec<String> = (self.replica.store().collections().unwrap_or_default())
+            .into_iter()
+            .filter(|c| self.replicas_for(c) == n)
+            .collect();
         let mut jobs = Vec::new();
         let mut groups = Vec::new();
         let mut discovery = None;
@@ -299,6 +307,15 @@ impl<S: Store> Node<S> {
                     let ranges: Vec<(Interval, Vec<NodeId>)> =
                         mine.iter().map(|(i, o, _)| (*i, o.clone())).collect();
                     self.wipe_shared(now, &collections, &would_be, &ranges);
+                    // The catalogue too, which every member keeps: whole, when another
+                    // member can give it back.
+                    let others: Vec<NodeId> = ranges.iter().flat_map(|(_, o)| o.clone()).collect();
+                    if !others.is_empty() {
+                        let full = Interval::full();
+                        let catalogue = [crate::catalogue::CATALOGUE_COLLECTION.to_string()];
+                        let with_me = [(full, vec![me])];
+                        self.wipe_shared(now, &catalogue, &with_me, &[(full, others)]);
+                    }
                 }
                 let waiting: BTreeSet<NodeId> =
                     mine.iter().flat_map(|(_, o, _)| o.clone()).collect();
@@ -315,6 +332,7 @@ impl<S: Store> Node<S> {
                 });
             }
         } else {
+            jobs.extend(self.catalogue_job());
             for (interval, replicas) in intervals(&self.table, n) {
                 if replicas.contains(&me) {
                     let (up, down): (Vec<NodeId>, Vec<NodeId>) =
@@ -378,6 +396,49 @@ impl<S: Store> Node<S> {
             self.report_handoff();
         }
         self.fill_sessions(now);
+    }
+
+    /// Abandons the sync and cleaning sessions this node opened for an earlier round: a
+    /// re-sync round plans every range anew, and the peers of a node that must re-sync
+    /// (the cluster declared it dead) may not answer it before they admit it again.
+    fn abandon_round_sessions(&mut self) {
+        let earlier: Vec<(NodeId, u64)> = self
+            .anti_entropy
+            .sessions
+            .iter()
+            .filter(|(_, r)| {
+                r.session.role() == Role::Initiator
+                    && r.job
+                        .as_ref()
+                        .is_some_and(|j| matches!(j.purpose, Purpose::Sync | Purpose::Clean(_)))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in earlier {
+            if let Some(mut r) = self.anti_entropy.sessions.remove(&key) {
+                let abort = r.session.abort("a re-sync round begins");
+                self.send(key.0, Message::Sync(abort));
+            }
+        }
+    }
+
+    /// A session syncing the whole catalogue with a member that is up, chosen at random
+    /// (none while no other member is up).
+    fn catalogue_job(&mut self) -> Option<Job> {
+        let me = self.id();
+        let up: Vec<NodeId> = self
+            .table
+            .vnodes()
+            .iter()
+            .map(|v| v.node)
+            .filter(|id| *id != me && self.up(*id))
+            .collect();
+        let mut up = up;
+        up.sort_unstable();
+        up.dedup();
+        let peer = up[self.rng.index(up.len())?];
+        let catalogue = crate::catalogue::CATALOGUE_COLLECTION;
+        Some(self.job(catalogue, Interval::full(), peer, Purpose::Sync))
     }
 
     /// Asks `owners` which collections exist, introducing this node first: an owner
@@ -535,7 +596,7 @@ impl<S: Store> Node<S> {
     /// Every owner of `interval` has what this node held there: drop it.
     fn drop_handed_off(&mut self, _now: Millis, collection: String, interval: Interval) {
         // The ring may have changed during the round; only drop what is still foreign.
-        let n = self.config.replicas.max(1);
+        let n = self.replicas_for(&collection);
         if self.table.preference_list(interval.end, n).contains(&self.id()) {
             return;
         }
@@ -660,8 +721,8 @@ impl<S: Store> Node<S> {
     /// Handles a sync message from `from`.
     pub(super) fn handle_sync(&mut self, now: Millis, from: NodeId, msg: SyncMessage) {
         let key = (from, msg.session);
-        if let SyncBody::Begin { range, .. } = &msg.body {
-            if !self.may_push(from, *range) {
+        if let SyncBody::Begin { range, collection, .. } = &msg.body {
+            if !self.may_push(from, collection, *range) {
                 self.peer_stats.refused_sessions += 1;
                 let reason = format!(
                     "node {from} neither replicates {range} nor hands it to node {}",
@@ -672,7 +733,7 @@ impl<S: Store> Node<S> {
                 return;
             }
             let range = *range;
-            let n = self.config.replicas.max(1);
+            let n = self.replicas_for(collection);
             let owners = self.table.preference_list(range.end, n);
             // An owner handing a range to this node, which does not own it (yet): a token
             // move or a leave about to be announced.
@@ -813,7 +874,8 @@ impl<S: Store> Node<S> {
             round.failed = true;
         } else {
             let done = &self.anti_entropy.handed_off;
-            for c in &d.names {
+            let catalogue = crate::catalogue::CATALOGUE_COLLECTION;
+            for c in d.names.iter().filter(|c| c.as_str() != catalogue) {
                 for (interval, owners, need) in &ranges {
                     let (copied, mut rest): (Vec<NodeId>, Vec<NodeId>) =
                         owners.iter().partition(|o| done.contains(&(c.clone(), *interval, **o)));
@@ -827,6 +889,22 @@ impl<S: Store> Node<S> {
                             attempts: 0,
                         });
                     }
+                }
+            }
+            // The catalogue, which every member keeps, whole from one that answered.
+            if d.names.contains(catalogue) {
+                let mut peers: Vec<NodeId> =
+                    ranges.iter().flat_map(|(_, owners, _)| owners.iter().copied()).collect();
+                peers.sort_unstable();
+                peers.dedup();
+                if let Some(i) = self.rng.index(peers.len()) {
+                    jobs.push(Job {
+                        collection: catalogue.to_string(),
+                        interval: Interval::full(),
+                        peer: peers[i],
+                        purpose: Purpose::Sync,
+                        attempts: 0,
+                    });
                 }
             }
         }

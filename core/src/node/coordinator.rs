@@ -491,7 +491,15 @@ pub(super) fn start<S: Store>(
         }
         // Authentication and token management belong to the host, which answers them
         // before anything reaches the node (see `crate::auth`).
-        Op::Auth { .. } | Op::TokenCreate { .. } | Op::TokenList | Op::TokenRevoke { .. } => {
+        Op::Auth { .. }
+        | Op::TokenCreate { .. }
+        | Op::TokenList
+        | Op::TokenRevoke { .. }
+        | Op::CollectionCreate { .. }
+        | Op::CollectionAlter { .. }
+        | Op::CollectionShow { .. }
+        | Op::CollectionList
+        | Op::CollectionDrop { .. } => {
             let msg = "tokens are handled by the server hosting the node, not by the node: \
                        this host does not support them";
             reply(node, error(id, ErrorCode::Unsupported, msg));
@@ -598,7 +606,7 @@ fn plan<S: Store>(
         crate::store::validate_key(&key)
             .map_err(|e| error(id, ErrorCode::InvalidInput, e.to_string()))?;
         let pos = node.replica.position(collection, &key);
-        let placement = node.placement.key(pos);
+        let placement = node.placement_for(collection).key(pos);
         if placement.owners.is_empty() {
             return Err(error(
                 id,
@@ -724,6 +732,21 @@ fn start_write<S: Store>(
         return node
             .outputs
             .push_back(Output::Reply { client, resp: error(id, ErrorCode::TooLarge, msg) });
+    }
+    let settings = node.catalogue.get(&collection);
+    // A collection's default time to live applies to writes of values that give none
+    // (never to a delete's tombstone).
+    let ttl_ms = match settings.and_then(|s| s.ttl_ms) {
+        Some(default) if ttl_ms.is_none() && items.iter().all(|(_, v)| v.is_some()) => {
+            Some(default)
+        }
+        _ => ttl_ms,
+    };
+    if let Some(settings) = settings {
+        if let Err(msg) = super::quota::check(node, &collection, settings, &items) {
+            let resp = error(id, ErrorCode::QuotaExceeded, msg);
+            return node.outputs.push_back(Output::Reply { client, resp });
+        }
     }
     let ts = node.clock.now(now);
     let origin = node.id();
@@ -946,7 +969,7 @@ fn alone_one<S: Store>(
     intent: Intent,
 ) -> bool {
     let me = node.id();
-    let placement = &node.placement;
+    let placement = node.placement_for(collection);
     crate::store::validate_collection(collection).is_ok()
         && crate::store::validate_key(key).is_ok()
         && !node.awaiting_cluster()

@@ -99,11 +99,11 @@ impl<S: Store> Node<S> {
         true
     }
 
-    /// Whether `from` may push entries of `interval` into this node (see the module
-    /// docs): it replicates the interval or is about to, or this node does or will
-    /// once `from` is gone.
-    pub(super) fn may_push(&self, from: NodeId, interval: Interval) -> bool {
-        let n = self.config.replicas.max(1);
+    /// Whether `from` may push entries of `collection` in `interval` into this node (see
+    /// the module docs): it replicates the interval or is about to, or this node does or
+    /// will once `from` is gone. Every owning member keeps the catalogue.
+    pub(super) fn may_push(&self, from: NodeId, collection: &str, interval: Interval) -> bool {
+        let n = self.replicas_for(collection);
         let me = self.id();
         let at = interval.end;
         let listed = |table: &RingTable, who: NodeId| table.preference_list(at, n).contains(&who);

@@ -39,12 +39,14 @@ pub mod hints;
 mod joint;
 pub mod leave;
 pub mod migrate;
+mod quota;
 pub mod remove;
 pub mod scan;
 pub mod skew;
 pub mod watch;
 
 use crate::{
+    catalogue::{Catalogue, CATALOGUE_COLLECTION},
     clock::Hlc,
     entry::{Entry, NodeId},
     hash::{Interval, Position},
@@ -315,6 +317,13 @@ pub struct Node<S: Store> {
     table: RingTable,
     /// Owners, pending replicas and readable members (see [`crate::ring::placement`]).
     placement: Placement,
+    /// The same for the collections every owning member keeps (the catalogue).
+    everywhere: Placement,
+    /// The share of the ring (0 to 1) this node replicates at the configured replication
+    /// factor: what its copy of a collection is scaled by to estimate the whole.
+    ring_share: f64,
+    /// Every collection's settings, from this node's copy of the catalogue.
+    catalogue: Catalogue,
     table_view: u64,
     coordinator: Coordinator,
     scans: scan::Scans,
@@ -385,6 +394,9 @@ impl<S: Store> Node<S> {
             membership,
             table: RingTable::default(),
             placement: Placement::default(),
+            everywhere: Placement::default(),
+            ring_share: 1.0,
+            catalogue: Catalogue::default(),
             table_view: 0,
             // Request numbers start at a random point of this life (see
             // `Coordinator::numbered_from`), drawn apart from `rng` so that adding it
@@ -422,6 +434,7 @@ impl<S: Store> Node<S> {
             || node.state.last_full_sync_ms.is_none()
             || node.replica.store().collections().map_or(true, |c| c.is_empty());
         node.refresh_table();
+        node.load_catalogue();
         Ok(node)
     }
 
@@ -456,11 +469,74 @@ impl<S: Store> Node<S> {
         &self.placement
     }
 
-    /// The level a request on `collection` asking for `requested` runs at: the
-    /// collection's configured default when it asked for [`Consistency::Default`].
+    /// The level a request on `collection` asking for `requested` runs at, when it asked
+    /// for [`Consistency::Default`]: the collection's default in the catalogue, else the
+    /// one this node's configuration gives it, else quorum.
     pub fn consistency_for(&self, collection: &str, requested: Consistency) -> Consistency {
-        let configured = self.config.collection_consistency.get(collection).copied();
+        if requested != Consistency::Default {
+            return requested;
+        }
+        let agreed = self.catalogue.get(collection).and_then(|s| s.consistency);
+        let configured =
+            agreed.or_else(|| self.config.collection_consistency.get(collection).copied());
         requested.resolve(configured.unwrap_or(Consistency::Quorum))
+    }
+
+    /// How many replicas `collection` keeps: every owning member for the catalogue,
+    /// the configured replication factor for every other collection.
+    pub fn replicas_for(&self, collection: &str) -> usize {
+        if everywhere(collection) {
+            usize::MAX
+        } else {
+            self.config.replicas.max(1)
+        }
+    }
+
+    /// Owners, pending replicas and readable members for `collection`'s keys.
+    pub fn placement_for(&self, collection: &str) -> &Placement {
+        if everywhere(collection) {
+            &self.everywhere
+        } else {
+            &self.placement
+        }
+    }
+
+    /// Every collection's settings as this node knows them ([`crate::catalogue`]).
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    /// The share of the ring (0 to 1) this node replicates at the configured replication
+    /// factor.
+    pub fn ring_share(&self) -> f64 {
+        self.ring_share
+    }
+
+    /// Reads the catalogue again from this node's copy when a merge or removal changed
+    /// it since it was last read.
+    fn refresh_catalogue(&mut self) {
+        if self.replica.take_catalogue_changed() {
+            self.load_catalogue();
+        }
+    }
+
+    /// Reads the catalogue from this node's copy.
+    fn load_catalogue(&mut self) {
+        let limit = crate::catalogue::MAX_ENTRIES * 2;
+        let records = match self.replica.range(CATALOGUE_COLLECTION, Interval::full(), None, limit)
+        {
+            Ok(records) => records,
+            Err(e) => {
+                self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
+                return;
+            }
+        };
+        let now = self.wall_ms;
+        let live = records.iter().filter_map(|r| {
+            let value = r.entry.value.as_ref().filter(|_| !r.entry.is_expired(now))?;
+            Some((&r.key[..], &value[..]))
+        });
+        self.catalogue = Catalogue::from_entries(live);
     }
 
     /// The state to persist (also emitted as [`Output::Persist`] when it changes).
@@ -724,6 +800,7 @@ impl<S: Store> Node<S> {
         self.tick_gc(now);
         self.tick_watches(now);
         self.tick_migration(now);
+        self.refresh_catalogue();
     }
 
     /// Anti-entropy state and counters.
@@ -803,6 +880,7 @@ impl<S: Store> Node<S> {
     pub fn handle_client(&mut self, now: Millis, client: ClientId, req: ClientRequest) {
         self.wall_ms = now;
         coordinator::start(self, now, client, req);
+        self.refresh_catalogue();
         self.pump_watches(now);
     }
 
@@ -828,6 +906,7 @@ impl<S: Store> Node<S> {
             // protocol (nodes route by full membership); a peer sending them is ignored.
             Message::Chord { .. } | Message::Request(_) | Message::Response(_) => {}
         }
+        self.refresh_catalogue();
         self.pump_watches(now);
     }
 
@@ -1028,7 +1107,28 @@ impl<S: Store> Node<S> {
         if view != self.table_view || self.table.is_empty() {
             self.table_view = view;
             self.placement = Placement::new(self.membership.members(), self.config.replicas);
+            self.everywhere = Placement::new(self.membership.members(), usize::MAX);
             self.table = self.placement.owners_table().clone();
+            self.ring_share = replicated_share(&self.table, self.id(), self.config.replicas);
         }
     }
+}
+
+/// Whether every owning member keeps `collection` (the catalogue).
+fn everywhere(collection: &str) -> bool {
+    collection.len() == CATALOGUE_COLLECTION.len() && collection == CATALOGUE_COLLECTION
+}
+
+/// The share of the ring (0 to 1) whose preference lists of `n` include `me`; 1 when the
+/// table is empty (a node alone keeps everything).
+fn replicated_share(table: &RingTable, me: NodeId, n: usize) -> f64 {
+    if table.is_empty() {
+        return 1.0;
+    }
+    let total: u128 = antientropy::intervals(table, n.max(1))
+        .into_iter()
+        .filter(|(_, replicas)| replicas.contains(&me))
+        .map(|(interval, _)| interval.len())
+        .sum();
+    (total as f64 / 2f64.powi(64)).min(1.0)
 }

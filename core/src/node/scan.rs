@@ -322,7 +322,7 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
             return finish(node, scan, false);
         }
         let pos = scan.cursor.pos;
-        let placement = node.placement.key(pos);
+        let placement = node.placement_for(&scan.collection).key(pos);
         let owners = placement.owners.clone();
         if node.awaiting_cluster() {
             let message = super::coordinator::AWAITING_CLUSTER;

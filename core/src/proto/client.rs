@@ -31,6 +31,7 @@
 
 use crate::{
     auth::{BearerToken, Role, TokenInfo},
+    catalogue::{CollectionSettings, SettingsChange},
     clock::Timestamp,
     entry::NodeId,
     hash::Position,
@@ -232,6 +233,46 @@ pub enum Op {
         /// The token's id (16 hex digits).
         id: String,
     },
+    /// Gives a collection its settings (admin only; see [`crate::catalogue`]): written
+    /// to the catalogue at quorum, on every member within a sync round. Answered by
+    /// [`Reply::Collection`], or an [`ErrorCode::Conflict`] error when the collection
+    /// has settings already (change them with [`Op::CollectionAlter`]). The server
+    /// answers it; a node never sees it.
+    CollectionCreate {
+        /// The collection.
+        collection: String,
+        /// Its settings.
+        settings: CollectionSettings,
+    },
+    /// Changes some settings of a collection (admin only); a collection without
+    /// settings starts from the cluster's defaults. Answered by [`Reply::Collection`].
+    /// The server answers it; a node never sees it.
+    CollectionAlter {
+        /// The collection.
+        collection: String,
+        /// What changes.
+        change: SettingsChange,
+    },
+    /// A collection's settings and size. Answered by [`Reply::Collection`], or
+    /// [`ErrorCode::NotFound`] when it has neither settings nor keys on the answering
+    /// node. The server answers it; a node never sees it.
+    CollectionShow {
+        /// The collection.
+        collection: String,
+    },
+    /// Every collection with settings or keys, by name. Answered by
+    /// [`Reply::Collections`]. The server answers it; a node never sees it.
+    CollectionList,
+    /// Deletes every key of a collection and its settings (admin only). Not atomic:
+    /// keys written while it runs may survive it, and running it again finishes the
+    /// job. Answered by [`Reply::Dropped`]. The server answers it; a node never sees
+    /// it.
+    CollectionDrop {
+        /// The collection.
+        collection: String,
+        /// The level each delete is acknowledged at.
+        consistency: Consistency,
+    },
 }
 
 impl Op {
@@ -244,7 +285,11 @@ impl Op {
             | Op::GetMany { collection, .. }
             | Op::SetMany { collection, .. }
             | Op::Scan { collection, .. }
-            | Op::Watch { collection, .. } => Some(collection),
+            | Op::Watch { collection, .. }
+            | Op::CollectionCreate { collection, .. }
+            | Op::CollectionAlter { collection, .. }
+            | Op::CollectionShow { collection }
+            | Op::CollectionDrop { collection, .. } => Some(collection),
             Op::Sync { msg } => match &msg.body {
                 crate::proto::SyncBody::Begin { collection, .. } => Some(collection),
                 _ => None,
@@ -256,7 +301,8 @@ impl Op {
             | Op::Auth { .. }
             | Op::TokenCreate { .. }
             | Op::TokenList
-            | Op::TokenRevoke { .. } => None,
+            | Op::TokenRevoke { .. }
+            | Op::CollectionList => None,
         }
     }
 
@@ -380,6 +426,40 @@ pub enum Reply {
         /// Every token, ordered by id.
         tokens: Vec<TokenInfo>,
     },
+    /// The answer to [`Op::CollectionCreate`], [`Op::CollectionAlter`] and
+    /// [`Op::CollectionShow`].
+    Collection(Box<CollectionView>),
+    /// The answer to [`Op::CollectionList`].
+    Collections {
+        /// Every collection with settings or keys, by name.
+        collections: Vec<CollectionView>,
+    },
+    /// The answer to [`Op::CollectionDrop`].
+    Dropped {
+        /// How many keys were deleted.
+        deleted: u64,
+    },
+}
+
+/// A collection as [`Op::CollectionShow`] and [`Op::CollectionList`] describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CollectionView {
+    /// The collection's name.
+    pub name: String,
+    /// Whether it has settings in the catalogue (`false`: created by its first write,
+    /// with the cluster's defaults).
+    pub defined: bool,
+    /// Its settings (all unset when it has none).
+    pub settings: CollectionSettings,
+    /// How its keys are placed on the ring: `hashed`, or `ordered` for `ordered.*`.
+    pub placement: String,
+    /// How many replicas keep each key.
+    pub replicas: u32,
+    /// Live keys across the cluster, estimated from the answering node's copy (exact
+    /// on a single node; see [`crate::catalogue`]).
+    pub keys: u64,
+    /// Bytes of keys and values across the cluster, estimated the same way.
+    pub bytes: u64,
 }
 
 /// Counts and sizes of one node, summed over its collections, with the state of its
@@ -547,6 +627,10 @@ pub enum ErrorCode {
     /// attempts (see `node::coordinator::restamp`). Nothing is acknowledged; retrying
     /// writes it above what the replicas hold.
     Conflict,
+    /// A write was refused because its collection reached its quota of keys or bytes
+    /// (see [`crate::catalogue`]). Reads and deletes still work; the write succeeds once
+    /// keys are deleted or the quota is raised (`dhrt collection alter`).
+    QuotaExceeded,
 }
 
 /// An error code's name as read from the wire, before it is known to be one.
@@ -574,11 +658,12 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::StorageFull => 507,
             ErrorCode::Conflict => 409,
+            ErrorCode::QuotaExceeded => 507,
         }
     }
 
     /// Every code, in the order they were added.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidInput,
         ErrorCode::TooLarge,
@@ -591,6 +676,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::StorageFull,
         ErrorCode::Conflict,
+        ErrorCode::QuotaExceeded,
     ];
 
     /// The code named `name` ([`ErrorCode::as_str`]), if this build knows it.
@@ -613,6 +699,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
         }
     }
 }
@@ -914,6 +1001,7 @@ mod tests {
             (ErrorCode::Forbidden, 403, "forbidden"),
             (ErrorCode::StorageFull, 507, "storage_full"),
             (ErrorCode::Conflict, 409, "conflict"),
+            (ErrorCode::QuotaExceeded, 507, "quota_exceeded"),
         ];
         assert_eq!(all.map(|(c, ..)| c), ErrorCode::ALL);
         for (code, status, name) in all {

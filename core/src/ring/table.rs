@@ -113,7 +113,7 @@ impl RingTable {
     /// The first `n` distinct physical nodes clockwise from `pos`'s owner: the replicas
     /// of a key at `pos`, the owner first. Fewer when the ring has fewer nodes.
     pub fn preference_list(&self, pos: Position, n: usize) -> Vec<NodeId> {
-        let mut out: Vec<NodeId> = Vec::with_capacity(n);
+        let mut out: Vec<NodeId> = Vec::with_capacity(n.min(self.nodes));
         let Some(start) = self.owner_index(pos) else { return out };
         let len = self.vnodes.len();
         // With fewer members than `n` (a single node keeping 3 replicas), stop once every

@@ -538,6 +538,24 @@ mod tests {
             Op::Ring,
             Op::TokenList,
             Op::Sync { msg: SyncMessage { session: 1, body: SyncBody::Done } },
+            Op::CollectionCreate {
+                collection: "c".into(),
+                settings: crate::catalogue::CollectionSettings {
+                    ttl_ms: Some(9),
+                    ..Default::default()
+                },
+            },
+            Op::CollectionAlter {
+                collection: "c".into(),
+                change: crate::catalogue::SettingsChange {
+                    consistency: Some(Some(Consistency::One)),
+                    max_keys: Some(None),
+                    ..Default::default()
+                },
+            },
+            Op::CollectionShow { collection: "c".into() },
+            Op::CollectionList,
+            Op::CollectionDrop { collection: "c".into(), consistency: Consistency::Default },
         ];
         for op in ops {
             let req = ClientRequest { id: 5, op, seen: Some(Timestamp(1)) };

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod collection;
 pub mod config;
 pub mod data;
 pub mod remove;

@@ -25,9 +25,10 @@ use bytes::Bytes;
 use conn::Conn;
 use dhrt_core::{
     auth::{Role, TokenInfo},
+    catalogue::{CollectionSettings, SettingsChange},
     clock::Timestamp,
     hash::Placement,
-    proto::client::{Consistency, ErrorCode, NodeStats, Op, Reply, RingMember},
+    proto::client::{CollectionView, Consistency, ErrorCode, NodeStats, Op, Reply, RingMember},
     ring::RingTable,
     NodeId,
 };
@@ -466,6 +467,53 @@ impl Client {
         }
     }
 
+    /// Gives `collection` its settings (admin); a `conflict` error when it has some.
+    pub async fn collection_create(
+        &self,
+        collection: &str,
+        settings: CollectionSettings,
+    ) -> Result<CollectionView, ClientError> {
+        let op = Op::CollectionCreate { collection: collection.to_string(), settings };
+        collection_view(self.any_call(op).await?)
+    }
+
+    /// Changes some of `collection`'s settings (admin).
+    pub async fn collection_alter(
+        &self,
+        collection: &str,
+        change: SettingsChange,
+    ) -> Result<CollectionView, ClientError> {
+        let op = Op::CollectionAlter { collection: collection.to_string(), change };
+        collection_view(self.any_call(op).await?)
+    }
+
+    /// `collection`'s settings and estimated size.
+    pub async fn collection_show(&self, collection: &str) -> Result<CollectionView, ClientError> {
+        let op = Op::CollectionShow { collection: collection.to_string() };
+        collection_view(self.any_call(op).await?)
+    }
+
+    /// Every collection with settings or keys, by name.
+    pub async fn collection_list(&self) -> Result<Vec<CollectionView>, ClientError> {
+        match self.any_call(Op::CollectionList).await? {
+            Reply::Collections { collections } => Ok(collections),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes every key of `collection` and its settings (admin); how many keys.
+    pub async fn collection_drop(
+        &self,
+        collection: &str,
+        consistency: Consistency,
+    ) -> Result<u64, ClientError> {
+        let op = Op::CollectionDrop { collection: collection.to_string(), consistency };
+        match self.any_call(op).await? {
+            Reply::Dropped { deleted } => Ok(deleted),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Re-reads the ring from a connected node.
     pub async fn refresh_ring(&self) -> Result<(), ClientError> {
         let conn = self.any_conn().await?;
@@ -590,6 +638,14 @@ fn unexpected(reply: Reply) -> ClientError {
 fn written(reply: Reply) -> Result<Timestamp, ClientError> {
     match reply {
         Reply::Written { ts } => Ok(ts),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The view a collection operation answers.
+fn collection_view(reply: Reply) -> Result<CollectionView, ClientError> {
+    match reply {
+        Reply::Collection(view) => Ok(*view),
         other => Err(unexpected(other)),
     }
 }

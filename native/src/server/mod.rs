@@ -10,6 +10,7 @@
 
 pub mod accept;
 pub mod auth;
+pub mod collections;
 pub mod dashboard;
 pub mod desk;
 pub mod driver;
@@ -565,5 +566,7 @@ pub(crate) fn snapshot_of<S: Store>(node: &Node<S>, addr: &str) -> Snapshot {
         ops: Vec::new(),
         server,
         peer: node.peer_stats(),
+        ring_share: node.ring_share(),
+        replicas: node.config().replicas.max(1),
     }
 }

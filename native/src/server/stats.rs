@@ -86,7 +86,12 @@ impl Counters {
             | Op::TokenCreate { .. }
             | Op::TokenList
             | Op::TokenRevoke { .. }
-            | Op::RemoveMember { .. } => 11,
+            | Op::RemoveMember { .. }
+            | Op::CollectionCreate { .. }
+            | Op::CollectionAlter { .. }
+            | Op::CollectionShow { .. }
+            | Op::CollectionList
+            | Op::CollectionDrop { .. } => 11,
         };
         self.ops[i].fetch_add(1, Ordering::Relaxed);
     }
@@ -154,6 +159,11 @@ pub struct Snapshot {
     pub server: Vec<(&'static str, u64, &'static str)>,
     /// What the node refused from its peers (docs/security.md).
     pub peer: dhrt_core::node::guard::PeerStats,
+    /// The share of the ring (0 to 1) the node replicates: what its copy of a
+    /// collection is scaled by to estimate the whole.
+    pub ring_share: f64,
+    /// How many replicas keep each key.
+    pub replicas: usize,
 }
 
 impl Snapshot {

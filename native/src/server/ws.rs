@@ -18,6 +18,7 @@
 use super::peer_auth::{self, HandshakeError};
 use super::{
     auth::{self, session::Session},
+    collections,
     desk::Desk,
     driver::Input,
     driver::Sink,
@@ -354,6 +355,24 @@ impl Conn {
                 Frame::Request(req) => match self.session.check(&self.state, &req.op, &refused) {
                     Err(refusal) => {
                         self.frame(ClientResponse::error(req.id, refusal.code, refusal.message));
+                    }
+                    Ok(())
+                        if matches!(
+                            req.op,
+                            Op::CollectionCreate { .. }
+                                | Op::CollectionAlter { .. }
+                                | Op::CollectionShow { .. }
+                                | Op::CollectionList
+                                | Op::CollectionDrop { .. }
+                        ) =>
+                    {
+                        let (state, tx) = (self.state.clone(), self.tx.clone());
+                        let grant = self.session.grant.clone();
+                        tokio::spawn(async move {
+                            let covers = |c: &str| grant.as_ref().is_none_or(|g| g.covers(c));
+                            let result = collections::run(&state, req.op, covers).await;
+                            answer(&tx, vec![ClientResponse { id: req.id, result, ts: None }]);
+                        });
                     }
                     Ok(())
                         if matches!(

@@ -97,7 +97,11 @@ impl<S: Store> Node<S> {
                        replica or retry shortly";
             return error(client, id, ErrorCode::Unavailable, msg);
         }
-        let runs = replicated_runs(&self.table, self.id(), self.config.replicas.max(1));
+        let n = match &msg.body {
+            SyncBody::Begin { collection, .. } => self.replicas_for(collection),
+            _ => self.config.replicas.max(1),
+        };
+        let runs = replicated_runs(&self.table, self.id(), n);
         if !runs.iter().any(|r| r.contains_interval(&range)) {
             let msg = format!(
                 "this node does not replicate all of {range}: sync each interval between ring \

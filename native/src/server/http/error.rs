@@ -131,6 +131,9 @@ fn kind(reply: &Reply) -> &'static str {
         Reply::Error { .. } => "error",
         Reply::Token { .. } => "token",
         Reply::Tokens { .. } => "tokens",
+        Reply::Collection(_) => "collection",
+        Reply::Collections { .. } => "collections",
+        Reply::Dropped { .. } => "dropped",
     }
 }
 

@@ -10,6 +10,7 @@
 //! document cannot silently miss a route. `docs/http.md` is the user's guide.
 
 pub mod clock;
+pub mod collections;
 pub mod encode;
 pub mod error;
 pub mod input;
@@ -117,6 +118,10 @@ pub fn table(batch: usize) -> Vec<Route> {
         at(M::GET, "/v1/collections/{collection}/keys", v1::scan),
         batch_route,
         at(M::DELETE, "/v1/collections/{collection}", v1::drop),
+        at(M::GET, "/v1/collections", collections::list),
+        at(M::GET, "/v1/collections/{collection}", collections::show),
+        at(M::PUT, "/v1/collections/{collection}", collections::create),
+        at(M::PATCH, "/v1/collections/{collection}", collections::alter),
         at(M::GET, "/v1/stats", v1::stats),
         at(M::GET, "/v1/ring", v1::ring),
         at(M::DELETE, "/v1/ring/{id}", v1::remove_member),

@@ -175,6 +175,15 @@ pub async fn drop_collection(
     consistency: Consistency,
 ) -> Result<u64, ApiError> {
     state.tokens.authorize_drop(collection)?;
+    drop_authorized(state, collection, consistency).await
+}
+
+/// [`drop_collection`] for a caller already allowed to.
+pub async fn drop_authorized(
+    state: &AppState,
+    collection: &str,
+    consistency: Consistency,
+) -> Result<u64, ApiError> {
     let mut deleted = 0u64;
     let mut cursor = None;
     loop {
@@ -193,7 +202,14 @@ pub async fn drop_collection(
             }
         }
         match next {
-            None => return Ok(deleted),
+            None => {
+                // Its settings go with it: a collection made again starts from the
+                // cluster's defaults.
+                crate::server::collections::forget(state, collection)
+                    .await
+                    .map_err(|e| partial(ApiError::from_reply(e), deleted))?;
+                return Ok(deleted);
+            }
             next => cursor = next,
         }
     }

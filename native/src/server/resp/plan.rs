@@ -790,6 +790,7 @@ pub fn error_of(reply: &Reply) -> Option<String> {
         ErrorCode::Unauthorized => "NOAUTH",
         ErrorCode::Forbidden => "NOPERM",
         ErrorCode::StorageFull => "STORAGEFULL",
+        ErrorCode::QuotaExceeded => "QUOTA",
         ErrorCode::TooLarge => "TOOLARGE",
         ErrorCode::Timeout => "TIMEOUT",
         ErrorCode::Unavailable => "UNAVAILABLE",

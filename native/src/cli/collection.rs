@@ -1,0 +1,239 @@
+//! `dhrt collection create|alter|show|list|drop`: collections and their settings.
+//!
+//! A collection exists from its first write with the cluster's defaults; `create`
+//! gives it settings agreed by every node (a default consistency, a default time to
+//! live, a quota of keys and bytes; see `dhrt_core::catalogue`). Each subcommand is one
+//! call through [`dhrt::client::Client`]; `create`, `alter` and `drop` need an admin
+//! token when the node requires tokens.
+
+use super::data::Target;
+use clap::{Args, Subcommand};
+use dhrt_core::{
+    catalogue::{CollectionSettings, SettingsChange},
+    proto::client::{CollectionView, Consistency},
+};
+
+/// `dhrt collection ...`.
+#[derive(Debug, Args)]
+pub struct CollectionArgs {
+    #[command(subcommand)]
+    command: CollectionCommand,
+}
+
+/// The settings `create` and `alter` take besides the default consistency, which is
+/// the command's `--consistency LEVEL` (`-c`). In `alter`, `default` returns a setting
+/// to the cluster's default.
+#[derive(Debug, Args, Default)]
+struct SettingsArgs {
+    /// Return the default consistency to the cluster's (quorum).
+    #[arg(long)]
+    reset_consistency: bool,
+    /// The time to live, in seconds, of writes that give none.
+    #[arg(long, value_name = "SECONDS")]
+    ttl: Option<Setting<u64>>,
+    /// Most keys the collection may hold; writes of new keys past it are refused
+    /// (quota_exceeded), deletes never.
+    #[arg(long, value_name = "N")]
+    max_keys: Option<Setting<u64>>,
+    /// Most bytes of keys and values the collection may hold.
+    #[arg(long, value_name = "BYTES")]
+    max_bytes: Option<Setting<u64>>,
+}
+
+/// A setting's value on the command line, or `default`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Setting<T> {
+    Value(T),
+    Default,
+}
+
+impl<T: std::str::FromStr> std::str::FromStr for Setting<T>
+where
+    T::Err: std::fmt::Display,
+{
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "default" {
+            return Ok(Setting::Default);
+        }
+        s.parse().map(Setting::Value).map_err(|e| format!("{e} (or `default`)"))
+    }
+}
+
+impl<T: Copy> Setting<T> {
+    fn change(setting: Option<Setting<T>>) -> Option<Option<T>> {
+        setting.map(|s| match s {
+            Setting::Value(v) => Some(v),
+            Setting::Default => None,
+        })
+    }
+}
+
+impl SettingsArgs {
+    /// The change these flags and the command's `--consistency` ask for.
+    fn change(&self, level: Consistency) -> Result<SettingsChange, String> {
+        let consistency = match (level, self.reset_consistency) {
+            (Consistency::Default, false) => None,
+            (Consistency::Default, true) => Some(None),
+            (_, true) => return Err("give --consistency LEVEL or --reset-consistency".into()),
+            (level, false) => Some(Some(level)),
+        };
+        let ttl_ms = match Setting::change(self.ttl) {
+            Some(Some(secs)) => Some(Some(
+                secs.checked_mul(1000).ok_or_else(|| format!("--ttl {secs} is too long"))?,
+            )),
+            other => other,
+        };
+        Ok(SettingsChange {
+            consistency,
+            ttl_ms,
+            max_keys: Setting::change(self.max_keys),
+            max_bytes: Setting::change(self.max_bytes),
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum CollectionCommand {
+    /// Give a collection settings every node agrees on (`--consistency LEVEL` sets the
+    /// level of requests that name none).
+    ///
+    /// Example: dhrt collection create sessions --ttl 3600 --consistency one --max-keys 1000000
+    Create {
+        /// The collection.
+        name: String,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Change some settings of a collection (`default` returns one to the cluster's).
+    ///
+    /// Example: dhrt collection alter sessions --ttl 7200 --max-keys default
+    Alter {
+        /// The collection.
+        name: String,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Show a collection's settings and estimated size.
+    Show {
+        /// The collection.
+        name: String,
+    },
+    /// List every collection with settings or keys.
+    List,
+    /// Delete every key of a collection and its settings (each delete at the command's
+    /// --consistency).
+    Drop {
+        /// The collection.
+        name: String,
+    },
+}
+
+/// Runs `dhrt collection ...` against `--node`.
+pub fn run(args: &CollectionArgs, target: &Target) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let client = target.connect().await?;
+        match &args.command {
+            CollectionCommand::Create { name, settings } => {
+                let settings =
+                    settings.change(target.consistency)?.apply(&CollectionSettings::default());
+                print!("{}", describe(&client.collection_create(name, settings).await?));
+            }
+            CollectionCommand::Alter { name, settings } => {
+                let change = settings.change(target.consistency)?;
+                if change.is_empty() {
+                    return Err("nothing to change: give --consistency, --reset-consistency, \
+                                --ttl, --max-keys or --max-bytes"
+                        .into());
+                }
+                print!("{}", describe(&client.collection_alter(name, change).await?));
+            }
+            CollectionCommand::Show { name } => {
+                print!("{}", describe(&client.collection_show(name).await?));
+            }
+            CollectionCommand::List => {
+                let all = client.collection_list().await?;
+                if all.is_empty() {
+                    eprintln!("no collections yet (a first write creates one)");
+                }
+                for v in &all {
+                    println!("{}", row(v));
+                }
+            }
+            CollectionCommand::Drop { name } => {
+                let deleted = client.collection_drop(name, target.consistency).await?;
+                eprintln!("dropped {name}: {deleted} keys deleted, its settings removed");
+            }
+        }
+        Ok(())
+    })
+}
+
+fn or_default<T>(v: Option<T>, show: impl Fn(T) -> String) -> String {
+    v.map_or_else(|| "default".to_string(), show)
+}
+
+/// What `show`, `create` and `alter` print: one `name: value` line a field.
+fn describe(v: &CollectionView) -> String {
+    let s = &v.settings;
+    format!(
+        "collection:  {}\ndefined:     {}\nplacement:   {}\nreplicas:    {}\n\
+         consistency: {}\nttl:         {}\nmax keys:    {}\nmax bytes:   {}\n\
+         keys:        {} (estimated)\nbytes:       {} (estimated)\n",
+        v.name,
+        if v.defined { "yes" } else { "no (the cluster's defaults)" },
+        v.placement,
+        v.replicas,
+        or_default(s.consistency, |c| c.to_string()),
+        or_default(s.ttl_ms, |t| format!("{} s", t as f64 / 1000.0)),
+        or_default(s.max_keys, |n| n.to_string()),
+        or_default(s.max_bytes, |n| n.to_string()),
+        v.keys,
+        v.bytes,
+    )
+}
+
+/// One line of `list`: name, placement, replicas, settings, size.
+fn row(v: &CollectionView) -> String {
+    let s = &v.settings;
+    format!(
+        "{}\t{}\tN={}\tconsistency={}\tttl={}\tmax_keys={}\tmax_bytes={}\tkeys={}\tbytes={}",
+        v.name,
+        v.placement,
+        v.replicas,
+        or_default(s.consistency, |c| c.to_string()),
+        or_default(s.ttl_ms, |t| format!("{}s", t as f64 / 1000.0)),
+        or_default(s.max_keys, |n| n.to_string()),
+        or_default(s.max_bytes, |n| n.to_string()),
+        v.keys,
+        v.bytes,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_as_values_or_default() {
+        assert_eq!("5".parse::<Setting<u64>>(), Ok(Setting::Value(5)));
+        assert_eq!("default".parse::<Setting<u64>>(), Ok(Setting::Default));
+        assert!("five".parse::<Setting<u64>>().unwrap_err().contains("or `default`"));
+        let args = SettingsArgs {
+            ttl: Some(Setting::Value(2)),
+            max_keys: Some(Setting::Default),
+            ..Default::default()
+        };
+        let change = args.change(Consistency::Default).unwrap();
+        assert_eq!(change.ttl_ms, Some(Some(2000)));
+        assert_eq!(change.max_keys, Some(None));
+        assert_eq!(change.consistency, None);
+        let one = args.change(Consistency::One).unwrap();
+        assert_eq!(one.consistency, Some(Some(Consistency::One)));
+        let reset = SettingsArgs { reset_consistency: true, ..Default::default() };
+        assert_eq!(reset.change(Consistency::Default).unwrap().consistency, Some(None));
+        assert!(reset.change(Consistency::All).is_err());
+    }
+}
