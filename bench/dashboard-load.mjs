@@ -1,8 +1,9 @@
 // Does the dashboard stay responsive with 10 nodes and 1M keys? Starts 10 in-memory
 // nodes (target/release/dhrt), writes KEYS keys with `dhrt bench`, opens /dashboard in
-// headless Chromium and measures: the time until the page shows 10 healthy nodes, the
-// key browser's first page and next pages, and the browser's main-thread long tasks
-// (> 50 ms) over 20 s while a write load streams changes into the key browser's watch.
+// headless Chromium and measures: the time until the page shows 10 healthy nodes and
+// the collections view lists the collection with its size, the key browser's first page
+// and next pages, and the browser's main-thread long tasks (> 50 ms) over 20 s while a
+// write load streams changes into the key browser's watch.
 // Prints JSON lines; saves a screenshot to target/artifacts/browser/. Not a test.
 //
 //   cargo build --release -p dhrt && node bench/dashboard-load.mjs [keys]
@@ -57,6 +58,9 @@ try {
   await page.goto(`http://${addr}/dashboard`);
   await page.waitForFunction((n) => document.querySelectorAll('#nodes tr[data-status="alive"]').length === n, NODES);
   report({ step: `page shows ${NODES} healthy nodes`, ms: Date.now() - t });
+  const usersKeys = '#collections-table tr[data-collection="users"] td[data-setting="keys"]';
+  await page.waitForSelector(usersKeys);
+  report({ step: 'collections view lists users', ms: Date.now() - t, keys: await page.locator(usersKeys).textContent() });
 
   await page.fill('#collection', 'users');
   t = Date.now();
@@ -85,7 +89,8 @@ try {
   const watch = await page.locator('#watch-state').textContent();
   const feedItems = await page.locator('#feed li').count();
   const rows = await page.locator('#keys tbody tr').count();
-  report({ step: 'under a write load for 20 s', seconds: (Date.now() - feed0) / 1000, feed: rate, feedItems, watch, loadExit: load.exitCode, renderedRows: rows, longTasks: long.length, longestTaskMs: Math.round(Math.max(0, ...long)), totalLongMs: Math.round(long.reduce((a, b) => a + b, 0)) });
+  const listed = await page.locator(usersKeys).textContent();
+  report({ step: 'under a write load for 20 s', seconds: (Date.now() - feed0) / 1000, feed: rate, feedItems, watch, loadExit: load.exitCode, renderedRows: rows, collectionKeys: listed, longTasks: long.length, longestTaskMs: Math.round(Math.max(0, ...long)), totalLongMs: Math.round(long.reduce((a, b) => a + b, 0)) });
   t = Date.now();
   await page.click('#next-page');
   await page.waitForFunction(() => /page 2 · 50 keys/.test(document.querySelector('#keys-note')?.textContent ?? ''));

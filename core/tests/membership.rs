@@ -884,6 +884,11 @@ fn any_member() -> impl Strategy<Value = Member> {
             incarnation,
             joining: i % 2 == 1,
             next_tokens: (i % 3 == 2).then(|| vec![9; tokens % 300]),
+            // Every fourth record carries labels, some of them over the bounds.
+            labels: match i % 4 {
+                0 => [("zone".to_string(), "a".repeat(addr_len.min(70)))].into_iter().collect(),
+                _ => Default::default(),
+            },
         })
 }
 

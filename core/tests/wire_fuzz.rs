@@ -228,6 +228,7 @@ fn reply() -> impl Strategy<Value = Reply> {
             (node_id(), ".{0,20}", prop::collection::vec(any::<u64>(), 0..5)).prop_map(
                 |(id, addr, tokens)| RingMember {
                     id,
+                    labels: [("zone".to_string(), addr.clone())].into_iter().collect(),
                     addr,
                     tokens,
                     status: "suspect".into(),

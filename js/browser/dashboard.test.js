@@ -88,6 +88,56 @@ test('a key written from the CLI appears live without a reload', async () => {
   assert.deepEqual(problems, []);
 });
 
+test('the collections view lists settings and sizes, and the key browser picks from it', async () => {
+  // Settings given through the page's own client, keys written from the CLI.
+  await page.evaluate(() =>
+    window.db.createCollection('capped', { consistency: 'all', ttlMs: 3_600_000, maxKeys: 4, maxBytes: 1 << 20 }),
+  );
+  for (const k of ['a', 'b', 'c']) cli('set', 'capped', k, 'value', '--consistency', 'all');
+  const row = '#collections-table tr[data-collection="capped"]';
+  const cell = (setting) => page.locator(`${row} td[data-setting="${setting}"]`).textContent();
+  // Refreshed with the other panels: the keys arrive without a reload.
+  await page.waitForFunction((sel) => document.querySelector(`${sel} td[data-setting="keys"]`)?.textContent === '3', row);
+  assert.equal(await cell('consistency'), 'all');
+  assert.equal(await cell('ttl'), '1 h');
+  assert.match(await cell('max-keys'), /^4 75%$/);
+  assert.match(await cell('max-bytes'), /^1\.0 MiB 0%$/);
+  assert.match(await page.locator(row).textContent(), /\b3\b[\s\S]*hashed/, 'replicas and placement');
+  // A collection made by its first write is listed too, and says it has no settings.
+  const users = '#collections-table tr[data-collection="users"]';
+  assert.match(await page.locator(users).textContent(), /no settings/);
+  assert.equal(await page.locator(`${users} td[data-setting="consistency"]`).textContent(), 'default');
+
+  // The key browser's list is the same list; picking one opens it.
+  const picks = await page.locator('#collection-pick option').evaluateAll((os) => os.map((o) => o.getAttribute('value')));
+  assert.ok(picks.includes('capped') && picks.includes('users'), `${picks}`);
+  assert.equal(await page.locator('#collection-pick').inputValue(), 'users', 'the open collection is shown picked');
+  await page.selectOption('#collection-pick', 'capped');
+  await page.waitForFunction(() => /page 1 · 3 keys · end/.test(document.getElementById('keys-note')?.textContent ?? ''));
+  assert.equal(await page.locator('#collection').inputValue(), 'capped');
+  await page.waitForSelector('#watch-state[data-state="live"]');
+  await page.waitForSelector(`${row}.selected`);
+  // Typing any name still works; one not listed leaves the list unpicked.
+  await page.fill('#collection', 'not-listed-yet');
+  await page.dispatchEvent('#collection', 'change');
+  await page.waitForFunction(() => /page 1 · 0 keys · end/.test(document.getElementById('keys-note')?.textContent ?? ''));
+  assert.equal(await page.locator('#collection-pick').inputValue(), '');
+  // Clicking a row of the view opens it in the key browser too.
+  await page.click(users);
+  await page.waitForFunction(() => document.getElementById('collection')?.value === 'users');
+  await page.waitForSelector('#keys tr[data-key="alice"]');
+
+  // A quota reached: the view marks it full, and the page's client hears quota_exceeded.
+  cli('set', 'capped', 'd', 'value', '--consistency', 'all');
+  await page.waitForFunction((sel) => document.querySelector(`${sel} .use[data-level="full"]`) !== null, row);
+  const refused = await page.evaluate(() =>
+    window.db.set('capped', 'e', 'value').then(() => 'written', (e) => `${e.code}: ${e.message}`),
+  );
+  assert.match(refused, /^quota_exceeded: .*quota is 4/);
+  await shot('5-collections');
+  assert.deepEqual(problems, []);
+});
+
 test('a killed node turns suspect then dead, and reads go through another replica', async () => {
   const victim = cluster.nodes[2];
   // Keys whose first replica is the victim, written through the page's light peer.

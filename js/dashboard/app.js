@@ -4,20 +4,21 @@
  * /dashboard/dhrt/) connects to the node that served the page, reads the ring every
  * second and each node's stats every second — straight from that node, so a dead node
  * shows as unreachable while the ring still reports what the cluster thinks of it —
- * and watches the key browser's collection.
+ * with the collections (settings and sizes, `db.collections()`) the key browser picks
+ * from, and watches the key browser's collection.
  *
  * A node that requires tokens refuses the connection (`unauthorized`): the page then
  * asks for a token in a small form, keeps it in `sessionStorage` (this tab only, gone
- * when it closes; never in the URL), presents it on every connection (the package sends
- * it as the first WebSocket message) and as `Authorization: Bearer` on its HTTP
- * requests. A refused token is forgotten and the form asks again, saying why.
+ * when it closes; never in the URL) and presents it on every connection (the package
+ * sends it as the first WebSocket message). A refused token is forgotten and the form
+ * asks again, saying why.
  * @module
  */
 
 import { connect } from '/dashboard/dhrt/src/index.js';
 import { LineChart, short } from './chart.js';
 import { KeyBrowser } from './keys.js';
-import { esc, renderNodes, renderSync, setHtml } from './nodes.js';
+import { esc, renderCollections, renderNodes, renderSync, setHtml } from './nodes.js';
 import { colours, drawRing } from './ring.js';
 
 const POLL_MS = 1000;
@@ -33,6 +34,12 @@ let members = [];
 const nodes = new Map();
 let marker = /** @type {{position: bigint, label: string, replicas: string[]} | null} */ (null);
 let replicas = 3;
+/** The collections as last listed. @type {import('/dashboard/dhrt/src/index.js').CollectionInfo[]} */
+let collections = [];
+/** Why the last listing failed, if it did. @type {string | undefined} */
+let collectionsError;
+/** @type {KeyBrowser | undefined} */
+let browser;
 
 const opsChart = new LineChart(/** @type {HTMLCanvasElement} */ ($('ops-chart')), {
   windowMs: 120_000,
@@ -49,12 +56,11 @@ function setConn(state, text) {
   el.textContent = text;
 }
 
-/** The token this tab uses, if the node requires one. @type {string | undefined} */
-let token;
-
-/** @param {string | undefined} value */
+/**
+ * Keeps the token this tab uses (the page's client holds it too), or forgets it.
+ * @param {string | undefined} value
+ */
 function keepToken(value) {
-  token = value;
   try {
     if (value) sessionStorage.setItem(TOKEN_KEY, value);
     else sessionStorage.removeItem(TOKEN_KEY);
@@ -101,11 +107,6 @@ function askToken(why) {
   });
 }
 
-/** HTTP headers carrying this tab's token, if any. */
-function authHeaders() {
-  return token ? { Authorization: `Bearer ${token}` } : {};
-}
-
 /** Connects to the node that served the page, asking for a token while it refuses. */
 async function connectNode() {
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`;
@@ -137,13 +138,22 @@ async function start() {
   // For the browser test and for poking around in the console.
   Object.assign(window, { db });
   setConn('live', 'live');
-  const browser = new KeyBrowser(db, (m) => {
+  const keys = new KeyBrowser(db, (m) => {
     marker = m;
     render();
   });
-  await loadCollections();
-  browser.open();
-  setInterval(loadCollections, 10_000);
+  browser = keys;
+  $('collections-table').querySelector('tbody')?.addEventListener('click', (ev) => {
+    const tr = /** @type {HTMLElement} */ (ev.target).closest('tr');
+    if (tr?.dataset.collection === undefined) return;
+    keys.show(tr.dataset.collection);
+    render();
+  });
+  await loadCollections(db);
+  const input = /** @type {HTMLInputElement} */ ($('collection'));
+  const names = collections.map((c) => c.name);
+  if (input.value === 'default' && names.length && !names.includes('default')) input.value = names[0];
+  keys.open();
   for (;;) {
     const began = Date.now();
     await poll(db);
@@ -152,24 +162,24 @@ async function start() {
   }
 }
 
-/** Collection names for the key browser's list, from this node's HTTP stats. */
-async function loadCollections() {
+/**
+ * The collections, their settings and sizes (the collections table and the key
+ * browser's list). On failure the last list stays, and the table says why.
+ */
+async function loadCollections(db) {
   try {
-    const stats = await (await fetch('/v1/stats', { headers: authHeaders() })).json();
-    const names = (stats.collections ?? [])
-      .map((/** @type {{name: string}} */ c) => c.name)
-      .filter((/** @type {string} */ n) => !n.startsWith(RESERVED_PREFIX))
-      .sort();
-    setHtml($('collections'), names.map((n) => `<option value="${esc(n)}">`).join(''));
-    const input = /** @type {HTMLInputElement} */ ($('collection'));
-    if (input.value === 'default' && names.length && !names.includes('default')) input.value = names[0];
-  } catch {
-    // The list is a convenience; any name can be typed.
+    const listed = await withTimeout(db.collections(), 1500);
+    collections = listed.filter((c) => !c.name.startsWith(RESERVED_PREFIX));
+    collectionsError = undefined;
+  } catch (e) {
+    collectionsError = /** @type {Error} */ (e).message;
   }
+  browser?.setCollections(collections.map((c) => c.name));
 }
 
-/** One round: the ring, then every member's stats, side by side. */
+/** One round: the ring, then every member's stats and the collections, side by side. */
 async function poll(db) {
+  const listing = loadCollections(db);
   try {
     members = await db.ring();
     replicas = db.ringView().replicas;
@@ -182,6 +192,7 @@ async function poll(db) {
       location.reload();
     }
     setConn('lost', `ring unavailable: ${err.message}`);
+    await listing;
     return;
   }
   const now = Date.now();
@@ -218,6 +229,7 @@ async function poll(db) {
   }
   opsChart.keep(addrs);
   keysChart.keep(addrs);
+  await listing;
 }
 
 /** @template T @param {Promise<T>} p @param {number} ms @returns {Promise<T>} */
@@ -230,6 +242,10 @@ function render() {
   const views = members.map((m) => ({ member: m, colour: colour.get(m.id) ?? '#888', ...nodes.get(m.addr) }));
   renderNodes(/** @type {HTMLTableSectionElement} */ ($('nodes').querySelector('tbody')), views);
   renderSync($('sync'), views);
+  renderCollections(/** @type {HTMLTableSectionElement} */ ($('collections-table').querySelector('tbody')), collections, browser?.collection);
+  $('collections-note').textContent = collectionsError
+    ? `list unavailable: ${collectionsError}`
+    : `${collections.length === 1 ? '1 collection' : `${collections.length} collections`}: settings and size, every second; click one to browse it`;
   drawRing(/** @type {SVGSVGElement} */ (/** @type {unknown} */ ($('ring'))), members, colour, marker);
   const legend = members
     .map((m) => `<li><span class="swatch" style="background:${colour.get(m.id)}"></span>${esc(m.addr)} · ${(m.share * 100).toFixed(1)}%</li>`)

@@ -3,12 +3,13 @@
  * million keys cost no more than fifty), kept live by a watch — changed rows flash,
  * new keys appear at the top of the first page, and every change enters the live feed.
  * Rendering is batched to one pass per animation frame and the rows and the feed are
- * capped, so a flood of changes cannot stall the page.
+ * capped, so a flood of changes cannot stall the page. The collection is picked from
+ * the cluster's collections (a list the dashboard refreshes) or typed.
  * @module
  */
 
 import { position } from '/dashboard/dhrt/src/index.js';
-import { esc } from './nodes.js';
+import { esc, setHtml } from './nodes.js';
 
 const PAGE = 50;
 const MAX_NEW = 100;
@@ -33,6 +34,8 @@ export class KeyBrowser {
     const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
     this.el = {
       collection: /** @type {HTMLInputElement} */ ($('collection')),
+      pick: /** @type {HTMLSelectElement} */ ($('collection-pick')),
+      names: $('collections'),
       prefix: /** @type {HTMLInputElement} */ ($('prefix')),
       tbody: /** @type {HTMLTableSectionElement} */ ($('keys').querySelector('tbody')),
       feed: $('feed'),
@@ -62,9 +65,12 @@ export class KeyBrowser {
     this.el.first.onclick = () => this.page(null, []);
     this.el.prev.onclick = () => this.page(this.back.at(-1) ?? null, this.back.slice(0, -1));
     this.el.next.onclick = () => this.nextCursor && this.page(this.nextCursor, [...this.back, this.cursor]);
+    /** The collections listed, by name. @type {string[]} */
+    this.names = [];
     const reopen = () => this.open();
     this.el.collection.onchange = reopen;
     this.el.prefix.onchange = reopen;
+    this.el.pick.onchange = () => this.el.pick.value && this.show(this.el.pick.value);
     this.el.tbody.onclick = (ev) => {
       const tr = /** @type {HTMLElement} */ (ev.target).closest('tr');
       if (tr?.dataset.key !== undefined) this.select(tr.dataset.key);
@@ -75,16 +81,45 @@ export class KeyBrowser {
     }, 5000);
   }
 
+  /**
+   * The collections to pick from (the list or the typed name's suggestions), by name.
+   * @param {string[]} names
+   */
+  setCollections(names) {
+    this.names = names;
+    const options = names.map((n) => `<option value="${esc(n)}">${esc(n)}</option>`).join('');
+    setHtml(this.el.pick, `<option value="">${names.length ? 'pick one…' : 'none listed'}</option>${options}`);
+    setHtml(this.el.names, names.map((n) => `<option value="${esc(n)}">`).join(''));
+    this.syncPick();
+  }
+
+  /** Shows the open collection in the list, or nothing when it is not listed. */
+  syncPick() {
+    const name = this.collection ?? this.el.collection.value.trim();
+    const listed = this.names.includes(name) ? name : '';
+    if (this.el.pick.value !== listed) this.el.pick.value = listed;
+  }
+
+  /**
+   * Opens `collection` (picked from the list or the table).
+   * @param {string} collection
+   */
+  show(collection) {
+    this.el.collection.value = collection;
+    return this.open();
+  }
+
   /** (Re)opens the collection and prefix in the inputs: first page, new watch. */
   async open() {
     const collection = this.el.collection.value.trim() || 'default';
     const prefix = this.el.prefix.value;
     if (collection === this.collection && prefix === this.prefix) return;
+    this.collection = collection;
+    this.syncPick();
     this.stopWatch();
     this.feed = [];
     this.selected = null;
     this.onSelect(null);
-    this.collection = collection;
     this.prefix = prefix;
     this.setWatch('off', 'subscribing…');
     try {

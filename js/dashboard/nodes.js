@@ -1,5 +1,6 @@
 /**
- * The nodes table and the anti-entropy panel, rendered from the dashboard's state.
+ * The nodes table, the anti-entropy panel and the collections table, rendered from the
+ * dashboard's state.
  * @module
  */
 
@@ -110,4 +111,83 @@ export function renderSync(box, nodes) {
     })
     .join('');
   setHtml(box, html);
+}
+
+/**
+ * Bytes for people: `512 B`, `1.5 KiB`, `20 MiB`, ...
+ * @param {number} n
+ */
+export function size(n) {
+  if (!Number.isFinite(n)) return '–';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let i = 0;
+  while (Math.abs(n) >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${n.toFixed(Math.abs(n) >= 100 ? 0 : 1)} ${units[i]}`;
+}
+
+/**
+ * A time to live for people: `500 ms`, `30 s`, `1.5 h`, `7 d`, ...
+ * @param {number} ms
+ */
+export function duration(ms) {
+  const steps = /** @type {Array<[number, string]>} */ ([[86_400_000, 'd'], [3_600_000, 'h'], [60_000, 'min'], [1000, 's']]);
+  for (const [unit, name] of steps) {
+    if (ms >= unit) {
+      const v = ms / unit;
+      return `${Number.isInteger(v) ? v : v.toFixed(1)} ${name}`;
+    }
+  }
+  return `${ms} ms`;
+}
+
+/**
+ * A quota's cell: the quota and how much of it is used (`near` from 90%, `full` at 100%),
+ * or `none`.
+ * @param {number} used
+ * @param {number | null} max
+ * @param {(n: number) => string} format
+ */
+function quota(used, max, format) {
+  if (max === null || max === undefined) return '<span class="muted">none</span>';
+  const pct = max > 0 ? (used / max) * 100 : 100;
+  const level = pct >= 100 ? 'full' : pct >= 90 ? 'near' : 'ok';
+  // Rounded down below the quota, so that 99.6% does not read as full.
+  const shown = pct < 100 ? Math.floor(pct) : Math.round(pct);
+  return `${format(max)} <span class="use" data-level="${level}">${shown}%</span>`;
+}
+
+/**
+ * The collections table: one row per collection (`db.collections()`), with its replicas,
+ * placement, settings (a setting at the cluster's default shows as such) and size, the
+ * one open in the key browser marked.
+ * @param {HTMLTableSectionElement} tbody
+ * @param {import('/dashboard/dhrt/src/index.js').CollectionInfo[]} collections
+ * @param {string | undefined} open the key browser's collection
+ */
+export function renderCollections(tbody, collections, open) {
+  const html = collections
+    .map((c) => {
+      const s = c.settings;
+      const implicit = c.defined
+        ? ''
+        : '<span class="change" title="made by its first write: the cluster\'s defaults">no settings</span>';
+      const consistency = s.consistency === null ? '<span class="muted">default</span>' : esc(s.consistency);
+      const ttl = s.ttlMs === null ? '<span class="muted">none</span>' : esc(duration(s.ttlMs));
+      return `<tr data-collection="${esc(c.name)}"${c.name === open ? ' class="selected"' : ''}>
+        <td class="node">${esc(c.name)}${implicit}</td>
+        <td class="num">${esc(c.replicas)}</td>
+        <td>${esc(c.placement)}</td>
+        <td data-setting="consistency">${consistency}</td>
+        <td data-setting="ttl">${ttl}</td>
+        <td class="num" data-setting="keys">${short(c.keys)}</td>
+        <td class="num" data-setting="max-keys">${quota(c.keys, s.maxKeys, short)}</td>
+        <td class="num" data-setting="bytes">${esc(size(c.bytes))}</td>
+        <td class="num" data-setting="max-bytes">${quota(c.bytes, s.maxBytes, size)}</td>
+      </tr>`;
+    })
+    .join('');
+  setHtml(tbody, html || '<tr><td colspan="9" class="muted">no collection yet: the first write makes one</td></tr>');
 }

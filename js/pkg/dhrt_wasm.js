@@ -367,6 +367,10 @@ function __wbg_get_imports() {
             const ret = Error(getStringFromWasm0(arg0, arg1));
             return addHeapObject(ret);
         },
+        __wbg___wbindgen_is_function_741ff2bb612836f5: function(arg0) {
+            const ret = typeof(getObject(arg0)) === 'function';
+            return ret;
+        },
         __wbg___wbindgen_is_null_c22311b1cc228e3a: function(arg0) {
             const ret = getObject(arg0) === null;
             return ret;
@@ -409,6 +413,16 @@ function __wbg_get_imports() {
             const ret = getObject(arg0)[arg1 >>> 0];
             return addHeapObject(ret);
         },
+        __wbg_instanceof_Object_97e16a01fd368661: function(arg0) {
+            let result;
+            try {
+                result = getObject(arg0) instanceof Object;
+            } catch (_) {
+                result = false;
+            }
+            const ret = result;
+            return ret;
+        },
         __wbg_instanceof_Uint8Array_d7aeb0dcb3108fea: function(arg0) {
             let result;
             try {
@@ -422,6 +436,10 @@ function __wbg_get_imports() {
         __wbg_isArray_bcf1376d0d732d08: function(arg0) {
             const ret = Array.isArray(getObject(arg0));
             return ret;
+        },
+        __wbg_keys_105f5c0857898f84: function(arg0) {
+            const ret = Object.keys(getObject(arg0));
+            return addHeapObject(ret);
         },
         __wbg_length_186163212ffe79c3: function(arg0) {
             const ret = getObject(arg0).length;

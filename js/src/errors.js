@@ -1,8 +1,9 @@
 /**
  * The one place the package's errors are made: node errors keep their code
- * (`quorum_not_reached`, `timeout`, `unavailable`, `storage_full`, ...) and, when a
- * consistency level was not reached, how many replicas answered. A code this package
- * does not know (from a newer node) arrives as `internal`, with the node's message.
+ * (`quorum_not_reached`, `timeout`, `unavailable`, `storage_full`, `quota_exceeded`,
+ * ...) and, when a consistency level was not reached, how many replicas answered. A
+ * code this package does not know (from a newer node) arrives as `internal`, with the
+ * node's message.
  * @module
  */
 

@@ -172,13 +172,54 @@ export interface CopyInfo {
   rootDigest: bigint;
 }
 
+/**
+ * A collection's settings, as {@link Client.collection} describes them: `null` is the
+ * cluster's default.
+ */
+export interface CollectionSettings {
+  /** The level of requests that name none (`null`: the node's default, `quorum`). */
+  consistency: Exclude<Consistency, 'default'> | null;
+  /** The time to live of writes that give none, in milliseconds (`null`: no expiry). */
+  ttlMs: number | null;
+  /** Most live keys the collection may hold across the cluster (`null`: no quota). */
+  maxKeys: number | null;
+  /** Most bytes of keys and values it may hold across the cluster (`null`: no quota). */
+  maxBytes: number | null;
+}
+
+/**
+ * Settings to create a collection with, or to change: a setting given a value takes it,
+ * `null` returns it to the cluster's default, and one left out is the default (create)
+ * or stays as it is (alter). Any other field is refused (`invalid_input`).
+ */
+export type CollectionSettingsInput = Partial<CollectionSettings>;
+
+/** A collection's settings and size. */
+export interface CollectionInfo {
+  name: string;
+  /** Whether it has settings (`false`: made by its first write, with the defaults). */
+  defined: boolean;
+  /** `hashed`, or `ordered` for `ordered.*` collections (ring order is key order). */
+  placement: 'hashed' | 'ordered';
+  /** Replicas per key. */
+  replicas: number;
+  /** Live keys across the cluster, estimated from the answering node's copy (exact
+   * where every node keeps every key). */
+  keys: number;
+  /** Bytes of keys and values across the cluster, estimated the same way. */
+  bytes: number;
+  settings: CollectionSettings;
+}
+
 /** An error answered by a node, or raised when no node answered. */
 export class DhrtError extends Error {
   /**
    * `not_found`, `invalid_input`, `too_large`, `quorum_not_reached`, `timeout`, `unavailable`,
    * `storage_full` (replicas refused a write for lack of storage; reads and deletes still
-   * work), `conflict` (the write lost to a newer one and was not acknowledged), ... A code
-   * this package does not know arrives as `internal`.
+   * work), `quota_exceeded` (the collection reached its `maxKeys` or `maxBytes`; deletes
+   * still work), `conflict` (the write lost to a newer one and was not acknowledged, or
+   * the collection has settings already), `unauthorized`, `forbidden`, ... A code this
+   * package does not know arrives as `internal`.
    */
   code: string;
   /** `[answered, required]` replicas, when a consistency level was not reached. */
@@ -225,6 +266,16 @@ export class Client {
   ringView(): { members: Member[]; replicas: number };
   route(collection: string, key: Data): string[];
   stats(addr?: string): Promise<NodeStats>;
+  /** Gives a collection its settings (admin); `conflict` when it has some already. */
+  createCollection(name: string, settings?: CollectionSettingsInput): Promise<CollectionInfo>;
+  /** Changes some settings (admin): `null` resets one to the default, absent keeps it. */
+  alterCollection(name: string, changes: CollectionSettingsInput): Promise<CollectionInfo>;
+  /** A collection's settings and size; `null` when it has neither settings nor keys. */
+  collection(name: string): Promise<CollectionInfo | null>;
+  /** Every collection with settings or keys, by name. */
+  collections(): Promise<CollectionInfo[]>;
+  /** Deletes every key of a collection, then its settings (admin). */
+  dropCollection(name: string, opts?: { consistency?: Consistency }): Promise<{ deleted: number }>;
   close(): void;
 }
 

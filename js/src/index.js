@@ -451,6 +451,75 @@ export class Client {
     return (await this._call({ op: 'stats' }, addr)).stats;
   }
 
+  /**
+   * Gives collection `name` its settings (an admin token, when the nodes require
+   * tokens): `consistency` (the level of requests that name none), `ttlMs` (the time to
+   * live of writes that give none), `maxKeys` and `maxBytes` (a quota: writes of new
+   * data past it reject with `quota_exceeded`). A setting left out or `null` is the
+   * cluster's default. Rejects with `conflict` when the collection has settings already
+   * (change them with {@link Client#alterCollection}), `invalid_input` for a bad name or
+   * setting. Resolves to the collection as {@link Client#collection} describes it.
+   * @param {string} name
+   * @param {import('./index').CollectionSettingsInput} [settings]
+   * @returns {Promise<import('./index').CollectionInfo>}
+   */
+  async createCollection(name, settings = {}) {
+    return (await this._call({ op: 'collectionCreate', collection: name, settings })).collection;
+  }
+
+  /**
+   * Changes some settings of collection `name` (an admin token, when the nodes require
+   * tokens): a setting given a value takes it, one given `null` returns to the
+   * cluster's default, one left out stays as it is. A collection without settings
+   * starts from the defaults (and has settings afterwards).
+   * @param {string} name
+   * @param {import('./index').CollectionSettingsInput} changes
+   * @returns {Promise<import('./index').CollectionInfo>}
+   */
+  async alterCollection(name, changes) {
+    return (await this._call({ op: 'collectionAlter', collection: name, changes })).collection;
+  }
+
+  /**
+   * Collection `name`: its settings (`null` each when at the cluster's default), its
+   * placement (`hashed`, or `ordered` for `ordered.*`), replicas per key, and its live
+   * keys and bytes across the cluster, estimated from the answering node's copy.
+   * `null` when it has neither settings nor keys on that node.
+   * @param {string} name
+   * @returns {Promise<import('./index').CollectionInfo | null>}
+   */
+  async collection(name) {
+    try {
+      return (await this._call({ op: 'collectionShow', collection: name })).collection;
+    } catch (e) {
+      if (e instanceof DhrtError && e.code === 'not_found') return null;
+      throw e;
+    }
+  }
+
+  /**
+   * Every collection with settings or keys, by name (those the token covers, when the
+   * nodes require tokens), described as by {@link Client#collection}.
+   * @returns {Promise<import('./index').CollectionInfo[]>}
+   */
+  async collections() {
+    return (await this._call({ op: 'collectionList' })).collections;
+  }
+
+  /**
+   * Deletes every key of collection `name`, then its settings (an admin token, when the
+   * nodes require tokens). Not atomic: keys written while it runs may survive it, and
+   * running it again finishes the job (as after an error, whose message says how many
+   * keys were deleted). Each delete is acknowledged at `opts.consistency`.
+   * @param {string} name
+   * @param {{consistency?: import('./index').Consistency}} [opts]
+   * @returns {Promise<{deleted: number}>}
+   */
+  async dropCollection(name, opts) {
+    const op = { op: 'collectionDrop', collection: name, consistency: this._level(opts) };
+    return { deleted: (await this._call(op)).deleted };
+  }
+
   /** Ends every watch and copy and closes every connection. */
   close() {
     if (this._closed) return;

@@ -138,6 +138,29 @@ test('without a token, or with a wrong one, connect is unauthorized', async () =
   assert.match(malformed.message, /malformed/);
 });
 
+test('collection settings need the admin token; a scoped token lists what it covers', async () => {
+  const admin = await connect(`ws://${cluster.nodes[0].addr}`, { token: ADMIN });
+  const orders = await connect(`ws://${cluster.nodes[1].addr}`, { token: tokens.orders });
+  const reader = await connect(`ws://${cluster.nodes[2].addr}`, { token: tokens.read });
+  try {
+    assert.equal((await admin.createCollection('orders', { maxKeys: 100 })).settings.maxKeys, 100);
+    for (const [db, who] of [[orders, 'a write token'], [reader, 'a read token']]) {
+      const err = await rejection(db.alterCollection('orders', { maxKeys: null }));
+      assert.equal(err.code, 'forbidden', `${who}: ${err.message}`);
+      assert.equal((await rejection(db.dropCollection('orders'))).code, 'forbidden', who);
+    }
+    assert.deepEqual((await orders.collections()).map((c) => c.name), ['orders'], 'only what it covers');
+    assert.equal((await orders.collection('orders'))?.settings.maxKeys, 100);
+    assert.equal((await rejection(orders.collection('users'))).code, 'forbidden');
+    const all = (await reader.collections()).map((c) => c.name);
+    assert.ok(all.includes('orders') && all.includes('users'), `${all}`);
+  } finally {
+    admin.close();
+    orders.close();
+    reader.close();
+  }
+});
+
 test('no token appears in any URL the package opened', () => {
   assert.ok(urls.length >= 3, `${urls.length} sockets opened`);
   for (const url of urls) {

@@ -215,6 +215,7 @@ fn record_of(m: &RingMember, status: Status, incarnation: u64) -> Member {
         incarnation,
         joining: m.joining,
         next_tokens: None,
+        labels: m.labels.clone(),
     }
 }
 

@@ -9,13 +9,14 @@
 use crate::errors;
 use bytes::Bytes;
 use dhrt_core::{
+    catalogue::{CollectionSettings, SettingsChange},
     proto::client::Consistency,
     store::{validate_collection, MAX_KEY_LEN},
     wire,
 };
 use pyo3::{
     prelude::*,
-    types::{PyByteArray, PyBytes, PyString},
+    types::{PyByteArray, PyBytes, PyDict, PyInt, PyString},
     Borrowed,
 };
 use std::time::Duration;
@@ -179,6 +180,70 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Timeout {
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         seconds(obj, "timeout").map(Timeout)
+    }
+}
+
+/// A quota (`max_keys`, `max_bytes`, named by `what`): an `int`, not a `bool`. Zero is
+/// left to the catalogue's own rule ([`CollectionSettings::validate`]).
+fn quota(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+    if obj.is_instance_of::<pyo3::types::PyBool>() || !obj.is_instance_of::<PyInt>() {
+        let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        return Err(errors::wrong_type(format!("{what} must be an int, not {kind}")));
+    }
+    obj.extract::<u64>().map_err(|_| {
+        errors::invalid(format!("{what} must be a positive int below 2**64, not {obj}"))
+    })
+}
+
+/// The settings named in a dict of `consistency`, `ttl` (seconds), `max_keys` and
+/// `max_bytes`: each key present changes that setting, to the cluster's default when
+/// its value is `None`. Checked with the catalogue's own rules, so bad settings never
+/// reach the wire.
+pub struct Settings(pub SettingsChange);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Settings {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        const FIELDS: &str = "consistency, ttl, max_keys or max_bytes";
+        let Ok(dict) = obj.cast::<PyDict>() else {
+            let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            return Err(errors::wrong_type(format!("settings must be a dict, not {kind}")));
+        };
+        let mut change = SettingsChange::default();
+        for (name, value) in dict.iter() {
+            let name: String = name.extract().map_err(|_| {
+                errors::wrong_type(format!("a setting's name must be a str: {FIELDS}"))
+            })?;
+            let set = !value.is_none();
+            match name.as_str() {
+                "consistency" => {
+                    change.consistency =
+                        Some(set.then(|| value.extract::<Level>().map(|l| l.0)).transpose()?);
+                }
+                "ttl" => {
+                    let ms = |t: Ttl| u64::try_from(t.0.as_millis()).unwrap_or(u64::MAX);
+                    change.ttl_ms = Some(set.then(|| value.extract::<Ttl>().map(ms)).transpose()?);
+                }
+                "max_keys" => {
+                    change.max_keys = Some(set.then(|| quota(&value, "max_keys")).transpose()?);
+                }
+                "max_bytes" => {
+                    change.max_bytes = Some(set.then(|| quota(&value, "max_bytes")).transpose()?);
+                }
+                other => {
+                    return Err(errors::invalid(format!(
+                        "a collection has no setting {other:?}: its settings are {FIELDS}"
+                    )))
+                }
+            }
+        }
+        // The values it sets, checked as the node checks a collection's settings.
+        change
+            .apply(&CollectionSettings::default())
+            .validate()
+            .map_err(|e| errors::invalid(e.to_string()))?;
+        Ok(Settings(change))
     }
 }
 

@@ -9,12 +9,13 @@
 //! (`bytes`, tuples, a JSON string for stats) that the pure-Python layer dresses up.
 
 use crate::{
-    args::{check_batch, check_value, Blob, Collection, Key, Level, Timeout, Ttl, Value},
+    args::{check_batch, check_value, Blob, Collection, Key, Level, Settings, Timeout, Ttl, Value},
     errors,
     runtime::{self, within},
 };
 use bytes::Bytes;
 use dhrt::client::{self as native, ClientError};
+use dhrt_core::proto::client::CollectionView;
 use pyo3::prelude::*;
 use std::{
     future::Future,
@@ -39,6 +40,28 @@ type MemberTuple = (u64, String, Vec<u64>, String);
 
 /// A scan page: `([(key, value)], cursor or None)`.
 type PageTuple = (Vec<(Blob, Blob)>, Option<Blob>);
+
+/// A collection as described by the node: `(name, defined, placement, replicas, keys,
+/// bytes, consistency or None, ttl_ms or None, max_keys or None, max_bytes or None)`;
+/// the consistency is its name (`"one"`, `"quorum"`, `"all"`) or a number's digits.
+type ViewTuple =
+    (String, bool, String, u32, u64, u64, Option<String>, Option<u64>, Option<u64>, Option<u64>);
+
+fn view_tuple(v: CollectionView) -> ViewTuple {
+    let s = v.settings;
+    (
+        v.name,
+        v.defined,
+        v.placement,
+        v.replicas,
+        v.keys,
+        v.bytes,
+        s.consistency.map(|c| c.to_string()),
+        s.ttl_ms,
+        s.max_keys,
+        s.max_bytes,
+    )
+}
 
 /// A pipelined, ring-aware client (see `dhrt.Client`). It connects on [`Client::connect`]
 /// or on its first call, whichever comes first.
@@ -265,6 +288,79 @@ impl Client {
         self.call(py, timeout, move |c| async move {
             let stats = c.stats(node.as_deref()).await?;
             serde_json::to_string(&stats).map_err(|e| ClientError::Protocol(e.to_string()))
+        })
+    }
+
+    /// Gives `collection` the settings named in `settings` (see [`Settings`]); its
+    /// description. The node answers `conflict` when it has settings already.
+    #[pyo3(signature = (collection, settings, timeout))]
+    fn collection_create(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        settings: Settings,
+        timeout: Option<Timeout>,
+    ) -> PyResult<Py<PyAny>> {
+        let settings = settings.0.apply(&Default::default());
+        self.call(py, timeout, move |c| async move {
+            Ok(view_tuple(c.collection_create(&collection.0, settings).await?))
+        })
+    }
+
+    /// Changes the settings named in `change` (None: back to the cluster's default);
+    /// the collection's description.
+    #[pyo3(signature = (collection, change, timeout))]
+    fn collection_alter(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        change: Settings,
+        timeout: Option<Timeout>,
+    ) -> PyResult<Py<PyAny>> {
+        if change.0.is_empty() {
+            return Err(errors::invalid(
+                "nothing to change: give consistency, ttl, max_keys or max_bytes (None \
+                 returns a setting to the cluster's default)",
+            ));
+        }
+        self.call(py, timeout, move |c| async move {
+            Ok(view_tuple(c.collection_alter(&collection.0, change.0).await?))
+        })
+    }
+
+    /// The description of `collection`; the node answers `not_found` when it has
+    /// neither settings nor keys.
+    #[pyo3(signature = (collection, timeout))]
+    fn collection_show(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        timeout: Option<Timeout>,
+    ) -> PyResult<Py<PyAny>> {
+        self.call(py, timeout, move |c| async move {
+            Ok(view_tuple(c.collection_show(&collection.0).await?))
+        })
+    }
+
+    /// Every collection with settings or keys, by name: `[description]`.
+    #[pyo3(signature = (timeout))]
+    fn collection_list(&self, py: Python<'_>, timeout: Option<Timeout>) -> PyResult<Py<PyAny>> {
+        self.call(py, timeout, move |c| async move {
+            Ok(c.collection_list().await?.into_iter().map(view_tuple).collect::<Vec<_>>())
+        })
+    }
+
+    /// Deletes every key of `collection` and its settings; how many keys were deleted.
+    #[pyo3(signature = (collection, consistency, timeout))]
+    fn collection_drop(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        consistency: Level,
+        timeout: Option<Timeout>,
+    ) -> PyResult<Py<PyAny>> {
+        self.call(py, timeout, move |c| async move {
+            c.collection_drop(&collection.0, consistency.0).await
         })
     }
 

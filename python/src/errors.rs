@@ -15,6 +15,7 @@
 //! ├── UnavailableError                   unavailable
 //! │   ├── QuorumError                    quorum_not_reached (.acks, .required)
 //! │   ├── StorageFullError               storage_full (.acks, .required)
+//! │   │   └── QuotaExceededError         quota_exceeded: the collection's quota
 //! │   └── ConflictError                  conflict (.acks, .required)
 //! ├── TimeoutError (TimeoutError)        timeout, on the node or in the client
 //! ├── ConnectionError (ConnectionError)  no node reachable, connection lost
@@ -39,6 +40,7 @@ import_exception!(dhrt.errors, UnavailableError);
 import_exception!(dhrt.errors, QuorumError);
 import_exception!(dhrt.errors, ConflictError);
 import_exception!(dhrt.errors, StorageFullError);
+import_exception!(dhrt.errors, QuotaExceededError);
 import_exception!(dhrt.errors, TimeoutError);
 import_exception!(dhrt.errors, ConnectionError);
 import_exception!(dhrt.errors, UnauthorizedError);
@@ -72,6 +74,7 @@ pub fn server_error(code: ErrorCode, message: String, acked: Option<(u32, u32)>)
         ErrorCode::QuorumNotReached => PyErr::new::<QuorumError, _>((message, acks, required)),
         ErrorCode::StorageFull => PyErr::new::<StorageFullError, _>((message, acks, required)),
         ErrorCode::Conflict => PyErr::new::<ConflictError, _>((message, acks, required)),
+        ErrorCode::QuotaExceeded => PyErr::new::<QuotaExceededError, _>((message, acks, required)),
         ErrorCode::Timeout => PyErr::new::<TimeoutError, _>((message, acks, required)),
         ErrorCode::Unavailable => PyErr::new::<UnavailableError, _>((message,)),
         ErrorCode::Unauthorized => PyErr::new::<UnauthorizedError, _>((message,)),

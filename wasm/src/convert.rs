@@ -12,9 +12,10 @@
 
 use bytes::Bytes;
 use dhrt_core::{
+    catalogue::{CollectionSettings, SettingsChange},
     entry::NodeId,
     light::{LightOutput, RingView, StreamStatus},
-    proto::client::{Consistency, NodeStats, Op, Progress, Reply},
+    proto::client::{CollectionView, Consistency, NodeStats, Op, Progress, Reply},
     replica::Change,
 };
 use js_sys::{Array, Object, Reflect, Uint8Array};
@@ -147,6 +148,76 @@ pub fn parse_ttl(ms: Option<f64>) -> Result<Option<u64>, String> {
     }
 }
 
+/// The settings a collection's settings object names, in the order they are listed.
+const SETTINGS: [&str; 4] = ["consistency", "ttlMs", "maxKeys", "maxBytes"];
+
+/// Largest count a setting may be: beyond it a JavaScript number is no longer exact.
+const MAX_COUNT: f64 = 9_007_199_254_740_991.0;
+
+/// One setting of a settings object: `undefined` (or absent) → `None`, `null` →
+/// `Some(None)`, a value → `Some(Some(v))`.
+fn setting<T>(
+    obj: &JsValue,
+    name: &str,
+    parse: impl Fn(&JsValue) -> Result<T, String>,
+) -> Result<Option<Option<T>>, String> {
+    let v = field(obj, name);
+    if v.is_undefined() {
+        Ok(None)
+    } else if v.is_null() {
+        Ok(Some(None))
+    } else {
+        parse(&v).map(|t| Some(Some(t)))
+    }
+}
+
+/// A setting's level: a consistency level's name or number, as a string.
+fn level_setting(v: &JsValue) -> Result<Consistency, String> {
+    let s = v.as_string().ok_or("consistency must be a string such as \"quorum\"")?;
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+/// A setting's count: a whole number from 0 up that JavaScript holds exactly (the node
+/// says why 0 is refused).
+fn count_setting(name: &'static str) -> impl Fn(&JsValue) -> Result<u64, String> {
+    move |v| match v.as_f64() {
+        Some(n) if (0.0..=MAX_COUNT).contains(&n) && n.fract() == 0.0 => Ok(n as u64),
+        Some(n) => Err(format!("{name} {n} is not a whole number from 0 to 2^53 - 1")),
+        None => Err(format!("{name} must be a number")),
+    }
+}
+
+/// The settings of a settings object `{consistency, ttlMs, maxKeys, maxBytes}`, each
+/// optional; any other field is refused, so that a misspelt setting does not pass
+/// unnoticed.
+pub fn change_from_js(obj: &JsValue, what: &str) -> Result<SettingsChange, String> {
+    if is_absent(obj) {
+        return Ok(SettingsChange::default());
+    }
+    let Some(o) = obj.dyn_ref::<Object>().filter(|_| !obj.is_function() && !Array::is_array(obj))
+    else {
+        return Err(format!("{what} must be an object such as {{ttlMs: 60000}}"));
+    };
+    let unknown =
+        Object::keys(o).iter().filter_map(|k| k.as_string()).find(|k| !SETTINGS.contains(&&**k));
+    if let Some(unknown) = unknown {
+        return Err(format!(
+            "unknown setting {unknown:?}: the settings are {}",
+            SETTINGS.join(", ")
+        ));
+    }
+    Ok(SettingsChange {
+        consistency: setting(obj, "consistency", level_setting)?,
+        ttl_ms: setting(obj, "ttlMs", |v| match parse_ttl(v.as_f64()) {
+            Ok(Some(ms)) => Ok(ms),
+            Ok(None) => Err("ttlMs must be a number of milliseconds".to_string()),
+            Err(e) => Err(e),
+        })?,
+        max_keys: setting(obj, "maxKeys", count_setting("maxKeys"))?,
+        max_bytes: setting(obj, "maxBytes", count_setting("maxBytes"))?,
+    })
+}
+
 /// The core operation a request object stands for, or why it is invalid.
 pub fn op_from_js(obj: &JsValue) -> Result<Op, String> {
     if !obj.is_object() {
@@ -208,9 +279,32 @@ pub fn op_from_js(obj: &JsValue) -> Result<Op, String> {
         },
         "stats" => Op::Stats,
         "ring" => Op::Ring,
+        // A new collection's settings: `null` is the same as absent, the cluster's default.
+        "collectionCreate" => Op::CollectionCreate {
+            collection: collection()?,
+            settings: change_from_js(&field(obj, "settings"), "settings")?
+                .apply(&CollectionSettings::default()),
+        },
+        "collectionAlter" => {
+            let changes = field(obj, "changes");
+            if is_absent(&changes) {
+                return Err("changes must be an object such as {ttlMs: 60000}".into());
+            }
+            Op::CollectionAlter {
+                collection: collection()?,
+                change: change_from_js(&changes, "changes")?,
+            }
+        }
+        "collectionShow" => Op::CollectionShow { collection: collection()? },
+        "collectionList" => Op::CollectionList,
+        "collectionDrop" => {
+            Op::CollectionDrop { collection: collection()?, consistency: consistency()? }
+        }
         other => {
             return Err(format!(
-                "unknown op {other:?}: use get, set, del, getMany, setMany, scan, stats or ring"
+                "unknown op {other:?}: use get, set, del, getMany, setMany, scan, stats, ring, \
+                 collectionCreate, collectionAlter, collectionShow, collectionList or \
+                 collectionDrop"
             ))
         }
     })
@@ -222,7 +316,7 @@ pub fn request(value: &JsValue) -> Result<Op, JsError> {
 }
 
 /// An answer: `{kind: "value" | "ok" | "written" | "values" | "page" | "stats" | "ring"
-/// | "error", ...}`.
+/// | "collection" | "collections" | "dropped" | "error", ...}`.
 pub fn reply_to_js(reply: Reply) -> JsValue {
     let kind = |k: &str| Obj::new().set("kind", k);
     match reply {
@@ -255,17 +349,45 @@ pub fn reply_to_js(reply: Reply) -> JsValue {
                 .opt("acked", acked)
                 .into()
         }
-        Reply::Event { .. }
-        | Reply::Sync { .. }
-        | Reply::Token { .. }
-        | Reply::Tokens { .. }
-        | Reply::Collection(_)
-        | Reply::Collections { .. }
-        | Reply::Dropped { .. } => kind("error")
-            .set("code", "internal")
-            .set("message", "unexpected answer from the node (an event, a sync step or a token)")
+        Reply::Collection(view) => {
+            kind("collection").set("collection", collection_to_js(&view)).into()
+        }
+        Reply::Collections { collections } => kind("collections")
+            .set("collections", array(collections.iter().map(collection_to_js)))
             .into(),
+        Reply::Dropped { deleted } => kind("dropped").set("deleted", num(deleted)).into(),
+        Reply::Event { .. } | Reply::Sync { .. } | Reply::Token { .. } | Reply::Tokens { .. } => {
+            kind("error")
+                .set("code", "internal")
+                .set(
+                    "message",
+                    "unexpected answer from the node (an event, a sync step or a token)",
+                )
+                .into()
+        }
     }
+}
+
+/// A collection's settings and size: `{name, defined, placement, replicas, keys, bytes,
+/// settings: {consistency, ttlMs, maxKeys, maxBytes}}`, a setting left at the cluster's
+/// default being `null` (so the settings object can be given back to an alter as is).
+pub fn collection_to_js(v: &CollectionView) -> JsValue {
+    let s = &v.settings;
+    let count = |n: Option<u64>| n.map_or(JsValue::NULL, num);
+    let settings = Obj::new()
+        .set("consistency", s.consistency.map_or(JsValue::NULL, |c| c.to_string().into()))
+        .set("ttlMs", count(s.ttl_ms))
+        .set("maxKeys", count(s.max_keys))
+        .set("maxBytes", count(s.max_bytes));
+    Obj::new()
+        .set("name", v.name.as_str())
+        .set("defined", v.defined)
+        .set("placement", v.placement.as_str())
+        .set("replicas", v.replicas)
+        .set("keys", num(v.keys))
+        .set("bytes", num(v.bytes))
+        .set("settings", settings)
+        .into()
 }
 
 /// A change: `{collection, key, value?, ts, origin, expires?}`.

@@ -76,6 +76,7 @@ fn start_asks_the_seed_for_the_ring_and_the_stats() {
         status: "alive".into(),
         joining: false,
         leaving: false,
+        labels: Default::default(),
     }];
     peer.handle_frame(1_001.0, SEED, &answer(ring.id, Reply::Ring { members: ring_members }));
     let outs = outputs(&mut peer);
@@ -213,4 +214,109 @@ fn a_token_is_presented_first_and_a_refused_start_says_why() {
     let mut plain = Peer::new(vec![SEED.into()], obj(&[("token", text(""))])).unwrap();
     plain.start(1.0);
     assert!(matches!(sent_request(&outputs(&mut plain)[0]).op, Op::Ring));
+}
+
+#[wasm_bindgen_test]
+fn collection_requests_and_answers_take_the_package_shapes() {
+    use dhrt_core::{
+        catalogue::{CollectionSettings, SettingsChange},
+        proto::client::{CollectionView, Consistency},
+    };
+    let op_of = |op: JsValue| -> Op {
+        match wire::decode(&encode_request(1.0, op).unwrap()).unwrap() {
+            Message::Request(ClientRequest { op, .. }) => op,
+            other => panic!("not a request: {other:?}"),
+        }
+    };
+    let settings = obj(&[
+        ("consistency", text("all")),
+        ("ttlMs", JsValue::from_f64(60_000.0)),
+        ("maxKeys", JsValue::NULL),
+    ]);
+    let create = op_of(obj(&[
+        ("op", text("collectionCreate")),
+        ("collection", text("events")),
+        ("settings", settings),
+    ]));
+    let want = CollectionSettings {
+        consistency: Some(Consistency::All),
+        ttl_ms: Some(60_000),
+        ..Default::default()
+    };
+    assert_eq!(create, Op::CollectionCreate { collection: "events".into(), settings: want });
+    // In a change, null resets a setting and a missing (or undefined) one stays.
+    let change = obj(&[
+        ("ttlMs", JsValue::NULL),
+        ("maxBytes", JsValue::from_f64(1024.0)),
+        ("consistency", JsValue::UNDEFINED),
+    ]);
+    let alter = op_of(obj(&[
+        ("op", text("collectionAlter")),
+        ("collection", text("events")),
+        ("changes", change),
+    ]));
+    let want =
+        SettingsChange { ttl_ms: Some(None), max_bytes: Some(Some(1024)), ..Default::default() };
+    assert_eq!(alter, Op::CollectionAlter { collection: "events".into(), change: want });
+    assert_eq!(op_of(obj(&[("op", text("collectionList"))])), Op::CollectionList);
+    assert_eq!(
+        op_of(obj(&[("op", text("collectionDrop")), ("collection", text("events"))])),
+        Op::CollectionDrop { collection: "events".into(), consistency: Consistency::Default }
+    );
+    for (change, says) in [
+        (obj(&[("ttl", JsValue::from_f64(5.0))]), "unknown setting \"ttl\""),
+        (obj(&[("maxKeys", JsValue::from_f64(1.5))]), "whole number"),
+        (obj(&[("maxKeys", text("10"))]), "must be a number"),
+        (obj(&[("consistency", text("most"))]), "quorum"),
+        (obj(&[("ttlMs", JsValue::from_f64(0.0))]), "ttlMs"),
+        (text("all"), "must be an object"),
+        (JsValue::UNDEFINED, "must be an object"),
+    ] {
+        let op =
+            obj(&[("op", text("collectionAlter")), ("collection", text("c")), ("changes", change)]);
+        let err: JsValue = encode_request(1.0, op).unwrap_err().into();
+        let message = field(&err, "message").as_string().unwrap();
+        assert!(message.contains(says), "{says:?} in {message}");
+    }
+
+    let view = CollectionView {
+        name: "events".into(),
+        defined: true,
+        settings: CollectionSettings { max_keys: Some(10), ..Default::default() },
+        placement: "hashed".into(),
+        replicas: 3,
+        keys: 4,
+        bytes: 40,
+    };
+    let resp = decode_response(&answer(2, Reply::Collection(Box::new(view.clone())))).unwrap();
+    let reply = field(&resp, "reply");
+    assert_eq!(str_field(&reply, "kind"), "collection");
+    let c = field(&reply, "collection");
+    assert_eq!(str_field(&c, "name"), "events");
+    assert_eq!(field(&c, "defined").as_bool(), Some(true));
+    assert_eq!(str_field(&c, "placement"), "hashed");
+    assert_eq!(field(&c, "replicas").as_f64(), Some(3.0));
+    assert_eq!((field(&c, "keys").as_f64(), field(&c, "bytes").as_f64()), (Some(4.0), Some(40.0)));
+    let s = field(&c, "settings");
+    assert_eq!(field(&s, "maxKeys").as_f64(), Some(10.0));
+    for unset in ["consistency", "ttlMs", "maxBytes"] {
+        assert!(field(&s, unset).is_null(), "{unset} at the default is null");
+    }
+    let resp = decode_response(&answer(3, Reply::Collections { collections: vec![view] })).unwrap();
+    let reply = field(&resp, "reply");
+    assert_eq!(str_field(&reply, "kind"), "collections");
+    let list: Array = field(&reply, "collections").dyn_into().unwrap();
+    assert_eq!(list.length(), 1);
+    assert_eq!(str_field(&list.get(0), "name"), "events");
+    let resp = decode_response(&answer(4, Reply::Dropped { deleted: 7 })).unwrap();
+    let reply = field(&resp, "reply");
+    assert_eq!(str_field(&reply, "kind"), "dropped");
+    assert_eq!(field(&reply, "deleted").as_f64(), Some(7.0));
+    let quota = Reply::Error {
+        code: ErrorCode::QuotaExceeded,
+        message: "its quota is 10".into(),
+        acked: None,
+    };
+    let resp = decode_response(&answer(5, quota)).unwrap();
+    assert_eq!(str_field(&field(&resp, "reply"), "code"), "quota_exceeded");
 }

@@ -157,6 +157,7 @@ mod tests {
             status: status.into(),
             joining: false,
             leaving: false,
+            labels: Default::default(),
         }
     }
 

@@ -116,13 +116,14 @@ impl MembershipConfig {
         self.retransmit_mult.saturating_mul(ceil_log10(n as u64 + 1).max(1))
     }
 
-    /// Whether a record from the network is within bounds: address and token lists not
-    /// oversized, incarnation at most [`MAX_INCARNATION`] (a member's own record; claims
+    /// Whether a record from the network is within bounds: address, token lists and
+    /// labels not oversized (labels spelled as `--label` takes them), incarnation at most [`MAX_INCARNATION`] (a member's own record; claims
     /// by others are bounded further, see `Membership`).
     pub fn admits(&self, member: &Member) -> bool {
         member.addr.len() <= self.max_addr_len
             && member.tokens.len() <= self.max_tokens
             && member.next_tokens.as_ref().is_none_or(|t| t.len() <= self.max_tokens)
+            && super::member::labels_admitted(&member.labels)
             && member.incarnation <= MAX_INCARNATION
     }
 }

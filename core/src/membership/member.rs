@@ -31,7 +31,7 @@
 
 use crate::{hash::Position, NodeId};
 use serde::{Deserialize, Serialize};
-use std::cmp::Ordering;
+use std::{cmp::Ordering, collections::BTreeMap};
 
 /// The largest incarnation accepted from the network. Anything above it is refused, so a
 /// forged claim can never push a member's incarnation where it could not refute it.
@@ -125,6 +125,69 @@ pub struct Member {
     /// record that completes the move, by `Left`, or by giving the change up).
     #[serde(default)]
     pub next_tokens: Option<Vec<Position>>,
+    /// The labels the node was started with (`--label zone=eu-1`): what collection
+    /// selectors and zones place replicas by ([`crate::ring::spread`]). At most
+    /// [`MAX_LABELS`], each checked by [`validate_label`]. Left out of the frame when
+    /// empty, so a node without labels sends the record older nodes read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Most labels a node carries.
+pub const MAX_LABELS: usize = 16;
+/// Longest label key or value, in bytes.
+pub const MAX_LABEL_LEN: usize = 64;
+
+/// Why a label was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    /// Not of the form `key=value`.
+    #[error("a label is key=value (as zone=eu-1), not {0:?}")]
+    Form(String),
+    /// An empty, overlong or oddly spelled key or value.
+    #[error(
+        "label {0:?}: keys and values are 1 to 64 characters of A-Z a-z 0-9 . _ - (as \
+         zone=eu-1)"
+    )]
+    Spelling(String),
+    /// More than [`MAX_LABELS`].
+    #[error("a node carries at most {MAX_LABELS} labels, not {0}")]
+    TooMany(usize),
+    /// The same key twice.
+    #[error("label key {0:?} is given twice")]
+    Repeated(String),
+}
+
+/// Checks one label key or value: 1 to [`MAX_LABEL_LEN`] bytes of `A-Z a-z 0-9 . _ -`.
+pub fn validate_label(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= MAX_LABEL_LEN
+        && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Parses `key=value` labels (the command line's `--label`), checked.
+pub fn parse_labels<'a>(
+    given: impl IntoIterator<Item = &'a str>,
+) -> Result<BTreeMap<String, String>, LabelError> {
+    let mut out = BTreeMap::new();
+    for label in given {
+        let (k, v) = label.split_once('=').ok_or_else(|| LabelError::Form(label.to_string()))?;
+        if !validate_label(k) || !validate_label(v) {
+            return Err(LabelError::Spelling(label.to_string()));
+        }
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(LabelError::Repeated(k.to_string()));
+        }
+    }
+    if out.len() > MAX_LABELS {
+        return Err(LabelError::TooMany(out.len()));
+    }
+    Ok(out)
+}
+
+/// Whether a record's labels are within bounds (one from the network).
+pub fn labels_admitted(labels: &BTreeMap<String, String>) -> bool {
+    labels.len() <= MAX_LABELS && labels.iter().all(|(k, v)| validate_label(k) && validate_label(v))
 }
 
 impl Member {
@@ -138,6 +201,7 @@ impl Member {
             incarnation: 0,
             joining: false,
             next_tokens: None,
+            labels: BTreeMap::new(),
         }
     }
 
@@ -187,7 +251,11 @@ impl Member {
         let mine = (self.incarnation, self.status.rank(), &self.addr, &self.tokens);
         let theirs = (other.incarnation, other.status.rank(), &other.addr, &other.tokens);
         mine.cmp(&theirs).then_with(|| {
-            (self.joining, &self.next_tokens).cmp(&(other.joining, &other.next_tokens))
+            (self.joining, &self.next_tokens, &self.labels).cmp(&(
+                other.joining,
+                &other.next_tokens,
+                &other.labels,
+            ))
         })
     }
 
@@ -238,7 +306,8 @@ impl MemberState {
             body_changed = update.addr != self.record.addr
                 || update.tokens != self.record.tokens
                 || update.joining != self.record.joining
-                || update.next_tokens != self.record.next_tokens;
+                || update.next_tokens != self.record.next_tokens
+                || update.labels != self.record.labels;
             self.record = update.clone();
             self.merged = update.status;
         }
@@ -259,8 +328,13 @@ impl MemberState {
         let r = &self.record;
         let mine = (r.incarnation, self.merged.rank(), &r.addr, &r.tokens);
         let theirs = (update.incarnation, update.status.rank(), &update.addr, &update.tokens);
-        mine.cmp(&theirs)
-            .then_with(|| (r.joining, &r.next_tokens).cmp(&(update.joining, &update.next_tokens)))
+        mine.cmp(&theirs).then_with(|| {
+            (r.joining, &r.next_tokens, &r.labels).cmp(&(
+                update.joining,
+                &update.next_tokens,
+                &update.labels,
+            ))
+        })
     }
 
     fn note(&mut self, status: Status, incarnation: u64) {
@@ -300,7 +374,56 @@ mod tests {
             incarnation,
             joining: false,
             next_tokens: None,
+            labels: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn labels_parse_checked_and_bad_ones_are_refused_from_the_network() {
+        let l = parse_labels(["zone=eu-1", "disk=ssd"]).unwrap();
+        assert_eq!(l.get("zone").map(String::as_str), Some("eu-1"));
+        assert!(matches!(parse_labels(["zone"]), Err(LabelError::Form(_))));
+        assert!(matches!(parse_labels(["zone="]), Err(LabelError::Spelling(_))));
+        assert!(matches!(parse_labels(["z one=a"]), Err(LabelError::Spelling(_))));
+        assert!(matches!(parse_labels(["a=1", "a=2"]), Err(LabelError::Repeated(_))));
+        let many: Vec<String> = (0..=MAX_LABELS).map(|i| format!("k{i}=v")).collect();
+        let many = parse_labels(many.iter().map(String::as_str));
+        assert!(matches!(many, Err(LabelError::TooMany(_))));
+        let config = crate::membership::MembershipConfig::default();
+        let mut record = Member { labels: l, ..m(Status::Alive, 1) };
+        assert!(config.admits(&record));
+        record.labels.insert("x".repeat(MAX_LABEL_LEN + 1), "v".into());
+        assert!(!config.admits(&record), "an overlong label from a peer is refused");
+        record.labels.clear();
+        record.labels.insert("k".into(), "bad value".into());
+        assert!(!config.admits(&record));
+    }
+
+    #[test]
+    fn a_record_differing_only_in_labels_is_ordered_and_its_labels_travel() {
+        let plain = m(Status::Alive, 3);
+        let labelled = Member { labels: parse_labels(["zone=a"]).unwrap(), ..plain.clone() };
+        assert_ne!(plain.precedence(&labelled), Ordering::Equal);
+        let mut state = MemberState::new(plain.clone());
+        let newer = Member { incarnation: 4, ..labelled };
+        assert!(state.apply(&newer), "new labels at a new incarnation change the record");
+        assert_eq!(state.record().labels, newer.labels);
+        // Without labels the record's frame is the one older nodes read.
+        let bytes = rmp_serde::to_vec(&plain).unwrap();
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct Older {
+            id: NodeId,
+            addr: String,
+            tokens: Vec<Position>,
+            status: Status,
+            incarnation: u64,
+            joining: bool,
+            next_tokens: Option<Vec<Position>>,
+        }
+        assert!(rmp_serde::from_slice::<Older>(&bytes).is_ok());
+        let back: Member = rmp_serde::from_slice(&rmp_serde::to_vec(&newer).unwrap()).unwrap();
+        assert_eq!(back, newer);
     }
 
     /// The status after hearing `first`, then `second`.
@@ -403,8 +526,8 @@ mod tests {
 
     fn update() -> impl Strategy<Value = Member> {
         let status = prop_oneof![Just(Alive), Just(Suspect), Just(Dead), Just(Left), Just(Syncing)];
-        (status, 0u64..5, 0usize..2, 0usize..2, 0usize..3).prop_map(
-            |(status, incarnation, a, t, next)| Member {
+        (status, 0u64..5, 0usize..2, 0usize..2, 0usize..3, 0usize..3).prop_map(
+            |(status, incarnation, a, t, next, l)| Member {
                 id: NodeId(7),
                 addr: ["a:1", "b:2"][a].into(),
                 tokens: [vec![1, 2], vec![3]][t].clone(),
@@ -412,6 +535,9 @@ mod tests {
                 incarnation,
                 joining: a == t,
                 next_tokens: [None, Some(vec![]), Some(vec![4])][next].clone(),
+                labels: [&[][..], &["zone=a"][..], &["zone=b"][..]]
+                    .map(|l| parse_labels(l.iter().copied()).unwrap())[l]
+                    .clone(),
             },
         )
     }

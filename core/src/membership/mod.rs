@@ -106,7 +106,9 @@ pub mod view;
 pub use clock::ClockStamp;
 pub use config::{log10_milli, MembershipConfig};
 pub use gossip::BroadcastQueue;
-pub use member::{Member, MemberState, Status, MAX_INCARNATION};
+pub use member::{
+    parse_labels, LabelError, Member, MemberState, Status, MAX_INCARNATION, MAX_LABELS,
+};
 pub use message::{MembershipEvent, MembershipMessage, MembershipOutput};
 
 use crate::{hash::Position, rng::Rng, Millis, NodeId};

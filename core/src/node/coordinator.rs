@@ -527,6 +527,7 @@ impl<S: Store> Node<S> {
                 // Not an owner although not gone: joining, or never served.
                 joining: m.status != Status::Left && !m.owns(),
                 leaving: m.leaving(),
+                labels: m.labels.clone(),
             })
             .collect()
     }

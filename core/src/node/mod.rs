@@ -102,8 +102,12 @@ pub struct NodeConfig {
     /// Period of the tombstone collector's passes over the store.
     pub gc_interval_ms: Millis,
     /// The consistency level of requests that name none ([`Consistency::Default`]), per
-    /// collection; collections not listed use `quorum`.
+    /// collection, where the catalogue gives none ([`crate::catalogue`]); collections
+    /// not listed use `quorum`.
     pub collection_consistency: BTreeMap<String, Consistency>,
+    /// The node's labels (`--label zone=eu-1`), announced in its membership record
+    /// ([`crate::ring::spread`]); checked by [`crate::membership::parse_labels`].
+    pub labels: BTreeMap<String, String>,
     /// Token moves that balance the entries per node (see [`migrate`]).
     pub migration: MigrationConfig,
     /// Seed of every random choice the node makes.
@@ -142,6 +146,7 @@ impl NodeConfig {
             tombstone_grace_ms: 24 * 60 * 60 * 1000,
             gc_interval_ms: 60_000,
             collection_consistency: BTreeMap::new(),
+            labels: BTreeMap::new(),
             migration: MigrationConfig::default(),
             seed: id.0,
             watch: WatchConfig::default(),
@@ -383,6 +388,7 @@ impl<S: Store> Node<S> {
         let joining = state.incarnation.is_none();
         let me = Member {
             joining,
+            labels: config.labels.clone(),
             ..Member::new(config.id, config.addr.clone(), tokens).with(Status::Syncing, incarnation)
         };
         let mut rng = Rng::new(config.seed);

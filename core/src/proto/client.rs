@@ -584,6 +584,10 @@ pub struct RingMember {
     /// until it announces `left`, and the nodes that inherit them are pending replicas.
     #[serde(default)]
     pub leaving: bool,
+    /// The labels it was started with (`--label zone=eu-1`). Left out of the frame when
+    /// empty, so the answer is the one older clients read.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The kind of a failed request. Hosts map it to their own error shape in one place.

@@ -87,7 +87,15 @@ fn records(records: &[(Bytes, Entry)]) -> usize {
 /// A membership record: id, address, tokens, status name, incarnation.
 fn member(m: &Member) -> usize {
     const STATUS: usize = 9;
-    1 + INT + blob(m.addr.len()) + seq(m.tokens.len()) + INT * m.tokens.len() + STATUS + INT
+    let labels: usize = m.labels.iter().map(|(k, v)| blob(k.len()) + blob(v.len())).sum();
+    1 + INT
+        + blob(m.addr.len())
+        + seq(m.tokens.len())
+        + INT * m.tokens.len()
+        + STATUS
+        + INT
+        + seq(m.labels.len())
+        + labels
 }
 
 fn members(ms: &[Member]) -> usize {

@@ -14,14 +14,18 @@
 //! - [`placement`] — on top of the table: a key's owners (fixed by the ring, whoever is
 //!   healthy), its pending replicas (joining nodes) and whose answers count, for strict
 //!   quorums.
+//! - [`spread`] — preference lists restricted to the members a selector accepts and
+//!   spread over zones (node labels).
 //!
 //! Both use Chord's successor rule: a token at `t` whose predecessor is at `p` owns
 //! `(p, t]`.
 
 pub mod chord;
 pub mod placement;
+pub mod spread;
 pub mod table;
 
 pub use chord::{ChordConfig, ChordNode, ChordOutput, LookupResult};
 pub use placement::{KeyPlacement, Placement};
+pub use spread::{Labels, Spread};
 pub use table::{tokens_for, RingTable, Vnode, DEFAULT_VNODES};

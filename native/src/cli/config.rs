@@ -78,6 +78,8 @@ config_file! {
     join: Vec<String>,
     /// `--replicas`.
     replicas: usize,
+    /// `--label`, a list of `KEY=VALUE`.
+    label: Vec<String>,
     /// `--vnodes`.
     vnodes: usize,
     /// `--max-value`, in bytes.
@@ -333,6 +335,7 @@ mod tests {
             memory,
             join,
             replicas,
+            label,
             vnodes,
             max_value,
             leave_timeout,
@@ -372,6 +375,7 @@ mod tests {
         } = file;
         assert!(port.is_some() && host.is_some() && advertise.is_some() && data_dir.is_some());
         assert!(memory.is_some() && join.is_some() && replicas.is_some() && vnodes.is_some());
+        assert_eq!(label, Some(vec!["zone=eu-1".to_string(), "disk=ssd".to_string()]));
         assert!(max_value.is_some() && leave_timeout.is_some() && min_free_mb.is_some());
         assert_eq!(gc_interval, Some(60));
         assert!(max_open_files.is_some() && max_collections.is_some() && cache_mb.is_some());

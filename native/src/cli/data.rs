@@ -200,12 +200,24 @@ impl Command {
             Command::Stats => {
                 let stats = client.stats(None).await?;
                 write!(out, "{}", render_stats(&stats)).map_err(io)?;
+                // Per collection, estimated across the cluster; a token that covers no
+                // collection sees none, and an older node has no such operation.
+                if let Ok(collections) = client.collection_list().await {
+                    write!(out, "{}", render_collections(&collections)).map_err(io)?;
+                }
             }
             Command::Ring => {
                 for m in client.ring().await? {
+                    let labels: Vec<String> =
+                        m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let labels = if labels.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  {}", labels.join(","))
+                    };
                     writeln!(
                         out,
-                        "{:016x}  {:<21}  {:<8}  {} tokens{}",
+                        "{:016x}  {:<21}  {:<8}  {} tokens{labels}{}",
                         m.id.0,
                         m.addr,
                         m.status,
@@ -297,6 +309,38 @@ pub fn render_stats(s: &NodeStats) -> String {
         render_storage(&s.storage),
         render_clock(&s.clock),
     )
+}
+
+/// The collections block of `dhrt stats`: one line a collection, estimated across the
+/// cluster, with the settings it has.
+fn render_collections(collections: &[dhrt_core::proto::client::CollectionView]) -> String {
+    let mut out = String::new();
+    if collections.is_empty() {
+        return out;
+    }
+    out.push_str("collections:\n");
+    for c in collections {
+        let s = &c.settings;
+        let mut set = Vec::new();
+        if let Some(level) = s.consistency {
+            set.push(format!("consistency {level}"));
+        }
+        if let Some(ttl) = s.ttl_ms {
+            set.push(format!("ttl {} s", ttl as f64 / 1000.0));
+        }
+        if let Some(n) = s.max_keys {
+            set.push(format!("max {n} keys"));
+        }
+        if let Some(n) = s.max_bytes {
+            set.push(format!("max {n} bytes"));
+        }
+        let set = if set.is_empty() { String::new() } else { format!(" ({})", set.join(", ")) };
+        out.push_str(&format!(
+            "  {:<20} {:>10} keys {:>12} bytes  {}, N={}{set}\n",
+            c.name, c.keys, c.bytes, c.placement, c.replicas
+        ));
+    }
+    out
 }
 
 /// `offset +3 ms from peers (max 500 ms)`, or why the node refuses to coordinate writes.

@@ -37,6 +37,11 @@ pub struct ServeArgs {
     /// Replicas per key.
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,
+    /// A label of this node, KEY=VALUE (repeat to give several, at most 16): shown by
+    /// `dhrt ring`, announced to the cluster, what collections will be placed by.
+    /// Example: --label zone=eu-1 --label disk=ssd
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
     /// Virtual nodes (ring tokens) of this node.
     #[arg(long, default_value_t = dhrt_core::ring::DEFAULT_VNODES)]
     pub vnodes: usize,
@@ -208,7 +213,10 @@ impl ServeArgs {
                     .into(),
             );
         }
+        let labels = dhrt_core::membership::parse_labels(self.label.iter().map(String::as_str))
+            .map_err(|e| format!("--label: {e}"))?;
         Ok(ServeOptions {
+            labels,
             host: self.host.clone(),
             port: self.port,
             advertise: self.advertise.clone(),

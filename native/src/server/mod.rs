@@ -233,6 +233,8 @@ pub struct ServeOptions {
     pub leave_timeout: Duration,
     /// Time between the collector's passes (expiry, tombstone collection).
     pub gc_interval: Duration,
+    /// The node's labels (`--label`), checked.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Who may be a peer or a client, TLS, web origins ([`security`]).
     pub security: security::SecurityOptions,
     /// Connections, timeouts, input and output budgets, hints ([`limits`]).
@@ -256,6 +258,7 @@ impl Default for ServeOptions {
             max_value_bytes: 16 * 1024 * 1024,
             leave_timeout: Duration::from_secs(30),
             gc_interval: Duration::from_secs(60),
+            labels: std::collections::BTreeMap::new(),
             security: security::SecurityOptions::default(),
             limits: limits::Limits::default(),
             resp_port: None,
@@ -342,6 +345,7 @@ pub fn node_config(opts: &ServeOptions, id: NodeId, addr: &str) -> NodeConfig {
     config.pending = opts.limits.pending;
     config.seed = random_u64();
     config.gc_interval_ms = (opts.gc_interval.as_millis() as u64).max(1);
+    config.labels = opts.labels.clone();
     config
 }
 

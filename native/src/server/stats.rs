@@ -347,11 +347,20 @@ impl Snapshot {
         for (op, n) in &self.ops {
             let _ = writeln!(out, "dhrt_requests_total{{op=\"{op}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP dhrt_collection_keys Entries per collection.");
-        let _ = writeln!(out, "# TYPE dhrt_collection_keys gauge");
-        for c in &self.collections {
-            let _ =
-                writeln!(out, "dhrt_collection_keys{{collection=\"{}\"}} {}", c.name, c.entries);
+        type Gauge = (&'static str, &'static str, fn(&CollectionInfo) -> u64);
+        let per_collection: [Gauge; 3] = [
+            ("dhrt_collection_keys", "Entries per collection (tombstones included).", |c| {
+                c.entries
+            }),
+            ("dhrt_collection_tombstones", "Tombstones per collection.", |c| c.tombstones),
+            ("dhrt_collection_bytes", "Approximate bytes per collection.", |c| c.bytes),
+        ];
+        for (name, help, value) in per_collection {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for c in &self.collections {
+                let _ = writeln!(out, "{name}{{collection=\"{}\"}} {}", c.name, value(c));
+            }
         }
         let _ = writeln!(
             out,

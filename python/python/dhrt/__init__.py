@@ -40,6 +40,7 @@ from dhrt._options import (
     DEFAULT_COLLECTION,
     DEFAULT_MAX_VALUE_BYTES,
     MAX_KEY_BYTES,
+    CollectionInfo,
     Event,
     RingMember,
 )
@@ -60,6 +61,7 @@ __all__ = errors.__all__ + [
     "AsyncWatch",
     "Event",
     "RingMember",
+    "CollectionInfo",
     "LocalCluster",
     "core",
     "hashed_position",

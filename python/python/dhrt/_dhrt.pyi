@@ -9,7 +9,7 @@ results; with ``asynchronous=True`` its methods return asyncio awaitables of the
 watches follow it.
 """
 
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 _Key = Union[str, bytes, bytearray]
 _Value = Union[str, bytes, bytearray]
@@ -78,6 +78,26 @@ class Client:
         """A node's stats as JSON text."""
     def ring(self, timeout: Optional[float]) -> Any:
         """The ring: ``list[(id, addr, tokens, status)]``."""
+    def collection_create(
+        self, collection: str, settings: Dict[str, Any], timeout: Optional[float],
+    ) -> Any:
+        """Gives ``collection`` the settings in ``settings`` (``consistency``, ``ttl`` in
+        seconds, ``max_keys``, ``max_bytes``); its description, a tuple ``(name, defined,
+        placement, replicas, keys, bytes, consistency, ttl_ms, max_keys, max_bytes)``
+        whose consistency is a level's name or a number's digits."""
+    def collection_alter(
+        self, collection: str, change: Dict[str, Any], timeout: Optional[float],
+    ) -> Any:
+        """Changes the settings named in ``change`` (a ``None`` value: back to the
+        cluster's default); the description tuple."""
+    def collection_show(self, collection: str, timeout: Optional[float]) -> Any:
+        """The description tuple of ``collection``."""
+    def collection_list(self, timeout: Optional[float]) -> Any:
+        """The description tuples of every collection with settings or keys."""
+    def collection_drop(
+        self, collection: str, consistency: _Consistency, timeout: Optional[float],
+    ) -> Any:
+        """Deletes every key of ``collection`` and its settings; how many keys (``int``)."""
     @property
     def seen(self) -> Optional[int]:
         """The newest timestamp a node's answer carried to this client, or None."""

@@ -8,7 +8,9 @@ is sent; this module only fills in defaults and converts Python conveniences
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import enum
 import json
 import os
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
@@ -78,6 +80,97 @@ class RingMember(NamedTuple):
     status: str
     """``"alive"`` members serve requests; others are ``"suspect"``, ``"dead"``,
     ``"syncing"``, ``"left"``..."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectionInfo:
+    """A collection as a node describes it: its settings, agreed by every node, and its
+    size. Returned by :meth:`dhrt.Client.create_collection`,
+    :meth:`~dhrt.Client.alter_collection`, :meth:`~dhrt.Client.describe_collection` and
+    :meth:`~dhrt.Client.collections`. A setting that is ``None`` is the cluster's
+    default."""
+
+    name: str
+    """The collection's name."""
+    defined: bool
+    """Whether it has settings (``False``: made by its first write, with the cluster's
+    defaults)."""
+    placement: str
+    """How its keys are placed on the ring: ``"hashed"``, or ``"ordered"`` (key order)
+    for ``ordered.*`` collections."""
+    replicas: int
+    """How many replicas keep each key."""
+    keys: int
+    """Live keys across the cluster, estimated from the answering node's copy (exact on
+    a single node, or where every node keeps every key)."""
+    bytes: int
+    """Bytes of keys and values across the cluster, estimated the same way."""
+    consistency: Optional[Consistency] = None
+    """The level of requests that name none (``"one"``, ``"quorum"``, ``"all"`` or a
+    number of replicas); ``None``: ``quorum``, or the node's own configuration."""
+    ttl: Optional[float] = None
+    """Seconds a value written without a ``ttl`` of its own lives; ``None``: until
+    deleted."""
+    max_keys: Optional[int] = None
+    """Most keys the collection may hold; ``None``: no quota."""
+    max_bytes: Optional[int] = None
+    """Most bytes of keys and values the collection may hold; ``None``: no quota."""
+
+
+class _Unset(enum.Enum):
+    """The type of :data:`UNSET`."""
+
+    UNSET = "unset"
+
+    def __repr__(self) -> str:
+        return "<unchanged>"
+
+
+UNSET = _Unset.UNSET
+"""The default of :meth:`dhrt.Client.alter_collection`'s settings: "leave it as it is"
+(``None`` means "the cluster's default")."""
+
+_SETTINGS = ("consistency", "ttl", "max_keys", "max_bytes")
+
+
+def settings_of(
+    consistency: Optional[Consistency],
+    ttl: Optional[Seconds],
+    max_keys: Optional[int],
+    max_bytes: Optional[int],
+) -> Dict[str, Any]:
+    """The settings a new collection is given: those not ``None``."""
+    given = dict(zip(_SETTINGS, (consistency, seconds(ttl), max_keys, max_bytes)))
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def change_of(
+    consistency: Union[Consistency, None, _Unset],
+    ttl: Union[Seconds, None, _Unset],
+    max_keys: Union[int, None, _Unset],
+    max_bytes: Union[int, None, _Unset],
+) -> Dict[str, Any]:
+    """The settings an alter changes: those given (``None`` returns one to the cluster's
+    default); refuses a change of nothing."""
+    ttl = ttl if isinstance(ttl, _Unset) else seconds(ttl)
+    given = dict(zip(_SETTINGS, (consistency, ttl, max_keys, max_bytes)))
+    change = {name: value for name, value in given.items() if value is not UNSET}
+    if not change:
+        raise InvalidInputError(
+            "nothing to change: give consistency=, ttl=, max_keys= or max_bytes= "
+            "(None returns a setting to the cluster's default)"
+        )
+    return change
+
+
+def collection_info(
+    view: Tuple[str, bool, str, int, int, int, Optional[str], Optional[int], Optional[int], Optional[int]],
+) -> CollectionInfo:
+    """A :class:`CollectionInfo` from the tuple the native client returns."""
+    name, defined, placement, replicas, keys, size, level, ttl_ms, max_keys, max_bytes = view
+    consistency: Optional[Consistency] = int(level) if level is not None and level.isdigit() else level
+    ttl = None if ttl_ms is None else ttl_ms / 1000
+    return CollectionInfo(name, defined, placement, replicas, keys, size, consistency, ttl, max_keys, max_bytes)
 
 
 def seconds(value: Optional[Seconds]) -> Optional[float]:

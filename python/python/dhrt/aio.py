@@ -33,6 +33,8 @@ from dhrt._options import (
     DEFAULT_MAX_VALUE_BYTES,
     DEFAULT_PAGE_SIZE,
     DEFAULT_URL,
+    UNSET,
+    CollectionInfo,
     Consistency,
     Event,
     Key,
@@ -41,11 +43,15 @@ from dhrt._options import (
     Seconds,
     Settings,
     Value,
+    _Unset,
+    change_of,
     closed,
+    collection_info,
     items_of,
     keys_of,
     ring_of,
     seconds,
+    settings_of,
     stats_of,
 )
 from dhrt.errors import TimeoutError
@@ -281,6 +287,62 @@ class AsyncClient:
         """The collection ``name`` with its own default ``consistency`` and ``ttl`` (see
         :class:`AsyncCollection`)."""
         return AsyncCollection(self, name, consistency=consistency, ttl=ttl)
+
+    async def create_collection(
+        self,
+        name: str,
+        *,
+        consistency: Optional[Consistency] = None,
+        ttl: Optional[Seconds] = None,
+        max_keys: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> CollectionInfo:
+        """Gives the collection ``name`` settings every node applies (see
+        :meth:`dhrt.Client.create_collection`)."""
+        settings = settings_of(consistency, ttl, max_keys, max_bytes)
+        native = self._client
+        return collection_info(await native.collection_create(name, settings, self._settings.wait(timeout)))
+
+    async def alter_collection(
+        self,
+        name: str,
+        *,
+        consistency: Union[Consistency, None, _Unset] = UNSET,
+        ttl: Union[Seconds, None, _Unset] = UNSET,
+        max_keys: Union[int, None, _Unset] = UNSET,
+        max_bytes: Union[int, None, _Unset] = UNSET,
+        timeout: Optional[Seconds] = None,
+    ) -> CollectionInfo:
+        """Changes the settings given; ``None`` returns one to the cluster's default (see
+        :meth:`dhrt.Client.alter_collection`)."""
+        change = change_of(consistency, ttl, max_keys, max_bytes)
+        native = self._client
+        return collection_info(await native.collection_alter(name, change, self._settings.wait(timeout)))
+
+    async def describe_collection(self, name: str, *, timeout: Optional[Seconds] = None) -> CollectionInfo:
+        """The settings and size of the collection ``name`` (see
+        :meth:`dhrt.Client.describe_collection`)."""
+        native = self._client
+        return collection_info(await native.collection_show(name, self._settings.wait(timeout)))
+
+    async def collections(self, *, timeout: Optional[Seconds] = None) -> List[CollectionInfo]:
+        """Every collection with settings or keys, by name."""
+        native = self._client
+        return [collection_info(v) for v in await native.collection_list(self._settings.wait(timeout))]
+
+    async def drop_collection(
+        self,
+        name: str,
+        *,
+        consistency: Optional[Consistency] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> int:
+        """Deletes every key of the collection and its settings; how many keys (see
+        :meth:`dhrt.Client.drop_collection`)."""
+        c, level, wait = self._settings.call(name, consistency, timeout)
+        deleted: int = await self._client.collection_drop(c, level, wait)
+        return deleted
 
     def close(self) -> None:
         """Closes the connections. Later calls raise :class:`dhrt.ConnectionError`."""

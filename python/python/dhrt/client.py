@@ -30,6 +30,8 @@ from dhrt._options import (
     DEFAULT_MAX_VALUE_BYTES,
     DEFAULT_PAGE_SIZE,
     DEFAULT_URL,
+    UNSET,
+    CollectionInfo,
     Consistency,
     Event,
     Key,
@@ -38,11 +40,15 @@ from dhrt._options import (
     Seconds,
     Settings,
     Value,
+    _Unset,
+    change_of,
     closed,
+    collection_info,
     items_of,
     keys_of,
     ring_of,
     seconds,
+    settings_of,
     stats_of,
 )
 from dhrt.errors import NotFoundError, TimeoutError
@@ -308,6 +314,86 @@ class Client:
         """The collection ``name`` as a mutable mapping (see :class:`Collection`), with
         its own default ``consistency`` and ``ttl`` for writes."""
         return Collection(self, name, consistency=consistency, ttl=ttl)
+
+    # -- collection settings --------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        consistency: Optional[Consistency] = None,
+        ttl: Optional[Seconds] = None,
+        max_keys: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> CollectionInfo:
+        """Gives the collection ``name`` settings that every node applies, and returns
+        its :class:`dhrt.CollectionInfo`. A setting left ``None`` is the cluster's
+        default:
+
+        - ``consistency``: the level of requests that name none (``"one"``,
+          ``"quorum"``, ``"all"`` or a number of replicas);
+        - ``ttl``: seconds (or a ``timedelta``) a value written without a ``ttl`` of
+          its own lives;
+        - ``max_keys``, ``max_bytes``: a quota; a write that would pass it raises
+          :class:`dhrt.QuotaExceededError`.
+
+        Keys it already holds are kept. Raises :class:`dhrt.ConflictError` when the
+        collection has settings already (change them with :meth:`alter_collection`);
+        a node that requires tokens allows this to ``admin`` tokens only::
+
+            db.create_collection("sessions", ttl=3600, max_keys=1_000_000)
+        """
+        settings = settings_of(consistency, ttl, max_keys, max_bytes)
+        return collection_info(self._client.collection_create(name, settings, self._settings.wait(timeout)))
+
+    def alter_collection(
+        self,
+        name: str,
+        *,
+        consistency: Union[Consistency, None, _Unset] = UNSET,
+        ttl: Union[Seconds, None, _Unset] = UNSET,
+        max_keys: Union[int, None, _Unset] = UNSET,
+        max_bytes: Union[int, None, _Unset] = UNSET,
+        timeout: Optional[Seconds] = None,
+    ) -> CollectionInfo:
+        """Changes the settings given (see :meth:`create_collection`) and returns the
+        collection's :class:`dhrt.CollectionInfo`. A setting left out stays as it is;
+        ``None`` returns it to the cluster's default. A collection without settings is
+        given them. Raises :class:`dhrt.InvalidInputError` (a ``ValueError``) when no
+        setting is given. Needs an ``admin`` token on a node that requires tokens::
+
+            db.alter_collection("sessions", ttl=7200, max_keys=None)   # no key quota
+        """
+        change = change_of(consistency, ttl, max_keys, max_bytes)
+        return collection_info(self._client.collection_alter(name, change, self._settings.wait(timeout)))
+
+    def describe_collection(self, name: str, *, timeout: Optional[Seconds] = None) -> CollectionInfo:
+        """The settings and size of the collection ``name``, as a
+        :class:`dhrt.CollectionInfo`. Raises :class:`dhrt.NotFoundError` when it has
+        neither settings nor keys."""
+        return collection_info(self._client.collection_show(name, self._settings.wait(timeout)))
+
+    def collections(self, *, timeout: Optional[Seconds] = None) -> List[CollectionInfo]:
+        """Every collection with settings or keys, by name (only those its token
+        covers, on a node that requires tokens)."""
+        return [collection_info(v) for v in self._client.collection_list(self._settings.wait(timeout))]
+
+    def drop_collection(
+        self,
+        name: str,
+        *,
+        consistency: Optional[Consistency] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> int:
+        """Deletes every key of the collection ``name`` (at ``consistency``) and its
+        settings, and returns how many keys were deleted. Made again, the collection
+        starts from the cluster's defaults. Not atomic: writes made meanwhile may
+        survive it; after an error, call it again to delete the rest. Needs an
+        ``admin`` token on a node that requires tokens."""
+        c, level, wait = self._settings.call(name, consistency, timeout)
+        deleted: int = self._client.collection_drop(c, level, wait)
+        return deleted
 
     # -- lifetime -------------------------------------------------------------------
 

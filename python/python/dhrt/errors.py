@@ -16,6 +16,7 @@ those keeps working::
     ├── UnavailableError                   the node cannot serve now
     │   ├── QuorumError                    too few replicas answered (.acks, .required)
     │   ├── StorageFullError               replicas refused the write for lack of storage
+    │   │   └── QuotaExceededError         the write would pass its collection's quota
     │   └── ConflictError                  the write lost to a newer one; nothing acknowledged
     ├── TimeoutError (TimeoutError)        no answer in time
     ├── ConnectionError (ConnectionError)  no node reachable, or the connection dropped
@@ -48,6 +49,7 @@ __all__ = [
     "UnavailableError",
     "QuorumError",
     "StorageFullError",
+    "QuotaExceededError",
     "ConflictError",
     "TimeoutError",
     "ConnectionError",
@@ -169,10 +171,27 @@ class StorageFullError(_Replicas, UnavailableError):
     code = "storage_full"
 
 
+class QuotaExceededError(StorageFullError):
+    """The write would take its collection past its quota of keys or bytes (the
+    ``max_keys`` or ``max_bytes`` of :meth:`dhrt.Client.create_collection` or
+    :meth:`~dhrt.Client.alter_collection`). Nothing was written.
+
+    Reads, deletes, and writes that only replace keys the collection already holds (if
+    they fit its byte quota) still work; new keys are accepted again once keys are
+    deleted or the quota is raised. It is a :class:`StorageFullError` (the node answers
+    both with HTTP 507): the collection has no room left, as a disk with a quota has
+    none."""
+
+    code = "quota_exceeded"
+
+
 class ConflictError(_Replicas, UnavailableError):
     """The write lost to a newer write of the same key that a replica already held,
     and re-stamping it above that write did not win within the node's bounded attempts.
-    Nothing was acknowledged; retrying writes above what the replicas hold."""
+    Nothing was acknowledged; retrying writes above what the replicas hold.
+
+    Also raised by :meth:`dhrt.Client.create_collection` for a collection that has
+    settings already (change them with :meth:`~dhrt.Client.alter_collection`)."""
 
     code = "conflict"
 

@@ -125,6 +125,7 @@ pub fn ring(members: &[RingMember]) -> Value {
                 "status": m.status,
                 "joining": m.joining,
                 "leaving": m.leaving,
+                "labels": m.labels,
                 "tokens": m.tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
             })
         })
