@@ -25,7 +25,7 @@ const problems = [];
 
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  cluster = await startCluster(3);
+  cluster = await startCluster(3, { args: ['--label', 'zone=eu-1', '--label', 'disk=ssd'] });
   profile = mkdtempSync(join(tmpdir(), 'dhrt-chromium-'));
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -65,6 +65,9 @@ test('the dashboard shows three healthy nodes and the ring', async () => {
   assert.equal(await page.locator('#ring path.vnode').count(), 96, '3 nodes × 32 vnodes');
   assert.equal(await page.locator('#legend li').count(), 3);
   await page.waitForFunction(() => document.querySelectorAll('#sync .row').length === 3);
+  // Every node's labels, as it was started with them (--label).
+  const labels = await page.locator('#nodes tr[data-status="alive"] td.node .labels').allTextContents();
+  assert.deepEqual(labels, ['disk=ssdzone=eu-1', 'disk=ssdzone=eu-1', 'disk=ssdzone=eu-1']);
   await shot('1-three-healthy-nodes');
   assert.deepEqual(problems, []);
 });

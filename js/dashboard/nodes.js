@@ -43,6 +43,13 @@ export const HEALTH = { alive: 'healthy', suspect: 'suspect', dead: 'dead', left
  * @param {NodeView[]} nodes
  */
 export function renderNodes(tbody, nodes) {
+  /** @param {{labels?: Record<string, string>}} m */
+  const labelsOf = (m) => {
+    const pairs = Object.entries(m.labels ?? {});
+    return pairs.length === 0
+      ? ''
+      : `<span class="labels">${pairs.map(([k, v]) => `<span class="label">${esc(k)}=${esc(v)}</span>`).join('')}</span>`;
+  };
   const maxKeys = Math.max(1, ...nodes.map((n) => n.stats?.keys ?? 0));
   const html = nodes
     .map(({ member: m, stats: s, ops, error, colour }) => {
@@ -61,7 +68,7 @@ export function renderNodes(tbody, nodes) {
             : '<span class="change" title="it hands its ranges off, then leaves">leaving</span>'
           : '';
       return `<tr data-node="${esc(m.addr)}" data-status="${esc(m.status)}">
-        <td class="node"><span class="swatch" style="background:${colour}"></span> ${esc(m.addr)}<span class="id">${esc(m.id.slice(0, 6))}…</span></td>
+        <td class="node"><span class="swatch" style="background:${colour}"></span> ${esc(m.addr)}<span class="id">${esc(m.id.slice(0, 6))}…</span>${labelsOf(m)}</td>
         <td><span class="badge" data-status="${esc(m.status)}">${esc(HEALTH[/** @type {keyof HEALTH} */ (m.status)] ?? m.status)}</span>${change}${unreachable}${storage}</td>
         <td class="num"><span class="bar" style="width:${width}px"></span>${short(keys)}</td>
         <td class="num">${ops === undefined ? '–' : short(ops)}</td>

@@ -117,6 +117,8 @@ export interface Member {
   /** It announced a graceful leave and hands its ranges off (a `dead` member that is
    * `leaving` is being removed by an operator: `dhrt remove`). */
   leaving: boolean;
+  /** The labels the node was started with (`--label zone=eu-1`), key → value. */
+  labels: Record<string, string>;
 }
 
 export interface Progress {

@@ -457,8 +457,14 @@ pub fn members_to_js(view: &RingView) -> JsValue {
             .set("share", share_of(m.id))
             .set("joining", m.joining)
             .set("leaving", m.leaving)
+            .set("labels", labels_to_js(&m.labels))
             .into()
     }))
+}
+
+/// A member's labels as a plain object, `{zone: "eu-1", ...}`.
+fn labels_to_js(labels: &std::collections::BTreeMap<String, String>) -> JsValue {
+    labels.iter().fold(Obj::new(), |o, (k, v)| o.set(k, v.as_str())).into()
 }
 
 fn progress_to_js(p: Option<Progress>) -> Option<JsValue> {

@@ -37,20 +37,24 @@
 //!   answers reads for nobody's quorum until its hand-off round has merged what it
 //!   missed; a suspected owner is not counted either.
 //!
+//! - **Spread.** A placement may choose each position's replicas among the members a
+//!   selector accepts and spread them over zones ([`Placement::with_spread`], see
+//!   [`super::spread`]); owners, pending replicas and future owners all follow it.
+//!
 //! A write acknowledged by W owners and a read answered by R readable owners with
 //! R + W > N meet in at least one node, which holds the write: that is the quorum
 //! guarantee, at every moment, including while nodes fail, restart, join, leave or move
 //! tokens — provided every coordinator heard a change was announced before it completes
 //! (the node making it waits `ring_delay` first, time for gossip to spread).
 
-use super::RingTable;
+use super::{Labels, RingTable, Spread};
 use crate::{
     entry::NodeId,
     hash::{Interval, Position},
     membership::Member,
     membership::Status,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where one key's requests go.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -90,13 +94,33 @@ pub struct Placement {
     dead: BTreeSet<NodeId>,
     down: BTreeSet<NodeId>,
     n: usize,
+    /// Which members may hold replicas and whether they spread over zones
+    /// ([`super::spread`]); the default takes the plain preference lists.
+    spread: Spread,
+    /// Every member's labels, kept when `spread` needs them.
+    labels: BTreeMap<NodeId, Labels>,
 }
 
 impl Placement {
     /// Placement over `members` (this node's view, itself included) with replication
     /// factor `n`.
     pub fn new<'a>(members: impl IntoIterator<Item = &'a Member>, n: usize) -> Self {
+        Self::with_spread(members, n, Spread::default())
+    }
+
+    /// As [`Placement::new`], the replicas of every position chosen among the members
+    /// `spread` accepts and spread over its zones ([`RingTable::preference_list_spread`]).
+    pub fn with_spread<'a>(
+        members: impl IntoIterator<Item = &'a Member>,
+        n: usize,
+        spread: Spread,
+    ) -> Self {
         let members: Vec<&Member> = members.into_iter().collect();
+        let labels = if spread == Spread::default() {
+            BTreeMap::new()
+        } else {
+            members.iter().map(|m| (m.id, m.labels.clone())).collect()
+        };
         let owners = RingTable::new(
             members.iter().filter(|m| m.owns()).map(|m| (m.id, m.tokens.as_slice())),
         );
@@ -117,7 +141,31 @@ impl Placement {
             dead: members.iter().filter(|m| m.status == Status::Dead).map(|m| m.id).collect(),
             down: members.iter().filter(|m| m.status.is_down()).map(|m| m.id).collect(),
             n: n.max(1),
+            spread,
+            labels,
         }
+    }
+
+    /// The replicas of `pos` on `table`: its preference list of `n`, by `spread`.
+    fn list(&self, table: &RingTable, pos: Position) -> Vec<NodeId> {
+        if self.labels.is_empty() && self.spread == Spread::default() {
+            table.preference_list(pos, self.n)
+        } else {
+            table.preference_list_spread(pos, self.n, &self.spread, |id| self.labels.get(&id))
+        }
+    }
+
+    /// Every token interval of the owners' table with its owners: what anti-entropy,
+    /// hand-offs and cleaning walk.
+    pub fn intervals(&self) -> Vec<(Interval, Vec<NodeId>)> {
+        let vnodes = self.owners.vnodes();
+        let len = vnodes.len();
+        (0..len)
+            .map(|i| {
+                let interval = Interval::new(vnodes[(i + len - 1) % len].pos, vnodes[i].pos);
+                (interval, self.list(&self.owners, vnodes[i].pos))
+            })
+            .collect()
     }
 
     /// The table of owning members (what anti-entropy, scans and cleaning walk).
@@ -138,7 +186,7 @@ impl Placement {
 
     /// The owners of position `pos`.
     pub fn owners(&self, pos: Position) -> Vec<NodeId> {
-        self.owners.preference_list(pos, self.n)
+        self.list(&self.owners, pos)
     }
 
     /// The one member owning every key, with no change of the ring announced: what
@@ -158,7 +206,7 @@ impl Placement {
         if !self.changing {
             return KeyPlacement { owners, ..KeyPlacement::default() };
         }
-        let future = self.future.preference_list(pos, self.n);
+        let future = self.list(&self.future, pos);
         let pending: Vec<NodeId> = future
             .iter()
             .filter(|id| !owners.contains(id) && !self.dead.contains(id))
@@ -188,8 +236,7 @@ impl Placement {
         let len = vnodes.len();
         (0..len).any(|i| {
             let range = Interval::new(vnodes[(i + len - 1) % len].pos, vnodes[i].pos);
-            overlaps(&range, interval)
-                && self.future.preference_list(vnodes[i].pos, self.n).contains(&id)
+            overlaps(&range, interval) && self.list(&self.future, vnodes[i].pos).contains(&id)
         })
     }
 
@@ -330,5 +377,37 @@ mod tests {
         assert_eq!(k.makers, vec![NodeId(9)], "the joining node makes the change");
         assert_eq!(done.key(12), KeyPlacement { owners: k.future.clone(), ..Default::default() });
         assert!(!done.in_transition());
+    }
+
+    #[test]
+    fn a_spread_places_on_selected_members_in_distinct_zones() {
+        let labelled = |id: u64, zone: &str, disk: &str| Member {
+            labels: crate::membership::parse_labels([
+                format!("zone={zone}").as_str(),
+                format!("disk={disk}").as_str(),
+            ])
+            .unwrap(),
+            ..member(id, &[id * 10], Status::Alive, false)
+        };
+        let members = [
+            labelled(1, "a", "ssd"),
+            labelled(2, "a", "ssd"),
+            labelled(3, "b", "hdd"),
+            labelled(4, "b", "ssd"),
+            labelled(5, "c", "ssd"),
+        ];
+        let ssd = Spread { select: vec![("disk".into(), "ssd".into())], zone_label: None };
+        let p = Placement::with_spread(&members, 3, ssd);
+        assert_eq!(p.owners(25), vec![NodeId(4), NodeId(5), NodeId(1)], "node 3 is skipped");
+        let zoned = Spread { select: Vec::new(), zone_label: Some("zone".into()) };
+        let p = Placement::with_spread(&members, 3, zoned);
+        assert_eq!(p.owners(5), vec![NodeId(1), NodeId(3), NodeId(5)], "one a zone");
+        for (interval, owners) in p.intervals() {
+            assert_eq!(owners, p.owners(interval.end));
+        }
+        // The default spread is the plain preference list.
+        let plain = Placement::new(&members, 3);
+        assert_eq!(plain.owners(5), vec![NodeId(1), NodeId(2), NodeId(3)]);
+        assert_eq!(plain, Placement::with_spread(&members, 3, Spread::default()));
     }
 }
