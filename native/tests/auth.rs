@@ -7,7 +7,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{run_bounded, wait_until, NodeProc};
+use common::{http::http, run_bounded, wait_until, NodeProc};
 use dhrt::client::{conn::Conn, Client, ClientError, ConnectOptions};
 use dhrt_core::{
     auth::{BearerToken, Role, TOKENS_COLLECTION},
@@ -18,9 +18,7 @@ use dhrt_core::{
     wire,
 };
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::{process::Command, time::Duration};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message as Ws};
 
@@ -37,44 +35,6 @@ fn start(admin: &common::AdminToken, join: Option<&str>) -> NodeProc {
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime")
-}
-
-/// An HTTP answer: status, `WWW-Authenticate`, JSON body (or `Null`).
-struct Resp {
-    status: u16,
-    challenge: Option<String>,
-    body: Value,
-}
-
-impl Resp {
-    fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
-    }
-}
-
-async fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> Resp {
-    let go = async {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder().method(method).uri(path).header("host", addr);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req.body(Full::new(Bytes::from(body.to_string()))).expect("a request");
-        let resp = sender.send_request(req).await.expect("an answer");
-        let status = resp.status().as_u16();
-        let challenge = resp
-            .headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let bytes = resp.into_body().collect().await.expect("the body").to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Resp { status, challenge, body }
-    };
-    tokio::time::timeout(WAIT, go).await.expect("an HTTP answer in time")
 }
 
 type Socket =

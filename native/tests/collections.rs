@@ -6,42 +6,16 @@
 mod common;
 
 use bytes::Bytes;
-use common::{run_bounded, wait_until, NodeProc};
+use common::{http::http, run_bounded, wait_until, NodeProc};
 use dhrt::client::{conn::Conn, Client, ConnectOptions};
 use dhrt_core::{
     catalogue::CollectionSettings,
     proto::client::{Consistency, Op, Reply},
 };
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::{process::Command, time::Duration};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-struct Resp {
-    status: u16,
-    body: Value,
-}
-
-async fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> Resp {
-    let go = async {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder().method(method).uri(path).header("host", addr);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req.body(Full::new(Bytes::from(body.to_string()))).expect("a request");
-        let resp = sender.send_request(req).await.expect("an answer");
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.expect("the body").to_bytes();
-        Resp { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
-    };
-    tokio::time::timeout(WAIT, go).await.expect("an HTTP answer in time")
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime")

@@ -171,25 +171,31 @@ pub fn run(args: &CollectionArgs, target: &Target) -> Result<(), Box<dyn std::er
     })
 }
 
-fn or_default<T>(v: Option<T>, show: impl Fn(T) -> String) -> String {
-    v.map_or_else(|| "default".to_string(), show)
-}
-
-/// What `show`, `create` and `alter` print: one `name: value` line a field.
-fn describe(v: &CollectionView) -> String {
-    let s = &v.settings;
-    format!(
-        "collection:  {}\ndefined:     {}\nplacement:   {}\nreplicas:    {}\n\
-         consistency: {}\nttl:         {}\nmax keys:    {}\nmax bytes:   {}\n\
-         keys:        {} (estimated)\nbytes:       {} (estimated)\n",
-        v.name,
-        if v.defined { "yes" } else { "no (the cluster's defaults)" },
-        v.placement,
-        v.replicas,
+/// A collection's settings as text, `default` where it has none: consistency, TTL,
+/// max keys, max bytes.
+fn settings_text(s: &CollectionSettings) -> [String; 4] {
+    fn or_default<T>(v: Option<T>, show: impl Fn(T) -> String) -> String {
+        v.map_or_else(|| "default".to_string(), show)
+    }
+    [
         or_default(s.consistency, |c| c.to_string()),
         or_default(s.ttl_ms, |t| format!("{} s", t as f64 / 1000.0)),
         or_default(s.max_keys, |n| n.to_string()),
         or_default(s.max_bytes, |n| n.to_string()),
+    ]
+}
+
+/// What `show`, `create` and `alter` print: one `name: value` line a field.
+fn describe(v: &CollectionView) -> String {
+    let [consistency, ttl, max_keys, max_bytes] = settings_text(&v.settings);
+    format!(
+        "collection:  {}\ndefined:     {}\nplacement:   {}\nreplicas:    {}\n\
+         consistency: {consistency}\nttl:         {ttl}\nmax keys:    {max_keys}\n\
+         max bytes:   {max_bytes}\nkeys:        {} (estimated)\nbytes:       {} (estimated)\n",
+        v.name,
+        if v.defined { "yes" } else { "no (the cluster's defaults)" },
+        v.placement,
+        v.replicas,
         v.keys,
         v.bytes,
     )
@@ -197,16 +203,14 @@ fn describe(v: &CollectionView) -> String {
 
 /// One line of `list`: name, placement, replicas, settings, size.
 fn row(v: &CollectionView) -> String {
-    let s = &v.settings;
+    let [consistency, ttl, max_keys, max_bytes] = settings_text(&v.settings);
     format!(
-        "{}\t{}\tN={}\tconsistency={}\tttl={}\tmax_keys={}\tmax_bytes={}\tkeys={}\tbytes={}",
+        "{}\t{}\tN={}\tconsistency={consistency}\tttl={}\tmax_keys={max_keys}\t\
+         max_bytes={max_bytes}\tkeys={}\tbytes={}",
         v.name,
         v.placement,
         v.replicas,
-        or_default(s.consistency, |c| c.to_string()),
-        or_default(s.ttl_ms, |t| format!("{}s", t as f64 / 1000.0)),
-        or_default(s.max_keys, |n| n.to_string()),
-        or_default(s.max_bytes, |n| n.to_string()),
+        ttl.replace(' ', ""),
         v.keys,
         v.bytes,
     )

@@ -73,13 +73,20 @@ async fn store(
     }
 }
 
-/// Every `(name, settings)` of the catalogue, read at quorum.
-async fn all_stored(state: &AppState) -> Result<BTreeMap<String, CollectionSettings>, Reply> {
-    let mut out = BTreeMap::new();
+/// Every live `(key, value)` of the reserved `collection`, read at quorum page by page,
+/// `keep` deciding what is kept, until the end or `max` kept: how the server lists the
+/// catalogue and the tokens.
+pub(crate) async fn scan_reserved<T>(
+    state: &AppState,
+    collection: &str,
+    max: usize,
+    mut keep: impl FnMut(Bytes, Bytes) -> Option<T>,
+) -> Result<Vec<T>, Reply> {
+    let mut out = Vec::new();
     let mut cursor = None;
     loop {
         let op = Op::Scan {
-            collection: CATALOGUE_COLLECTION.into(),
+            collection: collection.into(),
             cursor,
             prefix: None,
             limit: PAGE,
@@ -89,19 +96,22 @@ async fn all_stored(state: &AppState) -> Result<BTreeMap<String, CollectionSetti
             Reply::Page { items, cursor } => (items, cursor),
             other => return Err(unexpected(other)),
         };
-        for (key, value) in items {
-            let (Ok(name), Ok(settings)) =
-                (String::from_utf8(key.to_vec()), CollectionSettings::decode(&value))
-            else {
-                continue;
-            };
-            out.insert(name, settings);
-        }
-        if next.is_none() || out.len() >= MAX_ENTRIES {
+        out.extend(items.into_iter().filter_map(|(k, v)| keep(k, v)));
+        if next.is_none() || out.len() >= max {
             return Ok(out);
         }
         cursor = next;
     }
+}
+
+/// Every `(name, settings)` of the catalogue, read at quorum.
+async fn all_stored(state: &AppState) -> Result<BTreeMap<String, CollectionSettings>, Reply> {
+    let keep = |key: Bytes, value: Bytes| {
+        let name = String::from_utf8(key.to_vec()).ok()?;
+        Some((name, CollectionSettings::decode(&value).ok()?))
+    };
+    let all = scan_reserved(state, CATALOGUE_COLLECTION, MAX_ENTRIES, keep).await?;
+    Ok(all.into_iter().collect())
 }
 
 /// The view of `name` from its settings (if any) and the node's snapshot.

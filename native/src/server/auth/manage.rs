@@ -20,8 +20,6 @@ use dhrt_core::{
 };
 use ring::rand::{SecureRandom, SystemRandom};
 
-/// Records read per page while listing.
-const PAGE: u32 = 1000;
 /// Most tokens listed.
 pub const MAX_LISTED: usize = 100_000;
 
@@ -81,31 +79,13 @@ pub async fn create(
 
 /// Every token, ordered by id, without secrets.
 pub async fn list(state: &AppState) -> Result<Vec<TokenInfo>, Refusal> {
-    let mut out = Vec::new();
-    let mut cursor = None;
-    loop {
-        let op = Op::Scan {
-            collection: TOKENS_COLLECTION.into(),
-            cursor,
-            prefix: None,
-            limit: PAGE,
-            consistency: Consistency::Quorum,
-        };
-        let (items, next) = match state.call_unchecked(op).await {
-            Reply::Page { items, cursor } => (items, cursor),
-            other => return Err(from_reply(other)),
-        };
-        for (key, value) in items {
-            let id = String::from_utf8_lossy(&key);
-            if let Ok(record) = TokenRecord::decode(&value) {
-                out.push(record.info(&id));
-            }
-        }
-        if next.is_none() || out.len() >= MAX_LISTED {
-            break;
-        }
-        cursor = next;
-    }
+    let info = |key: Bytes, value: Bytes| {
+        TokenRecord::decode(&value).ok().map(|r| r.info(&String::from_utf8_lossy(&key)))
+    };
+    let mut out =
+        crate::server::collections::scan_reserved(state, TOKENS_COLLECTION, MAX_LISTED, info)
+            .await
+            .map_err(from_reply)?;
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
 }
