@@ -229,6 +229,12 @@ impl CollectionSettings {
     }
 }
 
+/// Whether `collection` is the catalogue's own ([`CATALOGUE_COLLECTION`]): a length
+/// compare first, as it is asked on every write.
+pub fn is_catalogue(collection: &str) -> bool {
+    collection.len() == CATALOGUE_COLLECTION.len() && collection == CATALOGUE_COLLECTION
+}
+
 /// Checks that `collection` may have settings: a valid name, not reserved.
 pub fn validate_name(collection: &str) -> Result<(), SettingsError> {
     validate_collection(collection).map_err(|e: StoreError| SettingsError::Name(e.to_string()))?;

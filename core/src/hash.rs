@@ -51,6 +51,14 @@ impl Placement {
         }
     }
 
+    /// The placement's name: `hashed` or `ordered`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::Hashed => "hashed",
+            Placement::Ordered => "ordered",
+        }
+    }
+
     /// The ring position of `key` in `collection` under this placement.
     pub fn position(self, collection: &str, key: &[u8]) -> Position {
         match self {

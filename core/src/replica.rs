@@ -15,7 +15,7 @@
 //! and are not recorded.
 
 use crate::{
-    catalogue::CATALOGUE_COLLECTION,
+    catalogue::is_catalogue,
     entry::{Entry, Version},
     hash::{Interval, Placement, Position},
     merkle::{entry_digest, MerkleTree, NodeRef, DEFAULT_DEPTH, FANOUT},
@@ -261,13 +261,14 @@ impl<S: Store> Replica<S> {
 
     /// Notes a change of `collection`: whether it is the catalogue's.
     fn note(&mut self, collection: &str) {
-        if collection.len() == CATALOGUE_COLLECTION.len() && collection == CATALOGUE_COLLECTION {
+        if is_catalogue(collection) {
             self.catalogue_changed = true;
         }
     }
 
-    /// Whether the catalogue's collection ([`CATALOGUE_COLLECTION`]) changed since the
-    /// last call: merged, removed from, dropped or rolled back.
+    /// Whether the catalogue's collection
+    /// ([`crate::catalogue::CATALOGUE_COLLECTION`]) changed since the last call: merged,
+    /// removed from, dropped or rolled back.
     pub fn take_catalogue_changed(&mut self) -> bool {
         std::mem::take(&mut self.catalogue_changed)
     }

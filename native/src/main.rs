@@ -198,11 +198,7 @@ fn main() -> ExitCode {
             } else {
                 let placement = Placement::of(&collection);
                 let pos = placement.position(&collection, key.as_bytes());
-                let how = match placement {
-                    Placement::Hashed => "hashed",
-                    Placement::Ordered => "ordered",
-                };
-                println!("{pos} ({pos:#018x}, {how})");
+                println!("{pos} ({pos:#018x}, {})", placement.as_str());
                 Ok(())
             }
         }

@@ -426,16 +426,11 @@ impl<S: Store> Node<S> {
     /// (none while no other member is up).
     fn catalogue_job(&mut self) -> Option<Job> {
         let me = self.id();
-        let up: Vec<NodeId> = self
-            .table
-            .vnodes()
-            .iter()
-            .map(|v| v.node)
+        let up: Vec<NodeId> = (self.table.vnodes().iter().map(|v| v.node))
             .filter(|id| *id != me && self.up(*id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect();
-        let mut up = up;
-        up.sort_unstable();
-        up.dedup();
         let peer = up[self.rng.index(up.len())?];
         let catalogue = crate::catalogue::CATALOGUE_COLLECTION;
         Some(self.job(catalogue, Interval::full(), peer, Purpose::Sync))

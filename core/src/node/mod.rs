@@ -46,7 +46,7 @@ pub mod skew;
 pub mod watch;
 
 use crate::{
-    catalogue::{Catalogue, CATALOGUE_COLLECTION},
+    catalogue::{is_catalogue, Catalogue, CATALOGUE_COLLECTION},
     clock::Hlc,
     entry::{Entry, NodeId},
     hash::{Interval, Position},
@@ -491,7 +491,7 @@ impl<S: Store> Node<S> {
     /// How many replicas `collection` keeps: every owning member for the catalogue,
     /// the configured replication factor for every other collection.
     pub fn replicas_for(&self, collection: &str) -> usize {
-        if everywhere(collection) {
+        if is_catalogue(collection) {
             usize::MAX
         } else {
             self.config.replicas.max(1)
@@ -500,7 +500,7 @@ impl<S: Store> Node<S> {
 
     /// Owners, pending replicas and readable members for `collection`'s keys.
     pub fn placement_for(&self, collection: &str) -> &Placement {
-        if everywhere(collection) {
+        if is_catalogue(collection) {
             &self.everywhere
         } else {
             &self.placement
@@ -1118,11 +1118,6 @@ impl<S: Store> Node<S> {
             self.ring_share = replicated_share(&self.table, self.id(), self.config.replicas);
         }
     }
-}
-
-/// Whether every owning member keeps `collection` (the catalogue).
-fn everywhere(collection: &str) -> bool {
-    collection.len() == CATALOGUE_COLLECTION.len() && collection == CATALOGUE_COLLECTION
 }
 
 /// The share of the ring (0 to 1) whose preference lists of `n` include `me`; 1 when the

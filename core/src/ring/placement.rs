@@ -148,7 +148,7 @@ impl Placement {
 
     /// The replicas of `pos` on `table`: its preference list of `n`, by `spread`.
     fn list(&self, table: &RingTable, pos: Position) -> Vec<NodeId> {
-        if self.labels.is_empty() && self.spread == Spread::default() {
+        if self.spread == Spread::default() {
             table.preference_list(pos, self.n)
         } else {
             table.preference_list_spread(pos, self.n, &self.spread, |id| self.labels.get(&id))

@@ -123,11 +123,7 @@ fn view(name: &str, settings: Option<CollectionSettings>, snapshot: &Snapshot) -
         name: name.to_string(),
         defined: settings.is_some(),
         settings: settings.unwrap_or_default(),
-        placement: match Placement::of(name) {
-            Placement::Ordered => "ordered",
-            Placement::Hashed => "hashed",
-        }
-        .to_string(),
+        placement: Placement::of(name).as_str().to_string(),
         replicas: u32::try_from(snapshot.replicas).unwrap_or(u32::MAX),
         keys: local.map_or(0, |c| scale(c.entries.saturating_sub(c.tombstones))),
         bytes: local.map_or(0, |c| scale(c.bytes)),
