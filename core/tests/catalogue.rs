@@ -58,8 +58,7 @@ fn settings(ttl_s: u64) -> CollectionSettings {
     CollectionSettings {
         consistency: Some(Consistency::One),
         ttl_ms: Some(ttl_s * 1000),
-        max_keys: None,
-        max_bytes: None,
+        ..Default::default()
     }
 }
 

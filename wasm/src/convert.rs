@@ -149,7 +149,8 @@ pub fn parse_ttl(ms: Option<f64>) -> Result<Option<u64>, String> {
 }
 
 /// The settings a collection's settings object names, in the order they are listed.
-const SETTINGS: [&str; 4] = ["consistency", "ttlMs", "maxKeys", "maxBytes"];
+const SETTINGS: [&str; 7] =
+    ["consistency", "ttlMs", "maxKeys", "maxBytes", "replicas", "select", "zoneLabel"];
 
 /// Largest count a setting may be: beyond it a JavaScript number is no longer exact.
 const MAX_COUNT: f64 = 9_007_199_254_740_991.0;
@@ -215,7 +216,30 @@ pub fn change_from_js(obj: &JsValue, what: &str) -> Result<SettingsChange, Strin
         })?,
         max_keys: setting(obj, "maxKeys", count_setting("maxKeys"))?,
         max_bytes: setting(obj, "maxBytes", count_setting("maxBytes"))?,
+        replicas: setting(obj, "replicas", |v| {
+            let n = count_setting("replicas")(v)?;
+            u32::try_from(n).map_err(|_| format!("replicas {n} is too large"))
+        })?,
+        select: setting(obj, "select", select_setting)?,
+        zone_label: setting(obj, "zoneLabel", |v| {
+            v.as_string().ok_or_else(|| "zoneLabel must be a label key such as \"zone\"".into())
+        })?,
     })
+}
+
+/// A setting's selector: an object of label values, as `{disk: "ssd"}`.
+fn select_setting(v: &JsValue) -> Result<dhrt_core::ring::Labels, String> {
+    let what = "select must be an object of labels such as {disk: \"ssd\"}";
+    let o =
+        v.dyn_ref::<Object>().filter(|_| !v.is_function() && !Array::is_array(v)).ok_or(what)?;
+    let mut pairs = Vec::new();
+    for entry in Object::entries(o).iter() {
+        let pair = Array::from(&entry);
+        let (k, val) = (pair.get(0).as_string(), pair.get(1).as_string());
+        let (Some(k), Some(val)) = (k, val) else { return Err(what.to_string()) };
+        pairs.push(format!("{k}={val}"));
+    }
+    dhrt_core::membership::parse_labels(pairs.iter().map(String::as_str)).map_err(|e| e.to_string())
 }
 
 /// The core operation a request object stands for, or why it is invalid.

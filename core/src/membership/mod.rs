@@ -107,7 +107,8 @@ pub use clock::ClockStamp;
 pub use config::{log10_milli, MembershipConfig};
 pub use gossip::BroadcastQueue;
 pub use member::{
-    parse_labels, LabelError, Member, MemberState, Status, MAX_INCARNATION, MAX_LABELS,
+    labels_admitted, parse_labels, validate_label, LabelError, Member, MemberState, Status,
+    MAX_INCARNATION, MAX_LABELS,
 };
 pub use message::{MembershipEvent, MembershipMessage, MembershipOutput};
 

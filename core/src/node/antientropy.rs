@@ -29,7 +29,7 @@
 //! other replicas hold (see [`super::gc`]), so it rejoins empty and cannot resurrect
 //! deleted keys.
 
-use super::{Node, NodeEvent, Output};
+use super::{layouts::Signature, Node, NodeEvent, Output};
 use crate::{
     entry::NodeId,
     hash::Interval,
@@ -44,7 +44,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Why a session runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
+pub(super) enum Purpose {
     /// Anti-entropy or re-sync of a range this node replicates.
     Sync,
     /// Hand-off of a range this node no longer replicates: the index of its group.
@@ -58,6 +58,9 @@ enum Purpose {
     /// Hand-off of a range shared with a member being removed, to the nodes that own it
     /// once the member is gone (see [`super::remove`]).
     Remove,
+    /// A pull of a range a collection's move to another layout gives this node (see
+    /// [`super::moves`]).
+    Move,
 }
 
 /// One session to run.
@@ -114,6 +117,10 @@ pub struct AntiEntropy {
     incoming: Vec<(Interval, Millis)>,
 }
 
+/// A range a hand-off round syncs: its owners asked, and how many of them it must be
+/// synced with.
+type HandoffRange = (Interval, Vec<NodeId>, usize);
+
 /// The first step of a hand-off round: learning from the owners which collections
 /// exist (a fresh node holds none), before syncing each of them.
 ///
@@ -130,8 +137,12 @@ struct Discovery {
     /// Owners that answered.
     answered: BTreeSet<NodeId>,
     names: BTreeSet<String>,
-    /// Each range to sync, its owners asked, and how many of them it must be synced with.
-    ranges: Vec<(Interval, Vec<NodeId>, usize)>,
+    /// For each placement a collection may use: each range to sync, its owners asked,
+    /// and how many of them it must be synced with.
+    ranges: Vec<(Signature, Vec<HandoffRange>)>,
+    /// The layouts of the catalogue the ranges were planned with: a hand-off that ends
+    /// with others (the catalogue it brought changed them) plans again.
+    layouts: Vec<(String, Signature)>,
     deadline: Millis,
     /// When the question is asked again of the owners that have not answered: an owner
     /// ignores it until it knows this node as a member (see [`super::guard`]), which
@@ -153,9 +164,12 @@ struct Round {
     /// Entries received by the round's sessions.
     entries: u64,
     discovery: Option<Discovery>,
-    /// In a hand-off round, once discovery ended: each range to sync and the owners that
-    /// answered, among whom a session whose owner stops serving picks another.
-    owners: Vec<(Interval, Vec<NodeId>)>,
+    /// In a hand-off round, once discovery ended: each range to sync, by placement, and
+    /// the owners that answered, among whom a session whose owner stops serving picks
+    /// another.
+    owners: Vec<(Signature, Interval, Vec<NodeId>)>,
+    /// In a hand-off round, the layouts of the catalogue it was planned with.
+    layouts: Option<Vec<(String, Signature)>>,
 }
 
 /// Progress of a hand-off (re-sync) round, as [`NodeEvent::Handoff`] reports it.
@@ -221,18 +235,6 @@ impl AntiEntropy {
     }
 }
 
-/// Every token interval of `table` with its preference list of `n` nodes.
-pub(super) fn intervals(table: &RingTable, n: usize) -> Vec<(Interval, Vec<NodeId>)> {
-    let vnodes = table.vnodes();
-    let len = vnodes.len();
-    (0..len)
-        .map(|i| {
-            let interval = Interval::new(vnodes[(i + len - 1) % len].pos, vnodes[i].pos);
-            (interval, table.preference_list(vnodes[i].pos, n))
-        })
-        .collect()
-}
-
 impl<S: Store> Node<S> {
     /// Arms the next round unless one is armed or running.
     pub(super) fn schedule_sync(&mut self, now: Millis) {
@@ -277,36 +279,52 @@ impl<S: Store> Node<S> {
         if resync {
             self.abandon_round_sessions();
         }
-        let n = self.config.replicas.max(1);
         // The catalogue, which every member keeps, is synced whole with one member a
-        // round (below); the ranges are for every other collection.
+        // round (below); the ranges are for every other collection, by the placement
+        // each uses.
         let collections: Vec<String> = (self.replica.store().collections().unwrap_or_default())
             .into_iter()
-            .filter(|c| self.replicas_for(c) == n)
+            .filter(|c| !crate::catalogue::is_catalogue(c))
             .collect();
+        let signatures = self.signatures(&collections);
         let mut jobs = Vec::new();
         let mut groups = Vec::new();
         let mut discovery = None;
         let mut unsyncable = false;
         if resync {
-            // Sync what this node will replicate from those who own it now.
-            let would_be = intervals(&self.table_with_me(), n);
-            let mine: Vec<(Interval, Vec<NodeId>, usize)> = would_be
-                .iter()
-                .filter(|(_, replicas)| replicas.contains(&me))
-                .filter_map(|(interval, _)| {
-                    let owners = self.table.preference_list(interval.end, n);
-                    let need = self.handoff_sources(&owners);
-                    let up: Vec<NodeId> =
-                        owners.into_iter().filter(|o| *o != me && self.up(*o)).collect();
-                    (need > 0).then_some((*interval, up, need))
-                })
-                .collect();
-            if !mine.is_empty() {
+            // Sync what this node will replicate from those who own it now, for each
+            // placement a collection uses (a collection this node does not hold yet uses
+            // the one its name gives it once the catalogue is here: see `Round::layouts`).
+            let with_me = self.table_with_me();
+            let mut plans = Vec::new();
+            for (key, names) in signatures {
+                let placement = self.placement_by(&key);
+                let would_be = placement.intervals_on(&with_me);
+                let mine: Vec<HandoffRange> = would_be
+                    .iter()
+                    .filter(|(_, replicas)| replicas.contains(&me))
+                    .filter_map(|(interval, _)| {
+                        let owners = placement.now.list_on(&self.table, interval.end);
+                        let need = self.handoff_sources(&owners);
+                        let up: Vec<NodeId> =
+                            owners.into_iter().filter(|o| *o != me && self.up(*o)).collect();
+                        (need > 0).then_some((*interval, up, need))
+                    })
+                    .collect();
+                plans.push((key, names, would_be, mine));
+            }
+            let any = plans.iter().any(|(_, _, _, mine)| !mine.is_empty());
+            if any {
                 if self.stale(now) {
-                    let ranges: Vec<(Interval, Vec<NodeId>)> =
-                        mine.iter().map(|(i, o, _)| (*i, o.clone())).collect();
-                    self.wipe_shared(now, &collections, &would_be, &ranges);
+                    for (_, names, would_be, mine) in &plans {
+                        let ranges: Vec<(Interval, Vec<NodeId>)> =
+                            mine.iter().map(|(i, o, _)| (*i, o.clone())).collect();
+                        self.wipe_shared(now, names, would_be, &ranges);
+                    }
+                    let ranges: Vec<(Interval, Vec<NodeId>)> = plans
+                        .iter()
+                        .flat_map(|(_, _, _, mine)| mine.iter().map(|(i, o, _)| (*i, o.clone())))
+                        .collect();
                     // The catalogue too, which every member keeps: whole, when another
                     // member can give it back.
                     let others: Vec<NodeId> = ranges.iter().flat_map(|(_, o)| o.clone()).collect();
@@ -317,8 +335,10 @@ impl<S: Store> Node<S> {
                         self.wipe_shared(now, &catalogue, &with_me, &[(full, others)]);
                     }
                 }
-                let waiting: BTreeSet<NodeId> =
-                    mine.iter().flat_map(|(_, o, _)| o.clone()).collect();
+                let waiting: BTreeSet<NodeId> = plans
+                    .iter()
+                    .flat_map(|(_, _, _, mine)| mine.iter().flat_map(|(_, o, _)| o.clone()))
+                    .collect();
                 let req = self.coordinator.new_req();
                 self.ask_collections(req, &waiting);
                 discovery = Some(Discovery {
@@ -326,50 +346,54 @@ impl<S: Store> Node<S> {
                     waiting,
                     answered: BTreeSet::new(),
                     names: collections.iter().cloned().collect(),
-                    ranges: mine,
+                    ranges: plans.into_iter().map(|(key, _, _, mine)| (key, mine)).collect(),
+                    layouts: self.layouts_now(),
                     deadline: now + self.config.sync_timeout_ms,
                     resend_at: now + DISCOVERY_RESEND_MS,
                 });
             }
         } else {
             jobs.extend(self.catalogue_job());
-            for (interval, replicas) in intervals(&self.table, n) {
-                if replicas.contains(&me) {
-                    let (up, down): (Vec<NodeId>, Vec<NodeId>) =
-                        replicas.into_iter().filter(|r| *r != me).partition(|r| self.up(*r));
-                    // With every other owner down the range cannot be compared: the round
-                    // is not a full sync.
-                    unsyncable |= up.is_empty() && !down.is_empty();
-                    for c in &collections {
-                        if let Some(i) = self.rng.index(up.len()) {
-                            jobs.push(self.job(c, interval, up[i], Purpose::Sync));
+            for group in self.by_placement(&collections) {
+                let collections = &group.collections;
+                for (interval, replicas, pending) in group.intervals {
+                    if replicas.contains(&me) {
+                        let (up, down): (Vec<NodeId>, Vec<NodeId>) =
+                            replicas.into_iter().filter(|r| *r != me).partition(|r| self.up(*r));
+                        // With every other owner down the range cannot be compared: the round
+                        // is not a full sync.
+                        unsyncable |= up.is_empty() && !down.is_empty();
+                        for c in collections {
+                            if let Some(i) = self.rng.index(up.len()) {
+                                jobs.push(self.job(c, interval, up[i], Purpose::Sync));
+                            }
                         }
-                    }
-                    continue;
-                }
-                let hold_off = 2 * self.config.sync_interval_ms.max(self.config.ring_delay_ms);
-                self.anti_entropy.incoming.retain(|(_, at)| now.saturating_sub(*at) < hold_off);
-                // A range handed to this node, or one it is a pending replica of (it will
-                // own it, or owned it until a change other coordinators may not know
-                // yet), stays.
-                let incoming = self.anti_entropy.incoming.iter().any(|(range, _)| {
-                    range.segments().into_iter().flatten().any(|s| interval.overlaps_segment(s))
-                }) || self.placement.pending_in(me, &interval);
-                for c in &collections {
-                    let holds =
-                        self.replica.range(c, interval, None, 1).is_ok_and(|r| !r.is_empty());
-                    if !holds || replicas.is_empty() || incoming {
                         continue;
                     }
-                    let g = groups.len();
-                    groups.push(CleanGroup {
-                        collection: c.clone(),
-                        interval,
-                        remaining: replicas.len(),
-                        failed: false,
-                    });
-                    for r in &replicas {
-                        jobs.push(self.job(c, interval, *r, Purpose::Clean(g)));
+                    let hold_off = 2 * self.config.sync_interval_ms.max(self.config.ring_delay_ms);
+                    self.anti_entropy.incoming.retain(|(_, at)| now.saturating_sub(*at) < hold_off);
+                    // A range handed to this node, or one it is a pending replica of (it will
+                    // own it, or owned it until a change other coordinators may not know
+                    // yet), stays.
+                    let incoming = self.anti_entropy.incoming.iter().any(|(range, _)| {
+                        range.segments().into_iter().flatten().any(|s| interval.overlaps_segment(s))
+                    }) || pending;
+                    for c in collections {
+                        let holds =
+                            self.replica.range(c, interval, None, 1).is_ok_and(|r| !r.is_empty());
+                        if !holds || replicas.is_empty() || incoming {
+                            continue;
+                        }
+                        let g = groups.len();
+                        groups.push(CleanGroup {
+                            collection: c.clone(),
+                            interval,
+                            remaining: replicas.len(),
+                            failed: false,
+                        });
+                        for r in &replicas {
+                            jobs.push(self.job(c, interval, *r, Purpose::Clean(g)));
+                        }
                     }
                 }
             }
@@ -377,8 +401,9 @@ impl<S: Store> Node<S> {
         let total = jobs.iter().filter(|j| j.purpose == Purpose::Sync).count();
         let ae = &mut self.anti_entropy;
         // A migration's or a leave's hand-off outlives rounds.
-        ae.queue
-            .retain(|j| matches!(j.purpose, Purpose::Migrate | Purpose::Leave | Purpose::Remove));
+        ae.queue.retain(|j| {
+            matches!(j.purpose, Purpose::Migrate | Purpose::Leave | Purpose::Remove | Purpose::Move)
+        });
         ae.queue.extend(jobs);
         ae.groups = groups;
         ae.round = Some(Round {
@@ -390,6 +415,7 @@ impl<S: Store> Node<S> {
             entries: 0,
             discovery,
             owners: Vec::new(),
+            layouts: None,
         });
         ae.next_round_at = None;
         if resync {
@@ -481,6 +507,18 @@ impl<S: Store> Node<S> {
         }
     }
 
+    /// Queues a session after those queued.
+    pub(super) fn queue_session(
+        &mut self,
+        collection: &str,
+        interval: Interval,
+        peer: NodeId,
+        purpose: Purpose,
+    ) {
+        let job = self.job(collection, interval, peer, purpose);
+        self.anti_entropy.queue.push_back(job);
+    }
+
     fn job(&self, collection: &str, interval: Interval, peer: NodeId, purpose: Purpose) -> Job {
         Job { collection: collection.to_string(), interval, peer, purpose, attempts: 0 }
     }
@@ -530,7 +568,8 @@ impl<S: Store> Node<S> {
             ae.failed += 1;
         }
         let serving = self.up(job.peer);
-        let retried = matches!(job.purpose, Purpose::Sync | Purpose::Leave | Purpose::Remove);
+        let retried =
+            matches!(job.purpose, Purpose::Sync | Purpose::Leave | Purpose::Remove | Purpose::Move);
         if !ok && retried && job.attempts + 1 < SYNC_ATTEMPTS && serving {
             // A lost message or a busy peer: try the same range again later in the round.
             let retry = Job { attempts: job.attempts + 1, ..job };
@@ -566,6 +605,7 @@ impl<S: Store> Node<S> {
             Purpose::Migrate => self.on_migration_session_end(now, ok),
             Purpose::Leave => self.on_leave_session_end(now, ok, entries),
             Purpose::Remove => self.on_removal_session_end(now, ok),
+            Purpose::Move => self.on_move_session_end(now, &job.collection, ok),
             Purpose::Clean(g) => {
                 let Some(group) = ae.groups.get_mut(g) else { return };
                 group.remaining = group.remaining.saturating_sub(1);
@@ -582,7 +622,8 @@ impl<S: Store> Node<S> {
     /// at random.
     fn other_owner(&mut self, job: &Job) -> Option<NodeId> {
         let round = self.anti_entropy.round.as_ref().filter(|r| r.resync)?;
-        let owners = &round.owners.iter().find(|(i, _)| *i == job.interval)?.1;
+        let key = self.signature(&job.collection);
+        let owners = &round.owners.iter().find(|(k, i, _)| *k == key && *i == job.interval)?.2;
         let up: Vec<NodeId> =
             owners.iter().copied().filter(|o| *o != job.peer && self.up(*o)).collect();
         self.rng.index(up.len()).map(|i| up[i])
@@ -590,9 +631,13 @@ impl<S: Store> Node<S> {
 
     /// Every owner of `interval` has what this node held there: drop it.
     fn drop_handed_off(&mut self, _now: Millis, collection: String, interval: Interval) {
-        // The ring may have changed during the round; only drop what is still foreign.
-        let n = self.replicas_for(&collection);
-        if self.table.preference_list(interval.end, n).contains(&self.id()) {
+        // The ring or the collection's layout may have changed during the round; only
+        // drop what is still foreign.
+        let placement = self.placement_for(&collection);
+        let me = self.id();
+        if placement.list_on(&self.table, interval.end).contains(&me)
+            || placement.pending_in(me, &interval)
+        {
             return;
         }
         match self.replica.delete_range(&collection, interval) {
@@ -615,8 +660,13 @@ impl<S: Store> Node<S> {
         if !ae.queue.is_empty() || initiated || discovering {
             return;
         }
-        let Some(round) = self.anti_entropy.round.take() else { return };
+        let Some(mut round) = self.anti_entropy.round.take() else { return };
         self.anti_entropy.groups.clear();
+        // A hand-off planned with layouts the catalogue it brought changed missed what
+        // this node owns under the new ones: it plans again.
+        if round.layouts.as_ref().is_some_and(|l| *l != self.layouts_now()) {
+            round.failed = true;
+        }
         if round.failed {
             if round.resync {
                 // The node must not serve before it caught up: try again shortly.
@@ -728,8 +778,7 @@ impl<S: Store> Node<S> {
                 return;
             }
             let range = *range;
-            let n = self.replicas_for(collection);
-            let owners = self.table.preference_list(range.end, n);
+            let owners = self.placement_for(collection).list_on(&self.table, range.end);
             // An owner handing a range to this node, which does not own it (yet): a token
             // move or a leave about to be announced.
             if owners.contains(&from) && !owners.contains(&self.id()) {
@@ -821,7 +870,8 @@ impl<S: Store> Node<S> {
     ) {
         let Some(round) = self.anti_entropy.round.as_mut() else { return };
         let Some(d) = round.discovery.as_mut().filter(|d| d.req == req) else { return };
-        let owner = d.ranges.iter().any(|(_, owners, _)| owners.contains(&from));
+        let owner =
+            (d.ranges.iter().flat_map(|(_, r)| r)).any(|(_, owners, _)| owners.contains(&from));
         if !owner || !d.answered.insert(from) {
             return;
         }
@@ -852,26 +902,33 @@ impl<S: Store> Node<S> {
     /// with no such owner fails the round, so the node keeps waiting rather than serve
     /// without its data.
     fn finish_discovery(&mut self, now: Millis) {
-        let Some(round) = self.anti_entropy.round.as_mut() else { return };
-        let Some(d) = round.discovery.take() else { return };
+        let Some(d) = self.anti_entropy.round.as_mut().and_then(|r| r.discovery.take()) else {
+            return;
+        };
         let membership = &self.membership;
         let up = |o: &NodeId| membership.member(*o).is_some_and(|m| m.status.is_up());
-        let ranges: Vec<(Interval, Vec<NodeId>, usize)> = d
-            .ranges
-            .into_iter()
-            .map(|(interval, owners, need)| {
-                let answered = owners.into_iter().filter(|o| d.answered.contains(o));
-                (interval, answered.filter(up).collect(), need)
+        let catalogue = crate::catalogue::CATALOGUE_COLLECTION;
+        let names: Vec<(String, Signature)> = (d.names.iter())
+            .filter(|c| c.as_str() != catalogue)
+            .map(|c| (c.clone(), self.signature(c)))
+            .collect();
+        // The ranges of the placements the collections use, from the owners that answered.
+        let ranges: Vec<(Signature, Interval, Vec<NodeId>, usize)> = (d.ranges.into_iter())
+            .filter(|(key, _)| names.iter().any(|(_, k)| k == key))
+            .flat_map(|(key, ranges)| {
+                let answered = &d.answered;
+                ranges.into_iter().map(move |(interval, owners, need)| {
+                    let owners = owners.into_iter().filter(|o| answered.contains(o) && up(o));
+                    (key.clone(), interval, owners.collect(), need)
+                })
             })
             .collect();
         let mut jobs = Vec::new();
-        if ranges.iter().any(|(_, owners, need)| owners.len() < *need) {
-            round.failed = true;
-        } else {
+        let failed = ranges.iter().any(|(_, _, owners, need)| owners.len() < *need);
+        if !failed {
             let done = &self.anti_entropy.handed_off;
-            let catalogue = crate::catalogue::CATALOGUE_COLLECTION;
-            for c in d.names.iter().filter(|c| c.as_str() != catalogue) {
-                for (interval, owners, need) in &ranges {
+            for (c, key) in &names {
+                for (_, interval, owners, need) in ranges.iter().filter(|r| r.0 == *key) {
                     let (copied, mut rest): (Vec<NodeId>, Vec<NodeId>) =
                         owners.iter().partition(|o| done.contains(&(c.clone(), *interval, **o)));
                     self.rng.shuffle(&mut rest);
@@ -888,8 +945,7 @@ impl<S: Store> Node<S> {
             }
             // The catalogue, which every member keeps, whole from one that answered.
             if d.names.contains(catalogue) {
-                let mut peers: Vec<NodeId> =
-                    ranges.iter().flat_map(|(_, owners, _)| owners.iter().copied()).collect();
+                let mut peers: Vec<NodeId> = d.answered.iter().copied().filter(up).collect();
                 peers.sort_unstable();
                 peers.dedup();
                 if let Some(i) = self.rng.index(peers.len()) {
@@ -903,13 +959,18 @@ impl<S: Store> Node<S> {
                 }
             }
         }
+        let Some(round) = self.anti_entropy.round.as_mut() else { return };
+        round.failed |= failed;
         // Only a range synced with a single owner may fall back on another one: with
         // several, a fallback could repeat an owner already synced, and the round fails
         // and is planned again instead.
         round.owners = ranges
             .into_iter()
-            .map(|(interval, owners, need)| (interval, if need == 1 { owners } else { Vec::new() }))
+            .map(|(key, interval, owners, need)| {
+                (key, interval, if need == 1 { owners } else { Vec::new() })
+            })
             .collect();
+        round.layouts = Some(d.layouts);
         round.total = jobs.len();
         self.anti_entropy.queue.extend(jobs);
         self.report_handoff();

@@ -85,9 +85,11 @@ struct KeyState {
     /// for a write the owners and pending replicas, for a read the readable owners.
     counted: Vec<NodeId>,
     required: usize,
-    /// A read during a change of the ring (see [`crate::ring::placement`], "Joint
-    /// reads"): the future owners that must answer too.
-    future: Option<Joint>,
+    /// The other groups that must answer at the level too: for a read during a change
+    /// of the ring, the future owners (see [`crate::ring::placement`], "Joint reads");
+    /// while the collection moves, the owners under its next layout — for writes always,
+    /// for reads in the move's joint phase ([`crate::ring::collection`]).
+    joints: Vec<Joint>,
     /// Write: who acknowledged. Read: who answered with the data, and what.
     answers: BTreeMap<NodeId, Option<Entry>>,
     /// Read: the replicas asked so far — all of `replicas`, unless the read asks only as
@@ -165,46 +167,47 @@ impl KeyState {
     fn satisfied(&self) -> bool {
         self.count_in(&self.counted) >= self.required
             && self.covered()
-            && self
-                .future
-                .as_ref()
-                .is_none_or(|j| j.waived() || self.count_in(&j.readable) >= j.required)
+            && self.joints.iter().all(|j| j.waived() || self.count_in(&j.readable) >= j.required)
     }
 
     /// `(answered, required)` of the group furthest from its requirement.
     fn acked(&self) -> (u32, u32) {
         let main = (self.count_in(&self.counted) as u32, self.required as u32);
-        let joint = self
-            .future
-            .as_ref()
-            .filter(|j| !j.waived())
+        let joints = (self.joints.iter().filter(|j| !j.waived()))
             .map(|j| (self.count_in(&j.readable) as u32, j.required as u32));
-        furthest([Some(main), joint].into_iter().flatten()).unwrap_or(main)
+        furthest(std::iter::once(main).chain(joints)).unwrap_or(main)
     }
 
     /// Whether the nodes that have not refused can still satisfy the request: enough
     /// owners, and enough future owners or every maker of the change.
     fn reachable(&self, refused: &[NodeId]) -> bool {
         self.live_in(&self.counted, refused) >= self.required
-            && self.future.as_ref().is_none_or(|j| {
+            && self.joints.iter().all(|j| {
                 self.live_in(&j.readable, refused) >= j.required
                     || (!j.makers.is_empty() && self.live_in(&j.makers, refused) == j.makers.len())
             })
     }
 
-    /// Before anything is sent: `(able, required, of the future owners)` of the group
-    /// that cannot be satisfied, counting every node asked as able.
-    fn shortfall(&self) -> (usize, usize, bool) {
+    /// Before anything is sent: `(able, required, which)` of the group that cannot be
+    /// satisfied, counting every node asked as able — `which` the index in `joints` plus
+    /// one, 0 for the owners.
+    fn shortfall(&self) -> (usize, usize, usize) {
         let main = self.live_in(&self.counted, &[]);
-        match &self.future {
-            Some(j) if main >= self.required => (self.live_in(&j.readable, &[]), j.required, true),
-            _ => (main, self.required, false),
+        if main < self.required {
+            return (main, self.required, 0);
         }
+        for (i, j) in self.joints.iter().enumerate() {
+            let able = self.live_in(&j.readable, &[]);
+            if able < j.required {
+                return (able, j.required, i + 1);
+            }
+        }
+        (main, self.required, 0)
     }
 
     /// Notes that `from` answered that its change of the ring is still under way.
     fn still_changing(&mut self, from: NodeId) {
-        if let Some(j) = self.future.as_mut() {
+        for j in &mut self.joints {
             j.still_changing(from);
         }
     }
@@ -622,17 +625,44 @@ fn plan<S: Store>(
         let readable = |group: &[NodeId]| -> Vec<NodeId> {
             group.iter().filter(|o| node.placement.readable(**o)).copied().collect()
         };
-        let (counted, required, future) = match intent {
-            Intent::Write => (placement.write_targets(), base + placement.pending.len(), None),
+        // The level of a group of `len` nodes (all of them when it asks for more).
+        let of = |len: usize| level.required(len).unwrap_or(len);
+        let mut joints = Vec::new();
+        let (counted, required) = match intent {
+            Intent::Write => {
+                // Owners and the ring's pending replicas: W + pending of them. While the
+                // collection moves, W of its next layout's owners too.
+                for g in &placement.next {
+                    let readable = g.nodes.clone();
+                    let required = of(g.nodes.len());
+                    joints.push(Joint { required, readable, layout: true, ..Joint::default() });
+                }
+                let counted: Vec<NodeId> =
+                    placement.owners.iter().chain(&placement.pending).copied().collect();
+                (counted, base + placement.pending.len())
+            }
             Intent::Read => {
                 // Joint reads while the ring changes: a quorum of the future owners too.
-                let future = (!placement.future.is_empty()).then(|| Joint {
-                    readable: readable(&placement.future),
-                    required: level.required(placement.future.len()).unwrap_or(base),
-                    makers: placement.makers.clone(),
-                    still: Vec::new(),
-                });
-                (readable(&placement.owners), base, future)
+                if !placement.future.is_empty() {
+                    joints.push(Joint {
+                        readable: readable(&placement.future),
+                        required: level.required(placement.future.len()).unwrap_or(base),
+                        makers: placement.makers.clone(),
+                        still: Vec::new(),
+                        layout: false,
+                    });
+                }
+                // In a move's joint phase, a quorum of the next layout's owners too.
+                for g in placement.next.iter().filter(|_| placement.next_joint) {
+                    joints.push(Joint {
+                        readable: readable(&g.nodes),
+                        required: of(g.nodes.len()),
+                        makers: g.makers.clone(),
+                        still: Vec::new(),
+                        layout: true,
+                    });
+                }
+                (readable(&placement.owners), base)
             }
         };
         // A read asks the pending replicas too: they answer for the future owners.
@@ -644,7 +674,7 @@ fn plan<S: Store>(
             replicas,
             counted,
             required,
-            future,
+            joints,
             answers: BTreeMap::new(),
             asked: Vec::new(),
             data_from: Vec::new(),
@@ -653,18 +683,22 @@ fn plan<S: Store>(
             entry: None,
         };
         if !state.reachable(&[]) {
-            let (able, required, future) = state.shortfall();
+            let (able, required, which) = state.shortfall();
             let (verb, why) = match intent {
                 Intent::Write => ("can acknowledge the write", "the others are down"),
                 Intent::Read => ("can answer the read", "the others are down or re-syncing"),
             };
-            let (owners, whose) = if future {
-                (
+            let group = which.checked_sub(1).and_then(|i| state.joints.get(i));
+            let (owners, whose) = match group {
+                None => (placement.owners.len(), "owners of this key"),
+                Some(j) if !j.layout => (
                     placement.future.len(),
                     "owners this key will have once the ring change under way is done",
-                )
-            } else {
-                (placement.owners.len(), "owners of this key")
+                ),
+                Some(j) => (
+                    j.readable.len().max(j.required),
+                    "owners of this key under the layout its collection moves to",
+                ),
             };
             let message = format!(
                 "only {able} of the {owners} {whose} {verb} ({why}); {level} needs \
@@ -975,8 +1009,8 @@ fn alone_one<S: Store>(
         && crate::store::validate_key(key).is_ok()
         && !node.awaiting_cluster()
         && placement.sole_owner() == Some(me)
-        && !placement.down(me)
-        && (intent == Intent::Write || placement.readable(me))
+        && !placement.now.down(me)
+        && (intent == Intent::Write || placement.now.readable(me))
         && node.consistency_for(collection, consistency).required(1).is_ok_and(|r| r <= 1)
         && !node.membership.me().changing()
 }
@@ -986,7 +1020,7 @@ fn alone_one<S: Store>(
 fn settled_alone<S: Store>(node: &Node<S>, states: &[KeyState]) -> bool {
     let me = node.id();
     let alone = |k: &KeyState| {
-        k.replicas == [me] && k.counted == [me] && k.required <= 1 && k.future.is_none()
+        k.replicas == [me] && k.counted == [me] && k.required <= 1 && k.joints.is_empty()
     };
     states.iter().all(alone) && !node.membership.me().changing()
 }

@@ -83,6 +83,7 @@ impl<S: Store> Node<S> {
                     | ReplicaMessage::ListCollections { .. }
                     | ReplicaMessage::RangeRead { .. }
                     | ReplicaMessage::LoadQuery { .. }
+                    | ReplicaMessage::MoveQuery { .. }
                     | ReplicaMessage::RemovalHandOff { .. }
             ),
             // Messages of a running session are matched by (sender, session id); only
@@ -103,10 +104,10 @@ impl<S: Store> Node<S> {
     /// the module docs): it replicates the interval or is about to, or this node does or
     /// will once `from` is gone. Every owning member keeps the catalogue.
     pub(super) fn may_push(&self, from: NodeId, collection: &str, interval: Interval) -> bool {
-        let n = self.replicas_for(collection);
+        let placement = self.placement_for(collection);
         let me = self.id();
         let at = interval.end;
-        let listed = |table: &RingTable, who: NodeId| table.preference_list(at, n).contains(&who);
+        let listed = |table: &RingTable, who: NodeId| placement.list_on(table, at).contains(&who);
         if listed(&self.table, me) || listed(&self.table, from) {
             return true;
         }

@@ -1,6 +1,7 @@
 //! The second half of a joint read (see [`crate::ring::placement`], "Joint reads"): the
-//! future owners of a key or a scan's range, while a change of the ring touches it. The
-//! coordinator's reads and the scans count them the same way.
+//! future owners of a key or a scan's range, while a change of the ring touches it, or
+//! its owners under the layout its collection moves to ([`crate::ring::collection`]).
+//! The coordinator's reads and writes and the scans count them the same way.
 
 use crate::entry::NodeId;
 
@@ -15,6 +16,9 @@ pub(super) struct Joint {
     /// when all of them say so, no write counted against the future owners yet.
     pub(super) makers: Vec<NodeId>,
     pub(super) still: Vec<NodeId>,
+    /// Whether the group is the owners under the layout the collection moves to (else
+    /// the ring's future owners): for the messages that say who is missing.
+    pub(super) layout: bool,
 }
 
 impl Joint {

@@ -29,7 +29,7 @@
 //!
 //! [`Member::next_tokens`]: crate::membership::Member::next_tokens
 
-use super::{antientropy::intervals, antientropy::HandoffProgress, Node, NodeEvent, Output};
+use super::{antientropy::HandoffProgress, Node, NodeEvent, Output};
 use crate::Millis;
 use crate::{entry::NodeId, hash::Interval, membership::Status, ring::RingTable, store::Store};
 
@@ -138,18 +138,22 @@ impl<S: Store> Node<S> {
         if heirs_table.is_empty() {
             return Vec::new();
         }
-        let n = self.config.replicas.max(1);
+        // The catalogue, which every member keeps, needs no heir.
         let collections = self.replica.store().collections().unwrap_or_default();
         let mut jobs = Vec::new();
-        for (interval, replicas) in intervals(&self.table, n) {
-            if !replicas.contains(&me) {
-                continue;
-            }
-            let heirs = heirs_table.preference_list(interval.end, n);
-            for c in &collections {
-                let holds = self.replica.range(c, interval, None, 1).is_ok_and(|r| !r.is_empty());
-                if holds {
-                    jobs.extend(heirs.iter().map(|h| (c.clone(), interval, *h)));
+        for (signature, collections) in self.signatures(&collections) {
+            let placement = self.placement_by(&signature);
+            for (interval, replicas) in placement.intervals() {
+                if !replicas.contains(&me) {
+                    continue;
+                }
+                let heirs = placement.list_on(&heirs_table, interval.end);
+                for c in &collections {
+                    let holds =
+                        self.replica.range(c, interval, None, 1).is_ok_and(|r| !r.is_empty());
+                    if holds {
+                        jobs.extend(heirs.iter().map(|h| (c.clone(), interval, *h)));
+                    }
                 }
             }
         }

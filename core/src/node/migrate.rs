@@ -68,7 +68,7 @@
 //! moved range that it no longer replicates (cleaning finished). A node also refuses to
 //! answer load questions while not `Alive`, which postpones its peers' decisions.
 
-use super::{antientropy::intervals, Node, NodeEvent, Output};
+use super::{Node, NodeEvent, Output};
 use crate::{
     entry::NodeId,
     hash::{Interval, Position},
@@ -125,8 +125,9 @@ struct Move {
     entries: u64,
     /// This node's tokens after the move.
     tokens: Vec<Position>,
-    /// The nodes that replicate the range after the move, this node excepted.
-    targets: Vec<NodeId>,
+    /// Each collection and a node that replicates the range after the move under the
+    /// collection's layout, this node excepted.
+    targets: Vec<(String, NodeId)>,
     load: u64,
     floor: u64,
     remaining: usize,
@@ -424,6 +425,7 @@ impl<S: Store> Node<S> {
             || self.resync_pending
             || self.anti_entropy.resyncing()
             || self.migration.handing_off()
+            || self.catalogue.layouts().any(|(_, s)| s.moving.is_some())
         {
             return false;
         }
@@ -438,13 +440,15 @@ impl<S: Store> Node<S> {
         let me = self.id();
         let collections = self.replica.store().collections()?;
         let mut n = 0;
-        for (interval, replicas) in intervals(&self.table, self.config.replicas.max(1)) {
-            if replicas.contains(&me) {
-                continue;
-            }
-            for piece in overlap(&interval, &range) {
-                for c in &collections {
-                    n += self.replica.count(c, piece)?;
+        for group in self.by_placement(&collections) {
+            for (interval, replicas, _) in group.intervals {
+                if replicas.contains(&me) {
+                    continue;
+                }
+                for piece in overlap(&interval, &range) {
+                    for c in &group.collections {
+                        n += self.replica.count(c, piece)?;
+                    }
                 }
             }
         }
@@ -582,8 +586,14 @@ impl<S: Store> Node<S> {
             self.membership.me().tokens.iter().map(|&x| if x == t { q } else { x }).collect();
         tokens.sort_unstable();
         let interval = Interval::new(q, t);
-        let targets = self.replicas_after(&tokens, t);
-        let targets: Vec<NodeId> = targets.into_iter().filter(|n| *n != me).collect();
+        // The catalogue, which every member keeps, needs no hand-off.
+        let targets: Vec<(String, NodeId)> = (collections.iter())
+            .filter(|c| !crate::catalogue::is_catalogue(c))
+            .flat_map(|c| {
+                let after = self.replicas_after(&tokens, t, c);
+                after.into_iter().filter(|n| *n != me).map(move |n| (c.clone(), n))
+            })
+            .collect();
         let mv = Move {
             from: t,
             to: q,
@@ -593,7 +603,7 @@ impl<S: Store> Node<S> {
             targets: targets.clone(),
             load,
             floor,
-            remaining: targets.len() * collections.len(),
+            remaining: targets.len(),
             failed: false,
         };
         if !self.membership.set_next_tokens(now, Some(mv.tokens.clone())) {
@@ -608,24 +618,21 @@ impl<S: Store> Node<S> {
     /// The move's announcement had time to spread: hands its range off.
     fn hand_move_off(&mut self, now: Millis) {
         let Phase::Announced(mv, _) = std::mem::take(&mut self.migration.phase) else { return };
-        let collections = self.replica.store().collections().unwrap_or_default();
         let (interval, targets) = (mv.interval, mv.targets.clone());
-        let remaining = targets.len() * collections.len();
+        let remaining = targets.len();
         if remaining == 0 {
             self.announce_move(now, mv);
             return;
         }
         self.migration.phase = Phase::HandingOff(Move { remaining, ..mv });
-        for c in &collections {
-            for peer in &targets {
-                self.queue_migration_session(c, interval, *peer);
-            }
+        for (c, peer) in &targets {
+            self.queue_migration_session(c, interval, *peer);
         }
         self.fill_sessions(now);
     }
 
-    /// The replicas of position `at` once this node holds `tokens`.
-    fn replicas_after(&self, tokens: &[Position], at: Position) -> Vec<NodeId> {
+    /// The replicas of position `at` of `collection` once this node holds `tokens`.
+    fn replicas_after(&self, tokens: &[Position], at: Position, collection: &str) -> Vec<NodeId> {
         let me = self.id();
         let table = RingTable::new(
             self.membership
@@ -634,7 +641,7 @@ impl<S: Store> Node<S> {
                 .map(|m| (m.id, m.tokens.as_slice()))
                 .chain(std::iter::once((me, tokens))),
         );
-        table.preference_list(at, self.config.replicas.max(1))
+        self.placement_by(&self.signature(collection)).list_on(&table, at)
     }
 
     /// A hand-off session of the running move ended.
@@ -668,10 +675,12 @@ impl<S: Store> Node<S> {
             && self.membership.members().all(|m| m.status == Status::Alive || m.status.is_down())
             && self.membership.me().tokens.contains(&mv.from)
             && self.table.successor(mv.to).is_some_and(|v| v.pos == mv.from && v.node == me)
-            && self
-                .replicas_after(&mv.tokens, mv.from)
-                .iter()
-                .all(|n| *n == me || mv.targets.contains(n));
+            && self.replica.store().collections().unwrap_or_default().iter().all(|c| {
+                crate::catalogue::is_catalogue(c) || {
+                    let after = self.replicas_after(&mv.tokens, mv.from, c);
+                    after.iter().all(|n| *n == me || mv.targets.contains(&(c.clone(), *n)))
+                }
+            });
         if !still {
             self.abandon_move(now);
             return;

@@ -37,8 +37,10 @@ pub mod gc;
 pub mod guard;
 pub mod hints;
 mod joint;
+mod layouts;
 pub mod leave;
 pub mod migrate;
+pub mod moves;
 mod quota;
 pub mod remove;
 pub mod scan;
@@ -46,14 +48,14 @@ pub mod skew;
 pub mod watch;
 
 use crate::{
-    catalogue::{is_catalogue, Catalogue, CATALOGUE_COLLECTION},
+    catalogue::{is_catalogue, Catalogue, MovePhase, CATALOGUE_COLLECTION},
     clock::Hlc,
     entry::{Entry, NodeId},
     hash::{Interval, Position},
     membership::{Member, Membership, MembershipConfig, MembershipEvent, MembershipOutput, Status},
     proto::{client::Consistency, ClientRequest, ClientResponse, Message, ReplicaMessage},
     replica::Replica,
-    ring::{tokens_for, Placement, RingTable, DEFAULT_VNODES},
+    ring::{tokens_for, CollectionPlacement, Placement, RingTable, DEFAULT_VNODES},
     rng::Rng,
     store::{Store, StoreError},
     Millis,
@@ -295,6 +297,15 @@ pub enum NodeEvent {
         /// The least load among the nodes it asked.
         floor: u64,
     },
+    /// This node, driving moves of collections between layouts (see [`moves`]), wrote
+    /// the next state of `collection`'s move: the phase it entered, `None` when the
+    /// move is done.
+    LayoutMoved {
+        /// The collection.
+        collection: String,
+        /// The phase entered.
+        phase: Option<crate::catalogue::MovePhase>,
+    },
 }
 
 /// The commit bookkeeping of a node (see [`Node::commits`]).
@@ -324,6 +335,10 @@ pub struct Node<S: Store> {
     placement: Placement,
     /// The same for the collections every owning member keeps (the catalogue).
     everywhere: Placement,
+    /// The same for every other layout a collection uses or moves to (replicas and
+    /// selector, see [`crate::catalogue::layout`]), with this node's share of the ring
+    /// under it; rebuilt when the view or the catalogue changes.
+    layouts: BTreeMap<layouts::Resolved, (Placement, f64)>,
     /// The share of the ring (0 to 1) this node replicates at the configured replication
     /// factor: what its copy of a collection is scaled by to estimate the whole.
     ring_share: f64,
@@ -345,6 +360,8 @@ pub struct Node<S: Store> {
     gc: Gc,
     migration: Migration,
     leaving: Option<leave::Leaving>,
+    /// Moves of collections between layouts (see [`moves`]).
+    moves: moves::Moves,
     /// The removal of a dead member this node runs (see [`remove`]).
     removal: Option<remove::Removal>,
     /// The hand-off this node runs for a removal (see [`remove`]).
@@ -401,6 +418,7 @@ impl<S: Store> Node<S> {
             table: RingTable::default(),
             placement: Placement::default(),
             everywhere: Placement::default(),
+            layouts: BTreeMap::new(),
             ring_share: 1.0,
             catalogue: Catalogue::default(),
             table_view: 0,
@@ -420,6 +438,7 @@ impl<S: Store> Node<S> {
             gc: Gc::default(),
             migration: Migration::default(),
             leaving: None,
+            moves: moves::Moves::default(),
             removal: None,
             donation: None,
             state,
@@ -488,22 +507,36 @@ impl<S: Store> Node<S> {
         requested.resolve(configured.unwrap_or(Consistency::Quorum))
     }
 
-    /// How many replicas `collection` keeps: every owning member for the catalogue,
-    /// the configured replication factor for every other collection.
+    /// How many replicas `collection` keeps: every owning member for the catalogue, the
+    /// replication factor of its layout for every other collection (while it moves, the
+    /// layout it moves from).
     pub fn replicas_for(&self, collection: &str) -> usize {
         if is_catalogue(collection) {
-            usize::MAX
-        } else {
-            self.config.replicas.max(1)
+            return usize::MAX;
+        }
+        match self.catalogue.layout(collection) {
+            Some(state) => state.current.replicas_or(self.config.replicas.max(1)),
+            None => self.config.replicas.max(1),
         }
     }
 
-    /// Owners, pending replicas and readable members for `collection`'s keys.
-    pub fn placement_for(&self, collection: &str) -> &Placement {
+    /// Owners, pending replicas and readable members for `collection`'s keys, under the
+    /// layout it uses and, while it moves, the one it moves to.
+    pub fn placement_for(&self, collection: &str) -> CollectionPlacement<'_> {
         if is_catalogue(collection) {
-            &self.everywhere
-        } else {
-            &self.placement
+            return CollectionPlacement::settled(&self.everywhere);
+        }
+        let Some(state) = self.catalogue.layout(collection) else {
+            return CollectionPlacement::settled(&self.placement);
+        };
+        let now = self.placement_of(&state.current).0;
+        match &state.moving {
+            None => CollectionPlacement::settled(now),
+            Some(m) => CollectionPlacement {
+                now,
+                next: Some(self.placement_of(&m.to).0),
+                joint: m.phase == MovePhase::Joint,
+            },
         }
     }
 
@@ -516,6 +549,16 @@ impl<S: Store> Node<S> {
     /// factor.
     pub fn ring_share(&self) -> f64 {
         self.ring_share
+    }
+
+    /// The share of the ring (0 to 1) this node replicates of `collection`, under the
+    /// layout it uses.
+    pub fn ring_share_for(&self, collection: &str) -> f64 {
+        match self.catalogue.layout(collection) {
+            Some(state) if !is_catalogue(collection) => self.placement_of(&state.current).1,
+            _ if is_catalogue(collection) => 1.0,
+            _ => self.ring_share,
+        }
     }
 
     /// Reads the catalogue again from this node's copy when a merge or removal changed
@@ -543,6 +586,8 @@ impl<S: Store> Node<S> {
             Some((&r.key[..], &value[..]))
         });
         self.catalogue = Catalogue::from_entries(live);
+        self.rebuild_layouts();
+        self.note_layouts_seen();
     }
 
     /// The state to persist (also emitted as [`Output::Persist`] when it changes).
@@ -745,6 +790,11 @@ impl<S: Store> Node<S> {
                 break out;
             }
         };
+        if let Output::Reply { client: moves::INTERNAL_CLIENT, resp } = out {
+            // The answer to a request this node made of itself.
+            self.on_internal_reply(resp);
+            return self.poll_output();
+        }
         Some(self.stamp_reply(out))
     }
 
@@ -782,6 +832,7 @@ impl<S: Store> Node<S> {
             self.migration.next_deadline(),
             self.leave_deadline(),
             self.removal_deadline(),
+            self.moves.next_deadline(self.catalogue.moves_wanted()),
         ]
         .into_iter()
         .flatten()
@@ -806,6 +857,7 @@ impl<S: Store> Node<S> {
         self.tick_gc(now);
         self.tick_watches(now);
         self.tick_migration(now);
+        self.tick_moves(now);
         self.refresh_catalogue();
     }
 
@@ -1001,6 +1053,12 @@ impl<S: Store> Node<S> {
             ReplicaMessage::LoadReply { req, entries } => {
                 self.on_load_reply(now, from, req, entries)
             }
+            ReplicaMessage::MoveQuery { req, collection, at } => {
+                self.on_move_query(now, from, req, collection, at)
+            }
+            ReplicaMessage::MoveState { req, knows, view, pulled } => {
+                self.on_move_state(from, req, knows, view, pulled)
+            }
             ReplicaMessage::RemovalHandOff { req, member } => {
                 self.on_removal_hand_off(now, from, req, member)
             }
@@ -1115,18 +1173,21 @@ impl<S: Store> Node<S> {
             self.placement = Placement::new(self.membership.members(), self.config.replicas);
             self.everywhere = Placement::new(self.membership.members(), usize::MAX);
             self.table = self.placement.owners_table().clone();
-            self.ring_share = replicated_share(&self.table, self.id(), self.config.replicas);
+            self.ring_share = replicated_share(&self.placement, self.id());
+            self.layouts.clear();
+            self.rebuild_layouts();
         }
     }
 }
 
-/// The share of the ring (0 to 1) whose preference lists of `n` include `me`; 1 when the
-/// table is empty (a node alone keeps everything).
-fn replicated_share(table: &RingTable, me: NodeId, n: usize) -> f64 {
-    if table.is_empty() {
+/// The share of the ring (0 to 1) whose replicas under `placement` include `me`; 1 when
+/// the ring is empty (a node alone keeps everything).
+fn replicated_share(placement: &Placement, me: NodeId) -> f64 {
+    if placement.owners_table().is_empty() {
         return 1.0;
     }
-    let total: u128 = antientropy::intervals(table, n.max(1))
+    let total: u128 = placement
+        .intervals()
         .into_iter()
         .filter(|(_, replicas)| replicas.contains(&me))
         .map(|(interval, _)| interval.len())

@@ -2,7 +2,7 @@
 //! (see [`crate::catalogue`]).
 //!
 //! The coordinator judges a write against its own copy of the collection scaled by the
-//! share of the ring it replicates ([`Node::ring_share`]): with N replicas on M nodes
+//! share of the ring it replicates of it ([`Node::ring_share_for`]): with N replicas on M nodes
 //! each node keeps about N/M of the keys, so its count divided by that share estimates
 //! the whole collection, exactly on a single node or wherever every node keeps every
 //! key. Writes that only replace keys the coordinator's copy holds are never refused by
@@ -28,7 +28,7 @@ pub(super) fn check<S: Store>(
         return Ok(());
     }
     let stats = node.replica.store().stats(collection).unwrap_or_default();
-    let share = node.ring_share().max(f64::MIN_POSITIVE);
+    let share = node.ring_share_for(collection).max(f64::MIN_POSITIVE);
     let scale = |n: u64| (n as f64 / share).round() as u64;
     let now = node.wall_ms;
     if let Some(max) = settings.max_keys {

@@ -36,10 +36,7 @@
 //! [`Membership::mark_removed`]: crate::membership::Membership::mark_removed
 //! [`ReplicaMessage::RemovalHandOff`]: crate::proto::ReplicaMessage::RemovalHandOff
 
-use super::{
-    antientropy::{covering, intervals},
-    Node, NodeEvent, Output,
-};
+use super::{antientropy::covering, Node, NodeEvent, Output};
 use crate::{
     entry::NodeId,
     hash::Interval,
@@ -257,9 +254,10 @@ impl<S: Store> Node<S> {
     /// For each range `member` owns: its other owners, and how many of them must hand
     /// it off (see the module docs).
     fn removal_plan(&self, member: NodeId, force: bool) -> Vec<(Vec<NodeId>, usize)> {
-        let n = self.config.replicas.max(1);
-        intervals(&self.table, n)
-            .into_iter()
+        // Under every layout a collection uses.
+        let collections = self.replica.store().collections().unwrap_or_default();
+        (self.signatures(&collections).into_keys())
+            .flat_map(|signature| self.placement_by(&signature).intervals())
             .filter(|(_, owners)| owners.contains(&member))
             .map(|(_, owners)| {
                 let size = owners.len();
@@ -356,22 +354,24 @@ impl<S: Store> Node<S> {
                 .filter(|m| m.owns() && m.id != member)
                 .map(|m| (m.id, m.tokens.as_slice())),
         );
-        let n = self.config.replicas.max(1);
         let collections = self.replica.store().collections().unwrap_or_default();
         let mut jobs = Vec::new();
-        for (interval, owners) in intervals(&self.table, n) {
-            if !owners.contains(&me) || !owners.contains(&member) {
-                continue;
-            }
-            let heirs: Vec<NodeId> = heirs_table
-                .preference_list(interval.end, n)
-                .into_iter()
-                .filter(|h| *h != me && self.up(*h))
-                .collect();
-            for c in &collections {
-                let holds = self.replica.range(c, interval, None, 1).is_ok_and(|r| !r.is_empty());
-                if holds {
-                    jobs.extend(heirs.iter().map(|h| (c.clone(), interval, *h)));
+        for (signature, collections) in self.signatures(&collections) {
+            let placement = self.placement_by(&signature);
+            for (interval, owners) in placement.intervals() {
+                if !owners.contains(&me) || !owners.contains(&member) {
+                    continue;
+                }
+                let heirs: Vec<NodeId> = (placement.list_on(&heirs_table, interval.end))
+                    .into_iter()
+                    .filter(|h| *h != me && self.up(*h))
+                    .collect();
+                for c in &collections {
+                    let holds =
+                        self.replica.range(c, interval, None, 1).is_ok_and(|r| !r.is_empty());
+                    if holds {
+                        jobs.extend(heirs.iter().map(|h| (c.clone(), interval, *h)));
+                    }
                 }
             }
         }

@@ -173,8 +173,9 @@ struct Piece {
     counted: Vec<NodeId>,
     required: usize,
     /// While a change of the ring touches the piece: its future owners, read jointly as
-    /// a key is (see `crate::ring::placement`, "Joint reads").
-    future: Option<Joint>,
+    /// a key is (see `crate::ring::placement`, "Joint reads"); in the joint phase of a
+    /// move of the collection, its owners under the next layout.
+    joints: Vec<Joint>,
     answers: BTreeMap<NodeId, Answer>,
     /// Replicas whose store failed to read, and why: failed answers, never empty ones.
     failed: BTreeMap<NodeId, String>,
@@ -191,7 +192,7 @@ impl Piece {
                 .count()
         };
         live(&self.counted) >= self.required
-            && self.future.as_ref().is_none_or(|f| {
+            && self.joints.iter().all(|f| {
                 live(&f.readable) >= f.required
                     || (!f.makers.is_empty() && live(&f.makers) == f.makers.len())
             })
@@ -206,15 +207,12 @@ impl Piece {
     fn satisfied(&self) -> bool {
         let answered = |group: &[NodeId]| self.answers.keys().filter(|r| group.contains(r)).count();
         answered(&self.counted) >= self.required
-            && self
-                .future
-                .as_ref()
-                .is_none_or(|f| f.waived() || answered(&f.readable) >= f.required)
+            && self.joints.iter().all(|f| f.waived() || answered(&f.readable) >= f.required)
     }
 
     /// Notes that `from` answered that its change of the ring is still under way.
     fn still_changing(&mut self, from: NodeId) {
-        if let Some(f) = self.future.as_mut() {
+        for f in &mut self.joints {
             f.still_changing(from);
         }
     }
@@ -350,34 +348,45 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
         let mut replicas: Vec<NodeId> =
             owners.iter().copied().filter(|o| !node.placement.down(*o)).collect();
         // While a change of the ring touches the piece, its future owners too (a joint
-        // read, as for a key).
-        let future = if placement.future.is_empty() {
-            None
-        } else {
-            let required = match level.required(placement.future.len()) {
+        // read, as for a key); in a move's joint phase, the next layout's owners.
+        let mut groups: Vec<(&[NodeId], &[NodeId], bool)> = Vec::new();
+        if !placement.future.is_empty() {
+            groups.push((&placement.future, &placement.makers, false));
+        }
+        for g in placement.next.iter().filter(|_| placement.next_joint) {
+            groups.push((&g.nodes, &g.makers, true));
+        }
+        let mut joints = Vec::new();
+        for (nodes, makers, layout) in groups {
+            let required = match level.required(nodes.len()) {
                 Ok(r) => r,
+                Err(_) if layout => nodes.len(),
                 Err(e) => {
                     let resp =
                         ClientResponse::error(scan.id, ErrorCode::InvalidInput, e.to_string());
                     return reply(node, scan.client, resp);
                 }
             };
-            for f in &placement.future {
+            for f in nodes {
                 if !replicas.contains(f) && !node.placement.down(*f) {
                     replicas.push(*f);
                 }
             }
-            let readable =
-                placement.future.iter().copied().filter(|f| node.placement.readable(*f)).collect();
-            Some(Joint { readable, required, makers: placement.makers.clone(), still: vec![] })
-        };
-        if let Some(f) = future.as_ref().filter(|f| f.readable.len() < f.required) {
+            let readable = nodes.iter().copied().filter(|f| node.placement.readable(*f)).collect();
+            let makers = makers.to_vec();
+            joints.push((nodes.len(), Joint { readable, required, makers, still: vec![], layout }));
+        }
+        for (len, f) in joints.iter().filter(|(_, f)| f.readable.len() < f.required) {
             if f.makers.is_empty() {
+                let whose = if f.layout {
+                    "under the layout its collection moves to"
+                } else {
+                    "once the ring's change is done"
+                };
                 let message = format!(
-                    "only {} of the {} owners a range of the scan will have once the ring's \
-                     change is done can answer; {level} needs {}: retry shortly",
+                    "only {} of the {len} owners a range of the scan will have {whose} can \
+                     answer; {level} needs {}: retry shortly",
                     f.readable.len(),
-                    placement.future.len(),
                     f.required
                 );
                 let result = Reply::Error {
@@ -388,6 +397,7 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
                 return reply(node, scan.client, ClientResponse { id: scan.id, result, ts: None });
             }
         }
+        let joints: Vec<Joint> = joints.into_iter().map(|(_, f)| f).collect();
         if counted.len() < required {
             let message = format!(
                 "only {} of the {} owners of a range of the scan can answer (the others are \
@@ -412,12 +422,12 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
             _ => u64::MAX,
         };
         let mut hi = end_in(&node.table).min(scan.end);
-        if future.is_some() {
+        if !placement.future.is_empty() {
             hi = hi.min(end_in(node.placement.future_table()));
         }
         scan.reads += 1;
         scan.piece =
-            Piece { hi, replicas: replicas.clone(), counted, required, future, ..Piece::default() };
+            Piece { hi, replicas: replicas.clone(), counted, required, joints, ..Piece::default() };
         let interval = Interval::new(pos.wrapping_sub(1), hi);
         let after = (!scan.cursor.key.is_empty()).then(|| (pos, scan.cursor.key.clone()));
         let want = scan.limit.saturating_sub(scan.items.len()).max(1);

@@ -460,6 +460,10 @@ pub struct CollectionView {
     pub keys: u64,
     /// Bytes of keys and values across the cluster, estimated the same way.
     pub bytes: u64,
+    /// The layout the collection uses and the move to another under way, if any (its
+    /// settings say the layout it should use; see [`crate::catalogue::layout`]).
+    #[serde(default)]
+    pub layout: crate::catalogue::LayoutState,
 }
 
 /// Counts and sizes of one node, summed over its collections, with the state of its

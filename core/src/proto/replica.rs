@@ -10,6 +10,7 @@
 //! [`ReplicaMessage::RangeRead`] asks a replica for a page of one ring interval.
 
 use crate::{
+    catalogue::Knowledge,
     clock::Timestamp,
     entry::{Entry, NodeId, Version},
     hash::{Interval, Position},
@@ -192,5 +193,30 @@ pub enum ReplicaMessage {
         /// As in [`ReplicaMessage::ReadReply`].
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         changing: bool,
+    },
+    /// "How far do you know the move of `collection` named `at` got, and do you hold
+    /// the ranges it gives you?" — asked by the member driving a change of a
+    /// collection's layout (see `node::moves`), of every member. Answered by
+    /// [`ReplicaMessage::MoveState`].
+    MoveQuery {
+        /// Request number, echoed in the answer.
+        req: u64,
+        /// The collection moving.
+        collection: String,
+        /// The move (its start, which names it).
+        at: u64,
+    },
+    /// The answer to [`ReplicaMessage::MoveQuery`].
+    MoveState {
+        /// The request answered.
+        req: u64,
+        /// How far the sender knows the move got, for long enough that no request it
+        /// began before is still waiting (`None`: not yet).
+        knows: Option<Knowledge>,
+        /// The digest of the sender's membership view: the driver acts only on answers
+        /// given over the view it has.
+        view: u64,
+        /// Whether the sender pulled every range the move gives it, over that view.
+        pulled: bool,
     },
 }

@@ -184,6 +184,9 @@ fn replica(m: &ReplicaMessage) -> usize {
         ReplicaMessage::LoadReply { entries, .. } => INT + opt_int(entries),
         ReplicaMessage::RemovalHandOff { .. } => 2 * INT,
         ReplicaMessage::RemovalHandedOff { .. } => 2 * INT + 1,
+        ReplicaMessage::MoveQuery { collection, .. } => 2 * INT + blob(collection.len()),
+        // the knowledge: an enum of an enum, at most a small array
+        ReplicaMessage::MoveState { .. } => 2 * INT + 8 + 1,
         ReplicaMessage::ReadFailed { error, .. } | ReplicaMessage::RangeFailed { error, .. } => {
             INT + blob(error.len())
         }
@@ -369,6 +372,23 @@ mod tests {
             }),
             PeerMessage::Replica(ReplicaMessage::LoadQuery { req: REQ }),
             PeerMessage::Replica(ReplicaMessage::LoadReply { req: REQ, entries: Some(123_456) }),
+            PeerMessage::Replica(ReplicaMessage::MoveQuery {
+                req: REQ,
+                collection: coll.clone(),
+                at: u64::MAX,
+            }),
+            PeerMessage::Replica(ReplicaMessage::MoveState {
+                req: REQ,
+                knows: Some(crate::catalogue::Knowledge::Phase(crate::catalogue::MovePhase::Joint)),
+                view: u64::MAX,
+                pulled: true,
+            }),
+            PeerMessage::Replica(ReplicaMessage::MoveState {
+                req: REQ,
+                knows: Some(crate::catalogue::Knowledge::Done),
+                view: u64::MAX,
+                pulled: false,
+            }),
             PeerMessage::Replica(ReplicaMessage::RemovalHandOff {
                 req: REQ,
                 member: NodeId(u64::MAX),

@@ -14,6 +14,8 @@
 //! - [`placement`] — on top of the table: a key's owners (fixed by the ring, whoever is
 //!   healthy), its pending replicas (joining nodes) and whose answers count, for strict
 //!   quorums.
+//! - [`collection`] — one collection's placement: its layout's, and while it moves to
+//!   another layout, that one's too.
 //! - [`spread`] — preference lists restricted to the members a selector accepts and
 //!   spread over zones (node labels).
 //!
@@ -21,11 +23,13 @@
 //! `(p, t]`.
 
 pub mod chord;
+pub mod collection;
 pub mod placement;
 pub mod spread;
 pub mod table;
 
 pub use chord::{ChordConfig, ChordNode, ChordOutput, LookupResult};
-pub use placement::{KeyPlacement, Placement};
+pub use collection::CollectionPlacement;
+pub use placement::{Group, KeyPlacement, Placement};
 pub use spread::{Labels, Spread};
 pub use table::{tokens_for, RingTable, Vnode, DEFAULT_VNODES};

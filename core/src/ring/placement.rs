@@ -72,12 +72,40 @@ pub struct KeyPlacement {
     /// each of them says its change is still under way, nobody counts against `future`
     /// yet.
     pub makers: Vec<NodeId>,
+    /// While the key's collection moves to another layout
+    /// ([`crate::catalogue::layout`]): its owners under that layout — now, and once the
+    /// ring's announced changes are done, where they differ — each of which must
+    /// acknowledge a write at the request's level too.
+    pub next: Vec<Group>,
+    /// Nodes the new layout adds as pending replicas of the key: they take its writes.
+    pub next_pending: Vec<NodeId>,
+    /// Whether reads need the level of each `next` group too (the move's joint phase).
+    pub next_joint: bool,
+}
+
+/// A set of owners that must answer at the request's level, unless every member making
+/// the change that forms it says the change is still under way.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Group {
+    /// The owners.
+    pub nodes: Vec<NodeId>,
+    /// The members whose announced ring changes form the group (see
+    /// [`KeyPlacement::makers`]); empty when it must answer in any case.
+    pub makers: Vec<NodeId>,
 }
 
 impl KeyPlacement {
-    /// Every node a write goes to: the owners, then the pending replicas.
+    /// Every node a write goes to: the owners, then the pending replicas, then the
+    /// owners and pending replicas of a layout the collection moves to.
     pub fn write_targets(&self) -> Vec<NodeId> {
-        self.owners.iter().chain(&self.pending).copied().collect()
+        let mut out: Vec<NodeId> = self.owners.iter().chain(&self.pending).copied().collect();
+        let next = self.next.iter().flat_map(|g| &g.nodes).chain(&self.next_pending);
+        for id in next {
+            if !out.contains(id) {
+                out.push(*id);
+            }
+        }
+        out
     }
 }
 
@@ -158,14 +186,27 @@ impl Placement {
     /// Every token interval of the owners' table with its owners: what anti-entropy,
     /// hand-offs and cleaning walk.
     pub fn intervals(&self) -> Vec<(Interval, Vec<NodeId>)> {
-        let vnodes = self.owners.vnodes();
+        self.intervals_on(&self.owners)
+    }
+
+    /// Every token interval of `table` (the owners' table with a change applied: this
+    /// node serving, a member gone) with its replicas under this placement's
+    /// replication factor and spread.
+    pub fn intervals_on(&self, table: &RingTable) -> Vec<(Interval, Vec<NodeId>)> {
+        let vnodes = table.vnodes();
         let len = vnodes.len();
         (0..len)
             .map(|i| {
                 let interval = Interval::new(vnodes[(i + len - 1) % len].pos, vnodes[i].pos);
-                (interval, self.list(&self.owners, vnodes[i].pos))
+                (interval, self.list(table, vnodes[i].pos))
             })
             .collect()
+    }
+
+    /// The replicas of `pos` on `table` under this placement's replication factor and
+    /// spread.
+    pub fn list_on(&self, table: &RingTable, pos: Position) -> Vec<NodeId> {
+        self.list(table, pos)
     }
 
     /// The table of owning members (what anti-entropy, scans and cleaning walk).
@@ -223,7 +264,7 @@ impl Placement {
             .filter(|id| self.changers.contains(id))
             .copied()
             .collect();
-        KeyPlacement { owners, pending, future, makers }
+        KeyPlacement { owners, pending, future, makers, ..KeyPlacement::default() }
     }
 
     /// Whether `id` will replicate any part of `interval` once the announced changes are
@@ -248,6 +289,11 @@ impl Placement {
     /// Whether `id` is known dead or gone (no point in waiting for it).
     pub fn down(&self, id: NodeId) -> bool {
         self.down.contains(&id)
+    }
+
+    /// Whether `id` is known dead (it is never a pending replica).
+    pub fn dead(&self, id: NodeId) -> bool {
+        self.dead.contains(&id)
     }
 
     /// Whether a change of the ring is announced (some key has pending replicas).

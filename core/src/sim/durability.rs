@@ -128,7 +128,7 @@ impl Audit {
         let mut planned = Vec::new();
         for key in keys {
             let pos = node.replica().position(collection, &key);
-            let n = node.table().preference_list(pos, node.replicas_for(collection)).len();
+            let n = node.placement_for(collection).key(pos).owners.len();
             let Ok(required) = level.required(n) else { return };
             planned.push((pos, key, required));
         }

@@ -29,6 +29,7 @@ use super::{
     sim_addr, NetConfig,
 };
 use crate::{
+    catalogue::{CollectionSettings, Layout, CATALOGUE_COLLECTION},
     entry::NodeId,
     membership::Status,
     node::{Node, NodeConfig},
@@ -481,4 +482,178 @@ pub fn register_schedule(seed: u64) -> Result<RegisterReport, String> {
     let mut report = h.verify(&mut sim)?;
     report.faults = faults;
     Ok(report)
+}
+
+/// The labels of node `id` in [`alter_schedule`]: `disk=ssd` on nodes 1, 2 and 4, `hdd`
+/// on the others.
+fn disk_of(id: NodeId) -> &'static str {
+    if matches!(id.0, 1 | 2 | 4) {
+        "ssd"
+    } else {
+        "hdd"
+    }
+}
+
+/// Writes `settings` for the checker's collection through `node`, as the server does
+/// for `dhrt collection alter` (the answer is not awaited: the schedule watches every
+/// node's catalogue instead).
+fn alter(sim: &mut Cluster, node: NodeId, id: u64, settings: &CollectionSettings) {
+    let op = Op::Set {
+        collection: CATALOGUE_COLLECTION.into(),
+        key: Bytes::from_static(COLLECTION.as_bytes()),
+        value: Bytes::from(settings.encode()),
+        consistency: Consistency::Quorum,
+        ttl_ms: None,
+    };
+    sim.act(node, |p, now| p.request(now, 3, ClientRequest { id, op, seen: None }));
+}
+
+/// Whether every running node uses `layout` for the checker's collection, with no move
+/// under way.
+fn moved_everywhere(sim: &Cluster, layout: &Layout) -> bool {
+    sim.processes().filter(|(id, _)| sim.is_running(*id)).all(|(_, p)| {
+        let state = p.node.catalogue().layout(COLLECTION).cloned().unwrap_or_default();
+        state.moving.is_none() && state.current == *layout
+    })
+}
+
+/// Five labelled nodes (`disk=ssd` on three of them), N = 3; clients read and write at
+/// `quorum` through random nodes while the collection's layout changes two to four
+/// times — its replicas (1 to 5) and its selector (`disk=ssd`, or any node) — with a
+/// crash or a partition during some of the moves. Every read must return the last
+/// acknowledged write or a newer one, every move must complete, and at the end each
+/// key lives on exactly the owners its layout gives it.
+pub fn alter_schedule(seed: u64) -> Result<RegisterReport, String> {
+    // Anti-entropy is slow and there are no hints here, so that what a move's new
+    // owners hold comes from its hand-off and the writes they acknowledged, not from a
+    // round that happened to run meanwhile or a hint delivered later.
+    let mut sim = memory_cluster(5, NetConfig::lan(), seed, |c| {
+        configure(c);
+        c.sync_interval_ms = SLOW_SYNC_MS;
+        c.hints.max_per_node = 0;
+        c.labels.insert("disk".into(), disk_of(c.id).into());
+    });
+    super::safety::settle(&mut sim, 60_000)?;
+    // Many keys, each rarely touched: what the new owners hold of most of them comes
+    // from the hand-off, not from reads repairing them.
+    let mut h = History::new(ALTER_KEYS);
+    let mut faults = 0;
+    for round in 0..2 + sim.rng().below(3) {
+        let quiet = 500 + sim.rng().below(2_000);
+        h.run(&mut sim, quiet, 30);
+        let mut settings = CollectionSettings {
+            replicas: Some(1 + sim.rng().below(5) as u32),
+            ..CollectionSettings::default()
+        };
+        if sim.rng().chance(0.4) {
+            settings.select.insert("disk".into(), "ssd".into());
+        }
+        let layout = settings.layout();
+        let running = sim.running();
+        let through = running[sim.rng().index(running.len()).ok_or("no node runs")?];
+        h.note(
+            sim.now(),
+            format!(
+                "alter to {:?} replicas on {} via {through}",
+                layout.replicas,
+                layout.select_text()
+            ),
+        );
+        alter(&mut sim, through, (1 << 40) + round, &settings);
+        let before_fault = 200 + sim.rng().below(3_000);
+        h.run(&mut sim, before_fault, 30);
+        let victim = running[sim.rng().index(running.len()).ok_or("no node runs")?];
+        let lasts = 1_000 + sim.rng().below(6_000);
+        match sim.rng().below(4) {
+            0 => {
+                faults += 1;
+                h.note(sim.now(), format!("crash {victim} (disk kept)"));
+                let crashed = sim.crash(victim).ok_or("victim not running")?;
+                h.run(&mut sim, lasts, 30);
+                sim.restart(victim, crashed.restarted(true).map_err(|e| e.to_string())?);
+                h.note(sim.now(), format!("restart {victim}"));
+            }
+            1 => {
+                faults += 1;
+                let mut ids = running.clone();
+                sim.rng().shuffle(&mut ids);
+                let cut = 1 + sim.rng().index(ids.len() - 1).unwrap_or(0);
+                let (a, b) = ids.split_at(cut);
+                sim.partition(&[a, b]);
+                h.note(sim.now(), format!("partition {a:?} | {b:?}"));
+                h.run(&mut sim, lasts, 30);
+                sim.heal();
+                h.note(sim.now(), "heal".into());
+            }
+            _ => {}
+        }
+        // The move completes everywhere; the settings are written again if the write
+        // was lost with its coordinator.
+        let limit = sim.now() + 180_000;
+        let mut again = sim.now() + 20_000;
+        while !moved_everywhere(&sim, &layout) {
+            if sim.now() > limit {
+                let states: Vec<String> = sim
+                    .processes()
+                    .map(|(id, p)| format!("{id}: {:?}", p.node.catalogue().layout(COLLECTION)))
+                    .collect();
+                return Err(format!(
+                    "the move to {layout:?} did not complete in 180 s: {}; log: {}",
+                    states.join(", "),
+                    h.log.join(", ")
+                ));
+            }
+            if sim.now() > again {
+                let running = sim.running();
+                let through = running[sim.rng().index(running.len()).ok_or("no node runs")?];
+                let id = (1 << 41) + sim.now();
+                alter(&mut sim, through, id, &settings);
+                again = sim.now() + 20_000;
+            }
+            h.run(&mut sim, 500, 30);
+        }
+        h.note(sim.now(), format!("moved to {layout:?}"));
+    }
+    h.run(&mut sim, 3_000, 30);
+    let mut report = h.verify(&mut sim)?;
+    report.faults = faults;
+    // Cleaning runs with anti-entropy rounds.
+    sim.run_for(3 * SLOW_SYNC_MS);
+    placed_on_owners(&sim)?;
+    Ok(report)
+}
+
+/// The keys [`alter_schedule`] writes.
+const ALTER_KEYS: u64 = 300;
+
+/// The anti-entropy period of [`alter_schedule`].
+const SLOW_SYNC_MS: Millis = 120_000;
+
+/// Every key of the checker's collection is held by exactly its owners under the
+/// collection's layout, as each node sees it, once cleaning ran.
+fn placed_on_owners(sim: &Cluster) -> Result<(), String> {
+    for k in 0..ALTER_KEYS {
+        let key = Bytes::from(format!("r{k:02}"));
+        for (id, p) in sim.processes() {
+            let node = &p.node;
+            let pos = node.replica().position(COLLECTION, &key);
+            let owners = node.placement_for(COLLECTION).key(pos).owners;
+            let select = node.catalogue().layout(COLLECTION).map(|s| s.current.select.clone());
+            for o in &owners {
+                let labels = node.membership().member(*o).map(|m| m.labels.clone());
+                let fits = select
+                    .iter()
+                    .flatten()
+                    .all(|(k, v)| labels.as_ref().and_then(|l| l.get(k)) == Some(v));
+                if !fits {
+                    return Err(format!("node {o} owns {key:?} but lacks the selector {select:?}"));
+                }
+            }
+            let held = node.replica().get(COLLECTION, &key).map_err(|e| e.to_string())?;
+            if held.is_some() && !owners.contains(&id) {
+                return Err(format!("node {id} still holds {key:?}, owned by {owners:?}"));
+            }
+        }
+    }
+    Ok(())
 }

@@ -381,7 +381,7 @@ fn check_replicas<S: Store>(
             continue;
         }
         let pos = node.replica().position(COLLECTION, key);
-        let replicas = node.table().preference_list(pos, node.replicas_for(COLLECTION));
+        let replicas = node.placement_for(COLLECTION).key(pos).owners;
         let entry = node.replica().get(COLLECTION, key).map_err(|e| e.to_string())?;
         let replica = replicas.contains(&id);
         if let (Some(e), Some((t, None))) = (&entry, &h.acked) {

@@ -9,8 +9,10 @@
 use super::data::Target;
 use clap::{Args, Subcommand};
 use dhrt_core::{
-    catalogue::{CollectionSettings, SettingsChange},
+    catalogue::{CollectionSettings, Layout, SettingsChange},
+    membership::parse_labels,
     proto::client::{CollectionView, Consistency},
+    ring::Labels,
 };
 
 /// `dhrt collection ...`.
@@ -38,6 +40,35 @@ struct SettingsArgs {
     /// Most bytes of keys and values the collection may hold.
     #[arg(long, value_name = "BYTES")]
     max_bytes: Option<Setting<u64>>,
+    /// Replicas of each key (the cluster's --replicas by default). A change moves the
+    /// collection's data while it serves; `dhrt collection show` follows the move.
+    #[arg(long, value_name = "N")]
+    replicas: Option<Setting<u32>>,
+    /// Keep the replicas on nodes carrying these labels only (as disk=ssd or
+    /// zone=eu-1,disk=ssd; `any` for every node). A change moves the collection's data.
+    #[arg(long, value_name = "LABEL=VALUE[,...]")]
+    select: Option<Selector>,
+    /// Spread each key's replicas over distinct values of this node label (as zone):
+    /// distinct zones while there are enough, distinct nodes always; `none` for no
+    /// zones. A change moves the collection's data.
+    #[arg(long, value_name = "LABEL")]
+    zone_label: Option<String>,
+}
+
+/// A selector on the command line: `key=value,...`, or `any`.
+#[derive(Debug, Clone, PartialEq)]
+struct Selector(Labels);
+
+impl std::str::FromStr for Selector {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "any" || s == "default" {
+            return Ok(Selector(Labels::new()));
+        }
+        let labels = parse_labels(s.split(',').map(str::trim)).map_err(|e| e.to_string())?;
+        Ok(Selector(labels))
+    }
 }
 
 /// A setting's value on the command line, or `default`.
@@ -90,6 +121,11 @@ impl SettingsArgs {
             ttl_ms,
             max_keys: Setting::change(self.max_keys),
             max_bytes: Setting::change(self.max_bytes),
+            replicas: Setting::change(self.replicas),
+            select: self.select.as_ref().map(|s| Some(s.0.clone()).filter(|l| !l.is_empty())),
+            zone_label: self.zone_label.as_ref().map(|z| {
+                Some(z.clone()).filter(|z| z.as_str() != "none" && z.as_str() != "default")
+            }),
         })
     }
 }
@@ -100,6 +136,8 @@ enum CollectionCommand {
     /// level of requests that name none).
     ///
     /// Example: dhrt collection create sessions --ttl 3600 --consistency one --max-keys 1000000
+    ///
+    /// Example: dhrt collection create hot --replicas 2 --select disk=ssd --zone-label zone
     Create {
         /// The collection.
         name: String,
@@ -109,6 +147,8 @@ enum CollectionCommand {
     /// Change some settings of a collection (`default` returns one to the cluster's).
     ///
     /// Example: dhrt collection alter sessions --ttl 7200 --max-keys default
+    ///
+    /// Example: dhrt collection alter hot --replicas 5 --select any
     Alter {
         /// The collection.
         name: String,
@@ -145,7 +185,8 @@ pub fn run(args: &CollectionArgs, target: &Target) -> Result<(), Box<dyn std::er
                 let change = settings.change(target.consistency)?;
                 if change.is_empty() {
                     return Err("nothing to change: give --consistency, --reset-consistency, \
-                                --ttl, --max-keys or --max-bytes"
+                                --ttl, --max-keys, --max-bytes, --replicas, --select or \
+                                --zone-label"
                         .into());
                 }
                 print!("{}", describe(&client.collection_alter(name, change).await?));
@@ -188,28 +229,70 @@ fn settings_text(s: &CollectionSettings) -> [String; 4] {
 /// What `show`, `create` and `alter` print: one `name: value` line a field.
 fn describe(v: &CollectionView) -> String {
     let [consistency, ttl, max_keys, max_bytes] = settings_text(&v.settings);
+    let (replicas, select, moving) = layout_text(v);
+    let zones = v.layout.current.zone_label.as_deref().unwrap_or("none");
     format!(
-        "collection:  {}\ndefined:     {}\nplacement:   {}\nreplicas:    {}\n\
-         consistency: {consistency}\nttl:         {ttl}\nmax keys:    {max_keys}\n\
-         max bytes:   {max_bytes}\nkeys:        {} (estimated)\nbytes:       {} (estimated)\n",
+        "collection:  {}\ndefined:     {}\nplacement:   {}\nreplicas:    {replicas}\n\
+         select:      {select}\nzones:       {zones}\nmoving:      {moving}\n\
+         consistency: {consistency}\n\
+         ttl:         {ttl}\nmax keys:    {max_keys}\nmax bytes:   {max_bytes}\n\
+         keys:        {} (estimated)\nbytes:       {} (estimated)\n",
         v.name,
         if v.defined { "yes" } else { "no (the cluster's defaults)" },
         v.placement,
-        v.replicas,
         v.keys,
         v.bytes,
     )
 }
 
+/// The replicas and selector in use (with what the settings ask for, when it differs
+/// and no move is under way yet), and the move under way: `no`, or its phase and
+/// target.
+fn layout_text(v: &CollectionView) -> (String, String, String) {
+    let asked = v.settings.layout();
+    let current = &v.layout.current;
+    let moving = v.layout.moving.as_ref();
+    let pending = moving.is_none() && asked != *current;
+    let mut replicas = v.replicas.to_string();
+    if pending && asked.replicas != current.replicas {
+        let n = asked.replicas.map_or("default".into(), |n| n.to_string());
+        replicas.push_str(&format!(" (asked: {n}, move not started yet)"));
+    }
+    let mut select = current.select_text();
+    if pending && (asked.select != current.select || asked.zone_label != current.zone_label) {
+        select.push_str(&format!(" (asked: {}, move not started yet)", asked.select_text()));
+    }
+    let moving = match moving {
+        None => "no".to_string(),
+        Some(m) => format!(
+            "{} → {} on {}{} (phase {} of 3: {})",
+            current_text(current),
+            current_text(&m.to),
+            m.to.select_text(),
+            m.to.zone_label.as_ref().map_or(String::new(), |z| format!(", zones by {z}")),
+            m.phase as u8 + 1,
+            m.phase.as_str()
+        ),
+    };
+    (replicas, select, moving)
+}
+
+/// A layout's replicas as text.
+fn current_text(l: &Layout) -> String {
+    l.replicas.map_or_else(|| "the cluster's replicas".to_string(), |n| format!("{n} replicas"))
+}
+
 /// One line of `list`: name, placement, replicas, settings, size.
 fn row(v: &CollectionView) -> String {
     let [consistency, ttl, max_keys, max_bytes] = settings_text(&v.settings);
+    let moving = v.layout.moving.as_ref().map_or("no", |m| m.phase.as_str());
     format!(
-        "{}\t{}\tN={}\tconsistency={consistency}\tttl={}\tmax_keys={max_keys}\t\
-         max_bytes={max_bytes}\tkeys={}\tbytes={}",
+        "{}\t{}\tN={}\tselect={}\tmoving={moving}\tconsistency={consistency}\tttl={}\t\
+         max_keys={max_keys}\tmax_bytes={max_bytes}\tkeys={}\tbytes={}",
         v.name,
         v.placement,
         v.replicas,
+        v.layout.current.select_text(),
         ttl.replace(' ', ""),
         v.keys,
         v.bytes,
@@ -239,5 +322,16 @@ mod tests {
         let reset = SettingsArgs { reset_consistency: true, ..Default::default() };
         assert_eq!(reset.change(Consistency::Default).unwrap().consistency, Some(None));
         assert!(reset.change(Consistency::All).is_err());
+        let layout = SettingsArgs {
+            replicas: Some(Setting::Value(5)),
+            select: Some("disk=ssd, zone=a".parse().unwrap()),
+            ..Default::default()
+        };
+        let change = layout.change(Consistency::Default).unwrap();
+        assert_eq!(change.replicas, Some(Some(5)));
+        assert_eq!(change.select.unwrap().unwrap().len(), 2);
+        let any = SettingsArgs { select: Some("any".parse().unwrap()), ..Default::default() };
+        assert_eq!(any.change(Consistency::Default).unwrap().select, Some(None));
+        assert!("disk".parse::<Selector>().unwrap_err().contains("key=value"));
     }
 }

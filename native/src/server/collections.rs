@@ -106,8 +106,9 @@ pub(crate) async fn scan_reserved<T>(
 
 /// Every `(name, settings)` of the catalogue, read at quorum.
 async fn all_stored(state: &AppState) -> Result<BTreeMap<String, CollectionSettings>, Reply> {
+    // Settings only: the catalogue keeps the layouts collections use beside them.
     let keep = |key: Bytes, value: Bytes| {
-        let name = String::from_utf8(key.to_vec()).ok()?;
+        let name = String::from_utf8(key.to_vec()).ok().filter(|n| validate_name(n).is_ok())?;
         Some((name, CollectionSettings::decode(&value).ok()?))
     };
     let all = scan_reserved(state, CATALOGUE_COLLECTION, MAX_ENTRIES, keep).await?;
@@ -116,17 +117,20 @@ async fn all_stored(state: &AppState) -> Result<BTreeMap<String, CollectionSetti
 
 /// The view of `name` from its settings (if any) and the node's snapshot.
 fn view(name: &str, settings: Option<CollectionSettings>, snapshot: &Snapshot) -> CollectionView {
-    let share = snapshot.ring_share.max(f64::MIN_POSITIVE);
+    let layout = snapshot.layouts.get(name);
+    let share = layout.map_or(snapshot.ring_share, |l| l.share).max(f64::MIN_POSITIVE);
     let scale = |n: u64| (n as f64 / share).round() as u64;
     let local = snapshot.collections.iter().find(|c| c.name == name);
+    let replicas = layout.map_or(snapshot.replicas, |l| l.replicas);
     CollectionView {
         name: name.to_string(),
         defined: settings.is_some(),
         settings: settings.unwrap_or_default(),
         placement: Placement::of(name).as_str().to_string(),
-        replicas: u32::try_from(snapshot.replicas).unwrap_or(u32::MAX),
+        replicas: u32::try_from(replicas).unwrap_or(u32::MAX),
         keys: local.map_or(0, |c| scale(c.entries.saturating_sub(c.tombstones))),
         bytes: local.map_or(0, |c| scale(c.bytes)),
+        layout: layout.map(|l| l.state.clone()).unwrap_or_default(),
     }
 }
 

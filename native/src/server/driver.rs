@@ -592,6 +592,10 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
             NodeEvent::RemovalStopped { member, reason } => {
                 tracing::warn!(%member, %reason, "removal stopped")
             }
+            NodeEvent::LayoutMoved { collection, phase } => match phase {
+                Some(p) => tracing::info!(%collection, phase = p.as_str(), "collection moving"),
+                None => tracing::info!(%collection, "collection moved to its new layout"),
+            },
             other => tracing::debug!(event = ?other, "node event"),
         }
     }

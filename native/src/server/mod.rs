@@ -572,5 +572,15 @@ pub(crate) fn snapshot_of<S: Store>(node: &Node<S>, addr: &str) -> Snapshot {
         peer: node.peer_stats(),
         ring_share: node.ring_share(),
         replicas: node.config().replicas.max(1),
+        layouts: (node.catalogue().layouts())
+            .map(|(name, state)| {
+                let layout = stats::CollectionLayout {
+                    state: state.clone(),
+                    replicas: node.replicas_for(name),
+                    share: node.ring_share_for(name),
+                };
+                (name.to_string(), layout)
+            })
+            .collect(),
     }
 }

@@ -164,6 +164,19 @@ pub struct Snapshot {
     pub ring_share: f64,
     /// How many replicas keep each key.
     pub replicas: usize,
+    /// The collections with a layout of their own, by name.
+    pub layouts: std::collections::BTreeMap<String, CollectionLayout>,
+}
+
+/// A collection's layout as the node uses it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectionLayout {
+    /// The layout in use and the move under way.
+    pub state: dhrt_core::catalogue::LayoutState,
+    /// Replicas of each key under the layout in use.
+    pub replicas: usize,
+    /// The share of the ring (0 to 1) the node replicates of the collection.
+    pub share: f64,
 }
 
 impl Snapshot {

@@ -46,7 +46,7 @@ pub(super) fn narrow<S: Store>(node: &Node<S>, states: &mut [KeyState]) {
     let me = node.id();
     let changing = node.membership.me().changing();
     for k in states.iter_mut() {
-        let plain = k.future.is_none()
+        let plain = k.joints.is_empty()
             && !changing
             && k.replicas.iter().all(|r| k.counted.contains(r))
             && k.required <= k.replicas.len();

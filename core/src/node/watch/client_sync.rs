@@ -4,7 +4,7 @@
 use super::{error, reply_to};
 use crate::{
     entry::NodeId,
-    hash::Interval,
+    hash::{Interval, Position},
     membership::Status,
     node::{ClientId, Node, Output},
     proto::{
@@ -17,12 +17,16 @@ use crate::{
     Millis,
 };
 
-/// The maximal runs of the ring `me` replicates in `table` with `n` replicas.
-fn replicated_runs(table: &RingTable, me: NodeId, n: usize) -> Vec<Interval> {
+/// The maximal runs of the ring `me` replicates in `table`, each token's replicas given
+/// by `list`.
+fn replicated_runs(
+    table: &RingTable,
+    me: NodeId,
+    list: impl Fn(Position) -> Vec<NodeId>,
+) -> Vec<Interval> {
     let v = table.vnodes();
     let len = v.len();
-    let flags: Vec<bool> =
-        (0..len).map(|i| table.preference_list(v[i].pos, n).contains(&me)).collect();
+    let flags: Vec<bool> = (0..len).map(|i| list(v[i].pos).contains(&me)).collect();
     if len == 0 || flags.iter().all(|f| *f) {
         return if len == 0 { Vec::new() } else { vec![Interval::full()] };
     }
@@ -97,11 +101,14 @@ impl<S: Store> Node<S> {
                        replica or retry shortly";
             return error(client, id, ErrorCode::Unavailable, msg);
         }
-        let n = match &msg.body {
-            SyncBody::Begin { collection, .. } => self.replicas_for(collection),
-            _ => self.config.replicas.max(1),
+        // The owners under the layout the collection uses hold it (while it moves, the
+        // next layout's may not have it yet).
+        let placement = match &msg.body {
+            SyncBody::Begin { collection, .. } => self.placement_for(collection).now,
+            _ => &self.placement,
         };
-        let runs = replicated_runs(&self.table, self.id(), n);
+        let runs =
+            replicated_runs(&self.table, self.id(), |pos| placement.list_on(&self.table, pos));
         if !runs.iter().any(|r| r.contains_interval(&range)) {
             let msg = format!(
                 "this node does not replicate all of {range}: sync each interval between ring \
@@ -131,9 +138,12 @@ mod tests {
         let members: Vec<(NodeId, Vec<u64>)> =
             (1..=5).map(|i| (NodeId(i), tokens_for(NodeId(i), 8))).collect();
         let table = RingTable::new(members.iter().map(|(id, t)| (*id, t.as_slice())));
-        assert_eq!(replicated_runs(&table, NodeId(1), 5), vec![Interval::full()]);
+        assert_eq!(
+            replicated_runs(&table, NodeId(1), |p| table.preference_list(p, 5)),
+            vec![Interval::full()]
+        );
         for n in 1..=3 {
-            let runs = replicated_runs(&table, NodeId(2), n);
+            let runs = replicated_runs(&table, NodeId(2), |p| table.preference_list(p, n));
             let v = table.vnodes();
             for (i, vn) in v.iter().enumerate() {
                 let prev = v[(i + v.len() - 1) % v.len()].pos;
@@ -143,6 +153,6 @@ mod tests {
                 assert_eq!(mine, covered, "n={n} piece {piece}");
             }
         }
-        assert!(replicated_runs(&RingTable::default(), NodeId(1), 3).is_empty());
+        assert!(replicated_runs(&RingTable::default(), NodeId(1), |_| Vec::new()).is_empty());
     }
 }

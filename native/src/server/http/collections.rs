@@ -33,7 +33,20 @@ use serde_json::{json, Map, Value};
 /// The path segment holding the collection's name.
 const COLLECTION: usize = 2;
 /// The fields of a settings body.
-const FIELDS: &str = "consistency, ttl_ms, max_keys, max_bytes";
+const FIELDS: &str = "consistency, ttl_ms, max_keys, max_bytes, replicas, select, zone_label";
+
+/// A layout state as JSON: the layout in use and the move under way.
+fn layout_json(state: &dhrt_core::catalogue::LayoutState) -> Value {
+    let layout = |l: &dhrt_core::catalogue::Layout| json!({ "replicas": l.replicas, "select": l.select, "zone_label": l.zone_label });
+    json!({
+        "current": layout(&state.current),
+        "moving": state.moving.as_ref().map(|m| json!({
+            "to": layout(&m.to),
+            "phase": m.phase.as_str(),
+            "started_ms": m.at,
+        })),
+    })
+}
 
 /// A view as JSON.
 pub fn view_json(v: &CollectionView) -> Value {
@@ -46,9 +59,13 @@ pub fn view_json(v: &CollectionView) -> Value {
             "ttl_ms": s.ttl_ms,
             "max_keys": s.max_keys,
             "max_bytes": s.max_bytes,
+            "replicas": s.replicas,
+            "select": s.select,
+            "zone_label": s.zone_label,
         },
         "placement": v.placement,
         "replicas": v.replicas,
+        "layout": layout_json(&v.layout),
         "keys": v.keys,
         "bytes": v.bytes,
     })
@@ -104,11 +121,22 @@ fn field<T>(
 fn change_of(map: &Map<String, Value>) -> Result<SettingsChange, ApiError> {
     let level = |v: &Value| v.as_str().and_then(|s| s.parse::<Consistency>().ok());
     let count = |v: &Value| v.as_u64();
+    let replicas = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+    let label = |v: &Value| v.as_str().map(str::to_string);
+    let select = |v: &Value| {
+        let object = v.as_object()?;
+        let pairs: Option<Vec<String>> =
+            object.iter().map(|(k, v)| Some(format!("{k}={}", v.as_str()?))).collect();
+        dhrt_core::membership::parse_labels(pairs?.iter().map(String::as_str)).ok()
+    };
     Ok(SettingsChange {
         consistency: field(map, "consistency", level, "one, quorum, all or a number")?,
         ttl_ms: field(map, "ttl_ms", count, "a number of milliseconds")?,
         max_keys: field(map, "max_keys", count, "a number of keys")?,
         max_bytes: field(map, "max_bytes", count, "a number of bytes")?,
+        replicas: field(map, "replicas", replicas, "a number of replicas")?,
+        select: field(map, "select", select, "an object of labels, as {\"disk\": \"ssd\"}")?,
+        zone_label: field(map, "zone_label", label, "a label key, as \"zone\"")?,
     })
 }
 

@@ -31,9 +31,15 @@
 //!
 //! [`Node::replicas_for`]: crate::node::Node::replicas_for
 
+pub mod layout;
+
+pub use layout::{layout_key, Knowledge, Layout, LayoutState, Move, MovePhase, MAX_REPLICAS};
+
 use crate::{
     auth::RESERVED_PREFIX,
+    membership::{labels_admitted, validate_label, MAX_LABELS},
     proto::client::Consistency,
+    ring::Labels,
     store::{validate_collection, StoreError},
 };
 use serde::{Deserialize, Serialize};
@@ -65,6 +71,18 @@ pub struct CollectionSettings {
     /// Most bytes of keys and values the collection may hold across the cluster.
     #[serde(default)]
     pub max_bytes: Option<u64>,
+    /// How many replicas each key should have (`None`: the cluster's `--replicas`). A
+    /// change moves the collection's data ([`layout`]).
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// The labels a node must carry to hold the collection's replicas (empty: any
+    /// node). A change moves the collection's data ([`layout`]).
+    #[serde(default)]
+    pub select: Labels,
+    /// The label whose values are zones: each key's replicas go to distinct zones while
+    /// there are enough ([`crate::ring::spread`]). A change moves the collection's data.
+    #[serde(default)]
+    pub zone_label: Option<String>,
 }
 
 /// A change of some settings: each field `Some` replaces that setting, `Some(None)`
@@ -80,6 +98,12 @@ pub struct SettingsChange {
     pub max_keys: Option<Option<u64>>,
     /// The new byte quota, if it changes.
     pub max_bytes: Option<Option<u64>>,
+    /// The new replication factor, if it changes.
+    pub replicas: Option<Option<u32>>,
+    /// The new node selector, if it changes (`Some(None)`: any node).
+    pub select: Option<Option<Labels>>,
+    /// The new zone label, if it changes (`Some(None)`: no zones).
+    pub zone_label: Option<Option<String>>,
 }
 
 /// One setting of a [`SettingsChange`] on the wire, where a bare `Option<Option<_>>`
@@ -121,6 +145,12 @@ struct WireChange {
     max_keys: Change<u64>,
     #[serde(default)]
     max_bytes: Change<u64>,
+    #[serde(default)]
+    replicas: Change<u32>,
+    #[serde(default)]
+    select: Change<Labels>,
+    #[serde(default)]
+    zone_label: Change<String>,
 }
 
 impl From<WireChange> for SettingsChange {
@@ -130,6 +160,9 @@ impl From<WireChange> for SettingsChange {
             ttl_ms: w.ttl_ms.into_option(),
             max_keys: w.max_keys.into_option(),
             max_bytes: w.max_bytes.into_option(),
+            replicas: w.replicas.into_option(),
+            select: w.select.into_option(),
+            zone_label: w.zone_label.into_option(),
         }
     }
 }
@@ -141,6 +174,9 @@ impl From<SettingsChange> for WireChange {
             ttl_ms: Change::of(c.ttl_ms),
             max_keys: Change::of(c.max_keys),
             max_bytes: Change::of(c.max_bytes),
+            replicas: Change::of(c.replicas),
+            select: Change::of(c.select),
+            zone_label: Change::of(c.zone_label),
         }
     }
 }
@@ -158,6 +194,15 @@ impl SettingsChange {
             ttl_ms: self.ttl_ms.unwrap_or(settings.ttl_ms),
             max_keys: self.max_keys.unwrap_or(settings.max_keys),
             max_bytes: self.max_bytes.unwrap_or(settings.max_bytes),
+            replicas: self.replicas.unwrap_or(settings.replicas),
+            select: match &self.select {
+                Some(select) => select.clone().unwrap_or_default(),
+                None => settings.select.clone(),
+            },
+            zone_label: match &self.zone_label {
+                Some(zone) => zone.clone(),
+                None => settings.zone_label.clone(),
+            },
         }
     }
 }
@@ -186,6 +231,18 @@ pub enum SettingsError {
     /// A quota of zero.
     #[error("a quota of 0 {0} would refuse every write; leave it unset for no quota")]
     ZeroQuota(&'static str),
+    /// A replication factor of zero or above [`MAX_REPLICAS`].
+    #[error("a collection keeps 1 to {MAX_REPLICAS} replicas of each key, not {0}")]
+    Replicas(u32),
+    /// A selector label out of bounds.
+    #[error(
+        "a selector is at most {MAX_LABELS} labels key=value, keys and values 1 to 64 \
+         characters of A-Z a-z 0-9 . _ - (as disk=ssd)"
+    )]
+    Select,
+    /// A zone label out of bounds.
+    #[error("a zone label is 1 to 64 characters of A-Z a-z 0-9 . _ - (as zone)")]
+    ZoneLabel,
     /// The stored bytes are not settings.
     #[error("stored settings do not decode: {0}")]
     Decode(String),
@@ -211,7 +268,25 @@ impl CollectionSettings {
         if self.max_bytes == Some(0) {
             return Err(SettingsError::ZeroQuota("bytes"));
         }
+        if let Some(r) = self.replicas.filter(|r| !(1..=MAX_REPLICAS).contains(r)) {
+            return Err(SettingsError::Replicas(r));
+        }
+        if !labels_admitted(&self.select) {
+            return Err(SettingsError::Select);
+        }
+        if self.zone_label.as_ref().is_some_and(|z| !validate_label(z)) {
+            return Err(SettingsError::ZoneLabel);
+        }
         Ok(())
+    }
+
+    /// The layout the settings ask for.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            replicas: self.replicas,
+            select: self.select.clone(),
+            zone_label: self.zone_label.clone(),
+        }
     }
 
     /// The settings' bytes: MessagePack with named fields, so later fields can be
@@ -248,6 +323,8 @@ pub fn validate_name(collection: &str) -> Result<(), SettingsError> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalogue {
     settings: BTreeMap<String, CollectionSettings>,
+    /// The layouts collections use, where a move ever set one ([`layout`]).
+    layouts: BTreeMap<String, LayoutState>,
     /// Entries that were skipped because they did not decode (a newer node's format, or
     /// a damaged copy): counted for stats.
     skipped: u64,
@@ -259,6 +336,18 @@ impl Catalogue {
     pub fn from_entries<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Self {
         let mut out = Catalogue::default();
         for (key, value) in entries {
+            let layout = key.strip_prefix(layout::LAYOUT_PREFIX.as_bytes());
+            if let Some(name) = layout.and_then(|n| std::str::from_utf8(n).ok()) {
+                match LayoutState::decode(value) {
+                    Some(state)
+                        if validate_name(name).is_ok() && out.layouts.len() < MAX_ENTRIES =>
+                    {
+                        out.layouts.insert(name.to_string(), state);
+                    }
+                    _ => out.skipped += 1,
+                }
+                continue;
+            }
             let parsed = std::str::from_utf8(key)
                 .ok()
                 .filter(|name| validate_name(name).is_ok())
@@ -281,9 +370,32 @@ impl Catalogue {
         self.settings.get(collection)
     }
 
+    /// The layout `collection` uses and the move under way, where one was ever set.
+    pub fn layout(&self, collection: &str) -> Option<&LayoutState> {
+        if self.layouts.is_empty() {
+            return None;
+        }
+        self.layouts.get(collection)
+    }
+
+    /// Every collection's layout state, by name.
+    pub fn layouts(&self) -> impl Iterator<Item = (&str, &LayoutState)> {
+        self.layouts.iter().map(|(n, s)| (n.as_str(), s))
+    }
+
     /// Every collection with settings, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &CollectionSettings)> {
         self.settings.iter().map(|(n, s)| (n.as_str(), s))
+    }
+
+    /// Whether a collection's wanted layout differs from the one it uses, or a move is
+    /// under way: work for the member that drives moves.
+    pub fn moves_wanted(&self) -> bool {
+        self.layouts.values().any(|s| s.moving.is_some())
+            || self.settings.iter().any(|(name, s)| {
+                let current = self.layouts.get(name).map(|l| &l.current);
+                s.layout() != current.cloned().unwrap_or_default()
+            })
     }
 
     /// How many collections have settings.
@@ -313,6 +425,9 @@ mod tests {
             ttl_ms: Some(60_000),
             max_keys: Some(1_000),
             max_bytes: Some(1 << 20),
+            replicas: Some(2),
+            select: [("disk".to_string(), "ssd".to_string())].into(),
+            zone_label: Some("zone".into()),
         }
     }
 
@@ -334,9 +449,9 @@ mod tests {
         #[derive(Serialize)]
         struct Later {
             ttl_ms: Option<u64>,
-            replicas: u8,
+            compression: u8,
         }
-        let bytes = rmp_serde::to_vec_named(&Later { ttl_ms: Some(5), replicas: 5 }).unwrap();
+        let bytes = rmp_serde::to_vec_named(&Later { ttl_ms: Some(5), compression: 5 }).unwrap();
         let s = CollectionSettings::decode(&bytes).unwrap();
         assert_eq!(s, CollectionSettings { ttl_ms: Some(5), ..Default::default() });
     }
@@ -349,6 +464,13 @@ mod tests {
             (CollectionSettings { ttl_ms: Some(MAX_TTL_MS + 1), ..full() }, "time to live"),
             (CollectionSettings { max_keys: Some(0), ..full() }, "quota of 0 keys"),
             (CollectionSettings { max_bytes: Some(0), ..full() }, "quota of 0 bytes"),
+            (CollectionSettings { replicas: Some(0), ..full() }, "1 to 64 replicas"),
+            (CollectionSettings { replicas: Some(65), ..full() }, "1 to 64 replicas"),
+            (
+                CollectionSettings { select: [("a b".into(), "c".into())].into(), ..full() },
+                "selector",
+            ),
+            (CollectionSettings { zone_label: Some(String::new()), ..full() }, "zone label"),
         ];
         for (s, why) in bad {
             let e = s.validate().unwrap_err().to_string();
@@ -389,6 +511,9 @@ mod tests {
             ttl_ms: Some(None),
             max_keys: None,
             max_bytes: Some(Some(7)),
+            replicas: Some(Some(5)),
+            select: Some(None),
+            zone_label: Some(Some("rack".into())),
         };
         let bytes = rmp_serde::to_vec_named(&change).unwrap();
         assert_eq!(rmp_serde::from_slice::<SettingsChange>(&bytes).unwrap(), change);
@@ -407,6 +532,10 @@ mod tests {
             replicas: 3,
             keys: 1,
             bytes: 2,
+            layout: LayoutState {
+                moving: Some(Move { to: Layout::default(), at: 3, phase: MovePhase::Copying }),
+                ..LayoutState::default()
+            },
         };
         for result in [
             Reply::Collection(Box::new(view.clone())),
@@ -423,18 +552,26 @@ mod tests {
     #[test]
     fn the_catalogue_skips_what_it_cannot_read() {
         let good = full().encode();
+        let state = LayoutState { since: 9, ..Default::default() }.encode();
         let entries: Vec<(&[u8], &[u8])> = vec![
             (b"users", &good),
             (b"_dhrt.tokens", &good),
             (b"bad name/", &good),
             (b"logs", b"\xc1"),
             (b"\xff", &good),
+            (b"layout/users", &state),
+            (b"layout/bad name", &state),
+            (b"layout/logs", b"\xc1"),
         ];
         let c = Catalogue::from_entries(entries);
         assert_eq!(c.len(), 1);
         assert_eq!(c.get("users"), Some(&full()));
         assert_eq!(c.get("logs"), None);
-        assert_eq!(c.skipped(), 4);
+        assert_eq!(c.layout("users").map(|s| s.since), Some(9));
+        assert_eq!(c.layouts().count(), 1);
+        assert_eq!(c.skipped(), 6, "and a bad name, a state that does not decode");
+        // The settings of users ask for another layout than the default it uses.
+        assert!(c.moves_wanted());
     }
 
     proptest! {
@@ -450,8 +587,17 @@ mod tests {
             ttl in proptest::option::of(1..=MAX_TTL_MS),
             keys in proptest::option::of(1..u64::MAX),
             bytes in proptest::option::of(1..u64::MAX),
+            replicas in proptest::option::of(1..=MAX_REPLICAS),
         ) {
-            let s = CollectionSettings { consistency: level, ttl_ms: ttl, max_keys: keys, max_bytes: bytes };
+            let s = CollectionSettings {
+                consistency: level,
+                ttl_ms: ttl,
+                max_keys: keys,
+                max_bytes: bytes,
+                replicas,
+                select: Default::default(),
+                zone_label: None,
+            };
             prop_assert_eq!(CollectionSettings::decode(&s.encode()).unwrap(), s);
         }
 

@@ -1,0 +1,395 @@
+//! Moves of collections between layouts: the member that drives them, and every
+//! member's part (see [`crate::catalogue::layout`] for the phases and why they are safe).
+//!
+//! **Every member** remembers when its copy of the catalogue first showed each state of
+//! a collection's move, and when asked ([`ReplicaMessage::MoveQuery`]) reports how far
+//! it knows the move got only once it has known it for `request_timeout_ms`: by then no
+//! request it began under the earlier phase is still waiting for answers. From the
+//! copying phase on, a member that gains ranges under the next layout (it is among a
+//! range's replicas there and not under the current one) pulls each of them from as
+//! many current owners as hold every acknowledged write between them (the hand-off of
+//! a joining node, `antientropy::handoff_sources`), and reports it pulled them over its
+//! current view. A change of the view plans the pull again.
+//!
+//! **The driver** is the `Alive`, non-joining member with the lowest id. Every
+//! [`CHECK_MS`] it asks every member that has not left — dead ones too: a move waits
+//! for a member to come back or be removed — about one moving collection, and advances the move a phase — a write of the collection's
+//! [`LayoutState`] at quorum of the catalogue, through this node's coordinator — when
+//! every member answered over the driver's view, the ring is not changing, each knows
+//! the move exactly in its current phase (one that knows more means the driver's own
+//! copy lags: it waits for anti-entropy), and, to leave the copying phase, each pulled
+//! its ranges. A collection whose settings ask for another layout than the one it uses
+//! starts a move (one at a time per collection; a change asked for during a move starts
+//! the next once it is done). Two members that both believe they drive (their views
+//! differ) cannot both advance: every answer must be over the asker's view.
+
+use super::{antientropy::Purpose, ClientId, Node, NodeEvent, Output};
+use crate::{
+    catalogue::{
+        layout_key, Knowledge, Layout, LayoutState, Move, MovePhase, CATALOGUE_COLLECTION,
+    },
+    entry::NodeId,
+    hash::Interval,
+    membership::Status,
+    proto::{
+        client::{ClientRequest, ClientResponse, Consistency, Op, Reply},
+        Message, ReplicaMessage,
+    },
+    store::Store,
+    Millis,
+};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+/// The client id of the requests a node makes of itself (the driver's writes of the
+/// catalogue): drivers never give it to a connection.
+pub const INTERNAL_CLIENT: ClientId = u64::MAX;
+
+/// How often the driver looks at the moves.
+pub const CHECK_MS: Millis = 500;
+
+/// A move's state as a member's copy showed it, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    moving: Option<(u64, MovePhase)>,
+    since: u64,
+    at: Millis,
+}
+
+/// This member's pull of the ranges a move gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pull {
+    /// The move.
+    at: u64,
+    /// The view it was planned over.
+    view: u64,
+    /// Sessions still running.
+    remaining: usize,
+    failed: bool,
+}
+
+/// The driver's question about one move.
+#[derive(Debug, Clone)]
+struct Asking {
+    req: u64,
+    collection: String,
+    state: LayoutState,
+    view: u64,
+    /// The members asked and their answers: `(knows, view, pulled)`.
+    answers: BTreeMap<NodeId, Option<(Option<Knowledge>, u64, bool)>>,
+    deadline: Millis,
+}
+
+/// Moves of collections between layouts: this member's part and, when it drives, the
+/// driver's.
+#[derive(Debug, Default)]
+pub struct Moves {
+    seen: BTreeMap<String, Seen>,
+    pulls: BTreeMap<String, Pull>,
+    /// When a failed pull may be planned again.
+    retry_at: BTreeMap<String, Millis>,
+    next_check_at: Millis,
+    asking: Option<Asking>,
+    /// The driver's write in flight: its request id.
+    writing: Option<u64>,
+    /// Phases the driver advanced.
+    advanced: u64,
+}
+
+impl Moves {
+    /// When [`Node::tick`] next has work for moves: the driver's next look.
+    pub fn next_deadline(&self, catalogue_moves: bool) -> Option<Millis> {
+        (catalogue_moves || !self.pulls.is_empty()).then_some(self.next_check_at)
+    }
+
+    /// Phases this node advanced as the driver.
+    pub fn advanced(&self) -> u64 {
+        self.advanced
+    }
+
+    /// Whether this node pulled every range the move `at` of `collection` gives it,
+    /// over the view `view`.
+    fn pulled(&self, collection: &str, at: u64, view: u64) -> bool {
+        self.pulls
+            .get(collection)
+            .is_some_and(|p| p.at == at && p.view == view && p.remaining == 0 && !p.failed)
+    }
+}
+
+impl<S: Store> Node<S> {
+    /// The moves' state.
+    pub fn moves(&self) -> &Moves {
+        &self.moves
+    }
+
+    /// Notes when this node's copy of the catalogue first showed each move's state.
+    pub(super) fn note_layouts_seen(&mut self) {
+        let now = self.wall_ms;
+        let mut seen = BTreeMap::new();
+        for (name, state) in self.catalogue.layouts() {
+            let moving = state.moving.as_ref().map(|m| (m.at, m.phase));
+            let fresh = Seen { moving, since: state.since, at: now };
+            let kept = match self.moves.seen.get(name) {
+                Some(old) if old.moving == fresh.moving && old.since == fresh.since => old.clone(),
+                _ => fresh,
+            };
+            seen.insert(name.to_string(), kept);
+        }
+        self.moves.seen = seen;
+    }
+
+    /// How far this node knows the move `at` of `collection` got, once it has known it
+    /// long enough for every request begun before to have ended.
+    fn settled_knowledge(&self, now: Millis, collection: &str, at: u64) -> Option<Knowledge> {
+        let seen = self.moves.seen.get(collection)?;
+        if now.saturating_sub(seen.at) < self.config.request_timeout_ms {
+            return None;
+        }
+        self.catalogue.layout(collection)?.knows(at)
+    }
+
+    /// Answers the driver's question about a move.
+    pub(super) fn on_move_query(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        req: u64,
+        collection: String,
+        at: u64,
+    ) {
+        let knows = self.settled_knowledge(now, &collection, at);
+        let view = self.membership.view_digest();
+        let pulled = self.moves.pulled(&collection, at, view);
+        self.send(from, Message::Replica(ReplicaMessage::MoveState { req, knows, view, pulled }));
+    }
+
+    /// A member answered the driver's question.
+    pub(super) fn on_move_state(
+        &mut self,
+        from: NodeId,
+        req: u64,
+        knows: Option<Knowledge>,
+        view: u64,
+        pulled: bool,
+    ) {
+        let Some(a) = self.moves.asking.as_mut().filter(|a| a.req == req) else { return };
+        if let Some(slot) = a.answers.get_mut(&from) {
+            *slot = Some((knows, view, pulled));
+        }
+    }
+
+    /// Moves' timers: this member's pulls, and the driver's look.
+    pub(super) fn tick_moves(&mut self, now: Millis) {
+        if self.catalogue.layouts().next().is_none() && !self.catalogue.moves_wanted() {
+            self.moves.pulls.clear();
+            self.moves.asking = None;
+            return;
+        }
+        self.plan_pulls(now);
+        if now < self.moves.next_check_at {
+            return;
+        }
+        self.moves.next_check_at = now + CHECK_MS;
+        if !self.drives() {
+            self.moves.asking = None;
+            return;
+        }
+        if self.moves.writing.is_some() {
+            return;
+        }
+        if let Some(a) = self.moves.asking.take() {
+            let complete = a.answers.values().all(Option::is_some);
+            if complete {
+                if self.decide(now, &a) {
+                    return;
+                }
+            } else if now < a.deadline {
+                self.moves.asking = Some(a);
+                return;
+            }
+        }
+        self.ask_or_start(now);
+    }
+
+    /// Whether this node drives moves: the `Alive`, non-joining member with the lowest
+    /// id in its view.
+    fn drives(&self) -> bool {
+        let me = self.membership.me();
+        if me.status != Status::Alive || me.joining {
+            return false;
+        }
+        let lowest = (self.membership.members())
+            .filter(|m| m.status == Status::Alive && !m.joining)
+            .map(|m| m.id)
+            .min();
+        lowest == Some(me.id)
+    }
+
+    /// Asks every member about the first moving collection, or starts the move a
+    /// collection's settings ask for.
+    fn ask_or_start(&mut self, now: Millis) {
+        let moving = (self.catalogue.layouts())
+            .find(|(_, s)| s.moving.is_some())
+            .map(|(n, s)| (n.to_string(), s.clone()));
+        if let Some((collection, state)) = moving {
+            let Some(m) = state.moving.as_ref() else { return };
+            let req = self.coordinator.new_req();
+            let me = self.id();
+            let mut answers = BTreeMap::new();
+            let view = self.membership.view_digest();
+            // Every member that has not left, dead ones included: one that comes back
+            // must have pulled what the move gives it before reads count on it alone
+            // (an operator removes a member lost for good, which unblocks the move).
+            let asked: Vec<NodeId> = (self.membership.members())
+                .filter(|m| m.status != Status::Left && m.id != me)
+                .map(|m| m.id)
+                .collect();
+            let knows = self.settled_knowledge(now, &collection, m.at);
+            answers.insert(me, Some((knows, view, self.moves.pulled(&collection, m.at, view))));
+            for id in &asked {
+                answers.insert(*id, None);
+                let q = ReplicaMessage::MoveQuery { req, collection: collection.clone(), at: m.at };
+                self.send(*id, Message::Replica(q));
+            }
+            let deadline = now + self.config.request_timeout_ms;
+            self.moves.asking = Some(Asking { req, collection, state, view, answers, deadline });
+            return;
+        }
+        // A collection whose settings ask for another layout than the one it uses.
+        let wanted = self.catalogue.iter().find_map(|(name, settings)| {
+            let state = self.catalogue.layout(name).cloned().unwrap_or_default();
+            (settings.layout() != state.current)
+                .then(|| (name.to_string(), settings.layout(), state))
+        });
+        let unset = (self.catalogue.layouts())
+            .find(|(name, s)| self.catalogue.get(name).is_none() && s.current != Layout::default())
+            .map(|(name, s)| (name.to_string(), Layout::default(), s.clone()));
+        if let Some((collection, to, state)) = wanted.or(unset) {
+            let at = now.max(state.since + 1);
+            let moving = Some(Move { to, at, phase: MovePhase::Announced });
+            self.write_layout(now, &collection, LayoutState { moving, ..state });
+        }
+    }
+
+    /// Advances the move asked about if every answer allows it (see the module docs);
+    /// whether it wrote.
+    fn decide(&mut self, now: Millis, a: &Asking) -> bool {
+        let Some(m) = a.state.moving.as_ref() else { return false };
+        let current = self.catalogue.layout(&a.collection);
+        let unchanged = current == Some(&a.state);
+        let view = self.membership.view_digest();
+        let stable = !self.placement.in_transition() && view == a.view;
+        let agreed = a.answers.values().all(|ans| {
+            ans.is_some_and(|(knows, v, pulled)| {
+                v == view
+                    && knows == Some(Knowledge::Phase(m.phase))
+                    && (m.phase != MovePhase::Copying || pulled)
+            })
+        });
+        if !(unchanged && stable && agreed) {
+            return false;
+        }
+        let next = a.state.advanced();
+        self.write_layout(now, &a.collection, next);
+        true
+    }
+
+    /// Writes `collection`'s layout state at quorum of the catalogue, through this
+    /// node's coordinator.
+    fn write_layout(&mut self, now: Millis, collection: &str, state: LayoutState) {
+        let id = self.coordinator.new_req();
+        let op = Op::Set {
+            collection: CATALOGUE_COLLECTION.to_string(),
+            key: Bytes::from(layout_key(collection)),
+            value: Bytes::from(state.encode()),
+            consistency: Consistency::Quorum,
+            ttl_ms: None,
+        };
+        self.moves.writing = Some(id);
+        let phase = state.moving.as_ref().map(|m| m.phase);
+        self.outputs.push_back(Output::Event(NodeEvent::LayoutMoved {
+            collection: collection.to_string(),
+            phase,
+        }));
+        super::coordinator::start(self, now, INTERNAL_CLIENT, ClientRequest { id, op, seen: None });
+    }
+
+    /// The answer to one of this node's own requests.
+    pub(super) fn on_internal_reply(&mut self, resp: ClientResponse) {
+        if self.moves.writing == Some(resp.id) {
+            self.moves.writing = None;
+            if matches!(resp.result, Reply::Written { .. }) {
+                self.moves.advanced += 1;
+            }
+        }
+    }
+
+    /// Plans this member's pulls for the moves in their copying or joint phase: every
+    /// range it gains under the next layout, from enough current owners.
+    fn plan_pulls(&mut self, now: Millis) {
+        let view = self.membership.view_digest();
+        let me = self.id();
+        let moving: Vec<(String, u64)> = (self.catalogue.layouts())
+            .filter_map(|(name, s)| {
+                let m = s.moving.as_ref().filter(|m| m.phase >= MovePhase::Copying)?;
+                Some((name.to_string(), m.at))
+            })
+            .collect();
+        self.moves.pulls.retain(|c, _| moving.iter().any(|(n, _)| n == c));
+        if self.membership.me().status != Status::Alive {
+            return;
+        }
+        for (collection, at) in moving {
+            let current = self.moves.pulls.get(&collection);
+            let running = current.is_some_and(|p| p.at == at && p.remaining > 0);
+            let done = current.is_some_and(|p| p.at == at && p.view == view && !p.failed);
+            let waiting = self.moves.retry_at.get(&collection).is_some_and(|t| now < *t);
+            if running || done || waiting {
+                continue;
+            }
+            let placement = self.placement_for(&collection);
+            let Some(next) = placement.next else { continue };
+            let table = &self.table;
+            let gains: Vec<(Interval, Vec<NodeId>, usize)> = (placement.now.intervals())
+                .into_iter()
+                .filter(|(i, now_list)| {
+                    !now_list.contains(&me) && next.list_on(table, i.end).contains(&me)
+                })
+                .map(|(i, now_list)| {
+                    let need = super::antientropy::covering(now_list.len());
+                    let up: Vec<NodeId> = now_list.into_iter().filter(|o| self.up(*o)).collect();
+                    (i, up, need)
+                })
+                .collect();
+            let mut jobs: Vec<(Interval, NodeId)> = Vec::new();
+            let mut short = false;
+            for (interval, mut up, need) in gains {
+                self.rng.shuffle(&mut up);
+                short |= up.len() < need;
+                jobs.extend(up.into_iter().take(need).map(|peer| (interval, peer)));
+            }
+            if short {
+                self.moves.retry_at.insert(collection, now + CHECK_MS);
+                continue;
+            }
+            let remaining = jobs.len();
+            let pull = Pull { at, view, remaining, failed: false };
+            self.moves.pulls.insert(collection.clone(), pull);
+            for (interval, peer) in jobs {
+                self.queue_session(&collection, interval, peer, Purpose::Move);
+            }
+        }
+        self.fill_sessions(now);
+    }
+
+    /// A session of a pull ended.
+    pub(super) fn on_move_session_end(&mut self, now: Millis, collection: &str, ok: bool) {
+        let Some(p) = self.moves.pulls.get_mut(collection) else { return };
+        p.remaining = p.remaining.saturating_sub(1);
+        p.failed |= !ok;
+        if p.remaining == 0 && p.failed {
+            self.moves.pulls.remove(collection);
+            self.moves.retry_at.insert(collection.to_string(), now + CHECK_MS);
+        }
+    }
+}
