@@ -141,6 +141,36 @@ test('the collections view lists settings and sizes, and the key browser picks f
   assert.deepEqual(problems, []);
 });
 
+test('the collections view shows a collection\'s layout, and its move while it lasts', async () => {
+  // Every node is labelled disk=ssd and zone=eu-1: the move to 2 replicas on ssd nodes,
+  // spread by zone, takes a few seconds (each phase waits out the request timeout).
+  const made = await page.evaluate(() =>
+    window.db.createCollection('hot', { replicas: 2, select: { disk: 'ssd' }, zoneLabel: 'zone' }),
+  );
+  assert.deepEqual(made.settings.select, { disk: 'ssd' });
+  const row = '#collections-table tr[data-collection="hot"]';
+  const cell = (setting) => page.locator(`${row} td[data-setting="${setting}"]`).textContent();
+  await page.waitForSelector(`${row} .move`, { timeout: 30_000 });
+  assert.match(
+    await page.locator(`${row} .move`).textContent(),
+    /^moving: (announced|copying|joint) → 2 on disk=ssd, spread by zone$/,
+  );
+  assert.equal(await page.locator(`${row} td:nth-child(2)`).textContent(), '3', 'N in use until the move ends');
+  await shot('6-collection-moving');
+  await page.waitForFunction((sel) => {
+    const r = document.querySelector(sel);
+    return r !== null && r.querySelector('.move') === null && r.querySelector('td:nth-child(2)')?.textContent === '2';
+  }, row, { timeout: 60_000 });
+  assert.equal(await cell('select'), 'disk=ssd');
+  assert.equal(await cell('zones'), 'zone');
+  // Another collection keeps the cluster's layout.
+  assert.equal(await page.locator('#collections-table tr[data-collection="capped"] td[data-setting="select"]').textContent(), 'any');
+  assert.equal(await page.locator('#collections-table tr[data-collection="capped"] td[data-setting="zones"]').textContent(), 'none');
+  const shown = await page.evaluate(() => window.db.collection('hot'));
+  assert.deepEqual(shown?.layout, { current: { replicas: 2, select: { disk: 'ssd' }, zoneLabel: 'zone' }, moving: null });
+  assert.deepEqual(problems, []);
+});
+
 test('a killed node turns suspect then dead, and reads go through another replica', async () => {
   const victim = cluster.nodes[2];
   // Keys whose first replica is the victim, written through the page's light peer.

@@ -242,10 +242,10 @@ function render() {
   const views = members.map((m) => ({ member: m, colour: colour.get(m.id) ?? '#888', ...nodes.get(m.addr) }));
   renderNodes(/** @type {HTMLTableSectionElement} */ ($('nodes').querySelector('tbody')), views);
   renderSync($('sync'), views);
-  renderCollections(/** @type {HTMLTableSectionElement} */ ($('collections-table').querySelector('tbody')), collections, browser?.collection);
+  renderCollections(/** @type {HTMLTableSectionElement} */ ($('collections-table').querySelector('tbody')), collections, browser?.collection, replicas);
   $('collections-note').textContent = collectionsError
     ? `list unavailable: ${collectionsError}`
-    : `${collections.length === 1 ? '1 collection' : `${collections.length} collections`}: settings and size, every second; click one to browse it`;
+    : `${collections.length === 1 ? '1 collection' : `${collections.length} collections`}: settings, layout and size, every second; click one to browse it`;
   drawRing(/** @type {SVGSVGElement} */ (/** @type {unknown} */ ($('ring'))), members, colour, marker);
   const legend = members
     .map((m) => `<li><span class="swatch" style="background:${colour.get(m.id)}"></span>${esc(m.addr)} · ${(m.share * 100).toFixed(1)}%</li>`)

@@ -167,14 +167,39 @@ function quota(used, max, format) {
 }
 
 /**
- * The collections table: one row per collection (`db.collections()`), with its replicas,
- * placement, settings (a setting at the cluster's default shows as such) and size, the
- * one open in the key browser marked.
+ * A selector for people: `disk=ssd,rack=r1` (as `--select` takes it), or `any`.
+ * @param {Record<string, string> | undefined} select
+ */
+export function selectorText(select) {
+  const pairs = Object.entries(select ?? {});
+  return pairs.length === 0 ? 'any' : pairs.map(([k, v]) => `${k}=${v}`).join(',');
+}
+
+/**
+ * What a move under way says: `moving: copying → 5 on disk=ssd, spread by zone` (its
+ * phase and the layout it moves to; a replication factor left to the cluster is
+ * `clusterReplicas`, or `default` when unknown).
+ * @param {import('/dashboard/dhrt/src/index.js').LayoutMove} m
+ * @param {number} [clusterReplicas]
+ */
+export function moveText(m, clusterReplicas) {
+  const n = m.to.replicas ?? clusterReplicas ?? 'default';
+  const zones = m.to.zoneLabel === null || m.to.zoneLabel === undefined ? '' : `, spread by ${m.to.zoneLabel}`;
+  return `moving: ${m.phase} → ${n} on ${selectorText(m.to.select)}${zones}`;
+}
+
+/**
+ * The collections table: one row per collection (`db.collections()`), with its replicas
+ * in use, placement, the nodes it may live on (its selector, or any) and the label its
+ * replicas spread over (zones, or none), a move to another layout under way (its phase
+ * and target), settings (a setting at the cluster's default shows as such) and size,
+ * the one open in the key browser marked.
  * @param {HTMLTableSectionElement} tbody
  * @param {import('/dashboard/dhrt/src/index.js').CollectionInfo[]} collections
  * @param {string | undefined} open the key browser's collection
+ * @param {number} [clusterReplicas] the cluster's replication factor, for a move to it
  */
-export function renderCollections(tbody, collections, open) {
+export function renderCollections(tbody, collections, open, clusterReplicas) {
   const html = collections
     .map((c) => {
       const s = c.settings;
@@ -183,10 +208,24 @@ export function renderCollections(tbody, collections, open) {
         : '<span class="change" title="made by its first write: the cluster\'s defaults">no settings</span>';
       const consistency = s.consistency === null ? '<span class="muted">default</span>' : esc(s.consistency);
       const ttl = s.ttlMs === null ? '<span class="muted">none</span>' : esc(duration(s.ttlMs));
+      // The layout in use (what the settings ask for, from a node without layouts).
+      const current = c.layout?.current ?? s;
+      const select = Object.keys(current.select ?? {}).length === 0
+        ? '<span class="muted">any</span>'
+        : esc(selectorText(current.select));
+      const zones = current.zoneLabel === null || current.zoneLabel === undefined
+        ? '<span class="muted">none</span>'
+        : esc(current.zoneLabel);
+      const m = c.layout?.moving;
+      const move = m
+        ? `<span class="change move" data-move="${esc(m.phase)}" title="its data moves to the layout its settings ask for, while it serves (announced → copying → joint → done)">${esc(moveText(m, clusterReplicas))}</span>`
+        : '';
       return `<tr data-collection="${esc(c.name)}"${c.name === open ? ' class="selected"' : ''}>
-        <td class="node">${esc(c.name)}${implicit}</td>
+        <td class="node">${esc(c.name)}${implicit}${move}</td>
         <td class="num">${esc(c.replicas)}</td>
         <td>${esc(c.placement)}</td>
+        <td data-setting="select">${select}</td>
+        <td data-setting="zones">${zones}</td>
         <td data-setting="consistency">${consistency}</td>
         <td data-setting="ttl">${ttl}</td>
         <td class="num" data-setting="keys">${short(c.keys)}</td>
@@ -196,5 +235,5 @@ export function renderCollections(tbody, collections, open) {
       </tr>`;
     })
     .join('');
-  setHtml(tbody, html || '<tr><td colspan="9" class="muted">no collection yet: the first write makes one</td></tr>');
+  setHtml(tbody, html || '<tr><td colspan="11" class="muted">no collection yet: the first write makes one</td></tr>');
 }

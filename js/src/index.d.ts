@@ -187,6 +187,21 @@ export interface CollectionSettings {
   maxKeys: number | null;
   /** Most bytes of keys and values it may hold across the cluster (`null`: no quota). */
   maxBytes: number | null;
+  /**
+   * Replicas of each key, 1 to 64 (`null`: the cluster's `--replicas`). A change moves
+   * the collection's data while it serves ({@link CollectionInfo.layout}).
+   */
+  replicas: number | null;
+  /**
+   * The labels a node must carry (`--label disk=ssd`) to hold the collection's
+   * replicas, as `{disk: 'ssd'}` (`{}`: any node). A change moves the data.
+   */
+  select: Record<string, string>;
+  /**
+   * The node label whose values are zones, as `'zone'`: each key's replicas go to
+   * distinct zones while there are enough (`null`: no zones). A change moves the data.
+   */
+  zoneLabel: string | null;
 }
 
 /**
@@ -196,6 +211,29 @@ export interface CollectionSettings {
  */
 export type CollectionSettingsInput = Partial<CollectionSettings>;
 
+/** Where a collection's replicas live: how many, on which nodes, over which zones. */
+export interface Layout {
+  /** Replicas of each key (`null`: the cluster's `--replicas`). */
+  replicas: number | null;
+  /** The labels a node must carry to hold replicas (`{}`: any node). */
+  select: Record<string, string>;
+  /** The node label whose values are zones the replicas spread over (`null`: none). */
+  zoneLabel: string | null;
+}
+
+/**
+ * A move of a collection to another layout, under way: `announced` (writes go to the
+ * owners under both layouts), `copying` (the nodes gaining ranges pull them), `joint`
+ * (reads need a quorum of both); done, the target becomes the current layout.
+ */
+export interface LayoutMove {
+  /** The layout it moves to. */
+  to: Layout;
+  phase: 'announced' | 'copying' | 'joint';
+  /** When it started (the driving node's clock, ms since the Unix epoch). */
+  startedMs: number;
+}
+
 /** A collection's settings and size. */
 export interface CollectionInfo {
   name: string;
@@ -203,14 +241,18 @@ export interface CollectionInfo {
   defined: boolean;
   /** `hashed`, or `ordered` for `ordered.*` collections (ring order is key order). */
   placement: 'hashed' | 'ordered';
-  /** Replicas per key. */
+  /** Replicas per key, as the collection uses them now (`layout.current`). */
   replicas: number;
   /** Live keys across the cluster, estimated from the answering node's copy (exact
    * where every node keeps every key). */
   keys: number;
   /** Bytes of keys and values across the cluster, estimated the same way. */
   bytes: number;
+  /** What the collection asks for; its layout settings may differ from `layout.current`
+   * while a move is under way. */
   settings: CollectionSettings;
+  /** The layout in use, and the move to the one the settings ask for, if any (`null`). */
+  layout: { current: Layout; moving: LayoutMove | null };
 }
 
 /** An error answered by a node, or raised when no node answered. */

@@ -455,10 +455,15 @@ export class Client {
    * Gives collection `name` its settings (an admin token, when the nodes require
    * tokens): `consistency` (the level of requests that name none), `ttlMs` (the time to
    * live of writes that give none), `maxKeys` and `maxBytes` (a quota: writes of new
-   * data past it reject with `quota_exceeded`). A setting left out or `null` is the
-   * cluster's default. Rejects with `conflict` when the collection has settings already
-   * (change them with {@link Client#alterCollection}), `invalid_input` for a bad name or
-   * setting. Resolves to the collection as {@link Client#collection} describes it.
+   * data past it reject with `quota_exceeded`), and its layout: `replicas` (1 to 64),
+   * `select` (the labels a node must carry to hold replicas, as `{disk: 'ssd'}`) and
+   * `zoneLabel` (the node label whose values are zones the replicas spread over, as
+   * `'zone'`). A setting left out or `null` (`{}` for `select`) is the cluster's
+   * default. A layout other than the one in use moves the collection's data while it
+   * serves: `layout.moving` shows the move until it is done. Rejects with `conflict`
+   * when the collection has settings already (change them with
+   * {@link Client#alterCollection}), `invalid_input` for a bad name or setting.
+   * Resolves to the collection as {@link Client#collection} describes it.
    * @param {string} name
    * @param {import('./index').CollectionSettingsInput} [settings]
    * @returns {Promise<import('./index').CollectionInfo>}
@@ -471,7 +476,10 @@ export class Client {
    * Changes some settings of collection `name` (an admin token, when the nodes require
    * tokens): a setting given a value takes it, one given `null` returns to the
    * cluster's default, one left out stays as it is. A collection without settings
-   * starts from the defaults (and has settings afterwards).
+   * starts from the defaults (and has settings afterwards). A change of `replicas`,
+   * `select` or `zoneLabel` starts a move of the collection's data, which serves
+   * throughout: the answer's `layout.moving` shows it (a change asked for during a move
+   * starts once that one is done).
    * @param {string} name
    * @param {import('./index').CollectionSettingsInput} changes
    * @returns {Promise<import('./index').CollectionInfo>}
@@ -481,10 +489,14 @@ export class Client {
   }
 
   /**
-   * Collection `name`: its settings (`null` each when at the cluster's default), its
-   * placement (`hashed`, or `ordered` for `ordered.*`), replicas per key, and its live
-   * keys and bytes across the cluster, estimated from the answering node's copy.
-   * `null` when it has neither settings nor keys on that node.
+   * Collection `name`: its settings (`null` each when at the cluster's default, `{}`
+   * for `select`), its placement (`hashed`, or `ordered` for `ordered.*`), replicas per
+   * key in use, its live keys and bytes across the cluster, estimated from the
+   * answering node's copy, and its `layout`: `current` (`{replicas, select, zoneLabel}`,
+   * the one in use, `replicas` `null` for the cluster's) and `moving` (`null`, or the
+   * move under way to the layout the settings ask for: `{to, phase, startedMs}`, phase
+   * `announced`, `copying` or `joint`). `null` when it has neither settings nor keys on
+   * that node.
    * @param {string} name
    * @returns {Promise<import('./index').CollectionInfo | null>}
    */

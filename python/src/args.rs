@@ -9,8 +9,10 @@
 use crate::errors;
 use bytes::Bytes;
 use dhrt_core::{
-    catalogue::{CollectionSettings, SettingsChange},
+    catalogue::{CollectionSettings, SettingsChange, MAX_REPLICAS},
+    membership::{validate_label, MAX_LABELS},
     proto::client::Consistency,
+    ring::Labels,
     store::{validate_collection, MAX_KEY_LEN},
     wire,
 };
@@ -195,17 +197,87 @@ fn quota(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
     })
 }
 
-/// The settings named in a dict of `consistency`, `ttl` (seconds), `max_keys` and
-/// `max_bytes`: each key present changes that setting, to the cluster's default when
-/// its value is `None`. Checked with the catalogue's own rules, so bad settings never
-/// reach the wire.
+/// A replication factor: an `int` (not a `bool`) from 1 to [`MAX_REPLICAS`].
+fn replicas(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
+    if obj.is_instance_of::<pyo3::types::PyBool>() || !obj.is_instance_of::<PyInt>() {
+        let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        return Err(errors::wrong_type(format!("replicas must be an int, not {kind}")));
+    }
+    match obj.extract::<u32>() {
+        Ok(n) if (1..=MAX_REPLICAS).contains(&n) => Ok(n),
+        _ => Err(errors::invalid(format!(
+            "a collection keeps 1 to {MAX_REPLICAS} replicas of each key, not {obj}"
+        ))),
+    }
+}
+
+/// A node selector: a `dict` of `str` label keys to `str` values (`{"disk": "ssd"}`),
+/// each spelled as a node's `--label` is ([`validate_label`]), at most [`MAX_LABELS`].
+fn selector(obj: &Bound<'_, PyAny>) -> PyResult<Labels> {
+    const SHAPE: &str = "a dict of node labels such as {\"disk\": \"ssd\"} ({} or None: any node)";
+    let Ok(dict) = obj.cast::<PyDict>() else {
+        let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        return Err(errors::wrong_type(format!("select must be {SHAPE}, not {kind}")));
+    };
+    let mut labels = Labels::new();
+    for (key, value) in dict.iter() {
+        let (Ok(key), Ok(value)) = (key.cast::<PyString>(), value.cast::<PyString>()) else {
+            let kind = |o: &Bound<'_, PyAny>| o.get_type().name().map(|n| n.to_string());
+            return Err(errors::wrong_type(format!(
+                "select must be {SHAPE}: its keys and values are str, not {} and {}",
+                kind(&key).unwrap_or_default(),
+                kind(&value).unwrap_or_default()
+            )));
+        };
+        let (key, value) = (key.to_cow()?.into_owned(), value.to_cow()?.into_owned());
+        if !validate_label(&key) || !validate_label(&value) {
+            return Err(errors::invalid(format!(
+                "select {{{key:?}: {value:?}}}: a node label's key and value are 1 to 64 \
+                 characters of A-Z a-z 0-9 . _ - (as {{\"disk\": \"ssd\"}})"
+            )));
+        }
+        labels.insert(key, value);
+    }
+    if labels.len() > MAX_LABELS {
+        return Err(errors::invalid(format!(
+            "a selector names at most {MAX_LABELS} labels, not {}",
+            labels.len()
+        )));
+    }
+    Ok(labels)
+}
+
+/// A zone label: a `str` spelled as a node label's key ([`validate_label`]).
+fn zone_label(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    let Ok(label) = obj.cast::<PyString>() else {
+        let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        return Err(errors::wrong_type(format!(
+            "zone_label must be a str, the key of a node label such as \"zone\", not {kind}"
+        )));
+    };
+    let label = label.to_cow()?.into_owned();
+    if !validate_label(&label) {
+        return Err(errors::invalid(format!(
+            "zone label {label:?}: a zone label is 1 to 64 characters of A-Z a-z 0-9 . _ - \
+             (as \"zone\")"
+        )));
+    }
+    Ok(label)
+}
+
+/// The settings named in a dict of `consistency`, `ttl` (seconds), `max_keys`,
+/// `max_bytes`, `replicas`, `select` (a dict of node labels) and `zone_label`: each key
+/// present changes that setting, to the cluster's default when its value is `None` (an
+/// empty `select` too: any node). Checked with the catalogue's own rules, so bad
+/// settings never reach the wire.
 pub struct Settings(pub SettingsChange);
 
 impl<'a, 'py> FromPyObject<'a, 'py> for Settings {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        const FIELDS: &str = "consistency, ttl, max_keys or max_bytes";
+        const FIELDS: &str =
+            "consistency, ttl, max_keys, max_bytes, replicas, select or zone_label";
         let Ok(dict) = obj.cast::<PyDict>() else {
             let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
             return Err(errors::wrong_type(format!("settings must be a dict, not {kind}")));
@@ -230,6 +302,16 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Settings {
                 }
                 "max_bytes" => {
                     change.max_bytes = Some(set.then(|| quota(&value, "max_bytes")).transpose()?);
+                }
+                "replicas" => {
+                    change.replicas = Some(set.then(|| replicas(&value)).transpose()?);
+                }
+                "select" => {
+                    let labels = set.then(|| selector(&value)).transpose()?;
+                    change.select = Some(labels.filter(|l| !l.is_empty()));
+                }
+                "zone_label" => {
+                    change.zone_label = Some(set.then(|| zone_label(&value)).transpose()?);
                 }
                 other => {
                     return Err(errors::invalid(format!(

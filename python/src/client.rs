@@ -18,6 +18,7 @@ use dhrt::client::{self as native, ClientError};
 use dhrt_core::proto::client::CollectionView;
 use pyo3::prelude::*;
 use std::{
+    collections::BTreeMap,
     future::Future,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -42,12 +43,27 @@ type MemberTuple = (u64, String, Vec<u64>, String);
 type PageTuple = (Vec<(Blob, Blob)>, Option<Blob>);
 
 /// A collection as described by the node: `(name, defined, placement, replicas, keys,
-/// bytes, consistency or None, ttl_ms or None, max_keys or None, max_bytes or None)`;
-/// the consistency is its name (`"one"`, `"quorum"`, `"all"`) or a number's digits.
-type ViewTuple =
-    (String, bool, String, u32, u64, u64, Option<String>, Option<u64>, Option<u64>, Option<u64>);
+/// bytes, consistency or None, ttl_ms or None, max_keys or None, max_bytes or None,
+/// (replicas or None, select, zone_label or None), moving or None)`; the consistency is
+/// its name (`"one"`, `"quorum"`, `"all"`) or a number's digits, the triple is the
+/// layout the settings ask for, and `moving` is [`moving`]'s.
+type ViewTuple = (
+    String,
+    bool,
+    String,
+    u32,
+    u64,
+    u64,
+    Option<String>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    (Option<u32>, BTreeMap<String, String>, Option<String>),
+    Option<&'static str>,
+);
 
 fn view_tuple(v: CollectionView) -> ViewTuple {
+    let moving = moving(&v);
     let s = v.settings;
     (
         v.name,
@@ -60,7 +76,20 @@ fn view_tuple(v: CollectionView) -> ViewTuple {
         s.ttl_ms,
         s.max_keys,
         s.max_bytes,
+        (s.replicas, s.select, s.zone_label),
+        moving,
     )
+}
+
+/// How far the collection is from the layout its settings ask for: the phase of the
+/// move under way (`announced`, `copying`, `joint`), `pending` when the settings ask
+/// for another layout than the one in use and no move started yet (as the driving
+/// node decides it, `node::moves`), None when it uses that layout.
+fn moving(v: &CollectionView) -> Option<&'static str> {
+    match &v.layout.moving {
+        Some(m) => Some(m.phase.as_str()),
+        None => (v.settings.layout() != v.layout.current).then_some("pending"),
+    }
 }
 
 /// A pipelined, ring-aware client (see `dhrt.Client`). It connects on [`Client::connect`]
@@ -319,8 +348,8 @@ impl Client {
     ) -> PyResult<Py<PyAny>> {
         if change.0.is_empty() {
             return Err(errors::invalid(
-                "nothing to change: give consistency, ttl, max_keys or max_bytes (None \
-                 returns a setting to the cluster's default)",
+                "nothing to change: give consistency, ttl, max_keys, max_bytes, replicas, \
+                 select or zone_label (None returns a setting to the cluster's default)",
             ));
         }
         self.call(py, timeout, move |c| async move {

@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 from typing import Iterator, List
 
@@ -176,6 +177,23 @@ def test_reserved_collections_have_no_settings(one: dhrt.Client) -> None:
         (lambda db: db.create_collection("c", ttl="1h"), dhrt.InvalidTypeError, "ttl must be a number"),
         (lambda db: db.create_collection("c", ttl=200 * 365 * 86400), dhrt.InvalidInputError, "100 years"),
         (lambda db: db.alter_collection("c", max_keys=0), dhrt.InvalidInputError, "quota of 0 keys"),
+        (lambda db: db.create_collection("c", replicas=0), dhrt.InvalidInputError, "1 to 64 replicas"),
+        (lambda db: db.create_collection("c", replicas=65), dhrt.InvalidInputError, "1 to 64 replicas"),
+        (lambda db: db.alter_collection("c", replicas=-1), dhrt.InvalidInputError, "1 to 64 replicas"),
+        (lambda db: db.create_collection("c", replicas=True), dhrt.InvalidTypeError, "replicas must be an int"),
+        (lambda db: db.alter_collection("c", replicas="3"), dhrt.InvalidTypeError, "replicas must be an int"),
+        (lambda db: db.create_collection("c", select={"a b": "c"}), dhrt.InvalidInputError, "node label"),
+        (lambda db: db.create_collection("c", select={"disk": ""}), dhrt.InvalidInputError, "node label"),
+        (lambda db: db.create_collection("c", select="disk=ssd"), dhrt.InvalidTypeError, "select must be a dict"),
+        (lambda db: db.alter_collection("c", select={"disk": 1}), dhrt.InvalidTypeError, "keys and values are str"),
+        (
+            lambda db: db.create_collection("c", select={f"k{i}": "v" for i in range(17)}),
+            dhrt.InvalidInputError,
+            "at most 16 labels",
+        ),
+        (lambda db: db.create_collection("c", zone_label=""), dhrt.InvalidInputError, "zone label"),
+        (lambda db: db.alter_collection("c", zone_label="a zone"), dhrt.InvalidInputError, "zone label"),
+        (lambda db: db.create_collection("c", zone_label=1), dhrt.InvalidTypeError, "zone_label must be a str"),
         (lambda db: db.create_collection("a b"), dhrt.InvalidInputError, "invalid collection name"),
         (lambda db: db.describe_collection(b"c"), dhrt.InvalidTypeError, "collection name must be str"),
         (lambda db: db.drop_collection("a/b"), dhrt.InvalidInputError, "invalid collection name"),
@@ -190,6 +208,120 @@ def test_bad_settings_are_refused_before_sending(solo: dhrt.LocalCluster, call, 
         assert requests_seen(solo.addrs[0]) == before, "nothing reaches the node"
         db.collections()
         assert requests_seen(solo.addrs[0]) == before + 1, "a call that is sent is counted"
+
+
+def test_the_native_layer_refuses_unknown_settings_and_a_bad_selector_the_same_way() -> None:
+    """The settings dict the package hands to the compiled client, checked there: an
+    unknown name lists the settings there are."""
+    native = dhrt._dhrt.Client(["ws://127.0.0.1:1"], 1.0, dhrt.DEFAULT_MAX_VALUE_BYTES)
+    with pytest.raises(dhrt.InvalidInputError, match="replicas, select or zone_label"):
+        native.collection_create("c", {"replica": 2}, 1.0)
+    with pytest.raises(dhrt.InvalidInputError, match="nothing to change: .*zone_label"):
+        native.collection_alter("c", {}, 1.0)
+    with pytest.raises(dhrt.InvalidTypeError, match="select must be a dict"):
+        native.collection_create("c", {"select": ["disk=ssd"]}, 1.0)
+
+
+# -- layouts: replicas, select, zone_label -------------------------------------------
+
+MOVE_PHASES = ("pending", "announced", "copying", "joint")
+
+
+def settled(db: dhrt.Client, name: str, timeout: float = 30.0) -> dhrt.CollectionInfo:
+    """The description of ``name`` once it uses the layout its settings ask for (each
+    phase of a move waits the nodes' request timeout of 2 s)."""
+    seen: List[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        info = db.describe_collection(name)
+        if info.moving is None:
+            return info
+        assert info.moving in MOVE_PHASES, info
+        if not seen or seen[-1] != info.moving:
+            seen.append(info.moving)
+        assert time.monotonic() < deadline, f"{name} still moving after {timeout} s: {seen}"
+        time.sleep(0.1)
+
+
+def test_a_collection_without_a_layout_uses_the_cluster_s(one: dhrt.Client) -> None:
+    info = one.create_collection("layout-none", max_keys=5)
+    assert (info.replicas, info.replicas_setting, info.select, info.zone_label, info.moving) == (
+        3, None, {}, None, None,
+    )
+    assert one.describe_collection("layout-none") == info
+
+
+def test_create_with_a_layout_gives_it_back_and_moves_to_it(one: dhrt.Client) -> None:
+    made = one.create_collection("layout-made", replicas=1, select={}, zone_label="zone")
+    assert (made.defined, made.replicas_setting, made.select, made.zone_label) == (True, 1, {}, "zone")
+    assert made.moving in (None,) + MOVE_PHASES, made
+    one.set("k", "v", collection="layout-made")  # it serves while it moves
+
+    done = settled(one, "layout-made")
+    assert (done.replicas, done.replicas_setting, done.select, done.zone_label) == (1, 1, {}, "zone")
+    assert one.get("k", collection="layout-made") == b"v"
+    listed = {c.name: c for c in one.collections()}
+    assert listed["layout-made"] == done
+
+    # A mapping other than a dict is taken; an empty one is "any node".
+    other = one.create_collection("layout-mapping", select=types.MappingProxyType({}))
+    assert (other.select, other.replicas_setting, other.moving) == ({}, None, None)
+
+
+def test_altering_replicas_moves_the_data_while_it_serves(one: dhrt.Client) -> None:
+    name = "layout-moves"
+    one.create_collection(name, ttl=600)
+    one.mset({f"k{i}": f"v{i}" for i in range(50)}, collection=name)
+    before = one.describe_collection(name)
+    assert (before.replicas, before.replicas_setting, before.moving) == (3, None, None)
+
+    asked = one.alter_collection(name, replicas=2)
+    assert asked.replicas_setting == 2 and asked.ttl == 600.0, "the other settings stay"
+    # The number in use changes only once the move is done.
+    assert asked.replicas == 3 and asked.moving in MOVE_PHASES, asked
+    phases: List[str] = []
+    deadline = time.monotonic() + 30
+    while (info := one.describe_collection(name)).moving is not None:
+        assert info.moving in MOVE_PHASES and info.replicas == 3, info
+        if not phases or phases[-1] != info.moving:
+            phases.append(info.moving)
+        one.set("during", info.moving, collection=name)  # writes go on meanwhile
+        assert time.monotonic() < deadline, f"still moving after 30 s: {phases}"
+        time.sleep(0.1)
+    assert (info.replicas, info.replicas_setting, info.select, info.zone_label) == (2, 2, {}, None)
+    # Each phase lasts at least the 2 s request timeout: polled every 0.1 s, each shows,
+    # in order.
+    assert [p for p in phases if p != "pending"] == ["announced", "copying", "joint"], phases
+    assert one.mget([f"k{i}" for i in range(50)], collection=name) == [f"v{i}".encode() for i in range(50)]
+    assert one.get("during", collection=name) == phases[-1].encode()
+
+    # None returns to the cluster's replicas (3), through another move.
+    back = one.alter_collection(name, replicas=None, zone_label="rack")
+    assert (back.replicas_setting, back.zone_label) == (None, "rack")
+    done = settled(one, name)
+    assert (done.replicas, done.replicas_setting, done.zone_label, done.select) == (3, None, "rack", {})
+    assert one.get("k7", collection=name) == b"v7"
+    reset = one.alter_collection(name, zone_label=None, select=None)
+    assert (reset.zone_label, reset.select) == (None, {})
+    assert settled(one, name).moving is None
+
+
+def test_the_async_client_takes_and_shows_a_layout(solo: dhrt.LocalCluster) -> None:
+    async def main() -> None:
+        async with solo.async_client() as db:
+            made = await db.create_collection("alayout", replicas=2, zone_label="zone")
+            assert (made.replicas_setting, made.select, made.zone_label) == (2, {}, "zone")
+            altered = await db.alter_collection("alayout", replicas=1, select={})
+            assert (altered.replicas_setting, altered.select, altered.zone_label) == (1, {}, "zone")
+            with pytest.raises(dhrt.InvalidInputError, match="1 to 64 replicas"):
+                await db.alter_collection("alayout", replicas=0)
+            deadline = time.monotonic() + 30
+            while (info := await db.describe_collection("alayout")).moving is not None:
+                assert time.monotonic() < deadline, info
+                await asyncio.sleep(0.1)
+            assert (info.replicas, info.replicas_setting) == (1, 1)
+
+    asyncio.run(main())
 
 
 # -- what settings do to writes ------------------------------------------------------
@@ -325,11 +457,23 @@ def test_the_async_client_meets_a_quota(solo: dhrt.LocalCluster) -> None:
 # -- the docs ---------------------------------------------------------------------------
 
 
-def test_the_example_in_the_docs_runs() -> None:
-    """docs/python.md's Collections example runs and prints what its comments say."""
+def collection_examples() -> List[str]:
+    """The Python examples of docs/python.md's Collections section (its subsections too)."""
     text = (REPO / "docs" / "python.md").read_text()
     section = text.split("\n## Collections\n", 1)[1].split("\n## ", 1)[0]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+
+
+def test_the_docs_have_a_collections_example_and_a_placing_one() -> None:
+    examples = collection_examples()
+    assert len(examples) == 2, examples
+    assert "replicas=1" in examples[1] and ".moving" in examples[1]
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_the_example_in_the_docs_runs(which: int) -> None:
+    """docs/python.md's Collections examples run and print what their comments say."""
+    code = collection_examples()[which]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     printed = done.stdout.splitlines()

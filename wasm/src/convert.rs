@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 use dhrt_core::{
-    catalogue::{CollectionSettings, SettingsChange},
+    catalogue::{CollectionSettings, Layout, SettingsChange},
     entry::NodeId,
     light::{LightOutput, RingView, StreamStatus},
     proto::client::{CollectionView, Consistency, NodeStats, Op, Progress, Reply},
@@ -188,9 +188,9 @@ fn count_setting(name: &'static str) -> impl Fn(&JsValue) -> Result<u64, String>
     }
 }
 
-/// The settings of a settings object `{consistency, ttlMs, maxKeys, maxBytes}`, each
-/// optional; any other field is refused, so that a misspelt setting does not pass
-/// unnoticed.
+/// The settings of a settings object `{consistency, ttlMs, maxKeys, maxBytes, replicas,
+/// select, zoneLabel}`, each optional; any other field is refused, so that a misspelt
+/// setting does not pass unnoticed.
 pub fn change_from_js(obj: &JsValue, what: &str) -> Result<SettingsChange, String> {
     if is_absent(obj) {
         return Ok(SettingsChange::default());
@@ -392,9 +392,14 @@ pub fn reply_to_js(reply: Reply) -> JsValue {
     }
 }
 
-/// A collection's settings and size: `{name, defined, placement, replicas, keys, bytes,
-/// settings: {consistency, ttlMs, maxKeys, maxBytes}}`, a setting left at the cluster's
-/// default being `null` (so the settings object can be given back to an alter as is).
+/// A collection's settings, size and layout: `{name, defined, placement, replicas, keys,
+/// bytes, settings: {consistency, ttlMs, maxKeys, maxBytes, replicas, select, zoneLabel},
+/// layout: {current, moving}}`, a setting left at the cluster's default being `null`
+/// (`{}` for `select`, so the settings object can be given back to an alter as is).
+/// `replicas` is the factor in use; `settings` say the layout asked for, `layout.current`
+/// the one in use (`{replicas, select, zoneLabel}`) and `layout.moving` the move to
+/// another under way, `{to, phase: "announced" | "copying" | "joint", startedMs}`, or
+/// `null`.
 pub fn collection_to_js(v: &CollectionView) -> JsValue {
     let s = &v.settings;
     let count = |n: Option<u64>| n.map_or(JsValue::NULL, num);
@@ -402,7 +407,18 @@ pub fn collection_to_js(v: &CollectionView) -> JsValue {
         .set("consistency", s.consistency.map_or(JsValue::NULL, |c| c.to_string().into()))
         .set("ttlMs", count(s.ttl_ms))
         .set("maxKeys", count(s.max_keys))
-        .set("maxBytes", count(s.max_bytes));
+        .set("maxBytes", count(s.max_bytes))
+        .set("replicas", replicas_to_js(s.replicas))
+        .set("select", labels_to_js(&s.select))
+        .set("zoneLabel", zone_to_js(s.zone_label.as_deref()));
+    let moving = v.layout.moving.as_ref().map_or(JsValue::NULL, |m| {
+        Obj::new()
+            .set("to", layout_to_js(&m.to))
+            .set("phase", m.phase.as_str())
+            .set("startedMs", num(m.at))
+            .into()
+    });
+    let layout = Obj::new().set("current", layout_to_js(&v.layout.current)).set("moving", moving);
     Obj::new()
         .set("name", v.name.as_str())
         .set("defined", v.defined)
@@ -411,7 +427,28 @@ pub fn collection_to_js(v: &CollectionView) -> JsValue {
         .set("keys", num(v.keys))
         .set("bytes", num(v.bytes))
         .set("settings", settings)
+        .set("layout", layout)
         .into()
+}
+
+/// A layout: `{replicas, select, zoneLabel}`, `replicas` and `zoneLabel` `null` when
+/// the cluster's default (its replication factor, no zones).
+fn layout_to_js(l: &Layout) -> JsValue {
+    Obj::new()
+        .set("replicas", replicas_to_js(l.replicas))
+        .set("select", labels_to_js(&l.select))
+        .set("zoneLabel", zone_to_js(l.zone_label.as_deref()))
+        .into()
+}
+
+/// A replication factor, `null` for the cluster's.
+fn replicas_to_js(r: Option<u32>) -> JsValue {
+    r.map_or(JsValue::NULL, JsValue::from)
+}
+
+/// A zone label, `null` for none.
+fn zone_to_js(z: Option<&str>) -> JsValue {
+    z.map_or(JsValue::NULL, JsValue::from_str)
 }
 
 /// A change: `{collection, key, value?, ts, origin, expires?}`.
@@ -486,7 +523,8 @@ pub fn members_to_js(view: &RingView) -> JsValue {
     }))
 }
 
-/// A member's labels as a plain object, `{zone: "eu-1", ...}`.
+/// Labels as a plain object of strings, `{zone: "eu-1", ...}` (`{}` for none): a
+/// member's, or a collection's selector.
 fn labels_to_js(labels: &std::collections::BTreeMap<String, String>) -> JsValue {
     labels.iter().fold(Obj::new(), |o, (k, v)| o.set(k, v.as_str())).into()
 }

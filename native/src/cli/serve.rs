@@ -38,7 +38,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,
     /// A label of this node, KEY=VALUE (repeat to give several, at most 16): shown by
-    /// `dhrt ring`, announced to the cluster, what collections will be placed by.
+    /// `dhrt ring`, announced to the cluster, what collection selectors (`dhrt
+    /// collection create NAME --select disk=ssd`) and zones (`--zone-label zone`) place
+    /// replicas by.
     /// Example: --label zone=eu-1 --label disk=ssd
     #[arg(long, value_name = "KEY=VALUE")]
     pub label: Vec<String>,

@@ -82,9 +82,14 @@ class Client:
         self, collection: str, settings: Dict[str, Any], timeout: Optional[float],
     ) -> Any:
         """Gives ``collection`` the settings in ``settings`` (``consistency``, ``ttl`` in
-        seconds, ``max_keys``, ``max_bytes``); its description, a tuple ``(name, defined,
-        placement, replicas, keys, bytes, consistency, ttl_ms, max_keys, max_bytes)``
-        whose consistency is a level's name or a number's digits."""
+        seconds, ``max_keys``, ``max_bytes``, ``replicas``, ``select`` as a ``dict`` of
+        node labels, ``zone_label``); its description, a tuple ``(name, defined,
+        placement, replicas, keys, bytes, consistency, ttl_ms, max_keys, max_bytes,
+        (replicas_setting, select, zone_label), moving)`` whose consistency is a level's
+        name or a number's digits, whose triple is the layout the settings ask for, and
+        whose ``moving`` is ``None`` (the layout in use is the one asked for),
+        ``"pending"`` (a move not started yet) or the phase of the move under way
+        (``"announced"``, ``"copying"``, ``"joint"``)."""
     def collection_alter(
         self, collection: str, change: Dict[str, Any], timeout: Optional[float],
     ) -> Any:

@@ -84,11 +84,12 @@ class RingMember(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class CollectionInfo:
-    """A collection as a node describes it: its settings, agreed by every node, and its
-    size. Returned by :meth:`dhrt.Client.create_collection`,
+    """A collection as a node describes it: its settings, agreed by every node, its
+    size, and how far it is from the layout (replicas, nodes, zones) its settings ask
+    for. Returned by :meth:`dhrt.Client.create_collection`,
     :meth:`~dhrt.Client.alter_collection`, :meth:`~dhrt.Client.describe_collection` and
-    :meth:`~dhrt.Client.collections`. A setting that is ``None`` is the cluster's
-    default."""
+    :meth:`~dhrt.Client.collections`. A setting that is ``None`` (or an empty
+    ``select``) is the cluster's default."""
 
     name: str
     """The collection's name."""
@@ -99,7 +100,9 @@ class CollectionInfo:
     """How its keys are placed on the ring: ``"hashed"``, or ``"ordered"`` (key order)
     for ``ordered.*`` collections."""
     replicas: int
-    """How many replicas keep each key."""
+    """How many replicas keep each key now: those of the layout in use, which is the
+    one the settings ask for (:attr:`replicas_setting`) once :attr:`moving` is
+    ``None``."""
     keys: int
     """Live keys across the cluster, estimated from the answering node's copy (exact on
     a single node, or where every node keeps every key)."""
@@ -115,6 +118,25 @@ class CollectionInfo:
     """Most keys the collection may hold; ``None``: no quota."""
     max_bytes: Optional[int] = None
     """Most bytes of keys and values the collection may hold; ``None``: no quota."""
+    replicas_setting: Optional[int] = None
+    """The replicas of each key the settings ask for (1 to 64, the ``replicas=`` of
+    :meth:`~dhrt.Client.create_collection`); ``None``: the cluster's (``dhrt serve
+    --replicas``). :attr:`replicas` is the number in use, which differs while a move is
+    pending or under way."""
+    select: Dict[str, str] = dataclasses.field(default_factory=dict)
+    """The labels a node must carry (``dhrt serve --label disk=ssd``) to hold the
+    collection's replicas, as ``{"disk": "ssd"}``; ``{}``: any node."""
+    zone_label: Optional[str] = None
+    """The node label whose values are zones, such as ``"zone"``: each key's replicas
+    go to distinct zones while there are enough; ``None``: no zones."""
+    moving: Optional[str] = None
+    """How far the collection is from the layout its settings ask for: ``None`` when it
+    uses it; else the phase of the move that takes its data there, ``"pending"`` (not
+    started yet), ``"announced"`` (writes go to the old and the new replicas),
+    ``"copying"`` (the new replicas pull their ranges) or ``"joint"`` (reads need a
+    quorum of both). The collection serves throughout; poll
+    :meth:`~dhrt.Client.describe_collection` until this is ``None`` to see a change of
+    ``replicas``, ``select`` or ``zone_label`` done."""
 
 
 class _Unset(enum.Enum):
@@ -130,7 +152,24 @@ UNSET = _Unset.UNSET
 """The default of :meth:`dhrt.Client.alter_collection`'s settings: "leave it as it is"
 (``None`` means "the cluster's default")."""
 
-_SETTINGS = ("consistency", "ttl", "max_keys", "max_bytes")
+Selector = Mapping[str, str]
+"""A node selector: the labels a node must carry to hold a collection's replicas, as
+``{"disk": "ssd"}`` (``{}``: any node)."""
+
+_SETTINGS = ("consistency", "ttl", "max_keys", "max_bytes", "replicas", "select", "zone_label")
+
+_ViewTuple = Tuple[
+    str, bool, str, int, int, int, Optional[str], Optional[int], Optional[int], Optional[int],
+    Tuple[Optional[int], Dict[str, str], Optional[str]], Optional[str],
+]
+
+
+def selector_of(select: Any) -> Any:
+    """A selector as the native client takes it: a ``dict`` (another mapping is copied
+    into one); anything else is left for it to refuse."""
+    if isinstance(select, Mapping) and not isinstance(select, dict):
+        return dict(select)
+    return select
 
 
 def settings_of(
@@ -138,9 +177,13 @@ def settings_of(
     ttl: Optional[Seconds],
     max_keys: Optional[int],
     max_bytes: Optional[int],
+    replicas: Optional[int],
+    select: Optional[Selector],
+    zone_label: Optional[str],
 ) -> Dict[str, Any]:
     """The settings a new collection is given: those not ``None``."""
-    given = dict(zip(_SETTINGS, (consistency, seconds(ttl), max_keys, max_bytes)))
+    values = (consistency, seconds(ttl), max_keys, max_bytes, replicas, selector_of(select), zone_label)
+    given = dict(zip(_SETTINGS, values))
     return {name: value for name, value in given.items() if value is not None}
 
 
@@ -149,28 +192,34 @@ def change_of(
     ttl: Union[Seconds, None, _Unset],
     max_keys: Union[int, None, _Unset],
     max_bytes: Union[int, None, _Unset],
+    replicas: Union[int, None, _Unset],
+    select: Union[Selector, None, _Unset],
+    zone_label: Union[str, None, _Unset],
 ) -> Dict[str, Any]:
     """The settings an alter changes: those given (``None`` returns one to the cluster's
     default); refuses a change of nothing."""
     ttl = ttl if isinstance(ttl, _Unset) else seconds(ttl)
-    given = dict(zip(_SETTINGS, (consistency, ttl, max_keys, max_bytes)))
+    select = select if isinstance(select, _Unset) else selector_of(select)
+    given = dict(zip(_SETTINGS, (consistency, ttl, max_keys, max_bytes, replicas, select, zone_label)))
     change = {name: value for name, value in given.items() if value is not UNSET}
     if not change:
         raise InvalidInputError(
-            "nothing to change: give consistency=, ttl=, max_keys= or max_bytes= "
-            "(None returns a setting to the cluster's default)"
+            "nothing to change: give consistency=, ttl=, max_keys=, max_bytes=, replicas=, "
+            "select= or zone_label= (None returns a setting to the cluster's default)"
         )
     return change
 
 
-def collection_info(
-    view: Tuple[str, bool, str, int, int, int, Optional[str], Optional[int], Optional[int], Optional[int]],
-) -> CollectionInfo:
+def collection_info(view: _ViewTuple) -> CollectionInfo:
     """A :class:`CollectionInfo` from the tuple the native client returns."""
-    name, defined, placement, replicas, keys, size, level, ttl_ms, max_keys, max_bytes = view
+    name, defined, placement, replicas, keys, size, level, ttl_ms, max_keys, max_bytes, layout, moving = view
     consistency: Optional[Consistency] = int(level) if level is not None and level.isdigit() else level
     ttl = None if ttl_ms is None else ttl_ms / 1000
-    return CollectionInfo(name, defined, placement, replicas, keys, size, consistency, ttl, max_keys, max_bytes)
+    replicas_setting, select, zone_label = layout
+    return CollectionInfo(
+        name, defined, placement, replicas, keys, size, consistency, ttl, max_keys, max_bytes,
+        replicas_setting, dict(select), zone_label, moving,
+    )
 
 
 def seconds(value: Optional[Seconds]) -> Optional[float]:

@@ -41,6 +41,7 @@ from dhrt._options import (
     RingMember,
     PathLike,
     Seconds,
+    Selector,
     Settings,
     Value,
     _Unset,
@@ -296,11 +297,16 @@ class AsyncClient:
         ttl: Optional[Seconds] = None,
         max_keys: Optional[int] = None,
         max_bytes: Optional[int] = None,
+        replicas: Optional[int] = None,
+        select: Optional[Selector] = None,
+        zone_label: Optional[str] = None,
         timeout: Optional[Seconds] = None,
     ) -> CollectionInfo:
-        """Gives the collection ``name`` settings every node applies (see
+        """Gives the collection ``name`` settings every node applies: ``consistency``,
+        ``ttl``, ``max_keys``, ``max_bytes``, and its layout ``replicas``, ``select``
+        (``{"disk": "ssd"}``) and ``zone_label`` (see
         :meth:`dhrt.Client.create_collection`)."""
-        settings = settings_of(consistency, ttl, max_keys, max_bytes)
+        settings = settings_of(consistency, ttl, max_keys, max_bytes, replicas, select, zone_label)
         native = self._client
         return collection_info(await native.collection_create(name, settings, self._settings.wait(timeout)))
 
@@ -312,11 +318,16 @@ class AsyncClient:
         ttl: Union[Seconds, None, _Unset] = UNSET,
         max_keys: Union[int, None, _Unset] = UNSET,
         max_bytes: Union[int, None, _Unset] = UNSET,
+        replicas: Union[int, None, _Unset] = UNSET,
+        select: Union[Selector, None, _Unset] = UNSET,
+        zone_label: Union[str, None, _Unset] = UNSET,
         timeout: Optional[Seconds] = None,
     ) -> CollectionInfo:
-        """Changes the settings given; ``None`` returns one to the cluster's default (see
-        :meth:`dhrt.Client.alter_collection`)."""
-        change = change_of(consistency, ttl, max_keys, max_bytes)
+        """Changes the settings given; ``None`` returns one to the cluster's default. A
+        change of ``replicas``, ``select`` or ``zone_label`` moves the collection's data
+        while it serves: poll :meth:`describe_collection` until its ``moving`` is
+        ``None`` (see :meth:`dhrt.Client.alter_collection`)."""
+        change = change_of(consistency, ttl, max_keys, max_bytes, replicas, select, zone_label)
         native = self._client
         return collection_info(await native.collection_alter(name, change, self._settings.wait(timeout)))
 

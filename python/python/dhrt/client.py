@@ -38,6 +38,7 @@ from dhrt._options import (
     RingMember,
     PathLike,
     Seconds,
+    Selector,
     Settings,
     Value,
     _Unset,
@@ -325,6 +326,9 @@ class Client:
         ttl: Optional[Seconds] = None,
         max_keys: Optional[int] = None,
         max_bytes: Optional[int] = None,
+        replicas: Optional[int] = None,
+        select: Optional[Selector] = None,
+        zone_label: Optional[str] = None,
         timeout: Optional[Seconds] = None,
     ) -> CollectionInfo:
         """Gives the collection ``name`` settings that every node applies, and returns
@@ -336,15 +340,26 @@ class Client:
         - ``ttl``: seconds (or a ``timedelta``) a value written without a ``ttl`` of
           its own lives;
         - ``max_keys``, ``max_bytes``: a quota; a write that would pass it raises
-          :class:`dhrt.QuotaExceededError`.
+          :class:`dhrt.QuotaExceededError`;
+        - ``replicas``: copies of each key, an ``int`` from 1 to 64 (the cluster's is
+          ``dhrt serve --replicas``); quorums count the collection's own;
+        - ``select``: the labels a node must carry to hold its replicas, a ``dict``
+          such as ``{"disk": "ssd"}`` (nodes are labelled with ``dhrt serve --label
+          disk=ssd``); ``{}`` or ``None``: any node;
+        - ``zone_label``: a node label whose values are zones, such as ``"zone"``:
+          each key's replicas go to distinct zones while there are enough.
 
-        Keys it already holds are kept. Raises :class:`dhrt.ConflictError` when the
-        collection has settings already (change them with :meth:`alter_collection`);
-        a node that requires tokens allows this to ``admin`` tokens only::
+        ``replicas``, ``select`` and ``zone_label`` make the collection's *layout*:
+        one other than the cluster's moves its data while it serves, which
+        :attr:`dhrt.CollectionInfo.moving` follows. Keys it already holds are kept.
+        Raises :class:`dhrt.ConflictError` when the collection has settings already
+        (change them with :meth:`alter_collection`); a node that requires tokens
+        allows this to ``admin`` tokens only::
 
             db.create_collection("sessions", ttl=3600, max_keys=1_000_000)
+            db.create_collection("hot", replicas=2, select={"disk": "ssd"})
         """
-        settings = settings_of(consistency, ttl, max_keys, max_bytes)
+        settings = settings_of(consistency, ttl, max_keys, max_bytes, replicas, select, zone_label)
         return collection_info(self._client.collection_create(name, settings, self._settings.wait(timeout)))
 
     def alter_collection(
@@ -355,17 +370,31 @@ class Client:
         ttl: Union[Seconds, None, _Unset] = UNSET,
         max_keys: Union[int, None, _Unset] = UNSET,
         max_bytes: Union[int, None, _Unset] = UNSET,
+        replicas: Union[int, None, _Unset] = UNSET,
+        select: Union[Selector, None, _Unset] = UNSET,
+        zone_label: Union[str, None, _Unset] = UNSET,
         timeout: Optional[Seconds] = None,
     ) -> CollectionInfo:
         """Changes the settings given (see :meth:`create_collection`) and returns the
         collection's :class:`dhrt.CollectionInfo`. A setting left out stays as it is;
-        ``None`` returns it to the cluster's default. A collection without settings is
-        given them. Raises :class:`dhrt.InvalidInputError` (a ``ValueError``) when no
-        setting is given. Needs an ``admin`` token on a node that requires tokens::
+        ``None`` returns it to the cluster's default (``select=None``: any node). A
+        collection without settings is given them. Raises
+        :class:`dhrt.InvalidInputError` (a ``ValueError``) when no setting is given.
+        Needs an ``admin`` token on a node that requires tokens::
 
             db.alter_collection("sessions", ttl=7200, max_keys=None)   # no key quota
+
+        A change of ``replicas``, ``select`` or ``zone_label`` returns at once and
+        moves the collection's data while it serves: the description's ``replicas``
+        stays the old number until the move is done, which
+        :attr:`dhrt.CollectionInfo.moving` follows (``None`` once done; each phase
+        takes at least a couple of seconds)::
+
+            db.alter_collection("hot", replicas=3)
+            while db.describe_collection("hot").moving is not None:
+                time.sleep(0.5)
         """
-        change = change_of(consistency, ttl, max_keys, max_bytes)
+        change = change_of(consistency, ttl, max_keys, max_bytes, replicas, select, zone_label)
         return collection_info(self._client.collection_alter(name, change, self._settings.wait(timeout)))
 
     def describe_collection(self, name: str, *, timeout: Optional[Seconds] = None) -> CollectionInfo:
