@@ -241,7 +241,10 @@ fn an_alter_moves_a_collection_onto_the_nodes_it_selects_while_it_serves() {
     let moved = wait_until(Duration::from_secs(60), || {
         for r in [0, k / 2, k - 1] {
             let (code, out, err) = cli(&c_addr, &["get", "hot", &format!("k{r}")]);
-            assert!(code == 0 && out.contains(&format!("v{r}")), "k{r} during the move: {out}{err}");
+            assert!(
+                code == 0 && out.contains(&format!("v{r}")),
+                "k{r} during the move: {out}{err}"
+            );
         }
         let (code, _, err) = cli(&a_addr, &["set", "hot", &format!("k{k}"), &format!("v{k}")]);
         if code == 0 {

@@ -287,6 +287,7 @@ fn collection_requests_and_answers_take_the_package_shapes() {
         replicas: 3,
         keys: 4,
         bytes: 40,
+        layout: Default::default(),
     };
     let resp = decode_response(&answer(2, Reply::Collection(Box::new(view.clone())))).unwrap();
     let reply = field(&resp, "reply");
@@ -299,8 +300,54 @@ fn collection_requests_and_answers_take_the_package_shapes() {
     assert_eq!((field(&c, "keys").as_f64(), field(&c, "bytes").as_f64()), (Some(4.0), Some(40.0)));
     let s = field(&c, "settings");
     assert_eq!(field(&s, "maxKeys").as_f64(), Some(10.0));
-    for unset in ["consistency", "ttlMs", "maxBytes"] {
+    for unset in ["consistency", "ttlMs", "maxBytes", "replicas", "zoneLabel"] {
         assert!(field(&s, unset).is_null(), "{unset} at the default is null");
+    }
+    assert_eq!(Object::keys(&field(&s, "select").dyn_into::<Object>().unwrap()).length(), 0);
+    let layout = field(&c, "layout");
+    assert!(field(&layout, "moving").is_null(), "no move");
+    let current = field(&layout, "current");
+    assert!(field(&current, "replicas").is_null() && field(&current, "zoneLabel").is_null());
+    assert_eq!(Object::keys(&field(&current, "select").dyn_into::<Object>().unwrap()).length(), 0);
+    // A layout asked for, and the move to it under way.
+    {
+        use dhrt_core::catalogue::{Layout, LayoutState, Move, MovePhase};
+        let to = Layout {
+            replicas: Some(2),
+            select: [("disk".to_string(), "ssd".to_string())].into(),
+            zone_label: Some("zone".into()),
+        };
+        let moving = CollectionView {
+            settings: CollectionSettings {
+                replicas: to.replicas,
+                select: to.select.clone(),
+                zone_label: to.zone_label.clone(),
+                ..Default::default()
+            },
+            layout: LayoutState {
+                current: Layout::default(),
+                since: 0,
+                moving: Some(Move { to, at: 1_700_000_000_000, phase: MovePhase::Copying }),
+            },
+            ..view.clone()
+        };
+        let resp = decode_response(&answer(9, Reply::Collection(Box::new(moving)))).unwrap();
+        let c = field(&field(&resp, "reply"), "collection");
+        let s = field(&c, "settings");
+        assert_eq!(field(&s, "replicas").as_f64(), Some(2.0));
+        assert_eq!(str_field(&field(&s, "select"), "disk"), "ssd");
+        assert_eq!(str_field(&s, "zoneLabel"), "zone");
+        let m = field(&field(&c, "layout"), "moving");
+        assert_eq!(str_field(&m, "phase"), "copying");
+        assert_eq!(field(&m, "startedMs").as_f64(), Some(1_700_000_000_000.0));
+        let to = field(&m, "to");
+        assert_eq!(field(&to, "replicas").as_f64(), Some(2.0));
+        assert_eq!(str_field(&field(&to, "select"), "disk"), "ssd");
+        assert_eq!(str_field(&to, "zoneLabel"), "zone");
+        assert!(field(&field(&field(&c, "layout"), "current"), "replicas").is_null());
+        // The settings go back into an alter as they are.
+        let op = obj(&[("op", text("collectionAlter")), ("collection", text("c")), ("changes", s)]);
+        assert!(encode_request(1.0, op).is_ok());
     }
     let resp = decode_response(&answer(3, Reply::Collections { collections: vec![view] })).unwrap();
     let reply = field(&resp, "reply");

@@ -27,8 +27,22 @@
 //! At every moment a coordinator is at most one phase ahead of or behind another, and
 //! each pair of neighbouring phases meets: what one acknowledges, the other reads.
 
-use crate::ring::{Labels, Spread};
+use crate::{
+    entry::NodeId,
+    ring::{Labels, Spread},
+};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The members' labels a layout places replicas by, as they were when its move started
+/// (members without labels left out): placement reads these, not the labels members
+/// announce now, so a node restarted with other labels changes a collection's owners
+/// only through a move (the driver starts one when they differ). Empty for a layout
+/// that neither selects nor spreads over zones.
+pub type LabelSnapshot = BTreeMap<NodeId, Labels>;
+
+/// Most members a [`LabelSnapshot`] holds.
+pub const MAX_SNAPSHOT: usize = 4_096;
 
 /// The catalogue key under which `collection`'s [`LayoutState`] is kept: `layout/NAME`,
 /// which no collection can be named (`/` is not allowed in names).
@@ -71,6 +85,11 @@ impl Layout {
         parts.join(",")
     }
 
+    /// Whether the layout places replicas by labels (it selects or spreads over zones).
+    pub fn needs_labels(&self) -> bool {
+        !self.select.is_empty() || self.zone_label.is_some()
+    }
+
     /// The spread this layout places replicas by ([`crate::ring::spread`]).
     pub fn spread(&self) -> Spread {
         Spread {
@@ -111,6 +130,9 @@ pub struct Move {
     pub at: u64,
     /// How far it got.
     pub phase: MovePhase,
+    /// The members' labels `to` places replicas by.
+    #[serde(default)]
+    pub labels: LabelSnapshot,
 }
 
 /// The layout a collection uses, and the move under way, if any.
@@ -125,6 +147,9 @@ pub struct LayoutState {
     /// The move under way.
     #[serde(default)]
     pub moving: Option<Move>,
+    /// The members' labels `current` places replicas by.
+    #[serde(default)]
+    pub labels: LabelSnapshot,
 }
 
 impl LayoutState {
@@ -137,12 +162,15 @@ impl LayoutState {
     /// bounds.
     pub fn decode(bytes: &[u8]) -> Option<LayoutState> {
         let s: LayoutState = rmp_serde::from_slice(bytes).ok()?;
-        let ok = |l: &Layout| {
+        let ok = |l: &Layout, labels: &LabelSnapshot| {
             crate::membership::labels_admitted(&l.select)
                 && l.replicas.is_none_or(|r| (1..=MAX_REPLICAS).contains(&r))
                 && l.zone_label.as_ref().is_none_or(|z| crate::membership::validate_label(z))
+                && labels.len() <= MAX_SNAPSHOT
+                && labels.values().all(crate::membership::labels_admitted)
         };
-        (ok(&s.current) && s.moving.as_ref().is_none_or(|m| ok(&m.to))).then_some(s)
+        let moving_ok = s.moving.as_ref().is_none_or(|m| ok(&m.to, &m.labels));
+        (ok(&s.current, &s.labels) && moving_ok).then_some(s)
     }
 
     /// What a member reports about the move `at` when asked: how far it knows it got,
@@ -171,7 +199,12 @@ impl LayoutState {
                 moving: Some(Move { phase: MovePhase::Joint, ..m.clone() }),
                 ..self.clone()
             },
-            MovePhase::Joint => LayoutState { current: m.to.clone(), since: m.at, moving: None },
+            MovePhase::Joint => LayoutState {
+                current: m.to.clone(),
+                since: m.at,
+                moving: None,
+                labels: m.labels.clone(),
+            },
         }
     }
 }
@@ -199,7 +232,13 @@ mod tests {
         let start = LayoutState {
             current: Layout::default(),
             since: 0,
-            moving: Some(Move { to: layout(5, &[]), at: 7, phase: MovePhase::Announced }),
+            moving: Some(Move {
+                to: layout(5, &[]),
+                at: 7,
+                phase: MovePhase::Announced,
+                labels: [(NodeId(1), layout(1, &[("disk", "ssd")]).select)].into(),
+            }),
+            labels: LabelSnapshot::new(),
         };
         assert_eq!(start.knows(7), Some(Knowledge::Phase(MovePhase::Announced)));
         let copying = start.advanced();
@@ -207,13 +246,23 @@ mod tests {
         let joint = copying.advanced();
         assert_eq!(joint.knows(7), Some(Knowledge::Phase(MovePhase::Joint)));
         let done = joint.advanced();
-        assert_eq!(done, LayoutState { current: layout(5, &[]), since: 7, moving: None });
+        let snapshot = start.moving.as_ref().map(|m| m.labels.clone()).unwrap_or_default();
+        assert_eq!(
+            done,
+            LayoutState { current: layout(5, &[]), since: 7, moving: None, labels: snapshot },
+            "the move's labels become the layout's"
+        );
         assert_eq!(done.knows(7), Some(Knowledge::Done));
         assert_eq!(done.advanced(), done);
         // A member that never heard of the move, and one that knows a later one.
         assert_eq!(LayoutState::default().knows(7), None);
         let later = LayoutState {
-            moving: Some(Move { to: layout(2, &[]), at: 9, phase: MovePhase::Announced }),
+            moving: Some(Move {
+                to: layout(2, &[]),
+                at: 9,
+                phase: MovePhase::Announced,
+                labels: LabelSnapshot::new(),
+            }),
             ..done.clone()
         };
         assert_eq!(later.knows(7), Some(Knowledge::Done));
@@ -225,9 +274,18 @@ mod tests {
         let s = LayoutState {
             current: layout(2, &[("disk", "ssd")]),
             since: 3,
-            moving: Some(Move { to: layout(3, &[]), at: 9, phase: MovePhase::Copying }),
+            moving: Some(Move {
+                to: layout(3, &[]),
+                at: 9,
+                phase: MovePhase::Copying,
+                labels: LabelSnapshot::new(),
+            }),
+            labels: [(NodeId(4), layout(1, &[("disk", "ssd")]).select)].into(),
         };
-        assert_eq!(LayoutState::decode(&s.encode()), Some(s));
+        assert_eq!(LayoutState::decode(&s.encode()), Some(s.clone()));
+        let mut bad = s;
+        bad.labels.insert(NodeId(5), layout(1, &[("a b", "c")]).select);
+        assert_eq!(LayoutState::decode(&bad.encode()), None, "a label out of bounds");
         let zero = LayoutState { current: layout(0, &[]), ..Default::default() };
         assert_eq!(LayoutState::decode(&zero.encode()), None);
         let bad = LayoutState { current: layout(2, &[("a b", "c")]), ..Default::default() };

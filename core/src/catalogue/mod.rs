@@ -33,7 +33,9 @@
 
 pub mod layout;
 
-pub use layout::{layout_key, Knowledge, Layout, LayoutState, Move, MovePhase, MAX_REPLICAS};
+pub use layout::{
+    layout_key, Knowledge, LabelSnapshot, Layout, LayoutState, Move, MovePhase, MAX_REPLICAS,
+};
 
 use crate::{
     auth::RESERVED_PREFIX,
@@ -533,7 +535,12 @@ mod tests {
             keys: 1,
             bytes: 2,
             layout: LayoutState {
-                moving: Some(Move { to: Layout::default(), at: 3, phase: MovePhase::Copying }),
+                moving: Some(Move {
+                    to: Layout::default(),
+                    at: 3,
+                    phase: MovePhase::Copying,
+                    labels: LabelSnapshot::new(),
+                }),
                 ..LayoutState::default()
             },
         };

@@ -48,7 +48,7 @@ pub mod skew;
 pub mod watch;
 
 use crate::{
-    catalogue::{is_catalogue, Catalogue, MovePhase, CATALOGUE_COLLECTION},
+    catalogue::{is_catalogue, Catalogue, CATALOGUE_COLLECTION},
     clock::Hlc,
     entry::{Entry, NodeId},
     hash::{Interval, Position},
@@ -338,7 +338,7 @@ pub struct Node<S: Store> {
     /// The same for every other layout a collection uses or moves to (replicas and
     /// selector, see [`crate::catalogue::layout`]), with this node's share of the ring
     /// under it; rebuilt when the view or the catalogue changes.
-    layouts: BTreeMap<layouts::Resolved, (Placement, f64)>,
+    layouts: layouts::Layouts,
     /// The share of the ring (0 to 1) this node replicates at the configured replication
     /// factor: what its copy of a collection is scaled by to estimate the whole.
     ring_share: f64,
@@ -418,7 +418,7 @@ impl<S: Store> Node<S> {
             table: RingTable::default(),
             placement: Placement::default(),
             everywhere: Placement::default(),
-            layouts: BTreeMap::new(),
+            layouts: layouts::Layouts::default(),
             ring_share: 1.0,
             catalogue: Catalogue::default(),
             table_view: 0,
@@ -514,10 +514,7 @@ impl<S: Store> Node<S> {
         if is_catalogue(collection) {
             return usize::MAX;
         }
-        match self.catalogue.layout(collection) {
-            Some(state) => state.current.replicas_or(self.config.replicas.max(1)),
-            None => self.config.replicas.max(1),
-        }
+        self.layout_size(collection).0
     }
 
     /// Owners, pending replicas and readable members for `collection`'s keys, under the
@@ -526,18 +523,7 @@ impl<S: Store> Node<S> {
         if is_catalogue(collection) {
             return CollectionPlacement::settled(&self.everywhere);
         }
-        let Some(state) = self.catalogue.layout(collection) else {
-            return CollectionPlacement::settled(&self.placement);
-        };
-        let now = self.placement_of(&state.current).0;
-        match &state.moving {
-            None => CollectionPlacement::settled(now),
-            Some(m) => CollectionPlacement {
-                now,
-                next: Some(self.placement_of(&m.to).0),
-                joint: m.phase == MovePhase::Joint,
-            },
-        }
+        self.layout_placement(collection)
     }
 
     /// Every collection's settings as this node knows them ([`crate::catalogue`]).
@@ -554,11 +540,10 @@ impl<S: Store> Node<S> {
     /// The share of the ring (0 to 1) this node replicates of `collection`, under the
     /// layout it uses.
     pub fn ring_share_for(&self, collection: &str) -> f64 {
-        match self.catalogue.layout(collection) {
-            Some(state) if !is_catalogue(collection) => self.placement_of(&state.current).1,
-            _ if is_catalogue(collection) => 1.0,
-            _ => self.ring_share,
+        if is_catalogue(collection) {
+            return 1.0;
         }
+        self.layout_size(collection).1
     }
 
     /// Reads the catalogue again from this node's copy when a merge or removal changed
@@ -586,7 +571,7 @@ impl<S: Store> Node<S> {
             Some((&r.key[..], &value[..]))
         });
         self.catalogue = Catalogue::from_entries(live);
-        self.rebuild_layouts();
+        self.rebuild_layouts(false);
         self.note_layouts_seen();
     }
 
@@ -1174,8 +1159,7 @@ impl<S: Store> Node<S> {
             self.everywhere = Placement::new(self.membership.members(), usize::MAX);
             self.table = self.placement.owners_table().clone();
             self.ring_share = replicated_share(&self.placement, self.id());
-            self.layouts.clear();
-            self.rebuild_layouts();
+            self.rebuild_layouts(true);
         }
     }
 }

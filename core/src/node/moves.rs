@@ -26,7 +26,8 @@
 use super::{antientropy::Purpose, ClientId, Node, NodeEvent, Output};
 use crate::{
     catalogue::{
-        layout_key, Knowledge, Layout, LayoutState, Move, MovePhase, CATALOGUE_COLLECTION,
+        layout_key, Knowledge, LabelSnapshot, Layout, LayoutState, Move, MovePhase,
+        CATALOGUE_COLLECTION,
     },
     entry::NodeId,
     hash::Interval,
@@ -255,20 +256,39 @@ impl<S: Store> Node<S> {
             self.moves.asking = Some(Asking { req, collection, state, view, answers, deadline });
             return;
         }
-        // A collection whose settings ask for another layout than the one it uses.
+        // A collection whose settings ask for another layout than the one it uses, or
+        // whose layout places by labels members no longer carry.
+        let live = self.live_labels();
         let wanted = self.catalogue.iter().find_map(|(name, settings)| {
             let state = self.catalogue.layout(name).cloned().unwrap_or_default();
-            (settings.layout() != state.current)
-                .then(|| (name.to_string(), settings.layout(), state))
+            let to = settings.layout();
+            let labels = if to.needs_labels() { live.clone() } else { LabelSnapshot::new() };
+            let mut recorded = state.labels.clone();
+            recorded.retain(|id, _| {
+                self.membership.member(*id).is_some_and(|m| m.status != Status::Left)
+            });
+            let relabelled = to.needs_labels() && recorded != labels;
+            (to != state.current || relabelled).then(|| (name.to_string(), to, labels, state))
         });
         let unset = (self.catalogue.layouts())
             .find(|(name, s)| self.catalogue.get(name).is_none() && s.current != Layout::default())
-            .map(|(name, s)| (name.to_string(), Layout::default(), s.clone()));
-        if let Some((collection, to, state)) = wanted.or(unset) {
+            .map(|(name, s)| {
+                (name.to_string(), Layout::default(), LabelSnapshot::new(), s.clone())
+            });
+        if let Some((collection, to, labels, state)) = wanted.or(unset) {
             let at = now.max(state.since + 1);
-            let moving = Some(Move { to, at, phase: MovePhase::Announced });
+            let moving = Some(Move { to, at, phase: MovePhase::Announced, labels });
             self.write_layout(now, &collection, LayoutState { moving, ..state });
         }
+    }
+
+    /// Every member's labels as it announces them now, members that left and members
+    /// without labels left out: what a layout that places by labels records.
+    fn live_labels(&self) -> LabelSnapshot {
+        (self.membership.members())
+            .filter(|m| m.status != Status::Left && !m.labels.is_empty())
+            .map(|m| (m.id, m.labels.clone()))
+            .collect()
     }
 
     /// Advances the move asked about if every answer allows it (see the module docs);

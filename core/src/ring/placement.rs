@@ -144,11 +144,21 @@ impl Placement {
         spread: Spread,
     ) -> Self {
         let members: Vec<&Member> = members.into_iter().collect();
-        let labels = if spread == Spread::default() {
-            BTreeMap::new()
-        } else {
-            members.iter().map(|m| (m.id, m.labels.clone())).collect()
-        };
+        let labels = members.iter().map(|m| (m.id, m.labels.clone())).collect();
+        Self::with_labels(members, n, spread, labels)
+    }
+
+    /// As [`Placement::with_spread`], each member's labels taken from `labels` (none for
+    /// a member it does not name) rather than from its record: a collection's layout
+    /// places by the labels it recorded ([`crate::catalogue::LabelSnapshot`]).
+    pub fn with_labels<'a>(
+        members: impl IntoIterator<Item = &'a Member>,
+        n: usize,
+        spread: Spread,
+        labels: BTreeMap<NodeId, Labels>,
+    ) -> Self {
+        let members: Vec<&Member> = members.into_iter().collect();
+        let labels = if spread == Spread::default() { BTreeMap::new() } else { labels };
         let owners = RingTable::new(
             members.iter().filter(|m| m.owns()).map(|m| (m.id, m.tokens.as_slice())),
         );

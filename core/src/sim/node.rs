@@ -325,7 +325,18 @@ impl NodeProcess<MemStore> {
     /// The host after a crash and restart: a new node with the same configuration, over
     /// the old store and saved state when `keep_disk`, over nothing otherwise.
     pub fn restarted(self, keep_disk: bool) -> Result<Self, StoreError> {
+        self.restarted_with(keep_disk, |_| {})
+    }
+
+    /// As [`NodeProcess::restarted`], its configuration changed by `configure` first (a
+    /// node restarted with other labels, say).
+    pub fn restarted_with(
+        self,
+        keep_disk: bool,
+        configure: impl FnOnce(&mut NodeConfig),
+    ) -> Result<Self, StoreError> {
         let mut config = self.node.config().clone();
+        configure(&mut config);
         // Fresh randomness for the new life, as above.
         config.seed = config.seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
         let (store, state) = if keep_disk {

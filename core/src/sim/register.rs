@@ -520,7 +520,8 @@ fn moved_everywhere(sim: &Cluster, layout: &Layout) -> bool {
 /// Five labelled nodes (`disk=ssd` on three of them), N = 3; clients read and write at
 /// `quorum` through random nodes while the collection's layout changes two to four
 /// times — its replicas (1 to 5) and its selector (`disk=ssd`, or any node) — with a
-/// crash or a partition during some of the moves. Every read must return the last
+/// crash or a partition during some of the moves, and after some a node restarted with
+/// the other kind of disk (the collection follows its labels by another move). Every read must return the last
 /// acknowledged write or a newer one, every move must complete, and at the end each
 /// key lives on exactly the owners its layout gives it.
 pub fn alter_schedule(seed: u64) -> Result<RegisterReport, String> {
@@ -538,6 +539,8 @@ pub fn alter_schedule(seed: u64) -> Result<RegisterReport, String> {
     // from the hand-off, not from reads repairing them.
     let mut h = History::new(ALTER_KEYS);
     let mut faults = 0;
+    // Nodes restarted with the other kind of disk than they started with.
+    let mut relabelled: Vec<NodeId> = Vec::new();
     for round in 0..2 + sim.rng().below(3) {
         let quiet = 500 + sim.rng().below(2_000);
         h.run(&mut sim, quiet, 30);
@@ -595,7 +598,13 @@ pub fn alter_schedule(seed: u64) -> Result<RegisterReport, String> {
             if sim.now() > limit {
                 let states: Vec<String> = sim
                     .processes()
-                    .map(|(id, p)| format!("{id}: {:?}", p.node.catalogue().layout(COLLECTION)))
+                    .map(|(id, p)| {
+                        format!(
+                            "{id}: {:?} {:?}",
+                            p.node.catalogue().layout(COLLECTION),
+                            p.node.moves()
+                        )
+                    })
                     .collect();
                 return Err(format!(
                     "the move to {layout:?} did not complete in 180 s: {}; log: {}",
@@ -613,6 +622,42 @@ pub fn alter_schedule(seed: u64) -> Result<RegisterReport, String> {
             h.run(&mut sim, 500, 30);
         }
         h.note(sim.now(), format!("moved to {layout:?}"));
+        if layout.needs_labels() && sim.rng().chance(0.5) {
+            // A node rebuilt with the other kind of disk: the collection follows it.
+            faults += 1;
+            let running = sim.running();
+            let victim = running[sim.rng().index(running.len()).ok_or("no node runs")?];
+            let disk = if relabelled.contains(&victim) == (disk_of(victim) == "ssd") {
+                "hdd"
+            } else {
+                "ssd"
+            };
+            if relabelled.contains(&victim) {
+                relabelled.retain(|r| *r != victim);
+            } else {
+                relabelled.push(victim);
+            }
+            h.note(sim.now(), format!("restart {victim} with disk={disk}"));
+            let crashed = sim.crash(victim).ok_or("victim not running")?;
+            h.run(&mut sim, 500, 30);
+            let back = crashed
+                .restarted_with(true, |c| {
+                    c.labels.insert("disk".into(), disk.into());
+                })
+                .map_err(|e| e.to_string())?;
+            sim.restart(victim, back);
+            let limit = sim.now() + 180_000;
+            while !follows_labels(&sim) {
+                if sim.now() > limit {
+                    return Err(format!(
+                        "the collection did not follow {victim}'s new labels in 180 s; log: {}",
+                        h.log.join(", ")
+                    ));
+                }
+                h.run(&mut sim, 500, 30);
+            }
+            h.note(sim.now(), "the collection follows the new labels".into());
+        }
     }
     h.run(&mut sim, 3_000, 30);
     let mut report = h.verify(&mut sim)?;
@@ -628,6 +673,22 @@ const ALTER_KEYS: u64 = 300;
 
 /// The anti-entropy period of [`alter_schedule`].
 const SLOW_SYNC_MS: Millis = 120_000;
+
+/// Whether every running node uses, for the checker's collection, the labels every
+/// member carries now, with no move under way.
+fn follows_labels(sim: &Cluster) -> bool {
+    sim.processes().filter(|(id, _)| sim.is_running(*id)).all(|(_, p)| {
+        let state = p.node.catalogue().layout(COLLECTION).cloned().unwrap_or_default();
+        let live: Vec<(NodeId, String)> = (p.node.membership().members())
+            .filter(|m| m.status != Status::Left)
+            .filter_map(|m| Some((m.id, m.labels.get("disk")?.clone())))
+            .collect();
+        state.moving.is_none()
+            && live
+                .iter()
+                .all(|(id, disk)| state.labels.get(id).and_then(|l| l.get("disk")) == Some(disk))
+    })
+}
 
 /// Every key of the checker's collection is held by exactly its owners under the
 /// collection's layout, as each node sees it, once cleaning ran.
