@@ -73,7 +73,7 @@ fn the_cli_creates_alters_shows_lists_and_drops_a_collection() {
 
 #[test]
 fn the_http_routes_give_change_and_describe_settings() {
-    let node = NodeProc::start(None, &[]);
+    let node = NodeProc::start(None, &["--label", "role=db"]);
     let addr = format!("127.0.0.1:{}", node.port());
     runtime().block_on(async {
         let body = r#"{"consistency": "all", "ttl_ms": 60000, "max_bytes": 1000}"#;
@@ -83,8 +83,54 @@ fn the_http_routes_give_change_and_describe_settings() {
         assert_eq!(created.body["settings"]["max_bytes"], json!(1000));
         let again = http(&addr, "PUT", "/v1/collections/logs", None, "{}").await;
         assert_eq!((again.status, again.body["error"]["code"].clone()), (409, json!("conflict")));
-        let bad = http(&addr, "PATCH", "/v1/collections/logs", None, r#"{"replicas": 2}"#).await;
-        assert_eq!(bad.status, 400, "{}", bad.body);
+        for bad in [
+            r#"{"compression": 2}"#,
+            r#"{"replicas": 0}"#,
+            r#"{"replicas": "two"}"#,
+            r#"{"select": "disk=ssd"}"#,
+            r#"{"select": {"a b": "c"}}"#,
+            r#"{"zone_label": ""}"#,
+        ] {
+            let refused = http(&addr, "PATCH", "/v1/collections/logs", None, bad).await;
+            assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
+        }
+        // A selector no node satisfies is refused: the collection would live nowhere.
+        let body = r#"{"select": {"disk": "ssd"}}"#;
+        let nowhere = http(&addr, "PATCH", "/v1/collections/logs", None, body).await;
+        assert_eq!(nowhere.status, 400, "{}", nowhere.body);
+        let message = nowhere.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("no node carries disk=ssd"), "{message}");
+        // A layout change is answered at once; the move runs after it.
+        let body = r#"{"replicas": 1, "select": {"role": "db"}, "zone_label": "zone"}"#;
+        let placed = http(&addr, "PATCH", "/v1/collections/logs", None, body).await;
+        assert_eq!(placed.status, 200, "{}", placed.body);
+        assert_eq!(placed.body["settings"]["select"], json!({"role": "db"}));
+        assert_eq!(placed.body["settings"]["zone_label"], json!("zone"));
+        let mut shown = placed.body;
+        for _ in 0..300 {
+            if shown["layout"]["moving"].is_null() && shown["replicas"] == json!(1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            shown = http(&addr, "GET", "/v1/collections/logs", None, "").await.body;
+        }
+        assert_eq!(shown["layout"]["current"]["replicas"], json!(1), "the move ended: {shown}");
+        assert_eq!(shown["layout"]["current"]["zone_label"], json!("zone"));
+        let back = r#"{"replicas": null, "select": null, "zone_label": null}"#;
+        let reset = http(&addr, "PATCH", "/v1/collections/logs", None, back).await;
+        assert_eq!(reset.status, 200, "{}", reset.body);
+        assert_eq!(reset.body["settings"]["select"], json!({}));
+        let mut shown = reset.body;
+        for _ in 0..300 {
+            if shown["layout"]["moving"].is_null()
+                && shown["layout"]["current"]["replicas"].is_null()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            shown = http(&addr, "GET", "/v1/collections/logs", None, "").await.body;
+        }
+        assert_eq!(shown["replicas"], json!(3), "back on the cluster's layout: {shown}");
         let zero = http(&addr, "PATCH", "/v1/collections/logs", None, r#"{"max_keys": 0}"#).await;
         assert_eq!(zero.status, 400, "{}", zero.body);
         let reserved = http(&addr, "PUT", "/v1/collections/_dhrt.tokens", None, "{}").await;

@@ -111,6 +111,15 @@ pub enum MovePhase {
 }
 
 impl MovePhase {
+    /// The phase's place in a move, 1 to 3.
+    pub fn number(self) -> u8 {
+        match self {
+            MovePhase::Announced => 1,
+            MovePhase::Copying => 2,
+            MovePhase::Joint => 3,
+        }
+    }
+
     /// The phase's name, as `dhrt collection show` prints it.
     pub fn as_str(self) -> &'static str {
         match self {

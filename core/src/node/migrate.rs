@@ -62,7 +62,7 @@
 //!
 //! **Never faster than sync settles.** A node considers a move only when it is `Alive`,
 //! every member it knows is `Alive` or gone (none joining, leaving, re-syncing or
-//! suspected), no
+//! suspected), no collection moves to another layout (see [`super::moves`]), no
 //! hand-off or re-sync of its own runs, an anti-entropy round that started *after* its
 //! previous move completed without a failure, and it holds nothing in the previously
 //! moved range that it no longer replicates (cleaning finished). A node also refuses to

@@ -817,7 +817,7 @@ impl<S: Store> Node<S> {
             self.migration.next_deadline(),
             self.leave_deadline(),
             self.removal_deadline(),
-            self.moves.next_deadline(self.catalogue.moves_wanted()),
+            self.moves.next_deadline(),
         ]
         .into_iter()
         .flatten()

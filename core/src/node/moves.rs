@@ -18,10 +18,12 @@
 //! every member answered over the driver's view, the ring is not changing, each knows
 //! the move exactly in its current phase (one that knows more means the driver's own
 //! copy lags: it waits for anti-entropy), and, to leave the copying phase, each pulled
-//! its ranges. A collection whose settings ask for another layout than the one it uses
-//! starts a move (one at a time per collection; a change asked for during a move starts
-//! the next once it is done). Two members that both believe they drive (their views
-//! differ) cannot both advance: every answer must be over the asker's view.
+//! its ranges. A collection whose settings ask for another layout than the one it uses,
+//! or that places by labels members no longer carry, starts a move, never to a layout
+//! whose selector no member satisfies. One collection moves at a time; a change asked
+//! for during a move starts the next once it is done. Two members that both believe
+//! they drive (their views differ) cannot both advance: every answer must be over the
+//! asker's view.
 
 use super::{antientropy::Purpose, ClientId, Node, NodeEvent, Output};
 use crate::{
@@ -95,12 +97,15 @@ pub struct Moves {
     writing: Option<u64>,
     /// Phases the driver advanced.
     advanced: u64,
+    /// Whether the catalogue gives moves anything to look at: a collection with a
+    /// layout state, or settings that ask for a layout (kept by [`Node::note_layouts_seen`]).
+    active: bool,
 }
 
 impl Moves {
     /// When [`Node::tick`] next has work for moves: the driver's next look.
-    pub fn next_deadline(&self, catalogue_moves: bool) -> Option<Millis> {
-        (catalogue_moves || !self.pulls.is_empty()).then_some(self.next_check_at)
+    pub fn next_deadline(&self) -> Option<Millis> {
+        (self.active || !self.pulls.is_empty()).then_some(self.next_check_at)
     }
 
     /// Phases this node advanced as the driver.
@@ -137,6 +142,8 @@ impl<S: Store> Node<S> {
             seen.insert(name.to_string(), kept);
         }
         self.moves.seen = seen;
+        self.moves.active =
+            self.catalogue.layouts().next().is_some() || self.catalogue.moves_wanted();
     }
 
     /// How far this node knows the move `at` of `collection` got, once it has known it
@@ -181,7 +188,7 @@ impl<S: Store> Node<S> {
 
     /// Moves' timers: this member's pulls, and the driver's look.
     pub(super) fn tick_moves(&mut self, now: Millis) {
-        if self.catalogue.layouts().next().is_none() && !self.catalogue.moves_wanted() {
+        if !self.moves.active {
             self.moves.pulls.clear();
             self.moves.asking = None;
             return;
@@ -268,7 +275,11 @@ impl<S: Store> Node<S> {
                 self.membership.member(*id).is_some_and(|m| m.status != Status::Left)
             });
             let relabelled = to.needs_labels() && recorded != labels;
-            (to != state.current || relabelled).then(|| (name.to_string(), to, labels, state))
+            // Never to a layout no member can hold: the collection would live nowhere.
+            let spread = to.spread();
+            let placeable = to.select.is_empty() || labels.values().any(|l| spread.accepts(l));
+            let wanted = (to != state.current || relabelled) && placeable;
+            wanted.then(|| (name.to_string(), to, labels, state))
         });
         let unset = (self.catalogue.layouts())
             .find(|(name, s)| self.catalogue.get(name).is_none() && s.current != Layout::default())

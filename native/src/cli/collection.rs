@@ -270,7 +270,7 @@ fn layout_text(v: &CollectionView) -> (String, String, String) {
             current_text(&m.to),
             m.to.select_text(),
             m.to.zone_label.as_ref().map_or(String::new(), |z| format!(", zones by {z}")),
-            m.phase as u8 + 1,
+            m.phase.number(),
             m.phase.as_str()
         ),
     };
@@ -279,7 +279,11 @@ fn layout_text(v: &CollectionView) -> (String, String, String) {
 
 /// A layout's replicas as text.
 fn current_text(l: &Layout) -> String {
-    l.replicas.map_or_else(|| "the cluster's replicas".to_string(), |n| format!("{n} replicas"))
+    match l.replicas {
+        None => "the cluster's replicas".to_string(),
+        Some(1) => "1 replica".to_string(),
+        Some(n) => format!("{n} replicas"),
+    }
 }
 
 /// One line of `list`: name, placement, replicas, settings, size.

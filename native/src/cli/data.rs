@@ -334,6 +334,17 @@ fn render_collections(collections: &[dhrt_core::proto::client::CollectionView]) 
         if let Some(n) = s.max_bytes {
             set.push(format!("max {n} bytes"));
         }
+        let layout = &c.layout.current;
+        if !layout.select.is_empty() {
+            set.push(format!("on {}", layout.select_text()));
+        }
+        if let Some(zone) = &layout.zone_label {
+            set.push(format!("zones by {zone}"));
+        }
+        if let Some(m) = &c.layout.moving {
+            let n = m.to.replicas.map_or("the cluster's N".to_string(), |n| format!("N={n}"));
+            set.push(format!("moving to {n} on {}: {}", m.to.select_text(), m.phase.as_str()));
+        }
         let set = if set.is_empty() { String::new() } else { format!(" ({})", set.join(", ")) };
         out.push_str(&format!(
             "  {:<20} {:>10} keys {:>12} bytes  {}, N={}{set}\n",

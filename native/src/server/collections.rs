@@ -118,7 +118,10 @@ async fn all_stored(state: &AppState) -> Result<BTreeMap<String, CollectionSetti
 /// The view of `name` from its settings (if any) and the node's snapshot.
 fn view(name: &str, settings: Option<CollectionSettings>, snapshot: &Snapshot) -> CollectionView {
     let layout = snapshot.layouts.get(name);
-    let share = layout.map_or(snapshot.ring_share, |l| l.share).max(f64::MIN_POSITIVE);
+    // A layout no node can hold (its selector matches none) gives no share: the copy
+    // here is all there is.
+    let share = layout.map_or(snapshot.ring_share, |l| l.share);
+    let share = if share > 0.0 { share } else { 1.0 };
     let scale = |n: u64| (n as f64 / share).round() as u64;
     let local = snapshot.collections.iter().find(|c| c.name == name);
     let replicas = layout.map_or(snapshot.replicas, |l| l.replicas);
@@ -138,6 +141,24 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, Reply> {
     state.snapshot().await.ok_or_else(|| refused(ErrorCode::Unavailable, "the node is stopping"))
 }
 
+/// Refuses settings whose selector no member of the ring satisfies: the collection
+/// would have nowhere to live.
+fn placeable(settings: &CollectionSettings, snapshot: &Snapshot) -> Result<(), Reply> {
+    let spread = settings.layout().spread();
+    let members = snapshot.ring.iter().filter(|m| m.status != "left");
+    if settings.select.is_empty() || members.clone().any(|m| spread.accepts(&m.labels)) {
+        return Ok(());
+    }
+    Err(refused(
+        ErrorCode::InvalidInput,
+        format!(
+            "no node carries {}: start nodes with --label (as --label disk=ssd) before \
+             selecting them, or select others",
+            settings.layout().select_text()
+        ),
+    ))
+}
+
 fn check(collection: &str) -> Result<(), Reply> {
     validate_name(collection).map_err(|e| refused(ErrorCode::InvalidInput, e.to_string()))
 }
@@ -150,6 +171,7 @@ pub async fn create(
 ) -> Result<CollectionView, Reply> {
     check(collection)?;
     settings.validate().map_err(|e| refused(ErrorCode::InvalidInput, e.to_string()))?;
+    placeable(&settings, &snapshot(state).await?)?;
     if stored(state, collection).await?.is_some() {
         return Err(refused(
             ErrorCode::Conflict,
@@ -180,6 +202,9 @@ pub async fn alter(
     let before = stored(state, collection).await?;
     let after = change.apply(&before.clone().unwrap_or_default());
     after.validate().map_err(|e| refused(ErrorCode::InvalidInput, e.to_string()))?;
+    if change.select.is_some() {
+        placeable(&after, &snapshot(state).await?)?;
+    }
     if before.as_ref() != Some(&after) {
         store(state, collection, &after).await?;
     }

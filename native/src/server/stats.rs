@@ -375,6 +375,27 @@ impl Snapshot {
                 let _ = writeln!(out, "{name}{{collection=\"{}\"}} {}", c.name, value(c));
             }
         }
+        // The layout each collection uses, and the phase of a move under way (0: none,
+        // 1: announced, 2: copying, 3: joint).
+        let _ = writeln!(
+            out,
+            "# HELP dhrt_collection_replicas Replicas of each key under the layout in use.\n\
+             # TYPE dhrt_collection_replicas gauge"
+        );
+        // (The cluster's own collections are kept by every member.)
+        for c in self.collections.iter().filter(|c| !dhrt_core::auth::is_reserved(&c.name)) {
+            let n = self.layouts.get(&c.name).map_or(self.replicas, |l| l.replicas);
+            let _ = writeln!(out, "dhrt_collection_replicas{{collection=\"{}\"}} {n}", c.name);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP dhrt_collection_moving The phase of a move to another layout (0 none, 1 \
+             announced, 2 copying, 3 joint).\n# TYPE dhrt_collection_moving gauge"
+        );
+        for (name, l) in &self.layouts {
+            let phase = l.state.moving.as_ref().map_or(0, |m| m.phase.number());
+            let _ = writeln!(out, "dhrt_collection_moving{{collection=\"{name}\"}} {phase}");
+        }
         let _ = writeln!(
             out,
             "# HELP dhrt_node_info This node.\n# TYPE dhrt_node_info gauge\ndhrt_node_info{{node=\"{}\",addr=\"{}\",status=\"{}\"}} 1",
