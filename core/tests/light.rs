@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use dhrt_core::{
     auth::BearerToken,
+    catalogue::{CollectionSettings, Layout, CATALOGUE_COLLECTION},
     entry::{Entry, NodeId},
     hash::Interval,
     light::{LightConfig, LightOutput, LightPeer, StreamStatus},
@@ -17,7 +18,7 @@ use dhrt_core::{
         ClientRequest, ClientResponse, Message,
     },
     replica::Change,
-    sim::{memory_cluster, sim_addr, NetConfig, NodeOutput, NodeProcess, Sim},
+    sim::{call, memory_cluster, sim_addr, NetConfig, NodeOutput, NodeProcess, Sim},
     store::{MemStore, Record},
     wire, Millis,
 };
@@ -83,6 +84,16 @@ impl Harness {
         token: Option<&str>,
     ) -> Harness {
         let sim = memory_cluster(nodes, NetConfig::lan(), seed, |_| {});
+        Harness::over(sim, seed, tokens, token)
+    }
+
+    /// The harness over `sim` before the peer reads the ring.
+    fn over(
+        sim: Cluster,
+        seed: u64,
+        tokens: Option<BTreeMap<String, bool>>,
+        token: Option<&str>,
+    ) -> Harness {
         let token = token.map(|t| BearerToken(t.to_string()));
         let config = LightConfig { seed, token, ..LightConfig::default() };
         let peer = LightPeer::new(vec![sim_addr(NodeId(1))], config);
@@ -229,10 +240,16 @@ impl Harness {
     }
 
     fn cluster_data(&self) -> BTreeMap<Bytes, Entry> {
+        self.cluster_data_of(C)
+    }
+
+    /// Every node's entries of `collection`, the newest of each key.
+    fn cluster_data_of(&self, collection: &str) -> BTreeMap<Bytes, Entry> {
         let mut all: BTreeMap<Bytes, Entry> = BTreeMap::new();
         for (_, p) in self.sim.processes() {
+            let replica = p.node.replica();
             let records =
-                p.node.replica().range(C, Interval::full(), None, usize::MAX).unwrap_or_default();
+                replica.range(collection, Interval::full(), None, usize::MAX).unwrap_or_default();
             for r in records {
                 let keep = all.get(&r.key).is_none_or(|e| r.entry.supersedes(e));
                 if keep {
@@ -246,7 +263,7 @@ impl Harness {
     fn copy_data(&self, handle: u64) -> BTreeMap<Bytes, Entry> {
         let copy = self.peer.copy(handle).expect("the copy is open");
         copy.replica()
-            .range(C, Interval::full(), None, usize::MAX)
+            .range(copy.collection(), Interval::full(), None, usize::MAX)
             .unwrap()
             .into_iter()
             .map(|r: Record| (r.key, r.entry))
@@ -541,4 +558,110 @@ fn the_light_peer_passes_the_newest_timestamp_it_has_seen() {
     peer.call(2, Op::Stats);
     let next = sent(&mut peer);
     assert!(!next.is_empty() && next.iter().all(|r| r.seen == Some(seen)), "{next:?}");
+}
+
+/// Five settled nodes; `disk=ssd` on nodes 1, 2 and 4.
+fn labelled_cluster(seed: u64) -> Cluster {
+    let mut sim = memory_cluster(5, NetConfig::lan(), seed, |c| {
+        c.sync_interval_ms = 2_000;
+        c.ring_delay_ms = 1_000;
+        let disk = if matches!(c.id.0, 1 | 2 | 4) { "ssd" } else { "hdd" };
+        c.labels.insert("disk".into(), disk.into());
+    });
+    dhrt_core::sim::safety::settle(&mut sim, 60_000).unwrap();
+    sim
+}
+
+/// The addresses of the nodes with `disk=ssd`.
+const SSD: [&str; 3] = ["sim-1", "sim-2", "sim-4"];
+
+/// Settings asking for `replicas` replicas on nodes with `disk=ssd`.
+fn on_ssd(replicas: u32) -> CollectionSettings {
+    CollectionSettings {
+        replicas: Some(replicas),
+        select: [("disk".to_string(), "ssd".to_string())].into(),
+        ..CollectionSettings::default()
+    }
+}
+
+/// Writing `settings` for `collection` into the catalogue.
+fn define(collection: &str, settings: &CollectionSettings) -> Op {
+    Op::Set {
+        collection: CATALOGUE_COLLECTION.into(),
+        key: Bytes::copy_from_slice(collection.as_bytes()),
+        value: Bytes::from(settings.encode()),
+        consistency: Consistency::Quorum,
+        ttl_ms: None,
+    }
+}
+
+/// Whether every node uses `layout` for `collection`, with no move under way.
+fn moved(sim: &Cluster, collection: &str, layout: &Layout) -> bool {
+    sim.processes().all(|(_, p)| {
+        let s = p.node.catalogue().layout(collection).cloned().unwrap_or_default();
+        s.moving.is_none() && s.current == *layout
+    })
+}
+
+fn set_in(collection: &str, key: &str) -> Op {
+    Op::Set {
+        collection: collection.into(),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(key.as_bytes()),
+        consistency: Consistency::Quorum,
+        ttl_ms: None,
+    }
+}
+
+/// A local copy of a collection with its own layout (fewer replicas, on selected nodes
+/// only) syncs each piece of the ring with nodes that replicate it under that layout —
+/// the only ones that serve it — whether the peer knew the layout when it started or
+/// learns it when the copy opens.
+#[test]
+fn a_local_copy_of_a_collection_with_its_own_layout_syncs_with_the_nodes_holding_it() {
+    let mut sim = labelled_cluster(12);
+    let fast = on_ssd(2);
+    let written = call(&mut sim, NodeId(3), define("fast", &fast));
+    assert!(matches!(written, Some(Reply::Written { .. })), "{written:?}");
+    let end = sim.now() + 60_000;
+    while !moved(&sim, "fast", &fast.layout()) {
+        assert!(sim.now() < end, "fast did not move to its layout");
+        sim.run_for(200);
+    }
+    let mut h = Harness::over(sim, 12, None, None);
+    h.start();
+    let known = h.peer.layouts().get("fast").map(|(l, labels)| (l.clone(), labels.len()));
+    assert_eq!(known, Some((fast.layout(), 5)), "learned from Stats, with every member's labels");
+    for i in 0..60 {
+        assert!(matches!(h.call(set_in("fast", &format!("k{i}"))), Reply::Written { .. }));
+    }
+    let sent_before = h.sent.len();
+    let copy = h.peer.open_copy(h.now(), "fast", false);
+    let synced = |copy: u64| {
+        move |h: &Harness| h.status_seen(copy, |s| matches!(s, StreamStatus::Synced { .. }))
+    };
+    assert!(h.run_until(synced(copy), 20_000), "{:?}", h.statuses);
+    assert_eq!(h.copy_data(copy), h.cluster_data_of("fast"), "the copy equals the cluster");
+    assert_eq!(h.peer.copy(copy).unwrap().len(), 60);
+    assert_eq!(h.peer.copy(copy).unwrap().stats().sessions_failed, 0, "no node refused");
+    let syncs: Vec<&String> = h.sent[sent_before..]
+        .iter()
+        .filter(|(_, op)| matches!(op, Op::Sync { .. }))
+        .map(|(addr, _)| addr)
+        .collect();
+    assert!(!syncs.is_empty() && syncs.iter().all(|a| SSD.contains(&a.as_str())), "{syncs:?}");
+
+    // A layout set after the peer started: the copy's opening asks for it (or the first
+    // round's refusals do), and the copy catches up.
+    let one = on_ssd(1);
+    assert!(matches!(h.call(define("one", &one)), Reply::Written { .. }));
+    assert!(h.run_until(|h| moved(&h.sim, "one", &one.layout()), 60_000), "one moved");
+    for i in 0..30 {
+        assert!(matches!(h.call(set_in("one", &format!("k{i}"))), Reply::Written { .. }));
+    }
+    let copy = h.peer.open_copy(h.now(), "one", false);
+    assert!(h.run_until(synced(copy), 30_000), "{:?}", h.statuses);
+    assert_eq!(h.peer.layouts().get("one").map(|(l, _)| l.clone()), Some(one.layout()));
+    assert_eq!(h.copy_data(copy), h.cluster_data_of("one"));
+    assert_eq!(h.peer.copy(copy).unwrap().len(), 30);
 }

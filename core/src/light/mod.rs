@@ -41,10 +41,12 @@
 //! [`LightOutput::Refused`].
 
 mod copy;
+mod layouts;
 mod subs;
 mod view;
 
 pub use copy::{CopyPage, CopyStats, LocalCopy};
+pub use layouts::KnownLayouts;
 pub use view::{RingView, SyncTarget};
 
 use crate::{
@@ -63,8 +65,8 @@ use subs::Sub;
 /// Tunables of a light peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LightConfig {
-    /// Replicas per key, used to plan sync sessions; replaced by what the first node
-    /// answering `Stats` reports.
+    /// Replicas per key, used to plan sync sessions of collections using the cluster's
+    /// layout; replaced by what the node answering `Stats` reports.
     pub replicas: usize,
     /// How long one node may take to answer before the request goes to the next.
     pub attempt_timeout_ms: Millis,
@@ -199,7 +201,7 @@ enum Purpose {
     Call(u64),
     /// Reading the ring.
     Ring,
-    /// Learning the replication factor.
+    /// Learning the replication factor and the collections' layouts.
     Stats,
     /// Placing watch (or copy) `handle`.
     Watch(u64),
@@ -236,6 +238,9 @@ pub struct LightPeer {
     seeds: Vec<String>,
     ring: RingView,
     ring_read_at: Option<Millis>,
+    /// The layouts collections use other than the cluster's, from the last `Stats`
+    /// answer: what local copies plan their sync sessions by.
+    layouts: KnownLayouts,
     /// A node that answered lately: where requests without a key go first.
     home: Option<String>,
     /// Nodes that failed, until when they are tried last.
@@ -267,6 +272,7 @@ impl LightPeer {
             seeds,
             ring: RingView::default(),
             ring_read_at: None,
+            layouts: KnownLayouts::default(),
             home: None,
             down: BTreeMap::new(),
             next_id: 0,
@@ -284,8 +290,8 @@ impl LightPeer {
         self.seen
     }
 
-    /// Reads the ring and the replication factor through the seeds; answered by
-    /// [`LightOutput::RingChanged`] or [`LightOutput::Unreachable`].
+    /// Reads the ring, the replication factor and the collections' layouts through the
+    /// seeds; answered by [`LightOutput::RingChanged`] or [`LightOutput::Unreachable`].
     pub fn start(&mut self, now: Millis) {
         let seeds = self.any_candidates(now);
         self.send_to(now, Purpose::Ring, Op::Ring, seeds.clone());
@@ -305,6 +311,35 @@ impl LightPeer {
     /// Every member as last read.
     pub fn members(&self) -> &[RingMember] {
         self.ring.members()
+    }
+
+    /// The layouts collections use other than the cluster's, as a node last told.
+    pub fn layouts(&self) -> &KnownLayouts {
+        &self.layouts
+    }
+
+    /// The sync sessions a catch-up of a local copy of `collection` runs now: the ring
+    /// as last read, cut by the replicas of the layout the collection uses (the
+    /// cluster's when no node told of another), each piece with the serving nodes that
+    /// replicate all of it.
+    pub fn sync_plan(&self, collection: &str) -> Vec<SyncTarget> {
+        match self.layouts.get(collection) {
+            None => self.ring.sync_plan(self.config.replicas),
+            Some((layout, labels)) => {
+                let n = layout.replicas_or(self.config.replicas.max(1));
+                self.ring.sync_plan_spread(n, &layout.spread(), labels)
+            }
+        }
+    }
+
+    /// Asks a node for the replication factor and the collections' layouts again,
+    /// unless a request for them is out.
+    fn refresh_layouts(&mut self, now: Millis) {
+        if self.inflight.values().any(|f| matches!(f.purpose, Purpose::Stats)) {
+            return;
+        }
+        let candidates = self.any_candidates(now);
+        self.send_to(now, Purpose::Stats, Op::Stats, candidates);
     }
 
     /// Sends `op`, routed to a replica of its key when it names one key, else to any
@@ -600,8 +635,12 @@ impl LightPeer {
                     self.outputs.push_back(LightOutput::RingChanged);
                 }
             }
-            (Purpose::Stats, Reply::Stats(stats)) if stats.replicas > 0 => {
-                self.config.replicas = stats.replicas as usize;
+            (Purpose::Stats, Reply::Stats(stats)) => {
+                // 0: a node that predates the field (and layouts).
+                if stats.replicas > 0 {
+                    self.config.replicas = stats.replicas as usize;
+                }
+                self.layouts = KnownLayouts::admitted(stats.layouts);
             }
             // Only when a request could not even be encoded.
             (Purpose::Sync { copy, session }, reply) => {

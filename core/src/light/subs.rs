@@ -49,6 +49,8 @@ impl LightPeer {
     pub fn open_copy(&mut self, now: Millis, collection: &str, notify: bool) -> u64 {
         let mut copy = LocalCopy::new(collection);
         copy.set_change_feed(notify);
+        // The collection's layout may have changed since the peer last asked.
+        self.refresh_layouts(now);
         self.subscribe(now, collection, None, Some(copy), notify)
     }
 
@@ -193,9 +195,11 @@ impl LightPeer {
         }
     }
 
-    /// Starts a sync round of copy `handle` over the ring as last read.
+    /// Starts a sync round of copy `handle` over the ring as last read, planned by the
+    /// layout its collection uses.
     fn begin_catch_up(&mut self, now: Millis, handle: u64) {
-        let plan = self.ring.sync_plan(self.config.replicas);
+        let Some(sub) = self.subs.get(&handle) else { return };
+        let plan = self.sync_plan(&sub.collection);
         let retry = now + self.config.retry_ms;
         let Some(sub) = self.subs.get_mut(&handle) else { return };
         let Some(copy) = sub.copy.as_mut() else { return };
@@ -224,6 +228,11 @@ impl LightPeer {
         }
         if finished == Some(true) {
             self.status(handle, StreamStatus::Synced { entries });
+        }
+        // Pieces no node would serve: the collection's layout may have moved since the
+        // peer last asked; the next round plans by what a node says then.
+        if finished == Some(false) {
+            self.refresh_layouts(now);
         }
         for (session, addr, begin) in starts {
             let purpose = Purpose::Sync { copy: handle, session };

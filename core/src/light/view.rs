@@ -12,10 +12,11 @@
 //! [`Reply::Ring`]: crate::proto::client::Reply::Ring
 
 use crate::{
+    catalogue::LabelSnapshot,
     entry::NodeId,
     hash::{Interval, Placement, Position},
     proto::client::RingMember,
-    ring::RingTable,
+    ring::{RingTable, Spread},
 };
 use std::collections::BTreeMap;
 
@@ -94,25 +95,52 @@ impl RingView {
     }
 
     /// Intervals covering the whole ring, each with the serving nodes that replicate all
-    /// of it when keys have `replicas` replicas — the sessions a local copy runs to
-    /// catch up with the cluster.
+    /// of it when keys have `replicas` replicas on any member — the sessions a local copy
+    /// of a collection using the cluster's layout runs to catch up with the cluster.
+    pub fn sync_plan(&self, replicas: usize) -> Vec<SyncTarget> {
+        let n = replicas.max(1);
+        self.sync_plan_by(|pos| self.table.preference_list(pos, n))
+    }
+
+    /// As [`RingView::sync_plan`], for a collection whose layout puts `replicas`
+    /// replicas on the members `spread` accepts, by the members' `labels` the layout
+    /// places by (its [`LabelSnapshot`]): the lists every node computes for it
+    /// ([`RingTable::preference_list_spread`]), so each piece goes to nodes that serve
+    /// it. With the default spread it is [`RingView::sync_plan`].
+    pub fn sync_plan_spread(
+        &self,
+        replicas: usize,
+        spread: &Spread,
+        labels: &LabelSnapshot,
+    ) -> Vec<SyncTarget> {
+        if *spread == Spread::default() {
+            return self.sync_plan(replicas);
+        }
+        let n = replicas.max(1);
+        self.sync_plan_by(|pos| {
+            self.table.preference_list_spread(pos, n, spread, |id| labels.get(&id))
+        })
+    }
+
+    /// Intervals covering the whole ring, each with the serving nodes that replicate all
+    /// of it, the replicas of a position (in preference order) being `replicas_of(pos)`.
     ///
     /// Walking the tokens in ring order, consecutive token intervals join one piece as
     /// long as some node replicates all of them (their preference lists intersect); a
     /// ring where one node replicates everything is one session over the whole ring.
-    /// The nodes of a piece keep the preference order of its first token.
-    pub fn sync_plan(&self, replicas: usize) -> Vec<SyncTarget> {
+    /// The nodes of a piece keep the preference order of its first token; a piece no
+    /// serving node replicates has none (its sessions fail, and the copy retries).
+    pub fn sync_plan_by(&self, replicas_of: impl Fn(Position) -> Vec<NodeId>) -> Vec<SyncTarget> {
         let v = self.table.vnodes();
         let len = v.len();
         if len == 0 {
             return Vec::new();
         }
-        let n = replicas.max(1);
         let mut runs: Vec<(usize, usize, Vec<NodeId>)> = Vec::new();
         let mut start = 0;
         // The replicas of a position that serve: only they can run a session.
         let serving = |pos: Position| -> Vec<NodeId> {
-            let replicas = self.table.preference_list(pos, n).into_iter();
+            let replicas = replicas_of(pos).into_iter();
             replicas.filter(|id| self.addrs.contains_key(id)).collect()
         };
         let mut common = serving(v[0].pos);
@@ -188,7 +216,17 @@ mod tests {
     /// The plan covers every position exactly once, and each piece's nodes replicate
     /// every key in it.
     fn check_plan(view: &RingView, replicas: usize) -> Vec<SyncTarget> {
-        let plan = view.sync_plan(replicas);
+        let list = |pos| view.table().preference_list(pos, replicas);
+        check_pieces(view, view.sync_plan(replicas), list)
+    }
+
+    /// `plan` covers every position exactly once, and each piece's nodes are among the
+    /// replicas (`list`) of every token interval in it.
+    fn check_pieces(
+        view: &RingView,
+        plan: Vec<SyncTarget>,
+        list: impl Fn(Position) -> Vec<NodeId>,
+    ) -> Vec<SyncTarget> {
         let total: u128 = plan.iter().map(|t| t.range.len()).sum();
         assert_eq!(total, 1u128 << 64, "the pieces cover the ring once");
         let table = view.table();
@@ -199,7 +237,7 @@ mod tests {
                 if !t.range.contains_interval(&Interval::new(prev, vn.pos)) && !t.range.is_full() {
                     continue;
                 }
-                let reps = view.addrs_of(&table.preference_list(vn.pos, replicas));
+                let reps = view.addrs_of(&list(vn.pos));
                 assert!(t.nodes.iter().all(|n| reps.contains(n)), "{} replicated", t.range);
             }
         }
@@ -219,5 +257,38 @@ mod tests {
         assert!(RingView::default().sync_plan(3).is_empty());
         let lone = RingView::new(vec![member(7, "alive")]);
         assert_eq!(check_plan(&lone, 3).len(), 1);
+    }
+
+    #[test]
+    fn a_sync_plan_under_a_selector_asks_only_selected_members_that_replicate_each_piece() {
+        // Nodes 1, 3 and 5 have an ssd in the layout's snapshot; node 6 announces one
+        // now but was not in the snapshot, so the layout does not place on it.
+        let mut members: Vec<RingMember> = (1..=6).map(|i| member(i, "alive")).collect();
+        let ssd: crate::ring::Labels = [("disk".to_string(), "ssd".to_string())].into();
+        members[5].labels = ssd.clone();
+        let view = RingView::new(members);
+        let snapshot: LabelSnapshot = [1, 3, 5].map(|i| (NodeId(i), ssd.clone())).into();
+        let spread = Spread { select: vec![("disk".into(), "ssd".into())], zone_label: None };
+        let list =
+            |pos| view.table().preference_list_spread(pos, 2, &spread, |id| snapshot.get(&id));
+        let plan = check_pieces(&view, view.sync_plan_spread(2, &spread, &snapshot), list);
+        let selected = ["10.0.0.1:7453", "10.0.0.3:7453", "10.0.0.5:7453"];
+        for t in &plan {
+            assert!(t.nodes.iter().all(|a| selected.contains(&a.as_str())), "{t:?}");
+        }
+        // The plain plan with the same N asks nodes the layout does not place on.
+        let plain = view.sync_plan(2);
+        assert!(plain.iter().any(|t| t.nodes.iter().any(|a| !selected.contains(&a.as_str()))));
+        // As many replicas as selected members: one of them replicates everything.
+        let all = view.sync_plan_spread(3, &spread, &snapshot);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].range, Interval::full());
+        assert_eq!(all[0].nodes.len(), 3);
+        // The default spread is the plain plan, whatever the labels.
+        assert_eq!(view.sync_plan_spread(2, &Spread::default(), &snapshot), plain);
+        // Nothing selected: pieces without nodes, which the copy cannot sync.
+        let none = Spread { select: vec![("disk".into(), "nvme".into())], zone_label: None };
+        let unserved = view.sync_plan_spread(2, &none, &snapshot);
+        assert!(!unserved.is_empty() && unserved.iter().all(|t| t.nodes.is_empty()));
     }
 }

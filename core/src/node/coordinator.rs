@@ -583,6 +583,24 @@ fn local_stats<S: Store>(node: &Node<S>) -> NodeStats {
     stats.requests = node.coordinator.requests;
     stats.replicas = u32::try_from(node.config.replicas).unwrap_or(u32::MAX);
     stats.clock = Box::new(super::skew::clock_stats(&node.clocks));
+    // The layouts collections use other than the cluster's, each with the labels it
+    // places by when it places by any (what a light peer plans local copies by).
+    let layouts = &mut stats.layouts;
+    let mut seen: BTreeMap<&crate::catalogue::LabelSnapshot, u32> = BTreeMap::new();
+    let own = node.catalogue.layouts().filter(|(_, s)| s.current != Default::default());
+    for (name, state) in own.take(crate::catalogue::MAX_ENTRIES) {
+        let labels = (state.current.spread() != Default::default()).then(|| {
+            *seen.entry(&state.labels).or_insert_with(|| {
+                layouts.labels.push(state.labels.clone());
+                u32::try_from(layouts.labels.len() - 1).unwrap_or(u32::MAX)
+            })
+        });
+        layouts.collections.push(crate::proto::client::CollectionLayout {
+            collection: name.to_string(),
+            layout: state.current.clone(),
+            labels,
+        });
+    }
     stats
 }
 

@@ -517,6 +517,46 @@ pub struct NodeStats {
     /// [`Reply`] small.
     #[serde(default)]
     pub clock: Box<ClockStats>,
+    /// The layouts collections use other than the cluster's, as this node knows them:
+    /// what a light peer plans its local copies' sync sessions by. Left out of the frame
+    /// when there are none, so the answer is the one older clients read.
+    #[serde(default, skip_serializing_if = "LayoutsInUse::is_empty")]
+    pub layouts: LayoutsInUse,
+}
+
+/// The layouts collections use (never the ones they move to), as the node answering
+/// [`Op::Stats`] knows them from its catalogue (`catalogue::layout`). A collection not
+/// listed uses the cluster's: [`NodeStats::replicas`] replicas on any node. The
+/// members' labels a layout places by are listed once however many collections share
+/// them. A reader checks every entry before it trusts it (a light peer ignores those out
+/// of bounds).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LayoutsInUse {
+    /// Each collection with a layout of its own, by name (at most
+    /// [`crate::catalogue::MAX_ENTRIES`]).
+    pub collections: Vec<CollectionLayout>,
+    /// The members' labels the layouts place by ([`crate::catalogue::LabelSnapshot`]),
+    /// each distinct one once.
+    pub labels: Vec<crate::catalogue::LabelSnapshot>,
+}
+
+impl LayoutsInUse {
+    /// Whether every collection uses the cluster's layout.
+    pub fn is_empty(&self) -> bool {
+        self.collections.is_empty()
+    }
+}
+
+/// The layout one collection uses (part of [`LayoutsInUse`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CollectionLayout {
+    /// The collection's name.
+    pub collection: String,
+    /// Its replication factor (`None`: the cluster's), selector and zone label.
+    pub layout: crate::catalogue::Layout,
+    /// Where in [`LayoutsInUse::labels`] the members' labels it places by are; `None`
+    /// when it places by none (it neither selects nor spreads over zones).
+    pub labels: Option<u32>,
 }
 
 /// How many members a node knows in each status.
