@@ -327,7 +327,13 @@ fn collection_requests_and_answers_take_the_package_shapes() {
             layout: LayoutState {
                 current: Layout::default(),
                 since: 0,
-                moving: Some(Move { to, at: 1_700_000_000_000, phase: MovePhase::Copying }),
+                moving: Some(Move {
+                    to,
+                    at: 1_700_000_000_000,
+                    phase: MovePhase::Copying,
+                    labels: Default::default(),
+                }),
+                labels: Default::default(),
             },
             ..view.clone()
         };
