@@ -20,14 +20,7 @@ type Cluster = Sim<NodeProcess<MemStore>>;
 
 /// Five nodes; `disk=ssd` on nodes 1, 2 and 4.
 fn cluster(seed: u64) -> Cluster {
-    let mut sim = memory_cluster(5, NetConfig::lan(), seed, |c| {
-        c.sync_interval_ms = 2_000;
-        c.ring_delay_ms = 1_000;
-        let disk = if matches!(c.id.0, 1 | 2 | 4) { "ssd" } else { "hdd" };
-        c.labels.insert("disk".into(), disk.into());
-    });
-    dhrt_core::sim::safety::settle(&mut sim, 60_000).unwrap();
-    sim
+    dhrt_core::sim::ssd_cluster(5, seed).unwrap()
 }
 
 /// Every member's labels, as a move records them.

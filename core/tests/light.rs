@@ -562,14 +562,7 @@ fn the_light_peer_passes_the_newest_timestamp_it_has_seen() {
 
 /// Five settled nodes; `disk=ssd` on nodes 1, 2 and 4.
 fn labelled_cluster(seed: u64) -> Cluster {
-    let mut sim = memory_cluster(5, NetConfig::lan(), seed, |c| {
-        c.sync_interval_ms = 2_000;
-        c.ring_delay_ms = 1_000;
-        let disk = if matches!(c.id.0, 1 | 2 | 4) { "ssd" } else { "hdd" };
-        c.labels.insert("disk".into(), disk.into());
-    });
-    dhrt_core::sim::safety::settle(&mut sim, 60_000).unwrap();
-    sim
+    dhrt_core::sim::ssd_cluster(5, seed).unwrap()
 }
 
 /// The addresses of the nodes with `disk=ssd`.

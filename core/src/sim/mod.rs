@@ -37,6 +37,8 @@ pub mod world;
 pub use chord::{ChordEnvelope, ChordProcess};
 pub use cluster::{sim_addr, RingEvent, RingMsg, RingProcess};
 pub use net::{Latency, NetConfig};
-pub use node::{call, cluster_of, memory_cluster, CommitModel, NodeOutput, NodeProcess};
+pub use node::{
+    call, cluster_of, memory_cluster, ssd_cluster, CommitModel, NodeOutput, NodeProcess,
+};
 pub use seeds::check_seeds;
 pub use world::{Effect, Process, Sim, SimStats};

@@ -280,6 +280,20 @@ pub fn memory_cluster(
     cluster_of(n, net, seed, configure, |_| Some(MemStore::new()), |p| p)
 }
 
+/// A settled cluster of `n` in-memory nodes labelled by disk — `disk=ssd` on nodes 1, 2
+/// and 4, `disk=hdd` on the others — with anti-entropy every 2 s: what collections
+/// placed by a selector are tested on.
+pub fn ssd_cluster(n: usize, seed: u64) -> Result<Sim<NodeProcess<MemStore>>, String> {
+    let mut sim = memory_cluster(n, NetConfig::lan(), seed, |c| {
+        c.sync_interval_ms = 2_000;
+        c.ring_delay_ms = 1_000;
+        let disk = if matches!(c.id.0, 1 | 2 | 4) { "ssd" } else { "hdd" };
+        c.labels.insert("disk".into(), disk.into());
+    });
+    super::safety::settle(&mut sim, 60_000)?;
+    Ok(sim)
+}
+
 /// As [`memory_cluster`], each node over the store `store` makes for it, each host
 /// adjusted by `host` before it starts.
 pub fn cluster_of<S: Store>(

@@ -181,6 +181,20 @@ impl History {
         }
     }
 
+    /// Splits `running` into two random sides for `ms` while the workload runs, then
+    /// heals.
+    pub fn partition_for(&mut self, sim: &mut Cluster, running: &[NodeId], ms: Millis) {
+        let mut ids = running.to_vec();
+        sim.rng().shuffle(&mut ids);
+        let cut = 1 + sim.rng().index(ids.len() - 1).unwrap_or(0);
+        let (a, b) = ids.split_at(cut);
+        sim.partition(&[a, b]);
+        self.note(sim.now(), format!("partition {a:?} | {b:?}"));
+        self.run(sim, ms, 30);
+        sim.heal();
+        self.note(sim.now(), "heal".into());
+    }
+
     /// Notes a fault in the log a failure prints.
     pub fn note(&mut self, now: Millis, what: String) {
         self.log.push(format!("{now} ms: {what}"));
@@ -390,17 +404,7 @@ pub fn register_schedule(seed: u64) -> Result<RegisterReport, String> {
                 sim.restart(victim, back);
                 h.note(sim.now(), format!("restart {victim}"));
             }
-            2 => {
-                let mut ids = running.clone();
-                sim.rng().shuffle(&mut ids);
-                let cut = 1 + sim.rng().index(ids.len() - 1).unwrap_or(0);
-                let (a, b) = ids.split_at(cut);
-                sim.partition(&[a, b]);
-                h.note(sim.now(), format!("partition {a:?} | {b:?}"));
-                h.run(&mut sim, lasts, 30);
-                sim.heal();
-                h.note(sim.now(), "heal".into());
-            }
+            2 => h.partition_for(&mut sim, &running, lasts),
             3 => {
                 next_id += 1;
                 h.note(sim.now(), format!("join {}", NodeId(next_id)));
@@ -578,15 +582,7 @@ pub fn alter_schedule(seed: u64) -> Result<RegisterReport, String> {
             }
             1 => {
                 faults += 1;
-                let mut ids = running.clone();
-                sim.rng().shuffle(&mut ids);
-                let cut = 1 + sim.rng().index(ids.len() - 1).unwrap_or(0);
-                let (a, b) = ids.split_at(cut);
-                sim.partition(&[a, b]);
-                h.note(sim.now(), format!("partition {a:?} | {b:?}"));
-                h.run(&mut sim, lasts, 30);
-                sim.heal();
-                h.note(sim.now(), "heal".into());
+                h.partition_for(&mut sim, &running, lasts);
             }
             _ => {}
         }

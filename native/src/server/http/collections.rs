@@ -203,6 +203,11 @@ mod tests {
         assert_eq!(c.ttl_ms, Some(None));
         assert_eq!((c.max_keys, c.max_bytes), (None, None));
         assert!(change_of(&map("")).unwrap().is_empty());
+        let body = r#"{"replicas": 2, "select": {"disk": "ssd"}, "zone_label": null}"#;
+        let c = change_of(&map(body)).unwrap();
+        assert_eq!(c.replicas, Some(Some(2)));
+        assert_eq!(c.select.unwrap().unwrap().get("disk").map(String::as_str), Some("ssd"));
+        assert_eq!(c.zone_label, Some(None));
     }
 
     #[test]
@@ -211,7 +216,11 @@ mod tests {
             Err(e) => e.message,
             Ok(m) => change_of(&m).unwrap_err().message,
         };
-        assert!(bad(r#"{"replicas": 3}"#).contains("unknown setting"));
+        assert!(bad(r#"{"compression": 3}"#).contains("unknown setting"));
+        assert!(bad(r#"{"replicas": "three"}"#).contains("a number of replicas"));
+        assert!(bad(r#"{"select": "disk=ssd"}"#).contains("an object of labels"));
+        assert!(bad(r#"{"select": {"disk": 1}}"#).contains("an object of labels"));
+        assert!(bad(r#"{"zone_label": 7}"#).contains("a label key"));
         assert!(bad("[1]").contains("JSON object"));
         assert!(bad("{").contains("not JSON"));
         assert!(bad(r#"{"ttl_ms": -1}"#).contains("milliseconds"));
