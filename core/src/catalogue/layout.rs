@@ -90,6 +90,14 @@ impl Layout {
         !self.select.is_empty() || self.zone_label.is_some()
     }
 
+    /// Whether some member with `labels` (each member's) may hold replicas under this
+    /// layout: a layout no member satisfies would leave its collection nowhere to live
+    /// (moves never go there, and the server refuses such settings).
+    pub fn placeable<'a>(&self, labels: impl IntoIterator<Item = &'a Labels>) -> bool {
+        let spread = self.spread();
+        self.select.is_empty() || labels.into_iter().any(|l| spread.accepts(l))
+    }
+
     /// The spread this layout places replicas by ([`crate::ring::spread`]).
     pub fn spread(&self) -> Spread {
         Spread {

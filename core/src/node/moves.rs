@@ -276,9 +276,7 @@ impl<S: Store> Node<S> {
             });
             let relabelled = to.needs_labels() && recorded != labels;
             // Never to a layout no member can hold: the collection would live nowhere.
-            let spread = to.spread();
-            let placeable = to.select.is_empty() || labels.values().any(|l| spread.accepts(l));
-            let wanted = (to != state.current || relabelled) && placeable;
+            let wanted = (to != state.current || relabelled) && to.placeable(labels.values());
             wanted.then(|| (name.to_string(), to, labels, state))
         });
         let unset = (self.catalogue.layouts())

@@ -144,9 +144,8 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, Reply> {
 /// Refuses settings whose selector no member of the ring satisfies: the collection
 /// would have nowhere to live.
 fn placeable(settings: &CollectionSettings, snapshot: &Snapshot) -> Result<(), Reply> {
-    let spread = settings.layout().spread();
     let members = snapshot.ring.iter().filter(|m| m.status != "left");
-    if settings.select.is_empty() || members.clone().any(|m| spread.accepts(&m.labels)) {
+    if settings.layout().placeable(members.map(|m| &m.labels)) {
         return Ok(());
     }
     Err(refused(
