@@ -42,6 +42,7 @@ ONLY="memory,persisted,cluster,keys,resp"
 OUT=""
 BUILD=1
 QUICK=0
+DHRT_ARGS=()
 ARGS="$*"
 
 usage() {
@@ -60,6 +61,8 @@ Options:
                      scales with cores; Redis uses one)
   --out FILE         also write the Markdown table to FILE
   --no-build         use the dhrt binary already built
+  --dhrt-args "ARGS"  more flags for every dhrt serve (word-split), e.g.
+                     "--client-io epoll" to compare against answers written by epoll
 EOF
 }
 
@@ -74,6 +77,7 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift ;;
         --no-build) BUILD=0 ;;
         --unpinned) UNPINNED=1 ;;
+        --dhrt-args) read -r -a DHRT_ARGS <<<"$2"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -165,7 +169,7 @@ free_port() {
 # start_dhrt NAME ARGS...: sets LAST_PID and LAST_ADDR.
 start_dhrt() {
     local name="$1"; shift
-    "${SERVER_PIN[@]}" "$DHRT" serve --port 0 "$@" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+    "${SERVER_PIN[@]}" "$DHRT" serve --port 0 "$@" "${DHRT_ARGS[@]}" >"$WORK/$name.out" 2>"$WORK/$name.log" &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
     LAST_ADDR=""

@@ -377,3 +377,42 @@ async fn connections_stuck_half_way_through_large_messages_hold_a_bounded_budget
         w.abort();
     }
 }
+
+/// A client that stops reading for a while (its socket buffers fill: answers written
+/// through io_uring then come back short or `EAGAIN`, and the node writes the rest as
+/// the socket drains) and then reads everything gets every answer, whole and in order,
+/// and the connection goes on serving — with answers sent through the node thread's
+/// io_uring (`--client-io auto`, where the kernel allows it) and through epoll alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_pauses_gets_every_answer_in_order_whichever_client_io() {
+    let _serial = SERIAL.lock().await;
+    for io in ["auto", "epoll"] {
+        let node = NodeProc::start(None, &["--client-io", io]);
+        let uring = node.log().contains("client sockets on the node thread: io_uring");
+        if io == "auto" && !uring {
+            println!("io_uring is not available here: the auto case runs on epoll");
+        }
+        assert_eq!(uring, io == "auto" && !node.log().contains("io_uring is not available"));
+        let mut ws = open(&node.addr).await;
+        let value: Vec<u8> = (0..256 << 10).map(|i| (i % 251) as u8).collect();
+        assert!(matches!(call(&mut ws, 1, set("v", value.clone())).await, Reply::Written { .. }));
+        // 64 answers of 256 KiB (16 MiB, under the 64 MiB output limit), unread for a
+        // second: far more than the socket buffers hold.
+        for id in 0..64 {
+            send(&mut ws, 100 + id, get("v")).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for id in 0..64 {
+            let r = next(&mut ws).await.expect("the connection stays open");
+            assert_eq!(r.id, 100 + id, "{io}: answers in the order asked");
+            match r.result {
+                Reply::Value { value: Some(got), .. } => {
+                    assert!(got[..] == value[..], "{io}: whole")
+                }
+                other => panic!("{io}: {other:?}"),
+            }
+        }
+        assert!(matches!(call(&mut ws, 2, set("w", b"x".to_vec())).await, Reply::Written { .. }));
+        still_serves(&node.addr).await;
+    }
+}

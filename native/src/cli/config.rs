@@ -18,7 +18,7 @@
 
 use super::serve::ServeArgs;
 use clap::{parser::ValueSource, ArgMatches};
-use dhrt::store::Reads;
+use dhrt::{server::handoff::SocketIo, store::Reads};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -152,6 +152,8 @@ config_file! {
     resp_port: u16,
     /// `--resp-db`, a list of `N=COLLECTION`.
     resp_db: Vec<String>,
+    /// `--client-io`: `auto`, `uring` or `epoll`.
+    client_io: SocketIo,
 }
 
 impl ConfigFile {
@@ -372,6 +374,7 @@ mod tests {
             pending_requests,
             resp_port,
             resp_db,
+            client_io,
         } = file;
         assert!(port.is_some() && host.is_some() && advertise.is_some() && data_dir.is_some());
         assert!(memory.is_some() && join.is_some() && replicas.is_some() && vnodes.is_some());
@@ -389,6 +392,7 @@ mod tests {
         assert!(read_timeout.is_some());
         assert!(output_limit_mb.is_some() && watch_lag_mb.is_some() && output_total_mb.is_some());
         assert!(resp_port.is_some() && resp_db.is_some());
+        assert_eq!(client_io, Some(SocketIo::Auto));
         assert!(hints_mb_per_node.is_some() && hints_mb.is_some());
         assert!(peer_queue_mb.is_some() && peer_queue_total_mb.is_some());
         assert!(pending_mb.is_some() && pending_requests.is_some());

@@ -1,6 +1,7 @@
 //! `dhrt serve` and `dhrt join`: run a node until a signal, then leave gracefully.
 
 use clap::Args;
+use dhrt::server::handoff::SocketIo;
 use dhrt::server::{
     self,
     launch::{launch, Launched, Storage},
@@ -181,6 +182,11 @@ pub struct ServeArgs {
     /// default database 0 is `default` and 1 to 15 are `db1` to `db15`.
     #[arg(long, value_name = "N=COLLECTION")]
     pub resp_db: Vec<String>,
+    /// How the node thread reads and writes its clients' sockets: `uring` (io_uring: a
+    /// turn's reads and answers in one system call), `epoll`, or `auto` (io_uring when
+    /// the kernel allows it).
+    #[arg(long, default_value = "auto", value_name = "auto|uring|epoll")]
+    pub client_io: SocketIo,
     /// Read settings from this TOML file: any of these flags, spelled like the flag
     /// (`data-dir = "/var/lib/dhrt"`, `join = ["10.0.0.1:7453"]`). A flag given on the
     /// command line wins over the file, the file over the defaults.
@@ -239,6 +245,7 @@ impl ServeArgs {
             limits: self.limits(),
             resp_port: self.resp_port,
             resp_databases: self.resp_db.clone(),
+            client_io: self.client_io,
         })
     }
 

@@ -26,6 +26,7 @@
 //! answered before it anyway.
 
 use super::{
+    handoff::SocketIo,
     http::origin::MemberOrigins,
     inbox::Charge,
     outbox::{Offer, Outbox, Parcel},
@@ -620,18 +621,58 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
     /// this driver until it stops ([`DriverCell::run`]), and with it the client
     /// connections spawned on it ([`super::handoff`]), which hand their input to the
     /// returned [`Desk`].
+    ///
+    /// `io` says how the client sockets on the thread are read and written: through
+    /// the thread's io_uring ([`super::ring`]) or tokio's epoll reactor. An error when
+    /// io_uring was required and the kernel refused it.
     pub fn spawn(
         self,
         runtime: tokio::runtime::Runtime,
         inbox: InboxReceiver,
         join: Vec<String>,
+        io: SocketIo,
     ) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<dyn Desk>)> {
         let cell = Arc::new(DriverCell::new(self));
         let desk: Arc<dyn Desk> = cell.clone();
-        let thread = std::thread::Builder::new()
-            .name("dhrt-node".into())
-            .spawn(move || runtime.block_on(cell.run(inbox, join)))?;
-        Ok((thread, desk))
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name("dhrt-node".into()).spawn(move || {
+            runtime.block_on(async move {
+                let ring = start_ring(io);
+                let failed = ring.is_err();
+                let _ = started_tx.send(ring);
+                if !failed {
+                    cell.run(inbox, join).await;
+                }
+            })
+        })?;
+        match started.recv() {
+            Ok(Ok(uring)) => {
+                let how = if uring { "io_uring" } else { "epoll" };
+                tracing::info!("client sockets on the node thread: {how}");
+                Ok((thread, desk))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::Error::other("the node thread ended as it started")),
+        }
+    }
+}
+
+/// Starts the node thread's ring as `io` asks: whether client sockets use it.
+fn start_ring(io: SocketIo) -> std::io::Result<bool> {
+    if io == SocketIo::Epoll {
+        return Ok(false);
+    }
+    #[cfg(target_os = "linux")]
+    let started = super::ring::Ring::start().map(|_| true);
+    #[cfg(not(target_os = "linux"))]
+    let started = Err(std::io::Error::other("io_uring is Linux's"));
+    match started {
+        Err(e) if io == SocketIo::Auto => {
+            tracing::info!(error = %e, "io_uring is not available: client sockets use epoll");
+            Ok(false)
+        }
+        Err(e) => Err(std::io::Error::other(format!("io_uring is not available: {e}"))),
+        ok => ok,
     }
 }
 

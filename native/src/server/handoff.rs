@@ -54,10 +54,40 @@ pub struct ClientSocket {
     pub early: Vec<u8>,
 }
 
+/// How a node serves the plain client sockets moved to its thread (`--client-io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketIo {
+    /// io_uring ([`super::ring`]) when the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    /// io_uring, or the node does not start.
+    Uring,
+    /// tokio's epoll reactor.
+    Epoll,
+}
+
+impl std::str::FromStr for SocketIo {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(SocketIo::Auto),
+            "uring" | "io-uring" | "io_uring" => Ok(SocketIo::Uring),
+            "epoll" => Ok(SocketIo::Epoll),
+            other => Err(format!("client-io must be auto, uring or epoll, not {other:?}")),
+        }
+    }
+}
+
 /// The byte stream under a client's WebSocket.
 pub enum ClientIo {
     /// A plain TCP socket, moved to the node thread's runtime.
     Local(Metered<TcpStream>),
+    /// A plain TCP socket moved to the node thread, its answers written through the
+    /// thread's io_uring.
+    #[cfg(target_os = "linux")]
+    Ring(Metered<super::ring::RingSocket>),
     /// What hyper upgraded (a TLS stream), served where it was accepted.
     Upgraded(TokioIo<hyper::upgrade::Upgraded>),
 }
@@ -158,6 +188,14 @@ impl Upgrade {
                                 return;
                             }
                         };
+                        // Its answers through the node thread's ring, when it has one.
+                        #[cfg(target_os = "linux")]
+                        if let Some(ring) = super::ring::Ring::local() {
+                            let sock = ring.adopt(tcp);
+                            let io = ClientIo::Ring(Metered::from_parts(sock, metered));
+                            serve(ClientSocket { io, early }).await;
+                            return;
+                        }
                         let io = ClientIo::Local(Metered::from_parts(tcp, metered));
                         serve(ClientSocket { io, early }).await;
                     });
@@ -201,6 +239,8 @@ impl AsyncRead for ClientIo {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientIo::Local(io) => Pin::new(io).poll_read(cx, buf),
+            #[cfg(target_os = "linux")]
+            ClientIo::Ring(io) => Pin::new(io).poll_read(cx, buf),
             ClientIo::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
         }
     }
@@ -214,6 +254,8 @@ impl AsyncWrite for ClientIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ClientIo::Local(io) => Pin::new(io).poll_write(cx, buf),
+            #[cfg(target_os = "linux")]
+            ClientIo::Ring(io) => Pin::new(io).poll_write(cx, buf),
             ClientIo::Upgraded(io) => Pin::new(io).poll_write(cx, buf),
         }
     }
@@ -225,6 +267,8 @@ impl AsyncWrite for ClientIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ClientIo::Local(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            #[cfg(target_os = "linux")]
+            ClientIo::Ring(io) => Pin::new(io).poll_write_vectored(cx, bufs),
             ClientIo::Upgraded(io) => Pin::new(io).poll_write_vectored(cx, bufs),
         }
     }
@@ -232,6 +276,8 @@ impl AsyncWrite for ClientIo {
     fn is_write_vectored(&self) -> bool {
         match self {
             ClientIo::Local(io) => io.is_write_vectored(),
+            #[cfg(target_os = "linux")]
+            ClientIo::Ring(io) => io.is_write_vectored(),
             ClientIo::Upgraded(io) => io.is_write_vectored(),
         }
     }
@@ -239,6 +285,8 @@ impl AsyncWrite for ClientIo {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientIo::Local(io) => Pin::new(io).poll_flush(cx),
+            #[cfg(target_os = "linux")]
+            ClientIo::Ring(io) => Pin::new(io).poll_flush(cx),
             ClientIo::Upgraded(io) => Pin::new(io).poll_flush(cx),
         }
     }
@@ -246,6 +294,8 @@ impl AsyncWrite for ClientIo {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientIo::Local(io) => Pin::new(io).poll_shutdown(cx),
+            #[cfg(target_os = "linux")]
+            ClientIo::Ring(io) => Pin::new(io).poll_shutdown(cx),
             ClientIo::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
         }
     }

@@ -25,6 +25,10 @@ pub mod peer_budget;
 pub mod peers;
 pub mod read_budget;
 pub mod resp;
+// The one module with unsafe code: buffers lent to the kernel (see its docs).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub mod ring;
 pub mod security;
 pub mod stats;
 pub mod syncer;
@@ -244,6 +248,8 @@ pub struct ServeOptions {
     pub resp_port: Option<u16>,
     /// Redis databases mapped to collections (`N=COLLECTION`, over the default table).
     pub resp_databases: Vec<String>,
+    /// How client sockets on the node thread are read and written (`--client-io`).
+    pub client_io: handoff::SocketIo,
 }
 
 impl Default for ServeOptions {
@@ -263,6 +269,7 @@ impl Default for ServeOptions {
             limits: limits::Limits::default(),
             resp_port: None,
             resp_databases: Vec::new(),
+            client_io: handoff::SocketIo::Auto,
         }
     }
 }
@@ -443,7 +450,7 @@ where
         .leave_timeout(opts.leave_timeout.as_millis() as u64)
         .member_origins(state.member_origins.clone());
     let (thread, desk) = driver
-        .spawn(runtime, inbox_rx, peers_to_join)
+        .spawn(runtime, inbox_rx, peers_to_join, opts.client_io)
         .map_err(|e| ServeError::Other(format!("cannot start the node thread: {e}")))?;
     // Before the listener serves: no connection reaches the node thread without it.
     let _ = state.desk.set(desk);

@@ -103,6 +103,8 @@ async fn serve_client(socket: ClientSocket, state: AppState, session: Session, m
     // served elsewhere, through the inbox.
     let desk = match socket.io {
         ClientIo::Local(_) => state.desk.get().cloned(),
+        #[cfg(target_os = "linux")]
+        ClientIo::Ring(_) => state.desk.get().cloned(),
         ClientIo::Upgraded(_) => None,
     };
     let to_node = |input| match &desk {

@@ -181,6 +181,14 @@ async fn serve_plain(listener: TcpListener, state: AppState, config: Arc<RespCon
             };
             let port = tcp.local_addr().map_or(0, |a| a.port());
             let meter = ReadMeter::default();
+            // Its answers through the node thread's ring, when it has one.
+            #[cfg(target_os = "linux")]
+            if let Some(ring) = crate::server::ring::Ring::local() {
+                let io = Metered::new(ring.adopt(tcp), state.read_budget.clone(), meter.clone())
+                    .keeping(slot);
+                conn::serve(io, port, meter, state, config, conn::Route::Desk).await;
+                return;
+            }
             let io = Metered::new(tcp, state.read_budget.clone(), meter.clone()).keeping(slot);
             conn::serve(io, port, meter, state, config, conn::Route::Desk).await;
         });
