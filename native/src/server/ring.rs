@@ -389,12 +389,20 @@ impl AsyncRead for RingSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        // As `TcpStream::poll_read`: readiness first, so an empty socket costs no call.
+        // As `TcpStream::poll_read`: readiness first, so an empty socket costs no call,
+        // and a read that did not fill the buffer took all there was — the readiness is
+        // cleared without another call (epoll signals the next bytes as they arrive).
         loop {
             std::task::ready!(self.tcp.poll_read_ready(cx))?;
+            let room = buf.remaining();
             match self.tcp.try_read(buf.initialize_unfilled()) {
                 Ok(n) => {
                     buf.advance(n);
+                    if n > 0 && n < room {
+                        let _ = self.tcp.try_io(tokio::io::Interest::READABLE, || {
+                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                        });
+                    }
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
