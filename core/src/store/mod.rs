@@ -223,7 +223,7 @@ impl StorageHealth {
     }
 }
 
-/// Longest key a store accepts, in bytes (DESIGN.md §6).
+/// Longest key a store accepts, in bytes (docs/data-model.md, "Stores").
 pub const MAX_KEY_LEN: usize = 64 * 1024;
 /// Longest collection name.
 pub const MAX_COLLECTION_LEN: usize = 64;

@@ -1,6 +1,6 @@
 //! `dhrt serve`: the tokio host around a `dhrt-core` [`Node`].
 //!
-//! One TCP port serves everything (DESIGN.md §3): the client WebSocket protocol at
+//! One TCP port serves everything (docs/operations.md): the client WebSocket protocol at
 //! `/v1/ws`, peer links at `/v1/peer`, the HTTP API ([`http`]), `/metrics`,
 //! `/openapi.json` and the dashboard ([`dashboard`]). The node itself runs on its own
 //! thread ([`driver`]), which also serves the client WebSocket connections handed to it

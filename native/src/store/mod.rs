@@ -1,4 +1,5 @@
-//! Durable storage for a native node, on redb (DESIGN.md §3).
+//! Durable storage for a native node, on redb: one file per collection (docs/operations.md,
+//! "What is on disk").
 //!
 //! A node's data dir holds
 //!

@@ -1,4 +1,5 @@
-//! The dhrt-db routes of DESIGN.md §4: short paths for people with curl.
+//! The dhrt-db routes (docs/http.md, "The dhrt-db routes"): short paths for people with
+//! curl.
 //!
 //! ```text
 //! GET    /                          stats

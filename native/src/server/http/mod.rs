@@ -1,4 +1,4 @@
-//! The HTTP API of `dhrt serve`: the dhrt-db routes of DESIGN.md §4 ([`legacy`]), the
+//! The HTTP API of `dhrt serve`: the dhrt-db routes of docs/http.md ([`legacy`]), the
 //! canonical API under `/v1/` ([`v1`]), `/metrics`, `/openapi.json`, the WebSocket
 //! endpoints ([`super::ws`]) and the dashboard ([`super::dashboard`]) — every route of
 //! the one port, in one table.
