@@ -36,7 +36,7 @@ use crate::{
     Millis,
 };
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 mod fanout;
 pub mod restamp;
@@ -73,6 +73,11 @@ pub struct Coordinator {
     requests: u64,
     /// Requests refused because the pending ones were over the limits.
     overloaded: u64,
+    /// Every pending request by its deadline (when it expires).
+    expiries: BTreeSet<(Millis, u64)>,
+    /// Every pending request not yet answered by when it next needs the node: its
+    /// deadline, or sooner when a narrowed read widens ([`Pending::due`]).
+    wakes: BTreeSet<(Millis, u64)>,
 }
 
 #[derive(Debug)]
@@ -137,6 +142,8 @@ struct Pending {
     /// A read that asked fewer replicas than it could: when to ask the others if it is
     /// still unanswered ([`fanout::SPECULATE_MS`]).
     widen_at: Option<Millis>,
+    /// Its entry in [`Coordinator::wakes`], if it has one.
+    wake: Option<Millis>,
 }
 
 impl KeyState {
@@ -260,30 +267,75 @@ fn furthest(pairs: impl Iterator<Item = (u32, u32)>) -> Option<(u32, u32)> {
     pairs.min_by_key(|(a, r)| i64::from(*a) - i64::from(*r))
 }
 
+impl Pending {
+    /// When the request next needs the node while unanswered: its deadline, or its
+    /// widening if sooner.
+    fn due(&self) -> Millis {
+        self.widen_at.map_or(self.deadline, |w| w.min(self.deadline))
+    }
+}
+
 impl Coordinator {
-    /// The earliest request deadline.
+    /// The earliest time an unanswered request needs the node (its deadline, or a
+    /// narrowed read's widening): the first of a sorted set, not a scan of the pending.
     pub fn next_deadline(&self) -> Option<Millis> {
-        let due = |p: &Pending| p.widen_at.map_or(p.deadline, |w| w.min(p.deadline));
-        self.pending.values().filter(|p| !p.replied).map(due).min()
+        self.wakes.first().map(|&(at, _)| at)
     }
 
     /// Removes and returns the requests whose deadline passed.
     fn take_expired(&mut self, now: Millis) -> Vec<Pending> {
-        let due: Vec<u64> =
-            self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(r, _)| *r).collect();
+        let mut due: Vec<u64> = self.expiries.range(..=(now, u64::MAX)).map(|&(_, r)| r).collect();
+        // In request order, as they are answered.
+        due.sort_unstable();
         due.into_iter().filter_map(|r| self.remove(r)).collect()
+    }
+
+    /// The requests whose widening is due by `now`, in request order.
+    pub(in crate::node) fn widen_due(&self, now: Millis) -> Vec<u64> {
+        let mut due: Vec<u64> = self
+            .wakes
+            .range(..=(now, u64::MAX))
+            .map(|&(_, r)| r)
+            .filter(|r| self.pending.get(r).is_some_and(|p| p.widen_at.is_some_and(|w| w <= now)))
+            .collect();
+        due.sort_unstable();
+        due
     }
 
     fn insert(&mut self, req: u64, mut pending: Pending, cost: usize) {
         pending.cost = cost;
         self.bytes += cost;
+        self.expiries.insert((pending.deadline, req));
+        pending.wake = None;
         self.pending.insert(req, pending);
+        self.settle(req);
     }
 
     fn remove(&mut self, req: u64) -> Option<Pending> {
-        let p = self.pending.remove(&req)?;
+        let mut p = self.pending.remove(&req)?;
         self.bytes = self.bytes.saturating_sub(p.cost);
+        self.expiries.remove(&(p.deadline, req));
+        if let Some(at) = p.wake.take() {
+            self.wakes.remove(&(at, req));
+        }
         Some(p)
+    }
+
+    /// Files request `req` in [`Coordinator::wakes`] again after it was answered or
+    /// widened: by when it next needs the node, or not at all once answered.
+    pub(in crate::node) fn settle(&mut self, req: u64) {
+        let Some(p) = self.pending.get_mut(&req) else { return };
+        let want = (!p.replied).then(|| p.due());
+        if p.wake == want {
+            return;
+        }
+        if let Some(at) = p.wake.take() {
+            self.wakes.remove(&(at, req));
+        }
+        if let Some(at) = want {
+            self.wakes.insert((at, req));
+            p.wake = Some(at);
+        }
     }
 
     /// Bytes of keys and values the pending requests hold.
@@ -869,6 +921,7 @@ fn start_write<S: Store>(
         refused,
         cost: 0,
         widen_at: None,
+        wake: None,
     };
     let cost = PENDING_OVERHEAD
         + pending.collection.len()
@@ -963,6 +1016,7 @@ fn start_read<S: Store>(
         refused,
         cost: 0,
         widen_at: narrowed.then_some(now + fanout::SPECULATE_MS),
+        wake: None,
     };
     let cost = PENDING_OVERHEAD
         + pending.collection.len()
@@ -1326,6 +1380,7 @@ fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
             node.outputs.push_back(Output::Reply { client, resp });
         }
     }
+    node.coordinator.settle(req);
     let done = node.coordinator.pending.get(&req).is_some_and(|p| p.replied && p.complete());
     if done {
         if let Some(p) = node.coordinator.remove(req) {

@@ -110,6 +110,8 @@ pub(super) fn send<S: Store>(
 pub(in crate::node) fn widen<S: Store>(node: &mut Node<S>, req: u64) {
     let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
     p.widen_at = None;
+    node.coordinator.settle(req);
+    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
     if p.replied || !matches!(p.kind, Kind::Read { .. }) {
         return;
     }
@@ -153,14 +155,7 @@ pub(in crate::node) fn widen<S: Store>(node: &mut Node<S>, req: u64) {
 
 /// Widens every read whose [`SPECULATE_MS`] passed by `now` ([`widen`]).
 pub(in crate::node) fn widen_due<S: Store>(node: &mut Node<S>, now: Millis) {
-    let due: Vec<u64> = node
-        .coordinator
-        .pending
-        .iter()
-        .filter(|(_, p)| p.widen_at.is_some_and(|w| w <= now))
-        .map(|(req, _)| *req)
-        .collect();
-    for req in due {
+    for req in node.coordinator.widen_due(now) {
         widen(node, req);
     }
 }
