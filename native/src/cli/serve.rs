@@ -182,9 +182,9 @@ pub struct ServeArgs {
     /// default database 0 is `default` and 1 to 15 are `db1` to `db15`.
     #[arg(long, value_name = "N=COLLECTION")]
     pub resp_db: Vec<String>,
-    /// How the node thread reads and writes its clients' sockets: `uring` (io_uring: a
-    /// turn's reads and answers in one system call), `epoll`, or `auto` (io_uring when
-    /// the kernel allows it).
+    /// How the node thread writes its clients' answers: `uring` (io_uring: a turn's
+    /// answers in one system call; reads stay on epoll), `epoll` (one `sendto` each), or
+    /// `auto` (io_uring when the kernel allows it).
     #[arg(long, default_value = "auto", value_name = "auto|uring|epoll")]
     pub client_io: SocketIo,
     /// Read settings from this TOML file: any of these flags, spelled like the flag

@@ -54,7 +54,8 @@ pub struct ClientSocket {
     pub early: Vec<u8>,
 }
 
-/// How a node serves the plain client sockets moved to its thread (`--client-io`).
+/// How a node writes the answers of the plain client sockets moved to its thread
+/// (`--client-io`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SocketIo {
