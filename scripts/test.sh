@@ -12,6 +12,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 python="${PYTHON:-python3}"
 suite_start=$(date +%s)
+# The builds below need several GiB; a full disk shows up as a linker's bus error, so say
+# up front how much there is.
+df -h . | awk 'NR == 2 { printf "disk: %s free of %s on %s\n", $4, $2, $6 }'
 step_start=$suite_start
 step_name=""
 
