@@ -184,7 +184,7 @@ impl Harness {
                         self.sim.act(node, |p, now| p.request(now, CLIENT, req));
                     }
                 }
-                LightOutput::Reply { handle, reply } => {
+                LightOutput::Reply { handle, reply } | LightOutput::NoAnswer { handle, reply } => {
                     self.replies.insert(handle, reply);
                 }
                 LightOutput::Change { handle, change } => self.changes.push((handle, change)),

@@ -2,7 +2,7 @@
 //!
 //! Keys and values are `bytes`, `bytearray` or `str` (sent as UTF-8); collection names,
 //! keys and consistency levels are checked with the very rules the node applies
-//! (`dhrt_core::store::validate_collection`, `MAX_KEY_LEN`, `Consistency`'s parser), so
+//! (`dhrt_core::store::validate_collection`, `validate_key`, `Consistency`'s parser), so
 //! a bad argument fails here with `dhrt.InvalidInputError` (or `InvalidTypeError`,
 //! `TooLargeError`) and never reaches the wire.
 
@@ -13,7 +13,7 @@ use dhrt_core::{
     membership::{validate_label, MAX_LABELS},
     proto::client::Consistency,
     ring::Labels,
-    store::{validate_collection, MAX_KEY_LEN},
+    store::{validate_collection, validate_key},
     wire,
 };
 use pyo3::{
@@ -45,15 +45,11 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Key {
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         let key = blob(obj, "a key")?;
-        if key.is_empty() {
-            return Err(errors::invalid("a key must not be empty: keys are 1 byte to 64 KiB"));
-        }
-        if key.len() > MAX_KEY_LEN {
-            return Err(errors::too_large(format!(
-                "a key of {} bytes is too long: keys are at most {MAX_KEY_LEN} bytes (64 KiB)",
-                key.len()
-            )));
-        }
+        // The node's own rule; too long is "too large", empty is "invalid".
+        validate_key(&key).map_err(|e| match key.is_empty() {
+            true => errors::invalid(e.to_string()),
+            false => errors::too_large(e.to_string()),
+        })?;
         Ok(Key(key))
     }
 }

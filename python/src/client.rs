@@ -1,4 +1,5 @@
-//! `dhrt._dhrt.Client` and `Watch`: the Rust [`dhrt::client::Client`] for Python.
+//! `dhrt._dhrt.Client` and `Watch`: the Rust [`dhrt::client::Client`] for Python (its
+//! local copies are [`crate::replica`]).
 //!
 //! One native client serves both Python clients: made with `asynchronous=False` its
 //! calls block with the GIL released (`dhrt.Client`), its connections living on the
@@ -21,7 +22,7 @@ use std::{
     collections::BTreeMap,
     future::Future,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -302,7 +303,25 @@ impl Client {
                 inner: Arc::new(Mutex::new(Some(inner))),
                 closed: Arc::new(AtomicBool::new(false)),
                 close: Arc::new(Notify::new()),
+                interruptions: Arc::default(),
             })
+        })
+    }
+
+    /// Opens a local copy of `collection` and waits (at most `timeout`) until it has
+    /// caught up with the cluster.
+    #[pyo3(signature = (collection, timeout))]
+    fn replica(
+        &self,
+        py: Python<'_>,
+        collection: Collection,
+        timeout: Option<Timeout>,
+    ) -> PyResult<Py<PyAny>> {
+        let asynchronous = self.asynchronous;
+        self.call(py, timeout, move |c| async move {
+            let copy = c.replica(&collection.0);
+            copy.synced(NATIVE_LIMIT).await?;
+            Ok(crate::replica::Replica::new(copy, asynchronous))
         })
     }
 
@@ -446,16 +465,19 @@ pub struct Watch {
     inner: Arc<Mutex<Option<native::Watch>>>,
     closed: Arc<AtomicBool>,
     close: Arc<Notify>,
+    /// The native watch's count of interruptions, as of the last `next`.
+    interruptions: Arc<AtomicU64>,
 }
 
 #[pymethods]
 impl Watch {
     /// The next change as `(collection, key, value, ts)`; None once the watch ended (the
-    /// node ended it, the connection dropped, or it was closed). Raises
+    /// node ended it, or it was closed). Raises
     /// `dhrt.TimeoutError` when nothing arrived within `timeout`.
     #[pyo3(signature = (timeout))]
     fn next(&self, py: Python<'_>, timeout: Option<Timeout>) -> PyResult<Py<PyAny>> {
         let (inner, closed, close) = (self.inner.clone(), self.closed.clone(), self.close.clone());
+        let interruptions = self.interruptions.clone();
         runtime::run(py, self.asynchronous, async move {
             let next = async {
                 // Listen for `close` before looking at the flag, so a close between the
@@ -472,6 +494,7 @@ impl Watch {
                     event = watch.next() => event,
                     () = closing => Ok(None),
                 };
+                interruptions.store(watch.interruptions(), Ordering::Relaxed);
                 match event {
                     Ok(Some(e)) => Ok(Some((e.collection, Blob(e.key), e.value.map(Blob), e.ts.0))),
                     Ok(None) => {
@@ -497,7 +520,14 @@ impl Watch {
         }
     }
 
-    /// Whether the watch has ended (closed, or ended by the node or the connection).
+    /// How many times the watch lost its node (it died, or ended the watch for falling
+    /// behind) and was placed on another: changes made in such a gap may be missed.
+    #[getter]
+    fn interruptions(&self) -> u64 {
+        self.interruptions.load(Ordering::Relaxed)
+    }
+
+    /// Whether the watch has ended (closed, or ended by the node).
     #[getter]
     fn ended(&self) -> bool {
         self.closed.load(Ordering::Acquire)

@@ -19,6 +19,7 @@ mod client;
 mod engine;
 mod errors;
 mod node;
+mod replica;
 mod runtime;
 
 use pyo3::prelude::*;
@@ -31,6 +32,7 @@ fn _dhrt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_MAX_VALUE_BYTES", dhrt::server::ServeOptions::default().max_value_bytes)?;
     m.add_class::<client::Client>()?;
     m.add_class::<client::Watch>()?;
+    m.add_class::<replica::Replica>()?;
     m.add_class::<node::Node>()?;
     m.add_function(wrap_pyfunction!(node::init_logs, m)?)?;
     m.add_function(wrap_pyfunction!(engine::hashed_position, m)?)?;

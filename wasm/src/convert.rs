@@ -486,7 +486,8 @@ pub fn output_to_js(out: LightOutput) -> JsValue {
     let ty = |t: &str| Obj::new().set("type", t);
     match out {
         LightOutput::Send { addr, frame } => ty("send").set("addr", addr).bytes("frame", &frame),
-        LightOutput::Reply { handle, reply } => {
+        // JavaScript sees a peer's own "no node answered" as any other error answer.
+        LightOutput::Reply { handle, reply } | LightOutput::NoAnswer { handle, reply } => {
             ty("reply").set("handle", handle as f64).set("reply", reply_to_js(reply))
         }
         LightOutput::Change { handle, change } => {

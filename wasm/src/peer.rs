@@ -11,6 +11,7 @@ use bytes::Bytes;
 use dhrt_core::{
     auth::BearerToken,
     light::{LightConfig, LightPeer},
+    node::scan::Cursor,
 };
 use js_sys::{Array, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -53,13 +54,6 @@ fn now_ms(now: f64) -> u64 {
     } else {
         0
     }
-}
-
-/// A copy cursor: the position (8 bytes, big-endian) then the key.
-fn cursor_bytes(pos: u64, key: &[u8]) -> Vec<u8> {
-    let mut out = pos.to_be_bytes().to_vec();
-    out.extend_from_slice(key);
-    out
 }
 
 #[wasm_bindgen]
@@ -180,15 +174,13 @@ impl Peer {
             .inner
             .copy(handle as u64)
             .ok_or_else(|| JsError::new("this local copy is closed"))?;
+        // A copy's cursors are a scan's: the position (8 bytes, big-endian), then the key.
         let after = match cursor.as_deref() {
             None => None,
-            Some(c) if c.len() >= 8 => {
-                let (pos, key) = c.split_at(8);
-                Some((u64::from_be_bytes(pos.try_into().unwrap_or_default()), key))
-            }
-            Some(_) => return Err(JsError::new("invalid cursor: pass back the one a page gave")),
+            Some(c) => Some(Cursor::decode(c).map_err(|e| JsError::new(&e))?),
         };
-        let page = copy.scan(now_ms(now), after, limit.clamp(1, 10_000) as usize);
+        let after_ref = after.as_ref().map(|c| (c.pos, &c.key[..]));
+        let page = copy.scan(now_ms(now), after_ref, limit.clamp(1, 10_000) as usize);
         let items: Array = page
             .items
             .iter()
@@ -199,7 +191,7 @@ impl Peer {
                     .into()
             })
             .collect();
-        let cursor = page.cursor.map(|(pos, key)| cursor_bytes(pos, &key));
+        let cursor = page.cursor.map(|(pos, key)| Cursor { pos, key }.encode());
         Ok(Obj::new().set("items", items).opt_bytes("cursor", cursor.as_deref()).into())
     }
 

@@ -152,6 +152,16 @@ pub enum LightOutput {
         /// The answer.
         reply: Reply,
     },
+    /// No node answered the request `handle`: every candidate's connection failed, or
+    /// it did not answer in time. `reply` is the `unavailable` error saying which nodes
+    /// were tried; a host that knows why its connections failed (the native client)
+    /// may say so instead.
+    NoAnswer {
+        /// The request.
+        handle: u64,
+        /// The error to give the caller.
+        reply: Reply,
+    },
     /// A change seen by watch `handle`, or applied to local copy `handle` (when it was
     /// opened with `notify`).
     Change {
@@ -369,6 +379,14 @@ impl LightPeer {
         let handle = self.fresh_id();
         self.send_to(now, Purpose::Call(handle), op, vec![addr.to_string()]);
         handle
+    }
+
+    /// Gives up the request `handle` ([`LightPeer::call`]): no answer will come for it,
+    /// and no other node is tried. False when it is not in flight (answered already).
+    pub fn cancel(&mut self, handle: u64) -> bool {
+        let before = self.inflight.len();
+        self.inflight.retain(|_, f| !matches!(f.purpose, Purpose::Call(h) if h == handle));
+        self.inflight.len() != before
     }
 
     /// Handles a frame the node at `from` sent. Frames that are not answers to this
@@ -604,9 +622,14 @@ impl LightPeer {
                 } else {
                     format!("no node answered (tried {tried}); is the cluster running?")
                 };
-                let reply =
-                    flight.last_error.unwrap_or_else(|| error(ErrorCode::Unavailable, message));
-                self.on_answer(now, flight.purpose, reply);
+                match (flight.last_error, flight.purpose) {
+                    (Some(reply), purpose) => self.on_answer(now, purpose, reply),
+                    (None, Purpose::Call(handle)) => {
+                        let reply = error(ErrorCode::Unavailable, message);
+                        self.outputs.push_back(LightOutput::NoAnswer { handle, reply });
+                    }
+                    (None, _) => {}
+                }
             }
             Purpose::Ring if self.ring_read_at.is_none() => {
                 let message = format!(

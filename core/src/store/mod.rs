@@ -142,7 +142,11 @@ pub enum StoreError {
         name: String,
     },
     /// The key is empty or longer than the limit.
-    #[error("invalid key of {len} bytes: keys must be 1 to {max} bytes")]
+    #[error("{}", if *len == 0 {
+        format!("a key must not be empty: keys are 1 to {max} bytes")
+    } else {
+        format!("a key of {len} bytes is too long: keys are at most {max} bytes")
+    })]
     InvalidKey {
         /// The key's length.
         len: usize,

@@ -1,13 +1,15 @@
-//! `dhrt::Client`: the async Rust client — pipelined and ring-aware.
+//! `dhrt::Client`: the async Rust client — pipelined, ring-aware, failing over.
 //!
-//! A client starts from any node's address. It asks that node for the ring
-//! ([`Op::Ring`]) and from then on sends each single-key request straight to a replica
-//! of the key (the first serving node of its preference list, worked out with the same
-//! placement rule and token table the nodes use), which saves the coordinator's extra
-//! hop. Requests that name no key, or whose replica cannot be reached, go to any
-//! connected node, which coordinates them as usual; the ring is re-read every
-//! [`RING_REFRESH`] and after a connection fails. Each node gets one WebSocket
-//! connection, and any number of requests share it ([`conn`]).
+//! The client is a tokio host ([`driver`]) of the core's light peer
+//! ([`dhrt_core::light::LightPeer`]), the same state machine the browser's and Node's
+//! package runs, so every client routes, fails over and keeps watches the same way. A
+//! client starts from any node's address and reads the ring; from then on it sends each
+//! single-key request straight to a replica of the key (owner first), tries the next
+//! replica when a node's connection fails or it does not answer within
+//! [`ATTEMPT_TIMEOUT`], and sends requests that name no key to any serving node. The
+//! ring is re-read every 10 s and after a node fails. Watches move to another node when
+//! theirs dies, and [`Client::replica`] keeps a local copy of a collection in sync.
+//! Each node gets one WebSocket connection, and any number of requests share it.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dhrt::client::ClientError> {
@@ -20,27 +22,24 @@
 //! ```
 
 pub mod conn;
+pub mod driver;
 
 use bytes::Bytes;
-use conn::Conn;
 use dhrt_core::{
-    auth::{Role, TokenInfo},
+    auth::{BearerToken, Role, TokenInfo},
     catalogue::{CollectionSettings, SettingsChange},
     clock::Timestamp,
-    hash::Placement,
+    light::{LightConfig, StreamStatus},
+    node::scan::Cursor,
     proto::client::{CollectionView, Consistency, ErrorCode, NodeStats, Op, Reply, RingMember},
-    ring::RingTable,
     NodeId,
 };
+use driver::{Driver, StreamItem, STREAM_QUEUE};
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 use tokio::sync::mpsc;
-
-/// How often a client re-reads the ring.
-pub const RING_REFRESH: Duration = Duration::from_secs(10);
 
 /// Why a client call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,32 +97,48 @@ pub struct Event {
     pub ts: Timestamp,
 }
 
-/// A subscription: events arrive with [`Watch::next`]. Dropping it unsubscribes.
+/// A subscription: events arrive with [`Watch::next`]. It lasts across node failures:
+/// when its node dies the client places it on another serving node (changes in between
+/// may be missed; [`Watch::interruptions`] counts such gaps). Dropping it unsubscribes.
 pub struct Watch {
-    conn: Conn,
-    id: u64,
-    rx: mpsc::UnboundedReceiver<Reply>,
+    client: Client,
+    handle: u64,
+    rx: mpsc::Receiver<StreamItem>,
     ended: bool,
+    interruptions: u64,
 }
 
 impl Watch {
-    /// The next change; `Ok(None)` once the watch ended (the node closed it, or the
-    /// connection dropped: re-sync and watch again).
+    /// The next change; `Ok(None)` once the client is closed. A node that ends the
+    /// watch (a collection the token may not read, say) or a reader that fell
+    /// [`STREAM_QUEUE`] changes behind ends it with an error.
     pub async fn next(&mut self) -> Result<Option<Event>, ClientError> {
         if self.ended {
             return Ok(None);
         }
         loop {
-            match self.rx.recv().await {
-                Some(Reply::Event { collection, key, value, ts, .. }) => {
-                    return Ok(Some(Event { collection, key, value, ts }))
+            let item = self.rx.recv().await;
+            match item {
+                Some(StreamItem::Change(c)) => {
+                    return Ok(Some(Event {
+                        collection: c.collection,
+                        key: c.key,
+                        value: c.entry.value,
+                        ts: c.entry.ts,
+                    }))
                 }
-                Some(Reply::Ok) => continue,
-                Some(reply @ Reply::Error { .. }) => {
+                Some(StreamItem::Status(StreamStatus::Interrupted { .. })) => {
+                    self.interruptions += 1;
+                }
+                Some(StreamItem::Status(StreamStatus::Ended { code, message })) => {
                     self.ended = true;
-                    return Err(server_error(reply));
+                    return Err(ClientError::Server { code, message, acked: None });
                 }
-                Some(_) => continue,
+                Some(StreamItem::Status(_)) => {}
+                Some(StreamItem::Overflowed) => {
+                    self.ended = true;
+                    return Err(overflowed());
+                }
                 None => {
                     self.ended = true;
                     return Ok(None);
@@ -131,35 +146,158 @@ impl Watch {
             }
         }
     }
+
+    /// How many times the watch lost its node and was placed on another: changes made
+    /// during such a gap may not have been delivered.
+    pub fn interruptions(&self) -> u64 {
+        self.interruptions
+    }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.conn.forget(self.id);
-        if !self.ended {
-            let _ = self
-                .conn
-                .stream(Op::Unwatch { watch: self.id })
-                .map(|(id, _)| self.conn.forget(id));
-        }
+        self.client.inner.driver.unsubscribe(self.handle);
     }
 }
 
-struct RingView {
-    table: RingTable,
-    addrs: HashMap<NodeId, String>,
-    read_at: Instant,
+/// A local copy of a collection ([`Client::replica`]): every key and value, caught up
+/// by Merkle sync from the collection's replicas and kept current by a watch, read
+/// without asking any node. It lasts across node failures like a [`Watch`] (a copy
+/// that lost changes catches up by sync). Dropping it closes it.
+pub struct Replica {
+    client: Client,
+    handle: u64,
+    collection: String,
+    rx: tokio::sync::Mutex<mpsc::Receiver<StreamItem>>,
+    status: Mutex<StreamStatus>,
 }
 
+impl Replica {
+    /// The collection copied.
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    /// The live value of `key` in the copy, if any.
+    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        let now = driver::now_ms();
+        self.client.inner.driver.read(|peer| peer.copy(self.handle)?.get(now, key))
+    }
+
+    /// Entries the copy holds (tombstones not yet collected included).
+    pub fn len(&self) -> u64 {
+        self.client.inner.driver.read(|peer| peer.copy(self.handle).map_or(0, |c| c.len()))
+    }
+
+    /// Whether the copy holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Up to `limit` live `(key, value)` pairs in ring order after `cursor` (from the
+    /// start when `None`), and the cursor of the next page (`None` at the end).
+    pub fn scan(&self, cursor: Option<&[u8]>, limit: usize) -> Result<Page, ClientError> {
+        let after = match cursor {
+            None => None,
+            Some(c) => Some(Cursor::decode(c).map_err(|e| ClientError::Server {
+                code: ErrorCode::InvalidInput,
+                message: e,
+                acked: None,
+            })?),
+        };
+        let now = driver::now_ms();
+        let page = self.client.inner.driver.read(|peer| {
+            let copy = peer.copy(self.handle)?;
+            Some(copy.scan(now, after.as_ref().map(|c| (c.pos, &c.key[..])), limit.max(1)))
+        });
+        let page = page.ok_or_else(|| ClientError::Connection("the replica is closed".into()))?;
+        let cursor = page.cursor.map(|(pos, key)| Cursor { pos, key }.encode());
+        Ok(Page { items: page.items, cursor })
+    }
+
+    /// The copy's state as last reported: syncing, synced, interrupted.
+    pub fn status(&self) -> StreamStatus {
+        self.drain();
+        self.status.lock().map(|s| s.clone()).unwrap_or(StreamStatus::Live)
+    }
+
+    /// Waits until the copy has caught up with the cluster ([`StreamStatus::Synced`]);
+    /// a copy that caught up already answers at once.
+    pub async fn synced(&self, timeout: Duration) -> Result<(), ClientError> {
+        let wait = async {
+            let mut rx = self.rx.lock().await;
+            loop {
+                if matches!(
+                    *self.status.lock().map_err(|_| overflowed())?,
+                    StreamStatus::Synced { .. }
+                ) {
+                    return Ok(());
+                }
+                match rx.recv().await {
+                    Some(item) => self.note(item)?,
+                    None => return Err(ClientError::Connection("the client is closed".into())),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    /// Takes in the states reported since the last look.
+    fn drain(&self) {
+        if let Ok(mut rx) = self.rx.try_lock() {
+            while let Ok(item) = rx.try_recv() {
+                let _ = self.note(item);
+            }
+        }
+    }
+
+    fn note(&self, item: StreamItem) -> Result<(), ClientError> {
+        let status = match item {
+            StreamItem::Status(status) => status,
+            StreamItem::Change(_) => return Ok(()),
+            StreamItem::Overflowed => return Err(overflowed()),
+        };
+        let ended = match &status {
+            StreamStatus::Ended { code, message } => {
+                Some(ClientError::Server { code: *code, message: message.clone(), acked: None })
+            }
+            _ => None,
+        };
+        if let Ok(mut s) = self.status.lock() {
+            *s = status;
+        }
+        ended.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.client.inner.driver.unsubscribe(self.handle);
+    }
+}
+
+/// A stream's reader fell too far behind.
+fn overflowed() -> ClientError {
+    ClientError::Server {
+        code: ErrorCode::TooLarge,
+        message: format!(
+            "the watch ended: {STREAM_QUEUE} changes were waiting to be read; read them \
+             faster, or watch a narrower prefix"
+        ),
+        acked: None,
+    }
+}
+
+/// Ends the driver when the last clone of a client goes.
 struct Inner {
-    seeds: Vec<String>,
-    conns: Mutex<HashMap<String, Conn>>,
-    ring: Mutex<Option<RingView>>,
+    driver: Arc<Driver>,
     timeout: Duration,
-    options: ConnectOptions,
-    /// The newest timestamp any node's answer carried to this client (0: none), passed
-    /// with every request (see `ClientRequest::seen`).
-    seen: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.driver.close();
+    }
 }
 
 /// How a client reaches nodes: the token it presents and the TLS it speaks. The same
@@ -173,10 +311,15 @@ pub struct ConnectOptions {
     /// The CA (PEM file) nodes' certificates are verified against; the public roots
     /// when unset. Giving one turns TLS on for addresses without a scheme.
     pub tls_ca: Option<std::path::PathBuf>,
+    /// How long one node may take to answer (or to open a connection) before a request
+    /// goes to the next candidate; [`ATTEMPT_TIMEOUT`] when unset, and never more than
+    /// the client's timeout.
+    pub attempt_timeout: Option<Duration>,
 }
 
 /// An async, pipelined, ring-aware dhrt client. Cheap to clone; clones share
-/// connections.
+/// connections. It closes when the last clone (and the last [`Watch`] and [`Replica`]
+/// of it) is dropped.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -231,6 +374,12 @@ impl ConnectOptions {
     }
 }
 
+/// How long one node may take to answer before a request goes to the next, unless
+/// [`ConnectOptions::attempt_timeout`] says otherwise (or the client's timeout is
+/// shorter): a little over a node's own request timeout, so a node that is alive
+/// answers (if only with `timeout`) within it.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Client {
     /// Connects to the node at `addr` (`host:port`, `ws://host:port`, or
     /// `wss://host:port` for TLS verified against the public roots) and reads the
@@ -247,44 +396,57 @@ impl Client {
     /// Connects through the first reachable of `seeds`, with `timeout` per request, a
     /// token and TLS as `options` say. A client that reaches its seeds over TLS
     /// (`wss://`, `https://`, [`ConnectOptions::tls`] or a CA) speaks TLS to every
-    /// node.
+    /// node. Answers once a node told the ring; fails when no seed could be reached
+    /// (every one's reason in the error), or a node refused the token.
     pub async fn connect_with_options(
         seeds: &[&str],
         timeout: Duration,
         options: ConnectOptions,
     ) -> Result<Client, ClientError> {
         let options = options.for_seeds(seeds);
-        let client = Client {
-            inner: Arc::new(Inner {
-                seeds: seeds.iter().map(|s| normalize_addr(s)).collect(),
-                conns: Mutex::new(HashMap::new()),
-                ring: Mutex::new(None),
-                timeout,
-                options,
-                seen: Arc::default(),
-            }),
+        let attempt = options.attempt_timeout.unwrap_or(ATTEMPT_TIMEOUT).min(timeout);
+        let config = LightConfig {
+            attempt_timeout_ms: (attempt.as_millis() as u64).max(1),
+            token: options.token.clone().map(BearerToken),
+            seed: random_seed(),
+            ..LightConfig::default()
         };
-        client.any_conn().await?;
-        let _ = client.refresh_ring().await;
-        Ok(client)
+        let seeds = seeds.iter().map(|s| normalize_addr(s)).collect();
+        let (driver, started) = Driver::start(seeds, config, options);
+        let client = Client { inner: Arc::new(Inner { driver, timeout }) };
+        match tokio::time::timeout(timeout, started).await {
+            Ok(Ok(Ok(()))) => Ok(client),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(ClientError::Connection("the client is closed".into())),
+            Err(_) => Err(ClientError::Timeout(timeout)),
+        }
     }
 
-    /// Runs any operation, routed to a replica of its key when it names one key.
+    /// Closes the client: calls waiting fail, watches and replicas end, connections
+    /// close. Dropping every clone does the same.
+    pub fn close(&self) {
+        self.inner.driver.close();
+    }
+
+    /// Runs any operation, routed to a replica of its key when it names one key (the
+    /// next replica when one fails), else to any serving node.
     pub async fn request(&self, op: Op) -> Result<Reply, ClientError> {
-        let target = self.route(&op);
-        let reply = match &target {
-            Some(addr) => match self.conn(addr).await {
-                Ok(c) => c.call(op.clone(), self.inner.timeout).await,
-                Err(e) => Err(e),
-            },
-            None => self.any_call(op.clone()).await,
-        };
-        match reply {
-            Err(ClientError::Connection(_)) if target.is_some() => {
-                self.forget_ring();
-                self.any_call(op).await
-            }
-            other => other,
+        self.call(op, None).await
+    }
+
+    /// Runs `op` on the node at `at` only, or routed as [`Client::request`] says.
+    async fn call(&self, op: Op, at: Option<&str>) -> Result<Reply, ClientError> {
+        let driver = &self.inner.driver;
+        let (handle, rx) = driver.call(op, at);
+        // A caller that stops waiting (a timeout, a dropped future) gives the request
+        // up, so no other node is tried for it.
+        let mut pending = Pending { driver, handle, answered: false };
+        let answer = tokio::time::timeout(self.inner.timeout, rx).await;
+        pending.answered = answer.is_ok();
+        match answer {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(ClientError::Connection("the client is closed".into())),
+            Err(_) => Err(ClientError::Timeout(self.inner.timeout)),
         }
     }
 
@@ -296,10 +458,8 @@ impl Client {
         consistency: Consistency,
     ) -> Result<Option<Bytes>, ClientError> {
         let key = Bytes::copy_from_slice(key.as_ref());
-        match self.request(Op::Get { collection: collection.into(), key, consistency }).await? {
-            Reply::Value { value, .. } => Ok(value),
-            other => Err(unexpected(other)),
-        }
+        let op = Op::Get { collection: collection.into(), key, consistency };
+        Ok(self.request(op).await?.into_value().map_err(unexpected)?.0)
     }
 
     /// Writes `key` = `value`, expiring after `ttl` when given; returns the write's
@@ -319,7 +479,7 @@ impl Client {
             consistency,
             ttl_ms: ttl.map(|t| t.as_millis() as u64),
         };
-        written(self.request(op).await?)
+        self.request(op).await?.into_written().map_err(unexpected)
     }
 
     /// Deletes `key` (a tombstone); succeeds also when it did not exist.
@@ -330,7 +490,8 @@ impl Client {
         consistency: Consistency,
     ) -> Result<Timestamp, ClientError> {
         let key = Bytes::copy_from_slice(key.as_ref());
-        written(self.request(Op::Del { collection: collection.into(), key, consistency }).await?)
+        let op = Op::Del { collection: collection.into(), key, consistency };
+        self.request(op).await?.into_written().map_err(unexpected)
     }
 
     /// Reads several keys; one value per key, in order.
@@ -341,10 +502,7 @@ impl Client {
         consistency: Consistency,
     ) -> Result<Vec<Option<Bytes>>, ClientError> {
         let op = Op::GetMany { collection: collection.into(), keys, consistency };
-        match self.request(op).await? {
-            Reply::Values { values } => Ok(values),
-            other => Err(unexpected(other)),
-        }
+        self.request(op).await?.into_values().map_err(unexpected)
     }
 
     /// Writes several keys with one timestamp (not a transaction).
@@ -356,10 +514,8 @@ impl Client {
         ttl: Option<Duration>,
     ) -> Result<Timestamp, ClientError> {
         let ttl_ms = ttl.map(|t| t.as_millis() as u64);
-        written(
-            self.request(Op::SetMany { collection: collection.into(), items, consistency, ttl_ms })
-                .await?,
-        )
+        let op = Op::SetMany { collection: collection.into(), items, consistency, ttl_ms };
+        self.request(op).await?.into_written().map_err(unexpected)
     }
 
     /// One page of a scan; pass the page's cursor back to continue.
@@ -372,53 +528,75 @@ impl Client {
         consistency: Consistency,
     ) -> Result<Page, ClientError> {
         let op = Op::Scan { collection: collection.into(), cursor, prefix, limit, consistency };
-        match self.request(op).await? {
-            Reply::Page { items, cursor } => Ok(Page { items, cursor }),
-            other => Err(unexpected(other)),
-        }
+        let (items, cursor) = self.request(op).await?.into_page().map_err(unexpected)?;
+        Ok(Page { items, cursor })
     }
 
     /// Subscribes to changes of `collection` (keys starting with `prefix`, if given).
-    /// Returns once every serving node has the subscription.
+    /// Returns once a node has the subscription: every change from then on is
+    /// delivered, and the watch moves to another node when its node fails.
     pub async fn watch(
         &self,
         collection: &str,
         prefix: Option<Bytes>,
     ) -> Result<Watch, ClientError> {
-        let conn = self.any_conn().await?;
-        let (id, mut rx) = conn.stream(Op::Watch { collection: collection.into(), prefix })?;
-        match tokio::time::timeout(self.inner.timeout, rx.recv()).await {
-            Ok(Some(Reply::Ok)) => Ok(Watch { conn, id, rx, ended: false }),
-            Ok(Some(reply @ Reply::Error { .. })) => Err(server_error(reply)),
-            Ok(Some(other)) => Err(unexpected(other)),
-            Ok(None) => Err(ClientError::Connection(format!("{}: closed", conn.addr))),
-            Err(_) => {
-                conn.forget(id);
-                Err(ClientError::Timeout(self.inner.timeout))
+        let (handle, rx) = self.inner.driver.subscribe(collection, prefix, false, false);
+        let mut watch = Watch { client: self.clone(), handle, rx, ended: false, interruptions: 0 };
+        let placed = async {
+            loop {
+                match watch.rx.recv().await {
+                    Some(StreamItem::Status(StreamStatus::Live)) => return Ok(()),
+                    Some(StreamItem::Status(StreamStatus::Ended { code, message })) => {
+                        return Err(ClientError::Server { code, message, acked: None })
+                    }
+                    Some(StreamItem::Overflowed) => return Err(overflowed()),
+                    Some(_) => {}
+                    None => return Err(ClientError::Connection("the client is closed".into())),
+                }
             }
+        };
+        match tokio::time::timeout(self.inner.timeout, placed).await {
+            Ok(Ok(())) => Ok(watch),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ClientError::Timeout(self.inner.timeout)),
         }
     }
 
-    /// Counts and state of the node at `node` (any connected node when `None`).
+    /// Opens a local copy of `collection`: it catches up from the collection's
+    /// replicas by Merkle sync and stays current through a watch; read it with
+    /// [`Replica::get`] and [`Replica::scan`], wait for it with [`Replica::synced`].
+    pub fn replica(&self, collection: &str) -> Replica {
+        let (handle, rx) = self.inner.driver.subscribe(collection, None, true, false);
+        Replica {
+            client: self.clone(),
+            handle,
+            collection: collection.to_string(),
+            rx: tokio::sync::Mutex::new(rx),
+            status: Mutex::new(StreamStatus::Syncing { done: 0, total: 0 }),
+        }
+    }
+
+    /// Counts and state of the node at `node` (any node when `None`).
     pub async fn stats(&self, node: Option<&str>) -> Result<NodeStats, ClientError> {
-        let reply = match node {
-            Some(addr) => {
-                self.conn(&normalize_addr(addr)).await?.call(Op::Stats, self.inner.timeout).await?
-            }
-            None => self.any_call(Op::Stats).await?,
-        };
-        match reply {
+        let at = node.map(normalize_addr);
+        match self.call(Op::Stats, at.as_deref()).await? {
             Reply::Stats(s) => Ok(*s),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Every member of the ring, as a connected node sees it.
+    /// Every member of the ring, as a serving node sees it now.
     pub async fn ring(&self) -> Result<Vec<RingMember>, ClientError> {
-        match self.any_call(Op::Ring).await? {
+        match self.request(Op::Ring).await? {
             Reply::Ring { members } => Ok(members),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The ring as this client last read it (re-read every few seconds and after a
+    /// node fails): what it routes by.
+    pub fn known_ring(&self) -> Vec<RingMember> {
+        self.inner.driver.read(|peer| peer.members().to_vec())
     }
 
     /// Starts removing the member `id`, dead for good, through `node` (admin; see
@@ -430,11 +608,8 @@ impl Client {
         id: NodeId,
         force: bool,
     ) -> Result<(), ClientError> {
-        let conn = self.conn(&normalize_addr(node)).await?;
-        match conn.call(Op::RemoveMember { id, force }, self.inner.timeout).await? {
-            Reply::Ok => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        let op = Op::RemoveMember { id, force };
+        self.call(op, Some(&normalize_addr(node))).await?.into_ok().map_err(unexpected)
     }
 
     /// Creates a token (an admin token is needed when the node requires tokens);
@@ -445,7 +620,7 @@ impl Client {
         collections: Vec<String>,
         note: String,
     ) -> Result<(String, TokenInfo), ClientError> {
-        match self.any_call(Op::TokenCreate { role, collections, note }).await? {
+        match self.request(Op::TokenCreate { role, collections, note }).await? {
             Reply::Token { token, info } => Ok((token.0, info)),
             other => Err(unexpected(other)),
         }
@@ -453,7 +628,7 @@ impl Client {
 
     /// Every token of the cluster, without secrets (admin).
     pub async fn token_list(&self) -> Result<Vec<TokenInfo>, ClientError> {
-        match self.any_call(Op::TokenList).await? {
+        match self.request(Op::TokenList).await? {
             Reply::Tokens { tokens } => Ok(tokens),
             other => Err(unexpected(other)),
         }
@@ -461,10 +636,8 @@ impl Client {
 
     /// Revokes token `id` (admin): every node refuses it within seconds.
     pub async fn token_revoke(&self, id: &str) -> Result<(), ClientError> {
-        match self.any_call(Op::TokenRevoke { id: id.to_string() }).await? {
-            Reply::Ok => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        let op = Op::TokenRevoke { id: id.to_string() };
+        self.request(op).await?.into_ok().map_err(unexpected)
     }
 
     /// Gives `collection` its settings (admin); a `conflict` error when it has some.
@@ -474,7 +647,7 @@ impl Client {
         settings: CollectionSettings,
     ) -> Result<CollectionView, ClientError> {
         let op = Op::CollectionCreate { collection: collection.to_string(), settings };
-        collection_view(self.any_call(op).await?)
+        collection_view(self.request(op).await?)
     }
 
     /// Changes some of `collection`'s settings (admin).
@@ -484,18 +657,18 @@ impl Client {
         change: SettingsChange,
     ) -> Result<CollectionView, ClientError> {
         let op = Op::CollectionAlter { collection: collection.to_string(), change };
-        collection_view(self.any_call(op).await?)
+        collection_view(self.request(op).await?)
     }
 
     /// `collection`'s settings and estimated size.
     pub async fn collection_show(&self, collection: &str) -> Result<CollectionView, ClientError> {
         let op = Op::CollectionShow { collection: collection.to_string() };
-        collection_view(self.any_call(op).await?)
+        collection_view(self.request(op).await?)
     }
 
     /// Every collection with settings or keys, by name.
     pub async fn collection_list(&self) -> Result<Vec<CollectionView>, ClientError> {
-        match self.any_call(Op::CollectionList).await? {
+        match self.request(Op::CollectionList).await? {
             Reply::Collections { collections } => Ok(collections),
             other => Err(unexpected(other)),
         }
@@ -508,117 +681,39 @@ impl Client {
         consistency: Consistency,
     ) -> Result<u64, ClientError> {
         let op = Op::CollectionDrop { collection: collection.to_string(), consistency };
-        match self.any_call(op).await? {
+        match self.request(op).await? {
             Reply::Dropped { deleted } => Ok(deleted),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Re-reads the ring from a connected node.
-    pub async fn refresh_ring(&self) -> Result<(), ClientError> {
-        let conn = self.any_conn().await?;
-        let members = match conn.call(Op::Ring, self.inner.timeout).await? {
-            Reply::Ring { members } => members,
-            other => return Err(unexpected(other)),
-        };
-        let alive: Vec<&RingMember> = members.iter().filter(|m| m.status == "alive").collect();
-        let table = RingTable::new(alive.iter().map(|m| (m.id, m.tokens.as_slice())));
-        let addrs = alive.iter().map(|m| (m.id, m.addr.clone())).collect();
-        if let Ok(mut ring) = self.inner.ring.lock() {
-            *ring = Some(RingView { table, addrs, read_at: Instant::now() });
-        }
-        Ok(())
-    }
-
-    /// The address of a replica for a single-key operation.
-    fn route(&self, op: &Op) -> Option<String> {
-        let (collection, key) = match op {
-            Op::Get { collection, key, .. }
-            | Op::Set { collection, key, .. }
-            | Op::Del { collection, key, .. } => (collection, key),
-            _ => return None,
-        };
-        let ring = self.inner.ring.lock().ok()?;
-        let view = ring.as_ref().filter(|v| v.read_at.elapsed() < RING_REFRESH)?;
-        let pos = Placement::of(collection).position(collection, key);
-        let owner = view.table.owner(pos)?;
-        view.addrs.get(&owner).cloned()
-    }
-
-    fn forget_ring(&self) {
-        if let Ok(mut ring) = self.inner.ring.lock() {
-            *ring = None;
-        }
-    }
-
-    async fn any_call(&self, op: Op) -> Result<Reply, ClientError> {
-        let stale = self
-            .inner
-            .ring
-            .lock()
-            .map(|r| r.as_ref().is_none_or(|v| v.read_at.elapsed() >= RING_REFRESH))
-            .unwrap_or(true);
-        let conn = self.any_conn().await?;
-        let reply = conn.call(op, self.inner.timeout).await;
-        if stale && !matches!(reply, Err(ClientError::Connection(_))) {
-            // Refresh in the background of this call's success.
-            let me = self.clone();
-            tokio::spawn(async move {
-                let _ = me.refresh_ring().await;
-            });
-        }
-        reply
-    }
-
     /// The newest timestamp any node's answer carried to this client: every request
     /// passes it, so the client's next write is stamped above everything it saw,
     /// through any node.
-    pub fn seen(&self) -> Option<dhrt_core::clock::Timestamp> {
-        let seen = self.inner.seen.load(std::sync::atomic::Ordering::Relaxed);
-        (seen > 0).then_some(dhrt_core::clock::Timestamp(seen))
+    pub fn seen(&self) -> Option<Timestamp> {
+        self.inner.driver.read(|peer| peer.seen())
     }
+}
 
-    /// A live connection to `addr`, opened on first use.
-    async fn conn(&self, addr: &str) -> Result<Conn, ClientError> {
-        if let Some(c) = self.inner.conns.lock().ok().and_then(|m| m.get(addr).cloned()) {
-            if c.is_alive() {
-                return Ok(c);
-            }
-        }
-        let seen = self.inner.seen.clone();
-        let c = Conn::open_with_clock(addr, self.inner.timeout, &self.inner.options, seen).await?;
-        if let Ok(mut m) = self.inner.conns.lock() {
-            m.insert(addr.to_string(), c.clone());
-        }
-        Ok(c)
-    }
+/// A request a caller waits for; given up when the caller stops waiting unanswered.
+struct Pending<'a> {
+    driver: &'a Arc<Driver>,
+    handle: u64,
+    answered: bool,
+}
 
-    /// A live connection to any node: a connected one, else the seeds and the ring's
-    /// members in turn.
-    async fn any_conn(&self) -> Result<Conn, ClientError> {
-        let live = self.inner.conns.lock().ok().and_then(|m| {
-            let mut v: Vec<&Conn> = m.values().filter(|c| c.is_alive()).collect();
-            v.sort_by(|a, b| a.addr.cmp(&b.addr));
-            v.first().map(|c| (*c).clone())
-        });
-        if let Some(c) = live {
-            return Ok(c);
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.driver.cancel(self.handle);
         }
-        let mut candidates = self.inner.seeds.clone();
-        if let Ok(ring) = self.inner.ring.lock() {
-            if let Some(v) = ring.as_ref() {
-                candidates.extend(v.addrs.values().cloned());
-            }
-        }
-        let mut last = ClientError::Connection("no node address given".into());
-        for addr in candidates {
-            match self.conn(&addr).await {
-                Ok(c) => return Ok(c),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
     }
+}
+
+/// A seed for the salts of a client's sync sessions, different in every client.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
 fn server_error(reply: Reply) -> ClientError {
@@ -632,13 +727,6 @@ fn unexpected(reply: Reply) -> ClientError {
     match reply {
         e @ Reply::Error { .. } => server_error(e),
         other => ClientError::Protocol(format!("{other:?}")),
-    }
-}
-
-fn written(reply: Reply) -> Result<Timestamp, ClientError> {
-    match reply {
-        Reply::Written { ts } => Ok(ts),
-        other => Err(unexpected(other)),
     }
 }
 

@@ -23,6 +23,7 @@ Against a running node (``python -m dhrt serve``, or ``dhrt serve``)::
 
 - :func:`connect` / :class:`Client` — blocking; the GIL is released while waiting.
 - :class:`AsyncClient` — the same methods for asyncio.
+- :meth:`Client.replica` — a local copy of a collection, kept in sync (:class:`Replica`).
 - :class:`LocalCluster` — real nodes in-process: ``kill``, ``restart``, ``add_node``.
 - :mod:`dhrt.errors` — one hierarchy under :class:`Error`.
 - :mod:`dhrt.core` — ring positions, entry merges, Merkle digests, wire frames.
@@ -44,9 +45,10 @@ from dhrt._options import (
     Event,
     RingMember,
 )
-from dhrt.aio import AsyncClient, AsyncCollection, AsyncWatch, connect_async
+from dhrt.aio import AsyncClient, AsyncCollection, AsyncReplica, AsyncWatch, connect_async
 from dhrt.client import Client, Collection, Watch, connect
 from dhrt.cluster import LocalCluster
+from dhrt.replica import Replica
 from dhrt.errors import *  # noqa: F403 - the exception hierarchy, listed in errors.__all__
 
 __all__ = errors.__all__ + [
@@ -59,6 +61,8 @@ __all__ = errors.__all__ + [
     "Collection",
     "Watch",
     "AsyncWatch",
+    "Replica",
+    "AsyncReplica",
     "Event",
     "RingMember",
     "CollectionInfo",

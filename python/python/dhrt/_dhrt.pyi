@@ -73,7 +73,9 @@ class Client:
     def watch(
         self, collection: str, prefix: Optional[_Key], timeout: Optional[float],
     ) -> Any:
-        """Subscribes; a ``Watch`` once every serving node has the subscription."""
+        """Subscribes; a ``Watch`` once a node has the subscription."""
+    def replica(self, collection: str, timeout: Optional[float]) -> Any:
+        """Opens a local copy; a ``Replica`` once it has caught up."""
     def stats(self, node: Optional[str], timeout: Optional[float]) -> Any:
         """A node's stats as JSON text."""
     def ring(self, timeout: Optional[float]) -> Any:
@@ -113,11 +115,37 @@ class Watch:
     @property
     def ended(self) -> bool:
         """Whether the watch has ended."""
+    @property
+    def interruptions(self) -> int:
+        """How many times the watch was placed again on another node."""
     def next(self, timeout: Optional[float]) -> Any:
         """The next change ``(collection, key, value, ts)``; ``None`` once ended; raises
         ``dhrt.TimeoutError`` after ``timeout``."""
     def close(self) -> None:
         """Ends the subscription."""
+
+class Replica:
+    """A local copy of one collection, read without asking a node."""
+
+    @property
+    def collection(self) -> str:
+        """The collection copied."""
+    @property
+    def status(self) -> str:
+        """``"syncing"``, ``"synced"``, ``"interrupted"``, ``"live"`` or ``"ended"``."""
+    @property
+    def closed(self) -> bool:
+        """Whether it was closed."""
+    def get(self, key: Union[str, bytes]) -> Optional[bytes]:
+        """The live value of ``key``, or ``None``."""
+    def len(self) -> int:
+        """Live entries held."""
+    def scan(self, cursor: Optional[bytes], limit: int) -> Tuple[List[Tuple[bytes, bytes]], Optional[bytes]]:
+        """A page of live pairs after ``cursor`` and the next page's cursor."""
+    def wait_synced(self, timeout: Optional[float]) -> Any:
+        """Waits until the copy has caught up."""
+    def close(self) -> None:
+        """Stops following the cluster."""
 
 class Node:
     """A dhrt node running in this process."""

@@ -56,6 +56,7 @@ from dhrt._options import (
     stats_of,
 )
 from dhrt.errors import TimeoutError
+from dhrt.replica import Replica
 
 __all__ = ["AsyncClient", "AsyncCollection", "AsyncWatch", "connect_async"]
 
@@ -267,6 +268,18 @@ class AsyncClient:
             return watch
 
         return AsyncWatch(subscribe)
+
+    async def replica(self, collection: Optional[str] = None, *, timeout: Optional[Seconds] = None) -> "AsyncReplica":
+        """A local copy of the collection, once it has caught up (see
+        :meth:`dhrt.Client.replica`); it follows the cluster in the background, and its
+        reads are plain method calls::
+
+            users = await db.replica("users")
+            users[b"alice"]
+        """
+        c = self._settings.collection if collection is None else collection
+        native = self._client
+        return AsyncReplica(await native.replica(c, self._settings.wait(timeout)))
 
     async def stats(self, node: Optional[str] = None, *, timeout: Optional[Seconds] = None) -> Dict[str, Any]:
         """Counts and state of one node (see :meth:`dhrt.Client.stats`)."""
@@ -488,6 +501,12 @@ class AsyncWatch:
         """Whether the watch has ended: no more events will come."""
         return self._native.ended if self._native is not None else self._subscribe is None
 
+    @property
+    def interruptions(self) -> int:
+        """How many times the watch was placed again on another node (see
+        :attr:`dhrt.Watch.interruptions`)."""
+        return self._native.interruptions if self._native is not None else 0
+
     def close(self) -> None:
         """Unsubscribes; a pending :meth:`next` returns ``None``."""
         self._subscribe = None
@@ -499,3 +518,13 @@ class AsyncWatch:
 
     async def __aexit__(self, *exc: Any) -> None:
         self.close()
+
+
+class AsyncReplica(Replica):
+    """A local copy of a collection opened by an :class:`AsyncClient` (see
+    :class:`dhrt.Replica`): the same mapping, with :meth:`wait_synced` awaitable."""
+
+    async def wait_synced(self, timeout: Optional[Seconds] = None) -> None:  # type: ignore[override]
+        """Waits until the copy has caught up (again, after an interruption); raises
+        :class:`dhrt.TimeoutError` after ``timeout`` seconds."""
+        await self._native.wait_synced(seconds(timeout))

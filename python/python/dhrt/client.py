@@ -53,6 +53,7 @@ from dhrt._options import (
     stats_of,
 )
 from dhrt.errors import NotFoundError, TimeoutError
+from dhrt.replica import Replica
 
 __all__ = ["connect", "Client", "Collection", "Watch"]
 
@@ -282,9 +283,11 @@ class Client:
     ) -> "Watch":
         """Subscribes to changes of the collection (keys starting with ``prefix``, if
         given) and returns a :class:`Watch` — an iterator of :class:`dhrt.Event`, and a
-        context manager that unsubscribes. Returns once every serving node has the
-        subscription: changes made after that are all delivered, each once, those of
-        one key in timestamp order::
+        context manager that unsubscribes. Returns once a node has the subscription:
+        changes made after that are all delivered, each once, those of one key in
+        timestamp order. When that node dies the watch moves to another by itself
+        (:attr:`Watch.interruptions` counts such moves; changes made during one may be
+        missed)::
 
             with db.watch(collection="users") as changes:
                 for event in changes:
@@ -292,6 +295,17 @@ class Client:
         """
         c = self._settings.collection if collection is None else collection
         return Watch(self._client.watch(c, prefix, self._settings.wait(timeout)))
+
+    def replica(self, collection: Optional[str] = None, *, timeout: Optional[Seconds] = None) -> Replica:
+        """A local copy of the collection: a read-only mapping of ``bytes`` keys to
+        ``bytes`` values held in this process, caught up by Merkle sync and kept current
+        by a watch (see :class:`dhrt.Replica`). Returns once it has caught up::
+
+            users = db.replica("users")
+            users[b"alice"]         # read locally, no round trip
+        """
+        c = self._settings.collection if collection is None else collection
+        return Replica(self._client.replica(c, self._settings.wait(timeout)))
 
     # -- the cluster ----------------------------------------------------------------
 
@@ -565,9 +579,9 @@ class Watch:
     context manager (or call :meth:`close`) to unsubscribe.
 
     Iteration blocks until the next change (Ctrl-C interrupts it) and stops when the
-    watch ends: closed, ended by the node (a subscriber too slow to keep up), or its
-    connection dropped — then re-read what you need and watch again. :meth:`next`
-    waits at most a given time.
+    watch ends: closed, or ended by the node (a collection the token may not read) or
+    by the client (a reader 65,536 changes behind). A watch whose node dies moves to
+    another serving node by itself. :meth:`next` waits at most a given time.
     """
 
     def __init__(self, native: _dhrt.Watch) -> None:
@@ -595,6 +609,13 @@ class Watch:
     def ended(self) -> bool:
         """Whether the watch has ended: no more events will come."""
         return self._native.ended
+
+    @property
+    def interruptions(self) -> int:
+        """How many times the watch lost its node — the node died, or ended the watch
+        for falling behind — and was placed on another by itself. Changes made during
+        such a gap may not have been delivered: re-read what you need when it grows."""
+        return self._native.interruptions
 
     def close(self) -> None:
         """Unsubscribes; a :meth:`next` waiting in another thread returns ``None``."""

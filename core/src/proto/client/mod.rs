@@ -454,6 +454,53 @@ pub enum Reply {
     },
 }
 
+/// An answer unpacked by the operation that asked for it. Each gives the answer back
+/// whole (`Err`) when it is not of the kind expected — an error, as a rule — for the
+/// caller to turn into its own error type (the client's, the HTTP API's).
+impl Reply {
+    /// A [`Reply::Value`]: the value (`None`: missing, deleted or expired) and the
+    /// timestamp of the write that decided it.
+    pub fn into_value(self) -> Result<(Option<Bytes>, Option<Timestamp>), Reply> {
+        match self {
+            Reply::Value { value, ts, .. } => Ok((value, ts)),
+            other => Err(other),
+        }
+    }
+
+    /// A [`Reply::Values`]: one value per key asked, in order.
+    pub fn into_values(self) -> Result<Vec<Option<Bytes>>, Reply> {
+        match self {
+            Reply::Values { values } => Ok(values),
+            other => Err(other),
+        }
+    }
+
+    /// A [`Reply::Page`]: the items and the cursor to go on from.
+    #[allow(clippy::type_complexity)]
+    pub fn into_page(self) -> Result<(Vec<(Bytes, Bytes)>, Option<Bytes>), Reply> {
+        match self {
+            Reply::Page { items, cursor } => Ok((items, cursor)),
+            other => Err(other),
+        }
+    }
+
+    /// A [`Reply::Written`]: the write's timestamp.
+    pub fn into_written(self) -> Result<Timestamp, Reply> {
+        match self {
+            Reply::Written { ts } => Ok(ts),
+            other => Err(other),
+        }
+    }
+
+    /// A [`Reply::Ok`].
+    pub fn into_ok(self) -> Result<(), Reply> {
+        match self {
+            Reply::Ok => Ok(()),
+            other => Err(other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

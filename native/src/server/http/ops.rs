@@ -1,5 +1,5 @@
 //! Typed calls to the node for the HTTP routes: one [`Op`] each, its expected
-//! [`Reply`] unpacked, anything else an [`ApiError`].
+//! [`Reply`](dhrt_core::proto::client::Reply) unpacked, anything else an [`ApiError`].
 //!
 //! Two operations the node has no op for are built here from scans: listing a whole
 //! collection page after page ([`list`]), and dropping a collection ([`drop_collection`]),
@@ -14,7 +14,7 @@ use crate::server::AppState;
 use bytes::Bytes;
 use dhrt_core::{
     clock::Timestamp,
-    proto::client::{Consistency, ErrorCode, Op, Reply},
+    proto::client::{Consistency, ErrorCode, Op},
 };
 use futures_util::{stream, StreamExt};
 use std::time::{Duration, Instant};
@@ -34,10 +34,9 @@ pub async fn get(
     key: Bytes,
     consistency: Consistency,
 ) -> Result<Option<(Bytes, Option<Timestamp>)>, ApiError> {
-    match state.call(Op::Get { collection: collection.into(), key, consistency }).await {
-        Reply::Value { value, ts, .. } => Ok(value.map(|v| (v, ts))),
-        other => Err(ApiError::from_reply(other)),
-    }
+    let op = Op::Get { collection: collection.into(), key, consistency };
+    let (value, ts) = state.call(op).await.into_value().map_err(ApiError::from_reply)?;
+    Ok(value.map(|v| (v, ts)))
 }
 
 /// Writes a key; answers the write's timestamp.
@@ -51,7 +50,7 @@ pub async fn set(
 ) -> Result<Timestamp, ApiError> {
     check_value(state, &value)?;
     let op = Op::Set { collection: collection.into(), key, value, consistency, ttl_ms };
-    written(state.call(op).await)
+    state.call(op).await.into_written().map_err(ApiError::from_reply)
 }
 
 /// Deletes a key (a tombstone, also when it did not exist); answers the timestamp.
@@ -61,7 +60,8 @@ pub async fn del(
     key: Bytes,
     consistency: Consistency,
 ) -> Result<Timestamp, ApiError> {
-    written(state.call(Op::Del { collection: collection.into(), key, consistency }).await)
+    let op = Op::Del { collection: collection.into(), key, consistency };
+    state.call(op).await.into_written().map_err(ApiError::from_reply)
 }
 
 /// Several values of one collection, in the order of `keys`.
@@ -71,10 +71,8 @@ pub async fn get_many(
     keys: Vec<Bytes>,
     consistency: Consistency,
 ) -> Result<Vec<Option<Bytes>>, ApiError> {
-    match state.call(Op::GetMany { collection: collection.into(), keys, consistency }).await {
-        Reply::Values { values } => Ok(values),
-        other => Err(ApiError::from_reply(other)),
-    }
+    let op = Op::GetMany { collection: collection.into(), keys, consistency };
+    state.call(op).await.into_values().map_err(ApiError::from_reply)
 }
 
 /// Writes several keys of one collection with one timestamp.
@@ -89,7 +87,7 @@ pub async fn set_many(
         check_value(state, value)?;
     }
     let op = Op::SetMany { collection: collection.into(), items, consistency, ttl_ms };
-    written(state.call(op).await)
+    state.call(op).await.into_written().map_err(ApiError::from_reply)
 }
 
 /// One page of a scan: live items in ring order and the cursor to go on from.
@@ -105,10 +103,7 @@ pub async fn scan(
     consistency: Consistency,
 ) -> Result<Page, ApiError> {
     let op = Op::Scan { collection: collection.into(), cursor, prefix, limit, consistency };
-    match state.call(op).await {
-        Reply::Page { items, cursor } => Ok((items, cursor)),
-        other => Err(ApiError::from_reply(other)),
-    }
+    state.call(op).await.into_page().map_err(ApiError::from_reply)
 }
 
 /// Up to `limit` items of a collection from `cursor`, reading page after page until
@@ -224,13 +219,6 @@ fn partial(e: ApiError, deleted: u64) -> ApiError {
             e.message
         ),
         ..e
-    }
-}
-
-fn written(reply: Reply) -> Result<Timestamp, ApiError> {
-    match reply {
-        Reply::Written { ts } => Ok(ts),
-        other => Err(ApiError::from_reply(other)),
     }
 }
 
