@@ -3,9 +3,10 @@
 
 use dhrt_core::{
     entry::NodeId,
-    ring::{ChordConfig, ChordNode, Vnode},
+    ring::Vnode,
     sim::{
         check_seeds,
+        chord::{ChordConfig, ChordNode},
         experiments::{load_balance, path_length, simultaneous_failures, stable_ring},
         ChordProcess, NetConfig, Sim,
     },
@@ -70,7 +71,7 @@ fn nodes_joining_one_by_one_form_a_correct_ring() {
         sim.run_for(5_000);
         let mut done = 0;
         for (_, _, ev) in sim.take_events() {
-            if let dhrt_core::ring::ChordOutput::Lookup(r) = ev {
+            if let dhrt_core::sim::chord::ChordOutput::Lookup(r) = ev {
                 let j = ring.partition_point(|v| v.pos < r.target);
                 let want = ring.get(j).or(ring.first()).copied();
                 if r.owner != want {

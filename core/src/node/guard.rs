@@ -90,7 +90,7 @@ impl<S: Store> Node<S> {
             // opening one is a request.
             Message::Sync(m) => matches!(m.body, crate::proto::SyncBody::Begin { .. }),
             Message::Watch(m) => matches!(m, WatchMessage::Subscribe { .. }),
-            Message::Gossip(_) | Message::Chord { .. } | Message::Request(_) => false,
+            Message::Gossip(_) | Message::Request(_) => false,
             Message::Response(_) => false,
         };
         if request && !self.is_current_member(from) {

@@ -945,9 +945,9 @@ impl<S: Store> Node<S> {
             Message::Replica(m) => self.handle_replica(now, from, m),
             Message::Sync(m) => self.handle_sync(now, from, m),
             Message::Watch(m) => watch::handle_peer(self, now, from, m),
-            // Chord routing and client frames over a peer link are not part of the node
-            // protocol (nodes route by full membership); a peer sending them is ignored.
-            Message::Chord { .. } | Message::Request(_) | Message::Response(_) => {}
+            // Client frames over a peer link are not part of the node protocol; a peer
+            // sending them is ignored.
+            Message::Request(_) | Message::Response(_) => {}
         }
         self.refresh_catalogue();
         self.pump_watches(now);

@@ -2,25 +2,22 @@
 //!
 //! [`Message`] is the envelope that travels in a frame (see [`crate::wire`]); its
 //! variants carry the client protocol ([`client`]) and the peer protocols: Merkle sync
-//! ([`sync`]), replication ([`replica`]), watches ([`watch`]), Chord routing ([`chord`])
-//! and membership gossip
+//! ([`sync`]), replication ([`replica`]), watches ([`watch`]) and membership gossip
 //! ([`crate::membership::MembershipMessage`], defined beside its state machine). Every
 //! variant and field is documented because this *is* the protocol.
 
-pub mod chord;
 pub mod client;
 pub mod replica;
 pub mod size;
 pub mod sync;
 pub mod watch;
 
-pub use chord::{ChordMessage, NextHop};
 pub use client::{ClientRequest, ClientResponse};
 pub use replica::ReplicaMessage;
 pub use sync::{SyncBody, SyncItem, SyncMessage};
 pub use watch::WatchMessage;
 
-use crate::{membership::MembershipMessage, ring::Vnode};
+use crate::membership::MembershipMessage;
 use serde::{Deserialize, Serialize};
 
 /// The envelope of everything sent in a frame.
@@ -32,15 +29,6 @@ pub enum Message {
     Response(ClientResponse),
     /// A step of a Merkle sync session between two replicas.
     Sync(SyncMessage),
-    /// A Chord routing message between two vnodes.
-    Chord {
-        /// The sending vnode.
-        from: Vnode,
-        /// The vnode addressed (a node answers for all its tokens).
-        to: Vnode,
-        /// The message.
-        msg: ChordMessage,
-    },
     /// Membership gossip and failure detection between two nodes.
     Gossip(MembershipMessage),
     /// A coordinator's write or read to a replica, or the replica's answer.
@@ -78,8 +66,7 @@ impl From<PeerMessage> for Message {
 }
 
 impl TryFrom<Message> for PeerMessage {
-    /// The message, given back: a client frame or Chord routing, which no peer link
-    /// carries.
+    /// The message, given back: a client frame, which no peer link carries.
     type Error = Message;
 
     fn try_from(msg: Message) -> Result<PeerMessage, Message> {
@@ -108,23 +95,10 @@ mod tests {
 
     #[test]
     fn peer_messages_round_trip_through_frames() {
-        let a = Vnode { pos: 1, node: NodeId(1) };
-        let b = Vnode { pos: u64::MAX, node: NodeId(2) };
         let me = Member::new(NodeId(1), "127.0.0.1:7453", vec![1, 2, 3]);
         let messages = vec![
-            Message::Chord { from: a, to: b, msg: ChordMessage::FindNext { req: 7, target: 9 } },
-            Message::Chord {
-                from: b,
-                to: a,
-                msg: ChordMessage::Next {
-                    req: 7,
-                    hop: NextHop::Closer {
-                        fingers: vec![a],
-                        successors: vec![b],
-                        predecessor: None,
-                    },
-                },
-            },
+            // A client's answer: no peer link carries it.
+            Message::Response(ClientResponse { id: 7, result: client::Reply::Ok, ts: None }),
             Message::Gossip(MembershipMessage::Ping {
                 seq: 3,
                 sender: me.clone(),

@@ -6,10 +6,10 @@
 //!   holds the token table of the whole cluster and routes in **one hop**: the owner and
 //!   the preference list of any position are a binary search away. This is how dhrt
 //!   routes in clusters up to thousands of nodes.
-//! - [`chord`] — Chord's successor lists and fingers, for when a node's view is partial
-//!   (light peers, very large rings, heavy churn): O(log N) hops, maintained by
-//!   stabilization. The simulator reproduces the Chord paper's measurements with it
-//!   (`docs/simulation.md`).
+//! - Chord's successor lists and fingers (O(log N) hops, maintained by stabilization),
+//!   for views that are partial, is research code on the simulator
+//!   (`crate::sim::chord`, feature `sim`): it reproduces the Chord paper's measurements
+//!   (`docs/simulation.md`), and neither the node nor the light peer uses it.
 //!
 //! - [`placement`] — on top of the table: a key's owners (fixed by the ring, whoever is
 //!   healthy), its pending replicas (joining nodes) and whose answers count, for strict
@@ -22,13 +22,11 @@
 //! Both use Chord's successor rule: a token at `t` whose predecessor is at `p` owns
 //! `(p, t]`.
 
-pub mod chord;
 pub mod collection;
 pub mod placement;
 pub mod spread;
 pub mod table;
 
-pub use chord::{ChordConfig, ChordNode, ChordOutput, LookupResult};
 pub use collection::CollectionPlacement;
 pub use placement::{Group, KeyPlacement, Placement};
 pub use spread::{Labels, Spread};

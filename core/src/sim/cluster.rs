@@ -3,7 +3,7 @@
 //! and one-hop routing from the gossiped token table.
 
 use super::{
-    chord::ChordEnvelope,
+    chord::{ChordConfig, ChordEnvelope, ChordNode, ChordOutput},
     experiments::{Distribution, LookupStats},
     net::NetConfig,
     world::{Effect, Process, Sim},
@@ -14,7 +14,7 @@ use crate::{
         Member, Membership, MembershipConfig, MembershipEvent, MembershipMessage, MembershipOutput,
         Status,
     },
-    ring::{tokens_for, ChordConfig, ChordNode, ChordOutput, RingTable, Vnode},
+    ring::{tokens_for, RingTable, Vnode},
     Millis,
 };
 use std::collections::VecDeque;

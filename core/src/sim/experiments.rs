@@ -6,11 +6,15 @@
 //! --features sim --example chord_paper` prints the full tables (see
 //! `docs/simulation.md`).
 
-use super::{chord::ChordProcess, net::NetConfig, world::Sim};
+use super::{
+    chord::{ChordConfig, ChordNode, ChordOutput, ChordProcess},
+    net::NetConfig,
+    world::Sim,
+};
 use crate::{
     entry::NodeId,
     hash::Position,
-    ring::{tokens_for, ChordConfig, ChordNode, ChordOutput, RingTable, Vnode},
+    ring::{tokens_for, RingTable, Vnode},
     rng::Rng,
     Millis,
 };

@@ -9,8 +9,9 @@
 //! function of its seed: a failure prints the seed, and `DHRT_SIM_SEED=<seed>` replays it
 //! exactly ([`check_seeds`]).
 //!
-//! The processes are the same state machines the servers drive: [`ChordProcess`] wraps
-//! [`crate::ring::ChordNode`]; [`RingProcess`] runs [`crate::membership::Membership`]
+//! The processes are the same state machines the servers drive, and the Chord research
+//! code ([`chord`]): [`ChordProcess`] wraps [`chord::ChordNode`]; [`RingProcess`] runs
+//! [`crate::membership::Membership`]
 //! with a Chord node that routes from the gossiped token table. Events are kept for
 //! checkers and experiments; the Chord paper's experiments live in [`experiments`], the
 //! membership ones in [`cluster`], the node's safety checkers in [`safety`], and the durability checker (nothing is

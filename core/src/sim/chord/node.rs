@@ -3,9 +3,12 @@
 //! A [`ChordNode`] keeps the classic routing state — predecessor, a successor list of
 //! length r, and 64 fingers (`finger[i]` = successor of `me + 2^i`) — and changes it only
 //! in answer to `tick(now)`, `handle(now, from, msg)` and the calls below, emitting
-//! messages and lookup results through [`ChordNode::poll_output`]. The driver (the
-//! simulator, later the node server) delivers messages and calls `tick` at
-//! [`ChordNode::next_deadline`].
+//! messages and lookup results through [`ChordNode::poll_output`]. The simulator
+//! delivers messages and calls `tick` at [`ChordNode::next_deadline`]. It is research
+//! code — the Chord paper's experiments (`docs/simulation.md`) — used by neither the
+//! node nor the light peer, which route in one hop from the full token table
+//! ([`crate::ring::RingTable`]); so it lives here, behind the `sim` feature, and its
+//! messages are not part of the wire protocol.
 //!
 //! - **Lookups are iterative**, as in the paper's simulator: the origin asks one node at a
 //!   time where to go next ([`ChordMessage::FindNext`]) and keeps the alternatives, so a
@@ -28,9 +31,9 @@
 
 use crate::{
     hash::{between_open, Interval, Position},
-    proto::{ChordMessage, NextHop},
     ring::{RingTable, Vnode},
     rng::Rng,
+    sim::chord::{ChordMessage, NextHop},
     Millis,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

@@ -1,12 +1,14 @@
-//! [`ChordProcess`]: one Chord vnode as a simulated host.
+//! Chord as research code on the simulator: the state machine ([`node`]), its messages
+//! ([`messages`]) and [`ChordProcess`], one Chord vnode as a simulated host.
+
+pub mod messages;
+pub mod node;
+
+pub use messages::{ChordMessage, NextHop};
+pub use node::{ChordConfig, ChordNode, ChordOutput, LookupResult};
 
 use super::world::{Effect, Process};
-use crate::{
-    entry::NodeId,
-    proto::ChordMessage,
-    ring::{ChordNode, ChordOutput, Vnode},
-    Millis,
-};
+use crate::{entry::NodeId, ring::Vnode, Millis};
 
 /// A Chord message with the vnodes it travels between.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! Messages of the Chord protocol between ring members (see [`crate::ring::chord`]).
+//! Messages of the Chord protocol between simulated vnodes (see [`super::node`]); they
+//! travel only on the simulator's network, never in a frame.
 //!
 //! Every message is addressed from one vnode to another; the envelope (who sent it, to
 //! which vnode) is the driver's. Requests carry a `req` number the answer echoes, so a
