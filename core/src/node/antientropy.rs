@@ -339,7 +339,7 @@ impl<S: Store> Node<S> {
                     .iter()
                     .flat_map(|(_, _, _, mine)| mine.iter().flat_map(|(_, o, _)| o.clone()))
                     .collect();
-                let req = self.coordinator.new_req();
+                let req = self.ids.next(super::ids::Concern::AntiEntropy);
                 self.ask_collections(req, &waiting);
                 discovery = Some(Discovery {
                     req,

@@ -23,7 +23,7 @@
 //! counted in [`Coordinator::overloaded`].
 
 use super::joint::Joint;
-use super::{ClientId, Node, NodeEvent, Output};
+use super::{timers::Timers, ClientId, Node, NodeEvent, Output};
 use crate::{
     clock::Timestamp,
     entry::{Entry, NodeId, Version},
@@ -36,7 +36,7 @@ use crate::{
     Millis,
 };
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 mod fanout;
 pub mod restamp;
@@ -65,7 +65,6 @@ const PENDING_OVERHEAD: usize = 256;
 /// The requests a node is coordinating.
 #[derive(Debug, Default)]
 pub struct Coordinator {
-    next_req: u64,
     pending: BTreeMap<u64, Pending>,
     /// Bytes the pending requests hold (their `cost`s).
     bytes: usize,
@@ -74,10 +73,10 @@ pub struct Coordinator {
     /// Requests refused because the pending ones were over the limits.
     overloaded: u64,
     /// Every pending request by its deadline (when it expires).
-    expiries: BTreeSet<(Millis, u64)>,
+    expiries: Timers<u64>,
     /// Every pending request not yet answered by when it next needs the node: its
     /// deadline, or sooner when a narrowed read widens ([`Pending::due`]).
-    wakes: BTreeSet<(Millis, u64)>,
+    wakes: Timers<u64>,
 }
 
 #[derive(Debug)]
@@ -142,8 +141,6 @@ struct Pending {
     /// A read that asked fewer replicas than it could: when to ask the others if it is
     /// still unanswered ([`fanout::SPECULATE_MS`]).
     widen_at: Option<Millis>,
-    /// Its entry in [`Coordinator::wakes`], if it has one.
-    wake: Option<Millis>,
 }
 
 impl KeyState {
@@ -277,65 +274,45 @@ impl Pending {
 
 impl Coordinator {
     /// The earliest time an unanswered request needs the node (its deadline, or a
-    /// narrowed read's widening): the first of a sorted set, not a scan of the pending.
+    /// narrowed read's widening): from its timers, not a scan of the pending.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.wakes.first().map(|&(at, _)| at)
+        self.wakes.next()
     }
 
-    /// Removes and returns the requests whose deadline passed.
+    /// Removes and returns the requests whose deadline passed, in request order, as
+    /// they are answered.
     fn take_expired(&mut self, now: Millis) -> Vec<Pending> {
-        let mut due: Vec<u64> = self.expiries.range(..=(now, u64::MAX)).map(|&(_, r)| r).collect();
-        // In request order, as they are answered.
-        due.sort_unstable();
-        due.into_iter().filter_map(|r| self.remove(r)).collect()
+        self.expiries.due(now).into_iter().filter_map(|r| self.remove(r)).collect()
     }
 
     /// The requests whose widening is due by `now`, in request order.
     pub(in crate::node) fn widen_due(&self, now: Millis) -> Vec<u64> {
-        let mut due: Vec<u64> = self
-            .wakes
-            .range(..=(now, u64::MAX))
-            .map(|&(_, r)| r)
-            .filter(|r| self.pending.get(r).is_some_and(|p| p.widen_at.is_some_and(|w| w <= now)))
-            .collect();
-        due.sort_unstable();
+        let mut due = self.wakes.due(now);
+        due.retain(|r| self.pending.get(r).is_some_and(|p| p.widen_at.is_some_and(|w| w <= now)));
         due
     }
 
     fn insert(&mut self, req: u64, mut pending: Pending, cost: usize) {
         pending.cost = cost;
         self.bytes += cost;
-        self.expiries.insert((pending.deadline, req));
-        pending.wake = None;
+        self.expiries.set(req, Some(pending.deadline));
         self.pending.insert(req, pending);
         self.settle(req);
     }
 
     fn remove(&mut self, req: u64) -> Option<Pending> {
-        let mut p = self.pending.remove(&req)?;
+        let p = self.pending.remove(&req)?;
         self.bytes = self.bytes.saturating_sub(p.cost);
-        self.expiries.remove(&(p.deadline, req));
-        if let Some(at) = p.wake.take() {
-            self.wakes.remove(&(at, req));
-        }
+        self.expiries.cancel(req);
+        self.wakes.cancel(req);
         Some(p)
     }
 
     /// Files request `req` in [`Coordinator::wakes`] again after it was answered or
     /// widened: by when it next needs the node, or not at all once answered.
     pub(in crate::node) fn settle(&mut self, req: u64) {
-        let Some(p) = self.pending.get_mut(&req) else { return };
-        let want = (!p.replied).then(|| p.due());
-        if p.wake == want {
-            return;
-        }
-        if let Some(at) = p.wake.take() {
-            self.wakes.remove(&(at, req));
-        }
-        if let Some(at) = want {
-            self.wakes.insert((at, req));
-            p.wake = Some(at);
-        }
+        let Some(p) = self.pending.get(&req) else { return };
+        self.wakes.set(req, (!p.replied).then(|| p.due()));
     }
 
     /// Bytes of keys and values the pending requests hold.
@@ -346,22 +323,6 @@ impl Coordinator {
     /// Requests refused at once because the pending ones were over the limits.
     pub fn overloaded(&self) -> u64 {
         self.overloaded
-    }
-
-    /// A coordinator whose request numbers follow `first`. A node starts them at a
-    /// random point (from its seed, which differs on every start): answers still on
-    /// their way to a previous life of the node, numbered from that life's counter, must
-    /// never match a request of this one — a stale `WriteAck` counted toward a new
-    /// write's quorum would acknowledge a write that replica never stored.
-    pub fn numbered_from(first: u64) -> Self {
-        Coordinator { next_req: first, ..Coordinator::default() }
-    }
-
-    /// A fresh request number (shared by client requests and hint deliveries, so that
-    /// answers match unambiguously).
-    pub fn new_req(&mut self) -> u64 {
-        self.next_req = self.next_req.wrapping_add(1);
-        self.next_req
     }
 
     /// Number of requests in flight.
@@ -886,7 +847,7 @@ fn start_write<S: Store>(
             other => local = Some(other),
         }
     }
-    let req = node.coordinator.new_req();
+    let req = node.ids.next(crate::node::ids::Concern::Coordinator);
     for (k, e) in states.iter_mut().zip(&entries) {
         k.entry = Some(e.clone());
     }
@@ -921,7 +882,6 @@ fn start_write<S: Store>(
         refused,
         cost: 0,
         widen_at: None,
-        wake: None,
     };
     let cost = PENDING_OVERHEAD
         + pending.collection.len()
@@ -961,7 +921,7 @@ fn start_read<S: Store>(
             return;
         }
     }
-    let req = node.coordinator.new_req();
+    let req = node.ids.next(crate::node::ids::Concern::Coordinator);
     let me = node.id();
     let mut errors = Vec::new();
     let mut refused = Vec::new();
@@ -1016,7 +976,6 @@ fn start_read<S: Store>(
         refused,
         cost: 0,
         widen_at: narrowed.then_some(now + fanout::SPECULATE_MS),
-        wake: None,
     };
     let cost = PENDING_OVERHEAD
         + pending.collection.len()

@@ -32,24 +32,42 @@
 
 use super::{Node, NodeEvent, Output};
 use crate::{
-    entry::NodeId,
+    entry::{Entry, NodeId},
     hash::{Interval, Position},
     membership::Status,
+    replica::Replica,
     store::Store,
     Millis,
 };
 use bytes::Bytes;
+use std::collections::VecDeque;
 
 /// Records the collector examines per tick.
 pub const GC_BATCH: usize = 10_000;
 
-/// The collector's state.
+/// The collector: a machine of its own. It takes the time, the replica it collects in
+/// and the rule of the moment ([`GcPolicy`]), and emits what went wrong as events
+/// ([`Gc::poll_event`]) and when it next has work ([`Gc::next_deadline`]).
 #[derive(Debug, Default)]
 pub struct Gc {
     next_at: Option<Millis>,
     cursor: Option<(String, Position, Bytes)>,
     purged: u64,
     expired: u64,
+    events: VecDeque<NodeEvent>,
+}
+
+/// What the collector is told at each tick: the node's settings and the time of its
+/// last full sync, which only the node knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcPolicy {
+    /// How long tombstones are kept ([`super::NodeConfig::tombstone_grace_ms`]).
+    pub grace_ms: Millis,
+    /// How often a pass starts ([`super::NodeConfig::gc_interval_ms`]).
+    pub interval_ms: Millis,
+    /// When the node's last full sync started ([`super::NodeState::last_full_sync_ms`]):
+    /// only tombstones older than it may go.
+    pub last_full_sync_ms: Option<Millis>,
 }
 
 impl Gc {
@@ -66,6 +84,79 @@ impl Gc {
     /// Expired values rewritten as tombstones so far.
     pub fn expired(&self) -> u64 {
         self.expired
+    }
+
+    /// The next thing to report (a store that failed).
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// Runs a batch of the collector over `replica` when due: at most [`GC_BATCH`]
+    /// records, from where the last batch stopped.
+    pub fn tick<S: Store>(&mut self, now: Millis, replica: &mut Replica<S>, policy: GcPolicy) {
+        let interval = policy.interval_ms.max(1);
+        let Some(due) = self.next_at else {
+            self.next_at = Some(now + interval);
+            return;
+        };
+        if due > now {
+            return;
+        }
+        let collections = replica.store().collections().unwrap_or_default();
+        let mut budget = GC_BATCH;
+        let mut cursor = self.cursor.take();
+        let start = cursor.as_ref().map(|(c, _, _)| c.clone());
+        for c in collections.iter().filter(|c| start.as_ref().is_none_or(|s| *c >= s)) {
+            let after = cursor.take().filter(|(cc, _, _)| cc == c).map(|(_, p, k)| (p, k));
+            let page = after.as_ref().map(|(p, k)| (*p, &k[..]));
+            let records = match replica.range(c, Interval::full(), page, budget) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.events.push_back(NodeEvent::StoreFailed(e));
+                    continue;
+                }
+            };
+            budget -= records.len().min(budget);
+            let last = records.last().map(|r| (c.clone(), r.pos, r.key.clone()));
+            for r in records {
+                self.collect(now, replica, &policy, c, r.key, r.entry);
+            }
+            if budget == 0 {
+                // Resume after the last record examined.
+                self.cursor = last;
+                self.next_at = Some(now + 1);
+                return;
+            }
+        }
+        self.next_at = Some(now + interval);
+    }
+
+    fn collect<S: Store>(
+        &mut self,
+        now: Millis,
+        replica: &mut Replica<S>,
+        policy: &GcPolicy,
+        collection: &str,
+        key: Bytes,
+        entry: Entry,
+    ) {
+        if entry.is_live(now) {
+            return;
+        }
+        let deleted_at = entry.deleted_at_ms();
+        let synced_since = policy.last_full_sync_ms.is_some_and(|t| deleted_at < t);
+        if deleted_at.saturating_add(policy.grace_ms) <= now && synced_since {
+            match replica.remove(collection, &key) {
+                Ok(_) => self.purged += 1,
+                Err(e) => self.events.push_back(NodeEvent::StoreFailed(e)),
+            }
+        } else if !entry.is_tombstone() {
+            // Expired: keep it as a tombstone, without its value.
+            match replica.merge(collection, key, entry.materialize(now)) {
+                Ok(_) => self.expired += 1,
+                Err(e) => self.events.push_back(NodeEvent::StoreFailed(e)),
+            }
+        }
     }
 }
 
@@ -147,67 +238,57 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// Runs a batch of the collector when due.
+    /// Runs the collector (see [`Gc::tick`]) and passes its events on.
     pub(super) fn tick_gc(&mut self, now: Millis) {
-        let interval = self.config.gc_interval_ms.max(1);
-        let Some(due) = self.gc.next_at else {
-            self.gc.next_at = Some(now + interval);
-            return;
+        let policy = GcPolicy {
+            grace_ms: self.config.tombstone_grace_ms,
+            interval_ms: self.config.gc_interval_ms,
+            last_full_sync_ms: self.state.last_full_sync_ms,
         };
-        if due > now {
-            return;
+        self.gc.tick(now, &mut self.replica, policy);
+        while let Some(event) = self.gc.poll_event() {
+            self.outputs.push_back(Output::Event(event));
         }
-        let collections = self.replica.store().collections().unwrap_or_default();
-        let mut budget = GC_BATCH;
-        let mut cursor = self.gc.cursor.take();
-        let start = cursor.as_ref().map(|(c, _, _)| c.clone());
-        for c in collections.iter().filter(|c| start.as_ref().is_none_or(|s| *c >= s)) {
-            let after = cursor.take().filter(|(cc, _, _)| cc == c).map(|(_, p, k)| (p, k));
-            let records = match self.replica.range(
-                c,
-                Interval::full(),
-                after.as_ref().map(|(p, k)| (*p, &k[..])),
-                budget,
-            ) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
-                    continue;
-                }
-            };
-            budget -= records.len().min(budget);
-            let last = records.last().map(|r| (c.clone(), r.pos, r.key.clone()));
-            for r in records {
-                self.collect(now, c, r.key, r.entry);
-            }
-            if budget == 0 {
-                // Resume after the last record examined.
-                self.gc.cursor = last;
-                self.gc.next_at = Some(now + 1);
-                return;
-            }
-        }
-        self.gc.next_at = Some(now + interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{clock::Timestamp, store::MemStore};
+
+    fn ts(ms: Millis) -> Timestamp {
+        Timestamp::from_parts(ms, 0)
     }
 
-    fn collect(&mut self, now: Millis, collection: &str, key: Bytes, entry: crate::entry::Entry) {
-        let grace = self.config.tombstone_grace_ms;
-        if entry.is_live(now) {
-            return;
-        }
-        let deleted_at = entry.deleted_at_ms();
-        let synced_since = self.state.last_full_sync_ms.is_some_and(|t| deleted_at < t);
-        if deleted_at.saturating_add(grace) <= now && synced_since {
-            match self.replica.remove(collection, &key) {
-                Ok(_) => self.gc.purged += 1,
-                Err(e) => self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
-            }
-        } else if !entry.is_tombstone() {
-            // Expired: keep it as a tombstone, without its value.
-            match self.replica.merge(collection, key, entry.materialize(now)) {
-                Ok(_) => self.gc.expired += 1,
-                Err(e) => self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
-            }
-        }
+    /// The collector alone, over a replica: what it purges, keeps and rewrites.
+    #[test]
+    fn the_collector_purges_only_tombstones_past_the_grace_and_a_full_sync() {
+        let mut replica = Replica::new(MemStore::new()).unwrap();
+        let me = NodeId(1);
+        let put = |r: &mut Replica<MemStore>, k: &str, e: Entry| {
+            r.merge("c", Bytes::copy_from_slice(k.as_bytes()), e).unwrap();
+        };
+        put(&mut replica, "old-delete", Entry::tombstone(ts(1_000), me));
+        put(&mut replica, "new-delete", Entry::tombstone(ts(90_000), me));
+        put(&mut replica, "expired", Entry::value("v", ts(1_000), me).with_expiry(Some(2_000)));
+        put(&mut replica, "live", Entry::value("v", ts(1_000), me));
+        let mut gc = Gc::default();
+        let mut policy = GcPolicy { grace_ms: 50_000, interval_ms: 10, last_full_sync_ms: None };
+        gc.tick(100_000, &mut replica, policy);
+        assert_eq!(gc.next_deadline(), Some(100_010), "the first tick only plans a pass");
+        // No full sync yet: nothing is purged; the expired value becomes a tombstone.
+        gc.tick(100_010, &mut replica, policy);
+        assert_eq!((gc.purged(), gc.expired()), (0, 1));
+        let expired = replica.get("c", b"expired").unwrap().unwrap();
+        assert!(expired.is_tombstone());
+        // After a full sync: the tombstones older than it and past the grace go.
+        policy.last_full_sync_ms = Some(95_000);
+        gc.tick(100_020, &mut replica, policy);
+        assert_eq!(gc.purged(), 2, "old-delete and expired (deleted at 2,000)");
+        assert!(replica.get("c", b"old-delete").unwrap().is_none());
+        assert!(replica.get("c", b"new-delete").unwrap().is_some(), "within the grace");
+        assert!(replica.get("c", b"live").unwrap().is_some());
+        assert!(gc.poll_event().is_none());
     }
 }

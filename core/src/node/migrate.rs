@@ -478,7 +478,7 @@ impl<S: Store> Node<S> {
         if asked.is_empty() {
             return;
         }
-        let req = self.coordinator.new_req();
+        let req = self.ids.next(super::ids::Concern::Migration);
         for peer in &asked {
             self.send(*peer, Message::Replica(ReplicaMessage::LoadQuery { req }));
         }

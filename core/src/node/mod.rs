@@ -36,6 +36,7 @@ pub mod durability;
 pub mod gc;
 pub mod guard;
 pub mod hints;
+pub mod ids;
 mod joint;
 mod layouts;
 pub mod leave;
@@ -45,6 +46,7 @@ mod quota;
 pub mod remove;
 pub mod scan;
 pub mod skew;
+pub mod timers;
 pub mod watch;
 
 use crate::{
@@ -345,6 +347,8 @@ pub struct Node<S: Store> {
     /// Every collection's settings, from this node's copy of the catalogue.
     catalogue: Catalogue,
     table_view: u64,
+    /// Numbers every request this node sends another, by concern ([`ids`]).
+    ids: ids::RequestIds,
     coordinator: Coordinator,
     scans: scan::Scans,
     hints: Hints,
@@ -422,12 +426,12 @@ impl<S: Store> Node<S> {
             ring_share: 1.0,
             catalogue: Catalogue::default(),
             table_view: 0,
-            // Request numbers start at a random point of this life (see
-            // `Coordinator::numbered_from`), drawn apart from `rng` so that adding it
-            // changed no other choice.
-            coordinator: Coordinator::numbered_from(
+            // Request numbers start at a random point of this life (see [`ids`]),
+            // drawn apart from `rng` so that adding it changed no other choice.
+            ids: ids::RequestIds::numbered_from(
                 Rng::new(config.seed ^ 0x7265_7175_6573_7473).next_u64() >> 12,
             ),
+            coordinator: Coordinator::default(),
             scans: scan::Scans::default(),
             hints: Hints::new(config.hints),
             anti_entropy: AntiEntropy::default(),
@@ -870,12 +874,12 @@ impl<S: Store> Node<S> {
 
     fn deliver_hints(&mut self, now: Millis) {
         let membership = &self.membership;
-        let coordinator = &mut self.coordinator;
+        let ids = &mut self.ids;
         let due = self.hints.due(
             now,
             self.config.tombstone_grace_ms / 2,
             |id| membership.is_alive(id),
-            || coordinator.new_req(),
+            || ids.next(ids::Concern::Hints),
         );
         for (target, req, collection, records) in due {
             self.send(target, Message::Replica(ReplicaMessage::Write { req, collection, records }));
@@ -1001,12 +1005,14 @@ impl<S: Store> Node<S> {
                 };
                 self.send(from, Message::Replica(msg));
             }
-            ReplicaMessage::WriteAck { req, error, newer } => {
-                // A hint the replica already holds something newer than is delivered.
-                if !self.hints.acknowledge(req, error.is_none()) {
-                    coordinator::on_write_ack(self, now, from, req, error, newer)
+            ReplicaMessage::WriteAck { req, error, newer } => match ids::Concern::of(req) {
+                // A hint delivery (one the replica already holds something newer than
+                // counts as delivered too).
+                Some(ids::Concern::Hints) => {
+                    self.hints.acknowledge(req, error.is_none());
                 }
-            }
+                _ => coordinator::on_write_ack(self, now, from, req, error, newer),
+            },
             ReplicaMessage::ReadReply { req, entries, changing } => {
                 coordinator::on_read_reply(self, now, from, req, entries, changing)
             }

@@ -241,7 +241,7 @@ impl<S: Store> Node<S> {
             .map(|(n, s)| (n.to_string(), s.clone()));
         if let Some((collection, state)) = moving {
             let Some(m) = state.moving.as_ref() else { return };
-            let req = self.coordinator.new_req();
+            let req = self.ids.next(super::ids::Concern::Moves);
             let me = self.id();
             let mut answers = BTreeMap::new();
             let view = self.membership.view_digest();
@@ -326,7 +326,7 @@ impl<S: Store> Node<S> {
     /// Writes `collection`'s layout state at quorum of the catalogue, through this
     /// node's coordinator.
     fn write_layout(&mut self, now: Millis, collection: &str, state: LayoutState) {
-        let id = self.coordinator.new_req();
+        let id = self.ids.next(super::ids::Concern::Moves);
         let op = Op::Set {
             collection: CATALOGUE_COLLECTION.to_string(),
             key: Bytes::from(layout_key(collection)),

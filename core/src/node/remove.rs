@@ -182,7 +182,7 @@ impl<S: Store> Node<S> {
             self.membership.mark_removing(now, member);
             self.collect_membership();
         }
-        let req = self.coordinator.new_req();
+        let req = self.ids.next(super::ids::Concern::Removal);
         let ask_at = now.saturating_add(self.config.ring_delay_ms);
         self.removal = Some(Removal { member, force, req, ask_at, done: BTreeSet::new() });
         self.report_removal();

@@ -37,7 +37,7 @@
 //! reconciles replicas anyway.
 
 use super::joint::Joint;
-use super::{ClientId, Node, NodeEvent, Output};
+use super::{timers::Timers, ClientId, Node, NodeEvent, Output};
 use crate::{
     entry::{Entry, NodeId},
     hash::{Interval, Placement, Position},
@@ -126,12 +126,26 @@ pub fn prefix_bounds(prefix: &[u8]) -> (Position, Position) {
 #[derive(Debug, Default)]
 pub struct Scans {
     waiting: BTreeMap<u64, Scan>,
+    /// Each waiting scan's page deadline.
+    deadlines: Timers<u64>,
 }
 
 impl Scans {
     /// The earliest page deadline.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.waiting.values().map(|s| s.deadline).min()
+        self.deadlines.next()
+    }
+
+    /// Files `scan`, waiting for the answers to read `req`.
+    fn wait(&mut self, req: u64, scan: Scan) {
+        self.deadlines.set(req, Some(scan.deadline));
+        self.waiting.insert(req, scan);
+    }
+
+    /// Takes back the scan waiting for `req`.
+    fn take(&mut self, req: u64) -> Option<Scan> {
+        self.deadlines.cancel(req);
+        self.waiting.remove(&req)
     }
 
     /// Number of scan pages in flight.
@@ -431,7 +445,7 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
         let interval = Interval::new(pos.wrapping_sub(1), hi);
         let after = (!scan.cursor.key.is_empty()).then(|| (pos, scan.cursor.key.clone()));
         let want = scan.limit.saturating_sub(scan.items.len()).max(1);
-        let req = node.coordinator.new_req();
+        let req = node.ids.next(crate::node::ids::Concern::Scans);
         let me = node.id();
         for r in replicas {
             if r == me {
@@ -467,7 +481,7 @@ fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
             return reply(node, scan.client, resp);
         }
         if !scan.piece.satisfied() {
-            node.scans.waiting.insert(req, scan);
+            node.scans.wait(req, scan);
             return;
         }
         if let Step::Done { complete } = absorb(now, &mut scan) {
@@ -506,7 +520,7 @@ pub(super) fn on_reply<S: Store>(
     if !scan.piece.satisfied() {
         return;
     }
-    let Some(mut scan) = node.scans.waiting.remove(&req) else { return };
+    let Some(mut scan) = node.scans.take(req) else { return };
     match absorb(now, &mut scan) {
         Step::Continue => advance(node, now, scan),
         Step::Done { complete } => finish(node, scan, complete),
@@ -523,7 +537,7 @@ pub(super) fn on_failed<S: Store>(node: &mut Node<S>, from: NodeId, req: u64, er
     if scan.piece.reachable() {
         return;
     }
-    if let Some(scan) = node.scans.waiting.remove(&req) {
+    if let Some(scan) = node.scans.take(req) {
         let resp = scan.piece.storage_failure(scan.id);
         reply(node, scan.client, resp);
     }
@@ -532,10 +546,8 @@ pub(super) fn on_failed<S: Store>(node: &mut Node<S>, from: NodeId, req: u64, er
 /// Answers the pages whose deadline passed with how many replicas of the piece being
 /// read answered.
 pub(super) fn expire<S: Store>(node: &mut Node<S>, now: Millis) {
-    let due: Vec<u64> =
-        node.scans.waiting.iter().filter(|(_, s)| s.deadline <= now).map(|(r, _)| *r).collect();
-    for req in due {
-        let Some(scan) = node.scans.waiting.remove(&req) else { continue };
+    for req in node.scans.deadlines.due(now) {
+        let Some(scan) = node.scans.take(req) else { continue };
         let answered = u32::try_from(scan.piece.counted_answers()).unwrap_or(u32::MAX);
         let required = u32::try_from(scan.piece.required).unwrap_or(u32::MAX);
         let message = format!(

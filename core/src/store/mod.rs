@@ -143,9 +143,9 @@ pub enum StoreError {
     },
     /// The key is empty or longer than the limit.
     #[error("{}", if *len == 0 {
-        format!("a key must not be empty: keys are 1 to {max} bytes")
+        format!("a key must not be empty: keys must be 1 to {max} bytes")
     } else {
-        format!("a key of {len} bytes is too long: keys are at most {max} bytes")
+        format!("a key of {len} bytes is too long: keys must be at most {max} bytes")
     })]
     InvalidKey {
         /// The key's length.

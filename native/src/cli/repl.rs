@@ -248,12 +248,19 @@ impl Session {
             eprintln!("watching {collection}: press Enter or Ctrl-C to stop");
         }
         tokio::pin!(stop);
+        let mut moves = 0;
         loop {
             tokio::select! {
                 () = &mut stop => return Ok(()),
                 event = watch.next() => match event.map_err(|e| e.to_string())? {
-                    None => return Err("the watch ended: the connection closed".into()),
+                    None => return Err("the watch ended: the client closed".into()),
                     Some(ev) => {
+                        // The watch outlives its node: say when it moved, since changes
+                        // made during the move may not have been shown.
+                        if watch.interruptions() > moves {
+                            moves = watch.interruptions();
+                            eprintln!("(the watch moved to another node: changes made while it moved may be missing)");
+                        }
                         let word = |b: &[u8]| quote_word(&String::from_utf8_lossy(b));
                         let line = match &ev.value {
                             Some(v) => format!("set {} {} {}", ev.collection, word(&ev.key), word(v)),

@@ -224,7 +224,7 @@ pub(super) fn on_newer<S: Store>(
     }
     p.refused.clear();
     let mut errors = Vec::new();
-    let new_req = node.coordinator.new_req();
+    let new_req = node.ids.next(crate::node::ids::Concern::Coordinator);
     let local =
         dispatch(node, new_req, &p.collection, &mut p.keys, &entries, &mut errors, &mut p.refused);
     p.kind = Kind::Write { ts, errors, restamps: restamps + 1 };
