@@ -318,8 +318,12 @@ impl State {
         if self.failures.is_empty() {
             return ClientError::Connection(message);
         }
-        let mut why: Vec<String> =
-            self.failures.iter().map(|(addr, e)| format!("{addr}: {e}")).collect();
+        // A connection's own errors name their address already.
+        let named = |addr: &String, e: &String| match e.starts_with(addr.as_str()) {
+            true => e.clone(),
+            false => format!("{addr}: {e}"),
+        };
+        let mut why: Vec<String> = self.failures.iter().map(|(a, e)| named(a, e)).collect();
         why.sort();
         ClientError::Connection(format!("{message} ({})", why.join("; ")))
     }
