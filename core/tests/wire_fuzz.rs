@@ -173,16 +173,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    prop::sample::select(vec![
-        ErrorCode::NotFound,
-        ErrorCode::InvalidInput,
-        ErrorCode::TooLarge,
-        ErrorCode::QuorumNotReached,
-        ErrorCode::Timeout,
-        ErrorCode::Unavailable,
-        ErrorCode::Unsupported,
-        ErrorCode::Internal,
-    ])
+    prop::sample::select(ErrorCode::ALL.to_vec())
 }
 
 fn reply() -> impl Strategy<Value = Reply> {

@@ -326,6 +326,12 @@ impl FrameWriter {
         Ok(())
     }
 
+    /// Frames a binary message already encoded (a light peer's frame): copied once,
+    /// into the write buffer.
+    pub fn binary_encoded(&mut self, payload: &[u8]) {
+        self.frame(OpCode::Data(Data::Binary), payload);
+    }
+
     /// Frames a pong answering a ping that carried `payload`.
     pub fn pong(&mut self, payload: &[u8]) {
         self.frame(OpCode::Control(Control::Pong), payload);

@@ -475,10 +475,7 @@ async fn serve(
         match event {
             Event::Frames => {
                 for frame in batch.drain(..) {
-                    let _ = writer.binary(|out| -> Result<(), ()> {
-                        out.extend_from_slice(&frame);
-                        Ok(())
-                    });
+                    writer.binary_encoded(&frame);
                 }
             }
             Event::Read => {

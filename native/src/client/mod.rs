@@ -227,10 +227,7 @@ impl Replica {
         let wait = async {
             let mut rx = self.rx.lock().await;
             loop {
-                if matches!(
-                    *self.status.lock().map_err(|_| overflowed())?,
-                    StreamStatus::Synced { .. }
-                ) {
+                if matches!(self.status(), StreamStatus::Synced { .. }) {
                     return Ok(());
                 }
                 match rx.recv().await {
