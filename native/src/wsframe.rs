@@ -126,7 +126,13 @@ impl FrameReader {
 
     /// A client's reader of a server's messages of at most `max` bytes.
     pub fn of_server(max: usize) -> Self {
-        FrameReader { from_client: false, ..FrameReader::new(max, Vec::new()) }
+        FrameReader::of_server_after(max, Vec::new())
+    }
+
+    /// A client's reader of a server's messages of at most `max` bytes, starting with
+    /// the bytes `early` the server sent right behind its answer to the upgrade.
+    pub fn of_server_after(max: usize, early: Vec<u8>) -> Self {
+        FrameReader { from_client: false, ..FrameReader::new(max, early) }
     }
 
     /// Bytes read but not yet taken as frames (the start of the next one).

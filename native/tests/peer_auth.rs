@@ -223,3 +223,44 @@ async fn a_peer_link_cannot_send_client_requests() {
     let bad = tokio::task::spawn_blocking(move || metric(&n1.addr, "dhrt_bad_frames_total"));
     assert!(bad.await.unwrap() >= 1, "the request was refused as a bad frame");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_breaks_the_framing_loses_its_link_and_nothing_else() {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = secret_file(&dir, "cluster.secret", b'f');
+    let s = path.clone();
+    let n1 = tokio::task::spawn_blocking(move || start(Some(&s), None)).await.unwrap();
+    let secret = Secret::from_file(&path).unwrap();
+    let mut ws = common::peer::join_as_member(&n1.addr, 4343, &secret).await;
+    // A text frame: not understood, counted as a bad frame; the link stays.
+    ws.send(Ws::Text("hello".into())).await.unwrap();
+    // A frame whose header claims a terabyte: refused from its header alone, the link
+    // closed with "message too big" before a byte of it is read.
+    let mut header = vec![0x82, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    ws.get_mut().write_all(&header).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Ws::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the link is closed within 10 s");
+    assert_eq!(closed, Some(1009), "closed as too big");
+    // The node serves on: a client writes and reads back, and the member links again.
+    let client = Client::connect(&n1.addr).await.unwrap();
+    client.set("users", "alice", "1", Consistency::One, None).await.unwrap();
+    let read = client.get("users", "alice", Consistency::One).await.unwrap();
+    assert_eq!(read.as_deref(), Some(&b"1"[..]));
+    let _again = common::peer::join_as_member(&n1.addr, 4343, &secret).await;
+    let addr = n1.addr.clone();
+    let bad = tokio::task::spawn_blocking(move || metric(&addr, "dhrt_bad_frames_total"));
+    assert!(bad.await.unwrap() >= 1, "the text frame was counted");
+}

@@ -22,7 +22,8 @@
 //! The driver lives behind a mutex only so that the connections' tasks (which must be
 //! `Send` to be spawned from the accepting runtime) can reach it: every caller runs on
 //! the node thread, so the lock is never contended, and it is never held across an
-//! `.await`. Connections elsewhere (TLS, HTTP) and peers use the inbox as before.
+//! `.await`. A peer link moved to the node thread hands its frames over here too
+//! ([`Desk::hand`]); connections elsewhere (TLS, HTTP) use the inbox.
 
 use super::{
     driver::{Driver, Durable, InboxReceiver, Input, BATCH},

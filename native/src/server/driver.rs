@@ -20,8 +20,11 @@
 //! and answered on this one thread — no crossing to another thread and back, no wake-up
 //! of another core (docs/benchmarks.md). Those connections hand their input to the node
 //! directly, at the desk ([`super::desk`]), rather than through the inbox; the loop then
-//! begins one commit for all of it. Peer links, HTTP and TLS connections run on the
-//! server's multi-threaded runtime and reach the driver through the inbox. A commit may
+//! begins one commit for all of it. Peer links run here too: the links this node opened
+//! ([`super::peers`]) are tasks on this runtime, and the plain links peers opened to it
+//! move here once upgraded and hand their frames over at the desk. HTTP requests and
+//! TLS connections run on the server's multi-threaded runtime and reach the driver
+//! through the inbox. A commit may
 //! block on the disk: it blocks this thread's connections too, which could not be
 //! answered before it anyway.
 

@@ -1,4 +1,4 @@
-//! Client WebSocket connections handed to the node thread.
+//! Client WebSocket connections and peer links handed to the node thread.
 //!
 //! Every connection is accepted, and its request head read, on the server's
 //! multi-threaded runtime ([`super::accept`]): the connection cap, the head deadline, the
@@ -15,7 +15,8 @@
 //! slot, its read meter, and the bytes hyper had read past the request head (a client
 //! may send its first frames without waiting for the `101`). A connection over TLS
 //! stays where it is: its TLS session lives in the stream hyper holds, so it is served
-//! on the multi-threaded runtime, through the node's inbox as before.
+//! on the multi-threaded runtime, through the node's inbox as before. A peer link's
+//! upgrade (`GET /v1/peer`) moves the same way ([`super::ws::peer`]).
 //!
 //! The upgrade itself is [`Upgrade`]: the same checks and answer as axum's
 //! `WebSocketUpgrade` (RFC 6455 §4.2), written out because the socket must be taken

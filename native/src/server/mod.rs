@@ -22,6 +22,7 @@ pub mod limits;
 pub mod outbox;
 pub mod peer_auth;
 pub mod peer_budget;
+pub mod peer_frames;
 pub mod peers;
 pub mod read_budget;
 pub mod resp;
@@ -437,9 +438,10 @@ where
         connection_slots: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
         limits: Arc::new(limits),
     };
+    // Links to peers run on the node thread: what the node sends them crosses no thread.
     let peers = peers::Peers::new(
         state.peer_credentials.clone(),
-        tokio::runtime::Handle::current(),
+        runtime.handle().clone(),
         counters.clone(),
         max_frame,
     )

@@ -1,5 +1,10 @@
 //! Links to other nodes: one outbound WebSocket per peer address.
 //!
+//! The links are tasks on the node thread's runtime (the server spawns them there), so
+//! a message the node sends crosses no thread: it is queued here, framed by the link's
+//! task ([`super::peer_frames`], dhrt's own framing) and written with every other frame
+//! queued meanwhile in one call.
+//!
 //! A node sends to a peer over a connection it opened itself
 //! (`ws://ADDR/v1/peer?version=V`, `wss://` when the node has TLS) and receives on the
 //! connections peers opened to it,
@@ -28,22 +33,30 @@
 
 use super::{
     limits::Limits,
-    peer_auth::{self, Credentials, HandshakeError},
+    peer_auth::{Credentials, HandshakeError},
     peer_budget::{Charge, LinkBudget, PeerBudget},
+    peer_frames::PeerFrames,
     stats::Counters,
 };
+use crate::wsframe::Incoming;
 use dhrt_core::{
     proto::{Message, PeerMessage},
     wire,
 };
-use futures_util::{SinkExt, StreamExt};
+use rustls_pki_types::ServerName;
 use std::{
     collections::HashMap,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::Ordering::{self, Relaxed},
+        Arc,
+    },
+    task::Poll,
     time::Duration,
 };
-use tokio::{runtime::Handle, sync::mpsc};
-use tokio_tungstenite::tungstenite;
+use tokio::{net::TcpStream, runtime::Handle, sync::mpsc};
+
+/// A link's byte stream: TCP, or TLS over it.
+type Stream = tokio_tungstenite::MaybeTlsStream<TcpStream>;
 
 /// Frames queued per peer link before new ones are dropped.
 pub const QUEUE: usize = 8192;
@@ -158,28 +171,26 @@ struct Link {
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+/// What a link's task has to do next.
+enum Turn {
+    /// Messages were queued (0: the node is gone).
+    Queued(usize),
+    /// The other node sent something (a close, a ping).
+    Read,
+    /// The connection failed or closed.
+    Failed,
+}
+
 impl Link {
     async fn run(self, mut rx: mpsc::Receiver<Queued>) {
-        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
-        let url = format!("{scheme}://{}/v1/peer?version={}", self.addr, wire::VERSION);
         let mut backoff = Duration::from_millis(100);
         loop {
-            let config = tungstenite::protocol::WebSocketConfig::default()
-                .max_message_size(Some(self.max_frame))
-                .max_frame_size(Some(self.max_frame));
-            let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-            let connect = tokio_tungstenite::connect_async_tls_with_config(
-                &url,
-                Some(config),
-                true,
-                connector,
-            );
-            match tokio::time::timeout(Duration::from_secs(5), connect).await {
-                Ok(Ok((mut ws, _))) => match self.handshake(&mut ws).await {
+            match tokio::time::timeout(Duration::from_secs(5), self.open()).await {
+                Ok(Ok(mut link)) => match link.connect(&self.me).await {
                     Ok(peer) => {
                         backoff = Duration::from_millis(100);
                         tracing::debug!(peer = %self.addr, id = %peer, "peer link up");
-                        if self.pump(ws, &mut rx).await.is_none() {
+                        if self.pump(link, &mut rx).await.is_none() {
                             return;
                         }
                         tracing::debug!(peer = %self.addr, "peer link down");
@@ -210,131 +221,130 @@ impl Link {
         }
     }
 
-    /// Runs the connecting side of the peer handshake ([`peer_auth`]) on a fresh link:
-    /// the peer's proven id, or why not.
-    async fn handshake<S>(
-        &self,
-        ws: &mut tokio_tungstenite::WebSocketStream<S>,
-    ) -> Result<dhrt_core::NodeId, HandshakeError>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        let steps = async {
-            let challenge = peer_auth::decode(&next_binary(ws).await?)?;
-            let (hello, expect) = match self.me.hello(challenge) {
-                Ok(step) => step,
-                Err(e) => {
-                    refuse(ws, &e).await;
-                    return Err(e);
-                }
-            };
-            send(ws, &hello).await?;
-            self.me.check_welcome(&expect, peer_auth::decode(&next_binary(ws).await?)?)
+    /// Connects to the peer (with TLS when the node has it, Nagle off) and upgrades
+    /// `/v1/peer?version=V` to a WebSocket, keeping what the peer sent behind its answer
+    /// (its handshake challenge, [`crate::wsopen`]).
+    async fn open(&self) -> Result<PeerFrames<Stream>, String> {
+        let tcp = TcpStream::connect(&self.addr).await.map_err(|e| e.to_string())?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let stream = match &self.tls {
+            Some(config) => {
+                let name = server_name(&self.addr)?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                Stream::Rustls(tls)
+            }
+            None => Stream::Plain(tcp),
         };
-        tokio::time::timeout(peer_auth::TIMEOUT, steps)
-            .await
-            .unwrap_or(Err(HandshakeError::Timeout))
+        let path = format!("/v1/peer?version={}", wire::VERSION);
+        let (stream, early) =
+            crate::wsopen::open(stream, &self.addr, &path).await.map_err(|e| e.to_string())?;
+        Ok(PeerFrames::connecting(stream, early, self.max_frame))
     }
 
     /// Sends queued frames until the connection fails (`Some`) or the node stops
-    /// (`None`).
-    async fn pump<S>(
+    /// (`None`). Every frame queued meanwhile goes out with one write; nothing more is
+    /// taken from the queue while the socket has not taken the last batch, so a peer that
+    /// reads slowly fills the queue, which then drops.
+    async fn pump(
         &self,
-        ws: tokio_tungstenite::WebSocketStream<S>,
+        mut link: PeerFrames<Stream>,
         rx: &mut mpsc::Receiver<Queued>,
-    ) -> Option<()>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        let (mut sink, mut stream) = ws.split();
+    ) -> Option<()> {
         let mut batch = Vec::with_capacity(super::ws::WRITE_BATCH);
+        // The budget shares of the frames framed but not yet written, and their number.
+        let mut charges: Vec<Charge> = Vec::with_capacity(super::ws::WRITE_BATCH);
+        let counters = &self.counters;
         loop {
-            tokio::select! {
-                n = rx.recv_many(&mut batch, super::ws::WRITE_BATCH) => {
-                    if n == 0 {
-                        return None;
-                    }
-                    // One flush (one socket write) for every frame queued meanwhile. A
-                    // message keeps its bytes of the budget until its frame is in the
-                    // socket's hands, so what waits here counts too.
-                    let mut queued = batch.drain(..);
-                    while let Some(Queued { msg, charge }) = queued.next() {
-                        let frame = match wire::encode_with_limit(&msg, self.max_frame) {
-                            Ok(f) => f,
-                            Err(e) => {
-                                tracing::warn!(peer = %self.addr, error = %e, "frame not sent");
-                                self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
-                                continue;
-                            }
-                        };
-                        drop(msg);
-                        if sink.feed(tungstenite::Message::Binary(frame.into())).await.is_err() {
-                            let lost = 1 + queued.len() as u64;
-                            self.counters.peer_frames_dropped.fetch_add(lost, Ordering::Relaxed);
-                            return Some(());
+            let turn = std::future::poll_fn(|cx| {
+                match link.writer.poll_send(cx, &mut link.io) {
+                    Poll::Ready(Err(_)) => return Poll::Ready(Turn::Failed),
+                    Poll::Ready(Ok(())) => {
+                        // In the socket's hands: sent, and the bytes go back to the budgets.
+                        if !charges.is_empty() {
+                            counters.peer_frames_out.fetch_add(charges.len() as u64, Relaxed);
+                            charges.clear();
                         }
-                        drop(charge);
-                        self.counters.peer_frames_out.fetch_add(1, Ordering::Relaxed);
+                        if let Poll::Ready(n) =
+                            rx.poll_recv_many(cx, &mut batch, super::ws::WRITE_BATCH)
+                        {
+                            return Poll::Ready(Turn::Queued(n));
+                        }
                     }
-                    drop(queued);
-                    if sink.flush().await.is_err() {
-                        return Some(());
+                    Poll::Pending => {}
+                }
+                match link.reader.poll_fill(cx, &mut link.io) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Turn::Failed),
+                    Poll::Ready(Ok(_)) => Poll::Ready(Turn::Read),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            match turn.await {
+                Turn::Queued(0) => return None,
+                Turn::Queued(_) => {
+                    for Queued { msg, charge } in batch.drain(..) {
+                        let framed =
+                            link.writer.binary(|out| wire::encode_into(&msg, self.max_frame, out));
+                        if let Err(e) = framed {
+                            tracing::warn!(peer = %self.addr, error = %e, "frame not sent");
+                            self.counters.peer_frames_dropped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        charges.push(charge);
                     }
                 }
-                incoming = stream.next() => match incoming {
-                    Some(Ok(tungstenite::Message::Close(_))) | Some(Err(_)) | None => return Some(()),
-                    Some(Ok(_)) => {}
+                Turn::Read => loop {
+                    match link.reader.next_frame() {
+                        Ok(None) => break,
+                        Ok(Some(Incoming::Ping(payload))) => link.writer.pong(payload),
+                        Ok(Some(Incoming::Close(_))) | Err(_) => return Some(()),
+                        Ok(Some(_)) => {}
+                    }
                 },
+                Turn::Failed => {
+                    // Framed, counted as sent, but never written.
+                    let lost = charges.len() as u64;
+                    self.counters.peer_frames_dropped.fetch_add(lost, Ordering::Relaxed);
+                    return Some(());
+                }
             }
         }
     }
 }
 
-/// The next binary frame of a link in its handshake.
-async fn next_binary<S>(
-    ws: &mut tokio_tungstenite::WebSocketStream<S>,
-) -> Result<Vec<u8>, HandshakeError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        match ws.next().await {
-            Some(Ok(tungstenite::Message::Binary(bytes))) => return Ok(bytes.to_vec()),
-            Some(Ok(tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_))) => {}
-            Some(Ok(_)) => {
-                return Err(HandshakeError::Protocol("a frame that is not binary".into()))
-            }
-            Some(Err(_)) | None => return Err(HandshakeError::Closed),
-        }
-    }
-}
-
-async fn send<S>(
-    ws: &mut tokio_tungstenite::WebSocketStream<S>,
-    step: &peer_auth::Handshake,
-) -> Result<(), HandshakeError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let frame = tungstenite::Message::Binary(peer_auth::encode(step).into());
-    ws.send(frame).await.map_err(|_| HandshakeError::Closed)
-}
-
-/// Tells the other node why the handshake failed (best effort), then closes.
-async fn refuse<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, why: &HandshakeError)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let _ = send(ws, &peer_auth::Handshake::Refused { reason: why.to_string() }).await;
-    let _ = ws.close(None).await;
+/// The name a peer's certificate must carry: the host of its address.
+fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_string()).map_err(|e| format!("TLS: {host}: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::peer_auth;
     use bytes::Bytes;
     use dhrt_core::{entry::Entry, proto::ReplicaMessage, NodeId, Timestamp};
+    use futures_util::{SinkExt, StreamExt};
     use tokio::{net::TcpListener, sync::oneshot};
+    use tokio_tungstenite::tungstenite;
+
+    /// The next binary frame of a link, read by tungstenite (the test's peer is another
+    /// WebSocket implementation than the node's).
+    async fn next_binary<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<Vec<u8>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        loop {
+            match ws.next().await? {
+                Ok(tungstenite::Message::Binary(bytes)) => return Some(bytes.to_vec()),
+                Ok(tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_)) => {}
+                _ => return None,
+            }
+        }
+    }
 
     /// A replica write of one `len`-byte value.
     fn write(len: usize) -> Message {
@@ -378,7 +388,7 @@ mod tests {
             ws.send(tungstenite::Message::Binary(peer_auth::encode(&welcome).into()))
                 .await
                 .unwrap();
-            while let Ok(frame) = next_binary(&mut ws).await {
+            while let Some(frame) = next_binary(&mut ws).await {
                 let _ = frames_tx.send(frame);
             }
         });

@@ -15,7 +15,8 @@
 //! the peer handshake ([`super::peer_auth`]); nothing of a link reaches the node before
 //! that.
 
-use super::peer_auth::{self, HandshakeError};
+use super::peer_auth::HandshakeError;
+use super::peer_frames::PeerFrames;
 use super::{
     auth::{self, session::Session},
     collections,
@@ -28,10 +29,7 @@ use super::{
 };
 use crate::wsframe::{self, FrameReader, FrameWriter, Incoming};
 use axum::{
-    extract::{
-        ws::{Message as WsMessage, WebSocket, WebSocketUpgrade},
-        Query, State,
-    },
+    extract::State,
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -44,7 +42,6 @@ use dhrt_core::{
     wire::{self, WireError},
     NodeId,
 };
-use futures_util::FutureExt;
 use serde::Deserialize;
 use std::{
     sync::{atomic::Ordering, Arc},
@@ -469,11 +466,6 @@ fn decode_request(bytes: &[u8], max: usize) -> Frame {
     }
 }
 
-/// Bytes a peer link reads at a time. The WebSocket library zero-fills its read buffer
-/// before each read; its 128 KiB default made that fill a twentieth of a node's time,
-/// while frames arrive a few KiB at a time (docs/benchmarks.md).
-pub const READ_BUFFER: usize = 16 * 1024;
-
 /// The error code of a frame that could not be decoded.
 pub fn wire_error_code(e: &WireError) -> ErrorCode {
     match e {
@@ -491,12 +483,12 @@ pub struct PeerHello {
 }
 
 /// `GET /v1/peer?version=V`: a link another node opened to send to this one.
-pub async fn peer(
-    ws: WebSocketUpgrade,
-    Query(hello): Query<PeerHello>,
-    State(state): State<AppState>,
-    meter: ReadMeter,
-) -> Response {
+///
+/// A plain link moves to the node thread once upgraded, as a client's does
+/// ([`super::handoff`]): its frames are read and decoded there and handed to the node at
+/// the desk, so a peer's message crosses no thread. A TLS link is served where it was
+/// accepted and reaches the node through the inbox.
+pub fn peer(upgrade: Upgrade, hello: PeerHello, state: AppState, meter: ReadMeter) -> Response {
     if hello.version != wire::VERSION {
         let msg = format!(
             "peer speaks protocol version {}, this node speaks {}; upgrade the older node",
@@ -505,17 +497,19 @@ pub async fn peer(
         );
         return (StatusCode::BAD_REQUEST, msg).into_response();
     }
-    let max = state.max_frame;
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| serve_peer(socket, state, meter))
+    let serving = state.clone();
+    upgrade.serve(&state, move |socket| serve_peer(socket, serving, meter))
 }
 
-async fn serve_peer(mut socket: WebSocket, state: AppState, meter: ReadMeter) {
-    let link = async {
-        match accept_handshake(&mut socket, &state).await {
-            Ok(from) => read_peer(socket, from, &state, &meter).await,
+async fn serve_peer(socket: ClientSocket, state: AppState, meter: ReadMeter) {
+    let desk = match socket.io {
+        ClientIo::Upgraded(_) => None,
+        _ => state.desk.get().cloned(),
+    };
+    let mut link = PeerFrames::accepting(socket.io, socket.early, state.max_frame);
+    let serve = async {
+        match link.accept(&state.peer_credentials).await {
+            Ok(from) => read_peer(link, from, &state, desk, &meter).await,
             Err(e @ (HandshakeError::Closed | HandshakeError::Timeout)) => {
                 tracing::debug!(error = %e, "peer handshake failed");
             }
@@ -526,71 +520,45 @@ async fn serve_peer(mut socket: WebSocket, state: AppState, meter: ReadMeter) {
         }
     };
     tokio::select! {
-        () = link => {}
+        () = serve => {}
         () = state.stopped() => {}
     }
 }
 
-/// Runs the accepting side of the peer handshake ([`peer_auth`]): the proven id of the
-/// node at the other end, or why not (the other node is told, then the link closes).
-async fn accept_handshake(
-    socket: &mut WebSocket,
+/// Reads a link's messages until it closes: every whole frame received is decoded and
+/// handed to the node (at most [`READ_BATCH`] at a time) — at the desk, handled before
+/// the next read, or through the inbox, waiting while the node thread is behind (the
+/// link is not read meanwhile, so the peer's queue for this node fills and drops, as the
+/// protocols allow).
+async fn read_peer(
+    mut link: PeerFrames<ClientIo>,
+    from: NodeId,
     state: &AppState,
-) -> Result<NodeId, HandshakeError> {
-    let creds = &state.peer_credentials;
-    let steps = async {
-        let (challenge, nonce) = creds.challenge()?;
-        send_step(socket, &challenge).await?;
-        let hello = peer_auth::decode(&next_binary(socket).await?)?;
-        let (from, welcome) = creds.check_hello(&nonce, hello)?;
-        send_step(socket, &welcome).await?;
-        Ok(from)
-    };
-    let result = tokio::time::timeout(peer_auth::TIMEOUT, steps)
-        .await
-        .unwrap_or(Err(HandshakeError::Timeout));
-    if let Err(e) = &result {
-        let refused = peer_auth::Handshake::Refused { reason: e.to_string() };
-        let _ = send_step(socket, &refused).await;
-    }
-    result
-}
-
-async fn send_step(
-    socket: &mut WebSocket,
-    step: &peer_auth::Handshake,
-) -> Result<(), HandshakeError> {
-    let frame = WsMessage::Binary(peer_auth::encode(step).into());
-    socket.send(frame).await.map_err(|_| HandshakeError::Closed)
-}
-
-/// The next binary frame of a link in its handshake.
-async fn next_binary(socket: &mut WebSocket) -> Result<Vec<u8>, HandshakeError> {
-    loop {
-        match socket.recv().await {
-            Some(Ok(WsMessage::Binary(bytes))) => return Ok(bytes.to_vec()),
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
-            Some(Ok(_)) => {
-                return Err(HandshakeError::Protocol("a frame that is not binary".into()))
-            }
-            Some(Err(_)) | None => return Err(HandshakeError::Closed),
-        }
-    }
-}
-
-async fn read_peer(mut socket: WebSocket, from: NodeId, state: &AppState, meter: &ReadMeter) {
+    desk: Option<Arc<dyn Desk>>,
+    meter: &ReadMeter,
+) {
     let max = state.max_frame;
     let mut msgs = Vec::new();
-    while let Some(Ok(first)) = socket.recv().await {
-        // As for clients: every frame already received goes to the node thread at once.
-        let mut next = Some(first);
-        let mut open = true;
+    let hand = |msgs: &mut Vec<Message>, read: &mut usize| {
+        let input = Input::Peer { from, msgs: std::mem::take(msgs) };
+        let bytes = std::mem::take(read);
+        let desk = desk.clone();
+        async move {
+            match desk {
+                Some(desk) => desk.hand(input),
+                None => state.submit_charged(input, bytes).await,
+            }
+        }
+    };
+    loop {
         let mut read = 0;
-        while let Some(frame) = next.take() {
-            match frame {
-                WsMessage::Binary(bytes) => {
+        let mut open = true;
+        loop {
+            match link.reader.next_frame() {
+                Ok(None) => break,
+                Ok(Some(Incoming::Binary(bytes))) => {
                     read += bytes.len();
-                    match wire::decode_with_limit::<PeerMessage>(&bytes, max) {
+                    match wire::decode_with_limit::<PeerMessage>(bytes, max) {
                         Ok(msg) => msgs.push(Message::from(msg)),
                         Err(e) => {
                             state.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -598,26 +566,43 @@ async fn read_peer(mut socket: WebSocket, from: NodeId, state: &AppState, meter:
                         }
                     }
                 }
-                WsMessage::Close(_) => open = false,
-                _ => {}
+                Ok(Some(Incoming::Ping(payload))) => link.writer.pong(payload),
+                Ok(Some(Incoming::Pong)) => {}
+                Ok(Some(Incoming::Text)) => {
+                    state.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = from.0, "a text frame from a peer: ignored");
+                }
+                Ok(Some(Incoming::Close(_))) => {
+                    link.writer.close(wsframe::NORMAL, "");
+                    open = false;
+                    break;
+                }
+                Err(violation) => {
+                    tracing::warn!(
+                        peer = from.0,
+                        reason = violation.reason,
+                        "peer broke the protocol"
+                    );
+                    link.writer.close(violation.code, violation.reason);
+                    open = false;
+                    break;
+                }
             }
-            if open && msgs.len() < READ_BATCH {
-                next = socket.recv().now_or_never().flatten().and_then(Result::ok);
+            if msgs.len() >= READ_BATCH && !hand(&mut msgs, &mut read).await {
+                return;
             }
         }
-        // Waits while the node thread is behind: the link is not read meanwhile, so the
-        // peer's queue for this node fills and drops, as the protocols allow.
-        if !msgs.is_empty()
-            && !state
-                .submit_charged(Input::Peer { from, msgs: std::mem::take(&mut msgs) }, read)
-                .await
-        {
-            break;
+        if !msgs.is_empty() && !hand(&mut msgs, &mut read).await {
+            return;
         }
-        // Whole messages, charged to the inbox: no longer being read.
-        meter.settle();
+        // Whole messages, handed to the node: no longer being read.
+        meter.settle_but(link.reader.unread());
         if !open {
-            break;
+            link.writer.send_within(&mut link.io, CLOSE_GRACE).await;
+            return;
+        }
+        if link.flush().await.is_err() || !matches!(link.fill().await, Ok(1..)) {
+            return;
         }
     }
 }

@@ -27,11 +27,7 @@ use super::{
     ws, AppState,
 };
 use axum::{
-    extract::{
-        rejection::QueryRejection,
-        ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
-        DefaultBodyLimit, Query, State,
-    },
+    extract::{rejection::QueryRejection, DefaultBodyLimit, Query, State},
     handler::Handler,
     http::{header, HeaderMap, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
@@ -200,7 +196,7 @@ async fn client_socket(
 /// lacks the handshake parameters.
 async fn peer_socket(
     parts: axum::http::request::Parts,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, NotAnUpgrade>,
     hello: Result<Query<ws::PeerHello>, QueryRejection>,
     state: State<AppState>,
 ) -> Response {
@@ -212,9 +208,9 @@ async fn peer_socket(
     match (upgrade, hello) {
         (Ok(upgrade), Ok(hello)) => {
             let meter = parts.extensions.get::<ReadMeter>().cloned().unwrap_or_default();
-            ws::peer(upgrade, hello, state, meter).await
+            ws::peer(upgrade, hello.0, state.0, meter)
         }
-        (Err(e), _) => not_an_upgrade(e.status(), &e.body_text(), context),
+        (Err(e), _) => not_an_upgrade(e.status, e.reason, context),
         (_, Err(e)) => ApiError::invalid(format!("{context}: {}", e.body_text())).into_response(),
     }
 }
