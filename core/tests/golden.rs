@@ -1140,4 +1140,4 @@ macro_rules! scripts {
     };
 }
 
-scripts!(coordinator, durability, gc, hints, input_checks, read_repair, scan, watches);
+scripts!(antientropy, coordinator, durability, gc, hints, input_checks, read_repair, scan, watches);

@@ -7,8 +7,12 @@
 //! with one other replica of that interval, chosen at random. At most
 //! `max_sync_sessions` sessions run at once (the rate limit; each session's messages
 //! are paged to 256 KiB). A session that hears nothing for `sync_timeout_ms` is
-//! abandoned. A round whose sessions all succeeded records its start as the node's
-//! *last full sync* ([`super::NodeState`]), which tombstone collection relies on.
+//! abandoned, and its range retried (twice at most) with the range's next other
+//! replica; the round's later sessions pass over a peer a session failed with, and a
+//! peer already in a session with this node waits while others have work — so one
+//! replica that stops answering holds one session slot for one timeout, not the round.
+//! A round whose sessions all succeeded records its start as the node's *last full
+//! sync* ([`super::NodeState`]), which tombstone collection relies on.
 //!
 //! **Cleaning.** The same round queues, for every interval the node holds data in but
 //! no longer replicates (the ring changed: a node joined, a token moved), one session
@@ -73,6 +77,10 @@ pub(super) struct Job {
     /// Sessions of this job that failed before (a failed sync session is retried a
     /// couple of times before it fails the round).
     attempts: u8,
+    /// The range's other serving owners, for a scheduled round's sync: a failed attempt
+    /// is retried with the next of them (the peer that failed goes last), so one silent
+    /// replica does not hold a range — any other replica reconciles it as well.
+    others: Vec<NodeId>,
 }
 
 /// Attempts of a sync job before its round counts as failed.
@@ -170,6 +178,10 @@ struct Round {
     owners: Vec<(Signature, Interval, Vec<NodeId>)>,
     /// In a hand-off round, the layouts of the catalogue it was planned with.
     layouts: Option<Vec<(String, Signature)>>,
+    /// Peers a sync session of this round failed with (no answer within the timeout,
+    /// an abort): the round's later jobs go to another owner of their range instead,
+    /// when they have one.
+    failing: BTreeSet<NodeId>,
 }
 
 /// Progress of a hand-off (re-sync) round, as [`NodeEvent::Handoff`] reports it.
@@ -213,6 +225,11 @@ impl AntiEntropy {
     /// Entries dropped after they were handed off to the replicas that own them now.
     pub fn cleaned(&self) -> u64 {
         self.cleaned
+    }
+
+    /// Whether a session this node initiated with `peer` is running.
+    fn initiated_with(&self, peer: NodeId) -> bool {
+        self.sessions.range((peer, 0)..=(peer, u64::MAX)).any(|(_, r)| r.job.is_some())
     }
 
     /// Whether no round is running.
@@ -365,7 +382,10 @@ impl<S: Store> Node<S> {
                         unsyncable |= up.is_empty() && !down.is_empty();
                         for c in collections {
                             if let Some(i) = self.rng.index(up.len()) {
-                                jobs.push(self.job(c, interval, up[i], Purpose::Sync));
+                                let mut others = up.clone();
+                                let peer = others.remove(i);
+                                let job = self.job(c, interval, peer, Purpose::Sync);
+                                jobs.push(Job { others, ..job });
                             }
                         }
                         continue;
@@ -416,6 +436,7 @@ impl<S: Store> Node<S> {
             discovery,
             owners: Vec::new(),
             layouts: None,
+            failing: BTreeSet::new(),
         });
         ae.next_round_at = None;
         if resync {
@@ -457,9 +478,10 @@ impl<S: Store> Node<S> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let peer = up[self.rng.index(up.len())?];
+        let mut others = up;
+        let peer = others.remove(self.rng.index(others.len())?);
         let catalogue = crate::catalogue::CATALOGUE_COLLECTION;
-        Some(self.job(catalogue, Interval::full(), peer, Purpose::Sync))
+        Some(Job { others, ..self.job(catalogue, Interval::full(), peer, Purpose::Sync) })
     }
 
     /// Asks `owners` which collections exist, introducing this node first: an owner
@@ -520,7 +542,14 @@ impl<S: Store> Node<S> {
     }
 
     fn job(&self, collection: &str, interval: Interval, peer: NodeId, purpose: Purpose) -> Job {
-        Job { collection: collection.to_string(), interval, peer, purpose, attempts: 0 }
+        Job {
+            collection: collection.to_string(),
+            interval,
+            peer,
+            purpose,
+            attempts: 0,
+            others: Vec::new(),
+        }
     }
 
     fn report_handoff(&mut self) {
@@ -532,7 +561,21 @@ impl<S: Store> Node<S> {
     /// Starts queued sessions, up to the limit.
     pub(super) fn fill_sessions(&mut self, now: Millis) {
         while self.anti_entropy.sessions.len() < self.config.max_sync_sessions.max(1) {
-            let Some(job) = self.anti_entropy.queue.pop_front() else { break };
+            // The first job whose peer has no session of this node's running, when there
+            // is one: a peer that stopped answering sessions holds one slot until the
+            // sync timeout, not all of them, and the other peers' ranges go on meanwhile.
+            let ae = &self.anti_entropy;
+            let free = ae.queue.iter().position(|j| !ae.initiated_with(j.peer)).unwrap_or(0);
+            let Some(mut job) = self.anti_entropy.queue.remove(free) else { break };
+            // A peer that failed a session of this round is passed over for an owner
+            // that has not, when the job has one.
+            let failing = self.anti_entropy.round.as_ref().map(|r| &r.failing);
+            if let Some(failing) = failing.filter(|f| f.contains(&job.peer)) {
+                if let Some(i) = job.others.iter().position(|o| !failing.contains(o)) {
+                    let next = job.others.remove(i);
+                    job.others.push(std::mem::replace(&mut job.peer, next));
+                }
+            }
             if !self.up(job.peer) {
                 // The peer stopped serving since the round was planned.
                 self.note_session_end(now, job, false, 0);
@@ -567,12 +610,22 @@ impl<S: Store> Node<S> {
         } else {
             ae.failed += 1;
         }
+        if !ok && job.purpose == Purpose::Sync {
+            if let Some(round) = ae.round.as_mut() {
+                round.failing.insert(job.peer);
+            }
+        }
         let serving = self.up(job.peer);
         let retried =
             matches!(job.purpose, Purpose::Sync | Purpose::Leave | Purpose::Remove | Purpose::Move);
         if !ok && retried && job.attempts + 1 < SYNC_ATTEMPTS && serving {
-            // A lost message or a busy peer: try the same range again later in the round.
-            let retry = Job { attempts: job.attempts + 1, ..job };
+            // A lost message or a busy peer: try the same range again later in the round,
+            // with the range's next other owner when it has one.
+            let mut retry = Job { attempts: job.attempts + 1, ..job };
+            if !retry.others.is_empty() {
+                let next = retry.others.remove(0);
+                retry.others.push(std::mem::replace(&mut retry.peer, next));
+            }
             self.anti_entropy.queue.push_back(retry);
             return;
         }
@@ -580,7 +633,7 @@ impl<S: Store> Node<S> {
             if let Some(peer) = self.other_owner(&job) {
                 // The owner stopped serving during a hand-off: the range comes from
                 // another owner that answered.
-                let retry = Job { peer, attempts: 0, ..job };
+                let retry = Job { peer, attempts: 0, others: Vec::new(), ..job };
                 self.anti_entropy.queue.push_back(retry);
                 return;
             }
@@ -939,6 +992,7 @@ impl<S: Store> Node<S> {
                             peer,
                             purpose: Purpose::Sync,
                             attempts: 0,
+                            others: Vec::new(),
                         });
                     }
                 }
@@ -955,6 +1009,7 @@ impl<S: Store> Node<S> {
                         peer: peers[i],
                         purpose: Purpose::Sync,
                         attempts: 0,
+                        others: Vec::new(),
                     });
                 }
             }
