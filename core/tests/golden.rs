@@ -1106,6 +1106,9 @@ fn event_text(e: &NodeEvent) -> String {
         }
         NodeEvent::Handoff(p) => format!("hand-off {}/{} entries={}", p.done, p.total, p.entries),
         NodeEvent::Wiped { entries } => format!("wiped {entries} entries"),
+        NodeEvent::SlowSync { took_ms, grace_ms } => {
+            format!("slow sync: a round took {took_ms} ms, grace {grace_ms} ms")
+        }
         other => format!("{other:?}"),
     }
 }

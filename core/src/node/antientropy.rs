@@ -730,6 +730,11 @@ impl<S: Store> Node<S> {
         } else {
             self.state.last_full_sync_ms = Some(round.started_at);
             self.outputs.push_back(Output::Persist(self.state.clone()));
+            let (took_ms, grace_ms) =
+                (now.saturating_sub(round.started_at), self.config.tombstone_grace_ms);
+            if took_ms > grace_ms / 4 {
+                self.outputs.push_back(Output::Event(NodeEvent::SlowSync { took_ms, grace_ms }));
+            }
             if round.resync {
                 self.started_empty = false;
                 self.anti_entropy.handed_off.clear();

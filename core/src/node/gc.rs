@@ -161,10 +161,19 @@ impl Gc {
 }
 
 impl<S: Store> Node<S> {
-    /// Whether this node's data is too old to serve: its last full sync is more than half
-    /// the grace period old (or it never had one). Half, so that a node coming back just
-    /// inside the limit finishes its hand-off long before the others start collecting
-    /// the tombstones it missed, whatever the clock skew.
+    /// Whether this node's data is too old to serve: its last full sync started more than
+    /// half the grace period ago (or it never had one). Half, so that a node coming back
+    /// just inside the limit finishes its hand-off long before the others start
+    /// collecting the tombstones it missed, whatever the clock skew.
+    ///
+    /// Counted from the round's *start*, deliberately: a range is only known reconciled
+    /// as of then, so a round that lasted longer than half the grace period (peers that
+    /// stopped answering, far too much data for the period) leaves the node stale as it
+    /// completes, and it wipes and re-syncs rather than risk serving a value whose
+    /// delete the others have already collected. If every round is that slow, every
+    /// round ends that way: the node stays safe but spends its time re-syncing. So a
+    /// round longer than a quarter of the grace period is reported
+    /// ([`NodeEvent::SlowSync`]), for the operator to act on before it comes to that.
     pub(super) fn stale(&self, now: Millis) -> bool {
         match self.state.last_full_sync_ms {
             Some(t) => now.saturating_sub(t) > self.config.tombstone_grace_ms / 2,

@@ -278,6 +278,16 @@ pub enum NodeEvent {
         /// Entries dropped.
         entries: u64,
     },
+    /// A full anti-entropy round took more than a quarter of the tombstone grace period:
+    /// a replica that misses a delete may get its tombstone only after the others have
+    /// collected it. Rounds that slow mean silent peers, a slow disk or an overloaded
+    /// node, for the operator to look into.
+    SlowSync {
+        /// How long the round took.
+        took_ms: Millis,
+        /// The tombstone grace period.
+        grace_ms: Millis,
+    },
     /// This node's clock is off from its peers' by more than the max offset (see
     /// [`skew`]): it stops coordinating writes until it is back.
     ClockSkewed(skew::Skew),

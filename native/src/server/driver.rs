@@ -600,6 +600,13 @@ impl<S: Store + Send + 'static, D: Durable + 'static> Driver<S, D> {
                 Some(p) => tracing::info!(%collection, phase = p.as_str(), "collection moving"),
                 None => tracing::info!(%collection, "collection moved to its new layout"),
             },
+            NodeEvent::SlowSync { took_ms, grace_ms } => tracing::warn!(
+                took_ms,
+                grace_ms,
+                "an anti-entropy round took more than a quarter of the tombstone grace period: \
+                 a delete a replica missed could reach it only after the others collected \
+                 its tombstone (look for silent peers, a slow disk or an overloaded node)"
+            ),
             other => tracing::debug!(event = ?other, "node event"),
         }
     }
