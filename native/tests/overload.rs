@@ -1,5 +1,5 @@
-//! Overload and abuse against a real node process: clients that never read, a watch
-//! that never reads, messages over the frame limit, a connection flood with unfinished
+//! Overload and abuse against a real node process: clients that never read (answers,
+//! or the pongs of their pings), a watch that never reads, messages over the frame limit, a connection flood with unfinished
 //! HTTP headers, a write flood. Each one is bounded: the node's resident memory
 //! (VmRSS from /proc) grows by less than a loose bound, the abuser is cut off with a
 //! logged reason and a counter in /metrics, and the node keeps serving a well-behaved
@@ -415,4 +415,32 @@ async fn a_reader_that_pauses_gets_every_answer_in_order_whichever_client_io() {
         assert!(matches!(call(&mut ws, 2, set("w", b"x".to_vec())).await, Reply::Written { .. }));
         still_serves(&node.addr).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_pings_and_never_reads_the_pongs_is_no_longer_read() {
+    let _serial = SERIAL.lock().await;
+    let node = NodeProc::start(None, &[]);
+    let mut tcp = raw_websocket(&node.addr).await;
+    let before = node.rss_kib();
+    // Pings of 125 bytes, masked as a client's frames must be: each one owes a pong, and
+    // this client never reads one. 1 MiB of them a write.
+    let mut ping = vec![0x89, 0x80 | 125, 1, 2, 3, 4];
+    ping.extend((0..125u8).map(|i| i ^ [1, 2, 3, 4][usize::from(i) % 4]));
+    let chunk: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 8000).collect();
+    let mut sent = 0usize;
+    let stalled = loop {
+        match tokio::time::timeout(Duration::from_secs(3), tcp.write_all(&chunk)).await {
+            Err(_) => break true,
+            Ok(Err(_)) => break false,
+            Ok(Ok(())) => sent += chunk.len(),
+        }
+        if sent >= 256 << 20 {
+            break false;
+        }
+    };
+    println!("pings sent before the node stopped reading: {} MiB", sent >> 20);
+    assert!(stalled, "the node kept reading pings ({} MiB) whose pongs nobody read", sent >> 20);
+    check_rss(&node, before, "pings whose pongs are never read");
+    still_serves(&node.addr).await;
 }

@@ -275,6 +275,12 @@ impl Link {
                     }
                     Poll::Pending => {}
                 }
+                // What the peer sends here is pings and a close: not read while a batch
+                // waits to be written, so pongs cannot pile up behind a peer that sends
+                // without reading.
+                if !link.writer.is_empty() {
+                    return Poll::Pending;
+                }
                 match link.reader.poll_fill(cx, &mut link.io) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Turn::Failed),
                     Poll::Ready(Ok(_)) => Poll::Ready(Turn::Read),

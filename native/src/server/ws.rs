@@ -125,6 +125,7 @@ async fn serve_client(socket: ClientSocket, state: AppState, session: Session, m
         desk: desk.clone(),
         answers: Vec::new(),
         owed: 0,
+        unbudgeted: 0,
         max,
         state: state.clone(),
     };
@@ -161,9 +162,18 @@ struct Conn {
     answers: Vec<Parcel>,
     /// Bytes of the output budget framed but not yet written.
     owed: usize,
+    /// Bytes framed outside the output budget — pongs, refusals of bad frames, the
+    /// answers of token and collection management — since the writer was last empty. At
+    /// [`READ_PAUSE_BYTES`] the connection is not read until they are written: a client
+    /// that sends without reading holds a bounded buffer, and TCP holds back the rest.
+    unbudgeted: usize,
     max: usize,
     state: AppState,
 }
+
+/// Bytes framed outside the output budget at which a connection stops being read until
+/// its writer has drained (see `Conn::unbudgeted`).
+const READ_PAUSE_BYTES: usize = 256 * 1024;
 
 /// What a connection does next.
 enum Event {
@@ -214,7 +224,11 @@ impl Conn {
                 Event::Recheck => {
                     if let Err(refusal) = self.session.refresh(&self.state).await {
                         if refusal.code == ErrorCode::Unauthorized {
-                            self.frame(ClientResponse::error(0, refusal.code, refusal.message));
+                            self.frame_unbudgeted(ClientResponse::error(
+                                0,
+                                refusal.code,
+                                refusal.message,
+                            ));
                             self.close().await;
                             return;
                         }
@@ -227,8 +241,13 @@ impl Conn {
                 // Everything framed is written: the output budget gets its bytes back.
                 match self.writer.poll_send(cx, &mut self.io) {
                     Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
-                    Poll::Ready(Ok(())) if self.owed > 0 => rx.sent(std::mem::take(&mut self.owed)),
-                    _ => {}
+                    Poll::Ready(Ok(())) => {
+                        self.unbudgeted = 0;
+                        if self.owed > 0 {
+                            rx.sent(std::mem::take(&mut self.owed));
+                        }
+                    }
+                    Poll::Pending => {}
                 }
                 if let Poll::Ready(n) = rx.poll_recv_many(cx, &mut parcels, WRITE_BATCH) {
                     if n == 0 {
@@ -240,10 +259,15 @@ impl Conn {
                         None => Event::Answers,
                     });
                 }
-                match self.reader.poll_fill(cx, &mut self.io) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
-                    Poll::Ready(Ok(_)) => return Poll::Ready(Event::Read),
-                    Poll::Pending => {}
+                // Not read while what it is owed outside the budget waits to be written.
+                let read = (self.unbudgeted < READ_PAUSE_BYTES)
+                    .then(|| self.reader.poll_fill(cx, &mut self.io));
+                match read {
+                    Some(Poll::Ready(Ok(0)) | Poll::Ready(Err(_))) => {
+                        return Poll::Ready(Event::Gone)
+                    }
+                    Some(Poll::Ready(Ok(_))) => return Poll::Ready(Event::Read),
+                    _ => {}
                 }
                 if required && self.session.presented.is_some() && recheck.poll_tick(cx).is_ready()
                 {
@@ -260,10 +284,21 @@ impl Conn {
     fn frame_parcels(&mut self, parcels: &mut Vec<Parcel>) {
         for Parcel { resps, bytes } in parcels.drain(..) {
             self.owed += bytes;
+            let before = self.writer.unwritten().len();
             for resp in resps {
                 self.frame(resp);
             }
+            if bytes == 0 {
+                self.unbudgeted += self.writer.unwritten().len() - before;
+            }
         }
+    }
+
+    /// Frames an answer the output budget does not count (see [`Conn::unbudgeted`]).
+    fn frame_unbudgeted(&mut self, resp: ClientResponse) {
+        let before = self.writer.unwritten().len();
+        self.frame(resp);
+        self.unbudgeted += self.writer.unwritten().len() - before;
     }
 
     /// Frames one answer (an error saying so when it cannot be sent in one frame).
@@ -313,7 +348,9 @@ impl Conn {
                         .into(),
                 ),
                 Ok(Some(Incoming::Ping(payload))) => {
+                    let before = self.writer.unwritten().len();
                     self.writer.pong(payload);
+                    self.unbudgeted += self.writer.unwritten().len() - before;
                     continue;
                 }
                 Ok(Some(Incoming::Pong)) => continue,
@@ -349,11 +386,15 @@ impl Conn {
                     } else {
                         Reply::Ok
                     };
-                    self.frame(ClientResponse { id, result: reply, ts: None });
+                    self.frame_unbudgeted(ClientResponse { id, result: reply, ts: None });
                 }
                 Frame::Request(req) => match self.session.check(&self.state, &req.op, &refused) {
                     Err(refusal) => {
-                        self.frame(ClientResponse::error(req.id, refusal.code, refusal.message));
+                        self.frame_unbudgeted(ClientResponse::error(
+                            req.id,
+                            refusal.code,
+                            refusal.message,
+                        ));
                     }
                     Ok(())
                         if matches!(
@@ -398,7 +439,7 @@ impl Conn {
                         return Err(None);
                     }
                     self.state.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
-                    self.frame(ClientResponse::error(0, code, why));
+                    self.frame_unbudgeted(ClientResponse::error(0, code, why));
                 }
             }
         }
