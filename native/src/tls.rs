@@ -198,6 +198,23 @@ pub fn peer_client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsErro
     Ok(Arc::new(config))
 }
 
+/// Opens TLS over `tcp` to the node at `addr` (`host:port`, `[v6]:port`) with `config`:
+/// the node's certificate must name the host.
+pub async fn connect(
+    tcp: tokio::net::TcpStream,
+    addr: &str,
+    config: Arc<ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{addr}: {e}"))?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))
+}
+
 /// The configuration of a client: nodes are verified against the CA in `ca`, or the
 /// public roots when `None`.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {

@@ -77,9 +77,10 @@ pub(super) struct Job {
     /// Sessions of this job that failed before (a failed sync session is retried a
     /// couple of times before it fails the round).
     attempts: u8,
-    /// The range's other serving owners, for a scheduled round's sync: a failed attempt
-    /// is retried with the next of them (the peer that failed goes last), so one silent
-    /// replica does not hold a range — any other replica reconciles it as well.
+    /// The range's other serving owners, for a scheduled round's sync: a job whose peer
+    /// failed a session of the round goes to one of them instead (the peer goes last),
+    /// so one silent replica does not hold a range — any other replica reconciles it as
+    /// well.
     others: Vec<NodeId>,
 }
 
@@ -619,13 +620,10 @@ impl<S: Store> Node<S> {
         let retried =
             matches!(job.purpose, Purpose::Sync | Purpose::Leave | Purpose::Remove | Purpose::Move);
         if !ok && retried && job.attempts + 1 < SYNC_ATTEMPTS && serving {
-            // A lost message or a busy peer: try the same range again later in the round,
-            // with the range's next other owner when it has one.
-            let mut retry = Job { attempts: job.attempts + 1, ..job };
-            if !retry.others.is_empty() {
-                let next = retry.others.remove(0);
-                retry.others.push(std::mem::replace(&mut retry.peer, next));
-            }
+            // A lost message or a busy peer: try the same range again later in the round
+            // (with another of its owners, since this peer is now one a session failed
+            // with: see `fill_sessions`).
+            let retry = Job { attempts: job.attempts + 1, ..job };
             self.anti_entropy.queue.push_back(retry);
             return;
         }

@@ -43,7 +43,6 @@ use dhrt_core::{
     proto::{Message, PeerMessage},
     wire,
 };
-use rustls_pki_types::ServerName;
 use std::{
     collections::HashMap,
     sync::{
@@ -229,12 +228,7 @@ impl Link {
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
         let stream = match &self.tls {
             Some(config) => {
-                let name = server_name(&self.addr)?;
-                let tls = tokio_rustls::TlsConnector::from(config.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS: {e}"))?;
-                Stream::Rustls(tls)
+                Stream::Rustls(crate::tls::connect(tcp, &self.addr, config.clone()).await?)
             }
             None => Stream::Plain(tcp),
         };
@@ -318,13 +312,6 @@ impl Link {
             }
         }
     }
-}
-
-/// The name a peer's certificate must carry: the host of its address.
-fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
-    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(host.to_string()).map_err(|e| format!("TLS: {host}: {e}"))
 }
 
 #[cfg(test)]

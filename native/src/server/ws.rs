@@ -507,6 +507,24 @@ fn decode_request(bytes: &[u8], max: usize) -> Frame {
     }
 }
 
+/// Hands a peer link's messages to the node, leaving `msgs` empty: at the desk, handled
+/// before this returns; else through the inbox, charged the `read` bytes they took.
+/// False once the node has stopped.
+async fn hand_peer(
+    state: &AppState,
+    desk: Option<&dyn Desk>,
+    from: NodeId,
+    msgs: &mut Vec<Message>,
+    read: &mut usize,
+) -> bool {
+    let input = Input::Peer { from, msgs: std::mem::take(msgs) };
+    let bytes = std::mem::take(read);
+    match desk {
+        Some(desk) => desk.hand(input),
+        None => state.submit_charged(input, bytes).await,
+    }
+}
+
 /// The error code of a frame that could not be decoded.
 pub fn wire_error_code(e: &WireError) -> ErrorCode {
     match e {
@@ -580,17 +598,6 @@ async fn read_peer(
 ) {
     let max = state.max_frame;
     let mut msgs = Vec::new();
-    let hand = |msgs: &mut Vec<Message>, read: &mut usize| {
-        let input = Input::Peer { from, msgs: std::mem::take(msgs) };
-        let bytes = std::mem::take(read);
-        let desk = desk.clone();
-        async move {
-            match desk {
-                Some(desk) => desk.hand(input),
-                None => state.submit_charged(input, bytes).await,
-            }
-        }
-    };
     loop {
         let mut read = 0;
         let mut open = true;
@@ -629,11 +636,14 @@ async fn read_peer(
                     break;
                 }
             }
-            if msgs.len() >= READ_BATCH && !hand(&mut msgs, &mut read).await {
+            if msgs.len() >= READ_BATCH
+                && !hand_peer(state, desk.as_deref(), from, &mut msgs, &mut read).await
+            {
                 return;
             }
         }
-        if !msgs.is_empty() && !hand(&mut msgs, &mut read).await {
+        if !msgs.is_empty() && !hand_peer(state, desk.as_deref(), from, &mut msgs, &mut read).await
+        {
             return;
         }
         // Whole messages, handed to the node: no longer being read.

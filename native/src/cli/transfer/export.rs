@@ -223,14 +223,7 @@ async fn get_json(
     match tls {
         None => get_json_over(stream, addr, path, token).await,
         Some(config) => {
-            let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                .map_err(|e| format!("{addr}: {e}"))?;
-            let stream = tokio_rustls::TlsConnector::from(config)
-                .connect(name, stream)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
+            let stream = dhrt::tls::connect(stream, addr, config).await?;
             get_json_over(stream, addr, path, token).await
         }
     }
