@@ -1012,7 +1012,7 @@ impl<S: GoldenStore> Harness<S> {
         let stats = n.stats();
         let h = n.hints();
         let gc = n.gc();
-        let (completed, failed) = n.anti_entropy().counts();
+        let (completed, failed) = n.sessions().counts();
         let sync = n.state().last_full_sync_ms.map_or("never".into(), |t| format!("@{t}"));
         let _ = writeln!(out, "now @{} status={}", self.now, stats.status);
         let _ = writeln!(

@@ -4,13 +4,14 @@
 //! **Rounds.** Every `sync_interval_ms` (jittered ±50% so nodes do not sync in
 //! lockstep) a node starts a *round*: for each collection it holds and each token
 //! interval `(p, t]` of the ring whose preference list includes it, it queues a session
-//! with one other replica of that interval, chosen at random. At most
-//! `max_sync_sessions` sessions run at once (the rate limit; each session's messages
-//! are paged to 256 KiB). A session that hears nothing for `sync_timeout_ms` is
-//! abandoned, and its range retried (twice at most) with the range's next other
-//! replica; the round's later sessions pass over a peer a session failed with, and a
-//! peer already in a session with this node waits while others have work — so one
-//! replica that stops answering holds one session slot for one timeout, not the round.
+//! with one other replica of that interval, chosen at random. The sessions themselves
+//! are [`super::sessions`]'s to run: at most `max_sync_sessions` at once (the rate
+//! limit; each session's messages are paged to 256 KiB); a session that hears nothing
+//! for `sync_timeout_ms` is abandoned, and its range retried (twice at most) with the
+//! range's next other replica; the round's later sessions pass over a peer a session
+//! failed with, and a peer already in a session with this node waits while others have
+//! work — so one replica that stops answering holds one session slot for one timeout,
+//! not the round. Each session's end comes back here (`Node::on_session_end`).
 //! A round whose sessions all succeeded records its start as the node's *last full
 //! sync* ([`super::NodeState`]), which tombstone collection relies on.
 //!
@@ -33,7 +34,11 @@
 //! other replicas hold (see [`super::gc`]), so it rejoins empty and cannot resurrect
 //! deleted keys.
 
-use super::{layouts::Signature, Node, NodeEvent, Output};
+use super::{
+    layouts::Signature,
+    sessions::{Job, Purpose},
+    Node, NodeEvent, Output,
+};
 use crate::{
     entry::NodeId,
     hash::Interval,
@@ -41,59 +46,10 @@ use crate::{
     proto::{Message, ReplicaMessage, SyncBody, SyncMessage},
     ring::RingTable,
     store::Store,
-    sync::{Role, SyncConfig, SyncSession},
+    sync::SyncConfig,
     Millis,
 };
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-/// Why a session runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Purpose {
-    /// Anti-entropy or re-sync of a range this node replicates.
-    Sync,
-    /// Hand-off of a range this node no longer replicates: the index of its group.
-    Clean(usize),
-    /// Hand-off of the range of a token move, before it is announced (see
-    /// [`super::migrate`]).
-    Migrate,
-    /// Hand-off of a range to the nodes that replicate it once this node has left (see
-    /// [`super::leave`]).
-    Leave,
-    /// Hand-off of a range shared with a member being removed, to the nodes that own it
-    /// once the member is gone (see [`super::remove`]).
-    Remove,
-    /// A pull of a range a collection's move to another layout gives this node (see
-    /// [`super::moves`]).
-    Move,
-}
-
-/// One session to run.
-#[derive(Debug, Clone)]
-pub(super) struct Job {
-    collection: String,
-    interval: Interval,
-    peer: NodeId,
-    purpose: Purpose,
-    /// Sessions of this job that failed before (a failed sync session is retried a
-    /// couple of times before it fails the round).
-    attempts: u8,
-    /// The range's other serving owners, for a scheduled round's sync: a job whose peer
-    /// failed a session of the round goes to one of them instead (the peer goes last),
-    /// so one silent replica does not hold a range — any other replica reconciles it as
-    /// well.
-    others: Vec<NodeId>,
-}
-
-/// Attempts of a sync job before its round counts as failed.
-const SYNC_ATTEMPTS: u8 = 3;
-
-#[derive(Debug)]
-struct Running {
-    session: SyncSession,
-    last_heard: Millis,
-    /// What the session is for, when this node initiated it.
-    job: Option<Job>,
-}
+use std::collections::BTreeSet;
 
 /// The hand-off sessions of one interval this node no longer replicates.
 #[derive(Debug)]
@@ -104,17 +60,13 @@ struct CleanGroup {
     failed: bool,
 }
 
-/// The anti-entropy state of a node.
+/// The anti-entropy state of a node: its rounds (the sessions they queue run in
+/// [`super::sessions::Sessions`]).
 #[derive(Debug, Default)]
 pub struct AntiEntropy {
-    sessions: BTreeMap<(NodeId, u64), Running>,
-    queue: VecDeque<Job>,
     groups: Vec<CleanGroup>,
     next_round_at: Option<Millis>,
     round: Option<Round>,
-    completed: u64,
-    failed: u64,
-    entries_received: u64,
     cleaned: u64,
     /// The sessions of the current hand-off that succeeded, by (collection, range,
     /// owner): a round that failed elsewhere is retried without them. Cleared when the
@@ -173,16 +125,8 @@ struct Round {
     /// Entries received by the round's sessions.
     entries: u64,
     discovery: Option<Discovery>,
-    /// In a hand-off round, once discovery ended: each range to sync, by placement, and
-    /// the owners that answered, among whom a session whose owner stops serving picks
-    /// another.
-    owners: Vec<(Signature, Interval, Vec<NodeId>)>,
     /// In a hand-off round, the layouts of the catalogue it was planned with.
     layouts: Option<Vec<(String, Signature)>>,
-    /// Peers a sync session of this round failed with (no answer within the timeout,
-    /// an abort): the round's later jobs go to another owner of their range instead,
-    /// when they have one.
-    failing: BTreeSet<NodeId>,
 }
 
 /// Progress of a hand-off (re-sync) round, as [`NodeEvent::Handoff`] reports it.
@@ -197,40 +141,19 @@ pub struct HandoffProgress {
 }
 
 impl AntiEntropy {
-    /// When the next round starts or a session times out.
-    pub fn next_deadline(&self, timeout: Millis) -> Option<Millis> {
-        let sessions = self.sessions.values().map(|r| r.last_heard + timeout).min();
+    /// When the next round starts, or a hand-off round asks again or gives up waiting.
+    pub fn next_deadline(&self) -> Option<Millis> {
         let discovery = self
             .round
             .as_ref()
             .and_then(|r| r.discovery.as_ref())
             .map(|d| d.deadline.min(d.resend_at));
-        [self.next_round_at, sessions, discovery].into_iter().flatten().min()
-    }
-
-    /// Sessions running.
-    pub fn running(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// Sessions this node initiated that completed, and that failed, so far.
-    pub fn counts(&self) -> (u64, u64) {
-        (self.completed, self.failed)
-    }
-
-    /// Entries received from peers by sync.
-    pub fn entries_received(&self) -> u64 {
-        self.entries_received
+        [self.next_round_at, discovery].into_iter().flatten().min()
     }
 
     /// Entries dropped after they were handed off to the replicas that own them now.
     pub fn cleaned(&self) -> u64 {
         self.cleaned
-    }
-
-    /// Whether a session this node initiated with `peer` is running.
-    fn initiated_with(&self, peer: NodeId) -> bool {
-        self.sessions.range((peer, 0)..=(peer, u64::MAX)).any(|(_, r)| r.job.is_some())
     }
 
     /// Whether no round is running.
@@ -295,7 +218,13 @@ impl<S: Store> Node<S> {
     pub(super) fn start_round(&mut self, now: Millis, resync: bool) {
         let me = self.id();
         if resync {
-            self.abandon_round_sessions();
+            // The sync and cleaning sessions this node opened for an earlier round: a
+            // re-sync round plans every range anew, and the peers of a node that must
+            // re-sync (the cluster declared it dead) may not answer it before they
+            // admit it again.
+            let round = |p: Purpose| matches!(p, Purpose::Sync | Purpose::Clean(_));
+            self.sessions.abandon(round, "a re-sync round begins");
+            self.collect_sessions(now);
         }
         // The catalogue, which every member keeps, is synced whole with one member a
         // round (below); the ranges are for every other collection, by the placement
@@ -304,7 +233,7 @@ impl<S: Store> Node<S> {
             .into_iter()
             .filter(|c| !crate::catalogue::is_catalogue(c))
             .collect();
-        let signatures = self.signatures(&collections);
+        let signatures = self.view.signatures(&collections);
         let mut jobs = Vec::new();
         let mut groups = Vec::new();
         let mut discovery = None;
@@ -316,13 +245,13 @@ impl<S: Store> Node<S> {
             let with_me = self.table_with_me();
             let mut plans = Vec::new();
             for (key, names) in signatures {
-                let placement = self.placement_by(&key);
+                let placement = self.view.placement_by(&key);
                 let would_be = placement.intervals_on(&with_me);
                 let mine: Vec<HandoffRange> = would_be
                     .iter()
                     .filter(|(_, replicas)| replicas.contains(&me))
                     .filter_map(|(interval, _)| {
-                        let owners = placement.now.list_on(&self.table, interval.end);
+                        let owners = placement.now.list_on(&self.view.table, interval.end);
                         let need = self.handoff_sources(&owners);
                         let up: Vec<NodeId> =
                             owners.into_iter().filter(|o| *o != me && self.up(*o)).collect();
@@ -365,14 +294,14 @@ impl<S: Store> Node<S> {
                     answered: BTreeSet::new(),
                     names: collections.iter().cloned().collect(),
                     ranges: plans.into_iter().map(|(key, _, _, mine)| (key, mine)).collect(),
-                    layouts: self.layouts_now(),
+                    layouts: self.view.layouts_now(),
                     deadline: now + self.config.sync_timeout_ms,
                     resend_at: now + DISCOVERY_RESEND_MS,
                 });
             }
         } else {
             jobs.extend(self.catalogue_job());
-            for group in self.by_placement(&collections) {
+            for group in self.view.by_placement(&collections) {
                 let collections = &group.collections;
                 for (interval, replicas, pending) in group.intervals {
                     if replicas.contains(&me) {
@@ -385,8 +314,8 @@ impl<S: Store> Node<S> {
                             if let Some(i) = self.rng.index(up.len()) {
                                 let mut others = up.clone();
                                 let peer = others.remove(i);
-                                let job = self.job(c, interval, peer, Purpose::Sync);
-                                jobs.push(Job { others, ..job });
+                                let job = Job::new(c, interval, peer, Purpose::Sync);
+                                jobs.push(job.with_others(others));
                             }
                         }
                         continue;
@@ -413,19 +342,18 @@ impl<S: Store> Node<S> {
                             failed: false,
                         });
                         for r in &replicas {
-                            jobs.push(self.job(c, interval, *r, Purpose::Clean(g)));
+                            jobs.push(Job::new(c, interval, *r, Purpose::Clean(g)));
                         }
                     }
                 }
             }
         }
         let total = jobs.iter().filter(|j| j.purpose == Purpose::Sync).count();
-        let ae = &mut self.anti_entropy;
         // A migration's or a leave's hand-off outlives rounds.
-        ae.queue.retain(|j| {
-            matches!(j.purpose, Purpose::Migrate | Purpose::Leave | Purpose::Remove | Purpose::Move)
-        });
-        ae.queue.extend(jobs);
+        let outlives =
+            |p| matches!(p, Purpose::Migrate | Purpose::Leave | Purpose::Remove | Purpose::Move);
+        self.sessions.begin_round(outlives, jobs);
+        let ae = &mut self.anti_entropy;
         ae.groups = groups;
         ae.round = Some(Round {
             failed: unsyncable,
@@ -435,9 +363,7 @@ impl<S: Store> Node<S> {
             done: 0,
             entries: 0,
             discovery,
-            owners: Vec::new(),
             layouts: None,
-            failing: BTreeSet::new(),
         });
         ae.next_round_at = None;
         if resync {
@@ -446,35 +372,11 @@ impl<S: Store> Node<S> {
         self.fill_sessions(now);
     }
 
-    /// Abandons the sync and cleaning sessions this node opened for an earlier round: a
-    /// re-sync round plans every range anew, and the peers of a node that must re-sync
-    /// (the cluster declared it dead) may not answer it before they admit it again.
-    fn abandon_round_sessions(&mut self) {
-        let earlier: Vec<(NodeId, u64)> = self
-            .anti_entropy
-            .sessions
-            .iter()
-            .filter(|(_, r)| {
-                r.session.role() == Role::Initiator
-                    && r.job
-                        .as_ref()
-                        .is_some_and(|j| matches!(j.purpose, Purpose::Sync | Purpose::Clean(_)))
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for key in earlier {
-            if let Some(mut r) = self.anti_entropy.sessions.remove(&key) {
-                let abort = r.session.abort("a re-sync round begins");
-                self.send(key.0, Message::Sync(abort));
-            }
-        }
-    }
-
     /// A session syncing the whole catalogue with a member that is up, chosen at random
     /// (none while no other member is up).
     fn catalogue_job(&mut self) -> Option<Job> {
         let me = self.id();
-        let up: Vec<NodeId> = (self.table.vnodes().iter().map(|v| v.node))
+        let up: Vec<NodeId> = (self.view.table.vnodes().iter().map(|v| v.node))
             .filter(|id| *id != me && self.up(*id))
             .collect::<BTreeSet<_>>()
             .into_iter()
@@ -482,7 +384,7 @@ impl<S: Store> Node<S> {
         let mut others = up;
         let peer = others.remove(self.rng.index(others.len())?);
         let catalogue = crate::catalogue::CATALOGUE_COLLECTION;
-        Some(Job { others, ..self.job(catalogue, Interval::full(), peer, Purpose::Sync) })
+        Some(Job::new(catalogue, Interval::full(), peer, Purpose::Sync).with_others(others))
     }
 
     /// Asks `owners` which collections exist, introducing this node first: an owner
@@ -503,12 +405,11 @@ impl<S: Store> Node<S> {
         interval: Interval,
         peer: NodeId,
     ) {
-        let job = self.job(collection, interval, peer, Purpose::Migrate);
-        self.anti_entropy.queue.push_front(job);
+        self.sessions.push_front(Job::new(collection, interval, peer, Purpose::Migrate));
     }
 
     /// Sync settings: paged messages, and collected tombstones not taken back.
-    fn sync_config(&self, now: Millis) -> SyncConfig {
+    pub(super) fn sync_config(&self, now: Millis) -> SyncConfig {
         let collected_before = now.checked_sub(self.config.tombstone_grace_ms);
         let limits = Some(self.entry_limits(now));
         SyncConfig { collected_before, limits, ..SyncConfig::default() }
@@ -517,16 +418,14 @@ impl<S: Store> Node<S> {
     /// Queues hand-off sessions ahead of everything else (a graceful leave).
     pub(super) fn queue_leave_sessions(&mut self, jobs: Vec<(String, Interval, NodeId)>) {
         for (collection, interval, peer) in jobs.into_iter().rev() {
-            let job = self.job(&collection, interval, peer, Purpose::Leave);
-            self.anti_entropy.queue.push_front(job);
+            self.sessions.push_front(Job::new(&collection, interval, peer, Purpose::Leave));
         }
     }
 
     /// Queues hand-off sessions for the removal of a dead member, ahead of the round's.
     pub(super) fn queue_removal_sessions(&mut self, jobs: Vec<(String, Interval, NodeId)>) {
         for (collection, interval, peer) in jobs.into_iter().rev() {
-            let job = self.job(&collection, interval, peer, Purpose::Remove);
-            self.anti_entropy.queue.push_front(job);
+            self.sessions.push_front(Job::new(&collection, interval, peer, Purpose::Remove));
         }
     }
 
@@ -538,19 +437,7 @@ impl<S: Store> Node<S> {
         peer: NodeId,
         purpose: Purpose,
     ) {
-        let job = self.job(collection, interval, peer, purpose);
-        self.anti_entropy.queue.push_back(job);
-    }
-
-    fn job(&self, collection: &str, interval: Interval, peer: NodeId, purpose: Purpose) -> Job {
-        Job {
-            collection: collection.to_string(),
-            interval,
-            peer,
-            purpose,
-            attempts: 0,
-            others: Vec::new(),
-        }
+        self.sessions.push_back(Job::new(collection, interval, peer, purpose));
     }
 
     fn report_handoff(&mut self) {
@@ -561,81 +448,15 @@ impl<S: Store> Node<S> {
 
     /// Starts queued sessions, up to the limit.
     pub(super) fn fill_sessions(&mut self, now: Millis) {
-        while self.anti_entropy.sessions.len() < self.config.max_sync_sessions.max(1) {
-            // The first job whose peer has no session of this node's running, when there
-            // is one: a peer that stopped answering sessions holds one slot until the
-            // sync timeout, not all of them, and the other peers' ranges go on meanwhile.
-            let ae = &self.anti_entropy;
-            let free = ae.queue.iter().position(|j| !ae.initiated_with(j.peer)).unwrap_or(0);
-            let Some(mut job) = self.anti_entropy.queue.remove(free) else { break };
-            // A peer that failed a session of this round is passed over for an owner
-            // that has not, when the job has one.
-            let failing = self.anti_entropy.round.as_ref().map(|r| &r.failing);
-            if let Some(failing) = failing.filter(|f| f.contains(&job.peer)) {
-                if let Some(i) = job.others.iter().position(|o| !failing.contains(o)) {
-                    let next = job.others.remove(i);
-                    job.others.push(std::mem::replace(&mut job.peer, next));
-                }
-            }
-            if !self.up(job.peer) {
-                // The peer stopped serving since the round was planned.
-                self.note_session_end(now, job, false, 0);
-                continue;
-            }
-            let id = self.rng.next_u64();
-            let salt = self.rng.next_u64();
-            match SyncSession::initiate(
-                id,
-                &self.replica,
-                &job.collection,
-                job.interval,
-                salt,
-                self.sync_config(now),
-            ) {
-                Ok((session, begin)) => {
-                    let running = Running { session, last_heard: now, job: Some(job.clone()) };
-                    self.anti_entropy.sessions.insert((job.peer, id), running);
-                    self.send(job.peer, Message::Sync(begin));
-                }
-                Err(_) => self.note_session_end(now, job, false, 0),
-            }
-        }
+        let (sessions, mut env) = self.session_parts(now);
+        sessions.fill(&mut env, now);
+        self.collect_sessions(now);
         self.finish_round_if_done(now);
     }
 
-    /// Books the end of a session this node initiated.
-    fn note_session_end(&mut self, now: Millis, job: Job, ok: bool, entries: u64) {
-        let ae = &mut self.anti_entropy;
-        if ok {
-            ae.completed += 1;
-        } else {
-            ae.failed += 1;
-        }
-        if !ok && job.purpose == Purpose::Sync {
-            if let Some(round) = ae.round.as_mut() {
-                round.failing.insert(job.peer);
-            }
-        }
-        let serving = self.up(job.peer);
-        let retried =
-            matches!(job.purpose, Purpose::Sync | Purpose::Leave | Purpose::Remove | Purpose::Move);
-        if !ok && retried && job.attempts + 1 < SYNC_ATTEMPTS && serving {
-            // A lost message or a busy peer: try the same range again later in the round
-            // (with another of its owners, since this peer is now one a session failed
-            // with: see `fill_sessions`).
-            let retry = Job { attempts: job.attempts + 1, ..job };
-            self.anti_entropy.queue.push_back(retry);
-            return;
-        }
-        if !ok && !serving && job.purpose == Purpose::Sync {
-            if let Some(peer) = self.other_owner(&job) {
-                // The owner stopped serving during a hand-off: the range comes from
-                // another owner that answered.
-                let retry = Job { peer, attempts: 0, others: Vec::new(), ..job };
-                self.anti_entropy.queue.push_back(retry);
-                return;
-            }
-        }
+    /// A session this node initiated ended for good: its end goes to the part of the
+    /// node that queued it.
+    pub(super) fn on_session_end(&mut self, now: Millis, job: Job, ok: bool, entries: u64) {
         let ae = &mut self.anti_entropy;
         match job.purpose {
             Purpose::Sync => {
@@ -669,24 +490,13 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// In a hand-off round, a serving owner of `job`'s range other than its peer, chosen
-    /// at random.
-    fn other_owner(&mut self, job: &Job) -> Option<NodeId> {
-        let round = self.anti_entropy.round.as_ref().filter(|r| r.resync)?;
-        let key = self.signature(&job.collection);
-        let owners = &round.owners.iter().find(|(k, i, _)| *k == key && *i == job.interval)?.2;
-        let up: Vec<NodeId> =
-            owners.iter().copied().filter(|o| *o != job.peer && self.up(*o)).collect();
-        self.rng.index(up.len()).map(|i| up[i])
-    }
-
     /// Every owner of `interval` has what this node held there: drop it.
     fn drop_handed_off(&mut self, _now: Millis, collection: String, interval: Interval) {
         // The ring or the collection's layout may have changed during the round; only
         // drop what is still foreign.
-        let placement = self.placement_for(&collection);
+        let placement = self.view.placement_for(&collection);
         let me = self.id();
-        if placement.list_on(&self.table, interval.end).contains(&me)
+        if placement.list_on(&self.view.table, interval.end).contains(&me)
             || placement.pending_in(me, &interval)
         {
             return;
@@ -705,17 +515,16 @@ impl<S: Store> Node<S> {
     }
 
     fn finish_round_if_done(&mut self, now: Millis) {
-        let ae = &self.anti_entropy;
-        let initiated = ae.sessions.values().any(|r| r.session.role() == Role::Initiator);
-        let discovering = ae.round.as_ref().is_some_and(|r| r.discovery.is_some());
-        if !ae.queue.is_empty() || initiated || discovering {
+        let discovering = self.anti_entropy.round.as_ref().is_some_and(|r| r.discovery.is_some());
+        if self.sessions.busy() || discovering {
             return;
         }
         let Some(mut round) = self.anti_entropy.round.take() else { return };
+        self.sessions.end_round();
         self.anti_entropy.groups.clear();
         // A hand-off planned with layouts the catalogue it brought changed missed what
         // this node owns under the new ones: it plans again.
-        if round.layouts.as_ref().is_some_and(|l| *l != self.layouts_now()) {
+        if round.layouts.as_ref().is_some_and(|l| *l != self.view.layouts_now()) {
             round.failed = true;
         }
         if round.failed {
@@ -746,26 +555,9 @@ impl<S: Store> Node<S> {
     /// Runs due rounds and abandons silent sessions, and sessions with peers that
     /// stopped serving (suspected, dead, left).
     pub(super) fn tick_sync(&mut self, now: Millis) {
-        let timeout = self.config.sync_timeout_ms;
-        let stale: Vec<(NodeId, u64)> = self
-            .anti_entropy
-            .sessions
-            .iter()
-            .filter(|(k, r)| {
-                let initiated = r.session.role() == Role::Initiator;
-                now.saturating_sub(r.last_heard) >= timeout || (initiated && !self.up(k.0))
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for key in stale {
-            if let Some(mut r) = self.anti_entropy.sessions.remove(&key) {
-                let abort = r.session.abort("no answer within the sync timeout");
-                self.send(key.0, Message::Sync(abort));
-                if let Some(job) = r.job {
-                    self.note_session_end(now, job, false, 0);
-                }
-            }
-        }
+        let (sessions, mut env) = self.session_parts(now);
+        sessions.tick(&mut env, now);
+        self.collect_sessions(now);
         self.drop_down_owners(now);
         let resend = self
             .anti_entropy
@@ -834,7 +626,7 @@ impl<S: Store> Node<S> {
                 return;
             }
             let range = *range;
-            let owners = self.placement_for(collection).list_on(&self.table, range.end);
+            let owners = self.view.placement_for(collection).list_on(&self.view.table, range.end);
             // An owner handing a range to this node, which does not own it (yet): a token
             // move or a leave about to be announced.
             if owners.contains(&from) && !owners.contains(&self.id()) {
@@ -844,71 +636,14 @@ impl<S: Store> Node<S> {
                 }
                 incoming.push((range, now));
             }
-            let config = self.sync_config(now);
-            match SyncSession::accept(&mut self.replica, msg, config) {
-                Ok((session, reply)) => {
-                    self.anti_entropy.entries_received += session.stats().entries_applied;
-                    if session.is_open() {
-                        let running = Running { session, last_heard: now, job: None };
-                        self.anti_entropy.sessions.insert(key, running);
-                    }
-                    self.send(from, Message::Sync(reply));
-                }
-                Err(e) => {
-                    let abort = SyncMessage {
-                        session: key.1,
-                        body: SyncBody::Abort { reason: e.to_string() },
-                    };
-                    self.send(from, Message::Sync(abort));
-                }
-            }
+            let (sessions, mut env) = self.session_parts(now);
+            sessions.accept(&mut env, now, from, msg);
+            self.collect_sessions(now);
             return;
         }
-        let Some(mut running) = self.anti_entropy.sessions.remove(&key) else { return };
-        let before = running.session.stats();
-        running.session.set_limits(self.entry_limits(now));
-        let result = running.session.handle(&mut self.replica, msg);
-        let after = running.session.stats();
-        let applied = after.entries_applied - before.entries_applied;
-        self.peer_stats.refused_entries += after.entries_refused - before.entries_refused;
-        if after.newest_merged > before.newest_merged {
-            // Checked against the max offset at this `now`, so adopting cannot fail.
-            let _ = self.clock.update(after.newest_merged, now);
-        }
-        self.anti_entropy.entries_received += applied;
-        let initiator = running.session.role() == Role::Initiator;
-        let job = running.job.clone();
-        let total_applied = running.session.stats().entries_applied;
-        match result {
-            Ok(Some(reply)) => {
-                if running.session.is_open() {
-                    running.last_heard = now;
-                    self.anti_entropy.sessions.insert(key, running);
-                } else if let Some(job) = job {
-                    self.note_session_end(now, job, true, total_applied);
-                }
-                self.send(from, Message::Sync(reply));
-            }
-            Ok(None) => {
-                if let Some(job) = job {
-                    let ok = running.session.is_done();
-                    self.note_session_end(now, job, ok, total_applied);
-                }
-            }
-            Err(e) => {
-                if let Some(job) = job {
-                    self.note_session_end(now, job, false, total_applied);
-                }
-                if !matches!(e, crate::sync::SyncError::Aborted(_)) {
-                    let body = SyncBody::Abort { reason: e.to_string() };
-                    self.send(from, Message::Sync(SyncMessage { session: key.1, body }));
-                }
-                self.outputs.push_back(Output::Event(NodeEvent::SyncFailed {
-                    peer: from,
-                    reason: e.to_string(),
-                }));
-            }
-        }
+        let (sessions, mut env) = self.session_parts(now);
+        let initiator = sessions.handle(&mut env, now, from, msg);
+        self.collect_sessions(now);
         if initiator {
             self.fill_sessions(now);
         }
@@ -966,7 +701,7 @@ impl<S: Store> Node<S> {
         let catalogue = crate::catalogue::CATALOGUE_COLLECTION;
         let names: Vec<(String, Signature)> = (d.names.iter())
             .filter(|c| c.as_str() != catalogue)
-            .map(|c| (c.clone(), self.signature(c)))
+            .map(|c| (c.clone(), self.view.signature(c)))
             .collect();
         // The ranges of the placements the collections use, from the owners that answered.
         let ranges: Vec<(Signature, Interval, Vec<NodeId>, usize)> = (d.ranges.into_iter())
@@ -988,15 +723,13 @@ impl<S: Store> Node<S> {
                     let (copied, mut rest): (Vec<NodeId>, Vec<NodeId>) =
                         owners.iter().partition(|o| done.contains(&(c.clone(), *interval, **o)));
                     self.rng.shuffle(&mut rest);
+                    // Only a range synced with a single owner may fall back on another
+                    // one: with several, a fallback could repeat an owner already synced,
+                    // and the round fails and is planned again instead.
+                    let fallback = if *need == 1 { owners.clone() } else { Vec::new() };
                     for peer in rest.into_iter().take(need.saturating_sub(copied.len())) {
-                        jobs.push(Job {
-                            collection: c.clone(),
-                            interval: *interval,
-                            peer,
-                            purpose: Purpose::Sync,
-                            attempts: 0,
-                            others: Vec::new(),
-                        });
+                        let job = Job::new(c, *interval, peer, Purpose::Sync);
+                        jobs.push(job.with_fallback(fallback.clone()));
                     }
                 }
             }
@@ -1006,31 +739,15 @@ impl<S: Store> Node<S> {
                 peers.sort_unstable();
                 peers.dedup();
                 if let Some(i) = self.rng.index(peers.len()) {
-                    jobs.push(Job {
-                        collection: catalogue.to_string(),
-                        interval: Interval::full(),
-                        peer: peers[i],
-                        purpose: Purpose::Sync,
-                        attempts: 0,
-                        others: Vec::new(),
-                    });
+                    jobs.push(Job::new(catalogue, Interval::full(), peers[i], Purpose::Sync));
                 }
             }
         }
         let Some(round) = self.anti_entropy.round.as_mut() else { return };
         round.failed |= failed;
-        // Only a range synced with a single owner may fall back on another one: with
-        // several, a fallback could repeat an owner already synced, and the round fails
-        // and is planned again instead.
-        round.owners = ranges
-            .into_iter()
-            .map(|(key, interval, owners, need)| {
-                (key, interval, if need == 1 { owners } else { Vec::new() })
-            })
-            .collect();
         round.layouts = Some(d.layouts);
         round.total = jobs.len();
-        self.anti_entropy.queue.extend(jobs);
+        jobs.into_iter().for_each(|job| self.sessions.push_back(job));
         self.report_handoff();
         self.fill_sessions(now);
     }

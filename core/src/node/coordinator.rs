@@ -22,26 +22,36 @@
 //! [`ErrorCode::Unavailable`] ("the node is overloaded…; retry"), nothing written, and
 //! counted in [`Coordinator::overloaded`].
 
+//!
+//! [`Coordinator`] is a machine of its own: it owns the pending requests, their timers
+//! and its counters, and takes each input with what it uses of the rest of the node
+//! (`Env`: the view of the ring, the membership, the replica, the clock, the request
+//! numbers, the durability rule its answers pass, and the node's outputs, which it
+//! writes to in order). Hints for replicas that did not acknowledge in time are handed
+//! back to the node (`Coordinator::expire`), which keeps them.
+
 use super::joint::Joint;
-use super::{timers::Timers, ClientId, Node, NodeEvent, Output};
+use super::{
+    durability::Durability, hints::Hint, ids::RequestIds, skew::Skew, timers::Timers, view::View,
+    ClientId, NodeConfig, NodeEvent, Output,
+};
 use crate::{
-    clock::Timestamp,
-    entry::{Entry, NodeId, Version},
-    membership::Status,
+    clock::{Hlc, Timestamp},
+    entry::{Entry, EntryLimits, NodeId, Version},
+    membership::Membership,
     proto::{
-        client::{Consistency, ErrorCode, NodeStats, Op, Progress, Reply, RingMember, SyncStats},
-        ClientRequest, ClientResponse, Message, ReplicaMessage,
+        client::{Consistency, ErrorCode, Op, Reply},
+        ClientResponse, Message, ReplicaMessage,
     },
+    replica::Replica,
     store::{self, Store},
     Millis,
 };
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 mod fanout;
 pub mod restamp;
-
-pub(super) use fanout::widen_due;
 
 /// Bounds on the requests a node coordinates at once (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +72,57 @@ impl Default for PendingLimits {
 /// What a pending request costs besides its keys and values.
 const PENDING_OVERHEAD: usize = 256;
 
+/// What the coordinator reads and uses of the rest of the node, for one input.
+pub(super) struct Env<'a, S: Store> {
+    /// The ring and the catalogue: each key's replicas, the consistency levels, the
+    /// collections' settings.
+    pub view: &'a View,
+    /// The membership: where replicas listen, whether this node's change of the ring
+    /// is under way.
+    pub membership: &'a Membership,
+    /// The local replica, one of the keys' replicas.
+    pub replica: &'a mut Replica<S>,
+    /// The node's clock, which stamps writes and adopts what reads show.
+    pub clock: &'a mut Hlc,
+    /// The node's request numbers.
+    pub ids: &'a mut RequestIds,
+    /// What holds answers until the writes they acknowledge are durable.
+    pub durability: &'a mut Durability,
+    /// The node's outputs, written in order.
+    pub outputs: &'a mut VecDeque<Output>,
+    /// The node's configuration: the request timeout, the largest value, the bounds on
+    /// pending requests.
+    pub config: &'a NodeConfig,
+    /// Whether this node's clock is off from its peers' (it coordinates no write then).
+    pub skew: Option<Skew>,
+    /// Whether the node waits for the cluster's view (it coordinates nothing then).
+    pub awaiting_cluster: bool,
+    /// The wall time of the input.
+    pub wall_ms: Millis,
+}
+
+impl<S: Store> Env<'_, S> {
+    /// This node.
+    fn me(&self) -> NodeId {
+        self.view.me
+    }
+
+    /// Sends `msg` to node `to`.
+    fn send(&mut self, to: NodeId, msg: Message) {
+        let addr = self.membership.member(to).map(|m| m.addr.clone()).unwrap_or_default();
+        self.outputs.push_back(Output::Send { to, addr, msg });
+    }
+
+    /// The checks an entry from another node must pass at wall time `now`.
+    fn entry_limits(&self, now: Millis) -> EntryLimits {
+        EntryLimits {
+            max_value_bytes: self.config.max_value_bytes,
+            now_ms: now,
+            max_offset_ms: self.clock.max_offset_ms(),
+        }
+    }
+}
+
 /// The requests a node is coordinating.
 #[derive(Debug, Default)]
 pub struct Coordinator {
@@ -72,6 +133,8 @@ pub struct Coordinator {
     requests: u64,
     /// Requests refused because the pending ones were over the limits.
     overloaded: u64,
+    /// Entries and versions replicas answered that failed [`EntryLimits`].
+    refused_entries: u64,
     /// Every pending request by its deadline (when it expires).
     expiries: Timers<u64>,
     /// Every pending request not yet answered by when it next needs the node: its
@@ -286,7 +349,7 @@ impl Coordinator {
     }
 
     /// The requests whose widening is due by `now`, in request order.
-    pub(in crate::node) fn widen_due(&self, now: Millis) -> Vec<u64> {
+    fn due_to_widen(&self, now: Millis) -> Vec<u64> {
         let mut due = self.wakes.due(now);
         due.retain(|r| self.pending.get(r).is_some_and(|p| p.widen_at.is_some_and(|w| w <= now)));
         due
@@ -329,53 +392,62 @@ impl Coordinator {
     pub fn in_flight(&self) -> usize {
         self.pending.len()
     }
-}
 
-/// Answers requests whose deadline passed with how many replicas answered, and repairs
-/// what their reads learned.
-pub(super) fn expire<S: Store>(node: &mut Node<S>, now: Millis) {
-    for p in node.coordinator.take_expired(now) {
-        if !p.replied {
-            let (answered, required) = p.acked();
-            let message = format!(
-                "only {answered} of the {required} replicas required answered within the \
-                 timeout; retry, or ask for a lower consistency"
-            );
-            let result = Reply::Error {
-                code: ErrorCode::QuorumNotReached,
-                message,
-                acked: Some((answered, required)),
-            };
-            let client = p.client;
-            node.outputs.push_back(Output::Reply {
-                client,
-                resp: ClientResponse { id: p.id, result, ts: None },
-            });
+    /// Data requests received from clients.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Entries and versions replicas answered reads with that failed [`EntryLimits`].
+    pub fn refused_entries(&self) -> u64 {
+        self.refused_entries
+    }
+
+    /// Counts a request received from a client.
+    pub(super) fn count_request(&mut self) {
+        self.requests += 1;
+    }
+
+    /// Whether a new request `op` fits the bounds on pending requests (`limits`), with
+    /// `scans` pages in flight besides (each may hold up to its byte budget); the error
+    /// is the message for the client. Requests that are not coordinated always fit.
+    pub(super) fn admit(
+        &mut self,
+        op: &Op,
+        scans: usize,
+        limits: PendingLimits,
+    ) -> Result<(), String> {
+        let Some(cost) = request_cost(op) else { return Ok(()) };
+        let requests = self.pending.len() + scans;
+        let bytes = self.bytes + scans * super::scan::BYTE_BUDGET;
+        if requests >= limits.max_requests || bytes + cost > limits.max_bytes {
+            self.overloaded += 1;
+            return Err(format!(
+                "the node is overloaded: {bytes} bytes of requests in flight ({requests} \
+                 requests); retry"
+            ));
         }
-        read_repair(node, &p);
-        keep_hints(node, now, &p);
+        Ok(())
     }
 }
 
-/// Keeps a hint for every replica that did not acknowledge a write in time.
-fn keep_hints<S: Store>(node: &mut Node<S>, now: Millis, p: &Pending) {
+/// A hint for every replica that did not acknowledge a write in time.
+fn keep_hints(me: NodeId, p: &Pending) -> Vec<(NodeId, Hint)> {
+    let mut out = Vec::new();
     if !matches!(p.kind, Kind::Write { .. }) {
-        return;
+        return out;
     }
-    let me = node.id();
     for k in &p.keys {
         let Some(entry) = &k.entry else { continue };
         let missed =
             |r: &&NodeId| **r != me && !k.answers.contains_key(r) && !p.refused.contains(r);
         for r in k.replicas.iter().filter(missed) {
-            let hint = super::hints::Hint {
-                collection: p.collection.clone(),
-                key: k.key.clone(),
-                entry: entry.clone(),
-            };
-            node.hints.add(now, *r, hint);
+            let hint =
+                Hint { collection: p.collection.clone(), key: k.key.clone(), entry: entry.clone() };
+            out.push((*r, hint));
         }
     }
+    out
 }
 
 fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> ClientResponse {
@@ -418,210 +490,11 @@ fn key_cost(k: &KeyState) -> usize {
     k.key.len() + 16 * k.replicas.len() + k.entry.as_ref().map_or(0, entry_cost) + answers
 }
 
-/// Starts coordinating `req` from `client`.
-pub(super) fn start<S: Store>(
-    node: &mut Node<S>,
-    now: Millis,
-    client: ClientId,
-    req: ClientRequest,
-) {
-    let id = req.id;
-    if !matches!(req.op, Op::Stats | Op::Ring | Op::Auth { .. }) {
-        node.coordinator.requests += 1;
-    }
-    let reply = |node: &mut Node<S>, resp: ClientResponse| {
-        node.outputs.push_back(Output::Reply { client, resp });
-    };
-    // Whatever the client saw is adopted before anything is stamped: its next write is
-    // stamped above it, through any node.
-    if let Some(seen) = req.seen {
-        if let Err(e) = node.clock.update(seen, now) {
-            let msg = format!("the client's last seen timestamp is not acceptable: {e}");
-            return reply(node, error(id, ErrorCode::InvalidInput, msg));
-        }
-    }
-    if let Some(cost) = request_cost(&req.op) {
-        let limits = node.config.pending;
-        // Scans count too: each page being assembled may hold up to its byte budget.
-        let scans = node.scans.in_flight();
-        let c = &mut node.coordinator;
-        let requests = c.pending.len() + scans;
-        let bytes = c.bytes + scans * super::scan::BYTE_BUDGET;
-        if requests >= limits.max_requests || bytes + cost > limits.max_bytes {
-            c.overloaded += 1;
-            let msg = format!(
-                "the node is overloaded: {bytes} bytes of requests in flight ({requests} \
-                 requests); retry"
-            );
-            return reply(node, error(id, ErrorCode::Unavailable, msg));
-        }
-    }
-    match req.op {
-        Op::Get { collection, key, consistency } => {
-            start_read(node, now, client, id, collection, vec![key], consistency, false)
-        }
-        Op::GetMany { collection, keys, consistency } => {
-            start_read(node, now, client, id, collection, keys, consistency, true)
-        }
-        Op::Set { collection, key, value, consistency, ttl_ms } => {
-            let items = vec![(key, Some(value))];
-            start_write(node, now, client, id, collection, items, consistency, ttl_ms)
-        }
-        Op::SetMany { collection, items, consistency, ttl_ms } => {
-            let items = items.into_iter().map(|(k, v)| (k, Some(v))).collect();
-            start_write(node, now, client, id, collection, items, consistency, ttl_ms)
-        }
-        Op::Del { collection, key, consistency } => {
-            start_write(node, now, client, id, collection, vec![(key, None)], consistency, None)
-        }
-        Op::Stats => {
-            let stats = local_stats(node);
-            reply(node, ClientResponse { id, result: Reply::Stats(Box::new(stats)), ts: None });
-        }
-        Op::Ring => {
-            let members = node.ring();
-            reply(node, ClientResponse { id, result: Reply::Ring { members }, ts: None });
-        }
-        Op::RemoveMember { id: member, force } => {
-            use super::remove::RemoveError;
-            let answer = match node.remove_member(now, member, force) {
-                Ok(()) => ClientResponse { id, result: Reply::Ok, ts: None },
-                Err(e) => {
-                    let code = match e {
-                        RemoveError::NotFound(_) => ErrorCode::NotFound,
-                        RemoveError::Myself(_) | RemoveError::NotDead(..) => {
-                            ErrorCode::InvalidInput
-                        }
-                        RemoveError::ChangeUnderWay | RemoveError::Busy(_) => {
-                            ErrorCode::Unavailable
-                        }
-                    };
-                    error(id, code, e.to_string())
-                }
-            };
-            reply(node, answer);
-        }
-        scan @ Op::Scan { .. } => super::scan::start(node, now, client, id, scan),
-        op @ (Op::Watch { .. } | Op::Unwatch { .. } | Op::Sync { .. }) => {
-            super::watch::start(node, now, client, id, op)
-        }
-        // Authentication and token management belong to the host, which answers them
-        // before anything reaches the node (see `crate::auth`).
-        Op::Auth { .. }
-        | Op::TokenCreate { .. }
-        | Op::TokenList
-        | Op::TokenRevoke { .. }
-        | Op::CollectionCreate { .. }
-        | Op::CollectionAlter { .. }
-        | Op::CollectionShow { .. }
-        | Op::CollectionList
-        | Op::CollectionDrop { .. } => {
-            let msg = "tokens are handled by the server hosting the node, not by the node: \
-                       this host does not support them";
-            reply(node, error(id, ErrorCode::Unsupported, msg));
-        }
-    }
-}
-
-impl<S: Store> Node<S> {
-    /// Counts and sizes of this node and the state of its background work (what
-    /// [`Op::Stats`] answers).
-    pub fn stats(&self) -> NodeStats {
-        local_stats(self)
-    }
-
-    /// Every member this node knows, with its tokens and status (what [`Op::Ring`]
-    /// answers).
-    pub fn ring(&self) -> Vec<RingMember> {
-        self.membership
-            .members()
-            .map(|m| RingMember {
-                id: m.id,
-                addr: m.addr.clone(),
-                tokens: m.tokens.clone(),
-                status: m.status.to_string(),
-                // Not an owner although not gone: joining, or never served.
-                joining: m.status != Status::Left && !m.owns(),
-                leaving: m.leaving(),
-                labels: m.labels.clone(),
-            })
-            .collect()
-    }
-}
-
-fn local_stats<S: Store>(node: &Node<S>) -> NodeStats {
-    let mut stats = NodeStats { node: node.id(), ..NodeStats::default() };
-    let store = node.replica.store();
-    for c in store.collections().unwrap_or_default() {
-        if let Ok(s) = store.stats(&c) {
-            stats.keys += s.entries;
-            stats.tombstones += s.tombstones;
-            stats.bytes += s.bytes;
-            stats.collections += 1;
-        }
-    }
-    stats.storage = store.health();
-    stats.status = node.membership.me().status.to_string();
-    for m in node.membership.members() {
-        let c = &mut stats.members;
-        match m.status {
-            Status::Alive => c.alive += 1,
-            Status::Syncing => c.syncing += 1,
-            Status::Suspect => c.suspect += 1,
-            Status::Dead => c.dead += 1,
-            Status::Left => c.left += 1,
-        }
-    }
-    let ae = &node.anti_entropy;
-    let (completed, failed) = ae.counts();
-    let progress = |p: super::antientropy::HandoffProgress| Progress {
-        done: p.done as u64,
-        total: p.total as u64,
-        entries: p.entries,
-    };
-    stats.sync = SyncStats {
-        running: ae.running() as u64,
-        completed,
-        failed,
-        entries_received: ae.entries_received(),
-        cleaned: ae.cleaned(),
-        last_full_sync_ms: node.state.last_full_sync_ms,
-        handoff: ae.handoff().map(progress),
-        leaving: node.leave_progress().map(progress),
-    };
-    stats.hints_pending = node.hints.pending() as u64;
-    stats.hints_delivered = node.hints.delivered();
-    stats.tombstones_purged = node.gc.purged();
-    stats.expired = node.gc.expired();
-    stats.requests = node.coordinator.requests;
-    stats.replicas = u32::try_from(node.config.replicas).unwrap_or(u32::MAX);
-    stats.clock = Box::new(super::skew::clock_stats(&node.clocks));
-    // The layouts collections use other than the cluster's, each with the labels it
-    // places by when it places by any (what a light peer plans local copies by).
-    let layouts = &mut stats.layouts;
-    let mut seen: BTreeMap<&crate::catalogue::LabelSnapshot, u32> = BTreeMap::new();
-    let own = node.catalogue.layouts().filter(|(_, s)| s.current != Default::default());
-    for (name, state) in own.take(crate::catalogue::MAX_ENTRIES) {
-        let labels = (state.current.spread() != Default::default()).then(|| {
-            *seen.entry(&state.labels).or_insert_with(|| {
-                layouts.labels.push(state.labels.clone());
-                u32::try_from(layouts.labels.len() - 1).unwrap_or(u32::MAX)
-            })
-        });
-        layouts.collections.push(crate::proto::client::CollectionLayout {
-            collection: name.to_string(),
-            layout: state.current.clone(),
-            labels,
-        });
-    }
-    stats
-}
-
 /// Checks a request's collection, keys and consistency; builds the per-key state.
 // The error is the answer itself (128 bytes), moved once per refused request.
 #[allow(clippy::result_large_err)]
 fn plan<S: Store>(
-    node: &Node<S>,
+    env: &Env<'_, S>,
     id: u64,
     collection: &str,
     keys: Vec<Bytes>,
@@ -633,15 +506,15 @@ fn plan<S: Store>(
     if keys.is_empty() {
         return Err(error(id, ErrorCode::InvalidInput, "the request names no key"));
     }
-    if node.awaiting_cluster() {
+    if env.awaiting_cluster {
         return Err(error(id, ErrorCode::Unavailable, AWAITING_CLUSTER));
     }
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         crate::store::validate_key(&key)
             .map_err(|e| error(id, ErrorCode::InvalidInput, e.to_string()))?;
-        let pos = node.replica.position(collection, &key);
-        let placement = node.placement_for(collection).key(pos);
+        let pos = env.replica.position(collection, &key);
+        let placement = env.view.placement_for(collection).key(pos);
         if placement.owners.is_empty() {
             return Err(error(
                 id,
@@ -649,12 +522,12 @@ fn plan<S: Store>(
                 "no node owns any part of the ring yet (this node is joining); retry shortly",
             ));
         }
-        let level = node.consistency_for(collection, consistency);
+        let level = env.view.consistency_for(collection, consistency);
         let base = level
             .required(placement.owners.len())
             .map_err(|e| error(id, ErrorCode::InvalidInput, e.to_string()))?;
         let readable = |group: &[NodeId]| -> Vec<NodeId> {
-            group.iter().filter(|o| node.placement.readable(**o)).copied().collect()
+            group.iter().filter(|o| env.view.placement.readable(**o)).copied().collect()
         };
         // The level of a group of `len` nodes (all of them when it asks for more).
         let of = |len: usize| level.required(len).unwrap_or(len);
@@ -699,7 +572,7 @@ fn plan<S: Store>(
         // A read asks the pending replicas too: they answer for the future owners.
         let asked = placement.write_targets();
         let replicas: Vec<NodeId> =
-            asked.into_iter().filter(|r| !node.placement.down(*r)).collect();
+            asked.into_iter().filter(|r| !env.view.placement.down(*r)).collect();
         let state = KeyState {
             key,
             replicas,
@@ -770,225 +643,6 @@ fn by_replica(keys: &[KeyState]) -> BTreeMap<NodeId, Vec<usize>> {
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn start_write<S: Store>(
-    node: &mut Node<S>,
-    now: Millis,
-    client: ClientId,
-    id: u64,
-    collection: String,
-    items: Vec<(Bytes, Option<Bytes>)>,
-    consistency: Consistency,
-    ttl_ms: Option<u64>,
-) {
-    if let Some(skew) = node.clocks.skew() {
-        let msg = format!("this node does not coordinate writes now: {skew}");
-        let resp = error(id, ErrorCode::Unavailable, msg);
-        return node.outputs.push_back(Output::Reply { client, resp });
-    }
-    if let Some((_, Some(v))) = items
-        .iter()
-        .find(|(_, v)| v.as_ref().is_some_and(|v| v.len() > node.config.max_value_bytes))
-    {
-        let msg = format!(
-            "value of {} bytes is over the {} byte limit",
-            v.len(),
-            node.config.max_value_bytes
-        );
-        return node
-            .outputs
-            .push_back(Output::Reply { client, resp: error(id, ErrorCode::TooLarge, msg) });
-    }
-    let settings = node.catalogue.get(&collection);
-    // A collection's default time to live applies to writes of values that give none
-    // (never to a delete's tombstone).
-    let ttl_ms = match settings.and_then(|s| s.ttl_ms) {
-        Some(default) if ttl_ms.is_none() && items.iter().all(|(_, v)| v.is_some()) => {
-            Some(default)
-        }
-        _ => ttl_ms,
-    };
-    if let Some(settings) = settings {
-        if let Err(msg) = super::quota::check(node, &collection, settings, &items) {
-            let resp = error(id, ErrorCode::QuotaExceeded, msg);
-            return node.outputs.push_back(Output::Reply { client, resp });
-        }
-    }
-    let ts = node.clock.now(now);
-    let origin = node.id();
-    let expires = ttl_ms.map(|t| ts.physical_ms().saturating_add(t));
-    let entry = |value: Option<Bytes>| Entry { value, ts, origin, expires };
-    // One key this node settles alone, the commonest write, is stored and answered
-    // without a pending request or any per-key state, unless its merge lost to a newer
-    // version (re-stamped as below) or failed: then on as any write.
-    let mut local = None;
-    if let [(key, value)] = &items[..] {
-        if alone_one(node, &collection, key, consistency, Intent::Write) {
-            match restamp::merge_local_one(node, &collection, key.clone(), entry(value.clone())) {
-                Ok(None) => return written_locally(node, client, id, ts),
-                other => local = Some(other),
-            }
-        }
-    }
-    let keys: Vec<Bytes> = items.iter().map(|(k, _)| k.clone()).collect();
-    let mut states = match plan(node, id, &collection, keys, consistency, Intent::Write) {
-        Ok(s) => s,
-        Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
-    };
-    let entries: Vec<Entry> = items.into_iter().map(|(_, v)| entry(v)).collect();
-    // When this node is every key's only replica there is no other node to ask and
-    // nothing to hint: the write is stored, and answered, without a pending request
-    // unless its merge lost to a newer version (re-stamped as below) or failed.
-    if local.is_none() && settled_alone(node, &states) {
-        let keys = states.iter().map(|k| k.key.clone());
-        let records = keys.zip(entries.iter().cloned()).collect();
-        match restamp::merge_local(node, &collection, records) {
-            Ok(None) => return written_locally(node, client, id, ts),
-            other => local = Some(other),
-        }
-    }
-    let req = node.ids.next(crate::node::ids::Concern::Coordinator);
-    for (k, e) in states.iter_mut().zip(&entries) {
-        k.entry = Some(e.clone());
-    }
-    let mut errors = Vec::new();
-    let mut refused = Vec::new();
-    let newer = match local {
-        None => restamp::dispatch(
-            node,
-            req,
-            &collection,
-            &mut states,
-            &entries,
-            &mut errors,
-            &mut refused,
-        ),
-        Some(Ok(newer)) => newer,
-        Some(Err(e)) => {
-            node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
-            errors.push(e.to_string());
-            refused.push(node.id());
-            None
-        }
-    };
-    let pending = Pending {
-        client,
-        id,
-        collection,
-        deadline: now + node.config.request_timeout_ms,
-        kind: Kind::Write { ts, errors, restamps: 0 },
-        keys: states,
-        replied: false,
-        refused,
-        cost: 0,
-        widen_at: None,
-    };
-    let cost = PENDING_OVERHEAD
-        + pending.collection.len()
-        + pending.keys.iter().map(key_cost).sum::<usize>();
-    node.coordinator.insert(req, pending, cost);
-    match newer {
-        Some(t) => restamp::on_newer(node, now, origin, req, t),
-        None => progress(node, now, req),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn start_read<S: Store>(
-    node: &mut Node<S>,
-    now: Millis,
-    client: ClientId,
-    id: u64,
-    collection: String,
-    keys: Vec<Bytes>,
-    consistency: Consistency,
-    many: bool,
-) {
-    // One key this node settles alone, the commonest read, skips building its per-key
-    // state.
-    if matches!(&keys[..], [key] if alone_one(node, &collection, key, consistency, Intent::Read))
-        && read_locally(node, now, client, id, &collection, keys.iter(), many)
-    {
-        return;
-    }
-    let mut states = match plan(node, id, &collection, keys, consistency, Intent::Read) {
-        Ok(s) => s,
-        Err(resp) => return node.outputs.push_back(Output::Reply { client, resp }),
-    };
-    if settled_alone(node, &states) {
-        let keys = states.iter().map(|k| &k.key);
-        if read_locally(node, now, client, id, &collection, keys, many) {
-            return;
-        }
-    }
-    let req = node.ids.next(crate::node::ids::Concern::Coordinator);
-    let me = node.id();
-    let mut errors = Vec::new();
-    let mut refused = Vec::new();
-    fanout::narrow(node, &mut states);
-    for (replica, (indices, data)) in fanout::asks(&mut states) {
-        if replica == me {
-            let entries: Result<Vec<_>, _> =
-                indices.iter().map(|&i| node.replica.get(&collection, &states[i].key)).collect();
-            match entries {
-                Ok(entries) => {
-                    let changing = node.membership.me().changing();
-                    for (i, entry) in indices.into_iter().zip(entries) {
-                        if let Some(e) = &entry {
-                            // So the answer's `ts` covers it (entries synced in may not
-                            // have passed through the clock); refused only if far ahead.
-                            let _ = node.clock.update(e.ts, now);
-                        }
-                        states[i].answers.insert(me, entry);
-                        states[i].waiting.retain(|r| *r != me);
-                        if changing {
-                            states[i].still_changing(me);
-                        }
-                    }
-                }
-                Err(e) => {
-                    // A read error is a failed answer, never "absent".
-                    errors.push(format!("{me}: {e}"));
-                    refused.push(me);
-                    for &i in &indices {
-                        states[i].waiting.retain(|r| *r != me);
-                    }
-                    node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
-                }
-            }
-        } else {
-            let keys = indices.iter().map(|&i| states[i].key.clone()).collect();
-            fanout::send(node, replica, req, &collection, keys, data);
-        }
-    }
-    // Replicas not asked, or asked only for versions: widened after a delay.
-    let narrowed = states
-        .iter()
-        .any(|k| k.asked.len() < k.replicas.len() || k.data_from.len() < k.asked.len());
-    let pending = Pending {
-        client,
-        id,
-        collection,
-        deadline: now + node.config.request_timeout_ms,
-        kind: Kind::Read { many, errors },
-        keys: states,
-        replied: false,
-        refused,
-        cost: 0,
-        widen_at: narrowed.then_some(now + fanout::SPECULATE_MS),
-    };
-    let cost = PENDING_OVERHEAD
-        + pending.collection.len()
-        + pending.keys.iter().map(key_cost).sum::<usize>();
-    let widen_now = !pending.refused.is_empty() && narrowed;
-    node.coordinator.insert(req, pending, cost);
-    if widen_now {
-        // This node's own read failed: the replicas not asked are asked at once.
-        fanout::widen(node, req);
-    }
-    progress(node, now, req);
-}
-
 /// A read whose every key is settled by this node alone — its only replica, which
 /// counts, with no change of the ring under way — is answered at once: what the pending
 /// request would answer once this node's own answer arrived (the entry, materialized at
@@ -996,7 +650,7 @@ fn start_read<S: Store>(
 /// repair. Returns false, having done nothing, when a key needs another node or the
 /// store failed (the full path then reports it).
 fn read_locally<'k, S: Store>(
-    node: &mut Node<S>,
+    env: &mut Env<'_, S>,
     now: Millis,
     client: ClientId,
     id: u64,
@@ -1006,10 +660,10 @@ fn read_locally<'k, S: Store>(
 ) -> bool {
     let mut values = Vec::with_capacity(keys.len());
     for key in keys {
-        match node.replica.get(collection, key) {
+        match env.replica.get(collection, key) {
             Ok(Some(e)) => {
                 // As for any answer: the reply's `ts` covers it.
-                let _ = node.clock.update(e.ts, now);
+                let _ = env.clock.update(e.ts, now);
                 values.push(Read::of(e, now));
             }
             Ok(None) => values.push(Read::default()),
@@ -1017,7 +671,7 @@ fn read_locally<'k, S: Store>(
         }
     }
     let resp = ClientResponse { id, result: read_reply(values, many), ts: None };
-    node.outputs.push_back(Output::Reply { client, resp });
+    env.outputs.push_back(Output::Reply { client, resp });
     true
 }
 
@@ -1028,32 +682,32 @@ fn read_locally<'k, S: Store>(
 /// and, for a read, counts; the level needs one answer. False sends the request the
 /// general way, which answers any error.
 fn alone_one<S: Store>(
-    node: &Node<S>,
+    env: &Env<'_, S>,
     collection: &str,
     key: &[u8],
     consistency: Consistency,
     intent: Intent,
 ) -> bool {
-    let me = node.id();
-    let placement = node.placement_for(collection);
+    let me = env.me();
+    let placement = env.view.placement_for(collection);
     crate::store::validate_collection(collection).is_ok()
         && crate::store::validate_key(key).is_ok()
-        && !node.awaiting_cluster()
+        && !env.awaiting_cluster
         && placement.sole_owner() == Some(me)
         && !placement.now.down(me)
         && (intent == Intent::Write || placement.now.readable(me))
-        && node.consistency_for(collection, consistency).required(1).is_ok_and(|r| r <= 1)
-        && !node.membership.me().changing()
+        && env.view.consistency_for(collection, consistency).required(1).is_ok_and(|r| r <= 1)
+        && !env.membership.me().changing()
 }
 
 /// Whether this node settles every key of a request by itself: each key's only
 /// replica, which counts, needed alone, with no change of the ring under way.
-fn settled_alone<S: Store>(node: &Node<S>, states: &[KeyState]) -> bool {
-    let me = node.id();
+fn settled_alone<S: Store>(env: &Env<'_, S>, states: &[KeyState]) -> bool {
+    let me = env.me();
     let alone = |k: &KeyState| {
         k.replicas == [me] && k.counted == [me] && k.required <= 1 && k.joints.is_empty()
     };
-    states.iter().all(alone) && !node.membership.me().changing()
+    states.iter().all(alone) && !env.membership.me().changing()
 }
 
 /// A write this node settles alone ([`settled_alone`]) is stored: its client is
@@ -1061,13 +715,13 @@ fn settled_alone<S: Store>(node: &Node<S>, states: &[KeyState]) -> bool {
 /// the commit covering it is durable (an error saying it was not committed if that
 /// commit fails; see [`super::durability`]). What the pending request would answer, as
 /// its only acknowledgement arrived.
-fn written_locally<S: Store>(node: &mut Node<S>, client: ClientId, id: u64, ts: Timestamp) {
+fn written_locally<S: Store>(env: &mut Env<'_, S>, client: ClientId, id: u64, ts: Timestamp) {
     let resp = ClientResponse { id, result: Reply::Written { ts }, ts: None };
     let out = Output::Reply { client, resp };
-    if node.replica.store().durable_on_write() {
-        node.outputs.push_back(out);
+    if env.replica.store().durable_on_write() {
+        env.outputs.push_back(out);
     } else {
-        node.durability.hold(node.replica.writes(), out);
+        env.durability.hold(env.replica.writes(), out);
     }
 }
 
@@ -1101,162 +755,6 @@ fn read_reply(values: Vec<Read>, many: bool) -> Reply {
     }
 }
 
-/// A replica acknowledged (or refused) a write.
-pub(super) fn on_write_ack<S: Store>(
-    node: &mut Node<S>,
-    now: Millis,
-    from: NodeId,
-    req: u64,
-    error: Option<String>,
-    newer: Option<crate::clock::Timestamp>,
-) {
-    if let (None, Some(t)) = (&error, newer) {
-        return restamp::on_newer(node, now, from, req, t);
-    }
-    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
-    let Kind::Write { errors, .. } = &mut p.kind else { return };
-    match error {
-        Some(e) => {
-            errors.push(format!("{from}: {e}"));
-            p.refused.push(from);
-        }
-        None => {
-            for k in p.keys.iter_mut().filter(|k| k.replicas.contains(&from)) {
-                k.answers.insert(from, None);
-            }
-        }
-    }
-    progress(node, now, req);
-}
-
-/// A replica answered a read.
-pub(super) fn on_read_reply<S: Store>(
-    node: &mut Node<S>,
-    now: Millis,
-    from: NodeId,
-    req: u64,
-    entries: Vec<Option<Entry>>,
-    changing: bool,
-) {
-    // A replica's answer is merged locally by read repair: it passes the same checks
-    // as a replica write. An entry refused (stamped too far ahead of this node's clock,
-    // say) is no answer for its key — never an absence, which could hide a write
-    // acknowledged through nodes whose clocks are right.
-    let limits = node.entry_limits(now);
-    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
-    if !matches!(p.kind, Kind::Read { .. }) || p.refused.contains(&from) {
-        return;
-    }
-    let collection_ok = limits.check_collection(&p.collection).is_ok();
-    let mut refused = 0;
-    let Some(asked) = p.answered_by(from, true, entries.len()) else { return };
-    for (i, entry) in asked.into_iter().zip(entries) {
-        let k = &mut p.keys[i];
-        k.versions.remove(&from);
-        if entry.as_ref().is_some_and(|e| !collection_ok || limits.check(&k.key, e).is_err()) {
-            refused += 1;
-            continue;
-        }
-        if let Some(e) = &entry {
-            // Checked, so adopting cannot fail: a write after this read stamps later.
-            let _ = node.clock.update(e.ts, now);
-        }
-        let bytes = entry.as_ref().map_or(0, entry_cost);
-        k.answers.insert(from, entry);
-        if changing {
-            k.still_changing(from);
-        }
-        p.cost += bytes;
-        node.coordinator.bytes += bytes;
-    }
-    node.peer_stats.refused_entries += refused;
-    progress(node, now, req);
-}
-
-/// A replica could not read its store: a failed answer for every key it holds.
-pub(super) fn on_read_failed<S: Store>(
-    node: &mut Node<S>,
-    now: Millis,
-    from: NodeId,
-    req: u64,
-    error: String,
-) {
-    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
-    let Kind::Read { errors, .. } = &mut p.kind else { return };
-    if p.refused.contains(&from) || !p.keys.iter().any(|k| k.replicas.contains(&from)) {
-        return;
-    }
-    errors.push(format!("{from}: {error}"));
-    p.refused.push(from);
-    for k in p.keys.iter_mut() {
-        k.answers.remove(&from);
-        k.versions.remove(&from);
-        k.waiting.retain(|r| *r != from);
-    }
-    // A replica failed: those not asked yet are asked now.
-    fanout::widen(node, req);
-    progress(node, now, req);
-}
-
-/// A replica answered a read with the versions it holds ([`fanout`]).
-pub(super) fn on_versions_reply<S: Store>(
-    node: &mut Node<S>,
-    now: Millis,
-    from: NodeId,
-    req: u64,
-    versions: Vec<Option<Version>>,
-    changing: bool,
-) {
-    let limits = node.entry_limits(now);
-    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
-    if !matches!(p.kind, Kind::Read { .. }) || p.refused.contains(&from) {
-        return;
-    }
-    let Some(asked) = p.answered_by(from, false, versions.len()) else { return };
-    for (i, version) in asked.into_iter().zip(versions) {
-        // A version stamped too far ahead is no answer (as an entry would be refused).
-        if version.is_some_and(|v| limits.check_ts(v.ts).is_err()) {
-            node.peer_stats.refused_entries += 1;
-            continue;
-        }
-        p.cost += VERSION_COST;
-        node.coordinator.bytes += VERSION_COST;
-        let k = &mut p.keys[i];
-        k.versions.insert(from, version);
-        if changing {
-            k.still_changing(from);
-        }
-    }
-    progress(node, now, req);
-}
-
-/// This node's own commit of write `req` failed: its acknowledgement is a refusal. The
-/// client is told the write was not committed when the other replicas cannot make up
-/// the consistency asked for.
-pub(super) fn on_local_commit_failed<S: Store>(
-    node: &mut Node<S>,
-    now: Millis,
-    req: u64,
-    reason: &str,
-) {
-    let me = node.id();
-    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
-    let Kind::Write { errors, .. } = &mut p.kind else { return };
-    errors.push(format!("{me}: the write was not committed ({reason})"));
-    p.refused.push(me);
-    if !p.replied && !reachable(p) {
-        p.replied = true;
-        let resp = error(
-            p.id,
-            ErrorCode::Unavailable,
-            format!("the write was not committed ({reason}); retry it"),
-        );
-        let client = p.client;
-        node.outputs.push_back(Output::Reply { client, resp });
-    }
-    progress(node, now, req);
-}
-
 /// Whether every key can still reach its consistency from the replicas that did not
 /// refuse (or fail).
 fn reachable(p: &Pending) -> bool {
@@ -1278,82 +776,12 @@ fn newest(k: &KeyState) -> Option<Entry> {
     k.answers.values().flatten().cloned().reduce(Entry::merge)
 }
 
-/// Answers the client once the consistency is reached; repairs and forgets the request
-/// once every replica answered.
-fn progress<S: Store>(node: &mut Node<S>, now: Millis, req: u64) {
-    fanout::upgrade(node, req);
-    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
-    if !p.replied {
-        let failed = match &p.kind {
-            Kind::Write { errors, .. } | Kind::Read { errors, .. } => {
-                (!reachable(p)).then(|| errors.join("; "))
-            }
-        };
-        if let (Some(why), Kind::Read { .. }) = (&failed, &p.kind) {
-            p.replied = true;
-            let (answered, required) = p.acked();
-            let resp = ClientResponse {
-                id: p.id,
-                result: Reply::Error {
-                    code: ErrorCode::Internal,
-                    message: format!(
-                        "storage failure: too many replicas could not read the key: {why}"
-                    ),
-                    acked: Some((answered, required)),
-                },
-                ts: None,
-            };
-            let client = p.client;
-            node.outputs.push_back(Output::Reply { client, resp });
-        } else if let Some(why) = failed {
-            p.replied = true;
-            let (answered, required) = p.acked();
-            let (code, message) = if refused_for_room(p) {
-                let m = format!("the write was refused for lack of storage: {why}");
-                (ErrorCode::StorageFull, m)
-            } else {
-                let m = format!("the write was refused by too many replicas: {why}");
-                (ErrorCode::QuorumNotReached, m)
-            };
-            let resp = ClientResponse {
-                id: p.id,
-                result: Reply::Error { code, message, acked: Some((answered, required)) },
-                ts: None,
-            };
-            let client = p.client;
-            node.outputs.push_back(Output::Reply { client, resp });
-        } else if p.satisfied() {
-            p.replied = true;
-            let result = match &p.kind {
-                Kind::Write { ts, .. } => Reply::Written { ts: *ts },
-                Kind::Read { many, .. } => {
-                    let values = p
-                        .keys
-                        .iter()
-                        .map(|k| newest(k).map_or_else(Read::default, |e| Read::of(e, now)))
-                        .collect();
-                    read_reply(values, *many)
-                }
-            };
-            let (client, resp) = (p.client, ClientResponse { id: p.id, result, ts: None });
-            node.outputs.push_back(Output::Reply { client, resp });
-        }
-    }
-    node.coordinator.settle(req);
-    let done = node.coordinator.pending.get(&req).is_some_and(|p| p.replied && p.complete());
-    if done {
-        if let Some(p) = node.coordinator.remove(req) {
-            read_repair(node, &p);
-        }
-    }
-}
-
 /// Sends the newest entry to every replica that answered a read with an older one.
-fn read_repair<S: Store>(node: &mut Node<S>, p: &Pending) {
+fn read_repair<S: Store>(env: &mut Env<'_, S>, p: &Pending) {
     if !matches!(p.kind, Kind::Read { .. }) {
         return;
     }
-    let me = node.id();
+    let me = env.me();
     let mut repairs: BTreeMap<NodeId, Vec<(Bytes, Entry)>> = BTreeMap::new();
     for k in &p.keys {
         let Some(winner) = newest(k) else { continue };
@@ -1375,19 +803,509 @@ fn read_repair<S: Store>(node: &mut Node<S>, p: &Pending) {
     }
     for (replica, records) in repairs {
         for (key, _) in &records {
-            node.outputs.push_back(Output::Event(NodeEvent::ReadRepaired {
+            env.outputs.push_back(Output::Event(NodeEvent::ReadRepaired {
                 node: replica,
                 collection: p.collection.clone(),
                 key: key.clone(),
             }));
         }
         if replica == me {
-            if let Err(e) = node.replica.merge_batch(&p.collection, records) {
-                node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
+            if let Err(e) = env.replica.merge_batch(&p.collection, records) {
+                env.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
             }
         } else {
             let msg = ReplicaMessage::Repair { collection: p.collection.clone(), records };
-            node.send(replica, Message::Replica(msg));
+            env.send(replica, Message::Replica(msg));
+        }
+    }
+}
+
+impl Coordinator {
+    /// Answers requests whose deadline passed with how many replicas answered, and repairs
+    /// what their reads learned.
+    pub(super) fn expire<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+    ) -> Vec<(NodeId, Hint)> {
+        let mut hints = Vec::new();
+        for p in self.take_expired(now) {
+            if !p.replied {
+                let (answered, required) = p.acked();
+                let message = format!(
+                    "only {answered} of the {required} replicas required answered within the \
+                     timeout; retry, or ask for a lower consistency"
+                );
+                let result = Reply::Error {
+                    code: ErrorCode::QuorumNotReached,
+                    message,
+                    acked: Some((answered, required)),
+                };
+                let client = p.client;
+                env.outputs.push_back(Output::Reply {
+                    client,
+                    resp: ClientResponse { id: p.id, result, ts: None },
+                });
+            }
+            read_repair(env, &p);
+            hints.extend(keep_hints(env.me(), &p));
+        }
+        hints
+    }
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_write<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        client: ClientId,
+        id: u64,
+        collection: String,
+        items: Vec<(Bytes, Option<Bytes>)>,
+        consistency: Consistency,
+        ttl_ms: Option<u64>,
+    ) {
+        if let Some(skew) = env.skew {
+            let msg = format!("this node does not coordinate writes now: {skew}");
+            let resp = error(id, ErrorCode::Unavailable, msg);
+            return env.outputs.push_back(Output::Reply { client, resp });
+        }
+        if let Some((_, Some(v))) = items
+            .iter()
+            .find(|(_, v)| v.as_ref().is_some_and(|v| v.len() > env.config.max_value_bytes))
+        {
+            let msg = format!(
+                "value of {} bytes is over the {} byte limit",
+                v.len(),
+                env.config.max_value_bytes
+            );
+            return env
+                .outputs
+                .push_back(Output::Reply { client, resp: error(id, ErrorCode::TooLarge, msg) });
+        }
+        let settings = env.view.catalogue.get(&collection);
+        // A collection's default time to live applies to writes of values that give none
+        // (never to a delete's tombstone).
+        let ttl_ms = match settings.and_then(|s| s.ttl_ms) {
+            Some(default) if ttl_ms.is_none() && items.iter().all(|(_, v)| v.is_some()) => {
+                Some(default)
+            }
+            _ => ttl_ms,
+        };
+        if let Some(settings) = settings {
+            if let Err(msg) = super::quota::check(
+                env.replica,
+                env.view,
+                env.wall_ms,
+                &collection,
+                settings,
+                &items,
+            ) {
+                let resp = error(id, ErrorCode::QuotaExceeded, msg);
+                return env.outputs.push_back(Output::Reply { client, resp });
+            }
+        }
+        let ts = env.clock.now(now);
+        let origin = env.me();
+        let expires = ttl_ms.map(|t| ts.physical_ms().saturating_add(t));
+        let entry = |value: Option<Bytes>| Entry { value, ts, origin, expires };
+        // One key this node settles alone, the commonest write, is stored and answered
+        // without a pending request or any per-key state, unless its merge lost to a newer
+        // version (re-stamped as below) or failed: then on as any write.
+        let mut local = None;
+        if let [(key, value)] = &items[..] {
+            if alone_one(env, &collection, key, consistency, Intent::Write) {
+                match restamp::merge_local_one(
+                    env.replica,
+                    &collection,
+                    key.clone(),
+                    entry(value.clone()),
+                ) {
+                    Ok(None) => return written_locally(env, client, id, ts),
+                    other => local = Some(other),
+                }
+            }
+        }
+        let keys: Vec<Bytes> = items.iter().map(|(k, _)| k.clone()).collect();
+        let mut states = match plan(env, id, &collection, keys, consistency, Intent::Write) {
+            Ok(s) => s,
+            Err(resp) => return env.outputs.push_back(Output::Reply { client, resp }),
+        };
+        let entries: Vec<Entry> = items.into_iter().map(|(_, v)| entry(v)).collect();
+        // When this node is every key's only replica there is no other node to ask and
+        // nothing to hint: the write is stored, and answered, without a pending request
+        // unless its merge lost to a newer version (re-stamped as below) or failed.
+        if local.is_none() && settled_alone(env, &states) {
+            let keys = states.iter().map(|k| k.key.clone());
+            let records = keys.zip(entries.iter().cloned()).collect();
+            match restamp::merge_local(env.replica, &collection, records) {
+                Ok(None) => return written_locally(env, client, id, ts),
+                other => local = Some(other),
+            }
+        }
+        let req = env.ids.next(crate::node::ids::Concern::Coordinator);
+        for (k, e) in states.iter_mut().zip(&entries) {
+            k.entry = Some(e.clone());
+        }
+        let mut errors = Vec::new();
+        let mut refused = Vec::new();
+        let newer = match local {
+            None => restamp::dispatch(
+                env,
+                req,
+                &collection,
+                &mut states,
+                &entries,
+                &mut errors,
+                &mut refused,
+            ),
+            Some(Ok(newer)) => newer,
+            Some(Err(e)) => {
+                env.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
+                errors.push(e.to_string());
+                refused.push(env.me());
+                None
+            }
+        };
+        let pending = Pending {
+            client,
+            id,
+            collection,
+            deadline: now + env.config.request_timeout_ms,
+            kind: Kind::Write { ts, errors, restamps: 0 },
+            keys: states,
+            replied: false,
+            refused,
+            cost: 0,
+            widen_at: None,
+        };
+        let cost = PENDING_OVERHEAD
+            + pending.collection.len()
+            + pending.keys.iter().map(key_cost).sum::<usize>();
+        self.insert(req, pending, cost);
+        match newer {
+            Some(t) => self.on_newer(env, now, origin, req, t),
+            None => self.progress(env, now, req),
+        }
+    }
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_read<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        client: ClientId,
+        id: u64,
+        collection: String,
+        keys: Vec<Bytes>,
+        consistency: Consistency,
+        many: bool,
+    ) {
+        // One key this node settles alone, the commonest read, skips building its per-key
+        // state.
+        if matches!(&keys[..], [key] if alone_one(env, &collection, key, consistency, Intent::Read))
+            && read_locally(env, now, client, id, &collection, keys.iter(), many)
+        {
+            return;
+        }
+        let mut states = match plan(env, id, &collection, keys, consistency, Intent::Read) {
+            Ok(s) => s,
+            Err(resp) => return env.outputs.push_back(Output::Reply { client, resp }),
+        };
+        if settled_alone(env, &states) {
+            let keys = states.iter().map(|k| &k.key);
+            if read_locally(env, now, client, id, &collection, keys, many) {
+                return;
+            }
+        }
+        let req = env.ids.next(crate::node::ids::Concern::Coordinator);
+        let me = env.me();
+        let mut errors = Vec::new();
+        let mut refused = Vec::new();
+        fanout::narrow(env, &mut states);
+        for (replica, (indices, data)) in fanout::asks(&mut states) {
+            if replica == me {
+                let entries: Result<Vec<_>, _> =
+                    indices.iter().map(|&i| env.replica.get(&collection, &states[i].key)).collect();
+                match entries {
+                    Ok(entries) => {
+                        let changing = env.membership.me().changing();
+                        for (i, entry) in indices.into_iter().zip(entries) {
+                            if let Some(e) = &entry {
+                                // So the answer's `ts` covers it (entries synced in may not
+                                // have passed through the clock); refused only if far ahead.
+                                let _ = env.clock.update(e.ts, now);
+                            }
+                            states[i].answers.insert(me, entry);
+                            states[i].waiting.retain(|r| *r != me);
+                            if changing {
+                                states[i].still_changing(me);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // A read error is a failed answer, never "absent".
+                        errors.push(format!("{me}: {e}"));
+                        refused.push(me);
+                        for &i in &indices {
+                            states[i].waiting.retain(|r| *r != me);
+                        }
+                        env.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
+                    }
+                }
+            } else {
+                let keys = indices.iter().map(|&i| states[i].key.clone()).collect();
+                fanout::send(env, replica, req, &collection, keys, data);
+            }
+        }
+        // Replicas not asked, or asked only for versions: widened after a delay.
+        let narrowed = states
+            .iter()
+            .any(|k| k.asked.len() < k.replicas.len() || k.data_from.len() < k.asked.len());
+        let pending = Pending {
+            client,
+            id,
+            collection,
+            deadline: now + env.config.request_timeout_ms,
+            kind: Kind::Read { many, errors },
+            keys: states,
+            replied: false,
+            refused,
+            cost: 0,
+            widen_at: narrowed.then_some(now + fanout::SPECULATE_MS),
+        };
+        let cost = PENDING_OVERHEAD
+            + pending.collection.len()
+            + pending.keys.iter().map(key_cost).sum::<usize>();
+        let widen_now = !pending.refused.is_empty() && narrowed;
+        self.insert(req, pending, cost);
+        if widen_now {
+            // This node's own read failed: the replicas not asked are asked at once.
+            self.widen(env, req);
+        }
+        self.progress(env, now, req);
+    }
+    /// A replica acknowledged (or refused) a write.
+    pub(super) fn on_write_ack<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        from: NodeId,
+        req: u64,
+        error: Option<String>,
+        newer: Option<crate::clock::Timestamp>,
+    ) {
+        if let (None, Some(t)) = (&error, newer) {
+            return self.on_newer(env, now, from, req, t);
+        }
+        let Some(p) = self.pending.get_mut(&req) else { return };
+        let Kind::Write { errors, .. } = &mut p.kind else { return };
+        match error {
+            Some(e) => {
+                errors.push(format!("{from}: {e}"));
+                p.refused.push(from);
+            }
+            None => {
+                for k in p.keys.iter_mut().filter(|k| k.replicas.contains(&from)) {
+                    k.answers.insert(from, None);
+                }
+            }
+        }
+        self.progress(env, now, req);
+    }
+    /// A replica answered a read.
+    pub(super) fn on_read_reply<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        from: NodeId,
+        req: u64,
+        entries: Vec<Option<Entry>>,
+        changing: bool,
+    ) {
+        // A replica's answer is merged locally by read repair: it passes the same checks
+        // as a replica write. An entry refused (stamped too far ahead of this node's clock,
+        // say) is no answer for its key — never an absence, which could hide a write
+        // acknowledged through nodes whose clocks are right.
+        let limits = env.entry_limits(now);
+        let Some(p) = self.pending.get_mut(&req) else { return };
+        if !matches!(p.kind, Kind::Read { .. }) || p.refused.contains(&from) {
+            return;
+        }
+        let collection_ok = limits.check_collection(&p.collection).is_ok();
+        let mut refused = 0;
+        let Some(asked) = p.answered_by(from, true, entries.len()) else { return };
+        for (i, entry) in asked.into_iter().zip(entries) {
+            let k = &mut p.keys[i];
+            k.versions.remove(&from);
+            if entry.as_ref().is_some_and(|e| !collection_ok || limits.check(&k.key, e).is_err()) {
+                refused += 1;
+                continue;
+            }
+            if let Some(e) = &entry {
+                // Checked, so adopting cannot fail: a write after this read stamps later.
+                let _ = env.clock.update(e.ts, now);
+            }
+            let bytes = entry.as_ref().map_or(0, entry_cost);
+            k.answers.insert(from, entry);
+            if changing {
+                k.still_changing(from);
+            }
+            p.cost += bytes;
+            self.bytes += bytes;
+        }
+        self.refused_entries += refused;
+        self.progress(env, now, req);
+    }
+    /// A replica could not read its store: a failed answer for every key it holds.
+    pub(super) fn on_read_failed<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        from: NodeId,
+        req: u64,
+        error: String,
+    ) {
+        let Some(p) = self.pending.get_mut(&req) else { return };
+        let Kind::Read { errors, .. } = &mut p.kind else { return };
+        if p.refused.contains(&from) || !p.keys.iter().any(|k| k.replicas.contains(&from)) {
+            return;
+        }
+        errors.push(format!("{from}: {error}"));
+        p.refused.push(from);
+        for k in p.keys.iter_mut() {
+            k.answers.remove(&from);
+            k.versions.remove(&from);
+            k.waiting.retain(|r| *r != from);
+        }
+        // A replica failed: those not asked yet are asked now.
+        self.widen(env, req);
+        self.progress(env, now, req);
+    }
+    /// A replica answered a read with the versions it holds ([`fanout`]).
+    pub(super) fn on_versions_reply<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        from: NodeId,
+        req: u64,
+        versions: Vec<Option<Version>>,
+        changing: bool,
+    ) {
+        let limits = env.entry_limits(now);
+        let Some(p) = self.pending.get_mut(&req) else { return };
+        if !matches!(p.kind, Kind::Read { .. }) || p.refused.contains(&from) {
+            return;
+        }
+        let Some(asked) = p.answered_by(from, false, versions.len()) else { return };
+        for (i, version) in asked.into_iter().zip(versions) {
+            // A version stamped too far ahead is no answer (as an entry would be refused).
+            if version.is_some_and(|v| limits.check_ts(v.ts).is_err()) {
+                self.refused_entries += 1;
+                continue;
+            }
+            p.cost += VERSION_COST;
+            self.bytes += VERSION_COST;
+            let k = &mut p.keys[i];
+            k.versions.insert(from, version);
+            if changing {
+                k.still_changing(from);
+            }
+        }
+        self.progress(env, now, req);
+    }
+    /// This node's own commit of write `req` failed: its acknowledgement is a refusal. The
+    /// client is told the write was not committed when the other replicas cannot make up
+    /// the consistency asked for.
+    pub(super) fn on_local_commit_failed<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        req: u64,
+        reason: &str,
+    ) {
+        let me = env.me();
+        let Some(p) = self.pending.get_mut(&req) else { return };
+        let Kind::Write { errors, .. } = &mut p.kind else { return };
+        errors.push(format!("{me}: the write was not committed ({reason})"));
+        p.refused.push(me);
+        if !p.replied && !reachable(p) {
+            p.replied = true;
+            let resp = error(
+                p.id,
+                ErrorCode::Unavailable,
+                format!("the write was not committed ({reason}); retry it"),
+            );
+            let client = p.client;
+            env.outputs.push_back(Output::Reply { client, resp });
+        }
+        self.progress(env, now, req);
+    }
+    /// Answers the client once the consistency is reached; repairs and forgets the request
+    /// once every replica answered.
+    fn progress<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis, req: u64) {
+        self.upgrade(env, req);
+        let Some(p) = self.pending.get_mut(&req) else { return };
+        if !p.replied {
+            let failed = match &p.kind {
+                Kind::Write { errors, .. } | Kind::Read { errors, .. } => {
+                    (!reachable(p)).then(|| errors.join("; "))
+                }
+            };
+            if let (Some(why), Kind::Read { .. }) = (&failed, &p.kind) {
+                p.replied = true;
+                let (answered, required) = p.acked();
+                let resp = ClientResponse {
+                    id: p.id,
+                    result: Reply::Error {
+                        code: ErrorCode::Internal,
+                        message: format!(
+                            "storage failure: too many replicas could not read the key: {why}"
+                        ),
+                        acked: Some((answered, required)),
+                    },
+                    ts: None,
+                };
+                let client = p.client;
+                env.outputs.push_back(Output::Reply { client, resp });
+            } else if let Some(why) = failed {
+                p.replied = true;
+                let (answered, required) = p.acked();
+                let (code, message) = if refused_for_room(p) {
+                    let m = format!("the write was refused for lack of storage: {why}");
+                    (ErrorCode::StorageFull, m)
+                } else {
+                    let m = format!("the write was refused by too many replicas: {why}");
+                    (ErrorCode::QuorumNotReached, m)
+                };
+                let resp = ClientResponse {
+                    id: p.id,
+                    result: Reply::Error { code, message, acked: Some((answered, required)) },
+                    ts: None,
+                };
+                let client = p.client;
+                env.outputs.push_back(Output::Reply { client, resp });
+            } else if p.satisfied() {
+                p.replied = true;
+                let result = match &p.kind {
+                    Kind::Write { ts, .. } => Reply::Written { ts: *ts },
+                    Kind::Read { many, .. } => {
+                        let values = p
+                            .keys
+                            .iter()
+                            .map(|k| newest(k).map_or_else(Read::default, |e| Read::of(e, now)))
+                            .collect();
+                        read_reply(values, *many)
+                    }
+                };
+                let (client, resp) = (p.client, ClientResponse { id: p.id, result, ts: None });
+                env.outputs.push_back(Output::Reply { client, resp });
+            }
+        }
+        self.settle(req);
+        let done = self.pending.get(&req).is_some_and(|p| p.replied && p.complete());
+        if done {
+            if let Some(p) = self.remove(req) {
+                read_repair(env, &p);
+            }
         }
     }
 }
@@ -1395,11 +1313,15 @@ fn read_repair<S: Store>(node: &mut Node<S>, p: &Pending) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{node::NodeConfig, store::MemStore};
+    use crate::{
+        node::{Node, NodeConfig},
+        store::MemStore,
+    };
 
     /// Whether the cheap check for one key this node settles alone agrees with what
     /// `plan` builds and `settled_alone` finds of it (a failed plan: not alone).
-    fn agrees(node: &Node<MemStore>, collection: &str, key: &[u8]) -> usize {
+    fn agrees(node: &mut Node<MemStore>, collection: &str, key: &[u8]) -> usize {
+        let (_, env) = node.coordinator_parts();
         let mut alone = 0;
         let levels = [
             Consistency::Default,
@@ -1412,9 +1334,9 @@ mod tests {
         for level in levels {
             for intent in [Intent::Read, Intent::Write] {
                 let keys = vec![Bytes::copy_from_slice(key)];
-                let general = plan(node, 1, collection, keys, level, intent)
-                    .is_ok_and(|states| settled_alone(node, &states));
-                let quick = alone_one(node, collection, key, level, intent);
+                let general = plan(&env, 1, collection, keys, level, intent)
+                    .is_ok_and(|states| settled_alone(&env, &states));
+                let quick = alone_one(&env, collection, key, level, intent);
                 assert_eq!(quick, general, "{collection:?} {level:?} {intent:?}");
                 alone += usize::from(quick);
             }
@@ -1435,7 +1357,7 @@ mod tests {
         let config = || NodeConfig::new(NodeId(1), "a:1");
         let long_key = vec![7u8; 70_000];
         let keys: [&[u8]; 3] = [b"k", b"", &long_key];
-        let cases = |node: &Node<MemStore>| {
+        let cases = |node: &mut Node<MemStore>| {
             let mut alone = 0;
             for collection in ["c", "", "ordered.c"] {
                 for key in keys {
@@ -1445,14 +1367,14 @@ mod tests {
             alone
         };
         // Not serving yet: nothing is settled alone.
-        let node = Node::new(config(), MemStore::new()).unwrap();
-        assert_eq!(cases(&node), 0);
+        let mut node = Node::new(config(), MemStore::new()).unwrap();
+        assert_eq!(cases(&mut node), 0);
         // Serving alone: one key at every level that one answer satisfies.
         let mut node = Node::new(config(), MemStore::new()).unwrap();
         serving(&mut node);
-        assert!(cases(&node) > 0, "a lone node settles valid keys alone");
+        assert!(cases(&mut node) > 0, "a lone node settles valid keys alone");
         // Told to join a cluster it has not heard from: not alone any more.
         node.join(5_000, "b:1");
-        assert_eq!(cases(&node), 0);
+        assert_eq!(cases(&mut node), 0);
     }
 }

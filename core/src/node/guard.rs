@@ -60,7 +60,10 @@ impl<S: Store> Node<S> {
 
     /// What this node refused from its peers so far.
     pub fn peer_stats(&self) -> PeerStats {
-        self.peer_stats
+        let refused_entries = self.peer_stats.refused_entries
+            + self.sessions.refused_entries()
+            + self.coordinator.refused_entries();
+        PeerStats { refused_entries, ..self.peer_stats }
     }
 
     /// Whether `from` is a current member of this node's view that is not down.
@@ -104,11 +107,11 @@ impl<S: Store> Node<S> {
     /// the module docs): it replicates the interval or is about to, or this node does or
     /// will once `from` is gone. Every owning member keeps the catalogue.
     pub(super) fn may_push(&self, from: NodeId, collection: &str, interval: Interval) -> bool {
-        let placement = self.placement_for(collection);
+        let placement = self.view.placement_for(collection);
         let me = self.id();
         let at = interval.end;
         let listed = |table: &RingTable, who: NodeId| placement.list_on(table, at).contains(&who);
-        if listed(&self.table, me) || listed(&self.table, from) {
+        if listed(&self.view.table, me) || listed(&self.view.table, from) {
             return true;
         }
         if listed(&self.table_with_me(), me) {

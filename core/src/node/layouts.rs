@@ -3,15 +3,15 @@
 //! to. The placements are built over the node's view whenever the view or the catalogue
 //! changes; collections that use the same layouts share them, and what walks every range
 //! of every collection (anti-entropy, hand-offs, cleaning) walks them a placement at a
-//! time ([`Node::by_placement`]).
+//! time ([`View::by_placement`]).
 
-use super::{replicated_share, Node};
+use super::view::{replicated_share, View};
 use crate::{
     catalogue::{is_catalogue, LabelSnapshot, Layout, MovePhase},
     entry::NodeId,
     hash::Interval,
+    membership::Membership,
     ring::{CollectionPlacement, Placement, Spread},
-    store::Store,
 };
 use std::collections::BTreeMap;
 
@@ -48,10 +48,10 @@ pub(super) struct Ranges {
     pub(super) collections: Vec<String>,
 }
 
-impl<S: Store> Node<S> {
+impl View {
     /// The cluster's layout, resolved.
     fn default_resolved(&self) -> Resolved {
-        (self.config.replicas.max(1), Spread::default(), LabelSnapshot::new())
+        (self.replicas.max(1), Spread::default(), LabelSnapshot::new())
     }
 
     /// `layout` with the cluster's replication factor filled in, placing by `labels`.
@@ -59,7 +59,7 @@ impl<S: Store> Node<S> {
         let spread = layout.spread();
         let labels =
             if spread == Spread::default() { LabelSnapshot::new() } else { labels.clone() };
-        (layout.replicas_or(self.config.replicas.max(1)), spread, labels)
+        (layout.replicas_or(self.replicas.max(1)), spread, labels)
     }
 
     /// The placement of layout `index` (`None`: the cluster's) and this node's share of
@@ -72,7 +72,7 @@ impl<S: Store> Node<S> {
     }
 
     /// The placement `collection` uses and, while it moves, the one it moves to (never
-    /// the catalogue's: see [`Node::placement_for`]).
+    /// the catalogue's: see [`View::placement_for`]).
     pub(super) fn layout_placement(&self, collection: &str) -> CollectionPlacement<'_> {
         match self.layouts.by_name.get(collection) {
             None => CollectionPlacement::settled(&self.placement),
@@ -90,7 +90,7 @@ impl<S: Store> Node<S> {
         let now = self.layouts.by_name.get(collection).and_then(|(now, _, _)| *now);
         let share = self.built(now).1;
         let n = now.and_then(|i| self.layouts.built.get(i)).map(|(r, _, _)| r.0);
-        (n.unwrap_or(self.config.replicas.max(1)), share)
+        (n.unwrap_or(self.replicas.max(1)), share)
     }
 
     /// The layouts `collection`'s placement is made of (never the catalogue's).
@@ -137,7 +137,7 @@ impl<S: Store> Node<S> {
     /// `collections` (the catalogue left out) grouped by the placement they use, with
     /// its ranges.
     pub(super) fn by_placement(&self, collections: &[String]) -> Vec<Ranges> {
-        let me = self.id();
+        let me = self.me;
         let mut out = Vec::new();
         for (signature, collections) in self.signatures(collections) {
             if collections.is_empty() {
@@ -158,7 +158,7 @@ impl<S: Store> Node<S> {
     /// Builds the placement of every layout the catalogue names that is not the
     /// cluster's, and notes which each collection uses; `view_changed` rebuilds them
     /// all (the members changed).
-    pub(super) fn rebuild_layouts(&mut self, view_changed: bool) {
+    pub(super) fn rebuild_layouts(&mut self, membership: &Membership, view_changed: bool) {
         let default = self.default_resolved();
         let mut built =
             if view_changed { Vec::new() } else { std::mem::take(&mut self.layouts.built) };
@@ -184,8 +184,8 @@ impl<S: Store> Node<S> {
                 continue;
             }
             let (n, spread, labels) = key.clone();
-            let p = Placement::with_labels(self.membership.members(), n, spread, labels);
-            let share = replicated_share(&p, self.id());
+            let p = Placement::with_labels(membership.members(), n, spread, labels);
+            let share = replicated_share(&p, self.me);
             built.push((key, p, share));
         }
         let slot = |r: &Resolved| built.iter().position(|(k, _, _)| k == r);

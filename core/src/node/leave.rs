@@ -141,8 +141,8 @@ impl<S: Store> Node<S> {
         // The catalogue, which every member keeps, needs no heir.
         let collections = self.replica.store().collections().unwrap_or_default();
         let mut jobs = Vec::new();
-        for (signature, collections) in self.signatures(&collections) {
-            let placement = self.placement_by(&signature);
+        for (signature, collections) in self.view.signatures(&collections) {
+            let placement = self.view.placement_by(&signature);
             for (interval, replicas) in placement.intervals() {
                 if !replicas.contains(&me) {
                     continue;

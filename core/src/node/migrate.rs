@@ -347,7 +347,7 @@ impl<S: Store> Node<S> {
     fn token_loads(&self) -> Result<Vec<(Interval, u64)>, StoreError> {
         let collections = self.replica.store().collections()?;
         let mut loads = Vec::new();
-        for i in self.table.owned_intervals(self.id()) {
+        for i in self.view.table.owned_intervals(self.id()) {
             let mut n = 0;
             for c in &collections {
                 n += self.replica.count(c, i)?;
@@ -363,12 +363,12 @@ impl<S: Store> Node<S> {
     fn recent_primary_load(&mut self, now: Millis) -> Result<u64, StoreError> {
         let fresh = self.config.migration.interval_ms / 2;
         if let Some((at, view, load)) = self.migration.counted {
-            if view == self.table_view && now < at.saturating_add(fresh) {
+            if view == self.view.digest && now < at.saturating_add(fresh) {
                 return Ok(load);
             }
         }
         let load = self.primary_load()?;
-        self.migration.counted = Some((now, self.table_view, load));
+        self.migration.counted = Some((now, self.view.digest, load));
         Ok(load)
     }
 
@@ -421,11 +421,11 @@ impl<S: Store> Node<S> {
             || !all_serving
             || self.membership.members().any(|m| m.leaving())
             || self.leaving.is_some()
-            || self.table.node_count() < 2
+            || self.view.table.node_count() < 2
             || self.resync_pending
             || self.anti_entropy.resyncing()
             || self.migration.handing_off()
-            || self.catalogue.layouts().any(|(_, s)| s.moving.is_some())
+            || self.view.catalogue.layouts().any(|(_, s)| s.moving.is_some())
         {
             return false;
         }
@@ -440,7 +440,7 @@ impl<S: Store> Node<S> {
         let me = self.id();
         let collections = self.replica.store().collections()?;
         let mut n = 0;
-        for group in self.by_placement(&collections) {
+        for group in self.view.by_placement(&collections) {
             for (interval, replicas, _) in group.intervals {
                 if replicas.contains(&me) {
                     continue;
@@ -459,7 +459,7 @@ impl<S: Store> Node<S> {
     /// `fanout`) for their load.
     fn ask_loads(&mut self, now: Millis) {
         let me = self.id();
-        let vnodes = self.table.vnodes();
+        let vnodes = self.view.table.vnodes();
         let len = vnodes.len();
         let mine: Vec<usize> = (0..len).filter(|&i| vnodes[i].node == me).collect();
         let fanout = self.config.migration.fanout.max(1);
@@ -539,7 +539,7 @@ impl<S: Store> Node<S> {
         let Some(&floor) = loads.values().min() else { return Ok(()) };
         let mut tokens = self.token_loads()?;
         let mine: u64 = tokens.iter().map(|(_, n)| n).sum();
-        self.migration.counted = Some((now, self.table_view, mine));
+        self.migration.counted = Some((now, self.view.digest, mine));
         if !exceeds_floor(mine, floor, &self.config.migration) {
             return Ok(());
         }
@@ -641,7 +641,7 @@ impl<S: Store> Node<S> {
                 .map(|m| (m.id, m.tokens.as_slice()))
                 .chain(std::iter::once((me, tokens))),
         );
-        self.placement_by(&self.signature(collection)).list_on(&table, at)
+        self.view.placement_by(&self.view.signature(collection)).list_on(&table, at)
     }
 
     /// A hand-off session of the running move ended.
@@ -674,7 +674,7 @@ impl<S: Store> Node<S> {
         let still = self.membership.me().status == Status::Alive
             && self.membership.members().all(|m| m.status == Status::Alive || m.status.is_down())
             && self.membership.me().tokens.contains(&mv.from)
-            && self.table.successor(mv.to).is_some_and(|v| v.pos == mv.from && v.node == me)
+            && self.view.table.successor(mv.to).is_some_and(|v| v.pos == mv.from && v.node == me)
             && self.replica.store().collections().unwrap_or_default().iter().all(|c| {
                 crate::catalogue::is_catalogue(c) || {
                     let after = self.replicas_after(&mv.tokens, mv.from, c);

@@ -29,8 +29,15 @@
 //! it is durable).
 //! See `docs/node.md`. Drivers tell the node when a client connection closes
 //! ([`Node::client_gone`]) so its watches end.
+//!
+//! `Node` composes machines that own their state — [`membership`](crate::membership), [`hints`], [`gc`],
+//! the [`coordinator`], the [`scan`]s, the [`watch`]es, the sync [`sessions`] — each
+//! handed its input with what it reads of the rest of the node, its outputs routed in
+//! `compose.rs`; the [`view`] is the ring and the catalogue they all route by;
+//! `requests.rs` says which part answers a client's request.
 
 pub mod antientropy;
+mod compose;
 pub mod coordinator;
 pub mod durability;
 pub mod gc;
@@ -44,13 +51,16 @@ pub mod migrate;
 pub mod moves;
 mod quota;
 pub mod remove;
+mod requests;
 pub mod scan;
+pub mod sessions;
 pub mod skew;
 pub mod timers;
+pub mod view;
 pub mod watch;
 
 use crate::{
-    catalogue::{is_catalogue, Catalogue, CATALOGUE_COLLECTION},
+    catalogue::{Catalogue, CATALOGUE_COLLECTION},
     clock::Hlc,
     entry::{Entry, NodeId},
     hash::{Interval, Position},
@@ -341,28 +351,16 @@ pub struct Node<S: Store> {
     rng: Rng,
     replica: Replica<S>,
     membership: Membership,
-    /// The owners' token table (`placement.owners_table()`, kept at hand).
-    table: RingTable,
-    /// Owners, pending replicas and readable members (see [`crate::ring::placement`]).
-    placement: Placement,
-    /// The same for the collections every owning member keeps (the catalogue).
-    everywhere: Placement,
-    /// The same for every other layout a collection uses or moves to (replicas and
-    /// selector, see [`crate::catalogue::layout`]), with this node's share of the ring
-    /// under it; rebuilt when the view or the catalogue changes.
-    layouts: layouts::Layouts,
-    /// The share of the ring (0 to 1) this node replicates at the configured replication
-    /// factor: what its copy of a collection is scaled by to estimate the whole.
-    ring_share: f64,
-    /// Every collection's settings, from this node's copy of the catalogue.
-    catalogue: Catalogue,
-    table_view: u64,
+    /// The ring and the catalogue as this node sees them (see [`view`]).
+    view: view::View,
     /// Numbers every request this node sends another, by concern ([`ids`]).
     ids: ids::RequestIds,
     coordinator: Coordinator,
     scans: scan::Scans,
     hints: Hints,
     anti_entropy: AntiEntropy,
+    /// The sync sessions every part of the node queues (see [`sessions`]).
+    sessions: sessions::Sessions,
     resync_pending: bool,
     join_requested: bool,
     /// Whether the node started without saved state (fresh, or its data dir wiped): its
@@ -429,22 +427,21 @@ impl<S: Store> Node<S> {
             rng,
             replica: Replica::new(store)?,
             membership,
-            table: RingTable::default(),
-            placement: Placement::default(),
-            everywhere: Placement::default(),
-            layouts: layouts::Layouts::default(),
-            ring_share: 1.0,
-            catalogue: Catalogue::default(),
-            table_view: 0,
+            view: view::View::new(
+                config.id,
+                config.replicas,
+                config.collection_consistency.clone(),
+            ),
             // Request numbers start at a random point of this life (see [`ids`]),
             // drawn apart from `rng` so that adding it changed no other choice.
             ids: ids::RequestIds::numbered_from(
                 Rng::new(config.seed ^ 0x7265_7175_6573_7473).next_u64() >> 12,
             ),
             coordinator: Coordinator::default(),
-            scans: scan::Scans::default(),
+            scans: scan::Scans::new(config.request_timeout_ms),
             hints: Hints::new(config.hints),
             anti_entropy: AntiEntropy::default(),
+            sessions: sessions::Sessions::new(config.max_sync_sessions, config.sync_timeout_ms),
             resync_pending: true,
             join_requested: false,
             started_empty: true,
@@ -456,7 +453,11 @@ impl<S: Store> Node<S> {
             removal: None,
             donation: None,
             state,
-            watch: Watches::default(),
+            watch: Watches::new(
+                config.watch.clone(),
+                config.request_timeout_ms,
+                config.sync_timeout_ms,
+            ),
             peer_stats: guard::PeerStats::default(),
             clocks: skew::ClockWatch::default(),
             wall_ms: 0,
@@ -500,64 +501,47 @@ impl<S: Store> Node<S> {
     /// The token table of the owning members (alive, suspected, dead or re-syncing;
     /// not joining, not left: see [`crate::ring::placement`]).
     pub fn table(&self) -> &RingTable {
-        &self.table
+        &self.view.table
     }
 
     /// Owners, pending replicas and readable members of this node's view.
     pub fn placement(&self) -> &Placement {
-        &self.placement
+        &self.view.placement
     }
 
-    /// The level a request on `collection` asking for `requested` runs at, when it asked
-    /// for [`Consistency::Default`]: the collection's default in the catalogue, else the
-    /// one this node's configuration gives it, else quorum.
+    /// The ring and the catalogue as this node sees them.
+    pub fn view(&self) -> &view::View {
+        &self.view
+    }
+
+    /// See [`view::View::consistency_for`].
     pub fn consistency_for(&self, collection: &str, requested: Consistency) -> Consistency {
-        if requested != Consistency::Default {
-            return requested;
-        }
-        let agreed = self.catalogue.get(collection).and_then(|s| s.consistency);
-        let configured =
-            agreed.or_else(|| self.config.collection_consistency.get(collection).copied());
-        requested.resolve(configured.unwrap_or(Consistency::Quorum))
+        self.view.consistency_for(collection, requested)
     }
 
-    /// How many replicas `collection` keeps: every owning member for the catalogue, the
-    /// replication factor of its layout for every other collection (while it moves, the
-    /// layout it moves from).
+    /// See [`view::View::replicas_for`].
     pub fn replicas_for(&self, collection: &str) -> usize {
-        if is_catalogue(collection) {
-            return usize::MAX;
-        }
-        self.layout_size(collection).0
+        self.view.replicas_for(collection)
     }
 
-    /// Owners, pending replicas and readable members for `collection`'s keys, under the
-    /// layout it uses and, while it moves, the one it moves to.
+    /// See [`view::View::placement_for`].
     pub fn placement_for(&self, collection: &str) -> CollectionPlacement<'_> {
-        if is_catalogue(collection) {
-            return CollectionPlacement::settled(&self.everywhere);
-        }
-        self.layout_placement(collection)
+        self.view.placement_for(collection)
     }
 
     /// Every collection's settings as this node knows them ([`crate::catalogue`]).
     pub fn catalogue(&self) -> &Catalogue {
-        &self.catalogue
+        &self.view.catalogue
     }
 
-    /// The share of the ring (0 to 1) this node replicates at the configured replication
-    /// factor.
+    /// See [`view::View::ring_share`].
     pub fn ring_share(&self) -> f64 {
-        self.ring_share
+        self.view.ring_share
     }
 
-    /// The share of the ring (0 to 1) this node replicates of `collection`, under the
-    /// layout it uses.
+    /// See [`view::View::ring_share_for`].
     pub fn ring_share_for(&self, collection: &str) -> f64 {
-        if is_catalogue(collection) {
-            return 1.0;
-        }
-        self.layout_size(collection).1
+        self.view.ring_share_for(collection)
     }
 
     /// Reads the catalogue again from this node's copy when a merge or removal changed
@@ -584,8 +568,7 @@ impl<S: Store> Node<S> {
             let value = r.entry.value.as_ref().filter(|_| !r.entry.is_expired(now))?;
             Some((&r.key[..], &value[..]))
         });
-        self.catalogue = Catalogue::from_entries(live);
-        self.rebuild_layouts(false);
+        self.view.set_catalogue(Catalogue::from_entries(live), &self.membership);
         self.note_layouts_seen();
     }
 
@@ -708,22 +691,28 @@ impl<S: Store> Node<S> {
                     Failed::Send(out) => self.ready.push_back(out),
                     Failed::Dropped => {}
                     Failed::WatchEvent { client, id } => {
-                        if let Some(out) = self.end_uncommitted_watch(client, id, reason) {
+                        let ended =
+                            self.watch.end_uncommitted_watch(&self.membership, client, id, reason);
+                        if let Some(out) = ended {
+                            let out = self.watch_output(out);
                             self.ready.push_back(out);
                         }
+                        self.collect_watches();
                     }
                     Failed::ClientSync { client, id, error } => {
-                        self.end_uncommitted_sync(client, id);
+                        self.watch.end_uncommitted_sync(client, id);
                         self.ready.push_back(error);
                     }
                 },
                 (Held::LocalAck(req), None) => {
-                    coordinator::on_write_ack(self, now, me, req, None, None);
+                    let (c, mut env) = self.coordinator_parts();
+                    c.on_write_ack(&mut env, now, me, req, None, None);
                     // Its `Written`, if any, leaves in order with what was released.
                     self.admit_pending();
                 }
                 (Held::LocalAck(req), Some(reason)) => {
-                    coordinator::on_local_commit_failed(self, now, req, reason)
+                    let (c, mut env) = self.coordinator_parts();
+                    c.on_local_commit_failed(&mut env, now, req, reason)
                 }
             }
         }
@@ -825,7 +814,8 @@ impl<S: Store> Node<S> {
             self.coordinator.next_deadline(),
             self.scans.next_deadline(),
             self.hints.next_deadline(),
-            self.anti_entropy.next_deadline(self.config.sync_timeout_ms),
+            self.anti_entropy.next_deadline(),
+            self.sessions.next_deadline(),
             self.gc.next_deadline(),
             self.watch.next_deadline(),
             self.migration.next_deadline(),
@@ -847,9 +837,9 @@ impl<S: Store> Node<S> {
         self.collect_membership();
         self.tick_leave(now);
         self.tick_removal(now);
-        coordinator::widen_due(self, now);
-        coordinator::expire(self, now);
-        scan::expire(self, now);
+        self.expire_requests(now);
+        self.scans.expire(now);
+        self.collect_scans();
         self.deliver_hints(now);
         self.check_staleness(now);
         self.tick_sync(now);
@@ -936,7 +926,7 @@ impl<S: Store> Node<S> {
     /// Handles a client's request.
     pub fn handle_client(&mut self, now: Millis, client: ClientId, req: ClientRequest) {
         self.wall_ms = now;
-        coordinator::start(self, now, client, req);
+        requests::dispatch(self, now, client, req);
         self.refresh_catalogue();
         self.pump_watches(now);
     }
@@ -958,7 +948,7 @@ impl<S: Store> Node<S> {
             }
             Message::Replica(m) => self.handle_replica(now, from, m),
             Message::Sync(m) => self.handle_sync(now, from, m),
-            Message::Watch(m) => watch::handle_peer(self, now, from, m),
+            Message::Watch(m) => self.handle_watch(now, from, m),
             // Client frames over a peer link are not part of the node protocol; a peer
             // sending them is ignored.
             Message::Request(_) | Message::Response(_) => {}
@@ -973,9 +963,13 @@ impl<S: Store> Node<S> {
                 let written: Vec<_> =
                     records.iter().map(|(k, e)| (k.clone(), e.version())).collect();
                 let (error, newer) = match self.apply_remote(now, &collection, records) {
-                    Ok(outcomes) => {
-                        coordinator::restamp::answer(self, &collection, &written, &outcomes)
-                    }
+                    Ok(outcomes) => coordinator::restamp::answer(
+                        &self.replica,
+                        &mut self.outputs,
+                        &collection,
+                        &written,
+                        &outcomes,
+                    ),
                     Err(e) => (Some(e), None),
                 };
                 let ack = ReplicaMessage::WriteAck { req, error, newer };
@@ -1021,18 +1015,27 @@ impl<S: Store> Node<S> {
                 Some(ids::Concern::Hints) => {
                     self.hints.acknowledge(req, error.is_none());
                 }
-                _ => coordinator::on_write_ack(self, now, from, req, error, newer),
+                _ => {
+                    let (c, mut env) = self.coordinator_parts();
+                    c.on_write_ack(&mut env, now, from, req, error, newer)
+                }
             },
             ReplicaMessage::ReadReply { req, entries, changing } => {
-                coordinator::on_read_reply(self, now, from, req, entries, changing)
+                let (c, mut env) = self.coordinator_parts();
+                c.on_read_reply(&mut env, now, from, req, entries, changing)
             }
             ReplicaMessage::VersionsReply { req, versions, changing } => {
-                coordinator::on_versions_reply(self, now, from, req, versions, changing)
+                let (c, mut env) = self.coordinator_parts();
+                c.on_versions_reply(&mut env, now, from, req, versions, changing)
             }
             ReplicaMessage::ReadFailed { req, error } => {
-                coordinator::on_read_failed(self, now, from, req, error)
+                let (c, mut env) = self.coordinator_parts();
+                c.on_read_failed(&mut env, now, from, req, error)
             }
-            ReplicaMessage::RangeFailed { req, error } => scan::on_failed(self, from, req, error),
+            ReplicaMessage::RangeFailed { req, error } => {
+                self.scans.on_failed(from, req, error);
+                self.collect_scans();
+            }
             ReplicaMessage::ListCollections { req } => match self.replica.store().collections() {
                 Ok(names) => {
                     self.send(from, Message::Replica(ReplicaMessage::CollectionList { req, names }))
@@ -1045,10 +1048,20 @@ impl<S: Store> Node<S> {
                 self.on_collection_list(now, from, req, names)
             }
             ReplicaMessage::RangeRead { req, collection, interval, after, limit } => {
-                scan::serve(self, from, req, &collection, interval, after, limit)
+                let changing = self.membership.me().changing();
+                let served =
+                    scan::serve(&self.replica, changing, req, &collection, interval, after, limit);
+                if let Some((answer, failed)) = served {
+                    if let Some(e) = failed {
+                        self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
+                    }
+                    self.send(from, Message::Replica(answer));
+                }
             }
             ReplicaMessage::RangeReply { req, records, more, changing } => {
-                scan::on_reply(self, now, from, req, records, more, changing)
+                let (scans, mut env) = self.scan_parts();
+                scans.on_reply(&mut env, now, from, req, records, more, changing);
+                self.collect_scans();
             }
             ReplicaMessage::LoadQuery { req } => self.on_load_query(now, from, req),
             ReplicaMessage::LoadReply { req, entries } => {
@@ -1124,8 +1137,13 @@ impl<S: Store> Node<S> {
     }
 
     fn send(&mut self, to: NodeId, msg: Message) {
-        let addr = self.membership.member(to).map(|m| m.addr.clone()).unwrap_or_default();
+        let addr = self.addr_of(to);
         self.outputs.push_back(Output::Send { to, addr, msg });
+    }
+
+    /// Where member `to` listens, as this node's view has it (empty when unknown).
+    fn addr_of(&self, to: NodeId) -> String {
+        self.membership.member(to).map(|m| m.addr.clone()).unwrap_or_default()
     }
 
     /// Moves membership outputs to the node's, and rebuilds the token table when the
@@ -1168,29 +1186,6 @@ impl<S: Store> Node<S> {
     }
 
     fn refresh_table(&mut self) {
-        let view = self.membership.view_digest();
-        if view != self.table_view || self.table.is_empty() {
-            self.table_view = view;
-            self.placement = Placement::new(self.membership.members(), self.config.replicas);
-            self.everywhere = Placement::new(self.membership.members(), usize::MAX);
-            self.table = self.placement.owners_table().clone();
-            self.ring_share = replicated_share(&self.placement, self.id());
-            self.rebuild_layouts(true);
-        }
+        self.view.refresh(&self.membership);
     }
-}
-
-/// The share of the ring (0 to 1) whose replicas under `placement` include `me`; 1 when
-/// the ring is empty (a node alone keeps everything).
-fn replicated_share(placement: &Placement, me: NodeId) -> f64 {
-    if placement.owners_table().is_empty() {
-        return 1.0;
-    }
-    let total: u128 = placement
-        .intervals()
-        .into_iter()
-        .filter(|(_, replicas)| replicas.contains(&me))
-        .map(|(interval, _)| interval.len())
-        .sum();
-    (total as f64 / 2f64.powi(64)).min(1.0)
 }

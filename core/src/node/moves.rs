@@ -25,7 +25,7 @@
 //! they drive (their views differ) cannot both advance: every answer must be over the
 //! asker's view.
 
-use super::{antientropy::Purpose, ClientId, Node, NodeEvent, Output};
+use super::{sessions::Purpose, ClientId, Node, NodeEvent, Output};
 use crate::{
     catalogue::{
         layout_key, Knowledge, LabelSnapshot, Layout, LayoutState, Move, MovePhase,
@@ -132,7 +132,7 @@ impl<S: Store> Node<S> {
     pub(super) fn note_layouts_seen(&mut self) {
         let now = self.wall_ms;
         let mut seen = BTreeMap::new();
-        for (name, state) in self.catalogue.layouts() {
+        for (name, state) in self.view.catalogue.layouts() {
             let moving = state.moving.as_ref().map(|m| (m.at, m.phase));
             let fresh = Seen { moving, since: state.since, at: now };
             let kept = match self.moves.seen.get(name) {
@@ -143,7 +143,7 @@ impl<S: Store> Node<S> {
         }
         self.moves.seen = seen;
         self.moves.active =
-            self.catalogue.layouts().next().is_some() || self.catalogue.moves_wanted();
+            self.view.catalogue.layouts().next().is_some() || self.view.catalogue.moves_wanted();
     }
 
     /// How far this node knows the move `at` of `collection` got, once it has known it
@@ -153,7 +153,7 @@ impl<S: Store> Node<S> {
         if now.saturating_sub(seen.at) < self.config.request_timeout_ms {
             return None;
         }
-        self.catalogue.layout(collection)?.knows(at)
+        self.view.catalogue.layout(collection)?.knows(at)
     }
 
     /// Answers the driver's question about a move.
@@ -236,7 +236,7 @@ impl<S: Store> Node<S> {
     /// Asks every member about the first moving collection, or starts the move a
     /// collection's settings ask for.
     fn ask_or_start(&mut self, now: Millis) {
-        let moving = (self.catalogue.layouts())
+        let moving = (self.view.catalogue.layouts())
             .find(|(_, s)| s.moving.is_some())
             .map(|(n, s)| (n.to_string(), s.clone()));
         if let Some((collection, state)) = moving {
@@ -266,8 +266,8 @@ impl<S: Store> Node<S> {
         // A collection whose settings ask for another layout than the one it uses, or
         // whose layout places by labels members no longer carry.
         let live = self.live_labels();
-        let wanted = self.catalogue.iter().find_map(|(name, settings)| {
-            let state = self.catalogue.layout(name).cloned().unwrap_or_default();
+        let wanted = self.view.catalogue.iter().find_map(|(name, settings)| {
+            let state = self.view.catalogue.layout(name).cloned().unwrap_or_default();
             let to = settings.layout();
             let labels = if to.needs_labels() { live.clone() } else { LabelSnapshot::new() };
             let mut recorded = state.labels.clone();
@@ -279,8 +279,10 @@ impl<S: Store> Node<S> {
             let wanted = (to != state.current || relabelled) && to.placeable(labels.values());
             wanted.then(|| (name.to_string(), to, labels, state))
         });
-        let unset = (self.catalogue.layouts())
-            .find(|(name, s)| self.catalogue.get(name).is_none() && s.current != Layout::default())
+        let unset = (self.view.catalogue.layouts())
+            .find(|(name, s)| {
+                self.view.catalogue.get(name).is_none() && s.current != Layout::default()
+            })
             .map(|(name, s)| {
                 (name.to_string(), Layout::default(), LabelSnapshot::new(), s.clone())
             });
@@ -304,10 +306,10 @@ impl<S: Store> Node<S> {
     /// whether it wrote.
     fn decide(&mut self, now: Millis, a: &Asking) -> bool {
         let Some(m) = a.state.moving.as_ref() else { return false };
-        let current = self.catalogue.layout(&a.collection);
+        let current = self.view.catalogue.layout(&a.collection);
         let unchanged = current == Some(&a.state);
         let view = self.membership.view_digest();
-        let stable = !self.placement.in_transition() && view == a.view;
+        let stable = !self.view.placement.in_transition() && view == a.view;
         let agreed = a.answers.values().all(|ans| {
             ans.is_some_and(|(knows, v, pulled)| {
                 v == view
@@ -340,7 +342,7 @@ impl<S: Store> Node<S> {
             collection: collection.to_string(),
             phase,
         }));
-        super::coordinator::start(self, now, INTERNAL_CLIENT, ClientRequest { id, op, seen: None });
+        super::requests::dispatch(self, now, INTERNAL_CLIENT, ClientRequest { id, op, seen: None });
     }
 
     /// The answer to one of this node's own requests.
@@ -358,7 +360,7 @@ impl<S: Store> Node<S> {
     fn plan_pulls(&mut self, now: Millis) {
         let view = self.membership.view_digest();
         let me = self.id();
-        let moving: Vec<(String, u64)> = (self.catalogue.layouts())
+        let moving: Vec<(String, u64)> = (self.view.catalogue.layouts())
             .filter_map(|(name, s)| {
                 let m = s.moving.as_ref().filter(|m| m.phase >= MovePhase::Copying)?;
                 Some((name.to_string(), m.at))
@@ -376,9 +378,9 @@ impl<S: Store> Node<S> {
             if running || done || waiting {
                 continue;
             }
-            let placement = self.placement_for(&collection);
+            let placement = self.view.placement_for(&collection);
             let Some(next) = placement.next else { continue };
-            let table = &self.table;
+            let table = &self.view.table;
             let gains: Vec<(Interval, Vec<NodeId>, usize)> = (placement.now.intervals())
                 .into_iter()
                 .filter(|(i, now_list)| {

@@ -2,20 +2,22 @@
 //! (see [`crate::catalogue`]).
 //!
 //! The coordinator judges a write against its own copy of the collection scaled by the
-//! share of the ring it replicates of it ([`Node::ring_share_for`]): with N replicas on M nodes
+//! share of the ring it replicates of it ([`View::ring_share_for`]): with N replicas on M nodes
 //! each node keeps about N/M of the keys, so its count divided by that share estimates
 //! the whole collection, exactly on a single node or wherever every node keeps every
 //! key. Writes that only replace keys the coordinator's copy holds are never refused by
 //! the key quota; deletes are never refused at all.
 
-use super::Node;
-use crate::{catalogue::CollectionSettings, store::Store};
+use super::view::View;
+use crate::{catalogue::CollectionSettings, replica::Replica, store::Store, Millis};
 use bytes::Bytes;
 
 /// Checks a write of `items` (a `None` value is a delete) to `collection` against its
 /// quota; the error is the message for the client.
 pub(super) fn check<S: Store>(
-    node: &Node<S>,
+    replica: &Replica<S>,
+    view: &View,
+    now: Millis,
     collection: &str,
     settings: &CollectionSettings,
     items: &[(Bytes, Option<Bytes>)],
@@ -27,16 +29,15 @@ pub(super) fn check<S: Store>(
     if values.is_empty() {
         return Ok(());
     }
-    let stats = node.replica.store().stats(collection).unwrap_or_default();
-    let share = node.ring_share_for(collection).max(f64::MIN_POSITIVE);
+    let stats = replica.store().stats(collection).unwrap_or_default();
+    let share = view.ring_share_for(collection).max(f64::MIN_POSITIVE);
     let scale = |n: u64| (n as f64 / share).round() as u64;
-    let now = node.wall_ms;
     if let Some(max) = settings.max_keys {
         let live = scale(stats.entries.saturating_sub(stats.tombstones));
         let added = values
             .iter()
             .filter(|(k, _)| {
-                !node.replica.get(collection, k).ok().flatten().is_some_and(|e| e.is_live(now))
+                !replica.get(collection, k).ok().flatten().is_some_and(|e| e.is_live(now))
             })
             .count() as u64;
         if added > 0 && live.saturating_add(added) > max {

@@ -176,7 +176,7 @@ impl<S: Store> Node<S> {
             return Ok(());
         }
         if !record.leaving() {
-            if self.placement.in_transition() {
+            if self.view.placement.in_transition() {
                 return Err(RemoveError::ChangeUnderWay);
             }
             self.membership.mark_removing(now, member);
@@ -256,8 +256,8 @@ impl<S: Store> Node<S> {
     fn removal_plan(&self, member: NodeId, force: bool) -> Vec<(Vec<NodeId>, usize)> {
         // Under every layout a collection uses.
         let collections = self.replica.store().collections().unwrap_or_default();
-        (self.signatures(&collections).into_keys())
-            .flat_map(|signature| self.placement_by(&signature).intervals())
+        (self.view.signatures(&collections).into_keys())
+            .flat_map(|signature| self.view.placement_by(&signature).intervals())
             .filter(|(_, owners)| owners.contains(&member))
             .map(|(_, owners)| {
                 let size = owners.len();
@@ -356,8 +356,8 @@ impl<S: Store> Node<S> {
         );
         let collections = self.replica.store().collections().unwrap_or_default();
         let mut jobs = Vec::new();
-        for (signature, collections) in self.signatures(&collections) {
-            let placement = self.placement_by(&signature);
+        for (signature, collections) in self.view.signatures(&collections) {
+            let placement = self.view.placement_by(&signature);
             for (interval, owners) in placement.intervals() {
                 if !owners.contains(&me) || !owners.contains(&member) {
                     continue;

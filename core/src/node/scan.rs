@@ -35,22 +35,34 @@
 //! deadline answers [`ErrorCode::QuorumNotReached`] with how many replicas answered.
 //! Scans do not read-repair: a scan touches many keys at once, and anti-entropy
 //! reconciles replicas anyway.
+//!
+//! [`Scans`] is a machine of its own: it owns the pages in flight and their deadlines,
+//! takes each input with what it reads of the rest of the node (`Env`: the view of the
+//! ring, the membership, the local replica, the request numbers), and emits what it
+//! wants sent ([`ScanOutput`]), which the node drains after each input. Serving a range
+//! read for another node's scan needs no state (`serve`).
 
 use super::joint::Joint;
-use super::{timers::Timers, ClientId, Node, NodeEvent, Output};
+use super::{
+    ids::{Concern, RequestIds},
+    timers::Timers,
+    view::View,
+    ClientId,
+};
 use crate::{
     entry::{Entry, NodeId},
     hash::{Interval, Placement, Position},
+    membership::Membership,
     proto::{
         client::{Consistency, ErrorCode, Op, Reply},
-        ClientResponse, Message, ReplicaMessage,
+        ClientResponse, ReplicaMessage,
     },
     replica::Replica,
     store::{validate_collection, validate_key, Store, StoreError, MAX_KEY_LEN},
     Millis,
 };
 use bytes::{BufMut, Bytes, BytesMut};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Entries per page when a scan asks for `0`.
 pub const DEFAULT_PAGE: usize = 100;
@@ -123,17 +135,70 @@ pub fn prefix_bounds(prefix: &[u8]) -> (Position, Position) {
 }
 
 /// The scans a node is coordinating, by the request number of their outstanding read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Scans {
+    /// How long a page may take (the node's request timeout).
+    timeout_ms: Millis,
     waiting: BTreeMap<u64, Scan>,
     /// Each waiting scan's page deadline.
     deadlines: Timers<u64>,
+    outputs: VecDeque<ScanOutput>,
+}
+
+/// What the scan machine wants the node to do.
+#[derive(Debug)]
+pub enum ScanOutput {
+    /// A range read to a replica.
+    Send {
+        /// The replica.
+        to: NodeId,
+        /// The read.
+        msg: ReplicaMessage,
+    },
+    /// A page, or an error, to a client.
+    Reply {
+        /// The client connection.
+        client: ClientId,
+        /// The answer.
+        resp: ClientResponse,
+    },
+    /// The local store failed to read a range.
+    StoreFailed(StoreError),
+}
+
+/// What the scan machine reads of the rest of the node, for one input.
+pub(super) struct Env<'a, S: Store> {
+    /// The ring and the catalogue: each piece's owners, the consistency levels.
+    pub view: &'a View,
+    /// The membership: whether this node's own change of the ring is under way.
+    pub membership: &'a Membership,
+    /// The local replica, read as one of a piece's replicas.
+    pub replica: &'a Replica<S>,
+    /// The node's request numbers.
+    pub ids: &'a mut RequestIds,
+    /// Whether the node waits for the cluster's view (it coordinates nothing then).
+    pub awaiting_cluster: bool,
 }
 
 impl Scans {
+    /// No scans yet; a page must be done within `timeout_ms`.
+    pub fn new(timeout_ms: Millis) -> Self {
+        Scans {
+            timeout_ms,
+            waiting: BTreeMap::new(),
+            deadlines: Timers::default(),
+            outputs: VecDeque::new(),
+        }
+    }
+
     /// The earliest page deadline.
     pub fn next_deadline(&self) -> Option<Millis> {
         self.deadlines.next()
+    }
+
+    /// The next thing to do, in the order the inputs produced them.
+    pub fn poll_output(&mut self) -> Option<ScanOutput> {
+        self.outputs.pop_front()
     }
 
     /// Files `scan`, waiting for the answers to read `req`.
@@ -266,301 +331,327 @@ enum Step {
     Done { complete: bool },
 }
 
-fn reply<S: Store>(node: &mut Node<S>, client: ClientId, resp: ClientResponse) {
-    node.outputs.push_back(Output::Reply { client, resp });
-}
+impl Scans {
+    fn reply(&mut self, client: ClientId, resp: ClientResponse) {
+        self.outputs.push_back(ScanOutput::Reply { client, resp });
+    }
 
-/// Starts coordinating one page of `op`, an [`Op::Scan`], for `client`.
-pub(super) fn start<S: Store>(node: &mut Node<S>, now: Millis, client: ClientId, id: u64, op: Op) {
-    let Op::Scan { collection, cursor, prefix, limit, consistency } = op else {
-        let resp = ClientResponse::error(id, ErrorCode::Internal, "not a scan request");
-        return reply(node, client, resp);
-    };
-    let invalid = |message: String| ClientResponse::error(id, ErrorCode::InvalidInput, message);
-    if let Err(e) = validate_collection(&collection) {
-        return reply(node, client, invalid(e.to_string()));
-    }
-    let prefix = prefix.filter(|p| !p.is_empty());
-    if let Some(p) = prefix.as_ref().filter(|p| p.len() > MAX_KEY_LEN) {
-        let message = format!(
-            "a prefix of {} bytes matches no key: keys are at most {MAX_KEY_LEN} bytes",
-            p.len()
-        );
-        return reply(node, client, invalid(message));
-    }
-    let (lo, end) = match (&prefix, node.replica.placement(&collection)) {
-        (Some(p), Placement::Ordered) => prefix_bounds(p),
-        _ => (0, u64::MAX),
-    };
-    let first = Cursor::before(lo);
-    let cursor = match cursor.as_deref().map(Cursor::decode) {
-        None => first,
-        Some(Ok(c)) => c.max(first),
-        Some(Err(message)) => return reply(node, client, invalid(message)),
-    };
-    let limit = match limit {
-        0 => DEFAULT_PAGE,
-        n => usize::try_from(n).unwrap_or(MAX_PAGE).min(MAX_PAGE),
-    };
-    let scan = Scan {
-        client,
-        id,
-        collection,
-        prefix,
-        limit,
-        consistency,
-        end,
-        cursor,
-        started: now,
-        deadline: now.saturating_add(node.config.request_timeout_ms),
-        reads: 0,
-        items: Vec::new(),
-        item_bytes: 0,
-        piece: Piece::default(),
-    };
-    if scan.cursor.pos > scan.end {
-        return finish(node, scan, true);
-    }
-    advance(node, now, scan);
-}
-
-/// Starts reads from the cursor, merging those answered at once (the local replica),
-/// until one has to wait for other nodes or the page is done.
-fn advance<S: Store>(node: &mut Node<S>, now: Millis, mut scan: Scan) {
-    loop {
-        let half_timeout = node.config.request_timeout_ms / 2;
-        let spent = scan.reads > 0 && now.saturating_sub(scan.started) >= half_timeout;
-        if spent || scan.reads >= MAX_READS_PER_PAGE {
-            return finish(node, scan, false);
-        }
-        let pos = scan.cursor.pos;
-        let placement = node.placement_for(&scan.collection).key(pos);
-        let owners = placement.owners.clone();
-        if node.awaiting_cluster() {
-            let message = super::coordinator::AWAITING_CLUSTER;
-            let resp = ClientResponse::error(scan.id, ErrorCode::Unavailable, message);
-            return reply(node, scan.client, resp);
-        }
-        if owners.is_empty() {
-            let message =
-                "no node owns any part of the ring yet (this node is joining); retry shortly";
-            let resp = ClientResponse::error(scan.id, ErrorCode::Unavailable, message);
-            return reply(node, scan.client, resp);
-        }
-        let level = node.consistency_for(&scan.collection, scan.consistency);
-        let required = match level.required(owners.len()) {
-            Ok(r) => r,
-            Err(e) => {
-                let resp = ClientResponse::error(scan.id, ErrorCode::InvalidInput, e.to_string());
-                return reply(node, scan.client, resp);
-            }
+    /// Starts coordinating one page of `op`, an [`Op::Scan`], for `client`.
+    pub(super) fn start<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        client: ClientId,
+        id: u64,
+        op: Op,
+    ) {
+        let Op::Scan { collection, cursor, prefix, limit, consistency } = op else {
+            let resp = ClientResponse::error(id, ErrorCode::Internal, "not a scan request");
+            return self.reply(client, resp);
         };
-        // Like a read, a range asks every owner not known to be down and counts only
-        // the caught-up ones (see `crate::ring::placement`).
-        let counted: Vec<NodeId> =
-            owners.iter().copied().filter(|o| node.placement.readable(*o)).collect();
-        let mut replicas: Vec<NodeId> =
-            owners.iter().copied().filter(|o| !node.placement.down(*o)).collect();
-        // While a change of the ring touches the piece, its future owners too (a joint
-        // read, as for a key); in a move's joint phase, the next layout's owners.
-        let mut groups: Vec<(&[NodeId], &[NodeId], bool)> = Vec::new();
-        if !placement.future.is_empty() {
-            groups.push((&placement.future, &placement.makers, false));
+        let invalid = |message: String| ClientResponse::error(id, ErrorCode::InvalidInput, message);
+        if let Err(e) = validate_collection(&collection) {
+            return self.reply(client, invalid(e.to_string()));
         }
-        for g in placement.next.iter().filter(|_| placement.next_joint) {
-            groups.push((&g.nodes, &g.makers, true));
+        let prefix = prefix.filter(|p| !p.is_empty());
+        if let Some(p) = prefix.as_ref().filter(|p| p.len() > MAX_KEY_LEN) {
+            let message = format!(
+                "a prefix of {} bytes matches no key: keys are at most {MAX_KEY_LEN} bytes",
+                p.len()
+            );
+            return self.reply(client, invalid(message));
         }
-        let mut joints = Vec::new();
-        for (nodes, makers, layout) in groups {
-            let required = match level.required(nodes.len()) {
+        let (lo, end) = match (&prefix, env.replica.placement(&collection)) {
+            (Some(p), Placement::Ordered) => prefix_bounds(p),
+            _ => (0, u64::MAX),
+        };
+        let first = Cursor::before(lo);
+        let cursor = match cursor.as_deref().map(Cursor::decode) {
+            None => first,
+            Some(Ok(c)) => c.max(first),
+            Some(Err(message)) => return self.reply(client, invalid(message)),
+        };
+        let limit = match limit {
+            0 => DEFAULT_PAGE,
+            n => usize::try_from(n).unwrap_or(MAX_PAGE).min(MAX_PAGE),
+        };
+        let scan = Scan {
+            client,
+            id,
+            collection,
+            prefix,
+            limit,
+            consistency,
+            end,
+            cursor,
+            started: now,
+            deadline: now.saturating_add(self.timeout_ms),
+            reads: 0,
+            items: Vec::new(),
+            item_bytes: 0,
+            piece: Piece::default(),
+        };
+        if scan.cursor.pos > scan.end {
+            return self.finish(scan, true);
+        }
+        self.advance(env, now, scan);
+    }
+
+    /// Starts reads from the cursor, merging those answered at once (the local replica),
+    /// until one has to wait for other nodes or the page is done.
+    fn advance<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis, mut scan: Scan) {
+        loop {
+            let half_timeout = self.timeout_ms / 2;
+            let spent = scan.reads > 0 && now.saturating_sub(scan.started) >= half_timeout;
+            if spent || scan.reads >= MAX_READS_PER_PAGE {
+                return self.finish(scan, false);
+            }
+            let pos = scan.cursor.pos;
+            let placement = env.view.placement_for(&scan.collection).key(pos);
+            let owners = placement.owners.clone();
+            if env.awaiting_cluster {
+                let message = super::coordinator::AWAITING_CLUSTER;
+                let resp = ClientResponse::error(scan.id, ErrorCode::Unavailable, message);
+                return self.reply(scan.client, resp);
+            }
+            if owners.is_empty() {
+                let message =
+                    "no node owns any part of the ring yet (this node is joining); retry shortly";
+                let resp = ClientResponse::error(scan.id, ErrorCode::Unavailable, message);
+                return self.reply(scan.client, resp);
+            }
+            let level = env.view.consistency_for(&scan.collection, scan.consistency);
+            let required = match level.required(owners.len()) {
                 Ok(r) => r,
-                Err(_) if layout => nodes.len(),
                 Err(e) => {
                     let resp =
                         ClientResponse::error(scan.id, ErrorCode::InvalidInput, e.to_string());
-                    return reply(node, scan.client, resp);
+                    return self.reply(scan.client, resp);
                 }
             };
-            for f in nodes {
-                if !replicas.contains(f) && !node.placement.down(*f) {
-                    replicas.push(*f);
+            // Like a read, a range asks every owner not known to be down and counts only
+            // the caught-up ones (see `crate::ring::placement`).
+            let counted: Vec<NodeId> =
+                owners.iter().copied().filter(|o| env.view.placement.readable(*o)).collect();
+            let mut replicas: Vec<NodeId> =
+                owners.iter().copied().filter(|o| !env.view.placement.down(*o)).collect();
+            // While a change of the ring touches the piece, its future owners too (a joint
+            // read, as for a key); in a move's joint phase, the next layout's owners.
+            let mut groups: Vec<(&[NodeId], &[NodeId], bool)> = Vec::new();
+            if !placement.future.is_empty() {
+                groups.push((&placement.future, &placement.makers, false));
+            }
+            for g in placement.next.iter().filter(|_| placement.next_joint) {
+                groups.push((&g.nodes, &g.makers, true));
+            }
+            let mut joints = Vec::new();
+            for (nodes, makers, layout) in groups {
+                let required = match level.required(nodes.len()) {
+                    Ok(r) => r,
+                    Err(_) if layout => nodes.len(),
+                    Err(e) => {
+                        let resp =
+                            ClientResponse::error(scan.id, ErrorCode::InvalidInput, e.to_string());
+                        return self.reply(scan.client, resp);
+                    }
+                };
+                for f in nodes {
+                    if !replicas.contains(f) && !env.view.placement.down(*f) {
+                        replicas.push(*f);
+                    }
+                }
+                let readable =
+                    nodes.iter().copied().filter(|f| env.view.placement.readable(*f)).collect();
+                let makers = makers.to_vec();
+                joints.push((
+                    nodes.len(),
+                    Joint { readable, required, makers, still: vec![], layout },
+                ));
+            }
+            for (len, f) in joints.iter().filter(|(_, f)| f.readable.len() < f.required) {
+                if f.makers.is_empty() {
+                    let whose = if f.layout {
+                        "under the layout its collection moves to"
+                    } else {
+                        "once the ring's change is done"
+                    };
+                    let message = format!(
+                        "only {} of the {len} owners a range of the scan will have {whose} can \
+                         answer; {level} needs {}: retry shortly",
+                        f.readable.len(),
+                        f.required
+                    );
+                    let result = Reply::Error {
+                        code: ErrorCode::Unavailable,
+                        message,
+                        acked: Some((f.readable.len() as u32, f.required as u32)),
+                    };
+                    return self
+                        .reply(scan.client, ClientResponse { id: scan.id, result, ts: None });
                 }
             }
-            let readable = nodes.iter().copied().filter(|f| node.placement.readable(*f)).collect();
-            let makers = makers.to_vec();
-            joints.push((nodes.len(), Joint { readable, required, makers, still: vec![], layout }));
-        }
-        for (len, f) in joints.iter().filter(|(_, f)| f.readable.len() < f.required) {
-            if f.makers.is_empty() {
-                let whose = if f.layout {
-                    "under the layout its collection moves to"
-                } else {
-                    "once the ring's change is done"
-                };
+            let joints: Vec<Joint> = joints.into_iter().map(|(_, f)| f).collect();
+            if counted.len() < required {
                 let message = format!(
-                    "only {} of the {len} owners a range of the scan will have {whose} can \
-                     answer; {level} needs {}: retry shortly",
-                    f.readable.len(),
-                    f.required
+                    "only {} of the {} owners of a range of the scan can answer (the others are \
+                     down or re-syncing); {level} needs {required}: retry, or ask for a lower \
+                     consistency",
+                    counted.len(),
+                    owners.len()
                 );
-                let result = Reply::Error {
+                let result = crate::proto::client::Reply::Error {
                     code: ErrorCode::Unavailable,
                     message,
-                    acked: Some((f.readable.len() as u32, f.required as u32)),
+                    acked: Some((counted.len() as u32, required as u32)),
                 };
-                return reply(node, scan.client, ClientResponse { id: scan.id, result, ts: None });
+                return self.reply(scan.client, ClientResponse { id: scan.id, result, ts: None });
             }
-        }
-        let joints: Vec<Joint> = joints.into_iter().map(|(_, f)| f).collect();
-        if counted.len() < required {
-            let message = format!(
-                "only {} of the {} owners of a range of the scan can answer (the others are \
-                 down or re-syncing); {level} needs {required}: retry, or ask for a lower \
-                 consistency",
-                counted.len(),
-                owners.len()
-            );
-            let result = crate::proto::client::Reply::Error {
-                code: ErrorCode::Unavailable,
-                message,
-                acked: Some((counted.len() as u32, required as u32)),
+            // The piece ends at the token owning `pos`, or at the ring's end when `pos` lies
+            // past the last token (its owner is then the first token, across the wrap); while
+            // the ring changes, at the future table's token too, so that both sets of owners
+            // hold for the whole piece.
+            let end_in = |table: &crate::ring::RingTable| match table.successor(pos) {
+                Some(v) if v.pos >= pos => v.pos,
+                _ => u64::MAX,
             };
-            return reply(node, scan.client, ClientResponse { id: scan.id, result, ts: None });
-        }
-        // The piece ends at the token owning `pos`, or at the ring's end when `pos` lies
-        // past the last token (its owner is then the first token, across the wrap); while
-        // the ring changes, at the future table's token too, so that both sets of owners
-        // hold for the whole piece.
-        let end_in = |table: &crate::ring::RingTable| match table.successor(pos) {
-            Some(v) if v.pos >= pos => v.pos,
-            _ => u64::MAX,
-        };
-        let mut hi = end_in(&node.table).min(scan.end);
-        if !placement.future.is_empty() {
-            hi = hi.min(end_in(node.placement.future_table()));
-        }
-        scan.reads += 1;
-        scan.piece =
-            Piece { hi, replicas: replicas.clone(), counted, required, joints, ..Piece::default() };
-        let interval = Interval::new(pos.wrapping_sub(1), hi);
-        let after = (!scan.cursor.key.is_empty()).then(|| (pos, scan.cursor.key.clone()));
-        let want = scan.limit.saturating_sub(scan.items.len()).max(1);
-        let req = node.ids.next(crate::node::ids::Concern::Scans);
-        let me = node.id();
-        for r in replicas {
-            if r == me {
-                match read_range(&node.replica, &scan.collection, interval, after.clone(), want) {
-                    Ok((records, more)) => {
-                        if let Some(a) = accept(&node.replica, &scan, records, more) {
-                            scan.piece.answers.insert(me, a);
-                            if node.membership.me().changing() {
-                                scan.piece.still_changing(me);
+            let mut hi = end_in(&env.view.table).min(scan.end);
+            if !placement.future.is_empty() {
+                hi = hi.min(end_in(env.view.placement.future_table()));
+            }
+            scan.reads += 1;
+            scan.piece = Piece {
+                hi,
+                replicas: replicas.clone(),
+                counted,
+                required,
+                joints,
+                ..Piece::default()
+            };
+            let interval = Interval::new(pos.wrapping_sub(1), hi);
+            let after = (!scan.cursor.key.is_empty()).then(|| (pos, scan.cursor.key.clone()));
+            let want = scan.limit.saturating_sub(scan.items.len()).max(1);
+            let req = env.ids.next(Concern::Scans);
+            let me = env.view.me;
+            for r in replicas {
+                if r == me {
+                    match read_range(env.replica, &scan.collection, interval, after.clone(), want) {
+                        Ok((records, more)) => {
+                            if let Some(a) = accept(env.replica, &scan, records, more) {
+                                scan.piece.answers.insert(me, a);
+                                if env.membership.me().changing() {
+                                    scan.piece.still_changing(me);
+                                }
                             }
                         }
+                        Err(e) => {
+                            scan.piece.failed.insert(me, e.to_string());
+                            self.outputs.push_back(ScanOutput::StoreFailed(e));
+                        }
                     }
-                    Err(e) => {
-                        scan.piece.failed.insert(me, e.to_string());
-                        node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
-                    }
+                } else {
+                    let limit = u32::try_from(want).unwrap_or(u32::MAX);
+                    let collection = scan.collection.clone();
+                    let msg = ReplicaMessage::RangeRead {
+                        req,
+                        collection,
+                        interval,
+                        after: after.clone(),
+                        limit,
+                    };
+                    self.outputs.push_back(ScanOutput::Send { to: r, msg });
                 }
-            } else {
-                let limit = u32::try_from(want).unwrap_or(u32::MAX);
-                let collection = scan.collection.clone();
-                let msg = ReplicaMessage::RangeRead {
-                    req,
-                    collection,
-                    interval,
-                    after: after.clone(),
-                    limit,
-                };
-                node.send(r, Message::Replica(msg));
+            }
+            if !scan.piece.reachable() {
+                let resp = scan.piece.storage_failure(scan.id);
+                return self.reply(scan.client, resp);
+            }
+            if !scan.piece.satisfied() {
+                self.wait(req, scan);
+                return;
+            }
+            if let Step::Done { complete } = absorb(now, &mut scan) {
+                return self.finish(scan, complete);
             }
         }
-        if !scan.piece.reachable() {
-            let resp = scan.piece.storage_failure(scan.id);
-            return reply(node, scan.client, resp);
-        }
-        if !scan.piece.satisfied() {
-            node.scans.wait(req, scan);
+    }
+
+    /// Answers the page; with a cursor unless the walk is `complete`.
+    fn finish(&mut self, scan: Scan, complete: bool) {
+        let cursor = (!complete).then(|| scan.cursor.encode());
+        let resp = ClientResponse {
+            id: scan.id,
+            result: Reply::Page { items: scan.items, cursor },
+            ts: None,
+        };
+        self.reply(scan.client, resp);
+    }
+
+    /// A replica answered a range read.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_reply<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        from: NodeId,
+        req: u64,
+        records: Vec<(Bytes, Entry)>,
+        more: bool,
+        changing: bool,
+    ) {
+        let Some(scan) = self.waiting.get_mut(&req) else { return };
+        if !scan.piece.replicas.contains(&from) || scan.piece.answers.contains_key(&from) {
             return;
         }
-        if let Step::Done { complete } = absorb(now, &mut scan) {
-            return finish(node, scan, complete);
+        let Some(answer) = accept(env.replica, scan, records, more) else { return };
+        scan.piece.answers.insert(from, answer);
+        if changing {
+            scan.piece.still_changing(from);
+        }
+        if !scan.piece.satisfied() {
+            return;
+        }
+        let Some(mut scan) = self.take(req) else { return };
+        match absorb(now, &mut scan) {
+            Step::Continue => self.advance(env, now, scan),
+            Step::Done { complete } => self.finish(scan, complete),
         }
     }
-}
 
-/// Answers the page; with a cursor unless the walk is `complete`.
-fn finish<S: Store>(node: &mut Node<S>, scan: Scan, complete: bool) {
-    let cursor = (!complete).then(|| scan.cursor.encode());
-    let resp =
-        ClientResponse { id: scan.id, result: Reply::Page { items: scan.items, cursor }, ts: None };
-    reply(node, scan.client, resp);
-}
+    /// A replica could not read its store for a range read: a failed answer.
+    pub(super) fn on_failed(&mut self, from: NodeId, req: u64, error: String) {
+        let Some(scan) = self.waiting.get_mut(&req) else { return };
+        if !scan.piece.replicas.contains(&from) || scan.piece.answers.contains_key(&from) {
+            return;
+        }
+        scan.piece.failed.insert(from, error);
+        if scan.piece.reachable() {
+            return;
+        }
+        if let Some(scan) = self.take(req) {
+            let resp = scan.piece.storage_failure(scan.id);
+            self.reply(scan.client, resp);
+        }
+    }
 
-/// A replica answered a range read.
-pub(super) fn on_reply<S: Store>(
-    node: &mut Node<S>,
-    now: Millis,
-    from: NodeId,
-    req: u64,
-    records: Vec<(Bytes, Entry)>,
-    more: bool,
-    changing: bool,
-) {
-    let Some(scan) = node.scans.waiting.get_mut(&req) else { return };
-    if !scan.piece.replicas.contains(&from) || scan.piece.answers.contains_key(&from) {
-        return;
-    }
-    let Some(answer) = accept(&node.replica, scan, records, more) else { return };
-    scan.piece.answers.insert(from, answer);
-    if changing {
-        scan.piece.still_changing(from);
-    }
-    if !scan.piece.satisfied() {
-        return;
-    }
-    let Some(mut scan) = node.scans.take(req) else { return };
-    match absorb(now, &mut scan) {
-        Step::Continue => advance(node, now, scan),
-        Step::Done { complete } => finish(node, scan, complete),
-    }
-}
-
-/// A replica could not read its store for a range read: a failed answer.
-pub(super) fn on_failed<S: Store>(node: &mut Node<S>, from: NodeId, req: u64, error: String) {
-    let Some(scan) = node.scans.waiting.get_mut(&req) else { return };
-    if !scan.piece.replicas.contains(&from) || scan.piece.answers.contains_key(&from) {
-        return;
-    }
-    scan.piece.failed.insert(from, error);
-    if scan.piece.reachable() {
-        return;
-    }
-    if let Some(scan) = node.scans.take(req) {
-        let resp = scan.piece.storage_failure(scan.id);
-        reply(node, scan.client, resp);
-    }
-}
-
-/// Answers the pages whose deadline passed with how many replicas of the piece being
-/// read answered.
-pub(super) fn expire<S: Store>(node: &mut Node<S>, now: Millis) {
-    for req in node.scans.deadlines.due(now) {
-        let Some(scan) = node.scans.take(req) else { continue };
-        let answered = u32::try_from(scan.piece.counted_answers()).unwrap_or(u32::MAX);
-        let required = u32::try_from(scan.piece.required).unwrap_or(u32::MAX);
-        let message = format!(
-            "only {answered} of the {required} replicas required for a range of the scan \
-             answered within the timeout; retry the page with the same cursor, or ask for a \
-             lower consistency"
-        );
-        let result = Reply::Error {
-            code: ErrorCode::QuorumNotReached,
-            message,
-            acked: Some((answered, required)),
-        };
-        reply(node, scan.client, ClientResponse { id: scan.id, result, ts: None });
+    /// Answers the pages whose deadline passed with how many replicas of the piece being
+    /// read answered.
+    pub(super) fn expire(&mut self, now: Millis) {
+        for req in self.deadlines.due(now) {
+            let Some(scan) = self.take(req) else { continue };
+            let answered = u32::try_from(scan.piece.counted_answers()).unwrap_or(u32::MAX);
+            let required = u32::try_from(scan.piece.required).unwrap_or(u32::MAX);
+            let message = format!(
+                "only {answered} of the {required} replicas required for a range of the scan \
+                 answered within the timeout; retry the page with the same cursor, or ask for a \
+                 lower consistency"
+            );
+            let result = Reply::Error {
+                code: ErrorCode::QuorumNotReached,
+                message,
+                acked: Some((answered, required)),
+            };
+            self.reply(scan.client, ClientResponse { id: scan.id, result, ts: None });
+        }
     }
 }
 
@@ -634,33 +725,25 @@ fn absorb(now: Millis, scan: &mut Scan) -> Step {
     Step::Continue
 }
 
-/// Serves a coordinator's [`ReplicaMessage::RangeRead`] from the local store.
+/// Serves a coordinator's [`ReplicaMessage::RangeRead`] from the local store: the answer
+/// to send, and the store's error when it failed to read (the answer then says so).
+/// `changing`: this node's own change of the ring is under way. `None`: no answer (a
+/// coordinator checks names before it asks; a peer that did not gets none).
 pub(super) fn serve<S: Store>(
-    node: &mut Node<S>,
-    from: NodeId,
+    replica: &Replica<S>,
+    changing: bool,
     req: u64,
     collection: &str,
     interval: Interval,
     after: Option<(Position, Bytes)>,
     limit: u32,
-) {
-    // A coordinator checks names before it asks; a peer that did not gets no answer.
-    if validate_collection(collection).is_err() {
-        return;
-    }
+) -> Option<(ReplicaMessage, Option<StoreError>)> {
+    validate_collection(collection).ok()?;
     let limit = usize::try_from(limit).unwrap_or(MAX_RANGE_RECORDS);
-    match read_range(&node.replica, collection, interval, after, limit) {
-        Ok((records, more)) => {
-            let changing = node.membership.me().changing();
-            let msg = ReplicaMessage::RangeReply { req, records, more, changing };
-            node.send(from, Message::Replica(msg))
-        }
-        Err(e) => {
-            let error = e.to_string();
-            node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
-            node.send(from, Message::Replica(ReplicaMessage::RangeFailed { req, error }));
-        }
-    }
+    Some(match read_range(replica, collection, interval, after, limit) {
+        Ok((records, more)) => (ReplicaMessage::RangeReply { req, records, more, changing }, None),
+        Err(e) => (ReplicaMessage::RangeFailed { req, error: e.to_string() }, Some(e)),
+    })
 }
 
 /// Up to `limit` (at most [`MAX_RANGE_RECORDS`]) records of `interval` after `after`,
@@ -706,7 +789,7 @@ fn read_range<S: Store>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{clock::Timestamp, store::MemStore};
+    use crate::{clock::Timestamp, proto::Message, store::MemStore};
 
     #[test]
     fn cursors_round_trip_and_order_like_the_store() {

@@ -462,7 +462,7 @@ impl Churn {
                             n.membership().me().status,
                             n.membership().me().joining,
                             n.anti_entropy().handoff(),
-                            n.anti_entropy().counts(),
+                            n.sessions().counts(),
                             n.state().last_full_sync_ms
                         )
                     })

@@ -27,7 +27,7 @@
 //! node's own change under way) every replica is asked for its data, as before: the
 //! rules for counting future owners need every answer.
 
-use super::{KeyState, Kind, Node};
+use super::{Coordinator, Env, KeyState, Kind};
 use crate::{
     entry::NodeId,
     proto::{Message, ReplicaMessage},
@@ -42,9 +42,9 @@ use std::collections::BTreeMap;
 pub const SPECULATE_MS: Millis = 50;
 
 /// Decides whom each key of a new read asks: `asked`, `data_from` and `waiting`.
-pub(super) fn narrow<S: Store>(node: &Node<S>, states: &mut [KeyState]) {
-    let me = node.id();
-    let changing = node.membership.me().changing();
+pub(super) fn narrow<S: Store>(env: &Env<'_, S>, states: &mut [KeyState]) {
+    let me = env.me();
+    let changing = env.membership.me().changing();
     for k in states.iter_mut() {
         let plain = k.joints.is_empty()
             && !changing
@@ -89,7 +89,7 @@ pub(super) fn asks(states: &mut [KeyState]) -> BTreeMap<NodeId, (Vec<usize>, boo
 
 /// Sends `replica` the read of `keys`: for the data, or for the versions.
 pub(super) fn send<S: Store>(
-    node: &mut Node<S>,
+    env: &mut Env<'_, S>,
     replica: NodeId,
     req: u64,
     collection: &str,
@@ -102,93 +102,93 @@ pub(super) fn send<S: Store>(
     } else {
         ReplicaMessage::ReadVersions { req, collection, keys }
     };
-    node.send(replica, Message::Replica(msg));
+    env.send(replica, Message::Replica(msg));
 }
 
-/// Asks the replicas of read `req` not asked yet, for the data, about the keys not
-/// answered enough — after a replica failed, or [`SPECULATE_MS`] passed.
-pub(in crate::node) fn widen<S: Store>(node: &mut Node<S>, req: u64) {
-    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
-    p.widen_at = None;
-    node.coordinator.settle(req);
-    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
-    if p.replied || !matches!(p.kind, Kind::Read { .. }) {
-        return;
-    }
-    // Replicas still silent about versions: asked for the data instead (below), and no
-    // longer awaited about versions for any key.
-    let silent: Vec<NodeId> = p
-        .keys
-        .iter()
-        .flat_map(|k| k.waiting.iter().filter(|r| !k.data_from.contains(r)))
-        .copied()
-        .collect();
-    let mut out: BTreeMap<NodeId, Vec<Bytes>> = BTreeMap::new();
-    for k in p.keys.iter_mut() {
-        if k.satisfied() {
-            k.waiting.retain(|r| k.data_from.contains(r) || !silent.contains(r));
-            continue;
+impl Coordinator {
+    /// Asks the replicas of read `req` not asked yet, for the data, about the keys not
+    /// answered enough — after a replica failed, or [`SPECULATE_MS`] passed.
+    pub(super) fn widen<S: Store>(&mut self, env: &mut Env<'_, S>, req: u64) {
+        let Some(p) = self.pending.get_mut(&req) else { return };
+        p.widen_at = None;
+        self.settle(req);
+        let Some(p) = self.pending.get_mut(&req) else { return };
+        if p.replied || !matches!(p.kind, Kind::Read { .. }) {
+            return;
         }
-        let more: Vec<NodeId> =
-            k.replicas.iter().copied().filter(|r| !k.asked.contains(r)).collect();
-        for r in more {
-            k.asked.push(r);
-            k.data_from.push(r);
-            k.waiting.push(r);
-            out.entry(r).or_default().push(k.key.clone());
-        }
-        // A replica still silent about its version is asked for the data instead (a
-        // node of an earlier version does not know version reads); a late answer about
-        // versions then matches no question and is ignored.
-        for r in k.waiting.clone() {
-            if silent.contains(&r) && !k.data_from.contains(&r) {
+        // Replicas still silent about versions: asked for the data instead (below), and no
+        // longer awaited about versions for any key.
+        let silent: Vec<NodeId> = p
+            .keys
+            .iter()
+            .flat_map(|k| k.waiting.iter().filter(|r| !k.data_from.contains(r)))
+            .copied()
+            .collect();
+        let mut out: BTreeMap<NodeId, Vec<Bytes>> = BTreeMap::new();
+        for k in p.keys.iter_mut() {
+            if k.satisfied() {
+                k.waiting.retain(|r| k.data_from.contains(r) || !silent.contains(r));
+                continue;
+            }
+            let more: Vec<NodeId> =
+                k.replicas.iter().copied().filter(|r| !k.asked.contains(r)).collect();
+            for r in more {
+                k.asked.push(r);
                 k.data_from.push(r);
+                k.waiting.push(r);
+                out.entry(r).or_default().push(k.key.clone());
+            }
+            // A replica still silent about its version is asked for the data instead (a
+            // node of an earlier version does not know version reads); a late answer about
+            // versions then matches no question and is ignored.
+            for r in k.waiting.clone() {
+                if silent.contains(&r) && !k.data_from.contains(&r) {
+                    k.data_from.push(r);
+                    out.entry(r).or_default().push(k.key.clone());
+                }
+            }
+        }
+        let collection = p.collection.clone();
+        for (replica, keys) in out {
+            send(env, replica, req, &collection, keys, true);
+        }
+    }
+    /// Widens every read whose [`SPECULATE_MS`] passed by `now` ([`widen`]).
+    pub(in crate::node) fn widen_due<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) {
+        for req in self.due_to_widen(now) {
+            self.widen(env, req);
+        }
+    }
+    /// Asks for the data of the replicas whose version is newer than every data answer of
+    /// a key, once every replica asked for that key's data has answered.
+    pub(super) fn upgrade<S: Store>(&mut self, env: &mut Env<'_, S>, req: u64) {
+        let Some(p) = self.pending.get_mut(&req) else { return };
+        if p.replied || !matches!(p.kind, Kind::Read { .. }) {
+            return;
+        }
+        let mut out: BTreeMap<NodeId, Vec<Bytes>> = BTreeMap::new();
+        for k in p.keys.iter_mut() {
+            if k.waiting.iter().any(|r| k.data_from.contains(r)) {
+                continue;
+            }
+            let best = k.best_version();
+            let newer: Vec<NodeId> = k
+                .versions
+                .iter()
+                .filter(|(r, v)| {
+                    !k.data_from.contains(r) && v.is_some_and(|v| best.is_none_or(|b| v > b))
+                })
+                .map(|(r, _)| *r)
+                .collect();
+            for r in newer {
+                k.data_from.push(r);
+                k.waiting.push(r);
                 out.entry(r).or_default().push(k.key.clone());
             }
         }
-    }
-    let collection = p.collection.clone();
-    for (replica, keys) in out {
-        send(node, replica, req, &collection, keys, true);
-    }
-}
-
-/// Widens every read whose [`SPECULATE_MS`] passed by `now` ([`widen`]).
-pub(in crate::node) fn widen_due<S: Store>(node: &mut Node<S>, now: Millis) {
-    for req in node.coordinator.widen_due(now) {
-        widen(node, req);
-    }
-}
-
-/// Asks for the data of the replicas whose version is newer than every data answer of
-/// a key, once every replica asked for that key's data has answered.
-pub(super) fn upgrade<S: Store>(node: &mut Node<S>, req: u64) {
-    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
-    if p.replied || !matches!(p.kind, Kind::Read { .. }) {
-        return;
-    }
-    let mut out: BTreeMap<NodeId, Vec<Bytes>> = BTreeMap::new();
-    for k in p.keys.iter_mut() {
-        if k.waiting.iter().any(|r| k.data_from.contains(r)) {
-            continue;
+        let collection = p.collection.clone();
+        for (replica, keys) in out {
+            send(env, replica, req, &collection, keys, true);
         }
-        let best = k.best_version();
-        let newer: Vec<NodeId> = k
-            .versions
-            .iter()
-            .filter(|(r, v)| {
-                !k.data_from.contains(r) && v.is_some_and(|v| best.is_none_or(|b| v > b))
-            })
-            .map(|(r, _)| *r)
-            .collect();
-        for r in newer {
-            k.data_from.push(r);
-            k.waiting.push(r);
-            out.entry(r).or_default().push(k.key.clone());
-        }
-    }
-    let collection = p.collection.clone();
-    for (replica, keys) in out {
-        send(node, replica, req, &collection, keys, true);
     }
 }

@@ -17,7 +17,7 @@
 //!   `newer` adopts that timestamp into its clock, stamps the request's entries again
 //!   (above it: the clock now issues only larger timestamps), and sends them to every
 //!   replica again under a fresh request number, so acknowledgements of the old stamp
-//!   never count for the new one ([`on_newer`]). Deletes are entries (tombstones) and
+//!   never count for the new one (`Coordinator::on_newer`). Deletes are entries (tombstones) and
 //!   re-stamp the same way; a hint kept at the timeout carries the final entry. After
 //!   [`MAX_RESTAMPS`] attempts the client gets [`ErrorCode::Conflict`] — never a 200
 //!   for a write that lost.
@@ -38,17 +38,18 @@
 //! included. So an acknowledged B is above A on every replica, whatever the
 //! coordinators' clocks: B wins.
 
-use super::{error, progress, KeyState, Kind};
+use super::{error, Coordinator, Env, KeyState, Kind};
 use crate::{
     clock::Timestamp,
     entry::{Entry, NodeId, Version},
-    node::{Node, NodeEvent, Output},
+    node::{NodeEvent, Output},
     proto::{client::ErrorCode, ClientResponse, Message, ReplicaMessage},
     replica::Replica,
     store::{Merged, Store, StoreError},
     Millis,
 };
 use bytes::Bytes;
+use std::collections::VecDeque;
 
 /// How many times a coordinator re-stamps one write before it answers
 /// [`ErrorCode::Conflict`]. Each attempt stamps above every version a replica reported,
@@ -81,17 +82,18 @@ pub(in crate::node) fn newer_stored<S: Store>(
 
 /// What a replica answers to a write it merged with `outcomes`: a plain acknowledgement,
 /// or the newest timestamp that beat it (see [`newer_stored`]); a store that cannot say
-/// refuses the write.
+/// refuses the write (and the store's failure goes to `outputs`).
 pub(in crate::node) fn answer<S: Store>(
-    node: &mut Node<S>,
+    replica: &Replica<S>,
+    outputs: &mut VecDeque<Output>,
     collection: &str,
     written: &[(Bytes, Version)],
     outcomes: &[Merged],
 ) -> (Option<String>, Option<Timestamp>) {
-    match newer_stored(&node.replica, collection, written, outcomes) {
+    match newer_stored(replica, collection, written, outcomes) {
         Ok(newer) => (None, newer),
         Err(e) => {
-            node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
+            outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
             (Some(e.to_string()), None)
         }
     }
@@ -101,7 +103,7 @@ pub(in crate::node) fn answer<S: Store>(
 /// replica's share at once. Returns the newer timestamp the local replica holds, if its
 /// merge lost (then its acknowledgement is neither counted nor held).
 pub(super) fn dispatch<S: Store>(
-    node: &mut Node<S>,
+    env: &mut Env<'_, S>,
     req: u64,
     collection: &str,
     states: &mut [KeyState],
@@ -109,27 +111,27 @@ pub(super) fn dispatch<S: Store>(
     errors: &mut Vec<String>,
     refused: &mut Vec<NodeId>,
 ) -> Option<Timestamp> {
-    let me = node.id();
+    let me = env.me();
     let mut newer = None;
     for (replica, indices) in &super::by_replica(states) {
         let records: Vec<(Bytes, Entry)> =
             indices.iter().map(|&i| (states[i].key.clone(), entries[i].clone())).collect();
         if *replica != me {
             let msg = ReplicaMessage::Write { req, collection: collection.to_string(), records };
-            node.send(*replica, Message::Replica(msg));
+            env.send(*replica, Message::Replica(msg));
             continue;
         }
-        match merge_local(node, collection, records) {
+        match merge_local(env.replica, collection, records) {
             Ok(Some(ts)) => newer = Some(ts),
             // Counted once the write is durable (see `super::super::durability`).
-            Ok(None) if !node.replica.store().durable_on_write() => {
-                node.durability.hold_local_ack(node.replica.writes(), req)
+            Ok(None) if !env.replica.store().durable_on_write() => {
+                env.durability.hold_local_ack(env.replica.writes(), req)
             }
             Ok(None) => indices.iter().for_each(|&i| {
                 states[i].answers.insert(me, None);
             }),
             Err(e) => {
-                node.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
+                env.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e.clone())));
                 errors.push(e.to_string());
                 refused.push(me);
             }
@@ -141,112 +143,128 @@ pub(super) fn dispatch<S: Store>(
 /// Merges a write's `records` into this node's replica: the newer timestamp it holds
 /// for one of them, if its merge lost (see [`newer_stored`]).
 pub(super) fn merge_local<S: Store>(
-    node: &mut Node<S>,
+    replica: &mut Replica<S>,
     collection: &str,
     records: Vec<(Bytes, Entry)>,
 ) -> Result<Option<Timestamp>, StoreError> {
     let written: Vec<(Bytes, Version)> =
         records.iter().map(|(k, e)| (k.clone(), e.version())).collect();
-    let outcomes = node.replica.merge_batch(collection, records)?;
-    newer_stored(&node.replica, collection, &written, &outcomes)
+    let outcomes = replica.merge_batch(collection, records)?;
+    newer_stored(replica, collection, &written, &outcomes)
 }
 
 /// [`merge_local`] of one record, without the vectors a batch needs: the commonest
 /// write, one key this node settles alone.
 pub(super) fn merge_local_one<S: Store>(
-    node: &mut Node<S>,
+    replica: &mut Replica<S>,
     collection: &str,
     key: Bytes,
     entry: Entry,
 ) -> Result<Option<Timestamp>, StoreError> {
     let version = entry.version();
-    let outcome = node.replica.merge(collection, key.clone(), entry)?;
-    newer_stored(&node.replica, collection, &[(key, version)], &[outcome])
+    let outcome = replica.merge(collection, key.clone(), entry)?;
+    newer_stored(replica, collection, &[(key, version)], &[outcome])
 }
 
-/// Replica `from` (this node included) holds a write newer than write `req`'s stamp, up
-/// to `newer`: re-stamp above it and send again, or answer [`ErrorCode::Conflict`] (see
-/// the module docs).
-pub(super) fn on_newer<S: Store>(
-    node: &mut Node<S>,
-    now: Millis,
-    from: NodeId,
-    req: u64,
-    newer: Timestamp,
-) {
-    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
-    let Kind::Write { restamps, .. } = &p.kind else { return };
-    let restamps = *restamps;
-    if p.replied {
-        // A concurrent write reached `from` after ours was acknowledged: the answer
-        // stands, and no hint is kept for a replica holding something newer.
-        p.refused.push(from);
-        return progress(node, now, req);
-    }
-    if restamps >= MAX_RESTAMPS {
-        let msg = format!(
-            "the write lost to a newer write of the same key (stamped {newer}) {} times \
-             after re-stamping; nothing was acknowledged; retry",
-            restamps + 1
-        );
-        return conflict(node, now, from, req, msg);
-    }
-    if let Err(e) = node.clock.update(newer, now) {
-        // Stamped by a broken clock (more than the max offset ahead of ours, refused
-        // everywhere else): that replica does not acknowledge, and does not block the
-        // write either — the others may still make its consistency.
-        if let Some(p) = node.coordinator.pending.get_mut(&req) {
-            if let Kind::Write { errors, .. } = &mut p.kind {
-                errors.push(format!(
-                    "{from}: holds a write of the key stamped {newer}, which this node \
-                     cannot stamp above ({e}): not acknowledged"
-                ));
-            }
+impl Coordinator {
+    /// Replica `from` (this node included) holds a write newer than write `req`'s stamp, up
+    /// to `newer`: re-stamp above it and send again, or answer [`ErrorCode::Conflict`] (see
+    /// the module docs).
+    pub(super) fn on_newer<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        from: NodeId,
+        req: u64,
+        newer: Timestamp,
+    ) {
+        let Some(p) = self.pending.get_mut(&req) else { return };
+        let Kind::Write { restamps, .. } = &p.kind else { return };
+        let restamps = *restamps;
+        if p.replied {
+            // A concurrent write reached `from` after ours was acknowledged: the answer
+            // stands, and no hint is kept for a replica holding something newer.
             p.refused.push(from);
+            return self.progress(env, now, req);
         }
-        return progress(node, now, req);
+        if restamps >= MAX_RESTAMPS {
+            let msg = format!(
+                "the write lost to a newer write of the same key (stamped {newer}) {} times \
+                 after re-stamping; nothing was acknowledged; retry",
+                restamps + 1
+            );
+            return self.conflict(env, now, from, req, msg);
+        }
+        if let Err(e) = env.clock.update(newer, now) {
+            // Stamped by a broken clock (more than the max offset ahead of ours, refused
+            // everywhere else): that replica does not acknowledge, and does not block the
+            // write either — the others may still make its consistency.
+            if let Some(p) = self.pending.get_mut(&req) {
+                if let Kind::Write { errors, .. } = &mut p.kind {
+                    errors.push(format!(
+                        "{from}: holds a write of the key stamped {newer}, which this node \
+                         cannot stamp above ({e}): not acknowledged"
+                    ));
+                }
+                p.refused.push(from);
+            }
+            return self.progress(env, now, req);
+        }
+        let Some(mut p) = self.remove(req) else { return };
+        let ts = env.clock.now(now);
+        let entries: Vec<Entry> = p
+            .keys
+            .iter()
+            .filter_map(|k| k.entry.clone())
+            .map(|e| {
+                let ttl = e.expires.map(|x| x.saturating_sub(e.ts.physical_ms()));
+                let expires = ttl.map(|t| ts.physical_ms().saturating_add(t));
+                Entry { ts, origin: env.me(), expires, ..e }
+            })
+            .collect();
+        for (k, e) in p.keys.iter_mut().zip(&entries) {
+            k.entry = Some(e.clone());
+            k.answers.clear();
+        }
+        p.refused.clear();
+        let mut errors = Vec::new();
+        let new_req = env.ids.next(crate::node::ids::Concern::Coordinator);
+        let local = dispatch(
+            env,
+            new_req,
+            &p.collection,
+            &mut p.keys,
+            &entries,
+            &mut errors,
+            &mut p.refused,
+        );
+        p.kind = Kind::Write { ts, errors, restamps: restamps + 1 };
+        let cost = p.cost;
+        self.insert(new_req, p, cost);
+        match local {
+            Some(t) => self.on_newer(env, now, env.me(), new_req, t),
+            None => self.progress(env, now, new_req),
+        }
     }
-    let Some(mut p) = node.coordinator.remove(req) else { return };
-    let ts = node.clock.now(now);
-    let entries: Vec<Entry> = p
-        .keys
-        .iter()
-        .filter_map(|k| k.entry.clone())
-        .map(|e| {
-            let ttl = e.expires.map(|x| x.saturating_sub(e.ts.physical_ms()));
-            let expires = ttl.map(|t| ts.physical_ms().saturating_add(t));
-            Entry { ts, origin: node.id(), expires, ..e }
-        })
-        .collect();
-    for (k, e) in p.keys.iter_mut().zip(&entries) {
-        k.entry = Some(e.clone());
-        k.answers.clear();
+    /// Answers write `req` with [`ErrorCode::Conflict`]; `from` gets no hint.
+    fn conflict<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        from: NodeId,
+        req: u64,
+        msg: String,
+    ) {
+        let Some(p) = self.pending.get_mut(&req) else { return };
+        p.replied = true;
+        p.refused.push(from);
+        let acked = Some(p.acked());
+        let mut resp: ClientResponse = error(p.id, ErrorCode::Conflict, msg);
+        if let crate::proto::client::Reply::Error { acked: a, .. } = &mut resp.result {
+            *a = acked;
+        }
+        let client = p.client;
+        env.outputs.push_back(Output::Reply { client, resp });
+        self.progress(env, now, req);
     }
-    p.refused.clear();
-    let mut errors = Vec::new();
-    let new_req = node.ids.next(crate::node::ids::Concern::Coordinator);
-    let local =
-        dispatch(node, new_req, &p.collection, &mut p.keys, &entries, &mut errors, &mut p.refused);
-    p.kind = Kind::Write { ts, errors, restamps: restamps + 1 };
-    let cost = p.cost;
-    node.coordinator.insert(new_req, p, cost);
-    match local {
-        Some(t) => on_newer(node, now, node.id(), new_req, t),
-        None => progress(node, now, new_req),
-    }
-}
-
-/// Answers write `req` with [`ErrorCode::Conflict`]; `from` gets no hint.
-fn conflict<S: Store>(node: &mut Node<S>, now: Millis, from: NodeId, req: u64, msg: String) {
-    let Some(p) = node.coordinator.pending.get_mut(&req) else { return };
-    p.replied = true;
-    p.refused.push(from);
-    let acked = Some(p.acked());
-    let mut resp: ClientResponse = error(p.id, ErrorCode::Conflict, msg);
-    if let crate::proto::client::Reply::Error { acked: a, .. } = &mut resp.result {
-        *a = acked;
-    }
-    let client = p.client;
-    node.outputs.push_back(Output::Reply { client, resp });
-    progress(node, now, req);
 }

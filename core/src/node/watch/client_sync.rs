@@ -1,12 +1,12 @@
 //! Client sync: a client's local copy pulls from this node's replica through the
 //! Merkle sync protocol, the node's side push-only, over intervals it replicates.
 
-use super::{error, reply_to};
+use super::{error, reply_to, Env, WatchOutput, Watches};
 use crate::{
     entry::NodeId,
     hash::{Interval, Position},
     membership::Status,
-    node::{ClientId, Node, Output},
+    node::ClientId,
     proto::{
         client::{ErrorCode, Reply},
         SyncBody, SyncMessage,
@@ -19,7 +19,7 @@ use crate::{
 
 /// The maximal runs of the ring `me` replicates in `table`, each token's replicas given
 /// by `list`.
-fn replicated_runs(
+pub(in crate::node) fn replicated_runs(
     table: &RingTable,
     me: NodeId,
     list: impl Fn(Position) -> Vec<NodeId>,
@@ -47,13 +47,24 @@ fn replicated_runs(
     runs
 }
 
-impl<S: Store> Node<S> {
+impl Watches {
     /// A client's step of a sync session against this node (push-only on this side).
-    pub(super) fn client_sync(&mut self, now: Millis, client: ClientId, id: u64, msg: SyncMessage) {
+    /// `runs` are the intervals of the collection this node replicates.
+    pub(super) fn client_sync<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        client: ClientId,
+        id: u64,
+        msg: SyncMessage,
+        runs: Vec<Interval>,
+    ) {
         let key = (client, msg.session);
         let out = match msg.body {
-            SyncBody::Begin { range, .. } => self.begin_client_sync(now, key, id, range, msg),
-            _ => match self.watch.syncs.remove(&key) {
+            SyncBody::Begin { range, .. } => {
+                self.begin_client_sync(env, now, key, id, range, msg, runs)
+            }
+            _ => match self.syncs.remove(&key) {
                 None => error(
                     client,
                     id,
@@ -64,10 +75,10 @@ impl<S: Store> Node<S> {
                         key.1
                     ),
                 ),
-                Some((mut session, _)) => match session.handle(&mut self.replica, msg) {
+                Some((mut session, _)) => match session.handle(env.replica, msg) {
                     Ok(Some(reply)) => {
                         if session.is_open() {
-                            self.watch.syncs.insert(key, (session, now));
+                            self.syncs.insert(key, (session, now));
                         }
                         reply_to(client, id, Reply::Sync { msg: reply })
                     }
@@ -79,36 +90,31 @@ impl<S: Store> Node<S> {
         self.outputs.push_back(out);
     }
 
-    pub(super) fn begin_client_sync(
+    #[allow(clippy::too_many_arguments)]
+    fn begin_client_sync<S: Store>(
         &mut self,
+        env: &mut Env<'_, S>,
         now: Millis,
         key: (ClientId, u64),
         id: u64,
         range: Interval,
         msg: SyncMessage,
-    ) -> Output {
+        runs: Vec<Interval>,
+    ) -> WatchOutput {
         let client = key.0;
-        if self.watch.syncs.contains_key(&key) {
+        if self.syncs.contains_key(&key) {
             let msg = format!("sync session {} is already open: pick another session id", key.1);
             return error(client, id, ErrorCode::InvalidInput, msg);
         }
-        if self.watch.syncs.len() >= self.config.watch.max_client_syncs {
+        if self.syncs.len() >= self.config.max_client_syncs {
             let msg = "this node runs the most client sync sessions it allows; retry shortly";
             return error(client, id, ErrorCode::Unavailable, msg);
         }
-        if self.membership.me().status != Status::Alive {
+        if env.membership.me().status != Status::Alive {
             let msg = "this node is not serving (it is joining or re-syncing); sync with another \
                        replica or retry shortly";
             return error(client, id, ErrorCode::Unavailable, msg);
         }
-        // The owners under the layout the collection uses hold it (while it moves, the
-        // next layout's may not have it yet).
-        let placement = match &msg.body {
-            SyncBody::Begin { collection, .. } => self.placement_for(collection).now,
-            _ => &self.placement,
-        };
-        let runs =
-            replicated_runs(&self.table, self.id(), |pos| placement.list_on(&self.table, pos));
         if !runs.iter().any(|r| r.contains_interval(&range)) {
             let msg = format!(
                 "this node does not replicate all of {range}: sync each interval between ring \
@@ -116,10 +122,10 @@ impl<S: Store> Node<S> {
             );
             return error(client, id, ErrorCode::InvalidInput, msg);
         }
-        match SyncSession::accept(&mut self.replica, msg, SyncConfig::push_only()) {
+        match SyncSession::accept(env.replica, msg, SyncConfig::push_only()) {
             Ok((session, reply)) => {
                 if session.is_open() {
-                    self.watch.syncs.insert(key, (session, now));
+                    self.syncs.insert(key, (session, now));
                 }
                 reply_to(client, id, Reply::Sync { msg: reply })
             }

@@ -59,23 +59,37 @@
 //! Everything here is bounded: watches and client sessions per node, feeds per node,
 //! bytes per batch and per buffer, keys remembered per watch.
 //!
+//! ## A machine of its own
+//!
+//! [`Watches`] owns every piece of this state and nothing else: the node hands it each
+//! input with an `Env` — the membership view, the replica (its change feed, the data
+//! client sync reads), the clock and the random numbers — and drains what it wants sent
+//! with [`Watches::poll_output`] ([`WatchOutput`]: a message to a peer, an answer or event
+//! to a client), right after each input, so its outputs keep their place among the
+//! node's. Its deadline is its own ([`Watches::next_deadline`]).
+//!
 //! The watcher's side is in `watcher.rs`, the source's in `source.rs`, client sync in
-//! `client_sync.rs`; this file holds the state they share and the timers.
+//! `client_sync.rs`; this file holds the state they share, the inputs and the timers.
 
 mod client_sync;
 mod source;
 mod watcher;
 
-use super::{ClientId, Node, Output};
+pub(in crate::node) use client_sync::replicated_runs;
+
+use super::ClientId;
 use crate::{
-    clock::Timestamp,
+    clock::{Hlc, Timestamp},
     entry::{Entry, NodeId, Version},
-    membership::Status,
+    hash::Interval,
+    membership::{Membership, Status},
     proto::{
         client::{ErrorCode, Op, Reply},
         watch::Subscription,
         ClientResponse, WatchMessage,
     },
+    replica::Replica,
+    rng::Rng,
     store::Store,
     sync::SyncSession,
     Millis,
@@ -145,9 +159,15 @@ pub struct WatchStats {
 }
 
 /// The watch state of a node: its clients' watches, the feeds it serves other nodes'
-/// watches from, and its clients' sync sessions.
-#[derive(Debug, Default)]
+/// watches from, and its clients' sync sessions; a machine of its own (see the module).
+#[derive(Debug)]
 pub struct Watches {
+    config: WatchConfig,
+    /// How long a watch waits for its sources to confirm before it answers `Ok` anyway
+    /// (the node's request timeout).
+    open_timeout_ms: Millis,
+    /// A client sync session silent this long is dropped.
+    sync_timeout_ms: Millis,
     watches: BTreeMap<u64, LocalWatch>,
     by_client: BTreeMap<(ClientId, u64), u64>,
     feeds: BTreeMap<(NodeId, u64), Feed>,
@@ -158,9 +178,61 @@ pub struct Watches {
     seen_view: Option<u64>,
     deadline: Option<Millis>,
     stats: WatchStats,
+    outputs: VecDeque<WatchOutput>,
+}
+
+/// What the watch machine wants the node to send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchOutput {
+    /// A watch message to another node.
+    Send {
+        /// The node.
+        to: NodeId,
+        /// The message.
+        msg: WatchMessage,
+    },
+    /// An answer, or a watch's event, to a client.
+    Reply {
+        /// The client connection.
+        client: ClientId,
+        /// The answer.
+        resp: ClientResponse,
+    },
+}
+
+/// What the watch machine reads and uses of the rest of the node, for one input.
+pub(in crate::node) struct Env<'a, S: Store> {
+    /// The membership view: whom a watch subscribes at, who is reachable, whether this
+    /// node serves.
+    pub membership: &'a Membership,
+    /// The local replica: its change feed, and what client sync reads.
+    pub replica: &'a mut Replica<S>,
+    /// The node's clock: feed epochs, subscription ids.
+    pub clock: &'a mut Hlc,
+    /// The node's random numbers: subscription ids.
+    pub rng: &'a mut Rng,
 }
 
 impl Watches {
+    /// No watches yet. A watch answers `Ok` at the latest `open_timeout_ms` after it was
+    /// asked for; a client sync session silent for `sync_timeout_ms` is dropped.
+    pub fn new(config: WatchConfig, open_timeout_ms: Millis, sync_timeout_ms: Millis) -> Self {
+        Watches {
+            config,
+            open_timeout_ms,
+            sync_timeout_ms,
+            watches: BTreeMap::new(),
+            by_client: BTreeMap::new(),
+            feeds: BTreeMap::new(),
+            booted: None,
+            syncs: BTreeMap::new(),
+            seen_view: None,
+            deadline: None,
+            stats: WatchStats::default(),
+            outputs: VecDeque::new(),
+        }
+    }
+
     /// Watches this node holds for its clients.
     pub fn watch_count(&self) -> usize {
         self.watches.len()
@@ -181,13 +253,217 @@ impl Watches {
         self.stats
     }
 
-    /// When [`Node::tick`] next has watch work.
+    /// When the watch timers next has work.
     pub fn next_deadline(&self) -> Option<Millis> {
         self.deadline
     }
 
+    /// The next thing to send, in the order the inputs produced them.
+    pub fn poll_output(&mut self) -> Option<WatchOutput> {
+        self.outputs.pop_front()
+    }
+
     fn active(&self) -> bool {
         !self.watches.is_empty() || !self.feeds.is_empty()
+    }
+
+    fn send(&mut self, to: NodeId, msg: WatchMessage) {
+        self.outputs.push_back(WatchOutput::Send { to, msg });
+    }
+
+    /// Handles [`Op::Watch`], [`Op::Unwatch`] and [`Op::Sync`]; `runs` are the
+    /// intervals this node replicates of the collection a `Sync` begins on (see
+    /// [`replicated_runs`]; empty for any other request).
+    pub(in crate::node) fn start<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        client: ClientId,
+        id: u64,
+        op: Op,
+        runs: Vec<Interval>,
+    ) {
+        match op {
+            Op::Watch { collection, prefix } => {
+                self.open_watch(env, now, client, id, collection, prefix)
+            }
+            Op::Unwatch { watch } => {
+                let out = match self.by_client.get(&(client, watch)).copied() {
+                    Some(sub) => {
+                        self.close_watch(env.membership, sub);
+                        reply_to(client, id, Reply::Ok)
+                    }
+                    None => error(
+                        client,
+                        id,
+                        ErrorCode::NotFound,
+                        format!("no watch with id {watch} is open on this connection"),
+                    ),
+                };
+                self.outputs.push_back(out);
+            }
+            Op::Sync { msg } => self.client_sync(env, now, client, id, msg, runs),
+            _ => {
+                let msg = "the request is not a watch or sync request";
+                self.outputs.push_back(error(client, id, ErrorCode::Internal, msg));
+            }
+        }
+    }
+
+    /// Handles a watch message from node `from`.
+    pub(in crate::node) fn handle_peer<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        from: NodeId,
+        msg: WatchMessage,
+    ) {
+        match msg {
+            WatchMessage::Subscribe { subs } => {
+                for s in subs {
+                    self.subscribe(env, now, from, s);
+                }
+            }
+            WatchMessage::Unsubscribe { subs } => {
+                for sub in subs {
+                    self.feeds.remove(&(from, sub));
+                }
+            }
+            WatchMessage::Changes { sub, epoch, seq, items, lagged } => {
+                self.on_changes(env.membership, now, from, sub, epoch, seq, items, lagged)
+            }
+            WatchMessage::ChangesAck { sub, epoch, seq } => self.on_ack(now, from, sub, epoch, seq),
+        }
+    }
+
+    /// A client connection closed: drops its watches (unsubscribing at every source)
+    /// and its sync sessions.
+    pub(in crate::node) fn client_gone<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        client: ClientId,
+    ) {
+        let subs: Vec<u64> =
+            self.by_client.range((client, 0)..=(client, u64::MAX)).map(|(_, s)| *s).collect();
+        for sub in subs {
+            // Nobody is listening for the `Ok` of a watch still opening.
+            if let Some(w) = self.watches.get_mut(&sub) {
+                w.opening = None;
+            }
+            self.close_watch(env.membership, sub);
+        }
+        let keys: Vec<(ClientId, u64)> =
+            self.syncs.range((client, 0)..=(client, u64::MAX)).map(|(k, _)| *k).collect();
+        for k in keys {
+            self.syncs.remove(&k);
+        }
+        self.pump(env, now);
+    }
+
+    /// Ends every watch of `client`, each with an [`ErrorCode::Unavailable`] error
+    /// carrying the watch's id and `reason` (see [`crate::node::Node::end_client_watches`]).
+    /// Returns how many watches ended.
+    pub(in crate::node) fn end_client_watches(
+        &mut self,
+        membership: &Membership,
+        client: ClientId,
+        reason: &str,
+    ) -> usize {
+        let subs: Vec<u64> =
+            self.by_client.range((client, 0)..=(client, u64::MAX)).map(|(_, s)| *s).collect();
+        for sub in &subs {
+            let Some(w) = self.watches.get_mut(sub) else { continue };
+            w.opening = None;
+            let id = w.id;
+            self.close_watch(membership, *sub);
+            self.stats.lagged += 1;
+            self.outputs.push_back(error(client, id, ErrorCode::Unavailable, reason));
+        }
+        subs.len()
+    }
+
+    /// Routes the changes the replica applied to local watches and to the feeds of
+    /// remote ones, and refreshes the watch deadline. The node calls it after every
+    /// input.
+    pub(in crate::node) fn pump<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) {
+        let changes = env.replica.take_changes();
+        if !changes.is_empty() {
+            self.route_to_watches(env.membership, now, &changes);
+            self.route_to_feeds(now, &changes);
+        }
+        env.replica.set_change_feed(self.active());
+        self.deadline = self.watch_deadline(env.membership);
+    }
+
+    /// Watch timers: subscriptions to (re)send, watches whose `Ok` is due, batches to
+    /// re-send, client sync sessions gone silent; and membership changes: subscribe at
+    /// members that appeared, forget those that left, stop feeds of dead watchers.
+    pub(in crate::node) fn tick<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) {
+        if self.active() {
+            let view = env.membership.view_digest();
+            if self.seen_view != Some(view) {
+                self.seen_view = Some(view);
+                self.follow_membership(env.membership, now);
+            }
+        } else {
+            self.seen_view = None;
+        }
+        self.send_subscribes(env.membership, now, None);
+        let opening: Vec<u64> = self
+            .watches
+            .iter()
+            .filter(|(_, w)| w.opening.as_ref().is_some_and(|(d, _)| *d <= now))
+            .map(|(s, _)| *s)
+            .collect();
+        for sub in opening {
+            self.check_opened(env.membership, now, sub);
+        }
+        self.resend_due(now);
+        let timeout = self.sync_timeout_ms;
+        self.syncs.retain(|_, (_, at)| now.saturating_sub(*at) < timeout);
+        self.pump(env, now);
+    }
+
+    fn follow_membership(&mut self, membership: &Membership, now: Millis) {
+        let me = membership.me().id;
+        for w in self.watches.values_mut() {
+            w.sources
+                .retain(|id, _| membership.member(*id).is_some_and(|m| m.status != Status::Left));
+            for m in membership.members() {
+                if m.id != me && m.status != Status::Left {
+                    w.sources.entry(m.id).or_insert(Source { feed: None, next_subscribe: now });
+                }
+            }
+        }
+        self.feeds.retain(|(watcher, _), _| {
+            !membership
+                .member(*watcher)
+                .is_some_and(|m| matches!(m.status, Status::Dead | Status::Left))
+        });
+        let subs: Vec<u64> = self.watches.keys().copied().collect();
+        for sub in subs {
+            self.check_opened(membership, now, sub);
+        }
+    }
+
+    fn watch_deadline(&self, membership: &Membership) -> Option<Millis> {
+        let subscribes = self
+            .watches
+            .values()
+            .flat_map(|w| {
+                w.sources
+                    .iter()
+                    .filter(|(id, _)| membership.member(**id).is_some_and(|m| reachable(m.status)))
+                    .map(|(_, s)| s.next_subscribe)
+            })
+            .min();
+        let opening =
+            self.watches.values().filter_map(|w| w.opening.as_ref().map(|(d, _)| *d)).min();
+        let resend =
+            self.feeds.values().filter(|f| !f.unacked.is_empty()).map(|f| f.retransmit_at).min();
+        let syncs = self.syncs.values().map(|(_, at)| at + self.sync_timeout_ms).min();
+        [subscribes, opening, resend, syncs].into_iter().flatten().min()
     }
 }
 
@@ -283,195 +559,12 @@ fn reachable(status: Status) -> bool {
     matches!(status, Status::Alive | Status::Suspect | Status::Syncing)
 }
 
-fn reply_to(client: ClientId, id: u64, result: Reply) -> Output {
-    Output::Reply { client, resp: ClientResponse { id, result, ts: None } }
+fn reply_to(client: ClientId, id: u64, result: Reply) -> WatchOutput {
+    WatchOutput::Reply { client, resp: ClientResponse { id, result, ts: None } }
 }
 
-fn error(client: ClientId, id: u64, code: ErrorCode, message: impl Into<String>) -> Output {
-    Output::Reply { client, resp: ClientResponse::error(id, code, message) }
-}
-
-/// Handles [`Op::Watch`], [`Op::Unwatch`] and [`Op::Sync`] (called by the coordinator).
-pub(super) fn start<S: Store>(node: &mut Node<S>, now: Millis, client: ClientId, id: u64, op: Op) {
-    match op {
-        Op::Watch { collection, prefix } => node.open_watch(now, client, id, collection, prefix),
-        Op::Unwatch { watch } => {
-            let out = match node.watch.by_client.get(&(client, watch)).copied() {
-                Some(sub) => {
-                    node.close_watch(sub);
-                    reply_to(client, id, Reply::Ok)
-                }
-                None => error(
-                    client,
-                    id,
-                    ErrorCode::NotFound,
-                    format!("no watch with id {watch} is open on this connection"),
-                ),
-            };
-            node.outputs.push_back(out);
-        }
-        Op::Sync { msg } => node.client_sync(now, client, id, msg),
-        _ => {
-            let msg = "the request is not a watch or sync request";
-            node.outputs.push_back(error(client, id, ErrorCode::Internal, msg));
-        }
-    }
-}
-
-/// Handles a watch message from node `from`.
-pub(super) fn handle_peer<S: Store>(
-    node: &mut Node<S>,
-    now: Millis,
-    from: NodeId,
-    msg: WatchMessage,
-) {
-    match msg {
-        WatchMessage::Subscribe { subs } => {
-            for s in subs {
-                node.subscribe(now, from, s);
-            }
-        }
-        WatchMessage::Unsubscribe { subs } => {
-            for sub in subs {
-                node.watch.feeds.remove(&(from, sub));
-            }
-        }
-        WatchMessage::Changes { sub, epoch, seq, items, lagged } => {
-            node.on_changes(now, from, sub, epoch, seq, items, lagged)
-        }
-        WatchMessage::ChangesAck { sub, epoch, seq } => node.on_ack(now, from, sub, epoch, seq),
-    }
-}
-
-impl<S: Store> Node<S> {
-    /// The watch state: counts and counters.
-    pub fn watches(&self) -> &Watches {
-        &self.watch
-    }
-
-    /// A client connection closed: drops its watches (unsubscribing at every source)
-    /// and its sync sessions. Drivers call it for every connection that ends.
-    pub fn client_gone(&mut self, now: Millis, client: ClientId) {
-        let subs: Vec<u64> =
-            self.watch.by_client.range((client, 0)..=(client, u64::MAX)).map(|(_, s)| *s).collect();
-        for sub in subs {
-            // Nobody is listening for the `Ok` of a watch still opening.
-            if let Some(w) = self.watch.watches.get_mut(&sub) {
-                w.opening = None;
-            }
-            self.close_watch(sub);
-        }
-        let keys: Vec<(ClientId, u64)> =
-            self.watch.syncs.range((client, 0)..=(client, u64::MAX)).map(|(k, _)| *k).collect();
-        for k in keys {
-            self.watch.syncs.remove(&k);
-        }
-        self.pump_watches(now);
-    }
-
-    /// Ends every watch of `client`, each with an [`ErrorCode::Unavailable`] error
-    /// carrying the watch's id and `reason`: a driver calls it when the client reads
-    /// its events more slowly than they come (its connection's unsent output passed a
-    /// bound), before it would have to disconnect the client. The client re-syncs its
-    /// copy and watches again, as after any lag. Returns how many watches ended.
-    pub fn end_client_watches(&mut self, client: ClientId, reason: &str) -> usize {
-        let subs: Vec<u64> =
-            self.watch.by_client.range((client, 0)..=(client, u64::MAX)).map(|(_, s)| *s).collect();
-        for sub in &subs {
-            let Some(w) = self.watch.watches.get_mut(sub) else { continue };
-            w.opening = None;
-            let id = w.id;
-            self.close_watch(*sub);
-            self.watch.stats.lagged += 1;
-            self.outputs.push_back(error(client, id, ErrorCode::Unavailable, reason));
-        }
-        subs.len()
-    }
-
-    /// Routes the changes the replica applied to local watches and to the feeds of
-    /// remote ones, and refreshes the watch deadline. Called after every input.
-    pub(super) fn pump_watches(&mut self, now: Millis) {
-        let changes = self.replica.take_changes();
-        if !changes.is_empty() {
-            self.route_to_watches(now, &changes);
-            self.route_to_feeds(now, &changes);
-        }
-        self.replica.set_change_feed(self.watch.active());
-        self.watch.deadline = self.watch_deadline();
-    }
-
-    /// Watch timers: subscriptions to (re)send, watches whose `Ok` is due, batches to
-    /// re-send, client sync sessions gone silent; and membership changes: subscribe at
-    /// members that appeared, forget those that left, stop feeds of dead watchers.
-    pub(super) fn tick_watches(&mut self, now: Millis) {
-        if self.watch.active() {
-            let view = self.membership.view_digest();
-            if self.watch.seen_view != Some(view) {
-                self.watch.seen_view = Some(view);
-                self.follow_membership(now);
-            }
-        } else {
-            self.watch.seen_view = None;
-        }
-        self.send_subscribes(now, None);
-        let opening: Vec<u64> = self
-            .watch
-            .watches
-            .iter()
-            .filter(|(_, w)| w.opening.as_ref().is_some_and(|(d, _)| *d <= now))
-            .map(|(s, _)| *s)
-            .collect();
-        for sub in opening {
-            self.check_opened(now, sub);
-        }
-        self.resend_due(now);
-        let timeout = self.config.sync_timeout_ms;
-        self.watch.syncs.retain(|_, (_, at)| now.saturating_sub(*at) < timeout);
-        self.pump_watches(now);
-    }
-
-    fn follow_membership(&mut self, now: Millis) {
-        let me = self.id();
-        let membership = &self.membership;
-        for w in self.watch.watches.values_mut() {
-            w.sources
-                .retain(|id, _| membership.member(*id).is_some_and(|m| m.status != Status::Left));
-            for m in membership.members() {
-                if m.id != me && m.status != Status::Left {
-                    w.sources.entry(m.id).or_insert(Source { feed: None, next_subscribe: now });
-                }
-            }
-        }
-        self.watch.feeds.retain(|(watcher, _), _| {
-            !membership
-                .member(*watcher)
-                .is_some_and(|m| matches!(m.status, Status::Dead | Status::Left))
-        });
-        let subs: Vec<u64> = self.watch.watches.keys().copied().collect();
-        for sub in subs {
-            self.check_opened(now, sub);
-        }
-    }
-
-    fn watch_deadline(&self) -> Option<Millis> {
-        let w = &self.watch;
-        let membership = &self.membership;
-        let subscribes = w
-            .watches
-            .values()
-            .flat_map(|w| {
-                w.sources
-                    .iter()
-                    .filter(|(id, _)| membership.member(**id).is_some_and(|m| reachable(m.status)))
-                    .map(|(_, s)| s.next_subscribe)
-            })
-            .min();
-        let opening = w.watches.values().filter_map(|w| w.opening.as_ref().map(|(d, _)| *d)).min();
-        let resend =
-            w.feeds.values().filter(|f| !f.unacked.is_empty()).map(|f| f.retransmit_at).min();
-        let syncs = w.syncs.values().map(|(_, at)| at + self.config.sync_timeout_ms).min();
-        [subscribes, opening, resend, syncs].into_iter().flatten().min()
-    }
+fn error(client: ClientId, id: u64, code: ErrorCode, message: impl Into<String>) -> WatchOutput {
+    WatchOutput::Reply { client, resp: ClientResponse::error(id, code, message) }
 }
 
 #[cfg(test)]

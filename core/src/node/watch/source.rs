@@ -1,12 +1,11 @@
 //! The source's side: feeds of the changes this node's replica applies, in numbered
 //! batches, re-sent until the watcher acknowledges them.
 
-use super::{Batch, Feed};
+use super::{Batch, Env, Feed, Watches};
 use crate::{
     clock::Timestamp,
     entry::{Entry, NodeId},
-    node::Node,
-    proto::{watch::Subscription, Message, WatchMessage},
+    proto::{watch::Subscription, WatchMessage},
     replica::Change,
     store::Store,
     Millis,
@@ -20,16 +19,22 @@ fn change_size(key: &[u8], e: &Entry) -> usize {
     key.len() + e.size() + 8
 }
 
-impl<S: Store> Node<S> {
+impl Watches {
     /// A watcher asks this node for a subscription's changes.
-    pub(super) fn subscribe(&mut self, now: Millis, from: NodeId, s: Subscription) {
+    pub(super) fn subscribe<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        from: NodeId,
+        s: Subscription,
+    ) {
         if crate::store::validate_collection(&s.collection).is_err()
             || s.prefix.as_ref().is_some_and(|p| p.len() > crate::store::MAX_KEY_LEN)
         {
             return;
         }
         let key = (from, s.sub);
-        if let Some(feed) = self.watch.feeds.get_mut(&key) {
+        if let Some(feed) = self.feeds.get_mut(&key) {
             if feed.collection == s.collection && feed.prefix == s.prefix {
                 if s.resume != Some(feed.epoch) {
                     // The watcher has not seen the first batch yet: re-send now.
@@ -37,17 +42,17 @@ impl<S: Store> Node<S> {
                 }
                 return;
             }
-            self.watch.feeds.remove(&key);
+            self.feeds.remove(&key);
         }
-        if self.watch.feeds.len() >= self.config.watch.max_feeds {
+        if self.feeds.len() >= self.config.max_feeds {
             return; // the watcher retries; its watch answers Ok at its deadline
         }
-        let booted = *self.watch.booted.get_or_insert_with(|| self.clock.now(now));
-        let epoch = self.clock.now(now);
+        let booted = *self.booted.get_or_insert_with(|| env.clock.now(now));
+        let epoch = env.clock.now(now);
         // A feed of this run of the node is gone although the watcher follows it: the
         // node stopped it (it declared the watcher dead), so changes were dropped.
         let lagged = s.resume.is_some_and(|e| e >= booted);
-        let base = self.config.watch.retransmit_ms.max(1);
+        let base = self.config.retransmit_ms.max(1);
         let mut feed = Feed {
             collection: s.collection,
             prefix: s.prefix.filter(|p| !p.is_empty()),
@@ -62,16 +67,16 @@ impl<S: Store> Node<S> {
         let first = Batch { seq: 1, items: Vec::new(), bytes: 0, lagged };
         feed.next_seq = 2;
         feed.unacked.push_back(first.clone());
-        self.watch.feeds.insert(key, feed);
-        self.replica.set_change_feed(true);
+        self.feeds.insert(key, feed);
+        env.replica.set_change_feed(true);
         self.send_batch(from, s.sub, epoch, first);
-        self.watch.stats.batches_sent += 1;
+        self.stats.batches_sent += 1;
     }
 
     pub(super) fn send_batch(&mut self, to: NodeId, sub: u64, epoch: Timestamp, b: Batch) {
         let msg =
             WatchMessage::Changes { sub, epoch, seq: b.seq, items: b.items, lagged: b.lagged };
-        self.send(to, Message::Watch(msg));
+        self.send(to, msg);
     }
 
     /// The watcher acknowledged a feed's batches up to `seq`.
@@ -84,7 +89,7 @@ impl<S: Store> Node<S> {
         seq: u64,
     ) {
         let key = (from, sub);
-        let Some(feed) = self.watch.feeds.get_mut(&key) else { return };
+        let Some(feed) = self.feeds.get_mut(&key) else { return };
         if feed.epoch != epoch {
             return;
         }
@@ -96,20 +101,20 @@ impl<S: Store> Node<S> {
             }
         }
         if progress {
-            feed.backoff = self.config.watch.retransmit_ms.max(1);
+            feed.backoff = self.config.retransmit_ms.max(1);
             feed.retransmit_at = now + feed.backoff;
         }
         if feed.ended && feed.unacked.is_empty() {
-            self.watch.feeds.remove(&key);
+            self.feeds.remove(&key);
         }
     }
 
     /// Adds the changes to the feeds they match, in batches, and sends the batches.
     pub(super) fn route_to_feeds(&mut self, now: Millis, changes: &[Change]) {
-        let max_batch = self.config.watch.batch_max_bytes.max(1);
-        let max_buffer = self.config.watch.buffer_max_bytes;
+        let max_batch = self.config.batch_max_bytes.max(1);
+        let max_buffer = self.config.buffer_max_bytes;
         let mut sends: Vec<(NodeId, u64, Timestamp, Batch)> = Vec::new();
-        for ((to, sub), feed) in self.watch.feeds.iter_mut() {
+        for ((to, sub), feed) in self.feeds.iter_mut() {
             if feed.ended {
                 continue;
             }
@@ -159,16 +164,16 @@ impl<S: Store> Node<S> {
                 sends.push((*to, *sub, feed.epoch, b));
             }
         }
-        self.watch.stats.batches_sent += sends.len() as u64;
+        self.stats.batches_sent += sends.len() as u64;
         for (to, sub, epoch, b) in sends {
             self.send_batch(to, sub, epoch, b);
         }
     }
 
     pub(super) fn resend_due(&mut self, now: Millis) {
-        let max = self.config.watch.max_retransmit_ms.max(1);
+        let max = self.config.max_retransmit_ms.max(1);
         let mut sends = Vec::new();
-        for ((to, sub), feed) in self.watch.feeds.iter_mut() {
+        for ((to, sub), feed) in self.feeds.iter_mut() {
             if feed.unacked.is_empty() || feed.retransmit_at > now {
                 continue;
             }
@@ -178,7 +183,7 @@ impl<S: Store> Node<S> {
             feed.backoff = (feed.backoff * 2).min(max);
             feed.retransmit_at = now + feed.backoff;
         }
-        self.watch.stats.batches_resent += sends.len() as u64;
+        self.stats.batches_resent += sends.len() as u64;
         for (to, sub, epoch, b) in sends {
             self.send_batch(to, sub, epoch, b);
         }

@@ -1,16 +1,19 @@
 //! The watcher's side: a client's watch, its subscriptions at every source, and the
 //! events it emits — once per change, in timestamp order per key.
 
-use super::{error, reachable, reply_to, LocalWatch, Source, MAX_HELD_EVENTS, SUBSCRIBE_CHUNK};
+use super::{
+    error, reachable, reply_to, Env, LocalWatch, Source, WatchOutput, Watches, MAX_HELD_EVENTS,
+    SUBSCRIBE_CHUNK,
+};
 use crate::{
     clock::Timestamp,
     entry::{Entry, NodeId},
-    membership::Status,
-    node::{ClientId, Node, Output},
+    membership::{Membership, Status},
+    node::ClientId,
     proto::{
         client::{ErrorCode, Reply},
         watch::Subscription,
-        Message, WatchMessage,
+        WatchMessage,
     },
     replica::Change,
     store::Store,
@@ -19,9 +22,10 @@ use crate::{
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
-impl<S: Store> Node<S> {
-    pub(super) fn open_watch(
+impl Watches {
+    pub(super) fn open_watch<S: Store>(
         &mut self,
+        env: &mut Env<'_, S>,
         now: Millis,
         client: ClientId,
         id: u64,
@@ -43,24 +47,24 @@ impl<S: Store> Node<S> {
             );
             return self.outputs.push_back(error(client, id, ErrorCode::InvalidInput, msg));
         }
-        if self.watch.by_client.contains_key(&(client, id)) {
+        if self.by_client.contains_key(&(client, id)) {
             let msg = format!("a watch with id {id} is already open: use another request id");
             return self.outputs.push_back(error(client, id, ErrorCode::InvalidInput, msg));
         }
-        if self.watch.watches.len() >= self.config.watch.max_watches {
+        if self.watches.len() >= self.config.max_watches {
             let msg = format!(
                 "this node holds the most watches it allows ({}); close some or watch through \
                  another node",
-                self.config.watch.max_watches
+                self.config.max_watches
             );
             return self.outputs.push_back(error(client, id, ErrorCode::Unavailable, msg));
         }
-        let mut sub = self.rng.next_u64() ^ self.clock.now(now).0.rotate_left(29);
-        while self.watch.watches.contains_key(&sub) {
-            sub = self.rng.next_u64();
+        let mut sub = env.rng.next_u64() ^ env.clock.now(now).0.rotate_left(29);
+        while self.watches.contains_key(&sub) {
+            sub = env.rng.next_u64();
         }
-        let me = self.id();
-        let sources: BTreeMap<NodeId, Source> = self
+        let me = env.membership.me().id;
+        let sources: BTreeMap<NodeId, Source> = env
             .membership
             .members()
             .filter(|m| m.id != me && m.status != Status::Left)
@@ -73,25 +77,29 @@ impl<S: Store> Node<S> {
             collection,
             prefix,
             sources,
-            opening: Some((now + self.config.request_timeout_ms, Vec::new())),
+            opening: Some((now + self.open_timeout_ms, Vec::new())),
             emitted: BTreeMap::new(),
             order: BTreeMap::new(),
             next_order: 0,
         };
-        self.watch.watches.insert(sub, watch);
-        self.watch.by_client.insert((client, id), sub);
-        self.replica.set_change_feed(true);
-        self.send_subscribes(now, Some(sub));
-        self.check_opened(now, sub);
+        self.watches.insert(sub, watch);
+        self.by_client.insert((client, id), sub);
+        env.replica.set_change_feed(true);
+        self.send_subscribes(env.membership, now, Some(sub));
+        self.check_opened(env.membership, now, sub);
     }
 
     /// Sends the `Subscribe`s that are due (of one watch only, when `only` is given).
-    pub(super) fn send_subscribes(&mut self, now: Millis, only: Option<u64>) {
-        let retry = self.config.watch.retry_ms.max(1);
-        let refresh = self.config.watch.refresh_ms.max(1);
+    pub(super) fn send_subscribes(
+        &mut self,
+        membership: &Membership,
+        now: Millis,
+        only: Option<u64>,
+    ) {
+        let retry = self.config.retry_ms.max(1);
+        let refresh = self.config.refresh_ms.max(1);
         let mut out: BTreeMap<NodeId, Vec<Subscription>> = BTreeMap::new();
-        let membership = &self.membership;
-        for (sub, w) in self.watch.watches.iter_mut() {
+        for (sub, w) in self.watches.iter_mut() {
             if only.is_some_and(|o| o != *sub) {
                 continue;
             }
@@ -115,26 +123,25 @@ impl<S: Store> Node<S> {
         for (to, subs) in out {
             for chunk in subs.chunks(SUBSCRIBE_CHUNK) {
                 let msg = WatchMessage::Subscribe { subs: chunk.to_vec() };
-                self.send(to, Message::Watch(msg));
+                self.send(to, msg);
             }
         }
     }
 
     /// Sends a watch's `Ok` (and the events held back) once every serving member
     /// confirmed it, or its deadline passed.
-    pub(super) fn check_opened(&mut self, now: Millis, sub: u64) {
-        let Some(w) = self.watch.watches.get(&sub) else { return };
+    pub(super) fn check_opened(&mut self, membership: &Membership, now: Millis, sub: u64) {
+        let Some(w) = self.watches.get(&sub) else { return };
         let Some((deadline, held)) = &w.opening else { return };
-        let me = self.id();
-        let confirmed = self
-            .membership
+        let me = membership.me().id;
+        let confirmed = membership
             .members()
             .filter(|m| m.id != me && m.status == Status::Alive)
             .all(|m| w.sources.get(&m.id).is_some_and(|s| s.feed.is_some()));
         if !(confirmed || *deadline <= now || held.len() >= MAX_HELD_EVENTS) {
             return;
         }
-        let Some(w) = self.watch.watches.get_mut(&sub) else { return };
+        let Some(w) = self.watches.get_mut(&sub) else { return };
         let Some((_, held)) = w.opening.take() else { return };
         let (client, id) = (w.client, w.id);
         self.outputs.push_back(reply_to(client, id, Reply::Ok));
@@ -145,9 +152,9 @@ impl<S: Store> Node<S> {
 
     /// Removes a watch and unsubscribes it everywhere. A watch still opening is
     /// answered first, so that every request gets its answer.
-    pub(super) fn close_watch(&mut self, sub: u64) {
-        let Some(w) = self.watch.watches.remove(&sub) else { return };
-        self.watch.by_client.remove(&(w.client, w.id));
+    pub(super) fn close_watch(&mut self, membership: &Membership, sub: u64) {
+        let Some(w) = self.watches.remove(&sub) else { return };
+        self.by_client.remove(&(w.client, w.id));
         if w.opening.is_some() {
             self.outputs.push_back(reply_to(w.client, w.id, Reply::Ok));
         }
@@ -155,20 +162,20 @@ impl<S: Store> Node<S> {
             .sources
             .keys()
             .copied()
-            .filter(|id| self.membership.member(*id).is_some_and(|m| reachable(m.status)))
+            .filter(|id| membership.member(*id).is_some_and(|m| reachable(m.status)))
             .collect();
         for to in targets {
-            self.send(to, Message::Watch(WatchMessage::Unsubscribe { subs: vec![sub] }));
+            self.send(to, WatchMessage::Unsubscribe { subs: vec![sub] });
         }
     }
 
     /// Ends a watch that can no longer promise every change.
-    pub(super) fn end_lagged(&mut self, sub: u64) {
-        let Some(w) = self.watch.watches.get_mut(&sub) else { return };
+    pub(super) fn end_lagged(&mut self, membership: &Membership, sub: u64) {
+        let Some(w) = self.watches.get_mut(&sub) else { return };
         w.opening = None;
         let (client, id) = (w.client, w.id);
-        self.close_watch(sub);
-        self.watch.stats.lagged += 1;
+        self.close_watch(membership, sub);
+        self.stats.lagged += 1;
         let msg = "the watch fell behind: a node dropped changes for it, so it ended; sync your \
                    copy again (sync) and watch again";
         self.outputs.push_back(error(client, id, ErrorCode::Unavailable, msg));
@@ -180,16 +187,17 @@ impl<S: Store> Node<S> {
     /// per watch (`None` when the watch already ended).
     pub(in crate::node) fn end_uncommitted_watch(
         &mut self,
+        membership: &Membership,
         client: ClientId,
         id: u64,
         reason: &str,
-    ) -> Option<Output> {
-        let sub = *self.watch.by_client.get(&(client, id))?;
-        if let Some(w) = self.watch.watches.get_mut(&sub) {
+    ) -> Option<WatchOutput> {
+        let sub = *self.by_client.get(&(client, id))?;
+        if let Some(w) = self.watches.get_mut(&sub) {
             w.opening = None;
         }
-        self.close_watch(sub);
-        self.watch.stats.lagged += 1;
+        self.close_watch(membership, sub);
+        self.stats.lagged += 1;
         let msg = format!(
             "the watch showed a write that was not committed ({reason}), so it ended; sync \
              your copy again (sync) and watch again"
@@ -200,13 +208,14 @@ impl<S: Store> Node<S> {
     /// Drops client sync session `id` of `client`, whose step carried entries whose
     /// commit failed; the client is told to sync again.
     pub(in crate::node) fn end_uncommitted_sync(&mut self, client: ClientId, id: u64) {
-        self.watch.syncs.remove(&(client, id));
+        self.syncs.remove(&(client, id));
     }
 
     /// A source sent a batch of a watch's changes.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_changes(
         &mut self,
+        membership: &Membership,
         now: Millis,
         from: NodeId,
         sub: u64,
@@ -215,11 +224,10 @@ impl<S: Store> Node<S> {
         items: Vec<(Bytes, Entry)>,
         lagged: bool,
     ) {
-        let refresh = self.config.watch.refresh_ms.max(1);
-        let Some(w) = self.watch.watches.get_mut(&sub) else {
+        let refresh = self.config.refresh_ms.max(1);
+        let Some(w) = self.watches.get_mut(&sub) else {
             // A watch that ended (its Unsubscribe was lost): say so again.
-            let msg = WatchMessage::Unsubscribe { subs: vec![sub] };
-            return self.send(from, Message::Watch(msg));
+            return self.send(from, WatchMessage::Unsubscribe { subs: vec![sub] });
         };
         let source =
             w.sources.entry(from).or_insert(Source { feed: None, next_subscribe: now + refresh });
@@ -241,35 +249,34 @@ impl<S: Store> Node<S> {
         }
         let acked = if lagged && seq >= next { seq } else { next + u64::from(accepted) - 1 };
         if acked > 0 {
-            let msg = WatchMessage::ChangesAck { sub, epoch, seq: acked };
-            self.send(from, Message::Watch(msg));
+            self.send(from, WatchMessage::ChangesAck { sub, epoch, seq: acked });
         }
         if lagged && seq >= next {
-            return self.end_lagged(sub);
+            return self.end_lagged(membership, sub);
         }
         if !accepted {
-            self.watch.stats.batches_discarded += 1;
+            self.stats.batches_discarded += 1;
             return;
         }
         for (key, entry) in items {
             self.emit(now, sub, key, entry);
         }
-        self.check_opened(now, sub);
+        self.check_opened(membership, now, sub);
     }
 
     /// Emits a change to a watch's client when it is newer than the last emitted for
     /// its key.
     pub(super) fn emit(&mut self, now: Millis, sub: u64, key: Bytes, entry: Entry) {
-        let max_keys = self.config.watch.max_keys;
-        let Some(w) = self.watch.watches.get_mut(&sub) else { return };
+        let max_keys = self.config.max_keys;
+        let Some(w) = self.watches.get_mut(&sub) else { return };
         if !w.prefix.as_ref().is_none_or(|p| key.starts_with(p)) {
             return;
         }
         if !w.admit(&key, entry.version(), max_keys) {
-            self.watch.stats.suppressed += 1;
+            self.stats.suppressed += 1;
             return;
         }
-        self.watch.stats.events += 1;
+        self.stats.events += 1;
         let Entry { value, ts, origin, expires } = entry.materialize(now);
         let event =
             Reply::Event { collection: w.collection.clone(), key, value, ts, origin, expires };
@@ -283,9 +290,13 @@ impl<S: Store> Node<S> {
     }
 
     /// Emits the changes that match local watches.
-    pub(super) fn route_to_watches(&mut self, now: Millis, changes: &[Change]) {
+    pub(super) fn route_to_watches(
+        &mut self,
+        membership: &Membership,
+        now: Millis,
+        changes: &[Change],
+    ) {
         let subs: Vec<u64> = self
-            .watch
             .watches
             .iter()
             .filter(|(_, w)| changes.iter().any(|c| w.matches(&c.collection, &c.key)))
@@ -294,12 +305,12 @@ impl<S: Store> Node<S> {
         for sub in subs {
             for c in changes {
                 let matches =
-                    self.watch.watches.get(&sub).is_some_and(|w| w.matches(&c.collection, &c.key));
+                    self.watches.get(&sub).is_some_and(|w| w.matches(&c.collection, &c.key));
                 if matches {
                     self.emit(now, sub, c.key.clone(), c.entry.clone());
                 }
             }
-            self.check_opened(now, sub);
+            self.check_opened(membership, now, sub);
         }
     }
 }
