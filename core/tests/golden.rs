@@ -364,7 +364,8 @@ impl<S: GoldenStore> Harness<S> {
     /// - peers' fates: `kill N`, `revive N`, `resynced N`, `peer N syncs=agree|ignore`;
     /// - time and durability: `tick MS`, `commit [fail]`;
     /// - looking: `state`, `members`, `dump [collection]`, `where KEY…` (ring
-    ///   positions), `show CATS`, `hide CATS`
+    ///   positions), `deadlines` (when the watches next need the node), `show CATS`,
+    ///   `hide CATS`
     ///   (`gossip`, `sync`, `persist`, `membership`).
     fn run(&mut self, command: &Command) -> Res<String> {
         let mut out = String::new();
@@ -418,6 +419,11 @@ impl<S: GoldenStore> Harness<S> {
             "members" => {
                 args.reject_next()?;
                 self.members(&mut out);
+            }
+            "deadlines" => {
+                args.reject_next()?;
+                let at = self.node.watches().next_deadline();
+                writeln!(out, "watches {}", at.map_or("none".to_string(), |d| format!("@{d}")))?;
             }
             "dump" => {
                 let collection = args.next_pos().unwrap_or("users").to_string();

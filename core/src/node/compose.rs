@@ -1,13 +1,16 @@
 //! How the node composes its machines: for each machine that owns its state — the
 //! coordinator ([`super::coordinator`]), the watches ([`super::watch`]), the sync
-//! sessions ([`super::sessions`]), the scans ([`super::scan`]) — the one place
+//! sessions ([`super::sessions`]), the scans ([`super::scan`]), a graceful leave
+//! ([`super::leave`]) — the one place
 //! that hands it an input with what it reads of the rest of the node (its `Env`), and
 //! moves what it emits to where it goes: messages and answers to the node's outputs,
 //! in the order the machine produced them, and ends of sessions to the part of the
 //! node that queued them.
 
 use super::{
+    antientropy::HandoffProgress,
     coordinator::{self, Coordinator},
+    leave::{self, Leave, LeaveOutput},
     scan::{self, ScanOutput, Scans},
     sessions::{self, SessionOutput, Sessions},
     watch::{self, WatchOutput, Watches},
@@ -94,6 +97,7 @@ impl<S: Store> Node<S> {
             replica: &mut self.replica,
             clock: &mut self.clock,
             rng: &mut self.rng,
+            view_digest: self.view.digest,
         };
         (&mut self.watch, env)
     }
@@ -210,6 +214,78 @@ impl<S: Store> Node<S> {
         let hints = c.expire(&mut env, now);
         for (target, hint) in hints {
             self.hints.add(now, target, hint);
+        }
+    }
+
+    /// Leaves the cluster gracefully: announces it, hands every range off to its next
+    /// owners, announces `Left` (see [`super::leave`]). Calling it again does nothing.
+    pub fn leave(&mut self, now: Millis) {
+        let (l, env) = self.leave_parts();
+        l.leave(&env, now);
+        self.collect_leave(now);
+    }
+
+    /// Whether this node has left: it announced `Left` after its hand-off, and waited
+    /// `ring_delay_ms` since.
+    pub fn left(&self) -> bool {
+        self.leave.left(&self.membership)
+    }
+
+    /// The progress of a graceful leave, once [`Node::leave`] was called.
+    pub fn leave_progress(&self) -> Option<HandoffProgress> {
+        self.leave.progress()
+    }
+
+    /// Whether the hand-off of a graceful leave reached every new owner.
+    pub fn handed_off(&self) -> bool {
+        self.leave.handed_off()
+    }
+
+    /// The leave's timers: its hand-off, letting the node go.
+    pub(super) fn tick_leave(&mut self, now: Millis) {
+        let (l, env) = self.leave_parts();
+        l.tick(&env, now);
+        self.collect_leave(now);
+    }
+
+    /// A hand-off session of the leave ended.
+    pub(super) fn on_leave_session_end(&mut self, now: Millis, ok: bool, entries: u64) {
+        let (l, env) = self.leave_parts();
+        l.session_ended(&env, now, ok, entries);
+        self.collect_leave(now);
+    }
+
+    /// The leave and what it reads of the rest of the node.
+    fn leave_parts(&mut self) -> (&mut Leave, leave::Env<'_, S>) {
+        let env = leave::Env {
+            membership: &self.membership,
+            view: &self.view,
+            replica: &self.replica,
+            ring_delay_ms: self.config.ring_delay_ms,
+        };
+        (&mut self.leave, env)
+    }
+
+    /// Does what the leave asked, in its order.
+    fn collect_leave(&mut self, now: Millis) {
+        while let Some(out) = self.leave.poll_output() {
+            match out {
+                LeaveOutput::AnnounceLeaving => {
+                    self.membership.set_next_tokens(now, Some(Vec::new()));
+                    self.collect_membership();
+                }
+                LeaveOutput::AnnounceLeft => {
+                    self.membership.leave(now);
+                    self.collect_membership();
+                }
+                LeaveOutput::HandOff(jobs) => {
+                    self.queue_leave_sessions(jobs);
+                    self.fill_sessions(now);
+                }
+                LeaveOutput::Progress(p) => {
+                    self.outputs.push_back(Output::Event(NodeEvent::Leaving(p)))
+                }
+            }
         }
     }
 }

@@ -420,7 +420,7 @@ impl<S: Store> Node<S> {
         if me.status != Status::Alive
             || !all_serving
             || self.membership.members().any(|m| m.leaving())
-            || self.leaving.is_some()
+            || self.leave.asked()
             || self.view.table.node_count() < 2
             || self.resync_pending
             || self.anti_entropy.resyncing()

@@ -371,7 +371,8 @@ pub struct Node<S: Store> {
     saw_cluster_at: Option<Millis>,
     gc: Gc,
     migration: Migration,
-    leaving: Option<leave::Leaving>,
+    /// A graceful leave, once asked for (see [`leave`]).
+    leave: leave::Leave,
     /// Moves of collections between layouts (see [`moves`]).
     moves: moves::Moves,
     /// The removal of a dead member this node runs (see [`remove`]).
@@ -448,7 +449,7 @@ impl<S: Store> Node<S> {
             saw_cluster_at: None,
             gc: Gc::default(),
             migration: Migration::default(),
-            leaving: None,
+            leave: leave::Leave::default(),
             moves: moves::Moves::default(),
             removal: None,
             donation: None,
@@ -819,7 +820,7 @@ impl<S: Store> Node<S> {
             self.gc.next_deadline(),
             self.watch.next_deadline(),
             self.migration.next_deadline(),
-            self.leave_deadline(),
+            self.leave.next_deadline(),
             self.removal_deadline(),
             self.moves.next_deadline(),
         ]

@@ -1,7 +1,7 @@
 //! Client sync: a client's local copy pulls from this node's replica through the
 //! Merkle sync protocol, the node's side push-only, over intervals it replicates.
 
-use super::{error, reply_to, Env, WatchOutput, Watches};
+use super::{error, reply_to, Env, Timer, WatchOutput, Watches};
 use crate::{
     entry::NodeId,
     hash::{Interval, Position},
@@ -60,6 +60,7 @@ impl Watches {
         runs: Vec<Interval>,
     ) {
         let key = (client, msg.session);
+        self.changed.insert(Timer::Sync(client, msg.session));
         let out = match msg.body {
             SyncBody::Begin { range, .. } => {
                 self.begin_client_sync(env, now, key, id, range, msg, runs)

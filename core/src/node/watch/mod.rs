@@ -66,7 +66,12 @@
 //! client sync reads), the clock and the random numbers — and drains what it wants sent
 //! with [`Watches::poll_output`] ([`WatchOutput`]: a message to a peer, an answer or event
 //! to a client), right after each input, so its outputs keep their place among the
-//! node's. Its deadline is its own ([`Watches::next_deadline`]).
+//! node's. Its deadline is its own ([`Watches::next_deadline`]): the earliest of a timer
+//! structure ([`crate::node::timers::Timers`]) that holds one deadline per watch (its
+//! next `Subscribe` to a reachable source, or its `Ok`), per feed (its re-send) and per
+//! client sync session (its timeout). Whatever an input changes is marked, and only
+//! that is timed again after the input — never a walk over every watch — with every
+//! watch timed again when the membership view changes (which sources are reachable).
 //!
 //! The watcher's side is in `watcher.rs`, the source's in `source.rs`, client sync in
 //! `client_sync.rs`; this file holds the state they share, the inputs and the timers.
@@ -77,6 +82,7 @@ mod watcher;
 
 pub(in crate::node) use client_sync::replicated_runs;
 
+use super::timers::Timers;
 use super::ClientId;
 use crate::{
     clock::{Hlc, Timestamp},
@@ -95,7 +101,7 @@ use crate::{
     Millis,
 };
 use bytes::Bytes;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Tunables of watches and client sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,9 +182,25 @@ pub struct Watches {
     booted: Option<Timestamp>,
     syncs: BTreeMap<(ClientId, u64), (SyncSession, Millis)>,
     seen_view: Option<u64>,
-    deadline: Option<Millis>,
+    /// Each watch's, feed's and client sync session's next deadline.
+    timers: Timers<Timer>,
+    /// What an input changed, to be timed again after it.
+    changed: BTreeSet<Timer>,
+    /// The membership view the watches were last timed under.
+    timed_view: Option<u64>,
     stats: WatchStats,
     outputs: VecDeque<WatchOutput>,
+}
+
+/// What a deadline of the watch machine is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A watch's next `Subscribe` to a reachable source, or its `Ok`.
+    Watch(u64),
+    /// A feed's re-send of unacknowledged batches.
+    Feed(NodeId, u64),
+    /// A client sync session's timeout.
+    Sync(ClientId, u64),
 }
 
 /// What the watch machine wants the node to send.
@@ -211,6 +233,9 @@ pub(in crate::node) struct Env<'a, S: Store> {
     pub clock: &'a mut Hlc,
     /// The node's random numbers: subscription ids.
     pub rng: &'a mut Rng,
+    /// The digest of the membership view the node routes by: when it changes, which
+    /// sources are reachable may have.
+    pub view_digest: u64,
 }
 
 impl Watches {
@@ -227,7 +252,9 @@ impl Watches {
             booted: None,
             syncs: BTreeMap::new(),
             seen_view: None,
-            deadline: None,
+            timers: Timers::default(),
+            changed: BTreeSet::new(),
+            timed_view: None,
             stats: WatchStats::default(),
             outputs: VecDeque::new(),
         }
@@ -253,9 +280,9 @@ impl Watches {
         self.stats
     }
 
-    /// When the watch timers next has work.
+    /// When the watch timers next have work.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.deadline
+        self.timers.next()
     }
 
     /// The next thing to send, in the order the inputs produced them.
@@ -327,6 +354,7 @@ impl Watches {
             WatchMessage::Unsubscribe { subs } => {
                 for sub in subs {
                     self.feeds.remove(&(from, sub));
+                    self.changed.insert(Timer::Feed(from, sub));
                 }
             }
             WatchMessage::Changes { sub, epoch, seq, items, lagged } => {
@@ -357,6 +385,7 @@ impl Watches {
             self.syncs.range((client, 0)..=(client, u64::MAX)).map(|(k, _)| *k).collect();
         for k in keys {
             self.syncs.remove(&k);
+            self.changed.insert(Timer::Sync(k.0, k.1));
         }
         self.pump(env, now);
     }
@@ -393,7 +422,7 @@ impl Watches {
             self.route_to_feeds(now, &changes);
         }
         env.replica.set_change_feed(self.active());
-        self.deadline = self.watch_deadline(env.membership);
+        self.retime(env.membership, env.view_digest);
     }
 
     /// Watch timers: subscriptions to (re)send, watches whose `Ok` is due, batches to
@@ -422,6 +451,8 @@ impl Watches {
         self.resend_due(now);
         let timeout = self.sync_timeout_ms;
         self.syncs.retain(|_, (_, at)| now.saturating_sub(*at) < timeout);
+        // Whatever was due is timed again: what the tick did moved it, or it is gone.
+        self.changed.extend(self.timers.due(now));
         self.pump(env, now);
     }
 
@@ -436,34 +467,59 @@ impl Watches {
                 }
             }
         }
-        self.feeds.retain(|(watcher, _), _| {
-            !membership
+        let changed = &mut self.changed;
+        self.feeds.retain(|(watcher, sub), _| {
+            let keep = !membership
                 .member(*watcher)
-                .is_some_and(|m| matches!(m.status, Status::Dead | Status::Left))
+                .is_some_and(|m| matches!(m.status, Status::Dead | Status::Left));
+            if !keep {
+                changed.insert(Timer::Feed(*watcher, *sub));
+            }
+            keep
         });
         let subs: Vec<u64> = self.watches.keys().copied().collect();
         for sub in subs {
+            self.changed.insert(Timer::Watch(sub));
             self.check_opened(membership, now, sub);
         }
     }
 
-    fn watch_deadline(&self, membership: &Membership) -> Option<Millis> {
-        let subscribes = self
-            .watches
-            .values()
-            .flat_map(|w| {
-                w.sources
-                    .iter()
+    /// Times again what the last input changed (every watch, when the view changed).
+    fn retime(&mut self, membership: &Membership, view: u64) {
+        if self.timed_view != Some(view) {
+            self.timed_view = Some(view);
+            self.changed.extend(self.watches.keys().map(|s| Timer::Watch(*s)));
+        }
+        if self.changed.is_empty() {
+            return;
+        }
+        for t in std::mem::take(&mut self.changed) {
+            let at = self.deadline_of(membership, t);
+            self.timers.set(t, at);
+        }
+    }
+
+    /// When `t` next needs the node: `None` when it is gone or waits for nothing.
+    fn deadline_of(&self, membership: &Membership, t: Timer) -> Option<Millis> {
+        match t {
+            Timer::Watch(sub) => {
+                let w = self.watches.get(&sub)?;
+                let subscribe = (w.sources.iter())
                     .filter(|(id, _)| membership.member(**id).is_some_and(|m| reachable(m.status)))
                     .map(|(_, s)| s.next_subscribe)
-            })
-            .min();
-        let opening =
-            self.watches.values().filter_map(|w| w.opening.as_ref().map(|(d, _)| *d)).min();
-        let resend =
-            self.feeds.values().filter(|f| !f.unacked.is_empty()).map(|f| f.retransmit_at).min();
-        let syncs = self.syncs.values().map(|(_, at)| at + self.sync_timeout_ms).min();
-        [subscribes, opening, resend, syncs].into_iter().flatten().min()
+                    .min();
+                let opening = w.opening.as_ref().map(|(d, _)| *d);
+                subscribe.into_iter().chain(opening).min()
+            }
+            Timer::Feed(watcher, sub) => {
+                let f = self.feeds.get(&(watcher, sub))?;
+                (!f.unacked.is_empty()).then_some(f.retransmit_at)
+            }
+            Timer::Sync(client, session) => {
+                let (_, at) = self.syncs.get(&(client, session))?;
+                Some(at + self.sync_timeout_ms)
+            }
+        }
     }
 }
 

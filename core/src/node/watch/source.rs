@@ -1,7 +1,7 @@
 //! The source's side: feeds of the changes this node's replica applies, in numbered
 //! batches, re-sent until the watcher acknowledges them.
 
-use super::{Batch, Env, Feed, Watches};
+use super::{Batch, Env, Feed, Timer, Watches};
 use crate::{
     clock::Timestamp,
     entry::{Entry, NodeId},
@@ -34,6 +34,7 @@ impl Watches {
             return;
         }
         let key = (from, s.sub);
+        self.changed.insert(Timer::Feed(from, s.sub));
         if let Some(feed) = self.feeds.get_mut(&key) {
             if feed.collection == s.collection && feed.prefix == s.prefix {
                 if s.resume != Some(feed.epoch) {
@@ -90,6 +91,7 @@ impl Watches {
     ) {
         let key = (from, sub);
         let Some(feed) = self.feeds.get_mut(&key) else { return };
+        self.changed.insert(Timer::Feed(from, sub));
         if feed.epoch != epoch {
             return;
         }
@@ -118,6 +120,7 @@ impl Watches {
             if feed.ended {
                 continue;
             }
+            let unacked = feed.unacked.len();
             let mut batch = Batch { seq: 0, items: Vec::new(), bytes: 0, lagged: false };
             let mut batches = Vec::new();
             for c in changes {
@@ -163,6 +166,9 @@ impl Watches {
                 feed.unacked.push_back(b.clone());
                 sends.push((*to, *sub, feed.epoch, b));
             }
+            if feed.unacked.len() != unacked || feed.ended {
+                self.changed.insert(Timer::Feed(*to, *sub));
+            }
         }
         self.stats.batches_sent += sends.len() as u64;
         for (to, sub, epoch, b) in sends {
@@ -182,6 +188,7 @@ impl Watches {
             }
             feed.backoff = (feed.backoff * 2).min(max);
             feed.retransmit_at = now + feed.backoff;
+            self.changed.insert(Timer::Feed(*to, *sub));
         }
         self.stats.batches_resent += sends.len() as u64;
         for (to, sub, epoch, b) in sends {

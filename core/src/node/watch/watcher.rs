@@ -2,8 +2,8 @@
 //! events it emits — once per change, in timestamp order per key.
 
 use super::{
-    error, reachable, reply_to, Env, LocalWatch, Source, WatchOutput, Watches, MAX_HELD_EVENTS,
-    SUBSCRIBE_CHUNK,
+    error, reachable, reply_to, Env, LocalWatch, Source, Timer, WatchOutput, Watches,
+    MAX_HELD_EVENTS, SUBSCRIBE_CHUNK,
 };
 use crate::{
     clock::Timestamp,
@@ -83,6 +83,7 @@ impl Watches {
             next_order: 0,
         };
         self.watches.insert(sub, watch);
+        self.changed.insert(Timer::Watch(sub));
         self.by_client.insert((client, id), sub);
         env.replica.set_change_feed(true);
         self.send_subscribes(env.membership, now, Some(sub));
@@ -112,6 +113,9 @@ impl Watches {
                 })
                 .map(|(id, _)| *id)
                 .collect();
+            if !targets.is_empty() {
+                self.changed.insert(Timer::Watch(*sub));
+            }
             for id in targets {
                 let s = w.sources.get(&id).copied();
                 out.entry(id).or_default().push(w.subscription(*sub, s.as_ref()));
@@ -143,6 +147,7 @@ impl Watches {
         }
         let Some(w) = self.watches.get_mut(&sub) else { return };
         let Some((_, held)) = w.opening.take() else { return };
+        self.changed.insert(Timer::Watch(sub));
         let (client, id) = (w.client, w.id);
         self.outputs.push_back(reply_to(client, id, Reply::Ok));
         for r in held {
@@ -154,6 +159,7 @@ impl Watches {
     /// answered first, so that every request gets its answer.
     pub(super) fn close_watch(&mut self, membership: &Membership, sub: u64) {
         let Some(w) = self.watches.remove(&sub) else { return };
+        self.changed.insert(Timer::Watch(sub));
         self.by_client.remove(&(w.client, w.id));
         if w.opening.is_some() {
             self.outputs.push_back(reply_to(w.client, w.id, Reply::Ok));
@@ -209,6 +215,7 @@ impl Watches {
     /// commit failed; the client is told to sync again.
     pub(in crate::node) fn end_uncommitted_sync(&mut self, client: ClientId, id: u64) {
         self.syncs.remove(&(client, id));
+        self.changed.insert(Timer::Sync(client, id));
     }
 
     /// A source sent a batch of a watch's changes.
@@ -229,6 +236,7 @@ impl Watches {
             // A watch that ended (its Unsubscribe was lost): say so again.
             return self.send(from, WatchMessage::Unsubscribe { subs: vec![sub] });
         };
+        self.changed.insert(Timer::Watch(sub));
         let source =
             w.sources.entry(from).or_insert(Source { feed: None, next_subscribe: now + refresh });
         match source.feed {
