@@ -1,7 +1,7 @@
 //! How the node composes its machines: for each machine that owns its state — the
 //! coordinator ([`super::coordinator`]), the watches ([`super::watch`]), the sync
 //! sessions ([`super::sessions`]), the scans ([`super::scan`]), a graceful leave
-//! ([`super::leave`]) — the one place
+//! ([`super::leave`]), the removals of dead members ([`super::remove`]) — the one place
 //! that hands it an input with what it reads of the rest of the node (its `Env`), and
 //! moves what it emits to where it goes: messages and answers to the node's outputs,
 //! in the order the machine produced them, and ends of sessions to the part of the
@@ -11,6 +11,7 @@ use super::{
     antientropy::HandoffProgress,
     coordinator::{self, Coordinator},
     leave::{self, Leave, LeaveOutput},
+    remove::{self, RemovalOutput, RemovalProgress, Removals, RemoveError},
     scan::{self, ScanOutput, Scans},
     sessions::{self, SessionOutput, Sessions},
     watch::{self, WatchOutput, Watches},
@@ -285,6 +286,93 @@ impl<S: Store> Node<S> {
                 LeaveOutput::Progress(p) => {
                     self.outputs.push_back(Output::Event(NodeEvent::Leaving(p)))
                 }
+            }
+        }
+    }
+
+    /// Starts removing `member`, which the cluster declared dead, for good (see
+    /// [`super::remove`]); resumes the removal if the member is announced as being
+    /// removed already. `force` finishes even while other owners of its ranges are down.
+    pub fn remove_member(
+        &mut self,
+        now: Millis,
+        member: NodeId,
+        force: bool,
+    ) -> Result<(), RemoveError> {
+        let env = remove::Env {
+            membership: &self.membership,
+            view: &self.view,
+            replica: &self.replica,
+            ring_delay_ms: self.config.ring_delay_ms,
+        };
+        let started = self.removals.remove(&env, &mut self.ids, now, member, force);
+        self.collect_removals(now);
+        if started? {
+            let (r, env) = self.removal_parts();
+            r.report(&env);
+            self.collect_removals(now);
+        }
+        Ok(())
+    }
+
+    /// The removal this node runs, if any.
+    pub fn removal(&self) -> Option<RemovalProgress> {
+        self.removals.progress(&self.removal_env())
+    }
+
+    /// The removal's timers: ask the owners (again), notice the member came back.
+    pub(super) fn tick_removal(&mut self, now: Millis) {
+        let (r, env) = self.removal_parts();
+        r.tick(&env, now);
+        self.collect_removals(now);
+    }
+
+    /// A hand-off session for a removal ended.
+    pub(super) fn on_removal_session_end(&mut self, now: Millis, ok: bool) {
+        let (r, env) = self.removal_parts();
+        r.session_ended(&env, ok);
+        self.collect_removals(now);
+    }
+
+    /// The removals and what they read of the rest of the node.
+    pub(super) fn removal_parts(&mut self) -> (&mut Removals, remove::Env<'_, S>) {
+        let env = remove::Env {
+            membership: &self.membership,
+            view: &self.view,
+            replica: &self.replica,
+            ring_delay_ms: self.config.ring_delay_ms,
+        };
+        (&mut self.removals, env)
+    }
+
+    /// What the removals read of the rest of the node.
+    fn removal_env(&self) -> remove::Env<'_, S> {
+        remove::Env {
+            membership: &self.membership,
+            view: &self.view,
+            replica: &self.replica,
+            ring_delay_ms: self.config.ring_delay_ms,
+        }
+    }
+
+    /// Does what the removals asked, in their order.
+    pub(super) fn collect_removals(&mut self, now: Millis) {
+        while let Some(out) = self.removals.poll_output() {
+            match out {
+                RemovalOutput::MarkRemoving(member) => {
+                    self.membership.mark_removing(now, member);
+                    self.collect_membership();
+                }
+                RemovalOutput::MarkRemoved(member) => {
+                    self.membership.mark_removed(now, member);
+                    self.collect_membership();
+                }
+                RemovalOutput::Send(to, msg) => self.send(to, Message::Replica(msg)),
+                RemovalOutput::HandOff(jobs) => {
+                    self.queue_removal_sessions(jobs);
+                    self.fill_sessions(now);
+                }
+                RemovalOutput::Event(e) => self.outputs.push_back(Output::Event(e)),
             }
         }
     }

@@ -375,10 +375,9 @@ pub struct Node<S: Store> {
     leave: leave::Leave,
     /// Moves of collections between layouts (see [`moves`]).
     moves: moves::Moves,
-    /// The removal of a dead member this node runs (see [`remove`]).
-    removal: Option<remove::Removal>,
-    /// The hand-off this node runs for a removal (see [`remove`]).
-    donation: Option<remove::Donation>,
+    /// The removal of a dead member this node runs, and the hand-offs it runs for
+    /// removals (see [`remove`]).
+    removals: remove::Removals,
     state: NodeState,
     watch: Watches,
     peer_stats: guard::PeerStats,
@@ -451,8 +450,7 @@ impl<S: Store> Node<S> {
             migration: Migration::default(),
             leave: leave::Leave::default(),
             moves: moves::Moves::default(),
-            removal: None,
-            donation: None,
+            removals: remove::Removals::default(),
             state,
             watch: Watches::new(
                 config.watch.clone(),
@@ -821,7 +819,7 @@ impl<S: Store> Node<S> {
             self.watch.next_deadline(),
             self.migration.next_deadline(),
             self.leave.next_deadline(),
-            self.removal_deadline(),
+            self.removals.next_deadline(),
             self.moves.next_deadline(),
         ]
         .into_iter()
@@ -1075,10 +1073,14 @@ impl<S: Store> Node<S> {
                 self.on_move_state(from, req, knows, view, pulled)
             }
             ReplicaMessage::RemovalHandOff { req, member } => {
-                self.on_removal_hand_off(now, from, req, member)
+                let (r, env) = self.removal_parts();
+                r.on_hand_off(&env, from, req, member);
+                self.collect_removals(now);
             }
             ReplicaMessage::RemovalHandedOff { req, member, ok } => {
-                self.on_removal_handed_off(now, from, req, member, ok)
+                let (r, env) = self.removal_parts();
+                r.on_handed_off(&env, from, req, member, ok);
+                self.collect_removals(now);
             }
         }
     }

@@ -32,21 +32,36 @@
 //! the member, unless the removal is *forced*: then the owners that are up suffice, and
 //! writes that only the removed member and the down owners held are lost.
 //!
+//! [`Removals`] is a machine of its own: the removal this node runs and the hand-off it
+//! runs for one (its own or another node's). It reads the membership, the view and the
+//! replica it is handed ([`Env`]) and asks the node for the rest ([`RemovalOutput`]):
+//! announce through membership, send the questions and answers, run the hand-off
+//! sessions, report progress; the sessions' ends come back to it.
+//!
 //! [`Membership::mark_removing`]: crate::membership::Membership::mark_removing
 //! [`Membership::mark_removed`]: crate::membership::Membership::mark_removed
 //! [`ReplicaMessage::RemovalHandOff`]: crate::proto::ReplicaMessage::RemovalHandOff
 
-use super::{antientropy::covering, Node, NodeEvent, Output};
+use super::{
+    antientropy::covering,
+    ids::{Concern, RequestIds},
+    view::View,
+    NodeEvent,
+};
 use crate::{
     entry::NodeId,
     hash::Interval,
-    membership::Status,
-    proto::{Message, ReplicaMessage},
+    membership::{Membership, Status},
+    proto::ReplicaMessage,
+    replica::Replica,
     ring::RingTable,
     store::Store,
     Millis,
 };
-use std::{collections::BTreeSet, fmt};
+use std::{
+    collections::{BTreeSet, VecDeque},
+    fmt,
+};
 
 /// How often the node running a removal asks again the owners that have not handed off.
 const ASK_AGAIN_MS: Millis = 2_000;
@@ -56,7 +71,7 @@ const MAX_ASKERS: usize = 16;
 
 /// A removal this node runs: it took the operator's request.
 #[derive(Debug, Clone)]
-pub(super) struct Removal {
+struct Removal {
     member: NodeId,
     force: bool,
     req: u64,
@@ -68,7 +83,7 @@ pub(super) struct Removal {
 
 /// A hand-off this node runs for a removal (its own or another node's).
 #[derive(Debug, Clone)]
-pub(super) struct Donation {
+struct Donation {
     member: NodeId,
     /// Who asked, and under which request number.
     askers: Vec<(NodeId, u64)>,
@@ -139,63 +154,125 @@ impl fmt::Display for RemoveError {
 
 impl std::error::Error for RemoveError {}
 
-impl<S: Store> Node<S> {
+/// What a removal asks of the node.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum RemovalOutput {
+    /// Announce through membership that `member` will own nothing.
+    MarkRemoving(NodeId),
+    /// Announce through membership that `member` left.
+    MarkRemoved(NodeId),
+    /// Send a removal's question or answer to another node.
+    Send(NodeId, ReplicaMessage),
+    /// Run these hand-off sessions: (collection, interval, heir), ahead of the round's.
+    HandOff(Vec<(String, Interval, NodeId)>),
+    /// Report progress or the end.
+    Event(NodeEvent),
+}
+
+/// What a removal reads of the rest of the node, for one input.
+pub(super) struct Env<'a, S: Store> {
+    /// The membership: the member's record, who is up, who owns what.
+    pub membership: &'a Membership,
+    /// The ring and the catalogue: the placements of the collections.
+    pub view: &'a View,
+    /// The local replica: what this node holds data in.
+    pub replica: &'a Replica<S>,
+    /// How long an announcement takes to reach every coordinator.
+    pub ring_delay_ms: Millis,
+}
+
+impl<S: Store> Env<'_, S> {
+    fn me(&self) -> NodeId {
+        self.membership.me().id
+    }
+
+    fn up(&self, id: NodeId) -> bool {
+        self.membership.member(id).is_some_and(|m| m.status.is_up())
+    }
+}
+
+/// The removals of a node (see the module docs).
+#[derive(Debug, Default)]
+pub struct Removals {
+    /// The removal of a dead member this node runs.
+    removal: Option<Removal>,
+    /// The hand-off this node runs for a removal.
+    donation: Option<Donation>,
+    outputs: VecDeque<RemovalOutput>,
+}
+
+impl Removals {
+    /// The next thing a removal asks of the node.
+    pub(super) fn poll_output(&mut self) -> Option<RemovalOutput> {
+        self.outputs.pop_front()
+    }
+
     /// Starts removing `member`, which the cluster declared dead, for good (see the
     /// module docs); resumes the removal if the member is announced as being removed
     /// already. `force` finishes even while other owners of its ranges are down.
-    pub fn remove_member(
+    ///
+    /// True when a removal started (numbered from `ids`): report it
+    /// ([`Removals::report`]) once the node did what this asked.
+    pub(super) fn remove<S: Store>(
         &mut self,
+        env: &Env<'_, S>,
+        ids: &mut RequestIds,
         now: Millis,
         member: NodeId,
         force: bool,
-    ) -> Result<(), RemoveError> {
-        if member == self.id() {
+    ) -> Result<bool, RemoveError> {
+        if member == env.me() {
             return Err(RemoveError::Myself(member));
         }
-        let Some(record) = self.membership.member(member).cloned() else {
+        let Some(record) = env.membership.member(member) else {
             return Err(RemoveError::NotFound(member));
         };
         if record.status == Status::Left {
-            return Ok(());
+            return Ok(false);
         }
         if let Some(r) = self.removal.as_mut() {
             if r.member != member {
                 return Err(RemoveError::Busy(r.member));
             }
             r.force |= force;
-            return Ok(());
+            return Ok(false);
         }
         if record.status != Status::Dead {
             return Err(RemoveError::NotDead(member, record.status));
         }
         if !record.owns() {
             // A joining node that died, or a record that never served: nothing to hand.
-            self.membership.mark_removed(now, member);
-            self.collect_membership();
-            self.outputs.push_back(Output::Event(NodeEvent::Removed { member }));
-            return Ok(());
+            self.outputs.push_back(RemovalOutput::MarkRemoved(member));
+            self.outputs.push_back(RemovalOutput::Event(NodeEvent::Removed { member }));
+            return Ok(false);
         }
         if !record.leaving() {
-            if self.view.placement.in_transition() {
+            if env.view.placement.in_transition() {
                 return Err(RemoveError::ChangeUnderWay);
             }
-            self.membership.mark_removing(now, member);
-            self.collect_membership();
+            self.outputs.push_back(RemovalOutput::MarkRemoving(member));
         }
-        let req = self.ids.next(super::ids::Concern::Removal);
-        let ask_at = now.saturating_add(self.config.ring_delay_ms);
+        let req = ids.next(Concern::Removal);
+        let ask_at = now.saturating_add(env.ring_delay_ms);
         self.removal = Some(Removal { member, force, req, ask_at, done: BTreeSet::new() });
-        self.report_removal();
-        Ok(())
+        Ok(true)
+    }
+
+    /// Reports the progress of the removal this node runs (after the node did what
+    /// [`Removals::remove`] asked, so that the report sees the announcement).
+    pub(super) fn report<S: Store>(&mut self, env: &Env<'_, S>) {
+        if let Some(p) = self.progress(env) {
+            self.outputs.push_back(RemovalOutput::Event(NodeEvent::Removing(p)));
+        }
     }
 
     /// The removal this node runs, if any.
-    pub fn removal(&self) -> Option<RemovalProgress> {
+    pub(super) fn progress<S: Store>(&self, env: &Env<'_, S>) -> Option<RemovalProgress> {
         let r = self.removal.as_ref()?;
         let owners: BTreeSet<NodeId> =
-            self.removal_plan(r.member, r.force).into_iter().flat_map(|(o, _)| o).collect();
+            plan(env, r.member, r.force).into_iter().flat_map(|(o, _)| o).collect();
         let waiting_for_down =
-            owners.iter().filter(|o| !r.done.contains(o) && !self.up(**o)).copied().collect();
+            owners.iter().filter(|o| !r.done.contains(o) && !env.up(**o)).copied().collect();
         Some(RemovalProgress {
             member: r.member,
             handed_off: owners.iter().filter(|o| r.done.contains(o)).count(),
@@ -205,94 +282,73 @@ impl<S: Store> Node<S> {
     }
 
     /// When the removal this node runs asks the owners next.
-    pub(super) fn removal_deadline(&self) -> Option<Millis> {
+    pub fn next_deadline(&self) -> Option<Millis> {
         self.removal.as_ref().map(|r| r.ask_at)
     }
 
     /// Asks the owners that have not handed off yet, once the announcement had time to
     /// spread; ends the removal when the member came back or left.
-    pub(super) fn tick_removal(&mut self, now: Millis) {
+    pub(super) fn tick<S: Store>(&mut self, env: &Env<'_, S>, now: Millis) {
         let Some(r) = self.removal.as_ref() else { return };
         let member = r.member;
-        let record = self.membership.member(member);
+        let record = env.membership.member(member);
         if record.is_some_and(|m| m.status == Status::Left) {
             self.removal = None;
-            self.outputs.push_back(Output::Event(NodeEvent::Removed { member }));
+            self.outputs.push_back(RemovalOutput::Event(NodeEvent::Removed { member }));
             return;
         }
         if !record.is_some_and(|m| m.status == Status::Dead && m.leaving()) {
             self.removal = None;
             let reason = "the member came back: it re-syncs and serves again".to_string();
-            self.outputs.push_back(Output::Event(NodeEvent::RemovalStopped { member, reason }));
+            let event = NodeEvent::RemovalStopped { member, reason };
+            self.outputs.push_back(RemovalOutput::Event(event));
             return;
         }
         if r.ask_at > now {
             return;
         }
-        if self.finish_removal_if_done(now) {
+        if self.finish_if_done(env) {
             return;
         }
         let Some(r) = self.removal.as_mut() else { return };
         r.ask_at = now.saturating_add(ASK_AGAIN_MS);
         let (req, done, force) = (r.req, r.done.clone(), r.force);
         let owners: BTreeSet<NodeId> =
-            self.removal_plan(member, force).into_iter().flat_map(|(o, _)| o).collect();
-        let me = self.id();
+            plan(env, member, force).into_iter().flat_map(|(o, _)| o).collect();
+        let me = env.me();
         let ask: Vec<NodeId> =
-            owners.into_iter().filter(|o| !done.contains(o) && self.up(*o)).collect();
+            owners.into_iter().filter(|o| !done.contains(o) && env.up(*o)).collect();
         for owner in ask {
             if owner == me {
-                self.on_removal_hand_off(now, me, req, member);
+                self.on_hand_off(env, me, req, member);
             } else {
                 let ask = ReplicaMessage::RemovalHandOff { req, member };
-                self.send(owner, Message::Replica(ask));
+                self.outputs.push_back(RemovalOutput::Send(owner, ask));
             }
         }
-        self.report_removal();
-    }
-
-    /// For each range `member` owns: its other owners, and how many of them must hand
-    /// it off (see the module docs).
-    fn removal_plan(&self, member: NodeId, force: bool) -> Vec<(Vec<NodeId>, usize)> {
-        // Under every layout a collection uses.
-        let collections = self.replica.store().collections().unwrap_or_default();
-        (self.view.signatures(&collections).into_keys())
-            .flat_map(|signature| self.view.placement_by(&signature).intervals())
-            .filter(|(_, owners)| owners.contains(&member))
-            .map(|(_, owners)| {
-                let size = owners.len();
-                let others: Vec<NodeId> = owners.into_iter().filter(|o| *o != member).collect();
-                let mut need = covering(size).min(others.len());
-                if force {
-                    need = need.min(others.iter().filter(|o| self.up(**o)).count());
-                }
-                (others, need)
-            })
-            .collect()
+        self.report(env);
     }
 
     /// Announces the member `Left` once enough owners of each of its ranges handed off.
-    fn finish_removal_if_done(&mut self, now: Millis) -> bool {
+    fn finish_if_done<S: Store>(&mut self, env: &Env<'_, S>) -> bool {
         let Some(r) = self.removal.as_ref() else { return false };
         let member = r.member;
-        let plan = self.removal_plan(member, r.force);
-        let done = plan
+        let done = plan(env, member, r.force)
             .iter()
             .all(|(others, need)| others.iter().filter(|o| r.done.contains(o)).count() >= *need);
         if !done {
             return false;
         }
         self.removal = None;
-        self.membership.mark_removed(now, member);
-        self.collect_membership();
-        self.outputs.push_back(Output::Event(NodeEvent::Removed { member }));
+        self.outputs.push_back(RemovalOutput::MarkRemoved(member));
+        self.outputs.push_back(RemovalOutput::Event(NodeEvent::Removed { member }));
         true
     }
 
     /// An owner answered: it handed off the ranges it shares with `member`, or failed to.
-    pub(super) fn on_removal_handed_off(
+    pub(super) fn on_handed_off<S: Store>(
         &mut self,
-        now: Millis,
+        env: &Env<'_, S>,
         from: NodeId,
         req: u64,
         member: NodeId,
@@ -302,25 +358,25 @@ impl<S: Store> Node<S> {
             return;
         };
         if ok && r.done.insert(from) {
-            self.report_removal();
-            self.finish_removal_if_done(now);
+            self.report(env);
+            self.finish_if_done(env);
         }
     }
 
     /// `from` runs the removal of `member` and asks this node to hand off the ranges it
     /// shares with it.
-    pub(super) fn on_removal_hand_off(
+    pub(super) fn on_hand_off<S: Store>(
         &mut self,
-        now: Millis,
+        env: &Env<'_, S>,
         from: NodeId,
         req: u64,
         member: NodeId,
     ) {
-        let announced =
-            self.membership.member(member).is_some_and(|m| m.status == Status::Dead && m.leaving());
+        let announced = (env.membership.member(member))
+            .is_some_and(|m| m.status == Status::Dead && m.leaving());
         if !announced {
             // Not heard yet (or the member came back): the asker asks again.
-            self.answer_removal(now, from, req, member, false);
+            self.answer(env, from, req, member, false);
             return;
         }
         if let Some(d) = self.donation.as_mut() {
@@ -328,58 +384,23 @@ impl<S: Store> Node<S> {
                 d.askers.retain(|(a, _)| *a != from);
                 d.askers.push((from, req));
             } else {
-                self.answer_removal(now, from, req, member, false);
+                self.answer(env, from, req, member, false);
             }
             return;
         }
-        let jobs = self.removal_jobs(member);
+        let jobs = jobs(env, member);
         if jobs.is_empty() {
-            self.answer_removal(now, from, req, member, true);
+            self.answer(env, from, req, member, true);
             return;
         }
         let total = jobs.len();
         self.donation =
             Some(Donation { member, askers: vec![(from, req)], total, done: 0, failed: false });
-        self.queue_removal_sessions(jobs);
-        self.fill_sessions(now);
-    }
-
-    /// One session per (collection, interval this node shares with `member`, node that
-    /// owns the interval once `member` is gone and is up).
-    fn removal_jobs(&self, member: NodeId) -> Vec<(String, Interval, NodeId)> {
-        let me = self.id();
-        let heirs_table = RingTable::new(
-            self.membership
-                .members()
-                .filter(|m| m.owns() && m.id != member)
-                .map(|m| (m.id, m.tokens.as_slice())),
-        );
-        let collections = self.replica.store().collections().unwrap_or_default();
-        let mut jobs = Vec::new();
-        for (signature, collections) in self.view.signatures(&collections) {
-            let placement = self.view.placement_by(&signature);
-            for (interval, owners) in placement.intervals() {
-                if !owners.contains(&me) || !owners.contains(&member) {
-                    continue;
-                }
-                let heirs: Vec<NodeId> = (placement.list_on(&heirs_table, interval.end))
-                    .into_iter()
-                    .filter(|h| *h != me && self.up(*h))
-                    .collect();
-                for c in &collections {
-                    let holds =
-                        self.replica.range(c, interval, None, 1).is_ok_and(|r| !r.is_empty());
-                    if holds {
-                        jobs.extend(heirs.iter().map(|h| (c.clone(), interval, *h)));
-                    }
-                }
-            }
-        }
-        jobs
+        self.outputs.push_back(RemovalOutput::HandOff(jobs));
     }
 
     /// Books the end of a removal's hand-off session; answers the askers after the last.
-    pub(super) fn on_removal_session_end(&mut self, now: Millis, ok: bool) {
+    pub(super) fn session_ended<S: Store>(&mut self, env: &Env<'_, S>, ok: bool) {
         let Some(d) = self.donation.as_mut() else { return };
         d.done += 1;
         d.failed |= !ok;
@@ -388,22 +409,76 @@ impl<S: Store> Node<S> {
         }
         let Some(d) = self.donation.take() else { return };
         for (asker, req) in d.askers {
-            self.answer_removal(now, asker, req, d.member, !d.failed);
+            self.answer(env, asker, req, d.member, !d.failed);
         }
     }
 
-    fn answer_removal(&mut self, now: Millis, to: NodeId, req: u64, member: NodeId, ok: bool) {
-        if to == self.id() {
-            self.on_removal_handed_off(now, to, req, member, ok);
+    fn answer<S: Store>(
+        &mut self,
+        env: &Env<'_, S>,
+        to: NodeId,
+        req: u64,
+        member: NodeId,
+        ok: bool,
+    ) {
+        if to == env.me() {
+            self.on_handed_off(env, to, req, member, ok);
         } else {
             let answer = ReplicaMessage::RemovalHandedOff { req, member, ok };
-            self.send(to, Message::Replica(answer));
+            self.outputs.push_back(RemovalOutput::Send(to, answer));
         }
     }
+}
 
-    fn report_removal(&mut self) {
-        if let Some(p) = self.removal() {
-            self.outputs.push_back(Output::Event(NodeEvent::Removing(p)));
+/// For each range `member` owns: its other owners, and how many of them must hand it
+/// off (see the module docs).
+fn plan<S: Store>(env: &Env<'_, S>, member: NodeId, force: bool) -> Vec<(Vec<NodeId>, usize)> {
+    // Under every layout a collection uses.
+    let collections = env.replica.store().collections().unwrap_or_default();
+    (env.view.signatures(&collections).into_keys())
+        .flat_map(|signature| env.view.placement_by(&signature).intervals())
+        .filter(|(_, owners)| owners.contains(&member))
+        .map(|(_, owners)| {
+            let size = owners.len();
+            let others: Vec<NodeId> = owners.into_iter().filter(|o| *o != member).collect();
+            let mut need = covering(size).min(others.len());
+            if force {
+                need = need.min(others.iter().filter(|o| env.up(**o)).count());
+            }
+            (others, need)
+        })
+        .collect()
+}
+
+/// One session per (collection, interval this node shares with `member`, node that owns
+/// the interval once `member` is gone and is up).
+fn jobs<S: Store>(env: &Env<'_, S>, member: NodeId) -> Vec<(String, Interval, NodeId)> {
+    let me = env.me();
+    let heirs_table = RingTable::new(
+        env.membership
+            .members()
+            .filter(|m| m.owns() && m.id != member)
+            .map(|m| (m.id, m.tokens.as_slice())),
+    );
+    let collections = env.replica.store().collections().unwrap_or_default();
+    let mut jobs = Vec::new();
+    for (signature, collections) in env.view.signatures(&collections) {
+        let placement = env.view.placement_by(&signature);
+        for (interval, owners) in placement.intervals() {
+            if !owners.contains(&me) || !owners.contains(&member) {
+                continue;
+            }
+            let heirs: Vec<NodeId> = (placement.list_on(&heirs_table, interval.end))
+                .into_iter()
+                .filter(|h| *h != me && env.up(*h))
+                .collect();
+            for c in &collections {
+                let holds = env.replica.range(c, interval, None, 1).is_ok_and(|r| !r.is_empty());
+                if holds {
+                    jobs.extend(heirs.iter().map(|h| (c.clone(), interval, *h)));
+                }
+            }
         }
     }
+    jobs
 }
