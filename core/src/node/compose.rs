@@ -51,7 +51,7 @@ impl<S: Store> Node<S> {
         ended
     }
 
-    /// A watch, unwatch or client sync request (from the coordinator).
+    /// A watch, unwatch or client sync request (from `requests.rs`).
     pub(super) fn start_watch(&mut self, now: Millis, client: ClientId, id: u64, op: Op) {
         let runs = match &op {
             Op::Sync { msg } => match &msg.body {
@@ -155,7 +155,7 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// A scan request (from the coordinator).
+    /// A scan request (from `requests.rs`).
     pub(super) fn start_scan(&mut self, now: Millis, client: ClientId, id: u64, op: Op) {
         let (scans, mut env) = self.scan_parts();
         scans.start(&mut env, now, client, id, op);

@@ -852,6 +852,7 @@ impl Coordinator {
         }
         hints
     }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn start_write<S: Store>(
         &mut self,
@@ -987,6 +988,7 @@ impl Coordinator {
             None => self.progress(env, now, req),
         }
     }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn start_read<S: Store>(
         &mut self,
@@ -1083,6 +1085,7 @@ impl Coordinator {
         }
         self.progress(env, now, req);
     }
+
     /// A replica acknowledged (or refused) a write.
     pub(super) fn on_write_ack<S: Store>(
         &mut self,
@@ -1111,6 +1114,7 @@ impl Coordinator {
         }
         self.progress(env, now, req);
     }
+
     /// A replica answered a read.
     pub(super) fn on_read_reply<S: Store>(
         &mut self,
@@ -1155,6 +1159,7 @@ impl Coordinator {
         self.refused_entries += refused;
         self.progress(env, now, req);
     }
+
     /// A replica could not read its store: a failed answer for every key it holds.
     pub(super) fn on_read_failed<S: Store>(
         &mut self,
@@ -1180,6 +1185,7 @@ impl Coordinator {
         self.widen(env, req);
         self.progress(env, now, req);
     }
+
     /// A replica answered a read with the versions it holds ([`fanout`]).
     pub(super) fn on_versions_reply<S: Store>(
         &mut self,
@@ -1212,6 +1218,7 @@ impl Coordinator {
         }
         self.progress(env, now, req);
     }
+
     /// This node's own commit of write `req` failed: its acknowledgement is a refusal. The
     /// client is told the write was not committed when the other replicas cannot make up
     /// the consistency asked for.
@@ -1239,6 +1246,7 @@ impl Coordinator {
         }
         self.progress(env, now, req);
     }
+
     /// Answers the client once the consistency is reached; repairs and forgets the request
     /// once every replica answered.
     fn progress<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis, req: u64) {

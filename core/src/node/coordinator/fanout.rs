@@ -153,12 +153,14 @@ impl Coordinator {
             send(env, replica, req, &collection, keys, true);
         }
     }
+
     /// Widens every read whose [`SPECULATE_MS`] passed by `now` ([`widen`]).
     pub(in crate::node) fn widen_due<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) {
         for req in self.due_to_widen(now) {
             self.widen(env, req);
         }
     }
+
     /// Asks for the data of the replicas whose version is newer than every data answer of
     /// a key, once every replica asked for that key's data has answered.
     pub(super) fn upgrade<S: Store>(&mut self, env: &mut Env<'_, S>, req: u64) {

@@ -246,6 +246,7 @@ impl Coordinator {
             None => self.progress(env, now, new_req),
         }
     }
+
     /// Answers write `req` with [`ErrorCode::Conflict`]; `from` gets no hint.
     fn conflict<S: Store>(
         &mut self,
