@@ -11,7 +11,7 @@ use super::{
     antientropy::HandoffProgress,
     coordinator::{self, Coordinator},
     leave::{self, Leave, LeaveOutput},
-    remove::{self, RemovalOutput, RemovalProgress, Removals, RemoveError},
+    remove::{RemovalOutput, RemovalProgress, Removals, RemoveError},
     scan::{self, ScanOutput, Scans},
     sessions::{self, SessionOutput, Sessions},
     watch::{self, WatchOutput, Watches},
@@ -299,13 +299,14 @@ impl<S: Store> Node<S> {
         member: NodeId,
         force: bool,
     ) -> Result<(), RemoveError> {
-        let env = remove::Env {
+        let (removals, ids) = (&mut self.removals, &mut self.ids);
+        let env = leave::Env {
             membership: &self.membership,
             view: &self.view,
             replica: &self.replica,
             ring_delay_ms: self.config.ring_delay_ms,
         };
-        let started = self.removals.remove(&env, &mut self.ids, now, member, force);
+        let started = removals.remove(&env, ids, now, member, force);
         self.collect_removals(now);
         if started? {
             let (r, env) = self.removal_parts();
@@ -317,7 +318,13 @@ impl<S: Store> Node<S> {
 
     /// The removal this node runs, if any.
     pub fn removal(&self) -> Option<RemovalProgress> {
-        self.removals.progress(&self.removal_env())
+        let env = leave::Env {
+            membership: &self.membership,
+            view: &self.view,
+            replica: &self.replica,
+            ring_delay_ms: self.config.ring_delay_ms,
+        };
+        self.removals.progress(&env)
     }
 
     /// The removal's timers: ask the owners (again), notice the member came back.
@@ -335,24 +342,14 @@ impl<S: Store> Node<S> {
     }
 
     /// The removals and what they read of the rest of the node.
-    pub(super) fn removal_parts(&mut self) -> (&mut Removals, remove::Env<'_, S>) {
-        let env = remove::Env {
+    pub(super) fn removal_parts(&mut self) -> (&mut Removals, leave::Env<'_, S>) {
+        let env = leave::Env {
             membership: &self.membership,
             view: &self.view,
             replica: &self.replica,
             ring_delay_ms: self.config.ring_delay_ms,
         };
         (&mut self.removals, env)
-    }
-
-    /// What the removals read of the rest of the node.
-    fn removal_env(&self) -> remove::Env<'_, S> {
-        remove::Env {
-            membership: &self.membership,
-            view: &self.view,
-            replica: &self.replica,
-            ring_delay_ms: self.config.ring_delay_ms,
-        }
     }
 
     /// Does what the removals asked, in their order.

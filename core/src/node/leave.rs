@@ -76,9 +76,10 @@ pub(super) enum LeaveOutput {
     Progress(HandoffProgress),
 }
 
-/// What the leave reads of the rest of the node, for one input.
+/// What the parts that hand ranges off for a change of members — the leave, the
+/// removals ([`super::remove`]) — read of the rest of the node, for one input.
 pub(super) struct Env<'a, S: Store> {
-    /// The membership: this node's record, who owns what.
+    /// The membership: this node's record, who is up, who owns what.
     pub membership: &'a Membership,
     /// The ring and the catalogue: the placements of the collections.
     pub view: &'a View,
@@ -86,6 +87,18 @@ pub(super) struct Env<'a, S: Store> {
     pub replica: &'a Replica<S>,
     /// How long the announcements take to reach every coordinator.
     pub ring_delay_ms: Millis,
+}
+
+impl<S: Store> Env<'_, S> {
+    /// This node.
+    pub(super) fn me(&self) -> NodeId {
+        self.membership.me().id
+    }
+
+    /// Whether `id` is running and reachable as far as membership knows.
+    pub(super) fn up(&self, id: NodeId) -> bool {
+        self.membership.member(id).is_some_and(|m| m.status.is_up())
+    }
 }
 
 /// The graceful leave of a node, once asked for (see the module docs).
@@ -214,7 +227,7 @@ impl Leave {
 
 /// One session per (collection, interval this node replicates, next owner).
 fn jobs<S: Store>(env: &Env<'_, S>) -> Vec<(String, Interval, NodeId)> {
-    let me = env.membership.me().id;
+    let me = env.me();
     if !env.membership.me().owns() {
         return Vec::new();
     }

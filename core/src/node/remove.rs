@@ -45,19 +45,15 @@
 use super::{
     antientropy::covering,
     ids::{Concern, RequestIds},
-    view::View,
     NodeEvent,
 };
 use crate::{
-    entry::NodeId,
-    hash::Interval,
-    membership::{Membership, Status},
-    proto::ReplicaMessage,
-    replica::Replica,
-    ring::RingTable,
-    store::Store,
-    Millis,
+    entry::NodeId, hash::Interval, membership::Status, proto::ReplicaMessage, ring::RingTable,
+    store::Store, Millis,
 };
+
+/// What a removal reads of the rest of the node: what a leave reads.
+pub(super) use super::leave::Env;
 use std::{
     collections::{BTreeSet, VecDeque},
     fmt,
@@ -167,28 +163,6 @@ pub(super) enum RemovalOutput {
     HandOff(Vec<(String, Interval, NodeId)>),
     /// Report progress or the end.
     Event(NodeEvent),
-}
-
-/// What a removal reads of the rest of the node, for one input.
-pub(super) struct Env<'a, S: Store> {
-    /// The membership: the member's record, who is up, who owns what.
-    pub membership: &'a Membership,
-    /// The ring and the catalogue: the placements of the collections.
-    pub view: &'a View,
-    /// The local replica: what this node holds data in.
-    pub replica: &'a Replica<S>,
-    /// How long an announcement takes to reach every coordinator.
-    pub ring_delay_ms: Millis,
-}
-
-impl<S: Store> Env<'_, S> {
-    fn me(&self) -> NodeId {
-        self.membership.me().id
-    }
-
-    fn up(&self, id: NodeId) -> bool {
-        self.membership.member(id).is_some_and(|m| m.status.is_up())
-    }
 }
 
 /// The removals of a node (see the module docs).
