@@ -398,14 +398,12 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// Queues, ahead of the round's sessions, a hand-off session for a token move.
-    pub(super) fn queue_migration_session(
-        &mut self,
-        collection: &str,
-        interval: Interval,
-        peer: NodeId,
-    ) {
-        self.sessions.push_front(Job::new(collection, interval, peer, Purpose::Migrate));
+    /// Queues, ahead of the round's sessions, the hand-off sessions of a token move
+    /// (each ahead of the one before: the last runs first).
+    pub(super) fn queue_migration_sessions(&mut self, jobs: Vec<(String, Interval, NodeId)>) {
+        for (collection, interval, peer) in jobs {
+            self.sessions.push_front(Job::new(&collection, interval, peer, Purpose::Migrate));
+        }
     }
 
     /// Sync settings: paged messages, and collected tombstones not taken back.

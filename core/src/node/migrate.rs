@@ -67,15 +67,23 @@
 //! previous move completed without a failure, and it holds nothing in the previously
 //! moved range that it no longer replicates (cleaning finished). A node also refuses to
 //! answer load questions while not `Alive`, which postpones its peers' decisions.
+//!
+//! [`Migration`] is a machine of its own: it owns its state, reads what it is handed
+//! ([`Env`]: the membership it announces through, the view, the replica, the node's
+//! random numbers and request numbers, whether a leave or a re-sync is under way, the
+//! last full sync), and asks the node for the rest ([`MigrationOutput`]): send load
+//! questions and answers, run a move's hand-off sessions, save the new tokens, report,
+//! clean soon.
 
-use super::{Node, NodeEvent, Output};
+use super::{ids::RequestIds, view::View, NodeEvent};
 use crate::{
     entry::NodeId,
     hash::{Interval, Position},
-    membership::Status,
-    proto::{Message, ReplicaMessage},
+    membership::{Membership, Status},
+    proto::ReplicaMessage,
     replica::Replica,
     ring::RingTable,
+    rng::Rng,
     store::{Record, Store, StoreError},
     Millis,
 };
@@ -157,6 +165,7 @@ pub struct Migration {
     counted: Option<(Millis, u64, u64)>,
     moves: u64,
     abandoned: u64,
+    outputs: VecDeque<MigrationOutput>,
 }
 
 impl Migration {
@@ -331,138 +340,182 @@ impl<S: Store> Iterator for PositionWalk<'_, S> {
     }
 }
 
-impl<S: Store> Node<S> {
-    /// Migration state and counters.
-    pub fn migration(&self) -> &Migration {
-        &self.migration
-    }
+/// What migration asks of the node.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum MigrationOutput {
+    /// Send a load question or answer.
+    Send(NodeId, ReplicaMessage),
+    /// Run these hand-off sessions of a move: (collection, interval, next owner), ahead
+    /// of anything else queued.
+    HandOff(Vec<(String, Interval, NodeId)>),
+    /// A move was announced: this node now holds `tokens`; save them.
+    Moved(Vec<Position>),
+    /// Report this.
+    Event(NodeEvent),
+    /// Start an anti-entropy round soon, if none runs: it hands a moved range off again
+    /// and drops it.
+    CleanSoon,
+}
 
-    /// Entries (every collection, tombstones included) in the intervals this node's
-    /// tokens own in its token table: what migration balances.
-    pub fn primary_load(&self) -> Result<u64, StoreError> {
-        Ok(self.token_loads()?.iter().map(|(_, n)| n).sum())
-    }
+/// What migration reads of the rest of the node, for one input. It announces a move's
+/// intent and the move itself through the membership it is handed (whose outputs the
+/// node collects before migration's own, so they keep their order).
+pub(super) struct Env<'a, S: Store> {
+    /// The membership: this node's tokens, who serves, the announcements.
+    pub membership: &'a mut Membership,
+    /// The ring and the catalogue.
+    pub view: &'a View,
+    /// The local replica: the loads.
+    pub replica: &'a Replica<S>,
+    /// The node's random numbers: the jittered period.
+    pub rng: &'a mut Rng,
+    /// The node's request numbers.
+    pub ids: &'a mut RequestIds,
+    /// Migration's settings.
+    pub config: &'a MigrationConfig,
+    /// How long announcements take to reach every coordinator.
+    pub ring_delay_ms: Millis,
+    /// How long a load question waits for answers.
+    pub request_timeout_ms: Millis,
+    /// Whether another change of this node's ranges is asked for or under way: a leave,
+    /// a re-sync.
+    pub busy: bool,
+    /// When this node's last full anti-entropy round started.
+    pub last_full_sync_ms: Option<Millis>,
+}
 
-    /// Each interval this node's tokens own, with its entries.
-    fn token_loads(&self) -> Result<Vec<(Interval, u64)>, StoreError> {
-        let collections = self.replica.store().collections()?;
-        let mut loads = Vec::new();
-        for i in self.view.table.owned_intervals(self.id()) {
-            let mut n = 0;
-            for c in &collections {
-                n += self.replica.count(c, i)?;
-            }
-            loads.push((i, n));
+impl<S: Store> Env<'_, S> {
+    fn me(&self) -> NodeId {
+        self.membership.me().id
+    }
+}
+
+/// Entries (every collection, tombstones included) in the intervals `me`'s tokens own in
+/// `view`'s token table, each interval with its own.
+pub(super) fn token_loads<S: Store>(
+    view: &View,
+    replica: &Replica<S>,
+    me: NodeId,
+) -> Result<Vec<(Interval, u64)>, StoreError> {
+    let collections = replica.store().collections()?;
+    let mut loads = Vec::new();
+    for i in view.table.owned_intervals(me) {
+        let mut n = 0;
+        for c in &collections {
+            n += replica.count(c, i)?;
         }
-        Ok(loads)
+        loads.push((i, n));
+    }
+    Ok(loads)
+}
+
+impl Migration {
+    /// The next thing migration asks of the node.
+    pub(super) fn poll_output(&mut self) -> Option<MigrationOutput> {
+        self.outputs.pop_front()
+    }
+
+    fn event(&mut self, e: NodeEvent) {
+        self.outputs.push_back(MigrationOutput::Event(e));
     }
 
     /// The primary load, counted at most once per half period for one token table:
     /// counting can scan the buckets that token boundaries cut, and every node asks
     /// up to `fanout` others each period.
-    fn recent_primary_load(&mut self, now: Millis) -> Result<u64, StoreError> {
-        let fresh = self.config.migration.interval_ms / 2;
-        if let Some((at, view, load)) = self.migration.counted {
-            if view == self.view.digest && now < at.saturating_add(fresh) {
+    fn recent_primary_load<S: Store>(
+        &mut self,
+        env: &Env<'_, S>,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        let fresh = env.config.interval_ms / 2;
+        if let Some((at, view, load)) = self.counted {
+            if view == env.view.digest && now < at.saturating_add(fresh) {
                 return Ok(load);
             }
         }
-        let load = self.primary_load()?;
-        self.migration.counted = Some((now, self.view.digest, load));
+        let load = token_loads(env.view, env.replica, env.me())?.iter().map(|(_, n)| n).sum();
+        self.counted = Some((now, env.view.digest, load));
         Ok(load)
     }
 
-    /// Runs a due decision, and gives up on answers that did not come.
-    pub(super) fn tick_migration(&mut self, now: Millis) {
-        if !self.config.migration.enabled {
-            self.migration.next_at = None;
+    /// Gives up on answers that did not come, and hands an announced move's range off
+    /// once the announcement had time to spread. (The node runs the hand-off it asks
+    /// for before [`Migration::tick_decision`].)
+    pub(super) fn tick_handoff<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) {
+        if !env.config.enabled {
             return;
         }
-        if let Phase::Asking { deadline, .. } = &self.migration.phase {
+        if let Phase::Asking { deadline, .. } = &self.phase {
             if *deadline <= now {
-                self.migration.phase = Phase::Idle;
+                self.phase = Phase::Idle;
             }
         }
-        if matches!(&self.migration.phase, Phase::Announced(_, at) if *at <= now) {
-            self.hand_move_off(now);
+        if matches!(&self.phase, Phase::Announced(_, at) if *at <= now) {
+            self.hand_move_off(env, now);
         }
-        let Some(due) = self.migration.next_at else {
-            self.schedule_migration(now);
+    }
+
+    /// Runs a due decision.
+    pub(super) fn tick_decision<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) {
+        if !env.config.enabled {
+            self.next_at = None;
+            return;
+        }
+        let Some(due) = self.next_at else {
+            self.schedule(env, now);
             return;
         };
         if due > now {
             return;
         }
-        self.schedule_migration(now);
-        if !matches!(self.migration.phase, Phase::Idle) || !self.migration_settled() {
+        self.schedule(env, now);
+        if !matches!(self.phase, Phase::Idle) || !self.settled(env) {
             return;
         }
         // A node holding no more than `min_entries` can never be over the threshold.
-        match self.recent_primary_load(now) {
-            Ok(load) if load > self.config.migration.min_entries => self.ask_loads(now),
+        match self.recent_primary_load(env, now) {
+            Ok(load) if load > env.config.min_entries => self.ask_loads(env, now),
             Ok(_) => {}
-            Err(e) => self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
+            Err(e) => self.event(NodeEvent::StoreFailed(e)),
         }
     }
 
-    fn schedule_migration(&mut self, now: Millis) {
-        let period = self.config.migration.interval_ms.max(1);
-        let jittered = self.rng.range(period / 2, period.saturating_add(period / 2));
-        self.migration.next_at = Some(now.saturating_add(jittered));
+    fn schedule<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) {
+        let period = env.config.interval_ms.max(1);
+        let jittered = env.rng.range(period / 2, period.saturating_add(period / 2));
+        self.next_at = Some(now.saturating_add(jittered));
     }
 
     /// Whether the cluster and this node's previous move have settled (see the module
     /// docs).
-    fn migration_settled(&self) -> bool {
-        let me = self.membership.me();
+    fn settled<S: Store>(&self, env: &Env<'_, S>) -> bool {
+        let membership = &*env.membership;
+        let me = membership.me();
         let all_serving =
-            self.membership.members().all(|m| m.status == Status::Alive || m.status.is_down());
+            membership.members().all(|m| m.status == Status::Alive || m.status.is_down());
         if me.status != Status::Alive
             || !all_serving
-            || self.membership.members().any(|m| m.leaving())
-            || self.leave.asked()
-            || self.view.table.node_count() < 2
-            || self.resync_pending
-            || self.anti_entropy.resyncing()
-            || self.migration.handing_off()
-            || self.view.catalogue.layouts().any(|(_, s)| s.moving.is_some())
+            || membership.members().any(|m| m.leaving())
+            || env.busy
+            || env.view.table.node_count() < 2
+            || self.handing_off()
+            || env.view.catalogue.layouts().any(|(_, s)| s.moving.is_some())
         {
             return false;
         }
-        let Some((at, moved)) = self.migration.last_move else { return true };
-        let synced_since = self.state.last_full_sync_ms.is_some_and(|t| t > at);
-        synced_since && self.foreign_entries_in(moved).is_ok_and(|n| n == 0)
-    }
-
-    /// Entries this node holds in `range` where the token table does not make it a
-    /// replica: what cleaning has yet to hand off and drop.
-    fn foreign_entries_in(&self, range: Interval) -> Result<u64, StoreError> {
-        let me = self.id();
-        let collections = self.replica.store().collections()?;
-        let mut n = 0;
-        for group in self.view.by_placement(&collections) {
-            for (interval, replicas, _) in group.intervals {
-                if replicas.contains(&me) {
-                    continue;
-                }
-                for piece in overlap(&interval, &range) {
-                    for c in &group.collections {
-                        n += self.replica.count(c, piece)?;
-                    }
-                }
-            }
-        }
-        Ok(n)
+        let Some((at, moved)) = self.last_move else { return true };
+        let synced_since = env.last_full_sync_ms.is_some_and(|t| t > at);
+        synced_since && foreign_entries_in(env, moved).is_ok_and(|n| n == 0)
     }
 
     /// Asks the owners of the tokens that follow this node's (nearest first, at most
     /// `fanout`) for their load.
-    fn ask_loads(&mut self, now: Millis) {
-        let me = self.id();
-        let vnodes = self.view.table.vnodes();
+    fn ask_loads<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) {
+        let me = env.me();
+        let vnodes = env.view.table.vnodes();
         let len = vnodes.len();
         let mine: Vec<usize> = (0..len).filter(|&i| vnodes[i].node == me).collect();
-        let fanout = self.config.migration.fanout.max(1);
+        let fanout = env.config.fanout.max(1);
         let mut asked: Vec<NodeId> = Vec::new();
         'walk: for d in 1..len {
             for &i in &mine {
@@ -478,35 +531,44 @@ impl<S: Store> Node<S> {
         if asked.is_empty() {
             return;
         }
-        let req = self.ids.next(super::ids::Concern::Migration);
+        let req = env.ids.next(super::ids::Concern::Migration);
         for peer in &asked {
-            self.send(*peer, Message::Replica(ReplicaMessage::LoadQuery { req }));
+            let q = ReplicaMessage::LoadQuery { req };
+            self.outputs.push_back(MigrationOutput::Send(*peer, q));
         }
-        self.migration.phase = Phase::Asking {
+        self.phase = Phase::Asking {
             req,
             waiting: asked.into_iter().collect(),
             loads: BTreeMap::new(),
-            deadline: now.saturating_add(self.config.request_timeout_ms.max(1)),
+            deadline: now.saturating_add(env.request_timeout_ms.max(1)),
         };
     }
 
     /// Answers a load question: this node's primary load, or nothing while it is not
     /// serving (its tables are not to be trusted).
-    pub(super) fn on_load_query(&mut self, now: Millis, from: NodeId, req: u64) {
-        let serving = self.membership.me().status == Status::Alive;
-        let entries = if serving { self.recent_primary_load(now).ok() } else { None };
-        self.send(from, Message::Replica(ReplicaMessage::LoadReply { req, entries }));
+    pub(super) fn on_load_query<S: Store>(
+        &mut self,
+        env: &Env<'_, S>,
+        now: Millis,
+        from: NodeId,
+        req: u64,
+    ) {
+        let serving = env.membership.me().status == Status::Alive;
+        let entries = if serving { self.recent_primary_load(env, now).ok() } else { None };
+        let answer = ReplicaMessage::LoadReply { req, entries };
+        self.outputs.push_back(MigrationOutput::Send(from, answer));
     }
 
     /// A load answer arrived; once every node asked answered, decide.
-    pub(super) fn on_load_reply(
+    pub(super) fn on_load_reply<S: Store>(
         &mut self,
+        env: &mut Env<'_, S>,
         now: Millis,
         from: NodeId,
         req: u64,
         entries: Option<u64>,
     ) {
-        let Phase::Asking { req: r, waiting, loads, .. } = &mut self.migration.phase else {
+        let Phase::Asking { req: r, waiting, loads, .. } = &mut self.phase else {
             return;
         };
         if *r != req || !waiting.remove(&from) {
@@ -514,7 +576,7 @@ impl<S: Store> Node<S> {
         }
         let Some(entries) = entries else {
             // A node that cannot answer is not settled: decide next period.
-            self.migration.phase = Phase::Idle;
+            self.phase = Phase::Idle;
             return;
         };
         loads.insert(from, entries);
@@ -522,37 +584,38 @@ impl<S: Store> Node<S> {
             return;
         }
         let loads = std::mem::take(loads);
-        self.migration.phase = Phase::Idle;
-        if self.migration_settled() {
-            if let Err(e) = self.decide_move(now, &loads) {
-                self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
+        self.phase = Phase::Idle;
+        if self.settled(env) {
+            if let Err(e) = self.decide_move(env, now, &loads) {
+                self.event(NodeEvent::StoreFailed(e));
             }
         }
     }
 
     /// Applies the rule to the answers; starts a move's hand-off when it says so.
-    fn decide_move(
+    fn decide_move<S: Store>(
         &mut self,
+        env: &mut Env<'_, S>,
         now: Millis,
         loads: &BTreeMap<NodeId, u64>,
     ) -> Result<(), StoreError> {
         let Some(&floor) = loads.values().min() else { return Ok(()) };
-        let mut tokens = self.token_loads()?;
+        let mut tokens = token_loads(env.view, env.replica, env.me())?;
         let mine: u64 = tokens.iter().map(|(_, n)| n).sum();
-        self.migration.counted = Some((now, self.view.digest, mine));
-        if !exceeds_floor(mine, floor, &self.config.migration) {
+        self.counted = Some((now, env.view.digest, mine));
+        if !exceeds_floor(mine, floor, env.config) {
             return Ok(());
         }
         let gap = mine.saturating_sub(floor);
         // The most loaded token first; ties by position, for determinism.
         tokens.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.end.cmp(&b.0.end)));
-        let collections = self.replica.store().collections()?;
+        let collections = env.replica.store().collections()?;
         for (interval, load) in tokens {
             if load == 0 {
                 break;
             }
             let give = load.min(gap / 2);
-            let mut walk = PositionWalk::new(&self.replica, &collections, interval);
+            let mut walk = PositionWalk::new(env.replica, &collections, interval);
             let split = split_point(interval, &mut walk, load - give);
             if let Some(e) = walk.error {
                 return Err(e);
@@ -562,35 +625,37 @@ impl<S: Store> Node<S> {
             if kept >= load || given > gap {
                 continue;
             }
-            self.start_move(now, interval, q, given, mine, floor, &collections);
+            let (owned, entries) = (interval, given);
+            self.start_move(env, now, owned, q, entries, (mine, floor), &collections);
             return Ok(());
         }
         Ok(())
     }
 
-    /// Starts handing `(q, t]` off to the nodes that will replicate it.
+    /// Announces the intent to move the token ending `owned` down to `q`; its range
+    /// `(q, t]` is handed off once the announcement had time to spread.
     #[allow(clippy::too_many_arguments)]
-    fn start_move(
+    fn start_move<S: Store>(
         &mut self,
+        env: &mut Env<'_, S>,
         now: Millis,
         owned: Interval,
         q: Position,
         entries: u64,
-        load: u64,
-        floor: u64,
+        (load, floor): (u64, u64),
         collections: &[String],
     ) {
-        let me = self.id();
+        let me = env.me();
         let t = owned.end;
         let mut tokens: Vec<Position> =
-            self.membership.me().tokens.iter().map(|&x| if x == t { q } else { x }).collect();
+            env.membership.me().tokens.iter().map(|&x| if x == t { q } else { x }).collect();
         tokens.sort_unstable();
         let interval = Interval::new(q, t);
         // The catalogue, which every member keeps, needs no hand-off.
         let targets: Vec<(String, NodeId)> = (collections.iter())
             .filter(|c| !crate::catalogue::is_catalogue(c))
             .flat_map(|c| {
-                let after = self.replicas_after(&tokens, t, c);
+                let after = replicas_after(env, &tokens, t, c);
                 after.into_iter().filter(|n| *n != me).map(move |n| (c.clone(), n))
             })
             .collect();
@@ -606,109 +671,123 @@ impl<S: Store> Node<S> {
             remaining: targets.len(),
             failed: false,
         };
-        if !self.membership.set_next_tokens(now, Some(mv.tokens.clone())) {
-            self.migration.abandoned += 1;
+        if !env.membership.set_next_tokens(now, Some(mv.tokens.clone())) {
+            self.abandoned += 1;
             return;
         }
-        self.collect_membership();
-        let at = now.saturating_add(self.config.ring_delay_ms);
-        self.migration.phase = Phase::Announced(mv, at);
+        let at = now.saturating_add(env.ring_delay_ms);
+        self.phase = Phase::Announced(mv, at);
     }
 
     /// The move's announcement had time to spread: hands its range off.
-    fn hand_move_off(&mut self, now: Millis) {
-        let Phase::Announced(mv, _) = std::mem::take(&mut self.migration.phase) else { return };
+    fn hand_move_off<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) {
+        let Phase::Announced(mv, _) = std::mem::take(&mut self.phase) else { return };
         let (interval, targets) = (mv.interval, mv.targets.clone());
         let remaining = targets.len();
         if remaining == 0 {
-            self.announce_move(now, mv);
+            self.announce_move(env, now, mv);
             return;
         }
-        self.migration.phase = Phase::HandingOff(Move { remaining, ..mv });
-        for (c, peer) in &targets {
-            self.queue_migration_session(c, interval, *peer);
-        }
-        self.fill_sessions(now);
-    }
-
-    /// The replicas of position `at` of `collection` once this node holds `tokens`.
-    fn replicas_after(&self, tokens: &[Position], at: Position, collection: &str) -> Vec<NodeId> {
-        let me = self.id();
-        let table = RingTable::new(
-            self.membership
-                .members()
-                .filter(|m| m.owns() && m.id != me)
-                .map(|m| (m.id, m.tokens.as_slice()))
-                .chain(std::iter::once((me, tokens))),
-        );
-        self.view.placement_by(&self.view.signature(collection)).list_on(&table, at)
+        self.phase = Phase::HandingOff(Move { remaining, ..mv });
+        let jobs = targets.into_iter().map(|(c, peer)| (c, interval, peer)).collect();
+        self.outputs.push_back(MigrationOutput::HandOff(jobs));
     }
 
     /// A hand-off session of the running move ended.
-    pub(super) fn on_migration_session_end(&mut self, now: Millis, ok: bool) {
-        let Phase::HandingOff(mv) = &mut self.migration.phase else { return };
+    pub(super) fn session_ended<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis, ok: bool) {
+        let Phase::HandingOff(mv) = &mut self.phase else { return };
         mv.remaining = mv.remaining.saturating_sub(1);
         mv.failed |= !ok;
         if mv.remaining > 0 {
             return;
         }
-        let Phase::HandingOff(mv) = std::mem::take(&mut self.migration.phase) else { return };
+        let Phase::HandingOff(mv) = std::mem::take(&mut self.phase) else { return };
         if mv.failed {
-            self.abandon_move(now);
+            self.abandon_move(env, now);
         } else {
-            self.announce_move(now, mv);
+            self.announce_move(env, now, mv);
         }
     }
 
     /// Gives a move up, withdrawing its announced intent.
-    fn abandon_move(&mut self, now: Millis) {
-        self.migration.abandoned += 1;
-        if self.membership.set_next_tokens(now, None) {
-            self.collect_membership();
-        }
+    fn abandon_move<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) {
+        self.abandoned += 1;
+        env.membership.set_next_tokens(now, None);
     }
 
     /// Announces the new token, if the ring is still the one the hand-off was for.
-    fn announce_move(&mut self, now: Millis, mv: Move) {
-        let me = self.id();
-        let still = self.membership.me().status == Status::Alive
-            && self.membership.members().all(|m| m.status == Status::Alive || m.status.is_down())
-            && self.membership.me().tokens.contains(&mv.from)
-            && self.view.table.successor(mv.to).is_some_and(|v| v.pos == mv.from && v.node == me)
-            && self.replica.store().collections().unwrap_or_default().iter().all(|c| {
+    fn announce_move<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis, mv: Move) {
+        let me = env.me();
+        let membership = &*env.membership;
+        let still = membership.me().status == Status::Alive
+            && membership.members().all(|m| m.status == Status::Alive || m.status.is_down())
+            && membership.me().tokens.contains(&mv.from)
+            && env.view.table.successor(mv.to).is_some_and(|v| v.pos == mv.from && v.node == me)
+            && env.replica.store().collections().unwrap_or_default().iter().all(|c| {
                 crate::catalogue::is_catalogue(c) || {
-                    let after = self.replicas_after(&mv.tokens, mv.from, c);
+                    let after = replicas_after(env, &mv.tokens, mv.from, c);
                     after.iter().all(|n| *n == me || mv.targets.contains(&(c.clone(), *n)))
                 }
             });
         if !still {
-            self.abandon_move(now);
+            self.abandon_move(env, now);
             return;
         }
-        match self.membership.set_tokens(now, mv.tokens.clone()) {
-            Ok(true) => {}
-            _ => {
-                self.abandon_move(now);
-                return;
-            }
+        if !matches!(env.membership.set_tokens(now, mv.tokens.clone()), Ok(true)) {
+            self.abandon_move(env, now);
+            return;
         }
-        self.collect_membership();
-        self.migration.moves += 1;
-        self.migration.last_move = Some((now, mv.interval));
-        self.state.tokens = Some(mv.tokens);
-        self.outputs.push_back(Output::Persist(self.state.clone()));
-        self.outputs.push_back(Output::Event(NodeEvent::TokenMoved {
+        self.moves += 1;
+        self.last_move = Some((now, mv.interval));
+        self.outputs.push_back(MigrationOutput::Moved(mv.tokens));
+        self.event(NodeEvent::TokenMoved {
             from: mv.from,
             to: mv.to,
             entries: mv.entries,
             load: mv.load,
             floor: mv.floor,
-        }));
+        });
         // Clean up soon: the next round hands the range off again and drops it.
-        if self.anti_entropy.round_idle() {
-            self.anti_entropy_due_now();
+        self.outputs.push_back(MigrationOutput::CleanSoon);
+    }
+}
+
+/// Entries this node holds in `range` where the token table does not make it a
+/// replica: what cleaning has yet to hand off and drop.
+fn foreign_entries_in<S: Store>(env: &Env<'_, S>, range: Interval) -> Result<u64, StoreError> {
+    let me = env.me();
+    let collections = env.replica.store().collections()?;
+    let mut n = 0;
+    for group in env.view.by_placement(&collections) {
+        for (interval, replicas, _) in group.intervals {
+            if replicas.contains(&me) {
+                continue;
+            }
+            for piece in overlap(&interval, &range) {
+                for c in &group.collections {
+                    n += env.replica.count(c, piece)?;
+                }
+            }
         }
     }
+    Ok(n)
+}
+
+/// The replicas of position `at` of `collection` once this node holds `tokens`.
+fn replicas_after<S: Store>(
+    env: &Env<'_, S>,
+    tokens: &[Position],
+    at: Position,
+    collection: &str,
+) -> Vec<NodeId> {
+    let me = env.me();
+    let table = RingTable::new(
+        (env.membership.members())
+            .filter(|m| m.owns() && m.id != me)
+            .map(|m| (m.id, m.tokens.as_slice()))
+            .chain(std::iter::once((me, tokens))),
+    );
+    env.view.placement_by(&env.view.signature(collection)).list_on(&table, at)
 }
 
 #[cfg(test)]

@@ -779,7 +779,7 @@ impl<S: Store> Node<S> {
         };
         if let Output::Reply { client: moves::INTERNAL_CLIENT, resp } = out {
             // The answer to a request this node made of itself.
-            self.on_internal_reply(resp);
+            self.moves.on_internal_reply(resp);
             return self.poll_output();
         }
         Some(self.stamp_reply(out))
@@ -1070,7 +1070,7 @@ impl<S: Store> Node<S> {
                 self.on_move_query(now, from, req, collection, at)
             }
             ReplicaMessage::MoveState { req, knows, view, pulled } => {
-                self.on_move_state(from, req, knows, view, pulled)
+                self.moves.on_state(from, req, knows, view, pulled)
             }
             ReplicaMessage::RemovalHandOff { req, member } => {
                 let (r, env) = self.removal_parts();

@@ -24,25 +24,30 @@
 //! for during a move starts the next once it is done. Two members that both believe
 //! they drive (their views differ) cannot both advance: every answer must be over the
 //! asker's view.
+//!
+//! [`Moves`] is a machine of its own: it reads the membership, the view, the node's
+//! random numbers and request numbers ([`Env`]), and asks the node for the rest
+//! ([`MovesOutput`]): send questions and answers, run the pulls' sessions, run the
+//! driver's writes of the catalogue through the coordinator, report.
 
-use super::{sessions::Purpose, ClientId, Node, NodeEvent, Output};
+use super::{ids::RequestIds, view::View, ClientId, NodeEvent};
 use crate::{
     catalogue::{
-        layout_key, Knowledge, LabelSnapshot, Layout, LayoutState, Move, MovePhase,
+        layout_key, Catalogue, Knowledge, LabelSnapshot, Layout, LayoutState, Move, MovePhase,
         CATALOGUE_COLLECTION,
     },
     entry::NodeId,
     hash::Interval,
-    membership::Status,
+    membership::{Membership, Status},
     proto::{
         client::{ClientRequest, ClientResponse, Consistency, Op, Reply},
-        Message, ReplicaMessage,
+        ReplicaMessage,
     },
-    store::Store,
+    rng::Rng,
     Millis,
 };
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// The client id of the requests a node makes of itself (the driver's writes of the
 /// catalogue): drivers never give it to a connection.
@@ -98,12 +103,14 @@ pub struct Moves {
     /// Phases the driver advanced.
     advanced: u64,
     /// Whether the catalogue gives moves anything to look at: a collection with a
-    /// layout state, or settings that ask for a layout (kept by [`Node::note_layouts_seen`]).
+    /// layout state, or settings that ask for a layout (kept by
+    /// [`Moves::note_layouts_seen`]).
     active: bool,
+    outputs: VecDeque<MovesOutput>,
 }
 
 impl Moves {
-    /// When [`Node::tick`] next has work for moves: the driver's next look.
+    /// When [`super::Node::tick`] next has work for moves: the driver's next look.
     pub fn next_deadline(&self) -> Option<Millis> {
         (self.active || !self.pulls.is_empty()).then_some(self.next_check_at)
     }
@@ -122,57 +129,103 @@ impl Moves {
     }
 }
 
-impl<S: Store> Node<S> {
-    /// The moves' state.
-    pub fn moves(&self) -> &Moves {
-        &self.moves
+/// What moves ask of the node.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum MovesOutput {
+    /// Send a question about a move, or this member's answer.
+    Send(NodeId, ReplicaMessage),
+    /// Queue these sessions of this member's pulls, (collection, range, current owner),
+    /// after those queued, and start what may start.
+    Pull(Vec<(String, Interval, NodeId)>),
+    /// Run this request of the driver's (a write of the catalogue) through the node's
+    /// coordinator, as [`INTERNAL_CLIENT`].
+    Write(ClientRequest),
+    /// Report this.
+    Event(NodeEvent),
+}
+
+/// What moves read of the rest of the node, for one input.
+pub(super) struct Env<'a> {
+    /// The membership: who drives, who is asked, this member's view.
+    pub membership: &'a Membership,
+    /// The ring and the catalogue: the layouts and their moves.
+    pub view: &'a View,
+    /// The node's random numbers: the owners a pull copies from.
+    pub rng: &'a mut Rng,
+    /// The node's request numbers.
+    pub ids: &'a mut RequestIds,
+    /// How long a request may wait for answers.
+    pub request_timeout_ms: Millis,
+}
+
+impl Env<'_> {
+    fn me(&self) -> NodeId {
+        self.membership.me().id
     }
 
-    /// Notes when this node's copy of the catalogue first showed each move's state.
-    pub(super) fn note_layouts_seen(&mut self) {
-        let now = self.wall_ms;
+    fn up(&self, id: NodeId) -> bool {
+        self.membership.member(id).is_some_and(|m| m.status.is_up())
+    }
+}
+
+impl Moves {
+    /// The next thing moves ask of the node.
+    pub(super) fn poll_output(&mut self) -> Option<MovesOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// Notes when this node's copy of the catalogue first showed each move's state
+    /// (`catalogue`, as of `now`).
+    pub(super) fn note_layouts_seen(&mut self, catalogue: &Catalogue, now: Millis) {
         let mut seen = BTreeMap::new();
-        for (name, state) in self.view.catalogue.layouts() {
+        for (name, state) in catalogue.layouts() {
             let moving = state.moving.as_ref().map(|m| (m.at, m.phase));
             let fresh = Seen { moving, since: state.since, at: now };
-            let kept = match self.moves.seen.get(name) {
+            let kept = match self.seen.get(name) {
                 Some(old) if old.moving == fresh.moving && old.since == fresh.since => old.clone(),
                 _ => fresh,
             };
             seen.insert(name.to_string(), kept);
         }
-        self.moves.seen = seen;
-        self.moves.active =
-            self.view.catalogue.layouts().next().is_some() || self.view.catalogue.moves_wanted();
+        self.seen = seen;
+        self.active = catalogue.layouts().next().is_some() || catalogue.moves_wanted();
     }
 
     /// How far this node knows the move `at` of `collection` got, once it has known it
     /// long enough for every request begun before to have ended.
-    fn settled_knowledge(&self, now: Millis, collection: &str, at: u64) -> Option<Knowledge> {
-        let seen = self.moves.seen.get(collection)?;
-        if now.saturating_sub(seen.at) < self.config.request_timeout_ms {
+    fn settled_knowledge(
+        &self,
+        env: &Env<'_>,
+        now: Millis,
+        collection: &str,
+        at: u64,
+    ) -> Option<Knowledge> {
+        let seen = self.seen.get(collection)?;
+        if now.saturating_sub(seen.at) < env.request_timeout_ms {
             return None;
         }
-        self.view.catalogue.layout(collection)?.knows(at)
+        env.view.catalogue.layout(collection)?.knows(at)
     }
 
     /// Answers the driver's question about a move.
-    pub(super) fn on_move_query(
+    pub(super) fn on_query(
         &mut self,
+        env: &Env<'_>,
         now: Millis,
         from: NodeId,
         req: u64,
         collection: String,
         at: u64,
     ) {
-        let knows = self.settled_knowledge(now, &collection, at);
-        let view = self.membership.view_digest();
-        let pulled = self.moves.pulled(&collection, at, view);
-        self.send(from, Message::Replica(ReplicaMessage::MoveState { req, knows, view, pulled }));
+        let knows = self.settled_knowledge(env, now, &collection, at);
+        let view = env.membership.view_digest();
+        let pulled = self.pulled(&collection, at, view);
+        let answer = ReplicaMessage::MoveState { req, knows, view, pulled };
+        self.outputs.push_back(MovesOutput::Send(from, answer));
     }
 
     /// A member answered the driver's question.
-    pub(super) fn on_move_state(
+    pub(super) fn on_state(
         &mut self,
         from: NodeId,
         req: u64,
@@ -180,136 +233,112 @@ impl<S: Store> Node<S> {
         view: u64,
         pulled: bool,
     ) {
-        let Some(a) = self.moves.asking.as_mut().filter(|a| a.req == req) else { return };
+        let Some(a) = self.asking.as_mut().filter(|a| a.req == req) else { return };
         if let Some(slot) = a.answers.get_mut(&from) {
             *slot = Some((knows, view, pulled));
         }
     }
 
     /// Moves' timers: this member's pulls, and the driver's look.
-    pub(super) fn tick_moves(&mut self, now: Millis) {
-        if !self.moves.active {
-            self.moves.pulls.clear();
-            self.moves.asking = None;
+    pub(super) fn tick(&mut self, env: &mut Env<'_>, now: Millis) {
+        if !self.active {
+            self.pulls.clear();
+            self.asking = None;
             return;
         }
-        self.plan_pulls(now);
-        if now < self.moves.next_check_at {
+        self.plan_pulls(env, now);
+        if now < self.next_check_at {
             return;
         }
-        self.moves.next_check_at = now + CHECK_MS;
-        if !self.drives() {
-            self.moves.asking = None;
+        self.next_check_at = now + CHECK_MS;
+        if !drives(env.membership) {
+            self.asking = None;
             return;
         }
-        if self.moves.writing.is_some() {
+        if self.writing.is_some() {
             return;
         }
-        if let Some(a) = self.moves.asking.take() {
+        if let Some(a) = self.asking.take() {
             let complete = a.answers.values().all(Option::is_some);
             if complete {
-                if self.decide(now, &a) {
+                if self.decide(env, &a) {
                     return;
                 }
             } else if now < a.deadline {
-                self.moves.asking = Some(a);
+                self.asking = Some(a);
                 return;
             }
         }
-        self.ask_or_start(now);
-    }
-
-    /// Whether this node drives moves: the `Alive`, non-joining member with the lowest
-    /// id in its view.
-    fn drives(&self) -> bool {
-        let me = self.membership.me();
-        if me.status != Status::Alive || me.joining {
-            return false;
-        }
-        let lowest = (self.membership.members())
-            .filter(|m| m.status == Status::Alive && !m.joining)
-            .map(|m| m.id)
-            .min();
-        lowest == Some(me.id)
+        self.ask_or_start(env, now);
     }
 
     /// Asks every member about the first moving collection, or starts the move a
     /// collection's settings ask for.
-    fn ask_or_start(&mut self, now: Millis) {
-        let moving = (self.view.catalogue.layouts())
+    fn ask_or_start(&mut self, env: &mut Env<'_>, now: Millis) {
+        let catalogue = &env.view.catalogue;
+        let moving = (catalogue.layouts())
             .find(|(_, s)| s.moving.is_some())
             .map(|(n, s)| (n.to_string(), s.clone()));
         if let Some((collection, state)) = moving {
             let Some(m) = state.moving.as_ref() else { return };
-            let req = self.ids.next(super::ids::Concern::Moves);
-            let me = self.id();
+            let req = env.ids.next(super::ids::Concern::Moves);
+            let me = env.me();
             let mut answers = BTreeMap::new();
-            let view = self.membership.view_digest();
+            let view = env.membership.view_digest();
             // Every member that has not left, dead ones included: one that comes back
             // must have pulled what the move gives it before reads count on it alone
             // (an operator removes a member lost for good, which unblocks the move).
-            let asked: Vec<NodeId> = (self.membership.members())
+            let asked: Vec<NodeId> = (env.membership.members())
                 .filter(|m| m.status != Status::Left && m.id != me)
                 .map(|m| m.id)
                 .collect();
-            let knows = self.settled_knowledge(now, &collection, m.at);
-            answers.insert(me, Some((knows, view, self.moves.pulled(&collection, m.at, view))));
+            let knows = self.settled_knowledge(env, now, &collection, m.at);
+            answers.insert(me, Some((knows, view, self.pulled(&collection, m.at, view))));
             for id in &asked {
                 answers.insert(*id, None);
                 let q = ReplicaMessage::MoveQuery { req, collection: collection.clone(), at: m.at };
-                self.send(*id, Message::Replica(q));
+                self.outputs.push_back(MovesOutput::Send(*id, q));
             }
-            let deadline = now + self.config.request_timeout_ms;
-            self.moves.asking = Some(Asking { req, collection, state, view, answers, deadline });
+            let deadline = now + env.request_timeout_ms;
+            self.asking = Some(Asking { req, collection, state, view, answers, deadline });
             return;
         }
         // A collection whose settings ask for another layout than the one it uses, or
         // whose layout places by labels members no longer carry.
-        let live = self.live_labels();
-        let wanted = self.view.catalogue.iter().find_map(|(name, settings)| {
-            let state = self.view.catalogue.layout(name).cloned().unwrap_or_default();
+        let live = live_labels(env.membership);
+        let wanted = catalogue.iter().find_map(|(name, settings)| {
+            let state = catalogue.layout(name).cloned().unwrap_or_default();
             let to = settings.layout();
             let labels = if to.needs_labels() { live.clone() } else { LabelSnapshot::new() };
             let mut recorded = state.labels.clone();
             recorded.retain(|id, _| {
-                self.membership.member(*id).is_some_and(|m| m.status != Status::Left)
+                env.membership.member(*id).is_some_and(|m| m.status != Status::Left)
             });
             let relabelled = to.needs_labels() && recorded != labels;
             // Never to a layout no member can hold: the collection would live nowhere.
             let wanted = (to != state.current || relabelled) && to.placeable(labels.values());
             wanted.then(|| (name.to_string(), to, labels, state))
         });
-        let unset = (self.view.catalogue.layouts())
-            .find(|(name, s)| {
-                self.view.catalogue.get(name).is_none() && s.current != Layout::default()
-            })
+        let unset = (catalogue.layouts())
+            .find(|(name, s)| catalogue.get(name).is_none() && s.current != Layout::default())
             .map(|(name, s)| {
                 (name.to_string(), Layout::default(), LabelSnapshot::new(), s.clone())
             });
         if let Some((collection, to, labels, state)) = wanted.or(unset) {
             let at = now.max(state.since + 1);
             let moving = Some(Move { to, at, phase: MovePhase::Announced, labels });
-            self.write_layout(now, &collection, LayoutState { moving, ..state });
+            self.write_layout(env, &collection, LayoutState { moving, ..state });
         }
-    }
-
-    /// Every member's labels as it announces them now, members that left and members
-    /// without labels left out: what a layout that places by labels records.
-    fn live_labels(&self) -> LabelSnapshot {
-        (self.membership.members())
-            .filter(|m| m.status != Status::Left && !m.labels.is_empty())
-            .map(|m| (m.id, m.labels.clone()))
-            .collect()
     }
 
     /// Advances the move asked about if every answer allows it (see the module docs);
     /// whether it wrote.
-    fn decide(&mut self, now: Millis, a: &Asking) -> bool {
+    fn decide(&mut self, env: &mut Env<'_>, a: &Asking) -> bool {
         let Some(m) = a.state.moving.as_ref() else { return false };
-        let current = self.view.catalogue.layout(&a.collection);
+        let current = env.view.catalogue.layout(&a.collection);
         let unchanged = current == Some(&a.state);
-        let view = self.membership.view_digest();
-        let stable = !self.view.placement.in_transition() && view == a.view;
+        let view = env.membership.view_digest();
+        let stable = !env.view.placement.in_transition() && view == a.view;
         let agreed = a.answers.values().all(|ans| {
             ans.is_some_and(|(knows, v, pulled)| {
                 v == view
@@ -321,14 +350,14 @@ impl<S: Store> Node<S> {
             return false;
         }
         let next = a.state.advanced();
-        self.write_layout(now, &a.collection, next);
+        self.write_layout(env, &a.collection, next);
         true
     }
 
     /// Writes `collection`'s layout state at quorum of the catalogue, through this
     /// node's coordinator.
-    fn write_layout(&mut self, now: Millis, collection: &str, state: LayoutState) {
-        let id = self.ids.next(super::ids::Concern::Moves);
+    fn write_layout(&mut self, env: &mut Env<'_>, collection: &str, state: LayoutState) {
+        let id = env.ids.next(super::ids::Concern::Moves);
         let op = Op::Set {
             collection: CATALOGUE_COLLECTION.to_string(),
             key: Bytes::from(layout_key(collection)),
@@ -336,51 +365,50 @@ impl<S: Store> Node<S> {
             consistency: Consistency::Quorum,
             ttl_ms: None,
         };
-        self.moves.writing = Some(id);
+        self.writing = Some(id);
         let phase = state.moving.as_ref().map(|m| m.phase);
-        self.outputs.push_back(Output::Event(NodeEvent::LayoutMoved {
-            collection: collection.to_string(),
-            phase,
-        }));
-        super::requests::dispatch(self, now, INTERNAL_CLIENT, ClientRequest { id, op, seen: None });
+        let collection = collection.to_string();
+        self.outputs.push_back(MovesOutput::Event(NodeEvent::LayoutMoved { collection, phase }));
+        self.outputs.push_back(MovesOutput::Write(ClientRequest { id, op, seen: None }));
     }
 
     /// The answer to one of this node's own requests.
     pub(super) fn on_internal_reply(&mut self, resp: ClientResponse) {
-        if self.moves.writing == Some(resp.id) {
-            self.moves.writing = None;
+        if self.writing == Some(resp.id) {
+            self.writing = None;
             if matches!(resp.result, Reply::Written { .. }) {
-                self.moves.advanced += 1;
+                self.advanced += 1;
             }
         }
     }
 
     /// Plans this member's pulls for the moves in their copying or joint phase: every
     /// range it gains under the next layout, from enough current owners.
-    fn plan_pulls(&mut self, now: Millis) {
-        let view = self.membership.view_digest();
-        let me = self.id();
-        let moving: Vec<(String, u64)> = (self.view.catalogue.layouts())
+    fn plan_pulls(&mut self, env: &mut Env<'_>, now: Millis) {
+        let view = env.membership.view_digest();
+        let me = env.me();
+        let moving: Vec<(String, u64)> = (env.view.catalogue.layouts())
             .filter_map(|(name, s)| {
                 let m = s.moving.as_ref().filter(|m| m.phase >= MovePhase::Copying)?;
                 Some((name.to_string(), m.at))
             })
             .collect();
-        self.moves.pulls.retain(|c, _| moving.iter().any(|(n, _)| n == c));
-        if self.membership.me().status != Status::Alive {
+        self.pulls.retain(|c, _| moving.iter().any(|(n, _)| n == c));
+        if env.membership.me().status != Status::Alive {
             return;
         }
+        let mut queued = Vec::new();
         for (collection, at) in moving {
-            let current = self.moves.pulls.get(&collection);
+            let current = self.pulls.get(&collection);
             let running = current.is_some_and(|p| p.at == at && p.remaining > 0);
             let done = current.is_some_and(|p| p.at == at && p.view == view && !p.failed);
-            let waiting = self.moves.retry_at.get(&collection).is_some_and(|t| now < *t);
+            let waiting = self.retry_at.get(&collection).is_some_and(|t| now < *t);
             if running || done || waiting {
                 continue;
             }
-            let placement = self.view.placement_for(&collection);
+            let placement = env.view.placement_for(&collection);
             let Some(next) = placement.next else { continue };
-            let table = &self.view.table;
+            let table = &env.view.table;
             let gains: Vec<(Interval, Vec<NodeId>, usize)> = (placement.now.intervals())
                 .into_iter()
                 .filter(|(i, now_list)| {
@@ -388,39 +416,60 @@ impl<S: Store> Node<S> {
                 })
                 .map(|(i, now_list)| {
                     let need = super::antientropy::covering(now_list.len());
-                    let up: Vec<NodeId> = now_list.into_iter().filter(|o| self.up(*o)).collect();
+                    let up: Vec<NodeId> = now_list.into_iter().filter(|o| env.up(*o)).collect();
                     (i, up, need)
                 })
                 .collect();
             let mut jobs: Vec<(Interval, NodeId)> = Vec::new();
             let mut short = false;
             for (interval, mut up, need) in gains {
-                self.rng.shuffle(&mut up);
+                env.rng.shuffle(&mut up);
                 short |= up.len() < need;
                 jobs.extend(up.into_iter().take(need).map(|peer| (interval, peer)));
             }
             if short {
-                self.moves.retry_at.insert(collection, now + CHECK_MS);
+                self.retry_at.insert(collection, now + CHECK_MS);
                 continue;
             }
             let remaining = jobs.len();
             let pull = Pull { at, view, remaining, failed: false };
-            self.moves.pulls.insert(collection.clone(), pull);
-            for (interval, peer) in jobs {
-                self.queue_session(&collection, interval, peer, Purpose::Move);
-            }
+            self.pulls.insert(collection.clone(), pull);
+            queued.extend(jobs.into_iter().map(|(i, peer)| (collection.clone(), i, peer)));
         }
-        self.fill_sessions(now);
+        self.outputs.push_back(MovesOutput::Pull(queued));
     }
 
     /// A session of a pull ended.
-    pub(super) fn on_move_session_end(&mut self, now: Millis, collection: &str, ok: bool) {
-        let Some(p) = self.moves.pulls.get_mut(collection) else { return };
+    pub(super) fn session_ended(&mut self, now: Millis, collection: &str, ok: bool) {
+        let Some(p) = self.pulls.get_mut(collection) else { return };
         p.remaining = p.remaining.saturating_sub(1);
         p.failed |= !ok;
         if p.remaining == 0 && p.failed {
-            self.moves.pulls.remove(collection);
-            self.moves.retry_at.insert(collection.to_string(), now + CHECK_MS);
+            self.pulls.remove(collection);
+            self.retry_at.insert(collection.to_string(), now + CHECK_MS);
         }
     }
+}
+
+/// Whether this node drives moves: the `Alive`, non-joining member with the lowest id in
+/// its view.
+fn drives(membership: &Membership) -> bool {
+    let me = membership.me();
+    if me.status != Status::Alive || me.joining {
+        return false;
+    }
+    let lowest = (membership.members())
+        .filter(|m| m.status == Status::Alive && !m.joining)
+        .map(|m| m.id)
+        .min();
+    lowest == Some(me.id)
+}
+
+/// Every member's labels as it announces them now, members that left and members
+/// without labels left out: what a layout that places by labels records.
+fn live_labels(membership: &Membership) -> LabelSnapshot {
+    (membership.members())
+        .filter(|m| m.status != Status::Left && !m.labels.is_empty())
+        .map(|m| (m.id, m.labels.clone()))
+        .collect()
 }
