@@ -402,6 +402,23 @@ impl<S: GoldenStore> Harness<S> {
                     other => return Err(format!("syncs={other}?").into()),
                 };
             }
+            "leave" => {
+                args.reject_next()?;
+                self.node.leave(self.now);
+                self.settle(&mut out);
+                let left = self.node.left();
+                writeln!(out, "left={left} handed_off={}", self.node.handed_off())?;
+            }
+            "remove" => {
+                let id = NodeId(args.next_pos().ok_or("which node?")?.parse()?);
+                let force = args.next_pos() == Some("force");
+                args.reject_next()?;
+                match self.node.remove_member(self.now, id, force) {
+                    Ok(()) => writeln!(out, "removing {}", node_name(id))?,
+                    Err(e) => writeln!(out, "refused: {e}")?,
+                }
+                self.settle(&mut out);
+            }
             "tick" => {
                 let ms: Millis = args.next_pos().ok_or("tick MS")?.parse()?;
                 args.reject_next()?;
@@ -851,6 +868,12 @@ impl<S: GoldenStore> Harness<S> {
             Message::Sync(SyncMessage { session, body: SyncBody::Begin { .. } }) if peer.syncs => {
                 Some(Message::Sync(SyncMessage { session: *session, body: SyncBody::Done }))
             }
+            Message::Replica(ReplicaMessage::RemovalHandOff { req, member }) if peer.syncs => {
+                // A peer whose sessions agree has nothing to push: handed off at once.
+                let answer =
+                    ReplicaMessage::RemovalHandedOff { req: *req, member: *member, ok: true };
+                Some(Message::Replica(answer))
+            }
             Message::Replica(ReplicaMessage::ListCollections { req }) if peer.syncs => {
                 let names = self.node.replica().store().collections().unwrap_or_default();
                 Some(Message::Replica(ReplicaMessage::CollectionList { req: *req, names }))
@@ -952,6 +975,13 @@ impl<S: GoldenStore> Harness<S> {
             }
             ReplicaMessage::RangeFailed { req, error } => {
                 format!("RangeFailed req={}: {error}", self.reqs.alias(*req))
+            }
+            ReplicaMessage::RemovalHandOff { req, member } => {
+                format!("RemovalHandOff req={} of {}", self.reqs.alias(*req), node_name(*member))
+            }
+            ReplicaMessage::RemovalHandedOff { req, member, ok } => {
+                let alias = self.reqs.alias(*req);
+                format!("RemovalHandedOff req={alias} of {} ok={ok}", node_name(*member))
             }
             ReplicaMessage::ListCollections { .. } => return ("sync", "ListCollections".into()),
             ReplicaMessage::CollectionList { names, .. } => {
@@ -1112,6 +1142,10 @@ fn event_text(e: &NodeEvent) -> String {
         }
         NodeEvent::Handoff(p) => format!("hand-off {}/{} entries={}", p.done, p.total, p.entries),
         NodeEvent::Wiped { entries } => format!("wiped {entries} entries"),
+        NodeEvent::Leaving(p) => format!("leaving {}/{} entries={}", p.done, p.total, p.entries),
+        NodeEvent::Cleaned { collection, interval, entries } => {
+            format!("cleaned {collection} {interval}: {entries} entries")
+        }
         NodeEvent::SlowSync { took_ms, grace_ms } => {
             format!("slow sync: a round took {took_ms} ms, grace {grace_ms} ms")
         }
@@ -1149,4 +1183,16 @@ macro_rules! scripts {
     };
 }
 
-scripts!(antientropy, coordinator, durability, gc, hints, input_checks, read_repair, scan, watches);
+scripts!(
+    antientropy,
+    coordinator,
+    durability,
+    gc,
+    hints,
+    input_checks,
+    leave,
+    read_repair,
+    remove,
+    scan,
+    watches
+);

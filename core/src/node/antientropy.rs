@@ -11,7 +11,7 @@
 //! range's next other replica; the round's later sessions pass over a peer a session
 //! failed with, and a peer already in a session with this node waits while others have
 //! work — so one replica that stops answering holds one session slot for one timeout,
-//! not the round. Each session's end comes back here (`Node::on_session_end`).
+//! not the round. Each session's end comes back here (`AntiEntropy::session_ended`).
 //! A round whose sessions all succeeded records its start as the node's *last full
 //! sync* ([`super::NodeState`]), which tombstone collection relies on.
 //!
@@ -33,23 +33,36 @@
 //! whose last full sync is older than the tombstone grace period first drops everything
 //! other replicas hold (see [`super::gc`]), so it rejoins empty and cannot resurrect
 //! deleted keys.
+//!
+//! [`AntiEntropy`] is a machine of its own: it owns the rounds — planning, the hand-off
+//! round's discovery, cleaning, whether a re-sync is owed, whether this node started
+//! empty — reads what it is handed (`Env`: the membership, the view, the replica, the
+//! node's random numbers and request numbers, the settings, the last full sync, whether
+//! sessions still run), and asks the node for the rest (`RoundOutput`): queue and
+//! abandon sessions in [`super::sessions`], introduce this node to an owner and ask it
+//! for its collections, record a full sync, enter the preference lists, report. Each
+//! session's end comes back to it (`AntiEntropy::session_ended`).
 
 use super::{
+    gc,
+    ids::{Concern, RequestIds},
     layouts::Signature,
     sessions::{Job, Purpose},
-    Node, NodeEvent, Output,
+    view::View,
+    NodeConfig, NodeEvent,
 };
 use crate::{
     entry::NodeId,
     hash::Interval,
-    membership::Status,
-    proto::{Message, ReplicaMessage, SyncBody, SyncMessage},
+    membership::{Membership, Status},
+    proto::ReplicaMessage,
+    replica::Replica,
     ring::RingTable,
+    rng::Rng,
     store::Store,
-    sync::SyncConfig,
     Millis,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 /// The hand-off sessions of one interval this node no longer replicates.
 #[derive(Debug)]
@@ -62,7 +75,7 @@ struct CleanGroup {
 
 /// The anti-entropy state of a node: its rounds (the sessions they queue run in
 /// [`super::sessions::Sessions`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AntiEntropy {
     groups: Vec<CleanGroup>,
     next_round_at: Option<Millis>,
@@ -76,6 +89,78 @@ pub struct AntiEntropy {
     /// about to be announced, a leave), and when: cleaning leaves them alone for a while,
     /// or it could drop a range a moment before the ring makes this node its owner.
     incoming: Vec<(Interval, Millis)>,
+    /// Whether the next round must be a hand-off (re-sync) round: at start, after a
+    /// failed commit, when told to join, when the cluster declared this node dead.
+    resync_pending: bool,
+    /// Whether the node started without saved state (fresh, or its data dir wiped): its
+    /// hand-off cannot count itself among a range's copies. Cleared by a hand-off.
+    started_empty: bool,
+    /// When a joining node first saw another member: its hand-off waits
+    /// `ring_delay_ms` from there (see [`NodeConfig::ring_delay_ms`]).
+    saw_cluster_at: Option<Millis>,
+    outputs: VecDeque<RoundOutput>,
+}
+
+/// What the rounds ask of the node.
+#[derive(Debug)]
+pub(super) enum RoundOutput {
+    /// Abort the sessions earlier rounds opened (sync, cleaning), for this reason.
+    AbandonRound(&'static str),
+    /// Introduce this node to an owner (through membership) before asking it anything.
+    Introduce(NodeId),
+    /// Send a hand-off round's question.
+    Send(NodeId, ReplicaMessage),
+    /// A round begins with these sessions: drop the queued ones of the last round
+    /// (hand-offs for a migration, leave, removal or move outlive rounds), queue these.
+    BeginRound(Vec<Job>),
+    /// Queue these sessions after those queued.
+    Queue(Vec<Job>),
+    /// Start queued sessions, up to the limit; then see whether the round is done.
+    Fill,
+    /// The round ended (its sessions no longer pass over the peers that failed).
+    EndRound,
+    /// Every session of the round that started at this time succeeded: the node's last
+    /// full sync, to record and persist.
+    FullSync(Millis),
+    /// The hand-off round succeeded: this node enters the preference lists.
+    Resynced,
+    /// Report this.
+    Event(NodeEvent),
+}
+
+/// What the rounds read of the rest of the node, for one input.
+pub(super) struct Env<'a, S: Store> {
+    /// The membership: who is up, this node's status, the tokens.
+    pub membership: &'a Membership,
+    /// The ring and the catalogue: whom each range belongs to.
+    pub view: &'a View,
+    /// The local replica: what this node holds, where cleaning drops and a stale node
+    /// wipes.
+    pub replica: &'a mut Replica<S>,
+    /// The node's random numbers: periods, partners.
+    pub rng: &'a mut Rng,
+    /// The node's request numbers.
+    pub ids: &'a mut RequestIds,
+    /// The node's settings: the periods, the grace, the ring delay.
+    pub config: &'a NodeConfig,
+    /// When the node's last full sync started.
+    pub last_full_sync_ms: Option<Millis>,
+    /// Whether the node was told to join a cluster.
+    pub join_requested: bool,
+    /// Whether sync sessions still run or wait.
+    pub sessions_busy: bool,
+}
+
+impl<S: Store> Env<'_, S> {
+    fn me(&self) -> NodeId {
+        self.membership.me().id
+    }
+
+    /// Whether `id` is running and reachable as far as membership knows (`Alive` or
+    /// `Syncing`): a partner for sync sessions.
+    fn up(&self, id: NodeId) -> bool {
+        self.membership.member(id).is_some_and(|m| m.status.is_up())
+    }
 }
 
 /// A range a hand-off round syncs: its owners asked, and how many of them it must be
@@ -140,7 +225,36 @@ pub struct HandoffProgress {
     pub entries: u64,
 }
 
+/// The table `membership`'s node would see once serving: the owning members and itself.
+pub(super) fn table_with_me(membership: &Membership) -> RingTable {
+    let me = membership.me();
+    RingTable::new(
+        (membership.members())
+            .filter(|m| m.id != me.id && m.owns())
+            .chain(std::iter::once(me))
+            .map(|m| (m.id, m.tokens.as_slice())),
+    )
+}
+
 impl AntiEntropy {
+    /// The rounds of a node that starts now: a hand-off round is owed, due at once.
+    /// `started_empty`: the node's store holds nothing, or it never finished a hand-off
+    /// on it (see [`AntiEntropy::started_empty`]).
+    pub(super) fn new(started_empty: bool) -> Self {
+        AntiEntropy {
+            groups: Vec::new(),
+            next_round_at: Some(0),
+            round: None,
+            cleaned: 0,
+            handed_off: BTreeSet::new(),
+            incoming: Vec::new(),
+            resync_pending: true,
+            started_empty,
+            saw_cluster_at: None,
+            outputs: VecDeque::new(),
+        }
+    }
+
     /// When the next round starts, or a hand-off round asks again or gives up waiting.
     pub fn next_deadline(&self) -> Option<Millis> {
         let discovery = self
@@ -166,6 +280,17 @@ impl AntiEntropy {
         self.round.as_ref().is_some_and(|r| r.resync)
     }
 
+    /// Whether a re-sync (hand-off) round is owed and has not started yet.
+    pub fn resync_pending(&self) -> bool {
+        self.resync_pending
+    }
+
+    /// Whether this node started without data it can count among a range's copies
+    /// (fresh, wiped, or crashed during its hand-off); cleared by a hand-off.
+    pub fn started_empty(&self) -> bool {
+        self.started_empty
+    }
+
     /// The progress of the running hand-off round, if one runs.
     pub fn handoff(&self) -> Option<HandoffProgress> {
         self.round.as_ref().filter(|r| r.resync).map(|r| HandoffProgress {
@@ -174,66 +299,81 @@ impl AntiEntropy {
             entries: r.entries,
         })
     }
-}
 
-impl<S: Store> Node<S> {
-    /// Arms the next round unless one is armed or running.
-    pub(super) fn schedule_sync(&mut self, now: Millis) {
-        if self.anti_entropy.next_round_at.is_none() && self.anti_entropy.round.is_none() {
-            let period = self.config.sync_interval_ms.max(1);
-            let jitter = self.rng.range(period / 2, period + period / 2);
-            self.anti_entropy.next_round_at = Some(now + jitter);
-        }
+    /// The next thing the rounds ask of the node.
+    pub(super) fn poll_output(&mut self) -> Option<RoundOutput> {
+        self.outputs.pop_front()
+    }
+
+    fn event(&mut self, e: NodeEvent) {
+        self.outputs.push_back(RoundOutput::Event(e));
+    }
+
+    /// Makes the next tick start a round.
+    pub(super) fn due_now(&mut self) {
+        self.next_round_at = Some(0);
+    }
+
+    /// Makes the next tick start a hand-off (re-sync) round: the node must catch its
+    /// ranges up before it serves again.
+    pub(super) fn resync_soon(&mut self) {
+        self.resync_pending = true;
+        self.due_now();
     }
 
     /// Brings the next round forward to a random moment within a quarter period (spread,
     /// so that a partition healing does not start every node's round at once).
-    pub(super) fn anti_entropy_soon(&mut self, now: Millis) {
-        if self.anti_entropy.round.is_some() {
+    pub(super) fn soon(&mut self, rng: &mut Rng, sync_interval_ms: Millis, now: Millis) {
+        if self.round.is_some() {
             return;
         }
-        let soon = now + self.rng.below(self.config.sync_interval_ms.max(4) / 4);
-        let next = self.anti_entropy.next_round_at.map_or(soon, |at| at.min(soon));
-        self.anti_entropy.next_round_at = Some(next);
+        let soon = now + rng.below(sync_interval_ms.max(4) / 4);
+        let next = self.next_round_at.map_or(soon, |at| at.min(soon));
+        self.next_round_at = Some(next);
     }
 
-    /// Makes the next tick start a round.
-    pub(super) fn anti_entropy_due_now(&mut self) {
-        self.anti_entropy.next_round_at = Some(0);
+    /// Notes that an owner of `range` began handing it to this node, which does not own
+    /// it (yet): a token move or a leave about to be announced. Cleaning leaves it alone
+    /// for a while.
+    pub(super) fn note_incoming(&mut self, range: Interval, now: Millis) {
+        if self.incoming.len() >= 1_024 {
+            self.incoming.remove(0);
+        }
+        self.incoming.push((range, now));
     }
 
-    /// The table this node would see once serving: the owning members and itself.
-    pub(super) fn table_with_me(&self) -> RingTable {
-        let me = self.membership.me().clone();
-        RingTable::new(
-            self.membership
-                .members()
-                .filter(|m| m.id != me.id && m.owns())
-                .chain(std::iter::once(&me))
-                .map(|m| (m.id, m.tokens.as_slice())),
-        )
+    /// Arms the next round unless one is armed or running.
+    fn schedule<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) {
+        if self.next_round_at.is_none() && self.round.is_none() {
+            let period = env.config.sync_interval_ms.max(1);
+            let jitter = env.rng.range(period / 2, period + period / 2);
+            self.next_round_at = Some(now + jitter);
+        }
     }
 
     /// Starts a round now: a re-sync (hand-off) round when `resync`.
-    pub(super) fn start_round(&mut self, now: Millis, resync: bool) {
-        let me = self.id();
+    pub(super) fn start_round<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now: Millis,
+        resync: bool,
+    ) {
+        let me = env.me();
         if resync {
             // The sync and cleaning sessions this node opened for an earlier round: a
             // re-sync round plans every range anew, and the peers of a node that must
             // re-sync (the cluster declared it dead) may not answer it before they
             // admit it again.
-            let round = |p: Purpose| matches!(p, Purpose::Sync | Purpose::Clean(_));
-            self.sessions.abandon(round, "a re-sync round begins");
-            self.collect_sessions(now);
+            self.outputs.push_back(RoundOutput::AbandonRound("a re-sync round begins"));
         }
         // The catalogue, which every member keeps, is synced whole with one member a
         // round (below); the ranges are for every other collection, by the placement
         // each uses.
-        let collections: Vec<String> = (self.replica.store().collections().unwrap_or_default())
+        let collections: Vec<String> = (env.replica.store().collections().unwrap_or_default())
             .into_iter()
             .filter(|c| !crate::catalogue::is_catalogue(c))
             .collect();
-        let signatures = self.view.signatures(&collections);
+        let signatures = env.view.signatures(&collections);
         let mut jobs = Vec::new();
         let mut groups = Vec::new();
         let mut discovery = None;
@@ -242,19 +382,19 @@ impl<S: Store> Node<S> {
             // Sync what this node will replicate from those who own it now, for each
             // placement a collection uses (a collection this node does not hold yet uses
             // the one its name gives it once the catalogue is here: see `Round::layouts`).
-            let with_me = self.table_with_me();
+            let with_me = table_with_me(env.membership);
             let mut plans = Vec::new();
             for (key, names) in signatures {
-                let placement = self.view.placement_by(&key);
+                let placement = env.view.placement_by(&key);
                 let would_be = placement.intervals_on(&with_me);
                 let mine: Vec<HandoffRange> = would_be
                     .iter()
                     .filter(|(_, replicas)| replicas.contains(&me))
                     .filter_map(|(interval, _)| {
-                        let owners = placement.now.list_on(&self.view.table, interval.end);
-                        let need = self.handoff_sources(&owners);
+                        let owners = placement.now.list_on(&env.view.table, interval.end);
+                        let need = self.handoff_sources(me, &owners);
                         let up: Vec<NodeId> =
-                            owners.into_iter().filter(|o| *o != me && self.up(*o)).collect();
+                            owners.into_iter().filter(|o| *o != me && env.up(*o)).collect();
                         (need > 0).then_some((*interval, up, need))
                     })
                     .collect();
@@ -262,11 +402,14 @@ impl<S: Store> Node<S> {
             }
             let any = plans.iter().any(|(_, _, _, mine)| !mine.is_empty());
             if any {
-                if self.stale(now) {
+                let grace = env.config.tombstone_grace_ms;
+                if gc::stale(env.last_full_sync_ms, grace, now) {
                     for (_, names, would_be, mine) in &plans {
                         let ranges: Vec<(Interval, Vec<NodeId>)> =
                             mine.iter().map(|(i, o, _)| (*i, o.clone())).collect();
-                        self.wipe_shared(now, names, would_be, &ranges);
+                        let wiped =
+                            gc::wipe_shared(env.replica, me, grace, now, names, would_be, &ranges);
+                        wiped.into_iter().for_each(|e| self.event(e));
                     }
                     let ranges: Vec<(Interval, Vec<NodeId>)> = plans
                         .iter()
@@ -279,14 +422,24 @@ impl<S: Store> Node<S> {
                         let full = Interval::full();
                         let catalogue = [crate::catalogue::CATALOGUE_COLLECTION.to_string()];
                         let with_me = [(full, vec![me])];
-                        self.wipe_shared(now, &catalogue, &with_me, &[(full, others)]);
+                        let mine = [(full, others)];
+                        let wiped = gc::wipe_shared(
+                            env.replica,
+                            me,
+                            grace,
+                            now,
+                            &catalogue,
+                            &with_me,
+                            &mine,
+                        );
+                        wiped.into_iter().for_each(|e| self.event(e));
                     }
                 }
                 let waiting: BTreeSet<NodeId> = plans
                     .iter()
                     .flat_map(|(_, _, _, mine)| mine.iter().flat_map(|(_, o, _)| o.clone()))
                     .collect();
-                let req = self.ids.next(super::ids::Concern::AntiEntropy);
+                let req = env.ids.next(Concern::AntiEntropy);
                 self.ask_collections(req, &waiting);
                 discovery = Some(Discovery {
                     req,
@@ -294,24 +447,24 @@ impl<S: Store> Node<S> {
                     answered: BTreeSet::new(),
                     names: collections.iter().cloned().collect(),
                     ranges: plans.into_iter().map(|(key, _, _, mine)| (key, mine)).collect(),
-                    layouts: self.view.layouts_now(),
-                    deadline: now + self.config.sync_timeout_ms,
+                    layouts: env.view.layouts_now(),
+                    deadline: now + env.config.sync_timeout_ms,
                     resend_at: now + DISCOVERY_RESEND_MS,
                 });
             }
         } else {
-            jobs.extend(self.catalogue_job());
-            for group in self.view.by_placement(&collections) {
+            jobs.extend(catalogue_job(env));
+            for group in env.view.by_placement(&collections) {
                 let collections = &group.collections;
                 for (interval, replicas, pending) in group.intervals {
                     if replicas.contains(&me) {
                         let (up, down): (Vec<NodeId>, Vec<NodeId>) =
-                            replicas.into_iter().filter(|r| *r != me).partition(|r| self.up(*r));
+                            replicas.into_iter().filter(|r| *r != me).partition(|r| env.up(*r));
                         // With every other owner down the range cannot be compared: the round
                         // is not a full sync.
                         unsyncable |= up.is_empty() && !down.is_empty();
                         for c in collections {
-                            if let Some(i) = self.rng.index(up.len()) {
+                            if let Some(i) = env.rng.index(up.len()) {
                                 let mut others = up.clone();
                                 let peer = others.remove(i);
                                 let job = Job::new(c, interval, peer, Purpose::Sync);
@@ -320,17 +473,17 @@ impl<S: Store> Node<S> {
                         }
                         continue;
                     }
-                    let hold_off = 2 * self.config.sync_interval_ms.max(self.config.ring_delay_ms);
-                    self.anti_entropy.incoming.retain(|(_, at)| now.saturating_sub(*at) < hold_off);
+                    let hold_off = 2 * env.config.sync_interval_ms.max(env.config.ring_delay_ms);
+                    self.incoming.retain(|(_, at)| now.saturating_sub(*at) < hold_off);
                     // A range handed to this node, or one it is a pending replica of (it will
                     // own it, or owned it until a change other coordinators may not know
                     // yet), stays.
-                    let incoming = self.anti_entropy.incoming.iter().any(|(range, _)| {
+                    let incoming = self.incoming.iter().any(|(range, _)| {
                         range.segments().into_iter().flatten().any(|s| interval.overlaps_segment(s))
                     }) || pending;
                     for c in collections {
                         let holds =
-                            self.replica.range(c, interval, None, 1).is_ok_and(|r| !r.is_empty());
+                            env.replica.range(c, interval, None, 1).is_ok_and(|r| !r.is_empty());
                         if !holds || replicas.is_empty() || incoming {
                             continue;
                         }
@@ -349,13 +502,9 @@ impl<S: Store> Node<S> {
             }
         }
         let total = jobs.iter().filter(|j| j.purpose == Purpose::Sync).count();
-        // A migration's or a leave's hand-off outlives rounds.
-        let outlives =
-            |p| matches!(p, Purpose::Migrate | Purpose::Leave | Purpose::Remove | Purpose::Move);
-        self.sessions.begin_round(outlives, jobs);
-        let ae = &mut self.anti_entropy;
-        ae.groups = groups;
-        ae.round = Some(Round {
+        self.outputs.push_back(RoundOutput::BeginRound(jobs));
+        self.groups = groups;
+        self.round = Some(Round {
             failed: unsyncable,
             resync,
             started_at: now,
@@ -365,26 +514,11 @@ impl<S: Store> Node<S> {
             discovery,
             layouts: None,
         });
-        ae.next_round_at = None;
+        self.next_round_at = None;
         if resync {
             self.report_handoff();
         }
-        self.fill_sessions(now);
-    }
-
-    /// A session syncing the whole catalogue with a member that is up, chosen at random
-    /// (none while no other member is up).
-    fn catalogue_job(&mut self) -> Option<Job> {
-        let me = self.id();
-        let up: Vec<NodeId> = (self.view.table.vnodes().iter().map(|v| v.node))
-            .filter(|id| *id != me && self.up(*id))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mut others = up;
-        let peer = others.remove(self.rng.index(others.len())?);
-        let catalogue = crate::catalogue::CATALOGUE_COLLECTION;
-        Some(Job::new(catalogue, Interval::full(), peer, Purpose::Sync).with_others(others))
+        self.outputs.push_back(RoundOutput::Fill);
     }
 
     /// Asks `owners` which collections exist, introducing this node first: an owner
@@ -392,73 +526,29 @@ impl<S: Store> Node<S> {
     /// death) may not have reached it by gossip yet.
     fn ask_collections(&mut self, req: u64, owners: &BTreeSet<NodeId>) {
         for peer in owners {
-            self.membership.introduce_to(*peer);
-            self.collect_membership();
-            self.send(*peer, Message::Replica(ReplicaMessage::ListCollections { req }));
+            self.outputs.push_back(RoundOutput::Introduce(*peer));
+            let q = ReplicaMessage::ListCollections { req };
+            self.outputs.push_back(RoundOutput::Send(*peer, q));
         }
-    }
-
-    /// Queues, ahead of the round's sessions, the hand-off sessions of a token move
-    /// (each ahead of the one before: the last runs first).
-    pub(super) fn queue_migration_sessions(&mut self, jobs: Vec<(String, Interval, NodeId)>) {
-        for (collection, interval, peer) in jobs {
-            self.sessions.push_front(Job::new(&collection, interval, peer, Purpose::Migrate));
-        }
-    }
-
-    /// Sync settings: paged messages, and collected tombstones not taken back.
-    pub(super) fn sync_config(&self, now: Millis) -> SyncConfig {
-        let collected_before = now.checked_sub(self.config.tombstone_grace_ms);
-        let limits = Some(self.entry_limits(now));
-        SyncConfig { collected_before, limits, ..SyncConfig::default() }
-    }
-
-    /// Queues hand-off sessions ahead of everything else (a graceful leave).
-    pub(super) fn queue_leave_sessions(&mut self, jobs: Vec<(String, Interval, NodeId)>) {
-        for (collection, interval, peer) in jobs.into_iter().rev() {
-            self.sessions.push_front(Job::new(&collection, interval, peer, Purpose::Leave));
-        }
-    }
-
-    /// Queues hand-off sessions for the removal of a dead member, ahead of the round's.
-    pub(super) fn queue_removal_sessions(&mut self, jobs: Vec<(String, Interval, NodeId)>) {
-        for (collection, interval, peer) in jobs.into_iter().rev() {
-            self.sessions.push_front(Job::new(&collection, interval, peer, Purpose::Remove));
-        }
-    }
-
-    /// Queues a session after those queued.
-    pub(super) fn queue_session(
-        &mut self,
-        collection: &str,
-        interval: Interval,
-        peer: NodeId,
-        purpose: Purpose,
-    ) {
-        self.sessions.push_back(Job::new(collection, interval, peer, purpose));
     }
 
     fn report_handoff(&mut self) {
-        if let Some(p) = self.anti_entropy.handoff() {
-            self.outputs.push_back(Output::Event(NodeEvent::Handoff(p)));
+        if let Some(p) = self.handoff() {
+            self.event(NodeEvent::Handoff(p));
         }
     }
 
-    /// Starts queued sessions, up to the limit.
-    pub(super) fn fill_sessions(&mut self, now: Millis) {
-        let (sessions, mut env) = self.session_parts(now);
-        sessions.fill(&mut env, now);
-        self.collect_sessions(now);
-        self.finish_round_if_done(now);
-    }
-
-    /// A session this node initiated ended for good: its end goes to the part of the
-    /// node that queued it.
-    pub(super) fn on_session_end(&mut self, now: Millis, job: Job, ok: bool, entries: u64) {
-        let ae = &mut self.anti_entropy;
+    /// A session a round queued ended for good (a sync, or a cleaning hand-off).
+    pub(super) fn session_ended<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        job: Job,
+        ok: bool,
+        entries: u64,
+    ) {
         match job.purpose {
             Purpose::Sync => {
-                let resync = ae.round.as_mut().map(|r| {
+                let resync = self.round.as_mut().map(|r| {
                     r.done += 1;
                     r.entries += entries;
                     r.failed |= !ok;
@@ -467,100 +557,89 @@ impl<S: Store> Node<S> {
                 if resync == Some(true) {
                     if ok {
                         // Kept across failed rounds: a retry does not copy it again.
-                        ae.handed_off.insert((job.collection.clone(), job.interval, job.peer));
+                        self.handed_off.insert((job.collection.clone(), job.interval, job.peer));
                     }
                     self.report_handoff();
                 }
             }
-            Purpose::Migrate => self.on_migration_session_end(now, ok),
-            Purpose::Leave => self.on_leave_session_end(now, ok, entries),
-            Purpose::Remove => self.on_removal_session_end(now, ok),
-            Purpose::Move => self.on_move_session_end(now, &job.collection, ok),
             Purpose::Clean(g) => {
-                let Some(group) = ae.groups.get_mut(g) else { return };
+                let Some(group) = self.groups.get_mut(g) else { return };
                 group.remaining = group.remaining.saturating_sub(1);
                 group.failed |= !ok;
                 if group.remaining == 0 && !group.failed {
                     let (collection, interval) = (group.collection.clone(), group.interval);
-                    self.drop_handed_off(now, collection, interval);
+                    self.drop_handed_off(env, collection, interval);
                 }
             }
+            Purpose::Migrate | Purpose::Leave | Purpose::Remove | Purpose::Move => {}
         }
     }
 
     /// Every owner of `interval` has what this node held there: drop it.
-    fn drop_handed_off(&mut self, _now: Millis, collection: String, interval: Interval) {
+    fn drop_handed_off<S: Store>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        collection: String,
+        interval: Interval,
+    ) {
         // The ring or the collection's layout may have changed during the round; only
         // drop what is still foreign.
-        let placement = self.view.placement_for(&collection);
-        let me = self.id();
-        if placement.list_on(&self.view.table, interval.end).contains(&me)
+        let placement = env.view.placement_for(&collection);
+        let me = env.me();
+        if placement.list_on(&env.view.table, interval.end).contains(&me)
             || placement.pending_in(me, &interval)
         {
             return;
         }
-        match self.replica.delete_range(&collection, interval) {
+        match env.replica.delete_range(&collection, interval) {
             Ok(entries) => {
-                self.anti_entropy.cleaned += entries;
-                self.outputs.push_back(Output::Event(NodeEvent::Cleaned {
-                    collection,
-                    interval,
-                    entries,
-                }));
+                self.cleaned += entries;
+                self.event(NodeEvent::Cleaned { collection, interval, entries });
             }
-            Err(e) => self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e))),
+            Err(e) => self.event(NodeEvent::StoreFailed(e)),
         }
     }
 
-    fn finish_round_if_done(&mut self, now: Millis) {
-        let discovering = self.anti_entropy.round.as_ref().is_some_and(|r| r.discovery.is_some());
-        if self.sessions.busy() || discovering {
+    /// Ends the round if none of its sessions runs or waits and it is not discovering.
+    pub(super) fn finish_round_if_done<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) {
+        let discovering = self.round.as_ref().is_some_and(|r| r.discovery.is_some());
+        if env.sessions_busy || discovering {
             return;
         }
-        let Some(mut round) = self.anti_entropy.round.take() else { return };
-        self.sessions.end_round();
-        self.anti_entropy.groups.clear();
+        let Some(mut round) = self.round.take() else { return };
+        self.outputs.push_back(RoundOutput::EndRound);
+        self.groups.clear();
         // A hand-off planned with layouts the catalogue it brought changed missed what
         // this node owns under the new ones: it plans again.
-        if round.layouts.as_ref().is_some_and(|l| *l != self.view.layouts_now()) {
+        if round.layouts.as_ref().is_some_and(|l| *l != env.view.layouts_now()) {
             round.failed = true;
         }
         if round.failed {
             if round.resync {
                 // The node must not serve before it caught up: try again shortly.
                 self.resync_pending = true;
-                self.anti_entropy.next_round_at = Some(now + 1_000);
+                self.next_round_at = Some(now + 1_000);
                 return;
             }
         } else {
-            self.state.last_full_sync_ms = Some(round.started_at);
-            self.outputs.push_back(Output::Persist(self.state.clone()));
+            self.outputs.push_back(RoundOutput::FullSync(round.started_at));
             let (took_ms, grace_ms) =
-                (now.saturating_sub(round.started_at), self.config.tombstone_grace_ms);
+                (now.saturating_sub(round.started_at), env.config.tombstone_grace_ms);
             if took_ms > grace_ms / 4 {
-                self.outputs.push_back(Output::Event(NodeEvent::SlowSync { took_ms, grace_ms }));
+                self.event(NodeEvent::SlowSync { took_ms, grace_ms });
             }
             if round.resync {
                 self.started_empty = false;
-                self.anti_entropy.handed_off.clear();
-                self.membership.resynced(now);
-                self.collect_membership();
+                self.handed_off.clear();
+                self.outputs.push_back(RoundOutput::Resynced);
             }
         }
-        self.schedule_sync(now);
+        self.schedule(env, now);
     }
 
-    /// Runs due rounds and abandons silent sessions, and sessions with peers that
-    /// stopped serving (suspected, dead, left).
-    pub(super) fn tick_sync(&mut self, now: Millis) {
-        let (sessions, mut env) = self.session_parts(now);
-        sessions.tick(&mut env, now);
-        self.collect_sessions(now);
-        self.drop_down_owners(now);
-        let resend = self
-            .anti_entropy
-            .round
-            .as_mut()
+    /// Asks the owners a hand-off round still waits for again, or gives up on them.
+    pub(super) fn tick_discovery<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) {
+        let resend = (self.round.as_mut())
             .and_then(|r| r.discovery.as_mut())
             .filter(|d| d.resend_at <= now && d.deadline > now)
             .map(|d| {
@@ -570,94 +649,56 @@ impl<S: Store> Node<S> {
         if let Some((req, waiting)) = resend {
             self.ask_collections(req, &waiting);
         }
-        let discovery_late = self
-            .anti_entropy
-            .round
-            .as_ref()
+        let late = (self.round.as_ref())
             .and_then(|r| r.discovery.as_ref())
             .is_some_and(|d| d.deadline <= now);
-        if discovery_late {
-            if let Some(r) = self.anti_entropy.round.as_mut() {
+        if late {
+            if let Some(r) = self.round.as_mut() {
                 r.discovery = None;
                 r.failed = true;
             }
-            self.finish_round_if_done(now);
-        }
-        if self.anti_entropy.round.is_none() && self.anti_entropy.next_round_at.is_none() {
-            self.schedule_sync(now);
-        }
-        if self.anti_entropy.next_round_at.is_some_and(|t| t <= now) {
-            let syncing = self.membership.me().status == Status::Syncing;
-            if syncing && self.join_requested && self.membership.size() <= 1 {
-                // Joining: wait for the seed's view before choosing whom to sync with.
-                self.anti_entropy.next_round_at = Some(now + 200);
-                return;
-            }
-            if syncing && self.membership.me().joining && self.membership.size() > 1 {
-                // A pending replica copies its ranges only once every coordinator has had
-                // time to learn of it: from then on every write reaches it too.
-                let since = *self.saw_cluster_at.get_or_insert(now);
-                if now < since + self.config.ring_delay_ms {
-                    self.anti_entropy.next_round_at = Some(since + self.config.ring_delay_ms);
-                    return;
-                }
-            }
-            let resync = std::mem::take(&mut self.resync_pending) || syncing;
-            self.start_round(now, resync);
-        } else {
-            self.fill_sessions(now);
+            self.finish_round_if_done(env, now);
         }
     }
 
-    /// Handles a sync message from `from`.
-    pub(super) fn handle_sync(&mut self, now: Millis, from: NodeId, msg: SyncMessage) {
-        let key = (from, msg.session);
-        if let SyncBody::Begin { range, collection, .. } = &msg.body {
-            if !self.may_push(from, collection, *range) {
-                self.peer_stats.refused_sessions += 1;
-                let reason = format!(
-                    "node {from} neither replicates {range} nor hands it to node {}",
-                    self.id()
-                );
-                let body = SyncBody::Abort { reason };
-                self.send(from, Message::Sync(SyncMessage { session: key.1, body }));
-                return;
-            }
-            let range = *range;
-            let owners = self.view.placement_for(collection).list_on(&self.view.table, range.end);
-            // An owner handing a range to this node, which does not own it (yet): a token
-            // move or a leave about to be announced.
-            if owners.contains(&from) && !owners.contains(&self.id()) {
-                let incoming = &mut self.anti_entropy.incoming;
-                if incoming.len() >= 1_024 {
-                    incoming.remove(0);
-                }
-                incoming.push((range, now));
-            }
-            let (sessions, mut env) = self.session_parts(now);
-            sessions.accept(&mut env, now, from, msg);
-            self.collect_sessions(now);
-            return;
+    /// Whether a round is due now, and whether it is a re-sync (hand-off) round; when
+    /// none is, the sessions queued may start ([`RoundOutput::Fill`]).
+    pub(super) fn due<S: Store>(&mut self, env: &mut Env<'_, S>, now: Millis) -> Option<bool> {
+        if self.round.is_none() && self.next_round_at.is_none() {
+            self.schedule(env, now);
         }
-        let (sessions, mut env) = self.session_parts(now);
-        let initiator = sessions.handle(&mut env, now, from, msg);
-        self.collect_sessions(now);
-        if initiator {
-            self.fill_sessions(now);
+        if self.next_round_at.is_none_or(|t| t > now) {
+            self.outputs.push_back(RoundOutput::Fill);
+            return None;
         }
+        let membership = env.membership;
+        let syncing = membership.me().status == Status::Syncing;
+        if syncing && env.join_requested && membership.size() <= 1 {
+            // Joining: wait for the seed's view before choosing whom to sync with.
+            self.next_round_at = Some(now + 200);
+            return None;
+        }
+        if syncing && membership.me().joining && membership.size() > 1 {
+            // A pending replica copies its ranges only once every coordinator has had
+            // time to learn of it: from then on every write reaches it too.
+            let since = *self.saw_cluster_at.get_or_insert(now);
+            if now < since + env.config.ring_delay_ms {
+                self.next_round_at = Some(since + env.config.ring_delay_ms);
+                return None;
+            }
+        }
+        Some(std::mem::take(&mut self.resync_pending) || syncing)
     }
-}
 
-impl<S: Store> Node<S> {
     /// An owner answered a hand-off round's question: which collections exist.
-    pub(super) fn on_collection_list(
+    pub(super) fn on_collection_list<S: Store>(
         &mut self,
-        now: Millis,
+        env: &mut Env<'_, S>,
         from: NodeId,
         req: u64,
         names: Vec<String>,
     ) {
-        let Some(round) = self.anti_entropy.round.as_mut() else { return };
+        let Some(round) = self.round.as_mut() else { return };
         let Some(d) = round.discovery.as_mut().filter(|d| d.req == req) else { return };
         let owner =
             (d.ranges.iter().flat_map(|(_, r)| r)).any(|(_, owners, _)| owners.contains(&from));
@@ -668,21 +709,20 @@ impl<S: Store> Node<S> {
         let valid = names.into_iter().filter(|c| crate::store::validate_collection(c).is_ok());
         d.names.extend(valid);
         if d.waiting.is_empty() {
-            self.finish_discovery(now);
+            self.finish_discovery(env);
         }
     }
 
     /// Stops waiting for the owners that stopped serving (suspected, dead, left) since
     /// the hand-off round asked them, as sessions with them are abandoned.
-    fn drop_down_owners(&mut self, now: Millis) {
-        let Some(d) = self.anti_entropy.round.as_mut().and_then(|r| r.discovery.as_mut()) else {
+    pub(super) fn drop_down_owners<S: Store>(&mut self, env: &mut Env<'_, S>) {
+        let Some(d) = self.round.as_mut().and_then(|r| r.discovery.as_mut()) else {
             return;
         };
         let before = d.waiting.len();
-        let membership = &self.membership;
-        d.waiting.retain(|o| membership.member(*o).is_some_and(|m| m.status.is_up()));
+        d.waiting.retain(|o| env.membership.member(*o).is_some_and(|m| m.status.is_up()));
         if d.waiting.len() < before && d.waiting.is_empty() {
-            self.finish_discovery(now);
+            self.finish_discovery(env);
         }
     }
 
@@ -690,16 +730,16 @@ impl<S: Store> Node<S> {
     /// session with one of the range's owners that answered and still serves. A range
     /// with no such owner fails the round, so the node keeps waiting rather than serve
     /// without its data.
-    fn finish_discovery(&mut self, now: Millis) {
-        let Some(d) = self.anti_entropy.round.as_mut().and_then(|r| r.discovery.take()) else {
+    fn finish_discovery<S: Store>(&mut self, env: &mut Env<'_, S>) {
+        let Some(d) = self.round.as_mut().and_then(|r| r.discovery.take()) else {
             return;
         };
-        let membership = &self.membership;
+        let membership = env.membership;
         let up = |o: &NodeId| membership.member(*o).is_some_and(|m| m.status.is_up());
         let catalogue = crate::catalogue::CATALOGUE_COLLECTION;
         let names: Vec<(String, Signature)> = (d.names.iter())
             .filter(|c| c.as_str() != catalogue)
-            .map(|c| (c.clone(), self.view.signature(c)))
+            .map(|c| (c.clone(), env.view.signature(c)))
             .collect();
         // The ranges of the placements the collections use, from the owners that answered.
         let ranges: Vec<(Signature, Interval, Vec<NodeId>, usize)> = (d.ranges.into_iter())
@@ -715,12 +755,12 @@ impl<S: Store> Node<S> {
         let mut jobs = Vec::new();
         let failed = ranges.iter().any(|(_, _, owners, need)| owners.len() < *need);
         if !failed {
-            let done = &self.anti_entropy.handed_off;
+            let done = &self.handed_off;
             for (c, key) in &names {
                 for (_, interval, owners, need) in ranges.iter().filter(|r| r.0 == *key) {
                     let (copied, mut rest): (Vec<NodeId>, Vec<NodeId>) =
                         owners.iter().partition(|o| done.contains(&(c.clone(), *interval, **o)));
-                    self.rng.shuffle(&mut rest);
+                    env.rng.shuffle(&mut rest);
                     // Only a range synced with a single owner may fall back on another
                     // one: with several, a fallback could repeat an owner already synced,
                     // and the round fails and is planned again instead.
@@ -736,35 +776,28 @@ impl<S: Store> Node<S> {
                 let mut peers: Vec<NodeId> = d.answered.iter().copied().filter(up).collect();
                 peers.sort_unstable();
                 peers.dedup();
-                if let Some(i) = self.rng.index(peers.len()) {
+                if let Some(i) = env.rng.index(peers.len()) {
                     jobs.push(Job::new(catalogue, Interval::full(), peers[i], Purpose::Sync));
                 }
             }
         }
-        let Some(round) = self.anti_entropy.round.as_mut() else { return };
+        let Some(round) = self.round.as_mut() else { return };
         round.failed |= failed;
         round.layouts = Some(d.layouts);
         round.total = jobs.len();
-        jobs.into_iter().for_each(|job| self.sessions.push_back(job));
+        self.outputs.push_back(RoundOutput::Queue(jobs));
         self.report_handoff();
-        self.fill_sessions(now);
-    }
-
-    /// Whether `id` is running and reachable as far as membership knows (`Alive` or
-    /// `Syncing`): a partner for sync sessions.
-    pub(super) fn up(&self, id: NodeId) -> bool {
-        self.membership.member(id).is_some_and(|m| m.status.is_up())
+        self.outputs.push_back(RoundOutput::Fill);
     }
 
     /// With how many other owners of a range (`owners`, its current owners, this node
-    /// among them if it owns it already) a hand-off round must sync it before this node
-    /// counts toward read quorums there. A write acknowledged by a quorum W of the n
+    /// `me` among them if it owns it already) a hand-off round must sync it before this
+    /// node counts toward read quorums there. A write acknowledged by a quorum W of the n
     /// owners is on every set of n − W + 1 of them, so merging that many covers every
     /// acknowledged write; a node that kept its data through a restart is one of them
     /// itself. At least one, when there is anyone to sync with: a node that was away
     /// catches up on what it missed.
-    fn handoff_sources(&self, owners: &[NodeId]) -> usize {
-        let me = self.id();
+    fn handoff_sources(&self, me: NodeId, owners: &[NodeId]) -> usize {
         let others = owners.iter().filter(|o| **o != me).count();
         let n = owners.len();
         if n == 0 {
@@ -775,6 +808,21 @@ impl<S: Store> Node<S> {
         let need = if kept { covering.saturating_sub(1) } else { covering };
         need.max(1).min(others)
     }
+}
+
+/// A session syncing the whole catalogue with a member that is up, chosen at random
+/// (none while no other member is up).
+fn catalogue_job<S: Store>(env: &mut Env<'_, S>) -> Option<Job> {
+    let me = env.me();
+    let up: Vec<NodeId> = (env.view.table.vnodes().iter().map(|v| v.node))
+        .filter(|id| *id != me && env.up(*id))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut others = up;
+    let peer = others.remove(env.rng.index(others.len())?);
+    let catalogue = crate::catalogue::CATALOGUE_COLLECTION;
+    Some(Job::new(catalogue, Interval::full(), peer, Purpose::Sync).with_others(others))
 }
 
 /// Of a range's `n` owners, how many together hold every write acknowledged at `quorum`

@@ -6,7 +6,7 @@
 //! to every replica; the client is answered as soon as each key has `required`
 //! acknowledgements (`one` = 1, `quorum` = ⌊n/2⌋+1, `all` = n, or a number), where n is
 //! the key's replica count (N, or fewer while the cluster is smaller than N). Reads ask
-//! `required` replicas — one for the data, the others for their versions ([`fanout`]) —
+//! `required` replicas — one for the data, the others for their versions (`fanout`) —
 //! and answer with the newest entry once they have answered; when every replica asked
 //! has answered (or the request times out), those that answered with an older entry or
 //! version, or none, are sent the newest (read repair). A request that does not reach
@@ -160,7 +160,7 @@ struct KeyState {
     /// Write: who acknowledged. Read: who answered with the data, and what.
     answers: BTreeMap<NodeId, Option<Entry>>,
     /// Read: the replicas asked so far — all of `replicas`, unless the read asks only as
-    /// many as its level needs ([`fanout`]).
+    /// many as its level needs (`fanout`).
     asked: Vec<NodeId>,
     /// Read: the replicas asked for the data (the rest of `asked`, for versions).
     data_from: Vec<NodeId>,
@@ -1186,7 +1186,7 @@ impl Coordinator {
         self.progress(env, now, req);
     }
 
-    /// A replica answered a read with the versions it holds ([`fanout`]).
+    /// A replica answered a read with the versions it holds (`fanout`).
     pub(super) fn on_versions_reply<S: Store>(
         &mut self,
         env: &mut Env<'_, S>,

@@ -19,7 +19,7 @@
 //! - the coordinator's own local acknowledgement of a write it stored (a write's
 //!   `Written` answer is given only once the required acknowledgements arrived, so it
 //!   cannot exist before its local part committed) — or, when the coordinator is the
-//!   key's only replica, the `Written` answer itself ([`Durability::hold`]), which
+//!   key's only replica, the `Written` answer itself (`Durability::hold`), which
 //!   becomes an `unavailable` error ("not committed") if its commit fails,
 //! - client answers other than `Written` and errors (reads, scans, watch events…) produced while
 //!   the node has writes not yet known durable: they may show those writes. This is

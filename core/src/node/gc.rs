@@ -160,85 +160,88 @@ impl Gc {
     }
 }
 
-impl<S: Store> Node<S> {
-    /// Whether this node's data is too old to serve: its last full sync started more than
-    /// half the grace period ago (or it never had one). Half, so that a node coming back
-    /// just inside the limit finishes its hand-off long before the others start
-    /// collecting the tombstones it missed, whatever the clock skew.
-    ///
-    /// Counted from the round's *start*, deliberately: a range is only known reconciled
-    /// as of then, so a round that lasted longer than half the grace period (peers that
-    /// stopped answering, far too much data for the period) leaves the node stale as it
-    /// completes, and it wipes and re-syncs rather than risk serving a value whose
-    /// delete the others have already collected. If every round is that slow, every
-    /// round ends that way: the node stays safe but spends its time re-syncing. So a
-    /// round longer than a quarter of the grace period is reported
-    /// ([`NodeEvent::SlowSync`]), for the operator to act on before it comes to that.
-    pub(super) fn stale(&self, now: Millis) -> bool {
-        match self.state.last_full_sync_ms {
-            Some(t) => now.saturating_sub(t) > self.config.tombstone_grace_ms / 2,
-            None => true,
-        }
+/// Whether a node's data is too old to serve: its last full sync started more than half
+/// the grace period ago (or it never had one). Half, so that a node coming back just
+/// inside the limit finishes its hand-off long before the others start collecting the
+/// tombstones it missed, whatever the clock skew.
+///
+/// Counted from the round's *start*, deliberately: a range is only known reconciled as
+/// of then, so a round that lasted longer than half the grace period (peers that stopped
+/// answering, far too much data for the period) leaves the node stale as it completes,
+/// and it wipes and re-syncs rather than risk serving a value whose delete the others
+/// have already collected. If every round is that slow, every round ends that way: the
+/// node stays safe but spends its time re-syncing. So a round longer than a quarter of
+/// the grace period is reported ([`NodeEvent::SlowSync`]), for the operator to act on
+/// before it comes to that.
+pub(super) fn stale(last_full_sync_ms: Option<Millis>, grace_ms: Millis, now: Millis) -> bool {
+    match last_full_sync_ms {
+        Some(t) => now.saturating_sub(t) > grace_ms / 2,
+        None => true,
     }
+}
 
-    /// Drops every record written before `now − grace/2` that another serving node holds
-    /// (or will hold), keeping the ranges this node alone replicates; used before a stale
-    /// node re-syncs. Only such old records can be values whose tombstones others have
-    /// collected (a tombstone is collected a whole grace period after its delete, which
-    /// came after the value); newer ones, acknowledged writes among them, are kept and
-    /// reconciled by the sync that follows. `would_be` are the intervals of the table
-    /// with this node serving; `mine` those of them it shares with current owners.
-    pub(super) fn wipe_shared(
-        &mut self,
-        now: Millis,
-        collections: &[String],
-        would_be: &[(Interval, Vec<NodeId>)],
-        mine: &[(Interval, Vec<NodeId>)],
-    ) {
-        let me = self.id();
-        let cutoff = now.saturating_sub(self.config.tombstone_grace_ms / 2);
-        let mut dropped = 0;
-        for c in collections {
-            for (interval, replicas) in would_be {
-                let alone = replicas.contains(&me) && !mine.iter().any(|(m, _)| m == interval);
-                if alone {
-                    continue;
-                }
-                let mut after: Option<(Position, Bytes)> = None;
-                loop {
-                    let cursor = after.as_ref().map(|(p, k)| (*p, &k[..]));
-                    let page = match self.replica.range(c, *interval, cursor, GC_BATCH) {
-                        Ok(page) => page,
-                        Err(e) => {
-                            self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)));
-                            break;
-                        }
-                    };
-                    let Some(last) = page.last() else { break };
-                    after = Some((last.pos, last.key.clone()));
-                    let full = page.len() == GC_BATCH;
-                    for r in page.into_iter().filter(|r| r.entry.ts.physical_ms() < cutoff) {
-                        match self.replica.remove(c, &r.key) {
-                            Ok(_) => dropped += 1,
-                            Err(e) => {
-                                self.outputs.push_back(Output::Event(NodeEvent::StoreFailed(e)))
-                            }
-                        }
-                    }
-                    if !full {
+/// Drops every record written before `now − grace/2` that another serving node holds
+/// (or will hold), keeping the ranges node `me` alone replicates; used before a stale
+/// node re-syncs. Only such old records can be values whose tombstones others have
+/// collected (a tombstone is collected a whole grace period after its delete, which came
+/// after the value); newer ones, acknowledged writes among them, are kept and reconciled
+/// by the sync that follows. `would_be` are the intervals of the table with this node
+/// serving; `mine` those of them it shares with current owners. Returns what to report:
+/// store failures, then [`NodeEvent::Wiped`].
+pub(super) fn wipe_shared<S: Store>(
+    replica: &mut Replica<S>,
+    me: NodeId,
+    grace_ms: Millis,
+    now: Millis,
+    collections: &[String],
+    would_be: &[(Interval, Vec<NodeId>)],
+    mine: &[(Interval, Vec<NodeId>)],
+) -> Vec<NodeEvent> {
+    let cutoff = now.saturating_sub(grace_ms / 2);
+    let mut events = Vec::new();
+    let mut dropped = 0;
+    for c in collections {
+        for (interval, replicas) in would_be {
+            let alone = replicas.contains(&me) && !mine.iter().any(|(m, _)| m == interval);
+            if alone {
+                continue;
+            }
+            let mut after: Option<(Position, Bytes)> = None;
+            loop {
+                let cursor = after.as_ref().map(|(p, k)| (*p, &k[..]));
+                let page = match replica.range(c, *interval, cursor, GC_BATCH) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        events.push(NodeEvent::StoreFailed(e));
                         break;
                     }
+                };
+                let Some(last) = page.last() else { break };
+                after = Some((last.pos, last.key.clone()));
+                let full = page.len() == GC_BATCH;
+                for r in page.into_iter().filter(|r| r.entry.ts.physical_ms() < cutoff) {
+                    match replica.remove(c, &r.key) {
+                        Ok(_) => dropped += 1,
+                        Err(e) => events.push(NodeEvent::StoreFailed(e)),
+                    }
+                }
+                if !full {
+                    break;
                 }
             }
         }
-        self.outputs.push_back(Output::Event(NodeEvent::Wiped { entries: dropped }));
     }
+    events.push(NodeEvent::Wiped { entries: dropped });
+    events
+}
 
+impl<S: Store> Node<S> {
     /// A serving node that has not completed a full sync within the grace period stops
-    /// serving and re-syncs (dropping what others hold first, see [`Node::wipe_shared`]).
+    /// serving and re-syncs (dropping what others hold first, see [`wipe_shared`]).
     pub(super) fn check_staleness(&mut self, now: Millis) {
         let alive = self.membership.me().status == Status::Alive;
-        if !alive || !self.anti_entropy.round_idle() || !self.stale(now) {
+        let stale = stale(self.state.last_full_sync_ms, self.config.tombstone_grace_ms, now);
+        if !alive || !self.anti_entropy.round_idle() || !stale {
             return;
         }
         if self.membership.alive().any(|m| m.id != self.id()) {

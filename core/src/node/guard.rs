@@ -114,7 +114,7 @@ impl<S: Store> Node<S> {
         if listed(&self.view.table, me) || listed(&self.view.table, from) {
             return true;
         }
-        if listed(&self.table_with_me(), me) {
+        if listed(&super::antientropy::table_with_me(&self.membership), me) {
             return true;
         }
         let members =

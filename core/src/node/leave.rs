@@ -16,7 +16,7 @@
 //!    a successor that is already a replica costs one round trip, the node newly
 //!    entering the preference list receives everything written before step 2. They run
 //!    ahead of anything else anti-entropy has queued, are retried like sync sessions,
-//!    and report progress as [`NodeEvent::Leaving`].
+//!    and report progress as [`super::NodeEvent::Leaving`].
 //! 4. *Announce `Left`* through membership (told directly to a few members and
 //!    gossiped), then keep answering for `ring_delay_ms`: coordinators that have not
 //!    heard yet still read from this node and send it writes, and those that have keep
@@ -28,8 +28,8 @@
 //! `Left` at once and may exit at once.
 //!
 //! [`Leave`] is a machine of its own: it owns the leave's state, reads the membership,
-//! the view, the replica and the ring delay it is handed ([`Env`]), and asks the node
-//! for what only the node does ([`LeaveOutput`]): announce through membership, run the
+//! the view, the replica and the ring delay it is handed (`Env`), and asks the node
+//! for what only the node does (`LeaveOutput`): announce through membership, run the
 //! hand-off sessions, report progress. The sessions' ends come back to it.
 //!
 //! [`Member::next_tokens`]: crate::membership::Member::next_tokens

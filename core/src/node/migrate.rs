@@ -69,9 +69,9 @@
 //! answer load questions while not `Alive`, which postpones its peers' decisions.
 //!
 //! [`Migration`] is a machine of its own: it owns its state, reads what it is handed
-//! ([`Env`]: the membership it announces through, the view, the replica, the node's
+//! (`Env`: the membership it announces through, the view, the replica, the node's
 //! random numbers and request numbers, whether a leave or a re-sync is under way, the
-//! last full sync), and asks the node for the rest ([`MigrationOutput`]): send load
+//! last full sync), and asks the node for the rest (`MigrationOutput`): send load
 //! questions and answers, run a move's hand-off sessions, save the new tokens, report,
 //! clean soon.
 

@@ -30,11 +30,13 @@
 //! See `docs/node.md`. Drivers tell the node when a client connection closes
 //! ([`Node::client_gone`]) so its watches end.
 //!
-//! `Node` composes machines that own their state — [`membership`](crate::membership), [`hints`], [`gc`],
-//! the [`coordinator`], the [`scan`]s, the [`watch`]es, the sync [`sessions`] — each
-//! handed its input with what it reads of the rest of the node, its outputs routed in
-//! `compose.rs`; the [`view`] is the ring and the catalogue they all route by;
-//! `requests.rs` says which part answers a client's request.
+//! `Node` composes machines that own their state — [`membership`](crate::membership),
+//! [`hints`], [`gc`], the [`coordinator`], the [`scan`]s, the [`watch`]es, the sync
+//! [`sessions`], the [`antientropy`] rounds, [`migrate`], the [`moves`] between
+//! layouts, a graceful [`leave`], the [`remove`]als — each handed its input with what it
+//! reads of the rest of the node, its outputs routed in `compose/`; the [`view`] is the
+//! ring and the catalogue they all route by; `requests.rs` says which part answers a
+//! client's request.
 
 pub mod antientropy;
 mod compose;
@@ -361,14 +363,8 @@ pub struct Node<S: Store> {
     anti_entropy: AntiEntropy,
     /// The sync sessions every part of the node queues (see [`sessions`]).
     sessions: sessions::Sessions,
-    resync_pending: bool,
+    /// Whether the node was told to join a cluster (see [`Node::awaiting_cluster`]).
     join_requested: bool,
-    /// Whether the node started without saved state (fresh, or its data dir wiped): its
-    /// hand-off cannot count itself among a range's copies. Cleared by a hand-off.
-    started_empty: bool,
-    /// When a joining node first saw another member: its hand-off waits
-    /// `ring_delay_ms` from there (see [`NodeConfig::ring_delay_ms`]).
-    saw_cluster_at: Option<Millis>,
     gc: Gc,
     migration: Migration,
     /// A graceful leave, once asked for (see [`leave`]).
@@ -422,10 +418,17 @@ impl<S: Store> Node<S> {
         };
         let mut rng = Rng::new(config.seed);
         let membership = Membership::new(me, config.membership.clone(), rng.next_u64());
+        let replica = Replica::new(store)?;
+        // A node whose store holds nothing (fresh, or its data lost), or that never
+        // finished a hand-off on it (it crashed during one), cannot count itself among a
+        // range's copies in its hand-off.
+        let started_empty = joining
+            || state.last_full_sync_ms.is_none()
+            || replica.store().collections().map_or(true, |c| c.is_empty());
         let mut node = Node {
             clock: Hlc::default(),
             rng,
-            replica: Replica::new(store)?,
+            replica,
             membership,
             view: view::View::new(
                 config.id,
@@ -440,12 +443,9 @@ impl<S: Store> Node<S> {
             coordinator: Coordinator::default(),
             scans: scan::Scans::new(config.request_timeout_ms),
             hints: Hints::new(config.hints),
-            anti_entropy: AntiEntropy::default(),
+            anti_entropy: AntiEntropy::new(started_empty),
             sessions: sessions::Sessions::new(config.max_sync_sessions, config.sync_timeout_ms),
-            resync_pending: true,
             join_requested: false,
-            started_empty: true,
-            saw_cluster_at: None,
             gc: Gc::default(),
             migration: Migration::default(),
             leave: leave::Leave::default(),
@@ -465,13 +465,6 @@ impl<S: Store> Node<S> {
             ready: VecDeque::new(),
             config,
         };
-        node.anti_entropy_due_now();
-        // A node whose store holds nothing (fresh, or its data lost), or that never
-        // finished a hand-off on it (it crashed during one), cannot count itself among a
-        // range's copies in its hand-off.
-        node.started_empty = joining
-            || node.state.last_full_sync_ms.is_none()
-            || node.replica.store().collections().map_or(true, |c| c.is_empty());
         node.refresh_table();
         node.load_catalogue();
         Ok(node)
@@ -731,8 +724,7 @@ impl<S: Store> Node<S> {
         if self.membership.begin_resync(now) {
             self.collect_membership();
         }
-        self.resync_pending = true;
-        self.anti_entropy_due_now();
+        self.anti_entropy.resync_soon();
     }
 
     /// Whether the node was told to join a cluster and has not merged a member's full
@@ -755,8 +747,7 @@ impl<S: Store> Node<S> {
             && self.membership.size() <= 1
         {
             self.membership.begin_join(now);
-            self.resync_pending = true;
-            self.anti_entropy_due_now();
+            self.anti_entropy.resync_soon();
         }
         self.membership.join(now, seed_addr.into());
         self.collect_membership();
@@ -886,7 +877,7 @@ impl<S: Store> Node<S> {
     }
 
     /// Reads what handling `reqs` will read first of the local replica — each key's
-    /// index slot, record and Merkle node ([`Replica::warm`]) — before they are handled
+    /// index slot, record and Merkle node ([`Replica::warm_index`], [`Replica::warm_record`]) — before they are handled
     /// one by one: independent reads whose cache misses overlap, where the requests
     /// alone would wait for each in turn. Returns something of what it read, for
     /// [`std::hint::black_box`]; handling is the same without it.
@@ -1165,14 +1156,14 @@ impl<S: Store> Node<S> {
                 MembershipOutput::Event(e) => {
                     if e == MembershipEvent::MustResync {
                         // Re-sync before serving again: a round starts at the next tick.
-                        self.resync_pending = true;
-                        self.anti_entropy_due_now();
+                        self.anti_entropy.resync_soon();
                     }
                     if let MembershipEvent::StatusChanged { id, from, to } = e {
                         // A member that sat suspected may have missed writes (and this
                         // node some of its): compare soon, not a period from now.
                         if from == Status::Suspect && to == Status::Alive && id != self.id() {
-                            self.anti_entropy_soon(self.wall_ms);
+                            let period = self.config.sync_interval_ms;
+                            self.anti_entropy.soon(&mut self.rng, period, self.wall_ms);
                         }
                     }
                     Output::Event(NodeEvent::Membership(e))

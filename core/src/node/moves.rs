@@ -26,8 +26,8 @@
 //! asker's view.
 //!
 //! [`Moves`] is a machine of its own: it reads the membership, the view, the node's
-//! random numbers and request numbers ([`Env`]), and asks the node for the rest
-//! ([`MovesOutput`]): send questions and answers, run the pulls' sessions, run the
+//! random numbers and request numbers (`Env`), and asks the node for the rest
+//! (`MovesOutput`): send questions and answers, run the pulls' sessions, run the
 //! driver's writes of the catalogue through the coordinator, report.
 
 use super::{ids::RequestIds, view::View, ClientId, NodeEvent};

@@ -34,7 +34,7 @@
 //!
 //! [`Removals`] is a machine of its own: the removal this node runs and the hand-off it
 //! runs for one (its own or another node's). It reads the membership, the view and the
-//! replica it is handed ([`Env`]) and asks the node for the rest ([`RemovalOutput`]):
+//! replica it is handed (`Env`) and asks the node for the rest (`RemovalOutput`):
 //! announce through membership, send the questions and answers, run the hand-off
 //! sessions, report progress; the sessions' ends come back to it.
 //!

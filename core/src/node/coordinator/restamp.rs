@@ -11,7 +11,7 @@
 //!   to a *different* entry it already holds (store outcome `Kept`, the stored entry's
 //!   `(timestamp, origin)` differs from the record's — an identical retransmit is a plain
 //!   acknowledgement) answers `WriteAck { newer: Some(ts) }`, `ts` the newest such stored
-//!   timestamp, instead of a plain acknowledgement ([`newer_stored`]). The coordinator's
+//!   timestamp, instead of a plain acknowledgement (`newer_stored`). The coordinator's
 //!   own replica is asked the same way.
 //! - **The coordinator re-stamps.** Before it answered the client, a coordinator told
 //!   `newer` adopts that timestamp into its clock, stamps the request's entries again

@@ -4,7 +4,7 @@
 use crate::{catalogue::CollectionSettings, entry::NodeId, hash::Position, Millis};
 use serde::{Deserialize, Serialize};
 
-/// A collection as [`Op::CollectionShow`] and [`Op::CollectionList`] describe it.
+/// A collection as [`Op::CollectionShow`](super::Op::CollectionShow) and [`Op::CollectionList`](super::Op::CollectionList) describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CollectionView {
     /// The collection's name.
@@ -65,7 +65,7 @@ pub struct NodeStats {
     /// Expired values rewritten as tombstones so far.
     #[serde(default)]
     pub expired: u64,
-    /// Client requests this node has received for data (every [`Op`] but `Stats` and
+    /// Client requests this node has received for data (every [`Op`](super::Op) but `Stats` and
     /// `Ring`, so monitoring is not counted as load); its rate is the node's ops/s.
     #[serde(default)]
     pub requests: u64,
@@ -77,7 +77,7 @@ pub struct NodeStats {
     #[serde(default)]
     pub storage: crate::store::StorageHealth,
     /// The node's clock compared with its peers' (see `node::skew`); boxed to keep
-    /// [`Reply`] small.
+    /// [`Reply`](super::Reply) small.
     #[serde(default)]
     pub clock: Box<ClockStats>,
     /// The layouts collections use other than the cluster's, as this node knows them:
@@ -88,7 +88,7 @@ pub struct NodeStats {
 }
 
 /// The layouts collections use (never the ones they move to), as the node answering
-/// [`Op::Stats`] knows them from its catalogue (`catalogue::layout`). A collection not
+/// [`Op::Stats`](super::Op::Stats) knows them from its catalogue (`catalogue::layout`). A collection not
 /// listed uses the cluster's: [`NodeStats::replicas`] replicas on any node. The
 /// members' labels a layout places by are listed once however many collections share
 /// them. A reader checks every entry before it trusts it (a light peer ignores those out
@@ -169,7 +169,7 @@ pub struct Progress {
     pub entries: u64,
 }
 
-/// One member of the ring, as [`Op::Ring`] reports it.
+/// One member of the ring, as [`Op::Ring`](super::Op::Ring) reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RingMember {
     /// The member's node id.
