@@ -625,8 +625,7 @@ impl Migration {
             if kept >= load || given > gap {
                 continue;
             }
-            let (owned, entries) = (interval, given);
-            self.start_move(env, now, owned, q, entries, (mine, floor), &collections);
+            self.start_move(env, now, interval, q, given, (mine, floor), &collections);
             return Ok(());
         }
         Ok(())
