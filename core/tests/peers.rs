@@ -385,6 +385,57 @@ fn a_member_may_not_push_a_range_neither_it_nor_this_node_replicates() {
 }
 
 #[test]
+fn a_member_opening_sync_sessions_without_end_is_held_to_a_bound_and_writes_go_on() {
+    use dhrt_core::node::sessions::MAX_ACCEPTED_PER_PEER;
+    let mut sim = memory_cluster(3, NetConfig::lan(), 76, |_| {});
+    sim.run_for(2_000);
+    let open = |sim: &Cluster| sim.process(NodeId(1)).unwrap().node.sessions().running();
+    let before = open(&sim);
+    let refused_before = sim.process(NodeId(1)).unwrap().node.peer_stats().refused_sessions;
+    // Node 2, which replicates every range with node 1, begins sessions and never steps
+    // them: each waits for its next message until the sync timeout.
+    let mut aborted = 0;
+    for session in 0..(MAX_ACCEPTED_PER_PEER as u64 + 40) {
+        let begin = SyncBody::Begin {
+            collection: "users".into(),
+            placement: Placement::of("users"),
+            range: Interval::full(),
+            depth: 4,
+            salt: 1,
+            root: Summary { digest: 0xfeed + session, count: 1 },
+        };
+        let msg = Message::Sync(SyncMessage { session: 0x5e55_0000 + session, body: begin });
+        let answers = sim.act(NodeId(1), |p, now| {
+            p.node.handle_peer(now, NodeId(2), msg);
+            let mut out = Vec::new();
+            while let Some(o) = p.node.poll_output() {
+                if let Output::Send { to: NodeId(2), msg, .. } = o {
+                    out.push(msg);
+                }
+            }
+            out
+        });
+        for answer in answers.unwrap_or_default() {
+            if let Message::Sync(SyncMessage { body: SyncBody::Abort { reason }, .. }) = answer {
+                assert!(reason.contains("too many sync sessions"), "{reason}");
+                aborted += 1;
+            }
+        }
+    }
+    let node = &sim.process(NodeId(1)).unwrap().node;
+    assert_eq!(aborted, 40, "every Begin past the bound is aborted");
+    assert_eq!(node.peer_stats().refused_sessions, refused_before + 40);
+    assert!(
+        open(&sim) <= before + MAX_ACCEPTED_PER_PEER,
+        "node 1 holds {} sessions (was {before})",
+        open(&sim)
+    );
+    // The node still serves.
+    assert!(matches!(call(&mut sim, 1, set("k", "v")), Some(Reply::Written { .. })));
+    assert_eq!(value_of(call(&mut sim, 3, get("k"))), Some("v".into()));
+}
+
+#[test]
 fn a_read_reply_from_the_future_is_neither_returned_nor_repaired_into_the_store() {
     use dhrt_core::proto::{ClientRequest, ClientResponse};
     let mut config = NodeConfig::new(NodeId(1), sim_addr(NodeId(1)));

@@ -23,6 +23,13 @@
 //! stopped serving goes to another owner that answered (`Job::fallback`). A session
 //! silent for `sync_timeout_ms`, or initiated with a peer that stopped serving, is
 //! abandoned (an abort is sent).
+//!
+//! **Bounds.** Sessions a peer begins are held until they end or fall silent, so a peer
+//! may have at most [`MAX_ACCEPTED_PER_PEER`] of them open with this node at once, and
+//! all peers together [`MAX_ACCEPTED`]; a `Begin` past either is answered with an abort
+//! (the peer retries later, as after any failed session) and counted as refused. A peer
+//! runs at most its `max_sync_sessions` (2 by default) at once, so only a broken or
+//! hostile one meets the bound.
 
 use crate::{
     clock::Hlc,
@@ -113,6 +120,12 @@ impl Job {
 
 /// Attempts of a sync job before its round counts as failed.
 pub const SYNC_ATTEMPTS: u8 = 3;
+
+/// Most sessions one peer may have begun with this node and still open.
+pub const MAX_ACCEPTED_PER_PEER: usize = 16;
+
+/// Most sessions peers may have begun with this node and still open, all together.
+pub const MAX_ACCEPTED: usize = 256;
 
 #[derive(Debug)]
 struct Running {
@@ -352,15 +365,30 @@ impl Sessions {
     }
 
     /// A peer begins a session with this node (the node checked that it may push the
-    /// range).
+    /// range). Returns whether the session was taken: a peer past the bounds (see the
+    /// module docs) is answered with an abort instead.
     pub(super) fn accept<S: Store>(
         &mut self,
         env: &mut Env<'_, S>,
         now: Millis,
         from: NodeId,
         msg: SyncMessage,
-    ) {
+    ) -> bool {
         let session_id = msg.session;
+        let accepted = |(k, r): (&(NodeId, u64), &Running)| {
+            r.session.role() == Role::Responder && *k != (from, session_id)
+        };
+        let theirs = self.running.iter().filter(|e| accepted(*e) && e.0 .0 == from).count();
+        let all = self.running.iter().filter(|e| accepted(*e)).count();
+        if theirs >= MAX_ACCEPTED_PER_PEER || all >= MAX_ACCEPTED {
+            let reason = format!(
+                "too many sync sessions open with this node ({theirs} from node {from}, {all} \
+                 in all; at most {MAX_ACCEPTED_PER_PEER} and {MAX_ACCEPTED}): try again later"
+            );
+            let msg = SyncMessage { session: session_id, body: SyncBody::Abort { reason } };
+            self.outputs.push_back(SessionOutput::Send { to: from, msg });
+            return false;
+        }
         match SyncSession::accept(env.replica, msg, env.config) {
             Ok((session, reply)) => {
                 self.entries_received += session.stats().entries_applied;
@@ -376,6 +404,7 @@ impl Sessions {
                 self.outputs.push_back(SessionOutput::Send { to: from, msg });
             }
         }
+        true
     }
 
     /// A step of a running session from `from`. Returns whether this node initiated it

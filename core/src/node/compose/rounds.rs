@@ -176,12 +176,15 @@ impl<S: Store> Node<S> {
             let owners = self.view.placement_for(collection).list_on(&self.view.table, range.end);
             // An owner handing a range to this node, which does not own it (yet): a token
             // move or a leave about to be announced.
-            if owners.contains(&from) && !owners.contains(&self.id()) {
+            let incoming = owners.contains(&from) && !owners.contains(&self.id());
+            let (sessions, mut env) = self.session_parts(now);
+            let taken = sessions.accept(&mut env, now, from, msg);
+            self.collect_sessions(now);
+            if !taken {
+                self.peer_stats.refused_sessions += 1;
+            } else if incoming {
                 self.anti_entropy.note_incoming(range, now);
             }
-            let (sessions, mut env) = self.session_parts(now);
-            sessions.accept(&mut env, now, from, msg);
-            self.collect_sessions(now);
             return;
         }
         let (sessions, mut env) = self.session_parts(now);
