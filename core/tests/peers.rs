@@ -64,17 +64,23 @@ fn member_of(sim: &Cluster, on: u64, about: u64) -> Option<Member> {
     sim.process(NodeId(on))?.node.membership().member(NodeId(about)).cloned()
 }
 
+/// The first message of a sync session of "users" over `range`, whose root says `root`.
+fn begin_sync(range: Interval, root: Summary) -> SyncBody {
+    SyncBody::Begin {
+        collection: "users".into(),
+        placement: Placement::of("users"),
+        range,
+        depth: 4,
+        salt: 1,
+        root,
+    }
+}
+
 /// A sync session pushing `entries` of "users" over the whole ring, as node `from`.
 fn push_by_sync(sim: &mut Cluster, from: u64, to: u64, entries: Vec<(Bytes, Entry)>) {
     let session = 0xbad;
-    let begin = SyncBody::Begin {
-        collection: "users".into(),
-        placement: Placement::of("users"),
-        range: Interval::full(),
-        depth: 4,
-        salt: 1,
-        root: Summary { digest: 0x1234, count: entries.len() as u64 },
-    };
+    let begin =
+        begin_sync(Interval::full(), Summary { digest: 0x1234, count: entries.len() as u64 });
     inject(sim, from, to, Message::Sync(SyncMessage { session, body: begin }));
     let step = SyncBody::Step { items: vec![SyncItem::Entries { entries }] };
     inject(sim, from, to, Message::Sync(SyncMessage { session, body: step }));
@@ -307,14 +313,7 @@ fn only_current_members_may_read_write_sync_or_watch() {
         }),
         Message::Sync(SyncMessage {
             session: 5,
-            body: SyncBody::Begin {
-                collection: "users".into(),
-                placement: Placement::of("users"),
-                range: Interval::full(),
-                depth: 4,
-                salt: 1,
-                root: Summary { digest: 1, count: 1 },
-            },
+            body: begin_sync(Interval::full(), Summary { digest: 1, count: 1 }),
         }),
     ];
     // A stranger (node 9, never a member) gets nothing and writes nothing.
@@ -370,14 +369,7 @@ fn a_member_may_not_push_a_range_neither_it_nor_this_node_replicates() {
         })
         .expect("with 5 nodes and 3 replicas, some range skips two given nodes");
     let session = 77;
-    let begin = SyncBody::Begin {
-        collection: "users".into(),
-        placement: Placement::of("users"),
-        range: Interval::new(lo, hi),
-        depth: 4,
-        salt: 1,
-        root: Summary { digest: 1, count: 1 },
-    };
+    let begin = begin_sync(Interval::new(lo, hi), Summary { digest: 1, count: 1 });
     let before = sim.process(NodeId(1)).unwrap().node.peer_stats().refused_sessions;
     inject(&mut sim, 5, 1, Message::Sync(SyncMessage { session, body: begin }));
     let after = sim.process(NodeId(1)).unwrap().node.peer_stats().refused_sessions;
@@ -396,14 +388,7 @@ fn a_member_opening_sync_sessions_without_end_is_held_to_a_bound_and_writes_go_o
     // them: each waits for its next message until the sync timeout.
     let mut aborted = 0;
     for session in 0..(MAX_ACCEPTED_PER_PEER as u64 + 40) {
-        let begin = SyncBody::Begin {
-            collection: "users".into(),
-            placement: Placement::of("users"),
-            range: Interval::full(),
-            depth: 4,
-            salt: 1,
-            root: Summary { digest: 0xfeed + session, count: 1 },
-        };
+        let begin = begin_sync(Interval::full(), Summary { digest: 0xfeed + session, count: 1 });
         let msg = Message::Sync(SyncMessage { session: 0x5e55_0000 + session, body: begin });
         let answers = sim.act(NodeId(1), |p, now| {
             p.node.handle_peer(now, NodeId(2), msg);

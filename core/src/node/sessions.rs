@@ -375,11 +375,13 @@ impl Sessions {
         msg: SyncMessage,
     ) -> bool {
         let session_id = msg.session;
-        let accepted = |(k, r): (&(NodeId, u64), &Running)| {
-            r.session.role() == Role::Responder && *k != (from, session_id)
-        };
-        let theirs = self.running.iter().filter(|e| accepted(*e) && e.0 .0 == from).count();
-        let all = self.running.iter().filter(|e| accepted(*e)).count();
+        let (mut theirs, mut all) = (0, 0);
+        for (key, r) in &self.running {
+            if r.session.role() == Role::Responder && *key != (from, session_id) {
+                all += 1;
+                theirs += usize::from(key.0 == from);
+            }
+        }
         if theirs >= MAX_ACCEPTED_PER_PEER || all >= MAX_ACCEPTED {
             let reason = format!(
                 "too many sync sessions open with this node ({theirs} from node {from}, {all} \

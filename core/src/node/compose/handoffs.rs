@@ -4,6 +4,7 @@
 
 use super::super::{
     antientropy::HandoffProgress,
+    ids::RequestIds,
     leave::{self, Leave, LeaveOutput},
     remove::{RemovalOutput, RemovalProgress, Removals, RemoveError},
     sessions::Purpose,
@@ -52,13 +53,30 @@ impl<S: Store> Node<S> {
 
     /// The leave and what it reads of the rest of the node.
     fn leave_parts(&mut self) -> (&mut Leave, leave::Env<'_, S>) {
+        let (leave, _, _, env) = self.handoff_parts();
+        (leave, env)
+    }
+
+    /// The leave, the removals and the request numbers, with what both machines read of
+    /// the rest of the node (one `Env` type: see [`leave::Env`]).
+    fn handoff_parts(&mut self) -> (&mut Leave, &mut Removals, &mut RequestIds, leave::Env<'_, S>) {
         let env = leave::Env {
             membership: &self.membership,
             view: &self.view,
             replica: &self.replica,
             ring_delay_ms: self.config.ring_delay_ms,
         };
-        (&mut self.leave, env)
+        (&mut self.leave, &mut self.removals, &mut self.ids, env)
+    }
+
+    /// What the leave and the removals read, for a question that changes nothing.
+    fn handoff_env(&self) -> leave::Env<'_, S> {
+        leave::Env {
+            membership: &self.membership,
+            view: &self.view,
+            replica: &self.replica,
+            ring_delay_ms: self.config.ring_delay_ms,
+        }
     }
 
     /// Does what the leave asked, in its order.
@@ -93,13 +111,7 @@ impl<S: Store> Node<S> {
         member: NodeId,
         force: bool,
     ) -> Result<(), RemoveError> {
-        let (removals, ids) = (&mut self.removals, &mut self.ids);
-        let env = leave::Env {
-            membership: &self.membership,
-            view: &self.view,
-            replica: &self.replica,
-            ring_delay_ms: self.config.ring_delay_ms,
-        };
+        let (_, removals, ids, env) = self.handoff_parts();
         let started = removals.remove(&env, ids, now, member, force);
         self.collect_removals(now);
         if started? {
@@ -112,13 +124,7 @@ impl<S: Store> Node<S> {
 
     /// The removal this node runs, if any.
     pub fn removal(&self) -> Option<RemovalProgress> {
-        let env = leave::Env {
-            membership: &self.membership,
-            view: &self.view,
-            replica: &self.replica,
-            ring_delay_ms: self.config.ring_delay_ms,
-        };
-        self.removals.progress(&env)
+        self.removals.progress(&self.handoff_env())
     }
 
     /// The removal's timers: ask the owners (again), notice the member came back.
@@ -137,13 +143,8 @@ impl<S: Store> Node<S> {
 
     /// The removals and what they read of the rest of the node.
     pub(in crate::node) fn removal_parts(&mut self) -> (&mut Removals, leave::Env<'_, S>) {
-        let env = leave::Env {
-            membership: &self.membership,
-            view: &self.view,
-            replica: &self.replica,
-            ring_delay_ms: self.config.ring_delay_ms,
-        };
-        (&mut self.removals, env)
+        let (_, removals, _, env) = self.handoff_parts();
+        (removals, env)
     }
 
     /// Does what the removals asked, in their order.
